@@ -1,0 +1,140 @@
+//! What the core asks the driver to do, and what the driver reports back.
+//!
+//! Actions are executed in order; when one fails, the rest of the list is skipped and the loop
+//! runs again at once on fresh observations. Results that change the core's memory (lock
+//! renewals, the bootstrap race) come back through [`crate::HaNode::advance`].
+
+use crate::observe::{JobKind, Millis};
+
+/// A member to replicate or clone from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// Member name (also names its replication slot on the leader).
+    pub name: String,
+    /// PostgreSQL host.
+    pub host: String,
+    /// PostgreSQL port.
+    pub port: u16,
+}
+
+/// The role PostgreSQL is started in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartRole {
+    /// Writable primary (no `standby.signal`).
+    Primary,
+    /// Read-only replica, streaming from `upstream` when there is one.
+    Replica {
+        /// Where to stream from; `None` starts read-only with no upstream (used when there is no
+        /// leader, and when fencing ourselves off a DCS we cannot reach).
+        upstream: Option<Upstream>,
+    },
+}
+
+/// How to stop PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGINT: roll back sessions, write a shutdown checkpoint, let replicas receive it.
+    Fast,
+    /// SIGQUIT: stop now, crash recovery on next start. Used for fencing.
+    Immediate,
+}
+
+/// One step for the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Race for the `initialize` key (create if absent). Result: [`ActionResult::InitializeRace`].
+    TryInitialize,
+    /// Give up a bootstrap we started: delete `initialize` and the data directory we created.
+    CancelInitialize,
+    /// After a successful bootstrap: record the system identifier in `initialize` and seed the
+    /// `config` key from `bootstrap.dcs` if it is absent.
+    RecordInitialize {
+        /// System identifier to record.
+        sysid: String,
+    },
+    /// Take the leader lock if nobody holds it. Result: [`ActionResult::Leader`].
+    AcquireLeader,
+    /// Renew our leader lock (and lease). Result: [`ActionResult::Leader`].
+    RenewLeader,
+    /// Delete the leader key if it is still ours, publishing our last WAL position first.
+    ReleaseLeader,
+    /// Write the leader's `status` key (optime).
+    WriteStatus,
+    /// Leader: create a physical slot for each of these members, drop managed slots of others.
+    SyncSlots {
+        /// Members that need a slot.
+        members: Vec<String>,
+    },
+    /// Start a background job.
+    StartJob(Job),
+    /// Stop PostgreSQL and wait for the postmaster to exit.
+    Stop(StopMode),
+    /// Point a running replica at a (new) upstream: rewrite `primary_conninfo` and reload.
+    Follow {
+        /// New upstream; `None` stops streaming.
+        upstream: Option<Upstream>,
+    },
+    /// Remove a data directory we may not use (after a failed rewind, when allowed).
+    WipeDataDir,
+    /// An unrecoverable condition: log it and exit non-zero without touching PostgreSQL.
+    Fatal(String),
+}
+
+/// Long-running work, done off the loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// initdb and first start as primary; creates the configured roles.
+    Bootstrap,
+    /// pg_basebackup from this member.
+    Clone(Upstream),
+    /// pg_rewind against this member.
+    Rewind(Upstream),
+    /// Start PostgreSQL in this role and wait until it answers.
+    Start(StartRole),
+    /// Promote a replica holding the lock, checkpoint, record the new timeline in `history`.
+    Promote,
+}
+
+impl Job {
+    /// The kind, as reported back in [`crate::observe::JobState`].
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Job::Bootstrap => JobKind::Bootstrap,
+            Job::Clone(_) => JobKind::Clone,
+            Job::Rewind(_) => JobKind::Rewind,
+            Job::Start(_) => JobKind::Start,
+            Job::Promote => JobKind::Promote,
+        }
+    }
+}
+
+/// Results the core needs to remember.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionResult {
+    /// Outcome of [`Action::TryInitialize`]: whether we created the key.
+    InitializeRace {
+        /// We created it and must bootstrap.
+        won: bool,
+    },
+    /// Outcome of [`Action::AcquireLeader`] or [`Action::RenewLeader`].
+    Leader {
+        /// The lock is ours after the operation.
+        held: bool,
+        /// When the request was *sent*. etcd starts the lease's TTL only when it processes the
+        /// request, which is later, so a deadline computed from this instant is conservative.
+        sent_at: Millis,
+    },
+    /// The leader key was released (or the release was attempted at shutdown).
+    LeaderReleased,
+}
+
+/// The core's decision for one cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Steps to execute, in order.
+    pub actions: Vec<Action>,
+    /// One line saying what was decided and why (logged every cycle, as Patroni does).
+    pub message: String,
+    /// Run the next cycle no later than this, even if nothing wakes the loop.
+    pub next_cycle: Millis,
+}

@@ -1,0 +1,136 @@
+//! Who may take the leader lock when there is none.
+//!
+//! A replica races only if it is the healthiest eligible member: not tagged `nofailover`, not
+//! further behind the leader's last published position than `maximum_lag_on_failover`, and no
+//! reachable eligible peer is further ahead (or equally far with a higher priority). If any peer
+//! still reports itself a running primary, nobody races. Several members may still consider
+//! themselves healthiest (equal positions and priorities); the atomic create of the leader key
+//! then picks one.
+
+use crate::lsn::{Lsn, Timeline};
+use crate::model::Tags;
+use crate::observe::PeerReport;
+
+/// Why this member will not race, or `Ok` if it may.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It may try to take the lock.
+    Healthiest,
+    /// It may not, for this reason (logged as the cycle's message).
+    NotHealthiest(String),
+}
+
+/// Inputs of the race decision for this member.
+#[derive(Clone, Debug)]
+pub struct Candidate<'a> {
+    /// Our tags.
+    pub tags: &'a Tags,
+    /// Our furthest WAL position.
+    pub wal: Lsn,
+    /// Our timeline.
+    pub timeline: Timeline,
+    /// The leader's last published position (`status.optime`).
+    pub cluster_optime: Lsn,
+    /// The cluster's timeline.
+    pub cluster_timeline: Timeline,
+    /// `maximum_lag_on_failover`.
+    pub max_lag: u64,
+    /// `check_timeline`.
+    pub check_timeline: bool,
+}
+
+/// Decides whether this member is the healthiest, given what its peers reported.
+pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
+    if !me.tags.can_fail_over() {
+        return Verdict::NotHealthiest("not eligible for the leader race (nofailover or failover_priority <= 0)".into());
+    }
+    let lag = me.wal.lag_behind(me.cluster_optime);
+    if lag > me.max_lag {
+        return Verdict::NotHealthiest(format!(
+            "{lag} bytes behind the last known leader position, over maximum_lag_on_failover ({})",
+            me.max_lag
+        ));
+    }
+    if me.check_timeline && me.timeline < me.cluster_timeline {
+        return Verdict::NotHealthiest(format!(
+            "on timeline {} while the cluster is on {}",
+            me.timeline, me.cluster_timeline
+        ));
+    }
+    for p in peers {
+        let Some(s) = &p.status else { continue };
+        if s.is_primary {
+            return Verdict::NotHealthiest(format!("primary ({}) is still alive", p.name));
+        }
+        if !s.can_fail_over {
+            continue;
+        }
+        if s.wal > me.wal {
+            return Verdict::NotHealthiest(format!("{} is ahead ({} > {})", p.name, s.wal, me.wal));
+        }
+        if s.wal == me.wal && s.priority > me.tags.priority() {
+            return Verdict::NotHealthiest(format!("{} is as far and has a higher failover_priority", p.name));
+        }
+    }
+    Verdict::Healthiest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::PeerStatus;
+
+    fn peer(name: &str, wal: u64, primary: bool, eligible: bool, prio: i64) -> PeerReport {
+        PeerReport {
+            name: name.into(),
+            status: Some(PeerStatus { is_primary: primary, wal: Lsn(wal), timeline: 1, can_fail_over: eligible, priority: prio }),
+        }
+    }
+
+    fn me(tags: &Tags, wal: u64) -> Candidate<'_> {
+        Candidate {
+            tags,
+            wal: Lsn(wal),
+            timeline: 1,
+            cluster_optime: Lsn(1000),
+            cluster_timeline: 1,
+            max_lag: 100,
+            check_timeline: false,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let t = Tags::default();
+        let nofail = Tags { nofailover: true, ..Default::default() };
+        let high = Tags { failover_priority: Some(5), ..Default::default() };
+        let unreachable = PeerReport { name: "gone".into(), status: None };
+        let cases: Vec<(&str, Candidate, Vec<PeerReport>, bool)> = vec![
+            ("alone and caught up", me(&t, 1000), vec![], true),
+            ("nofailover never races", me(&nofail, 2000), vec![], false),
+            ("too far behind", me(&t, 800), vec![], false),
+            ("within lag", me(&t, 950), vec![], true),
+            ("peer ahead wins", me(&t, 1000), vec![peer("b", 1010, false, true, 1)], false),
+            ("ineligible peer ahead ignored", me(&t, 1000), vec![peer("b", 1010, false, false, 1)], true),
+            ("unreachable peer ignored", me(&t, 1000), vec![unreachable], true),
+            ("live primary blocks race", me(&t, 1000), vec![peer("a", 0, true, true, 1)], false),
+            ("tie, peer higher priority", me(&t, 1000), vec![peer("b", 1000, false, true, 5)], false),
+            ("tie, we have higher priority", me(&high, 1000), vec![peer("b", 1000, false, true, 1)], true),
+            ("tie, same priority: both race", me(&t, 1000), vec![peer("b", 1000, false, true, 1)], true),
+        ];
+        for (name, c, peers, want) in cases {
+            let got = judge(&c, &peers) == Verdict::Healthiest;
+            assert_eq!(got, want, "{name}: {:?}", judge(&c, &peers));
+        }
+    }
+
+    #[test]
+    fn timeline_check_is_optional() {
+        let t = Tags::default();
+        let mut c = me(&t, 1000);
+        c.cluster_timeline = 3;
+        assert_eq!(judge(&c, &[]), Verdict::Healthiest);
+        c.check_timeline = true;
+        assert!(matches!(judge(&c, &[]), Verdict::NotHealthiest(_)));
+    }
+}

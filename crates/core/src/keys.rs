@@ -1,0 +1,72 @@
+//! Patroni's DCS key layout: `/<namespace>/<scope>/{initialize, config, leader, members/<name>,
+//! status, history, failover, sync}`.
+//!
+//! Keeping the exact layout is what lets `patronictl`, dashboards and HAProxy setups built for
+//! Patroni keep working against Rampart.
+
+/// Key names under a cluster's prefix.
+pub const INITIALIZE: &str = "initialize";
+/// Dynamic configuration (JSON).
+pub const CONFIG: &str = "config";
+/// Leader lock: the leader's member name, attached to its lease.
+pub const LEADER: &str = "leader";
+/// Directory of member keys.
+pub const MEMBERS: &str = "members/";
+/// Leader's WAL position and slots (JSON).
+pub const STATUS: &str = "status";
+/// Timeline history (JSON list).
+pub const HISTORY: &str = "history";
+/// Requested switchover or failover (JSON).
+pub const FAILOVER: &str = "failover";
+/// Synchronous replication state (JSON).
+pub const SYNC: &str = "sync";
+
+/// The key prefix of one cluster, always ending in `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterPrefix(String);
+
+impl ClusterPrefix {
+    /// Builds `/<namespace>/<scope>/`, tolerating slashes around the namespace
+    /// (`/service`, `service`, `/db/` all work, as in Patroni).
+    pub fn new(namespace: &str, scope: &str) -> Self {
+        let ns = namespace.trim_matches('/');
+        if ns.is_empty() {
+            ClusterPrefix(format!("/{scope}/"))
+        } else {
+            ClusterPrefix(format!("/{ns}/{scope}/"))
+        }
+    }
+
+    /// The prefix itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Full key for a name under the prefix, e.g. `key(LEADER)`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{}", self.0, name)
+    }
+
+    /// Full key of a member.
+    pub fn member(&self, name: &str) -> String {
+        format!("{}{}{}", self.0, MEMBERS, name)
+    }
+
+    /// The part of `full` after the prefix, if `full` is under it.
+    pub fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.0.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_slashes_are_normalised() {
+        for ns in ["/service", "service", "/service/", "service/"] {
+            assert_eq!(ClusterPrefix::new(ns, "pg").key(LEADER), "/service/pg/leader");
+        }
+        assert_eq!(ClusterPrefix::new("/db/", "postgres").member("n1"), "/db/postgres/members/n1");
+    }
+}

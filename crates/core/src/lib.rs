@@ -1,0 +1,46 @@
+//! # rampart-core: the pure HA core
+//!
+//! Everything Rampart decides about a node's role lives here, and nothing here does I/O or reads
+//! a clock. The agent's driver loop (in the `rampart` binary) works like raft-rs's Ready loop:
+//!
+//! 1. it reads the DCS once (a consistent [`model::Cluster`] snapshot) and probes local
+//!    PostgreSQL ([`observe::LocalPg`]); while there is no leader it also asks the other members
+//!    for their WAL positions ([`observe::PeerReport`]);
+//! 2. it hands those facts, with the current monotonic time, to [`HaNode::decide`], which returns
+//!    a [`action::Plan`]: ordered actions plus a one-line reason;
+//! 3. it executes the actions and reports results that matter back through [`HaNode::advance`]
+//!    (for example when a lock renewal was sent, which moves the fencing deadline).
+//!
+//! Safety rules kept here, each tested without PostgreSQL:
+//! * a primary stops taking writes before its leader lease can expire ([`HaNode::fence_deadline`]);
+//! * only the healthiest eligible member races for the lock ([`election`]);
+//! * a node never runs as primary without holding the lock;
+//! * a former primary rejoins only through pg_rewind (or a fresh clone when allowed).
+//!
+//! Module map:
+//! * [`lsn`]: WAL positions and timelines;
+//! * [`keys`]: Patroni's DCS key layout;
+//! * [`model`]: the cluster snapshot and Patroni's value formats;
+//! * [`dynamic`]: the dynamic configuration and its timing rule;
+//! * [`observe`]: what the driver observed;
+//! * [`action`]: what the core asks for;
+//! * [`election`]: who may take the lock;
+//! * [`node`]: the decision itself.
+
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod dynamic;
+pub mod election;
+pub mod keys;
+pub mod lsn;
+pub mod model;
+pub mod node;
+pub mod observe;
+
+pub use action::{Action, ActionResult, Job, Plan, StartRole, StopMode, Upstream};
+pub use dynamic::DynamicConfig;
+pub use lsn::{Lsn, Timeline};
+pub use model::{Cluster, Member, MemberData, Tags};
+pub use node::{HaNode, NodeSettings};
+pub use observe::{DataDir, LocalPg, Millis, Observation, PgProcess};

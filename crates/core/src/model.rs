@@ -1,0 +1,448 @@
+//! The immutable snapshot of one cluster as read from the DCS, with Patroni's value formats.
+//!
+//! One consistent read of the cluster prefix becomes one [`Cluster`]; every HA cycle decides on a
+//! fresh snapshot, never on state cached from an earlier cycle (the watch only wakes the loop).
+//! Parsing is lenient about values written by other tools: a malformed member key is reported and
+//! skipped rather than making the whole cluster unreadable.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dynamic::DynamicConfig;
+use crate::keys::{self, ClusterPrefix};
+use crate::lsn::{Lsn, Timeline};
+
+/// Member tags (`tags:` in the config), with the ones Rampart interprets typed and the rest kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tags {
+    /// Never take the leader lock automatically.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nofailover: bool,
+    /// Preference among equally advanced candidates; `<= 0` means never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_priority: Option<i64>,
+    /// Exclude from read load balancing (`/replica` answers 503).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noloadbalance: bool,
+    /// Preferred source for cloning new replicas.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clonefrom: bool,
+    /// Never a synchronous standby.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nosync: bool,
+    /// Stream from this member instead of the leader (cascading replication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicatefrom: Option<String>,
+    /// Any other tag, shown as is.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+impl Tags {
+    /// Whether this member may ever become leader automatically.
+    pub fn can_fail_over(&self) -> bool {
+        !self.nofailover && self.failover_priority.is_none_or(|p| p > 0)
+    }
+
+    /// Priority used to break ties between equally advanced candidates.
+    pub fn priority(&self) -> i64 {
+        self.failover_priority.unwrap_or(1)
+    }
+}
+
+/// The JSON value of a `members/<name>` key, as Patroni writes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberData {
+    /// `postgres://host:port/postgres`.
+    #[serde(default)]
+    pub conn_url: String,
+    /// `http://host:port/patroni`.
+    #[serde(default)]
+    pub api_url: String,
+    /// PostgreSQL state (`running`, `stopped`, `starting`, `crashed`, `creating replica`, ...).
+    #[serde(default)]
+    pub state: String,
+    /// `primary`, `replica`, `standby_leader`, or `uninitialized`.
+    #[serde(default)]
+    pub role: String,
+    /// Version of the key format's producer (Patroni's version number that we are compatible with).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Primary: flush position; replica: the furthest of received and replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xlog_location: Option<u64>,
+    /// Receive position of a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_lsn: Option<u64>,
+    /// Replay position of a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<u64>,
+    /// Current timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+    /// `streaming` or `in archive recovery` for replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_state: Option<String>,
+    /// Member tags.
+    #[serde(default)]
+    pub tags: Tags,
+    /// Set when a parameter change waits for a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_restart: Option<bool>,
+    /// Rampart's own version, so mixed clusters can be told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rampart: Option<String>,
+    /// Fields we do not interpret.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl MemberData {
+    /// The `(host, port)` of `conn_url`, if it parses.
+    pub fn conn_host_port(&self) -> Option<(String, u16)> {
+        parse_url_host_port(&self.conn_url, 5432)
+    }
+
+    /// The furthest WAL position this member reported.
+    pub fn wal_position(&self) -> Lsn {
+        let v = [self.xlog_location, self.receive_lsn, self.replay_lsn].into_iter().flatten().max().unwrap_or(0);
+        Lsn(v)
+    }
+}
+
+/// Extracts host and port from `scheme://[user@]host[:port][/...]`.
+pub fn parse_url_host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?']).next()?;
+    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    if authority.is_empty() {
+        return None;
+    }
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(default_port))?;
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((authority.to_string(), default_port)),
+    }
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// Member name (the last path segment of its key).
+    pub name: String,
+    /// Its published data.
+    pub data: MemberData,
+    /// etcd lease the key is attached to (0 when none).
+    pub lease: i64,
+}
+
+/// The leader lock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leader {
+    /// Name of the member holding the lock.
+    pub name: String,
+    /// etcd lease of the lock.
+    pub lease: i64,
+    /// Modification revision of the key, for compare-and-swap.
+    pub mod_revision: i64,
+}
+
+/// A requested switchover or failover (the `failover` key).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Failover {
+    /// Current leader expected by the requester (switchover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Requested candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// When to act, ISO 8601 with time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+}
+
+/// The leader's `status` key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The leader's last known WAL position.
+    #[serde(default)]
+    pub optime: u64,
+    /// Permanent slots and their positions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slots: BTreeMap<String, u64>,
+    /// Member slots to keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retain_slots: Vec<String>,
+}
+
+/// The `sync` key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Leader that wrote it.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Comma-separated synchronous standbys.
+    #[serde(default)]
+    pub sync_standby: Option<String>,
+    /// Quorum size in quorum mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+}
+
+/// One line of the `history` key: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    /// Timeline that ended.
+    pub timeline: Timeline,
+    /// Where it ended.
+    pub lsn: Lsn,
+    /// Reason PostgreSQL recorded.
+    pub reason: String,
+    /// When (ISO 8601), if recorded.
+    pub timestamp: Option<String>,
+    /// Member that promoted, if recorded.
+    pub new_leader: Option<String>,
+}
+
+impl HistoryEntry {
+    /// Patroni's JSON array form.
+    pub fn to_json(&self) -> Value {
+        let mut v = vec![Value::from(self.timeline), Value::from(self.lsn.0), Value::from(self.reason.clone())];
+        if let Some(ts) = &self.timestamp {
+            v.push(Value::from(ts.clone()));
+            if let Some(l) = &self.new_leader {
+                v.push(Value::from(l.clone()));
+            }
+        }
+        Value::Array(v)
+    }
+
+    fn from_json(v: &Value) -> Option<Self> {
+        let a = v.as_array()?;
+        Some(HistoryEntry {
+            timeline: u32::try_from(a.first()?.as_u64()?).ok()?,
+            lsn: Lsn(a.get(1)?.as_u64()?),
+            reason: a.get(2).and_then(|r| r.as_str()).unwrap_or_default().to_string(),
+            timestamp: a.get(3).and_then(|t| t.as_str()).map(str::to_string),
+            new_leader: a.get(4).and_then(|t| t.as_str()).map(str::to_string),
+        })
+    }
+}
+
+/// A raw key-value pair as the DCS returned it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawKv {
+    /// Full key.
+    pub key: String,
+    /// Value as text.
+    pub value: String,
+    /// Lease ID (0 for none).
+    pub lease: i64,
+    /// Modification revision.
+    pub mod_revision: i64,
+}
+
+/// An immutable snapshot of one cluster.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cluster {
+    /// `initialize`: `None` if absent; `Some("")` while the first bootstrap is in progress;
+    /// otherwise the PostgreSQL system identifier.
+    pub initialize: Option<String>,
+    /// Dynamic configuration, if the key exists and parses.
+    pub config: Option<DynamicConfig>,
+    /// Modification revision of `config`, for compare-and-swap updates.
+    pub config_revision: i64,
+    /// Leader lock, if held.
+    pub leader: Option<Leader>,
+    /// Members with live keys, sorted by name.
+    pub members: Vec<Member>,
+    /// Pending switchover/failover.
+    pub failover: Option<Failover>,
+    /// Leader status.
+    pub status: Status,
+    /// Synchronous replication state.
+    pub sync: Option<SyncState>,
+    /// Timeline history.
+    pub history: Vec<HistoryEntry>,
+    /// DCS revision of the read.
+    pub revision: i64,
+    /// Keys that could not be parsed, with the reason (reported, never fatal).
+    pub problems: Vec<String>,
+}
+
+impl Cluster {
+    /// Builds a snapshot from the keys under `prefix`.
+    pub fn from_kvs(prefix: &ClusterPrefix, kvs: &[RawKv], revision: i64) -> Cluster {
+        let mut c = Cluster { revision, ..Default::default() };
+        for kv in kvs {
+            let Some(rel) = prefix.relative(&kv.key) else { continue };
+            let mut bad = |what: &str, e: &dyn std::fmt::Display| c.problems.push(format!("{}: {what}: {e}", kv.key));
+            match rel {
+                keys::INITIALIZE => c.initialize = Some(kv.value.clone()),
+                keys::CONFIG => match serde_json::from_str::<DynamicConfig>(&kv.value) {
+                    Ok(cfg) => {
+                        c.config = Some(cfg);
+                        c.config_revision = kv.mod_revision;
+                    }
+                    Err(e) => bad("unreadable config", &e),
+                },
+                keys::LEADER => {
+                    c.leader = Some(Leader { name: kv.value.clone(), lease: kv.lease, mod_revision: kv.mod_revision })
+                }
+                keys::STATUS => match serde_json::from_str::<Status>(&kv.value) {
+                    Ok(s) => c.status = s,
+                    Err(e) => bad("unreadable status", &e),
+                },
+                keys::FAILOVER => {
+                    // An empty value or `{}` means "no request" (Patroni clears it that way).
+                    if let Some(f) = parse_failover(&kv.value) {
+                        c.failover = Some(f);
+                    }
+                }
+                keys::SYNC => match serde_json::from_str::<SyncState>(&kv.value) {
+                    Ok(s) => c.sync = Some(s),
+                    Err(e) => bad("unreadable sync state", &e),
+                },
+                keys::HISTORY => match serde_json::from_str::<Value>(&kv.value) {
+                    Ok(Value::Array(items)) => c.history = items.iter().filter_map(HistoryEntry::from_json).collect(),
+                    Ok(_) => bad("unreadable history", &"not a list"),
+                    Err(e) => bad("unreadable history", &e),
+                },
+                other => {
+                    if let Some(name) = other.strip_prefix(keys::MEMBERS) {
+                        if name.is_empty() || name.contains('/') {
+                            continue;
+                        }
+                        match serde_json::from_str::<MemberData>(&kv.value) {
+                            Ok(data) => c.members.push(Member { name: name.to_string(), data, lease: kv.lease }),
+                            Err(e) => bad("unreadable member", &e),
+                        }
+                    }
+                }
+            }
+        }
+        c.members.sort_by(|a, b| a.name.cmp(&b.name));
+        c
+    }
+
+    /// The member called `name`.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The leader's member record, if both the lock and the member key exist.
+    pub fn leader_member(&self) -> Option<&Member> {
+        self.leader.as_ref().and_then(|l| self.member(&l.name))
+    }
+
+    /// Whether `name` holds the leader lock.
+    pub fn is_leader(&self, name: &str) -> bool {
+        self.leader.as_ref().is_some_and(|l| l.name == name)
+    }
+
+    /// The highest timeline the cluster is known to have reached.
+    pub fn timeline(&self) -> Timeline {
+        let from_history = self.history.iter().map(|h| h.timeline + 1).max().unwrap_or(1);
+        let from_leader = self.leader_member().and_then(|m| m.data.timeline).unwrap_or(0);
+        from_history.max(from_leader)
+    }
+
+    /// The dynamic config in force: the DCS value, or defaults if the key is missing.
+    pub fn effective_config(&self, fallback: &DynamicConfig) -> DynamicConfig {
+        self.config.clone().unwrap_or_else(|| fallback.clone())
+    }
+}
+
+fn parse_failover(value: &str) -> Option<Failover> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Failover>(v) {
+        Ok(f) if f == Failover::default() => None,
+        Ok(f) => Some(f),
+        // Legacy `leader:candidate` form.
+        Err(_) => {
+            let (l, m) = v.split_once(':')?;
+            let s = |x: &str| (!x.is_empty()).then(|| x.to_string());
+            Some(Failover { leader: s(l), member: s(m), scheduled_at: None })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> RawKv {
+        RawKv { key: key.into(), value: value.into(), lease: 7, mod_revision: 3 }
+    }
+
+    #[test]
+    fn reads_patroni_written_keys() {
+        let p = ClusterPrefix::new("/service", "pg");
+        let kvs = vec![
+            kv("/service/pg/initialize", "7301234567890123456"),
+            kv("/service/pg/config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"postgresql":{"use_pg_rewind":true}}"#),
+            kv("/service/pg/leader", "n2"),
+            kv("/service/pg/members/n2", r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"primary","version":"4.1.4","xlog_location":50331968,"timeline":2}"#),
+            kv("/service/pg/members/n1", r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","xlog_location":50331000,"timeline":2,"replication_state":"streaming","tags":{"nofailover":true,"zone":"a"}}"#),
+            kv("/service/pg/history", r#"[[1,50331808,"no recovery target specified","2024-01-01T00:00:00+00:00","n2"]]"#),
+            kv("/service/pg/status", r#"{"optime":50331968,"slots":{"n1":50331000}}"#),
+            kv("/service/pg/failover", "{}"),
+            kv("/service/other/leader", "x"),
+        ];
+        let c = Cluster::from_kvs(&p, &kvs, 42);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(c.initialize.as_deref(), Some("7301234567890123456"));
+        assert!(c.config.as_ref().unwrap().postgresql.use_pg_rewind);
+        assert!(c.is_leader("n2"));
+        assert_eq!(c.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+        assert!(c.member("n1").unwrap().data.tags.nofailover);
+        assert_eq!(c.member("n1").unwrap().data.tags.other["zone"], "a");
+        assert_eq!(c.leader_member().unwrap().data.conn_host_port(), Some(("127.0.0.1".into(), 5433)));
+        assert_eq!(c.timeline(), 2);
+        assert_eq!(c.status.optime, 50331968);
+        assert_eq!(c.failover, None);
+        assert_eq!(c.history[0].new_leader.as_deref(), Some("n2"));
+        assert_eq!(c.revision, 42);
+    }
+
+    #[test]
+    fn bad_member_is_reported_not_fatal() {
+        let p = ClusterPrefix::new("service", "pg");
+        let c = Cluster::from_kvs(&p, &[kv("/service/pg/members/x", "not json"), kv("/service/pg/leader", "x")], 1);
+        assert_eq!(c.members.len(), 0);
+        assert_eq!(c.problems.len(), 1);
+        assert!(c.leader.is_some());
+    }
+
+    #[test]
+    fn failover_forms() {
+        assert_eq!(parse_failover(""), None);
+        assert_eq!(parse_failover("{}"), None);
+        assert_eq!(parse_failover(r#"{"leader":"a","member":"b"}"#).unwrap().member.as_deref(), Some("b"));
+        assert_eq!(parse_failover("a:b").unwrap().leader.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn url_parsing() {
+        assert_eq!(parse_url_host_port("postgres://u:p@h:5/postgres", 1), Some(("h".into(), 5)));
+        assert_eq!(parse_url_host_port("http://[::1]:8008/patroni", 1), Some(("::1".into(), 8008)));
+        assert_eq!(parse_url_host_port("postgres://h/postgres", 5432), Some(("h".into(), 5432)));
+        assert_eq!(parse_url_host_port("", 1), None);
+    }
+
+    #[test]
+    fn tags_eligibility() {
+        assert!(Tags::default().can_fail_over());
+        assert!(!Tags { nofailover: true, ..Default::default() }.can_fail_over());
+        assert!(!Tags { failover_priority: Some(0), ..Default::default() }.can_fail_over());
+    }
+}

@@ -1,0 +1,244 @@
+//! What the agent observed this cycle, as plain data: time, the DCS snapshot, local PostgreSQL
+//! and (during a leader race) the other members' own reports.
+//!
+//! The core never fetches any of this itself; the driver gathers it and the core decides on it.
+//! A DCS failure is data here ([`DcsView::Unavailable`]), not an exception, so the fencing rule
+//! for an isolated leader is an ordinary, table-testable branch.
+
+use crate::lsn::{Lsn, Timeline};
+use crate::model::Cluster;
+
+/// Monotonic milliseconds since an arbitrary origin (the agent's start). Injected, never read
+/// from a clock inside the core, so simulations can run on virtual time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// `self + secs` seconds.
+    pub fn plus_secs(self, secs: u64) -> Millis {
+        Millis(self.0.saturating_add(secs.saturating_mul(1000)))
+    }
+    /// `self + ms` milliseconds.
+    pub fn plus_ms(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+    /// Milliseconds from `self` until `later` (0 if `later` is not later).
+    pub fn until(self, later: Millis) -> u64 {
+        later.0.saturating_sub(self.0)
+    }
+}
+
+/// `pg_controldata`'s "Database cluster state".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    /// "in production": running as primary, or crashed while primary.
+    InProduction,
+    /// "shut down": cleanly stopped primary.
+    ShutDown,
+    /// "shut down in recovery": cleanly stopped replica.
+    ShutDownInRecovery,
+    /// "in archive recovery": running as replica, or crashed while replica.
+    InArchiveRecovery,
+    /// "in crash recovery".
+    InCrashRecovery,
+    /// "shutting down".
+    ShuttingDown,
+    /// Anything else ("starting up", ...).
+    Other,
+}
+
+impl ClusterState {
+    /// Whether the data directory was last used by a primary (so it may have diverged from a
+    /// newer timeline and needs pg_rewind before following another leader).
+    pub fn was_primary(self) -> bool {
+        matches!(self, ClusterState::InProduction | ClusterState::ShutDown | ClusterState::ShuttingDown)
+    }
+
+    /// Parses pg_controldata's wording.
+    pub fn parse(s: &str) -> ClusterState {
+        match s.trim() {
+            "in production" => ClusterState::InProduction,
+            "shut down" => ClusterState::ShutDown,
+            "shut down in recovery" => ClusterState::ShutDownInRecovery,
+            "in archive recovery" => ClusterState::InArchiveRecovery,
+            "in crash recovery" => ClusterState::InCrashRecovery,
+            "shutting down" => ClusterState::ShuttingDown,
+            _ => ClusterState::Other,
+        }
+    }
+}
+
+/// The parts of `pg_controldata` the core needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlData {
+    /// Database system identifier.
+    pub sysid: String,
+    /// Cluster state.
+    pub state: ClusterState,
+    /// "Latest checkpoint's TimeLineID".
+    pub timeline: Timeline,
+    /// "Latest checkpoint location".
+    pub checkpoint_lsn: Lsn,
+}
+
+/// State of the data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing or empty: nothing to lose, can bootstrap or clone.
+    Empty,
+    /// A usable PostgreSQL data directory.
+    Initialized(ControlData),
+    /// Present but not usable (not empty, no valid control file): never wiped automatically.
+    Invalid(String),
+}
+
+/// WAL positions reported by a running server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalPositions {
+    /// Primary: `pg_current_wal_flush_lsn()`.
+    pub flush: Option<Lsn>,
+    /// Replica: `pg_last_wal_receive_lsn()`.
+    pub received: Option<Lsn>,
+    /// Replica: `pg_last_wal_replay_lsn()`.
+    pub replayed: Option<Lsn>,
+}
+
+impl WalPositions {
+    /// The furthest position this server has (what a leader race compares).
+    pub fn best(&self) -> Lsn {
+        [self.flush, self.received, self.replayed].into_iter().flatten().max().unwrap_or_default()
+    }
+}
+
+/// A running, queryable PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningPg {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// Current timeline.
+    pub timeline: Timeline,
+    /// WAL positions.
+    pub wal: WalPositions,
+    /// A WAL receiver is streaming.
+    pub streaming: bool,
+    /// `(host, port)` of `primary_conninfo`, if set.
+    pub upstream: Option<(String, u16)>,
+}
+
+/// The postmaster as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PgProcess {
+    /// Not running, and it was stopped on purpose (or never started).
+    Stopped,
+    /// Not running, and it was not stopped on purpose (killed or crashed).
+    Crashed,
+    /// The postmaster is alive but does not accept queries yet (starting, recovering).
+    Starting,
+    /// Alive and answering queries.
+    Running(RunningPg),
+}
+
+impl PgProcess {
+    /// Whether a postmaster process exists.
+    pub fn is_alive(&self) -> bool {
+        matches!(self, PgProcess::Starting | PgProcess::Running(_))
+    }
+    /// Running as a primary (accepting writes).
+    pub fn is_primary(&self) -> bool {
+        matches!(self, PgProcess::Running(r) if !r.in_recovery)
+    }
+}
+
+/// Local PostgreSQL, as probed this cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPg {
+    /// The data directory.
+    pub data: DataDir,
+    /// The server process.
+    pub process: PgProcess,
+}
+
+/// A long action the driver runs off the loop (so the leader keeps renewing its lock meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// initdb, configuration, first start, roles.
+    Bootstrap,
+    /// pg_basebackup from another member.
+    Clone,
+    /// pg_rewind against the leader.
+    Rewind,
+    /// Start PostgreSQL and wait until it accepts connections.
+    Start,
+    /// Promote and checkpoint.
+    Promote,
+}
+
+impl JobKind {
+    /// Human wording used in the per-cycle message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            JobKind::Bootstrap => "bootstrap",
+            JobKind::Clone => "replica clone",
+            JobKind::Rewind => "pg_rewind",
+            JobKind::Start => "start of PostgreSQL",
+            JobKind::Promote => "promotion",
+        }
+    }
+}
+
+/// The state of the background job, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Still running.
+    Running(JobKind),
+    /// Finished since the last cycle; reported exactly once.
+    Finished(JobKind, Result<(), String>),
+}
+
+/// What another member said about itself (`GET /patroni`), fetched during a leader race.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerReport {
+    /// Member name.
+    pub name: String,
+    /// `None` if it did not answer in time (ignored, as in Patroni).
+    pub status: Option<PeerStatus>,
+}
+
+/// The fields of a peer's `/patroni` answer that matter for the race.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    /// It reports itself running as primary.
+    pub is_primary: bool,
+    /// Its furthest WAL position.
+    pub wal: Lsn,
+    /// Its timeline.
+    pub timeline: Timeline,
+    /// May it be promoted (`nofailover`, priority).
+    pub can_fail_over: bool,
+    /// Its failover priority.
+    pub priority: i64,
+}
+
+/// Whether the DCS could be read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DcsView<'a> {
+    /// A fresh, consistent snapshot.
+    Ok(&'a Cluster),
+    /// The read failed within its deadline; the reason is for the log.
+    Unavailable(String),
+}
+
+/// Everything the core decides on in one cycle.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// Now, on the monotonic clock.
+    pub now: Millis,
+    /// The DCS.
+    pub dcs: DcsView<'a>,
+    /// Local PostgreSQL.
+    pub local: &'a LocalPg,
+    /// Background job.
+    pub job: Option<JobState>,
+    /// Other members' reports; gathered by the driver only while there is no leader.
+    pub peers: Option<&'a [PeerReport]>,
+}
