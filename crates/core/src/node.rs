@@ -1,8 +1,34 @@
-//! The per-cycle decision (placeholder while the decision table is written).
+//! The per-cycle decision: one node's HA state machine.
+//!
+//! [`HaNode::decide`] is a pure function of the observation and the node's small memory (when
+//! its lock was last confirmed, whether it won the bootstrap race, whether a rewind already ran).
+//! It follows Patroni's ordered decision list: background job in progress, DCS unreachable, data
+//! directory empty (bootstrap or clone), system-identifier check, PostgreSQL not running
+//! (restart in place, rewind, start as replica), PostgreSQL running (leader renews, replicas
+//! follow, the healthiest races when there is no leader).
+//!
+//! Invariants kept here:
+//! * **Fencing before expiry.** While this node believes it holds the lock, the lock is valid
+//!   until `sent_at + ttl` of the last confirmed renewal (etcd starts the TTL later than we sent,
+//!   so this is conservative). Once `now` reaches that instant minus [`fence_margin_ms`], a live
+//!   PostgreSQL is stopped immediately, whatever else is going on.
+//! * **No primary without the lock.** A running primary that sees another holder demotes; one
+//!   that cannot confirm the lock with the DCS unreachable stops.
+//! * **Only the healthiest races** (see [`crate::election`]).
+//! * **A former primary follows a new leader only after pg_rewind** (or a fresh clone when
+//!   `remove_data_directory_on_rewind_failure` allows it).
 
-use crate::action::{ActionResult, Plan};
-use crate::model::Tags;
-use crate::observe::Observation;
+use crate::action::{Action, ActionResult, Job, Plan, StartRole, StopMode, Upstream};
+use crate::dynamic::DynamicConfig;
+use crate::election::{self, Candidate, Verdict};
+use crate::model::{Cluster, Tags};
+use crate::observe::{ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PgProcess, RunningPg};
+
+/// How long before the lease could expire the leader fences itself: a quarter of the ttl, at
+/// most 5 s. An immediate shutdown takes well under a second; the rest is slack for a slow disk.
+pub fn fence_margin_ms(ttl_secs: u64) -> u64 {
+    (ttl_secs * 250).min(5_000)
+}
 
 /// Per-node settings from the local configuration that the decision depends on.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -11,26 +37,498 @@ pub struct NodeSettings {
     pub name: String,
     /// Its tags.
     pub tags: Tags,
+    /// `postgresql.use_pg_rewind` from the local file, which overrides the dynamic value.
+    pub use_pg_rewind: Option<bool>,
     /// Wipe and re-clone when pg_rewind fails.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// `bootstrap.dcs`: the dynamic configuration used until the DCS has one.
+    pub bootstrap_dcs: DynamicConfig,
 }
 
-/// One node's HA state machine.
+/// One node's HA state machine: settings plus the little it must remember between cycles.
 #[derive(Debug)]
 pub struct HaNode {
-    settings: NodeSettings,
+    s: NodeSettings,
+    /// The lock is ours until this instant (send time of the last confirmed renewal + ttl).
+    leader_until: Option<Millis>,
+    /// Dynamic configuration last seen in the DCS (kept for cycles where the DCS is unreachable).
+    config: DynamicConfig,
+    /// We created `initialize` and must bootstrap.
+    won_initialize: bool,
+    /// pg_rewind finished successfully and PostgreSQL has not been started since.
+    rewound: bool,
+    /// pg_rewind failed; do not loop on it.
+    rewind_failed: bool,
+    /// First cycle at which we tried to restart a crashed primary in place.
+    restarting_primary_since: Option<Millis>,
+    /// A start of PostgreSQL as primary failed.
+    primary_start_failed: bool,
+}
+
+/// What role this node believes it has, for the API and the member key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Believed {
+    /// Holds a lock that has not expired.
+    Leader,
+    /// Anything else.
+    NotLeader,
 }
 
 impl HaNode {
     /// A node with no memory yet.
     pub fn new(settings: NodeSettings) -> Self {
-        HaNode { settings }
+        let config = settings.bootstrap_dcs.clone();
+        HaNode {
+            s: settings,
+            leader_until: None,
+            config,
+            won_initialize: false,
+            rewound: false,
+            rewind_failed: false,
+            restarting_primary_since: None,
+            primary_start_failed: false,
+        }
     }
+
+    /// The settings this node was built with.
+    pub fn settings(&self) -> &NodeSettings {
+        &self.s
+    }
+
+    /// The dynamic configuration in force (last seen in the DCS, else `bootstrap.dcs`).
+    pub fn config(&self) -> &DynamicConfig {
+        &self.config
+    }
+
+    /// Until when the lock is ours, if we hold it.
+    pub fn leader_until(&self) -> Option<Millis> {
+        self.leader_until
+    }
+
+    /// The instant by which a primary must have stopped taking writes if its lock has not been
+    /// confirmed again. The driver bounds every DCS call so that it returns before this.
+    pub fn fence_deadline(&self) -> Option<Millis> {
+        self.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.config.ttl))))
+    }
+
+    /// Whether this node may present itself as leader at `now`.
+    pub fn believed(&self, now: Millis) -> Believed {
+        match self.leader_until {
+            Some(u) if now < u => Believed::Leader,
+            _ => Believed::NotLeader,
+        }
+    }
+
+    /// Records the result of an action.
+    pub fn advance(&mut self, result: ActionResult) {
+        match result {
+            ActionResult::InitializeRace { won } => self.won_initialize = won,
+            ActionResult::Leader { held: true, sent_at } => self.leader_until = Some(sent_at.plus_secs(self.config.ttl)),
+            ActionResult::Leader { held: false, .. } => self.leader_until = None,
+            ActionResult::LeaderReleased => self.leader_until = None,
+        }
+    }
+
+    /// What to do when the agent is asked to stop: stop PostgreSQL cleanly first (its walsenders
+    /// hand the shutdown checkpoint to the replicas), and only then release the lock, so that no
+    /// replica can be promoted while this primary still takes writes.
+    pub fn decide_shutdown(&mut self, obs: &Observation<'_>) -> Plan {
+        let paused = self.config.paused();
+        let mut actions = Vec::new();
+        if paused {
+            return self.plan(obs.now, actions, "PAUSE: leaving PostgreSQL running on shutdown (maintenance mode)");
+        }
+        if obs.local.process.is_alive() {
+            actions.push(Action::Stop(StopMode::Fast));
+        }
+        let holds = match &obs.dcs {
+            DcsView::Ok(c) => c.is_leader(&self.s.name),
+            DcsView::Unavailable(_) => self.leader_until.is_some(),
+        };
+        if holds {
+            actions.push(Action::ReleaseLeader);
+        }
+        self.plan(obs.now, actions, "shutting down: stopping PostgreSQL, then releasing the leader lock")
+    }
+
     /// Decides this cycle.
     pub fn decide(&mut self, obs: &Observation<'_>) -> Plan {
-        let _ = (&self.settings, obs);
-        Plan { actions: vec![], message: String::new(), next_cycle: obs.now }
+        if let DcsView::Ok(c) = &obs.dcs {
+            self.config = c.effective_config(&self.s.bootstrap_dcs);
+            if !c.is_leader(&self.s.name) {
+                // Someone else holds the key, or nobody does: either way it is not ours.
+                self.leader_until = None;
+            }
+        }
+        let now = obs.now;
+
+        // Fencing comes before everything else, including a running job: a live PostgreSQL
+        // must not outlive a lock we can no longer vouch for.
+        if let (Some(deadline), true) = (self.fence_deadline(), obs.local.process.is_alive()) {
+            if now >= deadline && !self.config.paused() {
+                self.leader_until = None;
+                return self.plan(
+                    now,
+                    vec![Action::Stop(StopMode::Immediate)],
+                    "demoting: the leader lock could not be renewed before its lease runs out; stopped PostgreSQL",
+                );
+            }
+        }
+
+        if let Some(plan) = self.on_job(obs) {
+            return plan;
+        }
+
+        let cluster = match &obs.dcs {
+            DcsView::Ok(c) => *c,
+            DcsView::Unavailable(why) => return self.dcs_unavailable(obs, why),
+        };
+
+        match &obs.local.data {
+            DataDir::Invalid(why) => {
+                let mut actions = vec![];
+                if cluster.is_leader(&self.s.name) {
+                    actions.push(Action::ReleaseLeader);
+                }
+                self.plan(now, actions, &format!("data directory is not usable ({why}); leaving it untouched"))
+            }
+            DataDir::Empty => self.empty_data_dir(obs, cluster),
+            DataDir::Initialized(ctl) => {
+                if let Some(init) = cluster.initialize.as_deref() {
+                    if !init.is_empty() && init != ctl.sysid && !self.config.paused() {
+                        return self.plan(
+                            now,
+                            vec![Action::Fatal(format!(
+                                "the data directory has system identifier {} but the cluster was initialized with {}; \
+                                 refusing to join it (remove the data directory to re-clone)",
+                                ctl.sysid, init
+                            ))],
+                            "system identifier mismatch",
+                        );
+                    }
+                }
+                match &obs.local.process {
+                    PgProcess::Stopped | PgProcess::Crashed => self.not_running(obs, cluster, ctl),
+                    PgProcess::Starting => {
+                        if cluster.is_leader(&self.s.name) {
+                            self.plan(now, vec![Action::RenewLeader], "updated leader lock while PostgreSQL is starting")
+                        } else {
+                            self.plan(now, vec![], "PostgreSQL is starting")
+                        }
+                    }
+                    PgProcess::Running(r) => self.running(obs, cluster, ctl, r),
+                }
+            }
+        }
     }
-    /// Records a result.
-    pub fn advance(&mut self, _r: ActionResult) {}
+
+    /// A background job is running or has just finished.
+    fn on_job(&mut self, obs: &Observation<'_>) -> Option<Plan> {
+        let now = obs.now;
+        let holds = matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name));
+        match &obs.job {
+            None => None,
+            Some(JobState::Running(kind)) => Some(if holds {
+                self.plan(now, vec![Action::RenewLeader], &format!("updated leader lock during {}", kind.describe()))
+            } else {
+                self.plan(now, vec![], &format!("{} in progress", kind.describe()))
+            }),
+            Some(JobState::Finished(kind, result)) => match (kind, result) {
+                (JobKind::Bootstrap, Ok(())) => {
+                    self.won_initialize = false;
+                    let sysid = match &obs.local.data {
+                        DataDir::Initialized(ctl) => ctl.sysid.clone(),
+                        _ => String::new(),
+                    };
+                    Some(self.plan(
+                        now,
+                        vec![Action::RecordInitialize { sysid }, Action::AcquireLeader],
+                        "bootstrap finished: recording the system identifier and taking the leader lock",
+                    ))
+                }
+                (JobKind::Bootstrap, Err(e)) => {
+                    self.won_initialize = false;
+                    let mut actions = vec![];
+                    if obs.local.process.is_alive() {
+                        actions.push(Action::Stop(StopMode::Immediate));
+                    }
+                    actions.push(Action::CancelInitialize);
+                    Some(self.plan(now, actions, &format!("bootstrap failed ({e}); cancelled initialization")))
+                }
+                (JobKind::Clone, Err(e)) => {
+                    Some(self.plan(now, vec![Action::WipeDataDir], &format!("replica clone failed ({e}); will retry")))
+                }
+                (JobKind::Rewind, Err(e)) => {
+                    self.rewind_failed = true;
+                    if self.s.remove_data_directory_on_rewind_failure {
+                        Some(self.plan(
+                            now,
+                            vec![Action::WipeDataDir],
+                            &format!("pg_rewind failed ({e}); removing the data directory to re-clone"),
+                        ))
+                    } else {
+                        Some(self.plan(
+                            now,
+                            vec![],
+                            &format!(
+                                "pg_rewind failed ({e}); not starting PostgreSQL. Set \
+                                 remove_data_directory_on_rewind_failure or reinitialize this member"
+                            ),
+                        ))
+                    }
+                }
+                (JobKind::Rewind, Ok(())) => {
+                    self.rewound = true;
+                    self.rewind_failed = false;
+                    None
+                }
+                (JobKind::Start, Err(_)) if holds => {
+                    // The issue's rule: a leader whose in-place restart fails hands over.
+                    self.primary_start_failed = true;
+                    None
+                }
+                _ => None,
+            },
+        }
+    }
+
+    fn dcs_unavailable(&mut self, obs: &Observation<'_>, why: &str) -> Plan {
+        let now = obs.now;
+        let paused = self.config.paused();
+        if obs.local.process.is_primary() && self.leader_until.is_none() && !paused {
+            // A primary whose lock we never confirmed (e.g. the agent just restarted): we cannot
+            // know that nobody else was promoted, so it must not take writes.
+            return self.plan(
+                now,
+                vec![Action::Stop(StopMode::Immediate)],
+                &format!("demoting: running as primary without a confirmed lock and the DCS is unreachable ({why})"),
+            );
+        }
+        match self.fence_deadline() {
+            Some(d) if obs.local.process.is_alive() => {
+                let mut p = self.plan(
+                    now,
+                    vec![],
+                    &format!("DCS unreachable ({why}); still the leader for {} ms, retrying", now.until(d)),
+                );
+                // Retry the DCS often while the clock runs.
+                p.next_cycle = p.next_cycle.min(now.plus_ms(1000));
+                p
+            }
+            _ => self.plan(now, vec![], &format!("DCS unreachable ({why})")),
+        }
+    }
+
+    fn empty_data_dir(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Plan {
+        let now = obs.now;
+        if cluster.is_leader(&self.s.name) {
+            return self.plan(now, vec![Action::ReleaseLeader], "data directory is empty: releasing the leader lock");
+        }
+        if self.won_initialize {
+            return self.plan(
+                now,
+                vec![Action::StartJob(Job::Bootstrap)],
+                "won the initialize race: bootstrapping a new cluster",
+            );
+        }
+        match (&cluster.initialize, &cluster.leader) {
+            (_, Some(_)) => match self.clone_source(cluster) {
+                Some(src) => {
+                    let msg = format!("cloning a replica from {}", src.name);
+                    self.plan(now, vec![Action::StartJob(Job::Clone(src))], &msg)
+                }
+                None => self.plan(now, vec![], "waiting for the leader to publish its address"),
+            },
+            (None, None) => self.plan(now, vec![Action::TryInitialize], "racing to initialize a new cluster"),
+            (Some(_), None) => self.plan(now, vec![], "waiting for the leader to bootstrap"),
+        }
+    }
+
+    /// Where to clone from: a running member tagged `clonefrom`, else the leader.
+    fn clone_source(&self, cluster: &Cluster) -> Option<Upstream> {
+        let preferred = cluster
+            .members
+            .iter()
+            .filter(|m| m.name != self.s.name && m.data.tags.clonefrom && m.data.state == "running")
+            .find_map(|m| upstream_of(cluster, &m.name));
+        preferred.or_else(|| cluster.leader.as_ref().and_then(|l| upstream_of(cluster, &l.name)))
+    }
+
+    fn use_pg_rewind(&self) -> bool {
+        self.s.use_pg_rewind.unwrap_or(self.config.postgresql.use_pg_rewind)
+    }
+
+    fn not_running(&mut self, obs: &Observation<'_>, cluster: &Cluster, ctl: &ControlData) -> Plan {
+        let now = obs.now;
+        let me = self.s.name.clone();
+        if self.config.paused() {
+            let actions = if cluster.is_leader(&me) { vec![Action::RenewLeader] } else { vec![] };
+            return self.plan(now, actions, "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
+        }
+        if cluster.is_leader(&me) {
+            let since = *self.restarting_primary_since.get_or_insert(now);
+            let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout * 1000;
+            if self.primary_start_failed || timed_out {
+                self.primary_start_failed = false;
+                self.restarting_primary_since = None;
+                return self.plan(
+                    now,
+                    vec![Action::ReleaseLeader],
+                    "could not restart PostgreSQL as primary in place: releasing the leader lock",
+                );
+            }
+            return self.plan(
+                now,
+                vec![Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Primary))],
+                "PostgreSQL is not running on the leader: restarting it in place",
+            );
+        }
+        self.restarting_primary_since = None;
+        self.primary_start_failed = false;
+        let Some(leader) = &cluster.leader else {
+            return self.plan(
+                now,
+                vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))],
+                "no leader: starting PostgreSQL read-only to take part in the leader race",
+            );
+        };
+        let Some(upstream) = upstream_of(cluster, &leader.name) else {
+            return self.plan(now, vec![], "waiting for the leader to publish its address");
+        };
+        if ctl.state.was_primary() && !self.rewound {
+            if self.rewind_failed {
+                return self.plan(
+                    now,
+                    vec![],
+                    "former primary whose pg_rewind failed: waiting for manual action (reinitialize this member)",
+                );
+            }
+            if self.use_pg_rewind() {
+                let msg = format!("former primary: running pg_rewind against the new leader {}", upstream.name);
+                return self.plan(now, vec![Action::StartJob(Job::Rewind(upstream))], &msg);
+            }
+        }
+        let msg = format!("starting PostgreSQL as a replica of {}", upstream.name);
+        self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(upstream) }))], &msg)
+    }
+
+    fn running(&mut self, obs: &Observation<'_>, cluster: &Cluster, ctl: &ControlData, r: &RunningPg) -> Plan {
+        let now = obs.now;
+        let me = self.s.name.clone();
+        let paused = self.config.paused();
+        let pause = if paused { "PAUSE: " } else { "" };
+        self.rewound = false;
+        self.restarting_primary_since = None;
+        self.primary_start_failed = false;
+
+        if cluster.is_leader(&me) {
+            if r.in_recovery {
+                if paused {
+                    return self.plan(now, vec![Action::RenewLeader], "PAUSE: holding the leader lock as a replica; not promoting");
+                }
+                return self.plan(
+                    now,
+                    vec![Action::RenewLeader, Action::StartJob(Job::Promote)],
+                    "promoting self: holding the leader lock",
+                );
+            }
+            let mut actions = vec![Action::RenewLeader];
+            if cluster.initialize.as_deref().is_none_or(str::is_empty) {
+                actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
+            }
+            actions.push(Action::WriteStatus);
+            if self.config.postgresql.use_slots {
+                let members = cluster.members.iter().filter(|m| m.name != me).map(|m| m.name.clone()).collect();
+                actions.push(Action::SyncSlots { members });
+            }
+            return self.plan(now, actions, &format!("{pause}no action. I am ({me}), the leader with the lock"));
+        }
+
+        if let Some(leader) = &cluster.leader {
+            if !r.in_recovery {
+                if paused {
+                    return self.plan(now, vec![], &format!("PAUSE: running as primary while {} holds the lock", leader.name));
+                }
+                return self.plan(
+                    now,
+                    vec![Action::Stop(StopMode::Immediate)],
+                    &format!("demoting self: {} holds the leader lock", leader.name),
+                );
+            }
+            let Some(upstream) = upstream_of(cluster, &leader.name) else {
+                return self.plan(now, vec![], "waiting for the leader to publish its address");
+            };
+            let target = (upstream.host.clone(), upstream.port);
+            if r.upstream.as_ref() != Some(&target) {
+                let msg = format!("{pause}following new leader {}", upstream.name);
+                return self.plan(now, vec![Action::Follow { upstream: Some(upstream) }], &msg);
+            }
+            return self.plan(
+                now,
+                vec![],
+                &format!("{pause}no action. I am ({me}), a secondary, and following a leader ({})", leader.name),
+            );
+        }
+
+        // No leader.
+        if !r.in_recovery {
+            if r.timeline < cluster.timeline() && !paused {
+                return self.plan(
+                    now,
+                    vec![Action::Stop(StopMode::Immediate)],
+                    &format!("demoting self: primary on timeline {} but the cluster reached {}", r.timeline, cluster.timeline()),
+                );
+            }
+            return self.plan(now, vec![Action::AcquireLeader], &format!("{pause}acquiring the leader lock as the running primary"));
+        }
+        if paused {
+            return self.plan(now, vec![], "PAUSE: no leader; not racing in maintenance mode");
+        }
+        let me_cand = Candidate {
+            tags: &self.s.tags,
+            wal: r.wal.best(),
+            timeline: r.timeline,
+            cluster_optime: crate::Lsn(cluster.status.optime),
+            cluster_timeline: cluster.timeline(),
+            max_lag: self.config.maximum_lag_on_failover,
+            check_timeline: self.config.check_timeline,
+        };
+        let peers = obs.peers.unwrap_or(&[]);
+        match election::judge(&me_cand, peers) {
+            Verdict::Healthiest => self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock"),
+            Verdict::NotHealthiest(why) => self.plan(now, vec![], &format!("no leader, not racing: {why}")),
+        }
+    }
+
+    fn plan(&self, now: Millis, actions: Vec<Action>, message: &str) -> Plan {
+        // Steps whose outcome changes what to do next are followed by an immediate new cycle.
+        let urgent = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::TryInitialize
+                    | Action::AcquireLeader
+                    | Action::Stop(_)
+                    | Action::WipeDataDir
+                    | Action::RecordInitialize { .. }
+                    | Action::ReleaseLeader
+                    | Action::CancelInitialize
+            )
+        });
+        let mut next = if urgent { now } else { now.plus_secs(self.config.loop_wait) };
+        if let Some(d) = self.fence_deadline() {
+            next = next.min(d);
+        }
+        Plan { actions, message: message.to_string(), next_cycle: next }
+    }
 }
+
+/// The upstream description of member `name`, if it published a usable `conn_url`.
+fn upstream_of(cluster: &Cluster, name: &str) -> Option<Upstream> {
+    let m = cluster.member(name)?;
+    let (host, port) = m.data.conn_host_port()?;
+    Some(Upstream { name: name.to_string(), host, port })
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

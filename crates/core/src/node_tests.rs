@@ -1,0 +1,496 @@
+//! Table tests of the decision, one scenario per test, named for the rule it checks.
+
+use super::*;
+use crate::lsn::Lsn;
+use crate::model::{Leader, Member, MemberData, Status};
+use crate::observe::{ClusterState, LocalPg, PeerReport, PeerStatus, WalPositions};
+
+const ME: &str = "n1";
+
+fn settings() -> NodeSettings {
+    NodeSettings { name: ME.into(), bootstrap_dcs: DynamicConfig::default(), ..Default::default() }
+}
+
+fn member(name: &str, port: u16, role: &str) -> Member {
+    Member {
+        name: name.into(),
+        data: MemberData {
+            conn_url: format!("postgres://127.0.0.1:{port}/postgres"),
+            api_url: format!("http://127.0.0.1:{}/patroni", port + 1000),
+            state: "running".into(),
+            role: role.into(),
+            ..Default::default()
+        },
+        lease: 1,
+    }
+}
+
+/// A three-member cluster with `leader` holding the lock (or nobody).
+fn cluster(leader: Option<&str>) -> Cluster {
+    let mut c = Cluster {
+        initialize: Some("7000".into()),
+        config: Some(DynamicConfig { postgresql: crate::dynamic::DynamicPostgresql { use_pg_rewind: true, ..Default::default() }, ..Default::default() }),
+        members: vec![member("n1", 5001, "replica"), member("n2", 5002, "replica"), member("n3", 5003, "replica")],
+        status: Status { optime: 1000, ..Default::default() },
+        ..Default::default()
+    };
+    if let Some(l) = leader {
+        c.leader = Some(Leader { name: l.into(), lease: 1, mod_revision: 1 });
+    }
+    c
+}
+
+fn ctl(state: ClusterState) -> ControlData {
+    ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900) }
+}
+
+fn primary() -> LocalPg {
+    LocalPg {
+        data: DataDir::Initialized(ctl(ClusterState::InProduction)),
+        process: PgProcess::Running(RunningPg {
+            in_recovery: false,
+            timeline: 1,
+            wal: WalPositions { flush: Some(Lsn(1000)), ..Default::default() },
+            streaming: false,
+            upstream: None,
+        }),
+    }
+}
+
+fn replica(upstream_port: Option<u16>, wal: u64) -> LocalPg {
+    LocalPg {
+        data: DataDir::Initialized(ctl(ClusterState::InArchiveRecovery)),
+        process: PgProcess::Running(RunningPg {
+            in_recovery: true,
+            timeline: 1,
+            wal: WalPositions { received: Some(Lsn(wal)), replayed: Some(Lsn(wal)), ..Default::default() },
+            streaming: upstream_port.is_some(),
+            upstream: upstream_port.map(|p| ("127.0.0.1".to_string(), p)),
+        }),
+    }
+}
+
+fn stopped(state: ClusterState, crashed: bool) -> LocalPg {
+    LocalPg {
+        data: DataDir::Initialized(ctl(state)),
+        process: if crashed { PgProcess::Crashed } else { PgProcess::Stopped },
+    }
+}
+
+fn empty() -> LocalPg {
+    LocalPg { data: DataDir::Empty, process: PgProcess::Stopped }
+}
+
+fn obs<'a>(now: u64, c: &'a Cluster, local: &'a LocalPg) -> Observation<'a> {
+    Observation { now: Millis(now), dcs: DcsView::Ok(c), local, job: None, peers: None }
+}
+
+fn decide(node: &mut HaNode, o: &Observation<'_>) -> Vec<Action> {
+    node.decide(o).actions
+}
+
+fn up(name: &str, port: u16) -> Upstream {
+    Upstream { name: name.into(), host: "127.0.0.1".into(), port }
+}
+
+#[test]
+fn first_node_races_for_initialize_then_bootstraps() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster::default();
+    let l = empty();
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::TryInitialize]);
+    n.advance(ActionResult::InitializeRace { won: true });
+    assert_eq!(decide(&mut n, &obs(1, &c, &l)), vec![Action::StartJob(Job::Bootstrap)]);
+}
+
+#[test]
+fn losers_of_the_initialize_race_wait_for_the_leader() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { initialize: Some(String::new()), ..Default::default() };
+    let l = empty();
+    n.advance(ActionResult::InitializeRace { won: false });
+    let p = n.decide(&obs(0, &c, &l));
+    assert!(p.actions.is_empty());
+    assert!(p.message.contains("waiting for the leader"), "{}", p.message);
+}
+
+#[test]
+fn finished_bootstrap_records_sysid_then_takes_the_lock() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { initialize: Some(String::new()), ..Default::default() };
+    let l = primary();
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Bootstrap, Ok(())));
+    assert_eq!(decide(&mut n, &o), vec![Action::RecordInitialize { sysid: "7000".into() }, Action::AcquireLeader]);
+}
+
+#[test]
+fn failed_bootstrap_is_cancelled() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { initialize: Some(String::new()), ..Default::default() };
+    let l = empty();
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Bootstrap, Err("initdb failed".into())));
+    assert_eq!(decide(&mut n, &o), vec![Action::CancelInitialize]);
+}
+
+#[test]
+fn empty_node_clones_from_the_leader_or_a_clonefrom_member() {
+    let mut n = HaNode::new(settings());
+    let mut c = cluster(Some("n2"));
+    let l = empty();
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Clone(up("n2", 5002)))]);
+    c.members[2].data.tags.clonefrom = true;
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Clone(up("n3", 5003)))]);
+}
+
+#[test]
+fn leader_renews_publishes_status_and_keeps_slots_for_the_others() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    let p = n.decide(&obs(0, &c, &l));
+    assert_eq!(
+        p.actions,
+        vec![Action::RenewLeader, Action::WriteStatus, Action::SyncSlots { members: vec!["n2".into(), "n3".into()] }]
+    );
+    assert!(p.message.contains("the leader with the lock"));
+}
+
+#[test]
+fn leader_without_initialize_key_records_it() {
+    let mut n = HaNode::new(settings());
+    let mut c = cluster(Some(ME));
+    c.initialize = None;
+    let l = primary();
+    assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::RecordInitialize { sysid: "7000".into() }));
+}
+
+#[test]
+fn leader_fences_itself_before_the_lease_can_expire() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    decide(&mut n, &obs(0, &c, &l));
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    // ttl 30 s: the lock is ours until 30 s after the renewal was sent; fence 5 s earlier.
+    assert_eq!(n.fence_deadline(), Some(Millis(25_000)));
+    let down = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(10_000, &c, &l) };
+    let p = n.decide(&down);
+    assert!(p.actions.is_empty(), "still inside the lease: {p:?}");
+    assert!(p.next_cycle <= Millis(11_000), "retries the DCS at least every second");
+    let late = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(25_000, &c, &l) };
+    assert_eq!(decide(&mut n, &late), vec![Action::Stop(StopMode::Immediate)]);
+    assert_eq!(n.leader_until(), None);
+}
+
+#[test]
+fn fencing_wins_over_a_running_job() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    let mut o = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(26_000, &c, &l) };
+    o.job = Some(JobState::Running(JobKind::Promote));
+    assert_eq!(decide(&mut n, &o), vec![Action::Stop(StopMode::Immediate)]);
+}
+
+#[test]
+fn leader_next_cycle_never_later_than_fence_deadline() {
+    let mut n = HaNode::new(NodeSettings {
+        bootstrap_dcs: DynamicConfig { ttl: 10, loop_wait: 9, retry_timeout: 0, ..Default::default() },
+        ..settings()
+    });
+    let c = Cluster { config: None, ..cluster(Some(ME)) };
+    let l = primary();
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    let p = n.decide(&obs(0, &c, &l));
+    assert_eq!(p.next_cycle, Millis(10_000 - fence_margin_ms(10)));
+}
+
+#[test]
+fn primary_without_confirmed_lock_stops_when_dcs_is_unreachable() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = primary();
+    let o = Observation { dcs: DcsView::Unavailable("connection refused".into()), ..obs(0, &c, &l) };
+    assert_eq!(decide(&mut n, &o), vec![Action::Stop(StopMode::Immediate)]);
+}
+
+#[test]
+fn replica_does_nothing_when_dcs_is_unreachable() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = replica(Some(5002), 1000);
+    let o = Observation { dcs: DcsView::Unavailable("connection refused".into()), ..obs(0, &c, &l) };
+    assert!(decide(&mut n, &o).is_empty());
+}
+
+#[test]
+fn primary_demotes_when_someone_else_holds_the_lock() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = primary();
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Stop(StopMode::Immediate)]);
+}
+
+#[test]
+fn failed_renewal_drops_the_belief_in_leadership() {
+    let mut n = HaNode::new(settings());
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    assert_eq!(n.believed(Millis(1)), Believed::Leader);
+    n.advance(ActionResult::Leader { held: false, sent_at: Millis(5) });
+    assert_eq!(n.believed(Millis(6)), Believed::NotLeader);
+    assert_eq!(n.fence_deadline(), None);
+}
+
+#[test]
+fn replica_follows_the_current_leader() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n3"));
+    let l = replica(Some(5002), 1000);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Follow { upstream: Some(up("n3", 5003)) }]);
+    let ok = replica(Some(5003), 1000);
+    let p = n.decide(&obs(0, &c, &ok));
+    assert!(p.actions.is_empty());
+    assert!(p.message.contains("following a leader (n3)"));
+}
+
+#[test]
+fn replica_holding_the_lock_promotes() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = replica(None, 1000);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::RenewLeader, Action::StartJob(Job::Promote)]);
+}
+
+fn peer(name: &str, wal: u64, primary: bool) -> PeerReport {
+    PeerReport {
+        name: name.into(),
+        status: Some(PeerStatus { is_primary: primary, wal: Lsn(wal), timeline: 1, can_fail_over: true, priority: 1 }),
+    }
+}
+
+#[test]
+fn healthiest_replica_races_when_there_is_no_leader() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = replica(Some(5002), 1000);
+    let peers = [peer("n3", 990, false), PeerReport { name: "n2".into(), status: None }];
+    let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
+    assert_eq!(decide(&mut n, &o), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn lagging_replica_does_not_race() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = replica(Some(5002), 990);
+    let peers = [peer("n3", 1000, false)];
+    let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
+    let p = n.decide(&o);
+    assert!(p.actions.is_empty());
+    assert!(p.message.contains("n3 is ahead"), "{}", p.message);
+}
+
+#[test]
+fn nofailover_member_never_races() {
+    let mut s = settings();
+    s.tags.nofailover = true;
+    let mut n = HaNode::new(s);
+    let c = cluster(None);
+    let l = replica(None, 1000);
+    assert!(decide(&mut n, &obs(0, &c, &l)).is_empty());
+}
+
+#[test]
+fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = stopped(ClusterState::InProduction, true);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Primary))]
+    );
+    let mut o = obs(1000, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Start, Err("postmaster exited".into())));
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+}
+
+#[test]
+fn crashed_leader_gives_up_after_primary_start_timeout() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster {
+        config: Some(DynamicConfig { primary_start_timeout: 5, ..Default::default() }),
+        ..cluster(Some(ME))
+    };
+    let l = stopped(ClusterState::InProduction, true);
+    assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
+    assert_eq!(decide(&mut n, &obs(6_000, &c, &l)), vec![Action::ReleaseLeader]);
+}
+
+#[test]
+fn former_primary_rewinds_before_following_the_new_leader() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = stopped(ClusterState::InProduction, true);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
+    let mut o = obs(1, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Rewind, Ok(())));
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+}
+
+#[test]
+fn failed_rewind_waits_for_an_operator_unless_wiping_is_allowed() {
+    let c = cluster(Some("n2"));
+    let l = stopped(ClusterState::ShutDown, false);
+    let failed = |n: &mut HaNode| {
+        let mut o = obs(1, &c, &l);
+        o.job = Some(JobState::Finished(JobKind::Rewind, Err("could not connect".into())));
+        decide(n, &o)
+    };
+    let mut keep = HaNode::new(settings());
+    assert!(failed(&mut keep).is_empty());
+    assert!(decide(&mut keep, &obs(2, &c, &l)).is_empty(), "does not loop on pg_rewind");
+    let mut wipe = HaNode::new(NodeSettings { remove_data_directory_on_rewind_failure: true, ..settings() });
+    assert_eq!(failed(&mut wipe), vec![Action::WipeDataDir]);
+}
+
+#[test]
+fn former_replica_just_starts_following() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = stopped(ClusterState::ShutDownInRecovery, false);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+}
+
+#[test]
+fn without_leader_a_stopped_node_starts_read_only() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = stopped(ClusterState::InProduction, false);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))]
+    );
+}
+
+#[test]
+fn leader_keeps_renewing_during_a_job() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = LocalPg { data: DataDir::Initialized(ctl(ClusterState::InProduction)), process: PgProcess::Starting };
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Running(JobKind::Start));
+    assert_eq!(decide(&mut n, &o), vec![Action::RenewLeader]);
+}
+
+#[test]
+fn system_identifier_mismatch_is_fatal() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { initialize: Some("9999".into()), ..cluster(Some("n2")) };
+    let l = replica(Some(5002), 1);
+    let a = decide(&mut n, &obs(0, &c, &l));
+    assert!(matches!(&a[..], [Action::Fatal(m)] if m.contains("9999") && m.contains("7000")), "{a:?}");
+}
+
+#[test]
+fn shutdown_stops_postgres_before_releasing_the_lock() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    assert_eq!(n.decide_shutdown(&obs(0, &c, &l)).actions, vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader]);
+    let r = replica(Some(5002), 1);
+    let c2 = cluster(Some("n2"));
+    assert_eq!(n.decide_shutdown(&obs(0, &c2, &r)).actions, vec![Action::Stop(StopMode::Fast)]);
+}
+
+#[test]
+fn pause_blocks_automatic_actions() {
+    let mut n = HaNode::new(settings());
+    let paused = |leader: Option<&str>| Cluster {
+        config: Some(DynamicConfig { pause: Some(true), ..Default::default() }),
+        ..cluster(leader)
+    };
+    let c = paused(None);
+    let l = replica(None, 1000);
+    assert!(decide(&mut n, &obs(0, &c, &l)).is_empty(), "no race");
+    let c = paused(Some(ME));
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::RenewLeader], "no promotion");
+    let s = stopped(ClusterState::ShutDown, false);
+    let c = paused(Some("n2"));
+    assert!(decide(&mut n, &obs(0, &c, &s)).is_empty(), "no start");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_local() -> impl Strategy<Value = LocalPg> {
+        prop_oneof![
+            Just(primary()),
+            (proptest::option::of(5001u16..5004), 900u64..1100).prop_map(|(u, w)| replica(u, w)),
+            Just(stopped(ClusterState::InProduction, true)),
+            Just(stopped(ClusterState::ShutDownInRecovery, false)),
+            Just(empty()),
+        ]
+    }
+
+    fn any_leader() -> impl Strategy<Value = Option<&'static str>> {
+        prop_oneof![Just(None), Just(Some("n1")), Just(Some("n2")), Just(Some("n3"))]
+    }
+
+    proptest! {
+        /// The core never asks to start or promote a primary unless the snapshot shows it as
+        /// the lock holder, whatever happened before.
+        #[test]
+        fn never_primary_without_the_lock(
+            steps in proptest::collection::vec((any_leader(), any_local(), any::<bool>(), any::<bool>()), 1..40)
+        ) {
+            let mut n = HaNode::new(settings());
+            let mut now = 0u64;
+            for (leader, local, dcs_ok, renew_ok) in steps {
+                now += 3_000;
+                let c = cluster(leader);
+                let o = Observation {
+                    dcs: if dcs_ok { DcsView::Ok(&c) } else { DcsView::Unavailable("x".into()) },
+                    ..obs(now, &c, &local)
+                };
+                let plan = n.decide(&o);
+                for a in &plan.actions {
+                    let promotes = matches!(a, Action::StartJob(Job::Promote) | Action::StartJob(Job::Start(StartRole::Primary)));
+                    if promotes {
+                        prop_assert!(dcs_ok && leader == Some(ME), "{a:?} while leader={leader:?} dcs_ok={dcs_ok}");
+                    }
+                    if matches!(a, Action::RenewLeader | Action::AcquireLeader) {
+                        n.advance(ActionResult::Leader { held: renew_ok, sent_at: Millis(now) });
+                    }
+                }
+            }
+        }
+
+        /// Once the fence deadline has passed, a live PostgreSQL on a node that believed it was
+        /// leader is stopped at once, whatever the DCS says.
+        #[test]
+        fn fence_deadline_is_honoured(renewed_at in 0u64..100_000, late in 0u64..60_000, dcs_ok in any::<bool>()) {
+            let mut n = HaNode::new(settings());
+            n.advance(ActionResult::Leader { held: true, sent_at: Millis(renewed_at) });
+            let deadline = n.fence_deadline().unwrap();
+            let c = cluster(Some(ME));
+            let l = primary();
+            let now = deadline.0 + late;
+            let o = Observation {
+                dcs: if dcs_ok { DcsView::Ok(&c) } else { DcsView::Unavailable("x".into()) },
+                ..obs(now, &c, &l)
+            };
+            let plan = n.decide(&o);
+            prop_assert_eq!(plan.actions.first(), Some(&Action::Stop(StopMode::Immediate)));
+        }
+    }
+}
