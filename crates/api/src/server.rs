@@ -1,0 +1,263 @@
+//! Serving the router on a TCP listener with hyper (HTTP/1.1 and 1.0), with limits that keep
+//! slow or hostile clients from pinning resources.
+//!
+//! Invariants kept here:
+//! * a client gets at most `header_read_timeout` to send each request head (this also bounds an
+//!   idle keep-alive connection), and a connection lives at most `connection_lifetime` before it
+//!   is closed after its current request, so a slow reader or writer cannot hold a slot for long;
+//! * at most `max_connections` connections are served at once; further clients wait in the
+//!   listen backlog rather than costing memory;
+//! * request bodies are capped at [`MAX_BODY_BYTES`] for any handler that reads them;
+//! * garbage that is not HTTP only ever affects its own connection (hyper answers 400 and closes);
+//! * accept errors (e.g. out of file descriptors) are logged and retried, never fatal;
+//! * on shutdown the listener is dropped at once and open connections get `shutdown_grace` to
+//!   finish their current request.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use crate::router::{router, MAX_BODY_BYTES};
+use crate::snapshot::ApiContext;
+
+/// Resource limits of the HTTP server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Time allowed to receive a request head, and to wait idle for the next one on a
+    /// keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection; after it the connection is closed once its current
+    /// request is answered (or dropped if that takes longer than `shutdown_grace`).
+    pub connection_lifetime: Duration,
+    /// Connections served at the same time.
+    pub max_connections: usize,
+    /// Time open connections get to finish when the server stops.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(120),
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Serves the REST API on `listener` until `shutdown` completes, with [`ServeLimits::default`].
+pub async fn serve(
+    listener: TcpListener,
+    ctx: ApiContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_limits(listener, ctx, shutdown, ServeLimits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    ctx: ApiContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    let app = router(ctx);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = shutdown;
+    loop {
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, _peer)) => {
+                connections.spawn(serve_connection(stream, app.clone(), limits, stop_rx.clone(), slot));
+            }
+            Err(e) if is_per_connection(&e) => tracing::debug!("REST API: accept: {e}"),
+            Err(e) => {
+                // Typically EMFILE/ENFILE: back off instead of spinning, then try again.
+                tracing::warn!("REST API: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained =
+        tokio::time::timeout(limits.shutdown_grace, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::debug!("REST API: dropping {} connection(s) still open after the grace period", connections.len());
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: axum::Router,
+    limits: ServeLimits,
+    mut stop: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let req = req.map(|b| Body::new(http_body_util::Limited::new(b, MAX_BODY_BYTES)));
+        app.clone().oneshot(req)
+    });
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(16 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("REST API connection: {e}");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stopping| *stopping) => {}
+        _ = tokio::time::sleep(limits.connection_lifetime) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::tests::primary;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+
+    async fn start(
+        limits: ServeLimits,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(primary(Instant::now() + Duration::from_secs(600)));
+        // Keep the sender alive for the server's whole life by moving it into the probe.
+        let ctx = ApiContext::new(rx, move || {
+            let _keep = &_tx;
+            true
+        });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with_limits(
+            listener,
+            ctx,
+            async move {
+                let _ = stop_rx.await;
+            },
+            limits,
+        ));
+        (addr, stop_tx, server)
+    }
+
+    /// Sends `request` and reads until the server closes the connection.
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("server closed in time")
+            .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn garbage_does_not_disturb_later_requests() {
+        let (addr, stop, server) = start(ServeLimits::default()).await;
+        let reply = exchange(addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n").await;
+        assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+        let reply = exchange(addr, b"NOT HTTP AT ALL\r\n\r\n").await;
+        assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+
+        let reply = exchange(addr, b"GET /primary HTTP/1.0\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply:?}");
+        assert!(reply.contains("\"role\":\"primary\""), "{reply:?}");
+        // HAProxy's default check: OPTIONS / over HTTP/1.0, status line and no body.
+        let reply = exchange(addr, b"OPTIONS / HTTP/1.0\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply:?}");
+        assert!(reply.ends_with("\r\n\r\n"), "{reply:?}");
+        let reply = exchange(addr, b"HEAD /replica HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply:?}");
+        assert!(reply.ends_with("\r\n\r\n"), "{reply:?}");
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn slow_clients_are_cut_off() {
+        let limits = ServeLimits { header_read_timeout: Duration::from_millis(200), ..ServeLimits::default() };
+        let (addr, stop, server) = start(limits).await;
+        let started = Instant::now();
+        // Half a request head, then silence.
+        let reply = exchange(addr, b"GET /primary HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!reply.contains("200 OK"), "{reply:?}");
+        // Healthy clients are still served.
+        let reply = exchange(addr, b"GET /health HTTP/1.0\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply:?}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn connection_cap_queues_instead_of_failing() {
+        let limits = ServeLimits {
+            max_connections: 1,
+            header_read_timeout: Duration::from_millis(300),
+            ..ServeLimits::default()
+        };
+        let (addr, stop, server) = start(limits).await;
+        // An idle connection holds the only slot until its header timeout ends it...
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...after which the waiting client is served.
+        let reply = exchange(addr, b"GET /leader HTTP/1.0\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply:?}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_listening_and_closes_idle_connections() {
+        let (addr, stop, server) = start(ServeLimits::default()).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        // Make sure the server has accepted it.
+        idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 12];
+        idle.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve returned").unwrap().unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+    }
+}

@@ -1,0 +1,259 @@
+//! The API's only input: an immutable [`NodeSnapshot`] the agent publishes through a
+//! `tokio::sync::watch` channel, plus a live "is the postmaster still there?" probe.
+//!
+//! Invariant kept here: the API never blocks the HA loop. A request copies the current snapshot
+//! out of the channel (holding the channel's read lock only for that copy) and decides on the
+//! copy; it never waits for the agent and never writes anything back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rampart_core::{Cluster, Tags};
+use tokio::sync::watch;
+
+/// One walsender as shown under `replication` in `/patroni`
+/// (`pg_stat_get_wal_senders()` joined with `pg_stat_activity`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ReplicationConn {
+    /// Role used by the standby to connect.
+    pub usename: String,
+    /// The standby's `application_name` (Patroni sets it to the member name).
+    pub application_name: String,
+    /// Client address; `None` for Unix-socket connections.
+    pub client_addr: Option<String>,
+    /// Walsender state (`streaming`, `catchup`, ...).
+    pub state: String,
+    /// `async`, `potential`, `sync` or `quorum`.
+    pub sync_state: String,
+    /// Priority in `synchronous_standby_names`.
+    pub sync_priority: i32,
+}
+
+/// Everything the REST API shows or decides on, as last published by the agent.
+///
+/// `Default` describes a node that knows nothing yet: not leader, PostgreSQL not running,
+/// no DCS view; every health check answers 503 for it.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSnapshot {
+    /// Cluster name (`scope`).
+    pub scope: String,
+    /// This member's name.
+    pub name: String,
+    /// Version reported under `patroni.version` (the Patroni version we are compatible with).
+    pub api_version: String,
+
+    /// PostgreSQL state in Patroni's wording: `running`, `stopped`, `starting`, `crashed`,
+    /// `creating replica`, `initializing new cluster`, `running custom bootstrap script`,
+    /// `restarting`, ...
+    pub state: String,
+    /// `primary`, `replica` or `uninitialized`.
+    pub role: String,
+    /// `pg_is_in_recovery()` at the last probe.
+    pub in_recovery: bool,
+    /// Current timeline (0 when unknown).
+    pub timeline: u32,
+    /// Primary: `pg_current_wal_flush_lsn()`.
+    pub xlog_flush: u64,
+    /// Replica: `pg_last_wal_receive_lsn()` (0 when unknown).
+    pub xlog_received: u64,
+    /// Replica: `pg_last_wal_replay_lsn()`.
+    pub xlog_replayed: u64,
+    /// Replica: `pg_last_xact_replay_timestamp()`, as text.
+    pub replayed_timestamp: Option<String>,
+    /// Replica: `pg_is_wal_replay_paused()`.
+    pub wal_replay_paused: bool,
+    /// Replica: `streaming` or `in archive recovery`; `None` on a primary.
+    pub replication_state: Option<String>,
+    /// `pg_postmaster_start_time()`, as text.
+    pub postmaster_start_time: Option<String>,
+    /// `server_version_num` (e.g. 160004); 0 when unknown.
+    pub server_version: u32,
+    /// Connected standbys (on a primary or a cascading replica).
+    pub replication: Vec<ReplicationConn>,
+    /// Database system identifier (`pg_controldata`), empty when unknown.
+    pub database_system_identifier: String,
+
+    /// Effective tags of this member.
+    pub tags: Tags,
+    /// A changed parameter waits for a restart.
+    pub pending_restart: bool,
+    /// Maintenance mode is on.
+    pub paused: bool,
+
+    /// The node holds the leader lock until this instant (last successful lock write + ttl);
+    /// `None` when it does not hold the lock.
+    pub leader_until: Option<Instant>,
+    /// Unix time (seconds) of the last successful DCS contact.
+    pub dcs_last_seen: Option<u64>,
+    /// When the last HA cycle completed; `None` until the first one has. The agent should set it
+    /// to its start time at startup so that `/liveness` gives it a full grace period.
+    pub last_loop: Option<Instant>,
+    /// Leader lease length.
+    pub ttl: Duration,
+    /// Pause between HA cycles.
+    pub loop_wait: Duration,
+    /// Default bound for `/readiness` lag, in bytes.
+    pub maximum_lag_on_failover: u64,
+    /// The leader's WAL position from the DCS `status` key (what replica lag is measured against).
+    pub cluster_optime: u64,
+    /// The last DCS snapshot; `None` means there is no valid DCS view (not read yet, or the DCS
+    /// is currently unreachable).
+    pub cluster: Option<Arc<Cluster>>,
+    /// Nobody holds the leader lock.
+    pub cluster_unlocked: bool,
+}
+
+/// `synchronous_mode` as read from the dynamic configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Asynchronous replication only.
+    Off,
+    /// `synchronous_mode: true`.
+    On,
+    /// `synchronous_mode: quorum`.
+    Quorum,
+}
+
+/// Reads `synchronous_mode` from the cluster's dynamic config, accepting Patroni's boolean
+/// spellings (`true`, `on`, `yes`, `1`) and `quorum`.
+pub fn sync_mode(cluster: &Cluster) -> SyncMode {
+    let Some(v) = cluster.config.as_ref().and_then(|c| c.extra.get("synchronous_mode")) else {
+        return SyncMode::Off;
+    };
+    match v {
+        serde_json::Value::Bool(true) => SyncMode::On,
+        serde_json::Value::Number(n) if n.as_i64().is_some_and(|i| i != 0) => SyncMode::On,
+        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "quorum" => SyncMode::Quorum,
+            "true" | "on" | "yes" | "1" => SyncMode::On,
+            _ => SyncMode::Off,
+        },
+        _ => SyncMode::Off,
+    }
+}
+
+/// Whether `name` is listed in the `sync` key's comma-separated `sync_standby`.
+pub fn listed_in_sync_key(cluster: &Cluster, name: &str) -> bool {
+    cluster
+        .sync
+        .as_ref()
+        .and_then(|s| s.sync_standby.as_deref())
+        .is_some_and(|csv| csv.split(',').map(str::trim).any(|m| !m.is_empty() && m == name))
+}
+
+impl NodeSnapshot {
+    /// Whether the node holds the leader lock at `now`.
+    pub fn holds_lock(&self, now: Instant) -> bool {
+        self.leader_until.is_some_and(|until| until > now)
+    }
+
+    /// Whether PostgreSQL is in Patroni's `running` state.
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+
+    /// Whether this node is a synchronous standby (`synchronous_mode: on`, listed in `sync`).
+    /// `false` without a DCS view.
+    pub fn is_sync_standby(&self) -> bool {
+        self.cluster.as_deref().is_some_and(|c| sync_mode(c) == SyncMode::On && listed_in_sync_key(c, &self.name))
+    }
+
+    /// Whether this node is a quorum standby (`synchronous_mode: quorum`, listed in `sync`).
+    pub fn is_quorum_standby(&self) -> bool {
+        self.cluster.as_deref().is_some_and(|c| sync_mode(c) == SyncMode::Quorum && listed_in_sync_key(c, &self.name))
+    }
+
+    /// Replica lag in bytes as Patroni's `?lag=` filter measures it:
+    /// `max(leader position from the DCS, received) - replayed`.
+    pub fn replay_lag(&self) -> u64 {
+        self.cluster_optime.max(self.xlog_received).saturating_sub(self.xlog_replayed)
+    }
+}
+
+/// What the HTTP handlers share: the snapshot channel and a live postmaster probe.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// Latest snapshot published by the agent.
+    pub snapshot: watch::Receiver<NodeSnapshot>,
+    /// Asked at request time, so that a dead PostgreSQL is reported at once rather than after
+    /// the next HA cycle (Patroni keeps answering 200 on `/primary` until then). Must be cheap
+    /// and must not block (e.g. `kill(pid, 0)` on the known postmaster PID).
+    pub postmaster_alive: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl ApiContext {
+    /// A context over `snapshot` with the given postmaster probe.
+    pub fn new(
+        snapshot: watch::Receiver<NodeSnapshot>,
+        postmaster_alive: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        ApiContext { snapshot, postmaster_alive: Arc::new(postmaster_alive) }
+    }
+
+    /// Copies the current snapshot out of the channel and probes the postmaster.
+    /// The channel's read lock is held only while cloning (cheap: the cluster is an `Arc`).
+    pub fn current(&self) -> (NodeSnapshot, bool) {
+        let snap = self.snapshot.borrow().clone();
+        let alive = (self.postmaster_alive)();
+        (snap, alive)
+    }
+}
+
+impl std::fmt::Debug for ApiContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiContext").field("snapshot", &*self.snapshot.borrow()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_core::model::SyncState;
+    use rampart_core::DynamicConfig;
+
+    fn cluster_with(mode: serde_json::Value, csv: &str) -> Cluster {
+        let mut cfg = DynamicConfig::default();
+        cfg.extra.insert("synchronous_mode".into(), mode);
+        Cluster {
+            config: Some(cfg),
+            sync: Some(SyncState { leader: Some("p".into()), sync_standby: Some(csv.into()), quorum: None }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sync_mode_spellings() {
+        use serde_json::json;
+        assert_eq!(sync_mode(&cluster_with(json!(true), "")), SyncMode::On);
+        assert_eq!(sync_mode(&cluster_with(json!("on"), "")), SyncMode::On);
+        assert_eq!(sync_mode(&cluster_with(json!("Quorum"), "")), SyncMode::Quorum);
+        assert_eq!(sync_mode(&cluster_with(json!(false), "")), SyncMode::Off);
+        assert_eq!(sync_mode(&Cluster::default()), SyncMode::Off);
+    }
+
+    #[test]
+    fn sync_key_membership_is_exact_per_item() {
+        let c = cluster_with(serde_json::json!(true), "n1, n22 ,");
+        assert!(listed_in_sync_key(&c, "n1"));
+        assert!(listed_in_sync_key(&c, "n22"));
+        assert!(!listed_in_sync_key(&c, "n2"));
+        assert!(!listed_in_sync_key(&c, ""));
+    }
+
+    #[test]
+    fn lock_is_held_strictly_before_its_deadline() {
+        let now = Instant::now();
+        let s = NodeSnapshot { leader_until: Some(now), ..Default::default() };
+        assert!(!s.holds_lock(now));
+        assert!(s.holds_lock(now - Duration::from_millis(1)));
+        assert!(!NodeSnapshot::default().holds_lock(now));
+    }
+
+    #[test]
+    fn replay_lag_uses_the_furthest_known_leader_position() {
+        let s = NodeSnapshot { cluster_optime: 100, xlog_received: 150, xlog_replayed: 90, ..Default::default() };
+        assert_eq!(s.replay_lag(), 60);
+        let s = NodeSnapshot { cluster_optime: 100, xlog_received: 0, xlog_replayed: 120, ..Default::default() };
+        assert_eq!(s.replay_lag(), 0);
+    }
+}
