@@ -1,0 +1,123 @@
+//! The `bootstrap` section: what the node that initializes a new cluster uses.
+//!
+//! Invariants kept here: `bootstrap.dcs` passes [`DynamicConfig::validate`] (so the first dynamic
+//! configuration written to the DCS can never break the `loop_wait + 2*retry_timeout <= ttl`
+//! rule), and `initdb` options are turned into command-line arguments that never touch what
+//! Rampart controls itself (the data directory, the password file, ...).
+
+use std::collections::BTreeMap;
+
+use rampart_core::DynamicConfig;
+use serde_json::Value as Json;
+
+use crate::check::Checker;
+use crate::error::Problem;
+use crate::raw::{RawBootstrap, RawUser};
+use crate::secret::Secret;
+use crate::tree::Seg;
+
+/// initdb options that Rampart sets itself, as Patroni refuses them too.
+const RESERVED_INITDB: &[&str] = &["pgdata", "D", "nosync", "N", "pwfile", "sync-only", "S", "version", "V"];
+
+/// A user created right after initdb (legacy `bootstrap.users`; Patroni removed it in 4.0 but old
+/// configuration files still carry it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapUser {
+    /// Its password, if any.
+    pub password: Option<Secret>,
+    /// Role options such as `createdb`, `createrole`.
+    pub options: Vec<String>,
+}
+
+/// The `bootstrap` section, validated.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Bootstrap {
+    /// Seed of the cluster-wide dynamic configuration.
+    pub dcs: DynamicConfig,
+    /// initdb arguments, e.g. `--encoding=UTF8`, `--data-checksums`.
+    pub initdb: Vec<String>,
+    /// pg_hba.conf lines written after initdb.
+    pub pg_hba: Vec<String>,
+    /// Users to create after initdb, by name.
+    pub users: BTreeMap<String, BootstrapUser>,
+}
+
+impl Bootstrap {
+    pub(crate) fn build(raw: Option<RawBootstrap>, c: &mut Checker<'_>) -> Result<Bootstrap, Problem> {
+        let raw = raw.unwrap_or_default();
+        let dcs = raw.dcs.unwrap_or_default();
+        if let Err(e) = dcs.validate() {
+            return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
+        }
+        let initdb = initdb_args(raw.initdb.unwrap_or(Json::Null), c)?;
+        let users = raw.users.unwrap_or_default().into_iter().map(|(name, u)| (name, user(u))).collect();
+        Ok(Bootstrap { dcs, initdb, pg_hba: raw.pg_hba.unwrap_or_default(), users })
+    }
+}
+
+fn user(raw: RawUser) -> BootstrapUser {
+    BootstrapUser { password: raw.password, options: raw.options }
+}
+
+/// Turns `[{encoding: UTF8}, data-checksums]` (or `{encoding: UTF8}`) into
+/// `["--encoding=UTF8", "--data-checksums"]`.
+fn initdb_args(value: Json, c: &Checker<'_>) -> Result<Vec<String>, Problem> {
+    let base = [Seg::Key("bootstrap"), Seg::Key("initdb")];
+    let mut args = Vec::new();
+    match value {
+        Json::Null => {}
+        Json::Array(items) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let path = [base[0], base[1], Seg::Index(i)];
+                let arg = match item {
+                    Json::String(flag) => flag_arg(&flag),
+                    Json::Object(map) if map.len() == 1 => {
+                        let (k, v) = map.into_iter().next().expect("one entry");
+                        scalar_text(&v).map(|v| option_arg(&k, &v))
+                    }
+                    _ => None,
+                };
+                let arg = arg.ok_or_else(|| {
+                    c.problem_at(&path, "expected a flag (data-checksums) or a single-key map (encoding: UTF8)")
+                })?;
+                args.push(checked(arg, &path, c)?);
+            }
+        }
+        Json::Object(map) => {
+            for (k, v) in map {
+                let path = [base[0], base[1], Seg::Key(&k)];
+                let text = scalar_text(&v).ok_or_else(|| c.problem_at(&path, "expected a single value"))?;
+                args.push(checked(option_arg(&k, &text), &path, c)?);
+            }
+        }
+        _ => return Err(c.problem_at(&base, "expected a list of initdb options")),
+    }
+    Ok(args)
+}
+
+fn flag_arg(flag: &str) -> Option<String> {
+    let f = flag.trim().trim_start_matches('-');
+    (!f.is_empty() && !f.contains(char::is_whitespace)).then(|| format!("--{f}"))
+}
+
+fn option_arg(key: &str, value: &str) -> String {
+    format!("--{}={value}", key.trim().trim_start_matches('-'))
+}
+
+fn scalar_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Refuses options that would fight with what Rampart passes to initdb itself.
+fn checked(arg: String, path: &[Seg<'_>], c: &Checker<'_>) -> Result<String, Problem> {
+    let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
+    if RESERVED_INITDB.contains(&name) {
+        return Err(c.problem_at(path, format!("initdb option {name} is set by Rampart and cannot be given here")));
+    }
+    Ok(arg)
+}

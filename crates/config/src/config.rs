@@ -1,0 +1,108 @@
+//! [`Config`]: the validated local configuration of one member, and the values derived from it.
+//!
+//! Invariant kept here: a `Config` only exists once every section has been validated, so the
+//! agent can use its fields without re-checking them (names are non-empty and usable in DCS keys,
+//! addresses are parsed, at least one etcd endpoint exists, `bootstrap.dcs` obeys the timing rule).
+
+use rampart_core::keys::ClusterPrefix;
+use rampart_core::{DynamicConfig, Tags};
+use serde_json::Value as Json;
+
+use crate::bootstrap::Bootstrap;
+use crate::check::Checker;
+use crate::error::Problem;
+use crate::etcd::Etcd3;
+use crate::postgresql::Postgresql;
+use crate::raw::RawConfig;
+use crate::restapi::RestApi;
+
+/// Default `namespace`, as in Patroni.
+pub const DEFAULT_NAMESPACE: &str = "/service";
+
+/// Patroni sections Rampart accepts without using them, kept as read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OtherSections {
+    /// `log`.
+    pub log: Option<Json>,
+    /// `watchdog`.
+    pub watchdog: Option<Json>,
+    /// `ctl` (patronictl's settings).
+    pub ctl: Option<Json>,
+    /// `citus`.
+    pub citus: Option<Json>,
+}
+
+/// The local configuration of one member, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Cluster name.
+    pub scope: String,
+    /// DCS namespace the cluster lives under.
+    pub namespace: String,
+    /// This member's name, unique in the cluster.
+    pub name: String,
+    /// The agent's HTTP API.
+    pub restapi: RestApi,
+    /// The DCS.
+    pub etcd3: Etcd3,
+    /// What the initializing node uses.
+    pub bootstrap: Bootstrap,
+    /// The local PostgreSQL instance.
+    pub postgresql: Postgresql,
+    /// Member tags.
+    pub tags: Tags,
+    /// Accepted Patroni sections Rampart does not use.
+    pub other: OtherSections,
+}
+
+impl Config {
+    /// etcd endpoint URLs, e.g. `http://127.0.0.1:2379`.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd3.endpoints()
+    }
+
+    /// The cluster's key prefix, `/<namespace>/<scope>/`.
+    pub fn prefix(&self) -> ClusterPrefix {
+        ClusterPrefix::new(&self.namespace, &self.scope)
+    }
+
+    /// Whether to use pg_rewind: the local `postgresql.use_pg_rewind` when set, otherwise the
+    /// dynamic configuration's.
+    pub fn use_pg_rewind(&self, dynamic: &DynamicConfig) -> bool {
+        self.postgresql.use_pg_rewind.unwrap_or(dynamic.postgresql.use_pg_rewind)
+    }
+
+    /// The dynamic configuration to write when this node initializes the cluster.
+    pub fn bootstrap_dcs(&self) -> DynamicConfig {
+        self.bootstrap.dcs.clone()
+    }
+
+    pub(crate) fn build(raw: RawConfig, c: &mut Checker<'_>) -> Result<Config, Problem> {
+        let name = key_part(c.require_text(raw.name, &["name"])?, "name", c)?;
+        let scope = key_part(c.require_text(raw.scope, &["scope"])?, "scope", c)?;
+        let namespace = raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let restapi = RestApi::build(raw.restapi, c)?;
+        let etcd3 = Etcd3::build(raw.etcd3, c)?;
+        let postgresql = Postgresql::build(raw.postgresql, c)?;
+        let bootstrap = Bootstrap::build(raw.bootstrap, c)?;
+        Ok(Config {
+            scope,
+            namespace,
+            name,
+            restapi,
+            etcd3,
+            bootstrap,
+            postgresql,
+            tags: raw.tags.unwrap_or_default(),
+            other: OtherSections { log: raw.log, watchdog: raw.watchdog, ctl: raw.ctl, citus: raw.citus },
+        })
+    }
+}
+
+/// `name` and `scope` become single DCS key segments, so they cannot contain `/`.
+fn key_part(value: String, key: &str, c: &Checker<'_>) -> Result<String, Problem> {
+    if value.contains('/') {
+        return Err(c.problem(&[key], format!("{value:?} must not contain '/' (it is one segment of a DCS key)")));
+    }
+    Ok(value)
+}

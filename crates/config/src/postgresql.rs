@@ -1,0 +1,158 @@
+//! The `postgresql` section: the local PostgreSQL instance the agent manages.
+//!
+//! Invariants kept here: `listen` and `connect_address` are parsed addresses (the connect address
+//! is never a wildcard), `data_dir` is set, the replication user is named, and `parameters` holds
+//! only single values (strings, numbers, booleans) that can be written to `postgresql.conf`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value as Json;
+
+use crate::addr::{HostPort, ListenAddresses};
+use crate::check::Checker;
+use crate::error::Problem;
+use crate::raw::{RawCredentials, RawPostgresql};
+use crate::restapi::connect_address;
+use crate::secret::Credentials;
+
+/// Default `pg_ctl_timeout`, in seconds.
+pub const DEFAULT_PG_CTL_TIMEOUT: u64 = 60;
+
+/// The database roles the agent uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgAuthentication {
+    /// Superuser for management connections (username defaults to `postgres`).
+    pub superuser: Credentials,
+    /// User replicas stream with.
+    pub replication: Credentials,
+    /// User pg_rewind connects as (defaults to the superuser when absent).
+    pub rewind: Option<Credentials>,
+}
+
+/// The `postgresql` section, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Postgresql {
+    /// Addresses and port PostgreSQL listens on.
+    pub listen: ListenAddresses,
+    /// Address other members and clients use (published as `conn_url`).
+    pub connect_address: HostPort,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Directory of the PostgreSQL binaries; `None` means search `PATH`.
+    pub bin_dir: Option<PathBuf>,
+    /// Password file written for replication and rewind connections.
+    pub pgpass: Option<PathBuf>,
+    /// Roles and their passwords.
+    pub authentication: PgAuthentication,
+    /// Local `postgresql.conf` parameters (override the dynamic ones).
+    pub parameters: BTreeMap<String, Json>,
+    /// Local pg_hba.conf lines (override the dynamic ones).
+    pub pg_hba: Vec<String>,
+    /// Local override of the dynamic `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: Option<bool>,
+    /// Wipe the data directory and clone again when pg_rewind fails.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// Connect to the local instance over its Unix socket.
+    pub use_unix_socket: bool,
+    /// Scripts run on events (`on_start`, `on_stop`, `on_role_change`, ...), by event.
+    pub callbacks: BTreeMap<String, String>,
+    /// Seconds to wait for `pg_ctl start/stop/promote`.
+    pub pg_ctl_timeout: u64,
+}
+
+impl Postgresql {
+    /// `postgres://<connect_address>/postgres`, as published in the member key.
+    pub fn conn_url(&self) -> String {
+        format!("postgres://{}/postgres", self.connect_address)
+    }
+
+    /// The port PostgreSQL listens on.
+    pub fn listen_port(&self) -> u16 {
+        self.listen.port
+    }
+
+    /// The hosts PostgreSQL listens on (`listen_addresses`).
+    pub fn listen_hosts(&self) -> &[String] {
+        &self.listen.hosts
+    }
+
+    /// The host local connections use: the first listen host, with `0.0.0.0`/`*` replaced by
+    /// `127.0.0.1` and `::` by `::1`.
+    pub fn local_host(&self) -> String {
+        self.listen.local_host()
+    }
+
+    /// Host and port of `connect_address`.
+    pub fn connect_host_port(&self) -> (String, u16) {
+        (self.connect_address.host.clone(), self.connect_address.port)
+    }
+
+    pub(crate) fn build(raw: Option<RawPostgresql>, c: &mut Checker<'_>) -> Result<Postgresql, Problem> {
+        let raw = raw.unwrap_or_default();
+        let listen_text = c.require(raw.listen, &["postgresql", "listen"])?;
+        let listen = ListenAddresses::parse(&listen_text).ok_or_else(|| {
+            c.problem(&["postgresql", "listen"], format!("expected host[,host]:port, got {listen_text:?}"))
+        })?;
+        let first = HostPort { host: listen.hosts[0].clone(), port: listen.port };
+        let connect_address = connect_address(raw.connect_address, &first, "postgresql", c)?;
+        let data_dir = c.require(raw.data_dir, &["postgresql", "data_dir"])?;
+        if data_dir.as_os_str().is_empty() {
+            return Err(c.problem(&["postgresql", "data_dir"], "must not be empty"));
+        }
+
+        let auth = raw.authentication.unwrap_or_default();
+        let superuser = auth.superuser.unwrap_or_default();
+        let superuser = Credentials {
+            username: superuser.username.unwrap_or_else(|| "postgres".to_string()),
+            password: superuser.password,
+        };
+        if superuser.username.trim().is_empty() {
+            return Err(c.problem(&["postgresql", "authentication", "superuser", "username"], "must not be empty"));
+        }
+        let replication = credentials(auth.replication.unwrap_or_default(), "replication", c)?;
+        let rewind = auth.rewind.map(|r| credentials(r, "rewind", c)).transpose()?;
+
+        let mut parameters = BTreeMap::new();
+        for (name, value) in raw.parameters.unwrap_or_default() {
+            match value {
+                Json::Null => c.warn(&["postgresql", "parameters", &name], "has no value (ignored)"),
+                Json::Array(_) | Json::Object(_) => {
+                    return Err(c.problem(
+                        &["postgresql", "parameters", &name],
+                        "expected a single value (string, number or boolean)",
+                    ));
+                }
+                v => {
+                    parameters.insert(name, v);
+                }
+            }
+        }
+
+        let pg_ctl_timeout = raw.pg_ctl_timeout.unwrap_or(DEFAULT_PG_CTL_TIMEOUT);
+        if pg_ctl_timeout == 0 {
+            return Err(c.problem(&["postgresql", "pg_ctl_timeout"], "must be at least 1 second"));
+        }
+        Ok(Postgresql {
+            listen,
+            connect_address,
+            data_dir,
+            bin_dir: raw.bin_dir,
+            pgpass: raw.pgpass,
+            authentication: PgAuthentication { superuser, replication, rewind },
+            parameters,
+            pg_hba: raw.pg_hba.unwrap_or_default(),
+            use_pg_rewind: raw.use_pg_rewind,
+            remove_data_directory_on_rewind_failure: raw.remove_data_directory_on_rewind_failure.unwrap_or(false),
+            use_unix_socket: raw.use_unix_socket.unwrap_or(false),
+            callbacks: raw.callbacks.unwrap_or_default(),
+            pg_ctl_timeout,
+        })
+    }
+}
+
+/// A role whose username is required.
+fn credentials(raw: RawCredentials, role: &str, c: &Checker<'_>) -> Result<Credentials, Problem> {
+    let username = c.require_text(raw.username, &["postgresql", "authentication", role, "username"])?;
+    Ok(Credentials { username, password: raw.password })
+}

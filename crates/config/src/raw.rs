@@ -1,0 +1,179 @@
+//! The YAML schema as written, before validation: every key optional, Patroni's spellings.
+//!
+//! These types only describe what may appear in the file (any key they do not declare is
+//! reported as unknown by [`crate::de`]); deciding what is required, filling defaults and checking
+//! that the values can work is [`crate::config`]'s job.
+//!
+//! Invariant kept here: the free-form parts of Patroni's schema (`parameters`, `tags`,
+//! `bootstrap.dcs`, `callbacks`, `bootstrap.users`, and the pass-through sections `log`,
+//! `watchdog`, `ctl`, `citus`) are read as maps, so their keys are never reported as unknown.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use rampart_core::{DynamicConfig, Tags};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::etcd::Protocol;
+use crate::restapi::ClientCertMode;
+use crate::secret::Secret;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawConfig {
+    pub scope: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub restapi: Option<RawRestApi>,
+    pub etcd3: Option<RawEtcd3>,
+    pub bootstrap: Option<RawBootstrap>,
+    pub postgresql: Option<RawPostgresql>,
+    pub tags: Option<Tags>,
+    pub log: Option<Json>,
+    pub watchdog: Option<Json>,
+    pub ctl: Option<Json>,
+    pub citus: Option<Json>,
+    // Patroni's other DCS sections: recognised so that a precise message can be given about them.
+    pub etcd: Option<IgnoredAny>,
+    pub consul: Option<IgnoredAny>,
+    pub zookeeper: Option<IgnoredAny>,
+    pub exhibitor: Option<IgnoredAny>,
+    pub kubernetes: Option<IgnoredAny>,
+    pub raft: Option<IgnoredAny>,
+}
+
+/// The other DCS sections Patroni knows, in the order they are reported.
+pub(crate) const OTHER_DCS: &[&str] = &["etcd", "consul", "zookeeper", "exhibitor", "kubernetes", "raft"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawCredentials {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawRestApi {
+    pub listen: Option<String>,
+    pub connect_address: Option<String>,
+    pub authentication: Option<RawCredentials>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub cafile: Option<PathBuf>,
+    pub verify_client: Option<ClientCertMode>,
+    pub allowlist: Option<StrList>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawEtcd3 {
+    pub host: Option<String>,
+    pub hosts: Option<StrList>,
+    pub protocol: Option<Protocol>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawBootstrap {
+    pub dcs: Option<DynamicConfig>,
+    /// A list of flags and single-key maps (or, as Patroni also accepts, one map).
+    pub initdb: Option<Json>,
+    pub pg_hba: Option<Vec<String>>,
+    pub users: Option<BTreeMap<String, RawUser>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawPgAuthentication {
+    pub superuser: Option<RawCredentials>,
+    pub replication: Option<RawCredentials>,
+    pub rewind: Option<RawCredentials>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawPostgresql {
+    pub listen: Option<String>,
+    pub connect_address: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    pub pgpass: Option<PathBuf>,
+    pub authentication: Option<RawPgAuthentication>,
+    pub parameters: Option<BTreeMap<String, Json>>,
+    pub pg_hba: Option<Vec<String>>,
+    pub use_pg_rewind: Option<bool>,
+    pub remove_data_directory_on_rewind_failure: Option<bool>,
+    pub use_unix_socket: Option<bool>,
+    pub callbacks: Option<BTreeMap<String, String>>,
+    pub pg_ctl_timeout: Option<u64>,
+}
+
+/// One legacy `bootstrap.users` entry. Read as a map so that keys inside it are not reported.
+#[derive(Debug, Default)]
+pub(crate) struct RawUser {
+    pub password: Option<Secret>,
+    pub options: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RawUser {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UserVisitor;
+        impl<'de> Visitor<'de> for UserVisitor {
+            type Value = RawUser;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping with password and options")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawUser, A::Error> {
+                let mut user = RawUser::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "password" => user.password = map.next_value()?,
+                        "options" => user.options = map.next_value::<Option<Vec<String>>>()?.unwrap_or_default(),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(user)
+            }
+        }
+        d.deserialize_map(UserVisitor)
+    }
+}
+
+/// A list of strings written either as a YAML list or as one comma-separated string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StrList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = StrList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list or a comma-separated string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrList, E> {
+                Ok(StrList(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    out.push(item.trim().to_string());
+                }
+                Ok(StrList(out))
+            }
+        }
+        d.deserialize_any(ListVisitor)
+    }
+}

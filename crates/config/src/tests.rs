@@ -1,0 +1,552 @@
+//! End-to-end tests of [`crate::parse`]: the seed configuration, each refusal with its line,
+//! warnings, environment overrides and secrecy.
+
+use rampart_core::DynamicConfig;
+use serde_json::json;
+
+use crate::{parse, ConfigError, Loaded, Place, Protocol};
+
+/// The Patroni configuration from seed 000 (a tutorial), assembled from the pieces its prose
+/// splits it into, with the 192.168.5.x addresses moved to 127.0.0.1 on distinct ports. The
+/// tab-indented comment and `users:` lines and the legacy `bootstrap.users` section are as in the
+/// seed.
+const SEED_000: &str = r#"
+# PostgreSQLの範囲
+scope: postgres
+# PostgreSQLデータベースの名前空間
+namespace: /db/
+# PostgreSQLインスタンスの名前
+name: postgres01
+
+# Patroni REST APIの設定
+restapi:
+    # REST APIがリッスンするIPアドレスとポート
+    listen: 127.0.0.1:18008
+
+    # クライアントが接続するIPアドレスとポート
+    connect_address: 127.0.0.1:18008
+# Patroni Etcdの設定
+etcd3:
+    # Etcdサーバーのホストアドレスとポート
+    host: 127.0.0.1:12379
+
+# Patroniブートストラップ構成
+bootstrap:
+    # 分散構成ストア(DCS)の構成パラメータ
+    dcs:
+        ttl: 30
+        loop_wait: 10
+        retry_timeout: 10
+        maximum_lag_on_failover: 1048576
+        postgresql:
+            # ブートストラップ時にpg_rewindを使用
+            use_pg_rewind: true
+
+    # Initdb構成
+    initdb:
+        - auth: scram-sha-256
+        - encoding: UTF8
+        - data-checksums
+
+    # レプリケーションおよび一般的なアクセス用のpg_hba.confエントリ
+    pg_hba:
+        - host replication replicator 127.0.0.1/32 scram-sha-256
+        - host replication replicator 127.0.0.1/0 scram-sha-256
+        - host replication replicator 127.0.0.1/0 scram-sha-256
+        - host replication replicator 127.0.0.1/0 scram-sha-256
+        - host all all 0.0.0.0/0 scram-sha-256
+
+		# デフォルトのユーザーadminをパスワードadminで追加
+		users:
+        admin:
+            password: admin
+            options:
+                - createrole
+                - createdb
+
+# Patroni PostgreSQL Configuration
+postgresql:
+    # PostgreSQL サーバのリスニングアドレスとポート
+    listen: 127.0.0.1:15432
+    # PostgreSQL クライアントの接続アドレス
+    connect_address: 127.0.0.1:15432
+    # PostgreSQL のデータディレクトリ
+    data_dir: /var/lib/patroni
+    # pgpass ファイルへのパス
+    pgpass: /tmp/pgpass
+
+    # 認証の設定
+    authentication:
+        # ユーザー資格情報のレプリケーション
+        replication:
+            username: replicator
+            password: rep-pass
+        # スーパーユーザーの資格情報
+        superuser:
+            username: postgres
+            password: secretpassword
+
+    # その他の PostgreSQL パラメータ
+    parameters:
+        # Unix ソケットのディレクトリ
+        unix_socket_directories: '.'
+        # パスワードの暗号化メソッド
+        password_encryption: 'scram-sha-256'
+
+# Patroni タグの設定
+tags:
+    # ノードが障害時に昇格しないように防止
+    nofailover: false
+    # ロードバランサがこのノードを考慮しないように防止
+    noloadbalance: false
+    # クローンによるレプリカの作成を防止
+    clonefrom: false
+    # 同期レプリケーションの強制を防止
+    nosync: false
+
+"#;
+
+const MINIMAL: &str = "\
+scope: pg
+name: n1
+restapi:
+  listen: 127.0.0.1:8008
+etcd3:
+  host: 127.0.0.1:2379
+postgresql:
+  listen: 127.0.0.1:5432
+  data_dir: /data
+  authentication:
+    replication:
+      username: rep
+";
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn env(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn ok(text: &str) -> Loaded {
+    parse(text, "node1.yml", no_env()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(text: &str) -> String {
+    err_env(text, no_env())
+}
+
+fn err_env(text: &str, vars: Vec<(String, String)>) -> String {
+    match parse(text, "node1.yml", vars) {
+        Ok(l) => panic!("accepted: {:?}", l.config),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// MINIMAL with `line` (1-based) replaced by `new` (which may hold several lines).
+fn edit(line: usize, new: &str) -> String {
+    let mut lines: Vec<&str> = MINIMAL.lines().collect();
+    lines[line - 1] = new;
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn seed_000_parses_with_the_right_values() {
+    let loaded = parse(SEED_000, "seed.yml", no_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.warnings,
+        ["seed.yml:48: tab characters used for indentation (not valid YAML); read as 4 spaces"]
+    );
+    let c = loaded.config;
+    assert_eq!((c.scope.as_str(), c.namespace.as_str(), c.name.as_str()), ("postgres", "/db/", "postgres01"));
+    assert_eq!(c.prefix().as_str(), "/db/postgres/");
+
+    assert_eq!(c.restapi.listen.to_string(), "127.0.0.1:18008");
+    assert_eq!(c.restapi.api_url(), "http://127.0.0.1:18008/patroni");
+    assert!(c.restapi.authentication.is_none());
+
+    assert_eq!(c.etcd_endpoints(), ["http://127.0.0.1:12379"]);
+    assert_eq!(c.etcd3.protocol, Protocol::Http);
+
+    let dcs = c.bootstrap_dcs();
+    assert_eq!((dcs.ttl, dcs.loop_wait, dcs.retry_timeout), (30, 10, 10));
+    assert_eq!(dcs.maximum_lag_on_failover, 1_048_576);
+    assert!(dcs.postgresql.use_pg_rewind);
+    assert_eq!(c.bootstrap.initdb, ["--auth=scram-sha-256", "--encoding=UTF8", "--data-checksums"]);
+    assert_eq!(c.bootstrap.pg_hba.len(), 5);
+    assert_eq!(c.bootstrap.pg_hba[4], "host all all 0.0.0.0/0 scram-sha-256");
+    let admin = &c.bootstrap.users["admin"];
+    assert_eq!(admin.password.as_ref().map(|p| p.expose()), Some("admin"));
+    assert_eq!(admin.options, ["createrole", "createdb"]);
+    assert_eq!(c.bootstrap.users.len(), 1);
+
+    let pg = &c.postgresql;
+    assert_eq!(pg.listen_hosts(), ["127.0.0.1"]);
+    assert_eq!(pg.listen_port(), 15432);
+    assert_eq!(pg.local_host(), "127.0.0.1");
+    assert_eq!(pg.connect_host_port(), ("127.0.0.1".to_string(), 15432));
+    assert_eq!(pg.conn_url(), "postgres://127.0.0.1:15432/postgres");
+    assert_eq!(pg.data_dir.to_str(), Some("/var/lib/patroni"));
+    assert_eq!(pg.pgpass.as_ref().and_then(|p| p.to_str()), Some("/tmp/pgpass"));
+    assert_eq!(pg.bin_dir, None);
+    assert_eq!(pg.authentication.superuser.username, "postgres");
+    assert_eq!(pg.authentication.superuser.password.as_ref().unwrap().expose(), "secretpassword");
+    assert_eq!(pg.authentication.replication.username, "replicator");
+    assert_eq!(pg.authentication.replication.password.as_ref().unwrap().expose(), "rep-pass");
+    assert!(pg.authentication.rewind.is_none());
+    assert_eq!(pg.parameters["unix_socket_directories"], json!("."));
+    assert_eq!(pg.parameters["password_encryption"], json!("scram-sha-256"));
+    assert_eq!(pg.pg_ctl_timeout, 60);
+    assert!(!pg.remove_data_directory_on_rewind_failure);
+    assert_eq!(pg.use_pg_rewind, None);
+    assert!(c.use_pg_rewind(&dcs));
+
+    assert!(!c.tags.nofailover && !c.tags.noloadbalance && !c.tags.clonefrom && !c.tags.nosync);
+    assert!(c.tags.can_fail_over());
+}
+
+#[test]
+fn debug_output_holds_no_password() {
+    let c = parse(
+        SEED_000,
+        "seed.yml",
+        env(&[("PATRONI_RESTAPI_PASSWORD", "api-pass-1"), ("PATRONI_RESTAPI_USERNAME", "u")]),
+    )
+    .unwrap()
+    .config;
+    let dump = format!("{c:?}");
+    for secret in ["secretpassword", "rep-pass", "api-pass-1", "password: \"admin\""] {
+        assert!(!dump.contains(secret), "{secret} in {dump}");
+    }
+    assert!(dump.contains("***"));
+}
+
+#[test]
+fn minimal_config_and_defaults() {
+    let l = ok(MINIMAL);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let c = l.config;
+    assert_eq!(c.namespace, "/service");
+    assert_eq!(c.prefix().as_str(), "/service/pg/");
+    assert_eq!(c.restapi.connect_address, c.restapi.listen);
+    assert_eq!(c.postgresql.connect_address.to_string(), "127.0.0.1:5432");
+    assert_eq!(c.postgresql.authentication.superuser.username, "postgres");
+    assert_eq!(c.bootstrap_dcs(), DynamicConfig::default());
+    assert!(c.bootstrap.initdb.is_empty());
+    assert!(!c.use_pg_rewind(&DynamicConfig::default()));
+}
+
+#[test]
+fn malformed_yaml_is_refused_with_its_line() {
+    let e = err(&edit(6, "  host: [127.0.0.1:2379"));
+    assert!(e.starts_with("node1.yml:"), "{e}");
+    assert!(e.contains("invalid YAML"), "{e}");
+    let e = err(&edit(8, "  listen: 127.0.0.1:5432\n    data_dir: /x"));
+    assert!(e.starts_with("node1.yml:9: invalid YAML"), "{e}");
+}
+
+#[test]
+fn wrong_types_name_line_and_key() {
+    let e = err(&edit(9, "  data_dir: /data\n  pg_ctl_timeout: soon"));
+    assert_eq!(e, "node1.yml:10: postgresql.pg_ctl_timeout: invalid type: string \"soon\", expected u64");
+    let e = err(&edit(4, "  listen: [127.0.0.1, 8008]"));
+    assert_eq!(e, "node1.yml:4: restapi.listen: expected a string, got a list");
+    let e = err(&edit(5, "etcd3:\n  protocol: ftp"));
+    assert!(e.starts_with("node1.yml:6: etcd3.protocol: unknown variant `ftp`"), "{e}");
+    let e = err(&MINIMAL.replace("restapi:\n  listen: 127.0.0.1:8008\n", "restapi: 8008\n"));
+    assert_eq!(e, "node1.yml:3: restapi: expected a mapping, got a single value");
+}
+
+#[test]
+fn missing_required_keys() {
+    let e = err(&edit(9, "  bin_dir: /usr/bin"));
+    assert_eq!(e, "node1.yml:7: postgresql.data_dir: missing required key");
+    let e = err(&edit(2, "# no name"));
+    assert_eq!(e, "node1.yml: name: missing required key");
+    let e = err(&edit(12, "      password: x"));
+    assert_eq!(e, "node1.yml:11: postgresql.authentication.replication.username: missing required key");
+    let e = err(&edit(4, "  connect_address: 127.0.0.1:8008"));
+    assert_eq!(e, "node1.yml:3: restapi.listen: missing required key");
+}
+
+#[test]
+fn bad_host_port() {
+    let e = err(&edit(4, "  listen: 8008"));
+    assert_eq!(e, "node1.yml:4: restapi.listen: expected host:port, got \"8008\"");
+    let e = err(&edit(8, "  listen: localhost"));
+    assert_eq!(e, "node1.yml:8: postgresql.listen: expected host[,host]:port, got \"localhost\"");
+    let e = err(&edit(4, "  listen: 0.0.0.0:8008\n  connect_address: 0.0.0.0:8008"));
+    assert!(e.starts_with("node1.yml:5: restapi.connect_address: 0.0.0.0 means every interface"), "{e}");
+    let e = err(&edit(6, "  hosts: [127.0.0.1:2379, 'http://h:2379']"));
+    assert_eq!(e, "node1.yml:6: etcd3.hosts: expected host[:port], got \"http://h:2379\"");
+}
+
+#[test]
+fn timing_rule_is_checked_on_bootstrap_dcs() {
+    let text = format!("{MINIMAL}bootstrap:\n  dcs:\n    loop_wait: 10\n    ttl: 20\n");
+    let e = err(&text);
+    assert!(
+        e.starts_with(
+            "node1.yml:16: bootstrap.dcs.ttl: loop_wait + 2*retry_timeout must not exceed ttl, but 10 + 2*10 = 30 > 20"
+        ),
+        "{e}"
+    );
+    let text = format!("{MINIMAL}bootstrap:\n  dcs:\n    loop_wait: 0\n");
+    let e = err(&text);
+    assert!(e.starts_with("node1.yml:15: bootstrap.dcs.loop_wait: 0 is below the minimum"), "{e}");
+    // Where the offending key is a default, the section is named.
+    let text = format!("{MINIMAL}bootstrap:\n  dcs:\n    retry_timeout: 15\n");
+    let e = err(&text);
+    assert!(e.starts_with("node1.yml:14: bootstrap.dcs.ttl: "), "{e}");
+    let text = format!("{MINIMAL}bootstrap:\n  dcs:\n    ttl: thirty\n");
+    let e = err(&text);
+    assert_eq!(e, "node1.yml:15: bootstrap.dcs.ttl: invalid type: string \"thirty\", expected u64");
+}
+
+#[test]
+fn etcd_sections() {
+    let e = err(&edit(6, "  protocol: http"));
+    assert_eq!(e, "node1.yml:5: etcd3: no etcd3 host(s): set etcd3.hosts or etcd3.host");
+    let e = err(&edit(5, "etcd:"));
+    assert_eq!(e, "node1.yml:5: etcd (v2 API) is not supported; use an etcd3 section");
+    let e = err(&edit(5, "consul:"));
+    assert!(e.starts_with("node1.yml:5: consul is not supported"), "{e}");
+    let e = err(&edit(5, "# none"));
+    assert!(e.starts_with("node1.yml: etcd3: missing required section"), "{e}");
+
+    let l = ok(&format!("{MINIMAL}etcd:\n  host: 127.0.0.1:2379\n"));
+    assert_eq!(l.warnings, ["node1.yml:13: etcd section ignored: Rampart uses the etcd3 section only"]);
+}
+
+#[test]
+fn hosts_as_list_or_csv() {
+    let list = ok(&edit(6, "  hosts:\n    - 10.0.0.1:2379\n    - 10.0.0.2\n  protocol: https")).config;
+    assert_eq!(list.etcd_endpoints(), ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+    let csv = ok(&edit(6, "  hosts: 10.0.0.1:2379, 10.0.0.2:2380")).config;
+    assert_eq!(csv.etcd_endpoints(), ["http://10.0.0.1:2379", "http://10.0.0.2:2380"]);
+    let flow = ok(&edit(6, "  hosts: [10.0.0.1:2379, '[::1]:2379']")).config;
+    assert_eq!(flow.etcd_endpoints(), ["http://10.0.0.1:2379", "http://[::1]:2379"]);
+    // hosts wins over host, as in Patroni.
+    let both = ok(&edit(6, "  host: 10.0.0.9:1\n  hosts: 10.0.0.1:2379")).config;
+    assert_eq!(both.etcd_endpoints(), ["http://10.0.0.1:2379"]);
+}
+
+#[test]
+fn unknown_keys_warn_with_their_line() {
+    let text = "\
+scope: pg
+name: n1
+thread_pool_size: 4
+restapi:
+  listen: 127.0.0.1:8008
+  foo: 1
+etcd3:
+  host: 127.0.0.1:2379
+bootstrap:
+  dcs:
+    synchronous_mode: true
+    postgresql:
+      parameters:
+        max_connections: 100
+  users:
+    admin:
+      password: x
+      anything: 1
+postgresql:
+  listen: 127.0.0.1:5432
+  data_dir: /data
+  create_replica_methods: [basebackup]
+  authentication:
+    replication:
+      username: rep
+      sslmode: require
+  parameters:
+    whatever_param: 1
+  callbacks:
+    on_start: /bin/true
+tags:
+  zone: a
+log:
+  level: INFO
+watchdog:
+  mode: off
+";
+    let l = ok(text);
+    assert_eq!(
+        l.warnings,
+        [
+            "node1.yml:3: unknown key thread_pool_size (ignored)",
+            "node1.yml:6: unknown key restapi.foo (ignored)",
+            "node1.yml:22: unknown key postgresql.create_replica_methods (ignored)",
+            "node1.yml:26: unknown key postgresql.authentication.replication.sslmode (ignored)",
+        ]
+    );
+    let c = l.config;
+    assert_eq!(c.bootstrap.dcs.extra["synchronous_mode"], json!(true));
+    assert_eq!(c.bootstrap.dcs.postgresql.parameters["max_connections"], json!(100));
+    assert_eq!(c.tags.other["zone"], json!("a"));
+    assert_eq!(c.postgresql.callbacks["on_start"], "/bin/true");
+    assert_eq!(c.other.log, Some(json!({"level": "INFO"})));
+    assert_eq!(c.other.watchdog, Some(json!({"mode": false})));
+}
+
+#[test]
+fn env_overrides_patroni_names() {
+    let vars = env(&[
+        ("PATRONI_NAME", "from-env"),
+        ("PATRONI_SCOPE", "other"),
+        ("PATRONI_NAMESPACE", "/ns"),
+        ("PATRONI_RESTAPI_CONNECT_ADDRESS", "10.0.0.5:8008"),
+        ("PATRONI_RESTAPI_USERNAME", "admin"),
+        ("PATRONI_RESTAPI_PASSWORD", "api-secret"),
+        ("PATRONI_POSTGRESQL_DATA_DIR", "/env/data"),
+        ("PATRONI_POSTGRESQL_BIN_DIR", "/usr/lib/postgresql/17/bin"),
+        ("PATRONI_SUPERUSER_PASSWORD", "su-secret"),
+        ("PATRONI_REWIND_USERNAME", "rewinder"),
+        ("PATRONI_ETCD3_HOSTS", "10.0.0.1:2379,10.0.0.2:2379"),
+        ("PATRONI_ETCD3_PROTOCOL", "https"),
+        ("PATRONI_ETCD3_USERNAME", "root"),
+        ("PATRONI_ETCD3_PASSWORD", "etcd-secret"),
+    ]);
+    let c = &parse(MINIMAL, "node1.yml", vars).unwrap().config;
+    assert_eq!((c.name.as_str(), c.scope.as_str(), c.namespace.as_str()), ("from-env", "other", "/ns"));
+    assert_eq!(c.restapi.api_url(), "http://10.0.0.5:8008/patroni");
+    let auth = c.restapi.authentication.as_ref().unwrap();
+    assert_eq!((auth.username.as_str(), auth.password.as_ref().unwrap().expose()), ("admin", "api-secret"));
+    assert_eq!(c.postgresql.data_dir.to_str(), Some("/env/data"));
+    assert_eq!(c.postgresql.bin_dir.as_ref().unwrap().to_str(), Some("/usr/lib/postgresql/17/bin"));
+    assert_eq!(c.postgresql.authentication.superuser.password.as_ref().unwrap().expose(), "su-secret");
+    assert_eq!(c.postgresql.authentication.rewind.as_ref().unwrap().username, "rewinder");
+    assert_eq!(c.etcd3.password.as_ref().unwrap().expose(), "etcd-secret");
+    assert_eq!(c.etcd_endpoints(), ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+}
+
+#[test]
+fn rampart_prefix_takes_precedence() {
+    let vars = env(&[("PATRONI_NAME", "patroni-name"), ("RAMPART_NAME", "rampart-name"), ("PATRONI_SCOPE", "s2")]);
+    let c = parse(MINIMAL, "node1.yml", vars).unwrap().config;
+    assert_eq!(c.name, "rampart-name");
+    assert_eq!(c.scope, "s2");
+}
+
+#[test]
+fn env_can_create_missing_sections() {
+    let text =
+        "scope: pg\nname: n1\npostgresql:\n  data_dir: /d\n  authentication:\n    replication:\n      username: r\n";
+    let vars = env(&[
+        ("RAMPART_RESTAPI_LISTEN", "0.0.0.0:8008"),
+        ("PATRONI_ETCD3_HOST", "127.0.0.1:2379"),
+        ("PATRONI_POSTGRESQL_LISTEN", "*:5432"),
+    ]);
+    let l = parse(text, "node1.yml", vars).unwrap();
+    let c = &l.config;
+    assert_eq!(c.restapi.listen.to_string(), "0.0.0.0:8008");
+    assert_eq!(c.restapi.api_url(), "http://127.0.0.1:8008/patroni");
+    assert_eq!(c.postgresql.listen_hosts(), ["*"]);
+    assert_eq!(c.postgresql.local_host(), "127.0.0.1");
+    assert_eq!(c.postgresql.conn_url(), "postgres://127.0.0.1:5432/postgres");
+    assert_eq!(
+        l.warnings,
+        [
+            "environment variable RAMPART_RESTAPI_LISTEN: restapi.connect_address: not set and restapi.listen is a wildcard; publishing 127.0.0.1:8008, which other hosts cannot reach",
+            "environment variable PATRONI_POSTGRESQL_LISTEN: postgresql.connect_address: not set and postgresql.listen is a wildcard; publishing 127.0.0.1:5432, which other hosts cannot reach",
+        ]
+    );
+}
+
+#[test]
+fn env_problems_name_the_variable() {
+    let e = err_env(MINIMAL, env(&[("PATRONI_RESTAPI_LISTEN", "8008")]));
+    assert_eq!(e, "environment variable PATRONI_RESTAPI_LISTEN: restapi.listen: expected host:port, got \"8008\"");
+    let e = err_env(MINIMAL, env(&[("PATRONI_ETCD3_PROTOCOL", "gopher")]));
+    assert!(e.starts_with("environment variable PATRONI_ETCD3_PROTOCOL: etcd3.protocol: unknown variant"), "{e}");
+    let e = err_env(MINIMAL, env(&[("RAMPART_NAME", "a/b")]));
+    assert!(e.starts_with("environment variable RAMPART_NAME: name: "), "{e}");
+}
+
+#[test]
+fn errors_never_show_passwords() {
+    // A password pasted where a boolean belongs is echoed by the type error, then scrubbed.
+    let text = edit(12, "      username: rep\n    superuser:\n      password: s3cret-pw\n  use_unix_socket: s3cret-pw");
+    let e = err(&text);
+    assert!(!e.contains("s3cret-pw"), "{e}");
+    assert!(e.starts_with("node1.yml:15: postgresql.use_unix_socket: invalid type: string \"***\""), "{e}");
+
+    let e = err_env(
+        &edit(9, "  data_dir: /d\n  use_pg_rewind: env-pw-1"),
+        env(&[("PATRONI_REPLICATION_PASSWORD", "env-pw-1")]),
+    );
+    assert!(!e.contains("env-pw-1"), "{e}");
+
+    let e = err("scope: x\npassword: {a: 'bad-yaml-pw\n");
+    assert!(e.contains("invalid YAML") && !e.contains("bad-yaml-pw"), "{e}");
+}
+
+#[test]
+fn local_use_pg_rewind_overrides_dynamic() {
+    let on = DynamicConfig {
+        postgresql: rampart_core::dynamic::DynamicPostgresql { use_pg_rewind: true, ..Default::default() },
+        ..Default::default()
+    };
+    let c = ok(&edit(9, "  data_dir: /d\n  use_pg_rewind: false")).config;
+    assert!(!c.use_pg_rewind(&on));
+    let c = ok(MINIMAL).config;
+    assert!(c.use_pg_rewind(&on));
+    let c = ok(&edit(9, "  data_dir: /d\n  use_pg_rewind: yes")).config;
+    assert!(c.use_pg_rewind(&DynamicConfig::default()));
+}
+
+#[test]
+fn initdb_forms() {
+    let c = ok(&format!("{MINIMAL}bootstrap:\n  initdb: {{encoding: UTF8, locale: C}}\n")).config;
+    assert_eq!(c.bootstrap.initdb, ["--encoding=UTF8", "--locale=C"]);
+    let e = err(&format!("{MINIMAL}bootstrap:\n  initdb:\n    - data-checksums\n    - {{a: 1, b: 2}}\n"));
+    assert!(e.starts_with("node1.yml:16: bootstrap.initdb[1]: expected a flag"), "{e}");
+    let e = err(&format!("{MINIMAL}bootstrap:\n  initdb:\n    - pgdata: /x\n"));
+    assert!(e.starts_with("node1.yml:15: bootstrap.initdb[0]: initdb option pgdata is set by Rampart"), "{e}");
+}
+
+#[test]
+fn postgresql_listen_forms() {
+    let c = ok(&edit(8, "  listen: 127.0.0.1,10.0.0.7:5433")).config;
+    assert_eq!(c.postgresql.listen_hosts(), ["127.0.0.1", "10.0.0.7"]);
+    assert_eq!(c.postgresql.listen_port(), 5433);
+    assert_eq!(c.postgresql.connect_host_port(), ("127.0.0.1".to_string(), 5433));
+    let c = ok(&edit(8, "  listen: '[::]:5433'\n  connect_address: '[fd00::7]:5433'")).config;
+    assert_eq!(c.postgresql.local_host(), "::1");
+    assert_eq!(c.postgresql.conn_url(), "postgres://[fd00::7]:5433/postgres");
+}
+
+#[test]
+fn restapi_tls_url_and_checks() {
+    let c = ok(&edit(4, "  listen: 127.0.0.1:8008\n  certfile: /etc/ssl/api.pem")).config;
+    assert_eq!(c.restapi.api_url(), "https://127.0.0.1:8008/patroni");
+    let e = err(&edit(4, "  listen: 127.0.0.1:8008\n  authentication:\n    username: u"));
+    assert_eq!(e, "node1.yml:5: restapi.authentication.password: missing required key");
+}
+
+#[test]
+fn error_accessors() {
+    match parse(&edit(4, "  listen: 8008"), "node1.yml", no_env()) {
+        Err(e @ ConfigError::Invalid { .. }) => {
+            assert_eq!(e.line(), Some(4));
+            assert_eq!(e.key(), Some("restapi.listen"));
+            assert!(matches!(e, ConfigError::Invalid { place: Place::File { .. }, .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = std::env::temp_dir().join(format!("rampart-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node1.yml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let l = crate::load(&path).unwrap();
+    assert_eq!(l.config.postgresql.data_dir.to_str(), Some("/data"));
+    let e = crate::load(&dir.join("missing.yml")).unwrap_err();
+    assert!(e.to_string().contains("missing.yml: cannot read the configuration file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
