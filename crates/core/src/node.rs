@@ -55,8 +55,10 @@ pub struct HaNode {
     config: DynamicConfig,
     /// We created `initialize` and must bootstrap.
     won_initialize: bool,
-    /// pg_rewind finished successfully and PostgreSQL has not been started since.
-    rewound: bool,
+    /// The data directory was just made consistent with the leader (a fresh clone or a successful
+    /// pg_rewind) and PostgreSQL has not run since. A clone carries the primary's control file
+    /// ("in production"), so without this it would look like a diverged former primary.
+    fresh_copy: bool,
     /// pg_rewind failed; do not loop on it.
     rewind_failed: bool,
     /// First cycle at which we tried to restart a crashed primary in place.
@@ -83,7 +85,7 @@ impl HaNode {
             leader_until: None,
             config,
             won_initialize: false,
-            rewound: false,
+            fresh_copy: false,
             rewind_failed: false,
             restarting_primary_since: None,
             primary_start_failed: false,
@@ -277,8 +279,12 @@ impl HaNode {
                         ))
                     }
                 }
+                (JobKind::Clone, Ok(())) => {
+                    self.fresh_copy = true;
+                    None
+                }
                 (JobKind::Rewind, Ok(())) => {
-                    self.rewound = true;
+                    self.fresh_copy = true;
                     self.rewind_failed = false;
                     None
                 }
@@ -395,7 +401,10 @@ impl HaNode {
         let Some(upstream) = upstream_of(cluster, &leader.name) else {
             return self.plan(now, vec![], "waiting for the leader to publish its address");
         };
-        if ctl.state.was_primary() && !self.rewound {
+        // Only a former primary on an older timeline can have diverged. Rewinding a copy that is on
+        // the leader's own timeline would run crash recovery on it and write WAL the leader never
+        // had (that is how a fresh clone gets broken).
+        if ctl.state.was_primary() && !self.fresh_copy && ctl.timeline < cluster.timeline() {
             if self.rewind_failed {
                 return self.plan(
                     now,
@@ -417,7 +426,7 @@ impl HaNode {
         let me = self.s.name.clone();
         let paused = self.config.paused();
         let pause = if paused { "PAUSE: " } else { "" };
-        self.rewound = false;
+        self.fresh_copy = false;
         self.restarting_primary_since = None;
         self.primary_start_failed = false;
 
@@ -426,11 +435,14 @@ impl HaNode {
                 if paused {
                     return self.plan(now, vec![Action::RenewLeader], "PAUSE: holding the leader lock as a replica; not promoting");
                 }
-                return self.plan(
-                    now,
-                    vec![Action::RenewLeader, Action::StartJob(Job::Promote)],
-                    "promoting self: holding the leader lock",
-                );
+                // Slots first: the other replicas switch to us as soon as they see the new leader
+                // key, and a missing slot would make each of them wait a retry interval.
+                let mut actions = vec![Action::RenewLeader];
+                if self.config.postgresql.use_slots {
+                    actions.push(Action::SyncSlots { members: self.other_members(cluster) });
+                }
+                actions.push(Action::StartJob(Job::Promote));
+                return self.plan(now, actions, "promoting self: holding the leader lock");
             }
             let mut actions = vec![Action::RenewLeader];
             if cluster.initialize.as_deref().is_none_or(str::is_empty) {
@@ -438,8 +450,7 @@ impl HaNode {
             }
             actions.push(Action::WriteStatus);
             if self.config.postgresql.use_slots {
-                let members = cluster.members.iter().filter(|m| m.name != me).map(|m| m.name.clone()).collect();
-                actions.push(Action::SyncSlots { members });
+                actions.push(Action::SyncSlots { members: self.other_members(cluster) });
             }
             return self.plan(now, actions, &format!("{pause}no action. I am ({me}), the leader with the lock"));
         }
@@ -498,6 +509,11 @@ impl HaNode {
             Verdict::Healthiest => self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock"),
             Verdict::NotHealthiest(why) => self.plan(now, vec![], &format!("no leader, not racing: {why}")),
         }
+    }
+
+    /// Names of the other members (each gets a replication slot on the leader).
+    fn other_members(&self, cluster: &Cluster) -> Vec<String> {
+        cluster.members.iter().filter(|m| m.name != self.s.name).map(|m| m.name.clone()).collect()
     }
 
     fn plan(&self, now: Millis, actions: Vec<Action>, message: &str) -> Plan {

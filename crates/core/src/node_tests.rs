@@ -40,6 +40,13 @@ fn cluster(leader: Option<&str>) -> Cluster {
     c
 }
 
+/// The cluster after a promotion: the leader published timeline 2.
+fn promoted(mut c: Cluster) -> Cluster {
+    let leader = c.leader.as_ref().unwrap().name.clone();
+    c.members.iter_mut().filter(|m| m.name == leader).for_each(|m| m.data.timeline = Some(2));
+    c
+}
+
 fn ctl(state: ClusterState) -> ControlData {
     ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900) }
 }
@@ -261,7 +268,14 @@ fn replica_holding_the_lock_promotes() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some(ME));
     let l = replica(None, 1000);
-    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::RenewLeader, Action::StartJob(Job::Promote)]);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![
+            Action::RenewLeader,
+            Action::SyncSlots { members: vec!["n2".into(), "n3".into()] },
+            Action::StartJob(Job::Promote)
+        ]
+    );
 }
 
 fn peer(name: &str, wal: u64, primary: bool) -> PeerReport {
@@ -332,7 +346,7 @@ fn crashed_leader_gives_up_after_primary_start_timeout() {
 #[test]
 fn former_primary_rewinds_before_following_the_new_leader() {
     let mut n = HaNode::new(settings());
-    let c = cluster(Some("n2"));
+    let c = promoted(cluster(Some("n2")));
     let l = stopped(ClusterState::InProduction, true);
     assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
     let mut o = obs(1, &c, &l);
@@ -345,7 +359,7 @@ fn former_primary_rewinds_before_following_the_new_leader() {
 
 #[test]
 fn failed_rewind_waits_for_an_operator_unless_wiping_is_allowed() {
-    let c = cluster(Some("n2"));
+    let c = promoted(cluster(Some("n2")));
     let l = stopped(ClusterState::ShutDown, false);
     let failed = |n: &mut HaNode| {
         let mut o = obs(1, &c, &l);
@@ -357,6 +371,30 @@ fn failed_rewind_waits_for_an_operator_unless_wiping_is_allowed() {
     assert!(decide(&mut keep, &obs(2, &c, &l)).is_empty(), "does not loop on pg_rewind");
     let mut wipe = HaNode::new(NodeSettings { remove_data_directory_on_rewind_failure: true, ..settings() });
     assert_eq!(failed(&mut wipe), vec![Action::WipeDataDir]);
+}
+
+#[test]
+fn fresh_clone_starts_as_replica_although_its_control_file_says_primary() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = stopped(ClusterState::InProduction, false);
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Clone, Ok(())));
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+}
+
+#[test]
+fn former_primary_on_the_leaders_timeline_is_not_rewound() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = stopped(ClusterState::InProduction, false);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
 }
 
 #[test]

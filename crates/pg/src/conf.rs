@@ -1,0 +1,460 @@
+//! Text of the files Rampart manages for PostgreSQL: `postgresql.conf`, `pg_hba.conf`, the libpq
+//! password file, and the libpq connection strings inside them. Pure functions, no I/O; the
+//! writing lives in [`crate::configure`].
+//!
+//! Invariants:
+//! * every value is quoted for the layer it lands in (libpq conninfo, then `postgresql.conf`), so
+//!   no host, user, path or parameter value can break out of its field;
+//! * each parameter appears once, so what the file says is what PostgreSQL uses;
+//! * `listen_addresses`, `port` and `hba_file` always come from [`PgSettings`], never from user
+//!   parameters, because the agent and the other members depend on them;
+//! * recovery settings (`primary_conninfo`, `primary_slot_name`, `recovery_target_timeline`) come
+//!   only from the requested role.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use rampart_core::{StartRole, Upstream};
+
+use crate::error::{PgError, Result};
+use crate::settings::{LocalConnect, PgSettings};
+
+/// First line of a managed `postgresql.conf`, used to tell it from initdb's original.
+pub const MANAGED_HEADER: &str =
+    "# Managed by Rampart: rewritten at every start and follow. Put your settings in the agent's configuration.";
+
+/// Where initdb's original `postgresql.conf` is kept; the managed file includes it first.
+pub const BASE_CONF: &str = "postgresql.base.conf";
+
+/// `pg_hba.conf` when the settings give no lines: trust over the Unix socket (the agent and local
+/// administration), SCRAM over loopback for everything including replication.
+pub const DEFAULT_HBA: &[&str] = &[
+    "local   all          all                 trust",
+    "local   replication  all                 trust",
+    "host    all          all   127.0.0.1/32  scram-sha-256",
+    "host    all          all   ::1/128       scram-sha-256",
+    "host    replication  all   127.0.0.1/32  scram-sha-256",
+    "host    replication  all   ::1/128       scram-sha-256",
+];
+
+/// Parameters set from [`PgSettings`] that user parameters may not override.
+const FORCED: &[&str] = &["listen_addresses", "port", "hba_file"];
+
+/// Parameters that only the requested role decides.
+const RECOVERY: &[&str] = &["primary_conninfo", "primary_slot_name", "recovery_target_timeline"];
+
+/// Include directives are not parameters; accepting them would let a setting re-order the file.
+const DIRECTIVES: &[&str] = &["include", "include_if_exists", "include_dir"];
+
+/// The parameters of the managed `postgresql.conf`, in file order, each once.
+pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<Vec<(String, String)>> {
+    if !settings.data_dir.is_absolute() {
+        return Err(PgError::Settings(format!("data_dir must be an absolute path, got {}", settings.data_dir.display())));
+    }
+    // Parameter names are case-insensitive in PostgreSQL: compare them lower-cased.
+    let mut user: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &settings.parameters {
+        check_parameter_name(name)?;
+        user.insert(name.to_ascii_lowercase(), value.clone());
+    }
+    let forced = [
+        ("listen_addresses", settings.listen_hosts.join(",")),
+        ("port", settings.port.to_string()),
+        ("hba_file", settings.data_dir.join("pg_hba.conf").display().to_string()),
+    ];
+    let mut defaults: Vec<(&str, String)> = vec![
+        ("wal_level", "replica".into()),
+        ("hot_standby", "on".into()),
+        ("max_wal_senders", "10".into()),
+        ("max_replication_slots", "10".into()),
+        ("wal_log_hints", "on".into()),
+        ("wal_keep_size", "128MB".into()),
+    ];
+    if let LocalConnect::Socket(dir) = &settings.local {
+        defaults.push(("unix_socket_directories", dir.display().to_string()));
+    }
+
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in forced {
+        out.push((k.to_string(), v));
+    }
+    for (k, v) in &defaults {
+        let v = user.get(*k).cloned().unwrap_or_else(|| v.clone());
+        out.push((k.to_string(), v));
+    }
+    let taken = |k: &str| FORCED.contains(&k) || RECOVERY.contains(&k) || defaults.iter().any(|(d, _)| *d == k);
+    for (k, v) in &user {
+        if !taken(k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    if let StartRole::Replica { upstream } = role {
+        if let Some(up) = upstream {
+            out.push(("primary_conninfo".into(), primary_conninfo(settings, up)));
+            if settings.use_slots {
+                out.push(("primary_slot_name".into(), slot_name(&settings.name)));
+            }
+        }
+        out.push(("recovery_target_timeline".into(), "latest".into()));
+    }
+    Ok(out)
+}
+
+/// The managed `postgresql.conf`: includes [`BASE_CONF`], then sets every parameter of
+/// [`effective_parameters`] (later lines win in PostgreSQL, so ours override initdb's).
+pub fn render_postgresql_conf(settings: &PgSettings, role: &StartRole) -> Result<String> {
+    let params = effective_parameters(settings, role)?;
+    let mut s = String::new();
+    s.push_str(MANAGED_HEADER);
+    s.push('\n');
+    s.push_str(&format!("include {}\n\n", conf_quote(BASE_CONF)));
+    for (k, v) in params {
+        s.push_str(&format!("{k} = {}\n", conf_quote(&v)));
+    }
+    Ok(s)
+}
+
+/// `pg_hba.conf` from the configured lines, or [`DEFAULT_HBA`] when there are none.
+pub fn render_hba(lines: &[String]) -> String {
+    let mut s = String::from("# Managed by Rampart: rewritten at every start and follow.\n");
+    if lines.is_empty() {
+        for l in DEFAULT_HBA {
+            s.push_str(l);
+            s.push('\n');
+        }
+    } else {
+        for l in lines {
+            s.push_str(l.trim_end());
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// The libpq password file: one wildcard line per role that has a password (replication first,
+/// then superuser, then rewind), since the same roles are used against every member.
+pub fn render_pgpass(settings: &PgSettings) -> String {
+    let mut s = String::new();
+    let roles = [Some(&settings.replication), Some(&settings.superuser), settings.rewind.as_ref()];
+    for c in roles.into_iter().flatten() {
+        if let Some(p) = &c.password {
+            s.push_str(&format!("*:*:*:{}:{}\n", pgpass_escape(&c.username), pgpass_escape(p)));
+        }
+    }
+    s
+}
+
+/// Escapes one field of a password file line (`\` and `:` get a backslash).
+pub fn pgpass_escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        if c == '\\' || c == ':' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s
+}
+
+/// `primary_conninfo` for streaming from `up`: the password comes from the password file.
+pub fn primary_conninfo(settings: &PgSettings, up: &Upstream) -> String {
+    let port = up.port.to_string();
+    let passfile = settings.pgpass.display().to_string();
+    conninfo(&[
+        ("host", &up.host),
+        ("port", &port),
+        ("user", &settings.replication.username),
+        ("passfile", &passfile),
+        ("application_name", &settings.name),
+    ])
+}
+
+/// A libpq `key=value` connection string.
+pub fn conninfo(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", quote_conninfo_value(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// Quotes a conninfo value when libpq needs it: empty, or holding whitespace, `'` or `\`.
+/// Inside the quotes, `'` and `\` get a backslash.
+pub fn quote_conninfo_value(v: &str) -> Cow<'_, str> {
+    let plain = !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\');
+    if plain {
+        return Cow::Borrowed(v);
+    }
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('\'');
+    for c in v.chars() {
+        if c == '\'' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('\'');
+    Cow::Owned(s)
+}
+
+/// Parses a libpq `key=value` connection string (the inverse of [`conninfo`]).
+pub fn parse_conninfo(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    let mut it = s.chars().peekable();
+    loop {
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        if it.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = it.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        if it.next() != Some('=') {
+            return Err(format!("missing \"=\" after {key:?}"));
+        }
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if it.next_if_eq(&'\'').is_some() {
+            loop {
+                match it.next() {
+                    None => return Err(format!("unterminated quoted value for {key:?}")),
+                    Some('\'') => break,
+                    Some('\\') => value.push(it.next().ok_or_else(|| format!("dangling backslash in {key:?}"))?),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = it.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(it.next().ok_or_else(|| format!("dangling backslash in {key:?}"))?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.insert(key, value);
+    }
+}
+
+/// `(host, port)` of a `primary_conninfo`, either `key=value` or URI form; the first host when it
+/// lists several. `None` when it names no host (empty, or a Unix socket default).
+pub fn conninfo_host_port(s: &str) -> Option<(String, u16)> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return rampart_core::model::parse_url_host_port(s, 5432);
+    }
+    let map = parse_conninfo(s).ok()?;
+    let host = map.get("host").or_else(|| map.get("hostaddr"))?.split(',').next()?.trim().to_string();
+    if host.is_empty() {
+        return None;
+    }
+    let port = match map.get("port") {
+        Some(p) => p.split(',').next()?.trim().parse().ok()?,
+        None => 5432,
+    };
+    Some((host, port))
+}
+
+/// A `postgresql.conf` string literal: single quotes, `'` doubled, `\` and line breaks escaped.
+pub fn conf_quote(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => s.push_str("''"),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// The replication slot name for a member, as Patroni derives it: lower case, every character
+/// outside `[a-z0-9_]` replaced by `_`, at most 63 bytes.
+pub fn slot_name(member: &str) -> String {
+    member
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
+        .take(63)
+        .collect()
+}
+
+/// PostgreSQL's lexer accepts `ID` or `ID.ID`, where an ID is a letter or `_` followed by
+/// letters, digits and `_`. Anything else would corrupt the file.
+fn check_parameter_name(name: &str) -> Result<()> {
+    let id = |p: &str| {
+        let mut cs = p.chars();
+        matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| id(p)) {
+        return Err(PgError::Settings(format!("{name:?} is not a valid parameter name")));
+    }
+    if DIRECTIVES.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(PgError::Settings(format!("{name:?} is a directive, not a parameter")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Credentials;
+
+    fn settings() -> PgSettings {
+        let mut s = PgSettings::new("Node-1.dc", "/var/lib/pg/n1");
+        s.listen_hosts = vec!["127.0.0.1".into(), "10.0.0.1".into()];
+        s.port = 5433;
+        s.pgpass = "/var/lib/pg/my pass".into();
+        s.replication = Credentials::new("repl user", "x");
+        s.local = LocalConnect::Socket("/run/pg".into());
+        s
+    }
+
+    fn up() -> Upstream {
+        Upstream { name: "n2".into(), host: "10.0.0.2".into(), port: 5432 }
+    }
+
+    #[test]
+    fn primary_conf() {
+        let mut s = settings();
+        s.parameters.insert("port".into(), "1".into());
+        s.parameters.insert("Max_WAL_Senders".into(), "20".into());
+        s.parameters.insert("shared_buffers".into(), "256MB".into());
+        s.parameters.insert("primary_conninfo".into(), "host=evil".into());
+        s.parameters.insert("log_line_prefix".into(), "%m [%p] it's".into());
+        let text = render_postgresql_conf(&s, &StartRole::Primary).unwrap();
+        let expected = format!(
+            "{MANAGED_HEADER}\n\
+             include 'postgresql.base.conf'\n\
+             \n\
+             listen_addresses = '127.0.0.1,10.0.0.1'\n\
+             port = '5433'\n\
+             hba_file = '/var/lib/pg/n1/pg_hba.conf'\n\
+             wal_level = 'replica'\n\
+             hot_standby = 'on'\n\
+             max_wal_senders = '20'\n\
+             max_replication_slots = '10'\n\
+             wal_log_hints = 'on'\n\
+             wal_keep_size = '128MB'\n\
+             unix_socket_directories = '/run/pg'\n\
+             log_line_prefix = '%m [%p] it''s'\n\
+             shared_buffers = '256MB'\n"
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn replica_conf_has_recovery_settings() {
+        let s = settings();
+        let text = render_postgresql_conf(&s, &StartRole::Replica { upstream: Some(up()) }).unwrap();
+        assert!(text.ends_with(
+            "primary_conninfo = 'host=10.0.0.2 port=5432 user=''repl user'' passfile=''/var/lib/pg/my pass'' application_name=Node-1.dc'\n\
+             primary_slot_name = 'node_1_dc'\n\
+             recovery_target_timeline = 'latest'\n"
+        ), "{text}");
+
+        let mut no_slots = settings();
+        no_slots.use_slots = false;
+        let text = render_postgresql_conf(&no_slots, &StartRole::Replica { upstream: Some(up()) }).unwrap();
+        assert!(!text.contains("primary_slot_name"));
+
+        let text = render_postgresql_conf(&s, &StartRole::Replica { upstream: None }).unwrap();
+        assert!(!text.contains("primary_conninfo"));
+        assert!(text.ends_with("recovery_target_timeline = 'latest'\n"));
+    }
+
+    #[test]
+    fn tcp_local_target_sets_no_socket_dir_and_user_socket_dir_wins() {
+        let mut s = settings();
+        s.local = LocalConnect::Tcp("127.0.0.1".into());
+        assert!(!render_postgresql_conf(&s, &StartRole::Primary).unwrap().contains("unix_socket_directories"));
+        let mut s = settings();
+        s.parameters.insert("unix_socket_directories".into(), "/tmp".into());
+        assert!(render_postgresql_conf(&s, &StartRole::Primary).unwrap().contains("unix_socket_directories = '/tmp'\n"));
+    }
+
+    #[test]
+    fn rejects_bad_names_and_relative_dirs() {
+        for bad in ["a b", "x=1", "include", "a.b.c", "9lives", "a\nb", ""] {
+            let mut s = settings();
+            s.parameters.insert(bad.into(), "1".into());
+            assert!(render_postgresql_conf(&s, &StartRole::Primary).is_err(), "{bad:?}");
+        }
+        let mut s = settings();
+        s.parameters.insert("pg_stat_statements.track".into(), "all".into());
+        assert!(render_postgresql_conf(&s, &StartRole::Primary).is_ok());
+        let mut s = settings();
+        s.data_dir = "data".into();
+        assert!(render_postgresql_conf(&s, &StartRole::Primary).is_err());
+    }
+
+    #[test]
+    fn conf_quoting() {
+        assert_eq!(conf_quote("plain"), "'plain'");
+        assert_eq!(conf_quote("it's"), "'it''s'");
+        assert_eq!(conf_quote(r"C:\dir"), r"'C:\\dir'");
+        assert_eq!(conf_quote("a\nb"), r"'a\nb'");
+    }
+
+    #[test]
+    fn conninfo_quoting_round_trips() {
+        assert_eq!(quote_conninfo_value("host1"), "host1");
+        assert_eq!(quote_conninfo_value(""), "''");
+        assert_eq!(quote_conninfo_value("a b"), "'a b'");
+        assert_eq!(quote_conninfo_value(r"it's\x"), r"'it\'s\\x'");
+        let tricky = [("host", "h"), ("user", "o'brien \\ co"), ("application_name", ""), ("passfile", "/a b/c")];
+        let text = conninfo(&tricky);
+        let parsed = parse_conninfo(&text).unwrap();
+        for (k, v) in tricky {
+            assert_eq!(parsed[k], v, "{text}");
+        }
+    }
+
+    #[test]
+    fn conninfo_parsing() {
+        let m = parse_conninfo("  host = a  port=5 user='x y'  ").unwrap();
+        assert_eq!((m["host"].as_str(), m["port"].as_str(), m["user"].as_str()), ("a", "5", "x y"));
+        assert!(parse_conninfo("host").is_err());
+        assert!(parse_conninfo("host='a").is_err());
+        assert_eq!(conninfo_host_port("host=10.0.0.2 port=5433 user=r"), Some(("10.0.0.2".into(), 5433)));
+        assert_eq!(conninfo_host_port("host=a,b port=1,2"), Some(("a".into(), 1)));
+        assert_eq!(conninfo_host_port("user=r host=h"), Some(("h".into(), 5432)));
+        assert_eq!(conninfo_host_port("postgresql://r@h:7/db"), Some(("h".into(), 7)));
+        assert_eq!(conninfo_host_port(""), None);
+        assert_eq!(conninfo_host_port("user=r"), None);
+    }
+
+    #[test]
+    fn pgpass_escaping() {
+        assert_eq!(pgpass_escape(r"a:b\c"), r"a\:b\\c");
+        let mut s = settings();
+        s.replication = Credentials::new("repl", "p:w\\d");
+        s.superuser = Credentials::new("postgres", "su");
+        s.rewind = Some(Credentials::without_password("rewind"));
+        assert_eq!(render_pgpass(&s), "*:*:*:repl:p\\:w\\\\d\n*:*:*:postgres:su\n");
+    }
+
+    #[test]
+    fn slot_names() {
+        assert_eq!(slot_name("Node-1.dc"), "node_1_dc");
+        assert_eq!(slot_name("pg_ok_9"), "pg_ok_9");
+        assert_eq!(slot_name("ünï"), "_n_");
+        assert_eq!(slot_name(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn hba() {
+        let default = render_hba(&[]);
+        assert!(default.contains("local   all          all                 trust\n"));
+        assert!(default.contains("host    replication  all   127.0.0.1/32  scram-sha-256\n"));
+        let custom = render_hba(&["host all all 0.0.0.0/0 md5  ".into()]);
+        assert!(custom.ends_with("\nhost all all 0.0.0.0/0 md5\n"));
+        assert!(!custom.contains("trust"));
+    }
+}

@@ -1,0 +1,158 @@
+//! Writes the managed files into the data directory (and the password file next to it).
+//!
+//! Invariants:
+//! * everything is rendered (and validated) before anything is written, so bad settings leave the
+//!   old files in place;
+//! * each file is replaced atomically (temporary file, fsync, rename), so a crash never leaves a
+//!   truncated `postgresql.conf` behind;
+//! * initdb's `postgresql.conf` is preserved once, as `postgresql.base.conf`, and the managed file
+//!   includes it; a managed file is never mistaken for initdb's;
+//! * the password file is mode 0600, as libpq requires.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rampart_core::StartRole;
+
+use crate::conf::{render_hba, render_pgpass, render_postgresql_conf, BASE_CONF, MANAGED_HEADER};
+use crate::error::{PgError, Result};
+use crate::settings::PgSettings;
+
+/// Marker file that makes PostgreSQL start as a standby.
+pub const STANDBY_SIGNAL: &str = "standby.signal";
+
+/// Writes `postgresql.conf`, `pg_hba.conf`, `standby.signal` (created for replicas, removed for
+/// primaries) and the password file for `role`. PostgreSQL reads them at its next start or reload.
+pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
+    let conf = render_postgresql_conf(settings, role)?;
+    let hba = render_hba(&settings.pg_hba);
+    let dir = &settings.data_dir;
+    if !dir.join("PG_VERSION").is_file() {
+        return Err(PgError::DataDir { path: dir.clone(), reason: "not a PostgreSQL data directory (no PG_VERSION)".into() });
+    }
+    preserve_base_conf(dir)?;
+    write_atomic(&dir.join("postgresql.conf"), conf.as_bytes(), 0o600)?;
+    write_atomic(&dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
+    let signal = dir.join(STANDBY_SIGNAL);
+    match role {
+        StartRole::Replica { .. } => {
+            if !signal.exists() {
+                write_atomic(&signal, b"", 0o600)?;
+            }
+        }
+        StartRole::Primary => match fs::remove_file(&signal) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PgError::io("removing", signal, e)),
+        },
+    }
+    write_pgpass(settings)
+}
+
+/// Writes the libpq password file (mode 0600) with the configured credentials.
+pub fn write_pgpass(settings: &PgSettings) -> Result<()> {
+    write_atomic(&settings.pgpass, render_pgpass(settings).as_bytes(), 0o600)
+}
+
+/// On first configuration, moves initdb's `postgresql.conf` to [`BASE_CONF`]. A base file copied
+/// by pg_basebackup or pg_rewind from another member is kept as it is.
+fn preserve_base_conf(dir: &Path) -> Result<()> {
+    let base = dir.join(BASE_CONF);
+    if base.exists() {
+        return Ok(());
+    }
+    let conf = dir.join("postgresql.conf");
+    let original = match fs::read_to_string(&conf) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(PgError::io("reading", conf, e)),
+    };
+    match original {
+        Some(text) if !text.starts_with(MANAGED_HEADER) => {
+            fs::rename(&conf, &base).map_err(|e| PgError::io("renaming to postgresql.base.conf", &conf, e))
+        }
+        // Our own file without its base (someone removed it): start from an empty base.
+        _ => write_atomic(&base, b"# initdb's postgresql.conf was not found; add base settings here.\n", 0o600),
+    }
+}
+
+/// Replaces `path` atomically with `contents`, created with `mode`.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.rampart-tmp"));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        PgError::io("writing", path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::settings::Credentials;
+
+    fn fake_data_dir() -> (tempfile::TempDir, PgSettings) {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        fs::write(data.join("postgresql.conf"), "shared_buffers = 128MB # initdb\n").unwrap();
+        let mut s = PgSettings::new("n1", &data);
+        s.replication = Credentials::new("repl", "secret");
+        (d, s)
+    }
+
+    #[test]
+    fn first_configure_keeps_initdb_conf_as_base() {
+        let (_d, s) = fake_data_dir();
+        write_config(&s, &StartRole::Replica { upstream: None }).unwrap();
+        let dir = &s.data_dir;
+        assert_eq!(fs::read_to_string(dir.join(BASE_CONF)).unwrap(), "shared_buffers = 128MB # initdb\n");
+        assert!(fs::read_to_string(dir.join("postgresql.conf")).unwrap().starts_with(MANAGED_HEADER));
+        assert!(dir.join(STANDBY_SIGNAL).exists());
+        let mode = fs::metadata(&s.pgpass).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_to_string(&s.pgpass).unwrap(), "*:*:*:repl:secret\n");
+
+        // Second configure: the base stays initdb's, the signal goes away for a primary.
+        write_config(&s, &StartRole::Primary).unwrap();
+        assert_eq!(fs::read_to_string(dir.join(BASE_CONF)).unwrap(), "shared_buffers = 128MB # initdb\n");
+        assert!(!dir.join(STANDBY_SIGNAL).exists());
+        assert!(fs::read_to_string(dir.join("pg_hba.conf")).unwrap().contains("scram-sha-256"));
+        let leftovers: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with("rampart-tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn bad_settings_touch_nothing() {
+        let (_d, mut s) = fake_data_dir();
+        s.parameters.insert("bad name".into(), "1".into());
+        assert!(write_config(&s, &StartRole::Primary).is_err());
+        assert!(!s.data_dir.join(BASE_CONF).exists());
+    }
+
+    #[test]
+    fn refuses_a_directory_that_is_not_a_cluster() {
+        let d = tempfile::tempdir().unwrap();
+        let s = PgSettings::new("n1", d.path());
+        assert!(matches!(write_config(&s, &StartRole::Primary), Err(PgError::DataDir { .. })));
+    }
+}

@@ -1,0 +1,659 @@
+//! Control queries against the local server: the per-cycle probe, promote, reload, checkpoint,
+//! replication slots and the bootstrap roles.
+//!
+//! Invariants:
+//! * every query has a deadline (the HA loop has one); a query that errs or times out drops the
+//!   cached connection (and asks the server to cancel it), so the next call starts clean;
+//! * passwords never reach the server in clear: they are hashed client-side into SCRAM verifiers,
+//!   sent as escaped literals in statements that run with statement logging switched off, and a
+//!   failure of such a statement reports only its SQLSTATE; no statement text is ever logged.
+
+use std::collections::BTreeSet;
+use std::error::Error as _;
+use std::future::Future;
+use std::time::Duration;
+
+use rampart_core::observe::{RunningPg, WalPositions};
+use rampart_core::{Lsn, Timeline};
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use crate::conf::{conninfo_host_port, slot_name};
+use crate::error::{PgError, Result};
+use crate::settings::{LocalConnect, PgSettings};
+
+/// `pg_promote` waits this long for the end of recovery.
+const PROMOTE_WAIT_SECS: i32 = 60;
+/// A CHECKPOINT legitimately takes long on a busy server; it gets at least this.
+const CHECKPOINT_LIMIT: Duration = Duration::from_secs(120);
+
+/// One row of `pg_stat_replication`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationPeer {
+    /// Role it connected as.
+    pub usename: Option<String>,
+    /// Its `application_name` (the member name, for Rampart and Patroni replicas).
+    pub application_name: Option<String>,
+    /// Client address (`None` over a Unix socket).
+    pub client_addr: Option<String>,
+    /// `streaming`, `catchup`, `startup`, ...
+    pub state: Option<String>,
+    /// `async`, `sync`, `potential`, `quorum`.
+    pub sync_state: Option<String>,
+    /// Position in `synchronous_standby_names` (0 when asynchronous).
+    pub sync_priority: Option<i32>,
+}
+
+/// Everything one probe learns about the running server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// Primary: from the current WAL file name. Replica: the WAL receiver's timeline, else the
+    /// replay timeline as of the last restartpoint (or minimum recovery point).
+    pub timeline: Timeline,
+    /// Primary: `pg_current_wal_flush_lsn()`.
+    pub flush_lsn: Option<Lsn>,
+    /// Replica: `pg_last_wal_receive_lsn()`.
+    pub received_lsn: Option<Lsn>,
+    /// Replica: `pg_last_wal_replay_lsn()`.
+    pub replayed_lsn: Option<Lsn>,
+    /// `pg_stat_wal_receiver.received_tli`.
+    pub received_tli: Option<Timeline>,
+    /// `pg_stat_wal_receiver.status`.
+    pub wal_receiver_status: Option<String>,
+    /// The WAL receiver's status is `streaming`.
+    pub streaming: bool,
+    /// `(host, port)` of `primary_conninfo`.
+    pub upstream: Option<(String, u16)>,
+    /// `pg_postmaster_start_time()` as PostgreSQL prints it.
+    pub postmaster_start_time: String,
+    /// `server_version_num`, e.g. 150008.
+    pub server_version_num: i32,
+    /// `pg_last_xact_replay_timestamp()` as PostgreSQL prints it.
+    pub replayed_at: Option<String>,
+    /// `pg_is_wal_replay_paused()` (false on a primary).
+    pub replay_paused: bool,
+    /// `pg_stat_replication`, ordered by application name.
+    pub replication: Vec<ReplicationPeer>,
+    /// Database system identifier.
+    pub system_identifier: String,
+}
+
+impl Probe {
+    /// The part of the probe the core decides on.
+    pub fn to_core(&self) -> RunningPg {
+        RunningPg {
+            in_recovery: self.in_recovery,
+            timeline: self.timeline,
+            wal: WalPositions { flush: self.flush_lsn, received: self.received_lsn, replayed: self.replayed_lsn },
+            streaming: self.streaming,
+            upstream: self.upstream.clone(),
+        }
+    }
+}
+
+/// Slots created and dropped by [`Sql::sync_slots`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotChanges {
+    /// Slots created.
+    pub created: Vec<String>,
+    /// Slots dropped.
+    pub dropped: Vec<String>,
+}
+
+/// A role to create at bootstrap besides the replication and rewind roles.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExtraUser {
+    /// Role name.
+    pub name: String,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Role options such as `createrole`, `createdb`, `connection limit 5` (case-insensitive).
+    /// `LOGIN` is added unless `NOLOGIN` is given.
+    pub options: Vec<String>,
+}
+
+impl std::fmt::Debug for ExtraUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraUser")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// The agent's control connection to its own server.
+pub struct Sql {
+    config: tokio_postgres::Config,
+    target: String,
+    timeout: Duration,
+    client: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for Sql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql").field("target", &self.target).field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl Sql {
+    /// Connects (lazily, at the first query) as the superuser to the `postgres` database over
+    /// [`PgSettings::local`], with [`PgSettings::query_timeout`] per query.
+    pub fn new(settings: &PgSettings) -> Sql {
+        let mut config = tokio_postgres::Config::new();
+        let target = match &settings.local {
+            LocalConnect::Tcp(host) => {
+                config.host(host);
+                format!("{host}:{}", settings.port)
+            }
+            LocalConnect::Socket(dir) => {
+                config.host_path(dir);
+                format!("{}/.s.PGSQL.{}", dir.display(), settings.port)
+            }
+        };
+        config
+            .port(settings.port)
+            .user(&settings.superuser.username)
+            .dbname("postgres")
+            .application_name("rampart")
+            .connect_timeout(settings.query_timeout);
+        if let Some(p) = &settings.superuser.password {
+            config.password(p);
+        }
+        Sql { config, target, timeout: settings.query_timeout, client: Mutex::new(None) }
+    }
+
+    /// Drops the cached connection (e.g. before stopping the server).
+    pub async fn disconnect(&self) {
+        *self.client.lock().await = None;
+    }
+
+    /// Reads the server's role, timeline, WAL positions, WAL receiver and replication state.
+    pub async fn probe(&self) -> Result<Probe> {
+        const STATE: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+                CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+                     ELSE pg_catalog.pg_current_wal_flush_lsn()::text END, \
+                CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+                     ELSE pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END, \
+                pg_catalog.pg_last_wal_receive_lsn()::text, \
+                pg_catalog.pg_last_wal_replay_lsn()::text, \
+                r.received_tli, r.status, \
+                pg_catalog.current_setting('primary_conninfo'), \
+                pg_catalog.pg_postmaster_start_time()::text, \
+                pg_catalog.current_setting('server_version_num')::int4, \
+                pg_catalog.pg_last_xact_replay_timestamp()::text, \
+                CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
+                s.system_identifier::text, \
+                GREATEST(c.timeline_id, rc.min_recovery_end_timeline) \
+            FROM pg_catalog.pg_control_system() s \
+            CROSS JOIN pg_catalog.pg_control_checkpoint() c \
+            CROSS JOIN pg_catalog.pg_control_recovery() rc \
+            LEFT JOIN pg_catalog.pg_stat_wal_receiver r ON true";
+        const REPLICATION: &str = "SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority \
+            FROM pg_catalog.pg_stat_replication ORDER BY application_name, pid";
+
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        let state = timed("probe", self.timeout, client.query_one(STATE, &[])).await;
+        let peers = match &state {
+            Ok(_) => timed("probe of pg_stat_replication", self.timeout, client.query(REPLICATION, &[])).await,
+            Err(_) => Ok(Vec::new()),
+        };
+        let (row, peers) = match (state, peers) {
+            (Ok(r), Ok(p)) => (r, p),
+            (Err(e), _) | (_, Err(e)) => {
+                reset(&mut slot);
+                return Err(e);
+            }
+        };
+        drop(slot);
+
+        let lsn = |i: usize| -> Result<Option<Lsn>> {
+            let text: Option<String> = row.get(i);
+            text.map(|t| t.parse().map_err(|e| PgError::Unexpected { what: "probe", detail: format!("{e}") })).transpose()
+        };
+        let in_recovery: bool = row.get(0);
+        let flush_lsn = lsn(1)?;
+        let wal_file_tli: Option<String> = row.get(2);
+        let received_lsn = lsn(3)?;
+        let replayed_lsn = lsn(4)?;
+        let received_tli: Option<i32> = row.get(5);
+        let received_tli = received_tli.filter(|t| *t > 0).map(|t| t as Timeline);
+        let wal_receiver_status: Option<String> = row.get(6);
+        let conninfo: String = row.get(7);
+        let replay_tli: Option<i32> = row.get(13);
+        let timeline = if in_recovery {
+            received_tli.or(replay_tli.filter(|t| *t > 0).map(|t| t as Timeline)).unwrap_or(0)
+        } else {
+            let hex = wal_file_tli.unwrap_or_default();
+            u32::from_str_radix(&hex, 16)
+                .map_err(|_| PgError::Unexpected { what: "probe", detail: format!("WAL file timeline {hex:?}") })?
+        };
+        Ok(Probe {
+            in_recovery,
+            timeline,
+            flush_lsn,
+            received_lsn,
+            replayed_lsn,
+            received_tli,
+            streaming: wal_receiver_status.as_deref() == Some("streaming"),
+            wal_receiver_status,
+            upstream: conninfo_host_port(&conninfo),
+            postmaster_start_time: row.get(8),
+            server_version_num: row.get(9),
+            replayed_at: row.get(10),
+            replay_paused: row.get(11),
+            system_identifier: row.get(12),
+            replication: peers
+                .iter()
+                .map(|r| ReplicationPeer {
+                    usename: r.get(0),
+                    application_name: r.get(1),
+                    client_addr: r.get(2),
+                    state: r.get(3),
+                    sync_state: r.get(4),
+                    sync_priority: r.get(5),
+                })
+                .collect(),
+        })
+    }
+
+    /// Promotes a replica (`pg_promote(true, 60)`, waiting for the end of recovery), then runs a
+    /// CHECKPOINT so the control file shows the new timeline (pg_rewind on the old primary reads
+    /// it from there). A server that is already a primary just gets the checkpoint.
+    pub async fn promote(&self) -> Result<()> {
+        let limit = Duration::from_secs(PROMOTE_WAIT_SECS as u64 + 10).max(self.timeout);
+        let in_recovery: bool =
+            self.query_one_col("pg_is_in_recovery", "SELECT pg_catalog.pg_is_in_recovery()", self.timeout).await?;
+        if in_recovery {
+            tracing::info!("promoting postgres");
+            let promoted: bool = self
+                .query_one_col("pg_promote", &format!("SELECT pg_catalog.pg_promote(true, {PROMOTE_WAIT_SECS})"), limit)
+                .await?;
+            if !promoted {
+                return Err(PgError::Unexpected {
+                    what: "pg_promote",
+                    detail: format!("not promoted within {PROMOTE_WAIT_SECS} s"),
+                });
+            }
+        }
+        self.checkpoint().await
+    }
+
+    /// `pg_reload_conf()`: re-read the configuration files.
+    pub async fn reload(&self) -> Result<()> {
+        let _: bool = self.query_one_col("pg_reload_conf", "SELECT pg_catalog.pg_reload_conf()", self.timeout).await?;
+        Ok(())
+    }
+
+    /// `CHECKPOINT` (with at least a two-minute limit).
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.execute("CHECKPOINT", "CHECKPOINT", self.timeout.max(CHECKPOINT_LIMIT)).await
+    }
+
+    /// Makes the physical slots match `members`: creates missing ones (reserving WAL at once)
+    /// under their sanitized names, and drops inactive physical slots for anyone else.
+    pub async fn sync_slots(&self, members: &[String]) -> Result<SlotChanges> {
+        const LIST: &str = "SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'";
+        const CREATE: &str = "SELECT pg_catalog.pg_create_physical_replication_slot($1, true)";
+        const DROP: &str = "SELECT pg_catalog.pg_drop_replication_slot($1)";
+        // SQLSTATEs of harmless races: the slot appeared, or became active, since the listing.
+        const DUPLICATE_OBJECT: &str = "42710";
+        const OBJECT_IN_USE: &str = "55006";
+
+        let wanted: BTreeSet<String> = members.iter().map(|m| slot_name(m)).collect();
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        let result = async {
+            let rows = timed("listing replication slots", self.timeout, client.query(LIST, &[])).await?;
+            let existing: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let mut changes = SlotChanges::default();
+            for name in &wanted {
+                if existing.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                match timed_raw(self.timeout, client.query(CREATE, &[name])).await {
+                    Ok(_) => changes.created.push(name.clone()),
+                    Err(Raw::Pg(e)) if sqlstate(&e) == Some(DUPLICATE_OBJECT) => {}
+                    Err(e) => return Err(e.into_error("creating a replication slot", self.timeout)),
+                }
+            }
+            for (name, active) in &existing {
+                if *active || wanted.contains(name) {
+                    continue;
+                }
+                match timed_raw(self.timeout, client.query(DROP, &[name])).await {
+                    Ok(_) => changes.dropped.push(name.clone()),
+                    Err(Raw::Pg(e)) if sqlstate(&e) == Some(OBJECT_IN_USE) => {}
+                    Err(e) => return Err(e.into_error("dropping a replication slot", self.timeout)),
+                }
+            }
+            Ok(changes)
+        }
+        .await;
+        match result {
+            Ok(changes) => {
+                if !changes.created.is_empty() || !changes.dropped.is_empty() {
+                    tracing::info!(created = ?changes.created, dropped = ?changes.dropped, "replication slots changed");
+                }
+                Ok(changes)
+            }
+            Err(e) => {
+                reset(&mut slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates (or updates) the roles of a fresh cluster: the superuser's password, the
+    /// replication role (`LOGIN REPLICATION`), the rewind role with the functions pg_rewind
+    /// needs when one is configured, and `extra` users.
+    pub async fn create_roles(&self, settings: &PgSettings, extra: &[ExtraUser]) -> Result<()> {
+        let su = &settings.superuser;
+        if su.password.is_some() {
+            self.ensure_role(&su.username, &[], su.password.as_deref()).await?;
+        }
+        let repl = &settings.replication;
+        self.ensure_role(&repl.username, &["LOGIN".into(), "REPLICATION".into()], repl.password.as_deref()).await?;
+        if let Some(rw) = &settings.rewind {
+            self.ensure_role(&rw.username, &["LOGIN".into()], rw.password.as_deref()).await?;
+            let who = quote_ident(&rw.username);
+            for f in [
+                "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+                "pg_catalog.pg_stat_file(text, boolean)",
+                "pg_catalog.pg_read_binary_file(text)",
+                "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+            ] {
+                self.execute("granting pg_rewind's functions", &format!("GRANT EXECUTE ON FUNCTION {f} TO {who}"), self.timeout)
+                    .await?;
+            }
+        }
+        for u in extra {
+            let mut options = role_options(&u.options)?;
+            if !options.iter().any(|o| o == "LOGIN" || o == "NOLOGIN") {
+                options.insert(0, "LOGIN".into());
+            }
+            self.ensure_role(&u.name, &options, u.password.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// `CREATE ROLE` or `ALTER ROLE` with `options` and, when given, the password as a SCRAM
+    /// verifier computed here.
+    async fn ensure_role(&self, name: &str, options: &[String], password: Option<&str>) -> Result<()> {
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        let exists = match timed(
+            "looking up a role",
+            self.timeout,
+            client.query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name]),
+        )
+        .await
+        {
+            Ok(row) => row.is_some(),
+            Err(e) => {
+                reset(&mut slot);
+                return Err(e);
+            }
+        };
+        if exists && options.is_empty() && password.is_none() {
+            return Ok(());
+        }
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let mut stmt = format!("{verb} ROLE {}", quote_ident(name));
+        if !options.is_empty() || password.is_some() {
+            stmt.push_str(" WITH");
+        }
+        for o in options {
+            stmt.push(' ');
+            stmt.push_str(o);
+        }
+        let Some(password) = password else {
+            let r = timed("creating or updating a role", self.timeout, client.batch_execute(&stmt)).await;
+            match &r {
+                Ok(()) => tracing::info!(role = name, "{} role", if exists { "updated" } else { "created" }),
+                Err(_) => reset(&mut slot),
+            }
+            return r;
+        };
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        stmt.push_str(" PASSWORD ");
+        stmt.push_str(&quote_literal(&verifier));
+        // Logging settings are evaluated when a statement arrives, so they are switched off in
+        // a statement of their own, before the one holding the verifier.
+        const QUIET: &str = "BEGIN; SET LOCAL log_statement = 'none'; SET LOCAL log_min_duration_statement = -1; \
+            SET LOCAL log_min_error_statement = 'panic'; SET LOCAL pg_stat_statements.track_utility = off";
+        let what = || format!("{} role {name:?} with a password", if exists { "updating" } else { "creating" });
+        let result = async {
+            timed("preparing a quiet transaction", self.timeout, client.batch_execute(QUIET)).await?;
+            match timed_raw(self.timeout, client.batch_execute(&stmt)).await {
+                Ok(()) => {}
+                Err(Raw::Pg(e)) => {
+                    let sqlstate = sqlstate(&e).unwrap_or("connection").to_string();
+                    return Err(PgError::SecretQuery { what: what(), sqlstate });
+                }
+                Err(Raw::Timeout) => return Err(PgError::SecretQuery { what: what(), sqlstate: "timeout".into() }),
+            }
+            timed("committing", self.timeout, client.batch_execute("COMMIT")).await
+        }
+        .await;
+        if result.is_err() {
+            // Dropping the connection also rolls the transaction back.
+            reset(&mut slot);
+        } else {
+            tracing::info!(role = name, "{} role with password", if exists { "updated" } else { "created" });
+        }
+        result
+    }
+
+    async fn query_one_col<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        &self,
+        what: &'static str,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<T> {
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        match timed(what, limit, client.query_one(sql, &[])).await {
+            Ok(row) => row.try_get(0).map_err(|e| PgError::Unexpected { what, detail: describe(&e) }),
+            Err(e) => {
+                reset(&mut slot);
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute(&self, what: &'static str, sql: &str, limit: Duration) -> Result<()> {
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        let r = timed(what, limit, client.batch_execute(sql)).await;
+        if r.is_err() {
+            reset(&mut slot);
+        }
+        r
+    }
+
+    /// The cached connection, opened if needed.
+    async fn connected<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a Client> {
+        if slot.as_ref().is_some_and(|c| c.is_closed()) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            let err = |detail: String| PgError::Connect { target: self.target.clone(), detail };
+            let (client, connection) = match tokio::time::timeout(self.timeout, self.config.connect(NoTls)).await {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => return Err(err(describe(&e))),
+                Err(_) => return Err(err(format!("no answer within {:?}", self.timeout))),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %describe(&e), "control connection ended");
+                }
+            });
+            *slot = Some(client);
+        }
+        Ok(slot.as_ref().expect("connection was just opened"))
+    }
+}
+
+/// Forgets the cached connection, asking the server to cancel whatever it still runs for it.
+fn reset(slot: &mut Option<Client>) {
+    if let Some(client) = slot.take() {
+        let token = client.cancel_token();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), token.cancel_query(NoTls)).await;
+        });
+    }
+}
+
+/// A failure before it is given a name.
+enum Raw {
+    Pg(tokio_postgres::Error),
+    Timeout,
+}
+
+impl Raw {
+    fn into_error(self, what: &'static str, timeout: Duration) -> PgError {
+        match self {
+            Raw::Pg(e) => PgError::Query { what, detail: describe(&e) },
+            Raw::Timeout => PgError::QueryTimeout { what, timeout },
+        }
+    }
+}
+
+async fn timed_raw<T>(limit: Duration, fut: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, Raw> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Raw::Pg(e)),
+        Err(_) => Err(Raw::Timeout),
+    }
+}
+
+async fn timed<T>(what: &'static str, limit: Duration, fut: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T> {
+    timed_raw(limit, fut).await.map_err(|e| e.into_error(what, limit))
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}
+
+/// The server's message (severity, text, SQLSTATE) or the client-side cause chain.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+    }
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// A role option from the configuration, upper-cased, if it is one PostgreSQL knows.
+pub fn role_options(options: &[String]) -> Result<Vec<String>> {
+    const KEYWORDS: &[&str] = &[
+        "SUPERUSER",
+        "NOSUPERUSER",
+        "CREATEDB",
+        "NOCREATEDB",
+        "CREATEROLE",
+        "NOCREATEROLE",
+        "INHERIT",
+        "NOINHERIT",
+        "LOGIN",
+        "NOLOGIN",
+        "REPLICATION",
+        "NOREPLICATION",
+        "BYPASSRLS",
+        "NOBYPASSRLS",
+    ];
+    options
+        .iter()
+        .map(|o| {
+            let words: Vec<String> = o.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
+            match words.as_slice() {
+                [w] if KEYWORDS.contains(&w.as_str()) => Ok(w.clone()),
+                [c, l, n] if c == "CONNECTION" && l == "LIMIT" && n.parse::<i32>().is_ok() => Ok(format!("CONNECTION LIMIT {n}")),
+                _ => Err(PgError::Settings(format!("unknown role option {o:?}"))),
+            }
+        })
+        .collect()
+}
+
+/// An SQL identifier, always double-quoted (`"` doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An SQL string literal that reads the same whatever `standard_conforming_strings` says: `'`
+/// doubled, and with a backslash present, the `E''` form with backslashes doubled.
+pub fn quote_literal(value: &str) -> String {
+    let doubled = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", doubled.replace('\\', "\\\\"))
+    } else {
+        format!("'{doubled}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("repl"), "\"repl\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("plain"), "'plain'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\'b"), r"E'a\\''b'");
+    }
+
+    #[test]
+    fn role_option_whitelist() {
+        let ok = role_options(&["createrole".into(), " CreateDB ".into(), "connection limit 5".into()]).unwrap();
+        assert_eq!(ok, ["CREATEROLE", "CREATEDB", "CONNECTION LIMIT 5"]);
+        assert!(role_options(&["superuser; DROP TABLE x".into()]).is_err());
+        assert!(role_options(&["connection limit x".into()]).is_err());
+        assert!(role_options(&["password 'x'".into()]).is_err());
+    }
+
+    #[test]
+    fn probe_to_core() {
+        let p = Probe {
+            in_recovery: true,
+            timeline: 3,
+            flush_lsn: None,
+            received_lsn: Some(Lsn(200)),
+            replayed_lsn: Some(Lsn(100)),
+            received_tli: Some(3),
+            wal_receiver_status: Some("streaming".into()),
+            streaming: true,
+            upstream: Some(("h".into(), 5432)),
+            postmaster_start_time: "2026-01-01 00:00:00+00".into(),
+            server_version_num: 150008,
+            replayed_at: None,
+            replay_paused: false,
+            replication: vec![],
+            system_identifier: "1".into(),
+        };
+        let core = p.to_core();
+        assert!(core.in_recovery && core.streaming);
+        assert_eq!(core.wal.best(), Lsn(200));
+        assert_eq!(core.upstream, Some(("h".into(), 5432)));
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let u = ExtraUser { name: "app".into(), password: Some("s3cret".into()), options: vec![] };
+        assert!(!format!("{u:?}").contains("s3cret"));
+        let mut s = PgSettings::new("n", "/d");
+        s.superuser.password = Some("s3cret".into());
+        assert!(!format!("{:?}", Sql::new(&s)).contains("s3cret"));
+    }
+}

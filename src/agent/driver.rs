@@ -1,0 +1,382 @@
+//! The agent's Ready loop: observe, let the core decide, execute, publish, sleep.
+//!
+//! Each cycle re-reads the whole cluster from the DCS and probes PostgreSQL; the etcd watch, the
+//! postmaster's exit and the end of a job only wake the loop early. Every DCS call carries a
+//! deadline no later than the core's fence deadline, so a leader that cannot reach the DCS gets
+//! back to the core in time to stop taking writes.
+//!
+//! Invariant: this module holds no HA policy. It executes the core's actions in order, stops at
+//! the first failure (the next cycle decides again on fresh facts), and stops at once when a
+//! lock operation reports that the lock is not ours, so nothing after a failed renewal (such as
+//! a promotion) can run.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use rampart_api::NodeSnapshot;
+use rampart_config::Config;
+use rampart_core::model::Status;
+use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, PeerReport};
+use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Millis, Plan, PgProcess, StartRole};
+use rampart_dcs::{Dcs, EtcdDcs};
+use rampart_pg::{Postmaster, Probe, Sql};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::jobs::{JobContext, RunningJob};
+use super::{peers, publish, settings};
+
+/// Shortest pause between two cycles, so a condition that asks for an immediate re-run every
+/// time cannot spin the CPU.
+const MIN_CYCLE_GAP: Duration = Duration::from_millis(100);
+/// How long a clean stop of PostgreSQL may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one cycle saw, kept for publishing.
+struct Seen {
+    local: LocalPg,
+    probe: Option<Probe>,
+    cluster: Option<Arc<Cluster>>,
+    job: Option<JobKind>,
+}
+
+/// The running agent.
+pub struct Agent {
+    cfg: Config,
+    dcs: EtcdDcs,
+    pm: Arc<Postmaster>,
+    sql: Arc<Sql>,
+    core: HaNode,
+    origin: Instant,
+    job: Option<RunningJob>,
+    wake: Arc<Notify>,
+    snap: watch::Sender<NodeSnapshot>,
+    http: reqwest::Client,
+    dcs_last_seen: Option<u64>,
+    last_message: String,
+}
+
+impl Agent {
+    /// Builds the agent; nothing is touched yet.
+    pub fn new(cfg: Config, dcs: EtcdDcs, pm: Arc<Postmaster>, sql: Arc<Sql>, snap: watch::Sender<NodeSnapshot>, wake: Arc<Notify>) -> Agent {
+        let core = HaNode::new(settings::node_settings(&cfg));
+        Agent {
+            cfg,
+            dcs,
+            pm,
+            sql,
+            core,
+            origin: Instant::now(),
+            job: None,
+            wake,
+            snap,
+            http: reqwest::Client::builder().connect_timeout(peers::PEER_TIMEOUT).build().expect("HTTP client"),
+            dcs_last_seen: None,
+            last_message: String::new(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.origin.elapsed().as_millis() as u64)
+    }
+
+    fn instant(&self, m: Millis) -> Instant {
+        self.origin + Duration::from_millis(m.0)
+    }
+
+    /// Deadline for DCS calls this cycle: `retry_timeout` from now, but never past the moment
+    /// the core must fence (so a hanging etcd cannot delay fencing).
+    fn dcs_deadline(&self) -> Instant {
+        let retry = Instant::now() + Duration::from_secs(self.core.config().retry_timeout);
+        match self.core.fence_deadline() {
+            Some(f) => retry.min(self.instant(f)),
+            None => retry,
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down cleanly.
+    pub async fn run(mut self) -> Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut pm_state = self.pm.subscribe();
+        self.pm.adopt();
+        loop {
+            let plan = self.cycle().await?;
+            let next = self.instant(plan.next_cycle).max(Instant::now() + MIN_CYCLE_GAP);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.wake.notified() => { tokio::time::sleep(MIN_CYCLE_GAP).await; }
+                _ = pm_state.changed() => { debug!("postmaster state changed"); }
+                _ = term.recv() => return self.shutdown("SIGTERM").await,
+                _ = int.recv() => return self.shutdown("SIGINT").await,
+            }
+        }
+    }
+
+    /// Observes local PostgreSQL and the job.
+    async fn observe_local(&mut self) -> (LocalPg, Option<Probe>, Option<JobState>) {
+        let settings = settings::pg_settings(&self.cfg, self.core.config());
+        let (local, probe) = rampart_pg::observe_local(&settings, &self.pm, &self.sql).await;
+        let job = match &mut self.job {
+            Some(j) => Some(j.poll().await),
+            None => None,
+        };
+        if matches!(job, Some(JobState::Finished(..))) {
+            self.job = None;
+        }
+        (local, probe, job)
+    }
+
+    async fn read_cluster(&mut self) -> Result<Arc<Cluster>, String> {
+        if let Err(e) = self.dcs.refresh_lease(self.dcs_deadline()).await {
+            debug!(error = %e, "lease refresh failed");
+        }
+        match self.dcs.read_cluster(self.dcs_deadline()).await {
+            Ok(c) => {
+                for p in &c.problems {
+                    warn!("DCS: {p}");
+                }
+                self.dcs_last_seen = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+                Ok(Arc::new(c))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// One HA cycle.
+    async fn cycle(&mut self) -> Result<Plan> {
+        let (local, probe, job) = self.observe_local().await;
+        let cluster = self.read_cluster().await;
+        let peers = match &cluster {
+            Ok(c) if c.leader.is_none() && matches!(local.process, PgProcess::Running(_)) => Some(self.fetch_peers(c).await),
+            _ => None,
+        };
+        let dcs = match &cluster {
+            Ok(c) => DcsView::Ok(c),
+            Err(e) => DcsView::Unavailable(e.clone()),
+        };
+        let obs = Observation { now: self.now(), dcs, local: &local, job: job.clone(), peers: peers.as_deref() };
+        let plan = self.core.decide(&obs);
+        self.log_plan(&plan);
+        let cluster = cluster.ok();
+        self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
+        let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };
+        self.publish(&seen).await;
+        Ok(plan)
+    }
+
+    async fn fetch_peers(&self, c: &Cluster) -> Vec<PeerReport> {
+        let others: Vec<_> = c.members.iter().filter(|m| m.name != self.cfg.name).cloned().collect();
+        peers::fetch(&self.http, &others).await
+    }
+
+    fn log_plan(&mut self, plan: &Plan) {
+        // One line per cycle, as Patroni logs; repeats of a quiet steady state go to debug.
+        if plan.message != self.last_message || !plan.actions.is_empty() {
+            info!("{}", plan.message);
+        } else {
+            debug!("{}", plan.message);
+        }
+        self.last_message = plan.message.clone();
+    }
+
+    fn job_context(&self, cluster: Option<&Cluster>) -> JobContext {
+        let extra_users = self
+            .cfg
+            .bootstrap
+            .users
+            .iter()
+            .map(|(name, u)| rampart_pg::ExtraUser {
+                name: name.clone(),
+                password: u.password.as_ref().map(|p| p.expose().to_string()),
+                options: u.options.clone(),
+            })
+            .collect();
+        JobContext {
+            settings: settings::pg_settings(&self.cfg, self.core.config()),
+            pm: self.pm.clone(),
+            sql: self.sql.clone(),
+            dcs: self.dcs.clone(),
+            initdb_args: self.cfg.bootstrap.initdb.clone(),
+            extra_users,
+            known_history: cluster.map(|c| c.history.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Executes the plan's actions in order.
+    async fn execute(&mut self, plan: &Plan, local: &LocalPg, probe: Option<&Probe>, cluster: Option<&Cluster>) -> Result<()> {
+        for action in &plan.actions {
+            match self.execute_one(action, local, probe, cluster).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) if matches!(action, Action::Fatal(_)) => return Err(e),
+                Err(e) => {
+                    warn!(?action, error = %format!("{e:#}"), "action failed; deciding again next cycle");
+                    self.wake.notify_one();
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes one action; `Ok(false)` stops the rest of the plan.
+    async fn execute_one(&mut self, action: &Action, local: &LocalPg, probe: Option<&Probe>, cluster: Option<&Cluster>) -> Result<bool> {
+        let sent = self.now();
+        match action {
+            Action::TryInitialize => {
+                let won = self.dcs.try_initialize("", self.dcs_deadline()).await?;
+                self.core.advance(ActionResult::InitializeRace { won });
+                if !won {
+                    info!("another member is initializing the cluster");
+                }
+                Ok(won)
+            }
+            Action::CancelInitialize => {
+                self.dcs.cancel_initialize(self.dcs_deadline()).await?;
+                rampart_pg::wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
+                Ok(true)
+            }
+            Action::RecordInitialize { sysid } => {
+                self.dcs.set_initialize(sysid, self.dcs_deadline()).await?;
+                let seed = serde_json::to_string(&self.cfg.bootstrap_dcs())?;
+                self.dcs.set_config_if_absent(&seed, self.dcs_deadline()).await?;
+                Ok(true)
+            }
+            Action::AcquireLeader => {
+                let held = self.dcs.acquire_leader(self.dcs_deadline()).await?;
+                self.core.advance(ActionResult::Leader { held, sent_at: sent });
+                if held {
+                    info!("acquired the leader lock");
+                    self.wake.notify_one();
+                }
+                Ok(held)
+            }
+            Action::RenewLeader => {
+                let held = self.dcs.renew_leader(self.dcs_deadline()).await?;
+                self.core.advance(ActionResult::Leader { held, sent_at: sent });
+                if !held {
+                    warn!("the leader lock is no longer ours");
+                    self.wake.notify_one();
+                }
+                Ok(held)
+            }
+            Action::ReleaseLeader => {
+                // Publish our last WAL position first, so replicas can tell they are caught up.
+                if let Some(lsn) = self.last_position(local, probe).await {
+                    let _ = self.dcs.write_status(&Status { optime: lsn, ..Default::default() }, self.dcs_deadline()).await;
+                }
+                self.dcs.release_leader(self.dcs_deadline()).await?;
+                self.core.advance(ActionResult::LeaderReleased);
+                info!("released the leader lock");
+                Ok(true)
+            }
+            Action::WriteStatus => {
+                if let Some(lsn) = probe.and_then(|p| p.flush_lsn) {
+                    let mut status = cluster.map(|c| c.status.clone()).unwrap_or_default();
+                    status.optime = lsn.0;
+                    self.dcs.write_status(&status, self.dcs_deadline()).await?;
+                }
+                Ok(true)
+            }
+            Action::SyncSlots { members } => {
+                let changes = self.sql.sync_slots(members).await?;
+                if !changes.created.is_empty() || !changes.dropped.is_empty() {
+                    info!(created = ?changes.created, dropped = ?changes.dropped, "replication slots updated");
+                }
+                Ok(true)
+            }
+            Action::StartJob(job) => {
+                if self.job.is_some() {
+                    bail!("a job is already running");
+                }
+                let ctx = self.job_context(cluster);
+                self.job = Some(RunningJob::spawn(job.clone(), ctx, self.wake.clone()));
+                Ok(true)
+            }
+            Action::Stop(mode) => {
+                let outcome = self.pm.stop(*mode, STOP_TIMEOUT).await?;
+                info!(?mode, ?outcome, "PostgreSQL stopped");
+                self.sql.disconnect().await;
+                Ok(true)
+            }
+            Action::Follow { upstream } => {
+                let s = settings::pg_settings(&self.cfg, self.core.config());
+                rampart_pg::write_pgpass(&s)?;
+                rampart_pg::write_config(&s, &StartRole::Replica { upstream: upstream.clone() })?;
+                self.sql.reload().await?;
+                Ok(true)
+            }
+            Action::WipeDataDir => {
+                rampart_pg::wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
+                Ok(true)
+            }
+            Action::Fatal(msg) => bail!("{msg}"),
+        }
+    }
+
+    /// Our last WAL position: from the probe while running, else the last checkpoint.
+    async fn last_position(&self, local: &LocalPg, probe: Option<&Probe>) -> Option<u64> {
+        if let Some(l) = probe.and_then(|p| p.flush_lsn) {
+            if local.process.is_alive() {
+                return Some(l.0);
+            }
+        }
+        match rampart_pg::controldata(&settings::pg_settings(&self.cfg, self.core.config()).bin_dir, &self.cfg.postgresql.data_dir).await {
+            DataDir::Initialized(c) => Some(c.checkpoint_lsn.0),
+            _ => None,
+        }
+    }
+
+    /// Writes the member key and the API snapshot.
+    async fn publish(&mut self, seen: &Seen) {
+        let dynamic = self.core.config().clone();
+        let member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
+        if let Err(e) = self.dcs.touch_member(&member, self.dcs_deadline()).await {
+            debug!(error = %e, "could not update the member key");
+        }
+        let leader_until = match self.core.believed(self.now()) {
+            rampart_core::node::Believed::Leader => self.core.leader_until().map(|m| self.instant(m).into_std()),
+            rampart_core::node::Believed::NotLeader => None,
+        };
+        let snap = publish::snapshot(publish::SnapshotInputs {
+            cfg: &self.cfg,
+            dynamic: &dynamic,
+            local: &seen.local,
+            probe: seen.probe.as_ref(),
+            job: seen.job,
+            cluster: seen.cluster.clone(),
+            leader_until,
+            dcs_last_seen: self.dcs_last_seen,
+            now: std::time::Instant::now(),
+        });
+        self.snap.send_replace(snap);
+    }
+
+    /// Stops PostgreSQL and releases the lock, in the core's order, then exits.
+    async fn shutdown(mut self, why: &str) -> Result<()> {
+        info!("{why} received: shutting down");
+        if let Some(j) = self.job.take() {
+            j.abort();
+        }
+        let (local, probe, _) = self.observe_local().await;
+        let cluster = self.read_cluster().await;
+        let dcs = match &cluster {
+            Ok(c) => DcsView::Ok(c),
+            Err(e) => DcsView::Unavailable(e.clone()),
+        };
+        let obs = Observation { now: self.now(), dcs, local: &local, job: None, peers: None };
+        let plan = self.core.decide_shutdown(&obs);
+        info!("{}", plan.message);
+        let cluster = cluster.ok();
+        self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
+        let (local, probe, _) = self.observe_local().await;
+        let seen = Seen { local, probe, cluster, job: None };
+        self.publish(&seen).await;
+        info!("agent stopped");
+        Ok(())
+    }
+}

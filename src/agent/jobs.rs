@@ -1,0 +1,145 @@
+//! Long actions run off the HA loop: bootstrap, clone, rewind, start and promotion.
+//!
+//! The loop keeps cycling while a job runs, so a leader keeps renewing its lock during a slow
+//! start and fencing still happens on time. A job reports its end exactly once, by waking the
+//! loop; the loop collects the result with [`RunningJob::poll`] and hands it to the core.
+//! Invariant: jobs are mechanisms only; what follows a job's success or failure is the core's
+//! decision.
+
+use std::sync::Arc;
+
+use rampart_core::model::HistoryEntry;
+use rampart_core::observe::{JobKind, JobState};
+use rampart_core::{Job, StartRole};
+use rampart_dcs::{Dcs, EtcdDcs};
+use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Everything a job may need.
+#[derive(Clone)]
+pub struct JobContext {
+    /// PostgreSQL settings in force when the job started.
+    pub settings: PgSettings,
+    /// The postmaster.
+    pub pm: Arc<Postmaster>,
+    /// Control connection.
+    pub sql: Arc<Sql>,
+    /// DCS handle (promotion records the new timeline in `history`).
+    pub dcs: EtcdDcs,
+    /// `bootstrap.initdb` as initdb arguments.
+    pub initdb_args: Vec<String>,
+    /// Legacy `bootstrap.users`.
+    pub extra_users: Vec<ExtraUser>,
+    /// Timeline history known to the DCS, to keep earlier entries' metadata.
+    pub known_history: Vec<HistoryEntry>,
+}
+
+/// A job in flight.
+pub struct RunningJob {
+    kind: JobKind,
+    handle: JoinHandle<Result<(), String>>,
+}
+
+impl RunningJob {
+    /// Starts `job`; `wake` is notified when it ends.
+    pub fn spawn(job: Job, ctx: JobContext, wake: Arc<Notify>) -> RunningJob {
+        let kind = job.kind();
+        info!(job = kind.describe(), "starting job");
+        let handle = tokio::spawn(async move {
+            let result = run(job, &ctx).await;
+            wake.notify_one();
+            result
+        });
+        RunningJob { kind, handle }
+    }
+
+    /// The job's kind.
+    pub fn kind(&self) -> JobKind {
+        self.kind
+    }
+
+    /// `Running`, or `Finished` with the result once it has ended.
+    pub async fn poll(&mut self) -> JobState {
+        if !self.handle.is_finished() {
+            return JobState::Running(self.kind);
+        }
+        let result = match (&mut self.handle).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("job task failed: {e}")),
+        };
+        match &result {
+            Ok(()) => info!(job = self.kind.describe(), "job finished"),
+            Err(e) => warn!(job = self.kind.describe(), error = %e, "job failed"),
+        }
+        JobState::Finished(self.kind, result)
+    }
+
+    /// Cancels the job (its child processes are killed when dropped).
+    pub fn abort(&self) {
+        self.handle.abort();
+    }
+}
+
+async fn run(job: Job, ctx: &JobContext) -> Result<(), String> {
+    let s = &ctx.settings;
+    let text = |e: rampart_pg::PgError| e.to_string();
+    match job {
+        Job::Bootstrap => {
+            rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
+            rampart_pg::write_pgpass(s).map_err(text)?;
+            ctx.pm.start(s, &StartRole::Primary).await.map_err(text)?;
+            ctx.sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
+            Ok(())
+        }
+        Job::Clone(from) => {
+            rampart_pg::basebackup(s, &from).await.map_err(text)?;
+            rampart_pg::write_pgpass(s).map_err(text)
+        }
+        Job::Rewind(from) => {
+            rampart_pg::write_pgpass(s).map_err(text)?;
+            let outcome = rampart_pg::rewind(s, &from).await.map_err(text)?;
+            info!(?outcome, from = %from.name, "pg_rewind done");
+            Ok(())
+        }
+        Job::Start(role) => {
+            rampart_pg::write_pgpass(s).map_err(text)?;
+            ctx.pm.start(s, &role).await.map_err(text)
+        }
+        Job::Promote => {
+            ctx.sql.promote().await.map_err(text)?;
+            record_history(ctx).await;
+            Ok(())
+        }
+    }
+}
+
+/// Publishes the timeline history after a promotion: the history file of the new timeline,
+/// with the time and this member's name on the newest entry (Patroni's format). A failure here
+/// is logged, not fatal: the promotion itself succeeded.
+async fn record_history(ctx: &JobContext) {
+    let probe = match ctx.sql.probe().await {
+        Ok(p) => p,
+        Err(e) => return warn!(error = %e, "could not read the new timeline after promotion"),
+    };
+    let mut entries = match rampart_pg::read_history(&ctx.settings.data_dir, probe.timeline) {
+        Ok(h) => h,
+        Err(e) => return warn!(error = %e, "could not read the timeline history file"),
+    };
+    for e in entries.iter_mut() {
+        if let Some(known) = ctx.known_history.iter().find(|k| k.timeline == e.timeline) {
+            e.timestamp = known.timestamp.clone();
+            e.new_leader = known.new_leader.clone();
+        }
+    }
+    if let Some(last) = entries.last_mut() {
+        if last.timestamp.is_none() {
+            last.timestamp = Some(jiff::Zoned::now().strftime("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string());
+            last.new_leader = Some(ctx.settings.name.clone());
+        }
+    }
+    if let Err(e) = ctx.dcs.write_history(&entries, ctx.dcs.op_deadline()).await {
+        warn!(error = %e, "could not write the timeline history to the DCS");
+    }
+}

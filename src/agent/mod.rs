@@ -1,0 +1,85 @@
+//! `rampart agent CONFIG_FILE`: the HA agent beside one PostgreSQL.
+//!
+//! Start-up order matters: the configuration is validated before anything is touched (a bad
+//! file changes nothing), the REST API is bound before the loop starts (a port clash is reported
+//! at once), and only then does the loop begin to act.
+//!
+//! Module map: [`settings`] (config → adapter settings), [`driver`] (the loop), [`jobs`] (long
+//! actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot).
+
+pub mod driver;
+pub mod jobs;
+pub mod peers;
+pub mod publish;
+pub mod settings;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rampart_api::{ApiContext, NodeSnapshot};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+/// Loads the configuration, then runs the agent until it is told to stop.
+pub fn run(config_path: &Path) -> Result<()> {
+    let loaded = rampart_config::load(config_path)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    if nix::unistd::geteuid().is_root() {
+        bail!(
+            "refusing to run as root: PostgreSQL will not run as root. Run the agent as the user that \
+             owns the data directory, e.g. `runuser -u postgres -- rampart agent {}`",
+            config_path.display()
+        );
+    }
+    // Overrides may carry passwords: keep them out of every child process's environment.
+    for var in rampart_config::override_variables() {
+        std::env::remove_var(var);
+    }
+    // A current-thread runtime: the agent's work is I/O-bound and one thread keeps it small.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run_async(loaded.config))
+}
+
+async fn run_async(cfg: rampart_config::Config) -> Result<()> {
+    let dynamic = cfg.bootstrap_dcs();
+    let dcs = rampart_dcs::EtcdDcs::connect(
+        settings::etcd_options(&cfg, dynamic.retry_timeout),
+        cfg.prefix(),
+        cfg.name.clone(),
+        dynamic.ttl,
+    )
+    .await
+    .context("etcd3 settings")?;
+    let pg = settings::pg_settings(&cfg, &dynamic);
+    let pm = Arc::new(rampart_pg::Postmaster::new(pg.data_dir.clone()));
+    let sql = Arc::new(rampart_pg::Sql::new(&pg));
+
+    let (snap_tx, snap_rx) = watch::channel(NodeSnapshot {
+        scope: cfg.scope.clone(),
+        name: cfg.name.clone(),
+        last_loop: Some(std::time::Instant::now()),
+        ..Default::default()
+    });
+    let listen = cfg.restapi.listen.to_string();
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on restapi.listen {listen}"))?;
+    info!(%listen, "REST API listening");
+    let alive_pm = pm.clone();
+    let api = ApiContext::new(snap_rx, move || alive_pm.is_alive());
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(rampart_api::serve(listener, api, async move {
+        let _ = stop_api_rx.await;
+    }));
+
+    let wake = Arc::new(Notify::new());
+    let watcher = dcs.spawn_watcher(wake.clone());
+    info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
+    let agent = driver::Agent::new(cfg, dcs, pm, sql, snap_tx, wake);
+    let result = agent.run().await;
+    watcher.abort();
+    let _ = stop_api_tx.send(());
+    let _ = api_task.await;
+    result
+}

@@ -1,0 +1,219 @@
+//! What the agent tells the world each cycle: its member key (read by the other members,
+//! `patronictl` and `rampart list`) and the snapshot the REST API answers from.
+//!
+//! Both are pure functions of what the cycle observed, so the Patroni field wording is
+//! unit-tested here. Invariant: the member key and the API never claim more than the probe saw;
+//! a node is published as `primary` only while its PostgreSQL answered as a primary.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rampart_api::{NodeSnapshot, ReplicationConn};
+use rampart_config::Config;
+use rampart_core::observe::{JobKind, LocalPg};
+use rampart_core::{Cluster, DataDir, DynamicConfig, MemberData, PgProcess};
+use rampart_pg::Probe;
+
+use super::settings::PATRONI_COMPAT_VERSION;
+
+/// Patroni's wording of the PostgreSQL state.
+pub fn state_text(local: &LocalPg, job: Option<JobKind>) -> &'static str {
+    match job {
+        Some(JobKind::Bootstrap) => return "initializing new cluster",
+        Some(JobKind::Clone) => return "creating replica",
+        Some(JobKind::Rewind) => return "rewinding",
+        Some(JobKind::Start) if !matches!(local.process, PgProcess::Running(_)) => return "starting",
+        _ => {}
+    }
+    match local.process {
+        PgProcess::Running(_) => "running",
+        PgProcess::Starting => "starting",
+        PgProcess::Crashed => "crashed",
+        PgProcess::Stopped => "stopped",
+    }
+}
+
+/// `primary`, `replica` or `uninitialized`.
+pub fn role_text(local: &LocalPg) -> &'static str {
+    match (&local.process, &local.data) {
+        (PgProcess::Running(r), _) if !r.in_recovery => "primary",
+        (_, DataDir::Empty) => "uninitialized",
+        _ => "replica",
+    }
+}
+
+/// The member key value.
+pub fn member_data(cfg: &Config, local: &LocalPg, probe: Option<&Probe>, job: Option<JobKind>, paused: bool) -> MemberData {
+    let mut m = MemberData {
+        conn_url: cfg.postgresql.conn_url(),
+        api_url: cfg.restapi.api_url(),
+        state: state_text(local, job).to_string(),
+        role: role_text(local).to_string(),
+        version: PATRONI_COMPAT_VERSION.to_string(),
+        tags: cfg.tags.clone(),
+        rampart: Some(env!("CARGO_PKG_VERSION").to_string()),
+        ..Default::default()
+    };
+    if paused {
+        m.extra.insert("pause".into(), serde_json::Value::Bool(true));
+    }
+    if let (Some(p), PgProcess::Running(r)) = (probe, &local.process) {
+        m.timeline = Some(r.timeline);
+        if r.in_recovery {
+            m.receive_lsn = p.received_lsn.map(|l| l.0);
+            m.replay_lsn = p.replayed_lsn.map(|l| l.0);
+            m.xlog_location = Some(r.wal.best().0);
+            m.replication_state = Some(if p.streaming { "streaming" } else { "in archive recovery" }.to_string());
+        } else {
+            m.xlog_location = p.flush_lsn.map(|l| l.0);
+        }
+    }
+    m
+}
+
+/// Inputs of the API snapshot that are not in the probe.
+pub struct SnapshotInputs<'a> {
+    /// Configuration.
+    pub cfg: &'a Config,
+    /// Dynamic configuration in force.
+    pub dynamic: &'a DynamicConfig,
+    /// Local PostgreSQL.
+    pub local: &'a LocalPg,
+    /// Full probe, when PostgreSQL answered.
+    pub probe: Option<&'a Probe>,
+    /// Running job.
+    pub job: Option<JobKind>,
+    /// Last DCS snapshot, if the DCS answered this cycle.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Until when we hold the lock.
+    pub leader_until: Option<Instant>,
+    /// Unix seconds of the last DCS contact.
+    pub dcs_last_seen: Option<u64>,
+    /// End of this cycle.
+    pub now: Instant,
+}
+
+/// The REST API's snapshot.
+pub fn snapshot(i: SnapshotInputs<'_>) -> NodeSnapshot {
+    let mut s = NodeSnapshot {
+        scope: i.cfg.scope.clone(),
+        name: i.cfg.name.clone(),
+        api_version: PATRONI_COMPAT_VERSION.to_string(),
+        state: state_text(i.local, i.job).to_string(),
+        role: role_text(i.local).to_string(),
+        tags: i.cfg.tags.clone(),
+        paused: i.dynamic.paused(),
+        leader_until: i.leader_until,
+        dcs_last_seen: i.dcs_last_seen,
+        last_loop: Some(i.now),
+        ttl: Duration::from_secs(i.dynamic.ttl),
+        loop_wait: Duration::from_secs(i.dynamic.loop_wait),
+        maximum_lag_on_failover: i.dynamic.maximum_lag_on_failover,
+        cluster_optime: i.cluster.as_ref().map(|c| c.status.optime).unwrap_or(0),
+        cluster_unlocked: i.cluster.as_ref().is_some_and(|c| c.leader.is_none()),
+        cluster: i.cluster,
+        ..Default::default()
+    };
+    if let DataDir::Initialized(ctl) = &i.local.data {
+        s.database_system_identifier = ctl.sysid.clone();
+    }
+    if let (Some(p), PgProcess::Running(r)) = (i.probe, &i.local.process) {
+        s.in_recovery = r.in_recovery;
+        s.timeline = r.timeline;
+        s.xlog_flush = p.flush_lsn.map(|l| l.0).unwrap_or(0);
+        s.xlog_received = p.received_lsn.map(|l| l.0).unwrap_or(0);
+        s.xlog_replayed = p.replayed_lsn.map(|l| l.0).unwrap_or(0);
+        s.replayed_timestamp = p.replayed_at.clone();
+        s.wal_replay_paused = p.replay_paused;
+        if r.in_recovery {
+            s.replication_state = Some(if p.streaming { "streaming" } else { "in archive recovery" }.to_string());
+        }
+        s.postmaster_start_time = Some(p.postmaster_start_time.clone());
+        s.server_version = u32::try_from(p.server_version_num).unwrap_or(0);
+        s.replication = p
+            .replication
+            .iter()
+            .map(|r| ReplicationConn {
+                usename: r.usename.clone().unwrap_or_default(),
+                application_name: r.application_name.clone().unwrap_or_default(),
+                client_addr: r.client_addr.clone(),
+                state: r.state.clone().unwrap_or_default(),
+                sync_state: r.sync_state.clone().unwrap_or_default(),
+                sync_priority: r.sync_priority.unwrap_or(0),
+            })
+            .collect();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_core::observe::{ClusterState, ControlData, RunningPg, WalPositions};
+    use rampart_core::Lsn;
+
+    fn cfg() -> Config {
+        let y = "scope: pg\nname: n1\nrestapi: {listen: '127.0.0.1:8008'}\netcd3: {host: '127.0.0.1:2379'}\n\
+                 postgresql:\n  listen: '127.0.0.1:5433'\n  data_dir: /tmp/d\n  authentication:\n    replication: {username: r, password: p}\n    superuser: {username: postgres, password: s}\n";
+        rampart_config::parse(y, "t.yml", std::iter::empty()).unwrap().config
+    }
+
+    fn replica_probe() -> (LocalPg, Probe) {
+        let local = LocalPg {
+            data: DataDir::Initialized(ControlData { sysid: "7".into(), state: ClusterState::InArchiveRecovery, timeline: 2, checkpoint_lsn: Lsn(1) }),
+            process: PgProcess::Running(RunningPg {
+                in_recovery: true,
+                timeline: 2,
+                wal: WalPositions { flush: None, received: Some(Lsn(200)), replayed: Some(Lsn(150)) },
+                streaming: true,
+                upstream: Some(("127.0.0.1".into(), 5432)),
+            }),
+        };
+        let probe = Probe {
+            in_recovery: true,
+            timeline: 2,
+            flush_lsn: None,
+            received_lsn: Some(Lsn(200)),
+            replayed_lsn: Some(Lsn(150)),
+            received_tli: Some(2),
+            wal_receiver_status: Some("streaming".into()),
+            streaming: true,
+            upstream: Some(("127.0.0.1".into(), 5432)),
+            postmaster_start_time: "2026-01-01 00:00:00+00".into(),
+            server_version_num: 150008,
+            replayed_at: None,
+            replay_paused: false,
+            replication: vec![],
+            system_identifier: "7".into(),
+        };
+        (local, probe)
+    }
+
+    #[test]
+    fn replica_member_key_uses_patroni_fields() {
+        let (local, probe) = replica_probe();
+        let m = member_data(&cfg(), &local, Some(&probe), None, false);
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["conn_url"], "postgres://127.0.0.1:5433/postgres");
+        assert_eq!(v["api_url"], "http://127.0.0.1:8008/patroni");
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["role"], "replica");
+        assert_eq!(v["replication_state"], "streaming");
+        assert_eq!(v["xlog_location"], 200);
+        assert_eq!(v["receive_lsn"], 200);
+        assert_eq!(v["replay_lsn"], 150);
+        assert_eq!(v["timeline"], 2);
+    }
+
+    #[test]
+    fn states_follow_jobs_and_process() {
+        let empty = LocalPg { data: DataDir::Empty, process: PgProcess::Stopped };
+        assert_eq!(state_text(&empty, Some(JobKind::Clone)), "creating replica");
+        assert_eq!(state_text(&empty, Some(JobKind::Bootstrap)), "initializing new cluster");
+        assert_eq!(role_text(&empty), "uninitialized");
+        let crashed = LocalPg { data: DataDir::Empty, process: PgProcess::Crashed };
+        assert_eq!(state_text(&crashed, None), "crashed");
+        let m = member_data(&cfg(), &crashed, None, None, false);
+        assert_eq!(m.xlog_location, None, "nothing claimed without a probe");
+    }
+}

@@ -1,0 +1,169 @@
+//! Translating the validated configuration into what each adapter and the core take:
+//! [`PgSettings`] for the PostgreSQL adapter, [`EtcdOptions`] for the DCS, [`NodeSettings`] for
+//! the core. Pure functions, so the mapping is unit-tested without any server.
+//!
+//! Invariant: passwords move from [`rampart_config::Secret`] into the adapters' own redacting
+//! types and nowhere else.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rampart_config::Config;
+use rampart_core::{DynamicConfig, NodeSettings};
+use rampart_dcs::EtcdOptions;
+use rampart_pg::{Credentials, LocalConnect, PgSettings};
+use serde_json::Value;
+
+/// The version of Patroni whose key formats and REST API we reproduce; published in member keys
+/// and `/patroni` so that `patronictl` treats us as a current Patroni.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.4";
+
+fn creds(c: &rampart_config::Credentials) -> Credentials {
+    match &c.password {
+        Some(p) => Credentials::new(c.username.clone(), p.expose()),
+        None => Credentials::without_password(c.username.clone()),
+    }
+}
+
+/// A `postgresql.conf` value from YAML: booleans as `on`/`off` (YAML reads `on` as true).
+pub fn parameter_text(v: &Value) -> String {
+    match v {
+        Value::Bool(true) => "on".into(),
+        Value::Bool(false) => "off".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parameters in force: the dynamic configuration's, overridden by the local file's (Patroni's
+/// precedence).
+pub fn parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> =
+        dynamic.postgresql.parameters.iter().map(|(k, v)| (k.clone(), parameter_text(v))).collect();
+    for (k, v) in &cfg.postgresql.parameters {
+        out.insert(k.clone(), parameter_text(v));
+    }
+    out
+}
+
+/// The socket directory PostgreSQL will use, resolved against the data directory as the
+/// server does for relative entries.
+fn socket_dir(cfg: &Config, params: &BTreeMap<String, String>) -> PathBuf {
+    let first = params
+        .get("unix_socket_directories")
+        .and_then(|v| v.split(',').map(str::trim).find(|s| !s.is_empty()).map(str::to_string));
+    match first {
+        Some(d) if d.starts_with('/') => PathBuf::from(d),
+        Some(d) => cfg.postgresql.data_dir.join(d),
+        None => PathBuf::from("/var/run/postgresql"),
+    }
+}
+
+/// Settings for the PostgreSQL adapter under the given dynamic configuration.
+pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> PgSettings {
+    let pg = &cfg.postgresql;
+    let mut s = PgSettings::new(cfg.name.clone(), pg.data_dir.clone());
+    if let Some(b) = &pg.bin_dir {
+        s.bin_dir = b.clone();
+    }
+    s.listen_hosts = pg.listen_hosts().to_vec();
+    s.port = pg.listen_port();
+    let (host, port) = pg.connect_host_port();
+    s.connect_host = host;
+    s.connect_port = port;
+    s.parameters = parameters(cfg, dynamic);
+    s.local = if pg.use_unix_socket { LocalConnect::Socket(socket_dir(cfg, &s.parameters)) } else { LocalConnect::Tcp(pg.local_host()) };
+    s.superuser = creds(&pg.authentication.superuser);
+    s.replication = creds(&pg.authentication.replication);
+    s.rewind = pg.authentication.rewind.as_ref().map(creds);
+    s.pg_hba = if pg.pg_hba.is_empty() { cfg.bootstrap.pg_hba.clone() } else { pg.pg_hba.clone() };
+    if let Some(p) = &pg.pgpass {
+        s.pgpass = p.clone();
+    }
+    s.use_slots = dynamic.postgresql.use_slots;
+    s.start_timeout = Duration::from_secs(pg.pg_ctl_timeout);
+    s
+}
+
+/// The core's settings.
+pub fn node_settings(cfg: &Config) -> NodeSettings {
+    NodeSettings {
+        name: cfg.name.clone(),
+        tags: cfg.tags.clone(),
+        use_pg_rewind: cfg.postgresql.use_pg_rewind,
+        remove_data_directory_on_rewind_failure: cfg.postgresql.remove_data_directory_on_rewind_failure,
+        bootstrap_dcs: cfg.bootstrap_dcs(),
+    }
+}
+
+/// The DCS connection options. Each request may take at most a third of `retry_timeout`, so a
+/// dead endpoint still leaves time to try another one within the operation's deadline.
+pub fn etcd_options(cfg: &Config, retry_timeout_secs: u64) -> EtcdOptions {
+    let e = &cfg.etcd3;
+    EtcdOptions {
+        endpoints: cfg.etcd_endpoints(),
+        username: e.username.clone(),
+        password: e.password.as_ref().map(|p| p.expose().to_string()),
+        ca_file: e.cacert.clone(),
+        cert_file: e.cert.clone(),
+        key_file: e.key.clone(),
+        op_timeout: Duration::from_millis((retry_timeout_secs * 1000 / 3).max(500)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+scope: pg
+name: n1
+restapi: {listen: "127.0.0.1:8008", connect_address: "127.0.0.1:8008"}
+etcd3: {hosts: "127.0.0.1:2379,127.0.0.1:2380", username: u, password: etcdpw}
+bootstrap:
+  dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10, postgresql: {use_slots: false, parameters: {max_connections: 50, wal_compression: true}}}
+  pg_hba: ["host all all 127.0.0.1/32 scram-sha-256"]
+postgresql:
+  listen: "127.0.0.1:5433"
+  connect_address: "127.0.0.1:5433"
+  data_dir: /tmp/x/data
+  pgpass: /tmp/x/pgpass
+  authentication:
+    superuser: {username: postgres, password: supersecret}
+    replication: {username: replicator, password: reppass}
+  parameters: {max_connections: 100, unix_socket_directories: '.'}
+  use_unix_socket: true
+"#;
+
+    fn cfg() -> Config {
+        rampart_config::parse(YAML, "t.yml", std::iter::empty()).unwrap().config
+    }
+
+    #[test]
+    fn pg_settings_follow_the_config() {
+        let c = cfg();
+        let d = c.bootstrap_dcs();
+        let s = pg_settings(&c, &d);
+        assert_eq!(s.port, 5433);
+        assert_eq!((s.connect_host.as_str(), s.connect_port), ("127.0.0.1", 5433));
+        assert_eq!(s.parameters["max_connections"], "100", "local parameters win over dynamic ones");
+        assert_eq!(s.parameters["wal_compression"], "on", "YAML booleans become on/off");
+        assert_eq!(s.local, LocalConnect::Socket(PathBuf::from("/tmp/x/data/.")), "relative socket dir is under data_dir");
+        assert_eq!(s.pg_hba, vec!["host all all 127.0.0.1/32 scram-sha-256".to_string()]);
+        assert!(!s.use_slots);
+        assert_eq!(s.pgpass, PathBuf::from("/tmp/x/pgpass"));
+        assert_eq!(s.superuser.password.as_deref(), Some("supersecret"));
+        assert!(!format!("{s:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn etcd_options_carry_endpoints_and_credentials_without_printing_them() {
+        let c = cfg();
+        let o = etcd_options(&c, 10);
+        assert_eq!(o.endpoints.len(), 2);
+        assert_eq!(o.password.as_deref(), Some("etcdpw"));
+        assert!(!format!("{o:?}").contains("etcdpw"));
+        assert!(o.op_timeout < Duration::from_secs(10));
+    }
+}
