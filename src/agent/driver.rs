@@ -18,7 +18,7 @@ use rampart_api::NodeSnapshot;
 use rampart_config::Config;
 use rampart_core::model::Status;
 use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, PeerReport};
-use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Millis, Plan, PgProcess, StartRole};
+use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Millis, PgProcess, Plan, StartRole};
 use rampart_dcs::{Dcs, EtcdDcs};
 use rampart_pg::{Postmaster, Probe, Sql};
 use tokio::sync::{watch, Notify};
@@ -60,7 +60,14 @@ pub struct Agent {
 
 impl Agent {
     /// Builds the agent; nothing is touched yet.
-    pub fn new(cfg: Config, dcs: EtcdDcs, pm: Arc<Postmaster>, sql: Arc<Sql>, snap: watch::Sender<NodeSnapshot>, wake: Arc<Notify>) -> Agent {
+    pub fn new(
+        cfg: Config,
+        dcs: EtcdDcs,
+        pm: Arc<Postmaster>,
+        sql: Arc<Sql>,
+        snap: watch::Sender<NodeSnapshot>,
+        wake: Arc<Notify>,
+    ) -> Agent {
         let core = HaNode::new(settings::node_settings(&cfg));
         Agent {
             cfg,
@@ -151,7 +158,9 @@ impl Agent {
         let (local, probe, job) = self.observe_local().await;
         let cluster = self.read_cluster().await;
         let peers = match &cluster {
-            Ok(c) if c.leader.is_none() && matches!(local.process, PgProcess::Running(_)) => Some(self.fetch_peers(c).await),
+            Ok(c) if c.leader.is_none() && matches!(local.process, PgProcess::Running(_)) => {
+                Some(self.fetch_peers(c).await)
+            }
             _ => None,
         };
         let dcs = match &cluster {
@@ -207,7 +216,13 @@ impl Agent {
     }
 
     /// Executes the plan's actions in order.
-    async fn execute(&mut self, plan: &Plan, local: &LocalPg, probe: Option<&Probe>, cluster: Option<&Cluster>) -> Result<()> {
+    async fn execute(
+        &mut self,
+        plan: &Plan,
+        local: &LocalPg,
+        probe: Option<&Probe>,
+        cluster: Option<&Cluster>,
+    ) -> Result<()> {
         for action in &plan.actions {
             match self.execute_one(action, local, probe, cluster).await {
                 Ok(true) => {}
@@ -224,7 +239,13 @@ impl Agent {
     }
 
     /// Executes one action; `Ok(false)` stops the rest of the plan.
-    async fn execute_one(&mut self, action: &Action, local: &LocalPg, probe: Option<&Probe>, cluster: Option<&Cluster>) -> Result<bool> {
+    async fn execute_one(
+        &mut self,
+        action: &Action,
+        local: &LocalPg,
+        probe: Option<&Probe>,
+        cluster: Option<&Cluster>,
+    ) -> Result<bool> {
         let sent = self.now();
         match action {
             Action::TryInitialize => {
@@ -267,7 +288,8 @@ impl Agent {
             Action::ReleaseLeader => {
                 // Publish our last WAL position first, so replicas can tell they are caught up.
                 if let Some(lsn) = self.last_position(local, probe).await {
-                    let _ = self.dcs.write_status(&Status { optime: lsn, ..Default::default() }, self.dcs_deadline()).await;
+                    let _ =
+                        self.dcs.write_status(&Status { optime: lsn, ..Default::default() }, self.dcs_deadline()).await;
                 }
                 self.dcs.release_leader(self.dcs_deadline()).await?;
                 self.core.advance(ActionResult::LeaderReleased);
@@ -325,7 +347,12 @@ impl Agent {
                 return Some(l.0);
             }
         }
-        match rampart_pg::controldata(&settings::pg_settings(&self.cfg, self.core.config()).bin_dir, &self.cfg.postgresql.data_dir).await {
+        match rampart_pg::controldata(
+            &settings::pg_settings(&self.cfg, self.core.config()).bin_dir,
+            &self.cfg.postgresql.data_dir,
+        )
+        .await
+        {
             DataDir::Initialized(c) => Some(c.checkpoint_lsn.0),
             _ => None,
         }

@@ -64,7 +64,9 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
         ..Default::default()
     });
     let listen = cfg.restapi.listen.to_string();
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on restapi.listen {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on restapi.listen {listen}"))?;
     info!(%listen, "REST API listening");
     let alive_pm = pm.clone();
     let api = ApiContext::new(snap_rx, move || alive_pm.is_alive());

@@ -44,7 +44,8 @@ pub fn parse(v: &Value) -> Option<PeerStatus> {
     let is_primary = running && matches!(role, "primary" | "master");
     let x = v.get("xlog");
     let field = |k: &str| x.and_then(|x| x.get(k)).and_then(Value::as_u64);
-    let wal = [field("location"), field("received_location"), field("replayed_location")].into_iter().flatten().max()?;
+    let wal =
+        [field("location"), field("received_location"), field("replayed_location")].into_iter().flatten().max()?;
     let tags: Tags = v.get("tags").cloned().and_then(|t| serde_json::from_value(t).ok()).unwrap_or_default();
     Some(PeerStatus {
         is_primary,

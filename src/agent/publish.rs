@@ -43,7 +43,13 @@ pub fn role_text(local: &LocalPg) -> &'static str {
 }
 
 /// The member key value.
-pub fn member_data(cfg: &Config, local: &LocalPg, probe: Option<&Probe>, job: Option<JobKind>, paused: bool) -> MemberData {
+pub fn member_data(
+    cfg: &Config,
+    local: &LocalPg,
+    probe: Option<&Probe>,
+    job: Option<JobKind>,
+    paused: bool,
+) -> MemberData {
     let mut m = MemberData {
         conn_url: cfg.postgresql.conn_url(),
         api_url: cfg.restapi.api_url(),
@@ -160,7 +166,12 @@ mod tests {
 
     fn replica_probe() -> (LocalPg, Probe) {
         let local = LocalPg {
-            data: DataDir::Initialized(ControlData { sysid: "7".into(), state: ClusterState::InArchiveRecovery, timeline: 2, checkpoint_lsn: Lsn(1) }),
+            data: DataDir::Initialized(ControlData {
+                sysid: "7".into(),
+                state: ClusterState::InArchiveRecovery,
+                timeline: 2,
+                checkpoint_lsn: Lsn(1),
+            }),
             process: PgProcess::Running(RunningPg {
                 in_recovery: true,
                 timeline: 2,

@@ -73,7 +73,11 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> PgSettings {
     s.connect_host = host;
     s.connect_port = port;
     s.parameters = parameters(cfg, dynamic);
-    s.local = if pg.use_unix_socket { LocalConnect::Socket(socket_dir(cfg, &s.parameters)) } else { LocalConnect::Tcp(pg.local_host()) };
+    s.local = if pg.use_unix_socket {
+        LocalConnect::Socket(socket_dir(cfg, &s.parameters))
+    } else {
+        LocalConnect::Tcp(pg.local_host())
+    };
     s.superuser = creds(&pg.authentication.superuser);
     s.replication = creds(&pg.authentication.replication);
     s.rewind = pg.authentication.rewind.as_ref().map(creds);
@@ -149,7 +153,11 @@ postgresql:
         assert_eq!((s.connect_host.as_str(), s.connect_port), ("127.0.0.1", 5433));
         assert_eq!(s.parameters["max_connections"], "100", "local parameters win over dynamic ones");
         assert_eq!(s.parameters["wal_compression"], "on", "YAML booleans become on/off");
-        assert_eq!(s.local, LocalConnect::Socket(PathBuf::from("/tmp/x/data/.")), "relative socket dir is under data_dir");
+        assert_eq!(
+            s.local,
+            LocalConnect::Socket(PathBuf::from("/tmp/x/data/.")),
+            "relative socket dir is under data_dir"
+        );
         assert_eq!(s.pg_hba, vec!["host all all 127.0.0.1/32 scram-sha-256".to_string()]);
         assert!(!s.use_slots);
         assert_eq!(s.pgpass, PathBuf::from("/tmp/x/pgpass"));

@@ -26,7 +26,8 @@ pub struct Row {
 
 /// Builds the rows, sorted by member name.
 pub fn rows(cluster: &Cluster) -> Vec<Row> {
-    let leader_pos = cluster.leader_member().map(|m| m.data.wal_position().0).or(Some(cluster.status.optime).filter(|&o| o > 0));
+    let leader_pos =
+        cluster.leader_member().map(|m| m.data.wal_position().0).or(Some(cluster.status.optime).filter(|&o| o > 0));
     let hosts: Vec<(String, u16)> = cluster.members.iter().filter_map(|m| m.data.conn_host_port()).collect();
     // patronictl shows the port only when it is needed to tell members apart or is not 5432.
     let show_port = hosts.iter().any(|(_, p)| *p != 5432)
@@ -180,15 +181,25 @@ mod tests {
 
     fn sample() -> Cluster {
         let p = ClusterPrefix::new("/service", "pg");
-        let kv = |k: &str, v: &str| RawKv { key: format!("/service/pg/{k}"), value: v.into(), lease: 1, mod_revision: 1 };
+        let kv =
+            |k: &str, v: &str| RawKv { key: format!("/service/pg/{k}"), value: v.into(), lease: 1, mod_revision: 1 };
         Cluster::from_kvs(
             &p,
             &[
                 kv("initialize", "7301"),
                 kv("leader", "a"),
-                kv("members/a", r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"primary","xlog_location":5242880,"timeline":2}"#),
-                kv("members/b", r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":1048576,"replication_state":"streaming","timeline":2}"#),
-                kv("members/c", r#"{"conn_url":"postgres://127.0.0.1:5435/postgres","state":"stopped","role":"replica"}"#),
+                kv(
+                    "members/a",
+                    r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"primary","xlog_location":5242880,"timeline":2}"#,
+                ),
+                kv(
+                    "members/b",
+                    r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":1048576,"replication_state":"streaming","timeline":2}"#,
+                ),
+                kv(
+                    "members/c",
+                    r#"{"conn_url":"postgres://127.0.0.1:5435/postgres","state":"stopped","role":"replica"}"#,
+                ),
             ],
             1,
         )
@@ -225,19 +236,20 @@ pub fn run(path: &std::path::Path, format: crate::Format) -> anyhow::Result<()> 
     let loaded = rampart_config::load(path)?;
     let cfg = loaded.config;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let cluster = rt.block_on(async {
-        let dynamic = cfg.bootstrap_dcs();
-        let dcs = rampart_dcs::EtcdDcs::connect(
-            crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
-            cfg.prefix(),
-            cfg.name.clone(),
-            dynamic.ttl,
-        )
-        .await?;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(dynamic.retry_timeout.max(3));
-        dcs.read_cluster(deadline).await.map_err(anyhow::Error::from)
-    })
-    .with_context(|| format!("reading cluster '{}' from etcd ({})", cfg.scope, cfg.etcd_endpoints().join(",")))?;
+    let cluster = rt
+        .block_on(async {
+            let dynamic = cfg.bootstrap_dcs();
+            let dcs = rampart_dcs::EtcdDcs::connect(
+                crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
+                cfg.prefix(),
+                cfg.name.clone(),
+                dynamic.ttl,
+            )
+            .await?;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(dynamic.retry_timeout.max(3));
+            dcs.read_cluster(deadline).await.map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("reading cluster '{}' from etcd ({})", cfg.scope, cfg.etcd_endpoints().join(",")))?;
     match format {
         crate::Format::Pretty => print!("{}", render_table(&cfg.scope, &cluster)),
         crate::Format::Json => println!("{}", render_json(&cfg.scope, &cluster)),

@@ -42,7 +42,9 @@ pub struct Candidate<'a> {
 /// Decides whether this member is the healthiest, given what its peers reported.
 pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
     if !me.tags.can_fail_over() {
-        return Verdict::NotHealthiest("not eligible for the leader race (nofailover or failover_priority <= 0)".into());
+        return Verdict::NotHealthiest(
+            "not eligible for the leader race (nofailover or failover_priority <= 0)".into(),
+        );
     }
     let lag = me.wal.lag_behind(me.cluster_optime);
     if lag > me.max_lag {
@@ -83,7 +85,13 @@ mod tests {
     fn peer(name: &str, wal: u64, primary: bool, eligible: bool, prio: i64) -> PeerReport {
         PeerReport {
             name: name.into(),
-            status: Some(PeerStatus { is_primary: primary, wal: Lsn(wal), timeline: 1, can_fail_over: eligible, priority: prio }),
+            status: Some(PeerStatus {
+                is_primary: primary,
+                wal: Lsn(wal),
+                timeline: 1,
+                can_fail_over: eligible,
+                priority: prio,
+            }),
         }
     }
 

@@ -389,11 +389,23 @@ mod tests {
         let p = ClusterPrefix::new("/service", "pg");
         let kvs = vec![
             kv("/service/pg/initialize", "7301234567890123456"),
-            kv("/service/pg/config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"postgresql":{"use_pg_rewind":true}}"#),
+            kv(
+                "/service/pg/config",
+                r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"postgresql":{"use_pg_rewind":true}}"#,
+            ),
             kv("/service/pg/leader", "n2"),
-            kv("/service/pg/members/n2", r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"primary","version":"4.1.4","xlog_location":50331968,"timeline":2}"#),
-            kv("/service/pg/members/n1", r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","xlog_location":50331000,"timeline":2,"replication_state":"streaming","tags":{"nofailover":true,"zone":"a"}}"#),
-            kv("/service/pg/history", r#"[[1,50331808,"no recovery target specified","2024-01-01T00:00:00+00:00","n2"]]"#),
+            kv(
+                "/service/pg/members/n2",
+                r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"primary","version":"4.1.4","xlog_location":50331968,"timeline":2}"#,
+            ),
+            kv(
+                "/service/pg/members/n1",
+                r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","xlog_location":50331000,"timeline":2,"replication_state":"streaming","tags":{"nofailover":true,"zone":"a"}}"#,
+            ),
+            kv(
+                "/service/pg/history",
+                r#"[[1,50331808,"no recovery target specified","2024-01-01T00:00:00+00:00","n2"]]"#,
+            ),
             kv("/service/pg/status", r#"{"optime":50331968,"slots":{"n1":50331000}}"#),
             kv("/service/pg/failover", "{}"),
             kv("/service/other/leader", "x"),

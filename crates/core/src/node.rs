@@ -125,7 +125,9 @@ impl HaNode {
     pub fn advance(&mut self, result: ActionResult) {
         match result {
             ActionResult::InitializeRace { won } => self.won_initialize = won,
-            ActionResult::Leader { held: true, sent_at } => self.leader_until = Some(sent_at.plus_secs(self.config.ttl)),
+            ActionResult::Leader { held: true, sent_at } => {
+                self.leader_until = Some(sent_at.plus_secs(self.config.ttl))
+            }
             ActionResult::Leader { held: false, .. } => self.leader_until = None,
             ActionResult::LeaderReleased => self.leader_until = None,
         }
@@ -213,7 +215,11 @@ impl HaNode {
                     PgProcess::Stopped | PgProcess::Crashed => self.not_running(obs, cluster, ctl),
                     PgProcess::Starting => {
                         if cluster.is_leader(&self.s.name) {
-                            self.plan(now, vec![Action::RenewLeader], "updated leader lock while PostgreSQL is starting")
+                            self.plan(
+                                now,
+                                vec![Action::RenewLeader],
+                                "updated leader lock while PostgreSQL is starting",
+                            )
                         } else {
                             self.plan(now, vec![], "PostgreSQL is starting")
                         }
@@ -433,7 +439,11 @@ impl HaNode {
         if cluster.is_leader(&me) {
             if r.in_recovery {
                 if paused {
-                    return self.plan(now, vec![Action::RenewLeader], "PAUSE: holding the leader lock as a replica; not promoting");
+                    return self.plan(
+                        now,
+                        vec![Action::RenewLeader],
+                        "PAUSE: holding the leader lock as a replica; not promoting",
+                    );
                 }
                 // Slots first: the other replicas switch to us as soon as they see the new leader
                 // key, and a missing slot would make each of them wait a retry interval.
@@ -458,7 +468,11 @@ impl HaNode {
         if let Some(leader) = &cluster.leader {
             if !r.in_recovery {
                 if paused {
-                    return self.plan(now, vec![], &format!("PAUSE: running as primary while {} holds the lock", leader.name));
+                    return self.plan(
+                        now,
+                        vec![],
+                        &format!("PAUSE: running as primary while {} holds the lock", leader.name),
+                    );
                 }
                 return self.plan(
                     now,
@@ -487,10 +501,18 @@ impl HaNode {
                 return self.plan(
                     now,
                     vec![Action::Stop(StopMode::Immediate)],
-                    &format!("demoting self: primary on timeline {} but the cluster reached {}", r.timeline, cluster.timeline()),
+                    &format!(
+                        "demoting self: primary on timeline {} but the cluster reached {}",
+                        r.timeline,
+                        cluster.timeline()
+                    ),
                 );
             }
-            return self.plan(now, vec![Action::AcquireLeader], &format!("{pause}acquiring the leader lock as the running primary"));
+            return self.plan(
+                now,
+                vec![Action::AcquireLeader],
+                &format!("{pause}acquiring the leader lock as the running primary"),
+            );
         }
         if paused {
             return self.plan(now, vec![], "PAUSE: no leader; not racing in maintenance mode");
@@ -506,7 +528,9 @@ impl HaNode {
         };
         let peers = obs.peers.unwrap_or(&[]);
         match election::judge(&me_cand, peers) {
-            Verdict::Healthiest => self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock"),
+            Verdict::Healthiest => {
+                self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock")
+            }
             Verdict::NotHealthiest(why) => self.plan(now, vec![], &format!("no leader, not racing: {why}")),
         }
     }

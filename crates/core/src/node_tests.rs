@@ -29,7 +29,10 @@ fn member(name: &str, port: u16, role: &str) -> Member {
 fn cluster(leader: Option<&str>) -> Cluster {
     let mut c = Cluster {
         initialize: Some("7000".into()),
-        config: Some(DynamicConfig { postgresql: crate::dynamic::DynamicPostgresql { use_pg_rewind: true, ..Default::default() }, ..Default::default() }),
+        config: Some(DynamicConfig {
+            postgresql: crate::dynamic::DynamicPostgresql { use_pg_rewind: true, ..Default::default() },
+            ..Default::default()
+        }),
         members: vec![member("n1", 5001, "replica"), member("n2", 5002, "replica"), member("n3", 5003, "replica")],
         status: Status { optime: 1000, ..Default::default() },
         ..Default::default()
@@ -334,10 +337,8 @@ fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
 #[test]
 fn crashed_leader_gives_up_after_primary_start_timeout() {
     let mut n = HaNode::new(settings());
-    let c = Cluster {
-        config: Some(DynamicConfig { primary_start_timeout: 5, ..Default::default() }),
-        ..cluster(Some(ME))
-    };
+    let c =
+        Cluster { config: Some(DynamicConfig { primary_start_timeout: 5, ..Default::default() }), ..cluster(Some(ME)) };
     let l = stopped(ClusterState::InProduction, true);
     assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
     assert_eq!(decide(&mut n, &obs(6_000, &c, &l)), vec![Action::ReleaseLeader]);

@@ -1,1 +1,42 @@
-//! Placeholder.
+//! # rampart-dcs: the distributed configuration store
+//!
+//! The agent reaches etcd only through the [`Dcs`] trait, so the HA loop can be driven by a fake
+//! store in tests and the etcd client (whose API changes with every 0.x release) stays contained
+//! here. [`EtcdDcs`] implements it on etcd v3 with Patroni's key layout and value formats, so
+//! Patroni tooling keeps working against a Rampart cluster.
+//!
+//! Rules kept throughout:
+//! * every operation is bounded by a deadline, and a dead endpoint is skipped within it;
+//! * the leader lock changes only through compare-and-swap transactions;
+//! * a node's member key and leader key share one lease with TTL `ttl`;
+//! * the watch only wakes the HA loop; decisions are taken on a fresh [`rampart_core::Cluster`]
+//!   read each cycle.
+//!
+//! Module map:
+//! * [`dcs`](mod@dcs): the trait;
+//! * [`etcd`](mod@etcd): its etcd implementation;
+//! * [`options`](mod@options): connection settings;
+//! * [`error`](mod@error): errors;
+//! * `conn`: one lazily authenticated client per endpoint, and the retry loop with failover;
+//! * `lease`: the node's lease;
+//! * `leader`: the leader-lock transactions;
+//! * `watch`: the watcher task;
+//! * `backoff`: retry delays.
+
+#![deny(missing_docs)]
+
+mod backoff;
+mod conn;
+pub mod dcs;
+pub mod error;
+pub mod etcd;
+mod leader;
+mod lease;
+pub mod options;
+mod watch;
+
+pub use dcs::{Dcs, DcsResult};
+pub use error::DcsError;
+pub use etcd::EtcdDcs;
+pub use options::EtcdOptions;
+pub use watch::WakeOn;

@@ -49,7 +49,10 @@ const DIRECTIVES: &[&str] = &["include", "include_if_exists", "include_dir"];
 /// The parameters of the managed `postgresql.conf`, in file order, each once.
 pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<Vec<(String, String)>> {
     if !settings.data_dir.is_absolute() {
-        return Err(PgError::Settings(format!("data_dir must be an absolute path, got {}", settings.data_dir.display())));
+        return Err(PgError::Settings(format!(
+            "data_dir must be an absolute path, got {}",
+            settings.data_dir.display()
+        )));
     }
     // Parameter names are case-insensitive in PostgreSQL: compare them lower-cased.
     let mut user: BTreeMap<String, String> = BTreeMap::new();
@@ -289,7 +292,8 @@ pub fn slot_name(member: &str) -> String {
 fn check_parameter_name(name: &str) -> Result<()> {
     let id = |p: &str| {
         let mut cs = p.chars();
-        matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     let parts: Vec<&str> = name.split('.').collect();
     if parts.len() > 2 || !parts.iter().all(|p| id(p)) {
@@ -376,7 +380,9 @@ mod tests {
         assert!(!render_postgresql_conf(&s, &StartRole::Primary).unwrap().contains("unix_socket_directories"));
         let mut s = settings();
         s.parameters.insert("unix_socket_directories".into(), "/tmp".into());
-        assert!(render_postgresql_conf(&s, &StartRole::Primary).unwrap().contains("unix_socket_directories = '/tmp'\n"));
+        assert!(render_postgresql_conf(&s, &StartRole::Primary)
+            .unwrap()
+            .contains("unix_socket_directories = '/tmp'\n"));
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
     let hba = render_hba(&settings.pg_hba);
     let dir = &settings.data_dir;
     if !dir.join("PG_VERSION").is_file() {
-        return Err(PgError::DataDir { path: dir.clone(), reason: "not a PostgreSQL data directory (no PG_VERSION)".into() });
+        return Err(PgError::DataDir {
+            path: dir.clone(),
+            reason: "not a PostgreSQL data directory (no PG_VERSION)".into(),
+        });
     }
     preserve_base_conf(dir)?;
     write_atomic(&dir.join("postgresql.conf"), conf.as_bytes(), 0o600)?;

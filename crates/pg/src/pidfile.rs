@@ -85,7 +85,8 @@ mod tests {
     use super::*;
 
     /// Captured from a PostgreSQL 15 primary (`cat postmaster.pid`).
-    const READY: &str = "11181\n/tmp/cdsample/d\n1795264302\n54999\n/tmp/cdsample\nlocalhost\n 10011363         4\nready   \n";
+    const READY: &str =
+        "11181\n/tmp/cdsample/d\n1795264302\n54999\n/tmp/cdsample\nlocalhost\n 10011363         4\nready   \n";
 
     #[test]
     fn parses_a_running_postmaster() {

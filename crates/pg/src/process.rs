@@ -39,6 +39,21 @@ use crate::error::{PgError, Result};
 use crate::pidfile::read_pidfile;
 use crate::settings::PgSettings;
 
+/// libpq environment variables that must not leak into the server's own connections
+/// (walreceiver, archive and restore commands).
+const LIBPQ_ENV: &[&str] = &[
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGUSER",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGSERVICE",
+    "PGSSLMODE",
+    "PGOPTIONS",
+];
+
 /// How often exits of adopted postmasters (not our children) and start progress are polled.
 const POLL: Duration = Duration::from_millis(100);
 /// How long to wait for the process to vanish after SIGKILL.
@@ -261,10 +276,24 @@ impl Postmaster {
         let log_err = log.try_clone().map_err(|e| PgError::io("opening log file", &log_path, e))?;
         let program = settings.program("postgres");
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.arg("-D").arg(&self.data_dir).stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0).kill_on_drop(false);
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false);
+        // libpq variables inherited from whoever started the agent would reach the walreceiver
+        // and override `primary_conninfo` (PGPASSWORD beats its passfile): start with none.
+        for var in LIBPQ_ENV {
+            cmd.env_remove(var);
+        }
         let mut child = cmd.spawn().map_err(|source| PgError::Spawn { program: program.clone(), source })?;
         let Some(pid) = child.id() else {
-            return Err(PgError::StartFailed { status: "exited at once".into(), log_tail: log_tail(&log_path, log_offset) });
+            return Err(PgError::StartFailed {
+                status: "exited at once".into(),
+                log_tail: log_tail(&log_path, log_offset),
+            });
         };
         let start_ticks = proc_stat(pid).map(|s| s.start_ticks);
         self.shared.track(Tracked { pid, start_ticks, adopted: false, stop_requested: false });
@@ -553,7 +582,8 @@ mod tests {
 
     #[tokio::test]
     async fn stubborn_postmaster_is_killed_after_the_timeout() {
-        let (_d, s) = fake_postgres(&format!("trap '' INT QUIT\nSTATUS=ready\n{WRITE_PIDFILE}\nwhile :; do sleep 0.05; done"));
+        let (_d, s) =
+            fake_postgres(&format!("trap '' INT QUIT\nSTATUS=ready\n{WRITE_PIDFILE}\nwhile :; do sleep 0.05; done"));
         let pm = Postmaster::new(&s.data_dir);
         pm.start(&s, &StartRole::Primary).await.unwrap();
         assert!(pm.is_alive());
@@ -588,7 +618,10 @@ mod tests {
     async fn slow_start_times_out_but_keeps_running() {
         let (_d, s) = fake_postgres(&format!("STATUS=starting\n{WRITE_PIDFILE}\nexec sleep 30"));
         let pm = Postmaster::new(&s.data_dir);
-        assert!(matches!(pm.start(&s, &StartRole::Replica { upstream: None }).await, Err(PgError::StartTimeout { .. })));
+        assert!(matches!(
+            pm.start(&s, &StartRole::Replica { upstream: None }).await,
+            Err(PgError::StartTimeout { .. })
+        ));
         assert!(pm.is_alive());
         assert!(s.data_dir.join("standby.signal").exists());
         // SIGINT ends `sleep` at once.
@@ -605,7 +638,8 @@ mod tests {
         assert_eq!(pm.wait_exit().await, None);
         assert_eq!(pm.stop(StopMode::Fast, Duration::from_secs(1)).await.unwrap(), StopOutcome::NotRunning);
         // A stale postmaster.pid naming a process that is not PostgreSQL is not adopted.
-        std::fs::write(d.path().join("postmaster.pid"), format!("{}\n{}\n", std::process::id(), d.path().display())).unwrap();
+        std::fs::write(d.path().join("postmaster.pid"), format!("{}\n{}\n", std::process::id(), d.path().display()))
+            .unwrap();
         assert_eq!(pm.adopt(), None);
     }
 }

@@ -191,7 +191,8 @@ impl Sql {
             CROSS JOIN pg_catalog.pg_control_checkpoint() c \
             CROSS JOIN pg_catalog.pg_control_recovery() rc \
             LEFT JOIN pg_catalog.pg_stat_wal_receiver r ON true";
-        const REPLICATION: &str = "SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority \
+        const REPLICATION: &str =
+            "SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority \
             FROM pg_catalog.pg_stat_replication ORDER BY application_name, pid";
 
         let mut slot = self.client.lock().await;
@@ -212,7 +213,8 @@ impl Sql {
 
         let lsn = |i: usize| -> Result<Option<Lsn>> {
             let text: Option<String> = row.get(i);
-            text.map(|t| t.parse().map_err(|e| PgError::Unexpected { what: "probe", detail: format!("{e}") })).transpose()
+            text.map(|t| t.parse().map_err(|e| PgError::Unexpected { what: "probe", detail: format!("{e}") }))
+                .transpose()
         };
         let in_recovery: bool = row.get(0);
         let flush_lsn = lsn(1)?;
@@ -296,7 +298,8 @@ impl Sql {
     /// Makes the physical slots match `members`: creates missing ones (reserving WAL at once)
     /// under their sanitized names, and drops inactive physical slots for anyone else.
     pub async fn sync_slots(&self, members: &[String]) -> Result<SlotChanges> {
-        const LIST: &str = "SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'";
+        const LIST: &str =
+            "SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'";
         const CREATE: &str = "SELECT pg_catalog.pg_create_physical_replication_slot($1, true)";
         const DROP: &str = "SELECT pg_catalog.pg_drop_replication_slot($1)";
         // SQLSTATEs of harmless races: the slot appeared, or became active, since the listing.
@@ -366,8 +369,12 @@ impl Sql {
                 "pg_catalog.pg_read_binary_file(text)",
                 "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
             ] {
-                self.execute("granting pg_rewind's functions", &format!("GRANT EXECUTE ON FUNCTION {f} TO {who}"), self.timeout)
-                    .await?;
+                self.execute(
+                    "granting pg_rewind's functions",
+                    &format!("GRANT EXECUTE ON FUNCTION {f} TO {who}"),
+                    self.timeout,
+                )
+                .await?;
             }
         }
         for u in extra {
@@ -531,7 +538,11 @@ async fn timed_raw<T>(limit: Duration, fut: impl Future<Output = Result<T, tokio
     }
 }
 
-async fn timed<T>(what: &'static str, limit: Duration, fut: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T> {
+async fn timed<T>(
+    what: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
     timed_raw(limit, fut).await.map_err(|e| e.into_error(what, limit))
 }
 
@@ -578,7 +589,9 @@ pub fn role_options(options: &[String]) -> Result<Vec<String>> {
             let words: Vec<String> = o.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
             match words.as_slice() {
                 [w] if KEYWORDS.contains(&w.as_str()) => Ok(w.clone()),
-                [c, l, n] if c == "CONNECTION" && l == "LIMIT" && n.parse::<i32>().is_ok() => Ok(format!("CONNECTION LIMIT {n}")),
+                [c, l, n] if c == "CONNECTION" && l == "LIMIT" && n.parse::<i32>().is_ok() => {
+                    Ok(format!("CONNECTION LIMIT {n}"))
+                }
                 _ => Err(PgError::Settings(format!("unknown role option {o:?}"))),
             }
         })

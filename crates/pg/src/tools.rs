@@ -68,7 +68,8 @@ pub async fn controldata(bin_dir: &Path, data_dir: &Path) -> DataDir {
 pub async fn initdb(settings: &PgSettings, extra_args: &[String]) -> Result<()> {
     let program = settings.program("initdb");
     let mut cmd = Command::new(&program);
-    cmd.arg(format!("--pgdata={}", settings.data_dir.display())).arg(format!("--username={}", settings.superuser.username));
+    cmd.arg(format!("--pgdata={}", settings.data_dir.display()))
+        .arg(format!("--username={}", settings.superuser.username));
     // Kept alive until initdb has finished; dropping it removes the file.
     let mut pwfile = None;
     if let Some(password) = &settings.superuser.password {
@@ -90,7 +91,9 @@ pub async fn basebackup(settings: &PgSettings, from: &Upstream) -> Result<()> {
     let dir = &settings.data_dir;
     match is_empty_dir(dir) {
         Ok(true) => {}
-        Ok(false) => return Err(PgError::DataDir { path: dir.clone(), reason: "not empty; refusing to clone into it".into() }),
+        Ok(false) => {
+            return Err(PgError::DataDir { path: dir.clone(), reason: "not empty; refusing to clone into it".into() })
+        }
         Err(e) => return Err(PgError::io("listing", dir, e)),
     }
     let program = settings.program("pg_basebackup");

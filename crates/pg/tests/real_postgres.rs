@@ -17,8 +17,8 @@ use nix::unistd::{chown, geteuid, Pid, User};
 use rampart_core::observe::ClusterState;
 use rampart_core::{DataDir, PgProcess, StartRole, StopMode, Upstream};
 use rampart_pg::{
-    basebackup, controldata, initdb, observe_local, read_history, rewind, Credentials, ExtraUser, LocalConnect, PgSettings,
-    Postmaster, Probe, RewindOutcome, Sql, StopOutcome,
+    basebackup, controldata, initdb, observe_local, read_history, rewind, Credentials, ExtraUser, LocalConnect,
+    PgSettings, Postmaster, Probe, RewindOutcome, Sql, StopOutcome,
 };
 
 const TEST_NAME: &str = "primary_replica_promote_rewind";
@@ -145,8 +145,9 @@ async fn scenario(root: &Path, bin: &Path) {
 
     // Bootstrap the first member.
     assert_eq!(controldata(bin, &a.data_dir).await, DataDir::Empty);
-    let args: Vec<String> =
-        ["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--data-checksums", "--no-sync"].map(String::from).into();
+    let args: Vec<String> = ["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--data-checksums", "--no-sync"]
+        .map(String::from)
+        .into();
     initdb(&a, &args).await.unwrap();
     let ctl = control(&a).await;
     assert_eq!((ctl.state, ctl.timeline), (ClusterState::ShutDown, 1));
@@ -168,14 +169,18 @@ async fn scenario(root: &Path, bin: &Path) {
     assert!(local.process.is_primary(), "{local:?}");
 
     // Roles: created, then updated on a second run; their passwords work over SCRAM.
-    let extra = [ExtraUser { name: "app".into(), password: Some("app'pw\\x".into()), options: vec!["createdb".into()] }];
+    let extra =
+        [ExtraUser { name: "app".into(), password: Some("app'pw\\x".into()), options: vec!["createdb".into()] }];
     sql_a.create_roles(&a, &extra).await.unwrap();
     sql_a.create_roles(&a, &extra).await.unwrap();
     connect(&a, "app", "app'pw\\x").await;
     connect(&a, "postgres", "su'per:se\\cret").await;
     let admin = connect(&a, "rewinder", "rw\\pw").await;
     let can: bool = admin
-        .query_one("SELECT has_function_privilege('pg_read_binary_file(text, bigint, bigint, boolean)', 'execute')", &[])
+        .query_one(
+            "SELECT has_function_privilege('pg_read_binary_file(text, bigint, bigint, boolean)', 'execute')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -334,7 +339,8 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// Whether `pid` is a live (non-zombie) process running the postgres program.
 fn is_postgres(pid: u32) -> bool {
-    let exe_ok = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.file_name().is_some_and(|n| n == "postgres"));
+    let exe_ok =
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.file_name().is_some_and(|n| n == "postgres"));
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
         .unwrap_or(true);

@@ -1,0 +1,496 @@
+//! `EtcdDcs` against a real etcd (/usr/bin/etcd) started per test: the leader-lock races, lease
+//! expiry, Patroni's value formats, the watcher's recovery, and bounded failures.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_core::keys::ClusterPrefix;
+use rampart_core::model::{Failover, HistoryEntry, Status};
+use rampart_core::{Lsn, MemberData};
+use rampart_dcs::{Dcs, DcsError, EtcdDcs, EtcdOptions};
+use support::EtcdServer;
+use tokio::sync::Notify;
+use tokio::time::{sleep, timeout, Instant};
+
+const OP: Duration = Duration::from_millis(1500);
+
+fn options(endpoints: Vec<String>, op_timeout: Duration) -> EtcdOptions {
+    EtcdOptions { endpoints, op_timeout, ..Default::default() }
+}
+
+fn prefix() -> ClusterPrefix {
+    ClusterPrefix::new("/service", "test")
+}
+
+/// Logs of the crate under test, shown with `RUST_LOG=rampart_dcs=debug cargo test -- --nocapture`.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn node(etcd: &EtcdServer, name: &str, ttl: u64) -> EtcdDcs {
+    EtcdDcs::connect(options(vec![etcd.url()], OP), prefix(), name.to_string(), ttl).await.expect("connect")
+}
+
+fn dl() -> Instant {
+    Instant::now() + OP
+}
+
+fn member(name: &str, xlog: u64) -> MemberData {
+    MemberData {
+        conn_url: format!("postgres://127.0.0.1:5432/{name}"),
+        api_url: "http://127.0.0.1:8008/patroni".into(),
+        state: "running".into(),
+        role: "replica".into(),
+        xlog_location: Some(xlog),
+        timeline: Some(1),
+        ..Default::default()
+    }
+}
+
+/// The raw bytes of a key, read with a plain etcd client.
+async fn raw_get(etcd: &EtcdServer, key: &str) -> Option<(String, i64)> {
+    let mut client = etcd_client::Client::connect([etcd.url()], None).await.expect("raw client");
+    let resp = client.get(key, None).await.expect("raw get");
+    resp.kvs().first().map(|kv| (String::from_utf8(kv.value().to_vec()).expect("utf8"), kv.lease()))
+}
+
+async fn expect_wake(notify: &Notify, within: Duration, what: &str) {
+    timeout(within, notify.notified())
+        .await
+        .unwrap_or_else(|_| panic!("watcher did not wake within {within:?} for {what}"));
+}
+
+async fn expect_no_wake(notify: &Notify, during: Duration, what: &str) {
+    assert!(timeout(during, notify.notified()).await.is_err(), "watcher woke for {what}");
+}
+
+#[tokio::test]
+async fn leader_race_renew_release_and_shared_lease() {
+    init_logs();
+    let etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 10).await;
+    let b = node(&etcd, "b", 10).await;
+    a.touch_member(&member("a", 100), dl()).await.unwrap();
+    b.touch_member(&member("b", 90), dl()).await.unwrap();
+
+    let (ra, rb) = tokio::join!(a.acquire_leader(dl()), b.acquire_leader(dl()));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra ^ rb, "exactly one must win: a={ra} b={rb}");
+    let (winner, loser) = if ra { (&a, &b) } else { (&b, &a) };
+
+    assert!(winner.renew_leader(dl()).await.unwrap());
+    assert!(!loser.renew_leader(dl()).await.unwrap());
+    assert!(!loser.acquire_leader(dl()).await.unwrap());
+    assert!(!loser.release_leader(dl()).await.unwrap());
+    // Acquiring again what we already hold on our current lease is not a failure.
+    assert!(winner.acquire_leader(dl()).await.unwrap());
+    // A steady renewal only extends the lease: no write, so no new revision of the key.
+    let before = winner.read_cluster(dl()).await.unwrap().leader.unwrap().mod_revision;
+    assert!(winner.renew_leader(dl()).await.unwrap());
+    assert_eq!(winner.read_cluster(dl()).await.unwrap().leader.unwrap().mod_revision, before);
+
+    // One lease per node, shared by its member key and the leader key.
+    let cluster = winner.read_cluster(dl()).await.unwrap();
+    assert!(cluster.problems.is_empty(), "{:?}", cluster.problems);
+    let lock = cluster.leader.clone().expect("leader key");
+    assert_eq!(lock.name, winner.member_name());
+    assert_ne!(lock.lease, 0);
+    assert_eq!(Some(lock.lease), winner.lease_id());
+    assert_eq!(cluster.member(winner.member_name()).unwrap().lease, lock.lease);
+    assert_ne!(cluster.member(loser.member_name()).unwrap().lease, lock.lease);
+    assert!(cluster.revision > 0);
+
+    // Patroni's formats: the leader key is the bare name, the member key compact JSON.
+    let (leader_raw, leader_lease) = raw_get(&etcd, "/service/test/leader").await.unwrap();
+    assert_eq!(leader_raw, winner.member_name());
+    assert_eq!(leader_lease, lock.lease);
+    let (member_raw, _) = raw_get(&etcd, &format!("/service/test/members/{}", winner.member_name())).await.unwrap();
+    assert!(member_raw.starts_with("{\"conn_url\":\"postgres://127.0.0.1:5432/"), "{member_raw}");
+    assert!(!member_raw.contains(": ") && !member_raw.contains("\n"), "not compact: {member_raw}");
+    let parsed: serde_json::Value = serde_json::from_str(&member_raw).unwrap();
+    assert_eq!(parsed["role"], "replica");
+    assert_eq!(parsed["timeline"], 1);
+
+    // A TTL change moves both keys to a new lease at their next write.
+    let old_lease = lock.lease;
+    winner.set_ttl(12);
+    assert!(winner.renew_leader(dl()).await.unwrap());
+    winner.touch_member(&member(winner.member_name(), 101), dl()).await.unwrap();
+    let cluster = winner.read_cluster(dl()).await.unwrap();
+    let new_lease = cluster.leader.as_ref().unwrap().lease;
+    assert_ne!(new_lease, old_lease);
+    assert_eq!(Some(new_lease), winner.lease_id());
+    assert_eq!(cluster.member(winner.member_name()).unwrap().lease, new_lease);
+
+    // Release hands the lock over; member keys stay.
+    assert!(winner.release_leader(dl()).await.unwrap());
+    assert!(loser.acquire_leader(dl()).await.unwrap());
+    assert!(!winner.renew_leader(dl()).await.unwrap());
+    let cluster = loser.read_cluster(dl()).await.unwrap();
+    assert!(cluster.is_leader(loser.member_name()));
+    assert_eq!(cluster.members.len(), 2);
+
+    // A leader key that vanished (deleted by hand) is recreated by its holder's renewal.
+    let mut raw = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    raw.delete("/service/test/leader", None).await.unwrap();
+    assert!(loser.renew_leader(dl()).await.unwrap());
+    assert!(loser.read_cluster(dl()).await.unwrap().is_leader(loser.member_name()));
+}
+
+#[tokio::test]
+async fn leader_key_expires_when_the_holder_stops_refreshing() {
+    init_logs();
+    let etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 3).await;
+    let b = node(&etcd, "b", 3).await;
+    a.touch_member(&member("a", 1), dl()).await.unwrap();
+    assert!(a.acquire_leader(dl()).await.unwrap());
+    let acquired = Instant::now();
+    assert!(!b.acquire_leader(dl()).await.unwrap());
+
+    // `a` goes silent; `b` watches the key disappear together with a's member key.
+    loop {
+        let cluster = b.read_cluster(dl()).await.unwrap();
+        if cluster.leader.is_none() {
+            assert!(cluster.member("a").is_none(), "member key shares the lease");
+            break;
+        }
+        assert!(acquired.elapsed() < Duration::from_secs(8), "leader key still there after 8 s");
+        sleep(Duration::from_millis(100)).await;
+    }
+    let gone_after = acquired.elapsed();
+    assert!(gone_after >= Duration::from_secs(2), "expired too early: {gone_after:?}");
+
+    assert!(b.acquire_leader(dl()).await.unwrap());
+    // The old holder's lease is gone: its refresh grants a new one, and its renewal fails.
+    assert!(!a.renew_leader(dl()).await.unwrap());
+    let lease = a.lease_id().unwrap();
+    a.touch_member(&member("a", 2), dl()).await.unwrap();
+    assert_eq!(b.read_cluster(dl()).await.unwrap().member("a").unwrap().lease, lease);
+}
+
+#[tokio::test]
+async fn initialize_race_config_cas_and_other_keys() {
+    init_logs();
+    let etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 10).await;
+    let b = node(&etcd, "b", 10).await;
+
+    let (ra, rb) = tokio::join!(a.try_initialize("", dl()), b.try_initialize("", dl()));
+    assert!(ra.unwrap() ^ rb.unwrap(), "exactly one bootstrap winner");
+    assert_eq!(a.read_cluster(dl()).await.unwrap().initialize.as_deref(), Some(""));
+    a.cancel_initialize(dl()).await.unwrap();
+    assert_eq!(a.read_cluster(dl()).await.unwrap().initialize, None);
+    assert!(b.try_initialize("", dl()).await.unwrap());
+    b.set_initialize("7301234567890123456", dl()).await.unwrap();
+    assert_eq!(raw_get(&etcd, "/service/test/initialize").await.unwrap(), ("7301234567890123456".into(), 0));
+    assert!(!a.try_initialize("", dl()).await.unwrap());
+
+    let config = r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#;
+    assert!(a.set_config_if_absent(config, dl()).await.unwrap());
+    assert!(!b.set_config_if_absent(r#"{"ttl":99}"#, dl()).await.unwrap());
+    let first = a.read_cluster(dl()).await.unwrap();
+    assert!(first.config.is_some(), "{:?}", first.problems);
+    let stale = first.config_revision;
+    assert!(a.set_config(r#"{"ttl":20,"loop_wait":10,"retry_timeout":10}"#, Some(stale), dl()).await.unwrap());
+    assert!(!b.set_config(r#"{"ttl":40}"#, Some(stale), dl()).await.unwrap(), "stale revision must lose");
+    assert_eq!(
+        raw_get(&etcd, "/service/test/config").await.unwrap().0,
+        r#"{"ttl":20,"loop_wait":10,"retry_timeout":10}"#
+    );
+    assert!(b.set_config(config, None, dl()).await.unwrap());
+
+    let status = Status { optime: 50331968, slots: [("b".to_string(), 50331000)].into(), retain_slots: vec![] };
+    a.write_status(&status, dl()).await.unwrap();
+    assert_eq!(
+        raw_get(&etcd, "/service/test/status").await.unwrap().0,
+        r#"{"optime":50331968,"slots":{"b":50331000}}"#
+    );
+    let history = vec![HistoryEntry {
+        timeline: 1,
+        lsn: Lsn(50331808),
+        reason: "no recovery target specified".into(),
+        timestamp: Some("2024-01-01T00:00:00+00:00".into()),
+        new_leader: Some("a".into()),
+    }];
+    a.write_history(&history, dl()).await.unwrap();
+    assert_eq!(
+        raw_get(&etcd, "/service/test/history").await.unwrap().0,
+        r#"[[1,50331808,"no recovery target specified","2024-01-01T00:00:00+00:00","a"]]"#
+    );
+    let failover = Failover { leader: Some("a".into()), member: Some("b".into()), scheduled_at: None };
+    a.set_failover(&failover, dl()).await.unwrap();
+
+    let cluster = b.read_cluster(dl()).await.unwrap();
+    assert!(cluster.problems.is_empty(), "{:?}", cluster.problems);
+    assert_eq!(cluster.status, status);
+    assert_eq!(cluster.history, history);
+    assert_eq!(cluster.failover, Some(failover));
+    assert_eq!(cluster.timeline(), 2);
+
+    b.clear_failover(dl()).await.unwrap();
+    assert_eq!(raw_get(&etcd, "/service/test/failover").await.unwrap().0, "{}");
+    assert_eq!(b.read_cluster(dl()).await.unwrap().failover, None);
+
+    a.touch_member(&member("a", 1), dl()).await.unwrap();
+    a.delete_member(dl()).await.unwrap();
+    assert!(a.read_cluster(dl()).await.unwrap().member("a").is_none());
+
+    // Another cluster's keys are out of reach of delete_cluster.
+    let other =
+        EtcdDcs::connect(options(vec![etcd.url()], OP), ClusterPrefix::new("/service", "test2"), "x".into(), 10)
+            .await
+            .unwrap();
+    other.set_initialize("1", dl()).await.unwrap();
+    a.delete_cluster(dl()).await.unwrap();
+    assert_eq!(a.read_cluster(dl()).await.unwrap().initialize, None);
+    assert_eq!(other.read_cluster(dl()).await.unwrap().initialize.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn watcher_wakes_on_leader_changes_only_for_relevant_events() {
+    init_logs();
+    let etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 10).await;
+    let b = node(&etcd, "b", 10).await;
+    let notify = Arc::new(Notify::new());
+    let watcher = b.spawn_watcher(notify.clone());
+    expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
+
+    a.touch_member(&member("a", 1), dl()).await.unwrap();
+    expect_wake(&notify, Duration::from_secs(2), "a member joining").await;
+    a.touch_member(&member("a", 2), dl()).await.unwrap();
+    expect_no_wake(&notify, Duration::from_millis(500), "a member's routine update").await;
+
+    let started = Instant::now();
+    assert!(a.acquire_leader(dl()).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(2), "the leader key appearing").await;
+    assert!(started.elapsed() < Duration::from_millis(1500), "wake took {:?}", started.elapsed());
+
+    assert!(a.renew_leader(dl()).await.unwrap());
+    expect_no_wake(&notify, Duration::from_millis(500), "a renewal that changes nothing").await;
+
+    assert!(a.release_leader(dl()).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(2), "the leader key vanishing").await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn watcher_survives_etcd_restart() {
+    init_logs();
+    let mut etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 10).await;
+    let b = node(&etcd, "b", 10).await;
+    let notify = Arc::new(Notify::new());
+    let watcher = b.spawn_watcher(notify.clone());
+    expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
+    a.touch_member(&member("a", 1), dl()).await.unwrap();
+    expect_wake(&notify, Duration::from_secs(2), "a member joining").await;
+
+    etcd.kill();
+    sleep(Duration::from_millis(500)).await;
+    etcd.restart().await;
+    // Written possibly before the watcher is back: resuming from the last revision catches it.
+    assert!(a.acquire_leader(Instant::now() + Duration::from_secs(5)).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(6), "the leader key after a restart").await;
+
+    // And it keeps following later changes.
+    assert!(a.release_leader(dl()).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(3), "the release after a restart").await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn watcher_starts_afresh_after_compaction_or_a_rebuilt_store() {
+    init_logs();
+    let mut etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 10).await;
+    let notify = Arc::new(Notify::new());
+    let watcher = a.spawn_watcher(notify.clone());
+    expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
+    a.touch_member(&member("a", 1), dl()).await.unwrap();
+    expect_wake(&notify, Duration::from_secs(2), "a member joining").await;
+
+    // While the watcher cannot reach etcd (it is served on another port for a moment), history
+    // moves on and is compacted, so the watcher's resume revision no longer exists.
+    let port = etcd.client_port();
+    etcd.kill();
+    etcd.use_client_port(support::free_port());
+    etcd.restart().await;
+    let mut raw = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    for i in 0..3 {
+        raw.put("/service/test/status", format!("{{\"optime\":{i}}}"), None).await.unwrap();
+    }
+    let revision = raw.get("/service/test/status", None).await.unwrap().header().unwrap().revision();
+    raw.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    etcd.kill();
+    etcd.use_client_port(port);
+    etcd.restart().await;
+
+    // Status writes never wake by themselves: this wake is the fresh start after the compaction.
+    expect_wake(&notify, Duration::from_secs(5), "the fresh start after a compaction").await;
+    assert!(a.acquire_leader(dl()).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(3), "the leader key after the fresh start").await;
+
+    // A store rebuilt from scratch is behind the watcher's revision: it must start afresh too,
+    // not wait for revisions that the new store will only reach much later.
+    etcd.kill();
+    etcd.wipe_data();
+    etcd.restart().await;
+    expect_wake(&notify, Duration::from_secs(5), "the fresh start on a rebuilt store").await;
+    a.touch_member(&member("a", 2), Instant::now() + Duration::from_secs(3)).await.unwrap();
+    expect_wake(&notify, Duration::from_secs(3), "a member joining the rebuilt store").await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn frozen_etcd_gives_timeouts_and_the_watch_recovers() {
+    init_logs();
+    let etcd = EtcdServer::start().await;
+    let op = Duration::from_millis(800);
+    let connect = |name: &str| EtcdDcs::connect(options(vec![etcd.url()], op), prefix(), name.into(), 10);
+    let (a, b) = (connect("a").await.unwrap(), connect("b").await.unwrap());
+    let notify = Arc::new(Notify::new());
+    let watcher = b.spawn_watcher(notify.clone());
+    expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
+
+    // A silent server: TCP is up but nothing answers. Calls must still return in time.
+    etcd.pause();
+    let started = Instant::now();
+    let err = a.read_cluster(a.op_deadline()).await.expect_err("frozen etcd cannot answer");
+    assert!(started.elapsed() < op + Duration::from_millis(500), "took {:?}", started.elapsed());
+    assert!(matches!(err, DcsError::Timeout { .. }), "{err}");
+    eprintln!("frozen: {err}");
+    assert!(err.to_string().contains(&etcd.url()), "{err}");
+    // Long enough for the watcher to notice that its stream went quiet.
+    sleep(Duration::from_secs(3)).await;
+    etcd.resume();
+
+    assert!(a.acquire_leader(Instant::now() + Duration::from_secs(3)).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(4), "the leader key after a freeze").await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn unreachable_etcd_fails_fast_with_a_clear_error() {
+    init_logs();
+    // Never started: connecting still works (lazily), every operation reports the endpoint.
+    let nobody = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let dcs = EtcdDcs::connect(options(vec![nobody.clone()], OP), prefix(), "a".into(), 10).await.unwrap();
+    let started = Instant::now();
+    let err = dcs.acquire_leader(dcs.op_deadline()).await.expect_err("no etcd there");
+    assert!(started.elapsed() < OP + Duration::from_millis(500), "took {:?}", started.elapsed());
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains(&nobody), "{err}");
+
+    // Killed while in use.
+    let mut etcd = EtcdServer::start().await;
+    let a = node(&etcd, "a", 10).await;
+    a.read_cluster(dl()).await.unwrap();
+    etcd.kill();
+    let started = Instant::now();
+    let err = a.read_cluster(a.op_deadline()).await.expect_err("etcd is gone");
+    assert!(started.elapsed() < OP + Duration::from_millis(500), "took {:?}", started.elapsed());
+    assert!(matches!(err, DcsError::Unreachable { .. } | DcsError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains(&etcd.url()), "{err}");
+    eprintln!("error shown to the operator: {err}");
+
+    // The same handle works again once etcd is back.
+    etcd.restart().await;
+    a.read_cluster(Instant::now() + Duration::from_secs(3)).await.unwrap();
+}
+
+#[tokio::test]
+async fn dead_and_frozen_endpoints_are_skipped_within_the_deadline() {
+    init_logs();
+    let etcd = EtcdServer::start().await;
+    // Refuses connections.
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    // Accepts TCP (the kernel completes the handshake) but never answers, like a frozen etcd.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let frozen = format!("http://127.0.0.1:{}", hole.local_addr().unwrap().port());
+    let live = etcd.url();
+    for endpoints in [
+        vec![frozen.clone(), dead.clone(), live.clone()],
+        vec![dead.clone(), frozen.clone(), live.clone()],
+        vec![live.clone(), frozen.clone(), dead.clone()],
+    ] {
+        let dcs = EtcdDcs::connect(options(endpoints.clone(), OP), prefix(), "a".into(), 10).await.unwrap();
+        for i in 0..8 {
+            dcs.touch_member(&member("a", i), dcs.op_deadline())
+                .await
+                .unwrap_or_else(|e| panic!("touch {i} with {endpoints:?}: {e}"));
+            dcs.read_cluster(dcs.op_deadline()).await.unwrap_or_else(|e| panic!("read {i} with {endpoints:?}: {e}"));
+        }
+        // The watcher also finds the live endpoint.
+        let notify = Arc::new(Notify::new());
+        let watcher = dcs.spawn_watcher(notify.clone());
+        expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
+        watcher.abort();
+    }
+}
+
+#[tokio::test]
+async fn password_authentication() {
+    init_logs();
+    let mut etcd = EtcdServer::start().await;
+    let mut root = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    root.user_add("root", "s3cret-pw", None).await.unwrap();
+    root.user_grant_role("root", "root").await.unwrap();
+    root.auth_enable().await.unwrap();
+
+    let with = |password: Option<&str>| {
+        let mut o = options(vec![etcd.url()], OP);
+        o.username = password.map(|_| "root".to_string());
+        o.password = password.map(str::to_string);
+        EtcdDcs::connect(o, prefix(), "a".into(), 10)
+    };
+    let good = with(Some("s3cret-pw")).await.unwrap();
+    assert!(good.acquire_leader(dl()).await.unwrap());
+    assert!(good.read_cluster(dl()).await.unwrap().is_leader("a"));
+
+    let bad = with(Some("wrong-pw")).await.unwrap();
+    let err = bad.read_cluster(dl()).await.expect_err("wrong password");
+    assert!(matches!(err, DcsError::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong-pw"), "{err}");
+    eprintln!("wrong password: {err}");
+
+    let anonymous = with(None).await.unwrap();
+    let err = anonymous.touch_member(&member("a", 1), dl()).await.expect_err("no credentials");
+    assert!(matches!(err, DcsError::Auth { .. }), "{err}");
+    eprintln!("no credentials: {err}");
+
+    // etcd forgets its tokens on restart; the client authenticates again by itself.
+    etcd.kill();
+    etcd.restart().await;
+    assert!(good.renew_leader(Instant::now() + Duration::from_secs(3)).await.unwrap());
+}
+
+#[tokio::test]
+async fn mutual_tls() {
+    let etcd = EtcdServer::start_tls().await;
+    let tls = etcd.tls().unwrap();
+    let mut o = options(vec![etcd.url().replace("https://", "")], OP);
+    o.ca_file = Some(tls.ca.clone());
+    o.cert_file = Some(tls.client_cert.clone());
+    o.key_file = Some(tls.client_key.clone());
+    let dcs = EtcdDcs::connect(o.clone(), prefix(), "a".into(), 10).await.unwrap();
+    // The server may still be electing itself: allow for that once.
+    assert!(dcs.acquire_leader(Instant::now() + Duration::from_secs(5)).await.unwrap());
+    assert!(dcs.read_cluster(dl()).await.unwrap().is_leader("a"));
+
+    o.ca_file = Some("/nonexistent/ca.pem".into());
+    let err = EtcdDcs::connect(o, prefix(), "a".into(), 10).await.expect_err("unreadable CA");
+    assert!(matches!(err, DcsError::Config { .. }), "{err}");
+}
