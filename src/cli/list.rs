@@ -173,6 +173,34 @@ pub fn render_json(scope: &str, cluster: &Cluster) -> Value {
     )
 }
 
+/// Reads the cluster named by the configuration file from the DCS and prints it.
+pub fn run(path: &std::path::Path, format: crate::Format) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use rampart_dcs::Dcs;
+    let loaded = rampart_config::load(path)?;
+    let cfg = loaded.config;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cluster = rt
+        .block_on(async {
+            let dynamic = cfg.bootstrap_dcs();
+            let dcs = rampart_dcs::EtcdDcs::connect(
+                crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
+                cfg.prefix(),
+                cfg.name.clone(),
+                dynamic.ttl,
+            )
+            .await?;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(dynamic.retry_timeout.max(3));
+            dcs.read_cluster(deadline).await.map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("reading cluster '{}' from etcd ({})", cfg.scope, cfg.etcd_endpoints().join(",")))?;
+    match format {
+        crate::Format::Pretty => print!("{}", render_table(&cfg.scope, &cluster)),
+        crate::Format::Json => println!("{}", render_json(&cfg.scope, &cluster)),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,32 +255,4 @@ mod tests {
         assert_eq!(v[1]["State"], "streaming");
         assert_eq!(v[1]["TL"], 2);
     }
-}
-
-/// Reads the cluster named by the configuration file from the DCS and prints it.
-pub fn run(path: &std::path::Path, format: crate::Format) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use rampart_dcs::Dcs;
-    let loaded = rampart_config::load(path)?;
-    let cfg = loaded.config;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let cluster = rt
-        .block_on(async {
-            let dynamic = cfg.bootstrap_dcs();
-            let dcs = rampart_dcs::EtcdDcs::connect(
-                crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
-                cfg.prefix(),
-                cfg.name.clone(),
-                dynamic.ttl,
-            )
-            .await?;
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(dynamic.retry_timeout.max(3));
-            dcs.read_cluster(deadline).await.map_err(anyhow::Error::from)
-        })
-        .with_context(|| format!("reading cluster '{}' from etcd ({})", cfg.scope, cfg.etcd_endpoints().join(",")))?;
-    match format {
-        crate::Format::Pretty => print!("{}", render_table(&cfg.scope, &cluster)),
-        crate::Format::Json => println!("{}", render_json(&cfg.scope, &cluster)),
-    }
-    Ok(())
 }

@@ -1,0 +1,94 @@
+# Rampart: build, test and demo entry points. `make help` lists them; README.md explains them.
+#
+# Tests run in three passes, each only when the previous one passed:
+#   test-unit  unit tests of every crate and of the binary (--lib --bins), in parallel;
+#   test-doc   doctests;
+#   test-e2e   integration tests (tests/*.rs of every package), ONE AT A TIME: each e2e test
+#              starts its own etcd and PostgreSQL cluster on loopback ports.
+# cargo-nextest is used when installed (one process per test, per-test timeouts, see
+# .config/nextest.toml); otherwise plain `cargo test` with --test-threads=1 for the e2e pass.
+# Before and after the tests, scripts/reap-test-procs.sh stops processes of e2e tests that were
+# killed before their own clean-up could run.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Extra arguments for every test pass, e.g. `make test TEST_ARGS='failover'` (a name filter).
+TEST_ARGS ?=
+# `auto`: nextest when `cargo nextest` works; `yes`/`no` to force.
+USE_NEXTEST ?= auto
+ifeq ($(USE_NEXTEST),auto)
+  NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes || echo no)
+else
+  NEXTEST := $(USE_NEXTEST)
+endif
+NEXTEST_PROFILE ?= default
+
+export RUST_BACKTRACE ?= 1
+
+# The test passes must run one after the other even under `make -j`.
+.NOTPARALLEL:
+
+.PHONY: help setup build release demo test test-unit test-doc test-e2e bench check reap
+
+help:
+	@echo 'make demo    set up, build the release binary, run `rampart demo`'
+	@echo 'make test    set up, build and run every test (unit, doc, then e2e serially)'
+	@echo 'make check   cargo fmt --check and clippy'
+	@echo 'make bench   failover benchmark (placeholder)'
+	@echo 'make setup   install system packages, the postgres user and the Patroni venv'
+	@echo 'make reap    stop processes and remove directories left by killed e2e tests'
+
+setup:
+	bash scripts/setup.sh
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release
+
+demo: setup release
+	target/release/rampart demo
+
+test: setup
+	@bash scripts/reap-test-procs.sh
+	@rc=0; $(MAKE) --no-print-directory test-unit test-doc test-e2e || rc=$$?; \
+	  bash scripts/reap-test-procs.sh; \
+	  if [[ $$rc -eq 0 ]]; then echo 'make test: all test passes succeeded'; \
+	  else echo "make test: FAILED (exit $$rc)" >&2; fi; \
+	  exit $$rc
+
+ifeq ($(NEXTEST),yes)
+test-unit:
+	$(CARGO) nextest run --profile $(NEXTEST_PROFILE) --workspace --lib --bins --no-tests=fail $(TEST_ARGS)
+
+test-e2e:
+	$(CARGO) nextest run --profile $(NEXTEST_PROFILE) --workspace -E 'kind(test)' --test-threads 1 --no-tests=fail $(TEST_ARGS)
+else
+test-unit:
+	$(CARGO) test --workspace --lib --bins $(if $(TEST_ARGS),-- $(TEST_ARGS))
+
+test-e2e:
+	$(CARGO) test --workspace --test '*' -- --test-threads=1 $(TEST_ARGS)
+endif
+
+test-doc:
+	$(CARGO) test --workspace --doc $(if $(TEST_ARGS),-- $(TEST_ARGS))
+
+# Placeholder: the failover benchmark (bench/) is a later task; TODO(lead): point this at it.
+bench: setup release
+	@if [[ -x bench/failover/run ]]; then bench/failover/run; \
+	else echo 'make bench: bench/failover is not written yet; nothing to run'; fi
+
+check:
+	$(CARGO) fmt --all -- --check
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
+	  echo '$(CARGO) clippy --workspace --all-targets -- -D warnings'; \
+	  $(CARGO) clippy --workspace --all-targets -- -D warnings; \
+	else echo 'make check: clippy is not installed; skipped'; fi
+
+reap:
+	bash scripts/reap-test-procs.sh

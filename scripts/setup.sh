@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Installs what building, testing and demonstrating Rampart needs on Debian 12, and nothing when
+# it is all there already (then it only checks, in about a second). Safe to run any number of times.
+#
+#   * Debian packages: PostgreSQL 15, etcd, protoc, HAProxy, PgBouncer, network and process tools,
+#     make (apt-get update runs only when something is missing);
+#   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
+#   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
+#     Rampart is compatible with it: /opt/rampart-venv/bin/patronictl.
+#
+# Prints one line per thing it installs. Exits non-zero, saying what failed, if anything fails.
+# Environment: RAMPART_VENV (default /opt/rampart-venv), RAMPART_SKIP_VENV=1 skips the venv.
+set -euo pipefail
+
+VENV=${RAMPART_VENV:-/opt/rampart-venv}
+PIP_PACKAGES=('patroni[etcd3]' 'psycopg2-binary')
+PACKAGES=(
+    postgresql-15
+    etcd-server
+    etcd-client
+    protobuf-compiler
+    haproxy
+    pgbouncer
+    iproute2
+    iptables
+    procps
+    make
+)
+
+say() { echo "setup: $*"; }
+die() {
+    echo "setup: ERROR: $*" >&2
+    exit 1
+}
+
+SUDO=()
+if ((EUID != 0)); then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        NEED_ROOT=1
+    fi
+fi
+as_root() {
+    if [[ -n ${NEED_ROOT:-} ]]; then
+        die "this step needs root and sudo is not available: $*"
+    fi
+    "${SUDO[@]}" "$@"
+}
+
+installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
+# Whether apt knows a package that can be installed (a real one, not a purely virtual name).
+available() { [[ -n $(apt-cache madison "$1" 2>/dev/null) ]]; }
+
+venv_ready() {
+    [[ -x $VENV/bin/patronictl ]] && "$VENV/bin/python" -c 'import patroni, psycopg2' >/dev/null 2>&1
+}
+system_python_has_venv() {
+    [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1
+}
+
+command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 ||
+    die "this script is for Debian 12 (dpkg/apt-get not found)"
+
+# --- Debian packages -------------------------------------------------------------------------
+missing=()
+for p in "${PACKAGES[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+want_venv=
+if [[ -z ${RAMPART_SKIP_VENV:-} ]] && ! venv_ready; then
+    want_venv=1
+    if ! system_python_has_venv && ! installed python3-venv; then
+        missing+=(python3-venv)
+    fi
+fi
+# PostgreSQL's contrib modules are part of postgresql-15 on Debian 12; older and newer layouts
+# have a separate postgresql-contrib-15, installed when apt knows it.
+contrib_missing() { ! installed postgresql-contrib-15 && available postgresql-contrib-15; }
+if contrib_missing; then
+    missing+=(postgresql-contrib-15)
+fi
+
+if ((${#missing[@]} > 0)); then
+    apt_opts=(-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    export DEBIAN_FRONTEND=noninteractive
+    say "missing Debian packages: ${missing[*]}; running apt-get update"
+    as_root apt-get update -q -o DPkg::Lock::Timeout=600 >/dev/null ||
+        die "apt-get update failed (is a Debian mirror reachable?)"
+    if [[ ! " ${missing[*]} " =~ " postgresql-contrib-15 " ]] && contrib_missing; then
+        missing+=(postgresql-contrib-15)
+    fi
+    for p in "${missing[@]}"; do
+        available "$p" || die "apt has no package $p (is this Debian 12 with the main component enabled?)"
+    done
+    log=$(mktemp /tmp/rampart-setup-apt.XXXXXX)
+    if ! as_root apt-get install "${apt_opts[@]}" --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        die "apt-get install ${missing[*]} failed (full log: $log)"
+    fi
+    rm -f "$log"
+    for p in "${missing[@]}"; do
+        installed "$p" || die "$p is still not installed after apt-get install"
+        say "installed $p ($(dpkg-query -W -f='${Version}' "$p"))"
+    done
+fi
+
+for tool in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres /usr/bin/etcd /usr/bin/etcdctl; do
+    [[ -x $tool ]] || die "$tool is missing although its package is installed"
+done
+
+# --- the postgres OS user --------------------------------------------------------------------
+if ! getent passwd postgres >/dev/null; then
+    # The postgresql-common package normally creates it; do what it does.
+    getent group postgres >/dev/null || as_root groupadd --system postgres || die "groupadd postgres failed"
+    as_root useradd --system --gid postgres --home-dir /var/lib/postgresql --create-home \
+        --shell /bin/bash --comment "PostgreSQL administrator" postgres || die "useradd postgres failed"
+    say "created OS user postgres"
+fi
+
+# --- Patroni in a venv (for patronictl compatibility checks) ---------------------------------
+if [[ -n $want_venv ]]; then
+    python=/usr/bin/python3
+    system_python_has_venv || die "$python cannot create virtual environments (python3-venv missing?)"
+    if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        as_root rm -rf -- "$VENV"
+        as_root "$python" -m venv "$VENV" || die "creating the venv $VENV failed"
+        say "created Python venv $VENV"
+    fi
+    log=$(mktemp /tmp/rampart-setup-pip.XXXXXX)
+    if ! as_root "$VENV/bin/pip" install --disable-pip-version-check --no-input -q "${PIP_PACKAGES[@]}" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        die "pip install ${PIP_PACKAGES[*]} into $VENV failed (full log: $log)"
+    fi
+    rm -f "$log"
+    venv_ready || die "$VENV/bin/patronictl is still not usable after pip install"
+    say "installed ${PIP_PACKAGES[*]} into $VENV ($("$VENV/bin/patronictl" version 2>/dev/null | head -n 1))"
+fi
+
+# --- Rust toolchain (not installed here: CI and developers bring their own) ------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) first"
+
+if ((${#missing[@]} == 0)) && [[ -z $want_venv ]]; then
+    say "everything is already installed"
+fi

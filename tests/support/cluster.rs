@@ -1,0 +1,370 @@
+//! A whole test cluster: one etcd, n node configurations and n agents in one [`TestDir`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::agent::Agent;
+use super::config::NodeConfig;
+use super::dir::TestDir;
+use super::etcd::Etcd;
+
+/// How [`Cluster::start`] sets the cluster up.
+pub struct ClusterOptions {
+    /// The agent binary; defaults to the `rampart` Cargo built for this test.
+    pub bin: PathBuf,
+    pub scope: String,
+    pub namespace: String,
+    /// Default 10/1/3: fast failover, still `loop_wait + 2 * retry_timeout <= ttl`.
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub maximum_lag_on_failover: u64,
+    pub use_pg_rewind: bool,
+    /// Start the agents (default). When false only etcd runs and configs are written; use
+    /// [`Cluster::start_agent`].
+    pub start_agents: bool,
+    /// Pause between starting consecutive agents (default: none, they race for initialization).
+    pub stagger: Duration,
+    /// Called for every node's configuration before it is written.
+    pub tweak: Option<Box<dyn Fn(usize, NodeConfig) -> NodeConfig>>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            bin: super::rampart_bin(),
+            scope: "postgres".into(),
+            namespace: "/db/".into(),
+            ttl: 10,
+            loop_wait: 1,
+            retry_timeout: 3,
+            maximum_lag_on_failover: 1_048_576,
+            use_pg_rewind: true,
+            start_agents: true,
+            stagger: Duration::ZERO,
+            tweak: None,
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// Sets the per-node configuration hook.
+    pub fn tweak(mut self, f: impl Fn(usize, NodeConfig) -> NodeConfig + 'static) -> Self {
+        self.tweak = Some(Box::new(f));
+        self
+    }
+}
+
+/// One member of a [`Cluster`].
+#[derive(Debug)]
+pub struct Node {
+    pub config: NodeConfig,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub agent: Option<Agent>,
+}
+
+/// etcd plus n agents. Dropping it kills every agent first (so none restarts PostgreSQL), then
+/// every postmaster, then etcd, then removes the directory. If the test is panicking, the logs are
+/// dumped first.
+pub struct Cluster {
+    bin: PathBuf,
+    nodes: Vec<Node>,
+    etcd: Etcd,
+    // Declared last: dropped after everything that lives in it.
+    dir: TestDir,
+}
+
+impl Cluster {
+    /// Starts etcd, writes `n` node configs (`<dir>/node<i>/rampart.yml`) and, unless
+    /// `options.start_agents` is false, starts the `n` agents. Does not wait for PostgreSQL.
+    pub fn start(n: usize, options: ClusterOptions) -> Cluster {
+        let dir = TestDir::new("cluster");
+        let etcd = Etcd::start_in(&dir.join("etcd"));
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let node_dir = dir.subdir(format!("node{i}"));
+            let mut config = NodeConfig::new(i, &node_dir, &etcd.host())
+                .scope(&options.scope)
+                .namespace(&options.namespace)
+                .timing(options.ttl, options.loop_wait, options.retry_timeout)
+                .maximum_lag_on_failover(options.maximum_lag_on_failover)
+                .use_pg_rewind(options.use_pg_rewind);
+            if let Some(tweak) = &options.tweak {
+                config = tweak(i, config);
+            }
+            let config_path = node_dir.join("rampart.yml");
+            config.write(&config_path).unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
+            nodes.push(Node { config, config_path, log_path: node_dir.join("agent.log"), agent: None });
+        }
+        let mut cluster = Cluster { bin: options.bin, nodes, etcd, dir };
+        if options.start_agents {
+            for i in 0..n {
+                if i > 0 && !options.stagger.is_zero() {
+                    std::thread::sleep(options.stagger);
+                }
+                cluster.start_agent(i);
+            }
+        }
+        cluster
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].config.name
+    }
+
+    /// Index of the node called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.config.name == name)
+    }
+
+    pub fn pg_port(&self, i: usize) -> u16 {
+        self.nodes[i].config.pg_port
+    }
+
+    pub fn api_port(&self, i: usize) -> u16 {
+        self.nodes[i].config.api_port
+    }
+
+    pub fn config_path(&self, i: usize) -> &Path {
+        &self.nodes[i].config_path
+    }
+
+    pub fn log_path(&self, i: usize) -> &Path {
+        &self.nodes[i].log_path
+    }
+
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].config.data_dir
+    }
+
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    pub fn etcd_mut(&mut self) -> &mut Etcd {
+        &mut self.etcd
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keep the cluster directory after the test.
+    pub fn keep_dir(&mut self) {
+        self.dir.keep();
+    }
+
+    /// The DCS prefix, e.g. `/db/postgres/`.
+    pub fn dcs_prefix(&self) -> String {
+        self.nodes.first().map(|n| n.config.dcs_prefix()).unwrap_or_default()
+    }
+
+    /// The agent of node `i`; panics if it was never started.
+    pub fn agent(&self, i: usize) -> &Agent {
+        self.nodes[i].agent.as_ref().unwrap_or_else(|| panic!("agent {i} was not started"))
+    }
+
+    pub fn agent_mut(&mut self, i: usize) -> &mut Agent {
+        self.nodes[i].agent.as_mut().unwrap_or_else(|| panic!("agent {i} was not started"))
+    }
+
+    /// Starts node `i`'s agent. A previous handle is killed (agent only) and replaced; the new
+    /// agent inherits responsibility for the running postmaster, if any.
+    pub fn start_agent(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(mut old) = node.agent.take() {
+            old.kill_agent_tree();
+            old.disown_postmaster();
+        }
+        node.agent = Some(Agent::start(&self.bin, &node.config_path, &node.log_path));
+    }
+
+    /// SIGKILLs node `i`'s agent alone; PostgreSQL keeps running. The handle is kept, so the
+    /// postmaster is still stopped when the cluster is dropped.
+    pub fn kill_agent(&mut self, i: usize) {
+        self.agent_mut(i).sigkill();
+    }
+
+    /// SIGTERMs node `i`'s agent and waits up to `timeout` for it to exit; true if it did.
+    pub fn stop_agent(&mut self, i: usize, timeout: Duration) -> bool {
+        let agent = self.agent_mut(i);
+        agent.sigterm();
+        agent.wait_exit(timeout).is_some()
+    }
+
+    /// SIGKILLs node `i`'s postmaster (a PostgreSQL crash); returns its PID.
+    pub fn kill_postgres(&self, i: usize) -> Option<u32> {
+        self.agent(i).kill_postmaster()
+    }
+
+    /// Name of the leader according to the DCS leader key, if any.
+    pub fn leader_name(&self) -> Option<String> {
+        self.etcd.get(&format!("{}leader", self.dcs_prefix())).filter(|v| !v.is_empty())
+    }
+
+    /// Index of the leader according to the DCS leader key, if any.
+    pub fn leader_index(&self) -> Option<usize> {
+        self.leader_name().and_then(|n| self.index_of(&n))
+    }
+
+    /// Waits until the DCS names a leader that is one of our nodes.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Option<usize> {
+        let mut found = None;
+        super::wait_until(timeout, Duration::from_millis(200), || {
+            found = self.leader_index();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Nodes whose REST API answers `GET path` with `status` (e.g. `/primary`, 200).
+    pub fn nodes_answering(&self, path: &str, status: u16) -> Vec<usize> {
+        (0..self.len()).filter(|&i| super::http_status(self.api_port(i), "GET", path) == status).collect()
+    }
+
+    /// Nodes whose PostgreSQL answers `pg_is_in_recovery()` with `false`.
+    pub async fn primaries_by_sql(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for i in 0..self.len() {
+            if super::is_in_recovery(self.pg_port(i)).await == Some(false) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Waits until exactly one node is a primary by SQL; returns it.
+    pub async fn wait_for_single_primary(&self, timeout: Duration) -> Option<usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let p = self.primaries_by_sql().await;
+            if p.len() == 1 {
+                return Some(p[0]);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `patronictl -c <node 0's config> <args>`.
+    pub fn patronictl(&self, args: &[&str]) -> std::process::Output {
+        super::patronictl(self.config_path(0), args)
+    }
+
+    /// `<agent binary> <args>`, e.g. `["list", "-c", path]` as `OsStr`s.
+    pub fn rampart<I, S>(&self, args: I) -> std::process::Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        std::process::Command::new(&self.bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+    }
+
+    /// Prints the last lines of etcd's log and of every agent and PostgreSQL log to stderr.
+    pub fn dump_logs(&self) {
+        let lines = super::log_tail_lines();
+        let mut out = String::new();
+        out.push_str(&format!("\n===== [harness] logs of cluster in {} =====\n", self.dir().display()));
+        for node in &self.nodes {
+            out.push_str(&format!(
+                "----- node {} ({}): agent log {} -----\n{}\n",
+                node.config.index,
+                node.config.name,
+                node.log_path.display(),
+                super::tail_file(&node.log_path, lines)
+            ));
+            for pg_log in postgres_logs(&node.config) {
+                out.push_str(&format!(
+                    "----- node {} ({}): postgres log {} -----\n{}\n",
+                    node.config.index,
+                    node.config.name,
+                    pg_log.display(),
+                    super::tail_file(&pg_log, lines)
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "----- etcd log {} -----\n{}\n===== [harness] end of logs =====\n",
+            self.etcd.log_path().display(),
+            super::tail_file(&self.etcd.log_path(), lines.min(20))
+        ));
+        eprint!("{out}");
+    }
+}
+
+/// Likely PostgreSQL server logs of a node: `*.log` files in the node directory other than the
+/// agent log (rampart-pg writes `<name>-postgres.log` beside the data directory),
+/// `<data_dir>/postgres.log`, and the two newest files of `<data_dir>/log` and `<data_dir>/pg_log`
+/// (where `logging_collector` writes).
+fn postgres_logs(config: &NodeConfig) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&config.node_dir) {
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log") && p.file_name().is_some_and(|n| n != "agent.log"))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    let inside = config.data_dir.join("postgres.log");
+    if inside.is_file() {
+        out.push(inside);
+    }
+    for sub in ["log", "pg_log"] {
+        if let Ok(rd) = std::fs::read_dir(config.data_dir.join(sub)) {
+            let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+                .flatten()
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .filter(|(_, p)| p.is_file())
+                .collect();
+            files.sort();
+            let skip = files.len().saturating_sub(2);
+            out.extend(files.into_iter().skip(skip).map(|(_, p)| p));
+        }
+    }
+    out
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        // Agents first, all of them, so that no agent restarts a PostgreSQL we are stopping.
+        for node in &mut self.nodes {
+            if let Some(agent) = node.agent.as_mut() {
+                agent.kill_agent_tree();
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(mut agent) = node.agent.take() {
+                agent.kill_all();
+            }
+        }
+        // Then etcd and the directory, in field order.
+    }
+}

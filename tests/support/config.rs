@@ -1,0 +1,257 @@
+//! Patroni-format YAML configuration for one test node.
+//!
+//! Modelled on the configuration in seed 000 (the Patroni + HAProxy guide: scope, namespace, name,
+//! restapi, etcd3, bootstrap.dcs/initdb/pg_hba, postgresql, tags) with every address moved to
+//! 127.0.0.1, every port chosen by [`super::free_port`] and every path inside the node directory.
+
+use std::path::{Path, PathBuf};
+
+use super::process::chown_to_agent_user;
+
+/// Configuration of node `index`, rendered by [`NodeConfig::to_yaml`].
+/// Fields are public so tests can read them; the setters exist for chaining.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub index: usize,
+    pub scope: String,
+    pub namespace: String,
+    pub name: String,
+    pub api_port: u16,
+    pub pg_port: u16,
+    /// `etcd3.host`, e.g. `127.0.0.1:2379`.
+    pub etcd_host: String,
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub maximum_lag_on_failover: u64,
+    pub use_pg_rewind: bool,
+    /// The node's directory: holds data/, sock/, pgpass, the config and the logs.
+    pub node_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub pgpass: PathBuf,
+    pub socket_dir: PathBuf,
+    /// `postgresql.bin_dir`; `None` leaves it out of the file.
+    pub bin_dir: Option<PathBuf>,
+    /// Extra `postgresql.parameters` as (name, YAML scalar) pairs, appended after the defaults.
+    pub parameters: Vec<(String, String)>,
+    /// `tags` as (name, YAML scalar) pairs.
+    pub tags: Vec<(String, String)>,
+    /// Raw YAML appended at the end of the file (top-level sections a test needs).
+    pub extra_yaml: String,
+}
+
+impl NodeConfig {
+    /// Node `index` (named `node<index>`) with its files under `node_dir`, using etcd at
+    /// `etcd_host` (`127.0.0.1:<port>`). Picks free ports for the REST API and PostgreSQL.
+    /// Timing values are the seed's (ttl 30, loop_wait 10, retry_timeout 10); tests usually want
+    /// faster ones, see [`super::ClusterOptions`].
+    pub fn new(index: usize, node_dir: &Path, etcd_host: &str) -> NodeConfig {
+        NodeConfig {
+            index,
+            scope: "postgres".into(),
+            namespace: "/db/".into(),
+            name: format!("node{index}"),
+            api_port: super::free_port(),
+            pg_port: super::free_port(),
+            etcd_host: etcd_host.into(),
+            ttl: 30,
+            loop_wait: 10,
+            retry_timeout: 10,
+            maximum_lag_on_failover: 1_048_576,
+            use_pg_rewind: true,
+            node_dir: node_dir.to_path_buf(),
+            data_dir: node_dir.join("data"),
+            pgpass: node_dir.join("pgpass"),
+            socket_dir: node_dir.join("sock"),
+            bin_dir: Some(super::pg_bin_dir()),
+            parameters: Vec::new(),
+            tags: ["nofailover", "noloadbalance", "clonefrom", "nosync"]
+                .iter()
+                .map(|t| (t.to_string(), "false".to_string()))
+                .collect(),
+            extra_yaml: String::new(),
+        }
+    }
+
+    pub fn scope(mut self, scope: &str) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn ttl(mut self, secs: u64) -> Self {
+        self.ttl = secs;
+        self
+    }
+
+    pub fn loop_wait(mut self, secs: u64) -> Self {
+        self.loop_wait = secs;
+        self
+    }
+
+    pub fn retry_timeout(mut self, secs: u64) -> Self {
+        self.retry_timeout = secs;
+        self
+    }
+
+    /// Sets ttl, loop_wait and retry_timeout at once.
+    pub fn timing(self, ttl: u64, loop_wait: u64, retry_timeout: u64) -> Self {
+        self.ttl(ttl).loop_wait(loop_wait).retry_timeout(retry_timeout)
+    }
+
+    pub fn maximum_lag_on_failover(mut self, bytes: u64) -> Self {
+        self.maximum_lag_on_failover = bytes;
+        self
+    }
+
+    pub fn use_pg_rewind(mut self, on: bool) -> Self {
+        self.use_pg_rewind = on;
+        self
+    }
+
+    pub fn bin_dir(mut self, dir: Option<&Path>) -> Self {
+        self.bin_dir = dir.map(Path::to_path_buf);
+        self
+    }
+
+    /// Adds or replaces `postgresql.parameters.<name>`; `value` is a YAML scalar (`'on'`, `10`).
+    pub fn parameter(mut self, name: &str, value: &str) -> Self {
+        self.parameters.retain(|(n, _)| n != name);
+        self.parameters.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds or replaces `tags.<name>`; `value` is a YAML scalar (`true`, `1`, `'x'`).
+    pub fn tag(mut self, name: &str, value: &str) -> Self {
+        match self.tags.iter_mut().find(|(n, _)| n == name) {
+            Some(t) => t.1 = value.into(),
+            None => self.tags.push((name.into(), value.into())),
+        }
+        self
+    }
+
+    /// Appends raw top-level YAML (must end with a newline to be followed by more).
+    pub fn extra_yaml(mut self, yaml: &str) -> Self {
+        self.extra_yaml.push_str(yaml);
+        self
+    }
+
+    /// `127.0.0.1:<api_port>`.
+    pub fn api_address(&self) -> String {
+        format!("127.0.0.1:{}", self.api_port)
+    }
+
+    /// `127.0.0.1:<pg_port>`.
+    pub fn pg_address(&self) -> String {
+        format!("127.0.0.1:{}", self.pg_port)
+    }
+
+    /// The DCS key prefix of this cluster, e.g. `/db/postgres/` (Patroni's `<namespace>/<scope>/`).
+    pub fn dcs_prefix(&self) -> String {
+        match self.namespace.trim_matches('/') {
+            "" => format!("/{}/", self.scope),
+            ns => format!("/{ns}/{}/", self.scope),
+        }
+    }
+
+    /// The configuration as Patroni-format YAML.
+    pub fn to_yaml(&self) -> String {
+        let mut y = String::new();
+        let mut line = |s: String| {
+            y.push_str(&s);
+            y.push('\n');
+        };
+        line(format!("# Written by the Rampart e2e test harness for node {}.", self.index));
+        line(format!("scope: {}", q(&self.scope)));
+        line(format!("namespace: {}", q(&self.namespace)));
+        line(format!("name: {}", q(&self.name)));
+        line(String::new());
+        line("restapi:".into());
+        line(format!("  listen: {}", self.api_address()));
+        line(format!("  connect_address: {}", self.api_address()));
+        line(String::new());
+        line("etcd3:".into());
+        line(format!("  host: {}", self.etcd_host));
+        line(String::new());
+        line("bootstrap:".into());
+        line("  dcs:".into());
+        line(format!("    ttl: {}", self.ttl));
+        line(format!("    loop_wait: {}", self.loop_wait));
+        line(format!("    retry_timeout: {}", self.retry_timeout));
+        line(format!("    maximum_lag_on_failover: {}", self.maximum_lag_on_failover));
+        line("    postgresql:".into());
+        line(format!("      use_pg_rewind: {}", self.use_pg_rewind));
+        line("  initdb:".into());
+        line("    - auth: scram-sha-256".into());
+        line("    - encoding: UTF8".into());
+        line("    - data-checksums".into());
+        line("  pg_hba:".into());
+        line("    - local all all trust".into());
+        line(format!("    - host replication {} 127.0.0.1/32 scram-sha-256", super::REPLICATION_USER));
+        line("    - host all all 127.0.0.1/32 scram-sha-256".into());
+        line(String::new());
+        line("postgresql:".into());
+        line(format!("  listen: {}", self.pg_address()));
+        line(format!("  connect_address: {}", self.pg_address()));
+        line(format!("  data_dir: {}", qp(&self.data_dir)));
+        if let Some(bin) = &self.bin_dir {
+            line(format!("  bin_dir: {}", qp(bin)));
+        }
+        line(format!("  pgpass: {}", qp(&self.pgpass)));
+        line("  authentication:".into());
+        line("    replication:".into());
+        line(format!("      username: {}", super::REPLICATION_USER));
+        line(format!("      password: {}", q(super::REPLICATION_PASSWORD)));
+        line("    superuser:".into());
+        line(format!("      username: {}", super::SUPERUSER));
+        line(format!("      password: {}", q(super::SUPERUSER_PASSWORD)));
+        line("  parameters:".into());
+        line(format!("    unix_socket_directories: {}", qp(&self.socket_dir)));
+        line("    password_encryption: scram-sha-256".into());
+        for (name, value) in &self.parameters {
+            line(format!("    {name}: {value}"));
+        }
+        if !self.tags.is_empty() {
+            line(String::new());
+            line("tags:".into());
+            for (name, value) in &self.tags {
+                line(format!("  {name}: {value}"));
+            }
+        }
+        if !self.extra_yaml.is_empty() {
+            line(String::new());
+            y.push_str(&self.extra_yaml);
+        }
+        y
+    }
+
+    /// Creates the node, socket and (parent of the) data directories owned by the agent's user,
+    /// then writes [`NodeConfig::to_yaml`] to `path` (also owned by that user).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        super::dir::make_agent_dir(&self.node_dir);
+        super::dir::make_agent_dir(&self.socket_dir);
+        if let Some(parent) = self.data_dir.parent() {
+            super::dir::make_agent_dir(parent);
+        }
+        std::fs::write(path, self.to_yaml())?;
+        chown_to_agent_user(path)
+    }
+}
+
+/// A single-quoted YAML scalar.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn qp(p: &Path) -> String {
+    q(&p.to_string_lossy())
+}

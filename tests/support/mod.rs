@@ -1,0 +1,212 @@
+//! End-to-end test harness shared by the scenario tests under `tests/`.
+//!
+//! Every integration test file is its own crate and pulls this module in with `mod support;`.
+//! Not every test uses every helper, hence the crate-wide `allow` below.
+//!
+//! What the harness guarantees:
+//! * everything listens on 127.0.0.1 only, on ports chosen by [`free_port`];
+//! * every file lives in a [`TestDir`] under `/tmp`, owned by the `postgres` OS user when the
+//!   test runs as root (PostgreSQL refuses to run as root, so the agent runs as `postgres`);
+//! * every process the harness starts is stopped by its PID when its handle is dropped (etcd,
+//!   the agent and the postmaster recorded in `postmaster.pid`), never by name;
+//! * each process' PID is also written next to its log (`*.harness-pid`), so that
+//!   `scripts/reap-test-procs.sh` can stop what a killed test process left behind.
+//!
+//! Environment variables:
+//! * `RAMPART_KEEP_TEST_DIRS=1` keeps test directories (and prints their paths);
+//! * `RAMPART_AGENT_RUST_LOG` overrides the agents' `RUST_LOG` (default `info`);
+//! * `RAMPART_LOG_TAIL` is the number of lines [`Cluster::dump_logs`] prints per file (default 60);
+//! * `RAMPART_PG_BIN_DIR` overrides the PostgreSQL binary directory
+//!   (default `/usr/lib/postgresql/15/bin`);
+//! * `RAMPART_ETCD_BIN` / `RAMPART_ETCDCTL_BIN` override `/usr/bin/etcd` and `/usr/bin/etcdctl`.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod agent;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod dir;
+pub mod etcd;
+pub mod process;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use agent::Agent;
+pub use client::{
+    connect, connect_superuser, get_json, http_request, http_status, is_in_recovery, query_one_bool, HttpResponse,
+};
+pub use cluster::{Cluster, ClusterOptions, Node};
+pub use config::NodeConfig;
+pub use dir::TestDir;
+pub use etcd::Etcd;
+pub use process::{run_as, RunAs};
+
+/// Superuser credentials written into every [`NodeConfig`].
+pub const SUPERUSER: &str = "postgres";
+pub const SUPERUSER_PASSWORD: &str = "secretpassword";
+/// Replication credentials written into every [`NodeConfig`].
+pub const REPLICATION_USER: &str = "replicator";
+pub const REPLICATION_PASSWORD: &str = "rep-pass";
+
+/// The `rampart` binary Cargo built for this integration test.
+pub fn rampart_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rampart"))
+}
+
+/// Directory holding `initdb`, `pg_ctl`, `postgres`, ... (`RAMPART_PG_BIN_DIR` overrides).
+pub fn pg_bin_dir() -> PathBuf {
+    match std::env::var_os("RAMPART_PG_BIN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/usr/lib/postgresql/15/bin"),
+    }
+}
+
+/// `patronictl` from the venv `scripts/setup.sh` creates, if it is there.
+pub fn patronictl_bin() -> Option<PathBuf> {
+    let p = PathBuf::from("/opt/rampart-venv/bin/patronictl");
+    p.exists().then_some(p)
+}
+
+/// Runs `patronictl -c <config> <args>` from the venv `scripts/setup.sh` creates.
+pub fn patronictl(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let bin = patronictl_bin().expect("/opt/rampart-venv/bin/patronictl is missing: run scripts/setup.sh");
+    std::process::Command::new(&bin)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()))
+}
+
+/// Runs the `rampart` binary Cargo built for this test with `args` (e.g. `["list", "-c", ...]`).
+pub fn rampart<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(rampart_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", rampart_bin().display()))
+}
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A TCP port that is free on 127.0.0.1 right now and that this process has not handed out before.
+///
+/// Ports are drawn at random from 15000..32768, i.e. below Linux' default ephemeral range
+/// (32768..60999), so that an outgoing connection cannot take a port between the moment we pick it
+/// and the moment the server binds it, nor while a server is stopped and about to be restarted on
+/// the same port. Each candidate is checked by binding it. Falls back to binding port 0.
+pub fn free_port() -> u16 {
+    let low = 15000u16;
+    let high = ephemeral_low().clamp(low + 1000, 32768);
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let used = guard.get_or_insert_with(HashSet::new);
+    for _ in 0..200 {
+        let port = low + (random_u64() % u64::from(high - low)) as u16;
+        if used.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            used.insert(port);
+            return port;
+        }
+    }
+    loop {
+        let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        if used.insert(port) {
+            return port;
+        }
+    }
+}
+
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|w| w.parse().ok()))
+        .unwrap_or(32768)
+}
+
+/// A random number from the standard library's per-process random hash keys.
+pub fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+/// Calls `f` every `poll` until it returns true (→ `true`) or `timeout` has passed (→ `false`).
+/// `f` is always called at least once, and once more at the deadline.
+pub fn wait_until(timeout: Duration, poll: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(poll.min(deadline - now));
+    }
+}
+
+/// Async twin of [`wait_until`]: awaits `f()` every `poll` until it yields true or `timeout` passed.
+pub async fn wait_until_async<F, Fut>(timeout: Duration, poll: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+/// Whether `RAMPART_KEEP_TEST_DIRS` asks to keep test directories.
+pub fn keep_test_dirs() -> bool {
+    env_flag("RAMPART_KEEP_TEST_DIRS")
+}
+
+pub(crate) fn env_flag(name: &str) -> bool {
+    match std::env::var(name) {
+        Ok(v) => !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"),
+        Err(_) => false,
+    }
+}
+
+/// The last `lines` lines of a file, or a note saying why there are none.
+pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            all[start..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Number of log lines to print per file when dumping logs (`RAMPART_LOG_TAIL`, default 60).
+pub fn log_tail_lines() -> usize {
+    std::env::var("RAMPART_LOG_TAIL").ok().and_then(|v| v.parse().ok()).unwrap_or(60)
+}
