@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod dir;
 pub mod etcd;
+pub mod health;
 pub mod process;
 
 use std::collections::hash_map::RandomState;
