@@ -54,50 +54,14 @@ impl Agent {
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
         let _ = writeln!(log_file, "=== harness: starting {} agent {} ===", bin.display(), config.display());
-        let who = run_as();
-        let rust_log = std::env::var("RAMPART_AGENT_RUST_LOG").ok().filter(|v| !v.is_empty());
-        let path =
-            format!("{}:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", super::pg_bin_dir().display());
         let workdir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"));
         let exe = executable_for_agent(bin, workdir);
-        let mut cmd = Command::new(&exe);
+        let mut cmd = agent_user_command(&exe, workdir, env);
         cmd.arg("agent")
             .arg(config)
-            .current_dir(workdir)
-            .env("RUST_LOG", rust_log.as_deref().unwrap_or("info"))
-            .env("HOME", &who.home)
-            .env("USER", &who.user)
-            .env("LOGNAME", &who.user)
-            .env("PATH", path)
-            // Plain text logs: they go to a file, and the harness prints them on failure.
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone log handle"))
             .stderr(log_file);
-        for var in [
-            "PGHOST",
-            "PGHOSTADDR",
-            "PGPORT",
-            "PGUSER",
-            "PGPASSWORD",
-            "PGPASSFILE",
-            "PGDATABASE",
-            "PGDATA",
-            "PGSERVICE",
-            "PGSERVICEFILE",
-            "PGOPTIONS",
-            "PGSSLMODE",
-            "PGAPPNAME",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        if let Some((uid, gid)) = who.switch_to {
-            // std drops the supplementary groups when switching away from root.
-            cmd.uid(uid).gid(gid);
-        }
         let child =
             cmd.spawn().unwrap_or_else(|e| panic!("spawning {} agent {}: {e}", exe.display(), config.display()));
         write_pid_file(&pid_file_for(log), child.id());
@@ -298,4 +262,108 @@ pub fn data_dir_from_config(config: &Path) -> Option<PathBuf> {
         let v = v.unwrap_or_else(|| l.trim_start()["data_dir:".len()..].trim().trim_matches('"').to_owned());
         (!v.is_empty()).then(|| PathBuf::from(v))
     })
+}
+
+/// A command for `exe` that runs as the agent's OS user (the `postgres` user when the test runs as
+/// root) in `workdir`, with the environment [`Agent::start`] gives the agent: `RUST_LOG`
+/// (`RAMPART_AGENT_RUST_LOG` or `info`), that user's HOME/USER/LOGNAME, a PATH led by the
+/// PostgreSQL binaries, `NO_COLOR`, no PG* variables of the test's own environment, then `env`.
+pub fn agent_user_command(exe: &Path, workdir: &Path, env: &[(&str, &str)]) -> Command {
+    let who = run_as();
+    let rust_log = std::env::var("RAMPART_AGENT_RUST_LOG").ok().filter(|v| !v.is_empty());
+    let path =
+        format!("{}:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", super::pg_bin_dir().display());
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(workdir)
+        .env("RUST_LOG", rust_log.as_deref().unwrap_or("info"))
+        .env("HOME", &who.home)
+        .env("USER", &who.user)
+        .env("LOGNAME", &who.user)
+        .env("PATH", path)
+        // Plain text logs: they go to a file, and the harness prints them on failure.
+        .env("NO_COLOR", "1");
+    for var in [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGDATABASE",
+        "PGDATA",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+        "PGSSLMODE",
+        "PGAPPNAME",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some((uid, gid)) = run_as().switch_to {
+        // std drops the supplementary groups when switching away from root.
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// Runs `<bin> <args>` to completion as the agent's OS user, in `workdir` and with the agent's
+/// environment plus `env` (see [`agent_user_command`]), and returns what it printed.
+///
+/// For commands expected to end by themselves, such as an agent refusing its configuration. If it
+/// is still running after `timeout`, it and everything it started are SIGKILLed by PID and the
+/// test panics, with what it had printed so far.
+pub fn run_to_exit(
+    bin: &Path,
+    args: &[&std::ffi::OsStr],
+    workdir: &Path,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    let exe = executable_for_agent(bin, workdir);
+    let mut cmd = agent_user_command(&exe, workdir, env);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {} {args:?}: {e}", exe.display()));
+    // Drain both pipes on threads so a chatty child can never block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let Some(status) = status else {
+        let pid = child.id();
+        signal(pid, Signal::SIGSTOP);
+        let tree = descendants(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        for p in tree {
+            signal(p, Signal::SIGKILL);
+        }
+        let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+        let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+        panic!(
+            "`{} {args:?}` was still running after {timeout:?} and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+            exe.display()
+        );
+    };
+    std::process::Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }

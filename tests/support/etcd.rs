@@ -53,9 +53,16 @@ impl Etcd {
     /// Starts etcd with its files in `dir` (`dir/data`, `dir/etcd.log`; `dir` is created if
     /// missing) and waits until it is healthy.
     pub fn start_in(dir: &Path) -> Etcd {
+        Etcd::start_in_on_port(dir, super::free_port())
+    }
+
+    /// [`Etcd::start_in`] with the client listening on `client_port`, a port the test chose
+    /// itself (for example one an agent was told to use before any etcd ran there). The peer
+    /// port is picked by [`super::free_port`].
+    pub fn start_in_on_port(dir: &Path, client_port: u16) -> Etcd {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let mut etcd = Etcd {
-            client_port: super::free_port(),
+            client_port,
             peer_port: super::free_port(),
             dir: dir.to_path_buf(),
             child: None,
@@ -235,6 +242,16 @@ impl Etcd {
     pub fn put(&self, key: &str, value: &str) {
         let out = self.etcdctl(&["put", key, value]);
         assert!(out.status.success(), "etcdctl put {key} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Every key in etcd, sorted; panics when etcdctl fails (so that "no keys" really means none).
+    pub fn all_keys(&self) -> Vec<String> {
+        let out = self.etcdctl(&["get", "--from-key", "", "--keys-only"]);
+        assert!(out.status.success(), "etcdctl get --from-key '' failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut keys: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        keys.sort();
+        keys
     }
 
     /// All keys under `prefix`, sorted.
