@@ -129,6 +129,22 @@ impl Postgresql {
             }
         }
 
+        // A relative socket directory lives inside the data directory: pg_rewind, which copies
+        // every file of the leader's data directory, fails on the socket file there. Accepted (it
+        // is Patroni-valid and bootstraps fine) but worth knowing before the first rejoin.
+        if let Some(Json::String(dirs)) = parameters.get("unix_socket_directories") {
+            if dirs.split(',').map(str::trim).any(|d| !d.is_empty() && !d.starts_with('/')) {
+                c.warn(
+                    &["postgresql", "parameters", "unix_socket_directories"],
+                    format!(
+                        "{dirs:?} is relative, so the socket is created inside the data directory; \
+                         pg_rewind cannot copy socket files and a former primary will fail to rejoin. \
+                         Use an absolute directory outside data_dir"
+                    ),
+                );
+            }
+        }
+
         let pg_ctl_timeout = raw.pg_ctl_timeout.unwrap_or(DEFAULT_PG_CTL_TIMEOUT);
         if pg_ctl_timeout == 0 {
             return Err(c.problem(&["postgresql", "pg_ctl_timeout"], "must be at least 1 second"));

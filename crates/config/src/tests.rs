@@ -154,10 +154,10 @@ fn edit(line: usize, new: &str) -> String {
 #[test]
 fn seed_000_parses_with_the_right_values() {
     let loaded = parse(SEED_000, "seed.yml", no_env()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        loaded.warnings,
-        ["seed.yml:48: tab characters used for indentation (not valid YAML); read as 4 spaces"]
-    );
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    assert_eq!(loaded.warnings[0], "seed.yml:48: tab characters used for indentation (not valid YAML); read as 4 spaces");
+    // The seed puts the socket in the data directory ('.'), which breaks pg_rewind later.
+    assert!(loaded.warnings[1].contains("postgresql.parameters.unix_socket_directories"), "{:?}", loaded.warnings);
     let c = loaded.config;
     assert_eq!((c.scope.as_str(), c.namespace.as_str(), c.name.as_str()), ("postgres", "/db/", "postgres01"));
     assert_eq!(c.prefix().as_str(), "/db/postgres/");
@@ -549,4 +549,23 @@ fn load_reads_a_file() {
     let e = crate::load(&dir.join("missing.yml")).unwrap_err();
     assert!(e.to_string().contains("missing.yml: cannot read the configuration file"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn relative_socket_directory_warns_about_pg_rewind() {
+    let text = r#"
+scope: pg
+name: n1
+restapi: {listen: "127.0.0.1:8008"}
+etcd3: {host: "127.0.0.1:2379"}
+postgresql:
+  listen: "127.0.0.1:5432"
+  data_dir: /tmp/d
+  authentication: {replication: {username: r, password: p}}
+  parameters: {unix_socket_directories: '.'}
+"#;
+    let loaded = crate::parse(text, "n1.yml", std::iter::empty()).unwrap();
+    let w = loaded.warnings.iter().find(|w| w.contains("unix_socket_directories")).expect("a warning");
+    assert!(w.starts_with("n1.yml:10: "), "{w}");
+    assert!(w.contains("pg_rewind"), "{w}");
 }
