@@ -44,7 +44,10 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
     sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
     assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        (0..3).all(|i| support::health::status(&c, i).is_some_and(|s| s["xlog"]["replayed_location"].as_u64().is_some() || i == old))
+        (0..3).all(|i| {
+            support::health::status(&c, i)
+                .is_some_and(|s| s["xlog"]["replayed_location"].as_u64().is_some() || i == old)
+        })
     }));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -76,7 +79,11 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
     );
     let other = (0..3).find(|&i| i != old && i != new).unwrap();
     assert!(
-        support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || is_streaming_replica(&c, other, Some(2))),
+        support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || is_streaming_replica(
+            &c,
+            other,
+            Some(2)
+        )),
         "the other replica follows the new leader on timeline 2"
     );
     sql(c.pg_port(new), "INSERT INTO story VALUES (2)").await;
@@ -84,7 +91,11 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
     // The old leader comes back: its diverged WAL is rewound and it streams on timeline 2.
     c.start_agent(old);
     assert!(
-        support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || is_streaming_replica(&c, old, Some(2))),
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || is_streaming_replica(
+            &c,
+            old,
+            Some(2)
+        )),
         "old leader did not rejoin as a streaming replica on timeline 2"
     );
     let log = std::fs::read_to_string(c.log_path(old)).unwrap();
@@ -130,12 +141,20 @@ async fn clean_stop_of_the_leader_hands_over_without_waiting_for_the_lease() {
     assert_eq!(c.wait_for_leader(Duration::from_secs(5)), Some(new));
     assert_eq!(ids(c.pg_port(new)).await, vec![1], "nothing acknowledged was lost");
     let other = (0..3).find(|&i| i != old && i != new).unwrap();
-    assert!(support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || is_streaming_replica(&c, other, Some(2))));
+    assert!(support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || is_streaming_replica(
+        &c,
+        other,
+        Some(2)
+    )));
 
     // Restarted, the old leader follows the new one.
     c.start_agent(old);
     assert!(
-        support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || is_streaming_replica(&c, old, Some(2))),
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || is_streaming_replica(
+            &c,
+            old,
+            Some(2)
+        )),
         "old leader did not rejoin"
     );
 }
@@ -170,4 +189,27 @@ async fn dead_postmaster_is_restarted_in_place_and_primary_check_fails_meanwhile
     assert!(support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
         replicas.iter().all(|&r| is_streaming_replica(&c, r, Some(1)))
     }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_whose_agent_dies_is_not_joined_by_a_second_primary() {
+    let mut c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
+
+    // Only the agent dies: PostgreSQL keeps running and its replicas keep streaming from it.
+    c.kill_agent(old);
+    assert!(
+        support::wait_until(TTL + Duration::from_secs(5), Duration::from_millis(200), || c.leader_index().is_none()),
+        "the dead agent's lease expires"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.primaries_by_sql().await, vec![old], "no replica was promoted next to the live primary");
+    sql(c.pg_port(old), "INSERT INTO story VALUES (2)").await;
+
+    // Its agent comes back and takes the lock again as the running primary: nothing was lost.
+    c.start_agent(old);
+    assert_eq!(wait_healthy(&c, Duration::from_secs(60)), Some(old));
+    assert_eq!(timeline(&c, old), Some(1), "no promotion happened anywhere");
+    assert_eq!(ids(c.pg_port(old)).await, vec![1, 2]);
 }

@@ -6,6 +6,11 @@
 //! still reports itself a running primary, nobody races. Several members may still consider
 //! themselves healthiest (equal positions and priorities); the atomic create of the leader key
 //! then picks one.
+//!
+//! A replica whose WAL receiver is still streaming does not race either: it is connected to a
+//! primary that is evidently alive (for example one whose agent died while PostgreSQL kept
+//! running), and promoting next to it would make two writable primaries. A primary that fences
+//! itself, crashes or is stopped drops that connection, so a real failover is not held up.
 
 use crate::lsn::{Lsn, Timeline};
 use crate::model::Tags;
@@ -37,6 +42,8 @@ pub struct Candidate<'a> {
     pub max_lag: u64,
     /// `check_timeline`.
     pub check_timeline: bool,
+    /// Our WAL receiver is streaming from an upstream right now.
+    pub streaming: bool,
 }
 
 /// Decides whether this member is the healthiest, given what its peers reported.
@@ -44,6 +51,11 @@ pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
     if !me.tags.can_fail_over() {
         return Verdict::NotHealthiest(
             "not eligible for the leader race (nofailover or failover_priority <= 0)".into(),
+        );
+    }
+    if me.streaming {
+        return Verdict::NotHealthiest(
+            "still streaming from the former leader, whose PostgreSQL is therefore alive".into(),
         );
     }
     let lag = me.wal.lag_behind(me.cluster_optime);
@@ -104,6 +116,7 @@ mod tests {
             cluster_timeline: 1,
             max_lag: 100,
             check_timeline: false,
+            streaming: false,
         }
     }
 
@@ -130,6 +143,14 @@ mod tests {
             let got = judge(&c, &peers) == Verdict::Healthiest;
             assert_eq!(got, want, "{name}: {:?}", judge(&c, &peers));
         }
+    }
+
+    #[test]
+    fn a_replica_still_streaming_does_not_race() {
+        let t = Tags::default();
+        let mut c = me(&t, 1000);
+        c.streaming = true;
+        assert!(matches!(judge(&c, &[]), Verdict::NotHealthiest(why) if why.contains("still streaming")));
     }
 
     #[test]

@@ -525,6 +525,7 @@ impl HaNode {
             cluster_timeline: cluster.timeline(),
             max_lag: self.config.maximum_lag_on_failover,
             check_timeline: self.config.check_timeline,
+            streaming: r.streaming,
         };
         let peers = obs.peers.unwrap_or(&[]);
         match election::judge(&me_cand, peers) {

@@ -292,17 +292,27 @@ fn peer(name: &str, wal: u64, primary: bool) -> PeerReport {
 fn healthiest_replica_races_when_there_is_no_leader() {
     let mut n = HaNode::new(settings());
     let c = cluster(None);
-    let l = replica(Some(5002), 1000);
+    let l = replica(None, 1000);
     let peers = [peer("n3", 990, false), PeerReport { name: "n2".into(), status: None }];
     let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
     assert_eq!(decide(&mut n, &o), vec![Action::AcquireLeader]);
 }
 
 #[test]
+fn replica_still_streaming_from_a_live_primary_does_not_race() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = replica(Some(5002), 1000);
+    let p = n.decide(&obs(0, &c, &l));
+    assert!(p.actions.is_empty());
+    assert!(p.message.contains("still streaming"), "{}", p.message);
+}
+
+#[test]
 fn lagging_replica_does_not_race() {
     let mut n = HaNode::new(settings());
     let c = cluster(None);
-    let l = replica(Some(5002), 990);
+    let l = replica(None, 990);
     let peers = [peer("n3", 1000, false)];
     let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
     let p = n.decide(&o);
