@@ -170,6 +170,8 @@ impl Agent {
         let obs = Observation { now: self.now(), dcs, local: &local, job: job.clone(), peers: peers.as_deref() };
         let plan = self.core.decide(&obs);
         self.log_plan(&plan);
+        // The lease follows the dynamic ttl; the change takes effect at the next lease write.
+        self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
         let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };
@@ -269,7 +271,7 @@ impl Agent {
             }
             Action::AcquireLeader => {
                 let held = self.dcs.acquire_leader(self.dcs_deadline()).await?;
-                self.core.advance(ActionResult::Leader { held, sent_at: sent });
+                self.core.advance(ActionResult::Leader { held, sent_at: sent, ttl_secs: self.core.config().ttl });
                 if held {
                     info!("acquired the leader lock");
                     self.wake.notify_one();
@@ -278,7 +280,7 @@ impl Agent {
             }
             Action::RenewLeader => {
                 let held = self.dcs.renew_leader(self.dcs_deadline()).await?;
-                self.core.advance(ActionResult::Leader { held, sent_at: sent });
+                self.core.advance(ActionResult::Leader { held, sent_at: sent, ttl_secs: self.core.config().ttl });
                 if !held {
                     warn!("the leader lock is no longer ours");
                     self.wake.notify_one();

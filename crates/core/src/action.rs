@@ -123,6 +123,10 @@ pub enum ActionResult {
         /// When the request was *sent*. etcd starts the lease's TTL only when it processes the
         /// request, which is later, so a deadline computed from this instant is conservative.
         sent_at: Millis,
+        /// TTL of the lease the lock is attached to after the operation. It can differ from the
+        /// dynamic `ttl` the core last saw (the lease moves to a new TTL only on a write), and the
+        /// fencing deadline must follow the lease, not the configuration.
+        ttl_secs: u64,
     },
     /// The leader key was released (or the release was attempted at shutdown).
     LeaderReleased,

@@ -49,8 +49,11 @@ pub struct NodeSettings {
 #[derive(Debug)]
 pub struct HaNode {
     s: NodeSettings,
-    /// The lock is ours until this instant (send time of the last confirmed renewal + ttl).
+    /// The lock is ours until this instant (send time of the last confirmed renewal + its
+    /// lease's TTL).
     leader_until: Option<Millis>,
+    /// TTL of the lease behind `leader_until`.
+    lease_ttl: u64,
     /// Dynamic configuration last seen in the DCS (kept for cycles where the DCS is unreachable).
     config: DynamicConfig,
     /// We created `initialize` and must bootstrap.
@@ -83,6 +86,7 @@ impl HaNode {
         HaNode {
             s: settings,
             leader_until: None,
+            lease_ttl: config.ttl,
             config,
             won_initialize: false,
             fresh_copy: false,
@@ -110,7 +114,7 @@ impl HaNode {
     /// The instant by which a primary must have stopped taking writes if its lock has not been
     /// confirmed again. The driver bounds every DCS call so that it returns before this.
     pub fn fence_deadline(&self) -> Option<Millis> {
-        self.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.config.ttl))))
+        self.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.lease_ttl))))
     }
 
     /// Whether this node may present itself as leader at `now`.
@@ -125,8 +129,9 @@ impl HaNode {
     pub fn advance(&mut self, result: ActionResult) {
         match result {
             ActionResult::InitializeRace { won } => self.won_initialize = won,
-            ActionResult::Leader { held: true, sent_at } => {
-                self.leader_until = Some(sent_at.plus_secs(self.config.ttl))
+            ActionResult::Leader { held: true, sent_at, ttl_secs } => {
+                self.leader_until = Some(sent_at.plus_secs(ttl_secs));
+                self.lease_ttl = ttl_secs;
             }
             ActionResult::Leader { held: false, .. } => self.leader_until = None,
             ActionResult::LeaderReleased => self.leader_until = None,

@@ -182,7 +182,7 @@ fn leader_fences_itself_before_the_lease_can_expire() {
     let c = cluster(Some(ME));
     let l = primary();
     decide(&mut n, &obs(0, &c, &l));
-    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
     // ttl 30 s: the lock is ours until 30 s after the renewal was sent; fence 5 s earlier.
     assert_eq!(n.fence_deadline(), Some(Millis(25_000)));
     let down = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(10_000, &c, &l) };
@@ -195,11 +195,19 @@ fn leader_fences_itself_before_the_lease_can_expire() {
 }
 
 #[test]
+fn fence_deadline_follows_the_lease_ttl_not_the_configured_one() {
+    let mut n = HaNode::new(settings());
+    // The DCS config says ttl 30, but the lease the lock sits on was granted with 10 s.
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 10 });
+    assert_eq!(n.fence_deadline(), Some(Millis(10_000 - fence_margin_ms(10))));
+}
+
+#[test]
 fn fencing_wins_over_a_running_job() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some(ME));
     let l = primary();
-    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
     let mut o = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(26_000, &c, &l) };
     o.job = Some(JobState::Running(JobKind::Promote));
     assert_eq!(decide(&mut n, &o), vec![Action::Stop(StopMode::Immediate)]);
@@ -213,7 +221,7 @@ fn leader_next_cycle_never_later_than_fence_deadline() {
     });
     let c = Cluster { config: None, ..cluster(Some(ME)) };
     let l = primary();
-    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 10 });
     let p = n.decide(&obs(0, &c, &l));
     assert_eq!(p.next_cycle, Millis(10_000 - fence_margin_ms(10)));
 }
@@ -247,9 +255,9 @@ fn primary_demotes_when_someone_else_holds_the_lock() {
 #[test]
 fn failed_renewal_drops_the_belief_in_leadership() {
     let mut n = HaNode::new(settings());
-    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0) });
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
     assert_eq!(n.believed(Millis(1)), Believed::Leader);
-    n.advance(ActionResult::Leader { held: false, sent_at: Millis(5) });
+    n.advance(ActionResult::Leader { held: false, sent_at: Millis(5), ttl_secs: 30 });
     assert_eq!(n.believed(Millis(6)), Believed::NotLeader);
     assert_eq!(n.fence_deadline(), None);
 }
@@ -518,7 +526,7 @@ mod properties {
                         prop_assert!(dcs_ok && leader == Some(ME), "{a:?} while leader={leader:?} dcs_ok={dcs_ok}");
                     }
                     if matches!(a, Action::RenewLeader | Action::AcquireLeader) {
-                        n.advance(ActionResult::Leader { held: renew_ok, sent_at: Millis(now) });
+                        n.advance(ActionResult::Leader { held: renew_ok, sent_at: Millis(now), ttl_secs: 30 });
                     }
                 }
             }
@@ -529,7 +537,7 @@ mod properties {
         #[test]
         fn fence_deadline_is_honoured(renewed_at in 0u64..100_000, late in 0u64..60_000, dcs_ok in any::<bool>()) {
             let mut n = HaNode::new(settings());
-            n.advance(ActionResult::Leader { held: true, sent_at: Millis(renewed_at) });
+            n.advance(ActionResult::Leader { held: true, sent_at: Millis(renewed_at), ttl_secs: 30 });
             let deadline = n.fence_deadline().unwrap();
             let c = cluster(Some(ME));
             let l = primary();
