@@ -43,7 +43,12 @@ async fn three_nodes_become_one_leader_and_two_streaming_replicas() {
     for &r in &replicas {
         let replica = support::connect_superuser(c.pg_port(r)).await.unwrap();
         let seen = support::wait_until_async(Duration::from_secs(20), Duration::from_millis(100), || async {
-            replica.query_opt("SELECT what FROM story WHERE id = 1", &[]).await.ok().flatten().map(|row| row.get::<_, String>(0))
+            replica
+                .query_opt("SELECT what FROM story WHERE id = 1", &[])
+                .await
+                .ok()
+                .flatten()
+                .map(|row| row.get::<_, String>(0))
                 == Some("hello".to_string())
         })
         .await;

@@ -25,7 +25,9 @@ struct Round {
 
 /// Writes to every node directly, every 100 ms, until told to stop; keeps one connection per node
 /// and reconnects after failures.
-fn start_probe(c: &Cluster) -> (Arc<Mutex<Vec<Round>>>, Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>) {
+fn start_probe(
+    c: &Cluster,
+) -> (Arc<Mutex<Vec<Round>>>, Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>) {
     let ports: Vec<u16> = (0..c.len()).map(|i| c.pg_port(i)).collect();
     let rounds = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -39,7 +41,10 @@ fn start_probe(c: &Cluster) -> (Arc<Mutex<Vec<Round>>>, Arc<std::sync::atomic::A
             for (i, port) in ports.iter().enumerate() {
                 n += 1;
                 if conns[i].is_none() {
-                    conns[i] = tokio::time::timeout(Duration::from_secs(1), support::connect_superuser(*port)).await.ok().and_then(Result::ok);
+                    conns[i] = tokio::time::timeout(Duration::from_secs(1), support::connect_superuser(*port))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                 }
                 let Some(db) = &conns[i] else { continue };
                 let q = format!("INSERT INTO probe VALUES ({i}, {n})");
@@ -91,7 +96,10 @@ async fn lose_etcd_and_check(freeze: bool) {
         check_rounds(&r);
         let last = last_accept(&r, leader).expect("the leader accepted writes before the cut");
         let stopped_after = last.saturating_duration_since(cut);
-        println!("leader's last accepted write {stopped_after:?} after etcd was {}", if freeze { "frozen" } else { "stopped" });
+        println!(
+            "leader's last accepted write {stopped_after:?} after etcd was {}",
+            if freeze { "frozen" } else { "stopped" }
+        );
         assert!(last < cut + TTL, "the leader still accepted writes {stopped_after:?} after the cut (ttl {TTL:?})");
         for i in (0..3).filter(|&i| i != leader) {
             assert_eq!(last_accept(&r, i), None, "node {i} accepted writes while etcd was unreachable");
@@ -114,7 +122,10 @@ async fn lose_etcd_and_check(freeze: bool) {
     check_rounds(&r);
     let new = r.last().unwrap().accepted[0];
     println!("after etcd returned, node {new} accepts writes (the old leader was {leader})");
-    assert!(wait_healthy(&c, Duration::from_secs(90)).is_some(), "the cluster converges: one leader, two streaming replicas");
+    assert!(
+        wait_healthy(&c, Duration::from_secs(90)).is_some(),
+        "the cluster converges: one leader, two streaming replicas"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,7 +169,7 @@ impl Agent {
         };
         let obs = Observation { now: self.now(), dcs, local: &local, job: job.clone(), peers: peers.as_deref() };
         let plan = self.core.decide(&obs);
-        self.log_plan(&plan);
+        self.log_plan(&plan, cluster.is_err());
         // The lease follows the dynamic ttl; the change takes effect at the next lease write.
         self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
@@ -184,9 +184,12 @@ impl Agent {
         peers::fetch(&self.http, &others).await
     }
 
-    fn log_plan(&mut self, plan: &Plan) {
+    fn log_plan(&mut self, plan: &Plan, dcs_unavailable: bool) {
         // One line per cycle, as Patroni logs; repeats of a quiet steady state go to debug.
-        if plan.message != self.last_message || !plan.actions.is_empty() {
+        // A cycle decided without the DCS is always worth a warning: the cluster is blind.
+        if dcs_unavailable {
+            warn!("{}", plan.message);
+        } else if plan.message != self.last_message || !plan.actions.is_empty() {
             info!("{}", plan.message);
         } else {
             debug!("{}", plan.message);

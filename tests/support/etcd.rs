@@ -61,13 +61,8 @@ impl Etcd {
     /// port is picked by [`super::free_port`].
     pub fn start_in_on_port(dir: &Path, client_port: u16) -> Etcd {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        let mut etcd = Etcd {
-            client_port,
-            peer_port: super::free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-            own_dir: None,
-        };
+        let mut etcd =
+            Etcd { client_port, peer_port: super::free_port(), dir: dir.to_path_buf(), child: None, own_dir: None };
         etcd.start_again();
         etcd
     }

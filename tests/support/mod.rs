@@ -18,7 +18,8 @@
 //! * `RAMPART_LOG_TAIL` is the number of lines [`Cluster::dump_logs`] prints per file (default 60);
 //! * `RAMPART_PG_BIN_DIR` overrides the PostgreSQL binary directory
 //!   (default `/usr/lib/postgresql/15/bin`);
-//! * `RAMPART_ETCD_BIN` / `RAMPART_ETCDCTL_BIN` override `/usr/bin/etcd` and `/usr/bin/etcdctl`.
+//! * `RAMPART_ETCD_BIN` / `RAMPART_ETCDCTL_BIN` override `/usr/bin/etcd` and `/usr/bin/etcdctl`;
+//! * `RAMPART_HAPROXY_BIN` overrides `/usr/sbin/haproxy`.
 
 #![allow(dead_code, unused_imports)]
 
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod dir;
 pub mod etcd;
+pub mod haproxy;
 pub mod health;
 pub mod process;
 

@@ -155,7 +155,10 @@ fn edit(line: usize, new: &str) -> String {
 fn seed_000_parses_with_the_right_values() {
     let loaded = parse(SEED_000, "seed.yml", no_env()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
-    assert_eq!(loaded.warnings[0], "seed.yml:48: tab characters used for indentation (not valid YAML); read as 4 spaces");
+    assert_eq!(
+        loaded.warnings[0],
+        "seed.yml:48: tab characters used for indentation (not valid YAML); read as 4 spaces"
+    );
     // The seed puts the socket in the data directory ('.'), which breaks pg_rewind later.
     assert!(loaded.warnings[1].contains("postgresql.parameters.unix_socket_directories"), "{:?}", loaded.warnings);
     let c = loaded.config;
@@ -249,7 +252,10 @@ fn malformed_yaml_is_refused_with_its_line() {
 #[test]
 fn wrong_types_name_line_and_key() {
     let e = err(&edit(9, "  data_dir: /data\n  pg_ctl_timeout: soon"));
-    assert_eq!(e, "node1.yml:10: postgresql.pg_ctl_timeout: invalid type: string \"soon\", expected u64");
+    assert_eq!(
+        e,
+        "node1.yml:10: postgresql.pg_ctl_timeout: invalid type: string \"soon\", expected a whole number of at least 0"
+    );
     let e = err(&edit(4, "  listen: [127.0.0.1, 8008]"));
     assert_eq!(e, "node1.yml:4: restapi.listen: expected a string, got a list");
     let e = err(&edit(5, "etcd3:\n  protocol: ftp"));
@@ -301,7 +307,10 @@ fn timing_rule_is_checked_on_bootstrap_dcs() {
     assert!(e.starts_with("node1.yml:14: bootstrap.dcs.ttl: "), "{e}");
     let text = format!("{MINIMAL}bootstrap:\n  dcs:\n    ttl: thirty\n");
     let e = err(&text);
-    assert_eq!(e, "node1.yml:15: bootstrap.dcs.ttl: invalid type: string \"thirty\", expected u64");
+    assert_eq!(
+        e,
+        "node1.yml:15: bootstrap.dcs.ttl: invalid type: string \"thirty\", expected a whole number of at least 0"
+    );
 }
 
 #[test]

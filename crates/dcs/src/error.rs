@@ -86,6 +86,18 @@ pub(crate) enum Fault {
     Other(String),
 }
 
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Unreachable(d) => write!(f, "unreachable: {d}"),
+            Fault::Timeout => f.write_str("no answer in time"),
+            Fault::Auth(d) => write!(f, "authentication failed: {d}"),
+            Fault::LeaseNotFound => f.write_str("lease not found"),
+            Fault::Other(d) => f.write_str(d),
+        }
+    }
+}
+
 impl Fault {
     /// Whether the retry loop should try again within the deadline.
     pub(crate) fn is_retryable(&self) -> bool {

@@ -149,7 +149,7 @@ impl Watcher {
             let response = match timeout(wait, stream.message()).await {
                 Ok(Ok(Some(response))) => response,
                 Ok(Ok(None)) => return StreamEnd::Failed("stream closed by server".into()),
-                Ok(Err(e)) => return StreamEnd::Failed(format!("{:?}", Fault::from(e))),
+                Ok(Err(e)) => return StreamEnd::Failed(Fault::from(e).to_string()),
                 Err(_quiet) if probing => return StreamEnd::Failed("no answer to a progress request".into()),
                 Err(_quiet) => {
                     // Progress requests exist since etcd 3.4; the answer is a response without
@@ -183,12 +183,12 @@ impl Watcher {
                 async move { c.watch(prefix, Some(options)).await }
             })
             .await
-            .map_err(|f| StreamEnd::Failed(format!("cannot create watch: {f:?}")))?;
+            .map_err(|f| StreamEnd::Failed(format!("cannot create watch: {f}")))?;
         self.endpoint = Some(index);
         let created = match timeout(self.timing.answer_within, stream.message()).await {
             Ok(Ok(Some(response))) => response,
             Ok(Ok(None)) => return Err(StreamEnd::Failed("stream closed before the watch was created".into())),
-            Ok(Err(e)) => return Err(StreamEnd::Failed(format!("{:?}", Fault::from(e)))),
+            Ok(Err(e)) => return Err(StreamEnd::Failed(Fault::from(e).to_string())),
             Err(_) => return Err(StreamEnd::Failed("watch creation not confirmed in time".into())),
         };
         if let Some(end) = cancellation(&created) {
