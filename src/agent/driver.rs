@@ -111,12 +111,19 @@ impl Agent {
         let mut pm_state = self.pm.subscribe();
         self.pm.adopt();
         loop {
+            let started = Instant::now();
             let plan = self.cycle().await?;
-            let next = self.instant(plan.next_cycle).max(Instant::now() + MIN_CYCLE_GAP);
+            // Cycles are at least MIN_CYCLE_GAP apart (counted from the start of the previous
+            // one), so a wake-up right after a quiet cycle costs no added delay.
+            let earliest = started + MIN_CYCLE_GAP;
+            let next = self.instant(plan.next_cycle).max(earliest);
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
-                _ = self.wake.notified() => { tokio::time::sleep(MIN_CYCLE_GAP).await; }
-                _ = pm_state.changed() => { debug!("postmaster state changed"); }
+                _ = self.wake.notified() => { tokio::time::sleep_until(earliest).await; }
+                _ = pm_state.changed() => {
+                    debug!("postmaster state changed");
+                    tokio::time::sleep_until(earliest).await;
+                }
                 _ = term.recv() => return self.shutdown("SIGTERM").await,
                 _ = int.recv() => return self.shutdown("SIGINT").await,
             }
