@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod cluster_json;
 pub mod health;
 pub mod query;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod snapshot;
 pub mod status_json;
 
+pub use backend::{Backend, BoxFuture, LocalReply, LocalRequest, RestartRequest, ScheduledRestart};
 pub use health::Check;
 pub use query::HealthQuery;
 pub use router::{router, Endpoint};
