@@ -57,6 +57,11 @@ pub struct Postgresql {
     pub use_unix_socket: bool,
     /// Scripts run on events (`on_start`, `on_stop`, `on_role_change`, ...), by event.
     pub callbacks: BTreeMap<String, String>,
+    /// Command run (and waited for) after taking the leader lock and before promoting; a
+    /// non-zero exit cancels the promotion and releases the lock.
+    pub pre_promote: Option<String>,
+    /// Command run (and waited for) before PostgreSQL is stopped cleanly.
+    pub before_stop: Option<String>,
     /// Seconds to wait for `pg_ctl start/stop/promote`.
     pub pg_ctl_timeout: u64,
 }
@@ -162,6 +167,8 @@ impl Postgresql {
             remove_data_directory_on_rewind_failure: raw.remove_data_directory_on_rewind_failure.unwrap_or(false),
             use_unix_socket: raw.use_unix_socket.unwrap_or(false),
             callbacks: raw.callbacks.unwrap_or_default(),
+            pre_promote: raw.pre_promote.filter(|c| !c.trim().is_empty()),
+            before_stop: raw.before_stop.filter(|c| !c.trim().is_empty()),
             pg_ctl_timeout,
         })
     }

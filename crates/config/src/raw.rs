@@ -6,7 +6,7 @@
 //!
 //! Invariant kept here: the free-form parts of Patroni's schema (`parameters`, `tags`,
 //! `bootstrap.dcs`, `callbacks`, `bootstrap.users`, and the pass-through sections `log`,
-//! `watchdog`, `ctl`, `citus`) are read as maps, so their keys are never reported as unknown.
+//! `watchdog`, `citus`) are read as maps, so their keys are never reported as unknown.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,7 +35,7 @@ pub(crate) struct RawConfig {
     pub tags: Option<Tags>,
     pub log: Option<Json>,
     pub watchdog: Option<Json>,
-    pub ctl: Option<Json>,
+    pub ctl: Option<RawCtl>,
     pub citus: Option<Json>,
     // Patroni's other DCS sections: recognised so that a precise message can be given about them.
     pub etcd: Option<IgnoredAny>,
@@ -67,6 +67,18 @@ pub(crate) struct RawRestApi {
     pub cafile: Option<PathBuf>,
     pub verify_client: Option<ClientCertMode>,
     pub allowlist: Option<StrList>,
+}
+
+/// patronictl's section: REST credentials and TLS settings for operator commands.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawCtl {
+    pub authentication: Option<RawCredentials>,
+    pub insecure: Option<bool>,
+    pub cacert: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub keyfile_password: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +127,8 @@ pub(crate) struct RawPostgresql {
     pub remove_data_directory_on_rewind_failure: Option<bool>,
     pub use_unix_socket: Option<bool>,
     pub callbacks: Option<BTreeMap<String, String>>,
+    pub pre_promote: Option<String>,
+    pub before_stop: Option<String>,
     pub pg_ctl_timeout: Option<u64>,
 }
 

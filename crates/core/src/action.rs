@@ -76,6 +76,8 @@ pub enum Action {
     },
     /// Remove a data directory we may not use (after a failed rewind, when allowed).
     WipeDataDir,
+    /// Clear the `failover` key (the request was carried out, is stale, or cannot be done).
+    ClearFailover,
     /// An unrecoverable condition: log it and exit non-zero without touching PostgreSQL.
     Fatal(String),
 }
@@ -91,8 +93,13 @@ pub enum Job {
     Rewind(Upstream),
     /// Start PostgreSQL in this role and wait until it answers.
     Start(StartRole),
-    /// Promote a replica holding the lock, checkpoint, record the new timeline in `history`.
+    /// Run `pre_promote`, then promote a replica holding the lock, checkpoint, and record the new
+    /// timeline in `history`. Fails (and promotes nothing) when `pre_promote` exits non-zero.
     Promote,
+    /// Stop PostgreSQL cleanly and start it again in this role.
+    Restart(StartRole),
+    /// Stop PostgreSQL, wipe the data directory and clone it again from this member.
+    Reinitialize(Upstream),
 }
 
 impl Job {
@@ -104,6 +111,8 @@ impl Job {
             Job::Rewind(_) => JobKind::Rewind,
             Job::Start(_) => JobKind::Start,
             Job::Promote => JobKind::Promote,
+            Job::Restart(_) => JobKind::Restart,
+            Job::Reinitialize(_) => JobKind::Reinitialize,
         }
     }
 }
@@ -132,11 +141,22 @@ pub enum ActionResult {
     LeaderReleased,
 }
 
+/// The core's answer to an operator's [`crate::observe::Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// It runs as the job this plan starts; answer the operator when that job ends.
+    Started,
+    /// It will not run, for this reason (Patroni's wording where there is one).
+    Refused(String),
+}
+
 /// The core's decision for one cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Steps to execute, in order.
     pub actions: Vec<Action>,
+    /// The answer to the operator's request, if the observation carried one.
+    pub answer: Option<Answer>,
     /// One line saying what was decided and why (logged every cycle, as Patroni does).
     pub message: String,
     /// Run the next cycle no later than this, even if nothing wakes the loop.

@@ -25,22 +25,26 @@
 //! * [`observe`]: what the driver observed;
 //! * [`action`]: what the core asks for;
 //! * [`election`]: who may take the lock;
+//! * [`manual`]: switchover and failover requests (the `failover` key);
+//! * [`clock`]: wall-clock times operators write;
 //! * [`node`]: the decision itself.
 
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod clock;
 pub mod dynamic;
 pub mod election;
 pub mod keys;
 pub mod lsn;
+pub mod manual;
 pub mod model;
 pub mod node;
 pub mod observe;
 
-pub use action::{Action, ActionResult, Job, Plan, StartRole, StopMode, Upstream};
+pub use action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 pub use dynamic::DynamicConfig;
 pub use lsn::{Lsn, Timeline};
 pub use model::{Cluster, Member, MemberData, Tags};
 pub use node::{HaNode, NodeSettings};
-pub use observe::{DataDir, LocalPg, Millis, Observation, PgProcess};
+pub use observe::{DataDir, LocalPg, Millis, Observation, PgProcess, Request};

@@ -18,11 +18,14 @@
 //! * **A former primary follows a new leader only after pg_rewind** (or a fresh clone when
 //!   `remove_data_directory_on_rewind_failure` allows it).
 
-use crate::action::{Action, ActionResult, Job, Plan, StartRole, StopMode, Upstream};
+use crate::action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 use crate::dynamic::DynamicConfig;
 use crate::election::{self, Candidate, Verdict};
+use crate::manual::{self, LeaderStep, ReleaseStep, ReplicaStep};
 use crate::model::{Cluster, Tags};
-use crate::observe::{ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PgProcess, RunningPg};
+use crate::observe::{
+    ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request, RunningPg,
+};
 
 /// How long before the lease could expire the leader fences itself: a quarter of the ttl, at
 /// most 5 s. An immediate shutdown takes well under a second; the rest is slack for a slow disk.
@@ -68,6 +71,10 @@ pub struct HaNode {
     restarting_primary_since: Option<Millis>,
     /// A start of PostgreSQL as primary failed.
     primary_start_failed: bool,
+    /// When we stopped PostgreSQL to hand the lock over in a switchover.
+    switchover_started: Option<Millis>,
+    /// Do not race for the lock before this instant (pre_promote refused a promotion).
+    no_race_until: Option<Millis>,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -93,7 +100,14 @@ impl HaNode {
             rewind_failed: false,
             restarting_primary_since: None,
             primary_start_failed: false,
+            switchover_started: None,
+            no_race_until: None,
         }
+    }
+
+    /// Replaces the settings (after the configuration file was reloaded).
+    pub fn update_settings(&mut self, settings: NodeSettings) {
+        self.s = settings;
     }
 
     /// The settings this node was built with.
@@ -190,8 +204,18 @@ impl HaNode {
 
         let cluster = match &obs.dcs {
             DcsView::Ok(c) => *c,
-            DcsView::Unavailable(why) => return self.dcs_unavailable(obs, why),
+            DcsView::Unavailable(why) => {
+                let plan = self.dcs_unavailable(obs, why);
+                return match &obs.request {
+                    Some(_) => with_answer(plan, Answer::Refused(format!("the DCS is unreachable: {why}"))),
+                    None => plan,
+                };
+            }
         };
+
+        if let Some(req) = &obs.request {
+            return self.on_request(obs, cluster, req);
+        }
 
         match &obs.local.data {
             DataDir::Invalid(why) => {
@@ -241,11 +265,21 @@ impl HaNode {
         let holds = matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name));
         match &obs.job {
             None => None,
-            Some(JobState::Running(kind)) => Some(if holds {
-                self.plan(now, vec![Action::RenewLeader], &format!("updated leader lock during {}", kind.describe()))
-            } else {
-                self.plan(now, vec![], &format!("{} in progress", kind.describe()))
-            }),
+            Some(JobState::Running(kind)) => {
+                let plan = if holds {
+                    self.plan(
+                        now,
+                        vec![Action::RenewLeader],
+                        &format!("updated leader lock during {}", kind.describe()),
+                    )
+                } else {
+                    self.plan(now, vec![], &format!("{} in progress", kind.describe()))
+                };
+                Some(match &obs.request {
+                    Some(_) => with_answer(plan, Answer::Refused(format!("a {} is in progress", kind.describe()))),
+                    None => plan,
+                })
+            }
             Some(JobState::Finished(kind, result)) => match (kind, result) {
                 (JobKind::Bootstrap, Ok(())) => {
                     self.won_initialize = false;
@@ -299,7 +333,25 @@ impl HaNode {
                     self.rewind_failed = false;
                     None
                 }
-                (JobKind::Start, Err(_)) if holds => {
+                (JobKind::Promote, Err(e)) if holds => {
+                    // pre_promote said no (or the promotion failed): hand the lock to someone
+                    // else and stay out of the race for a ttl, as Patroni does.
+                    self.no_race_until = Some(now.plus_secs(self.config.ttl));
+                    Some(self.plan(
+                        now,
+                        vec![Action::ReleaseLeader],
+                        &format!(
+                            "promotion refused ({e}); releasing the leader lock and staying out of the race for {} s",
+                            self.config.ttl
+                        ),
+                    ))
+                }
+                (JobKind::Reinitialize, Ok(())) => {
+                    self.fresh_copy = true;
+                    self.rewind_failed = false;
+                    None
+                }
+                (JobKind::Start | JobKind::Restart, Err(_)) if holds => {
                     // The rule: a leader whose in-place restart fails hands over.
                     self.primary_start_failed = true;
                     None
@@ -383,6 +435,10 @@ impl HaNode {
             return self.plan(now, actions, "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
         }
         if cluster.is_leader(&me) {
+            if let (Some(started), Some(f)) = (self.switchover_started, &cluster.failover) {
+                return self.hand_over(obs, f, ctl, started);
+            }
+            self.switchover_started = None;
             let since = *self.restarting_primary_since.get_or_insert(now);
             let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout * 1000;
             if self.primary_start_failed || timed_out {
@@ -400,6 +456,7 @@ impl HaNode {
                 "PostgreSQL is not running on the leader: restarting it in place",
             );
         }
+        self.switchover_started = None;
         self.restarting_primary_since = None;
         self.primary_start_failed = false;
         let Some(leader) = &cluster.leader else {
@@ -409,7 +466,7 @@ impl HaNode {
                 "no leader: starting PostgreSQL read-only to take part in the leader race",
             );
         };
-        let Some(upstream) = upstream_of(cluster, &leader.name) else {
+        let Some(upstream) = self.desired_upstream(cluster, &leader.name) else {
             return self.plan(now, vec![], "waiting for the leader to publish its address");
         };
         // Only a former primary on an older timeline can have diverged. Rewinding a copy that is on
@@ -424,12 +481,119 @@ impl HaNode {
                 );
             }
             if self.use_pg_rewind() {
-                let msg = format!("former primary: running pg_rewind against the new leader {}", upstream.name);
-                return self.plan(now, vec![Action::StartJob(Job::Rewind(upstream))], &msg);
+                let leader_upstream = upstream_of(cluster, &leader.name).unwrap_or_else(|| upstream.clone());
+                let msg = format!("former primary: running pg_rewind against the new leader {}", leader_upstream.name);
+                return self.plan(now, vec![Action::StartJob(Job::Rewind(leader_upstream))], &msg);
             }
         }
         let msg = format!("starting PostgreSQL as a replica of {}", upstream.name);
         self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(upstream) }))], &msg)
+    }
+
+    /// The leader stopped PostgreSQL for a switchover: release the lock once a candidate has the
+    /// shutdown checkpoint, or give up and start again as primary.
+    fn hand_over(
+        &mut self,
+        obs: &Observation<'_>,
+        f: &crate::model::Failover,
+        ctl: &ControlData,
+        started: Millis,
+    ) -> Plan {
+        let now = obs.now;
+        let peers = obs.peers.unwrap_or(&[]);
+        match manual::as_stopped_leader(f, peers, ctl.checkpoint_lsn, now.0.saturating_sub(started.0)) {
+            ReleaseStep::Release(to) => {
+                self.switchover_started = None;
+                self.plan(
+                    now,
+                    vec![Action::ReleaseLeader],
+                    &format!("switchover: {to} has received the shutdown checkpoint; releasing the leader lock"),
+                )
+            }
+            ReleaseStep::Wait => {
+                let mut p = self.plan(
+                    now,
+                    vec![Action::RenewLeader],
+                    "switchover: waiting for the candidate to receive the shutdown checkpoint",
+                );
+                p.next_cycle = p.next_cycle.min(now.plus_ms(300));
+                p
+            }
+            ReleaseStep::Abort => {
+                self.switchover_started = None;
+                self.plan(
+                    now,
+                    vec![Action::ClearFailover, Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Primary))],
+                    "switchover aborted: no candidate received the shutdown checkpoint in time; starting again as primary",
+                )
+            }
+        }
+    }
+
+    /// An operator's request.
+    fn on_request(&mut self, obs: &Observation<'_>, cluster: &Cluster, req: &Request) -> Plan {
+        let now = obs.now;
+        let me = self.s.name.clone();
+        let leader = cluster.is_leader(&me);
+        let mut actions = if leader { vec![Action::RenewLeader] } else { vec![] };
+        let refuse = |this: &Self, why: &str| {
+            let actions = if leader { vec![Action::RenewLeader] } else { vec![] };
+            with_answer(
+                this.plan(now, actions, &format!("refused an operator request: {why}")),
+                Answer::Refused(why.into()),
+            )
+        };
+        match req {
+            Request::Restart => {
+                let role = match &obs.local.process {
+                    PgProcess::Running(r) if !r.in_recovery && leader => StartRole::Primary,
+                    PgProcess::Running(r) if !r.in_recovery => {
+                        return refuse(self, "running as primary without the leader lock; not restarting it")
+                    }
+                    PgProcess::Running(_) => StartRole::Replica {
+                        upstream: cluster.leader.as_ref().and_then(|l| self.desired_upstream(cluster, &l.name)),
+                    },
+                    PgProcess::Starting => return refuse(self, "PostgreSQL is starting"),
+                    PgProcess::Stopped | PgProcess::Crashed => return refuse(self, "PostgreSQL is not running"),
+                };
+                actions.push(Action::StartJob(Job::Restart(role)));
+                with_answer(self.plan(now, actions, "restarting PostgreSQL on request"), Answer::Started)
+            }
+            Request::Reinitialize { from_leader, .. } => {
+                if leader {
+                    return refuse(self, "I am the leader, can not reinitialize");
+                }
+                let source = if *from_leader {
+                    cluster.leader.as_ref().and_then(|l| upstream_of(cluster, &l.name))
+                } else {
+                    self.clone_source(cluster)
+                };
+                let Some(source) = source else { return refuse(self, "Cluster has no leader, can not reinitialize") };
+                let msg = format!("reinitializing on request: cloning again from {}", source.name);
+                actions.push(Action::StartJob(Job::Reinitialize(source)));
+                with_answer(self.plan(now, actions, &msg), Answer::Started)
+            }
+        }
+    }
+
+    /// Where a replica streams from: the member its `replicatefrom` tag names, while that member
+    /// is a running replica (cascading replication), else the leader.
+    fn desired_upstream(&self, cluster: &Cluster, leader: &str) -> Option<Upstream> {
+        let cascade =
+            self.s.tags.replicatefrom.as_deref().filter(|m| *m != self.s.name && *m != leader).filter(|m| {
+                cluster.member(m).is_some_and(|mm| mm.data.state == "running" && mm.data.role == "replica")
+            });
+        cascade.and_then(|m| upstream_of(cluster, m)).or_else(|| upstream_of(cluster, leader))
+    }
+
+    /// Members that stream from `name` through `replicatefrom` (each needs a slot on it).
+    fn cascading_children(&self, cluster: &Cluster) -> Vec<String> {
+        cluster
+            .members
+            .iter()
+            .filter(|m| m.name != self.s.name && m.data.tags.replicatefrom.as_deref() == Some(self.s.name.as_str()))
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     fn running(&mut self, obs: &Observation<'_>, cluster: &Cluster, ctl: &ControlData, r: &RunningPg) -> Plan {
@@ -440,10 +604,11 @@ impl HaNode {
         self.fresh_copy = false;
         self.restarting_primary_since = None;
         self.primary_start_failed = false;
+        let peers = obs.peers.unwrap_or(&[]);
 
         if cluster.is_leader(&me) {
             if r.in_recovery {
-                if paused {
+                if paused && cluster.failover.is_none() {
                     return self.plan(
                         now,
                         vec![Action::RenewLeader],
@@ -456,9 +621,13 @@ impl HaNode {
                 if self.config.postgresql.use_slots {
                     actions.push(Action::SyncSlots { members: self.other_members(cluster) });
                 }
+                if cluster.failover.is_some() {
+                    actions.push(Action::ClearFailover);
+                }
                 actions.push(Action::StartJob(Job::Promote));
                 return self.plan(now, actions, "promoting self: holding the leader lock");
             }
+            self.switchover_started = None;
             let mut actions = vec![Action::RenewLeader];
             if cluster.initialize.as_deref().is_none_or(str::is_empty) {
                 actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
@@ -467,7 +636,36 @@ impl HaNode {
             if self.config.postgresql.use_slots {
                 actions.push(Action::SyncSlots { members: self.other_members(cluster) });
             }
-            return self.plan(now, actions, &format!("{pause}no action. I am ({me}), the leader with the lock"));
+            let mut message = format!("{pause}no action. I am ({me}), the leader with the lock");
+            let mut wake_at = None;
+            if let Some(f) = &cluster.failover {
+                let max_lag = self.config.maximum_lag_on_failover;
+                match manual::as_running_leader(&me, f, peers, obs.wall_clock_ms, paused, r.wal.best(), max_lag) {
+                    LeaderStep::Clear(why) => {
+                        actions.push(Action::ClearFailover);
+                        message = why;
+                    }
+                    LeaderStep::WaitUntil(at) => {
+                        let ms = u64::try_from(at - obs.wall_clock_ms).unwrap_or(0);
+                        wake_at = Some(now.plus_ms(ms));
+                        message = format!("{message}; switchover scheduled in {} s", ms / 1000);
+                    }
+                    LeaderStep::Demote { to } => {
+                        self.switchover_started = Some(now);
+                        let to = to.unwrap_or_else(|| "the healthiest replica".into());
+                        return self.plan(
+                            now,
+                            vec![Action::RenewLeader, Action::Stop(StopMode::Fast)],
+                            &format!("switchover to {to}: stopping PostgreSQL cleanly before handing over the lock"),
+                        );
+                    }
+                }
+            }
+            let mut p = self.plan(now, actions, &message);
+            if let Some(w) = wake_at {
+                p.next_cycle = p.next_cycle.min(w);
+            }
+            return p;
         }
 
         if let Some(leader) = &cluster.leader {
@@ -485,17 +683,23 @@ impl HaNode {
                     &format!("demoting self: {} holds the leader lock", leader.name),
                 );
             }
-            let Some(upstream) = upstream_of(cluster, &leader.name) else {
+            let Some(upstream) = self.desired_upstream(cluster, &leader.name) else {
                 return self.plan(now, vec![], "waiting for the leader to publish its address");
             };
+            let mut actions = vec![];
+            let children = self.cascading_children(cluster);
+            if self.config.postgresql.use_slots && !children.is_empty() {
+                actions.push(Action::SyncSlots { members: children });
+            }
             let target = (upstream.host.clone(), upstream.port);
             if r.upstream.as_ref() != Some(&target) {
-                let msg = format!("{pause}following new leader {}", upstream.name);
-                return self.plan(now, vec![Action::Follow { upstream: Some(upstream) }], &msg);
+                let msg = format!("{pause}following new upstream {}", upstream.name);
+                actions.push(Action::Follow { upstream: Some(upstream) });
+                return self.plan(now, actions, &msg);
             }
             return self.plan(
                 now,
-                vec![],
+                actions,
                 &format!("{pause}no action. I am ({me}), a secondary, and following a leader ({})", leader.name),
             );
         }
@@ -519,8 +723,38 @@ impl HaNode {
                 &format!("{pause}acquiring the leader lock as the running primary"),
             );
         }
+        let mut race_peers: Vec<PeerReport> = peers.to_vec();
+        if let Some(f) = &cluster.failover {
+            match manual::as_replica(&me, f, peers) {
+                ReplicaStep::Take if r.streaming => {
+                    // Still connected to the old primary: it is not down yet. Look again soon.
+                    let mut p = self.plan(now, vec![], "requested candidate, but still streaming from the old primary");
+                    p.next_cycle = p.next_cycle.min(now.plus_ms(200));
+                    return p;
+                }
+                ReplicaStep::Take => {
+                    return self.plan(
+                        now,
+                        vec![Action::AcquireLeader],
+                        "taking the leader lock: I am the requested candidate",
+                    );
+                }
+                ReplicaStep::Wait(why) => return self.plan(now, vec![], &why),
+                ReplicaStep::Race => {
+                    if let Some(old) = &f.leader {
+                        race_peers.retain(|p| &p.name != old);
+                    }
+                }
+            }
+        }
         if paused {
             return self.plan(now, vec![], "PAUSE: no leader; not racing in maintenance mode");
+        }
+        if let Some(until) = self.no_race_until {
+            if now < until {
+                return self.plan(now, vec![], "no leader, not racing: a promotion of mine was refused recently");
+            }
+            self.no_race_until = None;
         }
         let me_cand = Candidate {
             tags: &self.s.tags,
@@ -532,12 +766,19 @@ impl HaNode {
             check_timeline: self.config.check_timeline,
             streaming: r.streaming,
         };
-        let peers = obs.peers.unwrap_or(&[]);
-        match election::judge(&me_cand, peers) {
+        match election::judge(&me_cand, &race_peers) {
             Verdict::Healthiest => {
                 self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock")
             }
-            Verdict::NotHealthiest(why) => self.plan(now, vec![], &format!("no leader, not racing: {why}")),
+            Verdict::NotHealthiest(why) => {
+                let mut p = self.plan(now, vec![], &format!("no leader, not racing: {why}"));
+                if r.streaming {
+                    // The old primary is going away (its WAL sender ends a moment after the lock
+                    // is released): check again soon rather than after a whole loop_wait.
+                    p.next_cycle = p.next_cycle.min(now.plus_ms(300));
+                }
+                p
+            }
         }
     }
 
@@ -558,14 +799,21 @@ impl HaNode {
                     | Action::RecordInitialize { .. }
                     | Action::ReleaseLeader
                     | Action::CancelInitialize
+                    | Action::ClearFailover
             )
         });
         let mut next = if urgent { now } else { now.plus_secs(self.config.loop_wait) };
         if let Some(d) = self.fence_deadline() {
             next = next.min(d);
         }
-        Plan { actions, message: message.to_string(), next_cycle: next }
+        Plan { actions, answer: None, message: message.to_string(), next_cycle: next }
     }
+}
+
+/// `plan` carrying the answer to the operator's request.
+fn with_answer(mut plan: Plan, answer: Answer) -> Plan {
+    plan.answer = Some(answer);
+    plan
 }
 
 /// The upstream description of member `name`, if it published a usable `conn_url`.

@@ -92,7 +92,15 @@ fn empty() -> LocalPg {
 }
 
 fn obs<'a>(now: u64, c: &'a Cluster, local: &'a LocalPg) -> Observation<'a> {
-    Observation { now: Millis(now), dcs: DcsView::Ok(c), local, job: None, peers: None }
+    Observation {
+        now: Millis(now),
+        wall_clock_ms: 0,
+        request: None,
+        dcs: DcsView::Ok(c),
+        local,
+        job: None,
+        peers: None,
+    }
 }
 
 fn decide(node: &mut HaNode, o: &Observation<'_>) -> Vec<Action> {
@@ -550,4 +558,173 @@ mod properties {
             prop_assert_eq!(plan.actions.first(), Some(&Action::Stop(StopMode::Immediate)));
         }
     }
+}
+
+// ----- switchover, failover and operator requests -----
+
+use crate::model::Failover;
+
+fn failover(leader: Option<&str>, member: Option<&str>) -> Option<Failover> {
+    Some(Failover { leader: leader.map(Into::into), member: member.map(Into::into), scheduled_at: None })
+}
+
+#[test]
+fn switchover_stops_cleanly_then_releases_only_once_the_candidate_has_the_checkpoint() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { failover: failover(Some(ME), Some("n2")), ..cluster(Some(ME)) };
+    let l = primary();
+    let peers = [peer("n2", 1000, false), peer("n3", 1000, false)];
+    let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
+    assert_eq!(decide(&mut n, &o), vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+
+    // Stopped with its shutdown checkpoint at 900: n2 has not received it yet.
+    let down = stopped(ClusterState::ShutDown, false);
+    let behind = [peer("n2", 900, false)];
+    let o = Observation { peers: Some(&behind), ..obs(100, &c, &down) };
+    let p = n.decide(&o);
+    assert_eq!(p.actions, vec![Action::RenewLeader], "{}", p.message);
+    assert!(p.next_cycle <= Millis(400), "looks again soon");
+    let caught_up = [peer("n2", 960, false)];
+    let o = Observation { peers: Some(&caught_up), ..obs(200, &c, &down) };
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+}
+
+#[test]
+fn switchover_is_abandoned_when_no_candidate_catches_up() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { failover: failover(Some(ME), Some("n2")), ..cluster(Some(ME)) };
+    let l = primary();
+    let peers = [peer("n2", 1000, false)];
+    decide(&mut n, &Observation { peers: Some(&peers), ..obs(0, &c, &l) });
+    let down = stopped(ClusterState::ShutDown, false);
+    let behind = [peer("n2", 900, false)];
+    let o = Observation { peers: Some(&behind), ..obs(manual::CATCH_UP_TIMEOUT_MS + 1, &c, &down) };
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::ClearFailover, Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Primary))]
+    );
+}
+
+#[test]
+fn switchover_to_an_unhealthy_candidate_is_cleared_and_the_leader_stays() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { failover: failover(Some(ME), Some("n2")), ..cluster(Some(ME)) };
+    let l = primary();
+    let peers = [PeerReport { name: "n2".into(), status: None }];
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
+    assert!(p.actions.contains(&Action::ClearFailover));
+    assert!(!p.actions.contains(&Action::Stop(StopMode::Fast)));
+    assert!(p.message.contains("n2"), "{}", p.message);
+}
+
+#[test]
+fn scheduled_switchover_waits_for_its_time() {
+    let mut n = HaNode::new(settings());
+    let mut c = cluster(Some(ME));
+    c.failover = Some(Failover {
+        leader: Some(ME.into()),
+        member: Some("n2".into()),
+        scheduled_at: Some("1970-01-01T00:01:00Z".into()),
+    });
+    let l = primary();
+    let peers = [peer("n2", 1000, false)];
+    let early = Observation { wall_clock_ms: 55_000, peers: Some(&peers), ..obs(0, &c, &l) };
+    let p = n.decide(&early);
+    assert!(!p.actions.contains(&Action::Stop(StopMode::Fast)));
+    assert_eq!(p.next_cycle, Millis(5_000), "wakes up at the scheduled time, not a loop_wait later");
+    let due = Observation { wall_clock_ms: 60_000, peers: Some(&peers), ..obs(30_000, &c, &l) };
+    assert_eq!(decide(&mut n, &due), vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+}
+
+#[test]
+fn named_candidate_takes_the_lock_and_the_others_wait_for_it() {
+    let c = Cluster { failover: failover(Some("n3"), Some(ME)), ..cluster(None) };
+    let mut n = HaNode::new(settings());
+    let lagging = replica(None, 10);
+    assert_eq!(decide(&mut n, &obs(0, &c, &lagging)), vec![Action::AcquireLeader], "no lag race for the named one");
+
+    let other = HaNode::new(NodeSettings { name: "n2".into(), ..settings() });
+    let mut other = other;
+    let peers = [peer("n1", 10, false)];
+    let p = other.decide(&Observation { peers: Some(&peers), ..obs(0, &c, &replica(None, 1000)) });
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert!(p.message.contains("n1"), "{}", p.message);
+}
+
+#[test]
+fn new_leader_clears_the_request_when_it_promotes() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { failover: failover(Some("n3"), Some(ME)), ..cluster(Some(ME)) };
+    let l = replica(None, 1000);
+    let a = decide(&mut n, &obs(0, &c, &l));
+    assert!(a.contains(&Action::ClearFailover) && a.last() == Some(&Action::StartJob(Job::Promote)), "{a:?}");
+}
+
+#[test]
+fn refused_promotion_hands_the_lock_over_and_keeps_out_of_the_race() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = replica(None, 1000);
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Promote, Err("pre_promote exited with 1".into())));
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+    let unlocked = cluster(None);
+    assert!(decide(&mut n, &obs(1_000, &unlocked, &l)).is_empty(), "no race right after");
+    assert_eq!(decide(&mut n, &obs(31_000, &unlocked, &l)), vec![Action::AcquireLeader], "races again after a ttl");
+}
+
+#[test]
+fn restart_request_restarts_in_the_current_role() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    let o = Observation { request: Some(Request::Restart), ..obs(0, &c, &l) };
+    let p = n.decide(&o);
+    assert_eq!(p.actions, vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::Primary))]);
+    assert_eq!(p.answer, Some(Answer::Started));
+
+    let c2 = cluster(Some("n2"));
+    let r = replica(Some(5002), 1000);
+    let p = n.decide(&Observation { request: Some(Request::Restart), ..obs(0, &c2, &r) });
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]);
+}
+
+#[test]
+fn reinitialize_is_refused_on_the_leader_and_clones_on_a_replica() {
+    let mut n = HaNode::new(settings());
+    let req = Some(Request::Reinitialize { force: false, from_leader: true });
+    let c = cluster(Some(ME));
+    let p = n.decide(&Observation { request: req.clone(), ..obs(0, &c, &primary()) });
+    assert_eq!(p.answer, Some(Answer::Refused("I am the leader, can not reinitialize".into())));
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::StartJob(_))));
+
+    let c2 = cluster(Some("n2"));
+    let p = n.decide(&Observation { request: req, ..obs(0, &c2, &replica(Some(5002), 1)) });
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Reinitialize(up("n2", 5002)))]);
+    assert_eq!(p.answer, Some(Answer::Started));
+}
+
+#[test]
+fn requests_are_refused_while_a_job_runs() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = replica(Some(5002), 1);
+    let mut o = Observation { request: Some(Request::Restart), ..obs(0, &c, &l) };
+    o.job = Some(JobState::Running(JobKind::Clone));
+    assert!(matches!(n.decide(&o).answer, Some(Answer::Refused(m)) if m.contains("clone")));
+}
+
+#[test]
+fn cascading_replica_follows_its_replicatefrom_member_and_the_upstream_keeps_its_slot() {
+    let mut s = settings();
+    s.tags.replicatefrom = Some("n3".into());
+    let mut n = HaNode::new(s);
+    let mut c = cluster(Some("n2"));
+    c.members[0].data.tags.replicatefrom = Some("n3".into());
+    let l = replica(Some(5002), 1000);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Follow { upstream: Some(up("n3", 5003)) }]);
+
+    let mut n3 = HaNode::new(NodeSettings { name: "n3".into(), ..settings() });
+    let l3 = replica(Some(5002), 1000);
+    assert_eq!(decide(&mut n3, &obs(0, &c, &l3)), vec![Action::SyncSlots { members: vec!["n1".into()] }]);
 }

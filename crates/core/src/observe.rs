@@ -171,6 +171,10 @@ pub enum JobKind {
     Start,
     /// Promote and checkpoint.
     Promote,
+    /// Stop and start again in the same role.
+    Restart,
+    /// Stop, wipe the data directory, clone again.
+    Reinitialize,
 }
 
 impl JobKind {
@@ -182,6 +186,8 @@ impl JobKind {
             JobKind::Rewind => "pg_rewind",
             JobKind::Start => "start of PostgreSQL",
             JobKind::Promote => "promotion",
+            JobKind::Restart => "restart",
+            JobKind::Reinitialize => "reinitialization",
         }
     }
 }
@@ -228,11 +234,32 @@ pub enum DcsView<'a> {
     Unavailable(String),
 }
 
+/// An operator's request for this node, handed over by the REST API (or `rampart restart`).
+/// The core decides whether it may run now; filters such as "only if a restart is pending" were
+/// already checked by the API against the node's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Restart PostgreSQL in its current role.
+    Restart,
+    /// Throw the data directory away and clone it again.
+    Reinitialize {
+        /// Cancel a running job to do it.
+        force: bool,
+        /// Clone from the leader, not from a `clonefrom` member.
+        from_leader: bool,
+    },
+}
+
 /// Everything the core decides on in one cycle.
 #[derive(Clone, Debug)]
 pub struct Observation<'a> {
     /// Now, on the monotonic clock.
     pub now: Millis,
+    /// Now, as unix milliseconds: only for comparing with times operators wrote (a scheduled
+    /// switchover). Timing of the lease never uses it.
+    pub wall_clock_ms: i64,
+    /// An operator's request waiting for an answer.
+    pub request: Option<Request>,
     /// The DCS.
     pub dcs: DcsView<'a>,
     /// Local PostgreSQL.

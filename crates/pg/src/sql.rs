@@ -290,6 +290,20 @@ impl Sql {
         Ok(())
     }
 
+    /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`), sorted.
+    pub async fn pending_restart(&self) -> Result<Vec<String>> {
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        let sql = "SELECT name FROM pg_catalog.pg_settings WHERE pending_restart ORDER BY name";
+        match timed("pending_restart", self.timeout, client.query(sql, &[])).await {
+            Ok(rows) => Ok(rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()).collect()),
+            Err(e) => {
+                reset(&mut slot);
+                Err(e)
+            }
+        }
+    }
+
     /// `CHECKPOINT` (with at least a two-minute limit).
     pub async fn checkpoint(&self) -> Result<()> {
         self.execute("CHECKPOINT", "CHECKPOINT", self.timeout.max(CHECKPOINT_LIMIT)).await

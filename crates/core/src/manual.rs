@@ -1,0 +1,214 @@
+//! Manual switchover and failover: what each member does about the DCS `failover` key.
+//!
+//! The key is written by `POST /switchover`, `POST /failover`, `rampart switchover` or
+//! `patronictl`; every member's HA loop acts on it:
+//! * the **leader** checks the request (addressed to it, a healthy candidate exists, its time has
+//!   come), then stops PostgreSQL cleanly. It releases the lock only once a candidate has
+//!   *received the shutdown checkpoint*, so the candidate holds every acknowledged commit; if
+//!   none does in time, it gives up and starts again as primary (nothing was lost, the switchover
+//!   is refused);
+//! * the **named candidate** takes the lock as soon as it is free, without the lag race (the
+//!   operator chose it; for a switchover the leader has just checked it is caught up);
+//! * **other replicas** hold back while the named candidate is alive, and otherwise race as
+//!   usual without the former leader.
+//!
+//! Everything here is a pure function of the key, the peers' reports and the time.
+
+use crate::lsn::Lsn;
+use crate::model::Failover;
+use crate::observe::PeerReport;
+
+/// How long a leader that stopped for a switchover waits for a candidate to receive its
+/// shutdown checkpoint before giving up and starting again as primary.
+pub const CATCH_UP_TIMEOUT_MS: u64 = 30_000;
+
+/// What the running leader does about the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaderStep {
+    /// Clear the key and go on leading, for this reason.
+    Clear(String),
+    /// Not yet: the switchover is scheduled at this unix time (ms).
+    WaitUntil(i64),
+    /// Hand over: stop cleanly; `to` names the candidate, if one was named.
+    Demote {
+        /// The named candidate.
+        to: Option<String>,
+    },
+}
+
+/// A peer that could take over: answers, runs as a replica, may fail over, and is within
+/// `max_lag` of `leader_wal`.
+fn healthy(p: &PeerReport, leader_wal: Lsn, max_lag: u64) -> bool {
+    p.status.as_ref().is_some_and(|s| !s.is_primary && s.can_fail_over && s.wal.lag_behind(leader_wal) <= max_lag)
+}
+
+/// The running leader's decision about `f`.
+pub fn as_running_leader(
+    me: &str,
+    f: &Failover,
+    peers: &[PeerReport],
+    wall_ms: i64,
+    paused: bool,
+    my_wal: Lsn,
+    max_lag: u64,
+) -> LeaderStep {
+    if let Some(l) = &f.leader {
+        if l != me {
+            return LeaderStep::Clear(format!("the request names {l} as leader, but I am the leader: ignoring it"));
+        }
+    }
+    if f.member.as_deref() == Some(me) {
+        return LeaderStep::Clear("the requested candidate is already the leader".into());
+    }
+    if paused && f.member.is_none() {
+        return LeaderStep::Clear("in maintenance mode a switchover needs a named candidate".into());
+    }
+    if let Some(at) = &f.scheduled_at {
+        if paused {
+            return LeaderStep::Clear("scheduled switchovers are not allowed in maintenance mode".into());
+        }
+        match crate::clock::parse_rfc3339_ms(at) {
+            None => return LeaderStep::Clear(format!("cannot read scheduled_at {at:?}")),
+            Some(t) if t > wall_ms => return LeaderStep::WaitUntil(t),
+            Some(_) => {}
+        }
+    }
+    let ok = match &f.member {
+        Some(m) => peers.iter().any(|p| &p.name == m && healthy(p, my_wal, max_lag)),
+        None => peers.iter().any(|p| healthy(p, my_wal, max_lag)),
+    };
+    if !ok {
+        return LeaderStep::Clear(match &f.member {
+            Some(m) => {
+                format!("switchover to {m} cancelled: it is not a healthy replica within maximum_lag_on_failover")
+            }
+            None => "switchover cancelled: no healthy replica to hand over to".into(),
+        });
+    }
+    LeaderStep::Demote { to: f.member.clone() }
+}
+
+/// What the leader that stopped for a switchover does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseStep {
+    /// This candidate has the shutdown checkpoint: release the lock.
+    Release(String),
+    /// Keep the lock a little longer.
+    Wait,
+    /// Nobody caught up in time: clear the request and start again as primary.
+    Abort,
+}
+
+/// Whether a candidate has received everything up to and including the shutdown checkpoint
+/// (its position is past the checkpoint record's start).
+pub fn as_stopped_leader(f: &Failover, peers: &[PeerReport], checkpoint: Lsn, waited_ms: u64) -> ReleaseStep {
+    let caught_up = peers.iter().find(|p| {
+        f.member.as_ref().is_none_or(|m| &p.name == m)
+            && p.status.as_ref().is_some_and(|s| !s.is_primary && s.can_fail_over && s.wal > checkpoint)
+    });
+    match caught_up {
+        Some(p) => ReleaseStep::Release(p.name.clone()),
+        None if waited_ms < CATCH_UP_TIMEOUT_MS => ReleaseStep::Wait,
+        None => ReleaseStep::Abort,
+    }
+}
+
+/// What a replica does about the key while there is no leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaStep {
+    /// We are the named candidate: take the lock.
+    Take,
+    /// The named candidate is alive: let it.
+    Wait(String),
+    /// Race as usual, but the former leader is no candidate.
+    Race,
+}
+
+/// A replica's decision about `f` when there is no leader.
+pub fn as_replica(me: &str, f: &Failover, peers: &[PeerReport]) -> ReplicaStep {
+    match &f.member {
+        Some(m) if m == me => ReplicaStep::Take,
+        Some(m) => {
+            let alive = peers.iter().any(|p| &p.name == m && p.status.as_ref().is_some_and(|s| !s.is_primary));
+            if alive {
+                ReplicaStep::Wait(format!("waiting for {m}, the requested candidate, to take over"))
+            } else {
+                ReplicaStep::Race
+            }
+        }
+        None => ReplicaStep::Race,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::PeerStatus;
+
+    fn peer(name: &str, wal: u64, eligible: bool) -> PeerReport {
+        PeerReport {
+            name: name.into(),
+            status: Some(PeerStatus {
+                is_primary: false,
+                wal: Lsn(wal),
+                timeline: 1,
+                can_fail_over: eligible,
+                priority: 1,
+            }),
+        }
+    }
+
+    fn req(leader: Option<&str>, member: Option<&str>, at: Option<&str>) -> Failover {
+        Failover { leader: leader.map(Into::into), member: member.map(Into::into), scheduled_at: at.map(Into::into) }
+    }
+
+    #[test]
+    fn leader_decisions() {
+        let peers = [peer("b", 1000, true), peer("c", 10, true), peer("d", 1000, false)];
+        let step = |f: &Failover, paused: bool| as_running_leader("a", f, &peers, 1_000_000, paused, Lsn(1000), 100);
+        assert_eq!(step(&req(Some("a"), Some("b"), None), false), LeaderStep::Demote { to: Some("b".into()) });
+        assert_eq!(step(&req(Some("a"), None, None), false), LeaderStep::Demote { to: None });
+        assert!(matches!(step(&req(Some("x"), Some("b"), None), false), LeaderStep::Clear(_)), "wrong leader");
+        assert!(matches!(step(&req(None, Some("a"), None), false), LeaderStep::Clear(_)), "already leader");
+        assert!(
+            matches!(step(&req(Some("a"), Some("c"), None), false), LeaderStep::Clear(m) if m.contains("c")),
+            "lagging"
+        );
+        assert!(matches!(step(&req(Some("a"), Some("d"), None), false), LeaderStep::Clear(_)), "nofailover");
+        assert!(matches!(step(&req(Some("a"), Some("zz"), None), false), LeaderStep::Clear(_)), "not a member");
+        assert!(matches!(step(&req(Some("a"), None, None), true), LeaderStep::Clear(_)), "pause needs a candidate");
+        assert_eq!(step(&req(Some("a"), Some("b"), None), true), LeaderStep::Demote { to: Some("b".into()) });
+        let future = "2100-01-01T00:00:00Z";
+        assert!(matches!(step(&req(Some("a"), Some("b"), Some(future)), false), LeaderStep::WaitUntil(_)));
+        assert_eq!(
+            step(&req(Some("a"), Some("b"), Some("1970-01-01T00:00:00Z")), false),
+            LeaderStep::Demote { to: Some("b".into()) }
+        );
+        assert!(matches!(step(&req(Some("a"), Some("b"), Some("soon")), false), LeaderStep::Clear(_)));
+        assert!(matches!(step(&req(Some("a"), Some("b"), Some(future)), true), LeaderStep::Clear(_)));
+    }
+
+    #[test]
+    fn release_only_once_a_candidate_has_the_shutdown_checkpoint() {
+        let f = req(Some("a"), Some("b"), None);
+        assert_eq!(as_stopped_leader(&f, &[peer("b", 1000, true)], Lsn(1000), 0), ReleaseStep::Wait);
+        assert_eq!(as_stopped_leader(&f, &[peer("b", 1040, true)], Lsn(1000), 0), ReleaseStep::Release("b".into()));
+        assert_eq!(
+            as_stopped_leader(&f, &[peer("c", 1040, true)], Lsn(1000), 0),
+            ReleaseStep::Wait,
+            "not the named one"
+        );
+        assert_eq!(as_stopped_leader(&f, &[], Lsn(1000), CATCH_UP_TIMEOUT_MS), ReleaseStep::Abort);
+        let any = req(Some("a"), None, None);
+        assert_eq!(as_stopped_leader(&any, &[peer("c", 1040, true)], Lsn(1000), 0), ReleaseStep::Release("c".into()));
+    }
+
+    #[test]
+    fn replica_decisions() {
+        let f = req(Some("a"), Some("b"), None);
+        assert_eq!(as_replica("b", &f, &[]), ReplicaStep::Take);
+        assert!(matches!(as_replica("c", &f, &[peer("b", 1, true)]), ReplicaStep::Wait(_)));
+        assert_eq!(as_replica("c", &f, &[PeerReport { name: "b".into(), status: None }]), ReplicaStep::Race);
+        assert_eq!(as_replica("c", &req(Some("a"), None, None), &[]), ReplicaStep::Race);
+    }
+}
