@@ -18,15 +18,19 @@ use rampart_api::NodeSnapshot;
 use rampart_config::Config;
 use rampart_core::model::Status;
 use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, PeerReport};
-use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Millis, PgProcess, Plan, StartRole};
+use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Job, Millis, PgProcess, Plan, StartRole, Upstream};
 use rampart_dcs::{Dcs, EtcdDcs};
 use rampart_pg::{Postmaster, Probe, Sql};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::backend::Queued;
 use super::jobs::{JobContext, RunningJob};
-use super::{peers, publish, settings};
+use super::{callbacks, peers, publish, settings};
+
+mod params;
+mod requests;
 
 /// Shortest pause between two cycles, so a condition that asks for an immediate re-run every
 /// time cannot spin the CPU.
@@ -56,17 +60,32 @@ pub struct Agent {
     http: reqwest::Client,
     dcs_last_seen: Option<u64>,
     last_message: String,
+    /// Where the configuration was read from (re-read on reload).
+    config_path: std::path::PathBuf,
+    /// Operators' local requests from the REST API.
+    requests: mpsc::Receiver<Queued>,
+    /// State of local requests and scheduled restarts.
+    local: requests::LocalState,
+    /// What was last written into postgresql.conf, and whether a restart is pending.
+    params: params::ParamState,
+    /// Where this replica streams from, as last configured (None on a primary).
+    upstream: Option<Upstream>,
+    /// Role last published, to fire `on_role_change` when it changes.
+    last_role: String,
 }
 
 impl Agent {
     /// Builds the agent; nothing is touched yet.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: Config,
+        config_path: std::path::PathBuf,
         dcs: EtcdDcs,
         pm: Arc<Postmaster>,
         sql: Arc<Sql>,
         snap: watch::Sender<NodeSnapshot>,
         wake: Arc<Notify>,
+        requests: mpsc::Receiver<Queued>,
     ) -> Agent {
         let core = HaNode::new(settings::node_settings(&cfg));
         Agent {
@@ -82,6 +101,12 @@ impl Agent {
             http: reqwest::Client::builder().connect_timeout(peers::PEER_TIMEOUT).build().expect("HTTP client"),
             dcs_last_seen: None,
             last_message: String::new(),
+            config_path,
+            requests,
+            local: requests::LocalState::default(),
+            params: params::ParamState::default(),
+            upstream: None,
+            last_role: String::new(),
         }
     }
 
@@ -124,6 +149,7 @@ impl Agent {
                     debug!("postmaster state changed");
                     tokio::time::sleep_until(earliest).await;
                 }
+                Some(q) = self.requests.recv() => self.on_local_request(q).await,
                 _ = term.recv() => return self.shutdown("SIGTERM").await,
                 _ = int.recv() => return self.shutdown("SIGINT").await,
             }
@@ -138,8 +164,9 @@ impl Agent {
             Some(j) => Some(j.poll().await),
             None => None,
         };
-        if matches!(job, Some(JobState::Finished(..))) {
+        if let Some(JobState::Finished(kind, result)) = &job {
             self.job = None;
+            self.job_finished(*kind, result);
         }
         (local, probe, job)
     }
@@ -164,8 +191,12 @@ impl Agent {
     async fn cycle(&mut self) -> Result<Plan> {
         let (local, probe, job) = self.observe_local().await;
         let cluster = self.read_cluster().await;
+        // The other members' own reports matter during a leader race and while a switchover or
+        // failover request is being handled.
         let peers = match &cluster {
-            Ok(c) if c.leader.is_none() && matches!(local.process, PgProcess::Running(_)) => {
+            Ok(c)
+                if (c.leader.is_none() && matches!(local.process, PgProcess::Running(_))) || c.failover.is_some() =>
+            {
                 Some(self.fetch_peers(c).await)
             }
             _ => None,
@@ -174,13 +205,28 @@ impl Agent {
             Ok(c) => DcsView::Ok(c),
             Err(e) => DcsView::Unavailable(e.clone()),
         };
-        let obs = Observation { now: self.now(), dcs, local: &local, job: job.clone(), peers: peers.as_deref() };
+        self.due_scheduled_restart(probe.as_ref());
+        let obs = Observation {
+            now: self.now(),
+            wall_clock_ms: wall_clock_ms(),
+            request: self.local.pending_request(),
+            dcs,
+            local: &local,
+            job: job.clone(),
+            peers: peers.as_deref(),
+        };
         let plan = self.core.decide(&obs);
         self.log_plan(&plan, cluster.is_err());
         // The lease follows the dynamic ttl; the change takes effect at the next lease write.
         self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
+        if let Some(answer) = &plan.answer {
+            self.answer(answer);
+        }
+        if self.job.is_none() {
+            self.apply_parameters(probe.as_ref(), cluster.as_deref()).await;
+        }
         let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };
         self.publish(&seen).await;
         Ok(plan)
@@ -224,6 +270,8 @@ impl Agent {
             initdb_args: self.cfg.bootstrap.initdb.clone(),
             extra_users,
             known_history: cluster.map(|c| c.history.clone()).unwrap_or_default(),
+            pre_promote: self.cfg.postgresql.pre_promote.clone(),
+            scope: self.cfg.scope.clone(),
         }
     }
 
@@ -327,6 +375,15 @@ impl Agent {
                 if self.job.is_some() {
                     bail!("a job is already running");
                 }
+                match job {
+                    Job::Start(StartRole::Replica { upstream }) | Job::Restart(StartRole::Replica { upstream }) => {
+                        self.upstream = upstream.clone()
+                    }
+                    Job::Start(StartRole::Primary) | Job::Restart(StartRole::Primary) | Job::Promote => {
+                        self.upstream = None
+                    }
+                    _ => {}
+                }
                 let ctx = self.job_context(cluster);
                 self.job = Some(RunningJob::spawn(job.clone(), ctx, self.wake.clone()));
                 Ok(true)
@@ -335,6 +392,8 @@ impl Agent {
                 let outcome = self.pm.stop(*mode, STOP_TIMEOUT).await?;
                 info!(?mode, ?outcome, "PostgreSQL stopped");
                 self.sql.disconnect().await;
+                let role = publish::role_text(local);
+                callbacks::fire(&self.cfg.postgresql.callbacks, "on_stop", role, &self.cfg.scope);
                 Ok(true)
             }
             Action::Follow { upstream } => {
@@ -342,6 +401,11 @@ impl Agent {
                 rampart_pg::write_pgpass(&s)?;
                 rampart_pg::write_config(&s, &StartRole::Replica { upstream: upstream.clone() })?;
                 self.sql.reload().await?;
+                self.upstream = upstream.clone();
+                Ok(true)
+            }
+            Action::ClearFailover => {
+                self.dcs.clear_failover(self.dcs_deadline()).await?;
                 Ok(true)
             }
             Action::WipeDataDir => {
@@ -373,7 +437,24 @@ impl Agent {
     /// Writes the member key and the API snapshot.
     async fn publish(&mut self, seen: &Seen) {
         let dynamic = self.core.config().clone();
-        let member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
+        let mut member =
+            publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
+        if self.params.pending_restart {
+            member.pending_restart = Some(true);
+        }
+        if let Some(s) = &self.local.scheduled {
+            member.extra.insert("scheduled_restart".into(), serde_json::json!({ "schedule": s.schedule }));
+        }
+        let role = publish::role_text(&seen.local);
+        if matches!(role, "primary" | "replica")
+            && matches!(self.last_role.as_str(), "primary" | "replica")
+            && role != self.last_role
+        {
+            callbacks::fire(&self.cfg.postgresql.callbacks, "on_role_change", role, &self.cfg.scope);
+        }
+        if seen.probe.is_some() {
+            self.last_role = role.to_string();
+        }
         if let Err(e) = self.dcs.touch_member(&member, self.dcs_deadline()).await {
             debug!(error = %e, "could not update the member key");
         }
@@ -381,7 +462,7 @@ impl Agent {
             rampart_core::node::Believed::Leader => self.core.leader_until().map(|m| self.instant(m).into_std()),
             rampart_core::node::Believed::NotLeader => None,
         };
-        let snap = publish::snapshot(publish::SnapshotInputs {
+        let mut snap = publish::snapshot(publish::SnapshotInputs {
             cfg: &self.cfg,
             dynamic: &dynamic,
             local: &seen.local,
@@ -392,6 +473,8 @@ impl Agent {
             dcs_last_seen: self.dcs_last_seen,
             now: std::time::Instant::now(),
         });
+        snap.pending_restart = self.params.pending_restart;
+        snap.failover_backoff = self.core.race_backoff(self.now());
         self.snap.send_replace(snap);
     }
 
@@ -407,7 +490,16 @@ impl Agent {
             Ok(c) => DcsView::Ok(c),
             Err(e) => DcsView::Unavailable(e.clone()),
         };
-        let obs = Observation { now: self.now(), dcs, local: &local, job: None, peers: None };
+        let obs = Observation {
+            now: self.now(),
+            wall_clock_ms: wall_clock_ms(),
+            request: None,
+            dcs,
+            local: &local,
+            job: None,
+            peers: None,
+        };
+        self.local.refuse_all("the agent is shutting down");
         let plan = self.core.decide_shutdown(&obs);
         info!("{}", plan.message);
         let cluster = cluster.ok();
@@ -418,4 +510,9 @@ impl Agent {
         info!("agent stopped");
         Ok(())
     }
+}
+
+/// Now as unix milliseconds (only for comparing with times operators wrote).
+fn wall_clock_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rampart_core::model::HistoryEntry;
 use rampart_core::observe::{JobKind, JobState};
-use rampart_core::{Job, StartRole};
+use rampart_core::{Job, StartRole, StopMode};
 use rampart_dcs::{Dcs, EtcdDcs};
 use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
 use tokio::sync::Notify;
@@ -34,6 +34,10 @@ pub struct JobContext {
     pub extra_users: Vec<ExtraUser>,
     /// Timeline history known to the DCS, to keep earlier entries' metadata.
     pub known_history: Vec<HistoryEntry>,
+    /// `postgresql.pre_promote`, run before a promotion.
+    pub pre_promote: Option<String>,
+    /// Cluster name (passed to scripts).
+    pub scope: String,
 }
 
 /// A job in flight.
@@ -108,12 +112,31 @@ async fn run(job: Job, ctx: &JobContext) -> Result<(), String> {
             ctx.pm.start(s, &role).await.map_err(text)
         }
         Job::Promote => {
+            if let Some(cmd) = &ctx.pre_promote {
+                super::callbacks::pre_promote(cmd, &ctx.scope).await?;
+            }
             ctx.sql.promote().await.map_err(text)?;
             record_history(ctx).await;
             Ok(())
         }
+        Job::Restart(role) => {
+            ctx.pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
+            ctx.sql.disconnect().await;
+            rampart_pg::write_pgpass(s).map_err(text)?;
+            ctx.pm.start(s, &role).await.map_err(text)
+        }
+        Job::Reinitialize(from) => {
+            ctx.pm.stop(StopMode::Immediate, STOP_LIMIT).await.map_err(text)?;
+            ctx.sql.disconnect().await;
+            rampart_pg::wipe_data_dir(&s.data_dir).await.map_err(text)?;
+            rampart_pg::basebackup(s, &from).await.map_err(text)?;
+            rampart_pg::write_pgpass(s).map_err(text)
+        }
     }
 }
+
+/// How long a stop inside a job may take before the postmaster is killed.
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Publishes the timeline history after a promotion: the history file of the new timeline,
 /// with the time and this member's name on the newest entry (Patroni's format). A failure here

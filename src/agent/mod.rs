@@ -7,6 +7,8 @@
 //! Module map: [`settings`] (config → adapter settings), [`driver`] (the loop), [`jobs`] (long
 //! actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot).
 
+pub mod backend;
+pub mod callbacks;
 pub mod driver;
 pub mod jobs;
 pub mod peers;
@@ -40,10 +42,10 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     // A current-thread runtime: the agent's work is I/O-bound and one thread keeps it small.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run_async(loaded.config))
+    rt.block_on(run_async(loaded.config, config_path.to_path_buf()))
 }
 
-async fn run_async(cfg: rampart_config::Config) -> Result<()> {
+async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf) -> Result<()> {
     let dynamic = cfg.bootstrap_dcs();
     let dcs = rampart_dcs::EtcdDcs::connect(
         settings::etcd_options(&cfg, dynamic.retry_timeout),
@@ -69,7 +71,31 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
         .with_context(|| format!("cannot listen on restapi.listen {listen}"))?;
     info!(%listen, "REST API listening");
     let alive_pm = pm.clone();
-    let api = ApiContext::new(snap_rx, move || alive_pm.is_alive());
+    let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(8);
+    let backend = backend::AgentBackend { dcs: dcs.clone(), queue: queue_tx };
+    // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
+    // certificate stops the agent here rather than failing requests later.
+    let rest = &cfg.restapi;
+    let security = rampart_api::SecuritySettings {
+        authentication: rest.authentication.as_ref().map(|c| {
+            rampart_api::BasicAuth::new(c.username.clone(), c.password.as_ref().map_or("", |p| p.expose()))
+        }),
+        allowlist: rest.allowlist.clone(),
+        tls: rest.certfile.clone().map(|certfile| rampart_api::TlsSettings {
+            certfile,
+            keyfile: rest.keyfile.clone(),
+            cafile: rest.cafile.clone(),
+            verify_client: match rest.verify_client {
+                rampart_config::ClientCertMode::None => rampart_api::ClientCertMode::None,
+                rampart_config::ClientCertMode::Optional => rampart_api::ClientCertMode::Optional,
+                rampart_config::ClientCertMode::Required => rampart_api::ClientCertMode::Required,
+            },
+        }),
+    };
+    let security = rampart_api::Security::prepare(&security).await.context("restapi")?;
+    let api = ApiContext::new(snap_rx, move || alive_pm.is_alive())
+        .with_backend(Arc::new(backend))
+        .with_security(security);
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(rampart_api::serve(listener, api, async move {
         let _ = stop_api_rx.await;
@@ -78,7 +104,7 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher(wake.clone());
     info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
-    let agent = driver::Agent::new(cfg, dcs, pm, sql, snap_tx, wake);
+    let agent = driver::Agent::new(cfg, config_path, dcs, pm, sql, snap_tx, wake, queue_rx);
     let result = agent.run().await;
     watcher.abort();
     let _ = stop_api_tx.send(());

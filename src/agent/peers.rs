@@ -47,11 +47,13 @@ pub fn parse(v: &Value) -> Option<PeerStatus> {
     let wal =
         [field("location"), field("received_location"), field("replayed_location")].into_iter().flatten().max()?;
     let tags: Tags = v.get("tags").cloned().and_then(|t| serde_json::from_value(t).ok()).unwrap_or_default();
+    // A member backing off after a refused promotion is no candidate for now.
+    let backing_off = v.get("failover_backoff").and_then(Value::as_bool).unwrap_or(false);
     Some(PeerStatus {
         is_primary,
         wal: Lsn(wal),
         timeline: v.get("timeline").and_then(Value::as_u64).unwrap_or(0) as u32,
-        can_fail_over: tags.can_fail_over(),
+        can_fail_over: tags.can_fail_over() && !backing_off,
         priority: tags.priority(),
     })
 }
@@ -74,5 +76,7 @@ mod tests {
         let stopped = json!({"state":"stopped","role":"primary","xlog":{"location":1}});
         assert!(!parse(&stopped).unwrap().is_primary, "a stopped primary does not block the race");
         assert_eq!(parse(&json!({"state":"running"})), None);
+        let vetoed = json!({"state":"running","role":"replica","xlog":{"received_location":9},"failover_backoff":true});
+        assert!(!parse(&vetoed).unwrap().can_fail_over);
     }
 }

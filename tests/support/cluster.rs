@@ -366,5 +366,25 @@ impl Drop for Cluster {
             }
         }
         // Then etcd and the directory, in field order.
+        if !std::thread::panicking() {
+            self.assert_no_password_in_logs();
+        }
+    }
+}
+
+impl Cluster {
+    /// Secrets never reach logs: no agent or PostgreSQL log of this cluster contains a configured
+    /// password. Checked when every cluster is torn down after a passing test.
+    pub fn assert_no_password_in_logs(&self) {
+        for node in &self.nodes {
+            let mut files = vec![node.log_path.clone()];
+            files.extend(postgres_logs(&node.config));
+            for f in files {
+                let Ok(text) = std::fs::read_to_string(&f) else { continue };
+                for secret in [super::SUPERUSER_PASSWORD, super::REPLICATION_PASSWORD] {
+                    assert!(!text.contains(secret), "{} contains a configured password", f.display());
+                }
+            }
+        }
     }
 }

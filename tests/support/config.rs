@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub tags: Vec<(String, String)>,
     /// Raw YAML appended at the end of the file (top-level sections a test needs).
     pub extra_yaml: String,
+    /// Extra `postgresql.<key>: <yaml value>` lines (e.g. `pre_promote`, `callbacks`).
+    pub pg_settings: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -70,6 +72,7 @@ impl NodeConfig {
                 .map(|t| (t.to_string(), "false".to_string()))
                 .collect(),
             extra_yaml: String::new(),
+            pg_settings: Vec::new(),
         }
     }
 
@@ -140,6 +143,12 @@ impl NodeConfig {
     }
 
     /// Appends raw top-level YAML (must end with a newline to be followed by more).
+    /// Adds `postgresql.<key>: <value>` (`value` is YAML, e.g. `'exit 1'` or a flow mapping).
+    pub fn pg_setting(mut self, key: &str, value: &str) -> Self {
+        self.pg_settings.push((key.into(), value.into()));
+        self
+    }
+
     pub fn extra_yaml(mut self, yaml: &str) -> Self {
         self.extra_yaml.push_str(yaml);
         self
@@ -219,6 +228,9 @@ impl NodeConfig {
         line("    password_encryption: scram-sha-256".into());
         for (name, value) in &self.parameters {
             line(format!("    {name}: {value}"));
+        }
+        for (key, value) in &self.pg_settings {
+            line(format!("  {key}: {value}"));
         }
         if !self.tags.is_empty() {
             line(String::new());

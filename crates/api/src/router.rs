@@ -6,20 +6,23 @@
 //!   (HAProxy's `option httpchk` sends `OPTIONS /`);
 //! * a request reads the agent's state once, as a copy, and never waits for the HA loop;
 //! * unknown `GET` paths answer 503 with the status body (as Patroni does), so a typo in a load
-//!   balancer check fails closed; methods other than GET/HEAD/OPTIONS answer 501.
+//!   balancer check fails closed;
+//! * POST/PUT/PATCH/DELETE go to [`crate::writes`] (access control, then the operation); any other
+//!   method answers 501.
 
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::Value;
 
 use crate::cluster_json::{cluster_json, config_json, history_json};
+use crate::context::ApiContext;
 use crate::health::{check_status, liveness_status, readiness_status, Check};
+use crate::metrics::{metrics_text, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::query::HealthQuery;
-use crate::snapshot::ApiContext;
 use crate::status_json::patroni_status;
 
 /// Largest request body any handler will read, in bytes.
@@ -40,6 +43,8 @@ pub enum Endpoint {
     Liveness,
     /// `/readiness`: ready for traffic (status only).
     Readiness,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
     /// Any other path: a health check.
     Health(Check),
 }
@@ -56,13 +61,14 @@ impl Endpoint {
             "config" => Endpoint::Config,
             "liveness" => Endpoint::Liveness,
             "readiness" => Endpoint::Readiness,
+            "metrics" => Endpoint::Metrics,
             _ => Endpoint::Health(Check::from_path(path)),
         }
     }
 }
 
-/// The REST API as an axum router (GET/HEAD/OPTIONS endpoints). More routes can be merged in;
-/// they take precedence over the catch-all health dispatch.
+/// The REST API as an axum router. More routes can be merged in; they take precedence over the
+/// catch-all dispatch.
 pub fn router(ctx: ApiContext) -> Router {
     Router::new().fallback(dispatch).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(ctx)
 }
@@ -71,19 +77,24 @@ pub fn router(ctx: ApiContext) -> Router {
 enum Body {
     Json(Value),
     Text(&'static str),
+    Metrics(String),
     Empty,
 }
 
-async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Response {
+async fn dispatch(State(ctx): State<ApiContext>, req: Request) -> Response {
+    let method = req.method().clone();
     let status_only = if method == Method::GET {
         false
     } else if method == Method::HEAD || method == Method::OPTIONS {
         true
+    } else if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        return crate::writes::handle(ctx, req).await;
     } else {
         let text = format!("Unsupported method ({:?})\n", method.as_str());
         return (StatusCode::NOT_IMPLEMENTED, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
             .into_response();
     };
+    let uri = req.uri();
     let (snap, alive) = ctx.current();
     let now = Instant::now();
     let query = HealthQuery::parse(uri.query());
@@ -105,6 +116,7 @@ async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Re
         },
         Endpoint::Liveness => (liveness_status(&snap, alive, now), Body::Empty),
         Endpoint::Readiness => (readiness_status(&query, &snap, alive, now), Body::Empty),
+        Endpoint::Metrics => (200, Body::Metrics(metrics_text(&snap, alive))),
         Endpoint::Health(check) => {
             (check_status(check, &query, &snap, alive, now), Body::Json(patroni_status(&snap, alive)))
         }
@@ -115,6 +127,7 @@ async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Re
         Body::Empty => status.into_response(),
         Body::Json(v) => (status, Json(v)).into_response(),
         Body::Text(t) => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t).into_response(),
+        Body::Metrics(t) => (status, [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], t).into_response(),
     }
 }
 
@@ -174,7 +187,7 @@ mod tests {
             assert_eq!(code, 200, "{path}");
             assert_eq!(body["role"], "primary", "{path}");
         }
-        for path in ["/replica", "/standby-leader", "/sync", "/async", "/nonsense", "/metrics"] {
+        for path in ["/replica", "/standby-leader", "/sync", "/async", "/nonsense", "/switchover"] {
             let (code, body) = h.get(path).await;
             assert_eq!(code, 503, "{path}");
             assert_eq!(body["patroni"]["scope"], "demo", "{path}: the status body comes with a 503 too");
@@ -319,15 +332,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_methods_are_not_implemented() {
+    async fn unsafe_methods_on_unknown_paths_and_other_methods() {
         let h = harness(primary(Instant::now()));
-        for (method, path) in [("POST", "/primary"), ("PUT", "/nonsense"), ("DELETE", "/patroni"), ("PATCH", "/config")]
-        {
-            let (code, ctype, body) = h.call(method, path).await;
-            assert_eq!(code, 501, "{method} {path}");
-            assert!(ctype.unwrap().starts_with("text/plain"));
-            assert!(String::from_utf8(body).unwrap().contains(method));
+        for (method, path, want) in [
+            ("POST", "/primary", 404),
+            ("PUT", "/nonsense", 404),
+            ("DELETE", "/patroni", 405),
+            ("POST", "/metrics", 405),
+            ("POST", "/config", 405),
+            ("GET", "/metrics", 200),
+            ("TRACE", "/", 501),
+        ] {
+            let (code, ctype, _) = h.call(method, path).await;
+            assert_eq!(code, want, "{method} {path}");
+            assert!(ctype.unwrap().starts_with("text/plain"), "{method} {path}");
         }
+        // Known write endpoints answer 503 while the agent has not attached its backend.
+        let (code, _, body) = h.call("POST", "/reload").await;
+        assert_eq!(code, 503);
+        assert!(String::from_utf8(body).unwrap().contains("not accept operations yet"));
+        let (code, _, body) = h.call("HEAD", "/metrics").await;
+        assert_eq!((code, body.len()), (200, 0));
     }
 
     #[test]
@@ -338,5 +363,6 @@ mod tests {
         assert_eq!(Endpoint::from_path("/"), Endpoint::Health(Check::Primary));
         assert_eq!(Endpoint::from_path("/x/patroni"), Endpoint::Health(Check::Unknown));
         assert_eq!(Endpoint::from_path("/historyx"), Endpoint::Health(Check::Unknown));
+        assert_eq!(Endpoint::from_path("/metrics"), Endpoint::Metrics);
     }
 }

@@ -1,7 +1,12 @@
-//! Serving the router on a TCP listener with hyper (HTTP/1.1 and 1.0), with limits that keep
-//! slow or hostile clients from pinning resources.
+//! Serving the router on a TCP listener with hyper (HTTP/1.1 and 1.0), over plain TCP or, when the
+//! context's [`crate::Security`] carries a server TLS configuration, over TLS only, with limits
+//! that keep slow or hostile clients from pinning resources.
 //!
 //! Invariants kept here:
+//! * every request carries a [`PeerInfo`] extension (client address, verified client certificate)
+//!   for the access checks of the write endpoints;
+//! * the TLS handshake runs in the connection's own task under `header_read_timeout`, so a client
+//!   that never finishes it holds one connection slot for that long and never stalls accepting;
 //! * a client gets at most `header_read_timeout` to send each request head (this also bounds an
 //!   idle keep-alive connection), and a connection lives at most `connection_lifetime` before it
 //!   is closed after its current request, so a slow reader or writer cannot hold a slot for long;
@@ -22,13 +27,16 @@ use axum::http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::access::PeerInfo;
+use crate::context::ApiContext;
 use crate::router::{router, MAX_BODY_BYTES};
-use crate::snapshot::ApiContext;
 
 /// Resource limits of the HTTP server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +80,7 @@ pub async fn serve_with_limits(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
 ) -> std::io::Result<()> {
+    let tls = ctx.security.server_tls.clone().map(TlsAcceptor::from);
     let app = router(ctx);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -89,8 +98,9 @@ pub async fn serve_with_limits(
         };
         while connections.try_join_next().is_some() {}
         match accepted {
-            Ok((stream, _peer)) => {
-                connections.spawn(serve_connection(stream, app.clone(), limits, stop_rx.clone(), slot));
+            Ok((stream, peer)) => {
+                let conn = Connection { stream, peer, tls: tls.clone() };
+                connections.spawn(serve_connection(conn, app.clone(), limits, stop_rx.clone(), slot));
             }
             Err(e) if is_per_connection(&e) => tracing::debug!("REST API: accept: {e}"),
             Err(e) => {
@@ -116,21 +126,55 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
 }
 
-async fn serve_connection(
+/// An accepted connection, before any TLS handshake.
+struct Connection {
     stream: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<TlsAcceptor>,
+}
+
+async fn serve_connection(
+    conn: Connection,
     app: axum::Router,
     limits: ServeLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let Connection { stream, peer, tls } = conn;
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        let info = PeerInfo { addr: peer, client_cert: false };
+        return serve_http(stream, info, app, limits, stop).await;
+    };
+    let tls_stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // Includes clients without a required certificate: rustls refused the handshake.
+            tracing::debug!("REST API: TLS handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("REST API: TLS handshake with {peer} timed out");
+            return;
+        }
+    };
+    // rustls only keeps a client certificate it verified against `cafile`.
+    let client_cert = tls_stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+    serve_http(tls_stream, PeerInfo { addr: peer, client_cert }, app, limits, stop).await;
+}
+
+async fn serve_http<IO>(io: IO, peer: PeerInfo, app: axum::Router, limits: ServeLimits, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let req = req.map(|b| Body::new(http_body_util::Limited::new(b, MAX_BODY_BYTES)));
+        let mut req = req.map(|b| Body::new(http_body_util::Limited::new(b, MAX_BODY_BYTES)));
+        req.extensions_mut().insert(peer);
         app.clone().oneshot(req)
     });
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(16 * 1024);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
@@ -155,17 +199,24 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::oneshot;
 
-    async fn start(
-        limits: ServeLimits,
-    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    type Running = (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
+
+    fn context() -> ApiContext {
         let (_tx, rx) = watch::channel(primary(Instant::now() + Duration::from_secs(600)));
         // Keep the sender alive for the server's whole life by moving it into the probe.
-        let ctx = ApiContext::new(rx, move || {
+        ApiContext::new(rx, move || {
             let _keep = &_tx;
             true
-        });
+        })
+    }
+
+    async fn start(limits: ServeLimits) -> Running {
+        start_with(context(), limits).await
+    }
+
+    async fn start_with(ctx: ApiContext, limits: ServeLimits) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(serve_with_limits(
             listener,
@@ -259,5 +310,158 @@ mod tests {
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve returned").unwrap().unwrap();
         assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+    }
+
+    mod tls {
+        use super::*;
+        use crate::security::{Security, SecuritySettings};
+        use crate::tls::{ring_provider, ClientCertMode, TlsSettings};
+        use crate::{HttpProbe, MemberProbe};
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use rustls::{ClientConfig, RootCertStore};
+        use rustls_pki_types::{PrivateKeyDer, ServerName};
+        use std::path::PathBuf;
+
+        struct Pki {
+            _dir: tempfile::TempDir,
+            ca: PathBuf,
+            server_cert: PathBuf,
+            server_key: PathBuf,
+            ca_der: rustls_pki_types::CertificateDer<'static>,
+            client_cert: rustls_pki_types::CertificateDer<'static>,
+            client_key: Vec<u8>,
+        }
+
+        /// A CA made for the test, a server certificate for localhost/127.0.0.1 and a client
+        /// certificate, both signed by it.
+        fn pki() -> Pki {
+            let dir = tempfile::tempdir().unwrap();
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+            let issue = |names: &[&str]| {
+                let key = KeyPair::generate().unwrap();
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+                (cert, key)
+            };
+            let (server, server_key) = issue(&["localhost", "127.0.0.1"]);
+            let (client, client_key) = issue(&["rampart-client"]);
+            let write = |name: &str, text: String| {
+                let p = dir.path().join(name);
+                std::fs::write(&p, text).unwrap();
+                p
+            };
+            Pki {
+                ca: write("ca.pem", ca.pem()),
+                server_cert: write("server.pem", server.pem()),
+                server_key: write("server.key", server_key.serialize_pem()),
+                ca_der: ca.der().clone(),
+                client_cert: client.der().clone(),
+                client_key: client_key.serialize_der(),
+                _dir: dir,
+            }
+        }
+
+        fn client(pki: &Pki, with_cert: bool) -> Arc<ClientConfig> {
+            let mut roots = RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).unwrap();
+            let b = ClientConfig::builder_with_provider(ring_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
+            let cfg = if with_cert {
+                let key = PrivateKeyDer::try_from(pki.client_key.clone()).unwrap();
+                b.with_client_auth_cert(vec![pki.client_cert.clone()], key).unwrap()
+            } else {
+                b.with_no_client_auth()
+            };
+            Arc::new(cfg)
+        }
+
+        /// One request over TLS; whatever was received before the connection ended (a refused
+        /// handshake shows up as an error or as nothing received).
+        async fn tls_exchange(addr: SocketAddr, cfg: Arc<ClientConfig>, request: &str) -> std::io::Result<String> {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut s = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
+            s.write_all(request.as_bytes()).await?;
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("in time") {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        }
+
+        async fn secured(pki: &Pki, mode: ClientCertMode) -> (Running, Security) {
+            let settings = SecuritySettings {
+                tls: Some(TlsSettings {
+                    certfile: pki.server_cert.clone(),
+                    keyfile: Some(pki.server_key.clone()),
+                    cafile: Some(pki.ca.clone()),
+                    verify_client: mode,
+                }),
+                ..Default::default()
+            };
+            let security = Security::prepare(&settings).await.unwrap();
+            let running = start_with(context().with_security(security.clone()), ServeLimits::default()).await;
+            (running, security)
+        }
+
+        const GET: &str = "GET /patroni HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        const RELOAD: &str =
+            "POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+        #[tokio::test]
+        async fn required_client_certificates() {
+            let pki = pki();
+            let ((addr, stop, server), security) = secured(&pki, ClientCertMode::Required).await;
+            let reply = tls_exchange(addr, client(&pki, true), GET).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+            assert!(reply.contains("\"role\":\"primary\""), "{reply:?}");
+
+            // Without a certificate the handshake is refused: no HTTP answer at all.
+            let refused = tls_exchange(addr, client(&pki, false), GET).await;
+            assert!(refused.as_deref().map_or(true, |r| !r.contains("HTTP/1.1")), "{refused:?}");
+            // Plain HTTP on the TLS port gets nothing either.
+            let plain = exchange(addr, b"GET /patroni HTTP/1.0\r\n\r\n").await;
+            assert!(!plain.contains("200"), "{plain:?}");
+
+            // Peer requests (switchover candidate checks) present our certificate and verify
+            // theirs against the CA.
+            let probe = HttpProbe::new(security.peer_tls.clone());
+            let status =
+                probe.fetch(&format!("https://127.0.0.1:{}/patroni", addr.port()), Duration::from_secs(5)).await;
+            assert_eq!(status.unwrap()["role"], "primary");
+            let status = HttpProbe::new(None)
+                .fetch(&format!("https://127.0.0.1:{}/patroni", addr.port()), Duration::from_secs(5))
+                .await;
+            assert!(status.is_err());
+
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        }
+
+        #[tokio::test]
+        async fn optional_client_certificates_guard_writes() {
+            let pki = pki();
+            let ((addr, stop, server), _) = secured(&pki, ClientCertMode::Optional).await;
+            let reply = tls_exchange(addr, client(&pki, false), GET).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+            let reply = tls_exchange(addr, client(&pki, false), RELOAD).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 403"), "{reply:?}");
+            assert!(reply.ends_with("client certificate required"), "{reply:?}");
+            // With a certificate the request gets past access control (503: no backend attached).
+            let reply = tls_exchange(addr, client(&pki, true), RELOAD).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 503"), "{reply:?}");
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        }
     }
 }

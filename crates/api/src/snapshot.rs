@@ -1,15 +1,14 @@
-//! The API's only input: an immutable [`NodeSnapshot`] the agent publishes through a
-//! `tokio::sync::watch` channel, plus a live "is the postmaster still there?" probe.
+//! The read endpoints' only input: an immutable [`NodeSnapshot`] the agent publishes through a
+//! `tokio::sync::watch` channel (shared with the handlers through [`crate::ApiContext`]).
 //!
 //! Invariant kept here: the API never blocks the HA loop. A request copies the current snapshot
 //! out of the channel (holding the channel's read lock only for that copy) and decides on the
-//! copy; it never waits for the agent and never writes anything back.
+//! copy; it never waits for the agent and never writes anything back through it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rampart_core::{Cluster, Tags};
-use tokio::sync::watch;
 
 /// One walsender as shown under `replication` in `/patroni`
 /// (`pg_stat_get_wal_senders()` joined with `pg_stat_activity`).
@@ -77,6 +76,8 @@ pub struct NodeSnapshot {
     pub tags: Tags,
     /// A changed parameter waits for a restart.
     pub pending_restart: bool,
+    /// This member keeps out of leader races for now (its `pre_promote` refused a promotion).
+    pub failover_backoff: bool,
     /// Maintenance mode is on.
     pub paused: bool,
 
@@ -167,41 +168,6 @@ impl NodeSnapshot {
     /// `max(leader position from the DCS, received) - replayed`.
     pub fn replay_lag(&self) -> u64 {
         self.cluster_optime.max(self.xlog_received).saturating_sub(self.xlog_replayed)
-    }
-}
-
-/// What the HTTP handlers share: the snapshot channel and a live postmaster probe.
-#[derive(Clone)]
-pub struct ApiContext {
-    /// Latest snapshot published by the agent.
-    pub snapshot: watch::Receiver<NodeSnapshot>,
-    /// Asked at request time, so that a dead PostgreSQL is reported at once rather than after
-    /// the next HA cycle (Patroni keeps answering 200 on `/primary` until then). Must be cheap
-    /// and must not block (e.g. `kill(pid, 0)` on the known postmaster PID).
-    pub postmaster_alive: Arc<dyn Fn() -> bool + Send + Sync>,
-}
-
-impl ApiContext {
-    /// A context over `snapshot` with the given postmaster probe.
-    pub fn new(
-        snapshot: watch::Receiver<NodeSnapshot>,
-        postmaster_alive: impl Fn() -> bool + Send + Sync + 'static,
-    ) -> Self {
-        ApiContext { snapshot, postmaster_alive: Arc::new(postmaster_alive) }
-    }
-
-    /// Copies the current snapshot out of the channel and probes the postmaster.
-    /// The channel's read lock is held only while cloning (cheap: the cluster is an `Arc`).
-    pub fn current(&self) -> (NodeSnapshot, bool) {
-        let snap = self.snapshot.borrow().clone();
-        let alive = (self.postmaster_alive)();
-        (snap, alive)
-    }
-}
-
-impl std::fmt::Debug for ApiContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiContext").field("snapshot", &*self.snapshot.borrow()).finish_non_exhaustive()
     }
 }
 

@@ -64,6 +64,10 @@ struct Status<'a> {
     database_system_identifier: Option<&'a str>,
     #[serde(skip_serializing_if = "not")]
     pending_restart: bool,
+    /// Rampart's own field (Patroni clients ignore it): this member keeps out of leader races
+    /// for now, so others must not wait for it.
+    #[serde(skip_serializing_if = "not")]
+    failover_backoff: bool,
     patroni: PatroniInfo<'a>,
 }
 
@@ -101,6 +105,7 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
         tags: (s.tags != Tags::default()).then_some(&s.tags),
         database_system_identifier: Some(s.database_system_identifier.as_str()).filter(|id| !id.is_empty()),
         pending_restart: s.pending_restart,
+        failover_backoff: s.failover_backoff,
         patroni: PatroniInfo { version: &s.api_version, scope: &s.scope, name: &s.name },
     };
     serde_json::to_value(body).unwrap_or(Value::Null)

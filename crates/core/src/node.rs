@@ -131,6 +131,12 @@ impl HaNode {
         self.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.lease_ttl))))
     }
 
+    /// Whether this node keeps out of leader races at `now` (a promotion of its was refused by
+    /// `pre_promote`). Published, so that the others do not wait for it.
+    pub fn race_backoff(&self, now: Millis) -> bool {
+        self.no_race_until.is_some_and(|u| now < u)
+    }
+
     /// Whether this node may present itself as leader at `now`.
     pub fn believed(&self, now: Millis) -> Believed {
         match self.leader_until {
@@ -764,7 +770,7 @@ impl HaNode {
             cluster_timeline: cluster.timeline(),
             max_lag: self.config.maximum_lag_on_failover,
             check_timeline: self.config.check_timeline,
-            streaming: r.streaming,
+            streaming: r.streaming && !upstream_is_a_replica(cluster, &race_peers, r.upstream.as_ref()),
         };
         match election::judge(&me_cand, &race_peers) {
             Verdict::Healthiest => {
@@ -808,6 +814,16 @@ impl HaNode {
         }
         Plan { actions, answer: None, message: message.to_string(), next_cycle: next }
     }
+}
+
+/// Whether the member we stream from says it is a replica itself (cascading, or a lock holder that
+/// never got promoted): then our streaming proves no live primary.
+fn upstream_is_a_replica(cluster: &Cluster, peers: &[PeerReport], upstream: Option<&(String, u16)>) -> bool {
+    let Some(up) = upstream else { return false };
+    let Some(member) = cluster.members.iter().find(|m| m.data.conn_host_port().as_ref() == Some(up)) else {
+        return false;
+    };
+    peers.iter().any(|p| p.name == member.name && p.status.as_ref().is_some_and(|s| !s.is_primary))
 }
 
 /// `plan` carrying the answer to the operator's request.

@@ -728,3 +728,30 @@ fn cascading_replica_follows_its_replicatefrom_member_and_the_upstream_keeps_its
     let l3 = replica(Some(5002), 1000);
     assert_eq!(decide(&mut n3, &obs(0, &c, &l3)), vec![Action::SyncSlots { members: vec!["n1".into()] }]);
 }
+
+#[test]
+fn streaming_from_a_member_that_is_itself_a_replica_does_not_block_the_race() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    // We stream from n2, which reports itself a replica: no live primary behind it.
+    let l = replica(Some(5002), 1000);
+    let peers = [peer("n2", 900, false)];
+    let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
+    assert_eq!(decide(&mut n, &o), vec![Action::AcquireLeader]);
+    // If n2 does not answer, its PostgreSQL may be a live primary whose agent died.
+    let silent = [PeerReport { name: "n2".into(), status: None }];
+    let o = Observation { peers: Some(&silent), ..obs(0, &c, &l) };
+    assert!(decide(&mut n, &o).is_empty());
+}
+
+#[test]
+fn a_vetoed_member_says_it_is_out_of_the_race() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = replica(None, 1000);
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Promote, Err("pre_promote exited with 1".into())));
+    decide(&mut n, &o);
+    assert!(n.race_backoff(Millis(1_000)));
+    assert!(!n.race_backoff(Millis(31_000)));
+}

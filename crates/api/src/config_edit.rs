@@ -1,0 +1,179 @@
+//! `PATCH /config` (JSON merge patch, RFC 7396) and `PUT /config` (full replacement) of the
+//! dynamic configuration in the DCS `config` key.
+//!
+//! Invariants kept here:
+//! * a configuration is written only if it still reads as a [`DynamicConfig`] and passes
+//!   [`DynamicConfig::validate`] (the lease timing rule), so no API call can store a configuration
+//!   the members would reject or that lets a leader lose its lease before noticing;
+//! * `PATCH` works on JSON values, so keys Rampart does not interpret survive, and is written with
+//!   compare-and-swap on the revision it was computed from: a concurrent change makes it fail
+//!   with 409 instead of being silently overwritten;
+//! * an edit that changes nothing writes nothing.
+
+use std::sync::Arc;
+
+use rampart_core::DynamicConfig;
+use serde_json::{Map, Value};
+
+use crate::backend::Backend;
+use crate::reply::Reply;
+
+/// Applies `patch` to `target` as RFC 7396 says: an object patch merges key by key, `null`
+/// removes a key, anything else replaces the target.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(changes) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(fields) = target else { unreachable!("made an object just above") };
+    for (key, change) in changes {
+        if change.is_null() {
+            fields.remove(key);
+        } else {
+            merge_patch(fields.entry(key.clone()).or_insert(Value::Null), change);
+        }
+    }
+}
+
+/// Checks that `doc` is a usable dynamic configuration; the error names the offending key.
+pub fn check_config(doc: &Value) -> Result<DynamicConfig, String> {
+    let Some(fields) = doc.as_object() else { return Err("the configuration must be a JSON object".into()) };
+    match serde_json::from_value::<DynamicConfig>(doc.clone()) {
+        Ok(cfg) => cfg.validate().map(|()| cfg).map_err(|e| format!("invalid configuration: {e}")),
+        Err(e) => match bad_key(fields) {
+            Some(key) => Err(format!("invalid configuration: {key}: {e}")),
+            None => Err(format!("invalid configuration: {e}")),
+        },
+    }
+}
+
+/// serde's messages do not say where a value was wrong: find the first key that, put alone into
+/// the default configuration, fails to read (looking one level into sections such as `postgresql`).
+fn bad_key(fields: &Map<String, Value>) -> Option<String> {
+    let base = serde_json::to_value(DynamicConfig::default()).ok()?;
+    let fails = |doc: &Value| serde_json::from_value::<DynamicConfig>(doc.clone()).is_err();
+    for (key, value) in fields {
+        let mut probe = base.clone();
+        probe[key.as_str()] = value.clone();
+        if !fails(&probe) {
+            continue;
+        }
+        if let (Some(section), Some(default_section)) = (value.as_object(), base.get(key).and_then(Value::as_object)) {
+            for (sub, sub_value) in section {
+                let mut one = default_section.clone();
+                one.insert(sub.clone(), sub_value.clone());
+                let mut probe = base.clone();
+                probe[key.as_str()] = Value::Object(one);
+                if fails(&probe) {
+                    return Some(format!("{key}.{sub}"));
+                }
+            }
+        }
+        return Some(key.clone());
+    }
+    None
+}
+
+fn compact(doc: &Value) -> String {
+    // Serializing a `Value` cannot fail (its map keys are strings).
+    serde_json::to_string(doc).unwrap_or_default()
+}
+
+/// Handles `PATCH /config` with a non-empty JSON object.
+pub async fn patch(backend: &Arc<dyn Backend>, changes: &Map<String, Value>) -> Reply {
+    let cluster = match backend.read_cluster().await {
+        Ok(c) => c,
+        Err(e) => return Reply::text(503, format!("cannot read the cluster from the DCS: {e}")),
+    };
+    let Some(config) = &cluster.config else {
+        return Reply::text(503, "no configuration in the DCS");
+    };
+    // The snapshot keeps the parsed configuration, whose `extra` maps carry every key Rampart
+    // does not interpret; its JSON form is the closest thing to the stored text.
+    let current = match serde_json::to_value(config) {
+        Ok(v) => v,
+        Err(e) => return Reply::text(500, format!("cannot render the current configuration: {e}")),
+    };
+    let mut updated = current.clone();
+    merge_patch(&mut updated, &Value::Object(changes.clone()));
+    if let Err(why) = check_config(&updated) {
+        return Reply::text(400, why);
+    }
+    if updated != current {
+        match backend.write_config(compact(&updated), Some(cluster.config_revision)).await {
+            Ok(true) => {}
+            Ok(false) => return Reply::text(409, "the configuration was changed concurrently; read it and try again"),
+            Err(e) => return Reply::text(503, format!("failed to write the configuration: {e}")),
+        }
+    }
+    Reply::json(200, updated)
+}
+
+/// Handles `PUT /config` with a non-empty JSON object.
+pub async fn put(backend: &Arc<dyn Backend>, replacement: &Map<String, Value>) -> Reply {
+    let doc = Value::Object(replacement.clone());
+    if let Err(why) = check_config(&doc) {
+        return Reply::text(400, why);
+    }
+    let unchanged = match backend.read_cluster().await {
+        Ok(c) => c.config.as_ref().and_then(|cfg| serde_json::to_value(cfg).ok()).is_some_and(|cur| cur == doc),
+        // Cannot compare: write anyway, the write reports whether the DCS is reachable.
+        Err(_) => false,
+    };
+    if !unchanged {
+        match backend.write_config(compact(&doc), None).await {
+            Ok(true) => {}
+            Ok(false) => return Reply::text(502, "failed to write the configuration"),
+            Err(e) => return Reply::text(502, format!("failed to write the configuration: {e}")),
+        }
+    }
+    Reply::json(200, doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rfc7396_examples() {
+        // The examples of RFC 7396, appendix A.
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
+            (json!({"a":"foo"}), json!(null), json!(null)),
+            (json!({"a":"foo"}), json!("bar"), json!("bar")),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+        ];
+        for (target, patch, want) in cases {
+            let mut t = target.clone();
+            merge_patch(&mut t, &patch);
+            assert_eq!(t, want, "{target} + {patch}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        assert!(check_config(&json!({"ttl": 30, "synchronous_mode": true})).is_ok());
+        let e = check_config(&json!({"ttl": "soon"})).unwrap_err();
+        assert!(e.starts_with("invalid configuration: ttl: invalid type"), "{e}");
+        let e = check_config(&json!({"postgresql": {"use_slots": "maybe", "parameters": {}}})).unwrap_err();
+        assert!(e.starts_with("invalid configuration: postgresql.use_slots:"), "{e}");
+        let e = check_config(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap_err();
+        assert!(e.contains("ttl") && e.contains("> 20"), "{e}");
+        assert!(check_config(&json!([1])).is_err());
+    }
+}

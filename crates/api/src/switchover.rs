@@ -1,0 +1,289 @@
+//! `POST /switchover`, `POST /failover` and `DELETE /switchover`: Patroni's manual failover
+//! requests, checked here and then handed to the cluster as the DCS `failover` key.
+//!
+//! The API decides nothing about HA: it validates the request against a fresh read of the cluster
+//! and a live look at the candidates, writes the `failover` key (as `patronictl` would), and then
+//! only watches the DCS until the leader changes, the key disappears, or time runs out.
+//!
+//! Invariants kept here:
+//! * nothing is written unless every check passed; a scheduled switchover skips the live checks
+//!   (the members decide at its time, as in Patroni);
+//! * a candidate counts only if it answered its `/patroni` within the probe timeout, runs, may fail
+//!   over (tags, watchdog) and, while a leader exists, is a replica; with nobody holding the lock a
+//!   failover may promote a lagging member, so only "answers, runs, may fail over" is asked;
+//! * status codes and messages are Patroni's (`do_POST_failover`, `is_failover_possible`,
+//!   `poll_failover_result`), because patronictl prints them.
+
+use std::sync::Arc;
+
+use rampart_core::model::Failover;
+use rampart_core::{Cluster, Member, Tags};
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+
+use crate::backend::Backend;
+use crate::context::ApiContext;
+use crate::reply::Reply;
+use crate::request_values::{iso8601, parse_schedule};
+use crate::snapshot::{listed_in_sync_key, sync_mode, SyncMode};
+
+/// Which endpoint was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `POST /switchover`: from a named leader, optionally to a named candidate, maybe scheduled.
+    Switchover,
+    /// `POST /failover`: to a named candidate, now.
+    Failover,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Switchover => "switchover",
+            Action::Failover => "failover",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Action::Switchover => "Switchover",
+            Action::Failover => "Failover",
+        }
+    }
+
+    /// The verb stem of Patroni's messages (`switched over`, `failed over`).
+    fn stem(self) -> &'static str {
+        match self {
+            Action::Switchover => "switch",
+            Action::Failover => "fail",
+        }
+    }
+}
+
+/// A member name from the body: a non-empty string, or absent (`null` and `""` count as absent,
+/// as in Patroni).
+fn name_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Reply> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Reply::text(400, format!("{key} must be a string, not {other}"))),
+    }
+}
+
+/// Handles `POST /switchover` and `POST /failover` with a JSON object body.
+pub async fn post(ctx: &ApiContext, backend: &Arc<dyn Backend>, body: &Map<String, Value>, called: Action) -> Reply {
+    match run(ctx, backend, body, called).await {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+async fn run(
+    ctx: &ApiContext,
+    backend: &Arc<dyn Backend>,
+    body: &Map<String, Value>,
+    called: Action,
+) -> Result<Reply, Reply> {
+    let leader = name_field(body, "leader")?;
+    let candidate = match name_field(body, "candidate")? {
+        Some(c) => Some(c),
+        None => name_field(body, "member")?,
+    };
+    let scheduled_at = name_field(body, "scheduled_at")?;
+    tracing::info!(
+        "received {} request with leader={leader:?} candidate={candidate:?} scheduled_at={scheduled_at:?}",
+        called.name()
+    );
+    let cluster = backend
+        .read_cluster()
+        .await
+        .map_err(|e| Reply::text(503, format!("cannot read the cluster from the DCS: {e}")))?;
+    let paused = cluster.config.as_ref().is_some_and(|c| c.paused());
+    let bad = |m: &str| Err(Reply::text(400, m));
+
+    match called {
+        Action::Failover if candidate.is_none() => {
+            return bad("Failover could be performed only to a specific candidate")
+        }
+        Action::Switchover if leader.is_none() => {
+            return bad("Switchover could be performed only from a specific leader")
+        }
+        _ => {}
+    }
+    let mut scheduled = None;
+    if let Some(text) = &scheduled_at {
+        if called == Action::Failover {
+            return bad("Failover can't be scheduled");
+        }
+        if paused {
+            return bad("Can't schedule switchover in the paused state");
+        }
+        let at = parse_schedule(text, called.name(), jiff::Timestamp::now())
+            .map_err(|e| Reply::text(e.status, e.message))?;
+        scheduled = Some(at);
+    }
+    if paused && candidate.is_none() {
+        return bad("Switchover is possible only to a specific candidate in a paused state");
+    }
+    // Patroni: a failover request naming the leader is a switchover.
+    let action = if leader.is_some() { Action::Switchover } else { called };
+    if leader == candidate {
+        return bad("Switchover target and source are the same");
+    }
+    if scheduled.is_none() {
+        failover_possible(ctx, &cluster, leader.as_deref(), candidate.as_deref(), action)
+            .await
+            .map_err(|m| Reply::text(412, m))?;
+    }
+
+    let request = Failover { leader, member: candidate.clone(), scheduled_at: scheduled.map(iso8601) };
+    if let Err(e) = backend.set_failover(request).await {
+        tracing::warn!("{}: writing the failover key failed: {e}", action.name());
+        return Err(Reply::text(503, "failed to write failover key into DCS"));
+    }
+    if scheduled.is_some() {
+        return Ok(Reply::text(202, format!("{} scheduled", action.title())));
+    }
+    let old_leader = cluster.leader.as_ref().map(|l| l.name.clone());
+    let loop_wait = match &cluster.config {
+        Some(c) => c.loop_wait,
+        None => ctx.current().0.loop_wait.as_secs(),
+    };
+    Ok(wait_for_new_leader(ctx, backend, old_leader, candidate, action, loop_wait).await)
+}
+
+/// Why `status` (a member's `/patroni` answer) cannot take over, or `Ok` if it can.
+/// `need_replica`: there is a leader to take over from, so the candidate must be its replica.
+pub fn candidate_fitness(status: &Value, need_replica: bool) -> Result<(), &'static str> {
+    if status.get("state").and_then(Value::as_str) != Some("running") {
+        return Err("not running");
+    }
+    if need_replica && status.get("role").and_then(Value::as_str) != Some("replica") {
+        return Err("not a replica");
+    }
+    let tags: Tags = status.get("tags").cloned().and_then(|t| serde_json::from_value(t).ok()).unwrap_or_default();
+    if !tags.can_fail_over() {
+        return Err("not allowed to promote");
+    }
+    if status.get("watchdog_failed").and_then(Value::as_bool) == Some(true) {
+        return Err("not watchdog capable");
+    }
+    Ok(())
+}
+
+/// Patroni's `is_failover_possible`: the message of the first reason it is not, as a 412 body.
+async fn failover_possible(
+    ctx: &ApiContext,
+    cluster: &Cluster,
+    leader: Option<&str>,
+    candidate: Option<&str>,
+    action: Action,
+) -> Result<(), String> {
+    if let Some(l) = leader {
+        if !cluster.is_leader(l) {
+            return Err("leader name does not match".into());
+        }
+    }
+    let sync_on = sync_mode(cluster) == SyncMode::On;
+    let members: Vec<&Member> = match candidate {
+        Some(c) => {
+            if action == Action::Switchover && sync_on && !listed_in_sync_key(cluster, c) {
+                return Err("candidate name does not match with sync_standby".into());
+            }
+            match cluster.member(c) {
+                Some(m) => vec![m],
+                None => return Err("candidate does not exists".into()),
+            }
+        }
+        None if sync_on => {
+            let sync: Vec<&Member> = cluster.members.iter().filter(|m| listed_in_sync_key(cluster, &m.name)).collect();
+            if sync.is_empty() {
+                return Err(format!("{} is not possible: can not find sync_standby", action.name()));
+            }
+            sync
+        }
+        None => {
+            let others: Vec<&Member> =
+                cluster.members.iter().filter(|m| !cluster.is_leader(&m.name) && !m.data.api_url.is_empty()).collect();
+            if others.is_empty() {
+                return Err(format!("{} is not possible: cluster does not have members except leader", action.name()));
+            }
+            others
+        }
+    };
+    let need_replica = cluster.leader.is_some();
+    let mut probes = JoinSet::new();
+    for m in members {
+        let (probe, url, name, timeout) =
+            (ctx.probe.clone(), m.data.api_url.clone(), m.name.clone(), ctx.timing.probe_timeout);
+        probes.spawn(async move {
+            let verdict = match probe.fetch(&url, timeout).await {
+                Ok(status) => candidate_fitness(&status, need_replica).map_err(str::to_string),
+                Err(e) => Err(format!("not reachable: {e}")),
+            };
+            (name, verdict)
+        });
+    }
+    // One good candidate is enough; dropping the set cancels the probes still running.
+    while let Some(joined) = probes.join_next().await {
+        let Ok((name, verdict)) = joined else { continue };
+        match verdict {
+            Ok(()) => return Ok(()),
+            Err(why) => tracing::info!("{}: member {name} cannot take over: {why}", action.name()),
+        }
+    }
+    Err(format!("{} is not possible: no good candidates have been found", action.name()))
+}
+
+/// Patroni's `poll_failover_result`: reads the cluster once per poll interval, `2 * max(10,
+/// loop_wait)` times.
+async fn wait_for_new_leader(
+    ctx: &ApiContext,
+    backend: &Arc<dyn Backend>,
+    old_leader: Option<String>,
+    candidate: Option<String>,
+    action: Action,
+    loop_wait: u64,
+) -> Reply {
+    let polls = 2 * loop_wait.max(10);
+    for _ in 0..polls {
+        tokio::time::sleep(ctx.timing.poll_interval).await;
+        // A failed read is not an answer: the DCS may be busy with the very change we wait for.
+        let Ok(cluster) = backend.read_cluster().await else { continue };
+        if let Some(now) = cluster.leader.as_ref().filter(|l| Some(&l.name) != old_leader.as_ref()) {
+            return match candidate.as_deref() {
+                Some(wanted) if wanted != now.name => {
+                    let stem = action.stem();
+                    let title = format!("{}{}", stem[..1].to_ascii_uppercase(), &stem[1..]);
+                    Reply::text(200, format!("{title}ed over to \"{}\" instead of \"{wanted}\"", now.name))
+                }
+                _ => Reply::text(200, format!("Successfully {}ed over to \"{}\"", action.stem(), now.name)),
+            };
+        }
+        if cluster.failover.is_none() {
+            return Reply::text(503, format!("{} failed", action.title()));
+        }
+    }
+    Reply::text(
+        503,
+        format!("{} status unknown after {polls} seconds; operation may still be in progress", action.title()),
+    )
+}
+
+/// Handles `DELETE /switchover`: clears a scheduled switchover.
+pub async fn delete(backend: &Arc<dyn Backend>) -> Reply {
+    let cluster = match backend.read_cluster().await {
+        Ok(c) => c,
+        Err(e) => return Reply::text(503, format!("cannot read the cluster from the DCS: {e}")),
+    };
+    match cluster.failover {
+        Some(f) if f.scheduled_at.is_some() => match backend.clear_failover().await {
+            Ok(()) => Reply::text(200, "scheduled switchover deleted"),
+            Err(e) => {
+                tracing::warn!("clearing the failover key failed: {e}");
+                Reply::text(409, "failed to clear the failover key")
+            }
+        },
+        _ => Reply::text(404, "no switchover is scheduled"),
+    }
+}

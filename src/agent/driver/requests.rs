@@ -1,0 +1,186 @@
+//! Operators' local requests on their way through the HA loop: restart, reinitialize, reload,
+//! and restarts scheduled for later.
+//!
+//! A restart or reinitialize request waits here until the next cycle hands it to the core, which
+//! decides whether it may run now ([`rampart_core::Answer`]). A restart is answered when its job
+//! ends; a reinitialize as soon as it starts (it may take long), as Patroni does. Reload and
+//! scheduling are not HA decisions and are handled at once. Invariant: every request gets exactly
+//! one answer, also when the agent shuts down.
+
+use rampart_api::{LocalReply, LocalRequest, ScheduledRestart};
+use rampart_core::observe::JobKind;
+use rampart_core::{Answer, Request};
+use rampart_pg::Probe;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::super::backend::Queued;
+use super::{callbacks, settings, wall_clock_ms, Agent};
+
+/// Requests waiting for the loop, and the scheduled restart.
+#[derive(Default)]
+pub(in crate::agent) struct LocalState {
+    /// A request for the core, with where to answer.
+    pending: Option<(Request, oneshot::Sender<LocalReply>)>,
+    /// A started restart whose end must be reported.
+    job_reply: Option<(JobKind, oneshot::Sender<LocalReply>)>,
+    /// A restart to run at its time.
+    pub(in crate::agent) scheduled: Option<ScheduledRestart>,
+}
+
+impl LocalState {
+    /// The request the next cycle should hand to the core.
+    pub(in crate::agent) fn pending_request(&self) -> Option<Request> {
+        self.pending.as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// Answers everything still waiting with 503 and `why`.
+    pub(in crate::agent) fn refuse_all(&mut self, why: &str) {
+        let reply = || LocalReply { status: 503, message: why.to_string() };
+        if let Some((_, tx)) = self.pending.take() {
+            let _ = tx.send(reply());
+        }
+        if let Some((_, tx)) = self.job_reply.take() {
+            let _ = tx.send(reply());
+        }
+    }
+}
+
+fn reply(tx: oneshot::Sender<LocalReply>, status: u16, message: impl Into<String>) {
+    let _ = tx.send(LocalReply { status, message: message.into() });
+}
+
+impl Agent {
+    /// A request arrived from the REST API.
+    pub(in crate::agent) async fn on_local_request(&mut self, (request, tx): Queued) {
+        match request {
+            LocalRequest::Reload => {
+                let answer = self.reload();
+                let _ = tx.send(answer);
+                self.wake.notify_one();
+            }
+            LocalRequest::ScheduleRestart(s) => {
+                if self.local.scheduled.is_some() {
+                    reply(tx, 409, "Failed to schedule restart: another restart is already scheduled");
+                } else {
+                    info!(at = %s.schedule, "restart scheduled");
+                    self.local.scheduled = Some(s);
+                    reply(tx, 202, "Restart scheduled");
+                }
+            }
+            LocalRequest::CancelScheduledRestart => match self.local.scheduled.take() {
+                Some(_) => reply(tx, 200, "scheduled restart deleted"),
+                None => reply(tx, 404, "no restarts are scheduled"),
+            },
+            LocalRequest::Restart(_) | LocalRequest::Reinitialize { .. } if self.local.pending.is_some() => {
+                reply(tx, 503, "another request is being processed; try again");
+            }
+            LocalRequest::Restart(_) => {
+                self.local.pending = Some((Request::Restart, tx));
+                self.wake.notify_one();
+            }
+            LocalRequest::Reinitialize { force, from_leader } => {
+                self.local.pending = Some((Request::Reinitialize { force, from_leader }, tx));
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The core's answer to the pending request, after the plan ran.
+    pub(in crate::agent) fn answer(&mut self, answer: &Answer) {
+        let Some((request, tx)) = self.local.pending.take() else { return };
+        match (answer, &request, self.job.as_ref().map(|j| j.kind())) {
+            (Answer::Refused(why), ..) => {
+                info!(?request, %why, "request refused");
+                reply(tx, 503, why.clone());
+            }
+            (Answer::Started, Request::Restart, Some(JobKind::Restart)) => self.local.job_reply = Some((JobKind::Restart, tx)),
+            (Answer::Started, Request::Reinitialize { .. }, Some(JobKind::Reinitialize)) => {
+                reply(tx, 200, "reinitialize started")
+            }
+            (Answer::Started, ..) => reply(tx, 503, "the request could not be started; see the agent's log"),
+        }
+    }
+
+    /// A job ended: answer whoever waits for it and run the matching callback.
+    pub(in crate::agent) fn job_finished(&mut self, kind: JobKind, result: &Result<(), String>) {
+        if let Some((k, tx)) = self.local.job_reply.take() {
+            if k == kind {
+                match result {
+                    Ok(()) => reply(tx, 200, "restarted successfully"),
+                    Err(e) => reply(tx, 503, format!("restart failed: {e}")),
+                }
+            } else {
+                self.local.job_reply = Some((k, tx));
+            }
+        }
+        if result.is_ok() {
+            let role = if self.upstream.is_some() || self.last_role == "replica" { "replica" } else { "primary" };
+            let cb = &self.cfg.postgresql.callbacks;
+            match kind {
+                JobKind::Start => callbacks::fire(cb, "on_start", role, &self.cfg.scope),
+                JobKind::Restart => callbacks::fire(cb, "on_restart", role, &self.cfg.scope),
+                _ => {}
+            }
+        }
+    }
+
+    /// Turns a due scheduled restart into a pending request (if its filters still hold).
+    pub(in crate::agent) fn due_scheduled_restart(&mut self, probe: Option<&Probe>) {
+        let due = self.local.scheduled.as_ref().is_some_and(|s| s.at_unix_ms <= wall_clock_ms());
+        if !due || self.local.pending.is_some() {
+            return;
+        }
+        let s = self.local.scheduled.take().expect("checked above");
+        let role_ok = match s.request.role.as_deref() {
+            None | Some("any") => true,
+            Some("primary" | "master" | "leader") => probe.is_some_and(|p| !p.in_recovery),
+            Some(_) => probe.is_some_and(|p| p.in_recovery),
+        };
+        let pending_ok = !s.request.restart_pending || self.params.pending_restart;
+        let version_ok = s
+            .request
+            .postgres_version
+            .is_none_or(|v| probe.is_some_and(|p| (p.server_version_num as u32) < v));
+        if role_ok && pending_ok && version_ok {
+            info!(at = %s.schedule, "running the scheduled restart");
+            // Nobody waits for the answer of a scheduled restart.
+            let (tx, _rx) = oneshot::channel();
+            self.local.pending = Some((Request::Restart, tx));
+        } else {
+            info!(at = %s.schedule, "scheduled restart skipped: its conditions no longer hold");
+        }
+    }
+
+    /// Re-reads the configuration file; PostgreSQL settings, pg_hba, tags and callbacks take
+    /// effect, identity and endpoints (name, scope, etcd, REST listen address) need a restart of
+    /// the agent.
+    fn reload(&mut self) -> LocalReply {
+        let loaded = match rampart_config::load(&self.config_path) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "reload refused: the configuration file is not valid");
+                return LocalReply { status: 400, message: format!("reload refused: {e}") };
+            }
+        };
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        let mut new = loaded.config;
+        let old = &self.cfg;
+        if new.name != old.name || new.scope != old.scope || new.etcd3 != old.etcd3 || new.restapi.listen != old.restapi.listen {
+            warn!("name, scope, etcd3 and restapi.listen changes take effect only when the agent restarts");
+            new.name = old.name.clone();
+            new.scope = old.scope.clone();
+            new.etcd3 = old.etcd3.clone();
+            new.restapi.listen = old.restapi.listen.clone();
+        }
+        self.cfg = new;
+        self.core.update_settings(settings::node_settings(&self.cfg));
+        // Rewrite postgresql.conf and pg_hba.conf at the next cycle and reload PostgreSQL.
+        self.params.force_rewrite();
+        callbacks::fire(&self.cfg.postgresql.callbacks, "on_reload", &self.last_role.clone(), &self.cfg.scope);
+        info!("configuration reloaded");
+        LocalReply { status: 202, message: "reload scheduled".into() }
+    }
+}

@@ -1,0 +1,118 @@
+//! Day-to-day operations through Patroni's REST API: maintenance mode, changing PostgreSQL
+//! parameters cluster-wide (and restarting where a parameter needs it), restarting one member,
+//! re-cloning a replica whose data directory was lost.
+
+mod support;
+
+use std::time::Duration;
+
+use support::cluster::{Cluster, ClusterOptions};
+use support::health::{is_streaming_replica, status, wait_healthy};
+
+fn request(c: &Cluster, i: usize, method: &str, path: &str, body: &str) -> (u16, String) {
+    let r = support::client::http_request_with_timeout(c.api_port(i), method, path, Some(body), Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (r.status, r.body)
+}
+
+async fn show(port: u16, setting: &str) -> Option<String> {
+    let db = support::connect_superuser(port).await.ok()?;
+    db.query_one(&format!("SHOW {setting}"), &[]).await.ok().map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_cluster_does_not_replace_a_dead_leader_until_resumed() {
+    let mut c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let (status_code, text) = request(&c, old, "PATCH", "/config", r#"{"pause": true}"#);
+    assert_eq!(status_code, 200, "{text}");
+    assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        (0..3).all(|i| status(&c, i).is_some_and(|s| s["pause"] == true))
+    }));
+
+    c.kill_agent(old);
+    c.kill_postgres(old);
+    // Well past the lease: nobody takes over in maintenance mode.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(c.leader_index(), None, "no leader while paused");
+    assert!(c.primaries_by_sql().await.is_empty(), "nobody was promoted");
+
+    let survivor = (0..3).find(|&i| i != old).unwrap();
+    let (status_code, text) = request(&c, survivor, "PATCH", "/config", r#"{"pause": null}"#);
+    assert_eq!(status_code, 200, "{text}");
+    let new = c.wait_for_leader(Duration::from_secs(30)).expect("a leader after resume");
+    assert_ne!(new, old);
+    assert_eq!(c.wait_for_single_primary(Duration::from_secs(15)).await, Some(new));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_change_everywhere_and_restart_only_where_pending() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+
+    // A reloadable parameter reaches every member without a restart.
+    let (code, text) = request(&c, leader, "PATCH", "/config", r#"{"postgresql": {"parameters": {"work_mem": "7MB"}}}"#);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        support::wait_until_async(Duration::from_secs(15), Duration::from_millis(250), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= show(c.pg_port(i), "work_mem").await.as_deref() == Some("7MB");
+            }
+            all
+        })
+        .await,
+        "work_mem applied on every member"
+    );
+
+    // One that needs a restart is reported as pending everywhere ...
+    let (code, text) =
+        request(&c, leader, "PATCH", "/config", r#"{"postgresql": {"parameters": {"max_connections": 120}}}"#);
+    assert_eq!(code, 200, "{text}");
+    assert!(support::wait_until(Duration::from_secs(15), Duration::from_millis(250), || {
+        (0..3).all(|i| status(&c, i).is_some_and(|s| s["pending_restart"] == true))
+    }));
+    let out = c.rampart(["list", "-c", c.config_path(0).to_str().unwrap(), "-f", "json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Pending restart"), "list shows it");
+
+    // ... until each member is restarted with restart_pending.
+    for i in 0..3 {
+        let (code, text) = request(&c, i, "POST", "/restart", r#"{"restart_pending": true}"#);
+        assert_eq!(code, 200, "restart of {}: {text}", c.name(i));
+    }
+    for i in 0..3 {
+        assert_eq!(show(c.pg_port(i), "max_connections").await.as_deref(), Some("120"));
+        assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            status(&c, i).is_some_and(|s| s.get("pending_restart").is_none_or(|p| p != true))
+        }));
+    }
+    // Nothing pending any more: a pending-only restart is refused.
+    let (code, _) = request(&c, 0, "POST", "/restart", r#"{"restart_pending": true}"#);
+    assert_eq!(code, 503);
+    assert_eq!(c.leader_index(), Some(leader), "restarts did not move the leader");
+    assert!(wait_healthy(&c, Duration::from_secs(30)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_whose_data_directory_was_lost_is_reinitialized() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let (code, text) = request(&c, leader, "POST", "/reinitialize", "{}");
+    assert_eq!((code, text.contains("I am the leader")), (503, true), "{text}");
+
+    // The replica's data directory is lost under a running server: it is still running, but
+    // broken. Reinitialize it from the leader.
+    let db = support::connect_superuser(c.pg_port(leader)).await.unwrap();
+    db.batch_execute("CREATE TABLE story (id int); INSERT INTO story VALUES (42)").await.unwrap();
+    std::fs::remove_dir_all(c.data_dir(victim).join("base")).unwrap();
+    let (code, text) = request(&c, victim, "POST", "/reinitialize", r#"{"force": true}"#);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(&c, victim, None)),
+        "the reinitialized replica streams again"
+    );
+    let r = support::connect_superuser(c.pg_port(victim)).await.unwrap();
+    let n: i32 = r.query_one("SELECT id FROM story", &[]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+}

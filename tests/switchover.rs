@@ -1,0 +1,160 @@
+//! Stories of planned leadership changes: a switchover to a named candidate through the REST API,
+//! one through Patroni's own `patronictl`, one scheduled for a time, a manual failover when the
+//! leader is dead, and a `pre_promote` script that vetoes a promotion.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::cluster::{Cluster, ClusterOptions};
+use support::health::{is_streaming_replica, timeline, wait_healthy};
+
+async fn sql(port: u16, q: &str) {
+    let db = support::connect_superuser(port).await.unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    db.batch_execute(q).await.unwrap_or_else(|e| panic!("{q} on {port}: {e}"));
+}
+
+async fn ids(port: u16) -> Vec<i32> {
+    let db = support::connect_superuser(port).await.unwrap();
+    db.query("SELECT id FROM story ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+fn post(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
+    let r = support::client::http_request_with_timeout(c.api_port(i), "POST", path, Some(body), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    (r.status, r.body)
+}
+
+fn wait_streaming(c: &Cluster, i: usize, tl: u64) {
+    assert!(
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || is_streaming_replica(c, i, Some(tl))),
+        "{} does not stream on timeline {tl}",
+        c.name(i)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_to_a_named_candidate_through_the_rest_api() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
+    let cand = (0..3).find(|&i| i != old).unwrap();
+    let other = (0..3).find(|&i| i != old && i != cand).unwrap();
+
+    let started = Instant::now();
+    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(old), c.name(cand));
+    let (status, text) = post(&c, old, "/switchover", &body);
+    println!("switchover answered {status} {text:?} after {:?}", started.elapsed());
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(c.name(cand)), "{text}");
+    assert_eq!(c.leader_index(), Some(cand));
+    assert_eq!(c.wait_for_single_primary(Duration::from_secs(10)).await, Some(cand));
+    assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(100), || timeline(&c, cand) == Some(2)));
+    wait_streaming(&c, old, 2);
+    wait_streaming(&c, other, 2);
+    sql(c.pg_port(cand), "INSERT INTO story VALUES (2)").await;
+    assert!(
+        support::wait_until_async(Duration::from_secs(10), Duration::from_millis(100), || async {
+            ids(c.pg_port(old)).await == vec![1, 2]
+        })
+        .await,
+        "the old leader follows the new one and lost nothing"
+    );
+    assert!(c.etcd().get(&format!("{}failover", c.dcs_prefix())).is_none_or(|v| v == "{}" || v.is_empty()), "request cleared");
+
+    // Refused: a switchover naming a leader that is not the leader.
+    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(old), c.name(other));
+    let (status, _) = post(&c, cand, "/switchover", &body);
+    assert_eq!(status, 412);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patronictl_switchover_drives_rampart() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let cand = (0..3).find(|&i| i != old).unwrap();
+    let out = c.patronictl(&["switchover", "--candidate", c.name(cand), "--force"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(
+        support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || c.leader_index() == Some(cand)),
+        "patronictl's switchover made {} the leader",
+        c.name(cand)
+    );
+    wait_streaming(&c, old, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_switchover_fires_at_its_time() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let cand = (0..3).find(|&i| i != old).unwrap();
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    let body = format!(
+        r#"{{"leader": "{}", "candidate": "{}", "scheduled_at": "{}"}}"#,
+        c.name(old),
+        c.name(cand),
+        at.strftime("%Y-%m-%dT%H:%M:%S%:z")
+    );
+    let (status, text) = post(&c, old, "/switchover", &body);
+    assert_eq!(status, 202, "{text}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.leader_index(), Some(old), "nothing happens before the scheduled time");
+    assert!(
+        support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || c.leader_index() == Some(cand)),
+        "the switchover happened at its time"
+    );
+    let late = jiff::Timestamp::now().duration_since(at);
+    println!("scheduled switchover done {late:?} after its time");
+    assert!(late >= jiff::SignedDuration::ZERO, "not before its time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_to_a_named_member_when_the_leader_is_dead() {
+    let mut c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let cand = (0..3).rev().find(|&i| i != old).unwrap();
+    c.kill_agent(old);
+    c.kill_postgres(old);
+    let (status, text) = post(&c, cand, "/failover", &format!(r#"{{"candidate": "{}"}}"#, c.name(cand)));
+    println!("failover answered {status} {text:?}");
+    assert!(
+        support::wait_until(Duration::from_secs(40), Duration::from_millis(200), || c.leader_index() == Some(cand)),
+        "the named member took over (leader: {:?})",
+        c.leader_name()
+    );
+    assert_eq!(c.wait_for_single_primary(Duration::from_secs(10)).await, Some(cand));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_promote_failure_blocks_promotion_and_the_next_member_takes_over() {
+    // node1 is preferred (higher failover_priority) but its pre_promote script refuses.
+    let opts = ClusterOptions::default().tweak(|i, cfg| {
+        if i == 1 {
+            cfg.tag("failover_priority", "10").pg_setting("pre_promote", "'exit 1'")
+        } else {
+            cfg
+        }
+    });
+    let mut c = Cluster::start(3, opts);
+    let first = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    if first == 1 {
+        // The vetoing node bootstrapped (no promotion, so no veto); move leadership away first.
+        let (status, text) = post(&c, 1, "/switchover", r#"{"leader": "node1", "candidate": "node0"}"#);
+        assert_eq!(status, 200, "{text}");
+        wait_streaming(&c, 1, 2);
+    }
+    let old = c.leader_index().unwrap();
+    c.kill_agent(old);
+    c.kill_postgres(old);
+    let winner = (0..3).find(|&i| i != old && i != 1).unwrap();
+    assert!(
+        support::wait_until(Duration::from_secs(40), Duration::from_millis(200), || c.leader_index() == Some(winner)),
+        "the member without a veto took over (leader: {:?})",
+        c.leader_name()
+    );
+    let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+    assert!(log.contains("pre_promote"), "node1 tried and was refused by pre_promote");
+    wait_streaming(&c, 1, 2);
+}
