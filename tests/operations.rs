@@ -94,19 +94,26 @@ async fn parameters_change_everywhere_and_restart_only_where_pending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_whose_data_directory_was_lost_is_reinitialized() {
-    let c = Cluster::start(3, ClusterOptions::default());
+async fn broken_replica_is_left_alone_until_an_operator_reinitializes_it() {
+    let mut c = Cluster::start(3, ClusterOptions::default());
     let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
     let victim = (0..3).find(|&i| i != leader).unwrap();
     let (code, text) = request(&c, leader, "POST", "/reinitialize", "{}");
     assert_eq!((code, text.contains("I am the leader")), (503, true), "{text}");
-
-    // The replica's data directory is lost under a running server: it is still running, but
-    // broken. Reinitialize it from the leader.
     let db = support::connect_superuser(c.pg_port(leader)).await.unwrap();
     db.batch_execute("CREATE TABLE story (id int); INSERT INTO story VALUES (42)").await.unwrap();
-    std::fs::remove_dir_all(c.data_dir(victim).join("base")).unwrap();
-    let (code, text) = request(&c, victim, "POST", "/reinitialize", r#"{"force": true}"#);
+
+    // The replica's host crashes and comes back with a broken data directory (no control file).
+    c.kill_agent(victim);
+    c.kill_postgres(victim);
+    std::fs::remove_file(c.data_dir(victim).join("global/pg_control")).unwrap();
+    c.start_agent(victim);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(c.data_dir(victim).join("base").is_dir(), "the agent did not wipe a directory it cannot read");
+    let log = std::fs::read_to_string(c.log_path(victim)).unwrap();
+    assert!(log.contains("not usable"), "the agent says why it does nothing");
+
+    let (code, text) = request(&c, victim, "POST", "/reinitialize", "{}");
     assert_eq!(code, 200, "{text}");
     assert!(
         support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(&c, victim, None)),
@@ -115,4 +122,22 @@ async fn replica_whose_data_directory_was_lost_is_reinitialized() {
     let r = support::connect_superuser(c.pg_port(victim)).await.unwrap();
     let n: i32 = r.query_one("SELECT id FROM story", &[]).await.unwrap().get(0);
     assert_eq!(n, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_whose_data_directory_was_deleted_under_it_is_stopped_and_cloned_again() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let old_pm = c.agent(victim).postmaster_pid().expect("postmaster");
+    // Delete it while PostgreSQL runs (retrying: the server keeps creating files meanwhile).
+    let data = c.data_dir(victim).to_path_buf();
+    assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        std::fs::remove_dir_all(&data).is_ok() || !data.exists()
+    }));
+    assert!(support::process::wait_gone(old_pm, Duration::from_secs(15)), "the agent stopped the orphaned server");
+    assert!(
+        support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(&c, victim, None)),
+        "the replica was cloned again and streams"
+    );
 }

@@ -75,6 +75,8 @@ pub struct HaNode {
     switchover_started: Option<Millis>,
     /// Do not race for the lock before this instant (pre_promote refused a promotion).
     no_race_until: Option<Millis>,
+    /// A start of PostgreSQL failed; do not try again before this instant.
+    retry_start_after: Option<Millis>,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -102,6 +104,7 @@ impl HaNode {
             primary_start_failed: false,
             switchover_started: None,
             no_race_until: None,
+            retry_start_after: None,
         }
     }
 
@@ -221,6 +224,20 @@ impl HaNode {
 
         if let Some(req) = &obs.request {
             return self.on_request(obs, cluster, req);
+        }
+
+        // A server whose data directory vanished or broke under it is serving from files that
+        // are gone: stop it before anything (cloning, reinitializing) touches the directory.
+        if !matches!(obs.local.data, DataDir::Initialized(_)) && obs.local.process.is_alive() {
+            let mut actions = vec![Action::Stop(StopMode::Immediate)];
+            if cluster.is_leader(&self.s.name) {
+                actions.push(Action::ReleaseLeader);
+            }
+            return self.plan(
+                now,
+                actions,
+                "the data directory is gone or unusable under a running PostgreSQL: stopping it",
+            );
         }
 
         match &obs.local.data {
@@ -357,6 +374,11 @@ impl HaNode {
                     self.rewind_failed = false;
                     None
                 }
+                (JobKind::Start | JobKind::Restart, Err(_)) if !holds => {
+                    // Do not hammer a start that just failed: try again after a loop_wait.
+                    self.retry_start_after = Some(now.plus_secs(self.config.loop_wait));
+                    None
+                }
                 (JobKind::Start | JobKind::Restart, Err(_)) if holds => {
                     // The rule: a leader whose in-place restart fails hands over.
                     self.primary_start_failed = true;
@@ -465,6 +487,14 @@ impl HaNode {
         self.switchover_started = None;
         self.restarting_primary_since = None;
         self.primary_start_failed = false;
+        if let Some(after) = self.retry_start_after {
+            if now < after {
+                let mut p = self.plan(now, vec![], "PostgreSQL failed to start; trying again shortly");
+                p.next_cycle = p.next_cycle.min(after);
+                return p;
+            }
+            self.retry_start_after = None;
+        }
         let Some(leader) = &cluster.leader else {
             return self.plan(
                 now,

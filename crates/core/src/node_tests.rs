@@ -755,3 +755,28 @@ fn a_vetoed_member_says_it_is_out_of_the_race() {
     assert!(n.race_backoff(Millis(1_000)));
     assert!(!n.race_backoff(Millis(31_000)));
 }
+
+#[test]
+fn a_server_whose_data_directory_vanished_is_stopped_first() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = LocalPg { data: DataDir::Empty, process: replica(Some(5002), 1).process };
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Stop(StopMode::Immediate)]);
+    let broken = LocalPg { data: DataDir::Invalid("no pg_control".into()), process: primary().process };
+    let mine = cluster(Some(ME));
+    assert_eq!(decide(&mut n, &obs(0, &mine, &broken)), vec![Action::Stop(StopMode::Immediate), Action::ReleaseLeader]);
+}
+
+#[test]
+fn a_failed_replica_start_is_retried_after_a_loop_wait_not_at_once() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = stopped(ClusterState::ShutDownInRecovery, false);
+    let mut o = obs(0, &c, &l);
+    o.job = Some(JobState::Finished(JobKind::Start, Err("port in use".into())));
+    let p = n.decide(&o);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.next_cycle, Millis(10_000));
+    assert!(decide(&mut n, &obs(5_000, &c, &l)).is_empty());
+    assert!(matches!(&decide(&mut n, &obs(10_000, &c, &l))[..], [Action::StartJob(Job::Start(_))]));
+}

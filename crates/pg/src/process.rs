@@ -191,11 +191,13 @@ impl Postmaster {
         self.shared.lock().last_exit.clone()
     }
 
-    /// Whether the tracked postmaster is alive: the same process still exists (and is not a
-    /// zombie) and `postmaster.pid` names it.
+    /// Whether the tracked postmaster is alive: the same process (same pid and start time, so a
+    /// reused pid does not count) still exists and is not a zombie. Deliberately not tied to
+    /// `postmaster.pid`: a server whose data directory was deleted under it still runs and still
+    /// answers clients, and fencing decisions must see it as alive.
     pub fn is_alive(&self) -> bool {
         let Some(t) = self.shared.lock().tracked else { return false };
-        process_alive(t.pid, t.start_ticks) && read_pidfile(&self.data_dir).is_some_and(|p| p.pid == t.pid)
+        process_alive(t.pid, t.start_ticks)
     }
 
     /// Waits until no postmaster is tracked any more and returns how the last one ended.
