@@ -166,11 +166,22 @@ async fn dead_postmaster_is_restarted_in_place_and_primary_check_fails_meanwhile
     let api = c.api_port(leader);
     assert_eq!(support::http_status(api, "GET", "/primary"), 200);
 
+    // Watch /primary as HAProxy would, but continuously, from before the kill until well after.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(support::http_status(api, "GET", "/primary"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     let killed = Instant::now();
-    let pid = c.kill_postgres(leader).expect("postmaster pid");
-    assert!(support::process::wait_gone(pid, Duration::from_secs(5)));
-    // Patroni would still say 200 here and HAProxy would send clients into a dead server.
-    assert_eq!(support::http_status(api, "GET", "/primary"), 503, "/primary while PostgreSQL is down");
+    c.kill_postgres(leader).expect("postmaster pid");
 
     let back = support::wait_until_async(TTL, Duration::from_millis(50), || async {
         support::is_in_recovery(c.pg_port(leader)).await == Some(false)
@@ -179,6 +190,14 @@ async fn dead_postmaster_is_restarted_in_place_and_primary_check_fails_meanwhile
     let took = killed.elapsed();
     println!("postmaster restarted in place after {took:?}");
     assert!(back, "PostgreSQL did not come back as primary");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    // 200 before the kill, then 503 while PostgreSQL was down (Patroni keeps answering 200 then
+    // and HAProxy sends clients into a dead server), then 200 again.
+    let first_503 = seen.iter().position(|&s| s == 503).expect("/primary never answered 503 while PostgreSQL was down");
+    assert!(seen[..first_503].iter().all(|&s| s == 200), "{seen:?}");
+    assert_eq!(seen.last(), Some(&200), "{seen:?}");
     assert!(took < TTL / 2, "restart took {took:?}");
     assert!(support::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
         support::http_status(api, "GET", "/primary") == 200

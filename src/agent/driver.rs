@@ -57,7 +57,7 @@ pub struct Agent {
     job: Option<RunningJob>,
     wake: Arc<Notify>,
     snap: watch::Sender<NodeSnapshot>,
-    http: reqwest::Client,
+    probe: Arc<dyn rampart_api::MemberProbe>,
     dcs_last_seen: Option<u64>,
     last_message: String,
     /// Where the configuration was read from (re-read on reload).
@@ -86,6 +86,7 @@ impl Agent {
         snap: watch::Sender<NodeSnapshot>,
         wake: Arc<Notify>,
         requests: mpsc::Receiver<Queued>,
+        probe: Arc<dyn rampart_api::MemberProbe>,
     ) -> Agent {
         let core = HaNode::new(settings::node_settings(&cfg));
         Agent {
@@ -98,7 +99,7 @@ impl Agent {
             job: None,
             wake,
             snap,
-            http: reqwest::Client::builder().connect_timeout(peers::PEER_TIMEOUT).build().expect("HTTP client"),
+            probe,
             dcs_last_seen: None,
             last_message: String::new(),
             config_path,
@@ -234,7 +235,7 @@ impl Agent {
 
     async fn fetch_peers(&self, c: &Cluster) -> Vec<PeerReport> {
         let others: Vec<_> = c.members.iter().filter(|m| m.name != self.cfg.name).cloned().collect();
-        peers::fetch(&self.http, &others).await
+        peers::fetch(&self.probe, &others).await
     }
 
     fn log_plan(&mut self, plan: &Plan, dcs_unavailable: bool) {

@@ -96,6 +96,8 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     let api = ApiContext::new(snap_rx, move || alive_pm.is_alive())
         .with_backend(Arc::new(backend))
         .with_security(security);
+    // The leader race asks peers through the same client (TLS-aware when the API uses TLS).
+    let peer_probe = api.probe.clone();
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(rampart_api::serve(listener, api, async move {
         let _ = stop_api_rx.await;
@@ -104,7 +106,7 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher(wake.clone());
     info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
-    let agent = driver::Agent::new(cfg, config_path, dcs, pm, sql, snap_tx, wake, queue_rx);
+    let agent = driver::Agent::new(cfg, config_path, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe);
     let result = agent.run().await;
     watcher.abort();
     let _ = stop_api_tx.send(());

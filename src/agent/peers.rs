@@ -1,10 +1,14 @@
 //! Asking the other members about themselves during a leader race (`GET <api_url>`, which is
-//! their `/patroni` endpoint), in parallel with a short timeout, as Patroni does.
+//! their `/patroni` endpoint), in parallel with a short timeout, as Patroni does. The requests go
+//! through the REST API's [`MemberProbe`], so they reach members serving HTTPS too.
 //!
 //! A member that does not answer in time is reported as silent and ignored by the election;
 //! one that answers garbage is treated the same way. Parsing the answer is a pure function.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use rampart_api::MemberProbe;
 
 use rampart_core::observe::{PeerReport, PeerStatus};
 use rampart_core::{Lsn, Member, Tags};
@@ -15,19 +19,16 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Fetches the status of every member in `members` at once (one task each, so the timeouts do
 /// not add up), in member order.
-pub async fn fetch(client: &reqwest::Client, members: &[Member]) -> Vec<PeerReport> {
+pub async fn fetch(probe: &Arc<dyn MemberProbe>, members: &[Member]) -> Vec<PeerReport> {
     let mut set = tokio::task::JoinSet::new();
     for (i, m) in members.iter().enumerate() {
-        let client = client.clone();
+        let probe = probe.clone();
         let (name, url) = (m.name.clone(), m.data.api_url.clone());
         set.spawn(async move {
             let status = if url.is_empty() {
                 None
             } else {
-                match client.get(&url).timeout(PEER_TIMEOUT).send().await {
-                    Ok(resp) => resp.json::<Value>().await.ok().and_then(|v| parse(&v)),
-                    Err(_) => None,
-                }
+                probe.fetch(&url, PEER_TIMEOUT).await.ok().and_then(|v| parse(&v))
             };
             (i, PeerReport { name, status })
         });
