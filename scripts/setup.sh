@@ -25,6 +25,8 @@ PACKAGES=(
     iptables
     procps
     make
+    curl
+    openssl
 )
 
 say() { echo "setup: $*"; }

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub extra_yaml: String,
     /// Extra `postgresql.<key>: <yaml value>` lines (e.g. `pre_promote`, `callbacks`).
     pub pg_settings: Vec<(String, String)>,
+    /// Extra `restapi.<key>: <yaml value>` lines (e.g. `authentication`, `certfile`).
+    pub restapi_settings: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -73,6 +75,7 @@ impl NodeConfig {
                 .collect(),
             extra_yaml: String::new(),
             pg_settings: Vec::new(),
+            restapi_settings: Vec::new(),
         }
     }
 
@@ -149,6 +152,12 @@ impl NodeConfig {
         self
     }
 
+    /// Adds `restapi.<key>: <value>` (`value` is YAML).
+    pub fn restapi_setting(mut self, key: &str, value: &str) -> Self {
+        self.restapi_settings.push((key.into(), value.into()));
+        self
+    }
+
     pub fn extra_yaml(mut self, yaml: &str) -> Self {
         self.extra_yaml.push_str(yaml);
         self
@@ -187,6 +196,9 @@ impl NodeConfig {
         line("restapi:".into());
         line(format!("  listen: {}", self.api_address()));
         line(format!("  connect_address: {}", self.api_address()));
+        for (key, value) in &self.restapi_settings {
+            line(format!("  {key}: {value}"));
+        }
         line(String::new());
         line("etcd3:".into());
         line(format!("  host: {}", self.etcd_host));
