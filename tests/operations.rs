@@ -141,3 +141,36 @@ async fn replica_whose_data_directory_was_deleted_under_it_is_stopped_and_cloned
         "the replica was cloned again and streams"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patronictl_edit_config_changes_parameters_on_a_rampart_cluster() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let out = c.patronictl(&["edit-config", "-p", "work_mem=9MB", "--force"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "patronictl edit-config: {text}");
+    assert!(
+        support::wait_until_async(Duration::from_secs(15), Duration::from_millis(250), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= show(c.pg_port(i), "work_mem").await.as_deref() == Some("9MB");
+            }
+            all
+        })
+        .await,
+        "work_mem set by patronictl reaches every member"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_without_a_candidate_hands_over_to_a_healthy_replica() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let (code, text) = request(&c, old, "POST", "/switchover", &format!(r#"{{"leader": "{}"}}"#, c.name(old)));
+    assert_eq!(code, 200, "{text}");
+    let new = c.leader_index().expect("a leader");
+    assert_ne!(new, old);
+    assert!(support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        (0..3).filter(|&i| i != new).all(|i| is_streaming_replica(&c, i, Some(2)))
+    }));
+}
