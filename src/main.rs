@@ -4,9 +4,10 @@
 //! only here and in the command modules). The subcommands:
 //! * `agent CONFIG_FILE`: the HA agent beside one PostgreSQL ([`agent`]);
 //! * `check-config FILE`: validate a configuration and exit;
-//! * `list -c FILE`: the member table ([`cli::list`]);
-//! * `demo`: a whole three-node cluster on this machine ([`demo`]);
-//! * `version`.
+//! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,
+//!   `failover`, `restart`, `reload`, `reinit`, `pause`, `resume`, `edit-config`, `show-config`,
+//!   `history`, `dsn`, `flush`, `remove`, `version`;
+//! * `demo`: a whole three-node cluster on this machine ([`demo`]).
 
 mod agent;
 mod cli;
@@ -15,7 +16,7 @@ mod demo;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Highly available PostgreSQL: a Patroni-compatible agent, its CLI and a demo cluster.
 #[derive(Parser, Debug)]
@@ -23,15 +24,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// Output format of commands that print cluster state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A table for people.
-    Pretty,
-    /// JSON for programs.
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,14 +39,35 @@ enum Command {
         config_file: PathBuf,
     },
     /// Show the cluster's members, their roles, states, timelines and lag (like `patronictl list`).
-    List {
-        /// Configuration file to find the cluster in (its `scope`, `namespace` and `etcd3` section).
-        #[arg(short = 'c', long = "config-file")]
-        config_file: PathBuf,
-        /// Output format.
-        #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
-        format: Format,
-    },
+    List(cli::list::ListArgs),
+    /// Show the members as a replication tree: the leader, then who streams from whom.
+    Topology(cli::list::TopologyArgs),
+    /// Hand the leader role to a replica, now or at a scheduled time (POST /switchover).
+    Switchover(cli::switchover::SwitchoverArgs),
+    /// Promote a named replica, with or without a leader (POST /failover).
+    Failover(cli::switchover::FailoverArgs),
+    /// Restart PostgreSQL on members, now or at a scheduled time (POST /restart).
+    Restart(cli::restart::RestartArgs),
+    /// Make members re-read their configuration and reload PostgreSQL (POST /reload).
+    Reload(cli::reload::ReloadArgs),
+    /// Wipe replicas and clone them again (POST /reinitialize).
+    Reinit(cli::reinit::ReinitArgs),
+    /// Put the cluster in maintenance mode: no automatic failover (PATCH /config pause).
+    Pause(cli::pause::PauseArgs),
+    /// Leave maintenance mode.
+    Resume(cli::pause::PauseArgs),
+    /// Change the cluster-wide configuration in the DCS (-s/-p, --apply, --replace or $EDITOR).
+    EditConfig(cli::edit_config::EditArgs),
+    /// Print the cluster-wide configuration from the DCS, as YAML.
+    ShowConfig(cli::edit_config::ShowArgs),
+    /// Show the timeline history: every failover and switchover (TL, LSN, reason, time, leader).
+    History(cli::history::HistoryArgs),
+    /// Print a connection string (host=... port=...) for the leader, a member or a role.
+    Dsn(cli::dsn::DsnArgs),
+    /// Discard scheduled restarts or a pending switchover: flush [MEMBER...] restart|switchover.
+    Flush(cli::flush::FlushArgs),
+    /// Delete every key of a cluster from the DCS (asks you to type the cluster name).
+    Remove(cli::remove::RemoveArgs),
     /// Start etcd and a three-node cluster on this machine and keep it running until Ctrl-C.
     Demo {
         /// Working directory for data, configs and logs (created; kept after exit for inspection).
@@ -64,8 +77,8 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
         nodes: u8,
     },
-    /// Print the version.
-    Version,
+    /// Print the version; with a cluster (-c, --dcs, --scope) also each member's versions.
+    Version(cli::version::VersionArgs),
 }
 
 fn init_logging() {
@@ -83,18 +96,32 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a default TLS crypto provider: install ring (the provider
+    // etcd-client already uses) before anything builds an HTTP client.
+    cli::rest::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Version => {
-            println!("rampart {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::Version(args) => cli::version::run(args),
         Command::CheckConfig { config_file } => cli::check_config::run(&config_file),
         Command::Agent { config_file } => {
             init_logging();
             agent::run(&config_file)
         }
-        Command::List { config_file, format } => cli::list::run(&config_file, format),
+        Command::List(args) => cli::list::run(args),
+        Command::Topology(args) => cli::list::run_topology(args),
+        Command::Switchover(args) => cli::switchover::run_switchover(args),
+        Command::Failover(args) => cli::switchover::run_failover(args),
+        Command::Restart(args) => cli::restart::run(args),
+        Command::Reload(args) => cli::reload::run(args),
+        Command::Reinit(args) => cli::reinit::run(args),
+        Command::Pause(args) => cli::pause::run(args, true),
+        Command::Resume(args) => cli::pause::run(args, false),
+        Command::EditConfig(args) => cli::edit_config::run_edit(args),
+        Command::ShowConfig(args) => cli::edit_config::run_show(args),
+        Command::History(args) => cli::history::run(args),
+        Command::Dsn(args) => cli::dsn::run(args),
+        Command::Flush(args) => cli::flush::run(args),
+        Command::Remove(args) => cli::remove::run(args),
         Command::Demo { dir, nodes } => {
             init_logging();
             demo::run(&dir, nodes)

@@ -66,8 +66,9 @@ fn demo_comes_up_healthy_and_ctrl_c_stops_everything() {
     assert_eq!(rows.iter().filter(|r| r["State"] == "streaming").count(), 2);
 
     // Every PostgreSQL the demo started, by the PIDs in their postmaster.pid files.
-    let postmasters: Vec<u32> =
-        (1..=3).filter_map(|i| support::process::read_postmaster_pid(&demo_dir.join(format!("node{i}/data")))).collect();
+    let postmasters: Vec<u32> = (1..=3)
+        .filter_map(|i| support::process::read_postmaster_pid(&demo_dir.join(format!("node{i}/data"))))
+        .collect();
     assert_eq!(postmasters.len(), 3);
 
     kill(pid, Signal::SIGINT).unwrap();

@@ -10,8 +10,9 @@ use support::cluster::{Cluster, ClusterOptions};
 use support::health::{is_streaming_replica, status, wait_healthy};
 
 fn request(c: &Cluster, i: usize, method: &str, path: &str, body: &str) -> (u16, String) {
-    let r = support::client::http_request_with_timeout(c.api_port(i), method, path, Some(body), Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let r =
+        support::client::http_request_with_timeout(c.api_port(i), method, path, Some(body), Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     (r.status, r.body)
 }
 
@@ -51,7 +52,8 @@ async fn parameters_change_everywhere_and_restart_only_where_pending() {
     let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
 
     // A reloadable parameter reaches every member without a restart.
-    let (code, text) = request(&c, leader, "PATCH", "/config", r#"{"postgresql": {"parameters": {"work_mem": "7MB"}}}"#);
+    let (code, text) =
+        request(&c, leader, "PATCH", "/config", r#"{"postgresql": {"parameters": {"work_mem": "7MB"}}}"#);
     assert_eq!(code, 200, "{text}");
     assert!(
         support::wait_until_async(Duration::from_secs(15), Duration::from_millis(250), || async {
@@ -116,7 +118,9 @@ async fn broken_replica_is_left_alone_until_an_operator_reinitializes_it() {
     let (code, text) = request(&c, victim, "POST", "/reinitialize", "{}");
     assert_eq!(code, 200, "{text}");
     assert!(
-        support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(&c, victim, None)),
+        support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(
+            &c, victim, None
+        )),
         "the reinitialized replica streams again"
     );
     let r = support::connect_superuser(c.pg_port(victim)).await.unwrap();
@@ -137,7 +141,9 @@ async fn replica_whose_data_directory_was_deleted_under_it_is_stopped_and_cloned
     }));
     assert!(support::process::wait_gone(old_pm, Duration::from_secs(15)), "the agent stopped the orphaned server");
     assert!(
-        support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(&c, victim, None)),
+        support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || is_streaming_replica(
+            &c, victim, None
+        )),
         "the replica was cloned again and streams"
     );
 }

@@ -20,12 +20,50 @@ fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rampart test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rampart test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
-        "-days", "2", "-extfile", "san.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
     ]);
     for f in ["ca.pem", "server.pem", "server.key"] {
         support::process::chown_to_agent_user(&dir.join(f)).unwrap();
@@ -90,7 +128,8 @@ async fn secured_rest_api_refuses_anonymous_writes_and_switches_over_with_creden
     let roles = |i: usize| std::fs::read_to_string(c.node(i).config.node_dir.join("roles.log")).unwrap_or_default();
     assert!(
         support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-            roles(cand).contains("on_role_change primary postgres") && roles(leader).contains("on_role_change replica postgres")
+            roles(cand).contains("on_role_change primary postgres")
+                && roles(leader).contains("on_role_change replica postgres")
         }),
         "callbacks: new leader {:?}, old leader {:?}",
         roles(cand),

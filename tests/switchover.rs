@@ -20,14 +20,19 @@ async fn ids(port: u16) -> Vec<i32> {
 }
 
 fn post(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
-    let r = support::client::http_request_with_timeout(c.api_port(i), "POST", path, Some(body), Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let r =
+        support::client::http_request_with_timeout(c.api_port(i), "POST", path, Some(body), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
     (r.status, r.body)
 }
 
 fn wait_streaming(c: &Cluster, i: usize, tl: u64) {
     assert!(
-        support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || is_streaming_replica(c, i, Some(tl))),
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || is_streaming_replica(
+            c,
+            i,
+            Some(tl)
+        )),
         "{} does not stream on timeline {tl}",
         c.name(i)
     );
@@ -60,7 +65,10 @@ async fn switchover_to_a_named_candidate_through_the_rest_api() {
         .await,
         "the old leader follows the new one and lost nothing"
     );
-    assert!(c.etcd().get(&format!("{}failover", c.dcs_prefix())).is_none_or(|v| v == "{}" || v.is_empty()), "request cleared");
+    assert!(
+        c.etcd().get(&format!("{}failover", c.dcs_prefix())).is_none_or(|v| v == "{}" || v.is_empty()),
+        "request cleared"
+    );
 
     // Refused: a switchover naming a leader that is not the leader.
     let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(old), c.name(other));

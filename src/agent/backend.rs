@@ -34,7 +34,9 @@ impl Backend for AgentBackend {
     }
 
     fn set_failover(&self, failover: Failover) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.dcs.set_failover(&failover, self.dcs.op_deadline()).await.map_err(|e| e.to_string()) })
+        Box::pin(
+            async move { self.dcs.set_failover(&failover, self.dcs.op_deadline()).await.map_err(|e| e.to_string()) },
+        )
     }
 
     fn clear_failover(&self) -> BoxFuture<'_, Result<(), String>> {

@@ -195,9 +195,7 @@ impl Agent {
         // The other members' own reports matter during a leader race and while a switchover or
         // failover request is being handled.
         let peers = match &cluster {
-            Ok(c)
-                if (c.leader.is_none() && matches!(local.process, PgProcess::Running(_))) || c.failover.is_some() =>
-            {
+            Ok(c) if (c.leader.is_none() && matches!(local.process, PgProcess::Running(_))) || c.failover.is_some() => {
                 Some(self.fetch_peers(c).await)
             }
             _ => None,
@@ -438,8 +436,7 @@ impl Agent {
     /// Writes the member key and the API snapshot.
     async fn publish(&mut self, seen: &Seen) {
         let dynamic = self.core.config().clone();
-        let mut member =
-            publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
+        let mut member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
         if self.params.pending_restart {
             member.pending_restart = Some(true);
         }

@@ -77,9 +77,10 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     // certificate stops the agent here rather than failing requests later.
     let rest = &cfg.restapi;
     let security = rampart_api::SecuritySettings {
-        authentication: rest.authentication.as_ref().map(|c| {
-            rampart_api::BasicAuth::new(c.username.clone(), c.password.as_ref().map_or("", |p| p.expose()))
-        }),
+        authentication: rest
+            .authentication
+            .as_ref()
+            .map(|c| rampart_api::BasicAuth::new(c.username.clone(), c.password.as_ref().map_or("", |p| p.expose()))),
         allowlist: rest.allowlist.clone(),
         tls: rest.certfile.clone().map(|certfile| rampart_api::TlsSettings {
             certfile,
@@ -93,9 +94,8 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
         }),
     };
     let security = rampart_api::Security::prepare(&security).await.context("restapi")?;
-    let api = ApiContext::new(snap_rx, move || alive_pm.is_alive())
-        .with_backend(Arc::new(backend))
-        .with_security(security);
+    let api =
+        ApiContext::new(snap_rx, move || alive_pm.is_alive()).with_backend(Arc::new(backend)).with_security(security);
     // The leader race asks peers through the same client (TLS-aware when the API uses TLS).
     let peer_probe = api.probe.clone();
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();

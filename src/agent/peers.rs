@@ -25,11 +25,8 @@ pub async fn fetch(probe: &Arc<dyn MemberProbe>, members: &[Member]) -> Vec<Peer
         let probe = probe.clone();
         let (name, url) = (m.name.clone(), m.data.api_url.clone());
         set.spawn(async move {
-            let status = if url.is_empty() {
-                None
-            } else {
-                probe.fetch(&url, PEER_TIMEOUT).await.ok().and_then(|v| parse(&v))
-            };
+            let status =
+                if url.is_empty() { None } else { probe.fetch(&url, PEER_TIMEOUT).await.ok().and_then(|v| parse(&v)) };
             (i, PeerReport { name, status })
         });
     }

@@ -1,20 +1,88 @@
-//! `rampart list`: the member table, as `patronictl list` prints it.
+//! `rampart list` and `rampart topology`: the member table, as `patronictl list` and
+//! `patronictl topology` print it.
 //!
-//! Pure rendering from a [`Cluster`] snapshot so the layout is unit-tested without a DCS.
-//! Columns: Member, Host, Role, State, TL, Lag in MB, under a title naming the cluster and its
-//! system identifier; `-f json` prints one object per member with the same keys plus `Cluster`.
+//! Rendering is pure, from a [`Cluster`] snapshot, so the layout is unit-tested without a DCS.
+//! Columns: Member, Host, Role, State, TL, Lag in MB, plus Pending restart, Scheduled restart and
+//! Tags when any member has one (or always with `-e`), under a title naming the cluster and its
+//! system identifier, and followed by `Maintenance mode: on` and a scheduled switchover when there
+//! are. The machine formats (`tsv`, `json`, `yaml`) add a Cluster column and leave the footer
+//! out. `topology` orders members as a tree: the leader, then the replicas streaming from it,
+//! each cascading replica (`replicatefrom` tag) under the member it streams from.
 
+use std::time::Duration;
+
+use anyhow::Result;
 use rampart_core::Cluster;
 use serde_json::{json, Value};
 
-/// One row of the table.
+use super::session::{block_on, Session};
+use super::table::{Format, Table};
+use super::target::{self, TargetArgs};
+
+/// Options of `rampart list`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output format.
+    #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
+    pub format: Format,
+    /// Always show the Pending restart, Scheduled restart and Tags columns.
+    #[arg(short = 'e', long)]
+    pub extended: bool,
+    /// Print the time before each table.
+    #[arg(short = 't', long)]
+    pub timestamp: bool,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// Options of `rampart topology`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TopologyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// `-W` / `-w SECONDS`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WatchArgs {
+    /// Refresh every 2 seconds until interrupted.
+    #[arg(short = 'W')]
+    pub every_two: bool,
+    /// Refresh every SECONDS until interrupted.
+    #[arg(short = 'w', long = "watch", value_name = "SECONDS", value_parser = positive_seconds)]
+    pub watch: Option<f64>,
+}
+
+impl WatchArgs {
+    /// The refresh interval, if watching.
+    pub fn interval(&self) -> Option<Duration> {
+        match (self.watch, self.every_two) {
+            (Some(s), _) => Some(Duration::from_secs_f64(s)),
+            (None, true) => Some(Duration::from_secs(2)),
+            (None, false) => None,
+        }
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 86_400.0 => Ok(v),
+        _ => Err(format!("expected a number of seconds above 0, got {s:?}")),
+    }
+}
+
+/// One member as the table shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// Member name.
     pub member: String,
     /// `host` or `host:port`.
     pub host: String,
-    /// `Leader` or `Replica`.
+    /// `Leader`, `Standby Leader`, `Sync Standby`, `Quorum Standby` or `Replica`.
     pub role: String,
     /// PostgreSQL or replication state.
     pub state: String,
@@ -22,9 +90,31 @@ pub struct Row {
     pub tl: Option<u32>,
     /// Lag behind the leader in whole MB; `None` for the leader, `Some(None)` when unknown.
     pub lag_mb: Option<Option<u64>>,
+    /// A parameter change waits for a restart.
+    pub pending_restart: bool,
+    /// Which parameters wait, as `name: old->new` (`pending_restart_reason`), if published.
+    pub pending_reason: Vec<(String, String)>,
+    /// When a restart is scheduled (and for which version), if one is.
+    pub scheduled_restart: Option<String>,
+    /// Tags other than the defaults (an empty object when none).
+    pub tags: Value,
+    /// Holds the leader lock.
+    pub is_leader: bool,
+    /// The member this one streams from, when tagged so.
+    pub replicatefrom: Option<String>,
 }
 
-/// Builds the rows, sorted by member name.
+fn synchronous_mode(cluster: &Cluster) -> Option<String> {
+    let v = cluster.config.as_ref()?.extra.get("synchronous_mode")?;
+    match v {
+        Value::Bool(true) => Some("on".into()),
+        Value::String(s) if s == "quorum" => Some("quorum".into()),
+        Value::String(s) if rampart_config::yaml_scalar(s) == Value::Bool(true) => Some("on".into()),
+        _ => None,
+    }
+}
+
+/// Builds the rows, in member-name order.
 pub fn rows(cluster: &Cluster) -> Vec<Row> {
     let leader_pos =
         cluster.leader_member().map(|m| m.data.wal_position().0).or(Some(cluster.status.optime).filter(|&o| o > 0));
@@ -32,6 +122,15 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
     // patronictl shows the port only when it is needed to tell members apart or is not 5432.
     let show_port = hosts.iter().any(|(_, p)| *p != 5432)
         || hosts.iter().enumerate().any(|(i, (h, _))| hosts[..i].iter().any(|(h2, _)| h2 == h));
+    let standby_cluster =
+        cluster.config.as_ref().is_some_and(|c| c.extra.get("standby_cluster").is_some_and(|v| v.is_object()));
+    let sync_mode = synchronous_mode(cluster);
+    let sync_names: Vec<String> = cluster
+        .sync
+        .as_ref()
+        .and_then(|s| s.sync_standby.as_deref())
+        .map(|s| s.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default();
     cluster
         .members
         .iter()
@@ -41,6 +140,21 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
                 Some((h, p)) if show_port => format!("{h}:{p}"),
                 Some((h, _)) => h,
                 None => String::new(),
+            };
+            let role = if is_leader {
+                if standby_cluster || m.data.role == "standby_leader" {
+                    "Standby Leader"
+                } else {
+                    "Leader"
+                }
+            } else if sync_mode.is_some() && sync_names.contains(&m.name) {
+                if sync_mode.as_deref() == Some("quorum") {
+                    "Quorum Standby"
+                } else {
+                    "Sync Standby"
+                }
+            } else {
+                "Replica"
             };
             let state = if is_leader {
                 m.data.state.clone()
@@ -59,200 +173,471 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
                     _ => None,
                 })
             };
+            let scheduled_restart = m.data.extra.get("scheduled_restart").and_then(|s| {
+                let at = s.get("schedule")?.as_str()?.to_string();
+                Some(match s.get("postgres_version").and_then(Value::as_str) {
+                    Some(v) => format!("{at} if version < {v}"),
+                    None => at,
+                })
+            });
+            let pending_reason = m
+                .data
+                .extra
+                .get("pending_restart_reason")
+                .and_then(Value::as_object)
+                .map(|o| {
+                    o.iter()
+                        .map(|(name, v)| {
+                            let side = |k: &str| v.get(k).map(super::table::cell_text_flow).unwrap_or_default();
+                            (name.clone(), format!("{name}: {}->{}", side("old_value"), side("new_value")))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             Row {
                 member: m.name.clone(),
                 host,
-                role: if is_leader { "Leader".into() } else { "Replica".into() },
+                role: role.into(),
                 state,
                 tl: m.data.timeline,
                 lag_mb,
+                pending_restart: m.data.pending_restart == Some(true),
+                pending_reason,
+                scheduled_restart,
+                // Tags at their defaults are not serialized, so this is what was set.
+                tags: serde_json::to_value(&m.data.tags).unwrap_or_else(|_| json!({})),
+                is_leader,
+                replicatefrom: m.data.tags.replicatefrom.clone(),
             }
         })
         .collect()
 }
 
-fn lag_text(l: &Option<Option<u64>>) -> String {
-    match l {
-        None => String::new(),
-        Some(None) => "unknown".into(),
-        Some(Some(v)) => v.to_string(),
-    }
-}
-
-/// The pretty table.
-pub fn render_table(scope: &str, cluster: &Cluster) -> String {
-    let rows = rows(cluster);
-    let head = ["Member", "Host", "Role", "State", "TL", "Lag in MB"];
-    let cells: Vec<[String; 6]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.member.clone(),
-                r.host.clone(),
-                r.role.clone(),
-                r.state.clone(),
-                r.tl.map(|t| t.to_string()).unwrap_or_default(),
-                lag_text(&r.lag_mb),
-            ]
-        })
-        .collect();
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for c in &cells {
-        for (i, v) in c.iter().enumerate() {
-            w[i] = w[i].max(v.chars().count());
+/// The order and depth of members in the replication tree: the leader at depth 0, a member
+/// streaming from another replica (tag `replicatefrom`) under that replica, every other member
+/// under the leader. Without a leader its would-be children start at depth 1. Members caught in
+/// a `replicatefrom` cycle are listed last under the leader rather than dropped.
+pub fn topology_order(rows: &[Row]) -> Vec<(usize, usize)> {
+    let leader = rows.iter().position(|r| r.is_leader);
+    let is_replica = |name: &str| rows.iter().any(|r| !r.is_leader && r.member == name);
+    let parent_of = |r: &Row| -> Option<String> {
+        match &r.replicatefrom {
+            Some(p) if *p != r.member && is_replica(p) => Some(p.clone()),
+            _ => leader.map(|l| rows[l].member.clone()),
         }
+    };
+    let mut out = Vec::new();
+    let mut seen = vec![false; rows.len()];
+    if let Some(l) = leader {
+        out.push((l, 0));
+        seen[l] = true;
     }
-    let sep = |out: &mut String| {
-        out.push('+');
-        for x in &w {
-            out.push_str(&"-".repeat(x + 2));
-            out.push('+');
-        }
-        out.push('\n');
-    };
-    let mut out = String::new();
-    // Title line: "+ Cluster: name (sysid) ---...+" spanning the table width.
-    let total: usize = w.iter().map(|x| x + 3).sum::<usize>() + 1;
-    let sysid = match cluster.initialize.as_deref() {
-        None => "uninitialized".to_string(),
-        Some("") => "initializing".to_string(),
-        Some(s) => s.to_string(),
-    };
-    let title = format!("+ Cluster: {scope} ({sysid}) ");
-    let pad = total.saturating_sub(title.chars().count() + 1);
-    out.push_str(&title);
-    out.push_str(&"-".repeat(pad));
-    out.push_str("+\n");
-    let line = |out: &mut String, vals: &[String]| {
-        out.push('|');
-        for (i, v) in vals.iter().enumerate() {
-            // Numbers right-aligned, text left-aligned, as patronictl does.
-            if i >= 4 {
-                out.push_str(&format!(" {:>width$} |", v, width = w[i]));
-            } else {
-                out.push_str(&format!(" {:<width$} |", v, width = w[i]));
+    // Depth-first from the leader (or from "no leader", whose children sit at depth 1).
+    fn visit(
+        rows: &[Row],
+        parent: Option<&str>,
+        depth: usize,
+        parent_of: &dyn Fn(&Row) -> Option<String>,
+        seen: &mut Vec<bool>,
+        out: &mut Vec<(usize, usize)>,
+    ) {
+        for (i, r) in rows.iter().enumerate() {
+            if seen[i] || r.is_leader || parent_of(r).as_deref() != parent {
+                continue;
             }
+            seen[i] = true;
+            out.push((i, depth + 1));
+            visit(rows, Some(&r.member), depth + 1, parent_of, seen, out);
         }
-        out.push('\n');
-    };
-    line(&mut out, &head.map(String::from));
-    sep(&mut out);
-    for c in &cells {
-        line(&mut out, c);
     }
-    sep(&mut out);
-    if cluster.config.as_ref().is_some_and(|c| c.paused()) {
-        out.push_str(" Maintenance mode: on\n");
+    let root = leader.map(|l| rows[l].member.as_str());
+    visit(rows, root, 0, &parent_of, &mut seen, &mut out);
+    for (i, s) in seen.iter().enumerate() {
+        if !s {
+            out.push((i, 1));
+        }
     }
     out
 }
 
-/// The JSON form: one object per member, with patronictl's keys.
-pub fn render_json(scope: &str, cluster: &Cluster) -> Value {
-    Value::Array(
-        rows(cluster)
-            .into_iter()
-            .map(|r| {
-                let mut o = json!({
-                    "Cluster": scope,
-                    "Member": r.member,
-                    "Host": r.host,
-                    "Role": r.role,
-                    "State": r.state,
-                    "TL": r.tl,
-                });
-                if let Some(l) = r.lag_mb {
-                    o["Lag in MB"] = match l {
-                        Some(v) => json!(v),
-                        None => json!("unknown"),
-                    };
-                }
-                o
-            })
-            .collect(),
-    )
+/// `name`, `+ name` or `  + name` for depth 0, 1, 2.
+fn tree_name(name: &str, depth: usize) -> String {
+    if depth == 0 {
+        name.to_string()
+    } else {
+        format!("{}+ {name}", " ".repeat((depth - 1) * 2))
+    }
 }
 
-/// Reads the cluster named by the configuration file from the DCS and prints it.
-pub fn run(path: &std::path::Path, format: crate::Format) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use rampart_dcs::Dcs;
-    let loaded = rampart_config::load(path)?;
-    let cfg = loaded.config;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let cluster = rt
-        .block_on(async {
-            let dynamic = cfg.bootstrap_dcs();
-            let dcs = rampart_dcs::EtcdDcs::connect(
-                crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
-                cfg.prefix(),
-                cfg.name.clone(),
-                dynamic.ttl,
-            )
-            .await?;
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(dynamic.retry_timeout.max(3));
-            dcs.read_cluster(deadline).await.map_err(anyhow::Error::from)
-        })
-        .with_context(|| format!("reading cluster '{}' from etcd ({})", cfg.scope, cfg.etcd_endpoints().join(",")))?;
-    match format {
-        crate::Format::Pretty => print!("{}", render_table(&cfg.scope, &cluster)),
-        crate::Format::Json => println!("{}", render_json(&cfg.scope, &cluster)),
+/// The member table. `extended` always shows the optional columns; `topology` orders the rows
+/// as a tree.
+pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bool) -> Table {
+    let rows = rows(cluster);
+    let order: Vec<(usize, usize)> =
+        if topology { topology_order(&rows) } else { (0..rows.len()).map(|i| (i, 0)).collect() };
+    let pending = extended || rows.iter().any(|r| r.pending_restart);
+    let reason = extended || rows.iter().any(|r| !r.pending_reason.is_empty());
+    let scheduled = extended || rows.iter().any(|r| r.scheduled_restart.is_some());
+    let tags = extended || rows.iter().any(|r| r.tags.as_object().is_some_and(|o| !o.is_empty()));
+    let mut columns = vec!["Cluster", "Member", "Host", "Role", "State", "TL", "Lag in MB"];
+    if pending {
+        columns.push("Pending restart");
     }
-    Ok(())
+    if reason {
+        columns.push("Pending restart reason");
+    }
+    if scheduled {
+        columns.push("Scheduled restart");
+    }
+    if tags {
+        columns.push("Tags");
+    }
+    let sysid = match cluster.initialize.as_deref() {
+        None => "uninitialized",
+        Some("") => "initializing",
+        Some(s) => s,
+    };
+    let mut t = Table::new(columns);
+    t.title = Some(format!(" Cluster: {scope} ({sysid}) "));
+    t.right = vec!["TL".into(), "Lag in MB".into()];
+    t.skip_empty = true;
+    t.machine_only = vec!["Cluster".into()];
+    for (i, depth) in order {
+        let r = &rows[i];
+        let mut cells = vec![
+            json!(scope),
+            json!(tree_name(&r.member, depth)),
+            json!(r.host),
+            json!(r.role),
+            json!(r.state),
+            r.tl.map(Value::from).unwrap_or(Value::Null),
+            match r.lag_mb {
+                None => Value::Null,
+                Some(None) => json!("unknown"),
+                Some(Some(v)) => json!(v),
+            },
+        ];
+        if pending {
+            cells.push(json!(if r.pending_restart { "*" } else { "" }));
+        }
+        if reason {
+            cells.push(json!(r.pending_reason.iter().map(|(_, line)| line.as_str()).collect::<Vec<_>>().join("\n")));
+        }
+        if scheduled {
+            cells.push(r.scheduled_restart.clone().map(Value::from).unwrap_or(Value::Null));
+        }
+        if tags {
+            let empty = r.tags.as_object().is_none_or(|o| o.is_empty());
+            cells.push(if empty { Value::Null } else { r.tags.clone() });
+        }
+        t.rows.push(cells);
+    }
+    t
+}
+
+/// The lines under the pretty table: maintenance mode and a scheduled switchover.
+pub fn footer(cluster: &Cluster) -> String {
+    let mut lines = Vec::new();
+    if cluster.config.as_ref().is_some_and(|c| c.paused()) {
+        lines.push(" Maintenance mode: on".to_string());
+    }
+    if let Some(at) = cluster.failover.as_ref().and_then(|f| f.scheduled_at.as_ref().map(|at| (f, at))) {
+        let (f, at) = at;
+        let mut s = format!(" Switchover scheduled at: {at}");
+        if let Some(from) = &f.leader {
+            s.push_str(&format!("\n{:>24}: {from}", "from"));
+        }
+        if let Some(to) = &f.member {
+            s.push_str(&format!("\n{:>24}: {to}", "to"));
+        }
+        lines.push(s);
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The table in `format`, with the footer in `pretty`.
+pub fn render(scope: &str, cluster: &Cluster, format: Format, extended: bool, topology: bool) -> String {
+    let mut table = member_table(scope, cluster, extended, topology);
+    if format == Format::Pretty {
+        hide_long_reasons(&mut table);
+    }
+    let mut out = table.render(format);
+    if format == Format::Pretty {
+        out.push_str(&footer(cluster));
+    }
+    out
+}
+
+/// In the pretty table a reason longer than 50 characters becomes `name: [hidden - too long]`,
+/// as patronictl does, so one long value does not stretch the table.
+fn hide_long_reasons(t: &mut Table) {
+    let Some(col) = t.columns.iter().position(|c| c == "Pending restart reason") else { return };
+    for row in &mut t.rows {
+        if let Some(text) = row[col].as_str() {
+            let shown: Vec<String> = text
+                .lines()
+                .map(|l| match l.split_once(": ") {
+                    Some((name, _)) if l.chars().count() > 50 => format!("{name}: [hidden - too long]"),
+                    _ => l.to_string(),
+                })
+                .collect();
+            row[col] = json!(shown.join("\n"));
+        }
+    }
+}
+
+/// The pretty table with its footer (also what `rampart demo` prints).
+pub fn render_table(scope: &str, cluster: &Cluster) -> String {
+    render(scope, cluster, Format::Pretty, false, false)
+}
+
+/// `rampart list`.
+pub fn run(args: ListArgs) -> Result<()> {
+    let target = target::resolve(&args.target, None)?;
+    block_on(show(target, args.format, args.extended, false, args.timestamp, args.watch.interval()))
+}
+
+/// `rampart topology`.
+pub fn run_topology(args: TopologyArgs) -> Result<()> {
+    let target = target::resolve(&args.target, None)?;
+    block_on(show(target, Format::Pretty, false, true, false, args.watch.interval()))
+}
+
+async fn show(
+    target: target::Target,
+    format: Format,
+    extended: bool,
+    topology: bool,
+    timestamp: bool,
+    watch: Option<Duration>,
+) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let session = Session::open(target).await?;
+    let clear = watch.is_some() && std::io::stdout().is_terminal();
+    loop {
+        let started = tokio::time::Instant::now();
+        let read = session.cluster().await;
+        let mut out = String::new();
+        if clear {
+            // Clear the screen and go home, as `watch` does.
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        if timestamp {
+            out.push_str(&jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S\n").to_string());
+        }
+        match read {
+            Ok(cluster) => out.push_str(&render(session.scope(), &cluster, format, extended, topology)),
+            // While watching, a failed read is shown and the next one tried.
+            Err(e) if watch.is_some() => out.push_str(&format!("{e:#}\n")),
+            Err(e) => return Err(e),
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
+        drop(stdout);
+        let Some(every) = watch else { return Ok(()) };
+        tokio::time::sleep_until(started + every).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rampart_core::keys::ClusterPrefix;
-    use rampart_core::model::RawKv;
+    use crate::cli::members::tests::cluster;
 
     fn sample() -> Cluster {
-        let p = ClusterPrefix::new("/service", "pg");
-        let kv =
-            |k: &str, v: &str| RawKv { key: format!("/service/pg/{k}"), value: v.into(), lease: 1, mod_revision: 1 };
-        Cluster::from_kvs(
-            &p,
-            &[
-                kv("initialize", "7301"),
-                kv("leader", "a"),
-                kv(
-                    "members/a",
-                    r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"primary","xlog_location":5242880,"timeline":2}"#,
-                ),
-                kv(
-                    "members/b",
-                    r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":1048576,"replication_state":"streaming","timeline":2}"#,
-                ),
-                kv(
-                    "members/c",
-                    r#"{"conn_url":"postgres://127.0.0.1:5435/postgres","state":"stopped","role":"replica"}"#,
-                ),
-            ],
-            1,
-        )
+        cluster(&[
+            ("initialize", "7301"),
+            ("leader", "a"),
+            (
+                "members/a",
+                r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"primary","xlog_location":5242880,"timeline":2}"#,
+            ),
+            (
+                "members/b",
+                r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":1048576,"replication_state":"streaming","timeline":2}"#,
+            ),
+            ("members/c", r#"{"conn_url":"postgres://127.0.0.1:5435/postgres","state":"stopped","role":"replica"}"#),
+        ])
     }
 
     #[test]
     fn table_looks_like_patronictl() {
         let t = render_table("pg", &sample());
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("+ Cluster: pg (7301) -"), "{t}");
+        assert_eq!(lines[0], "+ Cluster: pg (7301) -----+---------+-----------+----+-----------+", "{t}");
         assert_eq!(lines[0].len(), lines[2].len(), "title spans the table\n{t}");
-        assert!(lines[1].contains("| Member | Host") && lines[1].contains("| Lag in MB |"), "{t}");
-        assert!(lines[3].contains("| a      | 127.0.0.1:5433 | Leader  | running   |  2 |           |"), "{t}");
-        assert!(lines[4].contains("| b      | 127.0.0.1:5434 | Replica | streaming |  2 |         4 |"), "{t}");
-        assert!(lines[5].contains("stopped") && lines[5].contains("unknown"), "{t}");
+        assert_eq!(lines[1], "| Member | Host           | Role    | State     | TL | Lag in MB |");
+        assert_eq!(lines[3], "| a      | 127.0.0.1:5433 | Leader  | running   |  2 |           |");
+        assert_eq!(lines[4], "| b      | 127.0.0.1:5434 | Replica | streaming |  2 |         4 |");
+        assert_eq!(lines[5], "| c      | 127.0.0.1:5435 | Replica | stopped   |    |   unknown |");
+        assert_eq!(lines.len(), 7, "no footer: {t}");
     }
 
     #[test]
     fn json_rows_have_patronictl_keys() {
-        let v = render_json("pg", &sample());
+        let v: Value = serde_json::from_str(&member_table("pg", &sample(), false, false).render(Format::Json)).unwrap();
         assert_eq!(v[0]["Role"], "Leader");
         assert_eq!(v[0]["Cluster"], "pg");
         assert!(v[0].get("Lag in MB").is_none());
         assert_eq!(v[1]["Lag in MB"], 4);
         assert_eq!(v[1]["State"], "streaming");
         assert_eq!(v[1]["TL"], 2);
+        assert!(v[2].get("TL").is_none(), "no timeline, no key");
+        assert_eq!(v[2]["Lag in MB"], "unknown");
+    }
+
+    #[test]
+    fn tsv_and_yaml_carry_the_cluster_column() {
+        let t = member_table("pg", &sample(), false, false);
+        let tsv = t.render(Format::Tsv);
+        assert!(
+            tsv.starts_with(
+                "Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB\npg\ta\t127.0.0.1:5433\tLeader\trunning\t2\t\n"
+            ),
+            "{tsv}"
+        );
+        let yaml = t.render(Format::Yaml);
+        assert!(
+            yaml.starts_with(
+                "- Cluster: pg\n  Host: 127.0.0.1:5433\n  Member: a\n  Role: Leader\n  State: running\n  TL: 2\n- "
+            ),
+            "{yaml}"
+        );
+    }
+
+    #[test]
+    fn optional_columns_and_footer() {
+        let c = cluster(&[
+            ("initialize", "7301"),
+            ("config", r#"{"pause":true}"#),
+            ("leader", "a"),
+            ("failover", r#"{"leader":"a","member":"b","scheduled_at":"2030-01-01T00:00:00+00:00"}"#),
+            (
+                "members/a",
+                r#"{"conn_url":"postgres://h1:5432/postgres","state":"running","role":"primary","pending_restart":true,"tags":{"nofailover":false}}"#,
+            ),
+            (
+                "members/b",
+                r#"{"conn_url":"postgres://h2:5432/postgres","state":"running","role":"replica","tags":{"clonefrom":true,"zone":"x"},"scheduled_restart":{"schedule":"2030-01-01T01:00:00+00:00","postgres_version":"16.1"}}"#,
+            ),
+        ]);
+        let t = render_table("pg", &c);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "| Member | Host | Role    | State   | TL | Lag in MB | Pending restart | Scheduled restart                           | Tags            |", "{t}");
+        assert!(
+            lines[3].starts_with("| a      | h1   | Leader  | running |    |           | *               |"),
+            "{t}"
+        );
+        // The multi-line tag cell makes PrettyTable rule every row.
+        assert!(lines[4].starts_with("+--------+"), "{t}");
+        assert!(lines[5].ends_with("| 2030-01-01T01:00:00+00:00 if version < 16.1 | clonefrom: true |"), "{t}");
+        assert!(lines[6].ends_with("|                                             | zone: x         |"), "{t}");
+        assert_eq!(
+            &lines[8..],
+            [
+                " Maintenance mode: on",
+                " Switchover scheduled at: 2030-01-01T00:00:00+00:00",
+                "                    from: a",
+                "                      to: b"
+            ],
+            "{t}"
+        );
+        let tsv = member_table("pg", &c, false, false).render(Format::Tsv);
+        assert!(
+            tsv.lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("\t\t2030-01-01T01:00:00+00:00 if version < 16.1\t{clonefrom: true, zone: x}"),
+            "{tsv}"
+        );
+        // -e shows the optional columns even when no member has a value.
+        let plain = member_table("pg", &sample(), true, false);
+        let optional = ["Pending restart", "Pending restart reason", "Scheduled restart", "Tags"].map(String::from);
+        assert!(plain.columns.ends_with(&optional), "{:?}", plain.columns);
+        assert!(!member_table("pg", &sample(), false, false).columns.contains(&"Tags".to_string()));
+    }
+
+    #[test]
+    fn sync_and_standby_roles() {
+        let c = cluster(&[
+            ("config", r#"{"synchronous_mode":true}"#),
+            ("leader", "a"),
+            ("sync", r#"{"leader":"a","sync_standby":"b"}"#),
+            ("members/a", r#"{"state":"running","role":"primary"}"#),
+            ("members/b", r#"{"state":"running","role":"replica"}"#),
+            ("members/c", r#"{"state":"running","role":"replica"}"#),
+        ]);
+        let roles: Vec<String> = rows(&c).into_iter().map(|r| r.role).collect();
+        assert_eq!(roles, ["Leader", "Sync Standby", "Replica"]);
+        let s = cluster(&[("leader", "a"), ("members/a", r#"{"state":"running","role":"standby_leader"}"#)]);
+        assert_eq!(rows(&s)[0].role, "Standby Leader");
+    }
+
+    #[test]
+    fn topology_nests_cascading_replicas() {
+        let c = cluster(&[
+            ("initialize", "1"),
+            ("leader", "b"),
+            (
+                "members/a",
+                r#"{"conn_url":"postgres://h1:5432/postgres","state":"running","role":"replica","tags":{"replicatefrom":"c"}}"#,
+            ),
+            ("members/b", r#"{"conn_url":"postgres://h2:5432/postgres","state":"running","role":"primary"}"#),
+            ("members/c", r#"{"conn_url":"postgres://h3:5432/postgres","state":"running","role":"replica"}"#),
+            (
+                "members/d",
+                r#"{"conn_url":"postgres://h4:5432/postgres","state":"running","role":"replica","tags":{"replicatefrom":"b"}}"#,
+            ),
+            (
+                "members/e",
+                r#"{"conn_url":"postgres://h5:5432/postgres","state":"running","role":"replica","tags":{"replicatefrom":"a"}}"#,
+            ),
+        ]);
+        let t = render("pg", &c, Format::Pretty, false, true);
+        let names: Vec<&str> = t
+            .lines()
+            .skip(3)
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l[2..].split(" | ").next().unwrap().trim_end())
+            .collect();
+        assert_eq!(names, ["b", "+ c", "  + a", "    + e", "+ d"], "{t}");
+    }
+
+    #[test]
+    fn topology_without_leader_and_with_cycles() {
+        let c = cluster(&[
+            ("members/a", r#"{"state":"running","role":"replica","tags":{"replicatefrom":"b"}}"#),
+            ("members/b", r#"{"state":"running","role":"replica","tags":{"replicatefrom":"a"}}"#),
+            ("members/c", r#"{"state":"stopped","role":"replica"}"#),
+        ]);
+        let order = topology_order(&rows(&c));
+        assert_eq!(order, [(2, 1), (0, 1), (1, 1)], "every member listed once");
+    }
+
+    #[test]
+    fn pending_restart_reasons() {
+        let long = "x".repeat(60);
+        let c = cluster(&[
+            ("leader", "a"),
+            (
+                "members/a",
+                &format!(
+                    r#"{{"state":"running","role":"primary","pending_restart":true,"pending_restart_reason":{{"max_connections":{{"old_value":"100","new_value":"150"}},"shared_preload_libraries":{{"old_value":"","new_value":"{long}"}}}}}}"#
+                ),
+            ),
+            ("members/b", r#"{"state":"running","role":"replica"}"#),
+        ]);
+        let t = render_table("pg", &c);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].ends_with("| Pending restart | Pending restart reason                        |"), "{t}");
+        assert!(lines[3].ends_with("| *               | max_connections: 100->150                     |"), "{t}");
+        assert!(lines[4].ends_with("|                 | shared_preload_libraries: [hidden - too long] |"), "{t}");
+        let v: Value = serde_json::from_str(&member_table("pg", &c, false, false).render(Format::Json)).unwrap();
+        assert_eq!(
+            v[0]["Pending restart reason"],
+            json!(format!("max_connections: 100->150\nshared_preload_libraries: ->{long}"))
+        );
+        assert!(v[1].get("Pending restart reason").is_none());
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 
 use crate::bootstrap::Bootstrap;
 use crate::check::Checker;
+use crate::ctl::Ctl;
 use crate::error::Problem;
 use crate::etcd::Etcd3;
 use crate::postgresql::Postgresql;
@@ -26,8 +27,6 @@ pub struct OtherSections {
     pub log: Option<Json>,
     /// `watchdog`.
     pub watchdog: Option<Json>,
-    /// `ctl` (patronictl's settings).
-    pub ctl: Option<Json>,
     /// `citus`.
     pub citus: Option<Json>,
 }
@@ -51,6 +50,8 @@ pub struct Config {
     pub postgresql: Postgresql,
     /// Member tags.
     pub tags: Tags,
+    /// How operator commands run on this host call the REST APIs (`ctl`).
+    pub ctl: Ctl,
     /// Accepted Patroni sections Rampart does not use.
     pub other: OtherSections,
 }
@@ -85,6 +86,7 @@ impl Config {
         let etcd3 = Etcd3::build(raw.etcd3, c)?;
         let postgresql = Postgresql::build(raw.postgresql, c)?;
         let bootstrap = Bootstrap::build(raw.bootstrap, c)?;
+        let ctl = Ctl::build(raw.ctl, c)?;
         Ok(Config {
             scope,
             namespace,
@@ -94,7 +96,8 @@ impl Config {
             bootstrap,
             postgresql,
             tags: raw.tags.unwrap_or_default(),
-            other: OtherSections { log: raw.log, watchdog: raw.watchdog, ctl: raw.ctl, citus: raw.citus },
+            ctl,
+            other: OtherSections { log: raw.log, watchdog: raw.watchdog, citus: raw.citus },
         })
     }
 }

@@ -44,6 +44,13 @@ const OVERRIDES: &[(&str, &[&str])] = &[
     ("ETCD3_CACERT", &["etcd3", "cacert"]),
     ("ETCD3_CERT", &["etcd3", "cert"]),
     ("ETCD3_KEY", &["etcd3", "key"]),
+    ("CTL_USERNAME", &["ctl", "authentication", "username"]),
+    ("CTL_PASSWORD", &["ctl", "authentication", "password"]),
+    ("CTL_INSECURE", &["ctl", "insecure"]),
+    ("CTL_CACERT", &["ctl", "cacert"]),
+    ("CTL_CERTFILE", &["ctl", "certfile"]),
+    ("CTL_KEYFILE", &["ctl", "keyfile"]),
+    ("CTL_KEYFILE_PASSWORD", &["ctl", "keyfile_password"]),
 ];
 
 /// Prefixes in order of precedence.
@@ -86,7 +93,11 @@ impl Overrides {
 
     /// The password values among the overrides (for redaction).
     pub fn secrets(&self) -> Vec<String> {
-        self.0.iter().filter(|o| o.path.last() == Some(&"password")).map(|o| o.value.clone()).collect()
+        self.0
+            .iter()
+            .filter(|o| o.path.last().is_some_and(|k| k.ends_with("password")))
+            .map(|o| o.value.clone())
+            .collect()
     }
 
     /// Writes the overrides into `tree`.

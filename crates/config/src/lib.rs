@@ -7,8 +7,12 @@
 //! 1. `yaml`: YAML text to a tree of nodes that remember their line;
 //! 2. `env`: `RAMPART_*` / `PATRONI_*` overrides grafted onto that tree;
 //! 3. `de`: the tree deserialized into the raw schema (`raw`), reporting unknown keys;
-//! 4. [`config`] and the section modules ([`restapi`], [`etcd`], [`bootstrap`], [`postgresql`]):
-//!    required keys, defaults, address parsing and the timing rule, via `check`.
+//! 4. [`config`] and the section modules ([`restapi`], [`etcd`], [`bootstrap`], [`postgresql`],
+//!    [`ctl`]): required keys, defaults, address parsing and the timing rule, via `check`.
+//!
+//! [`load_ctl`] runs the same pipeline for operator commands, which need far less of the file
+//! (see [`CtlConfig`]); [`yaml_to_json`] and [`yaml_scalar`] read YAML an operator types or edits
+//! with the same typing rules.
 //!
 //! Invariants kept by the crate as a whole:
 //! * a [`Config`] is only produced once it is valid: anything that cannot work is refused with one line that
@@ -26,6 +30,7 @@ pub mod addr;
 pub mod bootstrap;
 mod check;
 pub mod config;
+pub mod ctl;
 mod de;
 mod env;
 pub mod error;
@@ -45,6 +50,7 @@ use std::path::Path;
 pub use addr::{HostPort, ListenAddresses};
 pub use bootstrap::{Bootstrap, BootstrapUser};
 pub use config::{Config, OtherSections};
+pub use ctl::{Ctl, CtlConfig};
 pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use postgresql::{PgAuthentication, Postgresql};
@@ -77,6 +83,75 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses and validates configuration `text`; `origin` names it in messages (usually the file
 /// name) and `env` supplies the environment overrides.
 pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
+    let (config, warnings) = read(text, origin, env, Config::build)?;
+    Ok(Loaded { config, warnings })
+}
+
+/// A configuration read for operator commands, and the warnings met while reading it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedCtl {
+    /// What the commands use.
+    pub config: CtlConfig,
+    /// Warnings, as for [`Loaded::warnings`].
+    pub warnings: Vec<String>,
+}
+
+/// Reads the configuration file at `path` for an operator command (with overrides from the
+/// process environment). Unlike [`load`] it requires no key at all; see [`CtlConfig`].
+pub fn load_ctl(path: &Path) -> Result<LoadedCtl, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    parse_ctl(&text, &file, vars)
+}
+
+/// [`load_ctl`] on configuration `text`.
+pub fn parse_ctl(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<LoadedCtl, ConfigError> {
+    let (config, warnings) = read(text, origin, env, CtlConfig::build)?;
+    Ok(LoadedCtl { config, warnings })
+}
+
+/// Reads YAML an operator wrote (an edited configuration, a `--set` value) into JSON, typing
+/// plain scalars as Patroni does (`on` is true, `010` stays a string, see [`yaml_scalar`]).
+/// An empty document is null. `origin` names the text in the error.
+pub fn yaml_to_json(text: &str, origin: &str) -> Result<serde_json::Value, ConfigError> {
+    let invalid = |line: Option<usize>, message: String| {
+        Problem { origin: line.map(Origin::Line), key: None, message: format!("invalid YAML: {message}") }
+            .into_error(origin, &passwords_in_text(text))
+    };
+    let Some(node) = yaml::parse_value(text).map_err(|e| invalid(e.line, e.message))? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let (value, _) = de::from_node::<serde_json::Value>(&node).map_err(|e| invalid(None, e.to_string()))?;
+    Ok(value)
+}
+
+/// How an unquoted YAML scalar is typed: null (`~`, `null`, nothing), YAML 1.1 booleans (`on`,
+/// `yes`, ...), integers, floats, otherwise the text itself. Lets a YAML writer tell which
+/// strings must be quoted to read back as strings.
+pub fn yaml_scalar(text: &str) -> serde_json::Value {
+    use serde_json::Value as J;
+    match yaml::resolve(text) {
+        yaml::Resolved::Null => J::Null,
+        yaml::Resolved::Bool(b) => J::Bool(b),
+        yaml::Resolved::Int(n) => J::from(n),
+        yaml::Resolved::UInt(n) => J::from(n),
+        yaml::Resolved::Float(f) => serde_json::Number::from_f64(f).map(J::Number).unwrap_or(J::String(text.into())),
+        yaml::Resolved::Str(s) => J::String(s.to_string()),
+    }
+}
+
+/// The shared pipeline: YAML, environment overrides, the raw schema, then `build`.
+fn read<T>(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    build: impl FnOnce(RawConfig, &mut Checker<'_>) -> Result<T, Problem>,
+) -> Result<(T, Vec<String>), ConfigError> {
     let overrides = env::Overrides::collect(env);
     let mut secrets = overrides.secrets();
     let parsed = match yaml::parse(text) {
@@ -98,7 +173,7 @@ pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, St
     let (raw, unknown): (RawConfig, _) = de::from_node(&tree)
         .map_err(|e| Problem { origin: e.origin, key: e.path, message: e.message }.into_error(origin, &secrets))?;
     let mut checker = Checker::new(&tree);
-    let config = Config::build(raw, &mut checker).map_err(|p| p.into_error(origin, &secrets))?;
+    let config = build(raw, &mut checker).map_err(|p| p.into_error(origin, &secrets))?;
 
     let mut notes: Vec<(Option<Origin>, String)> = parsed.notes.into_iter().map(|(o, m)| (Some(o), m)).collect();
     notes.extend(unknown.into_iter().map(|u| (Some(u.origin), format!("unknown key {} (ignored)", u.path))));
@@ -111,7 +186,7 @@ pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, St
         .into_iter()
         .map(|(o, m)| format!("{}: {}", Place::new(origin, o.as_ref()), error::redact(&m, &secrets)))
         .collect();
-    Ok(Loaded { config, warnings })
+    Ok((config, warnings))
 }
 
 /// Names of every environment variable this crate reads (`PATRONI_*` and `RAMPART_*`), so the
@@ -125,6 +200,7 @@ pub fn override_variables() -> Vec<String> {
 fn passwords_in_text(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
+        // Also catches `keyfile_password:`.
         let Some(i) = line.find("password:") else { continue };
         let rest = line[i + "password:".len()..].trim();
         let rest = rest.split(" #").next().unwrap_or_default();

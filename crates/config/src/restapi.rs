@@ -64,13 +64,7 @@ impl RestApi {
         let listen_text = c.require(raw.listen, &["restapi", "listen"])?;
         let listen = c.host_port(&listen_text, &["restapi", "listen"])?;
         let connect_address = connect_address(raw.connect_address, &listen, "restapi", c)?;
-        let authentication = match raw.authentication {
-            None => None,
-            Some(a) => Some(Credentials {
-                username: c.require_text(a.username, &["restapi", "authentication", "username"])?,
-                password: Some(c.require(a.password, &["restapi", "authentication", "password"])?),
-            }),
-        };
+        let authentication = crate::ctl::credentials(raw.authentication, "restapi", c)?;
         let verify_client = raw.verify_client.unwrap_or_default();
         if verify_client != ClientCertMode::None {
             if raw.certfile.is_none() {

@@ -578,3 +578,94 @@ postgresql:
     assert!(w.starts_with("n1.yml:10: "), "{w}");
     assert!(w.contains("pg_rewind"), "{w}");
 }
+
+#[test]
+fn ctl_section_is_typed_and_checked() {
+    let text = format!(
+        "{MINIMAL}ctl:\n  authentication:\n    username: admin\n    password: ctl-secret\n  insecure: yes\n  \
+         cacert: /ca.pem\n  certfile: /c.pem\n  colour: blue\n"
+    );
+    let l = ok(&text);
+    assert_eq!(l.warnings, ["node1.yml:20: unknown key ctl.colour (ignored)"]);
+    let ctl = &l.config.ctl;
+    assert_eq!(ctl.authentication.as_ref().map(|a| a.username.as_str()), Some("admin"));
+    assert_eq!(ctl.authentication.as_ref().and_then(|a| a.password.as_ref()).map(|p| p.expose()), Some("ctl-secret"));
+    assert!(ctl.insecure);
+    assert_eq!(ctl.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+    assert!(!format!("{ctl:?}").contains("ctl-secret"));
+    assert_eq!(ok(MINIMAL).config.ctl, crate::Ctl::default());
+
+    let e = err(&format!("{MINIMAL}ctl:\n  keyfile: /k.pem\n"));
+    assert_eq!(e, "node1.yml:14: ctl.keyfile: set without ctl.certfile");
+    let e = err(&format!("{MINIMAL}ctl:\n  authentication:\n    username: admin\n"));
+    assert_eq!(e, "node1.yml:14: ctl.authentication.password: missing required key");
+    let e = err(&format!("{MINIMAL}ctl:\n  insecure: maybe\n"));
+    assert!(e.starts_with("node1.yml:14: ctl.insecure: "), "{e}");
+}
+
+#[test]
+fn ctl_config_needs_nothing_and_takes_what_is_there() {
+    let bare = crate::parse_ctl("", "ctl.yml", no_env()).unwrap().config;
+    assert_eq!((bare.scope, bare.etcd3, bare.namespace.as_str()), (None, None, "/service"));
+
+    let text = "scope: pg\nnamespace: /db/\netcd3:\n  hosts: a:1,b:2\nctl:\n  insecure: true\n";
+    let c = crate::parse_ctl(text, "ctl.yml", no_env()).unwrap().config;
+    assert_eq!(c.scope.as_deref(), Some("pg"));
+    assert_eq!(c.etcd3.as_ref().unwrap().endpoints(), ["http://a:1", "http://b:2"]);
+    assert!(c.ctl.insecure);
+    assert!(c.rest_credentials().is_none());
+
+    // A member's full configuration works too; its REST credentials are the fallback.
+    let full =
+        format!("{MINIMAL}restapi:\n  listen: 127.0.0.1:8008\n  authentication: {{username: u, password: p1}}\n");
+    let c = crate::parse_ctl(&full, "n.yml", no_env()).unwrap().config;
+    assert_eq!(c.rest_credentials().map(|a| a.username.as_str()), Some("u"));
+    let with_ctl = format!("{full}ctl:\n  authentication: {{username: ctl, password: p2}}\n");
+    let c = crate::parse_ctl(&with_ctl, "n.yml", no_env()).unwrap().config;
+    assert_eq!(c.rest_credentials().map(|a| a.username.as_str()), Some("ctl"), "ctl wins over restapi");
+
+    let e = crate::parse_ctl("scope: a/b\n", "ctl.yml", no_env()).unwrap_err().to_string();
+    assert!(e.starts_with("ctl.yml:1: scope: "), "{e}");
+    let e = crate::parse_ctl("etcd3:\n  host: ''\n", "ctl.yml", no_env()).unwrap_err().to_string();
+    assert!(e.contains("etcd3"), "{e}");
+}
+
+#[test]
+fn ctl_env_overrides_and_secrecy() {
+    let vars = env(&[
+        ("PATRONI_CTL_USERNAME", "envuser"),
+        ("PATRONI_CTL_PASSWORD", "env-ctl-pw"),
+        ("PATRONI_CTL_INSECURE", "true"),
+        ("PATRONI_CTL_CACERT", "/env/ca.pem"),
+    ]);
+    let c = crate::parse_ctl("scope: pg\n", "ctl.yml", vars).unwrap().config;
+    let auth = c.ctl.authentication.unwrap();
+    assert_eq!((auth.username.as_str(), auth.password.unwrap().expose()), ("envuser", "env-ctl-pw"));
+    assert!(c.ctl.insecure);
+    assert_eq!(c.ctl.cacert.as_deref(), Some(std::path::Path::new("/env/ca.pem")));
+
+    let e = crate::parse_ctl("ctl:\n  keyfile_password: kf-secret-1\n  insecure: kf-secret-1\n", "ctl.yml", no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("kf-secret-1"), "{e}");
+}
+
+#[test]
+fn operator_yaml_reads_with_patroni_typing() {
+    let v = crate::yaml_to_json("ttl: 20\npostgresql:\n  parameters: {a: on, b: '10', c: 010, d: 1.5}\nx: ~\n", "edit")
+        .unwrap();
+    assert_eq!(
+        v,
+        json!({"ttl": 20, "postgresql": {"parameters": {"a": true, "b": "10", "c": "010", "d": 1.5}}, "x": null})
+    );
+    assert_eq!(crate::yaml_to_json("# nothing\n", "edit").unwrap(), json!(null));
+    assert_eq!(crate::yaml_to_json("[1, two]", "edit").unwrap(), json!([1, "two"]));
+    assert_eq!(crate::yaml_to_json("200", "-s").unwrap(), json!(200));
+    let e = crate::yaml_to_json("a: 1\n b: [\n", "edit").unwrap_err().to_string();
+    assert!(e.starts_with("edit:") && e.contains("invalid YAML"), "{e}");
+
+    assert_eq!(crate::yaml_scalar("off"), json!(false));
+    assert_eq!(crate::yaml_scalar("null"), json!(null));
+    assert_eq!(crate::yaml_scalar("-3"), json!(-3));
+    assert_eq!(crate::yaml_scalar("1e5x"), json!("1e5x"));
+}

@@ -178,7 +178,7 @@ impl Node {
         true
     }
 
-    /// Every scalar value stored under a key named `password`, anywhere in the tree.
+    /// Every scalar value stored under a key named `password` (or `*_password`), anywhere in the tree.
     pub fn passwords(&self, out: &mut Vec<String>) {
         match &self.value {
             Value::Scalar(_) => {}
@@ -186,7 +186,10 @@ impl Node {
             Value::Map(entries) => {
                 for e in entries {
                     match &e.node.value {
-                        Value::Scalar(s) if e.key == "password" => out.push(s.text.clone()),
+                        // `password`, and `keyfile_password` in `ctl`.
+                        Value::Scalar(s) if e.key == "password" || e.key.ends_with("_password") => {
+                            out.push(s.text.clone())
+                        }
                         _ => e.node.passwords(out),
                     }
                 }

@@ -58,6 +58,18 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     Ok(parsed)
 }
 
+/// Parses one YAML document of any shape (a mapping, a list or a single scalar), as strictly as
+/// YAML demands: used for values an operator types or edits, not for configuration files.
+/// `None` for a document without content (YAML's null), which [`Builder::document`] would read
+/// as an empty mapping.
+pub(crate) fn parse_value(text: &str) -> Result<Option<Node>, SyntaxError> {
+    if !text.lines().any(is_content) {
+        return Ok(None);
+    }
+    let mut b = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), notes: Vec::new() };
+    b.document().map(Some)
+}
+
 fn parse_exact(text: &str) -> Result<Parsed, SyntaxError> {
     let mut b = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), notes: Vec::new() };
     let root = b.document()?;

@@ -818,9 +818,18 @@ impl HaNode {
         }
     }
 
-    /// Names of the other members (each gets a replication slot on the leader).
+    /// Members that need a replication slot on the leader: everyone else, except those streaming
+    /// from another running replica (`replicatefrom`), whose slot lives there instead (a slot
+    /// nobody uses would make the leader keep WAL forever).
     fn other_members(&self, cluster: &Cluster) -> Vec<String> {
-        cluster.members.iter().filter(|m| m.name != self.s.name).map(|m| m.name.clone()).collect()
+        let cascades = |m: &crate::model::Member| {
+            m.data.tags.replicatefrom.as_deref().is_some_and(|up| {
+                up != self.s.name
+                    && up != m.name
+                    && cluster.member(up).is_some_and(|u| u.data.state == "running" && u.data.role == "replica")
+            })
+        };
+        cluster.members.iter().filter(|m| m.name != self.s.name && !cascades(m)).map(|m| m.name.clone()).collect()
     }
 
     fn plan(&self, now: Millis, actions: Vec<Action>, message: &str) -> Plan {

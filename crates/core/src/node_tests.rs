@@ -780,3 +780,16 @@ fn a_failed_replica_start_is_retried_after_a_loop_wait_not_at_once() {
     assert!(decide(&mut n, &obs(5_000, &c, &l)).is_empty());
     assert!(matches!(&decide(&mut n, &obs(10_000, &c, &l))[..], [Action::StartJob(Job::Start(_))]));
 }
+
+#[test]
+fn leader_keeps_no_slot_for_a_member_streaming_from_another_replica() {
+    let mut n = HaNode::new(settings());
+    let mut c = cluster(Some(ME));
+    c.members[2].data.tags.replicatefrom = Some("n2".into());
+    let a = decide(&mut n, &obs(0, &c, &primary()));
+    assert!(a.contains(&Action::SyncSlots { members: vec!["n2".into()] }), "{a:?}");
+    // If n2 stops being a running replica, n3 falls back to the leader and needs its slot again.
+    c.members[1].data.state = "stopped".into();
+    let a = decide(&mut n, &obs(0, &c, &primary()));
+    assert!(a.contains(&Action::SyncSlots { members: vec!["n2".into(), "n3".into()] }), "{a:?}");
+}

@@ -94,7 +94,9 @@ impl Agent {
                 info!(?request, %why, "request refused");
                 reply(tx, 503, why.clone());
             }
-            (Answer::Started, Request::Restart, Some(JobKind::Restart)) => self.local.job_reply = Some((JobKind::Restart, tx)),
+            (Answer::Started, Request::Restart, Some(JobKind::Restart)) => {
+                self.local.job_reply = Some((JobKind::Restart, tx))
+            }
             (Answer::Started, Request::Reinitialize { .. }, Some(JobKind::Reinitialize)) => {
                 reply(tx, 200, "reinitialize started")
             }
@@ -138,10 +140,8 @@ impl Agent {
             Some(_) => probe.is_some_and(|p| p.in_recovery),
         };
         let pending_ok = !s.request.restart_pending || self.params.pending_restart;
-        let version_ok = s
-            .request
-            .postgres_version
-            .is_none_or(|v| probe.is_some_and(|p| (p.server_version_num as u32) < v));
+        let version_ok =
+            s.request.postgres_version.is_none_or(|v| probe.is_some_and(|p| (p.server_version_num as u32) < v));
         if role_ok && pending_ok && version_ok {
             info!(at = %s.schedule, "running the scheduled restart");
             // Nobody waits for the answer of a scheduled restart.
@@ -168,7 +168,11 @@ impl Agent {
         }
         let mut new = loaded.config;
         let old = &self.cfg;
-        if new.name != old.name || new.scope != old.scope || new.etcd3 != old.etcd3 || new.restapi.listen != old.restapi.listen {
+        if new.name != old.name
+            || new.scope != old.scope
+            || new.etcd3 != old.etcd3
+            || new.restapi.listen != old.restapi.listen
+        {
             warn!("name, scope, etcd3 and restapi.listen changes take effect only when the agent restarts");
             new.name = old.name.clone();
             new.scope = old.scope.clone();

@@ -1,0 +1,693 @@
+//! `rampart switchover` and `rampart failover`: hand the leader role to another member.
+//!
+//! As patronictl: read the cluster from the DCS, show it, ask for what is missing (the leader
+//! defaults to the current one, the candidate to "any healthy member", the time to now), check
+//! the answers against the cluster, confirm, then `POST /switchover` (or `/failover`) to the
+//! leader's REST API and print its answer. A failover in a cluster without a leader has no API
+//! to ask, and a leader whose API cannot be reached (or has no such endpoint) cannot be asked
+//! either: then the request is written to the DCS `failover` key, which every agent reads, and
+//! the command waits for the leader key to change, printing progress.
+//!
+//! The planning ([`plan`]) is separate from the doing, so prompts and checks are unit-tested
+//! with a scripted console.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use rampart_core::model::Failover;
+use rampart_core::Cluster;
+use rampart_dcs::Dcs;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::members::names;
+use super::prompt::Console;
+use super::rest::{Method, HANDOVER};
+use super::session::{block_on, timestamp, Session};
+use super::target::{self, TargetArgs};
+
+/// Options of `rampart switchover`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SwitchoverArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The current leader, as a check (default: whoever holds the leader lock).
+    #[arg(long, visible_alias = "primary", value_name = "NAME")]
+    pub leader: Option<String>,
+    /// The member to promote (default: the healthiest one, chosen by the agents).
+    #[arg(long, value_name = "NAME")]
+    pub candidate: Option<String>,
+    /// When: an ISO 8601 time (local time without an offset), or now.
+    #[arg(long, value_name = "TIME")]
+    pub scheduled: Option<String>,
+    /// Do not ask anything: current leader, any candidate, now unless given.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `rampart failover`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The member to promote.
+    #[arg(long, value_name = "NAME")]
+    pub candidate: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Which of the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Planned: the leader steps down for a candidate.
+    Switchover,
+    /// Forced: promote a candidate, with or without a leader.
+    Failover,
+}
+
+impl Action {
+    /// `switchover` / `failover`: the verb and the REST endpoint.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Switchover => "switchover",
+            Action::Failover => "failover",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Action::Switchover => "switched over",
+            Action::Failover => "failed over",
+        }
+    }
+}
+
+/// A checked request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Switchover or failover.
+    pub action: Action,
+    /// The leader now (always set for a switchover).
+    pub leader: Option<String>,
+    /// The member to promote; `None` lets the agents choose (switchover only).
+    pub candidate: Option<String>,
+    /// When, ISO 8601 with offset; `None` for now (switchover only).
+    pub scheduled_at: Option<String>,
+}
+
+impl Plan {
+    /// The REST body: Patroni's `{"leader", "candidate", "scheduled_at"}` for a switchover,
+    /// `{"candidate"}` for a failover.
+    pub fn body(&self) -> Value {
+        let mut b = serde_json::Map::new();
+        if self.action == Action::Switchover {
+            if let Some(l) = &self.leader {
+                b.insert("leader".into(), json!(l));
+            }
+        }
+        if let Some(c) = &self.candidate {
+            b.insert("candidate".into(), json!(c));
+        }
+        if let Some(at) = &self.scheduled_at {
+            b.insert("scheduled_at".into(), json!(at));
+        }
+        Value::Object(b)
+    }
+
+    /// The DCS `failover` key written when no API takes the request.
+    pub fn failover_key(&self) -> Failover {
+        Failover {
+            leader: if self.action == Action::Switchover { self.leader.clone() } else { None },
+            member: self.candidate.clone(),
+            scheduled_at: self.scheduled_at.clone(),
+        }
+    }
+
+    /// The confirmation question.
+    pub fn question(&self, scope: &str) -> String {
+        let demote = self.leader.as_ref().map(|l| format!(", demoting current leader {l}")).unwrap_or_default();
+        match &self.scheduled_at {
+            Some(at) => format!("Are you sure you want to schedule switchover of cluster {scope} at {at}{demote}?"),
+            None => format!("Are you sure you want to {} cluster {scope}{demote}?", self.action.name()),
+        }
+    }
+}
+
+/// Members that may be promoted: not the leader, not tagged `nofailover` (or priority 0), sorted.
+pub fn candidates(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .members
+        .iter()
+        .filter(|m| !cluster.is_leader(&m.name) && m.data.tags.can_fail_over())
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+fn synchronous_mode(cluster: &Cluster) -> bool {
+    cluster.config.as_ref().and_then(|c| c.extra.get("synchronous_mode")).is_some_and(|v| match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s == "quorum" || rampart_config::yaml_scalar(s) == Value::Bool(true),
+        _ => false,
+    })
+}
+
+/// What the operator gave on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Given {
+    /// `--leader`.
+    pub leader: Option<String>,
+    /// `--candidate`.
+    pub candidate: Option<String>,
+    /// `--scheduled`.
+    pub scheduled: Option<String>,
+    /// `--force`.
+    pub force: bool,
+}
+
+/// Checks the request against the cluster, asking for what is missing (unless `force`) and for
+/// confirmation (unless `force`).
+pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, console: &mut Console) -> Result<Plan> {
+    let verb = action.name();
+    let current = cluster.leader.as_ref().map(|l| l.name.clone());
+    let leader = match action {
+        Action::Switchover => {
+            let Some(current) = &current else {
+                bail!("switchover: cluster {scope} has no leader, so there is no one to switch over from; use `rampart failover --candidate NAME` to promote a replica");
+            };
+            let leader = match &given.leader {
+                Some(l) => l.clone(),
+                None if given.force => current.clone(),
+                None => console.ask("Primary", current, "--leader")?,
+            };
+            if &leader != current {
+                bail!("switchover: {leader} is not the leader of cluster {scope} (the leader is {current})");
+            }
+            Some(leader)
+        }
+        Action::Failover => current.clone(),
+    };
+    let cands = candidates(cluster);
+    if cands.is_empty() {
+        bail!(
+            "{verb}: no member of cluster {scope} can be promoted: every member other than the leader is tagged nofailover \
+             or failover_priority 0, or there is none (members: {})",
+            names(&cluster.members)
+        );
+    }
+    let candidate = match &given.candidate {
+        Some(c) => Some(c.clone()),
+        None if given.force => None,
+        None => Some(console.ask(&format!("Candidate ({})", cands.join(", ")), "", "--candidate")?)
+            .filter(|c| !c.is_empty()),
+    };
+    if action == Action::Failover && candidate.is_none() {
+        bail!(
+            "failover: a failover needs a candidate (--candidate NAME); candidates in cluster {scope}: {}",
+            cands.join(", ")
+        );
+    }
+    if let Some(c) = &candidate {
+        if current.as_deref() == Some(c.as_str()) {
+            bail!("{verb}: {c} is already the leader of cluster {scope}; pick one of: {}", cands.join(", "));
+        }
+        if cluster.member(c).is_none() {
+            bail!("{verb}: candidate {c} is not a member of cluster {scope} (members: {})", names(&cluster.members));
+        }
+        if !cands.contains(c) {
+            bail!("{verb}: candidate {c} is tagged nofailover (or failover_priority 0) and cannot become leader; pick one of: {}", cands.join(", "));
+        }
+    }
+    let paused = cluster.config.as_ref().is_some_and(|c| c.paused());
+    if paused && candidate.is_none() {
+        bail!("{verb}: cluster {scope} is paused (maintenance mode): name the member to promote with --candidate");
+    }
+    let scheduled_at = match action {
+        Action::Failover => None,
+        Action::Switchover => {
+            let text = match &given.scheduled {
+                Some(s) => s.clone(),
+                None if given.force => "now".into(),
+                None => console.ask(
+                    &format!("When should the switchover take place (e.g. {})", super::schedule::example()),
+                    "now",
+                    "--scheduled",
+                )?,
+            };
+            super::schedule::parse(&text)?
+        }
+    };
+    if scheduled_at.is_some() && paused {
+        bail!("switchover: cannot schedule a switchover while cluster {scope} is paused; switch over now, or `rampart resume` first");
+    }
+    if action == Action::Failover && !given.force && synchronous_mode(cluster) {
+        let in_sync = cluster.sync.as_ref().and_then(|s| s.sync_standby.as_deref()).unwrap_or("");
+        let c = candidate.as_deref().unwrap_or_default();
+        if !in_sync.is_empty()
+            && !in_sync.split(',').any(|n| n.trim() == c)
+            && !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))?
+        {
+            bail!("failover: aborted");
+        }
+    }
+    let plan = Plan { action, leader, candidate, scheduled_at };
+    if !given.force && !console.confirm(&plan.question(scope))? {
+        bail!("{verb}: aborted");
+    }
+    Ok(plan)
+}
+
+/// `rampart switchover`.
+pub fn run_switchover(args: SwitchoverArgs) -> Result<()> {
+    let given = Given { leader: args.leader, candidate: args.candidate, scheduled: args.scheduled, force: args.force };
+    run(args.target, Action::Switchover, given)
+}
+
+/// `rampart failover`.
+pub fn run_failover(args: FailoverArgs) -> Result<()> {
+    let given = Given { candidate: args.candidate, force: args.force, ..Default::default() };
+    run(args.target, Action::Failover, given)
+}
+
+fn run(target: TargetArgs, action: Action, given: Given) -> Result<()> {
+    let target = target::resolve(&target, None)?;
+    block_on(async move {
+        let mut session = Session::open(target).await?;
+        let cluster = session.cluster().await?;
+        let scope = session.scope().to_string();
+        println!("Current cluster topology");
+        print!("{}", super::list::render_table(&scope, &cluster));
+        let mut console = Console::stdio(action.name());
+        let plan = plan(&cluster, &scope, action, &given, &mut console)?;
+        let verb = action.name();
+        // The leader's API decides (and checks the candidate's health); without one, the DCS.
+        if let Some(m) = plan.leader.as_deref().and_then(|l| cluster.member(l)).filter(|m| !m.data.api_url.is_empty()) {
+            let rest = session.rest()?;
+            match rest.call(m, Method::Post, verb, Some(&plan.body()), HANDOVER).await {
+                Ok(r) if r.ok() => {
+                    println!("{} {}", timestamp(), r.text);
+                    if plan.scheduled_at.is_none() {
+                        print!("{}", super::list::render_table(&scope, &session.cluster().await?));
+                    }
+                    return Ok(());
+                }
+                Ok(r) if r.unsupported() => println!(
+                    "{} The REST API of {} has no POST /{verb} ({}), falling back to the DCS",
+                    timestamp(),
+                    m.name,
+                    r.status
+                ),
+                Ok(r) => bail!("{verb} failed, details: {}, {}", r.status, r.text),
+                Err(e) => {
+                    println!("{} Could not {verb} using the REST API ({e}), falling back to the DCS", timestamp())
+                }
+            }
+        } else {
+            println!(
+                "{} Cluster {scope} has no leader whose REST API could take the request; writing it to the DCS",
+                timestamp()
+            );
+        }
+        session.dcs.set_failover(&plan.failover_key(), session.deadline()).await?;
+        if let Some(at) = &plan.scheduled_at {
+            println!("{} Switchover scheduled at {at} (in the DCS failover key)", timestamp());
+            return Ok(());
+        }
+        let pace = Pace::for_cluster(&cluster);
+        let now = wait_for_new_leader(&mut &session, &plan, pace, &mut std::io::stdout()).await?;
+        print!("{}", super::list::render_table(&scope, &now));
+        Ok(())
+    })
+}
+
+/// Reads the cluster: the session, or a script in tests.
+pub(crate) trait ReadCluster {
+    /// One fresh read.
+    async fn read(&mut self) -> Result<Cluster>;
+}
+
+impl ReadCluster for &Session {
+    async fn read(&mut self) -> Result<Cluster> {
+        self.cluster().await
+    }
+}
+
+/// How long to wait for a new leader, how often to look, and how long a withdrawn request may
+/// go without a new leader before the wait counts as failed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub limit: Duration,
+    pub poll: Duration,
+    pub grace: Duration,
+}
+
+impl Pace {
+    /// From the dynamic configuration: time for the agents to notice (a few loop_waits) and,
+    /// for a failover without a leader, for the old lease to run out (ttl).
+    pub fn for_cluster(c: &Cluster) -> Pace {
+        let (ttl, loop_wait) = c.config.as_ref().map(|c| (c.ttl, c.loop_wait)).unwrap_or((30, 10));
+        Pace {
+            limit: Duration::from_secs((ttl + 3 * loop_wait).max(60)),
+            poll: Duration::from_secs(1),
+            grace: Duration::from_secs(loop_wait.max(2)),
+        }
+    }
+}
+
+/// After a DCS write: waits until the leader key names someone else (the candidate, when one was
+/// named), writing progress to `out`; fails when the agents drop the request or time runs out.
+/// Returns the cluster as it ended.
+pub(crate) async fn wait_for_new_leader(
+    src: &mut impl ReadCluster,
+    plan: &Plan,
+    pace: Pace,
+    out: &mut dyn std::io::Write,
+) -> Result<Cluster> {
+    let verb = plan.action.name();
+    let started = Instant::now();
+    let old = plan.leader.clone();
+    writeln!(
+        out,
+        "{} Waiting up to {} s for {} to take over",
+        timestamp(),
+        pace.limit.as_secs(),
+        plan.candidate.as_deref().unwrap_or("a new leader")
+    )?;
+    let mut last_note = Instant::now();
+    loop {
+        tokio::time::sleep(pace.poll).await;
+        let now = match src.read().await {
+            Ok(c) => c,
+            Err(e) => {
+                writeln!(out, "{} {e:#}", timestamp())?;
+                if started.elapsed() >= pace.limit {
+                    bail!("{verb}: no new leader seen within {} s (etcd did not answer)", pace.limit.as_secs());
+                }
+                continue;
+            }
+        };
+        let leader = now.leader.as_ref().map(|l| l.name.clone());
+        if let Some(l) = leader.as_ref().filter(|l| Some(*l) != old.as_ref()) {
+            match &plan.candidate {
+                Some(c) if c != l => {
+                    writeln!(out, "{} {} to \"{l}\" instead of \"{c}\"", timestamp(), capital(plan.action.done()))?
+                }
+                _ => writeln!(out, "{} Successfully {} to \"{l}\"", timestamp(), plan.action.done())?,
+            }
+            return Ok(now);
+        }
+        // The agents clear the key once they have acted on it, or refused it.
+        if now.failover.is_none() && started.elapsed() >= pace.grace {
+            let who = match &leader {
+                Some(l) => format!("{l} is still the leader"),
+                None => "no member holds the leader lock".to_string(),
+            };
+            bail!(
+                "{verb}: the agents dropped the request and {who}; their logs say why (for example, the candidate \
+                 was not healthy enough)"
+            );
+        }
+        if started.elapsed() >= pace.limit {
+            bail!(
+                "{verb}: no new leader after {} s; the request is still in the DCS failover key (see `rampart list`), \
+                 `rampart flush switchover` discards it",
+                pace.limit.as_secs()
+            );
+        }
+        if last_note.elapsed() >= Duration::from_secs(5) {
+            writeln!(
+                out,
+                "{} Still waiting: the leader is {}, the request is pending in the DCS",
+                timestamp(),
+                leader.as_deref().unwrap_or("nobody"),
+            )?;
+            last_note = Instant::now();
+        }
+    }
+}
+
+fn capital(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::members::tests::{cluster, three};
+    use crate::cli::prompt::tests::console;
+
+    fn given(leader: Option<&str>, candidate: Option<&str>, scheduled: Option<&str>, force: bool) -> Given {
+        Given {
+            leader: leader.map(Into::into),
+            candidate: candidate.map(Into::into),
+            scheduled: scheduled.map(Into::into),
+            force,
+        }
+    }
+
+    #[test]
+    fn interactive_switchover_asks_and_confirms() {
+        let c = three();
+        // Leader: default (a); candidate: b; time: now; confirm: y.
+        let (mut con, out) = console("switchover", "\nb\n\ny\n", true);
+        let p = plan(&c, "pg", Action::Switchover, &Given::default(), &mut con).unwrap();
+        assert_eq!(
+            p,
+            Plan {
+                action: Action::Switchover,
+                leader: Some("a".into()),
+                candidate: Some("b".into()),
+                scheduled_at: None
+            }
+        );
+        let text = out.text();
+        assert!(
+            text.starts_with("Primary [a]: Candidate (b) []: When should the switchover take place (e.g. "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("[now]: Are you sure you want to switchover cluster pg, demoting current leader a? [y/N]: "),
+            "{text}"
+        );
+        assert_eq!(p.body(), json!({"leader": "a", "candidate": "b"}));
+    }
+
+    #[test]
+    fn declining_or_no_terminal_does_nothing() {
+        let c = three();
+        let (mut con, _) = console("switchover", "a\nb\nnow\n\n", true);
+        let e = plan(&c, "pg", Action::Switchover, &Given::default(), &mut con).unwrap_err().to_string();
+        assert_eq!(e, "switchover: aborted", "an empty answer is no");
+        let (mut con, _) = console("switchover", "y\n", false);
+        let e = plan(&c, "pg", Action::Switchover, &given(Some("a"), Some("b"), Some("now"), false), &mut con)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("switchover: this needs confirmation (Are you sure you want to switchover cluster pg, demoting current leader a?)"), "{e}");
+        assert!(e.ends_with("re-run with --force to go ahead without questions"), "{e}");
+        // A missing value is not guessed either.
+        let (mut con, _) = console("switchover", "", false);
+        let e = plan(&c, "pg", Action::Switchover, &Given::default(), &mut con).unwrap_err().to_string();
+        assert!(e.starts_with("switchover: --leader was not given and stdin is not a terminal to ask for it"), "{e}");
+    }
+
+    #[test]
+    fn forced_switchover_takes_defaults_without_asking() {
+        let c = three();
+        let (mut con, out) = console("switchover", "", false);
+        let p = plan(&c, "pg", Action::Switchover, &given(None, None, None, true), &mut con).unwrap();
+        assert_eq!(p.body(), json!({"leader": "a"}));
+        assert_eq!(p.failover_key(), Failover { leader: Some("a".into()), member: None, scheduled_at: None });
+        assert!(out.text().is_empty());
+    }
+
+    #[test]
+    fn checks_name_the_member_and_the_choices() {
+        let c = three();
+        let check = |g: Given| {
+            let (mut con, _) = console("switchover", "", false);
+            plan(&c, "pg", Action::Switchover, &g, &mut con).unwrap_err().to_string()
+        };
+        assert_eq!(
+            check(given(Some("b"), None, None, true)),
+            "switchover: b is not the leader of cluster pg (the leader is a)"
+        );
+        assert_eq!(
+            check(given(None, Some("x"), None, true)),
+            "switchover: candidate x is not a member of cluster pg (members: a, b, c)"
+        );
+        assert_eq!(
+            check(given(None, Some("a"), None, true)),
+            "switchover: a is already the leader of cluster pg; pick one of: b"
+        );
+        assert_eq!(
+            check(given(None, Some("c"), None, true)),
+            "switchover: candidate c is tagged nofailover (or failover_priority 0) and cannot become leader; pick one of: b"
+        );
+        assert!(check(given(None, Some("b"), Some("yesterday"), true)).starts_with("--scheduled yesterday: "));
+        let leaderless = cluster(&[("members/b", r#"{"state":"running"}"#)]);
+        let (mut con, _) = console("switchover", "", false);
+        let e = plan(&leaderless, "pg", Action::Switchover, &given(None, None, None, true), &mut con)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("switchover: cluster pg has no leader") && e.contains("rampart failover --candidate NAME"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn scheduled_switchover() {
+        let c = three();
+        let (mut con, out) = console("switchover", "y\n", true);
+        let p = plan(
+            &c,
+            "pg",
+            Action::Switchover,
+            &given(Some("a"), Some("b"), Some("2999-01-01T00:00:00Z"), false),
+            &mut con,
+        )
+        .unwrap();
+        let at = p.scheduled_at.clone().unwrap();
+        assert!(at.starts_with("2998-12-31T") || at.starts_with("2999-01-01T"), "{at}");
+        assert_eq!(p.body()["scheduled_at"], json!(at));
+        assert_eq!(p.failover_key().scheduled_at.as_deref(), Some(at.as_str()));
+        assert!(out.text().starts_with(&format!(
+            "Are you sure you want to schedule switchover of cluster pg at {at}, demoting current leader a? [y/N]"
+        )));
+
+        let mut paused = c.clone();
+        paused.config.as_mut().unwrap().pause = Some(true);
+        let (mut con, _) = console("switchover", "", false);
+        let e = plan(
+            &paused,
+            "pg",
+            Action::Switchover,
+            &given(None, Some("b"), Some("2999-01-01T00:00:00Z"), true),
+            &mut con,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("switchover: cannot schedule a switchover while cluster pg is paused"),
+            "{e}"
+        );
+        let (mut con, _) = console("switchover", "", false);
+        let e = plan(&paused, "pg", Action::Switchover, &given(None, None, None, true), &mut con).unwrap_err();
+        assert!(e.to_string().contains("name the member to promote with --candidate"), "{e}");
+    }
+
+    #[test]
+    fn failover_needs_a_candidate_and_works_without_a_leader() {
+        let c = three();
+        let (mut con, _) = console("failover", "", false);
+        let e = plan(&c, "pg", Action::Failover, &given(None, None, None, true), &mut con).unwrap_err().to_string();
+        assert_eq!(e, "failover: a failover needs a candidate (--candidate NAME); candidates in cluster pg: b");
+        let (mut con, out) = console("failover", "b\ny\n", true);
+        let p = plan(&c, "pg", Action::Failover, &Given::default(), &mut con).unwrap();
+        assert_eq!(p.body(), json!({"candidate": "b"}));
+        assert!(
+            out.text().ends_with("Are you sure you want to failover cluster pg, demoting current leader a? [y/N]: "),
+            "{}",
+            out.text()
+        );
+
+        let mut leaderless = three();
+        leaderless.leader = None;
+        let (mut con, _) = console("failover", "", false);
+        let p = plan(&leaderless, "pg", Action::Failover, &given(None, Some("a"), None, true), &mut con).unwrap();
+        assert_eq!(p.failover_key(), Failover { leader: None, member: Some("a".into()), scheduled_at: None });
+        assert_eq!(p.question("pg"), "Are you sure you want to failover cluster pg?");
+    }
+
+    #[test]
+    fn failover_to_an_asynchronous_node_is_confirmed_twice() {
+        let c = cluster(&[
+            ("config", r#"{"synchronous_mode":true}"#),
+            ("leader", "a"),
+            ("sync", r#"{"leader":"a","sync_standby":"b"}"#),
+            ("members/a", r#"{"state":"running","role":"primary"}"#),
+            ("members/b", r#"{"state":"running","role":"replica"}"#),
+            ("members/c", r#"{"state":"running","role":"replica"}"#),
+        ]);
+        let (mut con, out) = console("failover", "y\ny\n", true);
+        plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).unwrap();
+        assert!(
+            out.text().starts_with("Are you sure you want to failover to the asynchronous node c? [y/N]: "),
+            "{}",
+            out.text()
+        );
+        let (mut con, _) = console("failover", "n\n", true);
+        assert!(plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).is_err());
+    }
+
+    /// Answers with the scripted clusters, then the last one forever.
+    struct Script(Vec<Cluster>);
+
+    impl ReadCluster for Script {
+        async fn read(&mut self) -> Result<Cluster> {
+            Ok(if self.0.len() > 1 { self.0.remove(0) } else { self.0[0].clone() })
+        }
+    }
+
+    fn fast(limit_ms: u64, grace_ms: u64) -> Pace {
+        Pace {
+            limit: Duration::from_millis(limit_ms),
+            poll: Duration::from_millis(1),
+            grace: Duration::from_millis(grace_ms),
+        }
+    }
+
+    fn with(mut c: Cluster, leader: Option<&str>, pending: bool) -> Cluster {
+        match (leader, c.leader.as_mut()) {
+            (Some(name), Some(l)) => l.name = name.into(),
+            _ => c.leader = None,
+        }
+        c.failover =
+            pending.then(|| Failover { leader: Some("a".into()), member: Some("b".into()), scheduled_at: None });
+        c
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dcs_fallback_waits_for_the_candidate() {
+        let plan = Plan {
+            action: Action::Switchover,
+            leader: Some("a".into()),
+            candidate: Some("b".into()),
+            scheduled_at: None,
+        };
+        let mut src =
+            Script(vec![with(three(), Some("a"), true), with(three(), None, true), with(three(), Some("b"), false)]);
+        let mut out = Vec::new();
+        let end = wait_for_new_leader(&mut src, &plan, fast(5_000, 5_000), &mut out).await.unwrap();
+        assert!(end.is_leader("b"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Waiting up to 5 s for b to take over\n"), "{text}");
+        assert!(text.trim_end().ends_with("Successfully switched over to \"b\""), "{text}");
+
+        // Someone else took over: reported, not an error.
+        let mut src = Script(vec![with(three(), Some("c"), false)]);
+        let mut out = Vec::new();
+        wait_for_new_leader(&mut src, &plan, fast(5_000, 5_000), &mut out).await.unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("Switched over to \"c\" instead of \"b\""));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dcs_fallback_reports_a_dropped_request_and_a_timeout() {
+        let plan = Plan {
+            action: Action::Failover,
+            leader: Some("a".into()),
+            candidate: Some("b".into()),
+            scheduled_at: None,
+        };
+        let mut src = Script(vec![with(three(), Some("a"), true), with(three(), Some("a"), false)]);
+        let e = wait_for_new_leader(&mut src, &plan, fast(5_000, 20), &mut Vec::new()).await.unwrap_err().to_string();
+        assert!(e.starts_with("failover: the agents dropped the request and a is still the leader"), "{e}");
+        let mut src = Script(vec![with(three(), Some("a"), true)]);
+        let e = wait_for_new_leader(&mut src, &plan, fast(50, 5_000), &mut Vec::new()).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("failover: no new leader after 0 s; the request is still in the DCS failover key"),
+            "{e}"
+        );
+    }
+}
