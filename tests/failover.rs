@@ -16,16 +16,6 @@ use support::health::{is_streaming_replica, timeline, wait_healthy};
 
 const TTL: Duration = Duration::from_secs(10);
 
-async fn sql(port: u16, q: &str) {
-    let db = support::connect_superuser(port).await.unwrap_or_else(|e| panic!("connect to {port}: {e}"));
-    db.batch_execute(q).await.unwrap_or_else(|e| panic!("{q} on {port}: {e}"));
-}
-
-async fn ids(port: u16) -> Vec<i32> {
-    let db = support::connect_superuser(port).await.unwrap();
-    db.query("SELECT id FROM story ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
-}
-
 /// Freezes the leader's walsenders so that what it commits next never reaches a replica:
 /// its WAL then really diverges from the one that will be promoted.
 async fn freeze_walsenders(port: u16) -> Vec<u32> {
@@ -42,7 +32,7 @@ async fn freeze_walsenders(port: u16) -> Vec<u32> {
 async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
     let mut c = Cluster::start(3, ClusterOptions::default());
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
-    sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
+    support::client::sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
     assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         (0..3).all(|i| {
             support::health::status(&c, i)
@@ -53,7 +43,7 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
 
     // The old leader commits a row no replica will ever receive, then crashes hard.
     let frozen = freeze_walsenders(c.pg_port(old)).await;
-    sql(c.pg_port(old), "INSERT INTO story VALUES (666)").await;
+    support::client::sql(c.pg_port(old), "INSERT INTO story VALUES (666)").await;
     let crash = Instant::now();
     c.kill_agent(old);
     c.kill_postgres(old).expect("postmaster pid");
@@ -86,7 +76,7 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
         )),
         "the other replica follows the new leader on timeline 2"
     );
-    sql(c.pg_port(new), "INSERT INTO story VALUES (2)").await;
+    support::client::sql(c.pg_port(new), "INSERT INTO story VALUES (2)").await;
 
     // The old leader comes back: its diverged WAL is rewound and it streams on timeline 2.
     c.start_agent(old);
@@ -102,11 +92,11 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
     assert!(log.contains("running pg_rewind"), "the rejoin went through pg_rewind");
     assert!(
         support::wait_until_async(Duration::from_secs(20), Duration::from_millis(200), || async {
-            ids(c.pg_port(old)).await == vec![1, 2]
+            support::client::story_ids(c.pg_port(old)).await == vec![1, 2]
         })
         .await,
         "after the rewind the old leader has the new leader's rows and not its own lost one: {:?}",
-        ids(c.pg_port(old)).await
+        support::client::story_ids(c.pg_port(old)).await
     );
     assert_eq!(c.leader_index(), Some(new), "the rejoin did not disturb the leader");
 }
@@ -115,7 +105,7 @@ async fn crashed_leader_is_replaced_once_and_rejoins_through_pg_rewind() {
 async fn clean_stop_of_the_leader_hands_over_without_waiting_for_the_lease() {
     let mut c = Cluster::start(3, ClusterOptions::default());
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
-    sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
+    support::client::sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
 
     let stop = Instant::now();
     c.agent(old).sigterm();
@@ -139,7 +129,7 @@ async fn clean_stop_of_the_leader_hands_over_without_waiting_for_the_lease() {
     assert!(status.success(), "agent exit status {status:?}");
     assert!(!c.agent(old).postmaster_running(), "the old leader's PostgreSQL was stopped");
     assert_eq!(c.wait_for_leader(Duration::from_secs(5)), Some(new));
-    assert_eq!(ids(c.pg_port(new)).await, vec![1], "nothing acknowledged was lost");
+    assert_eq!(support::client::story_ids(c.pg_port(new)).await, vec![1], "nothing acknowledged was lost");
     let other = (0..3).find(|&i| i != old && i != new).unwrap();
     assert!(support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || is_streaming_replica(
         &c,
@@ -214,7 +204,7 @@ async fn dead_postmaster_is_restarted_in_place_and_primary_check_fails_meanwhile
 async fn leader_whose_agent_dies_is_not_joined_by_a_second_primary() {
     let mut c = Cluster::start(3, ClusterOptions::default());
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
-    sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
+    support::client::sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
 
     // Only the agent dies: PostgreSQL keeps running and its replicas keep streaming from it.
     c.kill_agent(old);
@@ -224,11 +214,11 @@ async fn leader_whose_agent_dies_is_not_joined_by_a_second_primary() {
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(c.primaries_by_sql().await, vec![old], "no replica was promoted next to the live primary");
-    sql(c.pg_port(old), "INSERT INTO story VALUES (2)").await;
+    support::client::sql(c.pg_port(old), "INSERT INTO story VALUES (2)").await;
 
     // Its agent comes back and takes the lock again as the running primary: nothing was lost.
     c.start_agent(old);
     assert_eq!(wait_healthy(&c, Duration::from_secs(60)), Some(old));
     assert_eq!(timeline(&c, old), Some(1), "no promotion happened anywhere");
-    assert_eq!(ids(c.pg_port(old)).await, vec![1, 2]);
+    assert_eq!(support::client::story_ids(c.pg_port(old)).await, vec![1, 2]);
 }

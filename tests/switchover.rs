@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::{is_streaming_replica, timeline, wait_healthy};
 
-async fn sql(port: u16, q: &str) {
-    let db = support::connect_superuser(port).await.unwrap_or_else(|e| panic!("connect to {port}: {e}"));
-    db.batch_execute(q).await.unwrap_or_else(|e| panic!("{q} on {port}: {e}"));
-}
-
-async fn ids(port: u16) -> Vec<i32> {
-    let db = support::connect_superuser(port).await.unwrap();
-    db.query("SELECT id FROM story ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
-}
-
 fn post(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
     let r =
         support::client::http_request_with_timeout(c.api_port(i), "POST", path, Some(body), Duration::from_secs(60))
@@ -42,7 +32,7 @@ fn wait_streaming(c: &Cluster, i: usize, tl: u64) {
 async fn switchover_to_a_named_candidate_through_the_rest_api() {
     let c = Cluster::start(3, ClusterOptions::default());
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
-    sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
+    support::client::sql(c.pg_port(old), "CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1)").await;
     let cand = (0..3).find(|&i| i != old).unwrap();
     let other = (0..3).find(|&i| i != old && i != cand).unwrap();
 
@@ -57,10 +47,10 @@ async fn switchover_to_a_named_candidate_through_the_rest_api() {
     assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(100), || timeline(&c, cand) == Some(2)));
     wait_streaming(&c, old, 2);
     wait_streaming(&c, other, 2);
-    sql(c.pg_port(cand), "INSERT INTO story VALUES (2)").await;
+    support::client::sql(c.pg_port(cand), "INSERT INTO story VALUES (2)").await;
     assert!(
         support::wait_until_async(Duration::from_secs(10), Duration::from_millis(100), || async {
-            ids(c.pg_port(old)).await == vec![1, 2]
+            support::client::story_ids(c.pg_port(old)).await == vec![1, 2]
         })
         .await,
         "the old leader follows the new one and lost nothing"

@@ -142,3 +142,16 @@ pub async fn is_in_recovery(port: u16) -> Option<bool> {
     let client = connect_superuser(port).await.ok()?;
     query_one_bool(&client, "SELECT pg_is_in_recovery()").await.ok()
 }
+
+/// Runs `sql` on the server at `port` as the superuser, panicking with the statement and the
+/// error if it fails (a scenario step that must work).
+pub async fn sql(port: u16, sql: &str) {
+    let db = connect_superuser(port).await.unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    db.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql} on {port}: {e}"));
+}
+
+/// The `id` column of the scenario table `story`, sorted: what a story wrote and kept.
+pub async fn story_ids(port: u16) -> Vec<i32> {
+    let db = connect_superuser(port).await.unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    db.query("SELECT id FROM story ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
