@@ -31,6 +31,14 @@ async fn paused_cluster_does_not_replace_a_dead_leader_until_resumed() {
         (0..3).all(|i| status(&c, i).is_some_and(|s| s["pause"] == true))
     }));
 
+    // A switchover to a named candidate still works in maintenance mode.
+    let cand = (0..3).find(|&i| i != old).unwrap();
+    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(old), c.name(cand));
+    let (status_code, text) = request(&c, old, "POST", "/switchover", &body);
+    assert_eq!(status_code, 200, "{text}");
+    assert_eq!(c.leader_index(), Some(cand));
+    let old = cand;
+
     c.kill_agent(old);
     c.kill_postgres(old);
     // Well past the lease: nobody takes over in maintenance mode.

@@ -77,6 +77,8 @@ pub struct HaNode {
     no_race_until: Option<Millis>,
     /// A start of PostgreSQL failed; do not try again before this instant.
     retry_start_after: Option<Millis>,
+    /// We stopped PostgreSQL to hand the lock over and have not run it since.
+    rejoin_after_handover: bool,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -105,6 +107,7 @@ impl HaNode {
             switchover_started: None,
             no_race_until: None,
             retry_start_after: None,
+            rejoin_after_handover: false,
         }
     }
 
@@ -458,14 +461,19 @@ impl HaNode {
     fn not_running(&mut self, obs: &Observation<'_>, cluster: &Cluster, ctl: &ControlData) -> Plan {
         let now = obs.now;
         let me = self.s.name.clone();
-        if self.config.paused() {
-            let actions = if cluster.is_leader(&me) { vec![Action::RenewLeader] } else { vec![] };
-            return self.plan(now, actions, "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
-        }
+        // A switchover we started goes on in maintenance mode too: the operator asked for it.
         if cluster.is_leader(&me) {
             if let (Some(started), Some(f)) = (self.switchover_started, &cluster.failover) {
                 return self.hand_over(obs, f, ctl, started);
             }
+        }
+        // After handing over, this node comes back as a replica even in maintenance mode: a
+        // switchover is not meant to leave the old leader down.
+        if self.config.paused() && !self.rejoin_after_handover {
+            let actions = if cluster.is_leader(&me) { vec![Action::RenewLeader] } else { vec![] };
+            return self.plan(now, actions, "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
+        }
+        if cluster.is_leader(&me) {
             self.switchover_started = None;
             let since = *self.restarting_primary_since.get_or_insert(now);
             let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout * 1000;
@@ -540,6 +548,7 @@ impl HaNode {
         match manual::as_stopped_leader(f, peers, ctl.checkpoint_lsn, now.0.saturating_sub(started.0)) {
             ReleaseStep::Release(to) => {
                 self.switchover_started = None;
+                self.rejoin_after_handover = true;
                 self.plan(
                     now,
                     vec![Action::ReleaseLeader],
@@ -640,6 +649,7 @@ impl HaNode {
         self.fresh_copy = false;
         self.restarting_primary_since = None;
         self.primary_start_failed = false;
+        self.rejoin_after_handover = false;
         let peers = obs.peers.unwrap_or(&[]);
 
         if cluster.is_leader(&me) {

@@ -793,3 +793,22 @@ fn leader_keeps_no_slot_for_a_member_streaming_from_another_replica() {
     let a = decide(&mut n, &obs(0, &c, &primary()));
     assert!(a.contains(&Action::SyncSlots { members: vec!["n2".into(), "n3".into()] }), "{a:?}");
 }
+
+#[test]
+fn switchover_in_maintenance_mode_hands_over_and_the_old_leader_rejoins() {
+    let mut n = HaNode::new(settings());
+    let paused = |c: Cluster| Cluster { config: Some(DynamicConfig { pause: Some(true), ..Default::default() }), ..c };
+    let c = paused(Cluster { failover: failover(Some(ME), Some("n2")), ..cluster(Some(ME)) });
+    let peers = [peer("n2", 1000, false)];
+    let o = Observation { peers: Some(&peers), ..obs(0, &c, &primary()) };
+    assert_eq!(decide(&mut n, &o), vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+    let down = stopped(ClusterState::ShutDown, false);
+    let caught_up = [peer("n2", 960, false)];
+    let o = Observation { peers: Some(&caught_up), ..obs(100, &c, &down) };
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+    let after = paused(cluster(Some("n2")));
+    assert_eq!(
+        decide(&mut n, &obs(200, &after, &down)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+}
