@@ -800,7 +800,8 @@ fn switchover_in_maintenance_mode_hands_over_and_the_old_leader_rejoins() {
     let paused = |c: Cluster| Cluster { config: Some(DynamicConfig { pause: Some(true), ..Default::default() }), ..c };
     let c = paused(Cluster { failover: failover(Some(ME), Some("n2")), ..cluster(Some(ME)) });
     let peers = [peer("n2", 1000, false)];
-    let o = Observation { peers: Some(&peers), ..obs(0, &c, &primary()) };
+    let running = primary();
+    let o = Observation { peers: Some(&peers), ..obs(0, &c, &running) };
     assert_eq!(decide(&mut n, &o), vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
     let down = stopped(ClusterState::ShutDown, false);
     let caught_up = [peer("n2", 960, false)];
