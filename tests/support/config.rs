@@ -181,6 +181,12 @@ impl NodeConfig {
         }
     }
 
+    /// A bare `patronictl.yaml` for this node's cluster: `scope`, `namespace` and `etcd3`, no
+    /// `restapi` (so no REST credentials unless the caller appends a `ctl` section).
+    pub fn patronictl_yaml(&self) -> String {
+        format!("scope: {}\nnamespace: {}\netcd3:\n  host: {}\n", q(&self.scope), q(&self.namespace), self.etcd_host)
+    }
+
     /// The configuration as Patroni-format YAML.
     pub fn to_yaml(&self) -> String {
         let mut y = String::new();

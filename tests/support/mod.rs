@@ -27,6 +27,7 @@ pub mod agent;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod dir;
 pub mod etcd;
 pub mod haproxy;

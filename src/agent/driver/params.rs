@@ -41,10 +41,7 @@ impl Agent {
                 if self.upstream.is_none() {
                     self.upstream = upstream_from_probe(p, cluster);
                 }
-                match &self.upstream {
-                    Some(u) => Some(StartRole::Replica { upstream: Some(u.clone()) }),
-                    None => None,
-                }
+                self.upstream.as_ref().map(|u| StartRole::Replica { upstream: Some(u.clone()) })
             } else {
                 Some(StartRole::Primary)
             };
