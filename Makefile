@@ -37,7 +37,7 @@ help:
 	@echo 'make demo    set up, build the release binary, run `rampart demo`'
 	@echo 'make test    set up, build and run every test (unit, doc, then e2e serially)'
 	@echo 'make check   cargo fmt --check and clippy'
-	@echo 'make bench   failover benchmark: prints failover windows, bootstrap time, agent footprint'
+	@echo 'make bench   failover and switchover benchmarks: write windows, bootstrap time, agent footprint'
 	@echo 'make setup   install system packages, the postgres user and the Patroni venv'
 	@echo 'make reap    stop processes and remove directories left by killed e2e tests'
 
@@ -78,13 +78,16 @@ endif
 test-doc:
 	$(CARGO) test --workspace --doc $(if $(TEST_ARGS),-- $(TEST_ARGS))
 
-# The failover benchmark (bench/failover.rs, a `harness = false` bench target): prints numbers,
-# asserts nothing. `cargo bench` builds it and the agent with the bench profile (= release).
-# About 6 minutes; `make bench RAMPART_BENCH_QUICK=1` (one run of each fault) about 2.
+# The failover benchmark, then the switchover benchmark (bench/failover.rs, bench/switchover.rs,
+# `harness = false` bench targets sharing bench/common/): they print numbers and assert nothing.
+# `cargo bench` builds them and the agent with the bench profile (= release). About
+# 6 + 1.5 minutes; `make bench RAMPART_BENCH_QUICK=1` (one run of each kind) about 2 + 1.
 # Like `make test`, it clears leftovers of killed runs before and after.
 bench: setup
 	@bash scripts/reap-test-procs.sh
 	@rc=0; $(CARGO) bench --bench failover || rc=$$?; \
+	  bash scripts/reap-test-procs.sh; \
+	  $(CARGO) bench --bench switchover || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
 	  exit $$rc
 

@@ -223,7 +223,9 @@ impl Agent {
         if let Some(answer) = &plan.answer {
             self.answer(answer);
         }
-        if self.job.is_none() {
+        // Parameters are applied to a server that runs: not while a job owns it, and not in the
+        // cycle that just stopped it.
+        if self.job.is_none() && !plan.actions.iter().any(|a| matches!(a, Action::Stop(_))) {
             self.apply_parameters(probe.as_ref(), cluster.as_deref()).await;
         }
         let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };

@@ -32,7 +32,8 @@ pub struct WriteTiming {
 
 impl Default for WriteTiming {
     fn default() -> Self {
-        WriteTiming { poll_interval: Duration::from_secs(1), probe_timeout: Duration::from_secs(2) }
+        // Patroni polls once a second; a switchover now completes in about one, so look more often.
+        WriteTiming { poll_interval: Duration::from_millis(200), probe_timeout: Duration::from_secs(2) }
     }
 }
 

@@ -33,6 +33,9 @@ pub fn fence_margin_ms(ttl_secs: u64) -> u64 {
     (ttl_secs * 250).min(5_000)
 }
 
+/// Cycle period of every member while an immediate switchover or failover is in progress.
+pub const HANDOVER_CYCLE_MS: u64 = 250;
+
 /// Per-node settings from the local configuration that the decision depends on.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSettings {
@@ -188,6 +191,22 @@ impl HaNode {
 
     /// Decides this cycle.
     pub fn decide(&mut self, obs: &Observation<'_>) -> Plan {
+        let mut plan = self.decide_inner(obs);
+        // While a switchover or failover is being carried out, every member looks again often:
+        // the members judge each other on what they publish once per cycle (the old leader waits
+        // for the candidate to report the shutdown checkpoint), so a loop_wait-long cycle would
+        // stretch the handover to a loop_wait.
+        let due = |f: &crate::model::Failover| match &f.scheduled_at {
+            None => true,
+            Some(at) => crate::clock::parse_rfc3339_ms(at).is_some_and(|t| t <= obs.wall_clock_ms),
+        };
+        if matches!(&obs.dcs, DcsView::Ok(c) if c.failover.as_ref().is_some_and(due)) {
+            plan.next_cycle = plan.next_cycle.min(obs.now.plus_ms(HANDOVER_CYCLE_MS));
+        }
+        plan
+    }
+
+    fn decide_inner(&mut self, obs: &Observation<'_>) -> Plan {
         if let DcsView::Ok(c) = &obs.dcs {
             self.config = c.effective_config(&self.s.bootstrap_dcs);
             if !c.is_leader(&self.s.name) {

@@ -813,3 +813,13 @@ fn switchover_in_maintenance_mode_hands_over_and_the_old_leader_rejoins() {
         vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
     );
 }
+
+#[test]
+fn members_cycle_fast_while_a_handover_is_under_way() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster { failover: failover(Some("n2"), Some("n3")), ..cluster(Some("n2")) };
+    let l = replica(Some(5002), 1000);
+    assert_eq!(n.decide(&obs(0, &c, &l)).next_cycle, Millis(HANDOVER_CYCLE_MS));
+    let quiet = cluster(Some("n2"));
+    assert_eq!(n.decide(&obs(0, &quiet, &l)).next_cycle, Millis(10_000));
+}
