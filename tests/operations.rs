@@ -188,3 +188,38 @@ async fn switchover_without_a_candidate_hands_over_to_a_healthy_replica() {
         (0..3).filter(|&i| i != new).all(|i| is_streaming_replica(&c, i, Some(2)))
     }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_ttl_reaches_every_members_lease_and_metrics_follow_the_roles() {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+
+    // Dashboards: /metrics with Patroni's names on a real agent.
+    let metrics = |i: usize| support::client::http_request(c.api_port(i), "GET", "/metrics", None).unwrap().body;
+    let m = metrics(leader);
+    assert!(m.contains(&format!("patroni_primary{{scope=\"postgres\",name=\"{}\"}} 1", c.name(leader))), "{m}");
+    let r = (0..3).find(|&i| i != leader).unwrap();
+    assert!(metrics(r).contains(&format!("patroni_replica{{scope=\"postgres\",name=\"{}\"}} 1", c.name(r))));
+
+    // ttl changed in the DCS: every member moves its key to a lease with the new TTL.
+    let (code, text) = request(&c, leader, "PATCH", "/config", r#"{"ttl": 14}"#);
+    assert_eq!(code, 200, "{text}");
+    let granted_ttls = || -> Vec<i64> {
+        (0..3)
+            .filter_map(|i| {
+                let key = format!("{}members/{}", c.dcs_prefix(), c.name(i));
+                let out = c.etcd().etcdctl(&["get", &key, "-w", "json"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                let lease = v["kvs"][0]["lease"].as_i64()?;
+                let out = c.etcd().etcdctl(&["lease", "timetolive", &format!("{lease:x}"), "-w", "json"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                v["granted-ttl"].as_i64()
+            })
+            .collect()
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(15), Duration::from_millis(300), || granted_ttls() == vec![14, 14, 14]),
+        "member leases: {:?}",
+        granted_ttls()
+    );
+}
