@@ -1,0 +1,34 @@
+//! # rampart-proxy: the PostgreSQL-protocol router behind `rampart proxy`
+//!
+//! This first piece is the wire codec, written sans-IO: every function here takes bytes that
+//! were already read (a `BytesMut` read buffer or one frame) and returns values, or writes
+//! bytes into a buffer the caller will send. There are no sockets, no tokio and no clock, so
+//! every decoder can be fed arbitrary bytes split at arbitrary points in tests.
+//!
+//! The proxy works at session level: one backend connection per client connection, and
+//! authentication relayed unchanged. It therefore interprets very little of the protocol:
+//! * [`startup`]: the first client packets, which have no type byte (SSLRequest,
+//!   GSSENCRequest, CancelRequest, StartupMessage for protocol 3.0 and 3.2);
+//! * [`frame`]: the `type byte + length` framing of every later message in both directions,
+//!   split zero-copy so frames can be relayed as they arrived;
+//! * [`backend`]: the handful of backend messages the proxy must read (BackendKeyData,
+//!   ReadyForQuery, ErrorResponse/NoticeResponse, ParameterStatus, Authentication) and the
+//!   ones it must write itself (a synthetic ErrorResponse and BackendKeyData);
+//! * [`cancel`]: the map from the synthetic cancel keys the proxy hands to clients to the
+//!   backend that really owns the query.
+//!
+//! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
+//! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
+//! rejects a length prefix outside its limits before waiting for the body, so a client cannot
+//! make the proxy buffer more than the caller's limit.
+
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod cancel;
+pub mod frame;
+pub mod startup;
+mod wire;
+
+#[cfg(test)]
+mod fuzz_tests;
