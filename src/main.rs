@@ -7,11 +7,13 @@
 //! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,
 //!   `failover`, `restart`, `reload`, `reinit`, `pause`, `resume`, `edit-config`, `show-config`,
 //!   `history`, `dsn`, `flush`, `remove`, `version`;
+//! * `proxy -c FILE`: the PostgreSQL-protocol router that follows the leader ([`proxy`]);
 //! * `demo`: a whole three-node cluster on this machine ([`demo`]).
 
 mod agent;
 mod cli;
 mod demo;
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +79,12 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
         nodes: u8,
     },
+    /// Route PostgreSQL clients to the leader (read-write port) or to replicas (read-only port).
+    Proxy {
+        /// Configuration file with `scope`, `etcd3` and a `proxy` section.
+        #[arg(short = 'c', long = "config")]
+        config_file: PathBuf,
+    },
     /// Print the version; with a cluster (-c, --dcs, --scope) also each member's versions.
     Version(cli::version::VersionArgs),
 }
@@ -122,6 +130,10 @@ fn main() -> ExitCode {
         Command::Dsn(args) => cli::dsn::run(args),
         Command::Flush(args) => cli::flush::run(args),
         Command::Remove(args) => cli::remove::run(args),
+        Command::Proxy { config_file } => {
+            init_logging();
+            proxy::run(&config_file)
+        }
         Command::Demo { dir, nodes } => {
             init_logging();
             demo::run(&dir, nodes)

@@ -33,6 +33,7 @@ pub mod etcd;
 pub mod haproxy;
 pub mod health;
 pub mod process;
+pub mod proxy;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;

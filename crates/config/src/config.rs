@@ -14,6 +14,7 @@ use crate::ctl::Ctl;
 use crate::error::Problem;
 use crate::etcd::Etcd3;
 use crate::postgresql::Postgresql;
+use crate::proxy::Proxy;
 use crate::raw::RawConfig;
 use crate::restapi::RestApi;
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub ctl: Ctl,
     /// Accepted Patroni sections Rampart does not use.
     pub other: OtherSections,
+    /// `rampart proxy`'s settings, when the file has a `proxy` section.
+    pub proxy: Option<Proxy>,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
         let postgresql = Postgresql::build(raw.postgresql, c)?;
         let bootstrap = Bootstrap::build(raw.bootstrap, c)?;
         let ctl = Ctl::build(raw.ctl, c)?;
+        let proxy = Proxy::build(raw.proxy, c)?;
         Ok(Config {
             scope,
             namespace,
@@ -98,6 +102,7 @@ impl Config {
             tags: raw.tags.unwrap_or_default(),
             ctl,
             other: OtherSections { log: raw.log, watchdog: raw.watchdog, citus: raw.citus },
+            proxy,
         })
     }
 }

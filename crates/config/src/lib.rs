@@ -36,6 +36,7 @@ mod env;
 pub mod error;
 pub mod etcd;
 pub mod postgresql;
+pub mod proxy;
 mod raw;
 pub mod restapi;
 pub mod secret;
@@ -54,6 +55,7 @@ pub use ctl::{Ctl, CtlConfig};
 pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use postgresql::{PgAuthentication, Postgresql};
+pub use proxy::Proxy;
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
 

@@ -37,6 +37,7 @@ pub(crate) struct RawConfig {
     pub watchdog: Option<Json>,
     pub ctl: Option<RawCtl>,
     pub citus: Option<Json>,
+    pub proxy: Option<RawProxy>,
     // Patroni's other DCS sections: recognised so that a precise message can be given about them.
     pub etcd: Option<IgnoredAny>,
     pub consul: Option<IgnoredAny>,
@@ -67,6 +68,23 @@ pub(crate) struct RawRestApi {
     pub cafile: Option<PathBuf>,
     pub verify_client: Option<ClientCertMode>,
     pub allowlist: Option<StrList>,
+}
+
+/// `rampart proxy`'s section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawProxy {
+    pub listen: Option<String>,
+    pub listen_ro: Option<String>,
+    pub hold_timeout: Option<u64>,
+    pub max_lag: Option<u64>,
+    pub fallback_to_primary: Option<bool>,
+    // Later features, accepted with a warning.
+    pub admin: Option<IgnoredAny>,
+    pub listen_admin: Option<IgnoredAny>,
+    pub certfile: Option<IgnoredAny>,
+    pub keyfile: Option<IgnoredAny>,
+    pub ro_policy: Option<IgnoredAny>,
 }
 
 /// patronictl's section: REST credentials and TLS settings for operator commands.

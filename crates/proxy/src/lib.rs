@@ -17,6 +17,12 @@
 //! * [`cancel`]: the map from the synthetic cancel keys the proxy hands to clients to the
 //!   backend that really owns the query.
 //!
+//! On top of the codec, with tokio:
+//! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
+//! * [`server`]: the listeners and the follower that keeps the routes current from the DCS;
+//! * [`session`]: one client connection: startup, backend choice (holding read-write clients
+//!   while there is no primary), relay, cancel keys, and fencing on a leader change.
+//!
 //! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
 //! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
 //! rejects a length prefix outside its limits before waiting for the body, so a client cannot
@@ -27,7 +33,10 @@
 pub mod backend;
 pub mod cancel;
 pub mod frame;
+pub mod server;
+pub mod session;
 pub mod startup;
+pub mod topology;
 mod wire;
 
 #[cfg(test)]

@@ -1,0 +1,201 @@
+//! Where connections go: the [`Routes`] computed from one cluster snapshot read from the DCS.
+//!
+//! Pure: no I/O and no clock; the caller passes the age of the snapshot.
+//!
+//! Invariants:
+//! * the primary route is the leader key's member, and only while that member itself reports
+//!   `role: primary` and `state: running` (a leader key alone is not enough: during a
+//!   switchover the key can name a member that has not finished promoting);
+//! * fail closed: a snapshot older than the cluster's ttl has no primary route, because the
+//!   leader's lease may have expired since and another member may already be promoting;
+//! * read-only routes are streaming replicas not tagged `noloadbalance`, at most `max_lag`
+//!   bytes behind the leader's last known WAL position.
+
+use std::time::Duration;
+
+use rampart_core::Cluster;
+
+/// One PostgreSQL server the proxy can connect to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Member name.
+    pub name: String,
+    /// Host from the member's `conn_url`.
+    pub host: String,
+    /// Port from the member's `conn_url`.
+    pub port: u16,
+}
+
+impl Backend {
+    /// `host:port`, for connecting and logging (IPv6 hosts in brackets).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where new connections go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// The primary, for the read-write port; `None` while there is none (or it is not known
+    /// for certain).
+    pub primary: Option<Backend>,
+    /// Replicas eligible for read-only connections, in member-name order.
+    pub replicas: Vec<Backend>,
+}
+
+/// The routing inputs that do not come from the snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Maximum replica lag in bytes.
+    pub max_lag: u64,
+    /// ttl to use when the cluster has no dynamic configuration yet.
+    pub default_ttl: Duration,
+}
+
+/// Member roles Patroni and Rampart publish for a primary (`master` before Patroni 3).
+fn is_primary_role(role: &str) -> bool {
+    role == "primary" || role == "master"
+}
+
+/// How long a snapshot of `cluster` may be trusted for the primary route: the cluster's ttl.
+pub fn ttl(cluster: &Cluster, policy: Policy) -> Duration {
+    cluster.config.as_ref().map(|c| Duration::from_secs(c.ttl)).unwrap_or(policy.default_ttl)
+}
+
+/// The routes for `cluster`, read `age` ago.
+pub fn routes(cluster: &Cluster, age: Duration, policy: Policy) -> Routes {
+    let ttl = ttl(cluster, policy);
+    let leader = cluster.leader.as_ref().and_then(|l| cluster.members.iter().find(|m| m.name == l.name));
+    let fresh = age <= ttl;
+    let primary = leader
+        .filter(|_| fresh)
+        .filter(|m| is_primary_role(&m.data.role) && m.data.state == "running")
+        .and_then(|m| backend(&m.name, &m.data));
+    // The reference position: the leader's own report, else the last optime it wrote.
+    let reference = leader.map(|m| m.data.wal_position().0).filter(|&p| p > 0).unwrap_or(cluster.status.optime);
+    let replicas = cluster
+        .members
+        .iter()
+        .filter(|m| leader.is_none_or(|l| l.name != m.name))
+        .filter(|m| m.data.role == "replica" && m.data.replication_state.as_deref() == Some("streaming"))
+        .filter(|m| !m.data.tags.noloadbalance)
+        .filter(|m| reference.saturating_sub(m.data.wal_position().0) <= policy.max_lag)
+        .filter_map(|m| backend(&m.name, &m.data))
+        .collect();
+    Routes { primary, replicas }
+}
+
+fn backend(name: &str, data: &rampart_core::MemberData) -> Option<Backend> {
+    let (host, port) = data.conn_host_port()?;
+    Some(Backend { name: name.to_string(), host, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_core::model::{Leader, Member};
+    use rampart_core::{DynamicConfig, MemberData};
+
+    const POLICY: Policy = Policy { max_lag: 1000, default_ttl: Duration::from_secs(30) };
+
+    fn member(name: &str, port: u16, role: &str, xlog: u64) -> Member {
+        let data = MemberData {
+            conn_url: format!("postgres://127.0.0.1:{port}/postgres"),
+            state: "running".into(),
+            role: role.into(),
+            xlog_location: (role == "primary").then_some(xlog),
+            replay_lsn: (role == "replica").then_some(xlog),
+            receive_lsn: (role == "replica").then_some(xlog),
+            replication_state: (role == "replica").then(|| "streaming".to_string()),
+            ..Default::default()
+        };
+        Member { name: name.into(), data, lease: 1 }
+    }
+
+    fn cluster(leader: Option<&str>, members: Vec<Member>) -> Cluster {
+        Cluster {
+            leader: leader.map(|l| Leader { name: l.into(), lease: 1, mod_revision: 1 }),
+            members,
+            ..Default::default()
+        }
+    }
+
+    fn healthy() -> Cluster {
+        cluster(
+            Some("a"),
+            vec![
+                member("a", 5001, "primary", 10_000),
+                member("b", 5002, "replica", 9_500),
+                member("c", 5003, "replica", 10_000),
+            ],
+        )
+    }
+
+    fn names(r: &Routes) -> (Option<&str>, Vec<&str>) {
+        (r.primary.as_ref().map(|b| b.name.as_str()), r.replicas.iter().map(|b| b.name.as_str()).collect())
+    }
+
+    #[test]
+    fn healthy_cluster() {
+        let r = routes(&healthy(), Duration::ZERO, POLICY);
+        assert_eq!(names(&r), (Some("a"), vec!["b", "c"]));
+        assert_eq!(r.primary.unwrap().addr(), "127.0.0.1:5001");
+    }
+
+    #[test]
+    fn no_leader_key_no_primary_but_replicas_stay() {
+        let mut c = healthy();
+        c.leader = None;
+        c.status.optime = 10_000;
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)), (None, vec!["b", "c"]));
+    }
+
+    #[test]
+    fn leader_must_report_running_primary() {
+        let mut c = healthy();
+        c.members[0].data.role = "replica".into();
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, None, "promotion not finished");
+        let mut c = healthy();
+        c.members[0].data.state = "stopped".into();
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, None);
+        let mut c = healthy();
+        c.members[0].data.role = "master".into();
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, Some("a"), "Patroni 2 spelling");
+        let mut c = healthy();
+        c.members.remove(0);
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, None, "leader key without member key");
+    }
+
+    #[test]
+    fn stale_snapshot_fails_closed() {
+        let c = healthy();
+        assert_eq!(names(&routes(&c, Duration::from_secs(30), POLICY)).0, Some("a"));
+        assert_eq!(names(&routes(&c, Duration::from_secs(31), POLICY)).0, None);
+        let mut c = healthy();
+        c.config = Some(DynamicConfig { ttl: 10, ..Default::default() });
+        assert_eq!(names(&routes(&c, Duration::from_secs(11), POLICY)).0, None, "the cluster's own ttl");
+    }
+
+    #[test]
+    fn replica_filters() {
+        let mut c = healthy();
+        c.members[2].data.tags.noloadbalance = true;
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["b"]);
+        let mut c = healthy();
+        c.members[1].data.replication_state = Some("in archive recovery".into());
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["c"]);
+        let mut c = healthy();
+        c.members[1].data.replay_lsn = Some(8_000);
+        c.members[1].data.receive_lsn = Some(8_999);
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["c"], "1001 bytes behind");
+        c.members[1].data.receive_lsn = Some(9_000);
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["b", "c"], "exactly max_lag behind");
+        let mut c = healthy();
+        c.members[1].data.conn_url = String::new();
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["c"], "no address");
+    }
+}

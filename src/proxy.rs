@@ -1,0 +1,100 @@
+//! `rampart proxy -c FILE`: the PostgreSQL-protocol router (crate `rampart-proxy`) run against
+//! the cluster the configuration file names.
+//!
+//! Start-up order: the configuration is validated and must have a `proxy` section, the listeners
+//! are bound (a port in use is reported at once), then the follower starts reading the cluster
+//! from etcd (woken by a watch on the cluster's keys and re-reading every second, since a watch
+//! can go silent), and connections are served until SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rampart_dcs::{Dcs, WakeOn};
+use rampart_proxy::server;
+use rampart_proxy::session::{SessionSettings, Shared};
+use rampart_proxy::topology::{Policy, Routes};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+/// The name the proxy uses towards etcd (it never writes a member key).
+const DCS_CLIENT_NAME: &str = "rampart-proxy";
+
+/// Loads the configuration, then proxies until told to stop.
+pub fn run(config_path: &Path) -> Result<()> {
+    let loaded = rampart_config::load(config_path)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let cfg = loaded.config;
+    if cfg.proxy.is_none() {
+        anyhow::bail!(
+            "{}: no `proxy` section: `rampart proxy` needs at least `proxy: {{listen: HOST:PORT}}`",
+            config_path.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: rampart_config::Config) -> Result<()> {
+    let proxy = cfg.proxy.clone().expect("checked by run");
+    let dynamic = cfg.bootstrap_dcs();
+    let listeners =
+        server::bind(&proxy.listen.to_string(), proxy.listen_ro.as_ref().map(|a| a.to_string()).as_deref()).await?;
+    info!(
+        rw = %proxy.listen,
+        ro = %proxy.listen_ro.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+        scope = %cfg.scope,
+        "rampart proxy listening"
+    );
+    let dcs = rampart_dcs::EtcdDcs::connect(
+        crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
+        cfg.prefix(),
+        DCS_CLIENT_NAME.to_string(),
+        dynamic.ttl,
+    )
+    .await
+    .context("etcd3 settings")?;
+
+    let (routes_tx, routes_rx) = watch::channel(Routes::default());
+    let wake = Arc::new(Notify::new());
+    let watcher = dcs.spawn_watcher_with(wake.clone(), WakeOn::AnyEvent);
+    let policy = Policy { max_lag: proxy.max_lag, default_ttl: Duration::from_secs(dynamic.ttl) };
+    let read_dcs = dcs.clone();
+    let follower = tokio::spawn(server::follow(
+        move || {
+            let dcs = read_dcs.clone();
+            async move { dcs.read_cluster(dcs.op_deadline()).await }
+        },
+        wake,
+        policy,
+        routes_tx,
+    ));
+
+    let settings = SessionSettings {
+        hold_timeout: Duration::from_secs(proxy.hold_timeout),
+        fallback_to_primary: proxy.fallback_to_primary,
+        ..SessionSettings::default()
+    };
+    let shared = Arc::new(Shared::new(routes_rx, settings));
+    listeners.serve(shared, shutdown_signal()).await;
+    info!("rampart proxy stopping");
+    watcher.abort();
+    follower.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers; stop the proxy with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
