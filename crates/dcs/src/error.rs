@@ -169,24 +169,18 @@ fn classify_status(status: &Status) -> Fault {
 /// The status message followed by its source chain, which is where tonic keeps the useful part
 /// ("tcp connect error: Connection refused").
 fn describe_status(status: &Status) -> String {
-    let mut text =
-        if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
-    let mut source = StdError::source(status);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    let text = if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
+    with_sources(text, StdError::source(status))
 }
 
 /// An error and its sources on one line, skipping repeats.
 fn chain(e: &dyn StdError) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
+    with_sources(e.to_string(), e.source())
+}
+
+/// Appends each source's text after `text`, skipping those it already contains (tonic and hyper
+/// often repeat their cause in their own message).
+fn with_sources(mut text: String, mut source: Option<&(dyn StdError + 'static)>) -> String {
     while let Some(s) = source {
         let part = s.to_string();
         if !text.contains(&part) {
