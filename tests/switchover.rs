@@ -88,7 +88,8 @@ async fn scheduled_switchover_fires_at_its_time() {
     let c = Cluster::start(3, ClusterOptions::default());
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
     let cand = (0..3).find(|&i| i != old).unwrap();
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    // Whole seconds: the request carries no fraction, so this is exactly the time asked for.
+    let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 8).unwrap();
     let body = format!(
         r#"{{"leader": "{}", "candidate": "{}", "scheduled_at": "{}"}}"#,
         c.name(old),
