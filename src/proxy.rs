@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rampart_config::RoPolicy;
 use rampart_dcs::{Dcs, WakeOn};
 use rampart_proxy::server;
-use rampart_proxy::session::{SessionSettings, Shared};
+use rampart_proxy::session::{Balance, SessionSettings, Shared};
+use rampart_proxy::stats::Stats;
 use rampart_proxy::topology::{Policy, Routes};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
@@ -41,6 +43,11 @@ pub fn run(config_path: &Path) -> Result<()> {
 async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     let proxy = cfg.proxy.clone().expect("checked by run");
     let dynamic = cfg.bootstrap_dcs();
+    // Certificate files are read before anything is bound, so a bad file is refused at start.
+    let tls = match &proxy.certfile {
+        Some(cert) => Some(rampart_proxy::tls::server_config(cert, proxy.keyfile.as_deref())?),
+        None => None,
+    };
     let listeners =
         server::bind(&proxy.listen.to_string(), proxy.listen_ro.as_ref().map(|a| a.to_string()).as_deref()).await?;
     info!(
@@ -59,6 +66,7 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     .context("etcd3 settings")?;
 
     let (routes_tx, routes_rx) = watch::channel(Routes::default());
+    let stats = Arc::new(Stats::default());
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher_with(wake.clone(), WakeOn::AnyEvent);
     let policy = Policy { max_lag: proxy.max_lag, default_ttl: Duration::from_secs(dynamic.ttl) };
@@ -71,14 +79,23 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
         wake,
         policy,
         routes_tx,
+        stats.clone(),
     ));
 
     let settings = SessionSettings {
         hold_timeout: Duration::from_secs(proxy.hold_timeout),
         fallback_to_primary: proxy.fallback_to_primary,
+        balance: match proxy.ro_policy {
+            RoPolicy::RoundRobin => Balance::RoundRobin,
+            RoPolicy::LeastConnections => Balance::LeastConnections,
+        },
         ..SessionSettings::default()
     };
-    let shared = Arc::new(Shared::new(routes_rx, settings));
+    let mut shared = Shared::new(routes_rx, settings).with_stats(stats.clone());
+    if let Some(tls) = tls {
+        shared = shared.with_tls(tls);
+    }
+    let shared = Arc::new(shared);
     listeners.serve(shared, shutdown_signal()).await;
     info!("rampart proxy stopping");
     watcher.abort();

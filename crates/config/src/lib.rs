@@ -55,7 +55,7 @@ pub use ctl::{Ctl, CtlConfig};
 pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use postgresql::{PgAuthentication, Postgresql};
-pub use proxy::Proxy;
+pub use proxy::{Proxy, RoPolicy};
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
 

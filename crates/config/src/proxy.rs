@@ -1,8 +1,10 @@
 //! The `proxy` section: what `rampart proxy` listens on and how it routes.
 //!
-//! Invariant kept here: a [`Proxy`] always has a read-write listen address; every other key has
-//! a default. Keys of later features (`admin`, TLS files, `ro_policy`) are accepted with a
-//! warning so a file written for a newer version still loads.
+//! Invariant kept here: a [`Proxy`] always has a read-write listen address, no two listeners
+//! share an address, and a key file never comes without its certificate; every other key has a
+//! default. The certificate files themselves are read when the proxy starts, before it binds.
+
+use std::path::PathBuf;
 
 use crate::addr::HostPort;
 use crate::check::Checker;
@@ -27,6 +29,34 @@ pub struct Proxy {
     pub max_lag: u64,
     /// Send read-only clients to the primary when no replica qualifies.
     pub fallback_to_primary: bool,
+    /// Where the admin HTTP server (`/metrics`, `/stats`, `/stats.json`) listens, if anywhere.
+    pub listen_admin: Option<HostPort>,
+    /// TLS certificate chain (PEM) for clients that send SSLRequest; without it they get `N`.
+    pub certfile: Option<PathBuf>,
+    /// TLS private key (PEM), when it is not in `certfile`.
+    pub keyfile: Option<PathBuf>,
+    /// How read-only connections are spread over the replicas.
+    pub ro_policy: RoPolicy,
+}
+
+/// `proxy.ro_policy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RoPolicy {
+    /// Each new read-only connection goes to the next replica in turn.
+    #[default]
+    RoundRobin,
+    /// Each new read-only connection goes to the replica with the fewest open connections.
+    LeastConnections,
+}
+
+impl RoPolicy {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoPolicy::RoundRobin => "round_robin",
+            RoPolicy::LeastConnections => "least_connections",
+        }
+    }
 }
 
 impl Proxy {
@@ -45,23 +75,38 @@ impl Proxy {
         if hold_timeout > 3600 {
             return Err(c.problem(&["proxy", "hold_timeout"], format!("{hold_timeout} s is more than an hour")));
         }
-        for (key, present) in [
-            ("admin", raw.admin.is_some()),
-            ("listen_admin", raw.listen_admin.is_some()),
-            ("certfile", raw.certfile.is_some()),
-            ("keyfile", raw.keyfile.is_some()),
-            ("ro_policy", raw.ro_policy.is_some()),
-        ] {
-            if present {
-                c.warn(&["proxy", key], "not supported yet (ignored)");
+        let listen_admin = match raw.listen_admin {
+            Some(text) => Some(c.host_port(&text, &["proxy", "listen_admin"])?),
+            None => None,
+        };
+        if let Some(admin) = &listen_admin {
+            if admin == &listen || Some(admin) == listen_ro.as_ref() {
+                return Err(c.problem(&["proxy", "listen_admin"], format!("{admin} is already a PostgreSQL listener")));
             }
         }
+        if raw.keyfile.is_some() && raw.certfile.is_none() {
+            return Err(c.problem(&["proxy", "keyfile"], "set without proxy.certfile"));
+        }
+        let ro_policy = match raw.ro_policy.as_deref() {
+            None | Some("round_robin") => RoPolicy::RoundRobin,
+            Some("least_connections") => RoPolicy::LeastConnections,
+            Some(other) => {
+                return Err(c.problem(
+                    &["proxy", "ro_policy"],
+                    format!("expected round_robin or least_connections, got {other:?}"),
+                ))
+            }
+        };
         Ok(Some(Proxy {
             listen,
             listen_ro,
             hold_timeout,
             max_lag: raw.max_lag.unwrap_or(DEFAULT_MAX_LAG),
             fallback_to_primary: raw.fallback_to_primary.unwrap_or(true),
+            listen_admin,
+            certfile: raw.certfile,
+            keyfile: raw.keyfile,
+            ro_policy,
         }))
     }
 }
@@ -121,13 +166,24 @@ postgresql:
     }
 
     #[test]
-    fn later_features_warn() {
-        let l = load("proxy:\n  listen: h:1\n  certfile: /x.pem\n  bogus: 1\n").unwrap();
-        assert!(
-            l.warnings.iter().any(|w| w == "p.yml:13: proxy.certfile: not supported yet (ignored)"),
-            "{:?}",
-            l.warnings
-        );
+    fn admin_tls_and_policy() {
+        let text = "proxy:\n  listen: h:1\n  listen_admin: h:2\n  certfile: /c.pem\n  keyfile: /k.pem\n  ro_policy: least_connections\n";
+        let p = load(text).unwrap().config.proxy.unwrap();
+        assert_eq!(p.listen_admin.unwrap().port, 2);
+        assert_eq!(p.certfile.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(p.keyfile.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(p.ro_policy, super::RoPolicy::LeastConnections);
+        let e = load("proxy:\n  listen: h:1\n  ro_policy: random\n").unwrap_err().to_string();
+        assert_eq!(e, "p.yml:13: proxy.ro_policy: expected round_robin or least_connections, got \"random\"");
+        let e = load("proxy:\n  listen: h:1\n  keyfile: /k.pem\n").unwrap_err().to_string();
+        assert_eq!(e, "p.yml:13: proxy.keyfile: set without proxy.certfile");
+        let e = load("proxy:\n  listen: h:1\n  listen_admin: h:1\n").unwrap_err().to_string();
+        assert!(e.starts_with("p.yml:13: proxy.listen_admin: h:1 is already"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let l = load("proxy:\n  listen: h:1\n  bogus: 1\n").unwrap();
         assert!(l.warnings.iter().any(|w| w.contains("unknown key proxy.bogus")), "{:?}", l.warnings);
     }
 }

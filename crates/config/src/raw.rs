@@ -79,12 +79,10 @@ pub(crate) struct RawProxy {
     pub hold_timeout: Option<u64>,
     pub max_lag: Option<u64>,
     pub fallback_to_primary: Option<bool>,
-    // Later features, accepted with a warning.
-    pub admin: Option<IgnoredAny>,
-    pub listen_admin: Option<IgnoredAny>,
-    pub certfile: Option<IgnoredAny>,
-    pub keyfile: Option<IgnoredAny>,
-    pub ro_policy: Option<IgnoredAny>,
+    pub listen_admin: Option<String>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub ro_policy: Option<String>,
 }
 
 /// patronictl's section: REST credentials and TLS settings for operator commands.

@@ -20,8 +20,10 @@
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
 //! * [`server`]: the listeners and the follower that keeps the routes current from the DCS;
-//! * [`session`]: one client connection: startup, backend choice (holding read-write clients
-//!   while there is no primary), relay, cancel keys, and fencing on a leader change.
+//! * [`session`]: one client connection: startup (TLS termination through [`tls`]), backend
+//!   choice (holding read-write clients while there is no primary), relay, cancel keys, and
+//!   fencing on a leader change;
+//! * [`stats`]: the counters behind the admin port and the least-connections policy.
 //!
 //! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
 //! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
@@ -36,6 +38,8 @@ pub mod frame;
 pub mod server;
 pub mod session;
 pub mod startup;
+pub mod stats;
+pub mod tls;
 pub mod topology;
 mod wire;
 

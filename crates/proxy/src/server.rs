@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::session::{self, Port, Shared};
+use crate::stats::Stats;
 use crate::topology::{self, Policy, Routes};
 
 /// The proxy's listening sockets.
@@ -72,10 +73,15 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps `tx` current: reads the cluster with `read` whenever `wake` fires or [`POLL_INTERVAL`]
 /// passes, and recomputes the routes from the last good snapshot and its age after every
-/// attempt, so routes fail closed once reads have failed for longer than ttl. Runs until every
-/// receiver is gone.
-pub async fn follow<F, Fut, E>(mut read: F, wake: Arc<Notify>, policy: Policy, tx: watch::Sender<Routes>)
-where
+/// attempt, so routes fail closed once reads have failed for longer than ttl. Every good
+/// snapshot is also handed to `stats` for the admin port. Runs until every receiver is gone.
+pub async fn follow<F, Fut, E>(
+    mut read: F,
+    wake: Arc<Notify>,
+    policy: Policy,
+    tx: watch::Sender<Routes>,
+    stats: Arc<Stats>,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Cluster, E>>,
     E: std::fmt::Display,
@@ -102,6 +108,7 @@ where
                     tracing::info!("reading the cluster from the DCS works again");
                     failing = false;
                 }
+                stats.set_view(&c, began);
                 last = Some((c, began));
             }
             Ok(Err(e)) => {
@@ -209,8 +216,10 @@ mod tests {
         };
         let (tx, mut rx) = watch::channel(Routes::default());
         let policy = Policy { max_lag: 0, default_ttl: Duration::from_secs(10) };
-        tokio::spawn(follow(read, Arc::new(Notify::new()), policy, tx));
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(follow(read, Arc::new(Notify::new()), policy, tx, stats.clone()));
         rx.wait_for(|r| r.primary.is_some()).await.unwrap();
+        assert_eq!(stats.snapshot().view.map(|(c, _)| c.leader.unwrap().name), Some("a".to_string()));
         ok.store(false, std::sync::atomic::Ordering::SeqCst);
         let before = Instant::now();
         rx.wait_for(|r| r.primary.is_none()).await.unwrap();

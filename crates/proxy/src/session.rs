@@ -4,6 +4,10 @@
 //! connection to it, forwards the startup packet unchanged and then relays both directions, so
 //! authentication (SCRAM, md5, trust) happens between client and server as if directly.
 //!
+//! A client that sends SSLRequest gets `S` and a TLS handshake when the proxy has a certificate
+//! (`N` otherwise); the backend connection stays plain. Bytes the client sent after SSLRequest
+//! but before the handshake are refused (they would bypass TLS, CVE-2021-23214).
+//!
 //! The proxy looks at very little:
 //! * client to backend: only the framing, so a garbage or oversized message closes this one
 //!   connection with a protocol-violation error instead of being passed on;
@@ -28,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::backend::{
     BackendKeyData, ErrorResponse, Severity, SqlState, TransactionStatus, BACKEND_KEY_DATA, READY_FOR_QUERY,
@@ -35,13 +40,14 @@ use crate::backend::{
 use crate::cancel::{BackendTarget, CancelKey, CancelMap};
 use crate::frame::{frame_len, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
+use crate::stats::{ActiveGuard, Decision, Stats};
 use crate::topology::{Backend, Routes};
 
 /// Terminate, the client's goodbye.
 const TERMINATE: u8 = b'X';
 
 /// Which listener a client came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Port {
     /// Read-write: the primary.
     ReadWrite,
@@ -50,7 +56,8 @@ pub enum Port {
 }
 
 impl Port {
-    fn as_str(self) -> &'static str {
+    /// `rw` or `ro`, as in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
         match self {
             Port::ReadWrite => "rw",
             Port::ReadOnly => "ro",
@@ -69,6 +76,18 @@ pub struct SessionSettings {
     pub startup_timeout: Duration,
     /// How long connecting to a backend may take.
     pub connect_timeout: Duration,
+    /// How read-only sessions are spread over the replicas.
+    pub balance: Balance,
+}
+
+/// Read-only balancing policy (`proxy.ro_policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// The next replica in turn.
+    #[default]
+    RoundRobin,
+    /// The replica with the fewest open sessions (ties: the next in turn).
+    LeastConnections,
 }
 
 impl Default for SessionSettings {
@@ -78,12 +97,13 @@ impl Default for SessionSettings {
             fallback_to_primary: true,
             startup_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
+            balance: Balance::RoundRobin,
         }
     }
 }
 
-/// What every session shares: the routes, the cancel keys, the round-robin position.
-#[derive(Debug)]
+/// What every session shares: the routes, the cancel keys, the round-robin position, the TLS
+/// configuration and the statistics.
 pub struct Shared {
     /// Current routes, kept up to date by the follower.
     pub routes: watch::Receiver<Routes>,
@@ -91,13 +111,58 @@ pub struct Shared {
     pub cancels: Mutex<CancelMap<String>>,
     /// Session settings.
     pub settings: SessionSettings,
+    /// TLS for clients that ask for it; `None` answers SSLRequest with `N`.
+    pub tls: Option<TlsAcceptor>,
+    /// Counters for the admin port and the least-connections policy.
+    pub stats: Arc<Stats>,
     next_replica: AtomicUsize,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("settings", &self.settings).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
 impl Shared {
-    /// Shared state over a routes receiver.
+    /// Shared state over a routes receiver, without TLS and with fresh statistics.
     pub fn new(routes: watch::Receiver<Routes>, settings: SessionSettings) -> Shared {
-        Shared { routes, cancels: Mutex::new(CancelMap::new()), settings, next_replica: AtomicUsize::new(0) }
+        Shared {
+            routes,
+            cancels: Mutex::new(CancelMap::new()),
+            settings,
+            tls: None,
+            stats: Arc::new(Stats::default()),
+            next_replica: AtomicUsize::new(0),
+        }
+    }
+
+    /// Terminates TLS with `config` for clients that send SSLRequest.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Shared {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
+    }
+
+    /// Counts into `stats` (shared with the follower and the admin port).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Shared {
+        self.stats = stats;
+        self
+    }
+
+    /// The replica for a new read-only session, by the configured policy.
+    fn pick_replica(&self, replicas: &[Backend]) -> Backend {
+        let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        let i = match self.settings.balance {
+            Balance::RoundRobin => turn % replicas.len(),
+            Balance::LeastConnections => {
+                // Start the scan at the turn so equal counts still rotate.
+                (0..replicas.len())
+                    .map(|k| (turn + k) % replicas.len())
+                    .min_by_key(|&j| self.stats.active_on(&replicas[j].name))
+                    .unwrap_or(0)
+            }
+        };
+        replicas[i].clone()
     }
 }
 
@@ -109,35 +174,81 @@ fn fatal(code: SqlState, message: impl Into<String>) -> Refusal {
     Refusal(ErrorResponse::new(Severity::Fatal, code, message))
 }
 
+/// The client connection after the startup phase: TLS or not.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
 /// Serves one client connection until it closes.
-pub async fn run(shared: Arc<Shared>, port: Port, mut client: TcpStream, peer: String) {
+pub async fn run(shared: Arc<Shared>, port: Port, client: TcpStream, peer: String) {
     let _ = client.set_nodelay(true);
+    shared.stats.accepted(port);
     let mut buf = BytesMut::with_capacity(8192);
-    let startup = match tokio::time::timeout(shared.settings.startup_timeout, read_startup(&mut client, &mut buf)).await
-    {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return,
-        Ok(Err(refusal)) => {
-            tracing::debug!(%peer, "startup refused: {}", refusal.0.message);
-            let _ = send_error(&mut client, &refusal.0).await;
-            return;
+    // One deadline for the whole startup phase, TLS handshake included.
+    let deadline = tokio::time::Instant::now() + shared.settings.startup_timeout;
+    let mut stream = ClientStream::Plain(client);
+    let mut offer_tls = shared.tls.is_some();
+    let startup = loop {
+        let read = match &mut stream {
+            ClientStream::Plain(s) => tokio::time::timeout_at(deadline, read_startup(s, &mut buf, offer_tls)).await,
+            ClientStream::Tls(s) => tokio::time::timeout_at(deadline, read_startup(s.as_mut(), &mut buf, false)).await,
+        };
+        let refusal = match read {
+            Ok(Ok(Some(Step::Done(s)))) => break s,
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(Step::Tls))) => {
+                offer_tls = false;
+                let (ClientStream::Plain(tcp), Some(acceptor)) = (stream, shared.tls.clone()) else {
+                    unreachable!("TLS is offered only on a plain stream with a certificate")
+                };
+                match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        shared.stats.tls_handshake(true);
+                        stream = ClientStream::Tls(Box::new(tls));
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        shared.stats.tls_handshake(false);
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        shared.stats.tls_handshake(false);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+            Ok(Err(refusal)) => {
+                tracing::debug!(%peer, "startup refused: {}", refusal.0.message);
+                shared.stats.protocol_error();
+                refusal
+            }
+            Err(_) => fatal(SqlState::PROTOCOL_VIOLATION, "timeout waiting for the startup packet"),
+        };
+        let _ = match &mut stream {
+            ClientStream::Plain(s) => send_error(s, &refusal.0).await,
+            ClientStream::Tls(s) => send_error(s.as_mut(), &refusal.0).await,
+        };
+        return;
+    };
+    let msg = match startup {
+        Startup::Cancel(req) => return forward_cancel(&shared, req).await,
+        Startup::Session(msg) => msg,
+    };
+    let result = match stream {
+        ClientStream::Plain(s) => {
+            let (r, w) = s.into_split();
+            session(&shared, port, r, w, buf, msg, &peer).await
         }
-        Err(_) => {
-            let _ = send_error(
-                &mut client,
-                &fatal(SqlState::PROTOCOL_VIOLATION, "timeout waiting for the startup packet").0,
-            )
-            .await;
-            return;
+        ClientStream::Tls(s) => {
+            let (r, w) = tokio::io::split(*s);
+            session(&shared, port, r, w, buf, msg, &peer).await
         }
     };
-    match startup {
-        Startup::Cancel(req) => forward_cancel(&shared, req).await,
-        Startup::Session(msg) => {
-            if let Err(refusal) = session(&shared, port, client, buf, msg, &peer).await {
-                tracing::debug!(%peer, "session ended: {}", refusal.0.message);
-            }
-        }
+    if let Err(refusal) = result {
+        tracing::debug!(%peer, "session ended: {}", refusal.0.message);
     }
 }
 
@@ -146,18 +257,37 @@ enum Startup {
     Session(StartupMessage),
 }
 
-/// Reads startup packets, answering SSLRequest and GSSENCRequest with `N`, until a
-/// CancelRequest or a StartupMessage. `None` when the client went away.
-async fn read_startup(client: &mut TcpStream, buf: &mut BytesMut) -> Result<Option<Startup>, Refusal> {
+enum Step {
+    Done(Startup),
+    /// The client sent SSLRequest and got `S`: the TLS handshake comes next.
+    Tls,
+}
+
+/// Reads startup packets, answering GSSENCRequest with `N` and SSLRequest with `S` when
+/// `offer_tls` (else `N`), until a CancelRequest, a StartupMessage or an accepted SSLRequest.
+async fn read_startup<S>(client: &mut S, buf: &mut BytesMut, offer_tls: bool) -> Result<Option<Step>, Refusal>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         match decode_startup(buf, DEFAULT_MAX_STARTUP_LEN) {
+            Ok(Some(StartupPacket::SslRequest)) if offer_tls => {
+                if !buf.is_empty() {
+                    // Anything already sent would be read as if it had come through TLS.
+                    return Err(fatal(SqlState::PROTOCOL_VIOLATION, "received unencrypted data after SSL request"));
+                }
+                if client.write_all(b"S").await.is_err() {
+                    return Ok(None);
+                }
+                return Ok(Some(Step::Tls));
+            }
             Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
                 if client.write_all(b"N").await.is_err() {
                     return Ok(None);
                 }
             }
-            Ok(Some(StartupPacket::Cancel(c))) => return Ok(Some(Startup::Cancel(c))),
-            Ok(Some(StartupPacket::Startup(s))) => return Ok(Some(Startup::Session(s))),
+            Ok(Some(StartupPacket::Cancel(c))) => return Ok(Some(Step::Done(Startup::Cancel(c)))),
+            Ok(Some(StartupPacket::Startup(s))) => return Ok(Some(Step::Done(Startup::Session(s)))),
             Ok(None) => match client.read_buf(buf).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
@@ -186,7 +316,10 @@ async fn forward_cancel(shared: &Shared, req: CancelRequest) {
         Ok::<_, std::io::Error>(())
     };
     match tokio::time::timeout(shared.settings.connect_timeout, sent).await {
-        Ok(Ok(())) => tracing::info!(backend = %target.addr, "cancel request forwarded"),
+        Ok(Ok(())) => {
+            shared.stats.cancel_forwarded();
+            tracing::info!(backend = %target.addr, "cancel request forwarded")
+        }
         Ok(Err(e)) => tracing::warn!(backend = %target.addr, "forwarding a cancel request: {e}"),
         Err(_) => tracing::warn!(backend = %target.addr, "forwarding a cancel request timed out"),
     }
@@ -195,20 +328,27 @@ async fn forward_cancel(shared: &Shared, req: CancelRequest) {
 /// Picks the backend for a new session, holding the client while there is no primary (for
 /// the read-only port too when it falls back to the primary) until `deadline`.
 async fn choose_backend(shared: &Shared, port: Port, started: Instant, deadline: Instant) -> Result<Backend, Refusal> {
-    if port == Port::ReadOnly {
+    let to_primary = if port == Port::ReadOnly {
         let replicas = shared.routes.borrow().replicas.clone();
         if !replicas.is_empty() {
-            let i = shared.next_replica.fetch_add(1, Ordering::Relaxed) % replicas.len();
-            return Ok(replicas[i].clone());
+            shared.stats.decided(port, Decision::Replica);
+            return Ok(shared.pick_replica(&replicas));
         }
         if !shared.settings.fallback_to_primary {
+            shared.stats.decided(port, Decision::Refused);
             return Err(fatal(SqlState::CANNOT_CONNECT_NOW, "no replica available"));
         }
-    }
+        Decision::FallbackPrimary
+    } else {
+        Decision::Primary
+    };
     if let Some(p) = shared.routes.borrow().primary.clone() {
+        shared.stats.decided(port, to_primary);
         return Ok(p);
     }
     tracing::info!(port = port.as_str(), "no primary: holding the client");
+    let hold_began = Instant::now();
+    shared.stats.hold_started();
     let mut rx = shared.routes.clone();
     let found = tokio::time::timeout_at(deadline.into(), async {
         rx.wait_for(|r| r.primary.is_some()).await.ok().and_then(|r| r.primary.clone())
@@ -216,10 +356,16 @@ async fn choose_backend(shared: &Shared, port: Port, started: Instant, deadline:
     .await;
     match found {
         Ok(Some(p)) => {
+            shared.stats.hold_ended(hold_began.elapsed(), true);
+            shared.stats.decided(port, to_primary);
             tracing::info!(port = port.as_str(), backend = %p.name, "held client released after {:?}", started.elapsed());
             Ok(p)
         }
-        _ => Err(no_primary(port, started)),
+        _ => {
+            shared.stats.hold_ended(hold_began.elapsed(), false);
+            shared.stats.decided(port, Decision::Refused);
+            Err(no_primary(port, started))
+        }
     }
 }
 
@@ -247,6 +393,7 @@ async fn connect_backend(shared: &Shared, port: Port) -> Result<(Backend, TcpStr
             Err(_) => "timeout".to_string(),
         };
         if Instant::now() >= deadline {
+            shared.stats.decided(port, Decision::ConnectFailed);
             return Err(fatal(
                 SqlState::CONNECTION_FAILURE,
                 format!("could not connect to {} ({addr}): {error}", backend.name),
@@ -267,6 +414,7 @@ async fn connect_backend(shared: &Shared, port: Port) -> Result<(Backend, TcpStr
         })
         .await;
         if Instant::now() >= deadline {
+            shared.stats.decided(port, Decision::ConnectFailed);
             return Err(no_primary(port, started));
         }
     }
@@ -286,21 +434,27 @@ impl Drop for CancelGuard<'_> {
     }
 }
 
-async fn session(
+async fn session<R, W>(
     shared: &Shared,
     port: Port,
-    mut client: TcpStream,
+    client_r: R,
+    mut client_w: W,
     pending: BytesMut,
     startup: StartupMessage,
     peer: &str,
-) -> Result<(), Refusal> {
+) -> Result<(), Refusal>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let (backend, mut server) = match connect_backend(shared, port).await {
         Ok(x) => x,
         Err(r) => {
-            let _ = send_error(&mut client, &r.0).await;
+            let _ = send_error(&mut client_w, &r.0).await;
             return Err(r);
         }
     };
+    let active = Arc::new(shared.stats.connected(&backend, port));
     let addr = backend.addr();
     let _ = server.set_nodelay(true);
     tracing::debug!(%peer, port = port.as_str(), backend = %backend.name, "session started");
@@ -310,14 +464,14 @@ async fn session(
         return Ok(());
     }
 
-    let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
     let (err_tx, err_rx) = oneshot::channel();
     let terminated = Arc::new(AtomicBool::new(false));
-    let upstream = tokio::spawn(client_to_server(client_r, server_w, pending, err_tx, terminated.clone()));
+    let upstream =
+        tokio::spawn(client_to_server(client_r, server_w, pending, err_tx, terminated.clone(), active.clone()));
     let fence = (port == Port::ReadWrite).then(|| (shared.routes.clone(), backend.clone()));
     let mut guard = CancelGuard { shared, pid: None };
-    let ctx = Downstream { shared, addr: &addr, terminated: &terminated };
+    let ctx = Downstream { shared, addr: &addr, terminated: &terminated, active: &active };
     let result = server_to_client(server_r, client_w, err_rx, fence, ctx, &mut guard).await;
     upstream.abort();
     tracing::debug!(%peer, backend = %backend.name, "session closed");
@@ -332,6 +486,7 @@ async fn client_to_server<R, W>(
     mut buf: BytesMut,
     err_tx: oneshot::Sender<ErrorResponse>,
     terminated: Arc<AtomicBool>,
+    active: Arc<ActiveGuard>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -343,6 +498,7 @@ async fn client_to_server<R, W>(
                 if contains_terminate(&chunk) {
                     terminated.store(true, Ordering::Relaxed);
                 }
+                active.counters().bytes_to_server.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if w.write_all(&chunk).await.is_err() {
                     return;
                 }
@@ -398,6 +554,8 @@ struct Downstream<'a> {
     addr: &'a str,
     /// Set once the client sent Terminate: a server close is then expected.
     terminated: &'a AtomicBool,
+    /// This session's backend counters.
+    active: &'a ActiveGuard,
 }
 
 /// Relays server messages to the client, replacing BackendKeyData and noting ReadyForQuery;
@@ -415,7 +573,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Downstream { shared, addr, terminated } = ctx;
+    let Downstream { shared, addr, terminated, active } = ctx;
     let mut buf = BytesMut::with_capacity(16384);
     let mut upstream_open = true;
     let mut status = None::<TransactionStatus>;
@@ -438,12 +596,14 @@ where
                 let out = match relay_frames(&mut buf, shared, addr, guard, &mut status) {
                     Ok(out) => out,
                     Err(e) => {
+                        shared.stats.protocol_error();
                         let r = fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
                         let _ = send_error(&mut w, &r.0).await;
                         return Err(r);
                     }
                 };
                 for chunk in out {
+                    active.counters().bytes_to_client.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     if w.write_all(&chunk).await.is_err() {
                         return Ok(());
                     }
@@ -453,6 +613,7 @@ where
             err = &mut err_rx, if upstream_open => {
                 match err {
                     Ok(e) => {
+                        shared.stats.protocol_error();
                         let _ = send_error(&mut w, &e).await;
                         return Err(Refusal(e));
                     }
@@ -469,6 +630,7 @@ where
                 let still_primary = rx.borrow_and_update().primary.as_ref() == Some(mine);
                 if !still_primary {
                     tracing::info!(backend = %mine.name, ?status, "leader changed: closing a read-write session on the old primary");
+                    shared.stats.fenced();
                     let r = fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed");
                     let _ = send_error(&mut w, &r.0).await;
                     return Err(r);
