@@ -35,6 +35,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod frame;
+mod relay;
 pub mod server;
 pub mod session;
 pub mod startup;

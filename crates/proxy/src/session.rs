@@ -8,43 +8,26 @@
 //! (`N` otherwise); the backend connection stays plain. Bytes the client sent after SSLRequest
 //! but before the handshake are refused (they would bypass TLS, CVE-2021-23214).
 //!
-//! The proxy looks at very little:
-//! * client to backend: only the framing, so a garbage or oversized message closes this one
-//!   connection with a protocol-violation error instead of being passed on;
-//! * backend to client: the framing, BackendKeyData (replaced by a synthetic key, the real one is
-//!   kept in the [`CancelMap`] so a CancelRequest reaches the right server) and ReadyForQuery
-//!   (to know whether the session is idle or in a transaction).
-//!
-//! Invariants:
-//! * the proxy writes its own messages to the client only at a frame boundary, so the client
-//!   never sees a relayed message cut by an error;
-//! * the two directions run in separate tasks, so a backend that blocks writing to the client
-//!   never stops the client's bytes from reaching it (and the reverse), as with a direct
-//!   connection;
-//! * a read-write session on a backend that stops being the primary is closed at once with
-//!   FATAL 57P01.
+//! Once the backend answers, [`crate::relay`] carries both directions. Invariant kept here: a
+//! session is counted active on exactly one backend from connect to close (the guard from
+//! [`Stats::connected`] lives as long as the relay).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::backend::{
-    BackendKeyData, ErrorResponse, Severity, SqlState, TransactionStatus, BACKEND_KEY_DATA, READY_FOR_QUERY,
-};
-use crate::cancel::{BackendTarget, CancelKey, CancelMap};
-use crate::frame::{frame_len, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::backend::{ErrorResponse, Severity, SqlState};
+use crate::cancel::CancelMap;
+use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
-use crate::stats::{ActiveGuard, Decision, Stats};
+use crate::stats::{Decision, Stats};
 use crate::topology::{Backend, Routes};
-
-/// Terminate, the client's goodbye.
-const TERMINATE: u8 = b'X';
 
 /// Which listener a client came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -168,9 +151,9 @@ impl Shared {
 
 /// Why a session ended early; the message goes to the client when it can still be sent.
 #[derive(Debug)]
-struct Refusal(ErrorResponse);
+pub(crate) struct Refusal(pub(crate) ErrorResponse);
 
-fn fatal(code: SqlState, message: impl Into<String>) -> Refusal {
+pub(crate) fn fatal(code: SqlState, message: impl Into<String>) -> Refusal {
     Refusal(ErrorResponse::new(Severity::Fatal, code, message))
 }
 
@@ -420,20 +403,6 @@ async fn connect_backend(shared: &Shared, port: Port) -> Result<(Backend, TcpStr
     }
 }
 
-/// Keeps the session's cancel key in the map exactly as long as the session lives.
-struct CancelGuard<'a> {
-    shared: &'a Shared,
-    pid: Option<u32>,
-}
-
-impl Drop for CancelGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(pid);
-        }
-    }
-}
-
 async fn session<R, W>(
     shared: &Shared,
     port: Port,
@@ -476,307 +445,4 @@ where
     upstream.abort();
     tracing::debug!(%peer, backend = %backend.name, "session closed");
     result
-}
-
-/// Relays client messages to the server whole; a framing error is reported through `err_tx`
-/// (the other direction owns the client's write half) and ends the relay.
-async fn client_to_server<R, W>(
-    mut r: R,
-    mut w: W,
-    mut buf: BytesMut,
-    err_tx: oneshot::Sender<ErrorResponse>,
-    terminated: Arc<AtomicBool>,
-    active: Arc<ActiveGuard>,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        match whole_frames(&buf) {
-            Ok(n) if n > 0 => {
-                let chunk = buf.split_to(n);
-                if contains_terminate(&chunk) {
-                    terminated.store(true, Ordering::Relaxed);
-                }
-                active.counters().bytes_to_server.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if w.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = err_tx.send(ErrorResponse::new(Severity::Fatal, SqlState::PROTOCOL_VIOLATION, e));
-                return;
-            }
-        }
-        buf.reserve(8192);
-        match r.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = w.shutdown().await;
-                return;
-            }
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Whether a run of whole frames holds a Terminate message.
-fn contains_terminate(frames: &[u8]) -> bool {
-    let mut at = 0;
-    while let Ok(Some(len)) = frame_len(&frames[at..], DEFAULT_MAX_FRAME_LEN) {
-        if frames[at] == TERMINATE {
-            return true;
-        }
-        at += len;
-        if at >= frames.len() {
-            break;
-        }
-    }
-    false
-}
-
-/// Length of the whole frames at the front of `buf`.
-fn whole_frames(buf: &[u8]) -> Result<usize, String> {
-    let mut at = 0;
-    while let Some(len) = frame_len(&buf[at..], DEFAULT_MAX_FRAME_LEN).map_err(|e| format!("invalid message: {e}"))? {
-        if buf.len() - at < len {
-            break;
-        }
-        at += len;
-    }
-    Ok(at)
-}
-
-/// What the server-to-client relay reads besides its sockets.
-struct Downstream<'a> {
-    shared: &'a Shared,
-    /// The backend's address, recorded with its cancel key.
-    addr: &'a str,
-    /// Set once the client sent Terminate: a server close is then expected.
-    terminated: &'a AtomicBool,
-    /// This session's backend counters.
-    active: &'a ActiveGuard,
-}
-
-/// Relays server messages to the client, replacing BackendKeyData and noting ReadyForQuery;
-/// writes the proxy's own FATAL errors (protocol violation upstream, leader change) between
-/// frames.
-async fn server_to_client<R, W>(
-    mut r: R,
-    mut w: W,
-    mut err_rx: oneshot::Receiver<ErrorResponse>,
-    mut fence: Option<(watch::Receiver<Routes>, Backend)>,
-    ctx: Downstream<'_>,
-    guard: &mut CancelGuard<'_>,
-) -> Result<(), Refusal>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let Downstream { shared, addr, terminated, active } = ctx;
-    let mut buf = BytesMut::with_capacity(16384);
-    let mut upstream_open = true;
-    let mut status = None::<TransactionStatus>;
-    loop {
-        tokio::select! {
-            read = r.read_buf(&mut buf) => {
-                match read {
-                    Ok(0) | Err(_) => {
-                        if upstream_open && !terminated.load(Ordering::Relaxed) {
-                            // The server went away under a client that still talks: say so
-                            // (only whole frames were relayed, so this lands between messages).
-                            let r = fatal(SqlState::CONNECTION_FAILURE, "server closed the connection unexpectedly");
-                            let _ = send_error(&mut w, &r.0).await;
-                            return Err(r);
-                        }
-                        return Ok(());
-                    }
-                    Ok(_) => {}
-                }
-                let out = match relay_frames(&mut buf, shared, addr, guard, &mut status) {
-                    Ok(out) => out,
-                    Err(e) => {
-                        shared.stats.protocol_error();
-                        let r = fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
-                        let _ = send_error(&mut w, &r.0).await;
-                        return Err(r);
-                    }
-                };
-                for chunk in out {
-                    active.counters().bytes_to_client.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    if w.write_all(&chunk).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                buf.reserve(8192);
-            }
-            err = &mut err_rx, if upstream_open => {
-                match err {
-                    Ok(e) => {
-                        shared.stats.protocol_error();
-                        let _ = send_error(&mut w, &e).await;
-                        return Err(Refusal(e));
-                    }
-                    // The client closed its side: keep relaying until the server closes too.
-                    Err(_) => upstream_open = false,
-                }
-            }
-            changed = async { fence.as_mut().expect("guarded").0.changed().await }, if fence.is_some() => {
-                if changed.is_err() {
-                    fence = None;
-                    continue;
-                }
-                let (rx, mine) = fence.as_mut().expect("guarded");
-                let still_primary = rx.borrow_and_update().primary.as_ref() == Some(mine);
-                if !still_primary {
-                    tracing::info!(backend = %mine.name, ?status, "leader changed: closing a read-write session on the old primary");
-                    shared.stats.fenced();
-                    let r = fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed");
-                    let _ = send_error(&mut w, &r.0).await;
-                    return Err(r);
-                }
-            }
-        }
-    }
-}
-
-/// Cuts the whole frames out of `buf` as chunks to write: runs of frames as they arrived, and
-/// a re-encoded BackendKeyData in place of the server's.
-fn relay_frames(
-    buf: &mut BytesMut,
-    shared: &Shared,
-    addr: &str,
-    guard: &mut CancelGuard<'_>,
-    status: &mut Option<TransactionStatus>,
-) -> Result<Vec<Bytes>, String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(len) = frame_len(&buf[at..], DEFAULT_MAX_FRAME_LEN).map_err(|e| e.to_string())? {
-        if buf.len() - at < len {
-            break;
-        }
-        match buf[at] {
-            READY_FOR_QUERY => {
-                let byte = buf.get(at + HEADER_LEN).copied().unwrap_or(0);
-                *status = Some(TransactionStatus::from_byte(byte).map_err(|e| e.to_string())?);
-                at += len;
-            }
-            BACKEND_KEY_DATA => {
-                let before = buf.split_to(at).freeze();
-                if !before.is_empty() {
-                    out.push(before);
-                }
-                let frame = buf.split_to(len).freeze();
-                let synthetic = synthetic_key(&frame, shared, addr, guard)?;
-                let mut enc = BytesMut::new();
-                synthetic.encode(&mut enc);
-                out.push(enc.freeze());
-                at = 0;
-            }
-            _ => at += len,
-        }
-    }
-    if at > 0 {
-        out.push(buf.split_to(at).freeze());
-    }
-    Ok(out)
-}
-
-/// Records the server's key and returns the synthetic one to give the client.
-fn synthetic_key(
-    frame: &Bytes,
-    shared: &Shared,
-    addr: &str,
-    guard: &mut CancelGuard<'_>,
-) -> Result<BackendKeyData, String> {
-    let body = &frame[HEADER_LEN..];
-    if body.len() < 4 {
-        return Err("BackendKeyData is truncated".into());
-    }
-    let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    let key = CancelKey::new(frame.slice(HEADER_LEN + 4..)).map_err(|e| e.to_string())?;
-    let target = BackendTarget { addr: addr.to_string(), pid, key };
-    let mut map = shared.cancels.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = guard.pid.take() {
-        map.remove(old);
-    }
-    let (spid, skey) = map.issue(target, fill_random).map_err(|e| e.to_string())?;
-    guard.pid = Some(spid);
-    Ok(BackendKeyData { pid: spid, key: skey })
-}
-
-/// Fills `buf` from the kernel's random source (cancel keys must not be guessable).
-fn fill_random(buf: &mut [u8]) {
-    use std::io::Read;
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).is_ok();
-    if !ok {
-        // Never reached on Linux; still, do not hand out an all-zero key.
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (seed >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
-        }
-    }
-}
-
-async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ErrorResponse) -> std::io::Result<()> {
-    let mut out = BytesMut::new();
-    e.encode(&mut out);
-    w.write_all(&out).await?;
-    w.flush().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frame::Frame;
-
-    fn shared() -> Shared {
-        let (_tx, rx) = watch::channel(Routes::default());
-        Shared::new(rx, SessionSettings::default())
-    }
-
-    #[test]
-    fn whole_frames_counts_complete_ones_and_rejects_garbage() {
-        let mut bytes = Frame::new(b'Q', b"select 1\0").into_bytes().to_vec();
-        let one = bytes.len();
-        bytes.extend_from_slice(b"X\0\0");
-        assert_eq!(whole_frames(&bytes), Ok(one));
-        assert!(whole_frames(b"Q\0\0\0\x01").is_err());
-        assert!(whole_frames(b"Q\x7f\xff\xff\xff").is_err());
-    }
-
-    #[test]
-    fn terminate_is_noticed_anywhere_in_a_run() {
-        let mut run = Frame::new(b'Q', b"select 1\0").into_bytes().to_vec();
-        assert!(!contains_terminate(&run));
-        run.extend_from_slice(Frame::new(b'X', b"").as_bytes());
-        assert!(contains_terminate(&run));
-    }
-
-    #[test]
-    fn key_data_is_replaced_and_status_tracked() {
-        let sh = shared();
-        let mut guard = CancelGuard { shared: &sh, pid: None };
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(Frame::new(b'R', &[0, 0, 0, 0]).as_bytes());
-        buf.extend_from_slice(Frame::new(b'K', b"\0\0\0\x07abcd").as_bytes());
-        buf.extend_from_slice(Frame::new(b'Z', b"T").as_bytes());
-        buf.extend_from_slice(b"D\0\0");
-        let mut status = None;
-        let out = relay_frames(&mut buf, &sh, "h:1", &mut guard, &mut status).unwrap();
-        assert_eq!(&buf[..], b"D\0\0", "a partial frame stays");
-        assert_eq!(status, Some(TransactionStatus::InTransaction));
-        assert_eq!(out.len(), 3);
-        assert_eq!(&out[0][..], Frame::new(b'R', &[0, 0, 0, 0]).as_bytes());
-        let k = &out[1];
-        assert_eq!((k[0], k.len()), (b'K', 13));
-        assert_ne!(&k[5..], b"\0\0\0\x07abcd");
-        let spid = u32::from_be_bytes([k[5], k[6], k[7], k[8]]);
-        assert_eq!(guard.pid, Some(spid));
-        let req = CancelRequest { pid: spid, key: CancelKey::new(k.slice(9..)).unwrap() };
-        let target = sh.cancels.lock().unwrap().lookup(&req).cloned().unwrap();
-        assert_eq!((target.addr.as_str(), target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
-        drop(guard);
-        assert!(sh.cancels.lock().unwrap().is_empty(), "the key leaves with the session");
-    }
 }

@@ -1,0 +1,373 @@
+//! The two directions of an established session: client to server and server to client.
+//!
+//! Both directions relay runs of whole frames exactly as they arrived, straight out of the read
+//! buffer (one write per read in the common case, no copy and no allocation); the proxy only
+//! scans the frame headers:
+//! * client to server: framing (garbage or an oversized length ends the session with 08P01
+//!   instead of being passed on) and Terminate (after which a server close is expected);
+//! * server to client: framing, BackendKeyData (replaced by a synthetic key; the real one goes
+//!   into the [`crate::cancel::CancelMap`] for the session's lifetime) and ReadyForQuery (the
+//!   transaction status).
+//!
+//! Invariants:
+//! * the proxy writes its own messages to the client only at a frame boundary, so the client
+//!   never sees a relayed message cut by an error;
+//! * the two directions run in separate tasks, so a backend that blocks writing to the client
+//!   never stops the client's bytes from reaching it (and the reverse), as with a direct
+//!   connection;
+//! * a read-write session on a backend that stops being the primary is closed at once with
+//!   FATAL 57P01.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+
+use crate::backend::{
+    BackendKeyData, ErrorResponse, Severity, SqlState, TransactionStatus, BACKEND_KEY_DATA, READY_FOR_QUERY,
+};
+use crate::cancel::{BackendTarget, CancelKey};
+use crate::frame::{frame_len, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::session::{fatal, Refusal, Shared};
+use crate::stats::ActiveGuard;
+use crate::topology::{Backend, Routes};
+
+/// Terminate, the client's goodbye.
+const TERMINATE: u8 = b'X';
+
+/// How much a read may add to a relay buffer: big enough for pgbench-sized result sets in one
+/// read, small enough that thousands of sessions stay cheap.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Keeps the session's cancel key in the map exactly as long as the session lives.
+pub(crate) struct CancelGuard<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) pid: Option<u32>,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(pid);
+        }
+    }
+}
+
+/// Relays client messages to the server whole; a framing error is reported through `err_tx`
+/// (the other direction owns the client's write half) and ends the relay.
+pub(crate) async fn client_to_server<R, W>(
+    mut r: R,
+    mut w: W,
+    mut buf: BytesMut,
+    err_tx: oneshot::Sender<ErrorResponse>,
+    terminated: Arc<AtomicBool>,
+    active: Arc<ActiveGuard>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        match scan_client(&buf) {
+            Ok((0, _)) => {}
+            Ok((n, terminate)) => {
+                if terminate {
+                    terminated.store(true, Ordering::Relaxed);
+                }
+                active.counters().bytes_to_server.fetch_add(n as u64, Ordering::Relaxed);
+                if w.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                buf.advance(n);
+            }
+            Err(e) => {
+                let _ = err_tx.send(ErrorResponse::new(Severity::Fatal, SqlState::PROTOCOL_VIOLATION, e));
+                return;
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        match r.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = w.shutdown().await;
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The length of the whole frames at the front of a client's buffer, and whether one of them is
+/// Terminate.
+fn scan_client(buf: &[u8]) -> Result<(usize, bool), String> {
+    let mut at = 0;
+    let mut terminate = false;
+    while let Some(len) = frame_len(&buf[at..], DEFAULT_MAX_FRAME_LEN).map_err(|e| format!("invalid message: {e}"))? {
+        if buf.len() - at < len {
+            break;
+        }
+        terminate |= buf[at] == TERMINATE;
+        at += len;
+    }
+    Ok((at, terminate))
+}
+
+/// What the server-to-client relay reads besides its sockets.
+pub(crate) struct Downstream<'a> {
+    pub(crate) shared: &'a Shared,
+    /// The backend's address, recorded with its cancel key.
+    pub(crate) addr: &'a str,
+    /// Set once the client sent Terminate: a server close is then expected.
+    pub(crate) terminated: &'a AtomicBool,
+    /// This session's backend counters.
+    pub(crate) active: &'a ActiveGuard,
+}
+
+/// Relays server messages to the client, replacing BackendKeyData and noting ReadyForQuery;
+/// writes the proxy's own FATAL errors (protocol violation upstream, leader change) between
+/// frames.
+pub(crate) async fn server_to_client<R, W>(
+    mut r: R,
+    mut w: W,
+    mut err_rx: oneshot::Receiver<ErrorResponse>,
+    mut fence: Option<(watch::Receiver<Routes>, Backend)>,
+    ctx: Downstream<'_>,
+    guard: &mut CancelGuard<'_>,
+) -> Result<(), Refusal>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Downstream { shared, addr, terminated, active } = ctx;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut upstream_open = true;
+    let mut status = None::<TransactionStatus>;
+    loop {
+        tokio::select! {
+            read = r.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        if upstream_open && !terminated.load(Ordering::Relaxed) {
+                            // The server went away under a client that still talks: say so
+                            // (only whole frames were relayed, so this lands between messages).
+                            let r = fatal(SqlState::CONNECTION_FAILURE, "server closed the connection unexpectedly");
+                            let _ = send_error(&mut w, &r.0).await;
+                            return Err(r);
+                        }
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                }
+                loop {
+                    let chunk = match next_chunk(&buf, &mut status) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => break,
+                        Err(e) => {
+                            shared.stats.protocol_error();
+                            let r = fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
+                            let _ = send_error(&mut w, &r.0).await;
+                            return Err(r);
+                        }
+                    };
+                    let written = match chunk {
+                        Chunk::Run(n) => {
+                            let ok = w.write_all(&buf[..n]).await.is_ok();
+                            buf.advance(n);
+                            ok.then_some(n)
+                        }
+                        Chunk::KeyData(n) => {
+                            let synthetic = match synthetic_key(&buf[..n], shared, addr, guard) {
+                                Ok(k) => k,
+                                Err(e) => {
+                                    let r = fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
+                                    let _ = send_error(&mut w, &r.0).await;
+                                    return Err(r);
+                                }
+                            };
+                            buf.advance(n);
+                            let mut enc = BytesMut::new();
+                            synthetic.encode(&mut enc);
+                            w.write_all(&enc).await.is_ok().then_some(enc.len())
+                        }
+                    };
+                    match written {
+                        Some(n) => {
+                            active.counters().bytes_to_client.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                buf.reserve(READ_CHUNK);
+            }
+            err = &mut err_rx, if upstream_open => {
+                match err {
+                    Ok(e) => {
+                        shared.stats.protocol_error();
+                        let _ = send_error(&mut w, &e).await;
+                        return Err(Refusal(e));
+                    }
+                    // The client closed its side: keep relaying until the server closes too.
+                    Err(_) => upstream_open = false,
+                }
+            }
+            changed = async { fence.as_mut().expect("guarded").0.changed().await }, if fence.is_some() => {
+                if changed.is_err() {
+                    fence = None;
+                    continue;
+                }
+                let (rx, mine) = fence.as_mut().expect("guarded");
+                let still_primary = rx.borrow_and_update().primary.as_ref() == Some(mine);
+                if !still_primary {
+                    tracing::info!(backend = %mine.name, ?status, "leader changed: closing a read-write session on the old primary");
+                    shared.stats.fenced();
+                    let r = fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed");
+                    let _ = send_error(&mut w, &r.0).await;
+                    return Err(r);
+                }
+            }
+        }
+    }
+}
+
+/// The next piece of a server's buffer to pass on.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    /// This many bytes of whole frames, to relay as they are.
+    Run(usize),
+    /// A BackendKeyData frame of this length, to replace.
+    KeyData(usize),
+}
+
+/// Scans the whole frames at the front of `buf` up to the first BackendKeyData, noting the
+/// transaction status of every ReadyForQuery on the way. `None`: no whole frame yet.
+fn next_chunk(buf: &[u8], status: &mut Option<TransactionStatus>) -> Result<Option<Chunk>, String> {
+    let mut at = 0;
+    while let Some(len) = frame_len(&buf[at..], DEFAULT_MAX_FRAME_LEN).map_err(|e| e.to_string())? {
+        if buf.len() - at < len {
+            break;
+        }
+        match buf[at] {
+            READY_FOR_QUERY => {
+                let byte = buf.get(at + HEADER_LEN).copied().unwrap_or(0);
+                *status = Some(TransactionStatus::from_byte(byte).map_err(|e| e.to_string())?);
+            }
+            BACKEND_KEY_DATA if at == 0 => return Ok(Some(Chunk::KeyData(len))),
+            BACKEND_KEY_DATA => break,
+            _ => {}
+        }
+        at += len;
+    }
+    Ok((at > 0).then_some(Chunk::Run(at)))
+}
+
+/// Records the server's key from a whole BackendKeyData `frame` and returns the synthetic one to
+/// give the client.
+fn synthetic_key(
+    frame: &[u8],
+    shared: &Shared,
+    addr: &str,
+    guard: &mut CancelGuard<'_>,
+) -> Result<BackendKeyData, String> {
+    let body = &frame[HEADER_LEN..];
+    if body.len() < 4 {
+        return Err("BackendKeyData is truncated".into());
+    }
+    let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let key = CancelKey::new(bytes::Bytes::copy_from_slice(&body[4..])).map_err(|e| e.to_string())?;
+    let target = BackendTarget { addr: addr.to_string(), pid, key };
+    let mut map = shared.cancels.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = guard.pid.take() {
+        map.remove(old);
+    }
+    let (spid, skey) = map.issue(target, fill_random).map_err(|e| e.to_string())?;
+    guard.pid = Some(spid);
+    Ok(BackendKeyData { pid: spid, key: skey })
+}
+
+/// Fills `buf` from the kernel's random source (cancel keys must not be guessable).
+fn fill_random(buf: &mut [u8]) {
+    use std::io::Read;
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).is_ok();
+    if !ok {
+        // Never reached on Linux; still, do not hand out an all-zero key.
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+}
+
+/// Writes the proxy's own ErrorResponse and flushes it.
+pub(crate) async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ErrorResponse) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    e.encode(&mut out);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cancel::CancelKey;
+    use crate::frame::Frame;
+    use crate::session::SessionSettings;
+    use crate::startup::CancelRequest;
+
+    fn shared() -> Shared {
+        let (_tx, rx) = watch::channel(Routes::default());
+        Shared::new(rx, SessionSettings::default())
+    }
+
+    #[test]
+    fn client_scan_counts_whole_frames_notes_terminate_and_rejects_garbage() {
+        let mut bytes = Frame::new(b'Q', b"select 1\0").into_bytes().to_vec();
+        let one = bytes.len();
+        bytes.extend_from_slice(b"X\0\0");
+        assert_eq!(scan_client(&bytes), Ok((one, false)));
+        bytes.truncate(one);
+        bytes.extend_from_slice(Frame::new(b'X', b"").as_bytes());
+        assert_eq!(scan_client(&bytes), Ok((one + 5, true)));
+        assert!(scan_client(b"Q\0\0\0\x01").is_err());
+        assert!(scan_client(b"Q\x7f\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn server_scan_stops_at_key_data_and_tracks_status() {
+        let auth = Frame::new(b'R', &[0, 0, 0, 0]);
+        let key = Frame::new(b'K', b"\0\0\0\x07abcd");
+        let ready = Frame::new(b'Z', b"T");
+        let mut buf = BytesMut::new();
+        for f in [&auth, &key, &ready] {
+            buf.extend_from_slice(f.as_bytes());
+        }
+        buf.extend_from_slice(b"D\0\0");
+        let mut status = None;
+        assert_eq!(next_chunk(&buf, &mut status), Ok(Some(Chunk::Run(auth.as_bytes().len()))));
+        buf.advance(auth.as_bytes().len());
+        assert_eq!(next_chunk(&buf, &mut status), Ok(Some(Chunk::KeyData(key.as_bytes().len()))));
+        buf.advance(key.as_bytes().len());
+        assert_eq!(status, None);
+        assert_eq!(next_chunk(&buf, &mut status), Ok(Some(Chunk::Run(ready.as_bytes().len()))));
+        assert_eq!(status, Some(TransactionStatus::InTransaction));
+        buf.advance(ready.as_bytes().len());
+        assert_eq!(next_chunk(&buf, &mut status), Ok(None), "a partial frame waits");
+        assert!(next_chunk(b"Z\0\0\0\x05?", &mut status).is_err(), "an unknown transaction status");
+    }
+
+    #[test]
+    fn key_data_is_replaced_and_leaves_with_the_session() {
+        let sh = shared();
+        let mut guard = CancelGuard { shared: &sh, pid: None };
+        let frame = Frame::new(b'K', b"\0\0\0\x07abcd");
+        let synthetic = synthetic_key(frame.as_bytes(), &sh, "h:1", &mut guard).unwrap();
+        assert_eq!(guard.pid, Some(synthetic.pid));
+        assert_ne!(synthetic.key.as_bytes(), b"abcd");
+        let req = CancelRequest { pid: synthetic.pid, key: CancelKey::new(synthetic.key.as_bytes().to_vec()).unwrap() };
+        let target = sh.cancels.lock().unwrap().lookup(&req).cloned().unwrap();
+        assert_eq!((target.addr.as_str(), target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
+        drop(guard);
+        assert!(sh.cancels.lock().unwrap().is_empty(), "the key leaves with the session");
+        let mut guard = CancelGuard { shared: &sh, pid: None };
+        assert!(synthetic_key(b"K\0\0\0\x06\0\0", &sh, "h:1", &mut guard).is_err(), "truncated");
+    }
+}
