@@ -2,8 +2,9 @@
 # Installs what building, testing and demonstrating Rampart needs on Debian 12, and nothing when
 # it is all there already (then it only checks, in about a second). Safe to run any number of times.
 #
-#   * Debian packages: PostgreSQL 15, etcd, protoc, HAProxy, PgBouncer, network and process tools,
-#     make (apt-get update runs only when something is missing);
+#   * Debian packages: PostgreSQL 15, etcd, protoc, HAProxy, PgBouncer, Chromium (headless, for
+#     the e2e test of the proxy's admin page), network and process tools, make (apt-get update
+#     runs only when something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
 #   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
 #     Rampart is compatible with it: /opt/rampart-venv/bin/patronictl.
@@ -21,6 +22,7 @@ PACKAGES=(
     protobuf-compiler
     haproxy
     pgbouncer
+    chromium
     iproute2
     iptables
     procps
@@ -107,7 +109,8 @@ if ((${#missing[@]} > 0)); then
     done
 fi
 
-for tool in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres /usr/bin/etcd /usr/bin/etcdctl; do
+for tool in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres /usr/bin/etcd /usr/bin/etcdctl \
+    /usr/bin/chromium; do
     [[ -x $tool ]] || die "$tool is missing although its package is installed"
 done
 

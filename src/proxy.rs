@@ -2,9 +2,10 @@
 //! the cluster the configuration file names.
 //!
 //! Start-up order: the configuration is validated and must have a `proxy` section, the listeners
-//! are bound (a port in use is reported at once), then the follower starts reading the cluster
-//! from etcd (woken by a watch on the cluster's keys and re-reading every second, since a watch
-//! can go silent), and connections are served until SIGTERM or SIGINT.
+//! (and the admin port, `proxy.listen_admin`, when set) are bound (a port in use is reported at
+//! once), then the follower starts reading the cluster from etcd (woken by a watch on the
+//! cluster's keys and re-reading every second, since a watch can go silent), and connections are
+//! served until SIGTERM or SIGINT. The admin port stops after the client listeners.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rampart_config::RoPolicy;
 use rampart_dcs::{Dcs, WakeOn};
+use rampart_proxy::admin::{self, Admin};
 use rampart_proxy::server;
 use rampart_proxy::session::{Balance, SessionSettings, Shared};
 use rampart_proxy::stats::Stats;
@@ -50,12 +52,29 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     };
     let listeners =
         server::bind(&proxy.listen.to_string(), proxy.listen_ro.as_ref().map(|a| a.to_string()).as_deref()).await?;
+    let admin_listener = match &proxy.listen_admin {
+        Some(addr) => Some(admin::bind(&addr.to_string()).await?),
+        None => None,
+    };
     info!(
         rw = %proxy.listen,
         ro = %proxy.listen_ro.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+        admin = %proxy.listen_admin.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         scope = %cfg.scope,
         "rampart proxy listening"
     );
+    let (routes_tx, routes_rx) = watch::channel(Routes::default());
+    let stats = Arc::new(Stats::default());
+    let policy = Policy { max_lag: proxy.max_lag, default_ttl: Duration::from_secs(dynamic.ttl) };
+    // Served from here on, before etcd is reached: until the first read the page says so.
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_server = admin_listener.map(|listener| {
+        let state = Admin { scope: cfg.scope.clone(), stats: stats.clone(), routes: routes_rx.clone(), policy };
+        tokio::spawn(admin::serve(listener, Arc::new(state), async move {
+            let _ = admin_stopped.await;
+        }))
+    });
+
     let dcs = rampart_dcs::EtcdDcs::connect(
         crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
         cfg.prefix(),
@@ -65,11 +84,8 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     .await
     .context("etcd3 settings")?;
 
-    let (routes_tx, routes_rx) = watch::channel(Routes::default());
-    let stats = Arc::new(Stats::default());
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher_with(wake.clone(), WakeOn::AnyEvent);
-    let policy = Policy { max_lag: proxy.max_lag, default_ttl: Duration::from_secs(dynamic.ttl) };
     let read_dcs = dcs.clone();
     let follower = tokio::spawn(server::follow(
         move || {
@@ -98,6 +114,11 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     let shared = Arc::new(shared);
     listeners.serve(shared, shutdown_signal()).await;
     info!("rampart proxy stopping");
+    let _ = admin_stop.send(());
+    if let Some(server) = admin_server {
+        // Bounded: the admin server gives its open connections a short grace, then drops them.
+        let _ = server.await;
+    }
     watcher.abort();
     follower.abort();
     Ok(())

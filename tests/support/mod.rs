@@ -24,6 +24,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -16,6 +16,8 @@ pub struct Proxy {
     pub rw_port: u16,
     /// Read-only port on 127.0.0.1.
     pub ro_port: u16,
+    /// Admin HTTP port on 127.0.0.1 (`proxy.listen_admin`), when started with one.
+    pub admin_port: Option<u16>,
     config: PathBuf,
 }
 
@@ -23,11 +25,25 @@ impl Proxy {
     /// Starts a proxy for `c` with `extra` appended to its `proxy` section (indented lines such
     /// as `"  hold_timeout: 5\n"`), and waits until both ports accept connections.
     pub fn start(c: &Cluster, extra: &str) -> Proxy {
+        Proxy::launch(c, extra, false)
+    }
+
+    /// [`Proxy::start`] with an admin HTTP port as well (`proxy.listen_admin`, in
+    /// [`Proxy::admin_port`]), waiting until it accepts connections too.
+    pub fn start_with_admin(c: &Cluster, extra: &str) -> Proxy {
+        Proxy::launch(c, extra, true)
+    }
+
+    fn launch(c: &Cluster, extra: &str, admin: bool) -> Proxy {
         let rw_port = super::free_port();
         let ro_port = super::free_port();
+        let admin_port = admin.then(super::free_port);
+        let mut section = format!("proxy:\n  listen: 127.0.0.1:{rw_port}\n  listen_ro: 127.0.0.1:{ro_port}\n");
+        if let Some(port) = admin_port {
+            section.push_str(&format!("  listen_admin: 127.0.0.1:{port}\n"));
+        }
         let mut cfg = c.node(0).config.clone();
-        cfg.extra_yaml
-            .push_str(&format!("proxy:\n  listen: 127.0.0.1:{rw_port}\n  listen_ro: 127.0.0.1:{ro_port}\n{extra}"));
+        cfg.extra_yaml.push_str(&format!("{section}{extra}"));
         let config = c.dir().join("proxy.yml");
         std::fs::write(&config, cfg.to_yaml()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let mut cmd = Command::new(super::rampart_bin());
@@ -37,11 +53,16 @@ impl Proxy {
             .env("RUST_LOG", std::env::var("RAMPART_AGENT_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1");
         let proc = LoggedChild::spawn("rampart proxy", cmd, &c.dir().join("proxy.log"));
-        let mut p = Proxy { proc, rw_port, ro_port, config };
-        for port in [rw_port, ro_port] {
+        let mut p = Proxy { proc, rw_port, ro_port, admin_port, config };
+        for port in [rw_port, ro_port].into_iter().chain(admin_port) {
             assert!(p.proc.wait_listening(port, Duration::from_secs(10)), "rampart proxy does not listen on {port}");
         }
         p
+    }
+
+    /// The proxy's PID while it runs (the benches read its memory and CPU time from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     pub fn log_path(&self) -> &Path {

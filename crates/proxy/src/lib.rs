@@ -23,7 +23,9 @@
 //! * [`session`]: one client connection: startup (TLS termination through [`tls`]), backend
 //!   choice (holding read-write clients while there is no primary), relay, cancel keys, and
 //!   fencing on a leader change;
-//! * [`stats`]: the counters behind the admin port and the least-connections policy.
+//! * [`stats`]: the counters behind the admin port and the least-connections policy;
+//! * [`admin`]: the admin HTTP port (`/metrics`, `/stats.json`, `/stats`), whose renderers are
+//!   pure functions of one statistics snapshot and the routes in force.
 //!
 //! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
 //! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
@@ -32,6 +34,11 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
+mod admin_html;
+mod admin_json;
+mod admin_metrics;
+mod admin_view;
 pub mod backend;
 pub mod cancel;
 pub mod frame;

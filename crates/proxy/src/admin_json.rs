@@ -1,0 +1,129 @@
+//! `GET /stats.json` of the admin port: the counters of `/metrics` plus the member table of
+//! `/stats`, for scripts and tests.
+//!
+//! Invariant: every value a person sees on `/stats` is here too, under a stable key, and values
+//! that may be unknown (leader, view age, lag, timeline, address) are `null` rather than a
+//! made-up zero, so "no leader" is never mistaken for a leader called "".
+
+use serde_json::{json, Value};
+
+use crate::admin_view::{MemberRow, Overview};
+use crate::stats::{Snapshot, HOLD_BUCKETS};
+
+/// Content type of the body.
+pub const CONTENT_TYPE: &str = "application/json";
+
+fn member(m: &MemberRow) -> Value {
+    json!({
+        "name": m.name,
+        "in_view": m.in_view,
+        "leader": m.leader,
+        "role": m.role,
+        "state": m.state,
+        "timeline": m.timeline,
+        "lag_bytes": m.lag,
+        "address": m.address,
+        "tags": { "noloadbalance": m.noloadbalance, "nofailover": m.nofailover },
+        "rw_route": m.rw_route,
+        "ro_route": m.ro_route,
+        "connections": { "rw": m.active_rw, "ro": m.active_ro, "total": m.total },
+        "bytes": { "to_server": m.bytes_to_server, "to_client": m.bytes_to_client },
+    })
+}
+
+/// The `/stats.json` body.
+pub fn stats_json(s: &Snapshot, o: &Overview) -> Value {
+    let backends: Vec<Value> = s
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "backend": b.name,
+                "port": b.port.as_str(),
+                "active": b.active,
+                "total": b.total,
+                "bytes_to_server": b.bytes_to_server,
+                "bytes_to_client": b.bytes_to_client,
+            })
+        })
+        .collect();
+    let decisions: Vec<Value> = s
+        .decisions
+        .iter()
+        .map(|(port, decision, n)| json!({ "port": port.as_str(), "outcome": decision.as_str(), "count": n }))
+        .collect();
+    let buckets: Vec<Value> =
+        HOLD_BUCKETS.iter().zip(s.holds.buckets.iter()).map(|(le, n)| json!({ "le": le, "count": n })).collect();
+    json!({
+        "scope": o.scope,
+        "uptime_seconds": s.uptime.as_secs_f64(),
+        "leader": o.leader,
+        "view": {
+            "age_seconds": o.view_age.map(|a| a.as_secs_f64()),
+            "ttl_seconds": o.ttl.as_secs(),
+            "freshness": o.freshness.as_str(),
+        },
+        "routes": { "primary": o.primary_route, "replicas": o.replica_routes },
+        "members": o.members.iter().map(member).collect::<Vec<_>>(),
+        "backends": backends,
+        "accepted": { "rw": s.accepted_rw, "ro": s.accepted_ro },
+        "decisions": decisions,
+        "holds": {
+            "count": s.holds.count,
+            "sum_seconds": s.holds.sum_secs,
+            "buckets": buckets,
+            "timeouts": s.holds.timeouts,
+            "waiting": s.holds.waiting,
+        },
+        "protocol_errors": s.protocol_errors,
+        "fenced_sessions": s.fenced,
+        "cancels_forwarded": s.cancels,
+        "tls_handshakes": { "ok": s.tls_ok, "failed": s.tls_failed },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin_view::overview;
+    use crate::admin_view::tests::{snapshot, POLICY};
+    use std::time::Duration;
+
+    #[test]
+    fn members_routes_and_counters() {
+        let (snap, routes) = snapshot(Duration::from_millis(250));
+        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY));
+        // Round trip through text: what a client really parses.
+        let v: Value = serde_json::from_str(&v.to_string()).unwrap();
+        assert_eq!((v["scope"].as_str(), v["leader"].as_str()), (Some("pg"), Some("a")));
+        assert_eq!(v["view"]["age_seconds"], 0.25);
+        assert_eq!((v["view"]["ttl_seconds"].as_u64(), v["view"]["freshness"].as_str()), (Some(30), Some("fresh")));
+        assert_eq!(v["routes"]["primary"], "a");
+        let names: Vec<&str> = v["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["a", "b", "c<\"&'>\\\n"], "names are JSON-escaped and round-trip");
+        let a = &v["members"][0];
+        assert_eq!(
+            (a["role"].as_str(), a["rw_route"].as_bool(), a["lag_bytes"].as_u64()),
+            (Some("primary"), Some(true), Some(0))
+        );
+        assert_eq!((a["connections"]["rw"].as_u64(), a["address"].as_str()), (Some(1), Some("127.0.0.1:5001")));
+        let b = &v["members"][1];
+        assert_eq!(
+            (b["ro_route"].as_bool(), b["lag_bytes"].as_u64(), b["timeline"].as_u64()),
+            (Some(true), Some(500), Some(3))
+        );
+        assert_eq!(b["tags"]["noloadbalance"], false);
+        assert_eq!(v["holds"]["buckets"][2], json!({"le": 0.5, "count": 1}));
+        assert_eq!((v["fenced_sessions"].as_u64(), v["tls_handshakes"]["failed"].as_u64()), (Some(6), Some(9)));
+    }
+
+    #[test]
+    fn unknowns_are_null() {
+        let (mut snap, _) = snapshot(Duration::ZERO);
+        snap.view = None;
+        let v = stats_json(&snap, &overview("pg", &snap, &Default::default(), POLICY));
+        assert!(v["leader"].is_null() && v["view"]["age_seconds"].is_null() && v["routes"]["primary"].is_null());
+        assert_eq!(v["view"]["freshness"], "no_view");
+        assert!(v["members"][0]["lag_bytes"].is_null() && v["members"][0]["timeline"].is_null());
+    }
+}

@@ -1,0 +1,304 @@
+//! `GET /metrics` of the admin port: the proxy's counters in the Prometheus text format 0.0.4.
+//!
+//! Hand-written, as crates/api does for Patroni's metrics: there is nothing to register, every
+//! value is read from one [`Snapshot`] per scrape, and the text format is a few lines of code.
+//!
+//! Invariants:
+//! * every family has exactly one `# HELP` and one `# TYPE` line, before its samples, and every
+//!   name starts with `rampart_proxy_`;
+//! * label values (member names come from the DCS, i.e. from users) are escaped as the format
+//!   requires, so any name yields valid lines;
+//! * the hold histogram is cumulative and its `+Inf` bucket equals `_count`;
+//! * `rampart_proxy_dcs_view_age_seconds` is `+Inf` before the first successful read of the
+//!   cluster: the proxy has no view, which is worse than any old one, so an alert such as
+//!   `age > ttl` fires instead of seeing nothing (an absent series would need `absent()`).
+
+use std::fmt::Write;
+
+use crate::admin_view::Overview;
+use crate::session::Port;
+use crate::stats::{BackendSnapshot, Snapshot, HOLD_BUCKETS};
+
+/// Content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The exposition text being written.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    /// One sample; `labels` are (name, unescaped value) pairs.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
+            let _ = write!(self.0, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A family with a single unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family with one sample per backend and port.
+    fn per_backend(&mut self, s: &Snapshot, name: &str, kind: &str, help: &str, value: fn(&BackendSnapshot) -> u64) {
+        self.family(name, kind, help);
+        for b in &s.backends {
+            self.sample(name, &[("backend", &b.name), ("port", b.port.as_str())], value(b));
+        }
+    }
+}
+
+/// A float as the text format wants it (`+Inf` for infinity).
+fn float(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// The `/metrics` body for `s`, with the routes and view facts of `o`.
+pub fn metrics_text(s: &Snapshot, o: &Overview) -> String {
+    let mut out = Out(String::with_capacity(4096));
+    out.per_backend(s, "rampart_proxy_connections_active", "gauge", "Sessions open now, per backend and port.", |b| {
+        b.active
+    });
+    out.per_backend(
+        s,
+        "rampart_proxy_connections_total",
+        "counter",
+        "Sessions ever connected, per backend and port.",
+        |b| b.total,
+    );
+    out.per_backend(
+        s,
+        "rampart_proxy_bytes_to_server_total",
+        "counter",
+        "Bytes relayed from clients to the backend, per backend and port.",
+        |b| b.bytes_to_server,
+    );
+    out.per_backend(
+        s,
+        "rampart_proxy_bytes_to_client_total",
+        "counter",
+        "Bytes relayed from the backend to clients, per backend and port.",
+        |b| b.bytes_to_client,
+    );
+
+    let accepted = "rampart_proxy_client_connections_accepted_total";
+    out.family(accepted, "counter", "Client connections accepted, per port.");
+    out.sample(accepted, &[("port", Port::ReadWrite.as_str())], s.accepted_rw);
+    out.sample(accepted, &[("port", Port::ReadOnly.as_str())], s.accepted_ro);
+
+    let decisions = "rampart_proxy_routing_decisions_total";
+    out.family(decisions, "counter", "Where new sessions were sent (or why not), per port and outcome.");
+    for (port, decision, n) in &s.decisions {
+        out.sample(decisions, &[("port", port.as_str()), ("outcome", decision.as_str())], n);
+    }
+
+    let hold = "rampart_proxy_hold_duration_seconds";
+    out.family(hold, "histogram", "How long read-write clients waited for a primary (holds that ended).");
+    let bucket = format!("{hold}_bucket");
+    for (bound, n) in HOLD_BUCKETS.iter().zip(s.holds.buckets.iter()) {
+        out.sample(&bucket, &[("le", &float(*bound))], n);
+    }
+    out.sample(&bucket, &[("le", "+Inf")], s.holds.count);
+    out.sample(&format!("{hold}_sum"), &[], float(s.holds.sum_secs));
+    out.sample(&format!("{hold}_count"), &[], s.holds.count);
+    out.single(
+        "rampart_proxy_hold_timeouts_total",
+        "counter",
+        "Holds that ended without a primary (the client got an error).",
+        s.holds.timeouts,
+    );
+    out.single("rampart_proxy_clients_held", "gauge", "Read-write clients waiting for a primary now.", s.holds.waiting);
+
+    out.single(
+        "rampart_proxy_protocol_errors_total",
+        "counter",
+        "Connections closed for a protocol violation.",
+        s.protocol_errors,
+    );
+    out.single(
+        "rampart_proxy_fenced_sessions_total",
+        "counter",
+        "Read-write sessions closed (57P01) because the leader changed.",
+        s.fenced,
+    );
+    out.single(
+        "rampart_proxy_cancels_forwarded_total",
+        "counter",
+        "Cancel requests forwarded to a backend.",
+        s.cancels,
+    );
+    let tls = "rampart_proxy_tls_handshakes_total";
+    out.family(tls, "counter", "TLS handshakes with clients, per result.");
+    out.sample(tls, &[("result", "ok")], s.tls_ok);
+    out.sample(tls, &[("result", "failed")], s.tls_failed);
+
+    out.single(
+        "rampart_proxy_dcs_view_age_seconds",
+        "gauge",
+        "Age of the last cluster view read from the DCS; +Inf before the first read.",
+        float(o.view_age.map_or(f64::INFINITY, |a| a.as_secs_f64())),
+    );
+    out.single(
+        "rampart_proxy_dcs_ttl_seconds",
+        "gauge",
+        "The ttl the view's age is judged against: older views route no primary.",
+        o.ttl.as_secs(),
+    );
+    out.single(
+        "rampart_proxy_primary_route",
+        "gauge",
+        "1 if read-write clients are routed to a primary now, 0 if they are held.",
+        u8::from(o.primary_route.is_some()),
+    );
+    out.single("rampart_proxy_replica_routes", "gauge", "Replicas read-only clients are routed to now.", {
+        o.replica_routes.len()
+    });
+    out.single(
+        "rampart_proxy_uptime_seconds",
+        "gauge",
+        "Seconds since the proxy started.",
+        float(s.uptime.as_secs_f64()),
+    );
+    out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin_view::overview;
+    use crate::admin_view::tests::{snapshot, POLICY};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    /// Parses the text strictly: HELP then TYPE before each family's samples, known types, every
+    /// sample `name[{labels}] value` with a numeric value and belonging to a typed family.
+    /// Returns `name{labels}` (labels as written) -> value.
+    fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut samples = BTreeMap::new();
+        let mut helped = BTreeSet::new();
+        let mut typed: BTreeMap<String, String> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(helped.insert(name.to_string()), "second HELP for {name}");
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(helped.contains(name), "TYPE before HELP: {line}");
+                assert!(matches!(kind, "gauge" | "counter" | "histogram"), "{line}");
+                assert!(typed.insert(name.to_string(), kind.to_string()).is_none(), "second TYPE: {line}");
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample: {line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(name.starts_with("rampart_proxy_"), "{line}");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|k| k == "histogram")))
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "sample without TYPE: {line}");
+            let v: f64 =
+                if value == "+Inf" { f64::INFINITY } else { value.parse().unwrap_or_else(|_| panic!("{line}")) };
+            assert!(samples.insert(series.to_string(), v).is_none(), "duplicate series {series}");
+        }
+        samples
+    }
+
+    /// The text for the fixture snapshot read `age` ago, or with no view at all (and then, as
+    /// the follower publishes before its first read, no routes).
+    fn render(age: Option<Duration>) -> String {
+        let (mut snap, mut routes) = snapshot(age.unwrap_or_default());
+        if age.is_none() {
+            snap.view = None;
+            routes = Default::default();
+        }
+        let o = overview("pg", &snap, &routes, POLICY);
+        metrics_text(&snap, &o)
+    }
+
+    #[test]
+    fn families_and_values() {
+        let m = parse(&render(Some(Duration::from_millis(1500))));
+        assert_eq!(m[r#"rampart_proxy_connections_active{backend="a",port="rw"}"#], 1.0);
+        assert_eq!(m[r#"rampart_proxy_connections_active{backend="b",port="ro"}"#], 1.0);
+        assert_eq!(m[r#"rampart_proxy_connections_total{backend="a",port="rw"}"#], 4.0);
+        assert_eq!(m[r#"rampart_proxy_bytes_to_client_total{backend="b",port="ro"}"#], 500.0);
+        assert_eq!(m[r#"rampart_proxy_client_connections_accepted_total{port="ro"}"#], 3.0);
+        assert_eq!(m[r#"rampart_proxy_routing_decisions_total{port="rw",outcome="refused"}"#], 1.0);
+        assert_eq!(m[r#"rampart_proxy_tls_handshakes_total{result="failed"}"#], 9.0);
+        assert_eq!(m["rampart_proxy_protocol_errors_total"], 5.0);
+        assert_eq!(m["rampart_proxy_fenced_sessions_total"], 6.0);
+        assert_eq!(m["rampart_proxy_cancels_forwarded_total"], 7.0);
+        assert_eq!(m["rampart_proxy_hold_timeouts_total"], 1.0);
+        assert_eq!(m["rampart_proxy_clients_held"], 1.0);
+        assert_eq!(m["rampart_proxy_dcs_view_age_seconds"], 1.5);
+        assert_eq!(m["rampart_proxy_dcs_ttl_seconds"], 30.0);
+        assert_eq!(m["rampart_proxy_primary_route"], 1.0);
+        assert_eq!(m["rampart_proxy_replica_routes"], 2.0);
+        assert_eq!(m["rampart_proxy_uptime_seconds"], 90.0);
+    }
+
+    #[test]
+    fn hold_histogram_is_cumulative_and_ends_with_count() {
+        let m = parse(&render(Some(Duration::ZERO)));
+        let mut last = 0.0;
+        for bound in HOLD_BUCKETS {
+            let v = m[&format!("rampart_proxy_hold_duration_seconds_bucket{{le=\"{bound}\"}}")];
+            assert!(v >= last, "bucket {bound} smaller than the one before");
+            last = v;
+        }
+        let inf = m[r#"rampart_proxy_hold_duration_seconds_bucket{le="+Inf"}"#];
+        assert!(inf >= last);
+        assert_eq!(inf, m["rampart_proxy_hold_duration_seconds_count"]);
+        assert_eq!(m["rampart_proxy_hold_duration_seconds_sum"], 40.3);
+        assert!(m.contains_key(r#"rampart_proxy_hold_duration_seconds_bucket{le="0.25"}"#));
+        assert!(m.contains_key(r#"rampart_proxy_hold_duration_seconds_bucket{le="60"}"#));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        let text = render(Some(Duration::ZERO));
+        let line = r#"rampart_proxy_connections_total{backend="c<\"&'>\\\n",port="ro"} 1"#;
+        assert!(text.lines().any(|l| l == line), "{text}");
+        // The raw line feed of the name never splits a sample over two lines.
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("rampart_proxy_")));
+    }
+
+    #[test]
+    fn no_view_yet() {
+        let m = parse(&render(None));
+        assert_eq!(m["rampart_proxy_dcs_view_age_seconds"], f64::INFINITY);
+        assert_eq!(m["rampart_proxy_dcs_ttl_seconds"], 30.0, "the configured default");
+        assert_eq!((m["rampart_proxy_primary_route"], m["rampart_proxy_replica_routes"]), (0.0, 0.0));
+        // Sessions opened before still show.
+        assert_eq!(m[r#"rampart_proxy_connections_active{backend="a",port="rw"}"#], 1.0);
+    }
+}
