@@ -37,7 +37,7 @@ help:
 	@echo 'make demo    set up, build the release binary, run `rampart demo`'
 	@echo 'make test    set up, build and run every test (unit, doc, then e2e serially)'
 	@echo 'make check   cargo fmt --check and clippy'
-	@echo 'make bench   failover and switchover benchmarks: write windows, bootstrap time, agent footprint'
+	@echo 'make bench   benchmarks: failover/switchover windows, agent footprint, proxy TPS and failover'
 	@echo 'make setup   install system packages, the postgres user and the Patroni venv'
 	@echo 'make reap    stop processes and remove directories left by killed e2e tests'
 
@@ -78,18 +78,19 @@ endif
 test-doc:
 	$(CARGO) test --workspace --doc $(if $(TEST_ARGS),-- $(TEST_ARGS))
 
-# The failover benchmark, then the switchover benchmark (bench/failover.rs, bench/switchover.rs,
-# `harness = false` bench targets sharing bench/common/): they print numbers and assert nothing.
-# `cargo bench` builds them and the agent with the bench profile (= release). About
-# 6 + 1.5 minutes; `make bench RAMPART_BENCH_QUICK=1` (one run of each kind) about 2 + 1.
-# Like `make test`, it clears leftovers of killed runs before and after.
+# The failover, switchover, proxy throughput and proxy failover benchmarks (bench/failover.rs,
+# bench/switchover.rs, bench/proxy.rs, bench/proxy_failover.rs: `harness = false` bench targets
+# sharing bench/common/): they print numbers and assert nothing. `cargo bench` builds them and the
+# agent with the bench profile (= release). About 6 + 1.5 + 6.5 + 1.5 minutes;
+# `make bench RAMPART_BENCH_QUICK=1` (one run of each kind, 5 s pgbench runs) about 2 + 1 + 1.5 + 0.5.
+# The proxy bench also reads RAMPART_BENCH_SECS and RAMPART_BENCH_ROUNDS (see bench/proxy.rs).
+# Like `make test`, it clears leftovers of killed runs before and after each bench.
 bench: setup
 	@bash scripts/reap-test-procs.sh
-	@rc=0; $(CARGO) bench --bench failover || rc=$$?; \
+	@rc=0; for b in failover switchover proxy proxy_failover; do \
+	  $(CARGO) bench --bench $$b || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
-	  $(CARGO) bench --bench switchover || rc=$$?; \
-	  bash scripts/reap-test-procs.sh; \
-	  exit $$rc
+	done; exit $$rc
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -47,8 +47,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use common::procfs::{self, kb_to_mb};
 use common::{Row, Timing, Unit, Writer, FAST, HEALTHY_TIMEOUT, PATRONI_DEFAULTS, POLL};
-use nix::sys::signal::Signal;
 use support::cluster::Cluster;
 use tokio::runtime::Runtime;
 
@@ -118,31 +118,6 @@ impl Plan {
 }
 
 // ---------------------------------------------------------------------------------------------
-// /proc.
-
-/// `key:` of `/proc/<pid>/status` in kB, e.g. `VmRSS`.
-fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
-}
-
-/// (utime + stime, cutime + cstime) of `pid` in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    // fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14 to 17.
-    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
-    Some((field(14)? + field(15)?, field(16)? + field(17)?))
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(t)) if t > 0 => t as f64,
-        _ => 100.0,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Results.
 
 #[derive(Clone, Debug)]
@@ -188,9 +163,9 @@ struct Results {
 
 /// Footprint of each agent over `period` while nothing but the agents' own loops runs.
 fn measure_idle(c: &Cluster, timing: Timing, period: Duration) -> Idle {
-    let tck = clock_ticks_per_sec();
+    let tck = procfs::clock_ticks_per_sec();
     let pids: Vec<u32> = (0..c.len()).map(|i| c.agent(i).pid()).collect();
-    let before: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let before: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| procfs::cpu_ticks(p)).collect();
     let t0 = Instant::now();
     std::thread::sleep(period);
     let elapsed = t0.elapsed().as_secs_f64();
@@ -199,35 +174,21 @@ fn measure_idle(c: &Cluster, timing: Timing, period: Duration) -> Idle {
         .zip(before)
         .enumerate()
         .map(|(i, (&pid, before))| {
-            let after = cpu_ticks(pid);
+            let after = procfs::cpu_ticks(pid);
             let (own, children) = match (before, after) {
                 (Some(b), Some(a)) => (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1)),
                 _ => (0, 0),
             };
             AgentFootprint {
                 name: c.name(i).to_owned(),
-                rss_kb: proc_status_kb(pid, "VmRSS").unwrap_or(0),
-                hwm_kb: proc_status_kb(pid, "VmHWM").unwrap_or(0),
+                rss_kb: procfs::status_kb(pid, "VmRSS").unwrap_or(0),
+                hwm_kb: procfs::status_kb(pid, "VmHWM").unwrap_or(0),
                 cpu_pct: own as f64 / tck / elapsed * 100.0,
                 children_cpu_pct: children as f64 / tck / elapsed * 100.0,
             }
         })
         .collect();
     Idle { timing, period: t0.elapsed(), agents }
-}
-
-/// SIGKILLs the agent and the postmaster of node `i` back to back, then reaps the agent.
-fn crash(c: &mut Cluster, i: usize) {
-    let agent_pid = c.agent(i).pid();
-    let postmaster = c.agent(i).postmaster_pid().filter(|&p| support::process::is_alive(p));
-    support::process::signal(agent_pid, Signal::SIGKILL);
-    if let Some(pm) = postmaster {
-        support::process::signal(pm, Signal::SIGKILL);
-    }
-    c.kill_agent(i);
-    if let Some(pm) = postmaster {
-        support::process::wait_gone(pm, Duration::from_secs(5));
-    }
 }
 
 /// Runs one fault against the current leader `old` and watches until the DCS names another node
@@ -245,7 +206,7 @@ fn run_fault(c: &mut Cluster, w: &Writer, old: usize, fault: Fault, timing: Timi
 
     let t0 = Instant::now();
     match fault {
-        Fault::Crash => crash(c, old),
+        Fault::Crash => common::crash(c, old),
         Fault::CleanStop => c.agent(old).sigterm(),
     }
     let limit = Duration::from_secs(timing.ttl + 60);
@@ -399,8 +360,8 @@ fn suite(
             format!(
                 "{} VmRSS {:.1} MB / VmHWM {:.1} MB",
                 c.name(i),
-                kb_to_mb(proc_status_kb(pid, "VmRSS").unwrap_or(0)),
-                kb_to_mb(proc_status_kb(pid, "VmHWM").unwrap_or(0))
+                kb_to_mb(procfs::status_kb(pid, "VmRSS").unwrap_or(0)),
+                kb_to_mb(procfs::status_kb(pid, "VmHWM").unwrap_or(0))
             )
         })
         .collect();
@@ -410,10 +371,6 @@ fn suite(
 
 // ---------------------------------------------------------------------------------------------
 // The table.
-
-fn kb_to_mb(kb: u64) -> f64 {
-    kb as f64 * 1024.0 / 1e6
-}
 
 fn table(res: &Results) -> Vec<Row> {
     let mut rows = Vec::new();

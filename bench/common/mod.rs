@@ -1,6 +1,6 @@
 //! What the benchmarks under `bench/` share: the timings, the writing client and what is computed
-//! from its log, the cluster health waits, the agents' log excerpts, the results table and the
-//! preamble every bench prints.
+//! from its log, the cluster health waits, the crash of a node, the agents' log excerpts, the
+//! results table, the preamble every bench prints, and `/proc` readings ([`procfs`]).
 //!
 //! Each bench target is its own crate and includes this file with
 //! `#[path = "common/mod.rs"] mod common;` next to `#[path = "../tests/support/mod.rs"] mod support;`
@@ -9,11 +9,14 @@
 
 #![allow(dead_code)]
 
+pub mod procfs;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use tokio::runtime::Runtime;
 use tokio_postgres::NoTls;
 
@@ -113,11 +116,13 @@ pub struct Attempt {
     pub result: Result<u16, String>,
 }
 
-/// A task inserting a row every [`INSERT_EVERY`] through a multi-host, read-write connection.
+/// A task inserting a row every [`INSERT_EVERY`] through a multi-host, read-write connection
+/// ([`Writer::start`]) or any other ([`Writer::start_with`]).
 pub struct Writer {
     log: Arc<Mutex<Vec<Attempt>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+    attempt_timeout: Duration,
 }
 
 /// `host=127.0.0.1,... port=p1,... target_session_attrs=read-write ...`
@@ -144,7 +149,9 @@ pub fn start_writer(rt: &Runtime, c: &Cluster, leader: usize) -> Result<Writer, 
         .await
     })?;
     let ports: Vec<u16> = (0..c.len()).map(|i| c.pg_port(i)).collect();
-    println!("[bench] client: one INSERT every {INSERT_EVERY:?} through `{}`", multi_host_conninfo(&ports));
+    // The password is the harness' own, but a bench's output is pasted into reports: keep it out.
+    let shown = multi_host_conninfo(&ports).replace(support::SUPERUSER_PASSWORD, "***");
+    println!("[bench] client: one INSERT every {INSERT_EVERY:?} through `{shown}`");
     Ok(Writer::start(rt, &ports))
 }
 
@@ -152,10 +159,17 @@ impl Writer {
     pub fn start(rt: &Runtime, ports: &[u16]) -> Writer {
         let conninfo = multi_host_conninfo(ports);
         let config: tokio_postgres::Config = conninfo.parse().expect("multi-host connection string");
+        Writer::start_with(rt, config, ATTEMPT_TIMEOUT)
+    }
+
+    /// A writer connecting with `config`, an attempt failing after `attempt_timeout`. Through a
+    /// proxy that holds new clients while there is no primary, the timeout must outlast the hold,
+    /// or the client would give up on connections the proxy is about to serve.
+    pub fn start_with(rt: &Runtime, config: tokio_postgres::Config, attempt_timeout: Duration) -> Writer {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let task = rt.spawn(write_loop(config, log.clone(), stop.clone()));
-        Writer { log, stop, task }
+        let task = rt.spawn(write_loop(config, log.clone(), stop.clone(), attempt_timeout));
+        Writer { log, stop, task, attempt_timeout }
     }
 
     pub fn attempts_since(&self, since: Instant) -> Vec<Attempt> {
@@ -187,21 +201,27 @@ impl Writer {
     pub fn stop(self, rt: &Runtime) {
         self.stop.store(true, Ordering::Relaxed);
         let task = self.task;
-        if rt.block_on(async { tokio::time::timeout(ATTEMPT_TIMEOUT * 2, task).await }).is_err() {
+        let wait = self.attempt_timeout * 2;
+        if rt.block_on(async { tokio::time::timeout(wait, task).await }).is_err() {
             eprintln!("[bench] the writer did not stop in time");
         }
     }
 }
 
-async fn write_loop(config: tokio_postgres::Config, log: Arc<Mutex<Vec<Attempt>>>, stop: Arc<AtomicBool>) {
+async fn write_loop(
+    config: tokio_postgres::Config,
+    log: Arc<Mutex<Vec<Attempt>>>,
+    stop: Arc<AtomicBool>,
+    attempt_timeout: Duration,
+) {
     let mut client: Option<tokio_postgres::Client> = None;
     let mut tick = tokio::time::interval(INSERT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, insert_one(&mut client, &config)).await {
+        let result = match tokio::time::timeout(attempt_timeout, insert_one(&mut client, &config)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            Err(_) => Err(format!("no answer within {attempt_timeout:?}")),
         };
         if result.is_err() {
             // Reconnect with the same multi-host string next time.
@@ -234,7 +254,7 @@ async fn insert_one(
 }
 
 /// An error and its sources, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -493,6 +513,48 @@ pub fn bootstrap(rt: &Runtime, timing: Timing) -> (Cluster, Bootstrap) {
         None
     };
     (c, Bootstrap { timing, by_sql, by_api })
+}
+
+/// A three-node cluster with `timing` and the PostgreSQL `parameters` (name, YAML scalar) on
+/// every node, once it is healthy on one timeline; `None` (logs dumped) when it never is.
+pub fn healthy_cluster(rt: &Runtime, timing: Timing, parameters: &[(&str, &str)]) -> Option<(Cluster, OneTimeline)> {
+    let parameters: Vec<(String, String)> = parameters.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let options = ClusterOptions {
+        ttl: timing.ttl,
+        loop_wait: timing.loop_wait,
+        retry_timeout: timing.retry_timeout,
+        ..ClusterOptions::default()
+    }
+    .tweak(move |_, mut config| {
+        for (name, value) in &parameters {
+            config = config.parameter(name, value);
+        }
+        config
+    });
+    let c = Cluster::start(3, options);
+    match wait_healthy_on_one_timeline(rt, &c, HEALTHY_TIMEOUT) {
+        Some(h) => Some((c, h)),
+        None => {
+            println!("[bench] the cluster did not become healthy within {HEALTHY_TIMEOUT:?}; logs on stderr");
+            c.dump_logs();
+            None
+        }
+    }
+}
+
+/// SIGKILLs the agent and the postmaster of node `i` back to back, then reaps the agent: a
+/// machine crash as far as the cluster can tell.
+pub fn crash(c: &mut Cluster, i: usize) {
+    let agent_pid = c.agent(i).pid();
+    let postmaster = c.agent(i).postmaster_pid().filter(|&p| support::process::is_alive(p));
+    support::process::signal(agent_pid, Signal::SIGKILL);
+    if let Some(pm) = postmaster {
+        support::process::signal(pm, Signal::SIGKILL);
+    }
+    c.kill_agent(i);
+    if let Some(pm) = postmaster {
+        support::process::wait_gone(pm, Duration::from_secs(5));
+    }
 }
 
 /// The bootstrap line of a suite.

@@ -1,0 +1,34 @@
+//! What the benches read about a process from `/proc`: resident memory and CPU time. Used for the
+//! agents' idle footprint (bench/failover.rs) and the proxies' cost under load (bench/proxy.rs).
+
+/// `key:` of `/proc/<pid>/status` in kB, e.g. `VmRSS`.
+pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+}
+
+/// (utime + stime, cutime + cstime) of `pid` in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14 to 17.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some((field(14)? + field(15)?, field(16)? + field(17)?))
+}
+
+pub fn clock_ticks_per_sec() -> f64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// CPU time of `pid` itself (utime + stime) in seconds.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_ticks(pid).map(|(own, _)| own as f64 / clock_ticks_per_sec())
+}
+
+/// kB as reported by `/proc` to MB (10^6 bytes).
+pub fn kb_to_mb(kb: u64) -> f64 {
+    kb as f64 * 1024.0 / 1e6
+}

@@ -1,0 +1,140 @@
+//! `pgbench`, the load generator of bench/proxy.rs: its workloads, one run against one port, and
+//! the TPS it reports.
+//!
+//! pgbench is PostgreSQL's own (`<RAMPART_PG_BIN_DIR>/pgbench`, the harness' binary directory). It
+//! runs as a child process whose output goes to files in the cluster directory, so that no pipe
+//! can fill up and block it; it is always waited for, and killed by its PID if it overruns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support;
+
+/// One pgbench workload, run the same way against every target.
+pub struct Workload {
+    pub name: &'static str,
+    /// pgbench options besides connection, duration and database.
+    pub args: &'static [&'static str],
+    /// Whether the proxy is expected to keep at least [`crate::DIRECT_RATIO_TARGET`] of the
+    /// direct TPS: true for workloads whose connections live for the whole run, where a proxy
+    /// only relays bytes. With `-C` every transaction pays for a new connection, which costs a
+    /// proxy a second TCP connection and a DCS-informed routing decision on top of PostgreSQL's
+    /// own fork and authentication, so only the comparison with HAProxy applies there.
+    pub ratio_target: bool,
+}
+
+/// The workloads, in the order they run within a round. All of them go to the primary.
+pub const WORKLOADS: [Workload; 4] = [
+    Workload { name: "select-only", args: &["-S", "-c", "16", "-j", "2"], ratio_target: true },
+    Workload {
+        name: "select-only -M extended",
+        args: &["-S", "-M", "extended", "-c", "16", "-j", "2"],
+        ratio_target: true,
+    },
+    Workload { name: "TPC-B-like", args: &["-c", "16", "-j", "2"], ratio_target: true },
+    Workload { name: "churn (-S -C)", args: &["-S", "-C", "-c", "8", "-j", "2"], ratio_target: false },
+];
+
+pub fn bin() -> PathBuf {
+    support::pg_bin_dir().join("pgbench")
+}
+
+/// A pgbench command reaching `127.0.0.1:port` as the harness' superuser on database `postgres`.
+/// The password goes through `PGPASSWORD`, never onto a command line or into the bench's output.
+/// `sslmode` and `gssencmode` are off so that every target sees the same startup exchange:
+/// libpq's default `prefer` would add an SSLRequest round trip to each connection.
+fn command(port: u16) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", support::SUPERUSER])
+        .env("PGPASSWORD", support::SUPERUSER_PASSWORD)
+        .env("PGSSLMODE", "disable")
+        .env("PGGSSENCMODE", "disable")
+        .env_remove("PGSERVICE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What a finished pgbench printed.
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` with its output in `<dir>/pgbench-<tag>.{out,err}`, waiting at most `limit`; on
+/// overrun it is killed by its PID and reaped.
+fn run_logged(mut cmd: Command, dir: &Path, tag: &str, limit: Duration) -> Result<Output, String> {
+    let out_path = dir.join(format!("pgbench-{tag}.out"));
+    let err_path = dir.join(format!("pgbench-{tag}.err"));
+    let open = |p: &Path| std::fs::File::create(p).map_err(|e| format!("creating {}: {e}", p.display()));
+    cmd.stdout(open(&out_path)?).stderr(open(&err_path)?);
+    let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", bin().display()))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("did not finish within {limit:?} (killed); see {}", err_path.display()));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("waiting for pgbench: {e}"));
+            }
+        }
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    Ok(Output { status, stdout: read(&out_path), stderr: read(&err_path) })
+}
+
+/// The last `n` lines of `text`, `; `-joined, for one-line error reports.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("; ")
+}
+
+/// `pgbench -i -s <scale>` against the server on `port`; returns how long it took.
+pub fn init(port: u16, scale: u32, dir: &Path) -> Result<Duration, String> {
+    let mut cmd = command(port);
+    cmd.args(["-i", "-s", &scale.to_string(), "postgres"]);
+    let t0 = Instant::now();
+    let out = run_logged(cmd, dir, "init", Duration::from_secs(600))?;
+    if !out.status.success() {
+        return Err(format!("pgbench -i: {}: {}", out.status, last_lines(&out.stderr, 3)));
+    }
+    Ok(t0.elapsed())
+}
+
+/// What one timed run reported.
+pub struct Outcome {
+    pub tps: f64,
+    /// pgbench's note on the figure, e.g. `without initial connection time`.
+    pub note: String,
+}
+
+/// Runs `workload` for `secs` seconds against `port`.
+pub fn run(port: u16, workload: &Workload, secs: u64, dir: &Path, tag: &str) -> Result<Outcome, String> {
+    let mut cmd = command(port);
+    cmd.args(workload.args).args(["-T", &secs.to_string(), "postgres"]);
+    // pgbench first vacuums and truncates its history table, then runs for `secs`: a minute more
+    // is plenty unless something hangs.
+    let out = run_logged(cmd, dir, tag, Duration::from_secs(secs + 60))?;
+    if !out.status.success() {
+        return Err(format!("{}: {}", out.status, last_lines(&out.stderr, 3)));
+    }
+    parse_tps(&out.stdout)
+        .ok_or_else(|| format!("no `tps = ` line in pgbench's output: {}", last_lines(&out.stdout, 3)))
+}
+
+/// Reads `tps = 1234.567890 (without initial connection time)` (PostgreSQL 15; with `-C` the note
+/// says `including reconnection times`).
+pub fn parse_tps(stdout: &str) -> Option<Outcome> {
+    let line = stdout.lines().find_map(|l| l.trim().strip_prefix("tps = "))?;
+    let (number, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let note = rest.trim().trim_start_matches('(').trim_end_matches(')').to_owned();
+    Some(Outcome { tps: number.parse().ok()?, note })
+}
