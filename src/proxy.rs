@@ -18,6 +18,7 @@ use rampart_proxy::admin::{self, Admin};
 use rampart_proxy::server;
 use rampart_proxy::session::{Balance, SessionSettings, Shared};
 use rampart_proxy::stats::Stats;
+use rampart_proxy::workers::Workers;
 use rampart_proxy::topology::{Policy, Routes};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
@@ -38,7 +39,9 @@ pub fn run(config_path: &Path) -> Result<()> {
             config_path.display()
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The accept loops, the DCS follower and the admin port share one thread; sessions run on
+    // their own worker threads (rampart_proxy::workers).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run_async(cfg))
 }
 
@@ -112,7 +115,8 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
         shared = shared.with_tls(tls);
     }
     let shared = Arc::new(shared);
-    listeners.serve(shared, shutdown_signal()).await;
+    let workers = Arc::new(Workers::start(proxy.workers, shared).context("starting proxy workers")?);
+    listeners.serve(workers, shutdown_signal()).await;
     info!("rampart proxy stopping");
     let _ = admin_stop.send(());
     if let Some(server) = admin_server {

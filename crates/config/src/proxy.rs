@@ -37,7 +37,13 @@ pub struct Proxy {
     pub keyfile: Option<PathBuf>,
     /// How read-only connections are spread over the replicas.
     pub ro_policy: RoPolicy,
+    /// Session worker threads (each a single-threaded event loop).
+    pub workers: usize,
 }
+
+/// Default `workers`: one event loop, like PgBouncer, which is the cheapest in CPU on a host
+/// shared with PostgreSQL; raise it on a dedicated proxy host with more cores.
+pub const DEFAULT_WORKERS: usize = 1;
 
 /// `proxy.ro_policy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +103,11 @@ impl Proxy {
                 ))
             }
         };
+        let workers = match raw.workers {
+            None => DEFAULT_WORKERS,
+            Some(n @ 1..=256) => n as usize,
+            Some(n) => return Err(c.problem(&["proxy", "workers"], format!("{n} is not between 1 and 256"))),
+        };
         Ok(Some(Proxy {
             listen,
             listen_ro,
@@ -107,6 +118,7 @@ impl Proxy {
             certfile: raw.certfile,
             keyfile: raw.keyfile,
             ro_policy,
+            workers,
         }))
     }
 }
@@ -177,6 +189,9 @@ postgresql:
         assert_eq!(e, "p.yml:13: proxy.ro_policy: expected round_robin or least_connections, got \"random\"");
         let e = load("proxy:\n  listen: h:1\n  keyfile: /k.pem\n").unwrap_err().to_string();
         assert_eq!(e, "p.yml:13: proxy.keyfile: set without proxy.certfile");
+        let e = load("proxy:\n  listen: h:1\n  workers: 0\n").unwrap_err().to_string();
+        assert_eq!(e, "p.yml:13: proxy.workers: 0 is not between 1 and 256");
+        assert_eq!(load("proxy:\n  listen: h:1\n  workers: 4\n").unwrap().config.proxy.unwrap().workers, 4);
         let e = load("proxy:\n  listen: h:1\n  listen_admin: h:1\n").unwrap_err().to_string();
         assert!(e.starts_with("p.yml:13: proxy.listen_admin: h:1 is already"), "{e}");
     }

@@ -83,6 +83,7 @@ pub(crate) struct RawProxy {
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
     pub ro_policy: Option<String>,
+    pub workers: Option<u64>,
 }
 
 /// patronictl's section: REST credentials and TLS settings for operator commands.

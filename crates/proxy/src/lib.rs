@@ -50,6 +50,7 @@ pub mod stats;
 pub mod tls;
 pub mod topology;
 mod wire;
+pub mod workers;
 
 #[cfg(test)]
 mod fuzz_tests;

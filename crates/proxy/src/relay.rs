@@ -123,12 +123,13 @@ pub(crate) struct Downstream<'a> {
     pub(crate) active: &'a ActiveGuard,
 }
 
-/// Relays server messages to the client, replacing BackendKeyData and noting ReadyForQuery;
-/// writes the proxy's own FATAL errors (protocol violation upstream, leader change) between
-/// frames.
+/// Relays server messages to the client (starting with what `first` already holds), replacing
+/// BackendKeyData and noting ReadyForQuery; writes the proxy's own FATAL errors (protocol
+/// violation upstream, leader change) between frames.
 pub(crate) async fn server_to_client<R, W>(
     mut r: R,
     mut w: W,
+    first: BytesMut,
     mut err_rx: oneshot::Receiver<ErrorResponse>,
     mut fence: Option<(watch::Receiver<Routes>, Backend)>,
     ctx: Downstream<'_>,
@@ -139,10 +140,19 @@ where
     W: AsyncWrite + Unpin,
 {
     let Downstream { shared, addr, terminated, active } = ctx;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = first;
     let mut upstream_open = true;
     let mut status = None::<TransactionStatus>;
+    let mut buffered = !buf.is_empty();
+    buf.reserve(READ_CHUNK);
     loop {
+        if buffered {
+            if !relay_buffered(&mut buf, &mut w, &mut status, shared, addr, guard, active).await? {
+                return Ok(());
+            }
+            buffered = false;
+            buf.reserve(READ_CHUNK);
+        }
         tokio::select! {
             read = r.read_buf(&mut buf) => {
                 match read {
@@ -156,48 +166,8 @@ where
                         }
                         return Ok(());
                     }
-                    Ok(_) => {}
+                    Ok(_) => buffered = true,
                 }
-                loop {
-                    let chunk = match next_chunk(&buf, &mut status) {
-                        Ok(Some(c)) => c,
-                        Ok(None) => break,
-                        Err(e) => {
-                            shared.stats.protocol_error();
-                            let r = fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
-                            let _ = send_error(&mut w, &r.0).await;
-                            return Err(r);
-                        }
-                    };
-                    let written = match chunk {
-                        Chunk::Run(n) => {
-                            let ok = w.write_all(&buf[..n]).await.is_ok();
-                            buf.advance(n);
-                            ok.then_some(n)
-                        }
-                        Chunk::KeyData(n) => {
-                            let synthetic = match synthetic_key(&buf[..n], shared, addr, guard) {
-                                Ok(k) => k,
-                                Err(e) => {
-                                    let r = fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
-                                    let _ = send_error(&mut w, &r.0).await;
-                                    return Err(r);
-                                }
-                            };
-                            buf.advance(n);
-                            let mut enc = BytesMut::new();
-                            synthetic.encode(&mut enc);
-                            w.write_all(&enc).await.is_ok().then_some(enc.len())
-                        }
-                    };
-                    match written {
-                        Some(n) => {
-                            active.counters().bytes_to_client.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        None => return Ok(()),
-                    }
-                }
-                buf.reserve(READ_CHUNK);
             }
             err = &mut err_rx, if upstream_open => {
                 match err {
@@ -226,6 +196,56 @@ where
                 }
             }
         }
+    }
+}
+
+/// Writes the whole frames in `buf` to the client. `Ok(false)`: the client is gone.
+async fn relay_buffered<W: AsyncWrite + Unpin>(
+    buf: &mut BytesMut,
+    w: &mut W,
+    status: &mut Option<TransactionStatus>,
+    shared: &Shared,
+    addr: &str,
+    guard: &mut CancelGuard<'_>,
+    active: &ActiveGuard,
+) -> Result<bool, Refusal> {
+    let invalid = |e: String| fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
+    loop {
+        let chunk = match next_chunk(buf, status) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(true),
+            Err(e) => {
+                shared.stats.protocol_error();
+                let r = invalid(e);
+                let _ = send_error(w, &r.0).await;
+                return Err(r);
+            }
+        };
+        let written = match chunk {
+            Chunk::Run(n) => {
+                let ok = w.write_all(&buf[..n]).await.is_ok();
+                buf.advance(n);
+                ok.then_some(n)
+            }
+            Chunk::KeyData(n) => {
+                let synthetic = match synthetic_key(&buf[..n], shared, addr, guard) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        let r = invalid(e);
+                        let _ = send_error(w, &r.0).await;
+                        return Err(r);
+                    }
+                };
+                buf.advance(n);
+                let mut enc = BytesMut::new();
+                synthetic.encode(&mut enc);
+                w.write_all(&enc).await.is_ok().then_some(enc.len())
+            }
+        };
+        match written {
+            Some(n) => active.counters().bytes_to_client.fetch_add(n as u64, Ordering::Relaxed),
+            None => return Ok(false),
+        };
     }
 }
 

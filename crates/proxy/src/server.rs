@@ -14,9 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::session::{self, Port, Shared};
+use crate::session::Port;
 use crate::stats::Stats;
 use crate::topology::{self, Policy, Routes};
+use crate::workers::Workers;
 
 /// The proxy's listening sockets.
 #[derive(Debug)]
@@ -41,10 +42,10 @@ pub async fn bind(rw: &str, ro: Option<&str>) -> std::io::Result<Listeners> {
 }
 
 impl Listeners {
-    /// Accepts connections until `shutdown` completes.
-    pub async fn serve(self, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-        let rw = tokio::spawn(accept_loop(self.rw, Port::ReadWrite, shared.clone()));
-        let ro = self.ro.map(|l| tokio::spawn(accept_loop(l, Port::ReadOnly, shared.clone())));
+    /// Accepts connections until `shutdown` completes, handing each to `workers`.
+    pub async fn serve(self, workers: Arc<Workers>, shutdown: impl Future<Output = ()>) {
+        let rw = tokio::spawn(accept_loop(self.rw, Port::ReadWrite, workers.clone()));
+        let ro = self.ro.map(|l| tokio::spawn(accept_loop(l, Port::ReadOnly, workers.clone())));
         shutdown.await;
         rw.abort();
         if let Some(ro) = ro {
@@ -53,12 +54,10 @@ impl Listeners {
     }
 }
 
-async fn accept_loop(listener: TcpListener, port: Port, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, port: Port, workers: Arc<Workers>) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(session::run(shared.clone(), port, stream, peer.to_string()));
-            }
+            Ok((stream, peer)) => workers.dispatch(stream, port, peer.to_string()),
             Err(e) => {
                 // Out of file descriptors and the like: do not spin.
                 tracing::warn!("accept: {e}");

@@ -22,8 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::backend::{ErrorResponse, Severity, SqlState};
+use crate::backend::{BackendMessage, ErrorResponse, Severity, SqlState};
 use crate::cancel::CancelMap;
+use crate::frame::{frame_len, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
 use crate::stats::{Decision, Stats};
@@ -361,8 +362,7 @@ fn no_primary(port: Port, started: Instant) -> Refusal {
 /// Chooses a backend and connects to it. A backend that cannot be reached (a crashed primary
 /// whose leader key has not expired yet) does not fail the client while the hold lasts: the
 /// proxy retries, on every route change and twice a second, until the hold timeout.
-async fn connect_backend(shared: &Shared, port: Port) -> Result<(Backend, TcpStream), Refusal> {
-    let started = Instant::now();
+async fn connect_backend(shared: &Shared, port: Port, started: Instant) -> Result<(Backend, TcpStream), Refusal> {
     let deadline = started + shared.settings.hold_timeout;
     let mut rx = shared.routes.clone();
     let mut attempts = 0u32;
@@ -403,6 +403,106 @@ async fn connect_backend(shared: &Shared, port: Port) -> Result<(Backend, TcpStr
     }
 }
 
+/// How a backend answered a startup packet.
+enum FirstAnswer {
+    /// At least one whole message, none of them a refusal to retry elsewhere: relay it.
+    Relay(BytesMut),
+    /// The server cannot take the session now (shutting down, starting up: 57P03) or closed or
+    /// stayed silent before saying anything. Nothing reached the client, so another backend,
+    /// or the same one later, can still serve it. Carries the server's own error, if any.
+    Retry(String, Option<ErrorResponse>),
+}
+
+/// Reads the backend's first message after the startup packet.
+async fn first_answer<S: AsyncRead + Unpin>(server: &mut S, timeout: Duration) -> FirstAnswer {
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = tokio::time::timeout(timeout, async {
+        loop {
+            match frame_len(&buf, DEFAULT_MAX_FRAME_LEN) {
+                Ok(Some(len)) if buf.len() >= len => return Ok(()),
+                // A bad frame is relayed: the client's side of the relay reports it.
+                Err(_) => return Ok(()),
+                _ => {}
+            }
+            match server.read_buf(&mut buf).await {
+                Ok(0) => return Err("the server closed the connection before answering".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading the server's answer: {e}")),
+            }
+        }
+    })
+    .await;
+    match read {
+        Err(_) => FirstAnswer::Retry(format!("no answer from the server within {timeout:?}"), None),
+        Ok(Err(why)) => FirstAnswer::Retry(why, None),
+        Ok(Ok(())) => {
+            let mut probe = buf.clone();
+            if let Ok(Some(frame)) = split_frame(&mut probe, DEFAULT_MAX_FRAME_LEN) {
+                if let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::parse(&frame) {
+                    if fields.code() == Some(SqlState::CANNOT_CONNECT_NOW.as_str()) {
+                        let why = fields.message().unwrap_or("cannot connect now").to_string();
+                        let error = ErrorResponse::new(Severity::Fatal, SqlState::CANNOT_CONNECT_NOW, why.clone());
+                        return FirstAnswer::Retry(why, Some(error));
+                    }
+                }
+            }
+            FirstAnswer::Relay(buf)
+        }
+    }
+}
+
+/// Connects to a backend, sends it the client's startup packet and waits for its first answer.
+/// A backend that refuses with 57P03 (a primary shutting down for a switchover, a server still
+/// starting) or dies before answering does not fail the client while the hold lasts: nothing
+/// has reached the client yet, so the proxy tries again when the routes change or a moment
+/// later, as it does for a backend it cannot reach.
+async fn open_backend(
+    shared: &Shared,
+    port: Port,
+    startup: &StartupMessage,
+) -> Result<(Backend, TcpStream, BytesMut), Refusal> {
+    let started = Instant::now();
+    let deadline = started + shared.settings.hold_timeout;
+    let mut packet = BytesMut::new();
+    startup.encode(&mut packet);
+    let mut rx = shared.routes.clone();
+    let mut attempts = 0u32;
+    loop {
+        rx.borrow_and_update();
+        let (backend, mut server) = connect_backend(shared, port, started).await?;
+        let _ = server.set_nodelay(true);
+        let answer = match server.write_all(&packet).await {
+            Ok(()) => first_answer(&mut server, shared.settings.connect_timeout).await,
+            Err(e) => FirstAnswer::Retry(format!("sending the startup packet: {e}"), None),
+        };
+        let (why, error) = match answer {
+            FirstAnswer::Relay(first) => return Ok((backend, server, first)),
+            FirstAnswer::Retry(why, error) => (why, error),
+        };
+        if Instant::now() >= deadline {
+            shared.stats.decided(port, Decision::ConnectFailed);
+            let error = error.unwrap_or_else(|| {
+                fatal(SqlState::CONNECTION_FAILURE, format!("{} ({}): {why}", backend.name, backend.addr())).0
+            });
+            return Err(Refusal(error));
+        }
+        if attempts == 0 {
+            tracing::info!(port = port.as_str(), backend = %backend.name, "{why}; holding the client");
+        } else {
+            tracing::debug!(port = port.as_str(), backend = %backend.name, "{why}; still holding");
+        }
+        attempts += 1;
+        let pause = tokio::time::sleep(Duration::from_millis(100));
+        let _ = tokio::time::timeout_at(deadline.into(), async {
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = pause => {}
+            }
+        })
+        .await;
+    }
+}
+
 async fn session<R, W>(
     shared: &Shared,
     port: Port,
@@ -416,7 +516,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let (backend, mut server) = match connect_backend(shared, port).await {
+    let (backend, server, first) = match open_backend(shared, port, &startup).await {
         Ok(x) => x,
         Err(r) => {
             let _ = send_error(&mut client_w, &r.0).await;
@@ -425,13 +525,7 @@ where
     };
     let active = Arc::new(shared.stats.connected(&backend, port));
     let addr = backend.addr();
-    let _ = server.set_nodelay(true);
     tracing::debug!(%peer, port = port.as_str(), backend = %backend.name, "session started");
-    let mut out = BytesMut::new();
-    startup.encode(&mut out);
-    if server.write_all(&out).await.is_err() {
-        return Ok(());
-    }
 
     let (server_r, server_w) = server.into_split();
     let (err_tx, err_rx) = oneshot::channel();
@@ -441,8 +535,57 @@ where
     let fence = (port == Port::ReadWrite).then(|| (shared.routes.clone(), backend.clone()));
     let mut guard = CancelGuard { shared, pid: None };
     let ctx = Downstream { shared, addr: &addr, terminated: &terminated, active: &active };
-    let result = server_to_client(server_r, client_w, err_rx, fence, ctx, &mut guard).await;
+    let result = server_to_client(server_r, client_w, first, err_rx, fence, ctx, &mut guard).await;
     upstream.abort();
     tracing::debug!(%peer, backend = %backend.name, "session closed");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    async fn answer(server_sends: &[u8], close: bool) -> FirstAnswer {
+        let (mut proxy_end, mut server_end) = tokio::io::duplex(4096);
+        server_end.write_all(server_sends).await.unwrap();
+        if close {
+            drop(server_end);
+            first_answer(&mut proxy_end, Duration::from_secs(1)).await
+        } else {
+            // Keep the server end open: a partial message must wait, then time out.
+            let a = first_answer(&mut proxy_end, Duration::from_millis(200)).await;
+            drop(server_end);
+            a
+        }
+    }
+
+    fn error_frame(code: &'static str, message: &str) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        ErrorResponse::new(Severity::Fatal, SqlState::new(code), message).encode(&mut out);
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_take_the_session_now_is_retried() {
+        let FirstAnswer::Retry(why, Some(e)) =
+            answer(&error_frame("57P03", "the database system is shutting down"), true).await
+        else {
+            panic!("57P03 must be retried")
+        };
+        assert_eq!(why, "the database system is shutting down");
+        assert_eq!(e.message, "the database system is shutting down");
+        assert!(matches!(answer(b"", true).await, FirstAnswer::Retry(_, None)), "closed before answering");
+        assert!(matches!(answer(b"R\0\0", false).await, FirstAnswer::Retry(_, None)), "silent");
+    }
+
+    #[tokio::test]
+    async fn any_other_first_answer_is_relayed_as_it_came() {
+        let sasl = Frame::new(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0").into_bytes().to_vec();
+        let FirstAnswer::Relay(buf) = answer(&sasl, false).await else { panic!("an auth request is relayed") };
+        assert_eq!(&buf[..], &sasl[..]);
+        let denied = error_frame("28P01", "password authentication failed");
+        let FirstAnswer::Relay(buf) = answer(&denied, true).await else { panic!("other errors are the client's") };
+        assert_eq!(&buf[..], &denied[..]);
+    }
 }

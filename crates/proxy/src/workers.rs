@@ -1,0 +1,91 @@
+//! Session worker threads: each runs its own single-threaded tokio runtime, and every session
+//! lives on one of them from its first byte to its close.
+//!
+//! Why: a session is two tasks (one per direction) that wake each other for every query. On a
+//! work-stealing runtime those wake-ups cross threads (a futex call and often a context switch
+//! each), which on a small machine shared with PostgreSQL cost more CPU than the relaying
+//! itself. On a single-threaded runtime they are plain queue pushes, and epoll hands over many
+//! ready sockets per call. More workers spread sessions over more cores (`proxy.workers`), as
+//! PgBouncer does with several processes, without sharing a socket between threads.
+//!
+//! Invariant: a connection handed to [`Workers::dispatch`] is served by exactly one worker; the
+//! accepting runtime keeps nothing of it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::session::{self, Port, Shared};
+
+/// One accepted connection on its way to a worker.
+struct Handoff {
+    stream: std::net::TcpStream,
+    port: Port,
+    peer: String,
+}
+
+/// The worker threads; dropping this stops them (open sessions are closed with their runtime).
+#[derive(Debug)]
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<Handoff>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff").field("port", &self.port).field("peer", &self.peer).finish()
+    }
+}
+
+impl Workers {
+    /// Starts `n` worker threads (at least one) serving sessions with `shared`.
+    pub fn start(n: usize, shared: Arc<Shared>) -> std::io::Result<Workers> {
+        let mut senders = Vec::new();
+        for i in 0..n.max(1) {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let shared = shared.clone();
+            std::thread::Builder::new().name(format!("proxy-worker-{i}")).spawn(move || {
+                rt.block_on(async move {
+                    while let Some(h) = rx.recv().await {
+                        match TcpStream::from_std(h.stream) {
+                            Ok(s) => {
+                                tokio::spawn(session::run(shared.clone(), h.port, s, h.peer));
+                            }
+                            Err(e) => tracing::warn!(peer = %h.peer, "handing a connection to a worker: {e}"),
+                        }
+                    }
+                });
+            })?;
+            senders.push(tx);
+        }
+        Ok(Workers { senders, next: AtomicUsize::new(0) })
+    }
+
+    /// Hands an accepted connection to the next worker in turn.
+    pub fn dispatch(&self, stream: TcpStream, port: Port, peer: String) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "detaching an accepted connection: {e}");
+                return;
+            }
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        if self.senders[i].send(Handoff { stream, port, peer }).is_err() {
+            tracing::warn!("proxy worker {i} has stopped; connection dropped");
+        }
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Never true: there is always at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+}
