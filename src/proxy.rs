@@ -18,8 +18,8 @@ use rampart_proxy::admin::{self, Admin};
 use rampart_proxy::server;
 use rampart_proxy::session::{Balance, SessionSettings, Shared};
 use rampart_proxy::stats::Stats;
-use rampart_proxy::workers::Workers;
 use rampart_proxy::topology::{Policy, Routes};
+use rampart_proxy::workers::Workers;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 

@@ -8,7 +8,8 @@
 //! Invariant: this module holds no HA policy. It executes the core's actions in order, stops at
 //! the first failure (the next cycle decides again on fresh facts), and stops at once when a
 //! lock operation reports that the lock is not ours, so nothing after a failed renewal (such as
-//! a promotion) can run.
+//! a promotion) can run. Likewise a lost compare-and-swap on the `sync` key stops the plan, so
+//! the change of `synchronous_standby_names` that was to follow it never happens out of order.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,7 @@ use rampart_core::model::Status;
 use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, PeerReport};
 use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Job, Millis, PgProcess, Plan, StartRole, Upstream};
 use rampart_dcs::{Dcs, EtcdDcs};
+use rampart_pg::PgSettings;
 use rampart_pg::{Postmaster, Probe, Sql};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -37,6 +39,8 @@ mod requests;
 const MIN_CYCLE_GAP: Duration = Duration::from_millis(100);
 /// How long a clean stop of PostgreSQL may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reloaded `synchronous_standby_names` may take to show in the server.
+const SYNC_NAMES_APPLY_LIMIT: Duration = Duration::from_secs(3);
 
 /// What one cycle saw, kept for publishing.
 struct Seen {
@@ -72,6 +76,9 @@ pub struct Agent {
     upstream: Option<Upstream>,
     /// Role last published, to fire `on_role_change` when it changes.
     last_role: String,
+    /// `synchronous_standby_names` as the core last set it (synchronous mode only; `None` until
+    /// the core sets one or a running primary shows the one it has).
+    sync_names: Option<String>,
 }
 
 impl Agent {
@@ -108,6 +115,29 @@ impl Agent {
             params: params::ParamState::default(),
             upstream: None,
             last_role: String::new(),
+            sync_names: None,
+        }
+    }
+
+    /// PostgreSQL settings in force: the configuration's, with the leader-managed
+    /// `synchronous_standby_names` in synchronous mode.
+    fn pg_settings(&self) -> PgSettings {
+        let dynamic = self.core.config();
+        let mut s = settings::pg_settings(&self.cfg, dynamic);
+        settings::with_managed_sync_names(&mut s.parameters, dynamic, self.sync_names.as_deref());
+        s
+    }
+
+    /// Keeps `sync_names` in step with the mode: forgotten when synchronous mode is off (the
+    /// user's value applies again), and taken from a running primary when the agent does not
+    /// know it yet (after a restart), so rewriting postgresql.conf never changes it by accident.
+    pub(in crate::agent) fn track_sync_names(&mut self, probe: Option<&Probe>) {
+        if !self.core.config().sync_mode().is_active() {
+            self.sync_names = None;
+        } else if self.sync_names.is_none() {
+            if let Some(p) = probe.filter(|p| !p.in_recovery) {
+                self.sync_names = Some(p.synchronous_standby_names.clone());
+            }
         }
     }
 
@@ -159,8 +189,9 @@ impl Agent {
 
     /// Observes local PostgreSQL and the job.
     async fn observe_local(&mut self) -> (LocalPg, Option<Probe>, Option<JobState>) {
-        let settings = settings::pg_settings(&self.cfg, self.core.config());
+        let settings = self.pg_settings();
         let (local, probe) = rampart_pg::observe_local(&settings, &self.pm, &self.sql).await;
+        self.track_sync_names(probe.as_ref());
         let job = match &mut self.job {
             Some(j) => Some(j.poll().await),
             None => None,
@@ -264,7 +295,7 @@ impl Agent {
             })
             .collect();
         JobContext {
-            settings: settings::pg_settings(&self.cfg, self.core.config()),
+            settings: self.pg_settings(),
             pm: self.pm.clone(),
             sql: self.sql.clone(),
             dcs: self.dcs.clone(),
@@ -398,7 +429,7 @@ impl Agent {
                 Ok(true)
             }
             Action::Follow { upstream } => {
-                let s = settings::pg_settings(&self.cfg, self.core.config());
+                let s = self.pg_settings();
                 rampart_pg::write_pgpass(&s)?;
                 rampart_pg::write_config(&s, &StartRole::Replica { upstream: upstream.clone() })?;
                 self.sql.reload().await?;
@@ -409,6 +440,28 @@ impl Agent {
                 self.dcs.clear_failover(self.dcs_deadline()).await?;
                 Ok(true)
             }
+            Action::WriteSync { state, expected_revision } => {
+                let written = self.dcs.write_sync(state, *expected_revision, self.dcs_deadline()).await?;
+                if written {
+                    info!(
+                        voters = state.sync_standby.as_deref().unwrap_or(""),
+                        quorum = state.quorum.unwrap_or(0),
+                        "sync key updated"
+                    );
+                } else {
+                    warn!("the sync key changed since it was read; deciding again");
+                    self.wake.notify_one();
+                }
+                Ok(written)
+            }
+            Action::DeleteSync { expected_revision } => {
+                let deleted = self.dcs.delete_sync(*expected_revision, self.dcs_deadline()).await?;
+                if !deleted {
+                    self.wake.notify_one();
+                }
+                Ok(deleted)
+            }
+            Action::SetSynchronousStandbyNames(names) => self.set_sync_names(names, probe, cluster).await,
             Action::WipeDataDir => {
                 rampart_pg::wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
                 Ok(true)
@@ -424,12 +477,7 @@ impl Agent {
                 return Some(l.0);
             }
         }
-        match rampart_pg::controldata(
-            &settings::pg_settings(&self.cfg, self.core.config()).bin_dir,
-            &self.cfg.postgresql.data_dir,
-        )
-        .await
-        {
+        match rampart_pg::controldata(&self.pg_settings().bin_dir, &self.cfg.postgresql.data_dir).await {
             DataDir::Initialized(c) => Some(c.checkpoint_lsn.0),
             _ => None,
         }

@@ -178,6 +178,7 @@ mod tests {
                 wal: WalPositions { flush: None, received: Some(Lsn(200)), replayed: Some(Lsn(150)) },
                 streaming: true,
                 upstream: Some(("127.0.0.1".into(), 5432)),
+                ..Default::default()
             }),
         };
         let probe = Probe {
@@ -196,6 +197,7 @@ mod tests {
             replay_paused: false,
             replication: vec![],
             system_identifier: "7".into(),
+            synchronous_standby_names: String::new(),
         };
         (local, probe)
     }

@@ -2,8 +2,12 @@
 //! [`PgSettings`] for the PostgreSQL adapter, [`EtcdOptions`] for the DCS, [`NodeSettings`] for
 //! the core. Pure functions, so the mapping is unit-tested without any server.
 //!
-//! Invariant: passwords move from [`rampart_config::Secret`] into the adapters' own redacting
-//! types and nowhere else.
+//! Invariants:
+//! * passwords move from [`rampart_config::Secret`] into the adapters' own redacting types and
+//!   nowhere else;
+//! * while `synchronous_mode` is on, `synchronous_standby_names` is the leader's alone: a value
+//!   in `postgresql.parameters` is replaced (see [`with_managed_sync_names`]), so the rendering of
+//!   postgresql.conf never undoes what the HA core decided.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +49,22 @@ pub fn parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, Str
         out.insert(k.clone(), parameter_text(v));
     }
     out
+}
+
+/// The name of the parameter the leader manages in synchronous mode.
+pub const SYNC_NAMES: &str = "synchronous_standby_names";
+
+/// Replaces `synchronous_standby_names` in `params` by the leader-managed value while
+/// `synchronous_mode` is on (removing the user's value when no managed value is known yet); leaves
+/// the user's parameters alone when it is off.
+pub fn with_managed_sync_names(params: &mut BTreeMap<String, String>, dynamic: &DynamicConfig, managed: Option<&str>) {
+    if !dynamic.sync_mode().is_active() {
+        return;
+    }
+    params.retain(|k, _| !k.eq_ignore_ascii_case(SYNC_NAMES));
+    if let Some(v) = managed {
+        params.insert(SYNC_NAMES.to_string(), v.to_string());
+    }
 }
 
 /// The socket directory PostgreSQL will use, resolved against the data directory as the
@@ -163,6 +183,25 @@ postgresql:
         assert_eq!(s.pgpass, PathBuf::from("/tmp/x/pgpass"));
         assert_eq!(s.superuser.password.as_deref(), Some("supersecret"));
         assert!(!format!("{s:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn the_leader_owns_synchronous_standby_names_in_synchronous_mode() {
+        let user: BTreeMap<String, String> =
+            [("Synchronous_Standby_Names".to_string(), "*".to_string()), ("work_mem".into(), "4MB".into())].into();
+        let off = DynamicConfig::default();
+        let on = DynamicConfig { synchronous_mode: Some(rampart_core::SyncMode::On), ..Default::default() };
+        let mut p = user.clone();
+        with_managed_sync_names(&mut p, &off, Some("FIRST 1 (\"a\")"));
+        assert_eq!(p, user, "off: the user's value stands");
+        let mut p = user.clone();
+        with_managed_sync_names(&mut p, &on, Some("FIRST 1 (\"a\")"));
+        assert_eq!(p.get(SYNC_NAMES).map(String::as_str), Some("FIRST 1 (\"a\")"));
+        assert!(!p.contains_key("Synchronous_Standby_Names"), "the user's spelling is gone too");
+        assert_eq!(p["work_mem"], "4MB");
+        let mut p = user;
+        with_managed_sync_names(&mut p, &on, None);
+        assert!(!p.keys().any(|k| k.eq_ignore_ascii_case(SYNC_NAMES)), "nothing known yet: no value");
     }
 
     #[test]

@@ -105,12 +105,10 @@ pub struct Row {
 }
 
 fn synchronous_mode(cluster: &Cluster) -> Option<String> {
-    let v = cluster.config.as_ref()?.extra.get("synchronous_mode")?;
-    match v {
-        Value::Bool(true) => Some("on".into()),
-        Value::String(s) if s == "quorum" => Some("quorum".into()),
-        Value::String(s) if rampart_config::yaml_scalar(s) == Value::Bool(true) => Some("on".into()),
-        _ => None,
+    match cluster.config.as_ref()?.sync_mode() {
+        rampart_core::SyncMode::On => Some("on".into()),
+        rampart_core::SyncMode::Quorum => Some("quorum".into()),
+        rampart_core::SyncMode::Off => None,
     }
 }
 

@@ -95,6 +95,10 @@ pub struct Plan {
     pub candidate: Option<String>,
     /// When, ISO 8601 with offset; `None` for now (switchover only).
     pub scheduled_at: Option<String>,
+    /// A failover to a member the `sync` key does not list, which the operator confirmed (or
+    /// forced): sent as `"force": true`, without which the agents refuse to promote a member that
+    /// may lack acknowledged commits.
+    pub force: bool,
 }
 
 impl Plan {
@@ -113,6 +117,9 @@ impl Plan {
         if let Some(at) = &self.scheduled_at {
             b.insert("scheduled_at".into(), json!(at));
         }
+        if self.force {
+            b.insert("force".into(), json!(true));
+        }
         Value::Object(b)
     }
 
@@ -122,6 +129,7 @@ impl Plan {
             leader: if self.action == Action::Switchover { self.leader.clone() } else { None },
             member: self.candidate.clone(),
             scheduled_at: self.scheduled_at.clone(),
+            force: self.force,
         }
     }
 
@@ -146,11 +154,7 @@ pub fn candidates(cluster: &Cluster) -> Vec<String> {
 }
 
 fn synchronous_mode(cluster: &Cluster) -> bool {
-    cluster.config.as_ref().and_then(|c| c.extra.get("synchronous_mode")).is_some_and(|v| match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => s == "quorum" || rampart_config::yaml_scalar(s) == Value::Bool(true),
-        _ => false,
-    })
+    cluster.config.as_ref().is_some_and(|c| c.sync_mode().is_active())
 }
 
 /// What the operator gave on the command line.
@@ -241,17 +245,21 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
     if scheduled_at.is_some() && paused {
         bail!("switchover: cannot schedule a switchover while cluster {scope} is paused; switch over now, or `rampart resume` first");
     }
-    if action == Action::Failover && !given.force && synchronous_mode(cluster) {
-        let in_sync = cluster.sync.as_ref().and_then(|s| s.sync_standby.as_deref()).unwrap_or("");
+    let mut force = false;
+    if action == Action::Failover && synchronous_mode(cluster) {
         let c = candidate.as_deref().unwrap_or_default();
-        if !in_sync.is_empty()
-            && !in_sync.split(',').any(|n| n.trim() == c)
-            && !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))?
-        {
-            bail!("failover: aborted");
+        let sync = cluster.sync.as_ref();
+        let listed = sync.is_some_and(|s| s.lists(c) || s.leader_is(c));
+        if sync.is_some() && !listed {
+            if !given.force
+                && !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))?
+            {
+                bail!("failover: aborted");
+            }
+            force = true;
         }
     }
-    let plan = Plan { action, leader, candidate, scheduled_at };
+    let plan = Plan { action, leader, candidate, scheduled_at, force };
     if !given.force && !console.confirm(&plan.question(scope))? {
         bail!("{verb}: aborted");
     }
@@ -459,7 +467,8 @@ mod tests {
                 action: Action::Switchover,
                 leader: Some("a".into()),
                 candidate: Some("b".into()),
-                scheduled_at: None
+                scheduled_at: None,
+                force: false,
             }
         );
         let text = out.text();
@@ -498,7 +507,10 @@ mod tests {
         let (mut con, out) = console("switchover", "", false);
         let p = plan(&c, "pg", Action::Switchover, &given(None, None, None, true), &mut con).unwrap();
         assert_eq!(p.body(), json!({"leader": "a"}));
-        assert_eq!(p.failover_key(), Failover { leader: Some("a".into()), member: None, scheduled_at: None });
+        assert_eq!(
+            p.failover_key(),
+            Failover { leader: Some("a".into()), member: None, scheduled_at: None, force: false }
+        );
         assert!(out.text().is_empty());
     }
 
@@ -596,7 +608,10 @@ mod tests {
         leaderless.leader = None;
         let (mut con, _) = console("failover", "", false);
         let p = plan(&leaderless, "pg", Action::Failover, &given(None, Some("a"), None, true), &mut con).unwrap();
-        assert_eq!(p.failover_key(), Failover { leader: None, member: Some("a".into()), scheduled_at: None });
+        assert_eq!(
+            p.failover_key(),
+            Failover { leader: None, member: Some("a".into()), scheduled_at: None, force: false }
+        );
         assert_eq!(p.question("pg"), "Are you sure you want to failover cluster pg?");
     }
 
@@ -611,12 +626,18 @@ mod tests {
             ("members/c", r#"{"state":"running","role":"replica"}"#),
         ]);
         let (mut con, out) = console("failover", "y\ny\n", true);
-        plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).unwrap();
+        let p = plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).unwrap();
         assert!(
             out.text().starts_with("Are you sure you want to failover to the asynchronous node c? [y/N]: "),
             "{}",
             out.text()
         );
+        // The confirmation is what lets the agents promote a member that may lack commits.
+        assert_eq!(p.body(), json!({"candidate": "c", "force": true}));
+        assert!(p.failover_key().force);
+        let (mut con, _) = console("failover", "y\n", true);
+        let p = plan(&c, "pg", Action::Failover, &given(None, Some("b"), None, false), &mut con).unwrap();
+        assert!(!p.force, "a listed synchronous standby needs no force");
         let (mut con, _) = console("failover", "n\n", true);
         assert!(plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).is_err());
     }
@@ -643,8 +664,12 @@ mod tests {
             (Some(name), Some(l)) => l.name = name.into(),
             _ => c.leader = None,
         }
-        c.failover =
-            pending.then(|| Failover { leader: Some("a".into()), member: Some("b".into()), scheduled_at: None });
+        c.failover = pending.then(|| Failover {
+            leader: Some("a".into()),
+            member: Some("b".into()),
+            scheduled_at: None,
+            force: false,
+        });
         c
     }
 
@@ -655,6 +680,7 @@ mod tests {
             leader: Some("a".into()),
             candidate: Some("b".into()),
             scheduled_at: None,
+            force: false,
         };
         let mut src =
             Script(vec![with(three(), Some("a"), true), with(three(), None, true), with(three(), Some("b"), false)]);
@@ -679,6 +705,7 @@ mod tests {
             leader: Some("a".into()),
             candidate: Some("b".into()),
             scheduled_at: None,
+            force: false,
         };
         let mut src = Script(vec![with(three(), Some("a"), true), with(three(), Some("a"), false)]);
         let e = wait_for_new_leader(&mut src, &plan, fast(5_000, 20), &mut Vec::new()).await.unwrap_err().to_string();

@@ -175,5 +175,10 @@ mod tests {
         let e = check_config(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap_err();
         assert!(e.contains("ttl") && e.contains("> 20"), "{e}");
         assert!(check_config(&json!([1])).is_err());
+        let e = check_config(&json!({"synchronous_mode": "quorom"})).unwrap_err();
+        assert!(e.starts_with("invalid configuration: synchronous_mode: synchronous_mode must be"), "{e}");
+        let e = check_config(&json!({"synchronous_mode": "quorum", "synchronous_node_count": 0})).unwrap_err();
+        assert!(e.contains("synchronous_node_count"), "{e}");
+        assert!(check_config(&json!({"synchronous_mode": "quorum", "synchronous_node_count": 2})).is_ok());
     }
 }

@@ -217,10 +217,10 @@ pub(crate) mod tests {
 
     /// A cluster with `synchronous_mode: true` and `sync_standby: "r-sync"`.
     pub(crate) fn sync_cluster() -> Arc<Cluster> {
-        let mut cfg = DynamicConfig::default();
-        cfg.extra.insert("synchronous_mode".into(), Value::Bool(true));
+        let cfg = DynamicConfig { synchronous_mode: Some(rampart_core::SyncMode::On), ..Default::default() };
         Arc::new(Cluster {
             config: Some(cfg),
+            leader: Some(rampart_core::model::Leader { name: "p".into(), lease: 1, mod_revision: 1 }),
             sync: Some(SyncState { leader: Some("p".into()), sync_standby: Some("r-sync".into()), quorum: None }),
             ..Default::default()
         })
@@ -384,7 +384,7 @@ pub(crate) mod tests {
     fn quorum_mode() {
         let now = Instant::now();
         let mut c = (*sync_cluster()).clone();
-        c.config.as_mut().unwrap().extra.insert("synchronous_mode".into(), Value::from("quorum"));
+        c.config.as_mut().unwrap().synchronous_mode = Some(rampart_core::SyncMode::Quorum);
         let c = Arc::new(c);
         let q = HealthQuery::default();
         let voter = NodeSnapshot { cluster: Some(c.clone()), ..replica("r-sync", now) };

@@ -104,42 +104,19 @@ pub struct NodeSnapshot {
     pub cluster_unlocked: bool,
 }
 
-/// `synchronous_mode` as read from the dynamic configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Asynchronous replication only.
-    Off,
-    /// `synchronous_mode: true`.
-    On,
-    /// `synchronous_mode: quorum`.
-    Quorum,
-}
+/// `synchronous_mode`, as the HA core reads it.
+pub use rampart_core::SyncMode;
 
-/// Reads `synchronous_mode` from the cluster's dynamic config, accepting Patroni's boolean
-/// spellings (`true`, `on`, `yes`, `1`) and `quorum`.
+/// `synchronous_mode` from the cluster's dynamic config (off without one).
 pub fn sync_mode(cluster: &Cluster) -> SyncMode {
-    let Some(v) = cluster.config.as_ref().and_then(|c| c.extra.get("synchronous_mode")) else {
-        return SyncMode::Off;
-    };
-    match v {
-        serde_json::Value::Bool(true) => SyncMode::On,
-        serde_json::Value::Number(n) if n.as_i64().is_some_and(|i| i != 0) => SyncMode::On,
-        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "quorum" => SyncMode::Quorum,
-            "true" | "on" | "yes" | "1" => SyncMode::On,
-            _ => SyncMode::Off,
-        },
-        _ => SyncMode::Off,
-    }
+    cluster.config.as_ref().map(|c| c.sync_mode()).unwrap_or_default()
 }
 
-/// Whether `name` is listed in the `sync` key's comma-separated `sync_standby`.
+/// Whether `name` is listed in the `sync` key's `sync_standby`, in a key written by the current
+/// leader (Patroni's `is_sync_standby`: a key left by a former leader vouches for nobody).
 pub fn listed_in_sync_key(cluster: &Cluster, name: &str) -> bool {
-    cluster
-        .sync
-        .as_ref()
-        .and_then(|s| s.sync_standby.as_deref())
-        .is_some_and(|csv| csv.split(',').map(str::trim).any(|m| !m.is_empty() && m == name))
+    let Some(leader) = cluster.leader.as_ref() else { return false };
+    cluster.sync.as_ref().is_some_and(|s| s.leader_is(&leader.name) && !name.is_empty() && s.lists(name))
 }
 
 impl NodeSnapshot {
@@ -178,10 +155,10 @@ mod tests {
     use rampart_core::DynamicConfig;
 
     fn cluster_with(mode: serde_json::Value, csv: &str) -> Cluster {
-        let mut cfg = DynamicConfig::default();
-        cfg.extra.insert("synchronous_mode".into(), mode);
+        let cfg: DynamicConfig = serde_json::from_value(serde_json::json!({ "synchronous_mode": mode })).unwrap();
         Cluster {
             config: Some(cfg),
+            leader: Some(rampart_core::model::Leader { name: "p".into(), lease: 1, mod_revision: 1 }),
             sync: Some(SyncState { leader: Some("p".into()), sync_standby: Some(csv.into()), quorum: None }),
             ..Default::default()
         }
@@ -204,6 +181,11 @@ mod tests {
         assert!(listed_in_sync_key(&c, "n22"));
         assert!(!listed_in_sync_key(&c, "n2"));
         assert!(!listed_in_sync_key(&c, ""));
+        let mut stale = c.clone();
+        stale.leader.as_mut().unwrap().name = "n1".into();
+        assert!(!listed_in_sync_key(&stale, "n22"), "a key written by a former leader vouches for nobody");
+        stale.leader = None;
+        assert!(!listed_in_sync_key(&stale, "n22"));
     }
 
     #[test]

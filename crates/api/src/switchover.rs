@@ -12,7 +12,11 @@
 //!   over (tags, watchdog) and, while a leader exists, is a replica; with nobody holding the lock a
 //!   failover may promote a lagging member, so only "answers, runs, may fail over" is asked;
 //! * status codes and messages are Patroni's (`do_POST_failover`, `is_failover_possible`,
-//!   `poll_failover_result`), because patronictl prints them.
+//!   `poll_failover_result`), because patronictl prints them;
+//! * in `synchronous_mode: on`, a failover to a member the `sync` key does not list may lose
+//!   acknowledged commits: it is refused (412) unless the body says `"force": true`, which is
+//!   passed on in the `failover` key so the agents honour it too. Patroni accepts such failovers
+//!   silently; Rampart makes the operator say so.
 
 use std::sync::Arc;
 
@@ -90,6 +94,11 @@ async fn run(
         None => name_field(body, "member")?,
     };
     let scheduled_at = name_field(body, "scheduled_at")?;
+    let force = match body.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(Reply::text(400, format!("force must be true or false, not {other}"))),
+    };
     tracing::info!(
         "received {} request with leader={leader:?} candidate={candidate:?} scheduled_at={scheduled_at:?}",
         called.name()
@@ -131,12 +140,13 @@ async fn run(
         return bad("Switchover target and source are the same");
     }
     if scheduled.is_none() {
-        failover_possible(ctx, &cluster, leader.as_deref(), candidate.as_deref(), action)
+        failover_possible(ctx, &cluster, leader.as_deref(), candidate.as_deref(), action, force)
             .await
             .map_err(|m| Reply::text(412, m))?;
     }
 
-    let request = Failover { leader, member: candidate.clone(), scheduled_at: scheduled.map(iso8601) };
+    let force = force && action == Action::Failover;
+    let request = Failover { leader, member: candidate.clone(), scheduled_at: scheduled.map(iso8601), force };
     if let Err(e) = backend.set_failover(request).await {
         tracing::warn!("{}: writing the failover key failed: {e}", action.name());
         return Err(Reply::text(503, "failed to write failover key into DCS"));
@@ -178,6 +188,7 @@ async fn failover_possible(
     leader: Option<&str>,
     candidate: Option<&str>,
     action: Action,
+    force: bool,
 ) -> Result<(), String> {
     if let Some(l) = leader {
         if !cluster.is_leader(l) {
@@ -189,6 +200,13 @@ async fn failover_possible(
         Some(c) => {
             if action == Action::Switchover && sync_on && !listed_in_sync_key(cluster, c) {
                 return Err("candidate name does not match with sync_standby".into());
+            }
+            let sync_vouches = cluster.sync.as_ref().is_some_and(|s| s.lists(c) || s.leader_is(c));
+            if action == Action::Failover && sync_on && cluster.sync.is_some() && !sync_vouches && !force {
+                return Err(format!(
+                    "candidate name does not match with sync_standby: {c} may lack acknowledged commits; \
+                     send \"force\": true to fail over to it anyway"
+                ));
             }
             match cluster.member(c) {
                 Some(m) => vec![m],

@@ -172,6 +172,7 @@ pub(crate) fn with_failover(mut c: Cluster, leader: Option<&str>, member: Option
         leader: leader.map(Into::into),
         member: member.map(Into::into),
         scheduled_at: at.map(Into::into),
+        force: false,
     });
     c
 }

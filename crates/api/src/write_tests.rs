@@ -30,7 +30,12 @@ fn healthy_r1_r2() -> std::sync::Arc<FakeProbe> {
 }
 
 fn failover(leader: Option<&str>, member: Option<&str>) -> Call {
-    Call::SetFailover(Failover { leader: leader.map(Into::into), member: member.map(Into::into), scheduled_at: None })
+    Call::SetFailover(Failover {
+        leader: leader.map(Into::into),
+        member: member.map(Into::into),
+        scheduled_at: None,
+        force: false,
+    })
 }
 
 // ---------------------------------------------------------------- switchover / failover
@@ -281,6 +286,32 @@ async fn switchover_not_possible() {
 }
 
 #[tokio::test]
+async fn failover_to_an_asynchronous_member_in_synchronous_mode_needs_force() {
+    let mut sync = cluster(Some("p"), &["p", "r1", "r2"], json!({"synchronous_mode": true}));
+    sync.sync = Some(rampart_core::model::SyncState::new("p", &["r2".into()], 0));
+    let probe = || FakeProbe::with(&[("r1", healthy_replica()), ("r2", healthy_replica())]);
+    let h = harness(vec![sync.clone()], probe());
+    let a = h.send("POST", "/failover", Some(r#"{"candidate":"r1"}"#)).await;
+    assert_eq!(a.status, 412, "{}", a.text);
+    assert!(a.text.contains("\"force\": true"), "{}", a.text);
+    assert!(h.backend.writes().is_empty());
+    assert_eq!(h.send("POST", "/failover", Some(r#"{"candidate":"r1","force":"yes"}"#)).await.status, 400);
+
+    let h = harness(vec![sync.clone(), led_by(sync.clone(), "r1")], probe());
+    let a = h.send("POST", "/failover", Some(r#"{"candidate":"r1","force":true}"#)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let mut forced = failover(None, Some("r1"));
+    if let Call::SetFailover(f) = &mut forced {
+        f.force = true;
+    }
+    assert_eq!(h.backend.writes(), vec![forced]);
+
+    // The listed synchronous standby needs nothing more.
+    let h = harness(vec![sync.clone(), led_by(sync, "r2")], probe());
+    assert_eq!(h.send("POST", "/failover", Some(r#"{"candidate":"r2"}"#)).await.status, 200);
+}
+
+#[tokio::test]
 async fn failover_without_a_leader_and_with_one() {
     // Nobody holds the lock: a running member is enough, whatever its role or lag.
     let leaderless = cluster(None, &["p", "r1"], config());
@@ -320,6 +351,7 @@ async fn scheduled_switchover_and_its_cancellation() {
             leader: Some("p".into()),
             member: Some("r1".into()),
             scheduled_at: Some("2099-01-01T00:00:00+00:00".into()),
+            force: false,
         })]
     );
 

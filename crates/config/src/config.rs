@@ -83,6 +83,10 @@ impl Config {
 
     pub(crate) fn build(raw: RawConfig, c: &mut Checker<'_>) -> Result<Config, Problem> {
         let name = key_part(c.require_text(raw.name, &["name"])?, "name", c)?;
+        if name == rampart_core::standby_names::STRICT_PLACEHOLDER {
+            // Strict synchronous mode waits for a standby of this name precisely because none exists.
+            return Err(c.problem(&["name"], format!("{name:?} is reserved (the strict synchronous mode placeholder)")));
+        }
         let scope = key_part(c.require_text(raw.scope, &["scope"])?, "scope", c)?;
         let namespace = raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         let restapi = RestApi::build(raw.restapi, c)?;

@@ -392,7 +392,7 @@ watchdog:
         ]
     );
     let c = l.config;
-    assert_eq!(c.bootstrap.dcs.extra["synchronous_mode"], json!(true));
+    assert_eq!(c.bootstrap.dcs.synchronous_mode, Some(rampart_core::SyncMode::On));
     assert_eq!(c.bootstrap.dcs.postgresql.parameters["max_connections"], json!(100));
     assert_eq!(c.tags.other["zone"], json!("a"));
     assert_eq!(c.postgresql.callbacks["on_start"], "/bin/true");
@@ -668,4 +668,11 @@ fn operator_yaml_reads_with_patroni_typing() {
     assert_eq!(crate::yaml_scalar("null"), json!(null));
     assert_eq!(crate::yaml_scalar("-3"), json!(-3));
     assert_eq!(crate::yaml_scalar("1e5x"), json!("1e5x"));
+}
+
+#[test]
+fn the_strict_sync_placeholder_is_no_member_name() {
+    let text = MINIMAL.replace("name: n1", "name: __patroni_strict_sync_replica_placeholder__");
+    let e = err(&text);
+    assert!(e.starts_with("node1.yml:2: name: \"__patroni_strict_sync_replica_placeholder__\" is reserved"), "{e}");
 }

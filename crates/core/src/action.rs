@@ -4,6 +4,7 @@
 //! runs again at once on fresh observations. Results that change the core's memory (lock
 //! renewals, the bootstrap race) come back through [`crate::HaNode::advance`].
 
+use crate::model::SyncState;
 use crate::observe::{JobKind, Millis};
 
 /// A member to replicate or clone from.
@@ -78,6 +79,26 @@ pub enum Action {
     WipeDataDir,
     /// Clear the `failover` key (the request was carried out, is stale, or cannot be done).
     ClearFailover,
+    /// Write the `sync` key with compare-and-swap: only if its modification revision is still
+    /// `expected_revision` (0: only if it does not exist). A lost compare stops the plan, so a
+    /// change of `synchronous_standby_names` that was meant to follow it does not happen.
+    WriteSync {
+        /// The new value.
+        state: SyncState,
+        /// Revision the key must still have.
+        expected_revision: i64,
+    },
+    /// Delete the `sync` key if its revision is still `expected_revision` (synchronous mode was
+    /// turned off).
+    DeleteSync {
+        /// Revision the key must still have.
+        expected_revision: i64,
+    },
+    /// Set the leader-managed `synchronous_standby_names` (`""` for asynchronous) through the
+    /// parameter rendering, reload, and wait until the server applies it. It overrides any value
+    /// in `postgresql.parameters` while `synchronous_mode` is on. Result when the server did not
+    /// show it in time: [`ActionResult::SyncNamesUnconfirmed`].
+    SetSynchronousStandbyNames(String),
     /// An unrecoverable condition: log it and exit non-zero without touching PostgreSQL.
     Fatal(String),
 }
@@ -139,6 +160,9 @@ pub enum ActionResult {
     },
     /// The leader key was released (or the release was attempted at shutdown).
     LeaderReleased,
+    /// `synchronous_standby_names` was written and reloaded, but the server did not show the new
+    /// value in time: it may be in force or not, so the leader sets it again before anything else.
+    SyncNamesUnconfirmed(String),
 }
 
 /// The core's answer to an operator's [`crate::observe::Request`].

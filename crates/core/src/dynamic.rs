@@ -4,14 +4,19 @@
 //! changed only through the DCS, exactly as in Patroni. Keys Rampart does not interpret are kept in
 //! `extra` so that a round trip through Rampart never drops what another tool wrote.
 //!
-//! Invariant kept here: a configuration that breaks `loop_wait + 2 * retry_timeout <= ttl` is
-//! never accepted, because then a leader could lose its lease before it has had the chance to
-//! notice and stop taking writes.
+//! Invariants kept here:
+//! * a configuration that breaks `loop_wait + 2 * retry_timeout <= ttl` is never accepted, because
+//!   then a leader could lose its lease before it has had the chance to notice and stop taking
+//!   writes;
+//! * the synchronous replication keys are typed and checked (see [`crate::sync_mode`]): a value
+//!   Rampart cannot read is refused rather than read as "asynchronous".
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::sync_mode::SyncMode;
 
 /// Smallest accepted `ttl`, in seconds. Lower than Patroni's 20 so that fast-failover profiles
 /// (10/1/3) can be used; the timing rule below still guarantees room for fencing.
@@ -72,10 +77,23 @@ pub struct DynamicConfig {
     /// Maintenance mode: no automatic action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<bool>,
+    /// `synchronous_mode`: absent means off. Kept absent on a round trip when it was absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_mode: Option<SyncMode>,
+    /// `synchronous_mode_strict`: never fall back to asynchronous replication (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::sync_mode::opt_lenient_bool")]
+    pub synchronous_mode_strict: Option<bool>,
+    /// `synchronous_node_count`: how many synchronous standbys (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::sync_mode::opt_node_count")]
+    pub synchronous_node_count: Option<u32>,
+    /// `maximum_lag_on_syncnode`: bytes a synchronous standby may lag behind before it is
+    /// replaced; `<= 0` (default -1) never replaces one for lag.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::sync_mode::opt_lag")]
+    pub maximum_lag_on_syncnode: Option<i64>,
     /// PostgreSQL settings shared by all members.
     #[serde(default)]
     pub postgresql: DynamicPostgresql,
-    /// Keys we do not interpret (synchronous_mode, slots, failsafe_mode, ...), kept for round trips.
+    /// Keys we do not interpret (slots, failsafe_mode, ...), kept for round trips.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -106,6 +124,10 @@ impl Default for DynamicConfig {
             primary_start_timeout: d_primary_start_timeout(),
             check_timeline: false,
             pause: None,
+            synchronous_mode: None,
+            synchronous_mode_strict: None,
+            synchronous_node_count: None,
+            maximum_lag_on_syncnode: None,
             postgresql: DynamicPostgresql::default(),
             extra: BTreeMap::new(),
         }
@@ -128,7 +150,28 @@ impl DynamicConfig {
         self.pause.unwrap_or(false)
     }
 
-    /// Checks the timing rules. Returns the first problem found.
+    /// `synchronous_mode` in force.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.synchronous_mode.unwrap_or_default()
+    }
+
+    /// `synchronous_mode_strict` in force.
+    pub fn sync_strict(&self) -> bool {
+        self.synchronous_mode_strict.unwrap_or(false)
+    }
+
+    /// `synchronous_node_count` in force (at least 1).
+    pub fn synchronous_node_count(&self) -> usize {
+        self.synchronous_node_count.unwrap_or(1).max(1) as usize
+    }
+
+    /// `maximum_lag_on_syncnode` in bytes, or `None` when standbys are never replaced for lag.
+    pub fn sync_max_lag(&self) -> Option<u64> {
+        self.maximum_lag_on_syncnode.filter(|l| *l > 0).map(|l| l as u64)
+    }
+
+    /// Checks the timing rules and the synchronous replication settings. Returns the first
+    /// problem found.
     pub fn validate(&self) -> Result<(), DynamicConfigError> {
         let min = |key: &'static str, v: u64, m: u64| {
             if v < m {
@@ -151,6 +194,12 @@ impl DynamicConfig {
                     self.loop_wait + 2 * self.retry_timeout,
                     self.ttl
                 ),
+            });
+        }
+        if self.synchronous_node_count == Some(0) {
+            return Err(DynamicConfigError {
+                key: "synchronous_node_count",
+                reason: "must be at least 1 (turn synchronous_mode off for asynchronous replication)".into(),
             });
         }
         Ok(())
@@ -188,5 +237,39 @@ mod tests {
         let back = serde_json::to_value(&c).unwrap();
         assert_eq!(back["synchronous_mode"], Value::Bool(true));
         assert_eq!(back["postgresql"]["recovery_conf"]["a"], 1);
+        assert!(back.get("synchronous_node_count").is_none(), "absent keys stay absent");
+    }
+
+    #[test]
+    fn synchronous_settings_and_their_defaults() {
+        let c: DynamicConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.sync_mode(), SyncMode::Off);
+        assert!(!c.sync_strict());
+        assert_eq!(c.synchronous_node_count(), 1);
+        assert_eq!(c.sync_max_lag(), None);
+        let src = r#"{"synchronous_mode":"quorum","synchronous_mode_strict":"on","synchronous_node_count":2,
+                      "maximum_lag_on_syncnode":1048576}"#;
+        let c: DynamicConfig = serde_json::from_str(src).unwrap();
+        assert_eq!(c.sync_mode(), SyncMode::Quorum);
+        assert!(c.sync_strict());
+        assert_eq!(c.synchronous_node_count(), 2);
+        assert_eq!(c.sync_max_lag(), Some(1_048_576));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_synchronous_settings_are_refused_with_the_key_named() {
+        let e = serde_json::from_str::<DynamicConfig>(r#"{"synchronous_mode":"sometimes"}"#).unwrap_err();
+        assert!(e.to_string().contains("synchronous_mode must be"), "{e}");
+        let e = serde_json::from_str::<DynamicConfig>(r#"{"synchronous_mode_strict":"maybe"}"#).unwrap_err();
+        assert!(e.to_string().contains("synchronous_mode_strict"), "{e}");
+        let zero = DynamicConfig { synchronous_node_count: Some(0), ..Default::default() };
+        assert_eq!(zero.validate().unwrap_err().key, "synchronous_node_count");
+        let e = serde_json::from_str::<DynamicConfig>(r#"{"synchronous_node_count":"two"}"#).unwrap_err();
+        assert!(e.to_string().contains("synchronous_node_count must be"), "{e}");
+        let c: DynamicConfig = serde_json::from_str(r#"{"synchronous_node_count":"3"}"#).unwrap();
+        assert_eq!(c.synchronous_node_count(), 3, "numeric strings are read, as Patroni does");
+        let off = DynamicConfig { maximum_lag_on_syncnode: Some(0), ..Default::default() };
+        assert_eq!(off.sync_max_lag(), None, "0 means never replace, as in Patroni");
     }
 }

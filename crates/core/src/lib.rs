@@ -15,7 +15,10 @@
 //! * a primary stops taking writes before its leader lease can expire ([`HaNode::fence_deadline`]);
 //! * only the healthiest eligible member races for the lock ([`election`]);
 //! * a node never runs as primary without holding the lock;
-//! * a former primary rejoins only through pg_rewind (or a fresh clone when allowed).
+//! * a former primary rejoins only through pg_rewind (or a fresh clone when allowed);
+//! * in synchronous mode, the `sync` key names only standbys PostgreSQL waits for, and at most
+//!   its `quorum` voters can lack an acknowledged commit ([`sync`]); only members that provably
+//!   hold every acknowledged commit race for the lock ([`sync_election`]).
 //!
 //! Module map:
 //! * [`lsn`]: WAL positions and timelines;
@@ -25,6 +28,10 @@
 //! * [`observe`]: what the driver observed;
 //! * [`action`]: what the core asks for;
 //! * [`election`]: who may take the lock;
+//! * [`sync_mode`]: the synchronous replication settings;
+//! * [`standby_names`]: reading and writing `synchronous_standby_names`;
+//! * [`sync`]: the leader's management of synchronous standbys and the `sync` key;
+//! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`manual`]: switchover and failover requests (the `failover` key);
 //! * [`clock`]: wall-clock times operators write;
 //! * [`node`]: the decision itself.
@@ -41,6 +48,10 @@ pub mod manual;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod standby_names;
+pub mod sync;
+pub mod sync_election;
+pub mod sync_mode;
 
 pub use action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 pub use dynamic::DynamicConfig;
@@ -48,3 +59,4 @@ pub use lsn::{Lsn, Timeline};
 pub use model::{Cluster, Member, MemberData, Tags};
 pub use node::{HaNode, NodeSettings};
 pub use observe::{DataDir, LocalPg, Millis, Observation, PgProcess, Request};
+pub use sync_mode::SyncMode;

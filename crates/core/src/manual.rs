@@ -159,7 +159,12 @@ mod tests {
     }
 
     fn req(leader: Option<&str>, member: Option<&str>, at: Option<&str>) -> Failover {
-        Failover { leader: leader.map(Into::into), member: member.map(Into::into), scheduled_at: at.map(Into::into) }
+        Failover {
+            leader: leader.map(Into::into),
+            member: member.map(Into::into),
+            scheduled_at: at.map(Into::into),
+            force: false,
+        }
     }
 
     #[test]

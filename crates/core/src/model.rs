@@ -32,6 +32,10 @@ pub struct Tags {
     /// Never a synchronous standby.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nosync: bool,
+    /// Preference among synchronous standby candidates (higher first); `<= 0` means never, like
+    /// `nosync`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_priority: Option<i64>,
     /// Stream from this member instead of the leader (cascading replication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicatefrom: Option<String>,
@@ -49,6 +53,16 @@ impl Tags {
     /// Priority used to break ties between equally advanced candidates.
     pub fn priority(&self) -> i64 {
         self.failover_priority.unwrap_or(1)
+    }
+
+    /// Whether this member may be listed in `synchronous_standby_names`.
+    pub fn can_be_sync(&self) -> bool {
+        !self.nosync && self.sync_priority.is_none_or(|p| p > 0)
+    }
+
+    /// Preference among synchronous standby candidates (default 1, higher first).
+    pub fn sync_priority(&self) -> i64 {
+        self.sync_priority.unwrap_or(1)
     }
 }
 
@@ -165,6 +179,10 @@ pub struct Failover {
     /// When to act, ISO 8601 with time zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
+    /// Rampart's addition: promote the candidate even where synchronous replication says it may
+    /// lack acknowledged commits (a failover the operator insists on). Patroni ignores the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// The leader's `status` key.
@@ -182,17 +200,60 @@ pub struct Status {
 }
 
 /// The `sync` key.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {
     /// Leader that wrote it.
     #[serde(default)]
     pub leader: Option<String>,
-    /// Comma-separated synchronous standbys.
+    /// Comma-separated synchronous standbys (in quorum mode: the voters).
     #[serde(default)]
     pub sync_standby: Option<String>,
-    /// Quorum size in quorum mode.
+    /// How many voters besides itself a member must see to be sure it has every acknowledged
+    /// commit (0 in `synchronous_mode: on`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<u32>,
+}
+
+impl SyncState {
+    /// The key a leader writes: sorted voters, `null` when there are none, and always a quorum
+    /// (Patroni writes it in both modes).
+    pub fn new(leader: &str, voters: &[String], quorum: usize) -> SyncState {
+        let mut v: Vec<&str> = voters.iter().map(String::as_str).collect();
+        v.sort_unstable();
+        v.dedup();
+        SyncState {
+            leader: Some(leader.to_string()),
+            sync_standby: (!v.is_empty()).then(|| v.join(",")),
+            quorum: Some(quorum as u32),
+        }
+    }
+
+    /// The members named in `sync_standby`.
+    pub fn voters(&self) -> Vec<String> {
+        self.sync_standby
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether `name` is named in `sync_standby` (exact, item by item).
+    pub fn lists(&self, name: &str) -> bool {
+        self.voters().iter().any(|v| v == name)
+    }
+
+    /// The `quorum` field (0 when absent).
+    pub fn quorum(&self) -> usize {
+        self.quorum.unwrap_or(0) as usize
+    }
+
+    /// Whether the key was written by (for) the leader `name`.
+    pub fn leader_is(&self, name: &str) -> bool {
+        self.leader.as_deref() == Some(name)
+    }
 }
 
 /// One line of the `history` key: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
@@ -268,6 +329,8 @@ pub struct Cluster {
     pub status: Status,
     /// Synchronous replication state.
     pub sync: Option<SyncState>,
+    /// Modification revision of `sync` (0 when absent), for compare-and-swap updates.
+    pub sync_revision: i64,
     /// Timeline history.
     pub history: Vec<HistoryEntry>,
     /// DCS revision of the read.
@@ -305,10 +368,15 @@ impl Cluster {
                         c.failover = Some(f);
                     }
                 }
-                keys::SYNC => match serde_json::from_str::<SyncState>(&kv.value) {
-                    Ok(s) => c.sync = Some(s),
-                    Err(e) => bad("unreadable sync state", &e),
-                },
+                keys::SYNC => {
+                    // The revision is kept even for an unreadable value, so the leader can still
+                    // replace it with compare-and-swap.
+                    c.sync_revision = kv.mod_revision;
+                    match serde_json::from_str::<SyncState>(&kv.value) {
+                        Ok(s) => c.sync = Some(s),
+                        Err(e) => bad("unreadable sync state", &e),
+                    }
+                }
                 keys::HISTORY => match serde_json::from_str::<Value>(&kv.value) {
                     Ok(Value::Array(items)) => c.history = items.iter().filter_map(HistoryEntry::from_json).collect(),
                     Ok(_) => bad("unreadable history", &"not a list"),
@@ -371,7 +439,7 @@ fn parse_failover(value: &str) -> Option<Failover> {
         Err(_) => {
             let (l, m) = v.split_once(':')?;
             let s = |x: &str| (!x.is_empty()).then(|| x.to_string());
-            Some(Failover { leader: s(l), member: s(m), scheduled_at: None })
+            Some(Failover { leader: s(l), member: s(m), scheduled_at: None, force: false })
         }
     }
 }
@@ -449,6 +517,31 @@ mod tests {
         assert_eq!(parse_url_host_port("http://[::1]:8008/patroni", 1), Some(("::1".into(), 8008)));
         assert_eq!(parse_url_host_port("postgres://h/postgres", 5432), Some(("h".into(), 5432)));
         assert_eq!(parse_url_host_port("", 1), None);
+    }
+
+    #[test]
+    fn sync_key_round_trip_and_membership() {
+        let p = ClusterPrefix::new("service", "pg");
+        let c =
+            Cluster::from_kvs(&p, &[kv("/service/pg/sync", r#"{"leader":"a","sync_standby":"c,b","quorum":1}"#)], 9);
+        let s = c.sync.as_ref().unwrap();
+        assert_eq!(c.sync_revision, 3);
+        assert_eq!(s.voters(), ["c", "b"]);
+        assert!(s.lists("b") && !s.lists("a") && s.leader_is("a"));
+        assert_eq!(s.quorum(), 1);
+        let w = SyncState::new("a", &["c".into(), "b".into()], 1);
+        assert_eq!(serde_json::to_string(&w).unwrap(), r#"{"leader":"a","sync_standby":"b,c","quorum":1}"#);
+        let empty = SyncState::new("a", &[], 0);
+        assert_eq!(serde_json::to_string(&empty).unwrap(), r#"{"leader":"a","sync_standby":null,"quorum":0}"#);
+        assert!(empty.voters().is_empty());
+    }
+
+    #[test]
+    fn sync_tags() {
+        assert!(Tags::default().can_be_sync());
+        assert!(!Tags { nosync: true, ..Default::default() }.can_be_sync());
+        assert!(!Tags { sync_priority: Some(0), ..Default::default() }.can_be_sync());
+        assert_eq!(Tags { sync_priority: Some(5), ..Default::default() }.sync_priority(), 5);
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! * **Only the healthiest races** (see [`crate::election`]).
 //! * **A former primary follows a new leader only after pg_rewind** (or a fresh clone when
 //!   `remove_data_directory_on_rewind_failure` allows it).
+//! * **Synchronous mode** (see [`crate::sync`] and [`crate::sync_election`]): a promoted member
+//!   starts PostgreSQL waiting for a standby that does not exist until it has written the `sync`
+//!   key in its own name, so nothing is acknowledged while the key still names the old leader; a
+//!   leader starting PostgreSQL in place starts it with the setting its key vouches for; only
+//!   members that provably hold every acknowledged commit race, and a manual failover to any other
+//!   member needs `force`.
 
 use crate::action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 use crate::dynamic::DynamicConfig;
@@ -26,6 +32,8 @@ use crate::model::{Cluster, Tags};
 use crate::observe::{
     ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request, RunningPg,
 };
+use crate::sync::{self, LeaderSync, SyncMark};
+use crate::sync_election::SyncRule;
 
 /// How long before the lease could expire the leader fences itself: a quarter of the ttl, at
 /// most 5 s. An immediate shutdown takes well under a second; the rest is slack for a slow disk.
@@ -35,6 +43,9 @@ pub fn fence_margin_ms(ttl_secs: u64) -> u64 {
 
 /// Cycle period of every member while an immediate switchover or failover is in progress.
 pub const HANDOVER_CYCLE_MS: u64 = 250;
+
+/// How soon the leader looks again after changing synchronous replication.
+pub const SYNC_FOLLOW_UP_MS: u64 = 1_000;
 
 /// Per-node settings from the local configuration that the decision depends on.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -82,6 +93,12 @@ pub struct HaNode {
     retry_start_after: Option<Millis>,
     /// We stopped PostgreSQL to hand the lock over and have not run it since.
     rejoin_after_handover: bool,
+    /// Synchronous mode: where the primary's WAL was when the setting in force was first seen.
+    /// Only valid while we lead with a running primary; forgotten otherwise.
+    sync_mark: Option<SyncMark>,
+    /// A `synchronous_standby_names` we set whose effect was not confirmed: set it again before
+    /// deciding anything else about synchronous replication.
+    sync_names_unconfirmed: Option<String>,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -111,6 +128,8 @@ impl HaNode {
             no_race_until: None,
             retry_start_after: None,
             rejoin_after_handover: false,
+            sync_mark: None,
+            sync_names_unconfirmed: None,
         }
     }
 
@@ -164,6 +183,7 @@ impl HaNode {
             }
             ActionResult::Leader { held: false, .. } => self.leader_until = None,
             ActionResult::LeaderReleased => self.leader_until = None,
+            ActionResult::SyncNamesUnconfirmed(v) => self.sync_names_unconfirmed = Some(v),
         }
     }
 
@@ -213,6 +233,17 @@ impl HaNode {
                 // Someone else holds the key, or nobody does: either way it is not ours.
                 self.leader_until = None;
             }
+        }
+        // The mark speaks for one unbroken run as leader with a running primary; any other cycle
+        // ends it (a later leadership would otherwise trust positions from another history).
+        let leading_primary = matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name))
+            && obs.local.process.is_primary()
+            && obs.job.is_none();
+        if !leading_primary {
+            self.sync_mark = None;
+            // A setting left unconfirmed belongs to that run too: a later leadership must not
+            // re-apply it before deciding afresh.
+            self.sync_names_unconfirmed = None;
         }
         let now = obs.now;
 
@@ -483,7 +514,7 @@ impl HaNode {
         // A switchover we started goes on in maintenance mode too: the operator asked for it.
         if cluster.is_leader(&me) {
             if let (Some(started), Some(f)) = (self.switchover_started, &cluster.failover) {
-                return self.hand_over(obs, f, ctl, started);
+                return self.hand_over(obs, cluster, f, ctl, started);
             }
         }
         // After handing over, this node comes back as a replica even in maintenance mode: a
@@ -505,11 +536,10 @@ impl HaNode {
                     "could not restart PostgreSQL as primary in place: releasing the leader lock",
                 );
             }
-            return self.plan(
-                now,
-                vec![Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Primary))],
-                "PostgreSQL is not running on the leader: restarting it in place",
-            );
+            let mut actions = vec![Action::RenewLeader];
+            actions.extend(self.names_to_start_primary(cluster));
+            actions.push(Action::StartJob(Job::Start(StartRole::Primary)));
+            return self.plan(now, actions, "PostgreSQL is not running on the leader: restarting it in place");
         }
         self.switchover_started = None;
         self.restarting_primary_since = None;
@@ -558,13 +588,15 @@ impl HaNode {
     fn hand_over(
         &mut self,
         obs: &Observation<'_>,
+        cluster: &Cluster,
         f: &crate::model::Failover,
         ctl: &ControlData,
         started: Millis,
     ) -> Plan {
         let now = obs.now;
         let peers = obs.peers.unwrap_or(&[]);
-        match manual::as_stopped_leader(f, peers, ctl.checkpoint_lsn, now.0.saturating_sub(started.0)) {
+        let peers = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
+        match manual::as_stopped_leader(f, &peers, ctl.checkpoint_lsn, now.0.saturating_sub(started.0)) {
             ReleaseStep::Release(to) => {
                 self.switchover_started = None;
                 self.rejoin_after_handover = true;
@@ -585,9 +617,12 @@ impl HaNode {
             }
             ReleaseStep::Abort => {
                 self.switchover_started = None;
+                let mut actions = vec![Action::ClearFailover, Action::RenewLeader];
+                actions.extend(self.names_to_start_primary(cluster));
+                actions.push(Action::StartJob(Job::Start(StartRole::Primary)));
                 self.plan(
                     now,
-                    vec![Action::ClearFailover, Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Primary))],
+                    actions,
                     "switchover aborted: no candidate received the shutdown checkpoint in time; starting again as primary",
                 )
             }
@@ -689,6 +724,13 @@ impl HaNode {
                 if cluster.failover.is_some() {
                     actions.push(Action::ClearFailover);
                 }
+                let mode = self.config.sync_mode();
+                if mode.is_active() && r.synchronous_standby_names != sync::placeholder(mode) {
+                    // Nothing may be acknowledged until the `sync` key names us: the first cycle
+                    // as primary writes it, then picks the real standbys. (Replicas normally
+                    // have this in force already; see the following branch.)
+                    actions.push(Action::SetSynchronousStandbyNames(sync::placeholder(mode)));
+                }
                 actions.push(Action::StartJob(Job::Promote));
                 return self.plan(now, actions, "promoting self: holding the leader lock");
             }
@@ -702,10 +744,29 @@ impl HaNode {
                 actions.push(Action::SyncSlots { members: self.other_members(cluster) });
             }
             let mut message = format!("{pause}no action. I am ({me}), the leader with the lock");
+            let (sync_actions, sync_note) = self.leader_sync(now, cluster, r);
+            actions.extend(sync_actions);
+            if let Some(note) = sync_note {
+                message = format!("{pause}I am ({me}), the leader with the lock; {note}");
+            }
             let mut wake_at = None;
             if let Some(f) = &cluster.failover {
                 let max_lag = self.config.maximum_lag_on_failover;
-                match manual::as_running_leader(&me, f, peers, obs.wall_clock_ms, paused, r.wal.best(), max_lag) {
+                // A forced failover may go to a member the sync key does not list.
+                let competitors = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
+                let step = match self.sync_refusal(cluster, f) {
+                    Some(why) => LeaderStep::Clear(why),
+                    None => manual::as_running_leader(
+                        &me,
+                        f,
+                        &competitors,
+                        obs.wall_clock_ms,
+                        paused,
+                        r.wal.best(),
+                        max_lag,
+                    ),
+                };
+                match step {
                     LeaderStep::Clear(why) => {
                         actions.push(Action::ClearFailover);
                         message = why;
@@ -762,6 +823,14 @@ impl HaNode {
                 actions.push(Action::Follow { upstream: Some(upstream) });
                 return self.plan(now, actions, &msg);
             }
+            let mode = self.config.sync_mode();
+            if mode.is_active() && r.synchronous_standby_names != sync::placeholder(mode) {
+                // A replica keeps the placeholder in force all along, so that a promotion needs no
+                // reload at that moment (a reload right before pg_promote can make the startup
+                // process miss the promote request for wal_retrieve_retry_interval) and the new
+                // primary acknowledges nothing until it has claimed the `sync` key.
+                actions.push(Action::SetSynchronousStandbyNames(sync::placeholder(mode)));
+            }
             return self.plan(
                 now,
                 actions,
@@ -798,6 +867,19 @@ impl HaNode {
                     return p;
                 }
                 ReplicaStep::Take => {
+                    if let Some(rule) = SyncRule::of(&self.config, cluster) {
+                        if let (Err(why), false) = (rule.may_promote(&me, r.wal.best(), peers), f.force) {
+                            return self.plan(
+                                now,
+                                vec![Action::ClearFailover],
+                                &format!(
+                                    "refused the {} to me: {why}; promoting me could lose acknowledged commits \
+                                     (a failover with \"force\": true accepts that)",
+                                    if f.leader.is_some() { "switchover" } else { "failover" }
+                                ),
+                            );
+                        }
+                    }
                     return self.plan(
                         now,
                         vec![Action::AcquireLeader],
@@ -831,6 +913,16 @@ impl HaNode {
             check_timeline: self.config.check_timeline,
             streaming: r.streaming && !upstream_is_a_replica(cluster, &race_peers, r.upstream.as_ref()),
         };
+        if let Some(rule) = SyncRule::of(&self.config, cluster) {
+            if let Err(why) = rule.may_promote(&me, r.wal.best(), &race_peers) {
+                let mut p = self.plan(now, vec![], &format!("no leader, not racing (synchronous mode): {why}"));
+                if r.streaming {
+                    p.next_cycle = p.next_cycle.min(now.plus_ms(300));
+                }
+                return p;
+            }
+        }
+        let race_peers = self.sync_competitors(cluster, &race_peers);
         match election::judge(&me_cand, &race_peers) {
             Verdict::Healthiest => {
                 self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock")
@@ -845,6 +937,69 @@ impl HaNode {
                 p
             }
         }
+    }
+
+    /// Synchronous mode on the leader: the step of [`sync::leader_step`], unless a setting we made
+    /// is not confirmed yet, which is then set again first.
+    fn leader_sync(&mut self, now: Millis, cluster: &Cluster, r: &RunningPg) -> (Vec<Action>, Option<String>) {
+        if let Some(v) = self.sync_names_unconfirmed.take() {
+            if self.config.sync_mode().is_active() && r.synchronous_standby_names != v {
+                let note = format!("setting synchronous_standby_names = {v} again: its effect was not confirmed");
+                return (vec![Action::SetSynchronousStandbyNames(v)], Some(note));
+            }
+        }
+        let step = sync::leader_step(&LeaderSync {
+            me: &self.s.name,
+            config: &self.config,
+            cluster,
+            pg: r,
+            mark: self.sync_mark.as_ref(),
+            now,
+        });
+        self.sync_mark = step.mark;
+        (step.actions, step.note)
+    }
+
+    /// The setting to start PostgreSQL with as primary in synchronous mode (none otherwise).
+    fn names_to_start_primary(&self, cluster: &Cluster) -> Option<Action> {
+        self.config
+            .sync_mode()
+            .is_active()
+            .then(|| Action::SetSynchronousStandbyNames(sync::restore_names(&self.s.name, &self.config, cluster)))
+    }
+
+    /// Peers as candidates for the lock: in `synchronous_mode: on`, those the `sync` key does not
+    /// list cannot be promoted, so they are marked ineligible (they neither hold a candidate back
+    /// nor count as handover targets).
+    fn sync_competitors(&self, cluster: &Cluster, peers: &[PeerReport]) -> Vec<PeerReport> {
+        let Some(rule) = SyncRule::of(&self.config, cluster) else { return peers.to_vec() };
+        peers
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                if !rule.may_compete(&p.name) {
+                    if let Some(s) = p.status.as_mut() {
+                        s.can_fail_over = false;
+                    }
+                }
+                p
+            })
+            .collect()
+    }
+
+    /// Why the running leader refuses a switchover or failover request in `synchronous_mode: on`:
+    /// a named candidate the `sync` key does not list (a failover may insist with `force`).
+    fn sync_refusal(&self, cluster: &Cluster, f: &crate::model::Failover) -> Option<String> {
+        let listed = SyncRule::of(&self.config, cluster)?.listed_only()?;
+        let m = f.member.as_ref()?;
+        if listed.contains(m) || (f.leader.is_none() && f.force) {
+            return None;
+        }
+        Some(format!(
+            "{} to {m} refused: it is not a synchronous standby (the sync key lists [{}])",
+            if f.leader.is_some() { "switchover" } else { "failover" },
+            listed.join(",")
+        ))
     }
 
     /// Members that need a replication slot on the leader: everyone else, except those streaming
@@ -877,6 +1032,11 @@ impl HaNode {
             )
         });
         let mut next = if urgent { now } else { now.plus_secs(self.config.loop_wait) };
+        // A synchronous standby enters the `sync` key a cycle after PostgreSQL starts waiting for
+        // it: look again soon rather than after a whole loop_wait.
+        if actions.iter().any(|a| matches!(a, Action::SetSynchronousStandbyNames(_) | Action::WriteSync { .. })) {
+            next = next.min(now.plus_ms(SYNC_FOLLOW_UP_MS));
+        }
         if let Some(d) = self.fence_deadline() {
             next = next.min(d);
         }

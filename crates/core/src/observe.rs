@@ -110,8 +110,27 @@ impl WalPositions {
     }
 }
 
+/// One row of `pg_stat_replication` on this server: a standby streaming from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Walsender {
+    /// The standby's `application_name` (its member name: replicas set it in `primary_conninfo`).
+    pub application_name: String,
+    /// `startup`, `catchup`, `streaming`, `backup` or `stopping`.
+    pub state: String,
+    /// `async`, `potential`, `sync` or `quorum`, as PostgreSQL judges it under its
+    /// `synchronous_standby_names`.
+    pub sync_state: String,
+    /// Last position the standby wrote to disk (`write_lsn`).
+    pub write: Option<Lsn>,
+    /// Last position the standby flushed (`flush_lsn`): what an ordinary synchronous commit waits
+    /// for.
+    pub flush: Option<Lsn>,
+    /// Last position the standby replayed (`replay_lsn`).
+    pub replay: Option<Lsn>,
+}
+
 /// A running, queryable PostgreSQL.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunningPg {
     /// `pg_is_in_recovery()`.
     pub in_recovery: bool,
@@ -123,6 +142,10 @@ pub struct RunningPg {
     pub streaming: bool,
     /// `(host, port)` of `primary_conninfo`, if set.
     pub upstream: Option<(String, u16)>,
+    /// The standbys streaming from this server (`pg_stat_replication`).
+    pub walsenders: Vec<Walsender>,
+    /// `synchronous_standby_names` as this server applies it now (`current_setting`).
+    pub synchronous_standby_names: String,
 }
 
 /// The postmaster as the agent sees it.

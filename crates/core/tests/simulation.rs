@@ -4,6 +4,11 @@
 //! freezes of a primary's agent are the watchdog's job and are left out until it exists). After every 100 ms step the safety invariant is checked:
 //! **never two writable primaries at the same time**. A failing seed prints its fault schedule.
 //!
+//! The same schedules also run in synchronous mode (`on` and `quorum`), where the toy primary
+//! acknowledges a commit only as its `synchronous_standby_names` says (and replicas fall behind
+//! now and then), and a second invariant is checked at every promotion: **the promoted member has
+//! every commit any primary acknowledged**.
+//!
 //! The model is deliberately small: WAL is a counter, replicas streaming from a running primary
 //! on their timeline copy its position, jobs finish at the next cycle. It exists to exercise the
 //! core's rules (fencing deadline, lock CAS, healthiest race, streaming rule, rewind before
@@ -13,12 +18,13 @@ use std::collections::BTreeMap;
 
 use rampart_core::action::{Action, ActionResult, Job, StartRole};
 use rampart_core::keys::ClusterPrefix;
-use rampart_core::model::{Cluster, RawKv, Status};
+use rampart_core::model::{Cluster, RawKv, Status, SyncState};
 use rampart_core::observe::{
     ClusterState, ControlData, DataDir, DcsView, JobKind, JobState, LocalPg, Observation, PeerReport, PeerStatus,
-    PgProcess, RunningPg, WalPositions,
+    PgProcess, RunningPg, WalPositions, Walsender,
 };
-use rampart_core::{DynamicConfig, HaNode, Lsn, MemberData, Millis, NodeSettings};
+use rampart_core::standby_names::{Method, StandbyNames};
+use rampart_core::{DynamicConfig, HaNode, Lsn, MemberData, Millis, NodeSettings, SyncMode};
 
 const STEP: u64 = 100;
 const TTL: u64 = 10;
@@ -46,6 +52,8 @@ struct Pg {
     upstream: Option<usize>,
     /// Last state written to the control file, for rejoin decisions.
     was_primary: bool,
+    /// `synchronous_standby_names` in force.
+    ssn: String,
 }
 
 struct Node {
@@ -64,10 +72,21 @@ struct Dcs {
     leader: Option<(usize, u64)>,
     members: BTreeMap<usize, MemberData>,
     optime: u64,
+    sync: Option<SyncState>,
+    sync_revision: i64,
+    mode: SyncMode,
 }
 
-fn config() -> DynamicConfig {
-    DynamicConfig { ttl: TTL, loop_wait: 1, retry_timeout: 3, ..Default::default() }
+fn config(mode: SyncMode) -> DynamicConfig {
+    let sync = mode.is_active();
+    DynamicConfig {
+        ttl: TTL,
+        loop_wait: 1,
+        retry_timeout: 3,
+        synchronous_mode: sync.then_some(mode),
+        synchronous_node_count: sync.then_some(1),
+        ..Default::default()
+    }
 }
 
 fn snapshot(dcs: &Dcs, nodes: &[Node], now: u64) -> Cluster {
@@ -76,7 +95,7 @@ fn snapshot(dcs: &Dcs, nodes: &[Node], now: u64) -> Cluster {
         RawKv { key: prefix.key("initialize"), value: "1".into(), lease: 0, mod_revision: 1 },
         RawKv {
             key: prefix.key("config"),
-            value: serde_json::to_string(&config()).unwrap(),
+            value: serde_json::to_string(&config(dcs.mode)).unwrap(),
             lease: 0,
             mod_revision: 1,
         },
@@ -92,6 +111,14 @@ fn snapshot(dcs: &Dcs, nodes: &[Node], now: u64) -> Cluster {
             kvs.push(RawKv { key: prefix.key("leader"), value: nodes[l].name.clone(), lease: 1, mod_revision: 1 });
         }
     }
+    if let Some(sync) = &dcs.sync {
+        kvs.push(RawKv {
+            key: prefix.key("sync"),
+            value: serde_json::to_string(sync).unwrap(),
+            lease: 0,
+            mod_revision: dcs.sync_revision,
+        });
+    }
     for (i, m) in &dcs.members {
         kvs.push(RawKv {
             key: prefix.member(&nodes[*i].name),
@@ -101,6 +128,61 @@ fn snapshot(dcs: &Dcs, nodes: &[Node], now: u64) -> Cluster {
         });
     }
     Cluster::from_kvs(&prefix, &kvs, 1)
+}
+
+/// The replicas streaming from node `i` (running, following it on its timeline).
+fn streaming_from(i: usize, pgs: &[Pg]) -> Vec<usize> {
+    (0..pgs.len())
+        .filter(|&j| {
+            j != i
+                && pgs[j].running
+                && pgs[j].in_recovery
+                && pgs[j].upstream == Some(i)
+                && pgs[i].running
+                && pgs[i].timeline >= pgs[j].timeline
+        })
+        .collect()
+}
+
+fn name(i: usize) -> String {
+    format!("n{i}")
+}
+
+/// How PostgreSQL judges standby `j` under `ssn` given who streams (`FIRST`: the first `num`
+/// streaming listed ones are `sync`).
+fn sync_state(ssn: &str, j: usize, streaming: &[usize]) -> String {
+    match StandbyNames::parse(ssn).ok().flatten() {
+        Some(n) if n.lists(&name(j)) => match n.method {
+            Method::Any => "quorum".into(),
+            Method::First => {
+                let up: Vec<&String> =
+                    n.names.iter().filter(|x| streaming.iter().any(|&k| name(k) == **x)).take(n.num).collect();
+                if up.iter().any(|x| **x == name(j)) { "sync" } else { "potential" }.into()
+            }
+        },
+        _ => "async".into(),
+    }
+}
+
+/// Up to where a primary at `me` has acknowledged commits: all of its WAL without synchronous
+/// standbys, else the position `num` of the listed streaming standbys have flushed (`FIRST`: the
+/// first `num` of them).
+fn ack_frontier(me: &Pg, flushes: &[(usize, u64)]) -> u64 {
+    let Some(n) = StandbyNames::parse(&me.ssn).ok().flatten() else { return me.wal };
+    let listed: Vec<u64> =
+        n.names.iter().filter_map(|x| flushes.iter().find(|(k, _)| name(*k) == *x).map(|(_, f)| *f)).collect();
+    if n.num == 0 || listed.len() < n.num {
+        return 0;
+    }
+    let f = match n.method {
+        Method::First => listed[..n.num].iter().copied().min().unwrap_or(0),
+        Method::Any => {
+            let mut l = listed;
+            l.sort_unstable_by(|a, b| b.cmp(a));
+            l[n.num - 1]
+        }
+    };
+    f.min(me.wal)
 }
 
 fn local(pg: &Pg, streaming: bool, upstream_port: Option<u16>) -> LocalPg {
@@ -122,6 +204,8 @@ fn local(pg: &Pg, streaming: bool, upstream_port: Option<u16>) -> LocalPg {
             wal,
             streaming,
             upstream: upstream_port.map(|p| ("127.0.0.1".to_string(), p)),
+            synchronous_standby_names: pg.ssn.clone(),
+            ..Default::default()
         })
     } else {
         PgProcess::Crashed
@@ -138,13 +222,13 @@ fn index_of_port(p: u16) -> usize {
 }
 
 /// Runs one seeded schedule; returns a description of the first violation.
-fn run(seed: u64, steps: u64) -> Result<(), String> {
+fn run(seed: u64, steps: u64, mode: SyncMode) -> Result<(), String> {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let n = 3;
     let mut nodes: Vec<Node> = (0..n)
         .map(|i| Node {
             name: format!("n{i}"),
-            ha: HaNode::new(NodeSettings { name: format!("n{i}"), bootstrap_dcs: config(), ..Default::default() }),
+            ha: HaNode::new(NodeSettings { name: format!("n{i}"), bootstrap_dcs: config(mode), ..Default::default() }),
             pg: Pg {
                 running: true,
                 in_recovery: i != 0,
@@ -152,6 +236,7 @@ fn run(seed: u64, steps: u64) -> Result<(), String> {
                 wal: 0,
                 upstream: (i != 0).then_some(0),
                 was_primary: i == 0,
+                ssn: String::new(),
             },
             next_cycle: 0,
             job: None,
@@ -159,7 +244,10 @@ fn run(seed: u64, steps: u64) -> Result<(), String> {
             frozen_until: 0,
         })
         .collect();
-    let mut dcs = Dcs { leader: Some((0, TTL * 1000)), members: BTreeMap::new(), optime: 0 };
+    let mut dcs =
+        Dcs { leader: Some((0, TTL * 1000)), members: BTreeMap::new(), optime: 0, sync: None, sync_revision: 0, mode };
+    // The newest commit any primary acknowledged (synchronous runs).
+    let mut acked: u64 = 0;
     nodes[0].ha.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: TTL });
     let mut log: Vec<String> = Vec::new();
 
@@ -195,15 +283,28 @@ fn run(seed: u64, steps: u64) -> Result<(), String> {
         for nd in nodes.iter_mut() {
             if let Some(u) = nd.pg.upstream {
                 let up = &snap[u];
+                // In synchronous runs a replica falls behind now and then, so that who has which
+                // commit matters.
+                let lags = mode.is_active() && rng.below(3) == 0;
                 if nd.pg.running
                     && nd.pg.in_recovery
                     && up.running
                     && up.timeline >= nd.pg.timeline
                     && up.wal >= nd.pg.wal
+                    && !lags
                 {
                     nd.pg.wal = up.wal;
                     nd.pg.timeline = up.timeline;
                 }
+            }
+        }
+        // Acknowledgements: what each running primary's setting lets it confirm to clients.
+        let snap: Vec<Pg> = nodes.iter().map(|nd| nd.pg.clone()).collect();
+        for (i, p) in snap.iter().enumerate() {
+            if p.running && !p.in_recovery {
+                let flushes: Vec<(usize, u64)> =
+                    streaming_from(i, &snap).into_iter().map(|j| (j, snap[j].wal)).collect();
+                acked = acked.max(ack_frontier(p, &flushes));
             }
         }
         // Safety invariant.
@@ -224,7 +325,22 @@ fn run(seed: u64, steps: u64) -> Result<(), String> {
             let streaming = me.running
                 && me.in_recovery
                 && me.upstream.is_some_and(|u| pgs[u].running && pgs[u].timeline >= me.timeline);
-            let local_pg = local(me, streaming, me.upstream.map(port));
+            let mut local_pg = local(me, streaming, me.upstream.map(port));
+            if let PgProcess::Running(r) = &mut local_pg.process {
+                if !r.in_recovery {
+                    let from = streaming_from(i, &pgs);
+                    r.walsenders = from
+                        .iter()
+                        .map(|&j| Walsender {
+                            application_name: name(j),
+                            state: "streaming".into(),
+                            sync_state: sync_state(&me.ssn, j, &from),
+                            flush: Some(Lsn(pgs[j].wal)),
+                            ..Default::default()
+                        })
+                        .collect();
+                }
+            }
             let peers: Vec<PeerReport> = (0..n)
                 .filter(|&j| j != i && nodes[j].frozen_until <= now)
                 .map(|j| PeerReport {
@@ -259,6 +375,14 @@ fn run(seed: u64, steps: u64) -> Result<(), String> {
             }
             nodes[i].next_cycle = plan.next_cycle.0.max(now + STEP);
             for a in plan.actions {
+                if matches!(a, Action::StartJob(Job::Promote)) && mode.is_active() && nodes[i].pg.wal < acked {
+                    let tail = log.len().saturating_sub(40);
+                    return Err(format!(
+                        "t={now}: n{i} promoted at {} but commits up to {acked} were acknowledged\n{}",
+                        nodes[i].pg.wal,
+                        log[tail..].join("\n")
+                    ));
+                }
                 let ok = execute(i, a, now, reachable, &mut nodes, &mut dcs, &cluster);
                 if !ok {
                     break;
@@ -331,6 +455,26 @@ fn execute(
             nodes[i].pg.upstream = upstream.map(|u| index_of_port(u.port));
             true
         }
+        Action::WriteSync { state, expected_revision } => {
+            if !reachable || expected_revision != dcs.sync_revision {
+                return false;
+            }
+            dcs.sync = Some(state);
+            dcs.sync_revision += 1;
+            true
+        }
+        Action::DeleteSync { expected_revision } => {
+            if !reachable || expected_revision != dcs.sync_revision {
+                return false;
+            }
+            dcs.sync = None;
+            dcs.sync_revision = 0;
+            true
+        }
+        Action::SetSynchronousStandbyNames(names) => {
+            nodes[i].pg.ssn = names;
+            true
+        }
         Action::StartJob(job) => {
             let kind = job.kind();
             match job {
@@ -373,8 +517,20 @@ fn execute(
 fn never_two_writable_primaries_over_many_seeded_schedules() {
     let seeds: u64 = std::env::var("RAMPART_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     for seed in 0..seeds {
-        if let Err(e) = run(seed, 3_000) {
+        if let Err(e) = run(seed, 3_000, SyncMode::Off) {
             panic!("seed {seed} (re-run with this seed to reproduce): {e}");
+        }
+    }
+}
+
+#[test]
+fn synchronous_mode_promotes_only_members_with_every_acknowledged_commit() {
+    let seeds: u64 = std::env::var("RAMPART_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    for mode in [SyncMode::On, SyncMode::Quorum] {
+        for seed in 0..seeds {
+            if let Err(e) = run(seed, 3_000, mode) {
+                panic!("{mode:?} seed {seed} (re-run with this seed to reproduce): {e}");
+            }
         }
     }
 }

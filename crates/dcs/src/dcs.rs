@@ -14,7 +14,7 @@
 
 use std::future::Future;
 
-use rampart_core::model::{Failover, HistoryEntry, Status};
+use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
 use rampart_core::{Cluster, MemberData};
 use tokio::time::Instant;
 
@@ -92,6 +92,20 @@ pub trait Dcs: Send + Sync {
 
     /// Clears the request (writes `{}`, as Patroni does).
     fn clear_failover(&self, deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;
+
+    /// Writes the `sync` key if its modification revision is still `expected_revision` (0: only
+    /// if it does not exist). False if the compare failed: another writer changed it, and the
+    /// caller must not act as if its value were in place.
+    fn write_sync(
+        &self,
+        state: &SyncState,
+        expected_revision: i64,
+        deadline: Instant,
+    ) -> impl Future<Output = DcsResult<bool>> + Send;
+
+    /// Deletes the `sync` key if its modification revision is still `expected_revision`. False if
+    /// the compare failed.
+    fn delete_sync(&self, expected_revision: i64, deadline: Instant) -> impl Future<Output = DcsResult<bool>> + Send;
 
     /// Deletes every key of the cluster.
     fn delete_cluster(&self, deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;

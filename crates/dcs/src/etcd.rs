@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp};
 use rampart_core::keys::{self, ClusterPrefix};
-use rampart_core::model::{Failover, HistoryEntry, RawKv, Status};
+use rampart_core::model::{Failover, HistoryEntry, RawKv, Status, SyncState};
 use rampart_core::{Cluster, MemberData};
 use tokio::time::Instant;
 
@@ -182,6 +182,16 @@ fn raw_kv(kv: &KeyValue) -> RawKv {
 }
 
 /// Compact JSON, as Patroni's `json.dumps(..., separators=(',', ':'))`.
+/// "The key is still at `revision`", where revision 0 means "the key does not exist" (etcd
+/// reports a missing key's revisions as 0, so one comparison covers both).
+fn expected_revision_is(key: &str, revision: i64) -> Compare {
+    if revision == 0 {
+        Compare::create_revision(key, CompareOp::Equal, 0)
+    } else {
+        Compare::mod_revision(key, CompareOp::Equal, revision)
+    }
+}
+
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     // Our model types are maps, lists, strings and numbers: serializing them cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
@@ -309,6 +319,22 @@ impl Dcs for EtcdDcs {
 
     async fn clear_failover(&self, deadline: Instant) -> DcsResult<()> {
         self.put("clear_failover", self.key(keys::FAILOVER), "{}".to_string(), deadline).await
+    }
+
+    async fn write_sync(&self, state: &SyncState, expected_revision: i64, deadline: Instant) -> DcsResult<bool> {
+        let key = self.key(keys::SYNC);
+        let txn = Txn::new().when([expected_revision_is(&key, expected_revision)]).and_then([TxnOp::put(
+            key,
+            to_json(state),
+            None,
+        )]);
+        self.txn_succeeded("write_sync", txn, deadline).await
+    }
+
+    async fn delete_sync(&self, expected_revision: i64, deadline: Instant) -> DcsResult<bool> {
+        let key = self.key(keys::SYNC);
+        let txn = Txn::new().when([expected_revision_is(&key, expected_revision)]).and_then([TxnOp::delete(key, None)]);
+        self.txn_succeeded("delete_sync", txn, deadline).await
     }
 
     async fn delete_cluster(&self, deadline: Instant) -> DcsResult<()> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_core::keys::ClusterPrefix;
-use rampart_core::model::{Failover, HistoryEntry, Status};
+use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
 use rampart_core::{Lsn, MemberData};
 use rampart_dcs::{Dcs, DcsError, EtcdDcs, EtcdOptions};
 use support::EtcdServer;
@@ -223,7 +223,7 @@ async fn initialize_race_config_cas_and_other_keys() {
         raw_get(&etcd, "/service/test/history").await.unwrap().0,
         r#"[[1,50331808,"no recovery target specified","2024-01-01T00:00:00+00:00","a"]]"#
     );
-    let failover = Failover { leader: Some("a".into()), member: Some("b".into()), scheduled_at: None };
+    let failover = Failover { leader: Some("a".into()), member: Some("b".into()), scheduled_at: None, force: false };
     a.set_failover(&failover, dl()).await.unwrap();
 
     let cluster = b.read_cluster(dl()).await.unwrap();
@@ -232,6 +232,26 @@ async fn initialize_race_config_cas_and_other_keys() {
     assert_eq!(cluster.history, history);
     assert_eq!(cluster.failover, Some(failover));
     assert_eq!(cluster.timeline(), 2);
+
+    // The sync key: created only if absent, then replaced only at the revision last read.
+    let sync = SyncState::new("a", &["b".into()], 0);
+    assert!(a.write_sync(&sync, 0, dl()).await.unwrap());
+    assert!(!b.write_sync(&SyncState::new("b", &[], 0), 0, dl()).await.unwrap(), "exists: create loses");
+    assert_eq!(
+        raw_get(&etcd, "/service/test/sync").await.unwrap().0,
+        r#"{"leader":"a","sync_standby":"b","quorum":0}"#
+    );
+    let read = b.read_cluster(dl()).await.unwrap();
+    assert_eq!(read.sync.as_ref(), Some(&sync));
+    let rev = read.sync_revision;
+    assert!(rev > 0);
+    assert!(a.write_sync(&SyncState::new("a", &[], 0), rev, dl()).await.unwrap());
+    assert!(!b.write_sync(&SyncState::new("b", &[], 0), rev, dl()).await.unwrap(), "stale revision must lose");
+    assert!(!b.delete_sync(rev, dl()).await.unwrap(), "stale revision must lose");
+    let rev = b.read_cluster(dl()).await.unwrap().sync_revision;
+    assert!(b.delete_sync(rev, dl()).await.unwrap());
+    let read = b.read_cluster(dl()).await.unwrap();
+    assert_eq!((read.sync, read.sync_revision), (None, 0));
 
     b.clear_failover(dl()).await.unwrap();
     assert_eq!(raw_get(&etcd, "/service/test/failover").await.unwrap().0, "{}");

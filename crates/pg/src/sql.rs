@@ -13,7 +13,7 @@ use std::error::Error as _;
 use std::future::Future;
 use std::time::Duration;
 
-use rampart_core::observe::{RunningPg, WalPositions};
+use rampart_core::observe::{RunningPg, WalPositions, Walsender};
 use rampart_core::{Lsn, Timeline};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
@@ -42,6 +42,12 @@ pub struct ReplicationPeer {
     pub sync_state: Option<String>,
     /// Position in `synchronous_standby_names` (0 when asynchronous).
     pub sync_priority: Option<i32>,
+    /// Last position the standby wrote.
+    pub write_lsn: Option<Lsn>,
+    /// Last position the standby flushed.
+    pub flush_lsn: Option<Lsn>,
+    /// Last position the standby replayed.
+    pub replay_lsn: Option<Lsn>,
 }
 
 /// Everything one probe learns about the running server.
@@ -78,6 +84,8 @@ pub struct Probe {
     pub replication: Vec<ReplicationPeer>,
     /// Database system identifier.
     pub system_identifier: String,
+    /// `synchronous_standby_names` as the server applies it now.
+    pub synchronous_standby_names: String,
 }
 
 impl Probe {
@@ -89,6 +97,19 @@ impl Probe {
             wal: WalPositions { flush: self.flush_lsn, received: self.received_lsn, replayed: self.replayed_lsn },
             streaming: self.streaming,
             upstream: self.upstream.clone(),
+            walsenders: self
+                .replication
+                .iter()
+                .map(|r| Walsender {
+                    application_name: r.application_name.clone().unwrap_or_default(),
+                    state: r.state.clone().unwrap_or_default(),
+                    sync_state: r.sync_state.clone().unwrap_or_default(),
+                    write: r.write_lsn,
+                    flush: r.flush_lsn,
+                    replay: r.replay_lsn,
+                })
+                .collect(),
+            synchronous_standby_names: self.synchronous_standby_names.clone(),
         }
     }
 }
@@ -186,13 +207,15 @@ impl Sql {
                 pg_catalog.pg_last_xact_replay_timestamp()::text, \
                 CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
                 s.system_identifier::text, \
-                GREATEST(c.timeline_id, rc.min_recovery_end_timeline) \
+                GREATEST(c.timeline_id, rc.min_recovery_end_timeline), \
+                pg_catalog.current_setting('synchronous_standby_names') \
             FROM pg_catalog.pg_control_system() s \
             CROSS JOIN pg_catalog.pg_control_checkpoint() c \
             CROSS JOIN pg_catalog.pg_control_recovery() rc \
             LEFT JOIN pg_catalog.pg_stat_wal_receiver r ON true";
         const REPLICATION: &str =
-            "SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority \
+            "SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority, \
+                write_lsn::text, flush_lsn::text, replay_lsn::text \
             FROM pg_catalog.pg_stat_replication ORDER BY application_name, pid";
 
         let mut slot = self.client.lock().await;
@@ -211,11 +234,11 @@ impl Sql {
         };
         drop(slot);
 
-        let lsn = |i: usize| -> Result<Option<Lsn>> {
-            let text: Option<String> = row.get(i);
+        let parse_lsn = |text: Option<String>| -> Result<Option<Lsn>> {
             text.map(|t| t.parse().map_err(|e| PgError::Unexpected { what: "probe", detail: format!("{e}") }))
                 .transpose()
         };
+        let lsn = |i: usize| parse_lsn(row.get(i));
         let in_recovery: bool = row.get(0);
         let flush_lsn = lsn(1)?;
         let wal_file_tli: Option<String> = row.get(2);
@@ -248,17 +271,23 @@ impl Sql {
             replayed_at: row.get(10),
             replay_paused: row.get(11),
             system_identifier: row.get(12),
+            synchronous_standby_names: row.get(14),
             replication: peers
                 .iter()
-                .map(|r| ReplicationPeer {
-                    usename: r.get(0),
-                    application_name: r.get(1),
-                    client_addr: r.get(2),
-                    state: r.get(3),
-                    sync_state: r.get(4),
-                    sync_priority: r.get(5),
+                .map(|r| {
+                    Ok(ReplicationPeer {
+                        usename: r.get(0),
+                        application_name: r.get(1),
+                        client_addr: r.get(2),
+                        state: r.get(3),
+                        sync_state: r.get(4),
+                        sync_priority: r.get(5),
+                        write_lsn: parse_lsn(r.get(6))?,
+                        flush_lsn: parse_lsn(r.get(7))?,
+                        replay_lsn: parse_lsn(r.get(8))?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<Vec<_>>>()?,
         })
     }
 
@@ -288,6 +317,24 @@ impl Sql {
     pub async fn reload(&self) -> Result<()> {
         let _: bool = self.query_one_col("pg_reload_conf", "SELECT pg_catalog.pg_reload_conf()", self.timeout).await?;
         Ok(())
+    }
+
+    /// Waits until this server applies `synchronous_standby_names = want` (after a reload each
+    /// backend re-reads the file before its next statement, so a fresh statement sees it once the
+    /// postmaster has passed the reload on). True if it did within `limit`.
+    pub async fn wait_for_synchronous_standby_names(&self, want: &str, limit: Duration) -> Result<bool> {
+        const SQL: &str = "SELECT pg_catalog.current_setting('synchronous_standby_names')";
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let now: String = self.query_one_col("synchronous_standby_names", SQL, self.timeout).await?;
+            if now == want {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`), sorted.
@@ -666,13 +713,27 @@ mod tests {
             server_version_num: 150008,
             replayed_at: None,
             replay_paused: false,
-            replication: vec![],
+            replication: vec![ReplicationPeer {
+                usename: Some("replicator".into()),
+                application_name: Some("n2".into()),
+                client_addr: None,
+                state: Some("streaming".into()),
+                sync_state: Some("quorum".into()),
+                sync_priority: Some(1),
+                write_lsn: Some(Lsn(180)),
+                flush_lsn: Some(Lsn(170)),
+                replay_lsn: Some(Lsn(160)),
+            }],
             system_identifier: "1".into(),
+            synchronous_standby_names: "ANY 1 (\"n2\")".into(),
         };
         let core = p.to_core();
         assert!(core.in_recovery && core.streaming);
         assert_eq!(core.wal.best(), Lsn(200));
         assert_eq!(core.upstream, Some(("h".into(), 5432)));
+        assert_eq!(core.synchronous_standby_names, "ANY 1 (\"n2\")");
+        let w = &core.walsenders[0];
+        assert_eq!((w.application_name.as_str(), w.sync_state.as_str(), w.flush), ("n2", "quorum", Some(Lsn(170))));
     }
 
     #[test]

@@ -208,6 +208,24 @@ async fn scenario(root: &Path, bin: &Path) {
     let pa = probe_until(&sql_a, "pg-a to list pg-b", |p| !p.replication.is_empty()).await;
     assert_eq!(pa.replication[0].application_name.as_deref(), Some("pg-b"));
     assert_eq!(pa.replication[0].usename.as_deref(), Some("replicator"));
+    assert_eq!(pa.synchronous_standby_names, "");
+    // The flush position shows once the standby has sent its first feedback.
+    probe_until(&sql_a, "pg-b's first feedback", |p| p.replication.first().is_some_and(|r| r.flush_lsn.is_some()))
+        .await;
+    // Synchronous replication: the probe shows the setting in force and how the primary judges
+    // the standby under it.
+    su.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (\"pg-b\")'").await.unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    assert!(sql_a.wait_for_synchronous_standby_names("ANY 1 (\"pg-b\")", Duration::from_secs(5)).await.unwrap());
+    let pa = probe_until(&sql_a, "pg-a to judge pg-b a quorum standby", |p| {
+        p.replication.first().is_some_and(|r| r.sync_state.as_deref() == Some("quorum"))
+    })
+    .await;
+    assert_eq!(pa.to_core().walsenders[0].sync_state, "quorum");
+    assert_eq!(pa.to_core().synchronous_standby_names, "ANY 1 (\"pg-b\")");
+    su.batch_execute("ALTER SYSTEM RESET synchronous_standby_names").await.unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    assert!(sql_a.wait_for_synchronous_standby_names("", Duration::from_secs(5)).await.unwrap());
     su.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
     let target = sql_a.probe().await.unwrap().flush_lsn.unwrap();
     probe_until(&sql_b, "pg-b to replay pg-a's write", |p| p.replayed_lsn.is_some_and(|r| r >= target)).await;

@@ -2,16 +2,22 @@
 //! or the DCS `config` key) are written into postgresql.conf and reloaded within one cycle, and
 //! parameters that only a restart applies are reported as `pending_restart`.
 //!
+//! The leader-managed `synchronous_standby_names` goes through the same rendering and reload
+//! (it never needs a restart); setting it waits until the server shows the new value, so the
+//! next cycle observes what PostgreSQL really applies.
+//!
 //! Invariant: a replica's recovery settings are rewritten only when its upstream is known, so a
-//! parameter change never drops `primary_conninfo`.
+//! parameter change never drops `primary_conninfo` (the one exception is a replica about to be
+//! promoted, whose upstream no longer matters).
 
 use std::collections::BTreeMap;
 
-use rampart_core::{Cluster, StartRole, Upstream};
+use anyhow::{bail, Result};
+use rampart_core::{ActionResult, Cluster, StartRole, Upstream};
 use rampart_pg::Probe;
 use tracing::{info, warn};
 
-use super::{settings, Agent};
+use super::{Agent, SYNC_NAMES_APPLY_LIMIT};
 
 /// What was last applied.
 #[derive(Default)]
@@ -35,7 +41,10 @@ impl Agent {
             self.params.pending_restart = false;
             return;
         };
-        let s = settings::pg_settings(&self.cfg, self.core.config());
+        // Decided on this cycle's configuration: a server adopted after a restart keeps the
+        // synchronous_standby_names it runs with until the core changes it.
+        self.track_sync_names(Some(p));
+        let s = self.pg_settings();
         if self.params.applied.as_ref() != Some(&s.parameters) {
             let role = if p.in_recovery {
                 if self.upstream.is_none() {
@@ -70,6 +79,41 @@ impl Agent {
             }
             Err(e) => warn!(error = %e, "could not read pending_restart"),
         }
+    }
+}
+
+impl Agent {
+    /// Executes [`rampart_core::Action::SetSynchronousStandbyNames`]: remembers the value (a
+    /// start renders it), and on a running server rewrites postgresql.conf, reloads, and waits
+    /// until the server shows it. When it does not in time, the core is told, so that it sets the
+    /// same value again before deciding anything else.
+    pub(in crate::agent) async fn set_sync_names(
+        &mut self,
+        names: &str,
+        probe: Option<&Probe>,
+        cluster: Option<&Cluster>,
+    ) -> Result<bool> {
+        self.sync_names = Some(names.to_string());
+        let Some(p) = probe else { return Ok(true) };
+        let role = if p.in_recovery {
+            if self.upstream.is_none() {
+                self.upstream = upstream_from_probe(p, cluster);
+            }
+            StartRole::Replica { upstream: self.upstream.clone() }
+        } else {
+            StartRole::Primary
+        };
+        let s = self.pg_settings();
+        rampart_pg::write_config(&s, &role)?;
+        self.sql.reload().await?;
+        self.params.applied = Some(s.parameters.clone());
+        let shown = self.sql.wait_for_synchronous_standby_names(names, SYNC_NAMES_APPLY_LIMIT).await;
+        if !matches!(shown, Ok(true)) {
+            self.core.advance(ActionResult::SyncNamesUnconfirmed(names.to_string()));
+            bail!("PostgreSQL did not show synchronous_standby_names = {names:?} in time ({shown:?})");
+        }
+        info!(synchronous_standby_names = names, "synchronous_standby_names in force");
+        Ok(true)
     }
 }
 
