@@ -131,7 +131,7 @@ pub(crate) async fn server_to_client<R, W>(
     mut w: W,
     first: BytesMut,
     mut err_rx: oneshot::Receiver<ErrorResponse>,
-    mut fence: Option<(watch::Receiver<Routes>, Backend)>,
+    fence: Option<(watch::Receiver<Routes>, Backend)>,
     ctx: Downstream<'_>,
     guard: &mut CancelGuard<'_>,
 ) -> Result<(), Refusal>
@@ -145,6 +145,11 @@ where
     let mut status = None::<TransactionStatus>;
     let mut buffered = !buf.is_empty();
     buf.reserve(READ_CHUNK);
+    // One long-lived wait for a leader change, polled by every turn of the loop below (a new
+    // `changed()` per message would register and unregister a waiter on the routes channel,
+    // shared by all sessions, for every query).
+    let fenced = leader_changed(fence);
+    tokio::pin!(fenced);
     loop {
         if buffered {
             if !relay_buffered(&mut buf, &mut w, &mut status, shared, addr, guard, active).await? {
@@ -180,21 +185,30 @@ where
                     Err(_) => upstream_open = false,
                 }
             }
-            changed = async { fence.as_mut().expect("guarded").0.changed().await }, if fence.is_some() => {
-                if changed.is_err() {
-                    fence = None;
-                    continue;
-                }
-                let (rx, mine) = fence.as_mut().expect("guarded");
-                let still_primary = rx.borrow_and_update().primary.as_ref() == Some(mine);
-                if !still_primary {
-                    tracing::info!(backend = %mine.name, ?status, "leader changed: closing a read-write session on the old primary");
-                    shared.stats.fenced();
-                    let r = fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed");
-                    let _ = send_error(&mut w, &r.0).await;
-                    return Err(r);
-                }
+            () = &mut fenced => {
+                // Idle or not, the session goes: its transaction could only fail on a primary
+                // that has lost its lease (the status is logged for the operator).
+                tracing::debug!(?status, "fenced session's transaction status");
+                shared.stats.fenced();
+                let r = fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed");
+                let _ = send_error(&mut w, &r.0).await;
+                return Err(r);
             }
+        }
+    }
+}
+
+/// Completes when the read-write session's backend stops being the primary; never without a
+/// fence (read-only sessions) or once the routes channel is gone.
+async fn leader_changed(fence: Option<(watch::Receiver<Routes>, Backend)>) {
+    let Some((mut rx, mine)) = fence else { return std::future::pending().await };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if rx.borrow_and_update().primary.as_ref() != Some(&mine) {
+            tracing::info!(backend = %mine.name, "leader changed: closing a read-write session on the old primary");
+            return;
         }
     }
 }
