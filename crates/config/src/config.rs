@@ -17,6 +17,7 @@ use crate::postgresql::Postgresql;
 use crate::proxy::Proxy;
 use crate::raw::RawConfig;
 use crate::restapi::RestApi;
+use crate::watchdog::Watchdog;
 
 /// Default `namespace`, as in Patroni.
 pub const DEFAULT_NAMESPACE: &str = "/service";
@@ -26,8 +27,6 @@ pub const DEFAULT_NAMESPACE: &str = "/service";
 pub struct OtherSections {
     /// `log`.
     pub log: Option<Json>,
-    /// `watchdog`.
-    pub watchdog: Option<Json>,
     /// `citus`.
     pub citus: Option<Json>,
 }
@@ -53,6 +52,8 @@ pub struct Config {
     pub tags: Tags,
     /// How operator commands run on this host call the REST APIs (`ctl`).
     pub ctl: Ctl,
+    /// The watchdog armed while this member leads.
+    pub watchdog: Watchdog,
     /// Accepted Patroni sections Rampart does not use.
     pub other: OtherSections,
     /// `rampart proxy`'s settings, when the file has a `proxy` section.
@@ -95,6 +96,7 @@ impl Config {
         let bootstrap = Bootstrap::build(raw.bootstrap, c)?;
         let ctl = Ctl::build(raw.ctl, c)?;
         let proxy = Proxy::build(raw.proxy, c)?;
+        let watchdog = Watchdog::build(raw.watchdog, c)?;
         Ok(Config {
             scope,
             namespace,
@@ -105,7 +107,8 @@ impl Config {
             postgresql,
             tags: raw.tags.unwrap_or_default(),
             ctl,
-            other: OtherSections { log: raw.log, watchdog: raw.watchdog, citus: raw.citus },
+            watchdog,
+            other: OtherSections { log: raw.log, citus: raw.citus },
             proxy,
         })
     }

@@ -37,6 +37,7 @@ pub mod error;
 pub mod etcd;
 pub mod postgresql;
 pub mod proxy;
+pub mod watchdog;
 mod raw;
 pub mod restapi;
 pub mod secret;
@@ -56,6 +57,7 @@ pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use postgresql::{PgAuthentication, Postgresql};
 pub use proxy::{Proxy, RoPolicy};
+pub use watchdog::{Watchdog, WatchdogMode};
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
 

@@ -397,7 +397,7 @@ watchdog:
     assert_eq!(c.tags.other["zone"], json!("a"));
     assert_eq!(c.postgresql.callbacks["on_start"], "/bin/true");
     assert_eq!(c.other.log, Some(json!({"level": "INFO"})));
-    assert_eq!(c.other.watchdog, Some(json!({"mode": false})));
+    assert_eq!(c.watchdog.mode, crate::WatchdogMode::Off);
 }
 
 #[test]
