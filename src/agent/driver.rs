@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::backend::Queued;
 use super::jobs::{JobContext, RunningJob};
+use super::watchdog::Watchdog;
 use super::{callbacks, peers, publish, settings};
 
 mod params;
@@ -79,6 +80,8 @@ pub struct Agent {
     /// `synchronous_standby_names` as the core last set it (synchronous mode only; `None` until
     /// the core sets one or a running primary shows the one it has).
     sync_names: Option<String>,
+    /// The leader's watchdog (armed only while leading a primary).
+    watchdog: Watchdog,
 }
 
 impl Agent {
@@ -95,8 +98,12 @@ impl Agent {
         requests: mpsc::Receiver<Queued>,
         probe: Arc<dyn rampart_api::MemberProbe>,
     ) -> Agent {
-        let core = HaNode::new(settings::node_settings(&cfg));
+        let watchdog = Watchdog::new(cfg.watchdog.clone());
+        let mut node = settings::node_settings(&cfg);
+        watchdog.restrict(&mut node);
+        let core = HaNode::new(node);
         Agent {
+            watchdog,
             cfg,
             dcs,
             pm,
@@ -259,6 +266,7 @@ impl Agent {
         if self.job.is_none() && !plan.actions.iter().any(|a| matches!(a, Action::Stop(_))) {
             self.apply_parameters(probe.as_ref(), cluster.as_deref()).await;
         }
+        self.feed_watchdog(seen_primary(&local, self.job.as_ref()));
         let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };
         self.publish(&seen).await;
         Ok(plan)
@@ -555,12 +563,33 @@ impl Agent {
         let (local, probe, _) = self.observe_local().await;
         let seen = Seen { local, probe, cluster, job: None };
         self.publish(&seen).await;
+        self.watchdog.shutdown();
         info!("agent stopped");
         Ok(())
     }
 }
 
 /// Now as unix milliseconds (only for comparing with times operators wrote).
+/// Whether PostgreSQL runs as primary, or is being promoted to it (the watchdog is armed before
+/// the promotion can take effect, as Patroni does).
+fn seen_primary(local: &LocalPg, job: Option<&RunningJob>) -> bool {
+    local.process.is_primary() || job.is_some_and(|j| j.kind() == JobKind::Promote)
+}
+
+impl Agent {
+    /// Feeds, runs down or disarms the watchdog after a cycle (rule: [`rampart_core::watchdog`]).
+    fn feed_watchdog(&mut self, primary: bool) {
+        let ttl = self.core.config().ttl;
+        let step = rampart_core::watchdog::step(
+            self.core.leader_until(),
+            self.now(),
+            primary,
+            self.watchdog.timeout_secs(ttl),
+        );
+        self.watchdog.apply(step, ttl);
+    }
+}
+
 fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod peers;
 pub mod publish;
 pub mod settings;
+pub mod watchdog;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -52,6 +52,7 @@ pub mod standby_names;
 pub mod sync;
 pub mod sync_election;
 pub mod sync_mode;
+pub mod watchdog;
 
 pub use action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 pub use dynamic::DynamicConfig;

@@ -180,7 +180,9 @@ impl Agent {
             new.restapi.listen = old.restapi.listen.clone();
         }
         self.cfg = new;
-        self.core.update_settings(settings::node_settings(&self.cfg));
+        let mut node = settings::node_settings(&self.cfg);
+        self.watchdog.restrict(&mut node);
+        self.core.update_settings(node);
         // Rewrite postgresql.conf and pg_hba.conf at the next cycle and reload PostgreSQL.
         self.params.force_rewrite();
         callbacks::fire(&self.cfg.postgresql.callbacks, "on_reload", &self.last_role.clone(), &self.cfg.scope);

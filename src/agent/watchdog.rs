@@ -1,0 +1,220 @@
+//! The leader's watchdog device (`watchdog` section): Linux's watchdog API on `/dev/watchdog`
+//! (a hardware watchdog or the `softdog` module).
+//!
+//! When to feed, let run down or disarm is decided by the pure rule in
+//! [`rampart_core::watchdog`]; this adapter only does it: open and set the timeout when arming,
+//! a keepalive ioctl when feeding, and the magic close (`V`, then close) when disarming.
+//!
+//! Invariants:
+//! * a disarm always writes the magic character before closing, so a member that steps down
+//!   cleanly never resets its machine; dropping an armed [`Device`] any other way (the agent
+//!   panicking or being killed) leaves it armed on purpose: a leader that died without stepping
+//!   down must not keep a writable primary once the timeout has passed;
+//! * the timeout the kernel actually applied is read back and used, since drivers round it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use rampart_config::{Watchdog as WatchdogConfig, WatchdogMode};
+use rampart_core::watchdog::WatchdogStep;
+use tracing::{info, warn};
+
+// Linux's <linux/watchdog.h>: ioctl numbers on type 'W'.
+nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc_int);
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, libc_int);
+
+#[allow(non_camel_case_types)]
+type libc_int = std::os::raw::c_int;
+
+/// An open, armed watchdog device.
+#[derive(Debug)]
+pub struct Device {
+    file: File,
+    path: PathBuf,
+    timeout_secs: u64,
+}
+
+impl Device {
+    /// Opens `path` (which arms it) and sets its timeout.
+    pub fn arm(path: &Path, timeout_secs: u64) -> Result<Device, String> {
+        let file = OpenOptions::new().write(true).open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let mut dev = Device { file, path: path.to_path_buf(), timeout_secs };
+        let mut t = libc_int::try_from(timeout_secs).unwrap_or(libc_int::MAX);
+        // SAFETY: the fd is open for the duration of the call and `t` outlives it.
+        let set = unsafe { wdioc_settimeout(dev.file.as_raw_fd(), &mut t) };
+        if let Err(e) = set {
+            // Not a watchdog (or one without a settable timeout): close it with the magic
+            // character, since opening may have armed it.
+            let why = format!("{} is not a usable watchdog: setting its timeout: {e}", path.display());
+            dev.disarm();
+            return Err(why);
+        }
+        let mut applied: libc_int = 0;
+        // SAFETY: as above.
+        if unsafe { wdioc_gettimeout(dev.file.as_raw_fd(), &mut applied) }.is_ok() && applied > 0 {
+            dev.timeout_secs = applied as u64;
+        }
+        Ok(dev)
+    }
+
+    /// Feeds the watchdog.
+    pub fn keepalive(&mut self) -> Result<(), String> {
+        let mut dummy: libc_int = 0;
+        // SAFETY: the fd is open and `dummy` outlives the call.
+        unsafe { wdioc_keepalive(self.file.as_raw_fd(), &mut dummy) }
+            .map(|_| ())
+            .map_err(|e| format!("feeding {}: {e}", self.path.display()))
+    }
+
+    /// The timeout the device applies, in seconds.
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout_secs
+    }
+
+    /// Disarms with the magic close.
+    pub fn disarm(mut self) {
+        if let Err(e) = self.file.write_all(b"V").and_then(|()| self.file.flush()) {
+            warn!("disarming {}: {e} (it may still reset the machine)", self.path.display());
+        }
+    }
+}
+
+/// The watchdog as the driver uses it: configuration plus the device while armed.
+#[derive(Debug)]
+pub struct Watchdog {
+    cfg: WatchdogConfig,
+    armed: Option<Device>,
+    /// The last arming error, reported once until it changes.
+    reported: Option<String>,
+}
+
+impl Watchdog {
+    /// A disarmed watchdog for this configuration.
+    pub fn new(cfg: WatchdogConfig) -> Watchdog {
+        Watchdog { cfg, armed: None, reported: None }
+    }
+
+    /// The timeout for a cluster with this ttl.
+    pub fn timeout_secs(&self, ttl: u64) -> u64 {
+        self.cfg.timeout_secs(ttl)
+    }
+
+    /// Whether the device can be armed now (tried and disarmed again at once). Used at start:
+    /// with `mode: required` a member without a usable watchdog never becomes leader.
+    pub fn check(&self, ttl: u64) -> Result<(), String> {
+        Device::arm(&self.cfg.device, self.timeout_secs(ttl)).map(Device::disarm)
+    }
+
+    /// Carries out `step`.
+    pub fn apply(&mut self, step: WatchdogStep, ttl: u64) {
+        if self.cfg.mode == WatchdogMode::Off {
+            return;
+        }
+        match step {
+            WatchdogStep::Disarm => {
+                if let Some(dev) = self.armed.take() {
+                    dev.disarm();
+                    info!("watchdog disarmed");
+                }
+            }
+            WatchdogStep::RunDown => {}
+            WatchdogStep::Keepalive => {
+                let want = self.timeout_secs(ttl);
+                if self.armed.as_ref().is_some_and(|d| d.timeout_secs() != want) {
+                    // The ttl changed: re-arm with the new timeout.
+                    if let Some(dev) = self.armed.take() {
+                        dev.disarm();
+                    }
+                }
+                if self.armed.is_none() {
+                    match Device::arm(&self.cfg.device, want) {
+                        Ok(dev) => {
+                            info!(device = %self.cfg.device.display(), timeout = dev.timeout_secs(), "watchdog armed");
+                            self.armed = Some(dev);
+                            self.reported = None;
+                        }
+                        Err(e) => {
+                            if self.reported.as_deref() != Some(e.as_str()) {
+                                warn!("watchdog ({} mode) not armed: {e}", self.cfg.mode.as_str());
+                                self.reported = Some(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+                if let Some(dev) = &mut self.armed {
+                    if let Err(e) = dev.keepalive() {
+                        warn!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// With `mode: required` and no usable device, this member must never lead: it is kept out
+    /// of leader races like a `nofailover` member (and says so once).
+    pub fn restrict(&self, settings: &mut rampart_core::node::NodeSettings) {
+        if self.cfg.mode != WatchdogMode::Required {
+            return;
+        }
+        let ttl = settings.bootstrap_dcs.ttl;
+        if let Err(e) = self.check(ttl) {
+            warn!("watchdog is required but unusable ({e}): this member will not become leader");
+            settings.tags.nofailover = true;
+        }
+    }
+
+    /// Disarms on a clean shutdown.
+    pub fn shutdown(&mut self) {
+        self.apply(WatchdogStep::Disarm, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(device: &Path, mode: WatchdogMode) -> WatchdogConfig {
+        WatchdogConfig { mode, device: device.to_path_buf(), safety_margin: 5 }
+    }
+
+    #[test]
+    fn a_missing_device_is_reported_with_its_path() {
+        let w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Required));
+        let e = w.check(30).unwrap_err();
+        assert!(e.starts_with("opening /nonexistent/watchdog: "), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_watchdog_is_refused_and_left_as_it_was_but_for_the_magic_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-watchdog");
+        std::fs::write(&path, "").unwrap();
+        let w = Watchdog::new(cfg(&path, WatchdogMode::Automatic));
+        let e = w.check(30).unwrap_err();
+        assert!(e.contains("is not a usable watchdog: setting its timeout"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"V", "closed with the magic character");
+    }
+
+    #[test]
+    fn off_never_touches_the_device() {
+        let mut w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Off));
+        w.apply(WatchdogStep::Keepalive, 30);
+        assert!(w.armed.is_none() && w.reported.is_none());
+    }
+
+    #[test]
+    fn an_unusable_device_is_reported_once_and_nothing_is_armed() {
+        let mut w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Automatic));
+        w.apply(WatchdogStep::Keepalive, 30);
+        let first = w.reported.clone();
+        assert!(first.is_some() && w.armed.is_none());
+        w.apply(WatchdogStep::Keepalive, 30);
+        assert_eq!(w.reported, first);
+        w.apply(WatchdogStep::Disarm, 30);
+        assert!(w.armed.is_none());
+    }
+}
