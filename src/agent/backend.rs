@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rampart_api::{Backend, BoxFuture, LocalReply, LocalRequest};
+use rampart_api::{Backend, BoxFuture, FailsafePing, LocalReply, LocalRequest};
 use rampart_core::model::Failover;
 use rampart_core::Cluster;
 use rampart_dcs::{Dcs, EtcdDcs};
@@ -26,6 +26,8 @@ pub struct AgentBackend {
     pub dcs: EtcdDcs,
     /// The loop's request queue.
     pub queue: mpsc::Sender<Queued>,
+    /// Where accepted failsafe pings go (read by the loop; never waits for it).
+    pub failsafe: super::failsafe::Inbox,
 }
 
 impl Backend for AgentBackend {
@@ -61,5 +63,10 @@ impl Backend for AgentBackend {
                 Err(_) => LocalReply { status: 503, message: "no answer from the agent in time".into() },
             }
         })
+    }
+
+    fn failsafe_ping(&self, ping: FailsafePing) -> BoxFuture<'_, ()> {
+        self.failsafe.record(ping);
+        Box::pin(async {})
     }
 }

@@ -32,6 +32,7 @@ use super::jobs::{JobContext, RunningJob};
 use super::watchdog::Watchdog;
 use super::{callbacks, peers, publish, settings};
 
+mod failsafe;
 mod params;
 mod requests;
 
@@ -80,6 +81,11 @@ pub struct Agent {
     /// `synchronous_standby_names` as the core last set it (synchronous mode only; `None` until
     /// the core sets one or a running primary shows the one it has).
     sync_names: Option<String>,
+    /// Leader: the `slots` and `retain_slots` to publish in `status`, from the last slot sync as
+    /// primary (`None` otherwise).
+    slot_status: Option<(std::collections::BTreeMap<String, u64>, Vec<String>)>,
+    /// Failsafe pings this member accepted (written by the REST API).
+    failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
     watchdog: Watchdog,
 }
@@ -123,6 +129,8 @@ impl Agent {
             upstream: None,
             last_role: String::new(),
             sync_names: None,
+            slot_status: None,
+            failsafe_inbox: Default::default(),
         }
     }
 
@@ -230,6 +238,8 @@ impl Agent {
     async fn cycle(&mut self) -> Result<Plan> {
         let (local, probe, job) = self.observe_local().await;
         let cluster = self.read_cluster().await;
+        let failsafe_round = self.failsafe_round(cluster.is_err(), &local).await;
+        let failsafe_ping = self.failsafe_inbox.last(|t| self.millis_of(t));
         // The other members' own reports matter during a leader race and while a switchover or
         // failover request is being handled.
         let peers = match &cluster {
@@ -251,6 +261,8 @@ impl Agent {
             local: &local,
             job: job.clone(),
             peers: peers.as_deref(),
+            failsafe_round: failsafe_round.as_ref(),
+            failsafe_ping: failsafe_ping.as_ref(),
         };
         let plan = self.core.decide(&obs);
         self.log_plan(&plan, cluster.is_err());
@@ -400,15 +412,21 @@ impl Agent {
                 if let Some(lsn) = probe.and_then(|p| p.flush_lsn) {
                     let mut status = cluster.map(|c| c.status.clone()).unwrap_or_default();
                     status.optime = lsn.0;
+                    if let Some((slots, retain)) = &self.slot_status {
+                        status.slots = slots.clone();
+                        status.retain_slots = retain.clone();
+                    }
                     self.dcs.write_status(&status, self.dcs_deadline()).await?;
                 }
                 Ok(true)
             }
-            Action::SyncSlots { members } => {
-                let changes = self.sql.sync_slots(members).await?;
-                if !changes.created.is_empty() || !changes.dropped.is_empty() {
-                    info!(created = ?changes.created, dropped = ?changes.dropped, "replication slots updated");
-                }
+            Action::WriteFailsafe(topology) => {
+                self.dcs.write_failsafe(topology, self.dcs_deadline()).await?;
+                info!(members = %topology.keys().cloned().collect::<Vec<_>>().join(","), "failsafe topology updated");
+                Ok(true)
+            }
+            Action::SyncSlots(targets) => {
+                self.sync_slots(targets, probe, cluster).await?;
                 Ok(true)
             }
             Action::StartJob(job) => {
@@ -422,6 +440,7 @@ impl Agent {
                     Job::Start(StartRole::Primary) | Job::Restart(StartRole::Primary) | Job::Promote => {
                         self.upstream = None
                     }
+                    Job::CopyLogicalSlots { upstream, .. } => self.upstream = Some(upstream.clone()),
                     _ => {}
                 }
                 let ctx = self.job_context(cluster);
@@ -478,6 +497,41 @@ impl Agent {
         }
     }
 
+    /// Brings the local slots to `targets`: lists them, lets the core's pure
+    /// [`rampart_core::slots::reconcile`] choose the steps, runs them. As primary it remembers
+    /// what to publish in `status`; as replica it reports the logical slots to copy to the core.
+    async fn sync_slots(
+        &mut self,
+        targets: &rampart_core::slots::SlotTargets,
+        probe: Option<&Probe>,
+        cluster: Option<&Cluster>,
+    ) -> Result<()> {
+        let existing = self.sql.list_slots().await?;
+        let replayed = probe.and_then(|p| p.replayed_lsn).map(|l| l.0);
+        let steps = rampart_core::slots::reconcile(targets, &existing, replayed);
+        let report = self.sql.apply_slot_steps(&steps).await;
+        if !report.done.is_empty() {
+            info!(changes = ?report.done, "replication slots updated");
+        }
+        for f in &report.failed {
+            warn!("replication slot: {f}");
+        }
+        if targets.primary {
+            let flush = probe.and_then(|p| p.flush_lsn).map_or(0, |l| l.0);
+            let members: Vec<String> =
+                cluster.map(|c| c.members.iter().map(|m| m.name.clone()).collect()).unwrap_or_default();
+            self.slot_status =
+                Some(rampart_core::slots::published(targets, &existing, &self.cfg.name, flush, &members));
+        } else {
+            self.slot_status = None;
+            if !steps.copy.is_empty() {
+                info!(slots = ?steps.copy, "logical slots exist on the leader but not here");
+            }
+            self.core.advance(ActionResult::LogicalSlotsMissing(steps.copy));
+        }
+        Ok(())
+    }
+
     /// Our last WAL position: from the probe while running, else the last checkpoint.
     async fn last_position(&self, local: &LocalPg, probe: Option<&Probe>) -> Option<u64> {
         if let Some(l) = probe.and_then(|p| p.flush_lsn) {
@@ -531,6 +585,8 @@ impl Agent {
         });
         snap.pending_restart = self.params.pending_restart;
         snap.failover_backoff = self.core.race_backoff(self.now());
+        snap.failsafe_mode = dynamic.failsafe_mode();
+        snap.failsafe_active = self.failsafe_active();
         self.snap.send_replace(snap);
     }
 
@@ -554,6 +610,8 @@ impl Agent {
             local: &local,
             job: None,
             peers: None,
+            failsafe_round: None,
+            failsafe_ping: None,
         };
         self.local.refuse_all("the agent is shutting down");
         let plan = self.core.decide_shutdown(&obs);

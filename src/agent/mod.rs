@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod callbacks;
 pub mod driver;
+pub mod failsafe;
 pub mod jobs;
 pub mod peers;
 pub mod publish;
@@ -73,7 +74,8 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     info!(%listen, "REST API listening");
     let alive_pm = pm.clone();
     let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(8);
-    let backend = backend::AgentBackend { dcs: dcs.clone(), queue: queue_tx };
+    let failsafe_inbox = failsafe::Inbox::default();
+    let backend = backend::AgentBackend { dcs: dcs.clone(), queue: queue_tx, failsafe: failsafe_inbox.clone() };
     // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
     // certificate stops the agent here rather than failing requests later.
     let rest = &cfg.restapi;
@@ -107,7 +109,8 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher(wake.clone());
     info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
-    let agent = driver::Agent::new(cfg, config_path, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe);
+    let agent = driver::Agent::new(cfg, config_path, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe)
+        .with_failsafe_inbox(failsafe_inbox);
     let result = agent.run().await;
     watcher.abort();
     let _ = stop_api_tx.send(());

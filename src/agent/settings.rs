@@ -48,6 +48,12 @@ pub fn parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, Str
     for (k, v) in &cfg.postgresql.parameters {
         out.insert(k.clone(), parameter_text(v));
     }
+    if dynamic.postgresql.use_slots && dynamic.has_logical_slots() {
+        // As Patroni does: a replica's copies of logical slots need the catalog rows of their
+        // catalog_xmin, which only the primary can keep; hot_standby_feedback reports that xmin
+        // through the replica's physical slot there.
+        out.insert("hot_standby_feedback".into(), "on".into());
+    }
     out
 }
 

@@ -38,6 +38,10 @@ pub struct NodeConfig {
     pub tags: Vec<(String, String)>,
     /// Raw YAML appended at the end of the file (top-level sections a test needs).
     pub extra_yaml: String,
+    /// `bootstrap.dcs.postgresql.parameters` as (name, YAML scalar) pairs.
+    pub dcs_parameters: Vec<(String, String)>,
+    /// Raw YAML lines for `bootstrap.dcs` (each indented by the caller as a dcs key, 4 spaces).
+    pub dcs_yaml: String,
     /// Extra `postgresql.<key>: <yaml value>` lines (e.g. `pre_promote`, `callbacks`).
     pub pg_settings: Vec<(String, String)>,
     /// Extra `restapi.<key>: <yaml value>` lines (e.g. `authentication`, `certfile`).
@@ -74,6 +78,8 @@ impl NodeConfig {
                 .map(|t| (t.to_string(), "false".to_string()))
                 .collect(),
             extra_yaml: String::new(),
+            dcs_parameters: Vec::new(),
+            dcs_yaml: String::new(),
             pg_settings: Vec::new(),
             restapi_settings: Vec::new(),
         }
@@ -217,6 +223,15 @@ impl NodeConfig {
         line(format!("    maximum_lag_on_failover: {}", self.maximum_lag_on_failover));
         line("    postgresql:".into());
         line(format!("      use_pg_rewind: {}", self.use_pg_rewind));
+        if !self.dcs_parameters.is_empty() {
+            line("      parameters:".into());
+            for (name, value) in &self.dcs_parameters {
+                line(format!("        {name}: {value}"));
+            }
+        }
+        if !self.dcs_yaml.is_empty() {
+            line(self.dcs_yaml.trim_end().to_string());
+        }
         line("  initdb:".into());
         line("    - auth: scram-sha-256".into());
         line("    - encoding: UTF8".into());

@@ -89,4 +89,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Hands a request to the local agent's loop and waits for its answer.
     fn local(&self, request: LocalRequest) -> BoxFuture<'_, LocalReply>;
+
+    /// Records a primary's `POST /failsafe` this member accepted: for `ttl` from now it must not
+    /// race for the lock. Must not wait for the HA loop (the primary gives up after 2 s).
+    fn failsafe_ping(&self, ping: FailsafePing) -> BoxFuture<'_, ()>;
+}
+
+/// The body of `POST /failsafe` (Patroni's `check_failsafe_topology`): who the primary is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailsafePing {
+    /// The primary's member name.
+    pub name: String,
+    /// Its PostgreSQL connection URL.
+    pub conn_url: String,
+    /// Its REST API URL.
+    pub api_url: String,
 }

@@ -187,8 +187,11 @@ pub fn metrics_text(s: &NodeSnapshot, alive: bool) -> String {
         "Value is 1 if the cluster is unlocked, 0 if locked.",
         s.cluster_unlocked || s.cluster.is_none(),
     );
-    // Rampart has no failsafe mode: it is never active.
-    o.flag("patroni_failsafe_mode_is_active", "Value is 1 if failsafe mode is active, 0 if inactive.", false);
+    o.flag(
+        "patroni_failsafe_mode_is_active",
+        "Value is 1 if failsafe mode is active, 0 if inactive.",
+        s.failsafe_active,
+    );
     o.metric(
         "patroni_postgres_timeline",
         "gauge",

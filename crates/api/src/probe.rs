@@ -7,12 +7,14 @@
 //!   body of at most [`MAX_STATUS_BYTES`], so a stuck or hostile member cannot hold a request;
 //! * `https://` URLs are checked with the peer TLS configuration (see [`crate::tls`]); without
 //!   one they fail rather than being fetched unverified.
+//! * The same client carries the leader's `POST /failsafe` in failsafe mode, with the REST
+//!   credentials when the members require them; the credentials are never part of an error.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -31,6 +33,37 @@ pub trait MemberProbe: Send + Sync + 'static {
     /// `GET api_url`, parsed as JSON; `Err` with a reason when there is no usable answer within
     /// `timeout`.
     fn fetch(&self, api_url: &str, timeout: Duration) -> BoxFuture<'_, Result<Value, String>>;
+
+    /// `POST url` with a JSON body (and an `Authorization` header when given), bounded by
+    /// `timeout`; the status, the body text and the `lsn` header of the answer.
+    fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        authorization: Option<&str>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PostAnswer, String>> {
+        let _ = (url, body, authorization, timeout);
+        Box::pin(async { Err("this probe does not send POST requests".to_string()) })
+    }
+}
+
+/// A member's answer to a POST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text (Patroni answers `Accepted` to `POST /failsafe`).
+    pub body: String,
+    /// The `lsn` header, if any.
+    pub lsn: Option<String>,
+}
+
+/// One HTTP exchange as [`HttpProbe`] sends it.
+struct Exchange<'a> {
+    method: &'static str,
+    body: Vec<u8>,
+    authorization: Option<&'a str>,
 }
 
 /// The real probe: HTTP/1.1 over TCP, or over TLS for `https://` URLs.
@@ -46,6 +79,13 @@ impl HttpProbe {
     }
 
     async fn get(&self, api_url: &str) -> Result<Value, String> {
+        let ex = Exchange { method: "GET", body: Vec::new(), authorization: None };
+        let (_, _, body) = self.call(api_url, ex).await?;
+        // Patroni reads the body whatever the status: health paths answer 503 with a full status.
+        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+    }
+
+    async fn call(&self, api_url: &str, ex: Exchange<'_>) -> Result<(u16, Option<String>, Bytes), String> {
         let uri: Uri = api_url.parse().map_err(|e| format!("bad api_url {api_url:?}: {e}"))?;
         let host = uri.host().ok_or_else(|| format!("no host in api_url {api_url:?}"))?;
         // `Uri::host` keeps IPv6 brackets; connecting and certificate names need the bare address.
@@ -61,16 +101,21 @@ impl HttpProbe {
         let tcp = TcpStream::connect((bare.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         if !https {
-            return request(tcp, &authority, &path).await;
+            return request(tcp, &authority, &path, ex).await;
         }
         let config = self.tls.clone().ok_or("https member but no TLS settings to verify it with")?;
         let name = ServerName::try_from(bare).map_err(|e| format!("server name: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-        request(tls, &authority, &path).await
+        request(tls, &authority, &path, ex).await
     }
 }
 
-async fn request<IO>(io: IO, authority: &str, path: &str) -> Result<Value, String>
+async fn request<IO>(
+    io: IO,
+    authority: &str,
+    path: &str,
+    ex: Exchange<'_>,
+) -> Result<(u16, Option<String>, Bytes), String>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,16 +125,25 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(path)
+    let mut req = Request::builder()
+        .method(ex.method)
+        .uri(path)
         .header(header::HOST, authority)
         .header(header::ACCEPT, "application/json")
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
+        .header(header::CONNECTION, "close");
+    if !ex.body.is_empty() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(auth) = ex.authorization {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    // Never `{e}` of a failed build here: it could quote the Authorization value.
+    let req = req.body(Full::new(Bytes::from(ex.body))).map_err(|_| "request: invalid header or path".to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
-    // Patroni reads the body whatever the status: health paths answer 503 with a full status.
+    let status = resp.status().as_u16();
+    let lsn = resp.headers().get("lsn").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = Limited::new(resp.into_body(), MAX_STATUS_BYTES).collect().await.map_err(|e| format!("body: {e}"))?;
-    serde_json::from_slice(&body.to_bytes()).map_err(|e| format!("not JSON: {e}"))
+    Ok((status, lsn, body.to_bytes()))
 }
 
 impl MemberProbe for HttpProbe {
@@ -98,6 +152,28 @@ impl MemberProbe for HttpProbe {
         Box::pin(async move {
             match tokio::time::timeout(timeout, self.get(&api_url)).await {
                 Ok(result) => result,
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            }
+        })
+    }
+
+    fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        authorization: Option<&str>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PostAnswer, String>> {
+        let url = url.to_string();
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        let authorization = authorization.map(str::to_string);
+        Box::pin(async move {
+            let ex = Exchange { method: "POST", body, authorization: authorization.as_deref() };
+            match tokio::time::timeout(timeout, self.call(&url, ex)).await {
+                Ok(Ok((status, lsn, body))) => {
+                    Ok(PostAnswer { status, body: String::from_utf8_lossy(&body).into_owned(), lsn })
+                }
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             }
         })
@@ -145,5 +221,17 @@ mod tests {
         assert!(probe.fetch(&url, Duration::from_secs(2)).await.unwrap_err().contains("not JSON"));
         assert!(probe.fetch("https://127.0.0.1:1/patroni", Duration::from_secs(1)).await.is_err());
         assert!(probe.fetch("ftp://x/", Duration::from_secs(1)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn posts_and_reads_status_body_and_lsn() {
+        let ok = "HTTP/1.1 200 OK\r\nlsn: 1234\r\nContent-Length: 8\r\n\r\nAccepted";
+        let url = serve_once(ok, Duration::ZERO).await.replace("/patroni", "/failsafe");
+        let probe = HttpProbe::new(None);
+        let a = probe.post(&url, &serde_json::json!({"name": "n1"}), Some("Basic x"), Duration::from_secs(2)).await;
+        assert_eq!(a.unwrap(), PostAnswer { status: 200, body: "Accepted".into(), lsn: Some("1234".into()) });
+        let slow = serve_once(ok, Duration::from_secs(5)).await;
+        let e = probe.post(&slow, &serde_json::json!({}), None, Duration::from_millis(100)).await.unwrap_err();
+        assert!(e.contains("no answer"), "{e}");
     }
 }

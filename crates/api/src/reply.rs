@@ -19,6 +19,8 @@ pub struct Reply {
     pub status: u16,
     /// Body.
     pub body: ReplyBody,
+    /// Patroni's `lsn` header (`POST /failsafe`: this member's received/replayed position).
+    pub lsn: Option<u64>,
 }
 
 /// The body of a [`Reply`].
@@ -33,12 +35,18 @@ pub enum ReplyBody {
 impl Reply {
     /// A text answer.
     pub fn text(status: u16, message: impl Into<String>) -> Reply {
-        Reply { status, body: ReplyBody::Text(message.into()) }
+        Reply { status, body: ReplyBody::Text(message.into()), lsn: None }
     }
 
     /// A JSON answer.
     pub fn json(status: u16, value: Value) -> Reply {
-        Reply { status, body: ReplyBody::Json(value) }
+        Reply { status, body: ReplyBody::Json(value), lsn: None }
+    }
+
+    /// The same answer with an `lsn` header.
+    pub fn with_lsn(mut self, lsn: u64) -> Reply {
+        self.lsn = Some(lsn);
+        self
     }
 
     /// The text body, if it is text.
@@ -57,6 +65,9 @@ impl IntoResponse for Reply {
             ReplyBody::Text(t) => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t).into_response(),
             ReplyBody::Json(v) => (status, Json(v)).into_response(),
         };
+        if let Some(lsn) = self.lsn {
+            resp.headers_mut().insert("lsn", HeaderValue::from(lsn));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
         }

@@ -80,6 +80,11 @@ pub struct NodeSnapshot {
     pub failover_backoff: bool,
     /// Maintenance mode is on.
     pub paused: bool,
+    /// `failsafe_mode` is on in the dynamic configuration in force (kept through DCS outages).
+    pub failsafe_mode: bool,
+    /// Failsafe mode is active: the leader runs on its members' promises (the DCS is
+    /// unreachable), or, on a replica, a primary's `POST /failsafe` binds this member.
+    pub failsafe_active: bool,
 
     /// The node holds the leader lock until this instant (last successful lock write + ttl);
     /// `None` when it does not hold the lock.

@@ -57,6 +57,8 @@ struct Status<'a> {
     pause: bool,
     #[serde(skip_serializing_if = "not")]
     cluster_unlocked: bool,
+    #[serde(skip_serializing_if = "not")]
+    failsafe_mode_is_active: bool,
     dcs_last_seen: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<&'a Tags>,
@@ -101,6 +103,7 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
         quorum_standby: replica && s.is_quorum_standby(),
         pause: s.paused,
         cluster_unlocked: s.cluster_unlocked || s.cluster.is_none(),
+        failsafe_mode_is_active: s.failsafe_active,
         dcs_last_seen: s.dcs_last_seen.unwrap_or(0),
         tags: (s.tags != Tags::default()).then_some(&s.tags),
         database_system_identifier: Some(s.database_system_identifier.as_str()).filter(|id| !id.is_empty()),

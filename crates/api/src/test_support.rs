@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::access::PeerInfo;
-use crate::backend::{Backend, BoxFuture, LocalReply, LocalRequest};
+use crate::backend::{Backend, BoxFuture, FailsafePing, LocalReply, LocalRequest};
 use crate::context::{ApiContext, WriteTiming};
 use crate::probe::MemberProbe;
 use crate::router::router;
@@ -33,6 +33,7 @@ pub(crate) enum Call {
     ClearFailover,
     WriteConfig(String, Option<i64>),
     Local(LocalRequest),
+    FailsafePing(FailsafePing),
 }
 
 pub(crate) struct FakeBackend {
@@ -110,6 +111,11 @@ impl Backend for FakeBackend {
         self.record(Call::Local(request));
         let r = self.local_reply.lock().unwrap().clone();
         Box::pin(async move { r })
+    }
+
+    fn failsafe_ping(&self, ping: FailsafePing) -> BoxFuture<'_, ()> {
+        self.record(Call::FailsafePing(ping));
+        Box::pin(async {})
     }
 }
 

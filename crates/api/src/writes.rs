@@ -46,6 +46,8 @@ pub enum WriteOp {
     PatchConfig,
     /// `PUT /config`.
     PutConfig,
+    /// `POST /failsafe` (a primary's proof of life in failsafe mode).
+    Failsafe,
 }
 
 /// Why no operation matches.
@@ -93,6 +95,7 @@ impl WriteOp {
             ),
             "reinitialize" => ((m == "POST").then_some(WriteOp::Reinitialize), "POST"),
             "reload" => ((m == "POST").then_some(WriteOp::Reload), "POST"),
+            "failsafe" => ((m == "POST").then_some(WriteOp::Failsafe), "POST"),
             "config" => (
                 match m {
                     "PATCH" => Some(WriteOp::PatchConfig),
@@ -110,7 +113,9 @@ impl WriteOp {
 
     fn body_rule(self) -> BodyRule {
         match self {
-            WriteOp::Switchover | WriteOp::Failover | WriteOp::PatchConfig | WriteOp::PutConfig => BodyRule::Required,
+            WriteOp::Switchover | WriteOp::Failover | WriteOp::PatchConfig | WriteOp::PutConfig | WriteOp::Failsafe => {
+                BodyRule::Required
+            }
             WriteOp::Restart | WriteOp::Reinitialize => BodyRule::Optional,
             WriteOp::CancelSwitchover | WriteOp::CancelRestart | WriteOp::Reload => BodyRule::Ignored,
         }
@@ -185,5 +190,7 @@ async fn run(ctx: &ApiContext, backend: &Arc<dyn Backend>, op: WriteOp, body: &M
         WriteOp::Reload => local_ops::reload(backend).await,
         WriteOp::PatchConfig => config_edit::patch(backend, body).await,
         WriteOp::PutConfig => config_edit::put(backend, body).await,
+        // Answered from the snapshot, never through the HA loop: the primary waits 2 s at most.
+        WriteOp::Failsafe => crate::failsafe::post(&ctx.current().0, backend, body).await,
     }
 }

@@ -37,11 +37,11 @@ pub mod error;
 pub mod etcd;
 pub mod postgresql;
 pub mod proxy;
-pub mod watchdog;
 mod raw;
 pub mod restapi;
 pub mod secret;
 mod tree;
+pub mod watchdog;
 mod yaml;
 
 #[cfg(test)]
@@ -57,9 +57,9 @@ pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use postgresql::{PgAuthentication, Postgresql};
 pub use proxy::{Proxy, RoPolicy};
-pub use watchdog::{Watchdog, WatchdogMode};
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
+pub use watchdog::{Watchdog, WatchdogMode};
 
 use crate::check::Checker;
 use crate::error::Problem;

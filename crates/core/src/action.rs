@@ -61,11 +61,12 @@ pub enum Action {
     ReleaseLeader,
     /// Write the leader's `status` key (optime).
     WriteStatus,
-    /// Leader: create a physical slot for each of these members, drop managed slots of others.
-    SyncSlots {
-        /// Members that need a slot.
-        members: Vec<String>,
-    },
+    /// `failsafe_mode`: write the `failsafe` key with this topology (it changed).
+    WriteFailsafe(crate::failsafe::Topology),
+    /// Bring the local replication slots to these targets (see [`crate::slots::reconcile`]); on
+    /// the leader, also remember the positions to publish in `status`. Result on a replica
+    /// missing logical slots: [`ActionResult::LogicalSlotsMissing`].
+    SyncSlots(crate::slots::SlotTargets),
     /// Start a background job.
     StartJob(Job),
     /// Stop PostgreSQL and wait for the postmaster to exit.
@@ -121,6 +122,15 @@ pub enum Job {
     Restart(StartRole),
     /// Stop PostgreSQL, wipe the data directory and clone it again from this member.
     Reinitialize(Upstream),
+    /// Replica: read the state of these logical slots from the leader (`upstream`), stop
+    /// PostgreSQL cleanly, install the copies in `pg_replslot`, start again as a replica of
+    /// `upstream` (PostgreSQL 15 cannot create a logical slot in recovery). Reported as a restart.
+    CopyLogicalSlots {
+        /// The leader to copy from and stream from.
+        upstream: Upstream,
+        /// Slot names.
+        slots: Vec<String>,
+    },
 }
 
 impl Job {
@@ -134,6 +144,7 @@ impl Job {
             Job::Promote => JobKind::Promote,
             Job::Restart(_) => JobKind::Restart,
             Job::Reinitialize(_) => JobKind::Reinitialize,
+            Job::CopyLogicalSlots { .. } => JobKind::Restart,
         }
     }
 }
@@ -163,6 +174,8 @@ pub enum ActionResult {
     /// `synchronous_standby_names` was written and reloaded, but the server did not show the new
     /// value in time: it may be in force or not, so the leader sets it again before anything else.
     SyncNamesUnconfirmed(String),
+    /// [`Action::SyncSlots`] on a replica: these logical slots exist on the leader but not here.
+    LogicalSlotsMissing(Vec<String>),
 }
 
 /// The core's answer to an operator's [`crate::observe::Request`].

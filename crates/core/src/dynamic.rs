@@ -9,13 +9,16 @@
 //!   then a leader could lose its lease before it has had the chance to notice and stop taking
 //!   writes;
 //! * the synchronous replication keys are typed and checked (see [`crate::sync_mode`]): a value
-//!   Rampart cannot read is refused rather than read as "asynchronous".
+//!   Rampart cannot read is refused rather than read as "asynchronous";
+//! * `slots` and `ignore_slots` are kept verbatim (round trips are exact) and checked by
+//!   [`DynamicConfig::validate`]; a slot the HA loop cannot read is skipped, never guessed.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::slots::{is_valid_slot_name, IgnoreSlot, SlotKind};
 use crate::sync_mode::SyncMode;
 
 /// Smallest accepted `ttl`, in seconds. Lower than Patroni's 20 so that fast-failover profiles
@@ -90,10 +93,21 @@ pub struct DynamicConfig {
     /// replaced; `<= 0` (default -1) never replaces one for lag.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::sync_mode::opt_lag")]
     pub maximum_lag_on_syncnode: Option<i64>,
+    /// `failsafe_mode`: a primary cut off from the DCS keeps running while every member of the
+    /// `failsafe` topology accepts its `POST /failsafe` (default off; see [`crate::failsafe`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::failsafe::opt_mode")]
+    pub failsafe_mode: Option<bool>,
+    /// Permanent replication slots: `{name: {type: physical}}` or
+    /// `{name: {type: logical, database: db, plugin: p}}`; read with [`DynamicConfig::permanent_slots`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<Value>,
+    /// Slots Rampart never touches: a list of `{name, type, database, plugin}` (each optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_slots: Option<Value>,
     /// PostgreSQL settings shared by all members.
     #[serde(default)]
     pub postgresql: DynamicPostgresql,
-    /// Keys we do not interpret (slots, failsafe_mode, ...), kept for round trips.
+    /// Keys we do not interpret, kept for round trips.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -128,6 +142,9 @@ impl Default for DynamicConfig {
             synchronous_mode_strict: None,
             synchronous_node_count: None,
             maximum_lag_on_syncnode: None,
+            failsafe_mode: None,
+            slots: None,
+            ignore_slots: None,
             postgresql: DynamicPostgresql::default(),
             extra: BTreeMap::new(),
         }
@@ -155,6 +172,11 @@ impl DynamicConfig {
         self.synchronous_mode.unwrap_or_default()
     }
 
+    /// Whether `failsafe_mode` is on.
+    pub fn failsafe_mode(&self) -> bool {
+        self.failsafe_mode.unwrap_or(false)
+    }
+
     /// `synchronous_mode_strict` in force.
     pub fn sync_strict(&self) -> bool {
         self.synchronous_mode_strict.unwrap_or(false)
@@ -170,8 +192,65 @@ impl DynamicConfig {
         self.maximum_lag_on_syncnode.filter(|l| *l > 0).map(|l| l as u64)
     }
 
-    /// Checks the timing rules and the synchronous replication settings. Returns the first
-    /// problem found.
+    /// The permanent slots of `slots`, by name. A missing `type` means physical unless a
+    /// `database` or `plugin` is given (then it is logical, and needs both).
+    pub fn permanent_slots(&self) -> Result<BTreeMap<String, SlotKind>, DynamicConfigError> {
+        let bad = |reason: String| DynamicConfigError { key: "slots", reason };
+        let map = match &self.slots {
+            None | Some(Value::Null) => return Ok(BTreeMap::new()),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(bad(format!("must be a mapping of slot names, not {other}"))),
+        };
+        let mut out = BTreeMap::new();
+        for (name, spec) in map {
+            if !is_valid_slot_name(name) {
+                return Err(bad(format!(
+                    "{name:?} is not a valid slot name (1 to 63 characters among a-z, 0-9 and _)"
+                )));
+            }
+            let field = |k: &str| -> Result<Option<String>, DynamicConfigError> {
+                match spec.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+                    Some(v) => Err(bad(format!("{name}.{k} must be a non-empty string, not {v}"))),
+                }
+            };
+            if !(spec.is_object() || spec.is_null()) {
+                return Err(bad(format!("{name} must be a mapping like {{type: physical}}, not {spec}")));
+            }
+            let (database, plugin) = (field("database")?, field("plugin")?);
+            let kind = match field("type")?.as_deref() {
+                Some("physical") => SlotKind::Physical,
+                None if database.is_none() && plugin.is_none() => SlotKind::Physical,
+                Some("logical") | None => match (database, plugin) {
+                    (Some(database), Some(plugin)) => SlotKind::Logical { database, plugin },
+                    _ => return Err(bad(format!("{name}: a logical slot needs both database and plugin"))),
+                },
+                Some(t) => return Err(bad(format!("{name}.type must be physical or logical, not {t:?}"))),
+            };
+            out.insert(name.clone(), kind);
+        }
+        Ok(out)
+    }
+
+    /// The rules of `ignore_slots`.
+    pub fn ignore_slots(&self) -> Result<Vec<IgnoreSlot>, DynamicConfigError> {
+        match &self.ignore_slots {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| DynamicConfigError {
+                key: "ignore_slots",
+                reason: format!("must be a list of {{name, type, database, plugin}} mappings: {e}"),
+            }),
+        }
+    }
+
+    /// Whether a permanent logical slot is configured (replicas then need `hot_standby_feedback`).
+    pub fn has_logical_slots(&self) -> bool {
+        self.permanent_slots().is_ok_and(|m| m.values().any(|k| matches!(k, SlotKind::Logical { .. })))
+    }
+
+    /// Checks the timing rules, the synchronous replication settings and the slots. Returns the
+    /// first problem found.
     pub fn validate(&self) -> Result<(), DynamicConfigError> {
         let min = |key: &'static str, v: u64, m: u64| {
             if v < m {
@@ -202,6 +281,8 @@ impl DynamicConfig {
                 reason: "must be at least 1 (turn synchronous_mode off for asynchronous replication)".into(),
             });
         }
+        self.permanent_slots()?;
+        self.ignore_slots()?;
         Ok(())
     }
 }
@@ -258,6 +339,20 @@ mod tests {
     }
 
     #[test]
+    fn failsafe_mode_is_typed_and_off_by_default() {
+        assert!(!serde_json::from_str::<DynamicConfig>("{}").unwrap().failsafe_mode());
+        for (text, on) in [("true", true), ("false", false), ("\"on\"", true), ("null", false)] {
+            let c: DynamicConfig = serde_json::from_str(&format!(r#"{{"failsafe_mode":{text}}}"#)).unwrap();
+            assert_eq!(c.failsafe_mode(), on, "{text}");
+        }
+        let e = serde_json::from_str::<DynamicConfig>(r#"{"failsafe_mode":"sometimes"}"#).unwrap_err();
+        assert!(e.to_string().contains("failsafe_mode must be true or false"), "{e}");
+        let back = serde_json::to_value(serde_json::from_str::<DynamicConfig>(r#"{"failsafe_mode":true}"#).unwrap());
+        assert_eq!(back.unwrap()["failsafe_mode"], Value::Bool(true));
+        assert!(serde_json::to_value(DynamicConfig::default()).unwrap().get("failsafe_mode").is_none());
+    }
+
+    #[test]
     fn bad_synchronous_settings_are_refused_with_the_key_named() {
         let e = serde_json::from_str::<DynamicConfig>(r#"{"synchronous_mode":"sometimes"}"#).unwrap_err();
         assert!(e.to_string().contains("synchronous_mode must be"), "{e}");
@@ -271,5 +366,32 @@ mod tests {
         assert_eq!(c.synchronous_node_count(), 3, "numeric strings are read, as Patroni does");
         let off = DynamicConfig { maximum_lag_on_syncnode: Some(0), ..Default::default() };
         assert_eq!(off.sync_max_lag(), None, "0 means never replace, as in Patroni");
+    }
+
+    #[test]
+    fn permanent_slots_are_read_and_bad_ones_refused_with_the_slot_named() {
+        let src = r#"{"slots":{"cdc":{"type":"logical","database":"app","plugin":"pgoutput"},
+                               "standby_dc2":{"type":"physical"},"plain":null},
+                      "ignore_slots":[{"name":"backup","type":"physical"}]}"#;
+        let c: DynamicConfig = serde_json::from_str(src).unwrap();
+        c.validate().unwrap();
+        let slots = c.permanent_slots().unwrap();
+        assert_eq!(slots["cdc"], SlotKind::Logical { database: "app".into(), plugin: "pgoutput".into() });
+        assert_eq!((&slots["standby_dc2"], &slots["plain"]), (&SlotKind::Physical, &SlotKind::Physical));
+        assert!(c.has_logical_slots());
+        assert_eq!(c.ignore_slots().unwrap()[0].name.as_deref(), Some("backup"));
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["slots"]["cdc"]["plugin"], "pgoutput", "kept verbatim");
+
+        let refused = |slots: &str| {
+            let c: DynamicConfig = serde_json::from_str(&format!(r#"{{"slots":{slots}}}"#)).unwrap();
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(refused(r#"{"cdc":{"type":"logical","database":"app"}}"#).contains("cdc: a logical slot needs both"));
+        assert!(refused(r#"{"cdc":{"type":"virtual"}}"#).contains("cdc.type must be physical or logical"));
+        assert!(refused(r#"{"Bad-Name":{"type":"physical"}}"#).contains("not a valid slot name"));
+        assert!(refused(r#"["cdc"]"#).starts_with("slots: must be a mapping"));
+        let c: DynamicConfig = serde_json::from_str(r#"{"ignore_slots":{"name":"x"}}"#).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "ignore_slots");
     }
 }

@@ -1,5 +1,5 @@
 //! Patroni's DCS key layout: `/<namespace>/<scope>/{initialize, config, leader, members/<name>,
-//! status, history, failover, sync}`.
+//! status, history, failover, sync, failsafe}`.
 //!
 //! Keeping the exact layout is what lets `patronictl`, dashboards and HAProxy setups built for
 //! Patroni keep working against Rampart.
@@ -20,6 +20,8 @@ pub const HISTORY: &str = "history";
 pub const FAILOVER: &str = "failover";
 /// Synchronous replication state (JSON).
 pub const SYNC: &str = "sync";
+/// Failsafe topology: `{member name: api_url}` of all known members (JSON).
+pub const FAILSAFE: &str = "failsafe";
 
 /// The key prefix of one cluster, always ending in `/`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,7 +14,8 @@
 //! Safety rules kept here, each tested without PostgreSQL:
 //! * a primary stops taking writes before its leader lease can expire ([`HaNode::fence_deadline`]);
 //! * only the healthiest eligible member races for the lock ([`election`]);
-//! * a node never runs as primary without holding the lock;
+//! * a node never runs as primary without holding the lock, or, in `failsafe_mode` during a DCS
+//!   outage, without every listed member's fresh promise not to race ([`failsafe`]);
 //! * a former primary rejoins only through pg_rewind (or a fresh clone when allowed);
 //! * in synchronous mode, the `sync` key names only standbys PostgreSQL waits for, and at most
 //!   its `quorum` voters can lack an acknowledged commit ([`sync`]); only members that provably
@@ -33,6 +34,8 @@
 //! * [`sync`]: the leader's management of synchronous standbys and the `sync` key;
 //! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`manual`]: switchover and failover requests (the `failover` key);
+//! * [`slots`]: member and permanent replication slots, on the leader and on replicas;
+//! * [`failsafe`]: `failsafe_mode`, a primary kept alive through a DCS outage by its members;
 //! * [`clock`]: wall-clock times operators write;
 //! * [`node`]: the decision itself.
 
@@ -42,12 +45,14 @@ pub mod action;
 pub mod clock;
 pub mod dynamic;
 pub mod election;
+pub mod failsafe;
 pub mod keys;
 pub mod lsn;
 pub mod manual;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod slots;
 pub mod standby_names;
 pub mod sync;
 pub mod sync_election;

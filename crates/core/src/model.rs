@@ -333,6 +333,8 @@ pub struct Cluster {
     pub sync_revision: i64,
     /// Timeline history.
     pub history: Vec<HistoryEntry>,
+    /// The `failsafe` topology, if the key exists and is a map of names to URLs.
+    pub failsafe: Option<crate::failsafe::Topology>,
     /// DCS revision of the read.
     pub revision: i64,
     /// Keys that could not be parsed, with the reason (reported, never fatal).
@@ -377,6 +379,10 @@ impl Cluster {
                         Err(e) => bad("unreadable sync state", &e),
                     }
                 }
+                keys::FAILSAFE => match crate::failsafe::parse_topology(&kv.value) {
+                    Some(t) => c.failsafe = Some(t),
+                    None => bad("unreadable failsafe topology", &"not a map of member names to URLs"),
+                },
                 keys::HISTORY => match serde_json::from_str::<Value>(&kv.value) {
                     Ok(Value::Array(items)) => c.history = items.iter().filter_map(HistoryEntry::from_json).collect(),
                     Ok(_) => bad("unreadable history", &"not a list"),

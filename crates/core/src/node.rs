@@ -23,17 +23,24 @@
 //!   leader starting PostgreSQL in place starts it with the setting its key vouches for; only
 //!   members that provably hold every acknowledged commit race, and a manual failover to any other
 //!   member needs `force`.
+//! * **Failsafe mode** (see [`crate::failsafe`]): with the DCS unreachable, a round of
+//!   `POST /failsafe` that every listed member accepted extends the fence deadline exactly as a
+//!   lock renewal sent at the same instant would; nothing else does. A replica bound by a fresh
+//!   ping, or missing from the stored topology, never races.
 
 use crate::action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 use crate::dynamic::DynamicConfig;
 use crate::election::{self, Candidate, Verdict};
+use crate::failsafe::{self, Topology};
 use crate::manual::{self, LeaderStep, ReleaseStep, ReplicaStep};
 use crate::model::{Cluster, Tags};
 use crate::observe::{
     ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request, RunningPg,
 };
+use crate::slots::{slot_name_from_member_name, SlotKind, SlotTargets};
 use crate::sync::{self, LeaderSync, SyncMark};
 use crate::sync_election::SyncRule;
+use std::collections::BTreeMap;
 
 /// How long before the lease could expire the leader fences itself: a quarter of the ttl, at
 /// most 5 s. An immediate shutdown takes well under a second; the rest is slack for a slow disk.
@@ -43,6 +50,9 @@ pub fn fence_margin_ms(ttl_secs: u64) -> u64 {
 
 /// Cycle period of every member while an immediate switchover or failover is in progress.
 pub const HANDOVER_CYCLE_MS: u64 = 250;
+
+/// Shortest time between two restarts of a replica to copy logical slots.
+pub const SLOT_COPY_INTERVAL_MS: u64 = 60_000;
 
 /// How soon the leader looks again after changing synchronous replication.
 pub const SYNC_FOLLOW_UP_MS: u64 = 1_000;
@@ -99,6 +109,20 @@ pub struct HaNode {
     /// A `synchronous_standby_names` we set whose effect was not confirmed: set it again before
     /// deciding anything else about synchronous replication.
     sync_names_unconfirmed: Option<String>,
+    /// Slot names any leader published in `status` (`retain_slots`, `slots`) while this process
+    /// ran: the unwanted slots we may drop (a replica sees a departed member's slot leave the
+    /// leader's list in the same write that stops wanting it).
+    slots_seen: std::collections::BTreeSet<String>,
+    /// Replica: logical slots the leader has and we lack, as the last slot sync reported.
+    slots_to_copy: Vec<String>,
+    /// When we last restarted to copy logical slots (a failing copy must not restart in a loop).
+    last_slot_copy: Option<Millis>,
+    /// Failsafe mode, while we lead: whom to ask during a DCS outage (from the last snapshot in
+    /// which we held the lock).
+    failsafe_targets: Option<Topology>,
+    /// Until when the last complete failsafe round keeps us primary (for the API); cleared as
+    /// soon as the DCS answers again.
+    failsafe_active_until: Option<Millis>,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -130,6 +154,11 @@ impl HaNode {
             rejoin_after_handover: false,
             sync_mark: None,
             sync_names_unconfirmed: None,
+            slots_seen: Default::default(),
+            slots_to_copy: Vec::new(),
+            last_slot_copy: None,
+            failsafe_targets: None,
+            failsafe_active_until: None,
         }
     }
 
@@ -159,6 +188,23 @@ impl HaNode {
         self.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.lease_ttl))))
     }
 
+    /// Failsafe mode with the DCS unreachable: the members the driver must `POST /failsafe` to
+    /// this cycle (ourselves included; the driver skips us). `None` when this node does not lead
+    /// in failsafe mode.
+    pub fn failsafe_targets(&self) -> Option<&Topology> {
+        if !self.config.failsafe_mode() || self.leader_until.is_none() {
+            return None;
+        }
+        self.failsafe_targets.as_ref().filter(|t| t.contains_key(&self.s.name))
+    }
+
+    /// Whether this leader runs on the strength of its members' promises at `now` (the DCS is
+    /// unreachable and the last failsafe round was accepted by everyone): Patroni's
+    /// `failsafe_mode_is_active`.
+    pub fn failsafe_active(&self, now: Millis) -> bool {
+        self.failsafe_active_until.is_some_and(|u| now < u)
+    }
+
     /// Whether this node keeps out of leader races at `now` (a promotion of its was refused by
     /// `pre_promote`). Published, so that the others do not wait for it.
     pub fn race_backoff(&self, now: Millis) -> bool {
@@ -184,6 +230,7 @@ impl HaNode {
             ActionResult::Leader { held: false, .. } => self.leader_until = None,
             ActionResult::LeaderReleased => self.leader_until = None,
             ActionResult::SyncNamesUnconfirmed(v) => self.sync_names_unconfirmed = Some(v),
+            ActionResult::LogicalSlotsMissing(v) => self.slots_to_copy = v,
         }
     }
 
@@ -233,7 +280,16 @@ impl HaNode {
                 // Someone else holds the key, or nobody does: either way it is not ours.
                 self.leader_until = None;
             }
+            self.failsafe_active_until = None;
+            self.failsafe_targets =
+                (self.config.failsafe_mode() && c.is_leader(&self.s.name)).then(|| failsafe::targets_of(c));
         }
+        // A failsafe round runs only while the DCS is unreachable; it is weighed before the fence
+        // check, since an accepted round is what moves the deadline.
+        let failsafe_outcome = match (&obs.dcs, obs.failsafe_round) {
+            (DcsView::Unavailable(_), Some(round)) => Some(self.weigh_failsafe_round(obs, round)),
+            _ => None,
+        };
         // The mark speaks for one unbroken run as leader with a running primary; any other cycle
         // ends it (a later leadership would otherwise trust positions from another history).
         let leading_primary = matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name))
@@ -267,7 +323,7 @@ impl HaNode {
         let cluster = match &obs.dcs {
             DcsView::Ok(c) => *c,
             DcsView::Unavailable(why) => {
-                let plan = self.dcs_unavailable(obs, why);
+                let plan = self.dcs_unavailable(obs, why, failsafe_outcome);
                 return match &obs.request {
                     Some(_) => with_answer(plan, Answer::Refused(format!("the DCS is unreachable: {why}"))),
                     None => plan,
@@ -442,8 +498,47 @@ impl HaNode {
         }
     }
 
-    fn dcs_unavailable(&mut self, obs: &Observation<'_>, why: &str) -> Plan {
+    /// Failsafe mode, DCS unreachable: moves the lock's horizon to the round's proof when every
+    /// listed member accepted it in time. Returns the proof or why there is none.
+    fn weigh_failsafe_round(&mut self, obs: &Observation<'_>, round: &failsafe::Round) -> Result<Millis, String> {
+        let (Some(targets), Some(deadline)) = (self.failsafe_targets(), self.fence_deadline()) else {
+            return Err("this node does not lead in failsafe mode".into());
+        };
+        if !obs.local.process.is_primary() {
+            return Err("PostgreSQL is not running as primary".into());
+        }
+        let until = round.proof_until(&self.s.name, targets, deadline, self.config.ttl)?;
+        if self.leader_until.is_none_or(|u| u < until) {
+            self.leader_until = Some(until);
+        }
+        self.failsafe_active_until = Some(until);
+        Ok(until)
+    }
+
+    fn dcs_unavailable(
+        &mut self,
+        obs: &Observation<'_>,
+        why: &str,
+        failsafe_outcome: Option<Result<Millis, String>>,
+    ) -> Plan {
         let now = obs.now;
+        if let Some(Ok(_)) = failsafe_outcome {
+            // Patroni's wording. The next round is due a loop_wait later, well before the proof
+            // runs out (ttl >= loop_wait + 2 * retry_timeout).
+            return self.plan(
+                now,
+                vec![],
+                &format!(
+                    "DCS unreachable ({why}); continue to run as a leader because failsafe mode is enabled and all \
+                     members are accessible"
+                ),
+            );
+        }
+        let why = match &failsafe_outcome {
+            Some(Err(e)) => format!("{why}; failsafe: {e}"),
+            _ => why.to_string(),
+        };
+        let why = why.as_str();
         let paused = self.config.paused();
         if obs.local.process.is_primary() && self.leader_until.is_none() && !paused {
             // A primary whose lock we never confirmed (e.g. the agent just restarted): we cannot
@@ -685,16 +780,6 @@ impl HaNode {
         cascade.and_then(|m| upstream_of(cluster, m)).or_else(|| upstream_of(cluster, leader))
     }
 
-    /// Members that stream from `name` through `replicatefrom` (each needs a slot on it).
-    fn cascading_children(&self, cluster: &Cluster) -> Vec<String> {
-        cluster
-            .members
-            .iter()
-            .filter(|m| m.name != self.s.name && m.data.tags.replicatefrom.as_deref() == Some(self.s.name.as_str()))
-            .map(|m| m.name.clone())
-            .collect()
-    }
-
     fn running(&mut self, obs: &Observation<'_>, cluster: &Cluster, ctl: &ControlData, r: &RunningPg) -> Plan {
         let now = obs.now;
         let me = self.s.name.clone();
@@ -717,9 +802,10 @@ impl HaNode {
                 }
                 // Slots first: the other replicas switch to us as soon as they see the new leader
                 // key, and a missing slot would make each of them wait a retry interval.
+                // Still in recovery, so replica-style: physical slots only.
                 let mut actions = vec![Action::RenewLeader];
                 if self.config.postgresql.use_slots {
-                    actions.push(Action::SyncSlots { members: self.other_members(cluster) });
+                    actions.push(Action::SyncSlots(self.slot_targets(cluster, false)));
                 }
                 if cluster.failover.is_some() {
                     actions.push(Action::ClearFailover);
@@ -740,8 +826,14 @@ impl HaNode {
                 actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
             }
             actions.push(Action::WriteStatus);
+            if self.config.failsafe_mode() {
+                let topology = failsafe::topology_of(cluster);
+                if cluster.failsafe.as_ref() != Some(&topology) {
+                    actions.push(Action::WriteFailsafe(topology));
+                }
+            }
             if self.config.postgresql.use_slots {
-                actions.push(Action::SyncSlots { members: self.other_members(cluster) });
+                actions.push(Action::SyncSlots(self.slot_targets(cluster, true)));
             }
             let mut message = format!("{pause}no action. I am ({me}), the leader with the lock");
             let (sync_actions, sync_note) = self.leader_sync(now, cluster, r);
@@ -812,12 +904,16 @@ impl HaNode {
             let Some(upstream) = self.desired_upstream(cluster, &leader.name) else {
                 return self.plan(now, vec![], "waiting for the leader to publish its address");
             };
-            let mut actions = vec![];
-            let children = self.cascading_children(cluster);
-            if self.config.postgresql.use_slots && !children.is_empty() {
-                actions.push(Action::SyncSlots { members: children });
-            }
             let target = (upstream.host.clone(), upstream.port);
+            if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
+                return p;
+            }
+            // Slots for every other member (cascading children included) and the permanent ones,
+            // so that whoever is promoted next already holds them.
+            let mut actions = vec![];
+            if self.config.postgresql.use_slots {
+                actions.push(Action::SyncSlots(self.slot_targets(cluster, false)));
+            }
             if r.upstream.as_ref() != Some(&target) {
                 let msg = format!("{pause}following new upstream {}", upstream.name);
                 actions.push(Action::Follow { upstream: Some(upstream) });
@@ -856,6 +952,15 @@ impl HaNode {
                 vec![Action::AcquireLeader],
                 &format!("{pause}acquiring the leader lock as the running primary"),
             );
+        }
+        // Before any race, manual failovers included: a primary kept alive by failsafe may still
+        // take writes, and only members it asks can vouch for not racing it.
+        if let Some(why) = failsafe::race_veto(&self.config, cluster, &me, obs.failsafe_ping, now) {
+            let mut p = self.plan(now, vec![], &format!("no leader, not racing (failsafe mode): {why}"));
+            if let Some(ping) = obs.failsafe_ping {
+                p.next_cycle = p.next_cycle.min(ping.received_at.plus_secs(self.config.ttl));
+            }
+            return p;
         }
         let mut race_peers: Vec<PeerReport> = peers.to_vec();
         if let Some(f) = &cluster.failover {
@@ -1000,6 +1105,63 @@ impl HaNode {
             if f.leader.is_some() { "switchover" } else { "failover" },
             listed.join(",")
         ))
+    }
+
+    /// The slots this member should hold (see [`crate::slots`]): on the running primary a slot
+    /// for each member streaming from it, elsewhere one for every other member; the permanent
+    /// slots everywhere. Also records what the leader published as managed.
+    fn slot_targets(&mut self, cluster: &Cluster, primary: bool) -> SlotTargets {
+        let status = &cluster.status;
+        self.slots_seen.extend(status.retain_slots.iter().chain(status.slots.keys()).cloned());
+        let members = if primary {
+            self.other_members(cluster)
+        } else {
+            cluster.members.iter().filter(|m| m.name != self.s.name).map(|m| m.name.clone()).collect()
+        };
+        let (permanent, ignore) = (self.config.permanent_slots(), self.config.ignore_slots());
+        // A configuration we cannot read must not make its slots look unwanted: drop nothing.
+        let readable = permanent.is_ok() && ignore.is_ok();
+        let mut wanted: BTreeMap<String, SlotKind> = permanent.unwrap_or_default();
+        for m in &members {
+            // A member's slot wins over a permanent slot of the same name, as in Patroni.
+            wanted.insert(slot_name_from_member_name(m), SlotKind::Physical);
+        }
+        wanted.remove(&slot_name_from_member_name(&self.s.name));
+        SlotTargets {
+            primary,
+            wanted,
+            positions: if primary { BTreeMap::new() } else { status.slots.clone() },
+            managed: if readable { self.slots_seen.clone() } else { Default::default() },
+            ignore: ignore.unwrap_or_default(),
+        }
+    }
+
+    /// A replica streaming from the leader that lacks logical slots the leader has: restart it
+    /// with copies of them. Not in maintenance mode, not through a cascade, and at most once a
+    /// minute, so a copy that keeps failing cannot keep restarting the replica.
+    fn copy_logical_slots(
+        &mut self,
+        now: Millis,
+        r: &RunningPg,
+        upstream: &Upstream,
+        leader: &str,
+        target: &(String, u16),
+    ) -> Option<Plan> {
+        let ready = !self.slots_to_copy.is_empty()
+            && !self.config.paused()
+            && upstream.name == leader
+            && r.upstream.as_ref() == Some(target)
+            && self.last_slot_copy.is_none_or(|t| now >= t.plus_ms(SLOT_COPY_INTERVAL_MS));
+        if !ready {
+            return None;
+        }
+        let slots = std::mem::take(&mut self.slots_to_copy);
+        self.last_slot_copy = Some(now);
+        let msg = format!(
+            "restarting to copy logical slots [{}] from the leader: PostgreSQL 15 cannot create them on a replica",
+            slots.join(",")
+        );
+        Some(self.plan(now, vec![Action::StartJob(Job::CopyLogicalSlots { upstream: upstream.clone(), slots })], &msg))
     }
 
     /// Members that need a replication slot on the leader: everyone else, except those streaming

@@ -102,6 +102,8 @@ fn obs<'a>(now: u64, c: &'a Cluster, local: &'a LocalPg) -> Observation<'a> {
         local,
         job: None,
         peers: None,
+        failsafe_round: None,
+        failsafe_ping: None,
     }
 }
 
@@ -170,10 +172,7 @@ fn leader_renews_publishes_status_and_keeps_slots_for_the_others() {
     let c = cluster(Some(ME));
     let l = primary();
     let p = n.decide(&obs(0, &c, &l));
-    assert_eq!(
-        p.actions,
-        vec![Action::RenewLeader, Action::WriteStatus, Action::SyncSlots { members: vec!["n2".into(), "n3".into()] }]
-    );
+    assert_eq!(p.actions, vec![Action::RenewLeader, Action::WriteStatus, slots_for(true, &["n2", "n3"])]);
     assert!(p.message.contains("the leader with the lock"));
 }
 
@@ -277,10 +276,13 @@ fn replica_follows_the_current_leader() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some("n3"));
     let l = replica(Some(5002), 1000);
-    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Follow { upstream: Some(up("n3", 5003)) }]);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![slots_for(false, &["n2", "n3"]), Action::Follow { upstream: Some(up("n3", 5003)) }]
+    );
     let ok = replica(Some(5003), 1000);
     let p = n.decide(&obs(0, &c, &ok));
-    assert!(p.actions.is_empty());
+    assert_eq!(p.actions, vec![slots_for(false, &["n2", "n3"])], "a replica keeps the others' slots too");
     assert!(p.message.contains("following a leader (n3)"));
 }
 
@@ -291,11 +293,7 @@ fn replica_holding_the_lock_promotes() {
     let l = replica(None, 1000);
     assert_eq!(
         decide(&mut n, &obs(0, &c, &l)),
-        vec![
-            Action::RenewLeader,
-            Action::SyncSlots { members: vec!["n2".into(), "n3".into()] },
-            Action::StartJob(Job::Promote)
-        ]
+        vec![Action::RenewLeader, slots_for(false, &["n2", "n3"]), Action::StartJob(Job::Promote)]
     );
 }
 
@@ -725,11 +723,14 @@ fn cascading_replica_follows_its_replicatefrom_member_and_the_upstream_keeps_its
     let mut c = cluster(Some("n2"));
     c.members[0].data.tags.replicatefrom = Some("n3".into());
     let l = replica(Some(5002), 1000);
-    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Follow { upstream: Some(up("n3", 5003)) }]);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![slots_for(false, &["n2", "n3"]), Action::Follow { upstream: Some(up("n3", 5003)) }]
+    );
 
     let mut n3 = HaNode::new(NodeSettings { name: "n3".into(), ..settings() });
     let l3 = replica(Some(5002), 1000);
-    assert_eq!(decide(&mut n3, &obs(0, &c, &l3)), vec![Action::SyncSlots { members: vec!["n1".into()] }]);
+    assert_eq!(decide(&mut n3, &obs(0, &c, &l3)), vec![slots_for(false, &["n1", "n2"])]);
 }
 
 #[test]
@@ -790,11 +791,11 @@ fn leader_keeps_no_slot_for_a_member_streaming_from_another_replica() {
     let mut c = cluster(Some(ME));
     c.members[2].data.tags.replicatefrom = Some("n2".into());
     let a = decide(&mut n, &obs(0, &c, &primary()));
-    assert!(a.contains(&Action::SyncSlots { members: vec!["n2".into()] }), "{a:?}");
+    assert!(a.contains(&slots_for(true, &["n2"])), "{a:?}");
     // If n2 stops being a running replica, n3 falls back to the leader and needs its slot again.
     c.members[1].data.state = "stopped".into();
     let a = decide(&mut n, &obs(0, &c, &primary()));
-    assert!(a.contains(&Action::SyncSlots { members: vec!["n2".into(), "n3".into()] }), "{a:?}");
+    assert!(a.contains(&slots_for(true, &["n2", "n3"])), "{a:?}");
 }
 
 #[test]
@@ -990,11 +991,11 @@ fn replicas_keep_the_placeholder_in_force_so_a_promotion_needs_no_reload() {
     let mut l = replica(Some(5002), 1000);
     let placeholder = crate::sync::placeholder(SyncMode::Quorum);
     let a = decide(&mut HaNode::new(settings()), &obs(0, &c, &l));
-    assert_eq!(a, vec![Action::SetSynchronousStandbyNames(placeholder.clone())]);
+    assert_eq!(a, vec![slots_for(false, &["n2", "n3"]), Action::SetSynchronousStandbyNames(placeholder.clone())]);
     if let PgProcess::Running(r) = &mut l.process {
         r.synchronous_standby_names = placeholder;
     }
-    assert_eq!(decide(&mut HaNode::new(settings()), &obs(0, &c, &l)), vec![]);
+    assert_eq!(decide(&mut HaNode::new(settings()), &obs(0, &c, &l)), vec![slots_for(false, &["n2", "n3"])]);
     // Holding the lock, it promotes without touching the setting.
     let c = sync_cluster(Some(ME), SyncMode::Quorum, "n2", &[], 0);
     let a = decide(&mut HaNode::new(settings()), &obs(0, &c, &l));
@@ -1022,4 +1023,82 @@ fn a_forced_failover_hands_over_to_an_asynchronous_member_cleanly() {
         decide(&mut n, &Observation { peers: Some(&caught_up), ..obs(100, &c, &down) }),
         vec![Action::ReleaseLeader]
     );
+}
+
+/// The slot sync of a member whose wanted slots are the physical slots of `members` (no
+/// permanent slots, nothing published yet).
+fn slots_for(primary: bool, members: &[&str]) -> Action {
+    Action::SyncSlots(crate::slots::SlotTargets {
+        primary,
+        wanted: members.iter().map(|m| (m.to_string(), crate::slots::SlotKind::Physical)).collect(),
+        ..Default::default()
+    })
+}
+
+/// `cluster` with a permanent logical slot `cdc` configured and the leader's published slots.
+fn with_cdc_slot(mut c: Cluster, published: &[(&str, u64)], retain: &[&str]) -> Cluster {
+    let cfg = c.config.as_mut().unwrap();
+    cfg.slots = Some(serde_json::json!({"cdc": {"type": "logical", "database": "app", "plugin": "test_decoding"}}));
+    c.status.slots = published.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+    c.status.retain_slots = retain.iter().map(|s| s.to_string()).collect();
+    c
+}
+
+#[test]
+fn permanent_slots_are_wanted_everywhere_and_replicas_get_the_leaders_positions() {
+    let cdc = crate::slots::SlotKind::Logical { database: "app".into(), plugin: "test_decoding".into() };
+    let c = with_cdc_slot(cluster(Some(ME)), &[], &[]);
+    let a = decide(&mut HaNode::new(settings()), &obs(0, &c, &primary()));
+    let Some(Action::SyncSlots(t)) = a.iter().find(|a| matches!(a, Action::SyncSlots(_))) else { panic!("{a:?}") };
+    assert!(t.primary);
+    assert_eq!(t.wanted.get("cdc"), Some(&cdc));
+    assert!(t.wanted.contains_key("n2") && !t.wanted.contains_key("n1"), "no slot for itself");
+
+    let c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900), ("n2", 1000)], &["n1", "n2", "n3", "gone"]);
+    let a = decide(&mut HaNode::new(settings()), &obs(0, &c, &replica(Some(5002), 1000)));
+    let Some(Action::SyncSlots(t)) = a.first() else { panic!("{a:?}") };
+    assert!(!t.primary);
+    assert_eq!(t.positions.get("cdc"), Some(&900));
+    assert!(t.wanted.contains_key("n2") && t.wanted.contains_key("n3"), "the leader's and the other replica's");
+    assert!(t.managed.contains("gone"), "what the leader published may be dropped once unwanted");
+}
+
+#[test]
+fn an_unreadable_slots_configuration_drops_nothing() {
+    let mut c = with_cdc_slot(cluster(Some(ME)), &[("cdc", 5)], &["n2"]);
+    c.config.as_mut().unwrap().slots = Some(serde_json::json!({"cdc": {"type": "logical"}}));
+    let a = decide(&mut HaNode::new(settings()), &obs(0, &c, &primary()));
+    let Some(Action::SyncSlots(t)) = a.iter().find(|a| matches!(a, Action::SyncSlots(_))) else { panic!("{a:?}") };
+    assert!(t.managed.is_empty(), "cdc must not look unwanted because its definition is broken");
+}
+
+#[test]
+fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute() {
+    let c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
+    let l = replica(Some(5002), 1000);
+    let mut n = HaNode::new(settings());
+    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    let p = n.decide(&obs(0, &c, &l));
+    assert_eq!(
+        p.actions,
+        vec![Action::StartJob(Job::CopyLogicalSlots { upstream: up("n2", 5002), slots: vec!["cdc".into()] })]
+    );
+    assert!(p.message.contains("copy logical slots [cdc]"), "{}", p.message);
+
+    // The copy failed and the slot is still missing: no second restart within the minute.
+    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    assert!(!decide(&mut n, &obs(30_000, &c, &l)).iter().any(|a| matches!(a, Action::StartJob(_))));
+    assert!(matches!(&decide(&mut n, &obs(61_000, &c, &l))[..], [Action::StartJob(Job::CopyLogicalSlots { .. })]));
+}
+
+#[test]
+fn no_slot_copy_restart_in_maintenance_mode_or_before_following_the_leader() {
+    let mut c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
+    let mut n = HaNode::new(settings());
+    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    let a = decide(&mut n, &obs(0, &c, &replica(Some(5003), 1000)));
+    assert!(a.contains(&Action::Follow { upstream: Some(up("n2", 5002)) }), "follow first: {a:?}");
+    c.config.as_mut().unwrap().pause = Some(true);
+    let a = decide(&mut n, &obs(0, &c, &replica(Some(5002), 1000)));
+    assert!(!a.iter().any(|a| matches!(a, Action::StartJob(_))), "{a:?}");
 }

@@ -291,4 +291,9 @@ pub struct Observation<'a> {
     pub job: Option<JobState>,
     /// Other members' reports; gathered by the driver only while there is no leader.
     pub peers: Option<&'a [PeerReport]>,
+    /// Leader in `failsafe_mode` with the DCS unreachable: this cycle's `POST /failsafe` round
+    /// to the members [`crate::HaNode::failsafe_targets`] named.
+    pub failsafe_round: Option<&'a crate::failsafe::Round>,
+    /// Replica: the last `POST /failsafe` it accepted from a primary.
+    pub failsafe_ping: Option<&'a crate::failsafe::Ping>,
 }

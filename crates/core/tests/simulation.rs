@@ -363,6 +363,8 @@ fn run(seed: u64, steps: u64, mode: SyncMode) -> Result<(), String> {
                 local: &local_pg,
                 job,
                 peers: Some(&peers),
+                failsafe_round: None,
+                failsafe_ping: None,
             };
             let plan = nodes[i].ha.decide(&obs);
             if !plan.actions.is_empty() {

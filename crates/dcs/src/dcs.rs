@@ -14,6 +14,7 @@
 
 use std::future::Future;
 
+use rampart_core::failsafe::Topology;
 use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
 use rampart_core::{Cluster, MemberData};
 use tokio::time::Instant;
@@ -71,6 +72,9 @@ pub trait Dcs: Send + Sync {
 
     /// Writes the leader's `status` key.
     fn write_status(&self, status: &Status, deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;
+
+    /// Writes the `failsafe` key (`failsafe_mode`: the topology of all known members).
+    fn write_failsafe(&self, topology: &Topology, deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;
 
     /// Writes the `history` key.
     fn write_history(&self, history: &[HistoryEntry], deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp};
+use rampart_core::failsafe::Topology;
 use rampart_core::keys::{self, ClusterPrefix};
 use rampart_core::model::{Failover, HistoryEntry, RawKv, Status, SyncState};
 use rampart_core::{Cluster, MemberData};
@@ -285,6 +286,11 @@ impl Dcs for EtcdDcs {
 
     async fn write_status(&self, status: &Status, deadline: Instant) -> DcsResult<()> {
         self.put("write_status", self.key(keys::STATUS), to_json(status), deadline).await
+    }
+
+    async fn write_failsafe(&self, topology: &Topology, deadline: Instant) -> DcsResult<()> {
+        // Compact JSON, as Patroni writes it.
+        self.put("write_failsafe", self.key(keys::FAILSAFE), to_json(topology), deadline).await
     }
 
     async fn write_history(&self, history: &[HistoryEntry], deadline: Instant) -> DcsResult<()> {

@@ -279,12 +279,7 @@ pub fn conf_quote(v: &str) -> String {
 /// The replication slot name for a member, as Patroni derives it: lower case, every character
 /// outside `[a-z0-9_]` replaced by `_`, at most 63 bytes.
 pub fn slot_name(member: &str) -> String {
-    member
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
-        .take(63)
-        .collect()
+    rampart_core::slots::slot_name_from_member_name(member)
 }
 
 /// PostgreSQL's lexer accepts `ID` or `ID.ID`, where an ID is a letter or `_` followed by

@@ -14,6 +14,7 @@
 //! * [`process`]: [`Postmaster`], the server process (start, adopt, watch, stop);
 //! * [`tools`]: initdb, pg_basebackup, pg_rewind, pg_controldata, wiping a data directory;
 //! * [`sql`]: [`Sql`], the control connection (probe, promote, reload, checkpoint, slots, roles);
+//! * [`slot_copy`]: copying a logical slot's on-disk state from the leader into a stopped replica;
 //! * [`observe`]: one cycle's [`rampart_core::LocalPg`];
 //! * [`error`]: the error type, [`PgError`].
 //!
@@ -30,6 +31,7 @@ pub mod observe;
 pub mod pidfile;
 pub mod process;
 pub mod settings;
+pub mod slot_copy;
 pub mod sql;
 pub mod tools;
 
@@ -39,5 +41,6 @@ pub use history::read_history;
 pub use observe::observe_local;
 pub use process::{LastExit, Postmaster, PostmasterState, StopOutcome};
 pub use settings::{Credentials, LocalConnect, PgSettings};
-pub use sql::{ExtraUser, Probe, ReplicationPeer, SlotChanges, Sql};
+pub use slot_copy::{install_slot_states, read_slot_states};
+pub use sql::{ExtraUser, Probe, ReplicationPeer, SlotReport, Sql};
 pub use tools::{basebackup, controldata, initdb, rewind, wipe_data_dir, RewindOutcome};

@@ -8,7 +8,6 @@
 //!   sent as escaped literals in statements that run with statement logging switched off, and a
 //!   failure of such a statement reports only its SQLSTATE; no statement text is ever logged.
 
-use std::collections::BTreeSet;
 use std::error::Error as _;
 use std::future::Future;
 use std::time::Duration;
@@ -18,9 +17,12 @@ use rampart_core::{Lsn, Timeline};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::conf::{conninfo_host_port, slot_name};
+use crate::conf::conninfo_host_port;
 use crate::error::{PgError, Result};
 use crate::settings::{LocalConnect, PgSettings};
+
+mod slots;
+pub use slots::SlotReport;
 
 /// `pg_promote` waits this long for the end of recovery.
 const PROMOTE_WAIT_SECS: i32 = 60;
@@ -112,15 +114,6 @@ impl Probe {
             synchronous_standby_names: self.synchronous_standby_names.clone(),
         }
     }
-}
-
-/// Slots created and dropped by [`Sql::sync_slots`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SlotChanges {
-    /// Slots created.
-    pub created: Vec<String>,
-    /// Slots dropped.
-    pub dropped: Vec<String>,
 }
 
 /// A role to create at bootstrap besides the replication and rewind roles.
@@ -354,61 +347,6 @@ impl Sql {
     /// `CHECKPOINT` (with at least a two-minute limit).
     pub async fn checkpoint(&self) -> Result<()> {
         self.execute("CHECKPOINT", "CHECKPOINT", self.timeout.max(CHECKPOINT_LIMIT)).await
-    }
-
-    /// Makes the physical slots match `members`: creates missing ones (reserving WAL at once)
-    /// under their sanitized names, and drops inactive physical slots for anyone else.
-    pub async fn sync_slots(&self, members: &[String]) -> Result<SlotChanges> {
-        const LIST: &str =
-            "SELECT slot_name::text, active FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'";
-        const CREATE: &str = "SELECT pg_catalog.pg_create_physical_replication_slot($1, true)";
-        const DROP: &str = "SELECT pg_catalog.pg_drop_replication_slot($1)";
-        // SQLSTATEs of harmless races: the slot appeared, or became active, since the listing.
-        const DUPLICATE_OBJECT: &str = "42710";
-        const OBJECT_IN_USE: &str = "55006";
-
-        let wanted: BTreeSet<String> = members.iter().map(|m| slot_name(m)).collect();
-        let mut slot = self.client.lock().await;
-        let client = self.connected(&mut slot).await?;
-        let result = async {
-            let rows = timed("listing replication slots", self.timeout, client.query(LIST, &[])).await?;
-            let existing: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let mut changes = SlotChanges::default();
-            for name in &wanted {
-                if existing.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
-                match timed_raw(self.timeout, client.query(CREATE, &[name])).await {
-                    Ok(_) => changes.created.push(name.clone()),
-                    Err(Raw::Pg(e)) if sqlstate(&e) == Some(DUPLICATE_OBJECT) => {}
-                    Err(e) => return Err(e.into_error("creating a replication slot", self.timeout)),
-                }
-            }
-            for (name, active) in &existing {
-                if *active || wanted.contains(name) {
-                    continue;
-                }
-                match timed_raw(self.timeout, client.query(DROP, &[name])).await {
-                    Ok(_) => changes.dropped.push(name.clone()),
-                    Err(Raw::Pg(e)) if sqlstate(&e) == Some(OBJECT_IN_USE) => {}
-                    Err(e) => return Err(e.into_error("dropping a replication slot", self.timeout)),
-                }
-            }
-            Ok(changes)
-        }
-        .await;
-        match result {
-            Ok(changes) => {
-                if !changes.created.is_empty() || !changes.dropped.is_empty() {
-                    tracing::info!(created = ?changes.created, dropped = ?changes.dropped, "replication slots changed");
-                }
-                Ok(changes)
-            }
-            Err(e) => {
-                reset(&mut slot);
-                Err(e)
-            }
-        }
     }
 
     /// Creates (or updates) the roles of a fresh cluster: the superuser's password, the

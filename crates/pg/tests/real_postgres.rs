@@ -7,6 +7,7 @@
 //! asserts on the child's exit status. Every postmaster started is recorded and, whatever happens,
 //! killed by pid at the end (SIGQUIT, then SIGKILL to it and its children).
 
+use rampart_core::slots::{reconcile, SlotKind, SlotSteps, SlotTargets};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -186,12 +187,27 @@ async fn scenario(root: &Path, bin: &Path) {
         .get(0);
     assert!(can);
 
-    // Slots: the replica's is created, a stale inactive one is dropped.
+    // Slots: the replica's is created, a stale one a leader once published is dropped, one made
+    // by hand is left alone.
     let su = connect(&a, "postgres", "su'per:se\\cret").await;
-    su.batch_execute("SELECT pg_create_physical_replication_slot('stale')").await.unwrap();
-    let changes = sql_a.sync_slots(&["pg-b".into()]).await.unwrap();
-    assert_eq!((changes.created, changes.dropped), (vec!["pg_b".to_string()], vec!["stale".to_string()]));
-    assert_eq!(sql_a.sync_slots(&["pg-b".into()]).await.unwrap(), Default::default());
+    su.batch_execute(
+        "SELECT pg_create_physical_replication_slot('stale'); SELECT pg_create_physical_replication_slot('by_hand')",
+    )
+    .await
+    .unwrap();
+    let targets = SlotTargets {
+        primary: true,
+        wanted: [("pg_b".to_string(), SlotKind::Physical)].into(),
+        managed: ["stale".to_string()].into(),
+        ..Default::default()
+    };
+    let steps = reconcile(&targets, &sql_a.list_slots().await.unwrap(), None);
+    let report = sql_a.apply_slot_steps(&steps).await;
+    assert_eq!(report.done, vec!["dropped stale".to_string(), "created pg_b (physical)".to_string()]);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let names: Vec<String> = sql_a.list_slots().await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["by_hand".to_string(), "pg_b".to_string()]);
+    assert_eq!(reconcile(&targets, &sql_a.list_slots().await.unwrap(), None), Default::default());
 
     // Clone and stream.
     basebackup(&b, &upstream(&a)).await.unwrap();
@@ -260,7 +276,8 @@ async fn scenario(root: &Path, bin: &Path) {
     assert_eq!(local.process, PgProcess::Stopped);
 
     // Rewind the old primary onto pg-b's timeline and let it follow.
-    assert_eq!(sql_b.sync_slots(&["pg-a".into()]).await.unwrap().created, vec!["pg_a".to_string()]);
+    let create = SlotSteps { create: vec![("pg_a".into(), SlotKind::Physical)], ..Default::default() };
+    assert_eq!(sql_b.apply_slot_steps(&create).await.done, vec!["created pg_a (physical)".to_string()]);
     assert_eq!(rewind(&a, &upstream(&b)).await.unwrap(), RewindOutcome::Rewound);
     pm_a.start(&a, &StartRole::Replica { upstream: Some(upstream(&b)) }).await.unwrap();
     record(&pm_a);

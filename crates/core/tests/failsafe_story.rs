@@ -1,0 +1,231 @@
+//! Story: failsafe mode, told through the core alone (virtual time, no I/O).
+//!
+//! A three-member cluster (n1 leads, n2 and n3 replicate) with `failsafe_mode: true`, ttl 10 s,
+//! loop_wait 1 s. The leader loses the DCS. While every member accepts its `POST /failsafe`, it
+//! stays primary long past its lease; once one member stays silent, it stops at the usual fence
+//! deadline. Replicas holding a fresh ping do not race, even when they see the leader key gone.
+
+use rampart_core::action::{Action, ActionResult, StopMode};
+use rampart_core::failsafe::{Ping, Reply, Round};
+use rampart_core::lsn::Lsn;
+use rampart_core::model::{Cluster, Leader, Member, Status};
+use rampart_core::observe::{
+    ClusterState, ControlData, DataDir, DcsView, LocalPg, Millis, Observation, PeerReport, PeerStatus, PgProcess,
+    RunningPg, WalPositions,
+};
+use rampart_core::{DynamicConfig, HaNode, MemberData, NodeSettings};
+
+const TTL: u64 = 10;
+
+fn config(failsafe: bool) -> DynamicConfig {
+    DynamicConfig { ttl: TTL, loop_wait: 1, retry_timeout: 3, failsafe_mode: Some(failsafe), ..Default::default() }
+}
+
+fn member(name: &str) -> Member {
+    Member {
+        name: name.into(),
+        data: MemberData {
+            conn_url: format!("postgres://{name}:5432/postgres"),
+            api_url: format!("http://{name}:8008/patroni"),
+            state: "running".into(),
+            role: "replica".into(),
+            ..Default::default()
+        },
+        lease: 1,
+    }
+}
+
+fn cluster(leader: Option<&str>, failsafe: bool) -> Cluster {
+    let members = vec![member("n1"), member("n2"), member("n3")];
+    let mut c = Cluster {
+        initialize: Some("7000".into()),
+        config: Some(config(failsafe)),
+        members,
+        status: Status { optime: 1000, ..Default::default() },
+        ..Default::default()
+    };
+    c.failsafe = Some(rampart_core::failsafe::topology_of(&c));
+    c.leader = leader.map(|l| Leader { name: l.into(), lease: 1, mod_revision: 1 });
+    c
+}
+
+fn node(name: &str) -> HaNode {
+    HaNode::new(NodeSettings { name: name.into(), bootstrap_dcs: config(true), ..Default::default() })
+}
+
+fn running(in_recovery: bool) -> LocalPg {
+    let state = if in_recovery { ClusterState::InArchiveRecovery } else { ClusterState::InProduction };
+    LocalPg {
+        data: DataDir::Initialized(ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900) }),
+        process: PgProcess::Running(RunningPg {
+            in_recovery,
+            timeline: 1,
+            wal: WalPositions { flush: Some(Lsn(1000)), received: Some(Lsn(1000)), ..Default::default() },
+            streaming: in_recovery,
+            upstream: in_recovery.then(|| ("n1".to_string(), 5432)),
+            ..Default::default()
+        }),
+    }
+}
+
+fn obs<'a>(now: u64, dcs: DcsView<'a>, local: &'a LocalPg) -> Observation<'a> {
+    Observation {
+        now: Millis(now),
+        wall_clock_ms: 0,
+        request: None,
+        dcs,
+        local,
+        job: None,
+        peers: None,
+        failsafe_round: None,
+        failsafe_ping: None,
+    }
+}
+
+fn round(at: u64, accepted: &[(&str, bool)]) -> Round {
+    Round {
+        sent_at: Millis(at),
+        finished_at: Millis(at + 50),
+        replies: accepted.iter().map(|(n, a)| Reply { name: n.to_string(), accepted: *a }).collect(),
+    }
+}
+
+/// n1 leads with a lock renewed at t = 0 and the failsafe topology known.
+fn leading_n1() -> HaNode {
+    let mut n1 = node("n1");
+    let c = cluster(Some("n1"), true);
+    let local = running(false);
+    let plan = n1.decide(&obs(0, DcsView::Ok(&c), &local));
+    assert!(plan.actions.contains(&Action::RenewLeader), "{plan:?}");
+    n1.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: TTL });
+    n1
+}
+
+#[test]
+fn the_leader_writes_the_topology_when_it_changed() {
+    let mut n1 = node("n1");
+    let mut c = cluster(Some("n1"), true);
+    c.failsafe = None;
+    let local = running(false);
+    let plan = n1.decide(&obs(0, DcsView::Ok(&c), &local));
+    let want = rampart_core::failsafe::topology_of(&c);
+    assert!(plan.actions.contains(&Action::WriteFailsafe(want)), "{plan:?}");
+    let same = cluster(Some("n1"), true);
+    let plan = n1.decide(&obs(1_000, DcsView::Ok(&same), &local));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::WriteFailsafe(_))), "unchanged: not rewritten");
+    let off = cluster(Some("n1"), false);
+    let plan = node("n1").decide(&obs(0, DcsView::Ok(&off), &local));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::WriteFailsafe(_))), "failsafe_mode off: no key");
+}
+
+#[test]
+fn every_member_accepting_keeps_the_primary_past_its_lease() {
+    let mut n1 = leading_n1();
+    let local = running(false);
+    let targets = n1.failsafe_targets().cloned().expect("the leader knows whom to ask");
+    assert_eq!(targets.keys().cloned().collect::<Vec<_>>(), ["n1", "n2", "n3"]);
+    // Rounds every second for 30 s (three ttls), each accepted by n2 and n3.
+    for t in (1_000..30_000).step_by(1_000) {
+        let r = round(t, &[("n2", true), ("n3", true)]);
+        let o = Observation { failsafe_round: Some(&r), ..obs(t, DcsView::Unavailable("refused".into()), &local) };
+        let plan = n1.decide(&o);
+        assert!(!plan.actions.contains(&Action::Stop(StopMode::Immediate)), "t={t}: {plan:?}");
+        assert!(plan.message.contains("failsafe mode is enabled and all members are accessible"), "{}", plan.message);
+        assert!(n1.failsafe_active(Millis(t)));
+        assert!(n1.fence_deadline().unwrap() > Millis(t + 5_000), "the proof moves the deadline");
+    }
+}
+
+#[test]
+fn one_silent_member_brings_back_the_fence_deadline() {
+    // (replies of the rounds after the cut) -> the primary must be stopped no later than the fence
+    // deadline of the last complete round (or of the lease when there was none).
+    let table: [(&[(&str, bool)], u64); 3] = [
+        (&[("n2", true)], 0),                // n3 silent from the start: the lease's deadline
+        (&[("n2", true), ("n3", false)], 0), // n3 refuses (e.g. it runs as primary)
+        (&[], 0),                            // nobody answers
+    ];
+    for (replies, last_proof) in table {
+        let mut n1 = leading_n1();
+        let local = running(false);
+        let deadline = Millis(last_proof + TTL * 1000 - rampart_core::node::fence_margin_ms(TTL));
+        let mut stopped_at = None;
+        for t in (500..20_000).step_by(500) {
+            let r = round(t, replies);
+            let o = Observation { failsafe_round: Some(&r), ..obs(t, DcsView::Unavailable("refused".into()), &local) };
+            let plan = n1.decide(&o);
+            if plan.actions.contains(&Action::Stop(StopMode::Immediate)) {
+                stopped_at = Some(t);
+                break;
+            }
+            assert!(plan.next_cycle <= deadline, "the loop looks again before the deadline");
+        }
+        let stopped_at = stopped_at.expect("the primary was stopped");
+        assert!(
+            Millis(stopped_at) >= deadline && stopped_at < deadline.0 + 500,
+            "{replies:?}: stopped at {stopped_at}"
+        );
+    }
+}
+
+#[test]
+fn a_complete_round_after_the_fence_deadline_does_not_revive_the_primary() {
+    let mut n1 = leading_n1();
+    let local = running(false);
+    let late = n1.fence_deadline().unwrap().0 + 100;
+    let r = round(late - 1_000, &[("n2", true), ("n3", true)]);
+    let r = Round { finished_at: Millis(late), ..r };
+    let o = Observation { failsafe_round: Some(&r), ..obs(late, DcsView::Unavailable("hang".into()), &local) };
+    assert!(n1.decide(&o).actions.contains(&Action::Stop(StopMode::Immediate)));
+}
+
+#[test]
+fn the_dcs_back_the_leader_renews_or_retakes_its_lock() {
+    let mut n1 = leading_n1();
+    let local = running(false);
+    for t in [1_000, 2_000, 3_000] {
+        let r = round(t, &[("n2", true), ("n3", true)]);
+        n1.decide(&Observation { failsafe_round: Some(&r), ..obs(t, DcsView::Unavailable("x".into()), &local) });
+    }
+    // The lease expired meanwhile: the key is gone, and the running primary takes it again.
+    let c = cluster(None, true);
+    let plan = n1.decide(&obs(20_000, DcsView::Ok(&c), &local));
+    assert_eq!(plan.actions, vec![Action::AcquireLeader], "{}", plan.message);
+    assert!(!n1.failsafe_active(Millis(20_000)), "failsafe ends as soon as the DCS answers");
+}
+
+#[test]
+fn replicas_bound_by_a_ping_or_missing_from_the_topology_do_not_race() {
+    // The old primary is out of sight (no WAL streams from it), the case where a race could start.
+    let mut local = running(true);
+    if let PgProcess::Running(r) = &mut local.process {
+        r.streaming = false;
+    }
+    let c = cluster(None, true);
+    let peers = vec![
+        PeerReport { name: "n1".into(), status: None },
+        PeerReport {
+            name: "n3".into(),
+            status: Some(PeerStatus { is_primary: false, wal: Lsn(10), timeline: 1, can_fail_over: true, priority: 1 }),
+        },
+    ];
+    let ping = Ping { leader: "n1".into(), received_at: Millis(5_000) };
+    // (ping, now, topology lists n2, races)
+    let table = [
+        (None, 20_000, true, true),
+        (Some(&ping), 6_000, true, false),
+        (Some(&ping), 14_999, true, false),
+        (Some(&ping), 15_000, true, true),
+        (None, 20_000, false, false),
+    ];
+    for (i, (p, now, listed, races)) in table.into_iter().enumerate() {
+        let mut c = c.clone();
+        if !listed {
+            c.failsafe.as_mut().unwrap().remove("n2");
+        }
+        let mut n2 = node("n2");
+        let o = Observation { peers: Some(&peers), failsafe_ping: p, ..obs(now, DcsView::Ok(&c), &local) };
+        let plan = n2.decide(&o);
+        assert_eq!(plan.actions.contains(&Action::AcquireLeader), races, "row {i}: {}", plan.message);
+    }
+}

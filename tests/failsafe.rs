@@ -1,0 +1,170 @@
+//! Story: `failsafe_mode`. With it on, a leader cut off from etcd asks every member, each cycle,
+//! whether it may go on (`POST /failsafe`); while all of them say "Accepted" it keeps taking
+//! writes long past its lease, and no replica takes over. When one member cannot answer, the
+//! leader stops taking writes before its lease could have expired, exactly as without failsafe.
+//!
+//! A probe writes to every node directly, every 200 ms; at no moment may two nodes accept writes.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::cluster::{Cluster, ClusterOptions};
+use support::health::wait_healthy;
+use tokio_postgres::Client;
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// Which nodes acknowledged a write in one round, and when the round started.
+#[derive(Debug, Clone)]
+struct Round {
+    at: Instant,
+    accepted: Vec<usize>,
+}
+
+struct Probe {
+    rounds: Arc<Mutex<Vec<Round>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    fn start(c: &Cluster) -> Probe {
+        let ports: Vec<u16> = (0..c.len()).map(|i| c.pg_port(i)).collect();
+        let rounds = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (rounds.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut conns: Vec<Option<Client>> = ports.iter().map(|_| None).collect();
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let at = Instant::now();
+                let mut accepted = Vec::new();
+                for (i, port) in ports.iter().enumerate() {
+                    n += 1;
+                    if conns[i].is_none() {
+                        conns[i] = tokio::time::timeout(Duration::from_secs(1), support::connect_superuser(*port))
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
+                    }
+                    let Some(db) = &conns[i] else { continue };
+                    let q = format!("INSERT INTO probe VALUES ({i}, {n})");
+                    match tokio::time::timeout(Duration::from_secs(1), db.batch_execute(&q)).await {
+                        Ok(Ok(())) => accepted.push(i),
+                        _ => conns[i] = None,
+                    }
+                }
+                r.lock().unwrap().push(Round { at, accepted });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Probe { rounds, stop, task }
+    }
+
+    fn rounds(&self) -> Vec<Round> {
+        self.rounds.lock().unwrap().clone()
+    }
+
+    async fn finish(self) -> Vec<Round> {
+        self.stop.store(true, Ordering::Relaxed);
+        let rounds = self.rounds.clone();
+        self.task.await.unwrap();
+        let rounds = rounds.lock().unwrap().clone();
+        rounds
+    }
+}
+
+fn never_two_writable(rounds: &[Round]) {
+    for r in rounds {
+        assert!(r.accepted.len() <= 1, "two nodes accepted writes in the same round: {r:?}");
+    }
+}
+
+fn last_accept(rounds: &[Round], node: usize) -> Option<Instant> {
+    rounds.iter().filter(|r| r.accepted.contains(&node)).map(|r| r.at).max()
+}
+
+/// A healthy three-node cluster with `failsafe_mode` switched on through `PATCH /config`, a probe
+/// table, and the leader's index.
+async fn cluster_in_failsafe_mode() -> (Cluster, usize) {
+    let c = Cluster::start(3, ClusterOptions::default());
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let r = support::http_request(c.api_port(leader), "PATCH", "/config", Some(r#"{"failsafe_mode": true}"#)).unwrap();
+    assert_eq!(r.status, 200, "PATCH /config: {r:?}");
+    // Every member sees the mode; the leader writes the topology in its next cycle.
+    let seen = support::wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        (0..3).all(|i| support::get_json(c.api_port(i), "/config").is_some_and(|v| v["failsafe_mode"] == true))
+    });
+    assert!(seen, "failsafe_mode is on everywhere");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let db = support::connect_superuser(c.pg_port(leader)).await.unwrap();
+    db.batch_execute("CREATE TABLE probe (node int, n bigint)").await.unwrap();
+    (c, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_member_answering_the_leader_outlives_an_etcd_outage() {
+    let (mut c, leader) = cluster_in_failsafe_mode().await;
+    let probe = Probe::start(&c);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = Instant::now();
+    c.etcd_mut().stop();
+
+    // Well past the lease: the leader still takes writes, nobody else does.
+    tokio::time::sleep(TTL + Duration::from_secs(6)).await;
+    let rounds = probe.rounds();
+    never_two_writable(&rounds);
+    let last = last_accept(&rounds, leader).expect("the leader accepted writes");
+    println!("leader's last accepted write so far: {:?} after etcd was stopped (ttl {TTL:?})", last - cut);
+    assert!(
+        last >= cut + TTL + Duration::from_secs(5),
+        "the leader stopped taking writes {:?} after the cut",
+        last - cut
+    );
+    for i in (0..3).filter(|&i| i != leader) {
+        assert_eq!(last_accept(&rounds, i), None, "node {i} accepted writes during the outage");
+    }
+    let status = support::get_json(c.api_port(leader), "/patroni").expect("/patroni");
+    assert_eq!(status["failsafe_mode_is_active"], true, "{status}");
+    assert_eq!(status["role"], "primary");
+
+    // etcd is back: the same leader goes on, the cluster is healthy again.
+    let back = Instant::now();
+    c.etcd_mut().start_again();
+    let again = wait_healthy(&c, Duration::from_secs(60));
+    println!("healthy again {:?} after etcd came back", back.elapsed());
+    assert_eq!(again, Some(leader), "the same leader continues");
+    let rounds = probe.finish().await;
+    never_two_writable(&rounds);
+    assert!(rounds.last().is_some_and(|r| r.accepted == vec![leader]), "the leader takes writes");
+    let status = support::get_json(c.api_port(leader), "/patroni").unwrap();
+    assert!(status.get("failsafe_mode_is_active").is_none(), "failsafe is over once etcd answers: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_member_silent_the_leader_stops_before_its_lease_expires() {
+    let (mut c, leader) = cluster_in_failsafe_mode().await;
+    let probe = Probe::start(&c);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let silent = (0..3).find(|&i| i != leader).unwrap();
+    c.kill_agent(silent);
+    let cut = Instant::now();
+    c.etcd_mut().stop();
+
+    tokio::time::sleep(TTL + Duration::from_secs(5)).await;
+    let rounds = probe.finish().await;
+    never_two_writable(&rounds);
+    let last = last_accept(&rounds, leader).expect("the leader accepted writes before the cut");
+    println!(
+        "with {} silent, the leader's last accepted write was {:?} after etcd was stopped",
+        c.name(silent),
+        last - cut
+    );
+    assert!(last < cut + TTL, "the leader still took writes {:?} after the cut (ttl {TTL:?})", last - cut);
+    for i in (0..3).filter(|&i| i != leader) {
+        assert_eq!(last_accept(&rounds, i), None, "node {i} accepted writes during the outage");
+    }
+}
