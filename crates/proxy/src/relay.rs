@@ -227,7 +227,10 @@ async fn relay_buffered<W: AsyncWrite + Unpin>(
     loop {
         let chunk = match next_chunk(buf, status) {
             Ok(Some(c)) => c,
-            Ok(None) => return Ok(true),
+            // Flush before waiting on the server again: a TLS writer may keep encrypted bytes
+            // it could not send yet (socket full) until the next write or flush, and the client
+            // may be waiting for exactly those (a no-op on plain TCP).
+            Ok(None) => return Ok(w.flush().await.is_ok()),
             Err(e) => {
                 shared.stats.protocol_error();
                 let r = invalid(e);
