@@ -965,7 +965,9 @@ impl HaNode {
         let mut race_peers: Vec<PeerReport> = peers.to_vec();
         if let Some(f) = &cluster.failover {
             match manual::as_replica(&me, f, peers) {
-                ReplicaStep::Take if r.streaming => {
+                // Streaming from a cascade parent (a replica) says nothing about the old primary:
+                // the same test as the race below, or a `replicatefrom` candidate never takes over.
+                ReplicaStep::Take if r.streaming && !upstream_is_a_replica(cluster, peers, r.upstream.as_ref()) => {
                     // Still connected to the old primary: it is not down yet. Look again soon.
                     let mut p = self.plan(now, vec![], "requested candidate, but still streaming from the old primary");
                     p.next_cycle = p.next_cycle.min(now.plus_ms(200));

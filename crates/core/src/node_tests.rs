@@ -653,6 +653,21 @@ fn named_candidate_takes_the_lock_and_the_others_wait_for_it() {
 }
 
 #[test]
+fn named_candidate_streaming_from_a_cascade_parent_takes_over_but_not_while_on_the_old_primary() {
+    let c = Cluster { failover: failover(Some("n3"), Some(ME)), ..cluster(None) };
+    let mut n = HaNode::new(settings());
+    // n2 is a replica (its own report says so): streaming from it proves nothing about n3.
+    let peers = [peer("n2", 1000, false)];
+    let via_n2 = replica(Some(5002), 1000);
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(0, &c, &via_n2) });
+    assert_eq!(p.actions, vec![Action::AcquireLeader], "{}", p.message);
+    // Still streaming from n3, the old primary, which does not answer: it may be alive.
+    let via_n3 = replica(Some(5003), 1000);
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(100, &c, &via_n3) });
+    assert!(p.actions.is_empty(), "{p:?}");
+}
+
+#[test]
 fn new_leader_clears_the_request_when_it_promotes() {
     let mut n = HaNode::new(settings());
     let c = Cluster { failover: failover(Some("n3"), Some(ME)), ..cluster(Some(ME)) };
