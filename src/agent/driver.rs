@@ -627,7 +627,6 @@ impl Agent {
     }
 }
 
-/// Now as unix milliseconds (only for comparing with times operators wrote).
 /// Whether PostgreSQL runs as primary, or is being promoted to it (the watchdog is armed before
 /// the promotion can take effect, as Patroni does).
 fn seen_primary(local: &LocalPg, job: Option<&RunningJob>) -> bool {
@@ -642,12 +641,14 @@ impl Agent {
             self.core.leader_until(),
             self.now(),
             primary,
-            self.watchdog.timeout_secs(ttl),
+            self.core.config().paused(),
+            self.watchdog.effective_timeout_secs(ttl),
         );
         self.watchdog.apply(step, ttl);
     }
 }
 
+/// Now as unix milliseconds (only for comparing with times operators wrote).
 fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -34,14 +34,18 @@ type libc_int = std::os::raw::c_int;
 pub struct Device {
     file: File,
     path: PathBuf,
-    timeout_secs: u64,
+    /// The timeout asked for (what a changed ttl is compared with).
+    requested_secs: u64,
+    /// The timeout the driver applied (drivers round): what the safety rule must use.
+    applied_secs: u64,
 }
 
 impl Device {
     /// Opens `path` (which arms it) and sets its timeout.
     pub fn arm(path: &Path, timeout_secs: u64) -> Result<Device, String> {
         let file = OpenOptions::new().write(true).open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-        let mut dev = Device { file, path: path.to_path_buf(), timeout_secs };
+        let mut dev =
+            Device { file, path: path.to_path_buf(), requested_secs: timeout_secs, applied_secs: timeout_secs };
         let mut t = libc_int::try_from(timeout_secs).unwrap_or(libc_int::MAX);
         // SAFETY: the fd is open for the duration of the call and `t` outlives it.
         let set = unsafe { wdioc_settimeout(dev.file.as_raw_fd(), &mut t) };
@@ -55,7 +59,7 @@ impl Device {
         let mut applied: libc_int = 0;
         // SAFETY: as above.
         if unsafe { wdioc_gettimeout(dev.file.as_raw_fd(), &mut applied) }.is_ok() && applied > 0 {
-            dev.timeout_secs = applied as u64;
+            dev.applied_secs = applied as u64;
         }
         Ok(dev)
     }
@@ -71,7 +75,7 @@ impl Device {
 
     /// The timeout the device applies, in seconds.
     pub fn timeout_secs(&self) -> u64 {
-        self.timeout_secs
+        self.applied_secs
     }
 
     /// Disarms with the magic close.
@@ -102,6 +106,13 @@ impl Watchdog {
         self.cfg.timeout_secs(ttl)
     }
 
+    /// The timeout the safety rule must assume: the configured one, or the device's when it
+    /// rounded it up.
+    pub fn effective_timeout_secs(&self, ttl: u64) -> u64 {
+        let want = self.timeout_secs(ttl);
+        self.armed.as_ref().map_or(want, |d| d.applied_secs.max(want))
+    }
+
     /// Whether the device can be armed now (tried and disarmed again at once). Used at start:
     /// with `mode: required` a member without a usable watchdog never becomes leader.
     pub fn check(&self, ttl: u64) -> Result<(), String> {
@@ -123,7 +134,7 @@ impl Watchdog {
             WatchdogStep::RunDown => {}
             WatchdogStep::Keepalive => {
                 let want = self.timeout_secs(ttl);
-                if self.armed.as_ref().is_some_and(|d| d.timeout_secs() != want) {
+                if self.armed.as_ref().is_some_and(|d| d.requested_secs != want) {
                     // The ttl changed: re-arm with the new timeout.
                     if let Some(dev) = self.armed.take() {
                         dev.disarm();
@@ -157,7 +168,9 @@ impl Watchdog {
     /// With `mode: required` and no usable device, this member must never lead: it is kept out
     /// of leader races like a `nofailover` member (and says so once).
     pub fn restrict(&self, settings: &mut rampart_core::node::NodeSettings) {
-        if self.cfg.mode != WatchdogMode::Required {
+        // An armed device is in use by this agent (a reload while leading): it is usable, and
+        // opening it a second time would fail.
+        if self.cfg.mode != WatchdogMode::Required || self.armed.is_some() {
             return;
         }
         let ttl = settings.bootstrap_dcs.ttl;

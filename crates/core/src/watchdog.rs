@@ -3,7 +3,9 @@
 //!
 //! The watchdog resets the machine `timeout` after the last keepalive. It is armed while this
 //! member holds the leader lock and runs (or is promoting) a primary, and disarmed, with the
-//! magic close, as soon as it does not: a replica or a stopped PostgreSQL needs no reset.
+//! magic close, as soon as it does not: a replica or a stopped PostgreSQL needs no reset. In
+//! maintenance mode (pause) it is disarmed too, as in Patroni: a paused leader is not fenced, so
+//! a reset would only take down a primary the operator asked to leave alone.
 //!
 //! **The safety rule kept here:** a keepalive is sent only while `now + timeout <= leader_until`,
 //! where `leader_until` is the send time of the last successful lock renewal plus the lease's
@@ -27,10 +29,11 @@ pub enum WatchdogStep {
 }
 
 /// The step for a member whose lock is held `leader_until` (if at all), at `now`, with a
-/// watchdog of `timeout_secs`; `primary` when PostgreSQL runs, or is being promoted, as primary.
-pub fn step(leader_until: Option<Millis>, now: Millis, primary: bool, timeout_secs: u64) -> WatchdogStep {
+/// watchdog of `timeout_secs`; `primary` when PostgreSQL runs, or is being promoted, as primary;
+/// `paused` in maintenance mode.
+pub fn step(leader_until: Option<Millis>, now: Millis, primary: bool, paused: bool, timeout_secs: u64) -> WatchdogStep {
     match leader_until {
-        Some(until) if primary && now < until => {
+        Some(until) if primary && !paused && now < until => {
             if now.plus_secs(timeout_secs) <= until {
                 WatchdogStep::Keepalive
             } else {
@@ -62,8 +65,9 @@ mod tests {
             ("no lock", None, true, WatchdogStep::Disarm),
             ("lock but PostgreSQL not primary", Some(t.plus_secs(10)), false, WatchdogStep::Disarm),
         ];
+        assert_eq!(step(Some(t.plus_secs(10)), t, true, true, 5), WatchdogStep::Disarm, "paused");
         for (what, until, primary, want) in cases {
-            assert_eq!(step(until, t, primary, 5), want, "{what}");
+            assert_eq!(step(until, t, primary, false, 5), want, "{what}");
         }
     }
 
@@ -73,7 +77,7 @@ mod tests {
         fn a_fed_watchdog_fires_before_the_lease_expires(
             until in 0u64..1_000_000, now in 0u64..1_000_000, timeout in 1u64..60, primary: bool,
         ) {
-            if step(Some(Millis(until)), Millis(now), primary, timeout) == WatchdogStep::Keepalive {
+            if step(Some(Millis(until)), Millis(now), primary, false, timeout) == WatchdogStep::Keepalive {
                 prop_assert!(now + timeout * 1000 <= until);
                 prop_assert!(primary);
             }
