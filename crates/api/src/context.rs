@@ -28,12 +28,19 @@ pub struct WriteTiming {
     pub poll_interval: Duration,
     /// How long a candidate gets to answer `GET <api_url>` (Patroni: 2 s, no retries).
     pub probe_timeout: Duration,
+    /// The unit of the switchover wait, `2 * max(10, loop_wait)` of them (Patroni: 1 s, the
+    /// length of its poll). Polling more often than that must not shorten the wait.
+    pub wait_unit: Duration,
 }
 
 impl Default for WriteTiming {
     fn default() -> Self {
         // Patroni polls once a second; a switchover now completes in about one, so look more often.
-        WriteTiming { poll_interval: Duration::from_millis(200), probe_timeout: Duration::from_secs(2) }
+        WriteTiming {
+            poll_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_secs(2),
+            wait_unit: Duration::from_secs(1),
+        }
     }
 }
 

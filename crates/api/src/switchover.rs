@@ -253,8 +253,8 @@ async fn failover_possible(
     Err(format!("{} is not possible: no good candidates have been found", action.name()))
 }
 
-/// Patroni's `poll_failover_result`: reads the cluster once per poll interval, `2 * max(10,
-/// loop_wait)` times.
+/// Patroni's `poll_failover_result`: waits `2 * max(10, loop_wait)` wait units (seconds),
+/// reading the cluster once per poll interval.
 async fn wait_for_new_leader(
     ctx: &ApiContext,
     backend: &Arc<dyn Backend>,
@@ -264,7 +264,10 @@ async fn wait_for_new_leader(
     loop_wait: u64,
 ) -> Reply {
     let polls = 2 * loop_wait.max(10);
-    for _ in 0..polls {
+    // As many reads as poll intervals fit in the wait (at least one per wait unit).
+    let wait = ctx.timing.wait_unit * polls as u32;
+    let reads = (wait.as_micros() / ctx.timing.poll_interval.as_micros().max(1)).max(u128::from(polls));
+    for _ in 0..reads {
         tokio::time::sleep(ctx.timing.poll_interval).await;
         // A failed read is not an answer: the DCS may be busy with the very change we wait for.
         let Ok(cluster) = backend.read_cluster().await else { continue };

@@ -225,6 +225,7 @@ impl WriteHarness {
             .with_timing(WriteTiming {
                 poll_interval: Duration::from_millis(5),
                 probe_timeout: Duration::from_millis(200),
+                wait_unit: Duration::from_millis(5),
             });
         WriteHarness { app: router(ctx), backend, _tx: tx }
     }
