@@ -75,8 +75,11 @@ test-e2e:
 	$(CARGO) test --workspace --test '*' -- --test-threads=1 $(TEST_ARGS)
 endif
 
+# The benchmarks are not run by `make test`, but they share the e2e harness: compiling them here
+# (a few seconds) keeps them from breaking unnoticed.
 test-doc:
 	$(CARGO) test --workspace --doc $(if $(TEST_ARGS),-- $(TEST_ARGS))
+	$(CARGO) check --benches
 
 # The failover, switchover, proxy throughput and proxy failover benchmarks (bench/failover.rs,
 # bench/switchover.rs, bench/proxy.rs, bench/proxy_failover.rs: `harness = false` bench targets

@@ -11,11 +11,30 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// The demo process; if the test ends early (a failed assertion), Ctrl-C is sent so that the
+/// demo stops its agents, PostgreSQL and etcd, and after a minute it is killed.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
+            let stopped = support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+                !matches!(self.0.try_wait(), Ok(None))
+            });
+            if !stopped {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+}
+
 #[test]
 fn demo_comes_up_healthy_and_ctrl_c_stops_everything() {
     let dir = support::TestDir::new("demo");
     let demo_dir = dir.join("cluster");
-    let mut child = Command::new(support::rampart_bin())
+    let child = Command::new(support::rampart_bin())
         .args(["demo", "--dir"])
         .arg(&demo_dir)
         .env("NO_COLOR", "1")
@@ -24,6 +43,8 @@ fn demo_comes_up_healthy_and_ctrl_c_stops_everything() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start rampart demo");
+    let mut demo = Demo(child);
+    let child = &mut demo.0;
     let pid = Pid::from_raw(child.id() as i32);
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
@@ -52,7 +73,12 @@ fn demo_comes_up_healthy_and_ctrl_c_stops_everything() {
         panic!("the demo never reported a healthy cluster; it printed:\n{}", seen.join("\n"));
     }
     // The connection strings and the member table follow.
-    std::thread::sleep(Duration::from_secs(1));
+    while !seen.iter().any(|l| l.contains("| Leader ")) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
     seen.extend(rx.try_iter());
     let text = seen.join("\n");
     assert!(text.contains("target_session_attrs=read-write"), "{text}");

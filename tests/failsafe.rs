@@ -7,85 +7,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::wait_healthy;
-use tokio_postgres::Client;
+use support::write_probe::{last_accept, never_two_writable, WriteProbe};
 
 const TTL: Duration = Duration::from_secs(10);
-
-/// Which nodes acknowledged a write in one round, and when the round started.
-#[derive(Debug, Clone)]
-struct Round {
-    at: Instant,
-    accepted: Vec<usize>,
-}
-
-struct Probe {
-    rounds: Arc<Mutex<Vec<Round>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Probe {
-    fn start(c: &Cluster) -> Probe {
-        let ports: Vec<u16> = (0..c.len()).map(|i| c.pg_port(i)).collect();
-        let rounds = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (rounds.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut conns: Vec<Option<Client>> = ports.iter().map(|_| None).collect();
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                let at = Instant::now();
-                let mut accepted = Vec::new();
-                for (i, port) in ports.iter().enumerate() {
-                    n += 1;
-                    if conns[i].is_none() {
-                        conns[i] = tokio::time::timeout(Duration::from_secs(1), support::connect_superuser(*port))
-                            .await
-                            .ok()
-                            .and_then(Result::ok);
-                    }
-                    let Some(db) = &conns[i] else { continue };
-                    let q = format!("INSERT INTO probe VALUES ({i}, {n})");
-                    match tokio::time::timeout(Duration::from_secs(1), db.batch_execute(&q)).await {
-                        Ok(Ok(())) => accepted.push(i),
-                        _ => conns[i] = None,
-                    }
-                }
-                r.lock().unwrap().push(Round { at, accepted });
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Probe { rounds, stop, task }
-    }
-
-    fn rounds(&self) -> Vec<Round> {
-        self.rounds.lock().unwrap().clone()
-    }
-
-    async fn finish(self) -> Vec<Round> {
-        self.stop.store(true, Ordering::Relaxed);
-        let rounds = self.rounds.clone();
-        self.task.await.unwrap();
-        let rounds = rounds.lock().unwrap().clone();
-        rounds
-    }
-}
-
-fn never_two_writable(rounds: &[Round]) {
-    for r in rounds {
-        assert!(r.accepted.len() <= 1, "two nodes accepted writes in the same round: {r:?}");
-    }
-}
-
-fn last_accept(rounds: &[Round], node: usize) -> Option<Instant> {
-    rounds.iter().filter(|r| r.accepted.contains(&node)).map(|r| r.at).max()
-}
 
 /// A healthy three-node cluster with `failsafe_mode` switched on through `PATCH /config`, a probe
 /// table, and the leader's index.
@@ -108,7 +36,7 @@ async fn cluster_in_failsafe_mode() -> (Cluster, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_member_answering_the_leader_outlives_an_etcd_outage() {
     let (mut c, leader) = cluster_in_failsafe_mode().await;
-    let probe = Probe::start(&c);
+    let probe = WriteProbe::start(&c, Duration::from_millis(200));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut = Instant::now();
     c.etcd_mut().stop();
@@ -147,7 +75,7 @@ async fn with_every_member_answering_the_leader_outlives_an_etcd_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_member_silent_the_leader_stops_before_its_lease_expires() {
     let (mut c, leader) = cluster_in_failsafe_mode().await;
-    let probe = Probe::start(&c);
+    let probe = WriteProbe::start(&c, Duration::from_millis(200));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let silent = (0..3).find(|&i| i != leader).unwrap();
     c.kill_agent(silent);

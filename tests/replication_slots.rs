@@ -69,9 +69,17 @@ async fn a_replica_rejoining_after_a_failover_finds_its_slot() {
             slots(hp).await
         );
     }
-    // The leader publishes what replicas need in `status`: positions and the slots to keep.
-    let status: serde_json::Value =
-        serde_json::from_str(&c.etcd().get(&format!("{}status", c.dcs_prefix())).expect("status key")).unwrap();
+    // The leader publishes what replicas need in `status`: positions and the slots to keep. A
+    // replica's slot has a position only once it has streamed through it, and `status` is written
+    // once per cycle, so look until a cycle has published it.
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&c.etcd().get(&format!("{}status", c.dcs_prefix())).expect("status key")).unwrap()
+    };
+    support::wait_until(Duration::from_secs(10), Duration::from_millis(250), || {
+        let s = status();
+        s["slots"][c.name(a)].is_u64() && s["slots"][c.name(old)].is_u64()
+    });
+    let status = status();
     assert!(status["slots"][c.name(a)].is_u64() && status["slots"][c.name(old)].is_u64(), "{status}");
     assert!(status["retain_slots"].as_array().is_some_and(|r| r.len() == 3), "{status}");
 

@@ -49,6 +49,9 @@ pub fn dump_dom(url: &str, work_dir: &Path, timeout: Duration) -> String {
         // The tests run as root, where Chromium refuses to start with its sandbox.
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         .args(["--no-first-run", "--no-default-browser-check", "--disable-extensions"])
+        // No traffic of its own: the machine's network is closed, and refused background
+        // connections (updates, sync, QUIC probes) only slow the start and fill the log.
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--dump-dom", url])
         .stdin(Stdio::null())
@@ -73,18 +76,12 @@ pub fn dump_dom(url: &str, work_dir: &Path, timeout: Duration) -> String {
     // Helpers that outlived the browser, or the whole browser at the timeout.
     let _ = killpg(leader, Signal::SIGKILL);
     let status = child.wait().unwrap_or_else(|e| panic!("reaping chromium: {e}"));
-    assert!(exited, "chromium did not render {url} within {timeout:?}; log:\n{}", tail(&log_path));
+    assert!(exited, "chromium did not render {url} within {timeout:?}; log:\n{}", super::tail_file(&log_path, 30));
     let dom = std::fs::read_to_string(&dom_path).unwrap_or_default();
     assert!(
         status.success() && !dom.trim().is_empty(),
         "chromium failed to render {url} ({status}); log:\n{}",
-        tail(&log_path)
+        super::tail_file(&log_path, 30)
     );
     dom
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

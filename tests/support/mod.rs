@@ -35,6 +35,7 @@ pub mod haproxy;
 pub mod health;
 pub mod process;
 pub mod proxy;
+pub mod write_probe;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;

@@ -29,7 +29,7 @@
 //!   [`local_ops`], [`config_edit`]: the operations; [`request_values`]: body values;
 //!   [`reply`]: their answers; [`probe`]: asking other members for their status;
 //! * [`access`], [`tls`], [`security`]: who may write, and HTTPS;
-//! * [`router`]: dispatch of paths and methods;
+//! * [`mod@router`]: dispatch of paths and methods;
 //! * [`server`]: hyper serving (plain or TLS) with timeouts and connection limits.
 
 #![deny(missing_docs)]

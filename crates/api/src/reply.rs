@@ -48,14 +48,6 @@ impl Reply {
         self.lsn = Some(lsn);
         self
     }
-
-    /// The text body, if it is text.
-    pub fn message(&self) -> Option<&str> {
-        match &self.body {
-            ReplyBody::Text(t) => Some(t),
-            ReplyBody::Json(_) => None,
-        }
-    }
 }
 
 impl IntoResponse for Reply {

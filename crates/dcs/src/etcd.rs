@@ -182,7 +182,6 @@ fn raw_kv(kv: &KeyValue) -> RawKv {
     }
 }
 
-/// Compact JSON, as Patroni's `json.dumps(..., separators=(',', ':'))`.
 /// "The key is still at `revision`", where revision 0 means "the key does not exist" (etcd
 /// reports a missing key's revisions as 0, so one comparison covers both).
 fn expected_revision_is(key: &str, revision: i64) -> Compare {
@@ -193,6 +192,7 @@ fn expected_revision_is(key: &str, revision: i64) -> Compare {
     }
 }
 
+/// Compact JSON, as Patroni's `json.dumps(..., separators=(',', ':'))`.
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     // Our model types are maps, lists, strings and numbers: serializing them cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())

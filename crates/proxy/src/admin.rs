@@ -1,8 +1,8 @@
 //! The admin HTTP port (`proxy.listen_admin`): `/metrics` (Prometheus), `/stats.json` and
 //! `/stats` (an HTML page for people), served with hyper over HTTP/1.1 and 1.0.
 //!
-//! Rendering lives in [`crate::admin_view`] (the member table), [`crate::admin_metrics`],
-//! [`crate::admin_json`] and [`crate::admin_html`], all pure; this module only binds, serves and
+//! Rendering lives in the private modules `admin_view` (the member table), `admin_metrics`,
+//! `admin_json` and `admin_html`, all pure; this module only binds, serves and
 //! routes requests to them.
 //!
 //! Invariants:

@@ -2,11 +2,13 @@
 //!
 //! Everything a backend sends is relayed as received ([`crate::frame`]); the proxy only peeks
 //! at:
-//! * `R` Authentication: the request code, so it knows when login is over (AuthenticationOk);
 //! * `K` BackendKeyData: the backend's cancel key, which it records and replaces with its own;
-//! * `Z` ReadyForQuery: the transaction status, so it knows whether a session is idle (a
-//!   session may only move to a new backend between transactions);
-//! * `S` ParameterStatus, `E` ErrorResponse, `N` NoticeResponse: for tracking and logging.
+//! * `Z` ReadyForQuery: the transaction status, so it knows whether a session is idle;
+//! * `E` ErrorResponse: the first answer to a startup packet, to tell "cannot connect now"
+//!   (retry elsewhere while holding the client) from everything else (relayed).
+//!
+//! `R` Authentication, `S` ParameterStatus and `N` NoticeResponse are parsed too (tests and
+//! logging) but relayed untouched.
 //!
 //! It writes an ErrorResponse of its own when it must end a session (for example
 //! `FATAL 57P01 terminating connection: the leader changed`), and a synthetic BackendKeyData.

@@ -11,8 +11,8 @@
 //!   guess a secret byte by byte from response timing; a mismatch is simply "not found";
 //! * synthetic pids are unique among live entries, so a lookup never reaches another session;
 //! * an entry lives exactly as long as its client session: the caller removes it when the
-//!   session ends, and retargets it when the session moves to a new backend, so a late cancel
-//!   can never hit a query of a different client.
+//!   session ends (a session stays on one backend), so a late cancel can never hit a query of a
+//!   different client.
 //!
 //! The map itself is pure: randomness comes from the caller (`fill`), which in the proxy is the
 //! operating system's generator.

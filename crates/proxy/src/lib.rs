@@ -1,6 +1,6 @@
 //! # rampart-proxy: the PostgreSQL-protocol router behind `rampart proxy`
 //!
-//! This first piece is the wire codec, written sans-IO: every function here takes bytes that
+//! At the bottom is the wire codec, written sans-IO: every function here takes bytes that
 //! were already read (a `BytesMut` read buffer or one frame) and returns values, or writes
 //! bytes into a buffer the caller will send. There are no sockets, no tokio and no clock, so
 //! every decoder can be fed arbitrary bytes split at arbitrary points in tests.
@@ -20,9 +20,12 @@
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
 //! * [`server`]: the listeners and the follower that keeps the routes current from the DCS;
-//! * [`session`]: one client connection: startup (TLS termination through [`tls`]), backend
-//!   choice (holding read-write clients while there is no primary), relay, cancel keys, and
-//!   fencing on a leader change;
+//! * [`session`]: one client connection up to its backend's first answer: startup (TLS
+//!   termination through [`tls`]) and backend choice (holding read-write clients while there is
+//!   no primary, retrying a backend that cannot take the session yet);
+//! * `relay` (private): both directions of an established session, cancel keys, and fencing
+//!   on a leader change;
+//! * [`workers`]: the single-threaded event loops sessions run on;
 //! * [`stats`]: the counters behind the admin port and the least-connections policy;
 //! * [`admin`]: the admin HTTP port (`/metrics`, `/stats.json`, `/stats`), whose renderers are
 //!   pure functions of one statistics snapshot and the routes in force.

@@ -8,7 +8,7 @@
 //! (`N` otherwise); the backend connection stays plain. Bytes the client sent after SSLRequest
 //! but before the handshake are refused (they would bypass TLS, CVE-2021-23214).
 //!
-//! Once the backend answers, [`crate::relay`] carries both directions. Invariant kept here: a
+//! Once the backend answers, the private `relay` module carries both directions. Invariant kept here: a
 //! session is counted active on exactly one backend from connect to close (the guard from
 //! [`Stats::connected`] lives as long as the relay).
 

@@ -78,14 +78,4 @@ impl Workers {
             tracing::warn!("proxy worker {i} has stopped; connection dropped");
         }
     }
-
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.senders.len()
-    }
-
-    /// Never true: there is always at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.senders.is_empty()
-    }
 }
