@@ -31,11 +31,12 @@ export RUST_BACKTRACE ?= 1
 # The test passes must run one after the other even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: help setup build release demo test test-unit test-doc test-e2e bench check reap
+.PHONY: help setup build release demo test test-unit test-doc test-e2e bench chaos check reap
 
 help:
 	@echo 'make demo    set up, build the release binary, run `rampart demo`'
 	@echo 'make test    set up, build and run every test (unit, doc, then e2e serially)'
+	@echo 'make chaos   the long fault-injection run (200 faults, summary table; see tests/chaos/main.rs)'
 	@echo 'make check   cargo fmt --check and clippy'
 	@echo 'make bench   benchmarks: failover/switchover windows, agent footprint, proxy TPS and failover'
 	@echo 'make setup   install system packages, the postgres user and the Patroni venv'
@@ -94,6 +95,15 @@ bench: setup
 	  $(CARGO) bench --bench $$b || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
 	done; exit $$rc
+
+# The long fault-injection run (tests/chaos, `long_profile`): RAMPART_CHAOS_FAULTS faults (default
+# 200) of every kind, in RAMPART_CHAOS_MODE (quorum, on or off; default quorum); RAMPART_CHAOS_SEED
+# repeats a run. About 20 s per fault; prints the schedule first and a summary table at the end.
+# `make test` runs the short profile (8 faults) with the other e2e tests.
+chaos: setup
+	@bash scripts/reap-test-procs.sh
+	@rc=0; $(CARGO) test --test chaos -- --ignored --nocapture --exact long_profile || rc=$$?; \
+	  bash scripts/reap-test-procs.sh; exit $$rc
 
 check:
 	$(CARGO) fmt --all -- --check

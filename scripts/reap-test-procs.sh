@@ -58,6 +58,8 @@ for dir in /tmp/rampart-test-*/; do
         start_time "$pid" >/dev/null || continue
         [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */postgres ]] || continue
         [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$(readlink -f "$data_dir")" ]] || continue
+        # A chaos fault may have left it frozen (SIGSTOP): SIGQUIT only acts once it runs again.
+        kill -CONT "$pid" 2>/dev/null
         kill -QUIT "$pid" 2>/dev/null
         for _ in $(seq 50); do start_time "$pid" >/dev/null || break; sleep 0.1; done
         start_time "$pid" >/dev/null && kill -KILL "$pid" 2>/dev/null
@@ -65,7 +67,21 @@ for dir in /tmp/rampart-test-*/; do
         reaped=$((reaped + 1))
     done < <(find "$dir" -maxdepth 4 -name postmaster.pid -print0 2>/dev/null)
 
-    if [[ -z $keep && ! -e $dir/.harness-keep ]]; then
+    # The chaos suite's network namespaces, bridge and tmpfs disks, as it recorded them
+    # (tests/chaos/net.rs, tests/chaos/cluster.rs): only those names, nothing looked up.
+    removing=
+    [[ -z $keep && ! -e $dir/.harness-keep ]] && removing=1
+    if [[ -f $dir/.harness-netns ]]; then
+        while read -r what name; do
+            case $what in
+                netns) ip netns del "$name" 2>/dev/null && echo "removed network namespace $name" ;;
+                link) ip link del "$name" 2>/dev/null && echo "removed link $name" ;;
+                mount) [[ -n $removing ]] && umount -l "$name" 2>/dev/null && echo "unmounted $name" ;;
+            esac
+        done <"$dir/.harness-netns"
+    fi
+
+    if [[ -n $removing ]]; then
         rm -rf -- "$dir" && echo "removed leftover test directory $dir"
     fi
 done

@@ -189,6 +189,7 @@ mod tests {
             replayed_lsn: Some(Lsn(150)),
             received_tli: Some(2),
             wal_receiver_status: Some("streaming".into()),
+            upstream_silent_ms: Some(10),
             streaming: true,
             upstream: Some(("127.0.0.1".into(), 5432)),
             postmaster_start_time: "2026-01-01 00:00:00+00".into(),

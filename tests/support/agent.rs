@@ -48,6 +48,13 @@ impl Agent {
 
     /// [`Agent::start`] with extra environment variables (applied last, so they can override).
     pub fn start_with_env(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Agent {
+        Agent::start_in_netns(bin, config, log, env, None)
+    }
+
+    /// [`Agent::start_with_env`] inside the network namespace `netns` (see
+    /// [`super::process::start_in_netns`]); PostgreSQL and everything else the agent starts
+    /// inherit it.
+    pub fn start_in_netns(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)], netns: Option<&Path>) -> Agent {
         let mut log_file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,7 +63,7 @@ impl Agent {
         let _ = writeln!(log_file, "=== harness: starting {} agent {} ===", bin.display(), config.display());
         let workdir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"));
         let exe = executable_for_agent(bin, workdir);
-        let mut cmd = agent_user_command(&exe, workdir, env);
+        let mut cmd = agent_user_command_in(&exe, workdir, env, netns);
         cmd.arg("agent")
             .arg(config)
             .stdin(Stdio::null())
@@ -269,6 +276,11 @@ pub fn data_dir_from_config(config: &Path) -> Option<PathBuf> {
 /// (`RAMPART_AGENT_RUST_LOG` or `info`), that user's HOME/USER/LOGNAME, a PATH led by the
 /// PostgreSQL binaries, `NO_COLOR`, no PG* variables of the test's own environment, then `env`.
 pub fn agent_user_command(exe: &Path, workdir: &Path, env: &[(&str, &str)]) -> Command {
+    agent_user_command_in(exe, workdir, env, None)
+}
+
+/// [`agent_user_command`] in the network namespace `netns` when one is given.
+pub fn agent_user_command_in(exe: &Path, workdir: &Path, env: &[(&str, &str)], netns: Option<&Path>) -> Command {
     let who = run_as();
     let rust_log = std::env::var("RAMPART_AGENT_RUST_LOG").ok().filter(|v| !v.is_empty());
     let path =
@@ -302,9 +314,14 @@ pub fn agent_user_command(exe: &Path, workdir: &Path, env: &[(&str, &str)]) -> C
     for (k, v) in env {
         cmd.env(k, v);
     }
-    if let Some((uid, gid)) = run_as().switch_to {
-        // std drops the supplementary groups when switching away from root.
-        cmd.uid(uid).gid(gid);
+    match netns {
+        Some(ns) => super::process::start_in_netns(&mut cmd, ns, run_as().switch_to),
+        None => {
+            if let Some((uid, gid)) = run_as().switch_to {
+                // std drops the supplementary groups when switching away from root.
+                cmd.uid(uid).gid(gid);
+            }
+        }
     }
     cmd
 }

@@ -45,12 +45,25 @@ pub fn http_request_with_timeout(
     body: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    http_request_at(std::net::Ipv4Addr::LOCALHOST, port, method, path, body, timeout)
+}
+
+/// [`http_request_with_timeout`] to `host:port` (a server in a network namespace of the chaos
+/// suite has its own address).
+pub fn http_request_at(
+    host: std::net::Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
+    let addr = SocketAddr::from((host, port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n");
     if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
@@ -111,8 +124,13 @@ pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
 /// Connects to the `postgres` database on `127.0.0.1:port` over TCP (so pg_hba's scram-sha-256
 /// rule applies) and drives the connection on a spawned tokio task. Needs a tokio runtime.
 pub async fn connect(port: u16, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    connect_at("127.0.0.1", port, user, password).await
+}
+
+/// [`connect`] to `host:port`.
+pub async fn connect_at(host: &str, port: u16, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
+    cfg.host(host)
         .port(port)
         .user(user)
         .password(password)

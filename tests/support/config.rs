@@ -16,6 +16,11 @@ pub struct NodeConfig {
     pub scope: String,
     pub namespace: String,
     pub name: String,
+    /// The address PostgreSQL and the REST API listen on (127.0.0.1, or the node's own address in
+    /// a network namespace of the chaos suite).
+    pub host: String,
+    /// The network pg_hba admits TCP clients and replicas from (`127.0.0.1/32` by default).
+    pub client_net: String,
     pub api_port: u16,
     pub pg_port: u16,
     /// `etcd3.host`, e.g. `127.0.0.1:2379`.
@@ -59,6 +64,8 @@ impl NodeConfig {
             scope: "postgres".into(),
             namespace: "/db/".into(),
             name: format!("node{index}"),
+            host: "127.0.0.1".into(),
+            client_net: "127.0.0.1/32".into(),
             api_port: super::free_port(),
             pg_port: super::free_port(),
             etcd_host: etcd_host.into(),
@@ -97,6 +104,13 @@ impl NodeConfig {
 
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Listen on `host` and admit clients and replicas from `client_net` (CIDR).
+    pub fn host(mut self, host: &str, client_net: &str) -> Self {
+        self.host = host.into();
+        self.client_net = client_net.into();
         self
     }
 
@@ -169,14 +183,14 @@ impl NodeConfig {
         self
     }
 
-    /// `127.0.0.1:<api_port>`.
+    /// `<host>:<api_port>`.
     pub fn api_address(&self) -> String {
-        format!("127.0.0.1:{}", self.api_port)
+        format!("{}:{}", self.host, self.api_port)
     }
 
-    /// `127.0.0.1:<pg_port>`.
+    /// `<host>:<pg_port>`.
     pub fn pg_address(&self) -> String {
-        format!("127.0.0.1:{}", self.pg_port)
+        format!("{}:{}", self.host, self.pg_port)
     }
 
     /// The DCS key prefix of this cluster, e.g. `/db/postgres/` (Patroni's `<namespace>/<scope>/`).
@@ -238,8 +252,8 @@ impl NodeConfig {
         line("    - data-checksums".into());
         line("  pg_hba:".into());
         line("    - local all all trust".into());
-        line(format!("    - host replication {} 127.0.0.1/32 scram-sha-256", super::REPLICATION_USER));
-        line("    - host all all 127.0.0.1/32 scram-sha-256".into());
+        line(format!("    - host replication {} {} scram-sha-256", super::REPLICATION_USER, self.client_net));
+        line(format!("    - host all all {} scram-sha-256", self.client_net));
         line(String::new());
         line("postgresql:".into());
         line(format!("  listen: {}", self.pg_address()));

@@ -32,6 +32,10 @@ pub fn etcdctl_bin() -> PathBuf {
 /// `127.0.0.1:<peer_port>`. Killed by PID on drop.
 #[derive(Debug)]
 pub struct Etcd {
+    /// The address it listens on: 127.0.0.1, or its own in a network namespace.
+    host: std::net::Ipv4Addr,
+    /// The network namespace it runs in (`/var/run/netns/<name>`), if any.
+    netns: Option<PathBuf>,
     client_port: u16,
     peer_port: u16,
     /// Holds `data/` and `etcd.log`.
@@ -61,8 +65,22 @@ impl Etcd {
     /// port is picked by [`super::free_port`].
     pub fn start_in_on_port(dir: &Path, client_port: u16) -> Etcd {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        let mut etcd =
-            Etcd { client_port, peer_port: super::free_port(), dir: dir.to_path_buf(), child: None, own_dir: None };
+        Etcd::start_at(dir, std::net::Ipv4Addr::LOCALHOST, client_port, None)
+    }
+
+    /// Starts etcd listening on `host:client_port`, inside the network namespace `netns` when
+    /// one is given (the chaos suite's own host for etcd).
+    pub fn start_at(dir: &Path, host: std::net::Ipv4Addr, client_port: u16, netns: Option<&Path>) -> Etcd {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let mut etcd = Etcd {
+            host,
+            netns: netns.map(Path::to_path_buf),
+            client_port,
+            peer_port: super::free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+            own_dir: None,
+        };
         etcd.start_again();
         etcd
     }
@@ -79,8 +97,12 @@ impl Etcd {
             .unwrap_or_else(|e| panic!("opening {}: {e}", log_path.display()));
         let _ = writeln!(log, "=== harness: starting etcd on client port {} ===", self.client_port);
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd_bin())
+        let peer = format!("http://{}:{}", self.host, self.peer_port);
+        let mut cmd = Command::new(etcd_bin());
+        if let Some(ns) = &self.netns {
+            super::process::start_in_netns(&mut cmd, ns, None);
+        }
+        let child = cmd
             .arg("--name=default")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -159,14 +181,14 @@ impl Etcd {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://<host>:<client port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
-    /// `127.0.0.1:<client port>`, the form Patroni's `etcd3.host` takes.
+    /// `<host>:<client port>`, the form Patroni's `etcd3.host` takes.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     pub fn client_port(&self) -> u16 {
@@ -191,8 +213,14 @@ impl Etcd {
 
     /// `GET /health` answered `{"health":"true"}`.
     pub fn is_healthy(&self) -> bool {
-        match super::client::http_request_with_timeout(self.client_port, "GET", "/health", None, Duration::from_secs(1))
-        {
+        match super::client::http_request_at(
+            self.host,
+            self.client_port,
+            "GET",
+            "/health",
+            None,
+            Duration::from_secs(1),
+        ) {
             Ok(r) => {
                 r.status == 200
                     && r.json()

@@ -245,3 +245,30 @@ impl Drop for LoggedChild {
         self.stop();
     }
 }
+
+/// Makes `cmd` start inside the network namespace `netns` (a file such as
+/// `/var/run/netns/<name>`), then, when `user` is given, switch to that uid/gid with no
+/// supplementary groups. Needs root.
+///
+/// Both happen in the child between fork and exec, so the PID the caller gets is the program's
+/// own (the harness signals it by that PID). `Command::uid` cannot be used together with this:
+/// std switches user before `pre_exec` hooks run, and an unprivileged process may not enter a
+/// namespace.
+pub fn start_in_netns(cmd: &mut std::process::Command, netns: &Path, user: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    let ns =
+        std::fs::File::open(netns).unwrap_or_else(|e| panic!("opening network namespace {}: {e}", netns.display()));
+    // SAFETY: the hook only makes system calls (setns, setgroups, setgid, setuid); it allocates
+    // nothing and takes no lock, as code between fork and exec must.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            if let Some((uid, gid)) = user {
+                nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}

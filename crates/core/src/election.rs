@@ -11,10 +11,25 @@
 //! primary that is evidently alive (for example one whose agent died while PostgreSQL kept
 //! running), and promoting next to it would make two writable primaries. A primary that fences
 //! itself, crashes or is stopped drops that connection, so a real failover is not held up.
+//! Only a stream that has carried something lately counts ([`stream_is_stale`]): behind a
+//! network partition the connection is not closed, it goes silent, and PostgreSQL would report it
+//! `streaming` until `wal_receiver_timeout` (a minute by default) — holding the failover of an
+//! isolated primary, which has fenced itself long before, for that long.
 
 use crate::lsn::{Lsn, Timeline};
 use crate::model::Tags;
 use crate::observe::PeerReport;
+
+/// Whether a WAL receiver that has heard nothing from its upstream for `silent_ms` is no evidence
+/// that the upstream is alive: silent for half the ttl or more. By the time the leader key has
+/// expired (a ttl after its last renewal), a primary cut off from its replicas has been silent
+/// longer than that, while one that is alive and taking writes sends WAL continuously. (An idle
+/// primary sends little: its standbys ping it only every `wal_receiver_timeout / 2`, so this
+/// evidence covers a dead agent beside a busy primary, the case that loses data; the watchdog
+/// covers the rest, as in Patroni.)
+pub fn stream_is_stale(silent_ms: u64, ttl_secs: u64) -> bool {
+    silent_ms >= ttl_secs * 500
+}
 
 /// Why this member will not race, or `Ok` if it may.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +57,8 @@ pub struct Candidate<'a> {
     pub max_lag: u64,
     /// `check_timeline`.
     pub check_timeline: bool,
-    /// Our WAL receiver is streaming from an upstream right now.
+    /// Our WAL receiver is streaming from an upstream right now, and heard from it lately (see
+    /// [`stream_is_stale`]).
     pub streaming: bool,
 }
 
@@ -92,6 +108,14 @@ pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_stream_is_no_evidence_of_a_live_primary() {
+        assert!(!stream_is_stale(0, 10));
+        assert!(!stream_is_stale(4_999, 10));
+        assert!(stream_is_stale(5_000, 10));
+        assert!(stream_is_stale(60_000, 30) && !stream_is_stale(14_000, 30));
+    }
     use crate::observe::PeerStatus;
 
     fn peer(name: &str, wal: u64, primary: bool, eligible: bool, prio: i64) -> PeerReport {

@@ -846,7 +846,7 @@ impl HaNode {
                 let max_lag = self.config.maximum_lag_on_failover;
                 // A forced failover may go to a member the sync key does not list.
                 let competitors = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
-                let step = match self.sync_refusal(cluster, f) {
+                let step = match self.sync_refusal(cluster, f).or_else(|| self.handover_refusal(cluster, f, r)) {
                     Some(why) => LeaderStep::Clear(why),
                     None => manual::as_running_leader(
                         &me,
@@ -1018,7 +1018,9 @@ impl HaNode {
             cluster_timeline: cluster.timeline(),
             max_lag: self.config.maximum_lag_on_failover,
             check_timeline: self.config.check_timeline,
-            streaming: r.streaming && !upstream_is_a_replica(cluster, &race_peers, r.upstream.as_ref()),
+            streaming: r.streaming
+                && !r.upstream_silent_ms.is_some_and(|ms| crate::election::stream_is_stale(ms, self.config.ttl))
+                && !upstream_is_a_replica(cluster, &race_peers, r.upstream.as_ref()),
         };
         if let Some(rule) = SyncRule::of(&self.config, cluster) {
             if let Err(why) = rule.may_promote(&me, r.wal.best(), &race_peers) {
@@ -1096,6 +1098,24 @@ impl HaNode {
 
     /// Why the running leader refuses a switchover or failover request in `synchronous_mode: on`:
     /// a named candidate the `sync` key does not list (a failover may insist with `force`).
+    /// A switchover (or unforced failover) the running leader must not start in synchronous
+    /// mode, because too few of the sync key's voters stream from it for the candidate to prove
+    /// it has every acknowledged commit: stopping would only leave the cluster without a primary
+    /// until the leader took its own lock back (see [`SyncRule::handover_refusal`]).
+    fn handover_refusal(&self, cluster: &Cluster, f: &crate::model::Failover, r: &RunningPg) -> Option<String> {
+        if f.force {
+            return None;
+        }
+        let rule = SyncRule::of(&self.config, cluster)?;
+        let streaming: Vec<&str> =
+            r.walsenders.iter().filter(|w| w.state == "streaming").map(|w| w.application_name.as_str()).collect();
+        let why = rule.handover_refusal(f.member.as_deref(), &streaming)?;
+        Some(match &f.member {
+            Some(m) => format!("switchover to {m} refused: {why}"),
+            None => format!("switchover refused: {why}"),
+        })
+    }
+
     fn sync_refusal(&self, cluster: &Cluster, f: &crate::model::Failover) -> Option<String> {
         let listed = SyncRule::of(&self.config, cluster)?.listed_only()?;
         let m = f.member.as_ref()?;

@@ -325,6 +325,25 @@ fn replica_still_streaming_from_a_live_primary_does_not_race() {
 }
 
 #[test]
+fn a_stream_silent_for_half_the_ttl_does_not_hold_the_race() {
+    // Behind a partition the connection stays `streaming` in PostgreSQL's eyes, but nothing
+    // arrives: after half the ttl (30 s here) of silence it proves nothing any more.
+    let c = cluster(None);
+    let mut l = replica(Some(5002), 1000);
+    let silent = |l: &mut LocalPg, ms: u64| {
+        if let PgProcess::Running(r) = &mut l.process {
+            r.upstream_silent_ms = Some(ms);
+        }
+    };
+    silent(&mut l, 800);
+    let p = HaNode::new(settings()).decide(&obs(0, &c, &l));
+    assert!(p.actions.is_empty() && p.message.contains("still streaming"), "{p:?}");
+    silent(&mut l, 16_000);
+    let p = HaNode::new(settings()).decide(&obs(0, &c, &l));
+    assert_eq!(p.actions, vec![Action::AcquireLeader], "{}", p.message);
+}
+
+#[test]
 fn lagging_replica_does_not_race() {
     let mut n = HaNode::new(settings());
     let c = cluster(None);
@@ -989,6 +1008,17 @@ fn the_leader_refuses_a_switchover_to_a_member_that_is_not_synchronous() {
     let mut l = primary();
     if let PgProcess::Running(r) = &mut l.process {
         r.synchronous_standby_names = "FIRST 1 (\"n2\")".into();
+        r.walsenders = ["n2", "n3"]
+            .iter()
+            .map(|n| Walsender {
+                application_name: n.to_string(),
+                state: "streaming".into(),
+                sync_state: if *n == "n2" { "sync" } else { "async" }.into(),
+                write: Some(Lsn(1000)),
+                flush: Some(Lsn(1000)),
+                replay: Some(Lsn(1000)),
+            })
+            .collect();
     }
     let peers = [peer("n2", 1000, false), peer("n3", 1000, false)];
     let p = HaNode::new(settings()).decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
@@ -998,6 +1028,14 @@ fn the_leader_refuses_a_switchover_to_a_member_that_is_not_synchronous() {
     c.failover = failover(Some(ME), Some("n2"));
     let a = decide(&mut HaNode::new(settings()), &Observation { peers: Some(&peers), ..obs(0, &c, &l) });
     assert_eq!(a, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+    // Unless it no longer streams from the leader: then stopping would only leave the cluster
+    // without a primary, so the leader refuses and keeps leading.
+    if let PgProcess::Running(r) = &mut l.process {
+        r.walsenders.retain(|w| w.application_name != "n2");
+    }
+    let p = HaNode::new(settings()).decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
+    assert!(p.actions.contains(&Action::ClearFailover), "{p:?}");
+    assert!(p.message.contains("n2 is not a synchronous standby streaming from the leader"), "{}", p.message);
 }
 
 #[test]

@@ -140,6 +140,9 @@ pub struct RunningPg {
     pub wal: WalPositions,
     /// A WAL receiver is streaming.
     pub streaming: bool,
+    /// How long ago the WAL receiver last heard from its upstream, in ms, by PostgreSQL's own
+    /// clock (`now - pg_stat_wal_receiver.last_msg_receipt_time`); `None` when unknown.
+    pub upstream_silent_ms: Option<u64>,
     /// `(host, port)` of `primary_conninfo`, if set.
     pub upstream: Option<(String, u16)>,
     /// The standbys streaming from this server (`pg_stat_replication`).

@@ -79,6 +79,33 @@ impl<'a> SyncRule<'a> {
         }
     }
 
+    /// Why a planned handover (switchover) from the running leader could not end with a promotion,
+    /// judged before the leader stops: the candidate (named, or the best of the voters) will need
+    /// `quorum + 1` voters, itself included, to confirm it has every acknowledged commit, and only
+    /// voters streaming from the leader right now (`streaming`, by application name) will have the
+    /// shutdown checkpoint to confirm it with. `None` when enough are streaming.
+    pub fn handover_refusal(&self, candidate: Option<&str>, streaming: &[&str]) -> Option<String> {
+        let voters = self.key.voters();
+        let need = self.key.quorum() + 1;
+        let live: Vec<&String> = voters.iter().filter(|v| streaming.contains(&v.as_str())).collect();
+        let candidate_counts = candidate.is_none_or(|c| live.iter().any(|v| v.as_str() == c));
+        if let Some(c) = candidate {
+            if !candidate_counts && self.mode == SyncMode::On {
+                return Some(format!("{c} is not a synchronous standby streaming from the leader"));
+            }
+        }
+        // A named candidate that is not a voter adds no vote of its own.
+        if live.len() >= need {
+            return None;
+        }
+        Some(format!(
+            "only {} of the sync key's voters [{}] stream from the leader, and the new leader needs {need} to confirm it has every acknowledged commit (quorum {})",
+            live.len(),
+            voters.join(","),
+            self.key.quorum()
+        ))
+    }
+
     /// The voters in `synchronous_mode: on`, whose members alone may take over; `None` in quorum
     /// mode, where any member with enough votes may.
     pub fn listed_only(&self) -> Option<Vec<String>> {
@@ -95,6 +122,25 @@ mod tests {
         let config = DynamicConfig { synchronous_mode: Some(mode), ..Default::default() };
         let v: Vec<String> = voters.iter().map(|s| s.to_string()).collect();
         Cluster { config: Some(config), sync: Some(SyncState::new("old", &v, quorum)), ..Default::default() }
+    }
+
+    #[test]
+    fn a_handover_needs_quorum_plus_one_voters_streaming() {
+        let c = cluster(SyncMode::Quorum, &["a", "b"], 1);
+        let rule = SyncRule::of(&DynamicConfig { synchronous_mode: Some(SyncMode::Quorum), ..Default::default() }, &c)
+            .unwrap();
+        assert_eq!(rule.handover_refusal(Some("a"), &["a", "b"]), None);
+        assert_eq!(rule.handover_refusal(None, &["a", "b"]), None);
+        // b crashed: a alone cannot show it has the commits only b acknowledged.
+        let why = rule.handover_refusal(Some("a"), &["a"]).expect("refused");
+        assert!(why.contains("only 1 of the sync key's voters [a,b]"), "{why}");
+        assert!(rule.handover_refusal(None, &["b"]).is_some());
+
+        let on = cluster(SyncMode::On, &["a"], 0);
+        let rule =
+            SyncRule::of(&DynamicConfig { synchronous_mode: Some(SyncMode::On), ..Default::default() }, &on).unwrap();
+        assert_eq!(rule.handover_refusal(Some("a"), &["a", "b"]), None);
+        assert!(rule.handover_refusal(Some("a"), &["b"]).is_some(), "the sync standby itself is gone");
     }
 
     fn peer(name: &str, wal: u64) -> PeerReport {

@@ -72,6 +72,8 @@ pub struct Probe {
     pub wal_receiver_status: Option<String>,
     /// The WAL receiver's status is `streaming`.
     pub streaming: bool,
+    /// Milliseconds since the WAL receiver last heard from its upstream (server clock).
+    pub upstream_silent_ms: Option<u64>,
     /// `(host, port)` of `primary_conninfo`.
     pub upstream: Option<(String, u16)>,
     /// `pg_postmaster_start_time()` as PostgreSQL prints it.
@@ -98,6 +100,7 @@ impl Probe {
             timeline: self.timeline,
             wal: WalPositions { flush: self.flush_lsn, received: self.received_lsn, replayed: self.replayed_lsn },
             streaming: self.streaming,
+            upstream_silent_ms: self.upstream_silent_ms,
             upstream: self.upstream.clone(),
             walsenders: self
                 .replication
@@ -201,7 +204,8 @@ impl Sql {
                 CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
                 s.system_identifier::text, \
                 GREATEST(c.timeline_id, rc.min_recovery_end_timeline), \
-                pg_catalog.current_setting('synchronous_standby_names') \
+                pg_catalog.current_setting('synchronous_standby_names'), \
+                (EXTRACT(EPOCH FROM (pg_catalog.clock_timestamp() - r.last_msg_receipt_time)) * 1000)::int8 \
             FROM pg_catalog.pg_control_system() s \
             CROSS JOIN pg_catalog.pg_control_checkpoint() c \
             CROSS JOIN pg_catalog.pg_control_recovery() rc \
@@ -257,6 +261,7 @@ impl Sql {
             replayed_lsn,
             received_tli,
             streaming: wal_receiver_status.as_deref() == Some("streaming"),
+            upstream_silent_ms: row.get::<_, Option<i64>>(15).map(|ms| ms.max(0) as u64),
             wal_receiver_status,
             upstream: conninfo_host_port(&conninfo),
             postmaster_start_time: row.get(8),
@@ -646,6 +651,7 @@ mod tests {
             received_tli: Some(3),
             wal_receiver_status: Some("streaming".into()),
             streaming: true,
+            upstream_silent_ms: Some(40),
             upstream: Some(("h".into(), 5432)),
             postmaster_start_time: "2026-01-01 00:00:00+00".into(),
             server_version_num: 150008,

@@ -1,0 +1,380 @@
+//! The cluster under fault: etcd, three agents (each with PostgreSQL on a tmpfs disk of its own)
+//! and `rampart proxy`, every one on its own host (see [`crate::net`]), and the operations the
+//! faults are made of: killing, freezing and restarting processes by PID, cutting links, filling
+//! a disk.
+//!
+//! Dropping it stops everything it started, by PID, frozen processes included, unmounts the
+//! disks and removes the namespaces; when the test is failing the logs are printed first.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio_postgres::Client;
+
+use crate::net::{Direction, Host, Net};
+use crate::support::agent::Agent;
+use crate::support::config::NodeConfig;
+use crate::support::dir::TestDir;
+use crate::support::etcd::Etcd;
+use crate::support::process::{signal, LoggedChild};
+use crate::support::{self, free_port};
+
+/// Timing of every chaos cluster: failover in about ttl, and `loop_wait + 2 * retry_timeout`
+/// within ttl as Patroni requires.
+pub const TTL: u64 = 10;
+pub const LOOP_WAIT: u64 = 1;
+pub const RETRY_TIMEOUT: u64 = 3;
+pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
+/// Size of each node's tmpfs disk.
+const DISK_SIZE: &str = "768m";
+
+/// `synchronous_mode` of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Async,
+    On,
+    Quorum,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "off" | "async" => Some(Mode::Async),
+            "on" | "sync" => Some(Mode::On),
+            "quorum" => Some(Mode::Quorum),
+            _ => None,
+        }
+    }
+
+    pub fn is_sync(self) -> bool {
+        self != Mode::Async
+    }
+
+    fn dcs_yaml(self) -> &'static str {
+        match self {
+            Mode::Async => "",
+            Mode::On => "    synchronous_mode: on\n",
+            Mode::Quorum => "    synchronous_mode: quorum\n",
+        }
+    }
+}
+
+/// One member.
+pub struct ChaosNode {
+    pub config: NodeConfig,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub host: Host,
+    pub agent: Option<Agent>,
+    /// The tmpfs mount holding the data directory, when one could be made.
+    pub disk: Option<PathBuf>,
+}
+
+impl ChaosNode {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+pub struct ChaosCluster {
+    pub nodes: Vec<ChaosNode>,
+    pub etcd: Etcd,
+    proxy: Option<LoggedChild>,
+    pub proxy_port: u16,
+    pub proxy_host: Host,
+    /// Processes a fault froze (SIGSTOP), thawed before anything is stopped.
+    frozen: Vec<u32>,
+    pub net: Net,
+    bin: PathBuf,
+    dir: TestDir,
+}
+
+impl ChaosCluster {
+    /// Hosts, etcd, three agents and the proxy; does not wait for the cluster to form.
+    pub fn start(mode: Mode) -> ChaosCluster {
+        let dir = TestDir::new("chaos");
+        let net = Net::create(dir.path(), &["node0", "node1", "node2", "etcd", "proxy"]);
+        if let Some(why) = &net.fallback_reason {
+            println!("[chaos] network namespaces unavailable ({why}): every host is 127.0.0.1, partition faults are left out");
+        } else {
+            println!("[chaos] hosts in network namespaces on {}", net.cidr);
+        }
+        let etcd_host = net.host("etcd").clone();
+        let etcd = Etcd::start_at(&dir.join("etcd"), etcd_host.addr, free_port(), etcd_host.netns.as_deref());
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let host = net.host(&format!("node{i}")).clone();
+            let node_dir = dir.subdir(format!("node{i}"));
+            let disk_dir = node_dir.join("disk");
+            let mut config = NodeConfig::new(i, &node_dir, &etcd.host())
+                .host(&host.addr.to_string(), &net.cidr)
+                .timing(TTL, LOOP_WAIT, RETRY_TIMEOUT)
+                .maximum_lag_on_failover(MAXIMUM_LAG_ON_FAILOVER)
+                // The workload's blocked commits and the probes' reconnects need room.
+                .parameter("max_connections", "200")
+                // A client that gave up on a commit does not keep its backend forever.
+                .parameter("client_connection_check_interval", "'1s'");
+            config.data_dir = disk_dir.join("data");
+            config.dcs_yaml.push_str(mode.dcs_yaml());
+            let config_path = node_dir.join("rampart.yml");
+            config.write(&config_path).unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
+            let disk = mount_tmpfs(dir.path(), &disk_dir);
+            nodes.push(ChaosNode {
+                config,
+                config_path,
+                log_path: node_dir.join("agent.log"),
+                host,
+                agent: None,
+                disk,
+            });
+        }
+        let proxy_host = net.host("proxy").clone();
+        let mut c = ChaosCluster {
+            nodes,
+            etcd,
+            proxy: None,
+            proxy_port: free_port(),
+            proxy_host,
+            frozen: Vec::new(),
+            net,
+            bin: support::rampart_bin(),
+            dir,
+        };
+        for i in 0..3 {
+            c.start_agent(i);
+        }
+        c.start_proxy();
+        c
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn dcs_prefix(&self) -> String {
+        self.nodes[0].config.dcs_prefix()
+    }
+
+    fn start_proxy(&mut self) {
+        let mut cfg = self.nodes[0].config.clone();
+        cfg.extra_yaml.push_str(&format!(
+            "proxy:\n  listen: {addr}:{port}\n  listen_ro: {addr}:{ro}\n  hold_timeout: 30\n",
+            addr = self.proxy_host.addr,
+            port = self.proxy_port,
+            ro = free_port()
+        ));
+        let config = self.dir.join("proxy.yml");
+        std::fs::write(&config, cfg.to_yaml()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("proxy").arg("-c").arg(&config).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        if let Some(ns) = &self.proxy_host.netns {
+            support::process::start_in_netns(&mut cmd, ns, None);
+        }
+        self.proxy = Some(LoggedChild::spawn("rampart proxy", cmd, &self.dir.join("proxy.log")));
+    }
+
+    /// Starts node `i`'s agent (again), in its namespace; a previous handle is killed first.
+    pub fn start_agent(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(mut old) = node.agent.take() {
+            old.kill_agent_tree();
+            old.disown_postmaster();
+        }
+        node.agent =
+            Some(Agent::start_in_netns(&self.bin, &node.config_path, &node.log_path, &[], node.host.netns.as_deref()));
+    }
+
+    fn agent(&mut self, i: usize) -> &mut Agent {
+        self.nodes[i].agent.as_mut().expect("agent started")
+    }
+
+    /// SIGKILL of node `i`'s agent alone.
+    pub fn kill_agent(&mut self, i: usize) {
+        self.agent(i).sigkill();
+    }
+
+    /// SIGKILL of node `i`'s postmaster (its backends notice and exit).
+    pub fn kill_postgres(&mut self, i: usize) {
+        self.agent(i).kill_postmaster();
+    }
+
+    /// SIGKILL of node `i`'s agent and postmaster: its machine crashes.
+    pub fn crash(&mut self, i: usize) {
+        let pm = self.agent(i).postmaster_pid();
+        self.agent(i).kill_agent_tree();
+        if let Some(pm) = pm {
+            signal(pm, Signal::SIGKILL);
+            support::process::wait_gone(pm, Duration::from_secs(5));
+        }
+    }
+
+    fn freeze(&mut self, pid: Option<u32>) {
+        if let Some(pid) = pid {
+            if signal(pid, Signal::SIGSTOP) {
+                self.frozen.push(pid);
+            }
+        }
+    }
+
+    /// SIGSTOP of node `i`'s agent.
+    pub fn freeze_agent(&mut self, i: usize) {
+        let pid = Some(self.agent(i).pid());
+        self.freeze(pid);
+    }
+
+    /// SIGSTOP of node `i`'s postmaster (its running backends carry on).
+    pub fn freeze_postgres(&mut self, i: usize) {
+        let pid = self.agent(i).postmaster_pid();
+        self.freeze(pid);
+    }
+
+    /// SIGCONT to everything frozen.
+    pub fn thaw_all(&mut self) {
+        for pid in self.frozen.drain(..) {
+            signal(pid, Signal::SIGCONT);
+        }
+    }
+
+    /// Drops packets between node `i` and `peers`.
+    pub fn cut(&self, i: usize, peers: &[Ipv4Addr], dir: Direction) {
+        self.net.cut(&self.nodes[i].host, peers, dir);
+    }
+
+    /// Removes every packet filter rule of every node.
+    pub fn heal_network(&self) {
+        for n in &self.nodes {
+            self.net.heal(&n.host);
+        }
+    }
+
+    pub fn etcd_addr(&self) -> Ipv4Addr {
+        self.net.host("etcd").addr
+    }
+
+    pub fn node_addr(&self, i: usize) -> Ipv4Addr {
+        self.nodes[i].host.addr
+    }
+
+    /// Fills node `i`'s disk to the last byte; false when it has no disk of its own.
+    pub fn fill_disk(&self, i: usize) -> bool {
+        let Some(disk) = &self.nodes[i].disk else { return false };
+        let ballast = disk.join("ballast");
+        let Ok(st) = nix::sys::statvfs::statvfs(disk) else { return false };
+        let free = st.blocks_available() * st.fragment_size();
+        let Ok(f) = std::fs::File::create(&ballast) else { return false };
+        // fallocate reserves the blocks at once; tmpfs supports it.
+        let _ = nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, free as i64);
+        // Whatever fallocate could not take (rounding), a write takes.
+        let mut f = f;
+        let chunk = vec![0u8; 1 << 16];
+        while std::io::Write::write(&mut f, &chunk).map(|n| n > 0).unwrap_or(false) {}
+        true
+    }
+
+    /// Removes node `i`'s ballast file.
+    pub fn free_disk(&self, i: usize) {
+        if let Some(disk) = &self.nodes[i].disk {
+            let _ = std::fs::remove_file(disk.join("ballast"));
+        }
+    }
+
+    pub fn has_disks(&self) -> bool {
+        self.nodes.iter().all(|n| n.disk.is_some())
+    }
+
+    /// The DCS leader key's member index, if any.
+    pub fn leader(&self) -> Option<usize> {
+        let name = self.etcd.get(&format!("{}leader", self.dcs_prefix()))?;
+        self.nodes.iter().position(|n| n.config.name == name)
+    }
+
+    /// Node index whose PostgreSQL listens on `port`.
+    pub fn node_by_port(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|n| n.config.pg_port == port)
+    }
+
+    /// A superuser connection to node `i`, bounded by 3 s.
+    pub async fn sql(&self, i: usize) -> Option<Client> {
+        let n = &self.nodes[i];
+        let host = n.host.addr.to_string();
+        let c = support::client::connect_at(&host, n.config.pg_port, support::SUPERUSER, support::SUPERUSER_PASSWORD);
+        tokio::time::timeout(Duration::from_secs(3), c).await.ok()?.ok()
+    }
+
+    /// `rampart switchover --leader <from> --candidate <to> --force`; its output.
+    pub fn switchover(&self, from: usize, to: usize) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("switchover")
+            .arg("-c")
+            .arg(self.dir.join("proxy.yml"))
+            .args(["--leader", self.nodes[from].name(), "--candidate", self.nodes[to].name(), "--force"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running rampart switchover")
+    }
+
+    /// Prints the last lines of every log.
+    pub fn dump_logs(&self) {
+        let lines = support::log_tail_lines();
+        let mut out = format!("\n===== [chaos] logs in {} =====\n", self.dir().display());
+        for n in &self.nodes {
+            out.push_str(&format!("----- {} agent log -----\n{}\n", n.name(), support::tail_file(&n.log_path, lines)));
+        }
+        let proxy_log = self.dir.join("proxy.log");
+        out.push_str(&format!("----- proxy log -----\n{}\n", support::tail_file(&proxy_log, lines / 2)));
+        out.push_str(&format!("----- etcd log -----\n{}\n", support::tail_file(&self.etcd.log_path(), 15)));
+        eprint!("{out}");
+    }
+}
+
+/// Mounts a tmpfs of [`DISK_SIZE`] owned by the agent's user on `at` (recorded for the reap
+/// script first); `None` when it cannot (not root).
+fn mount_tmpfs(dir: &Path, at: &Path) -> Option<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    std::fs::create_dir_all(at).ok()?;
+    let (uid, gid) = support::run_as().switch_to.unwrap_or((0, 0));
+    let mut record = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(".harness-netns")).ok()?;
+    let _ = std::io::Write::write_all(&mut record, format!("mount {}\n", at.display()).as_bytes());
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={DISK_SIZE},mode=0700,uid={uid},gid={gid}"), "tmpfs"])
+        .arg(at)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then(|| at.to_path_buf())
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        self.thaw_all();
+        if let Some(mut p) = self.proxy.take() {
+            p.stop();
+        }
+        for n in &mut self.nodes {
+            if let Some(a) = n.agent.as_mut() {
+                a.kill_agent_tree();
+            }
+        }
+        for n in &mut self.nodes {
+            if let Some(mut a) = n.agent.take() {
+                // A frozen postmaster was thawed above, so SIGQUIT reaches it.
+                a.kill_all();
+            }
+        }
+        self.etcd.stop();
+        for n in &self.nodes {
+            if let Some(disk) = &n.disk {
+                let _ = Command::new("umount").arg("-l").arg(disk).status();
+            }
+        }
+        // Then the namespaces (Net's drop) and the directory, in field order.
+    }
+}
