@@ -627,10 +627,11 @@ impl Agent {
     }
 }
 
-/// Whether PostgreSQL runs as primary, or is being promoted to it (the watchdog is armed before
-/// the promotion can take effect, as Patroni does).
+/// Whether PostgreSQL runs as primary, or a job under way may make it one before the next cycle
+/// (a promotion, or a start in place): the watchdog must be armed before that can take effect
+/// (rule: [`rampart_core::watchdog::guards_a_primary`]).
 fn seen_primary(local: &LocalPg, job: Option<&RunningJob>) -> bool {
-    local.process.is_primary() || job.is_some_and(|j| j.kind() == JobKind::Promote)
+    rampart_core::watchdog::guards_a_primary(&local.process, job.map(RunningJob::kind))
 }
 
 impl Agent {

@@ -102,6 +102,9 @@ async fn run(job: Job, ctx: &JobContext) -> Result<(), String> {
             rampart_pg::write_pgpass(s).map_err(text)
         }
         Job::Rewind(from) => {
+            if let Err(e) = rampart_pg::check_rewind_source(s, &from).await {
+                return Err(format!("{}: {}: {e}", rampart_core::action::REWIND_SOURCE_UNAVAILABLE, from.name));
+            }
             rampart_pg::write_pgpass(s).map_err(text)?;
             let outcome = rampart_pg::rewind(s, &from).await.map_err(text)?;
             info!(?outcome, from = %from.name, "pg_rewind done");

@@ -249,7 +249,6 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
         | Kind::LeaderReplicaCut
         | Kind::LeaderIsolated
         | Kind::BackToBackFailovers => l,
-        Kind::EtcdDown | Kind::EtcdBlip => l,
         _ => r,
     };
     let hold = fault.hold;
@@ -366,7 +365,11 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
             c.start_agent(r);
         }
     }
-    (c.nodes[target].name().to_owned(), note)
+    let target = match fault.kind {
+        Kind::EtcdDown | Kind::EtcdBlip => "etcd".to_owned(),
+        _ => c.nodes[target].name().to_owned(),
+    };
+    (target, note)
 }
 
 /// After the last fault: the cluster converges once more, every replica replays everything the

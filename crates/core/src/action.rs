@@ -104,6 +104,12 @@ pub enum Action {
     Fatal(String),
 }
 
+/// How a [`Job::Rewind`] that did not run pg_rewind at all starts its error: its source (the
+/// leader) did not answer as a primary. That is a reason to try again, not a failed rewind: a
+/// failed pg_rewind may have left the data directory half rewritten, a check that never started
+/// one has not.
+pub const REWIND_SOURCE_UNAVAILABLE: &str = "the rewind source is not available";
+
 /// Long-running work, done off the loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {

@@ -437,6 +437,9 @@ impl HaNode {
                 (JobKind::Clone, Err(e)) => {
                     Some(self.plan(now, vec![Action::WipeDataDir], &format!("replica clone failed ({e}); will retry")))
                 }
+                (JobKind::Rewind, Err(e)) if e.starts_with(crate::action::REWIND_SOURCE_UNAVAILABLE) => {
+                    Some(self.plan(now, vec![], &format!("pg_rewind not started ({e}); trying again")))
+                }
                 (JobKind::Rewind, Err(e)) => {
                     self.rewind_failed = true;
                     if self.s.remove_data_directory_on_rewind_failure {

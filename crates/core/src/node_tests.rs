@@ -404,6 +404,22 @@ fn former_primary_rewinds_before_following_the_new_leader() {
 }
 
 #[test]
+fn a_rewind_whose_source_was_down_is_tried_again_not_given_up() {
+    // The new leader crashed too (back-to-back failovers): pg_rewind was never started, so the
+    // data directory is intact and the next leader is worth a try.
+    let mut n = HaNode::new(settings());
+    let c = promoted(cluster(Some("n2")));
+    let l = stopped(ClusterState::InProduction, true);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
+    let mut o = obs(1, &c, &l);
+    let e = format!("{}: n2: connection refused", crate::action::REWIND_SOURCE_UNAVAILABLE);
+    o.job = Some(JobState::Finished(JobKind::Rewind, Err(e)));
+    let p = n.decide(&o);
+    assert!(p.actions.is_empty() && p.message.contains("trying again"), "{p:?}");
+    assert_eq!(decide(&mut n, &obs(2, &c, &l)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
+}
+
+#[test]
 fn failed_rewind_waits_for_an_operator_unless_wiping_is_allowed() {
     let c = promoted(cluster(Some("n2")));
     let l = stopped(ClusterState::ShutDown, false);

@@ -2,8 +2,9 @@
 //! safety argument is tested without a device.
 //!
 //! The watchdog resets the machine `timeout` after the last keepalive. It is armed while this
-//! member holds the leader lock and runs (or is promoting) a primary, and disarmed, with the
-//! magic close, as soon as it does not: a replica or a stopped PostgreSQL needs no reset. In
+//! member holds the leader lock and runs a primary, or runs a job that can make it one (a
+//! promotion, a start or restart: [`guards_a_primary`]), and disarmed, with the magic close, as
+//! soon as it does not: a replica or a stopped PostgreSQL needs no reset. In
 //! maintenance mode (pause) it is disarmed too, as in Patroni: a paused leader is not fenced, so
 //! a reset would only take down a primary the operator asked to leave alone.
 //!
@@ -14,7 +15,7 @@
 //! writes. While renewals fail (etcd unreachable) the keepalives stop by themselves; the agent's
 //! own fencing stops PostgreSQL before the lease expires, and the next step disarms.
 
-use crate::observe::Millis;
+use crate::observe::{JobKind, Millis, PgProcess};
 
 /// What to do with the watchdog after a cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,9 +29,24 @@ pub enum WatchdogStep {
     Disarm,
 }
 
+/// The `primary` input of [`step`] after a cycle: PostgreSQL runs as primary, or a job is under
+/// way that can leave it running as primary before the next cycle looks (a promotion, a start or
+/// restart, a bootstrap).
+///
+/// Why the whole job: a start of the leader's PostgreSQL in place (after a crash, or after an
+/// aborted switchover) makes it writable as soon as it accepts connections, with no promotion
+/// in between. Counting only a promotion leaves the watchdog disarmed from that moment until the
+/// next cycle observes the primary, and an agent that freezes in that window keeps a writable
+/// primary past its lease (the seeded simulation finds such schedules). A member without the
+/// lock is disarmed by [`step`] whatever this says, so a replica's start never arms it.
+pub fn guards_a_primary(process: &PgProcess, job: Option<JobKind>) -> bool {
+    process.is_primary()
+        || matches!(job, Some(JobKind::Promote | JobKind::Start | JobKind::Restart | JobKind::Bootstrap))
+}
+
 /// The step for a member whose lock is held `leader_until` (if at all), at `now`, with a
-/// watchdog of `timeout_secs`; `primary` when PostgreSQL runs, or is being promoted, as primary;
-/// `paused` in maintenance mode.
+/// watchdog of `timeout_secs`; `primary` when PostgreSQL runs, or may be about to run, as primary
+/// (see [`guards_a_primary`]); `paused` in maintenance mode.
 pub fn step(leader_until: Option<Millis>, now: Millis, primary: bool, paused: bool, timeout_secs: u64) -> WatchdogStep {
     match leader_until {
         Some(until) if primary && !paused && now < until => {
@@ -68,6 +84,23 @@ mod tests {
         assert_eq!(step(Some(t.plus_secs(10)), t, true, true, 5), WatchdogStep::Disarm, "paused");
         for (what, until, primary, want) in cases {
             assert_eq!(step(until, t, primary, false, 5), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_job_that_can_leave_a_primary_counts_as_one() {
+        use crate::observe::RunningPg;
+        let primary = PgProcess::Running(RunningPg { in_recovery: false, ..Default::default() });
+        let replica = PgProcess::Running(RunningPg { in_recovery: true, ..Default::default() });
+        assert!(guards_a_primary(&primary, None));
+        assert!(!guards_a_primary(&replica, None));
+        assert!(!guards_a_primary(&PgProcess::Crashed, None));
+        for kind in [JobKind::Promote, JobKind::Start, JobKind::Restart, JobKind::Bootstrap] {
+            assert!(guards_a_primary(&PgProcess::Crashed, Some(kind)), "{kind:?}");
+            assert!(guards_a_primary(&replica, Some(kind)), "{kind:?}");
+        }
+        for kind in [JobKind::Clone, JobKind::Rewind, JobKind::Reinitialize] {
+            assert!(!guards_a_primary(&PgProcess::Stopped, Some(kind)), "{kind:?}");
         }
     }
 

@@ -1,7 +1,9 @@
 //! Parser for `postmaster.pid`, the lock file a running postmaster keeps in its data directory.
 //!
-//! Invariant: the file is read, never written or removed, by this crate: PostgreSQL owns it, and
-//! a stale file is evidence (of a crash) rather than clutter.
+//! Invariant: the file is read, never written, by this crate: PostgreSQL owns it, and a stale file
+//! is evidence (of a crash) rather than clutter. The one exception is
+//! [`crate::process::clear_zombie_lock`]: a file naming a zombie, which PostgreSQL itself would
+//! take for a live postmaster forever.
 //!
 //! Lines (PostgreSQL 10+): pid, data directory, start time (epoch), port, socket directory,
 //! listen address, shared memory key, status. The status is padded to a fixed width and, like the

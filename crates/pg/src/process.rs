@@ -265,6 +265,7 @@ impl Postmaster {
         if let Some(pid) = self.adopt() {
             return Err(PgError::AlreadyRunning { pid, data_dir: self.data_dir.clone() });
         }
+        clear_zombie_lock(&self.data_dir);
         write_config(settings, role)?;
 
         let log_path = settings.log_file();
@@ -463,6 +464,28 @@ pub(crate) fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
     }
 }
 
+/// Removes `postmaster.pid` when the PID it names is a zombie: a postmaster that died (killed, or
+/// crashed) and that its parent has not reaped yet. PostgreSQL refuses to start while that PID
+/// "exists" (`kill(pid, 0)` succeeds on a zombie), and only the parent can reap it: an orphaned
+/// postmaster (its agent restarted and adopted it, then it died) belongs to PID 1, and in a
+/// container without a reaping init that can take a long time or never happen. The file is
+/// left alone in every other case; PostgreSQL still checks its shared memory for surviving
+/// backends of the dead postmaster before it starts.
+pub fn clear_zombie_lock(data_dir: &Path) {
+    let Some(pf) = read_pidfile(data_dir) else { return };
+    if proc_stat(pf.pid).is_some_and(|s| s.state == 'Z') {
+        let path = data_dir.join(crate::pidfile::PIDFILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                pid = pf.pid,
+                path = %path.display(),
+                "removed the lock file of a dead postmaster its parent has not reaped (a zombie)"
+            ),
+            Err(e) => tracing::warn!(path = %path.display(), "could not remove a zombie postmaster's lock file: {e}"),
+        }
+    }
+}
+
 /// Whether `pid` runs the `postgres` (or `postmaster`) program.
 fn looks_like_postmaster(pid: u32) -> bool {
     let is_pg = |name: &str| name == "postgres" || name == "postmaster";
@@ -520,6 +543,28 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_zombies_lock_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(crate::pidfile::PIDFILE);
+        // A live process (this test) keeps its lock file.
+        std::fs::write(&lock, format!("{}\n{}\n", std::process::id(), dir.path().display())).unwrap();
+        clear_zombie_lock(dir.path());
+        assert!(lock.exists());
+        // A child that exited and was not waited for is a zombie of this process.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let became_zombie = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            proc_stat(pid).is_some_and(|s| s.state == 'Z')
+        });
+        assert!(became_zombie);
+        std::fs::write(&lock, format!("{pid}\n{}\n", dir.path().display())).unwrap();
+        clear_zombie_lock(dir.path());
+        assert!(!lock.exists(), "the zombie's lock file is gone");
+        child.wait().unwrap();
+    }
 
     #[test]
     fn proc_stat_parsing() {

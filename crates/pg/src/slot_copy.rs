@@ -16,11 +16,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rampart_core::slots::is_valid_slot_name;
 use rampart_core::Upstream;
-use tokio_postgres::NoTls;
 
 use crate::error::{PgError, Result};
 use crate::settings::PgSettings;
@@ -38,28 +36,8 @@ pub async fn read_slot_states(
 ) -> Result<Vec<(String, Vec<u8>)>> {
     const READ: &str = "SELECT pg_catalog.pg_read_binary_file('pg_replslot/' || slot_name || '/state', 0, $2, false) \
         FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical' AND NOT temporary";
-    let creds = settings.rewind_credentials();
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&leader.host)
-        .port(leader.port)
-        .user(&creds.username)
-        .dbname("postgres")
-        .application_name("rampart")
-        .connect_timeout(settings.query_timeout);
-    if let Some(p) = &creds.password {
-        config.password(p);
-    }
-    let target = format!("{}:{}", leader.host, leader.port);
-    let limit = settings.query_timeout.max(Duration::from_secs(1));
-    let (client, connection) = match tokio::time::timeout(limit, config.connect(NoTls)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(PgError::Connect { target, detail: e.to_string() }),
-        Err(_) => return Err(PgError::Connect { target, detail: format!("no answer within {limit:?}") }),
-    };
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let client = crate::remote::connect(settings, leader).await?;
+    let limit = crate::remote::limit(settings);
     let mut out = Vec::new();
     for name in names {
         if !is_valid_slot_name(name) {

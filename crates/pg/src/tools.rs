@@ -135,6 +135,9 @@ pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutc
         ("connect_timeout", "30"),
         ("application_name", &settings.name),
     ]);
+    // pg_rewind starts the target in single-user mode when it was not shut down cleanly, which a
+    // zombie's lock file would block.
+    crate::process::clear_zombie_lock(&settings.data_dir);
     let program = settings.program("pg_rewind");
     let mut cmd = Command::new(&program);
     cmd.arg(format!("--target-pgdata={}", settings.data_dir.display()))
