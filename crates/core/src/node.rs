@@ -634,6 +634,19 @@ impl HaNode {
                     "could not restart PostgreSQL as primary in place: releasing the leader lock",
                 );
             }
+            if !ctl.state.was_primary() {
+                // The lock was taken while this data directory was a replica's (the member died
+                // between winning the race and its promotion). Started as a primary it would end
+                // recovery on the old timeline, and a former primary that wrote past this point
+                // would then look like it needs no rewind. Start it read-only; the next cycle
+                // promotes it onto a new timeline, as Patroni does.
+                return self.plan(
+                    now,
+                    vec![Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))],
+                    "PostgreSQL is not running on the leader and its data directory is a replica's: starting it \
+                     read-only to promote it",
+                );
+            }
             let mut actions = vec![Action::RenewLeader];
             actions.extend(self.names_to_start_primary(cluster));
             actions.push(Action::StartJob(Job::Start(StartRole::Primary)));

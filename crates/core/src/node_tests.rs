@@ -366,6 +366,22 @@ fn nofailover_member_never_races() {
 }
 
 #[test]
+fn a_leader_whose_data_directory_is_a_replicas_starts_read_only_to_be_promoted() {
+    // It won the race and died before its promotion: the lock is still its own when it returns.
+    let c = cluster(Some(ME));
+    for state in [ClusterState::InArchiveRecovery, ClusterState::ShutDownInRecovery] {
+        let l = stopped(state, true);
+        let p = HaNode::new(settings()).decide(&obs(0, &c, &l));
+        assert_eq!(
+            p.actions,
+            vec![Action::RenewLeader, Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))],
+            "{state:?}: {}",
+            p.message
+        );
+    }
+}
+
+#[test]
 fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some(ME));
