@@ -471,15 +471,34 @@ pub(crate) fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
 /// container without a reaping init that can take a long time or never happen. The file is
 /// left alone in every other case; PostgreSQL still checks its shared memory for surviving
 /// backends of the dead postmaster before it starts.
+/// The same holds for the lock file of its Unix socket (`<socket dir>/.s.PGSQL.<port>.lock`,
+/// found from the lines of `postmaster.pid`), which PostgreSQL checks the same way.
 pub fn clear_zombie_lock(data_dir: &Path) {
     let Some(pf) = read_pidfile(data_dir) else { return };
-    if proc_stat(pf.pid).is_some_and(|s| s.state == 'Z') {
-        let path = data_dir.join(crate::pidfile::PIDFILE);
+    if !proc_stat(pf.pid).is_some_and(|s| s.state == 'Z') {
+        return;
+    }
+    let mut locks = Vec::new();
+    if let (Some(dirs), Some(port)) = (&pf.socket_dir, pf.port) {
+        for dir in dirs.split(',').map(str::trim).filter(|d| d.starts_with('/')) {
+            locks.push(Path::new(dir).join(format!(".s.PGSQL.{port}.lock")));
+        }
+    }
+    // The data directory's file last: while it exists, this is retried at the next start.
+    locks.push(data_dir.join(crate::pidfile::PIDFILE));
+    for path in locks {
+        let names_zombie = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+            == Some(pf.pid);
+        if !names_zombie {
+            continue;
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::warn!(
                 pid = pf.pid,
                 path = %path.display(),
-                "removed the lock file of a dead postmaster its parent has not reaped (a zombie)"
+                "removed a lock file of a dead postmaster its parent has not reaped (a zombie)"
             ),
             Err(e) => tracing::warn!(path = %path.display(), "could not remove a zombie postmaster's lock file: {e}"),
         }
@@ -560,9 +579,13 @@ mod tests {
             proc_stat(pid).is_some_and(|s| s.state == 'Z')
         });
         assert!(became_zombie);
-        std::fs::write(&lock, format!("{pid}\n{}\n", dir.path().display())).unwrap();
+        let socket_lock = dir.path().join(".s.PGSQL.5499.lock");
+        std::fs::write(&socket_lock, format!("{pid}\n")).unwrap();
+        let lines = format!("{pid}\n{d}\n1700000000\n5499\n{d}\n*\n", d = dir.path().display());
+        std::fs::write(&lock, lines).unwrap();
         clear_zombie_lock(dir.path());
         assert!(!lock.exists(), "the zombie's lock file is gone");
+        assert!(!socket_lock.exists(), "and so is its socket's");
         child.wait().unwrap();
     }
 

@@ -136,8 +136,19 @@ pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutc
         ("application_name", &settings.name),
     ]);
     // pg_rewind starts the target in single-user mode when it was not shut down cleanly, which a
-    // zombie's lock file would block.
+    // zombie's lock file would block, and which refuses to run with a standby.signal ("standby
+    // mode is not supported by single-user servers"), left by an attempt to start it as a
+    // replica. The next start as a replica writes the signal file again (Patroni removes it
+    // before rewinding too).
     crate::process::clear_zombie_lock(&settings.data_dir);
+    for signal in [crate::configure::STANDBY_SIGNAL, "recovery.signal"] {
+        let path = settings.data_dir.join(signal);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed before pg_rewind"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PgError::io("removing before pg_rewind", &path, e)),
+        }
+    }
     let program = settings.program("pg_rewind");
     let mut cmd = Command::new(&program);
     cmd.arg(format!("--target-pgdata={}", settings.data_dir.display()))
