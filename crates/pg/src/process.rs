@@ -475,7 +475,7 @@ pub(crate) fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
 /// found from the lines of `postmaster.pid`), which PostgreSQL checks the same way.
 pub fn clear_zombie_lock(data_dir: &Path) {
     let Some(pf) = read_pidfile(data_dir) else { return };
-    if !proc_stat(pf.pid).is_some_and(|s| s.state == 'Z') {
+    if proc_stat(pf.pid).is_none_or(|s| s.state != 'Z') {
         return;
     }
     let mut locks = Vec::new();
