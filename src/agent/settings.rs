@@ -54,6 +54,16 @@ pub fn parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, Str
         // through the replica's physical slot there.
         out.insert("hot_standby_feedback".into(), "on".into());
     }
+    if !out.keys().any(|k| k.eq_ignore_ascii_case("wal_receiver_timeout")) {
+        // A replica that streams from the old leader does not race for the lock (its primary is
+        // alive), but only while it has heard from it within half the ttl
+        // (`rampart_core::election::stream_is_stale`). Behind a partition the stream goes silent;
+        // an idle primary is silent too, unless its standbys ping it: they do after
+        // `wal_receiver_timeout / 2` of silence. Half the ttl keeps a live primary's evidence
+        // fresh (a ping every quarter ttl) and ends a dead stream by itself after half the ttl,
+        // instead of PostgreSQL's minute. An operator's own value wins.
+        out.insert("wal_receiver_timeout".into(), format!("{}ms", dynamic.ttl.max(2) * 500));
+    }
     out
 }
 
@@ -189,6 +199,14 @@ postgresql:
         assert_eq!(s.pgpass, PathBuf::from("/tmp/x/pgpass"));
         assert_eq!(s.superuser.password.as_deref(), Some("supersecret"));
         assert!(!format!("{s:?}").contains("supersecret"));
+        assert_eq!(
+            s.parameters["wal_receiver_timeout"],
+            format!("{}ms", d.ttl * 500),
+            "standbys ping an idle primary often enough to tell it is alive"
+        );
+        let mut mine = c.clone();
+        mine.postgresql.parameters.insert("wal_receiver_timeout".into(), Value::String("1min".into()));
+        assert_eq!(parameters(&mine, &d)["wal_receiver_timeout"], "1min", "an operator's value wins");
     }
 
     #[test]

@@ -23,10 +23,10 @@ use crate::observe::PeerReport;
 /// Whether a WAL receiver that has heard nothing from its upstream for `silent_ms` is no evidence
 /// that the upstream is alive: silent for half the ttl or more. By the time the leader key has
 /// expired (a ttl after its last renewal), a primary cut off from its replicas has been silent
-/// longer than that, while one that is alive and taking writes sends WAL continuously. (An idle
-/// primary sends little: its standbys ping it only every `wal_receiver_timeout / 2`, so this
-/// evidence covers a dead agent beside a busy primary, the case that loses data; the watchdog
-/// covers the rest, as in Patroni.)
+/// longer than that, while one that is alive answers its standbys' pings: the agent sets
+/// `wal_receiver_timeout` to half the ttl unless the operator chose a value, so an idle standby
+/// pings every quarter ttl. (With a longer `wal_receiver_timeout` an idle primary beside a dead
+/// agent can look gone; the watchdog covers that, as in Patroni.)
 pub fn stream_is_stale(silent_ms: u64, ttl_secs: u64) -> bool {
     silent_ms >= ttl_secs * 500
 }
