@@ -57,8 +57,12 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free ports on 127.0.0.1. All are held open until every one is picked: a port
+/// released at once can be handed out again by the next `bind(0)`, before the server it was meant
+/// for binds it (etcd then PostgreSQL were once given the same port).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 fn find_program(candidates: &[&str], what: &str, package: &str) -> Result<PathBuf> {
@@ -195,8 +199,8 @@ pub fn run(dir: &Path, nodes: u8) -> Result<()> {
     fs::copy(std::env::current_exe()?, &bin).context("copying the rampart binary into the demo directory")?;
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
 
-    let etcd_port = free_port()?;
-    let etcd_peer = free_port()?;
+    let ports = free_ports(2 + 2 * usize::from(nodes))?;
+    let (etcd_port, etcd_peer) = (ports[0], ports[1]);
     let mut procs: Vec<Proc> = Vec::new();
     let mut cmd = Command::new(&etcd);
     cmd.args(["--name", "demo-etcd", "--data-dir"])
@@ -213,8 +217,8 @@ pub fn run(dir: &Path, nodes: u8) -> Result<()> {
     for i in 1..=nodes {
         let n = Node {
             name: format!("node{i}"),
-            pg_port: free_port()?,
-            api_port: free_port()?,
+            pg_port: ports[2 * usize::from(i)],
+            api_port: ports[2 * usize::from(i) + 1],
             config: dir.join(format!("node{i}.yml")),
         };
         let nd = dir.join(&n.name);
