@@ -199,6 +199,7 @@ pub async fn run(opts: Options) -> Report {
     report
 }
 
+/// Polls `f` every 100 ms without blocking the runtime the workload runs on.
 async fn support_wait(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -393,13 +394,14 @@ async fn final_check(c: &ChaosCluster, mode: Mode, acks: &[Ack], violations: &mu
         checks::missing_on(&primary, acks).await.expect("reading the final primary's rows").into_iter().collect();
     for i in (0..c.nodes.len()).filter(|&i| i != state.leader) {
         let db = c.sql(i).await.expect("connecting to a replica");
-        let caught_up = support_wait_async(Duration::from_secs(60), || async {
-            db.query_one("SELECT (pg_last_wal_replay_lsn() - '0/0')::bigint >= $1", &[&end])
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
-        })
-        .await;
+        let caught_up =
+            crate::support::wait_until_async(Duration::from_secs(60), Duration::from_millis(200), || async {
+                db.query_one("SELECT (pg_last_wal_replay_lsn() - '0/0')::bigint >= $1", &[&end])
+                    .await
+                    .map(|r| r.get::<_, bool>(0))
+                    .unwrap_or(false)
+            })
+            .await;
         if !caught_up {
             violations
                 .push(format!("(c) {} did not replay up to the primary's position within 60 s", c.nodes[i].name()));
@@ -446,14 +448,6 @@ async fn final_check(c: &ChaosCluster, mode: Mode, acks: &[Ack], violations: &mu
         }
     }
     (lost.len(), max_loss)
-}
-
-async fn support_wait_async<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    crate::support::wait_until_async(timeout, Duration::from_millis(200), &mut f).await
 }
 
 /// The summary table: per fault kind, then totals, then every violation.
