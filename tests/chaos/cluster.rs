@@ -87,6 +87,8 @@ pub struct ChaosCluster {
     pub proxy_host: Host,
     /// Processes a fault froze (SIGSTOP), thawed before anything is stopped.
     frozen: Vec<u32>,
+    /// The directory is kept: leave the disks mounted.
+    kept: bool,
     pub net: Net,
     bin: PathBuf,
     dir: TestDir,
@@ -139,6 +141,7 @@ impl ChaosCluster {
             proxy_port: free_port(),
             proxy_host,
             frozen: Vec::new(),
+            kept: crate::support::keep_test_dirs(),
             net,
             bin: support::rampart_bin(),
             dir,
@@ -152,6 +155,14 @@ impl ChaosCluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Keeps the run's directory after the test, for a failing run: logs, and the tmpfs disks
+    /// with the data directories and PostgreSQL's logs stay mounted (`umount <dir>/node*/disk`
+    /// when done; the reap script leaves kept directories alone).
+    pub fn keep_dir(&mut self) {
+        self.dir.keep();
+        self.kept = true;
     }
 
     pub fn dcs_prefix(&self) -> String {
@@ -322,6 +333,13 @@ impl ChaosCluster {
         let mut out = format!("\n===== [chaos] logs in {} =====\n", self.dir().display());
         for n in &self.nodes {
             out.push_str(&format!("----- {} agent log -----\n{}\n", n.name(), support::tail_file(&n.log_path, lines)));
+            // rampart writes PostgreSQL's log beside the data directory.
+            let pg_log = n.config.data_dir.with_file_name(format!("{}-postgres.log", n.name()));
+            out.push_str(&format!(
+                "----- {} postgres log -----\n{}\n",
+                n.name(),
+                support::tail_file(&pg_log, lines / 2)
+            ));
         }
         let proxy_log = self.dir.join("proxy.log");
         out.push_str(&format!("----- proxy log -----\n{}\n", support::tail_file(&proxy_log, lines / 2)));
@@ -370,7 +388,7 @@ impl Drop for ChaosCluster {
             }
         }
         self.etcd.stop();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|_| !self.kept) {
             if let Some(disk) = &n.disk {
                 let _ = Command::new("umount").arg("-l").arg(disk).status();
             }

@@ -195,6 +195,8 @@ pub async fn run(opts: Options) -> Report {
     print!("{}", summary(&report, &c));
     if !report.violations.is_empty() {
         c.dump_logs();
+        // Everything a diagnosis needs: agent and PostgreSQL logs, data directories, the proxy's.
+        c.keep_dir();
     }
     report
 }
