@@ -28,8 +28,10 @@ pub const TTL: u64 = 10;
 pub const LOOP_WAIT: u64 = 1;
 pub const RETRY_TIMEOUT: u64 = 3;
 pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
-/// Size of each node's tmpfs disk.
-const DISK_SIZE: &str = "768m";
+/// Size of each node's tmpfs disk. PostgreSQL keeps up to `max_wal_size` of WAL (set to 256 MB
+/// below; its default of 1 GB filled a 768 MB disk after about a hundred failovers, each of which
+/// starts a timeline with full-page images, and then every promotion failed on a full disk).
+const DISK_SIZE: &str = "1g";
 
 /// `synchronous_mode` of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +120,8 @@ impl ChaosCluster {
                 // The workload's blocked commits and the probes' reconnects need room.
                 .parameter("max_connections", "200")
                 // A client that gave up on a commit does not keep its backend forever.
-                .parameter("client_connection_check_interval", "'1s'");
+                .parameter("client_connection_check_interval", "'1s'")
+                .parameter("max_wal_size", "'256MB'");
             config.data_dir = disk_dir.join("data");
             config.dcs_yaml.push_str(mode.dcs_yaml());
             let config_path = node_dir.join("rampart.yml");
