@@ -28,9 +28,11 @@ pub const TTL: u64 = 10;
 pub const LOOP_WAIT: u64 = 1;
 pub const RETRY_TIMEOUT: u64 = 3;
 pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
-/// Size of each node's tmpfs disk. PostgreSQL keeps up to `max_wal_size` of WAL (set to 256 MB
-/// below; its default of 1 GB filled a 768 MB disk after about a hundred failovers, each of which
-/// starts a timeline with full-page images, and then every promotion failed on a full disk).
+/// Size of each node's tmpfs disk. A run makes a new timeline every few faults while writing
+/// little WAL, and each timeline leaves its own file for the current WAL segment until the
+/// segment number falls behind a checkpoint: with 16 MB segments a hundred failovers filled a
+/// 768 MB disk (and then every promotion failed). The clusters are made with 1 MB segments
+/// (`initdb --wal-segsize=1`) and `max_wal_size` 256 MB.
 const DISK_SIZE: &str = "1g";
 
 /// `synchronous_mode` of a run.
@@ -123,6 +125,7 @@ impl ChaosCluster {
                 .parameter("client_connection_check_interval", "'1s'")
                 .parameter("max_wal_size", "'256MB'");
             config.data_dir = disk_dir.join("data");
+            config.initdb_options.push("wal-segsize: 1".into());
             config.dcs_yaml.push_str(mode.dcs_yaml());
             let config_path = node_dir.join("rampart.yml");
             config.write(&config_path).unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));

@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub dcs_parameters: Vec<(String, String)>,
     /// Raw YAML lines for `bootstrap.dcs` (each indented by the caller as a dcs key, 4 spaces).
     pub dcs_yaml: String,
+    /// Extra `bootstrap.initdb` items, as YAML list items without the dash (`wal-segsize: 1`).
+    pub initdb_options: Vec<String>,
     /// Extra `postgresql.<key>: <yaml value>` lines (e.g. `pre_promote`, `callbacks`).
     pub pg_settings: Vec<(String, String)>,
     /// Extra `restapi.<key>: <yaml value>` lines (e.g. `authentication`, `certfile`).
@@ -87,6 +89,7 @@ impl NodeConfig {
             extra_yaml: String::new(),
             dcs_parameters: Vec::new(),
             dcs_yaml: String::new(),
+            initdb_options: Vec::new(),
             pg_settings: Vec::new(),
             restapi_settings: Vec::new(),
         }
@@ -250,6 +253,9 @@ impl NodeConfig {
         line("    - auth: scram-sha-256".into());
         line("    - encoding: UTF8".into());
         line("    - data-checksums".into());
+        for option in &self.initdb_options {
+            line(format!("    - {option}"));
+        }
         line("  pg_hba:".into());
         line("    - local all all trust".into());
         line(format!("    - host replication {} {} scram-sha-256", super::REPLICATION_USER, self.client_net));
