@@ -99,11 +99,14 @@ bench: setup
 # The long fault-injection run (tests/chaos, `long_profile`): RAMPART_CHAOS_FAULTS faults (default
 # 200) of every kind, in RAMPART_CHAOS_MODE (quorum, on or off; default quorum); RAMPART_CHAOS_SEED
 # repeats a run. About 20 s per fault; prints the schedule first and a summary table at the end.
+# It runs a copy of the agent binary, so the tree can be rebuilt while it runs.
 # `make test` runs the short profile (8 faults) with the other e2e tests.
 chaos: setup
 	@bash scripts/reap-test-procs.sh
-	@rc=0; $(CARGO) test --test chaos -- --ignored --nocapture --exact long_profile || rc=$$?; \
-	  bash scripts/reap-test-procs.sh; exit $$rc
+	$(CARGO) test --test chaos --no-run
+	@bin=$$(mktemp /tmp/rampart-chaos-bin.XXXXXX); cp target/debug/rampart "$$bin"; chmod 755 "$$bin"; \
+	  rc=0; RAMPART_TEST_BIN="$$bin" $(CARGO) test --test chaos -- --ignored --nocapture --exact long_profile || rc=$$?; \
+	  rm -f "$$bin"; bash scripts/reap-test-procs.sh; exit $$rc
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -104,9 +104,9 @@ impl Agent {
         requests: mpsc::Receiver<Queued>,
         probe: Arc<dyn rampart_api::MemberProbe>,
     ) -> Agent {
-        let watchdog = Watchdog::new(cfg.watchdog.clone());
-        let mut node = settings::node_settings(&cfg);
-        watchdog.restrict(&mut node);
+        let node = settings::node_settings(&cfg);
+        let mut watchdog = Watchdog::new(cfg.watchdog.clone());
+        watchdog.check_at_start(node.bootstrap_dcs.ttl);
         let core = HaNode::new(node);
         Agent {
             watchdog,
@@ -253,6 +253,7 @@ impl Agent {
             Err(e) => DcsView::Unavailable(e.clone()),
         };
         self.due_scheduled_restart(probe.as_ref());
+        let watchdog_unusable = self.watchdog.unusable(std::time::Instant::now(), self.core.config().ttl);
         let obs = Observation {
             now: self.now(),
             wall_clock_ms: wall_clock_ms(),
@@ -263,6 +264,7 @@ impl Agent {
             peers: peers.as_deref(),
             failsafe_round: failsafe_round.as_ref(),
             failsafe_ping: failsafe_ping.as_ref(),
+            watchdog_unusable: watchdog_unusable.as_deref(),
         };
         let plan = self.core.decide(&obs);
         self.log_plan(&plan, cluster.is_err());
@@ -443,6 +445,20 @@ impl Agent {
                     Job::CopyLogicalSlots { upstream, .. } => self.upstream = Some(upstream.clone()),
                     _ => {}
                 }
+                // A job that can leave a primary running starts only under an armed watchdog:
+                // it is armed now rather than after the cycle, and with `mode: required` a
+                // device that will not arm stops the job here (the next cycle sees the failure
+                // and gives the lock up).
+                if rampart_core::watchdog::guards_a_primary(&PgProcess::Stopped, Some(job.kind())) {
+                    self.feed_watchdog(true);
+                    if self.watchdog.required() && !self.watchdog.is_armed() && self.core.leader_until().is_some() {
+                        self.wake.notify_one();
+                        bail!(
+                            "watchdog is required but could not be armed: not starting the {}",
+                            job.kind().describe()
+                        );
+                    }
+                }
                 let ctx = self.job_context(cluster);
                 self.job = Some(RunningJob::spawn(job.clone(), ctx, self.wake.clone()));
                 Ok(true)
@@ -587,6 +603,7 @@ impl Agent {
         snap.failover_backoff = self.core.race_backoff(self.now());
         snap.failsafe_mode = dynamic.failsafe_mode();
         snap.failsafe_active = self.failsafe_active();
+        snap.watchdog_failed = self.watchdog.unusable(std::time::Instant::now(), dynamic.ttl).is_some();
         self.snap.send_replace(snap);
     }
 
@@ -612,6 +629,7 @@ impl Agent {
             peers: None,
             failsafe_round: None,
             failsafe_ping: None,
+            watchdog_unusable: None,
         };
         self.local.refuse_all("the agent is shutting down");
         let plan = self.core.decide_shutdown(&obs);

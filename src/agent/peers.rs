@@ -47,11 +47,13 @@ pub fn parse(v: &Value) -> Option<PeerStatus> {
     let tags: Tags = v.get("tags").cloned().and_then(|t| serde_json::from_value(t).ok()).unwrap_or_default();
     // A member backing off after a refused promotion is no candidate for now.
     let backing_off = v.get("failover_backoff").and_then(Value::as_bool).unwrap_or(false);
+    // Nor is one whose required watchdog cannot be used (Patroni's `watchdog_failed`).
+    let no_watchdog = v.get("watchdog_failed").and_then(Value::as_bool).unwrap_or(false);
     Some(PeerStatus {
         is_primary,
         wal: Lsn(wal),
         timeline: v.get("timeline").and_then(Value::as_u64).unwrap_or(0) as u32,
-        can_fail_over: tags.can_fail_over() && !backing_off,
+        can_fail_over: tags.can_fail_over() && !backing_off && !no_watchdog,
         priority: tags.priority(),
     })
 }
@@ -76,5 +78,8 @@ mod tests {
         assert_eq!(parse(&json!({"state":"running"})), None);
         let vetoed = json!({"state":"running","role":"replica","xlog":{"received_location":9},"failover_backoff":true});
         assert!(!parse(&vetoed).unwrap().can_fail_over);
+        let no_watchdog =
+            json!({"state":"running","role":"replica","xlog":{"received_location":9},"watchdog_failed":true});
+        assert!(!parse(&no_watchdog).unwrap().can_fail_over);
     }
 }

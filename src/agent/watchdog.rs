@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rampart_config::{Watchdog as WatchdogConfig, WatchdogMode};
 use rampart_core::watchdog::WatchdogStep;
@@ -93,12 +94,70 @@ pub struct Watchdog {
     armed: Option<Device>,
     /// The last arming error, reported once until it changes.
     reported: Option<String>,
+    /// When the device last failed to arm (or failed the check at start), and why: with
+    /// `mode: required` the member counts as unable to lead for a ttl after it.
+    failed: Option<(Instant, String)>,
 }
 
 impl Watchdog {
     /// A disarmed watchdog for this configuration.
     pub fn new(cfg: WatchdogConfig) -> Watchdog {
-        Watchdog { cfg, armed: None, reported: None }
+        Watchdog { cfg, armed: None, reported: None, failed: None }
+    }
+
+    /// Whether the device is armed now.
+    pub fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// `mode: required`.
+    pub fn required(&self) -> bool {
+        self.cfg.mode == WatchdogMode::Required
+    }
+
+    /// Takes a reloaded configuration: an armed device that is no longer wanted (mode off, or
+    /// another device) is disarmed; a required one is checked again.
+    pub fn reconfigure(&mut self, cfg: WatchdogConfig, ttl: u64) {
+        if cfg == self.cfg {
+            return;
+        }
+        if cfg.mode == WatchdogMode::Off || cfg.device != self.cfg.device {
+            self.apply(WatchdogStep::Disarm, ttl);
+        }
+        self.cfg = cfg;
+        self.failed = None;
+        self.check_at_start(ttl);
+    }
+
+    /// With `mode: required`, tries the device once at start (armed and disarmed again at
+    /// once), so that a member without a usable watchdog never takes the lock in the first place.
+    pub fn check_at_start(&mut self, ttl: u64) {
+        // An armed device is in use by this agent: it is usable, and opening it a second time
+        // would fail.
+        if !self.required() || self.armed.is_some() {
+            return;
+        }
+        if let Err(e) = self.check(ttl) {
+            warn!("watchdog is required but unusable ({e}): this member will not become leader");
+            self.failed = Some((Instant::now(), e));
+        }
+    }
+
+    /// Why this member may not lead, with `mode: required`: the device is missing or not
+    /// writable, or it failed to arm less than a ttl ago. `None` in other modes and while armed.
+    /// Only cheap checks run here, every cycle: opening the device would arm it.
+    pub fn unusable(&self, now: Instant, ttl: u64) -> Option<String> {
+        if !self.required() || self.armed.is_some() {
+            return None;
+        }
+        let device = &self.cfg.device;
+        if let Err(e) = nix::unistd::access(device.as_path(), nix::unistd::AccessFlags::W_OK) {
+            return Some(format!("{} is not writable: {e}", device.display()));
+        }
+        match &self.failed {
+            Some((at, why)) if now.saturating_duration_since(*at) < Duration::from_secs(ttl) => Some(why.clone()),
+            _ => None,
+        }
     }
 
     /// The timeout for a cluster with this ttl.
@@ -150,8 +209,9 @@ impl Watchdog {
                         Err(e) => {
                             if self.reported.as_deref() != Some(e.as_str()) {
                                 warn!("watchdog ({} mode) not armed: {e}", self.cfg.mode.as_str());
-                                self.reported = Some(e);
+                                self.reported = Some(e.clone());
                             }
+                            self.failed = Some((Instant::now(), e));
                             return;
                         }
                     }
@@ -162,21 +222,6 @@ impl Watchdog {
                     }
                 }
             }
-        }
-    }
-
-    /// With `mode: required` and no usable device, this member must never lead: it is kept out
-    /// of leader races like a `nofailover` member (and says so once).
-    pub fn restrict(&self, settings: &mut rampart_core::node::NodeSettings) {
-        // An armed device is in use by this agent (a reload while leading): it is usable, and
-        // opening it a second time would fail.
-        if self.cfg.mode != WatchdogMode::Required || self.armed.is_some() {
-            return;
-        }
-        let ttl = settings.bootstrap_dcs.ttl;
-        if let Err(e) = self.check(ttl) {
-            warn!("watchdog is required but unusable ({e}): this member will not become leader");
-            settings.tags.nofailover = true;
         }
     }
 
@@ -217,6 +262,27 @@ mod tests {
         let mut w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Off));
         w.apply(WatchdogStep::Keepalive, 30);
         assert!(w.armed.is_none() && w.reported.is_none());
+    }
+
+    #[test]
+    fn a_required_device_that_failed_keeps_the_member_from_leading_for_a_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-watchdog");
+        std::fs::write(&path, "").unwrap();
+        let mut w = Watchdog::new(cfg(&path, WatchdogMode::Required));
+        let t0 = Instant::now();
+        assert_eq!(w.unusable(t0, 10), None, "writable and never tried");
+        w.check_at_start(10);
+        let why = w.unusable(Instant::now(), 10).expect("failed the check at start");
+        assert!(why.contains("is not a usable watchdog"), "{why}");
+        assert_eq!(w.unusable(Instant::now() + Duration::from_secs(11), 10), None, "tried again after a ttl");
+        let mut auto = Watchdog::new(cfg(&path, WatchdogMode::Automatic));
+        auto.check_at_start(10);
+        auto.apply(WatchdogStep::Keepalive, 10);
+        assert_eq!(auto.unusable(Instant::now(), 10), None, "only `required` keeps a member from leading");
+        let missing = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Required));
+        let why = missing.unusable(Instant::now(), 10).unwrap();
+        assert!(why.starts_with("/nonexistent/watchdog is not writable"), "{why}");
     }
 
     #[test]

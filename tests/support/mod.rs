@@ -63,9 +63,13 @@ pub const SUPERUSER_PASSWORD: &str = "secretpassword";
 pub const REPLICATION_USER: &str = "replicator";
 pub const REPLICATION_PASSWORD: &str = "rep-pass";
 
-/// The `rampart` binary Cargo built for this integration test.
+/// The `rampart` binary Cargo built for this integration test, or `RAMPART_TEST_BIN` when set
+/// (`make chaos` runs a copy, so a rebuild during a long run does not change the agents it starts).
 pub fn rampart_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rampart"))
+    match std::env::var_os("RAMPART_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_rampart")),
+    }
 }
 
 /// Directory holding `initdb`, `pg_ctl`, `postgres`, ... (`RAMPART_PG_BIN_DIR` overrides).

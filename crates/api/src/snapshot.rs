@@ -78,6 +78,8 @@ pub struct NodeSnapshot {
     pub pending_restart: bool,
     /// This member keeps out of leader races for now (its `pre_promote` refused a promotion).
     pub failover_backoff: bool,
+    /// `watchdog.mode: required` and the watchdog cannot be used: this member may not lead.
+    pub watchdog_failed: bool,
     /// Maintenance mode is on.
     pub paused: bool,
     /// `failsafe_mode` is on in the dynamic configuration in force (kept through DCS outages).

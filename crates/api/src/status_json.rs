@@ -70,6 +70,10 @@ struct Status<'a> {
     /// for now, so others must not wait for it.
     #[serde(skip_serializing_if = "not")]
     failover_backoff: bool,
+    /// Patroni's field: `watchdog.mode` is `required` and the watchdog is not usable, so this
+    /// member is no candidate for a switchover or failover.
+    #[serde(skip_serializing_if = "not")]
+    watchdog_failed: bool,
     patroni: PatroniInfo<'a>,
 }
 
@@ -109,6 +113,7 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
         database_system_identifier: Some(s.database_system_identifier.as_str()).filter(|id| !id.is_empty()),
         pending_restart: s.pending_restart,
         failover_backoff: s.failover_backoff,
+        watchdog_failed: s.watchdog_failed,
         patroni: PatroniInfo { version: &s.api_version, scope: &s.scope, name: &s.name },
     };
     serde_json::to_value(body).unwrap_or(Value::Null)

@@ -270,7 +270,34 @@ impl HaNode {
         if matches!(&obs.dcs, DcsView::Ok(c) if c.failover.as_ref().is_some_and(due)) {
             plan.next_cycle = plan.next_cycle.min(obs.now.plus_ms(HANDOVER_CYCLE_MS));
         }
-        plan
+        match obs.watchdog_unusable {
+            Some(why) if !self.config.paused() => self.without_watchdog(obs, plan, why),
+            _ => plan,
+        }
+    }
+
+    /// `watchdog.mode: required` with a watchdog that cannot be armed: no lock is taken or kept
+    /// (rule: [`crate::watchdog::required_gate`]). A released lock also keeps this member out of
+    /// the race for a ttl, so it does not take the lock back at once.
+    fn without_watchdog(&mut self, obs: &Observation<'_>, plan: Plan, why: &str) -> Plan {
+        let holds = self.leader_until.is_some_and(|u| obs.now < u)
+            || matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name));
+        let running_job = matches!(obs.job, Some(JobState::Running(_)));
+        let Some(actions) =
+            crate::watchdog::required_gate(holds, obs.local.process.is_primary(), running_job, &plan.actions)
+        else {
+            return plan;
+        };
+        let what = if holds {
+            self.no_race_until = Some(obs.now.plus_secs(self.config.ttl));
+            "releasing the leader lock"
+        } else {
+            "not taking the leader lock"
+        };
+        let mut gated =
+            self.plan(obs.now, actions, &format!("watchdog is required but cannot be used ({why}): {what}"));
+        gated.answer = plan.answer;
+        gated
     }
 
     fn decide_inner(&mut self, obs: &Observation<'_>) -> Plan {

@@ -104,6 +104,7 @@ fn obs<'a>(now: u64, c: &'a Cluster, local: &'a LocalPg) -> Observation<'a> {
         peers: None,
         failsafe_round: None,
         failsafe_ping: None,
+        watchdog_unusable: None,
     }
 }
 
@@ -312,6 +313,45 @@ fn healthiest_replica_races_when_there_is_no_leader() {
     let peers = [peer("n3", 990, false), PeerReport { name: "n2".into(), status: None }];
     let o = Observation { peers: Some(&peers), ..obs(0, &c, &l) };
     assert_eq!(decide(&mut n, &o), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn a_required_watchdog_that_cannot_be_armed_keeps_a_member_from_leading() {
+    let no_dev = Some("opening /dev/watchdog: No such file or directory");
+    // The healthiest replica does not take the free lock.
+    let mut n = HaNode::new(settings());
+    let c = cluster(None);
+    let l = replica(None, 1000);
+    let peers = [peer("n3", 990, false)];
+    let p = n.decide(&Observation { peers: Some(&peers), watchdog_unusable: no_dev, ..obs(0, &c, &l) });
+    assert_eq!(p.actions, vec![]);
+    assert!(p.message.contains("watchdog is required but cannot be used (opening /dev/watchdog"), "{}", p.message);
+    // A first member does not bootstrap a cluster.
+    let mut n = HaNode::new(settings());
+    let (c, l) = (Cluster::default(), empty());
+    assert_eq!(n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &c, &l) }).actions, vec![]);
+    // A replica holding the lock releases it rather than promote, and keeps out of the race a ttl.
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = replica(None, 1000);
+    assert_eq!(
+        n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &c, &l) }).actions,
+        vec![Action::ReleaseLeader]
+    );
+    assert!(n.race_backoff(Millis(1)));
+    // A leader running a primary whose watchdog can no longer be armed demotes.
+    let mut n = HaNode::new(settings());
+    let l = primary();
+    assert_eq!(
+        n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &c, &l) }).actions,
+        vec![Action::Stop(StopMode::Immediate), Action::ReleaseLeader]
+    );
+    // In maintenance mode the rule is off, as in Patroni.
+    let mut n = HaNode::new(settings());
+    let mut paused = cluster(Some(ME));
+    paused.config.as_mut().unwrap().pause = Some(true);
+    let p = n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &paused, &l) });
+    assert!(!p.actions.contains(&Action::ReleaseLeader), "{:?}", p.actions);
 }
 
 #[test]

@@ -299,4 +299,8 @@ pub struct Observation<'a> {
     pub failsafe_round: Option<&'a crate::failsafe::Round>,
     /// Replica: the last `POST /failsafe` it accepted from a primary.
     pub failsafe_ping: Option<&'a crate::failsafe::Ping>,
+    /// `watchdog.mode: required` and the watchdog cannot be armed: why (for the log). `None`
+    /// when the mode is not `required` or the device is usable (see
+    /// [`crate::watchdog::required_gate`]).
+    pub watchdog_unusable: Option<&'a str>,
 }

@@ -14,7 +14,14 @@
 //! could expire, so no other member can have been promoted while this primary still takes
 //! writes. While renewals fail (etcd unreachable) the keepalives stop by themselves; the agent's
 //! own fencing stops PostgreSQL before the lease expires, and the next step disarms.
+//!
+//! **`mode: required`** ([`required_gate`]): while the agent reports that the watchdog cannot be
+//! armed, this member takes no leader lock (no race, no manual failover, no bootstrap), and a
+//! member holding the lock releases it, stopping its PostgreSQL first if it runs as primary: a
+//! primary without a working watchdog is exactly what `required` forbids. As in Patroni, the
+//! rule is off in maintenance mode.
 
+use crate::action::{Action, Job, StartRole};
 use crate::observe::{JobKind, Millis, PgProcess};
 
 /// What to do with the watchdog after a cycle.
@@ -60,6 +67,36 @@ pub fn step(leader_until: Option<Millis>, now: Millis, primary: bool, paused: bo
     }
 }
 
+/// What `watchdog.mode: required` does to a cycle's `actions` while the watchdog cannot be armed
+/// (see the module header). `holds_lock`: this member holds the leader lock; `primary`: its
+/// PostgreSQL runs as primary; `job_running`: a background job owns PostgreSQL (left alone: the
+/// agent starts no job that can make a primary without arming first, so a running one was
+/// started guarded). Returns the actions to run instead, or `None` to keep them.
+pub fn required_gate(holds_lock: bool, primary: bool, job_running: bool, actions: &[Action]) -> Option<Vec<Action>> {
+    let stop_first = |mut rest: Vec<Action>| {
+        if primary {
+            rest.insert(0, Action::Stop(crate::action::StopMode::Immediate));
+        }
+        rest
+    };
+    if holds_lock {
+        if job_running || actions.contains(&Action::ReleaseLeader) {
+            return None;
+        }
+        return Some(stop_first(vec![Action::ReleaseLeader]));
+    }
+    let takes = |a: &Action| matches!(a, Action::AcquireLeader | Action::TryInitialize);
+    let makes_primary = |a: &Action| {
+        matches!(a, Action::StartJob(Job::Promote | Job::Start(StartRole::Primary) | Job::Restart(StartRole::Primary)))
+    };
+    if !actions.iter().any(|a| takes(a) || makes_primary(a)) {
+        return None;
+    }
+    // A primary that may not take the lock must not keep taking writes without one either (as
+    // Patroni demotes a primary that is not the healthiest member).
+    Some(stop_first(actions.iter().filter(|a| !takes(a) && !makes_primary(a)).cloned().collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +138,88 @@ mod tests {
         }
         for kind in [JobKind::Clone, JobKind::Rewind, JobKind::Reinitialize] {
             assert!(!guards_a_primary(&PgProcess::Stopped, Some(kind)), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn required_but_unusable_keeps_a_member_from_leading() {
+        use crate::action::StopMode;
+        let stop = Action::Stop(StopMode::Immediate);
+        // (what, holds the lock, primary, job running, plan, gated plan)
+        type Case = (&'static str, bool, bool, bool, Vec<Action>, Option<Vec<Action>>);
+        let cases: [Case; 9] = [
+            (
+                "a replica winning the race does not take the lock",
+                false,
+                false,
+                false,
+                vec![Action::AcquireLeader],
+                Some(vec![]),
+            ),
+            ("a member does not bootstrap", false, false, false, vec![Action::TryInitialize], Some(vec![])),
+            (
+                "after a bootstrap the system identifier is recorded but the lock is not taken; the primary stops",
+                false,
+                true,
+                false,
+                vec![Action::RecordInitialize { sysid: "7".into() }, Action::AcquireLeader],
+                Some(vec![stop.clone(), Action::RecordInitialize { sysid: "7".into() }]),
+            ),
+            (
+                "a leader running a primary stops it and releases the lock",
+                true,
+                true,
+                false,
+                vec![Action::RenewLeader],
+                Some(vec![stop.clone(), Action::ReleaseLeader]),
+            ),
+            (
+                "a leader about to promote releases the lock instead",
+                true,
+                false,
+                false,
+                vec![Action::RenewLeader, Action::StartJob(Job::Promote)],
+                Some(vec![Action::ReleaseLeader]),
+            ),
+            (
+                "a leader already releasing is left alone",
+                true,
+                true,
+                false,
+                vec![stop.clone(), Action::ReleaseLeader],
+                None,
+            ),
+            ("a job in progress is not interrupted", true, false, true, vec![Action::RenewLeader], None),
+            ("a replica following the leader is left alone", false, false, false, vec![Action::WriteStatus], None),
+            (
+                "a member without the lock never starts a primary",
+                false,
+                false,
+                false,
+                vec![Action::StartJob(Job::Start(StartRole::Primary))],
+                Some(vec![]),
+            ),
+        ];
+        for (what, holds, primary, job, actions, want) in cases {
+            assert_eq!(required_gate(holds, primary, job, &actions), want, "{what}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the plan, a member whose required watchdog is unusable ends the cycle
+        /// neither taking the lock nor keeping one, nor starting a primary.
+        #[test]
+        fn the_gate_never_lets_a_lock_or_a_primary_through(holds: bool, primary: bool, picks in proptest::collection::vec(0usize..7, 0..5)) {
+            let menu = [
+                Action::AcquireLeader, Action::TryInitialize, Action::RenewLeader, Action::WriteStatus,
+                Action::StartJob(Job::Promote), Action::StartJob(Job::Start(StartRole::Primary)), Action::ReleaseLeader,
+            ];
+            let actions: Vec<Action> = picks.iter().map(|&i| menu[i].clone()).collect();
+            let out = required_gate(holds, primary, false, &actions).unwrap_or(actions.clone());
+            prop_assert!(!out.iter().any(|a| matches!(a, Action::AcquireLeader | Action::TryInitialize | Action::StartJob(Job::Promote | Job::Start(StartRole::Primary)))) || (holds && out.contains(&Action::ReleaseLeader)));
+            if holds {
+                prop_assert!(out.contains(&Action::ReleaseLeader));
+            }
         }
     }
 

@@ -79,6 +79,7 @@ fn obs<'a>(now: u64, dcs: DcsView<'a>, local: &'a LocalPg) -> Observation<'a> {
         peers: None,
         failsafe_round: None,
         failsafe_ping: None,
+        watchdog_unusable: None,
     }
 }
 

@@ -473,6 +473,7 @@ fn run(seed: u64, steps: u64, mode: SyncMode, wd: WatchdogModel) -> Result<(), S
                 peers: Some(&peers),
                 failsafe_round: None,
                 failsafe_ping: None,
+                watchdog_unusable: None,
             };
             let plan = nodes[i].ha.decide(&obs);
             if !plan.actions.is_empty() {

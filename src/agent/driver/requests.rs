@@ -180,8 +180,8 @@ impl Agent {
             new.restapi.listen = old.restapi.listen.clone();
         }
         self.cfg = new;
-        let mut node = settings::node_settings(&self.cfg);
-        self.watchdog.restrict(&mut node);
+        let node = settings::node_settings(&self.cfg);
+        self.watchdog.reconfigure(self.cfg.watchdog.clone(), self.core.config().ttl);
         self.core.update_settings(node);
         // Rewrite postgresql.conf and pg_hba.conf at the next cycle and reload PostgreSQL.
         self.params.force_rewrite();
