@@ -2,7 +2,9 @@
 //! the slots of the other members and the permanent slots of the dynamic configuration, moved
 //! along with the positions the leader publishes in `status`, so that after a crash of the
 //! leader (1) the surviving replica streams from the new primary through a slot that was already
-//! there, and (2) a logical consumer finds its slot on the new primary and loses no change.
+//! there, and (2) a logical consumer finds its slot on the new primary and loses no change; and
+//! (3) a member that stays away keeps its slot on every member for `member_slots_ttl` after its
+//! member key expired, then loses it, and gets a new one when it comes back.
 
 mod support;
 
@@ -202,4 +204,82 @@ async fn a_logical_consumer_finds_its_slot_on_the_new_primary_and_loses_nothing(
     assert_eq!(consume(&db).await, vec![4, 5, 6], "slots on the new primary: {:?}", slots(np).await);
     db.batch_execute("INSERT INTO story VALUES (7)").await.unwrap();
     assert_eq!(consume(&db).await, vec![7], "the slot keeps decoding on the new timeline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stays_away_keeps_its_slot_for_member_slots_ttl() {
+    // 20 s: long enough to see the slot outlive the member key, short enough to wait out.
+    let options = ClusterOptions::default().tweak(|_, mut n| {
+        n.dcs_yaml = "    member_slots_ttl: 20s\n".into();
+        n
+    });
+    let mut c = Cluster::start(3, options);
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let away = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let name = c.name(away).to_string();
+    let (lp, op) = (c.pg_port(leader), c.pg_port(other));
+    let has = |port: u16| {
+        let name = name.clone();
+        async move { slot(port, &name).await.is_some() }
+    };
+    assert!(
+        support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
+            has(lp).await && has(op).await
+        })
+        .await,
+        "the leader and the other replica hold {name}'s slot"
+    );
+
+    // The member stops; once its member key is gone the slot is still there, on the leader and
+    // on the other replica, and the leader says it retains it.
+    assert!(c.stop_agent(away, Duration::from_secs(60)), "{name}'s agent stopped");
+    let member_key = format!("{}members/{name}", c.dcs_prefix());
+    assert!(
+        support::wait_until(TTL + Duration::from_secs(10), Duration::from_millis(200), || c
+            .etcd()
+            .get(&member_key)
+            .is_none()),
+        "{name}'s member key expired"
+    );
+    let gone = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        has(lp).await && has(op).await,
+        "slot kept after the member left: leader {:?}, replica {:?}",
+        slots(lp).await,
+        slots(op).await
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&c.etcd().get(&format!("{}status", c.dcs_prefix())).expect("status key")).unwrap();
+    assert!(status["retain_slots"].as_array().is_some_and(|r| r.iter().any(|s| s == name.as_str())), "{status}");
+
+    // After member_slots_ttl the slot goes, everywhere.
+    assert!(
+        support::wait_until_async(Duration::from_secs(45), Duration::from_millis(250), || async {
+            !has(lp).await && !has(op).await
+        })
+        .await,
+        "{name}'s slot dropped after member_slots_ttl: leader {:?}, replica {:?}",
+        slots(lp).await,
+        slots(op).await
+    );
+    println!("slot of {name} dropped {:?} after its member key expired (member_slots_ttl 20 s)", gone.elapsed());
+
+    // Back again, it gets a slot and streams through it.
+    c.start_agent(away);
+    assert!(
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || is_streaming_replica(
+            &c, away, None
+        )),
+        "{name} streams again"
+    );
+    assert!(
+        support::wait_until_async(Duration::from_secs(20), Duration::from_millis(250), || async {
+            slot(lp, &name).await.is_some_and(|(active, _)| active)
+        })
+        .await,
+        "{name} streams through its slot again: {:?}",
+        slots(lp).await
+    );
 }

@@ -428,7 +428,7 @@ impl Agent {
                 Ok(true)
             }
             Action::SyncSlots(targets) => {
-                self.sync_slots(targets, probe, cluster).await?;
+                self.sync_slots(targets, probe).await?;
                 Ok(true)
             }
             Action::StartJob(job) => {
@@ -516,12 +516,7 @@ impl Agent {
     /// Brings the local slots to `targets`: lists them, lets the core's pure
     /// [`rampart_core::slots::reconcile`] choose the steps, runs them. As primary it remembers
     /// what to publish in `status`; as replica it reports the logical slots to copy to the core.
-    async fn sync_slots(
-        &mut self,
-        targets: &rampart_core::slots::SlotTargets,
-        probe: Option<&Probe>,
-        cluster: Option<&Cluster>,
-    ) -> Result<()> {
+    async fn sync_slots(&mut self, targets: &rampart_core::slots::SlotTargets, probe: Option<&Probe>) -> Result<()> {
         let existing = self.sql.list_slots().await?;
         let replayed = probe.and_then(|p| p.replayed_lsn).map(|l| l.0);
         let steps = rampart_core::slots::reconcile(targets, &existing, replayed);
@@ -534,10 +529,7 @@ impl Agent {
         }
         if targets.primary {
             let flush = probe.and_then(|p| p.flush_lsn).map_or(0, |l| l.0);
-            let members: Vec<String> =
-                cluster.map(|c| c.members.iter().map(|m| m.name.clone()).collect()).unwrap_or_default();
-            self.slot_status =
-                Some(rampart_core::slots::published(targets, &existing, &self.cfg.name, flush, &members));
+            self.slot_status = Some(rampart_core::slots::published(targets, &existing, &self.cfg.name, flush));
         } else {
             self.slot_status = None;
             if !steps.copy.is_empty() {

@@ -244,6 +244,22 @@ impl DynamicConfig {
         }
     }
 
+    /// `member_slots_ttl` in seconds: how long the slot of a member that left is kept (default
+    /// 30 minutes; 0 drops it as soon as the member key expires). Patroni's forms are accepted:
+    /// a number of seconds, or a string with a unit among `ms`, `s`, `min`, `h`, `d`.
+    pub fn member_slots_ttl(&self) -> Result<u64, DynamicConfigError> {
+        let bad = |v: &Value| DynamicConfigError {
+            key: "member_slots_ttl",
+            reason: format!("must be a duration such as 1800, \"30min\" or \"2h\" (0 or more), not {v}"),
+        };
+        match self.extra.get("member_slots_ttl") {
+            None | Some(Value::Null) => Ok(crate::node::DEFAULT_MEMBER_SLOTS_TTL),
+            Some(v @ Value::Number(n)) => n.as_u64().ok_or_else(|| bad(v)),
+            Some(v @ Value::String(s)) => parse_duration_secs(s).ok_or_else(|| bad(v)),
+            Some(v) => Err(bad(v)),
+        }
+    }
+
     /// Whether a permanent logical slot is configured (replicas then need `hot_standby_feedback`).
     pub fn has_logical_slots(&self) -> bool {
         self.permanent_slots().is_ok_and(|m| m.values().any(|k| matches!(k, SlotKind::Logical { .. })))
@@ -283,13 +299,51 @@ impl DynamicConfig {
         }
         self.permanent_slots()?;
         self.ignore_slots()?;
+        self.member_slots_ttl()?;
         Ok(())
+    }
+}
+
+/// A non-negative duration in seconds from Patroni's notation: digits, optionally followed by
+/// `ms`, `s`, `min`, `h` or `d` (seconds when there is no unit); milliseconds round up.
+fn parse_duration_secs(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(n.div_ceil(1000)),
+        "" | "s" => Some(n),
+        "min" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_slots_ttl_reads_patronis_forms_and_names_a_bad_one() {
+        let ttl = |v: &str| {
+            serde_json::from_str::<DynamicConfig>(&format!("{{\"member_slots_ttl\": {v}}}")).unwrap().member_slots_ttl()
+        };
+        assert_eq!(DynamicConfig::default().member_slots_ttl(), Ok(1800));
+        assert_eq!(ttl("0"), Ok(0));
+        assert_eq!(ttl("600"), Ok(600));
+        assert_eq!(ttl("\"30min\""), Ok(1800));
+        assert_eq!(ttl("\"2h\""), Ok(7200));
+        assert_eq!(ttl("\"1500ms\""), Ok(2));
+        assert_eq!(ttl("\"45\""), Ok(45));
+        for bad in ["-1", "\"ten minutes\"", "\"5 fortnights\"", "true", "1.5"] {
+            let e = ttl(bad).unwrap_err();
+            assert_eq!(e.key, "member_slots_ttl", "{bad}");
+        }
+        let c: DynamicConfig = serde_json::from_str("{\"member_slots_ttl\": \"soon\"}").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("member_slots_ttl: must be a duration"));
+    }
 
     #[test]
     fn defaults_match_patroni() {

@@ -48,6 +48,9 @@ pub fn fence_margin_ms(ttl_secs: u64) -> u64 {
     (ttl_secs * 250).min(5_000)
 }
 
+/// `member_slots_ttl` when it is not set (Patroni's default, 30 minutes).
+pub const DEFAULT_MEMBER_SLOTS_TTL: u64 = 1800;
+
 /// Cycle period of every member while an immediate switchover or failover is in progress.
 pub const HANDOVER_CYCLE_MS: u64 = 250;
 
@@ -113,6 +116,12 @@ pub struct HaNode {
     /// ran: the unwanted slots we may drop (a replica sees a departed member's slot leave the
     /// leader's list in the same write that stops wanting it).
     slots_seen: std::collections::BTreeSet<String>,
+    /// Leader: when each member slot name last belonged to a member (`member_slots_ttl`): the
+    /// slot of a member that left is kept until its time here is a `member_slots_ttl` old.
+    /// Seeded from `status.retain_slots` when this node starts leading (see `retained_seeded`).
+    retained: BTreeMap<String, Millis>,
+    /// `retained` was seeded from the `status` key during the current leadership.
+    retained_seeded: bool,
     /// Replica: logical slots the leader has and we lack, as the last slot sync reported.
     slots_to_copy: Vec<String>,
     /// When we last restarted to copy logical slots (a failing copy must not restart in a loop).
@@ -155,6 +164,8 @@ impl HaNode {
             sync_mark: None,
             sync_names_unconfirmed: None,
             slots_seen: Default::default(),
+            retained: BTreeMap::new(),
+            retained_seeded: false,
             slots_to_copy: Vec::new(),
             last_slot_copy: None,
             failsafe_targets: None,
@@ -848,7 +859,7 @@ impl HaNode {
                 // Still in recovery, so replica-style: physical slots only.
                 let mut actions = vec![Action::RenewLeader];
                 if self.config.postgresql.use_slots {
-                    actions.push(Action::SyncSlots(self.slot_targets(cluster, false)));
+                    actions.push(Action::SyncSlots(self.slot_targets(now, cluster, false)));
                 }
                 if cluster.failover.is_some() {
                     actions.push(Action::ClearFailover);
@@ -876,7 +887,7 @@ impl HaNode {
                 }
             }
             if self.config.postgresql.use_slots {
-                actions.push(Action::SyncSlots(self.slot_targets(cluster, true)));
+                actions.push(Action::SyncSlots(self.slot_targets(now, cluster, true)));
             }
             let mut message = format!("{pause}no action. I am ({me}), the leader with the lock");
             let (sync_actions, sync_note) = self.leader_sync(now, cluster, r);
@@ -955,7 +966,7 @@ impl HaNode {
             // so that whoever is promoted next already holds them.
             let mut actions = vec![];
             if self.config.postgresql.use_slots {
-                actions.push(Action::SyncSlots(self.slot_targets(cluster, false)));
+                actions.push(Action::SyncSlots(self.slot_targets(now, cluster, false)));
             }
             if r.upstream.as_ref() != Some(&target) {
                 let msg = format!("{pause}following new upstream {}", upstream.name);
@@ -1173,9 +1184,10 @@ impl HaNode {
     }
 
     /// The slots this member should hold (see [`crate::slots`]): on the running primary a slot
-    /// for each member streaming from it, elsewhere one for every other member; the permanent
-    /// slots everywhere. Also records what the leader published as managed.
-    fn slot_targets(&mut self, cluster: &Cluster, primary: bool) -> SlotTargets {
+    /// for each member streaming from it, elsewhere one for every other member; the slots of
+    /// members that left less than `member_slots_ttl` ago; the permanent slots everywhere. Also
+    /// records what the leader published as managed.
+    fn slot_targets(&mut self, now: Millis, cluster: &Cluster, primary: bool) -> SlotTargets {
         let status = &cluster.status;
         self.slots_seen.extend(status.retain_slots.iter().chain(status.slots.keys()).cloned());
         let members = if primary {
@@ -1183,22 +1195,81 @@ impl HaNode {
         } else {
             cluster.members.iter().filter(|m| m.name != self.s.name).map(|m| m.name.clone()).collect()
         };
-        let (permanent, ignore) = (self.config.permanent_slots(), self.config.ignore_slots());
+        let (permanent, ignore, member_ttl) =
+            (self.config.permanent_slots(), self.config.ignore_slots(), self.config.member_slots_ttl());
         // A configuration we cannot read must not make its slots look unwanted: drop nothing.
-        let readable = permanent.is_ok() && ignore.is_ok();
-        let mut wanted: BTreeMap<String, SlotKind> = permanent.unwrap_or_default();
+        let readable = permanent.is_ok() && ignore.is_ok() && member_ttl.is_ok();
+        let mut wanted: BTreeMap<String, SlotKind> = permanent.clone().unwrap_or_default();
         for m in &members {
             // A member's slot wins over a permanent slot of the same name, as in Patroni.
             wanted.insert(slot_name_from_member_name(m), SlotKind::Physical);
         }
-        wanted.remove(&slot_name_from_member_name(&self.s.name));
+        let own = slot_name_from_member_name(&self.s.name);
+        let retain = match primary {
+            true => {
+                let present = cluster.members.iter().map(|m| slot_name_from_member_name(&m.name));
+                let permanent = permanent.unwrap_or_default();
+                self.retain_member_slots(
+                    now,
+                    status,
+                    present,
+                    &permanent,
+                    member_ttl.unwrap_or(DEFAULT_MEMBER_SLOTS_TTL),
+                )
+            }
+            false => {
+                self.retained.clear();
+                self.retained_seeded = false;
+                status.retain_slots.clone()
+            }
+        };
+        // Slots of members that left lately: kept on the leader, and on the replicas so that
+        // whoever leads next still has them. (A present member's slot follows the rules above:
+        // the leader keeps none for a member that streams from another replica.)
+        let present: std::collections::BTreeSet<String> =
+            cluster.members.iter().map(|m| slot_name_from_member_name(&m.name)).collect();
+        for name in retain.iter().filter(|n| !present.contains(*n)) {
+            wanted.entry(name.clone()).or_insert(SlotKind::Physical);
+        }
+        wanted.remove(&own);
         SlotTargets {
             primary,
             wanted,
             positions: if primary { BTreeMap::new() } else { status.slots.clone() },
             managed: if readable { self.slots_seen.clone() } else { Default::default() },
             ignore: ignore.unwrap_or_default(),
+            retain: if primary { retain } else { Vec::new() },
         }
+    }
+
+    /// Leader: `member_slots_ttl` bookkeeping (as Patroni's `retain_slots`). Every present
+    /// member's slot name is marked seen now; a name not seen for `ttl_secs` is forgotten. On the
+    /// first call of a leadership the names the previous leader published start afresh, so a
+    /// failover never shortens their retention. Returns the names to publish, present members
+    /// included (so replicas know these slots are Rampart's to drop later), permanent slots not.
+    fn retain_member_slots(
+        &mut self,
+        now: Millis,
+        status: &crate::model::Status,
+        present: impl Iterator<Item = String>,
+        permanent: &BTreeMap<String, SlotKind>,
+        ttl_secs: u64,
+    ) -> Vec<String> {
+        if !self.retained_seeded {
+            self.retained_seeded = true;
+            for name in &status.retain_slots {
+                self.retained.insert(name.clone(), now);
+            }
+        }
+        let present: Vec<String> = present.chain([slot_name_from_member_name(&self.s.name)]).collect();
+        for name in &present {
+            self.retained.insert(name.clone(), now);
+        }
+        self.retained.retain(|name, seen| !permanent.contains_key(name) && now < seen.plus_secs(ttl_secs));
+        // With a ttl of 0 the present members' names expire at once too; they are still published.
+        let mut out: std::collections::BTreeSet<String> = self.retained.keys().cloned().collect();
+        out.extend(present.into_iter().filter(|n| !permanent.contains_key(n)));
+        out.into_iter().collect()
     }
 
     /// A replica streaming from the leader that lacks logical slots the leader has: restart it

@@ -1152,10 +1152,13 @@ fn a_forced_failover_hands_over_to_an_asynchronous_member_cleanly() {
 
 /// The slot sync of a member whose wanted slots are the physical slots of `members` (no
 /// permanent slots, nothing published yet).
+/// The slots wanted for `members`; as primary of [`cluster`] it publishes the slot names of all
+/// three members in `retain_slots`.
 fn slots_for(primary: bool, members: &[&str]) -> Action {
     Action::SyncSlots(crate::slots::SlotTargets {
         primary,
         wanted: members.iter().map(|m| (m.to_string(), crate::slots::SlotKind::Physical)).collect(),
+        retain: if primary { vec!["n1".into(), "n2".into(), "n3".into()] } else { vec![] },
         ..Default::default()
     })
 }
@@ -1226,4 +1229,69 @@ fn no_slot_copy_restart_in_maintenance_mode_or_before_following_the_leader() {
     c.config.as_mut().unwrap().pause = Some(true);
     let a = decide(&mut n, &obs(0, &c, &replica(Some(5002), 1000)));
     assert!(!a.iter().any(|a| matches!(a, Action::StartJob(_))), "{a:?}");
+}
+
+/// The slot targets of the cycle's sync-slots action.
+fn slot_targets_of(actions: &[Action]) -> crate::slots::SlotTargets {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SyncSlots(t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no slot sync in {actions:?}"))
+}
+
+fn with_member_slots_ttl(mut c: Cluster, ttl: serde_json::Value) -> Cluster {
+    c.config.as_mut().unwrap().extra.insert("member_slots_ttl".into(), ttl);
+    c
+}
+
+#[test]
+fn the_slot_of_a_member_that_left_is_kept_for_member_slots_ttl() {
+    let mut n = HaNode::new(settings());
+    let c = with_member_slots_ttl(cluster(Some(ME)), serde_json::json!("1min"));
+    let t = slot_targets_of(&decide(&mut n, &obs(0, &c, &primary())));
+    assert_eq!(t.retain, ["n1", "n2", "n3"]);
+    // n3, last seen at 0 ms, is gone from the next cycle on: its slot stays wanted, and
+    // published, until a minute after it was last seen.
+    let mut gone = c.clone();
+    gone.members.retain(|m| m.name != "n3");
+    for at in [10_000, 59_999] {
+        let t = slot_targets_of(&decide(&mut n, &obs(at, &gone, &primary())));
+        assert!(t.wanted.contains_key("n3"), "at {at} ms: {t:?}");
+        assert_eq!(t.retain, ["n1", "n2", "n3"], "at {at} ms");
+    }
+    let t = slot_targets_of(&decide(&mut n, &obs(60_000, &gone, &primary())));
+    assert!(!t.wanted.contains_key("n3") && t.retain == ["n1", "n2"], "expired: {t:?}");
+    // A replica keeps what the leader retains, so whoever leads next has the slot too.
+    let mut r = HaNode::new(NodeSettings { name: "n2".into(), ..settings() });
+    let mut published = gone.clone();
+    published.status.retain_slots = vec!["n1".into(), "n2".into(), "n3".into()];
+    let t = slot_targets_of(&decide(&mut r, &obs(0, &published, &replica(Some(5001), 900))));
+    assert!(t.wanted.contains_key("n3") && !t.wanted.contains_key("n2"), "{t:?}");
+}
+
+#[test]
+fn a_new_leader_keeps_the_retained_slots_a_full_member_slots_ttl() {
+    // The previous leader published n9, a member gone for a while; this node now leads.
+    let mut n = HaNode::new(settings());
+    let mut c = with_member_slots_ttl(cluster(Some(ME)), serde_json::json!(60));
+    c.status.retain_slots = vec!["n1".into(), "n2".into(), "n3".into(), "n9".into()];
+    let t = slot_targets_of(&decide(&mut n, &obs(500_000, &c, &primary())));
+    assert!(t.wanted.contains_key("n9") && t.retain.contains(&"n9".to_string()), "{t:?}");
+    let t = slot_targets_of(&decide(&mut n, &obs(559_999, &c, &primary())));
+    assert!(t.wanted.contains_key("n9"), "{t:?}");
+    let t = slot_targets_of(&decide(&mut n, &obs(560_000, &c, &primary())));
+    assert!(!t.wanted.contains_key("n9") && !t.retain.contains(&"n9".to_string()), "{t:?}");
+}
+
+#[test]
+fn member_slots_ttl_0_drops_a_departed_members_slot_at_once() {
+    let mut n = HaNode::new(settings());
+    let mut c = with_member_slots_ttl(cluster(Some(ME)), serde_json::json!(0));
+    decide(&mut n, &obs(0, &c, &primary()));
+    c.members.retain(|m| m.name != "n3");
+    let t = slot_targets_of(&decide(&mut n, &obs(1, &c, &primary())));
+    assert!(!t.wanted.contains_key("n3") && t.retain == ["n1", "n2"], "{t:?}");
 }

@@ -98,6 +98,9 @@ pub struct SlotTargets {
     pub managed: BTreeSet<String>,
     /// `ignore_slots`: never dropped, never touched.
     pub ignore: Vec<IgnoreSlot>,
+    /// Leader: the member slot names to publish as `status.retain_slots` (present members and
+    /// those that left less than `member_slots_ttl` ago).
+    pub retain: Vec<String>,
 }
 
 /// A slot that exists on the local server.
@@ -193,13 +196,12 @@ pub fn reconcile(targets: &SlotTargets, existing: &[ExistingSlot], replayed: Opt
 
 /// What the leader publishes in `status`: the positions of the wanted slots it has (logical:
 /// confirmed flush, physical: restart LSN) plus its own member slot at its flush position, so
-/// that replicas keep WAL for it too; and the member slots to retain.
+/// that replicas keep WAL for it too; and the member slots to retain ([`SlotTargets::retain`]).
 pub fn published(
     targets: &SlotTargets,
     existing: &[ExistingSlot],
     me: &str,
     flush: u64,
-    members: &[String],
 ) -> (BTreeMap<String, u64>, Vec<String>) {
     let mut slots: BTreeMap<String, u64> = existing
         .iter()
@@ -207,10 +209,8 @@ pub fn published(
         .filter_map(|e| e.position.map(|p| (e.name.clone(), p)))
         .collect();
     let own = slot_name_from_member_name(me);
-    slots.insert(own.clone(), flush);
-    let mut retain: BTreeSet<String> = members.iter().map(|m| slot_name_from_member_name(m)).collect();
-    retain.insert(own);
-    (slots, retain.into_iter().collect())
+    slots.insert(own, flush);
+    (slots, targets.retain.clone())
 }
 
 #[cfg(test)]
@@ -313,13 +313,14 @@ mod tests {
 
     #[test]
     fn leader_publishes_positions_of_its_wanted_slots_and_its_own() {
-        let t = targets(true, &[("n2", SlotKind::Physical), ("cdc", logical("app", "x"))]);
+        let mut t = targets(true, &[("n2", SlotKind::Physical), ("cdc", logical("app", "x"))]);
+        t.retain = vec!["n1".into(), "n2".into(), "n3".into()];
         let existing = [
             have("n2", SlotKind::Physical, true, Some(70)),
             have("cdc", logical("app", "x"), false, Some(60)),
             have("manual", SlotKind::Physical, false, Some(1)),
         ];
-        let (slots, retain) = published(&t, &existing, "N1", 90, &["n2".into(), "n3".into()]);
+        let (slots, retain) = published(&t, &existing, "N1", 90);
         assert_eq!(slots, [("cdc".to_string(), 60), ("n1".to_string(), 90), ("n2".to_string(), 70)].into());
         assert_eq!(retain, vec!["n1".to_string(), "n2".into(), "n3".into()]);
     }
