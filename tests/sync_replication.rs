@@ -184,6 +184,47 @@ async fn a_crashed_leader_is_replaced_by_its_synchronous_standby_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_an_asynchronous_standby_needs_force_and_says_what_it_risks() {
+    let c = three_nodes(|i, cfg| if i == 1 { cfg.tag("sync_priority", "5") } else { cfg });
+    assert_eq!(wait_healthy(&c, Duration::from_secs(90)), Some(0), "node0 leads");
+    support::client::sql(c.pg_port(0), "CREATE TABLE story (id int PRIMARY KEY)").await;
+    patch_config(&c, 0, r#"{"synchronous_mode": true}"#);
+    wait_for_sync(&c, 0, r#"FIRST 1 ("node1")"#, "node1", 0, Duration::from_secs(30)).await;
+    assert_eq!(insert_within(&c, 0, 1, Duration::from_secs(10)).await, Some(Ok(1)));
+
+    // node2 is asynchronous: the agents refuse it unless told it may lose commits.
+    let r = support::client::http_request(c.api_port(0), "POST", "/failover", Some(r#"{"candidate": "node2"}"#))
+        .expect("POST /failover");
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(r.body.contains("may lack acknowledged commits") && r.body.contains("\"force\": true"), "{}", r.body);
+    assert_eq!(c.leader_name().as_deref(), Some("node0"));
+
+    // `rampart failover --force` asks nothing but warns, and node2 leads.
+    let o = support::ctl::ctl(c.config_path(0), &["failover", "--candidate", "node2", "--force"]);
+    let (out, err) = (support::ctl::stdout(&o), support::ctl::stderr(&o));
+    assert!(o.status.success(), "failover --force failed: {out}{err}");
+    assert!(
+        err.contains("Warning: node2 is not a synchronous standby: it may lack commits the leader acknowledged"),
+        "{err}"
+    );
+    assert!(
+        support::wait_until(Duration::from_secs(30), Duration::from_millis(200), || c.leader_name().as_deref()
+            == Some("node2")),
+        "node2 leads (leader: {:?})",
+        c.leader_name()
+    );
+    assert_eq!(c.wait_for_single_primary(Duration::from_secs(30)).await, Some(2));
+    // It had streamed the row (nothing was lost this time), and it picks a synchronous standby.
+    assert_eq!(support::client::story_ids(c.pg_port(2)).await, vec![1]);
+    assert!(
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || sync_state(&c)
+            .is_some_and(|(leader, voters, _)| leader == "node2" && !voters.is_empty())),
+        "the sync key names node2 and a standby: {:?}",
+        sync_state(&c)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_mode_makes_commits_wait_rather_than_go_unreplicated() {
     let mut c = three_nodes(|_, cfg| cfg);
     assert_eq!(wait_healthy(&c, Duration::from_secs(90)), Some(0), "node0 leads");

@@ -64,6 +64,12 @@ impl Console {
         Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
     }
 
+    /// Writes a warning line (stderr in real use), whether or not questions can be asked.
+    pub fn warn(&mut self, text: &str) -> Result<()> {
+        writeln!(self.output, "Warning: {text}")?;
+        Ok(())
+    }
+
     /// Asks `question [y/N]`. True only for `y` or `yes`.
     pub fn confirm(&mut self, question: &str) -> Result<bool> {
         if !self.interactive {

@@ -251,9 +251,13 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
         let sync = cluster.sync.as_ref();
         let listed = sync.is_some_and(|s| s.lists(c) || s.leader_is(c));
         if sync.is_some() && !listed {
-            if !given.force
-                && !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))?
-            {
+            if given.force {
+                // No question is asked, so say plainly what --force is doing.
+                console.warn(&format!(
+                    "{c} is not a synchronous standby: it may lack commits the leader acknowledged, \
+                     and those would be lost; failing over to it anyway (--force)"
+                ))?;
+            } else if !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))? {
                 bail!("failover: aborted");
             }
             force = true;
@@ -640,6 +644,16 @@ mod tests {
         assert!(!p.force, "a listed synchronous standby needs no force");
         let (mut con, _) = console("failover", "n\n", true);
         assert!(plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).is_err());
+        // --force asks nothing, but warns.
+        let (mut con, out) = console("failover", "", false);
+        let p = plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, true), &mut con).unwrap();
+        assert!(p.force);
+        assert!(
+            out.text()
+                .starts_with("Warning: c is not a synchronous standby: it may lack commits the leader acknowledged"),
+            "{}",
+            out.text()
+        );
     }
 
     /// Answers with the scripted clusters, then the last one forever.
