@@ -7,6 +7,11 @@
 //!   returns.
 //! * `synchronous_mode: on`: when the leader crashes, the synchronous standby takes over, never the
 //!   asynchronous one, even though the asynchronous one has the higher failover priority.
+//! * An operator's failover to the asynchronous standby is refused unless forced; `--force` warns
+//!   what it risks, and the candidate then leads.
+//! * `maximum_lag_on_syncnode`: a synchronous standby whose WAL receiver froze is replaced while a
+//!   large commit waits for it, so the commit completes; a member tagged `nosync` (by a reload) is
+//!   never chosen.
 //! * `synchronous_mode_strict`: with both replicas gone a commit waits instead of going through
 //!   unreplicated, and it completes once a replica is back.
 
@@ -222,6 +227,44 @@ async fn a_failover_to_an_asynchronous_standby_needs_force_and_says_what_it_risk
         "the sync key names node2 and a standby: {:?}",
         sync_state(&c)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_synchronous_standby_is_replaced_and_a_nosync_member_never_votes() {
+    // maximum_lag_on_syncnode 1 MB; node1 is preferred as synchronous standby.
+    let c = three_nodes(|i, cfg| if i == 1 { cfg.tag("sync_priority", "5") } else { cfg });
+    assert_eq!(wait_healthy(&c, Duration::from_secs(90)), Some(0), "node0 leads");
+    support::client::sql(c.pg_port(0), "CREATE TABLE story (id int PRIMARY KEY)").await;
+    support::client::sql(c.pg_port(0), "CREATE TABLE filler (t text)").await;
+    patch_config(&c, 0, r#"{"synchronous_mode": true, "maximum_lag_on_syncnode": 1048576}"#);
+    wait_for_sync(&c, 0, r#"FIRST 1 ("node1")"#, "node1", 0, Duration::from_secs(30)).await;
+
+    // node1's WAL receiver freezes: it stops confirming anything. A large transaction then
+    // waits for it, while node2 receives the WAL and gets more than 1 MB ahead of node1.
+    let db1 = support::connect_superuser(c.pg_port(1)).await.expect("connect node1");
+    let receiver: i32 = db1.query_one("SELECT pid FROM pg_stat_wal_receiver", &[]).await.unwrap().get(0);
+    support::process::signal(receiver as u32, nix::sys::signal::Signal::SIGSTOP);
+    let db0 = support::connect_superuser(c.pg_port(0)).await.expect("connect node0");
+    let big = tokio::time::timeout(
+        Duration::from_secs(60),
+        db0.execute("INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 8000)", &[]),
+    )
+    .await;
+    support::process::signal(receiver as u32, nix::sys::signal::Signal::SIGCONT);
+    // The leader replaced node1 by node2, and the commit went through without node1.
+    assert!(matches!(big, Ok(Ok(8000))), "the large commit completed: {big:?}");
+    wait_for_sync(&c, 0, r#"FIRST 1 ("node2")"#, "node2", 0, Duration::from_secs(10)).await;
+
+    // node1 catches up and, being preferred, becomes synchronous again; then it is tagged
+    // `nosync` (a reload), and node2 takes its place for good.
+    wait_for_sync(&c, 0, r#"FIRST 1 ("node1")"#, "node1", 0, Duration::from_secs(60)).await;
+    let cfg = std::fs::read_to_string(c.config_path(1)).unwrap();
+    assert!(cfg.contains("\n  nosync: false\n"), "{cfg}");
+    std::fs::write(c.config_path(1), cfg.replace("\n  nosync: false\n", "\n  nosync: true\n")).unwrap();
+    assert_eq!(support::client::http_request(c.api_port(1), "POST", "/reload", None).expect("reload").status, 202);
+    wait_for_sync(&c, 0, r#"FIRST 1 ("node2")"#, "node2", 0, Duration::from_secs(30)).await;
+    assert_eq!(check(&c, 1, "/async"), 200);
+    assert_eq!(insert_within(&c, 0, 1, Duration::from_secs(10)).await, Some(Ok(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
