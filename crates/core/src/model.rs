@@ -420,7 +420,14 @@ impl Cluster {
         self.leader.as_ref().is_some_and(|l| l.name == name)
     }
 
-    /// The highest timeline the cluster is known to have reached.
+    /// Where `timeline` ended, according to `history`: a member whose own WAL on that timeline
+    /// goes past this point has diverged from every later timeline.
+    pub fn fork_point(&self, timeline: Timeline) -> Option<Lsn> {
+        self.history.iter().find(|h| h.timeline == timeline).map(|h| h.lsn)
+    }
+
+    /// The cluster's timeline: one past the newest ended timeline in `history`, or the
+    /// leader's published timeline if that is newer.
     pub fn timeline(&self) -> Timeline {
         let from_history = self.history.iter().map(|h| h.timeline + 1).max().unwrap_or(1);
         let from_leader = self.leader_member().and_then(|m| m.data.timeline).unwrap_or(0);

@@ -94,6 +94,11 @@ pub struct HaNode {
     fresh_copy: bool,
     /// pg_rewind failed; do not loop on it.
     rewind_failed: bool,
+    /// This replica replayed WAL of its timeline past the point where the leader's timeline
+    /// forked off it (a former primary started read-only before the new timeline existed): it
+    /// was stopped to be rewound, and must be rewound before it runs again, although its control
+    /// file now says "shut down in recovery".
+    diverged: bool,
     /// First cycle at which we tried to restart a crashed primary in place.
     restarting_primary_since: Option<Millis>,
     /// A start of PostgreSQL as primary failed.
@@ -155,6 +160,7 @@ impl HaNode {
             won_initialize: false,
             fresh_copy: false,
             rewind_failed: false,
+            diverged: false,
             restarting_primary_since: None,
             primary_start_failed: false,
             switchover_started: None,
@@ -504,6 +510,7 @@ impl HaNode {
                 (JobKind::Rewind, Ok(())) => {
                     self.fresh_copy = true;
                     self.rewind_failed = false;
+                    self.diverged = false;
                     None
                 }
                 (JobKind::Promote, Err(e)) if holds => {
@@ -640,6 +647,33 @@ impl HaNode {
         preferred.or_else(|| cluster.leader.as_ref().and_then(|l| upstream_of(cluster, &l.name)))
     }
 
+    /// A replica on an older timeline than the cluster's that replayed past the point where its
+    /// timeline ended in the leader's history can never follow the leader (PostgreSQL says "new
+    /// timeline forked off current database system timeline before current recovery point" and
+    /// waits forever). This happens to a former primary that was started read-only before the new
+    /// timeline existed, so its control file no longer says it was a primary. It is stopped
+    /// cleanly, and rewound before it runs again.
+    fn diverged_replica(&mut self, now: Millis, cluster: &Cluster, r: &RunningPg, paused: bool) -> Option<Plan> {
+        let replayed = r.wal.replayed?;
+        if r.timeline >= cluster.timeline() {
+            return None;
+        }
+        let fork = cluster.fork_point(r.timeline)?;
+        if replayed <= fork {
+            return None;
+        }
+        let what = format!(
+            "replayed {replayed} on timeline {} past where the leader's timeline forked off it ({fork})",
+            r.timeline
+        );
+        if paused || !self.use_pg_rewind() {
+            let why = if paused { "maintenance mode" } else { "use_pg_rewind is off" };
+            return Some(self.plan(now, vec![], &format!("{what}: needs pg_rewind or reinitialize ({why})")));
+        }
+        self.diverged = true;
+        Some(self.plan(now, vec![Action::Stop(StopMode::Fast)], &format!("{what}: stopping PostgreSQL to rewind it")))
+    }
+
     fn use_pg_rewind(&self) -> bool {
         self.s.use_pg_rewind.unwrap_or(self.config.postgresql.use_pg_rewind)
     }
@@ -714,7 +748,7 @@ impl HaNode {
         // Only a former primary on an older timeline can have diverged. Rewinding a copy that is on
         // the leader's own timeline would run crash recovery on it and write WAL the leader never
         // had (that is how a fresh clone gets broken).
-        if ctl.state.was_primary() && !self.fresh_copy && ctl.timeline < cluster.timeline() {
+        if (ctl.state.was_primary() || self.diverged) && !self.fresh_copy && ctl.timeline < cluster.timeline() {
             if self.rewind_failed {
                 return self.plan(
                     now,
@@ -954,6 +988,9 @@ impl HaNode {
                     vec![Action::Stop(StopMode::Immediate)],
                     &format!("demoting self: {} holds the leader lock", leader.name),
                 );
+            }
+            if let Some(p) = self.diverged_replica(now, cluster, r, paused) {
+                return p;
             }
             let Some(upstream) = self.desired_upstream(cluster, &leader.name) else {
                 return self.plan(now, vec![], "waiting for the leader to publish its address");

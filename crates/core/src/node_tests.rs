@@ -460,6 +460,41 @@ fn former_primary_rewinds_before_following_the_new_leader() {
 }
 
 #[test]
+fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
+    // n2 leads on timeline 2, which forked off timeline 1 at 1000. This member was the primary
+    // of timeline 1 and was started read-only before timeline 2 existed: its control file says
+    // "in archive recovery", but it replayed its own WAL to 1100.
+    let mut n = HaNode::new(settings());
+    let mut c = promoted(cluster(Some("n2")));
+    c.history = vec![crate::model::HistoryEntry {
+        timeline: 1,
+        lsn: Lsn(1000),
+        reason: "promote".into(),
+        timestamp: None,
+        new_leader: None,
+    }];
+    let behind = replica(Some(5002), 1000);
+    assert!(!decide(&mut n, &obs(0, &c, &behind)).iter().any(|a| matches!(a, Action::Stop(_))), "at the fork: fine");
+    let past = replica(Some(5002), 1100);
+    let p = n.decide(&obs(1, &c, &past));
+    assert_eq!(p.actions, vec![Action::Stop(StopMode::Fast)]);
+    assert!(p.message.contains("past where the leader's timeline forked off it (0/3E8)"), "{}", p.message);
+    // Stopped cleanly in recovery, it is rewound, not started again as it was.
+    let down = stopped(ClusterState::ShutDownInRecovery, false);
+    assert_eq!(decide(&mut n, &obs(2, &c, &down)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
+    let mut o = obs(3, &c, &down);
+    o.job = Some(JobState::Finished(JobKind::Rewind, Ok(())));
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+    // Without pg_rewind allowed it only says what is needed.
+    let mut no_rewind = HaNode::new(NodeSettings { use_pg_rewind: Some(false), ..settings() });
+    let p = no_rewind.decide(&obs(0, &c, &past));
+    assert!(p.actions.is_empty() && p.message.contains("needs pg_rewind or reinitialize"), "{p:?}");
+}
+
+#[test]
 fn a_rewind_whose_source_was_down_is_tried_again_not_given_up() {
     // The new leader crashed too (back-to-back failovers): pg_rewind was never started, so the
     // data directory is intact and the next leader is worth a try.
