@@ -449,7 +449,7 @@ impl Agent {
                 // it is armed now rather than after the cycle, and with `mode: required` a
                 // device that will not arm stops the job here (the next cycle sees the failure
                 // and gives the lock up).
-                if rampart_core::watchdog::guards_a_primary(&PgProcess::Stopped, Some(job.kind())) {
+                if rampart_core::watchdog::may_leave_a_primary(job.kind()) {
                     self.feed_watchdog(true);
                     if self.watchdog.required() && !self.watchdog.is_armed() && self.core.leader_until().is_some() {
                         self.wake.notify_one();

@@ -64,7 +64,6 @@ impl Etcd {
     /// itself (for example one an agent was told to use before any etcd ran there). The peer
     /// port is picked by [`super::free_port`].
     pub fn start_in_on_port(dir: &Path, client_port: u16) -> Etcd {
-        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         Etcd::start_at(dir, std::net::Ipv4Addr::LOCALHOST, client_port, None)
     }
 

@@ -108,6 +108,7 @@ pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::PeerStatus;
 
     #[test]
     fn a_silent_stream_is_no_evidence_of_a_live_primary() {
@@ -116,7 +117,6 @@ mod tests {
         assert!(stream_is_stale(5_000, 10));
         assert!(stream_is_stale(60_000, 30) && !stream_is_stale(14_000, 30));
     }
-    use crate::observe::PeerStatus;
 
     fn peer(name: &str, wal: u64, primary: bool, eligible: bool, prio: i64) -> PeerReport {
         PeerReport {

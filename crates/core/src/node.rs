@@ -1187,8 +1187,6 @@ impl HaNode {
             .collect()
     }
 
-    /// Why the running leader refuses a switchover or failover request in `synchronous_mode: on`:
-    /// a named candidate the `sync` key does not list (a failover may insist with `force`).
     /// A switchover (or unforced failover) the running leader must not start in synchronous
     /// mode, because too few of the sync key's voters stream from it for the candidate to prove
     /// it has every acknowledged commit: stopping would only leave the cluster without a primary
@@ -1207,6 +1205,8 @@ impl HaNode {
         })
     }
 
+    /// Why the running leader refuses a switchover or failover request in `synchronous_mode: on`:
+    /// a named candidate the `sync` key does not list (a failover may insist with `force`).
     fn sync_refusal(&self, cluster: &Cluster, f: &crate::model::Failover) -> Option<String> {
         let listed = SyncRule::of(&self.config, cluster)?.listed_only()?;
         let m = f.member.as_ref()?;
@@ -1242,29 +1242,19 @@ impl HaNode {
             wanted.insert(slot_name_from_member_name(m), SlotKind::Physical);
         }
         let own = slot_name_from_member_name(&self.s.name);
-        let retain = match primary {
-            true => {
-                let present = cluster.members.iter().map(|m| slot_name_from_member_name(&m.name));
-                let permanent = permanent.unwrap_or_default();
-                self.retain_member_slots(
-                    now,
-                    status,
-                    present,
-                    &permanent,
-                    member_ttl.unwrap_or(DEFAULT_MEMBER_SLOTS_TTL),
-                )
-            }
-            false => {
-                self.retained.clear();
-                self.retained_seeded = false;
-                status.retain_slots.clone()
-            }
+        let present: std::collections::BTreeSet<String> =
+            cluster.members.iter().map(|m| slot_name_from_member_name(&m.name)).collect();
+        let retain = if primary {
+            let ttl = member_ttl.unwrap_or(DEFAULT_MEMBER_SLOTS_TTL);
+            self.retain_member_slots(now, status, &present, &permanent.unwrap_or_default(), ttl)
+        } else {
+            self.retained.clear();
+            self.retained_seeded = false;
+            status.retain_slots.clone()
         };
         // Slots of members that left lately: kept on the leader, and on the replicas so that
         // whoever leads next still has them. (A present member's slot follows the rules above:
         // the leader keeps none for a member that streams from another replica.)
-        let present: std::collections::BTreeSet<String> =
-            cluster.members.iter().map(|m| slot_name_from_member_name(&m.name)).collect();
         for name in retain.iter().filter(|n| !present.contains(*n)) {
             wanted.entry(name.clone()).or_insert(SlotKind::Physical);
         }
@@ -1288,7 +1278,7 @@ impl HaNode {
         &mut self,
         now: Millis,
         status: &crate::model::Status,
-        present: impl Iterator<Item = String>,
+        present: &std::collections::BTreeSet<String>,
         permanent: &BTreeMap<String, SlotKind>,
         ttl_secs: u64,
     ) -> Vec<String> {
@@ -1298,14 +1288,16 @@ impl HaNode {
                 self.retained.insert(name.clone(), now);
             }
         }
-        let present: Vec<String> = present.chain([slot_name_from_member_name(&self.s.name)]).collect();
+        // Our own name counts as present even before our member key is back.
+        let own = slot_name_from_member_name(&self.s.name);
+        let present: Vec<&String> = present.iter().chain([&own]).collect();
         for name in &present {
-            self.retained.insert(name.clone(), now);
+            self.retained.insert((*name).clone(), now);
         }
         self.retained.retain(|name, seen| !permanent.contains_key(name) && now < seen.plus_secs(ttl_secs));
         // With a ttl of 0 the present members' names expire at once too; they are still published.
         let mut out: std::collections::BTreeSet<String> = self.retained.keys().cloned().collect();
-        out.extend(present.into_iter().filter(|n| !permanent.contains_key(n)));
+        out.extend(present.into_iter().filter(|n| !permanent.contains_key(*n)).cloned());
         out.into_iter().collect()
     }
 

@@ -47,8 +47,13 @@ pub enum WatchdogStep {
 /// primary past its lease (the seeded simulation finds such schedules). A member without the
 /// lock is disarmed by [`step`] whatever this says, so a replica's start never arms it.
 pub fn guards_a_primary(process: &PgProcess, job: Option<JobKind>) -> bool {
-    process.is_primary()
-        || matches!(job, Some(JobKind::Promote | JobKind::Start | JobKind::Restart | JobKind::Bootstrap))
+    process.is_primary() || job.is_some_and(may_leave_a_primary)
+}
+
+/// Whether a job of this kind can leave PostgreSQL running as primary: a promotion, a start or
+/// restart, a bootstrap.
+pub fn may_leave_a_primary(job: JobKind) -> bool {
+    matches!(job, JobKind::Promote | JobKind::Start | JobKind::Restart | JobKind::Bootstrap)
 }
 
 /// The step for a member whose lock is held `leader_until` (if at all), at `now`, with a
