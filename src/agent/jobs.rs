@@ -106,7 +106,13 @@ async fn run(job: Job, ctx: &JobContext) -> Result<(), String> {
                 return Err(format!("{}: {}: {e}", rampart_core::action::REWIND_SOURCE_UNAVAILABLE, from.name));
             }
             rampart_pg::write_pgpass(s).map_err(text)?;
-            let outcome = rampart_pg::rewind(s, &from).await.map_err(text)?;
+            let outcome = rampart_pg::rewind(s, &from).await.map_err(|e| match e {
+                // The core tries again later rather than waiting for an operator.
+                rampart_pg::PgError::RewindUntouched { status, output_tail } => {
+                    format!("{} ({status}): {output_tail}", rampart_core::action::REWIND_TARGET_UNTOUCHED)
+                }
+                e => e.to_string(),
+            })?;
             info!(?outcome, from = %from.name, "pg_rewind done");
             Ok(())
         }

@@ -110,6 +110,12 @@ pub enum Action {
 /// one has not.
 pub const REWIND_SOURCE_UNAVAILABLE: &str = "the rewind source is not available";
 
+/// How a [`Job::Rewind`] whose pg_rewind failed before its point of no return starts its error
+/// (the crash recovery it runs first found the disk full, the source went away while the file
+/// lists were read, ...). The data directory is as it was, so trying again later is safe; a
+/// failure after that point may have left it half rewritten.
+pub const REWIND_TARGET_UNTOUCHED: &str = "pg_rewind failed before changing the data directory";
+
 /// Long-running work, done off the loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {

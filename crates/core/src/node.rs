@@ -109,6 +109,11 @@ pub struct HaNode {
     no_race_until: Option<Millis>,
     /// A start of PostgreSQL failed; do not try again before this instant.
     retry_start_after: Option<Millis>,
+    /// pg_rewind failed before it changed the data directory (a full disk, a source that went
+    /// away mid-way): the next attempt waits until then, and the wait doubles with each failure
+    /// in a row (`rewind_retries`).
+    retry_rewind_after: Option<Millis>,
+    rewind_retries: u32,
     /// We stopped PostgreSQL to hand the lock over and have not run it since.
     rejoin_after_handover: bool,
     /// Synchronous mode: where the primary's WAL was when the setting in force was first seen.
@@ -166,6 +171,8 @@ impl HaNode {
             switchover_started: None,
             no_race_until: None,
             retry_start_after: None,
+            retry_rewind_after: None,
+            rewind_retries: 0,
             rejoin_after_handover: false,
             sync_mark: None,
             sync_names_unconfirmed: None,
@@ -484,6 +491,15 @@ impl HaNode {
                 (JobKind::Rewind, Err(e)) if e.starts_with(crate::action::REWIND_SOURCE_UNAVAILABLE) => {
                     Some(self.plan(now, vec![], &format!("pg_rewind not started ({e}); trying again")))
                 }
+                (JobKind::Rewind, Err(e))
+                    if e.starts_with(crate::action::REWIND_TARGET_UNTOUCHED)
+                        && !self.s.remove_data_directory_on_rewind_failure =>
+                {
+                    let wait = rewind_retry_secs(self.config.loop_wait, self.rewind_retries);
+                    self.rewind_retries = self.rewind_retries.saturating_add(1);
+                    self.retry_rewind_after = Some(now.plus_secs(wait));
+                    Some(self.plan(now, vec![], &format!("{e}; trying again in {wait} s")))
+                }
                 (JobKind::Rewind, Err(e)) => {
                     self.rewind_failed = true;
                     if self.s.remove_data_directory_on_rewind_failure {
@@ -511,6 +527,8 @@ impl HaNode {
                     self.fresh_copy = true;
                     self.rewind_failed = false;
                     self.diverged = false;
+                    self.rewind_retries = 0;
+                    self.retry_rewind_after = None;
                     None
                 }
                 (JobKind::Promote, Err(e)) if holds => {
@@ -654,17 +672,22 @@ impl HaNode {
     /// timeline existed, so its control file no longer says it was a primary. It is stopped
     /// cleanly, and rewound before it runs again.
     fn diverged_replica(&mut self, now: Millis, cluster: &Cluster, r: &RunningPg, paused: bool) -> Option<Plan> {
+        // Only the WAL receiver's timeline says which timeline the replay is on now: the control
+        // file's lags until the next restartpoint, and a healthy replica that already replays the
+        // leader's timeline past the fork would look diverged by it. A diverged replica never
+        // streams (its upstream refuses a start point that is not in its history), so one that
+        // streams is left alone too.
+        let timeline = r.receiver_timeline?;
         let replayed = r.wal.replayed?;
-        if r.timeline >= cluster.timeline() {
+        if r.streaming || timeline >= cluster.timeline() {
             return None;
         }
-        let fork = cluster.fork_point(r.timeline)?;
+        let fork = cluster.fork_point(timeline)?;
         if replayed <= fork {
             return None;
         }
         let what = format!(
-            "replayed {replayed} on timeline {} past where the leader's timeline forked off it ({fork})",
-            r.timeline
+            "replayed {replayed} on timeline {timeline} past where the leader's timeline forked off it ({fork})"
         );
         if paused || !self.use_pg_rewind() {
             let why = if paused { "maintenance mode" } else { "use_pg_rewind is off" };
@@ -757,11 +780,20 @@ impl HaNode {
                 );
             }
             if self.use_pg_rewind() {
+                if let Some(after) = self.retry_rewind_after.filter(|a| now < *a) {
+                    let mut p =
+                        self.plan(now, vec![], "pg_rewind failed before changing anything; trying again shortly");
+                    p.next_cycle = p.next_cycle.min(after);
+                    return p;
+                }
                 let leader_upstream = upstream_of(cluster, &leader.name).unwrap_or_else(|| upstream.clone());
                 let msg = format!("former primary: running pg_rewind against the new leader {}", leader_upstream.name);
                 return self.plan(now, vec![Action::StartJob(Job::Rewind(leader_upstream))], &msg);
             }
         }
+        // Stopped as diverged, but its control file shows it is on the leader's timeline after all
+        // (or it is a fresh copy): nothing to rewind, and nothing to remember either.
+        self.diverged = false;
         let msg = format!("starting PostgreSQL as a replica of {}", upstream.name);
         self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(upstream) }))], &msg)
     }
@@ -1382,6 +1414,14 @@ fn upstream_is_a_replica(cluster: &Cluster, peers: &[PeerReport], upstream: Opti
 }
 
 /// `plan` carrying the answer to the operator's request.
+/// Seconds before the next pg_rewind after `failures` in a row that left the data directory as
+/// it was: a loop_wait, doubling, at most 5 minutes (a cause that lasts, such as `wal_log_hints`
+/// off, is then retried and logged every 5 minutes rather than every loop).
+fn rewind_retry_secs(loop_wait: u64, failures: u32) -> u64 {
+    const MAX: u64 = 300;
+    loop_wait.max(1).saturating_mul(1u64 << failures.min(16)).min(MAX)
+}
+
 fn with_answer(mut plan: Plan, answer: Answer) -> Plan {
     plan.answer = Some(answer);
     plan

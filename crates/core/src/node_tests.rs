@@ -459,12 +459,8 @@ fn former_primary_rewinds_before_following_the_new_leader() {
     );
 }
 
-#[test]
-fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
-    // n2 leads on timeline 2, which forked off timeline 1 at 1000. This member was the primary
-    // of timeline 1 and was started read-only before timeline 2 existed: its control file says
-    // "in archive recovery", but it replayed its own WAL to 1100.
-    let mut n = HaNode::new(settings());
+/// n2 leads on timeline 2, which forked off timeline 1 at 1000.
+fn forked_at_1000() -> Cluster {
     let mut c = promoted(cluster(Some("n2")));
     c.history = vec![crate::model::HistoryEntry {
         timeline: 1,
@@ -473,9 +469,29 @@ fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
         timestamp: None,
         new_leader: None,
     }];
-    let behind = replica(Some(5002), 1000);
+    c
+}
+
+/// A replica that replayed to `wal`, with its WAL receiver on `receiver` (not streaming).
+fn replica_receiving(wal: u64, streaming: bool, receiver: Option<u32>) -> LocalPg {
+    let mut l = replica(Some(5002), wal);
+    let PgProcess::Running(r) = &mut l.process else { unreachable!() };
+    (r.streaming, r.receiver_timeline) = (streaming, receiver);
+    l
+}
+
+#[test]
+fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
+    // n2 leads on timeline 2, which forked off timeline 1 at 1000. This member was the primary
+    // of timeline 1 and was started read-only before timeline 2 existed: its control file says
+    // "in archive recovery", but it replayed its own WAL to 1100.
+    let mut n = HaNode::new(settings());
+    let c = forked_at_1000();
+    // Its WAL receiver asks the leader for timeline 1, which the leader refuses past the fork.
+    let waiting = |wal: u64| replica_receiving(wal, false, Some(1));
+    let behind = waiting(1000);
     assert!(!decide(&mut n, &obs(0, &c, &behind)).iter().any(|a| matches!(a, Action::Stop(_))), "at the fork: fine");
-    let past = replica(Some(5002), 1100);
+    let past = waiting(1100);
     let p = n.decide(&obs(1, &c, &past));
     assert_eq!(p.actions, vec![Action::Stop(StopMode::Fast)]);
     assert!(p.message.contains("past where the leader's timeline forked off it (0/3E8)"), "{}", p.message);
@@ -492,6 +508,87 @@ fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
     let mut no_rewind = HaNode::new(NodeSettings { use_pg_rewind: Some(false), ..settings() });
     let p = no_rewind.decide(&obs(0, &c, &past));
     assert!(p.actions.is_empty() && p.message.contains("needs pg_rewind or reinitialize"), "{p:?}");
+}
+
+#[test]
+fn a_healthy_replica_whose_control_file_lags_is_not_taken_for_diverged() {
+    // Same history as above, but this replica already replays timeline 2 past the fork: only
+    // its control file (the last restartpoint) still says timeline 1.
+    let mut n = HaNode::new(settings());
+    let c = forked_at_1000();
+    let with = |streaming: bool, receiver: Option<u32>| replica_receiving(1100, streaming, receiver);
+    for (streaming, receiver, why) in [
+        (true, Some(2), "streaming the leader's timeline"),
+        (false, Some(2), "its receiver is on the leader's timeline, between two connections"),
+        (false, None, "no WAL receiver: the control file's timeline is all there is, and it lags"),
+        (true, Some(1), "streaming: its upstream accepted its start point"),
+    ] {
+        let p = n.decide(&obs(0, &c, &with(streaming, receiver)));
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Stop(_))), "{why}: {p:?}");
+    }
+    // Stopped for any other reason with a control file on timeline 1, it is rewound only if it
+    // was a primary: a replica that was never taken for diverged starts again as it was.
+    let down = stopped(ClusterState::ShutDownInRecovery, false);
+    assert_eq!(
+        decide(&mut n, &obs(1, &c, &down)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+}
+
+#[test]
+fn a_member_once_taken_for_diverged_but_found_on_the_leaders_timeline_forgets_it() {
+    let mut n = HaNode::new(settings());
+    let c = forked_at_1000();
+    let l = replica_receiving(1100, false, Some(1));
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Stop(StopMode::Fast)]);
+    // Its clean stop wrote timeline 2 into the control file: no rewind, start it again.
+    let mut down = stopped(ClusterState::ShutDownInRecovery, false);
+    let DataDir::Initialized(ctl) = &mut down.data else { unreachable!() };
+    ctl.timeline = 2;
+    let start = vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))];
+    assert_eq!(decide(&mut n, &obs(1, &c, &down)), start);
+    // Crashed later on a control file that lags again, it is not rewound for the old suspicion.
+    let crashed = stopped(ClusterState::InArchiveRecovery, true);
+    assert_eq!(decide(&mut n, &obs(2, &c, &crashed)), start);
+}
+
+#[test]
+fn a_rewind_that_failed_before_changing_anything_is_tried_again_later() {
+    // The disk was full when pg_rewind's crash recovery ran: nothing was changed, so the member
+    // tries again after a loop_wait, then after twice that, instead of waiting for an operator.
+    let mut n = HaNode::new(settings());
+    let c = promoted(cluster(Some("n2")));
+    let l = stopped(ClusterState::InProduction, true);
+    let rewind = vec![Action::StartJob(Job::Rewind(up("n2", 5002)))];
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), rewind);
+    let untouched = || {
+        Some(JobState::Finished(
+            JobKind::Rewind,
+            Err(format!("{} (exit code 1): No space left on device", crate::action::REWIND_TARGET_UNTOUCHED)),
+        ))
+    };
+    let loop_wait_ms = n.config().loop_wait * 1000;
+    let mut o = obs(1000, &c, &l);
+    o.job = untouched();
+    let p = n.decide(&o);
+    assert!(p.actions.is_empty() && p.message.contains("trying again in"), "{p:?}");
+    let early = n.decide(&obs(1000 + loop_wait_ms - 1, &c, &l));
+    assert!(early.actions.is_empty() && early.next_cycle <= Millis(1000 + loop_wait_ms), "{early:?}");
+    assert_eq!(decide(&mut n, &obs(1000 + loop_wait_ms, &c, &l)), rewind);
+    let mut o = obs(2000 + loop_wait_ms, &c, &l);
+    o.job = untouched();
+    n.decide(&o);
+    assert!(decide(&mut n, &obs(2000 + 2 * loop_wait_ms - 1, &c, &l)).is_empty(), "the wait doubled");
+    assert_eq!(decide(&mut n, &obs(2000 + 3 * loop_wait_ms, &c, &l)), rewind);
+    // With remove_data_directory_on_rewind_failure the operator asked for a fresh copy instead.
+    let mut wipe = HaNode::new(NodeSettings { remove_data_directory_on_rewind_failure: true, ..settings() });
+    decide(&mut wipe, &obs(0, &c, &l));
+    let mut o = obs(1, &c, &l);
+    o.job = untouched();
+    assert_eq!(decide(&mut wipe, &o), vec![Action::WipeDataDir]);
+    assert_eq!(super::rewind_retry_secs(10, 0), 10);
+    assert_eq!(super::rewind_retry_secs(10, 3), 80);
+    assert_eq!(super::rewind_retry_secs(10, 40), 300);
 }
 
 #[test]

@@ -140,6 +140,11 @@ pub struct RunningPg {
     pub wal: WalPositions,
     /// A WAL receiver is streaming.
     pub streaming: bool,
+    /// The WAL receiver's timeline (`pg_stat_wal_receiver.received_tli`): the one the startup
+    /// process asked it to stream, then the one it last flushed. Unlike `timeline`, whose fallback
+    /// for a replica is the control file's (as old as the last restartpoint), it is current;
+    /// `None` while no WAL receiver runs.
+    pub receiver_timeline: Option<Timeline>,
     /// How long ago the WAL receiver last heard from its upstream, in ms, by PostgreSQL's own
     /// clock (`now - pg_stat_wal_receiver.last_msg_receipt_time`); `None` when unknown.
     pub upstream_silent_ms: Option<u64>,

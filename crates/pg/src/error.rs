@@ -43,6 +43,15 @@ pub enum PgError {
         /// Last lines of what it printed.
         output_tail: String,
     },
+    /// pg_rewind exited unsuccessfully before its point of no return: the data directory is as
+    /// it was (apart from the crash recovery pg_rewind runs first), so it may be tried again.
+    #[error("pg_rewind failed ({status}) before changing the data directory: {output_tail}")]
+    RewindUntouched {
+        /// How it ended.
+        status: String,
+        /// Last lines of what it printed.
+        output_tail: String,
+    },
     /// The settings cannot be turned into a working configuration.
     #[error("invalid PostgreSQL settings: {0}")]
     Settings(String),

@@ -100,6 +100,7 @@ impl Probe {
             timeline: self.timeline,
             wal: WalPositions { flush: self.flush_lsn, received: self.received_lsn, replayed: self.replayed_lsn },
             streaming: self.streaming,
+            receiver_timeline: self.received_tli,
             upstream_silent_ms: self.upstream_silent_ms,
             upstream: self.upstream.clone(),
             walsenders: self

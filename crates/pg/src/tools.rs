@@ -153,15 +153,33 @@ pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutc
     let mut cmd = Command::new(&program);
     cmd.arg(format!("--target-pgdata={}", settings.data_dir.display()))
         .arg(format!("--source-server={source}"))
-        // Its "no rewind required" is recognised in English.
+        // With --progress it says when it reaches its point of no return (see below).
+        .arg("--progress")
+        // Its messages are recognised in English.
         .env("LC_ALL", "C");
     set_password(&mut cmd, creds.password.as_deref());
     tracing::info!(from = %from.name, host = %from.host, port = from.port, "running pg_rewind");
-    let out = run(cmd, "pg_rewind").await?;
-    if out.stdout.contains("no rewind required") || out.stderr.contains("no rewind required") {
-        Ok(RewindOutcome::NotRequired)
+    let (status, out) = run_to_end(cmd, "pg_rewind").await?;
+    rewind_outcome(status, &out)
+}
+
+/// What pg_rewind printed (with `--progress`) just before its point of no return, the first
+/// change to the target's files: "need to copy N MB (total source directory size is M MB)".
+const REWIND_POINT_OF_NO_RETURN: &str = "need to copy ";
+
+fn rewind_outcome(status: ExitStatus, out: &Output) -> Result<RewindOutcome> {
+    if status.success() {
+        return Ok(if out.contains("no rewind required") {
+            RewindOutcome::NotRequired
+        } else {
+            RewindOutcome::Rewound
+        });
+    }
+    let (status, output_tail) = (describe_exit(status), out.tail());
+    if out.contains(REWIND_POINT_OF_NO_RETURN) {
+        Err(PgError::ToolFailed { tool: "pg_rewind", status, output_tail })
     } else {
-        Ok(RewindOutcome::Rewound)
+        Err(PgError::RewindUntouched { status, output_tail })
     }
 }
 
@@ -225,18 +243,35 @@ struct Output {
 
 /// Runs a tool to completion in its own process group with stdin closed, capturing its output.
 /// A non-zero exit becomes [`PgError::ToolFailed`] with the output's tail.
-async fn run(mut cmd: Command, tool: &'static str) -> Result<Output> {
+async fn run(cmd: Command, tool: &'static str) -> Result<Output> {
+    let (status, out) = run_to_end(cmd, tool).await?;
+    if status.success() {
+        return Ok(out);
+    }
+    Err(PgError::ToolFailed { tool, status: describe_exit(status), output_tail: out.tail() })
+}
+
+/// Runs a tool to completion (as [`run`]) and returns how it ended with all it printed.
+async fn run_to_end(mut cmd: Command, tool: &'static str) -> Result<(ExitStatus, Output)> {
     let program = PathBuf::from(cmd.as_std().get_program());
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let child = cmd.spawn().map_err(|source| PgError::Spawn { program, source })?;
     let mut guard = GroupGuard::new(child);
     let (status, stdout, stderr) = guard.wait_with_output().await.map_err(|e| PgError::io("waiting for", tool, e))?;
     guard.finished = true;
-    if status.success() {
-        return Ok(Output { stdout, stderr });
+    Ok((status, Output { stdout, stderr }))
+}
+
+impl Output {
+    /// The last lines of what a failed tool printed (its stderr, or stdout when that is empty).
+    fn tail(&self) -> String {
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        last_lines(text, TAIL_LINES)
     }
-    let text = if stderr.trim().is_empty() { &stdout } else { &stderr };
-    Err(PgError::ToolFailed { tool, status: describe_exit(status), output_tail: last_lines(text, TAIL_LINES) })
+
+    fn contains(&self, needle: &str) -> bool {
+        self.stdout.contains(needle) || self.stderr.contains(needle)
+    }
 }
 
 /// Owns a tool's process; if dropped before the tool finished, kills its whole process group and
@@ -322,6 +357,29 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_rewind_that_failed_before_copying_left_the_target_untouched() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = |stderr: &str| Output { stdout: String::new(), stderr: stderr.into() };
+        let failed = ExitStatus::from_raw(1 << 8);
+        let early = out("pg_rewind: executing \"postgres\" for target server to complete crash recovery\n\
+             FATAL:  could not write lock file \"postmaster.pid\": No space left on device\n\
+             pg_rewind: error: postgres single-user mode in target cluster failed\n");
+        let e = rewind_outcome(failed, &early).unwrap_err();
+        assert!(matches!(e, PgError::RewindUntouched { .. }), "{e}");
+        assert!(e.to_string().contains("before changing the data directory") && e.to_string().contains("No space"));
+        let late = out("pg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n\
+             pg_rewind: reading source file list\npg_rewind: need to copy 51 MB (total source directory size is 70 MB)\n\
+             pg_rewind: error: could not write file: No space left on device\n");
+        assert!(
+            matches!(rewind_outcome(failed, &late), Err(PgError::ToolFailed { .. })),
+            "past the point of no return"
+        );
+        let ok = ExitStatus::from_raw(0);
+        assert_eq!(rewind_outcome(ok, &out("pg_rewind: no rewind required\n")).unwrap(), RewindOutcome::NotRequired);
+        assert_eq!(rewind_outcome(ok, &late).unwrap(), RewindOutcome::Rewound);
+    }
 
     #[tokio::test]
     async fn controldata_of_missing_empty_and_foreign_dirs() {
