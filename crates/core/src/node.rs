@@ -1413,7 +1413,6 @@ fn upstream_is_a_replica(cluster: &Cluster, peers: &[PeerReport], upstream: Opti
     peers.iter().any(|p| p.name == member.name && p.status.as_ref().is_some_and(|s| !s.is_primary))
 }
 
-/// `plan` carrying the answer to the operator's request.
 /// Seconds before the next pg_rewind after `failures` in a row that left the data directory as
 /// it was: a loop_wait, doubling, at most 5 minutes (a cause that lasts, such as `wal_log_hints`
 /// off, is then retried and logged every 5 minutes rather than every loop).
@@ -1422,6 +1421,7 @@ fn rewind_retry_secs(loop_wait: u64, failures: u32) -> u64 {
     loop_wait.max(1).saturating_mul(1u64 << failures.min(16)).min(MAX)
 }
 
+/// `plan` carrying the answer to the operator's request.
 fn with_answer(mut plan: Plan, answer: Answer) -> Plan {
     plan.answer = Some(answer);
     plan
