@@ -1,7 +1,11 @@
 //! `rampart proxy -c FILE`: the PostgreSQL-protocol router (crate `rampart-proxy`) run against
 //! the cluster the configuration file names.
 //!
-//! Start-up order: the configuration is validated and must have a `proxy` section, the listeners
+//! The configuration file can be a member's own (with a `proxy` section added) or a small file
+//! with nothing but `scope`, `etcd3` and `proxy` on an application host (see
+//! [`rampart_config::ProxyConfig`]).
+//!
+//! Start-up order: the configuration is validated (a missing `proxy` section is refused), the listeners
 //! (and the admin port, `proxy.listen_admin`, when set) are bound (a port in use is reported at
 //! once), then the follower starts reading the cluster from etcd (woken by a watch on the
 //! cluster's keys and re-reading every second, since a watch can go silent), and connections are
@@ -28,26 +32,20 @@ const DCS_CLIENT_NAME: &str = "rampart-proxy";
 
 /// Loads the configuration, then proxies until told to stop.
 pub fn run(config_path: &Path) -> Result<()> {
-    let loaded = rampart_config::load(config_path)?;
+    let loaded = rampart_config::load_proxy(config_path)?;
     for w in &loaded.warnings {
         warn!("{w}");
     }
     let cfg = loaded.config;
-    if cfg.proxy.is_none() {
-        anyhow::bail!(
-            "{}: no `proxy` section: `rampart proxy` needs at least `proxy: {{listen: HOST:PORT}}`",
-            config_path.display()
-        );
-    }
     // The accept loops, the DCS follower and the admin port share one thread; sessions run on
     // their own worker threads (rampart_proxy::workers).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run_async(cfg))
 }
 
-async fn run_async(cfg: rampart_config::Config) -> Result<()> {
-    let proxy = cfg.proxy.clone().expect("checked by run");
-    let dynamic = cfg.bootstrap_dcs();
+async fn run_async(cfg: rampart_config::ProxyConfig) -> Result<()> {
+    let proxy = cfg.proxy.clone();
+    let dynamic = &cfg.dcs;
     // Certificate files are read before anything is bound, so a bad file is refused at start.
     let tls = match &proxy.certfile {
         Some(cert) => Some(rampart_proxy::tls::server_config(cert, proxy.keyfile.as_deref())?),
@@ -79,7 +77,7 @@ async fn run_async(cfg: rampart_config::Config) -> Result<()> {
     });
 
     let dcs = rampart_dcs::EtcdDcs::connect(
-        crate::agent::settings::etcd_options(&cfg, dynamic.retry_timeout),
+        crate::agent::settings::etcd_options(&cfg.etcd3, dynamic.retry_timeout),
         cfg.prefix(),
         DCS_CLIENT_NAME.to_string(),
         dynamic.ttl,

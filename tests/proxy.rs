@@ -211,5 +211,5 @@ fn a_config_without_a_proxy_section_is_refused() {
     let out = support::rampart(["proxy", "-c", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("no `proxy` section"), "{err}");
+    assert!(err.contains("node.yml: proxy: missing required section"), "{err}");
 }

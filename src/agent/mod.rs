@@ -50,7 +50,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf) -> Result<()> {
     let dynamic = cfg.bootstrap_dcs();
     let dcs = rampart_dcs::EtcdDcs::connect(
-        settings::etcd_options(&cfg, dynamic.retry_timeout),
+        settings::etcd_options(&cfg.etcd3, dynamic.retry_timeout),
         cfg.prefix(),
         cfg.name.clone(),
         dynamic.ttl,

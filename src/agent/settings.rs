@@ -139,10 +139,9 @@ pub fn node_settings(cfg: &Config) -> NodeSettings {
 
 /// The DCS connection options. Each request may take at most a third of `retry_timeout`, so a
 /// dead endpoint still leaves time to try another one within the operation's deadline.
-pub fn etcd_options(cfg: &Config, retry_timeout_secs: u64) -> EtcdOptions {
-    let e = &cfg.etcd3;
+pub fn etcd_options(e: &rampart_config::Etcd3, retry_timeout_secs: u64) -> EtcdOptions {
     EtcdOptions {
-        endpoints: cfg.etcd_endpoints(),
+        endpoints: e.endpoints(),
         username: e.username.clone(),
         password: e.password.as_ref().map(|p| p.expose().to_string()),
         ca_file: e.cacert.clone(),
@@ -231,7 +230,7 @@ postgresql:
     #[test]
     fn etcd_options_carry_endpoints_and_credentials_without_printing_them() {
         let c = cfg();
-        let o = etcd_options(&c, 10);
+        let o = etcd_options(&c.etcd3, 10);
         assert_eq!(o.endpoints.len(), 2);
         assert_eq!(o.password.as_deref(), Some("etcdpw"));
         assert!(!format!("{o:?}").contains("etcdpw"));

@@ -1,5 +1,6 @@
 //! `rampart proxy -c <file>` run as a child of the test, stopped by its PID when the handle is
-//! dropped. Its configuration is node 0's plus a `proxy` section on free ports.
+//! dropped. Its configuration is what an application host would have: node 0's cluster (`scope`,
+//! `namespace`, `etcd3`) and a `proxy` section on free ports, no member sections.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,10 +43,9 @@ impl Proxy {
         if let Some(port) = admin_port {
             section.push_str(&format!("  listen_admin: 127.0.0.1:{port}\n"));
         }
-        let mut cfg = c.node(0).config.clone();
-        cfg.extra_yaml.push_str(&format!("{section}{extra}"));
+        let text = format!("{}{section}{extra}", c.node(0).config.patronictl_yaml());
         let config = c.dir().join("proxy.yml");
-        std::fs::write(&config, cfg.to_yaml()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let mut cmd = Command::new(super::rampart_bin());
         cmd.arg("proxy")
             .arg("-c")

@@ -115,7 +115,7 @@ impl Config {
 }
 
 /// `name` and `scope` become single DCS key segments, so they cannot contain `/`.
-fn key_part(value: String, key: &str, c: &Checker<'_>) -> Result<String, Problem> {
+pub(crate) fn key_part(value: String, key: &str, c: &Checker<'_>) -> Result<String, Problem> {
     if value.contains('/') {
         return Err(c.problem(&[key], format!("{value:?} must not contain '/' (it is one segment of a DCS key)")));
     }

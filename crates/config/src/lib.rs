@@ -11,7 +11,7 @@
 //!    [`ctl`]): required keys, defaults, address parsing and the timing rule, via `check`.
 //!
 //! [`load_ctl`] runs the same pipeline for operator commands, which need far less of the file
-//! (see [`CtlConfig`]); [`yaml_to_json`] and [`yaml_scalar`] read YAML an operator types or edits
+//! (see [`CtlConfig`]), and [`load_proxy`] for `rampart proxy` (see [`ProxyConfig`]); [`yaml_to_json`] and [`yaml_scalar`] read YAML an operator types or edits
 //! with the same typing rules.
 //!
 //! Invariants kept by the crate as a whole:
@@ -37,6 +37,7 @@ pub mod error;
 pub mod etcd;
 pub mod postgresql;
 pub mod proxy;
+pub mod proxy_config;
 mod raw;
 pub mod restapi;
 pub mod secret;
@@ -57,6 +58,7 @@ pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use postgresql::{PgAuthentication, Postgresql};
 pub use proxy::{Proxy, RoPolicy};
+pub use proxy_config::ProxyConfig;
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
 pub use watchdog::{Watchdog, WatchdogMode};
@@ -66,47 +68,40 @@ use crate::error::Problem;
 use crate::raw::RawConfig;
 use crate::tree::Origin;
 
-/// A validated configuration and the warnings met while reading it.
+/// A validated configuration (by default a member's, [`Config`]) and the warnings met while
+/// reading it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Loaded {
+pub struct Loaded<T = Config> {
     /// The configuration.
-    pub config: Config,
+    pub config: T,
     /// One line each, e.g. `node1.yml:7: unknown key restapi.foo (ignored)`.
     pub warnings: Vec<String>,
 }
 
+/// A configuration read for operator commands, and the warnings met while reading it.
+pub type LoadedCtl = Loaded<CtlConfig>;
+
+/// A configuration read for `rampart proxy`, and the warnings met while reading it.
+pub type LoadedProxy = Loaded<ProxyConfig>;
+
 /// Reads and validates the configuration file at `path`, with overrides from the process
 /// environment.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    parse(&text, &file, vars)
+    let (text, file) = file_text(path)?;
+    parse(&text, &file, process_env())
 }
 
 /// Parses and validates configuration `text`; `origin` names it in messages (usually the file
 /// name) and `env` supplies the environment overrides.
 pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
-    let (config, warnings) = read(text, origin, env, Config::build)?;
-    Ok(Loaded { config, warnings })
-}
-
-/// A configuration read for operator commands, and the warnings met while reading it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoadedCtl {
-    /// What the commands use.
-    pub config: CtlConfig,
-    /// Warnings, as for [`Loaded::warnings`].
-    pub warnings: Vec<String>,
+    read(text, origin, env, Config::build)
 }
 
 /// Reads the configuration file at `path` for an operator command (with overrides from the
 /// process environment). Unlike [`load`] it requires no key at all; see [`CtlConfig`].
 pub fn load_ctl(path: &Path) -> Result<LoadedCtl, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    parse_ctl(&text, &file, vars)
+    let (text, file) = file_text(path)?;
+    parse_ctl(&text, &file, process_env())
 }
 
 /// [`load_ctl`] on configuration `text`.
@@ -115,8 +110,24 @@ pub fn parse_ctl(
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<LoadedCtl, ConfigError> {
-    let (config, warnings) = read(text, origin, env, CtlConfig::build)?;
-    Ok(LoadedCtl { config, warnings })
+    read(text, origin, env, CtlConfig::build)
+}
+
+/// Reads the configuration file at `path` for `rampart proxy` (with overrides from the process
+/// environment): `scope`, `etcd3` and `proxy` are required, a member's sections are not; see
+/// [`ProxyConfig`].
+pub fn load_proxy(path: &Path) -> Result<LoadedProxy, ConfigError> {
+    let (text, file) = file_text(path)?;
+    parse_proxy(&text, &file, process_env())
+}
+
+/// [`load_proxy`] on configuration `text`.
+pub fn parse_proxy(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<LoadedProxy, ConfigError> {
+    read(text, origin, env, ProxyConfig::build)
 }
 
 /// Reads YAML an operator wrote (an edited configuration, a `--set` value) into JSON, typing
@@ -149,13 +160,25 @@ pub fn yaml_scalar(text: &str) -> serde_json::Value {
     }
 }
 
+/// The text of the configuration file at `path`, and its name for messages.
+fn file_text(path: &Path) -> Result<(String, String), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+    Ok((text, file))
+}
+
+/// The process environment, for overrides (variables that are not UTF-8 cannot be overrides).
+fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 /// The shared pipeline: YAML, environment overrides, the raw schema, then `build`.
 fn read<T>(
     text: &str,
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
     build: impl FnOnce(RawConfig, &mut Checker<'_>) -> Result<T, Problem>,
-) -> Result<(T, Vec<String>), ConfigError> {
+) -> Result<Loaded<T>, ConfigError> {
     let overrides = env::Overrides::collect(env);
     let mut secrets = overrides.secrets();
     let parsed = match yaml::parse(text) {
@@ -190,7 +213,7 @@ fn read<T>(
         .into_iter()
         .map(|(o, m)| format!("{}: {}", Place::new(origin, o.as_ref()), error::redact(&m, &secrets)))
         .collect();
-    Ok((config, warnings))
+    Ok(Loaded { config, warnings })
 }
 
 /// Names of every environment variable this crate reads (`PATRONI_*` and `RAMPART_*`), so the
