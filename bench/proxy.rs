@@ -7,9 +7,11 @@
 //! proxy's read-write port, and through HAProxy. The `rampart` binary is the one Cargo built for
 //! this bench (bench profile = release).
 //!
-//! The tables are created once, `pgbench -i -s 10` on the primary. Then, in each round, every
-//! workload runs against direct, rampart and haproxy in turn (interleaved, so that a slow spell
-//! of the machine hits all three rather than one), all on the read-write path to the primary:
+//! The tables are created once, `pgbench -i -s 16` on the primary, followed by a CHECKPOINT and
+//! a wait until the replicas have replayed them (so that neither competes with the first runs).
+//! Then, in each round, every workload runs against direct, rampart and haproxy in turn
+//! (interleaved, so that a slow spell of the machine hits all three rather than one), all on the
+//! read-write path to the primary:
 //! * `select-only`: `pgbench -S -c 16 -j 2`, and the same with `-M extended`;
 //! * `TPC-B-like`: `pgbench -c 16 -j 2` (pgbench's default script);
 //! * `churn (-S -C)`: `pgbench -S -C -c 8 -j 2`, a new connection for every transaction.
@@ -18,20 +20,23 @@
 //! including the reconnections. The table gives the median TPS over the rounds (min and max
 //! beside it) and its ratio to the direct median; a verdict line per workload checks rampart
 //! against its targets: ahead of HAProxy, and for the long-lived-connection workloads at least
-//! 0.75 of direct. Then it prints what each proxy cost: CPU time during its own runs as a share of
-//! one core, and its resident memory (VmRSS, VmHWM) at the end.
+//! 0.75 of direct. Then it prints what each proxy cost: the whole machine's busy CPU time per
+//! transaction on each path (from `/proc/stat` and pgbench's transaction count), which shows what
+//! the extra hop costs in a way that a slow spell of a shared machine hardly moves; the proxy's
+//! own CPU time during its runs as a share of one core; and its resident memory (VmRSS, VmHWM) at
+//! the end.
 //!
 //! PostgreSQL is tuned so that the TPC-B-like runs are bound by CPU and the wire rather than by
 //! fsync, which would hide what a proxy costs: `synchronous_commit = off`, `shared_buffers =
-//! 256MB` (the scale-10 database fits), `max_wal_size = 2GB` (no checkpoint forced by WAL volume
+//! 512MB` (the scale-16 database fits), `max_wal_size = 2GB` (no checkpoint forced by WAL volume
 //! during a run). `max_connections` stays at PostgreSQL's 100, far above the 16 clients. Every
 //! pgbench connects as the harness' superuser with `PGPASSWORD` and `sslmode=disable` (the same
 //! startup exchange on every target).
 //!
-//! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 10) and `RAMPART_BENCH_ROUNDS`
-//! (default 3); `RAMPART_BENCH_QUICK=1` makes the defaults 5 s and 1 round. With the defaults a
-//! run takes about 6.5 minutes (4 workloads x 3 targets x 3 rounds x 10 s, plus set-up), quick
-//! about 1.5. The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output
+//! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6) and `RAMPART_BENCH_ROUNDS`
+//! (default 5: more short rounds make a steadier median than few long ones); `RAMPART_BENCH_QUICK=1`
+//! makes the defaults 5 s and 1 round. With the defaults a run takes about 7 minutes (4 workloads
+//! x 3 targets x 5 rounds x 6 s, plus set-up), quick about 1.5. The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output
 //! files, ...). On a small machine pgbench, PostgreSQL and the proxy share the cores, so the
 //! figures are noisy.
 //!
@@ -46,7 +51,7 @@ mod support;
 #[path = "proxy/targets.rs"]
 mod targets;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::procfs::{self, kb_to_mb};
 use common::FAST;
@@ -55,12 +60,15 @@ use targets::{Proxies, Target};
 
 /// rampart's target against the direct path, for workloads with [`Workload::ratio_target`].
 pub const DIRECT_RATIO_TARGET: f64 = 0.75;
-/// `pgbench -i -s`: 1 million accounts, about 160 MB.
-const SCALE: u32 = 10;
+/// `pgbench -i -s`: 1.6 million accounts, about 250 MB. At least the 16 clients, as pgbench's
+/// documentation asks: with fewer branches than clients the TPC-B-like runs mostly measure
+/// contention for the branch rows, where every extra microsecond a proxy adds to a statement
+/// lengthens the time a row lock is held.
+const SCALE: u32 = 16;
 /// Not counted: each target is loaded this long first, which also shows pgbench works through it.
 const WARM_UP_SECS: u64 = 2;
 const PG_PARAMETERS: [(&str, &str); 3] =
-    [("synchronous_commit", "'off'"), ("shared_buffers", "'256MB'"), ("max_wal_size", "'2GB'")];
+    [("synchronous_commit", "'off'"), ("shared_buffers", "'512MB'"), ("max_wal_size", "'2GB'")];
 
 struct Plan {
     quick: bool,
@@ -80,8 +88,8 @@ impl Plan {
                 _ => default,
             }
         };
-        let secs = number("RAMPART_BENCH_SECS", if quick { 5 } else { 10 });
-        let rounds = number("RAMPART_BENCH_ROUNDS", if quick { 1 } else { 3 }) as usize;
+        let secs = number("RAMPART_BENCH_SECS", if quick { 5 } else { 6 });
+        let rounds = number("RAMPART_BENCH_ROUNDS", if quick { 1 } else { 5 }) as usize;
         Plan { quick, secs, rounds }
     }
 }
@@ -93,9 +101,20 @@ struct Load {
     wall_secs: f64,
 }
 
-/// Everything measured: `tps[workload][target]` holds one value per successful run.
+/// The whole machine's CPU during one run.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    /// Busy CPU time per transaction, in microseconds.
+    us_per_tx: f64,
+    /// Busy share of all the CPUs' time, 0 to 1.
+    busy: f64,
+}
+
+/// Everything measured: `tps[workload][target]` holds one value per successful run, and so does
+/// `cpu[workload][target]` when `/proc/stat` and pgbench's transaction count were read.
 struct Results {
     tps: Vec<Vec<Vec<f64>>>,
+    cpu: Vec<Vec<Vec<MachineCpu>>>,
     notes: Vec<String>,
     failures: usize,
     load: [Load; 3],
@@ -106,9 +125,17 @@ fn measure(c_dir: &std::path::Path, plan: &Plan, w: usize, t: usize, target: Tar
     let workload = &WORKLOADS[w];
     let tag = format!("r{round}-w{w}-{}", target.name);
     let cpu_before = target.pid.and_then(procfs::cpu_secs);
+    let machine_before = procfs::machine_cpu_ticks();
     let t0 = Instant::now();
     let outcome = pgbench::run(target.port, workload, plan.secs, c_dir, &tag);
     let wall = t0.elapsed().as_secs_f64();
+    let machine = match (machine_before, procfs::machine_cpu_ticks(), &outcome) {
+        (Some((b0, a0)), Some((b1, a1)), Ok(o)) if a1 > a0 && o.transactions.unwrap_or(0) > 0 => Some(MachineCpu {
+            us_per_tx: (b1 - b0) as f64 / procfs::clock_ticks_per_sec() * 1e6 / o.transactions.unwrap_or(1) as f64,
+            busy: (b1 - b0) as f64 / (a1 - a0) as f64,
+        }),
+        _ => None,
+    };
     if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
         if let Some(after) = procfs::cpu_secs(pid) {
             res.load[t].cpu_secs += after - before;
@@ -117,7 +144,16 @@ fn measure(c_dir: &std::path::Path, plan: &Plan, w: usize, t: usize, target: Tar
     }
     match outcome {
         Ok(o) => {
-            println!("[bench]   {:<24} {:<8} {:>10.1} tps ({})", workload.name, target.name, o.tps, o.note);
+            let cpu = machine.map(|m| format!("; machine CPU {:.0} us/tx, {:.0} % busy", m.us_per_tx, m.busy * 100.0));
+            println!(
+                "[bench]   {:<24} {:<8} {:>10.1} tps ({}{})",
+                workload.name,
+                target.name,
+                o.tps,
+                o.note,
+                cpu.unwrap_or_default()
+            );
+            res.cpu[w][t].extend(machine);
             if !res.notes.contains(&o.note) {
                 res.notes.push(o.note);
             }
@@ -197,6 +233,36 @@ fn print_verdicts(res: &Results) {
     }
 }
 
+/// Per workload, the whole machine's busy CPU time per transaction on each path (medians), and
+/// what each proxy adds to it. On a machine whose CPUs are all busy, direct/proxy of these is the
+/// TPS ratio the proxy's own cost explains; unlike TPS it hardly moves when the machine has a
+/// slow spell, since both the time and the transactions shrink.
+fn print_cpu_per_transaction(res: &Results, targets: &[Target; 3]) {
+    println!("[bench] machine CPU per transaction (busy CPU time of all processes / transactions; median):");
+    for (w, workload) in WORKLOADS.iter().enumerate() {
+        let us = |t: usize| median(&res.cpu[w][t].iter().map(|m| m.us_per_tx).collect::<Vec<_>>());
+        let busy = |t: usize| median(&res.cpu[w][t].iter().map(|m| m.busy).collect::<Vec<_>>());
+        let Some(direct) = us(0) else {
+            println!("[bench]   {:<24} no figure", workload.name);
+            continue;
+        };
+        let mut parts = vec![format!("direct {direct:.1} us ({:.0} % busy)", busy(0).unwrap_or(0.0) * 100.0)];
+        for (t, target) in targets.iter().enumerate().skip(1) {
+            if let Some(v) = us(t) {
+                parts.push(format!(
+                    "{} {v:.1} us (+{:.1}; direct/{} {:.2}; {:.0} % busy)",
+                    target.name,
+                    v - direct,
+                    target.name,
+                    direct / v,
+                    busy(t).unwrap_or(0.0) * 100.0
+                ));
+            }
+        }
+        println!("[bench]   {:<24} {}", workload.name, parts.join("; "));
+    }
+}
+
 /// CPU during its runs and memory now, for each proxy.
 fn print_costs(res: &Results, targets: &[Target; 3]) {
     for (t, target) in targets.iter().enumerate() {
@@ -263,6 +329,10 @@ fn main() {
             return;
         }
     }
+    match targets::settle(&rt, primary_port, Duration::from_secs(120)) {
+        Ok(d) => println!("[bench] CHECKPOINT, replicas caught up: {:.1} s", d.as_secs_f64()),
+        Err(e) => println!("[bench] settling: {e} (measuring anyway)"),
+    }
     let warm = Workload { name: "warm-up", args: &["-S", "-c", "4", "-j", "2"], ratio_target: false };
     for t in &targets {
         match pgbench::run(t.port, &warm, WARM_UP_SECS, c.dir(), &format!("warm-{}", t.name)) {
@@ -273,6 +343,7 @@ fn main() {
 
     let mut res = Results {
         tps: vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()],
+        cpu: vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()],
         notes: Vec::new(),
         failures: 0,
         load: [Load::default(); 3],
@@ -313,6 +384,7 @@ fn main() {
     );
     print_table(&res, &targets);
     print_verdicts(&res);
+    print_cpu_per_transaction(&res, &targets);
     print_costs(&res, &targets);
     drop(proxies);
 }

@@ -28,6 +28,19 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     cpu_ticks(pid).map(|(own, _)| own as f64 / clock_ticks_per_sec())
 }
 
+/// The whole machine's CPU time from the first line of `/proc/stat`, in clock ticks summed over
+/// the CPUs: (busy, all). Busy is user, nice, system, irq and softirq; idle, iowait and steal
+/// are not.
+pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let field = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6);
+    Some((busy, busy + field(3) + field(4) + field(7)))
+}
+
 /// kB as reported by `/proc` to MB (10^6 bytes).
 pub fn kb_to_mb(kb: u64) -> f64 {
     kb as f64 * 1024.0 / 1e6

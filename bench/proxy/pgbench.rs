@@ -114,6 +114,8 @@ pub struct Outcome {
     pub tps: f64,
     /// pgbench's note on the figure, e.g. `without initial connection time`.
     pub note: String,
+    /// `number of transactions actually processed`, when printed.
+    pub transactions: Option<u64>,
 }
 
 /// Runs `workload` for `secs` seconds against `port`.
@@ -131,10 +133,15 @@ pub fn run(port: u16, workload: &Workload, secs: u64, dir: &Path, tag: &str) -> 
 }
 
 /// Reads `tps = 1234.567890 (without initial connection time)` (PostgreSQL 15; with `-C` the note
-/// says `including reconnection times`).
+/// says `including reconnection times`) and `number of transactions actually processed: 12345`.
 pub fn parse_tps(stdout: &str) -> Option<Outcome> {
     let line = stdout.lines().find_map(|l| l.trim().strip_prefix("tps = "))?;
     let (number, rest) = line.split_once(' ').unwrap_or((line, ""));
     let note = rest.trim().trim_start_matches('(').trim_end_matches(')').to_owned();
-    Some(Outcome { tps: number.parse().ok()?, note })
+    let transactions = stdout.lines().find_map(|l| {
+        let count = l.trim().strip_prefix("number of transactions actually processed: ")?;
+        // With -t the line reads `N/M`; -T prints N alone.
+        count.split('/').next()?.trim().parse().ok()
+    });
+    Some(Outcome { tps: number.parse().ok()?, note, transactions })
 }

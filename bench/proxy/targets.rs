@@ -100,3 +100,32 @@ pub fn show(rt: &Runtime, port: u16, name: &str) -> Result<String, String> {
         Ok(row.get(0))
     })
 }
+
+/// After the tables are loaded: a CHECKPOINT on the primary, then waits (at most `limit`) until
+/// every replica has replayed up to the primary's WAL position, so that replaying the load and
+/// writing it out do not compete with the first measured runs. Returns how long it took.
+pub fn settle(rt: &Runtime, primary_port: u16, limit: Duration) -> Result<Duration, String> {
+    rt.block_on(async {
+        let t0 = std::time::Instant::now();
+        let db = support::connect_superuser(primary_port).await.map_err(|e| format!("connect: {e}"))?;
+        db.batch_execute("CHECKPOINT").await.map_err(|e| format!("CHECKPOINT: {e}"))?;
+        let lsn: String = db
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(|e| format!("pg_current_wal_lsn: {e}"))?
+            .get(0);
+        let behind = format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn IS NULL OR replay_lsn < '{lsn}'::pg_lsn"
+        );
+        loop {
+            let n: i64 = db.query_one(&behind, &[]).await.map_err(|e| format!("pg_stat_replication: {e}"))?.get(0);
+            if n == 0 {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                return Err(format!("{n} replica(s) still behind {lsn} after {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}

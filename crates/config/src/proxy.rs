@@ -37,13 +37,20 @@ pub struct Proxy {
     pub keyfile: Option<PathBuf>,
     /// How read-only connections are spread over the replicas.
     pub ro_policy: RoPolicy,
-    /// Session worker threads (each a single-threaded event loop).
+    /// Session worker threads (each a single-threaded event loop); default one per CPU.
     pub workers: usize,
 }
 
-/// Default `workers`: one event loop, like PgBouncer, which is the cheapest in CPU on a host
-/// shared with PostgreSQL; raise it on a dedicated proxy host with more cores.
-pub const DEFAULT_WORKERS: usize = 1;
+/// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`).
+/// Measured on a 2-core host shared with pgbench and PostgreSQL (bench/proxy.rs), two loops cost
+/// the same CPU per transaction as one, but one loop left the CPUs idle 6-7 % of the time (every
+/// session waits whenever that one thread waits for a core), two about 3 %.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, MAX_WORKERS)
+}
+
+/// The most `workers` accepted.
+pub const MAX_WORKERS: usize = 256;
 
 /// `proxy.ro_policy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,9 +111,9 @@ impl Proxy {
             }
         };
         let workers = match raw.workers {
-            None => DEFAULT_WORKERS,
-            Some(n @ 1..=256) => n as usize,
-            Some(n) => return Err(c.problem(&["proxy", "workers"], format!("{n} is not between 1 and 256"))),
+            None => default_workers(),
+            Some(n) if (1..=MAX_WORKERS as u64).contains(&n) => n as usize,
+            Some(n) => return Err(c.problem(&["proxy", "workers"], format!("{n} is not between 1 and {MAX_WORKERS}"))),
         };
         Ok(Some(Proxy {
             listen,
@@ -155,6 +162,8 @@ postgresql:
         assert_eq!(p.listen, HostPort { host: "127.0.0.1".into(), port: 6432 });
         assert_eq!(p.listen_ro, None);
         assert_eq!((p.hold_timeout, p.max_lag, p.fallback_to_primary), (30, 1_048_576, true));
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        assert_eq!(p.workers, cpus, "one event loop per CPU");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! work-stealing runtime those wake-ups cross threads (a futex call and often a context switch
 //! each), which on a small machine shared with PostgreSQL cost more CPU than the relaying
 //! itself. On a single-threaded runtime they are plain queue pushes, and epoll hands over many
-//! ready sockets per call. More workers spread sessions over more cores (`proxy.workers`), as
-//! PgBouncer does with several processes, without sharing a socket between threads.
+//! ready sockets per call. Several workers (`proxy.workers`, one per CPU by default) spread
+//! sessions over the cores, as PgBouncer does with several processes, without sharing a socket
+//! between threads: with a single one, every session waits whenever that thread waits for a core,
+//! and on a busy host the other cores then go idle.
 //!
 //! Invariant: a connection handed to [`Workers::dispatch`] is served by exactly one worker; the
 //! accepting runtime keeps nothing of it.
