@@ -239,7 +239,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let c = cluster();
         stats.set_view(&c, tokio::time::Instant::now());
-        let (tx, routes) = watch::channel(topology::routes(&c, Duration::ZERO, POLICY));
+        let (tx, routes) = watch::channel(topology::routes(&c, Duration::ZERO, POLICY, 0));
         (Arc::new(Admin { scope: "pg".into(), stats, routes, policy: POLICY }), tx)
     }
 

@@ -144,7 +144,7 @@ pub async fn follow<F, Fut, E>(
 /// Publishes the routes for the last good snapshot, at its current age, if they changed.
 fn publish(tx: &watch::Sender<Routes>, last: Option<&(Cluster, Instant)>, policy: Policy) {
     let routes = match last {
-        Some((c, at)) => topology::routes(c, at.elapsed(), policy),
+        Some((c, at)) => topology::routes(c, at.elapsed(), policy, wall_clock_ms()),
         None => Routes::default(),
     };
     tx.send_if_modified(|cur| {
@@ -155,6 +155,11 @@ fn publish(tx: &watch::Sender<Routes>, last: Option<&(Cluster, Instant)>, policy
         *cur = routes;
         true
     });
+}
+
+/// Now as Unix milliseconds, only for comparing with a switchover's `scheduled_at`.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The first instant at which a snapshot read at `at` no longer gives a primary route.

@@ -8,6 +8,10 @@
 //!   switchover the key can name a member that has not finished promoting);
 //! * fail closed: a snapshot older than the cluster's ttl has no primary route, because the
 //!   leader's lease may have expired since and another member may already be promoting;
+//! * no new session for a primary that is about to step down: while a switchover of the current
+//!   leader is due (a `failover` key naming it, or no leader, and not scheduled for later), the
+//!   primary route is withheld, so new clients are held for the new leader instead of starting
+//!   on a server whose fast shutdown would end them, possibly halfway through authentication;
 //! * read-only routes are streaming replicas not tagged `noloadbalance`, at most `max_lag`
 //!   bytes behind the leader's last known WAL position.
 
@@ -66,14 +70,32 @@ pub fn ttl(cluster: &Cluster, policy: Policy) -> Duration {
     cluster.config.as_ref().map(|c| Duration::from_secs(c.ttl)).unwrap_or(policy.default_ttl)
 }
 
-/// The routes for `cluster`, read `age` ago.
-pub fn routes(cluster: &Cluster, age: Duration, policy: Policy) -> Routes {
+/// Whether the leader `leader` is about to hand over: a switchover request that names it (or no
+/// leader) is due at `wall_ms` (Unix milliseconds). The leader either acts on such a request or
+/// clears it within a cycle, so withholding the route for it costs at most that long. A
+/// request for a candidate that already leads is no handover.
+fn handover_due(cluster: &Cluster, leader: &str, wall_ms: i64) -> bool {
+    let Some(f) = &cluster.failover else { return false };
+    if f.leader.as_deref().is_some_and(|l| l != leader) || f.member.as_deref() == Some(leader) {
+        return false;
+    }
+    match &f.scheduled_at {
+        None => true,
+        // Unreadable: the leader clears it without acting.
+        Some(at) => rampart_core::clock::parse_rfc3339_ms(at).is_some_and(|t| t <= wall_ms),
+    }
+}
+
+/// The routes for `cluster`, read `age` ago, at wall-clock time `wall_ms` (Unix milliseconds,
+/// for scheduled switchovers).
+pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) -> Routes {
     let ttl = ttl(cluster, policy);
     let leader = cluster.leader.as_ref().and_then(|l| cluster.members.iter().find(|m| m.name == l.name));
     let fresh = age <= ttl;
     let primary = leader
         .filter(|_| fresh)
         .filter(|m| is_primary_role(&m.data.role) && m.data.state == "running")
+        .filter(|m| !handover_due(cluster, &m.name, wall_ms))
         .and_then(|m| backend(&m.name, &m.data));
     // The reference position: the leader's own report, else the last optime it wrote.
     let reference = leader.map(|m| m.data.wal_position().0).filter(|&p| p > 0).unwrap_or(cluster.status.optime);
@@ -97,7 +119,7 @@ fn backend(name: &str, data: &rampart_core::MemberData) -> Option<Backend> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rampart_core::model::{Leader, Member};
+    use rampart_core::model::{Failover, Leader, Member};
     use rampart_core::{DynamicConfig, MemberData};
 
     const POLICY: Policy = Policy { max_lag: 1000, default_ttl: Duration::from_secs(30) };
@@ -141,7 +163,7 @@ mod tests {
 
     #[test]
     fn healthy_cluster() {
-        let r = routes(&healthy(), Duration::ZERO, POLICY);
+        let r = routes(&healthy(), Duration::ZERO, POLICY, 0);
         assert_eq!(names(&r), (Some("a"), vec!["b", "c"]));
         assert_eq!(r.primary.unwrap().addr(), "127.0.0.1:5001");
     }
@@ -151,51 +173,81 @@ mod tests {
         let mut c = healthy();
         c.leader = None;
         c.status.optime = 10_000;
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)), (None, vec!["b", "c"]));
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)), (None, vec!["b", "c"]));
     }
 
     #[test]
     fn leader_must_report_running_primary() {
         let mut c = healthy();
         c.members[0].data.role = "replica".into();
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, None, "promotion not finished");
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).0, None, "promotion not finished");
         let mut c = healthy();
         c.members[0].data.state = "stopped".into();
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, None);
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).0, None);
         let mut c = healthy();
         c.members[0].data.role = "master".into();
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, Some("a"), "Patroni 2 spelling");
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).0, Some("a"), "Patroni 2 spelling");
         let mut c = healthy();
         c.members.remove(0);
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).0, None, "leader key without member key");
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).0, None, "leader key without member key");
     }
 
     #[test]
     fn stale_snapshot_fails_closed() {
         let c = healthy();
-        assert_eq!(names(&routes(&c, Duration::from_secs(30), POLICY)).0, Some("a"));
-        assert_eq!(names(&routes(&c, Duration::from_secs(31), POLICY)).0, None);
+        assert_eq!(names(&routes(&c, Duration::from_secs(30), POLICY, 0)).0, Some("a"));
+        assert_eq!(names(&routes(&c, Duration::from_secs(31), POLICY, 0)).0, None);
         let mut c = healthy();
         c.config = Some(DynamicConfig { ttl: 10, ..Default::default() });
-        assert_eq!(names(&routes(&c, Duration::from_secs(11), POLICY)).0, None, "the cluster's own ttl");
+        assert_eq!(names(&routes(&c, Duration::from_secs(11), POLICY, 0)).0, None, "the cluster's own ttl");
+    }
+
+    #[test]
+    fn a_due_switchover_withholds_the_primary_but_not_the_replicas() {
+        let due = |f: Failover, wall_ms: i64| {
+            let mut c = healthy();
+            c.failover = Some(f);
+            let r = routes(&c, Duration::ZERO, POLICY, wall_ms);
+            let (primary, replicas) = names(&r);
+            (primary.map(str::to_string), replicas.into_iter().map(str::to_string).collect::<Vec<_>>())
+        };
+        let req = |leader: Option<&str>, member: Option<&str>, at: Option<&str>| Failover {
+            leader: leader.map(Into::into),
+            member: member.map(Into::into),
+            scheduled_at: at.map(Into::into),
+            force: false,
+        };
+        assert_eq!(due(req(Some("a"), Some("b"), None), 0), (None, vec!["b".into(), "c".into()]), "switchover from a");
+        assert_eq!(
+            due(req(None, Some("b"), None), 0),
+            (None, vec!["b".into(), "c".into()]),
+            "failover to b with a leader"
+        );
+        assert_eq!(due(req(Some("x"), None, None), 0).0.as_deref(), Some("a"), "names another leader: a ignores it");
+        assert_eq!(due(req(None, Some("a"), None), 0).0.as_deref(), Some("a"), "a is the candidate already");
+        let at = "2026-11-22T03:00:00+00:00";
+        let t = rampart_core::clock::parse_rfc3339_ms(at).unwrap();
+        assert_eq!(due(req(Some("a"), None, Some(at)), t - 1).0.as_deref(), Some("a"), "scheduled for later");
+        assert_eq!(due(req(Some("a"), None, Some(at)), t).0, None, "its time has come");
+        assert_eq!(due(req(Some("a"), None, Some("soon")), t).0.as_deref(), Some("a"), "unreadable: a clears it");
     }
 
     #[test]
     fn replica_filters() {
         let mut c = healthy();
         c.members[2].data.tags.noloadbalance = true;
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["b"]);
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).1, vec!["b"]);
         let mut c = healthy();
         c.members[1].data.replication_state = Some("in archive recovery".into());
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["c"]);
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).1, vec!["c"]);
         let mut c = healthy();
         c.members[1].data.replay_lsn = Some(8_000);
         c.members[1].data.receive_lsn = Some(8_999);
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["c"], "1001 bytes behind");
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).1, vec!["c"], "1001 bytes behind");
         c.members[1].data.receive_lsn = Some(9_000);
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["b", "c"], "exactly max_lag behind");
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).1, vec!["b", "c"], "exactly max_lag behind");
         let mut c = healthy();
         c.members[1].data.conn_url = String::new();
-        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY)).1, vec!["c"], "no address");
+        assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).1, vec!["c"], "no address");
     }
 }
