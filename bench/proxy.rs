@@ -34,10 +34,10 @@
 //! startup exchange on every target).
 //!
 //! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6) and `RAMPART_BENCH_ROUNDS`
-//! (default 5: more short rounds make a steadier median than few long ones); `RAMPART_BENCH_QUICK=1`
-//! makes the defaults 5 s and 1 round. With the defaults a run takes about 7 minutes (4 workloads
-//! x 3 targets x 5 rounds x 6 s, plus set-up), quick about 1.5. The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output
-//! files, ...). On a small machine pgbench, PostgreSQL and the proxy share the cores, so the
+//! (default 5: more short rounds make a steadier median than few long ones);
+//! `RAMPART_BENCH_QUICK=1` makes the defaults 5 s and 1 round. With the defaults a run takes
+//! about 7 minutes (4 workloads x 3 targets x 5 rounds x 6 s, plus set-up), quick about 1.5. The
+//! harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output files, ...). On a small machine pgbench, PostgreSQL and the proxy share the cores, so the
 //! figures are noisy.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it prints a note and does nothing.
@@ -129,9 +129,10 @@ fn measure(c_dir: &std::path::Path, plan: &Plan, w: usize, t: usize, target: Tar
     let t0 = Instant::now();
     let outcome = pgbench::run(target.port, workload, plan.secs, c_dir, &tag);
     let wall = t0.elapsed().as_secs_f64();
-    let machine = match (machine_before, procfs::machine_cpu_ticks(), &outcome) {
-        (Some((b0, a0)), Some((b1, a1)), Ok(o)) if a1 > a0 && o.transactions.unwrap_or(0) > 0 => Some(MachineCpu {
-            us_per_tx: (b1 - b0) as f64 / procfs::clock_ticks_per_sec() * 1e6 / o.transactions.unwrap_or(1) as f64,
+    let transactions = outcome.as_ref().ok().and_then(|o| o.transactions).filter(|&n| n > 0);
+    let machine = match (machine_before, procfs::machine_cpu_ticks(), transactions) {
+        (Some((b0, a0)), Some((b1, a1)), Some(n)) if a1 > a0 => Some(MachineCpu {
+            us_per_tx: (b1 - b0) as f64 / procfs::clock_ticks_per_sec() * 1e6 / n as f64,
             busy: (b1 - b0) as f64 / (a1 - a0) as f64,
         }),
         _ => None,

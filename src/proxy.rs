@@ -5,8 +5,8 @@
 //! with nothing but `scope`, `etcd3` and `proxy` on an application host (see
 //! [`rampart_config::ProxyConfig`]).
 //!
-//! Start-up order: the configuration is validated (a missing `proxy` section is refused), the listeners
-//! (and the admin port, `proxy.listen_admin`, when set) are bound (a port in use is reported at
+//! Start-up order: the configuration is validated (a missing `proxy` section is refused), the
+//! listeners (and the admin port, `proxy.listen_admin`, when set) are bound (a port in use is reported at
 //! once), then the follower starts reading the cluster from etcd (woken by a watch on the
 //! cluster's keys and re-reading every second, since a watch can go silent), and connections are
 //! served until SIGTERM or SIGINT. The admin port stops after the client listeners.

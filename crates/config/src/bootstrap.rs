@@ -45,14 +45,20 @@ pub struct Bootstrap {
 impl Bootstrap {
     pub(crate) fn build(raw: Option<RawBootstrap>, c: &mut Checker<'_>) -> Result<Bootstrap, Problem> {
         let raw = raw.unwrap_or_default();
-        let dcs = raw.dcs.unwrap_or_default();
-        if let Err(e) = dcs.validate() {
-            return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
-        }
+        let dcs = dcs(raw.dcs, c)?;
         let initdb = initdb_args(raw.initdb.unwrap_or(Json::Null), c)?;
         let users = raw.users.unwrap_or_default().into_iter().map(|(name, u)| (name, user(u))).collect();
         Ok(Bootstrap { dcs, initdb, pg_hba: raw.pg_hba.unwrap_or_default(), users })
     }
+}
+
+/// `bootstrap.dcs` (defaults when absent), checked against the timing rule.
+pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &Checker<'_>) -> Result<DynamicConfig, Problem> {
+    let dcs = raw.unwrap_or_default();
+    if let Err(e) = dcs.validate() {
+        return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
+    }
+    Ok(dcs)
 }
 
 fn user(raw: RawUser) -> BootstrapUser {

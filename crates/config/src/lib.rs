@@ -11,8 +11,9 @@
 //!    [`ctl`]): required keys, defaults, address parsing and the timing rule, via `check`.
 //!
 //! [`load_ctl`] runs the same pipeline for operator commands, which need far less of the file
-//! (see [`CtlConfig`]), and [`load_proxy`] for `rampart proxy` (see [`ProxyConfig`]); [`yaml_to_json`] and [`yaml_scalar`] read YAML an operator types or edits
-//! with the same typing rules.
+//! (see [`CtlConfig`]), and [`load_proxy`] for `rampart proxy` (see [`ProxyConfig`]);
+//! [`yaml_to_json`] and [`yaml_scalar`] read YAML an operator types or edits with the same
+//! typing rules.
 //!
 //! Invariants kept by the crate as a whole:
 //! * a [`Config`] is only produced once it is valid: anything that cannot work is refused with one line that

@@ -46,10 +46,7 @@ impl ProxyConfig {
         let scope = key_part(c.require_text(raw.scope, &["scope"])?, "scope", c)?;
         let namespace = raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         let etcd3 = Etcd3::build(raw.etcd3, c)?;
-        let dcs = raw.bootstrap.and_then(|b| b.dcs).unwrap_or_default();
-        if let Err(e) = dcs.validate() {
-            return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
-        }
+        let dcs = crate::bootstrap::dcs(raw.bootstrap.and_then(|b| b.dcs), c)?;
         let Some(proxy) = Proxy::build(raw.proxy, c)? else {
             return Err(c.problem(&["proxy"], "missing required section (at least `proxy: {listen: HOST:PORT}`)"));
         };
