@@ -2,7 +2,7 @@
 # Installs what building, testing and demonstrating Rampart needs on Debian 12, and nothing when
 # it is all there already (then it only checks, in about a second). Safe to run any number of times.
 #
-#   * Debian packages: PostgreSQL 15, etcd, protoc, HAProxy, PgBouncer, Chromium (headless, for
+#   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Chromium (headless, for
 #     the e2e test of the proxy's admin page), network and process tools, make, a C compiler
 #     (apt-get update runs only when something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
@@ -20,6 +20,9 @@ PACKAGES=(
     etcd-server
     etcd-client
     protobuf-compiler
+    # protoc's well-known types (google/protobuf/descriptor.proto): etcd-client's build imports
+    # them, and protobuf-compiler alone (without recommends) leaves them out.
+    libprotobuf-dev
     haproxy
     pgbouncer
     chromium
