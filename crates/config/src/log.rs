@@ -169,6 +169,8 @@ pub struct Placeholder {
     pub key: String,
     /// `-` flag: pad on the right.
     pub left_align: bool,
+    /// `0` flag: pad numbers with zeros (`%(msecs)03d`).
+    pub zero_pad: bool,
     /// Minimum width (0: none).
     pub width: usize,
     /// `.N`: at most N characters.
@@ -403,6 +405,7 @@ fn json_fields(items: &[Json], c: &mut Checker<'_>) -> Result<Vec<FormatPiece>, 
             attr,
             key: key.to_string(),
             left_align: false,
+            zero_pad: false,
             width: 0,
             precision: None,
         })),
@@ -454,12 +457,14 @@ pub fn parse_format(text: &str) -> (Vec<FormatPiece>, Vec<String>) {
         };
         let name = &rest[1..end + 1];
         let mut spec = rest[end + 2..].char_indices();
-        let (mut left_align, mut width, mut precision, mut digits_after_dot) = (false, 0usize, None, false);
+        let (mut left_align, mut zero_pad, mut width, mut precision, mut digits_after_dot) =
+            (false, false, 0usize, None, false);
         let mut consumed = rest.len() - (end + 2);
         for (j, ch) in spec.by_ref() {
             match ch {
                 '-' => left_align = true,
-                '+' | ' ' | '#' | '0' if width == 0 && !digits_after_dot => {}
+                '0' if width == 0 && !digits_after_dot => zero_pad = true,
+                '+' | ' ' | '#' => {}
                 '.' => {
                     digits_after_dot = true;
                     precision = Some(0);
@@ -488,6 +493,7 @@ pub fn parse_format(text: &str) -> (Vec<FormatPiece>, Vec<String>) {
                     attr,
                     key: name.to_string(),
                     left_align,
+                    zero_pad,
                     width,
                     precision,
                 }));
@@ -525,7 +531,14 @@ postgresql:
     }
 
     fn field(attr: LogAttr) -> FormatPiece {
-        FormatPiece::Field(Placeholder { attr, key: attr.name().into(), left_align: false, width: 0, precision: None })
+        FormatPiece::Field(Placeholder {
+            attr,
+            key: attr.name().into(),
+            left_align: false,
+            zero_pad: false,
+            width: 0,
+            precision: None,
+        })
     }
 
     #[test]
@@ -643,11 +656,26 @@ postgresql:
     #[test]
     fn python_format_specs_are_parsed() {
         let (pieces, unsupported) =
-            parse_format("%(asctime)s [%(levelname)-8s] %(name).5s 100%% %(lineno)d %(thread)d");
+            parse_format("%(asctime)s [%(levelname)-8s] %(name).5s 100%% %(lineno)d %(thread)d.%(msecs)03d");
         assert_eq!(unsupported, ["thread"]);
         let p = |attr, left_align, width, precision| {
-            FormatPiece::Field(Placeholder { attr, key: LogAttr::name(attr).into(), left_align, width, precision })
+            FormatPiece::Field(Placeholder {
+                attr,
+                key: LogAttr::name(attr).into(),
+                left_align,
+                zero_pad: false,
+                width,
+                precision,
+            })
         };
+        let msecs = FormatPiece::Field(Placeholder {
+            attr: LogAttr::Msecs,
+            key: "msecs".into(),
+            left_align: false,
+            zero_pad: true,
+            width: 3,
+            precision: None,
+        });
         assert_eq!(
             pieces,
             [
@@ -658,7 +686,8 @@ postgresql:
                 p(LogAttr::Name, false, 0, Some(5)),
                 FormatPiece::Text(" 100% ".into()),
                 p(LogAttr::LineNo, false, 0, None),
-                FormatPiece::Text(" ".into()),
+                FormatPiece::Text(" .".into()),
+                msecs,
             ]
         );
         assert_eq!(parse_format("50% off").0, [FormatPiece::Text("50% off".into())], "a lone % is text");
