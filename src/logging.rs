@@ -189,8 +189,10 @@ impl Layout {
         out
     }
 
+    /// One JSON object: the format's attributes in its order (as python-json-logger writes
+    /// them), then `static_fields`, then the event's fields; a key already written is not repeated.
     fn json(&self, r: &Record<'_>) -> String {
-        let mut out = Map::new();
+        let mut entries: Vec<(&str, Json)> = Vec::new();
         for p in self.format.iter().filter_map(|piece| match piece {
             FormatPiece::Field(p) => Some(p),
             FormatPiece::Text(_) => None,
@@ -202,15 +204,23 @@ impl Layout {
                 LogAttr::Created => Json::from(r.time.timestamp().as_millisecond() as f64 / 1000.0),
                 attr => Json::from(self.text(attr, r, false)),
             };
-            out.insert(p.key.clone(), value);
+            push_new(&mut entries, &p.key, value);
         }
         for (k, v) in &self.static_fields {
-            out.entry(k.clone()).or_insert_with(|| v.clone());
+            push_new(&mut entries, k, v.clone());
         }
         for (k, v, _) in &r.fields.fields {
-            out.entry(k.to_string()).or_insert_with(|| v.clone());
+            push_new(&mut entries, k, v.clone());
         }
-        Json::Object(out).to_string()
+        let mut line = String::from("{");
+        for (i, (k, v)) in entries.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            let _ = write!(line, "{}:{v}", Json::from(*k));
+        }
+        line.push('}');
+        line
     }
 
     /// The text of `attr`; in plain lines the message is followed by the event's fields.
@@ -251,6 +261,13 @@ impl Layout {
             }
         }
         format!("{},{:03}", t.strftime("%Y-%m-%d %H:%M:%S"), t.millisecond())
+    }
+}
+
+/// Adds `key` unless it is there already.
+fn push_new<'a>(entries: &mut Vec<(&'a str, Json)>, key: &'a str, value: Json) {
+    if !entries.iter().any(|(k, _)| *k == key) {
+        entries.push((key, value));
     }
 }
 
@@ -440,6 +457,9 @@ mod tests {
             tracing::warn!("etcd is \"slow\"\nsecond line");
         });
         assert_eq!(got.len(), 2, "{got:?}");
+        let at = |key: &str| got[0].find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {}", got[0]));
+        assert!(at("asctime") < at("levelname") && at("levelname") < at("message"), "the format's order: {}", got[0]);
+        assert!(at("message") < at("app") && at("app") < at("member"), "then static_fields, then fields: {}", got[0]);
         let first: Json = serde_json::from_str(&got[0]).unwrap();
         assert_eq!(first["levelname"], "INFO");
         assert_eq!(first["message"], "agent starting");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::cluster::{Cluster, ClusterOptions};
 
-const FILE_SIZE: u64 = 3000;
+const FILE_SIZE: u64 = 1000;
 const FILE_NUM: u32 = 20;
 
 /// `patroni.log` and its rotated files, oldest first.
