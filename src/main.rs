@@ -1,7 +1,7 @@
 //! `rampart`: highly available PostgreSQL in one binary.
 //!
-//! This is the binary's edge: argument parsing, logging set-up ([`logging`]) and error reporting (anyhow lives
-//! only here and in the command modules). The subcommands:
+//! This is the binary's edge: argument parsing, logging set-up ([`logging`]) and error reporting
+//! (anyhow lives only here and in the command modules). The subcommands:
 //! * `agent CONFIG_FILE`: the HA agent beside one PostgreSQL ([`agent`]);
 //! * `check-config FILE`: validate a configuration and exit;
 //! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,

@@ -8,6 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -42,15 +43,20 @@ struct Demo {
 
 impl Demo {
     fn start(dir: &Path, nodes: u8, stdout: Stdout) -> Demo {
-        let mut child = Command::new(support::rampart_bin())
-            .args(["demo", "--nodes", &nodes.to_string(), "--dir"])
+        let mut cmd = Command::new(support::rampart_bin());
+        cmd.args(["demo", "--nodes", &nodes.to_string(), "--dir"])
             .arg(dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rampart demo");
+            .stderr(Stdio::null());
+        // If the test process is killed (a timeout), the demo gets SIGTERM and stops what it
+        // started. The test's thread outlives the demo: Drop stops it before the test returns.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| Ok(nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?));
+        }
+        let mut child = cmd.spawn().expect("start rampart demo");
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
