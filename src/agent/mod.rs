@@ -28,15 +28,17 @@ use tracing::{info, warn};
 /// Loads the configuration, then runs the agent until it is told to stop.
 pub fn run(config_path: &Path) -> Result<()> {
     let loaded = rampart_config::load(config_path)?;
-    for w in &loaded.warnings {
-        warn!("{w}");
-    }
     if nix::unistd::geteuid().is_root() {
         bail!(
             "refusing to run as root: PostgreSQL will not run as root. Run the agent as the user that \
              owns the data directory, e.g. `runuser -u postgres -- rampart agent {}`",
             config_path.display()
         );
+    }
+    // After the root check, so that root never creates the log file the agent's user must write.
+    crate::logging::init(&loaded.config.log, crate::logging::AGENT_LOG_FILE)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
     }
     // Overrides may carry passwords: keep them out of every child process's environment.
     for var in rampart_config::override_variables() {
