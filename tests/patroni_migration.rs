@@ -7,23 +7,26 @@
 //! that no acknowledged commit may be lost to a crash. Throughout, a client inserts unique rows
 //! through a multi-host `target_session_attrs=read-write` connection string and records each
 //! acknowledged one; a probe writes to every member directly and a monitor asks every member
-//! `pg_is_in_recovery()` every 150 ms, to catch two writable primaries. Then, checking the cluster with `rampart list` and `patronictl list`
-//! between steps:
+//! `pg_is_in_recovery()` every 150 ms, to catch two writable primaries. Then, checking the
+//! cluster with `rampart list` and `patronictl list` between steps:
 //!
-//! 1. the synchronous standby's Patroni is stopped and `rampart agent` started with the same
+//! 1. a synchronous standby's Patroni is stopped and `rampart agent` started with the same
 //!    file: it joins as a streaming replica;
 //! 2. `patronictl switchover` hands the leader from Patroni to that Rampart member;
 //! 3. the old Patroni leader is moved to Rampart too;
-//! 4. the Rampart leader crashes (agent and postmaster SIGKILLed together): the other Rampart
-//!    member or the Patroni member takes over, and the crashed member, restarted, rejoins;
-//! 5. the Patroni member leads (by `patronictl switchover` if it did not take over in 4) and
-//!    crashes: a Rampart member takes over, and Patroni, restarted, follows it;
-//! 6. the last Patroni member is moved to Rampart.
+//! 4. `patronictl switchover` hands the leader from Rampart to the last Patroni member (what a
+//!    rollback does);
+//! 5. that Patroni leader crashes (Patroni and postmaster SIGKILLed together): a Rampart member
+//!    takes over, and Patroni, restarted, follows it;
+//! 6. the Rampart leader crashes: the other Rampart member or the Patroni member takes over,
+//!    and the crashed member, restarted, rejoins;
+//! 7. the last Patroni member is moved to Rampart (after a switchover if it leads).
 //!
 //! At the end every acknowledged row is on the leader, no two members ever accepted a write in
 //! the same probe round nor were out of recovery in the same sample, the leader streams to both
-//! others, `rampart list` and `patronictl list` name the same leader, and no member shows a
-//! pending restart (a promoted member used to, for the recovery settings it no longer needs).
+//! others, `rampart list` and `patronictl list` name the same leader and show the same history
+//! (one timeline switch per promotion, by either kind), and no member shows a pending restart
+//! (a promoted member used to, for the recovery setting its rewritten file no longer has).
 
 mod support;
 
@@ -155,6 +158,19 @@ impl Mixed {
         new.unwrap()
     }
 
+    /// Crashes the leader `old`, waits for another member to take over, restarts `old` with its
+    /// kind and waits until it streams from the new leader, which it returns.
+    fn crash_and_restart(&mut self, old: usize) -> usize {
+        let at = Instant::now();
+        self.crash(old);
+        let new = self.wait_takeover(old);
+        let took = at.elapsed().as_secs_f64();
+        println!("{} took over from {} after {took:.1} s", self.describe(new), self.describe(old));
+        self.restart(old);
+        assert_eq!(self.wait_healthy(&format!("after {} restarted", self.describe(old))), new);
+        new
+    }
+
     /// `patronictl switchover` from the current leader to `candidate`, waiting until it leads.
     fn switchover(&self, leader: usize, candidate: usize) {
         let out = support::patronictl(
@@ -243,11 +259,14 @@ impl Writer {
     }
 }
 
+/// When (since the monitor started) a sample found two or more members out of recovery, and which.
+type TwoPrimaries = (Duration, Vec<usize>);
+
 /// Samples every member's role (`pg_is_in_recovery()`) every 150 ms over one connection per
 /// member, reconnecting after errors, and records every round in which two members said they were
 /// primaries (not in recovery).
 struct RoleMonitor {
-    two_primaries: Arc<Mutex<Vec<(Duration, Vec<usize>)>>>,
+    two_primaries: Arc<Mutex<Vec<TwoPrimaries>>>,
     rounds: Arc<Mutex<u32>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -290,7 +309,7 @@ impl RoleMonitor {
     }
 
     /// Stops sampling; returns the number of rounds and those that saw two primaries.
-    async fn finish(self) -> (u32, Vec<(Duration, Vec<usize>)>) {
+    async fn finish(self) -> (u32, Vec<TwoPrimaries>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("role monitor task");
         let rounds = *self.rounds.lock().unwrap();
@@ -371,37 +390,31 @@ async fn a_patroni_cluster_moves_to_rampart_one_member_at_a_time() {
     m.wait_healthy(&format!("after {} moved to Rampart", m.describe(first)));
     wait_for_writes(&writer, writer.acked_count(), 20);
 
-    m.step("the Rampart leader crashes while a Patroni member is in the cluster");
-    let crashed = leader;
-    let at = Instant::now();
-    m.crash(crashed);
-    leader = m.wait_takeover(crashed);
-    println!("{} took over from {} after {:.1} s", m.describe(leader), m.describe(crashed), at.elapsed().as_secs_f64());
-    m.restart(crashed);
-    m.wait_healthy(&format!("after {} restarted", m.describe(crashed)));
+    let patroni_member = (0..3).find(|&i| m.kind(i) == Kind::Patroni).expect("a Patroni member");
+    m.step("patronictl switchover hands the leader from Rampart to the Patroni member");
+    m.switchover(leader, patroni_member);
+    leader = m.wait_healthy("after the switchover onto Patroni");
     wait_for_writes(&writer, writer.acked_count(), 20);
 
-    let patroni_member = (0..3).find(|&i| m.kind(i) == Kind::Patroni).expect("a Patroni member");
-    if leader != patroni_member {
-        m.step("patronictl switchover hands the leader from Rampart to the Patroni member");
-        m.switchover(leader, patroni_member);
-        leader = m.wait_healthy("after the switchover onto Patroni");
+    m.step("the Patroni leader crashes: a Rampart member takes over, and Patroni, restarted, follows it");
+    leader = m.crash_and_restart(leader);
+    assert_eq!(m.kind(leader), Kind::Rampart, "only Rampart members were left to take over");
+    wait_for_writes(&writer, writer.acked_count(), 20);
+
+    m.step("the Rampart leader crashes: the other Rampart member or the Patroni member takes over");
+    leader = m.crash_and_restart(leader);
+    wait_for_writes(&writer, writer.acked_count(), 20);
+
+    if leader == patroni_member {
+        m.step("patronictl switchover hands the leader from Patroni back to Rampart");
+        let rampart_member = (0..3).find(|&i| m.kind(i) == Kind::Rampart).expect("a Rampart member");
+        m.switchover(leader, rampart_member);
+        assert_eq!(m.wait_healthy("after the switchover back onto Rampart"), rampart_member);
         wait_for_writes(&writer, writer.acked_count(), 20);
     }
 
-    m.step("the Patroni leader crashes: a Rampart member takes over and Patroni follows it");
-    let at = Instant::now();
-    m.crash(leader);
-    let crashed = leader;
-    leader = m.wait_takeover(crashed);
-    assert_eq!(m.kind(leader), Kind::Rampart);
-    println!("{} took over from {} after {:.1} s", m.describe(leader), m.describe(crashed), at.elapsed().as_secs_f64());
-    m.restart(crashed);
-    m.wait_healthy(&format!("after {} restarted", m.describe(crashed)));
-    wait_for_writes(&writer, writer.acked_count(), 20);
-
     m.step("the last Patroni member is moved to Rampart");
-    m.migrate(crashed);
+    m.migrate(patroni_member);
     leader = m.wait_healthy("with every member on Rampart");
     assert!((0..3).all(|i| m.kind(i) == Kind::Rampart));
     wait_for_writes(&writer, writer.acked_count(), 20);
@@ -428,6 +441,20 @@ async fn a_patroni_cluster_moves_to_rampart_one_member_at_a_time() {
     let rows = support::ctl::list_rows(m.c.config_path(0)).expect("rampart list -f json");
     let pending: Vec<&Value> = rows.iter().filter(|r| support::ctl::pending_restart(r)).collect();
     assert!(pending.is_empty(), "members asking for a restart nobody configured: {pending:?}");
+    // The history key, written by whichever kind promoted: one row per timeline switch, read
+    // alike by both tools.
+    let timeline = support::health::timeline(&m.c, leader).expect("the leader's timeline");
+    let history = |out: std::process::Output| -> Value { serde_json::from_slice(&out.stdout).unwrap_or(Value::Null) };
+    let timelines = |rows: &Value| -> Vec<u64> {
+        rows.as_array().map(|r| r.iter().filter_map(|row| row["TL"].as_u64()).collect()).unwrap_or_default()
+    };
+    let config = m.c.config_path(0);
+    let complete = support::wait_until(SETTLE, Duration::from_millis(200), || {
+        timelines(&history(ctl(config, &["history", "-f", "json"]))) == (1..timeline).collect::<Vec<_>>()
+    });
+    let ours = history(ctl(config, &["history", "-f", "json"]));
+    assert!(complete, "rampart history does not list timelines 1..{timeline}: {ours}");
+    assert_eq!(history(support::patronictl(config, &["history", "-f", "json"])), ours, "patronictl history");
     let others: Vec<String> = (0..3).filter(|&i| i != leader).map(|i| m.c.name(i).to_owned()).collect();
     assert_eq!(streaming_from(&m.c, leader).await, others, "members streaming from the leader");
 }

@@ -77,8 +77,8 @@ impl Patroni {
     }
 
     /// An orderly stop, as `systemctl stop patroni` does: SIGTERM, upon which Patroni stops
-    /// PostgreSQL and removes its member key. Waits up to `timeout` for it to exit; true if it
-    /// did. If it did not, it is killed like on drop.
+    /// PostgreSQL (releasing the leader key if it held it). Waits up to `timeout` for it to exit;
+    /// true if it did. If it did not, it is killed like on drop.
     pub fn stop(&mut self, timeout: Duration) -> bool {
         signal(self.pid(), Signal::SIGTERM);
         let exited = super::wait_until(timeout, Duration::from_millis(50), || !self.is_running());
