@@ -3,8 +3,8 @@
 //!
 //! Three members, each with one Patroni-format file that first Patroni (4.x, from PyPI) and then
 //! `rampart agent` reads unchanged, bootstrap as a Patroni cluster with Patroni-valid timing
-//! (Patroni refuses `ttl` below 20) in synchronous mode (`on`, two synchronous standbys), so
-//! that no acknowledged commit may be lost to a crash. Throughout, a client inserts unique rows
+//! (Patroni raises a `ttl` below 20 to 20) in synchronous mode (`on`, two synchronous
+//! standbys), so that no acknowledged commit may be lost to a crash. Throughout, a client inserts unique rows
 //! through a multi-host `target_session_attrs=read-write` connection string and records each
 //! acknowledged one; a probe writes to every member directly and a monitor asks every member
 //! `pg_is_in_recovery()` every 150 ms, to catch two writable primaries. Then, checking the
@@ -41,11 +41,13 @@ use support::health::wait_healthy;
 use support::patroni::Patroni;
 use support::write_probe::{never_two_writable, WriteProbe};
 
-/// The fastest timing Patroni accepts: `ttl` at least 20, `loop_wait + 2 * retry_timeout <= ttl`.
+/// Fast timing that Patroni accepts: `ttl` at its minimum of 20, `loop_wait + 2 * retry_timeout <= ttl`
+/// (`loop_wait` 2 rather than 1 spares the shared CPUs three Python processes looping every second).
 const TTL: u64 = 20;
 const LOOP_WAIT: u64 = 2;
 const RETRY_TIMEOUT: u64 = 5;
-/// Patroni's file for every member (Rampart reads it unchanged).
+/// `bootstrap.dcs` lines of every member's file: synchronous replication to both replicas, so that
+/// either may take over from a crashed leader with every acknowledged commit.
 const SYNC_MODE: &str = "    synchronous_mode: on\n    synchronous_node_count: 2\n";
 /// Generous bound for any step to settle: a crash takes about `ttl`, a rewind and rejoin more.
 const SETTLE: Duration = Duration::from_secs(120);
@@ -373,10 +375,10 @@ async fn a_patroni_cluster_moves_to_rampart_one_member_at_a_time() {
     let standby = (0..3).find(|&i| i != first).expect("a replica");
     m.migrate(standby);
     m.wait_healthy(&format!("after {} moved to Rampart", m.describe(standby)));
-    let both_sync = support::wait_until(SETTLE, Duration::from_millis(200), || {
+    let counted = support::wait_until(SETTLE, Duration::from_millis(200), || {
         m.sync_standbys().iter().any(|s| s == m.c.name(standby))
     });
-    assert!(both_sync, "the Patroni leader does not count {} as synchronous", m.describe(standby));
+    assert!(counted, "the Patroni leader does not count {} as synchronous", m.describe(standby));
     wait_for_writes(&writer, writer.acked_count(), 20);
 
     m.step("patronictl switchover hands the leader from Patroni to the Rampart member");
