@@ -33,6 +33,7 @@ pub mod dir;
 pub mod etcd;
 pub mod haproxy;
 pub mod health;
+pub mod patroni;
 pub mod process;
 pub mod proxy;
 pub mod write_probe;

@@ -150,6 +150,17 @@ impl Postgresql {
             }
         }
 
+        // Patroni leaves pg_hba.conf alone when `hba_file` names another file; Rampart always
+        // writes `<data_dir>/pg_hba.conf` and points `hba_file` at it, so a file managed by hand
+        // (say, when moving a Patroni cluster over) would silently stop applying.
+        if let Some(name) = parameters.keys().find(|k| k.eq_ignore_ascii_case("hba_file")) {
+            c.warn(
+                &["postgresql", "parameters", name.as_str()],
+                "is ignored: Rampart writes <data_dir>/pg_hba.conf from postgresql.pg_hba (else \
+                 bootstrap.pg_hba) and uses that one; put the lines of your file into postgresql.pg_hba",
+            );
+        }
+
         let pg_ctl_timeout = raw.pg_ctl_timeout.unwrap_or(DEFAULT_PG_CTL_TIMEOUT);
         if pg_ctl_timeout == 0 {
             return Err(c.problem(&["postgresql", "pg_ctl_timeout"], "must be at least 1 second"));

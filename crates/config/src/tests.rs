@@ -580,6 +580,17 @@ postgresql:
 }
 
 #[test]
+fn an_hba_file_parameter_is_reported_as_ignored() {
+    let text = format!("{MINIMAL}  parameters: {{hba_file: /etc/postgresql/pg_hba.conf}}\n");
+    let loaded = crate::parse(&text, "n1.yml", std::iter::empty()).unwrap();
+    let w = loaded.warnings.iter().find(|w| w.contains("hba_file")).expect("a warning");
+    assert!(w.starts_with("n1.yml:"), "{w}");
+    assert!(w.contains("is ignored") && w.contains("postgresql.pg_hba"), "{w}");
+    let plain = crate::parse(MINIMAL, "n1.yml", std::iter::empty()).unwrap();
+    assert!(!plain.warnings.iter().any(|w| w.contains("hba_file")), "{:?}", plain.warnings);
+}
+
+#[test]
 fn ctl_section_is_typed_and_checked() {
     let text = format!(
         "{MINIMAL}ctl:\n  authentication:\n    username: admin\n    password: ctl-secret\n  insecure: yes\n  \

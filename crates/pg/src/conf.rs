@@ -43,6 +43,15 @@ const FORCED: &[&str] = &["listen_addresses", "port", "hba_file"];
 /// Parameters that only the requested role decides.
 const RECOVERY: &[&str] = &["primary_conninfo", "primary_slot_name", "recovery_target_timeline"];
 
+/// Whether PostgreSQL's `pending_restart` flag on parameter `name` means a restart would change
+/// something the user configured. Not for the recovery settings: they follow the role the server
+/// was started in, and a promoted replica whose file is rewritten as a primary's drops
+/// `recovery_target_timeline`, a postmaster-level setting, which PostgreSQL flags as pending
+/// although a primary ignores it and the next start as a replica writes it again.
+pub fn restart_would_apply(name: &str) -> bool {
+    !RECOVERY.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// Include directives are not parameters; accepting them would let a setting re-order the file.
 const DIRECTIVES: &[&str] = &["include", "include_if_exists", "include_dir"];
 
@@ -346,6 +355,16 @@ mod tests {
              shared_buffers = '256MB'\n"
         );
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn recovery_settings_pending_a_restart_ask_for_none() {
+        for name in ["recovery_target_timeline", "primary_conninfo", "Primary_Slot_Name"] {
+            assert!(!restart_would_apply(name), "{name}");
+        }
+        for name in ["shared_buffers", "max_connections", "wal_level", "recovery_min_apply_delay"] {
+            assert!(restart_would_apply(name), "{name}");
+        }
     }
 
     #[test]

@@ -336,13 +336,19 @@ impl Sql {
         }
     }
 
-    /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`), sorted.
+    /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`), sorted,
+    /// leaving out the recovery settings the role decides (see [`crate::conf::restart_would_apply`]):
+    /// every promoted replica would otherwise report a pending restart.
     pub async fn pending_restart(&self) -> Result<Vec<String>> {
         let mut slot = self.client.lock().await;
         let client = self.connected(&mut slot).await?;
         let sql = "SELECT name FROM pg_catalog.pg_settings WHERE pending_restart ORDER BY name";
         match timed("pending_restart", self.timeout, client.query(sql, &[])).await {
-            Ok(rows) => Ok(rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()).collect()),
+            Ok(rows) => Ok(rows
+                .iter()
+                .filter_map(|r| r.try_get::<_, String>(0).ok())
+                .filter(|name| crate::conf::restart_would_apply(name))
+                .collect()),
             Err(e) => {
                 reset(&mut slot);
                 Err(e)

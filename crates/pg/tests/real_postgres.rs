@@ -263,6 +263,23 @@ async fn scenario(root: &Path, bin: &Path) {
     assert_eq!(history[0].timeline, 1);
     assert!(history[0].lsn.0 > 0);
     assert_eq!(control(&b).await.timeline, 2, "promote() checkpoints, so the control file shows the new timeline");
+    // The agent rewrites a promoted replica's file as a primary's and reloads: PostgreSQL flags the
+    // dropped recovery_target_timeline as pending a restart, which asks for nothing.
+    rampart_pg::write_config(&b, &StartRole::Primary).unwrap();
+    sql_b.reload().await.unwrap();
+    let su_b = connect(&b, "postgres", "su'per:se\\cret").await;
+    let flagged = "SELECT count(*) FROM pg_settings WHERE pending_restart AND name = 'recovery_target_timeline'";
+    let mut seen = false;
+    for _ in 0..100 {
+        seen = su_b.query_one(flagged, &[]).await.unwrap().get::<_, i64>(0) == 1;
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "PostgreSQL never flagged the dropped recovery_target_timeline");
+    assert_eq!(sql_b.pending_restart().await.unwrap(), Vec::<String>::new());
+    drop(su_b);
     su.batch_execute("INSERT INTO t SELECT generate_series(1, 1000); CHECKPOINT").await.unwrap();
     drop(su);
 
