@@ -120,7 +120,8 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     shared.access_log.reopen(proxy.access_log.as_deref())?;
     let shared = Arc::new(shared);
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
-    let accepting = listeners.serve(workers);
+    // Kept until the end: dropping the last handle stops the workers, and their sessions with them.
+    let accepting = listeners.serve(workers.clone());
     let mut in_force = cfg;
     let stop = loop {
         match signals.next().await {
@@ -129,6 +130,7 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         }
     };
     stop_gracefully(stop, accepting, &shared, &mut signals, Duration::from_secs(in_force.proxy.shutdown_timeout)).await;
+    drop(workers);
     let _ = admin_stop.send(());
     if let Some(server) = admin_server {
         // Bounded: the admin server gives its open connections a short grace, then drops them.
