@@ -221,6 +221,22 @@ async fn access_log_reload_and_graceful_stop() {
     println!("proxy exited {:?} after the signal: {status}", signalled.elapsed());
     assert!(status.success(), "exit status {status}");
 
+    // The query cut short was cancelled on the server too (it would sleep on for 26 s).
+    assert!(
+        support::wait_until_async(Duration::from_secs(10), Duration::from_millis(50), || async {
+            let n: i64 = primary
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+        })
+        .await,
+        "pg_sleep(30) still runs on the primary after the proxy ended its session"
+    );
     let stopped: Vec<Value> = records(&log).split_off(before);
     assert_eq!(stopped.len(), 3, "{stopped:#?}");
     for r in &stopped {

@@ -24,6 +24,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,7 +39,7 @@ use crate::cancel::{BackendTarget, CancelKey};
 use crate::flow::{ChunkCount, Flow};
 use crate::frame::{frame_len, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::lifecycle::Phase;
-use crate::session::{fatal, Refusal, Shared};
+use crate::session::{cancel_backend, fatal, Refusal, Shared};
 use crate::stats::ActiveGuard;
 use crate::topology::{Backend, Routes};
 
@@ -82,6 +83,8 @@ impl Ended {
 pub(crate) struct CancelGuard<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) pid: Option<u32>,
+    /// The backend's own key, to cancel a query the proxy cuts short.
+    pub(crate) target: Option<BackendTarget<String>>,
 }
 
 impl Drop for CancelGuard<'_> {
@@ -268,7 +271,12 @@ where
             }
             (phase, rx) = &mut stopping => {
                 if phase == Phase::Closing {
+                    // As PostgreSQL's fast shutdown would, the query is stopped too: the client
+                    // is told its session is gone, so its statement must not commit later.
                     tracing::debug!(status = ?seen.status, "session still busy at the end of the shutdown wait");
+                    if let Some(target) = &guard.target {
+                        cancel_backend(target, CLOSE_CANCEL_TIMEOUT).await;
+                    }
                     end_with!(shut_down());
                 }
                 draining = true;
@@ -280,6 +288,9 @@ where
         }
     }
 }
+
+/// How long cancelling a query cut short by the end of a shutdown wait may take.
+const CLOSE_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The proxy is stopping: PostgreSQL's own words for a fast shutdown.
 fn shut_down() -> Refusal {
@@ -442,6 +453,7 @@ fn synthetic_key(
     let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let key = CancelKey::new(bytes::Bytes::copy_from_slice(&body[4..])).map_err(|e| e.to_string())?;
     let target = BackendTarget { addr: addr.to_string(), pid, key };
+    guard.target = Some(target.clone());
     let mut map = shared.cancels.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(old) = guard.pid.take() {
         map.remove(old);
@@ -542,7 +554,7 @@ mod tests {
     #[test]
     fn key_data_is_replaced_and_leaves_with_the_session() {
         let sh = shared();
-        let mut guard = CancelGuard { shared: &sh, pid: None };
+        let mut guard = CancelGuard { shared: &sh, pid: None, target: None };
         let frame = Frame::new(b'K', b"\0\0\0\x07abcd");
         let synthetic = synthetic_key(frame.as_bytes(), &sh, "h:1", &mut guard).unwrap();
         assert_eq!(guard.pid, Some(synthetic.pid));
@@ -552,7 +564,7 @@ mod tests {
         assert_eq!((target.addr.as_str(), target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
         drop(guard);
         assert!(sh.cancels.lock().unwrap().is_empty(), "the key leaves with the session");
-        let mut guard = CancelGuard { shared: &sh, pid: None };
+        let mut guard = CancelGuard { shared: &sh, pid: None, target: None };
         assert!(synthetic_key(b"K\0\0\0\x06\0\0", &sh, "h:1", &mut guard).is_err(), "truncated");
     }
 }

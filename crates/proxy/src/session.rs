@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, AccessRecord, Outcome};
 use crate::backend::{BackendMessage, ErrorResponse, Severity, SqlState};
-use crate::cancel::CancelMap;
+use crate::cancel::{BackendTarget, CancelMap};
 use crate::flow::Flow;
 use crate::frame::{frame_len, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::{reached, Lifecycle, Phase, Ticket};
@@ -399,6 +399,15 @@ async fn forward_cancel(shared: &Shared, settings: &SessionSettings, req: Cancel
         tracing::debug!(pid = req.pid, "cancel request with an unknown key ignored");
         return;
     };
+    if cancel_backend(&target, settings.connect_timeout).await {
+        shared.stats.cancel_forwarded();
+        tracing::info!(backend = %target.addr, "cancel request forwarded");
+    }
+}
+
+/// Sends `target` its CancelRequest on a fresh connection, within `timeout`; false (and a
+/// warning) when that failed.
+pub(crate) async fn cancel_backend(target: &BackendTarget<String>, timeout: Duration) -> bool {
     let mut out = BytesMut::new();
     target.cancel_request().encode(&mut out);
     let sent = async {
@@ -409,13 +418,16 @@ async fn forward_cancel(shared: &Shared, settings: &SessionSettings, req: Cancel
         let _ = s.read(&mut sink).await;
         Ok::<_, std::io::Error>(())
     };
-    match tokio::time::timeout(settings.connect_timeout, sent).await {
-        Ok(Ok(())) => {
-            shared.stats.cancel_forwarded();
-            tracing::info!(backend = %target.addr, "cancel request forwarded")
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(backend = %target.addr, "sending a cancel request: {e}");
+            false
         }
-        Ok(Err(e)) => tracing::warn!(backend = %target.addr, "forwarding a cancel request: {e}"),
-        Err(_) => tracing::warn!(backend = %target.addr, "forwarding a cancel request timed out"),
+        Err(_) => {
+            tracing::warn!(backend = %target.addr, "sending a cancel request timed out");
+            false
+        }
     }
 }
 
@@ -675,7 +687,7 @@ where
         flow.clone(),
     ));
     let fence = (port == Port::ReadWrite).then(|| (shared.routes.clone(), backend.clone()));
-    let mut guard = CancelGuard { shared, pid: None };
+    let mut guard = CancelGuard { shared, pid: None, target: None };
     let ctx = Downstream { shared, addr: &addr, terminated: &terminated, active: &active, flow: &flow };
     let ended = server_to_client(server_r, client_w, first, err_rx, fence, stop, ctx, &mut guard).await;
     upstream.abort();
