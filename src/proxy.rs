@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rampart_config::{ProxyConfig, ReloadPlan, RoPolicy};
 use rampart_dcs::{Dcs, WakeOn};
+use rampart_proxy::access_log::AccessLog;
 use rampart_proxy::admin::{self, Admin};
 use rampart_proxy::lifecycle::Phase;
 use rampart_proxy::server;
@@ -65,6 +66,9 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         Some(cert) => Some(rampart_proxy::tls::server_config(cert, proxy.keyfile.as_deref())?),
         None => None,
     };
+    // So is the access log's path: it is opened (created) before the ports are bound.
+    let access_log = AccessLog::default();
+    access_log.reopen(proxy.access_log.as_deref()).context("proxy.access_log")?;
     let listeners =
         server::bind(&proxy.listen.to_string(), proxy.listen_ro.as_ref().map(|a| a.to_string()).as_deref()).await?;
     let admin_listener = match &proxy.listen_admin {
@@ -117,7 +121,7 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     if let Some(tls) = tls {
         shared = shared.with_tls(tls);
     }
-    shared.access_log.reopen(proxy.access_log.as_deref())?;
+    shared.access_log = access_log;
     let shared = Arc::new(shared);
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
     // Kept until the end: dropping the last handle stops the workers, and their sessions with them.
