@@ -723,6 +723,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_client_is_refused_with_57p03_when_the_proxy_stops_and_logged() {
+        use crate::startup::ProtocolVersion;
+        let dir = tempfile::tempdir().unwrap();
+        let (_routes_tx, routes_rx) = watch::channel(Routes::default());
+        let shared = Arc::new(Shared::new(routes_rx, SessionSettings::default()));
+        shared.access_log.reopen(Some(&dir.path().join("access.json"))).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server_end, peer) = listener.accept().await.unwrap();
+        let ticket = shared.lifecycle.ticket();
+        let served = tokio::spawn(run(shared.clone(), Port::ReadWrite, server_end, peer.to_string(), ticket));
+        let mut startup = BytesMut::new();
+        StartupMessage::new(ProtocolVersion::V3_0).with("user", "app").unwrap().encode(&mut startup);
+        client.write_all(&startup).await.unwrap();
+        // No primary: the client is held.
+        while shared.stats.snapshot().holds.waiting == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shared.lifecycle.advance(Phase::Draining);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let frame = split_frame(&mut BytesMut::from(&answer[..]), DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+        let BackendMessage::ErrorResponse(e) = BackendMessage::parse(&frame).unwrap() else { panic!("{answer:?}") };
+        assert_eq!(e.to_string(), "FATAL 57P03: the proxy is shutting down");
+        served.await.unwrap();
+        assert_eq!(shared.lifecycle.open_connections(), 0, "the ticket went with the connection");
+        let text = std::fs::read_to_string(dir.path().join("access.json")).unwrap();
+        let r: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!((r["outcome"].as_str(), r["sqlstate"].as_str()), (Some("shut_down"), Some("57P03")));
+        assert_eq!((r["user"].as_str(), r["database"].as_str(), r["route"].as_str()), (Some("app"), Some("app"), None));
+    }
+
+    #[tokio::test]
     async fn a_server_that_cannot_take_the_session_now_is_retried() {
         let FirstAnswer::Retry(why, Some(e)) =
             answer(&error_frame("57P03", "the database system is shutting down"), true).await
