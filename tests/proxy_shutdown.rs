@@ -2,8 +2,9 @@
 //! line in the access log saying who it was, where it went and how it ended; `systemctl reload`
 //! (SIGHUP) changes the read-only policy and rotates the access log without dropping an open
 //! session, and a broken file is refused while the proxy carries on; `systemctl stop` (SIGTERM)
-//! closes the ports at once, lets a running query finish, gives an idle client PostgreSQL's own
-//! FATAL 57P01, ends a query still running at `proxy.shutdown_timeout` the same way, and exits 0.
+//! closes the ports at once, lets a running query and an open transaction finish, gives an idle
+//! client PostgreSQL's own FATAL 57P01, ends (and cancels) a query still running at
+//! `proxy.shutdown_timeout` the same way, and exits 0.
 //! Finally `rampart check-config --proxy` judges an application host's file.
 
 mod support;
@@ -177,6 +178,8 @@ async fn access_log_reload_and_graceful_stop() {
     let (busy, busy_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
     let (idle, idle_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
     let (stuck, stuck_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
+    let (in_tx, in_tx_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
+    in_tx.batch_execute("CREATE TABLE stop_story (id int); BEGIN; INSERT INTO stop_story VALUES (1)").await.unwrap();
     let running = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(2)").await.map(|_| busy) });
     let too_long = tokio::spawn(async move { stuck.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     let primary = support::connect_superuser(c.pg_port(leader)).await.unwrap();
@@ -208,6 +211,14 @@ async fn access_log_reload_and_graceful_stop() {
     let ro_refused = std::net::TcpStream::connect(("127.0.0.1", proxy.ro_port)).expect_err("the ro port is closed");
     assert_eq!(ro_refused.kind(), std::io::ErrorKind::ConnectionRefused);
 
+    // A transaction open at the signal may finish: its next statements and COMMIT go through,
+    // then the session ends.
+    in_tx.batch_execute("INSERT INTO stop_story VALUES (2); COMMIT").await.expect("the open transaction commits");
+    let err = in_tx_conn.await.unwrap().expect_err("then the session ends");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+    let committed: i64 = primary.query_one("SELECT count(*) FROM stop_story", &[]).await.unwrap().get(0);
+    assert_eq!(committed, 2);
+
     let busy = running.await.unwrap().expect("the running query gets its result");
     println!("pg_sleep(2) answered {:?} after the signal", signalled.elapsed());
     let err = busy_conn.await.unwrap().expect_err("then the session ends");
@@ -238,7 +249,7 @@ async fn access_log_reload_and_graceful_stop() {
         "pg_sleep(30) still runs on the primary after the proxy ended its session"
     );
     let stopped: Vec<Value> = records(&log).split_off(before);
-    assert_eq!(stopped.len(), 3, "{stopped:#?}");
+    assert_eq!(stopped.len(), 4, "{stopped:#?}");
     for r in &stopped {
         assert_eq!((r["outcome"].as_str(), r["sqlstate"].as_str()), (Some("shut_down"), Some("57P01")), "{r}");
     }
