@@ -4,7 +4,7 @@
 //! session, and a broken file is refused while the proxy carries on; `systemctl stop` (SIGTERM)
 //! closes the ports at once, lets a running query and an open transaction finish, gives an idle
 //! client PostgreSQL's own FATAL 57P01, ends (and cancels) a query still running at
-//! `proxy.shutdown_timeout` the same way, and exits 0.
+//! `proxy.shutdown_timeout` the same way, and exits 0; a second signal cuts a long wait short.
 //! Finally `rampart check-config --proxy` judges an application host's file.
 
 mod support;
@@ -255,6 +255,41 @@ async fn access_log_reload_and_graceful_stop() {
     }
     let proxy_log = proxy.log();
     assert!(proxy_log.contains("rampart proxy stopped"), "{proxy_log}");
+    drop(proxy);
+
+    // A second signal cuts the wait short: with a minute to wait, the busy session still ends
+    // with 57P01 as soon as the operator insists.
+    let mut proxy = Proxy::start(&c, "  shutdown_timeout: 60\n");
+    let (sleeper, sleeper_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
+    let sleeping = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    assert!(
+        support::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || async {
+            let n: i64 = primary
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 1
+        })
+        .await,
+        "the sleep runs on the primary"
+    );
+    proxy.signal(Signal::SIGINT);
+    // Two signals sent back to back may be delivered as one: wait until the first is handled.
+    assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(20), || proxy
+        .log()
+        .contains("rampart proxy stopping (SIGINT)")));
+    let again = Instant::now();
+    proxy.signal(Signal::SIGINT);
+    let err = sleeping.await.unwrap().expect_err("the query is ended");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+    let _ = sleeper_conn.await;
+    let status = proxy.wait_exit(Duration::from_secs(30)).expect("the proxy exits long before its 60 s bound");
+    println!("second SIGINT: proxy exited {:?} after it: {status}", again.elapsed());
+    assert!(status.success(), "exit status {status}");
 }
 
 /// `FATAL 57P01: terminating connection ...` for a server's (or the proxy's) error.
