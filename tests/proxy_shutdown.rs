@@ -36,6 +36,16 @@ fn wait_records(path: &Path, n: usize) -> Vec<Value> {
     r
 }
 
+/// Waits (10 s at most) until `n` active sessions on `db`'s server run a query matching `pattern`
+/// (SQL LIKE).
+async fn active_queries_become(db: &Client, pattern: &str, n: i64) -> bool {
+    support::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'";
+        db.query_one(sql, &[&pattern]).await.unwrap().get::<_, i64>(0) == n
+    })
+    .await
+}
+
 async fn server_port(db: &Client) -> u16 {
     db.query_one("SELECT inet_server_port()", &[]).await.expect("inet_server_port").get::<_, i32>(0) as u16
 }
@@ -183,21 +193,7 @@ async fn access_log_reload_and_graceful_stop() {
     let running = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(2)").await.map(|_| busy) });
     let too_long = tokio::spawn(async move { stuck.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     let primary = support::connect_superuser(c.pg_port(leader)).await.unwrap();
-    assert!(
-        support::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || async {
-            let n: i64 = primary
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%' AND state = 'active'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n == 2
-        })
-        .await,
-        "both sleeps run on the primary"
-    );
+    assert!(active_queries_become(&primary, "SELECT pg_sleep(%", 2).await, "both sleeps run on the primary");
     let before = records(&log).len();
     let signalled = Instant::now();
     proxy.signal(Signal::SIGTERM);
@@ -234,18 +230,7 @@ async fn access_log_reload_and_graceful_stop() {
 
     // The query cut short was cancelled on the server too (it would sleep on for 26 s).
     assert!(
-        support::wait_until_async(Duration::from_secs(10), Duration::from_millis(50), || async {
-            let n: i64 = primary
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n == 0
-        })
-        .await,
+        active_queries_become(&primary, "SELECT pg_sleep(30)", 0).await,
         "pg_sleep(30) still runs on the primary after the proxy ended its session"
     );
     let stopped: Vec<Value> = records(&log).split_off(before);
@@ -262,21 +247,7 @@ async fn access_log_reload_and_graceful_stop() {
     let mut proxy = Proxy::start(&c, "  shutdown_timeout: 60\n");
     let (sleeper, sleeper_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
     let sleeping = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
-    assert!(
-        support::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || async {
-            let n: i64 = primary
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n == 1
-        })
-        .await,
-        "the sleep runs on the primary"
-    );
+    assert!(active_queries_become(&primary, "SELECT pg_sleep(30)", 1).await, "the sleep runs on the primary");
     proxy.signal(Signal::SIGINT);
     // Two signals sent back to back may be delivered as one: wait until the first is handled.
     assert!(support::wait_until(Duration::from_secs(10), Duration::from_millis(20), || proxy
