@@ -69,8 +69,6 @@ pub fn init_stderr() {
 
 /// Applies a changed `log` section (on reload): level, layout and destination. On error the
 /// previous settings stay in force.
-// For the agent's reload (SIGHUP, POST /reload), which is wired up in src/agent/driver.
-#[allow(dead_code)]
 pub fn reconfigure(cfg: &LogConfig) -> Result<()> {
     let handle = HANDLE.get().context("logging was not set up")?;
     let output = Output::open(cfg, handle.file_name)?;

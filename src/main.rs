@@ -3,7 +3,7 @@
 //! This is the binary's edge: argument parsing, logging set-up ([`logging`]) and error reporting
 //! (anyhow lives only here and in the command modules). The subcommands:
 //! * `agent CONFIG_FILE`: the HA agent beside one PostgreSQL ([`agent`]);
-//! * `check-config FILE`: validate a configuration and exit;
+//! * `check-config [--proxy] FILE`: validate a configuration (a member's or a proxy's) and exit;
 //! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,
 //!   `failover`, `restart`, `reload`, `reinit`, `pause`, `resume`, `edit-config`, `show-config`,
 //!   `history`, `dsn`, `flush`, `remove`, `version`;
@@ -37,10 +37,7 @@ enum Command {
         config_file: PathBuf,
     },
     /// Validate a configuration file (and PATRONI_*/RAMPART_* overrides) without touching anything.
-    CheckConfig {
-        /// Path of the configuration file.
-        config_file: PathBuf,
-    },
+    CheckConfig(cli::check_config::CheckArgs),
     /// Show the cluster's members, their roles, states, timelines and lag (like `patronictl list`).
     List(cli::list::ListArgs),
     /// Show the members as a replication tree: the leader, then who streams from whom.
@@ -97,7 +94,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => cli::version::run(args),
-        Command::CheckConfig { config_file } => cli::check_config::run(&config_file),
+        Command::CheckConfig(args) => cli::check_config::run(args),
         // The agent and the proxy start logging once they have read their `log` section.
         Command::Agent { config_file } => agent::run(&config_file),
         Command::List(args) => cli::list::run(args),

@@ -9,23 +9,37 @@
 //! listeners (and the admin port, `proxy.listen_admin`, when set) are bound (a port in use is reported at
 //! once), then the follower starts reading the cluster from etcd (woken by a watch on the
 //! cluster's keys and re-reading every second, since a watch can go silent), and connections are
-//! served until SIGTERM or SIGINT. The admin port stops after the client listeners.
+//! served until SIGTERM or SIGINT. The signal handlers are installed first, so that no signal
+//! kills the proxy by default.
+//!
+//! Stop (SIGTERM/SIGINT): the listeners are closed at once; sessions end with FATAL 57P01 as soon
+//! as they are idle, queries and transactions in progress get `proxy.shutdown_timeout` seconds to
+//! finish (a second signal cuts that short), then every session left gets 57P01 and the proxy
+//! exits 0. The admin port stops last.
+//!
+//! Reload (SIGHUP): the file is read again; when it is valid, what can change live is applied to
+//! new connections and what needs a restart is named in the log ([`rampart_config::ReloadPlan`]);
+//! when it is not, the proxy says why and keeps the configuration in force. Open sessions are
+//! never touched by a reload.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rampart_config::RoPolicy;
+use rampart_config::{ProxyConfig, ReloadPlan, RoPolicy};
 use rampart_dcs::{Dcs, WakeOn};
+use rampart_proxy::access_log::AccessLog;
 use rampart_proxy::admin::{self, Admin};
+use rampart_proxy::lifecycle::Phase;
 use rampart_proxy::server;
 use rampart_proxy::session::{Balance, SessionSettings, Shared};
 use rampart_proxy::stats::Stats;
 use rampart_proxy::topology::{Policy, Routes};
 use rampart_proxy::workers::Workers;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The name the proxy uses towards etcd (it never writes a member key).
 const DCS_CLIENT_NAME: &str = "rampart-proxy";
@@ -41,10 +55,11 @@ pub fn run(config_path: &Path) -> Result<()> {
     // The accept loops, the DCS follower and the admin port share one thread; sessions run on
     // their own worker threads (rampart_proxy::workers).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run_async(cfg))
+    rt.block_on(run_async(config_path, cfg))
 }
 
-async fn run_async(cfg: rampart_config::ProxyConfig) -> Result<()> {
+async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
+    let mut signals = Signals::install()?;
     let proxy = cfg.proxy.clone();
     let dynamic = &cfg.dcs;
     // Certificate files are read before anything is bound, so a bad file is refused at start.
@@ -52,6 +67,9 @@ async fn run_async(cfg: rampart_config::ProxyConfig) -> Result<()> {
         Some(cert) => Some(rampart_proxy::tls::server_config(cert, proxy.keyfile.as_deref())?),
         None => None,
     };
+    // So is the access log's path: it is opened (created) before the ports are bound.
+    let access_log = AccessLog::default();
+    access_log.reopen(proxy.access_log.as_deref()).context("proxy.access_log")?;
     let listeners =
         server::bind(&proxy.listen.to_string(), proxy.listen_ro.as_ref().map(|a| a.to_string()).as_deref()).await?;
     let admin_listener = match &proxy.listen_admin {
@@ -100,23 +118,24 @@ async fn run_async(cfg: rampart_config::ProxyConfig) -> Result<()> {
         stats.clone(),
     ));
 
-    let settings = SessionSettings {
-        hold_timeout: Duration::from_secs(proxy.hold_timeout),
-        fallback_to_primary: proxy.fallback_to_primary,
-        balance: match proxy.ro_policy {
-            RoPolicy::RoundRobin => Balance::RoundRobin,
-            RoPolicy::LeastConnections => Balance::LeastConnections,
-        },
-        ..SessionSettings::default()
-    };
-    let mut shared = Shared::new(routes_rx, settings).with_stats(stats.clone());
+    let mut shared = Shared::new(routes_rx, session_settings(&proxy)).with_stats(stats.clone());
     if let Some(tls) = tls {
         shared = shared.with_tls(tls);
     }
+    shared.access_log = access_log;
     let shared = Arc::new(shared);
-    let workers = Arc::new(Workers::start(proxy.workers, shared).context("starting proxy workers")?);
-    listeners.serve(workers, shutdown_signal()).await;
-    info!("rampart proxy stopping");
+    let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
+    // Kept until the end: dropping the last handle stops the workers, and their sessions with them.
+    let accepting = listeners.serve(workers.clone());
+    let mut in_force = cfg;
+    let stop = loop {
+        match signals.next().await {
+            Event::Stop(name) => break name,
+            Event::Reload => reload(config_path, &mut in_force, &shared),
+        }
+    };
+    stop_gracefully(stop, accepting, &shared, &mut signals, Duration::from_secs(in_force.proxy.shutdown_timeout)).await;
+    drop(workers);
     let _ = admin_stop.send(());
     if let Some(server) = admin_server {
         // Bounded: the admin server gives its open connections a short grace, then drops them.
@@ -127,15 +146,153 @@ async fn run_async(cfg: rampart_config::ProxyConfig) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        warn!("cannot install signal handlers; stop the proxy with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
+/// The graceful stop: close the listeners, let sessions finish within `bound`, then end the rest.
+async fn stop_gracefully(
+    signal: &str,
+    accepting: server::Accepting,
+    shared: &Shared,
+    signals: &mut Signals,
+    bound: Duration,
+) {
+    let began = Instant::now();
+    accepting.close().await;
+    shared.lifecycle.advance(Phase::Draining);
+    info!(
+        open = shared.lifecycle.open_connections(),
+        "rampart proxy stopping ({signal}): listeners closed; idle sessions end now, busy ones get up to {} s \
+         (proxy.shutdown_timeout; a second signal ends them at once)",
+        bound.as_secs()
+    );
+    let waited = async {
+        loop {
+            match signals.next().await {
+                Event::Stop(name) => return name,
+                Event::Reload => info!("SIGHUP while stopping: not reloading"),
+            }
+        }
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        () = shared.lifecycle.all_closed() => {}
+        () = tokio::time::sleep(bound) => {
+            info!(open = shared.lifecycle.open_connections(), "shutdown timeout reached: ending the sessions left with 57P01");
+        }
+        name = waited => {
+            info!(open = shared.lifecycle.open_connections(), "{name} again: ending the sessions left with 57P01");
+        }
+    }
+    shared.lifecycle.advance(Phase::Closing);
+    // Each session writes its 57P01 between two messages and closes; a client that does not read
+    // cannot hold the exit up for long.
+    if tokio::time::timeout(CLOSE_GRACE, shared.lifecycle.all_closed()).await.is_err() {
+        warn!(
+            open = shared.lifecycle.open_connections(),
+            "connections still open after the close grace; exiting anyway"
+        );
+    }
+    info!("rampart proxy stopped after {:.1} s", began.elapsed().as_secs_f64());
+}
+
+/// How long sessions get to send their 57P01 and close once the wait is over.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The session settings a `proxy` section gives.
+fn session_settings(proxy: &rampart_config::Proxy) -> SessionSettings {
+    SessionSettings {
+        hold_timeout: Duration::from_secs(proxy.hold_timeout),
+        fallback_to_primary: proxy.fallback_to_primary,
+        balance: match proxy.ro_policy {
+            RoPolicy::RoundRobin => Balance::RoundRobin,
+            RoPolicy::LeastConnections => Balance::LeastConnections,
+        },
+        ..SessionSettings::default()
+    }
+}
+
+/// SIGHUP: reads `path` again and applies what can change live; keeps `in_force` (and
+/// everything else) when the file or a file it names is invalid. Existing sessions are untouched.
+fn reload(path: &Path, in_force: &mut ProxyConfig, shared: &Shared) {
+    let loaded = match rampart_config::load_proxy(path) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("reload refused, the configuration in force stays: {e}");
+            return;
+        }
+    };
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let new = loaded.config;
+    // Certificates are read again even when their paths did not change: a renewal replaces the
+    // files in place.
+    let tls = match &new.proxy.certfile {
+        Some(cert) => match rampart_proxy::tls::server_config(cert, new.proxy.keyfile.as_deref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error!("reload refused, the configuration in force stays: proxy.certfile: {e}");
+                return;
+            }
+        },
+        None => None,
+    };
+    // Reopened even when unchanged, so that logrotate can move the file away.
+    if let Err(e) = shared.access_log.reopen(new.proxy.access_log.as_deref()) {
+        error!("reload refused, the configuration in force stays: proxy.access_log: {e}");
+        return;
+    }
+    if let Err(e) = crate::logging::reconfigure(&new.log) {
+        error!("reload refused, the configuration in force stays: log: {e:#}");
+        return;
+    }
+    let plan = ReloadPlan::new(in_force, &new);
+    shared.set_settings(session_settings(&new.proxy));
+    shared.set_tls(tls);
+    // Keys that need a restart keep their running values, so the next reload names them again.
+    let old = std::mem::replace(in_force, new);
+    in_force.scope = old.scope;
+    in_force.namespace = old.namespace;
+    in_force.etcd3 = old.etcd3;
+    in_force.dcs = old.dcs;
+    let (p, o) = (&mut in_force.proxy, old.proxy);
+    (p.listen, p.listen_ro, p.listen_admin, p.workers, p.max_lag) =
+        (o.listen, o.listen_ro, o.listen_admin, o.workers, o.max_lag);
+    info!(path = %path.display(), changed = ?plan.live, "configuration reloaded");
+    if !plan.restart.is_empty() {
+        warn!(keys = ?plan.restart, "changed in the file but applied only after a restart: the running values stay");
+    }
+}
+
+/// What a signal asks for.
+enum Event {
+    /// SIGTERM or SIGINT, by name.
+    Stop(&'static str),
+    /// SIGHUP.
+    Reload,
+}
+
+/// The proxy's signal handlers, installed before anything else so that none of these signals
+/// can kill it with the default action.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        let install =
+            |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("installing the {name} handler"));
+        Ok(Signals {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::select! {
+            _ = self.term.recv() => Event::Stop("SIGTERM"),
+            _ = self.int.recv() => Event::Stop("SIGINT"),
+            _ = self.hup.recv() => Event::Reload,
+        }
     }
 }

@@ -223,6 +223,20 @@ impl LoggedChild {
         })
     }
 
+    /// Waits up to `timeout` for the process to exit by itself and reaps it: its exit status, or
+    /// `None` if it still runs (it is then left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        super::wait_until(timeout, Duration::from_millis(20), || {
+            status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// SIGKILLs the process by PID and reaps it; a no-op when already stopped.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -20,6 +20,8 @@ pub struct Proxy {
     /// Admin HTTP port on 127.0.0.1 (`proxy.listen_admin`), when started with one.
     pub admin_port: Option<u16>,
     config: PathBuf,
+    /// The file's text before the test's own lines (`extra`).
+    base: String,
 }
 
 impl Proxy {
@@ -43,9 +45,10 @@ impl Proxy {
         if let Some(port) = admin_port {
             section.push_str(&format!("  listen_admin: 127.0.0.1:{port}\n"));
         }
-        let text = format!("{}{section}{extra}", c.node(0).config.patronictl_yaml());
+        let base = format!("{}{section}", c.node(0).config.patronictl_yaml());
         let config = c.dir().join("proxy.yml");
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        std::fs::write(&config, format!("{base}{extra}"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let mut cmd = Command::new(super::rampart_bin());
         cmd.arg("proxy")
             .arg("-c")
@@ -53,7 +56,7 @@ impl Proxy {
             .env("RUST_LOG", std::env::var("RAMPART_AGENT_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1");
         let proc = LoggedChild::spawn("rampart proxy", cmd, &c.dir().join("proxy.log"));
-        let mut p = Proxy { proc, rw_port, ro_port, admin_port, config };
+        let mut p = Proxy { proc, rw_port, ro_port, admin_port, config, base };
         for port in [rw_port, ro_port].into_iter().chain(admin_port) {
             assert!(p.proc.wait_listening(port, Duration::from_secs(10)), "rampart proxy does not listen on {port}");
         }
@@ -77,8 +80,50 @@ impl Proxy {
         self.proc.is_running()
     }
 
+    /// Rewrites the configuration file with `extra` in place of the lines given at start (for a
+    /// reload: the proxy reads it on SIGHUP).
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(&self.config, format!("{}{extra}", self.base))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config.display()));
+    }
+
+    /// Sends `sig` to the proxy by its PID.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.pid().expect("the proxy runs");
+        assert!(super::process::signal(pid, sig), "sending {sig} to rampart proxy ({pid})");
+    }
+
+    /// Waits up to `timeout` for the proxy to exit by itself: its exit status, or `None`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.proc.wait_exit(timeout)
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// SIGKILLs the proxy by PID and reaps it; a no-op when already stopped.
     pub fn stop(&mut self) {
         self.proc.stop();
     }
+}
+
+/// A superuser session to `dbname` through `port` whose connection task is kept: the handle
+/// yields how the connection ended, e.g. the FATAL error the server (or the proxy) sent while the
+/// client sat idle, which a plain [`super::connect`] drops.
+pub async fn connect_watched(
+    port: u16,
+    dbname: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error>
+{
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user(super::SUPERUSER)
+        .password(super::SUPERUSER_PASSWORD)
+        .dbname(dbname)
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = cfg.connect(tokio_postgres::NoTls).await?;
+    Ok((client, tokio::spawn(connection)))
 }

@@ -13,6 +13,10 @@ use crate::raw::RawProxy;
 
 /// Default `hold_timeout`: how long a read-write client waits for a leader, in seconds.
 pub const DEFAULT_HOLD_TIMEOUT: u64 = 30;
+/// Default `shutdown_timeout`, in seconds: how long a stopping proxy lets in-flight queries and
+/// open transactions finish before it ends their sessions with FATAL 57P01. Long enough for the
+/// queries of an OLTP application, far below systemd's 90 s stop timeout.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 10;
 /// Default `max_lag` in bytes: the default of Patroni's `maximum_lag_on_failover` (1 MiB).
 pub const DEFAULT_MAX_LAG: u64 = 1_048_576;
 
@@ -39,6 +43,10 @@ pub struct Proxy {
     pub ro_policy: RoPolicy,
     /// Session worker threads (each a single-threaded event loop); default one per CPU.
     pub workers: usize,
+    /// Seconds a stopping proxy waits for in-flight queries and transactions (SIGTERM/SIGINT).
+    pub shutdown_timeout: u64,
+    /// Where one JSON line per client connection is appended when it ends, if anywhere.
+    pub access_log: Option<PathBuf>,
 }
 
 /// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`).
@@ -115,6 +123,13 @@ impl Proxy {
             Some(n) if (1..=MAX_WORKERS as u64).contains(&n) => n as usize,
             Some(n) => return Err(c.problem(&["proxy", "workers"], format!("{n} is not between 1 and {MAX_WORKERS}"))),
         };
+        let shutdown_timeout = raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        if shutdown_timeout > 3600 {
+            return Err(c.problem(&["proxy", "shutdown_timeout"], format!("{shutdown_timeout} s is more than an hour")));
+        }
+        if raw.access_log.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(c.problem(&["proxy", "access_log"], "is empty (leave the key out to log no connections)"));
+        }
         Ok(Some(Proxy {
             listen,
             listen_ro,
@@ -126,6 +141,8 @@ impl Proxy {
             keyfile: raw.keyfile,
             ro_policy,
             workers,
+            shutdown_timeout,
+            access_log: raw.access_log,
         }))
     }
 }
@@ -164,6 +181,22 @@ postgresql:
         assert_eq!((p.hold_timeout, p.max_lag, p.fallback_to_primary), (30, 1_048_576, true));
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         assert_eq!(p.workers, cpus, "one event loop per CPU");
+        assert_eq!((p.shutdown_timeout, p.access_log), (10, None));
+    }
+
+    #[test]
+    fn shutdown_timeout_and_access_log() {
+        let p = load("proxy:\n  listen: h:1\n  shutdown_timeout: 3\n  access_log: /var/log/rampart/access.json\n")
+            .unwrap()
+            .config
+            .proxy
+            .unwrap();
+        assert_eq!(p.shutdown_timeout, 3);
+        assert_eq!(p.access_log.as_deref(), Some(std::path::Path::new("/var/log/rampart/access.json")));
+        let e = load("proxy:\n  listen: h:1\n  shutdown_timeout: 7200\n").unwrap_err().to_string();
+        assert_eq!(e, "p.yml:13: proxy.shutdown_timeout: 7200 s is more than an hour");
+        let e = load("proxy:\n  listen: h:1\n  access_log: ''\n").unwrap_err().to_string();
+        assert!(e.starts_with("p.yml:13: proxy.access_log: is empty"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub(crate) struct RawProxy {
     pub keyfile: Option<PathBuf>,
     pub ro_policy: Option<String>,
     pub workers: Option<u64>,
+    pub shutdown_timeout: Option<u64>,
+    pub access_log: Option<PathBuf>,
 }
 
 /// patronictl's section: REST credentials and TLS settings for operator commands.

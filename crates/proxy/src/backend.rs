@@ -220,7 +220,7 @@ fn lossy(b: &[u8]) -> String {
 pub struct ErrorFields(Vec<(u8, String)>);
 
 impl ErrorFields {
-    fn parse(body: &[u8], what: &'static str) -> Result<Self, BackendError> {
+    pub(crate) fn parse(body: &[u8], what: &'static str) -> Result<Self, BackendError> {
         let mut fields = Vec::new();
         let mut rest = body;
         loop {
@@ -360,6 +360,17 @@ impl ErrorResponse {
     /// An error without detail.
     pub fn new(severity: Severity, code: SqlState, message: impl Into<String>) -> Self {
         ErrorResponse { severity, code, message: message.into(), detail: None }
+    }
+
+    /// `FATAL 57P01 terminating connection due to administrator command`: word for word what
+    /// PostgreSQL sends on a fast shutdown, so that drivers treat a stopping proxy like a stopping
+    /// server.
+    pub fn admin_shutdown() -> Self {
+        ErrorResponse::new(
+            Severity::Fatal,
+            SqlState::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command",
+        )
     }
 
     /// Appends the encoded message to `dst`. NUL bytes in the text are dropped: each would end

@@ -201,3 +201,16 @@ fn sqlstate_length_is_checked() {
 fn sqlstate_alphabet_is_checked() {
     let _ = SqlState::new(std::hint::black_box("57p01"));
 }
+
+#[test]
+fn the_shutdown_error_is_postgresql_s_own() {
+    // What PostgreSQL 15 sends to a session on a fast shutdown (S, V, C, M, then the terminator;
+    // the server adds file/line/routine fields, which clients do not need).
+    let mut out = BytesMut::new();
+    ErrorResponse::admin_shutdown().encode(&mut out);
+    let body = b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0";
+    assert_eq!(&out[..], &Frame::new(b'E', body).as_bytes()[..]);
+    let frame = split_frame(&mut out, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+    let BackendMessage::ErrorResponse(f) = BackendMessage::parse(&frame).unwrap() else { panic!("an ErrorResponse") };
+    assert_eq!(f.to_string(), "FATAL 57P01: terminating connection due to administrator command");
+}

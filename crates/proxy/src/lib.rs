@@ -27,6 +27,9 @@
 //!   on a leader change;
 //! * [`workers`]: the single-threaded event loops sessions run on;
 //! * [`stats`]: the counters behind the admin port and the least-connections policy;
+//! * [`lifecycle`]: the graceful stop (drain, then close) and the count of open connections;
+//!   `flow` (private): whether a session has anything in flight, so a stop ends it only when idle;
+//! * [`access_log`]: one JSON line per client connection when it ends (`proxy.access_log`);
 //! * [`admin`]: the admin HTTP port (`/metrics`, `/stats.json`, `/stats`), whose renderers are
 //!   pure functions of one statistics snapshot and the routes in force.
 //!
@@ -37,6 +40,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 mod admin_html;
 mod admin_json;
@@ -44,7 +48,9 @@ mod admin_metrics;
 mod admin_view;
 pub mod backend;
 pub mod cancel;
+mod flow;
 pub mod frame;
+pub mod lifecycle;
 mod relay;
 pub mod server;
 pub mod session;

@@ -16,21 +16,30 @@
 //!   never stops the client's bytes from reaching it (and the reverse), as with a direct
 //!   connection;
 //! * a read-write session on a backend that stops being the primary is closed at once with
-//!   FATAL 57P01.
+//!   FATAL 57P01;
+//! * once the proxy is stopping, a session is closed with FATAL 57P01 (PostgreSQL's own
+//!   "terminating connection due to administrator command") as soon as it is idle (every request
+//!   answered, outside a transaction block; see [`crate::flow`]) or when the stop's bound has
+//!   passed, whichever comes first; a query in flight gets its result first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
+use crate::access_log::{AccessRecord, Outcome};
 use crate::backend::{
-    BackendKeyData, ErrorResponse, Severity, SqlState, TransactionStatus, BACKEND_KEY_DATA, READY_FOR_QUERY,
+    BackendKeyData, ErrorFields, ErrorResponse, Severity, SqlState, TransactionStatus, BACKEND_KEY_DATA,
+    ERROR_RESPONSE, READY_FOR_QUERY,
 };
 use crate::cancel::{BackendTarget, CancelKey};
+use crate::flow::{ChunkCount, Flow};
 use crate::frame::{frame_len, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
-use crate::session::{fatal, Refusal, Shared};
+use crate::lifecycle::Phase;
+use crate::session::{cancel_backend, fatal, Refusal, Shared};
 use crate::stats::ActiveGuard;
 use crate::topology::{Backend, Routes};
 
@@ -41,10 +50,41 @@ const TERMINATE: u8 = b'X';
 /// read, small enough that thousands of sessions stay cheap.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How a connection ended, for its access-log record.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) outcome: Outcome,
+    /// The SQLSTATE of the error that ended it (the proxy's or the server's).
+    pub(crate) sqlstate: Option<String>,
+    /// The proxy's own message, when the proxy ended it.
+    pub(crate) error: Option<String>,
+}
+
+impl From<Refusal> for Ended {
+    fn from(r: Refusal) -> Ended {
+        Ended { outcome: r.outcome, sqlstate: Some(r.error.code.as_str().to_string()), error: Some(r.error.message) }
+    }
+}
+
+impl Ended {
+    fn quietly(outcome: Outcome) -> Ended {
+        Ended { outcome, sqlstate: None, error: None }
+    }
+
+    /// Copies the ending into the connection's record.
+    pub(crate) fn record(self, r: &mut AccessRecord) {
+        r.outcome = self.outcome;
+        r.sqlstate = self.sqlstate;
+        r.error = self.error;
+    }
+}
+
 /// Keeps the session's cancel key in the map exactly as long as the session lives.
 pub(crate) struct CancelGuard<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) pid: Option<u32>,
+    /// The backend's own key, to cancel a query the proxy cuts short.
+    pub(crate) target: Option<BackendTarget<String>>,
 }
 
 impl Drop for CancelGuard<'_> {
@@ -64,18 +104,26 @@ pub(crate) async fn client_to_server<R, W>(
     err_tx: oneshot::Sender<ErrorResponse>,
     terminated: Arc<AtomicBool>,
     active: Arc<ActiveGuard>,
+    flow: Arc<Flow>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     loop {
         match scan_client(&buf) {
-            Ok((0, _)) => {}
-            Ok((n, terminate)) => {
+            Ok((0, _, _)) => {}
+            Ok((n, terminate, count)) => {
                 if terminate {
                     terminated.store(true, Ordering::Relaxed);
                 }
+                // Counted before the server can see it, so its answer never arrives first.
+                if !flow.client_sends(count.requests, count.trailing) {
+                    // The session was closed as idle (the proxy is stopping): nothing more goes
+                    // to the server; the other direction tells the client.
+                    return;
+                }
                 active.counters().bytes_to_server.fetch_add(n as u64, Ordering::Relaxed);
+                flow.bytes_from_client.fetch_add(n as u64, Ordering::Relaxed);
                 if w.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -97,19 +145,21 @@ pub(crate) async fn client_to_server<R, W>(
     }
 }
 
-/// The length of the whole frames at the front of a client's buffer, and whether one of them is
-/// Terminate.
-fn scan_client(buf: &[u8]) -> Result<(usize, bool), String> {
+/// The length of the whole frames at the front of a client's buffer, whether one of them is
+/// Terminate, and how they count towards what is in flight.
+fn scan_client(buf: &[u8]) -> Result<(usize, bool, ChunkCount), String> {
     let mut at = 0;
     let mut terminate = false;
+    let mut count = ChunkCount::default();
     while let Some(len) = frame_len(&buf[at..], DEFAULT_MAX_FRAME_LEN).map_err(|e| format!("invalid message: {e}"))? {
         if buf.len() - at < len {
             break;
         }
         terminate |= buf[at] == TERMINATE;
+        count.add(buf[at]);
         at += len;
     }
-    Ok((at, terminate))
+    Ok((at, terminate, count))
 }
 
 /// What the server-to-client relay reads besides its sockets.
@@ -121,55 +171,83 @@ pub(crate) struct Downstream<'a> {
     pub(crate) terminated: &'a AtomicBool,
     /// This session's backend counters.
     pub(crate) active: &'a ActiveGuard,
+    /// What is in flight, shared with the client direction.
+    pub(crate) flow: &'a Flow,
 }
 
 /// Relays server messages to the client (starting with what `first` already holds), replacing
 /// BackendKeyData and noting ReadyForQuery; writes the proxy's own FATAL errors (protocol
-/// violation upstream, leader change) between frames.
+/// violation upstream, leader change, shutdown) between frames.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn server_to_client<R, W>(
     mut r: R,
     mut w: W,
     first: BytesMut,
     mut err_rx: oneshot::Receiver<ErrorResponse>,
     fence: Option<(watch::Receiver<Routes>, Backend)>,
+    stop: watch::Receiver<Phase>,
     ctx: Downstream<'_>,
     guard: &mut CancelGuard<'_>,
-) -> Result<(), Refusal>
+) -> Ended
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Downstream { shared, addr, terminated, active } = ctx;
+    let Downstream { shared, addr, terminated, active, flow } = ctx;
     let mut buf = first;
     let mut upstream_open = true;
-    let mut status = None::<TransactionStatus>;
+    let mut seen = Seen::default();
     let mut buffered = !buf.is_empty();
+    let mut draining = false;
     buf.reserve(READ_CHUNK);
     // One long-lived wait for a leader change, polled by every turn of the loop below (a new
     // `changed()` per message would register and unregister a waiter on the routes channel,
-    // shared by all sessions, for every query).
+    // shared by all sessions, for every query). The same for the proxy's stop.
     let fenced = leader_changed(fence);
     tokio::pin!(fenced);
+    let stopping = next_phase(stop, Phase::Serving);
+    tokio::pin!(stopping);
+    // Ends the session with the proxy's own error: the client direction forwards nothing more.
+    macro_rules! end_with {
+        ($refusal:expr) => {{
+            let r: Refusal = $refusal;
+            flow.close();
+            let _ = send_error(&mut w, &r.error).await;
+            return Ended::from(r);
+        }};
+    }
     loop {
         if buffered {
-            if !relay_buffered(&mut buf, &mut w, &mut status, shared, addr, guard, active).await? {
-                return Ok(());
+            match relay_buffered(&mut buf, &mut w, &mut seen, shared, addr, guard, active, flow).await {
+                Ok(true) => {}
+                Ok(false) => return Ended::quietly(Outcome::ClientClosed),
+                Err(r) => return Ended::from(r),
             }
             buffered = false;
             buf.reserve(READ_CHUNK);
+            if draining && seen.idle() && flow.close_if_idle() {
+                end_with!(shut_down());
+            }
         }
         tokio::select! {
             read = r.read_buf(&mut buf) => {
                 match read {
                     Ok(0) | Err(_) => {
+                        if let Some(code) = seen.fatal.take() {
+                            // The server ended the session with its own FATAL error, which the
+                            // client has already been given.
+                            return Ended { outcome: Outcome::ServerError, sqlstate: Some(code), error: None };
+                        }
                         if upstream_open && !terminated.load(Ordering::Relaxed) {
                             // The server went away under a client that still talks: say so
                             // (only whole frames were relayed, so this lands between messages).
-                            let r = fatal(SqlState::CONNECTION_FAILURE, "server closed the connection unexpectedly");
-                            let _ = send_error(&mut w, &r.0).await;
-                            return Err(r);
+                            end_with!(fatal(
+                                Outcome::ServerClosed,
+                                SqlState::CONNECTION_FAILURE,
+                                "server closed the connection unexpectedly",
+                            ));
                         }
-                        return Ok(());
+                        return Ended::quietly(Outcome::ClientClosed);
                     }
                     Ok(_) => buffered = true,
                 }
@@ -178,8 +256,7 @@ where
                 match err {
                     Ok(e) => {
                         shared.stats.protocol_error();
-                        let _ = send_error(&mut w, &e).await;
-                        return Err(Refusal(e));
+                        end_with!(Refusal { error: e, outcome: Outcome::ProtocolError });
                     }
                     // The client closed its side: keep relaying until the server closes too.
                     Err(_) => upstream_open = false,
@@ -188,14 +265,44 @@ where
             () = &mut fenced => {
                 // Idle or not, the session goes: its transaction could only fail on a primary
                 // that has lost its lease (the status is logged for the operator).
-                tracing::debug!(?status, "fenced session's transaction status");
+                tracing::debug!(status = ?seen.status, "fenced session's transaction status");
                 shared.stats.fenced();
-                let r = fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed");
-                let _ = send_error(&mut w, &r.0).await;
-                return Err(r);
+                end_with!(fatal(Outcome::Fenced, SqlState::ADMIN_SHUTDOWN, "terminating connection: the leader changed"));
+            }
+            (phase, rx) = &mut stopping => {
+                if phase == Phase::Closing {
+                    // As PostgreSQL's fast shutdown would, the query is stopped too: the client
+                    // is told its session is gone, so its statement must not commit later.
+                    tracing::debug!(status = ?seen.status, "session still busy at the end of the shutdown wait");
+                    if let Some(target) = &guard.target {
+                        cancel_backend(target, CLOSE_CANCEL_TIMEOUT).await;
+                    }
+                    end_with!(shut_down());
+                }
+                draining = true;
+                stopping.set(next_phase(rx, phase));
+                if seen.idle() && flow.close_if_idle() {
+                    end_with!(shut_down());
+                }
             }
         }
     }
+}
+
+/// How long cancelling a query cut short by the end of a shutdown wait may take.
+const CLOSE_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The proxy is stopping: PostgreSQL's own words for a fast shutdown.
+fn shut_down() -> Refusal {
+    Refusal { error: ErrorResponse::admin_shutdown(), outcome: Outcome::ShutDown }
+}
+
+/// Completes with the first phase after `after`, and the receiver to wait for the next one;
+/// never once the proxy's lifecycle is gone.
+async fn next_phase(mut rx: watch::Receiver<Phase>, after: Phase) -> (Phase, watch::Receiver<Phase>) {
+    let phase = rx.wait_for(|p| *p > after).await.map(|p| *p);
+    let Ok(phase) = phase else { return std::future::pending().await };
+    (phase, rx)
 }
 
 /// Completes when the read-write session's backend stops being the primary; never without a
@@ -214,18 +321,22 @@ async fn leader_changed(fence: Option<(watch::Receiver<Routes>, Backend)>) {
 }
 
 /// Writes the whole frames in `buf` to the client. `Ok(false)`: the client is gone.
+#[allow(clippy::too_many_arguments)]
 async fn relay_buffered<W: AsyncWrite + Unpin>(
     buf: &mut BytesMut,
     w: &mut W,
-    status: &mut Option<TransactionStatus>,
+    seen: &mut Seen,
     shared: &Shared,
     addr: &str,
     guard: &mut CancelGuard<'_>,
     active: &ActiveGuard,
+    flow: &Flow,
 ) -> Result<bool, Refusal> {
-    let invalid = |e: String| fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"));
+    let invalid = |e: String| {
+        fatal(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, format!("invalid message from the server: {e}"))
+    };
     loop {
-        let chunk = match next_chunk(buf, status) {
+        let chunk = match next_chunk(buf, seen) {
             Ok(Some(c)) => c,
             // Flush before waiting on the server again: a TLS writer may keep encrypted bytes
             // it could not send yet (socket full) until the next write or flush, and the client
@@ -234,7 +345,8 @@ async fn relay_buffered<W: AsyncWrite + Unpin>(
             Err(e) => {
                 shared.stats.protocol_error();
                 let r = invalid(e);
-                let _ = send_error(w, &r.0).await;
+                flow.close();
+                let _ = send_error(w, &r.error).await;
                 return Err(r);
             }
         };
@@ -249,7 +361,8 @@ async fn relay_buffered<W: AsyncWrite + Unpin>(
                     Ok(k) => k,
                     Err(e) => {
                         let r = invalid(e);
-                        let _ = send_error(w, &r.0).await;
+                        flow.close();
+                        let _ = send_error(w, &r.error).await;
                         return Err(r);
                     }
                 };
@@ -259,10 +372,10 @@ async fn relay_buffered<W: AsyncWrite + Unpin>(
                 w.write_all(&enc).await.is_ok().then_some(enc.len())
             }
         };
-        match written {
-            Some(n) => active.counters().bytes_to_client.fetch_add(n as u64, Ordering::Relaxed),
-            None => return Ok(false),
-        };
+        let Some(n) = written else { return Ok(false) };
+        active.counters().bytes_to_client.fetch_add(n as u64, Ordering::Relaxed);
+        flow.bytes_to_client.fetch_add(n as u64, Ordering::Relaxed);
+        flow.server_ready(std::mem::take(&mut seen.ready));
     }
 }
 
@@ -275,9 +388,28 @@ enum Chunk {
     KeyData(usize),
 }
 
+/// What the server direction has seen of the messages it relayed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Seen {
+    /// The transaction status of the last ReadyForQuery.
+    status: Option<TransactionStatus>,
+    /// ReadyForQuery messages scanned and not yet counted in the session's [`Flow`].
+    ready: u64,
+    /// SQLSTATE of a FATAL (or PANIC) error the server sent: it is ending the session.
+    fatal: Option<String>,
+}
+
+impl Seen {
+    /// Outside a transaction block (the caller checks that nothing is in flight).
+    fn idle(&self) -> bool {
+        self.status == Some(TransactionStatus::Idle)
+    }
+}
+
 /// Scans the whole frames at the front of `buf` up to the first BackendKeyData, noting the
-/// transaction status of every ReadyForQuery on the way. `None`: no whole frame yet.
-fn next_chunk(buf: &[u8], status: &mut Option<TransactionStatus>) -> Result<Option<Chunk>, String> {
+/// transaction status of every ReadyForQuery and the code of a FATAL error on the way. `None`: no
+/// whole frame yet.
+fn next_chunk(buf: &[u8], seen: &mut Seen) -> Result<Option<Chunk>, String> {
     let mut at = 0;
     while let Some(len) = frame_len(&buf[at..], DEFAULT_MAX_FRAME_LEN).map_err(|e| e.to_string())? {
         if buf.len() - at < len {
@@ -286,7 +418,16 @@ fn next_chunk(buf: &[u8], status: &mut Option<TransactionStatus>) -> Result<Opti
         match buf[at] {
             READY_FOR_QUERY => {
                 let byte = buf.get(at + HEADER_LEN).copied().unwrap_or(0);
-                *status = Some(TransactionStatus::from_byte(byte).map_err(|e| e.to_string())?);
+                seen.status = Some(TransactionStatus::from_byte(byte).map_err(|e| e.to_string())?);
+                seen.ready += 1;
+            }
+            ERROR_RESPONSE => {
+                // Rare, so parsed: only the code is kept (a message may quote the client's data).
+                if let Ok(f) = ErrorFields::parse(&buf[at + HEADER_LEN..at + len], "ErrorResponse") {
+                    if matches!(f.severity(), Some("FATAL" | "PANIC")) {
+                        seen.fatal = f.code().map(str::to_string);
+                    }
+                }
             }
             BACKEND_KEY_DATA if at == 0 => return Ok(Some(Chunk::KeyData(len))),
             BACKEND_KEY_DATA => break,
@@ -312,6 +453,7 @@ fn synthetic_key(
     let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let key = CancelKey::new(bytes::Bytes::copy_from_slice(&body[4..])).map_err(|e| e.to_string())?;
     let target = BackendTarget { addr: addr.to_string(), pid, key };
+    guard.target = Some(target.clone());
     let mut map = shared.cancels.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(old) = guard.pid.take() {
         map.remove(old);
@@ -360,10 +502,13 @@ mod tests {
         let mut bytes = Frame::new(b'Q', b"select 1\0").into_bytes().to_vec();
         let one = bytes.len();
         bytes.extend_from_slice(b"X\0\0");
-        assert_eq!(scan_client(&bytes), Ok((one, false)));
+        let query = ChunkCount { requests: 1, trailing: false };
+        assert_eq!(scan_client(&bytes), Ok((one, false, query)));
         bytes.truncate(one);
         bytes.extend_from_slice(Frame::new(b'X', b"").as_bytes());
-        assert_eq!(scan_client(&bytes), Ok((one + 5, true)));
+        assert_eq!(scan_client(&bytes), Ok((one + 5, true, query)));
+        let parse = Frame::new(b'P', b"\0select 1\0\0\0");
+        assert_eq!(scan_client(parse.as_bytes()), Ok((parse.len(), false, ChunkCount { requests: 0, trailing: true })));
         assert!(scan_client(b"Q\0\0\0\x01").is_err());
         assert!(scan_client(b"Q\x7f\xff\xff\xff").is_err());
     }
@@ -378,23 +523,38 @@ mod tests {
             buf.extend_from_slice(f.as_bytes());
         }
         buf.extend_from_slice(b"D\0\0");
-        let mut status = None;
-        assert_eq!(next_chunk(&buf, &mut status), Ok(Some(Chunk::Run(auth.as_bytes().len()))));
+        let mut seen = Seen::default();
+        assert_eq!(next_chunk(&buf, &mut seen), Ok(Some(Chunk::Run(auth.as_bytes().len()))));
         buf.advance(auth.as_bytes().len());
-        assert_eq!(next_chunk(&buf, &mut status), Ok(Some(Chunk::KeyData(key.as_bytes().len()))));
+        assert_eq!(next_chunk(&buf, &mut seen), Ok(Some(Chunk::KeyData(key.as_bytes().len()))));
         buf.advance(key.as_bytes().len());
-        assert_eq!(status, None);
-        assert_eq!(next_chunk(&buf, &mut status), Ok(Some(Chunk::Run(ready.as_bytes().len()))));
-        assert_eq!(status, Some(TransactionStatus::InTransaction));
+        assert_eq!(seen, Seen::default());
+        assert_eq!(next_chunk(&buf, &mut seen), Ok(Some(Chunk::Run(ready.as_bytes().len()))));
+        assert_eq!((seen.status, seen.ready), (Some(TransactionStatus::InTransaction), 1));
+        assert!(!seen.idle(), "inside a transaction block");
         buf.advance(ready.as_bytes().len());
-        assert_eq!(next_chunk(&buf, &mut status), Ok(None), "a partial frame waits");
-        assert!(next_chunk(b"Z\0\0\0\x05?", &mut status).is_err(), "an unknown transaction status");
+        assert_eq!(next_chunk(&buf, &mut seen), Ok(None), "a partial frame waits");
+        assert!(next_chunk(b"Z\0\0\0\x05?", &mut seen).is_err(), "an unknown transaction status");
+    }
+
+    #[test]
+    fn a_servers_fatal_error_is_noted_by_its_code_only() {
+        let mut buf = BytesMut::new();
+        ErrorResponse::new(Severity::Error, SqlState::new("42P01"), "relation \"secret\" does not exist")
+            .encode(&mut buf);
+        let mut seen = Seen::default();
+        let _ = next_chunk(&buf, &mut seen);
+        assert_eq!(seen.fatal, None, "an ERROR does not end the session");
+        ErrorResponse::new(Severity::Fatal, SqlState::new("3D000"), "database \"nope\" does not exist")
+            .encode(&mut buf);
+        assert_eq!(next_chunk(&buf, &mut seen), Ok(Some(Chunk::Run(buf.len()))));
+        assert_eq!(seen.fatal.as_deref(), Some("3D000"));
     }
 
     #[test]
     fn key_data_is_replaced_and_leaves_with_the_session() {
         let sh = shared();
-        let mut guard = CancelGuard { shared: &sh, pid: None };
+        let mut guard = CancelGuard { shared: &sh, pid: None, target: None };
         let frame = Frame::new(b'K', b"\0\0\0\x07abcd");
         let synthetic = synthetic_key(frame.as_bytes(), &sh, "h:1", &mut guard).unwrap();
         assert_eq!(guard.pid, Some(synthetic.pid));
@@ -404,7 +564,7 @@ mod tests {
         assert_eq!((target.addr.as_str(), target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
         drop(guard);
         assert!(sh.cancels.lock().unwrap().is_empty(), "the key leaves with the session");
-        let mut guard = CancelGuard { shared: &sh, pid: None };
+        let mut guard = CancelGuard { shared: &sh, pid: None, target: None };
         assert!(synthetic_key(b"K\0\0\0\x06\0\0", &sh, "h:1", &mut guard).is_err(), "truncated");
     }
 }

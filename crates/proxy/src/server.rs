@@ -1,13 +1,16 @@
 //! The listeners and the follower that keeps the routes current.
 //!
 //! [`bind`] opens the read-write and (optionally) read-only listeners before anything else, so
-//! a port in use is an error at start; [`Listeners::serve`] accepts until the shutdown future
-//! completes, each connection in its own task. [`follow`] turns cluster snapshots into
+//! a port in use is an error at start; [`Listeners::serve`] accepts, handing each connection to a
+//! worker, until [`Accepting::close`], which closes the sockets (a load balancer then sees the
+//! port gone at once). [`follow`] turns cluster snapshots into
 //! [`Routes`] on a watch channel, failing closed when the snapshots stop coming.
 
 use std::future::Future;
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 use rampart_core::Cluster;
 use tokio::net::TcpListener;
@@ -42,14 +45,30 @@ pub async fn bind(rw: &str, ro: Option<&str>) -> std::io::Result<Listeners> {
 }
 
 impl Listeners {
-    /// Accepts connections until `shutdown` completes, handing each to `workers`.
-    pub async fn serve(self, workers: Arc<Workers>, shutdown: impl Future<Output = ()>) {
-        let rw = tokio::spawn(accept_loop(self.rw, Port::ReadWrite, workers.clone()));
-        let ro = self.ro.map(|l| tokio::spawn(accept_loop(l, Port::ReadOnly, workers.clone())));
-        shutdown.await;
-        rw.abort();
-        if let Some(ro) = ro {
-            ro.abort();
+    /// Starts accepting connections, handing each to `workers`.
+    pub fn serve(self, workers: Arc<Workers>) -> Accepting {
+        let mut loops = vec![tokio::spawn(accept_loop(self.rw, Port::ReadWrite, workers.clone()))];
+        loops.extend(self.ro.map(|l| tokio::spawn(accept_loop(l, Port::ReadOnly, workers))));
+        Accepting { loops }
+    }
+}
+
+/// The running accept loops, each owning its listening socket.
+#[derive(Debug)]
+pub struct Accepting {
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Accepting {
+    /// Stops accepting and closes the listening sockets: once this returns, connection attempts
+    /// are refused by the kernel. Connections already accepted are not touched.
+    pub async fn close(self) {
+        for l in &self.loops {
+            l.abort();
+        }
+        // Awaiting the aborted tasks makes sure their listeners have been dropped (closed).
+        for l in self.loops {
+            let _ = l.await;
         }
     }
 }

@@ -8,12 +8,15 @@
 //! (`N` otherwise); the backend connection stays plain. Bytes the client sent after SSLRequest
 //! but before the handshake are refused (they would bypass TLS, CVE-2021-23214).
 //!
-//! Once the backend answers, the private `relay` module carries both directions. Invariant kept here: a
-//! session is counted active on exactly one backend from connect to close (the guard from
-//! [`Stats::connected`] lives as long as the relay).
+//! Once the backend answers, the private `relay` module carries both directions. Invariants kept
+//! here: a session is counted active on exactly one backend from connect to close (the guard from
+//! [`Stats::connected`] lives as long as the relay); every connection gets exactly one access-log
+//! record when it ends (port probes excepted, see [`crate::access_log`]); once the proxy is
+//! stopping ([`Phase::Draining`]) a client that has no backend yet is refused with 57P03 instead
+//! of starting a session.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -22,10 +25,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::{AccessLog, AccessRecord, Outcome};
 use crate::backend::{BackendMessage, ErrorResponse, Severity, SqlState};
-use crate::cancel::CancelMap;
+use crate::cancel::{BackendTarget, CancelMap};
+use crate::flow::Flow;
 use crate::frame::{frame_len, split_frame, DEFAULT_MAX_FRAME_LEN};
-use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream};
+use crate::lifecycle::{reached, Lifecycle, Phase, Ticket};
+use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream, Ended};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
 use crate::stats::{Decision, Stats};
 use crate::topology::{Backend, Routes};
@@ -87,24 +93,28 @@ impl Default for SessionSettings {
 }
 
 /// What every session shares: the routes, the cancel keys, the round-robin position, the TLS
-/// configuration and the statistics.
+/// configuration, the statistics, the lifecycle and the access log. Settings and TLS can be
+/// replaced while sessions run (a reload); each connection reads them once, when it starts.
 pub struct Shared {
     /// Current routes, kept up to date by the follower.
     pub routes: watch::Receiver<Routes>,
     /// Synthetic cancel keys handed to clients, and the backends they stand for.
     pub cancels: Mutex<CancelMap<String>>,
-    /// Session settings.
-    pub settings: SessionSettings,
+    settings: RwLock<SessionSettings>,
     /// TLS for clients that ask for it; `None` answers SSLRequest with `N`.
-    pub tls: Option<TlsAcceptor>,
+    tls: RwLock<Option<TlsAcceptor>>,
     /// Counters for the admin port and the least-connections policy.
     pub stats: Arc<Stats>,
+    /// Serving, draining or closing, and the open connections.
+    pub lifecycle: Arc<Lifecycle>,
+    /// One line per connection, when configured.
+    pub access_log: AccessLog,
     next_replica: AtomicUsize,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("settings", &self.settings).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("Shared").field("settings", &self.settings()).field("tls", &self.tls().is_some()).finish()
     }
 }
 
@@ -114,17 +124,38 @@ impl Shared {
         Shared {
             routes,
             cancels: Mutex::new(CancelMap::new()),
-            settings,
-            tls: None,
+            settings: RwLock::new(settings),
+            tls: RwLock::new(None),
             stats: Arc::new(Stats::default()),
+            lifecycle: Arc::new(Lifecycle::default()),
+            access_log: AccessLog::default(),
             next_replica: AtomicUsize::new(0),
         }
     }
 
     /// Terminates TLS with `config` for clients that send SSLRequest.
-    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Shared {
-        self.tls = Some(TlsAcceptor::from(config));
+    pub fn with_tls(self, config: Arc<rustls::ServerConfig>) -> Shared {
+        self.set_tls(Some(config));
         self
+    }
+
+    /// The settings new connections start with.
+    pub fn settings(&self) -> SessionSettings {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the settings for connections accepted from now on (a reload).
+    pub fn set_settings(&self, settings: SessionSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+    }
+
+    /// Replaces the TLS configuration for connections accepted from now on; `None` turns TLS off.
+    pub fn set_tls(&self, config: Option<Arc<rustls::ServerConfig>>) {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = config.map(TlsAcceptor::from);
+    }
+
+    fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Counts into `stats` (shared with the follower and the admin port).
@@ -134,9 +165,9 @@ impl Shared {
     }
 
     /// The replica for a new read-only session, by the configured policy.
-    fn pick_replica(&self, replicas: &[Backend]) -> Backend {
+    fn pick_replica(&self, replicas: &[Backend], balance: Balance) -> Backend {
         let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
-        let i = match self.settings.balance {
+        let i = match balance {
             Balance::RoundRobin => turn % replicas.len(),
             Balance::LeastConnections => {
                 // Start the scan at the turn so equal counts still rotate.
@@ -152,10 +183,19 @@ impl Shared {
 
 /// Why a session ended early; the message goes to the client when it can still be sent.
 #[derive(Debug)]
-pub(crate) struct Refusal(pub(crate) ErrorResponse);
+pub(crate) struct Refusal {
+    pub(crate) error: ErrorResponse,
+    pub(crate) outcome: Outcome,
+}
 
-pub(crate) fn fatal(code: SqlState, message: impl Into<String>) -> Refusal {
-    Refusal(ErrorResponse::new(Severity::Fatal, code, message))
+pub(crate) fn fatal(outcome: Outcome, code: SqlState, message: impl Into<String>) -> Refusal {
+    Refusal { error: ErrorResponse::new(Severity::Fatal, code, message), outcome }
+}
+
+/// What a client that has no session yet gets once the proxy is stopping: it may try another
+/// proxy (libpq does with several hosts), as PostgreSQL tells a client during its shutdown.
+fn shutting_down() -> Refusal {
+    fatal(Outcome::ShutDown, SqlState::CANNOT_CONNECT_NOW, "the proxy is shutting down")
 }
 
 /// The client connection after the startup phase: TLS or not.
@@ -164,76 +204,136 @@ enum ClientStream {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// Serves one client connection until it closes.
-pub async fn run(shared: Arc<Shared>, port: Port, client: TcpStream, peer: String) {
+impl ClientStream {
+    async fn read_startup(&mut self, buf: &mut BytesMut, offer_tls: bool) -> Result<Option<Step>, Refusal> {
+        match self {
+            ClientStream::Plain(s) => read_startup(s, buf, offer_tls).await,
+            ClientStream::Tls(s) => read_startup(s.as_mut(), buf, false).await,
+        }
+    }
+
+    async fn send_error(&mut self, e: &ErrorResponse) {
+        let _ = match self {
+            ClientStream::Plain(s) => send_error(s, e).await,
+            ClientStream::Tls(s) => send_error(s.as_mut(), e).await,
+        };
+    }
+}
+
+/// Why the startup phase stopped waiting for the client.
+enum GiveUp {
+    Timeout,
+    ShutDown,
+}
+
+/// Serves one client connection until it closes, then writes its access-log record. `ticket`
+/// counts the connection open for a graceful stop until this returns.
+pub async fn run(shared: Arc<Shared>, port: Port, client: TcpStream, peer: String, ticket: Ticket) {
+    let _open = ticket;
+    let began = Instant::now();
+    let mut record = AccessRecord::new(&peer, port);
+    if serve(&shared, port, client, &peer, &mut record).await && shared.access_log.enabled() {
+        record.duration = began.elapsed();
+        shared.access_log.write(&record);
+    }
+}
+
+/// Serves the connection, filling in `record`; false for a connection not worth a record (it
+/// closed before sending a whole startup packet, without error).
+async fn serve(shared: &Shared, port: Port, client: TcpStream, peer: &str, record: &mut AccessRecord) -> bool {
     let _ = client.set_nodelay(true);
     shared.stats.accepted(port);
+    let settings = shared.settings();
     let mut buf = BytesMut::with_capacity(8192);
-    // One deadline for the whole startup phase, TLS handshake included.
-    let deadline = tokio::time::Instant::now() + shared.settings.startup_timeout;
+    // One deadline for the whole startup phase, TLS handshake included; a stop ends it too.
+    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
+    let mut stop = shared.lifecycle.subscribe();
+    let give_up = async {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => GiveUp::Timeout,
+            () = reached(&mut stop, Phase::Draining) => GiveUp::ShutDown,
+        }
+    };
+    tokio::pin!(give_up);
     let mut stream = ClientStream::Plain(client);
-    let mut offer_tls = shared.tls.is_some();
+    let tls = shared.tls();
+    let mut offer_tls = tls.is_some();
     let startup = loop {
-        let read = match &mut stream {
-            ClientStream::Plain(s) => tokio::time::timeout_at(deadline, read_startup(s, &mut buf, offer_tls)).await,
-            ClientStream::Tls(s) => tokio::time::timeout_at(deadline, read_startup(s.as_mut(), &mut buf, false)).await,
+        let read = tokio::select! {
+            r = stream.read_startup(&mut buf, offer_tls) => Ok(r),
+            why = &mut give_up => Err(why),
         };
         let refusal = match read {
             Ok(Ok(Some(Step::Done(s)))) => break s,
-            Ok(Ok(None)) => return,
+            Ok(Ok(None)) => return false,
             Ok(Ok(Some(Step::Tls))) => {
                 offer_tls = false;
-                let (ClientStream::Plain(tcp), Some(acceptor)) = (stream, shared.tls.clone()) else {
+                let (ClientStream::Plain(tcp), Some(acceptor)) = (stream, tls.clone()) else {
                     unreachable!("TLS is offered only on a plain stream with a certificate")
                 };
-                match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        shared.stats.tls_handshake(true);
-                        stream = ClientStream::Tls(Box::new(tls));
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        shared.stats.tls_handshake(false);
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
+                record.outcome = Outcome::TlsFailed;
+                tokio::select! {
+                    r = acceptor.accept(tcp) => match r {
+                        Ok(tls) => {
+                            shared.stats.tls_handshake(true);
+                            record.tls = true;
+                            stream = ClientStream::Tls(Box::new(tls));
+                            continue;
+                        }
+                        Err(e) => {
+                            shared.stats.tls_handshake(false);
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            record.error = Some(format!("TLS handshake failed: {e}"));
+                        }
+                    },
+                    _ = &mut give_up => {
                         shared.stats.tls_handshake(false);
                         tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
+                        record.error = Some("TLS handshake not finished".into());
                     }
                 }
+                return true;
             }
             Ok(Err(refusal)) => {
-                tracing::debug!(%peer, "startup refused: {}", refusal.0.message);
+                tracing::debug!(%peer, "startup refused: {}", refusal.error.message);
                 shared.stats.protocol_error();
                 refusal
             }
-            Err(_) => fatal(SqlState::PROTOCOL_VIOLATION, "timeout waiting for the startup packet"),
+            Err(GiveUp::Timeout) => {
+                fatal(Outcome::Timeout, SqlState::PROTOCOL_VIOLATION, "timeout waiting for the startup packet")
+            }
+            Err(GiveUp::ShutDown) => shutting_down(),
         };
-        let _ = match &mut stream {
-            ClientStream::Plain(s) => send_error(s, &refusal.0).await,
-            ClientStream::Tls(s) => send_error(s.as_mut(), &refusal.0).await,
-        };
-        return;
+        stream.send_error(&refusal.error).await;
+        Ended::from(refusal).record(record);
+        return true;
     };
     let msg = match startup {
-        Startup::Cancel(req) => return forward_cancel(&shared, req).await,
+        Startup::Cancel(req) => {
+            record.outcome = Outcome::Cancel;
+            forward_cancel(shared, &settings, req).await;
+            return true;
+        }
         Startup::Session(msg) => msg,
     };
-    let result = match stream {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    record.user = msg.user().map(text);
+    record.database = msg.database().or(msg.user()).map(text);
+    let ended = match stream {
         ClientStream::Plain(s) => {
             let (r, w) = s.into_split();
-            session(&shared, port, r, w, buf, msg, &peer).await
+            session(shared, &settings, port, r, w, buf, msg, record).await
         }
         ClientStream::Tls(s) => {
             let (r, w) = tokio::io::split(*s);
-            session(&shared, port, r, w, buf, msg, &peer).await
+            session(shared, &settings, port, r, w, buf, msg, record).await
         }
     };
-    if let Err(refusal) = result {
-        tracing::debug!(%peer, "session ended: {}", refusal.0.message);
+    if let Some(e) = &ended.error {
+        tracing::debug!(%peer, "session ended: {e}");
     }
+    ended.record(record);
+    true
 }
 
 enum Startup {
@@ -258,7 +358,11 @@ where
             Ok(Some(StartupPacket::SslRequest)) if offer_tls => {
                 if !buf.is_empty() {
                     // Anything already sent would be read as if it had come through TLS.
-                    return Err(fatal(SqlState::PROTOCOL_VIOLATION, "received unencrypted data after SSL request"));
+                    return Err(fatal(
+                        Outcome::ProtocolError,
+                        SqlState::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    ));
                 }
                 if client.write_all(b"S").await.is_err() {
                     return Ok(None);
@@ -276,19 +380,34 @@ where
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             },
-            Err(e) => return Err(fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid startup packet: {e}"))),
+            Err(e) => {
+                return Err(fatal(
+                    Outcome::ProtocolError,
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                ))
+            }
         }
     }
 }
 
 /// Sends the backend's real cancel key to the backend that owns the synthetic one. An unknown
 /// key is ignored silently, as PostgreSQL does.
-async fn forward_cancel(shared: &Shared, req: CancelRequest) {
+async fn forward_cancel(shared: &Shared, settings: &SessionSettings, req: CancelRequest) {
     let target = shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).lookup(&req).cloned();
     let Some(target) = target else {
         tracing::debug!(pid = req.pid, "cancel request with an unknown key ignored");
         return;
     };
+    if cancel_backend(&target, settings.connect_timeout).await {
+        shared.stats.cancel_forwarded();
+        tracing::info!(backend = %target.addr, "cancel request forwarded");
+    }
+}
+
+/// Sends `target` its CancelRequest on a fresh connection, within `timeout`; false (and a
+/// warning) when that failed.
+pub(crate) async fn cancel_backend(target: &BackendTarget<String>, timeout: Duration) -> bool {
     let mut out = BytesMut::new();
     target.cancel_request().encode(&mut out);
     let sent = async {
@@ -299,28 +418,37 @@ async fn forward_cancel(shared: &Shared, req: CancelRequest) {
         let _ = s.read(&mut sink).await;
         Ok::<_, std::io::Error>(())
     };
-    match tokio::time::timeout(shared.settings.connect_timeout, sent).await {
-        Ok(Ok(())) => {
-            shared.stats.cancel_forwarded();
-            tracing::info!(backend = %target.addr, "cancel request forwarded")
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(backend = %target.addr, "sending a cancel request: {e}");
+            false
         }
-        Ok(Err(e)) => tracing::warn!(backend = %target.addr, "forwarding a cancel request: {e}"),
-        Err(_) => tracing::warn!(backend = %target.addr, "forwarding a cancel request timed out"),
+        Err(_) => {
+            tracing::warn!(backend = %target.addr, "sending a cancel request timed out");
+            false
+        }
     }
 }
 
 /// Picks the backend for a new session, holding the client while there is no primary (for
 /// the read-only port too when it falls back to the primary) until `deadline`.
-async fn choose_backend(shared: &Shared, port: Port, started: Instant, deadline: Instant) -> Result<Backend, Refusal> {
+async fn choose_backend(
+    shared: &Shared,
+    settings: &SessionSettings,
+    port: Port,
+    started: Instant,
+    deadline: Instant,
+) -> Result<(Backend, Decision), Refusal> {
     let to_primary = if port == Port::ReadOnly {
         let replicas = shared.routes.borrow().replicas.clone();
         if !replicas.is_empty() {
             shared.stats.decided(port, Decision::Replica);
-            return Ok(shared.pick_replica(&replicas));
+            return Ok((shared.pick_replica(&replicas, settings.balance), Decision::Replica));
         }
-        if !shared.settings.fallback_to_primary {
+        if !settings.fallback_to_primary {
             shared.stats.decided(port, Decision::Refused);
-            return Err(fatal(SqlState::CANNOT_CONNECT_NOW, "no replica available"));
+            return Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no replica available"));
         }
         Decision::FallbackPrimary
     } else {
@@ -328,7 +456,7 @@ async fn choose_backend(shared: &Shared, port: Port, started: Instant, deadline:
     };
     if let Some(p) = shared.routes.borrow().primary.clone() {
         shared.stats.decided(port, to_primary);
-        return Ok(p);
+        return Ok((p, to_primary));
     }
     tracing::info!(port = port.as_str(), "no primary: holding the client");
     let hold_began = Instant::now();
@@ -343,7 +471,7 @@ async fn choose_backend(shared: &Shared, port: Port, started: Instant, deadline:
             shared.stats.hold_ended(hold_began.elapsed(), true);
             shared.stats.decided(port, to_primary);
             tracing::info!(port = port.as_str(), backend = %p.name, "held client released after {:?}", started.elapsed());
-            Ok(p)
+            Ok((p, to_primary))
         }
         _ => {
             shared.stats.hold_ended(hold_began.elapsed(), false);
@@ -356,28 +484,34 @@ async fn choose_backend(shared: &Shared, port: Port, started: Instant, deadline:
 fn no_primary(port: Port, started: Instant) -> Refusal {
     let held = started.elapsed().as_secs();
     tracing::warn!(port = port.as_str(), "held client refused: no primary after {held} s");
-    fatal(SqlState::CANNOT_CONNECT_NOW, format!("no primary available (held {held} s)"))
+    fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, format!("no primary available (held {held} s)"))
 }
 
 /// Chooses a backend and connects to it. A backend that cannot be reached (a crashed primary
 /// whose leader key has not expired yet) does not fail the client while the hold lasts: the
 /// proxy retries, on every route change and twice a second, until the hold timeout.
-async fn connect_backend(shared: &Shared, port: Port, started: Instant) -> Result<(Backend, TcpStream), Refusal> {
-    let deadline = started + shared.settings.hold_timeout;
+async fn connect_backend(
+    shared: &Shared,
+    settings: &SessionSettings,
+    port: Port,
+    started: Instant,
+) -> Result<(Backend, Decision, TcpStream), Refusal> {
+    let deadline = started + settings.hold_timeout;
     let mut rx = shared.routes.clone();
     let mut attempts = 0u32;
     loop {
         rx.borrow_and_update();
-        let backend = choose_backend(shared, port, started, deadline).await?;
+        let (backend, decision) = choose_backend(shared, settings, port, started, deadline).await?;
         let addr = backend.addr();
-        let error = match tokio::time::timeout(shared.settings.connect_timeout, TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => return Ok((backend, s)),
+        let error = match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => return Ok((backend, decision, s)),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timeout".to_string(),
         };
         if Instant::now() >= deadline {
             shared.stats.decided(port, Decision::ConnectFailed);
             return Err(fatal(
+                Outcome::ConnectFailed,
                 SqlState::CONNECTION_FAILURE,
                 format!("could not connect to {} ({addr}): {error}", backend.name),
             ));
@@ -458,33 +592,35 @@ async fn first_answer<S: AsyncRead + Unpin>(server: &mut S, timeout: Duration) -
 /// later, as it does for a backend it cannot reach.
 async fn open_backend(
     shared: &Shared,
+    settings: &SessionSettings,
     port: Port,
     startup: &StartupMessage,
-) -> Result<(Backend, TcpStream, BytesMut), Refusal> {
+) -> Result<(Backend, Decision, TcpStream, BytesMut), Refusal> {
     let started = Instant::now();
-    let deadline = started + shared.settings.hold_timeout;
+    let deadline = started + settings.hold_timeout;
     let mut packet = BytesMut::new();
     startup.encode(&mut packet);
     let mut rx = shared.routes.clone();
     let mut attempts = 0u32;
     loop {
         rx.borrow_and_update();
-        let (backend, mut server) = connect_backend(shared, port, started).await?;
+        let (backend, decision, mut server) = connect_backend(shared, settings, port, started).await?;
         let _ = server.set_nodelay(true);
         let answer = match server.write_all(&packet).await {
-            Ok(()) => first_answer(&mut server, shared.settings.connect_timeout).await,
+            Ok(()) => first_answer(&mut server, settings.connect_timeout).await,
             Err(e) => FirstAnswer::Retry(format!("sending the startup packet: {e}"), None),
         };
         let (why, error) = match answer {
-            FirstAnswer::Relay(first) => return Ok((backend, server, first)),
+            FirstAnswer::Relay(first) => return Ok((backend, decision, server, first)),
             FirstAnswer::Retry(why, error) => (why, error),
         };
         if Instant::now() >= deadline {
             shared.stats.decided(port, Decision::ConnectFailed);
             let error = error.unwrap_or_else(|| {
-                fatal(SqlState::CONNECTION_FAILURE, format!("{} ({}): {why}", backend.name, backend.addr())).0
+                let message = format!("{} ({}): {why}", backend.name, backend.addr());
+                ErrorResponse::new(Severity::Fatal, SqlState::CONNECTION_FAILURE, message)
             });
-            return Err(Refusal(error));
+            return Err(Refusal { error, outcome: Outcome::ConnectFailed });
         }
         if attempts == 0 {
             tracing::info!(port = port.as_str(), backend = %backend.name, "{why}; holding the client");
@@ -503,42 +639,62 @@ async fn open_backend(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session<R, W>(
     shared: &Shared,
+    settings: &SessionSettings,
     port: Port,
     client_r: R,
     mut client_w: W,
     pending: BytesMut,
     startup: StartupMessage,
-    peer: &str,
-) -> Result<(), Refusal>
+    record: &mut AccessRecord,
+) -> Ended
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let (backend, server, first) = match open_backend(shared, port, &startup).await {
+    let mut stop = shared.lifecycle.subscribe();
+    let opened = tokio::select! {
+        r = open_backend(shared, settings, port, &startup) => r,
+        () = reached(&mut stop, Phase::Draining) => Err(shutting_down()),
+    };
+    let (backend, decision, server, first) = match opened {
         Ok(x) => x,
         Err(r) => {
-            let _ = send_error(&mut client_w, &r.0).await;
-            return Err(r);
+            let _ = send_error(&mut client_w, &r.error).await;
+            return Ended::from(r);
         }
     };
     let active = Arc::new(shared.stats.connected(&backend, port));
     let addr = backend.addr();
+    record.route = Some(decision);
+    record.backend = Some((backend.name.clone(), addr.clone()));
+    let peer = &record.client;
     tracing::debug!(%peer, port = port.as_str(), backend = %backend.name, "session started");
 
     let (server_r, server_w) = server.into_split();
     let (err_tx, err_rx) = oneshot::channel();
     let terminated = Arc::new(AtomicBool::new(false));
-    let upstream =
-        tokio::spawn(client_to_server(client_r, server_w, pending, err_tx, terminated.clone(), active.clone()));
+    let flow = Arc::new(Flow::default());
+    let upstream = tokio::spawn(client_to_server(
+        client_r,
+        server_w,
+        pending,
+        err_tx,
+        terminated.clone(),
+        active.clone(),
+        flow.clone(),
+    ));
     let fence = (port == Port::ReadWrite).then(|| (shared.routes.clone(), backend.clone()));
-    let mut guard = CancelGuard { shared, pid: None };
-    let ctx = Downstream { shared, addr: &addr, terminated: &terminated, active: &active };
-    let result = server_to_client(server_r, client_w, first, err_rx, fence, ctx, &mut guard).await;
+    let mut guard = CancelGuard { shared, pid: None, target: None };
+    let ctx = Downstream { shared, addr: &addr, terminated: &terminated, active: &active, flow: &flow };
+    let ended = server_to_client(server_r, client_w, first, err_rx, fence, stop, ctx, &mut guard).await;
     upstream.abort();
+    record.bytes_from_client = flow.bytes_from_client.load(Ordering::Relaxed);
+    record.bytes_to_client = flow.bytes_to_client.load(Ordering::Relaxed);
     tracing::debug!(%peer, backend = %backend.name, "session closed");
-    result
+    ended
 }
 
 #[cfg(test)]
@@ -564,6 +720,39 @@ mod tests {
         let mut out = BytesMut::new();
         ErrorResponse::new(Severity::Fatal, SqlState::new(code), message).encode(&mut out);
         out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_held_client_is_refused_with_57p03_when_the_proxy_stops_and_logged() {
+        use crate::startup::ProtocolVersion;
+        let dir = tempfile::tempdir().unwrap();
+        let (_routes_tx, routes_rx) = watch::channel(Routes::default());
+        let shared = Arc::new(Shared::new(routes_rx, SessionSettings::default()));
+        shared.access_log.reopen(Some(&dir.path().join("access.json"))).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server_end, peer) = listener.accept().await.unwrap();
+        let ticket = shared.lifecycle.ticket();
+        let served = tokio::spawn(run(shared.clone(), Port::ReadWrite, server_end, peer.to_string(), ticket));
+        let mut startup = BytesMut::new();
+        StartupMessage::new(ProtocolVersion::V3_0).with("user", "app").unwrap().encode(&mut startup);
+        client.write_all(&startup).await.unwrap();
+        // No primary: the client is held.
+        while shared.stats.snapshot().holds.waiting == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shared.lifecycle.advance(Phase::Draining);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let frame = split_frame(&mut BytesMut::from(&answer[..]), DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+        let BackendMessage::ErrorResponse(e) = BackendMessage::parse(&frame).unwrap() else { panic!("{answer:?}") };
+        assert_eq!(e.to_string(), "FATAL 57P03: the proxy is shutting down");
+        served.await.unwrap();
+        assert_eq!(shared.lifecycle.open_connections(), 0, "the ticket went with the connection");
+        let text = std::fs::read_to_string(dir.path().join("access.json")).unwrap();
+        let r: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!((r["outcome"].as_str(), r["sqlstate"].as_str()), (Some("shut_down"), Some("57P03")));
+        assert_eq!((r["user"].as_str(), r["database"].as_str(), r["route"].as_str()), (Some("app"), Some("app"), None));
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 //! and on a busy host the other cores then go idle.
 //!
 //! Invariant: a connection handed to [`Workers::dispatch`] is served by exactly one worker; the
-//! accepting runtime keeps nothing of it.
+//! accepting runtime keeps nothing of it but the connection's [`Ticket`], taken before the
+//! hand-off so that a graceful stop waits for connections still queued for a worker.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::lifecycle::{Lifecycle, Ticket};
 use crate::session::{self, Port, Shared};
 
 /// One accepted connection on its way to a worker.
@@ -26,6 +28,7 @@ struct Handoff {
     stream: std::net::TcpStream,
     port: Port,
     peer: String,
+    ticket: Ticket,
 }
 
 /// The worker threads; dropping this stops them (open sessions are closed with their runtime).
@@ -33,6 +36,7 @@ struct Handoff {
 pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<Handoff>>,
     next: AtomicUsize,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl std::fmt::Debug for Handoff {
@@ -45,6 +49,7 @@ impl Workers {
     /// Starts `n` worker threads (at least one) serving sessions with `shared`.
     pub fn start(n: usize, shared: Arc<Shared>) -> std::io::Result<Workers> {
         let mut senders = Vec::new();
+        let lifecycle = shared.lifecycle.clone();
         for i in 0..n.max(1) {
             let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -54,7 +59,7 @@ impl Workers {
                     while let Some(h) = rx.recv().await {
                         match TcpStream::from_std(h.stream) {
                             Ok(s) => {
-                                tokio::spawn(session::run(shared.clone(), h.port, s, h.peer));
+                                tokio::spawn(session::run(shared.clone(), h.port, s, h.peer, h.ticket));
                             }
                             Err(e) => tracing::warn!(peer = %h.peer, "handing a connection to a worker: {e}"),
                         }
@@ -63,11 +68,12 @@ impl Workers {
             })?;
             senders.push(tx);
         }
-        Ok(Workers { senders, next: AtomicUsize::new(0) })
+        Ok(Workers { senders, next: AtomicUsize::new(0), lifecycle })
     }
 
     /// Hands an accepted connection to the next worker in turn.
     pub fn dispatch(&self, stream: TcpStream, port: Port, peer: String) {
+        let ticket = self.lifecycle.ticket();
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -76,7 +82,7 @@ impl Workers {
             }
         };
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        if self.senders[i].send(Handoff { stream, port, peer }).is_err() {
+        if self.senders[i].send(Handoff { stream, port, peer, ticket }).is_err() {
             tracing::warn!("proxy worker {i} has stopped; connection dropped");
         }
     }
