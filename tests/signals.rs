@@ -80,6 +80,29 @@ async fn sighup_reloads_the_file_and_keeps_everything_running() {
     assert_eq!(show(pg, "work_mem").await.as_deref(), Some("12MB"), "the configuration in force stays");
     assert_eq!(support::http_status(api, "GET", "/primary"), 200);
     assert_eq!(c.agent(n).postmaster_pid(), Some(postmaster_pid));
+
+    // Reload applies what it can: the new work_mem goes in, the missing certificate is refused
+    // (the REST API keeps its settings), the scope waits for a restart.
+    let mixed =
+        edited.parameter("work_mem", "16MB").restapi_setting("certfile", "'/nonexistent/cert.pem'").scope("other");
+    mixed.write(c.config_path(n)).unwrap();
+    assert!(support::process::signal(agent_pid, Signal::SIGHUP));
+    let reloaded = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(200), || async {
+        show(pg, "work_mem").await.as_deref() == Some("16MB")
+    })
+    .await;
+    assert!(reloaded, "work_mem reloaded; agent log:\n{}", support::tail_file(c.log_path(n), 30));
+    let log = log_of(&c, n);
+    assert!(log.contains("scope changed: needs a restart of the agent"), "{}", support::tail_file(c.log_path(n), 30));
+    let refused = log.lines().find(|l| l.contains("the REST API keeps its previous")).unwrap_or_default();
+    assert!(refused.contains("restapi.certfile") && refused.contains("/nonexistent/cert.pem"), "{refused}");
+    assert_eq!(
+        http_request_authorized(api, "POST", "/reload", None, &right).unwrap().status,
+        202,
+        "plain HTTP, same password"
+    );
+    assert_eq!(c.leader_name().as_deref(), Some(c.name(n)), "still the leader of the same cluster");
+    assert_eq!(c.agent(n).postmaster_pid(), Some(postmaster_pid));
     assert!(!log.contains(REST_PASSWORD), "the REST password never reaches the log");
 }
 
@@ -88,6 +111,11 @@ async fn sigterm_with_etcd_down_ends_the_agent_and_postgres_in_time() {
     // Patroni's default timings: every etcd call of a cycle may wait retry_timeout (10 s).
     let mut c = Cluster::start(1, ClusterOptions { ttl: 30, loop_wait: 10, retry_timeout: 10, ..Default::default() });
     let n = c.wait_for_single_primary(Duration::from_secs(90)).await.expect("a primary");
+    // A settled leader: it holds the lock, which it must not release before PostgreSQL is down.
+    assert_eq!(c.wait_for_leader(Duration::from_secs(60)), Some(n));
+    assert!(support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        support::http_status(c.api_port(n), "GET", "/primary") == 200
+    }));
     let postmaster_pid = c.agent(n).postmaster_pid().expect("postmaster pid");
 
     c.etcd_mut().stop();

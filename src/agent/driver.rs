@@ -397,6 +397,12 @@ impl Agent {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) if matches!(action, Action::Fatal(_)) => return Err(e),
+                Err(e) if self.stopping.is_some() => {
+                    // Nothing after a failed step runs: a lock stays held until its ttl rather
+                    // than being released while PostgreSQL may still run.
+                    warn!(?action, error = %format!("{e:#}"), "action failed while shutting down; skipping the rest");
+                    break;
+                }
                 Err(e) => {
                     warn!(?action, error = %format!("{e:#}"), "action failed; deciding again next cycle");
                     self.wake.notify_one();

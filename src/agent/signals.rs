@@ -43,6 +43,29 @@ struct Stops {
     first: Option<StopSignal>,
 }
 
+/// What a stop signal asks for, given those before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopStep {
+    /// The first: an orderly stop.
+    Orderly,
+    /// The second: stop PostgreSQL immediately.
+    Immediate,
+    /// Any later one: nothing more to ask.
+    Nothing,
+}
+
+impl Stops {
+    fn record(&mut self, which: StopSignal) -> StopStep {
+        self.count += 1;
+        self.first.get_or_insert(which);
+        match self.count {
+            1 => StopStep::Orderly,
+            2 => StopStep::Immediate,
+            _ => StopStep::Nothing,
+        }
+    }
+}
+
 /// The stop requests, as the agent reads them.
 pub struct StopWatch(watch::Receiver<Stops>);
 
@@ -98,18 +121,44 @@ pub fn install() -> std::io::Result<(StopWatch, Hangups)> {
                 }
                 else => return,
             };
-            let mut count = 0;
-            stop_tx.send_modify(|s| {
-                s.count += 1;
-                s.first.get_or_insert(which);
-                count = s.count;
-            });
-            match count {
-                1 => info!("{} received: shutting down", which.name()),
-                2 => warn!("{} received again: stopping PostgreSQL immediately", which.name()),
-                _ => info!("{} received: already shutting down", which.name()),
+            let mut step = StopStep::Nothing;
+            stop_tx.send_modify(|s| step = s.record(which));
+            match step {
+                StopStep::Orderly => info!("{} received: shutting down", which.name()),
+                StopStep::Immediate => warn!("{} received again: stopping PostgreSQL immediately", which.name()),
+                StopStep::Nothing => info!("{} received: already shutting down", which.name()),
             }
         }
     });
     Ok((StopWatch(stop_rx), Hangups(hup_rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_request_stays_seen_and_the_second_one_escalates() {
+        let (tx, rx) = watch::channel(Stops::default());
+        let mut stops = StopWatch(rx);
+        let soon = Duration::from_millis(50);
+        assert!(tokio::time::timeout(soon, stops.requested()).await.is_err(), "nothing asked yet");
+
+        let mut step = StopStep::Nothing;
+        tx.send_modify(|s| step = s.record(StopSignal::Term));
+        assert_eq!(step, StopStep::Orderly);
+        assert_eq!(stops.requested().await, StopSignal::Term);
+        // Not consumed: a later wait (the next turn of the loop, the shutdown) sees it at once.
+        assert_eq!(stops.requested().await, StopSignal::Term);
+        assert!(tokio::time::timeout(soon, stops.escalated()).await.is_err(), "one signal does not escalate");
+
+        tx.send_modify(|s| step = s.record(StopSignal::Int));
+        assert_eq!(step, StopStep::Immediate);
+        stops.escalated().await;
+        assert_eq!(stops.requested().await, StopSignal::Term, "the first signal names the stop");
+        tx.send_modify(|s| step = s.record(StopSignal::Term));
+        assert_eq!(step, StopStep::Nothing);
+    }
 }
