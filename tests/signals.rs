@@ -20,6 +20,18 @@ async fn show(port: u16, setting: &str) -> Option<String> {
     Some(row.get(0))
 }
 
+/// Writes `cfg` as node `i`'s file, sends its agent SIGHUP and waits until PostgreSQL shows
+/// `work_mem` = `work_mem`.
+async fn reload_with(c: &Cluster, i: usize, cfg: &support::NodeConfig, work_mem: &str) {
+    cfg.write(c.config_path(i)).unwrap();
+    assert!(support::process::signal(c.agent(i).pid(), Signal::SIGHUP));
+    let reloaded = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(200), || async {
+        show(c.pg_port(i), "work_mem").await.as_deref() == Some(work_mem)
+    })
+    .await;
+    assert!(reloaded, "work_mem {work_mem} reloaded; agent log:\n{}", support::tail_file(c.log_path(i), 30));
+}
+
 fn log_of(c: &Cluster, i: usize) -> String {
     std::fs::read_to_string(c.log_path(i)).unwrap_or_default()
 }
@@ -41,14 +53,7 @@ async fn sighup_reloads_the_file_and_keeps_everything_running() {
         .clone()
         .parameter("work_mem", "12MB")
         .restapi_setting("authentication", &format!("{{username: admin, password: '{REST_PASSWORD}'}}"));
-    edited.write(c.config_path(n)).unwrap();
-    assert!(support::process::signal(agent_pid, Signal::SIGHUP));
-
-    let reloaded = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(200), || async {
-        show(pg, "work_mem").await.as_deref() == Some("12MB")
-    })
-    .await;
-    assert!(reloaded, "work_mem reloaded; agent log:\n{}", support::tail_file(c.log_path(n), 30));
+    reload_with(&c, n, &edited, "12MB").await;
     assert_eq!(support::http_status(api, "POST", "/reload"), 401, "writes now need the new password");
     let wrong = rampart_api::BasicAuth::new("admin", "old-guess").header_value();
     assert_eq!(http_request_authorized(api, "POST", "/restart", None, &wrong).unwrap().status, 401);
@@ -85,13 +90,7 @@ async fn sighup_reloads_the_file_and_keeps_everything_running() {
     // (the REST API keeps its settings), the scope waits for a restart.
     let mixed =
         edited.parameter("work_mem", "16MB").restapi_setting("certfile", "'/nonexistent/cert.pem'").scope("other");
-    mixed.write(c.config_path(n)).unwrap();
-    assert!(support::process::signal(agent_pid, Signal::SIGHUP));
-    let reloaded = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(200), || async {
-        show(pg, "work_mem").await.as_deref() == Some("16MB")
-    })
-    .await;
-    assert!(reloaded, "work_mem reloaded; agent log:\n{}", support::tail_file(c.log_path(n), 30));
+    reload_with(&c, n, &mixed, "16MB").await;
     let log = log_of(&c, n);
     assert!(log.contains("scope changed: needs a restart of the agent"), "{}", support::tail_file(c.log_path(n), 30));
     let refused = log.lines().find(|l| l.contains("the REST API keeps its previous")).unwrap_or_default();
