@@ -1,7 +1,7 @@
 //! `rampart`: highly available PostgreSQL in one binary.
 //!
-//! This is the binary's edge: argument parsing, logging set-up and error reporting (anyhow lives
-//! only here and in the command modules). The subcommands:
+//! This is the binary's edge: argument parsing, logging set-up ([`logging`]) and error reporting
+//! (anyhow lives only here and in the command modules). The subcommands:
 //! * `agent CONFIG_FILE`: the HA agent beside one PostgreSQL ([`agent`]);
 //! * `check-config FILE`: validate a configuration and exit;
 //! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,
@@ -13,6 +13,7 @@
 mod agent;
 mod cli;
 mod demo;
+mod logging;
 mod proxy;
 
 use std::path::PathBuf;
@@ -89,20 +90,6 @@ enum Command {
     Version(cli::version::VersionArgs),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    // Colour only on a terminal: log files and journald get plain text.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> ExitCode {
     // reqwest is built without a default TLS crypto provider: install ring (the provider
     // etcd-client already uses) before anything builds an HTTP client.
@@ -111,10 +98,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Version(args) => cli::version::run(args),
         Command::CheckConfig { config_file } => cli::check_config::run(&config_file),
-        Command::Agent { config_file } => {
-            init_logging();
-            agent::run(&config_file)
-        }
+        // The agent and the proxy start logging once they have read their `log` section.
+        Command::Agent { config_file } => agent::run(&config_file),
         Command::List(args) => cli::list::run(args),
         Command::Topology(args) => cli::list::run_topology(args),
         Command::Switchover(args) => cli::switchover::run_switchover(args),
@@ -130,12 +115,9 @@ fn main() -> ExitCode {
         Command::Dsn(args) => cli::dsn::run(args),
         Command::Flush(args) => cli::flush::run(args),
         Command::Remove(args) => cli::remove::run(args),
-        Command::Proxy { config_file } => {
-            init_logging();
-            proxy::run(&config_file)
-        }
+        Command::Proxy { config_file } => proxy::run(&config_file),
         Command::Demo { dir, nodes } => {
-            init_logging();
+            logging::init_stderr();
             demo::run(&dir, nodes)
         }
     };

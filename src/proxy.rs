@@ -33,6 +33,7 @@ const DCS_CLIENT_NAME: &str = "rampart-proxy";
 /// Loads the configuration, then proxies until told to stop.
 pub fn run(config_path: &Path) -> Result<()> {
     let loaded = rampart_config::load_proxy(config_path)?;
+    crate::logging::init(&loaded.config.log, crate::logging::PROXY_LOG_FILE)?;
     for w in &loaded.warnings {
         warn!("{w}");
     }

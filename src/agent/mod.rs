@@ -34,15 +34,17 @@ pub fn run(config_path: &Path) -> Result<()> {
     // The overrides are kept in memory for reloads before they leave the environment below.
     let source = driver::reload::ConfigSource::capture(config_path);
     let loaded = source.load()?;
-    for w in &loaded.warnings {
-        warn!("{w}");
-    }
     if nix::unistd::geteuid().is_root() {
         bail!(
             "refusing to run as root: PostgreSQL will not run as root. Run the agent as the user that \
              owns the data directory, e.g. `runuser -u postgres -- rampart agent {}`",
             config_path.display()
         );
+    }
+    // After the root check, so that root never creates the log file the agent's user must write.
+    crate::logging::init(&loaded.config.log, crate::logging::AGENT_LOG_FILE)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
     }
     // Overrides may carry passwords: keep them out of every child process's environment.
     for var in rampart_config::override_variables() {

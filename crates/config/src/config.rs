@@ -13,6 +13,7 @@ use crate::check::Checker;
 use crate::ctl::Ctl;
 use crate::error::Problem;
 use crate::etcd::Etcd3;
+use crate::log::LogConfig;
 use crate::postgresql::Postgresql;
 use crate::proxy::Proxy;
 use crate::raw::RawConfig;
@@ -25,8 +26,6 @@ pub const DEFAULT_NAMESPACE: &str = "/service";
 /// Patroni sections Rampart accepts without using them, kept as read.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OtherSections {
-    /// `log`.
-    pub log: Option<Json>,
     /// `citus`.
     pub citus: Option<Json>,
 }
@@ -54,6 +53,8 @@ pub struct Config {
     pub ctl: Ctl,
     /// The watchdog armed while this member leads.
     pub watchdog: Watchdog,
+    /// Where and how the agent logs (`log`).
+    pub log: LogConfig,
     /// Accepted Patroni sections Rampart does not use.
     pub other: OtherSections,
     /// `rampart proxy`'s settings, when the file has a `proxy` section.
@@ -97,6 +98,7 @@ impl Config {
         let ctl = Ctl::build(raw.ctl, c)?;
         let proxy = Proxy::build(raw.proxy, c)?;
         let watchdog = Watchdog::build(raw.watchdog, c)?;
+        let log = LogConfig::build(raw.log, c)?;
         Ok(Config {
             scope,
             namespace,
@@ -108,7 +110,8 @@ impl Config {
             tags: raw.tags.unwrap_or_default(),
             ctl,
             watchdog,
-            other: OtherSections { log: raw.log, citus: raw.citus },
+            log,
+            other: OtherSections { citus: raw.citus },
             proxy,
         })
     }

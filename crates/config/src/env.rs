@@ -51,6 +51,21 @@ const OVERRIDES: &[(&str, &[&str])] = &[
     ("CTL_CERTFILE", &["ctl", "certfile"]),
     ("CTL_KEYFILE", &["ctl", "keyfile"]),
     ("CTL_KEYFILE_PASSWORD", &["ctl", "keyfile_password"]),
+    // Patroni's older names first: when both are set the newer one, applied later, wins.
+    ("LOGLEVEL", &["log", "level"]),
+    ("LOGFORMAT", &["log", "format"]),
+    ("LOG_DATEFMT", &["log", "dateformat"]),
+    ("LOG_TYPE", &["log", "type"]),
+    ("LOG_LEVEL", &["log", "level"]),
+    ("LOG_TRACEBACK_LEVEL", &["log", "traceback_level"]),
+    ("LOG_FORMAT", &["log", "format"]),
+    ("LOG_DATEFORMAT", &["log", "dateformat"]),
+    ("LOG_MAX_QUEUE_SIZE", &["log", "max_queue_size"]),
+    ("LOG_DIR", &["log", "dir"]),
+    ("LOG_MODE", &["log", "mode"]),
+    ("LOG_FILE_SIZE", &["log", "file_size"]),
+    ("LOG_FILE_NUM", &["log", "file_num"]),
+    ("LOG_DEDUPLICATE_HEARTBEAT_LOGS", &["log", "deduplicate_heartbeat_logs"]),
 ];
 
 /// Prefixes in order of precedence.

@@ -8,7 +8,7 @@
 //! 2. `env`: `RAMPART_*` / `PATRONI_*` overrides grafted onto that tree;
 //! 3. `de`: the tree deserialized into the raw schema (`raw`), reporting unknown keys;
 //! 4. [`config`] and the section modules ([`restapi`], [`etcd`], [`bootstrap`], [`postgresql`],
-//!    [`ctl`]): required keys, defaults, address parsing and the timing rule, via `check`.
+//!    [`ctl`], [`log`]): required keys, defaults, address parsing and the timing rule, via `check`.
 //!
 //! [`load_ctl`] runs the same pipeline for operator commands, which need far less of the file
 //! (see [`CtlConfig`]), and [`load_proxy`] for `rampart proxy` (see [`ProxyConfig`]);
@@ -36,6 +36,7 @@ mod de;
 mod env;
 pub mod error;
 pub mod etcd;
+pub mod log;
 pub mod postgresql;
 pub mod proxy;
 pub mod proxy_config;
@@ -57,6 +58,7 @@ pub use config::{Config, OtherSections};
 pub use ctl::{Ctl, CtlConfig};
 pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
+pub use log::{LogConfig, LogLevel, LogType};
 pub use postgresql::{PgAuthentication, Postgresql};
 pub use proxy::{Proxy, RoPolicy};
 pub use proxy_config::ProxyConfig;

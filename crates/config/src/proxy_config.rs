@@ -18,6 +18,7 @@ use crate::check::Checker;
 use crate::config::{key_part, DEFAULT_NAMESPACE};
 use crate::error::Problem;
 use crate::etcd::Etcd3;
+use crate::log::LogConfig;
 use crate::proxy::Proxy;
 use crate::raw::RawConfig;
 
@@ -34,6 +35,8 @@ pub struct ProxyConfig {
     pub dcs: DynamicConfig,
     /// The `proxy` section.
     pub proxy: Proxy,
+    /// Where and how the proxy logs (`log`).
+    pub log: LogConfig,
 }
 
 impl ProxyConfig {
@@ -50,7 +53,8 @@ impl ProxyConfig {
         let Some(proxy) = Proxy::build(raw.proxy, c)? else {
             return Err(c.problem(&["proxy"], "missing required section (at least `proxy: {listen: HOST:PORT}`)"));
         };
-        Ok(ProxyConfig { scope, namespace, etcd3, dcs, proxy })
+        let log = LogConfig::build(raw.log, c)?;
+        Ok(ProxyConfig { scope, namespace, etcd3, dcs, proxy, log })
     }
 }
 

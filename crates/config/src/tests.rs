@@ -396,7 +396,7 @@ watchdog:
     assert_eq!(c.bootstrap.dcs.postgresql.parameters["max_connections"], json!(100));
     assert_eq!(c.tags.other["zone"], json!("a"));
     assert_eq!(c.postgresql.callbacks["on_start"], "/bin/true");
-    assert_eq!(c.other.log, Some(json!({"level": "INFO"})));
+    assert_eq!(c.log.level, crate::LogLevel::Info);
     assert_eq!(c.watchdog.mode, crate::WatchdogMode::Off);
 }
 

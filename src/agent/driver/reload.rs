@@ -5,12 +5,12 @@
 //! * a file that is not valid changes nothing: the agent goes on with the configuration in force
 //!   and logs one line naming the problem;
 //! * a setting the running agent was built around (its identity in the DCS, the etcd connection,
-//!   the addresses it listens on or connects to, the data directory, logging) is never half
-//!   applied: it keeps its value in force, and one line names each such key as needing a restart
+//!   the addresses it listens on or connects to, the data directory) is never half applied: it keeps its value in force, and one line names each such key as needing a restart
 //!   ([`hold_back_restart_only`]);
 //! * the REST API's authentication, allowlist and TLS files take effect at once, as a whole; a set
 //!   that cannot be used (a bad certificate) is refused with an error line and the REST API keeps
-//!   the settings it had;
+//!   the settings it had; so does the `log` section (a log file that cannot be opened keeps the
+//!   logging in force);
 //! * `PATRONI_*`/`RAMPART_*` overrides read at start apply on every reload: they are kept in
 //!   memory (the agent removes them from its environment so children never see the passwords)
 //!   and never printed.
@@ -135,15 +135,13 @@ pub fn hold_back_restart_only(old: &Config, new: &mut Config) -> Vec<&'static st
     hold!("postgresql.data_dir", postgresql.data_dir);
     hold!("postgresql.listen", postgresql.listen);
     hold!("postgresql.use_unix_socket", postgresql.use_unix_socket);
-    // Logging is set up once, before the configuration is read.
-    hold!("log", other.log);
     held
 }
 
 impl Agent {
     /// Re-reads the configuration file (`why`: what asked for it) and applies what it can: the
     /// PostgreSQL settings, pg_hba, tags, callbacks and watchdog at the next cycle, the REST API's
-    /// security at once; restart-only keys are named and held back. An invalid file is refused
+    /// security and the log settings at once; restart-only keys are named and held back. An invalid file is refused
     /// (400) and nothing changes.
     ///
     /// Cancel-safe: the only wait (preparing the REST API's security) comes before any change.
@@ -188,6 +186,15 @@ impl Agent {
             None
         };
         // From here on nothing waits: the new configuration is applied as a whole.
+        if new.log != self.cfg.log {
+            match crate::logging::reconfigure(&new.log) {
+                Ok(()) => info!("log settings reloaded"),
+                Err(e) => {
+                    error!("reload: log: {e:#}; the previous log settings stay in force");
+                    new.log = self.cfg.log.clone();
+                }
+            }
+        }
         if let Some(s) = security {
             self.api_security.replace(s);
             info!("REST API authentication, allowlist and TLS settings reloaded");
@@ -252,7 +259,9 @@ postgresql:
             .replace("scope: pg", "scope: pg\nnamespace: /other\nlog: {level: DEBUG}");
         let mut new = parse(&text, &[]);
         let held = hold_back_restart_only(&old, &mut new);
-        assert_eq!(held, vec!["namespace", "etcd3.hosts", "restapi.listen", "postgresql.data_dir", "log"]);
+        // `log` is applied on reload (crate::logging::reconfigure), so it is not held back.
+        assert_eq!(held, vec!["namespace", "etcd3.hosts", "restapi.listen", "postgresql.data_dir"]);
+        assert_ne!(new.log, old.log);
         // Held back: the values in force stay.
         assert_eq!(new.restapi.listen, old.restapi.listen);
         assert_eq!(new.etcd3, old.etcd3);
