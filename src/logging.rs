@@ -69,6 +69,7 @@ pub fn init_stderr() {
 
 /// Applies a changed `log` section (on reload): level, layout and destination. On error the
 /// previous settings stay in force.
+// Called by the reloads of the agent (src/agent/driver/reload.rs) and of the proxy (src/proxy.rs).
 pub fn reconfigure(cfg: &LogConfig) -> Result<()> {
     let handle = HANDLE.get().context("logging was not set up")?;
     let output = Output::open(cfg, handle.file_name)?;

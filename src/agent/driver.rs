@@ -5,6 +5,10 @@
 //! deadline no later than the core's fence deadline, so a leader that cannot reach the DCS gets
 //! back to the core in time to stop taking writes.
 //!
+//! A stop signal ends the loop at once, wherever it waits (see [`Agent::run`] and
+//! [`Agent::shutdown`] for why dropping a cycle half-way is safe); the shutdown then asks the core
+//! what to do and gives each DCS call a short bound, so an unreachable etcd cannot hold the exit.
+//!
 //! Invariant: this module holds no HA policy. It executes the core's actions in order, stops at
 //! the first failure (the next cycle decides again on fresh facts), and stops at once when a
 //! lock operation reports that the lock is not ours, so nothing after a failed renewal (such as
@@ -19,7 +23,9 @@ use rampart_api::NodeSnapshot;
 use rampart_config::Config;
 use rampart_core::model::Status;
 use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, PeerReport};
-use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Job, Millis, PgProcess, Plan, StartRole, Upstream};
+use rampart_core::{
+    Action, ActionResult, Cluster, DataDir, HaNode, Job, Millis, PgProcess, Plan, StartRole, StopMode, Upstream,
+};
 use rampart_dcs::{Dcs, EtcdDcs};
 use rampart_pg::PgSettings;
 use rampart_pg::{Postmaster, Probe, Sql};
@@ -29,11 +35,13 @@ use tracing::{debug, info, warn};
 
 use super::backend::Queued;
 use super::jobs::{JobContext, RunningJob};
+use super::signals::{Hangups, StopSignal, StopWatch};
 use super::watchdog::Watchdog;
 use super::{callbacks, peers, publish, settings};
 
 mod failsafe;
 mod params;
+pub(in crate::agent) mod reload;
 mod requests;
 
 /// Shortest pause between two cycles, so a condition that asks for an immediate re-run every
@@ -41,6 +49,9 @@ mod requests;
 const MIN_CYCLE_GAP: Duration = Duration::from_millis(100);
 /// How long a clean stop of PostgreSQL may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound of each step's DCS calls once the agent is shutting down (instead of `retry_timeout`):
+/// with etcd unreachable the agent exits a few seconds after PostgreSQL has stopped.
+const SHUTDOWN_DCS_BOUND: Duration = Duration::from_secs(2);
 /// How long a reloaded `synchronous_standby_names` may take to show in the server.
 const SYNC_NAMES_APPLY_LIMIT: Duration = Duration::from_secs(3);
 
@@ -66,8 +77,14 @@ pub struct Agent {
     probe: Arc<dyn rampart_api::MemberProbe>,
     dcs_last_seen: Option<u64>,
     last_message: String,
-    /// Where the configuration was read from (re-read on reload).
-    config_path: std::path::PathBuf,
+    /// Where the configuration was read from, with the start's overrides (re-read on reload).
+    config_source: reload::ConfigSource,
+    /// The REST API's security settings in force (replaced on reload).
+    api_security: rampart_api::SecurityHandle,
+    /// Set once a stop signal has arrived: further stop signals escalate the stop of PostgreSQL.
+    stopping: Option<StopWatch>,
+    /// While shutting down: the deadline of the current step's DCS calls.
+    shutdown_dcs_until: Option<Instant>,
     /// Operators' local requests from the REST API.
     requests: mpsc::Receiver<Queued>,
     /// State of local requests and scheduled restarts.
@@ -95,7 +112,7 @@ impl Agent {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: Config,
-        config_path: std::path::PathBuf,
+        config_source: reload::ConfigSource,
         dcs: EtcdDcs,
         pm: Arc<Postmaster>,
         sql: Arc<Sql>,
@@ -122,7 +139,10 @@ impl Agent {
             probe,
             dcs_last_seen: None,
             last_message: String::new(),
-            config_path,
+            config_source,
+            api_security: Default::default(),
+            stopping: None,
+            shutdown_dcs_until: None,
             requests,
             local: requests::LocalState::default(),
             params: params::ParamState::default(),
@@ -165,41 +185,70 @@ impl Agent {
     }
 
     /// Deadline for DCS calls this cycle: `retry_timeout` from now, but never past the moment
-    /// the core must fence (so a hanging etcd cannot delay fencing).
+    /// the core must fence (so a hanging etcd cannot delay fencing), nor past the current step's
+    /// bound while shutting down.
     fn dcs_deadline(&self) -> Instant {
         let retry = Instant::now() + Duration::from_secs(self.core.config().retry_timeout);
-        match self.core.fence_deadline() {
+        let deadline = match self.core.fence_deadline() {
             Some(f) => retry.min(self.instant(f)),
             None => retry,
+        };
+        match self.shutdown_dcs_until {
+            Some(bound) => deadline.min(bound),
+            None => deadline,
         }
     }
 
-    /// Runs until SIGTERM or SIGINT, then shuts down cleanly.
-    pub async fn run(mut self) -> Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    /// Sets the REST API's security handle, which a reload updates.
+    pub fn with_api_security(mut self, handle: rampart_api::SecurityHandle) -> Self {
+        self.api_security = handle;
+        self
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down cleanly; SIGHUP reloads the configuration.
+    ///
+    /// The stop signal is raced against the whole turn, so it is seen at once even while a
+    /// cycle waits for etcd (each DCS call may wait `retry_timeout`): the turn is dropped where it
+    /// waits and [`Agent::shutdown`] takes over.
+    pub async fn run(mut self, mut stops: StopWatch, mut hangups: Hangups) -> Result<()> {
         let mut pm_state = self.pm.subscribe();
         self.pm.adopt();
         loop {
-            let started = Instant::now();
-            let plan = self.cycle().await?;
-            // Cycles are at least MIN_CYCLE_GAP apart (counted from the start of the previous
-            // one), so a wake-up right after a quiet cycle costs no added delay.
-            let earliest = started + MIN_CYCLE_GAP;
-            let next = self.instant(plan.next_cycle).max(earliest);
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = self.wake.notified() => { tokio::time::sleep_until(earliest).await; }
-                _ = pm_state.changed() => {
-                    debug!("postmaster state changed");
-                    tokio::time::sleep_until(earliest).await;
-                }
-                Some(q) = self.requests.recv() => self.on_local_request(q).await,
-                _ = term.recv() => return self.shutdown("SIGTERM").await,
-                _ = int.recv() => return self.shutdown("SIGINT").await,
+                biased;
+                signal = stops.requested() => return self.shutdown(signal, stops).await,
+                turn = self.turn(&mut pm_state, &mut hangups) => turn?,
             }
         }
+    }
+
+    /// One cycle, then the wait for the next one, serving operators' requests and reloads.
+    async fn turn(
+        &mut self,
+        pm_state: &mut watch::Receiver<rampart_pg::PostmasterState>,
+        hangups: &mut Hangups,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let plan = self.cycle().await?;
+        // Cycles are at least MIN_CYCLE_GAP apart (counted from the start of the previous
+        // one), so a wake-up right after a quiet cycle costs no added delay.
+        let earliest = started + MIN_CYCLE_GAP;
+        let next = self.instant(plan.next_cycle).max(earliest);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = self.wake.notified() => { tokio::time::sleep_until(earliest).await; }
+            _ = pm_state.changed() => {
+                debug!("postmaster state changed");
+                tokio::time::sleep_until(earliest).await;
+            }
+            Some(q) = self.requests.recv() => self.on_local_request(q).await,
+            _ = hangups.recv() => {
+                // Applied at the next cycle; the outcome is in the log (SIGHUP has no one to answer).
+                self.reload("SIGHUP").await;
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
     }
 
     /// Observes local PostgreSQL and the job.
@@ -219,8 +268,11 @@ impl Agent {
     }
 
     async fn read_cluster(&mut self) -> Result<Arc<Cluster>, String> {
-        if let Err(e) = self.dcs.refresh_lease(self.dcs_deadline()).await {
-            debug!(error = %e, "lease refresh failed");
+        // Not when stopping: the lease outlives the agent only as long as its ttl, which is fine.
+        if self.stopping.is_none() {
+            if let Err(e) = self.dcs.refresh_lease(self.dcs_deadline()).await {
+                debug!(error = %e, "lease refresh failed");
+            }
         }
         match self.dcs.read_cluster(self.dcs_deadline()).await {
             Ok(c) => {
@@ -338,10 +390,19 @@ impl Agent {
         cluster: Option<&Cluster>,
     ) -> Result<()> {
         for action in &plan.actions {
+            if self.stopping.is_some() {
+                self.shutdown_dcs_until = Some(Instant::now() + SHUTDOWN_DCS_BOUND);
+            }
             match self.execute_one(action, local, probe, cluster).await {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) if matches!(action, Action::Fatal(_)) => return Err(e),
+                Err(e) if self.stopping.is_some() => {
+                    // Nothing after a failed step runs: a lock stays held until its ttl rather
+                    // than being released while PostgreSQL may still run.
+                    warn!(?action, error = %format!("{e:#}"), "action failed while shutting down; skipping the rest");
+                    break;
+                }
                 Err(e) => {
                     warn!(?action, error = %format!("{e:#}"), "action failed; deciding again next cycle");
                     self.wake.notify_one();
@@ -464,7 +525,15 @@ impl Agent {
                 Ok(true)
             }
             Action::Stop(mode) => {
-                let outcome = self.pm.stop(*mode, STOP_TIMEOUT).await?;
+                let outcome = match &mut self.stopping {
+                    // A second stop signal while PostgreSQL shuts down: stop it immediately
+                    // (SIGQUIT; the fast stop's SIGINT was sent already, dropping its wait is safe).
+                    Some(stops) if *mode == StopMode::Fast => tokio::select! {
+                        outcome = self.pm.stop(StopMode::Fast, STOP_TIMEOUT) => outcome?,
+                        () = stops.escalated() => self.pm.stop(StopMode::Immediate, STOP_TIMEOUT).await?,
+                    },
+                    _ => self.pm.stop(*mode, STOP_TIMEOUT).await?,
+                };
                 info!(?mode, ?outcome, "PostgreSQL stopped");
                 self.sql.disconnect().await;
                 let role = publish::role_text(local);
@@ -599,12 +668,34 @@ impl Agent {
         self.snap.send_replace(snap);
     }
 
-    /// Stops PostgreSQL and releases the lock, in the core's order, then exits.
-    async fn shutdown(mut self, why: &str) -> Result<()> {
-        info!("{why} received: shutting down");
+    /// Stops PostgreSQL and releases the lock, in the order the core decides
+    /// ([`HaNode::decide_shutdown`]: a leader stops PostgreSQL before it releases the lock), then
+    /// returns.
+    ///
+    /// It may start in the middle of a cycle, whose remaining work was dropped where it waited.
+    /// That is as safe as the agent being killed at that point (which it must survive anyway),
+    /// and safer, since the shutdown then looks again before it acts:
+    /// * DCS reads and writes carry their own deadlines and change nothing when dropped; one that
+    ///   took effect without the core hearing of it (a lock just acquired) is read back from the
+    ///   DCS below, or, with etcd unreachable, the lock simply expires after its ttl;
+    /// * a stop of PostgreSQL already has its signal sent: it is decided and sent again below;
+    /// * a running job (a spawned task: start, promotion, clone, rewind...) is cancelled here
+    ///   before anything is observed; a postmaster it started is tracked from the moment it was
+    ///   spawned, and a promotion already asked of PostgreSQL completes in PostgreSQL: either way
+    ///   the observation below sees a live postmaster and the core stops it before the lock goes.
+    ///   The tools a job runs (initdb, pg_basebackup, pg_rewind) are killed with it.
+    ///
+    /// Every DCS call here is bounded by [`SHUTDOWN_DCS_BOUND`] per step rather than
+    /// `retry_timeout`, and a second stop signal turns a fast stop of PostgreSQL into an
+    /// immediate one.
+    async fn shutdown(mut self, signal: StopSignal, stops: StopWatch) -> Result<()> {
+        self.stopping = Some(stops);
+        self.shutdown_dcs_until = Some(Instant::now() + SHUTDOWN_DCS_BOUND);
         if let Some(j) = self.job.take() {
-            j.abort();
+            info!(job = j.kind().describe(), "cancelling the running job");
+            j.cancel().await;
         }
+        self.local.refuse_all("the agent is shutting down");
         let (local, probe, _) = self.observe_local().await;
         let cluster = self.read_cluster().await;
         let dcs = match &cluster {
@@ -623,11 +714,14 @@ impl Agent {
             failsafe_ping: None,
             watchdog_unusable: None,
         };
-        self.local.refuse_all("the agent is shutting down");
         let plan = self.core.decide_shutdown(&obs);
-        info!("{}", plan.message);
+        info!(signal = signal.name(), "{}", plan.message);
+        let dcs_answered = cluster.is_ok();
         let cluster = cluster.ok();
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
+        // The member key shows PostgreSQL stopped, unless etcd did not answer a moment ago.
+        let now = Instant::now();
+        self.shutdown_dcs_until = Some(if dcs_answered { now + SHUTDOWN_DCS_BOUND } else { now });
         let (local, probe, _) = self.observe_local().await;
         let seen = Seen { local, probe, cluster, job: None };
         self.publish(&seen).await;

@@ -80,9 +80,12 @@ impl RunningJob {
         JobState::Finished(self.kind, result)
     }
 
-    /// Cancels the job (its child processes are killed when dropped).
-    pub fn abort(&self) {
+    /// Cancels the job and waits until its task is gone: it stops at the wait it was in, and
+    /// the tools it ran (initdb, pg_basebackup, pg_rewind) are killed with it. A postmaster it
+    /// started stays: the [`Postmaster`] tracks it, and the caller decides what becomes of it.
+    pub async fn cancel(self) {
         self.handle.abort();
+        let _ = self.handle.await;
     }
 }
 

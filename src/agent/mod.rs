@@ -1,11 +1,14 @@
 //! `rampart agent CONFIG_FILE`: the HA agent beside one PostgreSQL.
 //!
 //! Start-up order matters: the configuration is validated before anything is touched (a bad
-//! file changes nothing), the REST API is bound before the loop starts (a port clash is reported
-//! at once), and only then does the loop begin to act.
+//! file changes nothing), the signal handlers are installed as soon as the runtime runs (so
+//! SIGHUP never kills the agent, and a stop signal during start-up ends it before it acts), the
+//! REST API is bound before the loop starts (a port clash is reported at once), and only then
+//! does the loop begin to act.
 //!
 //! Module map: [`settings`] (config → adapter settings), [`driver`] (the loop), [`jobs`] (long
-//! actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot).
+//! actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
+//! [`signals`] (stop and reload requests).
 
 pub mod backend;
 pub mod callbacks;
@@ -15,6 +18,7 @@ pub mod jobs;
 pub mod peers;
 pub mod publish;
 pub mod settings;
+pub mod signals;
 pub mod watchdog;
 
 use std::path::Path;
@@ -27,7 +31,9 @@ use tracing::{info, warn};
 
 /// Loads the configuration, then runs the agent until it is told to stop.
 pub fn run(config_path: &Path) -> Result<()> {
-    let loaded = rampart_config::load(config_path)?;
+    // The overrides are kept in memory for reloads before they leave the environment below.
+    let source = driver::reload::ConfigSource::capture(config_path);
+    let loaded = source.load()?;
     if nix::unistd::geteuid().is_root() {
         bail!(
             "refusing to run as root: PostgreSQL will not run as root. Run the agent as the user that \
@@ -46,10 +52,40 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     // A current-thread runtime: the agent's work is I/O-bound and one thread keeps it small.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run_async(loaded.config, config_path.to_path_buf()))
+    rt.block_on(async {
+        let (mut stops, hangups) = signals::install().context("installing signal handlers")?;
+        let started = tokio::select! {
+            biased;
+            signal = stops.requested() => {
+                info!("{} received while starting: exiting before touching anything", signal.name());
+                return Ok(());
+            }
+            started = start(loaded.config, source) => started?,
+        };
+        started.run(stops, hangups).await
+    })
 }
 
-async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf) -> Result<()> {
+/// The agent with its REST API serving, ready to run its loop.
+struct Started {
+    agent: driver::Agent,
+    watcher: tokio::task::JoinHandle<()>,
+    stop_api: tokio::sync::oneshot::Sender<()>,
+    api_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Started {
+    async fn run(self, stops: signals::StopWatch, hangups: signals::Hangups) -> Result<()> {
+        let result = self.agent.run(stops, hangups).await;
+        self.watcher.abort();
+        let _ = self.stop_api.send(());
+        let _ = self.api_task.await;
+        result
+    }
+}
+
+/// Connects the DCS client, binds the REST API and builds the agent; touches nothing else.
+async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource) -> Result<Started> {
     let dynamic = cfg.bootstrap_dcs();
     let dcs = rampart_dcs::EtcdDcs::connect(
         settings::etcd_options(&cfg.etcd3, dynamic.retry_timeout),
@@ -80,30 +116,15 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     let backend = backend::AgentBackend { dcs: dcs.clone(), queue: queue_tx, failsafe: failsafe_inbox.clone() };
     // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
     // certificate stops the agent here rather than failing requests later.
-    let rest = &cfg.restapi;
-    let security = rampart_api::SecuritySettings {
-        authentication: rest
-            .authentication
-            .as_ref()
-            .map(|c| rampart_api::BasicAuth::new(c.username.clone(), c.password.as_ref().map_or("", |p| p.expose()))),
-        allowlist: rest.allowlist.clone(),
-        tls: rest.certfile.clone().map(|certfile| rampart_api::TlsSettings {
-            certfile,
-            keyfile: rest.keyfile.clone(),
-            cafile: rest.cafile.clone(),
-            verify_client: match rest.verify_client {
-                rampart_config::ClientCertMode::None => rampart_api::ClientCertMode::None,
-                rampart_config::ClientCertMode::Optional => rampart_api::ClientCertMode::Optional,
-                rampart_config::ClientCertMode::Required => rampart_api::ClientCertMode::Required,
-            },
-        }),
-    };
+    let security = driver::reload::security_settings(&cfg.restapi);
     let security = rampart_api::Security::prepare(&security).await.context("restapi")?;
     let api =
         ApiContext::new(snap_rx, move || alive_pm.is_alive()).with_backend(Arc::new(backend)).with_security(security);
+    // A reload replaces the security settings through this handle.
+    let api_security = api.security.clone();
     // The leader race asks peers through the same client (TLS-aware when the API uses TLS).
     let peer_probe = api.probe.clone();
-    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(rampart_api::serve(listener, api, async move {
         let _ = stop_api_rx.await;
     }));
@@ -111,11 +132,8 @@ async fn run_async(cfg: rampart_config::Config, config_path: std::path::PathBuf)
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher(wake.clone());
     info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
-    let agent = driver::Agent::new(cfg, config_path, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe)
-        .with_failsafe_inbox(failsafe_inbox);
-    let result = agent.run().await;
-    watcher.abort();
-    let _ = stop_api_tx.send(());
-    let _ = api_task.await;
-    result
+    let agent = driver::Agent::new(cfg, source, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe)
+        .with_failsafe_inbox(failsafe_inbox)
+        .with_api_security(api_security);
+    Ok(Started { agent, watcher, stop_api, api_task })
 }

@@ -58,12 +58,39 @@ pub fn http_request_at(
     body: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
+    http_exchange(host, port, method, path, body, &[], timeout)
+}
+
+/// [`http_request`] with an `Authorization` header (e.g. [`rampart_api::BasicAuth::header_value`]).
+pub fn http_request_authorized(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    authorization: &str,
+) -> std::io::Result<HttpResponse> {
+    let headers = [("Authorization", authorization)];
+    http_exchange(std::net::Ipv4Addr::LOCALHOST, port, method, path, body, &headers, HTTP_TIMEOUT)
+}
+
+fn http_exchange(
+    host: std::net::Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let addr = SocketAddr::from((host, port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
     if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::probe::{HttpProbe, MemberProbe};
-use crate::security::Security;
+use crate::security::{Security, SecurityHandle};
 use crate::snapshot::NodeSnapshot;
 
 /// Timings of the write endpoints. The defaults are Patroni's; tests shorten them.
@@ -57,8 +57,9 @@ pub struct ApiContext {
     pub backend: Option<Arc<dyn Backend>>,
     /// Asks other members for their `/patroni` status (switchover candidate checks).
     pub probe: Arc<dyn MemberProbe>,
-    /// Who may call the write endpoints, and the TLS settings of the server and of peer requests.
-    pub security: Arc<Security>,
+    /// Who may call the write endpoints, and the TLS settings of the server and of peer requests;
+    /// swappable, so a reload of the configuration takes effect without a restart.
+    pub security: SecurityHandle,
     /// Switchover polling and probe timeouts.
     pub timing: WriteTiming,
 }
@@ -75,7 +76,7 @@ impl ApiContext {
             postmaster_alive: Arc::new(postmaster_alive),
             backend: None,
             probe: Arc::new(HttpProbe::new(None)),
-            security: Arc::new(Security::open()),
+            security: SecurityHandle::new(Security::open()),
             timing: WriteTiming::default(),
         }
     }
@@ -87,10 +88,11 @@ impl ApiContext {
     }
 
     /// Sets the access policy and TLS settings; also makes the member probe use the peer TLS
-    /// settings (call [`ApiContext::with_probe`] afterwards to replace the probe).
+    /// settings in force (call [`ApiContext::with_probe`] afterwards to replace the probe).
+    /// [`ApiContext::security`] replaces them later.
     pub fn with_security(mut self, security: Security) -> Self {
-        self.probe = Arc::new(HttpProbe::new(security.peer_tls.clone()));
-        self.security = Arc::new(security);
+        self.security = SecurityHandle::new(security);
+        self.probe = Arc::new(HttpProbe::following(self.security.clone()));
         self
     }
 

@@ -68,7 +68,7 @@ pub use health::Check;
 pub use probe::{HttpProbe, MemberProbe, PostAnswer};
 pub use query::HealthQuery;
 pub use router::{router, Endpoint};
-pub use security::{Security, SecurityError, SecuritySettings};
+pub use security::{Security, SecurityError, SecurityHandle, SecuritySettings};
 pub use server::{serve, serve_with_limits, ServeLimits};
 pub use snapshot::{NodeSnapshot, ReplicationConn};
 pub use tls::{ClientCertMode, TlsSettings};

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::backend::BoxFuture;
+use crate::security::SecurityHandle;
 
 /// Largest status body read from a member.
 pub const MAX_STATUS_BYTES: usize = 256 * 1024;
@@ -66,16 +67,37 @@ struct Exchange<'a> {
     authorization: Option<&'a str>,
 }
 
+/// Where the probe's TLS client configuration comes from.
+#[derive(Clone, Debug)]
+enum PeerTls {
+    /// Set once (operator commands).
+    Fixed(Option<Arc<ClientConfig>>),
+    /// The agent's REST API settings in force, so a reloaded certificate is used at once.
+    Following(SecurityHandle),
+}
+
 /// The real probe: HTTP/1.1 over TCP, or over TLS for `https://` URLs.
 #[derive(Clone, Debug)]
 pub struct HttpProbe {
-    tls: Option<Arc<ClientConfig>>,
+    tls: PeerTls,
 }
 
 impl HttpProbe {
     /// A probe that can reach `https://` members when `tls` is given.
     pub fn new(tls: Option<Arc<ClientConfig>>) -> Self {
-        HttpProbe { tls }
+        HttpProbe { tls: PeerTls::Fixed(tls) }
+    }
+
+    /// A probe using the peer TLS configuration in force in `security` at each request.
+    pub fn following(security: SecurityHandle) -> Self {
+        HttpProbe { tls: PeerTls::Following(security) }
+    }
+
+    fn client_tls(&self) -> Option<Arc<ClientConfig>> {
+        match &self.tls {
+            PeerTls::Fixed(t) => t.clone(),
+            PeerTls::Following(s) => s.current().peer_tls.clone(),
+        }
     }
 
     async fn get(&self, api_url: &str) -> Result<Value, String> {
@@ -103,7 +125,7 @@ impl HttpProbe {
         if !https {
             return request(tcp, &authority, &path, ex).await;
         }
-        let config = self.tls.clone().ok_or("https member but no TLS settings to verify it with")?;
+        let config = self.client_tls().ok_or("https member but no TLS settings to verify it with")?;
         let name = ServerName::try_from(bare).map_err(|e| format!("server name: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
         request(tls, &authority, &path, ex).await

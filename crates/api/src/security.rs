@@ -2,10 +2,16 @@
 //! policy of the write endpoints, the server's TLS configuration and the TLS configuration of
 //! requests to other members.
 //!
-//! Invariant kept here: everything is loaded and resolved once, before the API starts listening,
-//! so a bad certificate or allowlist stops the agent at start-up instead of failing requests later.
+//! Invariants kept here:
+//! * everything is loaded and resolved before it is used: at start-up, so a bad certificate or
+//!   allowlist stops the agent before the API listens, and on a reload, so a bad new certificate
+//!   is refused while the settings in force stay as they were;
+//! * the settings in force are swapped as a whole ([`SecurityHandle::replace`]): a request or a
+//!   connection sees either the old settings or the new ones, never a mix (an accepted connection
+//!   keeps the TLS configuration of its handshake, each write request is checked against the
+//!   access policy current when it arrives).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::{ClientConfig, ServerConfig};
 
@@ -73,5 +79,34 @@ impl Security {
             Some(t) => (Some(tls::server_config(t)?), Some(tls::peer_client_config(t)?)),
         };
         Ok(Security { access, server_tls, peer_tls })
+    }
+}
+
+/// The security settings in force, shared by the server, the write handlers and the member probe,
+/// and replaced as a whole when the agent reloads its configuration. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SecurityHandle(Arc<RwLock<Arc<Security>>>);
+
+impl SecurityHandle {
+    /// A handle holding `security`.
+    pub fn new(security: Security) -> Self {
+        SecurityHandle(Arc::new(RwLock::new(Arc::new(security))))
+    }
+
+    /// The settings in force now (held by the caller for as long as it needs one consistent set).
+    pub fn current(&self) -> Arc<Security> {
+        // A panic while the lock is held cannot leave a half-written `Arc`, so poisoning is ignored.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `security` in force for every later connection and request.
+    pub fn replace(&self, security: Security) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(security);
+    }
+}
+
+impl std::fmt::Debug for SecurityHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.current().fmt(f)
     }
 }

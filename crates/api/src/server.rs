@@ -15,6 +15,8 @@
 //! * request bodies are capped at [`MAX_BODY_BYTES`] for any handler that reads them;
 //! * garbage that is not HTTP only ever affects its own connection (hyper answers 400 and closes);
 //! * accept errors (e.g. out of file descriptors) are logged and retried, never fatal;
+//! * the TLS configuration is taken from the security settings in force when a connection is
+//!   accepted, so reloaded certificates (or HTTPS turned on or off) apply from the next one;
 //! * on shutdown the listener is dropped at once and open connections get `shutdown_grace` to
 //!   finish their current request.
 
@@ -80,7 +82,8 @@ pub async fn serve_with_limits(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
 ) -> std::io::Result<()> {
-    let tls = ctx.security.server_tls.clone().map(TlsAcceptor::from);
+    // Read per connection, so a reload of the certificates applies to the next handshake.
+    let security = ctx.security.clone();
     let app = router(ctx);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -99,7 +102,8 @@ pub async fn serve_with_limits(
         while connections.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
-                let conn = Connection { stream, peer, tls: tls.clone() };
+                let tls = security.current().server_tls.clone().map(TlsAcceptor::from);
+                let conn = Connection { stream, peer, tls };
                 connections.spawn(serve_connection(conn, app.clone(), limits, stop_rx.clone(), slot));
             }
             Err(e) if is_per_connection(&e) => tracing::debug!("REST API: accept: {e}"),
@@ -444,6 +448,43 @@ mod tests {
                 .await;
             assert!(status.is_err());
 
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        }
+
+        #[tokio::test]
+        async fn replaced_settings_apply_from_the_next_connection() {
+            let pki = pki();
+            let ctx = context();
+            let handle = ctx.security.clone();
+            let (addr, stop, server) = start_with(ctx, ServeLimits::default()).await;
+            let reload = b"POST /reload HTTP/1.0\r\nContent-Length: 0\r\n\r\n";
+            // Open access: the write gets past access control (503: no backend attached).
+            assert!(exchange(addr, reload).await.starts_with("HTTP/1.0 503"));
+
+            let auth = crate::BasicAuth::new("admin", "new-secret");
+            let with_auth = SecuritySettings { authentication: Some(auth.clone()), ..Default::default() };
+            handle.replace(Security::prepare(&with_auth).await.unwrap());
+            let reply = exchange(addr, reload).await;
+            assert!(reply.starts_with("HTTP/1.0 401"), "{reply:?}");
+            let authorized =
+                format!("POST /reload HTTP/1.0\r\nAuthorization: {}\r\nContent-Length: 0\r\n\r\n", auth.header_value());
+            assert!(exchange(addr, authorized.as_bytes()).await.starts_with("HTTP/1.0 503"));
+
+            // HTTPS from now on: plain HTTP gets no answer, a TLS client does.
+            let tls = TlsSettings {
+                certfile: pki.server_cert.clone(),
+                keyfile: Some(pki.server_key.clone()),
+                cafile: Some(pki.ca.clone()),
+                verify_client: ClientCertMode::None,
+            };
+            handle.replace(Security::prepare(&SecuritySettings { tls: Some(tls), ..with_auth }).await.unwrap());
+            let plain = exchange(addr, b"GET /patroni HTTP/1.0\r\n\r\n").await;
+            assert!(!plain.contains("200"), "{plain:?}");
+            let reply = tls_exchange(addr, client(&pki, false), GET).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+            let reply = tls_exchange(addr, client(&pki, false), RELOAD).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 401"), "{reply:?}");
             stop.send(()).unwrap();
             server.await.unwrap().unwrap();
         }

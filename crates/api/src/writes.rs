@@ -153,7 +153,7 @@ pub async fn handle(ctx: ApiContext, req: Request<Body>) -> Response {
         }
     };
     let peer = req.extensions().get::<PeerInfo>().copied();
-    if let Err(denied) = ctx.security.access.check(peer.as_ref(), req.headers().get(header::AUTHORIZATION)) {
+    if let Err(denied) = ctx.security.current().access.check(peer.as_ref(), req.headers().get(header::AUTHORIZATION)) {
         // The reason only: never the Authorization header.
         let from = peer.map(|p| p.addr.to_string()).unwrap_or_else(|| "unknown address".into());
         tracing::info!("REST API: {} {} from {from} refused: {}", req.method(), req.uri().path(), denied.message());

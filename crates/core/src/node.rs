@@ -277,7 +277,13 @@ impl HaNode {
         if holds {
             actions.push(Action::ReleaseLeader);
         }
-        self.plan(obs.now, actions, "shutting down: stopping PostgreSQL, then releasing the leader lock")
+        let message = match (actions.first(), holds) {
+            (Some(Action::Stop(_)), true) => "shutting down: stopping PostgreSQL, then releasing the leader lock",
+            (Some(Action::Stop(_)), false) => "shutting down: stopping PostgreSQL",
+            (_, true) => "shutting down: PostgreSQL is not running; releasing the leader lock",
+            (_, false) => "shutting down: PostgreSQL is not running",
+        };
+        self.plan(obs.now, actions, message)
     }
 
     /// Decides this cycle.

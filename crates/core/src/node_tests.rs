@@ -696,7 +696,9 @@ fn shutdown_stops_postgres_before_releasing_the_lock() {
     assert_eq!(n.decide_shutdown(&obs(0, &c, &l)).actions, vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader]);
     let r = replica(Some(5002), 1);
     let c2 = cluster(Some("n2"));
-    assert_eq!(n.decide_shutdown(&obs(0, &c2, &r)).actions, vec![Action::Stop(StopMode::Fast)]);
+    let plan = n.decide_shutdown(&obs(0, &c2, &r));
+    assert_eq!(plan.actions, vec![Action::Stop(StopMode::Fast)]);
+    assert_eq!(plan.message, "shutting down: stopping PostgreSQL", "the log line says what happens");
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //!
 //! A restart or reinitialize request waits here until the next cycle hands it to the core, which
 //! decides whether it may run now ([`rampart_core::Answer`]). A restart is answered when its job
-//! ends; a reinitialize as soon as it starts (it may take long), as Patroni does. Reload and
-//! scheduling are not HA decisions and are handled at once. Invariant: every request gets exactly
+//! ends; a reinitialize as soon as it starts (it may take long), as Patroni does. Reload (see
+//! `reload.rs`) and scheduling are not HA decisions and are handled at once. Invariant: every request gets exactly
 //! one answer, also when the agent shuts down.
 
 use rampart_api::{LocalReply, LocalRequest, ScheduledRestart};
@@ -12,10 +12,10 @@ use rampart_core::observe::JobKind;
 use rampart_core::{Answer, Request};
 use rampart_pg::Probe;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::super::backend::Queued;
-use super::{callbacks, settings, wall_clock_ms, Agent};
+use super::{callbacks, wall_clock_ms, Agent};
 
 /// Requests waiting for the loop, and the scheduled restart.
 #[derive(Default)]
@@ -55,7 +55,7 @@ impl Agent {
     pub(in crate::agent) async fn on_local_request(&mut self, (request, tx): Queued) {
         match request {
             LocalRequest::Reload => {
-                let answer = self.reload();
+                let answer = self.reload("POST /reload").await;
                 let _ = tx.send(answer);
                 self.wake.notify_one();
             }
@@ -150,43 +150,5 @@ impl Agent {
         } else {
             info!(at = %s.schedule, "scheduled restart skipped: its conditions no longer hold");
         }
-    }
-
-    /// Re-reads the configuration file; PostgreSQL settings, pg_hba, tags and callbacks take
-    /// effect, identity and endpoints (name, scope, etcd, REST listen address) need a restart of
-    /// the agent.
-    fn reload(&mut self) -> LocalReply {
-        let loaded = match rampart_config::load(&self.config_path) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "reload refused: the configuration file is not valid");
-                return LocalReply { status: 400, message: format!("reload refused: {e}") };
-            }
-        };
-        for w in &loaded.warnings {
-            warn!("{w}");
-        }
-        let mut new = loaded.config;
-        let old = &self.cfg;
-        if new.name != old.name
-            || new.scope != old.scope
-            || new.etcd3 != old.etcd3
-            || new.restapi.listen != old.restapi.listen
-        {
-            warn!("name, scope, etcd3 and restapi.listen changes take effect only when the agent restarts");
-            new.name = old.name.clone();
-            new.scope = old.scope.clone();
-            new.etcd3 = old.etcd3.clone();
-            new.restapi.listen = old.restapi.listen.clone();
-        }
-        self.cfg = new;
-        let node = settings::node_settings(&self.cfg);
-        self.watchdog.reconfigure(self.cfg.watchdog.clone(), self.core.config().ttl);
-        self.core.update_settings(node);
-        // Rewrite postgresql.conf and pg_hba.conf at the next cycle and reload PostgreSQL.
-        self.params.force_rewrite();
-        callbacks::fire(&self.cfg.postgresql.callbacks, "on_reload", &self.last_role.clone(), &self.cfg.scope);
-        info!("configuration reloaded");
-        LocalReply { status: 202, message: "reload scheduled".into() }
     }
 }
