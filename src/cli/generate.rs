@@ -96,11 +96,7 @@ mod tests {
 
     /// The verbs a user sees (`rampart --help`), as clap knows them.
     fn visible_verbs() -> Vec<String> {
-        crate::Cli::command()
-            .get_subcommands()
-            .filter(|c| !c.is_hide_set())
-            .map(|c| c.get_name().to_string())
-            .collect()
+        crate::Cli::command().get_subcommands().filter(|c| !c.is_hide_set()).map(|c| c.get_name().to_string()).collect()
     }
 
     fn script(shell: CompletionShell) -> String {
