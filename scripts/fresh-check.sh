@@ -363,22 +363,27 @@ phase_deb() {
     step "rampart --version" "$r" "
         out=\$(rampart --version); echo \"\$out\"
         [[ \$out == 'rampart $(dpkg-deb -f "$deb" Version | sed 's/-[^-]*$//')' ]]" || true
-    step "apt-get install man-db systemd (for the checks)" "$r" "
+    step "apt-get install man-db systemd bash-completion zsh fish (for the checks)" "$r" "
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends man-db systemd" || return 1
+        apt-get install -y -q --no-install-recommends man-db systemd bash-completion zsh fish" || return 1
     step "man rampart, man rampart-agent render" "$r" "
         for p in rampart rampart-agent rampart-proxy rampart-list; do
             out=\$(MANWIDTH=80 man -P cat \$p 2>&1); echo \"\$out\" | head -n 8
             grep -q '^NAME' <<<\"\$out\"
             grep -q \"^ *\$p - \" <<<\"\$out\"
         done" || true
-    step "completions: bash loads, zsh and fish files in place" "$r" "
-        f=/usr/share/bash-completion/completions/rampart; test -s \$f
-        bash -c \"source \$f && complete -p rampart\"
-        test -s /usr/share/zsh/vendor-completions/_rampart
-        grep -q '#compdef rampart' /usr/share/zsh/vendor-completions/_rampart
-        test -s /usr/share/fish/vendor_completions.d/rampart.fish
-        grep -q 'complete -c rampart' /usr/share/fish/vendor_completions.d/rampart.fish" || true
+    # Each shell finds the script where it looks for completions by itself, and completes a verb.
+    step "completions: bash, zsh and fish find them and complete 'rampart li'" "$r" "
+        ls -l /usr/share/bash-completion/completions/rampart /usr/share/zsh/vendor-completions/_rampart \\
+            /usr/share/fish/vendor_completions.d/rampart.fish
+        out=\$(bash -c 'source /usr/share/bash-completion/bash_completion; __load_completion rampart;
+            COMP_WORDS=(rampart li); COMP_CWORD=1; COMP_LINE=\"rampart li\"; COMP_POINT=10;
+            \$(complete -p rampart | sed -n \"s/.*-F \\([^ ]*\\) .*/\\1/p\") rampart li rampart; echo \${COMPREPLY[*]}')
+        echo \"bash: \$out\"; [[ \$out == *list* ]]
+        out=\$(zsh -fc 'autoload -U compinit && compinit -u -d /tmp/zcompdump && echo \$_comps[rampart]')
+        echo \"zsh: rampart is completed by \$out\"; [[ \$out == _rampart ]]
+        out=\$(HOME=/tmp fish -c 'complete -C \"rampart li\"')
+        echo \"fish: \$out\"; grep -q '^list' <<<\"\$out\"" || true
     step "examples, /etc/rampart (root, 0755), rampart user" "$r" "
         ls -l /usr/share/doc/rampart/examples
         test -s /usr/share/doc/rampart/examples/member.yml
@@ -394,7 +399,9 @@ phase_deb() {
     step "apt-get purge rampart" "$r" "
         export DEBIAN_FRONTEND=noninteractive
         apt-get purge -y -q rampart
-        ! test -e /usr/bin/rampart" || true
+        ! test -e /usr/bin/rampart
+        ! test -e /lib/systemd/system/rampart@.service
+        ! test -e /etc/rampart" || true
 }
 
 case $PHASES in
