@@ -370,7 +370,7 @@ phase_deb() {
         for p in rampart rampart-agent rampart-proxy rampart-list; do
             out=\$(MANWIDTH=80 man -P cat \$p 2>&1); echo \"\$out\" | head -n 8
             grep -q '^NAME' <<<\"\$out\"
-            grep -q \"^ *\$p - \" <<<\"\$out\"
+            grep -Eq \"^ +\$p +- \" <<<\"\$out\"  # NAME line (man justifies: spaces vary)
         done" || true
     # Each shell finds the script where it looks for completions by itself, and completes a verb.
     step "completions: bash, zsh and fish find them and complete 'rampart li'" "$r" "
