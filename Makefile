@@ -31,7 +31,7 @@ export RUST_BACKTRACE ?= 1
 # The test passes must run one after the other even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: help setup build release demo test test-unit test-doc test-e2e bench chaos check reap
+.PHONY: help setup build release demo test test-unit test-doc test-e2e bench chaos check reap deb fresh-check
 
 help:
 	@echo 'make demo    set up, build the release binary, run `rampart demo`'
@@ -41,6 +41,8 @@ help:
 	@echo 'make bench   benchmarks: failover/switchover windows, agent footprint, proxy TPS and failover'
 	@echo 'make setup   install system packages, the postgres user and the Patroni venv'
 	@echo 'make reap    stop processes and remove directories left by killed e2e tests'
+	@echo 'make deb     the Debian package (cargo-deb): target/debian/rampart_<version>_<arch>.deb'
+	@echo 'make fresh-check  as root: setup, build and demo in a clean Debian 12 root, then the .deb in another'
 
 setup:
 	bash scripts/setup.sh
@@ -117,3 +119,24 @@ check:
 
 reap:
 	bash scripts/reap-test-procs.sh
+
+# The Debian package (cargo-deb, configured in Cargo.toml's [package.metadata.deb]): the release
+# binary, the systemd units and examples from packaging/, and man pages and completions the binary
+# generates from its own clap definitions (into target/release/generated/, where the assets point).
+GEN := target/release/generated
+deb: release
+	@$(CARGO) deb --version >/dev/null 2>&1 || { echo 'installing cargo-deb'; $(CARGO) install cargo-deb --locked; }
+	rm -rf $(GEN)
+	target/release/rampart generate-man $(GEN)/man
+	gzip -9nf $(GEN)/man/*.1
+	mkdir -p $(GEN)/completions
+	target/release/rampart completion bash > $(GEN)/completions/rampart.bash
+	target/release/rampart completion zsh > $(GEN)/completions/_rampart
+	target/release/rampart completion fish > $(GEN)/completions/rampart.fish
+	$(CARGO) deb --no-build --output target/debian/
+
+# Not part of `make test` (about 15-30 minutes, needs root and Debian's mirror): scripts/setup.sh,
+# the release build and `rampart demo` (list, SQL, Ctrl-C) in a clean debootstrapped Debian 12
+# root, then the package from `make deb` installed in another one. See scripts/fresh-check.sh.
+fresh-check: deb
+	bash scripts/fresh-check.sh all

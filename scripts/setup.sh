@@ -3,8 +3,8 @@
 # it is all there already (then it only checks, in about a second). Safe to run any number of times.
 #
 #   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Chromium (headless, for
-#     the e2e test of the proxy's admin page), network and process tools, make, a C compiler
-#     (apt-get update runs only when something is missing);
+#     the e2e test of the proxy's admin page), network and process tools, make, a C compiler, CA
+#     certificates, nroff (apt-get update runs only when something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
 #   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
 #     Rampart is compatible with it: /opt/rampart-venv/bin/patronictl.
@@ -32,6 +32,10 @@ PACKAGES=(
     make
     curl
     openssl
+    # cargo (crates.io) and pip (PyPI) fetch over HTTPS: a minimal Debian has no CA certificates.
+    ca-certificates
+    # nroff, which the unit test of the generated man pages renders them with.
+    groff-base
     # ring (TLS) and the other -sys crates compile C.
     gcc
     libc6-dev

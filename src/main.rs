@@ -7,6 +7,7 @@
 //! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,
 //!   `failover`, `restart`, `reload`, `reinit`, `pause`, `resume`, `edit-config`, `show-config`,
 //!   `history`, `dsn`, `flush`, `remove`, `version`;
+//! * `completion bash|zsh|fish` and the hidden `generate-man DIR` ([`cli::generate`]);
 //! * `proxy -c FILE`: the PostgreSQL-protocol router that follows the leader ([`proxy`]);
 //! * `demo`: a whole three-node cluster on this machine ([`demo`]).
 
@@ -85,6 +86,11 @@ enum Command {
     },
     /// Print the version; with a cluster (-c, --dcs, --scope) also each member's versions.
     Version(cli::version::VersionArgs),
+    /// Print a shell completion script for bash, zsh or fish to stdout.
+    Completion(cli::generate::CompletionArgs),
+    /// Write the man pages (rampart.1, rampart-VERB.1) into a directory (used by `make deb`).
+    #[command(hide = true)]
+    GenerateMan(cli::generate::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +100,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => cli::version::run(args),
+        Command::Completion(args) => cli::generate::run_completion(args),
+        Command::GenerateMan(args) => cli::generate::run_man(args),
         Command::CheckConfig(args) => cli::check_config::run(args),
         // The agent and the proxy start logging once they have read their `log` section.
         Command::Agent { config_file } => agent::run(&config_file),

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod dsn;
 pub mod edit_config;
 pub mod flush;
+pub mod generate;
 pub mod history;
 pub mod list;
 pub mod members;
