@@ -513,21 +513,8 @@ mod tests {
     use super::*;
     use crate::{parse, parse_proxy, ConfigError, Loaded};
 
-    const BASE: &str = "\
-scope: pg
-name: n1
-restapi:
-  listen: 127.0.0.1:8008
-etcd3:
-  host: 127.0.0.1:2379
-postgresql:
-  listen: 127.0.0.1:5432
-  data_dir: /data
-  authentication: {replication: {username: rep}}
-";
-
     fn load(section: &str) -> Result<Loaded, ConfigError> {
-        parse(&format!("{BASE}{section}"), "l.yml", Vec::new())
+        crate::tests::minimal_with(section, "l.yml")
     }
 
     fn field(attr: LogAttr) -> FormatPiece {
@@ -598,11 +585,15 @@ postgresql:
             ("PATRONI_LOGLEVEL".to_string(), "DEBUG".to_string()),
             ("PATRONI_LOG_TYPE".to_string(), "json".to_string()),
         ];
-        let log = parse(BASE, "l.yml", env).unwrap().config.log;
+        let log = parse(crate::tests::SECTION_BASE, "l.yml", env).unwrap().config.log;
         assert_eq!(log.level, LogLevel::Warning, "the new name wins over the old one");
         assert_eq!((log.dir, log.file_num, log.kind), (Some(PathBuf::from("/var/log/x")), 7, LogType::Json));
         let env = vec![("PATRONI_LOGLEVEL".to_string(), "ERROR".to_string())];
-        assert_eq!(parse(BASE, "l.yml", env).unwrap().config.log.level, LogLevel::Error, "the old name alone");
+        assert_eq!(
+            parse(crate::tests::SECTION_BASE, "l.yml", env).unwrap().config.log.level,
+            LogLevel::Error,
+            "the old name alone"
+        );
     }
 
     #[test]

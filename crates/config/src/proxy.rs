@@ -149,23 +149,10 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
-    use crate::{parse, ConfigError, HostPort, Loaded};
-
-    const BASE: &str = "\
-scope: pg
-name: n1
-restapi:
-  listen: 127.0.0.1:8008
-etcd3:
-  host: 127.0.0.1:2379
-postgresql:
-  listen: 127.0.0.1:5432
-  data_dir: /data
-  authentication: {replication: {username: rep}}
-";
+    use crate::{ConfigError, HostPort, Loaded};
 
     fn load(proxy: &str) -> Result<Loaded, ConfigError> {
-        parse(&format!("{BASE}{proxy}"), "p.yml", Vec::new())
+        crate::tests::minimal_with(proxy, "p.yml")
     }
 
     #[test]

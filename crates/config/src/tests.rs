@@ -121,6 +121,27 @@ postgresql:
       username: rep
 ";
 
+/// The smallest member file in 10 lines (so a section appended to it starts on line 11): what
+/// the unit tests of one section start from. ([`MINIMAL`] spells the authentication out in block
+/// style, which the tests of this file rely on.)
+pub(crate) const SECTION_BASE: &str = "\
+scope: pg
+name: n1
+restapi:
+  listen: 127.0.0.1:8008
+etcd3:
+  host: 127.0.0.1:2379
+postgresql:
+  listen: 127.0.0.1:5432
+  data_dir: /data
+  authentication: {replication: {username: rep}}
+";
+
+/// [`SECTION_BASE`] with `section` appended, parsed as file `name` without overrides.
+pub(crate) fn minimal_with(section: &str, name: &str) -> Result<Loaded, ConfigError> {
+    parse(&format!("{SECTION_BASE}{section}"), name, no_env())
+}
+
 fn no_env() -> Vec<(String, String)> {
     Vec::new()
 }

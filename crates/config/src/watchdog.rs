@@ -123,23 +123,10 @@ fn parse_mode(value: &Json) -> Option<WatchdogMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse, ConfigError, Loaded};
-
-    const BASE: &str = "\
-scope: pg
-name: n1
-restapi:
-  listen: 127.0.0.1:8008
-etcd3:
-  host: 127.0.0.1:2379
-postgresql:
-  listen: 127.0.0.1:5432
-  data_dir: /data
-  authentication: {replication: {username: rep}}
-";
+    use crate::{ConfigError, Loaded};
 
     fn load(section: &str) -> Result<Loaded, ConfigError> {
-        parse(&format!("{BASE}{section}"), "w.yml", Vec::new())
+        crate::tests::minimal_with(section, "w.yml")
     }
 
     #[test]
