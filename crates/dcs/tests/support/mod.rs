@@ -59,11 +59,12 @@ pub struct EtcdServer {
     tls: Option<TlsFiles>,
 }
 
-/// A port the kernel just handed out; the listener is closed again before etcd binds it.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
+// Ports below the ephemeral range, picked as the workspace's e2e harness picks them (port 0 came
+// from the ephemeral range, where a client connection of another test took one between the pick
+// and etcd's bind: "bind: address already in use").
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 impl EtcdServer {
     /// Starts etcd on plain HTTP and waits until it reports healthy.
