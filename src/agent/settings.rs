@@ -23,11 +23,16 @@ use serde_json::Value;
 /// and `/patroni` so that `patronictl` treats us as a current Patroni.
 pub const PATRONI_COMPAT_VERSION: &str = "4.1.4";
 
-fn creds(c: &rampart_config::Credentials) -> Credentials {
-    match &c.password {
+fn creds(c: &rampart_config::PgRole) -> Credentials {
+    let mut out = match &c.password {
         Some(p) => Credentials::new(c.username.clone(), p.expose()),
         None => Credentials::without_password(c.username.clone()),
+    };
+    out.options = c.options.clone();
+    if let Some(phrase) = &c.sslpassword {
+        out.options.insert("sslpassword".into(), phrase.expose().to_string());
     }
+    out
 }
 
 /// A `postgresql.conf` value from YAML: booleans as `on`/`off` (YAML reads `on` as true).

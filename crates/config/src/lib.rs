@@ -60,7 +60,7 @@ pub use ctl::{Ctl, CtlConfig};
 pub use error::{ConfigError, Place};
 pub use etcd::{Etcd3, Protocol};
 pub use log::{LogConfig, LogLevel, LogType};
-pub use postgresql::{PgAuthentication, Postgresql};
+pub use postgresql::{PgAuthentication, PgRole, Postgresql};
 pub use proxy::{Proxy, RoPolicy};
 pub use proxy_config::ProxyConfig;
 pub use proxy_reload::ReloadPlan;

@@ -12,9 +12,9 @@ use serde_json::Value as Json;
 use crate::addr::{HostPort, ListenAddresses};
 use crate::check::Checker;
 use crate::error::Problem;
-use crate::raw::{RawCredentials, RawPostgresql};
+use crate::raw::{RawPgRole, RawPostgresql};
 use crate::restapi::connect_address;
-use crate::secret::Credentials;
+use crate::secret::Secret;
 
 /// Default `pg_ctl_timeout`, in seconds.
 pub const DEFAULT_PG_CTL_TIMEOUT: u64 = 60;
@@ -23,12 +23,36 @@ pub const DEFAULT_PG_CTL_TIMEOUT: u64 = 60;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgAuthentication {
     /// Superuser for management connections (username defaults to `postgres`).
-    pub superuser: Credentials,
+    pub superuser: PgRole,
     /// User replicas stream with.
-    pub replication: Credentials,
+    pub replication: PgRole,
     /// User pg_rewind connects as (defaults to the superuser when absent).
-    pub rewind: Option<Credentials>,
+    pub rewind: Option<PgRole>,
 }
+
+/// One database role of [`PgAuthentication`]: how the agent, replicas, pg_basebackup and pg_rewind
+/// connect as it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgRole {
+    /// The role name.
+    pub username: String,
+    /// Its password; `None` when authentication relies on something else (trust, certificates).
+    pub password: Option<Secret>,
+    /// libpq connection parameters for this role, as Patroni passes them through (`sslmode`,
+    /// `sslcert`, `sslkey`, `sslrootcert`, `sslcrl`, `sslcrldir`, `sslnegotiation`, `gssencmode`,
+    /// `channel_binding`), by name. None of them is secret.
+    pub options: BTreeMap<String, String>,
+    /// `sslpassword`, the pass phrase of `sslkey`.
+    pub sslpassword: Option<Secret>,
+}
+
+/// The values libpq accepts for the enumerated parameters of [`PgRole::options`].
+const LIBPQ_CHOICES: &[(&str, &[&str])] = &[
+    ("sslmode", &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+    ("sslnegotiation", &["postgres", "direct"]),
+    ("gssencmode", &["disable", "prefer", "require"]),
+    ("channel_binding", &["disable", "prefer", "require"]),
+];
 
 /// The `postgresql` section, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,16 +131,14 @@ impl Postgresql {
         }
 
         let auth = raw.authentication.unwrap_or_default();
-        let superuser = auth.superuser.unwrap_or_default();
-        let superuser = Credentials {
-            username: superuser.username.unwrap_or_else(|| "postgres".to_string()),
-            password: superuser.password,
-        };
-        if superuser.username.trim().is_empty() {
+        let mut superuser = auth.superuser.unwrap_or_default();
+        superuser.username = Some(superuser.username.unwrap_or_else(|| "postgres".to_string()));
+        if superuser.username.as_deref().is_some_and(|u| u.trim().is_empty()) {
             return Err(c.problem(&["postgresql", "authentication", "superuser", "username"], "must not be empty"));
         }
-        let replication = credentials(auth.replication.unwrap_or_default(), "replication", c)?;
-        let rewind = auth.rewind.map(|r| credentials(r, "rewind", c)).transpose()?;
+        let superuser = pg_role(superuser, "superuser", c)?;
+        let replication = pg_role(auth.replication.unwrap_or_default(), "replication", c)?;
+        let rewind = auth.rewind.map(|r| pg_role(r, "rewind", c)).transpose()?;
 
         let mut parameters = BTreeMap::new();
         for (name, value) in raw.parameters.unwrap_or_default() {
@@ -185,8 +207,33 @@ impl Postgresql {
     }
 }
 
-/// A role whose username is required.
-fn credentials(raw: RawCredentials, role: &str, c: &Checker<'_>) -> Result<Credentials, Problem> {
+/// A role whose username is required, with its libpq parameters checked.
+fn pg_role(raw: RawPgRole, role: &str, c: &Checker<'_>) -> Result<PgRole, Problem> {
     let username = c.require_text(raw.username, &["postgresql", "authentication", role, "username"])?;
-    Ok(Credentials { username, password: raw.password })
+    let given = [
+        ("sslmode", raw.sslmode),
+        ("sslcert", raw.sslcert),
+        ("sslkey", raw.sslkey),
+        ("sslrootcert", raw.sslrootcert),
+        ("sslcrl", raw.sslcrl),
+        ("sslcrldir", raw.sslcrldir),
+        ("sslnegotiation", raw.sslnegotiation),
+        ("gssencmode", raw.gssencmode),
+        ("channel_binding", raw.channel_binding),
+    ];
+    let mut options = BTreeMap::new();
+    for (name, value) in given {
+        let Some(value) = value else { continue };
+        let path = ["postgresql", "authentication", role, name];
+        if value.trim().is_empty() {
+            return Err(c.problem(&path, "must not be empty"));
+        }
+        if let Some((_, allowed)) = LIBPQ_CHOICES.iter().find(|(n, _)| *n == name) {
+            if !allowed.contains(&value.as_str()) {
+                return Err(c.problem(&path, format!("{value:?} is not one of {}", allowed.join(", "))));
+            }
+        }
+        options.insert(name.to_string(), value);
+    }
+    Ok(PgRole { username, password: raw.password, options, sslpassword: raw.sslpassword })
 }

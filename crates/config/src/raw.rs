@@ -126,9 +126,28 @@ pub(crate) struct RawBootstrap {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct RawPgAuthentication {
-    pub superuser: Option<RawCredentials>,
-    pub replication: Option<RawCredentials>,
-    pub rewind: Option<RawCredentials>,
+    pub superuser: Option<RawPgRole>,
+    pub replication: Option<RawPgRole>,
+    pub rewind: Option<RawPgRole>,
+}
+
+/// `postgresql.authentication.<role>`: the user, its password and the libpq connection parameters
+/// Patroni passes through for that role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawPgRole {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub sslmode: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+    pub sslpassword: Option<Secret>,
+    pub sslrootcert: Option<String>,
+    pub sslcrl: Option<String>,
+    pub sslcrldir: Option<String>,
+    pub sslnegotiation: Option<String>,
+    pub gssencmode: Option<String>,
+    pub channel_binding: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

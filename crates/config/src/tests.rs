@@ -409,16 +409,39 @@ watchdog:
             "node1.yml:3: unknown key thread_pool_size (ignored)",
             "node1.yml:6: unknown key restapi.foo (ignored)",
             "node1.yml:22: unknown key postgresql.create_replica_methods (ignored)",
-            "node1.yml:26: unknown key postgresql.authentication.replication.sslmode (ignored)",
         ]
     );
     let c = l.config;
+    assert_eq!(c.postgresql.authentication.replication.options["sslmode"], "require");
     assert_eq!(c.bootstrap.dcs.synchronous_mode, Some(rampart_core::SyncMode::On));
     assert_eq!(c.bootstrap.dcs.postgresql.parameters["max_connections"], json!(100));
     assert_eq!(c.tags.other["zone"], json!("a"));
     assert_eq!(c.postgresql.callbacks["on_start"], "/bin/true");
     assert_eq!(c.log.level, crate::LogLevel::Info);
     assert_eq!(c.watchdog.mode, crate::WatchdogMode::Off);
+}
+
+#[test]
+fn role_libpq_parameters_are_kept_and_checked() {
+    let text = MINIMAL.replace(
+        "      username: rep\n",
+        "      username: rep\n      sslmode: verify-ca\n      sslrootcert: /etc/ssl/root.crt\n      \
+         sslcert: /etc/ssl/rep.crt\n      sslkey: /etc/ssl/rep.key\n      sslpassword: phrase\n    \
+         rewind:\n      username: rw\n      channel_binding: require\n",
+    );
+    let l = ok(&text);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let auth = &l.config.postgresql.authentication;
+    let o = &auth.replication.options;
+    assert_eq!((o["sslmode"].as_str(), o["sslrootcert"].as_str()), ("verify-ca", "/etc/ssl/root.crt"));
+    assert_eq!((o["sslcert"].as_str(), o["sslkey"].as_str()), ("/etc/ssl/rep.crt", "/etc/ssl/rep.key"));
+    assert!(!o.contains_key("sslpassword"), "the pass phrase is kept as a secret, not an option");
+    assert_eq!(auth.replication.sslpassword.as_ref().unwrap().expose(), "phrase");
+    assert!(!format!("{:?}", l.config).contains("phrase\""), "the pass phrase never prints");
+    assert_eq!(auth.rewind.as_ref().unwrap().options["channel_binding"], "require");
+
+    let e = err(&MINIMAL.replace("      username: rep\n", "      username: rep\n      sslmode: sometimes\n"));
+    assert!(e.contains("postgresql.authentication.replication.sslmode") && e.contains("verify-full"), "{e}");
 }
 
 #[test]

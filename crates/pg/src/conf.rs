@@ -172,13 +172,15 @@ pub fn pgpass_escape(v: &str) -> String {
 pub fn primary_conninfo(settings: &PgSettings, up: &Upstream) -> String {
     let port = up.port.to_string();
     let passfile = settings.pgpass.display().to_string();
-    conninfo(&[
-        ("host", &up.host),
+    let mut pairs = vec![
+        ("host", up.host.as_str()),
         ("port", &port),
         ("user", &settings.replication.username),
         ("passfile", &passfile),
         ("application_name", &settings.name),
-    ])
+    ];
+    pairs.extend(settings.replication.option_pairs());
+    conninfo(&pairs)
 }
 
 /// A libpq `key=value` connection string.
@@ -385,6 +387,17 @@ mod tests {
         let text = render_postgresql_conf(&s, &StartRole::Replica { upstream: None }).unwrap();
         assert!(!text.contains("primary_conninfo"));
         assert!(text.ends_with("recovery_target_timeline = 'latest'\n"));
+    }
+
+    #[test]
+    fn primary_conninfo_carries_the_replication_roles_tls_settings() {
+        let mut s = settings();
+        s.replication.options.insert("sslmode".into(), "verify-ca".into());
+        s.replication.options.insert("sslcert".into(), "/etc/ssl/my cert.crt".into());
+        let info = parse_conninfo(&primary_conninfo(&s, &up())).unwrap();
+        assert_eq!(info["sslmode"], "verify-ca");
+        assert_eq!(info["sslcert"], "/etc/ssl/my cert.crt");
+        assert_eq!(info["user"], "repl user");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod remote;
 pub mod settings;
 pub mod slot_copy;
 pub mod sql;
+mod tls;
 pub mod tools;
 
 pub use configure::{write_config, write_pgpass};

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rampart_core::Upstream;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::error::{PgError, Result};
 use crate::settings::PgSettings;
@@ -32,8 +32,10 @@ pub(crate) async fn connect(settings: &PgSettings, upstream: &Upstream) -> Resul
         config.password(p);
     }
     let target = format!("{}:{}", upstream.host, upstream.port);
+    let tls = crate::tls::connector(&mut config, creds)
+        .map_err(|detail| PgError::Connect { target: target.clone(), detail })?;
     let limit = limit(settings);
-    let (client, connection) = match tokio::time::timeout(limit, config.connect(NoTls)).await {
+    let (client, connection) = match tokio::time::timeout(limit, config.connect(tls)).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Err(PgError::Connect { target, detail: e.to_string() }),
         Err(_) => return Err(PgError::Connect { target, detail: format!("no answer within {limit:?}") }),

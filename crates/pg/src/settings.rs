@@ -12,32 +12,55 @@ use std::time::Duration;
 /// Where Debian and Ubuntu install PostgreSQL 15's programs.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
-/// A role name and its password.
+/// A role name, its password and the libpq parameters connections as it carry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// Role name.
     pub username: String,
     /// Password; `None` relies on trust or peer authentication.
     pub password: Option<String>,
+    /// libpq connection parameters besides host, port, user and password (`sslmode`, `sslcert`,
+    /// `sslkey`, `sslrootcert`, `sslpassword`, ...), passed to every connection as this role:
+    /// `primary_conninfo`, pg_basebackup, pg_rewind and the agent's own connections.
+    pub options: BTreeMap<String, String>,
 }
+
+/// The one parameter of [`Credentials::options`] that is secret.
+const SECRET_OPTION: &str = "sslpassword";
 
 impl Credentials {
     /// A role with a password.
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Credentials { username: username.into(), password: Some(password.into()) }
+        Credentials { username: username.into(), password: Some(password.into()), options: BTreeMap::new() }
     }
 
     /// A role without a password.
     pub fn without_password(username: impl Into<String>) -> Self {
-        Credentials { username: username.into(), password: None }
+        Credentials { username: username.into(), password: None, options: BTreeMap::new() }
+    }
+
+    /// The libpq parameters, as `(name, value)` pairs for a conninfo string.
+    pub fn option_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.options.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// One libpq parameter.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options.get(name).map(String::as_str)
     }
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), if k == SECRET_OPTION { "<redacted>" } else { v.as_str() }))
+            .collect();
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("options", &options)
             .finish()
     }
 }
@@ -174,10 +197,14 @@ mod tests {
     fn debug_never_shows_passwords() {
         let mut s = PgSettings::new("n1", "/data/n1");
         s.superuser = Credentials::new("postgres", "hunter2");
-        s.rewind = Some(Credentials::new("rewind", "sw0rdfish"));
+        let mut rewind = Credentials::new("rewind", "sw0rdfish");
+        rewind.options.insert("sslpassword".into(), "keyphrase".into());
+        rewind.options.insert("sslmode".into(), "verify-ca".into());
+        s.rewind = Some(rewind);
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("sw0rdfish"), "{shown}");
-        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains("keyphrase"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("verify-ca"), "{shown}");
     }
 
     #[test]

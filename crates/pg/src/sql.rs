@@ -145,6 +145,9 @@ impl std::fmt::Debug for ExtraUser {
 /// The agent's control connection to its own server.
 pub struct Sql {
     config: tokio_postgres::Config,
+    /// TLS as the superuser's libpq parameters ask (never over the Unix socket); the error names
+    /// a wrong setting and is reported at every connection attempt.
+    tls: std::result::Result<tokio_postgres_rustls::MakeRustlsConnect, String>,
     target: String,
     timeout: Duration,
     client: Mutex<Option<Client>>,
@@ -180,7 +183,16 @@ impl Sql {
         if let Some(p) = &settings.superuser.password {
             config.password(p);
         }
-        Sql { config, target, timeout: settings.query_timeout, client: Mutex::new(None) }
+        let tls = match &settings.local {
+            LocalConnect::Tcp(_) => crate::tls::connector(&mut config, &settings.superuser),
+            LocalConnect::Socket(_) => {
+                let plain = crate::Credentials::without_password(settings.superuser.username.clone());
+                let tls = crate::tls::connector(&mut config, &plain);
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                tls
+            }
+        };
+        Sql { config, tls, target, timeout: settings.query_timeout, client: Mutex::new(None) }
     }
 
     /// Drops the cached connection (e.g. before stopping the server).
@@ -500,7 +512,8 @@ impl Sql {
         }
         if slot.is_none() {
             let err = |detail: String| PgError::Connect { target: self.target.clone(), detail };
-            let (client, connection) = match tokio::time::timeout(self.timeout, self.config.connect(NoTls)).await {
+            let tls = self.tls.clone().map_err(err)?;
+            let (client, connection) = match tokio::time::timeout(self.timeout, self.config.connect(tls)).await {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(e)) => return Err(err(describe(&e))),
                 Err(_) => return Err(err(format!("no answer within {:?}", self.timeout))),

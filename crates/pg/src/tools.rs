@@ -111,10 +111,12 @@ pub async fn basebackup(settings: &PgSettings, from: &Upstream) -> Result<()> {
         .env("LC_ALL", "C")
         .env("PGCONNECT_TIMEOUT", "30");
     set_password(&mut cmd, settings.replication.password.as_deref());
+    let service = set_libpq_options(&mut cmd, &settings.replication)?;
     // If anything below fails or the future is dropped, this empties the directory again.
     let mut cleanup = WipeOnDrop { dir: Some(dir.clone()) };
     tracing::info!(from = %from.name, host = %from.host, port = from.port, "cloning with pg_basebackup");
     run(cmd, "pg_basebackup").await?;
+    drop(service);
     cleanup.dir = None;
     Ok(())
 }
@@ -158,8 +160,10 @@ pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutc
         // Its messages are recognised in English.
         .env("LC_ALL", "C");
     set_password(&mut cmd, creds.password.as_deref());
+    let service = set_libpq_options(&mut cmd, creds)?;
     tracing::info!(from = %from.name, host = %from.host, port = from.port, "running pg_rewind");
     let (status, out) = run_to_end(cmd, "pg_rewind").await?;
+    drop(service);
     rewind_outcome(status, &out)
 }
 
@@ -335,6 +339,40 @@ fn set_password(cmd: &mut Command, password: Option<&str>) {
         Some(p) => cmd.env("PGPASSWORD", p),
         None => cmd.env_remove("PGPASSWORD"),
     };
+}
+
+/// The libpq environment variable of each parameter of [`crate::Credentials::options`] but
+/// `sslpassword`, which has none.
+const LIBPQ_ENV: &[(&str, &str)] = &[
+    ("sslmode", "PGSSLMODE"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("sslcrl", "PGSSLCRL"),
+    ("sslcrldir", "PGSSLCRLDIR"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("gssencmode", "PGGSSENCMODE"),
+    ("channel_binding", "PGCHANNELBINDING"),
+];
+
+/// Gives a libpq program (pg_basebackup, pg_rewind) the role's connection parameters through its
+/// environment, not its command line, which every user can read in `ps`. `sslpassword` has no
+/// environment variable: it goes into a temporary 0600 service file (`PGSERVICEFILE`), returned
+/// so that it lives until the program has ended.
+fn set_libpq_options(cmd: &mut Command, creds: &crate::Credentials) -> Result<Option<tempfile::NamedTempFile>> {
+    for (name, var) in LIBPQ_ENV {
+        match creds.option(name) {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+    }
+    let Some(phrase) = creds.option("sslpassword") else {
+        cmd.env_remove("PGSERVICE");
+        return Ok(None);
+    };
+    let file = write_secret_file(&format!("[rampart]\nsslpassword={phrase}"))?;
+    cmd.env("PGSERVICEFILE", file.path()).env("PGSERVICE", "rampart");
+    Ok(Some(file))
 }
 
 /// A temporary file holding `secret`, readable only by us.
