@@ -31,7 +31,7 @@ export RUST_BACKTRACE ?= 1
 # The test passes must run one after the other even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: help setup build release demo test test-unit test-doc test-e2e bench chaos check reap deb fresh-check
+.PHONY: help setup build release demo test test-unit test-doc test-e2e bench chaos check reap deb fresh-check acceptance
 
 help:
 	@echo 'make demo    set up, build the release binary, run `rampart demo`'
@@ -43,6 +43,7 @@ help:
 	@echo 'make reap    stop processes and remove directories left by killed e2e tests'
 	@echo 'make deb     the Debian package (cargo-deb): target/debian/rampart_<version>_<arch>.deb'
 	@echo 'make fresh-check  as root: setup, build and demo in a clean Debian 12 root, then the .deb in another'
+	@echo 'make acceptance   as root: Patroni 4.1.4'"'"'s behave suite against rampart agent (ACCEPTANCE_ARGS=--agent both ...)'
 
 setup:
 	bash scripts/setup.sh
@@ -140,3 +141,15 @@ deb: release
 # root, then the package from `make deb` installed in another one. See scripts/fresh-check.sh.
 fresh-check: deb
 	bash scripts/fresh-check.sh all
+
+# Not part of `make test` (about 15-25 minutes for the ten features; twice that with
+# `--agent both`): Patroni 4.1.4's own behave acceptance suite, kept outside this repository in
+# ../shared/reference/patroni-acceptance/features (third-party; PATRONI_FEATURES points elsewhere),
+# run with `rampart agent` started in place of `patroni` (scripts/acceptance.py says how, and
+# what it does not change). It uses the suite's fixed ports (etcd 2379, REST 8008-8011,
+# PostgreSQL 5361-5370) and refuses to start when one is taken. Examples:
+#   make acceptance ACCEPTANCE_ARGS='--agent both basic_replication'
+#   make acceptance ACCEPTANCE_ARGS='--slow'   (the suite's own CI setting: timeouts x5)
+ACCEPTANCE_ARGS ?=
+acceptance: release
+	python3 scripts/acceptance.py $(ACCEPTANCE_ARGS)

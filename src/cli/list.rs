@@ -513,7 +513,7 @@ mod tests {
             ("failover", r#"{"leader":"a","member":"b","scheduled_at":"2030-01-01T00:00:00+00:00"}"#),
             (
                 "members/a",
-                r#"{"conn_url":"postgres://h1:5432/postgres","state":"running","role":"primary","pending_restart":true,"tags":{"nofailover":false}}"#,
+                r#"{"conn_url":"postgres://h1:5432/postgres","state":"running","role":"primary","pending_restart":true,"tags":{}}"#,
             ),
             (
                 "members/b",

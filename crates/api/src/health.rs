@@ -357,7 +357,7 @@ pub(crate) mod tests {
     #[test]
     fn tag_filters() {
         let now = Instant::now();
-        let mut tags = Tags { nofailover: true, failover_priority: Some(3), ..Default::default() };
+        let mut tags = Tags { nofailover: Some(true), failover_priority: Some(3.into()), ..Default::default() };
         tags.other.insert("zone".into(), Value::from("Eu-1"));
         tags.other.insert("nothing".into(), Value::Null);
         let s = NodeSnapshot { tags, ..replica("r1", now) };

@@ -214,7 +214,7 @@ pub fn metrics_text(s: &NodeSnapshot, alive: bool) -> String {
     let index = STATES.iter().position(|(long, _)| *long == state).map_or(-1, |i| i as i64);
     let _ = writeln!(o.text, "patroni_postgres_state{} {index}", o.labels);
 
-    let priority = if s.tags.nofailover { 0 } else { s.tags.priority() };
+    let priority = s.tags.priority();
     o.metric("patroni_failover_priority", "gauge", "Failover priority of this node.", priority);
     o.text
 }
@@ -274,7 +274,7 @@ pub(crate) mod tests {
         let mut s = primary(Instant::now());
         s.postmaster_start_time = Some("2026-01-01 00:00:00+00".into());
         s.dcs_last_seen = Some(1_700_000_000);
-        s.tags.failover_priority = Some(3);
+        s.tags.failover_priority = Some(3.into());
         let m = parse_exposition(&metrics_text(&s, true));
         assert_eq!(m["patroni_version"], 40104.0);
         assert_eq!(m["patroni_postgres_running"], 1.0);
@@ -312,7 +312,7 @@ pub(crate) mod tests {
         s.xlog_received = 0;
         s.xlog_replayed = 4096;
         s.wal_replay_paused = true;
-        s.tags.nofailover = true;
+        s.tags.nofailover = Some(true);
         s.replayed_timestamp = Some("1970-01-01 00:01:40+00".into());
         let m = parse_exposition(&metrics_text(&s, true));
         assert_eq!(m["patroni_replica"], 1.0);

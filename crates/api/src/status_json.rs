@@ -187,7 +187,7 @@ mod tests {
         s.paused = true;
         s.pending_restart = true;
         s.cluster_unlocked = true;
-        s.tags.nofailover = true;
+        s.tags.nofailover = Some(true);
         let v = patroni_status(&s, true);
         assert_eq!(
             v["xlog"],

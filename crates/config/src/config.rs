@@ -98,6 +98,10 @@ impl Config {
         let ctl = Ctl::build(raw.ctl, c)?;
         let proxy = Proxy::build(raw.proxy, c)?;
         let watchdog = Watchdog::build(raw.watchdog, c)?;
+        let tags = raw.tags.unwrap_or_default().normalized();
+        for conflict in tags.conflicts() {
+            c.note(&["tags"], conflict);
+        }
         let log = LogConfig::build(raw.log, c)?;
         Ok(Config {
             scope,
@@ -107,7 +111,7 @@ impl Config {
             etcd3,
             bootstrap,
             postgresql,
-            tags: raw.tags.unwrap_or_default(),
+            tags,
             ctl,
             watchdog,
             log,

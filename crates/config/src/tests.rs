@@ -226,7 +226,7 @@ fn seed_000_parses_with_the_right_values() {
     assert_eq!(pg.use_pg_rewind, None);
     assert!(c.use_pg_rewind(&dcs));
 
-    assert!(!c.tags.nofailover && !c.tags.noloadbalance && !c.tags.clonefrom && !c.tags.nosync);
+    assert!(!c.tags.nofailover() && !c.tags.noloadbalance && !c.tags.clonefrom && !c.tags.nosync());
     assert!(c.tags.can_fail_over());
 }
 
@@ -419,6 +419,16 @@ watchdog:
     assert_eq!(c.postgresql.callbacks["on_start"], "/bin/true");
     assert_eq!(c.log.level, crate::LogLevel::Info);
     assert_eq!(c.watchdog.mode, crate::WatchdogMode::Off);
+}
+
+#[test]
+fn conflicting_tags_are_warned_about_in_patronis_words() {
+    let l = ok(&format!("{MINIMAL}tags:\n  failover_priority: '1'\n  nofailover: true\n"));
+    assert_eq!(
+        l.warnings,
+        ["node1.yml:13: Conflicting configuration between nofailover: True and failover_priority: 1. Defaulting to nofailover: True"]
+    );
+    assert!(!l.config.tags.can_fail_over());
 }
 
 #[test]

@@ -65,8 +65,10 @@ pub struct Candidate<'a> {
 /// Decides whether this member is the healthiest, given what its peers reported.
 pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
     if !me.tags.can_fail_over() {
+        // Patroni's words (ha.py), which its acceptance suite and operators' log searches look for.
         return Verdict::NotHealthiest(
-            "not eligible for the leader race (nofailover or failover_priority <= 0)".into(),
+            "following a different leader because I am not allowed to promote (nofailover or failover_priority <= 0)"
+                .into(),
         );
     }
     if me.streaming {
@@ -96,10 +98,18 @@ pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
             continue;
         }
         if s.wal > me.wal {
-            return Verdict::NotHealthiest(format!("{} is ahead ({} > {})", p.name, s.wal, me.wal));
+            return Verdict::NotHealthiest(format!(
+                "Wal position of {} is ahead of my wal position ({} > {})",
+                p.name, s.wal, me.wal
+            ));
         }
         if s.wal == me.wal && s.priority > me.tags.priority() {
-            return Verdict::NotHealthiest(format!("{} is as far and has a higher failover_priority", p.name));
+            return Verdict::NotHealthiest(format!(
+                "{} has equally tolerable WAL position and priority {}, while this node has priority {}",
+                p.name,
+                s.priority,
+                me.tags.priority()
+            ));
         }
     }
     Verdict::Healthiest
@@ -147,8 +157,8 @@ mod tests {
     #[test]
     fn table() {
         let t = Tags::default();
-        let nofail = Tags { nofailover: true, ..Default::default() };
-        let high = Tags { failover_priority: Some(5), ..Default::default() };
+        let nofail = Tags { nofailover: Some(true), ..Default::default() };
+        let high = Tags { failover_priority: Some(5.into()), ..Default::default() };
         let unreachable = PeerReport { name: "gone".into(), status: None };
         let cases: Vec<(&str, Candidate, Vec<PeerReport>, bool)> = vec![
             ("alone and caught up", me(&t, 1000), vec![], true),

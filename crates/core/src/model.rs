@@ -15,54 +15,147 @@ use crate::keys::{self, ClusterPrefix};
 use crate::lsn::{Lsn, Timeline};
 
 /// Member tags (`tags:` in the config), with the ones Rampart interprets typed and the rest kept.
+///
+/// Published in the member key as Patroni publishes them (tags.py `_filter_tags`): in name order
+/// (fields are declared alphabetically, the rest follow), a boolean tag only when true, except
+/// that `nofailover`/`nosync` are shown whichever their value when `failover_priority`/
+/// `sync_priority` is set too, and priorities as written (`1` or `"1"`). The meaning follows
+/// Patroni as well: an explicit `nofailover`/`nosync` wins over the priority, a conflict between
+/// the two is warned about ([`Tags::conflicts`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tags {
-    /// Never take the leader lock automatically.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub nofailover: bool,
-    /// Preference among equally advanced candidates; `<= 0` means never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failover_priority: Option<i64>,
-    /// Exclude from read load balancing (`/replica` answers 503).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub noloadbalance: bool,
     /// Preferred source for cloning new replicas.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clonefrom: bool,
-    /// Never a synchronous standby.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub nosync: bool,
-    /// Preference among synchronous standby candidates (higher first); `<= 0` means never, like
-    /// `nosync`.
+    /// Preference among equally advanced candidates; `<= 0` means never, unless `nofailover` is
+    /// explicitly false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_priority: Option<i64>,
+    pub failover_priority: Option<IntTag>,
+    /// Never take the leader lock automatically. `None`: not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofailover: Option<bool>,
+    /// Exclude from read load balancing (`/replica` answers 503).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noloadbalance: bool,
+    /// Never a synchronous standby. `None`: not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nosync: Option<bool>,
     /// Stream from this member instead of the leader (cascading replication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicatefrom: Option<String>,
+    /// Preference among synchronous standby candidates (higher first); `<= 0` means never, like
+    /// `nosync`, unless `nosync` is explicitly false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_priority: Option<IntTag>,
     /// Any other tag, shown as is.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
 
+/// An integer tag as configured: a number or a numeric string, published as written. A value
+/// that is not an integer counts as absent for decisions (Patroni's `parse_int`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IntTag(pub Value);
+
+impl IntTag {
+    /// The integer, if it is one.
+    pub fn value(&self) -> Option<i64> {
+        match &self.0 {
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| s.trim().parse::<f64>().ok().map(|f| f as i64)),
+            _ => None,
+        }
+    }
+}
+
+impl From<i64> for IntTag {
+    fn from(v: i64) -> Self {
+        IntTag(Value::from(v))
+    }
+}
+
 impl Tags {
-    /// Whether this member may ever become leader automatically.
-    pub fn can_fail_over(&self) -> bool {
-        !self.nofailover && self.failover_priority.is_none_or(|p| p > 0)
+    /// Patroni's `_bool_tag`: the boolean if configured, else whether the priority is `<= 0`.
+    fn bool_tag(flag: Option<bool>, priority: Option<&IntTag>) -> bool {
+        flag.unwrap_or_else(|| priority.and_then(IntTag::value).is_some_and(|p| p <= 0))
     }
 
-    /// Priority used to break ties between equally advanced candidates.
+    /// Patroni's `_priority_tag`: 0 when the boolean is true, else the priority (default 1).
+    fn priority_tag(flag: Option<bool>, priority: Option<&IntTag>) -> i64 {
+        if flag == Some(true) {
+            0
+        } else {
+            priority.and_then(IntTag::value).unwrap_or(1)
+        }
+    }
+
+    /// Whether this member may never become leader automatically.
+    pub fn nofailover(&self) -> bool {
+        Self::bool_tag(self.nofailover, self.failover_priority.as_ref())
+    }
+
+    /// Whether this member may ever become leader automatically.
+    pub fn can_fail_over(&self) -> bool {
+        !self.nofailover()
+    }
+
+    /// Priority used to break ties between equally advanced candidates (0 with `nofailover`).
     pub fn priority(&self) -> i64 {
-        self.failover_priority.unwrap_or(1)
+        Self::priority_tag(self.nofailover, self.failover_priority.as_ref())
+    }
+
+    /// Whether this member may never be listed in `synchronous_standby_names`.
+    pub fn nosync(&self) -> bool {
+        Self::bool_tag(self.nosync, self.sync_priority.as_ref())
     }
 
     /// Whether this member may be listed in `synchronous_standby_names`.
     pub fn can_be_sync(&self) -> bool {
-        !self.nosync && self.sync_priority.is_none_or(|p| p > 0)
+        !self.nosync()
     }
 
     /// Preference among synchronous standby candidates (default 1, higher first).
     pub fn sync_priority(&self) -> i64 {
-        self.sync_priority.unwrap_or(1)
+        Self::priority_tag(self.nosync, self.sync_priority.as_ref())
+    }
+
+    /// The tags as Patroni publishes them: a false `nofailover`/`nosync` only beside its priority.
+    pub fn normalized(mut self) -> Self {
+        if self.nofailover == Some(false) && self.failover_priority.is_none() {
+            self.nofailover = None;
+        }
+        if self.nosync == Some(false) && self.sync_priority.is_none() {
+            self.nosync = None;
+        }
+        // Boolean tags Rampart does not type yet are hidden when false all the same.
+        for name in ["nostream"] {
+            if self.other.get(name) == Some(&Value::Bool(false)) {
+                self.other.remove(name);
+            }
+        }
+        self
+    }
+
+    /// Contradictions between a boolean tag and its priority, in Patroni's words (config.py
+    /// `_validate_failover_tags`); the boolean wins.
+    pub fn conflicts(&self) -> Vec<String> {
+        let py = |b: bool| if b { "True" } else { "False" };
+        let mut out = Vec::new();
+        for (flag_name, flag, prio_name, prio) in [
+            ("nofailover", self.nofailover, "failover_priority", self.failover_priority.as_ref()),
+            ("nosync", self.nosync, "sync_priority", self.sync_priority.as_ref()),
+        ] {
+            let (Some(flag), Some(p)) = (flag, prio.and_then(IntTag::value)) else { continue };
+            if (flag && p > 0) || (!flag && p <= 0) {
+                out.push(format!(
+                    "Conflicting configuration between {flag_name}: {} and {prio_name}: {p}. Defaulting to {flag_name}: {}",
+                    py(flag),
+                    py(flag)
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -497,7 +590,7 @@ mod tests {
         assert!(c.config.as_ref().unwrap().postgresql.use_pg_rewind);
         assert!(c.is_leader("n2"));
         assert_eq!(c.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
-        assert!(c.member("n1").unwrap().data.tags.nofailover);
+        assert!(c.member("n1").unwrap().data.tags.nofailover());
         assert_eq!(c.member("n1").unwrap().data.tags.other["zone"], "a");
         assert_eq!(c.leader_member().unwrap().data.conn_host_port(), Some(("127.0.0.1".into(), 5433)));
         assert_eq!(c.timeline(), 2);
@@ -552,15 +645,62 @@ mod tests {
     #[test]
     fn sync_tags() {
         assert!(Tags::default().can_be_sync());
-        assert!(!Tags { nosync: true, ..Default::default() }.can_be_sync());
-        assert!(!Tags { sync_priority: Some(0), ..Default::default() }.can_be_sync());
-        assert_eq!(Tags { sync_priority: Some(5), ..Default::default() }.sync_priority(), 5);
+        assert!(!Tags { nosync: Some(true), ..Default::default() }.can_be_sync());
+        assert!(!Tags { sync_priority: Some(0.into()), ..Default::default() }.can_be_sync());
+        assert_eq!(Tags { sync_priority: Some(5.into()), ..Default::default() }.sync_priority(), 5);
+    }
+
+    fn tags(yaml_like_json: &str) -> Tags {
+        serde_json::from_str(yaml_like_json).unwrap()
     }
 
     #[test]
-    fn tags_eligibility() {
-        assert!(Tags::default().can_fail_over());
-        assert!(!Tags { nofailover: true, ..Default::default() }.can_fail_over());
-        assert!(!Tags { failover_priority: Some(0), ..Default::default() }.can_fail_over());
+    fn tags_eligibility_follows_patroni() {
+        let cases = [
+            ("no tags", r#"{}"#, true, 1),
+            ("nofailover", r#"{"nofailover": true}"#, false, 0),
+            ("priority 0", r#"{"failover_priority": 0}"#, false, 0),
+            ("priority as text", r#"{"failover_priority": "2"}"#, true, 2),
+            ("priority not a number counts as absent", r#"{"failover_priority": "high"}"#, true, 1),
+            (
+                "explicit nofailover false beats priority 0",
+                r#"{"failover_priority": "0", "nofailover": false}"#,
+                true,
+                0,
+            ),
+            ("explicit nofailover true beats priority 1", r#"{"failover_priority": 1, "nofailover": true}"#, false, 0),
+        ];
+        for (rule, json, eligible, priority) in cases {
+            let t = tags(json);
+            assert_eq!(t.can_fail_over(), eligible, "{rule}");
+            assert_eq!(t.priority(), priority, "{rule}");
+        }
+        let t = tags(r#"{"nosync": false, "sync_priority": 0}"#);
+        assert!(t.can_be_sync(), "explicit nosync false beats sync_priority 0");
+    }
+
+    #[test]
+    fn tags_are_published_as_patroni_publishes_them() {
+        // As written, in name order; a false boolean only beside its priority.
+        let t = tags(r#"{"zone": "eu", "nofailover": true, "failover_priority": "1"}"#).normalized();
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"failover_priority":"1","nofailover":true,"zone":"eu"}"#);
+        let t = tags(r#"{"nofailover": false, "failover_priority": 0}"#).normalized();
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"failover_priority":0,"nofailover":false}"#);
+        let t =
+            tags(r#"{"nofailover": false, "nosync": false, "noloadbalance": false, "nostream": false}"#).normalized();
+        assert_eq!(serde_json::to_string(&t).unwrap(), "{}");
+    }
+
+    #[test]
+    fn conflicting_tags_are_named_in_patronis_words() {
+        let t = tags(r#"{"nofailover": true, "failover_priority": "1"}"#);
+        assert_eq!(
+            t.conflicts(),
+            ["Conflicting configuration between nofailover: True and failover_priority: 1. Defaulting to nofailover: True"]
+        );
+        let t = tags(r#"{"nofailover": false, "failover_priority": 0, "nosync": true, "sync_priority": 3}"#);
+        assert_eq!(t.conflicts().len(), 2);
+        assert!(t.conflicts()[0].ends_with("Defaulting to nofailover: False"), "{:?}", t.conflicts());
+        assert!(tags(r#"{"nofailover": true, "failover_priority": 0}"#).conflicts().is_empty());
     }
 }

@@ -398,7 +398,7 @@ fn lagging_replica_does_not_race() {
 #[test]
 fn nofailover_member_never_races() {
     let mut s = settings();
-    s.tags.nofailover = true;
+    s.tags.nofailover = Some(true);
     let mut n = HaNode::new(s);
     let c = cluster(None);
     let l = replica(None, 1000);

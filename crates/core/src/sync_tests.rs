@@ -117,7 +117,7 @@ fn a_departed_standby_leaves_the_key_before_the_setting() {
 fn swapping_for_a_preferred_standby_keeps_the_old_one_until_the_new_one_is_confirmed() {
     let cfg = config(SyncMode::On, 1, false);
     let mut c = cluster(&["a", "b"], Some((ME, &["a"], 0)));
-    c.members[2].data.tags.sync_priority = Some(5);
+    c.members[2].data.tags.sync_priority = Some(5.into());
     let names = "FIRST 1 (\"a\")";
     let pg = primary(names, vec![ws("a", "sync", 1000), ws("b", "async", 1000)]);
     assert_eq!(step(&cfg, &c, &pg, Some(&mark(names, 900))).actions, vec![set("FIRST 2 (\"b\",\"a\")")]);
@@ -130,8 +130,8 @@ fn swapping_for_a_preferred_standby_keeps_the_old_one_until_the_new_one_is_confi
 fn nosync_and_sync_priority_zero_are_never_listed() {
     let cfg = config(SyncMode::On, 2, false);
     let mut c = cluster(&["a", "b", "c"], Some((ME, &[], 0)));
-    c.members[1].data.tags.nosync = true;
-    c.members[2].data.tags.sync_priority = Some(0);
+    c.members[1].data.tags.nosync = Some(true);
+    c.members[2].data.tags.sync_priority = Some(0.into());
     let pg = primary("", vec![ws("a", "async", 1000), ws("b", "async", 1000), ws("c", "async", 1000)]);
     assert_eq!(step(&cfg, &c, &pg, None).actions, vec![set("FIRST 1 (\"c\")")]);
 }

@@ -174,7 +174,7 @@ fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
                 lag: (reference > 0 && position > 0).then(|| reference.saturating_sub(position)),
                 address,
                 noloadbalance: m.data.tags.noloadbalance,
-                nofailover: m.data.tags.nofailover,
+                nofailover: m.data.tags.nofailover(),
                 ..Default::default()
             }
         })
