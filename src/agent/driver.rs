@@ -579,6 +579,10 @@ impl Agent {
                 Ok(true)
             }
             Action::Fatal(msg) => bail!("{msg}"),
+            Action::RoleChangeCallback(role) => {
+                callbacks::fire(&self.cfg.postgresql.callbacks, "on_role_change", role, &self.cfg.scope);
+                Ok(true)
+            }
         }
     }
 

@@ -102,6 +102,9 @@ pub enum Action {
     SetSynchronousStandbyNames(String),
     /// An unrecoverable condition: log it and exit non-zero without touching PostgreSQL.
     Fatal(String),
+    /// Run the `on_role_change` callback with this role (e.g. `demoted` when a leader whose
+    /// PostgreSQL would not start gives the lock up, as Patroni reports it).
+    RoleChangeCallback(String),
 }
 
 /// How a [`Job::Rewind`] that did not run pg_rewind at all starts its error: its source (the

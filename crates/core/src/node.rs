@@ -724,6 +724,19 @@ impl HaNode {
         }
         if cluster.is_leader(&me) {
             self.switchover_started = None;
+            if self.config.primary_start_timeout == 0 && self.restarting_primary_since.is_none() {
+                // Patroni's rule: primary_start_timeout 0 prefers failing over to restarting the
+                // primary, when someone can take over.
+                if let Some(heir) = failover_heir(cluster, &me) {
+                    return self.plan(
+                        now,
+                        vec![Action::ReleaseLeader],
+                        &format!(
+                            "Primary crashed. Failing over. (primary_start_timeout is 0 and {heir} can take over)"
+                        ),
+                    );
+                }
+            }
             let since = *self.restarting_primary_since.get_or_insert(now);
             let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout * 1000;
             if self.primary_start_failed || timed_out {
@@ -731,8 +744,8 @@ impl HaNode {
                 self.restarting_primary_since = None;
                 return self.plan(
                     now,
-                    vec![Action::ReleaseLeader],
-                    "could not restart PostgreSQL as primary in place: releasing the leader lock",
+                    vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())],
+                    "removed leader key after trying and failing to start postgres",
                 );
             }
             if !ctl.state.was_primary() {
@@ -1443,3 +1456,15 @@ fn upstream_of(cluster: &Cluster, name: &str) -> Option<Upstream> {
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+/// A member that could take over from a leader whose PostgreSQL is down (Patroni's
+/// `is_failover_possible`, from what the member keys say): another running replica that may fail
+/// over.
+fn failover_heir<'a>(cluster: &'a Cluster, me: &str) -> Option<&'a str> {
+    cluster
+        .members
+        .iter()
+        .filter(|m| m.name != me && m.data.tags.can_fail_over())
+        .find(|m| matches!(m.data.state.as_str(), "running" | "streaming") && m.data.role != "primary")
+        .map(|m| m.name.as_str())
+}

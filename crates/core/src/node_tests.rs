@@ -432,7 +432,27 @@ fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
     );
     let mut o = obs(1000, &c, &l);
     o.job = Some(JobState::Finished(JobKind::Start, Err("postmaster exited".into())));
-    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+    // Patroni's callback for it: on_role_change demoted.
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())]);
+}
+
+#[test]
+fn primary_start_timeout_0_fails_over_at_once_when_a_replica_can_take_over() {
+    let zero =
+        |c: Cluster| Cluster { config: Some(DynamicConfig { primary_start_timeout: 0, ..Default::default() }), ..c };
+    let l = stopped(ClusterState::InProduction, true);
+    let mut n = HaNode::new(settings());
+    let p = n.decide(&obs(0, &zero(cluster(Some(ME))), &l));
+    assert_eq!(p.actions, vec![Action::ReleaseLeader]);
+    assert!(p.message.contains("Primary crashed. Failing over."), "{}", p.message);
+
+    // Nobody to take over (the others are nofailover or down): restart in place after all.
+    let mut c = zero(cluster(Some(ME)));
+    for m in c.members.iter_mut().filter(|m| m.name != ME) {
+        m.data.tags.nofailover = Some(true);
+    }
+    let mut n = HaNode::new(settings());
+    assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
 }
 
 #[test]
@@ -442,7 +462,10 @@ fn crashed_leader_gives_up_after_primary_start_timeout() {
         Cluster { config: Some(DynamicConfig { primary_start_timeout: 5, ..Default::default() }), ..cluster(Some(ME)) };
     let l = stopped(ClusterState::InProduction, true);
     assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
-    assert_eq!(decide(&mut n, &obs(6_000, &c, &l)), vec![Action::ReleaseLeader]);
+    assert_eq!(
+        decide(&mut n, &obs(6_000, &c, &l)),
+        vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())]
+    );
 }
 
 #[test]
