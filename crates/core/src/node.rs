@@ -1278,19 +1278,50 @@ impl HaNode {
     fn slot_targets(&mut self, now: Millis, cluster: &Cluster, primary: bool) -> SlotTargets {
         let status = &cluster.status;
         self.slots_seen.extend(status.retain_slots.iter().chain(status.slots.keys()).cloned());
-        let members = if primary {
-            self.other_members(cluster)
-        } else {
-            cluster.members.iter().filter(|m| m.name != self.s.name).map(|m| m.name.clone()).collect()
-        };
         let (permanent, ignore, member_ttl) =
             (self.config.permanent_slots(), self.config.ignore_slots(), self.config.member_slots_ttl());
         // A configuration we cannot read must not make its slots look unwanted: drop nothing.
         let readable = permanent.is_ok() && ignore.is_ok() && member_ttl.is_ok();
-        let mut wanted: BTreeMap<String, SlotKind> = permanent.clone().unwrap_or_default();
+        let retaining = member_ttl.as_ref().map_or(DEFAULT_MEMBER_SLOTS_TTL, |t| *t) > 0;
+        let me_nofailover = self.s.tags.nofailover();
+        // Patroni's `_get_members_slots`: no slot for a member that does not stream (`nostream`).
+        // While member slots are retained (member_slots_ttl > 0) every member has one everywhere,
+        // so that whoever leads next has them, except that a member that may never lead keeps only
+        // those of members streaming from it; otherwise the leader keeps the slots of members
+        // streaming from it and a replica all others'.
+        let others = cluster.members.iter().filter(|m| m.name != self.s.name && !nostream(&m.data.tags));
+        let members: Vec<&crate::model::Member> = if retaining {
+            others
+                .filter(|m| !me_nofailover || m.data.tags.replicatefrom.as_deref() == Some(self.s.name.as_str()))
+                .collect()
+        } else if primary {
+            let streaming_here = self.other_members(cluster);
+            others.filter(|m| streaming_here.contains(&m.name)).collect()
+        } else {
+            others.collect()
+        };
+        // Patroni's `_get_permanent_slots`: none on a member that may never lead; only the
+        // physical ones where WAL does not stream from the primary (no feedback keeps a logical
+        // slot safe there).
+        let mut wanted: BTreeMap<String, SlotKind> = if me_nofailover {
+            BTreeMap::new()
+        } else if self.streams_from_nowhere(cluster) {
+            permanent.clone().unwrap_or_default().into_iter().filter(|(_, k)| *k == SlotKind::Physical).collect()
+        } else {
+            permanent.clone().unwrap_or_default()
+        };
+        // The leader moves the slot of a member streaming from someone else to where that member
+        // says it is, so that the slot does not hold WAL back for ever (Patroni does the same).
+        let mut member_positions = BTreeMap::new();
         for m in &members {
             // A member's slot wins over a permanent slot of the same name, as in Patroni.
-            wanted.insert(slot_name_from_member_name(m), SlotKind::Physical);
+            let slot = slot_name_from_member_name(&m.name);
+            if primary && m.data.tags.replicatefrom.as_deref().is_some_and(|up| up != self.s.name) {
+                if let Some(lsn) = m.data.xlog_location {
+                    member_positions.insert(slot.clone(), lsn);
+                }
+            }
+            wanted.insert(slot, SlotKind::Physical);
         }
         let own = slot_name_from_member_name(&self.s.name);
         let present: std::collections::BTreeSet<String> =
@@ -1304,8 +1335,7 @@ impl HaNode {
             status.retain_slots.clone()
         };
         // Slots of members that left lately: kept on the leader, and on the replicas so that
-        // whoever leads next still has them. (A present member's slot follows the rules above:
-        // the leader keeps none for a member that streams from another replica.)
+        // whoever leads next still has them. (A present member's slot follows the rules above.)
         for name in retain.iter().filter(|n| !present.contains(*n)) {
             wanted.entry(name.clone()).or_insert(SlotKind::Physical);
         }
@@ -1313,7 +1343,7 @@ impl HaNode {
         SlotTargets {
             primary,
             wanted,
-            positions: if primary { BTreeMap::new() } else { status.slots.clone() },
+            positions: if primary { member_positions } else { status.slots.clone() },
             managed: if readable { self.slots_seen.clone() } else { Default::default() },
             ignore: ignore.unwrap_or_default(),
             retain: if primary { retain } else { Vec::new() },
@@ -1378,6 +1408,19 @@ impl HaNode {
             slots.join(",")
         );
         Some(self.plan(now, vec![Action::StartJob(Job::CopyLogicalSlots { upstream: upstream.clone(), slots })], &msg))
+    }
+
+    /// This member receives no WAL stream from the primary: it is tagged `nostream`, or cascades
+    /// from a member that is.
+    fn streams_from_nowhere(&self, cluster: &Cluster) -> bool {
+        nostream(&self.s.tags)
+            || self
+                .s
+                .tags
+                .replicatefrom
+                .as_deref()
+                .and_then(|up| cluster.member(up))
+                .is_some_and(|up| nostream(&up.data.tags))
     }
 
     /// Members that need a replication slot on the leader: everyone else, except those streaming
@@ -1467,4 +1510,13 @@ fn failover_heir<'a>(cluster: &'a Cluster, me: &str) -> Option<&'a str> {
         .filter(|m| m.name != me && m.data.tags.can_fail_over())
         .find(|m| matches!(m.data.state.as_str(), "running" | "streaming") && m.data.role != "primary")
         .map(|m| m.name.as_str())
+}
+
+/// Whether a member is tagged `nostream` (it restores WAL from the archive, never streams).
+fn nostream(tags: &crate::model::Tags) -> bool {
+    match tags.other.get("nostream") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1"),
+        _ => false,
+    }
 }

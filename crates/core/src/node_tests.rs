@@ -1049,16 +1049,53 @@ fn a_failed_replica_start_is_retried_after_a_loop_wait_not_at_once() {
 }
 
 #[test]
-fn leader_keeps_no_slot_for_a_member_streaming_from_another_replica() {
+fn leader_keeps_a_cascading_members_slot_moved_to_where_that_member_is() {
+    // Patroni 4 with member_slots_ttl > 0 (the default): every member has a slot on the leader,
+    // so that a failover finds them all; the one a member streaming from another replica does
+    // not use follows the position that member reports.
     let mut n = HaNode::new(settings());
     let mut c = cluster(Some(ME));
     c.members[2].data.tags.replicatefrom = Some("n2".into());
-    let a = decide(&mut n, &obs(0, &c, &primary()));
-    assert!(a.contains(&slots_for(true, &["n2"])), "{a:?}");
+    c.members[2].data.xlog_location = Some(900);
+    let t = slot_targets_of(&decide(&mut n, &obs(0, &c, &primary())));
+    assert_eq!(t.wanted.keys().collect::<Vec<_>>(), ["n2", "n3"]);
+    assert_eq!(t.positions, [("n3".to_string(), 900)].into_iter().collect());
+}
+
+#[test]
+fn leader_without_member_slot_retention_keeps_no_slot_for_a_cascading_member() {
+    let mut n = HaNode::new(settings());
+    let mut c = with_member_slots_ttl(cluster(Some(ME)), serde_json::json!(0));
+    c.members[2].data.tags.replicatefrom = Some("n2".into());
+    let t = slot_targets_of(&decide(&mut n, &obs(0, &c, &primary())));
+    assert_eq!(t.wanted.keys().collect::<Vec<_>>(), ["n2"]);
     // If n2 stops being a running replica, n3 falls back to the leader and needs its slot again.
     c.members[1].data.state = "stopped".into();
-    let a = decide(&mut n, &obs(0, &c, &primary()));
-    assert!(a.contains(&slots_for(true, &["n2", "n3"])), "{a:?}");
+    let t = slot_targets_of(&decide(&mut n, &obs(0, &c, &primary())));
+    assert_eq!(t.wanted.keys().collect::<Vec<_>>(), ["n2", "n3"]);
+}
+
+#[test]
+fn no_slot_for_a_nostream_member_and_no_permanent_slot_on_a_member_that_never_leads() {
+    let mut c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 500)], &[]);
+    c.members[2].data.tags.other.insert("nostream".into(), serde_json::json!(true));
+    let t = slot_targets_of(&decide(&mut HaNode::new(settings()), &obs(0, &c, &replica(Some(5002), 1000))));
+    assert!(t.wanted.contains_key("cdc") && !t.wanted.contains_key("n3"), "{t:?}");
+
+    let mut s = settings();
+    s.tags.nofailover = Some(true);
+    let t = slot_targets_of(&decide(&mut HaNode::new(s), &obs(0, &c, &replica(Some(5002), 1000))));
+    assert!(t.wanted.is_empty(), "a nofailover replica keeps only the slots of members streaming from it: {t:?}");
+
+    // A nostream member keeps the permanent physical slots only.
+    let mut s = settings();
+    s.tags.other.insert("nostream".into(), serde_json::json!(true));
+    let mut c = c.clone();
+    c.config.as_mut().unwrap().slots = Some(
+        serde_json::json!({"cdc": {"type": "logical", "database": "app", "plugin": "test_decoding"}, "keep": {"type": "physical"}}),
+    );
+    let t = slot_targets_of(&decide(&mut HaNode::new(s), &obs(0, &c, &replica(Some(5002), 1000))));
+    assert!(t.wanted.contains_key("keep") && !t.wanted.contains_key("cdc"), "{t:?}");
 }
 
 #[test]

@@ -2,10 +2,13 @@
 //! the permanent `slots` of the dynamic configuration), and the steps that bring the slots it has
 //! there. Pure: the driver lists the local slots, calls [`reconcile`] and runs the steps.
 //!
-//! The leader keeps a physical slot for every other member and creates the permanent slots. Each
-//! replica keeps the same physical slots (except its own) and the permanent ones, advanced to the
-//! positions the leader published in `status.slots`, so that after a failover every surviving
-//! replica and every logical consumer finds its slot on the new primary.
+//! As in Patroni 4 (with `member_slots_ttl` > 0, the default), the leader keeps a physical slot for
+//! every other member that streams (not `nostream`), moving the idle slot of a member that streams
+//! from another replica to the position that member reports, and creates the permanent slots.
+//! Each replica keeps the same physical slots (except its own) and the permanent ones, advanced to
+//! the positions the leader published in `status.slots`, so that after a failover every surviving
+//! replica and every logical consumer finds its slot on the new primary. A member that may never
+//! lead keeps only the slots of members streaming from it.
 //!
 //! Invariants:
 //! * a slot is dropped only when Rampart manages it: it is wanted with another type, or the
@@ -91,7 +94,8 @@ pub struct SlotTargets {
     pub primary: bool,
     /// Wanted slots by name.
     pub wanted: BTreeMap<String, SlotKind>,
-    /// Replica: the leader's published positions (`status.slots`).
+    /// Replica: the leader's published positions (`status.slots`). Leader: the positions the
+    /// members that stream from another member report, for their slots here.
     pub positions: BTreeMap<String, u64>,
     /// Slots the leader published earlier (`status.retain_slots` and `status.slots`): the only
     /// unwanted slots that may be dropped.
@@ -157,7 +161,9 @@ pub fn reconcile(targets: &SlotTargets, existing: &[ExistingSlot], replayed: Opt
                 }
             }
             Some(kind) => {
-                if targets.primary {
+                // The primary moves only the idle physical slots of members that stream from
+                // another member (their positions come from their member keys).
+                if targets.primary && (e.active || *kind != SlotKind::Physical) {
                     continue;
                 }
                 let (Some(at), Some(&published)) = (e.position, targets.positions.get(&e.name)) else { continue };
