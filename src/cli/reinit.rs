@@ -25,7 +25,8 @@ use super::target::{self, TargetArgs};
 pub struct ReinitArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Replicas to reinitialize.
+    /// [CLUSTER] then the replicas to reinitialize. The cluster name is recognised when it is
+    /// the configuration's `scope`, as patronictl writes it.
     #[arg(required = true)]
     pub members: Vec<String>,
     /// Do not ask; also cancel a reinitialize already running on a member.
@@ -85,7 +86,11 @@ pub fn advance(before: &Progress, state: Option<&str>) -> Progress {
 
 /// `rampart reinit`.
 pub fn run(args: ReinitArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let (target, members) = target::resolve_with_members(&args.target, &args.members)?;
+    if members.is_empty() {
+        bail!("reinit: name the members to reinitialize ({} is the cluster)", target.scope);
+    }
+    let args = ReinitArgs { members, ..args };
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;
