@@ -75,8 +75,8 @@ mod tests {
         assert!(t.render(Format::Tsv).starts_with("TL\tLSN\tReason\tTimestamp\tNew Leader\n1\t50331808\t"));
         assert_eq!(
             history_table(&cluster(&[])).render(Format::Pretty).lines().count(),
-            3,
-            "an empty history is a header"
+            4,
+            "an empty history is a header and PrettyTable's closing rule"
         );
     }
 }

@@ -167,10 +167,9 @@ impl Table {
                 out.push('\n');
             }
         }
-        if !cells.is_empty() {
-            out.push_str(&rule);
-            out.push('\n');
-        }
+        // Also under an empty table, as PrettyTable draws it (two rules in a row).
+        out.push_str(&rule);
+        out.push('\n');
         out
     }
 }

@@ -45,6 +45,13 @@ pub struct Tags {
 }
 
 impl Tags {
+    /// No tag set (what `tags:` absent means).
+    pub fn is_default(&self) -> bool {
+        *self == Tags::default()
+    }
+}
+
+impl Tags {
     /// Whether this member may ever become leader automatically.
     pub fn can_fail_over(&self) -> bool {
         !self.nofailover && self.failover_priority.is_none_or(|p| p > 0)
@@ -99,8 +106,9 @@ pub struct MemberData {
     /// `streaming` or `in archive recovery` for replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_state: Option<String>,
-    /// Member tags.
-    #[serde(default)]
+    /// Member tags; left out when none is set, as Patroni leaves them out (patronictl shows a
+    /// published empty mapping as `{}`).
+    #[serde(default, skip_serializing_if = "Tags::is_default")]
     pub tags: Tags,
     /// Set when a parameter change waits for a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
