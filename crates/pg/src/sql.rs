@@ -375,12 +375,13 @@ impl Sql {
     /// every promoted replica would otherwise report a pending restart.
     ///
     /// Each comes with its running value (`current_setting`) and the value a restart would
-    /// apply: the last line for it in the configuration files (`pg_file_settings`, as written
-    /// there), or its built-in default when no file sets it any more. This is Patroni's
+    /// apply: the last line for it in the configuration files (`pg_file_settings`), or its
+    /// built-in default when no file sets it any more, a bare number in the setting's base unit
+    /// shown in a readable unit as Patroni does ([`crate::conf::human_value`]). This is Patroni's
     /// `pending_restart_reason`.
     pub async fn pending_restart(&self) -> Result<Vec<PendingRestart>> {
         const SQL: &str = "SELECT s.name, pg_catalog.current_setting(s.name), \
-                COALESCE(f.setting, s.boot_val) \
+                COALESCE(f.setting, s.boot_val), s.unit \
             FROM pg_catalog.pg_settings s \
             LEFT JOIN LATERAL (SELECT fs.setting FROM pg_catalog.pg_file_settings fs \
                 WHERE pg_catalog.lower(fs.name) = pg_catalog.lower(s.name) \
@@ -395,7 +396,10 @@ impl Sql {
                     Some(PendingRestart {
                         name: r.try_get(0).ok()?,
                         old_value: r.try_get::<_, Option<String>>(1).ok()?.unwrap_or_default(),
-                        new_value: r.try_get::<_, Option<String>>(2).ok()?.unwrap_or_default(),
+                        new_value: crate::conf::human_value(
+                            &r.try_get::<_, Option<String>>(2).ok()?.unwrap_or_default(),
+                            r.try_get::<_, Option<String>>(3).ok()?.as_deref(),
+                        ),
                     })
                 })
                 .filter(|p| crate::conf::restart_would_apply(&p.name))
