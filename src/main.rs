@@ -6,7 +6,7 @@
 //! * `check-config [--proxy] FILE`: validate a configuration (a member's or a proxy's) and exit;
 //! * the operator commands, patronictl's verbs ([`cli`]): `list`, `topology`, `switchover`,
 //!   `failover`, `restart`, `reload`, `reinit`, `pause`, `resume`, `edit-config`, `show-config`,
-//!   `history`, `dsn`, `flush`, `remove`, `version`;
+//!   `history`, `dsn`, `query`, `flush`, `remove`, `version`;
 //! * `completion bash|zsh|fish` and the hidden `generate-man DIR` ([`cli::generate`]);
 //! * `proxy -c FILE`: the PostgreSQL-protocol router that follows the leader ([`proxy`]);
 //! * `demo`: a whole three-node cluster on this machine ([`demo`]).
@@ -65,6 +65,8 @@ enum Command {
     History(cli::history::HistoryArgs),
     /// Print a connection string (host=... port=...) for the leader, a member or a role.
     Dsn(cli::dsn::DsnArgs),
+    /// Run SQL on a member chosen by name or role and print the result (like `patronictl query`).
+    Query(cli::query::QueryArgs),
     /// Discard scheduled restarts or a pending switchover: flush [MEMBER...] restart|switchover.
     Flush(cli::flush::FlushArgs),
     /// Delete every key of a cluster from the DCS (asks you to type the cluster name).
@@ -97,7 +99,8 @@ fn main() -> ExitCode {
     // reqwest is built without a default TLS crypto provider: install ring (the provider
     // etcd-client already uses) before anything builds an HTTP client.
     cli::rest::install_crypto_provider();
-    let cli = Cli::parse();
+    // `rampart -c FILE list` as `patronictl -c FILE list`: see cli::argv.
+    let cli = Cli::parse_from(cli::argv::hoist_group_options(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Version(args) => cli::version::run(args),
         Command::Completion(args) => cli::generate::run_completion(args),
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::ShowConfig(args) => cli::edit_config::run_show(args),
         Command::History(args) => cli::history::run(args),
         Command::Dsn(args) => cli::dsn::run(args),
+        Command::Query(args) => cli::query::run(args),
         Command::Flush(args) => cli::flush::run(args),
         Command::Remove(args) => cli::remove::run(args),
         Command::Proxy { config_file } => proxy::run(&config_file),

@@ -105,7 +105,10 @@ async fn operator_reads_and_configures_the_cluster_like_with_patronictl() {
     assert_eq!(y[1]["Tags"]["zone"], "a");
     let tsv = ok("list -f tsv", ctl(&c, &["list", "-f", "tsv"]));
     let lines: Vec<&str> = tsv.lines().collect();
-    assert_eq!(lines[0], "Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB\tTags", "{tsv}");
+    assert_eq!(
+        lines[0], "Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag\tTags",
+        "{tsv}"
+    );
     assert!(lines[2].starts_with("postgres\tnode1\t") && lines[2].ends_with("\t{zone: a}"), "{tsv}");
 
     // The pretty table: title with the system identifier, multi-line tag cells.
@@ -181,10 +184,10 @@ async fn operator_reads_and_configures_the_cluster_like_with_patronictl() {
 
     // dsn: the leader by default, a named member, a role.
     assert_eq!(ok("dsn", ctl(&c, &["dsn"])), format!("host=127.0.0.1 port={}\n", c.pg_port(leader)));
-    assert_eq!(ok("dsn node2", ctl(&c, &["dsn", "node2"])), format!("host=127.0.0.1 port={}\n", c.pg_port(2)));
+    assert_eq!(ok("dsn -m node2", ctl(&c, &["dsn", "-m", "node2"])), format!("host=127.0.0.1 port={}\n", c.pg_port(2)));
     let replica = ok("dsn --role replica", ctl(&c, &["dsn", "--role", "replica"]));
     assert!((0..3).any(|i| i != leader && replica == format!("host=127.0.0.1 port={}\n", c.pg_port(i))), "{replica}");
-    let o = ctl(&c, &["dsn", "node9"]);
+    let o = ctl(&c, &["dsn", "-m", "node9"]);
     assert!(!o.status.success() && stderr(&o).contains("node9 is not a member of cluster postgres"), "{}", stderr(&o));
 
     // version: ours, then every member's from its REST API.
@@ -272,7 +275,7 @@ async fn history_shows_a_crash_failover_and_remove_wipes_the_cluster_after_typed
     let mut c = Cluster::start(2, ClusterOptions::default());
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
     let empty = ok("history", ctl(&c, &["history"]));
-    assert_eq!(empty.lines().count(), 3, "only the header:\n{empty}");
+    assert_eq!(empty.lines().count(), 4, "only the header and PrettyTable's closing rule:\n{empty}");
 
     c.kill_agent(old);
     c.kill_postgres(old);

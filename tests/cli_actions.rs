@@ -154,7 +154,7 @@ async fn switchover_hands_over_now_or_at_its_time_unless_flushed() {
     let rows = wait_list(&cfg, Duration::from_secs(60), "the target leads on timeline 4, the others stream", |rows| {
         led_by(&c, rows, target, 4)
     });
-    assert!(rows.iter().all(|r| r["Lag in MB"] == 0 || r["Role"] == "Leader"), "{rows:?}");
+    assert!(rows.iter().all(|r| (r["Receive Lag"] == 0 && r["Replay Lag"] == 0) || r["Role"] == "Leader"), "{rows:?}");
     let pretty = expect_ok("list", &ctl(&cfg, &["list"]));
     assert!(!pretty.contains("Switchover scheduled"), "done, no longer announced:\n{pretty}");
 

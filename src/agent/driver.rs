@@ -632,6 +632,9 @@ impl Agent {
         let mut member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
         if self.params.pending_restart {
             member.pending_restart = Some(true);
+            member
+                .extra
+                .insert("pending_restart_reason".into(), publish::pending_reason_json(&self.params.pending_reason));
         }
         if let Some(s) = &self.local.scheduled {
             member.extra.insert("scheduled_restart".into(), serde_json::json!({ "schedule": s.schedule }));
@@ -665,6 +668,12 @@ impl Agent {
             now: std::time::Instant::now(),
         });
         snap.pending_restart = self.params.pending_restart;
+        snap.pending_restart_reason = self
+            .params
+            .pending_reason
+            .iter()
+            .map(|p| (p.name.clone(), p.old_value.clone(), p.new_value.clone()))
+            .collect();
         snap.failover_backoff = self.core.race_backoff(self.now());
         snap.failsafe_mode = dynamic.failsafe_mode();
         snap.failsafe_active = self.failsafe_active();

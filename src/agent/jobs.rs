@@ -52,7 +52,7 @@ impl RunningJob {
         let kind = job.kind();
         info!(job = kind.describe(), "starting job");
         let handle = tokio::spawn(async move {
-            let result = run(job, &ctx).await;
+            let result = run(job, &ctx, &wake).await;
             wake.notify_one();
             result
         });
@@ -89,7 +89,8 @@ impl RunningJob {
     }
 }
 
-async fn run(job: Job, ctx: &JobContext) -> Result<(), String> {
+/// Runs `job`; `wake` may be notified on the way, when the loop should look before the end.
+async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
     let s = &ctx.settings;
     let text = |e: rampart_pg::PgError| e.to_string();
     match job {
@@ -127,7 +128,11 @@ async fn run(job: Job, ctx: &JobContext) -> Result<(), String> {
             if let Some(cmd) = &ctx.pre_promote {
                 super::callbacks::pre_promote(cmd, &ctx.scope).await?;
             }
-            ctx.sql.promote().await.map_err(text)?;
+            ctx.sql.end_recovery().await.map_err(text)?;
+            // The server runs as a primary on its new timeline: let the loop publish that now
+            // rather than after the checkpoint (the checkpoint has a connection of its own).
+            wake.notify_one();
+            ctx.sql.checkpoint_apart().await.map_err(text)?;
             record_history(ctx).await;
             Ok(())
         }

@@ -77,6 +77,15 @@ pub fn member_data(
     m
 }
 
+/// Patroni's `pending_restart_reason`: `{name: {old_value, new_value}}`.
+pub fn pending_reason_json(pending: &[rampart_pg::PendingRestart]) -> serde_json::Value {
+    pending
+        .iter()
+        .map(|p| (p.name.clone(), serde_json::json!({"old_value": p.old_value, "new_value": p.new_value})))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Inputs of the API snapshot that are not in the probe.
 pub struct SnapshotInputs<'a> {
     /// Configuration.
@@ -217,6 +226,21 @@ mod tests {
         assert_eq!(v["receive_lsn"], 200);
         assert_eq!(v["replay_lsn"], 150);
         assert_eq!(v["timeline"], 2);
+    }
+
+    #[test]
+    fn pending_restart_reason_as_patroni_publishes_it() {
+        let p = |n: &str, o: &str, v: &str| rampart_pg::PendingRestart {
+            name: n.into(),
+            old_value: o.into(),
+            new_value: v.into(),
+        };
+        let v = pending_reason_json(&[p("max_connections", "100", "150"), p("shared_buffers", "128MB", "256MB")]);
+        assert_eq!(
+            v,
+            serde_json::json!({"max_connections": {"old_value": "100", "new_value": "150"},
+                               "shared_buffers": {"old_value": "128MB", "new_value": "256MB"}})
+        );
     }
 
     #[test]

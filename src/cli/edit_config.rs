@@ -26,6 +26,8 @@ use super::{diff, yaml};
 pub struct ShowArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cluster (default: the configuration's `scope`).
+    pub cluster: Option<String>,
 }
 
 /// Options of `rampart edit-config`.
@@ -33,6 +35,8 @@ pub struct ShowArgs {
 pub struct EditArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cluster (default: the configuration's `scope`).
+    pub cluster: Option<String>,
     /// Set a key (dots for nested keys, value as YAML, null deletes), e.g. -s ttl=20 or
     /// -s postgresql.use_pg_rewind=true. Repeatable.
     #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
@@ -65,7 +69,7 @@ pub fn current_config(cluster: &Cluster, scope: &str, verb: &str) -> Result<Valu
 
 /// `rampart show-config`.
 pub fn run_show(args: ShowArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let target = target::resolve(&args.target, args.cluster.as_deref())?;
     block_on(async move {
         let session = Session::open(target).await?;
         let cluster = session.cluster().await?;
@@ -165,7 +169,7 @@ fn temp_file(scope: &str) -> Result<PathBuf> {
 
 /// `rampart edit-config`.
 pub fn run_edit(args: EditArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let target = target::resolve(&args.target, args.cluster.as_deref())?;
     block_on(async move {
         let session = Session::open(target).await?;
         let mut console = Console::stdio("edit-config");

@@ -18,7 +18,7 @@ pub struct FlushArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Members (for restart), then what to discard: restart or switchover.
-    #[arg(required = true, value_name = "[MEMBER...] restart|switchover")]
+    #[arg(required = true, value_name = "[CLUSTER] [MEMBER...] restart|switchover")]
     pub words: Vec<String>,
     /// Flush only members with this role (restart).
     #[arg(short = 'r', long, value_enum, default_value = "any")]
@@ -57,8 +57,8 @@ pub fn parse_words(words: &[String]) -> Result<(Vec<String>, What)> {
 
 /// `rampart flush`.
 pub fn run(args: FlushArgs) -> Result<()> {
-    let (names, what) = parse_words(&args.words)?;
-    let target = target::resolve(&args.target, None)?;
+    let (target, words) = target::resolve_with_members(&args.target, &args.words)?;
+    let (names, what) = parse_words(&words)?;
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;

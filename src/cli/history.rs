@@ -14,6 +14,8 @@ use super::target::{self, TargetArgs};
 pub struct HistoryArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cluster (default: the configuration's `scope`).
+    pub cluster: Option<String>,
     /// Output format.
     #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
     pub format: Format,
@@ -34,7 +36,7 @@ pub fn history_table(cluster: &Cluster) -> Table {
 
 /// `rampart history`.
 pub fn run(args: HistoryArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let target = target::resolve(&args.target, args.cluster.as_deref())?;
     block_on(async move {
         let session = Session::open(target).await?;
         let cluster = session.cluster().await?;
@@ -73,8 +75,8 @@ mod tests {
         assert!(t.render(Format::Tsv).starts_with("TL\tLSN\tReason\tTimestamp\tNew Leader\n1\t50331808\t"));
         assert_eq!(
             history_table(&cluster(&[])).render(Format::Pretty).lines().count(),
-            3,
-            "an empty history is a header"
+            4,
+            "an empty history is a header and PrettyTable's closing rule"
         );
     }
 }

@@ -1,13 +1,20 @@
 //! `rampart list` and `rampart topology`: the member table, as `patronictl list` and
-//! `patronictl topology` print it.
+//! `patronictl topology` (Patroni 4) print it.
 //!
 //! Rendering is pure, from a [`Cluster`] snapshot, so the layout is unit-tested without a DCS.
-//! Columns: Member, Host, Role, State, TL, Lag in MB, plus Pending restart, Scheduled restart and
-//! Tags when any member has one (or always with `-e`), under a title naming the cluster and its
-//! system identifier, and followed by `Maintenance mode: on` and a scheduled switchover when there
-//! are. The machine formats (`tsv`, `json`, `yaml`) add a Cluster column and leave the footer
-//! out. `topology` orders members as a tree: the leader, then the replicas streaming from it,
-//! each cascading replica (`replicatefrom` tag) under the member it streams from.
+//! Columns: Member, Host, Role, State, TL, Receive LSN, Receive Lag, Replay LSN, Replay Lag (both
+//! lags titled `Lag` in the pretty table), plus Pending restart, Pending restart reason, Scheduled
+//! restart and Tags when any member has one (or always with `-e`), under a title naming the
+//! cluster and its system identifier, and followed by `Maintenance mode: on` and a scheduled
+//! switchover when there are. The machine formats (`tsv`, `json`, `yaml`) add a Cluster column
+//! and leave the footer out. `topology` orders members as a tree: the leader, then the replicas
+//! streaming from it, each cascading replica (`replicatefrom` tag) under the member it streams
+//! from.
+//!
+//! Positions and lags are computed as Patroni's `cluster_as_json` does, so that `rampart list`
+//! and `patronictl list` print the same numbers for the same DCS contents: a replica's
+//! `receive_lsn`/`replay_lsn` against the leader's last position in the `status` key, lag in
+//! whole MB rounded half to even, `unknown` for a position the member did not publish.
 
 use std::time::Duration;
 
@@ -24,10 +31,13 @@ use super::target::{self, TargetArgs};
 pub struct ListArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Clusters to list, one table each (default: the configuration's `scope`).
+    #[arg(value_name = "CLUSTER")]
+    pub clusters: Vec<String>,
     /// Output format.
     #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
     pub format: Format,
-    /// Always show the Pending restart, Scheduled restart and Tags columns.
+    /// Always show the Pending restart, Pending restart reason, Scheduled restart and Tags columns.
     #[arg(short = 'e', long)]
     pub extended: bool,
     /// Print the time before each table.
@@ -42,6 +52,9 @@ pub struct ListArgs {
 pub struct TopologyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Clusters to show, one tree each (default: the configuration's `scope`).
+    #[arg(value_name = "CLUSTER")]
+    pub clusters: Vec<String>,
     #[command(flatten)]
     pub watch: WatchArgs,
 }
@@ -75,6 +88,54 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Where a replica is on one of its WAL positions (received or replayed), as the table shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The member published no such position.
+    Unknown,
+    /// At `lsn`, `lag` bytes behind the leader's last known position.
+    At { lsn: u64, lag: u64 },
+}
+
+impl Position {
+    /// Patroni's rule: no lag when the member is ahead of what the `status` key says.
+    fn of(lsn: Option<u64>, cluster_lsn: u64) -> Position {
+        match lsn {
+            // Patroni treats a zero position like a missing one.
+            None | Some(0) => Position::Unknown,
+            Some(lsn) => Position::At { lsn, lag: cluster_lsn.saturating_sub(lsn) },
+        }
+    }
+
+    /// The LSN cell: `0/3000060` or `unknown`.
+    fn lsn_cell(p: Option<Position>) -> Value {
+        match p {
+            None => Value::Null,
+            Some(Position::Unknown) => json!("unknown"),
+            Some(Position::At { lsn, .. }) => json!(rampart_core::Lsn(lsn).to_string()),
+        }
+    }
+
+    /// The lag cell: whole MB, empty when unknown.
+    fn lag_cell(p: Option<Position>) -> Value {
+        match p {
+            Some(Position::At { lag, .. }) => json!(round_mb(lag)),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Bytes as whole MB the way Python's `round(lag / 1024 / 1024)` gives them: half to even.
+pub fn round_mb(bytes: u64) -> u64 {
+    const MB: u64 = 1024 * 1024;
+    let (q, r) = (bytes / MB, bytes % MB);
+    match (2 * r).cmp(&MB) {
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q % 2),
+        std::cmp::Ordering::Less => q,
+    }
+}
+
 /// One member as the table shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -88,8 +149,10 @@ pub struct Row {
     pub state: String,
     /// Timeline, if known.
     pub tl: Option<u32>,
-    /// Lag behind the leader in whole MB; `None` for the leader, `Some(None)` when unknown.
-    pub lag_mb: Option<Option<u64>>,
+    /// Received position; `None` for the leader.
+    pub receive: Option<Position>,
+    /// Replayed position; `None` for the leader.
+    pub replay: Option<Position>,
     /// A parameter change waits for a restart.
     pub pending_restart: bool,
     /// Which parameters wait, as `name: old->new` (`pending_restart_reason`), if published.
@@ -114,8 +177,8 @@ fn synchronous_mode(cluster: &Cluster) -> Option<String> {
 
 /// Builds the rows, in member-name order.
 pub fn rows(cluster: &Cluster) -> Vec<Row> {
-    let leader_pos =
-        cluster.leader_member().map(|m| m.data.wal_position().0).or(Some(cluster.status.optime).filter(|&o| o > 0));
+    // Patroni measures lag against the `status` key only (what the leader last wrote there).
+    let cluster_lsn = cluster.status.optime;
     let hosts: Vec<(String, u16)> = cluster.members.iter().filter_map(|m| m.data.conn_host_port()).collect();
     // patronictl shows the port only when it is needed to tell members apart or is not 5432.
     let show_port = hosts.iter().any(|(_, p)| *p != 5432)
@@ -154,22 +217,27 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
             } else {
                 "Replica"
             };
-            let state = if is_leader {
-                m.data.state.clone()
-            } else {
-                match (&m.data.replication_state, m.data.state.as_str()) {
-                    (Some(rs), "running") => rs.clone(),
-                    _ => m.data.state.clone(),
-                }
+            // A replica shows how it replicates (`streaming`), as Patroni does.
+            let state = match &m.data.replication_state {
+                Some(rs) if !is_leader && !rs.is_empty() => rs.clone(),
+                _ => m.data.state.clone(),
             };
-            let lag_mb = if is_leader {
-                None
+            let (receive, replay) = if is_leader {
+                (None, None)
             } else {
-                let mine = [m.data.xlog_location, m.data.receive_lsn, m.data.replay_lsn].into_iter().flatten().max();
-                Some(match (leader_pos, mine) {
-                    (Some(l), Some(me)) => Some(l.saturating_sub(me) / (1024 * 1024)),
-                    _ => None,
-                })
+                let mut receive = Position::of(m.data.receive_lsn, cluster_lsn);
+                let mut replay = Position::of(m.data.replay_lsn, cluster_lsn);
+                // A member of an older Patroni publishes only `xlog_location`: Patroni shows it as
+                // received while streaming, else as replayed.
+                let xlog = Position::of(m.data.xlog_location, cluster_lsn);
+                if receive == Position::Unknown && replay == Position::Unknown && xlog != Position::Unknown {
+                    if state == "streaming" {
+                        receive = xlog;
+                    } else {
+                        replay = xlog;
+                    }
+                }
+                (Some(receive), Some(replay))
             };
             let scheduled_restart = m.data.extra.get("scheduled_restart").and_then(|s| {
                 let at = s.get("schedule")?.as_str()?.to_string();
@@ -198,7 +266,8 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
                 role: role.into(),
                 state,
                 tl: m.data.timeline,
-                lag_mb,
+                receive,
+                replay,
                 pending_restart: m.data.pending_restart == Some(true),
                 pending_reason,
                 scheduled_restart,
@@ -277,7 +346,18 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
     let reason = extended || rows.iter().any(|r| !r.pending_reason.is_empty());
     let scheduled = extended || rows.iter().any(|r| r.scheduled_restart.is_some());
     let tags = extended || rows.iter().any(|r| r.tags.as_object().is_some_and(|o| !o.is_empty()));
-    let mut columns = vec!["Cluster", "Member", "Host", "Role", "State", "TL", "Lag in MB"];
+    let mut columns = vec![
+        "Cluster",
+        "Member",
+        "Host",
+        "Role",
+        "State",
+        "TL",
+        "Receive LSN",
+        "Receive Lag",
+        "Replay LSN",
+        "Replay Lag",
+    ];
     if pending {
         columns.push("Pending restart");
     }
@@ -297,7 +377,7 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
     };
     let mut t = Table::new(columns);
     t.title = Some(format!(" Cluster: {scope} ({sysid}) "));
-    t.right = vec!["TL".into(), "Lag in MB".into()];
+    t.right = ["TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag"].map(String::from).to_vec();
     t.skip_empty = true;
     t.machine_only = vec!["Cluster".into()];
     for (i, depth) in order {
@@ -309,11 +389,10 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
             json!(r.role),
             json!(r.state),
             r.tl.map(Value::from).unwrap_or(Value::Null),
-            match r.lag_mb {
-                None => Value::Null,
-                Some(None) => json!("unknown"),
-                Some(Some(v)) => json!(v),
-            },
+            Position::lsn_cell(r.receive),
+            Position::lag_cell(r.receive),
+            Position::lsn_cell(r.replay),
+            Position::lag_cell(r.replay),
         ];
         if pending {
             cells.push(json!(if r.pending_restart { "*" } else { "" }));
@@ -358,6 +437,11 @@ pub fn render(scope: &str, cluster: &Cluster, format: Format, extended: bool, to
     let mut table = member_table(scope, cluster, extended, topology);
     if format == Format::Pretty {
         hide_long_reasons(&mut table);
+        // Under its LSN column a lag needs no more words (patronictl's short titles).
+        for c in table.columns.iter_mut().filter(|c| *c == "Receive Lag" || *c == "Replay Lag") {
+            *c = "Lag".into();
+        }
+        table.right.push("Lag".into());
     }
     let mut out = table.render(format);
     if format == Format::Pretty {
@@ -389,20 +473,28 @@ pub fn render_table(scope: &str, cluster: &Cluster) -> String {
     render(scope, cluster, Format::Pretty, false, false)
 }
 
+/// The targets of the clusters named on the command line, else the configuration's.
+fn targets(args: &TargetArgs, clusters: &[String]) -> Result<Vec<target::Target>> {
+    if clusters.is_empty() {
+        return Ok(vec![target::resolve(args, None)?]);
+    }
+    clusters.iter().map(|c| target::resolve(args, Some(c))).collect()
+}
+
 /// `rampart list`.
 pub fn run(args: ListArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
-    block_on(show(target, args.format, args.extended, false, args.timestamp, args.watch.interval()))
+    let targets = targets(&args.target, &args.clusters)?;
+    block_on(show(targets, args.format, args.extended, false, args.timestamp, args.watch.interval()))
 }
 
 /// `rampart topology`.
 pub fn run_topology(args: TopologyArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
-    block_on(show(target, Format::Pretty, false, true, false, args.watch.interval()))
+    let targets = targets(&args.target, &args.clusters)?;
+    block_on(show(targets, Format::Pretty, false, true, false, args.watch.interval()))
 }
 
 async fn show(
-    target: target::Target,
+    targets: Vec<target::Target>,
     format: Format,
     extended: bool,
     topology: bool,
@@ -410,11 +502,13 @@ async fn show(
     watch: Option<Duration>,
 ) -> Result<()> {
     use std::io::{IsTerminal, Write};
-    let session = Session::open(target).await?;
+    let mut sessions = Vec::new();
+    for t in targets {
+        sessions.push(Session::open(t).await?);
+    }
     let clear = watch.is_some() && std::io::stdout().is_terminal();
     loop {
         let started = tokio::time::Instant::now();
-        let read = session.cluster().await;
         let mut out = String::new();
         if clear {
             // Clear the screen and go home, as `watch` does.
@@ -423,11 +517,13 @@ async fn show(
         if timestamp {
             out.push_str(&jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S\n").to_string());
         }
-        match read {
-            Ok(cluster) => out.push_str(&render(session.scope(), &cluster, format, extended, topology)),
-            // While watching, a failed read is shown and the next one tried.
-            Err(e) if watch.is_some() => out.push_str(&format!("{e:#}\n")),
-            Err(e) => return Err(e),
+        for session in &sessions {
+            match session.cluster().await {
+                Ok(cluster) => out.push_str(&render(session.scope(), &cluster, format, extended, topology)),
+                // While watching, a failed read is shown and the next one tried.
+                Err(e) if watch.is_some() => out.push_str(&format!("{e:#}\n")),
+                Err(e) => return Err(e),
+            }
         }
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(out.as_bytes())?;
@@ -447,13 +543,14 @@ mod tests {
         cluster(&[
             ("initialize", "7301"),
             ("leader", "a"),
+            ("status", r#"{"optime":83886080}"#),
             (
                 "members/a",
-                r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"primary","xlog_location":5242880,"timeline":2}"#,
+                r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"primary","xlog_location":83886080,"timeline":2}"#,
             ),
             (
                 "members/b",
-                r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":1048576,"replication_state":"streaming","timeline":2}"#,
+                r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":83886080,"receive_lsn":83886080,"replay_lsn":79167488,"replication_state":"streaming","timeline":2}"#,
             ),
             ("members/c", r#"{"conn_url":"postgres://127.0.0.1:5435/postgres","state":"stopped","role":"replica"}"#),
         ])
@@ -461,28 +558,82 @@ mod tests {
 
     #[test]
     fn table_looks_like_patronictl() {
+        // The expected text is what patronictl 4.1.5's print_output writes for these rows.
         let t = render_table("pg", &sample());
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "+ Cluster: pg (7301) -----+---------+-----------+----+-----------+", "{t}");
-        assert_eq!(lines[0].len(), lines[2].len(), "title spans the table\n{t}");
-        assert_eq!(lines[1], "| Member | Host           | Role    | State     | TL | Lag in MB |");
-        assert_eq!(lines[3], "| a      | 127.0.0.1:5433 | Leader  | running   |  2 |           |");
-        assert_eq!(lines[4], "| b      | 127.0.0.1:5434 | Replica | streaming |  2 |         4 |");
-        assert_eq!(lines[5], "| c      | 127.0.0.1:5435 | Replica | stopped   |    |   unknown |");
+        assert_eq!(
+            lines[0], "+ Cluster: pg (7301) -----+---------+-----------+----+-------------+-----+------------+-----+",
+            "{t}"
+        );
+        assert_eq!(
+            lines[1],
+            "| Member | Host           | Role    | State     | TL | Receive LSN | Lag | Replay LSN | Lag |"
+        );
+        assert_eq!(
+            lines[3],
+            "| a      | 127.0.0.1:5433 | Leader  | running   |  2 |             |     |            |     |"
+        );
+        assert_eq!(
+            lines[4],
+            "| b      | 127.0.0.1:5434 | Replica | streaming |  2 |   0/5000000 |   0 |  0/4B80000 |   4 |"
+        );
+        assert_eq!(
+            lines[5],
+            "| c      | 127.0.0.1:5435 | Replica | stopped   |    |     unknown |     |    unknown |     |"
+        );
         assert_eq!(lines.len(), 7, "no footer: {t}");
     }
 
     #[test]
     fn json_rows_have_patronictl_keys() {
-        let v: Value = serde_json::from_str(&member_table("pg", &sample(), false, false).render(Format::Json)).unwrap();
-        assert_eq!(v[0]["Role"], "Leader");
-        assert_eq!(v[0]["Cluster"], "pg");
-        assert!(v[0].get("Lag in MB").is_none());
-        assert_eq!(v[1]["Lag in MB"], 4);
+        let json = member_table("pg", &sample(), false, false).render(Format::Json);
+        assert!(
+            json.starts_with(r#"[{"Cluster": "pg", "Member": "a", "Host": "127.0.0.1:5433", "Role": "Leader", "State": "running", "TL": 2}, {"Cluster": "pg", "Member": "b", "#),
+            "{json}"
+        );
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert!(v[0].get("Receive LSN").is_none() && v[0].get("Replay Lag").is_none(), "the leader has no lag");
+        assert_eq!(v[1]["Receive LSN"], "0/5000000");
+        assert_eq!(v[1]["Receive Lag"], 0);
+        assert_eq!(v[1]["Replay LSN"], "0/4B80000");
+        assert_eq!(v[1]["Replay Lag"], 4, "4.5 MB rounds half to even");
         assert_eq!(v[1]["State"], "streaming");
         assert_eq!(v[1]["TL"], 2);
         assert!(v[2].get("TL").is_none(), "no timeline, no key");
-        assert_eq!(v[2]["Lag in MB"], "unknown");
+        assert_eq!((&v[2]["Receive LSN"], &v[2]["Replay LSN"]), (&json!("unknown"), &json!("unknown")));
+        assert!(v[2].get("Receive Lag").is_none(), "an unknown lag is empty");
+        assert!(!json.contains("Lag in MB"));
+    }
+
+    #[test]
+    fn lag_rounds_like_python() {
+        let mb = 1024 * 1024;
+        let cases = [(0, 0), (mb / 2, 0), (mb / 2 + 1, 1), (mb + mb / 2, 2), (2 * mb + mb / 2, 2), (3 * mb - 1, 3)];
+        for (bytes, want) in cases {
+            assert_eq!(round_mb(bytes), want, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn positions_of_older_members_and_ahead_of_the_status_key() {
+        let c = cluster(&[
+            ("leader", "a"),
+            ("status", r#"{"optime":1000}"#),
+            ("members/a", r#"{"state":"running","role":"primary"}"#),
+            // Patroni 3: only xlog_location; streaming shows it as received, else as replayed.
+            (
+                "members/b",
+                r#"{"state":"running","role":"replica","xlog_location":900,"replication_state":"streaming"}"#,
+            ),
+            ("members/c", r#"{"state":"running","role":"replica","xlog_location":900}"#),
+            // Ahead of the status key: no lag rather than a negative one.
+            ("members/d", r#"{"state":"running","role":"replica","receive_lsn":2000,"replay_lsn":1500}"#),
+        ]);
+        let r = rows(&c);
+        assert_eq!((r[1].receive, r[1].replay), (Some(Position::At { lsn: 900, lag: 100 }), Some(Position::Unknown)));
+        assert_eq!((r[2].receive, r[2].replay), (Some(Position::Unknown), Some(Position::At { lsn: 900, lag: 100 })));
+        assert_eq!(r[3].receive, Some(Position::At { lsn: 2000, lag: 0 }));
+        assert_eq!(r[3].replay, Some(Position::At { lsn: 1500, lag: 0 }));
     }
 
     #[test]
@@ -491,7 +642,9 @@ mod tests {
         let tsv = t.render(Format::Tsv);
         assert!(
             tsv.starts_with(
-                "Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB\npg\ta\t127.0.0.1:5433\tLeader\trunning\t2\t\n"
+                "Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag\n\
+                 pg\ta\t127.0.0.1:5433\tLeader\trunning\t2\t\t\t\t\n\
+                 pg\tb\t127.0.0.1:5434\tReplica\tstreaming\t2\t0/5000000\t0\t0/4B80000\t4\n"
             ),
             "{tsv}"
         );
@@ -500,6 +653,10 @@ mod tests {
             yaml.starts_with(
                 "- Cluster: pg\n  Host: 127.0.0.1:5433\n  Member: a\n  Role: Leader\n  State: running\n  TL: 2\n- "
             ),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("\n  Receive LSN: 0/5000000\n  Receive Lag: 0\n  Replay LSN: 0/4B80000\n  Replay Lag: 4\n"),
             "{yaml}"
         );
     }
@@ -522,9 +679,11 @@ mod tests {
         ]);
         let t = render_table("pg", &c);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[1], "| Member | Host | Role    | State   | TL | Lag in MB | Pending restart | Scheduled restart                           | Tags            |", "{t}");
+        assert_eq!(lines[1], "| Member | Host | Role    | State   | TL | Receive LSN | Lag | Replay LSN | Lag | Pending restart | Scheduled restart                           | Tags            |", "{t}");
         assert!(
-            lines[3].starts_with("| a      | h1   | Leader  | running |    |           | *               |"),
+            lines[3].starts_with(
+                "| a      | h1   | Leader  | running |    |             |     |            |     | *               |"
+            ),
             "{t}"
         );
         // The multi-line tag cell makes PrettyTable rule every row.

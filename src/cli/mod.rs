@@ -1,12 +1,13 @@
 //! Operator commands, patronictl's verbs: thin layers that read the configuration, talk to the
 //! DCS (through the agent's own `Dcs` trait) and to the members' REST APIs, and print.
 //!
-//! Shared pieces: [`target`] (which cluster: `-c`, `--dcs`, `--scope`), [`session`] (the
+//! Shared pieces: [`argv`] (patronictl's options before the verb), [`target`] (which cluster: `-c`, `--dcs`, `--scope`), [`session`] (the
 //! connection), [`rest`] (REST calls), [`prompt`] (questions, safe defaults, no questions without
 //! a terminal), [`members`] (choosing members), [`schedule`] (`--scheduled`), and the pure
 //! formatting helpers [`table`], [`yaml`] and [`diff`]. One module per verb holds its flow; its
 //! decisions and request bodies are pure functions with unit tests beside them.
 
+pub mod argv;
 pub mod check_config;
 pub mod config_patch;
 pub mod diff;
@@ -19,6 +20,7 @@ pub mod list;
 pub mod members;
 pub mod pause;
 pub mod prompt;
+pub mod query;
 pub mod reinit;
 pub mod reload;
 pub mod remove;

@@ -23,6 +23,8 @@ use super::target::{self, TargetArgs};
 pub struct PauseArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cluster (default: the configuration's `scope`).
+    pub cluster: Option<String>,
     /// Wait until every member reports the new state.
     #[arg(long)]
     pub wait: bool,
@@ -74,7 +76,7 @@ pub fn not_yet(before: &Cluster, now: &Cluster, paused: bool) -> Vec<String> {
 
 /// `rampart pause` (`paused`) or `rampart resume`.
 pub fn run(args: PauseArgs, paused: bool) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let target = target::resolve(&args.target, args.cluster.as_deref())?;
     block_on(async move {
         let v = verb(paused);
         let mut session = Session::open(target).await?;

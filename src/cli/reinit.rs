@@ -2,8 +2,10 @@
 //! (`POST /reinitialize` with `{"force", "from_leader"}` on each member's REST API).
 //!
 //! Only replicas: the leader is refused here by name, before any request. With `--wait` the
-//! command follows each member's key in the DCS until it runs again, with a spinner (on a
-//! terminal) while it clones. A member whose answer says a reinitialize is already running is
+//! command follows each member's `GET /patroni` until it runs again, with a spinner (on a
+//! terminal) while it clones. A reinitialize counts as done when the member was seen busy and
+//! runs again, or runs a postmaster started after the request's: one that finished between two
+//! looks (a small database clones in a second) is done, not "never started". A member whose answer says a reinitialize is already running is
 //! offered to cancel it and start over (interactively, or at once with `--force`).
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use tokio::time::Instant;
 
 use super::members::{select, Role};
 use super::prompt::Console;
-use super::rest::{Method, Reply, REINIT};
+use super::rest::{Method, Reply, QUICK, REINIT};
 use super::session::{block_on, Session};
 use super::target::{self, TargetArgs};
 
@@ -25,7 +27,8 @@ use super::target::{self, TargetArgs};
 pub struct ReinitArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Replicas to reinitialize.
+    /// [CLUSTER] then the replicas to reinitialize. The cluster name is recognised when it is
+    /// the configuration's `scope`, as patronictl writes it.
     #[arg(required = true)]
     pub members: Vec<String>,
     /// Do not ask; also cancel a reinitialize already running on a member.
@@ -61,7 +64,7 @@ pub fn outcome(member: &str, reply: &Reply) -> (String, bool) {
     }
 }
 
-/// Where a member is in its reinitialization, from its key.
+/// Where a member is in its reinitialization, from its `GET /patroni`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Still running as before: the agent has not started yet.
@@ -72,20 +75,50 @@ pub enum Progress {
     Done,
 }
 
-/// Advances a member's progress from its key (`None`: the key is gone, as while it restarts).
-pub fn advance(before: &Progress, state: Option<&str>) -> Progress {
-    match (before, state) {
+/// What one look at a member showed: its state and its postmaster's start time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Look {
+    /// `state` of `GET /patroni`.
+    pub state: String,
+    /// `postmaster_start_time`, while PostgreSQL runs.
+    pub started: Option<String>,
+}
+
+impl Look {
+    fn of(body: &Value) -> Look {
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        Look { state: text("state").unwrap_or_default(), started: text("postmaster_start_time") }
+    }
+}
+
+/// Advances a member's progress. `first` is what it showed before the request; `now` is `None`
+/// when its API did not answer (as while its agent restarts PostgreSQL).
+pub fn advance(before: &Progress, first: Option<&Look>, now: Option<&Look>) -> Progress {
+    match (before, now) {
         (Progress::Done, _) => Progress::Done,
-        (Progress::NotStarted, Some("running")) => Progress::NotStarted,
-        (Progress::Busy(_), Some("running")) => Progress::Done,
-        (_, Some(s)) => Progress::Busy(s.to_string()),
-        (_, None) => Progress::Busy("no member key".into()),
+        (_, None) => Progress::Busy("no answer from its REST API".into()),
+        (Progress::Busy(_), Some(l)) if l.state == "running" => Progress::Done,
+        // Running a postmaster other than the one before the request: it was re-cloned and
+        // started between two looks.
+        (Progress::NotStarted, Some(l)) if l.state == "running" => {
+            let restarted = l.started.is_some() && first.is_some_and(|f| f.started != l.started);
+            if restarted {
+                Progress::Done
+            } else {
+                Progress::NotStarted
+            }
+        }
+        (_, Some(l)) => Progress::Busy(l.state.clone()),
     }
 }
 
 /// `rampart reinit`.
 pub fn run(args: ReinitArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let (target, members) = target::resolve_with_members(&args.target, &args.members)?;
+    if members.is_empty() {
+        bail!("reinit: name the members to reinitialize ({} is the cluster)", target.scope);
+    }
+    let args = ReinitArgs { members, ..args };
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;
@@ -101,6 +134,7 @@ pub fn run(args: ReinitArgs) -> Result<()> {
         let mut started = Vec::new();
         let mut failed = 0;
         for m in &members {
+            let first = if args.wait { look(rest, m).await } else { None };
             let mut force = args.force;
             loop {
                 let (line, ok, retry) = match rest
@@ -124,7 +158,7 @@ pub fn run(args: ReinitArgs) -> Result<()> {
                     continue;
                 }
                 if ok {
-                    started.push(m.name.clone());
+                    started.push(((*m).clone(), first.clone()));
                 } else {
                     failed += 1;
                 }
@@ -132,7 +166,7 @@ pub fn run(args: ReinitArgs) -> Result<()> {
             }
         }
         if args.wait && !started.is_empty() {
-            wait(&session, &started).await?;
+            wait(session.rest()?, &started).await?;
         }
         if failed > 0 {
             bail!("reinit: failed on {failed} of {} members", members.len());
@@ -141,37 +175,46 @@ pub fn run(args: ReinitArgs) -> Result<()> {
     })
 }
 
-/// Follows the members' keys until each has been busy and runs again.
-async fn wait(session: &Session, names: &[String]) -> Result<()> {
+/// One look at a member's `GET /patroni`; `None` when it does not answer.
+async fn look(rest: &super::rest::Rest, m: &Member) -> Option<Look> {
+    match rest.call(m, Method::Get, "patroni", None, QUICK).await {
+        Ok(r) if r.ok() => serde_json::from_str::<Value>(&r.text).ok().map(|v| Look::of(&v)),
+        _ => None,
+    }
+}
+
+/// Follows the members until each has been reinitialized and runs again.
+async fn wait(rest: &super::rest::Rest, members: &[(Member, Option<Look>)]) -> Result<()> {
     use indicatif::{ProgressBar, ProgressStyle};
+    let names: Vec<&str> = members.iter().map(|(m, _)| m.name.as_str()).collect();
     println!("Waiting for reinitialize to complete on: {}", names.join(", "));
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let mut progress: BTreeMap<String, Progress> = names.iter().map(|n| (n.clone(), Progress::NotStarted)).collect();
+    let mut progress: BTreeMap<String, Progress> =
+        names.iter().map(|n| (n.to_string(), Progress::NotStarted)).collect();
     let begun = Instant::now();
-    // An agent acts on the request within a cycle or two; a member still plainly running after
-    // this long never started.
+    // An agent acts on the request within a cycle or two; a member still running the same
+    // postmaster after this long never started.
     let start_grace = Duration::from_secs(30);
     loop {
-        match session.cluster().await {
-            Ok(c) => {
-                for (name, p) in progress.iter_mut() {
-                    let next = advance(p, c.member(name).map(|m| m.data.state.as_str()));
-                    if next != *p {
-                        let line = match &next {
-                            Progress::Done => format!("Reinitialize is completed on: {name}"),
-                            Progress::Busy(s) => format!("{name}: {s}"),
-                            Progress::NotStarted => String::new(),
-                        };
-                        spinner.suspend(|| println!("{line}"));
-                        *p = next;
-                    }
-                }
+        for (m, first) in members {
+            let Some(p) = progress.get_mut(&m.name) else { continue };
+            if *p == Progress::Done {
+                continue;
             }
-            Err(e) => spinner.suspend(|| eprintln!("{e:#}")),
+            let next = advance(p, first.as_ref(), look(rest, m).await.as_ref());
+            if next != *p {
+                let line = match &next {
+                    Progress::Done => format!("Reinitialize is completed on: {}", m.name),
+                    Progress::Busy(s) => format!("{}: {s}", m.name),
+                    Progress::NotStarted => String::new(),
+                };
+                spinner.suspend(|| println!("{line}"));
+                *p = next;
+            }
         }
         let busy: Vec<String> = progress
             .iter()
@@ -215,17 +258,32 @@ mod tests {
         assert_eq!(body(true, false), json!({"force": true, "from_leader": false}));
     }
 
+    fn at(state: &str, started: Option<&str>) -> Look {
+        Look { state: state.into(), started: started.map(str::to_string) }
+    }
+
     #[test]
     fn progress_needs_a_change_before_done() {
-        let p = advance(&Progress::NotStarted, Some("running"));
+        let first = at("running", Some("t1"));
+        let f = Some(&first);
+        let p = advance(&Progress::NotStarted, f, Some(&first));
         assert_eq!(p, Progress::NotStarted, "not started yet");
-        let p = advance(&p, Some("stopped"));
-        let p = advance(&p, Some("creating replica"));
+        let p = advance(&p, f, Some(&at("stopped", None)));
+        let p = advance(&p, f, Some(&at("creating replica", None)));
         assert_eq!(p, Progress::Busy("creating replica".into()));
-        let p = advance(&p, None);
-        assert_eq!(p, Progress::Busy("no member key".into()));
-        assert_eq!(advance(&p, Some("running")), Progress::Done);
-        assert_eq!(advance(&Progress::Done, Some("stopped")), Progress::Done);
+        let p = advance(&p, f, None);
+        assert_eq!(p, Progress::Busy("no answer from its REST API".into()));
+        assert_eq!(advance(&p, f, Some(&first)), Progress::Done);
+        assert_eq!(advance(&Progress::Done, f, Some(&at("stopped", None))), Progress::Done);
+    }
+
+    #[test]
+    fn a_reinitialize_finished_between_two_looks_is_done() {
+        let first = at("running", Some("t1"));
+        let again = at("running", Some("t2"));
+        assert_eq!(advance(&Progress::NotStarted, Some(&first), Some(&again)), Progress::Done);
+        // Without a first look, a running member proves nothing yet.
+        assert_eq!(advance(&Progress::NotStarted, None, Some(&again)), Progress::NotStarted);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::target::{self, TargetArgs};
 pub struct ReloadArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Members to reload (default: every member with --role).
+    /// [CLUSTER] then the members to reload (default: every member with --role). The cluster
+    /// name is recognised when it is the configuration's `scope`, as patronictl writes it.
     pub members: Vec<String>,
     /// Reload only members with this role.
     #[arg(short = 'r', long, value_enum, default_value = "any")]
@@ -38,7 +39,8 @@ pub fn outcome(member: &str, reply: &Reply, loop_wait: u64) -> (String, bool) {
 
 /// `rampart reload`.
 pub fn run(args: ReloadArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let (target, members) = target::resolve_with_members(&args.target, &args.members)?;
+    let args = ReloadArgs { members, ..args };
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;

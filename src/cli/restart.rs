@@ -22,7 +22,8 @@ use super::target::{self, TargetArgs};
 pub struct RestartArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Members to restart (default: every member with --role).
+    /// [CLUSTER] then the members to restart (default: every member with --role). The cluster
+    /// name is recognised when it is the configuration's `scope`, as patronictl writes it.
     pub members: Vec<String>,
     /// Restart only members with this role.
     #[arg(short = 'r', long, value_enum, default_value = "any")]
@@ -167,7 +168,8 @@ pub fn outcome(member: &str, reply: &Reply) -> (String, bool) {
 
 /// `rampart restart`.
 pub fn run(args: RestartArgs) -> Result<()> {
-    let target = target::resolve(&args.target, None)?;
+    let (target, members) = target::resolve_with_members(&args.target, &args.members)?;
+    let args = RestartArgs { members, ..args };
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;

@@ -4,8 +4,14 @@
 //! Cells are JSON values so that the machine formats keep their types (a timeline stays a
 //! number); the text formats print them, with mappings (member tags) as YAML: block style in
 //! `pretty` (a multi-line cell, which draws a rule between every row, as PrettyTable does), flow
-//! style in `tsv`.
+//! style in `tsv`. `json` is written as Python's `json.dumps` writes it (patronictl's output):
+//! keys in column order, `", "` and `": "` separators, non-ASCII escaped, so that scripts
+//! comparing text see no difference.
 
+use std::io;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::ser::Formatter;
 use serde_json::{Map, Value};
 
 /// How a command prints its results (`-f`).
@@ -52,7 +58,7 @@ impl Table {
         match format {
             Format::Pretty => self.pretty(),
             Format::Tsv => self.tsv(),
-            Format::Json => format!("{}\n", Value::Array(self.records())),
+            Format::Json => format!("{}\n", python_json(&self.ordered_records())),
             Format::Yaml => super::yaml::to_block(&Value::Array(self.records())),
         }
     }
@@ -70,6 +76,24 @@ impl Table {
                     }
                 }
                 Value::Object(m)
+            })
+            .collect()
+    }
+
+    /// Rows as (column, cell) pairs in column order, leaving out what [`Table::skip_empty`]
+    /// leaves out.
+    pub fn ordered_records(&self) -> Vec<OrderedRecord<'_>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                OrderedRecord(
+                    self.columns
+                        .iter()
+                        .zip(row)
+                        .filter(|(_, v)| !(self.skip_empty && (v.is_null() || v.as_str() == Some(""))))
+                        .map(|(c, v)| (c.as_str(), v))
+                        .collect(),
+                )
             })
             .collect()
     }
@@ -143,11 +167,72 @@ impl Table {
                 out.push('\n');
             }
         }
-        if !cells.is_empty() {
-            out.push_str(&rule);
-            out.push('\n');
-        }
+        // Also under an empty table, as PrettyTable draws it (two rules in a row).
+        out.push_str(&rule);
+        out.push('\n');
         out
+    }
+}
+
+/// One row as a JSON object whose keys keep the table's column order.
+pub struct OrderedRecord<'a>(pub Vec<(&'a str, &'a Value)>);
+
+impl Serialize for OrderedRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `value` as Python's `json.dumps(value)` writes it: `", "` between items, `": "` after keys,
+/// every non-ASCII character as `\uXXXX` (UTF-16, as `ensure_ascii` does).
+pub fn python_json<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    // Writing JSON values into memory cannot fail.
+    let _ = value.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The separators and escaping of Python's `json.dumps` defaults.
+struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                w.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -237,12 +322,21 @@ mod tests {
     #[test]
     fn machine_formats_keep_types_and_skip_empty_cells() {
         let t = sample();
-        assert_eq!(t.render(Format::Json), "[{\"Cluster\":\"pg\",\"Member\":\"a\",\"TL\":2},{\"Cluster\":\"pg\",\"Lag\":4,\"Member\":\"bb\",\"TL\":2}]\n");
+        assert_eq!(
+            t.render(Format::Json),
+            "[{\"Cluster\": \"pg\", \"Member\": \"a\", \"TL\": 2}, {\"Cluster\": \"pg\", \"Member\": \"bb\", \"TL\": 2, \"Lag\": 4}]\n",
+            "column order and Python's separators, as patronictl prints"
+        );
         assert_eq!(
             t.render(Format::Yaml),
             "- Cluster: pg\n  Member: a\n  TL: 2\n- Cluster: pg\n  Lag: 4\n  Member: bb\n  TL: 2\n"
         );
         assert_eq!(t.render(Format::Tsv), "Cluster\tMember\tTL\tLag\npg\ta\t2\t\npg\tbb\t2\t4\n");
+        // Nested values and non-ASCII text as Python's json.dumps writes them.
+        assert_eq!(
+            python_json(&json!([{"b": {"x": "é😀", "y": [1, 2]}}])),
+            r#"[{"b": {"x": "\u00e9\ud83d\ude00", "y": [1, 2]}}]"#
+        );
         let mut keep = sample();
         keep.skip_empty = false;
         assert_eq!(keep.records()[0]["Lag"], json!(""));

@@ -90,14 +90,40 @@ fn default_config_file() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Reads the configuration (if any) and resolves the target. `scope_override` (e.g. the
-/// cluster named on `remove`'s command line) wins over everything.
-pub fn resolve(args: &TargetArgs, scope_override: Option<&str>) -> Result<Target> {
+/// Reads the configuration named by `args` (or the default one), if any.
+fn read_config(args: &TargetArgs) -> Result<(CtlConfig, Option<PathBuf>)> {
     let file = args.config_file.clone().or_else(default_config_file);
     let cfg = match &file {
         Some(path) => rampart_config::load_ctl(path)?.config,
         None => CtlConfig { namespace: rampart_config::config::DEFAULT_NAMESPACE.into(), ..Default::default() },
     };
+    Ok((cfg, file))
+}
+
+/// For the verbs patronictl spells `VERB CLUSTER_NAME [MEMBER...]` (`reload`, `restart`,
+/// `reinit`, `flush`, `version`): resolves the target and returns the member names.
+///
+/// Rampart also accepts the members alone (`rampart reinit node1`), so the first word is taken
+/// as the cluster name when it names the cluster the options point at (`--scope`, else the
+/// file's `scope`), or when they name none (as patronictl requires it then).
+pub fn resolve_with_members(args: &TargetArgs, words: &[String]) -> Result<(Target, Vec<String>)> {
+    let (cfg, file) = read_config(args)?;
+    let (cluster, members) = split_cluster_word(args.scope.as_deref().or(cfg.scope.as_deref()), words);
+    Ok((resolve_with(&cfg, file.as_deref(), args, cluster)?, members.to_vec()))
+}
+
+/// The cluster-name word of [`resolve_with_members`], if there is one, and the member words.
+pub fn split_cluster_word<'w>(known_scope: Option<&str>, words: &'w [String]) -> (Option<&'w str>, &'w [String]) {
+    match words.split_first() {
+        Some((first, rest)) if known_scope.is_none_or(|s| s == first) => (Some(first.as_str()), rest),
+        _ => (None, words),
+    }
+}
+
+/// Reads the configuration (if any) and resolves the target. `scope_override` (e.g. the
+/// cluster named on `remove`'s command line) wins over everything.
+pub fn resolve(args: &TargetArgs, scope_override: Option<&str>) -> Result<Target> {
+    let (cfg, file) = read_config(args)?;
     resolve_with(&cfg, file.as_deref(), args, scope_override)
 }
 
@@ -250,6 +276,18 @@ mod tests {
         // A URL without a path keeps the file's namespace.
         let args = TargetArgs { dcs: Some("e:1".into()), ..Default::default() };
         assert_eq!(resolve_with(&c, None, &args, None).unwrap().prefix().as_str(), "/db/pg/");
+    }
+
+    #[test]
+    fn a_leading_cluster_name_is_recognised() {
+        let w = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let words = w(&["pg", "node1"]);
+        assert_eq!(split_cluster_word(Some("pg"), &words), (Some("pg"), &words[1..]), "patronictl's form");
+        let words = w(&["node1", "node2"]);
+        assert_eq!(split_cluster_word(Some("pg"), &words), (None, &words[..]), "members alone");
+        let words = w(&["other", "node1"]);
+        assert_eq!(split_cluster_word(None, &words), (Some("other"), &words[1..]), "no scope known: a cluster first");
+        assert_eq!(split_cluster_word(Some("pg"), &[]), (None, &[][..]));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::target::{self, TargetArgs};
 pub struct VersionArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Members to ask (default: all, when a cluster is named).
+    /// [CLUSTER] then the members to ask (default: all, when a cluster is named).
     pub members: Vec<String>,
 }
 
@@ -44,7 +44,8 @@ pub fn run(args: VersionArgs) -> Result<()> {
     if !args.target.is_explicit() && args.members.is_empty() {
         return Ok(());
     }
-    let target = target::resolve(&args.target, None)?;
+    let (target, members) = target::resolve_with_members(&args.target, &args.members)?;
+    let args = VersionArgs { members, ..args };
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;

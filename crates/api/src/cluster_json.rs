@@ -4,17 +4,17 @@
 //! Invariant kept here: these are rendered from one DCS snapshot ([`Cluster`]) only, never mixed
 //! with local PostgreSQL state, so every member is described as the DCS saw it at one revision;
 //! a member with no reported WAL position gets `"lag": "unknown"` rather than a made-up number.
+//! Positions and lags have the shapes of Patroni's `cluster_as_json`.
 
 use rampart_core::{Cluster, Member, Tags};
 use serde_json::{json, Map, Value};
 
 use crate::snapshot::{listed_in_sync_key, sync_mode, SyncMode};
 
-/// The leader's WAL position as the cluster knows it: the `status` key's optime, or the leader's
-/// own published `xlog_location` if that is further.
+/// The leader's WAL position as the cluster knows it: the `status` key's optime, which is what
+/// Patroni measures lag against (so `/cluster`, `patronictl list` and `rampart list` agree).
 fn cluster_lsn(c: &Cluster) -> u64 {
-    let published = c.leader_member().and_then(|m| m.data.xlog_location).unwrap_or(0);
-    c.status.optime.max(published)
+    c.status.optime
 }
 
 fn member_json(c: &Cluster, m: &Member, mode: SyncMode, leader_lsn: u64) -> Value {
@@ -50,21 +50,26 @@ fn member_json(c: &Cluster, m: &Member, mode: SyncMode, leader_lsn: u64) -> Valu
     if let Some(pr) = m.data.pending_restart {
         o.insert("pending_restart".into(), json!(pr));
     }
+    for key in ["pending_restart_reason", "scheduled_restart"] {
+        if let Some(v) = m.data.extra.get(key) {
+            o.insert(key.into(), v.clone());
+        }
+    }
     if m.data.tags != Tags::default() {
         o.insert("tags".into(), json!(m.data.tags));
     }
     if !is_leader {
-        let lsn = m.data.xlog_location.or_else(|| m.data.receive_lsn.max(m.data.replay_lsn));
-        let lag = match lsn {
-            Some(lsn) => json!(leader_lsn.saturating_sub(lsn)),
-            None => json!("unknown"),
-        };
-        o.insert("lag".into(), lag);
-        for (kind, lsn) in [("receive", m.data.receive_lsn), ("replay", m.data.replay_lsn)] {
-            if let Some(lsn) = lsn {
-                o.insert(format!("{kind}_lsn"), json!(lsn));
-                o.insert(format!("{kind}_lag"), json!(leader_lsn.saturating_sub(lsn)));
-            }
+        // Patroni's shapes: the position as `X/Y` text, the lag in bytes (0 when ahead of the
+        // status key), both `unknown` when the member published no (or a zero) position.
+        for (kind, lsn) in
+            [("receive_", m.data.receive_lsn), ("replay_", m.data.replay_lsn), ("", m.data.xlog_location)]
+        {
+            let (lsn, lag) = match lsn.filter(|&l| l > 0) {
+                Some(l) => (json!(rampart_core::Lsn(l).to_string()), json!(leader_lsn.saturating_sub(l))),
+                None => (json!("unknown"), json!("unknown")),
+            };
+            o.insert(format!("{kind}lsn"), lsn);
+            o.insert(format!("{kind}lag"), lag);
         }
     }
     Value::Object(o)
@@ -158,8 +163,9 @@ pub(crate) mod tests {
         assert_eq!(
             m[0],
             json!({"name": "n1", "role": "sync_standby", "state": "streaming", "api_url": "http://10.0.0.1:8008/patroni",
-                   "host": "10.0.0.1", "port": 5433, "timeline": 3, "tags": {"zone": "a"}, "lag": 300,
-                   "receive_lsn": 900, "receive_lag": 300, "replay_lsn": 800, "replay_lag": 400})
+                   "host": "10.0.0.1", "port": 5433, "timeline": 3, "tags": {"zone": "a"},
+                   "lsn": "0/384", "lag": 100, "receive_lsn": "0/384", "receive_lag": 100,
+                   "replay_lsn": "0/320", "replay_lag": 200})
         );
         assert_eq!(
             m[1],
@@ -169,6 +175,7 @@ pub(crate) mod tests {
         assert_eq!(m[2]["role"], "replica");
         assert_eq!(m[2]["state"], "starting");
         assert_eq!(m[2]["lag"], "unknown");
+        assert_eq!((&m[2]["receive_lsn"], &m[2]["replay_lag"]), (&json!("unknown"), &json!("unknown")));
         assert_eq!(m[2]["port"], 5432);
     }
 

@@ -76,6 +76,9 @@ pub struct NodeSnapshot {
     pub tags: Tags,
     /// A changed parameter waits for a restart.
     pub pending_restart: bool,
+    /// Which parameters wait: name, running value, value after a restart (Patroni's
+    /// `pending_restart_reason`).
+    pub pending_restart_reason: Vec<(String, String, String)>,
     /// This member keeps out of leader races for now (its `pre_promote` refused a promotion).
     pub failover_backoff: bool,
     /// `watchdog.mode: required` and the watchdog cannot be used: this member may not lead.

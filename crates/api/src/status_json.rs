@@ -4,7 +4,8 @@
 //! body during a leader race and tools (patronictl, HAProxy templates, monitoring) parse it:
 //! `xlog` is `{location}` on a primary and `{received_location, replayed_location,
 //! replayed_timestamp, paused}` on a replica; flags (`pause`, `cluster_unlocked`,
-//! `pending_restart`, `sync_standby`, `quorum_standby`) appear only when true; PostgreSQL facts
+//! `pending_restart` with its `pending_restart_reason`, `sync_standby`, `quorum_standby`) appear
+//! only when true; PostgreSQL facts
 //! (positions, timeline, versions) appear only while PostgreSQL is running and its postmaster is
 //! alive, so a dead server is never described with stale numbers.
 
@@ -66,6 +67,9 @@ struct Status<'a> {
     database_system_identifier: Option<&'a str>,
     #[serde(skip_serializing_if = "not")]
     pending_restart: bool,
+    /// `{name: {old_value, new_value}}`, with `pending_restart`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_restart_reason: Option<Value>,
     /// Rampart's own field (Patroni clients ignore it): this member keeps out of leader races
     /// for now, so others must not wait for it.
     #[serde(skip_serializing_if = "not")]
@@ -112,6 +116,13 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
         tags: (s.tags != Tags::default()).then_some(&s.tags),
         database_system_identifier: Some(s.database_system_identifier.as_str()).filter(|id| !id.is_empty()),
         pending_restart: s.pending_restart,
+        pending_restart_reason: (s.pending_restart && !s.pending_restart_reason.is_empty()).then(|| {
+            s.pending_restart_reason
+                .iter()
+                .map(|(name, old, new)| (name.clone(), serde_json::json!({"old_value": old, "new_value": new})))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        }),
         failover_backoff: s.failover_backoff,
         watchdog_failed: s.watchdog_failed,
         patroni: PatroniInfo { version: &s.api_version, scope: &s.scope, name: &s.name },
@@ -186,6 +197,7 @@ mod tests {
         s.wal_replay_paused = true;
         s.paused = true;
         s.pending_restart = true;
+        s.pending_restart_reason = vec![("max_connections".into(), "100".into(), "150".into())];
         s.cluster_unlocked = true;
         s.tags.nofailover = Some(true);
         let v = patroni_status(&s, true);
@@ -197,6 +209,10 @@ mod tests {
         assert_eq!(v["sync_standby"], true);
         assert_eq!(v["pause"], true);
         assert_eq!(v["pending_restart"], true);
+        assert_eq!(
+            v["pending_restart_reason"],
+            serde_json::json!({"max_connections": {"old_value": "100", "new_value": "150"}})
+        );
         assert_eq!(v["cluster_unlocked"], true);
         assert_eq!(v["tags"], json!({"nofailover": true}));
         assert_eq!(v["dcs_last_seen"], 0);

@@ -76,6 +76,11 @@ impl From<i64> for IntTag {
 }
 
 impl Tags {
+    /// No tag set (what `tags:` absent means).
+    pub fn is_default(&self) -> bool {
+        *self == Tags::default()
+    }
+
     /// Patroni's `_bool_tag`: the boolean if configured, else whether the priority is `<= 0`.
     fn bool_tag(flag: Option<bool>, priority: Option<&IntTag>) -> bool {
         flag.unwrap_or_else(|| priority.and_then(IntTag::value).is_some_and(|p| p <= 0))
@@ -192,8 +197,9 @@ pub struct MemberData {
     /// `streaming` or `in archive recovery` for replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_state: Option<String>,
-    /// Member tags.
-    #[serde(default)]
+    /// Member tags; left out when none is set, as Patroni leaves them out (patronictl shows a
+    /// published empty mapping as `{}`).
+    #[serde(default, skip_serializing_if = "Tags::is_default")]
     pub tags: Tags,
     /// Set when a parameter change waits for a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -52,6 +52,32 @@ pub fn restart_would_apply(name: &str) -> bool {
     !RECOVERY.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
+/// A setting's value in the greatest unit that shows it exactly, as Patroni's
+/// `convert_int_from_base_unit` writes a value given in the setting's base `unit`
+/// (`pg_settings.unit`, e.g. `8kB`, `kB`, `ms`, `s`): `16384` pages of `8kB` is `128MB`. Anything
+/// else (a value with its own unit, a word, a real number, no unit) is returned as it is.
+pub fn human_value(value: &str, unit: Option<&str>) -> String {
+    const MEMORY: &[(&str, u64)] = &[("B", 1), ("kB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40)];
+    const TIME: &[(&str, u64)] = &[("ms", 1), ("s", 1000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
+    let (Ok(n), Some(unit)) = (value.trim().parse::<u64>(), unit) else { return value.to_string() };
+    // `8kB`: a multiple of a unit.
+    let digits = unit.find(|c: char| !c.is_ascii_digit()).unwrap_or(unit.len());
+    let factor: u64 = if digits == 0 { 1 } else { unit[..digits].parse().unwrap_or(1) };
+    let name = &unit[digits..];
+    let Some(scale) = [MEMORY, TIME].into_iter().find(|s| s.iter().any(|(u, _)| *u == name)) else {
+        return value.to_string();
+    };
+    let base = scale.iter().find(|(u, _)| *u == name).map_or(1, |(_, m)| *m);
+    let Some(total) = n.checked_mul(factor).and_then(|v| v.checked_mul(base)) else { return value.to_string() };
+    if total == 0 {
+        return format!("0{name}");
+    }
+    match scale.iter().rev().find(|(_, m)| total % m == 0) {
+        Some((u, m)) => format!("{}{u}", total / m),
+        None => value.to_string(),
+    }
+}
+
 /// Include directives are not parameters; accepting them would let a setting re-order the file.
 const DIRECTIVES: &[&str] = &["include", "include_if_exists", "include_dir"];
 
@@ -314,6 +340,20 @@ fn check_parameter_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_in_base_units_are_shown_as_patroni_shows_them() {
+        assert_eq!(human_value("16384", Some("8kB")), "128MB");
+        assert_eq!(human_value("1025", Some("kB")), "1025kB");
+        assert_eq!(human_value("1024", Some("kB")), "1MB");
+        assert_eq!(human_value("60000", Some("ms")), "1min");
+        assert_eq!(human_value("90", Some("s")), "90s");
+        assert_eq!(human_value("0", Some("ms")), "0ms");
+        assert_eq!(human_value("256MB", Some("8kB")), "256MB", "already with a unit");
+        assert_eq!(human_value("100", None), "100");
+        assert_eq!(human_value("on", None), "on");
+        assert_eq!(human_value("-1", Some("kB")), "-1", "a negative value means something else");
+    }
     use crate::settings::Credentials;
 
     fn settings() -> PgSettings {

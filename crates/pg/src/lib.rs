@@ -45,5 +45,5 @@ pub use process::{LastExit, Postmaster, PostmasterState, StopOutcome};
 pub use remote::check_rewind_source;
 pub use settings::{Credentials, LocalConnect, PgSettings};
 pub use slot_copy::{install_slot_states, read_slot_states};
-pub use sql::{ExtraUser, Probe, ReplicationPeer, SlotReport, Sql};
+pub use sql::{ExtraUser, PendingRestart, Probe, ReplicationPeer, SlotReport, Sql};
 pub use tools::{basebackup, controldata, initdb, rewind, wipe_data_dir, RewindOutcome};

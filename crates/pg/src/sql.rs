@@ -120,6 +120,17 @@ impl Probe {
     }
 }
 
+/// A parameter whose new value waits for a restart: Patroni's `pending_restart_reason` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRestart {
+    /// Parameter name, as PostgreSQL spells it.
+    pub name: String,
+    /// The value the server runs with.
+    pub old_value: String,
+    /// The value a restart would apply.
+    pub new_value: String,
+}
+
 /// A role to create at bootstrap besides the replication and rewind roles.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ExtraUser {
@@ -306,6 +317,13 @@ impl Sql {
     /// CHECKPOINT so the control file shows the new timeline (pg_rewind on the old primary reads
     /// it from there). A server that is already a primary just gets the checkpoint.
     pub async fn promote(&self) -> Result<()> {
+        self.end_recovery().await?;
+        self.checkpoint_apart().await
+    }
+
+    /// The first half of [`Sql::promote`]: `pg_promote(true, 60)` on a server in recovery; returns
+    /// once the server runs as a primary on its new timeline (nothing to do on a primary).
+    pub async fn end_recovery(&self) -> Result<()> {
         let limit = Duration::from_secs(PROMOTE_WAIT_SECS as u64 + 10).max(self.timeout);
         let in_recovery: bool =
             self.query_one_col("pg_is_in_recovery", "SELECT pg_catalog.pg_is_in_recovery()", self.timeout).await?;
@@ -321,7 +339,23 @@ impl Sql {
                 });
             }
         }
-        self.checkpoint().await
+        Ok(())
+    }
+
+    /// The second half of [`Sql::promote`]: a CHECKPOINT on a connection of its own, so that the
+    /// agent's probes (on the shared control connection) are not held up while a large
+    /// checkpoint runs: the member key shows the new role and timeline as soon as recovery ended.
+    pub async fn checkpoint_apart(&self) -> Result<()> {
+        let limit = self.timeout.max(CHECKPOINT_LIMIT);
+        let (client, connection) = timed("connect", self.timeout, self.config.connect(NoTls)).await?;
+        let driver = tokio::spawn(connection);
+        let r = timed("CHECKPOINT", limit, client.batch_execute("CHECKPOINT")).await;
+        if r.is_err() {
+            let _ = client.cancel_token().cancel_query(NoTls).await;
+        }
+        drop(client);
+        let _ = driver.await;
+        r
     }
 
     /// `pg_reload_conf()`: re-read the configuration files.
@@ -351,15 +385,36 @@ impl Sql {
     /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`), sorted,
     /// leaving out the recovery settings the role decides (see [`crate::conf::restart_would_apply`]):
     /// every promoted replica would otherwise report a pending restart.
-    pub async fn pending_restart(&self) -> Result<Vec<String>> {
+    ///
+    /// Each comes with its running value (`current_setting`) and the value a restart would
+    /// apply: the last line for it in the configuration files (`pg_file_settings`), or its
+    /// built-in default when no file sets it any more, a bare number in the setting's base unit
+    /// shown in a readable unit as Patroni does ([`crate::conf::human_value`]). This is Patroni's
+    /// `pending_restart_reason`.
+    pub async fn pending_restart(&self) -> Result<Vec<PendingRestart>> {
+        const SQL: &str = "SELECT s.name, pg_catalog.current_setting(s.name), \
+                COALESCE(f.setting, s.boot_val), s.unit \
+            FROM pg_catalog.pg_settings s \
+            LEFT JOIN LATERAL (SELECT fs.setting FROM pg_catalog.pg_file_settings fs \
+                WHERE pg_catalog.lower(fs.name) = pg_catalog.lower(s.name) \
+                ORDER BY fs.seqno DESC LIMIT 1) f ON true \
+            WHERE s.pending_restart ORDER BY s.name";
         let mut slot = self.client.lock().await;
         let client = self.connected(&mut slot).await?;
-        let sql = "SELECT name FROM pg_catalog.pg_settings WHERE pending_restart ORDER BY name";
-        match timed("pending_restart", self.timeout, client.query(sql, &[])).await {
+        match timed("pending_restart", self.timeout, client.query(SQL, &[])).await {
             Ok(rows) => Ok(rows
                 .iter()
-                .filter_map(|r| r.try_get::<_, String>(0).ok())
-                .filter(|name| crate::conf::restart_would_apply(name))
+                .filter_map(|r| {
+                    Some(PendingRestart {
+                        name: r.try_get(0).ok()?,
+                        old_value: r.try_get::<_, Option<String>>(1).ok()?.unwrap_or_default(),
+                        new_value: crate::conf::human_value(
+                            &r.try_get::<_, Option<String>>(2).ok()?.unwrap_or_default(),
+                            r.try_get::<_, Option<String>>(3).ok()?.as_deref(),
+                        ),
+                    })
+                })
+                .filter(|p| crate::conf::restart_would_apply(&p.name))
                 .collect()),
             Err(e) => {
                 reset(&mut slot);

@@ -278,7 +278,29 @@ async fn scenario(root: &Path, bin: &Path) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(seen, "PostgreSQL never flagged the dropped recovery_target_timeline");
-    assert_eq!(sql_b.pending_restart().await.unwrap(), Vec::<String>::new());
+    assert_eq!(sql_b.pending_restart().await.unwrap(), vec![], "the role's recovery settings ask for nothing");
+    // A parameter that does need a restart is reported with its running and its next value,
+    // as Patroni's pending_restart_reason.
+    let mut changed = b.clone();
+    changed.parameters.insert("max_files_per_process".into(), "900".into());
+    rampart_pg::write_config(&changed, &StartRole::Primary).unwrap();
+    sql_b.reload().await.unwrap();
+    let mut pending = vec![];
+    for _ in 0..100 {
+        pending = sql_b.pending_restart().await.unwrap();
+        if !pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let want = rampart_pg::PendingRestart {
+        name: "max_files_per_process".into(),
+        old_value: "1000".into(),
+        new_value: "900".into(),
+    };
+    assert_eq!(pending, vec![want]);
+    rampart_pg::write_config(&b, &StartRole::Primary).unwrap();
+    sql_b.reload().await.unwrap();
     drop(su_b);
     su.batch_execute("INSERT INTO t SELECT generate_series(1, 1000); CHECKPOINT").await.unwrap();
     drop(su);

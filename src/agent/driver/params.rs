@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use rampart_core::{ActionResult, Cluster, StartRole, Upstream};
-use rampart_pg::Probe;
+use rampart_pg::{PendingRestart, Probe};
 use tracing::{info, warn};
 
 use super::{Agent, SYNC_NAMES_APPLY_LIMIT};
@@ -25,6 +25,9 @@ pub(in crate::agent) struct ParamState {
     applied: Option<BTreeMap<String, String>>,
     /// PostgreSQL reports a parameter change waiting for a restart.
     pub(in crate::agent) pending_restart: bool,
+    /// Which parameters wait, with their running and their next value (published as Patroni's
+    /// `pending_restart_reason`).
+    pub(in crate::agent) pending_reason: Vec<PendingRestart>,
 }
 
 impl ParamState {
@@ -39,6 +42,7 @@ impl Agent {
     pub(in crate::agent) async fn apply_parameters(&mut self, probe: Option<&Probe>, cluster: Option<&Cluster>) {
         let Some(p) = probe else {
             self.params.pending_restart = false;
+            self.params.pending_reason.clear();
             return;
         };
         // Decided on this cycle's configuration: a server adopted after a restart keeps the
@@ -71,11 +75,14 @@ impl Agent {
             }
         }
         match self.sql.pending_restart().await {
-            Ok(names) => {
-                if !names.is_empty() && !self.params.pending_restart {
-                    info!(parameters = ?names, "parameter change waits for a restart");
+            Ok(pending) => {
+                if !pending.is_empty() && pending != self.params.pending_reason {
+                    let changes: Vec<String> =
+                        pending.iter().map(|p| format!("{}: {}->{}", p.name, p.old_value, p.new_value)).collect();
+                    info!(parameters = ?changes, "parameter change waits for a restart");
                 }
-                self.params.pending_restart = !names.is_empty();
+                self.params.pending_restart = !pending.is_empty();
+                self.params.pending_reason = pending;
             }
             Err(e) => warn!(error = %e, "could not read pending_restart"),
         }
