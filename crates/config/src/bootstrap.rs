@@ -2,7 +2,7 @@
 //!
 //! Invariants kept here: `bootstrap.dcs` passes [`DynamicConfig::validate`] (so the first dynamic
 //! configuration written to the DCS can never break the `loop_wait + 2*retry_timeout <= ttl`
-//! rule), and `initdb` options are turned into command-line arguments that never touch what
+//! rule: `loop_wait` and `retry_timeout` are lowered to fit `ttl` as Patroni does, with a warning), and `initdb` options are turned into command-line arguments that never touch what
 //! Rampart controls itself (the data directory, the password file, ...).
 
 use std::collections::BTreeMap;
@@ -53,8 +53,12 @@ impl Bootstrap {
 }
 
 /// `bootstrap.dcs` (defaults when absent), checked against the timing rule.
-pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &Checker<'_>) -> Result<DynamicConfig, Problem> {
-    let dcs = raw.unwrap_or_default();
+pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &mut Checker<'_>) -> Result<DynamicConfig, Problem> {
+    let mut dcs = raw.unwrap_or_default();
+    // Lowered as Patroni does rather than refused, so that a Patroni file keeps working.
+    if let Some(warning) = dcs.adjust_timeouts() {
+        c.warn(&["bootstrap", "dcs", "ttl"], warning);
+    }
     if let Err(e) = dcs.validate() {
         return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
     }

@@ -725,7 +725,7 @@ impl HaNode {
         if cluster.is_leader(&me) {
             self.switchover_started = None;
             let since = *self.restarting_primary_since.get_or_insert(now);
-            let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout * 1000;
+            let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout() * 1000;
             if self.primary_start_failed || timed_out {
                 self.primary_start_failed = false;
                 self.restarting_primary_since = None;

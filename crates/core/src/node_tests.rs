@@ -438,8 +438,10 @@ fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
 #[test]
 fn crashed_leader_gives_up_after_primary_start_timeout() {
     let mut n = HaNode::new(settings());
-    let c =
-        Cluster { config: Some(DynamicConfig { primary_start_timeout: 5, ..Default::default() }), ..cluster(Some(ME)) };
+    let c = Cluster {
+        config: Some(DynamicConfig { primary_start_timeout: Some(5), ..Default::default() }),
+        ..cluster(Some(ME))
+    };
     let l = stopped(ClusterState::InProduction, true);
     assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
     assert_eq!(decide(&mut n, &obs(6_000, &c, &l)), vec![Action::ReleaseLeader]);

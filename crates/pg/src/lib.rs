@@ -8,6 +8,7 @@
 //! * [`settings`]: [`PgSettings`], what the agent tells this crate about the instance;
 //! * [`conf`]: text of `postgresql.conf`, `pg_hba.conf`, the password file, conninfo strings (pure);
 //! * [`configure`]: writes those files into the data directory, atomically;
+//! * [`guc`]: PostgreSQL's settings from `postgres --describe-config`, and the check of a value;
 //! * [`controldata`](mod@controldata): `pg_controldata` parser and data directory classification (pure);
 //! * [`history`]: timeline history file parser;
 //! * [`pidfile`]: `postmaster.pid` parser (pure);
@@ -26,6 +27,7 @@ pub mod conf;
 pub mod configure;
 pub mod controldata;
 pub mod error;
+pub mod guc;
 pub mod history;
 pub mod observe;
 pub mod pidfile;
