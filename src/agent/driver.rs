@@ -432,8 +432,9 @@ impl Agent {
                 Ok(won)
             }
             Action::CancelInitialize => {
+                info!("removing initialize key after failed attempt to bootstrap the cluster");
                 self.dcs.cancel_initialize(self.dcs_deadline()).await?;
-                rampart_pg::wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
+                rampart_pg::move_data_dir_aside(&self.cfg.postgresql.data_dir).await?;
                 Ok(true)
             }
             Action::RecordInitialize { sysid } => {

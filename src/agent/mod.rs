@@ -113,7 +113,12 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
     let alive_pm = pm.clone();
     let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(8);
     let failsafe_inbox = failsafe::Inbox::default();
-    let backend = backend::AgentBackend { dcs: dcs.clone(), queue: queue_tx, failsafe: failsafe_inbox.clone() };
+    let backend = backend::AgentBackend {
+        dcs: dcs.clone(),
+        queue: queue_tx,
+        failsafe: failsafe_inbox.clone(),
+        bin_dir: pg.bin_dir.clone(),
+    };
     // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
     // certificate stops the agent here rather than failing requests later.
     let security = driver::reload::security_settings(&cfg.restapi);

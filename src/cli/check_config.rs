@@ -6,7 +6,9 @@
 //! and the files the proxy would open are checked too: its TLS certificate and key are read, the
 //! access log's directory must exist. Nothing is written. A member check that fails only for a
 //! missing key of a file that is a valid proxy configuration says so, so the operator tries
-//! `--proxy`.
+//! `--proxy`. PostgreSQL parameter values (`postgresql.parameters` and
+//! `bootstrap.dcs.postgresql.parameters`) are checked against the settings of the PostgreSQL in
+//! `postgresql.bin_dir` (as the agent finds it), as that server would read them.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,17 @@ pub fn run(args: CheckArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let c = &loaded.config;
+    // Parameter values as the installed PostgreSQL (the agent's bin_dir) would read them.
+    let bin_dir = c.postgresql.bin_dir.clone().unwrap_or_else(rampart_pg::settings::default_bin_dir);
+    for (section, params) in
+        [("postgresql", &c.postgresql.parameters), ("bootstrap.dcs.postgresql", &c.bootstrap.dcs.postgresql.parameters)]
+    {
+        let notes = rampart_pg::guc::check_with(&bin_dir, params)
+            .map_err(|e| anyhow!("{}: {section}.parameters.{e}", path.display()))?;
+        for n in notes {
+            eprintln!("warning: {}: {section}.parameters: {n}", path.display());
+        }
+    }
     println!(
         "{}: valid configuration for member '{}' of cluster '{}' (DCS {})",
         path.display(),

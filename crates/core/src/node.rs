@@ -488,7 +488,11 @@ impl HaNode {
                     if obs.local.process.is_alive() {
                         actions.push(Action::Stop(StopMode::Immediate));
                     }
+                    // As Patroni (`Ha.cancel_initialization`): the agent then exits rather than
+                    // bootstrapping again and again, each time destroying what the failed
+                    // attempt left for the operator to look at.
                     actions.push(Action::CancelInitialize);
+                    actions.push(Action::Fatal("Failed to bootstrap cluster".into()));
                     Some(self.plan(now, actions, &format!("bootstrap failed ({e}); cancelled initialization")))
                 }
                 (JobKind::Clone, Err(e)) => {

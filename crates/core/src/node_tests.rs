@@ -154,7 +154,11 @@ fn failed_bootstrap_is_cancelled() {
     let l = empty();
     let mut o = obs(0, &c, &l);
     o.job = Some(JobState::Finished(JobKind::Bootstrap, Err("initdb failed".into())));
-    assert_eq!(decide(&mut n, &o), vec![Action::CancelInitialize]);
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::CancelInitialize, Action::Fatal("Failed to bootstrap cluster".into())],
+        "once, then the agent exits, as Patroni does"
+    );
 }
 
 #[test]

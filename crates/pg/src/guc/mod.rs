@@ -3,11 +3,14 @@
 //!
 //! `--describe-config` prints, one tab-separated line per setting: name, context, group, type
 //! (BOOLEAN, INTEGER, REAL, STRING, ENUM), default, min, max, short and long description. It
-//! prints neither units nor enum values, so those come from [`PG15_UNITS_ENUMS`], PostgreSQL 15's
-//! `pg_settings` (checked against a live server by `crates/pg/tests/real_postgres.rs`). On
-//! another major version a setting missing there has an unknown unit (a number with a unit is
-//! then accepted unverified) and an enum's values are only checked on 15 (elsewhere a value
-//! outside 15's list is accepted unverified), so nothing a newer server accepts is refused.
+//! prints neither units nor enum values, and leaves out about fifty settings a `postgresql.conf`
+//! may still hold (developer options such as `zero_damaged_pages`, `application_name`,
+//! `transaction_isolation`) or must not hold (`internal` ones such as `block_size`). Those come
+//! from [`PG15_SETTINGS`], PostgreSQL 15's `pg_settings` (checked against a live server by
+//! `crates/pg/tests/real_postgres.rs`). On another major version a setting missing there has an
+//! unknown unit (a number with a unit is then accepted unverified) and an enum's values are only
+//! checked on 15 (elsewhere a value outside 15's list is accepted unverified), so nothing a newer
+//! server accepts is refused.
 //!
 //! Unknown names are handled as Patroni does (`patroni/postgresql/validator.py`): a name with a
 //! dot is an extension's (`pg_stat_statements.track`) and is passed through; any other name the
@@ -22,13 +25,14 @@ pub mod value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
 pub use value::{BadValue, BaseUnit};
 
-/// PostgreSQL 15's units and enum values (see the file's header).
-pub const PG15_UNITS_ENUMS: &str = include_str!("pg15_units_enums.tsv");
+/// PostgreSQL 15's `pg_settings` (see the file's header).
+pub const PG15_SETTINGS: &str = include_str!("pg15_settings.tsv");
 
 /// Parameters Patroni and Rampart still accept under their old names and convert.
 pub const WAL_KEEP_SEGMENTS: &str = "wal_keep_segments";
@@ -100,7 +104,7 @@ pub enum Checked {
 
 /// A value PostgreSQL would refuse.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("invalid value {value} for parameter {name}: {reason}")]
+#[error("{name}: invalid value {value}: {reason}")]
 pub struct InvalidParameter {
     /// The parameter.
     pub name: String,
@@ -120,7 +124,7 @@ pub struct GucTable {
 impl GucTable {
     /// Reads `postgres --describe-config` output of PostgreSQL `major`.
     pub fn parse(describe: &str, major: u32) -> Result<GucTable, String> {
-        let extras = extras(major);
+        let extras = pg15_settings();
         let mut settings = HashMap::new();
         for (n, line) in describe.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split('\t').collect();
@@ -129,7 +133,7 @@ impl GucTable {
             }
             let key = f[0].to_ascii_lowercase();
             let (unit, values) = match extras.get(&key) {
-                Some((unit, values)) => (*unit, values.clone()),
+                Some(x) => (x.unit, x.values.clone()),
                 None => (UnitInfo::Unknown, None),
             };
             let number = |s: &str| s.trim().parse::<f64>().map_err(|_| format!("line {}: bad bound {s:?}", n + 1));
@@ -152,6 +156,10 @@ impl GucTable {
         }
         if settings.is_empty() {
             return Err("no settings listed".into());
+        }
+        // The settings --describe-config leaves out, as PostgreSQL 15 has them.
+        for (key, x) in extras {
+            settings.entry(key).or_insert(x.guc);
         }
         Ok(GucTable { major, settings })
     }
@@ -181,6 +189,12 @@ impl GucTable {
             return self.unknown(name, &text).map_err(invalid);
         };
         let pg = self.major;
+        if guc.context == "internal" {
+            return Err(invalid(format!(
+                "{} cannot be set: it is fixed when PostgreSQL is built or the cluster initialized",
+                guc.name
+            )));
+        }
         match &guc.kind {
             GucKind::String => Ok(Checked::Valid),
             GucKind::Bool => match value::parse_bool(&text) {
@@ -226,6 +240,21 @@ impl GucTable {
                 }
             }
         }
+    }
+
+    /// Checks every parameter: the remarks for the operator (each naming its parameter), or the
+    /// first value PostgreSQL would refuse.
+    pub fn check_all<'a>(
+        &self,
+        parameters: impl IntoIterator<Item = (&'a String, &'a Json)>,
+    ) -> Result<Vec<String>, InvalidParameter> {
+        let mut notes = Vec::new();
+        for (name, value) in parameters {
+            if let Checked::Note(n) = self.check(name, value)? {
+                notes.push(n);
+            }
+        }
+        Ok(notes)
     }
 
     /// A name this server does not list: an extension's, a legacy one, or unknown.
@@ -288,20 +317,42 @@ fn describe_range(min: f64, max: f64, unit: Option<BaseUnit>, integer: bool) -> 
     }
 }
 
-/// Units and enum values by lower-cased name, from PostgreSQL 15's table: exact on 15; for
-/// another major, units are assumed unchanged and enum lists are kept only for the messages.
-fn extras(_major: u32) -> HashMap<String, (UnitInfo, Option<Vec<String>>)> {
+/// One row of [`PG15_SETTINGS`].
+struct Pg15Setting {
+    unit: UnitInfo,
+    values: Option<Vec<String>>,
+    guc: Guc,
+}
+
+/// [`PG15_SETTINGS`] by lower-cased name. Units are assumed unchanged on other major versions;
+/// enum lists are checked on 15 only (see [`GucTable::check`]).
+fn pg15_settings() -> HashMap<String, Pg15Setting> {
     let mut out = HashMap::new();
-    for line in PG15_UNITS_ENUMS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in PG15_SETTINGS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
-        let (name, unit, values) = (f[0], f.get(2).copied().unwrap_or(""), f.get(3).copied().unwrap_or(""));
-        let unit = if unit.is_empty() {
-            UnitInfo::None
-        } else {
-            BaseUnit::parse(unit).map_or(UnitInfo::Unknown, UnitInfo::Base)
+        let field = |i: usize| f.get(i).copied().unwrap_or("");
+        let unit = match field(3) {
+            "" => UnitInfo::None,
+            u => BaseUnit::parse(u).map_or(UnitInfo::Unknown, UnitInfo::Base),
         };
-        let values = (f.get(1) == Some(&"enum")).then(|| values.split('|').map(str::to_string).collect());
-        out.insert(name.to_ascii_lowercase(), (unit, values));
+        let values: Option<Vec<String>> =
+            (field(1) == "enum").then(|| field(6).split('|').map(str::to_string).collect());
+        let bound = |i: usize| field(i).parse::<f64>().unwrap_or(f64::NAN);
+        let kind = match field(1) {
+            "bool" => GucKind::Bool,
+            "integer" => GucKind::Integer { min: bound(4), max: bound(5), unit },
+            "real" => GucKind::Real { min: bound(4), max: bound(5), unit },
+            "enum" => GucKind::Enum(values.clone()),
+            _ => GucKind::String,
+        };
+        let guc = Guc {
+            name: field(0).to_string(),
+            context: field(2).to_string(),
+            group: String::new(),
+            kind,
+            description: String::new(),
+        };
+        out.insert(field(0).to_ascii_lowercase(), Pg15Setting { unit, values, guc });
     }
     out
 }
@@ -322,32 +373,78 @@ pub struct DescribeError {
     pub reason: String,
 }
 
+/// How long `postgres --version` or `--describe-config` may take (they answer in milliseconds;
+/// a program that hangs must not hang a configuration write).
+const DESCRIBE_LIMIT: Duration = Duration::from_secs(5);
+
 /// The settings of `<bin_dir>/postgres`, read once per binary and process (running
-/// `postgres --version` and `postgres --describe-config`, a few milliseconds) and cached.
+/// `postgres --version` and `postgres --describe-config`, a few milliseconds) and cached, as is
+/// a failure to read them.
 pub fn for_bin_dir(bin_dir: &Path) -> Result<Arc<GucTable>, DescribeError> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<GucTable>>>> = OnceLock::new();
+    type Cache = Mutex<HashMap<PathBuf, Result<Arc<GucTable>, DescribeError>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let program = bin_dir.join("postgres");
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(t) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&program) {
-        return Ok(t.clone());
+    if let Some(known) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&program) {
+        return known.clone();
     }
-    let err = |reason: String| DescribeError { program: program.display().to_string(), reason };
-    let run = |arg: &str| -> Result<String, DescribeError> {
-        let out = std::process::Command::new(&program).arg(arg).output().map_err(|e| err(e.to_string()))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "{arg} exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let read = || -> Result<Arc<GucTable>, DescribeError> {
+        let err = |reason: String| DescribeError { program: program.display().to_string(), reason };
+        let version = run_bounded(&program, "--version").map_err(err)?;
+        let major = parse_major(&version).ok_or_else(|| err(format!("unreadable version {:?}", version.trim())))?;
+        Ok(Arc::new(GucTable::parse(&run_bounded(&program, "--describe-config").map_err(err)?, major).map_err(err)?))
     };
-    let version = run("--version")?;
-    let major = parse_major(&version).ok_or_else(|| err(format!("unreadable version {:?}", version.trim())))?;
-    let table = Arc::new(GucTable::parse(&run("--describe-config")?, major).map_err(err)?);
-    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(program, table.clone());
-    Ok(table)
+    let result = read();
+    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(program, result.clone());
+    result
+}
+
+/// `program arg`'s standard output, or why not, within [`DESCRIBE_LIMIT`].
+fn run_bounded(program: &Path, arg: &str) -> Result<String, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdout = child.stdout.take().ok_or("no standard output")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let deadline = Instant::now() + DESCRIBE_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{arg} did not answer within {} s", DESCRIBE_LIMIT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if !status.success() {
+        return Err(format!("{arg} exited with {status}"));
+    }
+    reader.join().map_err(|_| "reading its output failed".to_string())?.map_err(|e| e.to_string())
+}
+
+/// Checks `parameters` against the settings of `<bin_dir>/postgres` (read once, then cached): the
+/// remarks, or the first value PostgreSQL would refuse (its message names the parameter). When
+/// the settings cannot be read (no PostgreSQL on this host), nothing is checked and the one
+/// remark says so.
+pub fn check_with<'a>(
+    bin_dir: &Path,
+    parameters: impl IntoIterator<Item = (&'a String, &'a Json)>,
+) -> Result<Vec<String>, String> {
+    match for_bin_dir(bin_dir) {
+        Ok(table) => table.check_all(parameters).map_err(|e| e.to_string()),
+        Err(e) => Ok(vec![format!("parameter values not checked: {e}")]),
+    }
 }
 
 #[cfg(test)]
@@ -435,15 +532,9 @@ search_path\tuser\tClient Connection Defaults / Statement Behavior\tSTRING\t\"$u
     #[test]
     fn values_postgresql_refuses_are_refused_with_the_reason() {
         let e = refused("max_connections", json!("lots"));
-        assert_eq!(
-            e,
-            "invalid value \"lots\" for parameter max_connections: not a number (an integer from 1 to 262143)"
-        );
+        assert_eq!(e, "max_connections: invalid value \"lots\": not a number (an integer from 1 to 262143)");
         let e = refused("shared_buffers", json!("999TB"));
-        assert!(
-            e.starts_with("invalid value \"999TB\" for parameter shared_buffers: value exceeds integer range"),
-            "{e}"
-        );
+        assert!(e.starts_with("shared_buffers: invalid value \"999TB\": value exceeds integer range"), "{e}");
         let e = refused("shared_buffers", json!("64kB"));
         assert!(
             e.contains("outside the valid range (an integer from 16 to 1073741823 in units of 8kB, i.e. 128kB .."),
@@ -464,6 +555,20 @@ search_path\tuser\tClient Connection Defaults / Statement Behavior\tSTRING\t\"$u
         assert!(e.ends_with("available values: \"minimal\", \"replica\", \"logical\""), "{e}");
         assert!(refused("synchronous_commit", json!("sometimes")).contains("\"remote_apply\""));
         assert!(refused("work_mem", json!([1])).contains("expected a single value"));
+    }
+
+    #[test]
+    fn a_whole_parameters_section_is_checked() {
+        let t = table();
+        let params: std::collections::BTreeMap<String, Json> =
+            serde_json::from_value(json!({"max_connections": 200, "wal_keep_segments": 8, "shared_buffers": "1GB"}))
+                .unwrap();
+        let notes = t.check_all(&params).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("wal_keep_segments"), "{notes:?}");
+        let bad: std::collections::BTreeMap<String, Json> =
+            serde_json::from_value(json!({"max_connections": "lots", "work_mem": "4MB"})).unwrap();
+        assert_eq!(t.check_all(&bad).unwrap_err().name, "max_connections");
     }
 
     #[test]
@@ -504,13 +609,24 @@ search_path\tuser\tClient Connection Defaults / Statement Behavior\tSTRING\t\"$u
     }
 
     #[test]
-    fn bundled_units_and_enums_parse() {
-        let x = extras(15);
-        assert_eq!(x["shared_buffers"].0, UnitInfo::Base(BaseUnit::Memory(8192)));
-        assert_eq!(x["max_wal_size"].0, UnitInfo::Base(BaseUnit::Memory(1 << 20)));
-        assert_eq!(x["max_connections"].0, UnitInfo::None);
-        assert!(x.values().all(|(u, _)| *u != UnitInfo::Unknown), "every unit of the file is understood");
-        assert_eq!(x["ssl_max_protocol_version"].1.as_ref().unwrap()[0], "", "an empty value is allowed");
+    fn bundled_pg15_settings_parse() {
+        let x = pg15_settings();
+        assert_eq!(x["shared_buffers"].unit, UnitInfo::Base(BaseUnit::Memory(8192)));
+        assert_eq!(x["max_wal_size"].unit, UnitInfo::Base(BaseUnit::Memory(1 << 20)));
+        assert_eq!(x["max_connections"].unit, UnitInfo::None);
+        assert!(x.values().all(|s| s.unit != UnitInfo::Unknown), "every unit of the file is understood");
+        assert_eq!(x["ssl_max_protocol_version"].values.as_ref().unwrap()[0], "", "an empty value is allowed");
+        assert_eq!(x["block_size"].guc.kind, GucKind::Integer { min: 8192.0, max: 8192.0, unit: UnitInfo::None });
+    }
+
+    #[test]
+    fn settings_describe_config_leaves_out_are_known_and_internal_ones_refused() {
+        let t = table();
+        assert_eq!(t.check("zero_damaged_pages", &json!(true)), Ok(Checked::Valid));
+        assert_eq!(t.check("application_name", &json!("app")), Ok(Checked::Valid));
+        assert!(t.check("transaction_isolation", &json!("whenever")).is_err());
+        let e = t.check("block_size", &json!(8192)).unwrap_err().to_string();
+        assert!(e.contains("block_size cannot be set"), "{e}");
     }
 
     #[test]
@@ -528,7 +644,7 @@ search_path\tuser\tClient Connection Defaults / Statement Behavior\tSTRING\t\"$u
                     GucKind::Enum(values) => values.is_none(),
                     _ => false,
                 };
-                assert!(!unknown, "{} has no unit or values in pg15_units_enums.tsv", g.name);
+                assert!(!unknown, "{} has no unit or values in pg15_settings.tsv", g.name);
             }
         }
         let e = for_bin_dir(Path::new("/nonexistent")).unwrap_err().to_string();
