@@ -122,6 +122,11 @@ pub(crate) struct RawBootstrap {
     pub initdb: Option<Json>,
     pub pg_hba: Option<Vec<String>>,
     pub users: Option<BTreeMap<String, RawUser>>,
+    /// `initdb` (default) or the name of a custom method section (`bootstrap.<method>`).
+    pub method: Option<String>,
+    /// The other keys: custom bootstrap method sections (see [`crate::bootstrap`]).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
 }
 
 #[derive(Debug, Default, Deserialize)]

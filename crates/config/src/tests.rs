@@ -718,3 +718,46 @@ fn the_strict_sync_placeholder_is_no_member_name() {
     let e = err(&text);
     assert!(e.starts_with("node1.yml:2: name: \"__patroni_strict_sync_replica_placeholder__\" is reserved"), "{e}");
 }
+
+#[test]
+fn bootstrap_method_is_read_as_patroni_does() {
+    let text = format!(
+        "{MINIMAL}bootstrap:
+  method: restore
+  restore:
+    command: /usr/local/bin/restore.sh --from backup
+    keep_existing_recovery_conf: true
+    recovery_conf:
+      restore_command: cp /archive/%f %p
+      recovery_target_timeline: latest
+    target: last
+    verbose: true
+  other_method:
+    command: x
+"
+    );
+    let l = ok(&text);
+    let m = l.config.bootstrap.method.expect("a custom method");
+    assert_eq!((m.name.as_str(), m.command.as_str()), ("restore", "/usr/local/bin/restore.sh --from backup"));
+    assert!(m.keep_existing_recovery_conf && !m.no_params);
+    assert_eq!(m.recovery_conf["restore_command"], "cp /archive/%f %p");
+    assert_eq!(
+        m.args("pg", std::path::Path::new("/data")),
+        ["--scope=pg", "--datadir=/data", "--target=last", "--verbose=True"]
+    );
+    assert_eq!(l.warnings, ["node1.yml:23: bootstrap.other_method: not used (not the bootstrap.method in force)"]);
+
+    // no_params; initdb by name; a method without its section falls back to initdb with a warning.
+    let text = format!("{MINIMAL}bootstrap:\n  method: b\n  b:\n    command: run\n    no_params: true\n");
+    assert_eq!(ok(&text).config.bootstrap.method.unwrap().args("pg", std::path::Path::new("/d")), Vec::<String>::new());
+    assert!(ok(&format!("{MINIMAL}bootstrap:\n  method: initdb\n")).config.bootstrap.method.is_none());
+    let l = ok(&format!("{MINIMAL}bootstrap:\n  method: missing\n"));
+    assert!(l.config.bootstrap.method.is_none());
+    assert!(
+        l.warnings[0].contains("bootstrap.method: \"missing\" has no bootstrap.missing section"),
+        "{:?}",
+        l.warnings
+    );
+    let e = err(&format!("{MINIMAL}bootstrap:\n  method: b\n  b:\n    command: [1]\n"));
+    assert!(e.contains("bootstrap.b.command: expected a command line"), "{e}");
+}
