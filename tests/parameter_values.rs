@@ -5,9 +5,9 @@
 //! 2. Values PostgreSQL would refuse at its next start (`max_connections: lots`,
 //!    `shared_buffers: 999TB`) are refused by `check-config`, `PATCH`/`PUT /config` and
 //!    `edit-config`, each naming the parameter, and the `config` key in etcd is not touched.
-//! 3. Patroni's forms are accepted: `PATCH {"ttl": 20}` over loop_wait 2 / retry_timeout 10 lowers
-//!    the two as Patroni does, and the permanent-slot shorthand `{"slots": {"name": 0}}` makes a
-//!    physical slot.
+//! 3. Patroni's forms are accepted: an `etcd` (v2) section instead of `etcd3` (its hosts are used
+//!    with the v3 API), `PATCH {"ttl": 20}` over loop_wait 2 / retry_timeout 10 lowers the two as
+//!    Patroni does, and the permanent-slot shorthand `{"slots": {"name": 0}}` makes a physical slot.
 //! 4. A custom `bootstrap.method` runs its command instead of initdb; when it fails the agent
 //!    stops after one attempt with the data directory kept aside, and with a working command the
 //!    cluster comes up from what the command built.
@@ -63,6 +63,17 @@ async fn parameter_values_are_checked_as_postgresql_reads_them_and_patroni_forms
         stderr(&o)
     );
     assert!(c.rampart(["check-config", c.config_path(leader).to_str().unwrap()]).status.success());
+
+    // Seed 002's Patroni etcd (v2) section: its hosts are used with the v3 API, with a warning.
+    let v2_file = c.dir().join("etcd-v2.yml");
+    std::fs::write(&v2_file, good.replace("etcd3:", "etcd:")).unwrap();
+    let o = c.rampart(["check-config", v2_file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("etcd: Rampart speaks only etcd's v3 API"), "{}", stderr(&o));
+    let o = c.rampart(["list", "-c", v2_file.to_str().unwrap(), "-f", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["Member"], c.name(leader), "the cluster is reached through the etcd section's hosts");
 
     // PATCH and PUT /config, and edit-config: refused, naming the parameter; nothing written.
     let before = config_key(&c).expect("config key");
