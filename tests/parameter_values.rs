@@ -4,7 +4,8 @@
 //!    comes up anyway, with `wal_keep_size = 80MB`, as under Patroni.
 //! 2. Values PostgreSQL would refuse at its next start (`max_connections: lots`,
 //!    `shared_buffers: 999TB`) are refused by `check-config`, `PATCH`/`PUT /config` and
-//!    `edit-config`, each naming the parameter, and the `config` key in etcd is not touched.
+//!    `edit-config`, each naming the parameter, and the `config` key in etcd is not touched; a
+//!    reload of a member file that gained one is refused.
 //! 3. Patroni's forms are accepted: an `etcd` (v2) section instead of `etcd3` (its hosts are used
 //!    with the v3 API), `PATCH {"ttl": 20}` over loop_wait 2 / retry_timeout 10 lowers the two as
 //!    Patroni does, and the permanent-slot shorthand `{"slots": {"name": 0}}` makes a physical slot.
@@ -108,6 +109,21 @@ async fn parameter_values_are_checked_as_postgresql_reads_them_and_patroni_forms
         );
     }
     assert_eq!(config_key(&c).as_ref(), Some(&before), "refusals write nothing");
+
+    // A reload of a member file that gained such a value is refused; the running settings stay.
+    let node_file = c.config_path(leader).to_path_buf();
+    std::fs::write(
+        &node_file,
+        good.replace(
+            "    password_encryption: scram-sha-256",
+            "    password_encryption: scram-sha-256\n    max_connections: lots",
+        ),
+    )
+    .unwrap();
+    let r = support::http_request(api, "POST", "/reload", None).unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("postgresql.parameters.max_connections: invalid value \"lots\""), "{}", r.body);
+    std::fs::write(&node_file, &good).unwrap();
 
     // Values PostgreSQL reads are accepted, units and all.
     let r =
