@@ -87,3 +87,51 @@ pub async fn wait_for_end_of_recovery(sql: &Sql) -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn method(command: &str) -> BootstrapMethod {
+        BootstrapMethod { name: "restore".into(), command: command.into(), ..Default::default() }
+    }
+
+    /// A command that makes a fake data directory with signal files and records its arguments.
+    const MAKE: &str = r#"d="${2#--datadir=}"; mkdir -p "$d" && touch "$d/PG_VERSION" "$d/promote" "$d/standby.signal" && echo "$@" > "$d/args"; true"#;
+
+    #[tokio::test]
+    async fn the_command_gets_patronis_arguments_and_signal_files_are_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PgSettings::new("n1", dir.path().join("data"));
+        let first = run(&method(MAKE), &s, "pg").await.unwrap();
+        let d = &s.data_dir;
+        let args = std::fs::read_to_string(d.join("args")).unwrap();
+        assert_eq!(args.trim(), format!("--scope=pg --datadir={}", d.display()));
+        assert!(!d.join("promote").exists(), "a promote trigger would promote at once");
+        assert!(!d.join("standby.signal").exists(), "removed without keep_existing_recovery_conf");
+        assert_eq!(first.parameters, s.parameters);
+
+        // keep_existing_recovery_conf keeps them; recovery_conf asks for a recovery, then promotion.
+        std::fs::remove_dir_all(d).unwrap();
+        let keep = BootstrapMethod { keep_existing_recovery_conf: true, ..method(MAKE) };
+        run(&keep, &s, "pg").await.unwrap();
+        assert!(d.join("standby.signal").exists());
+        std::fs::remove_dir_all(d).unwrap();
+        let recovery = BTreeMap::from([("restore_command".to_string(), "cp /archive/%f %p".to_string())]);
+        let restore = BootstrapMethod { recovery_conf: recovery, ..method(MAKE) };
+        let first = run(&restore, &s, "pg").await.unwrap();
+        assert!(d.join("recovery.signal").exists());
+        assert_eq!(first.parameters["restore_command"], "cp /archive/%f %p");
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_or_no_data_directory_fails_the_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PgSettings::new("n1", dir.path().join("data"));
+        let e = run(&method("exit 3;"), &s, "pg").await.unwrap_err();
+        assert!(e.contains("custom bootstrap restore: its command exited with exit status: 3"), "{e}");
+        let e = run(&method("true"), &s, "pg").await.unwrap_err();
+        assert!(e.contains("left no PostgreSQL data directory"), "{e}");
+    }
+}
