@@ -142,19 +142,30 @@ fn cases(good: &str) -> Vec<Case> {
         says: vec!["missing"],
     });
 
-    // loop_wait + 2*retry_timeout = 30 > ttl = 20: the leader could lose its lease unnoticed.
-    let yaml = replace_line(good, "    ttl:", &["    ttl: 20"]);
-    let yaml = replace_line(&yaml, "    loop_wait:", &["    loop_wait: 10"]);
-    let yaml = replace_line(&yaml, "    retry_timeout:", &["    retry_timeout: 10"]);
-    let timing_lines =
-        vec![line_of(&yaml, "    ttl:"), line_of(&yaml, "    loop_wait:"), line_of(&yaml, "    retry_timeout:")];
+    // ttl below the minimum (loop_wait + 2*retry_timeout above ttl is lowered as Patroni does).
+    let yaml = replace_line(good, "    ttl:", &["    ttl: 4"]);
     v.push(Case {
-        what: "loop_wait + 2*retry_timeout > ttl",
+        what: "ttl below the minimum",
+        place: Place::File(vec![line_of(&yaml, "    ttl: 4")]),
         yaml,
         env: vec![],
-        place: Place::File(timing_lines),
         key: Some("bootstrap.dcs.ttl"),
-        says: vec!["loop_wait", "retry_timeout", "ttl"],
+        says: vec!["minimum"],
+    });
+
+    // A parameter value PostgreSQL itself would refuse at its next start.
+    let yaml = replace_line(
+        good,
+        "    password_encryption:",
+        &["    password_encryption: scram-sha-256", "    max_connections: lots"],
+    );
+    v.push(Case {
+        what: "postgresql.parameters.max_connections: lots",
+        yaml,
+        env: vec![],
+        place: Place::File(vec![]),
+        key: Some("postgresql.parameters.max_connections"),
+        says: vec!["invalid value \"lots\"", "not a number"],
     });
 
     // A good file, spoiled by the environment.

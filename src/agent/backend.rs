@@ -6,6 +6,8 @@
 //! answers when it has decided (and, for a restart, when the restart has finished).
 //! Invariant: the REST handlers never touch PostgreSQL or make HA decisions themselves.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rampart_api::{Backend, BoxFuture, FailsafePing, LocalReply, LocalRequest};
@@ -28,6 +30,8 @@ pub struct AgentBackend {
     pub queue: mpsc::Sender<Queued>,
     /// Where accepted failsafe pings go (read by the loop; never waits for it).
     pub failsafe: super::failsafe::Inbox,
+    /// The PostgreSQL programs whose settings configuration writes are checked against.
+    pub bin_dir: PathBuf,
 }
 
 impl Backend for AgentBackend {
@@ -49,6 +53,10 @@ impl Backend for AgentBackend {
         Box::pin(async move {
             self.dcs.set_config(&json, expected_revision, self.dcs.op_deadline()).await.map_err(|e| e.to_string())
         })
+    }
+
+    fn check_parameters(&self, parameters: &BTreeMap<String, serde_json::Value>) -> Result<Vec<String>, String> {
+        rampart_pg::guc::check_with(&self.bin_dir, parameters)
     }
 
     fn local(&self, request: LocalRequest) -> BoxFuture<'_, LocalReply> {

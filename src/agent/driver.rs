@@ -374,6 +374,7 @@ impl Agent {
             sql: self.sql.clone(),
             dcs: self.dcs.clone(),
             initdb_args: self.cfg.bootstrap.initdb.clone(),
+            bootstrap_method: self.cfg.bootstrap.method.clone(),
             extra_users,
             known_history: cluster.map(|c| c.history.clone()).unwrap_or_default(),
             pre_promote: self.cfg.postgresql.pre_promote.clone(),
@@ -432,8 +433,9 @@ impl Agent {
                 Ok(won)
             }
             Action::CancelInitialize => {
+                info!("removing initialize key after failed attempt to bootstrap the cluster");
                 self.dcs.cancel_initialize(self.dcs_deadline()).await?;
-                rampart_pg::wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
+                rampart_pg::move_data_dir_aside(&self.cfg.postgresql.data_dir).await?;
                 Ok(true)
             }
             Action::RecordInitialize { sysid } => {

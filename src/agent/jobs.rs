@@ -30,6 +30,8 @@ pub struct JobContext {
     pub dcs: EtcdDcs,
     /// `bootstrap.initdb` as initdb arguments.
     pub initdb_args: Vec<String>,
+    /// `bootstrap.method` when it is a custom method (run instead of initdb).
+    pub bootstrap_method: Option<rampart_config::BootstrapMethod>,
     /// Legacy `bootstrap.users`.
     pub extra_users: Vec<ExtraUser>,
     /// Timeline history known to the DCS, to keep earlier entries' metadata.
@@ -95,9 +97,17 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
     let text = |e: rampart_pg::PgError| e.to_string();
     match job {
         Job::Bootstrap => {
-            rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
+            let Some(method) = &ctx.bootstrap_method else {
+                rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
+                rampart_pg::write_pgpass(s).map_err(text)?;
+                ctx.pm.start(s, &StartRole::Primary).await.map_err(text)?;
+                ctx.sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
+                return Ok(());
+            };
+            let first_start = super::custom_bootstrap::run(method, s, &ctx.scope).await?;
             rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(s, &StartRole::Primary).await.map_err(text)?;
+            ctx.pm.start(&first_start, &StartRole::Primary).await.map_err(text)?;
+            super::custom_bootstrap::wait_for_end_of_recovery(&ctx.sql).await?;
             ctx.sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
             Ok(())
         }

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod callbacks;
+pub mod custom_bootstrap;
 pub mod driver;
 pub mod failsafe;
 pub mod jobs;
@@ -45,6 +46,10 @@ pub fn run(config_path: &Path) -> Result<()> {
     crate::logging::init(&loaded.config.log, crate::logging::AGENT_LOG_FILE)?;
     for w in &loaded.warnings {
         warn!("{w}");
+    }
+    // A value PostgreSQL would refuse is refused now, before anything is touched.
+    for note in crate::cli::check_config::parameter_values(config_path, &loaded.config)? {
+        warn!("{note}");
     }
     // Overrides may carry passwords: keep them out of every child process's environment.
     for var in rampart_config::override_variables() {
@@ -113,7 +118,12 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
     let alive_pm = pm.clone();
     let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(8);
     let failsafe_inbox = failsafe::Inbox::default();
-    let backend = backend::AgentBackend { dcs: dcs.clone(), queue: queue_tx, failsafe: failsafe_inbox.clone() };
+    let backend = backend::AgentBackend {
+        dcs: dcs.clone(),
+        queue: queue_tx,
+        failsafe: failsafe_inbox.clone(),
+        bin_dir: pg.bin_dir.clone(),
+    };
     // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
     // certificate stops the agent here rather than failing requests later.
     let security = driver::reload::security_settings(&cfg.restapi);

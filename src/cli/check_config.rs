@@ -6,7 +6,9 @@
 //! and the files the proxy would open are checked too: its TLS certificate and key are read, the
 //! access log's directory must exist. Nothing is written. A member check that fails only for a
 //! missing key of a file that is a valid proxy configuration says so, so the operator tries
-//! `--proxy`.
+//! `--proxy`. PostgreSQL parameter values (`postgresql.parameters` and
+//! `bootstrap.dcs.postgresql.parameters`) are checked against the settings of the PostgreSQL in
+//! `postgresql.bin_dir` (as the agent finds it), as that server would read them.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,9 @@ pub fn run(args: CheckArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let c = &loaded.config;
+    for note in parameter_values(path, c)? {
+        eprintln!("warning: {note}");
+    }
     println!(
         "{}: valid configuration for member '{}' of cluster '{}' (DCS {})",
         path.display(),
@@ -45,6 +50,23 @@ pub fn run(args: CheckArgs) -> Result<()> {
         c.etcd_endpoints().join(",")
     );
     Ok(())
+}
+
+/// Checks the PostgreSQL parameter values of a member's file (`postgresql.parameters` and
+/// `bootstrap.dcs.postgresql.parameters`) as the PostgreSQL in its `bin_dir` (found as the agent
+/// finds it) would read them: the remarks, or an error naming the file, the parameter and why.
+/// `rampart agent` runs the same check before touching anything.
+pub fn parameter_values(path: &Path, c: &rampart_config::Config) -> Result<Vec<String>> {
+    let bin_dir = c.postgresql.bin_dir.clone().unwrap_or_else(rampart_pg::settings::default_bin_dir);
+    let mut notes = Vec::new();
+    for (section, params) in
+        [("postgresql", &c.postgresql.parameters), ("bootstrap.dcs.postgresql", &c.bootstrap.dcs.postgresql.parameters)]
+    {
+        let found = rampart_pg::guc::check_with(&bin_dir, params)
+            .map_err(|e| anyhow!("{}: {section}.parameters.{e}", path.display()))?;
+        notes.extend(found.into_iter().map(|n| format!("{}: {section}.parameters: {n}", path.display())));
+    }
+    Ok(notes)
 }
 
 /// A member check's error, with a hint when the file is a valid proxy configuration that lacks

@@ -96,14 +96,29 @@ pub fn merge(config: &mut Value, patch: &Value) {
 }
 
 /// Checks that `config` is a configuration the agents will accept: a mapping whose known keys
-/// have the right types and whose timing keeps `loop_wait + 2 * retry_timeout <= ttl`.
-pub fn validate(config: &Value) -> Result<()> {
+/// have the right types, whose timing keeps `loop_wait + 2 * retry_timeout <= ttl` (lowering
+/// `loop_wait` and `retry_timeout` as Patroni does, with its warning) and whose PostgreSQL
+/// parameter values this host's PostgreSQL accepts. Returns the configuration to write.
+pub fn validate(config: &Value) -> Result<Value> {
     if !config.is_object() {
         bail!("edit-config: the configuration must be a mapping of keys (ttl, loop_wait, postgresql, ...)");
     }
-    let parsed: DynamicConfig = serde_json::from_value(config.clone())
+    let mut parsed: DynamicConfig = serde_json::from_value(config.clone())
         .context("edit-config: the new configuration has a value of the wrong type")?;
-    parsed.validate().map_err(|e| anyhow::anyhow!("edit-config: the new configuration cannot work: {e}"))
+    let mut config = config.clone();
+    if let Some(warning) = parsed.adjust_timeouts() {
+        eprintln!("warning: {warning}");
+        config["loop_wait"] = parsed.loop_wait.into();
+        config["retry_timeout"] = parsed.retry_timeout.into();
+    }
+    parsed.validate().map_err(|e| anyhow::anyhow!("edit-config: the new configuration cannot work: {e}"))?;
+    // The values as this host's PostgreSQL (the agent's default bin_dir) would read them.
+    let notes = rampart_pg::guc::check_with(&rampart_pg::settings::default_bin_dir(), &parsed.postgresql.parameters)
+        .map_err(|e| anyhow::anyhow!("edit-config: postgresql.parameters.{e}; configuration not changed"))?;
+    for n in notes {
+        eprintln!("warning: postgresql.parameters: {n}");
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -167,9 +182,14 @@ mod tests {
     #[test]
     fn validation_refuses_what_agents_would_not_run() {
         validate(&json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10})).unwrap();
-        let e = format!("{:#}", validate(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap_err());
+        let lowered = validate(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap();
+        assert_eq!(lowered, json!({"ttl": 20, "loop_wait": 1, "retry_timeout": 9}), "lowered as Patroni does");
+        let e = format!("{:#}", validate(&json!({"ttl": 3})).unwrap_err());
+        assert!(e.starts_with("edit-config: the new configuration cannot work: ttl: 3 is below"), "{e}");
+        let bad = json!({"postgresql": {"parameters": {"shared_buffers": "999TB", "max_connections": 100}}});
+        let e = format!("{:#}", validate(&bad).unwrap_err());
         assert!(
-            e.starts_with("edit-config: the new configuration cannot work: ttl: loop_wait + 2*retry_timeout"),
+            e.starts_with("edit-config: postgresql.parameters.shared_buffers: invalid value \"999TB\": value exceeds"),
             "{e}"
         );
         let e = format!("{:#}", validate(&json!({"ttl": "soon"})).unwrap_err());

@@ -5,7 +5,9 @@
 //! `edit-config` builds the new configuration from `-s`, `-p`, `--apply`, `--replace` or an editor
 //! session, shows a unified diff, asks (unless `--force`) and writes it with compare-and-swap on
 //! the key's revision, so a concurrent change is never overwritten. A configuration the agents
-//! would refuse (wrong types, `loop_wait + 2 * retry_timeout > ttl`) is refused here first.
+//! would refuse (wrong types, a PostgreSQL parameter value the server would refuse) is refused
+//! here first, before anything is written; timeouts that break `loop_wait + 2 * retry_timeout <=
+//! ttl` are lowered as Patroni does.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -200,7 +202,7 @@ pub fn run_edit(args: EditArgs) -> Result<()> {
             }
             return Ok(());
         }
-        validate(&changed)?;
+        let changed = validate(&changed)?;
         if !args.quiet {
             print!(
                 "{}",

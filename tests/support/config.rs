@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub dcs_yaml: String,
     /// Extra `bootstrap.initdb` items, as YAML list items without the dash (`wal-segsize: 1`).
     pub initdb_options: Vec<String>,
+    /// Raw YAML lines for `bootstrap` (each indented as a bootstrap key, 2 spaces), e.g.
+    /// `method` and a custom method's section.
+    pub bootstrap_yaml: String,
     /// Extra `postgresql.<key>: <yaml value>` lines (e.g. `pre_promote`, `callbacks`).
     pub pg_settings: Vec<(String, String)>,
     /// Extra `restapi.<key>: <yaml value>` lines (e.g. `authentication`, `certfile`).
@@ -89,6 +92,7 @@ impl NodeConfig {
             extra_yaml: String::new(),
             dcs_parameters: Vec::new(),
             dcs_yaml: String::new(),
+            bootstrap_yaml: String::new(),
             initdb_options: Vec::new(),
             pg_settings: Vec::new(),
             restapi_settings: Vec::new(),
@@ -260,6 +264,9 @@ impl NodeConfig {
         line("    - local all all trust".into());
         line(format!("    - host replication {} {} scram-sha-256", super::REPLICATION_USER, self.client_net));
         line(format!("    - host all all {} scram-sha-256", self.client_net));
+        if !self.bootstrap_yaml.is_empty() {
+            line(self.bootstrap_yaml.trim_end().to_string());
+        }
         line(String::new());
         line("postgresql:".into());
         line(format!("  listen: {}", self.pg_address()));

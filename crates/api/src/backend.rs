@@ -8,6 +8,7 @@
 //! Invariant: every write goes through this trait, so the API never holds a DCS client or
 //! touches PostgreSQL itself, and a test can drive the endpoints with a fake backend.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -86,6 +87,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Writes the `config` key; with `expected_revision`, only if it is still at that revision
     /// (`Ok(false)` when the compare failed).
     fn write_config(&self, json: String, expected_revision: Option<i64>) -> BoxFuture<'_, Result<bool, String>>;
+
+    /// Checks the `postgresql.parameters` of a configuration about to be written against the
+    /// local PostgreSQL's own settings (`postgres --describe-config`): the remarks to log (e.g.
+    /// an unknown name), or why PostgreSQL would refuse a value, naming the parameter.
+    fn check_parameters(&self, parameters: &BTreeMap<String, serde_json::Value>) -> Result<Vec<String>, String>;
 
     /// Hands a request to the local agent's loop and waits for its answer.
     fn local(&self, request: LocalRequest) -> BoxFuture<'_, LocalReply>;

@@ -3,8 +3,13 @@
 //!
 //! Invariants kept here:
 //! * a configuration is written only if it still reads as a [`DynamicConfig`] and passes
-//!   [`DynamicConfig::validate`] (the lease timing rule), so no API call can store a configuration
-//!   the members would reject or that lets a leader lose its lease before noticing;
+//!   [`DynamicConfig::validate`] (the lease timing rule; `loop_wait` and `retry_timeout` that do
+//!   not fit `ttl` are lowered as Patroni does, with its warning, and written lowered), so no API
+//!   call can store a configuration the members would reject or that lets a leader lose its
+//!   lease before noticing;
+//! * and only if every `postgresql.parameters` value is one the local PostgreSQL accepts
+//!   ([`Backend::check_parameters`]): a bad value is answered 400 naming the parameter, and
+//!   nothing is written;
 //! * `PATCH` works on JSON values, so keys Rampart does not interpret survive, and is written with
 //!   compare-and-swap on the revision it was computed from: a concurrent change makes it fail
 //!   with 409 instead of being silently overwritten;
@@ -39,10 +44,15 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Checks that `doc` is a usable dynamic configuration; the error names the offending key.
+/// Timeouts that break the timing rule are lowered first, as Patroni does (see
+/// [`DynamicConfig::adjust_timeouts`]).
 pub fn check_config(doc: &Value) -> Result<DynamicConfig, String> {
     let Some(fields) = doc.as_object() else { return Err("the configuration must be a JSON object".into()) };
     match serde_json::from_value::<DynamicConfig>(doc.clone()) {
-        Ok(cfg) => cfg.validate().map(|()| cfg).map_err(|e| format!("invalid configuration: {e}")),
+        Ok(mut cfg) => {
+            cfg.adjust_timeouts();
+            cfg.validate().map(|()| cfg).map_err(|e| format!("invalid configuration: {e}"))
+        }
         Err(e) => match bad_key(fields) {
             Some(key) => Err(format!("invalid configuration: {key}: {e}")),
             None => Err(format!("invalid configuration: {e}")),
@@ -77,6 +87,28 @@ fn bad_key(fields: &Map<String, Value>) -> Option<String> {
     None
 }
 
+/// Everything a write needs checked, in order: the structure and timing rule, then the
+/// PostgreSQL parameters against the local server's settings. Returns the document to write:
+/// `doc` with the timeouts lowered when Patroni's rule lowered them (the warning is logged).
+fn checked_for_write(backend: &Arc<dyn Backend>, doc: &Value) -> Result<Value, String> {
+    let mut cfg: DynamicConfig =
+        serde_json::from_value(doc.clone()).map_err(|_| check_config(doc).err().unwrap_or_default())?;
+    let mut doc = doc.clone();
+    if let Some(warning) = cfg.adjust_timeouts() {
+        tracing::warn!("{warning}");
+        doc["loop_wait"] = cfg.loop_wait.into();
+        doc["retry_timeout"] = cfg.retry_timeout.into();
+    }
+    check_config(&doc)?;
+    let notes = backend
+        .check_parameters(&cfg.postgresql.parameters)
+        .map_err(|e| format!("invalid configuration: postgresql.parameters.{e}"))?;
+    for note in notes {
+        tracing::warn!("postgresql.parameters: {note}");
+    }
+    Ok(doc)
+}
+
 fn compact(doc: &Value) -> String {
     // Serializing a `Value` cannot fail (its map keys are strings).
     serde_json::to_string(doc).unwrap_or_default()
@@ -99,9 +131,10 @@ pub async fn patch(backend: &Arc<dyn Backend>, changes: &Map<String, Value>) -> 
     };
     let mut updated = current.clone();
     merge_patch(&mut updated, &Value::Object(changes.clone()));
-    if let Err(why) = check_config(&updated) {
-        return Reply::text(400, why);
-    }
+    let updated = match checked_for_write(backend, &updated) {
+        Ok(doc) => doc,
+        Err(why) => return Reply::text(400, why),
+    };
     if updated != current {
         match backend.write_config(compact(&updated), Some(cluster.config_revision)).await {
             Ok(true) => {}
@@ -114,10 +147,10 @@ pub async fn patch(backend: &Arc<dyn Backend>, changes: &Map<String, Value>) -> 
 
 /// Handles `PUT /config` with a non-empty JSON object.
 pub async fn put(backend: &Arc<dyn Backend>, replacement: &Map<String, Value>) -> Reply {
-    let doc = Value::Object(replacement.clone());
-    if let Err(why) = check_config(&doc) {
-        return Reply::text(400, why);
-    }
+    let doc = match checked_for_write(backend, &Value::Object(replacement.clone())) {
+        Ok(doc) => doc,
+        Err(why) => return Reply::text(400, why),
+    };
     let unchanged = match backend.read_cluster().await {
         Ok(c) => c.config.as_ref().and_then(|cfg| serde_json::to_value(cfg).ok()).is_some_and(|cur| cur == doc),
         // Cannot compare: write anyway, the write reports whether the DCS is reachable.
@@ -172,8 +205,10 @@ mod tests {
         assert!(e.starts_with("invalid configuration: ttl: invalid type"), "{e}");
         let e = check_config(&json!({"postgresql": {"use_slots": "maybe", "parameters": {}}})).unwrap_err();
         assert!(e.starts_with("invalid configuration: postgresql.use_slots:"), "{e}");
-        let e = check_config(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap_err();
-        assert!(e.contains("ttl") && e.contains("> 20"), "{e}");
+        let lowered = check_config(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap();
+        assert_eq!((lowered.loop_wait, lowered.retry_timeout), (1, 9), "lowered as Patroni does");
+        let e = check_config(&json!({"ttl": 3})).unwrap_err();
+        assert!(e.starts_with("invalid configuration: ttl: 3 is below the minimum"), "{e}");
         assert!(check_config(&json!([1])).is_err());
         let e = check_config(&json!({"synchronous_mode": "quorom"})).unwrap_err();
         assert!(e.starts_with("invalid configuration: synchronous_mode: synchronous_mode must be"), "{e}");

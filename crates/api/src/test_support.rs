@@ -32,6 +32,7 @@ pub(crate) enum Call {
     SetFailover(Failover),
     ClearFailover,
     WriteConfig(String, Option<i64>),
+    CheckParameters(BTreeMap<String, Value>),
     Local(LocalRequest),
     FailsafePing(FailsafePing),
 }
@@ -42,6 +43,8 @@ pub(crate) struct FakeBackend {
     pub(crate) set_failover_result: Mutex<Result<(), String>>,
     pub(crate) clear_failover_result: Mutex<Result<(), String>>,
     pub(crate) write_config_result: Mutex<Result<bool, String>>,
+    /// What `check_parameters` answers for a parameter called `refused` (else the notes).
+    pub(crate) parameter_check: Mutex<(Option<String>, Vec<String>)>,
     pub(crate) local_reply: Mutex<LocalReply>,
 }
 
@@ -55,6 +58,7 @@ impl FakeBackend {
             set_failover_result: Mutex::new(Ok(())),
             clear_failover_result: Mutex::new(Ok(())),
             write_config_result: Mutex::new(Ok(true)),
+            parameter_check: Mutex::new((None, Vec::new())),
             local_reply: Mutex::new(LocalReply { status: 200, message: "ok".into() }),
         })
     }
@@ -63,9 +67,9 @@ impl FakeBackend {
         self.calls.lock().unwrap().clone()
     }
 
-    /// The calls other than reads.
+    /// The calls other than reads and checks.
     pub(crate) fn writes(&self) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| *c != Call::ReadCluster).collect()
+        self.calls().into_iter().filter(|c| !matches!(c, Call::ReadCluster | Call::CheckParameters(_))).collect()
     }
 
     pub(crate) fn reads(&self) -> usize {
@@ -105,6 +109,15 @@ impl Backend for FakeBackend {
         self.record(Call::WriteConfig(json, expected_revision));
         let r = self.write_config_result.lock().unwrap().clone();
         Box::pin(async move { r })
+    }
+
+    fn check_parameters(&self, parameters: &BTreeMap<String, Value>) -> Result<Vec<String>, String> {
+        self.record(Call::CheckParameters(parameters.clone()));
+        let (refused, notes) = self.parameter_check.lock().unwrap().clone();
+        match refused.filter(|name| parameters.contains_key(name)) {
+            Some(name) => Err(format!("{name}: invalid value {}: not a number", parameters[&name])),
+            None => Ok(notes),
+        }
     }
 
     fn local(&self, request: LocalRequest) -> BoxFuture<'_, LocalReply> {

@@ -541,9 +541,20 @@ async fn patch_config_conflicts_and_refusals() {
 
     // Invalid results are refused before any write, naming the problem.
     let h = harness(vec![cluster(Some("p"), &["p"], rich_config())], FakeProbe::with(&[]));
-    let a = h.send("PATCH", "/config", Some(r#"{"ttl": 20}"#)).await;
+    let a = h.send("PATCH", "/config", Some(r#"{"ttl": 4}"#)).await;
     assert_eq!(a.status, 400);
-    assert!(a.text.contains("ttl") && a.text.contains("loop_wait + 2*retry_timeout"), "{}", a.text);
+    assert!(a.text.starts_with("invalid configuration: ttl: 4 is below the minimum"), "{}", a.text);
+    // A value the local PostgreSQL refuses (the backend checks it against postgres --describe-config).
+    h.backend.parameter_check.lock().unwrap().0 = Some("max_connections".into());
+    let a = h.send("PATCH", "/config", Some(r#"{"postgresql": {"parameters": {"max_connections": "lots"}}}"#)).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        a.text,
+        "invalid configuration: postgresql.parameters.max_connections: invalid value \"lots\": not a number"
+    );
+    let a = h.send("PUT", "/config", Some(r#"{"postgresql": {"parameters": {"max_connections": "lots"}}}"#)).await;
+    assert_eq!(a.status, 400);
+    assert!(a.text.starts_with("invalid configuration: postgresql.parameters.max_connections"), "{}", a.text);
     let a = h.send("PATCH", "/config", Some(r#"{"loop_wait": "often"}"#)).await;
     assert_eq!(a.status, 400);
     assert!(a.text.starts_with("invalid configuration: loop_wait:"), "{}", a.text);
@@ -552,6 +563,8 @@ async fn patch_config_conflicts_and_refusals() {
     assert_eq!(h.send("PATCH", "/config", Some("{}")).await.status, 400);
     assert_eq!(h.send("PATCH", "/config", None).await.status, 411);
     assert!(h.backend.writes().is_empty());
+
+    h.backend.parameter_check.lock().unwrap().0 = None;
 
     // A patch that changes nothing writes nothing.
     let a = h.send("PATCH", "/config", Some(r#"{"ttl": 30}"#)).await;
@@ -563,6 +576,22 @@ async fn patch_config_conflicts_and_refusals() {
     bare.config = None;
     let h = harness(vec![bare], FakeProbe::with(&[]));
     assert_eq!(h.send("PATCH", "/config", Some(r#"{"ttl": 40}"#)).await.status, 503);
+}
+
+#[tokio::test]
+async fn patch_config_lowers_timeouts_that_do_not_fit_ttl_as_patroni_does() {
+    // Patroni's acceptance suite: PATCH {"ttl": 20} on loop_wait 2, retry_timeout 10.
+    let before = json!({"ttl": 30, "loop_wait": 2, "retry_timeout": 10});
+    let h = harness(vec![cluster(Some("p"), &["p"], before)], FakeProbe::with(&[]));
+    let a = h.send("PATCH", "/config", Some(r#"{"ttl": 20}"#)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let (stored, _) = written(&h);
+    assert_eq!(
+        (stored["ttl"].as_u64(), stored["loop_wait"].as_u64(), stored["retry_timeout"].as_u64()),
+        (Some(20), Some(1), Some(9))
+    );
+    let checked = h.backend.calls().into_iter().any(|c| matches!(c, Call::CheckParameters(_)));
+    assert!(checked, "the parameters are checked before the write");
 }
 
 #[tokio::test]

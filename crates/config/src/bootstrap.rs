@@ -2,7 +2,7 @@
 //!
 //! Invariants kept here: `bootstrap.dcs` passes [`DynamicConfig::validate`] (so the first dynamic
 //! configuration written to the DCS can never break the `loop_wait + 2*retry_timeout <= ttl`
-//! rule), and `initdb` options are turned into command-line arguments that never touch what
+//! rule: `loop_wait` and `retry_timeout` are lowered to fit `ttl` as Patroni does, with a warning), and `initdb` options are turned into command-line arguments that never touch what
 //! Rampart controls itself (the data directory, the password file, ...).
 
 use std::collections::BTreeMap;
@@ -29,6 +29,30 @@ pub struct BootstrapUser {
     pub options: Vec<String>,
 }
 
+/// A custom bootstrap method (`bootstrap.method: NAME` with a `bootstrap.NAME.command`), run
+/// instead of initdb, as Patroni does (`patroni/postgresql/bootstrap.py`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootstrapMethod {
+    /// The method's name (its section's key).
+    pub name: String,
+    /// The command line (run through `/bin/sh -c`, like callbacks).
+    pub command: String,
+    /// Arguments appended: `--scope=SCOPE --datadir=DATA_DIR` unless `no_params`, then
+    /// `--KEY=VALUE` for every other key of the section.
+    pub args_without_params: Vec<String>,
+    /// `no_params`: do not pass `--scope` and `--datadir`.
+    pub no_params: bool,
+    /// `keep_existing_recovery_conf`: leave `recovery.signal`/`standby.signal` the command wrote.
+    pub keep_existing_recovery_conf: bool,
+    /// `recovery_conf`: recovery settings for the first start (with `recovery.signal`), e.g.
+    /// `restore_command` and a `recovery_target_*`; the server promotes when recovery ends.
+    pub recovery_conf: BTreeMap<String, String>,
+}
+
+/// Keys of a method section that are not passed to its command (Patroni's reserved ones).
+const RESERVED_METHOD_KEYS: &[&str] =
+    &["command", "no_params", "keep_existing_recovery_conf", "recovery_conf", "scope", "datadir"];
+
 /// The `bootstrap` section, validated.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Bootstrap {
@@ -40,6 +64,8 @@ pub struct Bootstrap {
     pub pg_hba: Vec<String>,
     /// Users to create after initdb, by name.
     pub users: BTreeMap<String, BootstrapUser>,
+    /// The custom method run instead of initdb; `None` for initdb.
+    pub method: Option<BootstrapMethod>,
 }
 
 impl Bootstrap {
@@ -48,13 +74,102 @@ impl Bootstrap {
         let dcs = dcs(raw.dcs, c)?;
         let initdb = initdb_args(raw.initdb.unwrap_or(Json::Null), c)?;
         let users = raw.users.unwrap_or_default().into_iter().map(|(name, u)| (name, user(u))).collect();
-        Ok(Bootstrap { dcs, initdb, pg_hba: raw.pg_hba.unwrap_or_default(), users })
+        let method = method(raw.method, &raw.other, c)?;
+        for key in raw.other.keys().filter(|k| method.as_ref().is_none_or(|m| &m.name != *k)) {
+            c.warn(&["bootstrap", key], "not used (not the bootstrap.method in force)");
+        }
+        Ok(Bootstrap { dcs, initdb, pg_hba: raw.pg_hba.unwrap_or_default(), users, method })
+    }
+}
+
+/// `bootstrap.method` and its section. As in Patroni, a method other than `initdb` whose section
+/// has no `command` means initdb (with a warning here, as it is surely not what was meant).
+fn method(
+    name: Option<String>,
+    sections: &BTreeMap<String, Json>,
+    c: &mut Checker<'_>,
+) -> Result<Option<BootstrapMethod>, Problem> {
+    let Some(name) = name.filter(|n| !n.trim().is_empty() && n != "initdb") else { return Ok(None) };
+    let Some(Json::Object(section)) = sections.get(&name) else {
+        c.warn(
+            &["bootstrap", "method"],
+            format!("{name:?} has no bootstrap.{name} section with a command: initdb is used, as Patroni does"),
+        );
+        return Ok(None);
+    };
+    let command = match section.get("command") {
+        Some(Json::String(cmd)) if !cmd.trim().is_empty() => cmd.clone(),
+        None | Some(Json::Null) => {
+            c.warn(&["bootstrap", &name], "has no command: initdb is used, as Patroni does");
+            return Ok(None);
+        }
+        Some(_) => return Err(c.problem(&["bootstrap", &name, "command"], "expected a command line")),
+    };
+    let flag = |key: &str| -> Result<bool, Problem> {
+        match section.get(key) {
+            None | Some(Json::Null) => Ok(false),
+            Some(Json::Bool(b)) => Ok(*b),
+            Some(_) => Err(c.problem(&["bootstrap", &name, key], "expected true or false")),
+        }
+    };
+    let (no_params, keep_existing_recovery_conf) = (flag("no_params")?, flag("keep_existing_recovery_conf")?);
+    let recovery_conf = match section.get("recovery_conf") {
+        None | Some(Json::Null) => BTreeMap::new(),
+        Some(Json::Object(m)) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                let text = scalar_text(v)
+                    .ok_or_else(|| c.problem(&["bootstrap", &name, "recovery_conf", k], "expected a single value"))?;
+                out.insert(k.clone(), text);
+            }
+            out
+        }
+        Some(_) => return Err(c.problem(&["bootstrap", &name, "recovery_conf"], "expected a mapping of settings")),
+    };
+    let mut args = Vec::new();
+    for (k, v) in section.iter().filter(|(k, _)| !RESERVED_METHOD_KEYS.contains(&k.as_str())) {
+        // Python's str() of the value, as Patroni formats `--key=value`.
+        let text = match v {
+            Json::Bool(true) => "True".to_string(),
+            Json::Bool(false) => "False".to_string(),
+            Json::Null => "None".to_string(),
+            other => scalar_text(other).ok_or_else(|| {
+                c.problem(&["bootstrap", &name, k], "expected a single value (passed as --key=value)")
+            })?,
+        };
+        args.push(format!("--{k}={text}"));
+    }
+    Ok(Some(BootstrapMethod {
+        name,
+        command,
+        args_without_params: args,
+        no_params,
+        keep_existing_recovery_conf,
+        recovery_conf,
+    }))
+}
+
+impl BootstrapMethod {
+    /// The arguments of the command for this cluster: `--scope` and `--datadir` (unless
+    /// `no_params`), then the section's other keys.
+    pub fn args(&self, scope: &str, data_dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.no_params {
+            out.push(format!("--scope={scope}"));
+            out.push(format!("--datadir={}", data_dir.display()));
+        }
+        out.extend(self.args_without_params.iter().cloned());
+        out
     }
 }
 
 /// `bootstrap.dcs` (defaults when absent), checked against the timing rule.
-pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &Checker<'_>) -> Result<DynamicConfig, Problem> {
-    let dcs = raw.unwrap_or_default();
+pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &mut Checker<'_>) -> Result<DynamicConfig, Problem> {
+    let mut dcs = raw.unwrap_or_default();
+    // Lowered as Patroni does rather than refused, so that a Patroni file keeps working.
+    if let Some(warning) = dcs.adjust_timeouts() {
+        c.warn(&["bootstrap", "dcs", "ttl"], warning);
+    }
     if let Err(e) = dcs.validate() {
         return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
     }

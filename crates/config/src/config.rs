@@ -92,7 +92,7 @@ impl Config {
         let scope = key_part(c.require_text(raw.scope, &["scope"])?, "scope", c)?;
         let namespace = raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         let restapi = RestApi::build(raw.restapi, c)?;
-        let etcd3 = Etcd3::build(raw.etcd3, c)?;
+        let etcd3 = Etcd3::build(raw.etcd3, raw.etcd, c)?;
         let postgresql = Postgresql::build(raw.postgresql, c)?;
         let bootstrap = Bootstrap::build(raw.bootstrap, c)?;
         let ctl = Ctl::build(raw.ctl, c)?;

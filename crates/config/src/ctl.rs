@@ -112,9 +112,9 @@ impl CtlConfig {
             other => other,
         };
         let namespace = raw.namespace.unwrap_or_else(|| crate::config::DEFAULT_NAMESPACE.to_string());
-        let etcd3 = match raw.etcd3 {
-            Some(e) => Some(Etcd3::build(Some(e), c)?),
-            None => None,
+        let etcd3 = match (raw.etcd3, raw.etcd) {
+            (None, None) => None,
+            (etcd3, etcd) => Some(Etcd3::build(etcd3, etcd, c)?),
         };
         let (restapi_authentication, restapi_cafile) = match raw.restapi {
             Some(r) => (credentials(r.authentication, "restapi", c)?, r.cafile),

@@ -1,8 +1,13 @@
 //! The `etcd3` section: how to reach the etcd v3 cluster that holds the DCS state.
 //!
 //! Invariant kept here: a validated [`Etcd3`] names at least one endpoint; a configuration that
-//! only has another DCS section (`etcd` for the v2 API, `consul`, ...) is refused rather than run
-//! without a DCS.
+//! only has another DCS section (`consul`, ...) is refused rather than run without a DCS.
+//!
+//! Patroni's `etcd` section (the v2 API) is read as the `etcd3` one when there is no `etcd3`
+//! section, with a warning: Rampart speaks only the v3 API, which every etcd 3.x serves on the
+//! same client port (v2 is an opt-in extra there, and gone in 3.6), so the same hosts work. The
+//! cluster's keys are then v3 keys: a Patroni still using the v2 API does not see them, so
+//! members of one cluster must not mix the two.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -63,11 +68,25 @@ impl Etcd3 {
         self.hosts.iter().map(|h| format!("{}://{h}", self.protocol)).collect()
     }
 
-    pub(crate) fn build(raw: Option<RawEtcd3>, c: &mut Checker<'_>) -> Result<Etcd3, Problem> {
-        let present: Vec<&str> = OTHER_DCS.iter().copied().filter(|k| c.tree().get(k).is_some()).collect();
+    pub(crate) fn build(raw: Option<RawEtcd3>, v2: Option<RawEtcd3>, c: &mut Checker<'_>) -> Result<Etcd3, Problem> {
+        let mut present: Vec<&str> = OTHER_DCS.iter().copied().filter(|k| c.tree().get(k).is_some()).collect();
+        let (raw, section) = match (raw, v2) {
+            (Some(raw), _) => (Some(raw), "etcd3"),
+            (None, Some(v2)) if present.first() == Some(&"etcd") => {
+                present.remove(0);
+                c.note(
+                    &["etcd"],
+                    "etcd: Rampart speaks only etcd's v3 API: these hosts are used as etcd3 endpoints \
+                     (etcd 3.x serves v3 on its client port); the cluster state is kept as v3 keys, \
+                     invisible to a Patroni using the v2 API. Rename the section to etcd3 to silence this",
+                );
+                (Some(v2), "etcd")
+            }
+            (None, _) => (None, "etcd3"),
+        };
         let Some(raw) = raw else {
             return Err(match present.first() {
-                Some(&"etcd") => c.problem_about(&["etcd"], "etcd (v2 API) is not supported; use an etcd3 section"),
+                Some(&"etcd") => c.problem_about(&["etcd"], "etcd: expected a mapping with host or hosts"),
                 Some(other) => c.problem_about(
                     &[other],
                     format!(
@@ -83,8 +102,8 @@ impl Etcd3 {
 
         let mut hosts = Vec::new();
         let (texts, path) = match raw.hosts.filter(|h| !h.0.is_empty()) {
-            Some(list) => (list.0, ["etcd3", "hosts"]),
-            None => (raw.host.into_iter().filter(|h| !h.trim().is_empty()).collect(), ["etcd3", "host"]),
+            Some(list) => (list.0, [section, "hosts"]),
+            None => (raw.host.into_iter().filter(|h| !h.trim().is_empty()).collect(), [section, "host"]),
         };
         for text in texts {
             let hp = HostPort::parse_with_default(&text, DEFAULT_ETCD_PORT)
@@ -92,17 +111,24 @@ impl Etcd3 {
             hosts.push(hp);
         }
         if hosts.is_empty() {
-            return Err(c.problem(&["etcd3"], "no etcd3 host(s): set etcd3.hosts or etcd3.host"));
+            return Err(c.problem(&[section], format!("no {section} host(s): set {section}.hosts or {section}.host")));
         }
 
         match (&raw.username, &raw.password) {
-            (Some(_), None) => return Err(c.problem(&["etcd3", "password"], "missing (etcd3.username is set)")),
-            (None, Some(_)) => return Err(c.problem(&["etcd3", "username"], "missing (etcd3.password is set)")),
+            (Some(_), None) => {
+                return Err(c.problem(&[section, "password"], format!("missing ({section}.username is set)")))
+            }
+            (None, Some(_)) => {
+                return Err(c.problem(&[section, "username"], format!("missing ({section}.password is set)")))
+            }
             _ => {}
         }
         let protocol = raw.protocol.unwrap_or_default();
         if protocol == Protocol::Http && (raw.cacert.is_some() || raw.cert.is_some()) {
-            c.warn(&["etcd3", "protocol"], "is http, so etcd3.cacert and etcd3.cert are not used; set protocol: https");
+            c.warn(
+                &[section, "protocol"],
+                format!("is http, so {section}.cacert and {section}.cert are not used; set protocol: https"),
+            );
         }
         Ok(Etcd3 {
             hosts,

@@ -54,7 +54,7 @@ mod tests;
 use std::path::Path;
 
 pub use addr::{HostPort, ListenAddresses};
-pub use bootstrap::{Bootstrap, BootstrapUser};
+pub use bootstrap::{Bootstrap, BootstrapMethod, BootstrapUser};
 pub use config::{Config, OtherSections};
 pub use ctl::{Ctl, CtlConfig};
 pub use error::{ConfigError, Place};

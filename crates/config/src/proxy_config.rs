@@ -48,7 +48,7 @@ impl ProxyConfig {
     pub(crate) fn build(raw: RawConfig, c: &mut Checker<'_>) -> Result<ProxyConfig, Problem> {
         let scope = key_part(c.require_text(raw.scope, &["scope"])?, "scope", c)?;
         let namespace = raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        let etcd3 = Etcd3::build(raw.etcd3, c)?;
+        let etcd3 = Etcd3::build(raw.etcd3, raw.etcd, c)?;
         let dcs = crate::bootstrap::dcs(raw.bootstrap.and_then(|b| b.dcs), c)?;
         let Some(proxy) = Proxy::build(raw.proxy, c)? else {
             return Err(c.problem(&["proxy"], "missing required section (at least `proxy: {listen: HOST:PORT}`)"));
@@ -97,7 +97,7 @@ proxy: {listen: 127.0.0.1:6432}
         assert_eq!(err("scope: a/b\netcd3: {host: h:2379}\nproxy: {listen: h:1}\n").split(": ").nth(1), Some("scope"));
         assert!(err("scope: pg\nproxy: {listen: h:1}\n").contains("etcd3: missing required section"));
         assert!(err("scope: pg\netcd3: {host: h:2379}\n").contains("proxy: missing required section"));
-        let e = err("scope: pg\netcd3: {host: h:2379}\nbootstrap: {dcs: {ttl: 5}}\nproxy: {listen: h:1}\n");
+        let e = err("scope: pg\netcd3: {host: h:2379}\nbootstrap: {dcs: {ttl: 4}}\nproxy: {listen: h:1}\n");
         assert!(e.starts_with("p.yml:3: bootstrap.dcs.ttl"), "{e}");
     }
 }

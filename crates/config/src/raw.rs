@@ -39,7 +39,8 @@ pub(crate) struct RawConfig {
     pub citus: Option<Json>,
     pub proxy: Option<RawProxy>,
     // Patroni's other DCS sections: recognised so that a precise message can be given about them.
-    pub etcd: Option<IgnoredAny>,
+    /// Patroni's etcd v2 section: read as the etcd3 one when there is none (see [`crate::etcd`]).
+    pub etcd: Option<RawEtcd3>,
     pub consul: Option<IgnoredAny>,
     pub zookeeper: Option<IgnoredAny>,
     pub exhibitor: Option<IgnoredAny>,
@@ -121,6 +122,11 @@ pub(crate) struct RawBootstrap {
     pub initdb: Option<Json>,
     pub pg_hba: Option<Vec<String>>,
     pub users: Option<BTreeMap<String, RawUser>>,
+    /// `initdb` (default) or the name of a custom method section (`bootstrap.<method>`).
+    pub method: Option<String>,
+    /// The other keys: custom bootstrap method sections (see [`crate::bootstrap`]).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
 }
 
 #[derive(Debug, Default, Deserialize)]

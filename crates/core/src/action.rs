@@ -45,7 +45,8 @@ pub enum StopMode {
 pub enum Action {
     /// Race for the `initialize` key (create if absent). Result: [`ActionResult::InitializeRace`].
     TryInitialize,
-    /// Give up a bootstrap we started: delete `initialize` and the data directory we created.
+    /// Give up a bootstrap we started: delete `initialize` and move the data directory we
+    /// created aside (`<data_dir>.failed`, as Patroni does), for inspection.
     CancelInitialize,
     /// After a successful bootstrap: record the system identifier in `initialize` and seed the
     /// `config` key from `bootstrap.dcs` if it is absent.

@@ -71,9 +71,11 @@ pub struct DynamicConfig {
     /// A replica further behind the leader than this many bytes may not take over automatically.
     #[serde(default = "d_max_lag")]
     pub maximum_lag_on_failover: u64,
-    /// Seconds a crashed primary may spend restarting in place before it gives up its lock.
-    #[serde(default = "d_primary_start_timeout")]
-    pub primary_start_timeout: u64,
+    /// Seconds a crashed primary may spend restarting in place before it gives up its lock;
+    /// read with [`DynamicConfig::primary_start_timeout`] (which falls back to the old name,
+    /// `master_start_timeout`, kept in `extra`, as Patroni does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_start_timeout: Option<u64>,
     /// Refuse to take over from a timeline lower than the cluster's.
     #[serde(default)]
     pub check_timeline: bool,
@@ -124,9 +126,8 @@ fn d_retry_timeout() -> u64 {
 fn d_max_lag() -> u64 {
     1_048_576
 }
-fn d_primary_start_timeout() -> u64 {
-    300
-}
+/// Patroni's default `primary_start_timeout`, in seconds.
+pub const DEFAULT_PRIMARY_START_TIMEOUT: u64 = 300;
 
 impl Default for DynamicConfig {
     fn default() -> Self {
@@ -135,7 +136,7 @@ impl Default for DynamicConfig {
             loop_wait: d_loop_wait(),
             retry_timeout: d_retry_timeout(),
             maximum_lag_on_failover: d_max_lag(),
-            primary_start_timeout: d_primary_start_timeout(),
+            primary_start_timeout: None,
             check_timeline: false,
             pause: None,
             synchronous_mode: None,
@@ -162,6 +163,45 @@ pub struct DynamicConfigError {
 }
 
 impl DynamicConfig {
+    /// `primary_start_timeout` in force: the key, else its old name `master_start_timeout` (as
+    /// Patroni 4 still reads it), else 300 seconds. A value that is not a whole number of seconds
+    /// counts as absent.
+    pub fn primary_start_timeout(&self) -> u64 {
+        self.primary_start_timeout
+            .or_else(|| self.extra.get("master_start_timeout").and_then(lenient_u64))
+            .unwrap_or(DEFAULT_PRIMARY_START_TIMEOUT)
+    }
+
+    /// Brings `loop_wait` and `retry_timeout` within `loop_wait + 2*retry_timeout <= ttl` as
+    /// Patroni does (`patroni/config.py`, `_validate_and_adjust_timeouts`): lower `loop_wait`
+    /// first; only when even a `loop_wait` of 1 s is too long, set it to 1 s and `retry_timeout` to
+    /// `(ttl - 1) / 2`. Returns the warning to log when something was lowered. Values below the
+    /// minimums are left for [`DynamicConfig::validate`] to refuse.
+    pub fn adjust_timeouts(&mut self) -> Option<String> {
+        let (ttl, loop_wait, retry) = (self.ttl, self.loop_wait, self.retry_timeout);
+        if ttl < MIN_TTL || loop_wait < MIN_LOOP_WAIT || retry < MIN_RETRY_TIMEOUT {
+            return None;
+        }
+        if MIN_LOOP_WAIT + 2 * retry > ttl {
+            self.loop_wait = MIN_LOOP_WAIT;
+            self.retry_timeout = ((ttl - MIN_LOOP_WAIT) / 2).max(MIN_RETRY_TIMEOUT);
+            Some(format!(
+                "Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl={ttl}. Adjusting loop_wait \
+                 from {loop_wait} to {} and retry_timeout from {retry} to {}",
+                self.loop_wait, self.retry_timeout
+            ))
+        } else if loop_wait + 2 * retry > ttl {
+            self.loop_wait = ttl - 2 * retry;
+            Some(format!(
+                "Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl={ttl} and retry_timeout={retry}. \
+                 Adjusting loop_wait from {loop_wait} to {}",
+                self.loop_wait
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Whether maintenance mode is on.
     pub fn paused(&self) -> bool {
         self.pause.unwrap_or(false)
@@ -215,8 +255,24 @@ impl DynamicConfig {
                     Some(v) => Err(bad(format!("{name}.{k} must be a non-empty string, not {v}"))),
                 }
             };
-            if !(spec.is_object() || spec.is_null()) {
-                return Err(bad(format!("{name} must be a mapping like {{type: physical}}, not {spec}")));
+            // Patroni's shorthand: an empty value (`name: 0`, `null`, `""`, `false`, `{}`) is a
+            // physical slot (`Cluster.is_physical_slot`: `not value`).
+            let empty = match spec {
+                Value::Null => true,
+                Value::Bool(b) => !b,
+                Value::Number(n) => n.as_f64() == Some(0.0),
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty(),
+            };
+            if empty {
+                out.insert(name.clone(), SlotKind::Physical);
+                continue;
+            }
+            if !spec.is_object() {
+                return Err(bad(format!(
+                    "{name} must be a mapping like {{type: physical}} (or 0 for a physical slot), not {spec}"
+                )));
             }
             let (database, plugin) = (field("database")?, field("plugin")?);
             let kind = match field("type")?.as_deref() {
@@ -304,6 +360,15 @@ impl DynamicConfig {
     }
 }
 
+/// A non-negative whole number from JSON: a number or a numeric string (Patroni's `int()`).
+fn lenient_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// A non-negative duration in seconds from Patroni's notation: digits, optionally followed by
 /// `ms`, `s`, `min`, `h` or `d` (seconds when there is no unit); milliseconds round up.
 fn parse_duration_secs(text: &str) -> Option<u64> {
@@ -363,6 +428,44 @@ mod tests {
         assert!(e.reason.contains("10 + 2*10 = 30 > 20"), "{e}");
         let fast = DynamicConfig { ttl: 10, loop_wait: 1, retry_timeout: 3, ..Default::default() };
         fast.validate().unwrap();
+    }
+
+    #[test]
+    fn timeouts_are_lowered_as_patroni_does() {
+        let adjusted = |ttl, loop_wait, retry_timeout| {
+            let mut c = DynamicConfig { ttl, loop_wait, retry_timeout, ..Default::default() };
+            let warning = c.adjust_timeouts();
+            c.validate().unwrap();
+            (c.loop_wait, c.retry_timeout, warning.is_some())
+        };
+        // PATCH {"ttl": 20} on loop_wait 2, retry_timeout 10: even loop_wait 1 is too long.
+        assert_eq!(adjusted(20, 2, 10), (1, 9, true));
+        assert_eq!(adjusted(20, 10, 5), (10, 5, false));
+        assert_eq!(adjusted(20, 12, 5), (10, 5, true), "loop_wait lowered first");
+        assert_eq!(adjusted(30, 10, 10), (10, 10, false));
+        let mut c = DynamicConfig { ttl: 20, loop_wait: 2, retry_timeout: 10, ..Default::default() };
+        let w = c.adjust_timeouts().unwrap();
+        assert_eq!(
+            w,
+            "Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl=20. Adjusting loop_wait from 2 to 1 \
+             and retry_timeout from 10 to 9"
+        );
+        let mut low = DynamicConfig { ttl: 2, ..Default::default() };
+        assert_eq!(low.adjust_timeouts(), None, "below the minimum: refused by validate, not adjusted");
+        assert_eq!(low.validate().unwrap_err().key, "ttl");
+    }
+
+    #[test]
+    fn master_start_timeout_is_the_old_name_of_primary_start_timeout() {
+        let read = |src: &str| serde_json::from_str::<DynamicConfig>(src).unwrap().primary_start_timeout();
+        assert_eq!(read("{}"), 300);
+        assert_eq!(read(r#"{"master_start_timeout": 60}"#), 60);
+        assert_eq!(read(r#"{"master_start_timeout": "45"}"#), 45);
+        assert_eq!(read(r#"{"primary_start_timeout": 10, "master_start_timeout": 60}"#), 10, "the new name wins");
+        assert_eq!(read(r#"{"primary_start_timeout": 0}"#), 0);
+        let back =
+            serde_json::to_value(serde_json::from_str::<DynamicConfig>(r#"{"master_start_timeout": 60}"#).unwrap());
+        assert_eq!(back.unwrap()["master_start_timeout"], 60, "kept under the name it was written with");
     }
 
     #[test]
@@ -445,6 +548,12 @@ mod tests {
         assert!(refused(r#"{"cdc":{"type":"virtual"}}"#).contains("cdc.type must be physical or logical"));
         assert!(refused(r#"{"Bad-Name":{"type":"physical"}}"#).contains("not a valid slot name"));
         assert!(refused(r#"["cdc"]"#).starts_with("slots: must be a mapping"));
+        assert!(refused(r#"{"cdc": 1}"#).contains("cdc must be a mapping like {type: physical} (or 0"));
+        // Patroni's shorthand: an empty value is a physical slot.
+        let c: DynamicConfig = serde_json::from_str(r#"{"slots":{"a":0,"b":null,"c":"","d":{}}}"#).unwrap();
+        c.validate().unwrap();
+        assert!(c.permanent_slots().unwrap().values().all(|k| *k == SlotKind::Physical));
+        assert_eq!(c.permanent_slots().unwrap().len(), 4);
         let c: DynamicConfig = serde_json::from_str(r#"{"ignore_slots":{"name":"x"}}"#).unwrap();
         assert_eq!(c.validate().unwrap_err().key, "ignore_slots");
     }

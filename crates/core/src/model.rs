@@ -450,7 +450,10 @@ impl Cluster {
             match rel {
                 keys::INITIALIZE => c.initialize = Some(kv.value.clone()),
                 keys::CONFIG => match serde_json::from_str::<DynamicConfig>(&kv.value) {
-                    Ok(cfg) => {
+                    Ok(mut cfg) => {
+                        // What every member uses: the timeouts Patroni would adjust, adjusted
+                        // (the writers of the key log the warning).
+                        cfg.adjust_timeouts();
                         c.config = Some(cfg);
                         c.config_revision = kv.mod_revision;
                     }

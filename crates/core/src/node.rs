@@ -488,7 +488,11 @@ impl HaNode {
                     if obs.local.process.is_alive() {
                         actions.push(Action::Stop(StopMode::Immediate));
                     }
+                    // As Patroni (`Ha.cancel_initialization`): the agent then exits rather than
+                    // bootstrapping again and again, each time destroying what the failed
+                    // attempt left for the operator to look at.
                     actions.push(Action::CancelInitialize);
+                    actions.push(Action::Fatal("Failed to bootstrap cluster".into()));
                     Some(self.plan(now, actions, &format!("bootstrap failed ({e}); cancelled initialization")))
                 }
                 (JobKind::Clone, Err(e)) => {
@@ -724,7 +728,7 @@ impl HaNode {
         }
         if cluster.is_leader(&me) {
             self.switchover_started = None;
-            if self.config.primary_start_timeout == 0 && self.restarting_primary_since.is_none() {
+            if self.config.primary_start_timeout() == 0 && self.restarting_primary_since.is_none() {
                 // Patroni's rule: primary_start_timeout 0 prefers failing over to restarting the
                 // primary, when someone can take over.
                 if let Some(heir) = failover_heir(cluster, &me) {
@@ -738,7 +742,7 @@ impl HaNode {
                 }
             }
             let since = *self.restarting_primary_since.get_or_insert(now);
-            let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout * 1000;
+            let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout() * 1000;
             if self.primary_start_failed || timed_out {
                 self.primary_start_failed = false;
                 self.restarting_primary_since = None;

@@ -154,7 +154,11 @@ fn failed_bootstrap_is_cancelled() {
     let l = empty();
     let mut o = obs(0, &c, &l);
     o.job = Some(JobState::Finished(JobKind::Bootstrap, Err("initdb failed".into())));
-    assert_eq!(decide(&mut n, &o), vec![Action::CancelInitialize]);
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::CancelInitialize, Action::Fatal("Failed to bootstrap cluster".into())],
+        "once, then the agent exits, as Patroni does"
+    );
 }
 
 #[test]
@@ -439,7 +443,7 @@ fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
 #[test]
 fn primary_start_timeout_0_fails_over_at_once_when_a_replica_can_take_over() {
     let zero =
-        |c: Cluster| Cluster { config: Some(DynamicConfig { primary_start_timeout: 0, ..Default::default() }), ..c };
+        |c: Cluster| Cluster { config: Some(DynamicConfig { primary_start_timeout: Some(0), ..Default::default() }), ..c };
     let l = stopped(ClusterState::InProduction, true);
     let mut n = HaNode::new(settings());
     let p = n.decide(&obs(0, &zero(cluster(Some(ME))), &l));
@@ -458,8 +462,10 @@ fn primary_start_timeout_0_fails_over_at_once_when_a_replica_can_take_over() {
 #[test]
 fn crashed_leader_gives_up_after_primary_start_timeout() {
     let mut n = HaNode::new(settings());
-    let c =
-        Cluster { config: Some(DynamicConfig { primary_start_timeout: 5, ..Default::default() }), ..cluster(Some(ME)) };
+    let c = Cluster {
+        config: Some(DynamicConfig { primary_start_timeout: Some(5), ..Default::default() }),
+        ..cluster(Some(ME))
+    };
     let l = stopped(ClusterState::InProduction, true);
     assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
     assert_eq!(

@@ -95,6 +95,7 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
         check_parameter_name(name)?;
         user.insert(name.to_ascii_lowercase(), value.clone());
     }
+    convert_wal_keep_segments(&mut user)?;
     let forced = [
         ("listen_addresses", settings.listen_hosts.join(",")),
         ("port", settings.port.to_string()),
@@ -136,6 +137,22 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
         out.push(("recovery_target_timeline".into(), "latest".into()));
     }
     Ok(out)
+}
+
+/// `wal_keep_segments` is gone since PostgreSQL 13 (Rampart's minimum), and a file that sets it
+/// does not start. As Patroni does (`patroni/postgresql/config.py`), it becomes
+/// `wal_keep_size = <segments × 16>MB` (the usual segment size) unless `wal_keep_size` is set too,
+/// and is never written itself.
+fn convert_wal_keep_segments(user: &mut BTreeMap<String, String>) -> Result<()> {
+    let Some(segments) = user.remove(crate::guc::WAL_KEEP_SEGMENTS) else { return Ok(()) };
+    if user.contains_key("wal_keep_size") {
+        return Ok(());
+    }
+    let n = crate::guc::value::parse_int(&segments, None).ok().filter(|n| *n >= 0.0).ok_or_else(|| {
+        PgError::Settings(format!("wal_keep_segments: expected a number of WAL segments, got {segments:?}"))
+    })?;
+    user.insert("wal_keep_size".into(), format!("{}MB", n * 16.0));
+    Ok(())
 }
 
 /// The managed `postgresql.conf`: includes [`BASE_CONF`], then sets every parameter of
@@ -321,7 +338,7 @@ pub fn slot_name(member: &str) -> String {
 
 /// PostgreSQL's lexer accepts `ID` or `ID.ID`, where an ID is a letter or `_` followed by
 /// letters, digits and `_`. Anything else would corrupt the file.
-fn check_parameter_name(name: &str) -> Result<()> {
+pub(crate) fn check_parameter_name(name: &str) -> Result<()> {
     let id = |p: &str| {
         let mut cs = p.chars();
         matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -368,6 +385,24 @@ mod tests {
 
     fn up() -> Upstream {
         Upstream { name: "n2".into(), host: "10.0.0.2".into(), port: 5432 }
+    }
+
+    #[test]
+    fn wal_keep_segments_becomes_wal_keep_size_as_patroni_does() {
+        let mut s = PgSettings::new("n1", "/data/n1");
+        s.parameters.insert("wal_keep_segments".into(), "8".into());
+        let params = effective_parameters(&s, &StartRole::Primary).unwrap();
+        assert!(params.iter().all(|(k, _)| k != "wal_keep_segments"), "never written as is");
+        assert!(params.contains(&("wal_keep_size".into(), "128MB".into())), "{params:?}");
+        s.parameters.insert("wal_keep_size".into(), "1GB".into());
+        let params = effective_parameters(&s, &StartRole::Primary).unwrap();
+        assert!(params.contains(&("wal_keep_size".into(), "1GB".into())), "an explicit wal_keep_size wins");
+        assert!(params.iter().all(|(k, _)| k != "wal_keep_segments"));
+        s.parameters.remove("wal_keep_size");
+        s.parameters.insert("WAL_KEEP_SEGMENTS".into(), "lots".into());
+        s.parameters.remove("wal_keep_segments");
+        let e = effective_parameters(&s, &StartRole::Primary).unwrap_err().to_string();
+        assert!(e.contains("wal_keep_segments: expected a number of WAL segments"), "{e}");
     }
 
     #[test]

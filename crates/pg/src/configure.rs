@@ -26,6 +26,7 @@ pub const STANDBY_SIGNAL: &str = "standby.signal";
 /// Writes `postgresql.conf`, `pg_hba.conf`, `standby.signal` (created for replicas, removed for
 /// primaries) and the password file for `role`. PostgreSQL reads them at its next start or reload.
 pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
+    let settings = &without_refused_parameters(settings);
     let conf = render_postgresql_conf(settings, role)?;
     let hba = render_hba(&settings.pg_hba);
     let dir = &settings.data_dir;
@@ -52,6 +53,47 @@ pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
         },
     }
     write_pgpass(settings)
+}
+
+/// `settings` without the parameters the server would refuse to start with, each left out with
+/// a warning, as Patroni does (`validator.py`: "Removing unexpected parameter", "Removing invalid
+/// parameter"): a name PostgreSQL does not know (extensions' dotted names are kept) or a value it
+/// cannot read. The configuration writers refuse such values already; this covers files and
+/// DCS keys written by other tools. When the server's settings cannot be read, nothing is removed.
+fn without_refused_parameters(settings: &PgSettings) -> std::borrow::Cow<'_, PgSettings> {
+    if settings.parameters.is_empty() {
+        return std::borrow::Cow::Borrowed(settings);
+    }
+    let Ok(table) = crate::guc::for_bin_dir(&settings.bin_dir) else { return std::borrow::Cow::Borrowed(settings) };
+    let refused: Vec<(String, String)> = settings
+        .parameters
+        .iter()
+        // A malformed name is left for the rendering to refuse, so that nothing is written.
+        .filter(|(name, _)| crate::conf::check_parameter_name(name).is_ok())
+        .filter_map(|(name, value)| {
+            let json = serde_json::Value::String(value.clone());
+            match table.check(name, &json) {
+                Err(e) => Some((name.clone(), e.to_string())),
+                Ok(_)
+                    if table.get(name).is_none()
+                        && !name.contains('.')
+                        && !name.eq_ignore_ascii_case(crate::guc::WAL_KEEP_SEGMENTS) =>
+                {
+                    Some((name.clone(), format!("{name} is not a parameter of PostgreSQL {}", table.major())))
+                }
+                Ok(_) => None,
+            }
+        })
+        .collect();
+    if refused.is_empty() {
+        return std::borrow::Cow::Borrowed(settings);
+    }
+    let mut kept = settings.clone();
+    for (name, why) in refused {
+        tracing::warn!(parameter = %name, value = %settings.parameters[&name], "removing it from postgresql.conf: {why}");
+        kept.parameters.remove(&name);
+    }
+    std::borrow::Cow::Owned(kept)
 }
 
 /// Writes the libpq password file (mode 0600) with the configured credentials.
@@ -142,6 +184,24 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with("rampart-tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn parameters_the_server_would_refuse_are_left_out_as_patroni_does() {
+        let (_d, mut s) = fake_data_dir();
+        s.bin_dir = crate::settings::default_bin_dir();
+        for (k, v) in [
+            ("max_connections", "lots"),
+            ("no_such_setting", "1"),
+            ("work_mem", "8MB"),
+            ("pg_stat_statements.max", "5000"),
+        ] {
+            s.parameters.insert(k.into(), v.into());
+        }
+        write_config(&s, &StartRole::Primary).unwrap();
+        let conf = fs::read_to_string(s.data_dir.join("postgresql.conf")).unwrap();
+        assert!(!conf.contains("max_connections") && !conf.contains("no_such_setting"), "{conf}");
+        assert!(conf.contains("work_mem = '8MB'") && conf.contains("pg_stat_statements.max = '5000'"), "{conf}");
     }
 
     #[test]

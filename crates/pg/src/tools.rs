@@ -202,6 +202,43 @@ pub async fn wipe_data_dir(data_dir: &Path) -> Result<()> {
         .map_err(|e| PgError::io("wiping", data_dir, std::io::Error::other(e.to_string())))?
 }
 
+/// After a failed bootstrap: renames the data directory to `<data_dir>.failed` (replacing an
+/// older one), as Patroni does, so what the failed attempt left can be inspected. When it cannot
+/// be renamed (its parent is not writable), its contents are removed instead, so the next start
+/// finds it empty. Refused while a postmaster runs in it.
+pub async fn move_data_dir_aside(data_dir: &Path) -> Result<()> {
+    if let Some(pf) = read_pidfile(data_dir) {
+        if process_alive(pf.pid, None) {
+            return Err(PgError::AlreadyRunning { pid: pf.pid, data_dir: data_dir.to_path_buf() });
+        }
+    }
+    if !data_dir.exists() {
+        return Ok(());
+    }
+    let mut failed = data_dir.as_os_str().to_owned();
+    failed.push(".failed");
+    let failed = std::path::PathBuf::from(failed);
+    let (from, to) = (data_dir.to_path_buf(), failed.clone());
+    let moved = tokio::task::spawn_blocking(move || {
+        if to.exists() {
+            std::fs::remove_dir_all(&to)?;
+        }
+        std::fs::rename(&from, &to)
+    })
+    .await
+    .map_err(|e| PgError::io("renaming", data_dir, std::io::Error::other(e.to_string())))?;
+    match moved {
+        Ok(()) => {
+            tracing::info!("renaming data directory to {}", failed.display());
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not rename data directory {} to {}", data_dir.display(), failed.display());
+            wipe_data_dir(data_dir).await
+        }
+    }
+}
+
 fn wipe_contents(dir: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,

@@ -135,6 +135,25 @@ async fn connect(s: &PgSettings, user: &str, password: &str) -> tokio_postgres::
     client
 }
 
+/// The bundled `pg15_settings.tsv` (units, ranges and enum values `--describe-config` does not
+/// print) is what this PostgreSQL 15 says in `pg_settings`.
+async fn pg15_settings_table_matches_the_server(s: &PgSettings) {
+    let db = connect(s, "postgres", s.superuser.password.as_deref().unwrap()).await;
+    let rows = db
+        .query(
+            "SELECT name, vartype, context, coalesce(unit, ''), coalesce(min_val, ''), coalesce(max_val, ''), \
+             coalesce(array_to_string(enumvals, '|'), '') FROM pg_settings ORDER BY lower(name)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let live: Vec<String> =
+        rows.iter().map(|r| (0..7).map(|i| r.get::<_, String>(i)).collect::<Vec<_>>().join("\t")).collect();
+    let bundled: Vec<&str> =
+        rampart_pg::guc::PG15_SETTINGS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(bundled, live, "crates/pg/src/guc/pg15_settings.tsv differs from this server's pg_settings");
+}
+
 async fn scenario(root: &Path, bin: &Path) {
     std::fs::create_dir_all(root.join("sock")).unwrap();
     let a = settings(root, bin, "pg-a", free_port());
@@ -166,6 +185,9 @@ async fn scenario(root: &Path, bin: &Path) {
     assert_eq!(p.system_identifier, ctl.sysid);
     assert!(p.flush_lsn.is_some() && p.server_version_num >= 150000, "{p:?}");
     assert_eq!(p.upstream, None);
+    if p.server_version_num / 10000 == 15 {
+        pg15_settings_table_matches_the_server(&a).await;
+    }
     let (local, _) = observe_local(&a, &pm_a, &sql_a).await;
     assert!(local.process.is_primary(), "{local:?}");
 

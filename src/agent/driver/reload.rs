@@ -141,8 +141,8 @@ pub fn hold_back_restart_only(old: &Config, new: &mut Config) -> Vec<&'static st
 impl Agent {
     /// Re-reads the configuration file (`why`: what asked for it) and applies what it can: the
     /// PostgreSQL settings, pg_hba, tags, callbacks and watchdog at the next cycle, the REST API's
-    /// security and the log settings at once; restart-only keys are named and held back. An invalid file is refused
-    /// (400) and nothing changes.
+    /// security and the log settings at once; restart-only keys are named and held back. An invalid file (also one
+    /// with a parameter value PostgreSQL would refuse) is refused (400) and nothing changes.
     ///
     /// Cancel-safe: the only wait (preparing the REST API's security) comes before any change.
     pub(in crate::agent) async fn reload(&mut self, why: &str) -> LocalReply {
@@ -155,6 +155,14 @@ impl Agent {
         };
         for w in &loaded.warnings {
             warn!("{w}");
+        }
+        // A parameter value PostgreSQL would refuse is refused like any other invalid file.
+        match crate::cli::check_config::parameter_values(&self.config_source.path, &loaded.config) {
+            Ok(notes) => notes.iter().for_each(|n| warn!("{n}")),
+            Err(e) => {
+                error!("reload ({why}) refused, the configuration in force stays: {e}");
+                return LocalReply { status: 400, message: format!("reload refused: {e}") };
+            }
         }
         let mut new = loaded.config;
         for key in hold_back_restart_only(&self.cfg, &mut new) {

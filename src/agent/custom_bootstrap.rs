@@ -1,0 +1,137 @@
+//! A custom bootstrap method (`bootstrap.method: NAME`, `bootstrap.NAME.command`): the command
+//! builds the new cluster's data directory instead of initdb (say, by restoring a backup), as
+//! Patroni does it (`patroni/postgresql/bootstrap.py`, `_custom_bootstrap`).
+//!
+//! The command runs as the agent's user through `/bin/sh -c '<command> "$@"'` (as callbacks do)
+//! with `--scope=SCOPE --datadir=DATA_DIR` (unless `no_params`) and `--KEY=VALUE` for the
+//! section's other keys; a non-zero exit fails the bootstrap. Then, as in Patroni: a `promote`
+//! trigger file is removed; with `recovery_conf` its settings go into the first start's
+//! postgresql.conf with `recovery.signal`, so the server recovers and then promotes itself; without
+//! it, signal files the command left are removed unless `keep_existing_recovery_conf`.
+//! Invariant: the bootstrap counts as done only once the server has left recovery, so the roles
+//! are created on a writable primary and the cluster's `initialize` key names a finished one.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rampart_config::BootstrapMethod;
+use rampart_pg::{PgSettings, Sql};
+use tracing::info;
+
+/// Runs the method's command; returns the settings of the first start (with `recovery_conf`).
+pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Result<PgSettings, String> {
+    info!("Running custom bootstrap script: {}", method.command);
+    let status = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{} \"$@\"", method.command))
+        .arg("rampart-bootstrap")
+        .args(method.args(scope, &s.data_dir))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("custom bootstrap {}: could not start its command: {e}", method.name))?;
+    if !status.success() {
+        return Err(format!("custom bootstrap {}: its command exited with {status}", method.name));
+    }
+    if !s.data_dir.join("PG_VERSION").is_file() {
+        return Err(format!(
+            "custom bootstrap {}: its command succeeded but left no PostgreSQL data directory in {}",
+            method.name,
+            s.data_dir.display()
+        ));
+    }
+    let remove = |name: &str| match std::fs::remove_file(s.data_dir.join(name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {name}: {e}")),
+        _ => Ok(()),
+    };
+    // Or PostgreSQL would promote at once.
+    remove("promote")?;
+    let mut first = s.clone();
+    if !method.recovery_conf.is_empty() {
+        for (k, v) in &method.recovery_conf {
+            first.parameters.insert(k.clone(), v.clone());
+        }
+        std::fs::write(s.data_dir.join("recovery.signal"), b"").map_err(|e| format!("writing recovery.signal: {e}"))?;
+    } else if !method.keep_existing_recovery_conf {
+        remove("recovery.signal")?;
+        remove("standby.signal")?;
+    }
+    Ok(first)
+}
+
+/// Waits until the server has left recovery (at once without `recovery_conf`). Not bounded: a
+/// restore may replay for hours; the job is cancelled with the agent, like Patroni's wait.
+pub async fn wait_for_end_of_recovery(sql: &Sql) -> Result<(), String> {
+    let mut said = false;
+    let mut unanswered = 0;
+    loop {
+        let probe = sql.probe().await;
+        unanswered = if probe.is_ok() { 0 } else { unanswered + 1 };
+        if unanswered > 60 {
+            return Err("the bootstrapped server stopped answering while it recovered".into());
+        }
+        match probe {
+            Ok(p) if !p.in_recovery => return Ok(()),
+            Ok(_) if !said => {
+                info!("waiting for end of recovery after bootstrap");
+                said = true;
+            }
+            Ok(_) => {}
+            Err(e) if !said => {
+                info!(error = %e, "waiting for the bootstrapped server to answer");
+                said = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn method(command: &str) -> BootstrapMethod {
+        BootstrapMethod { name: "restore".into(), command: command.into(), ..Default::default() }
+    }
+
+    /// A command that makes a fake data directory with signal files and records its arguments.
+    const MAKE: &str = r#"d="${2#--datadir=}"; mkdir -p "$d" && touch "$d/PG_VERSION" "$d/promote" "$d/standby.signal" && echo "$@" > "$d/args"; true"#;
+
+    #[tokio::test]
+    async fn the_command_gets_patronis_arguments_and_signal_files_are_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PgSettings::new("n1", dir.path().join("data"));
+        let first = run(&method(MAKE), &s, "pg").await.unwrap();
+        let d = &s.data_dir;
+        let args = std::fs::read_to_string(d.join("args")).unwrap();
+        assert_eq!(args.trim(), format!("--scope=pg --datadir={}", d.display()));
+        assert!(!d.join("promote").exists(), "a promote trigger would promote at once");
+        assert!(!d.join("standby.signal").exists(), "removed without keep_existing_recovery_conf");
+        assert_eq!(first.parameters, s.parameters);
+
+        // keep_existing_recovery_conf keeps them; recovery_conf asks for a recovery, then promotion.
+        std::fs::remove_dir_all(d).unwrap();
+        let keep = BootstrapMethod { keep_existing_recovery_conf: true, ..method(MAKE) };
+        run(&keep, &s, "pg").await.unwrap();
+        assert!(d.join("standby.signal").exists());
+        std::fs::remove_dir_all(d).unwrap();
+        let recovery = BTreeMap::from([("restore_command".to_string(), "cp /archive/%f %p".to_string())]);
+        let restore = BootstrapMethod { recovery_conf: recovery, ..method(MAKE) };
+        let first = run(&restore, &s, "pg").await.unwrap();
+        assert!(d.join("recovery.signal").exists());
+        assert_eq!(first.parameters["restore_command"], "cp /archive/%f %p");
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_or_no_data_directory_fails_the_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PgSettings::new("n1", dir.path().join("data"));
+        let e = run(&method("exit 3;"), &s, "pg").await.unwrap_err();
+        assert!(e.contains("custom bootstrap restore: its command exited with exit status: 3"), "{e}");
+        let e = run(&method("true"), &s, "pg").await.unwrap_err();
+        assert!(e.contains("left no PostgreSQL data directory"), "{e}");
+    }
+}
