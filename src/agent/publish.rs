@@ -171,6 +171,7 @@ mod tests {
                 state: ClusterState::InArchiveRecovery,
                 timeline: 2,
                 checkpoint_lsn: Lsn(1),
+                hot_standby: Default::default(),
             }),
             process: PgProcess::Running(RunningPg {
                 in_recovery: true,
@@ -196,6 +197,9 @@ mod tests {
             server_version_num: 150008,
             replayed_at: None,
             replay_paused: false,
+            replay_pause: Default::default(),
+            synchronous_commit: "on".into(),
+            hot_standby: Default::default(),
             replication: vec![],
             system_identifier: "7".into(),
             synchronous_standby_names: String::new(),

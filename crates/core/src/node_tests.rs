@@ -51,7 +51,7 @@ fn promoted(mut c: Cluster) -> Cluster {
 }
 
 fn ctl(state: ClusterState) -> ControlData {
-    ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900) }
+    ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900), hot_standby: Default::default() }
 }
 
 fn primary() -> LocalPg {
