@@ -178,6 +178,9 @@ pub fn candidate_fitness(status: &Value, need_replica: bool) -> Result<(), &'sta
     if status.get("watchdog_failed").and_then(Value::as_bool) == Some(true) {
         return Err("not watchdog capable");
     }
+    if status.get("replay_blocked").and_then(Value::as_bool) == Some(true) {
+        return Err("WAL replay is paused for insufficient parameter settings");
+    }
     Ok(())
 }
 

@@ -17,17 +17,25 @@ use rampart_core::{ActionResult, Cluster, StartRole, Upstream};
 use rampart_pg::Probe;
 use tracing::{info, warn};
 
-use super::{Agent, SYNC_NAMES_APPLY_LIMIT};
+use super::{settings, Agent, SYNC_NAMES_APPLY_LIMIT};
 
 /// What was last applied.
 #[derive(Default)]
 pub(in crate::agent) struct ParamState {
     applied: Option<BTreeMap<String, String>>,
     /// PostgreSQL reports a parameter change waiting for a restart.
-    pub(in crate::agent) pending_restart: bool,
+    pg_pending: bool,
+    /// This replica runs hot-standby-critical settings above its configuration because its
+    /// control file needs them (Patroni flags that as a pending restart too).
+    raised: bool,
 }
 
 impl ParamState {
+    /// Whether to report `pending_restart`.
+    pub(in crate::agent) fn pending_restart(&self) -> bool {
+        self.pg_pending || self.raised
+    }
+
     /// Forces a rewrite of the configuration files at the next cycle (after a reload).
     pub(in crate::agent) fn force_rewrite(&mut self) {
         self.applied = None;
@@ -38,22 +46,27 @@ impl Agent {
     /// Writes and reloads changed parameters; refreshes `pending_restart`.
     pub(in crate::agent) async fn apply_parameters(&mut self, probe: Option<&Probe>, cluster: Option<&Cluster>) {
         let Some(p) = probe else {
-            self.params.pending_restart = false;
+            self.params.pg_pending = false;
+            self.params.raised = false;
             return;
         };
         // Decided on this cycle's configuration: a server adopted after a restart keeps the
         // synchronous_standby_names it runs with until the core changes it.
         self.track_sync_names(Some(p));
-        let s = self.pg_settings();
+        if p.in_recovery && self.upstream.is_none() {
+            self.upstream = upstream_from_probe(p, cluster);
+        }
+        let role = if p.in_recovery {
+            self.upstream.as_ref().map(|u| StartRole::Replica { upstream: Some(u.clone()) })
+        } else {
+            Some(StartRole::Primary)
+        };
+        let (s, raised) = match &role {
+            Some(r) => settings::for_role(self.pg_settings(), r, &self.control),
+            None => (self.pg_settings(), Vec::new()),
+        };
+        self.params.raised = !raised.is_empty();
         if self.params.applied.as_ref() != Some(&s.parameters) {
-            let role = if p.in_recovery {
-                if self.upstream.is_none() {
-                    self.upstream = upstream_from_probe(p, cluster);
-                }
-                self.upstream.as_ref().map(|u| StartRole::Replica { upstream: Some(u.clone()) })
-            } else {
-                Some(StartRole::Primary)
-            };
             if let Some(role) = role {
                 let first = self.params.applied.is_none();
                 match rampart_pg::write_config(&s, &role) {
@@ -72,10 +85,10 @@ impl Agent {
         }
         match self.sql.pending_restart().await {
             Ok(names) => {
-                if !names.is_empty() && !self.params.pending_restart {
+                if !names.is_empty() && !self.params.pg_pending {
                     info!(parameters = ?names, "parameter change waits for a restart");
                 }
-                self.params.pending_restart = !names.is_empty();
+                self.params.pg_pending = !names.is_empty();
             }
             Err(e) => warn!(error = %e, "could not read pending_restart"),
         }
@@ -103,7 +116,7 @@ impl Agent {
         } else {
             StartRole::Primary
         };
-        let s = self.pg_settings();
+        let s = self.pg_settings_for(&role);
         rampart_pg::write_config(&s, &role)?;
         self.sql.reload().await?;
         self.params.applied = Some(s.parameters.clone());
