@@ -157,9 +157,9 @@ pub struct RunningPg {
     pub walsenders: Vec<Walsender>,
     /// `synchronous_standby_names` as this server applies it now (`current_setting`).
     pub synchronous_standby_names: String,
-    /// `synchronous_commit` as this server applies it now: which position of a standby a
-    /// commit waits for.
-    pub synchronous_commit: String,
+    /// Which position of a standby a commit waits for under the `synchronous_commit` this
+    /// server applies now.
+    pub commit_waits_for: crate::sync::AckPoint,
     /// Replica: `pg_get_wal_replay_pause_state()`.
     pub replay_pause: crate::hot_standby::ReplayPause,
     /// The hot-standby-critical settings the server runs with.

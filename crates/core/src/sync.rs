@@ -132,11 +132,12 @@ struct Candidate {
 /// `maximum_lag_on_syncnode` measures (Patroni's choice of `pg_stat_replication` column): under
 /// `remote_apply` a standby whose replay is paused holds commits up however fast it flushes, so
 /// it must stop being synchronous; under `remote_write` the written position counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AckPoint {
     /// `write_lsn` (`remote_write`).
     Write,
     /// `flush_lsn` (`on`, and the levels that do not wait for a standby at all).
+    #[default]
     Flush,
     /// `replay_lsn` (`remote_apply`).
     Replay,
@@ -166,7 +167,7 @@ impl AckPoint {
 /// `maximum_lag_on_syncnode` at their [`AckPoint`]), best first: higher `sync_priority`, members
 /// that may fail over, members already synchronous (fewer changes), then by name.
 fn candidates(inp: &LeaderSync<'_>, voters: &[String], applied: &Applied) -> Vec<Candidate> {
-    let ack = AckPoint::of(&inp.pg.synchronous_commit);
+    let ack = inp.pg.commit_waits_for;
     let rows: Vec<(&Walsender, &crate::model::Member)> = inp
         .pg
         .walsenders

@@ -213,7 +213,7 @@ fn a_standby_with_paused_replay_stops_being_synchronous_under_remote_apply() {
     let paused = Walsender { replay: Some(Lsn(500)), ..ws("a", "sync", 1000) };
     let mut pg = primary(names, vec![paused, ws("b", "async", 1000)]);
     assert_eq!(step(&cfg, &c, &pg, Some(&mark(names, 400))).actions, vec![], "flush lag: a stays");
-    pg.synchronous_commit = "remote_apply".into();
+    pg.commit_waits_for = AckPoint::of("remote_apply");
     assert_eq!(
         step(&cfg, &c, &pg, Some(&mark(names, 400))).actions,
         vec![write(&[], 0, 7), set("FIRST 1 (\"b\")")],

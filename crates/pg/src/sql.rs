@@ -123,7 +123,7 @@ impl Probe {
                 })
                 .collect(),
             synchronous_standby_names: self.synchronous_standby_names.clone(),
-            synchronous_commit: self.synchronous_commit.clone(),
+            commit_waits_for: rampart_core::sync::AckPoint::of(&self.synchronous_commit),
             replay_pause: self.replay_pause,
             hot_standby: self.hot_standby.clone(),
         }
