@@ -5,7 +5,9 @@
 //!   the member restarted with the new value, whose promotion announces it to the WAL) leaves
 //!   every replica replaying: each one's `pg_get_wal_replay_pause_state()` is `not paused` and a
 //!   table written on the leader reaches it; each switchover reports, and exits 0 for, the member
-//!   that really leads;
+//!   that really leads. The member left on the old value is held in maintenance mode for a
+//!   while, to see it unhealthy until restarted: not `streaming` in `/patroni` or `list`, 503 on
+//!   `/replica`, refused as a switchover candidate;
 //! * a replica whose configuration asks for less than its control file records starts with the
 //!   control file's value (said in its log, flagged as a pending restart, as Patroni does) and
 //!   replays.
@@ -75,8 +77,31 @@ async fn raising_max_connections_and_switching_over_twice_leaves_every_replica_r
     every_replica_replays(&c, second, "after_first").await;
 
     // Back to the member that runs 150: its promotion tells the WAL, and the member still on 100
-    // must be brought up to it rather than left paused.
+    // must be brought up to it rather than left paused. In maintenance mode nobody restarts it,
+    // so what it looks like meanwhile can be seen: not streaming, no replica route, no candidate.
+    expect_ok("pause", &ctl(&cfg, &["pause", "--wait"]));
     switch_over_to(&c, &cfg, first);
+    let third = (0..3).find(|&i| i != first && i != second).unwrap();
+    let blocked = support::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        support::health::status(&c, third).is_some_and(|s| s["replay_blocked"] == true)
+    });
+    assert!(
+        blocked,
+        "{} stays paused for insufficient settings: {:?}",
+        c.name(third),
+        support::health::status(&c, third)
+    );
+    let s = support::health::status(&c, third).unwrap();
+    assert_eq!((s["xlog"]["paused"].as_bool(), s.get("replication_state")), (Some(true), None), "{s}");
+    assert_eq!(support::http_status(c.api_port(third), "GET", "/replica"), 503);
+    let rows = list_rows(&cfg).unwrap_or_default();
+    assert!(row(&rows, c.name(third)).is_some_and(|r| r["State"] != "streaming"), "{rows:?}");
+    let refused = ctl(&cfg, &["switchover", "--candidate", c.name(third), "--force"]);
+    assert!(!refused.status.success(), "a switchover to it is refused: {}", support::ctl::stdout(&refused));
+    assert_eq!(c.leader_name().as_deref(), Some(c.name(first)));
+
+    // Out of maintenance mode it is restarted with the primary's value and replays.
+    expect_ok("resume", &ctl(&cfg, &["resume", "--wait"]));
     every_replica_replays(&c, first, "after_second").await;
     for i in (0..3).filter(|&i| i != first) {
         let running = query_text(c.pg_port(i), "current_setting('max_connections')").await;
