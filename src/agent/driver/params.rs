@@ -6,9 +6,11 @@
 //! (it never needs a restart); setting it waits until the server shows the new value, so the
 //! next cycle observes what PostgreSQL really applies.
 //!
-//! Invariant: a replica's recovery settings are rewritten only when its upstream is known, so a
+//! Invariants: a replica's recovery settings are rewritten only when its upstream is known, so a
 //! parameter change never drops `primary_conninfo` (the one exception is a replica about to be
-//! promoted, whose upstream no longer matters).
+//! promoted, whose upstream no longer matters); a replica's file never sets a hot-standby-critical
+//! setting below its control file's value ([`rampart_core::hot_standby::raise_for_replica`]), and
+//! one raised that way counts as a pending restart, as in Patroni.
 
 use std::collections::BTreeMap;
 
