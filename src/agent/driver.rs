@@ -105,6 +105,9 @@ pub struct Agent {
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
     watchdog: Watchdog,
+    /// The hot-standby-critical settings of the control file, as last observed: a replica's
+    /// configuration is written with at least these.
+    control: rampart_core::hot_standby::Values,
 }
 
 impl Agent {
@@ -151,6 +154,7 @@ impl Agent {
             sync_names: None,
             slot_status: None,
             failsafe_inbox: Default::default(),
+            control: Default::default(),
         }
     }
 
@@ -161,6 +165,12 @@ impl Agent {
         let mut s = settings::pg_settings(&self.cfg, dynamic);
         settings::with_managed_sync_names(&mut s.parameters, dynamic, self.sync_names.as_deref());
         s
+    }
+
+    /// [`Agent::pg_settings`] for running as `role`: a replica's hot-standby-critical settings
+    /// raised to the control file's (see [`settings::for_role`]).
+    pub(in crate::agent) fn pg_settings_for(&self, role: &StartRole) -> PgSettings {
+        settings::for_role(self.pg_settings(), role, &self.control).0
     }
 
     /// Keeps `sync_names` in step with the mode: forgotten when synchronous mode is off (the
@@ -255,6 +265,9 @@ impl Agent {
     async fn observe_local(&mut self) -> (LocalPg, Option<Probe>, Option<JobState>) {
         let settings = self.pg_settings();
         let (local, probe) = rampart_pg::observe_local(&settings, &self.pm, &self.sql).await;
+        if let DataDir::Initialized(c) = &local.data {
+            self.control = c.hot_standby.clone();
+        }
         self.track_sync_names(probe.as_ref());
         let job = match &mut self.job {
             Some(j) => Some(j.poll().await),
@@ -543,9 +556,10 @@ impl Agent {
                 Ok(true)
             }
             Action::Follow { upstream } => {
-                let s = self.pg_settings();
+                let role = StartRole::Replica { upstream: upstream.clone() };
+                let s = self.pg_settings_for(&role);
                 rampart_pg::write_pgpass(&s)?;
-                rampart_pg::write_config(&s, &StartRole::Replica { upstream: upstream.clone() })?;
+                rampart_pg::write_config(&s, &role)?;
                 self.sql.reload().await?;
                 self.upstream = upstream.clone();
                 Ok(true)
@@ -632,7 +646,7 @@ impl Agent {
     async fn publish(&mut self, seen: &Seen) {
         let dynamic = self.core.config().clone();
         let mut member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
-        if self.params.pending_restart {
+        if self.params.pending_restart() {
             member.pending_restart = Some(true);
             member
                 .extra
@@ -669,7 +683,7 @@ impl Agent {
             dcs_last_seen: self.dcs_last_seen,
             now: std::time::Instant::now(),
         });
-        snap.pending_restart = self.params.pending_restart;
+        snap.pending_restart = self.params.pending_restart();
         snap.pending_restart_reason = self
             .params
             .pending_reason

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rampart_core::model::HistoryEntry;
 use rampart_core::observe::{JobKind, JobState};
-use rampart_core::{Job, StartRole, StopMode};
+use rampart_core::{DataDir, Job, StartRole, StopMode};
 use rampart_dcs::{Dcs, EtcdDcs};
 use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
 use tokio::sync::Notify;
@@ -132,7 +132,7 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
         }
         Job::Start(role) => {
             rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(s, &role).await.map_err(text)
+            ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
         }
         Job::Promote => {
             if let Some(cmd) = &ctx.pre_promote {
@@ -150,7 +150,7 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             ctx.pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
             ctx.sql.disconnect().await;
             rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(s, &role).await.map_err(text)
+            ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
         }
         Job::CopyLogicalSlots { upstream, slots } => {
             // Read first: if the leader cannot give the slots, the replica keeps running.
@@ -165,7 +165,8 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             // Start again whatever happened to the copy: a replica left stopped helps nobody.
             let installed = rampart_pg::install_slot_states(&s.data_dir, &states).map_err(text);
             rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(s, &StartRole::Replica { upstream: Some(upstream) }).await.map_err(text)?;
+            let role = StartRole::Replica { upstream: Some(upstream) };
+            ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)?;
             installed
         }
         Job::Reinitialize(from) => {
@@ -176,6 +177,24 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             rampart_pg::write_pgpass(s).map_err(text)
         }
     }
+}
+
+/// The settings to start PostgreSQL with as `role`: for a replica, the control file is read
+/// now, with the server stopped, so the start gets at least what the WAL it will replay needs
+/// (rule: [`rampart_core::hot_standby::raise_for_replica`]), logged as Patroni logs it.
+async fn settings_for(s: &PgSettings, role: &StartRole) -> PgSettings {
+    if matches!(role, StartRole::Primary) {
+        return s.clone();
+    }
+    let control = match rampart_pg::controldata(&s.bin_dir, &s.data_dir).await {
+        DataDir::Initialized(c) => c.hot_standby,
+        _ => Default::default(),
+    };
+    let (settings, raised) = super::settings::for_role(s.clone(), role, &control);
+    for r in &raised {
+        info!("{}", super::settings::raise_message(r));
+    }
+    settings
 }
 
 /// How long a stop inside a job may take before the postmaster is killed.

@@ -49,11 +49,13 @@ pub fn parse(v: &Value) -> Option<PeerStatus> {
     let backing_off = v.get("failover_backoff").and_then(Value::as_bool).unwrap_or(false);
     // Nor is one whose required watchdog cannot be used (Patroni's `watchdog_failed`).
     let no_watchdog = v.get("watchdog_failed").and_then(Value::as_bool).unwrap_or(false);
+    // Nor is one whose replay is stuck for insufficient settings: its promotion would not end.
+    let replay_blocked = v.get("replay_blocked").and_then(Value::as_bool).unwrap_or(false);
     Some(PeerStatus {
         is_primary,
         wal: Lsn(wal),
         timeline: v.get("timeline").and_then(Value::as_u64).unwrap_or(0) as u32,
-        can_fail_over: tags.can_fail_over() && !backing_off && !no_watchdog,
+        can_fail_over: tags.can_fail_over() && !backing_off && !no_watchdog && !replay_blocked,
         priority: tags.priority(),
     })
 }
@@ -81,5 +83,8 @@ mod tests {
         let no_watchdog =
             json!({"state":"running","role":"replica","xlog":{"received_location":9},"watchdog_failed":true});
         assert!(!parse(&no_watchdog).unwrap().can_fail_over);
+        let blocked = json!({"state":"running","role":"replica","xlog":{"received_location":9,"paused":true},
+            "replay_blocked":true});
+        assert!(!parse(&blocked).unwrap().can_fail_over, "a replica paused for insufficient settings");
     }
 }

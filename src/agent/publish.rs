@@ -22,6 +22,7 @@ pub fn state_text(local: &LocalPg, job: Option<JobKind>) -> &'static str {
         Some(JobKind::Bootstrap) => return "initializing new cluster",
         Some(JobKind::Clone) => return "creating replica",
         Some(JobKind::Rewind) => return "rewinding",
+        Some(JobKind::Restart) => return "restarting",
         Some(JobKind::Start) if !matches!(local.process, PgProcess::Running(_)) => return "starting",
         _ => {}
     }
@@ -33,6 +34,19 @@ pub fn state_text(local: &LocalPg, job: Option<JobKind>) -> &'static str {
     }
 }
 
+/// Whether this replica's replay is paused for insufficient hot-standby settings (rule:
+/// [`rampart_core::hot_standby::replay_blocked`]). Such a replica is published without a
+/// replication state (as Patroni publishes a replica that does not stream), so neither the
+/// proxy, `list` nor the health checks take it for a streaming one until it was restarted.
+pub fn replay_blocked(local: &LocalPg) -> bool {
+    match (&local.data, &local.process) {
+        (DataDir::Initialized(c), PgProcess::Running(r)) if r.in_recovery => {
+            rampart_core::hot_standby::replay_blocked(r.replay_pause, &r.hot_standby, &c.hot_standby).is_some()
+        }
+        _ => false,
+    }
+}
+
 /// `primary`, `replica` or `uninitialized`.
 pub fn role_text(local: &LocalPg) -> &'static str {
     match (&local.process, &local.data) {
@@ -40,6 +54,15 @@ pub fn role_text(local: &LocalPg) -> &'static str {
         (_, DataDir::Empty) => "uninitialized",
         _ => "replica",
     }
+}
+
+/// A replica's replication state: `streaming`, `in archive recovery`, or none while its replay is
+/// blocked.
+fn replication_state(local: &LocalPg, p: &Probe) -> Option<String> {
+    if replay_blocked(local) {
+        return None;
+    }
+    Some(if p.streaming { "streaming" } else { "in archive recovery" }.to_string())
 }
 
 /// The member key value.
@@ -69,7 +92,7 @@ pub fn member_data(
             m.receive_lsn = p.received_lsn.map(|l| l.0);
             m.replay_lsn = p.replayed_lsn.map(|l| l.0);
             m.xlog_location = Some(r.wal.best().0);
-            m.replication_state = Some(if p.streaming { "streaming" } else { "in archive recovery" }.to_string());
+            m.replication_state = replication_state(local, p);
         } else {
             m.xlog_location = p.flush_lsn.map(|l| l.0);
         }
@@ -141,7 +164,8 @@ pub fn snapshot(i: SnapshotInputs<'_>) -> NodeSnapshot {
         s.replayed_timestamp = p.replayed_at.clone();
         s.wal_replay_paused = p.replay_paused;
         if r.in_recovery {
-            s.replication_state = Some(if p.streaming { "streaming" } else { "in archive recovery" }.to_string());
+            s.replication_state = replication_state(i.local, p);
+            s.replay_blocked = replay_blocked(i.local);
         }
         s.postmaster_start_time = Some(p.postmaster_start_time.clone());
         s.server_version = u32::try_from(p.server_version_num).unwrap_or(0);
@@ -180,6 +204,7 @@ mod tests {
                 state: ClusterState::InArchiveRecovery,
                 timeline: 2,
                 checkpoint_lsn: Lsn(1),
+                hot_standby: Default::default(),
             }),
             process: PgProcess::Running(RunningPg {
                 in_recovery: true,
@@ -205,6 +230,9 @@ mod tests {
             server_version_num: 150008,
             replayed_at: None,
             replay_paused: false,
+            replay_pause: Default::default(),
+            synchronous_commit: "on".into(),
+            hot_standby: Default::default(),
             replication: vec![],
             system_identifier: "7".into(),
             synchronous_standby_names: String::new(),
@@ -241,6 +269,37 @@ mod tests {
             serde_json::json!({"max_connections": {"old_value": "100", "new_value": "150"},
                                "shared_buffers": {"old_value": "128MB", "new_value": "256MB"}})
         );
+    }
+
+    #[test]
+    fn a_replica_paused_for_insufficient_settings_is_not_published_as_streaming() {
+        use rampart_core::hot_standby::{ReplayPause, Setting, Values};
+        let (mut local, probe) = replica_probe();
+        if let DataDir::Initialized(c) = &mut local.data {
+            c.hot_standby = Values::from_pairs([(Setting::MaxConnections, 150)]);
+        }
+        if let PgProcess::Running(r) = &mut local.process {
+            r.hot_standby = Values::from_pairs([(Setting::MaxConnections, 100)]);
+            r.replay_pause = ReplayPause::Paused;
+        }
+        assert!(replay_blocked(&local));
+        let m = member_data(&cfg(), &local, Some(&probe), None, false);
+        assert_eq!((m.state.as_str(), m.replication_state.as_deref()), ("running", None));
+        let m = member_data(&cfg(), &local, Some(&probe), Some(JobKind::Restart), false);
+        assert_eq!(m.state, "restarting", "while it is restarted with enough");
+        let d = rampart_core::DynamicConfig::default();
+        let s = snapshot(SnapshotInputs {
+            cfg: &cfg(),
+            dynamic: &d,
+            local: &local,
+            probe: Some(&probe),
+            job: None,
+            cluster: None,
+            leader_until: None,
+            dcs_last_seen: None,
+            now: Instant::now(),
+        });
+        assert!(s.replay_blocked && s.replication_state.is_none());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rampart_config::Config;
-use rampart_core::{DynamicConfig, NodeSettings};
+use rampart_core::hot_standby::{raise_for_replica, Raise, Values};
+use rampart_core::{DynamicConfig, NodeSettings, StartRole};
 use rampart_dcs::EtcdOptions;
 use rampart_pg::{Credentials, LocalConnect, PgSettings};
 use serde_json::Value;
@@ -86,6 +87,28 @@ pub fn with_managed_sync_names(params: &mut BTreeMap<String, String>, dynamic: &
     if let Some(v) = managed {
         params.insert(SYNC_NAMES.to_string(), v.to_string());
     }
+}
+
+/// The settings to run PostgreSQL with in `role`: a replica's hot-standby-critical settings are
+/// raised to the control file's `control` values (rule:
+/// [`rampart_core::hot_standby::raise_for_replica`]); a primary's stay as configured. Returns what
+/// was raised too.
+pub fn for_role(mut s: PgSettings, role: &StartRole, control: &Values) -> (PgSettings, Vec<Raise>) {
+    let raised = match role {
+        StartRole::Replica { .. } => raise_for_replica(&mut s.parameters, control),
+        StartRole::Primary => Vec::new(),
+    };
+    (s, raised)
+}
+
+/// Patroni's log line for a value taken from `pg_controldata` (its wording, which Patroni's own
+/// acceptance tests and operators' log searches know).
+pub fn raise_message(r: &Raise) -> String {
+    format!(
+        "{} value in pg_controldata: {}, in the global configuration: {}. pg_controldata value will be used. \
+         Setting 'Pending restart' flag",
+        r.setting, r.to, r.configured
+    )
 }
 
 /// The socket directory PostgreSQL will use, resolved against the data directory as the
@@ -230,6 +253,24 @@ postgresql:
         let mut p = user;
         with_managed_sync_names(&mut p, &on, None);
         assert!(!p.keys().any(|k| k.eq_ignore_ascii_case(SYNC_NAMES)), "nothing known yet: no value");
+    }
+
+    #[test]
+    fn a_replica_is_started_with_at_least_the_control_file_values_a_primary_as_configured() {
+        use rampart_core::hot_standby::Setting;
+        let c = cfg();
+        let s = pg_settings(&c, &c.bootstrap_dcs());
+        let control = Values::from_pairs([(Setting::MaxConnections, 150), (Setting::MaxWorkerProcesses, 8)]);
+        let (replica, raised) = for_role(s.clone(), &StartRole::Replica { upstream: None }, &control);
+        assert_eq!(replica.parameters["max_connections"], "150");
+        assert_eq!(
+            raise_message(&raised[0]),
+            "max_connections value in pg_controldata: 150, in the global configuration: 100. \
+             pg_controldata value will be used. Setting 'Pending restart' flag"
+        );
+        let (primary, raised) = for_role(s, &StartRole::Primary, &control);
+        assert_eq!(primary.parameters["max_connections"], "100");
+        assert!(raised.is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use rampart_core::manual::{outcome, Outcome};
 use rampart_core::model::Failover;
 use rampart_core::Cluster;
 use rampart_dcs::Dcs;
@@ -299,10 +300,16 @@ fn run(target: TargetArgs, action: Action, given: Given) -> Result<()> {
             match rest.call(m, Method::Post, verb, Some(&plan.body()), HANDOVER).await {
                 Ok(r) if r.ok() => {
                     println!("{} {}", timestamp(), r.text);
-                    if plan.scheduled_at.is_none() {
-                        print!("{}", super::list::render_table(&scope, &session.cluster().await?));
+                    if plan.scheduled_at.is_some() {
+                        return Ok(());
                     }
-                    return Ok(());
+                    // The API answered once the lock moved; whether the member holding it runs as
+                    // primary (and is the one asked for) is checked here, also against an API
+                    // that reports the lock alone (Patroni's).
+                    let pace = Pace::for_cluster(&cluster);
+                    let (now, leader) = wait_for_new_leader(&mut &session, &plan, pace, &mut std::io::stdout()).await?;
+                    print!("{}", super::list::render_table(&scope, &now));
+                    return check_candidate(&plan, &leader);
                 }
                 Ok(r) if r.unsupported() => println!(
                     "{} The REST API of {} has no POST /{verb} ({}), falling back to the DCS",
@@ -327,9 +334,12 @@ fn run(target: TargetArgs, action: Action, given: Given) -> Result<()> {
             return Ok(());
         }
         let pace = Pace::for_cluster(&cluster);
-        let now = wait_for_new_leader(&mut &session, &plan, pace, &mut std::io::stdout()).await?;
+        let who = plan.candidate.as_deref().unwrap_or("a new leader");
+        println!("{} Waiting up to {} s for {who} to take over", timestamp(), pace.limit.as_secs());
+        let (now, leader) = wait_for_new_leader(&mut &session, &plan, pace, &mut std::io::stdout()).await?;
+        println!("{} {}", timestamp(), report(&plan, &leader));
         print!("{}", super::list::render_table(&scope, &now));
-        Ok(())
+        check_candidate(&plan, &leader)
     })
 }
 
@@ -367,25 +377,19 @@ impl Pace {
     }
 }
 
-/// After a DCS write: waits until the leader key names someone else (the candidate, when one was
-/// named), writing progress to `out`; fails when the agents drop the request or time runs out.
-/// Returns the cluster as it ended.
+/// After a request: waits until a member other than the old leader leads, that is holds the
+/// lock *and* runs as primary (rule: [`rampart_core::manual::outcome`]; a candidate that took the
+/// lock but failed to promote does not count), writing progress to `out`; fails when the agents
+/// drop the request or time runs out. Returns the cluster as it ended and who leads it.
 pub(crate) async fn wait_for_new_leader(
     src: &mut impl ReadCluster,
     plan: &Plan,
     pace: Pace,
     out: &mut dyn std::io::Write,
-) -> Result<Cluster> {
+) -> Result<(Cluster, String)> {
     let verb = plan.action.name();
     let started = Instant::now();
     let old = plan.leader.clone();
-    writeln!(
-        out,
-        "{} Waiting up to {} s for {} to take over",
-        timestamp(),
-        pace.limit.as_secs(),
-        plan.candidate.as_deref().unwrap_or("a new leader")
-    )?;
     let mut last_note = Instant::now();
     loop {
         tokio::time::sleep(pace.poll).await;
@@ -400,42 +404,51 @@ pub(crate) async fn wait_for_new_leader(
             }
         };
         let leader = now.leader.as_ref().map(|l| l.name.clone());
-        if let Some(l) = leader.as_ref().filter(|l| Some(*l) != old.as_ref()) {
-            match &plan.candidate {
-                Some(c) if c != l => {
-                    writeln!(out, "{} {} to \"{l}\" instead of \"{c}\"", timestamp(), capital(plan.action.done()))?
-                }
-                _ => writeln!(out, "{} Successfully {} to \"{l}\"", timestamp(), plan.action.done())?,
-            }
-            return Ok(now);
-        }
-        // The agents clear the key once they have acted on it, or refused it.
-        if now.failover.is_none() && started.elapsed() >= pace.grace {
-            let who = match &leader {
-                Some(l) => format!("{l} is still the leader"),
-                None => "no member holds the leader lock".to_string(),
-            };
-            bail!(
-                "{verb}: the agents dropped the request and {who}; their logs say why (for example, the candidate \
-                 was not healthy enough)"
-            );
+        match outcome(&now, old.as_deref()) {
+            Outcome::Led(l) => return Ok((now, l)),
+            // The agents clear the key once they have acted on it, or refused it.
+            Outcome::Refused if started.elapsed() >= pace.grace => bail!(
+                "{verb}: the agents dropped the request and {} is still the leader; their logs say why (for \
+                 example, the candidate was not healthy enough)",
+                leader.as_deref().unwrap_or_default()
+            ),
+            Outcome::Refused | Outcome::Pending => {}
         }
         if started.elapsed() >= pace.limit {
             bail!(
-                "{verb}: no new leader after {} s; the request is still in the DCS failover key (see `rampart list`), \
-                 `rampart flush switchover` discards it",
+                "{verb}: no new leader running as primary after {} s; if the request is still in the DCS failover \
+                 key (see `rampart list`), `rampart flush switchover` discards it",
                 pace.limit.as_secs()
             );
         }
         if last_note.elapsed() >= Duration::from_secs(5) {
-            writeln!(
-                out,
-                "{} Still waiting: the leader is {}, the request is pending in the DCS",
-                timestamp(),
-                leader.as_deref().unwrap_or("nobody"),
-            )?;
+            let what = match &leader {
+                Some(l) if Some(l) != old.as_ref() => format!("{l} holds the leader lock and is not primary yet"),
+                Some(l) => format!("the leader is {l}, the request is pending in the DCS"),
+                None => "no member holds the leader lock".into(),
+            };
+            writeln!(out, "{} Still waiting: {what}", timestamp())?;
             last_note = Instant::now();
         }
+    }
+}
+
+/// Patroni's report of who leads now.
+fn report(plan: &Plan, leader: &str) -> String {
+    match &plan.candidate {
+        Some(c) if c != leader => format!("{} to \"{leader}\" instead of \"{c}\"", capital(plan.action.done())),
+        _ => format!("Successfully {} to \"{leader}\"", plan.action.done()),
+    }
+}
+
+/// The command fails when a member other than the requested candidate leads afterwards.
+fn check_candidate(plan: &Plan, leader: &str) -> Result<()> {
+    match &plan.candidate {
+        Some(c) if c != leader => bail!(
+            "{}: {leader} leads the cluster now, not the requested candidate {c}; its logs and {c}'s say why",
+            plan.action.name()
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -673,10 +686,16 @@ mod tests {
         }
     }
 
-    fn with(mut c: Cluster, leader: Option<&str>, pending: bool) -> Cluster {
+    /// `c` with the lock held by `leader`, whose member key says it runs as primary when
+    /// `promoted` (the others replicas), and the request pending or not.
+    fn with(mut c: Cluster, leader: Option<&str>, promoted: bool, pending: bool) -> Cluster {
         match (leader, c.leader.as_mut()) {
             (Some(name), Some(l)) => l.name = name.into(),
             _ => c.leader = None,
+        }
+        for m in &mut c.members {
+            let primary = promoted && Some(m.name.as_str()) == leader;
+            m.data.role = if primary { "primary".into() } else { "replica".into() };
         }
         c.failover = pending.then(|| Failover {
             leader: Some("a".into()),
@@ -687,29 +706,46 @@ mod tests {
         c
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn dcs_fallback_waits_for_the_candidate() {
-        let plan = Plan {
+    fn switchover_to_b() -> Plan {
+        Plan {
             action: Action::Switchover,
             leader: Some("a".into()),
             candidate: Some("b".into()),
             scheduled_at: None,
             force: false,
-        };
-        let mut src =
-            Script(vec![with(three(), Some("a"), true), with(three(), None, true), with(three(), Some("b"), false)]);
-        let mut out = Vec::new();
-        let end = wait_for_new_leader(&mut src, &plan, fast(5_000, 5_000), &mut out).await.unwrap();
-        assert!(end.is_leader("b"));
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("Waiting up to 5 s for b to take over\n"), "{text}");
-        assert!(text.trim_end().ends_with("Successfully switched over to \"b\""), "{text}");
+        }
+    }
 
-        // Someone else took over: reported, not an error.
-        let mut src = Script(vec![with(three(), Some("c"), false)]);
-        let mut out = Vec::new();
-        wait_for_new_leader(&mut src, &plan, fast(5_000, 5_000), &mut out).await.unwrap();
-        assert!(String::from_utf8(out).unwrap().contains("Switched over to \"c\" instead of \"b\""));
+    #[tokio::test(flavor = "current_thread")]
+    async fn dcs_fallback_waits_for_the_candidate_to_run_as_primary() {
+        let plan = switchover_to_b();
+        let mut src = Script(vec![
+            with(three(), Some("a"), true, true),
+            with(three(), None, false, true),
+            with(three(), Some("b"), false, false),
+            with(three(), Some("b"), true, false),
+        ]);
+        let (end, leader) = wait_for_new_leader(&mut src, &plan, fast(5_000, 5_000), &mut Vec::new()).await.unwrap();
+        assert!(end.is_leader("b"));
+        assert_eq!(src.0.len(), 1, "b holding the lock before it ran as primary was not enough");
+        assert_eq!(report(&plan, &leader), "Successfully switched over to \"b\"");
+        assert!(check_candidate(&plan, &leader).is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_switchover_led_by_another_member_is_reported_and_fails() {
+        // b took the lock, never ran as primary and let go; c leads.
+        let plan = switchover_to_b();
+        let mut src = Script(vec![
+            with(three(), Some("b"), false, false),
+            with(three(), None, false, false),
+            with(three(), Some("c"), true, false),
+        ]);
+        let (_, leader) = wait_for_new_leader(&mut src, &plan, fast(5_000, 5_000), &mut Vec::new()).await.unwrap();
+        assert_eq!(leader, "c");
+        assert_eq!(report(&plan, &leader), "Switched over to \"c\" instead of \"b\"");
+        let e = check_candidate(&plan, &leader).unwrap_err().to_string();
+        assert!(e.starts_with("switchover: c leads the cluster now, not the requested candidate b"), "{e}");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -721,14 +757,11 @@ mod tests {
             scheduled_at: None,
             force: false,
         };
-        let mut src = Script(vec![with(three(), Some("a"), true), with(three(), Some("a"), false)]);
+        let mut src = Script(vec![with(three(), Some("a"), true, true), with(three(), Some("a"), true, false)]);
         let e = wait_for_new_leader(&mut src, &plan, fast(5_000, 20), &mut Vec::new()).await.unwrap_err().to_string();
         assert!(e.starts_with("failover: the agents dropped the request and a is still the leader"), "{e}");
-        let mut src = Script(vec![with(three(), Some("a"), true)]);
+        let mut src = Script(vec![with(three(), Some("a"), true, true)]);
         let e = wait_for_new_leader(&mut src, &plan, fast(50, 5_000), &mut Vec::new()).await.unwrap_err().to_string();
-        assert!(
-            e.starts_with("failover: no new leader after 0 s; the request is still in the DCS failover key"),
-            "{e}"
-        );
+        assert!(e.starts_with("failover: no new leader running as primary after 0 s"), "{e}");
     }
 }

@@ -188,6 +188,13 @@ pub async fn is_in_recovery(port: u16) -> Option<bool> {
     query_one_bool(&client, "SELECT pg_is_in_recovery()").await.ok()
 }
 
+/// The first column of the first row of `sql` on the server at `port` (as superuser), as text;
+/// `None` when the server cannot be asked, the query fails or returns no row.
+pub async fn query_text(port: u16, sql: &str) -> Option<String> {
+    let client = connect_superuser(port).await.ok()?;
+    client.query_opt(&format!("SELECT ({sql})::text"), &[]).await.ok()??.get(0)
+}
+
 /// Runs `sql` on the server at `port` as the superuser, panicking with the statement and the
 /// error if it fails (a scenario step that must work).
 pub async fn sql(port: u16, sql: &str) {

@@ -110,11 +110,13 @@ pub fn primary_ok(s: &NodeSnapshot, alive: bool, now: Instant) -> bool {
     leader_ok(s, alive, now) && runs_as_primary(s, alive)
 }
 
-/// `/replica`: a running, load-balanced replica within the query's lag and replication state.
+/// `/replica`: a running, load-balanced replica within the query's lag and replication state,
+/// whose replay is not stuck for insufficient settings.
 pub fn replica_ok(q: &HealthQuery, s: &NodeSnapshot, alive: bool) -> bool {
     alive
         && s.is_running()
         && s.in_recovery
+        && !s.replay_blocked
         && !s.tags.noloadbalance
         && q.lag.is_none_or(|max| s.replay_lag() <= max)
         && q.replication_state.as_ref().is_none_or(|want| s.replication_state.as_ref() == Some(want))
@@ -329,6 +331,22 @@ pub(crate) mod tests {
                 assert_eq!(got, *want, "{target} for {name}");
             }
         }
+    }
+
+    #[test]
+    fn a_replica_paused_for_insufficient_settings_is_no_replica_route() {
+        let now = Instant::now();
+        let blocked = NodeSnapshot { replay_blocked: true, replication_state: None, ..replica("r1", now) };
+        let q = HealthQuery::parse(None);
+        for path in ["/replica", "/read-only", "/async", "/readiness"] {
+            let got = if path == "/readiness" {
+                readiness_status(&q, &blocked, true, now)
+            } else {
+                check_status(Check::from_path(path), &q, &blocked, true, now)
+            };
+            assert_eq!(got, UNAVAILABLE, "{path}");
+        }
+        assert_eq!(check_status(Check::Health, &q, &blocked, true, now), OK, "PostgreSQL itself runs");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct NodeSnapshot {
     pub replayed_timestamp: Option<String>,
     /// Replica: `pg_is_wal_replay_paused()`.
     pub wal_replay_paused: bool,
+    /// Replica: replay is paused for insufficient hot-standby settings (see
+    /// [`rampart_core::hot_standby::replay_blocked`]): it serves stale data and cannot be
+    /// promoted until restarted, so it is no read-only route and no candidate.
+    pub replay_blocked: bool,
     /// Replica: `streaming` or `in archive recovery`; `None` on a primary.
     pub replication_state: Option<String>,
     /// `pg_postmaster_start_time()`, as text.

@@ -78,6 +78,10 @@ struct Status<'a> {
     /// member is no candidate for a switchover or failover.
     #[serde(skip_serializing_if = "not")]
     watchdog_failed: bool,
+    /// Rampart's own field: WAL replay is paused for insufficient hot-standby settings, so this
+    /// member is no candidate for a switchover or failover until it was restarted.
+    #[serde(skip_serializing_if = "not")]
+    replay_blocked: bool,
     patroni: PatroniInfo<'a>,
 }
 
@@ -125,6 +129,7 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
         }),
         failover_backoff: s.failover_backoff,
         watchdog_failed: s.watchdog_failed,
+        replay_blocked: replica && s.replay_blocked,
         patroni: PatroniInfo { version: &s.api_version, scope: &s.scope, name: &s.name },
     };
     serde_json::to_value(body).unwrap_or(Value::Null)

@@ -20,6 +20,7 @@
 
 use std::sync::Arc;
 
+use rampart_core::manual::{outcome, Outcome};
 use rampart_core::model::Failover;
 use rampart_core::{Cluster, Member, Tags};
 use serde_json::{Map, Value};
@@ -178,6 +179,9 @@ pub fn candidate_fitness(status: &Value, need_replica: bool) -> Result<(), &'sta
     if status.get("watchdog_failed").and_then(Value::as_bool) == Some(true) {
         return Err("not watchdog capable");
     }
+    if status.get("replay_blocked").and_then(Value::as_bool) == Some(true) {
+        return Err("WAL replay is paused for insufficient parameter settings");
+    }
     Ok(())
 }
 
@@ -254,7 +258,9 @@ async fn failover_possible(
 }
 
 /// Patroni's `poll_failover_result`: waits `2 * max(10, loop_wait)` wait units (seconds),
-/// reading the cluster once per poll interval.
+/// reading the cluster once per poll interval. Unlike Patroni it names a new leader only once
+/// that member runs as primary (rule: [`rampart_core::manual::outcome`]): a candidate that took
+/// the lock but failed to promote is not reported as the leader.
 async fn wait_for_new_leader(
     ctx: &ApiContext,
     backend: &Arc<dyn Backend>,
@@ -271,18 +277,19 @@ async fn wait_for_new_leader(
         tokio::time::sleep(ctx.timing.poll_interval).await;
         // A failed read is not an answer: the DCS may be busy with the very change we wait for.
         let Ok(cluster) = backend.read_cluster().await else { continue };
-        if let Some(now) = cluster.leader.as_ref().filter(|l| Some(&l.name) != old_leader.as_ref()) {
-            return match candidate.as_deref() {
-                Some(wanted) if wanted != now.name => {
-                    let stem = action.stem();
-                    let title = format!("{}{}", stem[..1].to_ascii_uppercase(), &stem[1..]);
-                    Reply::text(200, format!("{title}ed over to \"{}\" instead of \"{wanted}\"", now.name))
+        match outcome(&cluster, old_leader.as_deref()) {
+            Outcome::Led(now) => {
+                return match candidate.as_deref() {
+                    Some(wanted) if wanted != now => {
+                        let stem = action.stem();
+                        let title = format!("{}{}", stem[..1].to_ascii_uppercase(), &stem[1..]);
+                        Reply::text(200, format!("{title}ed over to \"{now}\" instead of \"{wanted}\""))
+                    }
+                    _ => Reply::text(200, format!("Successfully {}ed over to \"{now}\"", action.stem())),
                 }
-                _ => Reply::text(200, format!("Successfully {}ed over to \"{}\"", action.stem(), now.name)),
-            };
-        }
-        if cluster.failover.is_none() {
-            return Reply::text(503, format!("{} failed", action.title()));
+            }
+            Outcome::Refused => return Reply::text(503, format!("{} failed", action.title())),
+            Outcome::Pending => {}
         }
     }
     Reply::text(

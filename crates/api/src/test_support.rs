@@ -196,8 +196,19 @@ pub(crate) fn with_failover(mut c: Cluster, leader: Option<&str>, member: Option
     c
 }
 
-/// `c` led by `leader`, without a failover request.
-pub(crate) fn led_by(mut c: Cluster, leader: &str) -> Cluster {
+/// `c` led by `leader`, without a failover request: it holds the lock and its member key shows
+/// it running as primary (the others as replicas).
+pub(crate) fn led_by(c: Cluster, leader: &str) -> Cluster {
+    let mut c = locked_by(c, leader);
+    for m in &mut c.members {
+        m.data.role = if m.name == leader { "primary".into() } else { "replica".into() };
+    }
+    c
+}
+
+/// `c` with `leader` holding the lock, without a failover request, member keys unchanged (a
+/// candidate that has not finished its promotion).
+pub(crate) fn locked_by(mut c: Cluster, leader: &str) -> Cluster {
     c.leader = Some(Leader { name: leader.into(), lease: 2, mod_revision: 20 });
     c.failover = None;
     c

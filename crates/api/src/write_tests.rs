@@ -68,6 +68,21 @@ async fn switchover_to_anyone_and_to_someone_else() {
 }
 
 #[tokio::test]
+async fn switchover_reports_who_really_leads_after_a_failed_promotion() {
+    // r1 takes the lock but never runs as primary, lets go, and r2 takes over.
+    let states = vec![
+        three(),
+        with_failover(three(), Some("p"), Some("r1"), None),
+        locked_by(three(), "r1"),
+        cluster(None, &["p", "r1", "r2"], config()),
+        led_by(three(), "r2"),
+    ];
+    let h = harness(states, healthy_r1_r2());
+    let a = h.send("POST", "/switchover", Some(r#"{"leader":"p","candidate":"r1"}"#)).await;
+    assert_eq!((a.status, a.text.as_str()), (200, "Switched over to \"r2\" instead of \"r1\""));
+}
+
+#[tokio::test]
 async fn switchover_failed_or_unknown() {
     // The members dropped the request (key gone) and the leader stayed.
     let h = harness(vec![three(), with_failover(three(), Some("p"), Some("r1"), None), three()], healthy_r1_r2());

@@ -35,6 +35,8 @@
 //! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`manual`]: switchover and failover requests (the `failover` key);
 //! * [`slots`]: member and permanent replication slots, on the leader and on replicas;
+//! * [`hot_standby`]: the settings a standby must not run below the primary (start floor,
+//!   replay paused for insufficient settings);
 //! * [`failsafe`]: `failsafe_mode`, a primary kept alive through a DCS outage by its members;
 //! * [`clock`]: wall-clock times operators write;
 //! * [`node`]: the decision itself.
@@ -46,6 +48,7 @@ pub mod clock;
 pub mod dynamic;
 pub mod election;
 pub mod failsafe;
+pub mod hot_standby;
 pub mod keys;
 pub mod lsn;
 pub mod manual;

@@ -15,7 +15,7 @@
 //! Everything here is a pure function of the key, the peers' reports and the time.
 
 use crate::lsn::Lsn;
-use crate::model::Failover;
+use crate::model::{Cluster, Failover};
 use crate::observe::PeerReport;
 
 /// How long a leader that stopped for a switchover waits for a candidate to receive its
@@ -140,10 +140,64 @@ pub fn as_replica(me: &str, f: &Failover, peers: &[PeerReport]) -> ReplicaStep {
     }
 }
 
+/// Where a switchover or failover stands, as whoever asked for it sees it in the DCS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not settled yet: the request waits, a candidate is promoting, or a race is under way.
+    Pending,
+    /// This member leads now: it holds the lock and its member key shows a running primary.
+    Led(String),
+    /// The request is gone and the former leader still (or again) holds the lock: refused.
+    Refused,
+}
+
+/// Rule: **a handover is reported by who really leads afterwards.** Holding the leader key is
+/// not enough: a candidate that took the lock may still fail to promote and release it to
+/// another member. Only a holder whose own member key says it runs as primary leads; until one
+/// does, the outcome is pending (also while the request is gone but a race goes on).
+pub fn outcome(cluster: &Cluster, old_leader: Option<&str>) -> Outcome {
+    let holder = cluster.leader.as_ref().map(|l| l.name.as_str());
+    if let Some(h) = holder.filter(|h| Some(*h) != old_leader) {
+        let primary = cluster
+            .member(h)
+            .is_some_and(|m| matches!(m.data.role.as_str(), "primary" | "master") && m.data.state == "running");
+        return if primary { Outcome::Led(h.to_string()) } else { Outcome::Pending };
+    }
+    if cluster.failover.is_none() && old_leader.is_some() && holder == old_leader {
+        return Outcome::Refused;
+    }
+    Outcome::Pending
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::observe::PeerStatus;
+
+    #[test]
+    fn a_handover_is_reported_by_who_really_leads_afterwards() {
+        let member = |name: &str, role: &str| crate::model::Member {
+            name: name.into(),
+            data: crate::model::MemberData { state: "running".into(), role: role.into(), ..Default::default() },
+            lease: 1,
+        };
+        let at = |leader: Option<&str>, pending: bool, roles: &[(&str, &str)]| Cluster {
+            leader: leader.map(|l| crate::model::Leader { name: l.into(), lease: 1, mod_revision: 1 }),
+            failover: pending.then(|| req(Some("a"), Some("b"), None)),
+            members: roles.iter().map(|(n, r)| member(n, r)).collect(),
+            ..Default::default()
+        };
+        let old = Some("a");
+        assert_eq!(outcome(&at(Some("a"), true, &[("a", "primary")]), old), Outcome::Pending, "not acted on yet");
+        // b took the lock and cleared the request, but is still promoting: not settled.
+        assert_eq!(outcome(&at(Some("b"), false, &[("b", "replica")]), old), Outcome::Pending);
+        assert_eq!(outcome(&at(Some("b"), false, &[("b", "primary")]), old), Outcome::Led("b".into()));
+        // b's promotion failed and it let go; the race goes on until c leads.
+        assert_eq!(outcome(&at(None, false, &[("b", "replica")]), old), Outcome::Pending);
+        assert_eq!(outcome(&at(Some("c"), false, &[("c", "primary")]), old), Outcome::Led("c".into()));
+        assert_eq!(outcome(&at(Some("a"), false, &[("a", "primary")]), old), Outcome::Refused, "dropped");
+        assert_eq!(outcome(&at(Some("b"), false, &[("b", "master")]), None), Outcome::Led("b".into()));
+    }
 
     fn peer(name: &str, wal: u64, eligible: bool) -> PeerReport {
         PeerReport {

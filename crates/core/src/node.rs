@@ -32,6 +32,7 @@ use crate::action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode
 use crate::dynamic::DynamicConfig;
 use crate::election::{self, Candidate, Verdict};
 use crate::failsafe::{self, Topology};
+use crate::hot_standby;
 use crate::manual::{self, LeaderStep, ReleaseStep, ReplicaStep};
 use crate::model::{Cluster, Tags};
 use crate::observe::{
@@ -933,6 +934,13 @@ impl HaNode {
         self.primary_start_failed = false;
         self.rejoin_after_handover = false;
         let peers = obs.peers.unwrap_or(&[]);
+        // Replay paused for insufficient settings never resumes by itself; until a restart the
+        // replica can neither serve current data nor be promoted.
+        let blocked = if r.in_recovery {
+            hot_standby::replay_blocked(r.replay_pause, &r.hot_standby, &ctl.hot_standby)
+        } else {
+            None
+        };
 
         if cluster.is_leader(&me) {
             if r.in_recovery {
@@ -941,6 +949,18 @@ impl HaNode {
                         now,
                         vec![Action::RenewLeader],
                         "PAUSE: holding the leader lock as a replica; not promoting",
+                    );
+                }
+                if let Some(b) = &blocked {
+                    // pg_promote would wait forever ("promotion is not possible because of
+                    // insufficient parameter settings"): restart with enough first.
+                    return self.plan(
+                        now,
+                        vec![
+                            Action::RenewLeader,
+                            Action::StartJob(Job::Restart(StartRole::Replica { upstream: None })),
+                        ],
+                        &format!("{b}: restarting PostgreSQL with the control file's values before promoting"),
                     );
                 }
                 // Slots first: the other replicas switch to us as soon as they see the new leader
@@ -1050,6 +1070,20 @@ impl HaNode {
             let Some(upstream) = self.desired_upstream(cluster, &leader.name) else {
                 return self.plan(now, vec![], "waiting for the leader to publish its address");
             };
+            if let Some(b) = &blocked {
+                if paused {
+                    return self.plan(
+                        now,
+                        vec![],
+                        &format!("PAUSE: {b}; not restarting PostgreSQL in maintenance mode"),
+                    );
+                }
+                return self.plan(
+                    now,
+                    vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: Some(upstream) }))],
+                    &format!("{b}: restarting PostgreSQL with the values the primary's WAL needs"),
+                );
+            }
             let target = (upstream.host.clone(), upstream.port);
             if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
                 return p;
@@ -1097,6 +1131,18 @@ impl HaNode {
                 now,
                 vec![Action::AcquireLeader],
                 &format!("{pause}acquiring the leader lock as the running primary"),
+            );
+        }
+        // A replica that cannot replay cannot be promoted either: neither the requested candidate
+        // nor a racer until it runs with enough (a restart does that).
+        if let Some(b) = &blocked {
+            if paused {
+                return self.plan(now, vec![], &format!("PAUSE: no leader; {b}; not restarting in maintenance mode"));
+            }
+            return self.plan(
+                now,
+                vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: None }))],
+                &format!("no leader, not racing: {b}; restarting PostgreSQL with the control file's values"),
             );
         }
         // Before any race, manual failovers included: a primary kept alive by failsafe may still

@@ -51,7 +51,7 @@ fn promoted(mut c: Cluster) -> Cluster {
 }
 
 fn ctl(state: ClusterState) -> ControlData {
-    ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900) }
+    ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900), hot_standby: Default::default() }
 }
 
 fn primary() -> LocalPg {
@@ -442,8 +442,10 @@ fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
 
 #[test]
 fn primary_start_timeout_0_fails_over_at_once_when_a_replica_can_take_over() {
-    let zero =
-        |c: Cluster| Cluster { config: Some(DynamicConfig { primary_start_timeout: Some(0), ..Default::default() }), ..c };
+    let zero = |c: Cluster| Cluster {
+        config: Some(DynamicConfig { primary_start_timeout: Some(0), ..Default::default() }),
+        ..c
+    };
     let l = stopped(ClusterState::InProduction, true);
     let mut n = HaNode::new(settings());
     let p = n.decide(&obs(0, &zero(cluster(Some(ME))), &l));
@@ -1494,4 +1496,75 @@ fn member_slots_ttl_0_drops_a_departed_members_slot_at_once() {
     c.members.retain(|m| m.name != "n3");
     let t = slot_targets_of(&decide(&mut n, &obs(1, &c, &primary())));
     assert!(!t.wanted.contains_key("n3") && t.retain == ["n1", "n2"], "{t:?}");
+}
+
+// ----- hot-standby settings -----
+
+/// A replica running `max_connections = running` whose control file asks for `needed`, with
+/// replay in pause state `pause`.
+fn replica_below_control(running: i64, needed: i64, pause: crate::hot_standby::ReplayPause) -> LocalPg {
+    use crate::hot_standby::{Setting, Values};
+    let mut l = replica(Some(5003), 1000);
+    if let DataDir::Initialized(c) = &mut l.data {
+        c.hot_standby = Values::from_pairs([(Setting::MaxConnections, needed)]);
+    }
+    if let PgProcess::Running(r) = &mut l.process {
+        r.hot_standby = Values::from_pairs([(Setting::MaxConnections, running)]);
+        r.replay_pause = pause;
+    }
+    l
+}
+
+#[test]
+fn a_replica_paused_for_insufficient_settings_is_restarted_with_enough() {
+    use crate::hot_standby::ReplayPause;
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n3"));
+    let l = replica_below_control(100, 150, ReplayPause::Paused);
+    let p = n.decide(&obs(0, &c, &l));
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: Some(up("n3", 5003)) }))]);
+    assert!(p.message.contains("max_connections = 100 below the primary's 150"), "{}", p.message);
+    // An operator's pause (settings sufficient) is left alone.
+    let l = replica_below_control(150, 150, ReplayPause::Paused);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![slots_for(false, &["n2", "n3"])]);
+}
+
+#[test]
+fn a_replica_paused_for_insufficient_settings_is_not_restarted_in_maintenance_mode() {
+    use crate::hot_standby::ReplayPause;
+    let mut n = HaNode::new(settings());
+    let mut c = cluster(Some("n3"));
+    c.config.as_mut().unwrap().pause = Some(true);
+    let l = replica_below_control(100, 150, ReplayPause::Paused);
+    let p = n.decide(&obs(0, &c, &l));
+    assert_eq!(p.actions, vec![]);
+    assert!(p.message.starts_with("PAUSE: recovery paused for insufficient parameter settings"), "{}", p.message);
+}
+
+#[test]
+fn a_replica_paused_for_insufficient_settings_neither_races_nor_takes_a_requested_lock() {
+    use crate::hot_standby::ReplayPause;
+    let mut n = HaNode::new(settings());
+    let restart = vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: None }))];
+    let mut l = replica_below_control(100, 150, ReplayPause::Paused);
+    if let PgProcess::Running(r) = &mut l.process {
+        r.streaming = false;
+    }
+    let c = cluster(None);
+    let p = n.decide(&obs(0, &c, &l));
+    assert_eq!(p.actions, restart, "healthiest by position, but cannot be promoted: {}", p.message);
+    let c = Cluster { failover: failover(Some("n3"), Some(ME)), ..cluster(None) };
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), restart, "the requested candidate does not take the lock either");
+}
+
+#[test]
+fn a_lock_holder_paused_for_insufficient_settings_restarts_before_promoting() {
+    use crate::hot_standby::ReplayPause;
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = replica_below_control(100, 150, ReplayPause::Paused);
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &l)),
+        vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::Replica { upstream: None }))]
+    );
 }

@@ -79,6 +79,9 @@ pub struct ControlData {
     pub timeline: Timeline,
     /// "Latest checkpoint location".
     pub checkpoint_lsn: Lsn,
+    /// The hot-standby-critical settings the control file records (for a replica: what the
+    /// primary's WAL it replayed needs).
+    pub hot_standby: crate::hot_standby::Values,
 }
 
 /// State of the data directory.
@@ -154,6 +157,13 @@ pub struct RunningPg {
     pub walsenders: Vec<Walsender>,
     /// `synchronous_standby_names` as this server applies it now (`current_setting`).
     pub synchronous_standby_names: String,
+    /// Which position of a standby a commit waits for under the `synchronous_commit` this
+    /// server applies now.
+    pub commit_waits_for: crate::sync::AckPoint,
+    /// Replica: `pg_get_wal_replay_pause_state()`.
+    pub replay_pause: crate::hot_standby::ReplayPause,
+    /// The hot-standby-critical settings the server runs with.
+    pub hot_standby: crate::hot_standby::Values,
 }
 
 /// The postmaster as the agent sees it.

@@ -128,29 +128,65 @@ struct Candidate {
     sticky: bool,
 }
 
+/// The position of a standby that a commit waits for under `synchronous_commit`, and so the one
+/// `maximum_lag_on_syncnode` measures (Patroni's choice of `pg_stat_replication` column): under
+/// `remote_apply` a standby whose replay is paused holds commits up however fast it flushes, so
+/// it must stop being synchronous; under `remote_write` the written position counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckPoint {
+    /// `write_lsn` (`remote_write`).
+    Write,
+    /// `flush_lsn` (`on`, and the levels that do not wait for a standby at all).
+    #[default]
+    Flush,
+    /// `replay_lsn` (`remote_apply`).
+    Replay,
+}
+
+impl AckPoint {
+    /// Rule: **the lag of a synchronous standby is measured where commits wait for it.**
+    pub fn of(synchronous_commit: &str) -> AckPoint {
+        match synchronous_commit.trim().to_ascii_lowercase().as_str() {
+            "remote_apply" => AckPoint::Replay,
+            "remote_write" => AckPoint::Write,
+            _ => AckPoint::Flush,
+        }
+    }
+
+    /// That position of standby `w`.
+    pub fn position(self, w: &Walsender) -> Option<Lsn> {
+        match self {
+            AckPoint::Write => w.write,
+            AckPoint::Flush => w.flush,
+            AckPoint::Replay => w.replay,
+        }
+    }
+}
+
 /// Streaming members that may be synchronous (not `nosync`, `sync_priority > 0`, running, within
-/// `maximum_lag_on_syncnode`), best first: higher `sync_priority`, members that may fail over,
-/// members already synchronous (fewer changes), then by name.
+/// `maximum_lag_on_syncnode` at their [`AckPoint`]), best first: higher `sync_priority`, members
+/// that may fail over, members already synchronous (fewer changes), then by name.
 fn candidates(inp: &LeaderSync<'_>, voters: &[String], applied: &Applied) -> Vec<Candidate> {
+    let ack = inp.pg.commit_waits_for;
     let rows: Vec<(&Walsender, &crate::model::Member)> = inp
         .pg
         .walsenders
         .iter()
-        .filter(|w| w.state == "streaming" && w.flush.is_some())
+        .filter(|w| w.state == "streaming" && ack.position(w).is_some())
         .filter_map(|w| inp.cluster.member(&w.application_name).map(|m| (w, m)))
         .filter(|(_, m)| m.name != inp.me && m.data.tags.can_be_sync() && m.data.state == "running")
         .collect();
     // Lag is measured against the most advanced standby (the primary's own position when there is
     // only one), so a burst of writes does not swap every standby at once.
     let reference = if rows.len() > 1 {
-        rows.iter().filter_map(|(w, _)| w.flush).max().unwrap_or_default()
+        rows.iter().filter_map(|(w, _)| ack.position(w)).max().unwrap_or_default()
     } else {
         inp.pg.wal.flush.unwrap_or_default()
     };
     let max_lag = inp.config.sync_max_lag();
     let mut out: Vec<Candidate> = rows
         .into_iter()
-        .filter(|(w, _)| max_lag.is_none_or(|l| w.flush.unwrap_or_default().lag_behind(reference) <= l))
+        .filter(|(w, _)| max_lag.is_none_or(|l| ack.position(w).unwrap_or_default().lag_behind(reference) <= l))
         .map(|(w, m)| Candidate {
             name: m.name.clone(),
             priority: m.data.tags.sync_priority(),
@@ -194,10 +230,23 @@ pub fn placeholder(mode: SyncMode) -> String {
     StandbyNames { method: method_of(mode), num: 1, names: vec![STRICT_PLACEHOLDER.into()] }.render()
 }
 
+/// Rule: **strict mode with no standby to name waits for any standby**, with Patroni's value:
+/// `*` in `synchronous_mode: on`, `ANY 1 (*)` in quorum mode. No commit is acknowledged until a
+/// standby has it, and none is lost: the `sync` key then names no voter, so no member but this
+/// leader may be promoted until one is confirmed under a setting that names it (whose mark lies
+/// past every commit acknowledged under `*`).
+pub fn strict_without_standby(mode: SyncMode) -> String {
+    match mode {
+        SyncMode::Quorum => "ANY 1 (*)".into(),
+        _ => "*".into(),
+    }
+}
+
 /// The setting a leader starts PostgreSQL with (in place, after a crash or an aborted
 /// switchover), derived from the `sync` key alone so it is safe before any observation: the
-/// voters with `k = |V| - q`, asynchronous when the key has no voters (only the leader may then
-/// be promoted), the placeholder in strict mode, or when the key is not this leader's.
+/// voters with `k = |V| - q`; when the key has no voters (only the leader may then be promoted),
+/// asynchronous, or in strict mode [`strict_without_standby`]; the placeholder when the key is not
+/// this leader's (nothing may be acknowledged before it claims the key).
 pub fn restore_names(me: &str, config: &DynamicConfig, cluster: &Cluster) -> String {
     let mode = config.sync_mode();
     match cluster.sync.as_ref().filter(|s| s.leader_is(me)) {
@@ -210,7 +259,8 @@ pub fn restore_names(me: &str, config: &DynamicConfig, cluster: &Cluster) -> Str
             StandbyNames { method: method_of(mode), num, names: v }.render()
         }
         Some(_) if !config.sync_strict() => String::new(),
-        _ => placeholder(mode),
+        Some(_) => strict_without_standby(mode),
+        None => placeholder(mode),
     }
 }
 
@@ -293,10 +343,10 @@ pub fn leader_step(inp: &LeaderSync<'_>) -> SyncPlan {
         }
         v
     };
+    let any_standby = keep_all && v1.is_empty();
     if keep_all {
-        if v1.is_empty() {
-            target = vec![STRICT_PLACEHOLDER.to_string()];
-            k_target = 1;
+        if any_standby {
+            target = Vec::new();
         } else {
             target = v1.clone();
             k_target = if mode == SyncMode::On { v1.len() } else { 1 };
@@ -333,7 +383,9 @@ pub fn leader_step(inp: &LeaderSync<'_>) -> SyncPlan {
             names.push(v.clone());
         }
     }
-    let desired = if names.is_empty() {
+    let desired = if any_standby {
+        strict_without_standby(mode)
+    } else if names.is_empty() {
         String::new()
     } else {
         let method = method_of(mode);

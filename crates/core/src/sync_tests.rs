@@ -164,14 +164,61 @@ fn strict_never_falls_back_to_async() {
     let c = cluster(&["a"], Some((ME, &["a"], 0)));
     let names = "FIRST 1 (\"a\")";
     assert_eq!(step(&cfg, &c, &primary(names, vec![]), Some(&mark(names, 900))).actions, vec![]);
-    // Nobody was ever synchronous: wait for a standby that does not exist.
+    // Nobody was ever synchronous: wait for any standby, with Patroni's `*`.
     let c = cluster(&["a"], Some((ME, &[], 0)));
-    assert_eq!(step(&cfg, &c, &primary("", vec![]), None).actions, vec![set(&placeholder(SyncMode::On))]);
+    assert_eq!(step(&cfg, &c, &primary("", vec![]), None).actions, vec![set("*")]);
+    assert_eq!(step(&cfg, &c, &primary("*", vec![]), None).actions, vec![], "and keeps it");
     // Quorum mode keeps the voters with `ANY |V| - q`.
     let q = config(SyncMode::Quorum, 1, true);
     let c = cluster(&["a", "b"], Some((ME, &["a", "b"], 1)));
     let names = "ANY 1 (\"a\",\"b\")";
     assert_eq!(step(&q, &c, &primary(names, vec![]), Some(&mark(names, 900))).actions, vec![]);
+}
+
+#[test]
+fn strict_mode_with_no_standby_sets_star_as_patroni_does() {
+    assert_eq!(strict_without_standby(SyncMode::On), "*");
+    assert_eq!(strict_without_standby(SyncMode::Quorum), "ANY 1 (*)");
+    let q = config(SyncMode::Quorum, 1, true);
+    let c = cluster(&["a"], Some((ME, &[], 0)));
+    assert_eq!(step(&q, &c, &primary("", vec![]), None).actions, vec![set("ANY 1 (*)")]);
+    // A standby that connects under `*` is named, and a voter only once confirmed by name.
+    let cfg = config(SyncMode::On, 1, true);
+    let pg = primary("*", vec![ws("a", "sync", 1000)]);
+    assert_eq!(step(&cfg, &c, &pg, Some(&mark("*", 900))).actions, vec![set("FIRST 1 (\"a\")")]);
+}
+
+#[test]
+fn the_sync_lag_is_measured_where_commits_wait() {
+    assert_eq!(AckPoint::of("remote_apply"), AckPoint::Replay);
+    assert_eq!(AckPoint::of("remote_write"), AckPoint::Write);
+    for flush in ["on", "local", "off", ""] {
+        assert_eq!(AckPoint::of(flush), AckPoint::Flush, "{flush:?}");
+    }
+    let w = Walsender { write: Some(Lsn(30)), flush: Some(Lsn(20)), replay: Some(Lsn(10)), ..Default::default() };
+    let at = |p: AckPoint| p.position(&w);
+    assert_eq!(
+        (at(AckPoint::Write), at(AckPoint::Flush), at(AckPoint::Replay)),
+        (Some(Lsn(30)), Some(Lsn(20)), Some(Lsn(10)))
+    );
+}
+
+#[test]
+fn a_standby_with_paused_replay_stops_being_synchronous_under_remote_apply() {
+    let mut cfg = config(SyncMode::On, 1, false);
+    cfg.maximum_lag_on_syncnode = Some(100);
+    let c = cluster(&["a", "b"], Some((ME, &["a"], 0)));
+    let names = "FIRST 1 (\"a\")";
+    // a flushes everything but replays nothing more (replay paused); b is all caught up.
+    let paused = Walsender { replay: Some(Lsn(500)), ..ws("a", "sync", 1000) };
+    let mut pg = primary(names, vec![paused, ws("b", "async", 1000)]);
+    assert_eq!(step(&cfg, &c, &pg, Some(&mark(names, 400))).actions, vec![], "flush lag: a stays");
+    pg.commit_waits_for = AckPoint::of("remote_apply");
+    assert_eq!(
+        step(&cfg, &c, &pg, Some(&mark(names, 400))).actions,
+        vec![write(&[], 0, 7), set("FIRST 1 (\"b\")")],
+        "replay lag: a is replaced"
+    );
 }
 
 #[test]
@@ -263,7 +310,7 @@ fn restoring_the_setting_from_the_key() {
     assert_eq!(restore_names(ME, &q, &c), "ANY 1 (\"a\",\"b\")");
     let empty = cluster(&["a"], Some((ME, &[], 0)));
     assert_eq!(restore_names(ME, &on, &empty), "");
-    assert_eq!(restore_names(ME, &strict, &empty), placeholder(SyncMode::On));
+    assert_eq!(restore_names(ME, &strict, &empty), "*");
     assert_eq!(restore_names(ME, &on, &cluster(&["a"], Some(("old", &["a"], 0)))), placeholder(SyncMode::On));
 }
 
@@ -313,10 +360,9 @@ mod ordering {
             let frontier = match self.applied() {
                 None => self.primary,
                 Some(n) => {
-                    let listed: Vec<u64> = n
-                        .names
-                        .iter()
-                        .filter_map(|x| NAMES.iter().position(|m| m == x))
+                    // `*` lets any connected standby acknowledge.
+                    let listed: Vec<u64> = (0..4)
+                        .filter(|&i| n.has_star() || n.lists(NAMES[i]))
                         .filter(|&i| self.connected[i])
                         .map(|i| self.flush[i])
                         .collect();

@@ -56,7 +56,13 @@ fn node(name: &str) -> HaNode {
 fn running(in_recovery: bool) -> LocalPg {
     let state = if in_recovery { ClusterState::InArchiveRecovery } else { ClusterState::InProduction };
     LocalPg {
-        data: DataDir::Initialized(ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900) }),
+        data: DataDir::Initialized(ControlData {
+            sysid: "7000".into(),
+            state,
+            timeline: 1,
+            checkpoint_lsn: Lsn(900),
+            hot_standby: Default::default(),
+        }),
         process: PgProcess::Running(RunningPg {
             in_recovery,
             timeline: 1,

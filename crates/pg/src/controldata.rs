@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rampart_core::hot_standby::{Setting, Values};
 use rampart_core::observe::{ClusterState, ControlData};
 use rampart_core::{DataDir, Lsn};
 
@@ -33,7 +34,20 @@ pub fn parse_controldata(text: &str) -> Result<ControlData, String> {
         state: ClusterState::parse(field("Database cluster state")?),
         timeline,
         checkpoint_lsn,
+        hot_standby: hot_standby_values(&map),
     })
+}
+
+/// The hot-standby-critical settings recorded in the control file; a line that is missing or
+/// not a number is left out (and then never compared), as Patroni does with a warning.
+fn hot_standby_values(map: &BTreeMap<String, String>) -> Values {
+    Values::from_pairs(Setting::ALL.into_iter().filter_map(|s| match map.get(s.controldata_label()) {
+        Some(v) => v.parse().ok().map(|v| (s, v)),
+        None => {
+            tracing::warn!("{} is missing from pg_controldata output", s.controldata_label());
+            None
+        }
+    }))
 }
 
 /// Whether a data directory has nothing worth keeping: missing, or holding only hidden entries
@@ -80,6 +94,11 @@ mod tests {
         assert_eq!(c.state, ClusterState::ShutDown);
         assert_eq!(c.timeline, 1);
         assert_eq!(c.checkpoint_lsn, "0/17414F8".parse().unwrap());
+        assert_eq!(c.hot_standby.get(Setting::MaxConnections), Some(100));
+        assert_eq!(c.hot_standby.get(Setting::MaxWorkerProcesses), Some(8));
+        assert_eq!(c.hot_standby.get(Setting::MaxWalSenders), Some(10));
+        assert_eq!(c.hot_standby.get(Setting::MaxPreparedTransactions), Some(0));
+        assert_eq!(c.hot_standby.get(Setting::MaxLocksPerTransaction), Some(64));
         let map = parse_controldata_map(SAMPLE);
         assert_eq!(map["Data page checksum version"], "1");
         assert_eq!(map["Latest checkpoint's oldestCommitTsXid"], "0");

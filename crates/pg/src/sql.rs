@@ -12,6 +12,7 @@ use std::error::Error as _;
 use std::future::Future;
 use std::time::Duration;
 
+use rampart_core::hot_standby::{ReplayPause, Setting, Values};
 use rampart_core::observe::{RunningPg, WalPositions, Walsender};
 use rampart_core::{Lsn, Timeline};
 use tokio::sync::Mutex;
@@ -84,6 +85,12 @@ pub struct Probe {
     pub replayed_at: Option<String>,
     /// `pg_is_wal_replay_paused()` (false on a primary).
     pub replay_paused: bool,
+    /// `pg_get_wal_replay_pause_state()` (`NotPaused` on a primary).
+    pub replay_pause: ReplayPause,
+    /// `synchronous_commit` in force.
+    pub synchronous_commit: String,
+    /// The hot-standby-critical settings the server runs with (`current_setting`).
+    pub hot_standby: Values,
     /// `pg_stat_replication`, ordered by application name.
     pub replication: Vec<ReplicationPeer>,
     /// Database system identifier.
@@ -116,6 +123,9 @@ impl Probe {
                 })
                 .collect(),
             synchronous_standby_names: self.synchronous_standby_names.clone(),
+            commit_waits_for: rampart_core::sync::AckPoint::of(&self.synchronous_commit),
+            replay_pause: self.replay_pause,
+            hot_standby: self.hot_standby.clone(),
         }
     }
 }
@@ -229,7 +239,15 @@ impl Sql {
                 s.system_identifier::text, \
                 GREATEST(c.timeline_id, rc.min_recovery_end_timeline), \
                 pg_catalog.current_setting('synchronous_standby_names'), \
-                (EXTRACT(EPOCH FROM (pg_catalog.clock_timestamp() - r.last_msg_receipt_time)) * 1000)::int8 \
+                (EXTRACT(EPOCH FROM (pg_catalog.clock_timestamp() - r.last_msg_receipt_time)) * 1000)::int8, \
+                CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_get_wal_replay_pause_state() \
+                     ELSE 'not paused' END, \
+                pg_catalog.current_setting('synchronous_commit'), \
+                pg_catalog.current_setting('max_connections')::int8, \
+                pg_catalog.current_setting('max_worker_processes')::int8, \
+                pg_catalog.current_setting('max_wal_senders')::int8, \
+                pg_catalog.current_setting('max_prepared_transactions')::int8, \
+                pg_catalog.current_setting('max_locks_per_transaction')::int8 \
             FROM pg_catalog.pg_control_system() s \
             CROSS JOIN pg_catalog.pg_control_checkpoint() c \
             CROSS JOIN pg_catalog.pg_control_recovery() rc \
@@ -294,6 +312,9 @@ impl Sql {
             replay_paused: row.get(11),
             system_identifier: row.get(12),
             synchronous_standby_names: row.get(14),
+            replay_pause: ReplayPause::parse(&row.get::<_, String>(16)),
+            synchronous_commit: row.get(17),
+            hot_standby: Values::from_pairs(Setting::ALL.into_iter().zip(18..).map(|(s, i)| (s, row.get::<_, i64>(i)))),
             replication: peers
                 .iter()
                 .map(|r| {
@@ -732,6 +753,9 @@ mod tests {
             server_version_num: 150008,
             replayed_at: None,
             replay_paused: false,
+            replay_pause: ReplayPause::NotPaused,
+            synchronous_commit: "on".into(),
+            hot_standby: Values::default(),
             replication: vec![ReplicationPeer {
                 usename: Some("replicator".into()),
                 application_name: Some("n2".into()),

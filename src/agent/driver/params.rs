@@ -6,9 +6,11 @@
 //! (it never needs a restart); setting it waits until the server shows the new value, so the
 //! next cycle observes what PostgreSQL really applies.
 //!
-//! Invariant: a replica's recovery settings are rewritten only when its upstream is known, so a
+//! Invariants: a replica's recovery settings are rewritten only when its upstream is known, so a
 //! parameter change never drops `primary_conninfo` (the one exception is a replica about to be
-//! promoted, whose upstream no longer matters).
+//! promoted, whose upstream no longer matters); a replica's file never sets a hot-standby-critical
+//! setting below its control file's value ([`rampart_core::hot_standby::raise_for_replica`]), and
+//! one raised that way counts as a pending restart, as in Patroni.
 
 use std::collections::BTreeMap;
 
@@ -17,20 +19,27 @@ use rampart_core::{ActionResult, Cluster, StartRole, Upstream};
 use rampart_pg::{PendingRestart, Probe};
 use tracing::{info, warn};
 
-use super::{Agent, SYNC_NAMES_APPLY_LIMIT};
+use super::{settings, Agent, SYNC_NAMES_APPLY_LIMIT};
 
 /// What was last applied.
 #[derive(Default)]
 pub(in crate::agent) struct ParamState {
     applied: Option<BTreeMap<String, String>>,
     /// PostgreSQL reports a parameter change waiting for a restart.
-    pub(in crate::agent) pending_restart: bool,
-    /// Which parameters wait, with their running and their next value (published as Patroni's
-    /// `pending_restart_reason`).
+    /// Parameters PostgreSQL reports waiting for a restart, with their running and their next
+    /// value (published as Patroni's `pending_restart_reason`).
     pub(in crate::agent) pending_reason: Vec<PendingRestart>,
+    /// This replica runs hot-standby-critical settings above its configuration because its
+    /// control file needs them (Patroni flags that as a pending restart too).
+    raised: bool,
 }
 
 impl ParamState {
+    /// Whether to report `pending_restart`.
+    pub(in crate::agent) fn pending_restart(&self) -> bool {
+        !self.pending_reason.is_empty() || self.raised
+    }
+
     /// Forces a rewrite of the configuration files at the next cycle (after a reload).
     pub(in crate::agent) fn force_rewrite(&mut self) {
         self.applied = None;
@@ -41,23 +50,27 @@ impl Agent {
     /// Writes and reloads changed parameters; refreshes `pending_restart`.
     pub(in crate::agent) async fn apply_parameters(&mut self, probe: Option<&Probe>, cluster: Option<&Cluster>) {
         let Some(p) = probe else {
-            self.params.pending_restart = false;
             self.params.pending_reason.clear();
+            self.params.raised = false;
             return;
         };
         // Decided on this cycle's configuration: a server adopted after a restart keeps the
         // synchronous_standby_names it runs with until the core changes it.
         self.track_sync_names(Some(p));
-        let s = self.pg_settings();
+        if p.in_recovery && self.upstream.is_none() {
+            self.upstream = upstream_from_probe(p, cluster);
+        }
+        let role = if p.in_recovery {
+            self.upstream.as_ref().map(|u| StartRole::Replica { upstream: Some(u.clone()) })
+        } else {
+            Some(StartRole::Primary)
+        };
+        let (s, raised) = match &role {
+            Some(r) => settings::for_role(self.pg_settings(), r, &self.control),
+            None => (self.pg_settings(), Vec::new()),
+        };
+        self.params.raised = !raised.is_empty();
         if self.params.applied.as_ref() != Some(&s.parameters) {
-            let role = if p.in_recovery {
-                if self.upstream.is_none() {
-                    self.upstream = upstream_from_probe(p, cluster);
-                }
-                self.upstream.as_ref().map(|u| StartRole::Replica { upstream: Some(u.clone()) })
-            } else {
-                Some(StartRole::Primary)
-            };
             if let Some(role) = role {
                 let first = self.params.applied.is_none();
                 match rampart_pg::write_config(&s, &role) {
@@ -81,7 +94,6 @@ impl Agent {
                         pending.iter().map(|p| format!("{}: {}->{}", p.name, p.old_value, p.new_value)).collect();
                     info!(parameters = ?changes, "parameter change waits for a restart");
                 }
-                self.params.pending_restart = !pending.is_empty();
                 self.params.pending_reason = pending;
             }
             Err(e) => warn!(error = %e, "could not read pending_restart"),
@@ -110,7 +122,7 @@ impl Agent {
         } else {
             StartRole::Primary
         };
-        let s = self.pg_settings();
+        let s = self.pg_settings_for(&role);
         rampart_pg::write_config(&s, &role)?;
         self.sql.reload().await?;
         self.params.applied = Some(s.parameters.clone());

@@ -139,7 +139,7 @@ impl Agent {
             Some("primary" | "master" | "leader") => probe.is_some_and(|p| !p.in_recovery),
             Some(_) => probe.is_some_and(|p| p.in_recovery),
         };
-        let pending_ok = !s.request.restart_pending || self.params.pending_restart;
+        let pending_ok = !s.request.restart_pending || self.params.pending_restart();
         let version_ok =
             s.request.postgres_version.is_none_or(|v| probe.is_some_and(|p| (p.server_version_num as u32) < v));
         if role_ok && pending_ok && version_ok {
