@@ -201,6 +201,14 @@ impl HaNode {
         &self.config
     }
 
+    /// Whether this process holds the leader lock: the key names this member *and* this process
+    /// confirmed it (acquired or renewed it). The name alone is not enough: an agent started with
+    /// a live member's name sees that member's key, and must never release it (rule tested by
+    /// `an_agent_never_releases_a_lock_it_does_not_hold`).
+    fn holds_lock(&self, cluster: &Cluster) -> bool {
+        cluster.is_leader(&self.s.name) && self.leader_until.is_some()
+    }
+
     /// Until when the lock is ours, if we hold it.
     pub fn leader_until(&self) -> Option<Millis> {
         self.leader_until
@@ -271,7 +279,7 @@ impl HaNode {
             actions.push(Action::Stop(StopMode::Fast));
         }
         let holds = match &obs.dcs {
-            DcsView::Ok(c) => c.is_leader(&self.s.name),
+            DcsView::Ok(c) => self.holds_lock(c),
             DcsView::Unavailable(_) => self.leader_until.is_some(),
         };
         if holds {
@@ -396,7 +404,7 @@ impl HaNode {
         // are gone: stop it before anything (cloning, reinitializing) touches the directory.
         if !matches!(obs.local.data, DataDir::Initialized(_)) && obs.local.process.is_alive() {
             let mut actions = vec![Action::Stop(StopMode::Immediate)];
-            if cluster.is_leader(&self.s.name) {
+            if self.holds_lock(cluster) {
                 actions.push(Action::ReleaseLeader);
             }
             return self.plan(
@@ -409,7 +417,7 @@ impl HaNode {
         match &obs.local.data {
             DataDir::Invalid(why) => {
                 let mut actions = vec![];
-                if cluster.is_leader(&self.s.name) {
+                if self.holds_lock(cluster) {
                     actions.push(Action::ReleaseLeader);
                 }
                 self.plan(now, actions, &format!("data directory is not usable ({why}); leaving it untouched"))
@@ -638,8 +646,19 @@ impl HaNode {
 
     fn empty_data_dir(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Plan {
         let now = obs.now;
-        if cluster.is_leader(&self.s.name) {
+        if self.holds_lock(cluster) {
             return self.plan(now, vec![Action::ReleaseLeader], "data directory is empty: releasing the leader lock");
+        }
+        if cluster.is_leader(&self.s.name) {
+            // The key bears our name but this process never renewed it: it is another agent's
+            // (one started with our name), or a previous run's that expires by itself. Deleting
+            // it would fail over a live primary; cloning would copy from "ourselves".
+            return self.plan(
+                now,
+                vec![],
+                "data directory is empty and the leader key names this member, but this agent does not hold the \
+                 lock: leaving it alone (is another agent running with this name?)",
+            );
         }
         if self.won_initialize {
             return self.plan(

@@ -688,11 +688,38 @@ fn system_identifier_mismatch_is_fatal() {
     assert!(matches!(&a[..], [Action::Fatal(m)] if m.contains("9999") && m.contains("7000")), "{a:?}");
 }
 
+/// This process acquired (or renewed) the lock at time 0.
+fn hold(n: &mut HaNode) {
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
+}
+
+#[test]
+fn an_agent_never_releases_a_lock_it_does_not_hold() {
+    // A second agent started with the live leader's name: the key names "us", but this process
+    // never acquired nor renewed it. Neither an empty data directory, nor an unusable one, nor a
+    // shutdown makes it delete the key (that would fail over the live leader), and it does not
+    // clone from the member of its own name either.
+    let c = cluster(Some(ME));
+    for local in [empty(), LocalPg { data: DataDir::Invalid("no pg_control".into()), process: PgProcess::Stopped }] {
+        let mut n = HaNode::new(settings());
+        let p = n.decide(&obs(0, &c, &local));
+        assert!(p.actions.is_empty(), "{p:?}");
+        assert!(!n.decide_shutdown(&obs(1, &c, &local)).actions.contains(&Action::ReleaseLeader));
+    }
+    let mut n = HaNode::new(settings());
+    let p = n.decide(&obs(0, &c, &empty()));
+    assert!(p.message.contains("does not hold the lock"), "{}", p.message);
+    // The agent that did take it releases it when its data directory is emptied under it.
+    hold(&mut n);
+    assert_eq!(decide(&mut n, &obs(1, &c, &empty())), vec![Action::ReleaseLeader]);
+}
+
 #[test]
 fn shutdown_stops_postgres_before_releasing_the_lock() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some(ME));
     let l = primary();
+    hold(&mut n);
     assert_eq!(n.decide_shutdown(&obs(0, &c, &l)).actions, vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader]);
     let r = replica(Some(5002), 1);
     let c2 = cluster(Some("n2"));
@@ -1008,6 +1035,7 @@ fn a_server_whose_data_directory_vanished_is_stopped_first() {
     assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Stop(StopMode::Immediate)]);
     let broken = LocalPg { data: DataDir::Invalid("no pg_control".into()), process: primary().process };
     let mine = cluster(Some(ME));
+    hold(&mut n);
     assert_eq!(decide(&mut n, &obs(0, &mine, &broken)), vec![Action::Stop(StopMode::Immediate), Action::ReleaseLeader]);
 }
 
