@@ -52,6 +52,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of each step's DCS calls once the agent is shutting down (instead of `retry_timeout`):
 /// with etcd unreachable the agent exits a few seconds after PostgreSQL has stopped.
 const SHUTDOWN_DCS_BOUND: Duration = Duration::from_secs(2);
+/// Shortest time between two warnings that `standby_cluster` is set.
+const STANDBY_CLUSTER_WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long a reloaded `synchronous_standby_names` may take to show in the server.
 const SYNC_NAMES_APPLY_LIMIT: Duration = Duration::from_secs(3);
 
@@ -105,6 +107,8 @@ pub struct Agent {
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
     watchdog: Watchdog,
+    /// When the agent last warned that `standby_cluster` is set (at most once a minute).
+    standby_cluster_warned: Option<Instant>,
 }
 
 impl Agent {
@@ -151,6 +155,7 @@ impl Agent {
             sync_names: None,
             slot_status: None,
             failsafe_inbox: Default::default(),
+            standby_cluster_warned: None,
         }
     }
 
@@ -320,6 +325,7 @@ impl Agent {
         };
         let plan = self.core.decide(&obs);
         self.log_plan(&plan, cluster.is_err());
+        self.warn_standby_cluster();
         // The lease follows the dynamic ttl; the change takes effect at the next lease write.
         self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
@@ -354,6 +360,24 @@ impl Agent {
             debug!("{}", plan.message);
         }
         self.last_message = plan.message.clone();
+    }
+
+    /// `standby_cluster` in the dynamic configuration: the core takes no lock and promotes
+    /// nothing (rampart_core::standby_cluster); say so every minute while it stays there.
+    fn warn_standby_cluster(&mut self) {
+        if self.core.config().standby_cluster().is_none() {
+            self.standby_cluster_warned = None;
+            return;
+        }
+        if self.standby_cluster_warned.is_some_and(|t| t.elapsed() < STANDBY_CLUSTER_WARN_EVERY) {
+            return;
+        }
+        self.standby_cluster_warned = Some(Instant::now());
+        warn!(
+            "standby_cluster is set in the dynamic configuration: {}; this member takes no leader lock, does not \
+             bootstrap and does not promote",
+            rampart_core::standby_cluster::UNSUPPORTED
+        );
     }
 
     fn job_context(&self, cluster: Option<&Cluster>) -> JobContext {

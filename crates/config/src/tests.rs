@@ -708,3 +708,14 @@ fn the_strict_sync_placeholder_is_no_member_name() {
     let e = err(&text);
     assert!(e.starts_with("node1.yml:2: name: \"__patroni_strict_sync_replica_placeholder__\" is reserved"), "{e}");
 }
+
+#[test]
+fn standby_cluster_is_refused_at_the_top_or_in_bootstrap_dcs_naming_the_key() {
+    let top = minimal_with("standby_cluster:\n  host: 10.0.0.1\n  port: 5432\n", "n.yml").unwrap_err().to_string();
+    assert!(top.contains("n.yml:11") && top.contains("standby_cluster"), "{top}");
+    assert!(top.contains("standby clusters are not supported yet"), "{top}");
+    let dcs = minimal_with("bootstrap:\n  dcs:\n    standby_cluster:\n      host: 10.0.0.1\n", "n.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(dcs.contains("bootstrap.dcs.standby_cluster") && dcs.contains("not supported yet"), "{dcs}");
+}

@@ -30,12 +30,14 @@
 //! * [`action`]: what the core asks for;
 //! * [`election`]: who may take the lock;
 //! * [`sync_mode`]: the synchronous replication settings;
+//! * [`standby_cluster`]: `standby_cluster` refused (not supported yet), never ignored;
 //! * [`standby_names`]: reading and writing `synchronous_standby_names`;
 //! * [`sync`]: the leader's management of synchronous standbys and the `sync` key;
 //! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`manual`]: switchover and failover requests (the `failover` key);
 //! * [`slots`]: member and permanent replication slots, on the leader and on replicas;
 //! * [`failsafe`]: `failsafe_mode`, a primary kept alive through a DCS outage by its members;
+//! * [`identity`]: one agent per member name (a duplicate name is refused at start);
 //! * [`clock`]: wall-clock times operators write;
 //! * [`node`]: the decision itself.
 
@@ -46,6 +48,7 @@ pub mod clock;
 pub mod dynamic;
 pub mod election;
 pub mod failsafe;
+pub mod identity;
 pub mod keys;
 pub mod lsn;
 pub mod manual;
@@ -53,6 +56,7 @@ pub mod model;
 pub mod node;
 pub mod observe;
 pub mod slots;
+pub mod standby_cluster;
 pub mod standby_names;
 pub mod sync;
 pub mod sync_election;

@@ -308,10 +308,32 @@ impl HaNode {
         if matches!(&obs.dcs, DcsView::Ok(c) if c.failover.as_ref().is_some_and(due)) {
             plan.next_cycle = plan.next_cycle.min(obs.now.plus_ms(HANDOVER_CYCLE_MS));
         }
-        match obs.watchdog_unusable {
+        let plan = match obs.watchdog_unusable {
             Some(why) if !self.config.paused() => self.without_watchdog(obs, plan, why),
             _ => plan,
+        };
+        self.without_standby_cluster(obs.now, plan)
+    }
+
+    /// `standby_cluster` in the dynamic configuration (not supported yet): no lock is taken and
+    /// nothing promoted (rule: [`crate::standby_cluster::gate`]).
+    fn without_standby_cluster(&mut self, now: Millis, plan: Plan) -> Plan {
+        if self.config.standby_cluster().is_none() {
+            return plan;
         }
+        let Some(actions) = crate::standby_cluster::gate(&plan.actions) else { return plan };
+        let answer = plan.answer.as_ref().map(|_| crate::standby_cluster::refused_answer());
+        let mut gated = self.plan(
+            now,
+            actions,
+            &format!(
+                "standby_cluster is set in the dynamic configuration ({}): not taking the leader lock ({})",
+                crate::standby_cluster::UNSUPPORTED,
+                plan.message
+            ),
+        );
+        gated.answer = answer;
+        gated
     }
 
     /// `watchdog.mode: required` with a watchdog that cannot be armed: no lock is taken or kept
