@@ -109,6 +109,8 @@ pub struct Agent {
     watchdog: Watchdog,
     /// When the agent last warned that `standby_cluster` is set (at most once a minute).
     standby_cluster_warned: Option<Instant>,
+    /// The DCS `failsafe` key as last read, kept through DCS outages (`GET /failsafe`).
+    last_failsafe: Option<rampart_core::failsafe::Topology>,
 }
 
 impl Agent {
@@ -156,6 +158,7 @@ impl Agent {
             slot_status: None,
             failsafe_inbox: Default::default(),
             standby_cluster_warned: None,
+            last_failsafe: None,
         }
     }
 
@@ -274,12 +277,19 @@ impl Agent {
 
     async fn read_cluster(&mut self) -> Result<Arc<Cluster>, String> {
         // Not when stopping: the lease outlives the agent only as long as its ttl, which is fine.
+        let mut read_deadline = None;
         if self.stopping.is_none() {
-            if let Err(e) = self.dcs.refresh_lease(self.dcs_deadline()).await {
+            let deadline = self.dcs_deadline();
+            if let Err(e) = self.dcs.refresh_lease(deadline).await {
                 debug!(error = %e, "lease refresh failed");
+                // An etcd that did not answer the refresh gets the rest of the same budget for
+                // the read, not a second one: a cycle that finds etcd down ends after
+                // retry_timeout, as Patroni's does, so failsafe mode (or fencing) starts no later.
+                read_deadline = Some(deadline);
             }
         }
-        match self.dcs.read_cluster(self.dcs_deadline()).await {
+        let read_deadline = read_deadline.unwrap_or_else(|| self.dcs_deadline());
+        match self.dcs.read_cluster(read_deadline).await {
             Ok(c) => {
                 for p in &c.problems {
                     warn!("DCS: {p}");
@@ -687,6 +697,10 @@ impl Agent {
         snap.pending_restart = self.params.pending_restart;
         snap.failover_backoff = self.core.race_backoff(self.now());
         snap.failsafe_mode = dynamic.failsafe_mode();
+        if let Some(c) = &seen.cluster {
+            self.last_failsafe = c.failsafe.clone();
+        }
+        snap.failsafe_topology = self.last_failsafe.clone();
         snap.failsafe_active = self.failsafe_active();
         snap.watchdog_failed = self.watchdog.unusable(std::time::Instant::now(), dynamic.ttl).is_some();
         self.snap.send_replace(snap);

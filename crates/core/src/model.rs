@@ -39,9 +39,20 @@ pub struct Tags {
     /// Stream from this member instead of the leader (cascading replication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicatefrom: Option<String>,
+    /// Never stream WAL: replay only what `restore_command` fetches from the archive (Patroni
+    /// 4). No member keeps a replication slot for it, and it gets no logical slot copies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not", deserialize_with = "lenient_tag")]
+    pub nostream: bool,
     /// Any other tag, shown as is.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// A boolean tag as Patroni's `parse_bool` reads it (`true`, `"true"`, `on`, `1`, ...); anything
+/// else is false, as in Patroni.
+fn lenient_tag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(crate::sync_mode::lenient_bool(&v).unwrap_or(false))
 }
 
 impl Tags {

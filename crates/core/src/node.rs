@@ -841,8 +841,12 @@ impl HaNode {
         // Stopped as diverged, but its control file shows it is on the leader's timeline after all
         // (or it is a fresh copy): nothing to rewind, and nothing to remember either.
         self.diverged = false;
-        let msg = format!("starting PostgreSQL as a replica of {}", upstream.name);
-        self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(upstream) }))], &msg)
+        let msg = match self.s.tags.nostream {
+            true => "starting PostgreSQL as a replica restoring WAL from the archive (nostream)".to_string(),
+            false => format!("starting PostgreSQL as a replica of {}", upstream.name),
+        };
+        let upstream = self.streamed(upstream);
+        self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream }))], &msg)
     }
 
     /// The leader stopped PostgreSQL for a switchover: release the lock once a candidate has the
@@ -912,7 +916,11 @@ impl HaNode {
                         return refuse(self, "running as primary without the leader lock; not restarting it")
                     }
                     PgProcess::Running(_) => StartRole::Replica {
-                        upstream: cluster.leader.as_ref().and_then(|l| self.desired_upstream(cluster, &l.name)),
+                        upstream: cluster
+                            .leader
+                            .as_ref()
+                            .and_then(|l| self.desired_upstream(cluster, &l.name))
+                            .and_then(|u| self.streamed(u)),
                     },
                     PgProcess::Starting => return refuse(self, "PostgreSQL is starting"),
                     PgProcess::Stopped | PgProcess::Crashed => return refuse(self, "PostgreSQL is not running"),
@@ -937,8 +945,15 @@ impl HaNode {
         }
     }
 
+    /// What a replica puts in `primary_conninfo`: `upstream`, or nothing with the `nostream` tag
+    /// (it replays only what `restore_command` brings from the archive, as in Patroni 4).
+    fn streamed(&self, upstream: Upstream) -> Option<Upstream> {
+        (!self.s.tags.nostream).then_some(upstream)
+    }
+
     /// Where a replica streams from: the member its `replicatefrom` tag names, while that member
-    /// is a running replica (cascading replication), else the leader.
+    /// is a running replica (cascading replication), else the leader. Also the source of a
+    /// rewind, so it is named with `nostream` too (see [`HaNode::streamed`]).
     fn desired_upstream(&self, cluster: &Cluster, leader: &str) -> Option<Upstream> {
         let cascade =
             self.s.tags.replicatefrom.as_deref().filter(|m| *m != self.s.name && *m != leader).filter(|m| {
@@ -1075,18 +1090,30 @@ impl HaNode {
                 return self.plan(now, vec![], "waiting for the leader to publish its address");
             };
             let target = (upstream.host.clone(), upstream.port);
-            if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
-                return p;
+            let nostream = self.s.tags.nostream;
+            // A nostream replica gets no copies: without a stream its feedback never reaches the
+            // primary, so a logical slot on it would be unsafe to use (as in Patroni).
+            if !nostream {
+                if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
+                    return p;
+                }
             }
             // Slots for every other member (cascading children included) and the permanent ones,
             // so that whoever is promoted next already holds them.
             let mut actions = vec![];
             if self.config.postgresql.use_slots {
-                actions.push(Action::SyncSlots(self.slot_targets(now, cluster, false)));
+                let mut targets = self.slot_targets(now, cluster, false);
+                if nostream {
+                    targets.wanted.retain(|_, kind| matches!(kind, SlotKind::Physical));
+                }
+                actions.push(Action::SyncSlots(targets));
             }
-            if r.upstream.as_ref() != Some(&target) {
-                let msg = format!("{pause}following new upstream {}", upstream.name);
-                actions.push(Action::Follow { upstream: Some(upstream) });
+            if r.upstream.as_ref() != (!nostream).then_some(&target) {
+                let msg = match nostream {
+                    true => format!("{pause}not streaming (nostream): restoring WAL from the archive only"),
+                    false => format!("{pause}following new upstream {}", upstream.name),
+                };
+                actions.push(Action::Follow { upstream: self.streamed(upstream) });
                 return self.plan(now, actions, &msg);
             }
             let mode = self.config.sync_mode();
@@ -1309,7 +1336,12 @@ impl HaNode {
         let members = if primary {
             self.other_members(cluster)
         } else {
-            cluster.members.iter().filter(|m| m.name != self.s.name).map(|m| m.name.clone()).collect()
+            cluster
+                .members
+                .iter()
+                .filter(|m| m.name != self.s.name && !m.data.tags.nostream)
+                .map(|m| m.name.clone())
+                .collect()
         };
         let (permanent, ignore, member_ttl) =
             (self.config.permanent_slots(), self.config.ignore_slots(), self.config.member_slots_ttl());
@@ -1321,8 +1353,13 @@ impl HaNode {
             wanted.insert(slot_name_from_member_name(m), SlotKind::Physical);
         }
         let own = slot_name_from_member_name(&self.s.name);
-        let present: std::collections::BTreeSet<String> =
-            cluster.members.iter().map(|m| slot_name_from_member_name(&m.name)).collect();
+        // A nostream member streams from nobody: no slot is kept or retained for it anywhere.
+        let present: std::collections::BTreeSet<String> = cluster
+            .members
+            .iter()
+            .filter(|m| !m.data.tags.nostream)
+            .map(|m| slot_name_from_member_name(&m.name))
+            .collect();
         let retain = if primary {
             let ttl = member_ttl.unwrap_or(DEFAULT_MEMBER_SLOTS_TTL);
             self.retain_member_slots(now, status, &present, &permanent.unwrap_or_default(), ttl)
@@ -1409,8 +1446,9 @@ impl HaNode {
     }
 
     /// Members that need a replication slot on the leader: everyone else, except those streaming
-    /// from another running replica (`replicatefrom`), whose slot lives there instead (a slot
-    /// nobody uses would make the leader keep WAL forever).
+    /// from another running replica (`replicatefrom`), whose slot lives there instead, and those
+    /// that do not stream at all (`nostream`): a slot nobody uses would make the leader keep WAL
+    /// forever.
     fn other_members(&self, cluster: &Cluster) -> Vec<String> {
         let cascades = |m: &crate::model::Member| {
             m.data.tags.replicatefrom.as_deref().is_some_and(|up| {
@@ -1419,7 +1457,12 @@ impl HaNode {
                     && cluster.member(up).is_some_and(|u| u.data.state == "running" && u.data.role == "replica")
             })
         };
-        cluster.members.iter().filter(|m| m.name != self.s.name && !cascades(m)).map(|m| m.name.clone()).collect()
+        cluster
+            .members
+            .iter()
+            .filter(|m| m.name != self.s.name && !cascades(m) && !m.data.tags.nostream)
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     fn plan(&self, now: Millis, actions: Vec<Action>, message: &str) -> Plan {

@@ -1488,3 +1488,46 @@ fn standby_cluster_in_the_dcs_keeps_every_member_from_taking_the_lock_or_promoti
     let mut n = HaNode::new(settings());
     assert!(decide(&mut n, &obs(0, &mine, &primary())).contains(&Action::RenewLeader));
 }
+
+#[test]
+fn a_nostream_member_streams_from_nobody_and_no_member_keeps_a_slot_for_it() {
+    let nostream = || {
+        let mut s = settings();
+        s.tags.nostream = true;
+        HaNode::new(s)
+    };
+    // It starts read-only without primary_conninfo: WAL comes from restore_command only.
+    let mut n = nostream();
+    let c = cluster(Some("n2"));
+    let p = n.decide(&obs(0, &c, &stopped(ClusterState::ShutDownInRecovery, false)));
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))], "{p:?}");
+    assert!(p.message.contains("archive"), "{}", p.message);
+    // Running with a stream (before the tag was set), it stops streaming.
+    let a = decide(&mut n, &obs(1, &c, &replica(Some(5002), 1000)));
+    assert!(a.contains(&Action::Follow { upstream: None }), "{a:?}");
+    // Not streaming, it is left alone.
+    let a = decide(&mut n, &obs(2, &c, &replica(None, 1000)));
+    assert!(!a.iter().any(|x| matches!(x, Action::Follow { .. })), "{a:?}");
+
+    // The leader keeps no slot for it and does not publish its name in retain_slots; the other
+    // replicas keep none for it either.
+    let mut tagged = cluster(Some(ME));
+    tagged.members[2].data.tags.nostream = true;
+    let mut leader = HaNode::new(settings());
+    hold(&mut leader);
+    let t = slot_targets_of(&decide(&mut leader, &obs(0, &tagged, &primary())));
+    assert_eq!(t.wanted.keys().collect::<Vec<_>>(), ["n2"], "{t:?}");
+    assert!(!t.retain.contains(&"n3".to_string()), "{:?}", t.retain);
+    let mut other = HaNode::new(NodeSettings { name: "n2".into(), ..settings() });
+    let t = slot_targets_of(&decide(&mut other, &obs(0, &tagged, &replica(Some(5001), 1000))));
+    assert!(!t.wanted.contains_key("n3"), "{t:?}");
+}
+
+#[test]
+fn the_nostream_tag_reads_patronis_forms() {
+    let tags: Tags = serde_json::from_str(r#"{"nostream": "true"}"#).unwrap();
+    assert!(tags.nostream);
+    let tags: Tags = serde_json::from_str(r#"{"nostream": false}"#).unwrap();
+    assert!(!tags.nostream);
+    assert_eq!(serde_json::to_string(&Tags { nostream: true, ..Default::default() }).unwrap(), r#"{"nostream":true}"#);
+}
