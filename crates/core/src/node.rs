@@ -923,7 +923,14 @@ impl HaNode {
                             .and_then(|u| self.streamed(u)),
                     },
                     PgProcess::Starting => return refuse(self, "PostgreSQL is starting"),
-                    PgProcess::Stopped | PgProcess::Crashed => return refuse(self, "PostgreSQL is not running"),
+                    // As Patroni's restart, which starts a server that is not running: in
+                    // maintenance mode that is how an operator brings a stopped member back.
+                    PgProcess::Stopped | PgProcess::Crashed => {
+                        match self.start_role_on_request(cluster, &obs.local.data) {
+                            Ok(role) => role,
+                            Err(why) => return refuse(self, &why),
+                        }
+                    }
                 };
                 actions.push(Action::StartJob(Job::Restart(role)));
                 with_answer(self.plan(now, actions, "restarting PostgreSQL on request"), Answer::Started)
@@ -943,6 +950,27 @@ impl HaNode {
                 with_answer(self.plan(now, actions, &msg), Answer::Started)
             }
         }
+    }
+
+    /// The role in which an operator's restart starts a PostgreSQL that is not running: the
+    /// leader's former primary as primary; anything else as a replica of its upstream, except a
+    /// former primary behind the cluster's timeline (it needs pg_rewind first) and a data
+    /// directory that holds no cluster.
+    fn start_role_on_request(&self, cluster: &Cluster, data: &DataDir) -> Result<StartRole, String> {
+        let DataDir::Initialized(ctl) = data else {
+            return Err("PostgreSQL is not running and the data directory holds no cluster".into());
+        };
+        if cluster.is_leader(&self.s.name) {
+            return Ok(match ctl.state.was_primary() {
+                true => StartRole::Primary,
+                false => StartRole::Replica { upstream: None },
+            });
+        }
+        if ctl.state.was_primary() && ctl.timeline < cluster.timeline() {
+            return Err("PostgreSQL is not running and is a former primary that needs pg_rewind first".into());
+        }
+        let upstream = cluster.leader.as_ref().and_then(|l| self.desired_upstream(cluster, &l.name));
+        Ok(StartRole::Replica { upstream: upstream.and_then(|u| self.streamed(u)) })
     }
 
     /// What a replica puts in `primary_conninfo`: `upstream`, or nothing with the `nostream` tag

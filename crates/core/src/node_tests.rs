@@ -958,6 +958,34 @@ fn restart_request_restarts_in_the_current_role() {
 }
 
 #[test]
+fn restart_request_starts_a_stopped_postgresql_as_patroni_does_in_maintenance_mode() {
+    let paused = |mut c: Cluster| {
+        c.config.as_mut().unwrap().pause = Some(true);
+        c
+    };
+    let restart = |n: &mut HaNode, c: &Cluster, l: &LocalPg| {
+        n.decide(&Observation { request: Some(Request::Restart), ..obs(0, c, l) })
+    };
+    // A replica stopped (or killed) by the operator starts again as a replica of the leader.
+    let mut n = HaNode::new(settings());
+    let c = paused(cluster(Some("n2")));
+    for crashed in [false, true] {
+        let p = restart(&mut n, &c, &stopped(ClusterState::ShutDownInRecovery, crashed));
+        let want = Job::Restart(StartRole::Replica { upstream: Some(up("n2", 5002)) });
+        assert_eq!((p.actions, p.answer), (vec![Action::StartJob(want)], Some(Answer::Started)));
+    }
+    // The leader's stopped primary starts as primary.
+    let mine = paused(cluster(Some(ME)));
+    let p = restart(&mut n, &mine, &stopped(ClusterState::ShutDown, false));
+    assert_eq!(p.actions, vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::Primary))]);
+    // A former primary behind the cluster's timeline needs pg_rewind, and an empty directory a clone.
+    let p = restart(&mut n, &promoted(c.clone()), &stopped(ClusterState::ShutDown, false));
+    assert!(matches!(&p.answer, Some(Answer::Refused(m)) if m.contains("pg_rewind")), "{p:?}");
+    let p = restart(&mut n, &c, &empty());
+    assert!(matches!(&p.answer, Some(Answer::Refused(m)) if m.contains("holds no cluster")), "{p:?}");
+}
+
+#[test]
 fn reinitialize_is_refused_on_the_leader_and_clones_on_a_replica() {
     let mut n = HaNode::new(settings());
     let req = Some(Request::Reinitialize { force: false, from_leader: true });
