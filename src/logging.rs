@@ -38,6 +38,19 @@ pub const AGENT_LOG_FILE: &str = "patroni.log";
 /// The proxy's log file in `log.dir`.
 pub const PROXY_LOG_FILE: &str = "rampart-proxy.log";
 
+/// The field that raises an ERROR event to Python's CRITICAL (tracing has no such level);
+/// [`critical!`] sets it. It is not printed as a field.
+const CRITICAL_FIELD: &str = "critical";
+
+/// Logs at Python's `CRITICAL` level (`levelname` CRITICAL, `levelno` 50): an ERROR event that
+/// carries the marker field, so filters treat it as ERROR. Used for the lines Patroni logs as
+/// CRITICAL (`logger.fatal`) and that its tools look for, e.g. "Can't start; there is already a
+/// node named ... running".
+macro_rules! critical {
+    ($($arg:tt)+) => { tracing::error!(critical = true, $($arg)+) };
+}
+pub(crate) use critical;
+
 /// What [`reconfigure`] changes.
 struct Handle {
     filter: reload::Handle<EnvFilter, Registry>,
@@ -158,10 +171,17 @@ impl From<&LogConfig> for Layout {
     }
 }
 
+/// A Python level: tracing's five, and CRITICAL (see [`critical!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PyLevel {
+    Tracing(Level),
+    Critical,
+}
+
 /// One event, as the layout sees it.
 struct Record<'a> {
     time: jiff::Zoned,
-    level: Level,
+    level: PyLevel,
     meta: &'static tracing::Metadata<'static>,
     fields: &'a Fields,
 }
@@ -239,7 +259,6 @@ impl Layout {
             }
             LogAttr::Message => r.fields.message.clone(),
             LogAttr::Name => r.meta.target().to_string(),
-            LogAttr::Module => r.meta.module_path().unwrap_or("").rsplit("::").next().unwrap_or("").to_string(),
             LogAttr::FileName => r
                 .meta
                 .file()
@@ -249,6 +268,8 @@ impl Layout {
             LogAttr::LineNo => r.meta.line().unwrap_or(0).to_string(),
             LogAttr::Process => std::process::id().to_string(),
             LogAttr::ThreadName => std::thread::current().name().unwrap_or("unnamed").to_string(),
+            // Rust's events carry no function name: the module's stands in (see LogAttr::FuncName).
+            LogAttr::Module | LogAttr::FuncName => module_name(r.meta),
         }
     }
 
@@ -261,6 +282,11 @@ impl Layout {
         }
         format!("{},{:03}", t.strftime("%Y-%m-%d %H:%M:%S"), t.millisecond())
     }
+}
+
+/// The last part of the event's module path.
+fn module_name(meta: &tracing::Metadata<'_>) -> String {
+    meta.module_path().unwrap_or("").rsplit("::").next().unwrap_or("").to_string()
 }
 
 /// Adds `key` unless it is there already.
@@ -287,22 +313,24 @@ fn pad(out: &mut String, p: &Placeholder, text: &str) {
 }
 
 /// Python's level names (no TRACE in Python: it is printed as DEBUG).
-fn level_name(level: Level) -> &'static str {
+fn level_name(level: PyLevel) -> &'static str {
     match level {
-        Level::TRACE | Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARNING",
-        Level::ERROR => "ERROR",
+        PyLevel::Tracing(Level::TRACE | Level::DEBUG) => "DEBUG",
+        PyLevel::Tracing(Level::INFO) => "INFO",
+        PyLevel::Tracing(Level::WARN) => "WARNING",
+        PyLevel::Tracing(_) => "ERROR",
+        PyLevel::Critical => "CRITICAL",
     }
 }
 
-fn level_no(level: Level) -> u8 {
+fn level_no(level: PyLevel) -> u8 {
     match level {
-        Level::TRACE => 5,
-        Level::DEBUG => 10,
-        Level::INFO => 20,
-        Level::WARN => 30,
-        Level::ERROR => 40,
+        PyLevel::Tracing(Level::TRACE) => 5,
+        PyLevel::Tracing(Level::DEBUG) => 10,
+        PyLevel::Tracing(Level::INFO) => 20,
+        PyLevel::Tracing(Level::WARN) => 30,
+        PyLevel::Tracing(_) => 40,
+        PyLevel::Critical => 50,
     }
 }
 
@@ -311,6 +339,8 @@ fn level_no(level: Level) -> u8 {
 struct Fields {
     message: String,
     fields: Vec<(&'static str, Json, String)>,
+    /// The event carries [`CRITICAL_FIELD`].
+    critical: bool,
 }
 
 impl Visit for Fields {
@@ -345,6 +375,10 @@ impl Visit for Fields {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == CRITICAL_FIELD {
+            self.critical = value;
+            return;
+        }
         self.fields.push((field.name(), Json::from(value), value.to_string()));
     }
 }
@@ -359,7 +393,11 @@ impl<S: Subscriber> Layer<S> for PatroniLayer {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let meta = event.metadata();
-        let record = Record { time: jiff::Zoned::now(), level: *meta.level(), meta, fields: &fields };
+        let level = match (fields.critical, *meta.level()) {
+            (true, Level::ERROR) => PyLevel::Critical,
+            (_, level) => PyLevel::Tracing(level),
+        };
+        let record = Record { time: jiff::Zoned::now(), level, meta, fields: &fields };
         // A panic elsewhere while holding the lock must not silence the log.
         let mut out = self.output.lock().unwrap_or_else(|e| e.into_inner());
         let line = out.layout.render(&record);
@@ -510,6 +548,28 @@ mod tests {
         let (time, rest) = default[0].split_at(23);
         assert!(jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S,%f", time).is_ok(), "Patroni's asctime: {time}");
         assert_eq!(rest, " WARNING: lost the lock");
+    }
+
+    #[test]
+    fn critical_lines_put_their_level_where_patronis_acceptance_suite_reads_it() {
+        // The suite's format; it finds the level at column 24 (`line[24:24+len(level)]`).
+        let format = "'%(asctime)s %(levelname)s [%(pathname)s:%(lineno)d - %(funcName)s]: %(message)s'";
+        let got = lines(&format!("log: {{format: {format}}}\n"), || {
+            critical!("Can't start; there is already a node named '{}' running", "postgres-0");
+            tracing::error!("an ordinary error");
+        });
+        assert_eq!(&got[0][24..24 + "CRITICAL".len()], "CRITICAL", "{}", got[0]);
+        assert!(
+            got[0].ends_with(" - tests]: Can't start; there is already a node named 'postgres-0' running"),
+            "{}",
+            got[0]
+        );
+        assert!(got[0].contains(" CRITICAL [src/logging.rs:"), "{}", got[0]);
+        assert_eq!(&got[1][24..29], "ERROR", "{}", got[1]);
+        let json = lines("log: {type: json, format: [levelname, levelno, message]}\n", || critical!("x"));
+        let line: Json = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!((line["levelname"].as_str(), line["levelno"].as_i64()), (Some("CRITICAL"), Some(50)));
+        assert!(line.get("critical").is_none(), "the marker is not a field: {line}");
     }
 
     #[test]

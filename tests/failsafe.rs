@@ -27,6 +27,20 @@ async fn cluster_in_failsafe_mode() -> (Cluster, usize) {
         (0..3).all(|i| support::get_json(c.api_port(i), "/config").is_some_and(|v| v["failsafe_mode"] == true))
     });
     assert!(seen, "failsafe_mode is on everywhere");
+    // The leader writes the topology; every member shows it on GET /failsafe, as Patroni does:
+    // 200 with the key's member name -> REST API URL map.
+    let topology: serde_json::Value = (0..3)
+        .map(|i| {
+            (c.name(i).to_string(), serde_json::Value::from(format!("http://127.0.0.1:{}/patroni", c.api_port(i))))
+        })
+        .collect();
+    let shown = support::wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        (0..3).all(|i| {
+            support::http_request(c.api_port(i), "GET", "/failsafe", None)
+                .is_ok_and(|r| r.status == 200 && r.json().as_ref() == Some(&topology))
+        })
+    });
+    assert!(shown, "GET /failsafe shows {topology} on every member");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let db = support::connect_superuser(c.pg_port(leader)).await.unwrap();
     db.batch_execute("CREATE TABLE probe (node int, n bigint)").await.unwrap();
@@ -41,8 +55,15 @@ async fn with_every_member_answering_the_leader_outlives_an_etcd_outage() {
     let cut = Instant::now();
     c.etcd_mut().stop();
 
+    // Failsafe mode begins with the first cycle that cannot read etcd (Patroni's suite allows
+    // 12 s at ttl 20, loop_wait 2, retry_timeout 3; here ttl 10, loop_wait 1, retry_timeout 3).
+    let active = support::wait_until(TTL, Duration::from_millis(100), || {
+        support::http_request(c.api_port(leader), "GET", "/primary", None)
+            .is_ok_and(|r| r.body.contains("\"failsafe_mode_is_active\":true"))
+    });
+    println!("failsafe_mode_is_active on /primary {:?} after etcd was stopped (found: {active})", cut.elapsed());
     // Well past the lease: the leader still takes writes, nobody else does.
-    tokio::time::sleep(TTL + Duration::from_secs(6)).await;
+    tokio::time::sleep((cut + TTL + Duration::from_secs(6)).saturating_duration_since(Instant::now())).await;
     let rounds = probe.rounds();
     never_two_writable(&rounds);
     let last = last_accept(&rounds, leader).expect("the leader accepted writes");

@@ -52,6 +52,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of each step's DCS calls once the agent is shutting down (instead of `retry_timeout`):
 /// with etcd unreachable the agent exits a few seconds after PostgreSQL has stopped.
 const SHUTDOWN_DCS_BOUND: Duration = Duration::from_secs(2);
+/// Shortest time between two warnings that `standby_cluster` is set.
+const STANDBY_CLUSTER_WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long a reloaded `synchronous_standby_names` may take to show in the server.
 const SYNC_NAMES_APPLY_LIMIT: Duration = Duration::from_secs(3);
 
@@ -108,6 +110,10 @@ pub struct Agent {
     /// The hot-standby-critical settings of the control file, as last observed: a replica's
     /// configuration is written with at least these.
     control: rampart_core::hot_standby::Values,
+    /// When the agent last warned that `standby_cluster` is set (at most once a minute).
+    standby_cluster_warned: Option<Instant>,
+    /// The DCS `failsafe` key as last read, kept through DCS outages (`GET /failsafe`).
+    last_failsafe: Option<rampart_core::failsafe::Topology>,
 }
 
 impl Agent {
@@ -155,6 +161,8 @@ impl Agent {
             slot_status: None,
             failsafe_inbox: Default::default(),
             control: Default::default(),
+            standby_cluster_warned: None,
+            last_failsafe: None,
         }
     }
 
@@ -282,12 +290,19 @@ impl Agent {
 
     async fn read_cluster(&mut self) -> Result<Arc<Cluster>, String> {
         // Not when stopping: the lease outlives the agent only as long as its ttl, which is fine.
+        let mut read_deadline = None;
         if self.stopping.is_none() {
-            if let Err(e) = self.dcs.refresh_lease(self.dcs_deadline()).await {
+            let deadline = self.dcs_deadline();
+            if let Err(e) = self.dcs.refresh_lease(deadline).await {
                 debug!(error = %e, "lease refresh failed");
+                // An etcd that did not answer the refresh gets the rest of the same budget for
+                // the read, not a second one: a cycle that finds etcd down ends after
+                // retry_timeout, as Patroni's does, so failsafe mode (or fencing) starts no later.
+                read_deadline = Some(deadline);
             }
         }
-        match self.dcs.read_cluster(self.dcs_deadline()).await {
+        let read_deadline = read_deadline.unwrap_or_else(|| self.dcs_deadline());
+        match self.dcs.read_cluster(read_deadline).await {
             Ok(c) => {
                 for p in &c.problems {
                     warn!("DCS: {p}");
@@ -333,6 +348,7 @@ impl Agent {
         };
         let plan = self.core.decide(&obs);
         self.log_plan(&plan, cluster.is_err());
+        self.warn_standby_cluster();
         // The lease follows the dynamic ttl; the change takes effect at the next lease write.
         self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
@@ -367,6 +383,24 @@ impl Agent {
             debug!("{}", plan.message);
         }
         self.last_message = plan.message.clone();
+    }
+
+    /// `standby_cluster` in the dynamic configuration: the core takes no lock and promotes
+    /// nothing (rampart_core::standby_cluster); say so every minute while it stays there.
+    fn warn_standby_cluster(&mut self) {
+        if self.core.config().standby_cluster().is_none() {
+            self.standby_cluster_warned = None;
+            return;
+        }
+        if self.standby_cluster_warned.is_some_and(|t| t.elapsed() < STANDBY_CLUSTER_WARN_EVERY) {
+            return;
+        }
+        self.standby_cluster_warned = Some(Instant::now());
+        warn!(
+            "standby_cluster is set in the dynamic configuration: {}; this member takes no leader lock, does not \
+             bootstrap and does not promote",
+            rampart_core::standby_cluster::UNSUPPORTED
+        );
     }
 
     fn job_context(&self, cluster: Option<&Cluster>) -> JobContext {
@@ -692,6 +726,10 @@ impl Agent {
             .collect();
         snap.failover_backoff = self.core.race_backoff(self.now());
         snap.failsafe_mode = dynamic.failsafe_mode();
+        if let Some(c) = &seen.cluster {
+            self.last_failsafe = c.failsafe.clone();
+        }
+        snap.failsafe_topology = self.last_failsafe.clone();
         snap.failsafe_active = self.failsafe_active();
         snap.watchdog_failed = self.watchdog.unusable(std::time::Instant::now(), dynamic.ttl).is_some();
         self.snap.send_replace(snap);

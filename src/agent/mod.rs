@@ -6,8 +6,8 @@
 //! REST API is bound before the loop starts (a port clash is reported at once), and only then
 //! does the loop begin to act.
 //!
-//! Module map: [`settings`] (config → adapter settings), [`driver`] (the loop), [`jobs`] (long
-//! actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
+//! Module map: [`identity`] (no second agent under one member name), [`settings`] (config →
+//! adapter settings), [`driver`] (the loop), [`jobs`] (long actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
 //! [`signals`] (stop and reload requests).
 
 pub mod backend;
@@ -15,6 +15,7 @@ pub mod callbacks;
 pub mod custom_bootstrap;
 pub mod driver;
 pub mod failsafe;
+pub mod identity;
 pub mod jobs;
 pub mod peers;
 pub mod publish;
@@ -89,7 +90,8 @@ impl Started {
     }
 }
 
-/// Connects the DCS client, binds the REST API and builds the agent; touches nothing else.
+/// Connects the DCS client, checks that no live agent runs under this name, binds the REST API
+/// and builds the agent; touches nothing else.
 async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource) -> Result<Started> {
     let dynamic = cfg.bootstrap_dcs();
     let dcs = rampart_dcs::EtcdDcs::connect(
@@ -100,6 +102,13 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
     )
     .await
     .context("etcd3 settings")?;
+    // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
+    // certificate stops the agent here rather than failing requests later.
+    let security = driver::reload::security_settings(&cfg.restapi);
+    let security = rampart_api::Security::prepare(&security).await.context("restapi")?;
+    // Before our own API answers for the name, and before anything is touched.
+    let probe = rampart_api::HttpProbe::new(security.peer_tls.clone());
+    identity::ensure_unique_name(&dcs, &probe, &cfg.name, &cfg.etcd_endpoints().join(",")).await?;
     let pg = settings::pg_settings(&cfg, &dynamic);
     let pm = Arc::new(rampart_pg::Postmaster::new(pg.data_dir.clone()));
     let sql = Arc::new(rampart_pg::Sql::new(&pg));
@@ -124,10 +133,6 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
         failsafe: failsafe_inbox.clone(),
         bin_dir: pg.bin_dir.clone(),
     };
-    // restapi.authentication / allowlist / certfile...: loaded and resolved now, so a bad
-    // certificate stops the agent here rather than failing requests later.
-    let security = driver::reload::security_settings(&cfg.restapi);
-    let security = rampart_api::Security::prepare(&security).await.context("restapi")?;
     let api =
         ApiContext::new(snap_rx, move || alive_pm.is_alive()).with_backend(Arc::new(backend)).with_security(security);
     // A reload replaces the security settings through this handle.

@@ -16,8 +16,10 @@ use rampart_pg::Probe;
 
 use super::settings::PATRONI_COMPAT_VERSION;
 
-/// Patroni's wording of the PostgreSQL state.
-pub fn state_text(local: &LocalPg, job: Option<JobKind>) -> &'static str {
+/// Patroni's wording of the PostgreSQL state. In maintenance mode a postmaster that went away
+/// unasked is `stopped`, not `crashed`, as Patroni shows it: the operator stopped it (`pg_ctl stop
+/// -m immediate` looks like a crash), and nothing will restart it.
+pub fn state_text(local: &LocalPg, job: Option<JobKind>, paused: bool) -> &'static str {
     match job {
         Some(JobKind::Bootstrap) => return "initializing new cluster",
         Some(JobKind::Clone) => return "creating replica",
@@ -29,8 +31,8 @@ pub fn state_text(local: &LocalPg, job: Option<JobKind>) -> &'static str {
     match local.process {
         PgProcess::Running(_) => "running",
         PgProcess::Starting => "starting",
-        PgProcess::Crashed => "crashed",
-        PgProcess::Stopped => "stopped",
+        PgProcess::Crashed if !paused => "crashed",
+        PgProcess::Crashed | PgProcess::Stopped => "stopped",
     }
 }
 
@@ -76,7 +78,7 @@ pub fn member_data(
     let mut m = MemberData {
         conn_url: cfg.postgresql.conn_url(),
         api_url: cfg.restapi.api_url(),
-        state: state_text(local, job).to_string(),
+        state: state_text(local, job, paused).to_string(),
         role: role_text(local).to_string(),
         version: PATRONI_COMPAT_VERSION.to_string(),
         tags: cfg.tags.clone(),
@@ -137,7 +139,7 @@ pub fn snapshot(i: SnapshotInputs<'_>) -> NodeSnapshot {
         scope: i.cfg.scope.clone(),
         name: i.cfg.name.clone(),
         api_version: PATRONI_COMPAT_VERSION.to_string(),
-        state: state_text(i.local, i.job).to_string(),
+        state: state_text(i.local, i.job, i.dynamic.paused()).to_string(),
         role: role_text(i.local).to_string(),
         tags: i.cfg.tags.clone(),
         paused: i.dynamic.paused(),
@@ -305,11 +307,12 @@ mod tests {
     #[test]
     fn states_follow_jobs_and_process() {
         let empty = LocalPg { data: DataDir::Empty, process: PgProcess::Stopped };
-        assert_eq!(state_text(&empty, Some(JobKind::Clone)), "creating replica");
-        assert_eq!(state_text(&empty, Some(JobKind::Bootstrap)), "initializing new cluster");
+        assert_eq!(state_text(&empty, Some(JobKind::Clone), false), "creating replica");
+        assert_eq!(state_text(&empty, Some(JobKind::Bootstrap), false), "initializing new cluster");
         assert_eq!(role_text(&empty), "uninitialized");
         let crashed = LocalPg { data: DataDir::Empty, process: PgProcess::Crashed };
-        assert_eq!(state_text(&crashed, None), "crashed");
+        assert_eq!(state_text(&crashed, None, false), "crashed");
+        assert_eq!(state_text(&crashed, None, true), "stopped", "in maintenance mode, as Patroni shows it");
         let m = member_data(&cfg(), &crashed, None, None, false);
         assert_eq!(m.xlog_location, None, "nothing claimed without a probe");
     }

@@ -93,6 +93,17 @@ impl HttpProbe {
         HttpProbe { tls: PeerTls::Following(security) }
     }
 
+    /// `GET url` bounded by `timeout`, for "does anything answer there?": the body as JSON
+    /// (`Value::Null` when it is not JSON) whatever the status; `Err` only when nothing answered.
+    pub async fn get_any(&self, url: &str, timeout: Duration) -> Result<Value, String> {
+        let ex = Exchange { method: "GET", body: Vec::new(), authorization: None };
+        match tokio::time::timeout(timeout, self.call(url, ex)).await {
+            Ok(Ok((_, _, body))) => Ok(serde_json::from_slice(&body).unwrap_or(Value::Null)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+
     fn client_tls(&self) -> Option<Arc<ClientConfig>> {
         match &self.tls {
             PeerTls::Fixed(t) => t.clone(),
@@ -241,6 +252,8 @@ mod tests {
 
         let url = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", Duration::ZERO).await;
         assert!(probe.fetch(&url, Duration::from_secs(2)).await.unwrap_err().contains("not JSON"));
+        assert_eq!(probe.get_any(&url, Duration::from_secs(2)).await, Ok(Value::Null), "an answer all the same");
+        assert!(probe.get_any("http://127.0.0.1:1/patroni", Duration::from_secs(1)).await.is_err());
         assert!(probe.fetch("https://127.0.0.1:1/patroni", Duration::from_secs(1)).await.is_err());
         assert!(probe.fetch("ftp://x/", Duration::from_secs(1)).await.is_err());
     }

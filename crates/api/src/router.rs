@@ -45,6 +45,8 @@ pub enum Endpoint {
     Readiness,
     /// `/metrics`: Prometheus metrics.
     Metrics,
+    /// `/failsafe`: the `failsafe` topology (member name → REST API URL).
+    Failsafe,
     /// Any other path: a health check.
     Health(Check),
 }
@@ -62,6 +64,7 @@ impl Endpoint {
             "liveness" => Endpoint::Liveness,
             "readiness" => Endpoint::Readiness,
             "metrics" => Endpoint::Metrics,
+            "failsafe" => Endpoint::Failsafe,
             _ => Endpoint::Health(Check::from_path(path)),
         }
     }
@@ -117,6 +120,11 @@ async fn dispatch(State(ctx): State<ApiContext>, req: Request) -> Response {
         Endpoint::Liveness => (liveness_status(&snap, alive, now), Body::Empty),
         Endpoint::Readiness => (readiness_status(&query, &snap, alive, now), Body::Empty),
         Endpoint::Metrics => (200, Body::Metrics(metrics_text(&snap, alive))),
+        // Patroni's do_GET_failsafe: the key as last read, whatever the mode; 502 without one.
+        Endpoint::Failsafe => match &snap.failsafe_topology {
+            Some(t) => (200, Body::Json(serde_json::to_value(t).unwrap_or_default())),
+            None => (502, Body::Text("no failsafe topology in the DCS (failsafe_mode is not enabled)\n")),
+        },
         Endpoint::Health(check) => {
             (check_status(check, &query, &snap, alive, now), Body::Json(patroni_status(&snap, alive)))
         }
@@ -225,6 +233,18 @@ mod tests {
         assert_eq!(body["state"], "unknown");
         // Liveness is about the agent, not PostgreSQL.
         assert_eq!(h.status("/liveness").await, 200);
+    }
+
+    #[tokio::test]
+    async fn failsafe_shows_the_topology_as_patroni_does() {
+        let now = Instant::now();
+        let h = harness(primary(now));
+        assert_eq!(h.status("/failsafe").await, 502, "no failsafe key: Patroni's 502");
+        let topology: rampart_core::failsafe::Topology =
+            [("postgres-0".to_string(), "http://127.0.0.1:8008/patroni".to_string())].into();
+        h.tx.send_replace(NodeSnapshot { failsafe_topology: Some(topology), ..primary(now) });
+        let (code, body) = h.get("/failsafe").await;
+        assert_eq!((code, body), (200, serde_json::json!({"postgres-0": "http://127.0.0.1:8008/patroni"})));
     }
 
     #[tokio::test]
@@ -364,5 +384,6 @@ mod tests {
         assert_eq!(Endpoint::from_path("/x/patroni"), Endpoint::Health(Check::Unknown));
         assert_eq!(Endpoint::from_path("/historyx"), Endpoint::Health(Check::Unknown));
         assert_eq!(Endpoint::from_path("/metrics"), Endpoint::Metrics);
+        assert_eq!(Endpoint::from_path("/failsafe"), Endpoint::Failsafe);
     }
 }

@@ -91,6 +91,9 @@ pub struct NodeSnapshot {
     pub paused: bool,
     /// `failsafe_mode` is on in the dynamic configuration in force (kept through DCS outages).
     pub failsafe_mode: bool,
+    /// The DCS `failsafe` key as last read (kept through DCS outages, as Patroni's
+    /// `dcs.failsafe`): what `GET /failsafe` shows. `None` while the key is absent or unreadable.
+    pub failsafe_topology: Option<rampart_core::failsafe::Topology>,
     /// Failsafe mode is active: the leader runs on its members' promises (the DCS is
     /// unreachable), or, on a replica, a primary's `POST /failsafe` binds this member.
     pub failsafe_active: bool,

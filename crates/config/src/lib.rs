@@ -204,6 +204,13 @@ fn read<T>(
 
     let (raw, unknown): (RawConfig, _) = de::from_node(&tree)
         .map_err(|e| Problem { origin: e.origin, key: e.path, message: e.message }.into_error(origin, &secrets))?;
+    // Not supported yet, and ignoring it would turn the intended standby leader into an
+    // independent primary (see rampart_core::standby_cluster).
+    if let Some(u) = unknown.iter().find(|u| u.path == "standby_cluster") {
+        let message = rampart_core::standby_cluster::UNSUPPORTED.to_string();
+        let problem = Problem { origin: Some(u.origin.clone()), key: Some(u.path.clone()), message };
+        return Err(problem.into_error(origin, &secrets));
+    }
     let mut checker = Checker::new(&tree);
     let config = build(raw, &mut checker).map_err(|p| p.into_error(origin, &secrets))?;
 

@@ -97,9 +97,9 @@ pub enum LogAttr {
     Created,
     /// `msecs`: the millisecond part of the time.
     Msecs,
-    /// `levelname`: `DEBUG`, `INFO`, `WARNING`, `ERROR`.
+    /// `levelname`: `DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`.
     LevelName,
-    /// `levelno`: 10, 20, 30, 40.
+    /// `levelno`: 10, 20, 30, 40, 50.
     LevelNo,
     /// `message`: the event's message (in plain text followed by its fields as `key=value`).
     Message,
@@ -117,6 +117,9 @@ pub enum LogAttr {
     Process,
     /// `threadName`: the thread's name.
     ThreadName,
+    /// `funcName`: approximated by the module's name (the last part of the module path), since
+    /// Rust's log events do not record the function they come from.
+    FuncName,
 }
 
 impl LogAttr {
@@ -136,10 +139,11 @@ impl LogAttr {
             LogAttr::LineNo => "lineno",
             LogAttr::Process => "process",
             LogAttr::ThreadName => "threadName",
+            LogAttr::FuncName => "funcName",
         }
     }
 
-    const ALL: [LogAttr; 13] = [
+    const ALL: [LogAttr; 14] = [
         LogAttr::AscTime,
         LogAttr::Created,
         LogAttr::Msecs,
@@ -153,6 +157,7 @@ impl LogAttr {
         LogAttr::LineNo,
         LogAttr::Process,
         LogAttr::ThreadName,
+        LogAttr::FuncName,
     ];
 
     fn from_name(name: &str) -> Option<LogAttr> {
@@ -600,7 +605,7 @@ mod tests {
     fn what_is_not_acted_on_is_named() {
         let l = load(
             "log:\n  traceback_level: DEBUG\n  max_queue_size: 100\n  deduplicate_heartbeat_logs: false\n  \
-             format: '%(asctime)s %(funcName)s %(message)s'\n  static_fields: {a: 1}\n  \
+             format: '%(asctime)s %(relativeCreated)d %(message)s'\n  static_fields: {a: 1}\n  \
              loggers: {patroni.postmaster: WARNING}\n  colour: true\n",
         )
         .unwrap();
@@ -609,7 +614,7 @@ mod tests {
             (12, "log.traceback_level: Rampart has no tracebacks"),
             (13, "log.max_queue_size: Rampart writes each line"),
             (14, "log.deduplicate_heartbeat_logs: Rampart always logs"),
-            (15, "log.format: %(funcName) is not supported"),
+            (15, "log.format: %(relativeCreated) is not supported"),
             (16, "log.static_fields: only used with type: json"),
             (17, "log.loggers.patroni.postmaster: not a Rampart logger"),
             (18, "unknown key log.colour"),

@@ -794,3 +794,14 @@ fn bootstrap_method_is_read_as_patroni_does() {
     let e = err(&format!("{MINIMAL}bootstrap:\n  method: b\n  b:\n    command: [1]\n"));
     assert!(e.contains("bootstrap.b.command: expected a command line"), "{e}");
 }
+
+#[test]
+fn standby_cluster_is_refused_at_the_top_or_in_bootstrap_dcs_naming_the_key() {
+    let top = minimal_with("standby_cluster:\n  host: 10.0.0.1\n  port: 5432\n", "n.yml").unwrap_err().to_string();
+    assert!(top.contains("n.yml:11") && top.contains("standby_cluster"), "{top}");
+    assert!(top.contains("standby clusters are not supported yet"), "{top}");
+    let dcs = minimal_with("bootstrap:\n  dcs:\n    standby_cluster:\n      host: 10.0.0.1\n", "n.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(dcs.contains("bootstrap.dcs.standby_cluster") && dcs.contains("not supported yet"), "{dcs}");
+}

@@ -212,6 +212,13 @@ impl DynamicConfig {
         self.synchronous_mode.unwrap_or_default()
     }
 
+    /// `standby_cluster` when it is set (anything but absent, null or an empty mapping). Not
+    /// supported yet: refused by [`DynamicConfig::validate`], and an agent that finds it in the
+    /// DCS takes no lock (see [`crate::standby_cluster`]).
+    pub fn standby_cluster(&self) -> Option<&Value> {
+        self.extra.get("standby_cluster").filter(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+    }
+
     /// Whether `failsafe_mode` is on.
     pub fn failsafe_mode(&self) -> bool {
         self.failsafe_mode.unwrap_or(false)
@@ -356,6 +363,12 @@ impl DynamicConfig {
         self.permanent_slots()?;
         self.ignore_slots()?;
         self.member_slots_ttl()?;
+        if self.standby_cluster().is_some() {
+            return Err(DynamicConfigError {
+                key: "standby_cluster",
+                reason: crate::standby_cluster::UNSUPPORTED.into(),
+            });
+        }
         Ok(())
     }
 }
@@ -466,6 +479,19 @@ mod tests {
         let back =
             serde_json::to_value(serde_json::from_str::<DynamicConfig>(r#"{"master_start_timeout": 60}"#).unwrap());
         assert_eq!(back.unwrap()["master_start_timeout"], 60, "kept under the name it was written with");
+    }
+
+    #[test]
+    fn standby_cluster_is_refused_naming_the_key() {
+        let with =
+            |v: Value| DynamicConfig { extra: [("standby_cluster".to_string(), v)].into(), ..Default::default() };
+        let e = with(serde_json::json!({"host": "10.0.0.1", "port": 5432})).validate().unwrap_err();
+        assert_eq!(e.key, "standby_cluster");
+        assert!(e.to_string().starts_with("standby_cluster: standby clusters are not supported yet"), "{e}");
+        // Absent, null (how a PATCH removes it) or empty: nothing is configured.
+        for v in [Value::Null, serde_json::json!({})] {
+            assert!(with(v).validate().is_ok());
+        }
     }
 
     #[test]

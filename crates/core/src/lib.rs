@@ -30,6 +30,7 @@
 //! * [`action`]: what the core asks for;
 //! * [`election`]: who may take the lock;
 //! * [`sync_mode`]: the synchronous replication settings;
+//! * [`standby_cluster`]: `standby_cluster` refused (not supported yet), never ignored;
 //! * [`standby_names`]: reading and writing `synchronous_standby_names`;
 //! * [`sync`]: the leader's management of synchronous standbys and the `sync` key;
 //! * [`sync_election`]: who may take the lock in synchronous mode;
@@ -38,6 +39,7 @@
 //! * [`hot_standby`]: the settings a standby must not run below the primary (start floor,
 //!   replay paused for insufficient settings);
 //! * [`failsafe`]: `failsafe_mode`, a primary kept alive through a DCS outage by its members;
+//! * [`identity`]: one agent per member name (a duplicate name is refused at start);
 //! * [`clock`]: wall-clock times operators write;
 //! * [`node`]: the decision itself.
 
@@ -49,6 +51,7 @@ pub mod dynamic;
 pub mod election;
 pub mod failsafe;
 pub mod hot_standby;
+pub mod identity;
 pub mod keys;
 pub mod lsn;
 pub mod manual;
@@ -56,6 +59,7 @@ pub mod model;
 pub mod node;
 pub mod observe;
 pub mod slots;
+pub mod standby_cluster;
 pub mod standby_names;
 pub mod sync;
 pub mod sync_election;

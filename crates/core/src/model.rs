@@ -37,6 +37,10 @@ pub struct Tags {
     /// Exclude from read load balancing (`/replica` answers 503).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub noloadbalance: bool,
+    /// Never stream WAL: replay only what `restore_command` fetches from the archive (Patroni
+    /// 4). No member keeps a replication slot for it, and it gets no logical slot copies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not", deserialize_with = "lenient_tag")]
+    pub nostream: bool,
     /// Never a synchronous standby. `None`: not configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nosync: Option<bool>,
@@ -73,6 +77,13 @@ impl From<i64> for IntTag {
     fn from(v: i64) -> Self {
         IntTag(Value::from(v))
     }
+}
+
+/// A boolean tag as Patroni's `parse_bool` reads it (`true`, `"true"`, `on`, `1`, ...); anything
+/// else is false, as in Patroni.
+fn lenient_tag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(crate::sync_mode::lenient_bool(&v).unwrap_or(false))
 }
 
 impl Tags {
@@ -132,12 +143,6 @@ impl Tags {
         }
         if self.nosync == Some(false) && self.sync_priority.is_none() {
             self.nosync = None;
-        }
-        // Boolean tags Rampart does not type yet are hidden when false all the same.
-        for name in ["nostream"] {
-            if self.other.get(name) == Some(&Value::Bool(false)) {
-                self.other.remove(name);
-            }
         }
         self
     }

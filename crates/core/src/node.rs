@@ -202,6 +202,14 @@ impl HaNode {
         &self.config
     }
 
+    /// Whether this process holds the leader lock: the key names this member *and* this process
+    /// confirmed it (acquired or renewed it). The name alone is not enough: an agent started with
+    /// a live member's name sees that member's key, and must never release it (rule tested by
+    /// `an_agent_never_releases_a_lock_it_does_not_hold`).
+    fn holds_lock(&self, cluster: &Cluster) -> bool {
+        cluster.is_leader(&self.s.name) && self.leader_until.is_some()
+    }
+
     /// Until when the lock is ours, if we hold it.
     pub fn leader_until(&self) -> Option<Millis> {
         self.leader_until
@@ -272,7 +280,7 @@ impl HaNode {
             actions.push(Action::Stop(StopMode::Fast));
         }
         let holds = match &obs.dcs {
-            DcsView::Ok(c) => c.is_leader(&self.s.name),
+            DcsView::Ok(c) => self.holds_lock(c),
             DcsView::Unavailable(_) => self.leader_until.is_some(),
         };
         if holds {
@@ -301,10 +309,32 @@ impl HaNode {
         if matches!(&obs.dcs, DcsView::Ok(c) if c.failover.as_ref().is_some_and(due)) {
             plan.next_cycle = plan.next_cycle.min(obs.now.plus_ms(HANDOVER_CYCLE_MS));
         }
-        match obs.watchdog_unusable {
+        let plan = match obs.watchdog_unusable {
             Some(why) if !self.config.paused() => self.without_watchdog(obs, plan, why),
             _ => plan,
+        };
+        self.without_standby_cluster(obs.now, plan)
+    }
+
+    /// `standby_cluster` in the dynamic configuration (not supported yet): no lock is taken and
+    /// nothing promoted (rule: [`crate::standby_cluster::gate`]).
+    fn without_standby_cluster(&mut self, now: Millis, plan: Plan) -> Plan {
+        if self.config.standby_cluster().is_none() {
+            return plan;
         }
+        let Some(actions) = crate::standby_cluster::gate(&plan.actions) else { return plan };
+        let answer = plan.answer.as_ref().map(|_| crate::standby_cluster::refused_answer());
+        let mut gated = self.plan(
+            now,
+            actions,
+            &format!(
+                "standby_cluster is set in the dynamic configuration ({}): not taking the leader lock ({})",
+                crate::standby_cluster::UNSUPPORTED,
+                plan.message
+            ),
+        );
+        gated.answer = answer;
+        gated
     }
 
     /// `watchdog.mode: required` with a watchdog that cannot be armed: no lock is taken or kept
@@ -397,7 +427,7 @@ impl HaNode {
         // are gone: stop it before anything (cloning, reinitializing) touches the directory.
         if !matches!(obs.local.data, DataDir::Initialized(_)) && obs.local.process.is_alive() {
             let mut actions = vec![Action::Stop(StopMode::Immediate)];
-            if cluster.is_leader(&self.s.name) {
+            if self.holds_lock(cluster) {
                 actions.push(Action::ReleaseLeader);
             }
             return self.plan(
@@ -410,7 +440,7 @@ impl HaNode {
         match &obs.local.data {
             DataDir::Invalid(why) => {
                 let mut actions = vec![];
-                if cluster.is_leader(&self.s.name) {
+                if self.holds_lock(cluster) {
                     actions.push(Action::ReleaseLeader);
                 }
                 self.plan(now, actions, &format!("data directory is not usable ({why}); leaving it untouched"))
@@ -643,8 +673,19 @@ impl HaNode {
 
     fn empty_data_dir(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Plan {
         let now = obs.now;
-        if cluster.is_leader(&self.s.name) {
+        if self.holds_lock(cluster) {
             return self.plan(now, vec![Action::ReleaseLeader], "data directory is empty: releasing the leader lock");
+        }
+        if cluster.is_leader(&self.s.name) {
+            // The key bears our name but this process never renewed it: it is another agent's
+            // (one started with our name), or a previous run's that expires by itself. Deleting
+            // it would fail over a live primary; cloning would copy from "ourselves".
+            return self.plan(
+                now,
+                vec![],
+                "data directory is empty and the leader key names this member, but this agent does not hold the \
+                 lock: leaving it alone (is another agent running with this name?)",
+            );
         }
         if self.won_initialize {
             return self.plan(
@@ -818,8 +859,12 @@ impl HaNode {
         // Stopped as diverged, but its control file shows it is on the leader's timeline after all
         // (or it is a fresh copy): nothing to rewind, and nothing to remember either.
         self.diverged = false;
-        let msg = format!("starting PostgreSQL as a replica of {}", upstream.name);
-        self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(upstream) }))], &msg)
+        let msg = match self.s.tags.nostream {
+            true => "starting PostgreSQL as a replica restoring WAL from the archive (nostream)".to_string(),
+            false => format!("starting PostgreSQL as a replica of {}", upstream.name),
+        };
+        let upstream = self.streamed(upstream);
+        self.plan(now, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream }))], &msg)
     }
 
     /// The leader stopped PostgreSQL for a switchover: release the lock once a candidate has the
@@ -889,10 +934,21 @@ impl HaNode {
                         return refuse(self, "running as primary without the leader lock; not restarting it")
                     }
                     PgProcess::Running(_) => StartRole::Replica {
-                        upstream: cluster.leader.as_ref().and_then(|l| self.desired_upstream(cluster, &l.name)),
+                        upstream: cluster
+                            .leader
+                            .as_ref()
+                            .and_then(|l| self.desired_upstream(cluster, &l.name))
+                            .and_then(|u| self.streamed(u)),
                     },
                     PgProcess::Starting => return refuse(self, "PostgreSQL is starting"),
-                    PgProcess::Stopped | PgProcess::Crashed => return refuse(self, "PostgreSQL is not running"),
+                    // As Patroni's restart, which starts a server that is not running: in
+                    // maintenance mode that is how an operator brings a stopped member back.
+                    PgProcess::Stopped | PgProcess::Crashed => {
+                        match self.start_role_on_request(cluster, &obs.local.data) {
+                            Ok(role) => role,
+                            Err(why) => return refuse(self, &why),
+                        }
+                    }
                 };
                 actions.push(Action::StartJob(Job::Restart(role)));
                 with_answer(self.plan(now, actions, "restarting PostgreSQL on request"), Answer::Started)
@@ -914,8 +970,36 @@ impl HaNode {
         }
     }
 
+    /// The role in which an operator's restart starts a PostgreSQL that is not running: the
+    /// leader's former primary as primary; anything else as a replica of its upstream, except a
+    /// former primary behind the cluster's timeline (it needs pg_rewind first) and a data
+    /// directory that holds no cluster.
+    fn start_role_on_request(&self, cluster: &Cluster, data: &DataDir) -> Result<StartRole, String> {
+        let DataDir::Initialized(ctl) = data else {
+            return Err("PostgreSQL is not running and the data directory holds no cluster".into());
+        };
+        if cluster.is_leader(&self.s.name) {
+            return Ok(match ctl.state.was_primary() {
+                true => StartRole::Primary,
+                false => StartRole::Replica { upstream: None },
+            });
+        }
+        if ctl.state.was_primary() && ctl.timeline < cluster.timeline() {
+            return Err("PostgreSQL is not running and is a former primary that needs pg_rewind first".into());
+        }
+        let upstream = cluster.leader.as_ref().and_then(|l| self.desired_upstream(cluster, &l.name));
+        Ok(StartRole::Replica { upstream: upstream.and_then(|u| self.streamed(u)) })
+    }
+
+    /// What a replica puts in `primary_conninfo`: `upstream`, or nothing with the `nostream` tag
+    /// (it replays only what `restore_command` brings from the archive, as in Patroni 4).
+    fn streamed(&self, upstream: Upstream) -> Option<Upstream> {
+        (!self.s.tags.nostream).then_some(upstream)
+    }
+
     /// Where a replica streams from: the member its `replicatefrom` tag names, while that member
-    /// is a running replica (cascading replication), else the leader.
+    /// is a running replica (cascading replication), else the leader. Also the source of a
+    /// rewind, so it is named with `nostream` too (see [`HaNode::streamed`]).
     fn desired_upstream(&self, cluster: &Cluster, leader: &str) -> Option<Upstream> {
         let cascade =
             self.s.tags.replicatefrom.as_deref().filter(|m| *m != self.s.name && *m != leader).filter(|m| {
@@ -1085,18 +1169,30 @@ impl HaNode {
                 );
             }
             let target = (upstream.host.clone(), upstream.port);
-            if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
-                return p;
+            let nostream = self.s.tags.nostream;
+            // A nostream replica gets no copies: without a stream its feedback never reaches the
+            // primary, so a logical slot on it would be unsafe to use (as in Patroni).
+            if !nostream {
+                if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
+                    return p;
+                }
             }
             // Slots for every other member (cascading children included) and the permanent ones,
             // so that whoever is promoted next already holds them.
             let mut actions = vec![];
             if self.config.postgresql.use_slots {
-                actions.push(Action::SyncSlots(self.slot_targets(now, cluster, false)));
+                let mut targets = self.slot_targets(now, cluster, false);
+                if nostream {
+                    targets.wanted.retain(|_, kind| matches!(kind, SlotKind::Physical));
+                }
+                actions.push(Action::SyncSlots(targets));
             }
-            if r.upstream.as_ref() != Some(&target) {
-                let msg = format!("{pause}following new upstream {}", upstream.name);
-                actions.push(Action::Follow { upstream: Some(upstream) });
+            if r.upstream.as_ref() != (!nostream).then_some(&target) {
+                let msg = match nostream {
+                    true => format!("{pause}not streaming (nostream): restoring WAL from the archive only"),
+                    false => format!("{pause}following new upstream {}", upstream.name),
+                };
+                actions.push(Action::Follow { upstream: self.streamed(upstream) });
                 return self.plan(now, actions, &msg);
             }
             let mode = self.config.sync_mode();
@@ -1339,7 +1435,7 @@ impl HaNode {
         // so that whoever leads next has them, except that a member that may never lead keeps only
         // those of members streaming from it; otherwise the leader keeps the slots of members
         // streaming from it and a replica all others'.
-        let others = cluster.members.iter().filter(|m| m.name != self.s.name && !nostream(&m.data.tags));
+        let others = cluster.members.iter().filter(|m| m.name != self.s.name && !m.data.tags.nostream);
         let members: Vec<&crate::model::Member> = if retaining {
             others
                 .filter(|m| !me_nofailover || m.data.tags.replicatefrom.as_deref() == Some(self.s.name.as_str()))
@@ -1374,8 +1470,13 @@ impl HaNode {
             wanted.insert(slot, SlotKind::Physical);
         }
         let own = slot_name_from_member_name(&self.s.name);
-        let present: std::collections::BTreeSet<String> =
-            cluster.members.iter().map(|m| slot_name_from_member_name(&m.name)).collect();
+        // A nostream member streams from nobody: no slot is kept or retained for it anywhere.
+        let present: std::collections::BTreeSet<String> = cluster
+            .members
+            .iter()
+            .filter(|m| !m.data.tags.nostream)
+            .map(|m| slot_name_from_member_name(&m.name))
+            .collect();
         let retain = if primary {
             let ttl = member_ttl.unwrap_or(DEFAULT_MEMBER_SLOTS_TTL);
             self.retain_member_slots(now, status, &present, &permanent.unwrap_or_default(), ttl)
@@ -1463,19 +1564,20 @@ impl HaNode {
     /// This member receives no WAL stream from the primary: it is tagged `nostream`, or cascades
     /// from a member that is.
     fn streams_from_nowhere(&self, cluster: &Cluster) -> bool {
-        nostream(&self.s.tags)
+        self.s.tags.nostream
             || self
                 .s
                 .tags
                 .replicatefrom
                 .as_deref()
                 .and_then(|up| cluster.member(up))
-                .is_some_and(|up| nostream(&up.data.tags))
+                .is_some_and(|up| up.data.tags.nostream)
     }
 
     /// Members that need a replication slot on the leader: everyone else, except those streaming
-    /// from another running replica (`replicatefrom`), whose slot lives there instead (a slot
-    /// nobody uses would make the leader keep WAL forever).
+    /// from another running replica (`replicatefrom`), whose slot lives there instead, and those
+    /// that do not stream at all (`nostream`): a slot nobody uses would make the leader keep WAL
+    /// forever.
     fn other_members(&self, cluster: &Cluster) -> Vec<String> {
         let cascades = |m: &crate::model::Member| {
             m.data.tags.replicatefrom.as_deref().is_some_and(|up| {
@@ -1484,7 +1586,12 @@ impl HaNode {
                     && cluster.member(up).is_some_and(|u| u.data.state == "running" && u.data.role == "replica")
             })
         };
-        cluster.members.iter().filter(|m| m.name != self.s.name && !cascades(m)).map(|m| m.name.clone()).collect()
+        cluster
+            .members
+            .iter()
+            .filter(|m| m.name != self.s.name && !cascades(m) && !m.data.tags.nostream)
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     fn plan(&self, now: Millis, actions: Vec<Action>, message: &str) -> Plan {
@@ -1560,13 +1667,4 @@ fn failover_heir<'a>(cluster: &'a Cluster, me: &str) -> Option<&'a str> {
         .filter(|m| m.name != me && m.data.tags.can_fail_over())
         .find(|m| matches!(m.data.state.as_str(), "running" | "streaming") && m.data.role != "primary")
         .map(|m| m.name.as_str())
-}
-
-/// Whether a member is tagged `nostream` (it restores WAL from the archive, never streams).
-fn nostream(tags: &crate::model::Tags) -> bool {
-    match tags.other.get("nostream") {
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(serde_json::Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1"),
-        _ => false,
-    }
 }

@@ -719,11 +719,38 @@ fn system_identifier_mismatch_is_fatal() {
     assert!(matches!(&a[..], [Action::Fatal(m)] if m.contains("9999") && m.contains("7000")), "{a:?}");
 }
 
+/// This process acquired (or renewed) the lock at time 0.
+fn hold(n: &mut HaNode) {
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
+}
+
+#[test]
+fn an_agent_never_releases_a_lock_it_does_not_hold() {
+    // A second agent started with the live leader's name: the key names "us", but this process
+    // never acquired nor renewed it. Neither an empty data directory, nor an unusable one, nor a
+    // shutdown makes it delete the key (that would fail over the live leader), and it does not
+    // clone from the member of its own name either.
+    let c = cluster(Some(ME));
+    for local in [empty(), LocalPg { data: DataDir::Invalid("no pg_control".into()), process: PgProcess::Stopped }] {
+        let mut n = HaNode::new(settings());
+        let p = n.decide(&obs(0, &c, &local));
+        assert!(p.actions.is_empty(), "{p:?}");
+        assert!(!n.decide_shutdown(&obs(1, &c, &local)).actions.contains(&Action::ReleaseLeader));
+    }
+    let mut n = HaNode::new(settings());
+    let p = n.decide(&obs(0, &c, &empty()));
+    assert!(p.message.contains("does not hold the lock"), "{}", p.message);
+    // The agent that did take it releases it when its data directory is emptied under it.
+    hold(&mut n);
+    assert_eq!(decide(&mut n, &obs(1, &c, &empty())), vec![Action::ReleaseLeader]);
+}
+
 #[test]
 fn shutdown_stops_postgres_before_releasing_the_lock() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some(ME));
     let l = primary();
+    hold(&mut n);
     assert_eq!(n.decide_shutdown(&obs(0, &c, &l)).actions, vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader]);
     let r = replica(Some(5002), 1);
     let c2 = cluster(Some("n2"));
@@ -962,6 +989,34 @@ fn restart_request_restarts_in_the_current_role() {
 }
 
 #[test]
+fn restart_request_starts_a_stopped_postgresql_as_patroni_does_in_maintenance_mode() {
+    let paused = |mut c: Cluster| {
+        c.config.as_mut().unwrap().pause = Some(true);
+        c
+    };
+    let restart = |n: &mut HaNode, c: &Cluster, l: &LocalPg| {
+        n.decide(&Observation { request: Some(Request::Restart), ..obs(0, c, l) })
+    };
+    // A replica stopped (or killed) by the operator starts again as a replica of the leader.
+    let mut n = HaNode::new(settings());
+    let c = paused(cluster(Some("n2")));
+    for crashed in [false, true] {
+        let p = restart(&mut n, &c, &stopped(ClusterState::ShutDownInRecovery, crashed));
+        let want = Job::Restart(StartRole::Replica { upstream: Some(up("n2", 5002)) });
+        assert_eq!((p.actions, p.answer), (vec![Action::StartJob(want)], Some(Answer::Started)));
+    }
+    // The leader's stopped primary starts as primary.
+    let mine = paused(cluster(Some(ME)));
+    let p = restart(&mut n, &mine, &stopped(ClusterState::ShutDown, false));
+    assert_eq!(p.actions, vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::Primary))]);
+    // A former primary behind the cluster's timeline needs pg_rewind, and an empty directory a clone.
+    let p = restart(&mut n, &promoted(c.clone()), &stopped(ClusterState::ShutDown, false));
+    assert!(matches!(&p.answer, Some(Answer::Refused(m)) if m.contains("pg_rewind")), "{p:?}");
+    let p = restart(&mut n, &c, &empty());
+    assert!(matches!(&p.answer, Some(Answer::Refused(m)) if m.contains("holds no cluster")), "{p:?}");
+}
+
+#[test]
 fn reinitialize_is_refused_on_the_leader_and_clones_on_a_replica() {
     let mut n = HaNode::new(settings());
     let req = Some(Request::Reinitialize { force: false, from_leader: true });
@@ -1039,6 +1094,7 @@ fn a_server_whose_data_directory_vanished_is_stopped_first() {
     assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Stop(StopMode::Immediate)]);
     let broken = LocalPg { data: DataDir::Invalid("no pg_control".into()), process: primary().process };
     let mine = cluster(Some(ME));
+    hold(&mut n);
     assert_eq!(decide(&mut n, &obs(0, &mine, &broken)), vec![Action::Stop(StopMode::Immediate), Action::ReleaseLeader]);
 }
 
@@ -1086,7 +1142,7 @@ fn leader_without_member_slot_retention_keeps_no_slot_for_a_cascading_member() {
 #[test]
 fn no_slot_for_a_nostream_member_and_no_permanent_slot_on_a_member_that_never_leads() {
     let mut c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 500)], &[]);
-    c.members[2].data.tags.other.insert("nostream".into(), serde_json::json!(true));
+    c.members[2].data.tags.nostream = true;
     let t = slot_targets_of(&decide(&mut HaNode::new(settings()), &obs(0, &c, &replica(Some(5002), 1000))));
     assert!(t.wanted.contains_key("cdc") && !t.wanted.contains_key("n3"), "{t:?}");
 
@@ -1097,7 +1153,7 @@ fn no_slot_for_a_nostream_member_and_no_permanent_slot_on_a_member_that_never_le
 
     // A nostream member keeps the permanent physical slots only.
     let mut s = settings();
-    s.tags.other.insert("nostream".into(), serde_json::json!(true));
+    s.tags.nostream = true;
     let mut c = c.clone();
     c.config.as_mut().unwrap().slots = Some(
         serde_json::json!({"cdc": {"type": "logical", "database": "app", "plugin": "test_decoding"}, "keep": {"type": "physical"}}),
@@ -1567,4 +1623,78 @@ fn a_lock_holder_paused_for_insufficient_settings_restarts_before_promoting() {
         decide(&mut n, &obs(0, &c, &l)),
         vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::Replica { upstream: None }))]
     );
+}
+
+/// `cluster` with `standby_cluster` in its dynamic configuration.
+fn with_standby_cluster(mut c: Cluster) -> Cluster {
+    let cfg = c.config.get_or_insert_with(DynamicConfig::default);
+    cfg.extra.insert("standby_cluster".into(), serde_json::json!({"host": "10.0.0.9", "port": 5432}));
+    c
+}
+
+#[test]
+fn standby_cluster_in_the_dcs_keeps_every_member_from_taking_the_lock_or_promoting() {
+    // The healthiest replica of a leaderless cluster does not race; it stays a replica.
+    let mut n = HaNode::new(settings());
+    let c = with_standby_cluster(cluster(None));
+    let l = replica(None, 1000);
+    let peers = [peer("n2", 990, false), peer("n3", 990, false)];
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
+    assert!(!p.actions.contains(&Action::AcquireLeader), "{p:?}");
+    assert!(p.message.contains("standby_cluster is set"), "{}", p.message);
+    // Nor does a first member bootstrap a cluster whose pre-written config carries it.
+    let mut n = HaNode::new(settings());
+    let fresh = with_standby_cluster(Cluster::default());
+    assert_eq!(decide(&mut n, &obs(0, &fresh, &empty())), vec![]);
+    // A member holding the lock with a replica's data directory is not promoted.
+    let mut n = HaNode::new(settings());
+    let mine = with_standby_cluster(cluster(Some(ME)));
+    let a = decide(&mut n, &obs(0, &mine, &replica(None, 1000)));
+    assert!(!a.contains(&Action::StartJob(Job::Promote)), "{a:?}");
+    // A leader already running a primary keeps its lock: no demotion, no failover.
+    let mut n = HaNode::new(settings());
+    assert!(decide(&mut n, &obs(0, &mine, &primary())).contains(&Action::RenewLeader));
+}
+
+#[test]
+fn a_nostream_member_streams_from_nobody_and_no_member_keeps_a_slot_for_it() {
+    let nostream = || {
+        let mut s = settings();
+        s.tags.nostream = true;
+        HaNode::new(s)
+    };
+    // It starts read-only without primary_conninfo: WAL comes from restore_command only.
+    let mut n = nostream();
+    let c = cluster(Some("n2"));
+    let p = n.decide(&obs(0, &c, &stopped(ClusterState::ShutDownInRecovery, false)));
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))], "{p:?}");
+    assert!(p.message.contains("archive"), "{}", p.message);
+    // Running with a stream (before the tag was set), it stops streaming.
+    let a = decide(&mut n, &obs(1, &c, &replica(Some(5002), 1000)));
+    assert!(a.contains(&Action::Follow { upstream: None }), "{a:?}");
+    // Not streaming, it is left alone.
+    let a = decide(&mut n, &obs(2, &c, &replica(None, 1000)));
+    assert!(!a.iter().any(|x| matches!(x, Action::Follow { .. })), "{a:?}");
+
+    // The leader keeps no slot for it and does not publish its name in retain_slots; the other
+    // replicas keep none for it either.
+    let mut tagged = cluster(Some(ME));
+    tagged.members[2].data.tags.nostream = true;
+    let mut leader = HaNode::new(settings());
+    hold(&mut leader);
+    let t = slot_targets_of(&decide(&mut leader, &obs(0, &tagged, &primary())));
+    assert_eq!(t.wanted.keys().collect::<Vec<_>>(), ["n2"], "{t:?}");
+    assert!(!t.retain.contains(&"n3".to_string()), "{:?}", t.retain);
+    let mut other = HaNode::new(NodeSettings { name: "n2".into(), ..settings() });
+    let t = slot_targets_of(&decide(&mut other, &obs(0, &tagged, &replica(Some(5001), 1000))));
+    assert!(!t.wanted.contains_key("n3"), "{t:?}");
+}
+
+#[test]
+fn the_nostream_tag_reads_patronis_forms() {
+    let tags: Tags = serde_json::from_str(r#"{"nostream": "true"}"#).unwrap();
+    assert!(tags.nostream);
+    let tags: Tags = serde_json::from_str(r#"{"nostream": false}"#).unwrap();
+    assert!(!tags.nostream);
+    assert_eq!(serde_json::to_string(&Tags { nostream: true, ..Default::default() }).unwrap(), r#"{"nostream":true}"#);
 }
