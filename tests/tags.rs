@@ -20,6 +20,20 @@ async fn slots(port: u16) -> Vec<String> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
+/// Where a slot holds WAL from (`restart_lsn`, in bytes; 0 when it holds none).
+async fn slot_position(port: u16, slot: &str) -> i64 {
+    let db = support::connect_superuser(port).await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0'), 0)::bigint \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_shape_replication_leadership_and_load_balancing() {
     // node0 starts first and bootstraps; node2 streams from node1, not from the leader; node1 may
@@ -42,17 +56,29 @@ async fn tags_shape_replication_leadership_and_load_balancing() {
         walsenders(c.pg_port(0)).await,
         walsenders(c.pg_port(1)).await
     );
-    // A slot node2 used before it switched to cascading is dropped on the leader once inactive.
-    // node1, a replica, keeps node2's slot (node2 streams through it) and one for node0, so that
-    // node0 finds its slot should node1 ever lead.
+    // As in Patroni 4 (member_slots_ttl > 0): the leader keeps a slot for every member, node2's
+    // too although node2 streams from node1, so that a failover finds it; node1, which may never
+    // lead, keeps only the slot of the member streaming from it.
     assert!(
         support::wait_until_async(Duration::from_secs(15), Duration::from_millis(250), || async {
-            slots(c.pg_port(0)).await == ["node1"] && slots(c.pg_port(1)).await == ["node0", "node2"]
+            slots(c.pg_port(0)).await == ["node1", "node2"] && slots(c.pg_port(1)).await == ["node2"]
         })
         .await,
         "slots: leader {:?}, node1 {:?}",
         slots(c.pg_port(0)).await,
         slots(c.pg_port(1)).await
+    );
+    // node2's slot on the leader is idle, and follows where node2 says it is rather than holding
+    // WAL back for ever: after a write it moves past where it was.
+    let before = slot_position(c.pg_port(0), "node2").await;
+    let leader = support::connect_superuser(c.pg_port(0)).await.unwrap();
+    leader.batch_execute("CREATE TABLE moved_on AS SELECT 1 AS x; SELECT pg_catalog.pg_switch_wal()").await.unwrap();
+    assert!(
+        support::wait_until_async(Duration::from_secs(30), Duration::from_millis(500), || async {
+            slot_position(c.pg_port(0), "node2").await > before
+        })
+        .await,
+        "node2's slot on the leader stayed at {before}"
     );
 
     // noloadbalance: node2 is a healthy replica but says no to read traffic.
