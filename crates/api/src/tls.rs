@@ -13,11 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// Whether the API asks clients for a certificate (`restapi.verify_client`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,28 +125,104 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
 /// clusters sharing one self-signed certificate or CA chain), and our certificate is offered as
 /// the client certificate, since their `verify_client` may require one.
 pub fn peer_client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
-    let roots = match &settings.cafile {
-        Some(ca) => read_roots(ca)?,
-        None => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs("certfile", &settings.certfile)? {
-                roots.add(cert)?;
-            }
-            roots
-        }
+    let trusted = match &settings.cafile {
+        Some(ca) => read_certs("cafile", ca)?,
+        None => read_certs("certfile", &settings.certfile)?,
     };
+    let mut roots = RootCertStore::empty();
+    for cert in &trusted {
+        roots.add(cert.clone())?;
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring_provider())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
     let builder = ClientConfig::builder_with_provider(ring_provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedOrChained { webpki, pinned: trusted }));
     let certs = read_certs("certfile", &settings.certfile)?;
     let mut config = builder.with_client_auth_cert(certs, read_key(settings)?)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// Server certificates of other members: chained to a trusted certificate as usual, or exactly
+/// one of the trusted certificates itself. The second case is the self-signed certificate that
+/// `openssl req -x509` makes (and Patroni's guides and acceptance suite use for every member):
+/// it carries `CA:TRUE`, which webpki refuses for an end-entity certificate, while Python's ssl,
+/// which Patroni uses, accepts it when it is its own trust anchor. Byte-for-byte equality with a
+/// certificate the operator listed in `cafile` (or `certfile`) is pinning, no weaker than a chain.
+#[derive(Debug)]
+struct PinnedOrChained {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrChained {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `openssl req -x509` certificates (CA:TRUE, SAN 127.0.0.1), as Patroni's suite makes them.
+    fn pem(text: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_peer_showing_the_very_self_signed_certificate_we_trust_is_accepted() {
+        let mine = pem(include_str!("../testdata/self_signed.crt"));
+        let other = pem(include_str!("../testdata/other_self_signed.crt"));
+        let mut roots = RootCertStore::empty();
+        roots.add(mine.clone()).unwrap();
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring_provider()).build().unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let now = UnixTime::now();
+        // webpki alone refuses it: a CA certificate used as an end-entity certificate.
+        assert!(webpki.verify_server_cert(&mine, &[], &name, &[], now).is_err());
+        let v = PinnedOrChained { webpki, pinned: vec![mine.clone()] };
+        assert!(v.verify_server_cert(&mine, &[], &name, &[], now).is_ok());
+        // Anything else must still chain to a trusted certificate.
+        assert!(v.verify_server_cert(&other, &[], &name, &[], now).is_err());
+    }
 
     #[test]
     fn missing_files_are_named_and_keys_never_printed() {
