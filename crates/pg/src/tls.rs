@@ -66,9 +66,10 @@ pub(crate) fn connector(config: &mut tokio_postgres::Config, creds: &Credentials
             let Some(root) = creds.option("sslrootcert") else {
                 return Err("sslmode verify-ca/verify-full needs sslrootcert (the agent reads no default file)".into());
             };
+            let trusted = read_certs(Path::new(root))?;
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(Path::new(root))? {
-                roots.add(cert).map_err(|e| format!("sslrootcert {root}: {e}"))?;
+            for cert in &trusted {
+                roots.add(cert.clone()).map_err(|e| format!("sslrootcert {root}: {e}"))?;
             }
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
@@ -76,7 +77,7 @@ pub(crate) fn connector(config: &mut tokio_postgres::Config, creds: &Credentials
             if check == Check::Full {
                 webpki
             } else {
-                Arc::new(ChainOnly(webpki))
+                Arc::new(ChainOnly { webpki, pinned: trusted })
             }
         }
     };
@@ -110,9 +111,14 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// libpq's `verify-ca`: the chain is checked, the name is not.
+/// libpq's `verify-ca`: the chain is checked, the name is not. A server showing exactly a
+/// certificate of `sslrootcert` passes too, as with libpq (OpenSSL): `openssl req -x509` makes
+/// self-signed certificates with `CA:TRUE`, which webpki refuses as an end-entity certificate.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct ChainOnly {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
 
 impl ServerCertVerifier for ChainOnly {
     fn verify_server_cert(
@@ -123,10 +129,13 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -137,7 +146,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -146,11 +155,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 
@@ -220,6 +229,21 @@ mod tests {
         assert_eq!(mode_of(&creds(&[("sslmode", "verify-ca")])).unwrap(), (SslMode::Require, Check::Chain));
         assert_eq!(mode_of(&creds(&[("sslmode", "verify-full")])).unwrap(), (SslMode::Require, Check::Full));
         assert!(mode_of(&creds(&[("sslmode", "sometimes")])).is_err());
+    }
+
+    #[test]
+    fn verify_ca_accepts_the_very_self_signed_certificate_of_sslrootcert() {
+        let pem = |t: &str| CertificateDer::from_pem_slice(t.as_bytes()).unwrap();
+        let mine = pem(include_str!("../../api/testdata/self_signed.crt"));
+        let other = pem(include_str!("../../api/testdata/other_self_signed.crt"));
+        let mut roots = RootCertStore::empty();
+        roots.add(mine.clone()).unwrap();
+        let provider = Arc::new(ring::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let v = ChainOnly { webpki, pinned: vec![mine.clone()] };
+        let name = ServerName::try_from("10.9.9.9").unwrap();
+        assert!(v.verify_server_cert(&mine, &[], &name, &[], UnixTime::now()).is_ok());
+        assert!(v.verify_server_cert(&other, &[], &name, &[], UnixTime::now()).is_err());
     }
 
     #[test]
