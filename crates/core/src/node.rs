@@ -763,8 +763,9 @@ impl HaNode {
             }
         }
         // After handing over, this node comes back as a replica even in maintenance mode: a
-        // switchover is not meant to leave the old leader down.
-        if self.config.paused() && !self.rejoin_after_handover {
+        // switchover is not meant to leave the old leader down. Nor is a copy the operator asked
+        // for (reinitialize) or a fresh clone: Patroni's clone ends by starting it to follow.
+        if self.config.paused() && !self.rejoin_after_handover && !self.fresh_copy {
             let actions = if cluster.is_leader(&me) { vec![Action::RenewLeader] } else { vec![] };
             return self.plan(now, actions, "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
         }

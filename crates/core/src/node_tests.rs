@@ -1032,6 +1032,24 @@ fn reinitialize_is_refused_on_the_leader_and_clones_on_a_replica() {
 }
 
 #[test]
+fn a_member_reinitialized_in_maintenance_mode_is_started_to_follow_the_leader() {
+    // Patroni's clone ends by starting the copy; in pause nothing else would.
+    let mut n = HaNode::new(settings());
+    let mut c = cluster(Some("n2"));
+    c.config.as_mut().unwrap().pause = Some(true);
+    let down = stopped(ClusterState::ShutDownInRecovery, false);
+    let mut o = obs(0, &c, &down);
+    o.job = Some(JobState::Finished(JobKind::Reinitialize, Ok(())));
+    assert_eq!(
+        decide(&mut n, &o),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+    // A member that was merely stopped in maintenance mode stays down.
+    let mut n = HaNode::new(settings());
+    assert_eq!(decide(&mut n, &obs(0, &c, &down)), vec![]);
+}
+
+#[test]
 fn requests_are_refused_while_a_job_runs() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some("n2"));
