@@ -18,8 +18,18 @@ use tracing::{info, warn};
 pub const PRE_PROMOTE_LIMIT: Duration = Duration::from_secs(60);
 
 fn command(cmd: &str, args: &[&str]) -> Command {
+    shell(cmd, "rampart-callback", args)
+}
+
+/// A configured command line run as `/bin/sh -c '<cmd> "$@"'` with `args` appended (`$0` is
+/// `name`), stdin closed, killed if dropped: callbacks, custom bootstrap and replica methods.
+pub fn shell<I, A>(cmd: &str, name: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
     let mut c = Command::new("/bin/sh");
-    c.arg("-c").arg(format!("{cmd} \"$@\"")).arg("rampart-callback").args(args);
+    c.arg("-c").arg(format!("{cmd} \"$@\"")).arg(name).args(args);
     c.stdin(Stdio::null()).kill_on_drop(true);
     c
 }

@@ -11,7 +11,6 @@
 //! Invariant: the bootstrap counts as done only once the server has left recovery, so the roles
 //! are created on a writable primary and the cluster's `initialize` key names a finished one.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use rampart_config::BootstrapMethod;
@@ -21,13 +20,7 @@ use tracing::info;
 /// Runs the method's command; returns the settings of the first start (with `recovery_conf`).
 pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Result<PgSettings, String> {
     info!("Running custom bootstrap script: {}", method.command);
-    let status = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("{} \"$@\"", method.command))
-        .arg("rampart-bootstrap")
-        .args(method.args(scope, &s.data_dir))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
+    let status = super::callbacks::shell(&method.command, "rampart-bootstrap", method.args(scope, &s.data_dir))
         .status()
         .await
         .map_err(|e| format!("custom bootstrap {}: could not start its command: {e}", method.name))?;

@@ -426,6 +426,7 @@ impl Agent {
             known_history: cluster.map(|c| c.history.clone()).unwrap_or_default(),
             pre_promote: self.cfg.postgresql.pre_promote.clone(),
             scope: self.cfg.scope.clone(),
+            replica_creation: self.cfg.postgresql.replica_creation.clone(),
         }
     }
 

@@ -40,6 +40,8 @@ pub struct JobContext {
     pub pre_promote: Option<String>,
     /// Cluster name (passed to scripts).
     pub scope: String,
+    /// `create_replica_methods`: how a replica's data directory is made.
+    pub replica_creation: rampart_config::ReplicaCreation,
 }
 
 /// A job in flight.
@@ -112,7 +114,7 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             Ok(())
         }
         Job::Clone(from) => {
-            rampart_pg::basebackup(s, &from).await.map_err(text)?;
+            super::replica_methods::create(&ctx.replica_creation, s, from.as_ref(), &ctx.scope).await?;
             rampart_pg::write_pgpass(s).map_err(text)
         }
         Job::Rewind(from) => {
@@ -173,7 +175,7 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             ctx.pm.stop(StopMode::Immediate, STOP_LIMIT).await.map_err(text)?;
             ctx.sql.disconnect().await;
             rampart_pg::wipe_data_dir(&s.data_dir).await.map_err(text)?;
-            rampart_pg::basebackup(s, &from).await.map_err(text)?;
+            super::replica_methods::create(&ctx.replica_creation, s, Some(&from), &ctx.scope).await?;
             rampart_pg::write_pgpass(s).map_err(text)
         }
     }

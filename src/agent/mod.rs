@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jobs;
 pub mod peers;
 pub mod publish;
+pub mod replica_methods;
 pub mod settings;
 pub mod signals;
 pub mod watchdog;

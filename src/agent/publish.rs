@@ -206,6 +206,7 @@ mod tests {
                 state: ClusterState::InArchiveRecovery,
                 timeline: 2,
                 checkpoint_lsn: Lsn(1),
+                min_recovery_timeline: 0,
                 hot_standby: Default::default(),
             }),
             process: PgProcess::Running(RunningPg {

@@ -151,6 +151,7 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> PgSettings {
     }
     s.use_slots = dynamic.postgresql.use_slots;
     s.start_timeout = Duration::from_secs(pg.pg_ctl_timeout);
+    s.basebackup_args = pg.replica_creation.basebackup_args.clone();
     s
 }
 
@@ -162,6 +163,7 @@ pub fn node_settings(cfg: &Config) -> NodeSettings {
         use_pg_rewind: cfg.postgresql.use_pg_rewind,
         remove_data_directory_on_rewind_failure: cfg.postgresql.remove_data_directory_on_rewind_failure,
         bootstrap_dcs: cfg.bootstrap_dcs(),
+        clone_without_leader: cfg.postgresql.replica_creation.works_without_leader(),
     }
 }
 

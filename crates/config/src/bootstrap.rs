@@ -14,10 +14,15 @@ use crate::check::Checker;
 use crate::error::Problem;
 use crate::raw::{RawBootstrap, RawUser};
 use crate::secret::Secret;
-use crate::tree::Seg;
+use crate::tool_args::{method_arg, scalar_text, tool_args, Tool};
 
-/// initdb options that Rampart sets itself, as Patroni refuses them too.
-const RESERVED_INITDB: &[&str] = &["pgdata", "D", "nosync", "N", "pwfile", "sync-only", "S", "version", "V"];
+/// `bootstrap.initdb`; the options Rampart sets itself are refused, as Patroni refuses them.
+const INITDB: Tool = Tool {
+    path: &["bootstrap", "initdb"],
+    name: "initdb",
+    example: "(data-checksums) or a single-key map (encoding: UTF8)",
+    reserved: &["pgdata", "D", "nosync", "N", "pwfile", "sync-only", "S", "version", "V"],
+};
 
 /// A user created right after initdb (legacy `bootstrap.users`; Patroni removed it in 4.0 but old
 /// configuration files still carry it).
@@ -72,7 +77,7 @@ impl Bootstrap {
     pub(crate) fn build(raw: Option<RawBootstrap>, c: &mut Checker<'_>) -> Result<Bootstrap, Problem> {
         let raw = raw.unwrap_or_default();
         let dcs = dcs(raw.dcs, c)?;
-        let initdb = initdb_args(raw.initdb.unwrap_or(Json::Null), c)?;
+        let initdb = tool_args(raw.initdb.unwrap_or(Json::Null), &INITDB, c)?;
         let users = raw.users.unwrap_or_default().into_iter().map(|(name, u)| (name, user(u))).collect();
         let method = method(raw.method, &raw.other, c)?;
         for key in raw.other.keys().filter(|k| method.as_ref().is_none_or(|m| &m.name != *k)) {
@@ -128,16 +133,7 @@ fn method(
     };
     let mut args = Vec::new();
     for (k, v) in section.iter().filter(|(k, _)| !RESERVED_METHOD_KEYS.contains(&k.as_str())) {
-        // Python's str() of the value, as Patroni formats `--key=value`.
-        let text = match v {
-            Json::Bool(true) => "True".to_string(),
-            Json::Bool(false) => "False".to_string(),
-            Json::Null => "None".to_string(),
-            other => scalar_text(other).ok_or_else(|| {
-                c.problem(&["bootstrap", &name, k], "expected a single value (passed as --key=value)")
-            })?,
-        };
-        args.push(format!("--{k}={text}"));
+        args.push(method_arg(k, v, &["bootstrap", &name, k], c)?);
     }
     Ok(Some(BootstrapMethod {
         name,
@@ -178,67 +174,4 @@ pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &mut Checker<'_>) -> Result<Dyn
 
 fn user(raw: RawUser) -> BootstrapUser {
     BootstrapUser { password: raw.password, options: raw.options }
-}
-
-/// Turns `[{encoding: UTF8}, data-checksums]` (or `{encoding: UTF8}`) into
-/// `["--encoding=UTF8", "--data-checksums"]`.
-fn initdb_args(value: Json, c: &Checker<'_>) -> Result<Vec<String>, Problem> {
-    let base = [Seg::Key("bootstrap"), Seg::Key("initdb")];
-    let mut args = Vec::new();
-    match value {
-        Json::Null => {}
-        Json::Array(items) => {
-            for (i, item) in items.into_iter().enumerate() {
-                let path = [base[0], base[1], Seg::Index(i)];
-                let arg = match item {
-                    Json::String(flag) => flag_arg(&flag),
-                    Json::Object(map) if map.len() == 1 => {
-                        let (k, v) = map.into_iter().next().expect("one entry");
-                        scalar_text(&v).map(|v| option_arg(&k, &v))
-                    }
-                    _ => None,
-                };
-                let arg = arg.ok_or_else(|| {
-                    c.problem_at(&path, "expected a flag (data-checksums) or a single-key map (encoding: UTF8)")
-                })?;
-                args.push(checked(arg, &path, c)?);
-            }
-        }
-        Json::Object(map) => {
-            for (k, v) in map {
-                let path = [base[0], base[1], Seg::Key(&k)];
-                let text = scalar_text(&v).ok_or_else(|| c.problem_at(&path, "expected a single value"))?;
-                args.push(checked(option_arg(&k, &text), &path, c)?);
-            }
-        }
-        _ => return Err(c.problem_at(&base, "expected a list of initdb options")),
-    }
-    Ok(args)
-}
-
-fn flag_arg(flag: &str) -> Option<String> {
-    let f = flag.trim().trim_start_matches('-');
-    (!f.is_empty() && !f.contains(char::is_whitespace)).then(|| format!("--{f}"))
-}
-
-fn option_arg(key: &str, value: &str) -> String {
-    format!("--{}={value}", key.trim().trim_start_matches('-'))
-}
-
-fn scalar_text(v: &Json) -> Option<String> {
-    match v {
-        Json::String(s) => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
-        Json::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// Refuses options that would fight with what Rampart passes to initdb itself.
-fn checked(arg: String, path: &[Seg<'_>], c: &Checker<'_>) -> Result<String, Problem> {
-    let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
-    if RESERVED_INITDB.contains(&name) {
-        return Err(c.problem_at(path, format!("initdb option {name} is set by Rampart and cannot be given here")));
-    }
-    Ok(arg)
 }

@@ -13,11 +13,14 @@ pub(crate) struct Checker<'a> {
     tree: &'a Node,
     /// Warnings so far: where, and the full message.
     pub warnings: Vec<(Option<Origin>, String)>,
+    /// Dotted paths of sections read straight from the tree (say, `postgresql.<method>`),
+    /// which the schema does not know but which are not unknown keys either.
+    pub claimed: Vec<String>,
 }
 
 impl<'a> Checker<'a> {
     pub fn new(tree: &'a Node) -> Self {
-        Checker { tree, warnings: Vec::new() }
+        Checker { tree, warnings: Vec::new(), claimed: Vec::new() }
     }
 
     /// The tree being checked.

@@ -42,8 +42,10 @@ pub mod proxy;
 pub mod proxy_config;
 pub mod proxy_reload;
 mod raw;
+pub mod replica_methods;
 pub mod restapi;
 pub mod secret;
+mod tool_args;
 mod tree;
 pub mod watchdog;
 mod yaml;
@@ -64,6 +66,7 @@ pub use postgresql::{PgAuthentication, PgRole, Postgresql};
 pub use proxy::{Proxy, RoPolicy};
 pub use proxy_config::ProxyConfig;
 pub use proxy_reload::ReloadPlan;
+pub use replica_methods::{CustomReplicaMethod, ReplicaCreation, ReplicaMethod};
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
 pub use watchdog::{Watchdog, WatchdogMode};
@@ -215,7 +218,8 @@ fn read<T>(
     let config = build(raw, &mut checker).map_err(|p| p.into_error(origin, &secrets))?;
 
     let mut notes: Vec<(Option<Origin>, String)> = parsed.notes.into_iter().map(|(o, m)| (Some(o), m)).collect();
-    notes.extend(unknown.into_iter().map(|u| (Some(u.origin), format!("unknown key {} (ignored)", u.path))));
+    let unknown = unknown.into_iter().filter(|u| !checker.claimed.contains(&u.path));
+    notes.extend(unknown.map(|u| (Some(u.origin), format!("unknown key {} (ignored)", u.path))));
     notes.extend(checker.warnings);
     notes.sort_by_key(|(o, _)| match o {
         Some(Origin::Line(l)) => (0, *l),

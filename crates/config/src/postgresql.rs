@@ -88,6 +88,8 @@ pub struct Postgresql {
     pub before_stop: Option<String>,
     /// Seconds to wait for `pg_ctl start/stop/promote`.
     pub pg_ctl_timeout: u64,
+    /// `create_replica_methods`, their sections and `basebackup`.
+    pub replica_creation: crate::ReplicaCreation,
 }
 
 impl Postgresql {
@@ -187,6 +189,9 @@ impl Postgresql {
         if pg_ctl_timeout == 0 {
             return Err(c.problem(&["postgresql", "pg_ctl_timeout"], "must be at least 1 second"));
         }
+        let (replica_creation, sections) =
+            crate::replica_methods::build(raw.create_replica_methods, raw.create_replica_method, raw.basebackup, c)?;
+        c.claimed.extend(sections.into_iter().map(|s| format!("postgresql.{s}")));
         Ok(Postgresql {
             listen,
             connect_address,
@@ -203,6 +208,7 @@ impl Postgresql {
             pre_promote: raw.pre_promote.filter(|c| !c.trim().is_empty()),
             before_stop: raw.before_stop.filter(|c| !c.trim().is_empty()),
             pg_ctl_timeout,
+            replica_creation,
         })
     }
 }

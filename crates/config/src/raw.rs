@@ -174,6 +174,9 @@ pub(crate) struct RawPostgresql {
     pub pre_promote: Option<String>,
     pub before_stop: Option<String>,
     pub pg_ctl_timeout: Option<u64>,
+    pub create_replica_methods: Option<Json>,
+    pub create_replica_method: Option<Json>,
+    pub basebackup: Option<Json>,
 }
 
 /// One legacy `bootstrap.users` entry. Read as a map so that keys inside it are not reported.

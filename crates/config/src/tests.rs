@@ -396,7 +396,7 @@ bootstrap:
 postgresql:
   listen: 127.0.0.1:5432
   data_dir: /data
-  create_replica_methods: [basebackup]
+  use_unix_socket_repl: true
   authentication:
     replication:
       username: rep
@@ -418,7 +418,7 @@ watchdog:
         [
             "node1.yml:3: unknown key thread_pool_size (ignored)",
             "node1.yml:6: unknown key restapi.foo (ignored)",
-            "node1.yml:22: unknown key postgresql.create_replica_methods (ignored)",
+            "node1.yml:22: unknown key postgresql.use_unix_socket_repl (ignored)",
         ]
     );
     let c = l.config;
@@ -568,6 +568,65 @@ fn local_use_pg_rewind_overrides_dynamic() {
     assert!(c.use_pg_rewind(&on));
     let c = ok(&edit(9, "  data_dir: /d\n  use_pg_rewind: yes")).config;
     assert!(c.use_pg_rewind(&DynamicConfig::default()));
+}
+
+#[test]
+fn replica_creation_methods_as_patroni_reads_them() {
+    use crate::{ReplicaCreation, ReplicaMethod};
+    // Default: pg_basebackup only.
+    assert_eq!(ok(MINIMAL).config.postgresql.replica_creation, ReplicaCreation::default());
+    let text = format!(
+        "{MINIMAL}  create_replica_methods: [pgbackrest, basebackup, restore]
+  pgbackrest:
+    command: /usr/bin/pgbackrest --stanza=main --delta restore
+    keep_data: true
+    no_params: true
+  restore:
+    command: /opt/restore.py --sourcedir=/backups
+    no_leader: '1'
+    test-argument: test-value
+  basebackup:
+    - checkpoint: fast
+    - verbose
+"
+    );
+    let l = ok(&text);
+    assert!(l.warnings.is_empty(), "the method sections are not unknown keys: {:?}", l.warnings);
+    let r = l.config.postgresql.replica_creation;
+    assert_eq!(r.basebackup_args, ["--checkpoint=fast", "--verbose"]);
+    let [ReplicaMethod::Custom(pgbr), ReplicaMethod::Basebackup, ReplicaMethod::Custom(restore)] = &r.methods[..]
+    else {
+        panic!("{:?}", r.methods)
+    };
+    assert_eq!(pgbr.command, "/usr/bin/pgbackrest --stanza=main --delta restore");
+    assert!(pgbr.keep_data && pgbr.no_params && !pgbr.no_leader);
+    assert!(pgbr.own_args.is_empty(), "no_params passes only the section's own keys: {:?}", pgbr.own_args);
+    assert!(restore.no_leader && r.works_without_leader());
+    let dir = std::path::Path::new("/data");
+    assert_eq!(
+        restore.args("pg", dir, ""),
+        [
+            "--no_leader=1",
+            "--test-argument=test-value",
+            "--scope=pg",
+            "--role=replica",
+            "--datadir=/data",
+            "--connstring="
+        ]
+    );
+    assert_eq!(r.to_try(false).len(), 1, "without a leader only the no_leader method");
+    // A method without a section runs its name; the legacy singular key is read too.
+    let r = ok(&format!("{MINIMAL}  create_replica_method: [wal_e_restore]\n")).config.postgresql.replica_creation;
+    assert!(matches!(&r.methods[..], [ReplicaMethod::Custom(m)] if m.command == "wal_e_restore"));
+    // What Rampart sets itself, or what would not make a data directory, is refused.
+    let e = err(&format!("{MINIMAL}  basebackup:\n    - pgdata: /elsewhere\n"));
+    assert!(e.contains("postgresql.basebackup[0]: basebackup option pgdata is set by Rampart"), "{e}");
+    let e = err(&format!("{MINIMAL}  basebackup: {{compress: gzip}}\n"));
+    assert!(e.contains("only server-side compression"), "{e}");
+    let e = err(&format!("{MINIMAL}  create_replica_methods: [restore]\n  restore:\n    command: [a, b]\n"));
+    assert!(e.contains("postgresql.restore.command: expected a command line"), "{e}");
+    let e = err(&format!("{MINIMAL}  create_replica_methods: 5\n"));
+    assert!(e.contains("postgresql.create_replica_methods: expected a list of method names"), "{e}");
 }
 
 #[test]

@@ -125,8 +125,9 @@ pub const REWIND_TARGET_UNTOUCHED: &str = "pg_rewind failed before changing the 
 pub enum Job {
     /// initdb and first start as primary; creates the configured roles.
     Bootstrap,
-    /// pg_basebackup from this member.
-    Clone(Upstream),
+    /// Make this replica's data directory with the configured replica creation methods, copying
+    /// from this member; `None`: with no member to copy from, only the methods that need none.
+    Clone(Option<Upstream>),
     /// pg_rewind against this member.
     Rewind(Upstream),
     /// Start PostgreSQL in this role and wait until it answers.

@@ -58,6 +58,11 @@ pub const HANDOVER_CYCLE_MS: u64 = 250;
 /// Shortest time between two restarts of a replica to copy logical slots.
 pub const SLOT_COPY_INTERVAL_MS: u64 = 60_000;
 
+/// How long a running replica must stay stuck past the fork of the leader's timeline, replaying
+/// nothing, before it is taken for diverged: twice PostgreSQL's default
+/// `wal_retrieve_retry_interval`, so a healthy replica's receiver has reconnected by then.
+pub const DIVERGED_AFTER_MS: u64 = 10_000;
+
 /// How soon the leader looks again after changing synchronous replication.
 pub const SYNC_FOLLOW_UP_MS: u64 = 1_000;
 
@@ -74,6 +79,9 @@ pub struct NodeSettings {
     pub remove_data_directory_on_rewind_failure: bool,
     /// `bootstrap.dcs`: the dynamic configuration used until the DCS has one.
     pub bootstrap_dcs: DynamicConfig,
+    /// A replica creation method works without a member to copy from (`no_leader`, say a
+    /// restore from backups): a new member may make its data directory while there is no leader.
+    pub clone_without_leader: bool,
 }
 
 /// One node's HA state machine: settings plus the little it must remember between cycles.
@@ -100,6 +108,9 @@ pub struct HaNode {
     /// was stopped to be rewound, and must be rewound before it runs again, although its control
     /// file now says "shut down in recovery".
     diverged: bool,
+    /// When this running replica was first seen stuck past the fork of the leader's timeline,
+    /// and at which replay position (see [`HaNode::diverged_replica`]).
+    diverged_suspect: Option<(Millis, crate::Lsn)>,
     /// First cycle at which we tried to restart a crashed primary in place.
     restarting_primary_since: Option<Millis>,
     /// A start of PostgreSQL as primary failed.
@@ -167,6 +178,7 @@ impl HaNode {
             fresh_copy: false,
             rewind_failed: false,
             diverged: false,
+            diverged_suspect: None,
             restarting_primary_since: None,
             primary_start_failed: false,
             switchover_started: None,
@@ -698,11 +710,18 @@ impl HaNode {
             (_, Some(_)) => match self.clone_source(cluster) {
                 Some(src) => {
                     let msg = format!("cloning a replica from {}", src.name);
-                    self.plan(now, vec![Action::StartJob(Job::Clone(src))], &msg)
+                    self.plan(now, vec![Action::StartJob(Job::Clone(Some(src)))], &msg)
                 }
                 None => self.plan(now, vec![], "waiting for the leader to publish its address"),
             },
             (None, None) => self.plan(now, vec![Action::TryInitialize], "racing to initialize a new cluster"),
+            // An empty initialize key is another member's bootstrap in progress (Patroni's
+            // "concurrent bootstrap"): its data directory is not worth restoring next to yet.
+            (Some(init), None) if self.s.clone_without_leader && !init.is_empty() => self.plan(
+                now,
+                vec![Action::StartJob(Job::Clone(None))],
+                "no leader: trying to bootstrap (without leader) with a replica creation method that needs none",
+            ),
             (Some(_), None) => self.plan(now, vec![], "waiting for the leader to bootstrap"),
         }
     }
@@ -729,6 +748,7 @@ impl HaNode {
         // leader's timeline past the fork would look diverged by it. A diverged replica never
         // streams (its upstream refuses a start point that is not in its history), so one that
         // streams is left alone too.
+        let suspect = self.diverged_suspect.take();
         let timeline = r.receiver_timeline?;
         let replayed = r.wal.replayed?;
         if r.streaming || timeline >= cluster.timeline() {
@@ -737,6 +757,22 @@ impl HaNode {
         let fork = cluster.fork_point(timeline)?;
         if replayed <= fork {
             return None;
+        }
+        // The receiver's timeline is the last one it streamed: a replica that went on to the new
+        // timeline through restore_command, or whose upstream just went away, still shows the
+        // old one until it streams again. Only a replica stuck there, replaying nothing, for
+        // longer than its receiver takes to reconnect has diverged.
+        match suspect {
+            Some((since, at)) if at == replayed => {
+                if since.until(now) < DIVERGED_AFTER_MS {
+                    self.diverged_suspect = suspect;
+                    return None;
+                }
+            }
+            _ => {
+                self.diverged_suspect = Some((now, replayed));
+                return None;
+            }
         }
         let what = format!(
             "replayed {replayed} on timeline {timeline} past where the leader's timeline forked off it ({fork})"
@@ -837,7 +873,7 @@ impl HaNode {
         // Only a former primary on an older timeline can have diverged. Rewinding a copy that is on
         // the leader's own timeline would run crash recovery on it and write WAL the leader never
         // had (that is how a fresh clone gets broken).
-        if (ctl.state.was_primary() || self.diverged) && !self.fresh_copy && ctl.timeline < cluster.timeline() {
+        if (ctl.state.was_primary() || self.diverged) && !self.fresh_copy && ctl.wal_timeline() < cluster.timeline() {
             if self.rewind_failed {
                 return self.plan(
                     now,

@@ -51,7 +51,14 @@ fn promoted(mut c: Cluster) -> Cluster {
 }
 
 fn ctl(state: ClusterState) -> ControlData {
-    ControlData { sysid: "7000".into(), state, timeline: 1, checkpoint_lsn: Lsn(900), hot_standby: Default::default() }
+    ControlData {
+        sysid: "7000".into(),
+        state,
+        timeline: 1,
+        checkpoint_lsn: Lsn(900),
+        min_recovery_timeline: 0,
+        hot_standby: Default::default(),
+    }
 }
 
 fn primary() -> LocalPg {
@@ -166,9 +173,31 @@ fn empty_node_clones_from_the_leader_or_a_clonefrom_member() {
     let mut n = HaNode::new(settings());
     let mut c = cluster(Some("n2"));
     let l = empty();
-    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Clone(up("n2", 5002)))]);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Clone(Some(up("n2", 5002))))]);
     c.members[2].data.tags.clonefrom = true;
-    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Clone(up("n3", 5003)))]);
+    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Clone(Some(up("n3", 5003))))]);
+}
+
+#[test]
+fn with_no_leader_an_empty_node_restores_only_with_a_method_that_needs_no_leader() {
+    // An initialized cluster whose leader is gone (its key expired or released).
+    let c = Cluster { initialize: Some("7000".into()), ..cluster(None) };
+    let l = empty();
+    let mut plain = HaNode::new(settings());
+    let p = plain.decide(&obs(0, &c, &l));
+    assert!(p.actions.is_empty() && p.message == "waiting for the leader to bootstrap", "{p:?}");
+    let mut restorer = HaNode::new(NodeSettings { clone_without_leader: true, ..settings() });
+    let p = restorer.decide(&obs(0, &c, &l));
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Clone(None))]);
+    assert!(p.message.contains("bootstrap (without leader)"), "{}", p.message);
+    // Not next to another member's bootstrap in progress (initialize key still empty).
+    let booting = Cluster { initialize: Some(String::new()), ..cluster(None) };
+    assert!(decide(&mut restorer, &obs(1, &booting, &l)).is_empty());
+    // With a leader, the leader is copied from as usual.
+    assert_eq!(
+        decide(&mut restorer, &obs(2, &cluster(Some("n2")), &l)),
+        vec![Action::StartJob(Job::Clone(Some(up("n2", 5002))))]
+    );
 }
 
 #[test]
@@ -503,6 +532,11 @@ fn forked_at_1000() -> Cluster {
     c
 }
 
+/// Whether `actions` stop PostgreSQL.
+fn stops(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Stop(_)))
+}
+
 /// A replica that replayed to `wal`, with its WAL receiver on `receiver` (not streaming).
 fn replica_receiving(wal: u64, streaming: bool, receiver: Option<u32>) -> LocalPg {
     let mut l = replica(Some(5002), wal);
@@ -523,13 +557,17 @@ fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
     let behind = waiting(1000);
     assert!(!decide(&mut n, &obs(0, &c, &behind)).iter().any(|a| matches!(a, Action::Stop(_))), "at the fork: fine");
     let past = waiting(1100);
-    let p = n.decide(&obs(1, &c, &past));
+    // Stuck there, replaying nothing, for as long as a receiver needs to reconnect.
+    for t in [1, 5_000, DIVERGED_AFTER_MS] {
+        assert!(!stops(&decide(&mut n, &obs(t, &c, &past))), "not yet at {t} ms");
+    }
+    let p = n.decide(&obs(DIVERGED_AFTER_MS + 1, &c, &past));
     assert_eq!(p.actions, vec![Action::Stop(StopMode::Fast)]);
     assert!(p.message.contains("past where the leader's timeline forked off it (0/3E8)"), "{}", p.message);
     // Stopped cleanly in recovery, it is rewound, not started again as it was.
     let down = stopped(ClusterState::ShutDownInRecovery, false);
-    assert_eq!(decide(&mut n, &obs(2, &c, &down)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
-    let mut o = obs(3, &c, &down);
+    assert_eq!(decide(&mut n, &obs(20_000, &c, &down)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
+    let mut o = obs(20_001, &c, &down);
     o.job = Some(JobState::Finished(JobKind::Rewind, Ok(())));
     assert_eq!(
         decide(&mut n, &o),
@@ -537,8 +575,34 @@ fn a_replica_that_replayed_past_the_fork_is_stopped_and_rewound() {
     );
     // Without pg_rewind allowed it only says what is needed.
     let mut no_rewind = HaNode::new(NodeSettings { use_pg_rewind: Some(false), ..settings() });
-    let p = no_rewind.decide(&obs(0, &c, &past));
+    no_rewind.decide(&obs(0, &c, &past));
+    let p = no_rewind.decide(&obs(DIVERGED_AFTER_MS, &c, &past));
     assert!(p.actions.is_empty() && p.message.contains("needs pg_rewind or reinitialize"), "{p:?}");
+}
+
+#[test]
+fn a_replica_that_went_on_to_the_new_timeline_by_the_archive_is_not_taken_for_diverged() {
+    // Seen in Patroni's priority_failover scenario: the replica restored the new timeline's
+    // history and WAL through restore_command and replays it past the fork, while its WAL
+    // receiver still names timeline 1 (the last one it streamed) because the leader just went
+    // away. It keeps replaying, or its receiver reconnects on timeline 2: never stopped.
+    let mut n = HaNode::new(settings());
+    let c = forked_at_1000();
+    for (t, wal) in [(0, 1100), (4_000, 1100), (8_000, 1200), (16_000, 1200)] {
+        let p = n.decide(&obs(t, &c, &replica_receiving(wal, false, Some(1))));
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Stop(_))), "at {t} ms: {p:?}");
+    }
+    assert!(!stops(&decide(&mut n, &obs(17_000, &c, &replica_receiving(1200, true, Some(2))))));
+    // Stopped (by an operator, say) with its last restartpoint still on timeline 1 but its
+    // replay on timeline 2: the control file's recovery timeline says so, and it is started
+    // again, not rewound.
+    let mut down = stopped(ClusterState::ShutDownInRecovery, false);
+    let DataDir::Initialized(ctl) = &mut down.data else { unreachable!() };
+    ctl.min_recovery_timeline = 2;
+    assert_eq!(
+        decide(&mut n, &obs(18_000, &c, &down)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
 }
 
 #[test]
@@ -571,16 +635,17 @@ fn a_member_once_taken_for_diverged_but_found_on_the_leaders_timeline_forgets_it
     let mut n = HaNode::new(settings());
     let c = forked_at_1000();
     let l = replica_receiving(1100, false, Some(1));
-    assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::Stop(StopMode::Fast)]);
+    assert!(!stops(&decide(&mut n, &obs(0, &c, &l))));
+    assert_eq!(decide(&mut n, &obs(DIVERGED_AFTER_MS, &c, &l)), vec![Action::Stop(StopMode::Fast)]);
     // Its clean stop wrote timeline 2 into the control file: no rewind, start it again.
     let mut down = stopped(ClusterState::ShutDownInRecovery, false);
     let DataDir::Initialized(ctl) = &mut down.data else { unreachable!() };
     ctl.timeline = 2;
     let start = vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))];
-    assert_eq!(decide(&mut n, &obs(1, &c, &down)), start);
+    assert_eq!(decide(&mut n, &obs(DIVERGED_AFTER_MS + 1, &c, &down)), start);
     // Crashed later on a control file that lags again, it is not rewound for the old suspicion.
     let crashed = stopped(ClusterState::InArchiveRecovery, true);
-    assert_eq!(decide(&mut n, &obs(2, &c, &crashed)), start);
+    assert_eq!(decide(&mut n, &obs(DIVERGED_AFTER_MS + 2, &c, &crashed)), start);
 }
 
 #[test]

@@ -79,9 +79,26 @@ pub struct ControlData {
     pub timeline: Timeline,
     /// "Latest checkpoint location".
     pub checkpoint_lsn: Lsn,
+    /// "Min recovery ending loc's timeline" (0 when unset): for a server stopped in recovery, the
+    /// timeline its replay had reached, which may be newer than its last restartpoint's.
+    pub min_recovery_timeline: Timeline,
     /// The hot-standby-critical settings the control file records (for a replica: what the
     /// primary's WAL it replayed needs).
     pub hot_standby: crate::hot_standby::Values,
+}
+
+impl ControlData {
+    /// The timeline this data directory's WAL has reached: the latest checkpoint's, or for a
+    /// replica the timeline its replay had reached if newer (a replica that followed a promotion
+    /// keeps its last restartpoint on the old timeline until the next one). Patroni reads the
+    /// same two fields.
+    pub fn wal_timeline(&self) -> Timeline {
+        let in_recovery = matches!(self.state, ClusterState::ShutDownInRecovery | ClusterState::InArchiveRecovery);
+        match in_recovery {
+            true => self.timeline.max(self.min_recovery_timeline),
+            false => self.timeline,
+        }
+    }
 }
 
 /// State of the data directory.

@@ -61,6 +61,7 @@ fn running(in_recovery: bool) -> LocalPg {
             state,
             timeline: 1,
             checkpoint_lsn: Lsn(900),
+            min_recovery_timeline: 0,
             hot_standby: Default::default(),
         }),
         process: PgProcess::Running(RunningPg {

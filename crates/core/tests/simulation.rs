@@ -268,6 +268,7 @@ fn local(pg: &Pg, streaming: bool, upstream_port: Option<u16>) -> LocalPg {
         state: if pg.was_primary { ClusterState::InProduction } else { ClusterState::InArchiveRecovery },
         timeline: pg.timeline,
         checkpoint_lsn: Lsn(pg.wal),
+        min_recovery_timeline: 0,
         hot_standby: Default::default(),
     };
     let process = if pg.running {

@@ -226,6 +226,20 @@ pub fn primary_conninfo(settings: &PgSettings, up: &Upstream) -> String {
     conninfo(&pairs)
 }
 
+/// The connection string a custom replica creation method gets as `--connstring` to copy from
+/// `up`, as Patroni writes it: no password (it is in the password file `PGPASSFILE` names).
+pub fn replica_source_conninfo(settings: &PgSettings, up: &Upstream) -> String {
+    let port = up.port.to_string();
+    let mut pairs = vec![
+        ("dbname", "postgres"),
+        ("user", settings.replication.username.as_str()),
+        ("host", up.host.as_str()),
+        ("port", &port),
+    ];
+    pairs.extend(settings.replication.option_pairs());
+    conninfo(&pairs)
+}
+
 /// A libpq `key=value` connection string.
 pub fn conninfo(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={}", quote_conninfo_value(v))).collect::<Vec<_>>().join(" ")

@@ -29,11 +29,14 @@ pub fn parse_controldata(text: &str) -> Result<ControlData, String> {
     let timeline = timeline.parse().map_err(|_| format!("bad timeline {timeline:?}"))?;
     let lsn = field("Latest checkpoint location")?;
     let checkpoint_lsn: Lsn = lsn.parse().map_err(|e| format!("{e}"))?;
+    // Older or unusual outputs may lack it; 0 means "unset", as in the control file itself.
+    let min_recovery_timeline = map.get("Min recovery ending loc's timeline").and_then(|v| v.parse().ok()).unwrap_or(0);
     Ok(ControlData {
         sysid: sysid.to_string(),
         state: ClusterState::parse(field("Database cluster state")?),
         timeline,
         checkpoint_lsn,
+        min_recovery_timeline,
         hot_standby: hot_standby_values(&map),
     })
 }
@@ -110,6 +113,13 @@ mod tests {
         assert_eq!(parse_controldata(&crashed).unwrap().state, ClusterState::InProduction);
         let replica = SAMPLE.replace("shut down\n", "shut down in recovery\n");
         assert_eq!(parse_controldata(&replica).unwrap().state, ClusterState::ShutDownInRecovery);
+        // A replica that followed a promotion: its last restartpoint is still on timeline 1,
+        // its replay reached timeline 2.
+        let followed =
+            replica.replace("Min recovery ending loc's timeline:   0", "Min recovery ending loc's timeline:   2");
+        let c = parse_controldata(&followed).unwrap();
+        assert_eq!((c.timeline, c.min_recovery_timeline, c.wal_timeline()), (1, 2, 2));
+        assert_eq!(parse_controldata(SAMPLE).unwrap().wal_timeline(), 1, "a primary's is its checkpoint's");
     }
 
     #[test]

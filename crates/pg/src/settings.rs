@@ -114,6 +114,8 @@ pub struct PgSettings {
     pub start_timeout: Duration,
     /// Limit for each control query (probe, reload, slots, ...).
     pub query_timeout: Duration,
+    /// Extra pg_basebackup arguments (`postgresql.basebackup`), after Rampart's own.
+    pub basebackup_args: Vec<String>,
 }
 
 impl PgSettings {
@@ -143,6 +145,7 @@ impl PgSettings {
             use_slots: true,
             start_timeout: Duration::from_secs(60),
             query_timeout: Duration::from_secs(5),
+            basebackup_args: Vec::new(),
         }
     }
 

@@ -83,8 +83,8 @@ pub async fn initdb(settings: &PgSettings, extra_args: &[String]) -> Result<()> 
     result.map(|_| ())
 }
 
-/// Clones `from` into `settings.data_dir` with `pg_basebackup -X stream -c fast` as the
-/// replication role (password through `PGPASSWORD`). The data directory must be missing or
+/// Clones `from` into `settings.data_dir` with `pg_basebackup -X stream -c fast` (then
+/// `postgresql.basebackup`'s options) as the replication role (password through `PGPASSWORD`). The data directory must be missing or
 /// empty; on failure, or if this future is dropped, pg_basebackup is killed and whatever it wrote
 /// is removed (the directory itself is kept).
 pub async fn basebackup(settings: &PgSettings, from: &Upstream) -> Result<()> {
@@ -107,6 +107,7 @@ pub async fn basebackup(settings: &PgSettings, from: &Upstream) -> Result<()> {
         .arg(from.port.to_string())
         .arg("-U")
         .arg(&settings.replication.username)
+        .args(&settings.basebackup_args)
         .env("PGAPPNAME", &settings.name)
         .env("LC_ALL", "C")
         .env("PGCONNECT_TIMEOUT", "30");
