@@ -83,6 +83,8 @@ pub struct Agent {
     config_source: reload::ConfigSource,
     /// The REST API's security settings in force (replaced on reload).
     api_security: rampart_api::SecurityHandle,
+    /// The REST API's own connection for live WAL positions (reconnected on reload).
+    live_sql: Option<Arc<super::live_wal::LiveSql>>,
     /// Set once a stop signal has arrived: further stop signals escalate the stop of PostgreSQL.
     stopping: Option<StopWatch>,
     /// While shutting down: the deadline of the current step's DCS calls.
@@ -150,6 +152,7 @@ impl Agent {
             last_message: String::new(),
             config_source,
             api_security: Default::default(),
+            live_sql: None,
             stopping: None,
             shutdown_dcs_until: None,
             requests,
@@ -215,6 +218,12 @@ impl Agent {
             Some(bound) => deadline.min(bound),
             None => deadline,
         }
+    }
+
+    /// Sets the REST API's live-WAL connection, which a reload updates.
+    pub fn with_live_sql(mut self, live: Arc<super::live_wal::LiveSql>) -> Self {
+        self.live_sql = Some(live);
+        self
     }
 
     /// Sets the REST API's security handle, which a reload updates.

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod failsafe;
 pub mod identity;
 pub mod jobs;
+pub mod live_wal;
 pub mod peers;
 pub mod publish;
 pub mod replica_methods;
@@ -134,8 +135,11 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
         failsafe: failsafe_inbox.clone(),
         bin_dir: pg.bin_dir.clone(),
     };
-    let api =
-        ApiContext::new(snap_rx, move || alive_pm.is_alive()).with_backend(Arc::new(backend)).with_security(security);
+    let live_sql = live_wal::LiveSql::new(&pg);
+    let api = ApiContext::new(snap_rx, move || alive_pm.is_alive())
+        .with_backend(Arc::new(backend))
+        .with_security(security)
+        .with_live_wal(live_sql.clone());
     // A reload replaces the security settings through this handle.
     let api_security = api.security.clone();
     // The leader race asks peers through the same client (TLS-aware when the API uses TLS).
@@ -150,6 +154,7 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
     info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
     let agent = driver::Agent::new(cfg, source, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe)
         .with_failsafe_inbox(failsafe_inbox)
-        .with_api_security(api_security);
+        .with_api_security(api_security)
+        .with_live_sql(live_sql);
     Ok(Started { agent, watcher, stop_api, api_task })
 }

@@ -62,6 +62,8 @@ pub struct ApiContext {
     pub security: SecurityHandle,
     /// Switchover polling and probe timeouts.
     pub timing: WriteTiming,
+    /// Live WAL positions for the status answers; `None` uses the snapshot's.
+    pub live_wal: Option<Arc<dyn crate::live::LiveWal>>,
 }
 
 impl ApiContext {
@@ -78,7 +80,14 @@ impl ApiContext {
             probe: Arc::new(HttpProbe::new(None)),
             security: SecurityHandle::new(Security::open()),
             timing: WriteTiming::default(),
+            live_wal: None,
         }
+    }
+
+    /// Status answers carry the WAL positions of the moment (see [`crate::live`]).
+    pub fn with_live_wal(mut self, live: Arc<dyn crate::live::LiveWal>) -> Self {
+        self.live_wal = Some(live);
+        self
     }
 
     /// Enables the write endpoints.

@@ -99,10 +99,15 @@ async fn dispatch(State(ctx): State<ApiContext>, req: Request) -> Response {
     };
     let uri = req.uri();
     let (snap, alive) = ctx.current();
+    let endpoint = Endpoint::from_path(uri.path());
+    let snap = match endpoint {
+        Endpoint::Patroni | Endpoint::Health(_) => crate::live::refreshed(snap, alive, ctx.live_wal.as_deref()).await,
+        _ => snap,
+    };
     let now = Instant::now();
     let query = HealthQuery::parse(uri.query());
     let no_dcs = "no DCS view\n";
-    let (code, body) = match Endpoint::from_path(uri.path()) {
+    let (code, body) = match endpoint {
         Endpoint::Patroni => (200, Body::Json(patroni_status(&snap, alive))),
         Endpoint::Cluster => match snap.cluster.as_deref() {
             Some(c) => (200, Body::Json(cluster_json(c, &snap.scope))),

@@ -334,6 +334,32 @@ impl Sql {
         })
     }
 
+    /// Whether the server is in recovery, and its WAL positions now (flush on a primary; received
+    /// and replayed on a replica): the cheap part of [`Sql::probe`], for status answers.
+    pub async fn wal_now(&self) -> Result<(bool, WalPositions)> {
+        const WAL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+                CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+                     ELSE pg_catalog.pg_current_wal_flush_lsn()::text END, \
+                pg_catalog.pg_last_wal_receive_lsn()::text, \
+                pg_catalog.pg_last_wal_replay_lsn()::text";
+        let mut slot = self.client.lock().await;
+        let client = self.connected(&mut slot).await?;
+        let row = match timed("WAL positions", self.timeout, client.query_one(WAL, &[])).await {
+            Ok(r) => r,
+            Err(e) => {
+                reset(&mut slot);
+                return Err(e);
+            }
+        };
+        drop(slot);
+        let lsn = |i: usize| -> Result<Option<Lsn>> {
+            row.get::<_, Option<String>>(i)
+                .map(|t| t.parse().map_err(|e| PgError::Unexpected { what: "WAL positions", detail: format!("{e}") }))
+                .transpose()
+        };
+        Ok((row.get(0), WalPositions { flush: lsn(1)?, received: lsn(2)?, replayed: lsn(3)? }))
+    }
+
     /// Promotes a replica (`pg_promote(true, 60)`, waiting for the end of recovery), then runs a
     /// CHECKPOINT so the control file shows the new timeline (pg_rewind on the old primary reads
     /// it from there). A server that is already a primary just gets the checkpoint.

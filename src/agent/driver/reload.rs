@@ -213,6 +213,9 @@ impl Agent {
         if sql_inputs(&old_pg) != sql_inputs(&new_pg) {
             // New superuser credentials: the next query connects with them.
             self.sql = Arc::new(rampart_pg::Sql::new(&new_pg));
+            if let Some(live) = &self.live_sql {
+                live.replace(&new_pg);
+            }
         }
         let node = settings::node_settings(&self.cfg);
         self.watchdog.reconfigure(self.cfg.watchdog.clone(), self.core.config().ttl);
