@@ -1,7 +1,7 @@
 //! Story: `failsafe_mode`. With it on, a leader cut off from etcd asks every member, each cycle,
 //! whether it may go on (`POST /failsafe`); while all of them say "Accepted" it keeps taking
 //! writes long past its lease, and no replica takes over. When one member cannot answer, the
-//! leader stops taking writes before its lease could have expired, exactly as without failsafe.
+//! leader stops taking writes at once (Patroni's rule), well before its lease could have expired.
 //!
 //! A probe writes to every node directly, every 200 ms; at no moment may two nodes accept writes.
 
@@ -122,4 +122,14 @@ async fn with_one_member_silent_the_leader_stops_before_its_lease_expires() {
     for i in (0..3).filter(|&i| i != leader) {
         assert_eq!(last_accept(&rounds, i), None, "node {i} accepted writes during the outage");
     }
+    // Demoted, the former leader serves reads again, following nobody until etcd is back.
+    let mut read_only = false;
+    for _ in 0..20 {
+        read_only = support::client::is_in_recovery(c.pg_port(leader)).await == Some(true);
+        if read_only {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(read_only, "the demoted leader runs read-only while etcd is away");
 }

@@ -85,6 +85,8 @@ pub struct Agent {
     api_security: rampart_api::SecurityHandle,
     /// The REST API's own connection for live WAL positions (reconnected on reload).
     live_sql: Option<Arc<super::live_wal::LiveSql>>,
+    /// An etcd write of this cycle failed (it waited its deadline).
+    dcs_trouble: bool,
     /// Set once a stop signal has arrived: further stop signals escalate the stop of PostgreSQL.
     stopping: Option<StopWatch>,
     /// While shutting down: the deadline of the current step's DCS calls.
@@ -153,6 +155,7 @@ impl Agent {
             config_source,
             api_security: Default::default(),
             live_sql: None,
+            dcs_trouble: false,
             stopping: None,
             shutdown_dcs_until: None,
             requests,
@@ -325,6 +328,7 @@ impl Agent {
 
     /// One HA cycle.
     async fn cycle(&mut self) -> Result<Plan> {
+        self.dcs_trouble = false;
         let (local, probe, job) = self.observe_local().await;
         let cluster = self.read_cluster().await;
         let failsafe_round = self.failsafe_round(cluster.is_err(), &local).await;
@@ -462,6 +466,9 @@ impl Agent {
                     break;
                 }
                 Err(e) => {
+                    // An etcd write that failed has already waited its deadline: the member key
+                    // is not written after it this cycle (see `publish`).
+                    self.dcs_trouble |= writes_dcs(action);
                     warn!(?action, error = %format!("{e:#}"), "action failed; deciding again next cycle");
                     self.wake.notify_one();
                     break;
@@ -709,9 +716,6 @@ impl Agent {
         if seen.probe.is_some() {
             self.last_role = role.to_string();
         }
-        if let Err(e) = self.dcs.touch_member(&member, self.dcs_deadline()).await {
-            debug!(error = %e, "could not update the member key");
-        }
         let leader_until = match self.core.believed(self.now()) {
             rampart_core::node::Believed::Leader => self.core.leader_until().map(|m| self.instant(m).into_std()),
             rampart_core::node::Believed::NotLeader => None,
@@ -743,6 +747,15 @@ impl Agent {
         snap.failsafe_active = self.failsafe_active();
         snap.watchdog_failed = self.watchdog.unusable(std::time::Instant::now(), dynamic.ttl).is_some();
         self.snap.send_replace(snap);
+        // After the snapshot, and not at all when etcd failed this cycle: a write to an etcd
+        // that does not answer waits its whole deadline, and the REST API (failsafe mode's
+        // `failsafe_mode_is_active`, the health checks) must not wait for that, nor the next
+        // cycle that may fence or run a failsafe round.
+        if self.dcs_trouble || seen.cluster.is_none() {
+            debug!("etcd did not answer this cycle: the member key is written at the next one");
+        } else if let Err(e) = self.dcs.touch_member(&member, self.dcs_deadline()).await {
+            debug!(error = %e, "could not update the member key");
+        }
     }
 
     /// Stops PostgreSQL and releases the lock, in the order the core decides
@@ -833,4 +846,22 @@ impl Agent {
 /// Now as unix milliseconds (only for comparing with times operators wrote).
 fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Whether `action` writes to etcd.
+fn writes_dcs(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::TryInitialize
+            | Action::CancelInitialize
+            | Action::RecordInitialize { .. }
+            | Action::AcquireLeader
+            | Action::RenewLeader
+            | Action::ReleaseLeader
+            | Action::WriteStatus
+            | Action::WriteFailsafe(_)
+            | Action::ClearFailover
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+    )
 }

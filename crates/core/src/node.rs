@@ -108,6 +108,10 @@ pub struct HaNode {
     /// was stopped to be rewound, and must be rewound before it runs again, although its control
     /// file now says "shut down in recovery".
     diverged: bool,
+    /// PostgreSQL was stopped because the lock could no longer be vouched for (fencing, or a
+    /// failed failsafe round): while the DCS stays unreachable it is started again read-only,
+    /// following nobody, as Patroni's offline demotion does.
+    offline_demoted: bool,
     /// When this running replica was first seen stuck past the fork of the leader's timeline,
     /// and at which replay position (see [`HaNode::diverged_replica`]).
     diverged_suspect: Option<(Millis, crate::Lsn)>,
@@ -179,6 +183,7 @@ impl HaNode {
             rewind_failed: false,
             diverged: false,
             diverged_suspect: None,
+            offline_demoted: false,
             restarting_primary_since: None,
             primary_start_failed: false,
             switchover_started: None,
@@ -381,6 +386,8 @@ impl HaNode {
                 self.leader_until = None;
             }
             self.failsafe_active_until = None;
+            // With the DCS back, the usual rules decide how the server runs again.
+            self.offline_demoted = false;
             self.failsafe_targets =
                 (self.config.failsafe_mode() && c.is_leader(&self.s.name)).then(|| failsafe::targets_of(c));
         }
@@ -408,6 +415,7 @@ impl HaNode {
         if let (Some(deadline), true) = (self.fence_deadline(), obs.local.process.is_alive()) {
             if now >= deadline && !self.config.paused() {
                 self.leader_until = None;
+                self.offline_demoted = true;
                 return self.plan(
                     now,
                     vec![Action::Stop(StopMode::Immediate)],
@@ -653,20 +661,46 @@ impl HaNode {
                 ),
             );
         }
+        let paused = self.config.paused();
+        if let (Some(Err(e)), true) = (&failsafe_outcome, self.failsafe_targets().is_some()) {
+            if obs.local.process.is_primary() && !paused {
+                // Failsafe mode's contract (Patroni's): the primary outlives the DCS only while
+                // every member of the topology accepts it; one that does not ends it at once.
+                // It is started again read-only, to serve reads and to follow whoever leads once
+                // the DCS is back.
+                self.offline_demoted = true;
+                return self.plan(
+                    now,
+                    vec![Action::Stop(StopMode::Fast)],
+                    &format!("demoting self because DCS is not accessible and I was a leader ({why}; failsafe: {e})"),
+                );
+            }
+        }
         let why = match &failsafe_outcome {
             Some(Err(e)) => format!("{why}; failsafe: {e}"),
             _ => why.to_string(),
         };
         let why = why.as_str();
-        let paused = self.config.paused();
         if obs.local.process.is_primary() && self.leader_until.is_none() && !paused {
             // A primary whose lock we never confirmed (e.g. the agent just restarted): we cannot
             // know that nobody else was promoted, so it must not take writes.
+            self.offline_demoted = true;
             return self.plan(
                 now,
                 vec![Action::Stop(StopMode::Immediate)],
                 &format!("demoting: running as primary without a confirmed lock and the DCS is unreachable ({why})"),
             );
+        }
+        if self.offline_demoted && !obs.local.process.is_alive() && !paused && obs.job.is_none() {
+            if let DataDir::Initialized(_) = &obs.local.data {
+                // Patroni's offline demotion ends with the server following nobody, read-only.
+                self.offline_demoted = false;
+                return self.plan(
+                    now,
+                    vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))],
+                    &format!("DCS unreachable ({why}); starting PostgreSQL read-only after demoting"),
+                );
+            }
         }
         match self.fence_deadline() {
             Some(d) if obs.local.process.is_alive() => {

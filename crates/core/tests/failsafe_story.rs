@@ -2,8 +2,9 @@
 //!
 //! A three-member cluster (n1 leads, n2 and n3 replicate) with `failsafe_mode: true`, ttl 10 s,
 //! loop_wait 1 s. The leader loses the DCS. While every member accepts its `POST /failsafe`, it
-//! stays primary long past its lease; once one member stays silent, it stops at the usual fence
-//! deadline. Replicas holding a fresh ping do not race, even when they see the leader key gone.
+//! stays primary long past its lease; once one member does not accept, it demotes at once (as
+//! Patroni does) and serves reads. Replicas holding a fresh ping do not race, even when they see
+//! the leader key gone.
 
 use rampart_core::action::{Action, ActionResult, StopMode};
 use rampart_core::failsafe::{Ping, Reply, Round};
@@ -145,35 +146,56 @@ fn every_member_accepting_keeps_the_primary_past_its_lease() {
 }
 
 #[test]
-fn one_silent_member_brings_back_the_fence_deadline() {
-    // (replies of the rounds after the cut) -> the primary must be stopped no later than the fence
-    // deadline of the last complete round (or of the lease when there was none).
-    let table: [(&[(&str, bool)], u64); 3] = [
-        (&[("n2", true)], 0),                // n3 silent from the start: the lease's deadline
-        (&[("n2", true), ("n3", false)], 0), // n3 refuses (e.g. it runs as primary)
-        (&[], 0),                            // nobody answers
+fn a_member_that_does_not_accept_ends_the_primary_at_once_and_it_serves_reads() {
+    // Patroni's contract for failsafe mode: the primary outlives the DCS only while every member
+    // of the topology accepts it. (replies of the round after the cut)
+    let table: [&[(&str, bool)]; 3] = [
+        &[("n2", true)],                // n3 silent
+        &[("n2", true), ("n3", false)], // n3 refuses (e.g. it runs as primary)
+        &[],                            // nobody answers
     ];
-    for (replies, last_proof) in table {
+    for replies in table {
         let mut n1 = leading_n1();
         let local = running(false);
-        let deadline = Millis(last_proof + TTL * 1000 - rampart_core::node::fence_margin_ms(TTL));
-        let mut stopped_at = None;
-        for t in (500..20_000).step_by(500) {
-            let r = round(t, replies);
-            let o = Observation { failsafe_round: Some(&r), ..obs(t, DcsView::Unavailable("refused".into()), &local) };
-            let plan = n1.decide(&o);
-            if plan.actions.contains(&Action::Stop(StopMode::Immediate)) {
-                stopped_at = Some(t);
-                break;
-            }
-            assert!(plan.next_cycle <= deadline, "the loop looks again before the deadline");
-        }
-        let stopped_at = stopped_at.expect("the primary was stopped");
+        let r = round(500, replies);
+        let o = Observation { failsafe_round: Some(&r), ..obs(500, DcsView::Unavailable("refused".into()), &local) };
+        let plan = n1.decide(&o);
+        assert_eq!(plan.actions, vec![Action::Stop(StopMode::Fast)], "{replies:?}: {}", plan.message);
         assert!(
-            Millis(stopped_at) >= deadline && stopped_at < deadline.0 + 500,
-            "{replies:?}: stopped at {stopped_at}"
+            plan.message.contains("demoting self because DCS is not accessible and I was a leader"),
+            "{}",
+            plan.message
         );
+        assert!(!n1.failsafe_active(Millis(500)));
+        // Stopped, it comes back read-only following nobody while the DCS stays away, once.
+        let mut down = running(false);
+        down.process = PgProcess::Stopped;
+        let plan = n1.decide(&obs(1_000, DcsView::Unavailable("refused".into()), &down));
+        let start = Action::StartJob(rampart_core::Job::Start(rampart_core::StartRole::Replica { upstream: None }));
+        assert_eq!(plan.actions, vec![start], "{}", plan.message);
+        let replica = running(true);
+        let plan = n1.decide(&obs(2_000, DcsView::Unavailable("refused".into()), &replica));
+        assert!(plan.actions.is_empty(), "{plan:?}");
     }
+}
+
+#[test]
+fn without_a_round_the_primary_keeps_its_lease_until_the_fence_deadline() {
+    // No round result this cycle (say the driver could not send it): the lease still vouches.
+    let mut n1 = leading_n1();
+    let local = running(false);
+    let deadline = n1.fence_deadline().unwrap();
+    let mut stopped_at = None;
+    for t in (500..20_000).step_by(500) {
+        let plan = n1.decide(&obs(t, DcsView::Unavailable("refused".into()), &local));
+        if plan.actions.contains(&Action::Stop(StopMode::Immediate)) {
+            stopped_at = Some(t);
+            break;
+        }
+        assert!(plan.next_cycle <= deadline, "the loop looks again before the deadline");
+    }
+    let stopped_at = stopped_at.expect("the primary was stopped");
+    assert!(Millis(stopped_at) >= deadline && stopped_at < deadline.0 + 500, "stopped at {stopped_at}");
 }
 
 #[test]
