@@ -207,6 +207,7 @@ mod tests {
                 timeline: 2,
                 checkpoint_lsn: Lsn(1),
                 min_recovery_timeline: 0,
+                min_recovery_lsn: Lsn(0),
                 hot_standby: Default::default(),
             }),
             process: PgProcess::Running(RunningPg {

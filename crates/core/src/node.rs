@@ -907,7 +907,11 @@ impl HaNode {
         // Only a former primary on an older timeline can have diverged. Rewinding a copy that is on
         // the leader's own timeline would run crash recovery on it and write WAL the leader never
         // had (that is how a fresh clone gets broken).
-        if (ctl.state.was_primary() || self.diverged) && !self.fresh_copy && ctl.wal_timeline() < cluster.timeline() {
+        let past_fork = stopped_past_fork(ctl, cluster);
+        if (ctl.state.was_primary() || self.diverged || past_fork.is_some())
+            && !self.fresh_copy
+            && ctl.wal_timeline() < cluster.timeline()
+        {
             if self.rewind_failed {
                 return self.plan(
                     now,
@@ -923,7 +927,11 @@ impl HaNode {
                     return p;
                 }
                 let leader_upstream = upstream_of(cluster, &leader.name).unwrap_or_else(|| upstream.clone());
-                let msg = format!("former primary: running pg_rewind against the new leader {}", leader_upstream.name);
+                let what = match &past_fork {
+                    Some(p) if !ctl.state.was_primary() => p.clone(),
+                    _ => "former primary".to_string(),
+                };
+                let msg = format!("{what}: running pg_rewind against the new leader {}", leader_upstream.name);
                 return self.plan(now, vec![Action::StartJob(Job::Rewind(leader_upstream))], &msg);
             }
         }
@@ -1055,8 +1063,11 @@ impl HaNode {
                 false => StartRole::Replica { upstream: None },
             });
         }
-        if ctl.state.was_primary() && ctl.timeline < cluster.timeline() {
+        if ctl.state.was_primary() && ctl.wal_timeline() < cluster.timeline() {
             return Err("PostgreSQL is not running and is a former primary that needs pg_rewind first".into());
+        }
+        if let Some(p) = stopped_past_fork(ctl, cluster) {
+            return Err(format!("PostgreSQL is not running and needs pg_rewind first: {p}"));
         }
         let upstream = cluster.leader.as_ref().and_then(|l| self.desired_upstream(cluster, &l.name));
         Ok(StartRole::Replica { upstream: upstream.and_then(|u| self.streamed(u)) })
@@ -1718,6 +1729,21 @@ fn with_answer(mut plan: Plan, answer: Answer) -> Plan {
 }
 
 /// The upstream description of member `name`, if it published a usable `conn_url`.
+/// A stopped data directory whose WAL went on, on an older timeline, past the point where the
+/// leader's history forked off it: PostgreSQL refuses to follow the leader ("requested timeline
+/// is not a child of this server's history") until pg_rewind. A former primary demoted while
+/// the DCS was away, started read-only and stopped, looks like a replica in its control file and
+/// is caught only here. Each (timeline, position) pair of the control file is judged on its own,
+/// as each holds together. Returns what was found.
+fn stopped_past_fork(ctl: &ControlData, cluster: &Cluster) -> Option<String> {
+    ctl.wal_ends().into_iter().find_map(|(timeline, at)| {
+        let fork = cluster.fork_point(timeline).filter(|f| timeline < cluster.timeline() && at > *f)?;
+        Some(format!(
+            "its WAL reached {at} on timeline {timeline}, past where the leader's timeline forked off it ({fork})"
+        ))
+    })
+}
+
 fn upstream_of(cluster: &Cluster, name: &str) -> Option<Upstream> {
     let m = cluster.member(name)?;
     let (host, port) = m.data.conn_host_port()?;

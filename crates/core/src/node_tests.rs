@@ -57,6 +57,7 @@ fn ctl(state: ClusterState) -> ControlData {
         timeline: 1,
         checkpoint_lsn: Lsn(900),
         min_recovery_timeline: 0,
+        min_recovery_lsn: Lsn(0),
         hot_standby: Default::default(),
     }
 }
@@ -626,6 +627,32 @@ fn a_healthy_replica_whose_control_file_lags_is_not_taken_for_diverged() {
     let down = stopped(ClusterState::ShutDownInRecovery, false);
     assert_eq!(
         decide(&mut n, &obs(1, &c, &down)),
+        vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
+    );
+}
+
+#[test]
+fn a_stopped_replica_whose_wal_went_past_the_fork_is_rewound_before_it_starts() {
+    // A former primary demoted while the DCS was away: started read-only, stopped, its control
+    // file says "shut down in recovery", but its replay reached 1100 on timeline 1, past the
+    // fork of the leader's timeline 2 at 1000. PostgreSQL would refuse to follow the leader.
+    let mut n = HaNode::new(settings());
+    let c = forked_at_1000();
+    let mut down = stopped(ClusterState::ShutDownInRecovery, false);
+    let DataDir::Initialized(ctl) = &mut down.data else { unreachable!() };
+    (ctl.min_recovery_timeline, ctl.min_recovery_lsn) = (1, Lsn(1100));
+    let p = n.decide(&obs(0, &c, &down));
+    assert_eq!(p.actions, vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
+    assert!(
+        p.message.contains("reached 0/44C on timeline 1, past where the leader's timeline forked off it"),
+        "{}",
+        p.message
+    );
+    // At the fork exactly it is a healthy replica that ended with timeline 1: started as is.
+    let DataDir::Initialized(ctl) = &mut down.data else { unreachable!() };
+    ctl.min_recovery_lsn = Lsn(1000);
+    assert_eq!(
+        decide(&mut HaNode::new(settings()), &obs(0, &c, &down)),
         vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: Some(up("n2", 5002)) }))]
     );
 }

@@ -82,12 +82,25 @@ pub struct ControlData {
     /// "Min recovery ending loc's timeline" (0 when unset): for a server stopped in recovery, the
     /// timeline its replay had reached, which may be newer than its last restartpoint's.
     pub min_recovery_timeline: Timeline,
+    /// "Minimum recovery ending location" (0/0 when unset): with `min_recovery_timeline`, how
+    /// far a server stopped in recovery had replayed.
+    pub min_recovery_lsn: Lsn,
     /// The hot-standby-critical settings the control file records (for a replica: what the
     /// primary's WAL it replayed needs).
     pub hot_standby: crate::hot_standby::Values,
 }
 
 impl ControlData {
+    /// Where this data directory's WAL ended, as (timeline, position) pairs that each hold
+    /// together: its latest checkpoint, and for a replica how far its replay had gone.
+    pub fn wal_ends(&self) -> Vec<(Timeline, Lsn)> {
+        let mut out = vec![(self.timeline, self.checkpoint_lsn)];
+        if self.min_recovery_timeline != 0 {
+            out.push((self.min_recovery_timeline, self.min_recovery_lsn));
+        }
+        out
+    }
+
     /// The timeline this data directory's WAL has reached: the latest checkpoint's, or for a
     /// replica the timeline its replay had reached if newer (a replica that followed a promotion
     /// keeps its last restartpoint on the old timeline until the next one). Patroni reads the

@@ -63,6 +63,7 @@ fn running(in_recovery: bool) -> LocalPg {
             timeline: 1,
             checkpoint_lsn: Lsn(900),
             min_recovery_timeline: 0,
+            min_recovery_lsn: Lsn(0),
             hot_standby: Default::default(),
         }),
         process: PgProcess::Running(RunningPg {

@@ -269,6 +269,7 @@ fn local(pg: &Pg, streaming: bool, upstream_port: Option<u16>) -> LocalPg {
         timeline: pg.timeline,
         checkpoint_lsn: Lsn(pg.wal),
         min_recovery_timeline: 0,
+        min_recovery_lsn: Lsn(0),
         hot_standby: Default::default(),
     };
     let process = if pg.running {

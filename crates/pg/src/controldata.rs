@@ -31,12 +31,14 @@ pub fn parse_controldata(text: &str) -> Result<ControlData, String> {
     let checkpoint_lsn: Lsn = lsn.parse().map_err(|e| format!("{e}"))?;
     // Older or unusual outputs may lack it; 0 means "unset", as in the control file itself.
     let min_recovery_timeline = map.get("Min recovery ending loc's timeline").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let min_recovery_lsn = map.get("Minimum recovery ending location").and_then(|v| v.parse().ok()).unwrap_or(Lsn(0));
     Ok(ControlData {
         sysid: sysid.to_string(),
         state: ClusterState::parse(field("Database cluster state")?),
         timeline,
         checkpoint_lsn,
         min_recovery_timeline,
+        min_recovery_lsn,
         hot_standby: hot_standby_values(&map),
     })
 }
