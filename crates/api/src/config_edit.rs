@@ -23,8 +23,11 @@ use serde_json::{Map, Value};
 use crate::backend::Backend;
 use crate::reply::Reply;
 
-/// Applies `patch` to `target` as RFC 7396 says: an object patch merges key by key, `null`
-/// removes a key, anything else replaces the target.
+/// Applies `patch` to `target` as Patroni's `patch_config` does (`PATCH /config`,
+/// `edit-config -s/-p`): an object patch merges key by key into an object, `null` removes a key,
+/// and anything else, a whole object included, is taken as it is where the target has no object
+/// to merge into. Unlike RFC 7396, nulls inside a value taken whole stay: `{"slots": {"s1": null}}`
+/// on a configuration without slots declares the physical slot `s1` (Patroni's shorthand).
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(changes) = patch else {
         *target = patch.clone();
@@ -35,10 +38,14 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
     let Value::Object(fields) = target else { unreachable!("made an object just above") };
     for (key, change) in changes {
-        if change.is_null() {
-            fields.remove(key);
-        } else {
-            merge_patch(fields.entry(key.clone()).or_insert(Value::Null), change);
+        match (fields.get_mut(key), change) {
+            (_, Value::Null) => {
+                fields.remove(key);
+            }
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => merge_patch(existing, change),
+            _ => {
+                fields.insert(key.clone(), change.clone());
+            }
         }
     }
 }
@@ -172,8 +179,9 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rfc7396_examples() {
-        // The examples of RFC 7396, appendix A.
+    fn patroni_patch_semantics() {
+        // The examples of RFC 7396, appendix A, where Patroni's patch_config agrees with them,
+        // then where it does not: a value taken whole keeps its nulls.
         let cases = [
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
@@ -189,7 +197,10 @@ mod tests {
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
             (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{"ccc":null}}})),
+            (json!({"a":{"bb":{}}}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!({"ttl":30}), json!({"slots":{"s1":null}}), json!({"ttl":30,"slots":{"s1":null}})),
+            (json!({"slots":{"s1":null}}), json!({"slots":{"s1":null}}), json!({"slots":{}})),
         ];
         for (target, patch, want) in cases {
             let mut t = target.clone();
