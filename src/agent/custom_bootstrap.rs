@@ -53,6 +53,24 @@ pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Resul
     Ok(first)
 }
 
+/// Runs `bootstrap.post_bootstrap` with the superuser's connection string as its argument (the
+/// password in the file `PGPASSFILE` names), as Patroni does, and waits: a non-zero exit fails
+/// the bootstrap.
+pub async fn post_bootstrap(cmd: &str, s: &PgSettings) -> Result<(), String> {
+    info!("running post_bootstrap script: {cmd}");
+    let connstring = rampart_pg::conf::local_superuser_conninfo(s);
+    let status = super::callbacks::shell(cmd, "rampart-post-bootstrap", [connstring])
+        .env("PGPASSFILE", &s.pgpass)
+        .env("PGOPTIONS", "-c synchronous_commit=local -c statement_timeout=0")
+        .status()
+        .await
+        .map_err(|e| format!("post_bootstrap script {cmd}: could not start it: {e}"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("post_bootstrap script {cmd} returned {status}")),
+    }
+}
+
 /// Waits until the server has left recovery (at once without `recovery_conf`). Not bounded: a
 /// restore may replay for hours; the job is cancelled with the agent, like Patroni's wait.
 pub async fn wait_for_end_of_recovery(sql: &Sql) -> Result<(), String> {
@@ -85,6 +103,27 @@ pub async fn wait_for_end_of_recovery(sql: &Sql) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn post_bootstrap_gets_the_superusers_connection_string_and_its_exit_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PgSettings::new("n1", dir.path().join("data"));
+        s.port = 5499;
+        let out = dir.path().join("out");
+        let record = format!(r#"echo "$1|$PGPASSFILE|$PGOPTIONS" > {}; true"#, out.display());
+        post_bootstrap(&record, &s).await.unwrap();
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            seen.trim(),
+            format!(
+                "dbname=postgres user=postgres host=/var/run/postgresql port=5499|{}|-c synchronous_commit=local -c \
+                 statement_timeout=0",
+                s.pgpass.display()
+            )
+        );
+        let e = post_bootstrap("exit 4;", &s).await.unwrap_err();
+        assert!(e.contains("post_bootstrap script exit 4; returned exit status: 4"), "{e}");
+    }
 
     fn method(command: &str) -> BootstrapMethod {
         BootstrapMethod { name: "restore".into(), command: command.into(), ..Default::default() }

@@ -435,6 +435,7 @@ impl Agent {
             dcs: self.dcs.clone(),
             initdb_args: self.cfg.bootstrap.initdb.clone(),
             bootstrap_method: self.cfg.bootstrap.method.clone(),
+            post_bootstrap: self.cfg.bootstrap.post_bootstrap.clone(),
             extra_users,
             known_history: cluster.map(|c| c.history.clone()).unwrap_or_default(),
             pre_promote: self.cfg.postgresql.pre_promote.clone(),

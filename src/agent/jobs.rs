@@ -32,6 +32,8 @@ pub struct JobContext {
     pub initdb_args: Vec<String>,
     /// `bootstrap.method` when it is a custom method (run instead of initdb).
     pub bootstrap_method: Option<rampart_config::BootstrapMethod>,
+    /// `bootstrap.post_bootstrap`, run at the end of a bootstrap.
+    pub post_bootstrap: Option<String>,
     /// Legacy `bootstrap.users`.
     pub extra_users: Vec<ExtraUser>,
     /// Timeline history known to the DCS, to keep earlier entries' metadata.
@@ -99,18 +101,23 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
     let text = |e: rampart_pg::PgError| e.to_string();
     match job {
         Job::Bootstrap => {
-            let Some(method) = &ctx.bootstrap_method else {
-                rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
-                rampart_pg::write_pgpass(s).map_err(text)?;
-                ctx.pm.start(s, &StartRole::Primary).await.map_err(text)?;
-                ctx.sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
-                return Ok(());
-            };
-            let first_start = super::custom_bootstrap::run(method, s, &ctx.scope).await?;
-            rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(&first_start, &StartRole::Primary).await.map_err(text)?;
-            super::custom_bootstrap::wait_for_end_of_recovery(&ctx.sql).await?;
+            match &ctx.bootstrap_method {
+                None => {
+                    rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
+                    rampart_pg::write_pgpass(s).map_err(text)?;
+                    ctx.pm.start(s, &StartRole::Primary).await.map_err(text)?;
+                }
+                Some(method) => {
+                    let first_start = super::custom_bootstrap::run(method, s, &ctx.scope).await?;
+                    rampart_pg::write_pgpass(s).map_err(text)?;
+                    ctx.pm.start(&first_start, &StartRole::Primary).await.map_err(text)?;
+                    super::custom_bootstrap::wait_for_end_of_recovery(&ctx.sql).await?;
+                }
+            }
             ctx.sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
+            if let Some(cmd) = &ctx.post_bootstrap {
+                super::custom_bootstrap::post_bootstrap(cmd, s).await?;
+            }
             Ok(())
         }
         Job::Clone(from) => {

@@ -101,12 +101,22 @@ async fn run(m: &CustomReplicaMethod, s: &PgSettings, scope: &str, connstring: &
     Ok(())
 }
 
-/// Empties the data directory if anything is in it.
+/// Empties the data directory if anything is in it. The directory itself stays (it may be a
+/// mount point), so its mode is made one PostgreSQL accepts (0700, or 0750 as it was): a failed
+/// method may have created it with the umask's 0755, which a later pg_basebackup into it keeps.
 async fn empty(s: &PgSettings) -> Result<(), String> {
-    match rampart_pg::controldata::is_empty_dir(&s.data_dir) {
-        Ok(true) => Ok(()),
-        _ => rampart_pg::wipe_data_dir(&s.data_dir).await.map_err(|e| e.to_string()),
+    if !matches!(rampart_pg::controldata::is_empty_dir(&s.data_dir), Ok(true)) {
+        rampart_pg::wipe_data_dir(&s.data_dir).await.map_err(|e| e.to_string())?;
     }
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(&s.data_dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode != 0o700 && mode != 0o750 {
+            std::fs::set_permissions(&s.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("making {} private: {e}", s.data_dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +172,9 @@ mod tests {
         let up = Upstream { name: "n2".into(), host: "127.0.0.1".into(), port: 5433 };
         create(&creation, &s, Some(&up), "pg").await.unwrap();
         assert!(!s.data_dir.join("half").exists(), "the failed method's files were removed");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&s.data_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the directory the failed method made is private again");
         assert!(s.data_dir.join("PG_VERSION").exists());
 
         // All failing: the error names each; a command that "succeeds" without a data directory fails.

@@ -71,6 +71,10 @@ pub struct Bootstrap {
     pub users: BTreeMap<String, BootstrapUser>,
     /// The custom method run instead of initdb; `None` for initdb.
     pub method: Option<BootstrapMethod>,
+    /// `post_bootstrap` (or its older name `post_init`): a command run once the new cluster is
+    /// up and its roles exist, given a connection string for the superuser; its failure fails
+    /// the bootstrap, as in Patroni.
+    pub post_bootstrap: Option<String>,
 }
 
 impl Bootstrap {
@@ -83,7 +87,8 @@ impl Bootstrap {
         for key in raw.other.keys().filter(|k| method.as_ref().is_none_or(|m| &m.name != *k)) {
             c.warn(&["bootstrap", key], "not used (not the bootstrap.method in force)");
         }
-        Ok(Bootstrap { dcs, initdb, pg_hba: raw.pg_hba.unwrap_or_default(), users, method })
+        let post_bootstrap = raw.post_bootstrap.or(raw.post_init).filter(|c| !c.trim().is_empty());
+        Ok(Bootstrap { dcs, initdb, pg_hba: raw.pg_hba.unwrap_or_default(), users, method, post_bootstrap })
     }
 }
 

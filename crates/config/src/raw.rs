@@ -124,6 +124,9 @@ pub(crate) struct RawBootstrap {
     pub users: Option<BTreeMap<String, RawUser>>,
     /// `initdb` (default) or the name of a custom method section (`bootstrap.<method>`).
     pub method: Option<String>,
+    /// Script run once the new cluster is up (`post_init` is its older name).
+    pub post_bootstrap: Option<String>,
+    pub post_init: Option<String>,
     /// The other keys: custom bootstrap method sections (see [`crate::bootstrap`]).
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,

@@ -630,6 +630,16 @@ fn replica_creation_methods_as_patroni_reads_them() {
 }
 
 #[test]
+fn post_bootstrap_or_its_older_name() {
+    let l = ok(&format!("{MINIMAL}bootstrap:\n  post_bootstrap: /usr/local/bin/setup.sh\n"));
+    assert_eq!(l.config.bootstrap.post_bootstrap.as_deref(), Some("/usr/local/bin/setup.sh"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let l = ok(&format!("{MINIMAL}bootstrap:\n  post_init: /usr/local/bin/setup.sh\n"));
+    assert_eq!(l.config.bootstrap.post_bootstrap.as_deref(), Some("/usr/local/bin/setup.sh"));
+    assert_eq!(ok(MINIMAL).config.bootstrap.post_bootstrap, None);
+}
+
+#[test]
 fn initdb_forms() {
     let c = ok(&format!("{MINIMAL}bootstrap:\n  initdb: {{encoding: UTF8, locale: C}}\n")).config;
     assert_eq!(c.bootstrap.initdb, ["--encoding=UTF8", "--locale=C"]);

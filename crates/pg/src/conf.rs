@@ -240,6 +240,27 @@ pub fn replica_source_conninfo(settings: &PgSettings, up: &Upstream) -> String {
     conninfo(&pairs)
 }
 
+/// The connection string for the superuser to this member's own server, as the agent reaches it
+/// (the Unix socket directory or the local TCP host), without a password (it is in the password
+/// file): what `bootstrap.post_bootstrap` is given, as Patroni gives it.
+pub fn local_superuser_conninfo(settings: &PgSettings) -> String {
+    let port = settings.port.to_string();
+    let host = match &settings.local {
+        crate::LocalConnect::Tcp(host) => host.clone(),
+        crate::LocalConnect::Socket(dir) => dir.display().to_string(),
+    };
+    let mut pairs = vec![
+        ("dbname", "postgres"),
+        ("user", settings.superuser.username.as_str()),
+        ("host", host.as_str()),
+        ("port", &port),
+    ];
+    if matches!(settings.local, crate::LocalConnect::Tcp(_)) {
+        pairs.extend(settings.superuser.option_pairs());
+    }
+    conninfo(&pairs)
+}
+
 /// A libpq `key=value` connection string.
 pub fn conninfo(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={}", quote_conninfo_value(v))).collect::<Vec<_>>().join(" ")
