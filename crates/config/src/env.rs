@@ -25,6 +25,8 @@ const OVERRIDES: &[(&str, &[&str])] = &[
     ("RESTAPI_CERTFILE", &["restapi", "certfile"]),
     ("RESTAPI_KEYFILE", &["restapi", "keyfile"]),
     ("RESTAPI_CAFILE", &["restapi", "cafile"]),
+    ("RESTAPI_VERIFY_CLIENT", &["restapi", "verify_client"]),
+    ("RESTAPI_ALLOWLIST", &["restapi", "allowlist"]),
     ("POSTGRESQL_LISTEN", &["postgresql", "listen"]),
     ("POSTGRESQL_CONNECT_ADDRESS", &["postgresql", "connect_address"]),
     ("POSTGRESQL_DATA_DIR", &["postgresql", "data_dir"]),
@@ -119,7 +121,7 @@ impl Overrides {
     pub fn apply(&self, tree: &mut Node) {
         for o in &self.0 {
             let origin = Origin::Env(o.var.clone());
-            let node = if o.path.last() == Some(&"hosts") {
+            let node = if matches!(o.path.last(), Some(&"hosts") | Some(&"allowlist")) {
                 hosts_node(&o.value, origin)
             } else {
                 Node::scalar(o.value.clone(), false, origin)
@@ -130,7 +132,8 @@ impl Overrides {
     }
 }
 
-/// `PATRONI_ETCD3_HOSTS` may be a comma-separated string or a YAML-style list `['a:1','b:2']`.
+/// `PATRONI_ETCD3_HOSTS` (and `PATRONI_RESTAPI_ALLOWLIST`) may be a comma-separated string or a
+/// YAML-style list `['a:1','b:2']`.
 fn hosts_node(value: &str, origin: Origin) -> Node {
     let trimmed = value.trim();
     match trimmed.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {

@@ -496,6 +496,22 @@ fn env_overrides_patroni_names() {
 }
 
 #[test]
+fn env_sets_the_rest_apis_client_certificates_and_allowlist() {
+    let vars = env(&[
+        ("PATRONI_RESTAPI_CERTFILE", "/etc/patroni/api.crt"),
+        ("PATRONI_RESTAPI_KEYFILE", "/etc/patroni/api.key"),
+        ("PATRONI_RESTAPI_CAFILE", "/etc/patroni/ca.crt"),
+        ("PATRONI_RESTAPI_VERIFY_CLIENT", "required"),
+        ("PATRONI_RESTAPI_ALLOWLIST", "10.0.0.0/8, 127.0.0.1"),
+    ]);
+    let c = &parse(MINIMAL, "node1.yml", vars).unwrap().config;
+    assert_eq!(c.restapi.verify_client, crate::ClientCertMode::Required);
+    assert_eq!(c.restapi.allowlist, ["10.0.0.0/8", "127.0.0.1"]);
+    let listed = env(&[("PATRONI_RESTAPI_ALLOWLIST", "['192.168.0.0/16']")]);
+    assert_eq!(parse(MINIMAL, "node1.yml", listed).unwrap().config.restapi.allowlist, ["192.168.0.0/16"]);
+}
+
+#[test]
 fn rampart_prefix_takes_precedence() {
     let vars = env(&[("PATRONI_NAME", "patroni-name"), ("RAMPART_NAME", "rampart-name"), ("PATRONI_SCOPE", "s2")]);
     let c = parse(MINIMAL, "node1.yml", vars).unwrap().config;
