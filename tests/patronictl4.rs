@@ -5,7 +5,8 @@
 //! * `list` shows Patroni 4's columns (Receive LSN, Receive Lag, Replay LSN, Replay Lag) with the
 //!   same values in pretty, json and tsv text (yaml as data), from the `receive_lsn` and
 //!   `replay_lsn` the agents publish;
-//! * patronictl's spellings work: `-c FILE` before the verb, a positional cluster name,
+//! * patronictl's spellings work: `-c FILE` before the verb, a positional cluster name (`list`,
+//!   `switchover`),
 //!   `dsn -m`, `query -c ... -m/-r`;
 //! * a switchover: the new leader's member key shows the new timeline as soon as its API says
 //!   it is a primary, and no member reports a pending restart afterwards (a promoted replica
@@ -173,11 +174,18 @@ async fn rampart_and_patronictl_4_show_and_do_the_same() {
     let theirs = patronictl(&["-c", cfg, "query", "-U", "postgres", "-c", "SELECT * FROM no_such_table"]);
     assert!(stdout(&theirs).ends_with("\tERROR, SQLSTATE: 42P01\n"), "{}", stdout(&theirs));
 
-    // A switchover: the moment the candidate's API says it is a primary, its member key already
-    // shows the new timeline.
+    // A switchover, the cluster named as patronictl 4 names it: the moment the candidate's API
+    // says it is a primary, its member key already shows the new timeline. A cluster name that
+    // is not the one asked for is refused before anything happens.
+    let clash = rampart(&["-c", cfg, "switchover", "other", "--scope", "postgres", "--force"]);
+    assert!(
+        !clash.status.success() && stderr(&clash).contains("(other) is not --scope postgres"),
+        "{}",
+        stderr(&clash)
+    );
     let t = Instant::now();
     let mut switchover = Command::new(support::rampart_bin())
-        .args(["switchover", "-c", cfg, "--candidate", c.name(replica), "--force"])
+        .args(["-c", cfg, "switchover", "postgres", "--candidate", c.name(replica), "--force"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

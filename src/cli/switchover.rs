@@ -32,6 +32,9 @@ use super::target::{self, TargetArgs};
 pub struct SwitchoverArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cluster (patronictl 4's positional CLUSTER_NAME); default: the configuration's `scope`.
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster: Option<String>,
     /// The current leader, as a check (default: whoever holds the leader lock).
     #[arg(long, visible_alias = "primary", value_name = "NAME")]
     pub leader: Option<String>,
@@ -51,6 +54,9 @@ pub struct SwitchoverArgs {
 pub struct FailoverArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cluster (patronictl 4's positional CLUSTER_NAME); default: the configuration's `scope`.
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster: Option<String>,
     /// The member to promote.
     #[arg(long, value_name = "NAME")]
     pub candidate: Option<String>,
@@ -274,17 +280,22 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
 /// `rampart switchover`.
 pub fn run_switchover(args: SwitchoverArgs) -> Result<()> {
     let given = Given { leader: args.leader, candidate: args.candidate, scheduled: args.scheduled, force: args.force };
-    run(args.target, Action::Switchover, given)
+    run(args.target, args.cluster, Action::Switchover, given)
 }
 
 /// `rampart failover`.
 pub fn run_failover(args: FailoverArgs) -> Result<()> {
     let given = Given { candidate: args.candidate, force: args.force, ..Default::default() };
-    run(args.target, Action::Failover, given)
+    run(args.target, args.cluster, Action::Failover, given)
 }
 
-fn run(target: TargetArgs, action: Action, given: Given) -> Result<()> {
-    let target = target::resolve(&target, None)?;
+fn run(target: TargetArgs, cluster: Option<String>, action: Action, given: Given) -> Result<()> {
+    if let (Some(named), Some(scope)) = (&cluster, &target.scope) {
+        if named != scope {
+            bail!("{}: the cluster named on the command line ({named}) is not --scope {scope}", action.name());
+        }
+    }
+    let target = target::resolve(&target, cluster.as_deref())?;
     block_on(async move {
         let mut session = Session::open(target).await?;
         let cluster = session.cluster().await?;
