@@ -836,8 +836,17 @@ impl HaNode {
         // switchover is not meant to leave the old leader down. Nor is a copy the operator asked
         // for (reinitialize) or a fresh clone: Patroni's clone ends by starting it to follow.
         if self.config.paused() && !self.rejoin_after_handover && !self.fresh_copy {
-            let actions = if cluster.is_leader(&me) { vec![Action::RenewLeader] } else { vec![] };
-            return self.plan(now, actions, "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
+            // Patroni's rule: in maintenance mode a leader whose PostgreSQL is down gives the
+            // lock up rather than claim a primary that does not run (nobody races while paused;
+            // after `resume` the healthiest member takes over, or this one once started again).
+            if self.holds_lock(cluster) {
+                return self.plan(
+                    now,
+                    vec![Action::ReleaseLeader],
+                    "PAUSE: removed leader lock because postgres is not running",
+                );
+            }
+            return self.plan(now, vec![], "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
         }
         if cluster.is_leader(&me) {
             self.switchover_started = None;

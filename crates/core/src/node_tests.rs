@@ -866,6 +866,14 @@ fn pause_blocks_automatic_actions() {
     let s = stopped(ClusterState::ShutDown, false);
     let c = paused(Some("n2"));
     assert!(decide(&mut n, &obs(0, &c, &s)).is_empty(), "no start");
+    // A leader whose PostgreSQL went down gives the lock up (Patroni's rule), and does not start it.
+    let mut leader = HaNode::new(settings());
+    let c = paused(Some(ME));
+    decide(&mut leader, &obs(0, &c, &primary()));
+    leader.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
+    let p = leader.decide(&obs(1_000, &c, &stopped(ClusterState::InProduction, true)));
+    assert_eq!(p.actions, vec![Action::ReleaseLeader]);
+    assert_eq!(p.message, "PAUSE: removed leader lock because postgres is not running");
 }
 
 mod properties {
