@@ -238,9 +238,13 @@ def run_feature(python, workdir, feature, agent, slow):
     # behave pairs each -f with the -o after it: the plain story to a log, JSON to the report.
     cmd = ['runuser', '-u', 'postgres', '--', python, '-m', 'behave', '--no-capture', '--no-logcapture',
            '-f', 'plain', '-o', log_path, '-f', 'json', '-o', report, 'features/{}.feature'.format(feature)]
+    # What the suite prints besides the story (its coverage report, the controller's notes) goes
+    # to a file of its own, so that this script's output is one line per scenario.
+    out_path = os.path.join(workdir, 'behave-{}.out'.format(feature))
     started = time.time()
-    with open(os.devnull, 'rb') as devnull:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=devnull, start_new_session=True)
+    with open(os.devnull, 'rb') as devnull, open(out_path, 'wb') as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         proc.wait()
     finally:
@@ -284,6 +288,9 @@ def main():
     ap.add_argument('--slow', action='store_true',
                     help="the suite's own CI setting: every timeout five times longer (for a loaded machine)")
     args = ap.parse_args()
+    # Stopped with SIGTERM, unwind as on Ctrl-C, so that the running feature's session and
+    # postmasters are stopped too (run_feature's finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if os.geteuid() != 0:
         sys.exit('acceptance: run as root (behave runs as the postgres user, PostgreSQL refuses root)')
@@ -349,7 +356,7 @@ def main():
         secs = sum(t for (aa, _), t in times.items() if aa == a)
         print('{}: {}/{} scenarios passed, {}/{} features fully passed, {:.0f} s'.format(
             a, passed, total, feats_ok, len(features), secs))
-    print('logs: {}/<agent>/<feature>/features/output/ and behave-<feature>.log'.format(args.workdir))
+    print('logs: {}/<agent>/<feature>/features/output/ and behave-<feature>.log (.out: everything else the suite printed)'.format(args.workdir))
     sys.exit(0 if ok else 1)
 
 

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -112,7 +113,8 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
             let ca = settings.cafile.as_deref().ok_or(TlsError::NoCa)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(read_roots(ca)?), provider);
             let verifier = if mode == ClientCertMode::Optional { verifier.allow_unauthenticated() } else { verifier };
-            builder.with_client_cert_verifier(verifier.build()?)
+            let pinned = read_certs("cafile", ca)?;
+            builder.with_client_cert_verifier(Arc::new(PinnedOrChainedClient { webpki: verifier.build()?, pinned }))
         }
     };
     let mut config = builder.with_single_cert(certs, key)?;
@@ -198,9 +200,83 @@ impl ServerCertVerifier for PinnedOrChained {
     }
 }
 
+/// Client certificates under `verify_client`: chained to `cafile` as usual, or exactly one of
+/// its certificates, for the same reason as [`PinnedOrChained`]: members of a cluster set up
+/// with one `openssl req -x509` certificate present it as their client certificate too.
+#[derive(Debug)]
+struct PinnedOrChainedClient {
+    webpki: Arc<dyn ClientCertVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ClientCertVerifier for PinnedOrChainedClient {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.webpki.verify_client_cert(end_entity, intermediates, now) {
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_showing_the_very_self_signed_certificate_in_cafile_is_accepted() {
+        let mine = pem(include_str!("../testdata/self_signed.crt"));
+        let other = pem(include_str!("../testdata/other_self_signed.crt"));
+        let mut roots = RootCertStore::empty();
+        roots.add(mine.clone()).unwrap();
+        let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring_provider()).build().unwrap();
+        let now = UnixTime::now();
+        assert!(webpki.verify_client_cert(&mine, &[], now).is_err(), "webpki alone refuses a CA as end entity");
+        let v = PinnedOrChainedClient { webpki, pinned: vec![mine.clone()] };
+        assert!(v.verify_client_cert(&mine, &[], now).is_ok());
+        assert!(v.verify_client_cert(&other, &[], now).is_err(), "anything else must still chain");
+        assert!(v.client_auth_mandatory(), "required stays required");
+    }
 
     /// `openssl req -x509` certificates (CA:TRUE, SAN 127.0.0.1), as Patroni's suite makes them.
     fn pem(text: &str) -> CertificateDer<'static> {
