@@ -1,4 +1,4 @@
-//! `PATCH /config` (JSON merge patch, RFC 7396) and `PUT /config` (full replacement) of the
+//! `PATCH /config` (a JSON merge patch, applied as Patroni does) and `PUT /config` (full replacement) of the
 //! dynamic configuration in the DCS `config` key.
 //!
 //! Invariants kept here:
@@ -23,23 +23,27 @@ use serde_json::{Map, Value};
 use crate::backend::Backend;
 use crate::reply::Reply;
 
-/// Applies `patch` to `target` as RFC 7396 says: an object patch merges key by key, `null`
-/// removes a key, anything else replaces the target.
+/// Applies `patch` to `target` as Patroni's `patch_config` does (JSON merge patch, RFC 7396,
+/// but for one point): an object patch merges key by key into an object, `null` removes a key,
+/// and any other value is stored as given, nulls inside included. So `{"slots": {"s1": null}}`
+/// on a configuration without `slots` stores `s1: null`, a permanent physical slot, as Patroni
+/// stores it, where RFC 7396 would store an empty `slots`.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(changes) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(fields) = target else { unreachable!("made an object just above") };
-    for (key, change) in changes {
-        if change.is_null() {
-            fields.remove(key);
-        } else {
-            merge_patch(fields.entry(key.clone()).or_insert(Value::Null), change);
+    match (target, patch) {
+        (Value::Object(fields), Value::Object(changes)) => {
+            for (key, change) in changes {
+                match fields.get_mut(key) {
+                    _ if change.is_null() => {
+                        fields.remove(key);
+                    }
+                    Some(field) => merge_patch(field, change),
+                    None => {
+                        fields.insert(key.clone(), change.clone());
+                    }
+                }
+            }
         }
+        (target, patch) => *target = patch.clone(),
     }
 }
 
@@ -172,8 +176,9 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rfc7396_examples() {
-        // The examples of RFC 7396, appendix A.
+    fn merge_patch_follows_patronis_patch_config() {
+        // The examples of RFC 7396, appendix A, with Patroni's answer where it differs: a value
+        // that replaces (or adds) a key is stored as given, nulls inside included.
         let cases = [
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
@@ -188,8 +193,16 @@ mod tests {
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b","c":null})),
+            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{"ccc":null}}})),
+            // The acceptance suite's permanent physical slots given as nulls.
+            (json!({"ttl":30}), json!({"slots":{"s1":null}}), json!({"ttl":30,"slots":{"s1":null}})),
+            (
+                json!({"slots":{"s1":null}}),
+                json!({"slots":{"s2":{"type":"logical"}}}),
+                json!({"slots":{"s1":null,"s2":{"type":"logical"}}}),
+            ),
+            (json!({"slots":{"s1":null,"s2":0}}), json!({"slots":{"s1":null}}), json!({"slots":{"s2":0}})),
         ];
         for (target, patch, want) in cases {
             let mut t = target.clone();
