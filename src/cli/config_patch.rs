@@ -78,22 +78,7 @@ pub fn assign(config: &mut Value, a: &Assignment) {
 
 /// Merges `patch` into `config` (Patroni's `patch_config`, what `PATCH /config` and `--apply`
 /// do): mappings merge key by key, null deletes, anything else replaces.
-pub fn merge(config: &mut Value, patch: &Value) {
-    match (config.as_object_mut(), patch.as_object()) {
-        (Some(target), Some(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    target.remove(k);
-                } else if v.is_object() && target.get(k).is_some_and(Value::is_object) {
-                    merge(target.get_mut(k).expect("checked"), v);
-                } else {
-                    target.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        _ => *config = patch.clone(),
-    }
-}
+pub use rampart_core::dynamic::patch_config as merge;
 
 /// Checks that `config` is a configuration the agents will accept: a mapping whose known keys
 /// have the right types, whose timing keeps `loop_wait + 2 * retry_timeout <= ttl` (lowering

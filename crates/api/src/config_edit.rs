@@ -17,35 +17,12 @@
 
 use std::sync::Arc;
 
+use rampart_core::dynamic::patch_config;
 use rampart_core::DynamicConfig;
 use serde_json::{Map, Value};
 
 use crate::backend::Backend;
 use crate::reply::Reply;
-
-/// Applies `patch` to `target` as Patroni's `patch_config` does (JSON merge patch, RFC 7396,
-/// but for one point): an object patch merges key by key into an object, `null` removes a key,
-/// and any other value is stored as given, nulls inside included. So `{"slots": {"s1": null}}`
-/// on a configuration without `slots` stores `s1: null`, a permanent physical slot, as Patroni
-/// stores it, where RFC 7396 would store an empty `slots`.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(fields), Value::Object(changes)) => {
-            for (key, change) in changes {
-                match fields.get_mut(key) {
-                    _ if change.is_null() => {
-                        fields.remove(key);
-                    }
-                    Some(field) => merge_patch(field, change),
-                    None => {
-                        fields.insert(key.clone(), change.clone());
-                    }
-                }
-            }
-        }
-        (target, patch) => *target = patch.clone(),
-    }
-}
 
 /// Checks that `doc` is a usable dynamic configuration; the error names the offending key.
 /// Timeouts that break the timing rule are lowered first, as Patroni does (see
@@ -134,7 +111,7 @@ pub async fn patch(backend: &Arc<dyn Backend>, changes: &Map<String, Value>) -> 
         Err(e) => return Reply::text(500, format!("cannot render the current configuration: {e}")),
     };
     let mut updated = current.clone();
-    merge_patch(&mut updated, &Value::Object(changes.clone()));
+    patch_config(&mut updated, &Value::Object(changes.clone()));
     let updated = match checked_for_write(backend, &updated) {
         Ok(doc) => doc,
         Err(why) => return Reply::text(400, why),
@@ -174,42 +151,6 @@ pub async fn put(backend: &Arc<dyn Backend>, replacement: &Map<String, Value>) -
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_patronis_patch_config() {
-        // The examples of RFC 7396, appendix A, with Patroni's answer where it differs: a value
-        // that replaces (or adds) a key is stored as given, nulls inside included.
-        let cases = [
-            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
-            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
-            (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
-            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
-            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
-            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
-            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
-            (json!({"a":"foo"}), json!(null), json!(null)),
-            (json!({"a":"foo"}), json!("bar"), json!("bar")),
-            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b","c":null})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{"ccc":null}}})),
-            // The acceptance suite's permanent physical slots given as nulls.
-            (json!({"ttl":30}), json!({"slots":{"s1":null}}), json!({"ttl":30,"slots":{"s1":null}})),
-            (
-                json!({"slots":{"s1":null}}),
-                json!({"slots":{"s2":{"type":"logical"}}}),
-                json!({"slots":{"s1":null,"s2":{"type":"logical"}}}),
-            ),
-            (json!({"slots":{"s1":null,"s2":0}}), json!({"slots":{"s1":null}}), json!({"slots":{"s2":0}})),
-        ];
-        for (target, patch, want) in cases {
-            let mut t = target.clone();
-            merge_patch(&mut t, &patch);
-            assert_eq!(t, want, "{target} + {patch}");
-        }
-    }
 
     #[test]
     fn validation_names_the_key() {
