@@ -4,7 +4,9 @@
 //! leader (1) the surviving replica streams from the new primary through a slot that was already
 //! there, and (2) a logical consumer finds its slot on the new primary and loses no change; and
 //! (3) a member that stays away keeps its slot on every member for `member_slots_ttl` after its
-//! member key expired, then loses it, and gets a new one when it comes back.
+//! member key expired, then loses it, and gets a new one when it comes back; (4) a replica that
+//! cascades from another replica gets its copy of the logical slot from the leader too, follows
+//! the consumer's position, and goes on streaming from its own upstream.
 
 mod support;
 
@@ -116,6 +118,18 @@ async fn a_replica_rejoining_after_a_failover_finds_its_slot() {
 
 /// The changes `pg_logical_slot_get_changes` returns on `db` for slot `cdc`, as the ids of the
 /// inserted `story` rows (test_decoding prints `id[integer]:<n>`).
+/// Waits for the leader at `port` to create the permanent logical slot `cdc`.
+async fn wait_for_cdc_on_leader(port: u16) {
+    assert!(
+        support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
+            slot(port, "cdc").await.is_some()
+        })
+        .await,
+        "the leader creates the permanent logical slot: {:?}",
+        slots(port).await
+    );
+}
+
 async fn consume(db: &Client) -> Vec<i32> {
     let rows = db.query("SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)", &[]).await.unwrap();
     rows.iter()
@@ -137,14 +151,7 @@ async fn a_logical_consumer_finds_its_slot_on_the_new_primary_and_loses_nothing(
     let mut c = Cluster::start(3, options);
     let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
     let op = c.pg_port(old);
-    assert!(
-        support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
-            slot(op, "cdc").await.is_some()
-        })
-        .await,
-        "the leader creates the permanent logical slot: {:?}",
-        slots(op).await
-    );
+    wait_for_cdc_on_leader(op).await;
 
     // A consumer reads the first rows; three more are written that nobody has consumed yet.
     let db = support::connect_superuser(op).await.unwrap();
@@ -281,5 +288,63 @@ async fn a_member_that_stays_away_keeps_its_slot_for_member_slots_ttl() {
         .await,
         "{name} streams through its slot again: {:?}",
         slots(lp).await
+    );
+}
+
+/// The standbys streaming from the server at `port` (their `application_name`s).
+async fn walsenders(port: u16) -> Vec<String> {
+    let Ok(db) = support::connect_superuser(port).await else { return vec![] };
+    match db.query("SELECT application_name FROM pg_stat_replication ORDER BY 1", &[]).await {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(_) => vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascading_replica_copies_the_logical_slot_from_the_leader() {
+    // node0 starts first and leads; node2 streams from node1, not from the leader.
+    let options = ClusterOptions { stagger: Duration::from_millis(1500), ..Default::default() }.tweak(|i, mut n| {
+        n.dcs_parameters.push(("wal_level".into(), "logical".into()));
+        n.dcs_yaml = "    slots:\n      cdc: {type: logical, database: postgres, plugin: test_decoding}\n".into();
+        if i == 2 {
+            n = n.tag("replicatefrom", "node1");
+        }
+        n
+    });
+    let c = Cluster::start(3, options);
+    assert_eq!(wait_healthy(&c, Duration::from_secs(90)), Some(0), "node0 leads");
+    let (lp, mid, tail) = (c.pg_port(0), c.pg_port(1), c.pg_port(2));
+    wait_for_cdc_on_leader(lp).await;
+
+    // A consumer reads on the leader; node2, two hops away, holds the slot where it confirmed.
+    let db = support::connect_superuser(lp).await.unwrap();
+    db.batch_execute("CREATE TABLE story (id int PRIMARY KEY); INSERT INTO story VALUES (1), (2)").await.unwrap();
+    assert_eq!(consume(&db).await, vec![1, 2]);
+    let confirmed = slot(lp, "cdc").await.and_then(|(_, p)| p).expect("confirmed position");
+    // A copy is the slot's state as the leader last saved it (at a checkpoint). A copy taken
+    // before this one may need WAL node2 never had (it was cloned later): such a copy cannot be
+    // advanced and is copied again, at most once a minute, from the state saved here.
+    db.batch_execute("CHECKPOINT").await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        support::wait_until_async(Duration::from_secs(120), Duration::from_millis(250), || async {
+            slot(tail, "cdc").await.and_then(|(_, p)| p).as_deref() == Some(confirmed.as_str())
+        })
+        .await,
+        "node2 holds cdc at the confirmed position {confirmed}: {:?}",
+        slots(tail).await
+    );
+    println!("node2's copy of cdc reached the confirmed position {:?} after the checkpoint", started.elapsed());
+    let log = std::fs::read_to_string(c.log_path(2)).unwrap();
+    assert!(log.contains("restarting to copy logical slots [cdc]"), "node2 copied the slot itself");
+    // After its restart node2 streams from node1 again, not from the leader.
+    assert!(
+        support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
+            walsenders(mid).await == ["node2"] && walsenders(lp).await == ["node1"]
+        })
+        .await,
+        "leader sends to {:?}, node1 sends to {:?}",
+        walsenders(lp).await,
+        walsenders(mid).await
     );
 }

@@ -107,6 +107,8 @@ pub struct Agent {
     /// Leader: the `slots` and `retain_slots` to publish in `status`, from the last slot sync as
     /// primary (`None` otherwise).
     slot_status: Option<(std::collections::BTreeMap<String, u64>, Vec<String>)>,
+    /// Leader: the targets of that slot sync, to read the positions afresh for a failsafe round.
+    slot_targets: Option<rampart_core::slots::SlotTargets>,
     /// Failsafe pings this member accepted (written by the REST API).
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
@@ -165,6 +167,7 @@ impl Agent {
             last_role: String::new(),
             sync_names: None,
             slot_status: None,
+            slot_targets: None,
             failsafe_inbox: Default::default(),
             control: Default::default(),
             standby_cluster_warned: None,
@@ -671,12 +674,17 @@ impl Agent {
         if targets.primary {
             let flush = probe.and_then(|p| p.flush_lsn).map_or(0, |l| l.0);
             self.slot_status = Some(rampart_core::slots::published(targets, &existing, &self.cfg.name, flush));
+            self.slot_targets = Some(targets.clone());
         } else {
             self.slot_status = None;
+            self.slot_targets = None;
             if !steps.copy.is_empty() {
                 info!(slots = ?steps.copy, "logical slots exist on the leader but not here");
             }
-            self.core.advance(ActionResult::LogicalSlotsMissing(steps.copy));
+            // A copy that can no longer be advanced here is copied again, fresher.
+            let mut copy = steps.copy;
+            copy.extend(report.lost);
+            self.core.advance(ActionResult::LogicalSlotsMissing(copy));
         }
         Ok(())
     }

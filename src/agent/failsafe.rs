@@ -2,7 +2,8 @@
 //!
 //! * Leader, DCS unreachable: [`run_round`] POSTs `/failsafe` to every member the core names, in
 //!   parallel, each bounded by [`PING_TIMEOUT`] and by the fence deadline, and reports who
-//!   answered `200 Accepted`. The body is Patroni's: `name`, `conn_url`, `api_url`, `slots`.
+//!   answered `200 Accepted` (and the position each gave in its `lsn` header). The body is
+//!   Patroni's: `name`, `conn_url`, `api_url`, `slots`.
 //! * Replica: the REST API hands every accepted ping to the [`Inbox`]; the loop turns the last one
 //!   into the core's [`Ping`] each cycle.
 //!
@@ -35,7 +36,7 @@ impl Inbox {
     /// The last ping, with its arrival converted by `at` to the loop's clock.
     pub fn last(&self, at: impl Fn(std::time::Instant) -> Millis) -> Option<Ping> {
         let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map(|(t, p)| Ping { leader: p.name.clone(), received_at: at(*t) })
+        guard.as_ref().map(|(t, p)| Ping { leader: p.name.clone(), received_at: at(*t), slots: p.slots.clone() })
     }
 }
 
@@ -64,17 +65,19 @@ pub async fn run_round(
         let body = announce.body.clone();
         let auth = announce.authorization.clone();
         set.spawn(async move {
-            let accepted = match probe.post(&url, &body, auth.as_deref(), timeout).await {
+            let (accepted, lsn) = match probe.post(&url, &body, auth.as_deref(), timeout).await {
                 Ok(a) => {
                     debug!(member = %name, status = a.status, body = %a.body, "failsafe answer");
-                    a.status == 200 && a.body.trim() == "Accepted"
+                    // Patroni's members send their position as a decimal number.
+                    let lsn = a.lsn.as_deref().and_then(|l| l.trim().parse::<u64>().ok());
+                    (a.status == 200 && a.body.trim() == "Accepted", lsn)
                 }
                 Err(e) => {
                     warn!(member = %name, error = %e, "failsafe: POST /failsafe failed");
-                    false
+                    (false, None)
                 }
             };
-            Reply { name, accepted }
+            Reply { name, accepted, lsn }
         });
     }
     let replies = set.join_all().await;

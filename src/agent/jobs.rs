@@ -161,14 +161,14 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             rampart_pg::write_pgpass(s).map_err(text)?;
             ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
         }
-        Job::CopyLogicalSlots { upstream, slots } => {
+        Job::CopyLogicalSlots { from, upstream, slots } => {
             // Read first: if the leader cannot give the slots, the replica keeps running.
-            let states = rampart_pg::read_slot_states(s, &upstream, &slots).await.map_err(text)?;
+            let states = rampart_pg::read_slot_states(s, &from, &slots).await.map_err(text)?;
             if states.is_empty() {
                 return Err("the leader no longer has these logical slots".into());
             }
             let names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
-            info!(slots = ?names, from = %upstream.name, "installing copies of the leader's logical slots");
+            info!(slots = ?names, from = %from.name, "installing copies of the leader's logical slots");
             ctx.pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
             ctx.sql.disconnect().await;
             // Start again whatever happened to the copy: a replica left stopped helps nobody.

@@ -77,8 +77,8 @@ pub fn assign(config: &mut Value, a: &Assignment) {
 }
 
 /// Merges `patch` into `config` (Patroni's `patch_config`, what `PATCH /config` and `--apply`
-/// do): one implementation for the REST API and the CLI.
-pub use rampart_api::config_edit::merge_patch as merge;
+/// do): mappings merge key by key, null deletes, anything else replaces.
+pub use rampart_core::dynamic::patch_config as merge;
 
 /// Checks that `config` is a configuration the agents will accept: a mapping whose known keys
 /// have the right types, whose timing keeps `loop_wait + 2 * retry_timeout <= ttl` (lowering

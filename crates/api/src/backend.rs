@@ -110,4 +110,7 @@ pub struct FailsafePing {
     pub conn_url: String,
     /// Its REST API URL.
     pub api_url: String,
+    /// Its replication slots and their positions (replicas advance theirs to them while the DCS
+    /// is away).
+    pub slots: std::collections::BTreeMap<String, u64>,
 }

@@ -18,14 +18,21 @@ use crate::backend::{Backend, FailsafePing};
 use crate::reply::Reply;
 use crate::snapshot::NodeSnapshot;
 
-/// Reads the primary's body: `name` is required, the URLs are kept when present.
+/// Reads the primary's body: `name` is required, the URLs are kept when present, and so are the
+/// `slots` given as whole numbers (Patroni sends absolute LSNs).
 pub fn ping_of(body: &Map<String, Value>) -> Option<FailsafePing> {
     let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
     let name = text("name").filter(|n| !n.is_empty())?;
+    let slots = body
+        .get("slots")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_u64().map(|l| (k.clone(), l))).collect())
+        .unwrap_or_default();
     Some(FailsafePing {
         name,
         conn_url: text("conn_url").unwrap_or_default(),
         api_url: text("api_url").unwrap_or_default(),
+        slots,
     })
 }
 

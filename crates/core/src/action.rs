@@ -139,11 +139,13 @@ pub enum Job {
     Restart(StartRole),
     /// Stop PostgreSQL, wipe the data directory and clone it again from this member.
     Reinitialize(Upstream),
-    /// Replica: read the state of these logical slots from the leader (`upstream`), stop
+    /// Replica: read the state of these logical slots from the leader (`from`), stop
     /// PostgreSQL cleanly, install the copies in `pg_replslot`, start again as a replica of
     /// `upstream` (PostgreSQL 15 cannot create a logical slot in recovery). Reported as a restart.
     CopyLogicalSlots {
-        /// The leader to copy from and stream from.
+        /// The leader, which has the slots.
+        from: Upstream,
+        /// Where to stream from afterwards (the leader, or the member this one cascades from).
         upstream: Upstream,
         /// Slot names.
         slots: Vec<String>,
@@ -191,7 +193,8 @@ pub enum ActionResult {
     /// `synchronous_standby_names` was written and reloaded, but the server did not show the new
     /// value in time: it may be in force or not, so the leader sets it again before anything else.
     SyncNamesUnconfirmed(String),
-    /// [`Action::SyncSlots`] on a replica: these logical slots exist on the leader but not here.
+    /// [`Action::SyncSlots`] on a replica: these logical slots exist on the leader but not here,
+    /// or their copy here can no longer be advanced (the WAL it needs is gone): copy them.
     LogicalSlotsMissing(Vec<String>),
 }
 

@@ -399,9 +399,70 @@ fn parse_duration_secs(text: &str) -> Option<u64> {
     }
 }
 
+/// Applies `patch` to `target` as Patroni's `patch_config` does (`PATCH /config`, `edit-config`) (JSON merge patch, RFC 7396,
+/// but for one point): an object patch merges key by key into an object, `null` removes a key,
+/// and any other value is stored as given, nulls inside included. So `{"slots": {"s1": null}}`
+/// on a configuration without `slots` stores `s1: null`, a permanent physical slot, as Patroni
+/// stores it, where RFC 7396 would store an empty `slots`.
+pub fn patch_config(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(fields), Value::Object(changes)) => {
+            for (key, change) in changes {
+                match fields.get_mut(key) {
+                    _ if change.is_null() => {
+                        fields.remove(key);
+                    }
+                    Some(field) => patch_config(field, change),
+                    None => {
+                        fields.insert(key.clone(), change.clone());
+                    }
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patch_config_follows_patronis() {
+        // The examples of RFC 7396, appendix A, with Patroni's answer where it differs: a value
+        // that replaces (or adds) a key is stored as given, nulls inside included.
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
+            (json!({"a":"foo"}), json!(null), json!(null)),
+            (json!({"a":"foo"}), json!("bar"), json!("bar")),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b","c":null})),
+            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{"ccc":null}}})),
+            // The acceptance suite's permanent physical slots given as nulls.
+            (json!({"ttl":30}), json!({"slots":{"s1":null}}), json!({"ttl":30,"slots":{"s1":null}})),
+            (
+                json!({"slots":{"s1":null}}),
+                json!({"slots":{"s2":{"type":"logical"}}}),
+                json!({"slots":{"s1":null,"s2":{"type":"logical"}}}),
+            ),
+            (json!({"slots":{"s1":null,"s2":0}}), json!({"slots":{"s1":null}}), json!({"slots":{"s2":0}})),
+        ];
+        for (target, patch, want) in cases {
+            let mut t = target.clone();
+            patch_config(&mut t, &patch);
+            assert_eq!(t, want, "{target} + {patch}");
+        }
+    }
 
     #[test]
     fn member_slots_ttl_reads_patronis_forms_and_names_a_bad_one() {

@@ -71,6 +71,8 @@ pub struct Reply {
     pub name: String,
     /// It answered 200 with the body `Accepted` in time.
     pub accepted: bool,
+    /// Its received/replayed WAL position (the `lsn` header), if it sent one.
+    pub lsn: Option<u64>,
 }
 
 /// One round of `POST /failsafe` by the leader, as the driver ran it this cycle.
@@ -115,6 +117,36 @@ pub struct Ping {
     pub leader: String,
     /// When it arrived, on this node's monotonic clock.
     pub received_at: Millis,
+    /// The primary's replication slots and their positions (its `slots`), its own member slot
+    /// included.
+    pub slots: BTreeMap<String, u64>,
+}
+
+/// The cluster as the leader sees it during an outage, for its slots (Patroni's
+/// `Failsafe.update_cluster` on the primary): the last snapshot read, with each member that
+/// cascades from another member at the position it gave in its answer, so the leader keeps
+/// moving that member's idle slot forward and does not keep WAL for it forever.
+pub fn with_reported_positions(cluster: &Cluster, round: &Round) -> Cluster {
+    let mut c = cluster.clone();
+    for m in c.members.iter_mut().filter(|m| m.data.tags.replicatefrom.is_some()) {
+        if let Some(lsn) = round.replies.iter().find(|r| r.name == m.name && r.accepted).and_then(|r| r.lsn) {
+            m.data.xlog_location = Some(lsn);
+        }
+    }
+    c
+}
+
+/// The cluster as a replica sees it during an outage, for its slots (Patroni's
+/// `Failsafe.update_cluster` on a replica): the last snapshot read, led by the primary that
+/// pinged, with the slot positions that primary sent in place of `status.slots`, so the
+/// replica keeps advancing its copies of the permanent and member slots.
+pub fn with_pinged_slots(cluster: &Cluster, ping: &Ping) -> Cluster {
+    let mut c = cluster.clone();
+    if c.leader.as_ref().is_none_or(|l| l.name != ping.leader) {
+        c.leader = Some(crate::model::Leader { name: ping.leader.clone(), lease: 0, mod_revision: 0 });
+    }
+    c.status.slots = ping.slots.clone();
+    c
 }
 
 /// The promise a replica made by accepting a ping.
@@ -206,8 +238,28 @@ mod tests {
         Round {
             sent_at: Millis(sent),
             finished_at: Millis(finished),
-            replies: replies.iter().map(|(n, a)| Reply { name: n.to_string(), accepted: *a }).collect(),
+            replies: replies.iter().map(|(n, a)| Reply { name: n.to_string(), accepted: *a, lsn: None }).collect(),
         }
+    }
+
+    #[test]
+    fn during_an_outage_slots_follow_what_the_leader_and_the_members_sent() {
+        let mut cascading = member("c", "http://c/patroni");
+        cascading.data.tags.replicatefrom = Some("r".into());
+        cascading.data.xlog_location = Some(10);
+        let mut direct = member("r", "http://r/patroni");
+        direct.data.xlog_location = Some(10);
+        let c = Cluster { members: vec![cascading, direct], ..Default::default() };
+        let mut r = round(0, 1, &[("c", true), ("r", true)]);
+        r.replies.iter_mut().for_each(|x| x.lsn = Some(500));
+        let seen = with_reported_positions(&c, &r);
+        let at = |c: &Cluster, n: &str| c.member(n).and_then(|m| m.data.xlog_location);
+        assert_eq!((at(&seen, "c"), at(&seen, "r")), (Some(500), Some(10)), "only the cascading member moves");
+
+        let ping = Ping { leader: "p".into(), received_at: Millis(0), slots: [("perm".to_string(), 700)].into() };
+        let seen = with_pinged_slots(&c, &ping);
+        assert_eq!(seen.status.slots, ping.slots);
+        assert_eq!(seen.leader.map(|l| l.name), Some("p".to_string()));
     }
 
     #[test]
@@ -266,7 +318,7 @@ mod tests {
         let on = DynamicConfig { ttl: 10, failsafe_mode: Some(true), ..Default::default() };
         let off = DynamicConfig { ttl: 10, ..Default::default() };
         let c = Cluster { failsafe: Some(topo(&["n1", "n2"])), ..Default::default() };
-        let ping = Ping { leader: "n1".into(), received_at: Millis(1_000) };
+        let ping = Ping { leader: "n1".into(), received_at: Millis(1_000), slots: Default::default() };
         // (config, me, ping, now, vetoed)
         let table = [
             (&off, "n3", Some(&ping), 2_000, false),

@@ -55,7 +55,7 @@ pub const DEFAULT_MEMBER_SLOTS_TTL: u64 = 1800;
 /// Cycle period of every member while an immediate switchover or failover is in progress.
 pub const HANDOVER_CYCLE_MS: u64 = 250;
 
-/// Shortest time between two restarts of a replica to copy logical slots.
+/// Shortest time between two restarts of a replica to copy the same logical slot.
 pub const SLOT_COPY_INTERVAL_MS: u64 = 60_000;
 
 /// How long a running replica must stay stuck past the fork of the leader's timeline, replaying
@@ -150,14 +150,18 @@ pub struct HaNode {
     retained_seeded: bool,
     /// Replica: logical slots the leader has and we lack, as the last slot sync reported.
     slots_to_copy: Vec<String>,
-    /// When we last restarted to copy logical slots (a failing copy must not restart in a loop).
-    last_slot_copy: Option<Millis>,
+    /// When we last restarted to copy each logical slot (a failing copy must not restart in a
+    /// loop); entries older than [`SLOT_COPY_INTERVAL_MS`] are forgotten.
+    slots_copied: BTreeMap<String, Millis>,
     /// Failsafe mode, while we lead: whom to ask during a DCS outage (from the last snapshot in
     /// which we held the lock).
     failsafe_targets: Option<Topology>,
     /// Until when the last complete failsafe round keeps us primary (for the API); cleared as
     /// soon as the DCS answers again.
     failsafe_active_until: Option<Millis>,
+    /// Failsafe mode: the last snapshot read from the DCS, from which the slots are still kept
+    /// during an outage (Patroni keeps its last `Cluster` for the same purpose).
+    last_cluster: Option<Cluster>,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -198,9 +202,10 @@ impl HaNode {
             retained: BTreeMap::new(),
             retained_seeded: false,
             slots_to_copy: Vec::new(),
-            last_slot_copy: None,
+            slots_copied: BTreeMap::new(),
             failsafe_targets: None,
             failsafe_active_until: None,
+            last_cluster: None,
         }
     }
 
@@ -390,6 +395,7 @@ impl HaNode {
             self.offline_demoted = false;
             self.failsafe_targets =
                 (self.config.failsafe_mode() && c.is_leader(&self.s.name)).then(|| failsafe::targets_of(c));
+            self.last_cluster = self.config.failsafe_mode().then(|| (*c).clone());
         }
         // A failsafe round runs only while the DCS is unreachable; it is weighed before the fence
         // check, since an accepted round is what moves the deadline.
@@ -650,11 +656,24 @@ impl HaNode {
     ) -> Plan {
         let now = obs.now;
         if let Some(Ok(_)) = failsafe_outcome {
+            // Still the primary: its slots keep being kept, those of members cascading from
+            // others moved to where they said they are.
+            let view = self
+                .last_cluster
+                .as_ref()
+                .zip(obs.failsafe_round)
+                .map(|(c, r)| failsafe::with_reported_positions(c, r));
+            let actions = match view {
+                Some(c) if self.config.postgresql.use_slots => {
+                    vec![Action::SyncSlots(self.slot_targets(now, &c, true))]
+                }
+                _ => vec![],
+            };
             // Patroni's wording. The next round is due a loop_wait later, well before the proof
             // runs out (ttl >= loop_wait + 2 * retry_timeout).
             return self.plan(
                 now,
-                vec![],
+                actions,
                 &format!(
                     "DCS unreachable ({why}); continue to run as a leader because failsafe mode is enabled and all \
                      members are accessible"
@@ -713,8 +732,25 @@ impl HaNode {
                 p.next_cycle = p.next_cycle.min(now.plus_ms(1000));
                 p
             }
-            _ => self.plan(now, vec![], &format!("DCS unreachable ({why})")),
+            _ => {
+                let actions = self.failsafe_replica_slots(obs).into_iter().collect();
+                self.plan(now, actions, &format!("DCS unreachable ({why})"))
+            }
         }
+    }
+
+    /// A replica during a DCS outage, bound by a fresh ping of the primary in failsafe mode:
+    /// the slot sync of a normal cycle, on the last snapshot with the positions the primary
+    /// sent, so that its permanent and member slots keep following the primary's (Patroni does
+    /// the same; no logical slot is copied meanwhile).
+    fn failsafe_replica_slots(&mut self, obs: &Observation<'_>) -> Option<Action> {
+        let PgProcess::Running(r) = &obs.local.process else { return None };
+        let ping = obs.failsafe_ping.filter(|p| failsafe::PingHold::binds(p, obs.now, self.config.ttl))?;
+        if !r.in_recovery || !self.config.failsafe_mode() || !self.config.postgresql.use_slots {
+            return None;
+        }
+        let view = failsafe::with_pinged_slots(self.last_cluster.as_ref()?, ping);
+        Some(Action::SyncSlots(self.replica_slot_targets(obs.now, &view)))
     }
 
     fn empty_data_dir(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Plan {
@@ -1264,7 +1300,7 @@ impl HaNode {
             // A nostream replica gets no copies: without a stream its feedback never reaches the
             // primary, so a logical slot on it would be unsafe to use (as in Patroni).
             if !nostream {
-                if let Some(p) = self.copy_logical_slots(now, r, &upstream, &leader.name, &target) {
+                if let Some(p) = self.copy_logical_slots(now, r, cluster, &upstream, &leader.name, &target) {
                     return p;
                 }
             }
@@ -1272,11 +1308,7 @@ impl HaNode {
             // so that whoever is promoted next already holds them.
             let mut actions = vec![];
             if self.config.postgresql.use_slots {
-                let mut targets = self.slot_targets(now, cluster, false);
-                if nostream {
-                    targets.wanted.retain(|_, kind| matches!(kind, SlotKind::Physical));
-                }
-                actions.push(Action::SyncSlots(targets));
+                actions.push(Action::SyncSlots(self.replica_slot_targets(now, cluster)));
             }
             if r.upstream.as_ref() != (!nostream).then_some(&target) {
                 let msg = match nostream {
@@ -1582,6 +1614,7 @@ impl HaNode {
             wanted.entry(name.clone()).or_insert(SlotKind::Physical);
         }
         wanted.remove(&own);
+        let idle = self.idle_slots(cluster, primary, &members, &wanted);
         SlotTargets {
             primary,
             wanted,
@@ -1589,7 +1622,60 @@ impl HaNode {
             managed: if readable { self.slots_seen.clone() } else { Default::default() },
             ignore: ignore.unwrap_or_default(),
             retain: if primary { retain } else { Vec::new() },
+            idle,
         }
+    }
+
+    /// The wanted physical slots no standby should stream through here (Patroni's
+    /// `expected_active: False`): on the primary, the slots of members cascading from another
+    /// member; on a replica, every slot but those of members streaming from it (the permanent
+    /// ones included). None while the cluster has no leader or while we hold the lock still in
+    /// recovery (Patroni's `clean_inactive_physical_slots`); slots kept only for members that
+    /// left are not judged either.
+    fn idle_slots(
+        &self,
+        cluster: &Cluster,
+        primary: bool,
+        members: &[&crate::model::Member],
+        wanted: &BTreeMap<String, SlotKind>,
+    ) -> std::collections::BTreeSet<String> {
+        let me = self.s.name.as_str();
+        let leader = cluster.leader.as_ref().map(|l| l.name.as_str());
+        if leader.is_none() || (leader == Some(me) && !primary) {
+            return Default::default();
+        }
+        let permanent = self.config.permanent_slots().unwrap_or_default();
+        let mut idle: std::collections::BTreeSet<String> = if primary {
+            Default::default()
+        } else {
+            permanent.keys().filter(|n| wanted.get(*n) == Some(&SlotKind::Physical)).cloned().collect()
+        };
+        for m in members {
+            let up = m.data.tags.replicatefrom.as_deref();
+            let expected_active = if primary {
+                up.is_none_or(|up| up == me || cluster.member(up).is_none())
+            } else {
+                up == Some(me) && Some(m.name.as_str()) != leader
+            };
+            let slot = slot_name_from_member_name(&m.name);
+            if expected_active || wanted.get(&slot) != Some(&SlotKind::Physical) {
+                idle.remove(&slot);
+            } else {
+                idle.insert(slot);
+            }
+        }
+        idle
+    }
+
+    /// The slots a running replica keeps: [`HaNode::slot_targets`], without logical ones on a
+    /// `nostream` member (without a stream its feedback never reaches the primary, so a logical
+    /// slot there would be unsafe to use, as in Patroni).
+    fn replica_slot_targets(&mut self, now: Millis, cluster: &Cluster) -> SlotTargets {
+        let mut targets = self.slot_targets(now, cluster, false);
+        if self.s.tags.nostream {
+            targets.wanted.retain(|_, kind| matches!(kind, SlotKind::Physical));
+        }
+        targets
     }
 
     /// Leader: `member_slots_ttl` bookkeeping (as Patroni's `retain_slots`). Every present
@@ -1624,32 +1710,39 @@ impl HaNode {
         out.into_iter().collect()
     }
 
-    /// A replica streaming from the leader that lacks logical slots the leader has: restart it
-    /// with copies of them. Not in maintenance mode, not through a cascade, and at most once a
-    /// minute, so a copy that keeps failing cannot keep restarting the replica.
+    /// A replica that lacks logical slots the leader has: restart it with copies of them, read
+    /// from the leader even when it streams through a cascade (as Patroni does: the cascade
+    /// passes its `hot_standby_feedback` on, so the primary keeps the catalog rows the copies
+    /// need). Not in maintenance mode, not before it follows its upstream, and a slot copied less
+    /// than a minute ago does not cause another restart, so a copy that keeps failing cannot keep
+    /// restarting the replica (a newly configured slot is still copied at once).
     fn copy_logical_slots(
         &mut self,
         now: Millis,
         r: &RunningPg,
+        cluster: &Cluster,
         upstream: &Upstream,
         leader: &str,
         target: &(String, u16),
     ) -> Option<Plan> {
-        let ready = !self.slots_to_copy.is_empty()
+        self.slots_copied.retain(|_, at| now < at.plus_ms(SLOT_COPY_INTERVAL_MS));
+        let ready = self.slots_to_copy.iter().any(|s| !self.slots_copied.contains_key(s))
             && !self.config.paused()
-            && upstream.name == leader
-            && r.upstream.as_ref() == Some(target)
-            && self.last_slot_copy.is_none_or(|t| now >= t.plus_ms(SLOT_COPY_INTERVAL_MS));
+            && r.upstream.as_ref() == Some(target);
         if !ready {
             return None;
         }
+        let from = upstream_of(cluster, leader)?;
         let slots = std::mem::take(&mut self.slots_to_copy);
-        self.last_slot_copy = Some(now);
+        for s in &slots {
+            self.slots_copied.insert(s.clone(), now);
+        }
         let msg = format!(
             "restarting to copy logical slots [{}] from the leader: PostgreSQL 15 cannot create them on a replica",
             slots.join(",")
         );
-        Some(self.plan(now, vec![Action::StartJob(Job::CopyLogicalSlots { upstream: upstream.clone(), slots })], &msg))
+        let job = Job::CopyLogicalSlots { from, upstream: upstream.clone(), slots };
+        Some(self.plan(now, vec![Action::StartJob(job)], &msg))
     }
 
     /// This member receives no WAL stream from the primary: it is tagged `nostream`, or cascades

@@ -328,8 +328,18 @@ fn replica_holding_the_lock_promotes() {
     let l = replica(None, 1000);
     assert_eq!(
         decide(&mut n, &obs(0, &c, &l)),
-        vec![Action::RenewLeader, slots_for(false, &["n2", "n3"]), Action::StartJob(Job::Promote)]
+        vec![Action::RenewLeader, slots_before_promotion(&["n2", "n3"]), Action::StartJob(Job::Promote)]
     );
+}
+
+/// The slot sync of a member that holds the lock but is still in recovery: replica-style, and
+/// no slot is judged idle yet (Patroni's `clean_inactive_physical_slots` is off then).
+fn slots_before_promotion(members: &[&str]) -> Action {
+    let mut a = slots_for(false, members);
+    if let Action::SyncSlots(t) = &mut a {
+        t.idle.clear();
+    }
+    a
 }
 
 fn peer(name: &str, wal: u64, primary: bool) -> PeerReport {
@@ -1174,7 +1184,12 @@ fn cascading_replica_follows_its_replicatefrom_member_and_the_upstream_keeps_its
 
     let mut n3 = HaNode::new(NodeSettings { name: "n3".into(), ..settings() });
     let l3 = replica(Some(5002), 1000);
-    assert_eq!(decide(&mut n3, &obs(0, &c, &l3)), vec![slots_for(false, &["n1", "n2"])]);
+    // n1 streams through its slot here: that one is not idle.
+    let mut want = slots_for(false, &["n1", "n2"]);
+    if let Action::SyncSlots(t) = &mut want {
+        t.idle.remove("n1");
+    }
+    assert_eq!(decide(&mut n3, &obs(0, &c, &l3)), vec![want]);
 }
 
 #[test]
@@ -1529,12 +1544,13 @@ fn a_forced_failover_hands_over_to_an_asynchronous_member_cleanly() {
 /// The slot sync of a member whose wanted slots are the physical slots of `members` (no
 /// permanent slots, nothing published yet).
 /// The slots wanted for `members`; as primary of [`cluster`] it publishes the slot names of all
-/// three members in `retain_slots`.
+/// three members in `retain_slots`; as a replica nobody streams from, all of them are idle.
 fn slots_for(primary: bool, members: &[&str]) -> Action {
     Action::SyncSlots(crate::slots::SlotTargets {
         primary,
         wanted: members.iter().map(|m| (m.to_string(), crate::slots::SlotKind::Physical)).collect(),
         retain: if primary { vec!["n1".into(), "n2".into(), "n3".into()] } else { vec![] },
+        idle: if primary { Default::default() } else { members.iter().map(|m| m.to_string()).collect() },
         ..Default::default()
     })
 }
@@ -1577,7 +1593,7 @@ fn an_unreadable_slots_configuration_drops_nothing() {
 }
 
 #[test]
-fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute() {
+fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute_per_slot() {
     let c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
     let l = replica(Some(5002), 1000);
     let mut n = HaNode::new(settings());
@@ -1585,18 +1601,52 @@ fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute() {
     let p = n.decide(&obs(0, &c, &l));
     assert_eq!(
         p.actions,
-        vec![Action::StartJob(Job::CopyLogicalSlots { upstream: up("n2", 5002), slots: vec!["cdc".into()] })]
+        vec![Action::StartJob(Job::CopyLogicalSlots {
+            from: up("n2", 5002),
+            upstream: up("n2", 5002),
+            slots: vec!["cdc".into()]
+        })]
     );
     assert!(p.message.contains("copy logical slots [cdc]"), "{}", p.message);
 
     // The copy failed and the slot is still missing: no second restart within the minute.
     n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
     assert!(!decide(&mut n, &obs(30_000, &c, &l)).iter().any(|a| matches!(a, Action::StartJob(_))));
-    assert!(matches!(&decide(&mut n, &obs(61_000, &c, &l))[..], [Action::StartJob(Job::CopyLogicalSlots { .. })]));
+    // A slot configured since then is copied at once (with the other one).
+    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into(), "cdc2".into()]));
+    assert_eq!(
+        decide(&mut n, &obs(31_000, &c, &l)),
+        vec![Action::StartJob(Job::CopyLogicalSlots {
+            from: up("n2", 5002),
+            upstream: up("n2", 5002),
+            slots: vec!["cdc".into(), "cdc2".into()]
+        })]
+    );
+    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    assert!(!decide(&mut n, &obs(61_000, &c, &l)).iter().any(|a| matches!(a, Action::StartJob(_))));
+    assert!(matches!(&decide(&mut n, &obs(91_001, &c, &l))[..], [Action::StartJob(Job::CopyLogicalSlots { .. })]));
 }
 
 #[test]
-fn no_slot_copy_restart_in_maintenance_mode_or_before_following_the_leader() {
+fn a_cascading_replica_copies_logical_slots_from_the_leader_and_keeps_its_upstream() {
+    let mut c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
+    let mut s = settings();
+    s.tags.replicatefrom = Some("n3".into());
+    c.members.iter_mut().find(|m| m.name == ME).unwrap().data.tags.replicatefrom = Some("n3".into());
+    let mut n = HaNode::new(s);
+    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    assert_eq!(
+        decide(&mut n, &obs(0, &c, &replica(Some(5003), 1000))),
+        vec![Action::StartJob(Job::CopyLogicalSlots {
+            from: up("n2", 5002),
+            upstream: up("n3", 5003),
+            slots: vec!["cdc".into()]
+        })]
+    );
+}
+
+#[test]
+fn no_slot_copy_restart_in_maintenance_mode_or_before_following_the_upstream() {
     let mut c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
     let mut n = HaNode::new(settings());
     n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
@@ -1605,6 +1655,22 @@ fn no_slot_copy_restart_in_maintenance_mode_or_before_following_the_leader() {
     c.config.as_mut().unwrap().pause = Some(true);
     let a = decide(&mut n, &obs(0, &c, &replica(Some(5002), 1000)));
     assert!(!a.iter().any(|a| matches!(a, Action::StartJob(_))), "{a:?}");
+}
+
+#[test]
+fn idle_physical_slots_are_those_nobody_streams_through_here() {
+    // Replica n1 of leader n2; n3 cascades from n1; a permanent physical slot "perm".
+    let mut c = cluster(Some("n2"));
+    c.config.as_mut().unwrap().slots = Some(serde_json::json!({"perm": 0}));
+    c.members.iter_mut().find(|m| m.name == "n3").unwrap().data.tags.replicatefrom = Some(ME.into());
+    let t = slot_targets_of(&decide(&mut HaNode::new(settings()), &obs(0, &c, &replica(Some(5002), 1000))));
+    assert_eq!(t.idle, ["n2".to_string(), "perm".to_string()].into(), "n3 streams through here");
+    // As leader: only the slot of a member cascading from another member is idle.
+    let mut c = cluster(Some(ME));
+    c.config.as_mut().unwrap().slots = Some(serde_json::json!({"perm": 0}));
+    c.members.iter_mut().find(|m| m.name == "n3").unwrap().data.tags.replicatefrom = Some("n2".into());
+    let t = slot_targets_of(&decide(&mut HaNode::new(settings()), &obs(0, &c, &primary())));
+    assert_eq!(t.idle, ["n3".to_string()].into());
 }
 
 /// The slot targets of the cycle's sync-slots action.

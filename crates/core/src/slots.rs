@@ -19,7 +19,11 @@
 //!   it (for a logical slot: what its consumer confirmed on the primary) and never past what this
 //!   replica has replayed;
 //! * a logical slot is never created on a replica (PostgreSQL 15 cannot decode in recovery): a
-//!   missing one is reported for copying from the leader, and only when the leader has it.
+//!   missing one is reported for copying from the leader, and only when the leader has it;
+//! * a physical slot nobody should stream through here ([`SlotTargets::idle`]) that still holds
+//!   an `xmin` (left by a standby's `hot_standby_feedback` while it streamed through it) is
+//!   dropped and made again: nothing would ever move that `xmin`, so it would hold back vacuum
+//!   here and, through this replica's feedback, on the primary (Patroni does the same).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -105,6 +109,10 @@ pub struct SlotTargets {
     /// Leader: the member slot names to publish as `status.retain_slots` (present members and
     /// those that left less than `member_slots_ttl` ago).
     pub retain: Vec<String>,
+    /// Wanted physical slots that no standby is expected to stream through here (Patroni's
+    /// `expected_active: False`); empty while the cluster has no leader, or while this member
+    /// holds the lock but is still in recovery. An idle one holding an `xmin` is replaced.
+    pub idle: BTreeSet<String>,
 }
 
 /// A slot that exists on the local server.
@@ -118,6 +126,8 @@ pub struct ExistingSlot {
     pub active: bool,
     /// Logical: `confirmed_flush_lsn`; physical: `restart_lsn`.
     pub position: Option<u64>,
+    /// It holds an `xmin` (a physical slot a standby with `hot_standby_feedback` streamed through).
+    pub holds_xmin: bool,
 }
 
 /// Moving a slot forward on a replica.
@@ -160,6 +170,13 @@ pub fn reconcile(targets: &SlotTargets, existing: &[ExistingSlot], replayed: Opt
                     steps.drop.push(e.name.clone());
                 }
             }
+            Some(kind)
+                if *kind == SlotKind::Physical && !e.active && e.holds_xmin && targets.idle.contains(&e.name) =>
+            {
+                // Nothing streams through it, so nothing will ever move its xmin: replace it
+                // (created again next cycle, without one).
+                steps.drop.push(e.name.clone());
+            }
             Some(kind) => {
                 // The primary moves only the idle physical slots of members that stream from
                 // another member (their positions come from their member keys).
@@ -167,8 +184,12 @@ pub fn reconcile(targets: &SlotTargets, existing: &[ExistingSlot], replayed: Opt
                     continue;
                 }
                 let (Some(at), Some(&published)) = (e.position, targets.positions.get(&e.name)) else { continue };
-                // Only WAL this replica has replayed can be decoded or kept by the slot.
-                let to = replayed.map_or(published, |r| published.min(r));
+                // Only WAL a replica has replayed can be decoded or kept by the slot. (A promoted
+                // primary still reports where its replay stopped: no limit there.)
+                let to = match replayed {
+                    Some(r) if !targets.primary => published.min(r),
+                    _ => published,
+                };
                 if to > at {
                     let database = match kind {
                         SlotKind::Logical { database, .. } => Some(database.clone()),
@@ -227,7 +248,7 @@ mod tests {
         SlotKind::Logical { database: db.into(), plugin: plugin.into() }
     }
     fn have(name: &str, kind: SlotKind, active: bool, position: Option<u64>) -> ExistingSlot {
-        ExistingSlot { name: name.into(), kind, active, position }
+        ExistingSlot { name: name.into(), kind, active, position, holds_xmin: false }
     }
     fn targets(primary: bool, wanted: &[(&str, SlotKind)]) -> SlotTargets {
         SlotTargets {
@@ -300,6 +321,17 @@ mod tests {
     }
 
     #[test]
+    fn a_promoted_primary_moves_a_cascading_members_slot_past_where_its_replay_stopped() {
+        let mut t = targets(true, &[("n3", SlotKind::Physical)]);
+        t.positions = [("n3".to_string(), 900)].into();
+        let existing = [have("n3", SlotKind::Physical, false, Some(100))];
+        assert_eq!(
+            reconcile(&t, &existing, Some(400)).advance,
+            vec![Advance { name: "n3".into(), database: None, to: 900 }]
+        );
+    }
+
+    #[test]
     fn replica_copies_a_missing_logical_slot_only_when_the_leader_has_it() {
         let mut t = targets(false, &[("cdc", logical("app", "x")), ("n1", SlotKind::Physical)]);
         let s = reconcile(&t, &[], Some(10));
@@ -307,6 +339,24 @@ mod tests {
         assert!(s.copy.is_empty(), "the leader has not published the logical slot yet");
         t.positions.insert("cdc".into(), 5);
         assert_eq!(reconcile(&t, &[], Some(10)).copy, vec!["cdc".to_string()]);
+    }
+
+    #[test]
+    fn an_idle_physical_slot_holding_an_xmin_is_replaced() {
+        let mut t =
+            targets(false, &[("n1", SlotKind::Physical), ("n3", SlotKind::Physical), ("perm", SlotKind::Physical)]);
+        t.idle = ["n1".to_string(), "perm".to_string()].into();
+        t.positions = [("n1".to_string(), 500), ("perm".to_string(), 500)].into();
+        let with_xmin = |name: &str, active: bool| ExistingSlot {
+            holds_xmin: true,
+            ..have(name, SlotKind::Physical, active, Some(100))
+        };
+        let existing = [with_xmin("n1", false), with_xmin("n3", false), with_xmin("perm", true)];
+        let s = reconcile(&t, &existing, Some(400));
+        assert_eq!(s.drop, vec!["n1".to_string()], "n3 may be streamed through here; perm is in use");
+        assert!(s.create.is_empty(), "created again on the next cycle, once gone");
+        let without = [have("n1", SlotKind::Physical, false, Some(100))];
+        assert!(reconcile(&t, &without, Some(400)).drop.is_empty(), "no xmin: kept and advanced");
     }
 
     #[test]

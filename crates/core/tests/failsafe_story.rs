@@ -96,7 +96,7 @@ fn round(at: u64, accepted: &[(&str, bool)]) -> Round {
     Round {
         sent_at: Millis(at),
         finished_at: Millis(at + 50),
-        replies: accepted.iter().map(|(n, a)| Reply { name: n.to_string(), accepted: *a }).collect(),
+        replies: accepted.iter().map(|(n, a)| Reply { name: n.to_string(), accepted: *a, lsn: None }).collect(),
     }
 }
 
@@ -240,7 +240,7 @@ fn replicas_bound_by_a_ping_or_missing_from_the_topology_do_not_race() {
             status: Some(PeerStatus { is_primary: false, wal: Lsn(10), timeline: 1, can_fail_over: true, priority: 1 }),
         },
     ];
-    let ping = Ping { leader: "n1".into(), received_at: Millis(5_000) };
+    let ping = Ping { leader: "n1".into(), received_at: Millis(5_000), slots: Default::default() };
     // (ping, now, topology lists n2, races)
     let table = [
         (None, 20_000, true, true),
@@ -259,4 +259,58 @@ fn replicas_bound_by_a_ping_or_missing_from_the_topology_do_not_race() {
         let plan = n2.decide(&o);
         assert_eq!(plan.actions.contains(&Action::AcquireLeader), races, "row {i}: {}", plan.message);
     }
+}
+
+/// The sync-slots action of a plan, if any.
+fn slot_sync(actions: &[Action]) -> Option<&rampart_core::slots::SlotTargets> {
+    actions.iter().find_map(|a| match a {
+        Action::SyncSlots(t) => Some(t),
+        _ => None,
+    })
+}
+
+#[test]
+fn slots_keep_following_the_primary_while_the_dcs_is_down() {
+    // n3 cascades from n2; a permanent physical slot "perm" is configured.
+    let mut c = cluster(Some("n1"), true);
+    c.config.as_mut().unwrap().slots = Some(serde_json::json!({"perm": null}));
+    c.members.iter_mut().find(|m| m.name == "n3").unwrap().data.tags.replicatefrom = Some("n2".into());
+    let c = c;
+
+    // The leader, kept by its members: it still keeps its slots, moving n3's idle one to where
+    // n3 said it is in its answer.
+    let mut n1 = node("n1");
+    let primary = running(false);
+    n1.decide(&obs(0, DcsView::Ok(&c), &primary));
+    n1.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: TTL });
+    let mut r = round(1_000, &[("n2", true), ("n3", true)]);
+    r.replies.iter_mut().for_each(|x| x.lsn = Some(4_000));
+    let o = Observation { failsafe_round: Some(&r), ..obs(1_000, DcsView::Unavailable("refused".into()), &primary) };
+    let plan = n1.decide(&o);
+    let t = slot_sync(&plan.actions).unwrap_or_else(|| panic!("no slot sync: {plan:?}"));
+    assert!(t.primary && t.wanted.contains_key("perm"));
+    assert_eq!(t.positions.get("n3"), Some(&4_000), "n3 streams from n2: its slot here follows its answer");
+    assert_eq!(t.positions.get("n2"), None, "n2 streams through its slot here");
+
+    // A replica bound by the primary's ping advances its slots to the positions it sent.
+    let mut n2 = node("n2");
+    let replica = running(true);
+    n2.decide(&obs(0, DcsView::Ok(&c), &replica));
+    let slots: std::collections::BTreeMap<String, u64> =
+        [("perm".to_string(), 3_000), ("n1".to_string(), 3_500)].into();
+    let ping = Ping { leader: "n1".into(), received_at: Millis(1_000), slots: slots.clone() };
+    let o = Observation { failsafe_ping: Some(&ping), ..obs(2_000, DcsView::Unavailable("refused".into()), &replica) };
+    let plan = n2.decide(&o);
+    let t = slot_sync(&plan.actions).unwrap_or_else(|| panic!("no slot sync: {plan:?}"));
+    assert!(!t.primary && t.wanted.contains_key("perm") && t.wanted.contains_key("n1"));
+    assert_eq!(t.positions, slots);
+    // Once the ping no longer binds, the replica knows nothing fresh: it leaves its slots be.
+    let o = Observation { failsafe_ping: Some(&ping), ..obs(11_000, DcsView::Unavailable("refused".into()), &replica) };
+    assert_eq!(slot_sync(&n2.decide(&o).actions), None);
+    // Without failsafe mode nothing is kept during an outage.
+    let off = cluster(Some("n1"), false);
+    let mut n2 = node("n2");
+    n2.decide(&obs(0, DcsView::Ok(&off), &replica));
+    let o = Observation { failsafe_ping: Some(&ping), ..obs(2_000, DcsView::Unavailable("refused".into()), &replica) };
+    assert_eq!(slot_sync(&n2.decide(&o).actions), None);
 }

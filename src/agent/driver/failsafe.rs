@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use rampart_core::failsafe::Round;
-use rampart_core::observe::LocalPg;
+use rampart_core::observe::{LocalPg, PgProcess};
 use rampart_core::Millis;
 use serde_json::json;
 
@@ -28,18 +28,31 @@ impl Agent {
         if limit.is_zero() {
             return None;
         }
-        let announce = Announce { body: self.failsafe_body(), authorization: self.rest_authorization() };
+        let announce = Announce { body: self.failsafe_body(local).await, authorization: self.rest_authorization() };
         Some(run_round(&self.probe, &self.cfg.name, &targets, &announce, limit, || self.now()).await)
     }
 
     /// Patroni's body: who we are, and our slots with their positions (replicas use them to
-    /// advance permanent slots while the DCS is away).
-    fn failsafe_body(&self) -> serde_json::Value {
+    /// advance permanent slots while the DCS is away). The positions are read now, as Patroni
+    /// reads them each cycle, for the slots the last sync as primary kept (what `status.slots`
+    /// would say); the last sync's when they cannot be read.
+    async fn failsafe_body(&self, local: &LocalPg) -> serde_json::Value {
+        let last = || self.slot_status.as_ref().map(|(slots, _)| slots.clone()).unwrap_or_default();
+        let slots = match (&self.slot_targets, &local.process) {
+            (Some(targets), PgProcess::Running(r)) => match self.sql.list_slots().await {
+                Ok(existing) => {
+                    let flush = r.wal.flush.map_or(0, |l| l.0);
+                    rampart_core::slots::published(targets, &existing, &self.cfg.name, flush).0
+                }
+                Err(_) => last(),
+            },
+            _ => last(),
+        };
         json!({
             "name": self.cfg.name,
             "conn_url": self.cfg.postgresql.conn_url(),
             "api_url": self.cfg.restapi.api_url(),
-            "slots": {},
+            "slots": slots,
         })
     }
 

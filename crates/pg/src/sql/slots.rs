@@ -22,19 +22,28 @@ pub struct SlotReport {
     pub done: Vec<String>,
     /// One line per step that failed, with the reason.
     pub failed: Vec<String>,
+    /// Logical slots that could not be advanced because the WAL they need is gone from this
+    /// server, or PostgreSQL invalidated them: only a fresh copy from the leader repairs them
+    /// (Patroni copies such a slot again too).
+    pub lost: Vec<String>,
 }
 
 // SQLSTATEs of harmless races: the slot appeared, or became active, since the listing.
 const DUPLICATE_OBJECT: &str = "42710";
 const OBJECT_IN_USE: &str = "55006";
 const UNDEFINED_OBJECT: &str = "42704";
+// SQLSTATEs of a logical slot that cannot be advanced here any more: the WAL segment it must
+// read from was removed, or the slot was invalidated (as Patroni reads them).
+const WAL_REMOVED: &str = "58P01";
+const NOT_IN_PREREQUISITE_STATE: &str = "55000";
 
 impl Sql {
     /// The persistent replication slots of the local server, with their positions (logical:
-    /// `confirmed_flush_lsn`, physical: `restart_lsn`).
+    /// `confirmed_flush_lsn`, physical: `restart_lsn`) and whether they hold an `xmin`.
     pub async fn list_slots(&self) -> Result<Vec<ExistingSlot>> {
         const LIST: &str = "SELECT slot_name::text, slot_type::text, database::text, plugin::text, active, \
-                (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text \
+                (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text, \
+                xmin IS NOT NULL \
             FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY slot_name";
         let mut slot = self.client.lock().await;
         let client = self.connected(&mut slot).await?;
@@ -55,7 +64,7 @@ impl Sql {
                 _ => SlotKind::Physical,
             };
             let position = r.get::<_, Option<String>>(5).and_then(|s| s.parse::<Lsn>().ok()).map(|l| l.0);
-            out.push(ExistingSlot { name: r.get(0), kind, active: r.get(4), position });
+            out.push(ExistingSlot { name: r.get(0), kind, active: r.get(4), position, holds_xmin: r.get(6) });
         }
         Ok(out)
     }
@@ -63,6 +72,7 @@ impl Sql {
     /// Runs `steps` in order (drop, create, advance); copying is a job of its own.
     pub async fn apply_slot_steps(&self, steps: &SlotSteps) -> SlotReport {
         let mut report = SlotReport::default();
+        let mut lost = Vec::new();
         let mut note = |r: Result<Option<String>>, what: String| match r {
             Ok(Some(done)) => report.done.push(done),
             Ok(None) => {}
@@ -79,7 +89,7 @@ impl Sql {
                     &[OBJECT_IN_USE, UNDEFINED_OBJECT],
                 )
                 .await;
-            note(r.map(|ok| ok.then(|| format!("dropped {name}"))), format!("dropping {name}"));
+            note(r.map(|c| c.is_none().then(|| format!("dropped {name}"))), format!("dropping {name}"));
         }
         for (name, kind) in &steps.create {
             let r = match kind {
@@ -110,7 +120,10 @@ impl Sql {
                 SlotKind::Physical => "physical".to_string(),
                 SlotKind::Logical { database, plugin } => format!("logical, {database}, {plugin}"),
             };
-            note(r.map(|ok| ok.then(|| format!("created {name} ({what})"))), format!("creating {name} ({what})"));
+            note(
+                r.map(|c| c.is_none().then(|| format!("created {name} ({what})"))),
+                format!("creating {name} ({what})"),
+            );
         }
         for a in &steps.advance {
             let to = Lsn(a.to).to_string();
@@ -121,18 +134,29 @@ impl Sql {
                     "SELECT pg_catalog.pg_replication_slot_advance($1, $2::text::pg_lsn)",
                     &a.name,
                     Some(&to),
-                    &[UNDEFINED_OBJECT, OBJECT_IN_USE],
+                    &[UNDEFINED_OBJECT, OBJECT_IN_USE, WAL_REMOVED, NOT_IN_PREREQUISITE_STATE],
                 )
                 .await;
-            // Advances happen every cycle: reported only when they fail.
-            note(r.map(|_| None), format!("advancing {} to {to}", a.name));
+            let what = format!("advancing {} to {to}", a.name);
+            match r {
+                Ok(Some(code)) if [WAL_REMOVED, NOT_IN_PREREQUISITE_STATE].contains(&code) => {
+                    let detail = format!("SQLSTATE {code}: the WAL it needs is gone here, or the slot was invalidated");
+                    note(Err(PgError::Query { what: "advancing a replication slot", detail }), what);
+                    if a.database.is_some() {
+                        lost.push(a.name.clone());
+                    }
+                }
+                // Advances happen every cycle: reported only when they fail.
+                r => note(r.map(|_| None), what),
+            }
         }
+        report.lost = lost;
         report
     }
 
     /// Runs one slot function with the slot name and an optional second text argument, on the
-    /// control connection or, for `database`, on a connection of its own. `Ok(false)` when the
-    /// server answered one of the `harmless` SQLSTATEs.
+    /// control connection or, for `database`, on a connection of its own. `Ok(Some(code))` when
+    /// the server answered one of the `expected` SQLSTATEs, `Ok(None)` when it succeeded.
     async fn slot_query(
         &self,
         database: Option<&String>,
@@ -140,8 +164,8 @@ impl Sql {
         sql: &str,
         name: &str,
         arg: Option<&String>,
-        harmless: &[&str],
-    ) -> Result<bool> {
+        expected: &[&'static str],
+    ) -> Result<Option<&'static str>> {
         let outcome = match database {
             None => {
                 let mut slot = self.client.lock().await;
@@ -158,8 +182,10 @@ impl Sql {
             }
         };
         match outcome {
-            Ok(_) => Ok(true),
-            Err(Raw::Pg(e)) if e.code().is_some_and(|c| harmless.contains(&c.code())) => Ok(false),
+            Ok(_) => Ok(None),
+            Err(Raw::Pg(e)) if e.code().is_some_and(|c| expected.contains(&c.code())) => {
+                Ok(e.code().and_then(|c| expected.iter().copied().find(|x| *x == c.code())))
+            }
             Err(e) => Err(e.into_error(what, self.timeout)),
         }
     }
