@@ -472,7 +472,7 @@ impl Agent {
                 Err(e) => {
                     // An etcd write that failed has already waited its deadline: the member key
                     // is not written after it this cycle (see `publish`).
-                    self.dcs_trouble |= writes_dcs(action);
+                    self.dcs_trouble |= action.writes_dcs();
                     warn!(?action, error = %format!("{e:#}"), "action failed; deciding again next cycle");
                     self.wake.notify_one();
                     break;
@@ -855,22 +855,4 @@ impl Agent {
 /// Now as unix milliseconds (only for comparing with times operators wrote).
 fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Whether `action` writes to etcd.
-fn writes_dcs(action: &Action) -> bool {
-    matches!(
-        action,
-        Action::TryInitialize
-            | Action::CancelInitialize
-            | Action::RecordInitialize { .. }
-            | Action::AcquireLeader
-            | Action::RenewLeader
-            | Action::ReleaseLeader
-            | Action::WriteStatus
-            | Action::WriteFailsafe(_)
-            | Action::ClearFailover
-            | Action::WriteSync { .. }
-            | Action::DeleteSync { .. }
-    )
 }

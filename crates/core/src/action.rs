@@ -108,6 +108,27 @@ pub enum Action {
     RoleChangeCallback(String),
 }
 
+impl Action {
+    /// Whether executing this action writes to the DCS (a failure then means etcd did not
+    /// answer within the action's deadline).
+    pub fn writes_dcs(&self) -> bool {
+        matches!(
+            self,
+            Action::TryInitialize
+                | Action::CancelInitialize
+                | Action::RecordInitialize { .. }
+                | Action::AcquireLeader
+                | Action::RenewLeader
+                | Action::ReleaseLeader
+                | Action::WriteStatus
+                | Action::WriteFailsafe(_)
+                | Action::ClearFailover
+                | Action::WriteSync { .. }
+                | Action::DeleteSync { .. }
+        )
+    }
+}
+
 /// How a [`Job::Rewind`] that did not run pg_rewind at all starts its error: its source (the
 /// leader) did not answer as a primary. That is a reason to try again, not a failed rewind: a
 /// failed pg_rewind may have left the data directory half rewritten, a check that never started

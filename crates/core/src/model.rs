@@ -533,6 +533,14 @@ impl Cluster {
         self.history.iter().find(|h| h.timeline == timeline).map(|h| h.lsn)
     }
 
+    /// The point where the leader's history left `timeline`, when WAL that reached `at` on that
+    /// timeline went past it: such WAL was never the leader's, and the member holding it cannot
+    /// follow the leader without pg_rewind. `None` on the cluster's own timeline or before the
+    /// fork (and when the history does not know `timeline`).
+    pub fn passed_fork(&self, timeline: Timeline, at: Lsn) -> Option<Lsn> {
+        self.fork_point(timeline).filter(|fork| timeline < self.timeline() && at > *fork)
+    }
+
     /// The cluster's timeline: one past the newest ended timeline in `history`, or the
     /// leader's published timeline if that is newer.
     pub fn timeline(&self) -> Timeline {

@@ -821,13 +821,10 @@ impl HaNode {
         let suspect = self.diverged_suspect.take();
         let timeline = r.receiver_timeline?;
         let replayed = r.wal.replayed?;
-        if r.streaming || timeline >= cluster.timeline() {
+        if r.streaming {
             return None;
         }
-        let fork = cluster.fork_point(timeline)?;
-        if replayed <= fork {
-            return None;
-        }
+        let fork = cluster.passed_fork(timeline, replayed)?;
         // The receiver's timeline is the last one it streamed: a replica that went on to the new
         // timeline through restore_command, or whose upstream just went away, still shows the
         // old one until it streams again. Only a replica stuck there, replaying nothing, for
@@ -1839,7 +1836,7 @@ fn with_answer(mut plan: Plan, answer: Answer) -> Plan {
 /// as each holds together. Returns what was found.
 fn stopped_past_fork(ctl: &ControlData, cluster: &Cluster) -> Option<String> {
     ctl.wal_ends().into_iter().find_map(|(timeline, at)| {
-        let fork = cluster.fork_point(timeline).filter(|f| timeline < cluster.timeline() && at > *f)?;
+        let fork = cluster.passed_fork(timeline, at)?;
         Some(format!(
             "its WAL reached {at} on timeline {timeline}, past where the leader's timeline forked off it ({fork})"
         ))
