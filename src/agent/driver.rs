@@ -16,7 +16,7 @@
 //! the change of `synchronous_standby_names` that was to follow it never happens out of order.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use rampart_api::NodeSnapshot;
@@ -26,15 +26,16 @@ use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, Pe
 use rampart_core::{
     Action, ActionResult, Cluster, DataDir, HaNode, Job, Millis, PgProcess, Plan, StartRole, StopMode, Upstream,
 };
-use rampart_dcs::{Dcs, EtcdDcs};
+use rampart_dcs::Dcs;
 use rampart_pg::PgSettings;
-use rampart_pg::{Postmaster, Probe, Sql};
+use rampart_pg::Probe;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::backend::Queued;
 use super::jobs::{JobContext, RunningJob};
+use super::ports::{Control, DataFiles, PortSet, Ports, Server, WallClock};
 use super::signals::{Hangups, StopSignal, StopWatch};
 use super::watchdog::Watchdog;
 use super::{callbacks, peers, publish, settings};
@@ -65,12 +66,13 @@ struct Seen {
     job: Option<JobKind>,
 }
 
-/// The running agent.
-pub struct Agent {
+/// The running agent, over its ports `P` ([`super::ports`]).
+pub struct Agent<P: Ports> {
     cfg: Config,
-    dcs: EtcdDcs,
-    pm: Arc<Postmaster>,
-    sql: Arc<Sql>,
+    dcs: P::Dcs,
+    /// The local PostgreSQL: postmaster, control connection, files, jobs.
+    pg: P::Pg,
+    clock: P::Clock,
     core: HaNode,
     origin: Instant,
     job: Option<RunningJob>,
@@ -112,7 +114,7 @@ pub struct Agent {
     /// Failsafe pings this member accepted (written by the REST API).
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
-    watchdog: Watchdog,
+    watchdog: Watchdog<P::Watchdog>,
     /// The hot-standby-critical settings of the control file, as last observed: a replica's
     /// configuration is written with at least these.
     control: rampart_core::hot_standby::Values,
@@ -122,30 +124,27 @@ pub struct Agent {
     last_failsafe: Option<rampart_core::failsafe::Topology>,
 }
 
-impl Agent {
-    /// Builds the agent; nothing is touched yet.
-    #[allow(clippy::too_many_arguments)]
+impl<P: Ports> Agent<P> {
+    /// Builds the agent over `ports`; nothing is touched yet.
     pub fn new(
         cfg: Config,
         config_source: reload::ConfigSource,
-        dcs: EtcdDcs,
-        pm: Arc<Postmaster>,
-        sql: Arc<Sql>,
+        ports: PortSet<P>,
         snap: watch::Sender<NodeSnapshot>,
         wake: Arc<Notify>,
         requests: mpsc::Receiver<Queued>,
-        probe: Arc<dyn rampart_api::MemberProbe>,
-    ) -> Agent {
+    ) -> Agent<P> {
         let node = settings::node_settings(&cfg);
-        let mut watchdog = Watchdog::new(cfg.watchdog.clone());
+        let mut watchdog = Watchdog::new(cfg.watchdog.clone(), ports.watchdog);
         watchdog.check_at_start(node.bootstrap_dcs.ttl);
         let core = HaNode::new(node);
+        let probe = ports.peers;
         Agent {
             watchdog,
             cfg,
-            dcs,
-            pm,
-            sql,
+            dcs: ports.dcs,
+            pg: ports.pg,
+            clock: ports.clock,
             core,
             origin: Instant::now(),
             job: None,
@@ -244,8 +243,8 @@ impl Agent {
     /// cycle waits for etcd (each DCS call may wait `retry_timeout`): the turn is dropped where it
     /// waits and [`Agent::shutdown`] takes over.
     pub async fn run(mut self, mut stops: StopWatch, mut hangups: Hangups) -> Result<()> {
-        let mut pm_state = self.pm.subscribe();
-        self.pm.adopt();
+        let mut pm_state = self.pg.state_changes();
+        self.pg.adopt();
         loop {
             tokio::select! {
                 biased;
@@ -287,7 +286,7 @@ impl Agent {
     /// Observes local PostgreSQL and the job.
     async fn observe_local(&mut self) -> (LocalPg, Option<Probe>, Option<JobState>) {
         let settings = self.pg_settings();
-        let (local, probe) = rampart_pg::observe_local(&settings, &self.pm, &self.sql).await;
+        let (local, probe) = self.pg.observe(&settings).await;
         if let DataDir::Initialized(c) = &local.data {
             self.control = c.hot_standby.clone();
         }
@@ -322,7 +321,7 @@ impl Agent {
                 for p in &c.problems {
                     warn!("DCS: {p}");
                 }
-                self.dcs_last_seen = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+                self.dcs_last_seen = u64::try_from(self.clock.unix_ms() / 1000).ok();
                 Ok(Arc::new(c))
             }
             Err(e) => Err(e.to_string()),
@@ -349,10 +348,10 @@ impl Agent {
             Err(e) => DcsView::Unavailable(e.clone()),
         };
         self.due_scheduled_restart(probe.as_ref());
-        let watchdog_unusable = self.watchdog.unusable(std::time::Instant::now(), self.core.config().ttl);
+        let watchdog_unusable = self.watchdog.unusable(Instant::now(), self.core.config().ttl);
         let obs = Observation {
             now: self.now(),
-            wall_clock_ms: wall_clock_ms(),
+            wall_clock_ms: self.clock.unix_ms(),
             request: self.local.pending_request(),
             dcs,
             local: &local,
@@ -419,7 +418,7 @@ impl Agent {
         );
     }
 
-    fn job_context(&self, cluster: Option<&Cluster>) -> JobContext {
+    fn job_context(&self, cluster: Option<&Cluster>) -> JobContext<P::Dcs> {
         let extra_users = self
             .cfg
             .bootstrap
@@ -433,8 +432,6 @@ impl Agent {
             .collect();
         JobContext {
             settings: self.pg_settings(),
-            pm: self.pm.clone(),
-            sql: self.sql.clone(),
             dcs: self.dcs.clone(),
             initdb_args: self.cfg.bootstrap.initdb.clone(),
             bootstrap_method: self.cfg.bootstrap.method.clone(),
@@ -503,7 +500,7 @@ impl Agent {
             Action::CancelInitialize => {
                 info!("removing initialize key after failed attempt to bootstrap the cluster");
                 self.dcs.cancel_initialize(self.dcs_deadline()).await?;
-                rampart_pg::move_data_dir_aside(&self.cfg.postgresql.data_dir).await?;
+                self.pg.move_data_dir_aside(&self.cfg.postgresql.data_dir).await?;
                 Ok(true)
             }
             Action::RecordInitialize { sysid } => {
@@ -591,7 +588,7 @@ impl Agent {
                     }
                 }
                 let ctx = self.job_context(cluster);
-                self.job = Some(RunningJob::spawn(job.clone(), ctx, self.wake.clone()));
+                self.job = Some(RunningJob::spawn(&self.pg, job.clone(), ctx, self.wake.clone()));
                 Ok(true)
             }
             Action::Stop(mode) => {
@@ -599,13 +596,13 @@ impl Agent {
                     // A second stop signal while PostgreSQL shuts down: stop it immediately
                     // (SIGQUIT; the fast stop's SIGINT was sent already, dropping its wait is safe).
                     Some(stops) if *mode == StopMode::Fast => tokio::select! {
-                        outcome = self.pm.stop(StopMode::Fast, STOP_TIMEOUT) => outcome?,
-                        () = stops.escalated() => self.pm.stop(StopMode::Immediate, STOP_TIMEOUT).await?,
+                        outcome = self.pg.stop(StopMode::Fast, STOP_TIMEOUT) => outcome?,
+                        () = stops.escalated() => self.pg.stop(StopMode::Immediate, STOP_TIMEOUT).await?,
                     },
-                    _ => self.pm.stop(*mode, STOP_TIMEOUT).await?,
+                    _ => self.pg.stop(*mode, STOP_TIMEOUT).await?,
                 };
                 info!(?mode, ?outcome, "PostgreSQL stopped");
-                self.sql.disconnect().await;
+                self.pg.disconnect().await;
                 let role = publish::role_text(local);
                 callbacks::fire(&self.cfg.postgresql.callbacks, "on_stop", role, &self.cfg.scope);
                 Ok(true)
@@ -613,9 +610,9 @@ impl Agent {
             Action::Follow { upstream } => {
                 let role = StartRole::Replica { upstream: upstream.clone() };
                 let s = self.pg_settings_for(&role);
-                rampart_pg::write_pgpass(&s)?;
-                rampart_pg::write_config(&s, &role)?;
-                self.sql.reload().await?;
+                self.pg.write_pgpass(&s)?;
+                self.pg.write_config(&s, &role)?;
+                self.pg.reload().await?;
                 self.upstream = upstream.clone();
                 Ok(true)
             }
@@ -646,7 +643,7 @@ impl Agent {
             }
             Action::SetSynchronousStandbyNames(names) => self.set_sync_names(names, probe, cluster).await,
             Action::WipeDataDir => {
-                rampart_pg::wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
+                self.pg.wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
                 Ok(true)
             }
             Action::Fatal(msg) => bail!("{msg}"),
@@ -661,10 +658,10 @@ impl Agent {
     /// [`rampart_core::slots::reconcile`] choose the steps, runs them. As primary it remembers
     /// what to publish in `status`; as replica it reports the logical slots to copy to the core.
     async fn sync_slots(&mut self, targets: &rampart_core::slots::SlotTargets, probe: Option<&Probe>) -> Result<()> {
-        let existing = self.sql.list_slots().await?;
+        let existing = self.pg.list_slots().await?;
         let replayed = probe.and_then(|p| p.replayed_lsn).map(|l| l.0);
         let steps = rampart_core::slots::reconcile(targets, &existing, replayed);
-        let report = self.sql.apply_slot_steps(&steps).await;
+        let report = self.pg.apply_slot_steps(&steps).await;
         if !report.done.is_empty() {
             info!(changes = ?report.done, "replication slots updated");
         }
@@ -696,7 +693,7 @@ impl Agent {
                 return Some(l.0);
             }
         }
-        match rampart_pg::controldata(&self.pg_settings().bin_dir, &self.cfg.postgresql.data_dir).await {
+        match self.pg.controldata(&self.pg_settings().bin_dir, &self.cfg.postgresql.data_dir).await {
             DataDir::Initialized(c) => Some(c.checkpoint_lsn.0),
             _ => None,
         }
@@ -754,7 +751,7 @@ impl Agent {
         }
         snap.failsafe_topology = self.last_failsafe.clone();
         snap.failsafe_active = self.failsafe_active();
-        snap.watchdog_failed = self.watchdog.unusable(std::time::Instant::now(), dynamic.ttl).is_some();
+        snap.watchdog_failed = self.watchdog.unusable(Instant::now(), dynamic.ttl).is_some();
         self.snap.send_replace(snap);
         // After the snapshot, and not at all when etcd failed this cycle: a write to an etcd
         // that does not answer waits its whole deadline, and the REST API (failsafe mode's
@@ -803,7 +800,7 @@ impl Agent {
         };
         let obs = Observation {
             now: self.now(),
-            wall_clock_ms: wall_clock_ms(),
+            wall_clock_ms: self.clock.unix_ms(),
             request: None,
             dcs,
             local: &local,
@@ -837,7 +834,7 @@ fn seen_primary(local: &LocalPg, job: Option<&RunningJob>) -> bool {
     rampart_core::watchdog::guards_a_primary(&local.process, job.map(RunningJob::kind))
 }
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// Feeds, runs down or disarms the watchdog after a cycle (rule: [`rampart_core::watchdog`]).
     fn feed_watchdog(&mut self, primary: bool) {
         let ttl = self.core.config().ttl;
@@ -850,9 +847,4 @@ impl Agent {
         );
         self.watchdog.apply(step, ttl);
     }
-}
-
-/// Now as unix milliseconds (only for comparing with times operators wrote).
-fn wall_clock_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -11,23 +11,24 @@ use std::sync::Arc;
 use rampart_core::model::HistoryEntry;
 use rampart_core::observe::{JobKind, JobState};
 use rampart_core::{DataDir, Job, StartRole, StopMode};
-use rampart_dcs::{Dcs, EtcdDcs};
+use rampart_dcs::Dcs;
 use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-/// Everything a job may need.
+use super::ports::Jobs;
+
+/// How a job ended.
+pub type JobResult = Result<(), String>;
+
+/// Everything a job may need besides the local PostgreSQL (the port that runs it).
 #[derive(Clone)]
-pub struct JobContext {
+pub struct JobContext<D> {
     /// PostgreSQL settings in force when the job started.
     pub settings: PgSettings,
-    /// The postmaster.
-    pub pm: Arc<Postmaster>,
-    /// Control connection.
-    pub sql: Arc<Sql>,
     /// DCS handle (promotion records the new timeline in `history`).
-    pub dcs: EtcdDcs,
+    pub dcs: D,
     /// `bootstrap.initdb` as initdb arguments.
     pub initdb_args: Vec<String>,
     /// `bootstrap.method` when it is a custom method (run instead of initdb).
@@ -49,16 +50,17 @@ pub struct JobContext {
 /// A job in flight.
 pub struct RunningJob {
     kind: JobKind,
-    handle: JoinHandle<Result<(), String>>,
+    handle: JoinHandle<JobResult>,
 }
 
 impl RunningJob {
-    /// Starts `job`; `wake` is notified when it ends.
-    pub fn spawn(job: Job, ctx: JobContext, wake: Arc<Notify>) -> RunningJob {
+    /// Starts `job` on `runner` (the local PostgreSQL port); `wake` is notified when it ends.
+    pub fn spawn<D, R: Jobs<D>>(runner: &R, job: Job, ctx: JobContext<D>, wake: Arc<Notify>) -> RunningJob {
         let kind = job.kind();
         info!(job = kind.describe(), "starting job");
+        let run = runner.run_job(job, ctx, wake.clone());
         let handle = tokio::spawn(async move {
-            let result = run(job, &ctx, &wake).await;
+            let result = run.await;
             wake.notify_one();
             result
         });
@@ -95,8 +97,9 @@ impl RunningJob {
     }
 }
 
-/// Runs `job`; `wake` may be notified on the way, when the loop should look before the end.
-async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
+/// Runs `job` on the real postmaster `pm` and control connection `sql` (the production
+/// [`Jobs`] port); `wake` may be notified on the way, when the loop should look before the end.
+pub async fn run<D: Dcs>(job: Job, ctx: &JobContext<D>, pm: &Postmaster, sql: &Sql, wake: &Notify) -> JobResult {
     let s = &ctx.settings;
     let text = |e: rampart_pg::PgError| e.to_string();
     match job {
@@ -105,16 +108,16 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
                 None => {
                     rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
                     rampart_pg::write_pgpass(s).map_err(text)?;
-                    ctx.pm.start(s, &StartRole::Primary).await.map_err(text)?;
+                    pm.start(s, &StartRole::Primary).await.map_err(text)?;
                 }
                 Some(method) => {
                     let first_start = super::custom_bootstrap::run(method, s, &ctx.scope).await?;
                     rampart_pg::write_pgpass(s).map_err(text)?;
-                    ctx.pm.start(&first_start, &StartRole::Primary).await.map_err(text)?;
-                    super::custom_bootstrap::wait_for_end_of_recovery(&ctx.sql).await?;
+                    pm.start(&first_start, &StartRole::Primary).await.map_err(text)?;
+                    super::custom_bootstrap::wait_for_end_of_recovery(sql).await?;
                 }
             }
-            ctx.sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
+            sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
             if let Some(cmd) = &ctx.post_bootstrap {
                 super::custom_bootstrap::post_bootstrap(cmd, s).await?;
             }
@@ -141,25 +144,25 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
         }
         Job::Start(role) => {
             rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
+            pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
         }
         Job::Promote => {
             if let Some(cmd) = &ctx.pre_promote {
                 super::callbacks::pre_promote(cmd, &ctx.scope).await?;
             }
-            ctx.sql.end_recovery().await.map_err(text)?;
+            sql.end_recovery().await.map_err(text)?;
             // The server runs as a primary on its new timeline: let the loop publish that now
             // rather than after the checkpoint (the checkpoint has a connection of its own).
             wake.notify_one();
-            ctx.sql.checkpoint_apart().await.map_err(text)?;
-            record_history(ctx).await;
+            sql.checkpoint_apart().await.map_err(text)?;
+            record_history(ctx, sql).await;
             Ok(())
         }
         Job::Restart(role) => {
-            ctx.pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
-            ctx.sql.disconnect().await;
+            pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
+            sql.disconnect().await;
             rampart_pg::write_pgpass(s).map_err(text)?;
-            ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
+            pm.start(&settings_for(s, &role).await, &role).await.map_err(text)
         }
         Job::CopyLogicalSlots { from, upstream, slots } => {
             // Read first: if the leader cannot give the slots, the replica keeps running.
@@ -169,18 +172,18 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
             }
             let names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
             info!(slots = ?names, from = %from.name, "installing copies of the leader's logical slots");
-            ctx.pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
-            ctx.sql.disconnect().await;
+            pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
+            sql.disconnect().await;
             // Start again whatever happened to the copy: a replica left stopped helps nobody.
             let installed = rampart_pg::install_slot_states(&s.data_dir, &states).map_err(text);
             rampart_pg::write_pgpass(s).map_err(text)?;
             let role = StartRole::Replica { upstream: Some(upstream) };
-            ctx.pm.start(&settings_for(s, &role).await, &role).await.map_err(text)?;
+            pm.start(&settings_for(s, &role).await, &role).await.map_err(text)?;
             installed
         }
         Job::Reinitialize(from) => {
-            ctx.pm.stop(StopMode::Immediate, STOP_LIMIT).await.map_err(text)?;
-            ctx.sql.disconnect().await;
+            pm.stop(StopMode::Immediate, STOP_LIMIT).await.map_err(text)?;
+            sql.disconnect().await;
             rampart_pg::wipe_data_dir(&s.data_dir).await.map_err(text)?;
             super::replica_methods::create(&ctx.replica_creation, s, Some(&from), &ctx.scope).await?;
             rampart_pg::write_pgpass(s).map_err(text)
@@ -212,8 +215,8 @@ const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Publishes the timeline history after a promotion: the history file of the new timeline,
 /// with the time and this member's name on the newest entry (Patroni's format). A failure here
 /// is logged, not fatal: the promotion itself succeeded.
-async fn record_history(ctx: &JobContext) {
-    let probe = match ctx.sql.probe().await {
+async fn record_history<D: Dcs>(ctx: &JobContext<D>, sql: &Sql) {
+    let probe = match sql.probe().await {
         Ok(p) => p,
         Err(e) => return warn!(error = %e, "could not read the new timeline after promotion"),
     };

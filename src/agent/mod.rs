@@ -7,7 +7,7 @@
 //! does the loop begin to act.
 //!
 //! Module map: [`identity`] (no second agent under one member name), [`settings`] (config →
-//! adapter settings), [`driver`] (the loop), [`jobs`] (long actions), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
+//! adapter settings), [`driver`] (the loop), [`jobs`] (long actions), [`ports`] (what the loop touches, as traits), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
 //! [`signals`] (stop and reload requests).
 
 pub mod backend;
@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jobs;
 pub mod live_wal;
 pub mod peers;
+pub mod ports;
 pub mod publish;
 pub mod replica_methods;
 pub mod settings;
@@ -76,7 +77,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 
 /// The agent with its REST API serving, ready to run its loop.
 struct Started {
-    agent: driver::Agent,
+    agent: driver::Agent<ports::real::RealPorts>,
     watcher: tokio::task::JoinHandle<()>,
     stop_api: tokio::sync::oneshot::Sender<()>,
     api_task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -113,7 +114,6 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
     identity::ensure_unique_name(&dcs, &probe, &cfg.name, &cfg.etcd_endpoints().join(",")).await?;
     let pg = settings::pg_settings(&cfg, &dynamic);
     let pm = Arc::new(rampart_pg::Postmaster::new(pg.data_dir.clone()));
-    let sql = Arc::new(rampart_pg::Sql::new(&pg));
 
     let (snap_tx, snap_rx) = watch::channel(NodeSnapshot {
         scope: cfg.scope.clone(),
@@ -152,7 +152,14 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher(wake.clone());
     info!(member = %cfg.name, scope = %cfg.scope, endpoints = %cfg.etcd_endpoints().join(","), "agent starting");
-    let agent = driver::Agent::new(cfg, source, dcs, pm, sql, snap_tx, wake, queue_rx, peer_probe)
+    let ports = ports::PortSet::<ports::real::RealPorts> {
+        dcs,
+        pg: ports::real::LocalServer::new(pm, &pg),
+        watchdog: watchdog::LinuxWatchdog::default(),
+        clock: ports::real::SystemClock,
+        peers: peer_probe,
+    };
+    let agent = driver::Agent::new(cfg, source, ports, snap_tx, wake, queue_rx)
         .with_failsafe_inbox(failsafe_inbox)
         .with_api_security(api_security)
         .with_live_sql(live_sql);

@@ -16,11 +16,15 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rampart_config::{Watchdog as WatchdogConfig, WatchdogMode};
 use rampart_core::watchdog::WatchdogStep;
 use tracing::{info, warn};
+
+use super::ports::WatchdogDevice;
 
 // Linux's <linux/watchdog.h>: ioctl numbers on type 'W'.
 nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc_int);
@@ -35,9 +39,7 @@ type libc_int = std::os::raw::c_int;
 pub struct Device {
     file: File,
     path: PathBuf,
-    /// The timeout asked for (what a changed ttl is compared with).
-    requested_secs: u64,
-    /// The timeout the driver applied (drivers round): what the safety rule must use.
+    /// The timeout the driver applied (drivers round).
     applied_secs: u64,
 }
 
@@ -45,8 +47,7 @@ impl Device {
     /// Opens `path` (which arms it) and sets its timeout.
     pub fn arm(path: &Path, timeout_secs: u64) -> Result<Device, String> {
         let file = OpenOptions::new().write(true).open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-        let mut dev =
-            Device { file, path: path.to_path_buf(), requested_secs: timeout_secs, applied_secs: timeout_secs };
+        let mut dev = Device { file, path: path.to_path_buf(), applied_secs: timeout_secs };
         let mut t = libc_int::try_from(timeout_secs).unwrap_or(libc_int::MAX);
         // SAFETY: the fd is open for the duration of the call and `t` outlives it.
         let set = unsafe { wdioc_settimeout(dev.file.as_raw_fd(), &mut t) };
@@ -87,11 +88,56 @@ impl Device {
     }
 }
 
-/// The watchdog as the driver uses it: configuration plus the device while armed.
+/// The Linux watchdog device as the [`WatchdogDevice`] port: the open [`Device`] while armed.
+#[derive(Debug, Default)]
+pub struct LinuxWatchdog {
+    open: Option<Device>,
+}
+
+impl WatchdogDevice for LinuxWatchdog {
+    fn writable(&self, path: &Path) -> Result<(), String> {
+        nix::unistd::access(path, nix::unistd::AccessFlags::W_OK)
+            .map_err(|e| format!("{} is not writable: {e}", path.display()))
+    }
+
+    fn arm(&mut self, path: &Path, timeout_secs: u64) -> Result<u64, String> {
+        let dev = Device::arm(path, timeout_secs)?;
+        let applied = dev.timeout_secs();
+        if let Some(old) = self.open.replace(dev) {
+            old.disarm();
+        }
+        Ok(applied)
+    }
+
+    fn keepalive(&mut self) -> Result<(), String> {
+        match &mut self.open {
+            Some(dev) => dev.keepalive(),
+            None => Err("the watchdog is not armed".into()),
+        }
+    }
+
+    fn disarm(&mut self) {
+        if let Some(dev) = self.open.take() {
+            dev.disarm();
+        }
+    }
+}
+
+/// The timeouts of an armed device.
+#[derive(Clone, Copy, Debug)]
+struct Armed {
+    /// The timeout asked for (what a changed ttl is compared with).
+    requested_secs: u64,
+    /// The timeout the driver applied (drivers round): what the safety rule must use.
+    applied_secs: u64,
+}
+
+/// The watchdog as the driver uses it: configuration plus the device port, armed or not.
 #[derive(Debug)]
-pub struct Watchdog {
+pub struct Watchdog<W> {
     cfg: WatchdogConfig,
-    armed: Option<Device>,
+    device: W,
+    armed: Option<Armed>,
     /// The last arming error, reported once until it changes.
     reported: Option<String>,
     /// When the device last failed to arm (or failed the check at start), and why: with
@@ -99,10 +145,10 @@ pub struct Watchdog {
     failed: Option<(Instant, String)>,
 }
 
-impl Watchdog {
-    /// A disarmed watchdog for this configuration.
-    pub fn new(cfg: WatchdogConfig) -> Watchdog {
-        Watchdog { cfg, armed: None, reported: None, failed: None }
+impl<W: WatchdogDevice> Watchdog<W> {
+    /// A disarmed watchdog for this configuration, over `device`.
+    pub fn new(cfg: WatchdogConfig, device: W) -> Watchdog<W> {
+        Watchdog { cfg, device, armed: None, reported: None, failed: None }
     }
 
     /// Whether the device is armed now.
@@ -150,9 +196,8 @@ impl Watchdog {
         if !self.required() || self.armed.is_some() {
             return None;
         }
-        let device = &self.cfg.device;
-        if let Err(e) = nix::unistd::access(device.as_path(), nix::unistd::AccessFlags::W_OK) {
-            return Some(format!("{} is not writable: {e}", device.display()));
+        if let Err(e) = self.device.writable(&self.cfg.device) {
+            return Some(e);
         }
         match &self.failed {
             Some((at, why)) if now.saturating_duration_since(*at) < Duration::from_secs(ttl) => Some(why.clone()),
@@ -174,8 +219,11 @@ impl Watchdog {
 
     /// Whether the device can be armed now (tried and disarmed again at once). Used at start:
     /// with `mode: required` a member without a usable watchdog never becomes leader.
-    pub fn check(&self, ttl: u64) -> Result<(), String> {
-        Device::arm(&self.cfg.device, self.timeout_secs(ttl)).map(Device::disarm)
+    pub fn check(&mut self, ttl: u64) -> Result<(), String> {
+        let t = self.timeout_secs(ttl);
+        self.device.arm(&self.cfg.device, t)?;
+        self.device.disarm();
+        Ok(())
     }
 
     /// Carries out `step`.
@@ -185,25 +233,24 @@ impl Watchdog {
         }
         match step {
             WatchdogStep::Disarm => {
-                if let Some(dev) = self.armed.take() {
-                    dev.disarm();
+                if self.armed.take().is_some() {
+                    self.device.disarm();
                     info!("watchdog disarmed");
                 }
             }
             WatchdogStep::RunDown => {}
             WatchdogStep::Keepalive => {
                 let want = self.timeout_secs(ttl);
-                if self.armed.as_ref().is_some_and(|d| d.requested_secs != want) {
+                if self.armed.is_some_and(|d| d.requested_secs != want) {
                     // The ttl changed: re-arm with the new timeout.
-                    if let Some(dev) = self.armed.take() {
-                        dev.disarm();
-                    }
+                    self.armed = None;
+                    self.device.disarm();
                 }
                 if self.armed.is_none() {
-                    match Device::arm(&self.cfg.device, want) {
-                        Ok(dev) => {
-                            info!(device = %self.cfg.device.display(), timeout = dev.timeout_secs(), "watchdog armed");
-                            self.armed = Some(dev);
+                    match self.device.arm(&self.cfg.device, want) {
+                        Ok(applied) => {
+                            info!(device = %self.cfg.device.display(), timeout = applied, "watchdog armed");
+                            self.armed = Some(Armed { requested_secs: want, applied_secs: applied });
                             self.reported = None;
                         }
                         Err(e) => {
@@ -216,10 +263,8 @@ impl Watchdog {
                         }
                     }
                 }
-                if let Some(dev) = &mut self.armed {
-                    if let Err(e) = dev.keepalive() {
-                        warn!("{e}");
-                    }
+                if let Err(e) = self.device.keepalive() {
+                    warn!("{e}");
                 }
             }
         }
@@ -241,7 +286,8 @@ mod tests {
 
     #[test]
     fn a_missing_device_is_reported_with_its_path() {
-        let w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Required));
+        let mut w =
+            Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Required), LinuxWatchdog::default());
         let e = w.check(30).unwrap_err();
         assert!(e.starts_with("opening /nonexistent/watchdog: "), "{e}");
     }
@@ -251,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-a-watchdog");
         std::fs::write(&path, "").unwrap();
-        let w = Watchdog::new(cfg(&path, WatchdogMode::Automatic));
+        let mut w = Watchdog::new(cfg(&path, WatchdogMode::Automatic), LinuxWatchdog::default());
         let e = w.check(30).unwrap_err();
         assert!(e.contains("is not a usable watchdog: setting its timeout"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), b"V", "closed with the magic character");
@@ -259,7 +305,7 @@ mod tests {
 
     #[test]
     fn off_never_touches_the_device() {
-        let mut w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Off));
+        let mut w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Off), LinuxWatchdog::default());
         w.apply(WatchdogStep::Keepalive, 30);
         assert!(w.armed.is_none() && w.reported.is_none());
     }
@@ -269,25 +315,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-a-watchdog");
         std::fs::write(&path, "").unwrap();
-        let mut w = Watchdog::new(cfg(&path, WatchdogMode::Required));
+        let mut w = Watchdog::new(cfg(&path, WatchdogMode::Required), LinuxWatchdog::default());
         let t0 = Instant::now();
         assert_eq!(w.unusable(t0, 10), None, "writable and never tried");
         w.check_at_start(10);
         let why = w.unusable(Instant::now(), 10).expect("failed the check at start");
         assert!(why.contains("is not a usable watchdog"), "{why}");
         assert_eq!(w.unusable(Instant::now() + Duration::from_secs(11), 10), None, "tried again after a ttl");
-        let mut auto = Watchdog::new(cfg(&path, WatchdogMode::Automatic));
+        let mut auto = Watchdog::new(cfg(&path, WatchdogMode::Automatic), LinuxWatchdog::default());
         auto.check_at_start(10);
         auto.apply(WatchdogStep::Keepalive, 10);
         assert_eq!(auto.unusable(Instant::now(), 10), None, "only `required` keeps a member from leading");
-        let missing = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Required));
+        let missing =
+            Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Required), LinuxWatchdog::default());
         let why = missing.unusable(Instant::now(), 10).unwrap();
         assert!(why.starts_with("/nonexistent/watchdog is not writable"), "{why}");
     }
 
     #[test]
     fn an_unusable_device_is_reported_once_and_nothing_is_armed() {
-        let mut w = Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Automatic));
+        let mut w =
+            Watchdog::new(cfg(Path::new("/nonexistent/watchdog"), WatchdogMode::Automatic), LinuxWatchdog::default());
         w.apply(WatchdogStep::Keepalive, 30);
         let first = w.reported.clone();
         assert!(first.is_some() && w.armed.is_none());

@@ -15,8 +15,9 @@ use serde_json::json;
 
 use super::Agent;
 use crate::agent::failsafe::{run_round, Announce};
+use crate::agent::ports::{Control, Ports};
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// This cycle's round, if one is due: the DCS read failed and the core leads in failsafe mode.
     pub(super) async fn failsafe_round(&self, dcs_failed: bool, local: &LocalPg) -> Option<Round> {
         if !dcs_failed || !local.process.is_primary() {
@@ -39,7 +40,7 @@ impl Agent {
     async fn failsafe_body(&self, local: &LocalPg) -> serde_json::Value {
         let last = || self.slot_status.as_ref().map(|(slots, _)| slots.clone()).unwrap_or_default();
         let slots = match (&self.slot_targets, &local.process) {
-            (Some(targets), PgProcess::Running(r)) => match self.sql.list_slots().await {
+            (Some(targets), PgProcess::Running(r)) => match self.pg.list_slots().await {
                 Ok(existing) => {
                     let flush = r.wal.flush.map_or(0, |l| l.0);
                     rampart_core::slots::published(targets, &existing, &self.cfg.name, flush).0
@@ -86,9 +87,9 @@ impl Agent {
     }
 }
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// Shares the REST API's record of accepted pings with the loop.
-    pub fn with_failsafe_inbox(mut self, inbox: crate::agent::failsafe::Inbox) -> Agent {
+    pub fn with_failsafe_inbox(mut self, inbox: crate::agent::failsafe::Inbox) -> Agent<P> {
         self.failsafe_inbox = inbox;
         self
     }

@@ -20,6 +20,7 @@ use rampart_pg::{PendingRestart, Probe};
 use tracing::{info, warn};
 
 use super::{settings, Agent, SYNC_NAMES_APPLY_LIMIT};
+use crate::agent::ports::{Control, DataFiles, Ports};
 
 /// What was last applied.
 #[derive(Default)]
@@ -46,7 +47,7 @@ impl ParamState {
     }
 }
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// Writes and reloads changed parameters; refreshes `pending_restart`.
     pub(in crate::agent) async fn apply_parameters(&mut self, probe: Option<&Probe>, cluster: Option<&Cluster>) {
         let Some(p) = probe else {
@@ -73,8 +74,8 @@ impl Agent {
         if self.params.applied.as_ref() != Some(&s.parameters) {
             if let Some(role) = role {
                 let first = self.params.applied.is_none();
-                match rampart_pg::write_config(&s, &role) {
-                    Ok(()) => match self.sql.reload().await {
+                match self.pg.write_config(&s, &role) {
+                    Ok(()) => match self.pg.reload().await {
                         Ok(()) => {
                             if !first {
                                 info!("PostgreSQL parameters changed: configuration rewritten and reloaded");
@@ -87,7 +88,7 @@ impl Agent {
                 }
             }
         }
-        match self.sql.pending_restart().await {
+        match self.pg.pending_restart().await {
             Ok(pending) => {
                 if !pending.is_empty() && pending != self.params.pending_reason {
                     let changes: Vec<String> =
@@ -101,7 +102,7 @@ impl Agent {
     }
 }
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// Executes [`rampart_core::Action::SetSynchronousStandbyNames`]: remembers the value (a
     /// start renders it), and on a running server rewrites postgresql.conf, reloads, and waits
     /// until the server shows it. When it does not in time, the core is told, so that it sets the
@@ -123,10 +124,10 @@ impl Agent {
             StartRole::Primary
         };
         let s = self.pg_settings_for(&role);
-        rampart_pg::write_config(&s, &role)?;
-        self.sql.reload().await?;
+        self.pg.write_config(&s, &role)?;
+        self.pg.reload().await?;
         self.params.applied = Some(s.parameters.clone());
-        let shown = self.sql.wait_for_synchronous_standby_names(names, SYNC_NAMES_APPLY_LIMIT).await;
+        let shown = self.pg.wait_for_synchronous_standby_names(names, SYNC_NAMES_APPLY_LIMIT).await;
         if !matches!(shown, Ok(true)) {
             self.core.advance(ActionResult::SyncNamesUnconfirmed(names.to_string()));
             bail!("PostgreSQL did not show synchronous_standby_names = {names:?} in time ({shown:?})");

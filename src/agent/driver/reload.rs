@@ -16,7 +16,6 @@
 //!   and never printed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_api::LocalReply;
@@ -24,6 +23,7 @@ use rampart_config::{Config, ConfigError, Loaded, RestApi};
 use tracing::{error, info, warn};
 
 use super::{callbacks, settings, Agent};
+use crate::agent::ports::{Control, Ports};
 
 /// How long a reload may spend preparing the REST API's new security settings (resolving the
 /// allowlist's host names); the agent's loop waits meanwhile.
@@ -138,7 +138,7 @@ pub fn hold_back_restart_only(old: &Config, new: &mut Config) -> Vec<&'static st
     held
 }
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// Re-reads the configuration file (`why`: what asked for it) and applies what it can: the
     /// PostgreSQL settings, pg_hba, tags, callbacks and watchdog at the next cycle, the REST API's
     /// security and the log settings at once; restart-only keys are named and held back. An invalid file (also one
@@ -212,7 +212,7 @@ impl Agent {
         let new_pg = self.pg_settings();
         if sql_inputs(&old_pg) != sql_inputs(&new_pg) {
             // New superuser credentials: the next query connects with them.
-            self.sql = Arc::new(rampart_pg::Sql::new(&new_pg));
+            self.pg.reconnect(&new_pg);
             if let Some(live) = &self.live_sql {
                 live.replace(&new_pg);
             }

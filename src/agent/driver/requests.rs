@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use super::super::backend::Queued;
-use super::{callbacks, wall_clock_ms, Agent};
+use super::{callbacks, Agent};
+use crate::agent::jobs::JobResult;
+use crate::agent::ports::{Ports, WallClock};
 
 /// Requests waiting for the loop, and the scheduled restart.
 #[derive(Default)]
@@ -50,7 +52,7 @@ fn reply(tx: oneshot::Sender<LocalReply>, status: u16, message: impl Into<String
     let _ = tx.send(LocalReply { status, message: message.into() });
 }
 
-impl Agent {
+impl<P: Ports> Agent<P> {
     /// A request arrived from the REST API.
     pub(in crate::agent) async fn on_local_request(&mut self, (request, tx): Queued) {
         match request {
@@ -105,7 +107,7 @@ impl Agent {
     }
 
     /// A job ended: answer whoever waits for it and run the matching callback.
-    pub(in crate::agent) fn job_finished(&mut self, kind: JobKind, result: &Result<(), String>) {
+    pub(in crate::agent) fn job_finished(&mut self, kind: JobKind, result: &JobResult) {
         if let Some((k, tx)) = self.local.job_reply.take() {
             if k == kind {
                 match result {
@@ -129,7 +131,7 @@ impl Agent {
 
     /// Turns a due scheduled restart into a pending request (if its filters still hold).
     pub(in crate::agent) fn due_scheduled_restart(&mut self, probe: Option<&Probe>) {
-        let due = self.local.scheduled.as_ref().is_some_and(|s| s.at_unix_ms <= wall_clock_ms());
+        let due = self.local.scheduled.as_ref().is_some_and(|s| s.at_unix_ms <= self.clock.unix_ms());
         if !due || self.local.pending.is_some() {
             return;
         }
