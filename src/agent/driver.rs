@@ -115,6 +115,8 @@ pub struct Agent<P: Ports> {
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
     watchdog: Watchdog<P::Watchdog>,
+    /// When the watchdog must be armed.
+    watchdog_rules: WatchdogRules,
     /// The hot-standby-critical settings of the control file, as last observed: a replica's
     /// configuration is written with at least these.
     control: rampart_core::hot_standby::Values,
@@ -141,6 +143,7 @@ impl<P: Ports> Agent<P> {
         let probe = ports.peers;
         Agent {
             watchdog,
+            watchdog_rules: WatchdogRules::CORE,
             cfg,
             dcs: ports.dcs,
             pg: ports.pg,
@@ -225,6 +228,13 @@ impl<P: Ports> Agent<P> {
         }
     }
 
+    /// Applies other watchdog rules than the core's (the simulation's negative control).
+    #[cfg(test)]
+    pub fn with_watchdog_rules(mut self, rules: WatchdogRules) -> Self {
+        self.watchdog_rules = rules;
+        self
+    }
+
     /// Sets the REST API's live-WAL connection, which a reload updates.
     pub fn with_live_sql(mut self, live: Arc<super::live_wal::LiveSql>) -> Self {
         self.live_sql = Some(live);
@@ -266,18 +276,21 @@ impl<P: Ports> Agent<P> {
         // one), so a wake-up right after a quiet cycle costs no added delay.
         let earliest = started + MIN_CYCLE_GAP;
         let next = self.instant(plan.next_cycle).max(earliest);
+        // Biased, so that a run over virtual time is deterministic (which of two ready branches
+        // goes first would otherwise be drawn at random).
         tokio::select! {
+            biased;
+            _ = hangups.recv() => {
+                // Applied at the next cycle; the outcome is in the log (SIGHUP has no one to answer).
+                self.reload("SIGHUP").await;
+                self.wake.notify_one();
+            }
+            Some(q) = self.requests.recv() => self.on_local_request(q).await,
             _ = tokio::time::sleep_until(next) => {}
             _ = self.wake.notified() => { tokio::time::sleep_until(earliest).await; }
             _ = pm_state.changed() => {
                 debug!("postmaster state changed");
                 tokio::time::sleep_until(earliest).await;
-            }
-            Some(q) = self.requests.recv() => self.on_local_request(q).await,
-            _ = hangups.recv() => {
-                // Applied at the next cycle; the outcome is in the log (SIGHUP has no one to answer).
-                self.reload("SIGHUP").await;
-                self.wake.notify_one();
             }
         }
         Ok(())
@@ -376,7 +389,8 @@ impl<P: Ports> Agent<P> {
         if self.job.is_none() && !plan.actions.iter().any(|a| matches!(a, Action::Stop(_))) {
             self.apply_parameters(probe.as_ref(), cluster.as_deref()).await;
         }
-        self.feed_watchdog(seen_primary(&local, self.job.as_ref()));
+        let primary = (self.watchdog_rules.guards_a_primary)(&local.process, self.job.as_ref().map(RunningJob::kind));
+        self.feed_watchdog(primary);
         let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };
         self.publish(&seen).await;
         Ok(plan)
@@ -577,7 +591,7 @@ impl<P: Ports> Agent<P> {
                 // it is armed now rather than after the cycle, and with `mode: required` a
                 // device that will not arm stops the job here (the next cycle sees the failure
                 // and gives the lock up).
-                if rampart_core::watchdog::may_leave_a_primary(job.kind()) {
+                if (self.watchdog_rules.may_leave_a_primary)(job.kind()) {
                     self.feed_watchdog(true);
                     if self.watchdog.required() && !self.watchdog.is_armed() && self.core.leader_until().is_some() {
                         self.wake.notify_one();
@@ -827,11 +841,31 @@ impl<P: Ports> Agent<P> {
     }
 }
 
-/// Whether PostgreSQL runs as primary, or a job under way may make it one before the next cycle
-/// (a promotion, or a start in place): the watchdog must be armed before that can take effect
-/// (rule: [`rampart_core::watchdog::guards_a_primary`]).
-fn seen_primary(local: &LocalPg, job: Option<&RunningJob>) -> bool {
-    rampart_core::watchdog::guards_a_primary(&local.process, job.map(RunningJob::kind))
+/// The watchdog rules the loop applies: the core's. The simulation swaps in a broken pair to
+/// show that it notices (a negative control); nothing else changes them.
+#[derive(Clone, Copy)]
+pub struct WatchdogRules {
+    /// Whether PostgreSQL runs as primary, or a job under way may make it one before the next
+    /// cycle (a promotion, or a start in place): the watchdog must be armed before that can take
+    /// effect.
+    guards_a_primary: fn(&PgProcess, Option<JobKind>) -> bool,
+    /// Whether a job can leave PostgreSQL running as primary (armed before it starts).
+    may_leave_a_primary: fn(JobKind) -> bool,
+}
+
+impl WatchdogRules {
+    /// [`rampart_core::watchdog::guards_a_primary`] and [`rampart_core::watchdog::may_leave_a_primary`].
+    pub const CORE: WatchdogRules = WatchdogRules {
+        guards_a_primary: rampart_core::watchdog::guards_a_primary,
+        may_leave_a_primary: rampart_core::watchdog::may_leave_a_primary,
+    };
+
+    /// Broken on purpose: only a running primary or a promotion counts.
+    #[cfg(test)]
+    pub const PROMOTION_ONLY: WatchdogRules = WatchdogRules {
+        guards_a_primary: |p, job| p.is_primary() || job == Some(JobKind::Promote),
+        may_leave_a_primary: |job| job == JobKind::Promote,
+    };
 }
 
 impl<P: Ports> Agent<P> {

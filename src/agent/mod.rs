@@ -24,6 +24,8 @@ pub mod publish;
 pub mod replica_methods;
 pub mod settings;
 pub mod signals;
+#[cfg(test)]
+mod sim;
 pub mod watchdog;
 
 use std::path::Path;

@@ -133,6 +133,14 @@ pub fn install() -> std::io::Result<(StopWatch, Hangups)> {
     Ok((StopWatch(stop_rx), Hangups(hup_rx)))
 }
 
+/// Stop and reload requests that never come (agents run by tests, stopped by aborting them).
+#[cfg(test)]
+pub fn never() -> (StopWatch, Hangups) {
+    let (_, stops) = watch::channel(Stops::default());
+    let (_, hangups) = mpsc::channel(1);
+    (StopWatch(stops), Hangups(hangups))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

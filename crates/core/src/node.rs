@@ -812,19 +812,32 @@ impl HaNode {
     /// waits forever). This happens to a former primary that was started read-only before the new
     /// timeline existed, so its control file no longer says it was a primary. It is stopped
     /// cleanly, and rewound before it runs again.
-    fn diverged_replica(&mut self, now: Millis, cluster: &Cluster, r: &RunningPg, paused: bool) -> Option<Plan> {
+    fn diverged_replica(
+        &mut self,
+        now: Millis,
+        cluster: &Cluster,
+        ctl: &ControlData,
+        r: &RunningPg,
+        paused: bool,
+    ) -> Option<Plan> {
         // Only the WAL receiver's timeline says which timeline the replay is on now: the control
         // file's lags until the next restartpoint, and a healthy replica that already replays the
         // leader's timeline past the fork would look diverged by it. A diverged replica never
         // streams (its upstream refuses a start point that is not in its history), so one that
         // streams is left alone too.
         let suspect = self.diverged_suspect.take();
-        let timeline = r.receiver_timeline?;
         let replayed = r.wal.replayed?;
         if r.streaming {
             return None;
         }
-        let fork = cluster.passed_fork(timeline, replayed)?;
+        // A server started after the fork with WAL past it never streams, so it has no receiver
+        // timeline at all: then the control file's (timeline, position) pairs are judged, each of
+        // which holds together, as for a stopped data directory (the simulation's "replica that
+        // replayed past the fork" found this case).
+        let (timeline, fork) = match r.receiver_timeline {
+            Some(t) => (t, cluster.passed_fork(t, replayed)?),
+            None => ctl.wal_ends().into_iter().find_map(|(t, at)| Some((t, cluster.passed_fork(t, at)?)))?,
+        };
         // The receiver's timeline is the last one it streamed: a replica that went on to the new
         // timeline through restore_command, or whose upstream just went away, still shows the
         // old one until it streams again. Only a replica stuck there, replaying nothing, for
@@ -1272,7 +1285,7 @@ impl HaNode {
                     &format!("demoting self: {} holds the leader lock", leader.name),
                 );
             }
-            if let Some(p) = self.diverged_replica(now, cluster, r, paused) {
+            if let Some(p) = self.diverged_replica(now, cluster, ctl, r, paused) {
                 return p;
             }
             let Some(upstream) = self.desired_upstream(cluster, &leader.name) else {

@@ -56,6 +56,12 @@ impl ConfigSource {
         ConfigSource { path: path.to_path_buf(), overrides }
     }
 
+    /// `path` without overrides (tests, whose agents are never reloaded).
+    #[cfg(test)]
+    pub fn fixed(path: &str) -> ConfigSource {
+        ConfigSource { path: path.into(), overrides: Vec::new() }
+    }
+
     /// Reads and validates the file with the overrides.
     pub fn load(&self) -> Result<Loaded, ConfigError> {
         let file = self.path.display().to_string();
