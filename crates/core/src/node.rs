@@ -36,7 +36,8 @@ use crate::hot_standby;
 use crate::manual::{self, LeaderStep, ReleaseStep, ReplicaStep};
 use crate::model::{Cluster, Tags};
 use crate::observe::{
-    ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request, RunningPg,
+    ControlData, DataDir, DcsView, JobError, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request,
+    RunningPg,
 };
 use crate::slots::{slot_name_from_member_name, SlotKind, SlotTargets};
 use crate::sync::{self, LeaderSync, SyncMark};
@@ -512,6 +513,18 @@ impl HaNode {
         match &obs.job {
             None => None,
             Some(JobState::Running(kind)) => {
+                if let (Some(req @ Request::Reinitialize { force: true, .. }), DcsView::Ok(c), false) =
+                    (&obs.request, &obs.dcs, holds)
+                {
+                    // Patroni's `reinitialize(force=True)`: the job in progress (a clone or a
+                    // rewind that hangs, a start that never ends) is cancelled first.
+                    let mut plan = self.on_request(obs, c, req);
+                    if plan.answer == Some(Answer::Started) {
+                        plan.actions.insert(0, Action::CancelJob);
+                        plan.message = format!("cancelling the {}; {}", kind.describe(), plan.message);
+                    }
+                    return Some(plan);
+                }
                 let plan = if holds {
                     self.plan(
                         now,
@@ -555,12 +568,11 @@ impl HaNode {
                 (JobKind::Clone, Err(e)) => {
                     Some(self.plan(now, vec![Action::WipeDataDir], &format!("replica clone failed ({e}); will retry")))
                 }
-                (JobKind::Rewind, Err(e)) if e.starts_with(crate::action::REWIND_SOURCE_UNAVAILABLE) => {
+                (JobKind::Rewind, Err(e @ JobError::RewindSourceUnavailable { .. })) => {
                     Some(self.plan(now, vec![], &format!("pg_rewind not started ({e}); trying again")))
                 }
-                (JobKind::Rewind, Err(e))
-                    if e.starts_with(crate::action::REWIND_TARGET_UNTOUCHED)
-                        && !self.s.remove_data_directory_on_rewind_failure =>
+                (JobKind::Rewind, Err(e @ JobError::RewindUntouched { .. }))
+                    if !self.s.remove_data_directory_on_rewind_failure =>
                 {
                     let wait = rewind_retry_secs(self.config.loop_wait, self.rewind_retries);
                     self.rewind_retries = self.rewind_retries.saturating_add(1);
