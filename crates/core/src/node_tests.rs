@@ -1522,7 +1522,7 @@ fn the_leader_refuses_a_switchover_to_a_member_that_is_not_synchronous() {
     let peers = [peer("n2", 1000, false), peer("n3", 1000, false)];
     let p = HaNode::new(settings()).decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
     assert!(p.actions.contains(&Action::ClearFailover), "{p:?}");
-    assert!(p.message.contains("not a synchronous standby"), "{}", p.message);
+    assert!(p.message.contains("n3 refused: candidate name does not match with sync_standby"), "{}", p.message);
     // To the synchronous standby it goes ahead.
     c.failover = failover(Some(ME), Some("n2"));
     let a = decide(&mut HaNode::new(settings()), &Observation { peers: Some(&peers), ..obs(0, &c, &l) });
