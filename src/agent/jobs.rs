@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use rampart_core::model::HistoryEntry;
-use rampart_core::observe::{JobKind, JobState};
+use rampart_core::observe::{JobError, JobKind, JobState};
 use rampart_core::{DataDir, Job, StartRole, StopMode};
 use rampart_dcs::Dcs;
 use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::ports::Jobs;
 
 /// How a job ended.
-pub type JobResult = Result<(), String>;
+pub type JobResult = Result<(), JobError>;
 
 /// Everything a job may need besides the local PostgreSQL (the port that runs it).
 #[derive(Clone)]
@@ -79,7 +79,7 @@ impl RunningJob {
         }
         let result = match (&mut self.handle).await {
             Ok(r) => r,
-            Err(e) => Err(format!("job task failed: {e}")),
+            Err(e) => Err(JobError::Failed(format!("job task failed: {e}"))),
         };
         match &result {
             Ok(()) => info!(job = self.kind.describe(), "job finished"),
@@ -101,7 +101,7 @@ impl RunningJob {
 /// [`Jobs`] port); `wake` may be notified on the way, when the loop should look before the end.
 pub async fn run<D: Dcs>(job: Job, ctx: &JobContext<D>, pm: &Postmaster, sql: &Sql, wake: &Notify) -> JobResult {
     let s = &ctx.settings;
-    let text = |e: rampart_pg::PgError| e.to_string();
+    let text = |e: rampart_pg::PgError| JobError::Failed(e.to_string());
     match job {
         Job::Bootstrap => {
             match &ctx.bootstrap_method {
@@ -129,15 +129,15 @@ pub async fn run<D: Dcs>(job: Job, ctx: &JobContext<D>, pm: &Postmaster, sql: &S
         }
         Job::Rewind(from) => {
             if let Err(e) = rampart_pg::check_rewind_source(s, &from).await {
-                return Err(format!("{}: {}: {e}", rampart_core::action::REWIND_SOURCE_UNAVAILABLE, from.name));
+                return Err(JobError::RewindSourceUnavailable { source_name: from.name, reason: e.to_string() });
             }
             rampart_pg::write_pgpass(s).map_err(text)?;
             let outcome = rampart_pg::rewind(s, &from).await.map_err(|e| match e {
                 // The core tries again later rather than waiting for an operator.
                 rampart_pg::PgError::RewindUntouched { status, output_tail } => {
-                    format!("{} ({status}): {output_tail}", rampart_core::action::REWIND_TARGET_UNTOUCHED)
+                    JobError::RewindUntouched { status: status.to_string(), output_tail }
                 }
-                e => e.to_string(),
+                e => JobError::Failed(e.to_string()),
             })?;
             info!(?outcome, from = %from.name, "pg_rewind done");
             Ok(())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rampart_api::backend::BoxFuture;
 use rampart_api::MemberProbe;
 use rampart_core::model::HistoryEntry;
-use rampart_core::observe::{ClusterState, ControlData, LocalPg, PgProcess};
+use rampart_core::observe::{ClusterState, ControlData, JobError, LocalPg, PgProcess};
 use rampart_core::slots::{ExistingSlot, SlotSteps};
 use rampart_core::{DataDir, Job, Lsn, StartRole, StopMode};
 use rampart_dcs::Dcs;
@@ -253,12 +253,12 @@ impl Jobs<MemDcs> for ToyPg {
             let history = {
                 let mut w = world.lock().unwrap();
                 if w.machines[me].epoch != epoch {
-                    return Err("the machine was reset".to_string());
+                    return Err(JobError::Failed("the machine was reset".into()));
                 }
                 run_toy_job(&mut w, me, &job, &ctx.settings)?
             };
             if let Some(h) = history {
-                ctx.dcs.write_history(&h, ctx.dcs.op_deadline()).await.map_err(|e| e.to_string())?;
+                ctx.dcs.write_history(&h, ctx.dcs.op_deadline()).await.map_err(|e| JobError::Failed(e.to_string()))?;
             }
             Ok(())
         }
@@ -271,7 +271,7 @@ fn run_toy_job(
     me: usize,
     job: &Job,
     settings: &PgSettings,
-) -> Result<Option<Vec<HistoryEntry>>, String> {
+) -> Result<Option<Vec<HistoryEntry>>, JobError> {
     let start = |w: &mut super::world::World, role: &StartRole| {
         let pg = &mut w.machines[me].pg;
         pg.running = true;
@@ -318,7 +318,7 @@ fn run_toy_job(
         Job::Promote => {
             let pg = &w.machines[me].pg;
             if !pg.running || !pg.in_recovery {
-                return Err("not a running standby".into());
+                return Err(JobError::Failed("not a running standby".into()));
             }
             if w.mode.is_active() && pg.wal < w.acked {
                 let (wal, acked) = (pg.wal, w.acked);
@@ -347,14 +347,13 @@ fn run_toy_job(
             Ok(Some(history))
         }
         Job::Rewind(from) => {
-            let u = index(&from.name).ok_or("unknown source")?;
+            let u = index(&from.name).ok_or_else(|| JobError::Failed("unknown source".into()))?;
             let src = w.machines[u].pg.clone();
             if !src.running || !w.linked(me, u, w.now()) {
-                return Err(format!(
-                    "{}: {}: not answering",
-                    rampart_core::action::REWIND_SOURCE_UNAVAILABLE,
-                    from.name
-                ));
+                return Err(JobError::RewindSourceUnavailable {
+                    source_name: from.name.clone(),
+                    reason: "not answering as a primary".into(),
+                });
             }
             let pg = &mut w.machines[me].pg;
             // Back to where its timeline forked off the source's, then the source's history.
@@ -368,7 +367,7 @@ fn run_toy_job(
             Ok(None)
         }
         Job::Clone(Some(from)) | Job::Reinitialize(from) => {
-            let u = index(&from.name).ok_or("unknown source")?;
+            let u = index(&from.name).ok_or_else(|| JobError::Failed("unknown source".into()))?;
             let src = w.machines[u].pg.clone();
             let pg = &mut w.machines[me].pg;
             pg.running = false;
@@ -379,7 +378,7 @@ fn run_toy_job(
             w.note(format!("n{me} cloned from {}", from.name));
             Ok(None)
         }
-        Job::Clone(None) | Job::Bootstrap => Err("not modelled".into()),
+        Job::Clone(None) | Job::Bootstrap => Err(JobError::Failed("not modelled".into())),
         Job::CopyLogicalSlots { .. } => Ok(None),
     }
 }
