@@ -20,7 +20,8 @@
 //! Checked every 100 ms of virtual time: **never two writable primaries**; in synchronous mode
 //! (`on`, `quorum`), at every promotion, **the promoted member has every commit any primary
 //! acknowledged**; and once the faults have stopped (the last 70 s), **the cluster converges**:
-//! one primary holding the lock, every other member streaming from it on its timeline. A failing
+//! one primary holding the lock, every other member streaming from it on its timeline (unless a
+//! timeline collision made that impossible, see [`COLLISION`]; such runs are counted). A failing
 //! seed prints what happened (its fault schedule and the toy PostgreSQL's events).
 //!
 //! Nothing in the core can stop a primary whose agent does not run, so the long freezes are
@@ -69,6 +70,15 @@ const WARM_UP_MS: u64 = 3_000;
 const RUN_MS: u64 = 300_000;
 /// No fault starts in the last stretch of a run: the cluster must have converged by its end.
 const QUIET_MS: u64 = 70_000;
+/// What the log says after a promotion onto a timeline number another member created before.
+/// That happens when a member whose WAL went past a fork wins a race while every other member is
+/// down (its lag is within `maximum_lag_on_failover`, and `check_timeline` is off, Patroni's
+/// default). A member on the other timeline of that number, or on a higher one, may be unable to
+/// follow it without an operator (Patroni cannot tell either), so a run that does not converge
+/// after a collision is counted, not failed; the safety invariants hold regardless.
+const COLLISION: &str = "timeline collision";
+/// What the log says when a run did not converge after a timeline collision.
+const NOT_CONVERGED: &str = "not converged, not due after a timeline collision";
 /// How long a machine the watchdog reset stays down before its agent starts again.
 const REBOOT_MS: u64 = 3_000;
 
@@ -198,6 +208,7 @@ fn world(seed: u64, mode: SyncMode) -> World {
         rng: Rng::new(seed ^ 0xF00D),
         faults_until: RUN_MS - QUIET_MS,
         ttl_ms: TTL * 1000,
+        timelines: [(1, 0)].into(),
     };
     w.store.put(prefix.key("initialize"), "1".into(), 0);
     w.store.put(prefix.key("config"), serde_json::to_string(&dynamic(mode)).unwrap(), 0);
@@ -292,9 +303,17 @@ async fn run_in_runtime(seed: u64, mode: SyncMode, wd: WatchdogModel) -> (Result
             return (Err(report(&w, v)), w.log.clone());
         }
     }
-    let w = world.lock().unwrap();
-    let end = converged(&w)
-        .map_err(|e| report(&w, format!("t={RUN_MS}: not converged after {QUIET_MS} ms without faults: {e}")));
+    let mut w = world.lock().unwrap();
+    let end = match converged(&w) {
+        // Not due after a timeline collision (see COLLISION): noted, not a failure.
+        Err(e) if w.log.iter().any(|l| l.contains(COLLISION)) => {
+            w.note(format!("{NOT_CONVERGED}: {e}"));
+            Ok(())
+        }
+        end => {
+            end.map_err(|e| report(&w, format!("t={RUN_MS}: not converged after {QUIET_MS} ms without faults: {e}")))
+        }
+    };
     (end, w.log.clone())
 }
 
@@ -419,12 +438,20 @@ fn never_two_writable_primaries_and_convergence_over_many_seeded_schedules() {
     let started = std::time::Instant::now();
     let n = seeds(40);
     let count = n.end - n.start;
+    let (mut collisions, mut excused) = (0, 0);
     for seed in n {
-        if let Err(e) = run(seed, SyncMode::Off, WatchdogModel::Modelled) {
+        let (result, log) = run_logged(seed, SyncMode::Off, WatchdogModel::Modelled);
+        if let Err(e) = result {
             panic!("seed {seed} (re-run with this seed to reproduce): {e}");
         }
+        collisions += usize::from(log.iter().any(|l| l.contains(COLLISION)));
+        excused += usize::from(log.iter().any(|l| l.contains(NOT_CONVERGED)));
     }
-    println!("{count} schedules in {:?}", started.elapsed());
+    println!(
+        "{count} schedules in {:?}, all safe, all converged but {excused} of the {collisions} with a timeline \
+         collision",
+        started.elapsed(),
+    );
 }
 
 #[test]

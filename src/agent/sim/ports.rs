@@ -332,7 +332,7 @@ fn run_toy_job(
             pg.receiving = false;
             pg.was_primary = true;
             let (tl, wal) = (pg.timeline, pg.wal);
-            let history = pg
+            let history: Vec<HistoryEntry> = pg
                 .history
                 .iter()
                 .map(|(t, at)| HistoryEntry {
@@ -343,6 +343,11 @@ fn run_toy_job(
                     new_leader: None,
                 })
                 .collect();
+            // A member that never saw a newer timeline picks a number taken already, as
+            // PostgreSQL does (it knows only its own history files).
+            if let Some(first) = w.timelines.insert(tl, me) {
+                w.note(format!("timeline collision: timeline {tl} exists already (n{first} promoted onto it)"));
+            }
             w.note(format!("n{me} promoted onto timeline {tl} at {wal}"));
             Ok(Some(history))
         }

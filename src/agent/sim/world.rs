@@ -198,6 +198,8 @@ pub struct World {
     pub faults_until: u64,
     /// The lease's ttl.
     pub ttl_ms: u64,
+    /// The timelines promotions created, and by whom.
+    pub timelines: std::collections::BTreeMap<u32, usize>,
 }
 
 /// Member `i`'s name.
