@@ -44,6 +44,8 @@ mod failsafe;
 mod params;
 pub(in crate::agent) mod reload;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 /// Shortest pause between two cycles, so a condition that asks for an immediate re-run every
 /// time cannot spin the CPU.

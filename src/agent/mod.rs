@@ -25,7 +25,7 @@ pub mod replica_methods;
 pub mod settings;
 pub mod signals;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 pub mod watchdog;
 
 use std::path::Path;

@@ -428,6 +428,14 @@ impl HaNode {
                 );
             }
         }
+        // Nothing left to fence (PostgreSQL is not running), or the lease itself has run out: the
+        // lock is given up all the same. Kept, its deadline would keep every DCS call's deadline
+        // in the past, and a leader whose PostgreSQL died while the DCS was away could never read
+        // the DCS again (the simulation found one wedged so).
+        let fenced = self.fence_deadline().is_some_and(|d| now >= d) && !obs.local.process.is_alive();
+        if fenced || self.leader_until.is_some_and(|u| now >= u) {
+            self.leader_until = None;
+        }
 
         if let Some(plan) = self.on_job(obs) {
             return plan;

@@ -39,7 +39,7 @@
 
 mod dcs;
 mod ports;
-mod world;
+pub mod world;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,23 +135,30 @@ fn dynamic(mode: SyncMode) -> DynamicConfig {
     }
 }
 
-/// Member `i`'s configuration file.
-fn config(i: usize, watchdog: &str, margin: i64) -> rampart_config::Config {
+/// Member `i`'s configuration file (its `bootstrap.dcs` is the DCS `config` key's content).
+fn config(i: usize, mode: SyncMode, watchdog: &str, margin: i64) -> rampart_config::Config {
+    let sync = match mode {
+        SyncMode::Off => "false",
+        SyncMode::On => "true",
+        SyncMode::Quorum => "quorum",
+    };
     let text = format!(
         "scope: sim\nnamespace: /service\nname: n{i}\nrestapi:\n  listen: 127.0.0.1:{api}\netcd3:\n  hosts: \
-         127.0.0.1:2379\npostgresql:\n  listen: 127.0.0.1:{pg}\n  data_dir: /nonexistent/sim/n{i}\n  use_pg_rewind: true\n  authentication:\n    \
-         superuser: {{username: postgres, password: su}}\n    replication: {{username: replicator, password: rep}}\n\
-         watchdog:\n  mode: {watchdog}\n  device: /dev/sim-watchdog\n  safety_margin: {margin}\n",
+         127.0.0.1:2379\nbootstrap:\n  dcs:\n    ttl: {TTL}\n    loop_wait: 1\n    retry_timeout: 3\n    \
+         synchronous_mode: {sync}\npostgresql:\n  listen: 127.0.0.1:{pg}\n  data_dir: /nonexistent/sim/n{i}\n  \
+         use_pg_rewind: true\n  authentication:\n    superuser: {{username: postgres, password: su}}\n    \
+         replication: {{username: replicator, password: rep}}\nwatchdog:\n  mode: {watchdog}\n  device: \
+         /dev/sim-watchdog\n  safety_margin: {margin}\n",
         api = 8000 + i,
         pg = pg_port(i),
     );
     rampart_config::parse(&text, "sim.yml", Vec::new()).expect("the simulation's configuration is valid").config
 }
 
-/// Starts machine `i`'s agent (a new process: no memory of an earlier one).
-fn spawn_agent(world: &SharedWorld, i: usize, wd: WatchdogModel, margin: i64) -> JoinHandle<()> {
-    let mode = if wd == WatchdogModel::Absent { "off" } else { "automatic" };
-    let cfg = config(i, mode, margin);
+/// Machine `i`'s agent over the simulation's ports (a new process: no memory of an earlier one).
+pub fn agent(world: &SharedWorld, i: usize, mode: SyncMode, wd: WatchdogModel, margin: i64) -> Agent<SimPorts> {
+    let watchdog = if wd == WatchdogModel::Absent { "off" } else { "automatic" };
+    let cfg = config(i, mode, watchdog, margin);
     let ports = PortSet::<SimPorts> {
         dcs: MemDcs::new(world.clone(), i, TTL),
         pg: ToyPg::new(world.clone(), i),
@@ -161,11 +168,17 @@ fn spawn_agent(world: &SharedWorld, i: usize, wd: WatchdogModel, margin: i64) ->
     };
     let (snap, _) = watch::channel(Default::default());
     let (_, requests) = mpsc::channel(1);
-    let mut agent =
+    let agent =
         Agent::new(cfg, ConfigSource::fixed("/nonexistent/sim.yml"), ports, snap, Arc::new(Notify::new()), requests);
-    if wd == WatchdogModel::PromotionOnly {
-        agent = agent.with_watchdog_rules(super::driver::WatchdogRules::PROMOTION_ONLY);
+    match wd {
+        WatchdogModel::PromotionOnly => agent.with_watchdog_rules(super::driver::WatchdogRules::PROMOTION_ONLY),
+        _ => agent,
     }
+}
+
+/// Starts machine `i`'s agent.
+fn spawn_agent(world: &SharedWorld, i: usize, mode: SyncMode, wd: WatchdogModel, margin: i64) -> JoinHandle<()> {
+    let agent = agent(world, i, mode, wd, margin);
     let (stops, hangups) = super::signals::never();
     let span = tracing::info_span!("agent", member = i);
     tokio::task::spawn_local(
@@ -178,8 +191,9 @@ fn spawn_agent(world: &SharedWorld, i: usize, wd: WatchdogModel, margin: i64) ->
     )
 }
 
-/// The starting world: n0 a primary, n1 and n2 streaming from it; the cluster initialized.
-fn world(seed: u64, mode: SyncMode) -> World {
+/// The starting world: n0 a primary, n1 and n2 streaming from it; the cluster initialized (its
+/// clock starts now).
+pub fn world(seed: u64, mode: SyncMode) -> World {
     let machines = (0..N)
         .map(|i| Machine {
             pg: Pg {
@@ -209,6 +223,8 @@ fn world(seed: u64, mode: SyncMode) -> World {
         faults_until: RUN_MS - QUIET_MS,
         ttl_ms: TTL * 1000,
         timelines: [(1, 0)].into(),
+        fail_next_job: None,
+        jobs_started: Vec::new(),
     };
     w.store.put(prefix.key("initialize"), "1".into(), 0);
     w.store.put(prefix.key("config"), serde_json::to_string(&dynamic(mode)).unwrap(), 0);
@@ -228,6 +244,11 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
         let ms = RUN_START.with(|s| s.get()).map_or(0, |s| Instant::now().saturating_duration_since(s).as_millis());
         write!(w, "t={ms}")
     }
+}
+
+/// The starting world for the driver's unit tests (no faults).
+pub fn ports_world(mode: SyncMode) -> SharedWorld {
+    Arc::new(Mutex::new(world(0, mode)))
 }
 
 /// Runs one seeded schedule; the first violation, with what led to it.
@@ -260,7 +281,8 @@ async fn run_in_runtime(seed: u64, mode: SyncMode, wd: WatchdogModel) -> (Result
     let world: SharedWorld = Arc::new(Mutex::new(world(seed, mode)));
     RUN_START.with(|s| s.set(Some(world.lock().unwrap().start)));
     world.lock().unwrap().note(format!("{mode:?}, watchdog {wd:?}, safety_margin {margin}"));
-    let mut agents: Vec<Option<JoinHandle<()>>> = (0..N).map(|i| Some(spawn_agent(&world, i, wd, margin))).collect();
+    let mut agents: Vec<Option<JoinHandle<()>>> =
+        (0..N).map(|i| Some(spawn_agent(&world, i, mode, wd, margin))).collect();
     // Fault 7's second half: at that time, crash the primary's machine and cut the replica ahead off.
     let mut fork_at: Option<(u64, usize, usize, u64)> = None;
     let start = world.lock().unwrap().start;
@@ -291,7 +313,7 @@ async fn run_in_runtime(seed: u64, mode: SyncMode, wd: WatchdogModel) -> (Result
             if w.machines[i].down_until.is_some_and(|t| t <= now) {
                 w.machines[i].down_until = None;
                 w.note(format!("n{i} machine back: its agent starts"));
-                *agent = Some(spawn_agent(&world, i, wd, margin));
+                *agent = Some(spawn_agent(&world, i, mode, wd, margin));
             }
         }
         w.step_postgres(&mut || lag_rng.below(3) == 0);

@@ -247,13 +247,21 @@ impl Jobs<MemDcs> for ToyPg {
         _wake: Arc<Notify>,
     ) -> impl std::future::Future<Output = JobResult> + Send + 'static {
         let (world, me) = (self.world.clone(), self.me);
-        let epoch = world.lock().unwrap().machines[me].epoch;
+        let epoch = {
+            let mut w = world.lock().unwrap();
+            let now = w.now();
+            w.jobs_started.push((now, me, job.kind()));
+            w.machines[me].epoch
+        };
         async move {
             tokio::time::sleep(Duration::from_millis(JOB_MS)).await;
             let history = {
                 let mut w = world.lock().unwrap();
                 if w.machines[me].epoch != epoch {
                     return Err(JobError::Failed("the machine was reset".into()));
+                }
+                if w.fail_next_job.as_ref().is_some_and(|(kind, _)| *kind == job.kind()) {
+                    return Err(w.fail_next_job.take().expect("checked above").1);
                 }
                 run_toy_job(&mut w, me, &job, &ctx.settings)?
             };

@@ -200,6 +200,10 @@ pub struct World {
     pub ttl_ms: u64,
     /// The timelines promotions created, and by whom.
     pub timelines: std::collections::BTreeMap<u32, usize>,
+    /// The next job of this kind (on any machine) fails with this error (the driver's tests).
+    pub fail_next_job: Option<(rampart_core::observe::JobKind, rampart_core::observe::JobError)>,
+    /// Every job started: when, on which machine, what.
+    pub jobs_started: Vec<(u64, usize, rampart_core::observe::JobKind)>,
 }
 
 /// Member `i`'s name.
