@@ -238,6 +238,26 @@ fn leader_fences_itself_before_the_lease_can_expire() {
     assert_eq!(n.leader_until(), None);
 }
 
+/// Found by the simulation: a leader whose PostgreSQL died while the DCS was away has nothing
+/// to stop at its fence deadline, and must give the lock up all the same (the driver bounds every
+/// DCS call by the fence deadline, so one kept in the past would never let it read the DCS again).
+#[test]
+fn a_leader_whose_postgres_died_while_the_dcs_was_away_gives_the_lock_up_at_its_fence_deadline() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    decide(&mut n, &obs(0, &c, &l));
+    n.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
+    let dead = stopped(ClusterState::InProduction, true);
+    let early = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(10_000, &c, &dead) };
+    n.decide(&early);
+    assert_eq!(n.fence_deadline(), Some(Millis(25_000)), "still inside the lease");
+    let late = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(25_000, &c, &dead) };
+    n.decide(&late);
+    assert_eq!(n.fence_deadline(), None);
+    assert_eq!(n.leader_until(), None);
+}
+
 #[test]
 fn fence_deadline_follows_the_lease_ttl_not_the_configured_one() {
     let mut n = HaNode::new(settings());
