@@ -19,10 +19,10 @@ impl HaNode {
             return Err("PostgreSQL is not running as primary".into());
         }
         let until = round.proof_until(&self.s.name, targets, deadline, self.config.ttl)?;
-        if self.leader_until.is_none_or(|u| u < until) {
-            self.leader_until = Some(until);
+        if self.lease.leader_until.is_none_or(|u| u < until) {
+            self.lease.leader_until = Some(until);
         }
-        self.failsafe_active_until = Some(until);
+        self.failsafe.failsafe_active_until = Some(until);
         Ok(until)
     }
 
@@ -37,6 +37,7 @@ impl HaNode {
             // Still the primary: its slots keep being kept, those of members cascading from
             // others moved to where they said they are.
             let view = self
+                .failsafe
                 .last_cluster
                 .as_ref()
                 .zip(obs.failsafe_round)
@@ -65,7 +66,7 @@ impl HaNode {
                 // every member of the topology accepts it; one that does not ends it at once.
                 // It is started again read-only, to serve reads and to follow whoever leads once
                 // the DCS is back.
-                self.offline_demoted = true;
+                self.start.offline_demoted = true;
                 return self.plan(
                     now,
                     vec![Action::Stop(StopMode::Fast)],
@@ -78,20 +79,20 @@ impl HaNode {
             _ => why.to_string(),
         };
         let why = why.as_str();
-        if obs.local.process.is_primary() && self.leader_until.is_none() && !paused {
+        if obs.local.process.is_primary() && self.lease.leader_until.is_none() && !paused {
             // A primary whose lock we never confirmed (e.g. the agent just restarted): we cannot
             // know that nobody else was promoted, so it must not take writes.
-            self.offline_demoted = true;
+            self.start.offline_demoted = true;
             return self.plan(
                 now,
                 vec![Action::Stop(StopMode::Immediate)],
                 &format!("demoting: running as primary without a confirmed lock and the DCS is unreachable ({why})"),
             );
         }
-        if self.offline_demoted && !obs.local.process.is_alive() && !paused && obs.job.is_none() {
+        if self.start.offline_demoted && !obs.local.process.is_alive() && !paused && obs.job.is_none() {
             if let DataDir::Initialized(_) = &obs.local.data {
                 // Patroni's offline demotion ends with the server following nobody, read-only.
-                self.offline_demoted = false;
+                self.start.offline_demoted = false;
                 return self.plan(
                     now,
                     vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))],
@@ -127,7 +128,7 @@ impl HaNode {
         if !r.in_recovery || !self.config.failsafe_mode() || !self.config.postgresql.use_slots {
             return None;
         }
-        let view = failsafe::with_pinged_slots(self.last_cluster.as_ref()?, ping);
+        let view = failsafe::with_pinged_slots(self.failsafe.last_cluster.as_ref()?, ping);
         Some(Action::SyncSlots(self.replica_slot_targets(obs.now, &view)))
     }
 }

@@ -22,7 +22,7 @@ impl HaNode {
         // leader's timeline past the fork would look diverged by it. A diverged replica never
         // streams (its upstream refuses a start point that is not in its history), so one that
         // streams is left alone too.
-        let suspect = self.diverged_suspect.take();
+        let suspect = self.rewind.diverged_suspect.take();
         let timeline = r.receiver_timeline?;
         let replayed = r.wal.replayed?;
         if r.streaming {
@@ -36,12 +36,12 @@ impl HaNode {
         match suspect {
             Some((since, at)) if at == replayed => {
                 if since.until(now) < DIVERGED_AFTER_MS {
-                    self.diverged_suspect = suspect;
+                    self.rewind.diverged_suspect = suspect;
                     return None;
                 }
             }
             _ => {
-                self.diverged_suspect = Some((now, replayed));
+                self.rewind.diverged_suspect = Some((now, replayed));
                 return None;
             }
         }
@@ -52,7 +52,7 @@ impl HaNode {
             let why = if paused { "maintenance mode" } else { "use_pg_rewind is off" };
             return Some(self.plan(now, vec![], &format!("{what}: needs pg_rewind or reinitialize ({why})")));
         }
-        self.diverged = true;
+        self.rewind.diverged = true;
         Some(self.plan(now, vec![Action::Stop(StopMode::Fast)], &format!("{what}: stopping PostgreSQL to rewind it")))
     }
 

@@ -40,7 +40,7 @@ impl HaNode {
             }
             Some(JobState::Finished(kind, result)) => match (kind, result) {
                 (JobKind::Bootstrap, Ok(())) => {
-                    self.won_initialize = false;
+                    self.start.won_initialize = false;
                     let sysid = match &obs.local.data {
                         DataDir::Initialized(ctl) => ctl.sysid.clone(),
                         _ => String::new(),
@@ -52,7 +52,7 @@ impl HaNode {
                     ))
                 }
                 (JobKind::Bootstrap, Err(e)) => {
-                    self.won_initialize = false;
+                    self.start.won_initialize = false;
                     let mut actions = vec![];
                     if obs.local.process.is_alive() {
                         actions.push(Action::Stop(StopMode::Immediate));
@@ -73,13 +73,13 @@ impl HaNode {
                 (JobKind::Rewind, Err(e @ JobError::RewindUntouched { .. }))
                     if !self.s.remove_data_directory_on_rewind_failure =>
                 {
-                    let wait = rewind_retry_secs(self.config.loop_wait, self.rewind_retries);
-                    self.rewind_retries = self.rewind_retries.saturating_add(1);
-                    self.retry_rewind_after = Some(now.plus_secs(wait));
+                    let wait = rewind_retry_secs(self.config.loop_wait, self.rewind.rewind_retries);
+                    self.rewind.rewind_retries = self.rewind.rewind_retries.saturating_add(1);
+                    self.rewind.retry_rewind_after = Some(now.plus_secs(wait));
                     Some(self.plan(now, vec![], &format!("{e}; trying again in {wait} s")))
                 }
                 (JobKind::Rewind, Err(e)) => {
-                    self.rewind_failed = true;
+                    self.rewind.rewind_failed = true;
                     if self.s.remove_data_directory_on_rewind_failure {
                         Some(self.plan(
                             now,
@@ -98,21 +98,17 @@ impl HaNode {
                     }
                 }
                 (JobKind::Clone, Ok(())) => {
-                    self.fresh_copy = true;
+                    self.rewind.fresh_copy = true;
                     None
                 }
                 (JobKind::Rewind, Ok(())) => {
-                    self.fresh_copy = true;
-                    self.rewind_failed = false;
-                    self.diverged = false;
-                    self.rewind_retries = 0;
-                    self.retry_rewind_after = None;
+                    self.rewind.rewound();
                     None
                 }
                 (JobKind::Promote, Err(e)) if holds => {
                     // pre_promote said no (or the promotion failed): hand the lock to someone
                     // else and stay out of the race for a ttl, as Patroni does.
-                    self.no_race_until = Some(now.plus_secs(self.config.ttl));
+                    self.handover.no_race_until = Some(now.plus_secs(self.config.ttl));
                     Some(self.plan(
                         now,
                         vec![Action::ReleaseLeader],
@@ -123,18 +119,18 @@ impl HaNode {
                     ))
                 }
                 (JobKind::Reinitialize, Ok(())) => {
-                    self.fresh_copy = true;
-                    self.rewind_failed = false;
+                    self.rewind.fresh_copy = true;
+                    self.rewind.rewind_failed = false;
                     None
                 }
                 (JobKind::Start | JobKind::Restart, Err(_)) if !holds => {
                     // Do not hammer a start that just failed: try again after a loop_wait.
-                    self.retry_start_after = Some(now.plus_secs(self.config.loop_wait));
+                    self.start.retry_start_after = Some(now.plus_secs(self.config.loop_wait));
                     None
                 }
                 (JobKind::Start | JobKind::Restart, Err(_)) if holds => {
                     // The rule: a leader whose in-place restart fails hands over.
-                    self.primary_start_failed = true;
+                    self.start.primary_start_failed = true;
                     None
                 }
                 _ => None,

@@ -12,7 +12,7 @@ impl HaNode {
         cluster: &Cluster,
         r: &RunningPg,
     ) -> (Vec<Action>, Option<String>) {
-        if let Some(v) = self.sync_names_unconfirmed.take() {
+        if let Some(v) = self.sync.sync_names_unconfirmed.take() {
             if self.config.sync_mode().is_active() && r.synchronous_standby_names != v {
                 let note = format!("setting synchronous_standby_names = {v} again: its effect was not confirmed");
                 return (vec![Action::SetSynchronousStandbyNames(v)], Some(note));
@@ -23,10 +23,10 @@ impl HaNode {
             config: &self.config,
             cluster,
             pg: r,
-            mark: self.sync_mark.as_ref(),
+            mark: self.sync.sync_mark.as_ref(),
             now,
         });
-        self.sync_mark = step.mark;
+        self.sync.sync_mark = step.mark;
         (step.actions, step.note)
     }
 

@@ -50,7 +50,7 @@ use crate::observe::{
 };
 use crate::roles::{PgState, Role, WalsenderState};
 use crate::slots::{slot_name_from_member_name, SlotKind, SlotTargets};
-use crate::sync::{self, LeaderSync, SyncMark};
+use crate::sync::{self, LeaderSync};
 use crate::sync_election::SyncRule;
 use std::collections::BTreeMap;
 
@@ -99,80 +99,22 @@ pub struct NodeSettings {
 #[derive(Debug)]
 pub struct HaNode {
     s: NodeSettings,
-    /// The lock is ours until this instant (send time of the last confirmed renewal + its
-    /// lease's TTL).
-    leader_until: Option<Millis>,
-    /// TTL of the lease behind `leader_until`.
-    lease_ttl: u64,
     /// Dynamic configuration last seen in the DCS (kept for cycles where the DCS is unreachable).
     config: DynamicConfig,
-    /// We created `initialize` and must bootstrap.
-    won_initialize: bool,
-    /// The data directory was just made consistent with the leader (a fresh clone or a successful
-    /// pg_rewind) and PostgreSQL has not run since. A clone carries the primary's control file
-    /// ("in production"), so without this it would look like a diverged former primary.
-    fresh_copy: bool,
-    /// pg_rewind failed; do not loop on it.
-    rewind_failed: bool,
-    /// This replica replayed WAL of its timeline past the point where the leader's timeline
-    /// forked off it (a former primary started read-only before the new timeline existed): it
-    /// was stopped to be rewound, and must be rewound before it runs again, although its control
-    /// file now says "shut down in recovery".
-    diverged: bool,
-    /// PostgreSQL was stopped because the lock could no longer be vouched for (fencing, or a
-    /// failed failsafe round): while the DCS stays unreachable it is started again read-only,
-    /// following nobody, as Patroni's offline demotion does.
-    offline_demoted: bool,
-    /// When this running replica was first seen stuck past the fork of the leader's timeline,
-    /// and at which replay position (see [`HaNode::diverged_replica`]).
-    diverged_suspect: Option<(Millis, crate::Lsn)>,
-    /// First cycle at which we tried to restart a crashed primary in place.
-    restarting_primary_since: Option<Millis>,
-    /// A start of PostgreSQL as primary failed.
-    primary_start_failed: bool,
-    /// When we stopped PostgreSQL to hand the lock over in a switchover.
-    switchover_started: Option<Millis>,
-    /// Do not race for the lock before this instant (pre_promote refused a promotion).
-    no_race_until: Option<Millis>,
-    /// A start of PostgreSQL failed; do not try again before this instant.
-    retry_start_after: Option<Millis>,
-    /// pg_rewind failed before it changed the data directory (a full disk, a source that went
-    /// away mid-way): the next attempt waits until then, and the wait doubles with each failure
-    /// in a row (`rewind_retries`).
-    retry_rewind_after: Option<Millis>,
-    rewind_retries: u32,
-    /// We stopped PostgreSQL to hand the lock over and have not run it since.
-    rejoin_after_handover: bool,
-    /// Synchronous mode: where the primary's WAL was when the setting in force was first seen.
-    /// Only valid while we lead with a running primary; forgotten otherwise.
-    sync_mark: Option<SyncMark>,
-    /// A `synchronous_standby_names` we set whose effect was not confirmed: set it again before
-    /// deciding anything else about synchronous replication.
-    sync_names_unconfirmed: Option<String>,
-    /// Slot names any leader published in `status` (`retain_slots`, `slots`) while this process
-    /// ran: the unwanted slots we may drop (a replica sees a departed member's slot leave the
-    /// leader's list in the same write that stops wanting it).
-    slots_seen: std::collections::BTreeSet<String>,
-    /// Leader: when each member slot name last belonged to a member (`member_slots_ttl`): the
-    /// slot of a member that left is kept until its time here is a `member_slots_ttl` old.
-    /// Seeded from `status.retain_slots` when this node starts leading (see `retained_seeded`).
-    retained: BTreeMap<String, Millis>,
-    /// `retained` was seeded from the `status` key during the current leadership.
-    retained_seeded: bool,
-    /// Replica: logical slots the leader has and we lack, as the last slot sync reported.
-    slots_to_copy: Vec<String>,
-    /// When we last restarted to copy each logical slot (a failing copy must not restart in a
-    /// loop); entries older than [`SLOT_COPY_INTERVAL_MS`] are forgotten.
-    slots_copied: BTreeMap<String, Millis>,
-    /// Failsafe mode, while we lead: whom to ask during a DCS outage (from the last snapshot in
-    /// which we held the lock).
-    failsafe_targets: Option<Topology>,
-    /// Until when the last complete failsafe round keeps us primary (for the API); cleared as
-    /// soon as the DCS answers again.
-    failsafe_active_until: Option<Millis>,
-    /// Failsafe mode: the last snapshot read from the DCS, from which the slots are still kept
-    /// during an outage (Patroni keeps its last `Cluster` for the same purpose).
-    last_cluster: Option<Cluster>,
+    /// The leader lock as this process last confirmed it.
+    lease: Lease,
+    /// Bootstrap, start and restart in place.
+    start: StartMemory,
+    /// Rewind and divergence from the leader's timeline.
+    rewind: RewindMemory,
+    /// Switchovers and refused promotions.
+    handover: HandoverMemory,
+    /// Synchronous replication, while leading.
+    sync: SyncMemory,
+    /// Replication slot bookkeeping.
+    slots: SlotMemory,
+    /// Failsafe mode.
+    failsafe: FailsafeMemory,
 }
 
 /// What role this node believes it has, for the API and the member key.
@@ -190,33 +132,14 @@ impl HaNode {
         let config = settings.bootstrap_dcs.clone();
         HaNode {
             s: settings,
-            leader_until: None,
-            lease_ttl: config.ttl,
+            lease: Lease { leader_until: None, ttl: config.ttl },
             config,
-            won_initialize: false,
-            fresh_copy: false,
-            rewind_failed: false,
-            diverged: false,
-            diverged_suspect: None,
-            offline_demoted: false,
-            restarting_primary_since: None,
-            primary_start_failed: false,
-            switchover_started: None,
-            no_race_until: None,
-            retry_start_after: None,
-            retry_rewind_after: None,
-            rewind_retries: 0,
-            rejoin_after_handover: false,
-            sync_mark: None,
-            sync_names_unconfirmed: None,
-            slots_seen: Default::default(),
-            retained: BTreeMap::new(),
-            retained_seeded: false,
-            slots_to_copy: Vec::new(),
-            slots_copied: BTreeMap::new(),
-            failsafe_targets: None,
-            failsafe_active_until: None,
-            last_cluster: None,
+            start: Default::default(),
+            rewind: Default::default(),
+            handover: Default::default(),
+            sync: Default::default(),
+            slots: Default::default(),
+            failsafe: Default::default(),
         }
     }
 
@@ -240,46 +163,46 @@ impl HaNode {
     /// a live member's name sees that member's key, and must never release it (rule tested by
     /// `an_agent_never_releases_a_lock_it_does_not_hold`).
     fn holds_lock(&self, cluster: &Cluster) -> bool {
-        cluster.is_leader(&self.s.name) && self.leader_until.is_some()
+        cluster.is_leader(&self.s.name) && self.lease.leader_until.is_some()
     }
 
     /// Until when the lock is ours, if we hold it.
     pub fn leader_until(&self) -> Option<Millis> {
-        self.leader_until
+        self.lease.leader_until
     }
 
     /// The instant by which a primary must have stopped taking writes if its lock has not been
     /// confirmed again. The driver bounds every DCS call so that it returns before this.
     pub fn fence_deadline(&self) -> Option<Millis> {
-        self.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.lease_ttl))))
+        self.lease.leader_until.map(|u| Millis(u.0.saturating_sub(fence_margin_ms(self.lease.ttl))))
     }
 
     /// Failsafe mode with the DCS unreachable: the members the driver must `POST /failsafe` to
     /// this cycle (ourselves included; the driver skips us). `None` when this node does not lead
     /// in failsafe mode.
     pub fn failsafe_targets(&self) -> Option<&Topology> {
-        if !self.config.failsafe_mode() || self.leader_until.is_none() {
+        if !self.config.failsafe_mode() || self.lease.leader_until.is_none() {
             return None;
         }
-        self.failsafe_targets.as_ref().filter(|t| t.contains_key(&self.s.name))
+        self.failsafe.failsafe_targets.as_ref().filter(|t| t.contains_key(&self.s.name))
     }
 
     /// Whether this leader runs on the strength of its members' promises at `now` (the DCS is
     /// unreachable and the last failsafe round was accepted by everyone): Patroni's
     /// `failsafe_mode_is_active`.
     pub fn failsafe_active(&self, now: Millis) -> bool {
-        self.failsafe_active_until.is_some_and(|u| now < u)
+        self.failsafe.failsafe_active_until.is_some_and(|u| now < u)
     }
 
     /// Whether this node keeps out of leader races at `now` (a promotion of its was refused by
     /// `pre_promote`). Published, so that the others do not wait for it.
     pub fn race_backoff(&self, now: Millis) -> bool {
-        self.no_race_until.is_some_and(|u| now < u)
+        self.handover.no_race_until.is_some_and(|u| now < u)
     }
 
     /// Whether this node may present itself as leader at `now`.
     pub fn believed(&self, now: Millis) -> Believed {
-        match self.leader_until {
+        match self.lease.leader_until {
             Some(u) if now < u => Believed::Leader,
             _ => Believed::NotLeader,
         }
@@ -288,15 +211,15 @@ impl HaNode {
     /// Records the result of an action.
     pub fn advance(&mut self, result: ActionResult) {
         match result {
-            ActionResult::InitializeRace { won } => self.won_initialize = won,
+            ActionResult::InitializeRace { won } => self.start.won_initialize = won,
             ActionResult::Leader { held: true, sent_at, ttl_secs } => {
-                self.leader_until = Some(sent_at.plus_secs(ttl_secs));
-                self.lease_ttl = ttl_secs;
+                self.lease.leader_until = Some(sent_at.plus_secs(ttl_secs));
+                self.lease.ttl = ttl_secs;
             }
-            ActionResult::Leader { held: false, .. } => self.leader_until = None,
-            ActionResult::LeaderReleased => self.leader_until = None,
-            ActionResult::SyncNamesUnconfirmed(v) => self.sync_names_unconfirmed = Some(v),
-            ActionResult::LogicalSlotsMissing(v) => self.slots_to_copy = v,
+            ActionResult::Leader { held: false, .. } => self.lease.leader_until = None,
+            ActionResult::LeaderReleased => self.lease.leader_until = None,
+            ActionResult::SyncNamesUnconfirmed(v) => self.sync.sync_names_unconfirmed = Some(v),
+            ActionResult::LogicalSlotsMissing(v) => self.slots.slots_to_copy = v,
         }
     }
 
@@ -314,7 +237,7 @@ impl HaNode {
         }
         let holds = match &obs.dcs {
             DcsView::Ok(c) => self.holds_lock(c),
-            DcsView::Unavailable(_) => self.leader_until.is_some(),
+            DcsView::Unavailable(_) => self.lease.leader_until.is_some(),
         };
         if holds {
             actions.push(Action::ReleaseLeader);
@@ -371,7 +294,7 @@ impl HaNode {
     /// (rule: [`crate::watchdog::required_gate`]). A released lock also keeps this member out of
     /// the race for a ttl, so it does not take the lock back at once.
     fn without_watchdog(&mut self, obs: &Observation<'_>, plan: Plan, why: &str) -> Plan {
-        let holds = self.leader_until.is_some_and(|u| obs.now < u)
+        let holds = self.lease.leader_until.is_some_and(|u| obs.now < u)
             || matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name));
         let running_job = matches!(obs.job, Some(JobState::Running(_)));
         let Some(actions) =
@@ -380,7 +303,7 @@ impl HaNode {
             return plan;
         };
         let what = if holds {
-            self.no_race_until = Some(obs.now.plus_secs(self.config.ttl));
+            self.handover.no_race_until = Some(obs.now.plus_secs(self.config.ttl));
             "releasing the leader lock"
         } else {
             "not taking the leader lock"
@@ -396,14 +319,14 @@ impl HaNode {
             self.config = c.effective_config(&self.s.bootstrap_dcs);
             if !c.is_leader(&self.s.name) {
                 // Someone else holds the key, or nobody does: either way it is not ours.
-                self.leader_until = None;
+                self.lease.leader_until = None;
             }
-            self.failsafe_active_until = None;
+            self.failsafe.failsafe_active_until = None;
             // With the DCS back, the usual rules decide how the server runs again.
-            self.offline_demoted = false;
-            self.failsafe_targets =
+            self.start.offline_demoted = false;
+            self.failsafe.failsafe_targets =
                 (self.config.failsafe_mode() && c.is_leader(&self.s.name)).then(|| failsafe::targets_of(c));
-            self.last_cluster = self.config.failsafe_mode().then(|| (*c).clone());
+            self.failsafe.last_cluster = self.config.failsafe_mode().then(|| (*c).clone());
         }
         // A failsafe round runs only while the DCS is unreachable; it is weighed before the fence
         // check, since an accepted round is what moves the deadline.
@@ -417,10 +340,9 @@ impl HaNode {
             && obs.local.process.is_primary()
             && obs.job.is_none();
         if !leading_primary {
-            self.sync_mark = None;
             // A setting left unconfirmed belongs to that run too: a later leadership must not
             // re-apply it before deciding afresh.
-            self.sync_names_unconfirmed = None;
+            self.sync.forget();
         }
         let now = obs.now;
 
@@ -428,8 +350,8 @@ impl HaNode {
         // must not outlive a lock we can no longer vouch for.
         if let (Some(deadline), true) = (self.fence_deadline(), obs.local.process.is_alive()) {
             if now >= deadline && !self.config.paused() {
-                self.leader_until = None;
-                self.offline_demoted = true;
+                self.lease.leader_until = None;
+                self.start.offline_demoted = true;
                 return self.plan(
                     now,
                     vec![Action::Stop(StopMode::Immediate)],
@@ -591,10 +513,13 @@ mod dcs_outage;
 mod follower;
 mod jobs;
 mod leader;
+mod memory;
 mod requests;
 mod running;
 mod slots;
 mod stopped;
+
+use memory::{FailsafeMemory, HandoverMemory, Lease, RewindMemory, SlotMemory, StartMemory, SyncMemory};
 
 #[cfg(test)]
 mod tests;

@@ -25,10 +25,9 @@ impl HaNode {
         ctl: &ControlData,
         r: &RunningPg,
     ) -> Plan {
-        self.fresh_copy = false;
-        self.restarting_primary_since = None;
-        self.primary_start_failed = false;
-        self.rejoin_after_handover = false;
+        self.rewind.fresh_copy = false;
+        self.start.forget_restart();
+        self.handover.rejoin_after_handover = false;
         // Replay paused for insufficient settings never resumes by itself; until a restart the
         // replica can neither serve current data nor be promoted.
         let blocked = if r.in_recovery {
@@ -96,7 +95,7 @@ impl HaNode {
             actions.push(Action::StartJob(Job::Promote));
             return self.plan(now, actions, "promoting self: holding the leader lock");
         }
-        self.switchover_started = None;
+        self.handover.switchover_started = None;
         let mut actions = vec![Action::RenewLeader];
         if cluster.initialize.as_deref().is_none_or(str::is_empty) {
             actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
@@ -137,7 +136,7 @@ impl HaNode {
                     message = format!("{message}; switchover scheduled in {} s", ms / 1000);
                 }
                 LeaderStep::Demote { to } => {
-                    self.switchover_started = Some(now);
+                    self.handover.switchover_started = Some(now);
                     let to = to.unwrap_or_else(|| "the healthiest replica".into());
                     return self.plan(
                         now,
@@ -311,11 +310,11 @@ impl HaNode {
         if paused {
             return self.plan(now, vec![], "PAUSE: no leader; not racing in maintenance mode");
         }
-        if let Some(until) = self.no_race_until {
+        if let Some(until) = self.handover.no_race_until {
             if now < until {
                 return self.plan(now, vec![], "no leader, not racing: a promotion of mine was refused recently");
             }
-            self.no_race_until = None;
+            self.handover.no_race_until = None;
         }
         let me_cand = Candidate {
             tags: &self.s.tags,

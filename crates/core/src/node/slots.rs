@@ -11,7 +11,7 @@ impl HaNode {
     /// records what the leader published as managed.
     pub(super) fn slot_targets(&mut self, now: Millis, cluster: &Cluster, primary: bool) -> SlotTargets {
         let status = &cluster.status;
-        self.slots_seen.extend(status.retain_slots.iter().chain(status.slots.keys()).cloned());
+        self.slots.slots_seen.extend(status.retain_slots.iter().chain(status.slots.keys()).cloned());
         let (permanent, ignore, member_ttl) =
             (self.config.permanent_slots(), self.config.ignore_slots(), self.config.member_slots_ttl());
         // A configuration we cannot read must not make its slots look unwanted: drop nothing.
@@ -69,8 +69,8 @@ impl HaNode {
             let ttl = member_ttl.unwrap_or(DEFAULT_MEMBER_SLOTS_TTL);
             self.retain_member_slots(now, status, &present, &permanent.unwrap_or_default(), ttl)
         } else {
-            self.retained.clear();
-            self.retained_seeded = false;
+            self.slots.retained.clear();
+            self.slots.retained_seeded = false;
             status.retain_slots.clone()
         };
         // Slots of members that left lately: kept on the leader, and on the replicas so that
@@ -84,7 +84,7 @@ impl HaNode {
             primary,
             wanted,
             positions: if primary { member_positions } else { status.slots.clone() },
-            managed: if readable { self.slots_seen.clone() } else { Default::default() },
+            managed: if readable { self.slots.slots_seen.clone() } else { Default::default() },
             ignore: ignore.unwrap_or_default(),
             retain: if primary { retain } else { Vec::new() },
             idle,
@@ -156,21 +156,21 @@ impl HaNode {
         permanent: &BTreeMap<String, SlotKind>,
         ttl_secs: u64,
     ) -> Vec<String> {
-        if !self.retained_seeded {
-            self.retained_seeded = true;
+        if !self.slots.retained_seeded {
+            self.slots.retained_seeded = true;
             for name in &status.retain_slots {
-                self.retained.insert(name.clone(), now);
+                self.slots.retained.insert(name.clone(), now);
             }
         }
         // Our own name counts as present even before our member key is back.
         let own = slot_name_from_member_name(&self.s.name);
         let present: Vec<&String> = present.iter().chain([&own]).collect();
         for name in &present {
-            self.retained.insert((*name).clone(), now);
+            self.slots.retained.insert((*name).clone(), now);
         }
-        self.retained.retain(|name, seen| !permanent.contains_key(name) && now < seen.plus_secs(ttl_secs));
+        self.slots.retained.retain(|name, seen| !permanent.contains_key(name) && now < seen.plus_secs(ttl_secs));
         // With a ttl of 0 the present members' names expire at once too; they are still published.
-        let mut out: std::collections::BTreeSet<String> = self.retained.keys().cloned().collect();
+        let mut out: std::collections::BTreeSet<String> = self.slots.retained.keys().cloned().collect();
         out.extend(present.into_iter().filter(|n| !permanent.contains_key(*n)).cloned());
         out.into_iter().collect()
     }
@@ -190,17 +190,17 @@ impl HaNode {
         leader: &str,
         target: &(String, u16),
     ) -> Option<Plan> {
-        self.slots_copied.retain(|_, at| now < at.plus_ms(SLOT_COPY_INTERVAL_MS));
-        let ready = self.slots_to_copy.iter().any(|s| !self.slots_copied.contains_key(s))
+        self.slots.slots_copied.retain(|_, at| now < at.plus_ms(SLOT_COPY_INTERVAL_MS));
+        let ready = self.slots.slots_to_copy.iter().any(|s| !self.slots.slots_copied.contains_key(s))
             && !self.config.paused()
             && r.upstream.as_ref() == Some(target);
         if !ready {
             return None;
         }
         let from = upstream_of(cluster, leader)?;
-        let slots = std::mem::take(&mut self.slots_to_copy);
+        let slots = std::mem::take(&mut self.slots.slots_to_copy);
         for s in &slots {
-            self.slots_copied.insert(s.clone(), now);
+            self.slots.slots_copied.insert(s.clone(), now);
         }
         let msg = format!(
             "restarting to copy logical slots [{}] from the leader: PostgreSQL 15 cannot create them on a replica",

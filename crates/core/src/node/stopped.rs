@@ -20,7 +20,7 @@ impl HaNode {
                  lock: leaving it alone (is another agent running with this name?)",
             );
         }
-        if self.won_initialize {
+        if self.start.won_initialize {
             return self.plan(
                 now,
                 vec![Action::StartJob(Job::Bootstrap)],
@@ -66,14 +66,14 @@ impl HaNode {
         let me = self.s.name.clone();
         // A switchover we started goes on in maintenance mode too: the operator asked for it.
         if cluster.is_leader(&me) {
-            if let (Some(started), Some(f)) = (self.switchover_started, &cluster.failover) {
+            if let (Some(started), Some(f)) = (self.handover.switchover_started, &cluster.failover) {
                 return self.hand_over(obs, cluster, f, ctl, started);
             }
         }
         // After handing over, this node comes back as a replica even in maintenance mode: a
         // switchover is not meant to leave the old leader down. Nor is a copy the operator asked
         // for (reinitialize) or a fresh clone: Patroni's clone ends by starting it to follow.
-        if self.config.paused() && !self.rejoin_after_handover && !self.fresh_copy {
+        if self.config.paused() && !self.handover.rejoin_after_handover && !self.rewind.fresh_copy {
             // Patroni's rule: in maintenance mode a leader whose PostgreSQL is down gives the
             // lock up rather than claim a primary that does not run (nobody races while paused;
             // after `resume` the healthiest member takes over, or this one once started again).
@@ -87,8 +87,8 @@ impl HaNode {
             return self.plan(now, vec![], "PAUSE: PostgreSQL is not running; not starting it in maintenance mode");
         }
         if cluster.is_leader(&me) {
-            self.switchover_started = None;
-            if self.config.primary_start_timeout() == 0 && self.restarting_primary_since.is_none() {
+            self.handover.switchover_started = None;
+            if self.config.primary_start_timeout() == 0 && self.start.restarting_primary_since.is_none() {
                 // Patroni's rule: primary_start_timeout 0 prefers failing over to restarting the
                 // primary, when someone can take over.
                 if let Some(heir) = failover_heir(cluster, &me) {
@@ -101,11 +101,10 @@ impl HaNode {
                     );
                 }
             }
-            let since = *self.restarting_primary_since.get_or_insert(now);
+            let since = *self.start.restarting_primary_since.get_or_insert(now);
             let timed_out = now.0.saturating_sub(since.0) > self.config.primary_start_timeout() * 1000;
-            if self.primary_start_failed || timed_out {
-                self.primary_start_failed = false;
-                self.restarting_primary_since = None;
+            if self.start.primary_start_failed || timed_out {
+                self.start.forget_restart();
                 return self.plan(
                     now,
                     vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())],
@@ -130,16 +129,15 @@ impl HaNode {
             actions.push(Action::StartJob(Job::Start(StartRole::Primary)));
             return self.plan(now, actions, "PostgreSQL is not running on the leader: restarting it in place");
         }
-        self.switchover_started = None;
-        self.restarting_primary_since = None;
-        self.primary_start_failed = false;
-        if let Some(after) = self.retry_start_after {
+        self.handover.switchover_started = None;
+        self.start.forget_restart();
+        if let Some(after) = self.start.retry_start_after {
             if now < after {
                 let mut p = self.plan(now, vec![], "PostgreSQL failed to start; trying again shortly");
                 p.next_cycle = p.next_cycle.min(after);
                 return p;
             }
-            self.retry_start_after = None;
+            self.start.retry_start_after = None;
         }
         let Some(leader) = &cluster.leader else {
             return self.plan(
@@ -155,11 +153,11 @@ impl HaNode {
         // the leader's own timeline would run crash recovery on it and write WAL the leader never
         // had (that is how a fresh clone gets broken).
         let past_fork = stopped_past_fork(ctl, cluster);
-        if (ctl.state.was_primary() || self.diverged || past_fork.is_some())
-            && !self.fresh_copy
+        if (ctl.state.was_primary() || self.rewind.diverged || past_fork.is_some())
+            && !self.rewind.fresh_copy
             && ctl.wal_timeline() < cluster.timeline()
         {
-            if self.rewind_failed {
+            if self.rewind.rewind_failed {
                 return self.plan(
                     now,
                     vec![],
@@ -167,7 +165,7 @@ impl HaNode {
                 );
             }
             if self.use_pg_rewind() {
-                if let Some(after) = self.retry_rewind_after.filter(|a| now < *a) {
+                if let Some(after) = self.rewind.retry_rewind_after.filter(|a| now < *a) {
                     let mut p =
                         self.plan(now, vec![], "pg_rewind failed before changing anything; trying again shortly");
                     p.next_cycle = p.next_cycle.min(after);
@@ -184,7 +182,7 @@ impl HaNode {
         }
         // Stopped as diverged, but its control file shows it is on the leader's timeline after all
         // (or it is a fresh copy): nothing to rewind, and nothing to remember either.
-        self.diverged = false;
+        self.rewind.diverged = false;
         let msg = match self.s.tags.nostream {
             true => "starting PostgreSQL as a replica restoring WAL from the archive (nostream)".to_string(),
             false => format!("starting PostgreSQL as a replica of {}", upstream.name),
@@ -208,8 +206,8 @@ impl HaNode {
         let peers = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
         match manual::as_stopped_leader(f, &peers, ctl.checkpoint_lsn, now.0.saturating_sub(started.0)) {
             ReleaseStep::Release(to) => {
-                self.switchover_started = None;
-                self.rejoin_after_handover = true;
+                self.handover.switchover_started = None;
+                self.handover.rejoin_after_handover = true;
                 self.plan(
                     now,
                     vec![Action::ReleaseLeader],
@@ -226,7 +224,7 @@ impl HaNode {
                 p
             }
             ReleaseStep::Abort => {
-                self.switchover_started = None;
+                self.handover.switchover_started = None;
                 let mut actions = vec![Action::ClearFailover, Action::RenewLeader];
                 actions.extend(self.names_to_start_primary(cluster));
                 actions.push(Action::StartJob(Job::Start(StartRole::Primary)));
