@@ -31,6 +31,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rampart_core::Cluster;
+use rampart_core::PgState;
 use rampart_dcs::Dcs;
 use tokio::signal::unix::{signal, Signal as Sig, SignalKind};
 
@@ -400,7 +401,7 @@ async fn read(dcs: &rampart_dcs::EtcdDcs) -> Option<Cluster> {
 
 fn healthy(c: &Cluster, nodes: u8) -> bool {
     let Some(leader) = c.leader_member() else { return false };
-    leader.data.state == "running"
+    leader.data.state == PgState::Running
         && c.members.len() == nodes as usize
         && c.members
             .iter()
@@ -466,7 +467,11 @@ fn describe(c: &Cluster) -> String {
             format!(
                 "{}={}",
                 m.name,
-                m.data.replication_state.clone().filter(|_| m.data.state == "running").unwrap_or(m.data.state.clone())
+                m.data
+                    .replication_state
+                    .clone()
+                    .filter(|_| m.data.state == PgState::Running)
+                    .unwrap_or_else(|| m.data.state.to_string())
             )
         })
         .collect();

@@ -1,0 +1,356 @@
+//! PostgreSQL runs: the three paths of Patroni's `_run_cycle` for a running server, chosen by
+//! who holds the leader lock. The leader renews, manages synchronous replication, slots and
+//! switchovers ([`HaNode::running_as_leader`]); a follower follows the leader and demotes a
+//! primary that lost the lock ([`HaNode::running_as_follower`]); with no leader the healthiest
+//! eligible member races ([`HaNode::running_without_leader`]).
+
+use super::*;
+
+/// What every path of a running server looks at.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    obs: &'a Observation<'a>,
+    cluster: &'a Cluster,
+    r: &'a RunningPg,
+    /// Replay paused for insufficient settings (a replica only).
+    blocked: Option<&'a hot_standby::Blocked>,
+}
+
+impl HaNode {
+    /// A running PostgreSQL: the path for who holds the lock.
+    pub(super) fn running(
+        &mut self,
+        obs: &Observation<'_>,
+        cluster: &Cluster,
+        ctl: &ControlData,
+        r: &RunningPg,
+    ) -> Plan {
+        self.rewind.fresh_copy = false;
+        self.start.forget_restart();
+        self.handover.rejoin_after_handover = false;
+        // Replay paused for insufficient settings never resumes by itself; until a restart the
+        // replica can neither serve current data nor be promoted.
+        let blocked = if r.in_recovery {
+            hot_standby::replay_blocked(r.replay_pause, &r.hot_standby, &ctl.hot_standby)
+        } else {
+            None
+        };
+
+        let seen = Seen { obs, cluster, r, blocked: blocked.as_ref() };
+        if cluster.is_leader(&self.s.name) {
+            self.running_as_leader(seen, ctl)
+        } else if let Some(leader) = &cluster.leader {
+            self.running_as_follower(seen, ctl, &leader.name)
+        } else {
+            self.running_without_leader(seen)
+        }
+    }
+
+    /// Now, my name, whether the cluster is paused and the prefix of a paused cycle's message.
+    fn basics(&self, obs: &Observation<'_>) -> (Millis, String, bool, &'static str) {
+        let paused = self.config.paused();
+        (obs.now, self.s.name.clone(), paused, if paused { "PAUSE: " } else { "" })
+    }
+
+    /// We hold the lock: promote a replica, or lead the running primary (renew, status,
+    /// failsafe topology, slots, synchronous replication, the `failover` key).
+    fn running_as_leader(&mut self, seen: Seen<'_>, ctl: &ControlData) -> Plan {
+        let Seen { obs, cluster, r, blocked } = seen;
+        let (now, me, paused, pause) = self.basics(obs);
+        let peers = obs.peers.unwrap_or(&[]);
+        if r.in_recovery {
+            if paused && cluster.failover.is_none() {
+                return self.plan(
+                    now,
+                    vec![Action::RenewLeader],
+                    "PAUSE: holding the leader lock as a replica; not promoting",
+                );
+            }
+            if let Some(b) = &blocked {
+                // pg_promote would wait forever ("promotion is not possible because of
+                // insufficient parameter settings"): restart with enough first.
+                return self.plan(
+                    now,
+                    vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::Replica { upstream: None }))],
+                    &format!("{b}: restarting PostgreSQL with the control file's values before promoting"),
+                );
+            }
+            // Slots first: the other replicas switch to us as soon as they see the new leader
+            // key, and a missing slot would make each of them wait a retry interval.
+            // Still in recovery, so replica-style: physical slots only.
+            let mut actions = vec![Action::RenewLeader];
+            if self.config.postgresql.use_slots {
+                actions.push(Action::SyncSlots(self.slot_targets(now, cluster, false)));
+            }
+            if cluster.failover.is_some() {
+                actions.push(Action::ClearFailover);
+            }
+            let mode = self.config.sync_mode();
+            if mode.is_active() && r.synchronous_standby_names != sync::placeholder(mode) {
+                // Nothing may be acknowledged until the `sync` key names us: the first cycle
+                // as primary writes it, then picks the real standbys. (Replicas normally
+                // have this in force already; see the following branch.)
+                actions.push(Action::SetSynchronousStandbyNames(sync::placeholder(mode)));
+            }
+            actions.push(Action::StartJob(Job::Promote));
+            return self.plan(now, actions, "promoting self: holding the leader lock");
+        }
+        self.handover.switchover_started = None;
+        let mut actions = vec![Action::RenewLeader];
+        if cluster.initialize.as_deref().is_none_or(str::is_empty) {
+            actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
+        }
+        actions.push(Action::WriteStatus);
+        if self.config.failsafe_mode() {
+            let topology = failsafe::topology_of(cluster);
+            if cluster.failsafe.as_ref() != Some(&topology) {
+                actions.push(Action::WriteFailsafe(topology));
+            }
+        }
+        if self.config.postgresql.use_slots {
+            actions.push(Action::SyncSlots(self.slot_targets(now, cluster, true)));
+        }
+        let mut message = format!("{pause}no action. I am ({me}), the leader with the lock");
+        let (sync_actions, sync_note) = self.leader_sync(now, cluster, r);
+        actions.extend(sync_actions);
+        if let Some(note) = sync_note {
+            message = format!("{pause}I am ({me}), the leader with the lock; {note}");
+        }
+        let mut wake_at = None;
+        if let Some(f) = &cluster.failover {
+            let max_lag = self.config.maximum_lag_on_failover;
+            // A forced failover may go to a member the sync key does not list.
+            let competitors = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
+            let step = match self.admission_refusal(cluster, f).or_else(|| self.handover_refusal(cluster, f, r)) {
+                Some(why) => LeaderStep::Clear(why),
+                None => manual::as_running_leader(&me, f, &competitors, obs.wall_clock_ms, r.wal.best(), max_lag),
+            };
+            match step {
+                LeaderStep::Clear(why) => {
+                    actions.push(Action::ClearFailover);
+                    message = why;
+                }
+                LeaderStep::WaitUntil(at) => {
+                    let ms = u64::try_from(at - obs.wall_clock_ms).unwrap_or(0);
+                    wake_at = Some(now.plus_ms(ms));
+                    message = format!("{message}; switchover scheduled in {} s", ms / 1000);
+                }
+                LeaderStep::Demote { to } => {
+                    self.handover.switchover_started = Some(now);
+                    let to = to.unwrap_or_else(|| "the healthiest replica".into());
+                    return self.plan(
+                        now,
+                        vec![Action::RenewLeader, Action::Stop(StopMode::Fast)],
+                        &format!("switchover to {to}: stopping PostgreSQL cleanly before handing over the lock"),
+                    );
+                }
+            }
+        }
+        let mut p = self.plan(now, actions, &message);
+        if let Some(w) = wake_at {
+            p.next_cycle = p.next_cycle.min(w);
+        }
+        p
+    }
+
+    /// Another member holds the lock (`leader`): a primary demotes; a replica follows it, or is
+    /// stopped to be rewound when it replayed past the leader's fork.
+    fn running_as_follower(&mut self, seen: Seen<'_>, ctl: &ControlData, leader: &str) -> Plan {
+        let Seen { obs, cluster, r, blocked } = seen;
+        let (now, me, paused, pause) = self.basics(obs);
+        if !r.in_recovery {
+            if paused {
+                return self.plan(now, vec![], &format!("PAUSE: running as primary while {} holds the lock", leader));
+            }
+            return self.plan(
+                now,
+                vec![Action::Stop(StopMode::Immediate)],
+                &format!("demoting self: {} holds the leader lock", leader),
+            );
+        }
+        if let Some(p) = self.diverged_replica(now, cluster, ctl, r, paused) {
+            return p;
+        }
+        let Some(upstream) = self.desired_upstream(cluster, leader) else {
+            return self.plan(now, vec![], "waiting for the leader to publish its address");
+        };
+        if let Some(b) = &blocked {
+            if paused {
+                return self.plan(now, vec![], &format!("PAUSE: {b}; not restarting PostgreSQL in maintenance mode"));
+            }
+            return self.plan(
+                now,
+                vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: Some(upstream) }))],
+                &format!("{b}: restarting PostgreSQL with the values the primary's WAL needs"),
+            );
+        }
+        let target = (upstream.host.clone(), upstream.port);
+        let nostream = self.s.tags.nostream;
+        // A nostream replica gets no copies: without a stream its feedback never reaches the
+        // primary, so a logical slot on it would be unsafe to use (as in Patroni).
+        if !nostream {
+            if let Some(p) = self.copy_logical_slots(now, r, cluster, &upstream, leader, &target) {
+                return p;
+            }
+        }
+        // Slots for every other member (cascading children included) and the permanent ones,
+        // so that whoever is promoted next already holds them.
+        let mut actions = vec![];
+        if self.config.postgresql.use_slots {
+            actions.push(Action::SyncSlots(self.replica_slot_targets(now, cluster)));
+        }
+        if r.upstream.as_ref() != (!nostream).then_some(&target) {
+            let msg = match nostream {
+                true => format!("{pause}not streaming (nostream): restoring WAL from the archive only"),
+                false => format!("{pause}following new upstream {}", upstream.name),
+            };
+            actions.push(Action::Follow { upstream: self.streamed(upstream) });
+            return self.plan(now, actions, &msg);
+        }
+        let mode = self.config.sync_mode();
+        if mode.is_active() && r.synchronous_standby_names != sync::placeholder(mode) {
+            // A replica keeps the placeholder in force all along, so that a promotion needs no
+            // reload at that moment (a reload right before pg_promote can make the startup
+            // process miss the promote request for wal_retrieve_retry_interval) and the new
+            // primary acknowledges nothing until it has claimed the `sync` key.
+            actions.push(Action::SetSynchronousStandbyNames(sync::placeholder(mode)));
+        }
+        self.plan(
+            now,
+            actions,
+            &format!("{pause}no action. I am ({me}), a secondary, and following a leader ({leader})"),
+        )
+    }
+
+    /// Nobody holds the lock: a running primary takes it back (unless the cluster moved past its
+    /// timeline); a replica takes it when it is the requested candidate or the healthiest
+    /// eligible member, and may.
+    fn running_without_leader(&mut self, seen: Seen<'_>) -> Plan {
+        let Seen { obs, cluster, r, blocked } = seen;
+        let (now, me, paused, pause) = self.basics(obs);
+        let peers = obs.peers.unwrap_or(&[]);
+        if !r.in_recovery {
+            if r.timeline < cluster.timeline() && !paused {
+                return self.plan(
+                    now,
+                    vec![Action::Stop(StopMode::Immediate)],
+                    &format!(
+                        "demoting self: primary on timeline {} but the cluster reached {}",
+                        r.timeline,
+                        cluster.timeline()
+                    ),
+                );
+            }
+            return self.plan(
+                now,
+                vec![Action::AcquireLeader],
+                &format!("{pause}acquiring the leader lock as the running primary"),
+            );
+        }
+        // A replica that cannot replay cannot be promoted either: neither the requested candidate
+        // nor a racer until it runs with enough (a restart does that).
+        if let Some(b) = &blocked {
+            if paused {
+                return self.plan(now, vec![], &format!("PAUSE: no leader; {b}; not restarting in maintenance mode"));
+            }
+            return self.plan(
+                now,
+                vec![Action::StartJob(Job::Restart(StartRole::Replica { upstream: None }))],
+                &format!("no leader, not racing: {b}; restarting PostgreSQL with the control file's values"),
+            );
+        }
+        // Before any race, manual failovers included: a primary kept alive by failsafe may still
+        // take writes, and only members it asks can vouch for not racing it.
+        if let Some(why) = failsafe::race_veto(&self.config, cluster, &me, obs.failsafe_ping, now) {
+            let mut p = self.plan(now, vec![], &format!("no leader, not racing (failsafe mode): {why}"));
+            if let Some(ping) = obs.failsafe_ping {
+                p.next_cycle = p.next_cycle.min(ping.received_at.plus_secs(self.config.ttl));
+            }
+            return p;
+        }
+        let mut race_peers: Vec<PeerReport> = peers.to_vec();
+        if let Some(f) = &cluster.failover {
+            match manual::as_replica(&me, f, peers) {
+                // Streaming from a cascade parent (a replica) says nothing about the old primary:
+                // the same test as the race below, or a `replicatefrom` candidate never takes over.
+                ReplicaStep::Take if r.streaming && !upstream_is_a_replica(cluster, peers, r.upstream.as_ref()) => {
+                    // Still connected to the old primary: it is not down yet. Look again soon.
+                    let mut p = self.plan(now, vec![], "requested candidate, but still streaming from the old primary");
+                    p.next_cycle = p.next_cycle.min(now.plus_ms(200));
+                    return p;
+                }
+                ReplicaStep::Take => {
+                    if let Some(rule) = SyncRule::of(&self.config, cluster) {
+                        if let (Err(why), false) = (rule.may_promote(&me, r.wal.best(), peers), f.force) {
+                            return self.plan(
+                                now,
+                                vec![Action::ClearFailover],
+                                &format!(
+                                    "refused the {} to me: {why}; promoting me could lose acknowledged commits \
+                                     (a failover with \"force\": true accepts that)",
+                                    if f.leader.is_some() { "switchover" } else { "failover" }
+                                ),
+                            );
+                        }
+                    }
+                    return self.plan(
+                        now,
+                        vec![Action::AcquireLeader],
+                        "taking the leader lock: I am the requested candidate",
+                    );
+                }
+                ReplicaStep::Wait(why) => return self.plan(now, vec![], &why),
+                ReplicaStep::Race => {
+                    if let Some(old) = &f.leader {
+                        race_peers.retain(|p| &p.name != old);
+                    }
+                }
+            }
+        }
+        if paused {
+            return self.plan(now, vec![], "PAUSE: no leader; not racing in maintenance mode");
+        }
+        if let Some(until) = self.handover.no_race_until {
+            if now < until {
+                return self.plan(now, vec![], "no leader, not racing: a promotion of mine was refused recently");
+            }
+            self.handover.no_race_until = None;
+        }
+        let me_cand = Candidate {
+            tags: &self.s.tags,
+            wal: r.wal.best(),
+            timeline: r.timeline,
+            cluster_optime: crate::Lsn(cluster.status.optime),
+            cluster_timeline: cluster.timeline(),
+            max_lag: self.config.maximum_lag_on_failover,
+            check_timeline: self.config.check_timeline,
+            streaming: r.streaming
+                && !r.upstream_silent_ms.is_some_and(|ms| crate::election::stream_is_stale(ms, self.config.ttl))
+                && !upstream_is_a_replica(cluster, &race_peers, r.upstream.as_ref()),
+        };
+        if let Some(rule) = SyncRule::of(&self.config, cluster) {
+            if let Err(why) = rule.may_promote(&me, r.wal.best(), &race_peers) {
+                let mut p = self.plan(now, vec![], &format!("no leader, not racing (synchronous mode): {why}"));
+                if r.streaming {
+                    p.next_cycle = p.next_cycle.min(now.plus_ms(300));
+                }
+                return p;
+            }
+        }
+        let race_peers = self.sync_competitors(cluster, &race_peers);
+        match election::judge(&me_cand, &race_peers) {
+            Verdict::Healthiest => {
+                self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock")
+            }
+            Verdict::NotHealthiest(why) => {
+                let mut p = self.plan(now, vec![], &format!("no leader, not racing: {why}"));
+                if r.streaming {
+                    // The old primary is going away (its WAL sender ends a moment after the lock
+                    // is released): check again soon rather than after a whole loop_wait.
+                    p.next_cycle = p.next_cycle.min(now.plus_ms(300));
+                }
+                p
+            }
+        }
+    }
+}
