@@ -377,3 +377,43 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     chown_to_agent_user(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the demo writes is a configuration the agent accepts, with the demo's own names,
+    /// credentials and no tags (the agent's parser, not a text comparison, is the judge).
+    #[test]
+    fn a_demo_style_configuration_reads_back_as_written() {
+        let dir = Path::new("/tmp/rampart-kit-unit/node1");
+        let mut c = NodeConfig::new(1, dir, "127.0.0.1:2379").scope("demo").namespace("/service/").bin_dir(None);
+        c.header = "Written by a unit test.".into();
+        c.tags.clear();
+        c.superuser = Credentials::new("admin", "it's secret");
+        c.replication = Credentials::new("rep", "r");
+        let yaml = c.to_yaml();
+        assert!(yaml.starts_with("# Written by a unit test.\n"), "{yaml}");
+        let read = rampart_config::parse(&yaml, "node1.yml", Vec::new()).expect("the agent accepts it").config;
+        assert_eq!((read.scope.as_str(), read.name.as_str()), ("demo", "node1"));
+        assert_eq!(read.namespace.trim_matches('/'), "service");
+        let auth = &read.postgresql.authentication;
+        assert_eq!(auth.superuser.username, "admin");
+        assert_eq!(auth.superuser.password.as_ref().map(|p| p.expose()), Some("it's secret"));
+        assert_eq!(auth.replication.username, "rep");
+        assert!(!yaml.contains("bin_dir") && !yaml.contains("tags:"), "{yaml}");
+    }
+
+    /// The file holds passwords: nobody but its owner may read it, even when it existed before.
+    #[test]
+    fn the_file_is_private() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = crate::dir::TestDir::new("kit-config");
+        let path = dir.join("node.yml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        NodeConfig::new(0, &dir.join("node0"), "127.0.0.1:2379").write(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&path).unwrap().contains(SUPERUSER_PASSWORD));
+    }
+}
