@@ -594,6 +594,15 @@ impl Agent {
                 self.job = Some(RunningJob::spawn(job.clone(), ctx, self.wake.clone()));
                 Ok(true)
             }
+            Action::CancelJob => {
+                if let Some(j) = self.job.take() {
+                    let kind = j.kind();
+                    info!(job = kind.describe(), "cancelling the running job");
+                    j.cancel().await;
+                    self.job_finished(kind, &Err("cancelled by a forced reinitialize".into()));
+                }
+                Ok(true)
+            }
             Action::Stop(mode) => {
                 let outcome = match &mut self.stopping {
                     // A second stop signal while PostgreSQL shuts down: stop it immediately

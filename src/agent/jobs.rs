@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use rampart_core::model::HistoryEntry;
-use rampart_core::observe::{JobKind, JobState};
+use rampart_core::observe::{JobError, JobKind, JobState};
 use rampart_core::{DataDir, Job, StartRole, StopMode};
 use rampart_dcs::{Dcs, EtcdDcs};
 use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
@@ -49,7 +49,7 @@ pub struct JobContext {
 /// A job in flight.
 pub struct RunningJob {
     kind: JobKind,
-    handle: JoinHandle<Result<(), String>>,
+    handle: JoinHandle<Result<(), JobError>>,
 }
 
 impl RunningJob {
@@ -77,7 +77,7 @@ impl RunningJob {
         }
         let result = match (&mut self.handle).await {
             Ok(r) => r,
-            Err(e) => Err(format!("job task failed: {e}")),
+            Err(e) => Err(JobError::Failed(format!("job task failed: {e}"))),
         };
         match &result {
             Ok(()) => info!(job = self.kind.describe(), "job finished"),
@@ -96,9 +96,9 @@ impl RunningJob {
 }
 
 /// Runs `job`; `wake` may be notified on the way, when the loop should look before the end.
-async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
+async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), JobError> {
     let s = &ctx.settings;
-    let text = |e: rampart_pg::PgError| e.to_string();
+    let text = |e: rampart_pg::PgError| JobError::Failed(e.to_string());
     match job {
         Job::Bootstrap => {
             match &ctx.bootstrap_method {
@@ -126,15 +126,15 @@ async fn run(job: Job, ctx: &JobContext, wake: &Notify) -> Result<(), String> {
         }
         Job::Rewind(from) => {
             if let Err(e) = rampart_pg::check_rewind_source(s, &from).await {
-                return Err(format!("{}: {}: {e}", rampart_core::action::REWIND_SOURCE_UNAVAILABLE, from.name));
+                return Err(JobError::RewindSourceUnavailable { source_name: from.name, reason: e.to_string() });
             }
             rampart_pg::write_pgpass(s).map_err(text)?;
             let outcome = rampart_pg::rewind(s, &from).await.map_err(|e| match e {
                 // The core tries again later rather than waiting for an operator.
                 rampart_pg::PgError::RewindUntouched { status, output_tail } => {
-                    format!("{} ({status}): {output_tail}", rampart_core::action::REWIND_TARGET_UNTOUCHED)
+                    JobError::RewindUntouched { status: status.to_string(), output_tail }
                 }
-                e => e.to_string(),
+                e => JobError::Failed(e.to_string()),
             })?;
             info!(?outcome, from = %from.name, "pg_rewind done");
             Ok(())

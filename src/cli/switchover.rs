@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use rampart_core::admission::{self, Refusal};
 use rampart_core::manual::{outcome, Outcome};
 use rampart_core::model::Failover;
 use rampart_core::Cluster;
@@ -160,8 +161,42 @@ pub fn candidates(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-fn synchronous_mode(cluster: &Cluster) -> bool {
-    cluster.config.as_ref().is_some_and(|c| c.sync_mode().is_active())
+/// The CLI's words for a refusal of the core's admission rule (more telling than Patroni's, which
+/// the REST API returns).
+fn refusal_text(
+    refusal: &Refusal,
+    scope: &str,
+    cands: &[String],
+    cluster: &Cluster,
+    candidate: Option<&str>,
+) -> String {
+    let leader = cluster.leader.as_ref().map_or("nobody", |l| l.name.as_str());
+    let candidate = candidate.unwrap_or_default();
+    match refusal {
+        Refusal::FailoverWithoutCandidate => format!(
+            "a failover needs a candidate (--candidate NAME); candidates in cluster {scope}: {}",
+            cands.join(", ")
+        ),
+        Refusal::UnknownCandidate => {
+            format!("candidate {candidate} is not a member of cluster {scope} (members: {})", names(&cluster.members))
+        }
+        Refusal::PausedWithoutCandidate => {
+            format!("cluster {scope} is paused (maintenance mode): name the member to promote with --candidate")
+        }
+        Refusal::ScheduledWhilePaused => format!(
+            "cannot schedule a switchover while cluster {scope} is paused; switch over now, or `rampart resume` first"
+        ),
+        Refusal::LeaderMismatch => {
+            format!("the named leader is not the leader of cluster {scope} (the leader is {leader})")
+        }
+        Refusal::SameMember => format!("{candidate} is already the leader of cluster {scope}"),
+        Refusal::NotSynchronous => format!(
+            "{candidate} is not a synchronous standby of {leader}; in synchronous_mode a switchover goes to one \
+             (the sync key lists: {})",
+            cluster.sync.as_ref().and_then(|s| s.sync_standby.clone()).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// What the operator gave on the command line.
@@ -213,26 +248,29 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
         None => Some(console.ask(&format!("Candidate ({})", cands.join(", ")), "", "--candidate")?)
             .filter(|c| !c.is_empty()),
     };
-    if action == Action::Failover && candidate.is_none() {
-        bail!(
-            "failover: a failover needs a candidate (--candidate NAME); candidates in cluster {scope}: {}",
-            cands.join(", ")
-        );
-    }
     if let Some(c) = &candidate {
         if current.as_deref() == Some(c.as_str()) {
             bail!("{verb}: {c} is already the leader of cluster {scope}; pick one of: {}", cands.join(", "));
         }
-        if cluster.member(c).is_none() {
-            bail!("{verb}: candidate {c} is not a member of cluster {scope} (members: {})", names(&cluster.members));
-        }
-        if !cands.contains(c) {
+        if cluster.member(c).is_some() && !cands.contains(c) {
             bail!("{verb}: candidate {c} is tagged nofailover (or failover_priority 0) and cannot become leader; pick one of: {}", cands.join(", "));
         }
     }
     let paused = cluster.config.as_ref().is_some_and(|c| c.paused());
-    if paused && candidate.is_none() {
-        bail!("{verb}: cluster {scope} is paused (maintenance mode): name the member to promote with --candidate");
+    let kind = match action {
+        Action::Switchover => admission::Kind::Switchover,
+        Action::Failover => admission::Kind::Failover,
+    };
+    let mut asked = admission::Request {
+        kind,
+        leader: if action == Action::Switchover { leader.as_deref() } else { None },
+        candidate: candidate.as_deref(),
+        scheduled: false,
+        force: false,
+    };
+    // Before asking when: a request that cannot run now is refused at once.
+    if let Err(refusal) = admission::check_shape(&asked, paused) {
+        bail!("{verb}: {}", refusal_text(&refusal, scope, &cands, cluster, candidate.as_deref()));
     }
     let scheduled_at = match action {
         Action::Failover => None,
@@ -249,27 +287,28 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
             super::schedule::parse(&text)?
         }
     };
-    if scheduled_at.is_some() && paused {
-        bail!("switchover: cannot schedule a switchover while cluster {scope} is paused; switch over now, or `rampart resume` first");
-    }
-    let mut force = false;
-    if action == Action::Failover && synchronous_mode(cluster) {
-        let c = candidate.as_deref().unwrap_or_default();
-        let sync = cluster.sync.as_ref();
-        let listed = sync.is_some_and(|s| s.lists(c) || s.leader_is(c));
-        if sync.is_some() && !listed {
-            if given.force {
-                // No question is asked, so say plainly what --force is doing.
-                console.warn(&format!(
-                    "{c} is not a synchronous standby: it may lack commits the leader acknowledged, \
-                     and those would be lost; failing over to it anyway (--force)"
-                ))?;
-            } else if !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))? {
-                bail!("failover: aborted");
-            }
-            force = true;
+    // The rule is the core's (as the REST API and the leader apply it); the words are the CLI's.
+    asked.scheduled = scheduled_at.is_some();
+    let mode = cluster.config.as_ref().map(|c| c.sync_mode()).unwrap_or_default();
+    let mut checked =
+        admission::check_shape(&asked, paused).and_then(|()| admission::check_cluster(cluster, mode, &asked).map(drop));
+    if let Err(Refusal::MayLackCommits(c)) = &checked {
+        if given.force {
+            // No question is asked, so say plainly what --force is doing.
+            console.warn(&format!(
+                "{c} is not a synchronous standby: it may lack commits the leader acknowledged, \
+                 and those would be lost; failing over to it anyway (--force)"
+            ))?;
+        } else if !console.confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))? {
+            bail!("failover: aborted");
         }
+        asked.force = true;
+        checked = admission::check_cluster(cluster, mode, &asked).map(drop);
     }
+    if let Err(refusal) = checked {
+        bail!("{verb}: {}", refusal_text(&refusal, scope, &cands, cluster, candidate.as_deref()));
+    }
+    let force = asked.force;
     let plan = Plan { action, leader, candidate, scheduled_at, force };
     if !given.force && !console.confirm(&plan.question(scope))? {
         bail!("{verb}: aborted");

@@ -9,7 +9,7 @@
 use rampart_core::{Cluster, Member, Tags};
 use serde_json::{json, Map, Value};
 
-use crate::snapshot::{listed_in_sync_key, sync_mode, SyncMode};
+use crate::snapshot::{sync_mode, SyncMode};
 
 /// The leader's WAL position as the cluster knows it: the `status` key's optime, which is what
 /// Patroni measures lag against (so `/cluster`, `patronictl list` and `rampart list` agree).
@@ -21,7 +21,7 @@ fn member_json(c: &Cluster, m: &Member, mode: SyncMode, leader_lsn: u64) -> Valu
     let is_leader = c.is_leader(&m.name);
     let role = if is_leader {
         "leader"
-    } else if mode != SyncMode::Off && listed_in_sync_key(c, &m.name) {
+    } else if mode != SyncMode::Off && c.listed_in_sync_key(&m.name) {
         if mode == SyncMode::Quorum {
             "quorum_standby"
         } else {

@@ -129,13 +129,6 @@ pub fn sync_mode(cluster: &Cluster) -> SyncMode {
     cluster.config.as_ref().map(|c| c.sync_mode()).unwrap_or_default()
 }
 
-/// Whether `name` is listed in the `sync` key's `sync_standby`, in a key written by the current
-/// leader (Patroni's `is_sync_standby`: a key left by a former leader vouches for nobody).
-pub fn listed_in_sync_key(cluster: &Cluster, name: &str) -> bool {
-    let Some(leader) = cluster.leader.as_ref() else { return false };
-    cluster.sync.as_ref().is_some_and(|s| s.leader_is(&leader.name) && !name.is_empty() && s.lists(name))
-}
-
 impl NodeSnapshot {
     /// Whether the node holds the leader lock at `now`.
     pub fn holds_lock(&self, now: Instant) -> bool {
@@ -150,12 +143,12 @@ impl NodeSnapshot {
     /// Whether this node is a synchronous standby (`synchronous_mode: on`, listed in `sync`).
     /// `false` without a DCS view.
     pub fn is_sync_standby(&self) -> bool {
-        self.cluster.as_deref().is_some_and(|c| sync_mode(c) == SyncMode::On && listed_in_sync_key(c, &self.name))
+        self.cluster.as_deref().is_some_and(|c| sync_mode(c) == SyncMode::On && c.listed_in_sync_key(&self.name))
     }
 
     /// Whether this node is a quorum standby (`synchronous_mode: quorum`, listed in `sync`).
     pub fn is_quorum_standby(&self) -> bool {
-        self.cluster.as_deref().is_some_and(|c| sync_mode(c) == SyncMode::Quorum && listed_in_sync_key(c, &self.name))
+        self.cluster.as_deref().is_some_and(|c| sync_mode(c) == SyncMode::Quorum && c.listed_in_sync_key(&self.name))
     }
 
     /// Replica lag in bytes as Patroni's `?lag=` filter measures it:
@@ -189,20 +182,6 @@ mod tests {
         assert_eq!(sync_mode(&cluster_with(json!("Quorum"), "")), SyncMode::Quorum);
         assert_eq!(sync_mode(&cluster_with(json!(false), "")), SyncMode::Off);
         assert_eq!(sync_mode(&Cluster::default()), SyncMode::Off);
-    }
-
-    #[test]
-    fn sync_key_membership_is_exact_per_item() {
-        let c = cluster_with(serde_json::json!(true), "n1, n22 ,");
-        assert!(listed_in_sync_key(&c, "n1"));
-        assert!(listed_in_sync_key(&c, "n22"));
-        assert!(!listed_in_sync_key(&c, "n2"));
-        assert!(!listed_in_sync_key(&c, ""));
-        let mut stale = c.clone();
-        stale.leader.as_mut().unwrap().name = "n1".into();
-        assert!(!listed_in_sync_key(&stale, "n22"), "a key written by a former leader vouches for nobody");
-        stale.leader = None;
-        assert!(!listed_in_sync_key(&stale, "n22"));
     }
 
     #[test]

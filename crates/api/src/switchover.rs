@@ -20,9 +20,11 @@
 
 use std::sync::Arc;
 
+use rampart_core::admission;
+use rampart_core::eligibility::{Limitation, Report};
 use rampart_core::manual::{outcome, Outcome};
 use rampart_core::model::Failover;
-use rampart_core::{Cluster, Member, Tags};
+use rampart_core::Cluster;
 use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 
@@ -30,7 +32,7 @@ use crate::backend::Backend;
 use crate::context::ApiContext;
 use crate::reply::Reply;
 use crate::request_values::{iso8601, parse_schedule};
-use crate::snapshot::{listed_in_sync_key, sync_mode, SyncMode};
+use crate::snapshot::sync_mode;
 
 /// Which endpoint was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,13 @@ pub enum Action {
 }
 
 impl Action {
+    fn kind(self) -> admission::Kind {
+        match self {
+            Action::Switchover => admission::Kind::Switchover,
+            Action::Failover => admission::Kind::Failover,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Action::Switchover => "switchover",
@@ -109,41 +118,24 @@ async fn run(
         .await
         .map_err(|e| Reply::text(503, format!("cannot read the cluster from the DCS: {e}")))?;
     let paused = cluster.config.as_ref().is_some_and(|c| c.paused());
-    let bad = |m: &str| Err(Reply::text(400, m));
-
-    match called {
-        Action::Failover if candidate.is_none() => {
-            return bad("Failover could be performed only to a specific candidate")
-        }
-        Action::Switchover if leader.is_none() => {
-            return bad("Switchover could be performed only from a specific leader")
-        }
-        _ => {}
-    }
+    let asked = admission::Request {
+        kind: called.kind(),
+        leader: leader.as_deref(),
+        candidate: candidate.as_deref(),
+        scheduled: scheduled_at.is_some(),
+        force,
+    };
+    admission::check_shape(&asked, paused).map_err(|r| Reply::text(400, r.to_string()))?;
     let mut scheduled = None;
     if let Some(text) = &scheduled_at {
-        if called == Action::Failover {
-            return bad("Failover can't be scheduled");
-        }
-        if paused {
-            return bad("Can't schedule switchover in the paused state");
-        }
         let at = parse_schedule(text, called.name(), jiff::Timestamp::now())
             .map_err(|e| Reply::text(e.status, e.message))?;
         scheduled = Some(at);
     }
-    if paused && candidate.is_none() {
-        return bad("Switchover is possible only to a specific candidate in a paused state");
-    }
     // Patroni: a failover request naming the leader is a switchover.
     let action = if leader.is_some() { Action::Switchover } else { called };
-    if leader == candidate {
-        return bad("Switchover target and source are the same");
-    }
     if scheduled.is_none() {
-        failover_possible(ctx, &cluster, leader.as_deref(), candidate.as_deref(), action, force)
-            .await
-            .map_err(|m| Reply::text(412, m))?;
+        failover_possible(ctx, &cluster, &asked, action).await.map_err(|m| Reply::text(412, m))?;
     }
 
     let force = force && action == Action::Failover;
@@ -163,76 +155,25 @@ async fn run(
     Ok(wait_for_new_leader(ctx, backend, old_leader, candidate, action, loop_wait).await)
 }
 
-/// Why `status` (a member's `/patroni` answer) cannot take over, or `Ok` if it can.
-/// `need_replica`: there is a leader to take over from, so the candidate must be its replica.
-pub fn candidate_fitness(status: &Value, need_replica: bool) -> Result<(), &'static str> {
-    if status.get("state").and_then(Value::as_str) != Some("running") {
-        return Err("not running");
+/// Why `status` (a member's `/patroni` answer) cannot take over, or `Ok` if it can (rule:
+/// [`rampart_core::eligibility`]). `need_replica`: there is a leader to take over from.
+pub fn candidate_fitness(status: &Value, need_replica: bool) -> Result<(), Limitation> {
+    match Report::read(status) {
+        None => Err(Limitation::NotRunning),
+        Some(r) => r.failover_limitation(need_replica).map_or(Ok(()), Err),
     }
-    if need_replica && status.get("role").and_then(Value::as_str) != Some("replica") {
-        return Err("not a replica");
-    }
-    let tags: Tags = status.get("tags").cloned().and_then(|t| serde_json::from_value(t).ok()).unwrap_or_default();
-    if !tags.can_fail_over() {
-        return Err("not allowed to promote");
-    }
-    if status.get("watchdog_failed").and_then(Value::as_bool) == Some(true) {
-        return Err("not watchdog capable");
-    }
-    if status.get("replay_blocked").and_then(Value::as_bool) == Some(true) {
-        return Err("WAL replay is paused for insufficient parameter settings");
-    }
-    Ok(())
 }
 
 /// Patroni's `is_failover_possible`: the message of the first reason it is not, as a 412 body.
+/// The cluster's part is the core's rule ([`admission::check_cluster`]); then the candidates are
+/// asked about themselves.
 async fn failover_possible(
     ctx: &ApiContext,
     cluster: &Cluster,
-    leader: Option<&str>,
-    candidate: Option<&str>,
+    asked: &admission::Request<'_>,
     action: Action,
-    force: bool,
 ) -> Result<(), String> {
-    if let Some(l) = leader {
-        if !cluster.is_leader(l) {
-            return Err("leader name does not match".into());
-        }
-    }
-    let sync_on = sync_mode(cluster) == SyncMode::On;
-    let members: Vec<&Member> = match candidate {
-        Some(c) => {
-            if action == Action::Switchover && sync_on && !listed_in_sync_key(cluster, c) {
-                return Err("candidate name does not match with sync_standby".into());
-            }
-            let sync_vouches = cluster.sync.as_ref().is_some_and(|s| s.lists(c) || s.leader_is(c));
-            if action == Action::Failover && sync_on && cluster.sync.is_some() && !sync_vouches && !force {
-                return Err(format!(
-                    "candidate name does not match with sync_standby: {c} may lack acknowledged commits; \
-                     send \"force\": true to fail over to it anyway"
-                ));
-            }
-            match cluster.member(c) {
-                Some(m) => vec![m],
-                None => return Err("candidate does not exists".into()),
-            }
-        }
-        None if sync_on => {
-            let sync: Vec<&Member> = cluster.members.iter().filter(|m| listed_in_sync_key(cluster, &m.name)).collect();
-            if sync.is_empty() {
-                return Err(format!("{} is not possible: can not find sync_standby", action.name()));
-            }
-            sync
-        }
-        None => {
-            let others: Vec<&Member> =
-                cluster.members.iter().filter(|m| !cluster.is_leader(&m.name) && !m.data.api_url.is_empty()).collect();
-            if others.is_empty() {
-                return Err(format!("{} is not possible: cluster does not have members except leader", action.name()));
-            }
-            others
-        }
-    };
+    let members = admission::check_cluster(cluster, sync_mode(cluster), asked).map_err(|r| r.to_string())?;
     let need_replica = cluster.leader.is_some();
     let mut probes = JoinSet::new();
     for m in members {
@@ -240,7 +181,7 @@ async fn failover_possible(
             (ctx.probe.clone(), m.data.api_url.clone(), m.name.clone(), ctx.timing.probe_timeout);
         probes.spawn(async move {
             let verdict = match probe.fetch(&url, timeout).await {
-                Ok(status) => candidate_fitness(&status, need_replica).map_err(str::to_string),
+                Ok(status) => candidate_fitness(&status, need_replica).map_err(|l| l.to_string()),
                 Err(e) => Err(format!("not reachable: {e}")),
             };
             (name, verdict)

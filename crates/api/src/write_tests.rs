@@ -209,6 +209,7 @@ async fn switchover_not_possible() {
     let nofailover = json!({"state": "running", "role": "replica", "tags": {"nofailover": true}});
     let priority0 = json!({"state": "running", "role": "replica", "tags": {"failover_priority": 0}});
     let primary_answer = json!({"state": "running", "role": "primary"});
+    let backing_off = json!({"state": "running", "role": "replica", "failover_backoff": true});
     let sync = cluster(Some("p"), &["p", "r1", "r2"], json!({"synchronous_mode": true}));
     let mut sync = sync;
     sync.sync = Some(rampart_core::model::SyncState {
@@ -247,6 +248,14 @@ async fn switchover_not_possible() {
         (
             three(),
             vec![("r1", priority0)],
+            r#"{"leader":"p","candidate":"r1"}"#,
+            "switchover is not possible: no good candidates have been found",
+        ),
+        // A member backing off after a refused promotion is no candidate here either, as in the
+        // agents' own race (one rule: rampart_core::eligibility).
+        (
+            three(),
+            vec![("r1", backing_off)],
             r#"{"leader":"p","candidate":"r1"}"#,
             "switchover is not possible: no good candidates have been found",
         ),

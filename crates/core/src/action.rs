@@ -70,6 +70,9 @@ pub enum Action {
     SyncSlots(crate::slots::SlotTargets),
     /// Start a background job.
     StartJob(Job),
+    /// Cancel the running job and wait until it is gone (the tools it ran are killed with it; a
+    /// postmaster it started keeps running and is observed next cycle). It reports no result.
+    CancelJob,
     /// Stop PostgreSQL and wait for the postmaster to exit.
     Stop(StopMode),
     /// Point a running replica at a (new) upstream: rewrite `primary_conninfo` and reload.
@@ -128,18 +131,6 @@ impl Action {
         )
     }
 }
-
-/// How a [`Job::Rewind`] that did not run pg_rewind at all starts its error: its source (the
-/// leader) did not answer as a primary. That is a reason to try again, not a failed rewind: a
-/// failed pg_rewind may have left the data directory half rewritten, a check that never started
-/// one has not.
-pub const REWIND_SOURCE_UNAVAILABLE: &str = "the rewind source is not available";
-
-/// How a [`Job::Rewind`] whose pg_rewind failed before its point of no return starts its error
-/// (the crash recovery it runs first found the disk full, the source went away while the file
-/// lists were read, ...). The data directory is as it was, so trying again later is safe; a
-/// failure after that point may have left it half rewritten.
-pub const REWIND_TARGET_UNTOUCHED: &str = "pg_rewind failed before changing the data directory";
 
 /// Long-running work, done off the loop.
 #[derive(Clone, Debug, PartialEq, Eq)]

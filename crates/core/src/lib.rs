@@ -29,11 +29,13 @@
 //! * [`observe`]: what the driver observed;
 //! * [`action`]: what the core asks for;
 //! * [`election`]: who may take the lock;
+//! * [`eligibility`]: whether a member may take over (Patroni's `failover_limitation`);
 //! * [`sync_mode`]: the synchronous replication settings;
 //! * [`standby_cluster`]: `standby_cluster` refused (not supported yet), never ignored;
 //! * [`standby_names`]: reading and writing `synchronous_standby_names`;
 //! * [`sync`]: the leader's management of synchronous standbys and the `sync` key;
 //! * [`sync_election`]: who may take the lock in synchronous mode;
+//! * [`admission`]: whether a switchover or failover request is admitted (API, CLI, leader);
 //! * [`manual`]: switchover and failover requests (the `failover` key);
 //! * [`slots`]: member and permanent replication slots, on the leader and on replicas;
 //! * [`hot_standby`]: the settings a standby must not run below the primary (start floor,
@@ -46,9 +48,11 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod admission;
 pub mod clock;
 pub mod dynamic;
 pub mod election;
+pub mod eligibility;
 pub mod failsafe;
 pub mod hot_standby;
 pub mod identity;

@@ -22,6 +22,44 @@ use crate::observe::PeerReport;
 /// shutdown checkpoint before giving up and starting again as primary.
 pub const CATCH_UP_TIMEOUT_MS: u64 = 30_000;
 
+/// Whether a request's time has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Now (it was not scheduled, or its time has passed).
+    Now,
+    /// At this unix time (ms).
+    At(i64),
+    /// Its `scheduled_at` cannot be read: the leader clears it without acting.
+    Unreadable(String),
+}
+
+/// When `f` is due, at wall-clock time `wall_ms` (unix ms). One rule for the leader that acts on
+/// the key, every member's cycle pace and the proxy that withholds the primary's route.
+pub fn due(f: &Failover, wall_ms: i64) -> Due {
+    let Some(at) = &f.scheduled_at else { return Due::Now };
+    match crate::clock::parse_rfc3339_ms(at) {
+        None => Due::Unreadable(at.clone()),
+        Some(t) if t > wall_ms => Due::At(t),
+        Some(_) => Due::Now,
+    }
+}
+
+/// Whether `f` is due now.
+pub fn is_due(f: &Failover, wall_ms: i64) -> bool {
+    due(f, wall_ms) == Due::Now
+}
+
+/// Whether the leader `leader` is about to hand over: a request in `cluster` that names it (or
+/// no leader), for another candidate, is due. The leader acts on such a request or clears it
+/// within a cycle.
+pub fn handover_due(cluster: &Cluster, leader: &str, wall_ms: i64) -> bool {
+    let Some(f) = &cluster.failover else { return false };
+    if f.leader.as_deref().is_some_and(|l| l != leader) || f.member.as_deref() == Some(leader) {
+        return false;
+    }
+    is_due(f, wall_ms)
+}
+
 /// What the running leader does about the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaderStep {
@@ -42,36 +80,23 @@ fn healthy(p: &PeerReport, leader_wal: Lsn, max_lag: u64) -> bool {
     p.status.as_ref().is_some_and(|s| !s.is_primary && s.can_fail_over && s.wal.lag_behind(leader_wal) <= max_lag)
 }
 
-/// The running leader's decision about `f`.
+/// The running leader's decision about `f`, once the request was admitted
+/// ([`crate::admission`]): whether its time has come and a healthy candidate is there.
 pub fn as_running_leader(
     me: &str,
     f: &Failover,
     peers: &[PeerReport],
     wall_ms: i64,
-    paused: bool,
     my_wal: Lsn,
     max_lag: u64,
 ) -> LeaderStep {
-    if let Some(l) = &f.leader {
-        if l != me {
-            return LeaderStep::Clear(format!("the request names {l} as leader, but I am the leader: ignoring it"));
-        }
-    }
     if f.member.as_deref() == Some(me) {
         return LeaderStep::Clear("the requested candidate is already the leader".into());
     }
-    if paused && f.member.is_none() {
-        return LeaderStep::Clear("in maintenance mode a switchover needs a named candidate".into());
-    }
-    if let Some(at) = &f.scheduled_at {
-        if paused {
-            return LeaderStep::Clear("scheduled switchovers are not allowed in maintenance mode".into());
-        }
-        match crate::clock::parse_rfc3339_ms(at) {
-            None => return LeaderStep::Clear(format!("cannot read scheduled_at {at:?}")),
-            Some(t) if t > wall_ms => return LeaderStep::WaitUntil(t),
-            Some(_) => {}
-        }
+    match due(f, wall_ms) {
+        Due::Unreadable(at) => return LeaderStep::Clear(format!("cannot read scheduled_at {at:?}")),
+        Due::At(t) => return LeaderStep::WaitUntil(t),
+        Due::Now => {}
     }
     let ok = match &f.member {
         Some(m) => peers.iter().any(|p| &p.name == m && healthy(p, my_wal, max_lag)),
@@ -224,10 +249,9 @@ mod tests {
     #[test]
     fn leader_decisions() {
         let peers = [peer("b", 1000, true), peer("c", 10, true), peer("d", 1000, false)];
-        let step = |f: &Failover, paused: bool| as_running_leader("a", f, &peers, 1_000_000, paused, Lsn(1000), 100);
+        let step = |f: &Failover, _: bool| as_running_leader("a", f, &peers, 1_000_000, Lsn(1000), 100);
         assert_eq!(step(&req(Some("a"), Some("b"), None), false), LeaderStep::Demote { to: Some("b".into()) });
         assert_eq!(step(&req(Some("a"), None, None), false), LeaderStep::Demote { to: None });
-        assert!(matches!(step(&req(Some("x"), Some("b"), None), false), LeaderStep::Clear(_)), "wrong leader");
         assert!(matches!(step(&req(None, Some("a"), None), false), LeaderStep::Clear(_)), "already leader");
         assert!(
             matches!(step(&req(Some("a"), Some("c"), None), false), LeaderStep::Clear(m) if m.contains("c")),
@@ -235,8 +259,6 @@ mod tests {
         );
         assert!(matches!(step(&req(Some("a"), Some("d"), None), false), LeaderStep::Clear(_)), "nofailover");
         assert!(matches!(step(&req(Some("a"), Some("zz"), None), false), LeaderStep::Clear(_)), "not a member");
-        assert!(matches!(step(&req(Some("a"), None, None), true), LeaderStep::Clear(_)), "pause needs a candidate");
-        assert_eq!(step(&req(Some("a"), Some("b"), None), true), LeaderStep::Demote { to: Some("b".into()) });
         let future = "2100-01-01T00:00:00Z";
         assert!(matches!(step(&req(Some("a"), Some("b"), Some(future)), false), LeaderStep::WaitUntil(_)));
         assert_eq!(
@@ -244,7 +266,25 @@ mod tests {
             LeaderStep::Demote { to: Some("b".into()) }
         );
         assert!(matches!(step(&req(Some("a"), Some("b"), Some("soon")), false), LeaderStep::Clear(_)));
-        assert!(matches!(step(&req(Some("a"), Some("b"), Some(future)), true), LeaderStep::Clear(_)));
+    }
+
+    #[test]
+    fn a_request_is_due_when_its_time_has_come_and_a_handover_only_from_the_named_leader() {
+        let at = |t: &str| req(Some("a"), Some("b"), Some(t));
+        assert_eq!(due(&req(Some("a"), None, None), 0), Due::Now);
+        assert_eq!(due(&at("1970-01-01T00:00:01Z"), 999), Due::At(1000));
+        assert_eq!(due(&at("1970-01-01T00:00:01Z"), 1000), Due::Now);
+        assert!(matches!(due(&at("soon"), 0), Due::Unreadable(_)));
+        assert!(!is_due(&at("soon"), i64::MAX), "an unreadable time is cleared, never carried out");
+        let mut c = Cluster { failover: Some(req(Some("a"), Some("b"), None)), ..Default::default() };
+        assert!(handover_due(&c, "a", 0));
+        assert!(!handover_due(&c, "x", 0), "a request naming another leader");
+        c.failover = Some(req(None, Some("a"), None));
+        assert!(!handover_due(&c, "a", 0), "the candidate already leads");
+        c.failover = Some(at("2100-01-01T00:00:00Z"));
+        assert!(!handover_due(&c, "a", 0), "not yet");
+        c.failover = None;
+        assert!(!handover_due(&c, "a", 0));
     }
 
     #[test]

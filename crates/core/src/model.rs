@@ -358,6 +358,13 @@ impl SyncState {
     pub fn leader_is(&self, name: &str) -> bool {
         self.leader.as_deref() == Some(name)
     }
+
+    /// Whether, in `synchronous_mode: on`, the key vouches that `name` holds every commit its
+    /// leader acknowledged: `name` is that leader or one of its synchronous standbys. Any other
+    /// member may lack some, so it takes over only when forced.
+    pub fn vouches_for(&self, name: &str) -> bool {
+        self.lists(name) || self.leader_is(name)
+    }
 }
 
 /// One line of the `history` key: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
@@ -446,6 +453,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Whether `name` is listed in the `sync` key's `sync_standby`, in a key written by the
+    /// current leader (Patroni's `is_sync_standby`: a key left by a former leader vouches for
+    /// nobody).
+    pub fn listed_in_sync_key(&self, name: &str) -> bool {
+        let Some(leader) = self.leader.as_ref() else { return false };
+        self.sync.as_ref().is_some_and(|s| s.leader_is(&leader.name) && !name.is_empty() && s.lists(name))
+    }
+
     /// Builds a snapshot from the keys under `prefix`.
     pub fn from_kvs(prefix: &ClusterPrefix, kvs: &[RawKv], revision: i64) -> Cluster {
         let mut c = Cluster { revision, ..Default::default() };
@@ -724,5 +739,24 @@ mod tests {
         assert_eq!(t.conflicts().len(), 2);
         assert!(t.conflicts()[0].ends_with("Defaulting to nofailover: False"), "{:?}", t.conflicts());
         assert!(tags(r#"{"nofailover": true, "failover_priority": 0}"#).conflicts().is_empty());
+    }
+
+    #[test]
+    fn sync_key_membership_is_exact_per_item_and_only_in_the_current_leaders_key() {
+        let mut c = Cluster {
+            leader: Some(Leader { name: "p".into(), lease: 1, mod_revision: 1 }),
+            sync: Some(SyncState { leader: Some("p".into()), sync_standby: Some("n1, n22 ,".into()), quorum: None }),
+            ..Default::default()
+        };
+        assert!(c.listed_in_sync_key("n1"));
+        assert!(c.listed_in_sync_key("n22"));
+        assert!(!c.listed_in_sync_key("n2"));
+        assert!(!c.listed_in_sync_key(""));
+        let key = c.sync.clone().unwrap();
+        assert!(key.vouches_for("p") && key.vouches_for("n22") && !key.vouches_for("n2"));
+        c.leader.as_mut().unwrap().name = "n1".into();
+        assert!(!c.listed_in_sync_key("n22"), "a key written by a former leader vouches for nobody");
+        c.leader = None;
+        assert!(!c.listed_in_sync_key("n22"));
     }
 }

@@ -29,6 +29,7 @@
 //!   ping, or missing from the stored topology, never races.
 
 use crate::action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
+use crate::admission::{self, Refusal};
 use crate::dynamic::DynamicConfig;
 use crate::election::{self, Candidate, Verdict};
 use crate::failsafe::{self, Topology};
@@ -36,7 +37,8 @@ use crate::hot_standby;
 use crate::manual::{self, LeaderStep, ReleaseStep, ReplicaStep};
 use crate::model::{Cluster, Tags};
 use crate::observe::{
-    ControlData, DataDir, DcsView, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request, RunningPg,
+    ControlData, DataDir, DcsView, JobError, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request,
+    RunningPg,
 };
 use crate::slots::{slot_name_from_member_name, SlotKind, SlotTargets};
 use crate::sync::{self, LeaderSync, SyncMark};
@@ -324,11 +326,8 @@ impl HaNode {
         // the members judge each other on what they publish once per cycle (the old leader waits
         // for the candidate to report the shutdown checkpoint), so a loop_wait-long cycle would
         // stretch the handover to a loop_wait.
-        let due = |f: &crate::model::Failover| match &f.scheduled_at {
-            None => true,
-            Some(at) => crate::clock::parse_rfc3339_ms(at).is_some_and(|t| t <= obs.wall_clock_ms),
-        };
-        if matches!(&obs.dcs, DcsView::Ok(c) if c.failover.as_ref().is_some_and(due)) {
+        if matches!(&obs.dcs, DcsView::Ok(c) if c.failover.as_ref().is_some_and(|f| manual::is_due(f, obs.wall_clock_ms)))
+        {
             plan.next_cycle = plan.next_cycle.min(obs.now.plus_ms(HANDOVER_CYCLE_MS));
         }
         let plan = match obs.watchdog_unusable {
@@ -512,6 +511,18 @@ impl HaNode {
         match &obs.job {
             None => None,
             Some(JobState::Running(kind)) => {
+                if let (Some(req @ Request::Reinitialize { force: true, .. }), DcsView::Ok(c), false) =
+                    (&obs.request, &obs.dcs, holds)
+                {
+                    // Patroni's `reinitialize(force=True)`: the job in progress (a clone or a
+                    // rewind that hangs, a start that never ends) is cancelled first.
+                    let mut plan = self.on_request(obs, c, req);
+                    if plan.answer == Some(Answer::Started) {
+                        plan.actions.insert(0, Action::CancelJob);
+                        plan.message = format!("cancelling the {}; {}", kind.describe(), plan.message);
+                    }
+                    return Some(plan);
+                }
                 let plan = if holds {
                     self.plan(
                         now,
@@ -555,12 +566,11 @@ impl HaNode {
                 (JobKind::Clone, Err(e)) => {
                     Some(self.plan(now, vec![Action::WipeDataDir], &format!("replica clone failed ({e}); will retry")))
                 }
-                (JobKind::Rewind, Err(e)) if e.starts_with(crate::action::REWIND_SOURCE_UNAVAILABLE) => {
+                (JobKind::Rewind, Err(e @ JobError::RewindSourceUnavailable { .. })) => {
                     Some(self.plan(now, vec![], &format!("pg_rewind not started ({e}); trying again")))
                 }
-                (JobKind::Rewind, Err(e))
-                    if e.starts_with(crate::action::REWIND_TARGET_UNTOUCHED)
-                        && !self.s.remove_data_directory_on_rewind_failure =>
+                (JobKind::Rewind, Err(e @ JobError::RewindUntouched { .. }))
+                    if !self.s.remove_data_directory_on_rewind_failure =>
                 {
                     let wait = rewind_retry_secs(self.config.loop_wait, self.rewind_retries);
                     self.rewind_retries = self.rewind_retries.saturating_add(1);
@@ -1217,17 +1227,9 @@ impl HaNode {
                 let max_lag = self.config.maximum_lag_on_failover;
                 // A forced failover may go to a member the sync key does not list.
                 let competitors = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
-                let step = match self.sync_refusal(cluster, f).or_else(|| self.handover_refusal(cluster, f, r)) {
+                let step = match self.admission_refusal(cluster, f).or_else(|| self.handover_refusal(cluster, f, r)) {
                     Some(why) => LeaderStep::Clear(why),
-                    None => manual::as_running_leader(
-                        &me,
-                        f,
-                        &competitors,
-                        obs.wall_clock_ms,
-                        paused,
-                        r.wal.best(),
-                        max_lag,
-                    ),
+                    None => manual::as_running_leader(&me, f, &competitors, obs.wall_clock_ms, r.wal.best(), max_lag),
                 };
                 match step {
                     LeaderStep::Clear(why) => {
@@ -1522,19 +1524,23 @@ impl HaNode {
         })
     }
 
-    /// Why the running leader refuses a switchover or failover request in `synchronous_mode: on`:
-    /// a named candidate the `sync` key does not list (a failover may insist with `force`).
-    fn sync_refusal(&self, cluster: &Cluster, f: &crate::model::Failover) -> Option<String> {
-        let listed = SyncRule::of(&self.config, cluster)?.listed_only()?;
-        let m = f.member.as_ref()?;
-        if listed.contains(m) || (f.leader.is_none() && f.force) {
-            return None;
-        }
-        Some(format!(
-            "{} to {m} refused: it is not a synchronous standby (the sync key lists [{}])",
-            if f.leader.is_some() { "switchover" } else { "failover" },
-            listed.join(",")
-        ))
+    /// Why the running leader refuses the request in the `failover` key (rule:
+    /// [`admission`]), whoever wrote it. A key may name neither leader nor candidate (a
+    /// switchover to the healthiest replica) or schedule a failover: Patroni's leader accepts
+    /// both, so only what the key asks in maintenance mode and against the cluster is judged.
+    fn admission_refusal(&self, cluster: &Cluster, f: &crate::model::Failover) -> Option<String> {
+        let r = admission::Request::of_key(f);
+        let shape = admission::check_shape(&r, self.config.paused()).err().filter(|e| {
+            !matches!(
+                e,
+                Refusal::FailoverWithoutCandidate | Refusal::SwitchoverWithoutLeader | Refusal::FailoverScheduled
+            )
+        });
+        let refusal = shape.or_else(|| admission::check_cluster(cluster, self.config.sync_mode(), &r).err())?;
+        Some(match f.member.as_deref() {
+            Some(m) => format!("{} to {m} refused: {refusal}", r.kind.name()),
+            None => format!("{} refused: {refusal}", r.kind.name()),
+        })
     }
 
     /// The slots this member should hold (see [`crate::slots`]): on the running primary a slot

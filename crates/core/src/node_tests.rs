@@ -3,7 +3,7 @@
 use super::*;
 use crate::lsn::Lsn;
 use crate::model::{Leader, Member, MemberData, Status};
-use crate::observe::{ClusterState, LocalPg, PeerReport, PeerStatus, WalPositions};
+use crate::observe::{ClusterState, JobError, LocalPg, PeerReport, PeerStatus, WalPositions};
 
 const ME: &str = "n1";
 
@@ -697,7 +697,10 @@ fn a_rewind_that_failed_before_changing_anything_is_tried_again_later() {
     let untouched = || {
         Some(JobState::Finished(
             JobKind::Rewind,
-            Err(format!("{} (exit code 1): No space left on device", crate::action::REWIND_TARGET_UNTOUCHED)),
+            Err(JobError::RewindUntouched {
+                status: "exit code 1".into(),
+                output_tail: "No space left on device".into(),
+            }),
         ))
     };
     let loop_wait_ms = n.config().loop_wait * 1000;
@@ -733,7 +736,7 @@ fn a_rewind_whose_source_was_down_is_tried_again_not_given_up() {
     let l = stopped(ClusterState::InProduction, true);
     assert_eq!(decide(&mut n, &obs(0, &c, &l)), vec![Action::StartJob(Job::Rewind(up("n2", 5002)))]);
     let mut o = obs(1, &c, &l);
-    let e = format!("{}: n2: connection refused", crate::action::REWIND_SOURCE_UNAVAILABLE);
+    let e = JobError::RewindSourceUnavailable { source_name: "n2".into(), reason: "connection refused".into() };
     o.job = Some(JobState::Finished(JobKind::Rewind, Err(e)));
     let p = n.decide(&o);
     assert!(p.actions.is_empty() && p.message.contains("trying again"), "{p:?}");
@@ -751,6 +754,15 @@ fn failed_rewind_waits_for_an_operator_unless_wiping_is_allowed() {
     };
     let mut keep = HaNode::new(settings());
     assert!(failed(&mut keep).is_empty());
+    // Only the variant says the data directory is untouched, not the wording of a message.
+    let mut o = obs(1, &c, &l);
+    o.job = Some(JobState::Finished(
+        JobKind::Rewind,
+        Err("pg_rewind failed before changing the data directory (exit code 1)".into()),
+    ));
+    let mut worded = HaNode::new(settings());
+    assert!(decide(&mut worded, &o).is_empty());
+    assert!(decide(&mut worded, &obs(100_000, &c, &l)).is_empty(), "waits for an operator");
     assert!(decide(&mut keep, &obs(2, &c, &l)).is_empty(), "does not loop on pg_rewind");
     let mut wipe = HaNode::new(NodeSettings { remove_data_directory_on_rewind_failure: true, ..settings() });
     assert_eq!(failed(&mut wipe), vec![Action::WipeDataDir]);
@@ -1167,6 +1179,30 @@ fn requests_are_refused_while_a_job_runs() {
     let mut o = Observation { request: Some(Request::Restart), ..obs(0, &c, &l) };
     o.job = Some(JobState::Running(JobKind::Clone));
     assert!(matches!(n.decide(&o).answer, Some(Answer::Refused(m)) if m.contains("clone")));
+    o.request = Some(Request::Reinitialize { force: false, from_leader: false });
+    assert!(matches!(n.decide(&o).answer, Some(Answer::Refused(m)) if m.contains("clone")));
+}
+
+#[test]
+fn a_forced_reinitialize_cancels_the_running_job_first() {
+    // Patroni's `reinitialize(force=True)`: a clone that hangs does not block the operator.
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = replica(Some(5002), 1);
+    let mut o =
+        Observation { request: Some(Request::Reinitialize { force: true, from_leader: true }), ..obs(0, &c, &l) };
+    o.job = Some(JobState::Running(JobKind::Clone));
+    let p = n.decide(&o);
+    assert_eq!(p.actions, vec![Action::CancelJob, Action::StartJob(Job::Reinitialize(up("n2", 5002)))]);
+    assert_eq!(p.answer, Some(Answer::Started));
+    // Forced or not, the leader is not reinitialized and its job (a promotion, say) goes on.
+    let mine = cluster(Some(ME));
+    let mut o =
+        Observation { request: Some(Request::Reinitialize { force: true, from_leader: false }), ..obs(0, &mine, &l) };
+    o.job = Some(JobState::Running(JobKind::Promote));
+    let p = n.decide(&o);
+    assert!(!p.actions.contains(&Action::CancelJob), "{p:?}");
+    assert!(matches!(p.answer, Some(Answer::Refused(_))), "{p:?}");
 }
 
 #[test]
@@ -1486,7 +1522,7 @@ fn the_leader_refuses_a_switchover_to_a_member_that_is_not_synchronous() {
     let peers = [peer("n2", 1000, false), peer("n3", 1000, false)];
     let p = HaNode::new(settings()).decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
     assert!(p.actions.contains(&Action::ClearFailover), "{p:?}");
-    assert!(p.message.contains("not a synchronous standby"), "{}", p.message);
+    assert!(p.message.contains("n3 refused: candidate name does not match with sync_standby"), "{}", p.message);
     // To the synchronous standby it goes ahead.
     c.failover = failover(Some(ME), Some("n2"));
     let a = decide(&mut HaNode::new(settings()), &Observation { peers: Some(&peers), ..obs(0, &c, &l) });

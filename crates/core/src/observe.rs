@@ -269,7 +269,48 @@ pub enum JobState {
     /// Still running.
     Running(JobKind),
     /// Finished since the last cycle; reported exactly once.
-    Finished(JobKind, Result<(), String>),
+    Finished(JobKind, Result<(), JobError>),
+}
+
+/// Why a job failed, as far as the core's next decision depends on it. Whatever the message
+/// says, only the variant chooses between trying again and waiting for an operator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// A [`crate::Job::Rewind`] did not run pg_rewind at all: its source (the leader) did not
+    /// answer as a primary. That is a reason to try again, not a failed rewind.
+    #[error("the rewind source {source_name} is not available: {reason}")]
+    RewindSourceUnavailable {
+        /// The member that was to be the source.
+        source_name: String,
+        /// What the check saw.
+        reason: String,
+    },
+    /// pg_rewind failed before its point of no return (the crash recovery it runs first found
+    /// the disk full, the source went away while the file lists were read, ...): the data
+    /// directory is as it was, so trying again later is safe. A failure after that point may
+    /// have left it half rewritten and is [`JobError::Failed`].
+    #[error("pg_rewind failed before changing the data directory ({status}): {output_tail}")]
+    RewindUntouched {
+        /// How pg_rewind exited.
+        status: String,
+        /// The end of its output.
+        output_tail: String,
+    },
+    /// Any other failure; the text is for the log and the operator.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for JobError {
+    fn from(text: String) -> JobError {
+        JobError::Failed(text)
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(text: &str) -> JobError {
+        JobError::Failed(text.to_string())
+    }
 }
 
 /// What another member said about itself (`GET /patroni`), fetched during a leader race.

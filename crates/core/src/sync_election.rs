@@ -41,7 +41,7 @@ impl<'a> SyncRule<'a> {
     /// Whether `peer`'s position matters to a candidate: it could itself be promoted.
     pub fn may_compete(&self, peer: &str) -> bool {
         match self.mode {
-            SyncMode::On => self.key.lists(peer) || self.key.leader_is(peer),
+            SyncMode::On => self.key.vouches_for(peer),
             _ => true,
         }
     }

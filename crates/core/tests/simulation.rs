@@ -103,7 +103,7 @@ struct Node {
     ha: HaNode,
     pg: Pg,
     next_cycle: u64,
-    job: Option<(JobKind, Result<(), String>)>,
+    job: Option<(JobKind, Result<(), rampart_core::observe::JobError>)>,
     /// Cut off from the DCS until then.
     dcs_cut_until: u64,
     /// Agent frozen (no cycles) until then.

@@ -70,22 +70,6 @@ pub fn ttl(cluster: &Cluster, policy: Policy) -> Duration {
     cluster.config.as_ref().map(|c| Duration::from_secs(c.ttl)).unwrap_or(policy.default_ttl)
 }
 
-/// Whether the leader `leader` is about to hand over: a switchover request that names it (or no
-/// leader) is due at `wall_ms` (Unix milliseconds). The leader either acts on such a request or
-/// clears it within a cycle, so withholding the route for it costs at most that long. A
-/// request for a candidate that already leads is no handover.
-fn handover_due(cluster: &Cluster, leader: &str, wall_ms: i64) -> bool {
-    let Some(f) = &cluster.failover else { return false };
-    if f.leader.as_deref().is_some_and(|l| l != leader) || f.member.as_deref() == Some(leader) {
-        return false;
-    }
-    match &f.scheduled_at {
-        None => true,
-        // Unreadable: the leader clears it without acting.
-        Some(at) => rampart_core::clock::parse_rfc3339_ms(at).is_some_and(|t| t <= wall_ms),
-    }
-}
-
 /// The routes for `cluster`, read `age` ago, at wall-clock time `wall_ms` (Unix milliseconds,
 /// for scheduled switchovers).
 pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) -> Routes {
@@ -95,7 +79,7 @@ pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) ->
     let primary = leader
         .filter(|_| fresh)
         .filter(|m| is_primary_role(&m.data.role) && m.data.state == "running")
-        .filter(|m| !handover_due(cluster, &m.name, wall_ms))
+        .filter(|m| !rampart_core::manual::handover_due(cluster, &m.name, wall_ms))
         .and_then(|m| backend(&m.name, &m.data));
     // The reference position: the leader's own report, else the last optime it wrote.
     let reference = leader.map(|m| m.data.wal_position().0).filter(|&p| p > 0).unwrap_or(cluster.status.optime);

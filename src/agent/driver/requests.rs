@@ -105,7 +105,11 @@ impl Agent {
     }
 
     /// A job ended: answer whoever waits for it and run the matching callback.
-    pub(in crate::agent) fn job_finished(&mut self, kind: JobKind, result: &Result<(), String>) {
+    pub(in crate::agent) fn job_finished(
+        &mut self,
+        kind: JobKind,
+        result: &Result<(), rampart_core::observe::JobError>,
+    ) {
         if let Some((k, tx)) = self.local.job_reply.take() {
             if k == kind {
                 match result {
