@@ -33,6 +33,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rampart_core::Cluster;
+use rampart_core::PgState;
 use rampart_kit::config::{Credentials, NodeConfig};
 use rampart_kit::etcd::EtcdConfig;
 use rampart_kit::user::{chown_to_agent_user, RunAs};
@@ -305,7 +306,7 @@ fn write_pids(dir: &Path, procs: &Procs) -> Result<()> {
 
 fn healthy(c: &Cluster, nodes: u8) -> bool {
     let Some(leader) = c.leader_member() else { return false };
-    leader.data.state == "running"
+    leader.data.state == PgState::Running
         && c.members.len() == nodes as usize
         && c.members
             .iter()
@@ -365,7 +366,11 @@ fn describe(c: &Cluster) -> String {
             format!(
                 "{}={}",
                 m.name,
-                m.data.replication_state.clone().filter(|_| m.data.state == "running").unwrap_or(m.data.state.clone())
+                m.data
+                    .replication_state
+                    .clone()
+                    .filter(|_| m.data.state == PgState::Running)
+                    .unwrap_or_else(|| m.data.state.to_string())
             )
         })
         .collect();

@@ -8,6 +8,9 @@
 //!    arguments (`--scope --role=replica --datadir --connstring`), copies the leader with
 //!    pg_basebackup through that connection string and the password file, and the member then
 //!    streams from the leader, with the table the post_bootstrap script made.
+//! 3. A member's clone hangs (its first method never returns). The operator asks to reinitialize
+//!    it: refused while the clone runs, until the request says `force`, which cancels the hanging
+//!    clone (its process is gone) and starts over; the member then streams from the leader.
 
 mod support;
 
@@ -79,4 +82,53 @@ async fn post_bootstrap_and_a_custom_replica_method_make_the_members() {
         let made = db.query_opt("SELECT 1 FROM pg_class WHERE relname = 'made_by_post_bootstrap'", &[]).await.unwrap();
         assert!(made.is_some(), "node{i} has the table post_bootstrap created");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_reinitialize_cancels_a_clone_that_hangs() {
+    let mut c = Cluster::start(2, ClusterOptions { start_agents: false, ..Default::default() });
+    let dir = c.data_dir(1).parent().unwrap().to_path_buf();
+    let (hang, pid_file) = (dir.join("hang.sh"), dir.join("hang.pid"));
+    // The first run hangs (and says so by its PID file); later runs fail at once, so the next
+    // method, basebackup, makes the copy.
+    write_script(
+        &hang,
+        &format!(
+            "p={}
+if [ -e \"$p\" ]; then exit 1; fi
+echo $$ > \"$p\"
+exec sleep 600
+",
+            pid_file.display()
+        ),
+    );
+    let mut second = c.node(1).config.clone();
+    second.pg_settings.push(("create_replica_methods".into(), "[hang, basebackup]".into()));
+    second.pg_settings.push(("hang".into(), format!("{{command: {}}}", hang.display())));
+    second.write(c.config_path(1)).unwrap();
+
+    c.start_agent(0);
+    assert_eq!(c.wait_for_leader(Duration::from_secs(60)), Some(0), "the first member bootstraps and leads");
+    c.start_agent(1);
+    assert!(
+        support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || pid_file.exists()),
+        "the clone started and hangs"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+
+    let reinit = |body: &str| {
+        support::client::http_request(c.api_port(1), "POST", "/reinitialize", Some(body)).expect("POST /reinitialize")
+    };
+    let r = reinit("{}");
+    assert_eq!((r.status, r.body.contains("replica clone is in progress")), (503, true), "{}", r.body);
+    let r = reinit(r#"{"force": true}"#);
+    assert_eq!((r.status, r.body.as_str()), (200, "reinitialize started"));
+    let gone = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
+    assert!(
+        support::wait_until(Duration::from_secs(10), Duration::from_millis(100), gone),
+        "the hanging clone's process was stopped with its job"
+    );
+    assert_eq!(wait_healthy(&c, Duration::from_secs(120)), Some(0), "the member was copied again and streams");
+    let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+    assert!(log.contains("cancelling the replica clone"), "the log says what the force did");
 }

@@ -51,8 +51,8 @@ pub fn fire(callbacks: &BTreeMap<String, String>, action: &str, role: &str, scop
 
 /// Runs `pre_promote` and waits: `Ok` to promote, `Err(reason)` to refuse.
 pub async fn pre_promote(cmd: &str, scope: &str) -> Result<(), String> {
-    let mut c = command(cmd, &["pre_promote", "primary", scope]);
-    match tokio::time::timeout(PRE_PROMOTE_LIMIT, c.status()).await {
+    let c = command(cmd, &["pre_promote", "primary", scope]);
+    match tokio::time::timeout(PRE_PROMOTE_LIMIT, rampart_pg::run_script(c)).await {
         Ok(Ok(s)) if s.success() => Ok(()),
         Ok(Ok(s)) => Err(format!("pre_promote exited with {s}")),
         Ok(Err(e)) => Err(format!("pre_promote could not be started: {e}")),

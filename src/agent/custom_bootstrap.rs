@@ -20,10 +20,13 @@ use tracing::info;
 /// Runs the method's command; returns the settings of the first start (with `recovery_conf`).
 pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Result<PgSettings, String> {
     info!("Running custom bootstrap script: {}", method.command);
-    let status = super::callbacks::shell(&method.command, "rampart-bootstrap", method.args(scope, &s.data_dir))
-        .status()
-        .await
-        .map_err(|e| format!("custom bootstrap {}: could not start its command: {e}", method.name))?;
+    let status = rampart_pg::run_script(super::callbacks::shell(
+        &method.command,
+        "rampart-bootstrap",
+        method.args(scope, &s.data_dir),
+    ))
+    .await
+    .map_err(|e| format!("custom bootstrap {}: could not start its command: {e}", method.name))?;
     if !status.success() {
         return Err(format!("custom bootstrap {}: its command exited with {status}", method.name));
     }
@@ -59,10 +62,9 @@ pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Resul
 pub async fn post_bootstrap(cmd: &str, s: &PgSettings) -> Result<(), String> {
     info!("running post_bootstrap script: {cmd}");
     let connstring = rampart_pg::conf::local_superuser_conninfo(s);
-    let status = super::callbacks::shell(cmd, "rampart-post-bootstrap", [connstring])
-        .env("PGPASSFILE", &s.pgpass)
-        .env("PGOPTIONS", "-c synchronous_commit=local -c statement_timeout=0")
-        .status()
+    let mut script = super::callbacks::shell(cmd, "rampart-post-bootstrap", [connstring]);
+    script.env("PGPASSFILE", &s.pgpass).env("PGOPTIONS", "-c synchronous_commit=local -c statement_timeout=0");
+    let status = rampart_pg::run_script(script)
         .await
         .map_err(|e| format!("post_bootstrap script {cmd}: could not start it: {e}"))?;
     match status.success() {

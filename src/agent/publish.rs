@@ -78,8 +78,8 @@ pub fn member_data(
     let mut m = MemberData {
         conn_url: cfg.postgresql.conn_url(),
         api_url: cfg.restapi.api_url(),
-        state: state_text(local, job, paused).to_string(),
-        role: role_text(local).to_string(),
+        state: state_text(local, job, paused).into(),
+        role: role_text(local).into(),
         version: PATRONI_COMPAT_VERSION.to_string(),
         tags: cfg.tags.clone(),
         rampart: Some(env!("CARGO_PKG_VERSION").to_string()),
@@ -139,8 +139,8 @@ pub fn snapshot(i: SnapshotInputs<'_>) -> NodeSnapshot {
         scope: i.cfg.scope.clone(),
         name: i.cfg.name.clone(),
         api_version: PATRONI_COMPAT_VERSION.to_string(),
-        state: state_text(i.local, i.job, i.dynamic.paused()).to_string(),
-        role: role_text(i.local).to_string(),
+        state: state_text(i.local, i.job, i.dynamic.paused()).into(),
+        role: role_text(i.local).into(),
         tags: i.cfg.tags.clone(),
         paused: i.dynamic.paused(),
         leader_until: i.leader_until,
@@ -178,8 +178,8 @@ pub fn snapshot(i: SnapshotInputs<'_>) -> NodeSnapshot {
                 usename: r.usename.clone().unwrap_or_default(),
                 application_name: r.application_name.clone().unwrap_or_default(),
                 client_addr: r.client_addr.clone(),
-                state: r.state.clone().unwrap_or_default(),
-                sync_state: r.sync_state.clone().unwrap_or_default(),
+                state: r.state.as_deref().unwrap_or_default().into(),
+                sync_state: r.sync_state.as_deref().unwrap_or_default().into(),
                 sync_priority: r.sync_priority.unwrap_or(0),
             })
             .collect();
@@ -290,7 +290,7 @@ mod tests {
         let m = member_data(&cfg(), &local, Some(&probe), None, false);
         assert_eq!((m.state.as_str(), m.replication_state.as_deref()), ("running", None));
         let m = member_data(&cfg(), &local, Some(&probe), Some(JobKind::Restart), false);
-        assert_eq!(m.state, "restarting", "while it is restarted with enough");
+        assert_eq!(m.state, rampart_core::PgState::Restarting, "while it is restarted with enough");
         let d = rampart_core::DynamicConfig::default();
         let s = snapshot(SnapshotInputs {
             cfg: &cfg(),

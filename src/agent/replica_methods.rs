@@ -83,11 +83,10 @@ async fn custom(m: &CustomReplicaMethod, s: &PgSettings, from: Option<&Upstream>
 
 async fn run(m: &CustomReplicaMethod, s: &PgSettings, scope: &str, connstring: &str) -> Result<(), String> {
     info!(method = %m.name, "creating the replica with {}", m.command);
-    let status = super::callbacks::shell(&m.command, "rampart-replica-method", m.args(scope, &s.data_dir, connstring))
-        .env("PGPASSFILE", &s.pgpass)
-        .status()
-        .await
-        .map_err(|e| format!("could not start {}: {e}", m.command))?;
+    let mut script =
+        super::callbacks::shell(&m.command, "rampart-replica-method", m.args(scope, &s.data_dir, connstring));
+    script.env("PGPASSFILE", &s.pgpass);
+    let status = rampart_pg::run_script(script).await.map_err(|e| format!("could not start {}: {e}", m.command))?;
     if !status.success() {
         return Err(format!("{} exited with {status}", m.command));
     }

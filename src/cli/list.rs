@@ -203,7 +203,7 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
                 None => String::new(),
             };
             let role = if is_leader {
-                if standby_cluster || m.data.role == "standby_leader" {
+                if standby_cluster || m.data.role == rampart_core::Role::StandbyLeader {
                     "Standby Leader"
                 } else {
                     "Leader"
@@ -220,7 +220,7 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
             // A replica shows how it replicates (`streaming`), as Patroni does.
             let state = match &m.data.replication_state {
                 Some(rs) if !is_leader && !rs.is_empty() => rs.clone(),
-                _ => m.data.state.clone(),
+                _ => m.data.state.to_string(),
             };
             let (receive, replay) = if is_leader {
                 (None, None)

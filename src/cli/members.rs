@@ -28,8 +28,8 @@ impl Role {
         match self {
             Role::Any => true,
             Role::Leader => leads,
-            Role::Primary => leads && m.data.role != "standby_leader",
-            Role::StandbyLeader => leads && m.data.role == "standby_leader",
+            Role::Primary => leads && m.data.role != rampart_core::Role::StandbyLeader,
+            Role::StandbyLeader => leads && m.data.role == rampart_core::Role::StandbyLeader,
             Role::Replica | Role::Standby => !leads,
         }
     }

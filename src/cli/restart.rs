@@ -69,7 +69,7 @@ pub fn role_filter(role: Role, m: &Member) -> Option<&'static str> {
         Role::Replica | Role::Standby => Some("replica"),
         Role::StandbyLeader => Some("standby_leader"),
         Role::Primary => Some("primary"),
-        Role::Leader if m.data.role == "standby_leader" => Some("standby_leader"),
+        Role::Leader if m.data.role == rampart_core::Role::StandbyLeader => Some("standby_leader"),
         Role::Leader => Some("primary"),
     }
 }

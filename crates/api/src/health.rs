@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::query::HealthQuery;
 use crate::snapshot::NodeSnapshot;
+use rampart_core::Role;
 
 /// HTTP 200.
 pub const OK: u16 = 200;
@@ -179,7 +180,7 @@ pub fn liveness_status(s: &NodeSnapshot, alive: bool, now: Instant) -> u16 {
         return OK;
     }
     let Some(last) = s.last_loop else { return UNAVAILABLE };
-    let primary = s.role == "primary" && alive && s.is_running();
+    let primary = s.role == Role::Primary && alive && s.is_running();
     let grace = s.loop_wait + if primary { s.ttl } else { s.ttl * 2 };
     match last.checked_add(grace) {
         Some(deadline) if now >= deadline => UNAVAILABLE,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::backend::BoxFuture;
 use crate::snapshot::NodeSnapshot;
+use rampart_core::PgState;
 
 /// How long a status request waits for the live positions before using the snapshot's.
 pub const LIVE_LIMIT: Duration = Duration::from_millis(500);
@@ -51,7 +52,7 @@ pub fn overlay(snap: &mut NodeSnapshot, now: WalNow) {
 
 /// `snap` with the live positions when PostgreSQL runs and answers in time.
 pub async fn refreshed(mut snap: NodeSnapshot, alive: bool, live: Option<&dyn LiveWal>) -> NodeSnapshot {
-    let Some(live) = live.filter(|_| alive && snap.state == "running") else { return snap };
+    let Some(live) = live.filter(|_| alive && snap.state == PgState::Running) else { return snap };
     if let Ok(Some(now)) = tokio::time::timeout(LIVE_LIMIT, live.wal_now()).await {
         overlay(&mut snap, now);
     }

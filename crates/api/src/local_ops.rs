@@ -85,7 +85,7 @@ pub fn parse_restart(body: &Map<String, Value>, paused: bool, now: jiff::Timesta
 
 /// Whether this node, as `snap` shows it, passes the restart filters (Patroni's `restart_matches`).
 pub fn restart_matches(request: &RestartRequest, snap: &NodeSnapshot) -> bool {
-    if request.role.as_deref().is_some_and(|role| role != snap.role) {
+    if request.role.as_deref().is_some_and(|role| role != snap.role.as_str()) {
         return false;
     }
     // Restart only servers older than the requested version.

@@ -16,6 +16,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 
 use crate::snapshot::NodeSnapshot;
+use rampart_core::Role;
 
 /// Content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -114,7 +115,7 @@ pub fn metrics_text(s: &NodeSnapshot, alive: bool) -> String {
         "Epoch seconds since Postgres started.",
         secs(&s.postmaster_start_time),
     );
-    o.flag("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", s.role == "primary");
+    o.flag("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", s.role == Role::Primary);
     o.metric(
         "patroni_xlog_location",
         "counter",
@@ -124,9 +125,9 @@ pub fn metrics_text(s: &NodeSnapshot, alive: bool) -> String {
     o.flag(
         "patroni_standby_leader",
         "Value is 1 if this node is the standby_leader, 0 otherwise.",
-        s.role == "standby_leader",
+        s.role == Role::StandbyLeader,
     );
-    o.flag("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", s.role == "replica");
+    o.flag("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", s.role == Role::Replica);
     o.flag(
         "patroni_sync_standby",
         "Value is 1 if this node is a sync standby, 0 otherwise.",

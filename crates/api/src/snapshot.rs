@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rampart_core::PgState;
 use rampart_core::{Cluster, Tags};
 
 /// One walsender as shown under `replication` in `/patroni`
@@ -21,9 +22,9 @@ pub struct ReplicationConn {
     /// Client address; `None` for Unix-socket connections.
     pub client_addr: Option<String>,
     /// Walsender state (`streaming`, `catchup`, ...).
-    pub state: String,
+    pub state: rampart_core::WalsenderState,
     /// `async`, `potential`, `sync` or `quorum`.
-    pub sync_state: String,
+    pub sync_state: rampart_core::WalsenderSync,
     /// Priority in `synchronous_standby_names`.
     pub sync_priority: i32,
 }
@@ -44,9 +45,9 @@ pub struct NodeSnapshot {
     /// PostgreSQL state in Patroni's wording: `running`, `stopped`, `starting`, `crashed`,
     /// `creating replica`, `initializing new cluster`, `running custom bootstrap script`,
     /// `restarting`, ...
-    pub state: String,
+    pub state: rampart_core::PgState,
     /// `primary`, `replica` or `uninitialized`.
-    pub role: String,
+    pub role: rampart_core::Role,
     /// `pg_is_in_recovery()` at the last probe.
     pub in_recovery: bool,
     /// Current timeline (0 when unknown).
@@ -137,7 +138,7 @@ impl NodeSnapshot {
 
     /// Whether PostgreSQL is in Patroni's `running` state.
     pub fn is_running(&self) -> bool {
-        self.state == "running"
+        self.state == PgState::Running
     }
 
     /// Whether this node is a synchronous standby (`synchronous_mode: on`, listed in `sync`).

@@ -105,7 +105,7 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
     let body = Status {
         state,
         postmaster_start_time: s.postmaster_start_time.as_deref().filter(|_| queryable),
-        role: &s.role,
+        role: s.role.as_str(),
         server_version: (queryable && s.server_version > 0).then_some(s.server_version),
         xlog,
         timeline: (queryable && s.timeline > 0).then_some(s.timeline),

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::lsn::{Lsn, Timeline};
 use crate::model::Tags;
 use crate::observe::PeerStatus;
+use crate::roles::Role;
 
 /// Why a member cannot take over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -64,14 +65,14 @@ pub struct Report {
 impl Report {
     /// Reads a `/patroni` answer; `None` if it is not one (no `role`).
     pub fn read(v: &Value) -> Option<Report> {
-        let role = v.get("role")?.as_str()?;
+        let role = Role::parse(v.get("role")?.as_str()?);
         let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
         let x = v.get("xlog");
         let field = |k: &str| x.and_then(|x| x.get(k)).and_then(Value::as_u64);
         Some(Report {
             running: v.get("state").and_then(Value::as_str) == Some("running"),
-            primary: matches!(role, "primary" | "master"),
-            replica: role == "replica",
+            primary: role.is_primary(),
+            replica: role == Role::Replica,
             wal: [field("location"), field("received_location"), field("replayed_location")]
                 .into_iter()
                 .flatten()

@@ -17,6 +17,7 @@
 use crate::lsn::Lsn;
 use crate::model::{Cluster, Failover};
 use crate::observe::PeerReport;
+use crate::roles::PgState;
 
 /// How long a leader that stopped for a switchover waits for a candidate to receive its
 /// shutdown checkpoint before giving up and starting again as primary.
@@ -183,9 +184,7 @@ pub enum Outcome {
 pub fn outcome(cluster: &Cluster, old_leader: Option<&str>) -> Outcome {
     let holder = cluster.leader.as_ref().map(|l| l.name.as_str());
     if let Some(h) = holder.filter(|h| Some(*h) != old_leader) {
-        let primary = cluster
-            .member(h)
-            .is_some_and(|m| matches!(m.data.role.as_str(), "primary" | "master") && m.data.state == "running");
+        let primary = cluster.member(h).is_some_and(|m| m.data.role.is_primary() && m.data.state == PgState::Running);
         return if primary { Outcome::Led(h.to_string()) } else { Outcome::Pending };
     }
     if cluster.failover.is_none() && old_leader.is_some() && holder == old_leader {

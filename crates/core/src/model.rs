@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::dynamic::DynamicConfig;
 use crate::keys::{self, ClusterPrefix};
 use crate::lsn::{Lsn, Timeline};
+use crate::roles::{PgState, Role};
 
 /// Member tags (`tags:` in the config), with the ones Rampart interprets typed and the rest kept.
 ///
@@ -180,10 +181,10 @@ pub struct MemberData {
     pub api_url: String,
     /// PostgreSQL state (`running`, `stopped`, `starting`, `crashed`, `creating replica`, ...).
     #[serde(default)]
-    pub state: String,
-    /// `primary`, `replica`, `standby_leader`, or `uninitialized`.
+    pub state: PgState,
+    /// `primary` (`master` read too), `replica`, `standby_leader`, or `uninitialized`.
     #[serde(default)]
-    pub role: String,
+    pub role: Role,
     /// Version of the key format's producer (Patroni's version number that we are compatible with).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,

@@ -40,6 +40,7 @@ use crate::observe::{
     ControlData, DataDir, DcsView, JobError, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request,
     RunningPg,
 };
+use crate::roles::{PgState, Role, WalsenderState};
 use crate::slots::{slot_name_from_member_name, SlotKind, SlotTargets};
 use crate::sync::{self, LeaderSync, SyncMark};
 use crate::sync_election::SyncRule;
@@ -811,7 +812,7 @@ impl HaNode {
         let preferred = cluster
             .members
             .iter()
-            .filter(|m| m.name != self.s.name && m.data.tags.clonefrom && m.data.state == "running")
+            .filter(|m| m.name != self.s.name && m.data.tags.clonefrom && m.data.state == PgState::Running)
             .find_map(|m| upstream_of(cluster, &m.name));
         preferred.or_else(|| cluster.leader.as_ref().and_then(|l| upstream_of(cluster, &l.name)))
     }
@@ -1135,10 +1136,9 @@ impl HaNode {
     /// is a running replica (cascading replication), else the leader. Also the source of a
     /// rewind, so it is named with `nostream` too (see [`HaNode::streamed`]).
     fn desired_upstream(&self, cluster: &Cluster, leader: &str) -> Option<Upstream> {
-        let cascade =
-            self.s.tags.replicatefrom.as_deref().filter(|m| *m != self.s.name && *m != leader).filter(|m| {
-                cluster.member(m).is_some_and(|mm| mm.data.state == "running" && mm.data.role == "replica")
-            });
+        let cascade = self.s.tags.replicatefrom.as_deref().filter(|m| *m != self.s.name && *m != leader).filter(|m| {
+            cluster.member(m).is_some_and(|mm| mm.data.state == PgState::Running && mm.data.role == Role::Replica)
+        });
         cascade.and_then(|m| upstream_of(cluster, m)).or_else(|| upstream_of(cluster, leader))
     }
 
@@ -1515,8 +1515,12 @@ impl HaNode {
             return None;
         }
         let rule = SyncRule::of(&self.config, cluster)?;
-        let streaming: Vec<&str> =
-            r.walsenders.iter().filter(|w| w.state == "streaming").map(|w| w.application_name.as_str()).collect();
+        let streaming: Vec<&str> = r
+            .walsenders
+            .iter()
+            .filter(|w| w.state == WalsenderState::Streaming)
+            .map(|w| w.application_name.as_str())
+            .collect();
         let why = rule.handover_refusal(f.member.as_deref(), &streaming)?;
         Some(match &f.member {
             Some(m) => format!("switchover to {m} refused: {why}"),
@@ -1770,7 +1774,9 @@ impl HaNode {
             m.data.tags.replicatefrom.as_deref().is_some_and(|up| {
                 up != self.s.name
                     && up != m.name
-                    && cluster.member(up).is_some_and(|u| u.data.state == "running" && u.data.role == "replica")
+                    && cluster
+                        .member(up)
+                        .is_some_and(|u| u.data.state == PgState::Running && u.data.role == Role::Replica)
             })
         };
         cluster
@@ -1867,6 +1873,6 @@ fn failover_heir<'a>(cluster: &'a Cluster, me: &str) -> Option<&'a str> {
         .members
         .iter()
         .filter(|m| m.name != me && m.data.tags.can_fail_over())
-        .find(|m| matches!(m.data.state.as_str(), "running" | "streaming") && m.data.role != "primary")
+        .find(|m| matches!(m.data.state.as_str(), "running" | "streaming") && m.data.role != Role::Primary)
         .map(|m| m.name.as_str())
 }

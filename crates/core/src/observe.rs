@@ -7,6 +7,7 @@
 
 use crate::lsn::{Lsn, Timeline};
 use crate::model::Cluster;
+use crate::roles::{WalsenderState, WalsenderSync};
 
 /// Monotonic milliseconds since an arbitrary origin (the agent's start). Injected, never read
 /// from a clock inside the core, so simulations can run on virtual time.
@@ -149,10 +150,10 @@ pub struct Walsender {
     /// The standby's `application_name` (its member name: replicas set it in `primary_conninfo`).
     pub application_name: String,
     /// `startup`, `catchup`, `streaming`, `backup` or `stopping`.
-    pub state: String,
+    pub state: WalsenderState,
     /// `async`, `potential`, `sync` or `quorum`, as PostgreSQL judges it under its
     /// `synchronous_standby_names`.
-    pub sync_state: String,
+    pub sync_state: WalsenderSync,
     /// Last position the standby wrote to disk (`write_lsn`).
     pub write: Option<Lsn>,
     /// Last position the standby flushed (`flush_lsn`): what an ordinary synchronous commit waits

@@ -30,6 +30,7 @@ use crate::dynamic::DynamicConfig;
 use crate::lsn::Lsn;
 use crate::model::{Cluster, SyncState};
 use crate::observe::{Millis, RunningPg, Walsender};
+use crate::roles::{PgState, WalsenderState};
 use crate::standby_names::{Method, StandbyNames, STRICT_PLACEHOLDER};
 use crate::sync_mode::SyncMode;
 
@@ -172,9 +173,9 @@ fn candidates(inp: &LeaderSync<'_>, voters: &[String], applied: &Applied) -> Vec
         .pg
         .walsenders
         .iter()
-        .filter(|w| w.state == "streaming" && ack.position(w).is_some())
+        .filter(|w| w.state == WalsenderState::Streaming && ack.position(w).is_some())
         .filter_map(|w| inp.cluster.member(&w.application_name).map(|m| (w, m)))
-        .filter(|(_, m)| m.name != inp.me && m.data.tags.can_be_sync() && m.data.state == "running")
+        .filter(|(_, m)| m.name != inp.me && m.data.tags.can_be_sync() && m.data.state == PgState::Running)
         .collect();
     // Lag is measured against the most advanced standby (the primary's own position when there is
     // only one), so a burst of writes does not swap every standby at once.
@@ -211,7 +212,7 @@ fn confirmed(inp: &LeaderSync<'_>, applied: &Applied, mark: &SyncMark) -> Vec<St
     inp.pg
         .walsenders
         .iter()
-        .filter(|w| w.state == "streaming" && matches!(w.sync_state.as_str(), "sync" | "quorum"))
+        .filter(|w| w.state == WalsenderState::Streaming && w.sync_state.acknowledges_commits())
         .filter(|w| applied.lists(&w.application_name) && w.flush.is_some_and(|f| f >= mark.flush))
         .filter_map(|w| inp.cluster.member(&w.application_name).map(|m| m.name.clone()))
         .collect()

@@ -444,7 +444,7 @@ fn run(seed: u64, steps: u64, mode: SyncMode, wd: WatchdogModel) -> Result<(), S
                         .map(|&j| Walsender {
                             application_name: name(j),
                             state: "streaming".into(),
-                            sync_state: sync_state(&me.ssn, j, &from),
+                            sync_state: sync_state(&me.ssn, j, &from).into(),
                             flush: Some(Lsn(pgs[j].wal)),
                             ..Default::default()
                         })

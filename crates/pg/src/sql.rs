@@ -115,8 +115,8 @@ impl Probe {
                 .iter()
                 .map(|r| Walsender {
                     application_name: r.application_name.clone().unwrap_or_default(),
-                    state: r.state.clone().unwrap_or_default(),
-                    sync_state: r.sync_state.clone().unwrap_or_default(),
+                    state: r.state.as_deref().unwrap_or_default().into(),
+                    sync_state: r.sync_state.as_deref().unwrap_or_default().into(),
                     write: r.write_lsn,
                     flush: r.flush_lsn,
                     replay: r.replay_lsn,

@@ -293,6 +293,18 @@ async fn run(cmd: Command, tool: &'static str) -> Result<Output> {
     Err(PgError::ToolFailed { tool, status: describe_exit(status), output_tail: out.tail() })
 }
 
+/// Runs an operator's script (a replica creation method, a bootstrap script) to its end in its
+/// own process group, its output going where the agent's goes. Dropping the future (a cancelled
+/// job) kills the whole group, so nothing the script started outlives the job: a shell that
+/// forks its command instead of exec'ing it would otherwise leave that command running.
+pub async fn run_script(mut cmd: Command) -> std::io::Result<ExitStatus> {
+    cmd.process_group(0).kill_on_drop(true);
+    let mut guard = GroupGuard::new(cmd.spawn()?);
+    let status = guard.child.wait().await?;
+    guard.finished = true;
+    Ok(status)
+}
+
 /// Runs a tool to completion (as [`run`]) and returns how it ended with all it printed.
 async fn run_to_end(mut cmd: Command, tool: &'static str) -> Result<(ExitStatus, Output)> {
     let program = PathBuf::from(cmd.as_std().get_program());

@@ -16,6 +16,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{chown, geteuid, Pid, User};
 use rampart_core::observe::ClusterState;
+use rampart_core::WalsenderSync;
 use rampart_core::{DataDir, PgProcess, StartRole, StopMode, Upstream};
 use rampart_pg::{
     basebackup, controldata, initdb, observe_local, read_history, rewind, Credentials, ExtraUser, LocalConnect,
@@ -259,7 +260,7 @@ async fn scenario(root: &Path, bin: &Path) {
         p.replication.first().is_some_and(|r| r.sync_state.as_deref() == Some("quorum"))
     })
     .await;
-    assert_eq!(pa.to_core().walsenders[0].sync_state, "quorum");
+    assert_eq!(pa.to_core().walsenders[0].sync_state, WalsenderSync::Quorum);
     assert_eq!(pa.to_core().synchronous_standby_names, "ANY 1 (\"pg-b\")");
     su.batch_execute("ALTER SYSTEM RESET synchronous_standby_names").await.unwrap();
     su.batch_execute("SELECT pg_reload_conf()").await.unwrap();

@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use rampart_core::Cluster;
+use rampart_core::{PgState, Role};
 
 /// One PostgreSQL server the proxy can connect to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -60,11 +61,6 @@ pub struct Policy {
     pub default_ttl: Duration,
 }
 
-/// Member roles Patroni and Rampart publish for a primary (`master` before Patroni 3).
-fn is_primary_role(role: &str) -> bool {
-    role == "primary" || role == "master"
-}
-
 /// How long a snapshot of `cluster` may be trusted for the primary route: the cluster's ttl.
 pub fn ttl(cluster: &Cluster, policy: Policy) -> Duration {
     cluster.config.as_ref().map(|c| Duration::from_secs(c.ttl)).unwrap_or(policy.default_ttl)
@@ -78,7 +74,7 @@ pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) ->
     let fresh = age <= ttl;
     let primary = leader
         .filter(|_| fresh)
-        .filter(|m| is_primary_role(&m.data.role) && m.data.state == "running")
+        .filter(|m| m.data.role.is_primary() && m.data.state == PgState::Running)
         .filter(|m| !rampart_core::manual::handover_due(cluster, &m.name, wall_ms))
         .and_then(|m| backend(&m.name, &m.data));
     // The reference position: the leader's own report, else the last optime it wrote.
@@ -87,7 +83,7 @@ pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) ->
         .members
         .iter()
         .filter(|m| leader.is_none_or(|l| l.name != m.name))
-        .filter(|m| m.data.role == "replica" && m.data.replication_state.as_deref() == Some("streaming"))
+        .filter(|m| m.data.role == Role::Replica && m.data.replication_state.as_deref() == Some("streaming"))
         .filter(|m| !m.data.tags.noloadbalance)
         .filter(|m| reference.saturating_sub(m.data.wal_position().0) <= policy.max_lag)
         .filter_map(|m| backend(&m.name, &m.data))
