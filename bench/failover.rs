@@ -22,7 +22,7 @@
 //!   still accept a few inserts after SIGTERM, which is not unavailability);
 //! * the number of **failed insert attempts** in that stretch (connection attempts included);
 //! * the time from the fault until the **DCS leader key names another node** (polled every 20 ms
-//!   through etcd's JSON gateway).
+//!   through `rampart_dcs`, the agents' own etcd client).
 //!
 //! After each fault the old node's agent is restarted and the bench waits for a healthy cluster
 //! again before the next run. On the 30/10/10 cluster (loop_wait 10, Patroni's default) it also
@@ -215,7 +215,7 @@ fn run_fault(c: &mut Cluster, w: &Writer, old: usize, fault: Fault, timing: Timi
     let mut resumed = false;
     while t0.elapsed() < limit && (dcs_at.is_none() || !resumed) {
         if dcs_at.is_none() {
-            if let Some(l) = common::dcs_leader(c).filter(|l| *l != old_name) {
+            if let Some(l) = c.dcs().leader().filter(|l| *l != old_name) {
                 dcs_at = Some(t0.elapsed());
                 new_name = Some(l);
             }

@@ -367,7 +367,7 @@ fn main() {
         }
     }
 
-    let leader_now = common::dcs_leader(&c);
+    let leader_now = c.dcs().leader();
     println!("\n[bench] ===== results ({:.0} s in all) =====", started.elapsed().as_secs_f64());
     if leader_now.as_deref() != Some(c.name(leader)) {
         println!(

@@ -117,7 +117,7 @@ fn run_switchover(c: &Cluster, w: &Writer, old: usize, cand: usize, timing: Timi
     let mut resumed = false;
     while t0.elapsed() < limit && (dcs_candidate.is_none() || !resumed || !call.is_finished()) {
         if dcs_candidate.is_none() {
-            match common::dcs_leader(c) {
+            match c.dcs().leader() {
                 Some(l) if l == cand_name => dcs_candidate = Some(t0.elapsed()),
                 Some(l) if l != old_name && other_leader.is_none() => other_leader = Some((l, t0.elapsed())),
                 _ => {}

@@ -17,22 +17,26 @@
 //!   the thread that forked the child, so children are only ever spawned from the main thread,
 //!   which lives as long as the demo.
 //! * It only ever signals processes it started, by PID; their PIDs are in `<dir>/demo.pids`.
+//!
+//! Ports, etcd's command line, the node configurations, the agents' user and directories and the
+//! DCS reader come from `rampart-kit`, the same parts the e2e tests run a cluster with.
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rampart_core::Cluster;
 use rampart_core::PgState;
-use rampart_dcs::Dcs;
+use rampart_kit::config::{Credentials, NodeConfig};
+use rampart_kit::etcd::EtcdConfig;
+use rampart_kit::user::{chown_to_agent_user, RunAs};
 use tokio::signal::unix::{signal, Signal as Sig, SignalKind};
 
 /// `println!` that ignores write errors: stdout may be a pipe whose reader is gone (Rust ignores
@@ -46,6 +50,7 @@ macro_rules! say {
 /// Marks a directory as created by the demo, so a re-run may clear it and nothing else.
 const MARKER: &str = ".rampart-demo";
 const SCOPE: &str = "demo";
+const NAMESPACE: &str = "/service/";
 const SUPERUSER_PASSWORD: &str = "demo-superuser";
 const REPLICATION_PASSWORD: &str = "demo-replication";
 
@@ -93,14 +98,6 @@ impl Drop for Procs {
     }
 }
 
-/// `n` distinct free ports on 127.0.0.1. All are held open until every one is picked: a port
-/// released at once can be handed out again by the next `bind(0)`, before the server it was meant
-/// for binds it (etcd then PostgreSQL were once given the same port).
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let held = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
-    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
-}
-
 fn find_program(candidates: &[&str], what: &str, package: &str) -> Result<PathBuf> {
     for c in candidates {
         if Path::new(c).is_file() {
@@ -113,25 +110,7 @@ fn find_program(candidates: &[&str], what: &str, package: &str) -> Result<PathBu
     )
 }
 
-/// The user the agents run as: the invoking user, or `postgres` when invoked as root
-/// (PostgreSQL refuses to run as root).
-fn agent_user() -> Result<Option<nix::unistd::User>> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    let u = nix::unistd::User::from_name("postgres")?
-        .context("running as root, but there is no `postgres` user to run PostgreSQL as; install postgresql-15")?;
-    Ok(Some(u))
-}
-
-fn chown_to(path: &Path, user: &Option<nix::unistd::User>) -> Result<()> {
-    if let Some(u) = user {
-        nix::unistd::chown(path, Some(u.uid), Some(u.gid)).with_context(|| format!("chown {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn prepare_dir(dir: &Path, user: &Option<nix::unistd::User>) -> Result<()> {
+fn prepare_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         let empty = fs::read_dir(dir)?.next().is_none();
         if !empty && !dir.join(MARKER).exists() {
@@ -143,94 +122,39 @@ fn prepare_dir(dir: &Path, user: &Option<nix::unistd::User>) -> Result<()> {
     }
     fs::create_dir_all(dir)?;
     fs::write(dir.join(MARKER), "created by rampart demo; removed on the next run\n")?;
-    chown_to(dir, user)?;
-    Ok(())
+    chown(dir)
 }
 
-struct Node {
-    name: String,
-    pg_port: u16,
-    api_port: u16,
-    config: PathBuf,
+/// Gives `path` to the agents' user (when we are root).
+fn chown(path: &Path) -> Result<()> {
+    chown_to_agent_user(path).with_context(|| format!("chown {}", path.display()))
 }
 
-fn node_config(dir: &Path, n: &Node, etcd_port: u16) -> String {
-    let d = dir.join(&n.name);
-    format!(
-        r#"# Written by `rampart demo`: a Patroni-format configuration.
-scope: {SCOPE}
-namespace: /service/
-name: {name}
-restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
-etcd3:
-  host: 127.0.0.1:{etcd_port}
-bootstrap:
-  dcs:
-    ttl: 30
-    loop_wait: 10
-    retry_timeout: 10
-    maximum_lag_on_failover: 1048576
-    postgresql:
-      use_pg_rewind: true
-  initdb:
-    - auth: scram-sha-256
-    - encoding: UTF8
-    - data-checksums
-  pg_hba:
-    - local all all trust
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
-postgresql:
-  listen: 127.0.0.1:{pg}
-  connect_address: 127.0.0.1:{pg}
-  data_dir: {data}
-  pgpass: {pgpass}
-  authentication:
-    superuser:
-      username: postgres
-      password: {SUPERUSER_PASSWORD}
-    replication:
-      username: replicator
-      password: {REPLICATION_PASSWORD}
-  parameters:
-    unix_socket_directories: '{sock}'
-    password_encryption: scram-sha-256
-"#,
-        name = n.name,
-        api = n.api_port,
-        pg = n.pg_port,
-        data = d.join("data").display(),
-        pgpass = d.join("pgpass").display(),
-        sock = d.join("sock").display(),
-    )
-}
-
-/// Writes a file only `user` (or we) can read: it may hold passwords. Created with mode 0600,
-/// so no other user can open it even for a moment.
-fn write_private(path: &Path, text: &str, user: &Option<nix::unistd::User>) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    // A file left from elsewhere keeps its mode on open: set it.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    chown_to(path, user)
+/// Node `i`'s configuration: a Patroni-format file the demo writes for its agent.
+fn node_config(dir: &Path, i: u8, etcd: &EtcdConfig) -> NodeConfig {
+    let name = format!("node{i}");
+    let mut c = NodeConfig::new(usize::from(i), &dir.join(&name), &format!("{}:{}", etcd.host, etcd.client_port))
+        .scope(SCOPE)
+        .namespace(NAMESPACE)
+        .name(&name)
+        .bin_dir(None);
+    c.header = "Written by `rampart demo`: a Patroni-format configuration.".into();
+    c.tags.clear();
+    c.superuser = Credentials::new("postgres", SUPERUSER_PASSWORD);
+    c.replication = Credentials::new("replicator", REPLICATION_PASSWORD);
+    c
 }
 
 /// Must run on the main thread (see the module's invariants): the parent-death signal is tied to
-/// the thread that forks.
-fn spawn_logged(mut cmd: Command, log: &Path, name: &str, user: &Option<nix::unistd::User>) -> Result<Proc> {
+/// the thread that forks. `user` is the agents' user, `None` for our own.
+fn spawn_logged(mut cmd: Command, log: &Path, name: &str, user: Option<&RunAs>) -> Result<Proc> {
     let out = fs::File::create(log)?;
-    chown_to(log, user)?;
+    if user.is_some() {
+        chown(log)?;
+    }
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    if let Some(u) = user {
-        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw()).env("HOME", &u.dir);
+    if let Some((uid, gid)) = user.and_then(|u| u.switch_to) {
+        cmd.uid(uid).gid(gid).env("HOME", &user.expect("a user to switch to").home);
     }
     // Our own process group: Ctrl-C in the terminal reaches only the demo, which then stops the
     // agents in order instead of having the terminal signal all of them at once.
@@ -284,7 +208,7 @@ fn proxy_config(etcd_port: u16, ports: &ProxyPorts) -> String {
     format!(
         r#"# Written by `rampart demo`: `rampart proxy -c` this file.
 scope: {SCOPE}
-namespace: /service/
+namespace: {NAMESPACE}
 etcd3:
   host: 127.0.0.1:{etcd_port}
 proxy:
@@ -306,13 +230,13 @@ struct ProxyPorts {
 
 /// Runs the demo until SIGINT (Ctrl-C), SIGTERM or SIGHUP.
 pub fn run(dir: &Path, nodes: u8) -> Result<()> {
-    let etcd = find_program(&["/usr/bin/etcd", "/usr/local/bin/etcd"], "etcd", "etcd-server")?;
+    let etcd_bin = find_program(&["/usr/bin/etcd", "/usr/local/bin/etcd"], "etcd", "etcd-server")?;
     find_program(&["/usr/lib/postgresql/15/bin/postgres"], "PostgreSQL 15", "postgresql-15")?;
-    let user = agent_user()?;
+    let user = rampart_kit::user::try_run_as().map_err(|e| anyhow!("{e}; install postgresql-15"))?;
     let dir = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut stop = rt.block_on(async { StopSignals::install() })?;
-    prepare_dir(&dir, &user)?;
+    prepare_dir(&dir)?;
 
     // The agents run as `postgres` when we are root: give them a copy of this binary they can
     // execute even if ours sits in a directory they cannot enter.
@@ -320,56 +244,41 @@ pub fn run(dir: &Path, nodes: u8) -> Result<()> {
     fs::copy(std::env::current_exe()?, &bin).context("copying the rampart binary into the demo directory")?;
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
 
-    let n = usize::from(nodes);
-    let ports = free_ports(2 + 2 * n + 3)?;
-    let (etcd_port, etcd_peer) = (ports[0], ports[1]);
-    let proxy_ports = ProxyPorts { rw: ports[2 + 2 * n], ro: ports[3 + 2 * n], admin: ports[4 + 2 * n] };
+    let etcd = EtcdConfig { bin: etcd_bin, ..EtcdConfig::loopback("demo-etcd", &dir.join("etcd")) };
+    let etcd_port = etcd.client_port;
+    let proxy_ports =
+        ProxyPorts { rw: rampart_kit::free_port(), ro: rampart_kit::free_port(), admin: rampart_kit::free_port() };
     let mut procs = Procs::default();
-    let mut cmd = Command::new(&etcd);
-    cmd.args(["--name", "demo-etcd", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-        .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"))
-        .arg(format!("--initial-cluster=demo-etcd=http://127.0.0.1:{etcd_peer}"));
-    procs.0.push(spawn_logged(cmd, &dir.join("etcd.log"), "etcd", &None)?);
+    procs.0.push(spawn_logged(etcd.command(), &dir.join("etcd.log"), "etcd", None)?);
     say!("etcd          listening on 127.0.0.1:{etcd_port} (log: {})", dir.join("etcd.log").display());
 
     let mut members = Vec::new();
     for i in 1..=nodes {
-        let n = Node {
-            name: format!("node{i}"),
-            pg_port: ports[2 * usize::from(i)],
-            api_port: ports[2 * usize::from(i) + 1],
-            config: dir.join(format!("node{i}.yml")),
-        };
-        let nd = dir.join(&n.name);
-        fs::create_dir_all(nd.join("sock"))?;
-        chown_to(&nd, &user)?;
-        chown_to(&nd.join("sock"), &user)?;
-        write_private(&n.config, &node_config(&dir, &n, etcd_port), &user)?;
-        members.push(n);
+        let config = node_config(&dir, i, &etcd);
+        let path = dir.join(format!("{}.yml", config.name));
+        config.write(&path).with_context(|| format!("writing {}", path.display()))?;
+        members.push((config, path));
     }
-    for n in &members {
+    for (n, path) in &members {
         let mut cmd = Command::new(&bin);
-        cmd.arg("agent").arg(&n.config).env("RUST_LOG", "info");
+        cmd.arg("agent").arg(path).env("RUST_LOG", "info");
         let log = dir.join(format!("{}.log", n.name));
-        procs.0.push(spawn_logged(cmd, &log, &n.name, &user)?);
+        procs.0.push(spawn_logged(cmd, &log, &n.name, Some(user))?);
         say!(
             "{:<13} postgres 127.0.0.1:{}  REST API http://127.0.0.1:{}  (config: {}, log: {})",
             n.name,
             n.pg_port,
             n.api_port,
-            n.config.display(),
+            path.display(),
             log.display()
         );
     }
     let proxy_yml = dir.join("proxy.yml");
-    write_private(&proxy_yml, &proxy_config(etcd_port, &proxy_ports), &user)?;
+    rampart_kit::config::write_private(&proxy_yml, &proxy_config(etcd_port, &proxy_ports))
+        .with_context(|| format!("writing {}", proxy_yml.display()))?;
     let mut cmd = Command::new(&bin);
     cmd.arg("proxy").arg("-c").arg(&proxy_yml).env("RUST_LOG", "info");
-    procs.0.push(spawn_logged(cmd, &dir.join("proxy.log"), "proxy", &user)?);
+    procs.0.push(spawn_logged(cmd, &dir.join("proxy.log"), "proxy", Some(user))?);
     say!(
         "proxy         read-write 127.0.0.1:{}  read-only 127.0.0.1:{}  admin http://127.0.0.1:{}  (config: {}, log: {})",
         proxy_ports.rw,
@@ -380,7 +289,7 @@ pub fn run(dir: &Path, nodes: u8) -> Result<()> {
     );
     write_pids(&dir, &procs)?;
 
-    let why = rt.block_on(watch_cluster(&members, &proxy_ports, &dir, etcd_port, nodes, &mut stop))?;
+    let why = rt.block_on(watch_cluster(&members, &proxy_ports, &dir, &etcd.endpoint(), nodes, &mut stop))?;
 
     say!("\n{why} received; stopping: the proxy, then the agents (each stops its PostgreSQL), then etcd");
     // Still listening: a second signal while stopping must not kill the demo halfway.
@@ -395,10 +304,6 @@ fn write_pids(dir: &Path, procs: &Procs) -> Result<()> {
     fs::write(dir.join("demo.pids"), text).context("writing demo.pids")
 }
 
-async fn read(dcs: &rampart_dcs::EtcdDcs) -> Option<Cluster> {
-    dcs.read_cluster(tokio::time::Instant::now() + Duration::from_secs(3)).await.ok()
-}
-
 fn healthy(c: &Cluster, nodes: u8) -> bool {
     let Some(leader) = c.leader_member() else { return false };
     leader.data.state == PgState::Running
@@ -411,28 +316,22 @@ fn healthy(c: &Cluster, nodes: u8) -> bool {
 
 /// Reports progress until a stop signal arrives; returns its name.
 async fn watch_cluster(
-    members: &[Node],
+    members: &[(NodeConfig, PathBuf)],
     proxy: &ProxyPorts,
     dir: &Path,
-    etcd_port: u16,
+    etcd: &str,
     nodes: u8,
     stop: &mut StopSignals,
 ) -> Result<&'static str> {
-    let opts = rampart_dcs::EtcdOptions {
-        endpoints: vec![format!("http://127.0.0.1:{etcd_port}")],
-        op_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
-    let prefix = rampart_core::keys::ClusterPrefix::new("/service/", SCOPE);
     let dcs = tokio::select! {
-        dcs = rampart_dcs::EtcdDcs::connect(opts, prefix, "demo-observer".into(), 30) => dcs?,
+        dcs = rampart_kit::dcs::Reader::connect(etcd, NAMESPACE, SCOPE) => dcs?,
         why = stop.recv() => return Ok(why),
     };
     let started = Instant::now();
     let mut last = String::new();
     let mut became_healthy = false;
     loop {
-        let status = match tokio::select! { c = read(&dcs) => c, why = stop.recv() => return Ok(why) } {
+        let status = match tokio::select! { c = dcs.cluster() => c, why = stop.recv() => return Ok(why) } {
             Some(c) => {
                 let line = describe(&c);
                 if !became_healthy && healthy(&c, nodes) {
@@ -440,7 +339,7 @@ async fn watch_cluster(
                     say!("\ncluster healthy after {:.1}s\n", started.elapsed().as_secs_f64());
                     print_connection_info(members, proxy, &c);
                     say!("{}", crate::cli::list::render_table(SCOPE, &c).trim_end());
-                    say!("\nTry: {} list -c {}", dir.join("rampart").display(), members[0].config.display());
+                    say!("\nTry: {} list -c {}", dir.join("rampart").display(), members[0].1.display());
                     say!("Press Ctrl-C to stop the cluster.");
                 }
                 line
@@ -478,8 +377,8 @@ fn describe(c: &Cluster) -> String {
     format!("leader: {leader}; members: {}", if states.is_empty() { "none yet".into() } else { states.join(", ") })
 }
 
-fn print_connection_info(members: &[Node], proxy: &ProxyPorts, c: &Cluster) {
-    let hosts: Vec<String> = members.iter().map(|n| format!("127.0.0.1:{}", n.pg_port)).collect();
+fn print_connection_info(members: &[(NodeConfig, PathBuf)], proxy: &ProxyPorts, c: &Cluster) {
+    let hosts: Vec<String> = members.iter().map(|(n, _)| format!("127.0.0.1:{}", n.pg_port)).collect();
     say!("Connect (the password of user postgres is {SUPERUSER_PASSWORD}):");
     say!("  through rampart proxy, read-write (the leader): postgresql://postgres@127.0.0.1:{}/postgres", proxy.rw);
     say!("  through rampart proxy, read-only (replicas):    postgresql://postgres@127.0.0.1:{}/postgres", proxy.ro);

@@ -371,8 +371,11 @@ fn cluster_fixture_without_agents_writes_configs_and_reads_the_leader_key() {
     }
     assert_eq!(cluster.dcs_prefix(), "/db/postgres/");
     assert_eq!(cluster.leader_name(), None);
+    assert_eq!(cluster.dcs().leader(), None);
     cluster.etcd().put("/db/postgres/leader", "node1");
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(5)), Some(1));
+    // The benches' reader (through rampart_dcs) agrees with etcdctl.
+    assert_eq!(cluster.dcs().leader().as_deref(), Some("node1"));
     assert!(cluster.nodes_answering("/primary", 200).is_empty());
     cluster.dump_logs();
 }

@@ -319,61 +319,9 @@ pub fn print_errors(errors: &BTreeMap<String, usize>) {
 // ---------------------------------------------------------------------------------------------
 // Observing the cluster.
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// The value of the DCS leader key, read through etcd's JSON gateway (`POST /v3/kv/range`): a
-/// millisecond HTTP request rather than an `etcdctl` process per poll.
-pub fn dcs_leader(c: &Cluster) -> Option<String> {
-    let key = format!("{}leader", c.dcs_prefix());
-    let body = format!("{{\"key\":\"{}\"}}", base64_encode(key.as_bytes()));
-    let response = support::client::http_request_with_timeout(
-        c.etcd().client_port(),
-        "POST",
-        "/v3/kv/range",
-        Some(&body),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    let json = response.json()?;
-    let value = json["kvs"].get(0)?["value"].as_str()?;
-    let name = String::from_utf8(base64_decode(value)?).ok()?;
-    (!name.is_empty()).then_some(name)
-}
-
+/// The node the DCS leader key names, read through `rampart_dcs` ([`Cluster::dcs`]).
 pub fn dcs_leader_index(c: &Cluster) -> Option<usize> {
-    dcs_leader(c).and_then(|n| c.index_of(&n))
+    c.dcs().leader().and_then(|n| c.index_of(&n))
 }
 
 /// What SQL says about one server.

@@ -9,8 +9,7 @@ pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
 
 /// (utime + stime, cutime + cstime) of `pid` in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let fields = rampart_kit::pid::stat_fields(pid)?;
     // fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14 to 17.
     let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
     Some((field(14)? + field(15)?, field(16)? + field(17)?))

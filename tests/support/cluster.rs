@@ -70,6 +70,8 @@ pub struct Node {
 pub struct Cluster {
     bin: PathBuf,
     nodes: Vec<Node>,
+    /// Made on first use by [`Cluster::dcs`].
+    dcs: std::sync::OnceLock<rampart_kit::dcs::BlockingReader>,
     etcd: Etcd,
     // Declared last: dropped after everything that lives in it.
     dir: TestDir,
@@ -97,7 +99,7 @@ impl Cluster {
             config.write(&config_path).unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
             nodes.push(Node { config, config_path, log_path: node_dir.join("agent.log"), agent: None });
         }
-        let mut cluster = Cluster { bin: options.bin, nodes, etcd, dir };
+        let mut cluster = Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, dir };
         if options.start_agents {
             for i in 0..n {
                 if i > 0 && !options.stagger.is_zero() {
@@ -174,6 +176,16 @@ impl Cluster {
     /// The DCS prefix, e.g. `/db/postgres/`.
     pub fn dcs_prefix(&self) -> String {
         self.nodes.first().map(|n| n.config.dcs_prefix()).unwrap_or_default()
+    }
+
+    /// The cluster's keys read through `rampart_dcs` (one connection, kept): cheap enough to poll
+    /// every few milliseconds, unlike [`Cluster::leader_name`]'s etcdctl.
+    pub fn dcs(&self) -> &rampart_kit::dcs::BlockingReader {
+        self.dcs.get_or_init(|| {
+            let first = &self.nodes.first().expect("a cluster has nodes").config;
+            rampart_kit::dcs::BlockingReader::connect(&self.etcd.endpoint(), &first.namespace, &first.scope)
+                .unwrap_or_else(|e| panic!("reading the DCS at {}: {e}", self.etcd.endpoint()))
+        })
     }
 
     /// The agent of node `i`; panics if it was never started.

@@ -1,7 +1,10 @@
 //! End-to-end test harness shared by the scenario tests under `tests/`.
 //!
 //! Every integration test file is its own crate and pulls this module in with `mod support;`.
-//! Not every test uses every helper, hence the crate-wide `allow` below.
+//! Not every test uses every helper, hence the crate-wide `allow` below. What a local cluster is
+//! made of (ports, etcd, directories, PID files, the node configuration, the DCS reader) lives in
+//! the `rampart-kit` crate, shared with `rampart demo` and the DCS tests; its modules appear here
+//! under their old names (`support::etcd`, `support::config`, ...).
 //!
 //! What the harness guarantees:
 //! * everything listens on 127.0.0.1 only, on ports chosen by [`free_port`];
@@ -27,26 +30,17 @@ pub mod agent;
 pub mod browser;
 pub mod client;
 pub mod cluster;
-pub mod config;
 pub mod ctl;
-pub mod dir;
-pub mod etcd;
 pub mod haproxy;
 pub mod health;
 pub mod patroni;
-pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod write_probe;
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
-use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+
+pub use rampart_kit::{config, dir, etcd, ports};
 
 pub use agent::Agent;
 pub use client::{
@@ -58,13 +52,8 @@ pub use dir::TestDir;
 pub use etcd::Etcd;
 pub use ports::{free_port, random_u64};
 pub use process::{run_as, RunAs};
-
-/// Superuser credentials written into every [`NodeConfig`].
-pub const SUPERUSER: &str = "postgres";
-pub const SUPERUSER_PASSWORD: &str = "secretpassword";
-/// Replication credentials written into every [`NodeConfig`].
-pub const REPLICATION_USER: &str = "replicator";
-pub const REPLICATION_PASSWORD: &str = "rep-pass";
+pub use rampart_kit::config::{pg_bin_dir, REPLICATION_PASSWORD, REPLICATION_USER, SUPERUSER, SUPERUSER_PASSWORD};
+pub use rampart_kit::{env_flag, keep_test_dirs, tail_file, wait_until, wait_until_async};
 
 /// The `rampart` binary Cargo built for this integration test, or `RAMPART_TEST_BIN` when set
 /// (`make chaos` runs a copy, so a rebuild during a long run does not change the agents it starts).
@@ -72,14 +61,6 @@ pub fn rampart_bin() -> PathBuf {
     match std::env::var_os("RAMPART_TEST_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_rampart")),
-    }
-}
-
-/// Directory holding `initdb`, `pg_ctl`, `postgres`, ... (`RAMPART_PG_BIN_DIR` overrides).
-pub fn pg_bin_dir() -> PathBuf {
-    match std::env::var_os("RAMPART_PG_BIN_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("/usr/lib/postgresql/15/bin"),
     }
 }
 
@@ -112,66 +93,6 @@ where
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", rampart_bin().display()))
-}
-
-/// Calls `f` every `poll` until it returns true (→ `true`) or `timeout` has passed (→ `false`).
-/// `f` is always called at least once, and once more at the deadline.
-pub fn wait_until(timeout: Duration, poll: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(poll.min(deadline - now));
-    }
-}
-
-/// Async twin of [`wait_until`]: awaits `f()` every `poll` until it yields true or `timeout` passed.
-pub async fn wait_until_async<F, Fut>(timeout: Duration, poll: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        tokio::time::sleep(poll.min(deadline - now)).await;
-    }
-}
-
-/// Whether `RAMPART_KEEP_TEST_DIRS` asks to keep test directories.
-pub fn keep_test_dirs() -> bool {
-    env_flag("RAMPART_KEEP_TEST_DIRS")
-}
-
-pub(crate) fn env_flag(name: &str) -> bool {
-    match std::env::var(name) {
-        Ok(v) => !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"),
-        Err(_) => false,
-    }
-}
-
-/// The last `lines` lines of a file, or a note saying why there are none.
-pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            all[start..].join("\n")
-        }
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
-    }
 }
 
 /// Number of log lines to print per file when dumping logs (`RAMPART_LOG_TAIL`, default 60).

@@ -1,7 +1,6 @@
 //! `EtcdDcs` against a real etcd (/usr/bin/etcd) started per test: the leader-lock races, lease
-//! expiry, Patroni's value formats, the watcher's recovery, and bounded failures.
-
-mod support;
+//! expiry, Patroni's value formats, the watcher's recovery, and bounded failures. etcd comes from
+//! `rampart-kit`, the launcher the e2e harness uses too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use rampart_core::keys::ClusterPrefix;
 use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
 use rampart_core::{Lsn, MemberData};
 use rampart_dcs::{Dcs, DcsError, EtcdDcs, EtcdOptions};
-use support::EtcdServer;
+use rampart_kit::etcd::Etcd;
 use tokio::sync::Notify;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -32,8 +31,8 @@ fn init_logs() {
         .try_init();
 }
 
-async fn node(etcd: &EtcdServer, name: &str, ttl: u64) -> EtcdDcs {
-    EtcdDcs::connect(options(vec![etcd.url()], OP), prefix(), name.to_string(), ttl).await.expect("connect")
+async fn node(etcd: &Etcd, name: &str, ttl: u64) -> EtcdDcs {
+    EtcdDcs::connect(options(vec![etcd.endpoint()], OP), prefix(), name.to_string(), ttl).await.expect("connect")
 }
 
 fn dl() -> Instant {
@@ -53,8 +52,8 @@ fn member(name: &str, xlog: u64) -> MemberData {
 }
 
 /// The raw bytes of a key, read with a plain etcd client.
-async fn raw_get(etcd: &EtcdServer, key: &str) -> Option<(String, i64)> {
-    let mut client = etcd_client::Client::connect([etcd.url()], None).await.expect("raw client");
+async fn raw_get(etcd: &Etcd, key: &str) -> Option<(String, i64)> {
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
     let resp = client.get(key, None).await.expect("raw get");
     resp.kvs().first().map(|kv| (String::from_utf8(kv.value().to_vec()).expect("utf8"), kv.lease()))
 }
@@ -72,7 +71,7 @@ async fn expect_no_wake(notify: &Notify, during: Duration, what: &str) {
 #[tokio::test]
 async fn leader_race_renew_release_and_shared_lease() {
     init_logs();
-    let etcd = EtcdServer::start().await;
+    let etcd = Etcd::start();
     let a = node(&etcd, "a", 10).await;
     let b = node(&etcd, "b", 10).await;
     a.touch_member(&member("a", 100), dl()).await.unwrap();
@@ -136,7 +135,7 @@ async fn leader_race_renew_release_and_shared_lease() {
     assert_eq!(cluster.members.len(), 2);
 
     // A leader key that vanished (deleted by hand) is recreated by its holder's renewal.
-    let mut raw = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
     raw.delete("/service/test/leader", None).await.unwrap();
     assert!(loser.renew_leader(dl()).await.unwrap());
     assert!(loser.read_cluster(dl()).await.unwrap().is_leader(loser.member_name()));
@@ -145,7 +144,7 @@ async fn leader_race_renew_release_and_shared_lease() {
 #[tokio::test]
 async fn leader_key_expires_when_the_holder_stops_refreshing() {
     init_logs();
-    let etcd = EtcdServer::start().await;
+    let etcd = Etcd::start();
     let a = node(&etcd, "a", 3).await;
     let b = node(&etcd, "b", 3).await;
     a.touch_member(&member("a", 1), dl()).await.unwrap();
@@ -177,7 +176,7 @@ async fn leader_key_expires_when_the_holder_stops_refreshing() {
 #[tokio::test]
 async fn initialize_race_config_cas_and_other_keys() {
     init_logs();
-    let etcd = EtcdServer::start().await;
+    let etcd = Etcd::start();
     let a = node(&etcd, "a", 10).await;
     let b = node(&etcd, "b", 10).await;
 
@@ -263,7 +262,7 @@ async fn initialize_race_config_cas_and_other_keys() {
 
     // Another cluster's keys are out of reach of delete_cluster.
     let other =
-        EtcdDcs::connect(options(vec![etcd.url()], OP), ClusterPrefix::new("/service", "test2"), "x".into(), 10)
+        EtcdDcs::connect(options(vec![etcd.endpoint()], OP), ClusterPrefix::new("/service", "test2"), "x".into(), 10)
             .await
             .unwrap();
     other.set_initialize("1", dl()).await.unwrap();
@@ -275,7 +274,7 @@ async fn initialize_race_config_cas_and_other_keys() {
 #[tokio::test]
 async fn watcher_wakes_on_leader_changes_only_for_relevant_events() {
     init_logs();
-    let etcd = EtcdServer::start().await;
+    let etcd = Etcd::start();
     let a = node(&etcd, "a", 10).await;
     let b = node(&etcd, "b", 10).await;
     let notify = Arc::new(Notify::new());
@@ -303,7 +302,7 @@ async fn watcher_wakes_on_leader_changes_only_for_relevant_events() {
 #[tokio::test]
 async fn watcher_survives_etcd_restart() {
     init_logs();
-    let mut etcd = EtcdServer::start().await;
+    let mut etcd = Etcd::start();
     let a = node(&etcd, "a", 10).await;
     let b = node(&etcd, "b", 10).await;
     let notify = Arc::new(Notify::new());
@@ -312,9 +311,9 @@ async fn watcher_survives_etcd_restart() {
     a.touch_member(&member("a", 1), dl()).await.unwrap();
     expect_wake(&notify, Duration::from_secs(2), "a member joining").await;
 
-    etcd.kill();
+    etcd.stop();
     sleep(Duration::from_millis(500)).await;
-    etcd.restart().await;
+    etcd.start_again();
     // Written possibly before the watcher is back: resuming from the last revision catches it.
     assert!(a.acquire_leader(Instant::now() + Duration::from_secs(5)).await.unwrap());
     expect_wake(&notify, Duration::from_secs(6), "the leader key after a restart").await;
@@ -328,7 +327,7 @@ async fn watcher_survives_etcd_restart() {
 #[tokio::test]
 async fn watcher_starts_afresh_after_compaction_or_a_rebuilt_store() {
     init_logs();
-    let mut etcd = EtcdServer::start().await;
+    let mut etcd = Etcd::start();
     let a = node(&etcd, "a", 10).await;
     let notify = Arc::new(Notify::new());
     let watcher = a.spawn_watcher(notify.clone());
@@ -339,18 +338,18 @@ async fn watcher_starts_afresh_after_compaction_or_a_rebuilt_store() {
     // While the watcher cannot reach etcd (it is served on another port for a moment), history
     // moves on and is compacted, so the watcher's resume revision no longer exists.
     let port = etcd.client_port();
-    etcd.kill();
-    etcd.use_client_port(support::free_port());
-    etcd.restart().await;
-    let mut raw = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    etcd.stop();
+    etcd.set_client_port(rampart_kit::free_port());
+    etcd.start_again();
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
     for i in 0..3 {
         raw.put("/service/test/status", format!("{{\"optime\":{i}}}"), None).await.unwrap();
     }
     let revision = raw.get("/service/test/status", None).await.unwrap().header().unwrap().revision();
     raw.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
-    etcd.kill();
-    etcd.use_client_port(port);
-    etcd.restart().await;
+    etcd.stop();
+    etcd.set_client_port(port);
+    etcd.start_again();
 
     // Status writes never wake by themselves: this wake is the fresh start after the compaction.
     expect_wake(&notify, Duration::from_secs(5), "the fresh start after a compaction").await;
@@ -359,9 +358,9 @@ async fn watcher_starts_afresh_after_compaction_or_a_rebuilt_store() {
 
     // A store rebuilt from scratch is behind the watcher's revision: it must start afresh too,
     // not wait for revisions that the new store will only reach much later.
-    etcd.kill();
+    etcd.stop();
     etcd.wipe_data();
-    etcd.restart().await;
+    etcd.start_again();
     expect_wake(&notify, Duration::from_secs(5), "the fresh start on a rebuilt store").await;
     a.touch_member(&member("a", 2), Instant::now() + Duration::from_secs(3)).await.unwrap();
     expect_wake(&notify, Duration::from_secs(3), "a member joining the rebuilt store").await;
@@ -371,25 +370,25 @@ async fn watcher_starts_afresh_after_compaction_or_a_rebuilt_store() {
 #[tokio::test]
 async fn frozen_etcd_gives_timeouts_and_the_watch_recovers() {
     init_logs();
-    let etcd = EtcdServer::start().await;
+    let etcd = Etcd::start();
     let op = Duration::from_millis(800);
-    let connect = |name: &str| EtcdDcs::connect(options(vec![etcd.url()], op), prefix(), name.into(), 10);
+    let connect = |name: &str| EtcdDcs::connect(options(vec![etcd.endpoint()], op), prefix(), name.into(), 10);
     let (a, b) = (connect("a").await.unwrap(), connect("b").await.unwrap());
     let notify = Arc::new(Notify::new());
     let watcher = b.spawn_watcher(notify.clone());
     expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
 
     // A silent server: TCP is up but nothing answers. Calls must still return in time.
-    etcd.pause();
+    etcd.freeze();
     let started = Instant::now();
     let err = a.read_cluster(a.op_deadline()).await.expect_err("frozen etcd cannot answer");
     assert!(started.elapsed() < op + Duration::from_millis(500), "took {:?}", started.elapsed());
     assert!(matches!(err, DcsError::Timeout { .. }), "{err}");
     eprintln!("frozen: {err}");
-    assert!(err.to_string().contains(&etcd.url()), "{err}");
+    assert!(err.to_string().contains(&etcd.endpoint()), "{err}");
     // Long enough for the watcher to notice that its stream went quiet.
     sleep(Duration::from_secs(3)).await;
-    etcd.resume();
+    etcd.thaw();
 
     assert!(a.acquire_leader(Instant::now() + Duration::from_secs(3)).await.unwrap());
     expect_wake(&notify, Duration::from_secs(4), "the leader key after a freeze").await;
@@ -412,26 +411,26 @@ async fn unreachable_etcd_fails_fast_with_a_clear_error() {
     assert!(err.to_string().contains(&nobody), "{err}");
 
     // Killed while in use.
-    let mut etcd = EtcdServer::start().await;
+    let mut etcd = Etcd::start();
     let a = node(&etcd, "a", 10).await;
     a.read_cluster(dl()).await.unwrap();
-    etcd.kill();
+    etcd.stop();
     let started = Instant::now();
     let err = a.read_cluster(a.op_deadline()).await.expect_err("etcd is gone");
     assert!(started.elapsed() < OP + Duration::from_millis(500), "took {:?}", started.elapsed());
     assert!(matches!(err, DcsError::Unreachable { .. } | DcsError::Timeout { .. }), "{err}");
-    assert!(err.to_string().contains(&etcd.url()), "{err}");
+    assert!(err.to_string().contains(&etcd.endpoint()), "{err}");
     eprintln!("error shown to the operator: {err}");
 
     // The same handle works again once etcd is back.
-    etcd.restart().await;
+    etcd.start_again();
     a.read_cluster(Instant::now() + Duration::from_secs(3)).await.unwrap();
 }
 
 #[tokio::test]
 async fn dead_and_frozen_endpoints_are_skipped_within_the_deadline() {
     init_logs();
-    let etcd = EtcdServer::start().await;
+    let etcd = Etcd::start();
     // Refuses connections.
     let dead = format!(
         "http://127.0.0.1:{}",
@@ -440,7 +439,7 @@ async fn dead_and_frozen_endpoints_are_skipped_within_the_deadline() {
     // Accepts TCP (the kernel completes the handshake) but never answers, like a frozen etcd.
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let frozen = format!("http://127.0.0.1:{}", hole.local_addr().unwrap().port());
-    let live = etcd.url();
+    let live = etcd.endpoint();
     for endpoints in [
         vec![frozen.clone(), dead.clone(), live.clone()],
         vec![dead.clone(), frozen.clone(), live.clone()],
@@ -464,14 +463,14 @@ async fn dead_and_frozen_endpoints_are_skipped_within_the_deadline() {
 #[tokio::test]
 async fn password_authentication() {
     init_logs();
-    let mut etcd = EtcdServer::start().await;
-    let mut root = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    let mut etcd = Etcd::start();
+    let mut root = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
     root.user_add("root", "s3cret-pw", None).await.unwrap();
     root.user_grant_role("root", "root").await.unwrap();
     root.auth_enable().await.unwrap();
 
     let with = |password: Option<&str>| {
-        let mut o = options(vec![etcd.url()], OP);
+        let mut o = options(vec![etcd.endpoint()], OP);
         o.username = password.map(|_| "root".to_string());
         o.password = password.map(str::to_string);
         EtcdDcs::connect(o, prefix(), "a".into(), 10)
@@ -492,16 +491,16 @@ async fn password_authentication() {
     eprintln!("no credentials: {err}");
 
     // etcd forgets its tokens on restart; the client authenticates again by itself.
-    etcd.kill();
-    etcd.restart().await;
+    etcd.stop();
+    etcd.start_again();
     assert!(good.renew_leader(Instant::now() + Duration::from_secs(3)).await.unwrap());
 }
 
 #[tokio::test]
 async fn mutual_tls() {
-    let etcd = EtcdServer::start_tls().await;
+    let etcd = Etcd::start_tls();
     let tls = etcd.tls().unwrap();
-    let mut o = options(vec![etcd.url().replace("https://", "")], OP);
+    let mut o = options(vec![etcd.endpoint().replace("https://", "")], OP);
     o.ca_file = Some(tls.ca.clone());
     o.cert_file = Some(tls.client_cert.clone());
     o.key_file = Some(tls.client_key.clone());

@@ -1,11 +1,14 @@
-//! Temporary directories under /tmp that the agent's OS user owns.
+//! Temporary directories under /tmp that the agent's OS user owns, marked with the owning test
+//! process (`.harness-owner`) so that `scripts/reap-test-procs.sh` only clears those whose test
+//! is gone.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::process::{chown_to_agent_user, start_time};
+use crate::pid::start_time;
+use crate::user::chown_to_agent_user;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -37,7 +40,7 @@ impl TestDir {
                     std::fs::write(path.join(".harness-owner"), owner)
                         .unwrap_or_else(|e| panic!("writing {}/.harness-owner: {e}", path.display()));
                     chown_to_agent_user(&path).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-                    return TestDir { path, keep: super::keep_test_dirs() };
+                    return TestDir { path, keep: crate::keep_test_dirs() };
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => panic!("creating {}: {e}", path.display()),

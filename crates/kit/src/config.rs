@@ -1,18 +1,52 @@
-//! Patroni-format YAML configuration for one test node.
+//! Patroni-format YAML configuration for one local node: what `rampart agent` reads, written the
+//! same way for the demo and the e2e tests.
 //!
 //! Modelled on the configuration in seed 000 (the Patroni + HAProxy guide: scope, namespace, name,
 //! restapi, etcd3, bootstrap.dcs/initdb/pg_hba, postgresql, tags) with every address moved to
-//! 127.0.0.1, every port chosen by [`super::free_port`] and every path inside the node directory.
+//! 127.0.0.1, every port chosen by [`crate::free_port`] and every path inside the node directory.
+//! The file holds passwords: it is written with mode 0600, owned by the agent's user.
 
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::process::chown_to_agent_user;
+use crate::user::chown_to_agent_user;
+
+/// Superuser credentials the e2e tests' configurations carry (the demo sets its own).
+pub const SUPERUSER: &str = "postgres";
+pub const SUPERUSER_PASSWORD: &str = "secretpassword";
+/// Replication credentials the e2e tests' configurations carry.
+pub const REPLICATION_USER: &str = "replicator";
+pub const REPLICATION_PASSWORD: &str = "rep-pass";
+
+/// Directory holding `initdb`, `pg_ctl`, `postgres`, ... (`RAMPART_PG_BIN_DIR` overrides).
+pub fn pg_bin_dir() -> PathBuf {
+    match std::env::var_os("RAMPART_PG_BIN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/usr/lib/postgresql/15/bin"),
+    }
+}
+
+/// A PostgreSQL role's name and password, as `postgresql.authentication.<role>` holds them.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    pub fn new(username: &str, password: &str) -> Credentials {
+        Credentials { username: username.into(), password: password.into() }
+    }
+}
 
 /// Configuration of node `index`, rendered by [`NodeConfig::to_yaml`].
 /// Fields are public so tests can read them; the setters exist for chaining.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub index: usize,
+    /// The comment on the file's first line (who wrote it).
+    pub header: String,
     pub scope: String,
     pub namespace: String,
     pub name: String,
@@ -56,23 +90,28 @@ pub struct NodeConfig {
     pub pg_settings: Vec<(String, String)>,
     /// Extra `restapi.<key>: <yaml value>` lines (e.g. `authentication`, `certfile`).
     pub restapi_settings: Vec<(String, String)>,
+    /// `postgresql.authentication.superuser`.
+    pub superuser: Credentials,
+    /// `postgresql.authentication.replication`, also named in `pg_hba`.
+    pub replication: Credentials,
 }
 
 impl NodeConfig {
     /// Node `index` (named `node<index>`) with its files under `node_dir`, using etcd at
     /// `etcd_host` (`127.0.0.1:<port>`). Picks free ports for the REST API and PostgreSQL.
     /// Timing values are the seed's (ttl 30, loop_wait 10, retry_timeout 10); tests usually want
-    /// faster ones, see [`super::ClusterOptions`].
+    /// faster ones (the harness' `ClusterOptions`).
     pub fn new(index: usize, node_dir: &Path, etcd_host: &str) -> NodeConfig {
         NodeConfig {
             index,
+            header: format!("Written by the Rampart e2e test harness for node {index}."),
             scope: "postgres".into(),
             namespace: "/db/".into(),
             name: format!("node{index}"),
             host: "127.0.0.1".into(),
             client_net: "127.0.0.1/32".into(),
-            api_port: super::free_port(),
-            pg_port: super::free_port(),
+            api_port: crate::free_port(),
+            pg_port: crate::free_port(),
             etcd_host: etcd_host.into(),
             ttl: 30,
             loop_wait: 10,
@@ -83,7 +122,7 @@ impl NodeConfig {
             data_dir: node_dir.join("data"),
             pgpass: node_dir.join("pgpass"),
             socket_dir: node_dir.join("sock"),
-            bin_dir: Some(super::pg_bin_dir()),
+            bin_dir: Some(pg_bin_dir()),
             parameters: Vec::new(),
             tags: ["nofailover", "noloadbalance", "clonefrom", "nosync"]
                 .iter()
@@ -96,6 +135,8 @@ impl NodeConfig {
             initdb_options: Vec::new(),
             pg_settings: Vec::new(),
             restapi_settings: Vec::new(),
+            superuser: Credentials::new(SUPERUSER, SUPERUSER_PASSWORD),
+            replication: Credentials::new(REPLICATION_USER, REPLICATION_PASSWORD),
         }
     }
 
@@ -221,7 +262,7 @@ impl NodeConfig {
             y.push_str(&s);
             y.push('\n');
         };
-        line(format!("# Written by the Rampart e2e test harness for node {}.", self.index));
+        line(format!("# {}", self.header));
         line(format!("scope: {}", q(&self.scope)));
         line(format!("namespace: {}", q(&self.namespace)));
         line(format!("name: {}", q(&self.name)));
@@ -262,7 +303,7 @@ impl NodeConfig {
         }
         line("  pg_hba:".into());
         line("    - local all all trust".into());
-        line(format!("    - host replication {} {} scram-sha-256", super::REPLICATION_USER, self.client_net));
+        line(format!("    - host replication {} {} scram-sha-256", self.replication.username, self.client_net));
         line(format!("    - host all all {} scram-sha-256", self.client_net));
         if !self.bootstrap_yaml.is_empty() {
             line(self.bootstrap_yaml.trim_end().to_string());
@@ -278,11 +319,11 @@ impl NodeConfig {
         line(format!("  pgpass: {}", qp(&self.pgpass)));
         line("  authentication:".into());
         line("    replication:".into());
-        line(format!("      username: {}", super::REPLICATION_USER));
-        line(format!("      password: {}", q(super::REPLICATION_PASSWORD)));
+        line(format!("      username: {}", self.replication.username));
+        line(format!("      password: {}", q(&self.replication.password)));
         line("    superuser:".into());
-        line(format!("      username: {}", super::SUPERUSER));
-        line(format!("      password: {}", q(super::SUPERUSER_PASSWORD)));
+        line(format!("      username: {}", self.superuser.username));
+        line(format!("      password: {}", q(&self.superuser.password)));
         line("  parameters:".into());
         line(format!("    unix_socket_directories: {}", qp(&self.socket_dir)));
         line("    password_encryption: scram-sha-256".into());
@@ -307,15 +348,14 @@ impl NodeConfig {
     }
 
     /// Creates the node, socket and (parent of the) data directories owned by the agent's user,
-    /// then writes [`NodeConfig::to_yaml`] to `path` (also owned by that user).
+    /// then writes [`NodeConfig::to_yaml`] to `path` (also owned by that user, mode 0600).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        super::dir::make_agent_dir(&self.node_dir);
-        super::dir::make_agent_dir(&self.socket_dir);
+        crate::dir::make_agent_dir(&self.node_dir);
+        crate::dir::make_agent_dir(&self.socket_dir);
         if let Some(parent) = self.data_dir.parent() {
-            super::dir::make_agent_dir(parent);
+            crate::dir::make_agent_dir(parent);
         }
-        std::fs::write(path, self.to_yaml())?;
-        chown_to_agent_user(path)
+        write_private(path, &self.to_yaml())
     }
 }
 
@@ -326,4 +366,54 @@ fn q(s: &str) -> String {
 
 fn qp(p: &Path) -> String {
     q(&p.to_string_lossy())
+}
+
+/// Writes a file only the agent's user (or we) can read: it may hold passwords. Created with mode
+/// 0600, so no other user can open it even for a moment.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    // A file left from elsewhere keeps its mode on open: set it.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    chown_to_agent_user(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the demo writes is a configuration the agent accepts, with the demo's own names,
+    /// credentials and no tags (the agent's parser, not a text comparison, is the judge).
+    #[test]
+    fn a_demo_style_configuration_reads_back_as_written() {
+        let dir = Path::new("/tmp/rampart-kit-unit/node1");
+        let mut c = NodeConfig::new(1, dir, "127.0.0.1:2379").scope("demo").namespace("/service/").bin_dir(None);
+        c.header = "Written by a unit test.".into();
+        c.tags.clear();
+        c.superuser = Credentials::new("admin", "it's secret");
+        c.replication = Credentials::new("rep", "r");
+        let yaml = c.to_yaml();
+        assert!(yaml.starts_with("# Written by a unit test.\n"), "{yaml}");
+        let read = rampart_config::parse(&yaml, "node1.yml", Vec::new()).expect("the agent accepts it").config;
+        assert_eq!((read.scope.as_str(), read.name.as_str()), ("demo", "node1"));
+        assert_eq!(read.namespace.trim_matches('/'), "service");
+        let auth = &read.postgresql.authentication;
+        assert_eq!(auth.superuser.username, "admin");
+        assert_eq!(auth.superuser.password.as_ref().map(|p| p.expose()), Some("it's secret"));
+        assert_eq!(auth.replication.username, "rep");
+        assert!(!yaml.contains("bin_dir") && !yaml.contains("tags:"), "{yaml}");
+    }
+
+    /// The file holds passwords: nobody but its owner may read it, even when it existed before.
+    #[test]
+    fn the_file_is_private() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = crate::dir::TestDir::new("kit-config");
+        let path = dir.join("node.yml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        NodeConfig::new(0, &dir.join("node0"), "127.0.0.1:2379").write(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&path).unwrap().contains(SUPERUSER_PASSWORD));
+    }
 }

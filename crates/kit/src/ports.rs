@@ -1,10 +1,9 @@
-//! Free loopback ports for test servers, and a random seed.
+//! Free loopback ports for local servers, and a random seed.
 //!
-//! Shared by the workspace's e2e harness (`tests/support`), the benches (through it) and the
-//! etcd tests of `crates/dcs` (`#[path]`-included from their own support module), so every test
-//! that starts a server picks its ports the same way: below the kernel's ephemeral range, where
-//! an outgoing connection cannot take a port between the moment it is picked and the moment the
-//! server binds it.
+//! Every server the kit's users start (the demo's, the e2e harness', the DCS tests', the
+//! benches') gets its port here, picked below the kernel's ephemeral range, where an outgoing
+//! connection cannot take a port between the moment it is picked and the moment the server
+//! binds it.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
