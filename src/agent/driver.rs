@@ -350,12 +350,8 @@ impl<P: Ports> Agent<P> {
         let cluster = self.read_cluster().await;
         let failsafe_round = self.failsafe_round(cluster.is_err(), &local).await;
         let failsafe_ping = self.failsafe_inbox.last(|t| self.millis_of(t));
-        // The other members' own reports matter during a leader race and while a switchover or
-        // failover request is being handled.
         let peers = match &cluster {
-            Ok(c) if (c.leader.is_none() && matches!(local.process, PgProcess::Running(_))) || c.failover.is_some() => {
-                Some(self.fetch_peers(c).await)
-            }
+            Ok(c) if rampart_core::election::wants_peer_reports(c, &local) => Some(self.fetch_peers(c).await),
             _ => None,
         };
         let dcs = match &cluster {
@@ -386,9 +382,7 @@ impl<P: Ports> Agent<P> {
         if let Some(answer) = &plan.answer {
             self.answer(answer);
         }
-        // Parameters are applied to a server that runs: not while a job owns it, and not in the
-        // cycle that just stopped it.
-        if self.job.is_none() && !plan.actions.iter().any(|a| matches!(a, Action::Stop(_))) {
+        if plan.lets_parameters_apply(self.job.is_some()) {
             self.apply_parameters(probe.as_ref(), cluster.as_deref()).await;
         }
         let primary = (self.watchdog_rules.guards_a_primary)(&local.process, self.job.as_ref().map(RunningJob::kind));

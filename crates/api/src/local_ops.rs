@@ -83,17 +83,17 @@ pub fn parse_restart(body: &Map<String, Value>, paused: bool, now: jiff::Timesta
     Ok(out)
 }
 
-/// Whether this node, as `snap` shows it, passes the restart filters (Patroni's `restart_matches`).
+/// Whether this node, as `snap` shows it, passes the restart filters (rule:
+/// [`rampart_core::restart::restart_matches`], which the agent applies to a scheduled restart at
+/// its time).
 pub fn restart_matches(request: &RestartRequest, snap: &NodeSnapshot) -> bool {
-    if request.role.as_deref().is_some_and(|role| role != snap.role.as_str()) {
-        return false;
-    }
-    // Restart only servers older than the requested version.
-    if request.postgres_version.is_some_and(|v| v <= snap.server_version) {
-        return false;
-    }
-    // `restart_pending`: restart only if a changed parameter waits for one.
-    !request.restart_pending || snap.pending_restart
+    let filter = rampart_core::restart::RestartFilter {
+        role: request.role.as_deref(),
+        restart_pending: request.restart_pending,
+        postgres_version: request.postgres_version,
+    };
+    let server = rampart_core::restart::ServerFacts { role: snap.role.clone(), server_version: snap.server_version };
+    rampart_core::restart::restart_matches(&filter, Some(&server), snap.pending_restart)
 }
 
 /// Handles `POST /restart`.

@@ -231,3 +231,25 @@ pub struct Plan {
     /// Run the next cycle no later than this, even if nothing wakes the loop.
     pub next_cycle: Millis,
 }
+
+impl Plan {
+    /// Whether changed PostgreSQL parameters may be applied after this plan ran: only to a
+    /// server that runs, so not while a job owns it (`job_running`) and not in the cycle that
+    /// just stopped it.
+    pub fn lets_parameters_apply(&self, job_running: bool) -> bool {
+        !job_running && !self.actions.iter().any(|a| matches!(a, Action::Stop(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_apply_only_to_a_server_no_job_owns_and_this_plan_did_not_stop() {
+        let plan = |actions| Plan { actions, answer: None, message: String::new(), next_cycle: Millis(0) };
+        assert!(plan(vec![Action::RenewLeader]).lets_parameters_apply(false));
+        assert!(!plan(vec![Action::RenewLeader]).lets_parameters_apply(true), "a job owns the server");
+        assert!(!plan(vec![Action::Stop(StopMode::Fast)]).lets_parameters_apply(false), "just stopped");
+    }
+}

@@ -17,8 +17,8 @@
 //! isolated primary, which has fenced itself long before, for that long.
 
 use crate::lsn::{Lsn, Timeline};
-use crate::model::Tags;
-use crate::observe::PeerReport;
+use crate::model::{Cluster, Tags};
+use crate::observe::{LocalPg, PeerReport, PgProcess};
 
 /// Whether a WAL receiver that has heard nothing from its upstream for `silent_ms` is no evidence
 /// that the upstream is alive: silent for half the ttl or more. By the time the leader key has
@@ -115,6 +115,13 @@ pub fn judge(me: &Candidate<'_>, peers: &[PeerReport]) -> Verdict {
     Verdict::Healthiest
 }
 
+/// Whether this cycle needs the other members' own reports (`GET /patroni`): during a leader
+/// race (no leader, and our PostgreSQL runs, so we may race) and while a switchover or failover
+/// request is handled (the leader checks its candidates; replicas defer to the named one).
+pub fn wants_peer_reports(cluster: &Cluster, local: &LocalPg) -> bool {
+    (cluster.leader.is_none() && matches!(local.process, PgProcess::Running(_))) || cluster.failover.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +202,20 @@ mod tests {
         assert_eq!(judge(&c, &[]), Verdict::Healthiest);
         c.check_timeline = true;
         assert!(matches!(judge(&c, &[]), Verdict::NotHealthiest(_)));
+    }
+
+    #[test]
+    fn peers_are_asked_in_a_leader_race_and_while_a_request_is_handled() {
+        use crate::model::{Failover, Leader};
+        use crate::observe::{DataDir, LocalPg, PgProcess, RunningPg};
+        let local = |process| LocalPg { data: DataDir::Empty, process };
+        let running = local(PgProcess::Running(RunningPg::default()));
+        let led =
+            Cluster { leader: Some(Leader { name: "n1".into(), lease: 1, mod_revision: 1 }), ..Default::default() };
+        assert!(!wants_peer_reports(&led, &running), "a leader in place: nothing to race for");
+        assert!(wants_peer_reports(&Cluster::default(), &running), "no leader: the race needs them");
+        assert!(!wants_peer_reports(&Cluster::default(), &local(PgProcess::Stopped)), "a stopped server races not");
+        let requested = Cluster { failover: Some(Failover { member: Some("n2".into()), ..Default::default() }), ..led };
+        assert!(wants_peer_reports(&requested, &local(PgProcess::Stopped)));
     }
 }

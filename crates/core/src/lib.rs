@@ -38,6 +38,7 @@
 //! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`admission`]: whether a switchover or failover request is admitted (API, CLI, leader);
 //! * [`manual`]: switchover and failover requests (the `failover` key);
+//! * [`restart`]: operators' restart filters and when a scheduled restart is due;
 //! * [`slots`]: member and permanent replication slots, on the leader and on replicas;
 //! * [`hot_standby`]: the settings a standby must not run below the primary (start floor,
 //!   replay paused for insufficient settings);
@@ -63,6 +64,7 @@ pub mod manual;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod restart;
 pub mod roles;
 pub mod slots;
 pub mod standby_cluster;

@@ -9,7 +9,7 @@
 
 use rampart_api::{LocalReply, LocalRequest, ScheduledRestart};
 use rampart_core::observe::JobKind;
-use rampart_core::{Answer, Request};
+use rampart_core::{restart, Answer, Request, Role};
 use rampart_pg::Probe;
 use tokio::sync::oneshot;
 use tracing::info;
@@ -131,20 +131,22 @@ impl<P: Ports> Agent<P> {
 
     /// Turns a due scheduled restart into a pending request (if its filters still hold).
     pub(in crate::agent) fn due_scheduled_restart(&mut self, probe: Option<&Probe>) {
-        let due = self.local.scheduled.as_ref().is_some_and(|s| s.at_unix_ms <= self.clock.unix_ms());
+        let now = self.clock.unix_ms();
+        let due = self.local.scheduled.as_ref().is_some_and(|s| restart::is_due(s.at_unix_ms, now));
         if !due || self.local.pending.is_some() {
             return;
         }
         let s = self.local.scheduled.take().expect("checked above");
-        let role_ok = match s.request.role.as_deref() {
-            None | Some("any") => true,
-            Some("primary" | "master" | "leader") => probe.is_some_and(|p| !p.in_recovery),
-            Some(_) => probe.is_some_and(|p| p.in_recovery),
+        let filter = restart::RestartFilter {
+            role: s.request.role.as_deref(),
+            restart_pending: s.request.restart_pending,
+            postgres_version: s.request.postgres_version,
         };
-        let pending_ok = !s.request.restart_pending || self.params.pending_restart();
-        let version_ok =
-            s.request.postgres_version.is_none_or(|v| probe.is_some_and(|p| (p.server_version_num as u32) < v));
-        if role_ok && pending_ok && version_ok {
+        let server = probe.map(|p| restart::ServerFacts {
+            role: if p.in_recovery { Role::Replica } else { Role::Primary },
+            server_version: p.server_version_num as u32,
+        });
+        if restart::restart_matches(&filter, server.as_ref(), self.params.pending_restart()) {
             info!(at = %s.schedule, "running the scheduled restart");
             // Nobody waits for the answer of a scheduled restart.
             let (tx, _rx) = oneshot::channel();
