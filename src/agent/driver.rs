@@ -23,9 +23,7 @@ use rampart_api::NodeSnapshot;
 use rampart_config::Config;
 use rampart_core::model::Status;
 use rampart_core::observe::{DcsView, JobKind, JobState, LocalPg, Observation, PeerReport};
-use rampart_core::{
-    Action, ActionResult, Cluster, DataDir, HaNode, Job, Millis, PgProcess, Plan, StartRole, StopMode, Upstream,
-};
+use rampart_core::{Action, ActionResult, Cluster, DataDir, HaNode, Millis, PgProcess, Plan, StartRole, StopMode};
 use rampart_dcs::Dcs;
 use rampart_pg::PgSettings;
 use rampart_pg::Probe;
@@ -101,18 +99,6 @@ pub struct Agent<P: Ports> {
     local: requests::LocalState,
     /// What was last written into postgresql.conf, and whether a restart is pending.
     params: params::ParamState,
-    /// Where this replica streams from, as last configured (None on a primary).
-    upstream: Option<Upstream>,
-    /// Role last published, to fire `on_role_change` when it changes.
-    last_role: String,
-    /// `synchronous_standby_names` as the core last set it (synchronous mode only; `None` until
-    /// the core sets one or a running primary shows the one it has).
-    sync_names: Option<String>,
-    /// Leader: the `slots` and `retain_slots` to publish in `status`, from the last slot sync as
-    /// primary (`None` otherwise).
-    slot_status: Option<(std::collections::BTreeMap<String, u64>, Vec<String>)>,
-    /// Leader: the targets of that slot sync, to read the positions afresh for a failsafe round.
-    slot_targets: Option<rampart_core::slots::SlotTargets>,
     /// Failsafe pings this member accepted (written by the REST API).
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
@@ -167,11 +153,6 @@ impl<P: Ports> Agent<P> {
             requests,
             local: requests::LocalState::default(),
             params: params::ParamState::default(),
-            upstream: None,
-            last_role: String::new(),
-            sync_names: None,
-            slot_status: None,
-            slot_targets: None,
             failsafe_inbox: Default::default(),
             control: Default::default(),
             standby_cluster_warned: None,
@@ -184,7 +165,7 @@ impl<P: Ports> Agent<P> {
     fn pg_settings(&self) -> PgSettings {
         let dynamic = self.core.config();
         let mut s = settings::pg_settings(&self.cfg, dynamic);
-        settings::with_managed_sync_names(&mut s.parameters, dynamic, self.sync_names.as_deref());
+        settings::with_managed_sync_names(&mut s.parameters, dynamic, self.core.managed_sync_names());
         s
     }
 
@@ -192,19 +173,6 @@ impl<P: Ports> Agent<P> {
     /// raised to the control file's (see [`settings::for_role`]).
     pub(in crate::agent) fn pg_settings_for(&self, role: &StartRole) -> PgSettings {
         settings::for_role(self.pg_settings(), role, &self.control).0
-    }
-
-    /// Keeps `sync_names` in step with the mode: forgotten when synchronous mode is off (the
-    /// user's value applies again), and taken from a running primary when the agent does not
-    /// know it yet (after a restart), so rewriting postgresql.conf never changes it by accident.
-    pub(in crate::agent) fn track_sync_names(&mut self, probe: Option<&Probe>) {
-        if !self.core.config().sync_mode().is_active() {
-            self.sync_names = None;
-        } else if self.sync_names.is_none() {
-            if let Some(p) = probe.filter(|p| !p.in_recovery) {
-                self.sync_names = Some(p.synchronous_standby_names.clone());
-            }
-        }
     }
 
     fn now(&self) -> Millis {
@@ -305,7 +273,7 @@ impl<P: Ports> Agent<P> {
         if let DataDir::Initialized(c) = &local.data {
             self.control = c.hot_standby.clone();
         }
-        self.track_sync_names(probe.as_ref());
+        self.core.observe_sync_names(&local);
         let job = match &mut self.job {
             Some(j) => Some(j.poll().await),
             None => None,
@@ -383,7 +351,7 @@ impl<P: Ports> Agent<P> {
             self.answer(answer);
         }
         if plan.lets_parameters_apply(self.job.is_some()) {
-            self.apply_parameters(probe.as_ref(), cluster.as_deref()).await;
+            self.apply_parameters(&local, probe.as_ref(), cluster.as_deref()).await;
         }
         let primary = (self.watchdog_rules.guards_a_primary)(&local.process, self.job.as_ref().map(RunningJob::kind));
         self.feed_watchdog(primary);
@@ -537,27 +505,19 @@ impl<P: Ports> Agent<P> {
                 }
                 Ok(held)
             }
-            Action::ReleaseLeader => {
-                // Publish our last WAL position first, so replicas can tell they are caught up.
-                if let Some(lsn) = self.last_position(local, probe).await {
-                    let _ =
-                        self.dcs.write_status(&Status { optime: lsn, ..Default::default() }, self.dcs_deadline()).await;
+            Action::ReleaseLeader { last_position } => {
+                // Our last WAL position first, so replicas can tell they are caught up.
+                if let Some(lsn) = last_position {
+                    let status = Status { optime: *lsn, ..Default::default() };
+                    let _ = self.dcs.write_status(&status, self.dcs_deadline()).await;
                 }
                 self.dcs.release_leader(self.dcs_deadline()).await?;
                 self.core.advance(ActionResult::LeaderReleased);
                 info!("released the leader lock");
                 Ok(true)
             }
-            Action::WriteStatus => {
-                if let Some(lsn) = probe.and_then(|p| p.flush_lsn) {
-                    let mut status = cluster.map(|c| c.status.clone()).unwrap_or_default();
-                    status.optime = lsn.0;
-                    if let Some((slots, retain)) = &self.slot_status {
-                        status.slots = slots.clone();
-                        status.retain_slots = retain.clone();
-                    }
-                    self.dcs.write_status(&status, self.dcs_deadline()).await?;
-                }
+            Action::WriteStatus(status) => {
+                self.dcs.write_status(status, self.dcs_deadline()).await?;
                 Ok(true)
             }
             Action::WriteFailsafe(topology) => {
@@ -573,29 +533,21 @@ impl<P: Ports> Agent<P> {
                 if self.job.is_some() {
                     bail!("a job is already running");
                 }
-                match job {
-                    Job::Start(StartRole::Replica { upstream }) | Job::Restart(StartRole::Replica { upstream }) => {
-                        self.upstream = upstream.clone()
-                    }
-                    Job::Start(StartRole::Primary) | Job::Restart(StartRole::Primary) | Job::Promote => {
-                        self.upstream = None
-                    }
-                    Job::CopyLogicalSlots { upstream, .. } => self.upstream = Some(upstream.clone()),
-                    _ => {}
+                if let Some(role) = job.configures() {
+                    self.core.advance(ActionResult::Configured(role));
                 }
-                // A job that can leave a primary running starts only under an armed watchdog:
-                // it is armed now rather than after the cycle, and with `mode: required` a
-                // device that will not arm stops the job here (the next cycle sees the failure
-                // and gives the lock up).
-                if (self.watchdog_rules.may_leave_a_primary)(job.kind()) {
+                // A job that can leave a primary running starts only under an armed watchdog: it
+                // is armed now rather than after the cycle, and the core's rule says whether the
+                // job may start on what the device did.
+                let guarded = (self.watchdog_rules.may_leave_a_primary)(job.kind());
+                if guarded {
                     self.feed_watchdog(true);
-                    if self.watchdog.required() && !self.watchdog.is_armed() && self.core.leader_until().is_some() {
-                        self.wake.notify_one();
-                        bail!(
-                            "watchdog is required but could not be armed: not starting the {}",
-                            job.kind().describe()
-                        );
-                    }
+                }
+                let leading = self.core.leader_until().is_some();
+                let (required, armed) = (self.watchdog.required(), self.watchdog.is_armed());
+                if !rampart_core::watchdog::job_may_start(guarded, required, armed, leading) {
+                    self.wake.notify_one();
+                    bail!("watchdog is required but could not be armed: not starting the {}", job.kind().describe());
                 }
                 let ctx = self.job_context(cluster);
                 self.job = Some(RunningJob::spawn(&self.pg, job.clone(), ctx, self.wake.clone()));
@@ -632,7 +584,7 @@ impl<P: Ports> Agent<P> {
                 self.pg.write_pgpass(&s)?;
                 self.pg.write_config(&s, &role)?;
                 self.pg.reload().await?;
-                self.upstream = upstream.clone();
+                self.core.advance(ActionResult::Configured(role));
                 Ok(true)
             }
             Action::ClearFailover => {
@@ -660,7 +612,7 @@ impl<P: Ports> Agent<P> {
                 }
                 Ok(deleted)
             }
-            Action::SetSynchronousStandbyNames(names) => self.set_sync_names(names, probe, cluster).await,
+            Action::SetSynchronousStandbyNames(names) => self.set_sync_names(names, local, probe, cluster).await,
             Action::WipeDataDir => {
                 self.pg.wipe_data_dir(&self.cfg.postgresql.data_dir).await?;
                 Ok(true)
@@ -674,8 +626,8 @@ impl<P: Ports> Agent<P> {
     }
 
     /// Brings the local slots to `targets`: lists them, lets the core's pure
-    /// [`rampart_core::slots::reconcile`] choose the steps, runs them. As primary it remembers
-    /// what to publish in `status`; as replica it reports the logical slots to copy to the core.
+    /// [`rampart_core::slots::reconcile`] choose the steps, runs them, and reports what it read
+    /// (the leader publishes those positions) and, on a replica, the logical slots to copy.
     async fn sync_slots(&mut self, targets: &rampart_core::slots::SlotTargets, probe: Option<&Probe>) -> Result<()> {
         let existing = self.pg.list_slots().await?;
         let replayed = probe.and_then(|p| p.replayed_lsn).map(|l| l.0);
@@ -687,35 +639,14 @@ impl<P: Ports> Agent<P> {
         for f in &report.failed {
             warn!("replication slot: {f}");
         }
-        if targets.primary {
-            let flush = probe.and_then(|p| p.flush_lsn).map_or(0, |l| l.0);
-            self.slot_status = Some(rampart_core::slots::published(targets, &existing, &self.cfg.name, flush));
-            self.slot_targets = Some(targets.clone());
-        } else {
-            self.slot_status = None;
-            self.slot_targets = None;
-            if !steps.copy.is_empty() {
-                info!(slots = ?steps.copy, "logical slots exist on the leader but not here");
-            }
-            // A copy that can no longer be advanced here is copied again, fresher.
-            let mut copy = steps.copy;
-            copy.extend(report.lost);
-            self.core.advance(ActionResult::LogicalSlotsMissing(copy));
+        if !steps.copy.is_empty() {
+            info!(slots = ?steps.copy, "logical slots exist on the leader but not here");
         }
+        // A copy that can no longer be advanced here is copied again, fresher.
+        let mut missing = steps.copy;
+        missing.extend(report.lost);
+        self.core.advance(ActionResult::SlotsSynced { existing, missing });
         Ok(())
-    }
-
-    /// Our last WAL position: from the probe while running, else the last checkpoint.
-    async fn last_position(&self, local: &LocalPg, probe: Option<&Probe>) -> Option<u64> {
-        if let Some(l) = probe.and_then(|p| p.flush_lsn) {
-            if local.process.is_alive() {
-                return Some(l.0);
-            }
-        }
-        match self.pg.controldata(&self.pg_settings().bin_dir, &self.cfg.postgresql.data_dir).await {
-            DataDir::Initialized(c) => Some(c.checkpoint_lsn.0),
-            _ => None,
-        }
     }
 
     /// Writes the member key and the API snapshot.
@@ -731,15 +662,8 @@ impl<P: Ports> Agent<P> {
         if let Some(s) = &self.local.scheduled {
             member.extra.insert("scheduled_restart".into(), serde_json::json!({ "schedule": s.schedule }));
         }
-        let role = publish::role_text(&seen.local);
-        if matches!(role, "primary" | "replica")
-            && matches!(self.last_role.as_str(), "primary" | "replica")
-            && role != self.last_role
-        {
-            callbacks::fire(&self.cfg.postgresql.callbacks, "on_role_change", role, &self.cfg.scope);
-        }
-        if seen.probe.is_some() {
-            self.last_role = role.to_string();
+        if let Some(role) = self.core.role_change(&seen.local) {
+            callbacks::fire(&self.cfg.postgresql.callbacks, "on_role_change", role.as_str(), &self.cfg.scope);
         }
         let leader_until = match self.core.believed(self.now()) {
             rampart_core::node::Believed::Leader => self.core.leader_until().map(|m| self.instant(m).into_std()),

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use rampart_core::observe::LocalPg;
 use rampart_core::slots::{ExistingSlot, SlotSteps};
-use rampart_core::{DataDir, Job, StartRole, StopMode};
+use rampart_core::{Job, StartRole, StopMode};
 use rampart_dcs::Dcs;
 use rampart_pg::{PendingRestart, PgSettings, PostmasterState, Probe, SlotReport, StopOutcome};
 use tokio::sync::{watch, Notify};
@@ -90,9 +90,6 @@ pub trait DataFiles: Send + Sync {
 
     /// Moves a failed bootstrap's data directory aside.
     fn move_data_dir_aside(&self, data_dir: &Path) -> impl Future<Output = PgResult<()>> + Send;
-
-    /// `pg_controldata`, classified.
-    fn controldata(&self, bin_dir: &Path, data_dir: &Path) -> impl Future<Output = DataDir> + Send;
 }
 
 /// Long actions (bootstrap, clone, rewind, start, promotion...), run off the loop.

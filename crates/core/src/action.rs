@@ -58,15 +58,24 @@ pub enum Action {
     AcquireLeader,
     /// Renew our leader lock (and lease). Result: [`ActionResult::Leader`].
     RenewLeader,
-    /// Delete the leader key if it is still ours, publishing our last WAL position first.
-    ReleaseLeader,
-    /// Write the leader's `status` key (optime).
-    WriteStatus,
+    /// Delete the leader key if it is still ours, publishing our last WAL position first (in
+    /// `status`, as Patroni's `delete_leader(last_lsn)` does), so that the replicas can tell
+    /// whether they are caught up.
+    ReleaseLeader {
+        /// The position to publish: the flush position of a running primary, else the last
+        /// checkpoint of the data directory ([`crate::observe::LocalPg::last_position`]); `None`
+        /// publishes nothing.
+        last_position: Option<u64>,
+    },
+    /// Write the leader's `status` key: its WAL position, and the slots and retained member
+    /// slots of the last slot sync.
+    WriteStatus(crate::model::Status),
     /// `failsafe_mode`: write the `failsafe` key with this topology (it changed).
     WriteFailsafe(crate::failsafe::Topology),
-    /// Bring the local replication slots to these targets (see [`crate::slots::reconcile`]); on
-    /// the leader, also remember the positions to publish in `status`. Result on a replica
-    /// missing logical slots: [`ActionResult::LogicalSlotsMissing`].
+    /// Bring the local replication slots to these targets: list them, let
+    /// [`crate::slots::reconcile`] choose the steps, run them. Result:
+    /// [`ActionResult::SlotsSynced`] (the leader publishes the positions it read in `status`; a
+    /// replica copies the logical slots it lacks).
     SyncSlots(crate::slots::SlotTargets),
     /// Start a background job.
     StartJob(Job),
@@ -122,8 +131,8 @@ impl Action {
                 | Action::RecordInitialize { .. }
                 | Action::AcquireLeader
                 | Action::RenewLeader
-                | Action::ReleaseLeader
-                | Action::WriteStatus
+                | Action::ReleaseLeader { .. }
+                | Action::WriteStatus(_)
                 | Action::WriteFailsafe(_)
                 | Action::ClearFailover
                 | Action::WriteSync { .. }
@@ -180,6 +189,19 @@ impl Job {
     }
 }
 
+impl Job {
+    /// The role the configuration files render for once this job started (its `primary_conninfo`
+    /// on a replica); `None` when the job does not rewrite them for a role.
+    pub fn configures(&self) -> Option<StartRole> {
+        match self {
+            Job::Start(role) | Job::Restart(role) => Some(role.clone()),
+            Job::Promote => Some(StartRole::Primary),
+            Job::CopyLogicalSlots { upstream, .. } => Some(StartRole::Replica { upstream: Some(upstream.clone()) }),
+            Job::Bootstrap | Job::Clone(_) | Job::Rewind(_) | Job::Reinitialize(_) => None,
+        }
+    }
+}
+
 /// Results the core needs to remember.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ActionResult {
@@ -200,14 +222,25 @@ pub enum ActionResult {
         /// fencing deadline must follow the lease, not the configuration.
         ttl_secs: u64,
     },
+    /// The configuration files were written for this role: an [`Action::Follow`] ran, or a job
+    /// that [`Job::configures`] a role started.
+    Configured(StartRole),
     /// The leader key was released (or the release was attempted at shutdown).
     LeaderReleased,
+    /// [`Action::SetSynchronousStandbyNames`]: the value is in the configuration files from now
+    /// on (whether or not the server shows it yet); every later rewrite renders it.
+    SyncNamesWritten(String),
     /// `synchronous_standby_names` was written and reloaded, but the server did not show the new
     /// value in time: it may be in force or not, so the leader sets it again before anything else.
     SyncNamesUnconfirmed(String),
-    /// [`Action::SyncSlots`] on a replica: these logical slots exist on the leader but not here,
-    /// or their copy here can no longer be advanced (the WAL it needs is gone): copy them.
-    LogicalSlotsMissing(Vec<String>),
+    /// [`Action::SyncSlots`] ran.
+    SlotsSynced {
+        /// The slots the server had before the steps ran (a leader publishes their positions).
+        existing: Vec<crate::slots::ExistingSlot>,
+        /// Replica: logical slots the leader has and this server lacks, or whose copy here can
+        /// no longer be advanced (the WAL it needs is gone): they are copied.
+        missing: Vec<String>,
+    },
 }
 
 /// The core's answer to an operator's [`crate::observe::Request`].

@@ -291,7 +291,7 @@ pub struct Failover {
 }
 
 /// The leader's `status` key.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The leader's last known WAL position.
     #[serde(default)]

@@ -230,6 +230,19 @@ pub struct LocalPg {
     pub process: PgProcess,
 }
 
+impl LocalPg {
+    /// Our last WAL position, as a leader publishes it when it gives the lock up: the flush
+    /// position of a running primary, else the last checkpoint of the data directory (`None`
+    /// without one).
+    pub fn last_position(&self) -> Option<u64> {
+        match (&self.process, &self.data) {
+            (PgProcess::Running(RunningPg { wal: WalPositions { flush: Some(l), .. }, .. }), _) => Some(l.0),
+            (_, DataDir::Initialized(c)) => Some(c.checkpoint_lsn.0),
+            _ => None,
+        }
+    }
+}
+
 /// A long action the driver runs off the loop (so the leader keeps renewing its lock meanwhile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobKind {

@@ -52,8 +52,8 @@ mod tests {
     fn what_a_replica_or_a_holder_does_otherwise_is_kept() {
         for actions in [
             vec![Action::StartJob(Job::Start(StartRole::Replica { upstream: None }))],
-            vec![Action::RenewLeader, Action::WriteStatus],
-            vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader],
+            vec![Action::RenewLeader, Action::WriteStatus(Default::default())],
+            vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader { last_position: None }],
         ] {
             assert_eq!(gate(&actions), None, "{actions:?}");
         }

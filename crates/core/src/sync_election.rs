@@ -15,7 +15,8 @@
 //!
 //! Peers that could not be promoted under this rule do not hold a candidate back by being ahead
 //! ([`SyncRule::may_compete`]): an asynchronous standby can be ahead of the synchronous ones, and
-//! deferring to it would leave the cluster without a leader.
+//! deferring to it would leave the cluster without a leader. Nor does, for the former leader, a
+//! peer on an older timeline than its own ([`SyncRule::left_behind`]).
 
 use crate::dynamic::DynamicConfig;
 use crate::lsn::Lsn;
@@ -44,6 +45,23 @@ impl<'a> SyncRule<'a> {
             SyncMode::On => self.key.vouches_for(peer),
             _ => true,
         }
+    }
+
+    /// Whether, for `me` on `my_timeline`, `peer_timeline` is a branch the cluster left: `me` is
+    /// the key's leader (the last primary, which promoted onto `my_timeline` and has every
+    /// acknowledged commit), and the peer reports an older timeline, so whatever it has past the
+    /// fork (a former primary not rewound yet) was never acknowledged on the cluster's history.
+    /// Such a peer being "ahead" must not hold the former leader back: Patroni lets it, and a
+    /// leader that promoted and crashed at once then waits for ever for a member that can only
+    /// rewind once there is a leader again. (A peer on the leader's own timeline cannot be ahead
+    /// of it, so a timeline the peer reports late changes nothing.)
+    pub fn left_behind(
+        &self,
+        me: &str,
+        my_timeline: crate::lsn::Timeline,
+        peer_timeline: crate::lsn::Timeline,
+    ) -> bool {
+        self.key.leader_is(me) && peer_timeline < my_timeline
     }
 
     /// Whether `me`, at `my_wal`, may be promoted given what the peers reported. `Err` says why

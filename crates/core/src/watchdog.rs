@@ -56,6 +56,14 @@ pub fn may_leave_a_primary(job: JobKind) -> bool {
     matches!(job, JobKind::Promote | JobKind::Start | JobKind::Restart | JobKind::Bootstrap)
 }
 
+/// Whether a job may start: one that can leave a primary running (`guarded`, see
+/// [`may_leave_a_primary`]) is armed for before it starts, and with `mode: required` it starts
+/// only on an armed device while this member holds the lock (`leading`). Refused, it does not run
+/// (the next cycle sees the device unusable and gives the lock up).
+pub fn job_may_start(guarded: bool, required: bool, armed: bool, leading: bool) -> bool {
+    !(guarded && required && !armed && leading)
+}
+
 /// The step for a member whose lock is held `leader_until` (if at all), at `now`, with a
 /// watchdog of `timeout_secs`; `primary` when PostgreSQL runs, or may be about to run, as primary
 /// (see [`guards_a_primary`]); `paused` in maintenance mode.
@@ -76,8 +84,15 @@ pub fn step(leader_until: Option<Millis>, now: Millis, primary: bool, paused: bo
 /// (see the module header). `holds_lock`: this member holds the leader lock; `primary`: its
 /// PostgreSQL runs as primary; `job_running`: a background job owns PostgreSQL (left alone: the
 /// agent starts no job that can make a primary without arming first, so a running one was
-/// started guarded). Returns the actions to run instead, or `None` to keep them.
-pub fn required_gate(holds_lock: bool, primary: bool, job_running: bool, actions: &[Action]) -> Option<Vec<Action>> {
+/// started guarded); `last_position`: what a release publishes ([`Action::ReleaseLeader`]).
+/// Returns the actions to run instead, or `None` to keep them.
+pub fn required_gate(
+    holds_lock: bool,
+    primary: bool,
+    job_running: bool,
+    last_position: Option<u64>,
+    actions: &[Action],
+) -> Option<Vec<Action>> {
     let stop_first = |mut rest: Vec<Action>| {
         if primary {
             rest.insert(0, Action::Stop(crate::action::StopMode::Immediate));
@@ -85,10 +100,10 @@ pub fn required_gate(holds_lock: bool, primary: bool, job_running: bool, actions
         rest
     };
     if holds_lock {
-        if job_running || actions.contains(&Action::ReleaseLeader) {
+        if job_running || actions.iter().any(|a| matches!(a, Action::ReleaseLeader { .. })) {
             return None;
         }
-        return Some(stop_first(vec![Action::ReleaseLeader]));
+        return Some(stop_first(vec![Action::ReleaseLeader { last_position }]));
     }
     let takes = |a: &Action| matches!(a, Action::AcquireLeader | Action::TryInitialize);
     let makes_primary = |a: &Action| {
@@ -147,9 +162,20 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_can_leave_a_primary_waits_for_a_required_device() {
+        // (guarded, required, armed, leading) -> may start
+        assert!(!job_may_start(true, true, false, true), "required, not armed, leading: refused");
+        assert!(job_may_start(true, true, true, true), "armed");
+        assert!(job_may_start(true, false, false, true), "mode automatic: a device that fails is no reason");
+        assert!(job_may_start(true, true, false, false), "no lock: the start of a replica");
+        assert!(job_may_start(false, true, false, true), "a clone or rewind leaves no primary");
+    }
+
+    #[test]
     fn required_but_unusable_keeps_a_member_from_leading() {
         use crate::action::StopMode;
         let stop = Action::Stop(StopMode::Immediate);
+        let release = Action::ReleaseLeader { last_position: Some(7) };
         // (what, holds the lock, primary, job running, plan, gated plan)
         type Case = (&'static str, bool, bool, bool, Vec<Action>, Option<Vec<Action>>);
         let cases: [Case; 9] = [
@@ -176,7 +202,7 @@ mod tests {
                 true,
                 false,
                 vec![Action::RenewLeader],
-                Some(vec![stop.clone(), Action::ReleaseLeader]),
+                Some(vec![stop.clone(), release.clone()]),
             ),
             (
                 "a leader about to promote releases the lock instead",
@@ -184,18 +210,18 @@ mod tests {
                 false,
                 false,
                 vec![Action::RenewLeader, Action::StartJob(Job::Promote)],
-                Some(vec![Action::ReleaseLeader]),
+                Some(vec![release.clone()]),
             ),
+            ("a leader already releasing is left alone", true, true, false, vec![stop.clone(), release.clone()], None),
+            ("a job in progress is not interrupted", true, false, true, vec![Action::RenewLeader], None),
             (
-                "a leader already releasing is left alone",
-                true,
-                true,
+                "a replica following the leader is left alone",
                 false,
-                vec![stop.clone(), Action::ReleaseLeader],
+                false,
+                false,
+                vec![Action::WriteStatus(Default::default())],
                 None,
             ),
-            ("a job in progress is not interrupted", true, false, true, vec![Action::RenewLeader], None),
-            ("a replica following the leader is left alone", false, false, false, vec![Action::WriteStatus], None),
             (
                 "a member without the lock never starts a primary",
                 false,
@@ -206,7 +232,7 @@ mod tests {
             ),
         ];
         for (what, holds, primary, job, actions, want) in cases {
-            assert_eq!(required_gate(holds, primary, job, &actions), want, "{what}");
+            assert_eq!(required_gate(holds, primary, job, Some(7), &actions), want, "{what}");
         }
     }
 
@@ -215,15 +241,16 @@ mod tests {
         /// neither taking the lock nor keeping one, nor starting a primary.
         #[test]
         fn the_gate_never_lets_a_lock_or_a_primary_through(holds: bool, primary: bool, picks in proptest::collection::vec(0usize..7, 0..5)) {
+            let release = Action::ReleaseLeader { last_position: Some(7) };
             let menu = [
-                Action::AcquireLeader, Action::TryInitialize, Action::RenewLeader, Action::WriteStatus,
-                Action::StartJob(Job::Promote), Action::StartJob(Job::Start(StartRole::Primary)), Action::ReleaseLeader,
+                Action::AcquireLeader, Action::TryInitialize, Action::RenewLeader, Action::WriteStatus(Default::default()),
+                Action::StartJob(Job::Promote), Action::StartJob(Job::Start(StartRole::Primary)), release.clone(),
             ];
             let actions: Vec<Action> = picks.iter().map(|&i| menu[i].clone()).collect();
-            let out = required_gate(holds, primary, false, &actions).unwrap_or(actions.clone());
-            prop_assert!(!out.iter().any(|a| matches!(a, Action::AcquireLeader | Action::TryInitialize | Action::StartJob(Job::Promote | Job::Start(StartRole::Primary)))) || (holds && out.contains(&Action::ReleaseLeader)));
+            let out = required_gate(holds, primary, false, Some(7), &actions).unwrap_or(actions.clone());
+            prop_assert!(!out.iter().any(|a| matches!(a, Action::AcquireLeader | Action::TryInitialize | Action::StartJob(Job::Promote | Job::Start(StartRole::Primary)))) || (holds && out.contains(&release.clone())));
             if holds {
-                prop_assert!(out.contains(&Action::ReleaseLeader));
+                prop_assert!(out.contains(&release.clone()));
             }
         }
     }

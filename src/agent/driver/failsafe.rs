@@ -35,20 +35,14 @@ impl<P: Ports> Agent<P> {
 
     /// Patroni's body: who we are, and our slots with their positions (replicas use them to
     /// advance permanent slots while the DCS is away). The positions are read now, as Patroni
-    /// reads them each cycle, for the slots the last sync as primary kept (what `status.slots`
-    /// would say); the last sync's when they cannot be read.
+    /// reads them each cycle; which slots, and the fallback when they cannot be read, are the
+    /// core's ([`rampart_core::HaNode::failsafe_slots`]).
     async fn failsafe_body(&self, local: &LocalPg) -> serde_json::Value {
-        let last = || self.slot_status.as_ref().map(|(slots, _)| slots.clone()).unwrap_or_default();
-        let slots = match (&self.slot_targets, &local.process) {
-            (Some(targets), PgProcess::Running(r)) => match self.pg.list_slots().await {
-                Ok(existing) => {
-                    let flush = r.wal.flush.map_or(0, |l| l.0);
-                    rampart_core::slots::published(targets, &existing, &self.cfg.name, flush).0
-                }
-                Err(_) => last(),
-            },
-            _ => last(),
+        let (existing, flush) = match &local.process {
+            PgProcess::Running(r) => (self.pg.list_slots().await.ok(), r.wal.flush.map_or(0, |l| l.0)),
+            _ => (None, 0),
         };
+        let slots = self.core.failsafe_slots(existing.as_deref(), flush);
         json!({
             "name": self.cfg.name,
             "conn_url": self.cfg.postgresql.conn_url(),

@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use rampart_core::{ActionResult, Cluster, StartRole, Upstream};
+use rampart_core::observe::LocalPg;
+use rampart_core::{ActionResult, Cluster, StartRole};
 use rampart_pg::{PendingRestart, Probe};
 use tracing::{info, warn};
 
@@ -49,7 +50,12 @@ impl ParamState {
 
 impl<P: Ports> Agent<P> {
     /// Writes and reloads changed parameters; refreshes `pending_restart`.
-    pub(in crate::agent) async fn apply_parameters(&mut self, probe: Option<&Probe>, cluster: Option<&Cluster>) {
+    pub(in crate::agent) async fn apply_parameters(
+        &mut self,
+        local: &LocalPg,
+        probe: Option<&Probe>,
+        cluster: Option<&Cluster>,
+    ) {
         let Some(p) = probe else {
             self.params.pending_reason.clear();
             self.params.raised = false;
@@ -57,12 +63,9 @@ impl<P: Ports> Agent<P> {
         };
         // Decided on this cycle's configuration: a server adopted after a restart keeps the
         // synchronous_standby_names it runs with until the core changes it.
-        self.track_sync_names(Some(p));
-        if p.in_recovery && self.upstream.is_none() {
-            self.upstream = upstream_from_probe(p, cluster);
-        }
+        self.core.observe_sync_names(local);
         let role = if p.in_recovery {
-            self.upstream.as_ref().map(|u| StartRole::Replica { upstream: Some(u.clone()) })
+            self.core.replica_upstream(local, cluster).map(|u| StartRole::Replica { upstream: Some(u) })
         } else {
             Some(StartRole::Primary)
         };
@@ -110,16 +113,14 @@ impl<P: Ports> Agent<P> {
     pub(in crate::agent) async fn set_sync_names(
         &mut self,
         names: &str,
+        local: &LocalPg,
         probe: Option<&Probe>,
         cluster: Option<&Cluster>,
     ) -> Result<bool> {
-        self.sync_names = Some(names.to_string());
+        self.core.advance(ActionResult::SyncNamesWritten(names.to_string()));
         let Some(p) = probe else { return Ok(true) };
         let role = if p.in_recovery {
-            if self.upstream.is_none() {
-                self.upstream = upstream_from_probe(p, cluster);
-            }
-            StartRole::Replica { upstream: self.upstream.clone() }
+            StartRole::Replica { upstream: self.core.replica_upstream(local, cluster) }
         } else {
             StartRole::Primary
         };
@@ -135,12 +136,4 @@ impl<P: Ports> Agent<P> {
         info!(synchronous_standby_names = names, "synchronous_standby_names in force");
         Ok(true)
     }
-}
-
-/// The member this replica streams from, recognised by the host and port in `primary_conninfo`
-/// (after the agent restarted and adopted a running server).
-fn upstream_from_probe(p: &Probe, cluster: Option<&Cluster>) -> Option<Upstream> {
-    let (host, port) = p.upstream.clone()?;
-    let m = cluster?.members.iter().find(|m| m.data.conn_host_port().as_ref() == Some(&(host.clone(), port)))?;
-    Some(Upstream { name: m.name.clone(), host, port })
 }

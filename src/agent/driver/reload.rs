@@ -228,7 +228,12 @@ impl<P: Ports> Agent<P> {
         self.core.update_settings(node);
         // Rewrite postgresql.conf and pg_hba.conf at the next cycle and reload PostgreSQL.
         self.params.force_rewrite();
-        callbacks::fire(&self.cfg.postgresql.callbacks, "on_reload", &self.last_role.clone(), &self.cfg.scope);
+        callbacks::fire(
+            &self.cfg.postgresql.callbacks,
+            "on_reload",
+            self.core.callback_role().as_str(),
+            &self.cfg.scope,
+        );
         info!("configuration reloaded ({why})");
         LocalReply { status: 202, message: "reload scheduled".into() }
     }

@@ -119,7 +119,8 @@ impl<P: Ports> Agent<P> {
             }
         }
         if result.is_ok() {
-            let role = if self.upstream.is_some() || self.last_role == "replica" { "replica" } else { "primary" };
+            let role = self.core.callback_role();
+            let role = role.as_str();
             let cb = &self.cfg.postgresql.callbacks;
             match kind {
                 JobKind::Start => callbacks::fire(cb, "on_start", role, &self.cfg.scope),

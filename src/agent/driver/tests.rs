@@ -147,3 +147,31 @@ async fn a_rewind_that_failed_past_its_point_of_no_return_waits_for_an_operator(
     assert_eq!(rewinds, 1, "not tried again");
     assert!(!rejoined, "PostgreSQL is not started on a half-rewound data directory");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_publishes_the_position_the_plan_carries() {
+    let (world, mut agent) = n0(SyncMode::Off);
+    let key = |w: &SharedWorld, k: &str| {
+        let w = w.lock().unwrap();
+        w.store.get(&w.prefix.key(k)).map(str::to_string)
+    };
+    execute(&mut agent, vec![Action::AcquireLeader]).await;
+    assert!(key(&world, rampart_core::keys::LEADER).is_some());
+    execute(&mut agent, vec![Action::ReleaseLeader { last_position: Some(777) }]).await;
+    assert_eq!(key(&world, rampart_core::keys::LEADER), None, "released");
+    let status: serde_json::Value = serde_json::from_str(&key(&world, rampart_core::keys::STATUS).unwrap()).unwrap();
+    assert_eq!(status["optime"], 777);
+    assert_eq!(agent.core.leader_until(), None, "the core heard of it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_the_files_were_written_with_reaches_the_core() {
+    let world = ports_world(SyncMode::On);
+    let mut agent = sim::agent(&world, 1, SyncMode::On, WatchdogModel::Modelled, -1);
+    let n2 = rampart_core::Upstream { name: "n2".into(), host: "127.0.0.1".into(), port: sim::pg_port(2) };
+    execute(&mut agent, vec![Action::Follow { upstream: Some(n2.clone()) }]).await;
+    let (local, _, _) = agent.observe_local().await;
+    assert_eq!(agent.core.replica_upstream(&local, None), Some(n2), "a later rewrite keeps the new upstream");
+    execute(&mut agent, vec![Action::SetSynchronousStandbyNames("ANY 1 (n0)".into())]).await;
+    assert_eq!(agent.core.managed_sync_names(), Some("ANY 1 (n0)"));
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rampart_core::observe::LocalPg;
 use rampart_core::slots::{ExistingSlot, SlotSteps};
-use rampart_core::{DataDir, Job, StartRole, StopMode};
+use rampart_core::{Job, StartRole, StopMode};
 use rampart_dcs::EtcdDcs;
 use rampart_pg::{PendingRestart, PgSettings, Postmaster, PostmasterState, Probe, SlotReport, Sql, StopOutcome};
 use tokio::sync::{watch, Notify};
@@ -104,10 +104,6 @@ impl DataFiles for LocalServer {
 
     async fn move_data_dir_aside(&self, data_dir: &Path) -> PgResult<()> {
         rampart_pg::move_data_dir_aside(data_dir).await
-    }
-
-    async fn controldata(&self, bin_dir: &Path, data_dir: &Path) -> DataDir {
-        rampart_pg::controldata(bin_dir, data_dir).await
     }
 }
 

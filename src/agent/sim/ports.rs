@@ -232,11 +232,6 @@ impl DataFiles for ToyPg {
         self.gate().await;
         Ok(())
     }
-
-    async fn controldata(&self, _bin_dir: &Path, _data_dir: &Path) -> DataDir {
-        self.gate().await;
-        DataDir::Initialized(self.with(|pg| control(pg)))
-    }
 }
 
 impl Jobs<MemDcs> for ToyPg {

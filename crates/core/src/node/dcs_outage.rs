@@ -44,7 +44,7 @@ impl HaNode {
                 .map(|(c, r)| failsafe::with_reported_positions(c, r));
             let actions = match view {
                 Some(c) if self.config.postgresql.use_slots => {
-                    vec![Action::SyncSlots(self.slot_targets(now, &c, true))]
+                    vec![self.sync_slots(now, &c, true)]
                 }
                 _ => vec![],
             };
@@ -129,6 +129,6 @@ impl HaNode {
             return None;
         }
         let view = failsafe::with_pinged_slots(self.failsafe.last_cluster.as_ref()?, ping);
-        Some(Action::SyncSlots(self.replica_slot_targets(obs.now, &view)))
+        Some(self.sync_replica_slots(obs.now, &view))
     }
 }

@@ -111,7 +111,7 @@ impl HaNode {
                     self.handover.no_race_until = Some(now.plus_secs(self.config.ttl));
                     Some(self.plan(
                         now,
-                        vec![Action::ReleaseLeader],
+                        vec![release_leader(obs)],
                         &format!(
                             "promotion refused ({e}); releasing the leader lock and staying out of the race for {} s",
                             self.config.ttl

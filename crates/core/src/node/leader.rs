@@ -40,14 +40,22 @@ impl HaNode {
 
     /// Peers as candidates for the lock: in `synchronous_mode: on`, those the `sync` key does not
     /// list cannot be promoted, so they are marked ineligible (they neither hold a candidate back
-    /// nor count as handover targets).
-    pub(super) fn sync_competitors(&self, cluster: &Cluster, peers: &[PeerReport]) -> Vec<PeerReport> {
+    /// nor count as handover targets). In a race (`my_timeline` given), peers on a branch the
+    /// former leader left behind are ineligible to it too ([`SyncRule::left_behind`]).
+    pub(super) fn sync_competitors(
+        &self,
+        cluster: &Cluster,
+        peers: &[PeerReport],
+        my_timeline: Option<crate::lsn::Timeline>,
+    ) -> Vec<PeerReport> {
         let Some(rule) = SyncRule::of(&self.config, cluster) else { return peers.to_vec() };
+        let me = self.s.name.as_str();
         peers
             .iter()
             .cloned()
             .map(|mut p| {
-                if !rule.may_compete(&p.name) {
+                let behind = |t| my_timeline.is_some_and(|mine| rule.left_behind(me, mine, t));
+                if !rule.may_compete(&p.name) || p.status.as_ref().is_some_and(|s| behind(s.timeline)) {
                     if let Some(s) = p.status.as_mut() {
                         s.can_fail_over = false;
                     }

@@ -4,9 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::action::StartRole;
 use crate::failsafe::Topology;
 use crate::model::Cluster;
 use crate::observe::Millis;
+use crate::roles::Role;
+use crate::slots::{ExistingSlot, SlotTargets};
 use crate::sync::SyncMark;
 
 /// The leader lock as this process last confirmed it (renewals, the failsafe round).
@@ -71,6 +74,16 @@ pub(super) struct HandoverMemory {
     pub(super) rejoin_after_handover: bool,
 }
 
+/// The local server's configuration files and role, as the agent last set and saw them.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ServerMemory {
+    /// The role postgresql.conf was last written for ([`crate::ActionResult::Configured`]), or,
+    /// for a replica adopted after an agent restart, found from its `primary_conninfo`.
+    pub(super) configured: Option<StartRole>,
+    /// The role the server last ran in (primary or replica), for `on_role_change`.
+    pub(super) seen_role: Option<Role>,
+}
+
 /// Synchronous replication while leading a running primary; forgotten otherwise.
 #[derive(Clone, Debug, Default)]
 pub(super) struct SyncMemory {
@@ -80,6 +93,11 @@ pub(super) struct SyncMemory {
     /// A `synchronous_standby_names` we set whose effect was not confirmed: set it again before
     /// deciding anything else about synchronous replication.
     pub(super) sync_names_unconfirmed: Option<String>,
+    /// Synchronous mode: the `synchronous_standby_names` the configuration files carry, as last
+    /// set ([`crate::ActionResult::SyncNamesWritten`]) or, after an agent restart, as found on the
+    /// running primary; `None` when the mode is off (the user's value applies). Every rewrite of
+    /// postgresql.conf renders it, so none changes it by accident. Kept across leaderships.
+    pub(super) managed_names: Option<String>,
 }
 
 /// Replication slot bookkeeping across cycles.
@@ -100,6 +118,12 @@ pub(super) struct SlotMemory {
     /// When we last restarted to copy each logical slot (a failing copy must not restart in a
     /// loop); entries older than [`SLOT_COPY_INTERVAL_MS`] are forgotten.
     pub(super) slots_copied: BTreeMap<String, Millis>,
+    /// The targets of the slot sync the last plan asked for, until its result comes back.
+    pub(super) issued: Option<SlotTargets>,
+    /// Leader: the targets of the last slot sync as primary and the slots the server had then:
+    /// what `status` publishes (with the flush position of the moment, see
+    /// [`crate::slots::published`]). Cleared by a sync as replica.
+    pub(super) last_primary_sync: Option<(SlotTargets, Vec<ExistingSlot>)>,
 }
 
 /// Failsafe mode: whom to ask and what to keep during a DCS outage.
@@ -134,6 +158,6 @@ impl RewindMemory {
 impl SyncMemory {
     /// The run as leader with a running primary ended: what it set and saw speaks for it only.
     pub(super) fn forget(&mut self) {
-        *self = SyncMemory::default();
+        *self = SyncMemory { managed_names: self.managed_names.take(), ..Default::default() };
     }
 }

@@ -45,8 +45,8 @@ use crate::hot_standby;
 use crate::manual::{self, LeaderStep, ReleaseStep, ReplicaStep};
 use crate::model::{Cluster, Tags};
 use crate::observe::{
-    ControlData, DataDir, DcsView, JobError, JobKind, JobState, Millis, Observation, PeerReport, PgProcess, Request,
-    RunningPg,
+    ControlData, DataDir, DcsView, JobError, JobKind, JobState, LocalPg, Millis, Observation, PeerReport, PgProcess,
+    Request, RunningPg,
 };
 use crate::roles::{PgState, Role, WalsenderState};
 use crate::slots::{slot_name_from_member_name, SlotKind, SlotTargets};
@@ -111,6 +111,8 @@ pub struct HaNode {
     handover: HandoverMemory,
     /// Synchronous replication, while leading.
     sync: SyncMemory,
+    /// The local server's configuration files and role.
+    server: ServerMemory,
     /// Replication slot bookkeeping.
     slots: SlotMemory,
     /// Failsafe mode.
@@ -138,6 +140,7 @@ impl HaNode {
             rewind: Default::default(),
             handover: Default::default(),
             sync: Default::default(),
+            server: Default::default(),
             slots: Default::default(),
             failsafe: Default::default(),
         }
@@ -208,6 +211,70 @@ impl HaNode {
         }
     }
 
+    /// The `synchronous_standby_names` postgresql.conf must carry in synchronous mode (`None`:
+    /// the configuration's own value). See [`HaNode::observe_sync_names`].
+    pub fn managed_sync_names(&self) -> Option<&str> {
+        self.sync.managed_names.as_deref()
+    }
+
+    /// Keeps the managed `synchronous_standby_names` in step with the mode and the server: it is
+    /// forgotten when synchronous mode is off (the user's value applies again), and taken from a
+    /// running primary when not known yet (after an agent restart), so that rewriting
+    /// postgresql.conf never changes it by accident. The driver calls it on every observation
+    /// of the server, before it renders the configuration.
+    pub fn observe_sync_names(&mut self, local: &LocalPg) {
+        if !self.config.sync_mode().is_active() {
+            self.sync.managed_names = None;
+        } else if self.sync.managed_names.is_none() {
+            if let PgProcess::Running(r) = &local.process {
+                if !r.in_recovery {
+                    self.sync.managed_names = Some(r.synchronous_standby_names.clone());
+                }
+            }
+        }
+    }
+
+    /// Where a running replica's configuration streams from, for a rewrite of its files: the
+    /// upstream they were last written for, or (after an agent restart) the member whose host
+    /// and port its `primary_conninfo` names. `None` when not a running replica or unknown (a
+    /// replica's recovery settings are then left as they are).
+    pub fn replica_upstream(&mut self, local: &LocalPg, cluster: Option<&Cluster>) -> Option<Upstream> {
+        let PgProcess::Running(r) = &local.process else { return None };
+        if !r.in_recovery {
+            return None;
+        }
+        match &self.server.configured {
+            Some(StartRole::Replica { upstream: Some(u) }) => return Some(u.clone()),
+            Some(StartRole::Replica { upstream: None }) => return None,
+            _ => {}
+        }
+        let (host, port) = r.upstream.clone()?;
+        let m = cluster?.members.iter().find(|m| m.data.conn_host_port().as_ref() == Some(&(host.clone(), port)))?;
+        let u = Upstream { name: m.name.clone(), host, port };
+        self.server.configured = Some(StartRole::Replica { upstream: Some(u.clone()) });
+        Some(u)
+    }
+
+    /// `on_role_change`: the role the server runs in now, when it ran in the other one when last
+    /// seen running (a server that does not answer changes nothing).
+    pub fn role_change(&mut self, local: &LocalPg) -> Option<Role> {
+        let PgProcess::Running(r) = &local.process else { return None };
+        let now = if r.in_recovery { Role::Replica } else { Role::Primary };
+        let before = self.server.seen_role.replace(now.clone());
+        before.filter(|b| *b != now).map(|_| now)
+    }
+
+    /// The role `on_start`, `on_restart` and `on_reload` report: the one the configuration was
+    /// written for, else the one the server last ran in, else primary.
+    pub fn callback_role(&self) -> Role {
+        match (&self.server.configured, &self.server.seen_role) {
+            (Some(StartRole::Replica { .. }), _) => Role::Replica,
+            (Some(StartRole::Primary), _) => Role::Primary,
+            (None, Some(seen)) => seen.clone(),
+            (None, None) => Role::Primary,
+        }
+    }
+
     /// Records the result of an action.
     pub fn advance(&mut self, result: ActionResult) {
         match result {
@@ -219,7 +286,9 @@ impl HaNode {
             ActionResult::Leader { held: false, .. } => self.lease.leader_until = None,
             ActionResult::LeaderReleased => self.lease.leader_until = None,
             ActionResult::SyncNamesUnconfirmed(v) => self.sync.sync_names_unconfirmed = Some(v),
-            ActionResult::LogicalSlotsMissing(v) => self.slots.slots_to_copy = v,
+            ActionResult::SyncNamesWritten(v) => self.sync.managed_names = Some(v),
+            ActionResult::Configured(role) => self.server.configured = Some(role),
+            ActionResult::SlotsSynced { existing, missing } => self.slots_synced(existing, missing),
         }
     }
 
@@ -240,7 +309,7 @@ impl HaNode {
             DcsView::Unavailable(_) => self.lease.leader_until.is_some(),
         };
         if holds {
-            actions.push(Action::ReleaseLeader);
+            actions.push(release_leader(obs));
         }
         let message = match (actions.first(), holds) {
             (Some(Action::Stop(_)), true) => "shutting down: stopping PostgreSQL, then releasing the leader lock",
@@ -297,9 +366,13 @@ impl HaNode {
         let holds = self.lease.leader_until.is_some_and(|u| obs.now < u)
             || matches!(&obs.dcs, DcsView::Ok(c) if c.is_leader(&self.s.name));
         let running_job = matches!(obs.job, Some(JobState::Running(_)));
-        let Some(actions) =
-            crate::watchdog::required_gate(holds, obs.local.process.is_primary(), running_job, &plan.actions)
-        else {
+        let Some(actions) = crate::watchdog::required_gate(
+            holds,
+            obs.local.process.is_primary(),
+            running_job,
+            obs.local.last_position(),
+            &plan.actions,
+        ) else {
             return plan;
         };
         let what = if holds {
@@ -392,7 +465,7 @@ impl HaNode {
         if !matches!(obs.local.data, DataDir::Initialized(_)) && obs.local.process.is_alive() {
             let mut actions = vec![Action::Stop(StopMode::Immediate)];
             if self.holds_lock(cluster) {
-                actions.push(Action::ReleaseLeader);
+                actions.push(release_leader(obs));
             }
             return self.plan(
                 now,
@@ -405,7 +478,7 @@ impl HaNode {
             DataDir::Invalid(why) => {
                 let mut actions = vec![];
                 if self.holds_lock(cluster) {
-                    actions.push(Action::ReleaseLeader);
+                    actions.push(release_leader(obs));
                 }
                 self.plan(now, actions, &format!("data directory is not usable ({why}); leaving it untouched"))
             }
@@ -453,7 +526,7 @@ impl HaNode {
                     | Action::Stop(_)
                     | Action::WipeDataDir
                     | Action::RecordInitialize { .. }
-                    | Action::ReleaseLeader
+                    | Action::ReleaseLeader { .. }
                     | Action::CancelInitialize
                     | Action::ClearFailover
             )
@@ -490,6 +563,11 @@ fn rewind_retry_secs(loop_wait: u64, failures: u32) -> u64 {
 }
 
 /// `plan` carrying the answer to the operator's request.
+/// Giving the lock up, publishing our last WAL position ([`LocalPg::last_position`]).
+fn release_leader(obs: &Observation<'_>) -> Action {
+    Action::ReleaseLeader { last_position: obs.local.last_position() }
+}
+
 fn with_answer(mut plan: Plan, answer: Answer) -> Plan {
     plan.answer = Some(answer);
     plan
@@ -527,7 +605,7 @@ mod running;
 mod slots;
 mod stopped;
 
-use memory::{FailsafeMemory, HandoverMemory, Lease, RewindMemory, SlotMemory, StartMemory, SyncMemory};
+use memory::{FailsafeMemory, HandoverMemory, Lease, RewindMemory, ServerMemory, SlotMemory, StartMemory, SyncMemory};
 
 #[cfg(test)]
 mod tests;

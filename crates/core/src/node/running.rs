@@ -80,7 +80,7 @@ impl HaNode {
             // Still in recovery, so replica-style: physical slots only.
             let mut actions = vec![Action::RenewLeader];
             if self.config.postgresql.use_slots {
-                actions.push(Action::SyncSlots(self.slot_targets(now, cluster, false)));
+                actions.push(self.sync_slots(now, cluster, false));
             }
             if cluster.failover.is_some() {
                 actions.push(Action::ClearFailover);
@@ -100,7 +100,7 @@ impl HaNode {
         if cluster.initialize.as_deref().is_none_or(str::is_empty) {
             actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
         }
-        actions.push(Action::WriteStatus);
+        actions.extend(self.status_to_write(cluster, r).map(Action::WriteStatus));
         if self.config.failsafe_mode() {
             let topology = failsafe::topology_of(cluster);
             if cluster.failsafe.as_ref() != Some(&topology) {
@@ -108,7 +108,7 @@ impl HaNode {
             }
         }
         if self.config.postgresql.use_slots {
-            actions.push(Action::SyncSlots(self.slot_targets(now, cluster, true)));
+            actions.push(self.sync_slots(now, cluster, true));
         }
         let mut message = format!("{pause}no action. I am ({me}), the leader with the lock");
         let (sync_actions, sync_note) = self.leader_sync(now, cluster, r);
@@ -120,7 +120,7 @@ impl HaNode {
         if let Some(f) = &cluster.failover {
             let max_lag = self.config.maximum_lag_on_failover;
             // A forced failover may go to a member the sync key does not list.
-            let competitors = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
+            let competitors = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers, None) };
             let step = match self.admission_refusal(cluster, f).or_else(|| self.handover_refusal(cluster, f, r)) {
                 Some(why) => LeaderStep::Clear(why),
                 None => manual::as_running_leader(&me, f, &competitors, obs.wall_clock_ms, r.wal.best(), max_lag),
@@ -197,7 +197,7 @@ impl HaNode {
         // so that whoever is promoted next already holds them.
         let mut actions = vec![];
         if self.config.postgresql.use_slots {
-            actions.push(Action::SyncSlots(self.replica_slot_targets(now, cluster)));
+            actions.push(self.sync_replica_slots(now, cluster));
         }
         if r.upstream.as_ref() != (!nostream).then_some(&target) {
             let msg = match nostream {
@@ -337,7 +337,7 @@ impl HaNode {
                 return p;
             }
         }
-        let race_peers = self.sync_competitors(cluster, &race_peers);
+        let race_peers = self.sync_competitors(cluster, &race_peers, Some(r.timeline));
         match election::judge(&me_cand, &race_peers) {
             Verdict::Healthiest => {
                 self.plan(now, vec![Action::AcquireLeader], "no leader: I am the healthiest member, taking the lock")

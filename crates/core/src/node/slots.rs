@@ -1,10 +1,61 @@
 //! Slot bookkeeping: which replication slots this member should hold as leader or replica,
 //! which idle ones are replaced, which member slots are retained for `member_slots_ttl`, and
-//! when a replica copies the leader's logical slots.
+//! when a replica copies the leader's logical slots; what the leader publishes of its slots in
+//! `status` (and in a failsafe round), from what the last slot sync read.
 
 use super::*;
+use crate::model::Status;
+use crate::slots::ExistingSlot;
 
 impl HaNode {
+    /// [`Action::SyncSlots`] to [`HaNode::slot_targets`], remembered until its result comes back.
+    pub(super) fn sync_slots(&mut self, now: Millis, cluster: &Cluster, primary: bool) -> Action {
+        let targets = self.slot_targets(now, cluster, primary);
+        self.slots.issued = Some(targets.clone());
+        Action::SyncSlots(targets)
+    }
+
+    /// [`Action::SyncSlots`] to [`HaNode::replica_slot_targets`], remembered likewise.
+    pub(super) fn sync_replica_slots(&mut self, now: Millis, cluster: &Cluster) -> Action {
+        let targets = self.replica_slot_targets(now, cluster);
+        self.slots.issued = Some(targets.clone());
+        Action::SyncSlots(targets)
+    }
+
+    /// [`ActionResult::SlotsSynced`]: a sync as primary is what `status` publishes next; a sync
+    /// as replica ends that, and names the logical slots to copy.
+    pub(super) fn slots_synced(&mut self, existing: Vec<ExistingSlot>, missing: Vec<String>) {
+        let Some(targets) = self.slots.issued.take() else { return };
+        if targets.primary {
+            self.slots.last_primary_sync = Some((targets, existing));
+        } else {
+            self.slots.last_primary_sync = None;
+            self.slots.slots_to_copy = missing;
+        }
+    }
+
+    /// The leader's `status`: the key as read with our flush position, and the positions of
+    /// the slots of the last sync as primary ([`crate::slots::published`]; the key's own slots
+    /// when there was none). `None` when the server shows no flush position.
+    pub(super) fn status_to_write(&self, cluster: &Cluster, r: &RunningPg) -> Option<Status> {
+        let flush = r.wal.flush?.0;
+        let mut status = cluster.status.clone();
+        status.optime = flush;
+        if let Some((targets, existing)) = &self.slots.last_primary_sync {
+            (status.slots, status.retain_slots) = crate::slots::published(targets, existing, &self.s.name, flush);
+        }
+        Some(status)
+    }
+
+    /// The slots a failsafe round announces (Patroni sends them so that replicas can advance
+    /// their copies while the DCS is away): those the last sync as primary kept, at the
+    /// positions `existing` shows now, or at the positions that sync read when they could not
+    /// be listed now.
+    pub fn failsafe_slots(&self, existing: Option<&[ExistingSlot]>, flush: u64) -> BTreeMap<String, u64> {
+        let Some((targets, last)) = &self.slots.last_primary_sync else { return BTreeMap::new() };
+        crate::slots::published(targets, existing.unwrap_or(last), &self.s.name, flush).0
+    }
+
     /// The slots this member should hold (see [`crate::slots`]): on the running primary a slot
     /// for each member streaming from it, elsewhere one for every other member; the slots of
     /// members that left less than `member_slots_ttl` ago; the permanent slots everywhere. Also

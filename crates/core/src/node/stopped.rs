@@ -7,7 +7,7 @@ impl HaNode {
     pub(super) fn empty_data_dir(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Plan {
         let now = obs.now;
         if self.holds_lock(cluster) {
-            return self.plan(now, vec![Action::ReleaseLeader], "data directory is empty: releasing the leader lock");
+            return self.plan(now, vec![release_leader(obs)], "data directory is empty: releasing the leader lock");
         }
         if cluster.is_leader(&self.s.name) {
             // The key bears our name but this process never renewed it: it is another agent's
@@ -80,7 +80,7 @@ impl HaNode {
             if self.holds_lock(cluster) {
                 return self.plan(
                     now,
-                    vec![Action::ReleaseLeader],
+                    vec![release_leader(obs)],
                     "PAUSE: removed leader lock because postgres is not running",
                 );
             }
@@ -94,7 +94,7 @@ impl HaNode {
                 if let Some(heir) = failover_heir(cluster, &me) {
                     return self.plan(
                         now,
-                        vec![Action::ReleaseLeader],
+                        vec![release_leader(obs)],
                         &format!(
                             "Primary crashed. Failing over. (primary_start_timeout is 0 and {heir} can take over)"
                         ),
@@ -107,7 +107,7 @@ impl HaNode {
                 self.start.forget_restart();
                 return self.plan(
                     now,
-                    vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())],
+                    vec![release_leader(obs), Action::RoleChangeCallback("demoted".into())],
                     "removed leader key after trying and failing to start postgres",
                 );
             }
@@ -203,14 +203,14 @@ impl HaNode {
     ) -> Plan {
         let now = obs.now;
         let peers = obs.peers.unwrap_or(&[]);
-        let peers = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers) };
+        let peers = if f.force { peers.to_vec() } else { self.sync_competitors(cluster, peers, None) };
         match manual::as_stopped_leader(f, &peers, ctl.checkpoint_lsn, now.0.saturating_sub(started.0)) {
             ReleaseStep::Release(to) => {
                 self.handover.switchover_started = None;
                 self.handover.rejoin_after_handover = true;
                 self.plan(
                     now,
-                    vec![Action::ReleaseLeader],
+                    vec![release_leader(obs)],
                     &format!("switchover: {to} has received the shutdown checkpoint; releasing the leader lock"),
                 )
             }

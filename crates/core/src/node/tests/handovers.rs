@@ -26,7 +26,7 @@ fn switchover_stops_cleanly_then_releases_only_once_the_candidate_has_the_checkp
     assert!(p.next_cycle <= Millis(400), "looks again soon");
     let caught_up = [peer("n2", 960, false)];
     let o = Observation { peers: Some(&caught_up), ..obs(200, &c, &down) };
-    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader { last_position: Some(900) }]);
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn refused_promotion_hands_the_lock_over_and_keeps_out_of_the_race() {
     let l = replica(None, 1000);
     let mut o = obs(0, &c, &l);
     o.job = Some(JobState::Finished(JobKind::Promote, Err("pre_promote exited with 1".into())));
-    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+    assert_eq!(decide(&mut n, &o), vec![released(&l)]);
     let unlocked = cluster(None);
     assert!(decide(&mut n, &obs(1_000, &unlocked, &l)).is_empty(), "no race right after");
     assert_eq!(decide(&mut n, &obs(31_000, &unlocked, &l)), vec![Action::AcquireLeader], "races again after a ttl");
@@ -299,7 +299,7 @@ fn a_server_whose_data_directory_vanished_is_stopped_first() {
     let broken = LocalPg { data: DataDir::Invalid("no pg_control".into()), process: primary().process };
     let mine = cluster(Some(ME));
     hold(&mut n);
-    assert_eq!(decide(&mut n, &obs(0, &mine, &broken)), vec![Action::Stop(StopMode::Immediate), Action::ReleaseLeader]);
+    assert_eq!(decide(&mut n, &obs(0, &mine, &broken)), vec![Action::Stop(StopMode::Immediate), released(&broken)]);
 }
 
 #[test]
@@ -378,7 +378,8 @@ fn switchover_in_maintenance_mode_hands_over_and_the_old_leader_rejoins() {
     let down = stopped(ClusterState::ShutDown, false);
     let caught_up = [peer("n2", 960, false)];
     let o = Observation { peers: Some(&caught_up), ..obs(100, &c, &down) };
-    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader]);
+    // It publishes the shutdown checkpoint as its last position.
+    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader { last_position: Some(900) }]);
     let after = paused(cluster(Some("n2")));
     assert_eq!(
         decide(&mut n, &obs(200, &after, &down)),

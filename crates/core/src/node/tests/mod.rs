@@ -120,6 +120,15 @@ pub(super) fn decide(node: &mut HaNode, o: &Observation<'_>) -> Vec<Action> {
     node.decide(o).actions
 }
 
+/// The release a member with `local` asks for: it publishes `local`'s last position.
+pub(super) fn released(local: &LocalPg) -> Action {
+    Action::ReleaseLeader { last_position: local.last_position() }
+}
+
+pub(super) fn releases(a: &Action) -> bool {
+    matches!(a, Action::ReleaseLeader { .. })
+}
+
 pub(super) fn up(name: &str, port: u16) -> Upstream {
     Upstream { name: name.into(), host: "127.0.0.1".into(), port }
 }
@@ -207,8 +216,17 @@ fn leader_renews_publishes_status_and_keeps_slots_for_the_others() {
     let c = cluster(Some(ME));
     let l = primary();
     let p = n.decide(&obs(0, &c, &l));
-    assert_eq!(p.actions, vec![Action::RenewLeader, Action::WriteStatus, slots_for(true, &["n2", "n3"])]);
+    let status = Action::WriteStatus(Status { optime: 1000, ..Default::default() });
+    assert_eq!(p.actions, vec![Action::RenewLeader, status, slots_for(true, &["n2", "n3"])]);
     assert!(p.message.contains("the leader with the lock"));
+}
+
+#[test]
+fn a_release_publishes_the_flush_position_of_a_primary_or_the_last_checkpoint() {
+    assert_eq!(primary().last_position(), Some(1000));
+    assert_eq!(replica(Some(5002), 1000).last_position(), Some(900), "a replica has no flush position");
+    assert_eq!(stopped(ClusterState::ShutDown, false).last_position(), Some(900));
+    assert_eq!(empty().last_position(), None);
 }
 
 #[test]
@@ -398,24 +416,21 @@ fn a_required_watchdog_that_cannot_be_armed_keeps_a_member_from_leading() {
     let mut n = HaNode::new(settings());
     let c = cluster(Some(ME));
     let l = replica(None, 1000);
-    assert_eq!(
-        n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &c, &l) }).actions,
-        vec![Action::ReleaseLeader]
-    );
+    assert_eq!(n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &c, &l) }).actions, vec![released(&l)]);
     assert!(n.race_backoff(Millis(1)));
     // A leader running a primary whose watchdog can no longer be armed demotes.
     let mut n = HaNode::new(settings());
     let l = primary();
     assert_eq!(
         n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &c, &l) }).actions,
-        vec![Action::Stop(StopMode::Immediate), Action::ReleaseLeader]
+        vec![Action::Stop(StopMode::Immediate), released(&l)]
     );
     // In maintenance mode the rule is off, as in Patroni.
     let mut n = HaNode::new(settings());
     let mut paused = cluster(Some(ME));
     paused.config.as_mut().unwrap().pause = Some(true);
     let p = n.decide(&Observation { watchdog_unusable: no_dev, ..obs(0, &paused, &l) });
-    assert!(!p.actions.contains(&Action::ReleaseLeader), "{:?}", p.actions);
+    assert!(!p.actions.iter().any(releases), "{:?}", p.actions);
 }
 
 #[test]
@@ -497,7 +512,7 @@ fn crashed_leader_restarts_in_place_then_hands_over_if_that_fails() {
     let mut o = obs(1000, &c, &l);
     o.job = Some(JobState::Finished(JobKind::Start, Err("postmaster exited".into())));
     // Patroni's callback for it: on_role_change demoted.
-    assert_eq!(decide(&mut n, &o), vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())]);
+    assert_eq!(decide(&mut n, &o), vec![released(&l), Action::RoleChangeCallback("demoted".into())]);
 }
 
 #[test]
@@ -509,7 +524,7 @@ fn primary_start_timeout_0_fails_over_at_once_when_a_replica_can_take_over() {
     let l = stopped(ClusterState::InProduction, true);
     let mut n = HaNode::new(settings());
     let p = n.decide(&obs(0, &zero(cluster(Some(ME))), &l));
-    assert_eq!(p.actions, vec![Action::ReleaseLeader]);
+    assert_eq!(p.actions, vec![released(&l)]);
     assert!(p.message.contains("Primary crashed. Failing over."), "{}", p.message);
 
     // Nobody to take over (the others are nofailover or down): restart in place after all.
@@ -530,10 +545,7 @@ fn crashed_leader_gives_up_after_primary_start_timeout() {
     };
     let l = stopped(ClusterState::InProduction, true);
     assert!(decide(&mut n, &obs(0, &c, &l)).contains(&Action::StartJob(Job::Start(StartRole::Primary))));
-    assert_eq!(
-        decide(&mut n, &obs(6_000, &c, &l)),
-        vec![Action::ReleaseLeader, Action::RoleChangeCallback("demoted".into())]
-    );
+    assert_eq!(decide(&mut n, &obs(6_000, &c, &l)), vec![released(&l), Action::RoleChangeCallback("demoted".into())]);
 }
 
 #[test]
@@ -869,14 +881,14 @@ fn an_agent_never_releases_a_lock_it_does_not_hold() {
         let mut n = HaNode::new(settings());
         let p = n.decide(&obs(0, &c, &local));
         assert!(p.actions.is_empty(), "{p:?}");
-        assert!(!n.decide_shutdown(&obs(1, &c, &local)).actions.contains(&Action::ReleaseLeader));
+        assert!(!n.decide_shutdown(&obs(1, &c, &local)).actions.iter().any(releases));
     }
     let mut n = HaNode::new(settings());
     let p = n.decide(&obs(0, &c, &empty()));
     assert!(p.message.contains("does not hold the lock"), "{}", p.message);
     // The agent that did take it releases it when its data directory is emptied under it.
     hold(&mut n);
-    assert_eq!(decide(&mut n, &obs(1, &c, &empty())), vec![Action::ReleaseLeader]);
+    assert_eq!(decide(&mut n, &obs(1, &c, &empty())), vec![released(&empty())]);
 }
 
 #[test]
@@ -885,7 +897,7 @@ fn shutdown_stops_postgres_before_releasing_the_lock() {
     let c = cluster(Some(ME));
     let l = primary();
     hold(&mut n);
-    assert_eq!(n.decide_shutdown(&obs(0, &c, &l)).actions, vec![Action::Stop(StopMode::Fast), Action::ReleaseLeader]);
+    assert_eq!(n.decide_shutdown(&obs(0, &c, &l)).actions, vec![Action::Stop(StopMode::Fast), released(&l)]);
     let r = replica(Some(5002), 1);
     let c2 = cluster(Some("n2"));
     let plan = n.decide_shutdown(&obs(0, &c2, &r));
@@ -913,8 +925,9 @@ fn pause_blocks_automatic_actions() {
     let c = paused(Some(ME));
     decide(&mut leader, &obs(0, &c, &primary()));
     leader.advance(ActionResult::Leader { held: true, sent_at: Millis(0), ttl_secs: 30 });
-    let p = leader.decide(&obs(1_000, &c, &stopped(ClusterState::InProduction, true)));
-    assert_eq!(p.actions, vec![Action::ReleaseLeader]);
+    let l = stopped(ClusterState::InProduction, true);
+    let p = leader.decide(&obs(1_000, &c, &l));
+    assert_eq!(p.actions, vec![released(&l)]);
     assert_eq!(p.message, "PAUSE: removed leader lock because postgres is not running");
 }
 
@@ -991,3 +1004,41 @@ mod slot_sync;
 mod synchronous;
 use handovers::*;
 use slot_sync::*;
+
+#[test]
+fn the_configuration_follows_the_upstream_last_written_or_found_after_a_restart() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some("n2"));
+    let l = replica(Some(5002), 1000);
+    // After an agent restart: recognised from primary_conninfo.
+    assert_eq!(n.replica_upstream(&l, Some(&c)), Some(up("n2", 5002)));
+    assert_eq!(n.replica_upstream(&l, None), Some(up("n2", 5002)), "remembered once found");
+    // What the agent wrote since wins over what the server shows until it reloads.
+    n.advance(ActionResult::Configured(StartRole::Replica { upstream: Some(up("n3", 5003)) }));
+    assert_eq!(n.replica_upstream(&l, Some(&c)), Some(up("n3", 5003)));
+    n.advance(ActionResult::Configured(StartRole::Replica { upstream: None }));
+    assert_eq!(n.replica_upstream(&l, Some(&c)), None, "streaming from nowhere on purpose");
+    assert_eq!(n.replica_upstream(&primary(), Some(&c)), None, "not a replica");
+    // Unknown host and port: nothing to rewrite the recovery settings with.
+    assert_eq!(HaNode::new(settings()).replica_upstream(&replica(Some(6000), 1000), Some(&c)), None);
+    assert_eq!(Job::Promote.configures(), Some(StartRole::Primary));
+    assert_eq!(Job::Clone(None).configures(), None);
+}
+
+#[test]
+fn on_role_change_fires_once_per_change_of_the_running_server() {
+    let mut n = HaNode::new(settings());
+    assert_eq!(n.role_change(&replica(Some(5002), 1000)), None, "first sight");
+    assert_eq!(n.role_change(&replica(Some(5002), 1000)), None);
+    assert_eq!(n.role_change(&primary()), Some(Role::Primary));
+    // Down for a while (a crash, a switchover's stop): no role to report, and no repeat.
+    for _ in 0..3 {
+        assert_eq!(n.role_change(&stopped(ClusterState::ShutDown, false)), None);
+    }
+    assert_eq!(n.role_change(&primary()), None, "still the primary it was");
+    assert_eq!(n.role_change(&replica(Some(5002), 1000)), Some(Role::Replica));
+    // Callbacks of a start or reload report the role the configuration was written for.
+    assert_eq!(n.callback_role(), Role::Replica);
+    n.advance(ActionResult::Configured(StartRole::Primary));
+    assert_eq!(n.callback_role(), Role::Primary);
+}

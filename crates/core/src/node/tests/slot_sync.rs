@@ -52,12 +52,19 @@ fn an_unreadable_slots_configuration_drops_nothing() {
     assert!(t.managed.is_empty(), "cdc must not look unwanted because its definition is broken");
 }
 
+/// A cycle on `o` that syncs the slots, and its result: `missing` logical slots.
+fn report_missing(n: &mut HaNode, o: &Observation<'_>, missing: &[&str]) {
+    let a = decide(n, o);
+    assert!(a.iter().any(|a| matches!(a, Action::SyncSlots(_))), "{a:?}");
+    n.advance(ActionResult::SlotsSynced { existing: vec![], missing: missing.iter().map(|s| s.to_string()).collect() });
+}
+
 #[test]
 fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute_per_slot() {
     let c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
     let l = replica(Some(5002), 1000);
     let mut n = HaNode::new(settings());
-    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    report_missing(&mut n, &obs(0, &c, &l), &["cdc"]);
     let p = n.decide(&obs(0, &c, &l));
     assert_eq!(
         p.actions,
@@ -70,10 +77,10 @@ fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute_per_slot
     assert!(p.message.contains("copy logical slots [cdc]"), "{}", p.message);
 
     // The copy failed and the slot is still missing: no second restart within the minute.
-    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    report_missing(&mut n, &obs(30_000, &c, &l), &["cdc"]);
     assert!(!decide(&mut n, &obs(30_000, &c, &l)).iter().any(|a| matches!(a, Action::StartJob(_))));
     // A slot configured since then is copied at once (with the other one).
-    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into(), "cdc2".into()]));
+    report_missing(&mut n, &obs(30_500, &c, &l), &["cdc", "cdc2"]);
     assert_eq!(
         decide(&mut n, &obs(31_000, &c, &l)),
         vec![Action::StartJob(Job::CopyLogicalSlots {
@@ -82,7 +89,7 @@ fn replica_restarts_to_copy_missing_logical_slots_at_most_once_a_minute_per_slot
             slots: vec!["cdc".into(), "cdc2".into()]
         })]
     );
-    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    report_missing(&mut n, &obs(61_000, &c, &l), &["cdc"]);
     assert!(!decide(&mut n, &obs(61_000, &c, &l)).iter().any(|a| matches!(a, Action::StartJob(_))));
     assert!(matches!(&decide(&mut n, &obs(91_001, &c, &l))[..], [Action::StartJob(Job::CopyLogicalSlots { .. })]));
 }
@@ -94,9 +101,10 @@ fn a_cascading_replica_copies_logical_slots_from_the_leader_and_keeps_its_upstre
     s.tags.replicatefrom = Some("n3".into());
     c.members.iter_mut().find(|m| m.name == ME).unwrap().data.tags.replicatefrom = Some("n3".into());
     let mut n = HaNode::new(s);
-    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
+    let l = replica(Some(5003), 1000);
+    report_missing(&mut n, &obs(0, &c, &l), &["cdc"]);
     assert_eq!(
-        decide(&mut n, &obs(0, &c, &replica(Some(5003), 1000))),
+        decide(&mut n, &obs(0, &c, &l)),
         vec![Action::StartJob(Job::CopyLogicalSlots {
             from: up("n2", 5002),
             upstream: up("n3", 5003),
@@ -109,8 +117,9 @@ fn a_cascading_replica_copies_logical_slots_from_the_leader_and_keeps_its_upstre
 fn no_slot_copy_restart_in_maintenance_mode_or_before_following_the_upstream() {
     let mut c = with_cdc_slot(cluster(Some("n2")), &[("cdc", 900)], &[]);
     let mut n = HaNode::new(settings());
-    n.advance(ActionResult::LogicalSlotsMissing(vec!["cdc".into()]));
-    let a = decide(&mut n, &obs(0, &c, &replica(Some(5003), 1000)));
+    let l = replica(Some(5003), 1000);
+    report_missing(&mut n, &obs(0, &c, &l), &["cdc"]);
+    let a = decide(&mut n, &obs(0, &c, &l));
     assert!(a.contains(&Action::Follow { upstream: Some(up("n2", 5002)) }), "follow first: {a:?}");
     c.config.as_mut().unwrap().pause = Some(true);
     let a = decide(&mut n, &obs(0, &c, &replica(Some(5002), 1000)));
@@ -196,4 +205,46 @@ fn member_slots_ttl_0_drops_a_departed_members_slot_at_once() {
     c.members.retain(|m| m.name != "n3");
     let t = slot_targets_of(&decide(&mut n, &obs(1, &c, &primary())));
     assert!(!t.wanted.contains_key("n3") && t.retain == ["n1", "n2"], "{t:?}");
+}
+
+#[test]
+fn the_leader_publishes_in_status_the_positions_its_last_slot_sync_read() {
+    use crate::slots::{ExistingSlot, SlotKind};
+    let have = |name: &str, position: u64| ExistingSlot {
+        name: name.into(),
+        kind: SlotKind::Physical,
+        active: true,
+        position: Some(position),
+        holds_xmin: false,
+    };
+    let status_of = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::WriteStatus(s) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    let c = cluster(Some(ME));
+    let l = primary();
+    let mut n = HaNode::new(settings());
+    // Before any slot sync the status carries the key's slots (none here) and our position.
+    let first = decide(&mut n, &obs(0, &c, &l));
+    assert_eq!(status_of(&first), Some(Status { optime: 1000, ..Default::default() }));
+    n.advance(ActionResult::SlotsSynced { existing: vec![have("n2", 700), have("n3", 800)], missing: vec![] });
+    let second = decide(&mut n, &obs(10_000, &c, &l));
+    let published = status_of(&second).expect("a status write");
+    assert_eq!(published.optime, 1000);
+    let want: BTreeMap<String, u64> = [("n1".into(), 1000), ("n2".into(), 700), ("n3".into(), 800)].into();
+    assert_eq!(published.slots, want, "the others' slots as read, ours at the flush position");
+    assert_eq!(published.retain_slots, ["n1", "n2", "n3"].map(String::from).to_vec());
+    // A failsafe round announces the same slots, at the positions read at that moment.
+    assert_eq!(n.failsafe_slots(None, 1000), want);
+    let now: BTreeMap<String, u64> = [("n1".into(), 1100), ("n2".into(), 990), ("n3".into(), 800)].into();
+    assert_eq!(n.failsafe_slots(Some(&[have("n2", 990), have("n3", 800)]), 1100), now);
+    // Once a replica, nothing of that is published any more.
+    let mut demoted = HaNode::new(settings());
+    decide(&mut demoted, &obs(0, &c, &l));
+    demoted.advance(ActionResult::SlotsSynced { existing: vec![have("n2", 700)], missing: vec![] });
+    decide(&mut demoted, &obs(1_000, &cluster(Some("n2")), &replica(Some(5002), 1000)));
+    demoted.advance(ActionResult::SlotsSynced { existing: vec![], missing: vec![] });
+    assert!(demoted.failsafe_slots(None, 0).is_empty());
 }

@@ -132,6 +132,44 @@ fn quorum_mode_races_only_with_enough_votes() {
 }
 
 #[test]
+fn the_former_leader_is_not_held_back_by_a_branch_it_left_behind() {
+    // We promoted onto timeline 2 and went down at once, before any voter joined the key. The
+    // primary we replaced (n2) still has its unacknowledged WAL of timeline 1 past the fork, so
+    // it looks ahead; it cannot rewind while there is no leader.
+    let c = sync_cluster(None, SyncMode::Quorum, ME, &[], 0);
+    let mut l = replica(None, 1000);
+    if let PgProcess::Running(r) = &mut l.process {
+        r.timeline = 2;
+    }
+    let on = |name: &str, wal: u64, timeline: u32| PeerReport {
+        name: name.into(),
+        status: Some(PeerStatus { is_primary: false, wal: Lsn(wal), timeline, can_fail_over: true, priority: 1 }),
+    };
+    let diverged = [on("n2", 5000, 1), on("n3", 900, 1)];
+    let a = decide(&mut HaNode::new(settings()), &Observation { peers: Some(&diverged), ..obs(0, &c, &l) });
+    assert_eq!(a, vec![Action::AcquireLeader]);
+    // A peer ahead on our own timeline (or a newer one) still holds us back.
+    for timeline in [2, 3] {
+        let ahead = [on("n2", 5000, timeline)];
+        let p = HaNode::new(settings()).decide(&Observation { peers: Some(&ahead), ..obs(0, &c, &l) });
+        assert!(p.actions.is_empty() && p.message.contains("ahead"), "{p:?}");
+    }
+    // So does a branch for a member that was not the leader: it cannot tell acknowledged WAL
+    // from a branch by itself.
+    let c = sync_cluster(None, SyncMode::Quorum, "n3", &[ME, "n2"], 0);
+    let p = HaNode::new(settings()).decide(&Observation { peers: Some(&diverged), ..obs(0, &c, &l) });
+    assert!(p.actions.is_empty() && p.message.contains("ahead"), "{p:?}");
+    // Still alive as primary on its branch: nobody races.
+    let c = sync_cluster(None, SyncMode::Quorum, ME, &[], 0);
+    let alive = [PeerReport {
+        name: "n2".into(),
+        status: Some(PeerStatus { is_primary: true, wal: Lsn(5000), timeline: 1, can_fail_over: true, priority: 1 }),
+    }];
+    let p = HaNode::new(settings()).decide(&Observation { peers: Some(&alive), ..obs(0, &c, &l) });
+    assert!(p.actions.is_empty() && p.message.contains("still alive"), "{p:?}");
+}
+
+#[test]
 fn a_failover_to_an_asynchronous_member_is_refused_unless_forced() {
     let mut c = sync_cluster(None, SyncMode::On, "n3", &["n2"], 0);
     c.failover = failover(None, Some(ME));
@@ -216,8 +254,33 @@ fn a_forced_failover_hands_over_to_an_asynchronous_member_cleanly() {
     // Stopped: n3 has the shutdown checkpoint, so the lock goes.
     let down = stopped(ClusterState::ShutDown, false);
     let caught_up = [peer("n3", 960, false)];
-    assert_eq!(
-        decide(&mut n, &Observation { peers: Some(&caught_up), ..obs(100, &c, &down) }),
-        vec![Action::ReleaseLeader]
-    );
+    assert_eq!(decide(&mut n, &Observation { peers: Some(&caught_up), ..obs(100, &c, &down) }), vec![released(&down)]);
+}
+
+#[test]
+fn the_managed_synchronous_standby_names_follow_the_mode_and_survive_an_agent_restart() {
+    let mut n = HaNode::new(settings());
+    let mut l = primary();
+    if let PgProcess::Running(r) = &mut l.process {
+        r.synchronous_standby_names = "FIRST 1 (\"n2\")".into();
+    }
+    // Asynchronous: the configuration's own value applies.
+    n.observe_sync_names(&l);
+    assert_eq!(n.managed_sync_names(), None);
+    // Synchronous mode seen; the agent restarted under a running primary: its value is kept.
+    let c = sync_cluster(Some(ME), SyncMode::On, ME, &["n2"], 0);
+    decide(&mut n, &obs(0, &c, &l));
+    n.observe_sync_names(&l);
+    assert_eq!(n.managed_sync_names(), Some("FIRST 1 (\"n2\")"));
+    // What the agent wrote since wins over what the server shows until it reloads.
+    n.advance(ActionResult::SyncNamesWritten("FIRST 1 (\"n3\")".into()));
+    n.observe_sync_names(&l);
+    assert_eq!(n.managed_sync_names(), Some("FIRST 1 (\"n3\")"));
+    // The leadership ending does not forget it (a replica keeps the placeholder in force).
+    decide(&mut n, &obs(1_000, &sync_cluster(Some("n2"), SyncMode::On, "n2", &[ME], 0), &replica(Some(5002), 1000)));
+    assert_eq!(n.managed_sync_names(), Some("FIRST 1 (\"n3\")"));
+    // Synchronous mode turned off: forgotten.
+    decide(&mut n, &obs(2_000, &cluster(Some("n2")), &replica(Some(5002), 1000)));
+    n.observe_sync_names(&l);
+    assert_eq!(n.managed_sync_names(), None);
 }
