@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use rampart_core::admission::{self, Refusal};
+use rampart_core::admission::{self, Kind, Refusal};
 use rampart_core::manual::{outcome, Outcome};
 use rampart_core::model::Failover;
 use rampart_core::Cluster;
@@ -66,37 +66,11 @@ pub struct FailoverArgs {
     pub force: bool,
 }
 
-/// Which of the two.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Planned: the leader steps down for a candidate.
-    Switchover,
-    /// Forced: promote a candidate, with or without a leader.
-    Failover,
-}
-
-impl Action {
-    /// `switchover` / `failover`: the verb and the REST endpoint.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Switchover => "switchover",
-            Action::Failover => "failover",
-        }
-    }
-
-    fn done(self) -> &'static str {
-        match self {
-            Action::Switchover => "switched over",
-            Action::Failover => "failed over",
-        }
-    }
-}
-
 /// A checked request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Switchover or failover.
-    pub action: Action,
+    pub action: Kind,
     /// The leader now (always set for a switchover).
     pub leader: Option<String>,
     /// The member to promote; `None` lets the agents choose (switchover only).
@@ -114,7 +88,7 @@ impl Plan {
     /// `{"candidate"}` for a failover.
     pub fn body(&self) -> Value {
         let mut b = serde_json::Map::new();
-        if self.action == Action::Switchover {
+        if self.action == Kind::Switchover {
             if let Some(l) = &self.leader {
                 b.insert("leader".into(), json!(l));
             }
@@ -134,7 +108,7 @@ impl Plan {
     /// The DCS `failover` key written when no API takes the request.
     pub fn failover_key(&self) -> Failover {
         Failover {
-            leader: if self.action == Action::Switchover { self.leader.clone() } else { None },
+            leader: if self.action == Kind::Switchover { self.leader.clone() } else { None },
             member: self.candidate.clone(),
             scheduled_at: self.scheduled_at.clone(),
             force: self.force,
@@ -214,11 +188,11 @@ pub struct Given {
 
 /// Checks the request against the cluster, asking for what is missing (unless `force`) and for
 /// confirmation (unless `force`).
-pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, console: &mut Console) -> Result<Plan> {
+pub fn plan(cluster: &Cluster, scope: &str, action: Kind, given: &Given, console: &mut Console) -> Result<Plan> {
     let verb = action.name();
     let current = cluster.leader.as_ref().map(|l| l.name.clone());
     let leader = match action {
-        Action::Switchover => {
+        Kind::Switchover => {
             let Some(current) = &current else {
                 bail!("switchover: cluster {scope} has no leader, so there is no one to switch over from; use `rampart failover --candidate NAME` to promote a replica");
             };
@@ -232,7 +206,7 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
             }
             Some(leader)
         }
-        Action::Failover => current.clone(),
+        Kind::Failover => current.clone(),
     };
     let cands = candidates(cluster);
     if cands.is_empty() {
@@ -257,13 +231,10 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
         }
     }
     let paused = cluster.config.as_ref().is_some_and(|c| c.paused());
-    let kind = match action {
-        Action::Switchover => admission::Kind::Switchover,
-        Action::Failover => admission::Kind::Failover,
-    };
+    let kind = action;
     let mut asked = admission::Request {
         kind,
-        leader: if action == Action::Switchover { leader.as_deref() } else { None },
+        leader: if action == Kind::Switchover { leader.as_deref() } else { None },
         candidate: candidate.as_deref(),
         scheduled: false,
         force: false,
@@ -273,8 +244,8 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
         bail!("{verb}: {}", refusal_text(&refusal, scope, &cands, cluster, candidate.as_deref()));
     }
     let scheduled_at = match action {
-        Action::Failover => None,
-        Action::Switchover => {
+        Kind::Failover => None,
+        Kind::Switchover => {
             let text = match &given.scheduled {
                 Some(s) => s.clone(),
                 None if given.force => "now".into(),
@@ -319,16 +290,16 @@ pub fn plan(cluster: &Cluster, scope: &str, action: Action, given: &Given, conso
 /// `rampart switchover`.
 pub fn run_switchover(args: SwitchoverArgs) -> Result<()> {
     let given = Given { leader: args.leader, candidate: args.candidate, scheduled: args.scheduled, force: args.force };
-    run(args.target, args.cluster, Action::Switchover, given)
+    run(args.target, args.cluster, Kind::Switchover, given)
 }
 
 /// `rampart failover`.
 pub fn run_failover(args: FailoverArgs) -> Result<()> {
     let given = Given { candidate: args.candidate, force: args.force, ..Default::default() };
-    run(args.target, args.cluster, Action::Failover, given)
+    run(args.target, args.cluster, Kind::Failover, given)
 }
 
-fn run(target: TargetArgs, cluster: Option<String>, action: Action, given: Given) -> Result<()> {
+fn run(target: TargetArgs, cluster: Option<String>, action: Kind, given: Given) -> Result<()> {
     if let (Some(named), Some(scope)) = (&cluster, &target.scope) {
         if named != scope {
             bail!("{}: the cluster named on the command line ({named}) is not --scope {scope}", action.name());
@@ -486,8 +457,8 @@ pub(crate) async fn wait_for_new_leader(
 /// Patroni's report of who leads now.
 fn report(plan: &Plan, leader: &str) -> String {
     match &plan.candidate {
-        Some(c) if c != leader => format!("{} to \"{leader}\" instead of \"{c}\"", capital(plan.action.done())),
-        _ => format!("Successfully {} to \"{leader}\"", plan.action.done()),
+        Some(c) if c != leader => format!("{} to \"{leader}\" instead of \"{c}\"", capital(plan.action.past())),
+        _ => format!("Successfully {} to \"{leader}\"", plan.action.past()),
     }
 }
 
@@ -527,11 +498,11 @@ mod tests {
         let c = three();
         // Leader: default (a); candidate: b; time: now; confirm: y.
         let (mut con, out) = console("switchover", "\nb\n\ny\n", true);
-        let p = plan(&c, "pg", Action::Switchover, &Given::default(), &mut con).unwrap();
+        let p = plan(&c, "pg", Kind::Switchover, &Given::default(), &mut con).unwrap();
         assert_eq!(
             p,
             Plan {
-                action: Action::Switchover,
+                action: Kind::Switchover,
                 leader: Some("a".into()),
                 candidate: Some("b".into()),
                 scheduled_at: None,
@@ -554,17 +525,17 @@ mod tests {
     fn declining_or_no_terminal_does_nothing() {
         let c = three();
         let (mut con, _) = console("switchover", "a\nb\nnow\n\n", true);
-        let e = plan(&c, "pg", Action::Switchover, &Given::default(), &mut con).unwrap_err().to_string();
+        let e = plan(&c, "pg", Kind::Switchover, &Given::default(), &mut con).unwrap_err().to_string();
         assert_eq!(e, "switchover: aborted", "an empty answer is no");
         let (mut con, _) = console("switchover", "y\n", false);
-        let e = plan(&c, "pg", Action::Switchover, &given(Some("a"), Some("b"), Some("now"), false), &mut con)
+        let e = plan(&c, "pg", Kind::Switchover, &given(Some("a"), Some("b"), Some("now"), false), &mut con)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("switchover: this needs confirmation (Are you sure you want to switchover cluster pg, demoting current leader a?)"), "{e}");
         assert!(e.ends_with("re-run with --force to go ahead without questions"), "{e}");
         // A missing value is not guessed either.
         let (mut con, _) = console("switchover", "", false);
-        let e = plan(&c, "pg", Action::Switchover, &Given::default(), &mut con).unwrap_err().to_string();
+        let e = plan(&c, "pg", Kind::Switchover, &Given::default(), &mut con).unwrap_err().to_string();
         assert!(e.starts_with("switchover: --leader was not given and stdin is not a terminal to ask for it"), "{e}");
     }
 
@@ -572,7 +543,7 @@ mod tests {
     fn forced_switchover_takes_defaults_without_asking() {
         let c = three();
         let (mut con, out) = console("switchover", "", false);
-        let p = plan(&c, "pg", Action::Switchover, &given(None, None, None, true), &mut con).unwrap();
+        let p = plan(&c, "pg", Kind::Switchover, &given(None, None, None, true), &mut con).unwrap();
         assert_eq!(p.body(), json!({"leader": "a"}));
         assert_eq!(
             p.failover_key(),
@@ -586,7 +557,7 @@ mod tests {
         let c = three();
         let check = |g: Given| {
             let (mut con, _) = console("switchover", "", false);
-            plan(&c, "pg", Action::Switchover, &g, &mut con).unwrap_err().to_string()
+            plan(&c, "pg", Kind::Switchover, &g, &mut con).unwrap_err().to_string()
         };
         assert_eq!(
             check(given(Some("b"), None, None, true)),
@@ -607,7 +578,7 @@ mod tests {
         assert!(check(given(None, Some("b"), Some("yesterday"), true)).starts_with("--scheduled yesterday: "));
         let leaderless = cluster(&[("members/b", r#"{"state":"running"}"#)]);
         let (mut con, _) = console("switchover", "", false);
-        let e = plan(&leaderless, "pg", Action::Switchover, &given(None, None, None, true), &mut con)
+        let e = plan(&leaderless, "pg", Kind::Switchover, &given(None, None, None, true), &mut con)
             .unwrap_err()
             .to_string();
         assert!(
@@ -623,7 +594,7 @@ mod tests {
         let p = plan(
             &c,
             "pg",
-            Action::Switchover,
+            Kind::Switchover,
             &given(Some("a"), Some("b"), Some("2999-01-01T00:00:00Z"), false),
             &mut con,
         )
@@ -642,7 +613,7 @@ mod tests {
         let e = plan(
             &paused,
             "pg",
-            Action::Switchover,
+            Kind::Switchover,
             &given(None, Some("b"), Some("2999-01-01T00:00:00Z"), true),
             &mut con,
         )
@@ -652,7 +623,7 @@ mod tests {
             "{e}"
         );
         let (mut con, _) = console("switchover", "", false);
-        let e = plan(&paused, "pg", Action::Switchover, &given(None, None, None, true), &mut con).unwrap_err();
+        let e = plan(&paused, "pg", Kind::Switchover, &given(None, None, None, true), &mut con).unwrap_err();
         assert!(e.to_string().contains("name the member to promote with --candidate"), "{e}");
     }
 
@@ -660,10 +631,10 @@ mod tests {
     fn failover_needs_a_candidate_and_works_without_a_leader() {
         let c = three();
         let (mut con, _) = console("failover", "", false);
-        let e = plan(&c, "pg", Action::Failover, &given(None, None, None, true), &mut con).unwrap_err().to_string();
+        let e = plan(&c, "pg", Kind::Failover, &given(None, None, None, true), &mut con).unwrap_err().to_string();
         assert_eq!(e, "failover: a failover needs a candidate (--candidate NAME); candidates in cluster pg: b");
         let (mut con, out) = console("failover", "b\ny\n", true);
-        let p = plan(&c, "pg", Action::Failover, &Given::default(), &mut con).unwrap();
+        let p = plan(&c, "pg", Kind::Failover, &Given::default(), &mut con).unwrap();
         assert_eq!(p.body(), json!({"candidate": "b"}));
         assert!(
             out.text().ends_with("Are you sure you want to failover cluster pg, demoting current leader a? [y/N]: "),
@@ -674,7 +645,7 @@ mod tests {
         let mut leaderless = three();
         leaderless.leader = None;
         let (mut con, _) = console("failover", "", false);
-        let p = plan(&leaderless, "pg", Action::Failover, &given(None, Some("a"), None, true), &mut con).unwrap();
+        let p = plan(&leaderless, "pg", Kind::Failover, &given(None, Some("a"), None, true), &mut con).unwrap();
         assert_eq!(
             p.failover_key(),
             Failover { leader: None, member: Some("a".into()), scheduled_at: None, force: false }
@@ -693,7 +664,7 @@ mod tests {
             ("members/c", r#"{"state":"running","role":"replica"}"#),
         ]);
         let (mut con, out) = console("failover", "y\ny\n", true);
-        let p = plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).unwrap();
+        let p = plan(&c, "pg", Kind::Failover, &given(None, Some("c"), None, false), &mut con).unwrap();
         assert!(
             out.text().starts_with("Are you sure you want to failover to the asynchronous node c? [y/N]: "),
             "{}",
@@ -703,13 +674,13 @@ mod tests {
         assert_eq!(p.body(), json!({"candidate": "c", "force": true}));
         assert!(p.failover_key().force);
         let (mut con, _) = console("failover", "y\n", true);
-        let p = plan(&c, "pg", Action::Failover, &given(None, Some("b"), None, false), &mut con).unwrap();
+        let p = plan(&c, "pg", Kind::Failover, &given(None, Some("b"), None, false), &mut con).unwrap();
         assert!(!p.force, "a listed synchronous standby needs no force");
         let (mut con, _) = console("failover", "n\n", true);
-        assert!(plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, false), &mut con).is_err());
+        assert!(plan(&c, "pg", Kind::Failover, &given(None, Some("c"), None, false), &mut con).is_err());
         // --force asks nothing, but warns.
         let (mut con, out) = console("failover", "", false);
-        let p = plan(&c, "pg", Action::Failover, &given(None, Some("c"), None, true), &mut con).unwrap();
+        let p = plan(&c, "pg", Kind::Failover, &given(None, Some("c"), None, true), &mut con).unwrap();
         assert!(p.force);
         assert!(
             out.text()
@@ -758,7 +729,7 @@ mod tests {
 
     fn switchover_to_b() -> Plan {
         Plan {
-            action: Action::Switchover,
+            action: Kind::Switchover,
             leader: Some("a".into()),
             candidate: Some("b".into()),
             scheduled_at: None,
@@ -801,7 +772,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn dcs_fallback_reports_a_dropped_request_and_a_timeout() {
         let plan = Plan {
-            action: Action::Failover,
+            action: Kind::Failover,
             leader: Some("a".into()),
             candidate: Some("b".into()),
             scheduled_at: None,

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use rampart_core::admission;
+use rampart_core::admission::{self, Kind};
 use rampart_core::eligibility::{Limitation, Report};
 use rampart_core::manual::{outcome, Outcome};
 use rampart_core::model::Failover;
@@ -34,46 +34,6 @@ use crate::reply::Reply;
 use crate::request_values::{iso8601, parse_schedule};
 use crate::snapshot::sync_mode;
 
-/// Which endpoint was called.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// `POST /switchover`: from a named leader, optionally to a named candidate, maybe scheduled.
-    Switchover,
-    /// `POST /failover`: to a named candidate, now.
-    Failover,
-}
-
-impl Action {
-    fn kind(self) -> admission::Kind {
-        match self {
-            Action::Switchover => admission::Kind::Switchover,
-            Action::Failover => admission::Kind::Failover,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Action::Switchover => "switchover",
-            Action::Failover => "failover",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Action::Switchover => "Switchover",
-            Action::Failover => "Failover",
-        }
-    }
-
-    /// The verb stem of Patroni's messages (`switched over`, `failed over`).
-    fn stem(self) -> &'static str {
-        match self {
-            Action::Switchover => "switch",
-            Action::Failover => "fail",
-        }
-    }
-}
-
 /// A member name from the body: a non-empty string, or absent (`null` and `""` count as absent,
 /// as in Patroni).
 fn name_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Reply> {
@@ -86,7 +46,7 @@ fn name_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Re
 }
 
 /// Handles `POST /switchover` and `POST /failover` with a JSON object body.
-pub async fn post(ctx: &ApiContext, backend: &Arc<dyn Backend>, body: &Map<String, Value>, called: Action) -> Reply {
+pub async fn post(ctx: &ApiContext, backend: &Arc<dyn Backend>, body: &Map<String, Value>, called: Kind) -> Reply {
     match run(ctx, backend, body, called).await {
         Ok(reply) | Err(reply) => reply,
     }
@@ -96,7 +56,7 @@ async fn run(
     ctx: &ApiContext,
     backend: &Arc<dyn Backend>,
     body: &Map<String, Value>,
-    called: Action,
+    called: Kind,
 ) -> Result<Reply, Reply> {
     let leader = name_field(body, "leader")?;
     let candidate = match name_field(body, "candidate")? {
@@ -119,7 +79,7 @@ async fn run(
         .map_err(|e| Reply::text(503, format!("cannot read the cluster from the DCS: {e}")))?;
     let paused = cluster.config.as_ref().is_some_and(|c| c.paused());
     let asked = admission::Request {
-        kind: called.kind(),
+        kind: called,
         leader: leader.as_deref(),
         candidate: candidate.as_deref(),
         scheduled: scheduled_at.is_some(),
@@ -133,12 +93,12 @@ async fn run(
         scheduled = Some(at);
     }
     // Patroni: a failover request naming the leader is a switchover.
-    let action = if leader.is_some() { Action::Switchover } else { called };
+    let action = if leader.is_some() { Kind::Switchover } else { called };
     if scheduled.is_none() {
         failover_possible(ctx, &cluster, &asked, action).await.map_err(|m| Reply::text(412, m))?;
     }
 
-    let force = force && action == Action::Failover;
+    let force = force && action == Kind::Failover;
     let request = Failover { leader, member: candidate.clone(), scheduled_at: scheduled.map(iso8601), force };
     if let Err(e) = backend.set_failover(request).await {
         tracing::warn!("{}: writing the failover key failed: {e}", action.name());
@@ -171,7 +131,7 @@ async fn failover_possible(
     ctx: &ApiContext,
     cluster: &Cluster,
     asked: &admission::Request<'_>,
-    action: Action,
+    action: Kind,
 ) -> Result<(), String> {
     let members = admission::check_cluster(cluster, sync_mode(cluster), asked).map_err(|r| r.to_string())?;
     let need_replica = cluster.leader.is_some();
@@ -207,7 +167,7 @@ async fn wait_for_new_leader(
     backend: &Arc<dyn Backend>,
     old_leader: Option<String>,
     candidate: Option<String>,
-    action: Action,
+    action: Kind,
     loop_wait: u64,
 ) -> Reply {
     let polls = 2 * loop_wait.max(10);
@@ -222,11 +182,11 @@ async fn wait_for_new_leader(
             Outcome::Led(now) => {
                 return match candidate.as_deref() {
                     Some(wanted) if wanted != now => {
-                        let stem = action.stem();
-                        let title = format!("{}{}", stem[..1].to_ascii_uppercase(), &stem[1..]);
-                        Reply::text(200, format!("{title}ed over to \"{now}\" instead of \"{wanted}\""))
+                        let past = action.past();
+                        let title = format!("{}{}", past[..1].to_ascii_uppercase(), &past[1..]);
+                        Reply::text(200, format!("{title} to \"{now}\" instead of \"{wanted}\""))
                     }
-                    _ => Reply::text(200, format!("Successfully {}ed over to \"{now}\"", action.stem())),
+                    _ => Reply::text(200, format!("Successfully {} to \"{now}\"", action.past())),
                 }
             }
             Outcome::Refused => return Reply::text(503, format!("{} failed", action.title())),

@@ -23,7 +23,8 @@ use crate::context::ApiContext;
 use crate::local_ops;
 use crate::reply::Reply;
 use crate::router::MAX_BODY_BYTES;
-use crate::switchover::{self, Action};
+use crate::switchover;
+use rampart_core::admission::Kind;
 
 /// A write operation, as selected by path and method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,8 +182,8 @@ pub async fn handle(ctx: ApiContext, req: Request<Body>) -> Response {
 
 async fn run(ctx: &ApiContext, backend: &Arc<dyn Backend>, op: WriteOp, body: &Map<String, Value>) -> Reply {
     match op {
-        WriteOp::Switchover => switchover::post(ctx, backend, body, Action::Switchover).await,
-        WriteOp::Failover => switchover::post(ctx, backend, body, Action::Failover).await,
+        WriteOp::Switchover => switchover::post(ctx, backend, body, Kind::Switchover).await,
+        WriteOp::Failover => switchover::post(ctx, backend, body, Kind::Failover).await,
         WriteOp::CancelSwitchover => switchover::delete(backend).await,
         WriteOp::Restart => local_ops::restart(backend, &ctx.current().0, body).await,
         WriteOp::CancelRestart => local_ops::cancel_restart(backend).await,

@@ -32,6 +32,22 @@ impl Kind {
             Kind::Failover => "failover",
         }
     }
+
+    /// `Switchover` or `Failover`, to start a sentence.
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::Switchover => "Switchover",
+            Kind::Failover => "Failover",
+        }
+    }
+
+    /// `switched over` or `failed over`, as Patroni's messages say when it is done.
+    pub fn past(self) -> &'static str {
+        match self {
+            Kind::Switchover => "switched over",
+            Kind::Failover => "failed over",
+        }
+    }
 }
 
 /// A request, whoever made it.
