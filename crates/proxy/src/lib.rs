@@ -15,7 +15,9 @@
 //!   ReadyForQuery, ErrorResponse/NoticeResponse, ParameterStatus, Authentication) and the
 //!   ones it must write itself (a synthetic ErrorResponse and BackendKeyData);
 //! * [`cancel`]: the map from the synthetic cancel keys the proxy hands to clients to the
-//!   backend that really owns the query.
+//!   backend that really owns the query;
+//! * [`hba`]: client authentication rules in `pg_hba.conf` format, for when the proxy
+//!   authenticates clients itself (pooling; not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -50,6 +52,7 @@ pub mod backend;
 pub mod cancel;
 mod flow;
 pub mod frame;
+pub mod hba;
 pub mod lifecycle;
 mod relay;
 pub mod server;
