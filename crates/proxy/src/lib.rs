@@ -17,7 +17,9 @@
 //! * [`cancel`]: the map from the synthetic cancel keys the proxy hands to clients to the
 //!   backend that really owns the query;
 //! * [`hba`]: client authentication rules in `pg_hba.conf` format, for when the proxy
-//!   authenticates clients itself (pooling; not wired yet).
+//!   authenticates clients itself (pooling; not wired yet);
+//! * [`scram`]: SCRAM-SHA-256 at both ends: a client against a stored verifier, and logging in
+//!   to PostgreSQL with the client's key (pass-through; not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -55,6 +57,7 @@ pub mod frame;
 pub mod hba;
 pub mod lifecycle;
 mod relay;
+pub mod scram;
 pub mod server;
 pub mod session;
 pub mod startup;
