@@ -16,6 +16,8 @@
 //!   ones it must write itself (a synthetic ErrorResponse and BackendKeyData);
 //! * [`cancel`]: the map from the synthetic cancel keys the proxy hands to clients to the
 //!   backend that really owns the query;
+//! * [`auth_file`]: users' secrets (PgBouncer's `auth_file` format: passwords, MD5 secrets,
+//!   SCRAM verifiers) and MD5 authentication (not wired yet);
 //! * [`hba`]: client authentication rules in `pg_hba.conf` format, for when the proxy
 //!   authenticates clients itself (pooling; not wired yet);
 //! * [`scram`]: SCRAM-SHA-256 at both ends: a client against a stored verifier, and logging in
@@ -50,6 +52,7 @@ mod admin_html;
 mod admin_json;
 mod admin_metrics;
 mod admin_view;
+pub mod auth_file;
 pub mod backend;
 pub mod cancel;
 mod flow;
