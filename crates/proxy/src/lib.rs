@@ -21,7 +21,9 @@
 //! * [`hba`]: client authentication rules in `pg_hba.conf` format, for when the proxy
 //!   authenticates clients itself (pooling; not wired yet);
 //! * [`scram`]: SCRAM-SHA-256 at both ends: a client against a stored verifier, and logging in
-//!   to PostgreSQL with the client's key (pass-through; not wired yet).
+//!   to PostgreSQL with the client's key (pass-through; not wired yet);
+//! * [`client_auth`]: a client's whole authentication by the proxy (rules, secret, SCRAM, MD5,
+//!   cleartext) with PostgreSQL's messages and error texts (not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -55,6 +57,7 @@ mod admin_view;
 pub mod auth_file;
 pub mod backend;
 pub mod cancel;
+pub mod client_auth;
 mod flow;
 pub mod frame;
 pub mod hba;

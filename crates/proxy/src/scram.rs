@@ -77,6 +77,16 @@ impl Verifier {
         Some(Verifier { iterations, salt, stored_key: key(stored)?, server_key: key(server)? })
     }
 
+    /// Whether `password` is the one behind this verifier (for a client that sent it in clear
+    /// text): SaltedPassword = Hi(SASLprep(password), salt, iterations), as PostgreSQL computes it.
+    pub fn matches_password(&self, password: &str) -> bool {
+        // PostgreSQL skips SASLprep for a password it cannot prepare, and uses the bytes as given.
+        let prepared = stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_string());
+        let salted = hi(prepared.as_bytes(), &self.salt, self.iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        bool::from(sha256(&client_key).ct_eq(&self.stored_key))
+    }
+
     /// A verifier for a plain password, with a fresh random salt and PostgreSQL's default
     /// iteration count (for auth-file entries that hold passwords).
     pub fn for_password(password: &str) -> Verifier {
@@ -101,6 +111,17 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         mac.update(p);
     }
     mac.finalize().into_bytes().into()
+}
+
+/// PBKDF2-HMAC-SHA-256 with one block: RFC 5802's `Hi`.
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut prev = hmac(password, &[salt, &1u32.to_be_bytes()]);
+    let mut out = prev;
+    for _ in 1..iterations {
+        prev = hmac(password, &[&prev]);
+        out = xor(&out, &prev);
+    }
+    out
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -347,6 +368,7 @@ mod tests {
         assert_eq!(v.iterations, 4096);
         assert!(!format!("{v:?}").contains("h1zqAi"), "{v:?}");
         assert_eq!(login(&v, "foobar").map(|_| ()), Ok(()));
+        assert!(v.matches_password("foobar") && !v.matches_password("foobaR"));
         for bad in [
             "md5a3556571e93b0d20722ba62be61e8c2d",
             "plain",
