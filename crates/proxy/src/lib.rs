@@ -23,7 +23,9 @@
 //! * [`scram`]: SCRAM-SHA-256 at both ends: a client against a stored verifier, and logging in
 //!   to PostgreSQL with the client's key (pass-through; not wired yet);
 //! * [`client_auth`]: a client's whole authentication by the proxy (rules, secret, SCRAM, MD5,
-//!   cleartext) with PostgreSQL's messages and error texts (not wired yet).
+//!   cleartext) with PostgreSQL's messages and error texts (not wired yet);
+//! * [`server_auth`]: the proxy logging in to PostgreSQL as such a client, from what it proved
+//!   and the user's secret (not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -65,6 +67,7 @@ pub mod lifecycle;
 mod relay;
 pub mod scram;
 pub mod server;
+pub mod server_auth;
 pub mod session;
 pub mod startup;
 pub mod stats;
