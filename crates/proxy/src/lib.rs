@@ -25,7 +25,9 @@
 //! * [`client_auth`]: a client's whole authentication by the proxy (rules, secret, SCRAM, MD5,
 //!   cleartext) with PostgreSQL's messages and error texts (not wired yet);
 //! * [`server_auth`]: the proxy logging in to PostgreSQL as such a client, from what it proved
-//!   and the user's secret (not wired yet).
+//!   and the user's secret (not wired yet);
+//! * [`pipeline`]: what a pooled server still owes, so that the proxy can inject and answer
+//!   messages and the client still gets exactly its answers, in order (not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -64,6 +66,7 @@ mod flow;
 pub mod frame;
 pub mod hba;
 pub mod lifecycle;
+pub mod pipeline;
 mod relay;
 pub mod scram;
 pub mod server;

@@ -1,0 +1,307 @@
+//! What a pooled server still owes: the requests sent to it, in order, each with what to do with
+//! its answer. With it the proxy can send messages the client did not (a `Parse` of a statement
+//! prepared lazily on this server), answer messages itself that the server never sees (a `Close`
+//! of a statement the proxy keeps, a `Parse` already prepared here), and the client still gets
+//! exactly the answers to its own messages, in order (PgBouncer 1.21's outstanding requests).
+//!
+//! The rules of PostgreSQL's protocol it relies on:
+//! * Parse, Bind and Close are answered by one message (ParseComplete, BindComplete,
+//!   CloseComplete); Describe of a statement by ParameterDescription and then RowDescription or
+//!   NoData, of a portal by RowDescription or NoData; Execute by its rows (or a COPY) and then
+//!   CommandComplete, EmptyQueryResponse or PortalSuspended; Sync by ReadyForQuery; a simple
+//!   Query or a FunctionCall by everything up to its ReadyForQuery; Flush by nothing.
+//! * After an ErrorResponse to an extended-protocol message the server skips everything up to
+//!   the next Sync, which still gets its ReadyForQuery: the requests in between get no answer,
+//!   and neither do the proxy's synthetic answers among them. The error goes to the client even
+//!   when it answers an injected message: it explains why its own messages went unanswered.
+//! * NoticeResponse, ParameterStatus and NotificationResponse may come at any time; they go to
+//!   the client (whose session the server serves), never count as an answer.
+//!
+//! Invariant: every byte a client receives is the answer to one of its own messages (or an
+//! asynchronous message of its session), in the order it sent them; a server message nothing
+//! explains is an error, and the caller drops that server.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use crate::frame::Frame;
+
+/// A request sent to the server (or answered by the proxy), by what answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `P`: ParseComplete.
+    Parse,
+    /// `B`: BindComplete.
+    Bind,
+    /// `C`: CloseComplete.
+    Close,
+    /// `D` of a statement: ParameterDescription, then RowDescription or NoData.
+    DescribeStatement,
+    /// `D` of a portal: RowDescription or NoData.
+    DescribePortal,
+    /// `E`: rows or a COPY, then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// `S`: ReadyForQuery.
+    Sync,
+    /// `Q` or `F`: everything up to ReadyForQuery.
+    Query,
+}
+
+impl Kind {
+    /// Whether `tag` is the last message of this request's answer.
+    fn ends_with(self, tag: u8) -> bool {
+        match self {
+            Kind::Parse => tag == b'1',
+            Kind::Bind => tag == b'2',
+            Kind::Close => tag == b'3',
+            Kind::DescribeStatement | Kind::DescribePortal => matches!(tag, b'T' | b'n'),
+            Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Kind::Sync | Kind::Query => tag == b'Z',
+        }
+    }
+
+    /// Whether an error ends it and makes the server skip to the next Sync.
+    fn extended(self) -> bool {
+        !matches!(self, Kind::Sync | Kind::Query)
+    }
+}
+
+/// Who a request came from, which decides what becomes of its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The client's own message: its answer goes to the client.
+    Client,
+    /// Sent by the proxy on its own (a lazy Parse): its answer is swallowed.
+    Injected,
+    /// Never sent to the server: the proxy answers with these bytes when its turn comes.
+    Synthetic(BytesMut),
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    origin: Origin,
+}
+
+/// Why a server message cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// A message that answers nothing outstanding.
+    #[error("the server sent message {} that answers no request", crate::frame::printable(*tag))]
+    Unexpected {
+        /// Its type byte.
+        tag: u8,
+    },
+}
+
+/// The requests a server still owes answers to.
+#[derive(Debug, Default)]
+pub struct Outstanding {
+    queue: VecDeque<Pending>,
+    /// Bytes for the client, in order, not yet taken.
+    to_client: BytesMut,
+}
+
+/// Messages that may come at any time and are not answers.
+fn asynchronous(tag: u8) -> bool {
+    matches!(tag, b'N' | b'S' | b'A')
+}
+
+impl Outstanding {
+    /// Records a request, in the order sent (or, for a synthetic one, in the order the client
+    /// sent the message it answers).
+    pub fn sent(&mut self, kind: Kind, origin: Origin) {
+        self.queue.push_back(Pending { kind, origin });
+        self.answer_synthetic();
+    }
+
+    /// Places one server message: forwarded to the client, swallowed, or an error.
+    pub fn received(&mut self, frame: &Frame) -> Result<(), PipelineError> {
+        let tag = frame.tag();
+        if asynchronous(tag) {
+            self.to_client.extend_from_slice(frame.as_bytes());
+            return Ok(());
+        }
+        let Some(head) = self.queue.front() else { return Err(PipelineError::Unexpected { tag }) };
+        if matches!(head.origin, Origin::Synthetic(_)) {
+            // Synthetic answers are given as soon as they come first; one cannot be ahead here.
+            return Err(PipelineError::Unexpected { tag });
+        }
+        // An error of an injected message is the client's too: the server now skips the
+        // client's own messages up to the Sync, and the client must learn why.
+        if head.origin == Origin::Client || tag == b'E' {
+            self.to_client.extend_from_slice(frame.as_bytes());
+        }
+        if tag == b'E' && head.kind.extended() {
+            // The server skips up to the next Sync: nothing before it will be answered.
+            self.queue.pop_front();
+            while self.queue.front().is_some_and(|p| p.kind != Kind::Sync) {
+                self.queue.pop_front();
+            }
+        } else if head.kind.ends_with(tag) {
+            self.queue.pop_front();
+        }
+        self.answer_synthetic();
+        Ok(())
+    }
+
+    /// Gives the synthetic answers that have come first.
+    fn answer_synthetic(&mut self) {
+        while let Some(Pending { origin: Origin::Synthetic(_), .. }) = self.queue.front() {
+            if let Some(Pending { origin: Origin::Synthetic(bytes), .. }) = self.queue.pop_front() {
+                self.to_client.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    /// What the client is to receive now.
+    pub fn take_to_client(&mut self) -> BytesMut {
+        self.to_client.split()
+    }
+
+    /// Whether the server owes nothing (it may be given to another client once the session is
+    /// also idle, ReadyForQuery `I`).
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::split_frame;
+
+    fn msg(tag: u8) -> Frame {
+        Frame::new(tag, b"")
+    }
+
+    fn synthetic(tag: u8) -> Origin {
+        Origin::Synthetic(BytesMut::from(msg(tag).as_bytes().as_ref()))
+    }
+
+    /// The type bytes of what the client received.
+    fn tags(o: &mut Outstanding) -> String {
+        let mut b = o.take_to_client();
+        let mut out = String::new();
+        while let Some(f) = split_frame(&mut b, 1 << 20).unwrap() {
+            out.push(f.tag() as char);
+        }
+        out
+    }
+
+    fn receive(o: &mut Outstanding, tags: &str) {
+        for t in tags.bytes() {
+            o.received(&msg(t)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// The client sent Bind s1, Execute, Close s1, Sync; the proxy prepared s1 first (an injected
+    /// Parse) and answers the Close itself.
+    fn lazy_parse_then_bind_execute_close_sync() -> Outstanding {
+        let mut o = Outstanding::default();
+        o.sent(Kind::Parse, Origin::Injected);
+        o.sent(Kind::Bind, Origin::Client);
+        o.sent(Kind::Execute, Origin::Client);
+        o.sent(Kind::Close, synthetic(b'3'));
+        o.sent(Kind::Sync, Origin::Client);
+        o
+    }
+
+    #[test]
+    fn an_injected_parse_is_swallowed_and_a_synthetic_close_answered_in_order() {
+        let mut o = lazy_parse_then_bind_execute_close_sync();
+        assert_eq!(tags(&mut o), "", "nothing before the server answers");
+        receive(&mut o, "12DDC");
+        assert_eq!(tags(&mut o), "2DDC3", "ParseComplete swallowed, CloseComplete in place");
+        receive(&mut o, "Z");
+        assert_eq!(tags(&mut o), "Z");
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_synthetic_answer_first_in_line_is_given_at_once() {
+        // Parse of a statement already prepared on this server: answered without the server.
+        let mut o = Outstanding::default();
+        o.sent(Kind::Parse, synthetic(b'1'));
+        assert_eq!(tags(&mut o), "1");
+        o.sent(Kind::DescribeStatement, Origin::Client);
+        o.sent(Kind::Sync, Origin::Client);
+        receive(&mut o, "tT");
+        assert_eq!(tags(&mut o), "tT");
+        receive(&mut o, "Z");
+        assert_eq!(tags(&mut o), "Z");
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn after_an_error_nothing_up_to_sync_is_answered_not_even_by_the_proxy() {
+        let mut o = lazy_parse_then_bind_execute_close_sync();
+        // The lazy Parse failed (the statement no longer compiles): the client gets the error,
+        // as the answer to its Bind, no CloseComplete, and the ReadyForQuery.
+        receive(&mut o, "E");
+        assert_eq!(tags(&mut o), "E");
+        receive(&mut o, "Z");
+        assert_eq!(tags(&mut o), "Z");
+        assert!(o.is_empty());
+        // An error of the client's own Execute reaches it.
+        o.sent(Kind::Bind, Origin::Client);
+        o.sent(Kind::Execute, Origin::Client);
+        o.sent(Kind::Close, synthetic(b'3'));
+        o.sent(Kind::Sync, Origin::Client);
+        receive(&mut o, "2EZ");
+        assert_eq!(tags(&mut o), "2EZ");
+    }
+
+    #[test]
+    fn simple_queries_copies_and_asynchronous_messages() {
+        let mut o = Outstanding::default();
+        o.sent(Kind::Query, Origin::Client);
+        // Two statements, the second failing, then ReadyForQuery; a notice in between.
+        receive(&mut o, "TDCNEZ");
+        assert_eq!(tags(&mut o), "TDCNEZ");
+        // COPY FROM STDIN through Execute: CopyInResponse, then CommandComplete.
+        o.sent(Kind::Execute, Origin::Client);
+        o.sent(Kind::Sync, Origin::Client);
+        receive(&mut o, "GCZ");
+        assert_eq!(tags(&mut o), "GCZ");
+        // A NOTIFY for this session while idle: the client's.
+        receive(&mut o, "A");
+        assert_eq!(tags(&mut o), "A");
+        // Anything else while idle cannot be placed.
+        assert_eq!(o.received(&msg(b'C')), Err(PipelineError::Unexpected { tag: b'C' }));
+    }
+
+    #[test]
+    fn describe_of_a_portal_and_suspended_executes() {
+        let mut o = Outstanding::default();
+        o.sent(Kind::DescribePortal, Origin::Client);
+        o.sent(Kind::Execute, Origin::Client);
+        o.sent(Kind::Execute, Origin::Client);
+        o.sent(Kind::Sync, Origin::Client);
+        receive(&mut o, "nDsDCZ");
+        assert_eq!(tags(&mut o), "nDsDCZ");
+        assert!(o.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the server sends, placing it never panics, and the client never gets more
+        /// messages than the server sent plus the synthetic answers.
+        #[test]
+        fn never_panics(plan in proptest::collection::vec(0u8..10, 0..12), answers in "[123tTnCIsZEDNSAG]{0,30}") {
+            let mut o = Outstanding::default();
+            let kinds = [Kind::Parse, Kind::Bind, Kind::Close, Kind::DescribeStatement, Kind::DescribePortal, Kind::Execute, Kind::Sync, Kind::Query];
+            let mut synthetic_count = 0;
+            for (i, p) in plan.iter().enumerate() {
+                let kind = kinds[*p as usize % kinds.len()];
+                let origin = match i % 3 { 0 => Origin::Client, 1 => Origin::Injected, _ => { synthetic_count += 1; synthetic(b'3') } };
+                o.sent(kind, origin);
+            }
+            let mut placed = 0;
+            for t in answers.bytes() {
+                if o.received(&msg(t)).is_ok() { placed += 1; }
+            }
+            proptest::prop_assert!(tags(&mut o).len() <= placed + synthetic_count);
+        }
+    }
+}
