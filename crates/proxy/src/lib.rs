@@ -27,7 +27,9 @@
 //! * [`server_auth`]: the proxy logging in to PostgreSQL as such a client, from what it proved
 //!   and the user's secret (not wired yet);
 //! * [`pipeline`]: what a pooled server still owes, so that the proxy can inject and answer
-//!   messages and the client still gets exactly its answers, in order (not wired yet).
+//!   messages and the client still gets exactly its answers, in order (not wired yet);
+//! * [`prepared`]: named prepared statements across pooled servers, renamed to global names and
+//!   prepared lazily on whichever server a client holds (not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -67,6 +69,7 @@ pub mod frame;
 pub mod hba;
 pub mod lifecycle;
 pub mod pipeline;
+pub mod prepared;
 mod relay;
 pub mod scram;
 pub mod server;

@@ -82,6 +82,8 @@ pub enum Origin {
 struct Pending {
     kind: Kind,
     origin: Origin,
+    /// A Parse that prepares this statement (see [`Outstanding::sent_parse`]).
+    prepares: Option<u64>,
 }
 
 /// Why a server message cannot be placed.
@@ -112,17 +114,25 @@ impl Outstanding {
     /// Records a request, in the order sent (or, for a synthetic one, in the order the client
     /// sent the message it answers).
     pub fn sent(&mut self, kind: Kind, origin: Origin) {
-        self.queue.push_back(Pending { kind, origin });
+        self.queue.push_back(Pending { kind, origin, prepares: None });
         self.answer_synthetic();
     }
 
-    /// Places one server message: forwarded to the client, swallowed, or an error.
-    pub fn received(&mut self, frame: &Frame) -> Result<(), PipelineError> {
+    /// Records a Parse sent to the server that prepares statement `id` there: if it fails, or
+    /// is skipped after an earlier error, [`Outstanding::received`] names `id` as not prepared.
+    pub fn sent_parse(&mut self, origin: Origin, id: u64) {
+        self.queue.push_back(Pending { kind: Kind::Parse, origin, prepares: Some(id) });
+    }
+
+    /// Places one server message: forwarded to the client, swallowed, or an error. Returns the
+    /// statements whose Parse failed or was skipped (they are not prepared on this server).
+    pub fn received(&mut self, frame: &Frame) -> Result<Vec<u64>, PipelineError> {
         let tag = frame.tag();
         if asynchronous(tag) {
             self.to_client.extend_from_slice(frame.as_bytes());
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut unprepared = Vec::new();
         let Some(head) = self.queue.front() else { return Err(PipelineError::Unexpected { tag }) };
         if matches!(head.origin, Origin::Synthetic(_)) {
             // Synthetic answers are given as soon as they come first; one cannot be ahead here.
@@ -135,15 +145,15 @@ impl Outstanding {
         }
         if tag == b'E' && head.kind.extended() {
             // The server skips up to the next Sync: nothing before it will be answered.
-            self.queue.pop_front();
+            unprepared.extend(self.queue.pop_front().and_then(|p| p.prepares));
             while self.queue.front().is_some_and(|p| p.kind != Kind::Sync) {
-                self.queue.pop_front();
+                unprepared.extend(self.queue.pop_front().and_then(|p| p.prepares));
             }
         } else if head.kind.ends_with(tag) {
             self.queue.pop_front();
         }
         self.answer_synthetic();
-        Ok(())
+        Ok(unprepared)
     }
 
     /// Gives the synthetic answers that have come first.
@@ -270,6 +280,23 @@ mod tests {
         assert_eq!(tags(&mut o), "A");
         // Anything else while idle cannot be placed.
         assert_eq!(o.received(&msg(b'C')), Err(PipelineError::Unexpected { tag: b'C' }));
+    }
+
+    #[test]
+    fn a_parse_that_failed_or_was_skipped_names_its_statement() {
+        let mut o = Outstanding::default();
+        o.sent_parse(Origin::Client, 7);
+        o.sent(Kind::Sync, Origin::Client);
+        assert_eq!(o.received(&msg(b'E')), Ok(vec![7]));
+        receive(&mut o, "Z");
+        o.sent(Kind::Bind, Origin::Client);
+        o.sent_parse(Origin::Injected, 8);
+        o.sent(Kind::Bind, Origin::Client);
+        o.sent(Kind::Sync, Origin::Client);
+        assert_eq!(o.received(&msg(b'E')), Ok(vec![8]), "skipped after the Bind's error");
+        o.sent_parse(Origin::Client, 9);
+        assert_eq!(o.received(&msg(b'Z')), Ok(vec![]));
+        assert_eq!(o.received(&msg(b'1')), Ok(vec![]), "prepared");
     }
 
     #[test]
