@@ -67,6 +67,7 @@ pub mod observe;
 pub mod restart;
 pub mod roles;
 pub mod slots;
+pub mod sql_quote;
 pub mod standby_cluster;
 pub mod standby_names;
 pub mod sync;

@@ -724,34 +724,11 @@ pub fn role_options(options: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-/// An SQL identifier, always double-quoted (`"` doubled).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// An SQL string literal that reads the same whatever `standard_conforming_strings` says: `'`
-/// doubled, and with a backslash present, the `E''` form with backslashes doubled.
-pub fn quote_literal(value: &str) -> String {
-    let doubled = value.replace('\'', "''");
-    if value.contains('\\') {
-        format!("E'{}'", doubled.replace('\\', "\\\\"))
-    } else {
-        format!("'{doubled}'")
-    }
-}
+pub use rampart_core::sql_quote::{quote_ident, quote_literal};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("repl"), "\"repl\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(quote_literal("plain"), "'plain'");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(r"a\'b"), r"E'a\\''b'");
-    }
 
     #[test]
     fn role_option_whitelist() {

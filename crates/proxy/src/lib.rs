@@ -29,7 +29,9 @@
 //! * [`pipeline`]: what a pooled server still owes, so that the proxy can inject and answer
 //!   messages and the client still gets exactly its answers, in order (not wired yet);
 //! * [`prepared`]: named prepared statements across pooled servers, renamed to global names and
-//!   prepared lazily on whichever server a client holds (not wired yet).
+//!   prepared lazily on whichever server a client holds (not wired yet);
+//! * [`session_params`]: a pooled client's tracked session parameters and the `SET`s that bring
+//!   another server in line (not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -75,6 +77,7 @@ pub mod scram;
 pub mod server;
 pub mod server_auth;
 pub mod session;
+pub mod session_params;
 pub mod startup;
 pub mod stats;
 pub mod tls;

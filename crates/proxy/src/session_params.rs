@@ -1,0 +1,124 @@
+//! A pooled client's session parameters, kept while its transactions move between servers:
+//! what it asked for at startup and what its `SET`s changed, as the servers report them
+//! (ParameterStatus), and the `SET`s that bring another server in line before the client uses it.
+//!
+//! Tracked are the parameters PostgreSQL reports (`GUC_REPORT`) that a client can change and
+//! that change results: PgBouncer's list (`client_encoding`, `DateStyle`, `TimeZone`,
+//! `standard_conforming_strings`, `application_name`) plus its default extra, `IntervalStyle`.
+//! A `SET` of anything else (`search_path`, `work_mem`...) cannot be seen this way: transaction
+//! mode pins or refuses it elsewhere, never silently loses it.
+//!
+//! Invariant: the replayed SQL quotes every value as one string literal
+//! ([`rampart_core::sql_quote::quote_literal`]), so a value a client chose can never become SQL.
+
+use std::collections::BTreeMap;
+
+use rampart_core::sql_quote::quote_literal;
+
+use crate::startup::StartupMessage;
+
+/// The parameters tracked, in PostgreSQL's spelling (names are compared case-insensitively).
+pub const TRACKED: [&str; 6] =
+    ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name", "IntervalStyle"];
+
+/// The tracked spelling of `name`, if it is tracked.
+fn tracked(name: &str) -> Option<&'static str> {
+    TRACKED.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// Tracked parameter values, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl Params {
+    /// What a client asked for in its startup packet (the tracked ones; the rest are the
+    /// server's business at login).
+    pub fn from_startup(startup: &StartupMessage) -> Params {
+        let mut p = Params::default();
+        for (name, value) in startup.params() {
+            if let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                p.set(name, value);
+            }
+        }
+        p
+    }
+
+    /// A ParameterStatus (from the server at login, or after a `SET`); untracked names are
+    /// ignored.
+    pub fn set(&mut self, name: &str, value: &str) {
+        if let Some(name) = tracked(name) {
+            self.values.insert(name, value.to_string());
+        }
+    }
+
+    /// The value of a tracked parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(tracked(name)?).map(String::as_str)
+    }
+
+    /// The SQL that makes a server whose parameters are `server` match these (the client's),
+    /// or `None` when they match already. Parameters the client never set or saw are left as the
+    /// server has them.
+    pub fn replay_on(&self, server: &Params) -> Option<String> {
+        let sets: Vec<String> = self
+            .values
+            .iter()
+            .filter(|(name, value)| server.values.get(*name) != Some(*value))
+            .map(|(name, value)| format!("SET {name} = {}", quote_literal(value)))
+            .collect();
+        (!sets.is_empty()).then(|| sets.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::startup::ProtocolVersion;
+
+    #[test]
+    fn startup_and_reported_values_are_kept_and_only_differences_replayed() {
+        let startup = StartupMessage::new(ProtocolVersion::V3_0)
+            .with("user", "alice")
+            .unwrap()
+            .with("application_name", "billing")
+            .unwrap()
+            .with("datestyle", "ISO, DMY")
+            .unwrap()
+            .with("work_mem", "64MB")
+            .unwrap();
+        let mut client = Params::from_startup(&startup);
+        assert_eq!(client.get("DateStyle"), Some("ISO, DMY"), "names are case-insensitive");
+        assert_eq!(client.get("work_mem"), None, "not tracked");
+        // Its server reports a SET TimeZone.
+        client.set("TimeZone", "Asia/Tokyo");
+        let mut other = Params::default();
+        other.set("application_name", "billing");
+        other.set("DateStyle", "ISO, MDY");
+        other.set("TimeZone", "UTC");
+        assert_eq!(
+            client.replay_on(&other).as_deref(),
+            Some("SET DateStyle = 'ISO, DMY'; SET TimeZone = 'Asia/Tokyo'")
+        );
+        other.set("DateStyle", "ISO, DMY");
+        other.set("TimeZone", "Asia/Tokyo");
+        assert_eq!(client.replay_on(&other), None);
+    }
+
+    #[test]
+    fn a_value_never_becomes_sql() {
+        let mut client = Params::default();
+        client.set("application_name", "x'; DROP TABLE t; --");
+        assert_eq!(
+            client.replay_on(&Params::default()).as_deref(),
+            Some("SET application_name = 'x''; DROP TABLE t; --'")
+        );
+        // A backslash cannot escape the closing quote, whatever standard_conforming_strings is.
+        client.set("application_name", "x\\'; DROP TABLE t; --");
+        assert_eq!(
+            client.replay_on(&Params::default()).as_deref(),
+            Some("SET application_name = E'x\\\\''; DROP TABLE t; --'")
+        );
+    }
+}
