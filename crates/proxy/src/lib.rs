@@ -28,6 +28,8 @@
 //!   and the user's secret (not wired yet);
 //! * [`pipeline`]: what a pooled server still owes, so that the proxy can inject and answer
 //!   messages and the client still gets exactly its answers, in order (not wired yet);
+//! * [`pool`]: one pool of server connections, sans-IO: checkout, waiters in order, reserve,
+//!   idle and lifetime limits, `min_pool_size` (not wired yet);
 //! * [`prepared`]: named prepared statements across pooled servers, renamed to global names and
 //!   prepared lazily on whichever server a client holds (not wired yet);
 //! * [`session_params`]: a pooled client's tracked session parameters and the `SET`s that bring
@@ -71,6 +73,7 @@ pub mod frame;
 pub mod hba;
 pub mod lifecycle;
 pub mod pipeline;
+pub mod pool;
 pub mod prepared;
 mod relay;
 pub mod scram;
