@@ -6,7 +6,9 @@
 //! * where the server's verifier is not the proxy's (another salt), the proxy says so instead
 //!   of failing obscurely;
 //! * a user with an MD5 password logs in through an `md5` rule with the MD5 secret only;
-//! * a cleartext password sent by the client serves a `password` rule.
+//! * a cleartext password sent by the client serves a `password` rule;
+//! * the secrets come from the server by `auth_query` as well: the verifier `pg_authid` holds, and
+//!   nothing for an unknown user or a password past its `VALID UNTIL`.
 
 mod support;
 
@@ -14,8 +16,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use rampart_proxy::auth_file::Secret;
+use rampart_proxy::auth_query::{self, Answer, Lookup};
 use rampart_proxy::client_auth::{ClientAuth, Credentials, Password, Progress, Who, PASSWORD_MESSAGE};
 use rampart_proxy::frame::{split_frame, Frame};
 use rampart_proxy::hba::{Decision, Method};
@@ -30,46 +34,77 @@ const HBA: &str = "[\"local all all trust\", \
     \"host all clear_user 127.0.0.1/32 password\", \
     \"host all all 127.0.0.1/32 scram-sha-256\"]";
 
-/// Logs in to PostgreSQL on `port` as `user` with `login`, then asks who it is: the answer, or
-/// why the login failed.
-fn log_in_and_ask(port: u16, user: &str, mut login: ServerLogin) -> Result<String, LoginError> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let startup = StartupMessage::new(ProtocolVersion::V3_0)
-        .with("user", user.to_string())
-        .unwrap()
-        .with("database", "postgres")
-        .unwrap();
-    let mut out = Default::default();
-    startup.encode(&mut out);
-    s.write_all(&out).unwrap();
-    let mut buf = Default::default();
-    let mut next = |s: &mut TcpStream| -> Frame {
+/// A raw protocol connection to PostgreSQL, logged in by the proxy's own code.
+struct Raw {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    /// Logs in to PostgreSQL on `port` as `user` with `login`, up to ReadyForQuery.
+    fn log_in(port: u16, user: &str, mut login: ServerLogin) -> Result<Raw, LoginError> {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Raw { s, buf: Default::default() };
+        let startup = StartupMessage::new(ProtocolVersion::V3_0)
+            .with("user", user.to_string())
+            .unwrap()
+            .with("database", "postgres")
+            .unwrap();
+        let mut out = Default::default();
+        startup.encode(&mut out);
+        raw.s.write_all(&out).unwrap();
+        while let LoginStep::Send(bytes) = login.on_message(&raw.next())? {
+            raw.s.write_all(&bytes).unwrap();
+        }
+        while raw.next().tag() != b'Z' {}
+        Ok(raw)
+    }
+
+    fn next(&mut self) -> Frame {
         loop {
-            if let Some(f) = split_frame(&mut buf, 1 << 20).unwrap() {
+            if let Some(f) = split_frame(&mut self.buf, 1 << 20).unwrap() {
                 return f;
             }
             let mut chunk = [0u8; 4096];
-            let n = s.read(&mut chunk).unwrap();
+            let n = self.s.read(&mut chunk).unwrap();
             assert!(n > 0, "PostgreSQL closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&chunk[..n]);
         }
-    };
-    while let LoginStep::Send(bytes) = login.on_message(&next(&mut s))? {
-        s.write_all(&bytes).unwrap();
     }
-    // Up to ReadyForQuery, then one query.
-    while next(&mut s).tag() != b'Z' {}
-    let query = Frame::new(b'Q', b"SELECT current_user\0");
-    s.write_all(query.as_bytes()).unwrap();
-    loop {
-        let f = next(&mut s);
-        if f.tag() == b'D' {
-            // One column: count (2), length (4), text.
-            return Ok(String::from_utf8(f.body()[6..].to_vec()).unwrap());
+
+    /// `SELECT current_user`.
+    fn who_am_i(&mut self) -> String {
+        let query = Frame::new(b'Q', b"SELECT current_user\0");
+        self.s.write_all(query.as_bytes()).unwrap();
+        loop {
+            let f = self.next();
+            if f.tag() == b'D' {
+                // One column: count (2), length (4), text.
+                let name = String::from_utf8(f.body()[6..].to_vec()).unwrap();
+                while self.next().tag() != b'Z' {}
+                return name;
+            }
+            assert_ne!(f.tag(), b'E', "the query failed");
         }
-        assert_ne!(f.tag(), b'E', "the query failed");
     }
+
+    /// Runs the default `auth_query` for `user`.
+    fn auth_query(&mut self, user: &str) -> Lookup {
+        self.s.write_all(&auth_query::request(auth_query::DEFAULT, user)).unwrap();
+        let mut answer = Answer::default();
+        loop {
+            match answer.on_message(&self.next()).unwrap() {
+                Lookup::Pending => {}
+                done => return done,
+            }
+        }
+    }
+}
+
+/// Logs in to PostgreSQL on `port` as `user` with `login`, then asks who it is.
+fn log_in_and_ask(port: u16, user: &str, login: ServerLogin) -> Result<String, LoginError> {
+    Ok(Raw::log_in(port, user, login)?.who_am_i())
 }
 
 /// A client (postgres-protocol's, as tokio-postgres uses it) proving `password` by SCRAM to the
@@ -106,7 +141,8 @@ async fn the_proxy_logs_in_to_postgresql_with_what_the_client_proved() {
          SET password_encryption = 'md5';
          CREATE ROLE md5_user LOGIN PASSWORD 'md5-secret';
          RESET password_encryption;
-         CREATE ROLE clear_user LOGIN PASSWORD 'clear-secret';",
+         CREATE ROLE clear_user LOGIN PASSWORD 'clear-secret';
+         CREATE ROLE expired_user LOGIN PASSWORD 'old-secret' VALID UNTIL '2000-01-01';",
     )
     .await
     .unwrap();
@@ -120,6 +156,7 @@ async fn the_proxy_logs_in_to_postgresql_with_what_the_client_proved() {
     };
 
     let scram = stored("scram_user").await;
+    let scram_again = scram.clone();
     let md5 = stored("md5_user").await;
     let results = tokio::task::spawn_blocking(move || {
         // SCRAM pass-through: the proxy never sees the password.
@@ -136,15 +173,25 @@ async fn the_proxy_logs_in_to_postgresql_with_what_the_client_proved() {
         // A cleartext password the client sent.
         let password = Credentials::Password(Password("clear-secret".into()));
         let as_clear = log_in_and_ask(port, "clear_user", ServerLogin::new("clear_user", password, None));
-        (as_scram, mismatch, as_md5, as_clear)
+        // auth_query, run as the superuser (an auth_user), reads the same secrets.
+        let superuser = Credentials::Password(Password(support::SUPERUSER_PASSWORD.into()));
+        let mut admin =
+            Raw::log_in(port, support::SUPERUSER, ServerLogin::new(support::SUPERUSER, superuser, None)).unwrap();
+        let lookups = ["scram_user", "nobody", "expired_user", "x' OR 'a'='a"].map(|u| admin.auth_query(u));
+        (as_scram, mismatch, as_md5, as_clear, lookups)
     })
     .await
     .unwrap();
-    let (as_scram, mismatch, as_md5, as_clear) = results;
+    let (as_scram, mismatch, as_md5, as_clear, lookups) = results;
     assert_eq!(as_scram.unwrap(), "scram_user");
     let e = mismatch.unwrap_err().to_string();
     assert!(e.contains("differs from the proxy's"), "{e}");
     assert!(!e.contains("scram-secret"), "no secret in errors: {e}");
     assert_eq!(as_md5.unwrap(), "md5_user");
     assert_eq!(as_clear.unwrap(), "clear_user");
+    let [scram_found, nobody, expired, injected] = lookups;
+    assert_eq!(scram_found, Lookup::Found(scram_again), "the verifier pg_authid holds");
+    assert_eq!(nobody, Lookup::NotFound);
+    assert_eq!(expired, Lookup::NotFound, "past VALID UNTIL");
+    assert_eq!(injected, Lookup::NotFound, "a name is a name, not SQL");
 }

@@ -18,6 +18,8 @@
 //!   backend that really owns the query;
 //! * [`auth_file`]: users' secrets (PgBouncer's `auth_file` format: passwords, MD5 secrets,
 //!   SCRAM verifiers) and MD5 authentication (not wired yet);
+//! * [`auth_query`]: users' secrets read from the server by `auth_query`, the user name always
+//!   a bound parameter (not wired yet);
 //! * [`hba`]: client authentication rules in `pg_hba.conf` format, for when the proxy
 //!   authenticates clients itself (pooling; not wired yet);
 //! * [`scram`]: SCRAM-SHA-256 at both ends: a client against a stored verifier, and logging in
@@ -65,6 +67,7 @@ mod admin_json;
 mod admin_metrics;
 mod admin_view;
 pub mod auth_file;
+pub mod auth_query;
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
