@@ -520,6 +520,14 @@ impl<P: Ports> Agent<P> {
                 self.dcs.write_status(status, self.dcs_deadline()).await?;
                 Ok(true)
             }
+            Action::PublishHistory { timeline } => {
+                let entries = self.pg.timeline_history(&self.cfg.postgresql.data_dir, *timeline)?;
+                let known = cluster.map(|c| c.history.as_slice()).unwrap_or_default();
+                let entries = super::jobs::with_metadata(entries, known, &self.cfg.name);
+                self.dcs.write_history(&entries, self.dcs_deadline()).await?;
+                info!(timeline, "timeline history published (it was missing from the DCS)");
+                Ok(true)
+            }
             Action::WriteFailsafe(topology) => {
                 self.dcs.write_failsafe(topology, self.dcs_deadline()).await?;
                 info!(members = %topology.keys().cloned().collect::<Vec<_>>().join(","), "failsafe topology updated");

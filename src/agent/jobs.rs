@@ -212,6 +212,28 @@ async fn settings_for(s: &PgSettings, role: &StartRole) -> PgSettings {
 /// How long a stop inside a job may take before the postmaster is killed.
 const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// `entries` (from a history file) with the time and new leader the DCS knows for each, and,
+/// on the newest entry when unknown, now and `me` (Patroni's format).
+pub(in crate::agent) fn with_metadata(
+    mut entries: Vec<HistoryEntry>,
+    known: &[HistoryEntry],
+    me: &str,
+) -> Vec<HistoryEntry> {
+    for e in entries.iter_mut() {
+        if let Some(k) = known.iter().find(|k| k.timeline == e.timeline) {
+            e.timestamp = k.timestamp.clone();
+            e.new_leader = k.new_leader.clone();
+        }
+    }
+    if let Some(last) = entries.last_mut() {
+        if last.timestamp.is_none() {
+            last.timestamp = Some(jiff::Zoned::now().strftime("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string());
+            last.new_leader = Some(me.to_string());
+        }
+    }
+    entries
+}
+
 /// Publishes the timeline history after a promotion: the history file of the new timeline,
 /// with the time and this member's name on the newest entry (Patroni's format). A failure here
 /// is logged, not fatal: the promotion itself succeeded.
@@ -220,22 +242,11 @@ async fn record_history<D: Dcs>(ctx: &JobContext<D>, sql: &Sql) {
         Ok(p) => p,
         Err(e) => return warn!(error = %e, "could not read the new timeline after promotion"),
     };
-    let mut entries = match rampart_pg::read_history(&ctx.settings.data_dir, probe.timeline) {
+    let entries = match rampart_pg::read_history(&ctx.settings.data_dir, probe.timeline) {
         Ok(h) => h,
         Err(e) => return warn!(error = %e, "could not read the timeline history file"),
     };
-    for e in entries.iter_mut() {
-        if let Some(known) = ctx.known_history.iter().find(|k| k.timeline == e.timeline) {
-            e.timestamp = known.timestamp.clone();
-            e.new_leader = known.new_leader.clone();
-        }
-    }
-    if let Some(last) = entries.last_mut() {
-        if last.timestamp.is_none() {
-            last.timestamp = Some(jiff::Zoned::now().strftime("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string());
-            last.new_leader = Some(ctx.settings.name.clone());
-        }
-    }
+    let entries = with_metadata(entries, &ctx.known_history, &ctx.settings.name);
     if let Err(e) = ctx.dcs.write_history(&entries, ctx.dcs.op_deadline()).await {
         warn!(error = %e, "could not write the timeline history to the DCS");
     }

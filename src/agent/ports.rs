@@ -88,6 +88,9 @@ pub trait DataFiles: Send + Sync {
     /// Empties the data directory.
     fn wipe_data_dir(&self, data_dir: &Path) -> impl Future<Output = PgResult<()>> + Send;
 
+    /// The history of `timeline` (its history file: where each earlier timeline ended).
+    fn timeline_history(&self, data_dir: &Path, timeline: u32) -> PgResult<Vec<rampart_core::model::HistoryEntry>>;
+
     /// Moves a failed bootstrap's data directory aside.
     fn move_data_dir_aside(&self, data_dir: &Path) -> impl Future<Output = PgResult<()>> + Send;
 }

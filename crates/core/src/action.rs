@@ -70,6 +70,12 @@ pub enum Action {
     /// Write the leader's `status` key: its WAL position, and the slots and retained member
     /// slots of the last slot sync.
     WriteStatus(crate::model::Status),
+    /// Publish the timeline history of the running primary (its history file for `timeline`)
+    /// in the `history` key, which lacks its last switch: the write after the promotion failed.
+    PublishHistory {
+        /// The primary's timeline.
+        timeline: crate::lsn::Timeline,
+    },
     /// `failsafe_mode`: write the `failsafe` key with this topology (it changed).
     WriteFailsafe(crate::failsafe::Topology),
     /// Bring the local replication slots to these targets: list them, let
@@ -134,6 +140,7 @@ impl Action {
                 | Action::ReleaseLeader { .. }
                 | Action::WriteStatus(_)
                 | Action::WriteFailsafe(_)
+                | Action::PublishHistory { .. }
                 | Action::ClearFailover
                 | Action::WriteSync { .. }
                 | Action::DeleteSync { .. }

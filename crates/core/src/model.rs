@@ -557,6 +557,12 @@ impl Cluster {
         self.fork_point(timeline).filter(|fork| timeline < self.timeline() && at > *fork)
     }
 
+    /// Whether `history` lacks where the timeline before `timeline` ended: the leader on
+    /// `timeline` must publish it, or the replicas cannot tell WAL past its fork from its own.
+    pub fn lacks_history_of(&self, timeline: Timeline) -> bool {
+        timeline > 1 && !self.history.iter().any(|h| h.timeline + 1 == timeline)
+    }
+
     /// The cluster's timeline: one past the newest ended timeline in `history`, or the
     /// leader's published timeline if that is newer.
     pub fn timeline(&self) -> Timeline {

@@ -175,3 +175,21 @@ async fn what_the_files_were_written_with_reaches_the_core() {
     execute(&mut agent, vec![Action::SetSynchronousStandbyNames("ANY 1 (n0)".into())]).await;
     assert_eq!(agent.core.managed_sync_names(), Some("ANY 1 (n0)"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_history_the_dcs_lacks_is_published_from_the_history_file() {
+    let (world, mut agent) = n0(SyncMode::Off);
+    {
+        let mut w = world.lock().unwrap();
+        let pg = &mut w.machines[0].pg;
+        (pg.history, pg.timeline) = (vec![(1, 4096), (2, 8192)], 3);
+    }
+    execute(&mut agent, vec![Action::PublishHistory { timeline: 3 }]).await;
+    let w = world.lock().unwrap();
+    let history = w.store.get(&w.prefix.key(rampart_core::keys::HISTORY)).map(str::to_string).expect("written");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!((entries[0][0].as_u64(), entries[0][1].as_u64()), (Some(1), Some(4096)));
+    assert_eq!((entries[1][0].as_u64(), entries[1][1].as_u64()), (Some(2), Some(8192)));
+    assert_eq!(entries[1][4], "n0", "the newest switch is ours, as after a promotion");
+}

@@ -102,6 +102,10 @@ impl DataFiles for LocalServer {
         rampart_pg::wipe_data_dir(data_dir).await
     }
 
+    fn timeline_history(&self, data_dir: &Path, timeline: u32) -> PgResult<Vec<rampart_core::model::HistoryEntry>> {
+        rampart_pg::read_history(data_dir, timeline)
+    }
+
     async fn move_data_dir_aside(&self, data_dir: &Path) -> PgResult<()> {
         rampart_pg::move_data_dir_aside(data_dir).await
     }

@@ -213,6 +213,10 @@ impl DataFiles for ToyPg {
         Ok(())
     }
 
+    fn timeline_history(&self, _data_dir: &Path, timeline: u32) -> PgResult<Vec<HistoryEntry>> {
+        Ok(self.with(|pg| history_entries(&pg.history, timeline)))
+    }
+
     fn write_config(&self, settings: &PgSettings, role: &StartRole) -> PgResult<()> {
         self.with(|pg| {
             pg.conf_ssn = ssn_of(settings);
@@ -260,12 +264,29 @@ impl Jobs<MemDcs> for ToyPg {
                 }
                 run_toy_job(&mut w, me, &job, &ctx.settings)?
             };
+            // As the real job: the promotion happened; a history that could not be written is
+            // the leader's to publish later (Action::PublishHistory).
             if let Some(h) = history {
-                ctx.dcs.write_history(&h, ctx.dcs.op_deadline()).await.map_err(|e| JobError::Failed(e.to_string()))?;
+                let _ = ctx.dcs.write_history(&h, ctx.dcs.op_deadline()).await;
             }
             Ok(())
         }
     }
+}
+
+/// The history file of `timeline`: where each earlier timeline ended.
+fn history_entries(history: &[(u32, u64)], timeline: u32) -> Vec<HistoryEntry> {
+    history
+        .iter()
+        .filter(|(t, _)| *t < timeline)
+        .map(|(t, at)| HistoryEntry {
+            timeline: *t,
+            lsn: Lsn(*at),
+            reason: "no recovery target specified".into(),
+            timestamp: None,
+            new_leader: None,
+        })
+        .collect()
 }
 
 /// What `job` does to machine `me`'s PostgreSQL; a promotion returns the history to publish.
@@ -335,17 +356,7 @@ fn run_toy_job(
             pg.receiving = false;
             pg.was_primary = true;
             let (tl, wal) = (pg.timeline, pg.wal);
-            let history: Vec<HistoryEntry> = pg
-                .history
-                .iter()
-                .map(|(t, at)| HistoryEntry {
-                    timeline: *t,
-                    lsn: Lsn(*at),
-                    reason: "no recovery target specified".into(),
-                    timestamp: None,
-                    new_leader: None,
-                })
-                .collect();
+            let history = history_entries(&pg.history, tl);
             // A member that never saw a newer timeline picks a number taken already, as
             // PostgreSQL does (it knows only its own history files).
             if let Some(first) = w.timelines.insert(tl, me) {

@@ -101,6 +101,11 @@ impl HaNode {
             actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
         }
         actions.extend(self.status_to_write(cluster, r).map(Action::WriteStatus));
+        // The history written right after the promotion may have failed (the DCS was away then):
+        // until it is there, replicas past the fork cannot be told to rewind.
+        if cluster.lacks_history_of(r.timeline) {
+            actions.push(Action::PublishHistory { timeline: r.timeline });
+        }
         if self.config.failsafe_mode() {
             let topology = failsafe::topology_of(cluster);
             if cluster.failsafe.as_ref() != Some(&topology) {

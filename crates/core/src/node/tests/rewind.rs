@@ -254,3 +254,23 @@ fn failed_rewind_waits_for_an_operator_unless_wiping_is_allowed() {
     let mut wipe = HaNode::new(NodeSettings { remove_data_directory_on_rewind_failure: true, ..settings() });
     assert_eq!(failed(&mut wipe), vec![Action::WipeDataDir]);
 }
+
+#[test]
+fn a_leader_publishes_the_history_the_dcs_lacks() {
+    // We promoted onto timeline 2, but the `history` write after the promotion failed (the DCS
+    // was away): the replicas could not tell WAL past our fork from ours.
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let mut l = primary();
+    if let PgProcess::Running(r) = &mut l.process {
+        r.timeline = 2;
+    }
+    let publishes = |a: &[Action]| a.contains(&Action::PublishHistory { timeline: 2 });
+    assert!(publishes(&decide(&mut n, &obs(0, &c, &l))));
+    // Once it is there, nothing more.
+    let mut with_history = c.clone();
+    with_history.history = forked_at_1000().history;
+    assert!(!publishes(&decide(&mut n, &obs(10_000, &with_history, &l))));
+    // On timeline 1 there is no history to publish.
+    assert!(!publishes(&decide(&mut HaNode::new(settings()), &obs(0, &c, &primary()))));
+}
