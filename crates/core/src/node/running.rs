@@ -101,11 +101,6 @@ impl HaNode {
             actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
         }
         actions.extend(self.status_to_write(cluster, r).map(Action::WriteStatus));
-        // The history written right after the promotion may have failed (the DCS was away then):
-        // until it is there, replicas past the fork cannot be told to rewind.
-        if cluster.lacks_history_of(r.timeline) {
-            actions.push(Action::PublishHistory { timeline: r.timeline });
-        }
         if self.config.failsafe_mode() {
             let topology = failsafe::topology_of(cluster);
             if cluster.failsafe.as_ref() != Some(&topology) {
@@ -120,6 +115,13 @@ impl HaNode {
         actions.extend(sync_actions);
         if let Some(note) = sync_note {
             message = format!("{pause}I am ({me}), the leader with the lock; {note}");
+        }
+        // The history written right after the promotion may have failed (the DCS was away then):
+        // until it is there, replicas past the fork cannot be told to rewind. Last of the
+        // routine actions: a failing action ends the plan, and an unreadable history file must
+        // not hold back slots and synchronous replication every cycle.
+        if cluster.lacks_history_of(r.timeline) {
+            actions.push(Action::PublishHistory { timeline: r.timeline });
         }
         let mut wake_at = None;
         if let Some(f) = &cluster.failover {

@@ -266,7 +266,11 @@ fn a_leader_publishes_the_history_the_dcs_lacks() {
         r.timeline = 2;
     }
     let publishes = |a: &[Action]| a.contains(&Action::PublishHistory { timeline: 2 });
-    assert!(publishes(&decide(&mut n, &obs(0, &c, &l))));
+    let first = decide(&mut n, &obs(0, &c, &l));
+    assert!(publishes(&first));
+    // After the leader's other work: a history file that cannot be read fails this action,
+    // and the rest of the plan would not run.
+    assert_eq!(first.last(), Some(&Action::PublishHistory { timeline: 2 }), "{first:?}");
     // Once it is there, nothing more.
     let mut with_history = c.clone();
     with_history.history = forked_at_1000().history;
