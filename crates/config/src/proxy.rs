@@ -1,4 +1,7 @@
-//! The `proxy` section: what `rampart proxy` listens on and how it routes.
+//! The `proxy` section: what `rampart proxy` listens on and how it routes. Its connection pooling
+//! keys (`pool_mode`, the pool sizes and timeouts, `databases`, the `auth_*` keys, `admin_users`,
+//! `stats_users`, `switchover_drain_timeout`) are checked in [`crate::proxy_pool`] and held in
+//! [`Proxy::pooling`].
 //!
 //! Invariant kept here: a [`Proxy`] always has a read-write listen address, no two listeners
 //! share an address, and a key file never comes without its certificate; every other key has a
@@ -9,6 +12,7 @@ use std::path::PathBuf;
 use crate::addr::HostPort;
 use crate::check::Checker;
 use crate::error::Problem;
+use crate::proxy_pool::Pooling;
 use crate::raw::RawProxy;
 
 /// Default `hold_timeout`: how long a read-write client waits for a leader, in seconds.
@@ -47,6 +51,9 @@ pub struct Proxy {
     pub shutdown_timeout: u64,
     /// Where one JSON line per client connection is appended when it ends, if anywhere.
     pub access_log: Option<PathBuf>,
+    /// Connection pooling and the authentication the proxy does when it pools (session mode, as
+    /// before pooling existed, unless `pool_mode` says otherwise).
+    pub pooling: Pooling,
 }
 
 /// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`).
@@ -82,7 +89,8 @@ impl RoPolicy {
 
 impl Proxy {
     pub(crate) fn build(raw: Option<RawProxy>, c: &mut Checker<'_>) -> Result<Option<Proxy>, Problem> {
-        let Some(raw) = raw else { return Ok(None) };
+        let Some(mut raw) = raw else { return Ok(None) };
+        let pooling = Pooling::build(&mut raw, c)?;
         let listen_text = c.require_text(raw.listen, &["proxy", "listen"])?;
         let listen = c.host_port(&listen_text, &["proxy", "listen"])?;
         let listen_ro = match raw.listen_ro {
@@ -143,6 +151,7 @@ impl Proxy {
             workers,
             shutdown_timeout,
             access_log: raw.access_log,
+            pooling,
         }))
     }
 }

@@ -7,13 +7,18 @@
 //!
 //! Live: `proxy.hold_timeout`, `fallback_to_primary`, `ro_policy`, `certfile`/`keyfile` (for new
 //! connections), `shutdown_timeout`, the `log` section, `access_log` (reopened on every reload, changed or not, so
-//! that logrotate can move the file away). Restart: the listen addresses and the admin port (the
+//! that logrotate can move the file away), and every pooling key of [`crate::proxy_pool`], each
+//! named on its own (`pool_mode`, the pool sizes and timeouts, `server_reset_query`, `databases`,
+//! the `auth_*` keys, `admin_users`, `stats_users`, `switchover_drain_timeout`): they apply to new
+//! clients and to pools as they next open or release a server connection, never to a transaction
+//! under way. Restart: the listen addresses and the admin port (the
 //! sockets are bound once), `workers` (the threads are started once), `max_lag` and
 //! `bootstrap.dcs` (the follower's policy), and the cluster it follows: `scope`, `namespace`,
 //! `etcd3`.
 
 use crate::proxy::Proxy;
 use crate::proxy_config::ProxyConfig;
+use crate::proxy_pool::Pooling;
 
 /// The keys that differ between the configuration in force and the file just read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,6 +52,7 @@ impl ReloadPlan {
             workers,
             shutdown_timeout,
             access_log,
+            pooling,
         } = proxy;
         let p = &new.proxy;
         plan.restart_if(listen != &p.listen, "proxy.listen");
@@ -61,7 +67,56 @@ impl ReloadPlan {
         plan.live_if(keyfile != &p.keyfile, "proxy.keyfile");
         plan.live_if(shutdown_timeout != &p.shutdown_timeout, "proxy.shutdown_timeout");
         plan.live_if(access_log != &p.access_log, "proxy.access_log");
+        plan.pooling(pooling, &p.pooling);
         plan
+    }
+
+    /// The pooling keys: all live, each named.
+    fn pooling(&mut self, old: &Pooling, new: &Pooling) {
+        let Pooling {
+            pool_mode,
+            default_pool_size,
+            min_pool_size,
+            reserve_pool_size,
+            reserve_pool_timeout,
+            max_client_conn,
+            max_db_connections,
+            server_idle_timeout,
+            server_lifetime,
+            query_wait_timeout,
+            idle_transaction_timeout,
+            server_reset_query,
+            databases,
+            auth_type,
+            auth_hba_file,
+            auth_file,
+            auth_user,
+            auth_query,
+            admin_users,
+            stats_users,
+            switchover_drain_timeout,
+        } = old;
+        self.live_if(pool_mode != &new.pool_mode, "proxy.pool_mode");
+        self.live_if(default_pool_size != &new.default_pool_size, "proxy.default_pool_size");
+        self.live_if(min_pool_size != &new.min_pool_size, "proxy.min_pool_size");
+        self.live_if(reserve_pool_size != &new.reserve_pool_size, "proxy.reserve_pool_size");
+        self.live_if(reserve_pool_timeout != &new.reserve_pool_timeout, "proxy.reserve_pool_timeout");
+        self.live_if(max_client_conn != &new.max_client_conn, "proxy.max_client_conn");
+        self.live_if(max_db_connections != &new.max_db_connections, "proxy.max_db_connections");
+        self.live_if(server_idle_timeout != &new.server_idle_timeout, "proxy.server_idle_timeout");
+        self.live_if(server_lifetime != &new.server_lifetime, "proxy.server_lifetime");
+        self.live_if(query_wait_timeout != &new.query_wait_timeout, "proxy.query_wait_timeout");
+        self.live_if(idle_transaction_timeout != &new.idle_transaction_timeout, "proxy.idle_transaction_timeout");
+        self.live_if(server_reset_query != &new.server_reset_query, "proxy.server_reset_query");
+        self.live_if(databases != &new.databases, "proxy.databases");
+        self.live_if(auth_type != &new.auth_type, "proxy.auth_type");
+        self.live_if(auth_hba_file != &new.auth_hba_file, "proxy.auth_hba_file");
+        self.live_if(auth_file != &new.auth_file, "proxy.auth_file");
+        self.live_if(auth_user != &new.auth_user, "proxy.auth_user");
+        self.live_if(auth_query != &new.auth_query, "proxy.auth_query");
+        self.live_if(admin_users != &new.admin_users, "proxy.admin_users");
+        self.live_if(stats_users != &new.stats_users, "proxy.stats_users");
+        self.live_if(switchover_drain_timeout != &new.switchover_drain_timeout, "proxy.switchover_drain_timeout");
     }
 
     fn live_if(&mut self, changed: bool, key: &'static str) {
@@ -109,5 +164,64 @@ mod tests {
         .unwrap()
         .config;
         assert_eq!(ReloadPlan::new(&config(""), &moved).restart, ["scope", "etcd3"]);
+    }
+
+    #[test]
+    fn every_changed_pooling_key_is_named_as_live() {
+        let old = config("  auth_file: /etc/rampart/userlist.txt\n");
+        let new = config(
+            "  pool_mode: transaction
+  default_pool_size: 30
+  min_pool_size: 1
+  reserve_pool_size: 2
+  reserve_pool_timeout: 3
+  max_client_conn: 500
+  max_db_connections: 60
+  server_idle_timeout: 0
+  server_lifetime: 60
+  query_wait_timeout: 10
+  idle_transaction_timeout: 30
+  server_reset_query: ''
+  databases: {app: {pool_size: 5}}
+  auth_type: hba
+  auth_hba_file: /etc/rampart/hba.conf
+  auth_file: /etc/rampart/users.txt
+  auth_user: pgbouncer
+  auth_query: SELECT u, p FROM lookup($1)
+  admin_users: alice
+  stats_users: bob
+  switchover_drain_timeout: 10
+",
+        );
+        let plan = ReloadPlan::new(&old, &new);
+        assert_eq!(
+            plan.live,
+            [
+                "proxy.pool_mode",
+                "proxy.default_pool_size",
+                "proxy.min_pool_size",
+                "proxy.reserve_pool_size",
+                "proxy.reserve_pool_timeout",
+                "proxy.max_client_conn",
+                "proxy.max_db_connections",
+                "proxy.server_idle_timeout",
+                "proxy.server_lifetime",
+                "proxy.query_wait_timeout",
+                "proxy.idle_transaction_timeout",
+                "proxy.server_reset_query",
+                "proxy.databases",
+                "proxy.auth_type",
+                "proxy.auth_hba_file",
+                "proxy.auth_file",
+                "proxy.auth_user",
+                "proxy.auth_query",
+                "proxy.admin_users",
+                "proxy.stats_users",
+                "proxy.switchover_drain_timeout",
+            ]
+        );
+        assert!(plan.restart.is_empty(), "{:?}", plan.restart);
+        let one = config("  auth_file: /etc/rampart/userlist.txt\n  databases: {app: {pool_mode: transaction}}\n");
+        assert_eq!(ReloadPlan::new(&old, &one).live, ["proxy.databases"]);
     }
 }

@@ -87,6 +87,40 @@ pub(crate) struct RawProxy {
     pub workers: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub access_log: Option<PathBuf>,
+    // Connection pooling (see [`crate::proxy_pool`]): PgBouncer's names, directly under `proxy`.
+    pub pool_mode: Option<String>,
+    pub default_pool_size: Option<u64>,
+    pub min_pool_size: Option<u64>,
+    pub reserve_pool_size: Option<u64>,
+    pub reserve_pool_timeout: Option<u64>,
+    pub max_client_conn: Option<u64>,
+    pub max_db_connections: Option<u64>,
+    pub server_idle_timeout: Option<u64>,
+    pub server_lifetime: Option<u64>,
+    pub query_wait_timeout: Option<u64>,
+    pub idle_transaction_timeout: Option<u64>,
+    pub server_reset_query: Option<String>,
+    pub databases: Option<BTreeMap<String, RawPoolDatabase>>,
+    pub auth_type: Option<String>,
+    pub auth_hba_file: Option<PathBuf>,
+    pub auth_file: Option<PathBuf>,
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub admin_users: Option<StrList>,
+    pub stats_users: Option<StrList>,
+    pub switchover_drain_timeout: Option<u64>,
+}
+
+/// `proxy.databases.<name>`: one database's pool settings over the proxy-wide ones. A struct, not
+/// a map, so that a mistyped key inside is reported as unknown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawPoolDatabase {
+    pub pool_size: Option<u64>,
+    pub min_pool_size: Option<u64>,
+    pub reserve_pool_size: Option<u64>,
+    pub max_db_connections: Option<u64>,
+    pub pool_mode: Option<String>,
 }
 
 /// patronictl's section: REST credentials and TLS settings for operator commands.
