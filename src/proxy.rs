@@ -27,11 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rampart_config::{ProxyConfig, ReloadPlan, RoPolicy};
+use rampart_config::{AuthType, ProxyConfig, ReloadPlan, RoPolicy};
 use rampart_dcs::{Dcs, WakeOn};
 use rampart_proxy::access_log::AccessLog;
 use rampart_proxy::admin::{self, Admin};
+use rampart_proxy::auth_file::AuthFile;
+use rampart_proxy::hba::{Hba, Method};
 use rampart_proxy::lifecycle::Phase;
+use rampart_proxy::pool::Limits;
+use rampart_proxy::pooling::{DatabaseOverride, Pooling, Rules};
 use rampart_proxy::server;
 use rampart_proxy::session::{Balance, SessionSettings, Shared};
 use rampart_proxy::stats::Stats;
@@ -52,6 +56,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         warn!("{w}");
     }
     let cfg = loaded.config;
+    raise_open_files_limit();
     // The accept loops, the DCS follower and the admin port share one thread; sessions run on
     // their own worker threads (rampart_proxy::workers).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -67,6 +72,8 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         Some(cert) => Some(rampart_proxy::tls::server_config(cert, proxy.keyfile.as_deref())?),
         None => None,
     };
+    // So are the pooling files (users' secrets, client authentication rules).
+    let pooling = pooling_settings(&proxy)?;
     // So is the access log's path: it is opened (created) before the ports are bound.
     let access_log = AccessLog::default();
     access_log.reopen(proxy.access_log.as_deref()).context("proxy.access_log")?;
@@ -123,7 +130,9 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         shared = shared.with_tls(tls);
     }
     shared.access_log = access_log;
+    shared.set_pooling(pooling);
     let shared = Arc::new(shared);
+    let pool_keeper = tokio::spawn(server::maintain_pools(shared.pools.clone(), shared.routes.clone()));
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
     // Kept until the end: dropping the last handle stops the workers, and their sessions with them.
     let accepting = listeners.serve(workers.clone());
@@ -143,6 +152,7 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     }
     watcher.abort();
     follower.abort();
+    pool_keeper.abort();
     Ok(())
 }
 
@@ -208,6 +218,66 @@ fn session_settings(proxy: &rampart_config::Proxy) -> SessionSettings {
     }
 }
 
+/// The pooling settings a `proxy` section gives, with the files it names read and checked
+/// (`auth_file`, `auth_hba_file`): a file that cannot be read or parsed is refused with its name
+/// and, for the rules, the line.
+fn pooling_settings(proxy: &rampart_config::Proxy) -> Result<Pooling> {
+    let p = &proxy.pooling;
+    let limits = |db: Option<&str>| {
+        let s = match db {
+            Some(db) => p.for_database(db),
+            None => p.for_database(""),
+        };
+        Limits {
+            size: s.pool_size,
+            min_size: s.min_pool_size,
+            reserve: s.reserve_pool_size,
+            reserve_after: p.reserve_pool_timeout,
+            idle_timeout: p.server_idle_timeout,
+            lifetime: p.server_lifetime,
+            wait_timeout: p.query_wait_timeout,
+        }
+    };
+    let auth_file = match &p.auth_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("proxy.auth_file: {}", path.display()))?;
+            AuthFile::parse(&text).map_err(|e| anyhow::anyhow!("proxy.auth_file: {}: {e}", path.display()))?
+        }
+        None => AuthFile::default(),
+    };
+    let rules = match p.auth_type {
+        AuthType::ScramSha256 => Rules::Method(Method::ScramSha256),
+        AuthType::Md5 => Rules::Method(Method::Md5),
+        AuthType::Plain => Rules::Method(Method::Password),
+        AuthType::Trust => Rules::Method(Method::Trust),
+        AuthType::Hba => {
+            let path = p.auth_hba_file.as_ref().context("proxy.auth_hba_file: missing (auth_type is hba)")?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("proxy.auth_hba_file: {}", path.display()))?;
+            Rules::Hba(Hba::parse(&text).map_err(|e| anyhow::anyhow!("proxy.auth_hba_file: {}: {e}", path.display()))?)
+        }
+    };
+    let databases = p
+        .databases
+        .keys()
+        .map(|db| (db.clone(), DatabaseOverride { limits: limits(Some(db)), mode: p.for_database(db).pool_mode }))
+        .collect();
+    Ok(Pooling {
+        mode: p.pool_mode,
+        limits: limits(None),
+        databases,
+        rules,
+        auth_file,
+        auth_user: p.auth_user.clone(),
+        auth_query: p.auth_query.clone().unwrap_or_else(|| rampart_proxy::auth_query::DEFAULT.to_string()),
+        max_client_conn: p.max_client_conn,
+        idle_transaction_timeout: p.idle_transaction_timeout,
+        admin_users: p.admin_users.clone(),
+        stats_users: p.stats_users.clone(),
+        drain_timeout: p.switchover_drain_timeout,
+    })
+}
+
 /// SIGHUP: reads `path` again and applies what can change live; keeps `in_force` (and
 /// everything else) when the file or a file it names is invalid. Existing sessions are untouched.
 fn reload(path: &Path, in_force: &mut ProxyConfig, shared: &Shared) {
@@ -243,8 +313,16 @@ fn reload(path: &Path, in_force: &mut ProxyConfig, shared: &Shared) {
         error!("reload refused, the configuration in force stays: log: {e:#}");
         return;
     }
+    let pooling = match pooling_settings(&new.proxy) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("reload refused, the configuration in force stays: {e:#}");
+            return;
+        }
+    };
     let plan = ReloadPlan::new(in_force, &new);
     shared.set_settings(session_settings(&new.proxy));
+    shared.set_pooling(pooling);
     shared.set_tls(tls);
     // Keys that need a restart keep their running values, so the next reload names them again.
     let old = std::mem::replace(in_force, new);
@@ -294,5 +372,20 @@ impl Signals {
             _ = self.int.recv() => Event::Stop("SIGINT"),
             _ = self.hup.recv() => Event::Reload,
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: every client and every server
+/// connection is a file, and the usual soft limit (1024) would refuse clients long before
+/// `max_client_conn` (PgBouncer's packages raise it in their service file instead).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open files limit raised from {soft} to {hard}"),
+            Err(e) => warn!("could not raise the open files limit from {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!("reading the open files limit: {e}"),
     }
 }

@@ -130,7 +130,8 @@ pub struct CancelMap<A> {
 #[derive(Debug)]
 struct Entry<A> {
     key: CancelKey,
-    target: BackendTarget<A>,
+    /// `None` while a pooled client holds no server: a cancel then has nothing to stop.
+    target: Option<BackendTarget<A>>,
 }
 
 impl<A> Default for CancelMap<A> {
@@ -155,6 +156,34 @@ impl<A> CancelMap<A> {
     pub fn issue(
         &mut self,
         target: BackendTarget<A>,
+        fill: impl FnMut(&mut [u8]),
+    ) -> Result<(u32, CancelKey), IssueError> {
+        let len = target.key.len();
+        self.issue_for(Some(target), len, fill)
+    }
+
+    /// Issues a synthetic (pid, key) of `key_len` bytes for a pooled client that holds no server
+    /// yet (see [`CancelMap::bind`]).
+    pub fn issue_unbound(
+        &mut self,
+        key_len: usize,
+        fill: impl FnMut(&mut [u8]),
+    ) -> Result<(u32, CancelKey), IssueError> {
+        self.issue_for(None, key_len, fill)
+    }
+
+    /// Points a pooled client's key at the server it holds now, or at nothing between its
+    /// transactions.
+    pub fn bind(&mut self, pid: u32, target: Option<BackendTarget<A>>) {
+        if let Some(entry) = self.entries.get_mut(&pid) {
+            entry.target = target;
+        }
+    }
+
+    fn issue_for(
+        &mut self,
+        target: Option<BackendTarget<A>>,
+        key_len: usize,
         mut fill: impl FnMut(&mut [u8]),
     ) -> Result<(u32, CancelKey), IssueError> {
         for _ in 0..ISSUE_ATTEMPTS {
@@ -165,7 +194,7 @@ impl<A> CancelMap<A> {
             if pid == 0 || self.entries.contains_key(&pid) {
                 continue;
             }
-            let mut key = vec![0u8; target.key.len()];
+            let mut key = vec![0u8; key_len];
             fill(&mut key);
             let key = CancelKey(Bytes::from(key));
             self.entries.insert(pid, Entry { key: key.clone(), target });
@@ -178,19 +207,22 @@ impl<A> CancelMap<A> {
     /// the secret does not match (drop the request silently, as PostgreSQL does).
     pub fn lookup(&self, request: &CancelRequest) -> Option<&BackendTarget<A>> {
         let entry = self.entries.get(&request.pid)?;
-        (entry.key == request.key).then_some(&entry.target)
+        if entry.key != request.key {
+            return None;
+        }
+        entry.target.as_ref()
     }
 
     /// Points a live session's key at a new backend (the session reconnected between
     /// transactions). Returns the previous target, or `None` when `pid` is not live.
     pub fn retarget(&mut self, pid: u32, target: BackendTarget<A>) -> Option<BackendTarget<A>> {
         let entry = self.entries.get_mut(&pid)?;
-        Some(std::mem::replace(&mut entry.target, target))
+        entry.target.replace(target)
     }
 
     /// Forgets a session's key when the session ends; later cancels with it find nothing.
     pub fn remove(&mut self, pid: u32) -> Option<BackendTarget<A>> {
-        self.entries.remove(&pid).map(|e| e.target)
+        self.entries.remove(&pid).and_then(|e| e.target)
     }
 
     /// Number of live sessions with a key.

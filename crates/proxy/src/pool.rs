@@ -165,6 +165,10 @@ impl<S> Pool<S> {
     pub fn checkin(&mut self, conn: S, born: Instant, reusable: bool, now: Instant) -> Checkin<S> {
         self.in_use = self.in_use.saturating_sub(1);
         let too_old = self.limits.lifetime.is_some_and(|l| now.duration_since(born) >= l);
+        // After a reload to a smaller size, what comes back above it is closed.
+        if reusable && !too_old && self.total() + 1 > self.allowed(now) {
+            return Checkin::Close { conn, open_for_waiter: false };
+        }
         if !reusable || too_old {
             // Its place may go to a waiter, through a new connection.
             let open = !self.waiters.is_empty() && self.total() < self.allowed(now);
@@ -190,6 +194,27 @@ impl<S> Pool<S> {
                 None
             }
         }
+    }
+
+    /// New limits (a reload): they apply from the next checkout, checkin and tick; connections
+    /// above a smaller size are closed as they come back.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// A connection in use disappeared without coming back.
+    pub fn lost(&mut self) {
+        self.in_use = self.in_use.saturating_sub(1);
+    }
+
+    /// Takes every idle connection, to close them (RECONNECT, a backend that left the routes).
+    pub fn take_idle(&mut self) -> Vec<S> {
+        self.idle.drain(..).map(|i| i.conn).collect()
+    }
+
+    /// Whether it holds nothing: no connection open, opening or in use, and nobody waiting.
+    pub fn is_unused(&self) -> bool {
+        self.total() == 0 && self.waiters.is_empty()
     }
 
     /// A waiting client went away (it disconnected): it leaves the queue.

@@ -18,6 +18,7 @@
 //! sent the Parse of), and every client message gets the answer PostgreSQL would give, in order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -32,26 +33,30 @@ const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState::new("42P05");
 const INVALID_STATEMENT_NAME: SqlState = SqlState::new("26000");
 
 /// The global statements of a pool: one id per distinct statement text.
+///
+/// Shared by the clients of a pool on every worker thread, so it locks itself; only a client's
+/// `Parse` of a named statement looks into it.
 #[derive(Debug, Default)]
 pub struct Registry {
-    ids: HashMap<Bytes, u64>,
+    ids: Mutex<HashMap<Bytes, u64>>,
 }
 
 impl Registry {
     /// The id of a statement text (the Parse body after its name), registering it if new.
-    fn id(&mut self, text: &Bytes) -> u64 {
-        let next = self.ids.len() as u64 + 1;
-        *self.ids.entry(text.clone()).or_insert(next)
+    fn id(&self, text: &Bytes) -> u64 {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let next = ids.len() as u64 + 1;
+        *ids.entry(text.clone()).or_insert(next)
     }
 
     /// How many distinct statements the pool has seen.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether none.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 }
 
@@ -73,6 +78,68 @@ pub struct ClientStatements {
     by_name: HashMap<Bytes, Statement>,
     /// An error the proxy answered: skip the client's messages up to its Sync.
     skipping: bool,
+}
+
+impl ClientStatements {
+    /// Answers a message that needs no server, for a client that holds none (between its
+    /// transactions): a `Parse` of a named statement is registered and answered ParseComplete
+    /// (it is prepared on a server when first used, and an error in it is reported then), a
+    /// `Close` of one is answered CloseComplete, `Sync` ReadyForQuery idle, `Flush` nothing.
+    /// Answers go to `out`; `None` when the message needs a server.
+    ///
+    /// Why: a client blocked on a statement's preparation while the pool is busy can hold up
+    /// the very transactions that would free a server (pgbench prepares synchronously, one
+    /// thread for several clients); with this it never waits for a server to prepare.
+    pub fn answer_locally(
+        &mut self,
+        registry: &Registry,
+        frame: &Frame,
+        out: &mut BytesMut,
+    ) -> Option<Result<(), Malformed>> {
+        let tag = frame.tag();
+        if self.skipping && tag != b'S' {
+            return Some(Ok(()));
+        }
+        match tag {
+            b'P' => {
+                let Some((name, text)) = wire::split_cstr(frame.body()) else {
+                    return Some(Err(Malformed { what: "Parse" }));
+                };
+                if name.is_empty() {
+                    return None;
+                }
+                if self.by_name.contains_key(name) {
+                    let message = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
+                    ErrorResponse::new(Severity::Error, DUPLICATE_PREPARED_STATEMENT, message).encode(out);
+                    self.skipping = true;
+                    return Some(Ok(()));
+                }
+                let text = Bytes::copy_from_slice(text);
+                let id = registry.id(&text);
+                self.by_name.insert(Bytes::copy_from_slice(name), Statement { id, text });
+                out.extend_from_slice(&complete(b'1'));
+                Some(Ok(()))
+            }
+            b'C' => {
+                let body = frame.body();
+                let Some((&what, rest)) = body.split_first() else { return Some(Err(Malformed { what: "Close" })) };
+                let Some((name, _)) = wire::split_cstr(rest) else { return Some(Err(Malformed { what: "Close" })) };
+                if what != b'S' || name.is_empty() {
+                    return None;
+                }
+                self.by_name.remove(name);
+                out.extend_from_slice(&complete(b'3'));
+                Some(Ok(()))
+            }
+            b'S' => {
+                self.skipping = false;
+                crate::backend::TransactionStatus::Idle.encode_ready_for_query(out);
+                Some(Ok(()))
+            }
+            b'H' => Some(Ok(())),
+            _ => None,
+        }
+    }
 }
 
 /// The global statements prepared on one server.
@@ -106,7 +173,7 @@ pub struct Route<'a> {
     /// The server's statements.
     pub server: &'a mut ServerStatements,
     /// The pool's registry.
-    pub registry: &'a mut Registry,
+    pub registry: &'a Registry,
     /// What the server owes.
     pub pending: &'a mut Outstanding,
     /// Bytes for the server.

@@ -199,6 +199,31 @@ fn log_change(old: &Routes, new: &Routes) {
     }
 }
 
+/// Keeps the server connection pools in step with time and the routes: once a second what is
+/// due (idle and old connections closed, waiters timed out, `min_pool_size` opened), and on
+/// every route change the pools of backends that stopped being routes retired (their idle
+/// connections closed at once, the others as their transactions end). Runs until the routes'
+/// sender goes away.
+pub async fn maintain_pools(pools: Arc<crate::pools::Pools>, mut routes: watch::Receiver<Routes>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => pools.tick(),
+            r = routes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let addrs: Vec<String> = {
+                    let r = routes.borrow_and_update();
+                    r.primary.iter().chain(r.replicas.iter()).map(|b| b.addr()).collect()
+                };
+                pools.retire_except(&addrs);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

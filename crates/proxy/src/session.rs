@@ -31,6 +31,8 @@ use crate::cancel::{BackendTarget, CancelMap};
 use crate::flow::Flow;
 use crate::frame::{frame_len, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::{reached, Lifecycle, Phase, Ticket};
+use crate::pooling::{ClientCount, PoolMode, Pooling};
+use crate::pools::Pools;
 use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream, Ended};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
 use crate::stats::{Decision, Stats};
@@ -110,6 +112,11 @@ pub struct Shared {
     /// One line per connection, when configured.
     pub access_log: AccessLog,
     next_replica: AtomicUsize,
+    /// The server connection pools (transaction mode).
+    pub pools: Arc<Pools>,
+    /// Pooled clients connected now.
+    pub pool_clients: ClientCount,
+    pooling: RwLock<Arc<Pooling>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -130,7 +137,22 @@ impl Shared {
             lifecycle: Arc::new(Lifecycle::default()),
             access_log: AccessLog::default(),
             next_replica: AtomicUsize::new(0),
+            pools: Arc::new(Pools::default()),
+            pool_clients: ClientCount::default(),
+            pooling: RwLock::new(Arc::new(Pooling::default())),
         }
+    }
+
+    /// The pooling settings new connections start with.
+    pub fn pooling(&self) -> Arc<Pooling> {
+        self.pooling.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the pooling settings (a reload): new clients use them at once, and the pools
+    /// take the new limits.
+    pub fn set_pooling(&self, pooling: Pooling) {
+        self.pools.set_limits(|db| pooling.limits_for(db));
+        *self.pooling.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pooling);
     }
 
     /// Terminates TLS with `config` for clients that send SSLRequest.
@@ -165,7 +187,7 @@ impl Shared {
     }
 
     /// The replica for a new read-only session, by the configured policy.
-    fn pick_replica(&self, replicas: &[Backend], balance: Balance) -> Backend {
+    pub(crate) fn pick_replica(&self, replicas: &[Backend], balance: Balance) -> Backend {
         let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
         let i = match balance {
             Balance::RoundRobin => turn % replicas.len(),
@@ -319,6 +341,25 @@ async fn serve(shared: &Shared, port: Port, client: TcpStream, peer: &str, recor
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     record.user = msg.user().map(text);
     record.database = msg.database().or(msg.user()).map(text);
+    let pooling = shared.pooling();
+    if pooling.mode_for(record.database.as_deref().unwrap_or_default()) == PoolMode::Transaction {
+        let addr = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        let ended = match stream {
+            ClientStream::Plain(s) => {
+                let (r, w) = s.into_split();
+                crate::txn::serve(shared, &settings, pooling, port, r, w, buf, msg, record, (addr, false)).await
+            }
+            ClientStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                crate::txn::serve(shared, &settings, pooling, port, r, w, buf, msg, record, (addr, true)).await
+            }
+        };
+        if let Some(e) = &ended.error {
+            tracing::debug!(%peer, "pooled client ended: {e}");
+        }
+        ended.record(record);
+        return true;
+    }
     let ended = match stream {
         ClientStream::Plain(s) => {
             let (r, w) = s.into_split();

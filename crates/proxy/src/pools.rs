@@ -1,0 +1,400 @@
+//! Every pool of server connections of a transaction-mode proxy, shared by all worker threads:
+//! one [`Pool`] per database, user, backend address and set of startup parameters the server
+//! does not report (clients that started with different ones get servers started with theirs),
+//! with the clients waiting for it and what it logs in with. One statement registry serves
+//! every pool, so a client's statements keep their global names on any server (a switchover
+//! moves it to another pool).
+//!
+//! A pool is created by its first client, which also leaves the login the pool opens further
+//! connections with (the client's SCRAM key or password and the user's stored secret, as
+//! PgBouncer keeps them). Waiting clients get their connection through a one-shot channel; a
+//! waiter that went away gives it straight back.
+//!
+//! Invariants: a connection leaves a pool to one client at a time and comes back once (or is
+//! closed); a pool whose backend left the routes ([`Pools::retire_except`]) closes what it has
+//! idle and everything that comes back, so no new transaction starts on a server that stopped
+//! being a route.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::auth_file::Secret;
+use crate::client_auth::Credentials;
+use crate::pool::{Checkin, Checkout, Limits, Pool, WaiterId};
+use crate::prepared::Registry;
+use crate::server_auth::ServerLogin;
+use crate::server_conn::{Idle, ServerConn};
+
+/// Which pool: the servers in it are interchangeable for a client with this key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// The database.
+    pub database: String,
+    /// The user.
+    pub user: String,
+    /// The backend's address.
+    pub addr: String,
+    /// Startup parameters other than the user, the database and the tracked ones, sorted.
+    pub extra: Vec<(String, String)>,
+}
+
+/// What a pool logs in with: a client's proof and the user's secret.
+#[derive(Clone, Debug)]
+pub struct Login {
+    /// What the client proved.
+    pub credentials: Credentials,
+    /// The user's stored secret.
+    pub secret: Option<Secret>,
+}
+
+/// What a client asking for a connection gets.
+#[derive(Debug)]
+pub enum Lease {
+    /// An idle connection (check it with [`Idle::drain`] first).
+    Ready(Idle),
+    /// Open one yourself, then report [`Pools::opened_for_client`] or [`Pools::open_failed`].
+    Open,
+    /// Wait for one on this channel; a closed channel means the wait timed out
+    /// (`query_wait_timeout`). Leave with [`Pools::cancel_wait`] if you stop waiting.
+    Wait(WaiterId, oneshot::Receiver<Idle>),
+}
+
+/// The figures of one pool (`SHOW POOLS`, `/metrics`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolFigures {
+    /// Which pool.
+    pub key: PoolKey,
+    /// The backend's member name.
+    pub backend: String,
+    /// Servers idle.
+    pub idle: usize,
+    /// Servers in use by clients.
+    pub in_use: usize,
+    /// Servers being opened.
+    pub opening: usize,
+    /// Clients waiting for a server.
+    pub waiting: usize,
+    /// The longest current wait.
+    pub max_wait: Duration,
+    /// The backend left the routes: its servers close as they come back.
+    pub retired: bool,
+}
+
+struct Entry {
+    pool: Pool<Idle>,
+    backend: String,
+    waiters: HashMap<WaiterId, (oneshot::Sender<Idle>, Instant)>,
+    login: Option<Login>,
+    welcome: Option<Vec<(String, String)>>,
+    retired: bool,
+}
+
+/// How long opening a server connection for a pool (not for a client) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// All pools.
+pub struct Pools {
+    entries: Mutex<HashMap<PoolKey, Entry>>,
+    next_waiter: AtomicU64,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools").field("pools", &self.lock().len()).finish()
+    }
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools { entries: Mutex::new(HashMap::new()), next_waiter: AtomicU64::new(1), registry: Arc::default() }
+    }
+}
+
+/// Closes connections outside the lock.
+fn close_all(conns: Vec<Idle>) {
+    for c in conns {
+        c.close();
+    }
+}
+
+impl Pools {
+    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks `key`'s pool for a connection (creating the pool with `limits` for `backend`);
+    /// `login` is kept for the connections the pool opens on its own. Also returns the
+    /// statement registry.
+    pub fn checkout(&self, key: &PoolKey, backend: &str, limits: Limits, login: &Login) -> (Lease, Arc<Registry>) {
+        let now = Instant::now();
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.lock();
+        let e = entries.entry(key.clone()).or_insert_with(|| Entry {
+            pool: Pool::new(limits),
+            backend: backend.to_string(),
+            waiters: HashMap::new(),
+            login: None,
+            welcome: None,
+            retired: false,
+        });
+        e.retired = false;
+        e.login = Some(login.clone());
+        let lease = match e.pool.checkout(id, now) {
+            Checkout::Ready(c) => Lease::Ready(c),
+            Checkout::Open => Lease::Open,
+            Checkout::Wait => {
+                let (tx, rx) = oneshot::channel();
+                e.waiters.insert(id, (tx, now));
+                Lease::Wait(id, rx)
+            }
+        };
+        (lease, self.registry.clone())
+    }
+
+    /// The statement registry of every pool.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// What the first server of `key`'s pool reported at login, if one has logged in.
+    pub fn welcome(&self, key: &PoolKey) -> Option<Vec<(String, String)>> {
+        self.lock().get(key).and_then(|e| e.welcome.clone())
+    }
+
+    /// A connection in use was lost without coming back (it could not be deregistered).
+    pub fn lost(&self, key: &PoolKey) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.pool.lost();
+        }
+    }
+
+    /// The connection a client was told to open is its own now.
+    pub fn opened_for_client(&self, key: &PoolKey, conn: &ServerConn) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.pool.opened_for_client();
+            if e.welcome.is_none() {
+                e.welcome = Some(conn.welcome.clone());
+            }
+        }
+    }
+
+    /// Opening a connection (for a client or the pool) failed.
+    pub fn open_failed(&self, key: &PoolKey) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.pool.open_failed();
+        }
+    }
+
+    /// A waiting client stopped waiting (it left, or its own bound passed).
+    pub fn cancel_wait(&self, key: &PoolKey, id: WaiterId) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.pool.cancel_wait(id);
+            e.waiters.remove(&id);
+        }
+    }
+
+    /// A client gives a connection back: `reusable` when it ended at ReadyForQuery `I` and is
+    /// alive. It goes to the longest waiter, or waits idle, or is closed.
+    pub fn checkin(self: &Arc<Self>, key: &PoolKey, conn: Idle, reusable: bool) {
+        let born = conn.born();
+        let mut to_close = Vec::new();
+        let mut open = None;
+        {
+            let mut entries = self.lock();
+            let Some(e) = entries.get_mut(key) else {
+                drop(entries);
+                conn.close();
+                return;
+            };
+            let reusable = reusable && !e.retired;
+            let first = e.pool.checkin(conn, born, reusable, Instant::now());
+            match first {
+                Checkin::Idle => {}
+                Checkin::Close { conn, open_for_waiter } => {
+                    to_close.push(conn);
+                    if open_for_waiter {
+                        open = e.login.clone();
+                    }
+                }
+                Checkin::Handed(id, conn) => hand(e, id, conn, born),
+            }
+        }
+        close_all(to_close);
+        if let Some(login) = open {
+            self.spawn_open(key.clone(), login);
+        }
+    }
+
+    /// A connection the pool opened on its own: the longest waiter gets it, or it waits idle.
+    fn opened(&self, key: &PoolKey, conn: Idle) {
+        let born = conn.born();
+        let mut entries = self.lock();
+        let Some(e) = entries.get_mut(key) else {
+            drop(entries);
+            conn.close();
+            return;
+        };
+        if e.welcome.is_none() {
+            e.welcome = Some(conn.welcome().to_vec());
+        }
+        if let Some((id, conn)) = e.pool.opened(conn, Instant::now()) {
+            hand(e, id, conn, born);
+        }
+    }
+
+    /// Opens a connection for the pool (its waiters, `min_pool_size`) in the background; it is
+    /// already counted as opening.
+    fn spawn_open(self: &Arc<Self>, key: PoolKey, login: Login) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.open_failed(&key);
+            return;
+        };
+        let pools = self.clone();
+        handle.spawn(async move {
+            let login_as = ServerLogin::new(&key.user, login.credentials, login.secret);
+            let opened = ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login_as, OPEN_TIMEOUT).await;
+            match opened.map_err(|e| e.to_string()).and_then(|c| c.idle().map_err(|e| e.to_string())) {
+                Ok(idle) => pools.opened(&key, idle),
+                Err(why) => {
+                    tracing::warn!(database = %key.database, user = %key.user, backend = %key.addr, "opening a pooled server connection: {why}");
+                    pools.open_failed(&key);
+                }
+            }
+        });
+    }
+
+    /// What is due now in every pool: idle and old connections closed, waiters past
+    /// `query_wait_timeout` refused (their channel closes), connections opened for waiters and
+    /// `min_pool_size`; unused pools of backends that left are forgotten.
+    pub fn tick(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut to_close = Vec::new();
+        let mut to_open = Vec::new();
+        {
+            let mut entries = self.lock();
+            for (key, e) in entries.iter_mut() {
+                let due = e.pool.tick(now);
+                to_close.extend(due.close);
+                for id in due.timed_out {
+                    e.waiters.remove(&id);
+                }
+                match &e.login {
+                    Some(login) => to_open.extend((0..due.open).map(|_| (key.clone(), login.clone()))),
+                    None => (0..due.open).for_each(|_| e.pool.open_failed()),
+                }
+            }
+            entries.retain(|_, e| !(e.retired && e.pool.is_unused()));
+        }
+        close_all(to_close);
+        for (key, login) in to_open {
+            self.spawn_open(key, login);
+        }
+    }
+
+    /// Backends at `addrs` are the routes now: pools of any other backend close their idle
+    /// connections, and close the others as they come back.
+    pub fn retire_except(&self, addrs: &[String]) {
+        let mut to_close = Vec::new();
+        for (key, e) in self.lock().iter_mut() {
+            if !addrs.contains(&key.addr) {
+                if !e.retired {
+                    tracing::info!(database = %key.database, user = %key.user, backend = %e.backend, "pool retired: its backend is no longer a route");
+                }
+                e.retired = true;
+                to_close.extend(e.pool.take_idle());
+            }
+        }
+        close_all(to_close);
+    }
+
+    /// New limits for every pool, by database (a reload).
+    pub fn set_limits(&self, limits: impl Fn(&str) -> Limits) {
+        for (key, e) in self.lock().iter_mut() {
+            e.pool.set_limits(limits(&key.database));
+        }
+    }
+
+    /// Every pool's figures, sorted by key.
+    pub fn figures(&self) -> Vec<PoolFigures> {
+        let now = Instant::now();
+        let mut out: Vec<PoolFigures> = self
+            .lock()
+            .iter()
+            .map(|(key, e)| {
+                let (idle, in_use, opening, waiting) = e.pool.counts();
+                let max_wait =
+                    e.waiters.values().map(|(_, since)| now.duration_since(*since)).max().unwrap_or_default();
+                PoolFigures {
+                    key: key.clone(),
+                    backend: e.backend.clone(),
+                    idle,
+                    in_use,
+                    opening,
+                    waiting,
+                    max_wait,
+                    retired: e.retired,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
+
+/// Gives `conn` to waiter `id`; a waiter that left gives it straight back to the pool.
+fn hand(e: &mut Entry, id: WaiterId, conn: Idle, born: Instant) {
+    let mut next = Some((id, conn));
+    while let Some((id, conn)) = next.take() {
+        let back = match e.waiters.remove(&id) {
+            Some((tx, _)) => tx.send(conn).err(),
+            None => Some(conn),
+        };
+        if let Some(conn) = back {
+            match e.pool.checkin(conn, born, true, Instant::now()) {
+                Checkin::Handed(id, conn) => next = Some((id, conn)),
+                Checkin::Close { conn, .. } => conn.close(),
+                Checkin::Idle => {}
+            }
+        }
+    }
+}
+
+/// A client waiting in a pool's queue; dropped before it got its connection, it leaves the
+/// queue, and a connection handed to it meanwhile goes back to the pool.
+pub struct Waiting<'a> {
+    pools: &'a Arc<Pools>,
+    key: &'a PoolKey,
+    id: WaiterId,
+    rx: Option<oneshot::Receiver<Idle>>,
+}
+
+impl<'a> Waiting<'a> {
+    /// Waiter `id` of `key`'s pool, to be served on `rx`.
+    pub fn new(pools: &'a Arc<Pools>, key: &'a PoolKey, id: WaiterId, rx: oneshot::Receiver<Idle>) -> Waiting<'a> {
+        Waiting { pools, key, id, rx: Some(rx) }
+    }
+
+    /// The connection, or `None` when the wait timed out (`query_wait_timeout`).
+    pub async fn wait(&mut self) -> Option<Idle> {
+        let got = self.rx.as_mut()?.await;
+        self.rx = None;
+        got.ok()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            // Out of the queue first: after this nobody hands it anything.
+            self.pools.cancel_wait(self.key, self.id);
+            if let Ok(conn) = rx.try_recv() {
+                self.pools.checkin(self.key, conn, true);
+            }
+        }
+    }
+}

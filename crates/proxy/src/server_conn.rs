@@ -1,0 +1,270 @@
+//! One pooled server connection (transaction mode): a PostgreSQL session logged in as a pool's
+//! user, with what the proxy knows of it: the tracked parameters it reports, the global
+//! statements prepared on it, its own cancel key and its age.
+//!
+//! A connection moves between clients, and clients run on different worker threads, each with
+//! its own event loop. So an idle connection is kept as a plain (non-blocking) `std` socket,
+//! registered with no event loop ([`Idle`]); the client that gets it registers it with its own
+//! loop ([`Idle::lease`]) and deregisters it when it gives it back ([`ServerConn::idle`]).
+//!
+//! Invariants: a connection is handed out only after everything its server sent while it was
+//! idle has been read and judged ([`Idle::drain`]): notices and parameter reports are dropped (no
+//! client is there to get them), and an error or a close means the connection is dead, so
+//! nothing an idle server sent ever reaches a client. A password or key never appears in an
+//! [`OpenError`].
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backend::{BackendMessage, ErrorFields, SqlState};
+use crate::cancel::BackendTarget;
+use crate::frame::{split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
+use crate::prepared::ServerStatements;
+use crate::server_auth::{LoginError, LoginStep, ServerLogin};
+use crate::session_params::Params;
+use crate::startup::{ProtocolVersion, StartupMessage};
+
+/// Why a server connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// TCP: refused, unreachable, timed out.
+    #[error("could not connect to {addr}: {why}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// The system's reason.
+        why: String,
+    },
+    /// The server cannot take sessions now (starting, shutting down: 57P03): worth retrying.
+    #[error("{0}")]
+    CannotConnectNow(String),
+    /// The login failed (the proxy's side or the server's refusal).
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// The server sent an error after the login, or something the protocol does not allow.
+    #[error("{0}")]
+    Server(String),
+}
+
+impl OpenError {
+    /// Whether another attempt (the same server later, or another one) may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, OpenError::Connect { .. } | OpenError::CannotConnectNow(_))
+    }
+}
+
+/// A server connection leased to a client, on the client's event loop.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the server, not yet placed.
+    pub buf: BytesMut,
+    /// What the server reports of the tracked parameters.
+    pub params: Params,
+    /// Every parameter the server reported at login, in order (what a client is told at its own
+    /// login when this connection is the pool's first).
+    pub welcome: Vec<(String, String)>,
+    /// Statements prepared on it.
+    pub statements: ServerStatements,
+    /// Where and how to cancel what it runs.
+    pub target: BackendTarget<String>,
+    /// When it was opened (`server_lifetime`).
+    pub born: Instant,
+}
+
+/// A server connection idle in its pool, registered with no event loop.
+#[derive(Debug)]
+pub struct Idle {
+    stream: std::net::TcpStream,
+    buf: BytesMut,
+    params: Params,
+    welcome: Vec<(String, String)>,
+    statements: ServerStatements,
+    target: BackendTarget<String>,
+    born: Instant,
+}
+
+impl ServerConn {
+    /// Connects to `addr` and logs in to `database` as `user` (with `extra` startup parameters)
+    /// using `login`, up to the server's first ReadyForQuery, within `timeout`.
+    pub async fn open(
+        addr: &str,
+        database: &str,
+        user: &str,
+        extra: &[(String, String)],
+        login: ServerLogin,
+        timeout: Duration,
+    ) -> Result<ServerConn, OpenError> {
+        match tokio::time::timeout(timeout, Self::open_now(addr, database, user, extra, login)).await {
+            Ok(r) => r,
+            Err(_) => Err(OpenError::Connect { addr: addr.to_string(), why: format!("no login within {timeout:?}") }),
+        }
+    }
+
+    async fn open_now(
+        addr: &str,
+        database: &str,
+        user: &str,
+        extra: &[(String, String)],
+        mut login: ServerLogin,
+    ) -> Result<ServerConn, OpenError> {
+        let connect = |e: std::io::Error| OpenError::Connect { addr: addr.to_string(), why: e.to_string() };
+        let mut stream = TcpStream::connect(addr).await.map_err(connect)?;
+        let _ = stream.set_nodelay(true);
+        let bad = |e: crate::startup::StartupError| OpenError::Server(format!("startup packet: {e}"));
+        let mut startup = StartupMessage::new(ProtocolVersion::V3_0)
+            .with("user", user.to_string())
+            .and_then(|s| s.with("database", database.to_string()))
+            .map_err(bad)?;
+        for (name, value) in extra {
+            startup.push(name.clone(), value.clone()).map_err(bad)?;
+        }
+        let mut out = BytesMut::new();
+        startup.encode(&mut out);
+        stream.write_all(&out).await.map_err(connect)?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut params = Params::default();
+        let mut welcome = Vec::new();
+        let mut target = None;
+        let mut logged_in = false;
+        loop {
+            let frame = next_frame(&mut stream, &mut buf).await.map_err(|why| match logged_in {
+                false => OpenError::Connect { addr: addr.to_string(), why },
+                true => OpenError::Server(why),
+            })?;
+            if !logged_in {
+                if frame.tag() == b'E' {
+                    if let Ok(BackendMessage::ErrorResponse(f)) = BackendMessage::parse(&frame) {
+                        if f.code() == Some(SqlState::CANNOT_CONNECT_NOW.as_str()) {
+                            return Err(OpenError::CannotConnectNow(error_text(&f)));
+                        }
+                    }
+                }
+                match login.on_message(&frame)? {
+                    LoginStep::Send(bytes) => {
+                        if !bytes.is_empty() {
+                            stream.write_all(&bytes).await.map_err(connect)?;
+                        }
+                    }
+                    LoginStep::LoggedIn => logged_in = true,
+                }
+                continue;
+            }
+            match BackendMessage::parse(&frame) {
+                Ok(BackendMessage::ParameterStatus(p)) => {
+                    params.set(&p.name, &p.value);
+                    welcome.push((p.name, p.value));
+                }
+                Ok(BackendMessage::BackendKeyData(k)) => {
+                    target = Some(BackendTarget { addr: addr.to_string(), pid: k.pid, key: k.key });
+                }
+                Ok(BackendMessage::ReadyForQuery(_)) => break,
+                Ok(BackendMessage::ErrorResponse(f)) => {
+                    if f.code() == Some(SqlState::CANNOT_CONNECT_NOW.as_str()) {
+                        return Err(OpenError::CannotConnectNow(error_text(&f)));
+                    }
+                    return Err(OpenError::Server(error_text(&f)));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(OpenError::Server(format!("after login: {e}"))),
+            }
+        }
+        let target = target.ok_or_else(|| OpenError::Server("the server sent no BackendKeyData".into()))?;
+        Ok(ServerConn {
+            stream,
+            buf,
+            params,
+            welcome,
+            statements: ServerStatements::default(),
+            target,
+            born: Instant::now(),
+        })
+    }
+
+    /// Deregisters it from this event loop, to wait in its pool.
+    pub fn idle(self) -> std::io::Result<Idle> {
+        let ServerConn { stream, buf, params, welcome, statements, target, born } = self;
+        Ok(Idle { stream: stream.into_std()?, buf, params, welcome, statements, target, born })
+    }
+}
+
+impl Idle {
+    /// When it was opened.
+    pub fn born(&self) -> Instant {
+        self.born
+    }
+
+    /// The parameters the server reported at login.
+    pub fn welcome(&self) -> &[(String, String)] {
+        &self.welcome
+    }
+
+    /// Reads what the server sent while idle, without waiting: false when the connection is dead
+    /// (closed, an error such as an administrator's termination, or garbage). Notices, parameter
+    /// reports and notifications are dropped: no client owns them.
+    pub fn drain(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match split_frame(&mut self.buf, DEFAULT_MAX_FRAME_LEN) {
+                Ok(None) => return true,
+                Ok(Some(f)) => match f.tag() {
+                    b'S' => {
+                        if let Ok(BackendMessage::ParameterStatus(p)) = BackendMessage::parse(&f) {
+                            self.params.set(&p.name, &p.value);
+                        }
+                    }
+                    b'N' | b'A' => {}
+                    _ => return false,
+                },
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Registers it with the calling task's event loop, for a client.
+    pub fn lease(self) -> std::io::Result<ServerConn> {
+        let Idle { stream, buf, params, welcome, statements, target, born } = self;
+        Ok(ServerConn { stream: TcpStream::from_std(stream)?, buf, params, welcome, statements, target, born })
+    }
+
+    /// Closes it politely (Terminate, without waiting).
+    pub fn close(mut self) {
+        use std::io::Write;
+        let _ = self.stream.write_all(Frame::new(b'X', b"").as_bytes());
+    }
+}
+
+/// The server's message of an error, with its SQLSTATE.
+fn error_text(f: &ErrorFields) -> String {
+    format!("{} {}", f.code().unwrap_or("?????"), f.message().unwrap_or("(no message)"))
+}
+
+/// Reads one whole frame from the server.
+async fn next_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
+    loop {
+        match split_frame(buf, DEFAULT_MAX_FRAME_LEN) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad message from the server: {e}")),
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) => return Err("the server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

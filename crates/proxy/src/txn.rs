@@ -1,0 +1,832 @@
+//! One client in transaction mode: the proxy authenticates it, then lends it a server
+//! connection from the pool for each transaction and takes it back at the transaction's end.
+//!
+//! The client's session is the proxy's: its parameters ([`Params`], replayed with `SET` on each
+//! server it gets), its named prepared statements ([`ClientStatements`], prepared lazily under
+//! global names on each server), and its cancel key (synthetic, pointed at the server it holds
+//! at that moment, at nothing in between). Between transactions it holds no server at all, so a
+//! switchover or a crash of the primary does not touch it: its next transaction waits for the new
+//! primary, as under PgBouncer's PAUSE, and starts there.
+//!
+//! Invariants:
+//! * a server goes back to its pool only at a ReadyForQuery with status `I` that answers the
+//!   last thing sent to it (nothing outstanding, nothing unsent), never in the middle of an
+//!   extended-protocol batch or a transaction block;
+//! * every byte the client gets answers one of its own messages in order ([`Outstanding`]), or
+//!   is an asynchronous message of the server it holds;
+//! * a transaction in flight when its server fails gets an error and the client is closed; it is
+//!   never silently retried elsewhere;
+//! * one event loop turn reads, writes or waits; writes to either side never wait for the other
+//!   side to read, so neither can block the proxy into a deadlock.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::access_log::{AccessRecord, Outcome};
+use crate::auth_file::Secret;
+use crate::auth_query::{self, Answer, Lookup};
+use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
+use crate::client_auth::{ClientAuth, Progress, Who};
+use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
+use crate::hba::{self, Method};
+use crate::lifecycle::Phase;
+use crate::pipeline::{Kind, Origin, Outstanding};
+use crate::pooling::Pooling;
+use crate::pools::{Lease, Login, PoolKey};
+use crate::prepared::{ClientStatements, Registry, Route};
+use crate::relay::{send_error, Ended};
+use crate::server_auth::ServerLogin;
+use crate::server_conn::{OpenError, ServerConn};
+use crate::session::{fatal, Port, Refusal, SessionSettings, Shared};
+use crate::session_params::{Params, TRACKED};
+use crate::startup::{ProtocolVersion, StartupMessage};
+use crate::topology::Backend;
+use crate::wire;
+
+/// How much may wait to be written to one side before the proxy stops reading the other.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// `25P03` idle_in_transaction_session_timeout.
+const IDLE_IN_TRANSACTION: SqlState = SqlState::new("25P03");
+
+/// Who the client is, from its startup packet.
+struct Identity {
+    user: String,
+    database: String,
+    /// Startup parameters other than user, database and the tracked ones (part of the pool key).
+    extra: Vec<(String, String)>,
+}
+
+fn identity(startup: &StartupMessage) -> Result<Identity, Refusal> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let user = startup.user().map(text).filter(|u| !u.is_empty()).ok_or_else(|| {
+        fatal(Outcome::ProtocolError, SqlState::new("28000"), "no PostgreSQL user name specified in startup packet")
+    })?;
+    let database = startup.database().map(text).filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    if startup.get("replication").is_some_and(|v| v != b"false" && v != b"0" && v != b"off") {
+        return Err(fatal(
+            Outcome::Refused,
+            SqlState::PROTOCOL_VIOLATION,
+            "replication connections cannot be pooled: connect to the member directly",
+        ));
+    }
+    let mut extra: Vec<(String, String)> = startup
+        .params()
+        .map(|(n, v)| (text(n), text(v)))
+        .filter(|(n, _)| {
+            !matches!(n.as_str(), "user" | "database" | "replication")
+                && !TRACKED.iter().any(|t| t.eq_ignore_ascii_case(n))
+        })
+        .collect();
+    extra.sort();
+    Ok(Identity { user, database, extra })
+}
+
+/// Serves a client in transaction mode until it leaves.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve<R, W>(
+    shared: &Shared,
+    settings: &SessionSettings,
+    pooling: Arc<Pooling>,
+    port: Port,
+    mut client_r: R,
+    mut client_w: W,
+    cbuf: BytesMut,
+    startup: StartupMessage,
+    record: &mut AccessRecord,
+    (addr, tls): (Option<IpAddr>, bool),
+) -> Ended
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let _client = shared.pool_clients.enter();
+    if shared.pool_clients.count() > pooling.max_client_conn {
+        let r =
+            fatal(Outcome::Refused, SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
+        let _ = send_error(&mut client_w, &r.error).await;
+        return Ended::from(r);
+    }
+    let id = match identity(&startup) {
+        Ok(id) => id,
+        Err(r) => {
+            let _ = send_error(&mut client_w, &r.error).await;
+            return Ended::from(r);
+        }
+    };
+    let mut cbuf = cbuf;
+    let mut out = BytesMut::new();
+    if startup.version() != ProtocolVersion::V3_0 || startup.protocol_options().next().is_some() {
+        negotiate_protocol(&startup, &mut out);
+    }
+    let login =
+        match authenticate(shared, settings, &pooling, &id, &mut client_r, &mut client_w, &mut cbuf, out, (addr, tls))
+            .await
+        {
+            Ok(login) => login,
+            Err(r) => {
+                let _ = send_error(&mut client_w, &r.error).await;
+                return Ended::from(r);
+            }
+        };
+    let mut t = Txn {
+        shared,
+        settings,
+        pooling,
+        port,
+        base: PoolKey { database: id.database, user: id.user, addr: String::new(), extra: id.extra },
+        login,
+        statements: ClientStatements::default(),
+        params: Params::from_startup(&startup),
+        pid: 0,
+        held: None,
+        to_server: BytesMut::new(),
+        to_client: BytesMut::new(),
+        cbuf,
+        bytes_from_client: 0,
+        bytes_to_client: 0,
+    };
+    let ended = t.run(&mut client_r, &mut client_w).await;
+    record.bytes_from_client = t.bytes_from_client;
+    record.bytes_to_client = t.bytes_to_client;
+    t.release(false);
+    if t.pid != 0 {
+        shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(t.pid);
+    }
+    ended
+}
+
+/// NegotiateProtocolVersion: the proxy speaks 3.0 and no protocol extension.
+fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
+    let options: Vec<&[u8]> = startup.protocol_options().map(|(n, _)| n).collect();
+    put_frame(out, b'v', |d| {
+        d.put_u32(ProtocolVersion::V3_0.code());
+        d.put_u32(options.len() as u32);
+        for o in options {
+            wire::put_cstr(d, o);
+        }
+    });
+}
+
+/// Reads one whole client message during authentication.
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> Result<Frame, Refusal> {
+    loop {
+        match split_frame(buf, 64 * 1024) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(fatal(
+                    Outcome::ProtocolError,
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("invalid message: {e}"),
+                ))
+            }
+        }
+        match r.read_buf(buf).await {
+            Ok(0) | Err(_) => {
+                return Err(fatal(
+                    Outcome::ClientClosed,
+                    SqlState::PROTOCOL_VIOLATION,
+                    "the client left during authentication",
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Authenticates the client by the rules and the user's secret, then greets it as PostgreSQL
+/// does (parameters, cancel key, ReadyForQuery are sent by [`Txn::run`]).
+#[allow(clippy::too_many_arguments)]
+async fn authenticate<R, W>(
+    shared: &Shared,
+    settings: &SessionSettings,
+    pooling: &Pooling,
+    id: &Identity,
+    client_r: &mut R,
+    client_w: &mut W,
+    cbuf: &mut BytesMut,
+    mut out: BytesMut,
+    (addr, tls): (Option<IpAddr>, bool),
+) -> Result<Login, Refusal>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let host = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+    let decision = match addr {
+        Some(a) => pooling.decide(&hba::Connection {
+            addr: a,
+            ssl: tls,
+            database: &id.database,
+            user: &id.user,
+            replication: false,
+        }),
+        None => hba::Decision { method: Method::Reject, line: None },
+    };
+    let secret = match decision.method {
+        Method::Trust | Method::Reject => pooling.auth_file.secret(&id.user).cloned(),
+        _ => lookup_secret(shared, settings, pooling, id).await?,
+    };
+    let who = Who { user: id.user.clone(), database: id.database.clone(), host, ssl: tls };
+    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
+    let (mut auth, mut progress) = ClientAuth::begin(who, decision, secret.clone());
+    loop {
+        match progress {
+            Progress::Send(bytes) => {
+                out.extend_from_slice(&bytes);
+                let _ = client_w.write_all(&out).await;
+                out.clear();
+                let frame = tokio::time::timeout_at(deadline, read_frame(client_r, cbuf)).await.map_err(|_| {
+                    fatal(Outcome::Timeout, SqlState::PROTOCOL_VIOLATION, "timeout during authentication")
+                })??;
+                progress = auth.on_message(&frame);
+            }
+            Progress::Done(bytes, Ok(credentials)) => {
+                out.extend_from_slice(&bytes);
+                if client_w.write_all(&out).await.is_err() {
+                    return Err(fatal(Outcome::ClientClosed, SqlState::PROTOCOL_VIOLATION, "the client left"));
+                }
+                return Ok(Login { credentials, secret });
+            }
+            Progress::Done(_, Err(error)) => {
+                tracing::info!(user = %id.user, database = %id.database, "client authentication failed: {}", error.message);
+                return Err(Refusal { error, outcome: Outcome::Refused });
+            }
+        }
+    }
+}
+
+/// The user's secret: from the `auth_file`, else by `auth_query` on the primary as `auth_user`.
+async fn lookup_secret(
+    shared: &Shared,
+    settings: &SessionSettings,
+    pooling: &Pooling,
+    id: &Identity,
+) -> Result<Option<Secret>, Refusal> {
+    if let Some(s) = pooling.auth_file.secret(&id.user) {
+        return Ok(Some(s.clone()));
+    }
+    let Some(auth_user) = &pooling.auth_user else { return Ok(None) };
+    let failed = |why: String| {
+        tracing::warn!(user = %id.user, "auth_query: {why}");
+        fatal(Outcome::ConnectFailed, SqlState::CONNECTION_FAILURE, format!("could not look up the user: {why}"))
+    };
+    let primary = shared.routes.borrow().primary.clone();
+    let Some(primary) = primary else { return Err(failed("no primary to run auth_query on".into())) };
+    let secret = pooling.auth_file.secret(auth_user).cloned();
+    let login = ServerLogin::new(auth_user, crate::client_auth::Credentials::None, secret);
+    let addr = primary.addr();
+    let mut conn = ServerConn::open(&addr, &id.database, auth_user, &[], login, settings.connect_timeout)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    conn.stream
+        .write_all(&auth_query::request(&pooling.auth_query, &id.user))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut answer = Answer::default();
+    let lookup = loop {
+        let frame = match split_frame(&mut conn.buf, DEFAULT_MAX_FRAME_LEN) {
+            Ok(Some(f)) => f,
+            Ok(None) => match tokio::time::timeout(settings.connect_timeout, conn.stream.read_buf(&mut conn.buf)).await
+            {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => return Err(failed("the server did not answer auth_query".into())),
+            },
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        match answer.on_message(&frame).map_err(failed)? {
+            Lookup::Pending => {}
+            done => break done,
+        }
+    };
+    let _ = conn.stream.write_all(Frame::new(b'X', b"").as_bytes()).await;
+    Ok(match lookup {
+        Lookup::Found(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// The server a client holds, with what it still owes.
+struct Held {
+    conn: ServerConn,
+    key: PoolKey,
+    registry: Arc<Registry>,
+    pending: Outstanding,
+    /// The last message was a ReadyForQuery `I` answering everything sent.
+    at_rest: bool,
+    status: TransactionStatus,
+}
+
+/// One transaction-mode client.
+struct Txn<'a> {
+    shared: &'a Shared,
+    settings: &'a SessionSettings,
+    pooling: Arc<Pooling>,
+    port: Port,
+    /// The pool key without the backend's address.
+    base: PoolKey,
+    login: Login,
+    statements: ClientStatements,
+    /// The client's session parameters.
+    params: Params,
+    /// The synthetic cancel key's pid.
+    pid: u32,
+    held: Option<Held>,
+    to_server: BytesMut,
+    to_client: BytesMut,
+    cbuf: BytesMut,
+    bytes_from_client: u64,
+    bytes_to_client: u64,
+}
+
+/// What ended the loop early.
+fn ended(outcome: Outcome, code: SqlState, message: impl Into<String>) -> (Ended, Option<ErrorResponse>) {
+    let r = fatal(outcome, code, message);
+    let error = r.error.clone();
+    (Ended::from(r), Some(error))
+}
+
+impl Txn<'_> {
+    /// Greets the client, then serves its messages until it leaves.
+    async fn run<R, W>(&mut self, client_r: &mut R, client_w: &mut W) -> Ended
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if let Err(r) = self.greet().await {
+            let _ = send_error(client_w, &r.error).await;
+            return Ended::from(r);
+        }
+        let (ended, error) = self.serve(client_r, client_w).await;
+        if let Some(e) = error {
+            // At a message boundary: the proxy writes whole messages only.
+            let _ = client_w.write_all(&self.to_client).await;
+            let _ = send_error(client_w, &e).await;
+        }
+        ended
+    }
+
+    /// Parameters (the pool's first server's, with the client's own values), the synthetic
+    /// cancel key and ReadyForQuery.
+    async fn greet(&mut self) -> Result<(), Refusal> {
+        let welcome = match self.pool_welcome() {
+            Some(w) => w,
+            None => {
+                // The pool's first client: a server tells what to say (and proves the login).
+                self.acquire().await?;
+                let w = self.held.as_ref().map(|h| h.conn.welcome.clone()).unwrap_or_default();
+                w
+            }
+        };
+        for (name, value) in &welcome {
+            let value = self.params.get(name).unwrap_or(value).to_string();
+            put_frame(&mut self.to_client, b'S', |d| {
+                wire::put_cstr(d, name.as_bytes());
+                wire::put_cstr(d, value.as_bytes());
+            });
+            self.params.set(name, &value);
+        }
+        let issued = self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).issue_unbound(4, |b| rand::fill(b));
+        let (pid, key) = issued.map_err(|e| fatal(Outcome::Refused, SqlState::CONNECTION_FAILURE, e.to_string()))?;
+        self.pid = pid;
+        if let Some(h) = &self.held {
+            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(pid, Some(h.conn.target.clone()));
+        }
+        BackendKeyData { pid, key }.encode(&mut self.to_client);
+        TransactionStatus::Idle.encode_ready_for_query(&mut self.to_client);
+        Ok(())
+    }
+
+    /// What the pool's servers said at login, if one has logged in.
+    fn pool_welcome(&self) -> Option<Vec<(String, String)>> {
+        let primary = self.shared.routes.borrow().primary.clone()?;
+        let key = PoolKey { addr: primary.addr(), ..self.base.clone() };
+        self.shared.pools.welcome(&key)
+    }
+
+    /// The backend for the next transaction: the primary (waiting for one while there is none,
+    /// until `deadline`), or a replica on the read-only port.
+    async fn backend(&self, deadline: Instant) -> Result<Backend, Refusal> {
+        if self.port == Port::ReadOnly {
+            let replicas = self.shared.routes.borrow().replicas.clone();
+            if !replicas.is_empty() {
+                return Ok(self.shared.pick_replica(&replicas, self.settings.balance));
+            }
+            if !self.settings.fallback_to_primary {
+                return Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no replica available"));
+            }
+        }
+        let mut rx = self.shared.routes.clone();
+        let found = tokio::time::timeout_at(deadline.into(), async {
+            rx.wait_for(|r| r.primary.is_some()).await.ok().and_then(|r| r.primary.clone())
+        })
+        .await;
+        match found {
+            Ok(Some(p)) => Ok(p),
+            _ => Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no primary available")),
+        }
+    }
+
+    /// Gets a server for the next transaction: waits for a primary and for a free connection,
+    /// and retries a server that cannot take sessions yet, within the hold.
+    async fn acquire(&mut self) -> Result<(), Refusal> {
+        let deadline = Instant::now() + self.settings.hold_timeout;
+        let mut rx = self.shared.routes.clone();
+        loop {
+            rx.borrow_and_update();
+            let backend = self.backend(deadline).await?;
+            let key = PoolKey { addr: backend.addr(), ..self.base.clone() };
+            let error = match self.lease(&key, &backend).await {
+                Ok((conn, registry)) => {
+                    self.take(conn, key, registry);
+                    return Ok(());
+                }
+                Err(Leased::TimedOut) => {
+                    return Err(fatal(
+                        Outcome::Refused,
+                        SqlState::CONNECTION_FAILURE,
+                        "no server connection became free within query_wait_timeout",
+                    ))
+                }
+                Err(Leased::Open(e)) => e,
+            };
+            if !error.retryable() || Instant::now() >= deadline {
+                tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %backend.name, "{error}");
+                let message = match &error {
+                    OpenError::Login(_) => format!("the proxy could not log in to {}: {error}", backend.name),
+                    _ => format!("{} ({}): {error}", backend.name, key.addr),
+                };
+                return Err(fatal(Outcome::ConnectFailed, SqlState::CONNECTION_FAILURE, message));
+            }
+            tracing::debug!(backend = %backend.name, "{error}; holding the client");
+            let pause = tokio::time::sleep(Duration::from_millis(100));
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = pause => {}
+            }
+        }
+    }
+
+    /// A connection from `key`'s pool: idle, newly opened, or the next one given back.
+    async fn lease(&self, key: &PoolKey, backend: &Backend) -> Result<(ServerConn, Arc<Registry>), Leased> {
+        let pools = &self.shared.pools;
+        let limits = self.pooling.limits_for(&key.database);
+        loop {
+            let (lease, registry) = pools.checkout(key, &backend.name, limits, &self.login);
+            let idle = match lease {
+                Lease::Ready(idle) => idle,
+                Lease::Open => {
+                    let login = ServerLogin::new(&key.user, self.login.credentials.clone(), self.login.secret.clone());
+                    let timeout = self.settings.connect_timeout;
+                    return match ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login, timeout).await
+                    {
+                        Ok(conn) => {
+                            pools.opened_for_client(key, &conn);
+                            Ok((conn, registry))
+                        }
+                        Err(e) => {
+                            pools.open_failed(key);
+                            Err(Leased::Open(e))
+                        }
+                    };
+                }
+                Lease::Wait(id, rx) => {
+                    let mut waiting = crate::pools::Waiting::new(pools, key, id, rx);
+                    match waiting.wait().await {
+                        Some(idle) => idle,
+                        None => return Err(Leased::TimedOut),
+                    }
+                }
+            };
+            let mut idle = idle;
+            if !idle.drain() {
+                pools.checkin(key, idle, false);
+                continue;
+            }
+            match idle.lease() {
+                Ok(conn) => return Ok((conn, registry)),
+                Err(e) => {
+                    pools.lost(key);
+                    return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
+                }
+            }
+        }
+    }
+
+    /// Makes `conn` the client's server: its parameters brought in line, its cancel key bound.
+    fn take(&mut self, conn: ServerConn, key: PoolKey, registry: Arc<Registry>) {
+        let mut pending = Outstanding::default();
+        if let Some(sql) = self.params.replay_on(&conn.params) {
+            put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
+            pending.sent(Kind::Query, Origin::Injected);
+        }
+        if self.pid != 0 {
+            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(conn.target.clone()));
+        }
+        tracing::trace!(client = self.pid, server = conn.target.pid, replay = !pending.is_empty(), "server leased");
+        let at_rest = pending.is_empty();
+        self.held = Some(Held { conn, key, registry, pending, at_rest, status: TransactionStatus::Idle });
+    }
+
+    /// Gives the server back: to be reused when it is at rest and `clean`, else closed.
+    fn release(&mut self, clean: bool) {
+        let Some(h) = self.held.take() else { return };
+        if self.pid != 0 {
+            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, None);
+        }
+        let reusable = clean && h.at_rest && h.pending.is_empty() && self.to_server.is_empty();
+        tracing::trace!(client = self.pid, server = h.conn.target.pid, reusable, status = ?h.status, "server released");
+        self.to_server.clear();
+        let pools = &self.shared.pools;
+        match h.conn.idle() {
+            Ok(idle) => pools.checkin(&h.key, idle, reusable),
+            Err(_) => pools.lost(&h.key),
+        }
+    }
+
+    /// The client's complete messages, each routed to the server it holds (taking one first).
+    async fn place_client_messages(&mut self) -> Result<bool, (Ended, Option<ErrorResponse>)> {
+        loop {
+            let frame = match split_frame(&mut self.cbuf, DEFAULT_MAX_FRAME_LEN) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(true),
+                Err(e) => {
+                    return Err(ended(
+                        Outcome::ProtocolError,
+                        SqlState::PROTOCOL_VIOLATION,
+                        format!("invalid message: {e}"),
+                    ))
+                }
+            };
+            tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from client");
+            if frame.tag() == b'X' {
+                return Ok(false);
+            }
+            if self.held.is_none() {
+                let registry = self.shared.pools.registry().clone();
+                match self.statements.answer_locally(&registry, &frame, &mut self.to_client) {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => {
+                        return Err(ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, e.to_string()))
+                    }
+                    None => {}
+                }
+                if let Err(r) = self.acquire().await {
+                    let error = r.error.clone();
+                    return Err((Ended::from(r), Some(error)));
+                }
+            }
+            let Some(h) = self.held.as_mut() else { unreachable!("a server was just taken") };
+            let mut route = Route {
+                client: &mut self.statements,
+                server: &mut h.conn.statements,
+                registry: &h.registry,
+                pending: &mut h.pending,
+                to_server: &mut self.to_server,
+            };
+            if let Err(e) = route.client_message(&frame) {
+                return Err(ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, e.to_string()));
+            }
+            if !self.to_server.is_empty() {
+                h.at_rest = false;
+            }
+            self.to_client.extend_from_slice(&h.pending.take_to_client());
+        }
+    }
+
+    /// Places what the server sent; `Err` when the server broke the protocol.
+    fn place_server_messages(&mut self) -> Result<(), String> {
+        let Some(h) = self.held.as_mut() else { return Ok(()) };
+        loop {
+            let frame = match split_frame(&mut h.conn.buf, DEFAULT_MAX_FRAME_LEN) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad message from the server: {e}")),
+            };
+            tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from server");
+            match frame.tag() {
+                b'S' => {
+                    if let Ok(BackendMessage::ParameterStatus(p)) = BackendMessage::parse(&frame) {
+                        h.conn.params.set(&p.name, &p.value);
+                        self.params.set(&p.name, &p.value);
+                    }
+                }
+                b'Z' => {
+                    if let Ok(BackendMessage::ReadyForQuery(s)) = BackendMessage::parse(&frame) {
+                        h.status = s;
+                    }
+                }
+                _ => {}
+            }
+            let unprepared = h.pending.received(&frame).map_err(|e| e.to_string())?;
+            h.conn.statements.forget(&unprepared);
+            if frame.tag() == b'Z' {
+                h.at_rest = h.pending.is_empty() && self.to_server.is_empty() && h.status == TransactionStatus::Idle;
+            }
+        }
+        self.to_client.extend_from_slice(&h.pending.take_to_client());
+        Ok(())
+    }
+
+    /// The event loop.
+    async fn serve<R, W>(&mut self, client_r: &mut R, client_w: &mut W) -> (Ended, Option<ErrorResponse>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut stop = self.shared.lifecycle.subscribe();
+        let mut routes = self.shared.routes.clone();
+        let mut draining = false;
+        // When the held server's primary left the routes (a switchover under way).
+        let mut route_lost: Option<Instant> = None;
+        let far = Duration::from_secs(86_400 * 365);
+        loop {
+            match self.place_client_messages().await {
+                Ok(true) => {}
+                Ok(false) => return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None),
+                Err(e) => return e,
+            }
+            // Give the server back at rest; a stopping proxy then says goodbye.
+            if self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty()) && self.to_server.is_empty() {
+                self.release(true);
+                route_lost = None;
+            }
+            if draining && self.held.is_none() && self.to_client.is_empty() {
+                return ended(
+                    Outcome::ShutDown,
+                    SqlState::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                );
+            }
+            let idle_in_transaction = self.held.as_ref().is_some_and(|h| {
+                h.pending.is_empty() && self.to_server.is_empty() && h.status != TransactionStatus::Idle
+            });
+            let idle_deadline = match (idle_in_transaction, self.pooling.idle_transaction_timeout) {
+                (true, Some(t)) => Instant::now() + t,
+                _ => Instant::now() + far,
+            };
+            let drain_deadline = route_lost.map_or(Instant::now() + far, |at| at + self.pooling.drain_timeout);
+            let idle_timer = idle_in_transaction && self.pooling.idle_transaction_timeout.is_some();
+            let read_client = self.to_server.len() < HIGH_WATER;
+            let read_server = self.held.is_some() && self.to_client.len() < HIGH_WATER;
+            let Txn { held, to_server, to_client, cbuf, .. } = self;
+            let holding = held.is_some();
+            let (server_r, server_w) = match held.as_mut() {
+                Some(h) => {
+                    let (r, w) = h.conn.stream.split();
+                    (Some((r, &mut h.conn.buf)), Some(w))
+                }
+                None => (None, None),
+            };
+            let (mut server_r, mut server_w) = (server_r, server_w);
+            enum Event {
+                Client(std::io::Result<usize>),
+                Server(std::io::Result<usize>),
+                WroteServer(std::io::Result<usize>),
+                WroteClient(std::io::Result<usize>),
+                IdleInTransaction,
+                RouteLostTooLong,
+                Stop,
+                Routes,
+            }
+            let event = tokio::select! {
+                r = client_r.read_buf(cbuf), if read_client => Event::Client(r),
+                r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
+                r = async { server_w.as_mut().expect("guarded").write_buf(to_server).await }, if holding && !to_server.is_empty() => Event::WroteServer(r),
+                r = client_w.write_buf(to_client), if !to_client.is_empty() => Event::WroteClient(r),
+                _ = tokio::time::sleep_until(idle_deadline.into()), if idle_timer => Event::IdleInTransaction,
+                _ = tokio::time::sleep_until(drain_deadline.into()), if route_lost.is_some() => Event::RouteLostTooLong,
+                r = stop.changed() => match r { Ok(()) => Event::Stop, Err(_) => Event::Stop },
+                r = routes.changed(), if holding => match r { Ok(()) => Event::Routes, Err(_) => Event::Stop },
+            };
+            match event {
+                Event::Client(Ok(0)) | Event::Client(Err(_)) => {
+                    return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
+                }
+                Event::Client(Ok(n)) => self.bytes_from_client += n as u64,
+                Event::Server(Ok(0)) | Event::Server(Err(_)) => {
+                    let at_rest = self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
+                    // Whatever it said last (a FATAL error) goes first.
+                    let _ = self.place_server_messages();
+                    self.release(false);
+                    if at_rest && self.to_server.is_empty() {
+                        // It died between transactions: the next one gets another server.
+                        continue;
+                    }
+                    return ended(
+                        Outcome::ServerClosed,
+                        SqlState::CONNECTION_FAILURE,
+                        "server connection lost during a transaction",
+                    );
+                }
+                Event::Server(Ok(_)) => {
+                    if let Err(why) = self.place_server_messages() {
+                        self.release(false);
+                        return ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, why);
+                    }
+                }
+                Event::WroteServer(Ok(_)) => {}
+                Event::WroteServer(Err(_)) => {
+                    self.release(false);
+                    return ended(
+                        Outcome::ServerClosed,
+                        SqlState::CONNECTION_FAILURE,
+                        "server connection lost during a transaction",
+                    );
+                }
+                Event::WroteClient(Ok(n)) => self.bytes_to_client += n as u64,
+                Event::WroteClient(Err(_)) => {
+                    return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
+                }
+                Event::IdleInTransaction => {
+                    self.release(false);
+                    return ended(
+                        Outcome::Timeout,
+                        IDLE_IN_TRANSACTION,
+                        "terminating connection due to idle-in-transaction timeout",
+                    );
+                }
+                Event::RouteLostTooLong => {
+                    self.release(false);
+                    return ended(
+                        Outcome::Fenced,
+                        SqlState::ADMIN_SHUTDOWN,
+                        "terminating connection: its transaction did not finish before the switchover",
+                    );
+                }
+                Event::Stop => match *stop.borrow() {
+                    Phase::Serving => {}
+                    Phase::Draining => draining = true,
+                    Phase::Closing => {
+                        self.release(false);
+                        return ended(
+                            Outcome::ShutDown,
+                            SqlState::ADMIN_SHUTDOWN,
+                            "terminating connection due to administrator command",
+                        );
+                    }
+                },
+                Event::Routes => {
+                    let primary = routes.borrow_and_update().primary.as_ref().map(Backend::addr);
+                    let Some(h) = &self.held else { continue };
+                    if self.port == Port::ReadOnly || primary.as_deref() == Some(h.key.addr.as_str()) {
+                        route_lost = None;
+                    } else if primary.is_some() {
+                        // Another primary: this server must take no more writes.
+                        self.shared.stats.fenced();
+                        self.release(false);
+                        return ended(
+                            Outcome::Fenced,
+                            SqlState::ADMIN_SHUTDOWN,
+                            "terminating connection because the server is no longer the primary",
+                        );
+                    } else {
+                        // A switchover (or a failover) is under way: the transaction may finish.
+                        route_lost.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why no connection could be leased.
+enum Leased {
+    /// `query_wait_timeout` passed.
+    TimedOut,
+    /// Opening one failed.
+    Open(OpenError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untracked_startup_parameters_choose_the_pool_and_replication_is_refused() {
+        let s = StartupMessage::new(ProtocolVersion::V3_0)
+            .with("user", "app")
+            .unwrap()
+            .with("application_name", "pgbench")
+            .unwrap()
+            .with("options", "-c search_path=s1")
+            .unwrap();
+        let id = identity(&s).unwrap();
+        assert_eq!((id.user.as_str(), id.database.as_str()), ("app", "app"));
+        assert_eq!(id.extra, vec![("options".to_string(), "-c search_path=s1".to_string())]);
+        let r = StartupMessage::new(ProtocolVersion::V3_0)
+            .with("user", "app")
+            .unwrap()
+            .with("replication", "true")
+            .unwrap();
+        let e = identity(&r).err().expect("refused");
+        assert!(e.error.message.contains("replication connections cannot be pooled"), "{}", e.error.message);
+        let nobody = StartupMessage::new(ProtocolVersion::V3_0).with("database", "app").unwrap();
+        assert_eq!(identity(&nobody).err().expect("refused").error.code.as_str(), "28000");
+    }
+}
