@@ -284,6 +284,9 @@ pub enum Severity {
     Error,
     /// The session ends.
     Fatal,
+    /// Not an error: the same fields go out as a NoticeResponse (`N`), for example the admin
+    /// console's usage text.
+    Notice,
 }
 
 impl Severity {
@@ -292,6 +295,7 @@ impl Severity {
         match self {
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
+            Severity::Notice => "NOTICE",
         }
     }
 }
@@ -343,10 +347,11 @@ impl fmt::Display for SqlState {
     }
 }
 
-/// An ErrorResponse the proxy writes itself.
+/// An ErrorResponse the proxy writes itself (a NoticeResponse when the severity is
+/// [`Severity::Notice`]: PostgreSQL gives both messages the same fields).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorResponse {
-    /// ERROR or FATAL.
+    /// ERROR, FATAL or NOTICE.
     pub severity: Severity,
     /// The SQLSTATE clients and drivers branch on.
     pub code: SqlState,
@@ -376,7 +381,11 @@ impl ErrorResponse {
     /// Appends the encoded message to `dst`. NUL bytes in the text are dropped: each would end
     /// its field early and turn the rest into bogus fields.
     pub fn encode(&self, dst: &mut BytesMut) {
-        frame::put_frame(dst, ERROR_RESPONSE, |d| {
+        let tag = match self.severity {
+            Severity::Notice => NOTICE_RESPONSE,
+            Severity::Error | Severity::Fatal => ERROR_RESPONSE,
+        };
+        frame::put_frame(dst, tag, |d| {
             let sev = self.severity.as_str().as_bytes();
             put_field(d, b'S', sev);
             put_field(d, b'V', sev);

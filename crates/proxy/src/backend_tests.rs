@@ -146,6 +146,22 @@ fn encodes_a_leader_change_error_byte_for_byte() {
 }
 
 #[test]
+fn a_notice_severity_writes_a_notice_response() {
+    let mut dst = BytesMut::new();
+    ErrorResponse::new(Severity::Notice, SqlState::new("00000"), "Console usage").encode(&mut dst);
+    let f = split_frame(&mut dst, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+    assert_eq!(
+        BackendMessage::parse(&f),
+        Ok(BackendMessage::NoticeResponse(fields(&[
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', "00000"),
+            (b'M', "Console usage"),
+        ])))
+    );
+}
+
+#[test]
 fn written_messages_round_trip() {
     let mut stream = BytesMut::new();
     let mut err = ErrorResponse::new(Severity::Error, SqlState::CONNECTION_FAILURE, "backend connection lost");

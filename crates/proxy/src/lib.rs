@@ -35,7 +35,9 @@
 //! * [`prepared`]: named prepared statements across pooled servers, renamed to global names and
 //!   prepared lazily on whichever server a client holds (not wired yet);
 //! * [`session_params`]: a pooled client's tracked session parameters and the `SET`s that bring
-//!   another server in line (not wired yet).
+//!   another server in line (not wired yet);
+//! * [`console`]: the admin console (`psql -p <proxy port> rampart`, or `pgbouncer`):
+//!   PgBouncer's commands parsed, and their results and errors encoded (not wired yet).
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -71,6 +73,7 @@ pub mod auth_query;
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
+pub mod console;
 mod flow;
 pub mod frame;
 pub mod hba;
