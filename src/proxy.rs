@@ -32,6 +32,7 @@ use rampart_dcs::{Dcs, WakeOn};
 use rampart_proxy::access_log::AccessLog;
 use rampart_proxy::admin::{self, Admin};
 use rampart_proxy::auth_file::AuthFile;
+use rampart_proxy::console_session::Control;
 use rampart_proxy::hba::{Hba, Method};
 use rampart_proxy::lifecycle::Phase;
 use rampart_proxy::pool::Limits;
@@ -131,6 +132,8 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     }
     shared.access_log = access_log;
     shared.set_pooling(pooling);
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
+    shared.set_control(control_tx);
     let shared = Arc::new(shared);
     let pool_keeper = tokio::spawn(server::maintain_pools(shared.pools.clone(), shared.routes.clone()));
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
@@ -138,7 +141,14 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     let accepting = listeners.serve(workers.clone());
     let mut in_force = cfg;
     let stop = loop {
-        match signals.next().await {
+        let event = tokio::select! {
+            e = signals.next() => e,
+            Some(c) = control_rx.recv() => match c {
+                Control::Reload => Event::Reload,
+                Control::Shutdown => Event::Stop("SHUTDOWN (admin console)"),
+            },
+        };
+        match event {
             Event::Stop(name) => break name,
             Event::Reload => reload(config_path, &mut in_force, &shared),
         }

@@ -47,8 +47,14 @@ fn report_number(report: &str, label: &str) -> f64 {
 
 /// psql through `port` as `user`: stdout, or the error text when it failed.
 fn psql(port: u16, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    psql_in(port, user, password, "postgres", sql)
+}
+
+/// [`psql`] in `database`, columns separated by `|`.
+fn psql_in(port: u16, user: &str, password: &str, database: &str, sql: &str) -> Result<String, String> {
     let out = run(Command::new(support::pg_bin_dir().join("psql"))
-        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "postgres", "-c", sql])
+        .args(["-X", "-At", "-F", "|", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", database])
+        .args(["-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10"));
     if out.status.success() {
@@ -119,6 +125,81 @@ fn pgbench_in_every_query_mode_runs_through_a_few_pooled_server_connections() {
     // Sixteen clients, four server connections at most.
     let servers = server_connections(pg, APP_USER);
     assert!((1..=4).contains(&servers), "{servers} server connections for 16 clients in a pool of 4");
+}
+
+/// psql on the admin console (`rampart` database) through `port` as `user`.
+fn console(port: u16, user: &str, password: &str, command: &str) -> Result<String, String> {
+    psql_in(port, user, password, "rampart", command)
+}
+
+/// The `SHOW POOLS` row of `database`/`user` as column name to value.
+fn pool_row(port: u16, database: &str, user: &str) -> std::collections::HashMap<String, String> {
+    let out = run(Command::new(support::pg_bin_dir().join("psql"))
+        .args(["-X", "-A", "-F", "|", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER, "-d", "rampart"])
+        .args(["-c", "SHOW POOLS"])
+        .env("PGPASSWORD", APP_PASSWORD));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split('|').collect();
+    let row = lines
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&database) && cells.get(1) == Some(&user))
+        .unwrap_or_else(|| panic!("no pool {database}/{user} in:\n{text}"));
+    header.iter().zip(row).map(|(h, v)| (h.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn the_admin_console_shows_the_pools_and_pauses_clients() {
+    let (_c, proxy, _pg) = cluster_and_pool(4, &format!("  admin_users: {APP_USER}\n"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let connect = || support::client::connect(proxy.rw_port, APP_USER, APP_PASSWORD);
+        let (a, b, c) = (connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap());
+        for client in [&a, &b, &c] {
+            client.simple_query("SELECT 1").await.unwrap();
+        }
+        // One client inside a transaction holds a server; the other two hold none.
+        a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let row = pool_row(proxy.rw_port, "postgres", APP_USER);
+        assert_eq!(row["sv_active"], "1", "{row:?}");
+        assert_eq!(row["cl_waiting"], "0", "{row:?}");
+        assert_eq!(row["pool_mode"], "transaction", "{row:?}");
+        assert!(row["cl_active"].parse::<u32>().unwrap() >= 3, "three clients of the test, and psql's: {row:?}");
+
+        // PAUSE waits for the open transaction, then holds every new one until RESUME.
+        let port = proxy.rw_port;
+        let pause = tokio::task::spawn_blocking(move || console(port, APP_USER, APP_PASSWORD, "PAUSE"));
+        let paused = move || {
+            let dbs = console(port, APP_USER, APP_PASSWORD, "SHOW DATABASES").unwrap_or_default();
+            // name|host|port|database|force_user|pool_size|...|paused|disabled
+            dbs.lines().any(|l| l.starts_with("postgres|") && l.split('|').rev().nth(1) == Some("1"))
+        };
+        assert!(
+            support::wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), paused),
+            "SHOW DATABASES says postgres is paused"
+        );
+        assert!(!pause.is_finished(), "PAUSE returns only once the open transaction ended");
+        a.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(pause.await.unwrap().unwrap(), "PAUSE");
+        let held = tokio::spawn(async move { b.simple_query("SELECT 42").await.map(|_| ()) });
+        let waiting = || {
+            let row = pool_row(port, "postgres", APP_USER);
+            row["cl_waiting"] == "1"
+        };
+        assert!(
+            support::wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), waiting),
+            "the client's query waits while paused"
+        );
+        assert!(!held.is_finished());
+        assert_eq!(console(port, APP_USER, APP_PASSWORD, "RESUME").unwrap(), "RESUME");
+        held.await.unwrap().expect("the held query runs after RESUME");
+        c.simple_query("SELECT 1").await.unwrap();
+    });
+    // Not an admin: SHOW only... and not at all for someone in neither list.
+    let refused = console(proxy.rw_port, "postgres", support::SUPERUSER_PASSWORD, "SHOW POOLS").unwrap_err();
+    assert!(refused.contains("neither proxy.admin_users nor proxy.stats_users"), "{refused}");
+    let unknown = console(proxy.rw_port, APP_USER, APP_PASSWORD, "SHOW NOTHING").unwrap_err();
+    assert!(unknown.contains("unknown command"), "{unknown}");
 }
 
 #[test]

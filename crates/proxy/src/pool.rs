@@ -202,6 +202,11 @@ impl<S> Pool<S> {
         self.limits = limits;
     }
 
+    /// The idle connections, oldest idle first.
+    pub fn idle(&self) -> impl Iterator<Item = &S> {
+        self.idle.iter().map(|i| &i.conn)
+    }
+
     /// A connection in use disappeared without coming back.
     pub fn lost(&mut self) {
         self.in_use = self.in_use.saturating_sub(1);

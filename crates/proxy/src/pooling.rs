@@ -107,6 +107,22 @@ impl Pooling {
     }
 }
 
+/// What the admin console paused (PAUSE, until RESUME).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Paused {
+    /// Every database.
+    pub all: bool,
+    /// These databases.
+    pub databases: std::collections::BTreeSet<String>,
+}
+
+impl Paused {
+    /// Whether clients of `database` must wait.
+    pub fn holds(&self, database: &str) -> bool {
+        self.all || self.databases.contains(database)
+    }
+}
+
 /// The pooled clients connected now (`max_client_conn`).
 #[derive(Debug, Default)]
 pub struct ClientCount(AtomicUsize);

@@ -88,6 +88,8 @@ struct Entry {
     pool: Pool<Idle>,
     backend: String,
     waiters: HashMap<WaiterId, (oneshot::Sender<Idle>, Instant)>,
+    /// RECONNECT: connections opened before this close when they come back.
+    reconnect_before: Option<Instant>,
     login: Option<Login>,
     welcome: Option<Vec<(String, String)>>,
     retired: bool,
@@ -141,6 +143,7 @@ impl Pools {
             login: None,
             welcome: None,
             retired: false,
+            reconnect_before: None,
         });
         e.retired = false;
         e.login = Some(login.clone());
@@ -211,7 +214,7 @@ impl Pools {
                 conn.close();
                 return;
             };
-            let reusable = reusable && !e.retired;
+            let reusable = reusable && !e.retired && e.reconnect_before.is_none_or(|t| born >= t);
             let first = e.pool.checkin(conn, born, reusable, Instant::now());
             match first {
                 Checkin::Idle => {}
@@ -310,6 +313,41 @@ impl Pools {
             }
         }
         close_all(to_close);
+    }
+
+    /// RECONNECT (admin console), for `database` or every pool: idle connections close now,
+    /// the others when they come back; new ones are opened as clients need them.
+    pub fn reconnect(&self, database: Option<&str>) {
+        let now = Instant::now();
+        let mut to_close = Vec::new();
+        for (key, e) in self.lock().iter_mut() {
+            if database.is_none_or(|d| d == key.database) {
+                e.reconnect_before = Some(now);
+                to_close.extend(e.pool.take_idle());
+            }
+        }
+        close_all(to_close);
+    }
+
+    /// Closes the idle connections of `database`'s pools (or every pool's): PAUSE.
+    pub fn close_idle(&self, database: Option<&str>) {
+        let mut to_close = Vec::new();
+        for (key, e) in self.lock().iter_mut() {
+            if database.is_none_or(|d| d == key.database) {
+                to_close.extend(e.pool.take_idle());
+            }
+        }
+        close_all(to_close);
+    }
+
+    /// The idle connections: pool, backend member, server pid, age.
+    pub fn idle_servers(&self) -> Vec<(PoolKey, String, u32, Instant)> {
+        let mut out = Vec::new();
+        for (key, e) in self.lock().iter() {
+            out.extend(e.pool.idle().map(|c| (key.clone(), e.backend.clone(), c.pid(), c.born())));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// New limits for every pool, by database (a reload).

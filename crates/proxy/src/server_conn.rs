@@ -199,6 +199,11 @@ impl Idle {
         self.born
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.target.pid
+    }
+
     /// The parameters the server reported at login.
     pub fn welcome(&self) -> &[(String, String)] {
         &self.welcome

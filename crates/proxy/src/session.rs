@@ -28,10 +28,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::access_log::{AccessLog, AccessRecord, Outcome};
 use crate::backend::{BackendMessage, ErrorResponse, Severity, SqlState};
 use crate::cancel::{BackendTarget, CancelMap};
+use crate::clients::Clients;
+use crate::console_session::Control;
 use crate::flow::Flow;
 use crate::frame::{frame_len, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::{reached, Lifecycle, Phase, Ticket};
-use crate::pooling::{ClientCount, PoolMode, Pooling};
+use crate::pooling::{ClientCount, Paused, PoolMode, Pooling};
 use crate::pools::Pools;
 use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream, Ended};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
@@ -116,6 +118,12 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     /// Pooled clients connected now.
     pub pool_clients: ClientCount,
+    /// Pooled clients, for the admin console, and each database's counters.
+    pub clients: Clients,
+    /// Databases paused by the admin console (PAUSE): their clients wait for a server.
+    pub paused: watch::Sender<Paused>,
+    /// Where the admin console's RELOAD and SHUTDOWN go (the proxy's main loop).
+    control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Control>>>,
     pooling: RwLock<Arc<Pooling>>,
 }
 
@@ -139,7 +147,23 @@ impl Shared {
             next_replica: AtomicUsize::new(0),
             pools: Arc::new(Pools::default()),
             pool_clients: ClientCount::default(),
+            clients: Clients::default(),
+            paused: watch::Sender::new(Paused::default()),
+            control: Mutex::new(None),
             pooling: RwLock::new(Arc::new(Pooling::default())),
+        }
+    }
+
+    /// Sends the admin console's RELOAD and SHUTDOWN to `tx`.
+    pub fn set_control(&self, tx: tokio::sync::mpsc::UnboundedSender<Control>) {
+        *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// Hands `c` to the proxy's main loop.
+    pub(crate) fn control(&self, c: Control) -> Result<(), String> {
+        match &*self.control.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) if tx.send(c).is_ok() => Ok(()),
+            _ => Err("the proxy's main loop does not take commands".into()),
         }
     }
 
@@ -342,8 +366,22 @@ async fn serve(shared: &Shared, port: Port, client: TcpStream, peer: &str, recor
     record.user = msg.user().map(text);
     record.database = msg.database().or(msg.user()).map(text);
     let pooling = shared.pooling();
+    let addr = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    if crate::console::is_console_database(record.database.as_deref().unwrap_or_default()) {
+        let ended = match stream {
+            ClientStream::Plain(s) => {
+                let (r, w) = s.into_split();
+                crate::console_session::serve(shared, &settings, pooling, r, w, buf, msg, record, (addr, false)).await
+            }
+            ClientStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                crate::console_session::serve(shared, &settings, pooling, r, w, buf, msg, record, (addr, true)).await
+            }
+        };
+        ended.record(record);
+        return true;
+    }
     if pooling.mode_for(record.database.as_deref().unwrap_or_default()) == PoolMode::Transaction {
-        let addr = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
         let ended = match stream {
             ClientStream::Plain(s) => {
                 let (r, w) = s.into_split();

@@ -31,6 +31,7 @@ use crate::auth_file::Secret;
 use crate::auth_query::{self, Answer, Lookup};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
 use crate::client_auth::{ClientAuth, Progress, Who};
+use crate::clients::{ClientState, DbStats, Registered};
 use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::hba::{self, Method};
 use crate::lifecycle::Phase;
@@ -54,14 +55,14 @@ const HIGH_WATER: usize = 256 * 1024;
 const IDLE_IN_TRANSACTION: SqlState = SqlState::new("25P03");
 
 /// Who the client is, from its startup packet.
-struct Identity {
-    user: String,
-    database: String,
+pub(crate) struct Identity {
+    pub(crate) user: String,
+    pub(crate) database: String,
     /// Startup parameters other than user, database and the tracked ones (part of the pool key).
-    extra: Vec<(String, String)>,
+    pub(crate) extra: Vec<(String, String)>,
 }
 
-fn identity(startup: &StartupMessage) -> Result<Identity, Refusal> {
+pub(crate) fn identity(startup: &StartupMessage) -> Result<Identity, Refusal> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let user = startup.user().map(text).filter(|u| !u.is_empty()).ok_or_else(|| {
         fatal(Outcome::ProtocolError, SqlState::new("28000"), "no PostgreSQL user name specified in startup packet")
@@ -133,8 +134,12 @@ where
                 return Ended::from(r);
             }
         };
+    let peer = record.client.clone();
+    let registered = shared.clients.register(&id.user, &id.database, &peer, tls);
     let mut t = Txn {
         shared,
+        me: &registered,
+        leased_at: None,
         settings,
         pooling,
         port,
@@ -161,7 +166,7 @@ where
 }
 
 /// NegotiateProtocolVersion: the proxy speaks 3.0 and no protocol extension.
-fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
+pub(crate) fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
     let options: Vec<&[u8]> = startup.protocol_options().map(|(n, _)| n).collect();
     put_frame(out, b'v', |d| {
         d.put_u32(ProtocolVersion::V3_0.code());
@@ -173,7 +178,7 @@ fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
 }
 
 /// Reads one whole client message during authentication.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> Result<Frame, Refusal> {
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> Result<Frame, Refusal> {
     loop {
         match split_frame(buf, 64 * 1024) {
             Ok(Some(f)) => return Ok(f),
@@ -202,7 +207,7 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> Resu
 /// Authenticates the client by the rules and the user's secret, then greets it as PostgreSQL
 /// does (parameters, cancel key, ReadyForQuery are sent by [`Txn::run`]).
 #[allow(clippy::too_many_arguments)]
-async fn authenticate<R, W>(
+pub(crate) async fn authenticate<R, W>(
     shared: &Shared,
     settings: &SessionSettings,
     pooling: &Pooling,
@@ -281,7 +286,9 @@ async fn lookup_secret(
     let secret = pooling.auth_file.secret(auth_user).cloned();
     let login = ServerLogin::new(auth_user, crate::client_auth::Credentials::None, secret);
     let addr = primary.addr();
-    let mut conn = ServerConn::open(&addr, &id.database, auth_user, &[], login, settings.connect_timeout)
+    // The admin console's database exists only in the proxy: look its users up in `postgres`.
+    let database = if crate::console::is_console_database(&id.database) { "postgres" } else { id.database.as_str() };
+    let mut conn = ServerConn::open(&addr, database, auth_user, &[], login, settings.connect_timeout)
         .await
         .map_err(|e| failed(e.to_string()))?;
     conn.stream
@@ -325,6 +332,10 @@ struct Held {
 /// One transaction-mode client.
 struct Txn<'a> {
     shared: &'a Shared,
+    /// This client in the console's list, and its database's counters.
+    me: &'a Registered<'a>,
+    /// When it took the server it holds.
+    leased_at: Option<Instant>,
     settings: &'a SessionSettings,
     pooling: Arc<Pooling>,
     port: Port,
@@ -435,6 +446,20 @@ impl Txn<'_> {
     /// Gets a server for the next transaction: waits for a primary and for a free connection,
     /// and retries a server that cannot take sessions yet, within the hold.
     async fn acquire(&mut self) -> Result<(), Refusal> {
+        let began = Instant::now();
+        self.me.info.set(ClientState::Waiting, 0);
+        let got = self.acquire_now().await;
+        DbStats::add(&self.me.stats.wait_us, began.elapsed().as_micros() as u64);
+        got
+    }
+
+    async fn acquire_now(&mut self) -> Result<(), Refusal> {
+        // PAUSE (admin console): held until RESUME.
+        let mut paused = self.shared.paused.subscribe();
+        if paused.borrow().holds(&self.base.database) {
+            let db = self.base.database.clone();
+            let _ = paused.wait_for(|p| !p.holds(&db)).await;
+        }
         let deadline = Instant::now() + self.settings.hold_timeout;
         let mut rx = self.shared.routes.clone();
         loop {
@@ -529,6 +554,8 @@ impl Txn<'_> {
             self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(conn.target.clone()));
         }
         tracing::trace!(client = self.pid, server = conn.target.pid, replay = !pending.is_empty(), "server leased");
+        self.me.info.set(ClientState::Active, conn.target.pid);
+        self.leased_at = Some(Instant::now());
         let at_rest = pending.is_empty();
         self.held = Some(Held { conn, key, registry, pending, at_rest, status: TransactionStatus::Idle });
     }
@@ -536,6 +563,11 @@ impl Txn<'_> {
     /// Gives the server back: to be reused when it is at rest and `clean`, else closed.
     fn release(&mut self, clean: bool) {
         let Some(h) = self.held.take() else { return };
+        self.me.info.set(ClientState::Idle, 0);
+        if let Some(at) = self.leased_at.take() {
+            DbStats::add(&self.me.stats.xacts, 1);
+            DbStats::add(&self.me.stats.xact_us, at.elapsed().as_micros() as u64);
+        }
         if self.pid != 0 {
             self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, None);
         }
@@ -564,8 +596,10 @@ impl Txn<'_> {
                 }
             };
             tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from client");
-            if frame.tag() == b'X' {
-                return Ok(false);
+            match frame.tag() {
+                b'X' => return Ok(false),
+                b'Q' | b'S' => DbStats::add(&self.me.stats.queries, 1),
+                _ => {}
             }
             if self.held.is_none() {
                 let registry = self.shared.pools.registry().clone();
@@ -708,7 +742,10 @@ impl Txn<'_> {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => {
                     return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
                 }
-                Event::Client(Ok(n)) => self.bytes_from_client += n as u64,
+                Event::Client(Ok(n)) => {
+                    self.bytes_from_client += n as u64;
+                    DbStats::add(&self.me.stats.received, n as u64);
+                }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
                     let at_rest = self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
                     // Whatever it said last (a FATAL error) goes first.
@@ -739,7 +776,10 @@ impl Txn<'_> {
                         "server connection lost during a transaction",
                     );
                 }
-                Event::WroteClient(Ok(n)) => self.bytes_to_client += n as u64,
+                Event::WroteClient(Ok(n)) => {
+                    self.bytes_to_client += n as u64;
+                    DbStats::add(&self.me.stats.sent, n as u64);
+                }
                 Event::WroteClient(Err(_)) => {
                     return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
                 }

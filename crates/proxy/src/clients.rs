@@ -1,0 +1,198 @@
+//! The pooled clients connected now and each database's counters, for the admin console
+//! (`SHOW CLIENTS`, `SHOW POOLS`, `SHOW STATS`) and `/metrics`.
+//!
+//! A client registers once, at login, and updates its own entry with atomic stores as it takes
+//! and gives back servers, so the hot path takes no lock; the console reads a snapshot.
+//!
+//! Invariant: an entry lives exactly as long as its client's session ([`Registered`] removes it
+//! on drop), so the figures never count a client that left.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// What a client is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Between transactions, holding no server.
+    Idle,
+    /// Waiting for a server.
+    Waiting,
+    /// Holding a server.
+    Active,
+}
+
+impl ClientState {
+    /// PgBouncer's spelling in `SHOW CLIENTS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
+/// One client, as the console shows it.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// The user it logged in as.
+    pub user: String,
+    /// Its database.
+    pub database: String,
+    /// Its address and port.
+    pub addr: String,
+    /// When it connected.
+    pub connect_time: jiff::Timestamp,
+    /// Over TLS.
+    pub tls: bool,
+    state: AtomicU8,
+    /// The pid of the server it holds (0: none).
+    server_pid: AtomicU32,
+    /// Unix time in microseconds when it began waiting or last changed state.
+    since_us: AtomicU64,
+}
+
+fn now_us() -> u64 {
+    jiff::Timestamp::now().as_microsecond().max(0) as u64
+}
+
+impl ClientInfo {
+    /// Records what it is doing now (and the server it holds, 0 for none).
+    pub fn set(&self, state: ClientState, server_pid: u32) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        self.server_pid.store(server_pid, Ordering::Relaxed);
+        self.since_us.store(now_us(), Ordering::Relaxed);
+    }
+
+    /// What it is doing.
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            x if x == ClientState::Waiting as u8 => ClientState::Waiting,
+            x if x == ClientState::Active as u8 => ClientState::Active,
+            _ => ClientState::Idle,
+        }
+    }
+
+    /// The server it holds (0: none).
+    pub fn server_pid(&self) -> u32 {
+        self.server_pid.load(Ordering::Relaxed)
+    }
+
+    /// How long it has been in its state.
+    pub fn in_state_for(&self) -> Duration {
+        Duration::from_micros(now_us().saturating_sub(self.since_us.load(Ordering::Relaxed)))
+    }
+}
+
+/// One database's counters since the proxy started.
+#[derive(Debug, Default)]
+pub struct DbStats {
+    /// Transactions (server leases that ended).
+    pub xacts: AtomicU64,
+    /// Queries (simple queries and extended-protocol Syncs).
+    pub queries: AtomicU64,
+    /// Bytes from clients.
+    pub received: AtomicU64,
+    /// Bytes to clients.
+    pub sent: AtomicU64,
+    /// Microseconds clients held servers.
+    pub xact_us: AtomicU64,
+    /// Microseconds clients waited for servers.
+    pub wait_us: AtomicU64,
+}
+
+impl DbStats {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Every pooled client and every database's counters.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    stats: Mutex<HashMap<String, Arc<DbStats>>>,
+}
+
+/// A client's registration; dropping it removes the client.
+#[derive(Debug)]
+pub struct Registered<'a> {
+    clients: &'a Clients,
+    id: u64,
+    /// The entry to update.
+    pub info: Arc<ClientInfo>,
+    /// Its database's counters.
+    pub stats: Arc<DbStats>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(&self.clients.live).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Clients {
+    /// Registers a client that logged in.
+    pub fn register(&self, user: &str, database: &str, addr: &str, tls: bool) -> Registered<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ClientInfo {
+            user: user.to_string(),
+            database: database.to_string(),
+            addr: addr.to_string(),
+            connect_time: jiff::Timestamp::now(),
+            tls,
+            state: AtomicU8::new(ClientState::Idle as u8),
+            server_pid: AtomicU32::new(0),
+            since_us: AtomicU64::new(now_us()),
+        });
+        lock(&self.live).insert(id, info.clone());
+        let stats = lock(&self.stats).entry(database.to_string()).or_default().clone();
+        Registered { clients: self, id, info, stats }
+    }
+
+    /// Every client connected now, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<(u64, Arc<ClientInfo>)> = lock(&self.live).iter().map(|(k, v)| (*k, v.clone())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Every database's counters, by name.
+    pub fn stats(&self) -> Vec<(String, Arc<DbStats>)> {
+        let mut v: Vec<(String, Arc<DbStats>)> =
+            lock(&self.stats).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_counts_while_registered_and_keeps_its_state() {
+        let clients = Clients::default();
+        {
+            let a = clients.register("app", "db", "127.0.0.1:5000", false);
+            let _b = clients.register("app", "db", "127.0.0.1:5001", true);
+            a.info.set(ClientState::Active, 4242);
+            let seen = clients.snapshot();
+            assert_eq!(seen.len(), 2);
+            assert_eq!((seen[0].state(), seen[0].server_pid()), (ClientState::Active, 4242));
+            assert_eq!(seen[1].state(), ClientState::Idle);
+            DbStats::add(&a.stats.xacts, 3);
+        }
+        assert!(clients.snapshot().is_empty(), "gone with their sessions");
+        let stats = clients.stats();
+        assert_eq!((stats[0].0.as_str(), stats[0].1.xacts.load(Ordering::Relaxed)), ("db", 3), "counters stay");
+    }
+}
