@@ -153,9 +153,9 @@ impl HaNode {
                         true => DrainStep::Stop,
                         false => drain::before_stop(&me, &cluster.proxies, since, now),
                     };
-                    let mut stopping =
+                    let stopping =
                         format!("switchover to {to}: stopping PostgreSQL cleanly before handing over the lock");
-                    match step {
+                    let stop = match step {
                         // Still the primary while waiting: the routine work goes on (a sync
                         // standby dropping out must still be handled, or the very transactions
                         // we wait for could hang), only the stop is held back.
@@ -169,21 +169,19 @@ impl HaNode {
                                 now.until(until).div_ceil(1000)
                             );
                             wake_at = Some(until);
+                            None
                         }
-                        DrainStep::GiveUp { pending } => {
-                            stopping = format!(
-                                "{stopping}; not waiting any longer ({} s) for {} to finish their transactions \
-                                 on me ({})",
-                                since.until(now) / 1000,
-                                count(pending.len(), "proxy", "proxies"),
-                                pending.join(", ")
-                            );
-                        }
-                        DrainStep::Stop => {}
-                    }
-                    if self.handover.drain_since.is_none() {
+                        DrainStep::GiveUp { pending } => Some(format!(
+                            "{stopping}; not waiting any longer ({} s) for {} to finish their transactions on me ({})",
+                            since.until(now) / 1000,
+                            count(pending.len(), "proxy", "proxies"),
+                            pending.join(", ")
+                        )),
+                        DrainStep::Stop => Some(stopping),
+                    };
+                    if let Some(why) = stop {
                         self.handover.switchover_started = Some(now);
-                        return self.plan(now, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)], &stopping);
+                        return self.plan(now, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)], &why);
                     }
                 }
             }
