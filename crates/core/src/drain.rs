@@ -70,6 +70,17 @@ pub fn bound_ms<'a>(reports: impl IntoIterator<Item = &'a ProxyReport>) -> u64 {
     secs.min(MAX_DRAIN_TIMEOUT_S) * 1000
 }
 
+/// How much longer a switchover of this cluster may take because of its proxies: the whole wait
+/// if none of them drains, 0 without proxies. For whoever waits for a switchover's outcome (the
+/// REST API, the CLI), so that a wait the leader is entitled to is not reported as a failure.
+pub fn longest_wait_ms(proxies: &BTreeMap<String, ProxyReport>) -> u64 {
+    if proxies.is_empty() {
+        0
+    } else {
+        bound_ms(proxies.values())
+    }
+}
+
 /// The rule: whether the leader `leader`, which first saw its switchover due at `since`, stops
 /// PostgreSQL at `now` or waits for the proxies in `proxies`.
 pub fn before_stop(leader: &str, proxies: &BTreeMap<String, ProxyReport>, since: Millis, now: Millis) -> DrainStep {
@@ -159,6 +170,14 @@ mod tests {
         for (rule, proxies, after, want) in cases {
             assert_eq!(before_stop("a", &proxies, t0, t0.plus_ms(after)), want, "{rule}");
         }
+    }
+
+    #[test]
+    fn whoever_waits_for_the_outcome_allows_for_the_whole_drain() {
+        assert_eq!(longest_wait_ms(&reports(&[])), 0, "no proxies: Patroni's wait, unchanged");
+        assert_eq!(longest_wait_ms(&reports(&[("p1", None, None)])), 5_000);
+        assert_eq!(longest_wait_ms(&reports(&[("p1", Some(20), Some("a")), ("p2", Some(9), None)])), 20_000);
+        assert_eq!(longest_wait_ms(&reports(&[("p1", Some(600), None)])), 60_000);
     }
 
     #[test]
