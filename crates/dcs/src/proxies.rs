@@ -101,7 +101,10 @@ impl ProxyRegistration {
     }
 
     /// Publishes `report` unless it is what the key already holds on the lease in force. True
-    /// if it was written.
+    /// if it was written. Meant to be called with the current report
+    /// ([`rampart_core::drain::report`]) on every cycle of the proxy: it costs nothing while the
+    /// report is unchanged, and a report overtaken by a concurrent [`Self::keep_alive`] rewrite
+    /// is put right on the next call.
     pub async fn update(&self, report: &ProxyReport, deadline: Instant) -> DcsResult<bool> {
         let unchanged = self.written().is_some_and(|(r, on)| &r == report && Some(on) == self.lease.current());
         if unchanged {
