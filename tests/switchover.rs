@@ -1,10 +1,16 @@
 //! Stories of planned leadership changes: a switchover to a named candidate through the REST API,
-//! one through Patroni's own `patronictl`, one scheduled for a time, a manual failover when the
-//! leader is dead, and a `pre_promote` script that vetoes a promotion.
+//! one through Patroni's own `patronictl`, one scheduled for a time, one that waits for a proxy
+//! to finish its transactions on the old primary, a manual failover when the leader is dead, and
+//! a `pre_promote` script that vetoes a promotion.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rampart_core::keys::ClusterPrefix;
+use rampart_core::ProxyReport;
+use rampart_dcs::{EtcdDcs, EtcdOptions};
 
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::{is_streaming_replica, timeline, wait_healthy};
@@ -107,6 +113,57 @@ async fn scheduled_switchover_fires_at_its_time() {
     let late = jiff::Timestamp::now().duration_since(at);
     println!("scheduled switchover done {late:?} after its time");
     assert!(late >= jiff::SignedDuration::ZERO, "not before its time");
+}
+
+/// The switchover's drain (`crates/core/src/drain.rs`) through real agents and etcd, with the
+/// proxy played by its etcd side alone: while a registered proxy has not drained the old leader,
+/// the leader keeps its lock and PostgreSQL; once the proxy's report names it, the switchover
+/// goes on at once (woken by the watch), long before the proxy's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_waits_for_a_registered_proxy_to_finish_on_the_old_primary() {
+    let c = Cluster::start(2, ClusterOptions::default());
+    let old = wait_healthy(&c, Duration::from_secs(90)).expect("healthy cluster");
+    let cand = 1 - old;
+    let prefix = c.dcs_prefix();
+    let (namespace, scope) = prefix.trim_matches('/').rsplit_once('/').expect("/<namespace>/<scope>/");
+    let options =
+        EtcdOptions { endpoints: vec![c.etcd().endpoint()], op_timeout: Duration::from_secs(2), ..Default::default() };
+    let dcs = EtcdDcs::connect(options, ClusterPrefix::new(namespace, scope), "rampart-proxy".into(), 30)
+        .await
+        .expect("etcd settings");
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(3);
+    let busy = ProxyReport { drain_timeout: Some(50), drained: None };
+    let proxy = Arc::new(dcs.register_proxy("app-1", &busy, 10, deadline()).await.expect("registered"));
+    let keeper = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = proxy.keep_alive(deadline()).await;
+            }
+        }
+    });
+
+    let request = format!(r#"{{"leader":"{}","member":"{}"}}"#, c.name(old), c.name(cand));
+    c.etcd().put(&format!("{prefix}failover"), &request);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(c.leader_index(), Some(old), "the leader waits for the proxy");
+    assert_eq!(c.wait_for_single_primary(Duration::from_secs(2)).await, Some(old), "its PostgreSQL still runs");
+    let log = std::fs::read_to_string(c.log_path(old)).unwrap();
+    assert!(log.contains("waiting for 1 proxy to finish their transactions on me (app-1)"), "{log}");
+
+    let drained = ProxyReport { drain_timeout: Some(50), drained: Some(c.name(old).into()) };
+    let told = Instant::now();
+    assert!(proxy.update(&drained, deadline()).await.expect("report written"));
+    assert!(
+        support::wait_until(Duration::from_secs(30), Duration::from_millis(100), || c.leader_index() == Some(cand)),
+        "the switchover went on once the proxy drained (leader: {:?})",
+        c.leader_name()
+    );
+    println!("switchover done {:?} after the proxy drained", told.elapsed());
+    assert!(told.elapsed() < Duration::from_secs(20), "not at the proxy's 50 s bound");
+    wait_streaming(&c, old, 2);
+    keeper.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -553,6 +553,8 @@ mod tests {
                 r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","xlog_location":83886080,"receive_lsn":83886080,"replay_lsn":79167488,"replication_state":"streaming","timeline":2}"#,
             ),
             ("members/c", r#"{"conn_url":"postgres://127.0.0.1:5435/postgres","state":"stopped","role":"replica"}"#),
+            // A proxy's report (Rampart's own key): not a member, no row.
+            ("proxies/app-1", r#"{"drain_timeout":5,"drained":"a"}"#),
         ])
     }
 

@@ -123,6 +123,8 @@ pub(crate) mod tests {
                 "members/c",
                 r#"{"conn_url":"postgres://10.0.0.3:5432/postgres","api_url":"http://10.0.0.3:8008/patroni","state":"running","role":"replica","timeline":1,"tags":{"nofailover":true}}"#,
             ),
+            // A proxy's report (Rampart's own key): not a member, listed nowhere.
+            ("proxies/app-1", r#"{"drain_timeout":5,"drained":null}"#),
         ])
     }
 

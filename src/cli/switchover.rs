@@ -387,11 +387,13 @@ pub(crate) struct Pace {
 
 impl Pace {
     /// From the dynamic configuration: time for the agents to notice (a few loop_waits) and,
-    /// for a failover without a leader, for the old lease to run out (ttl).
+    /// for a failover without a leader, for the old lease to run out (ttl); plus what the
+    /// leader may spend waiting for the proxies to drain (nothing without proxies).
     pub fn for_cluster(c: &Cluster) -> Pace {
         let (ttl, loop_wait) = c.config.as_ref().map(|c| (c.ttl, c.loop_wait)).unwrap_or((30, 10));
+        let drain = Duration::from_millis(rampart_core::drain::longest_wait_ms(&c.proxies));
         Pace {
-            limit: Duration::from_secs((ttl + 3 * loop_wait).max(60)),
+            limit: Duration::from_secs((ttl + 3 * loop_wait).max(60)) + drain,
             poll: Duration::from_secs(1),
             grace: Duration::from_secs(loop_wait.max(2)),
         }
@@ -491,6 +493,14 @@ mod tests {
             scheduled: scheduled.map(Into::into),
             force,
         }
+    }
+
+    #[test]
+    fn the_wait_for_a_new_leader_allows_for_the_proxies_drain() {
+        let config = ("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#);
+        assert_eq!(Pace::for_cluster(&cluster(&[config])).limit, Duration::from_secs(60));
+        let proxy = ("proxies/app-1", r#"{"drain_timeout":20,"drained":null}"#);
+        assert_eq!(Pace::for_cluster(&cluster(&[config, proxy])).limit, Duration::from_secs(80));
     }
 
     #[test]

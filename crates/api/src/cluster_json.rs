@@ -146,6 +146,8 @@ pub(crate) mod tests {
                 "history",
                 r#"[[1,500,"no recovery target specified","2026-01-01T00:00:00+00:00","n1"],[2,700,"no recovery target specified"]]"#,
             ),
+            // A proxy's report (Rampart's own key): no member, shown nowhere.
+            kv("proxies/app-1", r#"{"drain_timeout":5,"drained":"n2"}"#),
         ];
         let c = Cluster::from_kvs(&ClusterPrefix::new("/service", "demo"), &kvs, 9);
         assert!(c.problems.is_empty(), "{:?}", c.problems);

@@ -108,11 +108,13 @@ async fn run(
         return Ok(Reply::text(202, format!("{} scheduled", action.title())));
     }
     let old_leader = cluster.leader.as_ref().map(|l| l.name.clone());
+    // The leader may first wait for the proxies to drain (rampart_core::drain).
+    let drain_secs = rampart_core::drain::longest_wait_ms(&cluster.proxies).div_ceil(1000);
     let loop_wait = match &cluster.config {
         Some(c) => c.loop_wait,
         None => ctx.current().0.loop_wait.as_secs(),
     };
-    Ok(wait_for_new_leader(ctx, backend, old_leader, candidate, action, loop_wait).await)
+    Ok(wait_for_new_leader(ctx, backend, old_leader, candidate, action, loop_wait, drain_secs).await)
 }
 
 /// Why `status` (a member's `/patroni` answer) cannot take over, or `Ok` if it can (rule:
@@ -158,8 +160,9 @@ async fn failover_possible(
     Err(format!("{} is not possible: no good candidates have been found", action.name()))
 }
 
-/// Patroni's `poll_failover_result`: waits `2 * max(10, loop_wait)` wait units (seconds),
-/// reading the cluster once per poll interval. Unlike Patroni it names a new leader only once
+/// Patroni's `poll_failover_result`: waits `2 * max(10, loop_wait)` wait units (seconds), plus
+/// `drain_secs` the leader may spend waiting for proxies (none without proxies), reading the
+/// cluster once per poll interval. Unlike Patroni it names a new leader only once
 /// that member runs as primary (rule: [`rampart_core::manual::outcome`]): a candidate that took
 /// the lock but failed to promote is not reported as the leader.
 async fn wait_for_new_leader(
@@ -169,8 +172,9 @@ async fn wait_for_new_leader(
     candidate: Option<String>,
     action: Kind,
     loop_wait: u64,
+    drain_secs: u64,
 ) -> Reply {
-    let polls = 2 * loop_wait.max(10);
+    let polls = 2 * loop_wait.max(10) + drain_secs;
     // As many reads as poll intervals fit in the wait (at least one per wait unit).
     let wait = ctx.timing.wait_unit * polls as u32;
     let reads = (wait.as_micros() / ctx.timing.poll_interval.as_micros().max(1)).max(u128::from(polls));

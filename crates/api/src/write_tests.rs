@@ -102,6 +102,14 @@ async fn switchover_failed_or_unknown() {
     let a = h.send("POST", "/switchover", Some(r#"{"leader":"p","candidate":"r1"}"#)).await;
     assert!(a.text.contains("after 30 seconds"), "{}", a.text);
 
+    // So do proxies the leader may wait for (rampart_core::drain): by the longest they may take.
+    let mut drained = three();
+    let report = rampart_core::ProxyReport { drain_timeout: Some(7), drained: None };
+    drained.proxies.insert("app-1".into(), report);
+    let h = harness(vec![drained.clone(), with_failover(drained, Some("p"), Some("r1"), None)], healthy_r1_r2());
+    let a = h.send("POST", "/switchover", Some(r#"{"leader":"p","candidate":"r1"}"#)).await;
+    assert!(a.text.contains("after 27 seconds"), "{}", a.text);
+
     // The failover key cannot be written.
     let h = harness(vec![three()], healthy_r1_r2());
     *h.backend.set_failover_result.lock().unwrap() = Err("etcd down".into());

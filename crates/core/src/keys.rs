@@ -1,8 +1,11 @@
 //! Patroni's DCS key layout: `/<namespace>/<scope>/{initialize, config, leader, members/<name>,
-//! status, history, failover, sync, failsafe}`.
+//! status, history, failover, sync, failsafe}`, plus Rampart's own `proxies/<id>`.
 //!
 //! Keeping the exact layout is what lets `patronictl`, dashboards and HAProxy setups built for
-//! Patroni keep working against Rampart.
+//! Patroni keep working against Rampart. The one addition, `proxies/<id>` (each running
+//! `rampart proxy`'s report, see [`crate::drain`]), is invisible to Patroni: its etcd3 backend
+//! reads the keys above by exact name and members only as `members/<name>`, and its Citus loader
+//! takes only numeric first segments as groups, so any other key under the prefix is skipped.
 
 /// Key names under a cluster's prefix.
 pub const INITIALIZE: &str = "initialize";
@@ -22,6 +25,8 @@ pub const FAILOVER: &str = "failover";
 pub const SYNC: &str = "sync";
 /// Failsafe topology: `{member name: api_url}` of all known members (JSON).
 pub const FAILSAFE: &str = "failsafe";
+/// Directory of the running proxies' reports (Rampart's own; JSON, each on its proxy's lease).
+pub const PROXIES: &str = "proxies/";
 
 /// The key prefix of one cluster, always ending in `/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +59,11 @@ impl ClusterPrefix {
         format!("{}{}{}", self.0, MEMBERS, name)
     }
 
+    /// Full key of a proxy's report.
+    pub fn proxy(&self, id: &str) -> String {
+        format!("{}{}{}", self.0, PROXIES, id)
+    }
+
     /// The part of `full` after the prefix, if `full` is under it.
     pub fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
         full.strip_prefix(self.0.as_str())
@@ -70,5 +80,6 @@ mod tests {
             assert_eq!(ClusterPrefix::new(ns, "pg").key(LEADER), "/service/pg/leader");
         }
         assert_eq!(ClusterPrefix::new("/db/", "postgres").member("n1"), "/db/postgres/members/n1");
+        assert_eq!(ClusterPrefix::new("service", "pg").proxy("h-1"), "/service/pg/proxies/h-1");
     }
 }

@@ -38,6 +38,8 @@
 //! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`admission`]: whether a switchover or failover request is admitted (API, CLI, leader);
 //! * [`manual`]: switchover and failover requests (the `failover` key);
+//! * [`drain`]: a switchover waits (boundedly) for the proxies to finish their transactions on
+//!   the old primary (the `proxies/<id>` keys);
 //! * [`restart`]: operators' restart filters and when a scheduled restart is due;
 //! * [`slots`]: member and permanent replication slots, on the leader and on replicas;
 //! * [`hot_standby`]: the settings a standby must not run below the primary (start floor,
@@ -52,6 +54,7 @@
 pub mod action;
 pub mod admission;
 pub mod clock;
+pub mod drain;
 pub mod dynamic;
 pub mod election;
 pub mod eligibility;
@@ -78,7 +81,7 @@ pub mod watchdog;
 pub use action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 pub use dynamic::DynamicConfig;
 pub use lsn::{Lsn, Timeline};
-pub use model::{Cluster, Member, MemberData, Tags};
+pub use model::{Cluster, Member, MemberData, ProxyReport, Tags};
 pub use node::{HaNode, NodeSettings};
 pub use observe::{DataDir, LocalPg, Millis, Observation, PgProcess, Request};
 pub use roles::{PgState, Role, WalsenderState, WalsenderSync};

@@ -3,10 +3,11 @@
 //! The key is written by `POST /switchover`, `POST /failover`, `rampart switchover` or
 //! `patronictl`; every member's HA loop acts on it:
 //! * the **leader** checks the request (addressed to it, a healthy candidate exists, its time has
-//!   come), then stops PostgreSQL cleanly. It releases the lock only once a candidate has
-//!   *received the shutdown checkpoint*, so the candidate holds every acknowledged commit; if
-//!   none does in time, it gives up and starts again as primary (nothing was lost, the switchover
-//!   is refused);
+//!   come), lets the proxies finish their transactions on it (for a bounded time, see
+//!   [`crate::drain`]; a forced failover does not wait), then stops PostgreSQL cleanly. It
+//!   releases the lock only once a candidate has *received the shutdown checkpoint*, so the
+//!   candidate holds every acknowledged commit; if none does in time, it gives up and starts
+//!   again as primary (nothing was lost, the switchover is refused);
 //! * the **named candidate** takes the lock as soon as it is free, without the lag race (the
 //!   operator chose it; for a switchover the leader has just checked it is caught up);
 //! * **other replicas** hold back while the named candidate is alive, and otherwise race as

@@ -290,6 +290,36 @@ pub struct Failover {
     pub force: bool,
 }
 
+/// One running proxy's report (a `proxies/<id>` key, Rampart's own): what the leader waits for
+/// before it stops PostgreSQL for a switchover (rule: [`crate::drain`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyReport {
+    /// How long (s) this proxy lets transactions on a leader about to hand over run before it
+    /// gives up on them; the leader waits at most the largest of these (see
+    /// [`crate::drain::bound_ms`]). `None`: the proxy did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<u64>,
+    /// The leader member on which this proxy holds no open transaction any more, for the
+    /// switchover now due; `None` (written as `null`) when none is due or some still run.
+    #[serde(default)]
+    pub drained: Option<String>,
+}
+
+impl ProxyReport {
+    /// Reads a key's value leniently: fields of the wrong type count as absent and unknown fields
+    /// are ignored, so a newer proxy's report still counts. Only a value that is not a JSON object
+    /// is refused (the snapshot then holds a report with nothing drained).
+    pub fn parse(value: &str) -> Result<ProxyReport, String> {
+        let v: Value = serde_json::from_str(value).map_err(|e| e.to_string())?;
+        let Value::Object(o) = v else { return Err("not a JSON object".into()) };
+        let drain_timeout = o.get("drain_timeout").and_then(|t| {
+            t.as_u64().or_else(|| t.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f.ceil() as u64))
+        });
+        let drained = o.get("drained").and_then(Value::as_str).map(str::to_string);
+        Ok(ProxyReport { drain_timeout, drained })
+    }
+}
+
 /// The leader's `status` key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -447,6 +477,9 @@ pub struct Cluster {
     pub history: Vec<HistoryEntry>,
     /// The `failsafe` topology, if the key exists and is a map of names to URLs.
     pub failsafe: Option<crate::failsafe::Topology>,
+    /// The running proxies' reports by proxy id (`proxies/<id>`, each on its proxy's lease, so a
+    /// dead proxy's report is gone after its TTL). Only the switchover rule reads them.
+    pub proxies: BTreeMap<String, ProxyReport>,
     /// DCS revision of the read.
     pub revision: i64,
     /// Keys that could not be parsed, with the reason (reported, never fatal).
@@ -520,6 +553,17 @@ impl Cluster {
                             Ok(data) => c.members.push(Member { name: name.to_string(), data, lease: kv.lease }),
                             Err(e) => bad("unreadable member", &e),
                         }
+                    } else if let Some(id) = other.strip_prefix(keys::PROXIES) {
+                        if id.is_empty() || id.contains('/') {
+                            continue;
+                        }
+                        // An unreadable report still stands for a live proxy: it counts as not
+                        // drained, so the leader waits for it (boundedly) rather than forget it.
+                        let report = ProxyReport::parse(&kv.value).unwrap_or_else(|e| {
+                            bad("unreadable proxy report", &e);
+                            ProxyReport::default()
+                        });
+                        c.proxies.insert(id.to_string(), report);
                     }
                 }
             }
@@ -651,6 +695,36 @@ mod tests {
         assert_eq!(c.members.len(), 0);
         assert_eq!(c.problems.len(), 1);
         assert!(c.leader.is_some());
+    }
+
+    #[test]
+    fn proxy_reports_are_read_leniently_and_nothing_else_sees_them() {
+        let p = ClusterPrefix::new("service", "pg");
+        let base = [kv("/service/pg/leader", "a"), kv("/service/pg/members/a", r#"{"state":"running"}"#)];
+        let mut kvs = base.to_vec();
+        kvs.extend([
+            kv("/service/pg/proxies/h-1", r#"{"drain_timeout":10,"drained":"a"}"#),
+            kv("/service/pg/proxies/h-2", r#"{"drain_timeout":null,"drained":null,"future":1}"#),
+            kv("/service/pg/proxies/h-3", r#"{"drain_timeout":"7","drained":3}"#),
+            kv("/service/pg/proxies/h-4", "not json"),
+            kv("/service/pg/proxies/h-5", r#"{"drain_timeout":2.5}"#),
+            kv("/service/pg/proxies/", "{}"),
+            kv("/service/pg/proxies/x/y", "{}"),
+        ]);
+        let c = Cluster::from_kvs(&p, &kvs, 1);
+        let report = |t: Option<u64>, d: Option<&str>| ProxyReport { drain_timeout: t, drained: d.map(Into::into) };
+        assert_eq!(c.proxies["h-1"], report(Some(10), Some("a")));
+        assert_eq!(c.proxies["h-2"], report(None, None), "unknown fields ignored");
+        assert_eq!(c.proxies["h-3"], report(None, None), "wrong types count as absent");
+        assert_eq!(c.proxies["h-4"], report(None, None), "a malformed report still stands for a live proxy");
+        assert_eq!(c.proxies["h-5"], report(Some(3), None));
+        assert_eq!(c.proxies.len(), 5);
+        assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+        // Everything else is what the same keys without the proxies give.
+        let without = Cluster::from_kvs(&p, &base, 1);
+        assert_eq!(Cluster { proxies: BTreeMap::new(), problems: vec![], ..c }, without);
+        // What a proxy writes: both fields, `null` when nothing is drained.
+        assert_eq!(serde_json::to_string(&report(Some(5), None)).unwrap(), r#"{"drain_timeout":5,"drained":null}"#);
     }
 
     #[test]

@@ -124,31 +124,66 @@ impl EtcdDcs {
             .map(|resp| resp.succeeded())
     }
 
-    /// Refreshes the node's lease (one keep-alive, or a grant), then runs `write` with it. If etcd
+    /// Refreshes the node's lease (one keep-alive, or a grant), then runs `write` with it (see
+    /// [`EtcdDcs::with_lease_of`]).
+    async fn with_lease<T, F, Fut>(&self, op: &'static str, deadline: Instant, write: F) -> DcsResult<T>
+    where
+        F: FnMut(i64) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T, Fault>> + Send,
+        T: Send,
+    {
+        self.with_lease_of(&self.inner.lease, op, deadline, write).await
+    }
+
+    /// Refreshes `slot`'s lease (one keep-alive, or a grant), then runs `write` with it. If etcd
     /// says the lease is gone by then (it expired between the two), grants a new one and runs
     /// `write` once more.
-    async fn with_lease<T, F, Fut>(&self, op: &'static str, deadline: Instant, mut write: F) -> DcsResult<T>
+    pub(crate) async fn with_lease_of<T, F, Fut>(
+        &self,
+        slot: &LeaseSlot,
+        op: &'static str,
+        deadline: Instant,
+        mut write: F,
+    ) -> DcsResult<T>
     where
         F: FnMut(i64) -> Fut + Send,
         Fut: std::future::Future<Output = Result<T, Fault>> + Send,
         T: Send,
     {
         let started = Instant::now();
-        let inner = &self.inner;
-        let lease_now = || async move { inner.lease.refresh(&inner.conn, deadline).await };
-        let mut lease = lease_now().await.map_err(|f| inner.conn.error(op, f, started))?;
+        let conn = &self.inner.conn;
+        let lease_now = || async move { slot.refresh(conn, deadline).await };
+        let mut lease = lease_now().await.map_err(|f| conn.error(op, f, started))?;
         let mut regranted = false;
         loop {
             match write(lease).await {
                 Err(Fault::LeaseNotFound) if !regranted => {
                     tracing::info!(lease, op, "etcd lease gone; granting a new one");
-                    inner.lease.forget(lease);
-                    lease = lease_now().await.map_err(|f| inner.conn.error(op, f, started))?;
+                    slot.forget(lease);
+                    lease = lease_now().await.map_err(|f| conn.error(op, f, started))?;
                     regranted = true;
                 }
-                other => return other.map_err(|f| inner.conn.error(op, f, started)),
+                other => return other.map_err(|f| conn.error(op, f, started)),
             }
         }
+    }
+
+    /// Puts `value` at `key` on `lease`: what every leased write does once it has its lease.
+    pub(crate) async fn put_on_lease(
+        &self,
+        key: &str,
+        value: &str,
+        lease: i64,
+        deadline: Instant,
+    ) -> Result<(), Fault> {
+        self.inner
+            .conn
+            .call(deadline, |mut c| {
+                let (key, value) = (key.to_string(), value.to_string());
+                async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await }
+            })
+            .await
+            .map(drop)
     }
 
     /// Refreshes the lease, then runs the leader transaction (see [`leader::hold`]).
@@ -193,7 +228,7 @@ fn expected_revision_is(key: &str, revision: i64) -> Compare {
 }
 
 /// Compact JSON, as Patroni's `json.dumps(..., separators=(',', ':'))`.
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     // Our model types are maps, lists, strings and numbers: serializing them cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
 }
@@ -236,19 +271,8 @@ impl Dcs for EtcdDcs {
 
     async fn touch_member(&self, data: &MemberData, deadline: Instant) -> DcsResult<()> {
         let (key, value) = (self.member_key(), to_json(data));
-        let conn = &self.inner.conn;
-        self.with_lease("touch_member", deadline, |lease| {
-            let (key, value) = (key.clone(), value.clone());
-            async move {
-                conn.call(deadline, |mut c| {
-                    let (key, value) = (key.clone(), value.clone());
-                    async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await }
-                })
-                .await
-                .map(drop)
-            }
-        })
-        .await
+        let (key, value) = (&key, &value);
+        self.with_lease("touch_member", deadline, |lease| self.put_on_lease(key, value, lease, deadline)).await
     }
 
     async fn delete_member(&self, deadline: Instant) -> DcsResult<()> {

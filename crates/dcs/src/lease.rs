@@ -1,10 +1,12 @@
-//! This node's single etcd lease, shared by its member key and (when leader) the leader key.
+//! An etcd lease kept alive by its owner's own calls: a node's single lease, shared by its member
+//! key and (when leader) the leader key, or a proxy's, under its report (see `proxies`).
 //!
 //! Invariants:
 //! * at most one lease is in use at a time; a new one is granted only when the server says the
 //!   old one is gone or the TTL changed, so member and leader keys always end up on the same lease;
 //! * refreshing is one keep-alive round trip, not a background stream: a node that stops running
-//!   its HA loop stops refreshing, and its keys expire after `ttl` as Patroni's do;
+//!   its HA loop (a proxy that stops calling) stops refreshing, and its keys expire after `ttl` as
+//!   Patroni's do;
 //! * grants are serialized, so concurrent callers cannot leave two live leases behind.
 
 use std::sync::Mutex;
@@ -74,6 +76,20 @@ impl LeaseSlot {
             }
         }
         self.grant(conn, deadline).await
+    }
+
+    /// Revokes the lease in use, which deletes every key attached to it at once (a clean stop).
+    /// A lease already gone counts as revoked.
+    pub(crate) async fn revoke(&self, conn: &Conn, deadline: Instant) -> Result<(), Fault> {
+        let _serial = timeout_at(deadline, self.serial.lock()).await.map_err(|_| Fault::Timeout)?;
+        let Some(id) = self.current() else { return Ok(()) };
+        match conn.call(deadline, |mut c| async move { c.lease_revoke(id).await.map(drop) }).await {
+            Ok(()) | Err(Fault::LeaseNotFound) => {
+                self.forget(id);
+                Ok(())
+            }
+            Err(fault) => Err(fault),
+        }
     }
 
     /// Grants a lease with the configured TTL; the caller holds `serial`.

@@ -8,7 +8,8 @@
 //! Rules kept throughout:
 //! * every operation is bounded by a deadline, and a dead endpoint is skipped within it;
 //! * the leader lock changes only through compare-and-swap transactions;
-//! * a node's member key and leader key share one lease with TTL `ttl`;
+//! * a node's member key and leader key share one lease with TTL `ttl`; a proxy's report
+//!   (`proxies/<id>`) has a lease of its own;
 //! * the watch only wakes the HA loop; decisions are taken on a fresh [`rampart_core::Cluster`]
 //!   read each cycle.
 //!
@@ -18,7 +19,8 @@
 //! * [`options`](mod@options): connection settings;
 //! * [`error`](mod@error): errors;
 //! * `conn`: one lazily authenticated client per endpoint, and the retry loop with failover;
-//! * `lease`: the node's lease;
+//! * `lease`: a lease kept alive by its owner (the node's, a proxy's);
+//! * [`proxies`](mod@proxies): a proxy's registration and report, for the switchover's drain;
 //! * `leader`: the leader-lock transactions;
 //! * `watch`: the watcher task;
 //! * `backoff`: retry delays.
@@ -33,10 +35,12 @@ pub mod etcd;
 mod leader;
 mod lease;
 pub mod options;
+pub mod proxies;
 mod watch;
 
 pub use dcs::{Dcs, DcsResult};
 pub use error::DcsError;
 pub use etcd::EtcdDcs;
 pub use options::EtcdOptions;
+pub use proxies::ProxyRegistration;
 pub use watch::WakeOn;

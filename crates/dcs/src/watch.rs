@@ -31,6 +31,8 @@ pub enum WakeOn {
     /// member keys and `status`. Those two are rewritten by every node on every cycle; waking on
     /// them would make each cycle trigger the next one on every node (and a node's own writes
     /// would wake itself). Re-puts of an unchanged value, such as a leader renewal, never wake.
+    /// A proxy's report (`proxies/<id>`) wakes when it appears, changes or goes away, so a leader
+    /// waiting for the proxies to drain looks again at once; its lease keep-alives never wake.
     #[default]
     Relevant,
     /// Every event under the prefix.

@@ -513,3 +513,56 @@ async fn mutual_tls() {
     let err = EtcdDcs::connect(o, prefix(), "a".into(), 10).await.expect_err("unreadable CA");
     assert!(matches!(err, DcsError::Config { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn proxies_register_on_their_own_lease_write_only_changes_and_vanish_with_it() {
+    use rampart_core::ProxyReport;
+    init_logs();
+    let etcd = Etcd::start();
+    let agent = node(&etcd, "a", 10).await;
+    agent.touch_member(&member("a", 1), dl()).await.unwrap();
+    let notify = Arc::new(Notify::new());
+    let watcher = agent.spawn_watcher(notify.clone());
+    expect_wake(&notify, Duration::from_secs(3), "the initial start").await;
+
+    let proxy = node(&etcd, "rampart-proxy", 10).await;
+    let idle = ProxyReport { drain_timeout: Some(7), drained: None };
+    let p1 = proxy.register_proxy("h-1", &idle, 3, dl()).await.unwrap();
+    expect_wake(&notify, Duration::from_secs(2), "a proxy registering").await;
+    let (value, lease) = raw_get(&etcd, "/service/test/proxies/h-1").await.expect("key written");
+    assert_eq!(value, r#"{"drain_timeout":7,"drained":null}"#);
+    assert_eq!(Some(lease), p1.lease_id());
+    assert_ne!(Some(lease), agent.lease_id(), "a lease of its own");
+    assert!(proxy.register_proxy("a/b", &idle, 3, dl()).await.is_err(), "no '/' in an id");
+
+    // Only changes are written; the agent's watch wakes on them.
+    assert!(!p1.update(&idle, dl()).await.unwrap());
+    p1.keep_alive(dl()).await.unwrap();
+    expect_no_wake(&notify, Duration::from_millis(500), "an unchanged report and a keep-alive").await;
+    let drained = ProxyReport { drain_timeout: Some(7), drained: Some("a".into()) };
+    assert!(p1.update(&drained, dl()).await.unwrap());
+    expect_wake(&notify, Duration::from_secs(2), "a proxy's report changing").await;
+    let c = agent.read_cluster(dl()).await.unwrap();
+    assert_eq!(c.proxies.get("h-1"), Some(&drained));
+    assert_eq!(c.members.len(), 1, "{:?}", c.members);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+
+    // A clean stop removes the key at once.
+    let p2 = proxy.register_proxy("h-2", &idle, 3, dl()).await.unwrap();
+    assert_eq!(agent.read_cluster(dl()).await.unwrap().proxies.len(), 2);
+    p2.unregister(dl()).await.unwrap();
+    assert!(raw_get(&etcd, "/service/test/proxies/h-2").await.is_none());
+
+    // A proxy that stops keeping its lease alive disappears after the TTL ...
+    let silent = Instant::now();
+    while agent.read_cluster(dl()).await.unwrap().proxies.contains_key("h-1") {
+        assert!(silent.elapsed() < Duration::from_secs(8), "proxy key still there after 8 s");
+        sleep(Duration::from_millis(100)).await;
+    }
+    // ... and when it comes back, its next keep-alive puts its report back on a new lease.
+    let old = p1.lease_id();
+    p1.keep_alive(dl()).await.unwrap();
+    assert_ne!(p1.lease_id(), old);
+    assert_eq!(agent.read_cluster(dl()).await.unwrap().proxies.get("h-1"), Some(&drained));
+    watcher.abort();
+}

@@ -68,6 +68,11 @@ pub(super) struct StartMemory {
 pub(super) struct HandoverMemory {
     /// When we stopped PostgreSQL to hand the lock over in a switchover.
     pub(super) switchover_started: Option<Millis>,
+    /// When the running leader first saw its switchover due and began waiting for the proxies to
+    /// drain ([`crate::drain`]): the bound counts from here. Kept only while every cycle as
+    /// leader of a running primary goes on waiting; any other such cycle, or losing the lock,
+    /// forgets it.
+    pub(super) drain_since: Option<Millis>,
     /// Do not race for the lock before this instant (pre_promote refused a promotion).
     pub(super) no_race_until: Option<Millis>,
     /// We stopped PostgreSQL to hand the lock over and have not run it since.

@@ -38,6 +38,7 @@
 
 use crate::action::{Action, ActionResult, Answer, Job, Plan, StartRole, StopMode, Upstream};
 use crate::admission::{self, Refusal};
+use crate::drain::{self, DrainStep};
 use crate::dynamic::DynamicConfig;
 use crate::election::{self, Candidate, Verdict};
 use crate::failsafe::{self, Topology};
@@ -393,6 +394,7 @@ impl HaNode {
             if !c.is_leader(&self.s.name) {
                 // Someone else holds the key, or nobody does: either way it is not ours.
                 self.lease.leader_until = None;
+                self.handover.drain_since = None;
             }
             self.failsafe.failsafe_active_until = None;
             // With the DCS back, the usual rules decide how the server runs again.

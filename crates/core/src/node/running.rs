@@ -96,6 +96,8 @@ impl HaNode {
             return self.plan(now, actions, "promoting self: holding the leader lock");
         }
         self.handover.switchover_started = None;
+        // Remembered only while every cycle goes on waiting for the proxies (see below).
+        let drain_since = self.handover.drain_since.take();
         let mut actions = vec![Action::RenewLeader];
         if cluster.initialize.as_deref().is_none_or(str::is_empty) {
             actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
@@ -143,13 +145,44 @@ impl HaNode {
                     message = format!("{message}; switchover scheduled in {} s", ms / 1000);
                 }
                 LeaderStep::Demote { to } => {
-                    self.handover.switchover_started = Some(now);
                     let to = to.unwrap_or_else(|| "the healthiest replica".into());
-                    return self.plan(
-                        now,
-                        vec![Action::RenewLeader, Action::Stop(StopMode::Fast)],
-                        &format!("switchover to {to}: stopping PostgreSQL cleanly before handing over the lock"),
-                    );
+                    // The proxies first finish their transactions on us (rule: [`drain`]); a
+                    // forced failover is the operator saying "now", and waits for nobody.
+                    let since = drain_since.unwrap_or(now);
+                    let step = match f.force {
+                        true => DrainStep::Stop,
+                        false => drain::before_stop(&me, &cluster.proxies, since, now),
+                    };
+                    let stopping =
+                        format!("switchover to {to}: stopping PostgreSQL cleanly before handing over the lock");
+                    let stop = match step {
+                        // Still the primary while waiting: the routine work goes on (a sync
+                        // standby dropping out must still be handled, or the very transactions
+                        // we wait for could hang), only the stop is held back.
+                        DrainStep::Wait { pending, until } => {
+                            self.handover.drain_since = Some(since);
+                            message = format!(
+                                "{pause}switchover to {to}: waiting for {} to finish their transactions on me ({}), \
+                                 at most {} s more",
+                                count(pending.len(), "proxy", "proxies"),
+                                pending.join(", "),
+                                now.until(until).div_ceil(1000)
+                            );
+                            wake_at = Some(until);
+                            None
+                        }
+                        DrainStep::GiveUp { pending } => Some(format!(
+                            "{stopping}; not waiting any longer ({} s) for {} to finish their transactions on me ({})",
+                            since.until(now) / 1000,
+                            count(pending.len(), "proxy", "proxies"),
+                            pending.join(", ")
+                        )),
+                        DrainStep::Stop => Some(stopping),
+                    };
+                    if let Some(why) = stop {
+                        self.handover.switchover_started = Some(now);
+                        return self.plan(now, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)], &why);
+                    }
                 }
             }
         }
@@ -360,4 +393,9 @@ impl HaNode {
             }
         }
     }
+}
+
+/// `n` and the noun in the right number ("1 proxy", "2 proxies").
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

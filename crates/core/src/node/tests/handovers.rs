@@ -396,3 +396,87 @@ fn members_cycle_fast_while_a_handover_is_under_way() {
     let quiet = cluster(Some("n2"));
     assert_eq!(n.decide(&obs(0, &quiet, &l)).next_cycle, Millis(10_000));
 }
+
+/// Proxy reports `(id, drain_timeout, drained)`.
+fn proxies(list: &[(&str, Option<u64>, Option<&str>)]) -> BTreeMap<String, crate::model::ProxyReport> {
+    list.iter()
+        .map(|(id, t, d)| (id.to_string(), crate::model::ProxyReport { drain_timeout: *t, drained: d.map(Into::into) }))
+        .collect()
+}
+
+fn stops(a: &[Action]) -> bool {
+    a.contains(&Action::Stop(StopMode::Fast))
+}
+
+#[test]
+fn switchover_waits_while_a_proxy_has_not_drained_and_stops_once_all_drained() {
+    let mut n = HaNode::new(settings());
+    let due = |p| Cluster { failover: failover(Some(ME), Some("n2")), proxies: p, ..cluster(Some(ME)) };
+    let l = primary();
+    let peers = [peer("n2", 1000, false)];
+    // p2's report is left from a switchover of n3: it does not count as drained from us.
+    let c = due(proxies(&[("p1", Some(10), Some(ME)), ("p2", Some(10), Some("n3"))]));
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
+    let quiet = Cluster { failover: None, ..c.clone() };
+    let routine = decide(&mut HaNode::new(settings()), &Observation { peers: Some(&peers), ..obs(0, &quiet, &l) });
+    assert_eq!(p.actions, routine, "still the primary: the routine work goes on, only the stop waits");
+    assert!(p.message.contains("waiting for 1 proxy to finish their transactions on me (p2)"), "{}", p.message);
+    assert!(p.next_cycle <= Millis(HANDOVER_CYCLE_MS), "looks again soon");
+    // Still waiting: the bound counts from the first cycle, not this one.
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(9_000, &c, &l) });
+    assert!(!stops(&p.actions) && p.message.contains("at most 1 s more"), "{}", p.message);
+    let c = due(proxies(&[("p1", Some(10), Some(ME)), ("p2", Some(10), Some(ME))]));
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(9_500, &c, &l) });
+    assert_eq!(p.actions, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)], "{}", p.message);
+    assert!(!p.message.contains("waiting"), "{}", p.message);
+}
+
+#[test]
+fn switchover_stops_when_the_drain_bound_passed() {
+    let mut n = HaNode::new(settings());
+    let c = Cluster {
+        failover: failover(Some(ME), Some("n2")),
+        proxies: proxies(&[("p1", None, None), ("p2", Some(3), Some(ME))]),
+        ..cluster(Some(ME))
+    };
+    let l = primary();
+    let peers = [peer("n2", 1000, false)];
+    let at = |t| Observation { peers: Some(&peers), ..obs(t, &c, &l) };
+    assert!(!stops(&n.decide(&at(0)).actions));
+    assert!(!stops(&n.decide(&at(drain::DEFAULT_DRAIN_TIMEOUT_S * 1000 - 1)).actions), "p1 gave no bound: 5 s");
+    let p = n.decide(&at(drain::DEFAULT_DRAIN_TIMEOUT_S * 1000));
+    assert_eq!(p.actions, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+    assert!(
+        p.message.contains("not waiting any longer (5 s) for 1 proxy") && p.message.contains("(p1)"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn the_drain_wait_starts_afresh_for_a_new_switchover() {
+    let mut n = HaNode::new(settings());
+    let l = primary();
+    let peers = [peer("n2", 1000, false)];
+    let reports = proxies(&[("p1", Some(10), None)]);
+    let due = Cluster { failover: failover(Some(ME), Some("n2")), proxies: reports.clone(), ..cluster(Some(ME)) };
+    let cancelled = Cluster { proxies: reports, ..cluster(Some(ME)) };
+    assert!(!stops(&decide(&mut n, &Observation { peers: Some(&peers), ..obs(0, &due, &l) })));
+    decide(&mut n, &Observation { peers: Some(&peers), ..obs(1_000, &cancelled, &l) });
+    let p = n.decide(&Observation { peers: Some(&peers), ..obs(10_000, &due, &l) });
+    assert!(!stops(&p.actions), "a new request waits its own bound: {}", p.message);
+    assert!(p.message.contains("at most 10 s more"), "{}", p.message);
+}
+
+#[test]
+fn without_proxies_or_when_forced_the_switchover_does_not_wait() {
+    let l = primary();
+    let peers = [peer("n2", 1000, false)];
+    let plain = Cluster { failover: failover(Some(ME), Some("n2")), ..cluster(Some(ME)) };
+    let o = Observation { peers: Some(&peers), ..obs(0, &plain, &l) };
+    assert_eq!(decide(&mut HaNode::new(settings()), &o), vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+    let mut forced = Cluster { proxies: proxies(&[("p1", Some(30), None)]), ..plain };
+    forced.failover.as_mut().unwrap().force = true;
+    let o = Observation { peers: Some(&peers), ..obs(0, &forced, &l) };
+    assert_eq!(decide(&mut HaNode::new(settings()), &o), vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
+}
