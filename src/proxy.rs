@@ -115,10 +115,20 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     let wake = Arc::new(Notify::new());
     let watcher = dcs.spawn_watcher_with(wake.clone(), WakeOn::AnyEvent);
     let read_dcs = dcs.clone();
+    // The last snapshot read, for the switchover drain reports (no extra reads of etcd).
+    let (cluster_tx, cluster_rx) = watch::channel(None::<Arc<rampart_core::Cluster>>);
+    let cluster_tx = Arc::new(cluster_tx);
     let follower = tokio::spawn(server::follow(
         move || {
             let dcs = read_dcs.clone();
-            async move { dcs.read_cluster(dcs.op_deadline()).await }
+            let cluster_tx = cluster_tx.clone();
+            async move {
+                let read = dcs.read_cluster(dcs.op_deadline()).await;
+                if let Ok(c) = &read {
+                    cluster_tx.send_replace(Some(Arc::new(c.clone())));
+                }
+                read
+            }
         },
         wake,
         policy,
@@ -136,6 +146,8 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     shared.set_control(control_tx);
     let shared = Arc::new(shared);
     let pool_keeper = tokio::spawn(server::maintain_pools(shared.pools.clone(), shared.routes.clone()));
+    let reporter_stop = Arc::new(Notify::new());
+    let drain_reporter = tokio::spawn(report_drains(dcs.clone(), shared.clone(), cluster_rx, reporter_stop.clone()));
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
     // Kept until the end: dropping the last handle stops the workers, and their sessions with them.
     let accepting = listeners.serve(workers.clone());
@@ -163,7 +175,73 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     watcher.abort();
     follower.abort();
     pool_keeper.abort();
+    // Withdrawn at once rather than left to expire: a switchover then waits for no one.
+    reporter_stop.notify_one();
+    if let Ok(Ok(Some(registration))) = tokio::time::timeout(Duration::from_secs(2), drain_reporter).await {
+        let _ = registration.unregister(dcs.op_deadline()).await;
+    }
     Ok(())
+}
+
+/// How long a proxy's registration outlives it (its lease), in seconds.
+const REGISTRATION_TTL: u64 = 10;
+
+/// While any database is pooled by transaction, registers this proxy under the cluster's keys
+/// and reports when it holds no open transaction on a leader that is being switched over, so
+/// the leader stops PostgreSQL only then (or after the proxies' `drain_timeout`). The report
+/// is computed by the core ([`rampart_core::drain::report`]) and written only when it changes.
+/// Returns the registration once `stop` is notified, for the caller to withdraw.
+async fn report_drains(
+    dcs: rampart_dcs::EtcdDcs,
+    shared: Arc<Shared>,
+    mut cluster: watch::Receiver<Option<Arc<rampart_core::Cluster>>>,
+    stop: Arc<Notify>,
+) -> Option<rampart_dcs::ProxyRegistration> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id = format!("{}-{}", host.trim().replace('/', "_"), std::process::id());
+    let mut registration: Option<rampart_dcs::ProxyRegistration> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_keep_alive = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = cluster.changed() => if r.is_err() { return registration },
+            () = stop.notified() => return registration,
+        }
+        let pooling = shared.pooling();
+        if !pooling.any_transaction() {
+            continue;
+        }
+        let Some(c) = cluster.borrow().clone() else { continue };
+        let wall_ms = jiff::Timestamp::now().as_millisecond();
+        let figures = shared.pools.figures();
+        let report = rampart_core::drain::report(&c, wall_ms, pooling.drain_timeout.as_secs(), |leader| {
+            figures.iter().filter(|f| f.backend == leader).map(|f| f.in_use).sum()
+        });
+        match &registration {
+            None => match dcs.register_proxy(&id, &report, REGISTRATION_TTL, dcs.op_deadline()).await {
+                Ok(r) => {
+                    info!(id = %id, "registered with the cluster (the leader waits for this proxy's transactions at a switchover)");
+                    registration = Some(r);
+                    last_keep_alive = Instant::now();
+                }
+                Err(e) => warn!("registering the proxy with the cluster: {e}"),
+            },
+            Some(r) => {
+                match r.update(&report, dcs.op_deadline()).await {
+                    Ok(true) => info!(drained = ?report.drained, "switchover drain report written"),
+                    Ok(false) => {}
+                    Err(e) => warn!("writing the switchover drain report: {e}"),
+                }
+                if last_keep_alive.elapsed() >= Duration::from_secs(REGISTRATION_TTL / 3) {
+                    match r.keep_alive(dcs.op_deadline()).await {
+                        Ok(()) => last_keep_alive = Instant::now(),
+                        Err(e) => warn!("keeping the proxy's registration alive: {e}"),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The graceful stop: close the listeners, let sessions finish within `bound`, then end the rest.

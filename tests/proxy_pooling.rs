@@ -71,7 +71,14 @@ const APP_PASSWORD: &str = "app-secret";
 /// whose `auth_user` is the superuser (its password in the `auth_file`) and whose pools hold at
 /// most `pool_size` server connections.
 fn cluster_and_pool(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
-    let c = Cluster::start(1, ClusterOptions::default());
+    let (c, proxy, leader) = cluster_of(1, pool_size, extra);
+    let port = c.pg_port(leader);
+    (c, proxy, port)
+}
+
+/// [`cluster_and_pool`] with `nodes` members; returns the leader's index.
+fn cluster_of(nodes: usize, pool_size: usize, extra: &str) -> (Cluster, Proxy, usize) {
+    let c = Cluster::start(nodes, ClusterOptions::default());
     let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
     let port = c.pg_port(leader);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -89,7 +96,7 @@ fn cluster_and_pool(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
             support::SUPERUSER
         ),
     );
-    (c, proxy, port)
+    (c, proxy, leader)
 }
 
 /// Server connections the proxy holds for `user` on the server at `port`.
@@ -212,4 +219,41 @@ fn the_proxy_authenticates_clients_itself() {
     let unknown = psql(proxy.rw_port, "nobody", "whatever", "SELECT 1").unwrap_err();
     assert!(unknown.contains("password authentication failed for user \"nobody\""), "{unknown}");
     assert_eq!(server_connections(pg, APP_USER), before, "a refused client opens no server connection");
+}
+
+/// The member port a session through the proxy reaches.
+fn server_port_through(proxy: u16) -> Result<String, String> {
+    psql(proxy, APP_USER, APP_PASSWORD, "SELECT inet_server_port()")
+}
+
+#[test]
+fn a_switchover_under_pgbench_load_fails_no_transaction() {
+    let (c, proxy, leader) = cluster_of(2, 8, "");
+    let cand = 1 - leader;
+    let (ok, init) =
+        pgbench(c.pg_port(leader), support::SUPERUSER, support::SUPERUSER_PASSWORD, &["-i", "-s", "1", "-q"]);
+    assert!(ok, "pgbench -i directly: {init}");
+    let port = proxy.rw_port;
+    let load = std::thread::spawn(move || {
+        pgbench(port, APP_USER, APP_PASSWORD, &["-M", "extended", "-c", "16", "-j", "2", "-T", "30", "-n"])
+    });
+    // Let the load run, then hand the leadership over while it does.
+    std::thread::sleep(Duration::from_secs(8));
+    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(leader), c.name(cand));
+    let r = support::client::http_request_with_timeout(
+        c.api_port(leader),
+        "POST",
+        "/switchover",
+        Some(&body),
+        Duration::from_secs(90),
+    )
+    .expect("POST /switchover");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (ok, report) = load.join().unwrap();
+    assert!(ok, "pgbench through the switchover: {report}");
+    assert_eq!(report_number(&report, "number of failed transactions"), 0.0, "{report}");
+    assert!(!report.contains("aborted"), "no client aborted: {report}");
+    assert_eq!(server_port_through(proxy.rw_port).unwrap(), c.pg_port(cand).to_string(), "writes go to the new leader");
+    let log = proxy.log();
+    assert!(log.contains("switchover drain report written"), "the proxy told the leader it drained:\n{log}");
 }
