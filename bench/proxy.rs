@@ -2,50 +2,74 @@
 //!
 //! It PRINTS numbers and asserts nothing. Through the e2e harness in `tests/support/` it starts a
 //! three-node cluster (etcd, PostgreSQL 15, agents at ttl/loop_wait/retry_timeout 10/1/3), then
-//! `rampart proxy` (node 0's configuration plus a `proxy` section) and HAProxy relaying plain TCP
-//! to the primary, and loads the primary with `pgbench` three ways: directly, through the
-//! proxy's read-write port, and through HAProxy. The `rampart` binary is the one Cargo built for
-//! this bench (bench profile = release).
+//! five relays in front of the primary ([`targets`]): `rampart proxy` in session mode and in
+//! transaction mode (two processes, node 0's configuration plus a `proxy` section), Debian's
+//! PgBouncer in session mode and in transaction mode (two processes), and HAProxy relaying plain
+//! TCP. The transaction-mode poolers each keep a pool of 20 server connections and log clients in
+//! themselves, with SCRAM against the same `auth_file` (PgBouncer's userlist format, holding the
+//! harness superuser's password). The `rampart` binary is the one Cargo built for this bench
+//! (bench profile = release).
 //!
 //! The tables are created once, `pgbench -i -s 16` on the primary, followed by a CHECKPOINT and
 //! a wait until the replicas have replayed them (so that neither competes with the first runs).
-//! Then, in each round, every workload runs against direct, rampart and haproxy in turn
-//! (interleaved, so that a slow spell of the machine hits all three rather than one), all on the
-//! read-write path to the primary:
-//! * `select-only`: `pgbench -S -c 16 -j 2`, and the same with `-M extended`;
+//! Then, in each round, every workload runs against direct, rampart, pgbouncer, haproxy,
+//! rampart-txn and pgbouncer-txn in turn (interleaved, so that a slow spell of the machine hits
+//! all of them rather than one), all on the read-write path to the primary:
+//! * `select-only`: `pgbench -S -c 16 -j 2`, and the same with `-M prepared` (named prepared
+//!   statements, which a transaction-mode pooler must carry from server to server);
 //! * `TPC-B-like`: `pgbench -c 16 -j 2` (pgbench's default script);
-//! * `churn (-S -C)`: `pgbench -S -C -c 8 -j 2`, a new connection for every transaction.
+//! * `churn (-S -C) c8`: `pgbench -S -C -c 8 -j 2`, a new connection for every transaction;
+//! * `select-only c200`: `pgbench -S -c 200 -j 2`, 200 clients on the transaction-mode poolers'
+//!   20 server connections (and on 200 backends through the others); it runs 6 s longer than the
+//!   others, since pgbench's `-T` counts the 200 logins (its TPS does not, the machine CPU does).
 //!
 //! Figures are pgbench's `tps = ...` line: without the initial connection time, or with `-C`
-//! including the reconnections. The table gives the median TPS over the rounds (min and max
-//! beside it) and its ratio to the direct median; a verdict line per workload checks rampart
-//! against its targets: ahead of HAProxy, and for the long-lived-connection workloads at least
-//! 0.75 of direct. Then it prints what each proxy cost: the whole machine's busy CPU time per
-//! transaction on each path (from `/proc/stat` and pgbench's transaction count), which shows what
-//! the extra hop costs in a way that a slow spell of a shared machine hardly moves; the proxy's
-//! own CPU time during its runs as a share of one core; and its resident memory (VmRSS, VmHWM) at
-//! the end.
+//! including the reconnections. A run that pgbench ends with an error (a client aborted, e.g. a
+//! pooler that loses prepared statements) counts as failed, and the table says so with
+//! pgbench's own error line. The table gives, per workload and target, the median TPS over the
+//! rounds (min and max beside it), its ratio to the direct median, and the whole machine's busy
+//! CPU time per transaction (from `/proc/stat` and pgbench's transaction count; median), which
+//! shows what each hop costs in a way that a slow spell of a shared machine hardly moves. Then a
+//! verdict line per rampart target and workload against issue 16's targets: rampart's machine CPU
+//! per transaction at most PgBouncer's in the same pool mode; for churn and c200 a ratio to
+//! direct at least PgBouncer's; and for rampart in session mode, as before, ahead of HAProxy and,
+//! for the long-lived-connection workloads, at least 0.75 of direct. Each relay's own CPU time
+//! during its runs (as a share of one core) and its resident memory follow.
+//!
+//! Last, the idle-client footprint ([`idle`]): 10,000 clients log in through rampart-txn and stay
+//! idle, the bench reads its VmRSS and VmHWM (target: at most 200 MB), closes them, and does the
+//! same with pgbouncer-txn. The bench raises its own open-files limit to the hard limit first (its
+//! children inherit it; PgBouncer gets it through `ulimit -n`, rampart raises its own).
 //!
 //! PostgreSQL is tuned so that the TPC-B-like runs are bound by CPU and the wire rather than by
 //! fsync, which would hide what a proxy costs: `synchronous_commit = off`, `shared_buffers =
 //! 512MB` (the scale-16 database fits), `max_wal_size = 2GB` (no checkpoint forced by WAL volume
-//! during a run). `max_connections` stays at PostgreSQL's 100, far above the 16 clients. Every
-//! pgbench connects as the harness' superuser with `PGPASSWORD` and `sslmode=disable` (the same
-//! startup exchange on every target).
+//! during a run). `max_connections = 600`: the session-mode relays give each of the c200 clients
+//! a backend, and PgBouncer in session mode keeps its 200 server connections idle after such a run
+//! (its `server_idle_timeout`). Every pgbench connects as the harness' superuser with
+//! `PGPASSWORD` and `sslmode=disable` (the same startup exchange on every target).
 //!
-//! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6) and `RAMPART_BENCH_ROUNDS`
-//! (default 5: more short rounds make a steadier median than few long ones);
-//! `RAMPART_BENCH_QUICK=1` makes the defaults 5 s and 1 round. With the defaults a run takes
-//! about 7 minutes (4 workloads x 3 targets x 5 rounds x 6 s, plus set-up), quick about 1.5. The
-//! harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output files, ...). On a small machine pgbench, PostgreSQL and the proxy share the cores, so the
-//! figures are noisy.
+//! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6), `RAMPART_BENCH_ROUNDS`
+//! (default 4: more short rounds make a steadier median than few long ones) and
+//! `RAMPART_BENCH_IDLE_CLIENTS` (default 10,000); `RAMPART_BENCH_QUICK=1` makes the defaults 5 s,
+//! 1 round and 1,000 idle clients. With the defaults a run takes about 19 minutes (5 workloads x
+//! 6 targets x 4 rounds x 6 s, plus pgbench's vacuum before each run and the set-up), quick about
+//! 4. The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output files, ...).
+//! On a small machine pgbench, PostgreSQL and the proxies share the cores, so the figures are
+//! noisy.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it prints a note and does nothing.
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "proxy/idle.rs"]
+mod idle;
 #[path = "proxy/pgbench.rs"]
 mod pgbench;
+#[path = "proxy/pgbouncer.rs"]
+mod pgbouncer;
+#[path = "proxy/report.rs"]
+mod report;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "proxy/targets.rs"]
@@ -53,13 +77,15 @@ mod targets;
 
 use std::time::{Duration, Instant};
 
-use common::procfs::{self, kb_to_mb};
+use common::procfs;
 use common::FAST;
 use pgbench::{Workload, WORKLOADS};
-use targets::{Proxies, Target};
+use targets::{Kind, Proxies, Target};
 
 /// rampart's target against the direct path, for workloads with [`Workload::ratio_target`].
 pub const DIRECT_RATIO_TARGET: f64 = 0.75;
+/// rampart-txn's target for its resident memory while it holds the idle clients, in MB.
+pub const IDLE_TARGET_MB: f64 = 200.0;
 /// `pgbench -i -s`: 1.6 million accounts, about 250 MB. At least the 16 clients, as pgbench's
 /// documentation asks: with fewer branches than clients the TPC-B-like runs mostly measure
 /// contention for the branch rows, where every extra microsecond a proxy adds to a statement
@@ -67,13 +93,20 @@ pub const DIRECT_RATIO_TARGET: f64 = 0.75;
 const SCALE: u32 = 16;
 /// Not counted: each target is loaded this long first, which also shows pgbench works through it.
 const WARM_UP_SECS: u64 = 2;
-const PG_PARAMETERS: [(&str, &str); 3] =
-    [("synchronous_commit", "'off'"), ("shared_buffers", "'512MB'"), ("max_wal_size", "'2GB'")];
+const PG_PARAMETERS: [(&str, &str); 4] = [
+    ("synchronous_commit", "'off'"),
+    ("shared_buffers", "'512MB'"),
+    ("max_wal_size", "'2GB'"),
+    ("max_connections", "600"),
+];
+/// The highest open-files limit handed to PgBouncer (Linux's default `fs.nr_open`).
+const NOFILE_CAP: u64 = 1 << 20;
 
 struct Plan {
     quick: bool,
     secs: u64,
     rounds: usize,
+    idle_clients: usize,
 }
 
 impl Plan {
@@ -89,35 +122,54 @@ impl Plan {
             }
         };
         let secs = number("RAMPART_BENCH_SECS", if quick { 5 } else { 6 });
-        let rounds = number("RAMPART_BENCH_ROUNDS", if quick { 1 } else { 5 }) as usize;
-        Plan { quick, secs, rounds }
+        let rounds = number("RAMPART_BENCH_ROUNDS", if quick { 1 } else { 4 }) as usize;
+        let idle_clients = number("RAMPART_BENCH_IDLE_CLIENTS", if quick { 1_000 } else { 10_000 }) as usize;
+        Plan { quick, secs, rounds, idle_clients }
     }
 }
 
-/// A proxy's CPU time during its own runs.
+/// A relay's CPU time during its own runs.
 #[derive(Default, Clone, Copy)]
-struct Load {
-    cpu_secs: f64,
-    wall_secs: f64,
+pub struct Load {
+    pub cpu_secs: f64,
+    pub wall_secs: f64,
 }
 
 /// The whole machine's CPU during one run.
 #[derive(Clone, Copy)]
-struct MachineCpu {
+pub struct MachineCpu {
     /// Busy CPU time per transaction, in microseconds.
-    us_per_tx: f64,
+    pub us_per_tx: f64,
     /// Busy share of all the CPUs' time, 0 to 1.
-    busy: f64,
+    pub busy: f64,
 }
 
-/// Everything measured: `tps[workload][target]` holds one value per successful run, and so does
-/// `cpu[workload][target]` when `/proc/stat` and pgbench's transaction count were read.
-struct Results {
-    tps: Vec<Vec<Vec<f64>>>,
-    cpu: Vec<Vec<Vec<MachineCpu>>>,
-    notes: Vec<String>,
-    failures: usize,
-    load: [Load; 3],
+/// Everything measured, indexed `[workload][target]`: `tps` holds one value per successful run,
+/// `cpu` one per successful run whose `/proc/stat` and transaction count were read, `errors` what
+/// went wrong in each failed run, `warnings` the runs that succeeded but counted failed
+/// transactions.
+pub struct Results {
+    pub tps: Vec<Vec<Vec<f64>>>,
+    pub cpu: Vec<Vec<Vec<MachineCpu>>>,
+    pub errors: Vec<Vec<Vec<String>>>,
+    pub warnings: Vec<Vec<Vec<String>>>,
+    pub notes: Vec<String>,
+    pub failures: usize,
+    pub load: Vec<Load>,
+}
+
+impl Results {
+    fn new(targets: usize) -> Results {
+        Results {
+            tps: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
+            cpu: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
+            errors: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
+            warnings: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
+            notes: Vec::new(),
+            failures: 0,
+            load: vec![Load::default(); targets],
+        }
+    }
 }
 
 /// Runs `workload` against `target`, adding to `res`; prints the outcome.
@@ -146,14 +198,19 @@ fn measure(c_dir: &std::path::Path, plan: &Plan, w: usize, t: usize, target: Tar
     match outcome {
         Ok(o) => {
             let cpu = machine.map(|m| format!("; machine CPU {:.0} us/tx, {:.0} % busy", m.us_per_tx, m.busy * 100.0));
+            let failed = o.failed.filter(|&n| n > 0).map(|n| format!("; {n} FAILED transactions"));
             println!(
-                "[bench]   {:<24} {:<8} {:>10.1} tps ({}{})",
+                "[bench]   {:<24} {:<13} {:>10.1} tps ({}{}{})",
                 workload.name,
                 target.name,
                 o.tps,
                 o.note,
-                cpu.unwrap_or_default()
+                cpu.unwrap_or_default(),
+                failed.clone().unwrap_or_default()
             );
+            if let Some(f) = failed {
+                res.warnings[w][t].push(format!("round {round}: pgbench reported{f} (see pgbench-{tag}.err)"));
+            }
             res.cpu[w][t].extend(machine);
             if !res.notes.contains(&o.note) {
                 res.notes.push(o.note);
@@ -161,128 +218,22 @@ fn measure(c_dir: &std::path::Path, plan: &Plan, w: usize, t: usize, target: Tar
             res.tps[w][t].push(o.tps);
         }
         Err(e) => {
-            println!("[bench]   {:<24} {:<8} FAILED: {e}", workload.name, target.name);
+            println!("[bench]   {:<24} {:<13} FAILED: {e}", workload.name, target.name);
+            res.errors[w][t].push(format!("round {round}: {e}"));
             res.failures += 1;
         }
     }
 }
 
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+/// Raises this process' open-files limit to its hard limit, for the idle clients; its children
+/// inherit it. Returns the limit now in force.
+fn raise_open_files() -> Result<u64, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| format!("setrlimit to {hard}: {e}"))?;
     }
-}
-
-fn print_table(res: &Results, targets: &[Target; 3]) {
-    println!("{:<24} {:<8} {:>12} {:>9}  {:<24} runs", "workload", "target", "median TPS", "/ direct", "min .. max");
-    for (w, workload) in WORKLOADS.iter().enumerate() {
-        let direct = median(&res.tps[w][0]);
-        for (t, target) in targets.iter().enumerate() {
-            let values = &res.tps[w][t];
-            let (med, spread) = match median(values) {
-                Some(m) => {
-                    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    (format!("{m:.1}"), format!("{lo:.1} .. {hi:.1}"))
-                }
-                None => ("no value".into(), "-".into()),
-            };
-            let ratio = match (median(values), direct) {
-                (Some(m), Some(d)) if d > 0.0 => format!("{:.2}", m / d),
-                _ => "-".into(),
-            };
-            println!("{:<24} {:<8} {med:>12} {ratio:>9}  {spread:<24} {}", workload.name, target.name, values.len());
-        }
-    }
-}
-
-/// One line per workload: rampart against HAProxy and, where it applies, against direct.
-fn print_verdicts(res: &Results) {
-    let verdict = |ok: bool| if ok { "OK" } else { "MISSED" };
-    for (w, workload) in WORKLOADS.iter().enumerate() {
-        let [direct, rampart, haproxy] = [0, 1, 2].map(|t| median(&res.tps[w][t]));
-        let Some(rampart) = rampart else {
-            println!("[bench] verdict {}: no rampart figure: MISSED", workload.name);
-            continue;
-        };
-        let mut parts = Vec::new();
-        match haproxy {
-            Some(h) if h > 0.0 => {
-                let r = rampart / h;
-                parts.push(format!("rampart/haproxy {r:.3} (target > 1): {}", verdict(r > 1.0)));
-            }
-            _ => parts.push("no haproxy figure".into()),
-        }
-        if workload.ratio_target {
-            match direct {
-                Some(d) if d > 0.0 => {
-                    let r = rampart / d;
-                    parts.push(format!(
-                        "rampart/direct {r:.3} (target >= {DIRECT_RATIO_TARGET}): {}",
-                        verdict(r >= DIRECT_RATIO_TARGET)
-                    ));
-                }
-                _ => parts.push("no direct figure".into()),
-            }
-        }
-        println!("[bench] verdict {}: {}", workload.name, parts.join("; "));
-    }
-}
-
-/// Per workload, the whole machine's busy CPU time per transaction on each path (medians), and
-/// what each proxy adds to it. On a machine whose CPUs are all busy, direct/proxy of these is the
-/// TPS ratio the proxy's own cost explains; unlike TPS it hardly moves when the machine has a
-/// slow spell, since both the time and the transactions shrink.
-fn print_cpu_per_transaction(res: &Results, targets: &[Target; 3]) {
-    println!("[bench] machine CPU per transaction (busy CPU time of all processes / transactions; median):");
-    for (w, workload) in WORKLOADS.iter().enumerate() {
-        let us = |t: usize| median(&res.cpu[w][t].iter().map(|m| m.us_per_tx).collect::<Vec<_>>());
-        let busy = |t: usize| median(&res.cpu[w][t].iter().map(|m| m.busy).collect::<Vec<_>>());
-        let Some(direct) = us(0) else {
-            println!("[bench]   {:<24} no figure", workload.name);
-            continue;
-        };
-        let mut parts = vec![format!("direct {direct:.1} us ({:.0} % busy)", busy(0).unwrap_or(0.0) * 100.0)];
-        for (t, target) in targets.iter().enumerate().skip(1) {
-            if let Some(v) = us(t) {
-                parts.push(format!(
-                    "{} {v:.1} us (+{:.1}; direct/{} {:.2}; {:.0} % busy)",
-                    target.name,
-                    v - direct,
-                    target.name,
-                    direct / v,
-                    busy(t).unwrap_or(0.0) * 100.0
-                ));
-            }
-        }
-        println!("[bench]   {:<24} {}", workload.name, parts.join("; "));
-    }
-}
-
-/// CPU during its runs and memory now, for each proxy.
-fn print_costs(res: &Results, targets: &[Target; 3]) {
-    for (t, target) in targets.iter().enumerate() {
-        let Some(pid) = target.pid else { continue };
-        let load = res.load[t];
-        let share =
-            if load.wall_secs > 0.0 { format!("{:.0} %", load.cpu_secs / load.wall_secs * 100.0) } else { "-".into() };
-        let mb = |key: &str| procfs::status_kb(pid, key).map(|kb| format!("{:.1} MB", kb_to_mb(kb)));
-        println!(
-            "[bench] {} (pid {pid}): CPU {:.1} s during its {:.0} s of runs = {share} of one core; \
-             {:.1} s CPU since start; VmRSS {}, VmHWM {}",
-            target.name,
-            load.cpu_secs,
-            load.wall_secs,
-            procfs::cpu_secs(pid).unwrap_or(0.0),
-            mb("VmRSS").unwrap_or_else(|| "?".into()),
-            mb("VmHWM").unwrap_or_else(|| "?".into()),
-        );
-    }
+    Ok(hard)
 }
 
 fn main() {
@@ -292,12 +243,21 @@ fn main() {
     let plan = Plan::from_env();
     let started = Instant::now();
     common::print_preamble("proxy throughput", plan.quick);
+    let nofile = match raise_open_files() {
+        Ok(n) => n,
+        Err(e) => {
+            println!("[bench] raising the open-files limit: {e}; stopping");
+            return;
+        }
+    };
     println!(
-        "[bench] {} CPUs; {} round(s) of {} workloads x (direct, rampart, haproxy), {} s each; pgbench {}",
+        "[bench] {} CPUs; {} round(s) of {} workloads x (direct, rampart, pgbouncer, haproxy, rampart-txn, \
+         pgbouncer-txn), {} s each; then {} idle clients; pgbench {}; open files {nofile}",
         common::cpus(),
         plan.rounds,
         WORKLOADS.len(),
         plan.secs,
+        plan.idle_clients,
         pgbench::bin().display()
     );
     let rt = common::runtime();
@@ -310,7 +270,13 @@ fn main() {
         println!("[bench]   {name} = {value}");
     }
     // Declared after the cluster: stopped (by PID) before it.
-    let proxies = Proxies::start(&c, leader);
+    let proxies = match Proxies::start(&c, leader, nofile.min(NOFILE_CAP)) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("[bench] starting the relays: {e}; stopping");
+            return;
+        }
+    };
     let targets = proxies.targets(primary_port);
     for t in &targets {
         if let Err(e) = targets::check_route(&rt, t.port, primary_port) {
@@ -318,9 +284,16 @@ fn main() {
             return;
         }
     }
+    let ports: Vec<String> = targets.iter().map(|t| format!("{} :{}", t.name, t.port)).collect();
+    println!("[bench] targets: {}; each reaches the primary", ports.join(", "));
     println!(
-        "[bench] targets: direct :{primary_port}, rampart proxy :{}, haproxy (TCP) :{}; each reaches the primary",
-        targets[1].port, targets[2].port
+        "[bench] {}: {}",
+        proxies.pgbouncer_version,
+        if pgbouncer::supports_prepared(&proxies.pgbouncer_version) {
+            "max_prepared_statements = 100"
+        } else {
+            "no prepared-statement support in transaction mode (it came with 1.21)"
+        }
     );
 
     match pgbench::init(primary_port, SCALE, c.dir()) {
@@ -334,7 +307,13 @@ fn main() {
         Ok(d) => println!("[bench] CHECKPOINT, replicas caught up: {:.1} s", d.as_secs_f64()),
         Err(e) => println!("[bench] settling: {e} (measuring anyway)"),
     }
-    let warm = Workload { name: "warm-up", args: &["-S", "-c", "4", "-j", "2"], ratio_target: false };
+    let warm = Workload {
+        name: "warm-up",
+        args: &["-S", "-c", "4", "-j", "2"],
+        ratio_target: false,
+        pooler_ratio_target: false,
+        login_secs: 0,
+    };
     for t in &targets {
         match pgbench::run(t.port, &warm, WARM_UP_SECS, c.dir(), &format!("warm-{}", t.name)) {
             Ok(o) => println!("[bench] warm-up {} s through {}: {:.0} tps (not counted)", WARM_UP_SECS, t.name, o.tps),
@@ -342,13 +321,7 @@ fn main() {
         }
     }
 
-    let mut res = Results {
-        tps: vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()],
-        cpu: vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()],
-        notes: Vec::new(),
-        failures: 0,
-        load: [Load::default(); 3],
-    };
+    let mut res = Results::new(targets.len());
     'rounds: for round in 1..=plan.rounds {
         println!("\n[bench] ===== round {round}/{} =====", plan.rounds);
         for w in 0..WORKLOADS.len() {
@@ -366,6 +339,20 @@ fn main() {
             }
         }
     }
+    let costs = report::Costs::now(&res, &targets);
+
+    println!("\n[bench] ===== idle clients =====");
+    let idle: Vec<(Target, idle::Footprint)> = targets
+        .iter()
+        .filter(|t| matches!(t.kind, Kind::RampartTxn | Kind::PgBouncerTxn))
+        .filter_map(|t| {
+            let pid = t.pid?;
+            println!("[bench] {} idle clients through {} ...", plan.idle_clients, t.name);
+            let f = idle::hold(&rt, t.port, pid, plan.idle_clients);
+            report::print_footprint(t, &f);
+            Some((*t, f))
+        })
+        .collect();
 
     let leader_now = c.dcs().leader();
     println!("\n[bench] ===== results ({:.0} s in all) =====", started.elapsed().as_secs_f64());
@@ -376,16 +363,18 @@ fn main() {
         );
     }
     println!(
-        "{} round(s) of {} s; TPS as pgbench reports it ({}); {} failed run(s); {} CPUs, shared with pgbench and PostgreSQL",
+        "{} round(s) of {} s; TPS as pgbench reports it ({}); {} failed run(s); {} CPUs, shared with pgbench and \
+         PostgreSQL; machine CPU = busy CPU time of all processes / transactions",
         plan.rounds,
         plan.secs,
         res.notes.join("; "),
         res.failures,
         common::cpus()
     );
-    print_table(&res, &targets);
-    print_verdicts(&res);
-    print_cpu_per_transaction(&res, &targets);
-    print_costs(&res, &targets);
+    report::print_table(&res, &targets);
+    report::print_failures(&res, &targets);
+    report::print_verdicts(&res, &targets, &idle);
+    costs.print();
+    report::print_footprints(&idle);
     drop(proxies);
 }

@@ -1,37 +1,71 @@
-//! The three ways bench/proxy.rs reaches the primary: directly, through `rampart proxy`'s
-//! read-write port, and through HAProxy forwarding plain TCP to the primary's PostgreSQL port.
+//! The ways bench/proxy.rs reaches the primary: directly; through `rampart proxy` in session
+//! mode and in transaction mode (two processes, two configuration files); through PgBouncer in
+//! session mode and in transaction mode (two processes, [`crate::pgbouncer`]); and through HAProxy
+//! forwarding plain TCP to the primary's PostgreSQL port.
 //!
-//! HAProxy gets no health check and exactly one server: the bench measures what relaying costs,
-//! and a check could only add noise. The primary cannot move under it, since nothing disturbs the
-//! cluster during the bench (which checks the DCS leader at the end).
+//! What it keeps: the two poolers in one pool mode are set up alike, so that a difference between
+//! them is the pooler's: transaction-mode pools of [`TXN_POOL_SIZE`] server connections, the same
+//! userlist (`auth_file` holding the harness superuser's password, which pgbench logs in with),
+//! SCRAM between client and pooler, no per-connection log line, and room for the idle-client
+//! measurement ([`MAX_CLIENT_CONN`]). HAProxy gets no health check and exactly one server: the
+//! bench measures what relaying costs, and a check could only add noise. The primary cannot move
+//! under them, since nothing disturbs the cluster during the bench (which checks the DCS leader at
+//! the end).
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
+use crate::pgbouncer::{self, PgBouncer};
 use crate::support;
 use crate::support::cluster::Cluster;
 use crate::support::haproxy::Haproxy;
 use crate::support::proxy::Proxy;
 
-/// Far above the bench's at most 16 clients plus pgbench's own setup connection: HAProxy must
+/// Far above the bench's at most 200 clients plus pgbench's own setup connection: HAProxy must
 /// never queue a connection.
 const HAPROXY_MAXCONN: u32 = 1000;
+/// Server connections of a transaction-mode pool: the issue's 20, for 16 clients or 200.
+pub const TXN_POOL_SIZE: usize = 20;
+/// Server connections of PgBouncer's session-mode pool: one per client, for up to 200 clients
+/// and pgbench's setup connection (rampart's session mode has no pool: one server per client).
+const SESSION_POOL_SIZE: usize = 210;
+/// Client connections each pooler accepts: the idle-client measurement's 10,000, pgbench's and
+/// some to spare.
+pub const MAX_CLIENT_CONN: usize = 12_000;
+
+/// Which way to the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Direct,
+    Rampart,
+    PgBouncer,
+    Haproxy,
+    RampartTxn,
+    PgBouncerTxn,
+}
 
 /// One way to the primary.
 #[derive(Clone, Copy)]
 pub struct Target {
+    pub kind: Kind,
     pub name: &'static str,
     pub port: u16,
     /// The relaying process, whose CPU time the bench reads; `None` for the direct path.
     pub pid: Option<u32>,
 }
 
-/// The running proxies; dropping them stops both (by PID).
+/// The running proxies; dropping them stops each (by PID).
 pub struct Proxies {
     pub rampart: Proxy,
+    pub rampart_txn: Proxy,
+    pub pgbouncer: PgBouncer,
+    pub pgbouncer_txn: PgBouncer,
     pub haproxy: Haproxy,
     pub haproxy_port: u16,
+    /// `pgbouncer --version`'s first line.
+    pub pgbouncer_version: String,
 }
 
 /// HAProxy's configuration: TCP mode, one frontend on `bind_port`, one backend whose only server
@@ -47,44 +81,90 @@ fn haproxy_tcp_cfg(bind_port: u16, primary_port: u16) -> String {
     )
 }
 
+/// Writes the poolers' userlist (PgBouncer's format, which `proxy.auth_file` reads too): the
+/// harness superuser and its password, readable by the PostgreSQL OS user PgBouncer runs as.
+fn write_auth_file(path: &Path) -> Result<(), String> {
+    let line = format!("\"{}\" \"{}\"\n", support::SUPERUSER, support::SUPERUSER_PASSWORD);
+    std::fs::write(path, line).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    support::process::chown_to_agent_user(path).map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
 impl Proxies {
-    /// Starts `rampart proxy` (node 0's configuration plus a `proxy` section) and HAProxy for the
-    /// cluster `c` whose leader is `leader`; panics, like the harness, if either does not listen.
-    pub fn start(c: &Cluster, leader: usize) -> Proxies {
+    /// Starts both `rampart proxy` processes (node 0's configuration plus a `proxy` section), both
+    /// PgBouncers and HAProxy for the cluster `c` whose leader is `leader`, each started with the
+    /// open-files limit `nofile`; an error names what did not start. rampart raises its own limit.
+    pub fn start(c: &Cluster, leader: usize, nofile: u64) -> Result<Proxies, String> {
+        let primary_port = c.pg_port(leader);
+        let auth_file = c.dir().join("userlist.txt");
+        write_auth_file(&auth_file)?;
         let rampart = Proxy::start(c, "");
+        let rampart_txn = Proxy::start_named(
+            c,
+            "proxy-txn",
+            &format!(
+                "  pool_mode: transaction\n  default_pool_size: {TXN_POOL_SIZE}\n  max_client_conn: {MAX_CLIENT_CONN}\n  \
+                 auth_type: scram-sha-256\n  auth_file: {}\n",
+                auth_file.display()
+            ),
+        );
+        let pgbouncer_version = pgbouncer::version()?;
+        let bouncer = |name, pool_mode, pool_size| pgbouncer::Settings {
+            name,
+            pool_mode,
+            pool_size,
+            max_client_conn: MAX_CLIENT_CONN,
+            auth_file: &auth_file,
+            prepared: pgbouncer::supports_prepared(&pgbouncer_version),
+            nofile,
+        };
+        let pgbouncer = PgBouncer::start(c.dir(), &bouncer("pgbouncer", "session", SESSION_POOL_SIZE), primary_port)?;
+        let pgbouncer_txn =
+            PgBouncer::start(c.dir(), &bouncer("pgbouncer-txn", "transaction", TXN_POOL_SIZE), primary_port)?;
         let haproxy_port = support::free_port();
         let cfg = c.dir().join("haproxy-tcp.cfg");
-        std::fs::write(&cfg, haproxy_tcp_cfg(haproxy_port, c.pg_port(leader)))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", cfg.display()));
+        std::fs::write(&cfg, haproxy_tcp_cfg(haproxy_port, primary_port))
+            .map_err(|e| format!("writing {}: {e}", cfg.display()))?;
         let mut haproxy = Haproxy::start(&cfg, &c.dir().join("haproxy.log"));
-        assert!(
-            haproxy.wait_listening(haproxy_port, Duration::from_secs(10)),
-            "haproxy does not listen on {haproxy_port}"
-        );
-        Proxies { rampart, haproxy, haproxy_port }
+        if !haproxy.wait_listening(haproxy_port, Duration::from_secs(10)) {
+            return Err(format!("haproxy does not listen on {haproxy_port}"));
+        }
+        Ok(Proxies { rampart, rampart_txn, pgbouncer, pgbouncer_txn, haproxy, haproxy_port, pgbouncer_version })
     }
 
-    /// direct, rampart, haproxy: the order of the runs within a round, the direct path first so
-    /// that every ratio is taken against a figure measured moments earlier.
-    pub fn targets(&self, primary_port: u16) -> [Target; 3] {
+    /// The order of the runs within a round: the direct path first, so that every ratio is taken
+    /// against a figure measured moments earlier, then each session-mode proxy, then each
+    /// transaction-mode pooler.
+    pub fn targets(&self, primary_port: u16) -> [Target; 6] {
+        let t = |kind, name, port, pid| Target { kind, name, port, pid };
         [
-            Target { name: "direct", port: primary_port, pid: None },
-            Target { name: "rampart", port: self.rampart.rw_port, pid: self.rampart.pid() },
-            Target { name: "haproxy", port: self.haproxy_port, pid: self.haproxy.pid() },
+            t(Kind::Direct, "direct", primary_port, None),
+            t(Kind::Rampart, "rampart", self.rampart.rw_port, self.rampart.pid()),
+            t(Kind::PgBouncer, "pgbouncer", self.pgbouncer.port, self.pgbouncer.pid()),
+            t(Kind::Haproxy, "haproxy", self.haproxy_port, self.haproxy.pid()),
+            t(Kind::RampartTxn, "rampart-txn", self.rampart_txn.rw_port, self.rampart_txn.pid()),
+            t(Kind::PgBouncerTxn, "pgbouncer-txn", self.pgbouncer_txn.port, self.pgbouncer_txn.pid()),
         ]
     }
 }
 
-/// Checks that a new session through `port` lands on the primary on `primary_port`.
+/// Checks that a new session through `port` lands on the primary on `primary_port`. The query
+/// goes by the simple protocol: the extended one would prepare a named statement, which a
+/// transaction-mode pool without prepared-statement support may not keep.
 pub fn check_route(rt: &Runtime, port: u16, primary_port: u16) -> Result<(), String> {
     rt.block_on(async {
         let db = support::connect_superuser(port).await.map_err(|e| format!("connect: {e}"))?;
-        let row = db
-            .query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[])
+        let rows = db
+            .simple_query("SELECT inet_server_port(), pg_is_in_recovery()")
             .await
             .map_err(|e| format!("query: {e}"))?;
-        let (server, in_recovery): (i32, bool) = (row.get(0), row.get(1));
-        if i32::from(primary_port) == server && !in_recovery {
+        let row = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap_or("").to_owned(), r.get(1) == Some("t")))
+            }
+            _ => None,
+        });
+        let Some((server, in_recovery)) = row else { return Err("no row".into()) };
+        if server == primary_port.to_string() && !in_recovery {
             Ok(())
         } else {
             Err(format!("landed on port {server} (in recovery: {in_recovery}), not the primary on {primary_port}"))

@@ -28,16 +28,22 @@ impl Proxy {
     /// Starts a proxy for `c` with `extra` appended to its `proxy` section (indented lines such
     /// as `"  hold_timeout: 5\n"`), and waits until both ports accept connections.
     pub fn start(c: &Cluster, extra: &str) -> Proxy {
-        Proxy::launch(c, extra, false)
+        Proxy::launch(c, "proxy", extra, false)
+    }
+
+    /// [`Proxy::start`] with its files named `<name>.yml` and `<name>.log` in the cluster
+    /// directory, for a second proxy beside the first (bench/proxy.rs runs one per pool mode).
+    pub fn start_named(c: &Cluster, name: &str, extra: &str) -> Proxy {
+        Proxy::launch(c, name, extra, false)
     }
 
     /// [`Proxy::start`] with an admin HTTP port as well (`proxy.listen_admin`, in
     /// [`Proxy::admin_port`]), waiting until it accepts connections too.
     pub fn start_with_admin(c: &Cluster, extra: &str) -> Proxy {
-        Proxy::launch(c, extra, true)
+        Proxy::launch(c, "proxy", extra, true)
     }
 
-    fn launch(c: &Cluster, extra: &str, admin: bool) -> Proxy {
+    fn launch(c: &Cluster, name: &str, extra: &str, admin: bool) -> Proxy {
         let rw_port = super::free_port();
         let ro_port = super::free_port();
         let admin_port = admin.then(super::free_port);
@@ -46,7 +52,7 @@ impl Proxy {
             section.push_str(&format!("  listen_admin: 127.0.0.1:{port}\n"));
         }
         let base = format!("{}{section}", c.node(0).config.patronictl_yaml());
-        let config = c.dir().join("proxy.yml");
+        let config = c.dir().join(format!("{name}.yml"));
         std::fs::write(&config, format!("{base}{extra}"))
             .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let mut cmd = Command::new(super::rampart_bin());
@@ -55,7 +61,7 @@ impl Proxy {
             .arg(&config)
             .env("RUST_LOG", std::env::var("RAMPART_AGENT_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1");
-        let proc = LoggedChild::spawn("rampart proxy", cmd, &c.dir().join("proxy.log"));
+        let proc = LoggedChild::spawn("rampart proxy", cmd, &c.dir().join(format!("{name}.log")));
         let mut p = Proxy { proc, rw_port, ro_port, admin_port, config, base };
         for port in [rw_port, ro_port].into_iter().chain(admin_port) {
             assert!(p.proc.wait_listening(port, Duration::from_secs(10)), "rampart proxy does not listen on {port}");
