@@ -257,3 +257,103 @@ fn a_switchover_under_pgbench_load_fails_no_transaction() {
     let log = proxy.log();
     assert!(log.contains("switchover drain report written"), "the proxy told the leader it drained:\n{log}");
 }
+
+/// A client through the proxy whose notifications are kept (LISTEN).
+async fn listener(port: u16) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(port).user(APP_USER).password(APP_PASSWORD).dbname("postgres");
+    let (client, mut connection) = cfg.connect(tokio_postgres::NoTls).await.expect("connecting through the proxy");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// The first column of the first row of a simple query, as text.
+async fn first(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+#[test]
+fn session_level_features_pin_the_client_to_its_server_and_work_as_directly() {
+    let (_c, proxy, pg) = cluster_and_pool(8, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            pg,
+            "CREATE SCHEMA app; CREATE TABLE app.marker (v text); INSERT INTO app.marker VALUES ('app')",
+        )
+        .await;
+        let connect = || support::client::connect(proxy.rw_port, APP_USER, APP_PASSWORD);
+        // Others keep the pool busy between the pinned clients' statements, so an unpinned
+        // client would land on another server most of the time.
+        let others: Vec<_> = futures_free_join(4, || connect()).await;
+        let churn = |round: usize| {
+            let others = &others;
+            async move {
+                for o in others {
+                    o.simple_query(&format!("SELECT {round}")).await.unwrap();
+                }
+            }
+        };
+
+        // LISTEN: pinned, and the notifications come to it.
+        let (listening, mut notes) = listener(proxy.rw_port).await;
+        listening.simple_query("LISTEN jobs").await.unwrap();
+        for round in 0..3 {
+            churn(round).await;
+            others[round].simple_query(&format!("NOTIFY jobs, 'job {round}'")).await.unwrap();
+            let (channel, payload) = tokio::time::timeout(std::time::Duration::from_secs(10), notes.recv())
+                .await
+                .expect("the notification arrives")
+                .expect("the connection is open");
+            assert_eq!((channel.as_str(), payload), ("jobs", format!("job {round}")));
+        }
+
+        // SET of a parameter the server does not report: kept for the session.
+        let set = connect().await.unwrap();
+        set.simple_query("SET search_path = app, public").await.unwrap();
+        // A temporary table, a session advisory lock, a cursor WITH HOLD, SQL PREPARE.
+        let temp = connect().await.unwrap();
+        temp.simple_query("CREATE TEMP TABLE scratch (n int); INSERT INTO scratch VALUES (1), (2)").await.unwrap();
+        let lock = connect().await.unwrap();
+        assert_eq!(first(&lock, "SELECT pg_advisory_lock(7)::text").await, "");
+        let hold = connect().await.unwrap();
+        hold.simple_query("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT generate_series(1, 3); COMMIT").await.unwrap();
+        let prep = connect().await.unwrap();
+        prep.simple_query("PREPARE answer AS SELECT 42").await.unwrap();
+        for round in 0..3 {
+            churn(round).await;
+            assert_eq!(first(&set, "SELECT v FROM marker").await, "app", "search_path kept");
+            assert_eq!(first(&temp, "SELECT count(*) FROM scratch").await, "2", "temp table kept");
+            assert_eq!(first(&others[0], "SELECT pg_try_advisory_lock(7)::text").await, "false", "lock still held");
+            assert_eq!(first(&hold, "FETCH 1 FROM c").await, (round + 1).to_string(), "cursor kept");
+            assert_eq!(first(&prep, "EXECUTE answer").await, "42", "prepared statement kept");
+        }
+        assert_eq!(first(&lock, "SELECT pg_advisory_unlock(7)::text").await, "true", "the same session unlocks it");
+    });
+}
+
+/// `n` results of `f`, made one after another.
+async fn futures_free_join<T, E: std::fmt::Debug, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(f().await.expect("connecting through the proxy"));
+    }
+    out
+}

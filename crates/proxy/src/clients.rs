@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::session_features::Feature;
+
 /// What a client is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientState {
@@ -113,6 +115,8 @@ impl DbStats {
 /// Every pooled client and every database's counters.
 #[derive(Debug, Default)]
 pub struct Clients {
+    /// Clients pinned to their server, by feature ([`Feature::ALL`]'s order).
+    pins: [AtomicU64; 6],
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     stats: Mutex<HashMap<String, Arc<DbStats>>>,
@@ -163,6 +167,18 @@ impl Clients {
         let mut v: Vec<(u64, Arc<ClientInfo>)> = lock(&self.live).iter().map(|(k, v)| (*k, v.clone())).collect();
         v.sort_by_key(|(k, _)| *k);
         v.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// A client got pinned to its server by `feature`.
+    pub fn pinned(&self, feature: Feature) {
+        if let Some(i) = Feature::ALL.iter().position(|f| *f == feature) {
+            self.pins[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Clients pinned since the start, by feature.
+    pub fn pins(&self) -> Vec<(Feature, u64)> {
+        Feature::ALL.iter().zip(&self.pins).map(|(f, n)| (*f, n.load(Ordering::Relaxed))).collect()
     }
 
     /// Every database's counters, by name.

@@ -91,6 +91,7 @@ pub mod server;
 pub mod server_auth;
 pub mod server_conn;
 pub mod session;
+pub mod session_features;
 pub mod session_params;
 pub mod startup;
 pub mod stats;

@@ -43,6 +43,7 @@ use crate::relay::{send_error, Ended};
 use crate::server_auth::ServerLogin;
 use crate::server_conn::{OpenError, ServerConn};
 use crate::session::{fatal, Port, Refusal, SessionSettings, Shared};
+use crate::session_features::{self, Feature};
 use crate::session_params::{Params, TRACKED};
 use crate::startup::{ProtocolVersion, StartupMessage};
 use crate::topology::Backend;
@@ -140,6 +141,7 @@ where
         shared,
         me: &registered,
         leased_at: None,
+        pinned: None,
         settings,
         pooling,
         port,
@@ -336,6 +338,8 @@ struct Txn<'a> {
     me: &'a Registered<'a>,
     /// When it took the server it holds.
     leased_at: Option<Instant>,
+    /// A session-level feature it used: it keeps its server to the end.
+    pinned: Option<Feature>,
     settings: &'a SessionSettings,
     pooling: Arc<Pooling>,
     port: Port,
@@ -601,6 +605,17 @@ impl Txn<'_> {
                 b'Q' | b'S' => DbStats::add(&self.me.stats.queries, 1),
                 _ => {}
             }
+            if self.pinned.is_none() {
+                self.pinned = match frame.tag() {
+                    b'Q' => session_features::scan(frame.body()),
+                    b'P' => wire::split_cstr(frame.body()).and_then(|(_, text)| session_features::scan(text)),
+                    _ => None,
+                };
+                if let Some(f) = self.pinned {
+                    self.shared.clients.pinned(f);
+                    tracing::debug!(user = %self.base.user, database = %self.base.database, feature = f.as_str(), "client pinned to its server for the rest of its session");
+                }
+            }
             if self.held.is_none() {
                 let registry = self.shared.pools.registry().clone();
                 match self.statements.answer_locally(&registry, &frame, &mut self.to_client) {
@@ -686,7 +701,8 @@ impl Txn<'_> {
                 Err(e) => return e,
             }
             // Give the server back at rest; a stopping proxy then says goodbye.
-            if self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty()) && self.to_server.is_empty() {
+            let free = self.pinned.is_none() && self.to_server.is_empty();
+            if free && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty()) {
                 self.release(true);
                 route_lost = None;
             }
@@ -751,7 +767,7 @@ impl Txn<'_> {
                     // Whatever it said last (a FATAL error) goes first.
                     let _ = self.place_server_messages();
                     self.release(false);
-                    if at_rest && self.to_server.is_empty() {
+                    if at_rest && self.to_server.is_empty() && self.pinned.is_none() {
                         // It died between transactions: the next one gets another server.
                         continue;
                     }
