@@ -298,7 +298,7 @@ fn session_level_features_pin_the_client_to_its_server_and_work_as_directly() {
         let connect = || support::client::connect(proxy.rw_port, APP_USER, APP_PASSWORD);
         // Others keep the pool busy between the pinned clients' statements, so an unpinned
         // client would land on another server most of the time.
-        let others: Vec<_> = futures_free_join(4, || connect()).await;
+        let others: Vec<_> = connect_n(4, &connect).await;
         let churn = |round: usize| {
             let others = &others;
             async move {
@@ -311,9 +311,9 @@ fn session_level_features_pin_the_client_to_its_server_and_work_as_directly() {
         // LISTEN: pinned, and the notifications come to it.
         let (listening, mut notes) = listener(proxy.rw_port).await;
         listening.simple_query("LISTEN jobs").await.unwrap();
-        for round in 0..3 {
+        for (round, other) in others.iter().enumerate().take(3) {
             churn(round).await;
-            others[round].simple_query(&format!("NOTIFY jobs, 'job {round}'")).await.unwrap();
+            other.simple_query(&format!("NOTIFY jobs, 'job {round}'")).await.unwrap();
             let (channel, payload) = tokio::time::timeout(std::time::Duration::from_secs(10), notes.recv())
                 .await
                 .expect("the notification arrives")
@@ -346,7 +346,7 @@ fn session_level_features_pin_the_client_to_its_server_and_work_as_directly() {
 }
 
 /// `n` results of `f`, made one after another.
-async fn futures_free_join<T, E: std::fmt::Debug, F, Fut>(n: usize, f: F) -> Vec<T>
+async fn connect_n<T, E: std::fmt::Debug, F, Fut>(n: usize, f: F) -> Vec<T>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
