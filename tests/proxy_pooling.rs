@@ -357,3 +357,33 @@ where
     }
     out
 }
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_other_clients_carry_on() {
+    let (_c, proxy, _pg) = cluster_and_pool(4, "  idle_transaction_timeout: 1\n  max_client_conn: 3\n");
+    let port = proxy.rw_port;
+    let nodb = psql_in(port, APP_USER, APP_PASSWORD, "nosuchdb", "SELECT 1").unwrap_err();
+    assert!(nodb.contains("database \"nosuchdb\" does not exist"), "{nodb}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let connect = || support::client::connect(port, APP_USER, APP_PASSWORD);
+        let (idle_in_tx, steady) = (connect().await.unwrap(), connect().await.unwrap());
+        idle_in_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        // A third client fits; a fourth is over max_client_conn.
+        let third = connect().await.unwrap();
+        let over = connect().await.err().expect("a fourth client is refused").to_string();
+        let over_db = psql(port, APP_USER, APP_PASSWORD, "SELECT 1").unwrap_err();
+        assert!(over_db.contains("no more connections allowed (max_client_conn)"), "{over} / {over_db}");
+        drop(third);
+        // Past idle_transaction_timeout the idle transaction's client is disconnected.
+        // (Watched without sending anything: a query would end the idleness.)
+        let ended = support::wait_until(Duration::from_secs(15), Duration::from_millis(100), || idle_in_tx.is_closed());
+        assert!(ended, "the client idle in its transaction was disconnected");
+        let e = idle_in_tx.simple_query("SELECT 1").await.unwrap_err().to_string();
+        assert!(e.contains("closed") || e.contains("idle-in-transaction"), "{e}");
+        // The other client carries on, in transactions of its own.
+        for _ in 0..3 {
+            steady.batch_execute("BEGIN; SELECT 1; COMMIT").await.expect("the steady client carries on");
+        }
+    });
+}

@@ -40,7 +40,7 @@ use crate::pooling::Pooling;
 use crate::pools::{Lease, Login, PoolKey};
 use crate::prepared::{ClientStatements, Registry, Route};
 use crate::relay::{send_error, Ended};
-use crate::server_auth::ServerLogin;
+use crate::server_auth::{LoginError, ServerLogin};
 use crate::server_conn::{OpenError, ServerConn};
 use crate::session::{fatal, Port, Refusal, SessionSettings, Shared};
 use crate::session_features::{self, Feature};
@@ -290,9 +290,14 @@ async fn lookup_secret(
     let addr = primary.addr();
     // The admin console's database exists only in the proxy: look its users up in `postgres`.
     let database = if crate::console::is_console_database(&id.database) { "postgres" } else { id.database.as_str() };
-    let mut conn = ServerConn::open(&addr, database, auth_user, &[], login, settings.connect_timeout)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let mut conn = match ServerConn::open(&addr, database, auth_user, &[], login, settings.connect_timeout).await {
+        Ok(c) => c,
+        Err(OpenError::Login(LoginError::Refused { code, message, .. })) if client_facing(&code).is_some() => {
+            let code = client_facing(&code).unwrap_or(SqlState::CONNECTION_FAILURE);
+            return Err(fatal(Outcome::ServerError, code, message));
+        }
+        Err(e) => return Err(failed(e.to_string())),
+    };
     conn.stream
         .write_all(&auth_query::request(&pooling.auth_query, &id.user))
         .await
@@ -486,6 +491,13 @@ impl Txn<'_> {
             };
             if !error.retryable() || Instant::now() >= deadline {
                 tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %backend.name, "{error}");
+                // What the server says about the client's own request (no such database, no
+                // permission to connect) reaches it as the server said it.
+                if let OpenError::Login(LoginError::Refused { code, message, .. }) = &error {
+                    if let Some(code) = client_facing(code) {
+                        return Err(fatal(Outcome::ServerError, code, message.clone()));
+                    }
+                }
                 let message = match &error {
                     OpenError::Login(_) => format!("the proxy could not log in to {}: {error}", backend.name),
                     _ => format!("{} ({}): {error}", backend.name, key.addr),
@@ -849,6 +861,12 @@ impl Txn<'_> {
             }
         }
     }
+}
+
+/// A server's login refusal that is about the client's own request, relayed with its code.
+fn client_facing(code: &str) -> Option<SqlState> {
+    const RELAYED: [&str; 4] = ["3D000", "42501", "53300", "28000"];
+    RELAYED.iter().find(|c| **c == code).map(|c| SqlState::new(c))
 }
 
 /// Why no connection could be leased.
