@@ -371,7 +371,10 @@ fn bad_requests_get_clear_errors_and_the_other_clients_carry_on() {
         idle_in_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
         // A third client fits; a fourth is over max_client_conn.
         let third = connect().await.unwrap();
-        let over = connect().await.err().expect("a fourth client is refused").to_string();
+        let over = match connect().await {
+            Ok(_) => panic!("a fourth client is refused"),
+            Err(e) => e.to_string(),
+        };
         let over_db = psql(port, APP_USER, APP_PASSWORD, "SELECT 1").unwrap_err();
         assert!(over_db.contains("no more connections allowed (max_client_conn)"), "{over} / {over_db}");
         drop(third);
