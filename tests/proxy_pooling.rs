@@ -390,3 +390,29 @@ fn bad_requests_get_clear_errors_and_the_other_clients_carry_on() {
         }
     });
 }
+
+#[test]
+fn after_a_crash_failover_clients_between_transactions_carry_on() {
+    let (mut c, proxy, old) = cluster_of(3, 4, "  hold_timeout: 40\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            let client = support::client::connect(proxy.rw_port, APP_USER, APP_PASSWORD).await.unwrap();
+            assert_eq!(first(&client, "SELECT inet_server_port()").await, c.pg_port(old).to_string());
+            clients.push(client);
+        }
+        // The primary crashes (its agent too, so it is not restarted in place) while every
+        // client is between transactions.
+        c.kill_agent(old);
+        c.kill_postgres(old).expect("postmaster pid");
+        for (i, client) in clients.iter().enumerate() {
+            // Held until the new primary is there, then served by it: no error.
+            let port = first(client, "SELECT inet_server_port()").await;
+            let new = c.leader_index().expect("a new leader");
+            assert_ne!(new, old);
+            assert_eq!(port, c.pg_port(new).to_string(), "client {i} reaches the new primary");
+            client.batch_execute("BEGIN; SELECT 1; COMMIT").await.expect("and runs transactions there");
+        }
+    });
+}
