@@ -416,3 +416,33 @@ fn after_a_crash_failover_clients_between_transactions_carry_on() {
         }
     });
 }
+
+#[test]
+fn sighup_reloads_pool_sizes_and_users_without_dropping_a_client() {
+    let (c, proxy, _pg) = cluster_and_pool(2, &format!("  admin_users: {APP_USER}\n"));
+    let port = proxy.rw_port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kept = support::client::connect(port, APP_USER, APP_PASSWORD).await.unwrap();
+        kept.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        // A new user in the auth_file, a larger pool.
+        support::client::sql(c.pg_port(c.leader_index().unwrap()), "CREATE ROLE newcomer LOGIN PASSWORD 'newcomer-secret'").await;
+        let auth_file = c.dir().join("userlist.txt");
+        let mut users = std::fs::read_to_string(&auth_file).unwrap();
+        users.push_str("\"newcomer\" \"newcomer-secret\"\n");
+        std::fs::write(&auth_file, users).unwrap();
+        proxy.rewrite_config(&format!(
+            "  pool_mode: transaction\n  default_pool_size: 5\n  auth_file: {}\n  auth_user: {}\n  admin_users: {APP_USER}\n",
+            auth_file.display(),
+            support::SUPERUSER
+        ));
+        proxy.signal(nix::sys::signal::Signal::SIGHUP);
+        let reloaded = support::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            console(port, APP_USER, APP_PASSWORD, "SHOW CONFIG").is_ok_and(|t| t.contains("default_pool_size|5|"))
+        });
+        assert!(reloaded, "SHOW CONFIG gives the new pool size");
+        assert_eq!(psql(port, "newcomer", "newcomer-secret", "SELECT current_user").unwrap(), "newcomer");
+        // The client inside its transaction throughout: still there.
+        kept.batch_execute("SELECT 2; COMMIT").await.expect("the open transaction survives the reload");
+    });
+}
