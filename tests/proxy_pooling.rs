@@ -446,3 +446,33 @@ fn sighup_reloads_pool_sizes_and_users_without_dropping_a_client() {
         kept.batch_execute("SELECT 2; COMMIT").await.expect("the open transaction survives the reload");
     });
 }
+
+#[test]
+fn cancels_reach_the_held_server_and_a_dead_idle_server_never_reaches_a_client() {
+    let (_c, proxy, pg) = cluster_and_pool(1, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = support::client::connect(proxy.rw_port, APP_USER, APP_PASSWORD).await.unwrap();
+        let server = first(&client, "SELECT pg_backend_pid()").await;
+        // The pool's only server, idle now, is terminated behind the proxy's back: its FATAL
+        // message and close wait on the idle connection, for nobody.
+        support::client::sql(pg, &format!("SELECT pg_terminate_backend({server})")).await;
+        let again = first(&client, "SELECT pg_backend_pid()").await;
+        assert_ne!(again, server, "a new server connection, and no error from the dead one");
+        // A cancel goes to the server the client holds while its query runs.
+        let token = client.cancel_token();
+        let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        let running = support::wait_until_async(Duration::from_secs(10), Duration::from_millis(100), || async {
+            support::client::query_text(pg, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'")
+                .await
+                .as_deref()
+                == Some("1")
+        })
+        .await;
+        assert!(running, "the query runs");
+        token.cancel_query(tokio_postgres::NoTls).await.expect("sending the cancel through the proxy");
+        let e = tokio::time::timeout(Duration::from_secs(10), sleeping).await.expect("cancelled in time").unwrap();
+        let e = e.expect_err("the query was cancelled");
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{e}");
+    });
+}
