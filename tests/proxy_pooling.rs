@@ -235,7 +235,7 @@ fn a_switchover_under_pgbench_load_fails_no_transaction() {
     assert!(ok, "pgbench -i directly: {init}");
     let port = proxy.rw_port;
     let load = std::thread::spawn(move || {
-        pgbench(port, APP_USER, APP_PASSWORD, &["-M", "extended", "-c", "16", "-j", "2", "-T", "30", "-n"])
+        pgbench(port, APP_USER, APP_PASSWORD, &["-M", "prepared", "-c", "16", "-j", "2", "-T", "30", "-n"])
     });
     // Let the load run, then hand the leadership over while it does.
     std::thread::sleep(Duration::from_secs(8));
