@@ -350,6 +350,9 @@ fn pooling_settings(proxy: &rampart_config::Proxy) -> Result<Pooling> {
         .keys()
         .map(|db| (db.clone(), DatabaseOverride { limits: limits(Some(db)), mode: p.for_database(db).pool_mode }))
         .collect();
+    if p.max_db_connections.is_some() || p.databases.values().any(|d| d.max_db_connections.flatten().is_some()) {
+        warn!("proxy.max_db_connections is read but not enforced yet: each pool is bounded by its own size");
+    }
     Ok(Pooling {
         mode: p.pool_mode,
         limits: limits(None),
