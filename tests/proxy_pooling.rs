@@ -457,6 +457,13 @@ fn cancels_reach_the_held_server_and_a_dead_idle_server_never_reaches_a_client()
         // The pool's only server, idle now, is terminated behind the proxy's back: its FATAL
         // message and close wait on the idle connection, for nobody.
         support::client::sql(pg, &format!("SELECT pg_terminate_backend({server})")).await;
+        // Gone for good (terminating is asynchronous): its goodbye now waits on the idle socket.
+        let gone = support::wait_until_async(Duration::from_secs(10), Duration::from_millis(50), || async {
+            let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {server}");
+            support::client::query_text(pg, &sql).await.as_deref() == Some("0")
+        })
+        .await;
+        assert!(gone, "the server process exited");
         let again = first(&client, "SELECT pg_backend_pid()").await;
         assert_ne!(again, server, "a new server connection, and no error from the dead one");
         // A cancel goes to the server the client holds while its query runs.

@@ -24,11 +24,11 @@ use crate::console::{
     ConsoleError, DatabaseRow, ListRow, PoolRow, Show, Side, StatsRow, VersionRow,
 };
 use crate::frame::put_frame;
+use crate::pooled_login::{authenticate, identity, read_frame};
 use crate::pooling::Pooling;
 use crate::relay::{send_error, Ended};
 use crate::session::{fatal, SessionSettings, Shared};
 use crate::startup::StartupMessage;
-use crate::txn::{authenticate, identity, read_frame};
 use crate::wire;
 
 /// What the console asks of the proxy's main loop.
