@@ -52,8 +52,11 @@
 //! * [`lifecycle`]: the graceful stop (drain, then close) and the count of open connections;
 //!   `flow` (private): whether a session has anything in flight, so a stop ends it only when idle;
 //! * [`access_log`]: one JSON line per client connection when it ends (`proxy.access_log`);
+//! * [`pools_view`]: the pools with their clients and each database's counters, read at one
+//!   moment for the admin console and the admin port alike;
 //! * [`admin`]: the admin HTTP port (`/metrics`, `/stats.json`, `/stats`), whose renderers are
-//!   pure functions of one statistics snapshot and the routes in force.
+//!   pure functions of one statistics snapshot, one [`pools_view::PoolsView`] and the routes in
+//!   force.
 //!
 //! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
 //! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
@@ -84,6 +87,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod pooling;
 pub mod pools;
+pub mod pools_view;
 pub mod prepared;
 mod relay;
 pub mod scram;
