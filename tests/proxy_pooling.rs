@@ -5,7 +5,9 @@
 //!   sharing those few servers;
 //! * the proxy authenticates clients itself: with SCRAM against verifiers it reads by
 //!   `auth_query` (logging in to PostgreSQL with the client's key), and a wrong password or an
-//!   unknown user gets PostgreSQL's FATAL 28P01 without the proxy opening a server connection.
+//!   unknown user gets PostgreSQL's FATAL 28P01 without the proxy opening a server connection;
+//! * the admin HTTP port shows the pools as the console does: `/metrics` (the PgBouncer
+//!   exporter's figures) and `/stats.json` count the pooled clients and the servers they hold.
 
 mod support;
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::wait_healthy;
 use support::proxy::Proxy;
+use tokio_postgres::Client;
 
 /// Runs `cmd`, returning its output whatever its status; the shown command never holds the
 /// password (it comes from the environment).
@@ -78,6 +81,16 @@ fn cluster_and_pool(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
 
 /// [`cluster_and_pool`] with `nodes` members; returns the leader's index.
 fn cluster_of(nodes: usize, pool_size: usize, extra: &str) -> (Cluster, Proxy, usize) {
+    cluster_started(nodes, pool_size, extra, Proxy::start)
+}
+
+/// [`cluster_of`] with the proxy started by `start` (e.g. [`Proxy::start_with_admin`]).
+fn cluster_started(
+    nodes: usize,
+    pool_size: usize,
+    extra: &str,
+    start: fn(&Cluster, &str) -> Proxy,
+) -> (Cluster, Proxy, usize) {
     let c = Cluster::start(nodes, ClusterOptions::default());
     let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
     let port = c.pg_port(leader);
@@ -88,7 +101,7 @@ fn cluster_of(nodes: usize, pool_size: usize, extra: &str) -> (Cluster, Proxy, u
     ));
     let auth_file = c.dir().join("userlist.txt");
     std::fs::write(&auth_file, format!("\"{}\" \"{}\"\n", support::SUPERUSER, support::SUPERUSER_PASSWORD)).unwrap();
-    let proxy = Proxy::start(
+    let proxy = start(
         &c,
         &format!(
             "  pool_mode: transaction\n  default_pool_size: {pool_size}\n  auth_file: {}\n  auth_user: {}\n{extra}",
@@ -155,18 +168,24 @@ fn pool_row(port: u16, database: &str, user: &str) -> std::collections::HashMap<
     header.iter().zip(row).map(|(h, v)| (h.to_string(), v.to_string())).collect()
 }
 
+/// Three pooled clients through `port` that each ran a query; the first is inside a
+/// transaction (it holds a server), the other two are between transactions (they hold none).
+async fn three_clients_one_in_a_transaction(port: u16) -> (Client, Client, Client) {
+    let connect = || support::client::connect(port, APP_USER, APP_PASSWORD);
+    let (a, b, c) = (connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap());
+    for client in [&a, &b, &c] {
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    (a, b, c)
+}
+
 #[test]
 fn the_admin_console_shows_the_pools_and_pauses_clients() {
     let (_c, proxy, _pg) = cluster_and_pool(4, &format!("  admin_users: {APP_USER}\n"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let connect = || support::client::connect(proxy.rw_port, APP_USER, APP_PASSWORD);
-        let (a, b, c) = (connect().await.unwrap(), connect().await.unwrap(), connect().await.unwrap());
-        for client in [&a, &b, &c] {
-            client.simple_query("SELECT 1").await.unwrap();
-        }
-        // One client inside a transaction holds a server; the other two hold none.
-        a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let (a, b, c) = three_clients_one_in_a_transaction(proxy.rw_port).await;
         let row = pool_row(proxy.rw_port, "postgres", APP_USER);
         assert_eq!(row["sv_active"], "1", "{row:?}");
         assert_eq!(row["cl_waiting"], "0", "{row:?}");
@@ -207,6 +226,72 @@ fn the_admin_console_shows_the_pools_and_pauses_clients() {
     assert!(refused.contains("neither proxy.admin_users nor proxy.stats_users"), "{refused}");
     let unknown = console(proxy.rw_port, APP_USER, APP_PASSWORD, "SHOW NOTHING").unwrap_err();
     assert!(unknown.contains("unknown command"), "{unknown}");
+}
+
+/// The value of the sample `series` (`name{labels}` as written) in a `/metrics` body.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_admin_port_shows_the_pools_and_their_counters() {
+    let (c, proxy, leader) = cluster_started(1, 4, "", Proxy::start_with_admin);
+    let admin = proxy.admin_port.expect("started with an admin port");
+    let backend = c.name(leader).to_string();
+    let pool = |family: &str| {
+        format!("rampart_proxy_pools_{family}{{database=\"postgres\",user=\"{APP_USER}\",backend=\"{backend}\"}}")
+    };
+    let get = |path: &str| {
+        let r = support::http_request(admin, "GET", path, None).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (a, b, d) = three_clients_one_in_a_transaction(proxy.rw_port).await;
+        let m = get("/metrics").body;
+        assert_eq!(sample(&m, &pool("server_active_connections")), Some(1.0), "{m}");
+        assert_eq!(sample(&m, &pool("client_active_connections")), Some(3.0), "{m}");
+        assert_eq!(sample(&m, &pool("client_waiting_connections")), Some(0.0), "{m}");
+        assert_eq!(sample(&m, &pool("client_maxwait_seconds")), Some(0.0), "{m}");
+        let servers: f64 = ["server_active_connections", "server_idle_connections", "server_login_connections"]
+            .iter()
+            .map(|f| sample(&m, &pool(f)).unwrap_or_else(|| panic!("{f}: {m}")))
+            .sum();
+        assert!((1.0..=4.0).contains(&servers), "{servers} servers in a pool of 4: {m}");
+        let stats = |m: &str, family: &str| {
+            sample(m, &format!("rampart_proxy_stats_{family}{{database=\"postgres\"}}"))
+                .unwrap_or_else(|| panic!("{family}: {m}"))
+        };
+        assert!(stats(&m, "sql_transactions_pooled_total") >= 3.0, "three transactions ended: {m}");
+        assert!(stats(&m, "queries_pooled_total") >= 4.0, "{m}");
+        assert!(stats(&m, "received_bytes_total") > 0.0 && stats(&m, "sent_bytes_total") > 0.0, "{m}");
+
+        let v = get("/stats.json").json().expect("JSON");
+        let row = v["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["database"] == "postgres" && p["user"] == APP_USER))
+            .unwrap_or_else(|| panic!("no pool postgres/{APP_USER}: {v}"));
+        assert_eq!((row["servers"]["active"].as_u64(), row["clients"]["active"].as_u64()), (Some(1), Some(3)), "{row}");
+        assert_eq!(row["backend"].as_str(), Some(backend.as_str()), "{row}");
+        assert!(v["pool_stats"].as_array().is_some_and(|s| s.iter().any(|d| d["database"] == "postgres")), "{v}");
+        let page = get("/stats").body;
+        assert!(page.contains(&format!("data-database=\"postgres\" data-user=\"{APP_USER}\"")), "{page}");
+
+        // The figures are live: the server comes back at COMMIT, the clients leave with their sessions.
+        a.batch_execute("COMMIT").await.unwrap();
+        drop((a, b, d));
+        let back = || {
+            let m = get("/metrics").body;
+            sample(&m, &pool("server_active_connections")) == Some(0.0)
+                && sample(&m, &pool("client_active_connections")) == Some(0.0)
+        };
+        assert!(
+            support::wait_until(Duration::from_secs(10), Duration::from_millis(100), back),
+            "{}",
+            get("/metrics").body
+        );
+    });
 }
 
 #[test]

@@ -61,8 +61,11 @@
 //!   [`clients`]: the pooled clients and each database's counters;
 //! * `pooled_login` (private): a pooled client's identity and authentication; `txn` (private):
 //!   a transaction-mode client's session; [`console_session`]: the admin console's session;
+//! * [`pools_view`]: the pools with their clients and each database's counters, read at one
+//!   moment for the admin console and the admin port alike;
 //! * [`admin`]: the admin HTTP port (`/metrics`, `/stats.json`, `/stats`), whose renderers are
-//!   pure functions of one statistics snapshot and the routes in force.
+//!   pure functions of one statistics snapshot, one [`pools_view::PoolsView`] and the routes in
+//!   force.
 //!
 //! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
 //! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
@@ -94,6 +97,7 @@ pub mod pool;
 mod pooled_login;
 pub mod pooling;
 pub mod pools;
+pub mod pools_view;
 pub mod prepared;
 mod relay;
 pub mod scram;
