@@ -188,6 +188,16 @@ fn pools(out: &mut Out, p: &PoolsView) {
             out.sample(name, &[("database", &t.database)], float(value(t)));
         }
     }
+    let name = "rampart_proxy_pinned_clients_total";
+    out.family(
+        name,
+        "counter",
+        "Pooled clients pinned to their server for the rest of their session, by the session-level \
+         feature they used (LISTEN, SET, PREPARE, WITH HOLD cursors, temporary objects, advisory locks).",
+    );
+    for (feature, n) in &p.pins {
+        out.sample(name, &[("feature", feature.as_str())], float(*n as f64));
+    }
 }
 
 /// A float as the text format wants it (`+Inf` for infinity).
@@ -409,6 +419,7 @@ mod tests {
         assert_eq!(stats("server_in_transaction_seconds_total", "app"), 2.5, "microseconds become seconds");
         assert_eq!(stats("client_wait_seconds_total", "app"), 0.5);
         assert_eq!(stats("sql_transactions_pooled_total", "postgres"), 3.0);
+        assert_eq!(m["rampart_proxy_pinned_clients_total{feature=\"listen\"}"], 2.0, "pins by feature");
         // Each family says which of the exporter's metrics it is, and has the exporter's type.
         for (name, kind) in
             POOL_FAMILIES.iter().map(|f| (f.0, "gauge")).chain(STATS_FAMILIES.iter().map(|f| (f.0, "counter")))

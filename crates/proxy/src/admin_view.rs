@@ -292,6 +292,7 @@ pub(crate) mod tests {
                 },
                 DbTotals { database: "postgres".into(), xacts: 3, ..DbTotals::default() },
             ],
+            pins: vec![(crate::session_features::Feature::Listen, 2)],
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::clients::{ClientInfo, ClientState, Clients, DbTotals};
 use crate::pools::{PoolFigures, Pools};
+use crate::session_features::Feature;
 
 /// One pool (database, user, backend) with its clients.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,12 +77,18 @@ pub struct PoolsView {
     pub pools: Vec<PoolLine>,
     /// Every database's counters since the proxy started, by name.
     pub stats: Vec<DbTotals>,
+    /// Clients pinned to their server since the proxy started, by feature.
+    pub pins: Vec<(Feature, u64)>,
 }
 
 impl PoolsView {
     /// Reads `pools` and `clients` now.
     pub fn take(pools: &Pools, clients: &Clients) -> PoolsView {
-        PoolsView { pools: pool_lines(pools.figures(), &clients.snapshot()), stats: clients.totals() }
+        PoolsView {
+            pools: pool_lines(pools.figures(), &clients.snapshot()),
+            stats: clients.totals(),
+            pins: clients.pins(),
+        }
     }
 }
 
