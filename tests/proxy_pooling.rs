@@ -3,6 +3,7 @@
 //! * pgbench in its three query modes (simple, extended, prepared) and its TPC-B script runs
 //!   through a pool of a few server connections with no failed transaction, many clients
 //!   sharing those few servers;
+//! * 2,000 pgbench clients, connected at once, are served by a pool of 20 server connections;
 //! * the proxy authenticates clients itself: with SCRAM against verifiers it reads by
 //!   `auth_query` (logging in to PostgreSQL with the client's key), and a wrong password or an
 //!   unknown user gets PostgreSQL's FATAL 28P01 without the proxy opening a server connection;
@@ -14,9 +15,11 @@ mod support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::cluster::{Cluster, ClusterOptions};
-use support::health::wait_healthy;
-use support::proxy::Proxy;
+use support::cluster::Cluster;
+use support::proxy::{
+    cluster_and_pool, cluster_and_pool_app_in_auth_file, pool_cluster, server_connections, Proxy, APP_PASSWORD,
+    APP_USER,
+};
 use tokio_postgres::Client;
 
 /// Runs `cmd`, returning its output whatever its status; the shown command never holds the
@@ -26,9 +29,12 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("running {shown}: {e}"))
 }
 
-/// pgbench as `user` through `port`: its whole report, and whether it succeeded.
+/// pgbench as `user` through `port`: its whole report, and whether it succeeded. It runs under
+/// `sh` so that `ulimit -n` can give it a socket for each of thousands of clients.
 fn pgbench(port: u16, user: &str, password: &str, args: &[&str]) -> (bool, String) {
-    let out = run(Command::new(support::pg_bin_dir().join("pgbench"))
+    let out = run(Command::new("sh")
+        .args(["-c", "ulimit -n 8192 && exec \"$0\" \"$@\""])
+        .arg(support::pg_bin_dir().join("pgbench"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
         .args(args)
         .arg("postgres")
@@ -67,59 +73,9 @@ fn psql_in(port: u16, user: &str, password: &str, database: &str, sql: &str) -> 
     }
 }
 
-const APP_USER: &str = "app";
-const APP_PASSWORD: &str = "app-secret";
-
-/// A one-node cluster with an `app` user (SCRAM), and a transaction-mode proxy in front of it
-/// whose `auth_user` is the superuser (its password in the `auth_file`) and whose pools hold at
-/// most `pool_size` server connections.
-fn cluster_and_pool(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
-    let (c, proxy, leader) = cluster_of(1, pool_size, extra);
-    let port = c.pg_port(leader);
-    (c, proxy, port)
-}
-
 /// [`cluster_and_pool`] with `nodes` members; returns the leader's index.
 fn cluster_of(nodes: usize, pool_size: usize, extra: &str) -> (Cluster, Proxy, usize) {
-    cluster_started(nodes, pool_size, extra, Proxy::start)
-}
-
-/// [`cluster_of`] with the proxy started by `start` (e.g. [`Proxy::start_with_admin`]).
-fn cluster_started(
-    nodes: usize,
-    pool_size: usize,
-    extra: &str,
-    start: fn(&Cluster, &str) -> Proxy,
-) -> (Cluster, Proxy, usize) {
-    let c = Cluster::start(nodes, ClusterOptions::default());
-    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
-    let port = c.pg_port(leader);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(support::client::sql(
-        port,
-        &format!("CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}' SUPERUSER"),
-    ));
-    let auth_file = c.dir().join("userlist.txt");
-    std::fs::write(&auth_file, format!("\"{}\" \"{}\"\n", support::SUPERUSER, support::SUPERUSER_PASSWORD)).unwrap();
-    let proxy = start(
-        &c,
-        &format!(
-            "  pool_mode: transaction\n  default_pool_size: {pool_size}\n  auth_file: {}\n  auth_user: {}\n{extra}",
-            auth_file.display(),
-            support::SUPERUSER
-        ),
-    );
-    (c, proxy, leader)
-}
-
-/// Server connections the proxy holds for `user` on the server at `port`.
-fn server_connections(port: u16, user: &str) -> i64 {
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' AND backend_type = 'client backend' \
-         AND pid <> pg_backend_pid()"
-    );
-    let out = psql(port, support::SUPERUSER, support::SUPERUSER_PASSWORD, &sql).expect("asking the server");
-    out.parse().unwrap_or_else(|_| panic!("a count: {out}"))
+    pool_cluster(nodes, pool_size, extra, false, Proxy::start)
 }
 
 #[test]
@@ -235,7 +191,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn the_admin_port_shows_the_pools_and_their_counters() {
-    let (c, proxy, leader) = cluster_started(1, 4, "", Proxy::start_with_admin);
+    let (c, proxy, leader) = pool_cluster(1, 4, "", false, Proxy::start_with_admin);
     let admin = proxy.admin_port.expect("started with an admin port");
     let backend = c.name(leader).to_string();
     let pool = |family: &str| {
@@ -292,6 +248,23 @@ fn the_admin_port_shows_the_pools_and_their_counters() {
             get("/metrics").body
         );
     });
+}
+
+#[test]
+fn two_thousand_pgbench_clients_are_served_by_twenty_server_connections() {
+    // The app user's verifier in the auth_file: with auth_query, each of the 2,000 logins would
+    // open a connection of its own to look it up (minutes in a debug build).
+    let (_c, proxy, pg) = cluster_and_pool_app_in_auth_file(20, "  max_client_conn: 2500\n");
+    let (ok, init) = pgbench(pg, support::SUPERUSER, support::SUPERUSER_PASSWORD, &["-i", "-s", "1", "-q"]);
+    assert!(ok, "pgbench -i directly: {init}");
+    // Each client connects once and runs its five transactions; all 2,000 are connected at once.
+    let (ok, report) =
+        pgbench(proxy.rw_port, APP_USER, APP_PASSWORD, &["-S", "-c", "2000", "-j", "2", "-t", "5", "-n"]);
+    assert!(ok, "2,000 pgbench clients through a pool of 20: {report}");
+    assert_eq!(report_number(&report, "number of transactions actually processed"), 10_000.0, "{report}");
+    assert_eq!(report_number(&report, "number of failed transactions"), 0.0, "{report}");
+    let servers = server_connections(pg, APP_USER);
+    assert!((1..=20).contains(&servers), "{servers} server connections for 2,000 clients in a pool of 20");
 }
 
 #[test]
