@@ -464,6 +464,10 @@ fn after_a_crash_failover_clients_between_transactions_carry_on() {
         // client is between transactions.
         c.kill_agent(old);
         c.kill_postgres(old).expect("postmaster pid");
+        // The clients stay idle through the crash itself (the orphaned server processes notice
+        // the postmaster's death and say goodbye within moments): a transaction sent in that
+        // very instant is one in flight, which may get an error.
+        std::thread::sleep(Duration::from_millis(500));
         for (i, client) in clients.iter().enumerate() {
             // Held until the new primary is there, then served by it: no error.
             let port = first(client, "SELECT inet_server_port()").await;

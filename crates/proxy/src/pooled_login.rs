@@ -16,13 +16,14 @@ use crate::access_log::Outcome;
 use crate::auth_file::Secret;
 use crate::auth_query::{Answer, Lookup};
 use crate::backend::SqlState;
+use crate::client_auth::Credentials;
 use crate::client_auth::{ClientAuth, Progress, Who};
 use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::hba::{self, Method};
 use crate::pooling::Pooling;
-use crate::pools::Login;
-use crate::server_auth::{LoginError, ServerLogin};
-use crate::server_conn::{OpenError, ServerConn};
+use crate::pools::{lease, Leased, Login, PoolKey};
+use crate::server_auth::LoginError;
+use crate::server_conn::OpenError;
 use crate::session::{fatal, Refusal, SessionSettings, Shared};
 use crate::session_params::TRACKED;
 use crate::startup::{ProtocolVersion, StartupMessage};
@@ -179,41 +180,53 @@ async fn lookup_secret(
     };
     let primary = shared.routes.borrow().primary.clone();
     let Some(primary) = primary else { return Err(failed("no primary to run auth_query on".into())) };
-    let secret = pooling.auth_file.secret(auth_user).cloned();
-    let login = ServerLogin::new(auth_user, crate::client_auth::Credentials::None, secret);
-    let addr = primary.addr();
+    // Over the auth_user's own pool on the primary: a login costs no new server connection.
+    let login = Login { credentials: Credentials::None, secret: pooling.auth_file.secret(auth_user).cloned() };
     // The admin console's database exists only in the proxy: look its users up in `postgres`.
     let database = if crate::console::is_console_database(&id.database) { "postgres" } else { id.database.as_str() };
-    let mut conn = match ServerConn::open(&addr, database, auth_user, &[], login, settings.connect_timeout).await {
-        Ok(c) => c,
-        Err(OpenError::Login(LoginError::Refused { code, message, .. })) if client_facing(&code).is_some() => {
+    let key =
+        PoolKey { database: database.to_string(), user: auth_user.clone(), addr: primary.addr(), extra: Vec::new() };
+    let limits = pooling.limits_for(database);
+    let mut conn = match lease(&shared.pools, &key, &primary.name, limits, &login, settings.connect_timeout).await {
+        Ok((c, _)) => c,
+        Err(Leased::Open(OpenError::Login(LoginError::Refused { code, message, .. })))
+            if client_facing(&code).is_some() =>
+        {
             let code = client_facing(&code).unwrap_or(SqlState::CONNECTION_FAILURE);
             return Err(fatal(Outcome::ServerError, code, message));
         }
-        Err(e) => return Err(failed(e.to_string())),
+        Err(Leased::Open(e)) => return Err(failed(e.to_string())),
+        Err(Leased::TimedOut) => return Err(failed("no auth_user connection became free".into())),
     };
-    conn.stream
-        .write_all(&crate::auth_query::request(&pooling.auth_query, &id.user))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let asked = conn.stream.write_all(&crate::auth_query::request(&pooling.auth_query, &id.user)).await;
     let mut answer = Answer::default();
-    let lookup = loop {
-        let frame = match split_frame(&mut conn.buf, DEFAULT_MAX_FRAME_LEN) {
-            Ok(Some(f)) => f,
-            Ok(None) => match tokio::time::timeout(settings.connect_timeout, conn.stream.read_buf(&mut conn.buf)).await
-            {
-                Ok(Ok(n)) if n > 0 => continue,
-                _ => return Err(failed("the server did not answer auth_query".into())),
-            },
-            Err(e) => return Err(failed(e.to_string())),
-        };
-        match answer.on_message(&frame).map_err(failed)? {
-            Lookup::Pending => {}
-            done => break done,
+    let lookup = async {
+        asked.map_err(|e| e.to_string())?;
+        loop {
+            let frame = match split_frame(&mut conn.buf, DEFAULT_MAX_FRAME_LEN) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    match tokio::time::timeout(settings.connect_timeout, conn.stream.read_buf(&mut conn.buf)).await {
+                        Ok(Ok(n)) if n > 0 => continue,
+                        _ => return Err("the server did not answer auth_query".to_string()),
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            match answer.on_message(&frame)? {
+                Lookup::Pending => {}
+                done => return Ok(done),
+            }
         }
-    };
-    let _ = conn.stream.write_all(Frame::new(b'X', b"").as_bytes()).await;
-    Ok(match lookup {
+    }
+    .await;
+    // Answered to its ReadyForQuery (idle): the connection goes back for the next login.
+    let reusable = lookup.is_ok() && conn.buf.is_empty();
+    match conn.idle() {
+        Ok(idle) => shared.pools.checkin(&key, idle, reusable),
+        Err(_) => shared.pools.lost(&key),
+    }
+    Ok(match lookup.map_err(failed)? {
         Lookup::Found(s) => Some(s),
         _ => None,
     })

@@ -34,10 +34,10 @@ use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
 use crate::pooling::Pooling;
-use crate::pools::{Lease, Login, PoolKey};
+use crate::pools::{lease, Leased, Login, PoolKey};
 use crate::prepared::{ClientStatements, Registry, Route};
 use crate::relay::{send_error, Ended};
-use crate::server_auth::{LoginError, ServerLogin};
+use crate::server_auth::LoginError;
 use crate::server_conn::{OpenError, ServerConn};
 use crate::session::{fatal, Port, Refusal, SessionSettings, Shared};
 use crate::session_features::{self, Feature};
@@ -321,48 +321,9 @@ impl Txn<'_> {
 
     /// A connection from `key`'s pool: idle, newly opened, or the next one given back.
     async fn lease(&self, key: &PoolKey, backend: &Backend) -> Result<(ServerConn, Arc<Registry>), Leased> {
-        let pools = &self.shared.pools;
         let limits = self.pooling.limits_for(&key.database);
-        loop {
-            let (lease, registry) = pools.checkout(key, &backend.name, limits, &self.login);
-            let idle = match lease {
-                Lease::Ready(idle) => idle,
-                Lease::Open => {
-                    let login = ServerLogin::new(&key.user, self.login.credentials.clone(), self.login.secret.clone());
-                    let timeout = self.settings.connect_timeout;
-                    return match ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login, timeout).await
-                    {
-                        Ok(conn) => {
-                            pools.opened_for_client(key, &conn);
-                            Ok((conn, registry))
-                        }
-                        Err(e) => {
-                            pools.open_failed(key);
-                            Err(Leased::Open(e))
-                        }
-                    };
-                }
-                Lease::Wait(id, rx) => {
-                    let mut waiting = crate::pools::Waiting::new(pools, key, id, rx);
-                    match waiting.wait().await {
-                        Some(idle) => idle,
-                        None => return Err(Leased::TimedOut),
-                    }
-                }
-            };
-            let mut idle = idle;
-            if !idle.drain() {
-                pools.checkin(key, idle, false);
-                continue;
-            }
-            match idle.lease() {
-                Ok(conn) => return Ok((conn, registry)),
-                Err(e) => {
-                    pools.lost(key);
-                    return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
-                }
-            }
-        }
+        let timeout = self.settings.connect_timeout;
+        lease(&self.shared.pools, key, &backend.name, limits, &self.login, timeout).await
     }
 
     /// Makes `conn` the client's server: its parameters brought in line, its cancel key bound.
@@ -667,12 +628,4 @@ impl Txn<'_> {
             }
         }
     }
-}
-
-/// Why no connection could be leased.
-enum Leased {
-    /// `query_wait_timeout` passed.
-    TimedOut,
-    /// Opening one failed.
-    Open(OpenError),
 }
