@@ -7,14 +7,22 @@
 #     certificates, nroff (apt-get update runs only when something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
 #   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
-#     Rampart is compatible with it: /opt/rampart-venv/bin/patronictl.
+#     Rampart is compatible with it (/opt/rampart-venv/bin/patronictl), and psycopg 3 and asyncpg,
+#     the clients the e2e tests of the transaction-pooling proxy run through it.
 #
 # Prints one line per thing it installs. Exits non-zero, saying what failed, if anything fails.
 # Environment: RAMPART_VENV (default /opt/rampart-venv), RAMPART_SKIP_VENV=1 skips the venv.
 set -euo pipefail
 
 VENV=${RAMPART_VENV:-/opt/rampart-venv}
-PIP_PACKAGES=('patroni[etcd3]' 'psycopg2-binary')
+# What pip installs into the venv: pairs of a requirement and the module that shows it is there
+# (for a pinned requirement, at that version). Only the missing ones are installed.
+PIP_PACKAGES=(
+    'patroni[etcd3]' patroni
+    'psycopg2-binary' psycopg2
+    'psycopg[binary]==3.3.9' psycopg
+    'asyncpg==0.32.0' asyncpg
+)
 PACKAGES=(
     postgresql-15
     etcd-server
@@ -66,8 +74,26 @@ installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == i
 # Whether apt knows a package that can be installed (a real one, not a purely virtual name).
 available() { [[ -n $(apt-cache madison "$1" 2>/dev/null) ]]; }
 
-venv_ready() {
-    [[ -x $VENV/bin/patronictl ]] && "$VENV/bin/python" -c 'import patroni, psycopg2' >/dev/null 2>&1
+# The requirements of PIP_PACKAGES the venv lacks, one a line: all of them without a usable venv.
+venv_missing() {
+    local out i
+    if [[ -x $VENV/bin/patronictl ]] && out=$("$VENV/bin/python" - "${PIP_PACKAGES[@]}" 2>/dev/null <<'EOF'
+import importlib, importlib.metadata, sys
+pairs = sys.argv[1:]
+for req, module in zip(pairs[::2], pairs[1::2]):
+    name, _, version = req.partition('==')
+    try:
+        importlib.import_module(module)
+        if version and importlib.metadata.version(name.split('[')[0]) != version:
+            raise ImportError(req)
+    except Exception:
+        print(req)
+EOF
+    ); then
+        [[ -z $out ]] || printf '%s\n' "$out"
+    else
+        for ((i = 0; i < ${#PIP_PACKAGES[@]}; i += 2)); do printf '%s\n' "${PIP_PACKAGES[i]}"; done
+    fi
 }
 system_python_has_venv() {
     [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1
@@ -82,7 +108,11 @@ for p in "${PACKAGES[@]}"; do
     installed "$p" || missing+=("$p")
 done
 want_venv=
-if [[ -z ${RAMPART_SKIP_VENV:-} ]] && ! venv_ready; then
+pip_missing=()
+if [[ -z ${RAMPART_SKIP_VENV:-} ]]; then
+    mapfile -t pip_missing < <(venv_missing)
+fi
+if ((${#pip_missing[@]} > 0)); then
     want_venv=1
     if ! system_python_has_venv && ! installed python3-venv; then
         missing+=(python3-venv)
@@ -133,7 +163,7 @@ if ! getent passwd postgres >/dev/null; then
     say "created OS user postgres"
 fi
 
-# --- Patroni in a venv (for patronictl compatibility checks) ---------------------------------
+# --- Patroni, psycopg 3 and asyncpg in a venv (patronictl checks, proxy client tests) ----------
 if [[ -n $want_venv ]]; then
     python=/usr/bin/python3
     system_python_has_venv || die "$python cannot create virtual environments (python3-venv missing?)"
@@ -142,14 +172,22 @@ if [[ -n $want_venv ]]; then
         as_root "$python" -m venv "$VENV" || die "creating the venv $VENV failed"
         say "created Python venv $VENV"
     fi
+    # A venv just created lacks them all.
+    mapfile -t pip_missing < <(venv_missing)
     log=$(mktemp /tmp/rampart-setup-pip.XXXXXX)
-    if ! as_root "$VENV/bin/pip" install --disable-pip-version-check --no-input -q "${PIP_PACKAGES[@]}" >"$log" 2>&1; then
+    if ! as_root "$VENV/bin/pip" install --disable-pip-version-check --no-input -q "${pip_missing[@]}" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
-        die "pip install ${PIP_PACKAGES[*]} into $VENV failed (full log: $log)"
+        die "pip install ${pip_missing[*]} into $VENV failed (full log: $log)"
     fi
     rm -f "$log"
-    venv_ready || die "$VENV/bin/patronictl is still not usable after pip install"
-    say "installed ${PIP_PACKAGES[*]} into $VENV ($("$VENV/bin/patronictl" version 2>/dev/null | head -n 1))"
+    still=$(venv_missing)
+    [[ -z $still ]] || die "still missing from $VENV after pip install: ${still//$'\n'/ }"
+    for req in "${pip_missing[@]}"; do
+        case $req in
+        patroni*) say "installed $req into $VENV ($("$VENV/bin/patronictl" version 2>/dev/null | head -n 1))" ;;
+        *) say "installed $req into $VENV" ;;
+        esac
+    done
 fi
 
 # --- Rust toolchain (not installed here: CI and developers bring their own) ------------------

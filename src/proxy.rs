@@ -94,10 +94,20 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     let (routes_tx, routes_rx) = watch::channel(Routes::default());
     let stats = Arc::new(Stats::default());
     let policy = Policy { max_lag: proxy.max_lag, default_ttl: Duration::from_secs(dynamic.ttl) };
+
+    // The sessions' shared state: the admin port reads its pools and pooled clients.
+    let mut shared = Shared::new(routes_rx.clone(), session_settings(&proxy)).with_stats(stats.clone());
     // Served from here on, before etcd is reached: until the first read the page says so.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_server = admin_listener.map(|listener| {
-        let state = Admin { scope: cfg.scope.clone(), stats: stats.clone(), routes: routes_rx.clone(), policy };
+        let state = Admin {
+            scope: cfg.scope.clone(),
+            stats: stats.clone(),
+            routes: routes_rx,
+            policy,
+            pools: shared.pools.clone(),
+            clients: shared.clients.clone(),
+        };
         tokio::spawn(admin::serve(listener, Arc::new(state), async move {
             let _ = admin_stopped.await;
         }))
@@ -136,7 +146,6 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         stats.clone(),
     ));
 
-    let mut shared = Shared::new(routes_rx, session_settings(&proxy)).with_stats(stats.clone());
     if let Some(tls) = tls {
         shared = shared.with_tls(tls);
     }
@@ -350,6 +359,9 @@ fn pooling_settings(proxy: &rampart_config::Proxy) -> Result<Pooling> {
         .keys()
         .map(|db| (db.clone(), DatabaseOverride { limits: limits(Some(db)), mode: p.for_database(db).pool_mode }))
         .collect();
+    if p.max_db_connections.is_some() || p.databases.values().any(|d| d.max_db_connections.flatten().is_some()) {
+        warn!("proxy.max_db_connections is read but not enforced yet: each pool is bounded by its own size");
+    }
     Ok(Pooling {
         mode: p.pool_mode,
         limits: limits(None),

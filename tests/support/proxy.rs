@@ -133,3 +133,75 @@ pub async fn connect_watched(
     let (client, connection) = cfg.connect(tokio_postgres::NoTls).await?;
     Ok((client, tokio::spawn(connection)))
 }
+
+/// The login of [`cluster_and_pool`]'s clients (a SCRAM superuser the proxy looks up by
+/// `auth_query`).
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+
+/// A one-node cluster with an [`APP_USER`] (SCRAM), and a transaction-mode proxy in front of it
+/// whose `auth_user` is the superuser (its password in the `auth_file`) and whose pools hold at
+/// most `pool_size` server connections; `extra` is appended to its `proxy` section. Returns the
+/// cluster, the proxy and the leader's PostgreSQL port. The proxy looks the app user's secret up
+/// with `auth_query`, over a connection of its own for each client login.
+pub fn cluster_and_pool(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
+    start_cluster_and_pool(pool_size, extra, false)
+}
+
+/// [`cluster_and_pool`] with the [`APP_USER`]'s SCRAM verifier (read from `pg_authid`) in the
+/// `auth_file` as well: its clients log in without an `auth_query` connection each, which makes
+/// thousands of logins quick.
+pub fn cluster_and_pool_app_in_auth_file(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
+    start_cluster_and_pool(pool_size, extra, true)
+}
+
+fn start_cluster_and_pool(pool_size: usize, extra: &str, app_in_auth_file: bool) -> (Cluster, Proxy, u16) {
+    let (c, proxy, leader) = pool_cluster(1, pool_size, extra, app_in_auth_file, Proxy::start);
+    let port = c.pg_port(leader);
+    (c, proxy, port)
+}
+
+/// [`cluster_and_pool`] with `nodes` members, the [`APP_USER`] in the `auth_file` or not, and the
+/// proxy started by `start` (e.g. [`Proxy::start_with_admin`]); returns the leader's index.
+pub fn pool_cluster(
+    nodes: usize,
+    pool_size: usize,
+    extra: &str,
+    app_in_auth_file: bool,
+    start: fn(&Cluster, &str) -> Proxy,
+) -> (Cluster, Proxy, usize) {
+    let c = Cluster::start(nodes, super::ClusterOptions::default());
+    let leader = super::health::wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
+    let port = c.pg_port(leader);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(super::client::sql(port, &format!("CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}' SUPERUSER")));
+    let mut users = format!("\"{}\" \"{}\"\n", super::SUPERUSER, super::SUPERUSER_PASSWORD);
+    if app_in_auth_file {
+        let sql = format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{APP_USER}'");
+        let verifier = rt.block_on(super::client::query_text(port, &sql)).expect("the app user's verifier");
+        users.push_str(&format!("\"{APP_USER}\" \"{verifier}\"\n"));
+    }
+    let auth_file = c.dir().join("userlist.txt");
+    std::fs::write(&auth_file, users).unwrap();
+    let proxy = start(
+        &c,
+        &format!(
+            "  pool_mode: transaction\n  default_pool_size: {pool_size}\n  auth_file: {}\n  auth_user: {}\n{extra}",
+            auth_file.display(),
+            super::SUPERUSER
+        ),
+    );
+    (c, proxy, leader)
+}
+
+/// Server connections the proxy holds for `user` on the server at `port` (client backends of
+/// that user in `pg_stat_activity`, asked directly as the superuser).
+pub fn server_connections(port: u16, user: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' AND backend_type = 'client backend' \
+         AND pid <> pg_backend_pid()"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out = rt.block_on(super::client::query_text(port, &sql)).expect("asking the server");
+    out.parse().unwrap_or_else(|_| panic!("a count: {out}"))
+}

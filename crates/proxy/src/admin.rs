@@ -8,8 +8,8 @@
 //! Invariants:
 //! * read-only: only GET is answered (405 for any other method on a known path, 404 for an
 //!   unknown path), request bodies are never read, and nothing here can change the proxy;
-//! * one request renders from one [`Stats`] snapshot and one copy of the routes, so the numbers
-//!   on a page belong together;
+//! * one request renders from one [`Stats`] snapshot, one [`PoolsView`] and one copy of the
+//!   routes, so the numbers on a page belong together;
 //! * a slow or hostile client is bounded as on the REST API: a request head must arrive within
 //!   `header_read_timeout` (which also bounds an idle keep-alive connection), a connection lives
 //!   at most `connection_lifetime`, and at most `max_connections` are served at once;
@@ -35,11 +35,15 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::admin_view::overview;
+use crate::clients::Clients;
+use crate::pools::Pools;
+use crate::pools_view::PoolsView;
 use crate::stats::Stats;
 use crate::topology::{Policy, Routes};
 use crate::{admin_html, admin_json, admin_metrics};
 
-/// What the admin port reads: the statistics, the routes in force and the facts to show with them.
+/// What the admin port reads: the statistics, the routes in force, the pools and the facts to
+/// show with them.
 #[derive(Debug)]
 pub struct Admin {
     /// The cluster's scope, shown on the page.
@@ -50,6 +54,10 @@ pub struct Admin {
     pub routes: watch::Receiver<Routes>,
     /// The routing policy (its default ttl judges a view without dynamic configuration).
     pub policy: Policy,
+    /// The server connection pools (transaction mode), as the sessions use them.
+    pub pools: Arc<Pools>,
+    /// The pooled clients and each database's counters, as the sessions update them.
+    pub clients: Arc<Clients>,
 }
 
 /// The admin address could not be bound. The cause is the error's source, so error chains
@@ -200,16 +208,14 @@ impl Admin {
         }
         let snapshot = self.stats.snapshot();
         let routes = self.routes.borrow().clone();
+        let pools = PoolsView::take(&self.pools, &self.clients);
         let o = overview(&self.scope, &snapshot, &routes, self.policy);
-        match page {
-            Page::Metrics => {
-                reply(StatusCode::OK, admin_metrics::CONTENT_TYPE, admin_metrics::metrics_text(&snapshot, &o))
-            }
-            Page::Json => {
-                reply(StatusCode::OK, admin_json::CONTENT_TYPE, admin_json::stats_json(&snapshot, &o).to_string())
-            }
-            Page::Html => reply(StatusCode::OK, admin_html::CONTENT_TYPE, admin_html::stats_html(&snapshot, &o)),
-        }
+        let (content_type, body) = match page {
+            Page::Metrics => (admin_metrics::CONTENT_TYPE, admin_metrics::metrics_text(&snapshot, &o, &pools)),
+            Page::Json => (admin_json::CONTENT_TYPE, admin_json::stats_json(&snapshot, &o, &pools).to_string()),
+            Page::Html => (admin_html::CONTENT_TYPE, admin_html::stats_html(&snapshot, &o, &pools)),
+        };
+        reply(StatusCode::OK, content_type, body)
     }
 }
 
@@ -240,7 +246,9 @@ mod tests {
         let c = cluster();
         stats.set_view(&c, tokio::time::Instant::now());
         let (tx, routes) = watch::channel(topology::routes(&c, Duration::ZERO, POLICY, 0));
-        (Arc::new(Admin { scope: "pg".into(), stats, routes, policy: POLICY }), tx)
+        let admin =
+            Admin { scope: "pg".into(), stats, routes, policy: POLICY, pools: Arc::default(), clients: Arc::default() };
+        (Arc::new(admin), tx)
     }
 
     async fn body(r: Response<Full<Bytes>>) -> String {
@@ -280,6 +288,15 @@ mod tests {
         assert!(body(admin.answer(&Method::GET, "/metrics"))
             .await
             .contains("rampart_proxy_connections_active{backend=\"b\",port=\"ro\"} 1\n"));
+        // So are the pooled clients and their databases' counters.
+        let client = admin.clients.register("app", "db", "127.0.0.1:1", false);
+        crate::clients::DbStats::add(&client.stats.queries, 3);
+        assert!(body(admin.answer(&Method::GET, "/metrics"))
+            .await
+            .contains("rampart_proxy_stats_queries_pooled_total{database=\"db\"} 3\n"));
+        let v: serde_json::Value =
+            serde_json::from_str(&body(admin.answer(&Method::GET, "/stats.json")).await).unwrap();
+        assert_eq!(v["pool_stats"][0]["queries"], 3);
     }
 
     async fn exchange(addr: SocketAddr, request: &[u8]) -> String {

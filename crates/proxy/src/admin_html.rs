@@ -5,8 +5,9 @@
 //! every two seconds, so the page works under a `default-src 'none'` content security policy.
 //!
 //! Invariants:
-//! * every text that comes from the DCS or the configuration (member names, roles, states,
-//!   addresses, the scope) goes through [`escape`]: member names are user input;
+//! * every text that comes from the DCS, the configuration or clients (member names, roles,
+//!   states, addresses, the scope, pooled databases and users) goes through [`escape`]: member
+//!   names and the names clients log in with are user input;
 //! * a missing primary route and a stale (or missing) DCS view are stated in a banner at the top,
 //!   never only implied by an empty cell.
 
@@ -14,6 +15,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::admin_view::{Freshness, MemberRow, Overview};
+use crate::pools_view::{PoolLine, PoolsView};
 use crate::session::Port;
 use crate::stats::{Snapshot, HOLD_BUCKETS};
 
@@ -94,7 +96,7 @@ fn yes_no(on: bool, yes: &str) -> String {
 }
 
 /// The `/stats` page.
-pub fn stats_html(s: &Snapshot, o: &Overview) -> String {
+pub fn stats_html(s: &Snapshot, o: &Overview, p: &PoolsView) -> String {
     let mut h = String::with_capacity(8192);
     let scope = escape(&o.scope);
     let _ = write!(
@@ -106,6 +108,7 @@ pub fn stats_html(s: &Snapshot, o: &Overview) -> String {
     header(&mut h, s, o);
     banners(&mut h, o);
     members(&mut h, o);
+    pools(&mut h, p);
     counters(&mut h, s);
     let _ = write!(
         h,
@@ -238,6 +241,62 @@ fn member_row(h: &mut String, m: &MemberRow) {
     );
 }
 
+fn pools(h: &mut String, p: &PoolsView) {
+    h.push_str(
+        "<h2>Pools</h2>\n<table id=\"pools\"><thead><tr><th>Database</th><th>User</th><th>Backend</th>\
+         <th>Clients active</th><th>Clients waiting</th><th>Servers active</th><th>Servers idle</th>\
+         <th>Servers logging in</th><th>Max wait</th></tr></thead><tbody>\n",
+    );
+    if p.pools.is_empty() {
+        h.push_str(
+            "<tr><td colspan=\"9\">No pools: nothing is pooled by transaction, or no pooled client came yet.</td></tr>\n",
+        );
+    }
+    for l in &p.pools {
+        pool_row(h, l);
+    }
+    h.push_str(
+        "</tbody></table>\n<table id=\"pool-stats\"><thead><tr><th>Database</th><th>Transactions</th>\
+         <th>Queries</th><th>Bytes from clients</th><th>Bytes to clients</th><th>Time in transactions</th>\
+         <th>Time waiting for a server</th></tr></thead><tbody>\n",
+    );
+    if p.stats.is_empty() {
+        h.push_str("<tr><td colspan=\"7\">None yet.</td></tr>\n");
+    }
+    for t in &p.stats {
+        let database = escape(&t.database);
+        let _ = writeln!(
+            h,
+            "<tr data-database=\"{database}\"><td>{database}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            t.xacts,
+            t.queries,
+            bytes(t.received),
+            bytes(t.sent),
+            duration(Duration::from_micros(t.xact_us)),
+            duration(Duration::from_micros(t.wait_us)),
+        );
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+fn pool_row(h: &mut String, l: &PoolLine) {
+    let (database, user, backend) = (escape(&l.database), escape(&l.user), escape(&l.backend));
+    let (class, note) = if l.retired { ("pool gone", " (no longer a route)") } else { ("pool", "") };
+    let _ = writeln!(
+        h,
+        "<tr class=\"{class}\" data-database=\"{database}\" data-user=\"{user}\" data-backend=\"{backend}\">\
+         <td>{database}</td><td>{user}</td><td>{backend}{note}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+         <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+        l.cl_active,
+        l.cl_waiting,
+        l.sv_active,
+        l.sv_idle,
+        l.sv_login,
+        duration(l.max_wait),
+    );
+}
+
 fn counters(h: &mut String, s: &Snapshot) {
     h.push_str("<h2>Routing decisions</h2>\n<table id=\"decisions\"><thead><tr><th>Port</th><th>Outcome</th><th>Sessions</th></tr></thead><tbody>\n");
     if s.decisions.is_empty() {
@@ -301,11 +360,11 @@ fn port_name(port: Port) -> &'static str {
 mod tests {
     use super::*;
     use crate::admin_view::overview;
-    use crate::admin_view::tests::{snapshot, POLICY};
+    use crate::admin_view::tests::{pools, snapshot, POLICY};
 
     fn page(age: Duration) -> String {
         let (snap, routes) = snapshot(age);
-        stats_html(&snap, &overview("pg<&>", &snap, &routes, POLICY))
+        stats_html(&snap, &overview("pg<&>", &snap, &routes, POLICY), &pools())
     }
 
     /// The `<tr>` of the member whose escaped name is `name`.
@@ -361,10 +420,42 @@ mod tests {
 
         let (mut snap, _) = snapshot(Duration::ZERO);
         snap.view = None;
-        let html = stats_html(&snap, &overview("pg", &snap, &Default::default(), POLICY));
+        let html = stats_html(&snap, &overview("pg", &snap, &Default::default(), POLICY), &PoolsView::default());
         assert!(html.contains("id=\"no-view\"") && html.contains("id=\"no-primary\""));
         assert!(html.contains("<dd id=\"leader\">none</dd>"));
         assert!(row(&html, "a").starts_with("<tr class=\"member gone\""), "sessions on a member no view lists");
+        assert!(
+            html.contains("<table id=\"pools\">") && html.contains("No pools:"),
+            "the section says why it is empty"
+        );
+    }
+
+    /// The `<tr>` of the pool of `database`, `user` (escaped) and `backend`.
+    fn pool_row<'a>(html: &'a str, database: &str, user: &str, backend: &str) -> &'a str {
+        let attrs = format!("data-database=\"{database}\" data-user=\"{user}\" data-backend=\"{backend}\"");
+        let start = html.find(&attrs).unwrap_or_else(|| panic!("no pool {attrs}"));
+        let start = html[..start].rfind("<tr").unwrap();
+        &html[start..start + html[start..].find("</tr>").unwrap()]
+    }
+
+    #[test]
+    fn pools_table_shows_every_pool_and_its_database_counters() {
+        let html = page(Duration::ZERO);
+        let cells = |row: &str| -> Vec<String> {
+            row.split("<td")
+                .skip(1)
+                .map(|c| c[c.find('>').unwrap() + 1..c.find("</td>").unwrap()].to_string())
+                .collect()
+        };
+        let app = pool_row(&html, "app", "app", "a");
+        assert_eq!(cells(app), ["app", "app", "a", "5", "2", "4", "0", "1", "1.5 s"], "{app}");
+        let gone = pool_row(&html, "postgres", "u&lt;&quot;&amp;&#39;&gt;\\\n", "b");
+        assert!(gone.starts_with("<tr class=\"pool gone\"") && gone.contains("b (no longer a route)"), "{gone}");
+        assert!(!html.contains("u<\""), "raw user name in the page");
+        let stats = &html[html.find("<table id=\"pool-stats\">").expect("pool stats table")..];
+        let app = &stats[stats.find("data-database=\"app\"").unwrap()..];
+        let app = &app[..app.find("</tr>").unwrap()];
+        assert_eq!(cells(app), ["app", "100", "250", "4.0 KiB", "8.0 KiB", "2.5 s", "0.5 s"], "{app}");
     }
 
     #[test]

@@ -4,10 +4,16 @@
 //! Invariant: every value a person sees on `/stats` is here too, under a stable key, and values
 //! that may be unknown (leader, view age, lag, timeline, address) are `null` rather than a
 //! made-up zero, so "no leader" is never mistaken for a leader called "".
+//!
+//! The pools are under `pools` (one object per database, user and backend, the figures of
+//! `SHOW POOLS`) and `pool_stats` (one per database, those of `SHOW STATS`), both empty when
+//! nothing is pooled.
 
 use serde_json::{json, Value};
 
 use crate::admin_view::{MemberRow, Overview};
+use crate::clients::DbTotals;
+use crate::pools_view::{PoolLine, PoolsView};
 use crate::stats::{Snapshot, HOLD_BUCKETS};
 
 /// Content type of the body.
@@ -31,8 +37,32 @@ fn member(m: &MemberRow) -> Value {
     })
 }
 
+fn pool(l: &PoolLine) -> Value {
+    json!({
+        "database": l.database,
+        "user": l.user,
+        "backend": l.backend,
+        "retired": l.retired,
+        "clients": { "active": l.cl_active, "waiting": l.cl_waiting },
+        "servers": { "active": l.sv_active, "idle": l.sv_idle, "login": l.sv_login },
+        "max_wait_seconds": l.max_wait.as_secs_f64(),
+    })
+}
+
+fn pool_stats(t: &DbTotals) -> Value {
+    json!({
+        "database": t.database,
+        "transactions": t.xacts,
+        "queries": t.queries,
+        "received_bytes": t.received,
+        "sent_bytes": t.sent,
+        "in_transaction_seconds": t.xact_us as f64 / 1e6,
+        "client_wait_seconds": t.wait_us as f64 / 1e6,
+    })
+}
+
 /// The `/stats.json` body.
-pub fn stats_json(s: &Snapshot, o: &Overview) -> Value {
+pub fn stats_json(s: &Snapshot, o: &Overview, p: &PoolsView) -> Value {
     let backends: Vec<Value> = s
         .backends
         .iter()
@@ -79,6 +109,8 @@ pub fn stats_json(s: &Snapshot, o: &Overview) -> Value {
         "fenced_sessions": s.fenced,
         "cancels_forwarded": s.cancels,
         "tls_handshakes": { "ok": s.tls_ok, "failed": s.tls_failed },
+        "pools": p.pools.iter().map(pool).collect::<Vec<_>>(),
+        "pool_stats": p.stats.iter().map(pool_stats).collect::<Vec<_>>(),
     })
 }
 
@@ -86,13 +118,13 @@ pub fn stats_json(s: &Snapshot, o: &Overview) -> Value {
 mod tests {
     use super::*;
     use crate::admin_view::overview;
-    use crate::admin_view::tests::{snapshot, POLICY};
+    use crate::admin_view::tests::{pools, snapshot, POLICY};
     use std::time::Duration;
 
     #[test]
     fn members_routes_and_counters() {
         let (snap, routes) = snapshot(Duration::from_millis(250));
-        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY));
+        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY), &pools());
         // Round trip through text: what a client really parses.
         let v: Value = serde_json::from_str(&v.to_string()).unwrap();
         assert_eq!((v["scope"].as_str(), v["leader"].as_str()), (Some("pg"), Some("a")));
@@ -121,9 +153,37 @@ mod tests {
     fn unknowns_are_null() {
         let (mut snap, _) = snapshot(Duration::ZERO);
         snap.view = None;
-        let v = stats_json(&snap, &overview("pg", &snap, &Default::default(), POLICY));
+        let v = stats_json(&snap, &overview("pg", &snap, &Default::default(), POLICY), &PoolsView::default());
         assert!(v["leader"].is_null() && v["view"]["age_seconds"].is_null() && v["routes"]["primary"].is_null());
         assert_eq!(v["view"]["freshness"], "no_view");
         assert!(v["members"][0]["lag_bytes"].is_null() && v["members"][0]["timeline"].is_null());
+        assert_eq!((v["pools"].as_array().map(Vec::len), v["pool_stats"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn pools_and_their_counters_are_listed() {
+        let (snap, routes) = snapshot(Duration::ZERO);
+        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY), &pools());
+        let v: Value = serde_json::from_str(&v.to_string()).unwrap();
+        assert_eq!(
+            v["pools"][0],
+            json!({
+                "database": "app", "user": "app", "backend": "a", "retired": false,
+                "clients": { "active": 5, "waiting": 2 },
+                "servers": { "active": 4, "idle": 0, "login": 1 },
+                "max_wait_seconds": 1.5,
+            })
+        );
+        assert_eq!(
+            (v["pools"][2]["user"].as_str(), v["pools"][2]["retired"].as_bool()),
+            (Some("u<\"&'>\\\n"), Some(true))
+        );
+        assert_eq!(
+            v["pool_stats"][0],
+            json!({
+                "database": "app", "transactions": 100, "queries": 250, "received_bytes": 4096,
+                "sent_bytes": 8192, "in_transaction_seconds": 2.5, "client_wait_seconds": 0.5,
+            })
+        );
     }
 }

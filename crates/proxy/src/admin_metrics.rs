@@ -11,11 +11,28 @@
 //! * the hold histogram is cumulative and its `+Inf` bucket equals `_count`;
 //! * `rampart_proxy_dcs_view_age_seconds` is `+Inf` before the first successful read of the
 //!   cluster: the proxy has no view, which is worse than any old one, so an alert such as
-//!   `age > ttl` fires instead of seeing nothing (an absent series would need `absent()`).
+//!   `age > ttl` fires instead of seeing nothing (an absent series would need `absent()`);
+//! * the pool figures are those of the admin console's `SHOW POOLS` and `SHOW STATS`, from the
+//!   same [`PoolsView`], so a scrape and the console never disagree on how they count.
+//!
+//! Names of the pool figures: `rampart_proxy_` followed by the name the PgBouncer exporter
+//! (prometheus-community/pgbouncer_exporter) gives the same column without its `pgbouncer_`,
+//! with its units (seconds, bytes) and its labels (`database`, `user`), plus Rampart's
+//! `backend` (the member a pool's servers are on); each HELP text names the exporter's metric.
+//! So `SHOW POOLS`' `cl_active` is `rampart_proxy_pools_client_active_connections` where the
+//! exporter has `pgbouncer_pools_client_active_connections`, and `SHOW STATS`' `total_xact_count`
+//! is `rampart_proxy_stats_sql_transactions_pooled_total`. Not the exporter's names themselves:
+//! the invariant above keeps every series of the proxy in one namespace (one `{__name__=~}`
+//! selector, no clash with a real PgBouncer scraped by the same Prometheus), and a dashboard or
+//! alert written for the exporter needs only the prefix replaced (or one relabelling rule,
+//! `rampart_proxy_(pools|stats)_(.*)` to `pgbouncer_$1_$2`). Columns Rampart does not have
+//! (`sv_used`, `sv_tested`, cancel requests, averages) are not exported rather than shown as 0.
 
 use std::fmt::Write;
 
 use crate::admin_view::Overview;
+use crate::clients::DbTotals;
+use crate::pools_view::{PoolLine, PoolsView};
 use crate::session::Port;
 use crate::stats::{BackendSnapshot, Snapshot, HOLD_BUCKETS};
 
@@ -70,6 +87,119 @@ impl Out {
     }
 }
 
+/// A pool figure: the family and its HELP text (PgBouncer's column, and the exporter's name).
+type PoolFamily = (&'static str, &'static str, fn(&PoolLine) -> f64);
+
+/// The `SHOW POOLS` columns, as gauges per database, user and backend.
+const POOL_FAMILIES: [PoolFamily; 6] = [
+    (
+        "rampart_proxy_pools_client_active_connections",
+        "Clients of the pool's database and user not waiting for a server (SHOW POOLS cl_active; \
+         pgbouncer_exporter: pgbouncer_pools_client_active_connections).",
+        |l| l.cl_active as f64,
+    ),
+    (
+        "rampart_proxy_pools_client_waiting_connections",
+        "Clients waiting for a server of the pool (SHOW POOLS cl_waiting; \
+         pgbouncer_exporter: pgbouncer_pools_client_waiting_connections).",
+        |l| l.cl_waiting as f64,
+    ),
+    (
+        "rampart_proxy_pools_server_active_connections",
+        "Server connections of the pool in use by a client (SHOW POOLS sv_active; \
+         pgbouncer_exporter: pgbouncer_pools_server_active_connections).",
+        |l| l.sv_active as f64,
+    ),
+    (
+        "rampart_proxy_pools_server_idle_connections",
+        "Server connections of the pool idle and ready for a client (SHOW POOLS sv_idle; \
+         pgbouncer_exporter: pgbouncer_pools_server_idle_connections).",
+        |l| l.sv_idle as f64,
+    ),
+    (
+        "rampart_proxy_pools_server_login_connections",
+        "Server connections of the pool being opened (SHOW POOLS sv_login; \
+         pgbouncer_exporter: pgbouncer_pools_server_login_connections).",
+        |l| l.sv_login as f64,
+    ),
+    (
+        "rampart_proxy_pools_client_maxwait_seconds",
+        "How long the pool's oldest waiting client has waited for a server (SHOW POOLS maxwait; \
+         pgbouncer_exporter: pgbouncer_pools_client_maxwait_seconds).",
+        |l| l.max_wait.as_secs_f64(),
+    ),
+];
+
+/// A database's counter: the family, its HELP text and its value.
+type StatsFamily = (&'static str, &'static str, fn(&DbTotals) -> f64);
+
+/// The `SHOW STATS` totals, as counters per database.
+const STATS_FAMILIES: [StatsFamily; 6] = [
+    (
+        "rampart_proxy_stats_sql_transactions_pooled_total",
+        "Transactions pooled, per database (SHOW STATS total_xact_count; \
+         pgbouncer_exporter: pgbouncer_stats_sql_transactions_pooled_total).",
+        |t| t.xacts as f64,
+    ),
+    (
+        "rampart_proxy_stats_queries_pooled_total",
+        "Queries pooled, per database (SHOW STATS total_query_count; \
+         pgbouncer_exporter: pgbouncer_stats_queries_pooled_total).",
+        |t| t.queries as f64,
+    ),
+    (
+        "rampart_proxy_stats_received_bytes_total",
+        "Bytes received from pooled clients, per database (SHOW STATS total_received; \
+         pgbouncer_exporter: pgbouncer_stats_received_bytes_total).",
+        |t| t.received as f64,
+    ),
+    (
+        "rampart_proxy_stats_sent_bytes_total",
+        "Bytes sent to pooled clients, per database (SHOW STATS total_sent; \
+         pgbouncer_exporter: pgbouncer_stats_sent_bytes_total).",
+        |t| t.sent as f64,
+    ),
+    (
+        "rampart_proxy_stats_server_in_transaction_seconds_total",
+        "Seconds pooled clients held a server in a transaction, per database (SHOW STATS total_xact_time; \
+         pgbouncer_exporter: pgbouncer_stats_server_in_transaction_seconds_total).",
+        |t| t.xact_us as f64 / 1e6,
+    ),
+    (
+        "rampart_proxy_stats_client_wait_seconds_total",
+        "Seconds pooled clients waited for a server, per database (SHOW STATS total_wait_time; \
+         pgbouncer_exporter: pgbouncer_stats_client_wait_seconds_total).",
+        |t| t.wait_us as f64 / 1e6,
+    ),
+];
+
+/// The pool and per-database families of `p`.
+fn pools(out: &mut Out, p: &PoolsView) {
+    for (name, help, value) in POOL_FAMILIES {
+        out.family(name, "gauge", help);
+        for l in &p.pools {
+            let labels = [("database", l.database.as_str()), ("user", &l.user), ("backend", &l.backend)];
+            out.sample(name, &labels, float(value(l)));
+        }
+    }
+    for (name, help, value) in STATS_FAMILIES {
+        out.family(name, "counter", help);
+        for t in &p.stats {
+            out.sample(name, &[("database", &t.database)], float(value(t)));
+        }
+    }
+    let name = "rampart_proxy_pinned_clients_total";
+    out.family(
+        name,
+        "counter",
+        "Pooled clients pinned to their server for the rest of their session, by the session-level \
+         feature they used (LISTEN, SET, PREPARE, WITH HOLD cursors, temporary objects, advisory locks).",
+    );
+    for (feature, n) in &p.pins {
+        out.sample(name, &[("feature", feature.as_str())], float(*n as f64));
+    }
+}
+
 /// A float as the text format wants it (`+Inf` for infinity).
 fn float(v: f64) -> String {
     if v == f64::INFINITY {
@@ -79,8 +209,8 @@ fn float(v: f64) -> String {
     }
 }
 
-/// The `/metrics` body for `s`, with the routes and view facts of `o`.
-pub fn metrics_text(s: &Snapshot, o: &Overview) -> String {
+/// The `/metrics` body for `s`, with the routes and view facts of `o` and the pools of `p`.
+pub fn metrics_text(s: &Snapshot, o: &Overview, p: &PoolsView) -> String {
     let mut out = Out(String::with_capacity(4096));
     out.per_backend(s, "rampart_proxy_connections_active", "gauge", "Sessions open now, per backend and port.", |b| {
         b.active
@@ -185,6 +315,7 @@ pub fn metrics_text(s: &Snapshot, o: &Overview) -> String {
         "Seconds since the proxy started.",
         float(s.uptime.as_secs_f64()),
     );
+    pools(&mut out, p);
     out.0
 }
 
@@ -192,7 +323,7 @@ pub fn metrics_text(s: &Snapshot, o: &Overview) -> String {
 mod tests {
     use super::*;
     use crate::admin_view::overview;
-    use crate::admin_view::tests::{snapshot, POLICY};
+    use crate::admin_view::tests::{pools, snapshot, POLICY};
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
 
@@ -240,7 +371,7 @@ mod tests {
             routes = Default::default();
         }
         let o = overview("pg", &snap, &routes, POLICY);
-        metrics_text(&snap, &o)
+        metrics_text(&snap, &o, &pools())
     }
 
     #[test]
@@ -263,6 +394,50 @@ mod tests {
         assert_eq!(m["rampart_proxy_primary_route"], 1.0);
         assert_eq!(m["rampart_proxy_replica_routes"], 2.0);
         assert_eq!(m["rampart_proxy_uptime_seconds"], 90.0);
+    }
+
+    #[test]
+    fn pool_figures_follow_the_pgbouncer_exporter() {
+        let text = render(Some(Duration::ZERO));
+        let m = parse(&text);
+        let pool = |family: &str, database: &str, user: &str, backend: &str| {
+            m[&format!("rampart_proxy_pools_{family}{{database=\"{database}\",user=\"{user}\",backend=\"{backend}\"}}")]
+        };
+        assert_eq!(pool("client_active_connections", "app", "app", "a"), 5.0);
+        assert_eq!(pool("client_waiting_connections", "app", "app", "a"), 2.0);
+        assert_eq!(pool("server_active_connections", "app", "app", "a"), 4.0);
+        assert_eq!(pool("server_idle_connections", "postgres", "app", "a"), 2.0);
+        assert_eq!(pool("server_login_connections", "app", "app", "a"), 1.0);
+        assert_eq!(pool("client_maxwait_seconds", "app", "app", "a"), 1.5);
+        assert_eq!(pool("server_active_connections", "postgres", "u<\\\"&'>\\\\\\n", "b"), 1.0, "escaped user");
+        let stats =
+            |family: &str, database: &str| m[&format!("rampart_proxy_stats_{family}{{database=\"{database}\"}}")];
+        assert_eq!(stats("sql_transactions_pooled_total", "app"), 100.0);
+        assert_eq!(stats("queries_pooled_total", "app"), 250.0);
+        assert_eq!(stats("received_bytes_total", "app"), 4096.0);
+        assert_eq!(stats("sent_bytes_total", "app"), 8192.0);
+        assert_eq!(stats("server_in_transaction_seconds_total", "app"), 2.5, "microseconds become seconds");
+        assert_eq!(stats("client_wait_seconds_total", "app"), 0.5);
+        assert_eq!(stats("sql_transactions_pooled_total", "postgres"), 3.0);
+        assert_eq!(m["rampart_proxy_pinned_clients_total{feature=\"listen\"}"], 2.0, "pins by feature");
+        // Each family says which of the exporter's metrics it is, and has the exporter's type.
+        for (name, kind) in
+            POOL_FAMILIES.iter().map(|f| (f.0, "gauge")).chain(STATS_FAMILIES.iter().map(|f| (f.0, "counter")))
+        {
+            let exporter = name.replacen("rampart_proxy_", "pgbouncer_", 1);
+            let help = text.lines().find(|l| l.starts_with(&format!("# HELP {name} "))).expect("HELP");
+            assert!(help.contains(&format!("pgbouncer_exporter: {exporter})")), "{help}");
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+        }
+    }
+
+    #[test]
+    fn no_pools_yet() {
+        let (snap, routes) = snapshot(Duration::ZERO);
+        let text = metrics_text(&snap, &overview("pg", &snap, &routes, POLICY), &PoolsView::default());
+        let m = parse(&text);
+        assert!(text.contains("# TYPE rampart_proxy_pools_client_active_connections gauge\n"));
+        assert!(!m.keys().any(|k| k.starts_with("rampart_proxy_pools_") || k.starts_with("rampart_proxy_stats_")));
     }
 
     #[test]

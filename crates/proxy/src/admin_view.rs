@@ -184,6 +184,8 @@ fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::clients::DbTotals;
+    use crate::pools_view::{PoolLine, PoolsView};
     use crate::stats::{BackendSnapshot, Decision, Holds};
     use rampart_core::model::{Leader, Member};
     use rampart_core::MemberData;
@@ -253,6 +255,45 @@ pub(crate) mod tests {
             view: Some((c, age)),
         };
         (snapshot, routes)
+    }
+
+    /// Two pools of `app` on `a` (one with a client waiting 1.5 s), one of a user whose name
+    /// needs escaping on the retired `b`, and the counters of their databases.
+    pub(crate) fn pools() -> PoolsView {
+        let line = |database: &str, user: &str, backend: &str| PoolLine {
+            database: database.into(),
+            user: user.into(),
+            backend: backend.into(),
+            ..PoolLine::default()
+        };
+        PoolsView {
+            pools: vec![
+                PoolLine {
+                    cl_active: 5,
+                    cl_waiting: 2,
+                    sv_active: 4,
+                    sv_idle: 0,
+                    sv_login: 1,
+                    max_wait: Duration::from_millis(1500),
+                    ..line("app", "app", "a")
+                },
+                PoolLine { cl_active: 1, sv_idle: 2, ..line("postgres", "app", "a") },
+                PoolLine { cl_active: 1, sv_active: 1, retired: true, ..line("postgres", "u<\"&'>\\\n", "b") },
+            ],
+            stats: vec![
+                DbTotals {
+                    database: "app".into(),
+                    xacts: 100,
+                    queries: 250,
+                    received: 4096,
+                    sent: 8192,
+                    xact_us: 2_500_000,
+                    wait_us: 500_000,
+                },
+                DbTotals { database: "postgres".into(), xacts: 3, ..DbTotals::default() },
+            ],
+            pins: vec![(crate::session_features::Feature::Listen, 2)],
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::session_features::Feature;
+
 /// What a client is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientState {
@@ -110,9 +112,30 @@ impl DbStats {
     }
 }
 
+/// One database's counters read at one moment (`SHOW STATS`, `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbTotals {
+    /// The database.
+    pub database: String,
+    /// Transactions (server leases that ended).
+    pub xacts: u64,
+    /// Queries.
+    pub queries: u64,
+    /// Bytes from clients.
+    pub received: u64,
+    /// Bytes to clients.
+    pub sent: u64,
+    /// Microseconds clients held servers.
+    pub xact_us: u64,
+    /// Microseconds clients waited for servers.
+    pub wait_us: u64,
+}
+
 /// Every pooled client and every database's counters.
 #[derive(Debug, Default)]
 pub struct Clients {
+    /// Clients pinned to their server, by feature ([`Feature::ALL`]'s order).
+    pins: [AtomicU64; 6],
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     stats: Mutex<HashMap<String, Arc<DbStats>>>,
@@ -165,11 +188,34 @@ impl Clients {
         v.into_iter().map(|(_, c)| c).collect()
     }
 
+    /// A client got pinned to its server by `feature`.
+    pub fn pinned(&self, feature: Feature) {
+        if let Some(i) = Feature::ALL.iter().position(|f| *f == feature) {
+            self.pins[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Clients pinned since the start, by feature.
+    pub fn pins(&self) -> Vec<(Feature, u64)> {
+        Feature::ALL.iter().zip(&self.pins).map(|(f, n)| (*f, n.load(Ordering::Relaxed))).collect()
+    }
+
     /// Every database's counters, by name.
-    pub fn stats(&self) -> Vec<(String, Arc<DbStats>)> {
-        let mut v: Vec<(String, Arc<DbStats>)> =
-            lock(&self.stats).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+    pub fn totals(&self) -> Vec<DbTotals> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut v: Vec<DbTotals> = lock(&self.stats)
+            .iter()
+            .map(|(database, s)| DbTotals {
+                database: database.clone(),
+                xacts: load(&s.xacts),
+                queries: load(&s.queries),
+                received: load(&s.received),
+                sent: load(&s.sent),
+                xact_us: load(&s.xact_us),
+                wait_us: load(&s.wait_us),
+            })
+            .collect();
+        v.sort_by(|a, b| a.database.cmp(&b.database));
         v
     }
 }
@@ -192,7 +238,7 @@ mod tests {
             DbStats::add(&a.stats.xacts, 3);
         }
         assert!(clients.snapshot().is_empty(), "gone with their sessions");
-        let stats = clients.stats();
-        assert_eq!((stats[0].0.as_str(), stats[0].1.xacts.load(Ordering::Relaxed)), ("db", 3), "counters stay");
+        let totals = clients.totals();
+        assert_eq!((totals[0].database.as_str(), totals[0].xacts), ("db", 3), "counters stay");
     }
 }

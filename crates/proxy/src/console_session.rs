@@ -24,11 +24,12 @@ use crate::console::{
     ConsoleError, DatabaseRow, ListRow, PoolRow, Show, Side, StatsRow, VersionRow,
 };
 use crate::frame::put_frame;
+use crate::pooled_login::{authenticate, identity, read_frame};
 use crate::pooling::Pooling;
+use crate::pools_view::pool_lines;
 use crate::relay::{send_error, Ended};
 use crate::session::{fatal, SessionSettings, Shared};
 use crate::startup::StartupMessage;
-use crate::txn::{authenticate, identity, read_frame};
 use crate::wire;
 
 /// What the console asks of the proxy's main loop.
@@ -209,31 +210,25 @@ fn show(shared: &Shared, pooling: &Pooling, show: Show, out: &mut BytesMut) {
     match show {
         Show::Help => encode_help(out),
         Show::Pools => {
-            let rows: Vec<PoolRow> = shared
-                .pools
-                .figures()
+            let rows: Vec<PoolRow> = pool_lines(shared.pools.figures(), &clients)
                 .into_iter()
-                .map(|f| {
-                    let mine = clients.iter().filter(|c| c.database == f.key.database && c.user == f.key.user);
-                    let waiting = mine.clone().filter(|c| c.state() == ClientState::Waiting).count();
-                    PoolRow {
-                        database: f.key.database.clone(),
-                        user: f.key.user.clone(),
-                        cl_active: mine.count().saturating_sub(waiting) as u32,
-                        cl_waiting: waiting as u32,
-                        cl_active_cancel_req: 0,
-                        cl_waiting_cancel_req: 0,
-                        sv_active: f.in_use as u32,
-                        sv_active_cancel: 0,
-                        sv_being_canceled: 0,
-                        sv_idle: f.idle as u32,
-                        sv_used: 0,
-                        sv_tested: 0,
-                        sv_login: f.opening as u32,
-                        maxwait: f.max_wait,
-                        pool_mode: pooling.mode_for(&f.key.database).as_str().to_string(),
-                        backend: f.backend,
-                    }
+                .map(|l| PoolRow {
+                    cl_active: l.cl_active as u32,
+                    cl_waiting: l.cl_waiting as u32,
+                    cl_active_cancel_req: 0,
+                    cl_waiting_cancel_req: 0,
+                    sv_active: l.sv_active as u32,
+                    sv_active_cancel: 0,
+                    sv_being_canceled: 0,
+                    sv_idle: l.sv_idle as u32,
+                    sv_used: 0,
+                    sv_tested: 0,
+                    sv_login: l.sv_login as u32,
+                    maxwait: l.max_wait,
+                    pool_mode: pooling.mode_for(&l.database).as_str().to_string(),
+                    database: l.database,
+                    user: l.user,
+                    backend: l.backend,
                 })
                 .collect();
             encode_rows(out, &rows);
@@ -291,20 +286,17 @@ fn show(shared: &Shared, pooling: &Pooling, show: Show, out: &mut BytesMut) {
         Show::Stats => {
             let rows: Vec<StatsRow> = shared
                 .clients
-                .stats()
+                .totals()
                 .into_iter()
-                .map(|(database, s)| {
-                    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                    StatsRow {
-                        database,
-                        total_xact_count: load(&s.xacts),
-                        total_query_count: load(&s.queries),
-                        total_received: load(&s.received),
-                        total_sent: load(&s.sent),
-                        total_xact_time: load(&s.xact_us),
-                        total_wait_time: load(&s.wait_us),
-                        ..StatsRow::default()
-                    }
+                .map(|t| StatsRow {
+                    database: t.database,
+                    total_xact_count: t.xacts,
+                    total_query_count: t.queries,
+                    total_received: t.received,
+                    total_sent: t.sent,
+                    total_xact_time: t.xact_us,
+                    total_wait_time: t.wait_us,
+                    ..StatsRow::default()
                 })
                 .collect();
             encode_rows(out, &rows);

@@ -5,8 +5,10 @@
 //! bytes into a buffer the caller will send. There are no sockets, no tokio and no clock, so
 //! every decoder can be fed arbitrary bytes split at arbitrary points in tests.
 //!
-//! The proxy works at session level: one backend connection per client connection, and
-//! authentication relayed unchanged. It therefore interprets very little of the protocol:
+//! In session mode (the default) the proxy gives each client a backend connection of its own and
+//! relays authentication unchanged, so it interprets very little of the protocol; in transaction
+//! mode (`proxy.pool_mode: transaction`) it authenticates clients itself and lends pooled server
+//! connections per transaction, which the codecs marked "pooling" serve:
 //! * [`startup`]: the first client packets, which have no type byte (SSLRequest,
 //!   GSSENCRequest, CancelRequest, StartupMessage for protocol 3.0 and 3.2);
 //! * [`frame`]: the `type byte + length` framing of every later message in both directions,
@@ -17,27 +19,29 @@
 //! * [`cancel`]: the map from the synthetic cancel keys the proxy hands to clients to the
 //!   backend that really owns the query;
 //! * [`auth_file`]: users' secrets (PgBouncer's `auth_file` format: passwords, MD5 secrets,
-//!   SCRAM verifiers) and MD5 authentication (not wired yet);
+//!   SCRAM verifiers) and MD5 authentication (pooling);
 //! * [`auth_query`]: users' secrets read from the server by `auth_query`, the user name always
-//!   a bound parameter (not wired yet);
+//!   a bound parameter (pooling);
 //! * [`hba`]: client authentication rules in `pg_hba.conf` format, for when the proxy
-//!   authenticates clients itself (pooling; not wired yet);
+//!   authenticates clients itself (pooling);
 //! * [`scram`]: SCRAM-SHA-256 at both ends: a client against a stored verifier, and logging in
-//!   to PostgreSQL with the client's key (pass-through; not wired yet);
+//!   to PostgreSQL with the client's key (pass-through; pooling);
 //! * [`client_auth`]: a client's whole authentication by the proxy (rules, secret, SCRAM, MD5,
-//!   cleartext) with PostgreSQL's messages and error texts (not wired yet);
+//!   cleartext) with PostgreSQL's messages and error texts (pooling);
 //! * [`server_auth`]: the proxy logging in to PostgreSQL as such a client, from what it proved
-//!   and the user's secret (not wired yet);
+//!   and the user's secret (pooling);
 //! * [`pipeline`]: what a pooled server still owes, so that the proxy can inject and answer
-//!   messages and the client still gets exactly its answers, in order (not wired yet);
+//!   messages and the client still gets exactly its answers, in order (pooling);
 //! * [`pool`]: one pool of server connections, sans-IO: checkout, waiters in order, reserve,
-//!   idle and lifetime limits, `min_pool_size` (not wired yet);
+//!   idle and lifetime limits, `min_pool_size` (pooling);
 //! * [`prepared`]: named prepared statements across pooled servers, renamed to global names and
-//!   prepared lazily on whichever server a client holds (not wired yet);
+//!   prepared lazily on whichever server a client holds (pooling);
 //! * [`session_params`]: a pooled client's tracked session parameters and the `SET`s that bring
-//!   another server in line (not wired yet);
+//!   another server in line (pooling);
+//! * [`session_features`]: the SQL that keeps state in the server session, which pins a pooled
+//!   client to its server (pooling);
 //! * [`console`]: the admin console (`psql -p <proxy port> rampart`, or `pgbouncer`):
-//!   PgBouncer's commands parsed, and their results and errors encoded (not wired yet).
+//!   PgBouncer's commands parsed, and their results and errors encoded.
 //!
 //! On top of the codec, with tokio:
 //! * [`topology`] (pure): cluster snapshot and its age to [`topology::Routes`], failing closed;
@@ -52,8 +56,16 @@
 //! * [`lifecycle`]: the graceful stop (drain, then close) and the count of open connections;
 //!   `flow` (private): whether a session has anything in flight, so a stop ends it only when idle;
 //! * [`access_log`]: one JSON line per client connection when it ends (`proxy.access_log`);
+//! * [`pooling`]: the pooling settings in force; [`pools`]: every pool, shared by the workers;
+//!   [`server_conn`]: one pooled server connection, idle on no event loop or leased to a client;
+//!   [`clients`]: the pooled clients and each database's counters;
+//! * `pooled_login` (private): a pooled client's identity and authentication; `txn` (private):
+//!   a transaction-mode client's session; [`console_session`]: the admin console's session;
+//! * [`pools_view`]: the pools with their clients and each database's counters, read at one
+//!   moment for the admin console and the admin port alike;
 //! * [`admin`]: the admin HTTP port (`/metrics`, `/stats.json`, `/stats`), whose renderers are
-//!   pure functions of one statistics snapshot and the routes in force.
+//!   pure functions of one statistics snapshot, one [`pools_view::PoolsView`] and the routes in
+//!   force.
 //!
 //! Invariants kept by every decoder: it never panics on any input, it never consumes a partial
 //! packet (a short buffer is "incomplete", reported as `Ok(None)`, and left untouched), and it
@@ -82,8 +94,10 @@ pub mod hba;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod pool;
+mod pooled_login;
 pub mod pooling;
 pub mod pools;
+pub mod pools_view;
 pub mod prepared;
 mod relay;
 pub mod scram;
@@ -91,6 +105,7 @@ pub mod server;
 pub mod server_auth;
 pub mod server_conn;
 pub mod session;
+pub mod session_features;
 pub mod session_params;
 pub mod startup;
 pub mod stats;

@@ -27,7 +27,7 @@ use crate::client_auth::Credentials;
 use crate::pool::{Checkin, Checkout, Limits, Pool, WaiterId};
 use crate::prepared::Registry;
 use crate::server_auth::ServerLogin;
-use crate::server_conn::{Idle, ServerConn};
+use crate::server_conn::{Idle, OpenError, ServerConn};
 
 /// Which pool: the servers in it are interchangeable for a client with this key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -397,6 +397,65 @@ fn hand(e: &mut Entry, id: WaiterId, conn: Idle, born: Instant) {
                 Checkin::Handed(id, conn) => next = Some((id, conn)),
                 Checkin::Close { conn, .. } => conn.close(),
                 Checkin::Idle => {}
+            }
+        }
+    }
+}
+
+/// Why no connection could be leased.
+#[derive(Debug)]
+pub enum Leased {
+    /// `query_wait_timeout` passed.
+    TimedOut,
+    /// Opening one failed.
+    Open(OpenError),
+}
+
+/// A connection from `key`'s pool (created with `limits` for the member `backend`), registered
+/// with the calling task's event loop: an idle one whose server said nothing while idle, a new
+/// one opened with `login`, or the next one given back. A dead idle connection is closed and the
+/// next one tried.
+pub async fn lease(
+    pools: &Arc<Pools>,
+    key: &PoolKey,
+    backend: &str,
+    limits: Limits,
+    login: &Login,
+    connect_timeout: Duration,
+) -> Result<(ServerConn, Arc<Registry>), Leased> {
+    loop {
+        let (lease, registry) = pools.checkout(key, backend, limits, login);
+        let mut idle = match lease {
+            Lease::Ready(idle) => idle,
+            Lease::Open => {
+                let login_as = ServerLogin::new(&key.user, login.credentials.clone(), login.secret.clone());
+                let opened =
+                    ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login_as, connect_timeout).await;
+                return match opened {
+                    Ok(conn) => {
+                        pools.opened_for_client(key, &conn);
+                        Ok((conn, registry))
+                    }
+                    Err(e) => {
+                        pools.open_failed(key);
+                        Err(Leased::Open(e))
+                    }
+                };
+            }
+            Lease::Wait(id, rx) => match Waiting::new(pools, key, id, rx).wait().await {
+                Some(idle) => idle,
+                None => return Err(Leased::TimedOut),
+            },
+        };
+        if !idle.drain() {
+            pools.checkin(key, idle, false);
+            continue;
+        }
+        match idle.lease() {
+            Ok(conn) => return Ok((conn, registry)),
+            Err(e) => {
+                pools.lost(key);
+                return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
             }
         }
     }

@@ -84,7 +84,8 @@ impl ClientStatements {
     /// Answers a message that needs no server, for a client that holds none (between its
     /// transactions): a `Parse` of a named statement is registered and answered ParseComplete
     /// (it is prepared on a server when first used, and an error in it is reported then), a
-    /// `Close` of one is answered CloseComplete, `Sync` ReadyForQuery idle, `Flush` nothing.
+    /// `Close` of one is answered CloseComplete, `Sync` ReadyForQuery idle, `Flush` nothing, and
+    /// a simple query `DEALLOCATE ALL` forgets the client's statements.
     /// Answers go to `out`; `None` when the message needs a server.
     ///
     /// Why: a client blocked on a statement's preparation while the pool is busy can hold up
@@ -133,6 +134,14 @@ impl ClientStatements {
             }
             b'S' => {
                 self.skipping = false;
+                crate::backend::TransactionStatus::Idle.encode_ready_for_query(out);
+                Some(Ok(()))
+            }
+            // A client between transactions has nothing on any server to deallocate (SQL-level
+            // PREPARE pins it to its server): only its own statements go.
+            b'Q' if deallocates_all(frame.body()) => {
+                self.by_name.clear();
+                put_frame(out, b'C', |d| wire::put_cstr(d, b"DEALLOCATE ALL"));
                 crate::backend::TransactionStatus::Idle.encode_ready_for_query(out);
                 Some(Ok(()))
             }
@@ -203,7 +212,10 @@ impl Route<'_> {
             }
             b'Q' => {
                 if discards_all(frame.body()) {
+                    // Every statement on this server goes, other clients' included: they are
+                    // prepared again when next used.
                     self.client.by_name.clear();
+                    self.server.prepared.clear();
                 }
                 self.forward(frame, Some(Kind::Query));
                 Ok(())
@@ -334,16 +346,25 @@ impl Route<'_> {
     }
 }
 
+/// The words of a simple query's text, upper case, without a trailing `;`.
+fn query_words(body: &[u8]) -> Vec<String> {
+    let Some((sql, _)) = wire::split_cstr(body) else { return Vec::new() };
+    let sql = String::from_utf8_lossy(sql);
+    sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_uppercase()).collect()
+}
+
+/// `DEALLOCATE ALL` as the whole simple query (psycopg 3 sends it after every rollback).
+fn deallocates_all(body: &[u8]) -> bool {
+    matches!(
+        query_words(body).iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"]
+    )
+}
+
 /// `DEALLOCATE ALL` or `DISCARD ALL` as the whole simple query: the client's statements go.
 fn discards_all(body: &[u8]) -> bool {
-    let Some((sql, _)) = wire::split_cstr(body) else { return false };
-    let sql = String::from_utf8_lossy(sql);
-    let words: Vec<String> =
-        sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
-    matches!(
-        words.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"] | ["DISCARD", "ALL"]
-    )
+    deallocates_all(body)
+        || matches!(query_words(body).iter().map(String::as_str).collect::<Vec<_>>()[..], ["DISCARD", "ALL"])
 }
 
 fn put_parse(dst: &mut BytesMut, name: &str, text: &[u8]) {
@@ -472,6 +493,36 @@ mod tests {
         send(&mut alice, &mut s, &mut registry, &[parse("q", "SELECT 1"), sync()]);
         assert_eq!(answer(&mut s, "1Z"), "1Z");
         (registry, alice, s)
+    }
+
+    fn query(sql: &str) -> Frame {
+        let mut body = BytesMut::new();
+        wire::put_cstr(&mut body, sql.as_bytes());
+        Frame::new(b'Q', &body)
+    }
+
+    #[test]
+    fn discard_all_on_a_server_drops_every_client_s_statements_there() {
+        // Alice prepared q on s; Bob, who holds s now, runs DISCARD ALL (or DEALLOCATE ALL).
+        let (mut registry, mut alice, mut s) = with_q_prepared();
+        let mut bob = ClientStatements::default();
+        assert_eq!(send(&mut bob, &mut s, &mut registry, &[query("discard all;")]), "Q:");
+        assert_eq!(answer(&mut s, "CZ"), "CZ");
+        // Alice gets s back: her statement is prepared there again before her Bind.
+        let sent = send(&mut alice, &mut s, &mut registry, &[bind("q"), execute(), sync()]);
+        assert_eq!(sent, "P:rampart_1 B:rampart_1 E: S:");
+    }
+
+    #[test]
+    fn deallocate_all_between_transactions_needs_no_server() {
+        let (registry, mut alice, _s) = with_q_prepared();
+        let mut out = BytesMut::new();
+        assert_eq!(alice.answer_locally(&registry, &query("DEALLOCATE ALL"), &mut out), Some(Ok(())));
+        let tags: Vec<u8> = std::iter::from_fn(|| split_frame(&mut out, 1 << 20).unwrap()).map(|f| f.tag()).collect();
+        assert_eq!(tags, b"CZ");
+        assert!(alice.by_name.is_empty(), "her statements are gone");
+        // Anything else in a simple query needs a server.
+        assert_eq!(alice.answer_locally(&registry, &query("SELECT 1"), &mut out), None);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum LoginError {
     Refused {
         /// The user.
         user: String,
+        /// The server's SQLSTATE.
+        code: String,
         /// The server's message.
         message: String,
     },
@@ -123,7 +125,8 @@ impl ServerLogin {
             BackendMessage::Authentication(code) => code,
             BackendMessage::ErrorResponse(fields) => {
                 let message = fields.message().unwrap_or("(no message)").to_string();
-                return Err(LoginError::Refused { user: self.user.clone(), message });
+                let code = fields.code().unwrap_or_default().to_string();
+                return Err(LoginError::Refused { user: self.user.clone(), code, message });
             }
             other => return Err(unexpected(format!("{other:?}"))),
         };

@@ -118,8 +118,8 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     /// Pooled clients connected now.
     pub pool_clients: ClientCount,
-    /// Pooled clients, for the admin console, and each database's counters.
-    pub clients: Clients,
+    /// Pooled clients, for the admin console and the admin port, and each database's counters.
+    pub clients: Arc<Clients>,
     /// Databases paused by the admin console (PAUSE): their clients wait for a server.
     pub paused: watch::Sender<Paused>,
     /// Where the admin console's RELOAD and SHUTDOWN go (the proxy's main loop).
@@ -147,7 +147,7 @@ impl Shared {
             next_replica: AtomicUsize::new(0),
             pools: Arc::new(Pools::default()),
             pool_clients: ClientCount::default(),
-            clients: Clients::default(),
+            clients: Arc::new(Clients::default()),
             paused: watch::Sender::new(Paused::default()),
             control: Mutex::new(None),
             pooling: RwLock::new(Arc::new(Pooling::default())),

@@ -23,27 +23,25 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access_log::{AccessRecord, Outcome};
-use crate::auth_file::Secret;
-use crate::auth_query::{self, Answer, Lookup};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
-use crate::client_auth::{ClientAuth, Progress, Who};
 use crate::clients::{ClientState, DbStats, Registered};
-use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
-use crate::hba::{self, Method};
+use crate::frame::{put_frame, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
+use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
 use crate::pooling::Pooling;
-use crate::pools::{Lease, Login, PoolKey};
+use crate::pools::{lease, Leased, Login, PoolKey};
 use crate::prepared::{ClientStatements, Registry, Route};
 use crate::relay::{send_error, Ended};
-use crate::server_auth::ServerLogin;
+use crate::server_auth::LoginError;
 use crate::server_conn::{OpenError, ServerConn};
 use crate::session::{fatal, Port, Refusal, SessionSettings, Shared};
-use crate::session_params::{Params, TRACKED};
+use crate::session_features::{self, Feature};
+use crate::session_params::Params;
 use crate::startup::{ProtocolVersion, StartupMessage};
 use crate::topology::Backend;
 use crate::wire;
@@ -53,39 +51,6 @@ const HIGH_WATER: usize = 256 * 1024;
 
 /// `25P03` idle_in_transaction_session_timeout.
 const IDLE_IN_TRANSACTION: SqlState = SqlState::new("25P03");
-
-/// Who the client is, from its startup packet.
-pub(crate) struct Identity {
-    pub(crate) user: String,
-    pub(crate) database: String,
-    /// Startup parameters other than user, database and the tracked ones (part of the pool key).
-    pub(crate) extra: Vec<(String, String)>,
-}
-
-pub(crate) fn identity(startup: &StartupMessage) -> Result<Identity, Refusal> {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let user = startup.user().map(text).filter(|u| !u.is_empty()).ok_or_else(|| {
-        fatal(Outcome::ProtocolError, SqlState::new("28000"), "no PostgreSQL user name specified in startup packet")
-    })?;
-    let database = startup.database().map(text).filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
-    if startup.get("replication").is_some_and(|v| v != b"false" && v != b"0" && v != b"off") {
-        return Err(fatal(
-            Outcome::Refused,
-            SqlState::PROTOCOL_VIOLATION,
-            "replication connections cannot be pooled: connect to the member directly",
-        ));
-    }
-    let mut extra: Vec<(String, String)> = startup
-        .params()
-        .map(|(n, v)| (text(n), text(v)))
-        .filter(|(n, _)| {
-            !matches!(n.as_str(), "user" | "database" | "replication")
-                && !TRACKED.iter().any(|t| t.eq_ignore_ascii_case(n))
-        })
-        .collect();
-    extra.sort();
-    Ok(Identity { user, database, extra })
-}
 
 /// Serves a client in transaction mode until it leaves.
 #[allow(clippy::too_many_arguments)]
@@ -140,6 +105,7 @@ where
         shared,
         me: &registered,
         leased_at: None,
+        pinned: None,
         settings,
         pooling,
         port,
@@ -165,159 +131,6 @@ where
     ended
 }
 
-/// NegotiateProtocolVersion: the proxy speaks 3.0 and no protocol extension.
-pub(crate) fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
-    let options: Vec<&[u8]> = startup.protocol_options().map(|(n, _)| n).collect();
-    put_frame(out, b'v', |d| {
-        d.put_u32(ProtocolVersion::V3_0.code());
-        d.put_u32(options.len() as u32);
-        for o in options {
-            wire::put_cstr(d, o);
-        }
-    });
-}
-
-/// Reads one whole client message during authentication.
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> Result<Frame, Refusal> {
-    loop {
-        match split_frame(buf, 64 * 1024) {
-            Ok(Some(f)) => return Ok(f),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(fatal(
-                    Outcome::ProtocolError,
-                    SqlState::PROTOCOL_VIOLATION,
-                    format!("invalid message: {e}"),
-                ))
-            }
-        }
-        match r.read_buf(buf).await {
-            Ok(0) | Err(_) => {
-                return Err(fatal(
-                    Outcome::ClientClosed,
-                    SqlState::PROTOCOL_VIOLATION,
-                    "the client left during authentication",
-                ))
-            }
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Authenticates the client by the rules and the user's secret, then greets it as PostgreSQL
-/// does (parameters, cancel key, ReadyForQuery are sent by [`Txn::run`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn authenticate<R, W>(
-    shared: &Shared,
-    settings: &SessionSettings,
-    pooling: &Pooling,
-    id: &Identity,
-    client_r: &mut R,
-    client_w: &mut W,
-    cbuf: &mut BytesMut,
-    mut out: BytesMut,
-    (addr, tls): (Option<IpAddr>, bool),
-) -> Result<Login, Refusal>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let host = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
-    let decision = match addr {
-        Some(a) => pooling.decide(&hba::Connection {
-            addr: a,
-            ssl: tls,
-            database: &id.database,
-            user: &id.user,
-            replication: false,
-        }),
-        None => hba::Decision { method: Method::Reject, line: None },
-    };
-    let secret = match decision.method {
-        Method::Trust | Method::Reject => pooling.auth_file.secret(&id.user).cloned(),
-        _ => lookup_secret(shared, settings, pooling, id).await?,
-    };
-    let who = Who { user: id.user.clone(), database: id.database.clone(), host, ssl: tls };
-    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
-    let (mut auth, mut progress) = ClientAuth::begin(who, decision, secret.clone());
-    loop {
-        match progress {
-            Progress::Send(bytes) => {
-                out.extend_from_slice(&bytes);
-                let _ = client_w.write_all(&out).await;
-                out.clear();
-                let frame = tokio::time::timeout_at(deadline, read_frame(client_r, cbuf)).await.map_err(|_| {
-                    fatal(Outcome::Timeout, SqlState::PROTOCOL_VIOLATION, "timeout during authentication")
-                })??;
-                progress = auth.on_message(&frame);
-            }
-            Progress::Done(bytes, Ok(credentials)) => {
-                out.extend_from_slice(&bytes);
-                if client_w.write_all(&out).await.is_err() {
-                    return Err(fatal(Outcome::ClientClosed, SqlState::PROTOCOL_VIOLATION, "the client left"));
-                }
-                return Ok(Login { credentials, secret });
-            }
-            Progress::Done(_, Err(error)) => {
-                tracing::info!(user = %id.user, database = %id.database, "client authentication failed: {}", error.message);
-                return Err(Refusal { error, outcome: Outcome::Refused });
-            }
-        }
-    }
-}
-
-/// The user's secret: from the `auth_file`, else by `auth_query` on the primary as `auth_user`.
-async fn lookup_secret(
-    shared: &Shared,
-    settings: &SessionSettings,
-    pooling: &Pooling,
-    id: &Identity,
-) -> Result<Option<Secret>, Refusal> {
-    if let Some(s) = pooling.auth_file.secret(&id.user) {
-        return Ok(Some(s.clone()));
-    }
-    let Some(auth_user) = &pooling.auth_user else { return Ok(None) };
-    let failed = |why: String| {
-        tracing::warn!(user = %id.user, "auth_query: {why}");
-        fatal(Outcome::ConnectFailed, SqlState::CONNECTION_FAILURE, format!("could not look up the user: {why}"))
-    };
-    let primary = shared.routes.borrow().primary.clone();
-    let Some(primary) = primary else { return Err(failed("no primary to run auth_query on".into())) };
-    let secret = pooling.auth_file.secret(auth_user).cloned();
-    let login = ServerLogin::new(auth_user, crate::client_auth::Credentials::None, secret);
-    let addr = primary.addr();
-    // The admin console's database exists only in the proxy: look its users up in `postgres`.
-    let database = if crate::console::is_console_database(&id.database) { "postgres" } else { id.database.as_str() };
-    let mut conn = ServerConn::open(&addr, database, auth_user, &[], login, settings.connect_timeout)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    conn.stream
-        .write_all(&auth_query::request(&pooling.auth_query, &id.user))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let mut answer = Answer::default();
-    let lookup = loop {
-        let frame = match split_frame(&mut conn.buf, DEFAULT_MAX_FRAME_LEN) {
-            Ok(Some(f)) => f,
-            Ok(None) => match tokio::time::timeout(settings.connect_timeout, conn.stream.read_buf(&mut conn.buf)).await
-            {
-                Ok(Ok(n)) if n > 0 => continue,
-                _ => return Err(failed("the server did not answer auth_query".into())),
-            },
-            Err(e) => return Err(failed(e.to_string())),
-        };
-        match answer.on_message(&frame).map_err(failed)? {
-            Lookup::Pending => {}
-            done => break done,
-        }
-    };
-    let _ = conn.stream.write_all(Frame::new(b'X', b"").as_bytes()).await;
-    Ok(match lookup {
-        Lookup::Found(s) => Some(s),
-        _ => None,
-    })
-}
-
 /// The server a client holds, with what it still owes.
 struct Held {
     conn: ServerConn,
@@ -336,6 +149,8 @@ struct Txn<'a> {
     me: &'a Registered<'a>,
     /// When it took the server it holds.
     leased_at: Option<Instant>,
+    /// A session-level feature it used: it keeps its server to the end.
+    pinned: Option<Feature>,
     settings: &'a SessionSettings,
     pooling: Arc<Pooling>,
     port: Port,
@@ -482,6 +297,13 @@ impl Txn<'_> {
             };
             if !error.retryable() || Instant::now() >= deadline {
                 tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %backend.name, "{error}");
+                // What the server says about the client's own request (no such database, no
+                // permission to connect) reaches it as the server said it.
+                if let OpenError::Login(LoginError::Refused { code, message, .. }) = &error {
+                    if let Some(code) = client_facing(code) {
+                        return Err(fatal(Outcome::ServerError, code, message.clone()));
+                    }
+                }
                 let message = match &error {
                     OpenError::Login(_) => format!("the proxy could not log in to {}: {error}", backend.name),
                     _ => format!("{} ({}): {error}", backend.name, key.addr),
@@ -499,48 +321,9 @@ impl Txn<'_> {
 
     /// A connection from `key`'s pool: idle, newly opened, or the next one given back.
     async fn lease(&self, key: &PoolKey, backend: &Backend) -> Result<(ServerConn, Arc<Registry>), Leased> {
-        let pools = &self.shared.pools;
         let limits = self.pooling.limits_for(&key.database);
-        loop {
-            let (lease, registry) = pools.checkout(key, &backend.name, limits, &self.login);
-            let idle = match lease {
-                Lease::Ready(idle) => idle,
-                Lease::Open => {
-                    let login = ServerLogin::new(&key.user, self.login.credentials.clone(), self.login.secret.clone());
-                    let timeout = self.settings.connect_timeout;
-                    return match ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login, timeout).await
-                    {
-                        Ok(conn) => {
-                            pools.opened_for_client(key, &conn);
-                            Ok((conn, registry))
-                        }
-                        Err(e) => {
-                            pools.open_failed(key);
-                            Err(Leased::Open(e))
-                        }
-                    };
-                }
-                Lease::Wait(id, rx) => {
-                    let mut waiting = crate::pools::Waiting::new(pools, key, id, rx);
-                    match waiting.wait().await {
-                        Some(idle) => idle,
-                        None => return Err(Leased::TimedOut),
-                    }
-                }
-            };
-            let mut idle = idle;
-            if !idle.drain() {
-                pools.checkin(key, idle, false);
-                continue;
-            }
-            match idle.lease() {
-                Ok(conn) => return Ok((conn, registry)),
-                Err(e) => {
-                    pools.lost(key);
-                    return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
-                }
-            }
-        }
+        let timeout = self.settings.connect_timeout;
+        lease(&self.shared.pools, key, &backend.name, limits, &self.login, timeout).await
     }
 
     /// Makes `conn` the client's server: its parameters brought in line, its cancel key bound.
@@ -600,6 +383,17 @@ impl Txn<'_> {
                 b'X' => return Ok(false),
                 b'Q' | b'S' => DbStats::add(&self.me.stats.queries, 1),
                 _ => {}
+            }
+            if self.pinned.is_none() {
+                self.pinned = match frame.tag() {
+                    b'Q' => session_features::scan(frame.body()),
+                    b'P' => wire::split_cstr(frame.body()).and_then(|(_, text)| session_features::scan(text)),
+                    _ => None,
+                };
+                if let Some(f) = self.pinned {
+                    self.shared.clients.pinned(f);
+                    tracing::debug!(user = %self.base.user, database = %self.base.database, feature = f.as_str(), "client pinned to its server for the rest of its session");
+                }
             }
             if self.held.is_none() {
                 let registry = self.shared.pools.registry().clone();
@@ -686,7 +480,8 @@ impl Txn<'_> {
                 Err(e) => return e,
             }
             // Give the server back at rest; a stopping proxy then says goodbye.
-            if self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty()) && self.to_server.is_empty() {
+            let free = self.pinned.is_none() && self.to_server.is_empty();
+            if free && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty()) {
                 self.release(true);
                 route_lost = None;
             }
@@ -751,7 +546,7 @@ impl Txn<'_> {
                     // Whatever it said last (a FATAL error) goes first.
                     let _ = self.place_server_messages();
                     self.release(false);
-                    if at_rest && self.to_server.is_empty() {
+                    if at_rest && self.to_server.is_empty() && self.pinned.is_none() {
                         // It died between transactions: the next one gets another server.
                         continue;
                     }
@@ -832,41 +627,5 @@ impl Txn<'_> {
                 }
             }
         }
-    }
-}
-
-/// Why no connection could be leased.
-enum Leased {
-    /// `query_wait_timeout` passed.
-    TimedOut,
-    /// Opening one failed.
-    Open(OpenError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn untracked_startup_parameters_choose_the_pool_and_replication_is_refused() {
-        let s = StartupMessage::new(ProtocolVersion::V3_0)
-            .with("user", "app")
-            .unwrap()
-            .with("application_name", "pgbench")
-            .unwrap()
-            .with("options", "-c search_path=s1")
-            .unwrap();
-        let id = identity(&s).unwrap();
-        assert_eq!((id.user.as_str(), id.database.as_str()), ("app", "app"));
-        assert_eq!(id.extra, vec![("options".to_string(), "-c search_path=s1".to_string())]);
-        let r = StartupMessage::new(ProtocolVersion::V3_0)
-            .with("user", "app")
-            .unwrap()
-            .with("replication", "true")
-            .unwrap();
-        let e = identity(&r).err().expect("refused");
-        assert!(e.error.message.contains("replication connections cannot be pooled"), "{}", e.error.message);
-        let nobody = StartupMessage::new(ProtocolVersion::V3_0).with("database", "app").unwrap();
-        assert_eq!(identity(&nobody).err().expect("refused").error.code.as_str(), "28000");
     }
 }

@@ -1,0 +1,225 @@
+//! Which SQL keeps state in the server session beyond its transaction, so that a pooled client
+//! using it must keep its server connection for the rest of its session ("pinned"), sans-IO:
+//! a scan of the text the client sends (a simple query, or a Parse).
+//!
+//! What pins, and why each pins rather than fails: every one of these works exactly as on a
+//! direct connection once the client keeps its server; the cost is one server connection per
+//! such client, counted in `SHOW STATS`/`/metrics`.
+//! * `LISTEN`: notifications arrive between transactions, on that server only;
+//! * `SET` (or `SET SESSION`) of a parameter the server does not report, `SET ROLE`, `SET SESSION
+//!   AUTHORIZATION`: the value lives in the session (reported parameters such as `TimeZone` or
+//!   `application_name` are replayed instead, and `SET LOCAL`, `SET TRANSACTION` and
+//!   `SET CONSTRAINTS` end with the transaction);
+//! * `PREPARE` (SQL-level prepared statements; the protocol's are handled without pinning);
+//! * `DECLARE ... WITH HOLD`: the cursor outlives its transaction;
+//! * `CREATE TEMP`/`TEMPORARY` objects: they live until the session ends;
+//! * session-level advisory locks (`pg_advisory_lock*`, `pg_try_advisory_lock*`; the `_xact_`
+//!   ones end with the transaction).
+//!
+//! The scan is conservative by construction: it splits the text at every `;` (inside string
+//! literals too, which can only add candidate statements, never hide one) and looks at each
+//! candidate's first words after comments, so a session-level statement is never missed; what it
+//! may do is pin a client that did not need it (say, a string literal containing `; LISTEN x`),
+//! which costs a connection, not correctness. `SELECT ... INTO TEMP` is not recognised.
+//!
+//! Invariant: the scan never allocates for a text that pins nothing and never panics.
+
+use crate::session_params::TRACKED;
+
+/// A session-level feature that pins the client to its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Feature {
+    /// `LISTEN`.
+    Listen,
+    /// A session `SET` of an unreported parameter, a role or the session authorization.
+    Set,
+    /// SQL-level `PREPARE`.
+    Prepare,
+    /// `DECLARE ... WITH HOLD`.
+    HoldCursor,
+    /// `CREATE TEMP ...`.
+    TempObject,
+    /// A session-level advisory lock.
+    AdvisoryLock,
+}
+
+impl Feature {
+    /// Every feature, for counters.
+    pub const ALL: [Feature; 6] = [
+        Feature::Listen,
+        Feature::Set,
+        Feature::Prepare,
+        Feature::HoldCursor,
+        Feature::TempObject,
+        Feature::AdvisoryLock,
+    ];
+
+    /// The name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Listen => "listen",
+            Feature::Set => "set",
+            Feature::Prepare => "prepare",
+            Feature::HoldCursor => "hold_cursor",
+            Feature::TempObject => "temp_object",
+            Feature::AdvisoryLock => "advisory_lock",
+        }
+    }
+}
+
+/// Whether `a` contains `needle` (ASCII lower case), ignoring ASCII case.
+fn contains_ci(a: &[u8], needle: &[u8]) -> bool {
+    a.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Skips whitespace and comments (`--` to the end of the line, `/* */`, nested).
+fn skip_noise(mut s: &[u8]) -> &[u8] {
+    loop {
+        let trimmed = s.trim_ascii_start();
+        if let Some(rest) = trimmed.strip_prefix(b"--") {
+            s = rest.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &rest[i + 1..]);
+        } else if let Some(mut rest) = trimmed.strip_prefix(b"/*") {
+            let mut depth = 1;
+            while depth > 0 && !rest.is_empty() {
+                if rest.starts_with(b"/*") {
+                    depth += 1;
+                    rest = &rest[2..];
+                } else if rest.starts_with(b"*/") {
+                    depth -= 1;
+                    rest = &rest[2..];
+                } else {
+                    rest = &rest[1..];
+                }
+            }
+            s = rest;
+        } else {
+            return trimmed;
+        }
+    }
+}
+
+/// The next word (letters, digits, `_`, `.`, or a double-quoted identifier) and the rest.
+fn word(s: &[u8]) -> (&[u8], &[u8]) {
+    let s = skip_noise(s);
+    if let Some(rest) = s.strip_prefix(b"\"") {
+        let end = rest.iter().position(|&b| b == b'"').unwrap_or(rest.len());
+        return (&rest[..end], rest.get(end + 1..).unwrap_or_default());
+    }
+    let end = s.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'.')).unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+fn is(w: &[u8], k: &str) -> bool {
+    w.eq_ignore_ascii_case(k.as_bytes())
+}
+
+/// The feature one statement (from its first word) uses, if any.
+fn statement(s: &[u8]) -> Option<Feature> {
+    let (first, rest) = word(s);
+    if is(first, "listen") {
+        return Some(Feature::Listen);
+    }
+    if is(first, "prepare") {
+        // `PREPARE TRANSACTION` is two-phase commit, not a statement.
+        let (next, _) = word(rest);
+        return (!is(next, "transaction")).then_some(Feature::Prepare);
+    }
+    if is(first, "declare") {
+        return contains_ci(rest, b"with hold").then_some(Feature::HoldCursor);
+    }
+    if is(first, "create") {
+        let (mut next, mut after) = word(rest);
+        if is(next, "or") {
+            // CREATE OR REPLACE TEMP VIEW
+            let (_, a) = word(after);
+            (next, after) = word(a);
+        }
+        if is(next, "global") || is(next, "local") {
+            (next, _) = word(after);
+        }
+        return (is(next, "temp") || is(next, "temporary")).then_some(Feature::TempObject);
+    }
+    if is(first, "set") {
+        let (mut next, mut after) = word(rest);
+        if is(next, "local") || is(next, "transaction") || is(next, "constraints") {
+            return None;
+        }
+        if is(next, "session") {
+            (next, after) = word(after);
+            if is(next, "characteristics") {
+                return Some(Feature::Set);
+            }
+        }
+        let _ = after;
+        if TRACKED.iter().any(|t| is(next, t)) || is(next, "names") {
+            // Reported by the server (`SET NAMES` is client_encoding): replayed, not pinned.
+            return None;
+        }
+        return Some(Feature::Set);
+    }
+    None
+}
+
+/// The first session-level feature `sql` uses, if any.
+pub fn scan(sql: &[u8]) -> Option<Feature> {
+    if contains_ci(sql, b"pg_advisory_lock") || contains_ci(sql, b"pg_try_advisory_lock") {
+        return Some(Feature::AdvisoryLock);
+    }
+    sql.split(|&b| b == b';').find_map(statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_session_level_statement_pins_with_its_feature() {
+        let table: &[(&str, Option<Feature>)] = &[
+            ("LISTEN jobs", Some(Feature::Listen)),
+            ("  /* why */ -- note\n listen \"Jobs\"", Some(Feature::Listen)),
+            ("SET search_path = app, public", Some(Feature::Set)),
+            ("set session work_mem = '64MB'", Some(Feature::Set)),
+            ("SET ROLE reporting", Some(Feature::Set)),
+            ("SET SESSION AUTHORIZATION bob", Some(Feature::Set)),
+            ("PREPARE q(int) AS SELECT $1", Some(Feature::Prepare)),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", Some(Feature::HoldCursor)),
+            ("CREATE TEMP TABLE t (a int)", Some(Feature::TempObject)),
+            ("create global temporary table t (a int)", Some(Feature::TempObject)),
+            ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", Some(Feature::TempObject)),
+            ("SELECT pg_advisory_lock(42)", Some(Feature::AdvisoryLock)),
+            ("select PG_TRY_ADVISORY_LOCK_SHARED(1)", Some(Feature::AdvisoryLock)),
+            ("BEGIN; SET search_path = app; COMMIT", Some(Feature::Set)),
+        ];
+        for (sql, want) in table {
+            assert_eq!(scan(sql.as_bytes()), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_scoped_and_reported_settings_do_not_pin() {
+        for sql in [
+            "SELECT 1",
+            "UPDATE t SET a = 1 WHERE b = 2",
+            "SET LOCAL search_path = app",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "SET TimeZone = 'UTC'",
+            "SET application_name = 'x'",
+            "set names 'UTF8'",
+            "SELECT pg_advisory_xact_lock(1)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "CREATE TABLE t (a int)",
+            "PREPARE TRANSACTION 'gid'",
+            "INSERT INTO t VALUES ('listen')",
+        ] {
+            assert_eq!(scan(sql.as_bytes()), None, "{sql}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_scan_never_panics(text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = scan(&text);
+        }
+    }
+}
