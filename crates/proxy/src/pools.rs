@@ -136,17 +136,27 @@ impl Pools {
         let now = Instant::now();
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
-        let e = entries.entry(key.clone()).or_insert_with(|| Entry {
-            pool: Pool::new(limits),
-            backend: backend.to_string(),
-            waiters: HashMap::new(),
-            login: None,
-            welcome: None,
-            retired: false,
-            reconnect_before: None,
-        });
+        // Cloned (four allocations) only for a new pool.
+        if !entries.contains_key(key) {
+            entries.insert(
+                key.clone(),
+                Entry {
+                    pool: Pool::new(limits),
+                    backend: backend.to_string(),
+                    waiters: HashMap::new(),
+                    login: None,
+                    welcome: None,
+                    retired: false,
+                    reconnect_before: None,
+                },
+            );
+        }
+        let Some(e) = entries.get_mut(key) else { unreachable!("inserted above") };
         e.retired = false;
-        e.login = Some(login.clone());
+        // The first client's login serves the pool's own opens (kept, not cloned per checkout).
+        if e.login.is_none() {
+            e.login = Some(login.clone());
+        }
         let lease = match e.pool.checkout(id, now) {
             Checkout::Ready(c) => Lease::Ready(c),
             Checkout::Open => Lease::Open,
