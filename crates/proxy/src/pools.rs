@@ -505,3 +505,101 @@ impl Drop for Waiting<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(db: &str) -> PoolKey {
+        PoolKey { database: db.into(), user: "app".into(), addr: "127.0.0.1:5432".into(), extra: Vec::new() }
+    }
+
+    fn login() -> Login {
+        Login { credentials: Credentials::None, secret: None }
+    }
+
+    fn limits(size: usize) -> Limits {
+        Limits { size, ..Limits::default() }
+    }
+
+    /// An idle connection over a fresh socket pair (the server end is kept open).
+    fn conn(pid: u32, ends: &mut Vec<std::net::TcpStream>) -> Idle {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        ends.push(l.accept().unwrap().0);
+        Idle::for_test(a, pid)
+    }
+
+    fn pid(lease: Lease) -> Option<u32> {
+        match lease {
+            Lease::Ready(c) => Some(c.pid()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_given_back_goes_to_the_longest_waiter_then_to_the_idle_list() {
+        let pools = Arc::new(Pools::default());
+        let mut ends = Vec::new();
+        let k = key("db");
+        assert!(matches!(pools.checkout(&k, "pg1", limits(1), &login()).0, Lease::Open), "empty pool: open one");
+        pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
+        // The pool is full: the next two clients wait, in order.
+        let Lease::Wait(first, mut first_rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        let Lease::Wait(_, mut second_rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        pools.checkin(&k, conn(7, &mut ends), true);
+        assert_eq!(first_rx.try_recv().map(|c| c.pid()).ok(), Some(7), "the first waiter gets it");
+        assert!(second_rx.try_recv().is_err());
+        let _ = first;
+        // The first gives it back: the second gets it; it gives it back: idle.
+        pools.checkin(&k, conn(8, &mut ends), true);
+        assert_eq!(second_rx.try_recv().map(|c| c.pid()).ok(), Some(8));
+        pools.checkin(&k, conn(9, &mut ends), true);
+        assert_eq!(pid(pools.checkout(&k, "pg1", limits(1), &login()).0), Some(9), "idle, then handed out");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_left_gives_its_connection_back() {
+        let pools = Arc::new(Pools::default());
+        let mut ends = Vec::new();
+        let k = key("db");
+        let _ = pools.checkout(&k, "pg1", limits(1), &login());
+        pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
+        let Lease::Wait(id, rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        drop(Waiting::new(&pools, &k, id, rx));
+        pools.checkin(&k, conn(5, &mut ends), true);
+        assert_eq!(pid(pools.checkout(&k, "pg1", limits(1), &login()).0), Some(5), "idle again, not lost");
+    }
+
+    #[tokio::test]
+    async fn a_retired_or_reconnected_pool_closes_what_comes_back() {
+        let mut ends = Vec::new();
+        let in_use = |k: &PoolKey| {
+            let pools = Arc::new(Pools::default());
+            let _ = pools.checkout(k, "pg1", limits(2), &login());
+            pools.lock().get_mut(k).unwrap().pool.opened_for_client();
+            pools
+        };
+        let k = key("db");
+        // The backend left the routes: its servers close as they come back.
+        let pools = in_use(&k);
+        pools.retire_except(&["10.0.0.9:5432".to_string()]);
+        pools.checkin(&k, conn(1, &mut ends), true);
+        assert_eq!(pools.figures().first().map(|f| (f.idle, f.in_use, f.retired)), Some((0, 0, true)));
+        // Still a route: it stays.
+        let pools = in_use(&k);
+        pools.retire_except(&[k.addr.clone()]);
+        pools.checkin(&k, conn(2, &mut ends), true);
+        assert_eq!(pools.figures().first().map(|f| (f.idle, f.retired)), Some((1, false)));
+        // RECONNECT: a connection opened before it is closed when it comes back; a newer one stays.
+        let pools = in_use(&k);
+        let old = conn(3, &mut ends);
+        pools.reconnect(Some("db"));
+        pools.checkin(&k, old, true);
+        assert_eq!(pools.figures().first().map(|f| f.idle), Some(0));
+        let _ = pools.checkout(&k, "pg1", limits(2), &login());
+        pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
+        pools.checkin(&k, conn(4, &mut ends), true);
+        assert_eq!(pools.figures().first().map(|f| f.idle), Some(1));
+    }
+}
