@@ -588,7 +588,7 @@ mod tests {
         assert_eq!(pools.figures().first().map(|f| (f.idle, f.in_use, f.retired)), Some((0, 0, true)));
         // Still a route: it stays.
         let pools = in_use(&k);
-        pools.retire_except(&[k.addr.clone()]);
+        pools.retire_except(std::slice::from_ref(&k.addr));
         pools.checkin(&k, conn(2, &mut ends), true);
         assert_eq!(pools.figures().first().map(|f| (f.idle, f.retired)), Some((1, false)));
         // RECONNECT: a connection opened before it is closed when it comes back; a newer one stays.
