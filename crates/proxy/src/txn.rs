@@ -608,7 +608,7 @@ impl Txn<'_> {
                     return ended(
                         Outcome::Fenced,
                         SqlState::ADMIN_SHUTDOWN,
-                        "terminating connection: its transaction did not finish before the switchover",
+                        "terminating connection: its transaction did not end within switchover_drain_timeout after its primary stopped being routed",
                     );
                 }
                 Event::Stop => match *stop.borrow() {
