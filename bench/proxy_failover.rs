@@ -28,13 +28,42 @@
 //! connection. PostgreSQL runs with `max_connections` 500: a crash holds some 200 new connections
 //! (one every 50 ms for ttl seconds) that all reach the new primary at once.
 //!
-//! Environment: `RAMPART_BENCH_QUICK=1` runs each fault once instead of 3 times (about half a
-//! minute instead of 1.5). The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1`, ...).
+//! A second part then replaces that proxy with a **transaction-mode** one (`pool_mode:
+//! transaction`, `default_pool_size` 20, the superuser's password in an `auth_file`, the superuser
+//! as `auth_user`; bench/proxy_failover/load.rs) and runs, per fault, `pgbench -n -M prepared
+//! -c 16 -j 2 --max-tries=1` (TPC-B script, `pgbench -i -s 1`) through it with per-transaction logs
+//! (`-l --log-prefix <cluster dir>/pgbench-log-<run>`), the fault 4 s after its first logged
+//! transactions: a **switchover** (`-T 30`) and a **crash** (`-T 45`: SIGKILL of the leader's agent
+//! and postmaster, the old node's agent restarted once the DCS names a new leader, so it rejoins
+//! while pgbench runs). Per fault: transactions processed, failed transactions, aborted clients
+//! (pgbench's `client N aborted` lines), the **longest transaction** (the highest latency in the
+//! logs, which includes any wait for the new primary) and how many transactions finished after
+//! the fault, then a verdict line per fault. Targets: a switchover fails no transaction and aborts
+//! no client; a crash aborts only clients that had a transaction in flight on the old primary (at
+//! most the 16), the others carry on.
+//!
+//! Full run of 5 December 2026 on a shared 2-core host (load average 8 to 14 from other work):
+//! part 1, crash windows 11.18 / 11.57 / 12.04 s (min / median / max), switchover windows 0.68 /
+//! 0.71 / 1.11 s, one failed new connection over the three switchovers; part 2, switchover: 0 failed
+//! transactions and 0 aborted clients in each of 3 runs, longest transaction 0.89 / 1.04 / 1.14 s
+//! (the one that waited for the new primary), 14460 / 16599 / 17560 transactions processed; crash:
+//! 16 of 16 clients aborted in each run (TPC-B keeps every client in a transaction nearly always,
+//! so all had one in flight; none was left to carry on and pgbench ended at the crash), 0 failed.
+//! README.md's Benchmarks section has the table.
+//!
+//! Environment: `RAMPART_BENCH_QUICK=1` runs each fault of each part once instead of 3 times. The
+//! harness variables apply (`RAMPART_KEEP_TEST_DIRS=1`, ...).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it prints a note and does nothing.
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "proxy_failover/load.rs"]
+mod load;
+// Shared with bench/proxy.rs, whose workloads this bench does not run.
+#[allow(dead_code)]
+#[path = "proxy/pgbench.rs"]
+mod pgbench;
 #[path = "proxy_failover/probe.rs"]
 mod probe;
 #[path = "../tests/support/mod.rs"]
@@ -174,6 +203,12 @@ fn recover(rt: &Runtime, c: &mut Cluster, old: usize, fault: Fault) -> Option<us
     if fault == Fault::Crash {
         c.start_agent(old);
     }
+    healthy_again(rt, c)
+}
+
+/// Waits for the cluster to be healthy on one timeline and says so (or dumps the logs); returns
+/// the leader.
+fn healthy_again(rt: &Runtime, c: &Cluster) -> Option<usize> {
     let healthy = common::wait_healthy_on_one_timeline(rt, c, HEALTHY_TIMEOUT);
     match &healthy {
         Some(h) => println!("[bench]   healthy again: leader {} on timeline {}", c.name(h.leader), h.timeline),
@@ -183,6 +218,18 @@ fn recover(rt: &Runtime, c: &mut Cluster, old: usize, fault: Fault) -> Option<us
         }
     }
     healthy.map(|h| h.leader)
+}
+
+/// The memory and CPU time of `proxy` (named `what`) at the end of a part.
+fn print_proxy_usage(proxy: &Proxy, what: &str) {
+    if let Some(pid) = proxy.pid() {
+        println!(
+            "[bench] {what} (pid {pid}) at the end: VmRSS {:.1} MB, VmHWM {:.1} MB, CPU {:.1} s since start",
+            kb_to_mb(procfs::status_kb(pid, "VmRSS").unwrap_or(0)),
+            kb_to_mb(procfs::status_kb(pid, "VmHWM").unwrap_or(0)),
+            procfs::cpu_secs(pid).unwrap_or(0.0)
+        );
+    }
 }
 
 fn rows(samples: &[Sample], planned: usize) -> Vec<Row> {
@@ -250,7 +297,7 @@ fn main() {
     // would otherwise delay the writer's own reconnection and inflate its window.
     let probe_rt = common::runtime();
     let Some((mut c, healthy)) = common::healthy_cluster(&rt, FAST, &[("max_connections", "500")]) else { return };
-    let proxy = Proxy::start(&c, &format!("  hold_timeout: {}\n", HOLD_TIMEOUT.as_secs()));
+    let mut proxy = Proxy::start(&c, &format!("  hold_timeout: {}\n", HOLD_TIMEOUT.as_secs()));
     let created = rt.block_on(async {
         let db = support::connect_superuser(proxy.rw_port).await?;
         db.batch_execute(
@@ -276,33 +323,78 @@ fn main() {
     let prober = Prober::start(&probe_rt, proxy_config(proxy.rw_port, "rampart-bench-probe"), ATTEMPT_TIMEOUT);
 
     let mut samples = Vec::new();
-    let mut leader = healthy.leader;
+    let mut leader = Some(healthy.leader);
     'runs: for k in 1..=per_fault {
         for fault in [Fault::Crash, Fault::Switchover] {
+            let Some(old) = leader else { break 'runs };
             let run = format!("{} ({}) via proxy, run {k}/{per_fault}", fault.label(), FAST.label());
-            if let Some(s) = run_fault(&mut c, &writer, &prober, leader, fault, &run) {
+            if let Some(s) = run_fault(&mut c, &writer, &prober, old, fault, &run) {
                 samples.push(s);
             }
-            match recover(&rt, &mut c, leader, fault) {
-                Some(l) => leader = l,
-                None => break 'runs,
-            }
+            leader = recover(&rt, &mut c, old, fault);
         }
     }
     writer.stop(&rt);
     prober.stop(&probe_rt);
-    if let Some(pid) = proxy.pid() {
-        println!(
-            "[bench] rampart proxy (pid {pid}) at the end: VmRSS {:.1} MB, VmHWM {:.1} MB, CPU {:.1} s since start",
-            kb_to_mb(procfs::status_kb(pid, "VmRSS").unwrap_or(0)),
-            kb_to_mb(procfs::status_kb(pid, "VmHWM").unwrap_or(0)),
-            procfs::cpu_secs(pid).unwrap_or(0.0)
-        );
-    }
+    print_proxy_usage(&proxy, "rampart proxy");
     common::print_results(
         started,
         "through the proxy's read-write port; values are min / median / max over the runs; \
          \"the gap\" = from the fault to the writer's first insert on the new primary",
         &rows(&samples, per_fault),
     );
+    proxy.stop();
+    let Some(leader) = leader else { return };
+    pooled_part(&rt, &mut c, leader, per_fault);
+}
+
+/// The second part (bench/proxy_failover/load.rs): pgbench through a transaction-mode proxy, which
+/// replaces the first part's (whose configuration and log are kept as `proxy-session.*`).
+fn pooled_part(rt: &Runtime, c: &mut Cluster, mut leader: usize, per_fault: usize) {
+    let started = Instant::now();
+    for ext in ["yml", "log"] {
+        let _ = std::fs::rename(c.dir().join(format!("proxy.{ext}")), c.dir().join(format!("proxy-session.{ext}")));
+    }
+    println!(
+        "\n[bench] ===== part 2: pgbench -M prepared -c {} -j 2 --max-tries=1 (TPC-B, -s 1) through a transaction-mode \
+         proxy (pool size {}), switchover and crash x{per_fault} each, alternating =====",
+        load::CLIENTS,
+        load::POOL_SIZE
+    );
+    match load::init(c, leader) {
+        Ok(took) => println!("[bench] pgbench -i on the leader {}: {:.1} s", c.name(leader), took.as_secs_f64()),
+        Err(e) => {
+            println!("[bench] pgbench -i on the leader {} failed: {e}", c.name(leader));
+            return;
+        }
+    }
+    let mut proxy = load::start_pool_proxy(c, HOLD_TIMEOUT);
+    println!(
+        "[bench] transaction-mode proxy: read-write port {}, hold_timeout {} s; the fault {:?} after pgbench's \
+         first logged transactions",
+        proxy.rw_port,
+        HOLD_TIMEOUT.as_secs(),
+        load::FAULT_AFTER
+    );
+    let mut samples = Vec::new();
+    'runs: for k in 1..=per_fault {
+        for fault in [load::LoadFault::Switchover, load::LoadFault::Crash] {
+            let run = format!("{} ({}) pgbench via pool, run {k}/{per_fault}", fault.label(), FAST.label());
+            let (sample, next) = load::run_fault(rt, c, proxy.rw_port, leader, fault, &run, k);
+            samples.extend(sample);
+            match next {
+                Some(l) => leader = l,
+                None => break 'runs,
+            }
+        }
+    }
+    print_proxy_usage(&proxy, "transaction-mode rampart proxy");
+    proxy.stop();
+    common::print_results(
+        started,
+        "pgbench through the transaction-mode proxy; values are min / median / max over the runs; longest \
+         transaction = the highest latency in pgbench's per-transaction logs",
+        &load::rows(&samples, per_fault),
+    );
+    load::print_verdicts(&samples, per_fault);
 }

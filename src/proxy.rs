@@ -333,6 +333,7 @@ fn pooling_settings(proxy: &rampart_config::Proxy) -> Result<Pooling> {
             idle_timeout: p.server_idle_timeout,
             lifetime: p.server_lifetime,
             wait_timeout: p.query_wait_timeout,
+            max_db: s.max_db_connections,
         }
     };
     let auth_file = match &p.auth_file {
@@ -359,9 +360,6 @@ fn pooling_settings(proxy: &rampart_config::Proxy) -> Result<Pooling> {
         .keys()
         .map(|db| (db.clone(), DatabaseOverride { limits: limits(Some(db)), mode: p.for_database(db).pool_mode }))
         .collect();
-    if p.max_db_connections.is_some() || p.databases.values().any(|d| d.max_db_connections.flatten().is_some()) {
-        warn!("proxy.max_db_connections is read but not enforced yet: each pool is bounded by its own size");
-    }
     Ok(Pooling {
         mode: p.pool_mode,
         limits: limits(None),

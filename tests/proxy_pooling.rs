@@ -545,3 +545,33 @@ fn cancels_reach_the_held_server_and_a_dead_idle_server_never_reaches_a_client()
         assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{e}");
     });
 }
+
+#[test]
+fn max_db_connections_bounds_every_user_of_a_database_together() {
+    let (_c, proxy, pg) = cluster_and_pool(4, "  max_db_connections: 3\n");
+    let (ok, init) = pgbench(pg, support::SUPERUSER, support::SUPERUSER_PASSWORD, &["-i", "-s", "1", "-q"]);
+    assert!(ok, "pgbench -i directly: {init}");
+    let port = proxy.rw_port;
+    // Two users at once, each with more clients than the database may have connections.
+    let runs: Vec<_> = [(APP_USER, APP_PASSWORD), (support::SUPERUSER, support::SUPERUSER_PASSWORD)]
+        .into_iter()
+        .map(|(user, password)| {
+            std::thread::spawn(move || pgbench(port, user, password, &["-S", "-c", "6", "-j", "2", "-T", "6", "-n"]))
+        })
+        .collect();
+    // The proxy's server connections: not this psql's, nor the agent's own (application_name rampart).
+    let mut most = 0;
+    while runs.iter().any(|r| !r.is_finished()) {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'postgres' \
+                   AND backend_type = 'client backend' AND application_name NOT IN ('psql', 'rampart')";
+        let n: i64 = psql(pg, support::SUPERUSER, support::SUPERUSER_PASSWORD, sql).unwrap().parse().unwrap();
+        most = most.max(n);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for r in runs {
+        let (ok, report) = r.join().unwrap();
+        assert!(ok, "pgbench through the capped database: {report}");
+        assert_eq!(report_number(&report, "number of failed transactions"), 0.0, "{report}");
+    }
+    assert!((1..=3).contains(&most), "{most} server connections at most for the database, capped at 3");
+}

@@ -92,10 +92,10 @@ fn command(port: u16) -> Command {
 }
 
 /// What a finished pgbench printed.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs `cmd` with its output in `<dir>/pgbench-<tag>.{out,err}`, waiting at most `limit`; on
@@ -145,6 +145,15 @@ pub fn init(port: u16, scale: u32, dir: &Path) -> Result<Duration, String> {
     Ok(t0.elapsed())
 }
 
+/// pgbench with `args` (options and database) against `port`, its output in
+/// `<dir>/pgbench-<tag>.{out,err}`, killed by its PID after `limit`: what it printed, whatever its
+/// exit status (2 when a client aborted).
+pub fn run_args(port: u16, args: &[String], dir: &Path, tag: &str, limit: Duration) -> Result<Output, String> {
+    let mut cmd = command(port);
+    cmd.args(args);
+    run_logged(cmd, dir, tag, limit)
+}
+
 /// What one timed run reported.
 pub struct Outcome {
     pub tps: f64,
@@ -159,12 +168,12 @@ pub struct Outcome {
 /// Runs `workload` for `secs` seconds against `port`. A run pgbench ends with an error (a client
 /// aborted, say) is an error here, with what pgbench said about it.
 pub fn run(port: u16, workload: &Workload, secs: u64, dir: &Path, tag: &str) -> Result<Outcome, String> {
-    let mut cmd = command(port);
     let secs = secs + workload.login_secs;
-    cmd.args(workload.args).args(["-T", &secs.to_string(), "postgres"]);
+    let mut args: Vec<String> = workload.args.iter().map(|a| a.to_string()).collect();
+    args.extend(["-T".into(), secs.to_string(), "postgres".into()]);
     // pgbench first vacuums and truncates its history table, then runs for `secs`: a minute more
     // is plenty unless something hangs.
-    let out = run_logged(cmd, dir, tag, Duration::from_secs(secs + 60))?;
+    let out = run_args(port, &args, dir, tag, Duration::from_secs(secs + 60))?;
     if !out.status.success() {
         return Err(format!("{}: {}", out.status, failure(&out.stderr)));
     }
@@ -190,17 +199,19 @@ pub fn parse_tps(stdout: &str) -> Option<Outcome> {
     let line = stdout.lines().find_map(|l| l.trim().strip_prefix("tps = "))?;
     let (number, rest) = line.split_once(' ').unwrap_or((line, ""));
     let note = rest.trim().trim_start_matches('(').trim_end_matches(')').to_owned();
-    let count = |label: &str| -> Option<u64> {
-        stdout.lines().find_map(|l| {
-            let count = l.trim().strip_prefix(label)?;
-            // With -t the processed count reads `N/M`; -T prints N alone. Failures add `(x%)`.
-            count.split(['/', ' ']).next()?.trim().parse().ok()
-        })
-    };
     Some(Outcome {
         tps: number.parse().ok()?,
         note,
-        transactions: count("number of transactions actually processed: "),
-        failed: count("number of failed transactions: "),
+        transactions: report_count(stdout, "number of transactions actually processed"),
+        failed: report_count(stdout, "number of failed transactions"),
+    })
+}
+
+/// The count after `<label>: ` in pgbench's report, e.g. `number of failed transactions: 0
+/// (0.000%)`. With -t the processed count reads `N/M`; -T prints N alone.
+pub fn report_count(stdout: &str, label: &str) -> Option<u64> {
+    stdout.lines().find_map(|l| {
+        let count = l.trim().strip_prefix(label)?.strip_prefix(':')?;
+        count.split_whitespace().next()?.split('/').next()?.parse().ok()
     })
 }

@@ -332,7 +332,7 @@ fn show(shared: &Shared, pooling: &Pooling, show: Show, out: &mut BytesMut) {
                         reserve_pool_size: limits.reserve as u32,
                         server_lifetime: limits.lifetime.map_or(0, |d| d.as_secs() as u32),
                         pool_mode: Some(pooling.mode_for(&name).as_str().to_string()),
-                        max_connections: 0,
+                        max_connections: limits.max_db.unwrap_or(0) as u32,
                         current_connections: current as u32,
                         paused: paused.holds(&name),
                         disabled: false,

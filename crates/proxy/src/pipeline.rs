@@ -19,7 +19,8 @@
 //!
 //! Invariant: every byte a client receives is the answer to one of its own messages (or an
 //! asynchronous message of its session), in the order it sent them; a server message nothing
-//! explains is an error, and the caller drops that server.
+//! explains is an error, and the caller drops that server (except an ErrorResponse when nothing is
+//! asked: the server ending the session on its own, which the client reads as it would directly).
 
 use std::collections::VecDeque;
 
@@ -133,7 +134,16 @@ impl Outstanding {
             return Ok(Vec::new());
         }
         let mut unprepared = Vec::new();
-        let Some(head) = self.queue.front() else { return Err(PipelineError::Unexpected { tag }) };
+        let Some(head) = self.queue.front() else {
+            // With nothing asked, an error is the server ending the session on its own (an
+            // administrator's termination, the postmaster's death): the client's to read, as on
+            // a direct connection, before the close that follows.
+            if tag == b'E' {
+                self.to_client.extend_from_slice(frame.as_bytes());
+                return Ok(unprepared);
+            }
+            return Err(PipelineError::Unexpected { tag });
+        };
         if matches!(head.origin, Origin::Synthetic(_)) {
             // Synthetic answers are given as soon as they come first; one cannot be ahead here.
             return Err(PipelineError::Unexpected { tag });
@@ -216,6 +226,18 @@ mod tests {
         o.sent(Kind::Close, synthetic(b'3'));
         o.sent(Kind::Sync, Origin::Client);
         o
+    }
+
+    #[test]
+    fn an_error_with_nothing_asked_is_the_server_s_farewell_and_reaches_the_client() {
+        let mut o = Outstanding::default();
+        receive(&mut o, "E");
+        assert_eq!(tags(&mut o), "E");
+        assert_eq!(
+            o.received(&msg(b'C')),
+            Err(PipelineError::Unexpected { tag: b'C' }),
+            "anything else is out of place"
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Limits {
     pub lifetime: Option<Duration>,
     /// `query_wait_timeout` (`None`: wait for ever).
     pub wait_timeout: Option<Duration>,
+    /// `max_db_connections`: the most connections of every pool of this database on this server
+    /// together (`None`: unlimited); kept by the caller, which sees all the pools.
+    pub max_db: Option<usize>,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             idle_timeout: Some(Duration::from_secs(600)),
             lifetime: Some(Duration::from_secs(3600)),
             wait_timeout: Some(Duration::from_secs(120)),
+            max_db: None,
         }
     }
 }
@@ -205,6 +209,33 @@ impl<S> Pool<S> {
     /// The idle connections, oldest idle first.
     pub fn idle(&self) -> impl Iterator<Item = &S> {
         self.idle.iter().map(|i| &i.conn)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Client `id`, just told [`Checkout::Open`], must wait instead (the database's connections
+    /// are all taken elsewhere): the opening is taken back and the client queued.
+    pub fn wait_instead(&mut self, id: WaiterId, now: Instant) {
+        self.opening = self.opening.saturating_sub(1);
+        self.waiters.push_back(Waiter { id, since: now });
+    }
+
+    /// Whether a waiter has no connection opening for it; if so one is counted as opening (open
+    /// it and report with [`Pool::opened`] or [`Pool::open_failed`]).
+    pub fn open_for_waiter(&mut self) -> bool {
+        let short = self.waiters.len() > self.opening;
+        if short {
+            self.opening += 1;
+        }
+        short
+    }
+
+    /// Takes the connection idle the longest, to close it (for another pool of the database).
+    pub fn take_one_idle(&mut self) -> Option<S> {
+        self.idle.pop_front().map(|i| i.conn)
     }
 
     /// A connection in use disappeared without coming back.

@@ -10,6 +10,10 @@
 //! PgBouncer keeps them). Waiting clients get their connection through a one-shot channel; a
 //! waiter that went away gives it straight back.
 //!
+//! `max_db_connections` bounds the pools of one database on one server together: at the bound a
+//! connection idle in a sibling pool is closed to make room, else the client waits, and a
+//! connection given back or closed in one pool lets a sibling's capped waiter have one opened.
+//!
 //! Invariants: a connection leaves a pool to one client at a time and comes back once (or is
 //! closed); a pool whose backend left the routes ([`Pools::retire_except`]) closes what it has
 //! idle and everything that comes back, so no new transaction starts on a server that stopped
@@ -136,18 +140,40 @@ impl Pools {
         let now = Instant::now();
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
-        let e = entries.entry(key.clone()).or_insert_with(|| Entry {
-            pool: Pool::new(limits),
-            backend: backend.to_string(),
-            waiters: HashMap::new(),
-            login: None,
-            welcome: None,
-            retired: false,
-            reconnect_before: None,
-        });
+        // Cloned (four allocations) only for a new pool.
+        if !entries.contains_key(key) {
+            entries.insert(
+                key.clone(),
+                Entry {
+                    pool: Pool::new(limits),
+                    backend: backend.to_string(),
+                    waiters: HashMap::new(),
+                    login: None,
+                    welcome: None,
+                    retired: false,
+                    reconnect_before: None,
+                },
+            );
+        }
+        // max_db_connections: at the cap, a connection idle in another pool of the database makes
+        // room (it is closed); without one, the client waits.
+        let at_cap = limits.max_db.is_some_and(|max| db_total(&entries, key) >= max);
+        let victim = at_cap
+            .then(|| entries.iter().find(|(k, e)| *k != key && same_db(k, key) && e.pool.counts().0 > 0))
+            .flatten()
+            .map(|(k, _)| k.clone());
+        let Some(e) = entries.get_mut(key) else { unreachable!("inserted above") };
         e.retired = false;
-        e.login = Some(login.clone());
-        let lease = match e.pool.checkout(id, now) {
+        // The first client's login serves the pool's own opens (kept, not cloned per checkout).
+        if e.login.is_none() {
+            e.login = Some(login.clone());
+        }
+        let mut checkout = e.pool.checkout(id, now);
+        if matches!(checkout, Checkout::Open) && at_cap && victim.is_none() {
+            e.pool.wait_instead(id, now);
+            checkout = Checkout::Wait;
+        }
+        let lease = match checkout {
             Checkout::Ready(c) => Lease::Ready(c),
             Checkout::Open => Lease::Open,
             Checkout::Wait => {
@@ -156,6 +182,14 @@ impl Pools {
                 Lease::Wait(id, rx)
             }
         };
+        let evicted = match (&lease, victim) {
+            (Lease::Open, Some(v)) => entries.get_mut(&v).and_then(|e| e.pool.take_one_idle()),
+            _ => None,
+        };
+        drop(entries);
+        if let Some(c) = evicted {
+            c.close();
+        }
         (lease, self.registry.clone())
     }
 
@@ -231,6 +265,40 @@ impl Pools {
         if let Some(login) = open {
             self.spawn_open(key.clone(), login);
         }
+        self.serve_capped_waiters(key);
+    }
+
+    /// After a connection of `key`'s pool was given back or closed: a client of another pool of
+    /// the database waiting only because of `max_db_connections` gets a connection opened for it,
+    /// an idle one of this pool closed to make room when needed.
+    fn serve_capped_waiters(self: &Arc<Self>, key: &PoolKey) {
+        let mut entries = self.lock();
+        let Some(max) = entries.get(key).and_then(|e| e.pool.limits().max_db) else { return };
+        let Some(waiting) = entries
+            .iter()
+            .find(|(k, e)| {
+                let (_, _, opening, waiting) = e.pool.counts();
+                *k != key && same_db(k, key) && waiting > opening && e.pool.total() < e.pool.limits().size
+            })
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let mut closed = None;
+        if db_total(&entries, key) >= max {
+            closed = entries.get_mut(key).and_then(|e| e.pool.take_one_idle());
+            if closed.is_none() {
+                return;
+            }
+        }
+        let open = entries.get_mut(&waiting).and_then(|e| e.pool.open_for_waiter().then(|| e.login.clone()).flatten());
+        drop(entries);
+        if let Some(c) = closed {
+            c.close();
+        }
+        if let Some(login) = open {
+            self.spawn_open(waiting, login);
+        }
     }
 
     /// A connection the pool opened on its own: the longest waiter gets it, or it waits idle.
@@ -291,6 +359,19 @@ impl Pools {
                     None => (0..due.open).for_each(|_| e.pool.open_failed()),
                 }
             }
+            // max_db_connections: what the pools asked for on their own must fit under the cap.
+            to_open.retain(|(key, _)| {
+                let over = entries
+                    .get(key)
+                    .and_then(|e| e.pool.limits().max_db)
+                    .is_some_and(|max| db_total(&entries, key) > max);
+                if over {
+                    if let Some(e) = entries.get_mut(key) {
+                        e.pool.open_failed();
+                    }
+                }
+                !over
+            });
             entries.retain(|_, e| !(e.retired && e.pool.is_unused()));
         }
         close_all(to_close);
@@ -382,6 +463,16 @@ impl Pools {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
+}
+
+/// Whether two pools hold connections of the same database on the same server.
+fn same_db(a: &PoolKey, b: &PoolKey) -> bool {
+    a.database == b.database && a.addr == b.addr
+}
+
+/// Connections open or opening in every pool of `key`'s database on its server.
+fn db_total(entries: &HashMap<PoolKey, Entry>, key: &PoolKey) -> usize {
+    entries.iter().filter(|(k, _)| same_db(k, key)).map(|(_, e)| e.pool.total()).sum()
 }
 
 /// Gives `conn` to waiter `id`; a waiter that left gives it straight back to the pool.
@@ -493,5 +584,135 @@ impl Drop for Waiting<'_> {
                 self.pools.checkin(self.key, conn, true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(db: &str) -> PoolKey {
+        PoolKey { database: db.into(), user: "app".into(), addr: "127.0.0.1:5432".into(), extra: Vec::new() }
+    }
+
+    fn login() -> Login {
+        Login { credentials: Credentials::None, secret: None }
+    }
+
+    fn limits(size: usize) -> Limits {
+        Limits { size, ..Limits::default() }
+    }
+
+    /// An idle connection over a fresh socket pair (the server end is kept open).
+    fn conn(pid: u32, ends: &mut Vec<std::net::TcpStream>) -> Idle {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        ends.push(l.accept().unwrap().0);
+        Idle::for_test(a, pid)
+    }
+
+    fn pid(lease: Lease) -> Option<u32> {
+        match lease {
+            Lease::Ready(c) => Some(c.pid()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_given_back_goes_to_the_longest_waiter_then_to_the_idle_list() {
+        let pools = Arc::new(Pools::default());
+        let mut ends = Vec::new();
+        let k = key("db");
+        assert!(matches!(pools.checkout(&k, "pg1", limits(1), &login()).0, Lease::Open), "empty pool: open one");
+        pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
+        // The pool is full: the next two clients wait, in order.
+        let Lease::Wait(first, mut first_rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        let Lease::Wait(_, mut second_rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        pools.checkin(&k, conn(7, &mut ends), true);
+        assert_eq!(first_rx.try_recv().map(|c| c.pid()).ok(), Some(7), "the first waiter gets it");
+        assert!(second_rx.try_recv().is_err());
+        let _ = first;
+        // The first gives it back: the second gets it; it gives it back: idle.
+        pools.checkin(&k, conn(8, &mut ends), true);
+        assert_eq!(second_rx.try_recv().map(|c| c.pid()).ok(), Some(8));
+        pools.checkin(&k, conn(9, &mut ends), true);
+        assert_eq!(pid(pools.checkout(&k, "pg1", limits(1), &login()).0), Some(9), "idle, then handed out");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_left_gives_its_connection_back() {
+        let pools = Arc::new(Pools::default());
+        let mut ends = Vec::new();
+        let k = key("db");
+        let _ = pools.checkout(&k, "pg1", limits(1), &login());
+        pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
+        let Lease::Wait(id, rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        drop(Waiting::new(&pools, &k, id, rx));
+        pools.checkin(&k, conn(5, &mut ends), true);
+        assert_eq!(pid(pools.checkout(&k, "pg1", limits(1), &login()).0), Some(5), "idle again, not lost");
+    }
+
+    fn user(db: &str, user: &str) -> PoolKey {
+        PoolKey { user: user.into(), ..key(db) }
+    }
+
+    #[tokio::test]
+    async fn max_db_connections_bounds_the_pools_of_a_database_together() {
+        let pools = Arc::new(Pools::default());
+        let mut ends = Vec::new();
+        let capped = Limits { max_db: Some(1), ..limits(5) };
+        let (alice, bob) = (user("db", "alice"), user("db", "bob"));
+        // Alice's pool holds the database's only connection, idle.
+        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login()).0, Lease::Open));
+        pools.lock().get_mut(&alice).unwrap().pool.opened_for_client();
+        pools.checkin(&alice, conn(1, &mut ends), true);
+        // Bob may open one: alice's idle connection is closed to make room.
+        assert!(matches!(pools.checkout(&bob, "pg1", capped, &login()).0, Lease::Open));
+        pools.lock().get_mut(&bob).unwrap().pool.opened_for_client();
+        let counts = |k: &PoolKey| {
+            pools.figures().into_iter().find(|f| f.key == *k).map(|f| (f.idle, f.in_use, f.opening, f.waiting))
+        };
+        assert_eq!(counts(&alice), Some((0, 0, 0, 0)), "evicted");
+        // Alice now waits: bob's connection is the database's one.
+        let Lease::Wait(_, _rx) = pools.checkout(&alice, "pg1", capped, &login()).0 else { panic!("alice waits") };
+        assert_eq!(counts(&alice), Some((0, 0, 0, 1)));
+        // Bob gives his back: it is closed, and one opened for alice.
+        pools.checkin(&bob, conn(2, &mut ends), true);
+        assert_eq!(counts(&bob), Some((0, 0, 0, 0)));
+        assert_eq!(counts(&alice), Some((0, 0, 1, 1)), "opening for the waiter");
+        // Other databases are not bound by it.
+        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login()).0, Lease::Open));
+    }
+
+    #[tokio::test]
+    async fn a_retired_or_reconnected_pool_closes_what_comes_back() {
+        let mut ends = Vec::new();
+        let in_use = |k: &PoolKey| {
+            let pools = Arc::new(Pools::default());
+            let _ = pools.checkout(k, "pg1", limits(2), &login());
+            pools.lock().get_mut(k).unwrap().pool.opened_for_client();
+            pools
+        };
+        let k = key("db");
+        // The backend left the routes: its servers close as they come back.
+        let pools = in_use(&k);
+        pools.retire_except(&["10.0.0.9:5432".to_string()]);
+        pools.checkin(&k, conn(1, &mut ends), true);
+        assert_eq!(pools.figures().first().map(|f| (f.idle, f.in_use, f.retired)), Some((0, 0, true)));
+        // Still a route: it stays.
+        let pools = in_use(&k);
+        pools.retire_except(std::slice::from_ref(&k.addr));
+        pools.checkin(&k, conn(2, &mut ends), true);
+        assert_eq!(pools.figures().first().map(|f| (f.idle, f.retired)), Some((1, false)));
+        // RECONNECT: a connection opened before it is closed when it comes back; a newer one stays.
+        let pools = in_use(&k);
+        let old = conn(3, &mut ends);
+        pools.reconnect(Some("db"));
+        pools.checkin(&k, old, true);
+        assert_eq!(pools.figures().first().map(|f| f.idle), Some(0));
+        let _ = pools.checkout(&k, "pg1", limits(2), &login());
+        pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
+        pools.checkin(&k, conn(4, &mut ends), true);
+        assert_eq!(pools.figures().first().map(|f| f.idle), Some(1));
     }
 }

@@ -240,6 +240,22 @@ impl Idle {
         }
     }
 
+    /// An idle connection over `stream` (a test's socket pair), server pid `pid`.
+    #[cfg(test)]
+    pub(crate) fn for_test(stream: std::net::TcpStream, pid: u32) -> Idle {
+        stream.set_nonblocking(true).expect("non-blocking");
+        let key = crate::cancel::CancelKey::new(vec![0u8; 4]).expect("four bytes");
+        Idle {
+            stream,
+            buf: BytesMut::new(),
+            params: Params::default(),
+            welcome: vec![("server_version".into(), "15.0".into())],
+            statements: ServerStatements::default(),
+            target: BackendTarget { addr: "127.0.0.1:5432".into(), pid, key },
+            born: Instant::now(),
+        }
+    }
+
     /// Registers it with the calling task's event loop, for a client.
     pub fn lease(self) -> std::io::Result<ServerConn> {
         let Idle { stream, buf, params, welcome, statements, target, born } = self;
@@ -271,5 +287,47 @@ async fn next_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame,
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (a, l.accept().unwrap().0)
+    }
+
+    #[test]
+    fn what_an_idle_server_said_is_judged_before_it_is_handed_out() {
+        // Notices, parameter reports and notifications are dropped; the connection stays usable.
+        let (ours, mut server) = pair();
+        let mut idle = Idle::for_test(ours, 1);
+        let mut chatter = BytesMut::new();
+        crate::frame::put_frame(&mut chatter, b'S', |d| {
+            crate::wire::put_cstr(d, b"TimeZone");
+            crate::wire::put_cstr(d, b"UTC");
+        });
+        crate::frame::put_frame(&mut chatter, b'N', |d| d.extend_from_slice(b"SNOTICE\0\0"));
+        server.write_all(&chatter).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(idle.drain(), "chatter is no reason to drop it");
+        assert_eq!(idle.params.get("TimeZone"), Some("UTC"), "its parameters are followed");
+        // An error (a termination) or a close means it is dead.
+        let mut fatal = BytesMut::new();
+        crate::backend::ErrorResponse::new(crate::backend::Severity::Fatal, SqlState::ADMIN_SHUTDOWN, "bye")
+            .encode(&mut fatal);
+        server.write_all(&fatal).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!idle.drain());
+        let (ours, server) = pair();
+        let mut closed = Idle::for_test(ours, 2);
+        drop(server);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!closed.drain());
     }
 }

@@ -105,6 +105,7 @@ where
         shared,
         me: &registered,
         leased_at: None,
+        last_key: None,
         pinned: None,
         settings,
         pooling,
@@ -134,7 +135,7 @@ where
 /// The server a client holds, with what it still owes.
 struct Held {
     conn: ServerConn,
-    key: PoolKey,
+    key: Arc<PoolKey>,
     registry: Arc<Registry>,
     pending: Outstanding,
     /// The last message was a ReadyForQuery `I` answering everything sent.
@@ -149,6 +150,8 @@ struct Txn<'a> {
     me: &'a Registered<'a>,
     /// When it took the server it holds.
     leased_at: Option<Instant>,
+    /// The backend of its last transaction and that pool's key.
+    last_key: Option<(Backend, Arc<PoolKey>)>,
     /// A session-level feature it used: it keeps its server to the end.
     pinned: Option<Feature>,
     settings: &'a SessionSettings,
@@ -280,7 +283,7 @@ impl Txn<'_> {
         loop {
             rx.borrow_and_update();
             let backend = self.backend(deadline).await?;
-            let key = PoolKey { addr: backend.addr(), ..self.base.clone() };
+            let key = self.key_for(&backend);
             let error = match self.lease(&key, &backend).await {
                 Ok((conn, registry)) => {
                     self.take(conn, key, registry);
@@ -326,8 +329,21 @@ impl Txn<'_> {
         lease(&self.shared.pools, key, &backend.name, limits, &self.login, timeout).await
     }
 
+    /// The pool key for `backend`, kept from the last transaction when it is the same backend
+    /// (most are: a key is four allocations).
+    fn key_for(&mut self, backend: &Backend) -> Arc<PoolKey> {
+        match &self.last_key {
+            Some((b, key)) if b == backend => key.clone(),
+            _ => {
+                let key = Arc::new(PoolKey { addr: backend.addr(), ..self.base.clone() });
+                self.last_key = Some((backend.clone(), key.clone()));
+                key
+            }
+        }
+    }
+
     /// Makes `conn` the client's server: its parameters brought in line, its cancel key bound.
-    fn take(&mut self, conn: ServerConn, key: PoolKey, registry: Arc<Registry>) {
+    fn take(&mut self, conn: ServerConn, key: Arc<PoolKey>, registry: Arc<Registry>) {
         let mut pending = Outstanding::default();
         if let Some(sql) = self.params.replay_on(&conn.params) {
             put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
@@ -528,8 +544,9 @@ impl Txn<'_> {
                 r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
                 r = async { server_w.as_mut().expect("guarded").write_buf(to_server).await }, if holding && !to_server.is_empty() => Event::WroteServer(r),
                 r = client_w.write_buf(to_client), if !to_client.is_empty() => Event::WroteClient(r),
-                _ = tokio::time::sleep_until(idle_deadline.into()), if idle_timer => Event::IdleInTransaction,
-                _ = tokio::time::sleep_until(drain_deadline.into()), if route_lost.is_some() => Event::RouteLostTooLong,
+                // Timers made only when armed (the async blocks are not polled otherwise).
+                _ = async { tokio::time::sleep_until(idle_deadline.into()).await }, if idle_timer => Event::IdleInTransaction,
+                _ = async { tokio::time::sleep_until(drain_deadline.into()).await }, if route_lost.is_some() => Event::RouteLostTooLong,
                 r = stop.changed() => match r { Ok(()) => Event::Stop, Err(_) => Event::Stop },
                 r = routes.changed(), if holding => match r { Ok(()) => Event::Routes, Err(_) => Event::Stop },
             };
@@ -591,7 +608,7 @@ impl Txn<'_> {
                     return ended(
                         Outcome::Fenced,
                         SqlState::ADMIN_SHUTDOWN,
-                        "terminating connection: its transaction did not finish before the switchover",
+                        "terminating connection: its transaction did not end within switchover_drain_timeout after its primary stopped being routed",
                     );
                 }
                 Event::Stop => match *stop.borrow() {
