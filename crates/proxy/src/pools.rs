@@ -241,6 +241,7 @@ impl Pools {
         let born = conn.born();
         let mut to_close = Vec::new();
         let mut open = None;
+        let capped;
         {
             let mut entries = self.lock();
             let Some(e) = entries.get_mut(key) else {
@@ -248,6 +249,7 @@ impl Pools {
                 conn.close();
                 return;
             };
+            capped = e.pool.limits().max_db.is_some();
             let reusable = reusable && !e.retired && e.reconnect_before.is_none_or(|t| born >= t);
             let first = e.pool.checkin(conn, born, reusable, Instant::now());
             match first {
@@ -265,7 +267,10 @@ impl Pools {
         if let Some(login) = open {
             self.spawn_open(key.clone(), login);
         }
-        self.serve_capped_waiters(key);
+        // Only a database with max_db_connections can have clients waiting for another pool.
+        if capped {
+            self.serve_capped_waiters(key);
+        }
     }
 
     /// After a connection of `key`'s pool was given back or closed: a client of another pool of
