@@ -290,7 +290,7 @@ mod tests {
             .contains("rampart_proxy_connections_active{backend=\"b\",port=\"ro\"} 1\n"));
         // So are the pooled clients and their databases' counters.
         let client = admin.clients.register("app", "db", "127.0.0.1:1", false);
-        crate::clients::DbStats::add(&client.stats.queries, 3);
+        crate::clients::DbStats::add(&client.info.stats.queries, 3);
         assert!(body(admin.answer(&Method::GET, "/metrics"))
             .await
             .contains("rampart_proxy_stats_queries_pooled_total{database=\"db\"} 3\n"));

@@ -98,6 +98,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A server's address as the cancel map keeps it: shared, so that pointing a pooled client's key
+/// at the server it takes (every transaction) copies no string.
+pub type Addr = std::sync::Arc<str>;
+
 /// The backend that really runs a client's queries: where to send a cancel and with which key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendTarget<A> {

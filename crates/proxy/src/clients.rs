@@ -1,16 +1,22 @@
 //! The pooled clients connected now and each database's counters, for the admin console
 //! (`SHOW CLIENTS`, `SHOW POOLS`, `SHOW STATS`) and `/metrics`.
 //!
-//! A client registers once, at login, and updates its own entry with atomic stores as it takes
-//! and gives back servers, so the hot path takes no lock; the console reads a snapshot.
+//! A client registers once, at login, and updates its own entry (its state and its own
+//! counters) with atomic stores as it takes and gives back servers: the hot path takes no lock
+//! and writes no memory another client's thread writes. The console reads a snapshot; a
+//! database's counters are what its clients that left counted plus what those connected now
+//! count.
 //!
-//! Invariant: an entry lives exactly as long as its client's session ([`Registered`] removes it
-//! on drop), so the figures never count a client that left.
+//! Invariants: an entry lives exactly as long as its client's session ([`Registered`] removes it
+//! on drop), so the figures never count a client that left as connected; its counters move to
+//! its database's totals under the same lock that removes it, so `SHOW STATS` never loses or
+//! doubles them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::session_features::Feature;
 
@@ -52,20 +58,29 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// The pid of the server it holds (0: none).
     server_pid: AtomicU32,
-    /// Unix time in microseconds when it began waiting or last changed state.
+    /// When it last changed state, in microseconds after [`epoch`].
     since_us: AtomicU64,
+    /// What it counted.
+    pub stats: DbStats,
 }
 
-fn now_us() -> u64 {
-    jiff::Timestamp::now().as_microsecond().max(0) as u64
+/// The origin of the clients' state times: a monotonic clock, read by the hot path only where
+/// it reads the time anyway.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn micros_since_epoch(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_micros() as u64
 }
 
 impl ClientInfo {
-    /// Records what it is doing now (and the server it holds, 0 for none).
-    pub fn set(&self, state: ClientState, server_pid: u32) {
+    /// Records what it is doing since `at` (and the server it holds, 0 for none).
+    pub fn set(&self, state: ClientState, server_pid: u32, at: Instant) {
         self.state.store(state as u8, Ordering::Relaxed);
         self.server_pid.store(server_pid, Ordering::Relaxed);
-        self.since_us.store(now_us(), Ordering::Relaxed);
+        self.since_us.store(micros_since_epoch(at), Ordering::Relaxed);
     }
 
     /// What it is doing.
@@ -84,11 +99,11 @@ impl ClientInfo {
 
     /// How long it has been in its state.
     pub fn in_state_for(&self) -> Duration {
-        Duration::from_micros(now_us().saturating_sub(self.since_us.load(Ordering::Relaxed)))
+        Duration::from_micros(micros_since_epoch(Instant::now()).saturating_sub(self.since_us.load(Ordering::Relaxed)))
     }
 }
 
-/// One database's counters since the proxy started.
+/// Counters of one client, or of a database's clients that left.
 #[derive(Debug, Default)]
 pub struct DbStats {
     /// Transactions (server leases that ended).
@@ -109,6 +124,28 @@ impl DbStats {
     /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds every counter of `other`.
+    fn absorb(&self, other: &DbStats) {
+        for (mine, theirs) in self.counters().into_iter().zip(other.counters()) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    fn counters(&self) -> [&AtomicU64; 6] {
+        [&self.xacts, &self.queries, &self.received, &self.sent, &self.xact_us, &self.wait_us]
+    }
+
+    /// Adds what it counted to `t`.
+    fn add_to(&self, t: &mut DbTotals) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        t.xacts += load(&self.xacts);
+        t.queries += load(&self.queries);
+        t.received += load(&self.received);
+        t.sent += load(&self.sent);
+        t.xact_us += load(&self.xact_us);
+        t.wait_us += load(&self.wait_us);
     }
 }
 
@@ -137,8 +174,15 @@ pub struct Clients {
     /// Clients pinned to their server, by feature ([`Feature::ALL`]'s order).
     pins: [AtomicU64; 6],
     next: AtomicU64,
-    live: Mutex<HashMap<u64, Arc<ClientInfo>>>,
-    stats: Mutex<HashMap<String, Arc<DbStats>>>,
+    live: Mutex<Live>,
+}
+
+/// The clients connected now and what those that left counted.
+#[derive(Debug, Default)]
+struct Live {
+    clients: HashMap<u64, Arc<ClientInfo>>,
+    /// By database (every database a client logged in to has an entry).
+    left: HashMap<String, DbStats>,
 }
 
 /// A client's registration; dropping it removes the client.
@@ -146,15 +190,15 @@ pub struct Clients {
 pub struct Registered<'a> {
     clients: &'a Clients,
     id: u64,
-    /// The entry to update.
+    /// The entry to update (its counters included).
     pub info: Arc<ClientInfo>,
-    /// Its database's counters.
-    pub stats: Arc<DbStats>,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        lock(&self.clients.live).remove(&self.id);
+        let mut live = lock(&self.clients.live);
+        live.clients.remove(&self.id);
+        live.left.entry(self.info.database.clone()).or_default().absorb(&self.info.stats);
     }
 }
 
@@ -174,16 +218,19 @@ impl Clients {
             tls,
             state: AtomicU8::new(ClientState::Idle as u8),
             server_pid: AtomicU32::new(0),
-            since_us: AtomicU64::new(now_us()),
+            since_us: AtomicU64::new(micros_since_epoch(Instant::now())),
+            stats: DbStats::default(),
         });
-        lock(&self.live).insert(id, info.clone());
-        let stats = lock(&self.stats).entry(database.to_string()).or_default().clone();
-        Registered { clients: self, id, info, stats }
+        let mut live = lock(&self.live);
+        live.clients.insert(id, info.clone());
+        live.left.entry(database.to_string()).or_default();
+        Registered { clients: self, id, info }
     }
 
     /// Every client connected now, oldest first.
     pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
-        let mut v: Vec<(u64, Arc<ClientInfo>)> = lock(&self.live).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut v: Vec<(u64, Arc<ClientInfo>)> =
+            lock(&self.live).clients.iter().map(|(k, v)| (*k, v.clone())).collect();
         v.sort_by_key(|(k, _)| *k);
         v.into_iter().map(|(_, c)| c).collect()
     }
@@ -202,20 +249,22 @@ impl Clients {
 
     /// Every database's counters, by name.
     pub fn totals(&self) -> Vec<DbTotals> {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut v: Vec<DbTotals> = lock(&self.stats)
+        let live = lock(&self.live);
+        let mut v: Vec<DbTotals> = live
+            .left
             .iter()
-            .map(|(database, s)| DbTotals {
-                database: database.clone(),
-                xacts: load(&s.xacts),
-                queries: load(&s.queries),
-                received: load(&s.received),
-                sent: load(&s.sent),
-                xact_us: load(&s.xact_us),
-                wait_us: load(&s.wait_us),
+            .map(|(database, left)| {
+                let mut t = DbTotals { database: database.clone(), ..DbTotals::default() };
+                left.add_to(&mut t);
+                t
             })
             .collect();
         v.sort_by(|a, b| a.database.cmp(&b.database));
+        for c in live.clients.values() {
+            if let Ok(i) = v.binary_search_by(|t| t.database.as_str().cmp(&c.database)) {
+                c.stats.add_to(&mut v[i]);
+            }
+        }
         v
     }
 }
@@ -230,12 +279,13 @@ mod tests {
         {
             let a = clients.register("app", "db", "127.0.0.1:5000", false);
             let _b = clients.register("app", "db", "127.0.0.1:5001", true);
-            a.info.set(ClientState::Active, 4242);
+            a.info.set(ClientState::Active, 4242, Instant::now());
             let seen = clients.snapshot();
             assert_eq!(seen.len(), 2);
             assert_eq!((seen[0].state(), seen[0].server_pid()), (ClientState::Active, 4242));
             assert_eq!(seen[1].state(), ClientState::Idle);
-            DbStats::add(&a.stats.xacts, 3);
+            DbStats::add(&a.info.stats.xacts, 3);
+            assert_eq!(clients.totals()[0].xacts, 3, "a connected client's counts");
         }
         assert!(clients.snapshot().is_empty(), "gone with their sessions");
         let totals = clients.totals();

@@ -180,6 +180,25 @@ impl Outstanding {
         self.to_client.split()
     }
 
+    /// Moves what the client is to receive now to the end of `dst`: the buffers trade places
+    /// when `dst` is empty (the common case: no copy, no allocation).
+    pub fn move_to_client(&mut self, dst: &mut BytesMut) {
+        if self.to_client.is_empty() {
+            return;
+        }
+        if dst.is_empty() {
+            std::mem::swap(dst, &mut self.to_client);
+        } else {
+            dst.extend_from_slice(&self.to_client);
+            self.to_client.clear();
+        }
+    }
+
+    /// Owes nothing and holds nothing for the client: fit for the client's next server.
+    pub fn is_clear(&self) -> bool {
+        self.queue.is_empty() && self.to_client.is_empty()
+    }
+
     /// Whether the server owes nothing (it may be given to another client once the session is
     /// also idle, ReadyForQuery `I`).
     pub fn is_empty(&self) -> bool {
@@ -226,6 +245,25 @@ mod tests {
         o.sent(Kind::Close, synthetic(b'3'));
         o.sent(Kind::Sync, Origin::Client);
         o
+    }
+
+    #[test]
+    fn what_the_client_is_owed_moves_to_its_buffer_in_order() {
+        let mut o = Outstanding::default();
+        o.sent(Kind::Query, Origin::Client);
+        o.sent(Kind::Query, Origin::Client);
+        receive(&mut o, "TDCZ");
+        let mut out = BytesMut::new();
+        o.move_to_client(&mut out);
+        receive(&mut o, "CZ");
+        o.move_to_client(&mut out);
+        o.move_to_client(&mut out);
+        let mut seen = String::new();
+        while let Some(f) = split_frame(&mut out, 1 << 20).unwrap() {
+            seen.push(f.tag() as char);
+        }
+        assert_eq!(seen, "TDCZCZ", "appended after what was there, once");
+        assert_eq!(tags(&mut o), "");
     }
 
     #[test]

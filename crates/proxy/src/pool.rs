@@ -136,9 +136,21 @@ impl<S> Pool<S> {
 
     /// Client `id` asks for a connection at `now`.
     pub fn checkout(&mut self, id: WaiterId, now: Instant) -> Checkout<S> {
+        self.checkout_preferring(id, now, |_| false)
+    }
+
+    /// Client `id` asks for a connection at `now`, and gets an idle one that `prefer`s when there
+    /// is one (the one idle the shortest: its server is the warmest), else the one idle the
+    /// shortest.
+    pub fn checkout_preferring(&mut self, id: WaiterId, now: Instant, prefer: impl Fn(&S) -> bool) -> Checkout<S> {
         // Nobody jumps the queue: with waiters, a newcomer waits behind them.
         if self.waiters.is_empty() {
-            if let Some(i) = self.idle.pop_back() {
+            let preferred = self.idle.iter().rposition(|i| prefer(&i.conn));
+            let taken = match preferred {
+                Some(at) => self.idle.remove(at),
+                None => self.idle.pop_back(),
+            };
+            if let Some(i) = taken {
                 self.in_use += 1;
                 return Checkout::Ready(i.conn);
             }
@@ -312,6 +324,23 @@ mod tests {
 
     fn limits(size: usize) -> Limits {
         Limits { size, wait_timeout: Some(Duration::from_secs(10)), ..Limits::default() }
+    }
+
+    #[test]
+    fn a_client_gets_the_idle_connection_it_prefers_else_the_warmest() {
+        let t0 = Instant::now();
+        let mut p: Pool<&str> = Pool::new(limits(3));
+        for _ in 0..3 {
+            assert_eq!(p.checkout(0, t0), Checkout::Open);
+            p.opened_for_client();
+        }
+        for c in ["a1", "b1", "a2"] {
+            assert_eq!(p.checkin(c, t0, true, t0), Checkin::Idle);
+        }
+        let on_b = |c: &&str| c.starts_with('b');
+        assert_eq!(p.checkout_preferring(1, t0, on_b), Checkout::Ready("b1"), "the preferred one, not the last");
+        assert_eq!(p.checkout_preferring(2, t0, on_b), Checkout::Ready("a2"), "none preferred: idle the shortest");
+        assert_eq!(p.counts(), (1, 2, 0, 0));
     }
 
     #[test]

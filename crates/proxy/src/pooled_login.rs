@@ -187,8 +187,10 @@ async fn lookup_secret(
     let key =
         PoolKey { database: database.to_string(), user: auth_user.clone(), addr: primary.addr(), extra: Vec::new() };
     let limits = pooling.limits_for(database);
-    let mut conn = match lease(&shared.pools, &key, &primary.name, limits, &login, settings.connect_timeout).await {
-        Ok((c, _)) => c,
+    let now = std::time::Instant::now();
+    let mut conn = match lease(&shared.pools, &key, &primary.name, limits, &login, settings.connect_timeout, now).await
+    {
+        Ok(taken) => taken.conn,
         Err(Leased::Open(OpenError::Login(LoginError::Refused { code, message, .. })))
             if client_facing(&code).is_some() =>
         {
@@ -222,10 +224,7 @@ async fn lookup_secret(
     .await;
     // Answered to its ReadyForQuery (idle): the connection goes back for the next login.
     let reusable = lookup.is_ok() && conn.buf.is_empty();
-    match conn.idle() {
-        Ok(idle) => shared.pools.checkin(&key, idle, reusable),
-        Err(_) => shared.pools.lost(&key),
-    }
+    shared.pools.checkin(&key, conn.idle(), reusable);
     Ok(match lookup.map_err(failed)? {
         Lookup::Found(s) => Some(s),
         _ => None,

@@ -57,6 +57,8 @@ pub struct Login {
 
 /// What a client asking for a connection gets.
 #[derive(Debug)]
+// Not boxed: a lease is moved once, and a box would cost an allocation per transaction.
+#[allow(clippy::large_enum_variant)]
 pub enum Lease {
     /// An idle connection (check it with [`Idle::drain`] first).
     Ready(Idle),
@@ -133,11 +135,17 @@ impl Pools {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks `key`'s pool for a connection (creating the pool with `limits` for `backend`);
-    /// `login` is kept for the connections the pool opens on its own. Also returns the
-    /// statement registry.
-    pub fn checkout(&self, key: &PoolKey, backend: &str, limits: Limits, login: &Login) -> (Lease, Arc<Registry>) {
-        let now = Instant::now();
+    /// Asks `key`'s pool for a connection at `now` (creating the pool with `limits` for
+    /// `backend`); `login` is kept for the connections the pool opens on its own. Also returns
+    /// the statement registry.
+    pub fn checkout(
+        &self,
+        key: &PoolKey,
+        backend: &str,
+        limits: Limits,
+        login: &Login,
+        now: Instant,
+    ) -> (Lease, Arc<Registry>) {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
         // Cloned (four allocations) only for a new pool.
@@ -168,7 +176,8 @@ impl Pools {
         if e.login.is_none() {
             e.login = Some(login.clone());
         }
-        let mut checkout = e.pool.checkout(id, now);
+        // A connection at home on this thread's event loop costs no system call to take.
+        let mut checkout = e.pool.checkout_preferring(id, now, Idle::at_home);
         if matches!(checkout, Checkout::Open) && at_cap && victim.is_none() {
             e.pool.wait_instead(id, now);
             checkout = Checkout::Wait;
@@ -238,6 +247,11 @@ impl Pools {
     /// A client gives a connection back: `reusable` when it ended at ReadyForQuery `I` and is
     /// alive. It goes to the longest waiter, or waits idle, or is closed.
     pub fn checkin(self: &Arc<Self>, key: &PoolKey, conn: Idle, reusable: bool) {
+        self.checkin_at(key, conn, reusable, Instant::now());
+    }
+
+    /// [`Pools::checkin`] at `now` (the caller read the clock already).
+    pub fn checkin_at(self: &Arc<Self>, key: &PoolKey, conn: Idle, reusable: bool, now: Instant) {
         let born = conn.born();
         let mut to_close = Vec::new();
         let mut open = None;
@@ -251,7 +265,7 @@ impl Pools {
             };
             capped = e.pool.limits().max_db.is_some();
             let reusable = reusable && !e.retired && e.reconnect_before.is_none_or(|t| born >= t);
-            let first = e.pool.checkin(conn, born, reusable, Instant::now());
+            let first = e.pool.checkin(conn, born, reusable, now);
             match first {
                 Checkin::Idle => {}
                 Checkin::Close { conn, open_for_waiter } => {
@@ -334,8 +348,8 @@ impl Pools {
         handle.spawn(async move {
             let login_as = ServerLogin::new(&key.user, login.credentials, login.secret);
             let opened = ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login_as, OPEN_TIMEOUT).await;
-            match opened.map_err(|e| e.to_string()).and_then(|c| c.idle().map_err(|e| e.to_string())) {
-                Ok(idle) => pools.opened(&key, idle),
+            match opened {
+                Ok(conn) => pools.opened(&key, conn.idle()),
                 Err(why) => {
                     tracing::warn!(database = %key.database, user = %key.user, backend = %key.addr, "opening a pooled server connection: {why}");
                     pools.open_failed(&key);
@@ -507,10 +521,21 @@ pub enum Leased {
     Open(OpenError),
 }
 
-/// A connection from `key`'s pool (created with `limits` for the member `backend`), registered
-/// with the calling task's event loop: an idle one whose server said nothing while idle, a new
-/// one opened with `login`, or the next one given back. A dead idle connection is closed and the
-/// next one tried.
+/// A leased connection.
+#[derive(Debug)]
+pub struct Taken {
+    /// The connection, registered with the calling task's event loop.
+    pub conn: ServerConn,
+    /// The statement registry of every pool.
+    pub registry: Arc<Registry>,
+    /// It was idle in the pool when asked for at `now`: the client did not wait.
+    pub at_once: bool,
+}
+
+/// A connection from `key`'s pool (created with `limits` for the member `backend`) for a client
+/// asking at `now`, registered with the calling task's event loop: an idle one whose server said
+/// nothing while idle, a new one opened with `login`, or the next one given back. A dead idle
+/// connection is closed and the next one tried.
 pub async fn lease(
     pools: &Arc<Pools>,
     key: &PoolKey,
@@ -518,9 +543,12 @@ pub async fn lease(
     limits: Limits,
     login: &Login,
     connect_timeout: Duration,
-) -> Result<(ServerConn, Arc<Registry>), Leased> {
+    now: Instant,
+) -> Result<Taken, Leased> {
+    let mut at_once = true;
+    let mut now = now;
     loop {
-        let (lease, registry) = pools.checkout(key, backend, limits, login);
+        let (lease, registry) = pools.checkout(key, backend, limits, login, now);
         let mut idle = match lease {
             Lease::Ready(idle) => idle,
             Lease::Open => {
@@ -530,7 +558,7 @@ pub async fn lease(
                 return match opened {
                     Ok(conn) => {
                         pools.opened_for_client(key, &conn);
-                        Ok((conn, registry))
+                        Ok(Taken { conn, registry, at_once: false })
                     }
                     Err(e) => {
                         pools.open_failed(key);
@@ -539,16 +567,20 @@ pub async fn lease(
                 };
             }
             Lease::Wait(id, rx) => match Waiting::new(pools, key, id, rx).wait().await {
-                Some(idle) => idle,
+                Some(idle) => {
+                    at_once = false;
+                    idle
+                }
                 None => return Err(Leased::TimedOut),
             },
         };
         if !idle.drain() {
             pools.checkin(key, idle, false);
+            now = Instant::now();
             continue;
         }
         match idle.lease() {
-            Ok(conn) => return Ok((conn, registry)),
+            Ok(conn) => return Ok(Taken { conn, registry, at_once }),
             Err(e) => {
                 pools.lost(key);
                 return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
@@ -628,11 +660,18 @@ mod tests {
         let pools = Arc::new(Pools::default());
         let mut ends = Vec::new();
         let k = key("db");
-        assert!(matches!(pools.checkout(&k, "pg1", limits(1), &login()).0, Lease::Open), "empty pool: open one");
+        assert!(
+            matches!(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0, Lease::Open),
+            "empty pool: open one"
+        );
         pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
         // The pool is full: the next two clients wait, in order.
-        let Lease::Wait(first, mut first_rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
-        let Lease::Wait(_, mut second_rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        let Lease::Wait(first, mut first_rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0 else {
+            panic!()
+        };
+        let Lease::Wait(_, mut second_rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0 else {
+            panic!()
+        };
         pools.checkin(&k, conn(7, &mut ends), true);
         assert_eq!(first_rx.try_recv().map(|c| c.pid()).ok(), Some(7), "the first waiter gets it");
         assert!(second_rx.try_recv().is_err());
@@ -641,7 +680,11 @@ mod tests {
         pools.checkin(&k, conn(8, &mut ends), true);
         assert_eq!(second_rx.try_recv().map(|c| c.pid()).ok(), Some(8));
         pools.checkin(&k, conn(9, &mut ends), true);
-        assert_eq!(pid(pools.checkout(&k, "pg1", limits(1), &login()).0), Some(9), "idle, then handed out");
+        assert_eq!(
+            pid(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0),
+            Some(9),
+            "idle, then handed out"
+        );
     }
 
     #[tokio::test]
@@ -649,12 +692,16 @@ mod tests {
         let pools = Arc::new(Pools::default());
         let mut ends = Vec::new();
         let k = key("db");
-        let _ = pools.checkout(&k, "pg1", limits(1), &login());
+        let _ = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now());
         pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
-        let Lease::Wait(id, rx) = pools.checkout(&k, "pg1", limits(1), &login()).0 else { panic!() };
+        let Lease::Wait(id, rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0 else { panic!() };
         drop(Waiting::new(&pools, &k, id, rx));
         pools.checkin(&k, conn(5, &mut ends), true);
-        assert_eq!(pid(pools.checkout(&k, "pg1", limits(1), &login()).0), Some(5), "idle again, not lost");
+        assert_eq!(
+            pid(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0),
+            Some(5),
+            "idle again, not lost"
+        );
     }
 
     fn user(db: &str, user: &str) -> PoolKey {
@@ -668,25 +715,27 @@ mod tests {
         let capped = Limits { max_db: Some(1), ..limits(5) };
         let (alice, bob) = (user("db", "alice"), user("db", "bob"));
         // Alice's pool holds the database's only connection, idle.
-        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login()).0, Lease::Open));
+        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login(), Instant::now()).0, Lease::Open));
         pools.lock().get_mut(&alice).unwrap().pool.opened_for_client();
         pools.checkin(&alice, conn(1, &mut ends), true);
         // Bob may open one: alice's idle connection is closed to make room.
-        assert!(matches!(pools.checkout(&bob, "pg1", capped, &login()).0, Lease::Open));
+        assert!(matches!(pools.checkout(&bob, "pg1", capped, &login(), Instant::now()).0, Lease::Open));
         pools.lock().get_mut(&bob).unwrap().pool.opened_for_client();
         let counts = |k: &PoolKey| {
             pools.figures().into_iter().find(|f| f.key == *k).map(|f| (f.idle, f.in_use, f.opening, f.waiting))
         };
         assert_eq!(counts(&alice), Some((0, 0, 0, 0)), "evicted");
         // Alice now waits: bob's connection is the database's one.
-        let Lease::Wait(_, _rx) = pools.checkout(&alice, "pg1", capped, &login()).0 else { panic!("alice waits") };
+        let Lease::Wait(_, _rx) = pools.checkout(&alice, "pg1", capped, &login(), Instant::now()).0 else {
+            panic!("alice waits")
+        };
         assert_eq!(counts(&alice), Some((0, 0, 0, 1)));
         // Bob gives his back: it is closed, and one opened for alice.
         pools.checkin(&bob, conn(2, &mut ends), true);
         assert_eq!(counts(&bob), Some((0, 0, 0, 0)));
         assert_eq!(counts(&alice), Some((0, 0, 1, 1)), "opening for the waiter");
         // Other databases are not bound by it.
-        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login()).0, Lease::Open));
+        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login(), Instant::now()).0, Lease::Open));
     }
 
     #[tokio::test]
@@ -694,7 +743,7 @@ mod tests {
         let mut ends = Vec::new();
         let in_use = |k: &PoolKey| {
             let pools = Arc::new(Pools::default());
-            let _ = pools.checkout(k, "pg1", limits(2), &login());
+            let _ = pools.checkout(k, "pg1", limits(2), &login(), Instant::now());
             pools.lock().get_mut(k).unwrap().pool.opened_for_client();
             pools
         };
@@ -715,7 +764,7 @@ mod tests {
         pools.reconnect(Some("db"));
         pools.checkin(&k, old, true);
         assert_eq!(pools.figures().first().map(|f| f.idle), Some(0));
-        let _ = pools.checkout(&k, "pg1", limits(2), &login());
+        let _ = pools.checkout(&k, "pg1", limits(2), &login(), Instant::now());
         pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
         pools.checkin(&k, conn(4, &mut ends), true);
         assert_eq!(pools.figures().first().map(|f| f.idle), Some(1));

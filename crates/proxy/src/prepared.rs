@@ -346,25 +346,31 @@ impl Route<'_> {
     }
 }
 
-/// The words of a simple query's text, upper case, without a trailing `;`.
-fn query_words(body: &[u8]) -> Vec<String> {
-    let Some((sql, _)) = wire::split_cstr(body) else { return Vec::new() };
-    let sql = String::from_utf8_lossy(sql);
-    sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_uppercase()).collect()
+/// Whether a simple query's text is exactly `words` (ASCII case ignored; whitespace between
+/// them, around them and trailing `;`s aside). Runs on every simple query: it allocates nothing
+/// and stops at the first word that differs.
+fn query_is(body: &[u8], words: &[&str]) -> bool {
+    let Some((sql, _)) = wire::split_cstr(body) else { return false };
+    let sql = sql.trim_ascii_start();
+    // Most queries differ at their first letter.
+    let first = words.first().and_then(|w| w.as_bytes().first()).copied().unwrap_or(0);
+    if !sql.first().is_some_and(|b| b.eq_ignore_ascii_case(&first)) {
+        return false;
+    }
+    let sql = sql.trim_ascii_end();
+    let end = sql.iter().rposition(|&b| b != b';').map_or(0, |i| i + 1);
+    let mut seen = sql[..end].split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    words.iter().all(|w| seen.next().is_some_and(|s| s.eq_ignore_ascii_case(w.as_bytes()))) && seen.next().is_none()
 }
 
 /// `DEALLOCATE ALL` as the whole simple query (psycopg 3 sends it after every rollback).
 fn deallocates_all(body: &[u8]) -> bool {
-    matches!(
-        query_words(body).iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"]
-    )
+    query_is(body, &["DEALLOCATE", "ALL"]) || query_is(body, &["DEALLOCATE", "PREPARE", "ALL"])
 }
 
 /// `DEALLOCATE ALL` or `DISCARD ALL` as the whole simple query: the client's statements go.
 fn discards_all(body: &[u8]) -> bool {
-    deallocates_all(body)
-        || matches!(query_words(body).iter().map(String::as_str).collect::<Vec<_>>()[..], ["DISCARD", "ALL"])
+    deallocates_all(body) || query_is(body, &["DISCARD", "ALL"])
 }
 
 fn put_parse(dst: &mut BytesMut, name: &str, text: &[u8]) {
@@ -574,6 +580,8 @@ mod tests {
         assert_eq!(send(&mut alice, &mut s, &mut registry, &[bind("q"), sync()]), "S:", "gone after DISCARD ALL");
         assert!(discards_all(b"DEALLOCATE ALL\0") && discards_all(b"deallocate prepare all\0"));
         assert!(!discards_all(b"DEALLOCATE q\0") && !discards_all(b"SELECT 'DISCARD ALL'\0"));
+        assert!(discards_all(b" discard\n all ;;\0") && discards_all(b"DISCARD ALL;\0"));
+        assert!(!discards_all(b"DISCARD ALL x\0") && !discards_all(b"DISCARD\0") && !discards_all(b"\0"));
     }
 
     #[test]

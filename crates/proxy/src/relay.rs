@@ -35,7 +35,7 @@ use crate::backend::{
     BackendKeyData, ErrorFields, ErrorResponse, Severity, SqlState, TransactionStatus, BACKEND_KEY_DATA,
     ERROR_RESPONSE, READY_FOR_QUERY,
 };
-use crate::cancel::{BackendTarget, CancelKey};
+use crate::cancel::{Addr, BackendTarget, CancelKey};
 use crate::flow::{ChunkCount, Flow};
 use crate::frame::{frame_len, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::lifecycle::Phase;
@@ -84,7 +84,7 @@ pub(crate) struct CancelGuard<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) pid: Option<u32>,
     /// The backend's own key, to cancel a query the proxy cuts short.
-    pub(crate) target: Option<BackendTarget<String>>,
+    pub(crate) target: Option<BackendTarget<Addr>>,
 }
 
 impl Drop for CancelGuard<'_> {
@@ -452,7 +452,7 @@ fn synthetic_key(
     }
     let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let key = CancelKey::new(bytes::Bytes::copy_from_slice(&body[4..])).map_err(|e| e.to_string())?;
-    let target = BackendTarget { addr: addr.to_string(), pid, key };
+    let target = BackendTarget { addr: Addr::from(addr), pid, key };
     guard.target = Some(target.clone());
     let mut map = shared.cancels.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(old) = guard.pid.take() {
@@ -561,7 +561,7 @@ mod tests {
         assert_ne!(synthetic.key.as_bytes(), b"abcd");
         let req = CancelRequest { pid: synthetic.pid, key: CancelKey::new(synthetic.key.as_bytes().to_vec()).unwrap() };
         let target = sh.cancels.lock().unwrap().lookup(&req).cloned().unwrap();
-        assert_eq!((target.addr.as_str(), target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
+        assert_eq!((&*target.addr, target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
         drop(guard);
         assert!(sh.cancels.lock().unwrap().is_empty(), "the key leaves with the session");
         let mut guard = CancelGuard { shared: &sh, pid: None, target: None };

@@ -3,15 +3,18 @@
 //! statements prepared on it, its own cancel key and its age.
 //!
 //! A connection moves between clients, and clients run on different worker threads, each with
-//! its own event loop. So an idle connection is kept as a plain (non-blocking) `std` socket,
-//! registered with no event loop ([`Idle`]); the client that gets it registers it with its own
-//! loop ([`Idle::lease`]) and deregisters it when it gives it back ([`ServerConn::idle`]).
+//! its own event loop. An idle connection stays registered with the loop of the worker that last
+//! used it (its home, [`Parked::Homed`]), and the pools hand it preferably to a client of that
+//! same worker: then taking it and giving it back cost no system call at all. A client of
+//! another worker (or of no worker) moves it: it is deregistered from its home's loop and
+//! registered with the client's ([`Idle::lease`]).
 //!
 //! Invariants: a connection is handed out only after everything its server sent while it was
 //! idle has been read and judged ([`Idle::drain`]): notices and parameter reports are dropped (no
 //! client is there to get them), and an error or a close means the connection is dead, so
-//! nothing an idle server sent ever reaches a client. A password or key never appears in an
-//! [`OpenError`].
+//! nothing an idle server sent ever reaches a client. At home, what the server sent is known
+//! from the event loop's readiness, without a read; elsewhere it is read. A password or key
+//! never appears in an [`OpenError`].
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -21,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::backend::{BackendMessage, ErrorFields, SqlState};
-use crate::cancel::BackendTarget;
+use crate::cancel::{Addr, BackendTarget};
 use crate::frame::{split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::prepared::ServerStatements;
 use crate::server_auth::{LoginError, LoginStep, ServerLogin};
@@ -72,20 +75,32 @@ pub struct ServerConn {
     /// Statements prepared on it.
     pub statements: ServerStatements,
     /// Where and how to cancel what it runs.
-    pub target: BackendTarget<String>,
+    pub target: BackendTarget<Addr>,
     /// When it was opened (`server_lifetime`).
     pub born: Instant,
 }
 
-/// A server connection idle in its pool, registered with no event loop.
+/// Where an idle connection's socket is registered.
+#[derive(Debug)]
+enum Parked {
+    /// With the event loop of worker `home` (see [`crate::workers::current`]); `None`: of a
+    /// thread that is no worker, so any client moves it.
+    Homed { home: Option<usize>, stream: TcpStream },
+    /// With no event loop.
+    Loose(std::net::TcpStream),
+    /// Deregistering it failed: it is closed.
+    Gone,
+}
+
+/// A server connection idle in its pool.
 #[derive(Debug)]
 pub struct Idle {
-    stream: std::net::TcpStream,
+    stream: Parked,
     buf: BytesMut,
     params: Params,
     welcome: Vec<(String, String)>,
     statements: ServerStatements,
-    target: BackendTarget<String>,
+    target: BackendTarget<Addr>,
     born: Instant,
 }
 
@@ -161,7 +176,7 @@ impl ServerConn {
                     welcome.push((p.name, p.value));
                 }
                 Ok(BackendMessage::BackendKeyData(k)) => {
-                    target = Some(BackendTarget { addr: addr.to_string(), pid: k.pid, key: k.key });
+                    target = Some(BackendTarget { addr: Addr::from(addr), pid: k.pid, key: k.key });
                 }
                 Ok(BackendMessage::ReadyForQuery(_)) => break,
                 Ok(BackendMessage::ErrorResponse(f)) => {
@@ -186,10 +201,28 @@ impl ServerConn {
         })
     }
 
-    /// Deregisters it from this event loop, to wait in its pool.
-    pub fn idle(self) -> std::io::Result<Idle> {
+    /// Parks it in its pool, still registered with this thread's event loop.
+    pub fn idle(self) -> Idle {
         let ServerConn { stream, buf, params, welcome, statements, target, born } = self;
-        Ok(Idle { stream: stream.into_std()?, buf, params, welcome, statements, target, born })
+        let stream = Parked::Homed { home: crate::workers::current(), stream };
+        Idle { stream, buf, params, welcome, statements, target, born }
+    }
+}
+
+impl Parked {
+    /// The socket, deregistered from its home's event loop first if it has one; `None` when that
+    /// failed (the socket is then closed).
+    fn loose(&mut self) -> Option<&mut std::net::TcpStream> {
+        if matches!(self, Parked::Homed { .. }) {
+            let Parked::Homed { stream, .. } = std::mem::replace(self, Parked::Gone) else {
+                unreachable!("matched above")
+            };
+            *self = Parked::Loose(stream.into_std().ok()?);
+        }
+        match self {
+            Parked::Loose(s) => Some(s),
+            _ => None,
+        }
     }
 }
 
@@ -209,19 +242,32 @@ impl Idle {
         &self.welcome
     }
 
+    /// Whether it is registered with the calling thread's event loop (a worker's).
+    pub fn at_home(&self) -> bool {
+        matches!(&self.stream, Parked::Homed { home: Some(h), .. } if crate::workers::current() == Some(*h))
+    }
+
     /// Reads what the server sent while idle, without waiting: false when the connection is dead
     /// (closed, an error such as an administrator's termination, or garbage). Notices, parameter
     /// reports and notifications are dropped: no client owns them.
     pub fn drain(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
+        let at_home = self.at_home();
+        let alive = match &mut self.stream {
+            Parked::Homed { stream, .. } if at_home => {
+                // The loop has seen nothing since the last read came up short: nothing to read.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if stream.poll_read_ready(&mut cx).is_pending() {
+                    return true;
+                }
+                read_available(&mut self.buf, |chunk| stream.try_read(chunk))
             }
+            _ => match self.stream.loose() {
+                Some(stream) => read_available(&mut self.buf, |chunk| stream.read(chunk)),
+                None => false,
+            },
+        };
+        if !alive {
+            return false;
         }
         loop {
             match split_frame(&mut self.buf, DEFAULT_MAX_FRAME_LEN) {
@@ -246,7 +292,7 @@ impl Idle {
         stream.set_nonblocking(true).expect("non-blocking");
         let key = crate::cancel::CancelKey::new(vec![0u8; 4]).expect("four bytes");
         Idle {
-            stream,
+            stream: Parked::Loose(stream),
             buf: BytesMut::new(),
             params: Params::default(),
             welcome: vec![("server_version".into(), "15.0".into())],
@@ -256,16 +302,41 @@ impl Idle {
         }
     }
 
-    /// Registers it with the calling task's event loop, for a client.
+    /// Hands it to a client of the calling thread: registered with its event loop (moved there
+    /// when its home is another's).
     pub fn lease(self) -> std::io::Result<ServerConn> {
+        let at_home = self.at_home();
         let Idle { stream, buf, params, welcome, statements, target, born } = self;
-        Ok(ServerConn { stream: TcpStream::from_std(stream)?, buf, params, welcome, statements, target, born })
+        let stream = match stream {
+            Parked::Homed { stream, .. } if at_home => stream,
+            Parked::Homed { stream, .. } => TcpStream::from_std(stream.into_std()?)?,
+            Parked::Loose(s) => TcpStream::from_std(s)?,
+            Parked::Gone => return Err(std::io::Error::other("the connection is closed")),
+        };
+        Ok(ServerConn { stream, buf, params, welcome, statements, target, born })
     }
 
-    /// Closes it politely (Terminate, without waiting).
+    /// Closes it politely (Terminate, without waiting), from any thread.
     pub fn close(mut self) {
         use std::io::Write;
-        let _ = self.stream.write_all(Frame::new(b'X', b"").as_bytes());
+        if let Some(s) = self.stream.loose() {
+            let _ = s.write_all(Frame::new(b'X', b"").as_bytes());
+        }
+    }
+}
+
+/// Reads with `read` into `buf` until it would block: false when the peer closed or the read
+/// failed.
+fn read_available(buf: &mut BytesMut, mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
     }
 }
 
@@ -292,7 +363,7 @@ async fn next_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame,
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     use super::*;
 
@@ -329,5 +400,50 @@ mod tests {
         drop(server);
         std::thread::sleep(Duration::from_millis(50));
         assert!(!closed.drain());
+    }
+
+    #[test]
+    fn at_home_an_idle_connection_is_judged_from_the_event_loop_and_moves_to_another_loop() {
+        crate::workers::become_worker_for_test();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (ours, mut server) = pair();
+        let idle = rt.block_on(async {
+            let mut idle = Idle::for_test(ours, 1).lease().unwrap().idle();
+            assert!(idle.at_home(), "parked on this worker's loop");
+            assert!(idle.drain(), "nothing said");
+            let mut chatter = BytesMut::new();
+            crate::frame::put_frame(&mut chatter, b'S', |d| {
+                crate::wire::put_cstr(d, b"TimeZone");
+                crate::wire::put_cstr(d, b"UTC");
+            });
+            server.write_all(&chatter).unwrap();
+            // The loop turns and sees the socket readable.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(idle.drain());
+            assert_eq!(idle.params.get("TimeZone"), Some("UTC"), "read although nothing was read by hand");
+            let mut conn = idle.lease().unwrap();
+            conn.stream.write_all(b"at home").await.unwrap();
+            conn.idle()
+        });
+        let mut got = [0u8; 7];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"at home");
+        // Another thread's loop (no worker's) takes it: it moves there and works.
+        std::thread::spawn(move || {
+            assert!(!idle.at_home());
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut idle = idle;
+                assert!(idle.drain());
+                let mut conn = idle.lease().unwrap();
+                conn.stream.write_all(b"moved").await.unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"moved");
+        drop(rt);
     }
 }

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, AccessRecord, Outcome};
 use crate::backend::{BackendMessage, ErrorResponse, Severity, SqlState};
-use crate::cancel::{BackendTarget, CancelMap};
+use crate::cancel::{Addr, BackendTarget, CancelMap};
 use crate::clients::Clients;
 use crate::console_session::Control;
 use crate::flow::Flow;
@@ -103,7 +103,7 @@ pub struct Shared {
     /// Current routes, kept up to date by the follower.
     pub routes: watch::Receiver<Routes>,
     /// Synthetic cancel keys handed to clients, and the backends they stand for.
-    pub cancels: Mutex<CancelMap<String>>,
+    pub cancels: Mutex<CancelMap<Addr>>,
     settings: RwLock<SessionSettings>,
     /// TLS for clients that ask for it; `None` answers SSLRequest with `N`.
     tls: RwLock<Option<TlsAcceptor>>,
@@ -212,8 +212,13 @@ impl Shared {
 
     /// The replica for a new read-only session, by the configured policy.
     pub(crate) fn pick_replica(&self, replicas: &[Backend], balance: Balance) -> Backend {
+        replicas[self.pick_replica_index(replicas, balance)].clone()
+    }
+
+    /// Which of `replicas` (not empty) [`Shared::pick_replica`] picks, without copying it.
+    pub(crate) fn pick_replica_index(&self, replicas: &[Backend], balance: Balance) -> usize {
         let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
-        let i = match balance {
+        match balance {
             Balance::RoundRobin => turn % replicas.len(),
             Balance::LeastConnections => {
                 // Start the scan at the turn so equal counts still rotate.
@@ -222,8 +227,7 @@ impl Shared {
                     .min_by_key(|&j| self.stats.active_on(&replicas[j].name))
                     .unwrap_or(0)
             }
-        };
-        replicas[i].clone()
+        }
     }
 }
 
@@ -486,11 +490,11 @@ async fn forward_cancel(shared: &Shared, settings: &SessionSettings, req: Cancel
 
 /// Sends `target` its CancelRequest on a fresh connection, within `timeout`; false (and a
 /// warning) when that failed.
-pub(crate) async fn cancel_backend(target: &BackendTarget<String>, timeout: Duration) -> bool {
+pub(crate) async fn cancel_backend(target: &BackendTarget<Addr>, timeout: Duration) -> bool {
     let mut out = BytesMut::new();
     target.cancel_request().encode(&mut out);
     let sent = async {
-        let mut s = TcpStream::connect(&target.addr).await?;
+        let mut s = TcpStream::connect(&*target.addr).await?;
         s.write_all(&out).await?;
         // PostgreSQL closes the connection once it has read the request.
         let mut sink = [0u8; 16];

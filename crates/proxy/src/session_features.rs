@@ -67,9 +67,20 @@ impl Feature {
     }
 }
 
-/// Whether `a` contains `needle` (ASCII lower case), ignoring ASCII case.
+/// Whether `a` contains `needle` (ASCII lower case, not empty), ignoring ASCII case. Runs on
+/// every query: it compares only where the needle's first letter is.
 fn contains_ci(a: &[u8], needle: &[u8]) -> bool {
-    a.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    let (lower, upper) = (needle[0], needle[0].to_ascii_uppercase());
+    let mut from = 0;
+    while let Some(i) = a[from..].iter().position(|&b| b == lower || b == upper) {
+        let at = from + i;
+        match a.get(at..at + needle.len()) {
+            Some(w) if w.eq_ignore_ascii_case(needle) => return true,
+            Some(_) => from = at + 1,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Skips whitespace and comments (`--` to the end of the line, `/* */`, nested).

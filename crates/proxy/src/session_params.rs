@@ -62,6 +62,10 @@ impl Params {
     /// or `None` when they match already. Parameters the client never set or saw are left as the
     /// server has them.
     pub fn replay_on(&self, server: &Params) -> Option<String> {
+        // The common case, checked first without building anything.
+        if self.values == server.values {
+            return None;
+        }
         let sets: Vec<String> = self
             .values
             .iter()

@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access_log::{AccessRecord, Outcome};
@@ -34,7 +34,7 @@ use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
 use crate::pooling::Pooling;
-use crate::pools::{lease, Leased, Login, PoolKey};
+use crate::pools::{lease, Leased, Login, PoolKey, Taken};
 use crate::prepared::{ClientStatements, Registry, Route};
 use crate::relay::{send_error, Ended};
 use crate::server_auth::LoginError;
@@ -44,7 +44,9 @@ use crate::session_features::{self, Feature};
 use crate::session_params::Params;
 use crate::startup::{ProtocolVersion, StartupMessage};
 use crate::topology::Backend;
+use crate::topology::Routes;
 use crate::wire;
+use tokio::sync::watch;
 
 /// How much may wait to be written to one side before the proxy stops reading the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -116,6 +118,7 @@ where
         params: Params::from_startup(&startup),
         pid: 0,
         held: None,
+        spare: Outstanding::default(),
         to_server: BytesMut::new(),
         to_client: BytesMut::new(),
         cbuf,
@@ -166,6 +169,8 @@ struct Txn<'a> {
     /// The synthetic cancel key's pid.
     pid: u32,
     held: Option<Held>,
+    /// The last server's bookkeeping, cleared, kept for the next (its buffers stay allocated).
+    spare: Outstanding,
     to_server: BytesMut,
     to_client: BytesMut,
     cbuf: BytesMut,
@@ -238,25 +243,39 @@ impl Txn<'_> {
         self.shared.pools.welcome(&key)
     }
 
-    /// The backend for the next transaction: the primary (waiting for one while there is none,
-    /// until `deadline`), or a replica on the read-only port.
-    async fn backend(&self, deadline: Instant) -> Result<Backend, Refusal> {
-        if self.port == Port::ReadOnly {
-            let replicas = self.shared.routes.borrow().replicas.clone();
-            if !replicas.is_empty() {
-                return Ok(self.shared.pick_replica(&replicas, self.settings.balance));
+    /// The pool for the next transaction, if a backend can be had now: a replica on the
+    /// read-only port, else the primary; `None` while there is no primary. Reads the routes
+    /// without copying them, and keeps the key of the last backend (most transactions go where
+    /// the last one went; a key is four allocations).
+    fn pick_now(&mut self) -> Result<Option<Arc<PoolKey>>, Refusal> {
+        let shared = self.shared;
+        let routes = shared.routes.borrow();
+        let backend = if self.port == Port::ReadOnly && !routes.replicas.is_empty() {
+            &routes.replicas[shared.pick_replica_index(&routes.replicas, self.settings.balance)]
+        } else if self.port == Port::ReadOnly && !self.settings.fallback_to_primary {
+            return Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no replica available"));
+        } else {
+            match &routes.primary {
+                Some(p) => p,
+                None => return Ok(None),
             }
-            if !self.settings.fallback_to_primary {
-                return Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no replica available"));
+        };
+        match &self.last_key {
+            Some((b, key)) if b == backend => Ok(Some(key.clone())),
+            _ => {
+                let key = Arc::new(PoolKey { addr: backend.addr(), ..self.base.clone() });
+                self.last_key = Some((backend.clone(), key.clone()));
+                Ok(Some(key))
             }
         }
+    }
+
+    /// Waits for a primary until `deadline`.
+    async fn wait_for_primary(&self, deadline: Instant) -> Result<(), Refusal> {
         let mut rx = self.shared.routes.clone();
-        let found = tokio::time::timeout_at(deadline.into(), async {
-            rx.wait_for(|r| r.primary.is_some()).await.ok().and_then(|r| r.primary.clone())
-        })
-        .await;
+        let found = tokio::time::timeout_at(deadline.into(), rx.wait_for(|r| r.primary.is_some())).await;
         match found {
-            Ok(Some(p)) => Ok(p),
+            Ok(Ok(_)) => Ok(()),
             _ => Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no primary available")),
         }
     }
@@ -264,31 +283,41 @@ impl Txn<'_> {
     /// Gets a server for the next transaction: waits for a primary and for a free connection,
     /// and retries a server that cannot take sessions yet, within the hold.
     async fn acquire(&mut self) -> Result<(), Refusal> {
+        // The clock is read once here and once when the server goes back, unless the client
+        // has to wait.
         let began = Instant::now();
-        self.me.info.set(ClientState::Waiting, 0);
-        let got = self.acquire_now().await;
-        DbStats::add(&self.me.stats.wait_us, began.elapsed().as_micros() as u64);
-        got
+        self.me.info.set(ClientState::Waiting, 0, began);
+        let (taken, key) = self.acquire_now(began).await?;
+        let at = if taken.at_once { began } else { Instant::now() };
+        DbStats::add(&self.me.info.stats.wait_us, at.saturating_duration_since(began).as_micros() as u64);
+        self.take(taken, key, at);
+        Ok(())
     }
 
-    async fn acquire_now(&mut self) -> Result<(), Refusal> {
+    async fn acquire_now(&mut self, began: Instant) -> Result<(Taken, Arc<PoolKey>), Refusal> {
+        let mut asked = began;
         // PAUSE (admin console): held until RESUME.
-        let mut paused = self.shared.paused.subscribe();
-        if paused.borrow().holds(&self.base.database) {
+        if self.shared.paused.borrow().holds(&self.base.database) {
             let db = self.base.database.clone();
-            let _ = paused.wait_for(|p| !p.holds(&db)).await;
+            let _ = self.shared.paused.subscribe().wait_for(|p| !p.holds(&db)).await;
+            asked = Instant::now();
         }
-        let deadline = Instant::now() + self.settings.hold_timeout;
-        let mut rx = self.shared.routes.clone();
+        let deadline = asked + self.settings.hold_timeout;
+        // Made at the first retry: the routes' changes wake a held client early.
+        let mut changes: Option<watch::Receiver<Routes>> = None;
         loop {
-            rx.borrow_and_update();
-            let backend = self.backend(deadline).await?;
-            let key = self.key_for(&backend);
-            let error = match self.lease(&key, &backend).await {
-                Ok((conn, registry)) => {
-                    self.take(conn, key, registry);
-                    return Ok(());
+            let key = match self.pick_now()? {
+                Some(key) => key,
+                None => {
+                    self.wait_for_primary(deadline).await?;
+                    continue;
                 }
+            };
+            let name = self.last_key.as_ref().map_or("", |(b, _)| b.name.as_str());
+            let limits = self.pooling.limits_for(&key.database);
+            let got = lease(&self.shared.pools, &key, name, limits, &self.login, self.settings.connect_timeout, asked);
+            let error = match got.await {
+                Ok(taken) => return Ok((taken, key)),
                 Err(Leased::TimedOut) => {
                     return Err(fatal(
                         Outcome::Refused,
@@ -298,8 +327,9 @@ impl Txn<'_> {
                 }
                 Err(Leased::Open(e)) => e,
             };
+            let name = self.last_key.as_ref().map_or("", |(b, _)| b.name.as_str());
             if !error.retryable() || Instant::now() >= deadline {
-                tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %backend.name, "{error}");
+                tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %name, "{error}");
                 // What the server says about the client's own request (no such database, no
                 // permission to connect) reaches it as the server said it.
                 if let OpenError::Login(LoginError::Refused { code, message, .. }) = &error {
@@ -308,43 +338,31 @@ impl Txn<'_> {
                     }
                 }
                 let message = match &error {
-                    OpenError::Login(_) => format!("the proxy could not log in to {}: {error}", backend.name),
-                    _ => format!("{} ({}): {error}", backend.name, key.addr),
+                    OpenError::Login(_) => format!("the proxy could not log in to {name}: {error}"),
+                    _ => format!("{name} ({}): {error}", key.addr),
                 };
                 return Err(fatal(Outcome::ConnectFailed, SqlState::CONNECTION_FAILURE, message));
             }
-            tracing::debug!(backend = %backend.name, "{error}; holding the client");
+            tracing::debug!(backend = %name, "{error}; holding the client");
+            let rx = changes.get_or_insert_with(|| {
+                let mut rx = self.shared.routes.clone();
+                rx.borrow_and_update();
+                rx
+            });
             let pause = tokio::time::sleep(Duration::from_millis(100));
             tokio::select! {
                 _ = rx.changed() => {}
                 _ = pause => {}
             }
+            asked = Instant::now();
         }
     }
 
-    /// A connection from `key`'s pool: idle, newly opened, or the next one given back.
-    async fn lease(&self, key: &PoolKey, backend: &Backend) -> Result<(ServerConn, Arc<Registry>), Leased> {
-        let limits = self.pooling.limits_for(&key.database);
-        let timeout = self.settings.connect_timeout;
-        lease(&self.shared.pools, key, &backend.name, limits, &self.login, timeout).await
-    }
-
-    /// The pool key for `backend`, kept from the last transaction when it is the same backend
-    /// (most are: a key is four allocations).
-    fn key_for(&mut self, backend: &Backend) -> Arc<PoolKey> {
-        match &self.last_key {
-            Some((b, key)) if b == backend => key.clone(),
-            _ => {
-                let key = Arc::new(PoolKey { addr: backend.addr(), ..self.base.clone() });
-                self.last_key = Some((backend.clone(), key.clone()));
-                key
-            }
-        }
-    }
-
-    /// Makes `conn` the client's server: its parameters brought in line, its cancel key bound.
-    fn take(&mut self, conn: ServerConn, key: Arc<PoolKey>, registry: Arc<Registry>) {
-        let mut pending = Outstanding::default();
+    /// Makes the leased connection the client's server since `at`: its parameters brought in
+    /// line, its cancel key bound.
+    fn take(&mut self, taken: Taken, key: Arc<PoolKey>, at: Instant) {
+        let Taken { conn, registry, .. } = taken;
+        let mut pending = std::mem::take(&mut self.spare);
         if let Some(sql) = self.params.replay_on(&conn.params) {
             put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
             pending.sent(Kind::Query, Origin::Injected);
@@ -353,8 +371,8 @@ impl Txn<'_> {
             self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(conn.target.clone()));
         }
         tracing::trace!(client = self.pid, server = conn.target.pid, replay = !pending.is_empty(), "server leased");
-        self.me.info.set(ClientState::Active, conn.target.pid);
-        self.leased_at = Some(Instant::now());
+        self.me.info.set(ClientState::Active, conn.target.pid, at);
+        self.leased_at = Some(at);
         let at_rest = pending.is_empty();
         self.held = Some(Held { conn, key, registry, pending, at_rest, status: TransactionStatus::Idle });
     }
@@ -362,10 +380,11 @@ impl Txn<'_> {
     /// Gives the server back: to be reused when it is at rest and `clean`, else closed.
     fn release(&mut self, clean: bool) {
         let Some(h) = self.held.take() else { return };
-        self.me.info.set(ClientState::Idle, 0);
+        let now = Instant::now();
+        self.me.info.set(ClientState::Idle, 0, now);
         if let Some(at) = self.leased_at.take() {
-            DbStats::add(&self.me.stats.xacts, 1);
-            DbStats::add(&self.me.stats.xact_us, at.elapsed().as_micros() as u64);
+            DbStats::add(&self.me.info.stats.xacts, 1);
+            DbStats::add(&self.me.info.stats.xact_us, now.saturating_duration_since(at).as_micros() as u64);
         }
         if self.pid != 0 {
             self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, None);
@@ -373,11 +392,10 @@ impl Txn<'_> {
         let reusable = clean && h.at_rest && h.pending.is_empty() && self.to_server.is_empty();
         tracing::trace!(client = self.pid, server = h.conn.target.pid, reusable, status = ?h.status, "server released");
         self.to_server.clear();
-        let pools = &self.shared.pools;
-        match h.conn.idle() {
-            Ok(idle) => pools.checkin(&h.key, idle, reusable),
-            Err(_) => pools.lost(&h.key),
+        if h.pending.is_clear() {
+            self.spare = h.pending;
         }
+        self.shared.pools.checkin_at(&h.key, h.conn.idle(), reusable, now);
     }
 
     /// The client's complete messages, each routed to the server it holds (taking one first).
@@ -397,7 +415,7 @@ impl Txn<'_> {
             tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from client");
             match frame.tag() {
                 b'X' => return Ok(false),
-                b'Q' | b'S' => DbStats::add(&self.me.stats.queries, 1),
+                b'Q' | b'S' => DbStats::add(&self.me.info.stats.queries, 1),
                 _ => {}
             }
             if self.pinned.is_none() {
@@ -439,7 +457,7 @@ impl Txn<'_> {
             if !self.to_server.is_empty() {
                 h.at_rest = false;
             }
-            self.to_client.extend_from_slice(&h.pending.take_to_client());
+            h.pending.move_to_client(&mut self.to_client);
         }
     }
 
@@ -473,8 +491,27 @@ impl Txn<'_> {
                 h.at_rest = h.pending.is_empty() && self.to_server.is_empty() && h.status == TransactionStatus::Idle;
             }
         }
-        self.to_client.extend_from_slice(&h.pending.take_to_client());
+        h.pending.move_to_client(&mut self.to_client);
         Ok(())
+    }
+
+    /// A write that completes without waiting: to the server first, then to the client, then
+    /// the client's flush; `None` when each would wait (the select waits for them then).
+    fn write_now<W: AsyncWrite + Unpin>(&mut self, client_w: &mut W, unflushed: &mut bool) -> Option<Event> {
+        if let Some(h) = self.held.as_mut() {
+            if !self.to_server.is_empty() {
+                if let Some(r) = poll_once(h.conn.stream.write(&self.to_server)) {
+                    return Some(Event::WroteServer(r));
+                }
+            }
+        }
+        if !self.to_client.is_empty() {
+            return poll_once(client_w.write(&self.to_client)).map(Event::WroteClient);
+        }
+        if *unflushed {
+            return poll_once(client_w.flush()).map(Event::Flushed);
+        }
+        None
     }
 
     /// The event loop.
@@ -483,12 +520,18 @@ impl Txn<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut stop = self.shared.lifecycle.subscribe();
-        let mut routes = self.shared.routes.clone();
+        // One long-lived wait each for the proxy's stop and for a change of the routes, polled by
+        // every turn of the loop: a new `changed()` per turn would register and unregister a
+        // waiter on channels that every client shares, for every message.
+        let stopping = changed(self.shared.lifecycle.subscribe());
+        tokio::pin!(stopping);
+        let rerouted = changed(self.shared.routes.clone());
+        tokio::pin!(rerouted);
         let mut draining = false;
         // When the held server's primary left the routes (a switchover under way).
         let mut route_lost: Option<Instant> = None;
-        let far = Duration::from_secs(86_400 * 365);
+        // The client's writer may hold bytes back until flushed (TLS).
+        let mut unflushed = false;
         loop {
             match self.place_client_messages().await {
                 Ok(true) => {}
@@ -511,44 +554,55 @@ impl Txn<'_> {
             let idle_in_transaction = self.held.as_ref().is_some_and(|h| {
                 h.pending.is_empty() && self.to_server.is_empty() && h.status != TransactionStatus::Idle
             });
+            // Timers only when armed (the clock is not read otherwise).
             let idle_deadline = match (idle_in_transaction, self.pooling.idle_transaction_timeout) {
-                (true, Some(t)) => Instant::now() + t,
-                _ => Instant::now() + far,
+                (true, Some(t)) => Some(Instant::now() + t),
+                _ => None,
             };
-            let drain_deadline = route_lost.map_or(Instant::now() + far, |at| at + self.pooling.drain_timeout);
-            let idle_timer = idle_in_transaction && self.pooling.idle_transaction_timeout.is_some();
-            let read_client = self.to_server.len() < HIGH_WATER;
-            let read_server = self.held.is_some() && self.to_client.len() < HIGH_WATER;
-            let Txn { held, to_server, to_client, cbuf, .. } = self;
-            let holding = held.is_some();
-            let (server_r, server_w) = match held.as_mut() {
-                Some(h) => {
-                    let (r, w) = h.conn.stream.split();
-                    (Some((r, &mut h.conn.buf)), Some(w))
+            let drain_deadline = route_lost.map(|at| at + self.pooling.drain_timeout);
+            // Writes that can go at once go now, without a turn of the select below (two of its
+            // four turns per transaction).
+            let event = match self.write_now(client_w, &mut unflushed) {
+                Some(e) => e,
+                None => {
+                    let read_client = self.to_server.len() < HIGH_WATER;
+                    let read_server = self.held.is_some() && self.to_client.len() < HIGH_WATER;
+                    let Txn { held, to_server, to_client, cbuf, .. } = self;
+                    let holding = held.is_some();
+                    let (server_r, server_w) = match held.as_mut() {
+                        Some(h) => {
+                            let (r, w) = h.conn.stream.split();
+                            (Some((r, &mut h.conn.buf)), Some(w))
+                        }
+                        None => (None, None),
+                    };
+                    let (mut server_r, mut server_w) = (server_r, server_w);
+                    tokio::select! {
+                        r = client_r.read_buf(cbuf), if read_client => Event::Client(r),
+                        r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
+                        // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
+                        r = async { server_w.as_mut().expect("guarded").write(to_server).await }, if holding && !to_server.is_empty() => Event::WroteServer(r),
+                        e = async {
+                            match to_client.is_empty() {
+                                true => Event::Flushed(client_w.flush().await),
+                                false => Event::WroteClient(client_w.write(to_client).await),
+                            }
+                        }, if !to_client.is_empty() || unflushed => e,
+                        // Timers made only when armed (the async blocks are not polled otherwise).
+                        _ = async { sleep_until(idle_deadline).await }, if idle_deadline.is_some() => Event::IdleInTransaction,
+                        _ = async { sleep_until(drain_deadline).await }, if drain_deadline.is_some() => Event::RouteLostTooLong,
+                        (ok, mut rx) = &mut stopping => {
+                            let phase = ok.then(|| *rx.borrow_and_update());
+                            stopping.set(changed(rx));
+                            Event::Stop(phase)
+                        }
+                        (ok, mut rx) = &mut rerouted, if holding => {
+                            let primary = ok.then(|| rx.borrow_and_update().primary.as_ref().map(Backend::addr));
+                            rerouted.set(changed(rx));
+                            Event::Routes(primary)
+                        }
+                    }
                 }
-                None => (None, None),
-            };
-            let (mut server_r, mut server_w) = (server_r, server_w);
-            enum Event {
-                Client(std::io::Result<usize>),
-                Server(std::io::Result<usize>),
-                WroteServer(std::io::Result<usize>),
-                WroteClient(std::io::Result<usize>),
-                IdleInTransaction,
-                RouteLostTooLong,
-                Stop,
-                Routes,
-            }
-            let event = tokio::select! {
-                r = client_r.read_buf(cbuf), if read_client => Event::Client(r),
-                r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
-                r = async { server_w.as_mut().expect("guarded").write_buf(to_server).await }, if holding && !to_server.is_empty() => Event::WroteServer(r),
-                r = client_w.write_buf(to_client), if !to_client.is_empty() => Event::WroteClient(r),
-                // Timers made only when armed (the async blocks are not polled otherwise).
-                _ = async { tokio::time::sleep_until(idle_deadline.into()).await }, if idle_timer => Event::IdleInTransaction,
-                _ = async { tokio::time::sleep_until(drain_deadline.into()).await }, if route_lost.is_some() => Event::RouteLostTooLong,
-                r = stop.changed() => match r { Ok(()) => Event::Stop, Err(_) => Event::Stop },
-                r = routes.changed(), if holding => match r { Ok(()) => Event::Routes, Err(_) => Event::Stop },
             };
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => {
@@ -556,7 +610,7 @@ impl Txn<'_> {
                 }
                 Event::Client(Ok(n)) => {
                     self.bytes_from_client += n as u64;
-                    DbStats::add(&self.me.stats.received, n as u64);
+                    DbStats::add(&self.me.info.stats.received, n as u64);
                 }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
                     let at_rest = self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
@@ -579,7 +633,7 @@ impl Txn<'_> {
                         return ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, why);
                     }
                 }
-                Event::WroteServer(Ok(_)) => {}
+                Event::WroteServer(Ok(n)) => self.to_server.advance(n),
                 Event::WroteServer(Err(_)) => {
                     self.release(false);
                     return ended(
@@ -588,12 +642,15 @@ impl Txn<'_> {
                         "server connection lost during a transaction",
                     );
                 }
-                Event::WroteClient(Ok(n)) => {
-                    self.bytes_to_client += n as u64;
-                    DbStats::add(&self.me.stats.sent, n as u64);
-                }
-                Event::WroteClient(Err(_)) => {
+                Event::Flushed(Ok(())) => unflushed = false,
+                Event::WroteClient(Err(_)) | Event::Flushed(Err(_)) => {
                     return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
+                }
+                Event::WroteClient(Ok(n)) => {
+                    unflushed = true;
+                    self.to_client.advance(n);
+                    self.bytes_to_client += n as u64;
+                    DbStats::add(&self.me.info.stats.sent, n as u64);
                 }
                 Event::IdleInTransaction => {
                     self.release(false);
@@ -611,7 +668,8 @@ impl Txn<'_> {
                         "terminating connection: its transaction did not end within switchover_drain_timeout after its primary stopped being routed",
                     );
                 }
-                Event::Stop => match *stop.borrow() {
+                // The proxy's lifecycle is gone: it is closing.
+                Event::Stop(phase) => match phase.unwrap_or(Phase::Closing) {
                     Phase::Serving => {}
                     Phase::Draining => draining = true,
                     Phase::Closing => {
@@ -623,8 +681,16 @@ impl Txn<'_> {
                         );
                     }
                 },
-                Event::Routes => {
-                    let primary = routes.borrow_and_update().primary.as_ref().map(Backend::addr);
+                // The routes are gone with the proxy: as for a stop.
+                Event::Routes(None) => {
+                    self.release(false);
+                    return ended(
+                        Outcome::ShutDown,
+                        SqlState::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    );
+                }
+                Event::Routes(Some(primary)) => {
                     let Some(h) = &self.held else { continue };
                     if self.port == Port::ReadOnly || primary.as_deref() == Some(h.key.addr.as_str()) {
                         route_lost = None;
@@ -644,5 +710,44 @@ impl Txn<'_> {
                 }
             }
         }
+    }
+}
+
+/// Completes when `rx`'s value changes (`true`) or its sender is gone (`false`), handing the
+/// receiver back for the next wait.
+async fn changed<T>(mut rx: watch::Receiver<T>) -> (bool, watch::Receiver<T>) {
+    let ok = rx.changed().await.is_ok();
+    (ok, rx)
+}
+
+/// Sleeps until `deadline`; never without one (the branch is disabled then).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one turn of a client's event loop saw.
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    WroteServer(std::io::Result<usize>),
+    WroteClient(std::io::Result<usize>),
+    Flushed(std::io::Result<()>),
+    IdleInTransaction,
+    RouteLostTooLong,
+    Stop(Option<Phase>),
+    Routes(Option<Option<String>>),
+}
+
+/// Polls `f` once, without a waker to call back: its output if it is ready at once. A future
+/// left pending this way is polled again by a select with the task's own waker.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }

@@ -14,6 +14,7 @@
 //! accepting runtime keeps nothing of it but the connection's [`Ticket`], taken before the
 //! hand-off so that a graceful stop waits for connections still queued for a worker.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -22,6 +23,26 @@ use tokio::sync::mpsc;
 
 use crate::lifecycle::{Lifecycle, Ticket};
 use crate::session::{self, Port, Shared};
+
+/// Worker numbers are unique in the process (several proxies may run in one, as in tests).
+static NEXT_WORKER: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The number of the worker running on this thread; none on other threads.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The worker whose event loop runs on the calling thread, if any: a pooled server connection
+/// registered with that loop can be used here without registering it again.
+pub(crate) fn current() -> Option<usize> {
+    WORKER.with(Cell::get)
+}
+
+/// Makes the calling thread count as a worker of its own (tests of what a worker does).
+#[cfg(test)]
+pub(crate) fn become_worker_for_test() {
+    WORKER.with(|w| w.set(Some(NEXT_WORKER.fetch_add(1, Ordering::Relaxed))));
+}
 
 /// One accepted connection on its way to a worker.
 struct Handoff {
@@ -55,6 +76,7 @@ impl Workers {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let shared = shared.clone();
             std::thread::Builder::new().name(format!("proxy-worker-{i}")).spawn(move || {
+                WORKER.with(|w| w.set(Some(NEXT_WORKER.fetch_add(1, Ordering::Relaxed))));
                 rt.block_on(async move {
                     while let Some(h) = rx.recv().await {
                         match TcpStream::from_std(h.stream) {
