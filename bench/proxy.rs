@@ -2,7 +2,8 @@
 //!
 //! It PRINTS numbers and asserts nothing. Through the e2e harness in `tests/support/` it starts a
 //! three-node cluster (etcd, PostgreSQL 15, agents at ttl/loop_wait/retry_timeout 10/1/3), then
-//! five relays in front of the primary ([`targets`]): `rampart proxy` in session mode and in
+//! five relays in front of the primary ([`targets`]): `rampart proxy` in session mode (pooling
+//! across sessions: it authenticates clients with the same `auth_file` as PgBouncer) and in
 //! transaction mode (two processes, node 0's configuration plus a `proxy` section), Debian's
 //! PgBouncer in session mode and in transaction mode (two processes), and HAProxy relaying plain
 //! TCP. The transaction-mode poolers each keep a pool of 20 server connections and log clients in
@@ -44,9 +45,9 @@
 //! PostgreSQL is tuned so that the TPC-B-like runs are bound by CPU and the wire rather than by
 //! fsync, which would hide what a proxy costs: `synchronous_commit = off`, `shared_buffers =
 //! 512MB` (the scale-16 database fits), `max_wal_size = 2GB` (no checkpoint forced by WAL volume
-//! during a run). `max_connections = 600`: the session-mode relays give each of the c200 clients
-//! a backend, and PgBouncer in session mode keeps its 200 server connections idle after such a run
-//! (its `server_idle_timeout`). Every pgbench connects as the harness' superuser with
+//! during a run). `max_connections = 800`: direct and HAProxy give each of the c200 clients a
+//! backend, and both session-mode poolers keep their 200 server connections idle after such a run
+//! (their `server_idle_timeout`), each transaction-mode pooler its 20. Every pgbench connects as the harness' superuser with
 //! `PGPASSWORD` and `sslmode=disable` (the same startup exchange on every target).
 //!
 //! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6), `RAMPART_BENCH_ROUNDS`
@@ -97,7 +98,7 @@ const PG_PARAMETERS: [(&str, &str); 4] = [
     ("synchronous_commit", "'off'"),
     ("shared_buffers", "'512MB'"),
     ("max_wal_size", "'2GB'"),
-    ("max_connections", "600"),
+    ("max_connections", "800"),
 ];
 /// The highest open-files limit handed to PgBouncer (Linux's default `fs.nr_open`).
 const NOFILE_CAP: u64 = 1 << 20;

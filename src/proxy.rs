@@ -223,9 +223,9 @@ async fn report_drains(
         }
         let Some(c) = cluster.borrow().clone() else { continue };
         let wall_ms = jiff::Timestamp::now().as_millisecond();
-        let figures = shared.pools.figures();
+        // The pools are read (under their lock) only when a switchover asks for the count.
         let report = rampart_core::drain::report(&c, wall_ms, pooling.drain_timeout.as_secs(), |leader| {
-            figures.iter().filter(|f| f.backend == leader).map(|f| f.in_use).sum()
+            shared.pools.figures().iter().filter(|f| f.backend == leader).map(|f| f.in_use).sum()
         });
         match &registration {
             None => match dcs.register_proxy(&id, &report, REGISTRATION_TTL, dcs.op_deadline()).await {
@@ -373,6 +373,7 @@ fn pooling_settings(proxy: &rampart_config::Proxy) -> Result<Pooling> {
         admin_users: p.admin_users.clone(),
         stats_users: p.stats_users.clone(),
         drain_timeout: p.switchover_drain_timeout,
+        reset_query: p.server_reset_query.clone(),
     })
 }
 
@@ -429,8 +430,8 @@ fn reload(path: &Path, in_force: &mut ProxyConfig, shared: &Shared) {
     in_force.etcd3 = old.etcd3;
     in_force.dcs = old.dcs;
     let (p, o) = (&mut in_force.proxy, old.proxy);
-    (p.listen, p.listen_ro, p.listen_admin, p.workers, p.max_lag) =
-        (o.listen, o.listen_ro, o.listen_admin, o.workers, o.max_lag);
+    (p.listen, p.listen_ro, p.listen_admin, p.workers, p.workers_set, p.max_lag) =
+        (o.listen, o.listen_ro, o.listen_admin, o.workers, o.workers_set, o.max_lag);
     info!(path = %path.display(), changed = ?plan.live, "configuration reloaded");
     if !plan.restart.is_empty() {
         warn!(keys = ?plan.restart, "changed in the file but applied only after a restart: the running values stay");

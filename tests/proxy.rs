@@ -96,15 +96,7 @@ async fn routes_authenticates_cancels_and_follows_a_switchover() {
     let old_session = connect(proxy.rw_port).await;
     assert_eq!(where_am_i(&old_session).await.1, c.pg_port(leader));
     let cand = (0..3).find(|&i| i != leader).unwrap();
-    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(leader), c.name(cand));
-    let r = support::client::http_request_with_timeout(
-        c.api_port(leader),
-        "POST",
-        "/switchover",
-        Some(&body),
-        Duration::from_secs(60),
-    )
-    .expect("POST /switchover");
+    let r = c.request_switchover(leader, cand, Duration::from_secs(60));
     assert_eq!(r.status, 200, "{}", r.body);
     let err = old_session.simple_query("SELECT 1").await.expect_err("the old primary's session is closed");
     println!("old session: {err}");

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use support::cluster::Cluster;
 use support::proxy::{
-    cluster_and_pool, cluster_and_pool_app_in_auth_file, pool_cluster, server_connections, Proxy, APP_PASSWORD,
-    APP_USER,
+    cluster_and_pool, cluster_and_pool_app_in_auth_file, cluster_and_session_pool, pool_cluster, server_connections,
+    Proxy, APP_PASSWORD, APP_USER,
 };
 use tokio_postgres::Client;
 
@@ -297,15 +297,7 @@ fn a_switchover_under_pgbench_load_fails_no_transaction() {
     });
     // Let the load run, then hand the leadership over while it does.
     std::thread::sleep(Duration::from_secs(8));
-    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, c.name(leader), c.name(cand));
-    let r = support::client::http_request_with_timeout(
-        c.api_port(leader),
-        "POST",
-        "/switchover",
-        Some(&body),
-        Duration::from_secs(90),
-    )
-    .expect("POST /switchover");
+    let r = c.request_switchover(leader, cand, Duration::from_secs(90));
     assert_eq!(r.status, 200, "{}", r.body);
     let (ok, report) = load.join().unwrap();
     assert!(ok, "pgbench through the switchover: {report}");
@@ -401,6 +393,53 @@ fn session_level_features_pin_the_client_to_its_server_and_work_as_directly() {
         }
         assert_eq!(first(&lock, "SELECT pg_advisory_unlock(7)::text").await, "true", "the same session unlocks it");
     });
+}
+
+#[test]
+fn in_session_mode_a_server_serves_one_whole_session_then_the_next_one_cleaned() {
+    // One server connection: the second client can only get the first one's.
+    let (_c, proxy, pg) = cluster_and_session_pool(1, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let port = proxy.rw_port;
+        let connect = move || support::client::connect(port, APP_USER, APP_PASSWORD);
+        let a = connect().await.unwrap();
+        let server = first(&a, "SELECT pg_backend_pid()::text").await;
+        a.simple_query("SET search_path = elsewhere, public; CREATE TEMP TABLE mine (n int); PREPARE p AS SELECT 1")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(first(&a, "SELECT pg_backend_pid()::text").await, server, "one server for the whole session");
+        }
+        // A protocol-level named statement, passed on under its own name.
+        let plus_one = a.prepare("SELECT $1::int + 1").await.unwrap();
+        assert_eq!(a.query_one(&plus_one, &[&41i32]).await.unwrap().get::<_, i32>(0), 42);
+        assert_eq!(first(&a, "SHOW search_path").await, "elsewhere, public");
+        let b = tokio::spawn(async move {
+            let b = connect().await.unwrap();
+            let seen = [
+                "SELECT pg_backend_pid()::text",
+                "SHOW search_path",
+                "SELECT (to_regclass('pg_temp.mine') IS NULL)::text",
+                "SELECT count(*)::text FROM pg_prepared_statements",
+            ];
+            let mut out = Vec::new();
+            for sql in seen {
+                out.push(first(&b, sql).await);
+            }
+            // A protocol-level named statement of its own, on the same server.
+            let plus_two = b.prepare("SELECT $1::int + 2").await.unwrap();
+            out.push(b.query_one(&plus_two, &[&40i32]).await.unwrap().get::<_, i32>(0).to_string());
+            out
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!b.is_finished(), "the second session waits while the first holds the only server");
+        drop(a);
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(20), b).await.expect("served").unwrap();
+        assert_eq!(seen[0], server, "the server went back to the pool and on to the next session");
+        assert_eq!(&seen[1..], ["\"$user\", public", "true", "0", "42"], "cleaned by server_reset_query (DISCARD ALL)");
+    });
+    assert_eq!(server_connections(pg, APP_USER), 1, "the one server, kept open");
 }
 
 /// `n` results of `f`, made one after another.

@@ -4,8 +4,9 @@
 //! forwarding plain TCP to the primary's PostgreSQL port.
 //!
 //! What it keeps: the two poolers in one pool mode are set up alike, so that a difference between
-//! them is the pooler's: transaction-mode pools of [`TXN_POOL_SIZE`] server connections, the same
-//! userlist (`auth_file` holding the harness superuser's password, which pgbench logs in with),
+//! them is the pooler's: transaction-mode pools of [`TXN_POOL_SIZE`] server connections,
+//! session-mode pools of `SESSION_POOL_SIZE` (rampart in session mode pools, as PgBouncer does,
+//! because it authenticates clients itself with the same `auth_file`), the same userlist (`auth_file` holding the harness superuser's password, which pgbench logs in with),
 //! SCRAM between client and pooler, no per-connection log line, and room for the idle-client
 //! measurement ([`MAX_CLIENT_CONN`]). HAProxy gets no health check and exactly one server: the
 //! bench measures what relaying costs, and a check could only add noise. The primary cannot move
@@ -28,8 +29,8 @@ use crate::support::proxy::Proxy;
 const HAPROXY_MAXCONN: u32 = 1000;
 /// Server connections of a transaction-mode pool: the issue's 20, for 16 clients or 200.
 pub const TXN_POOL_SIZE: usize = 20;
-/// Server connections of PgBouncer's session-mode pool: one per client, for up to 200 clients
-/// and pgbench's setup connection (rampart's session mode has no pool: one server per client).
+/// Server connections of the session-mode pools (rampart's and PgBouncer's): one per client,
+/// for up to 200 clients and pgbench's setup connection.
 const SESSION_POOL_SIZE: usize = 210;
 /// Client connections each pooler accepts: the idle-client measurement's 10,000, pgbench's and
 /// some to spare.
@@ -97,7 +98,14 @@ impl Proxies {
         let primary_port = c.pg_port(leader);
         let auth_file = c.dir().join("userlist.txt");
         write_auth_file(&auth_file)?;
-        let rampart = Proxy::start(c, "");
+        let rampart = Proxy::start(
+            c,
+            &format!(
+                "  default_pool_size: {SESSION_POOL_SIZE}\n  max_client_conn: {MAX_CLIENT_CONN}\n  \
+                 auth_type: scram-sha-256\n  auth_file: {}\n",
+                auth_file.display()
+            ),
+        );
         let rampart_txn = Proxy::start_named(
             c,
             "proxy-txn",

@@ -3,7 +3,9 @@
 //! or crashes.
 //!
 //! Per run: `pgbench -n -M prepared -c 16 -j 2 -T <secs> --max-tries=1` with the TPC-B script
-//! (tables from `pgbench -i -s 1`, made once on the leader directly) and per-transaction logs
+//! (tables from `pgbench -i -s 1`, made once on the leader directly; for the crash, the same
+//! transaction followed by a [`THINK_MS`] pause outside it, [`THINK_SCRIPT`], so that at any moment
+//! some clients are between transactions, as an application's are) and per-transaction logs
 //! (`-l --log-prefix <cluster dir>/pgbench-log-<run>`); [`FAULT_AFTER`] after its first
 //! transactions are logged, the fault:
 //! * **switchover**: `POST /switchover` to the leader's REST API naming the next node;
@@ -38,6 +40,24 @@ pub const POOL_SIZE: usize = 20;
 pub const FAULT_AFTER: Duration = Duration::from_secs(4);
 /// `pgbench -i -s` for the TPC-B tables.
 const SCALE: u32 = 1;
+/// The pause after each transaction of the crash runs, in milliseconds.
+const THINK_MS: u32 = 20;
+/// pgbench's TPC-B-like transaction (its built-in `tpcb-like` script), then [`THINK_MS`] outside
+/// the transaction block. pgbench counts the pause in the transaction's latency.
+const THINK_SCRIPT: &str = "\\set aid random(1, 100000 * :scale)
+\\set bid random(1, 1 * :scale)
+\\set tid random(1, 10 * :scale)
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+END;
+\\sleep THINK ms
+";
+
 /// Read timeout of the switchover call.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -95,7 +115,8 @@ pub struct LoadSample {
 impl LoadSample {
     /// Whether the run meets its fault's target (see the module documentation).
     fn met(&self) -> bool {
-        let carried_on = self.aborted >= CLIENTS || self.after_fault > 0;
+        // With the pause between transactions some clients are always between two: they carry on.
+        let carried_on = self.after_fault > 0;
         let failed_ok = self.fault == LoadFault::Crash || self.failed == Some(0);
         self.processed.is_some() && failed_ok && self.aborted <= self.fault.max_aborted() && carried_on
     }
@@ -227,6 +248,15 @@ pub fn run_fault(
     let prefix = dir.join(format!("pgbench-log-{tag}"));
     let mut args: Vec<String> =
         ["-n", "-M", "prepared", "-j", "2", "--max-tries=1", "-l"].iter().map(|a| a.to_string()).collect();
+    if fault == LoadFault::Crash {
+        let script = dir.join("tpcb-think.sql");
+        let text = THINK_SCRIPT.replace("THINK", &THINK_MS.to_string());
+        if let Err(e) = std::fs::write(&script, text) {
+            println!("[bench] {run}: writing {}: {e}", script.display());
+            return (None, Some(old));
+        }
+        args.extend(["-f".into(), script.display().to_string()]);
+    }
     args.extend([
         "-c".into(),
         CLIENTS.to_string(),

@@ -385,6 +385,19 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// `POST /switchover` from node `leader` to node `candidate` on the leader's REST API,
+    /// waiting up to `timeout` for the answer (the agent answers once the switchover is done).
+    pub fn request_switchover(
+        &self,
+        leader: usize,
+        candidate: usize,
+        timeout: std::time::Duration,
+    ) -> super::client::HttpResponse {
+        let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, self.name(leader), self.name(candidate));
+        super::client::http_request_with_timeout(self.api_port(leader), "POST", "/switchover", Some(&body), timeout)
+            .expect("POST /switchover")
+    }
+
     /// Secrets never reach logs: no agent or PostgreSQL log of this cluster contains a configured
     /// password. Checked when every cluster is torn down after a passing test.
     pub fn assert_no_password_in_logs(&self) {

@@ -161,9 +161,28 @@ fn start_cluster_and_pool(pool_size: usize, extra: &str, app_in_auth_file: bool)
     (c, proxy, port)
 }
 
+/// [`cluster_and_pool`] with the proxy in session mode (`pool_mode: session`; it authenticates
+/// clients, so it pools server connections across sessions).
+pub fn cluster_and_session_pool(pool_size: usize, extra: &str) -> (Cluster, Proxy, u16) {
+    let (c, proxy, leader) = pool_cluster_in("session", 1, pool_size, extra, false, Proxy::start);
+    let port = c.pg_port(leader);
+    (c, proxy, port)
+}
+
 /// [`cluster_and_pool`] with `nodes` members, the [`APP_USER`] in the `auth_file` or not, and the
 /// proxy started by `start` (e.g. [`Proxy::start_with_admin`]); returns the leader's index.
 pub fn pool_cluster(
+    nodes: usize,
+    pool_size: usize,
+    extra: &str,
+    app_in_auth_file: bool,
+    start: fn(&Cluster, &str) -> Proxy,
+) -> (Cluster, Proxy, usize) {
+    pool_cluster_in("transaction", nodes, pool_size, extra, app_in_auth_file, start)
+}
+
+fn pool_cluster_in(
+    pool_mode: &str,
     nodes: usize,
     pool_size: usize,
     extra: &str,
@@ -186,7 +205,7 @@ pub fn pool_cluster(
     let proxy = start(
         &c,
         &format!(
-            "  pool_mode: transaction\n  default_pool_size: {pool_size}\n  auth_file: {}\n  auth_user: {}\n{extra}",
+            "  pool_mode: {pool_mode}\n  default_pool_size: {pool_size}\n  auth_file: {}\n  auth_user: {}\n{extra}",
             auth_file.display(),
             super::SUPERUSER
         ),

@@ -45,8 +45,12 @@ pub struct Proxy {
     pub keyfile: Option<PathBuf>,
     /// How read-only connections are spread over the replicas.
     pub ro_policy: RoPolicy,
-    /// Session worker threads (each a single-threaded event loop); default one per CPU.
+    /// Session worker threads (each a single-threaded event loop); default one per CPU, one per
+    /// two CPUs when a database pools by transaction ([`default_workers`]).
     pub workers: usize,
+    /// What the file says of `workers` (`None`: the default): a reload that changes the pool
+    /// mode changes the default, not the running loops, and needs no restart for it.
+    pub workers_set: Option<usize>,
     /// Seconds a stopping proxy waits for in-flight queries and transactions (SIGTERM/SIGINT).
     pub shutdown_timeout: u64,
     /// Where one JSON line per client connection is appended when it ends, if anywhere.
@@ -56,12 +60,23 @@ pub struct Proxy {
     pub pooling: Pooling,
 }
 
-/// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`).
-/// Measured on a 2-core host shared with pgbench and PostgreSQL (bench/proxy.rs), two loops cost
-/// the same CPU per transaction as one, but one loop left the CPUs idle 6-7 % of the time (every
-/// session waits whenever that one thread waits for a core), two about 3 %.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, MAX_WORKERS)
+/// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`),
+/// or one per two CPUs (rounded up) when a database pools by transaction.
+///
+/// Measured on a 2-core host shared with pgbench and PostgreSQL (bench/proxy.rs). Session mode:
+/// two loops cost the same CPU per transaction as one, but one loop left the CPUs idle 6-7 % of
+/// the time (every session waits whenever that one thread waits for a core), two about 3 %.
+/// Transaction mode: two loops cost more than one on every workload, with the same throughput
+/// (`pgbench -S` c16 30.9 against 25.3 us of the proxy's CPU per transaction, c200 36.5 against
+/// 29.1, TPC-B 224 against 195), except logins (`-C`, SCRAM-bound: 11 % more with two). There
+/// the pool's server connections are shared by every loop and stay registered with the one that
+/// used them last: with fewer loops more of them are at home when taken, and every loop that
+/// sleeps and wakes between two queries costs a context switch (preemptions per transaction
+/// doubled with two).
+pub fn default_workers(transaction_mode: bool) -> usize {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = if transaction_mode { cpus.div_ceil(2) } else { cpus };
+    n.clamp(1, MAX_WORKERS)
 }
 
 /// The most `workers` accepted.
@@ -127,7 +142,7 @@ impl Proxy {
             }
         };
         let workers = match raw.workers {
-            None => default_workers(),
+            None => default_workers(pooling.any_transaction_mode()),
             Some(n) if (1..=MAX_WORKERS as u64).contains(&n) => n as usize,
             Some(n) => return Err(c.problem(&["proxy", "workers"], format!("{n} is not between 1 and {MAX_WORKERS}"))),
         };
@@ -149,6 +164,7 @@ impl Proxy {
             keyfile: raw.keyfile,
             ro_policy,
             workers,
+            workers_set: raw.workers.map(|n| n as usize),
             shutdown_timeout,
             access_log: raw.access_log,
             pooling,
@@ -177,6 +193,9 @@ mod tests {
         assert_eq!((p.hold_timeout, p.max_lag, p.fallback_to_primary), (30, 1_048_576, true));
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         assert_eq!(p.workers, cpus, "one event loop per CPU");
+        let txn = "proxy:\n  listen: h:1\n  pool_mode: transaction\n  auth_file: /etc/rampart/userlist.txt\n";
+        let p = load(txn).unwrap().config.proxy.unwrap();
+        assert_eq!(p.workers, cpus.div_ceil(2), "one per two CPUs when pooling by transaction");
         assert_eq!((p.shutdown_timeout, p.access_log), (10, None));
     }
 

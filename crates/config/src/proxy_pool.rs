@@ -175,8 +175,9 @@ pub struct Pooling {
     pub server_reset_query: Option<String>,
     /// `databases`: per-database overrides, by database name (exact, case-sensitive).
     pub databases: BTreeMap<String, DatabasePool>,
-    /// `auth_type`: how the proxy authenticates clients of transaction-mode pools (in session mode
-    /// the server authenticates them, relayed).
+    /// `auth_type`: how the proxy authenticates clients when it pools: in transaction mode, and in
+    /// session mode with an `auth_file` or an `auth_user` (without, session-mode clients are
+    /// relayed and the server authenticates them).
     pub auth_type: AuthType,
     /// `auth_hba_file`: the HBA rules; present exactly when `auth_type` is hba.
     pub auth_hba_file: Option<PathBuf>,

@@ -49,7 +49,8 @@ impl ReloadPlan {
             certfile,
             keyfile,
             ro_policy,
-            workers,
+            workers: _,
+            workers_set,
             shutdown_timeout,
             access_log,
             pooling,
@@ -58,7 +59,7 @@ impl ReloadPlan {
         plan.restart_if(listen != &p.listen, "proxy.listen");
         plan.restart_if(listen_ro != &p.listen_ro, "proxy.listen_ro");
         plan.restart_if(listen_admin != &p.listen_admin, "proxy.listen_admin");
-        plan.restart_if(workers != &p.workers, "proxy.workers");
+        plan.restart_if(workers_set != &p.workers_set, "proxy.workers");
         plan.restart_if(max_lag != &p.max_lag, "proxy.max_lag");
         plan.live_if(hold_timeout != &p.hold_timeout, "proxy.hold_timeout");
         plan.live_if(fallback_to_primary != &p.fallback_to_primary, "proxy.fallback_to_primary");

@@ -307,21 +307,18 @@ fn show(shared: &Shared, pooling: &Pooling, show: Show, out: &mut BytesMut) {
                 Some(p) => split_addr(&p.addr()),
                 None => (String::new(), 0),
             };
+            // One read of the pools for every row.
+            let figures = shared.pools.figures();
             let mut names: Vec<String> = pooling.databases.keys().cloned().collect();
-            names.extend(shared.pools.figures().into_iter().map(|f| f.key.database));
+            names.extend(figures.iter().map(|f| f.key.database.clone()));
             names.sort();
             names.dedup();
             let rows: Vec<DatabaseRow> = names
                 .into_iter()
                 .map(|name| {
                     let limits = pooling.limits_for(&name);
-                    let current = shared
-                        .pools
-                        .figures()
-                        .iter()
-                        .filter(|f| f.key.database == name)
-                        .map(|f| f.idle + f.in_use)
-                        .sum::<usize>();
+                    let current =
+                        figures.iter().filter(|f| f.key.database == name).map(|f| f.idle + f.in_use).sum::<usize>();
                     DatabaseRow {
                         host: primary.as_ref().map(|_| host.clone()),
                         port,

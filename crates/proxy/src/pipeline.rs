@@ -50,6 +50,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The request a client's message makes, passed on as it is; `None` for messages the server
+    /// does not answer (Flush, COPY data).
+    pub fn of_client_message(frame: &Frame) -> Option<Kind> {
+        match frame.tag() {
+            b'P' => Some(Kind::Parse),
+            b'B' => Some(Kind::Bind),
+            b'C' => Some(Kind::Close),
+            b'D' if frame.body().first() == Some(&b'S') => Some(Kind::DescribeStatement),
+            b'D' => Some(Kind::DescribePortal),
+            b'E' => Some(Kind::Execute),
+            b'S' => Some(Kind::Sync),
+            b'Q' | b'F' => Some(Kind::Query),
+            _ => None,
+        }
+    }
+
     /// Whether `tag` is the last message of this request's answer.
     fn ends_with(self, tag: u8) -> bool {
         match self {

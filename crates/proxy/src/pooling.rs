@@ -61,6 +61,9 @@ pub struct Pooling {
     pub stats_users: Vec<String>,
     /// How long in-flight transactions on a primary being switched over may take.
     pub drain_timeout: Duration,
+    /// Run on a server connection a session-mode client leaves, before another client gets it
+    /// (`server_reset_query`; `None`: nothing).
+    pub reset_query: Option<String>,
 }
 
 impl Default for Pooling {
@@ -78,6 +81,7 @@ impl Default for Pooling {
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             drain_timeout: Duration::from_secs(5),
+            reset_query: Some("DISCARD ALL".to_string()),
         }
     }
 }
@@ -86,6 +90,20 @@ impl Pooling {
     /// The pool mode of `database`.
     pub fn mode_for(&self, database: &str) -> PoolMode {
         self.databases.get(database).map_or(self.mode, |d| d.mode)
+    }
+
+    /// Whether the proxy authenticates clients itself (an `auth_file` or an `auth_user`): then a
+    /// session-mode database pools its server connections across sessions, as PgBouncer's
+    /// session mode does; without, each session is relayed to a server connection of its own and
+    /// PostgreSQL authenticates it.
+    pub fn authenticates(&self) -> bool {
+        !self.auth_file.is_empty() || self.auth_user.is_some()
+    }
+
+    /// Whether `database`'s clients are served from a pool ([`crate::txn`]): in transaction mode,
+    /// or in session mode when the proxy authenticates clients.
+    pub fn pooled(&self, database: &str) -> bool {
+        self.mode_for(database) == PoolMode::Transaction || self.authenticates()
     }
 
     /// The pool limits of `database`.

@@ -158,6 +158,11 @@ pub struct ServerStatements {
 }
 
 impl ServerStatements {
+    /// The server deallocated every statement (a `DISCARD ALL` the proxy ran).
+    pub fn clear(&mut self) {
+        self.prepared.clear();
+    }
+
     /// Statements whose Parse failed or was skipped (from [`Outstanding::received`]).
     pub fn forget(&mut self, ids: &[u64]) {
         for id in ids {
@@ -350,14 +355,13 @@ impl Route<'_> {
 /// them, around them and trailing `;`s aside). Runs on every simple query: it allocates nothing
 /// and stops at the first word that differs.
 fn query_is(body: &[u8], words: &[&str]) -> bool {
-    let Some((sql, _)) = wire::split_cstr(body) else { return false };
-    let sql = sql.trim_ascii_start();
-    // Most queries differ at their first letter.
+    // Most queries differ at their first letter: looked at before the text's end is searched.
     let first = words.first().and_then(|w| w.as_bytes().first()).copied().unwrap_or(0);
-    if !sql.first().is_some_and(|b| b.eq_ignore_ascii_case(&first)) {
+    if !body.trim_ascii_start().first().is_some_and(|b| b.eq_ignore_ascii_case(&first)) {
         return false;
     }
-    let sql = sql.trim_ascii_end();
+    let Some((sql, _)) = wire::split_cstr(body) else { return false };
+    let sql = sql.trim_ascii();
     let end = sql.iter().rposition(|&b| b != b';').map_or(0, |i| i + 1);
     let mut seen = sql[..end].split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
     words.iter().all(|w| seen.next().is_some_and(|s| s.eq_ignore_ascii_case(w.as_bytes()))) && seen.next().is_none()

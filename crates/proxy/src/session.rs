@@ -33,7 +33,7 @@ use crate::console_session::Control;
 use crate::flow::Flow;
 use crate::frame::{frame_len, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::{reached, Lifecycle, Phase, Ticket};
-use crate::pooling::{ClientCount, Paused, PoolMode, Pooling};
+use crate::pooling::{ClientCount, Paused, Pooling};
 use crate::pools::Pools;
 use crate::relay::{client_to_server, send_error, server_to_client, CancelGuard, Downstream, Ended};
 use crate::startup::{decode_startup, CancelRequest, StartupMessage, StartupPacket, DEFAULT_MAX_STARTUP_LEN};
@@ -385,7 +385,7 @@ async fn serve(shared: &Shared, port: Port, client: TcpStream, peer: &str, recor
         ended.record(record);
         return true;
     }
-    if pooling.mode_for(record.database.as_deref().unwrap_or_default()) == PoolMode::Transaction {
+    if pooling.pooled(record.database.as_deref().unwrap_or_default()) {
         let ended = match stream {
             ClientStream::Plain(s) => {
                 let (r, w) = s.into_split();

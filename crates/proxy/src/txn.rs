@@ -1,5 +1,7 @@
-//! One client in transaction mode: the proxy authenticates it, then lends it a server
-//! connection from the pool for each transaction and takes it back at the transaction's end.
+//! One pooled client: the proxy authenticates it, then lends it a server connection from the
+//! pool for each transaction and takes it back at the transaction's end (transaction mode), or
+//! for its whole session, the server cleaned with `server_reset_query` before the next session
+//! gets it (session mode with the proxy authenticating clients, as PgBouncer's session mode).
 //!
 //! The client's session is the proxy's: its parameters ([`Params`], replayed with `SET` on each
 //! server it gets), its named prepared statements ([`ClientStatements`], prepared lazily under
@@ -33,7 +35,7 @@ use crate::frame::{put_frame, split_frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
-use crate::pooling::Pooling;
+use crate::pooling::{PoolMode, Pooling};
 use crate::pools::{lease, Leased, Login, PoolKey, Taken};
 use crate::prepared::{ClientStatements, Registry, Route};
 use crate::relay::{send_error, Ended};
@@ -103,12 +105,14 @@ where
         };
     let peer = record.client.clone();
     let registered = shared.clients.register(&id.user, &id.database, &peer, tls);
+    let session = pooling.mode_for(&id.database) == PoolMode::Session;
     let mut t = Txn {
         shared,
         me: &registered,
         leased_at: None,
         last_key: None,
         pinned: None,
+        session,
         settings,
         pooling,
         port,
@@ -128,6 +132,9 @@ where
     let ended = t.run(&mut client_r, &mut client_w).await;
     record.bytes_from_client = t.bytes_from_client;
     record.bytes_to_client = t.bytes_to_client;
+    if t.session && matches!(ended.outcome, Outcome::ClientClosed) {
+        t.reset_for_next().await;
+    }
     t.release(false);
     if t.pid != 0 {
         shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(t.pid);
@@ -157,6 +164,9 @@ struct Txn<'a> {
     last_key: Option<(Backend, Arc<PoolKey>)>,
     /// A session-level feature it used: it keeps its server to the end.
     pinned: Option<Feature>,
+    /// Session mode: it keeps the server it first takes to the end of its session, and at a
+    /// clean end the server goes back to the pool after `server_reset_query`.
+    session: bool,
     settings: &'a SessionSettings,
     pooling: Arc<Pooling>,
     port: Port,
@@ -377,6 +387,27 @@ impl Txn<'_> {
         self.held = Some(Held { conn, key, registry, pending, at_rest, status: TransactionStatus::Idle });
     }
 
+    /// Session mode, the client gone: a server at rest runs `server_reset_query` and goes back to
+    /// the pool; else it stays held (and is closed).
+    async fn reset_for_next(&mut self) {
+        let Some(h) = self.held.as_mut() else { return };
+        if !(h.at_rest && h.pending.is_empty() && self.to_server.is_empty()) {
+            return;
+        }
+        if let Some(query) = &self.pooling.reset_query {
+            let reset = tokio::time::timeout(self.settings.connect_timeout, run_reset(&mut h.conn, query)).await;
+            if reset != Ok(true) {
+                tracing::debug!(
+                    server = h.conn.target.pid,
+                    "server_reset_query failed: the server connection is closed"
+                );
+                return;
+            }
+            h.conn.statements.clear();
+        }
+        self.release(true);
+    }
+
     /// Gives the server back: to be reused when it is at rest and `clean`, else closed.
     fn release(&mut self, clean: bool) {
         let Some(h) = self.held.take() else { return };
@@ -418,7 +449,7 @@ impl Txn<'_> {
                 b'Q' | b'S' => DbStats::add(&self.me.info.stats.queries, 1),
                 _ => {}
             }
-            if self.pinned.is_none() {
+            if self.pinned.is_none() && !self.session {
                 self.pinned = match frame.tag() {
                     b'Q' => session_features::scan(frame.body()),
                     b'P' => wire::split_cstr(frame.body()).and_then(|(_, text)| session_features::scan(text)),
@@ -429,7 +460,7 @@ impl Txn<'_> {
                     tracing::debug!(user = %self.base.user, database = %self.base.database, feature = f.as_str(), "client pinned to its server for the rest of its session");
                 }
             }
-            if self.held.is_none() {
+            if self.held.is_none() && !self.session {
                 let registry = self.shared.pools.registry().clone();
                 match self.statements.answer_locally(&registry, &frame, &mut self.to_client) {
                     Some(Ok(())) => continue,
@@ -438,12 +469,24 @@ impl Txn<'_> {
                     }
                     None => {}
                 }
+            }
+            if self.held.is_none() {
                 if let Err(r) = self.acquire().await {
                     let error = r.error.clone();
                     return Err((Ended::from(r), Some(error)));
                 }
             }
             let Some(h) = self.held.as_mut() else { unreachable!("a server was just taken") };
+            if self.session {
+                // The session's own server: its statements keep the client's names.
+                self.to_server.extend_from_slice(frame.as_bytes());
+                if let Some(kind) = Kind::of_client_message(&frame) {
+                    h.pending.sent(kind, Origin::Client);
+                    h.at_rest = false;
+                }
+                h.pending.move_to_client(&mut self.to_client);
+                continue;
+            }
             let mut route = Route {
                 client: &mut self.statements,
                 server: &mut h.conn.statements,
@@ -539,10 +582,26 @@ impl Txn<'_> {
                 Err(e) => return e,
             }
             // Give the server back at rest; a stopping proxy then says goodbye.
-            let free = self.pinned.is_none() && self.to_server.is_empty();
-            if free && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty()) {
+            let at_rest =
+                self.to_server.is_empty() && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
+            if at_rest && self.pinned.is_none() && !self.session {
                 self.release(true);
                 route_lost = None;
+            }
+            // A session-mode client keeps its server: at rest, it goes with its primary (a
+            // switchover: its session state cannot follow it) or with a stopping proxy.
+            if self.session && at_rest && self.to_client.is_empty() {
+                if route_lost.is_some() {
+                    self.release(false);
+                    return ended(
+                        Outcome::Fenced,
+                        SqlState::ADMIN_SHUTDOWN,
+                        "terminating connection: the leader changed",
+                    );
+                }
+                if draining {
+                    self.release(false);
+                }
             }
             if draining && self.held.is_none() && self.to_client.is_empty() {
                 return ended(
@@ -617,7 +676,7 @@ impl Txn<'_> {
                     // Whatever it said last (a FATAL error) goes first.
                     let _ = self.place_server_messages();
                     self.release(false);
-                    if at_rest && self.to_server.is_empty() && self.pinned.is_none() {
+                    if at_rest && self.to_server.is_empty() && self.pinned.is_none() && !self.session {
                         // It died between transactions: the next one gets another server.
                         continue;
                     }
@@ -749,5 +808,32 @@ fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(out) => Some(out),
         std::task::Poll::Pending => None,
+    }
+}
+
+/// Runs `query` on `conn` (at rest) up to its ReadyForQuery, following the parameters the server
+/// reports: true when it succeeded and the server is idle again.
+async fn run_reset(conn: &mut ServerConn, query: &str) -> bool {
+    let mut out = BytesMut::new();
+    put_frame(&mut out, b'Q', |d| wire::put_cstr(d, query.as_bytes()));
+    if conn.stream.write_all(&out).await.is_err() {
+        return false;
+    }
+    let mut failed = false;
+    loop {
+        match split_frame(&mut conn.buf, DEFAULT_MAX_FRAME_LEN) {
+            Ok(Some(frame)) => match BackendMessage::parse(&frame) {
+                Ok(BackendMessage::ParameterStatus(p)) => conn.params.set(&p.name, &p.value),
+                Ok(BackendMessage::ErrorResponse(_)) => failed = true,
+                Ok(BackendMessage::ReadyForQuery(status)) => return !failed && status == TransactionStatus::Idle,
+                Ok(_) => {}
+                Err(_) => return false,
+            },
+            Ok(None) => match conn.stream.read_buf(&mut conn.buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            },
+            Err(_) => return false,
+        }
     }
 }
