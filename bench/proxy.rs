@@ -55,7 +55,7 @@
 //! `RAMPART_BENCH_IDLE_CLIENTS` (default 10,000); `RAMPART_BENCH_QUICK=1` makes the defaults 5 s,
 //! 1 round and 1,000 idle clients. With the defaults a run takes about 16 minutes (5 workloads x
 //! 6 targets x 4 rounds x 6 s, c200 6 s more, plus pgbench's vacuum before each run, the set-up and
-//! the 20,000 logins), quick about 4. Figures of one full run are in README.md (Benchmarks). The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output files, ...).
+//! the 20,000 logins), quick about 4. Figures of a run are in README.md (Benchmarks). The harness variables apply (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output files, ...).
 //! On a small machine pgbench, PostgreSQL and the proxies share the cores, so the figures are
 //! noisy.
 //!
