@@ -191,7 +191,8 @@ impl Outstanding {
         }
     }
 
-    /// What the client is to receive now.
+    /// What the client is to receive now (tests; the proxy uses [`Outstanding::move_to_client`]).
+    #[cfg(test)]
     pub fn take_to_client(&mut self) -> BytesMut {
         self.to_client.split()
     }

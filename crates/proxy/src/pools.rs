@@ -543,10 +543,9 @@ pub async fn lease(
     limits: Limits,
     login: &Login,
     connect_timeout: Duration,
-    now: Instant,
+    mut now: Instant,
 ) -> Result<Taken, Leased> {
     let mut at_once = true;
-    let mut now = now;
     loop {
         let (lease, registry) = pools.checkout(key, backend, limits, login, now);
         let mut idle = match lease {

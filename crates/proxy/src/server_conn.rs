@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::backend::{BackendMessage, ErrorFields, SqlState};
+use crate::backend::{BackendMessage, ErrorFields, SqlState, TransactionStatus};
 use crate::cancel::{Addr, BackendTarget};
 use crate::frame::{split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::prepared::ServerStatements;
@@ -199,6 +199,28 @@ impl ServerConn {
             target,
             born: Instant::now(),
         })
+    }
+
+    /// Runs `query` (the connection at rest) up to its ReadyForQuery, following the parameters
+    /// the server reports: true when it succeeded and the server is idle again
+    /// (`server_reset_query`).
+    pub async fn reset(&mut self, query: &str) -> bool {
+        let mut out = BytesMut::new();
+        crate::frame::put_frame(&mut out, b'Q', |d| crate::wire::put_cstr(d, query.as_bytes()));
+        if self.stream.write_all(&out).await.is_err() {
+            return false;
+        }
+        let mut failed = false;
+        loop {
+            let Ok(frame) = next_frame(&mut self.stream, &mut self.buf).await else { return false };
+            match BackendMessage::parse(&frame) {
+                Ok(BackendMessage::ParameterStatus(p)) => self.params.set(&p.name, &p.value),
+                Ok(BackendMessage::ErrorResponse(_)) => failed = true,
+                Ok(BackendMessage::ReadyForQuery(status)) => return !failed && status == TransactionStatus::Idle,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Parks it in its pool, still registered with this thread's event loop.

@@ -337,7 +337,6 @@ impl Txn<'_> {
                 }
                 Err(Leased::Open(e)) => e,
             };
-            let name = self.last_key.as_ref().map_or("", |(b, _)| b.name.as_str());
             if !error.retryable() || Instant::now() >= deadline {
                 tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %name, "{error}");
                 // What the server says about the client's own request (no such database, no
@@ -395,7 +394,7 @@ impl Txn<'_> {
             return;
         }
         if let Some(query) = &self.pooling.reset_query {
-            let reset = tokio::time::timeout(self.settings.connect_timeout, run_reset(&mut h.conn, query)).await;
+            let reset = tokio::time::timeout(self.settings.connect_timeout, h.conn.reset(query)).await;
             if reset != Ok(true) {
                 tracing::debug!(
                     server = h.conn.target.pid,
@@ -808,32 +807,5 @@ fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(out) => Some(out),
         std::task::Poll::Pending => None,
-    }
-}
-
-/// Runs `query` on `conn` (at rest) up to its ReadyForQuery, following the parameters the server
-/// reports: true when it succeeded and the server is idle again.
-async fn run_reset(conn: &mut ServerConn, query: &str) -> bool {
-    let mut out = BytesMut::new();
-    put_frame(&mut out, b'Q', |d| wire::put_cstr(d, query.as_bytes()));
-    if conn.stream.write_all(&out).await.is_err() {
-        return false;
-    }
-    let mut failed = false;
-    loop {
-        match split_frame(&mut conn.buf, DEFAULT_MAX_FRAME_LEN) {
-            Ok(Some(frame)) => match BackendMessage::parse(&frame) {
-                Ok(BackendMessage::ParameterStatus(p)) => conn.params.set(&p.name, &p.value),
-                Ok(BackendMessage::ErrorResponse(_)) => failed = true,
-                Ok(BackendMessage::ReadyForQuery(status)) => return !failed && status == TransactionStatus::Idle,
-                Ok(_) => {}
-                Err(_) => return false,
-            },
-            Ok(None) => match conn.stream.read_buf(&mut conn.buf).await {
-                Ok(n) if n > 0 => {}
-                _ => return false,
-            },
-            Err(_) => return false,
-        }
     }
 }
