@@ -46,7 +46,7 @@ pub struct Proxy {
     /// How read-only connections are spread over the replicas.
     pub ro_policy: RoPolicy,
     /// Session worker threads (each a single-threaded event loop); default one per CPU, one per
-    /// two CPUs when a database pools by transaction ([`default_workers`]).
+    /// two CPUs when the proxy pools server connections ([`default_workers`]).
     pub workers: usize,
     /// What the file says of `workers` (`None`: the default): a reload that changes the pool
     /// mode changes the default, not the running loops, and needs no restart for it.
@@ -61,7 +61,8 @@ pub struct Proxy {
 }
 
 /// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`),
-/// or one per two CPUs (rounded up) when a database pools by transaction.
+/// or one per two CPUs (rounded up) when the proxy pools server connections (a database in
+/// transaction mode, or session mode with the proxy authenticating clients).
 ///
 /// Measured on a 2-core host shared with pgbench and PostgreSQL (bench/proxy.rs). Session mode:
 /// two loops cost the same CPU per transaction as one, but one loop left the CPUs idle 6-7 % of
@@ -72,10 +73,12 @@ pub struct Proxy {
 /// the pool's server connections are shared by every loop and stay registered with the one that
 /// used them last: with fewer loops more of them are at home when taken, and every loop that
 /// sleeps and wakes between two queries costs a context switch (preemptions per transaction
-/// doubled with two).
-pub fn default_workers(transaction_mode: bool) -> usize {
+/// doubled with two). Pooled session mode shares server connections between loops the same way,
+/// and one loop cost less there too (`pgbench -S` c16, the whole machine's CPU per transaction:
+/// 76-82 us with one loop against 85 with two; the proxy's own 18-19 against 21).
+pub fn default_workers(pooled: bool) -> usize {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let n = if transaction_mode { cpus.div_ceil(2) } else { cpus };
+    let n = if pooled { cpus.div_ceil(2) } else { cpus };
     n.clamp(1, MAX_WORKERS)
 }
 
@@ -142,7 +145,7 @@ impl Proxy {
             }
         };
         let workers = match raw.workers {
-            None => default_workers(pooling.any_transaction_mode()),
+            None => default_workers(pooling.any_pooled()),
             Some(n) if (1..=MAX_WORKERS as u64).contains(&n) => n as usize,
             Some(n) => return Err(c.problem(&["proxy", "workers"], format!("{n} is not between 1 and {MAX_WORKERS}"))),
         };

@@ -245,6 +245,12 @@ impl Pooling {
         self.transaction_mode_key().is_some()
     }
 
+    /// Whether any database's clients are served from a pool: one pools by transaction, or the
+    /// proxy authenticates clients itself (`auth_file`, `auth_user`), which pools session mode too.
+    pub fn any_pooled(&self) -> bool {
+        self.any_transaction_mode() || self.auth_file.is_some() || self.auth_user.is_some()
+    }
+
     /// The key that puts a pool in transaction mode, first the proxy-wide one.
     fn transaction_mode_key(&self) -> Option<Vec<&str>> {
         if self.pool_mode == PoolMode::Transaction {
@@ -549,6 +555,19 @@ mod tests {
         assert!(p.databases.is_empty() && p.admin_users.is_empty() && p.stats_users.is_empty());
         assert_eq!(p.switchover_drain_timeout, secs(5));
         assert!(!p.any_transaction_mode());
+        assert!(!p.any_pooled(), "a bare proxy relays sessions");
+    }
+
+    #[test]
+    fn session_mode_pools_when_the_proxy_authenticates() {
+        for pooled in [
+            "  auth_file: /etc/rampart/userlist.txt\n",
+            "  auth_user: pgbouncer\n",
+            "  pool_mode: transaction\n  auth_type: trust\n",
+        ] {
+            assert!(pooling(pooled).any_pooled(), "{pooled}");
+        }
+        assert!(!pooling("  default_pool_size: 5\n").any_pooled());
     }
 
     #[test]
