@@ -4,7 +4,8 @@
 #
 #   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Chromium (headless, for
 #     the e2e test of the proxy's admin page), network and process tools, make, a C compiler, CA
-#     certificates, nroff (apt-get update runs only when something is missing);
+#     certificates, nroff, libclang (bindgen, for pg_query; apt-get update runs only when
+#     something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
 #   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
 #     Rampart is compatible with it (/opt/rampart-venv/bin/patronictl), and psycopg 3 and asyncpg,
@@ -47,6 +48,9 @@ PACKAGES=(
     # ring (TLS) and the other -sys crates compile C.
     gcc
     libc6-dev
+    # pg_query (the proxy's SQL classifier, PostgreSQL's own parser) generates its bindings with
+    # bindgen, which loads libclang at build time.
+    libclang-dev
 )
 
 say() { echo "setup: $*"; }

@@ -40,6 +40,8 @@
 //!   another server in line (pooling);
 //! * [`session_features`]: the SQL that keeps state in the server session, which pins a pooled
 //!   client to its server (pooling);
+//! * [`split`]: which statements a replica may run (read/write splitting on one port), by
+//!   PostgreSQL's own grammar, with a cache of classified texts;
 //! * [`console`]: the admin console (`psql -p <proxy port> rampart`, or `pgbouncer`):
 //!   PgBouncer's commands parsed, and their results and errors encoded.
 //!
@@ -107,6 +109,7 @@ pub mod server_conn;
 pub mod session;
 pub mod session_features;
 pub mod session_params;
+pub mod split;
 pub mod startup;
 pub mod stats;
 pub mod tls;
