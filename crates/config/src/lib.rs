@@ -42,6 +42,7 @@ pub mod proxy;
 pub mod proxy_config;
 pub mod proxy_pool;
 pub mod proxy_reload;
+pub mod proxy_split;
 mod raw;
 pub mod replica_methods;
 pub mod restapi;

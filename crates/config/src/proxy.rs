@@ -13,6 +13,7 @@ use crate::addr::HostPort;
 use crate::check::Checker;
 use crate::error::Problem;
 use crate::proxy_pool::Pooling;
+use crate::proxy_split::LoadBalance;
 use crate::raw::RawProxy;
 
 /// Default `hold_timeout`: how long a read-write client waits for a leader, in seconds.
@@ -58,6 +59,8 @@ pub struct Proxy {
     /// Connection pooling and the authentication the proxy does when it pools (session mode, as
     /// before pooling existed, unless `pool_mode` says otherwise).
     pub pooling: Pooling,
+    /// Read/write splitting on the read-write port (`load_balance` on), if asked for.
+    pub load_balance: Option<LoadBalance>,
 }
 
 /// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`),
@@ -109,6 +112,7 @@ impl Proxy {
     pub(crate) fn build(raw: Option<RawProxy>, c: &mut Checker<'_>) -> Result<Option<Proxy>, Problem> {
         let Some(mut raw) = raw else { return Ok(None) };
         let pooling = Pooling::build(&mut raw, c)?;
+        let load_balance = LoadBalance::build(&mut raw, &pooling, c)?;
         let listen_text = c.require_text(raw.listen, &["proxy", "listen"])?;
         let listen = c.host_port(&listen_text, &["proxy", "listen"])?;
         let listen_ro = match raw.listen_ro {
@@ -171,6 +175,7 @@ impl Proxy {
             shutdown_timeout,
             access_log: raw.access_log,
             pooling,
+            load_balance,
         }))
     }
 }

@@ -54,6 +54,7 @@ impl ReloadPlan {
             shutdown_timeout,
             access_log,
             pooling,
+            load_balance,
         } = proxy;
         let p = &new.proxy;
         plan.restart_if(listen != &p.listen, "proxy.listen");
@@ -69,6 +70,8 @@ impl ReloadPlan {
         plan.live_if(shutdown_timeout != &p.shutdown_timeout, "proxy.shutdown_timeout");
         plan.live_if(access_log != &p.access_log, "proxy.access_log");
         plan.pooling(pooling, &p.pooling);
+        // The sessions' routers and the position reader are made at start.
+        plan.restart_if(load_balance != &p.load_balance, "proxy.load_balance (and its keys)");
         plan
     }
 

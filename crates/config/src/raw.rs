@@ -109,6 +109,15 @@ pub(crate) struct RawProxy {
     pub admin_users: Option<StrList>,
     pub stats_users: Option<StrList>,
     pub switchover_drain_timeout: Option<u64>,
+    // Read/write splitting (see [`crate::proxy_split`]).
+    pub load_balance: Option<bool>,
+    pub disable_load_balance_on_write: Option<String>,
+    pub read_your_writes: Option<String>,
+    pub read_your_writes_timeout: Option<u64>,
+    pub replica_position_interval: Option<u64>,
+    pub max_lag_time: Option<u64>,
+    pub write_functions: Option<StrList>,
+    pub read_only_functions: Option<StrList>,
 }
 
 /// `proxy.databases.<name>`: one database's pool settings over the proxy-wide ones. A struct, not

@@ -26,44 +26,9 @@
 //! Invariant: a statement that is not a read ([`Class::Read`]) is never sent to a replica, except
 //! inside a read-only transaction (where the replica refuses a write as the primary would).
 
+pub use rampart_config::proxy_split::OnWrite;
+
 use super::classify::{Class, TxnMode};
-
-/// `disable_load_balance_on_write`, as Pgpool-II names its modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnWrite {
-    /// After a write in a transaction block, its later reads run on the primary (the default).
-    #[default]
-    Transaction,
-    /// As `transaction`, and the session's later transaction blocks run on the primary.
-    TransTransaction,
-    /// After a write, every later read of the session runs on the primary.
-    Always,
-    /// Reads may run on a replica even after a write in the same transaction.
-    Off,
-}
-
-impl OnWrite {
-    /// The mode named `s` in the configuration.
-    pub fn parse(s: &str) -> Option<OnWrite> {
-        match s {
-            "transaction" => Some(OnWrite::Transaction),
-            "trans_transaction" => Some(OnWrite::TransTransaction),
-            "always" => Some(OnWrite::Always),
-            "off" => Some(OnWrite::Off),
-            _ => None,
-        }
-    }
-
-    /// Its name in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnWrite::Transaction => "transaction",
-            OnWrite::TransTransaction => "trans_transaction",
-            OnWrite::Always => "always",
-            OnWrite::Off => "off",
-        }
-    }
-}
 
 /// Where a statement runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
