@@ -162,6 +162,9 @@ ensure_tarball() {
         tail -n 20 "$CACHE/debootstrap.log" >&2
         die "debootstrap failed (log: $CACHE/debootstrap.log)"
     fi
+    # mktemp made the directory 0700, and tar records "." with that mode: a root that only root
+    # may enter, where the postgres user cannot even run /bin/sh.
+    chmod 755 "$tmp"
     tar -C "$tmp" --numeric-owner -czf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
 }
 
@@ -180,6 +183,9 @@ new_root() {
     ROOTS+=("$r")
     NEW_ROOT=$r
     tar -C "$r" --numeric-owner -xzf "$TARBALL" || die "unpacking $TARBALL failed"
+    # A tarball cached by an older run may carry "." as 0700 (see ensure_tarball): a root must be
+    # open to every user, as / is.
+    chmod 755 "$r"
     mount_private -t proc proc "$r/proc"
     mount_private -t sysfs -o ro sysfs "$r/sys"
     mount_private --bind /dev "$r/dev"
