@@ -151,6 +151,15 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     }
     shared.access_log = access_log;
     shared.set_pooling(pooling);
+    if let Some(lb) = &proxy.load_balance {
+        // The patterns were compiled when the file was checked: this cannot fail here.
+        let split = rampart_proxy::split::state::Splitting::new(lb.clone()).context("proxy.load_balance")?;
+        shared.set_split(Arc::new(split));
+        tracing::info!(
+            disable_load_balance_on_write = lb.on_write.as_str(),
+            "read/write splitting on the read-write port"
+        );
+    }
     let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
     shared.set_control(control_tx);
     let shared = Arc::new(shared);

@@ -197,6 +197,12 @@ impl Outstanding {
         self.to_client.split()
     }
 
+    /// Whether the next answer the server owes goes to the client (its own message's), rather
+    /// than being swallowed (an injected one's).
+    pub fn answers_client(&self) -> bool {
+        self.queue.front().is_some_and(|p| p.origin == Origin::Client)
+    }
+
     /// Moves what the client is to receive now to the end of `dst`: the buffers trade places
     /// when `dst` is empty (the common case: no copy, no allocation).
     pub fn move_to_client(&mut self, dst: &mut BytesMut) {

@@ -81,6 +81,12 @@ pub struct ClientStatements {
 }
 
 impl ClientStatements {
+    /// The query text of the client's statement `name`, if it has one by that name.
+    pub fn query_of(&self, name: &[u8]) -> Option<&[u8]> {
+        let s = self.by_name.get(name)?;
+        Some(wire::split_cstr(&s.text).map_or(&s.text[..], |(q, _)| q))
+    }
+
     /// Answers a message that needs no server, for a client that holds none (between its
     /// transactions): a `Parse` of a named statement is registered and answered ParseComplete
     /// (it is prepared on a server when first used, and an error in it is reported then), a

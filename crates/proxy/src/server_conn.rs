@@ -223,6 +223,36 @@ impl ServerConn {
         }
     }
 
+    /// Runs `query` (a simple query, text results) and returns its rows, each column's text
+    /// (`None` for NULL); `Err` names what went wrong. The connection is at rest after `Ok`.
+    pub async fn rows(&mut self, query: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut out = BytesMut::new();
+        crate::frame::put_frame(&mut out, b'Q', |d| crate::wire::put_cstr(d, query.as_bytes()));
+        self.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = next_frame(&mut self.stream, &mut self.buf).await?;
+            if frame.tag() == b'D' {
+                rows.push(columns(frame.body()).ok_or("malformed DataRow")?);
+                continue;
+            }
+            match BackendMessage::parse(&frame) {
+                Ok(BackendMessage::ParameterStatus(p)) => self.params.set(&p.name, &p.value),
+                Ok(BackendMessage::ErrorResponse(f)) => error = Some(error_text(&f)),
+                Ok(BackendMessage::ReadyForQuery(status)) => {
+                    return match error {
+                        Some(e) => Err(e),
+                        None if status == TransactionStatus::Idle => Ok(rows),
+                        None => Err("the server stayed in a transaction".into()),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
     /// Parks it in its pool, still registered with this thread's event loop.
     pub fn idle(self) -> Idle {
         let ServerConn { stream, buf, params, welcome, statements, target, born } = self;
@@ -365,6 +395,25 @@ fn read_available(buf: &mut BytesMut, mut read: impl FnMut(&mut [u8]) -> std::io
 /// The server's message of an error, with its SQLSTATE.
 fn error_text(f: &ErrorFields) -> String {
     format!("{} {}", f.code().unwrap_or("?????"), f.message().unwrap_or("(no message)"))
+}
+
+/// A DataRow's columns in text format (`None` for NULL); `None` when malformed.
+fn columns(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let mut at = 2;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = crate::wire::u32_at(body, at)? as i32;
+        at += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let v = body.get(at..at + len as usize)?;
+            at += len as usize;
+            out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        }
+    }
+    (at == body.len()).then_some(out)
 }
 
 /// Reads one whole frame from the server.

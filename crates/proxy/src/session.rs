@@ -125,6 +125,8 @@ pub struct Shared {
     /// Where the admin console's RELOAD and SHUTDOWN go (the proxy's main loop).
     control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Control>>>,
     pooling: RwLock<Arc<Pooling>>,
+    /// Read/write splitting on the read-write port (`proxy.load_balance`), set before serving.
+    split: std::sync::OnceLock<Arc<crate::split::state::Splitting>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -151,7 +153,18 @@ impl Shared {
             paused: watch::Sender::new(Paused::default()),
             control: Mutex::new(None),
             pooling: RwLock::new(Arc::new(Pooling::default())),
+            split: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Balances the read-write port's reads over the replicas with `split` (once, at start).
+    pub fn set_split(&self, split: Arc<crate::split::state::Splitting>) {
+        let _ = self.split.set(split);
+    }
+
+    /// The read/write splitting in force, if any.
+    pub fn split(&self) -> Option<&Arc<crate::split::state::Splitting>> {
+        self.split.get()
     }
 
     /// Sends the admin console's RELOAD and SHUTDOWN to `tx`.

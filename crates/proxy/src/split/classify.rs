@@ -62,6 +62,20 @@ pub struct TxnMode {
     /// `ISOLATION LEVEL SERIALIZABLE`: never balanced (a replica cannot run a serializable
     /// transaction that sees the primary's serialization order).
     pub serializable: bool,
+    /// `ISOLATION LEVEL REPEATABLE READ`: a replica's part of the transaction is opened so too.
+    pub repeatable_read: bool,
+}
+
+impl TxnMode {
+    /// What opens the transaction's part on a replica: read-only, at the client's isolation
+    /// level (a standby runs no read-write transaction).
+    pub fn replica_begin(&self) -> &'static str {
+        if self.repeatable_read {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        } else {
+            "BEGIN READ ONLY"
+        }
+    }
 }
 
 /// What a statement text says, independent of the catalog: kept in the cache by text.
@@ -74,6 +88,8 @@ pub struct Facts {
     /// It creates a temporary object: the session's later statements that use it must run on
     /// the primary too.
     pub temp: bool,
+    /// It may change the functions of the database (DDL, `DO`, `CALL`): its catalog is read again.
+    pub ddl: bool,
 }
 
 /// Whether calling a function may write, as the catalog (or the configured lists) tell.
@@ -107,12 +123,12 @@ pub fn has_hint(text: &str) -> bool {
 /// Classifies a statement text (one statement or several separated by `;`).
 pub fn classify(text: &str) -> Facts {
     if has_hint(text) {
-        return Facts { class: Class::Write(Why::Hint), functions: Vec::new(), temp: false };
+        return Facts { class: Class::Write(Why::Hint), functions: Vec::new(), temp: false, ddl: false };
     }
     let Ok(parsed) = pg_query::parse(text, 0) else {
-        return Facts { class: Class::Write(Why::Unparsable), functions: Vec::new(), temp: false };
+        return Facts { class: Class::Write(Why::Unparsable), functions: Vec::new(), temp: false, ddl: false };
     };
-    let mut facts = Facts { class: Class::Read, functions: Vec::new(), temp: false };
+    let mut facts = Facts { class: Class::Read, functions: Vec::new(), temp: false, ddl: false };
     let statements: Vec<&pg_query::NodeEnum> =
         parsed.protobuf.stmts.iter().filter_map(|s| s.stmt.as_ref().and_then(|n| n.node.as_ref())).collect();
     let mut classes = Vec::with_capacity(statements.len());
@@ -120,6 +136,7 @@ pub fn classify(text: &str) -> Facts {
         let mut walk = Walk::default();
         let class = statement(stmt, &mut walk);
         facts.temp |= walk.temp;
+        facts.ddl |= changes_functions(stmt);
         for f in walk.functions {
             if !facts.functions.contains(&f) {
                 facts.functions.push(f);
@@ -225,6 +242,44 @@ fn statement(stmt: &pg_query::NodeEnum, walk: &mut Walk) -> Class {
     }
 }
 
+/// Whether a statement may create, change or drop functions: anything but DML, reads,
+/// transaction control, session settings and maintenance (a broad net: a miss would leave a
+/// stale catalog for up to a minute, a catch only costs a read of it).
+fn changes_functions(stmt: &pg_query::NodeEnum) -> bool {
+    use pg_query::NodeEnum as N;
+    !matches!(
+        stmt,
+        N::SelectStmt(_)
+            | N::InsertStmt(_)
+            | N::UpdateStmt(_)
+            | N::DeleteStmt(_)
+            | N::MergeStmt(_)
+            | N::CopyStmt(_)
+            | N::TruncateStmt(_)
+            | N::VacuumStmt(_)
+            | N::ExplainStmt(_)
+            | N::TransactionStmt(_)
+            | N::VariableSetStmt(_)
+            | N::VariableShowStmt(_)
+            | N::LockStmt(_)
+            | N::NotifyStmt(_)
+            | N::ListenStmt(_)
+            | N::UnlistenStmt(_)
+            | N::PrepareStmt(_)
+            | N::ExecuteStmt(_)
+            | N::DeallocateStmt(_)
+            | N::DeclareCursorStmt(_)
+            | N::FetchStmt(_)
+            | N::ClosePortalStmt(_)
+            | N::DiscardStmt(_)
+            | N::CheckPointStmt(_)
+            | N::ConstraintsSetStmt(_)
+            | N::ClusterStmt(_)
+            | N::ReindexStmt(_)
+            | N::RefreshMatViewStmt(_)
+    )
+}
+
 /// A read, unless the walk over its tree finds a write inside (a data-modifying CTE, row locks,
 /// `SELECT INTO`); the functions it calls are gathered on the way.
 fn read_unless_found(stmt: &pg_query::NodeEnum, walk: &mut Walk) -> Class {
@@ -295,7 +350,9 @@ fn txn_mode(options: &[pg_query::protobuf::Node]) -> TxnMode {
         match d.defname.as_str() {
             "transaction_read_only" => mode.read_only = def_bool(d.arg.as_deref()),
             "transaction_isolation" => {
-                mode.serializable = def_str(d.arg.as_deref()).is_some_and(|s| s.eq_ignore_ascii_case("serializable"))
+                let level = def_str(d.arg.as_deref()).unwrap_or_default();
+                mode.serializable = level.eq_ignore_ascii_case("serializable");
+                mode.repeatable_read = level.eq_ignore_ascii_case("repeatable read");
             }
             _ => {}
         }

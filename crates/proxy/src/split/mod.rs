@@ -5,6 +5,7 @@
 //! * [`shape`]: the cache key of a text, its constants masked;
 //! * [`cache`]: classified texts by key, bounded, with hit and parse-time counts;
 //! * [`functions`]: whether a called function may write (configured lists, then `pg_proc`);
+//! * [`state`]: the splitting the whole proxy holds (settings, cache, catalogs, counts);
 //! * [`route`]: where each statement of a session runs (transaction blocks, `disable_load_balance_on_write`).
 
 pub mod cache;
@@ -12,6 +13,7 @@ pub mod classify;
 pub mod functions;
 pub mod route;
 pub mod shape;
+pub mod state;
 
 #[cfg(test)]
 mod classify_tests;

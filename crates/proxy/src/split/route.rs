@@ -116,11 +116,14 @@ impl Router {
     }
 
     /// Where the next statement, of class `class`, runs. `read_only_default` is the session's
-    /// `default_transaction_read_only`. A statement that creates a temporary object pins the
-    /// session (the caller says so with [`Router::pin`] before asking).
-    pub fn statement(&mut self, class: Class, read_only_default: bool) -> Decision {
+    /// `default_transaction_read_only`; `deferrable` says whether a `BEGIN` may be answered by the
+    /// proxy (a simple query: an extended-protocol `BEGIN` opens its block on the primary).
+    pub fn statement(&mut self, class: Class, read_only_default: bool, deferrable: bool) -> Decision {
         let primary = Decision::Run { target: Target::Primary, begin_first: false };
         let replica = Decision::Run { target: Target::Replica, begin_first: false };
+        if self.pinned {
+            return self.pinned_statement(class);
+        }
         match self.block {
             Block::Failed(main, also) => match class {
                 Class::End => {
@@ -148,7 +151,7 @@ impl Router {
                     if read_only && !self.pinned {
                         self.block = Block::Whole(Target::Replica);
                         replica
-                    } else if mode.serializable || self.pinned || self.blocks_on_primary() {
+                    } else if mode.serializable || !deferrable || self.blocks_on_primary() {
                         self.block = Block::Whole(Target::Primary);
                         primary
                     } else {
@@ -198,6 +201,52 @@ impl Router {
         }
     }
 
+    /// A pinned session: everything on the primary; a block open elsewhere still ends there.
+    fn pinned_statement(&mut self, class: Class) -> Decision {
+        let primary = Decision::Run { target: Target::Primary, begin_first: false };
+        match (self.block, class) {
+            (Block::Failed(main, also), Class::End) => {
+                self.block = Block::Idle;
+                Decision::End { main, also }
+            }
+            (Block::Failed(main, _), _) => Decision::Run { target: main, begin_first: false },
+            (Block::Whole(main), Class::End) => {
+                self.block = Block::Idle;
+                Decision::End { main, also: None }
+            }
+            (Block::Open { replica, primary: on_primary }, Class::End) => {
+                self.block = Block::Idle;
+                match (on_primary, replica) {
+                    (true, true) => Decision::End { main: Target::Primary, also: Some(Target::Replica) },
+                    (false, true) => Decision::End { main: Target::Replica, also: None },
+                    _ => Decision::End { main: Target::Primary, also: None },
+                }
+            }
+            (Block::Deferred(_), Class::End) => {
+                self.block = Block::Idle;
+                Decision::AnswerEnd
+            }
+            (Block::Deferred(_), _) => {
+                self.wrote |= matches!(class, Class::Write(_));
+                self.block = Block::Open { replica: false, primary: true };
+                Decision::Run { target: Target::Primary, begin_first: true }
+            }
+            (Block::Open { replica, primary: false }, _) => {
+                self.wrote |= matches!(class, Class::Write(_));
+                self.block = Block::Open { replica, primary: true };
+                Decision::Run { target: Target::Primary, begin_first: true }
+            }
+            (Block::Idle, Class::Begin(_)) => {
+                self.block = Block::Whole(Target::Primary);
+                primary
+            }
+            _ => {
+                self.wrote |= matches!(class, Class::Write(_));
+                primary
+            }
+        }
+    }
+
     /// A ReadyForQuery from the server that ran the last statement (`on`), with its status:
     /// `I` ends the block the router follows, `E` keeps the block on that server until it ends.
     pub fn ready(&mut self, status: crate::backend::TransactionStatus, on: Target) {
@@ -238,10 +287,12 @@ mod tests {
 
     const READ: Class = Class::Read;
     const WRITE: Class = Class::Write(Why::Modifies);
-    const BEGIN: Class = Class::Begin(TxnMode { read_only: None, serializable: false });
-    const BEGIN_RO: Class = Class::Begin(TxnMode { read_only: Some(true), serializable: false });
-    const BEGIN_RW: Class = Class::Begin(TxnMode { read_only: Some(false), serializable: false });
-    const BEGIN_SER: Class = Class::Begin(TxnMode { read_only: None, serializable: true });
+    const BEGIN: Class = Class::Begin(TxnMode { read_only: None, serializable: false, repeatable_read: false });
+    const BEGIN_RO: Class =
+        Class::Begin(TxnMode { read_only: Some(true), serializable: false, repeatable_read: false });
+    const BEGIN_RW: Class =
+        Class::Begin(TxnMode { read_only: Some(false), serializable: false, repeatable_read: false });
+    const BEGIN_SER: Class = Class::Begin(TxnMode { read_only: None, serializable: true, repeatable_read: false });
 
     fn run(target: Target, begin_first: bool) -> Decision {
         Decision::Run { target, begin_first }
@@ -256,7 +307,7 @@ mod tests {
         statements
             .iter()
             .map(|c| {
-                let d = r.statement(*c, false);
+                let d = r.statement(*c, false, true);
                 let status = if matches!(r.block, Block::Idle) { S::Idle } else { S::InTransaction };
                 let on = match d {
                     Decision::Run { target, .. } | Decision::End { main: target, .. } => target,
@@ -285,10 +336,10 @@ mod tests {
         let end = Decision::End { main: Target::Replica, also: None };
         assert_eq!(got, vec![ON_REPLICA, ON_REPLICA, ON_REPLICA, ON_REPLICA, end]);
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN, true), ON_REPLICA, "under default_transaction_read_only");
-        assert_eq!(r.statement(BEGIN_RW, true), ON_REPLICA, "still in the first block");
+        assert_eq!(r.statement(BEGIN, true, true), ON_REPLICA, "under default_transaction_read_only");
+        assert_eq!(r.statement(BEGIN_RW, true, true), ON_REPLICA, "still in the first block");
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN_RW, true), Decision::AnswerBegin, "READ WRITE overrides the default");
+        assert_eq!(r.statement(BEGIN_RW, true, true), Decision::AnswerBegin, "READ WRITE overrides the default");
     }
 
     #[test]
@@ -380,23 +431,30 @@ mod tests {
     #[test]
     fn a_failed_transaction_stays_on_the_server_that_failed_it() {
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN, false), Decision::AnswerBegin);
-        assert_eq!(r.statement(READ, false), run(Target::Replica, true));
+        assert_eq!(r.statement(BEGIN, false, true), Decision::AnswerBegin);
+        assert_eq!(r.statement(READ, false, true), run(Target::Replica, true));
         r.ready(S::Failed, Target::Replica);
-        assert_eq!(r.statement(WRITE, false), ON_REPLICA, "the replica says the block is aborted");
-        assert_eq!(r.statement(Class::End, false), Decision::End { main: Target::Replica, also: None });
+        assert_eq!(r.statement(WRITE, false, true), ON_REPLICA, "the replica says the block is aborted");
+        assert_eq!(r.statement(Class::End, false, true), Decision::End { main: Target::Replica, also: None });
         r.ready(S::Idle, Target::Replica);
-        assert_eq!(r.statement(READ, false), ON_REPLICA);
+        assert_eq!(r.statement(READ, false, true), ON_REPLICA);
+    }
+
+    #[test]
+    fn an_extended_protocol_begin_opens_its_block_on_the_primary() {
+        let mut r = Router::new(OnWrite::Transaction);
+        assert_eq!(r.statement(BEGIN, false, false), ON_PRIMARY);
+        assert_eq!(r.statement(READ, false, true), ON_PRIMARY);
     }
 
     #[test]
     fn session_state_pins_everything_to_the_primary() {
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(Class::Session, false), ON_PRIMARY);
+        assert_eq!(r.statement(Class::Session, false, true), ON_PRIMARY);
         r.pin();
-        assert_eq!(r.statement(READ, false), ON_PRIMARY);
-        assert_eq!(r.statement(BEGIN_RO, false), ON_PRIMARY);
-        assert_eq!(r.statement(READ, false), ON_PRIMARY);
+        assert_eq!(r.statement(READ, false, true), ON_PRIMARY);
+        assert_eq!(r.statement(BEGIN_RO, false, true), ON_PRIMARY);
+        assert_eq!(r.statement(READ, false, true), ON_PRIMARY);
     }
 
     #[test]
@@ -413,7 +471,7 @@ mod tests {
                     if matches!(r.block, Block::Idle) {
                         read_only_block = false;
                     }
-                    let d = r.statement(*c, false);
+                    let d = r.statement(*c, false, true);
                     if *c == BEGIN_RO && matches!(r.block, Block::Whole(Target::Replica)) {
                         read_only_block = true;
                     }

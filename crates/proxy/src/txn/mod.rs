@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::access_log::{AccessRecord, Outcome};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
 use crate::clients::{ClientState, DbStats, Registered};
-use crate::frame::{put_frame, split_frame, DEFAULT_MAX_FRAME_LEN};
+use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
@@ -44,11 +44,16 @@ use crate::server_conn::{OpenError, ServerConn};
 use crate::session::{fatal, Port, Refusal, SessionSettings, Shared};
 use crate::session_features::{self, Feature};
 use crate::session_params::Params;
+use crate::split::route::Target;
 use crate::startup::{ProtocolVersion, StartupMessage};
 use crate::topology::Backend;
 use crate::topology::Routes;
 use crate::wire;
 use tokio::sync::watch;
+
+mod split;
+
+use split::{Flow, SplitSession};
 
 /// How much may wait to be written to one side before the proxy stops reading the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -106,7 +111,15 @@ where
     let peer = record.client.clone();
     let registered = shared.clients.register(&id.user, &id.database, &peer, tls);
     let session = pooling.mode_for(&id.database) == PoolMode::Session;
+    // Read/write splitting: on the read-write port, in transaction mode (a session-mode client
+    // keeps its primary server for its whole session).
+    let split = match (shared.split(), port, session) {
+        (Some(s), Port::ReadWrite, false) => Some(SplitSession::new(s.clone())),
+        _ => None,
+    };
     let mut t = Txn {
+        split,
+        next: None,
         shared,
         me: &registered,
         leased_at: None,
@@ -136,6 +149,7 @@ where
         t.reset_for_next().await;
     }
     t.release(false);
+    t.close_parked();
     if t.pid != 0 {
         shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(t.pid);
     }
@@ -151,10 +165,19 @@ struct Held {
     /// The last message was a ReadyForQuery `I` answering everything sent.
     at_rest: bool,
     status: TransactionStatus,
+    /// Whether it is the primary or a replica (read/write splitting on the read-write port).
+    on: Target,
+    /// A transaction block is open on it (or its BEGIN is on the way).
+    block_open: bool,
 }
 
 /// One transaction-mode client.
 struct Txn<'a> {
+    /// Read/write splitting of this client's statements, when its port balances reads.
+    split: Option<SplitSession>,
+    /// A client message taken from the buffer but not placed yet (it waits for the server it
+    /// needs to answer everything before).
+    next: Option<Frame>,
     shared: &'a Shared,
     /// This client in the console's list, and its database's counters.
     me: &'a Registered<'a>,
@@ -222,7 +245,7 @@ impl Txn<'_> {
             Some(w) => w,
             None => {
                 // The pool's first client: a server tells what to say (and proves the login).
-                self.acquire().await?;
+                self.acquire(Target::Primary).await?;
                 let w = self.held.as_ref().map(|h| h.conn.welcome.clone()).unwrap_or_default();
                 w
             }
@@ -257,25 +280,28 @@ impl Txn<'_> {
     /// read-only port, else the primary; `None` while there is no primary. Reads the routes
     /// without copying them, and keeps the key of the last backend (most transactions go where
     /// the last one went; a key is four allocations).
-    fn pick_now(&mut self) -> Result<Option<Arc<PoolKey>>, Refusal> {
+    /// `want` is where a balanced read-write port sends the statement; a read that finds no
+    /// replica runs on the primary. Also returns which of the two the backend is.
+    fn pick_now(&mut self, want: Target) -> Result<Option<(Arc<PoolKey>, Target)>, Refusal> {
         let shared = self.shared;
         let routes = shared.routes.borrow();
-        let backend = if self.port == Port::ReadOnly && !routes.replicas.is_empty() {
-            &routes.replicas[shared.pick_replica_index(&routes.replicas, self.settings.balance)]
+        let replica = self.port == Port::ReadOnly || want == Target::Replica;
+        let (backend, on) = if replica && !routes.replicas.is_empty() {
+            (&routes.replicas[shared.pick_replica_index(&routes.replicas, self.settings.balance)], Target::Replica)
         } else if self.port == Port::ReadOnly && !self.settings.fallback_to_primary {
             return Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no replica available"));
         } else {
             match &routes.primary {
-                Some(p) => p,
+                Some(p) => (p, Target::Primary),
                 None => return Ok(None),
             }
         };
         match &self.last_key {
-            Some((b, key)) if b == backend => Ok(Some(key.clone())),
+            Some((b, key)) if b == backend => Ok(Some((key.clone(), on))),
             _ => {
                 let key = Arc::new(PoolKey { addr: backend.addr(), ..self.base.clone() });
                 self.last_key = Some((backend.clone(), key.clone()));
-                Ok(Some(key))
+                Ok(Some((key, on)))
             }
         }
     }
@@ -292,19 +318,19 @@ impl Txn<'_> {
 
     /// Gets a server for the next transaction: waits for a primary and for a free connection,
     /// and retries a server that cannot take sessions yet, within the hold.
-    async fn acquire(&mut self) -> Result<(), Refusal> {
+    async fn acquire(&mut self, want: Target) -> Result<(), Refusal> {
         // The clock is read once here and once when the server goes back, unless the client
         // has to wait.
         let began = Instant::now();
         self.me.info.set(ClientState::Waiting, 0, began);
-        let (taken, key) = self.acquire_now(began).await?;
+        let (taken, key, on) = self.acquire_now(began, want).await?;
         let at = if taken.at_once { began } else { Instant::now() };
         DbStats::add(&self.me.info.stats.wait_us, at.saturating_duration_since(began).as_micros() as u64);
-        self.take(taken, key, at);
+        self.take(taken, key, on, at);
         Ok(())
     }
 
-    async fn acquire_now(&mut self, began: Instant) -> Result<(Taken, Arc<PoolKey>), Refusal> {
+    async fn acquire_now(&mut self, began: Instant, want: Target) -> Result<(Taken, Arc<PoolKey>, Target), Refusal> {
         let mut asked = began;
         // PAUSE (admin console): held until RESUME.
         if self.shared.paused.borrow().holds(&self.base.database) {
@@ -316,8 +342,8 @@ impl Txn<'_> {
         // Made at the first retry: the routes' changes wake a held client early.
         let mut changes: Option<watch::Receiver<Routes>> = None;
         loop {
-            let key = match self.pick_now()? {
-                Some(key) => key,
+            let (key, on) = match self.pick_now(want)? {
+                Some(picked) => picked,
                 None => {
                     self.wait_for_primary(deadline).await?;
                     continue;
@@ -327,7 +353,7 @@ impl Txn<'_> {
             let limits = self.pooling.limits_for(&key.database);
             let got = lease(&self.shared.pools, &key, name, limits, &self.login, self.settings.connect_timeout, asked);
             let error = match got.await {
-                Ok(taken) => return Ok((taken, key)),
+                Ok(taken) => return Ok((taken, key, on)),
                 Err(Leased::TimedOut) => {
                     return Err(fatal(
                         Outcome::Refused,
@@ -369,7 +395,7 @@ impl Txn<'_> {
 
     /// Makes the leased connection the client's server since `at`: its parameters brought in
     /// line, its cancel key bound.
-    fn take(&mut self, taken: Taken, key: Arc<PoolKey>, at: Instant) {
+    fn take(&mut self, taken: Taken, key: Arc<PoolKey>, on: Target, at: Instant) {
         let Taken { conn, registry, .. } = taken;
         let mut pending = std::mem::take(&mut self.spare);
         if let Some(sql) = self.params.replay_on(&conn.params) {
@@ -383,7 +409,16 @@ impl Txn<'_> {
         self.me.info.set(ClientState::Active, conn.target.pid, at);
         self.leased_at = Some(at);
         let at_rest = pending.is_empty();
-        self.held = Some(Held { conn, key, registry, pending, at_rest, status: TransactionStatus::Idle });
+        self.held = Some(Held {
+            conn,
+            key,
+            registry,
+            pending,
+            at_rest,
+            status: TransactionStatus::Idle,
+            on,
+            block_open: false,
+        });
     }
 
     /// Session mode, the client gone: a server at rest runs `server_reset_query` and goes back to
@@ -410,6 +445,11 @@ impl Txn<'_> {
     /// Gives the server back: to be reused when it is at rest and `clean`, else closed.
     fn release(&mut self, clean: bool) {
         let Some(h) = self.held.take() else { return };
+        self.give_back(h, clean);
+    }
+
+    /// Gives server `h` back (the one the client held): reused when at rest and `clean`.
+    fn give_back(&mut self, h: Held, clean: bool) {
         let now = Instant::now();
         self.me.info.set(ClientState::Idle, 0, now);
         if let Some(at) = self.leased_at.take() {
@@ -431,7 +471,8 @@ impl Txn<'_> {
     /// The client's complete messages, each routed to the server it holds (taking one first).
     async fn place_client_messages(&mut self) -> Result<bool, (Ended, Option<ErrorResponse>)> {
         loop {
-            let frame = match split_frame(&mut self.cbuf, DEFAULT_MAX_FRAME_LEN) {
+            let taken = self.next.take().map(|f| Ok(Some(f)));
+            let frame = match taken.unwrap_or_else(|| split_frame(&mut self.cbuf, DEFAULT_MAX_FRAME_LEN)) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(true),
                 Err(e) => {
@@ -443,10 +484,28 @@ impl Txn<'_> {
                 }
             };
             tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from client");
-            match frame.tag() {
-                b'X' => return Ok(false),
-                b'Q' | b'S' => DbStats::add(&self.me.info.stats.queries, 1),
-                _ => {}
+            if frame.tag() == b'X' {
+                return Ok(false);
+            }
+            if self.split.is_some() {
+                match self.split_route(&frame).await {
+                    Ok(Flow::Forward) => {}
+                    Ok(Flow::Consumed) => {
+                        DbStats::add(&self.me.info.stats.queries, 1);
+                        continue;
+                    }
+                    Ok(Flow::Wait) => {
+                        self.next = Some(frame);
+                        return Ok(true);
+                    }
+                    Err(r) => {
+                        let error = r.error.clone();
+                        return Err((Ended::from(r), Some(error)));
+                    }
+                }
+            }
+            if matches!(frame.tag(), b'Q' | b'S') {
+                DbStats::add(&self.me.info.stats.queries, 1);
             }
             if self.pinned.is_none() && !self.session {
                 self.pinned = match frame.tag() {
@@ -455,6 +514,9 @@ impl Txn<'_> {
                     _ => None,
                 };
                 if let Some(f) = self.pinned {
+                    if let Some(sp) = self.split.as_mut() {
+                        sp.router.pin();
+                    }
                     self.shared.clients.pinned(f);
                     tracing::debug!(user = %self.base.user, database = %self.base.database, feature = f.as_str(), "client pinned to its server for the rest of its session");
                 }
@@ -470,7 +532,7 @@ impl Txn<'_> {
                 }
             }
             if self.held.is_none() {
-                if let Err(r) = self.acquire().await {
+                if let Err(r) = self.acquire(Target::Primary).await {
                     let error = r.error.clone();
                     return Err((Ended::from(r), Some(error)));
                 }
@@ -523,6 +585,10 @@ impl Txn<'_> {
                 b'Z' => {
                     if let Ok(BackendMessage::ReadyForQuery(s)) = BackendMessage::parse(&frame) {
                         h.status = s;
+                        h.block_open = s != TransactionStatus::Idle;
+                        if let Some(sp) = self.split.as_mut().filter(|_| h.pending.answers_client()) {
+                            sp.router.ready(s, h.on);
+                        }
                     }
                 }
                 _ => {}
@@ -750,7 +816,9 @@ impl Txn<'_> {
                 }
                 Event::Routes(Some(primary)) => {
                     let Some(h) = &self.held else { continue };
-                    if self.port == Port::ReadOnly || primary.as_deref() == Some(h.key.addr.as_str()) {
+                    // A balanced read on a replica is not fenced by the primary's change.
+                    let replica = self.port == Port::ReadOnly || h.on == Target::Replica;
+                    if replica || primary.as_deref() == Some(h.key.addr.as_str()) {
                         route_lost = None;
                     } else if primary.is_some() {
                         // Another primary: this server must take no more writes.

@@ -1,0 +1,426 @@
+//! Read/write splitting of one transaction-mode client on the read-write port: each statement
+//! (a simple query, or an extended-protocol segment up to its Sync) is classified, the session's
+//! [`Router`] says where it runs, and this module gets the client onto that server: a replica
+//! leased from the replica's pool, the primary's, or the other part of a transaction open on both
+//! (kept "parked" meanwhile).
+//!
+//! Invariants:
+//! * the client's messages go to one server at a time, and a switch to another waits until the
+//!   one it leaves owes nothing, so answers reach the client in the order it asked;
+//! * a transaction block opened by a deferred `BEGIN` is opened on a server (with the client's
+//!   `BEGIN`, its answer swallowed) before any of its statements runs there, and ended on every
+//!   server it was opened on;
+//! * what is not a read never goes to a replica, except inside a read-only block there;
+//! * until the positions of the replicas are read (a later step), a session that wrote reads
+//!   from the primary: `read_your_writes: session` never serves it an older snapshot.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Held, Txn};
+use crate::backend::TransactionStatus;
+use crate::frame::{put_frame, Frame};
+use crate::pipeline::{Kind, Origin};
+use crate::pools::lease;
+use crate::session::Refusal;
+use crate::split::classify::{Class, TxnMode, Why};
+use crate::split::functions::{Catalog, CATALOG_QUERY};
+use crate::split::route::{Decision, Router, Target};
+use crate::split::state::Splitting;
+use crate::wire;
+use rampart_config::proxy_split::ReadYourWrites;
+
+/// What became of a client message.
+pub(super) enum Flow {
+    /// Place it as usual, on the server now held.
+    Forward,
+    /// Answered by the proxy.
+    Consumed,
+    /// Not placed yet: the server the client leaves still owes answers, or the rest of an
+    /// extended-protocol segment has not arrived.
+    Wait,
+}
+
+/// One client's splitting.
+pub(super) struct SplitSession {
+    shared: Arc<Splitting>,
+    /// Where its statements go.
+    pub router: Router,
+    /// The client's `BEGIN` (a simple query's text), answered by the proxy and not run yet.
+    begin: Option<(Bytes, TxnMode)>,
+    /// The other server of a transaction open on two.
+    parked: Option<Held>,
+    /// Inside an extended-protocol segment already routed: its messages follow, up to its Sync.
+    segment_open: bool,
+    /// The text of the client's unnamed statement (its last unnamed Parse).
+    unnamed: Option<Bytes>,
+}
+
+impl SplitSession {
+    pub(super) fn new(shared: Arc<Splitting>) -> SplitSession {
+        let router = Router::new(shared.settings.on_write);
+        SplitSession { shared, router, begin: None, parked: None, segment_open: false, unnamed: None }
+    }
+}
+
+/// The query text of a simple query or Parse body part (up to its NUL), as UTF-8.
+fn text_of(bytes: &[u8]) -> &str {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..end]).unwrap_or("\u{fffd}")
+}
+
+/// Combines the classes of a segment's statements: reads stay reads, one statement keeps its
+/// class, anything else runs on the primary.
+fn combine(classes: &[Class]) -> Option<Class> {
+    match classes {
+        [] => None,
+        [one] => Some(*one),
+        many if many.iter().all(|c| *c == Class::Read) => Some(Class::Read),
+        _ => Some(Class::Write(Why::MultiStatement)),
+    }
+}
+
+/// The texts of the statements an extended-protocol segment runs: `first`, then the complete
+/// messages in `rest` up to its Sync or Flush. `None` when that end has not arrived yet; an
+/// empty list when the segment executes nothing.
+fn segment_texts(
+    first: &Frame,
+    rest: &[u8],
+    statements: &crate::prepared::ClientStatements,
+    unnamed: &Option<Bytes>,
+) -> Option<Vec<Bytes>> {
+    let mut texts = Vec::new();
+    let mut unnamed = unnamed.clone();
+    let mut executes = false;
+    let mut visit = |tag: u8, body: &[u8]| -> bool {
+        match tag {
+            b'P' => {
+                if let Some((name, text)) = wire::split_cstr(body) {
+                    let text = Bytes::copy_from_slice(text_of(text).as_bytes());
+                    if name.is_empty() {
+                        unnamed = Some(text.clone());
+                    }
+                    texts.push(text);
+                }
+            }
+            b'B' => {
+                if let Some((_, rest)) = wire::split_cstr(body) {
+                    if let Some((name, _)) = wire::split_cstr(rest) {
+                        let text = if name.is_empty() {
+                            unnamed.clone()
+                        } else {
+                            statements.query_of(name).map(|q| Bytes::copy_from_slice(text_of(q).as_bytes()))
+                        };
+                        texts.extend(text);
+                    }
+                }
+            }
+            b'E' => executes = true,
+            _ => {}
+        }
+        matches!(tag, b'S' | b'H')
+    };
+    if visit(first.tag(), first.body()) {
+        return Some(if executes { texts } else { Vec::new() });
+    }
+    let mut at = 0;
+    loop {
+        let header = rest.get(at..at + 5)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let body = rest.get(at + 5..at + 1 + len)?;
+        if visit(header[0], body) {
+            return Some(if executes { texts } else { Vec::new() });
+        }
+        at += 1 + len;
+    }
+}
+
+impl Txn<'_> {
+    /// Routes the client message `frame`: answers it, or puts the client on the server it runs
+    /// on (the caller then places it as usual).
+    pub(super) async fn split_route(&mut self, frame: &Frame) -> Result<Flow, Refusal> {
+        let Some(sp) = self.split.as_mut() else { return Ok(Flow::Forward) };
+        let tag = frame.tag();
+        if sp.segment_open {
+            if tag == b'P' {
+                if let Some((name, text)) = wire::split_cstr(frame.body()) {
+                    if name.is_empty() {
+                        sp.unnamed = Some(Bytes::copy_from_slice(text_of(text).as_bytes()));
+                    }
+                }
+            }
+            if tag == b'S' {
+                sp.segment_open = false;
+            }
+            return Ok(Flow::Forward);
+        }
+        let now = Instant::now();
+        let database = self.base.database.clone();
+        let (class, deferrable, text, load) = match tag {
+            b'Q' => {
+                let text = text_of(frame.body());
+                let (facts, class, load) = sp.shared.class_of(&database, text, now);
+                if facts.temp {
+                    sp.router.pin();
+                }
+                if facts.ddl {
+                    sp.shared.catalog_changed(&database);
+                }
+                (class, true, Some(Bytes::copy_from_slice(frame.body())), load)
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
+                let Some(texts) = segment_texts(frame, &self.cbuf, &self.statements, &sp.unnamed) else {
+                    return Ok(Flow::Wait);
+                };
+                if tag == b'P' {
+                    if let Some((name, text)) = wire::split_cstr(frame.body()) {
+                        if name.is_empty() {
+                            sp.unnamed = Some(Bytes::copy_from_slice(text_of(text).as_bytes()));
+                        }
+                    }
+                }
+                sp.segment_open = tag != b'S' && tag != b'H';
+                let mut classes = Vec::with_capacity(texts.len());
+                let mut load = false;
+                for t in &texts {
+                    let (facts, class, l) = sp.shared.class_of(&database, text_of(t), now);
+                    if facts.temp {
+                        sp.router.pin();
+                    }
+                    if facts.ddl {
+                        sp.shared.catalog_changed(&database);
+                    }
+                    load |= l;
+                    classes.push(class);
+                }
+                match combine(&classes) {
+                    Some(class) => (class, false, None, load),
+                    // Executes nothing (a Parse, a Describe): wherever the client is.
+                    None => return Ok(Flow::Forward),
+                }
+            }
+            // COPY data, a function call: wherever the client is.
+            _ => return Ok(Flow::Forward),
+        };
+        if load {
+            self.load_catalog();
+        }
+        let sp = self.split.as_mut().expect("checked above");
+        let read_only_default = self.params.get("default_transaction_read_only") == Some("on");
+        let fresh = !(sp.shared.settings.read_your_writes == ReadYourWrites::Session && sp.router.wrote());
+        // A read of a session that wrote waits for the positions of the replicas (not read yet):
+        // the primary serves it, and the router learns it as a statement for the primary.
+        let routed = if !fresh && class == Class::Read { Class::Write(Why::Function) } else { class };
+        if routed != class {
+            sp.shared.counts.reads_kept_on_primary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Taken back if the statement must wait (it is routed again then).
+        let before = sp.router.clone();
+        let decision = sp.router.statement(routed, read_only_default, deferrable);
+        tracing::trace!(client = self.pid, ?class, ?decision, "routed");
+        match decision {
+            Decision::AnswerBegin | Decision::AnswerEnd => {
+                if !self.owes_nothing() {
+                    // Answered in order: after what the server still owes.
+                    self.split.as_mut().expect("checked above").router = before;
+                    return Ok(Flow::Wait);
+                }
+                let sp = self.split.as_mut().expect("checked above");
+                let text = text.unwrap_or_default();
+                let words = text_of(&text).trim_start().to_ascii_lowercase();
+                let (tag, status) = match decision {
+                    Decision::AnswerBegin => {
+                        let mode = match class {
+                            Class::Begin(m) => m,
+                            _ => TxnMode::default(),
+                        };
+                        sp.begin = Some((text.clone(), mode));
+                        let tag = if words.starts_with("start") { "START TRANSACTION" } else { "BEGIN" };
+                        (tag, TransactionStatus::InTransaction)
+                    }
+                    _ => {
+                        sp.begin = None;
+                        let tag = if words.starts_with("rollback") || words.starts_with("abort") {
+                            "ROLLBACK"
+                        } else {
+                            "COMMIT"
+                        };
+                        (tag, TransactionStatus::Idle)
+                    }
+                };
+                put_frame(&mut self.to_client, b'C', |d| wire::put_cstr(d, tag.as_bytes()));
+                status.encode_ready_for_query(&mut self.to_client);
+                Ok(Flow::Consumed)
+            }
+            Decision::Run { target, begin_first } => {
+                if !self.switch_to(target).await? {
+                    self.split.as_mut().expect("checked above").router = before;
+                    return Ok(Flow::Wait);
+                }
+                if begin_first {
+                    self.open_block();
+                }
+                self.count_sent();
+                Ok(Flow::Forward)
+            }
+            Decision::End { main, also } => {
+                if !self.switch_to(main).await? {
+                    self.split.as_mut().expect("checked above").router = before;
+                    return Ok(Flow::Wait);
+                }
+                let sp = self.split.as_mut().expect("checked above");
+                sp.begin = None;
+                if also.is_some() {
+                    if let Some(other) = sp.parked.take() {
+                        self.finish(other);
+                    }
+                }
+                self.count_sent();
+                Ok(Flow::Forward)
+            }
+        }
+    }
+
+    /// Whether every server the client holds has answered everything sent to it.
+    fn owes_nothing(&self) -> bool {
+        self.to_server.is_empty() && self.held.as_ref().is_none_or(|h| h.pending.is_empty())
+    }
+
+    /// Puts the client on `target`'s server: the one it holds, its parked one, or a new lease;
+    /// the one it leaves goes back to its pool (between transactions) or is parked (inside one).
+    /// `false` when the one it leaves still owes answers (the caller waits).
+    async fn switch_to(&mut self, target: Target) -> Result<bool, Refusal> {
+        // No replica to read from: the primary serves the read (and the block's read part).
+        let target = match target {
+            Target::Replica if self.shared.routes.borrow().replicas.is_empty() => Target::Primary,
+            t => t,
+        };
+        if self.held.as_ref().is_some_and(|h| h.on == target) {
+            return Ok(true);
+        }
+        if self.held.is_some() && !self.owes_nothing() {
+            return Ok(false);
+        }
+        let sp = self.split.as_mut().expect("splitting");
+        let mut next = None;
+        let mut leave = Vec::new();
+        for h in [self.held.take(), sp.parked.take()].into_iter().flatten() {
+            if h.on == target && next.is_none() {
+                next = Some(h);
+            } else {
+                leave.push(h);
+            }
+        }
+        for h in leave {
+            if h.block_open {
+                let sp = self.split.as_mut().expect("splitting");
+                if let Some(old) = sp.parked.replace(h) {
+                    // Two open blocks and a third server: cannot happen with two targets.
+                    self.give_back(old, false);
+                }
+            } else {
+                self.give_back(h, true);
+            }
+        }
+        match next {
+            Some(h) => {
+                if self.pid != 0 {
+                    let target = h.conn.target.clone();
+                    self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(target));
+                }
+                self.held = Some(h);
+            }
+            None => self.acquire(target).await?,
+        }
+        Ok(true)
+    }
+
+    /// Opens the client's deferred transaction block on the server it now holds (unless one is
+    /// open there already): its own `BEGIN` on the primary, a read-only one on a replica.
+    fn open_block(&mut self) {
+        let Some(sp) = self.split.as_mut() else { return };
+        let Some(h) = self.held.as_mut() else { return };
+        if h.block_open {
+            return;
+        }
+        let (text, mode) = sp.begin.clone().unwrap_or_else(|| (Bytes::from_static(b"BEGIN\0"), TxnMode::default()));
+        let sql: &[u8] = match h.on {
+            Target::Primary => text_of(&text).as_bytes(),
+            Target::Replica => mode.replica_begin().as_bytes(),
+        };
+        put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql));
+        h.pending.sent(Kind::Query, Origin::Injected);
+        h.at_rest = false;
+        h.block_open = true;
+    }
+
+    /// Ends the block on a parked server the client leaves (rolled back: its part read only, or
+    /// the block failed), then gives it back to its pool; done beside the session.
+    fn finish(&mut self, mut h: Held) {
+        let pools = self.shared.pools.clone();
+        let key = h.key.clone();
+        tokio::spawn(async move {
+            let ok = h.pending.is_empty() && h.conn.reset("ROLLBACK").await;
+            pools.checkin(&key, h.conn.idle(), ok);
+        });
+    }
+
+    /// Closes a parked server (the client is leaving).
+    pub(super) fn close_parked(&mut self) {
+        if let Some(h) = self.split.as_mut().and_then(|sp| sp.parked.take()) {
+            self.give_back(h, false);
+        }
+    }
+
+    /// Counts a statement by where it went.
+    fn count_sent(&self) {
+        if let (Some(sp), Some(h)) = (&self.split, &self.held) {
+            sp.shared.sent(h.on == Target::Replica);
+        }
+    }
+
+    /// Reads this database's function catalog on the primary, beside the session.
+    fn load_catalog(&mut self) {
+        let Some(sp) = &self.split else { return };
+        let split = sp.shared.clone();
+        let database = self.base.database.clone();
+        let picked = match self.pick_now(Target::Primary) {
+            Ok(Some((key, Target::Primary))) => key,
+            _ => {
+                split.catalog_failed(&database, Instant::now());
+                return;
+            }
+        };
+        let pools = self.shared.pools.clone();
+        let login = self.login.clone();
+        let limits = self.pooling.limits_for(&database);
+        let timeout = self.settings.connect_timeout;
+        tokio::spawn(async move {
+            let leased = lease(&pools, &picked, "catalog", limits, &login, timeout, Instant::now()).await;
+            let Ok(taken) = leased else {
+                split.catalog_failed(&database, Instant::now());
+                return;
+            };
+            let mut conn = taken.conn;
+            match conn.rows(CATALOG_QUERY).await {
+                Ok(rows) => {
+                    let rows = rows.into_iter().filter_map(|r| match r.as_slice() {
+                        [Some(s), Some(n), Some(v)] => Some((s.clone(), n.clone(), v.clone())),
+                        _ => None,
+                    });
+                    let catalog = Catalog::from_rows(rows);
+                    tracing::debug!(database = %database, functions = catalog.len(), "function catalog read");
+                    split.catalog_loaded(&database, catalog, Instant::now());
+                    pools.checkin(&picked, conn.idle(), true);
+                }
+                Err(e) => {
+                    tracing::warn!(database = %database, "reading the function catalog failed: {e}");
+                    split.catalog_failed(&database, Instant::now());
+                    pools.checkin(&picked, conn.idle(), false);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,118 @@
+//! Stories of read/write splitting on one port (`proxy.load_balance: on`), through a
+//! transaction-mode proxy in front of a real three-member cluster (PostgreSQL 15, etcd):
+//! * reads land on the replicas and writes on the primary, each counted where it ran with
+//!   `pg_is_in_recovery()` (listed in `read_only_functions`: it is VOLATILE in the catalog); a
+//!   SELECT of a VOLATILE function (one that writes) runs on the primary, one of a STABLE
+//!   function on a replica;
+//! * a transaction reads on a replica until its first write and stays on the primary from then
+//!   on, where it sees its own write; a read-only transaction runs on a replica; a rolled-back
+//!   one leaves nothing; an empty one is answered by the proxy.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::proxy::{pool_cluster, Proxy};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// The first column of the first row of a simple query, as text.
+async fn simple_text(db: &Client, sql: &str) -> String {
+    let rows = db.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// Whether the server that ran `sql` (a query returning `pg_is_in_recovery()` or the like) is a
+/// replica, asked with the simple protocol.
+async fn on_replica(db: &Client, sql: &str) -> bool {
+    simple_text(db, sql).await == "t"
+}
+
+#[test]
+fn one_port_sends_reads_to_replicas_and_writes_to_the_primary() {
+    // pg_is_in_recovery() is VOLATILE in pg_proc, so it would run on the primary: listed as
+    // read-only (as an operator lists Pgpool-II's read_only_function_list), it reads.
+    let (c, proxy, leader) = pool_cluster(
+        3,
+        10,
+        "  load_balance: on\n  read_your_writes: none\n  read_only_functions: [pg_is_in_recovery]\n",
+        false,
+        Proxy::start_with_admin,
+    );
+    let primary = c.pg_port(leader);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            primary,
+            "CREATE TABLE ledger (id serial PRIMARY KEY, note text NOT NULL);
+             CREATE FUNCTION log_note(t text) RETURNS boolean LANGUAGE sql VOLATILE
+                 AS $$ INSERT INTO ledger (note) VALUES (t); SELECT pg_is_in_recovery() $$;
+             CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        let db = support::client::connect(proxy.rw_port, support::SUPERUSER, support::SUPERUSER_PASSWORD)
+            .await
+            .expect("connect through the proxy");
+        // The replicas are routed once they stream, and the STABLE function is known to be a
+        // read once the proxy has read the catalog and the replicas have replayed it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(on_replica(&db, "SELECT where_am_i()").await) {
+            assert!(Instant::now() < deadline, "no read reached a replica within 60 s; proxy log:\n{}", proxy.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Reads, with the simple and the extended protocol, all on replicas.
+        for _ in 0..20 {
+            assert!(on_replica(&db, "SELECT pg_is_in_recovery()").await, "a simple-query read on a replica");
+            let row = db.query_one("SELECT pg_is_in_recovery(), count(*) FROM ledger", &[]).await.unwrap();
+            assert!(row.get::<_, bool>(0), "an extended-protocol read on a replica");
+        }
+        assert!(on_replica(&db, "SELECT where_am_i()").await, "a STABLE function reads");
+
+        // A SELECT of a function that writes runs on the primary (its INSERT would fail on a
+        // replica), as do writes.
+        assert!(!on_replica(&db, "SELECT log_note('by a volatile function')").await);
+        db.execute("INSERT INTO ledger (note) VALUES ($1)", &[&"by an insert"]).await.expect("a write");
+        db.batch_execute("SELECT 1; INSERT INTO ledger (note) VALUES ('by a multi-statement string')").await.unwrap();
+
+        // A transaction reads on a replica until its first write, then runs on the primary.
+        db.batch_execute("BEGIN").await.unwrap();
+        assert!(on_replica(&db, "SELECT pg_is_in_recovery()").await, "before its first write: a replica");
+        db.batch_execute("INSERT INTO ledger (note) VALUES ('in a transaction')").await.unwrap();
+        assert!(!on_replica(&db, "SELECT pg_is_in_recovery()").await, "after it: the primary");
+        assert_eq!(
+            simple_text(&db, "SELECT count(*) FROM ledger WHERE note = 'in a transaction'").await,
+            "1",
+            "it reads its own write"
+        );
+        db.batch_execute("COMMIT").await.unwrap();
+
+        // A read-only transaction runs on a replica; a rolled-back one leaves nothing; an empty
+        // one is answered.
+        db.batch_execute("BEGIN READ ONLY").await.unwrap();
+        assert!(on_replica(&db, "SELECT pg_is_in_recovery()").await);
+        assert!(on_replica(&db, "SELECT where_am_i()").await);
+        db.batch_execute("COMMIT").await.unwrap();
+        db.batch_execute("BEGIN; INSERT INTO ledger (note) VALUES ('rolled back'); ROLLBACK").await.unwrap();
+        db.batch_execute("BEGIN").await.unwrap();
+        db.batch_execute("INSERT INTO ledger (note) VALUES ('rolled back')").await.unwrap();
+        db.batch_execute("ROLLBACK").await.unwrap();
+        db.batch_execute("BEGIN").await.unwrap();
+        db.batch_execute("COMMIT").await.unwrap();
+
+        // What the primary kept.
+        let direct = support::client::connect_superuser(primary).await.unwrap();
+        let notes: Vec<String> =
+            direct.query("SELECT note FROM ledger ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(
+            notes,
+            ["by a volatile function", "by an insert", "by a multi-statement string", "in a transaction"],
+            "every write reached the primary, once, and the rolled-back one did not"
+        );
+        assert!(on_replica(&db, "SELECT pg_is_in_recovery()").await, "the session still reads on replicas");
+    });
+}
