@@ -164,6 +164,15 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     shared.set_control(control_tx);
     let shared = Arc::new(shared);
     let pool_keeper = tokio::spawn(server::maintain_pools(shared.pools.clone(), shared.routes.clone()));
+    // Read-your-writes: every routed member's WAL position, read beside the sessions.
+    let _position_reader = shared.split().map(|split| {
+        tokio::spawn(rampart_proxy::split::monitor::run(
+            shared.routes.clone(),
+            shared.pools.clone(),
+            split.clone(),
+            shared.settings().connect_timeout,
+        ))
+    });
     let reporter_stop = Arc::new(Notify::new());
     let drain_reporter = tokio::spawn(report_drains(dcs.clone(), shared.clone(), cluster_rx, reporter_stop.clone()));
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);

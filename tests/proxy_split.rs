@@ -6,7 +6,10 @@
 //!   function on a replica;
 //! * a transaction reads on a replica until its first write and stays on the primary from then
 //!   on, where it sees its own write; a read-only transaction runs on a replica; a rolled-back
-//!   one leaves nothing; an empty one is answered by the proxy.
+//!   one leaves nothing; an empty one is answered by the proxy;
+//! * read-your-writes: with one replica half a second behind, 10,000 write-then-read pairs over
+//!   8 sessions never miss their own write (replicas serve the reads once they have it); with
+//!   `read_your_writes: none` the same pairs do miss, so the check can fail.
 
 mod support;
 
@@ -114,5 +117,103 @@ fn one_port_sends_reads_to_replicas_and_writes_to_the_primary() {
             "every write reached the primary, once, and the rolled-back one did not"
         );
         assert!(on_replica(&db, "SELECT pg_is_in_recovery()").await, "the session still reads on replicas");
+    });
+}
+
+/// What one session saw over its write-then-read pairs: reads that missed the session's own
+/// write, and reads a replica served.
+#[derive(Default, Debug)]
+struct Seen {
+    stale: usize,
+    on_replica: usize,
+}
+
+/// `pairs` write-then-read pairs as session `session` through `port`: each inserts a row, then
+/// counts it (every tenth after a pause of 50 ms, long enough for a replica to replay it).
+async fn write_then_read(port: u16, session: i32, pairs: i32) -> Seen {
+    let db = support::client::connect(port, support::SUPERUSER, support::SUPERUSER_PASSWORD).await.unwrap();
+    let mut seen = Seen::default();
+    for n in 0..pairs {
+        db.execute("INSERT INTO ryw (session, n) VALUES ($1, $2)", &[&session, &n]).await.unwrap();
+        if n % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let row = db
+            .query_one("SELECT count(*), where_am_i() FROM ryw WHERE session = $1 AND n = $2", &[&session, &n])
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) != 1 {
+            seen.stale += 1;
+        }
+        if row.get::<_, bool>(1) {
+            seen.on_replica += 1;
+        }
+    }
+    seen
+}
+
+/// 8 sessions doing `total` write-then-read pairs through `port` together.
+async fn pairs_through(port: u16, total: i32) -> Seen {
+    let sessions: Vec<_> = (0..8).map(|s| tokio::spawn(write_then_read(port, s, total / 8))).collect();
+    let mut all = Seen::default();
+    for s in sessions {
+        let seen = s.await.unwrap();
+        all.stale += seen.stale;
+        all.on_replica += seen.on_replica;
+    }
+    all
+}
+
+#[test]
+fn a_session_reads_its_own_writes_even_from_a_lagging_replica() {
+    let (c, proxy, leader) = pool_cluster(3, 20, "  load_balance: on\n", false, Proxy::start);
+    let none = Proxy::start_named(
+        &c,
+        "proxy-none",
+        &format!(
+            "  pool_mode: transaction\n  auth_file: {}\n  auth_user: {}\n  default_pool_size: 20\n  load_balance: on\n  \
+             read_your_writes: none\n",
+            c.dir().join("userlist.txt").display(),
+            support::SUPERUSER
+        ),
+    );
+    let primary = c.pg_port(leader);
+    let lagging = c.pg_port((leader + 1) % c.len());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            primary,
+            "CREATE TABLE ryw (session int, n int, PRIMARY KEY (session, n));
+             CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        // One replica replays everything half a second late.
+        support::client::sql(lagging, "ALTER SYSTEM SET recovery_min_apply_delay = '500ms'").await;
+        support::client::sql(lagging, "SELECT pg_reload_conf()").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while support::client::query_text(lagging, "current_setting('recovery_min_apply_delay')").await.as_deref()
+            != Some("500ms")
+        {
+            assert!(Instant::now() < deadline, "recovery_min_apply_delay not in force on the replica");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Both proxies route reads to replicas (the catalog read, the replicas streaming).
+        for port in [proxy.rw_port, none.rw_port] {
+            let db = support::client::connect(port, support::SUPERUSER, support::SUPERUSER_PASSWORD).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !on_replica(&db, "SELECT where_am_i()").await {
+                assert!(Instant::now() < deadline, "no read reached a replica through {port}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+
+        let seen = pairs_through(proxy.rw_port, 10_000).await;
+        eprintln!("read_your_writes: session, 10000 pairs: {seen:?}");
+        assert_eq!(seen.stale, 0, "read_your_writes: session: no read missed its session's write ({seen:?})");
+        assert!(seen.on_replica > 0, "replicas served reads that had caught up ({seen:?})");
+        support::client::sql(primary, "TRUNCATE ryw").await;
+        let seen = pairs_through(none.rw_port, 2_000).await;
+        eprintln!("read_your_writes: none, 2000 pairs: {seen:?}");
+        assert!(seen.stale > 0, "read_your_writes: none reads from the lagging replica too ({seen:?})");
     });
 }

@@ -202,6 +202,12 @@ impl Pools {
         (lease, self.registry.clone())
     }
 
+    /// A pool's key and the login its first client gave, if any pool has one: what the
+    /// read/write splitter's position reader logs in with (it has no credentials of its own).
+    pub fn any_login(&self) -> Option<(PoolKey, Login)> {
+        self.lock().iter().find_map(|(k, e)| e.login.clone().map(|l| (k.clone(), l)))
+    }
+
     /// The statement registry of every pool.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

@@ -67,6 +67,25 @@ pub enum Decision {
     },
 }
 
+/// What the caller knows of the session and the replicas when it asks about a statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The session's `default_transaction_read_only`.
+    pub read_only_default: bool,
+    /// A `BEGIN` may be answered by the proxy (a simple query; an extended-protocol `BEGIN`
+    /// opens its block on the primary).
+    pub deferrable: bool,
+    /// A replica may serve this session's reads now (read-your-writes: one has replayed the
+    /// session's last write); otherwise reads that would open on a replica run on the primary.
+    pub replica_ok: bool,
+}
+
+impl Default for Context {
+    fn default() -> Context {
+        Context { read_only_default: false, deferrable: true, replica_ok: true }
+    }
+}
+
 /// The client's transaction block as the router follows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Block {
@@ -115,10 +134,9 @@ impl Router {
         self.wrote
     }
 
-    /// Where the next statement, of class `class`, runs. `read_only_default` is the session's
-    /// `default_transaction_read_only`; `deferrable` says whether a `BEGIN` may be answered by the
-    /// proxy (a simple query: an extended-protocol `BEGIN` opens its block on the primary).
-    pub fn statement(&mut self, class: Class, read_only_default: bool, deferrable: bool) -> Decision {
+    /// Where the next statement, of class `class`, runs, given `cx`.
+    pub fn statement(&mut self, class: Class, cx: Context) -> Decision {
+        let Context { read_only_default, deferrable, replica_ok } = cx;
         let primary = Decision::Run { target: Target::Primary, begin_first: false };
         let replica = Decision::Run { target: Target::Replica, begin_first: false };
         if self.pinned {
@@ -145,13 +163,13 @@ impl Router {
                 }
             },
             Block::Idle => match class {
-                Class::Read if self.balances_outside_blocks() => replica,
+                Class::Read if replica_ok && self.balances_outside_blocks() => replica,
                 Class::Begin(mode) => {
                     let read_only = mode.read_only.unwrap_or(read_only_default);
-                    if read_only && !self.pinned {
+                    if read_only && replica_ok {
                         self.block = Block::Whole(Target::Replica);
                         replica
-                    } else if mode.serializable || !deferrable || self.blocks_on_primary() {
+                    } else if read_only || mode.serializable || !deferrable || self.blocks_on_primary() {
                         self.block = Block::Whole(Target::Primary);
                         primary
                     } else {
@@ -169,7 +187,7 @@ impl Router {
                     self.block = Block::Idle;
                     Decision::AnswerEnd
                 }
-                Class::Read if self.balances_outside_blocks() => {
+                Class::Read if replica_ok && self.balances_outside_blocks() => {
                     self.block = Block::Open { replica: true, primary: false };
                     Decision::Run { target: Target::Replica, begin_first: true }
                 }
@@ -188,7 +206,9 @@ impl Router {
                         _ => Decision::End { main: Target::Replica, also: None },
                     }
                 }
-                Class::Read if !on_primary || (self.on_write == OnWrite::Off && !self.pinned) => {
+                // A block's reads stay on the replica part it opened; with `off`, reads after a
+                // write go there too (opening it if the replica qualifies).
+                Class::Read if !on_primary || (self.on_write == OnWrite::Off && (on_replica || replica_ok)) => {
                     self.block = Block::Open { replica: true, primary: on_primary };
                     Decision::Run { target: Target::Replica, begin_first: !on_replica }
                 }
@@ -294,6 +314,8 @@ mod tests {
         Class::Begin(TxnMode { read_only: Some(false), serializable: false, repeatable_read: false });
     const BEGIN_SER: Class = Class::Begin(TxnMode { read_only: None, serializable: true, repeatable_read: false });
 
+    const RO_DEFAULT: Context = Context { read_only_default: true, deferrable: true, replica_ok: true };
+
     fn run(target: Target, begin_first: bool) -> Decision {
         Decision::Run { target, begin_first }
     }
@@ -307,7 +329,7 @@ mod tests {
         statements
             .iter()
             .map(|c| {
-                let d = r.statement(*c, false, true);
+                let d = r.statement(*c, Context::default());
                 let status = if matches!(r.block, Block::Idle) { S::Idle } else { S::InTransaction };
                 let on = match d {
                     Decision::Run { target, .. } | Decision::End { main: target, .. } => target,
@@ -336,10 +358,10 @@ mod tests {
         let end = Decision::End { main: Target::Replica, also: None };
         assert_eq!(got, vec![ON_REPLICA, ON_REPLICA, ON_REPLICA, ON_REPLICA, end]);
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN, true, true), ON_REPLICA, "under default_transaction_read_only");
-        assert_eq!(r.statement(BEGIN_RW, true, true), ON_REPLICA, "still in the first block");
+        assert_eq!(r.statement(BEGIN, RO_DEFAULT), ON_REPLICA, "under default_transaction_read_only");
+        assert_eq!(r.statement(BEGIN_RW, RO_DEFAULT), ON_REPLICA, "still in the first block");
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN_RW, true, true), Decision::AnswerBegin, "READ WRITE overrides the default");
+        assert_eq!(r.statement(BEGIN_RW, RO_DEFAULT), Decision::AnswerBegin, "READ WRITE overrides the default");
     }
 
     #[test]
@@ -431,30 +453,44 @@ mod tests {
     #[test]
     fn a_failed_transaction_stays_on_the_server_that_failed_it() {
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN, false, true), Decision::AnswerBegin);
-        assert_eq!(r.statement(READ, false, true), run(Target::Replica, true));
+        assert_eq!(r.statement(BEGIN, Context::default()), Decision::AnswerBegin);
+        assert_eq!(r.statement(READ, Context::default()), run(Target::Replica, true));
         r.ready(S::Failed, Target::Replica);
-        assert_eq!(r.statement(WRITE, false, true), ON_REPLICA, "the replica says the block is aborted");
-        assert_eq!(r.statement(Class::End, false, true), Decision::End { main: Target::Replica, also: None });
+        assert_eq!(r.statement(WRITE, Context::default()), ON_REPLICA, "the replica says the block is aborted");
+        assert_eq!(r.statement(Class::End, Context::default()), Decision::End { main: Target::Replica, also: None });
         r.ready(S::Idle, Target::Replica);
-        assert_eq!(r.statement(READ, false, true), ON_REPLICA);
+        assert_eq!(r.statement(READ, Context::default()), ON_REPLICA);
+    }
+
+    #[test]
+    fn without_a_replica_that_replayed_the_sessions_write_reads_run_on_the_primary() {
+        let stale = Context { replica_ok: false, ..Context::default() };
+        let mut r = Router::new(OnWrite::Transaction);
+        assert_eq!(r.statement(READ, stale), ON_PRIMARY);
+        assert!(!r.wrote(), "a read kept on the primary is no write");
+        assert_eq!(r.statement(BEGIN, stale), Decision::AnswerBegin);
+        assert_eq!(r.statement(READ, stale), run(Target::Primary, true), "the block opens on the primary");
+        assert_eq!(r.statement(Class::End, stale), Decision::End { main: Target::Primary, also: None });
+        assert_eq!(r.statement(BEGIN_RO, stale), ON_PRIMARY, "a read-only block too");
+        assert_eq!(r.statement(Class::End, stale), Decision::End { main: Target::Primary, also: None });
+        assert_eq!(r.statement(READ, Context::default()), ON_REPLICA, "once a replica has it");
     }
 
     #[test]
     fn an_extended_protocol_begin_opens_its_block_on_the_primary() {
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(BEGIN, false, false), ON_PRIMARY);
-        assert_eq!(r.statement(READ, false, true), ON_PRIMARY);
+        assert_eq!(r.statement(BEGIN, Context { deferrable: false, ..Context::default() }), ON_PRIMARY);
+        assert_eq!(r.statement(READ, Context::default()), ON_PRIMARY);
     }
 
     #[test]
     fn session_state_pins_everything_to_the_primary() {
         let mut r = Router::new(OnWrite::Transaction);
-        assert_eq!(r.statement(Class::Session, false, true), ON_PRIMARY);
+        assert_eq!(r.statement(Class::Session, Context::default()), ON_PRIMARY);
         r.pin();
-        assert_eq!(r.statement(READ, false, true), ON_PRIMARY);
-        assert_eq!(r.statement(BEGIN_RO, false, true), ON_PRIMARY);
-        assert_eq!(r.statement(READ, false, true), ON_PRIMARY);
+        assert_eq!(r.statement(READ, Context::default()), ON_PRIMARY);
+        assert_eq!(r.statement(BEGIN_RO, Context::default()), ON_PRIMARY);
+        assert_eq!(r.statement(READ, Context::default()), ON_PRIMARY);
     }
 
     #[test]
@@ -471,7 +507,7 @@ mod tests {
                     if matches!(r.block, Block::Idle) {
                         read_only_block = false;
                     }
-                    let d = r.statement(*c, false, true);
+                    let d = r.statement(*c, Context::default());
                     if *c == BEGIN_RO && matches!(r.block, Block::Whole(Target::Replica)) {
                         read_only_block = true;
                     }

@@ -16,6 +16,7 @@ use rampart_config::proxy_split::LoadBalance;
 use super::cache::StatementCache;
 use super::classify::{Class, Facts};
 use super::functions::{BadPattern, Catalog, Functions, Lists};
+use super::positions::Positions;
 
 /// How long a loaded catalog is trusted before it is read again (DDL through the proxy makes it
 /// stale at once; this covers functions created or altered by others).
@@ -55,6 +56,8 @@ pub struct Splitting {
     catalogs: Mutex<HashMap<String, Slot>>,
     /// Where statements went.
     pub counts: SplitCounts,
+    /// The members' WAL positions, kept by [`super::monitor`].
+    pub positions: Mutex<Positions>,
 }
 
 impl Splitting {
@@ -67,6 +70,7 @@ impl Splitting {
             cache: StatementCache::default(),
             catalogs: Mutex::new(HashMap::new()),
             counts: SplitCounts::default(),
+            positions: Mutex::new(Positions::default()),
         })
     }
 
@@ -124,6 +128,11 @@ impl Splitting {
         if let Some(slot) = self.catalogs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(database) {
             slot.stale = true;
         }
+    }
+
+    /// The positions, locked.
+    pub fn positions(&self) -> std::sync::MutexGuard<'_, Positions> {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts a statement sent to `replica` or the primary.

@@ -286,8 +286,17 @@ impl Txn<'_> {
         let shared = self.shared;
         let routes = shared.routes.borrow();
         let replica = self.port == Port::ReadOnly || want == Target::Replica;
-        let (backend, on) = if replica && !routes.replicas.is_empty() {
-            (&routes.replicas[shared.pick_replica_index(&routes.replicas, self.settings.balance)], Target::Replica)
+        // Read-your-writes: only replicas that have replayed the session's write (the router
+        // asked for a replica only if one has).
+        let eligible: Vec<Backend>;
+        let replicas = if self.split.as_ref().is_some_and(|sp| sp.needs_filter()) {
+            eligible = routes.replicas.iter().filter(|b| self.replica_qualifies(&b.addr())).cloned().collect();
+            &eligible[..]
+        } else {
+            &routes.replicas[..]
+        };
+        let (backend, on) = if replica && !replicas.is_empty() {
+            (&replicas[shared.pick_replica_index(replicas, self.settings.balance)], Target::Replica)
         } else if self.port == Port::ReadOnly && !self.settings.fallback_to_primary {
             return Err(fatal(Outcome::Refused, SqlState::CANNOT_CONNECT_NOW, "no replica available"));
         } else {
@@ -567,6 +576,17 @@ impl Txn<'_> {
 
     /// Places what the server sent; `Err` when the server broke the protocol.
     fn place_server_messages(&mut self) -> Result<(), String> {
+        let mut acknowledged = false;
+        let placed = self.place_server_frames(&mut acknowledged);
+        if acknowledged {
+            self.write_acknowledged();
+        }
+        placed
+    }
+
+    /// [`Txn::place_server_messages`]'s loop; `acknowledged` is set when a block ended on the
+    /// primary (read-your-writes).
+    fn place_server_frames(&mut self, acknowledged: &mut bool) -> Result<(), String> {
         let Some(h) = self.held.as_mut() else { return Ok(()) };
         loop {
             let frame = match split_frame(&mut h.conn.buf, DEFAULT_MAX_FRAME_LEN) {
@@ -588,6 +608,9 @@ impl Txn<'_> {
                         h.block_open = s != TransactionStatus::Idle;
                         if let Some(sp) = self.split.as_mut().filter(|_| h.pending.answers_client()) {
                             sp.router.ready(s, h.on);
+                            if h.on == Target::Primary && s == TransactionStatus::Idle {
+                                *acknowledged = true;
+                            }
                         }
                     }
                 }

@@ -11,11 +11,12 @@
 //!   `BEGIN`, its answer swallowed) before any of its statements runs there, and ended on every
 //!   server it was opened on;
 //! * what is not a read never goes to a replica, except inside a read-only block there;
-//! * until the positions of the replicas are read (a later step), a session that wrote reads
-//!   from the primary: `read_your_writes: session` never serves it an older snapshot.
+//! * with `read_your_writes: session`, a session's read goes to a replica only if that replica
+//!   has replayed up to a primary position read after the session's last write was acknowledged
+//!   ([`crate::split::positions`]); otherwise to the primary.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -27,7 +28,8 @@ use crate::pools::lease;
 use crate::session::Refusal;
 use crate::split::classify::{Class, TxnMode, Why};
 use crate::split::functions::{Catalog, CATALOG_QUERY};
-use crate::split::route::{Decision, Router, Target};
+use crate::split::positions::Lsn;
+use crate::split::route::{Context, Decision, Router, Target};
 use crate::split::state::Splitting;
 use crate::wire;
 use rampart_config::proxy_split::ReadYourWrites;
@@ -54,14 +56,35 @@ pub(super) struct SplitSession {
     parked: Option<Held>,
     /// Inside an extended-protocol segment already routed: its messages follow, up to its Sync.
     segment_open: bool,
+    /// A write was sent whose block has not ended on the primary yet.
+    unacked: bool,
+    /// When the session's last write was acknowledged, while some replica may not have it.
+    acked_at: Option<Instant>,
+    /// The position a replica must have replayed to serve the session's reads.
+    need: Option<Lsn>,
     /// The text of the client's unnamed statement (its last unnamed Parse).
     unnamed: Option<Bytes>,
 }
 
 impl SplitSession {
+    /// Whether replicas must be filtered by what they replayed (read-your-writes).
+    pub(super) fn needs_filter(&self) -> bool {
+        self.need.is_some()
+    }
+
     pub(super) fn new(shared: Arc<Splitting>) -> SplitSession {
         let router = Router::new(shared.settings.on_write);
-        SplitSession { shared, router, begin: None, parked: None, segment_open: false, unnamed: None }
+        SplitSession {
+            shared,
+            router,
+            begin: None,
+            parked: None,
+            segment_open: false,
+            unnamed: None,
+            unacked: false,
+            acked_at: None,
+            need: None,
+        }
     }
 }
 
@@ -207,18 +230,30 @@ impl Txn<'_> {
         if load {
             self.load_catalog();
         }
-        let sp = self.split.as_mut().expect("checked above");
         let read_only_default = self.params.get("default_transaction_read_only") == Some("on");
-        let fresh = !(sp.shared.settings.read_your_writes == ReadYourWrites::Session && sp.router.wrote());
-        // A read of a session that wrote waits for the positions of the replicas (not read yet):
-        // the primary serves it, and the router learns it as a statement for the primary.
-        let routed = if !fresh && class == Class::Read { Class::Write(Why::Function) } else { class };
-        if routed != class {
-            sp.shared.counts.reads_kept_on_primary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut replica_ok = self.replica_available();
+        let wait = self.split.as_ref().map_or(Duration::ZERO, |sp| sp.shared.settings.read_your_writes_timeout);
+        if !replica_ok && class == Class::Read && !wait.is_zero() && self.needs_position() {
+            // Wait (up to read_your_writes_timeout) for a replica to replay the session's write.
+            let deadline = now + wait;
+            let step = self.split.as_ref().map_or(wait, |sp| sp.shared.settings.position_interval);
+            while !replica_ok && Instant::now() < deadline {
+                tokio::time::sleep(step.min(deadline.saturating_duration_since(Instant::now()))).await;
+                replica_ok = self.replica_available();
+            }
         }
+        let sp = self.split.as_mut().expect("checked above");
+        if matches!(class, Class::Write(_)) {
+            // Acknowledged when its block ends on the primary (ReadyForQuery I).
+            sp.unacked = true;
+        }
+        let cx = Context { read_only_default, deferrable, replica_ok };
         // Taken back if the statement must wait (it is routed again then).
         let before = sp.router.clone();
-        let decision = sp.router.statement(routed, read_only_default, deferrable);
+        let decision = sp.router.statement(class, cx);
+        if class == Class::Read && !replica_ok && matches!(decision, Decision::Run { target: Target::Primary, .. }) {
+            sp.shared.counts.reads_kept_on_primary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::trace!(client = self.pid, ?class, ?decision, "routed");
         match decision {
             Decision::AnswerBegin | Decision::AnswerEnd => {
@@ -283,6 +318,59 @@ impl Txn<'_> {
         }
     }
 
+    /// Whether a replica may serve this session's reads now: one is routed and, with
+    /// `read_your_writes: session` after a write, has replayed it (as far as the positions read
+    /// tell). Remembers the position needed, for the choice of the replica.
+    fn replica_available(&mut self) -> bool {
+        let Some(sp) = self.split.as_mut() else { return false };
+        let routes = self.shared.routes.borrow();
+        if routes.replicas.is_empty() {
+            return false;
+        }
+        sp.need = None;
+        if sp.shared.settings.read_your_writes == ReadYourWrites::None {
+            return true;
+        }
+        if sp.unacked {
+            return false;
+        }
+        let Some(acked) = sp.acked_at else { return true };
+        let positions = sp.shared.positions();
+        let Some(need) = positions.needed_after(acked) else { return false };
+        if routes.replicas.iter().all(|b| positions.has_replayed(&b.addr(), need)) {
+            // Every replica has it: nothing to wait for any more.
+            sp.acked_at = None;
+            return true;
+        }
+        sp.need = Some(need);
+        routes.replicas.iter().any(|b| positions.has_replayed(&b.addr(), need))
+    }
+
+    /// Whether the session has written and waits for a replica to replay it.
+    fn needs_position(&self) -> bool {
+        self.split
+            .as_ref()
+            .is_some_and(|sp| sp.shared.settings.read_your_writes == ReadYourWrites::Session && sp.acked_at.is_some())
+    }
+
+    /// The session's write was acknowledged on the primary (its block ended there): from now on
+    /// a replica serves its reads only once it has replayed up to a position read after this.
+    pub(super) fn write_acknowledged(&mut self) {
+        if let Some(sp) = self.split.as_mut().filter(|sp| sp.unacked) {
+            sp.unacked = false;
+            sp.acked_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether the replica at `addr` may serve the session's reads (it has replayed what the
+    /// session needs).
+    pub(super) fn replica_qualifies(&self, addr: &str) -> bool {
+        match self.split.as_ref().and_then(|sp| sp.need.map(|n| (sp, n))) {
+            Some((sp, need)) => sp.shared.positions().has_replayed(addr, need),
+            None => true,
+        }
+    }
+
     /// Whether every server the client holds has answered everything sent to it.
     fn owes_nothing(&self) -> bool {
         self.to_server.is_empty() && self.held.as_ref().is_none_or(|h| h.pending.is_empty())
@@ -294,7 +382,7 @@ impl Txn<'_> {
     async fn switch_to(&mut self, target: Target) -> Result<bool, Refusal> {
         // No replica to read from: the primary serves the read (and the block's read part).
         let target = match target {
-            Target::Replica if self.shared.routes.borrow().replicas.is_empty() => Target::Primary,
+            Target::Replica if !self.replica_available() => Target::Primary,
             t => t,
         };
         if self.held.as_ref().is_some_and(|h| h.on == target) {
