@@ -9,7 +9,9 @@
 //!   one leaves nothing; an empty one is answered by the proxy;
 //! * read-your-writes: with one replica half a second behind, 10,000 write-then-read pairs over
 //!   8 sessions never miss their own write (replicas serve the reads once they have it); with
-//!   `read_your_writes: none` the same pairs do miss, so the check can fail.
+//!   `read_your_writes: none` the same pairs do miss, so the check can fail;
+//! * a switchover under TPC-B and select-only pgbench load through the one port fails no
+//!   transaction, and no write reaches a replica.
 
 mod support;
 
@@ -216,4 +218,50 @@ fn a_session_reads_its_own_writes_even_from_a_lagging_replica() {
         eprintln!("read_your_writes: none, 2000 pairs: {seen:?}");
         assert!(seen.stale > 0, "read_your_writes: none reads from the lagging replica too ({seen:?})");
     });
+}
+
+/// pgbench through `port` as the superuser: whether it succeeded, and its whole report.
+fn pgbench(port: u16, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(support::pg_bin_dir().join("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", support::SUPERUSER])
+        .args(args)
+        .arg("postgres")
+        .env("PGPASSWORD", support::SUPERUSER_PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("running pgbench");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The failed-transactions figure of a pgbench report.
+fn failed(report: &str) -> Option<u64> {
+    let line = report.lines().find(|l| l.starts_with("number of failed transactions"))?;
+    line.split(':').nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn reads_and_writes_carry_on_through_a_switchover() {
+    let (c, proxy, leader) = pool_cluster(3, 10, "  load_balance: on\n", false, Proxy::start);
+    let cand = (leader + 1) % c.len();
+    let (ok, init) = pgbench(c.pg_port(leader), &["-i", "-s", "1", "-q"]);
+    assert!(ok, "pgbench -i directly: {init}");
+    let port = proxy.rw_port;
+    // TPC-B (its BEGIN answered by the proxy, its writes on the primary) and select-only reads
+    // (on the replicas), together.
+    let writes = std::thread::spawn(move || pgbench(port, &["-c", "6", "-j", "2", "-T", "20", "-n"]));
+    let reads = std::thread::spawn(move || pgbench(port, &["-S", "-c", "6", "-j", "2", "-T", "20", "-n"]));
+    std::thread::sleep(Duration::from_secs(6));
+    let r = c.request_switchover(leader, cand, Duration::from_secs(90));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (what, load) in [("TPC-B", writes), ("select-only", reads)] {
+        let (ok, report) = load.join().unwrap();
+        assert!(ok, "{what} through the switchover: {report}");
+        assert_eq!(failed(&report), Some(0), "{what}: no failed transaction: {report}");
+        assert!(!report.contains("aborted"), "{what}: no client aborted: {report}");
+        assert!(!report.contains("read-only transaction"), "{what}: no write reached a replica: {report}");
+    }
+    // Every transaction pgbench counted is in the new primary's history table.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let history = rt.block_on(support::client::query_text(c.pg_port(cand), "SELECT count(*) FROM pgbench_history"));
+    assert!(history.is_some_and(|n| n.parse::<u64>().unwrap_or(0) > 0), "TPC-B wrote on the new primary");
 }
