@@ -97,6 +97,20 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
 
     // The sessions' shared state: the admin port reads its pools and pooled clients.
     let mut shared = Shared::new(routes_rx.clone(), session_settings(&proxy)).with_stats(stats.clone());
+    let split = match &proxy.load_balance {
+        Some(lb) => {
+            // The patterns were compiled when the file was checked: this cannot fail here.
+            let split = rampart_proxy::split::state::Splitting::new(lb.clone()).context("proxy.load_balance")?;
+            tracing::info!(
+                disable_load_balance_on_write = lb.on_write.as_str(),
+                "read/write splitting on the read-write port"
+            );
+            let split = Arc::new(split);
+            shared.set_split(split.clone());
+            Some(split)
+        }
+        None => None,
+    };
     // Served from here on, before etcd is reached: until the first read the page says so.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_server = admin_listener.map(|listener| {
@@ -107,6 +121,7 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
             policy,
             pools: shared.pools.clone(),
             clients: shared.clients.clone(),
+            split,
         };
         tokio::spawn(admin::serve(listener, Arc::new(state), async move {
             let _ = admin_stopped.await;
@@ -151,15 +166,6 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     }
     shared.access_log = access_log;
     shared.set_pooling(pooling);
-    if let Some(lb) = &proxy.load_balance {
-        // The patterns were compiled when the file was checked: this cannot fail here.
-        let split = rampart_proxy::split::state::Splitting::new(lb.clone()).context("proxy.load_balance")?;
-        shared.set_split(Arc::new(split));
-        tracing::info!(
-            disable_load_balance_on_write = lb.on_write.as_str(),
-            "read/write splitting on the read-write port"
-        );
-    }
     let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
     shared.set_control(control_tx);
     let shared = Arc::new(shared);

@@ -10,6 +10,7 @@
 //! * read-your-writes: with one replica half a second behind, 10,000 write-then-read pairs over
 //!   8 sessions never miss their own write (replicas serve the reads once they have it); with
 //!   `read_your_writes: none` the same pairs do miss, so the check can fail;
+//! * the admin port's `/metrics` counts the statements sent to each backend;
 //! * a switchover under TPC-B and select-only pgbench load through the one port fails no
 //!   transaction, and no write reaches a replica.
 
@@ -120,6 +121,23 @@ fn one_port_sends_reads_to_replicas_and_writes_to_the_primary() {
         );
         assert!(on_replica(&db, "SELECT pg_is_in_recovery()").await, "the session still reads on replicas");
     });
+    // The admin port counts where statements went, per backend, and the classifier's cache.
+    let admin = proxy.admin_port.expect("an admin port");
+    let metrics = support::client::http_request(admin, "GET", "/metrics", None).expect("GET /metrics").body;
+    let value = |line_start: &str| -> u64 {
+        let line =
+            metrics.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("{line_start}:\n{metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(value("rampart_proxy_split_statements_by_role_total{role=\"replica\"}") >= 40, "{metrics}");
+    assert!(value("rampart_proxy_split_statements_by_role_total{role=\"primary\"}") >= 5, "{metrics}");
+    assert!(value("rampart_proxy_split_cache_hits_total") > 0, "{metrics}");
+    let replicas: Vec<u16> = (0..c.len()).filter(|&i| i != leader).map(|i| c.pg_port(i)).collect();
+    let per_replica: u64 = replicas
+        .iter()
+        .map(|p| value(&format!("rampart_proxy_split_statements_total{{backend=\"127.0.0.1:{p}\"}}")))
+        .sum();
+    assert!(per_replica >= 40, "the replicas' own counts add up: {metrics}");
 }
 
 /// What one session saw over its write-then-read pairs: reads that missed the session's own

@@ -58,6 +58,8 @@ pub struct Admin {
     pub pools: Arc<Pools>,
     /// The pooled clients and each database's counters, as the sessions update them.
     pub clients: Arc<Clients>,
+    /// Read/write splitting on the read-write port, when on.
+    pub split: Option<Arc<crate::split::state::Splitting>>,
 }
 
 /// The admin address could not be bound. The cause is the error's source, so error chains
@@ -211,7 +213,13 @@ impl Admin {
         let pools = PoolsView::take(&self.pools, &self.clients);
         let o = overview(&self.scope, &snapshot, &routes, self.policy);
         let (content_type, body) = match page {
-            Page::Metrics => (admin_metrics::CONTENT_TYPE, admin_metrics::metrics_text(&snapshot, &o, &pools)),
+            Page::Metrics => {
+                let mut text = admin_metrics::metrics_text(&snapshot, &o, &pools);
+                if let Some(split) = &self.split {
+                    text.push_str(&admin_metrics::split_metrics_text(&split.figures()));
+                }
+                (admin_metrics::CONTENT_TYPE, text)
+            }
             Page::Json => (admin_json::CONTENT_TYPE, admin_json::stats_json(&snapshot, &o, &pools).to_string()),
             Page::Html => (admin_html::CONTENT_TYPE, admin_html::stats_html(&snapshot, &o, &pools)),
         };
@@ -246,8 +254,15 @@ mod tests {
         let c = cluster();
         stats.set_view(&c, tokio::time::Instant::now());
         let (tx, routes) = watch::channel(topology::routes(&c, Duration::ZERO, POLICY, 0));
-        let admin =
-            Admin { scope: "pg".into(), stats, routes, policy: POLICY, pools: Arc::default(), clients: Arc::default() };
+        let admin = Admin {
+            scope: "pg".into(),
+            stats,
+            routes,
+            policy: POLICY,
+            pools: Arc::default(),
+            clients: Arc::default(),
+            split: None,
+        };
         (Arc::new(admin), tx)
     }
 

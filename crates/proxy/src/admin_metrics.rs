@@ -209,6 +209,50 @@ fn float(v: f64) -> String {
     }
 }
 
+/// The read/write splitting's families, appended to `/metrics` when `proxy.load_balance` is on.
+pub fn split_metrics_text(f: &crate::split::state::SplitFigures) -> String {
+    let mut out = Out(String::with_capacity(1024));
+    let sent = "rampart_proxy_split_statements_total";
+    out.family(
+        sent,
+        "counter",
+        "Statements (or extended-protocol pipelines) the read-write port's splitter sent, per backend.",
+    );
+    for (backend, n) in &f.per_backend {
+        out.sample(sent, &[("backend", backend)], n);
+    }
+    let role = "rampart_proxy_split_statements_by_role_total";
+    out.family(role, "counter", "Statements the splitter sent, to a replica or to the primary.");
+    out.sample(role, &[("role", "replica")], f.to_replica);
+    out.sample(role, &[("role", "primary")], f.to_primary);
+    out.single(
+        "rampart_proxy_split_reads_kept_on_primary_total",
+        "counter",
+        "Reads sent to the primary because no replica had replayed the session's last write.",
+        f.reads_kept_on_primary,
+    );
+    out.single(
+        "rampart_proxy_split_cache_hits_total",
+        "counter",
+        "Statements found classified in the cache.",
+        f.cache.hits,
+    );
+    out.single(
+        "rampart_proxy_split_cache_misses_total",
+        "counter",
+        "Statements parsed and classified.",
+        f.cache.misses,
+    );
+    out.single(
+        "rampart_proxy_split_parse_seconds_total",
+        "counter",
+        "Time spent parsing and classifying statements (the misses).",
+        float(f.cache.parse_ns as f64 / 1e9),
+    );
+    out.single("rampart_proxy_split_cache_entries", "gauge", "Statements held in the cache.", f.cache.entries);
+    out.0
+}
+
 /// The `/metrics` body for `s`, with the routes and view facts of `o` and the pools of `p`.
 pub fn metrics_text(s: &Snapshot, o: &Overview, p: &PoolsView) -> String {
     let mut out = Out(String::with_capacity(4096));

@@ -43,6 +43,23 @@ pub struct SplitCounts {
     pub to_primary: AtomicU64,
     /// Of those, reads sent to the primary because no replica had replayed the session's writes.
     pub reads_kept_on_primary: AtomicU64,
+    /// Statements sent, by backend address.
+    per_backend: Mutex<HashMap<String, u64>>,
+}
+
+/// What the admin port shows of the splitting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitFigures {
+    /// Statements (or pipeline segments) sent to a replica, and to the primary.
+    pub to_replica: u64,
+    /// Statements sent to the primary.
+    pub to_primary: u64,
+    /// Reads kept on the primary by read-your-writes.
+    pub reads_kept_on_primary: u64,
+    /// Statements sent, by backend address, sorted.
+    pub per_backend: Vec<(String, u64)>,
+    /// The statement cache's counts.
+    pub cache: super::cache::CacheFigures,
 }
 
 /// The proxy's read/write splitting.
@@ -135,10 +152,37 @@ impl Splitting {
         self.positions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a statement sent to `replica` or the primary.
-    pub fn sent(&self, replica: bool) {
+    /// Counts a statement sent to the backend at `addr`, a replica or the primary.
+    pub fn sent(&self, addr: &str, replica: bool) {
         let c = if replica { &self.counts.to_replica } else { &self.counts.to_primary };
         c.fetch_add(1, Ordering::Relaxed);
+        let mut per = self.counts.per_backend.lock().unwrap_or_else(|e| e.into_inner());
+        match per.get_mut(addr) {
+            Some(n) => *n += 1,
+            None => {
+                per.insert(addr.to_string(), 1);
+            }
+        }
+    }
+
+    /// The counts so far.
+    pub fn figures(&self) -> SplitFigures {
+        let mut per_backend: Vec<(String, u64)> = self
+            .counts
+            .per_backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(a, n)| (a.clone(), *n))
+            .collect();
+        per_backend.sort();
+        SplitFigures {
+            to_replica: self.counts.to_replica.load(Ordering::Relaxed),
+            to_primary: self.counts.to_primary.load(Ordering::Relaxed),
+            reads_kept_on_primary: self.counts.reads_kept_on_primary.load(Ordering::Relaxed),
+            per_backend,
+            cache: self.cache.figures(),
+        }
     }
 }
 

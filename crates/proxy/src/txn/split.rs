@@ -465,7 +465,7 @@ impl Txn<'_> {
     /// Counts a statement by where it went.
     fn count_sent(&self) {
         if let (Some(sp), Some(h)) = (&self.split, &self.held) {
-            sp.shared.sent(h.on == Target::Replica);
+            sp.shared.sent(&h.key.addr, h.on == Target::Replica);
         }
     }
 
