@@ -10,7 +10,8 @@
 //! * read-your-writes: with one replica half a second behind, 10,000 write-then-read pairs over
 //!   8 sessions never miss their own write (replicas serve the reads once they have it); with
 //!   `read_your_writes: none` the same pairs do miss, so the check can fail;
-//! * the admin port's `/metrics` counts the statements sent to each backend;
+//! * the admin port's `/metrics` and the console's `SHOW POOL_NODES` count the statements sent to
+//!   each backend;
 //! * a switchover under TPC-B and select-only pgbench load through the one port fails no
 //!   transaction, and no write reaches a replica.
 
@@ -45,7 +46,11 @@ fn one_port_sends_reads_to_replicas_and_writes_to_the_primary() {
     let (c, proxy, leader) = pool_cluster(
         3,
         10,
-        "  load_balance: on\n  read_your_writes: none\n  read_only_functions: [pg_is_in_recovery]\n",
+        &format!(
+            "  load_balance: on\n  read_your_writes: none\n  read_only_functions: [pg_is_in_recovery]\n  \
+             admin_users: {}\n",
+            support::SUPERUSER
+        ),
         false,
         Proxy::start_with_admin,
     );
@@ -138,6 +143,33 @@ fn one_port_sends_reads_to_replicas_and_writes_to_the_primary() {
         .map(|p| value(&format!("rampart_proxy_split_statements_total{{backend=\"127.0.0.1:{p}\"}}")))
         .sum();
     assert!(per_replica >= 40, "the replicas' own counts add up: {metrics}");
+    // So does the admin console, with Pgpool-II's SHOW POOL_NODES.
+    rt.block_on(async {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(proxy.rw_port)
+            .user(support::SUPERUSER)
+            .password(support::SUPERUSER_PASSWORD)
+            .dbname("rampart");
+        let (console, connection) = cfg.connect(tokio_postgres::NoTls).await.expect("the admin console");
+        tokio::spawn(connection);
+        let rows = console.simple_query("SHOW POOL_NODES").await.unwrap();
+        let nodes: Vec<(String, String, u64)> = rows
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some((
+                    r.get("port").unwrap_or_default().to_string(),
+                    r.get("role").unwrap_or_default().to_string(),
+                    r.get("select_cnt").and_then(|v| v.parse().ok()).unwrap_or(0),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nodes.len(), 3, "{nodes:?}");
+        assert_eq!((nodes[0].0.as_str(), nodes[0].1.as_str()), (primary.to_string().as_str(), "primary"), "{nodes:?}");
+        assert!(nodes[1..].iter().all(|(_, role, _)| role == "standby"), "{nodes:?}");
+        assert_eq!(nodes[1..].iter().map(|n| n.2).sum::<u64>(), per_replica, "{nodes:?}");
+    });
 }
 
 /// What one session saw over its write-then-read pairs: reads that missed the session's own

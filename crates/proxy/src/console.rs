@@ -51,7 +51,7 @@ const SUCCESSFUL_COMPLETION: SqlState = SqlState::new("00000");
 /// Every command, one usage line each: the source of both the usage notice ([`encode_help`])
 /// and the list in the "unknown command" error, so the two cannot disagree.
 const USAGE: [&str; 6] = [
-    "SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|LISTS|VERSION",
+    "SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|LISTS|VERSION|POOL_NODES",
     "PAUSE [db]",
     "RESUME [db]",
     "RECONNECT [db]",
@@ -96,11 +96,14 @@ pub enum Show {
     Lists,
     /// `SHOW VERSION`: one [`VersionRow`].
     Version,
+    /// `SHOW POOL_NODES` (Pgpool-II's name): [`NodeRow`]s, the members the read-write port's
+    /// splitter sends statements to.
+    PoolNodes,
 }
 
 impl Show {
     /// Every variant, in the usage line's order.
-    pub const ALL: [Show; 9] = [
+    pub const ALL: [Show; 10] = [
         Show::Help,
         Show::Pools,
         Show::Clients,
@@ -110,6 +113,7 @@ impl Show {
         Show::Config,
         Show::Lists,
         Show::Version,
+        Show::PoolNodes,
     ];
 
     /// The word after `SHOW`, upper case.
@@ -124,6 +128,7 @@ impl Show {
             Show::Config => "CONFIG",
             Show::Lists => "LISTS",
             Show::Version => "VERSION",
+            Show::PoolNodes => "POOL_NODES",
         }
     }
 }
@@ -948,6 +953,58 @@ impl Row for ConfigRow {
     fn cells(&self) -> Vec<Cell> {
         let changeable = if self.changeable { "yes" } else { "no" };
         vec![text(&self.key), text(&self.value), text(&self.default), text(changeable)]
+    }
+}
+
+/// A row of `SHOW POOL_NODES`: one member, with Pgpool-II's column names where they mean the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    /// `node_id`: its place in the list (the primary first).
+    pub node_id: u32,
+    /// `node_name`: the member's name.
+    pub name: String,
+    /// `hostname`.
+    pub hostname: String,
+    /// `port`.
+    pub port: u32,
+    /// `status`: `up` (every member listed is routed).
+    pub status: String,
+    /// `lb_weight`: its share of the balanced reads (0 for the primary).
+    pub lb_weight: String,
+    /// `role`: `primary` or `standby`.
+    pub role: String,
+    /// `select_cnt`: statements the splitter sent it.
+    pub select_cnt: u64,
+    /// `replication_delay`: bytes of WAL behind the primary's last position read (empty when
+    /// not read).
+    pub replication_delay: String,
+}
+
+impl Row for NodeRow {
+    const COLUMNS: &'static [Column] = &[
+        Column::new("node_id", Type::Int4),
+        Column::new("node_name", Type::Text),
+        Column::new("hostname", Type::Text),
+        Column::new("port", Type::Int4),
+        Column::new("status", Type::Text),
+        Column::new("lb_weight", Type::Text),
+        Column::new("role", Type::Text),
+        Column::new("select_cnt", Type::Numeric),
+        Column::new("replication_delay", Type::Text),
+    ];
+
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            int4(self.node_id),
+            text(&self.name),
+            text(&self.hostname),
+            int4(self.port),
+            text(&self.status),
+            text(&self.lb_weight),
+            text(&self.role),
+            numeric(self.select_cnt),
+            text(&self.replication_delay),
+        ]
     }
 }
 

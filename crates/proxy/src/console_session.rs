@@ -21,7 +21,7 @@ use crate::cancel::CancelKey;
 use crate::clients::ClientState;
 use crate::console::{
     encode_empty_query, encode_error, encode_help, encode_rows, Action, Command, ConfigRow, ConnectionRow,
-    ConsoleError, DatabaseRow, ListRow, PoolRow, Show, Side, StatsRow, VersionRow,
+    ConsoleError, DatabaseRow, ListRow, NodeRow, PoolRow, Show, Side, StatsRow, VersionRow,
 };
 use crate::frame::put_frame;
 use crate::pooled_login::{authenticate, identity, read_frame};
@@ -395,7 +395,43 @@ fn show(shared: &Shared, pooling: &Pooling, show: Show, out: &mut BytesMut) {
         Show::Version => {
             encode_rows(out, &[VersionRow { version: format!("rampart {}", env!("CARGO_PKG_VERSION")) }]);
         }
+        Show::PoolNodes => encode_rows(out, &node_rows(shared)),
     }
+}
+
+/// `SHOW POOL_NODES`: the routed members, the primary first, with what the splitter sent each.
+fn node_rows(shared: &Shared) -> Vec<NodeRow> {
+    let routes = shared.routes.borrow().clone();
+    let figures = shared.split().map(|s| s.figures()).unwrap_or_default();
+    let positions = shared.split().map(|s| {
+        let p = s.positions();
+        let primary = p.latest_primary();
+        routes.replicas.iter().map(|b| (b.addr(), primary.zip(p.replica(&b.addr())))).collect::<Vec<_>>()
+    });
+    let sent = |addr: &str| figures.per_backend.iter().find(|(a, _)| a == addr).map_or(0, |(_, n)| *n);
+    let share = if routes.replicas.is_empty() { 0.0 } else { 1.0 / routes.replicas.len() as f64 };
+    let members = routes.primary.iter().map(|b| (b, true)).chain(routes.replicas.iter().map(|b| (b, false)));
+    members
+        .enumerate()
+        .map(|(i, (b, primary))| {
+            let addr = b.addr();
+            let delay = positions
+                .as_ref()
+                .and_then(|p| p.iter().find(|(a, _)| *a == addr).and_then(|(_, lsns)| *lsns))
+                .map_or(String::new(), |(p, r)| p.saturating_sub(r).to_string());
+            NodeRow {
+                node_id: i as u32,
+                name: b.name.clone(),
+                hostname: b.host.clone(),
+                port: u32::from(b.port),
+                status: "up".into(),
+                lb_weight: format!("{:.6}", if primary { 0.0 } else { share }),
+                role: if primary { "primary" } else { "standby" }.into(),
+                select_cnt: sent(&addr),
+                replication_delay: if primary { "0".into() } else { delay },
+            }
+        })
+        .collect()
 }
 
 fn server_row(user: &str, database: &str, addr: &str, state: &str, pid: u32, at: jiff::Timestamp) -> ConnectionRow {

@@ -101,7 +101,7 @@ fn error_messages() {
     assert_eq!(
         Command::parse("select  1;").unwrap_err().to_string(),
         "unknown command: select 1; the console supports SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|\
-         LISTS|VERSION, PAUSE [db], RESUME [db], RECONNECT [db], RELOAD, SHUTDOWN"
+         LISTS|VERSION|POOL_NODES, PAUSE [db], RESUME [db], RECONNECT [db], RELOAD, SHUTDOWN"
     );
     assert_eq!(Command::parse("pause a b").unwrap_err().to_string(), "invalid arguments: pause a b; usage: PAUSE [db]");
     assert_eq!(ConsoleError::AdminAccessNeeded("PAUSE").to_string(), "admin access needed for PAUSE");
@@ -682,7 +682,7 @@ fn help_is_a_notice_then_show() {
     assert_eq!(
         notice.get(b'D'),
         Some(
-            "\n\tSHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|LISTS|VERSION\n\tPAUSE [db]\n\tRESUME [db]\
+            "\n\tSHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|LISTS|VERSION|POOL_NODES\n\tPAUSE [db]\n\tRESUME [db]\
              \n\tRECONNECT [db]\n\tRELOAD\n\tSHUTDOWN"
         )
     );

@@ -82,6 +82,11 @@ impl Positions {
         self.replicas.get(addr).is_some_and(|(_, lsn)| *lsn >= needed)
     }
 
+    /// The primary's last insert position read, if any.
+    pub fn latest_primary(&self) -> Option<Lsn> {
+        self.primary.back().map(|(_, lsn)| *lsn)
+    }
+
     /// The replica at `addr`'s last replay position, if read.
     pub fn replica(&self, addr: &str) -> Option<Lsn> {
         self.replicas.get(addr).map(|(_, lsn)| *lsn)
