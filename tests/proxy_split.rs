@@ -13,7 +13,8 @@
 //! * the admin port's `/metrics` and the console's `SHOW POOL_NODES` count the statements sent to
 //!   each backend;
 //! * a switchover under TPC-B and select-only pgbench load through the one port fails no
-//!   transaction, and no write reaches a replica.
+//!   transaction, and no write reaches a replica; after a crash of the primary, clients between
+//!   transactions write on the new primary and read their writes back.
 
 mod support;
 
@@ -314,4 +315,46 @@ fn reads_and_writes_carry_on_through_a_switchover() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let history = rt.block_on(support::client::query_text(c.pg_port(cand), "SELECT count(*) FROM pgbench_history"));
     assert!(history.is_some_and(|n| n.parse::<u64>().unwrap_or(0) > 0), "TPC-B wrote on the new primary");
+}
+
+#[test]
+fn after_a_crash_failover_reads_and_writes_carry_on() {
+    let (mut c, proxy, old) = pool_cluster(3, 4, "  load_balance: on\n  hold_timeout: 40\n", false, Proxy::start);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            c.pg_port(old),
+            "CREATE TABLE crash (i int PRIMARY KEY);
+             CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            let db =
+                support::client::connect(proxy.rw_port, support::SUPERUSER, support::SUPERUSER_PASSWORD).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !on_replica(&db, "SELECT where_am_i()").await {
+                assert!(Instant::now() < deadline, "no read reached a replica");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            clients.push(db);
+        }
+        // The primary crashes (its agent too, so it is not restarted in place) while every client
+        // is between transactions.
+        c.kill_agent(old);
+        c.kill_postgres(old).expect("postmaster pid");
+        std::thread::sleep(Duration::from_millis(500));
+        for (i, db) in clients.iter().enumerate() {
+            let i = i as i32;
+            // Held until the new primary is there, then written there: no error, and no write on a
+            // replica (which would fail with "read-only transaction").
+            db.execute("INSERT INTO crash (i) VALUES ($1)", &[&i]).await.unwrap_or_else(|e| panic!("write {i}: {e}"));
+            let row = db.query_one("SELECT count(*) FROM crash WHERE i = $1", &[&i]).await.unwrap();
+            assert_eq!(row.get::<_, i64>(0), 1, "client {i} reads its own write after the failover");
+        }
+        let new = c.leader_index().expect("a new leader");
+        assert_ne!(new, old);
+        let kept = support::client::query_text(c.pg_port(new), "SELECT count(*) FROM crash").await;
+        assert_eq!(kept.as_deref(), Some("6"), "every write is on the new primary");
+    });
 }
