@@ -298,8 +298,10 @@ mod tests {
         // The routes in force are read per request.
         routes.send_replace(Routes::default());
         assert!(body(admin.answer(&Method::GET, "/metrics")).await.contains("rampart_proxy_primary_route 0\n"));
-        let _guard =
-            admin.stats.connected(&topology::Backend { name: "b".into(), host: "h".into(), port: 1 }, Port::ReadOnly);
+        let _guard = admin.stats.connected(
+            &topology::Backend { name: "b".into(), host: "h".into(), port: 1, weight: 1000 },
+            Port::ReadOnly,
+        );
         assert!(body(admin.answer(&Method::GET, "/metrics"))
             .await
             .contains("rampart_proxy_connections_active{backend=\"b\",port=\"ro\"} 1\n"));

@@ -162,8 +162,10 @@ fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
         .iter()
         .map(|m| {
             let position = m.data.wal_position().0;
-            let address =
-                m.data.conn_host_port().map(|(host, port)| Backend { name: String::new(), host, port }.addr());
+            let address = m
+                .data
+                .conn_host_port()
+                .map(|(host, port)| Backend { name: String::new(), host, port, weight: 0 }.addr());
             MemberRow {
                 name: m.name.clone(),
                 in_view: true,

@@ -409,7 +409,8 @@ fn node_rows(shared: &Shared) -> Vec<NodeRow> {
         routes.replicas.iter().map(|b| (b.addr(), primary.zip(p.replica(&b.addr())))).collect::<Vec<_>>()
     });
     let sent = |addr: &str| figures.per_backend.iter().find(|(a, _)| a == addr).map_or(0, |(_, n)| *n);
-    let share = if routes.replicas.is_empty() { 0.0 } else { 1.0 / routes.replicas.len() as f64 };
+    let total: f64 = routes.replicas.iter().map(|b| f64::from(b.weight)).sum();
+    let share = |b: &crate::topology::Backend| if total > 0.0 { f64::from(b.weight) / total } else { 0.0 };
     let members = routes.primary.iter().map(|b| (b, true)).chain(routes.replicas.iter().map(|b| (b, false)));
     members
         .enumerate()
@@ -425,7 +426,7 @@ fn node_rows(shared: &Shared) -> Vec<NodeRow> {
                 hostname: b.host.clone(),
                 port: u32::from(b.port),
                 status: "up".into(),
-                lb_weight: format!("{:.6}", if primary { 0.0 } else { share }),
+                lb_weight: format!("{:.6}", if primary { 0.0 } else { share(b) }),
                 role: if primary { "primary" } else { "standby" }.into(),
                 select_cnt: sent(&addr),
                 replication_delay: if primary { "0".into() } else { delay },

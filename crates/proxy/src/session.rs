@@ -232,16 +232,36 @@ impl Shared {
     pub(crate) fn pick_replica_index(&self, replicas: &[Backend], balance: Balance) -> usize {
         let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
         match balance {
-            Balance::RoundRobin => turn % replicas.len(),
+            Balance::RoundRobin => weighted_turn(replicas, turn),
             Balance::LeastConnections => {
-                // Start the scan at the turn so equal counts still rotate.
+                // Start the scan at the turn so equal counts still rotate; a heavier replica
+                // counts its connections for less.
                 (0..replicas.len())
                     .map(|k| (turn + k) % replicas.len())
-                    .min_by_key(|&j| self.stats.active_on(&replicas[j].name))
+                    .min_by_key(|&j| {
+                        self.stats.active_on(&replicas[j].name) * 1_000_000 / u64::from(replicas[j].weight.max(1))
+                    })
                     .unwrap_or(0)
             }
         }
     }
+}
+
+/// Round robin by weight: turn `turn` lands on the replica whose slice of the weights' sum holds
+/// `turn` steps of one default weight, so replicas of weights 2 and 1 get two turns in three.
+fn weighted_turn(replicas: &[Backend], turn: usize) -> usize {
+    let total: u64 = replicas.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 || replicas.iter().all(|b| b.weight == replicas[0].weight) {
+        return turn % replicas.len();
+    }
+    let mut point = (turn as u64).wrapping_mul(u64::from(crate::topology::DEFAULT_WEIGHT)) % total;
+    for (i, b) in replicas.iter().enumerate() {
+        if point < u64::from(b.weight) {
+            return i;
+        }
+        point -= u64::from(b.weight);
+    }
+    replicas.len() - 1
 }
 
 /// Why a session ended early; the message goes to the client when it can still be sent.
@@ -795,6 +815,22 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn round_robin_follows_the_weights() {
+        let b = |name: &str, weight| Backend { name: name.into(), host: "h".into(), port: 1, weight };
+        let count = |replicas: &[Backend]| {
+            let mut n = vec![0; replicas.len()];
+            for turn in 0..600 {
+                n[weighted_turn(replicas, turn)] += 1;
+            }
+            n
+        };
+        assert_eq!(count(&[b("a", 1000), b("b", 1000)]), vec![300, 300]);
+        assert_eq!(count(&[b("a", 2000), b("b", 1000)]), vec![400, 200]);
+        assert_eq!(count(&[b("a", 1500), b("b", 1000)]), vec![360, 240]);
+        assert_eq!(count(&[b("a", 1), b("b", 1)]), vec![300, 300], "equal weights: plain turns");
+    }
+
     use super::*;
     use crate::frame::Frame;
 

@@ -298,7 +298,7 @@ mod tests {
     use super::*;
 
     fn b(name: &str) -> Backend {
-        Backend { name: name.into(), host: "127.0.0.1".into(), port: 5432 }
+        Backend { name: name.into(), host: "127.0.0.1".into(), port: 5432, weight: 1000 }
     }
 
     #[test]

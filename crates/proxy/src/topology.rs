@@ -29,6 +29,27 @@ pub struct Backend {
     pub host: String,
     /// Port from the member's `conn_url`.
     pub port: u16,
+    /// Its share of balanced reads, in thousandths (the member's `lb_weight` tag, as Pgpool-II's
+    /// `backend_weight`; 1000 without the tag). A replica weighing 0 gets no reads.
+    pub weight: u32,
+}
+
+/// The weight of a member without an `lb_weight` tag.
+pub const DEFAULT_WEIGHT: u32 = 1000;
+
+/// The `lb_weight` tag in thousandths: a non-negative number (or numeric string); anything else
+/// counts as absent.
+fn weight_of(data: &rampart_core::MemberData) -> u32 {
+    let tag = data.tags.other.get("lb_weight");
+    let value = match tag {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match value {
+        Some(w) if w.is_finite() && w >= 0.0 => (w * 1000.0).round().min(f64::from(u32::MAX)) as u32,
+        _ => DEFAULT_WEIGHT,
+    }
 }
 
 impl Backend {
@@ -84,7 +105,7 @@ pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) ->
         .iter()
         .filter(|m| leader.is_none_or(|l| l.name != m.name))
         .filter(|m| m.data.role == Role::Replica && m.data.replication_state.as_deref() == Some("streaming"))
-        .filter(|m| !m.data.tags.noloadbalance)
+        .filter(|m| !m.data.tags.noloadbalance && weight_of(&m.data) > 0)
         .filter(|m| reference.saturating_sub(m.data.wal_position().0) <= policy.max_lag)
         .filter_map(|m| backend(&m.name, &m.data))
         .collect();
@@ -93,7 +114,7 @@ pub fn routes(cluster: &Cluster, age: Duration, policy: Policy, wall_ms: i64) ->
 
 fn backend(name: &str, data: &rampart_core::MemberData) -> Option<Backend> {
     let (host, port) = data.conn_host_port()?;
-    Some(Backend { name: name.to_string(), host, port })
+    Some(Backend { name: name.to_string(), host, port, weight: weight_of(data) })
 }
 
 #[cfg(test)]
@@ -229,5 +250,24 @@ mod tests {
         let mut c = healthy();
         c.members[1].data.conn_url = String::new();
         assert_eq!(names(&routes(&c, Duration::ZERO, POLICY, 0)).1, vec!["c"], "no address");
+    }
+
+    #[test]
+    fn the_lb_weight_tag_weighs_a_replica_and_zero_takes_it_out() {
+        let mut c = healthy();
+        c.members[1].data.tags.other.insert("lb_weight".into(), serde_json::json!("2.5"));
+        c.members[2].data.tags.other.insert("lb_weight".into(), serde_json::json!(0));
+        let r = routes(&c, Duration::ZERO, POLICY, 0);
+        assert_eq!(names(&r).1, vec!["b"], "weight 0: no reads");
+        assert_eq!(r.replicas[0].weight, 2500);
+        for (tag, weight) in
+            [(serde_json::json!(1), 1000), (serde_json::json!("x"), 1000), (serde_json::json!(-1), 1000)]
+        {
+            let mut c = healthy();
+            c.members[1].data.tags.other.insert("lb_weight".into(), tag.clone());
+            assert_eq!(routes(&c, Duration::ZERO, POLICY, 0).replicas[0].weight, weight, "{tag}");
+        }
+        assert_eq!(healthy().members.len(), 3);
+        assert!(routes(&healthy(), Duration::ZERO, POLICY, 0).replicas.iter().all(|b| b.weight == DEFAULT_WEIGHT));
     }
 }
