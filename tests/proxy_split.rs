@@ -14,7 +14,8 @@
 //!   each backend;
 //! * a switchover under TPC-B and select-only pgbench load through the one port fails no
 //!   transaction, and no write reaches a replica; after a crash of the primary, clients between
-//!   transactions write on the new primary and read their writes back.
+//!   transactions write on the new primary and read their writes back;
+//! * a replica replaying further behind than `max_lag_time` gets no reads while it does.
 
 mod support;
 
@@ -38,6 +39,19 @@ async fn simple_text(db: &Client, sql: &str) -> String {
 /// replica, asked with the simple protocol.
 async fn on_replica(db: &Client, sql: &str) -> bool {
     simple_text(db, sql).await == "t"
+}
+
+/// A client through the splitting proxy at `port`, once its reads reach a replica: the replicas
+/// stream and are routed, the proxy has read the function catalog, and the replicas have
+/// replayed `where_am_i()`, a STABLE function telling whether it runs on a replica.
+async fn reading_on_replicas(port: u16) -> Client {
+    let db = support::client::connect(port, support::SUPERUSER, support::SUPERUSER_PASSWORD).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !on_replica(&db, "SELECT where_am_i()").await {
+        assert!(Instant::now() < deadline, "no read reached a replica through {port} within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    db
 }
 
 #[test]
@@ -252,12 +266,7 @@ fn a_session_reads_its_own_writes_even_from_a_lagging_replica() {
         }
         // Both proxies route reads to replicas (the catalog read, the replicas streaming).
         for port in [proxy.rw_port, none.rw_port] {
-            let db = support::client::connect(port, support::SUPERUSER, support::SUPERUSER_PASSWORD).await.unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !on_replica(&db, "SELECT where_am_i()").await {
-                assert!(Instant::now() < deadline, "no read reached a replica through {port}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            reading_on_replicas(port).await;
         }
 
         let seen = pairs_through(proxy.rw_port, 10_000).await;
@@ -330,14 +339,7 @@ fn after_a_crash_failover_reads_and_writes_carry_on() {
         .await;
         let mut clients = Vec::new();
         for _ in 0..6 {
-            let db =
-                support::client::connect(proxy.rw_port, support::SUPERUSER, support::SUPERUSER_PASSWORD).await.unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !on_replica(&db, "SELECT where_am_i()").await {
-                assert!(Instant::now() < deadline, "no read reached a replica");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            clients.push(db);
+            clients.push(reading_on_replicas(proxy.rw_port).await);
         }
         // The primary crashes (its agent too, so it is not restarted in place) while every client
         // is between transactions.
@@ -356,5 +358,70 @@ fn after_a_crash_failover_reads_and_writes_carry_on() {
         assert_ne!(new, old);
         let kept = support::client::query_text(c.pg_port(new), "SELECT count(*) FROM crash").await;
         assert_eq!(kept.as_deref(), Some("6"), "every write is on the new primary");
+    });
+}
+
+/// `select_cnt` of each member by port, from the admin console's `SHOW POOL_NODES`.
+async fn select_counts(port: u16) -> std::collections::HashMap<String, u64> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(port).user(support::SUPERUSER).password(support::SUPERUSER_PASSWORD).dbname("rampart");
+    let (console, connection) = cfg.connect(tokio_postgres::NoTls).await.expect("the admin console");
+    tokio::spawn(connection);
+    let rows = console.simple_query("SHOW POOL_NODES").await.unwrap();
+    rows.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((
+                r.get("port").unwrap_or_default().to_string(),
+                r.get("select_cnt").and_then(|v| v.parse().ok()).unwrap_or(0),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replica_replaying_further_behind_than_max_lag_time_gets_no_reads() {
+    let extra = format!(
+        "  load_balance: on\n  read_your_writes: none\n  max_lag_time: 300\n  admin_users: {}\n",
+        support::SUPERUSER
+    );
+    let (c, proxy, leader) = pool_cluster(3, 10, &extra, false, Proxy::start);
+    let primary = c.pg_port(leader);
+    let lagging = c.pg_port((leader + 1) % c.len());
+    let fresh = c.pg_port((leader + 2) % c.len());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            primary,
+            "CREATE TABLE ticks (id serial PRIMARY KEY);
+             CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        support::client::sql(lagging, "ALTER SYSTEM SET recovery_min_apply_delay = '1s'").await;
+        support::client::sql(lagging, "SELECT pg_reload_conf()").await;
+        let db = reading_on_replicas(proxy.rw_port).await;
+        // The primary writes all along (directly), so the lagging replica stays a second behind.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let w = support::client::connect_superuser(primary).await.unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    w.batch_execute("INSERT INTO ticks DEFAULT VALUES").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = select_counts(proxy.rw_port).await;
+        for _ in 0..200 {
+            assert!(on_replica(&db, "SELECT where_am_i()").await, "reads still go to a replica");
+        }
+        let after = select_counts(proxy.rw_port).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.await.unwrap();
+        let sent = |port: u16| after[&port.to_string()] - before[&port.to_string()];
+        assert_eq!(sent(lagging), 0, "the lagging replica got no read ({before:?} -> {after:?})");
+        assert_eq!(sent(fresh), 200, "the other replica got them all ({before:?} -> {after:?})");
     });
 }

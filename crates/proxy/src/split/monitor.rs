@@ -25,6 +25,11 @@ use crate::topology::Routes;
 const POSITION_QUERY: &str = "SELECT pg_catalog.pg_is_in_recovery()::text, (CASE WHEN pg_catalog.pg_is_in_recovery() \
      THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END)::text";
 
+/// On the primary, for `max_lag_time`: each standby's replay lag by its `application_name`
+/// (the member's name, as the agents set it), in seconds.
+const LAG_QUERY: &str = "SELECT application_name, extract(epoch FROM replay_lag)::text \
+     FROM pg_catalog.pg_stat_replication WHERE replay_lag IS NOT NULL";
+
 /// Reads positions until the routes are gone (the proxy stops).
 pub async fn run(
     mut routes: watch::Receiver<Routes>,
@@ -44,9 +49,10 @@ pub async fn run(
             _ = tick.tick() => {}
             changed = routes.changed() => if changed.is_err() { return },
         }
-        let (primary, replicas) = {
+        let (primary, replicas, names) = {
             let r = routes.borrow();
-            (r.primary.as_ref().map(|b| b.addr()), r.replicas.iter().map(|b| b.addr()).collect::<Vec<_>>())
+            let names: HashMap<String, String> = r.replicas.iter().map(|b| (b.name.clone(), b.addr())).collect();
+            (r.primary.as_ref().map(|b| b.addr()), r.replicas.iter().map(|b| b.addr()).collect::<Vec<_>>(), names)
         };
         let changed = primary != primary_was;
         split.positions().retain(&replicas, changed);
@@ -84,7 +90,25 @@ pub async fn run(
             let in_recovery = row.first().and_then(|v| v.as_deref()) == Some("true");
             let Some(lsn) = row.get(1).and_then(|v| v.as_deref()).and_then(parse_lsn) else { continue };
             match (is_primary, in_recovery) {
-                (true, false) => split.positions().primary_read(asked, lsn),
+                (true, false) => {
+                    split.positions().primary_read(asked, lsn);
+                    if split.settings.max_lag_time.is_some() {
+                        if let Ok(Ok(rows)) = tokio::time::timeout(budget, conn.rows(LAG_QUERY)).await {
+                            let lags = rows
+                                .iter()
+                                .filter_map(|r| match r.as_slice() {
+                                    [Some(name), Some(secs)] => {
+                                        let addr = names.get(name)?;
+                                        let secs = secs.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)?;
+                                        Some((addr.clone(), Duration::from_secs_f64(secs)))
+                                    }
+                                    _ => None,
+                                })
+                                .collect();
+                            split.positions().lags(lags);
+                        }
+                    }
+                }
                 (false, true) => split.positions().replica_read(addr, asked, lsn),
                 // A member whose role is not the routed one yet (a switchover under way): its
                 // reading counts for neither.

@@ -37,6 +37,9 @@ pub struct Positions {
     primary: VecDeque<(Instant, Lsn)>,
     /// Each replica's replay position (by address) and when it was asked.
     replicas: HashMap<String, (Instant, Lsn)>,
+    /// Each replica's replay lag as the primary last measured it (`pg_stat_replication`), by
+    /// address; absent: not measured, or caught up.
+    lag: HashMap<String, std::time::Duration>,
 }
 
 impl Positions {
@@ -62,10 +65,22 @@ impl Positions {
         }
     }
 
+    /// The replicas' replay lags, as the primary measured them now (all of them: a replica not
+    /// listed is caught up or not measured).
+    pub fn lags(&mut self, lags: HashMap<String, std::time::Duration>) {
+        self.lag = lags;
+    }
+
+    /// Whether the replica at `addr` replays more than `max` behind the primary.
+    pub fn lags_behind(&self, addr: &str, max: std::time::Duration) -> bool {
+        self.lag.get(addr).is_some_and(|l| *l > max)
+    }
+
     /// Forgets members no longer routed, and the primary's readings when the primary changed
     /// (a new primary's positions continue another history).
     pub fn retain(&mut self, replicas: &[String], primary_changed: bool) {
         self.replicas.retain(|addr, _| replicas.contains(addr));
+        self.lag.retain(|addr, _| replicas.contains(addr));
         if primary_changed {
             self.primary.clear();
         }
@@ -128,6 +143,17 @@ mod tests {
         assert!(!p.has_replayed("r3:5432", 0), "never read: never qualifies");
         p.replica_read("r1:5432", at(30), 999);
         assert_eq!(p.replica("r1:5432"), Some(170), "an older reading arriving late is ignored");
+    }
+
+    #[test]
+    fn a_replica_is_judged_by_the_lag_the_primary_measured() {
+        let mut p = Positions::default();
+        p.lags(HashMap::from([("r1".to_string(), Duration::from_millis(600))]));
+        assert!(p.lags_behind("r1", Duration::from_millis(500)));
+        assert!(!p.lags_behind("r1", Duration::from_millis(600)));
+        assert!(!p.lags_behind("r2", Duration::ZERO), "not listed: caught up");
+        p.retain(&["r2".to_string()], false);
+        assert!(!p.lags_behind("r1", Duration::ZERO));
     }
 
     #[test]

@@ -67,9 +67,10 @@ pub(super) struct SplitSession {
 }
 
 impl SplitSession {
-    /// Whether replicas must be filtered by what they replayed (read-your-writes).
+    /// Whether replicas must be filtered by what they replayed (read-your-writes) or by their
+    /// replay lag (`max_lag_time`).
     pub(super) fn needs_filter(&self) -> bool {
-        self.need.is_some()
+        self.need.is_some() || self.shared.settings.max_lag_time.is_some()
     }
 
     pub(super) fn new(shared: Arc<Splitting>) -> SplitSession {
@@ -324,10 +325,14 @@ impl Txn<'_> {
     fn replica_available(&mut self) -> bool {
         let Some(sp) = self.split.as_mut() else { return false };
         let routes = self.shared.routes.borrow();
-        if routes.replicas.is_empty() {
+        sp.need = None;
+        let max_lag_time = sp.shared.settings.max_lag_time;
+        let usable = |b: &crate::topology::Backend| {
+            max_lag_time.is_none_or(|max| !sp.shared.positions().lags_behind(&b.addr(), max))
+        };
+        if !routes.replicas.iter().any(usable) {
             return false;
         }
-        sp.need = None;
         if sp.shared.settings.read_your_writes == ReadYourWrites::None {
             return true;
         }
@@ -340,10 +345,15 @@ impl Txn<'_> {
         if routes.replicas.iter().all(|b| positions.has_replayed(&b.addr(), need)) {
             // Every replica has it: nothing to wait for any more.
             sp.acked_at = None;
+            drop(positions);
             return true;
         }
+        let any = routes.replicas.iter().any(|b| {
+            positions.has_replayed(&b.addr(), need)
+                && max_lag_time.is_none_or(|max| !positions.lags_behind(&b.addr(), max))
+        });
         sp.need = Some(need);
-        routes.replicas.iter().any(|b| positions.has_replayed(&b.addr(), need))
+        any
     }
 
     /// Whether the session has written and waits for a replica to replay it.
@@ -365,10 +375,12 @@ impl Txn<'_> {
     /// Whether the replica at `addr` may serve the session's reads (it has replayed what the
     /// session needs).
     pub(super) fn replica_qualifies(&self, addr: &str) -> bool {
-        match self.split.as_ref().and_then(|sp| sp.need.map(|n| (sp, n))) {
-            Some((sp, need)) => sp.shared.positions().has_replayed(addr, need),
-            None => true,
+        let Some(sp) = self.split.as_ref() else { return true };
+        let positions = sp.shared.positions();
+        if sp.shared.settings.max_lag_time.is_some_and(|max| positions.lags_behind(addr, max)) {
+            return false;
         }
+        sp.need.is_none_or(|need| positions.has_replayed(addr, need))
     }
 
     /// Whether every server the client holds has answered everything sent to it.
