@@ -2,14 +2,14 @@
 # Installs what building, testing and demonstrating Rampart needs on Debian 12, and nothing when
 # it is all there already (then it only checks, in about a second). Safe to run any number of times.
 #
-#   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Chromium (headless, for
+#   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Pgpool-II, Chromium (headless, for
 #     the e2e test of the proxy's admin page), network and process tools, make, a C compiler, CA
 #     certificates, nroff, libclang (bindgen, for pg_query; apt-get update runs only when
 #     something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
 #   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
-#     Rampart is compatible with it (/opt/rampart-venv/bin/patronictl), and psycopg 3 and asyncpg,
-#     the clients the e2e tests of the transaction-pooling proxy run through it.
+#     Rampart is compatible with it (/opt/rampart-venv/bin/patronictl), and psycopg 3, asyncpg
+#     and SQLAlchemy, the clients the e2e tests of the pooling and splitting proxy run through it.
 #
 # Prints one line per thing it installs. Exits non-zero, saying what failed, if anything fails.
 # Environment: RAMPART_VENV (default /opt/rampart-venv), RAMPART_SKIP_VENV=1 skips the venv.
@@ -23,6 +23,7 @@ PIP_PACKAGES=(
     'psycopg2-binary' psycopg2
     'psycopg[binary]==3.3.9' psycopg
     'asyncpg==0.32.0' asyncpg
+    'SQLAlchemy==2.1.9' sqlalchemy
 )
 PACKAGES=(
     postgresql-15
@@ -34,6 +35,8 @@ PACKAGES=(
     libprotobuf-dev
     haproxy
     pgbouncer
+    # Pgpool-II: bench/rw_split compares the proxy's read/write splitting with its load balancing.
+    pgpool2
     chromium
     iproute2
     iptables
