@@ -178,7 +178,11 @@ async fn lookup_secret(
         tracing::warn!(user = %id.user, "auth_query: {why}");
         fatal(Outcome::ConnectFailed, SqlState::CONNECTION_FAILURE, format!("could not look up the user: {why}"))
     };
-    let primary = shared.routes.borrow().primary.clone();
+    // Without a primary (the proxy just started, or a failover is under way) the login waits
+    // for one, as a transaction would, up to hold_timeout.
+    let mut routes = shared.routes.clone();
+    let waited = tokio::time::timeout(settings.hold_timeout, routes.wait_for(|r| r.primary.is_some())).await;
+    let primary = waited.ok().and_then(|r| r.ok().and_then(|r| r.primary.clone()));
     let Some(primary) = primary else { return Err(failed("no primary to run auth_query on".into())) };
     // Over the auth_user's own pool on the primary: a login costs no new server connection.
     let login = Login { credentials: Credentials::None, secret: pooling.auth_file.secret(auth_user).cloned() };
