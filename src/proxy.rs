@@ -105,18 +105,6 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
                 disable_load_balance_on_write = lb.on_write.as_str(),
                 "read/write splitting on the read-write port"
             );
-            let session_mode = proxy.pooling.pool_mode == rampart_config::proxy_pool::PoolMode::Session
-                || proxy
-                    .pooling
-                    .databases
-                    .values()
-                    .any(|d| d.pool_mode == Some(rampart_config::proxy_pool::PoolMode::Session));
-            if session_mode {
-                tracing::warn!(
-                    "proxy.load_balance splits the sessions of databases pooled by transaction only: \
-                     session-mode sessions run every statement on the primary"
-                );
-            }
             let split = Arc::new(split);
             shared.set_split(split.clone());
             Some(split)

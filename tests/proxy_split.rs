@@ -15,13 +15,18 @@
 //! * a switchover under TPC-B and select-only pgbench load through the one port fails no
 //!   transaction, and no write reaches a replica; after a crash of the primary, clients between
 //!   transactions write on the new primary and read their writes back;
-//! * a replica replaying further behind than `max_lag_time` gets no reads while it does.
+//! * a replica replaying further behind than `max_lag_time` gets no reads while it does;
+//! * a read whose replica is down but still routed (its member key not expired yet) runs on the
+//!   primary at once, rather than waiting for the replica;
+//! * in session mode, a client reads on the replicas and keeps one primary server for its writes
+//!   (each client its own), its prepared statements run wherever they are sent, a temporary table
+//!   keeps it on the primary, and it carries on through a switchover between its transactions.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::proxy::{pool_cluster, Proxy};
+use support::proxy::{pool_cluster, pool_cluster_in, Proxy};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// The first column of the first row of a simple query, as text.
@@ -424,4 +429,93 @@ fn a_replica_replaying_further_behind_than_max_lag_time_gets_no_reads() {
         assert_eq!(sent(lagging), 0, "the lagging replica got no read ({before:?} -> {after:?})");
         assert_eq!(sent(fresh), 200, "the other replica got them all ({before:?} -> {after:?})");
     });
+}
+
+/// The backend pids a session's writes ran on, as the primary recorded them.
+async fn writers_of(primary: u16, session: &str) -> std::collections::BTreeSet<i32> {
+    let direct = support::client::connect_superuser(primary).await.unwrap();
+    let rows = direct.query("SELECT DISTINCT pid FROM writes WHERE session = $1", &[&session]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn a_session_mode_client_keeps_its_primary_server_and_reads_on_replicas() {
+    // read_your_writes: none, so that a read right after a write may go to a replica.
+    let extra = "  load_balance: on\n  read_your_writes: none\n";
+    let (c, proxy, leader) = pool_cluster_in("session", 3, 10, extra, false, Proxy::start);
+    let primary = c.pg_port(leader);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = rt.block_on(async {
+        support::client::sql(
+            primary,
+            "CREATE TABLE writes (session text, pid int, n int);
+             CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        let a = reading_on_replicas(proxy.rw_port).await;
+        let b = reading_on_replicas(proxy.rw_port).await;
+        // Two sessions write in turns, each with a prepared statement (the extended protocol's
+        // named statements, renamed by the proxy), and read in between, on a replica.
+        for (name, db) in [("a", &a), ("b", &b)] {
+            let insert = db.prepare("INSERT INTO writes VALUES ($1, pg_backend_pid(), $2)").await.unwrap();
+            let read = db.prepare("SELECT where_am_i(), count(*) FROM writes").await.unwrap();
+            for n in 0..10i32 {
+                db.execute(&insert, &[&name, &n]).await.unwrap();
+                assert!(db.query_one(&read, &[]).await.unwrap().get::<_, bool>(0), "{name}'s read {n} on a replica");
+            }
+        }
+        let (pids_a, pids_b) = (writers_of(primary, "a").await, writers_of(primary, "b").await);
+        assert_eq!(pids_a.len(), 1, "session a wrote through one primary server: {pids_a:?}");
+        assert_eq!(pids_b.len(), 1, "session b wrote through one primary server: {pids_b:?}");
+        assert_ne!(pids_a, pids_b, "each session has its own primary server");
+        (a, b)
+    });
+
+    // A switchover between the sessions' transactions: they carry on on the new primary.
+    let cand = (leader + 1) % c.len();
+    let r = c.request_switchover(leader, cand, Duration::from_secs(90));
+    assert_eq!(r.status, 200, "{}", r.body);
+    rt.block_on(async {
+        for (name, db) in [("a", &a), ("b", &b)] {
+            db.execute("INSERT INTO writes VALUES ($1, pg_backend_pid(), 100)", &[&name])
+                .await
+                .unwrap_or_else(|e| panic!("{name} writes after the switchover: {e}"));
+        }
+        let direct = support::client::connect_superuser(c.pg_port(cand)).await.unwrap();
+        let after = direct.query_one("SELECT count(*) FROM writes WHERE n = 100", &[]).await.unwrap();
+        assert_eq!(after.get::<_, i64>(0), 2, "both writes on the new primary");
+
+        // A temporary table lives on the primary: the session's reads stay there from then on.
+        a.batch_execute("CREATE TEMP TABLE scratch (i int); INSERT INTO scratch VALUES (1)").await.unwrap();
+        assert_eq!(simple_text(&a, "SELECT count(*) FROM scratch").await, "1");
+        assert!(!on_replica(&a, "SELECT where_am_i()").await, "a pinned session reads on the primary");
+        assert!(on_replica(&b, "SELECT where_am_i()").await, "the other one still reads on a replica");
+    });
+}
+
+#[test]
+fn a_read_runs_on_the_primary_while_its_replica_is_down_but_still_routed() {
+    // hold_timeout 2 s: far shorter than the member key's ttl, so waiting for the replica (or for
+    // the routes to drop it) would fail the reads.
+    let (mut c, proxy, leader) = pool_cluster(2, 4, "  load_balance: on\n  hold_timeout: 2\n", false, Proxy::start);
+    let replica = 1 - leader;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            c.pg_port(leader),
+            "CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        let db = reading_on_replicas(proxy.rw_port).await;
+        c.kill_agent(replica);
+        c.kill_postgres(replica).expect("postmaster pid");
+        for i in 0..20 {
+            let on = simple_text(&db, "SELECT where_am_i()").await;
+            assert_eq!(on, "f", "read {i} ran on the primary while the only replica is down");
+        }
+    });
+    assert!(
+        c.leader_index() == Some(leader),
+        "the primary kept its lock (the test is about the replica's absence, not a failover)"
+    );
 }

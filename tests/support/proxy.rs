@@ -181,7 +181,8 @@ pub fn pool_cluster(
     pool_cluster_in("transaction", nodes, pool_size, extra, app_in_auth_file, start)
 }
 
-fn pool_cluster_in(
+/// [`pool_cluster`] with the proxy in `pool_mode` (`transaction` or `session`).
+pub fn pool_cluster_in(
     pool_mode: &str,
     nodes: usize,
     pool_size: usize,

@@ -110,15 +110,21 @@ where
         };
     let peer = record.client.clone();
     let registered = shared.clients.register(&id.user, &id.database, &peer, tls);
-    let session = pooling.mode_for(&id.database) == PoolMode::Session;
-    // Read/write splitting: on the read-write port, in transaction mode (a session-mode client
-    // keeps its primary server for its whole session).
-    let split = match (shared.split(), port, session) {
-        (Some(s), Port::ReadWrite, false) => Some(SplitSession::new(s.clone())),
+    let mut session = pooling.mode_for(&id.database) == PoolMode::Session;
+    // Read/write splitting on the read-write port. A session-mode client's statements then run on
+    // several servers, so it is served as in transaction mode (its prepared statements renamed,
+    // its reported parameters replayed, session-level features pinning it to the primary), except
+    // that it keeps the primary server it takes until its session ends, as session mode promises:
+    // what it sets there outside the proxy's sight stays set.
+    let split = match (shared.split(), port) {
+        (Some(s), Port::ReadWrite) => Some(SplitSession::new(s.clone())),
         _ => None,
     };
+    let keep_primary = session && split.is_some();
+    session &= !keep_primary;
     let mut t = Txn {
         split,
+        keep_primary,
         next: None,
         shared,
         me: &registered,
@@ -145,7 +151,10 @@ where
     let ended = t.run(&mut client_r, &mut client_w).await;
     record.bytes_from_client = t.bytes_from_client;
     record.bytes_to_client = t.bytes_to_client;
-    if t.session && matches!(ended.outcome, Outcome::ClientClosed) {
+    if t.keep_primary {
+        t.home_primary();
+    }
+    if (t.session || t.keep_primary) && matches!(ended.outcome, Outcome::ClientClosed) {
         t.reset_for_next().await;
     }
     t.release(false);
@@ -190,6 +199,10 @@ struct Txn<'a> {
     /// Session mode: it keeps the server it first takes to the end of its session, and at a
     /// clean end the server goes back to the pool after `server_reset_query`.
     session: bool,
+    /// Session mode with splitting: served as in transaction mode, but it keeps the primary
+    /// server it takes (parked while it reads on a replica) until its session ends or the primary
+    /// changes; at a clean end that server goes back after `server_reset_query`.
+    keep_primary: bool,
     settings: &'a SessionSettings,
     pooling: Arc<Pooling>,
     port: Port,
@@ -339,7 +352,11 @@ impl Txn<'_> {
         Ok(())
     }
 
-    async fn acquire_now(&mut self, began: Instant, want: Target) -> Result<(Taken, Arc<PoolKey>, Target), Refusal> {
+    async fn acquire_now(
+        &mut self,
+        began: Instant,
+        mut want: Target,
+    ) -> Result<(Taken, Arc<PoolKey>, Target), Refusal> {
         let mut asked = began;
         // PAUSE (admin console): held until RESUME.
         if self.shared.paused.borrow().holds(&self.base.database) {
@@ -372,6 +389,12 @@ impl Txn<'_> {
                 }
                 Err(Leased::Open(e)) => e,
             };
+            if on == Target::Replica && self.port == Port::ReadWrite {
+                // A balanced read whose replica cannot be reached: the primary serves it.
+                tracing::debug!(backend = %name, "{error}; the read runs on the primary");
+                want = Target::Primary;
+                continue;
+            }
             if !error.retryable() || Instant::now() >= deadline {
                 tracing::warn!(user = %self.base.user, database = %self.base.database, backend = %name, "{error}");
                 // What the server says about the client's own request (no such database, no
@@ -540,7 +563,7 @@ impl Txn<'_> {
                     None => {}
                 }
             }
-            if self.held.is_none() {
+            if self.held.is_none() && !self.unpark_primary() {
                 if let Err(r) = self.acquire(Target::Primary).await {
                     let error = r.error.clone();
                     return Err((Ended::from(r), Some(error)));
@@ -672,7 +695,7 @@ impl Txn<'_> {
             // Give the server back at rest; a stopping proxy then says goodbye.
             let at_rest =
                 self.to_server.is_empty() && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
-            if at_rest && self.pinned.is_none() && !self.session {
+            if at_rest && self.pinned.is_none() && !self.session && !self.keeps_held() {
                 self.release(true);
                 route_lost = None;
             }
@@ -714,6 +737,7 @@ impl Txn<'_> {
                 None => {
                     let read_client = self.to_server.len() < HIGH_WATER;
                     let read_server = self.held.is_some() && self.to_client.len() < HIGH_WATER;
+                    let watch_routes = self.held.is_some() || self.has_parked();
                     let Txn { held, to_server, to_client, cbuf, .. } = self;
                     let holding = held.is_some();
                     let (server_r, server_w) = match held.as_mut() {
@@ -743,7 +767,7 @@ impl Txn<'_> {
                             stopping.set(changed(rx));
                             Event::Stop(phase)
                         }
-                        (ok, mut rx) = &mut rerouted, if holding => {
+                        (ok, mut rx) = &mut rerouted, if watch_routes => {
                             let primary = ok.then(|| rx.borrow_and_update().primary.as_ref().map(Backend::addr));
                             rerouted.set(changed(rx));
                             Event::Routes(primary)
@@ -838,10 +862,7 @@ impl Txn<'_> {
                     );
                 }
                 Event::Routes(Some(primary)) => {
-                    let Some(h) = &self.held else { continue };
-                    // A balanced read on a replica is not fenced by the primary's change.
-                    let replica = self.port == Port::ReadOnly || h.on == Target::Replica;
-                    if replica || primary.as_deref() == Some(h.key.addr.as_str()) {
+                    if !self.on_unrouted_primary(primary.as_deref()) {
                         route_lost = None;
                     } else if primary.is_some() {
                         // Another primary: this server must take no more writes.

@@ -414,7 +414,7 @@ impl Txn<'_> {
             }
         }
         for h in leave {
-            if h.block_open {
+            if h.block_open || (self.keep_primary && h.on == Target::Primary) {
                 let sp = self.split.as_mut().expect("splitting");
                 if let Some(old) = sp.parked.replace(h) {
                     // Two open blocks and a third server: cannot happen with two targets.
@@ -465,6 +465,65 @@ impl Txn<'_> {
             let ok = h.pending.is_empty() && h.conn.reset("ROLLBACK").await;
             pools.checkin(&key, h.conn.idle(), ok);
         });
+    }
+
+    /// Whether the client has a server parked.
+    pub(super) fn has_parked(&self) -> bool {
+        self.split.as_ref().is_some_and(|sp| sp.parked.is_some())
+    }
+
+    /// Whether the server held now stays with the client between transactions: the kept primary
+    /// of a session-mode client.
+    pub(super) fn keeps_held(&self) -> bool {
+        self.keep_primary && self.held.as_ref().is_some_and(|h| h.on == Target::Primary)
+    }
+
+    /// Takes the parked primary back as the held server when the client holds none (a kept
+    /// primary, between transactions). Whether it did.
+    pub(super) fn unpark_primary(&mut self) -> bool {
+        if self.held.is_some() {
+            return false;
+        }
+        let Some(sp) = self.split.as_mut() else { return false };
+        let Some(h) = sp.parked.take_if(|h| h.on == Target::Primary) else { return false };
+        if self.pid != 0 {
+            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(h.conn.target.clone()));
+        }
+        self.held = Some(h);
+        true
+    }
+
+    /// At the session's end: the kept primary becomes the held server again (a replica held goes
+    /// back to its pool), to be reset and returned.
+    pub(super) fn home_primary(&mut self) {
+        if self.held.as_ref().is_some_and(|h| h.on == Target::Replica) {
+            self.release(true);
+        }
+        self.unpark_primary();
+    }
+
+    /// The routes now name `primary`: a kept primary server at rest that is not it any more is
+    /// dropped (the session's next write leases from the new one, nothing is lost between
+    /// transactions). Then tells whether a server the client holds or has parked is a primary
+    /// that is no longer routed: its transaction is under way there.
+    pub(super) fn on_unrouted_primary(&mut self, primary: Option<&str>) -> bool {
+        let unrouted = |h: &Held| h.on == Target::Primary && primary != Some(h.key.addr.as_str());
+        if self.keep_primary && self.pinned.is_none() {
+            let held_at_rest = self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.at_rest && h.pending.is_empty() && !h.block_open && self.to_server.is_empty());
+            if held_at_rest && self.held.as_ref().is_some_and(unrouted) {
+                self.release(false);
+            }
+            let sp = self.split.as_mut().expect("kept primaries come with splitting");
+            if let Some(h) = sp.parked.take_if(|h| !h.block_open && unrouted(h)) {
+                // Not `give_back`: the client's state and cancel key belong to the server it holds.
+                self.shared.pools.checkin(&h.key, h.conn.idle(), false);
+            }
+        }
+        let parked = self.split.as_ref().and_then(|sp| sp.parked.as_ref());
+        self.held.as_ref().is_some_and(unrouted) || parked.is_some_and(unrouted)
     }
 
     /// Closes a parked server (the client is leaving).
