@@ -19,44 +19,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
+use support::proxy::{cluster_and_pool, server_connections, APP_USER};
+use support::python::run_script;
 
-use support::proxy::{cluster_and_pool, server_connections, APP_PASSWORD, APP_USER};
-
-/// The venv's Python, with psycopg 3 and asyncpg.
-const PYTHON: &str = "/opt/rampart-venv/bin/python";
 /// Server connections in the proxy's pool: fewer than the clients of either script.
 const POOL_SIZE: usize = 3;
-
-/// Runs the fixture `script` with `steps` (none: all of them) against `127.0.0.1:port` as the
-/// app user: its output lines. Fails the test if it does not exit 0 within two minutes.
-fn run_script(script: &str, port: u16, steps: &[&str]) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(script);
-    assert!(Path::new(PYTHON).exists(), "{PYTHON} is missing: run scripts/setup.sh");
-    // `timeout` (a child of the test, stopped with it) ends a client stuck on a proxy that
-    // never answers.
-    let out = Command::new("timeout")
-        .args(["-k", "5", "120", PYTHON])
-        .arg(&path)
-        .args(steps)
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
-        .env("PGUSER", APP_USER)
-        .env("PGPASSWORD", APP_PASSWORD)
-        .env("PGDATABASE", "postgres")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("running {PYTHON} {}: {e}", path.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} {steps:?} on port {port} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().map(str::to_string).collect()
-}
 
 /// Runs `script` with `steps` directly and then through a transaction-mode proxy whose pool has
 /// [`POOL_SIZE`] server connections, and asserts that both print the same lines and that the

@@ -18,6 +18,10 @@
 //! * a replica replaying further behind than `max_lag_time` gets no reads while it does;
 //! * a read whose replica is down but still routed (its member key not expired yet) runs on the
 //!   primary at once, rather than waiting for the replica;
+//! * an SQLAlchemy application (ORM over psycopg 3, from PyPI) creating rows and reading them
+//!   back at once, read-modify-write transactions, joins and aggregates, prints the same lines
+//!   through a transaction-mode and a session-mode splitting proxy as against the primary
+//!   directly, with one replica half a second behind, while the replicas serve reads;
 //! * in session mode, a client reads on the replicas and keeps one primary server for its writes
 //!   (each client its own), its prepared statements run wherever they are sent, a temporary table
 //!   keeps it on the primary, and it carries on through a switchover between its transactions.
@@ -27,6 +31,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::proxy::{pool_cluster, pool_cluster_in, Proxy};
+use support::python::run_script;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// The first column of the first row of a simple query, as text.
@@ -57,6 +62,20 @@ async fn reading_on_replicas(port: u16) -> Client {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     db
+}
+
+/// Makes the replica at `port` replay every commit `delay` late (`recovery_min_apply_delay`),
+/// once the setting is in force.
+async fn delay_replay(port: u16, delay: &str) {
+    support::client::sql(port, &format!("ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")).await;
+    support::client::sql(port, "SELECT pg_reload_conf()").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while support::client::query_text(port, "current_setting('recovery_min_apply_delay')").await.as_deref()
+        != Some(delay)
+    {
+        assert!(Instant::now() < deadline, "recovery_min_apply_delay not in force on the replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[test]
@@ -260,15 +279,7 @@ fn a_session_reads_its_own_writes_even_from_a_lagging_replica() {
         )
         .await;
         // One replica replays everything half a second late.
-        support::client::sql(lagging, "ALTER SYSTEM SET recovery_min_apply_delay = '500ms'").await;
-        support::client::sql(lagging, "SELECT pg_reload_conf()").await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while support::client::query_text(lagging, "current_setting('recovery_min_apply_delay')").await.as_deref()
-            != Some("500ms")
-        {
-            assert!(Instant::now() < deadline, "recovery_min_apply_delay not in force on the replica");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        delay_replay(lagging, "500ms").await;
         // Both proxies route reads to replicas (the catalog read, the replicas streaming).
         for port in [proxy.rw_port, none.rw_port] {
             reading_on_replicas(port).await;
@@ -402,8 +413,7 @@ fn a_replica_replaying_further_behind_than_max_lag_time_gets_no_reads() {
              CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
         )
         .await;
-        support::client::sql(lagging, "ALTER SYSTEM SET recovery_min_apply_delay = '1s'").await;
-        support::client::sql(lagging, "SELECT pg_reload_conf()").await;
+        delay_replay(lagging, "1s").await;
         let db = reading_on_replicas(proxy.rw_port).await;
         // The primary writes all along (directly), so the lagging replica stays a second behind.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -518,4 +528,52 @@ fn a_read_runs_on_the_primary_while_its_replica_is_down_but_still_routed() {
         c.leader_index() == Some(leader),
         "the primary kept its lock (the test is about the replica's absence, not a failover)"
     );
+}
+
+#[test]
+fn an_sqlalchemy_application_reads_its_own_writes_through_the_one_port() {
+    let admin = format!("  load_balance: on\n  admin_users: {}\n", support::SUPERUSER);
+    let (c, txn, leader) = pool_cluster(3, 4, &admin, false, Proxy::start);
+    let session = Proxy::start_named(
+        &c,
+        "proxy-session",
+        &format!(
+            "  pool_mode: session\n  auth_file: {}\n  auth_user: {}\n  default_pool_size: 4\n{admin}",
+            c.dir().join("userlist.txt").display(),
+            support::SUPERUSER
+        ),
+    );
+    let primary = c.pg_port(leader);
+    let replicas: Vec<String> = (0..c.len()).filter(|&i| i != leader).map(|i| c.pg_port(i).to_string()).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        support::client::sql(
+            primary,
+            "CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()';",
+        )
+        .await;
+        delay_replay(c.pg_port((leader + 1) % c.len()), "500ms").await;
+    });
+    let script = "proxy_split_sqlalchemy.py";
+    let direct = run_script(script, primary, &[]);
+    let unexpected: Vec<&String> =
+        direct.iter().filter(|l| l.contains("\"unexpected\"") || l.contains("\"stale\"")).collect();
+    assert!(unexpected.is_empty(), "{script} fails even directly: {unexpected:?}");
+    assert!(direct.iter().any(|l| l.contains("\"stale reads\"")), "{script} printed its checks: {direct:?}");
+    for (mode, proxy) in [("transaction", &txn), ("session", &session)] {
+        let before = rt.block_on(async {
+            reading_on_replicas(proxy.rw_port).await;
+            select_counts(proxy.rw_port).await
+        });
+        let through = run_script(script, proxy.rw_port, &[]);
+        if let Some((i, (d, p))) = direct.iter().zip(&through).enumerate().find(|(_, (d, p))| d != p) {
+            panic!("{mode} mode: line {} differs through the proxy\n directly: {d}\n    proxy: {p}", i + 1);
+        }
+        assert_eq!(direct.len(), through.len(), "{mode} mode: as many lines through the proxy\n{through:#?}");
+        let after = rt.block_on(select_counts(proxy.rw_port));
+        let on_replicas: u64 =
+            replicas.iter().map(|p| after.get(p).copied().unwrap_or(0) - before.get(p).copied().unwrap_or(0)).sum();
+        eprintln!("{mode} mode: {on_replicas} of the application's statements ran on replicas");
+        assert!(on_replicas > 0, "{mode} mode: replicas served some of the application's reads");
+    }
 }

@@ -36,6 +36,7 @@ pub mod health;
 pub mod patroni;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod write_probe;
 
 use std::path::PathBuf;
