@@ -71,35 +71,25 @@ mod pgbench;
 mod pgbouncer;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "proxy/runs.rs"]
+mod runs;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "proxy/targets.rs"]
 mod targets;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::procfs;
 use common::FAST;
-use pgbench::{Workload, WORKLOADS};
+use pgbench::{SCALE, WARM_UP_SECS, WORKLOADS};
 use targets::{Kind, Proxies, Target};
 
 /// rampart's target against the direct path, for workloads with [`Workload::ratio_target`].
 pub const DIRECT_RATIO_TARGET: f64 = 0.75;
 /// rampart-txn's target for its resident memory while it holds the idle clients, in MB.
 pub const IDLE_TARGET_MB: f64 = 200.0;
-/// `pgbench -i -s`: 1.6 million accounts, about 250 MB. At least the 16 clients, as pgbench's
-/// documentation asks: with fewer branches than clients the TPC-B-like runs mostly measure
-/// contention for the branch rows, where every extra microsecond a proxy adds to a statement
-/// lengthens the time a row lock is held.
-const SCALE: u32 = 16;
-/// Not counted: each target is loaded this long first, which also shows pgbench works through it.
-const WARM_UP_SECS: u64 = 2;
-const PG_PARAMETERS: [(&str, &str); 4] = [
-    ("synchronous_commit", "'off'"),
-    ("shared_buffers", "'512MB'"),
-    ("max_wal_size", "'2GB'"),
-    ("max_connections", "800"),
-];
+/// PostgreSQL's `max_connections`: room for 200 clients on the relays that give each a backend.
+const MAX_CONNECTIONS: &str = "800";
 /// The highest open-files limit handed to PgBouncer (Linux's default `fs.nr_open`).
 const NOFILE_CAP: u64 = 1 << 20;
 
@@ -113,15 +103,7 @@ struct Plan {
 impl Plan {
     fn from_env() -> Plan {
         let quick = common::quick();
-        let number = |name: &str, default: u64| -> u64 {
-            match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => v.trim().parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
-                    println!("[bench] ignoring {name}={v:?}: not a positive whole number");
-                    default
-                }),
-                _ => default,
-            }
-        };
+        let number = common::env_number;
         let secs = number("RAMPART_BENCH_SECS", if quick { 5 } else { 6 });
         let rounds = number("RAMPART_BENCH_ROUNDS", if quick { 1 } else { 4 }) as usize;
         let idle_clients = number("RAMPART_BENCH_IDLE_CLIENTS", if quick { 1_000 } else { 10_000 }) as usize;
@@ -129,101 +111,15 @@ impl Plan {
     }
 }
 
-/// A relay's CPU time during its own runs.
-#[derive(Default, Clone, Copy)]
-pub struct Load {
-    pub cpu_secs: f64,
-    pub wall_secs: f64,
-}
-
-/// The whole machine's CPU during one run.
-#[derive(Clone, Copy)]
-pub struct MachineCpu {
-    /// Busy CPU time per transaction, in microseconds.
-    pub us_per_tx: f64,
-    /// Busy share of all the CPUs' time, 0 to 1.
-    pub busy: f64,
-}
-
-/// Everything measured, indexed `[workload][target]`: `tps` holds one value per successful run,
-/// `cpu` one per successful run whose `/proc/stat` and transaction count were read, `errors` what
-/// went wrong in each failed run, `warnings` the runs that succeeded but counted failed
-/// transactions.
-pub struct Results {
-    pub tps: Vec<Vec<Vec<f64>>>,
-    pub cpu: Vec<Vec<Vec<MachineCpu>>>,
-    pub errors: Vec<Vec<Vec<String>>>,
-    pub warnings: Vec<Vec<Vec<String>>>,
-    pub notes: Vec<String>,
-    pub failures: usize,
-    pub load: Vec<Load>,
-}
-
-impl Results {
-    fn new(targets: usize) -> Results {
-        Results {
-            tps: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
-            cpu: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
-            errors: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
-            warnings: vec![vec![Vec::new(); targets]; WORKLOADS.len()],
-            notes: Vec::new(),
-            failures: 0,
-            load: vec![Load::default(); targets],
-        }
-    }
-}
+/// Everything measured; see [`runs::Runs`].
+pub type Results = runs::Runs;
 
 /// Runs `workload` against `target`, adding to `res`; prints the outcome.
 fn measure(c_dir: &std::path::Path, plan: &Plan, w: usize, t: usize, target: Target, round: usize, res: &mut Results) {
     let workload = &WORKLOADS[w];
     let tag = format!("r{round}-w{w}-{}", target.name);
-    let cpu_before = target.pid.and_then(procfs::cpu_secs);
-    let machine_before = procfs::machine_cpu_ticks();
-    let t0 = Instant::now();
-    let outcome = pgbench::run(target.port, workload, plan.secs, c_dir, &tag);
-    let wall = t0.elapsed().as_secs_f64();
-    let transactions = outcome.as_ref().ok().and_then(|o| o.transactions).filter(|&n| n > 0);
-    let machine = match (machine_before, procfs::machine_cpu_ticks(), transactions) {
-        (Some((b0, a0)), Some((b1, a1)), Some(n)) if a1 > a0 => Some(MachineCpu {
-            us_per_tx: (b1 - b0) as f64 / procfs::clock_ticks_per_sec() * 1e6 / n as f64,
-            busy: (b1 - b0) as f64 / (a1 - a0) as f64,
-        }),
-        _ => None,
-    };
-    if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
-        if let Some(after) = procfs::cpu_secs(pid) {
-            res.load[t].cpu_secs += after - before;
-            res.load[t].wall_secs += wall;
-        }
-    }
-    match outcome {
-        Ok(o) => {
-            let cpu = machine.map(|m| format!("; machine CPU {:.0} us/tx, {:.0} % busy", m.us_per_tx, m.busy * 100.0));
-            let failed = o.failed.filter(|&n| n > 0).map(|n| format!("; {n} FAILED transactions"));
-            println!(
-                "[bench]   {:<24} {:<13} {:>10.1} tps ({}{}{})",
-                workload.name,
-                target.name,
-                o.tps,
-                o.note,
-                cpu.unwrap_or_default(),
-                failed.clone().unwrap_or_default()
-            );
-            if let Some(f) = failed {
-                res.warnings[w][t].push(format!("round {round}: pgbench reported{f} (see pgbench-{tag}.err)"));
-            }
-            res.cpu[w][t].extend(machine);
-            if !res.notes.contains(&o.note) {
-                res.notes.push(o.note);
-            }
-            res.tps[w][t].push(o.tps);
-        }
-        Err(e) => {
-            println!("[bench]   {:<24} {:<13} FAILED: {e}", workload.name, target.name);
-            res.errors[w][t].push(format!("round {round}: {e}"));
-            res.failures += 1;
-        }
-    }
+    let slot = runs::Slot { w, t, workload: workload.name, target: target.name, pid: target.pid, round, tag: &tag };
+    res.measure(&slot, || pgbench::run(target.port, workload, plan.secs, c_dir, &tag));
 }
 
 /// Raises this process' open-files limit to its hard limit, for the idle clients; its children
@@ -262,14 +158,17 @@ fn main() {
         pgbench::bin().display()
     );
     let rt = common::runtime();
-    let Some((c, healthy)) = common::healthy_cluster(&rt, FAST, &PG_PARAMETERS) else { return };
+    let Some((c, healthy)) = common::healthy_cluster(&rt, FAST, &pgbench::pg_parameters(MAX_CONNECTIONS)) else {
+        return;
+    };
     let leader = healthy.leader;
     let primary_port = c.pg_port(leader);
     println!("[bench] cluster {} healthy; leader {} on port {primary_port}", FAST.label(), c.name(leader));
-    for name in ["max_connections", "shared_buffers", "synchronous_commit", "max_wal_size"] {
-        let value = targets::show(&rt, primary_port, name).unwrap_or_else(|e| format!("? ({e})"));
-        println!("[bench]   {name} = {value}");
-    }
+    common::print_settings(
+        &rt,
+        primary_port,
+        &["max_connections", "shared_buffers", "synchronous_commit", "max_wal_size"],
+    );
     // Declared after the cluster: stopped (by PID) before it.
     let proxies = match Proxies::start(&c, leader, nofile.min(NOFILE_CAP)) {
         Ok(p) => p,
@@ -297,32 +196,14 @@ fn main() {
         }
     );
 
-    match pgbench::init(primary_port, SCALE, c.dir()) {
-        Ok(d) => println!("[bench] pgbench -i -s {SCALE} on the primary: {:.1} s", d.as_secs_f64()),
-        Err(e) => {
-            println!("[bench] {e}; stopping");
-            return;
-        }
+    if !pgbench::prepare(&rt, primary_port, SCALE, c.dir()) {
+        return;
     }
-    match targets::settle(&rt, primary_port, Duration::from_secs(120)) {
-        Ok(d) => println!("[bench] CHECKPOINT, replicas caught up: {:.1} s", d.as_secs_f64()),
-        Err(e) => println!("[bench] settling: {e} (measuring anyway)"),
-    }
-    let warm = Workload {
-        name: "warm-up",
-        args: &["-S", "-c", "4", "-j", "2"],
-        ratio_target: false,
-        pooler_ratio_target: false,
-        login_secs: 0,
-    };
     for t in &targets {
-        match pgbench::run(t.port, &warm, WARM_UP_SECS, c.dir(), &format!("warm-{}", t.name)) {
-            Ok(o) => println!("[bench] warm-up {} s through {}: {:.0} tps (not counted)", WARM_UP_SECS, t.name, o.tps),
-            Err(e) => println!("[bench] warm-up through {} FAILED: {e}", t.name),
-        }
+        pgbench::warm_up(t.name, t.port, WARM_UP_SECS, c.dir());
     }
 
-    let mut res = Results::new(targets.len());
+    let mut res = Results::new(WORKLOADS.len(), targets.len());
     'rounds: for round in 1..=plan.rounds {
         println!("\n[bench] ===== round {round}/{} =====", plan.rounds);
         for w in 0..WORKLOADS.len() {
@@ -355,23 +236,9 @@ fn main() {
         })
         .collect();
 
-    let leader_now = c.dcs().leader();
     println!("\n[bench] ===== results ({:.0} s in all) =====", started.elapsed().as_secs_f64());
-    if leader_now.as_deref() != Some(c.name(leader)) {
-        println!(
-            "[bench] WARNING: the DCS leader is now {leader_now:?}, not {}: runs may have hit a replica",
-            c.name(leader)
-        );
-    }
-    println!(
-        "{} round(s) of {} s; TPS as pgbench reports it ({}); {} failed run(s); {} CPUs, shared with pgbench and \
-         PostgreSQL; machine CPU = busy CPU time of all processes / transactions",
-        plan.rounds,
-        plan.secs,
-        res.notes.join("; "),
-        res.failures,
-        common::cpus()
-    );
+    common::warn_if_leader_moved(&c, leader, "runs may have hit a replica");
+    res.print_summary(plan.rounds, plan.secs);
     report::print_table(&res, &targets);
     report::print_failures(&res, &targets);
     report::print_verdicts(&res, &targets, &idle);

@@ -39,6 +39,23 @@ pub fn quick() -> bool {
     support::env_flag("RAMPART_BENCH_QUICK")
 }
 
+/// The path in the environment variable `name` (a program the bench runs), else `default`.
+pub fn env_path(name: &str, default: &str) -> std::path::PathBuf {
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from).unwrap_or_else(|| default.into())
+}
+
+/// The positive whole number in the environment variable `name`, else `default` (with a note
+/// when it is set to something else).
+pub fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+            println!("[bench] ignoring {name}={v:?}: not a positive whole number");
+            default
+        }),
+        _ => default,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timings.
 
@@ -103,6 +120,72 @@ pub fn runtime() -> Runtime {
 /// `1.23 s`, or `missing` for `None`.
 pub fn fmt_secs(d: Option<Duration>, missing: &str) -> String {
     d.map(|d| format!("{:.2} s", d.as_secs_f64())).unwrap_or_else(|| missing.into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pgbench benches' set-up (bench/proxy.rs, bench/rw_split.rs).
+
+/// Writes the poolers' userlist (PgBouncer's format, which `proxy.auth_file` reads too): the
+/// harness superuser and its password, readable by the PostgreSQL OS user the poolers run as.
+pub fn write_auth_file(path: &std::path::Path) -> Result<(), String> {
+    let line = format!("\"{}\" \"{}\"\n", support::SUPERUSER, support::SUPERUSER_PASSWORD);
+    std::fs::write(path, line).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    support::process::chown_to_agent_user(path).map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
+/// `SHOW <name>` on the server on `port`.
+pub fn show(rt: &Runtime, port: u16, name: &str) -> Result<String, String> {
+    rt.block_on(async {
+        let db = support::connect_superuser(port).await.map_err(|e| format!("connect: {e}"))?;
+        let row = db.query_one(&format!("SHOW {name}"), &[]).await.map_err(|e| format!("SHOW {name}: {e}"))?;
+        Ok(row.get(0))
+    })
+}
+
+/// Prints `SHOW <name>` on the server on `port` for each of `names`.
+pub fn print_settings(rt: &Runtime, port: u16, names: &[&str]) {
+    for name in names {
+        let value = show(rt, port, name).unwrap_or_else(|e| format!("? ({e})"));
+        println!("[bench]   {name} = {value}");
+    }
+}
+
+/// Prints a warning when the DCS leader is no longer node `leader` of `c`: `consequence` says
+/// what that may have done to the runs.
+pub fn warn_if_leader_moved(c: &Cluster, leader: usize, consequence: &str) {
+    let leader_now = c.dcs().leader();
+    if leader_now.as_deref() != Some(c.name(leader)) {
+        println!("[bench] WARNING: the DCS leader is now {leader_now:?}, not {}: {consequence}", c.name(leader));
+    }
+}
+
+/// After the tables are loaded: a CHECKPOINT on the primary, then waits (at most `limit`) until
+/// every replica has replayed up to the primary's WAL position, so that replaying the load and
+/// writing it out do not compete with the first measured runs. Returns how long it took.
+pub fn settle(rt: &Runtime, primary_port: u16, limit: Duration) -> Result<Duration, String> {
+    rt.block_on(async {
+        let t0 = std::time::Instant::now();
+        let db = support::connect_superuser(primary_port).await.map_err(|e| format!("connect: {e}"))?;
+        db.batch_execute("CHECKPOINT").await.map_err(|e| format!("CHECKPOINT: {e}"))?;
+        let lsn: String = db
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(|e| format!("pg_current_wal_lsn: {e}"))?
+            .get(0);
+        let behind = format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn IS NULL OR replay_lsn < '{lsn}'::pg_lsn"
+        );
+        loop {
+            let n: i64 = db.query_one(&behind, &[]).await.map_err(|e| format!("pg_stat_replication: {e}"))?.get(0);
+            if n == 0 {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                return Err(format!("{n} replica(s) still behind {lsn} after {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -582,6 +665,11 @@ pub fn print_logs_since(c: &Cluster, marks: &[u64], target: Duration, since: &st
 
 // ---------------------------------------------------------------------------------------------
 // The table.
+
+/// The median of `values`, `None` when there are none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    spread(values).map(|(_, m, _)| m)
+}
 
 /// (min, median, max) of `values`.
 fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {

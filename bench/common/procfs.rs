@@ -1,5 +1,6 @@
 //! What the benches read about a process from `/proc`: resident memory and CPU time. Used for the
-//! agents' idle footprint (bench/failover.rs) and the proxies' cost under load (bench/proxy.rs).
+//! agents' idle footprint (bench/failover.rs) and the proxies' cost under load (bench/proxy.rs,
+//! bench/rw_split.rs).
 
 /// `key:` of `/proc/<pid>/status` in kB, e.g. `VmRSS`.
 pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
@@ -25,6 +26,27 @@ pub fn clock_ticks_per_sec() -> f64 {
 /// CPU time of `pid` itself (utime + stime) in seconds.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
     cpu_ticks(pid).map(|(own, _)| own as f64 / clock_ticks_per_sec())
+}
+
+/// CPU time (utime + stime) of `pid` and of its living descendants, in seconds: a relay that forks
+/// a process per client (Pgpool-II) counts whole. `None` when `pid` itself is gone.
+pub fn tree_cpu_secs(pid: u32) -> Option<f64> {
+    let own = cpu_secs(pid)?;
+    Some(own + rampart_kit::pid::descendants(pid).into_iter().filter_map(cpu_secs).sum::<f64>())
+}
+
+/// `Pss` of `/proc/<pid>/smaps_rollup` in kB: its resident memory with each shared page divided
+/// among the processes sharing it, so that a process tree's figures add up.
+pub fn pss_kb(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Pss:")?.split_whitespace().next()?.parse().ok())
+}
+
+/// The summed [`pss_kb`] of `pid` and its living descendants, and how many processes that is.
+pub fn tree_pss_kb(pid: u32) -> Option<(u64, usize)> {
+    let own = pss_kb(pid)?;
+    let others: Vec<u64> = rampart_kit::pid::descendants(pid).into_iter().filter_map(pss_kb).collect();
+    Some((own + others.iter().sum::<u64>(), 1 + others.len()))
 }
 
 /// The whole machine's CPU time from the first line of `/proc/stat`, in clock ticks summed over

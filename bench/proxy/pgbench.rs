@@ -1,5 +1,5 @@
-//! `pgbench`, the load generator of bench/proxy.rs: its workloads, one run against one port, and
-//! the TPS it reports.
+//! `pgbench`, the load generator of bench/proxy.rs and bench/rw_split.rs: the former's workloads,
+//! one run against one port, and the TPS it reports.
 //!
 //! pgbench is PostgreSQL's own (`<RAMPART_PG_BIN_DIR>/pgbench`, the harness' binary directory). It
 //! runs as a child process whose output goes to files in the cluster directory, so that no pipe
@@ -10,6 +10,28 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support;
+
+/// `pgbench -i -s`: 1.6 million accounts, about 250 MB. At least the 16 clients, as pgbench's
+/// documentation asks: with fewer branches than clients the TPC-B-like runs mostly measure
+/// contention for the branch rows, where every extra microsecond a proxy adds to a statement
+/// lengthens the time a row lock is held.
+pub const SCALE: u32 = 16;
+/// Not counted: each target is loaded this long first ([`warm_up`]), which also shows pgbench
+/// works through it.
+pub const WARM_UP_SECS: u64 = 2;
+
+/// The PostgreSQL parameters of the pgbench benches, `max_connections` given: tuned so that
+/// writing runs are bound by CPU and the wire rather than by fsync, which would hide what a relay
+/// costs (`synchronous_commit = off`), the scale-16 database fits in `shared_buffers`, and no
+/// checkpoint is forced by WAL volume during a run.
+pub fn pg_parameters(max_connections: &'static str) -> [(&'static str, &'static str); 4] {
+    [
+        ("synchronous_commit", "'off'"),
+        ("shared_buffers", "'512MB'"),
+        ("max_wal_size", "'2GB'"),
+        ("max_connections", max_connections),
+    ]
+}
 
 /// One pgbench workload, run the same way against every target.
 pub struct Workload {
@@ -145,6 +167,33 @@ pub fn init(port: u16, scale: u32, dir: &Path) -> Result<Duration, String> {
     Ok(t0.elapsed())
 }
 
+/// `pgbench -i -s <scale>` on the primary on `primary_port`, then [`crate::common::settle`]; prints
+/// how long each took. False (said) when the tables could not be made.
+pub fn prepare(rt: &tokio::runtime::Runtime, primary_port: u16, scale: u32, dir: &Path) -> bool {
+    match init(primary_port, scale, dir) {
+        Ok(d) => println!("[bench] pgbench -i -s {scale} on the primary: {:.1} s", d.as_secs_f64()),
+        Err(e) => {
+            println!("[bench] {e}; stopping");
+            return false;
+        }
+    }
+    match crate::common::settle(rt, primary_port, Duration::from_secs(120)) {
+        Ok(d) => println!("[bench] CHECKPOINT, replicas caught up: {:.1} s", d.as_secs_f64()),
+        Err(e) => println!("[bench] settling: {e} (measuring anyway)"),
+    }
+    true
+}
+
+/// Loads target `name` on `port` for `secs` seconds (`-S -c 4 -j 2`, not counted), which also
+/// shows that pgbench works through it; prints its TPS or its failure.
+pub fn warm_up(name: &str, port: u16, secs: u64, dir: &Path) {
+    let args = ["-S", "-c", "4", "-j", "2"].map(String::from).to_vec();
+    match run_for(port, args, secs, dir, &format!("warm-{name}")) {
+        Ok(o) => println!("[bench] warm-up {secs} s through {name}: {:.0} tps (not counted)", o.tps),
+        Err(e) => println!("[bench] warm-up through {name} FAILED: {e}"),
+    }
+}
+
 /// pgbench with `args` (options and database) against `port`, its output in
 /// `<dir>/pgbench-<tag>.{out,err}`, killed by its PID after `limit`: what it printed, whatever its
 /// exit status (2 when a client aborted).
@@ -168,8 +217,13 @@ pub struct Outcome {
 /// Runs `workload` for `secs` seconds against `port`. A run pgbench ends with an error (a client
 /// aborted, say) is an error here, with what pgbench said about it.
 pub fn run(port: u16, workload: &Workload, secs: u64, dir: &Path, tag: &str) -> Result<Outcome, String> {
-    let secs = secs + workload.login_secs;
-    let mut args: Vec<String> = workload.args.iter().map(|a| a.to_string()).collect();
+    let args: Vec<String> = workload.args.iter().map(|a| a.to_string()).collect();
+    run_for(port, args, secs + workload.login_secs, dir, tag)
+}
+
+/// pgbench with the options `args` for `secs` seconds (`-T`) on database `postgres` through
+/// `port`, as [`run`] runs a [`Workload`].
+pub fn run_for(port: u16, mut args: Vec<String>, secs: u64, dir: &Path, tag: &str) -> Result<Outcome, String> {
     args.extend(["-T".into(), secs.to_string(), "postgres".into()]);
     // pgbench first vacuums and truncates its history table, then runs for `secs`: a minute more
     // is plenty unless something hangs.

@@ -20,10 +20,7 @@ use crate::support::process::{run_as, LoggedChild};
 const PREPARED_SINCE: (u32, u32) = (1, 21);
 
 pub fn bin() -> PathBuf {
-    std::env::var_os("RAMPART_PGBOUNCER_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/sbin/pgbouncer".into())
+    crate::common::env_path("RAMPART_PGBOUNCER_BIN", "/usr/sbin/pgbouncer")
 }
 
 /// `PgBouncer 1.18.0`, the first line of `pgbouncer --version`.

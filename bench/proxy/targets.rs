@@ -13,7 +13,6 @@
 //! under them, since nothing disturbs the cluster during the bench (which checks the DCS leader at
 //! the end).
 
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -82,14 +81,6 @@ fn haproxy_tcp_cfg(bind_port: u16, primary_port: u16) -> String {
     )
 }
 
-/// Writes the poolers' userlist (PgBouncer's format, which `proxy.auth_file` reads too): the
-/// harness superuser and its password, readable by the PostgreSQL OS user PgBouncer runs as.
-fn write_auth_file(path: &Path) -> Result<(), String> {
-    let line = format!("\"{}\" \"{}\"\n", support::SUPERUSER, support::SUPERUSER_PASSWORD);
-    std::fs::write(path, line).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    support::process::chown_to_agent_user(path).map_err(|e| format!("chown {}: {e}", path.display()))
-}
-
 impl Proxies {
     /// Starts both `rampart proxy` processes (node 0's configuration plus a `proxy` section), both
     /// PgBouncers and HAProxy for the cluster `c` whose leader is `leader`, each started with the
@@ -97,7 +88,7 @@ impl Proxies {
     pub fn start(c: &Cluster, leader: usize, nofile: u64) -> Result<Proxies, String> {
         let primary_port = c.pg_port(leader);
         let auth_file = c.dir().join("userlist.txt");
-        write_auth_file(&auth_file)?;
+        crate::common::write_auth_file(&auth_file)?;
         let rampart = Proxy::start(
             c,
             &format!(
@@ -176,44 +167,6 @@ pub fn check_route(rt: &Runtime, port: u16, primary_port: u16) -> Result<(), Str
             Ok(())
         } else {
             Err(format!("landed on port {server} (in recovery: {in_recovery}), not the primary on {primary_port}"))
-        }
-    })
-}
-
-/// `SHOW <name>` on the server on `port`.
-pub fn show(rt: &Runtime, port: u16, name: &str) -> Result<String, String> {
-    rt.block_on(async {
-        let db = support::connect_superuser(port).await.map_err(|e| format!("connect: {e}"))?;
-        let row = db.query_one(&format!("SHOW {name}"), &[]).await.map_err(|e| format!("SHOW {name}: {e}"))?;
-        Ok(row.get(0))
-    })
-}
-
-/// After the tables are loaded: a CHECKPOINT on the primary, then waits (at most `limit`) until
-/// every replica has replayed up to the primary's WAL position, so that replaying the load and
-/// writing it out do not compete with the first measured runs. Returns how long it took.
-pub fn settle(rt: &Runtime, primary_port: u16, limit: Duration) -> Result<Duration, String> {
-    rt.block_on(async {
-        let t0 = std::time::Instant::now();
-        let db = support::connect_superuser(primary_port).await.map_err(|e| format!("connect: {e}"))?;
-        db.batch_execute("CHECKPOINT").await.map_err(|e| format!("CHECKPOINT: {e}"))?;
-        let lsn: String = db
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await
-            .map_err(|e| format!("pg_current_wal_lsn: {e}"))?
-            .get(0);
-        let behind = format!(
-            "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn IS NULL OR replay_lsn < '{lsn}'::pg_lsn"
-        );
-        loop {
-            let n: i64 = db.query_one(&behind, &[]).await.map_err(|e| format!("pg_stat_replication: {e}"))?.get(0);
-            if n == 0 {
-                return Ok(t0.elapsed());
-            }
-            if t0.elapsed() > limit {
-                return Err(format!("{n} replica(s) still behind {lsn} after {limit:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
 }
