@@ -253,7 +253,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let c = cluster();
         stats.set_view(&c, tokio::time::Instant::now());
-        let (tx, routes) = watch::channel(topology::routes(&c, Duration::ZERO, POLICY, 0));
+        let (tx, routes) = watch::channel(topology::routes(&c, Duration::ZERO, POLICY, 0, None));
         let admin = Admin {
             scope: "pg".into(),
             stats,

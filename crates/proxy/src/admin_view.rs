@@ -225,7 +225,7 @@ pub(crate) mod tests {
     /// (ro), some traffic, decisions and holds; and the routes for it.
     pub(crate) fn snapshot(age: Duration) -> (Snapshot, Routes) {
         let c = cluster();
-        let routes = topology::routes(&c, age, POLICY, 0);
+        let routes = topology::routes(&c, age, POLICY, 0, None);
         let backend = |name: &str, port, active, total, bytes| BackendSnapshot {
             name: name.into(),
             port,

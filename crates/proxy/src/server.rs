@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::session::Port;
 use crate::stats::Stats;
-use crate::topology::{self, Policy, Routes};
+use crate::topology::{self, LeaderPositions, Policy, Routes};
 use crate::workers::Workers;
 
 /// The proxy's listening sockets.
@@ -107,11 +107,12 @@ pub async fn follow<F, Fut, E>(
     // The last good snapshot and when the read that returned it began (conservative: the
     // snapshot is at least that old).
     let mut last: Option<(Cluster, Instant)> = None;
+    let mut leader_positions = LeaderPositions::default();
     let mut failing = false;
     loop {
         // First what time alone changes: a snapshot that just went stale loses its primary now,
         // not after a read that may take a while to fail.
-        publish(&tx, last.as_ref(), policy);
+        publish(&tx, last.as_ref(), policy, &mut leader_positions);
         let stale_at = last.as_ref().map(|(c, at)| stale_after(c, *at, policy));
         let began = Instant::now();
         // A read that hangs must not keep a stale primary route alive: give up on it when the
@@ -127,6 +128,7 @@ pub async fn follow<F, Fut, E>(
                     failing = false;
                 }
                 stats.set_view(&c, began);
+                leader_positions.observe(&c, began.into_std());
                 last = Some((c, began));
             }
             Ok(Err(e)) => {
@@ -142,7 +144,7 @@ pub async fn follow<F, Fut, E>(
                 }
             }
         }
-        publish(&tx, last.as_ref(), policy);
+        publish(&tx, last.as_ref(), policy, &mut leader_positions);
         if tx.is_closed() {
             return;
         }
@@ -161,9 +163,12 @@ pub async fn follow<F, Fut, E>(
 }
 
 /// Publishes the routes for the last good snapshot, at its current age, if they changed.
-fn publish(tx: &watch::Sender<Routes>, last: Option<&(Cluster, Instant)>, policy: Policy) {
+fn publish(tx: &watch::Sender<Routes>, last: Option<&(Cluster, Instant)>, policy: Policy, seen: &mut LeaderPositions) {
     let routes = match last {
-        Some((c, at)) => topology::routes(c, at.elapsed(), policy, wall_clock_ms()),
+        Some((c, at)) => {
+            let lag_from = seen.reference(Instant::now().into_std(), topology::lag_window(c));
+            topology::routes(c, at.elapsed(), policy, wall_clock_ms(), lag_from)
+        }
         None => Routes::default(),
     };
     tx.send_if_modified(|cur| {
