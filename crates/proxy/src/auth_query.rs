@@ -114,27 +114,7 @@ impl Answer {
 /// The second column of a DataRow in text format (`None` inside: SQL NULL); `None` when the row
 /// has fewer than two columns or is malformed.
 fn second_column(body: &[u8]) -> Option<Option<String>> {
-    let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    if count < 2 {
-        return None;
-    }
-    let mut at = 2;
-    let mut value = None;
-    for i in 0..2 {
-        let len = wire::u32_at(body, at)? as i32;
-        at += 4;
-        let text = if len < 0 {
-            None
-        } else {
-            let v = body.get(at..at + len as usize)?;
-            at += len as usize;
-            Some(String::from_utf8_lossy(v).into_owned())
-        };
-        if i == 1 {
-            value = Some(text);
-        }
-    }
-    value
+    crate::server_conn::columns(body).filter(|c| c.len() >= 2).map(|mut c| c.swap_remove(1))
 }
 
 #[cfg(test)]

@@ -205,22 +205,7 @@ impl ServerConn {
     /// the server reports: true when it succeeded and the server is idle again
     /// (`server_reset_query`).
     pub async fn reset(&mut self, query: &str) -> bool {
-        let mut out = BytesMut::new();
-        crate::frame::put_frame(&mut out, b'Q', |d| crate::wire::put_cstr(d, query.as_bytes()));
-        if self.stream.write_all(&out).await.is_err() {
-            return false;
-        }
-        let mut failed = false;
-        loop {
-            let Ok(frame) = next_frame(&mut self.stream, &mut self.buf).await else { return false };
-            match BackendMessage::parse(&frame) {
-                Ok(BackendMessage::ParameterStatus(p)) => self.params.set(&p.name, &p.value),
-                Ok(BackendMessage::ErrorResponse(_)) => failed = true,
-                Ok(BackendMessage::ReadyForQuery(status)) => return !failed && status == TransactionStatus::Idle,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
+        self.rows(query).await.is_ok()
     }
 
     /// Runs `query` (a simple query, text results) and returns its rows, each column's text
@@ -398,7 +383,7 @@ fn error_text(f: &ErrorFields) -> String {
 }
 
 /// A DataRow's columns in text format (`None` for NULL); `None` when malformed.
-fn columns(body: &[u8]) -> Option<Vec<Option<String>>> {
+pub(crate) fn columns(body: &[u8]) -> Option<Vec<Option<String>>> {
     let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
     let mut at = 2;
     let mut out = Vec::with_capacity(count);

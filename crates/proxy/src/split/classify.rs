@@ -144,13 +144,20 @@ pub fn classify(text: &str) -> Facts {
         }
         classes.push(class);
     }
-    facts.class = match classes.as_slice() {
-        [] => Class::Read,
-        [one] => *one,
-        many if many.iter().all(|c| *c == Class::Read) => Class::Read,
-        _ => Class::Write(Why::MultiStatement),
-    };
+    facts.class = combine(&classes).unwrap_or(Class::Read);
     facts
+}
+
+/// The class of several statements sent together (a multi-statement string, or a pipeline up
+/// to its Sync): reads stay reads, one statement keeps its class, anything else runs on the
+/// primary. `None` for no statement.
+pub fn combine(classes: &[Class]) -> Option<Class> {
+    match classes {
+        [] => None,
+        [one] => Some(*one),
+        many if many.iter().all(|c| *c == Class::Read) => Some(Class::Read),
+        _ => Some(Class::Write(Why::MultiStatement)),
+    }
 }
 
 /// What a walk over a statement's tree found.

@@ -139,22 +139,17 @@ impl Router {
         let Context { read_only_default, deferrable, replica_ok } = cx;
         let primary = Decision::Run { target: Target::Primary, begin_first: false };
         let replica = Decision::Run { target: Target::Replica, begin_first: false };
+        if class == Class::End {
+            if let Some(end) = self.end_block() {
+                return end;
+            }
+        }
         if self.pinned {
             return self.pinned_statement(class);
         }
         match self.block {
-            Block::Failed(main, also) => match class {
-                Class::End => {
-                    self.block = Block::Idle;
-                    Decision::End { main, also }
-                }
-                _ => Decision::Run { target: main, begin_first: false },
-            },
+            Block::Failed(main, _) => Decision::Run { target: main, begin_first: false },
             Block::Whole(target) => match class {
-                Class::End => {
-                    self.block = Block::Idle;
-                    Decision::End { main: target, also: None }
-                }
                 // Session state belongs to the primary's session, even from a read-only block.
                 Class::Session => primary,
                 _ => {
@@ -183,10 +178,6 @@ impl Router {
                 }
             },
             Block::Deferred(_) => match class {
-                Class::End => {
-                    self.block = Block::Idle;
-                    Decision::AnswerEnd
-                }
                 Class::Read if replica_ok && self.balances_outside_blocks() => {
                     self.block = Block::Open { replica: true, primary: false };
                     Decision::Run { target: Target::Replica, begin_first: true }
@@ -198,14 +189,6 @@ impl Router {
                 }
             },
             Block::Open { replica: on_replica, primary: on_primary } => match class {
-                Class::End => {
-                    self.block = Block::Idle;
-                    match (on_primary, on_replica) {
-                        (true, true) => Decision::End { main: Target::Primary, also: Some(Target::Replica) },
-                        (true, false) => Decision::End { main: Target::Primary, also: None },
-                        _ => Decision::End { main: Target::Replica, also: None },
-                    }
-                }
                 // A block's reads stay on the replica part it opened; with `off`, reads after a
                 // write go there too (opening it if the replica qualifies).
                 Class::Read if !on_primary || (self.on_write == OnWrite::Off && (on_replica || replica_ok)) => {
@@ -221,31 +204,29 @@ impl Router {
         }
     }
 
+    /// Ends the block open now: where its end runs, or that the proxy answers it (a deferred
+    /// block never opened on a server); `None` outside a block.
+    fn end_block(&mut self) -> Option<Decision> {
+        let end = match self.block {
+            Block::Idle => return None,
+            Block::Failed(main, also) => Decision::End { main, also },
+            Block::Whole(main) => Decision::End { main, also: None },
+            Block::Deferred(_) => Decision::AnswerEnd,
+            Block::Open { replica, primary } => match (primary, replica) {
+                (true, true) => Decision::End { main: Target::Primary, also: Some(Target::Replica) },
+                (false, true) => Decision::End { main: Target::Replica, also: None },
+                _ => Decision::End { main: Target::Primary, also: None },
+            },
+        };
+        self.block = Block::Idle;
+        Some(end)
+    }
+
     /// A pinned session: everything on the primary; a block open elsewhere still ends there.
     fn pinned_statement(&mut self, class: Class) -> Decision {
         let primary = Decision::Run { target: Target::Primary, begin_first: false };
         match (self.block, class) {
-            (Block::Failed(main, also), Class::End) => {
-                self.block = Block::Idle;
-                Decision::End { main, also }
-            }
             (Block::Failed(main, _), _) => Decision::Run { target: main, begin_first: false },
-            (Block::Whole(main), Class::End) => {
-                self.block = Block::Idle;
-                Decision::End { main, also: None }
-            }
-            (Block::Open { replica, primary: on_primary }, Class::End) => {
-                self.block = Block::Idle;
-                match (on_primary, replica) {
-                    (true, true) => Decision::End { main: Target::Primary, also: Some(Target::Replica) },
-                    (false, true) => Decision::End { main: Target::Replica, also: None },
-                    _ => Decision::End { main: Target::Primary, also: None },
-                }
-            }
-            (Block::Deferred(_), Class::End) => {
-                self.block = Block::Idle;
-                Decision::AnswerEnd
-            }
             (Block::Deferred(_), _) => {
                 self.wrote |= matches!(class, Class::Write(_));
                 self.block = Block::Open { replica: false, primary: true };

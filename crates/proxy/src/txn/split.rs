@@ -26,7 +26,7 @@ use crate::frame::{put_frame, Frame};
 use crate::pipeline::{Kind, Origin};
 use crate::pools::lease;
 use crate::session::Refusal;
-use crate::split::classify::{Class, TxnMode, Why};
+use crate::split::classify::{combine, Class, TxnMode};
 use crate::split::functions::{Catalog, CATALOG_QUERY};
 use crate::split::positions::Lsn;
 use crate::split::route::{Context, Decision, Router, Target};
@@ -43,6 +43,17 @@ pub(super) enum Flow {
     /// Not placed yet: the server the client leaves still owes answers, or the rest of an
     /// extended-protocol segment has not arrived.
     Wait,
+}
+
+/// Whether a replica may serve the session's reads now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replicas {
+    /// One is routed, within `max_lag_time`, and has what the session wrote.
+    Usable,
+    /// None is routed (or within `max_lag_time`).
+    NoneRouted,
+    /// Read-your-writes: none has replayed the session's last write yet (as far as known).
+    NotCaughtUp,
 }
 
 /// One client's splitting.
@@ -95,15 +106,13 @@ fn text_of(bytes: &[u8]) -> &str {
     std::str::from_utf8(&bytes[..end]).unwrap_or("\u{fffd}")
 }
 
-/// Combines the classes of a segment's statements: reads stay reads, one statement keeps its
-/// class, anything else runs on the primary.
-fn combine(classes: &[Class]) -> Option<Class> {
-    match classes {
-        [] => None,
-        [one] => Some(*one),
-        many if many.iter().all(|c| *c == Class::Read) => Some(Class::Read),
-        _ => Some(Class::Write(Why::MultiStatement)),
+/// The query text of a Parse of the unnamed statement.
+fn unnamed_parse(frame: &Frame) -> Option<Bytes> {
+    if frame.tag() != b'P' {
+        return None;
     }
+    let (name, text) = wire::split_cstr(frame.body())?;
+    name.is_empty().then(|| Bytes::copy_from_slice(text_of(text).as_bytes()))
 }
 
 /// The texts of the statements an extended-protocol segment runs: `first`, then the complete
@@ -168,12 +177,8 @@ impl Txn<'_> {
         let Some(sp) = self.split.as_mut() else { return Ok(Flow::Forward) };
         let tag = frame.tag();
         if sp.segment_open {
-            if tag == b'P' {
-                if let Some((name, text)) = wire::split_cstr(frame.body()) {
-                    if name.is_empty() {
-                        sp.unnamed = Some(Bytes::copy_from_slice(text_of(text).as_bytes()));
-                    }
-                }
+            if let Some(text) = unnamed_parse(frame) {
+                sp.unnamed = Some(text);
             }
             if tag == b'S' {
                 sp.segment_open = false;
@@ -198,12 +203,8 @@ impl Txn<'_> {
                 let Some(texts) = segment_texts(frame, &self.cbuf, &self.statements, &sp.unnamed) else {
                     return Ok(Flow::Wait);
                 };
-                if tag == b'P' {
-                    if let Some((name, text)) = wire::split_cstr(frame.body()) {
-                        if name.is_empty() {
-                            sp.unnamed = Some(Bytes::copy_from_slice(text_of(text).as_bytes()));
-                        }
-                    }
+                if let Some(text) = unnamed_parse(frame) {
+                    sp.unnamed = Some(text);
                 }
                 sp.segment_open = tag != b'S' && tag != b'H';
                 let mut classes = Vec::with_capacity(texts.len());
@@ -232,17 +233,18 @@ impl Txn<'_> {
             self.load_catalog();
         }
         let read_only_default = self.params.get("default_transaction_read_only") == Some("on");
-        let mut replica_ok = self.replica_available();
+        let mut replicas = self.replicas_now();
         let wait = self.split.as_ref().map_or(Duration::ZERO, |sp| sp.shared.settings.read_your_writes_timeout);
-        if !replica_ok && class == Class::Read && !wait.is_zero() && self.needs_position() {
+        if replicas == Replicas::NotCaughtUp && class == Class::Read && !wait.is_zero() && self.needs_position() {
             // Wait (up to read_your_writes_timeout) for a replica to replay the session's write.
             let deadline = now + wait;
             let step = self.split.as_ref().map_or(wait, |sp| sp.shared.settings.position_interval);
-            while !replica_ok && Instant::now() < deadline {
+            while replicas == Replicas::NotCaughtUp && Instant::now() < deadline {
                 tokio::time::sleep(step.min(deadline.saturating_duration_since(Instant::now()))).await;
-                replica_ok = self.replica_available();
+                replicas = self.replicas_now();
             }
         }
+        let replica_ok = replicas == Replicas::Usable;
         let sp = self.split.as_mut().expect("checked above");
         if matches!(class, Class::Write(_)) {
             // Acknowledged when its block ends on the primary (ReadyForQuery I).
@@ -252,7 +254,10 @@ impl Txn<'_> {
         // Taken back if the statement must wait (it is routed again then).
         let before = sp.router.clone();
         let decision = sp.router.statement(class, cx);
-        if class == Class::Read && !replica_ok && matches!(decision, Decision::Run { target: Target::Primary, .. }) {
+        if class == Class::Read
+            && replicas == Replicas::NotCaughtUp
+            && matches!(decision, Decision::Run { target: Target::Primary, .. })
+        {
             sp.shared.counts.reads_kept_on_primary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         tracing::trace!(client = self.pid, ?class, ?decision, "routed");
@@ -319,11 +324,12 @@ impl Txn<'_> {
         }
     }
 
-    /// Whether a replica may serve this session's reads now: one is routed and, with
-    /// `read_your_writes: session` after a write, has replayed it (as far as the positions read
-    /// tell). Remembers the position needed, for the choice of the replica.
-    fn replica_available(&mut self) -> bool {
-        let Some(sp) = self.split.as_mut() else { return false };
+    /// Whether a replica may serve this session's reads now: one is routed (and within
+    /// `max_lag_time`) and, with `read_your_writes: session` after a write, has replayed it (as
+    /// far as the positions read tell). Remembers the position needed, for the choice of the
+    /// replica.
+    fn replicas_now(&mut self) -> Replicas {
+        let Some(sp) = self.split.as_mut() else { return Replicas::NoneRouted };
         let routes = self.shared.routes.borrow();
         sp.need = None;
         let max_lag_time = sp.shared.settings.max_lag_time;
@@ -331,29 +337,33 @@ impl Txn<'_> {
             max_lag_time.is_none_or(|max| !sp.shared.positions().lags_behind(&b.addr(), max))
         };
         if !routes.replicas.iter().any(usable) {
-            return false;
+            return Replicas::NoneRouted;
         }
         if sp.shared.settings.read_your_writes == ReadYourWrites::None {
-            return true;
+            return Replicas::Usable;
         }
         if sp.unacked {
-            return false;
+            return Replicas::NotCaughtUp;
         }
-        let Some(acked) = sp.acked_at else { return true };
+        let Some(acked) = sp.acked_at else { return Replicas::Usable };
         let positions = sp.shared.positions();
-        let Some(need) = positions.needed_after(acked) else { return false };
+        let Some(need) = positions.needed_after(acked) else { return Replicas::NotCaughtUp };
         if routes.replicas.iter().all(|b| positions.has_replayed(&b.addr(), need)) {
             // Every replica has it: nothing to wait for any more.
             sp.acked_at = None;
             drop(positions);
-            return true;
+            return Replicas::Usable;
         }
         let any = routes.replicas.iter().any(|b| {
             positions.has_replayed(&b.addr(), need)
                 && max_lag_time.is_none_or(|max| !positions.lags_behind(&b.addr(), max))
         });
         sp.need = Some(need);
-        any
+        if any {
+            Replicas::Usable
+        } else {
+            Replicas::NotCaughtUp
+        }
     }
 
     /// Whether the session has written and waits for a replica to replay it.
@@ -392,11 +402,9 @@ impl Txn<'_> {
     /// the one it leaves goes back to its pool (between transactions) or is parked (inside one).
     /// `false` when the one it leaves still owes answers (the caller waits).
     async fn switch_to(&mut self, target: Target) -> Result<bool, Refusal> {
-        // No replica to read from: the primary serves the read (and the block's read part).
-        let target = match target {
-            Target::Replica if !self.replica_available() => Target::Primary,
-            t => t,
-        };
+        // The router sends a statement to a replica it does not hold yet only when one qualified
+        // a moment ago (`replicas_now`); should none qualify when the lease is made, the primary
+        // serves it (`pick_now`).
         if self.held.as_ref().is_some_and(|h| h.on == target) {
             return Ok(true);
         }
