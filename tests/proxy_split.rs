@@ -10,8 +10,8 @@
 //! * read-your-writes: with one replica half a second behind, 10,000 write-then-read pairs over
 //!   8 sessions never miss their own write (replicas serve the reads once they have it); with
 //!   `read_your_writes: none` the same pairs do miss, so the check can fail;
-//! * the admin port's `/metrics` and the console's `SHOW POOL_NODES` count the statements sent to
-//!   each backend;
+//! * the admin port's `/metrics` and `/stats.json` and the console's `SHOW POOL_NODES` count the
+//!   statements sent to each backend;
 //! * a switchover under TPC-B and select-only pgbench load through the one port fails no
 //!   transaction, and no write reaches a replica; after a crash of the primary, clients between
 //!   transactions write on the new primary and read their writes back;
@@ -182,6 +182,17 @@ fn one_port_sends_reads_to_replicas_and_writes_to_the_primary() {
         .map(|p| value(&format!("rampart_proxy_split_statements_total{{backend=\"127.0.0.1:{p}\"}}")))
         .sum();
     assert!(per_replica >= 40, "the replicas' own counts add up: {metrics}");
+    // And /stats.json (the /stats page shows the same).
+    let stats = support::client::http_request(admin, "GET", "/stats.json", None).expect("GET /stats.json").body;
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("JSON");
+    let in_json: u64 = stats["split"]["per_backend"]
+        .as_array()
+        .expect("split.per_backend")
+        .iter()
+        .filter(|b| replicas.iter().any(|p| b["backend"] == format!("127.0.0.1:{p}").as_str()))
+        .map(|b| b["statements"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(in_json, per_replica, "{stats}");
     // So does the admin console, with Pgpool-II's SHOW POOL_NODES.
     rt.block_on(async {
         let mut cfg = tokio_postgres::Config::new();

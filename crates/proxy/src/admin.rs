@@ -212,16 +212,19 @@ impl Admin {
         let routes = self.routes.borrow().clone();
         let pools = PoolsView::take(&self.pools, &self.clients);
         let o = overview(&self.scope, &snapshot, &routes, self.policy);
+        let split = self.split.as_ref().map(|s| s.figures());
         let (content_type, body) = match page {
             Page::Metrics => {
                 let mut text = admin_metrics::metrics_text(&snapshot, &o, &pools);
-                if let Some(split) = &self.split {
-                    text.push_str(&admin_metrics::split_metrics_text(&split.figures()));
+                if let Some(f) = &split {
+                    text.push_str(&admin_metrics::split_metrics_text(f));
                 }
                 (admin_metrics::CONTENT_TYPE, text)
             }
-            Page::Json => (admin_json::CONTENT_TYPE, admin_json::stats_json(&snapshot, &o, &pools).to_string()),
-            Page::Html => (admin_html::CONTENT_TYPE, admin_html::stats_html(&snapshot, &o, &pools)),
+            Page::Json => {
+                (admin_json::CONTENT_TYPE, admin_json::stats_json(&snapshot, &o, &pools, split.as_ref()).to_string())
+            }
+            Page::Html => (admin_html::CONTENT_TYPE, admin_html::stats_html(&snapshot, &o, &pools, split.as_ref())),
         };
         reply(StatusCode::OK, content_type, body)
     }

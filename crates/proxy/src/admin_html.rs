@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::admin_view::{Freshness, MemberRow, Overview};
 use crate::pools_view::{PoolLine, PoolsView};
 use crate::session::Port;
+use crate::split::state::SplitFigures;
 use crate::stats::{Snapshot, HOLD_BUCKETS};
 
 /// Content type of the page.
@@ -95,8 +96,8 @@ fn yes_no(on: bool, yes: &str) -> String {
     }
 }
 
-/// The `/stats` page.
-pub fn stats_html(s: &Snapshot, o: &Overview, p: &PoolsView) -> String {
+/// The `/stats` page; `split` when the read-write port splits reads from writes.
+pub fn stats_html(s: &Snapshot, o: &Overview, p: &PoolsView, split: Option<&SplitFigures>) -> String {
     let mut h = String::with_capacity(8192);
     let scope = escape(&o.scope);
     let _ = write!(
@@ -109,6 +110,9 @@ pub fn stats_html(s: &Snapshot, o: &Overview, p: &PoolsView) -> String {
     banners(&mut h, o);
     members(&mut h, o);
     pools(&mut h, p);
+    if let Some(f) = split {
+        splitting(&mut h, f);
+    }
     counters(&mut h, s);
     let _ = write!(
         h,
@@ -297,6 +301,27 @@ fn pool_row(h: &mut String, l: &PoolLine) {
     );
 }
 
+fn splitting(h: &mut String, f: &SplitFigures) {
+    let _ = write!(
+        h,
+        "<h2>Read/write splitting</h2>\n<table id=\"split\"><tbody>\
+         <tr><th>Statements to replicas</th><td class=\"n\">{}</td></tr>\
+         <tr><th>Statements to the primary</th><td class=\"n\">{}</td></tr>\
+         <tr><th>Reads kept on the primary (read-your-writes)</th><td class=\"n\">{}</td></tr>\
+         <tr><th>Statement cache: hits, misses, entries</th><td class=\"n\">{}, {}, {}</td></tr>\
+         </tbody></table>\n<table id=\"split-backends\"><thead><tr><th>Backend</th><th>Statements</th></tr></thead><tbody>\n",
+        f.to_replica, f.to_primary, f.reads_kept_on_primary, f.cache.hits, f.cache.misses, f.cache.entries,
+    );
+    if f.per_backend.is_empty() {
+        h.push_str("<tr><td colspan=\"2\">None yet.</td></tr>\n");
+    }
+    for (addr, n) in &f.per_backend {
+        let addr = escape(addr);
+        let _ = writeln!(h, "<tr data-backend=\"{addr}\"><td>{addr}</td><td class=\"n\">{n}</td></tr>");
+    }
+    h.push_str("</tbody></table>\n");
+}
+
 fn counters(h: &mut String, s: &Snapshot) {
     h.push_str("<h2>Routing decisions</h2>\n<table id=\"decisions\"><thead><tr><th>Port</th><th>Outcome</th><th>Sessions</th></tr></thead><tbody>\n");
     if s.decisions.is_empty() {
@@ -364,7 +389,7 @@ mod tests {
 
     fn page(age: Duration) -> String {
         let (snap, routes) = snapshot(age);
-        stats_html(&snap, &overview("pg<&>", &snap, &routes, POLICY), &pools())
+        stats_html(&snap, &overview("pg<&>", &snap, &routes, POLICY), &pools(), None)
     }
 
     /// The `<tr>` of the member whose escaped name is `name`.
@@ -411,6 +436,20 @@ mod tests {
     }
 
     #[test]
+    fn splitting_counts_per_backend() {
+        let (snap, routes) = snapshot(Duration::ZERO);
+        let o = overview("pg", &snap, &routes, POLICY);
+        assert!(!stats_html(&snap, &o, &pools(), None).contains("id=\"split\""), "no splitting, no section");
+        let html = stats_html(&snap, &o, &pools(), Some(&crate::admin_json::tests::split_figures()));
+        assert!(html.contains("<tr><th>Statements to replicas</th><td class=\"n\">70</td></tr>"), "{html}");
+        assert!(html.contains("<td class=\"n\">98, 2, 2</td>"), "{html}");
+        assert!(
+            html.contains("<tr data-backend=\"127.0.0.1:5002&lt;&amp;&gt;\"><td>127.0.0.1:5002&lt;&amp;&gt;</td><td class=\"n\">70</td></tr>"),
+            "backends escaped: {html}"
+        );
+    }
+
+    #[test]
     fn warns_without_primary_or_view() {
         let html = page(Duration::from_secs(31));
         assert!(html.contains("id=\"stale-view\"") && html.contains("id=\"no-primary\""), "{html}");
@@ -420,7 +459,7 @@ mod tests {
 
         let (mut snap, _) = snapshot(Duration::ZERO);
         snap.view = None;
-        let html = stats_html(&snap, &overview("pg", &snap, &Default::default(), POLICY), &PoolsView::default());
+        let html = stats_html(&snap, &overview("pg", &snap, &Default::default(), POLICY), &PoolsView::default(), None);
         assert!(html.contains("id=\"no-view\"") && html.contains("id=\"no-primary\""));
         assert!(html.contains("<dd id=\"leader\">none</dd>"));
         assert!(row(&html, "a").starts_with("<tr class=\"member gone\""), "sessions on a member no view lists");

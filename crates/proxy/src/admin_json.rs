@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::admin_view::{MemberRow, Overview};
 use crate::clients::DbTotals;
 use crate::pools_view::{PoolLine, PoolsView};
+use crate::split::state::SplitFigures;
 use crate::stats::{Snapshot, HOLD_BUCKETS};
 
 /// Content type of the body.
@@ -61,8 +62,27 @@ fn pool_stats(t: &DbTotals) -> Value {
     })
 }
 
-/// The `/stats.json` body.
-pub fn stats_json(s: &Snapshot, o: &Overview, p: &PoolsView) -> Value {
+/// The read/write splitting counts (`null` when `load_balance` is off).
+fn split(f: Option<&SplitFigures>) -> Value {
+    let Some(f) = f else { return Value::Null };
+    let per_backend: Vec<Value> =
+        f.per_backend.iter().map(|(addr, n)| json!({ "backend": addr, "statements": n })).collect();
+    json!({
+        "to_replicas": f.to_replica,
+        "to_primary": f.to_primary,
+        "reads_kept_on_primary": f.reads_kept_on_primary,
+        "per_backend": per_backend,
+        "cache": {
+            "hits": f.cache.hits,
+            "misses": f.cache.misses,
+            "entries": f.cache.entries,
+            "parse_seconds": f.cache.parse_ns as f64 / 1e9,
+        },
+    })
+}
+
+/// The `/stats.json` body; `split` when the read-write port splits reads from writes.
+pub fn stats_json(s: &Snapshot, o: &Overview, p: &PoolsView, split_figures: Option<&SplitFigures>) -> Value {
     let backends: Vec<Value> = s
         .backends
         .iter()
@@ -111,11 +131,12 @@ pub fn stats_json(s: &Snapshot, o: &Overview, p: &PoolsView) -> Value {
         "tls_handshakes": { "ok": s.tls_ok, "failed": s.tls_failed },
         "pools": p.pools.iter().map(pool).collect::<Vec<_>>(),
         "pool_stats": p.stats.iter().map(pool_stats).collect::<Vec<_>>(),
+        "split": split(split_figures),
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::admin_view::overview;
     use crate::admin_view::tests::{pools, snapshot, POLICY};
@@ -124,7 +145,7 @@ mod tests {
     #[test]
     fn members_routes_and_counters() {
         let (snap, routes) = snapshot(Duration::from_millis(250));
-        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY), &pools());
+        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY), &pools(), None);
         // Round trip through text: what a client really parses.
         let v: Value = serde_json::from_str(&v.to_string()).unwrap();
         assert_eq!((v["scope"].as_str(), v["leader"].as_str()), (Some("pg"), Some("a")));
@@ -149,11 +170,36 @@ mod tests {
         assert_eq!((v["fenced_sessions"].as_u64(), v["tls_handshakes"]["failed"].as_u64()), (Some(6), Some(9)));
     }
 
+    /// Splitting counts as [`crate::split::state::Splitting::figures`] gives them.
+    pub(crate) fn split_figures() -> SplitFigures {
+        SplitFigures {
+            to_replica: 70,
+            to_primary: 30,
+            reads_kept_on_primary: 4,
+            per_backend: vec![("127.0.0.1:5001".into(), 30), ("127.0.0.1:5002<&>".into(), 70)],
+            cache: crate::split::cache::CacheFigures { hits: 98, misses: 2, parse_ns: 250_000, entries: 2 },
+        }
+    }
+
+    #[test]
+    fn splitting_counts_per_backend() {
+        let (snap, routes) = snapshot(Duration::ZERO);
+        let o = overview("pg", &snap, &routes, POLICY);
+        assert!(stats_json(&snap, &o, &pools(), None)["split"].is_null(), "no splitting, no counts");
+        let v = stats_json(&snap, &o, &pools(), Some(&split_figures()));
+        let v: Value = serde_json::from_str(&v.to_string()).unwrap();
+        let split = &v["split"];
+        assert_eq!((split["to_replicas"].as_u64(), split["to_primary"].as_u64()), (Some(70), Some(30)));
+        assert_eq!(split["reads_kept_on_primary"], 4);
+        assert_eq!(split["per_backend"][1], json!({"backend": "127.0.0.1:5002<&>", "statements": 70}));
+        assert_eq!(split["cache"], json!({"hits": 98, "misses": 2, "entries": 2, "parse_seconds": 0.00025}));
+    }
+
     #[test]
     fn unknowns_are_null() {
         let (mut snap, _) = snapshot(Duration::ZERO);
         snap.view = None;
-        let v = stats_json(&snap, &overview("pg", &snap, &Default::default(), POLICY), &PoolsView::default());
+        let v = stats_json(&snap, &overview("pg", &snap, &Default::default(), POLICY), &PoolsView::default(), None);
         assert!(v["leader"].is_null() && v["view"]["age_seconds"].is_null() && v["routes"]["primary"].is_null());
         assert_eq!(v["view"]["freshness"], "no_view");
         assert!(v["members"][0]["lag_bytes"].is_null() && v["members"][0]["timeline"].is_null());
@@ -163,7 +209,7 @@ mod tests {
     #[test]
     fn pools_and_their_counters_are_listed() {
         let (snap, routes) = snapshot(Duration::ZERO);
-        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY), &pools());
+        let v = stats_json(&snap, &overview("pg", &snap, &routes, POLICY), &pools(), None);
         let v: Value = serde_json::from_str(&v.to_string()).unwrap();
         assert_eq!(
             v["pools"][0],
