@@ -2,11 +2,13 @@
 //!
 //! It PRINTS numbers and asserts nothing. Through the e2e harness in `tests/support/` it starts a
 //! three-node cluster (etcd, PostgreSQL 15, agents at ttl/loop_wait/retry_timeout 10/1/3), then
-//! the relays that spread reads over its members ([`relays`]): `rampart proxy` with
-//! `load_balance: on` on its read-write port in transaction mode (`rampart-txn`: node 0's
-//! configuration plus a `proxy` section; pools of 20 server connections per member, SCRAM
-//! against an `auth_file` holding the harness superuser's password, the default
-//! `read_your_writes: session`), and Debian's Pgpool-II in streaming-replication mode with
+//! the relays that spread reads over its members ([`relays`]): three `rampart proxy`s with
+//! `load_balance: on` on their read-write port (node 0's configuration plus a `proxy` section;
+//! pools of 20 server connections per member, SCRAM against an `auth_file` holding the harness
+//! superuser's password): `rampart-txn` in transaction mode with the default `read_your_writes:
+//! session`, `rampart-txn-ryw-none` the same with `read_your_writes: none`, and `rampart-session`
+//! in session mode (each client keeps its primary server connection for its session, its reads
+//! split as in transaction mode); and Debian's Pgpool-II in streaming-replication mode with
 //! `load_balance_mode = on` ([`pgpool`], which says how it is set up and why; every member of
 //! weight 1, the load-balance node chosen per session, no query cache, SCRAM against
 //! `pool_passwd`). The `rampart` binary is the one Cargo built for this bench (bench profile =
@@ -40,29 +42,37 @@
 //!   100 %; the bench waits 10.5 s after each run for idle server connections to hand in their
 //!   counts, see [`members::FLUSH_WAIT`]), and the WAL the primary wrote per second of run;
 //! * `classifier`: per rampart and workload, from its `/metrics` ([`split_metrics`]) around its
-//!   runs: statements split, the share sent to replicas, reads sent to the primary although they
-//!   could have run on a replica (`kept on primary`: no replica had replayed the session's last
-//!   write yet, or none was routed), the classifier cache's hit rate, and its cost: the
-//!   parse-and-classify time of the misses (the only time the proxy measures) per statement and
-//!   per miss, in microseconds (a hit's cache look-up is not in it); then how often the rampart
-//!   changed its read-only routes during those runs (counted in its log). The same figures since
-//!   the rampart started follow (its warm-up included, where the cache fills);
-//! * expect the mixed workload's reads through `rampart-txn` to run on the primary nearly all:
-//!   with `read_your_writes: session` a session's reads go to a replica only once one has
-//!   replayed a primary position read after its last write (positions are read every 20 ms),
-//!   and each pgbench session writes every tenth transaction, i.e. every few milliseconds. Its
-//!   read-only routes also change during that workload: they leave out replicas more than
-//!   `max_lag` (1 MiB) behind by the positions the members publish in the DCS once a second, and
-//!   the workload writes several MB of WAL a second (full-page images of the random updates);
+//!   runs: statements split, the share sent to replicas, the reads read-your-writes kept on the
+//!   primary (`kept on primary`: no replica had replayed the session's last write yet), the
+//!   classifier cache's hit rate, and the parse-and-classify time of the misses (the only time
+//!   the proxy measures) per statement and per miss, in microseconds; then how often the rampart
+//!   changed its read-only routes during those runs (counted in its log; expected 0: replica lag
+//!   is measured against the leader position reported a loop earlier, so the WAL a write load
+//!   produces meanwhile does not count as lag). The same figures since the rampart started follow
+//!   (its warm-up included, where the cache fills);
+//! * `classifier, in-process`: what classifying costs per statement, which `/metrics` cannot show
+//!   when every statement hits the cache ([`classifier`]): measured before the cluster starts,
+//!   through the library the proxy uses, in ns per statement on cache hits (the workload's texts
+//!   with varying constants: masking and look-up, what every statement pays) and on misses
+//!   (distinct texts: a full parse), per workload (and for pgbench's TPC-B-like script, not run
+//!   live), beside each rampart's live hit rate;
+//! * why two transaction-mode ramparts: with `read_your_writes: session` (`rampart-txn`) a
+//!   session's reads go to a replica only once one has replayed a primary position read after its
+//!   last write (positions are read every 20 ms), and each pgbench session of the mixed workload
+//!   writes every tenth transaction, i.e. every few milliseconds: nearly all its reads are kept on
+//!   the primary. Pgpool-II gives no such guarantee across transactions; `rampart-txn-ryw-none`
+//!   neither, so the mixed workload compares like with like there (`rampart-session` keeps the
+//!   default, as `rampart-txn`);
 //! * each relay's CPU time during its runs as a share of one core and per transaction (Pgpool-II's
 //!   summed over its processes) and its memory after the rounds (`Pss` summed over its processes);
 //! * `SHOW POOL_NODES` through Pgpool-II (its own count of the SELECTs it sent each member);
-//! * a verdict line per rampart and workload against issue 17's target: less machine CPU per
-//!   transaction than Pgpool-II.
+//! * a verdict line per rampart (each of the three) and workload against issue 17's target: less
+//!   machine CPU per transaction than Pgpool-II.
 //!
 //! PostgreSQL is tuned as for bench/proxy.rs (`synchronous_commit = off`, `shared_buffers =
 //! 512MB`, `max_wal_size = 2GB`); `max_connections = 200` is ample (16 clients directly, a pool
-//! of 20 per member for rampart, a connection per member for each of Pgpool-II's 32 processes).
+//! of at most 20 per member for each rampart, a connection per member for each of Pgpool-II's 32
+//! processes: at most 108 on the primary, 92 on a replica, besides replication and the agents).
 //! Every pgbench connects as the harness' superuser with `PGPASSWORD` and `sslmode=disable`.
 //!
 //! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6), `RAMPART_BENCH_ROUNDS`
@@ -74,6 +84,8 @@
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it prints a note and does nothing.
 
+#[path = "rw_split/classifier.rs"]
+mod classifier;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "rw_split/members.rs"]
@@ -103,8 +115,8 @@ use pgbench::{SCALE, WARM_UP_SECS};
 use relays::{Kind, Relays, Target};
 use split_metrics::Figures;
 
-/// PostgreSQL's `max_connections`: 16 clients directly, a pool of 20 per member for each rampart,
-/// a connection per member for each of Pgpool-II's processes, and room to spare.
+/// PostgreSQL's `max_connections`: 16 clients directly, a pool of 20 per member for each of the
+/// three ramparts, a connection per member for each of Pgpool-II's processes, and room to spare.
 const MAX_CONNECTIONS: &str = "200";
 /// The mixed workload's scripts: `<file name>`, weight, text.
 const MIXED_SCRIPTS: [(&str, u32, &str); 2] = [
@@ -276,6 +288,18 @@ fn main() {
     let plan = Plan::from_env();
     let started = Instant::now();
     common::print_preamble("read/write splitting", plan.quick);
+    // Before the cluster starts, so that only the machine's other users disturb it.
+    let classifier_costs = classifier::measure();
+    match &classifier_costs {
+        Ok(costs) => {
+            let parts: Vec<String> = costs
+                .iter()
+                .map(|c| format!("{} {:.0} ns per hit, {:.0} ns per miss", c.workload, c.hit_ns, c.miss_ns))
+                .collect();
+            println!("[bench] classifier in-process: {}", parts.join("; "));
+        }
+        Err(e) => println!("[bench] classifier in-process: {e}"),
+    }
     let pgpool_version = match pgpool::version() {
         Ok(v) => v,
         Err(e) => {
@@ -396,6 +420,7 @@ fn main() {
     res.runs.print_failures(&names.workloads, &names.targets);
     report::print_spread(&res, &names, &members, plan.secs);
     report::print_classifier(&res, &names, &targets, &lifetime);
+    report::print_classifier_cost(&classifier_costs, &res, &names, &targets);
     println!();
     for line in &costs {
         println!("{line}");

@@ -106,7 +106,7 @@ impl Runs {
                     machine.map(|m| format!("; machine CPU {:.0} us/tx, {:.0} % busy", m.us_per_tx, m.busy * 100.0));
                 let failed = o.failed.filter(|&n| n > 0).map(|n| format!("; {n} FAILED transactions"));
                 println!(
-                    "[bench]   {workload:<24} {target:<13} {:>10.1} tps ({}{}{})",
+                    "[bench]   {workload:<24} {target:<20} {:>10.1} tps ({}{}{})",
                     o.tps,
                     o.note,
                     cpu.unwrap_or_default(),
@@ -123,7 +123,7 @@ impl Runs {
                 Some(o.transactions.unwrap_or(0))
             }
             Err(e) => {
-                println!("[bench]   {workload:<24} {target:<13} FAILED: {e}");
+                println!("[bench]   {workload:<24} {target:<20} FAILED: {e}");
                 self.errors[w][t].push(format!("round {round}: {e}"));
                 self.failures += 1;
                 None
@@ -165,7 +165,7 @@ impl Runs {
     /// transaction and what it adds to direct's, the median busy share, min and max TPS, runs.
     pub fn print_table(&self, workloads: &[&str], targets: &[&str]) {
         println!(
-            "{:<24} {:<13} {:>10} {:>8} {:>9} {:>8} {:>6}  {:<22} runs",
+            "{:<24} {:<20} {:>10} {:>8} {:>9} {:>8} {:>6}  {:<22} runs",
             "workload", "target", "median TPS", "/ direct", "CPU us/tx", "+direct", "busy", "min .. max TPS"
         );
         for (w, workload) in workloads.iter().enumerate() {
@@ -196,7 +196,7 @@ impl Runs {
                     (_, 0) => format!("{} of {} FAILED", failed, values.len() + failed),
                     (_, n) => format!("{} of {} FAILED; failed transactions in {n}", failed, values.len() + failed),
                 };
-                println!("{workload:<24} {target:<13} {med:>10} {ratio:>8} {cpu:>9} {extra:>8} {busy:>6}  {spread:<22} {runs}");
+                println!("{workload:<24} {target:<20} {med:>10} {ratio:>8} {cpu:>9} {extra:>8} {busy:>6}  {spread:<22} {runs}");
             }
         }
     }

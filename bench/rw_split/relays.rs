@@ -5,9 +5,9 @@
 //!
 //! Each rampart pools [`POOL_SIZE`] server connections per member and logs clients in itself,
 //! with SCRAM against an `auth_file` holding the harness superuser's password (PgBouncer's
-//! userlist format), as bench/proxy.rs's rampart-txn does; its read-your-writes is the default
-//! (`session`), its balancing the default `ro_policy` (round robin). Its admin port serves the
-//! splitter's `/metrics` ([`crate::split_metrics`]).
+//! userlist format), as bench/proxy.rs's rampart-txn does; its balancing is the default
+//! `ro_policy` (round robin), its pool mode and read-your-writes as [`RAMPARTS`] says. Its admin
+//! port serves the splitter's `/metrics` ([`crate::split_metrics`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +20,8 @@ use crate::support::cluster::Cluster;
 use crate::support::proxy::Proxy;
 
 /// Server connections per member in a rampart pool (bench/proxy.rs's transaction-mode pools'
-/// size).
+/// size): pgbench's 16 clients, each holding its primary connection for the session in session
+/// mode, and headroom for the bench's own.
 pub const POOL_SIZE: usize = 20;
 
 /// One splitting rampart the bench runs.
@@ -34,11 +35,19 @@ pub struct RampartSetup {
 }
 
 /// The splitting ramparts, in the order they run within a round (after direct, before
-/// Pgpool-II). One line each: session pooling with `load_balance` would be
-/// `RampartSetup { name: "rampart-session", pool_mode: "session", extra: "" }`, transaction
-/// pooling without read-your-writes
-/// `RampartSetup { name: "rampart-noryw", pool_mode: "transaction", extra: "  read_your_writes: none\n" }`.
-pub const RAMPARTS: &[RampartSetup] = &[RampartSetup { name: "rampart-txn", pool_mode: "transaction", extra: "" }];
+/// Pgpool-II):
+/// * `rampart-txn`: transaction pooling with the default `read_your_writes: session`: a session's
+///   reads go to a replica only once one has replayed its last write;
+/// * `rampart-txn-ryw-none`: the same with `read_your_writes: none`, the guarantee Pgpool-II gives
+///   (none across transactions), so that the mixed workload compares like with like;
+/// * `rampart-session`: session pooling (`pool_mode: session` with the `auth_file`): each client
+///   keeps a primary server connection for its session, its reads are split as in transaction
+///   mode.
+pub const RAMPARTS: &[RampartSetup] = &[
+    RampartSetup { name: "rampart-txn", pool_mode: "transaction", extra: "" },
+    RampartSetup { name: "rampart-txn-ryw-none", pool_mode: "transaction", extra: "  read_your_writes: none\n" },
+    RampartSetup { name: "rampart-session", pool_mode: "session", extra: "" },
+];
 
 /// Which way to the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 //! What bench/rw_split.rs prints at the end besides the table of medians ([`crate::runs`]): where
-//! the reads ran, what each rampart's classifier cost, each relay's CPU and memory, Pgpool-II's
+//! the reads ran, what each rampart's splitter did, the classifier's cost per statement measured
+//! in-process ([`crate::classifier`]) beside the live hit rates, each relay's CPU and memory, Pgpool-II's
 //! `SHOW POOL_NODES`, and a verdict line per rampart and workload against issue 17's target (less
 //! machine CPU per transaction than Pgpool-II). Verdicts compare medians measured in the same
 //! run; a comparison without a Pgpool-II figure is reported as such and misses only if rampart
 //! has no figure either.
 
+use crate::classifier::Cost;
 use crate::common::procfs::{self, kb_to_mb};
 use crate::pgpool::PoolNode;
 use crate::relays::{Kind, Target};
@@ -40,7 +42,7 @@ fn pct(part: f64, whole: f64) -> String {
 /// pgbench's transactions the members' counts account for, and the WAL the primary wrote per
 /// second of run (`secs_per_run`).
 pub fn print_spread(res: &Results, names: &Names, members: &[u16], secs_per_run: u64) {
-    let mut header = format!("\n{:<24} {:<13} {:>10}", "reads served", "target", "reads");
+    let mut header = format!("\n{:<24} {:<20} {:>10}", "reads served", "target", "reads");
     for (m, port) in members.iter().enumerate() {
         let who = if m == 0 { "primary".to_string() } else { format!("replica {m}") };
         header.push_str(&format!(" {:>16}", format!("{who} :{port}")));
@@ -51,7 +53,7 @@ pub fn print_spread(res: &Results, names: &Names, members: &[u16], secs_per_run:
             let served = &res.served[w][t];
             let reads: u64 = served.iter().map(|s| s.reads).sum();
             let writes: u64 = served.iter().map(|s| s.writes).sum();
-            let mut line = format!("{workload:<24} {target:<13} {reads:>10}");
+            let mut line = format!("{workload:<24} {target:<20} {reads:>10}");
             for s in served {
                 line.push_str(&format!(" {:>16}", pct(s.reads as f64, reads as f64)));
             }
@@ -72,7 +74,7 @@ pub fn print_classifier(
     lifetime: &[(&str, Result<Figures, String>)],
 ) {
     println!(
-        "\n{:<24} {:<13} {:>10} {:>11} {:>15} {:>9} {:>7} {:>8} {:>8} {:>7} {:>13}",
+        "\n{:<24} {:<20} {:>10} {:>11} {:>15} {:>9} {:>7} {:>8} {:>8} {:>7} {:>13}",
         "classifier",
         "target",
         "statements",
@@ -89,7 +91,7 @@ pub fn print_classifier(
         let statements = f.statements();
         let per = |n: f64| if n > 0.0 { format!("{:.2}", f.parse_secs * 1e6 / n) } else { "-".into() };
         println!(
-            "{workload:<24} {target:<13} {statements:>10.0} {:>11} {:>15.0} {:>9} {:>7.0} {:>8} {:>8} {:>7.0} {:>13}",
+            "{workload:<24} {target:<20} {statements:>10.0} {:>11} {:>15.0} {:>9} {:>7.0} {:>8} {:>8} {:>7.0} {:>13}",
             pct(f.to_replica, statements),
             f.kept_on_primary,
             pct(f.hits, f.hits + f.misses),
@@ -104,20 +106,61 @@ pub fn print_classifier(
         for (t, target) in targets.iter().enumerate().filter(|(_, t)| t.kind == Kind::Rampart) {
             match &res.split[w][t] {
                 Some(f) => row(workload, target.name, f, Some(res.route_changes[w][t])),
-                None => println!("{workload:<24} {:<13} no figures", target.name),
+                None => println!("{workload:<24} {:<20} no figures", target.name),
             }
         }
     }
     for (name, figures) in lifetime {
         match figures {
             Ok(f) => row("since its start", name, f, None),
-            Err(e) => println!("{:<24} {name:<13} {e}", "since its start"),
+            Err(e) => println!("{:<24} {name:<20} {e}", "since its start"),
         }
     }
     println!(
-        "(us/stmt and us/miss: the time the proxy spent parsing and classifying the misses, over all statements and over \
-         the misses; a hit's cache look-up is not timed. Route changes: the read-only route changes it logged during its \
+        "(kept on primary: reads read-your-writes kept there, no replica having replayed the session's last write; \
+         us/stmt and us/miss: the time the proxy spent parsing and classifying the misses, over all statements and over \
+         the misses; a hit's cache look-up is not timed, see the in-process figures below. Route changes: the read-only route changes it logged during its \
          runs, each a replica dropped, for lagging more than max_lag bytes by the members' DCS keys, or taken back)"
+    );
+}
+
+/// The classifier's cost per statement measured in-process (`costs`), per workload, beside each
+/// rampart's cache hit rate in the live runs of that workload.
+pub fn print_classifier_cost(costs: &Result<Vec<Cost>, String>, res: &Results, names: &Names, targets: &[Target]) {
+    let ramparts: Vec<(usize, &Target)> = targets.iter().enumerate().filter(|(_, t)| t.kind == Kind::Rampart).collect();
+    let costs = match costs {
+        Ok(c) => c,
+        Err(e) => {
+            println!("\n[bench] classifier cost not measured: {e}");
+            return;
+        }
+    };
+    let who: Vec<&str> = ramparts.iter().map(|(_, t)| t.name).collect();
+    println!(
+        "\n{:<24} {:>12} {:>13}  live hit rate ({})",
+        "classifier, in-process",
+        "ns/stmt hit",
+        "ns/stmt miss",
+        who.join(", ")
+    );
+    for c in costs {
+        let live = match names.workloads.iter().position(|w| *w == c.workload) {
+            Some(w) => ramparts
+                .iter()
+                .map(|(t, _)| res.split[w][*t].map_or_else(|| "-".to_string(), |f| pct(f.hits, f.hits + f.misses)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "not run live".into(),
+        };
+        println!("{:<24} {:>12.0} {:>13.0}  {live}", c.workload, c.hit_ns, c.miss_ns);
+        for p in &c.problems {
+            println!("[bench]   {}: {p}", c.workload);
+        }
+    }
+    println!(
+        "(rampart_proxy::split's Splitting::class_of on one thread over pgbench's texts: hit = constants masked and the \
+         cache looked up, what every statement pays; miss = distinct texts the cache cannot mask (numbered table names), \
+         each parsed by pg_query and classified)"
     );
 }
 
