@@ -89,8 +89,8 @@ test-doc:
 # (bench/failover.rs, bench/switchover.rs, bench/proxy.rs, bench/proxy_failover.rs,
 # bench/rw_split.rs: `harness = false` bench targets sharing bench/common/): they print numbers and
 # assert nothing. `cargo bench` builds them and the agent with the bench profile (= release). About
-# 6 + 1.5 + 6.5 + 1.5 + 8 minutes; `make bench RAMPART_BENCH_QUICK=1` (one run of each kind, 5 s
-# pgbench runs) about 2 + 1 + 1.5 + 0.5 + 2. The proxy and rw_split benches also read
+# 6 + 1.5 + 6.5 + 1.5 + 12 minutes; `make bench RAMPART_BENCH_QUICK=1` (one run of each kind, 5 s
+# pgbench runs) about 2 + 1 + 1.5 + 0.5 + 3. The proxy and rw_split benches also read
 # RAMPART_BENCH_SECS and RAMPART_BENCH_ROUNDS (see bench/proxy.rs, bench/rw_split.rs).
 # Like `make test`, it clears leftovers of killed runs before and after each bench.
 bench: setup

@@ -77,8 +77,8 @@
 //!
 //! Environment: `RAMPART_BENCH_SECS` (seconds per run, default 6), `RAMPART_BENCH_ROUNDS`
 //! (default 4); `RAMPART_BENCH_QUICK=1` makes them 5 s and 1 round. With the defaults a run takes
-//! about 8 minutes (2 workloads x 3 targets x 4 rounds x (6 s + pgbench's vacuum + the 10.5 s
-//! wait), plus the set-up), quick about 2. The harness variables apply
+//! about 12 minutes (2 workloads x 5 targets x 4 rounds x (6 s + pgbench's vacuum + the 10.5 s
+//! wait), plus the set-up), quick about 3. The harness variables apply
 //! (`RAMPART_KEEP_TEST_DIRS=1` keeps pgbench's output files and the relays' logs, ...). On a small
 //! machine pgbench, PostgreSQL and the relays share the cores, so the figures are noisy.
 //!
