@@ -714,6 +714,10 @@ impl Txn<'_> {
                     self.release(false);
                 }
             }
+            // So does a kept primary (session mode with splitting) with a stopping proxy.
+            if self.keep_primary && draining && at_rest && self.to_client.is_empty() {
+                self.release(false);
+            }
             if draining && self.held.is_none() && self.to_client.is_empty() {
                 return ended(
                     Outcome::ShutDown,
