@@ -67,20 +67,23 @@ impl Feature {
     }
 }
 
-/// Whether `a` contains `needle` (ASCII lower case, not empty), ignoring ASCII case. Runs on
-/// every query: it compares only where the needle's first letter is.
+/// Whether `a` contains `needle` (ASCII lower case, not empty), ignoring ASCII case. Looks only
+/// where the needle's first letter is, found with memchr's vectorised search.
 fn contains_ci(a: &[u8], needle: &[u8]) -> bool {
     let (lower, upper) = (needle[0], needle[0].to_ascii_uppercase());
-    let mut from = 0;
-    while let Some(i) = a[from..].iter().position(|&b| b == lower || b == upper) {
-        let at = from + i;
-        match a.get(at..at + needle.len()) {
-            Some(w) if w.eq_ignore_ascii_case(needle) => return true,
-            Some(_) => from = at + 1,
-            None => return false,
-        }
-    }
-    false
+    memchr::memchr2_iter(lower, upper, a)
+        .any(|at| a.get(at..at + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle)))
+}
+
+/// Whether `sql` calls a session-level advisory lock function (`pg_advisory_lock*` or
+/// `pg_try_advisory_lock*`, in any case): one pass over the places a `p` is, since this runs
+/// on every query.
+fn calls_advisory_lock(sql: &[u8]) -> bool {
+    memchr::memchr2_iter(b'p', b'P', sql).any(|at| {
+        let rest = &sql[at..];
+        let starts = |n: &[u8]| rest.get(..n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n));
+        starts(b"pg_advisory_lock") || starts(b"pg_try_advisory_lock")
+    })
 }
 
 /// Skips whitespace and comments (`--` to the end of the line, `/* */`, nested).
@@ -173,10 +176,17 @@ fn statement(s: &[u8]) -> Option<Feature> {
 
 /// The first session-level feature `sql` uses, if any.
 pub fn scan(sql: &[u8]) -> Option<Feature> {
-    if contains_ci(sql, b"pg_advisory_lock") || contains_ci(sql, b"pg_try_advisory_lock") {
+    if calls_advisory_lock(sql) {
         return Some(Feature::AdvisoryLock);
     }
-    sql.split(|&b| b == b';').find_map(statement)
+    let mut from = 0;
+    for end in memchr::memchr_iter(b';', sql).chain(std::iter::once(sql.len())) {
+        if let Some(f) = statement(&sql[from..end]) {
+            return Some(f);
+        }
+        from = end + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -200,6 +210,8 @@ mod tests {
             ("SELECT pg_advisory_lock(42)", Some(Feature::AdvisoryLock)),
             ("select PG_TRY_ADVISORY_LOCK_SHARED(1)", Some(Feature::AdvisoryLock)),
             ("BEGIN; SET search_path = app; COMMIT", Some(Feature::Set)),
+            ("SELECT 1;LISTEN jobs", Some(Feature::Listen)),
+            ("SELECT 1; select 2; Pg_Advisory_Lock_Shared(7)", Some(Feature::AdvisoryLock)),
         ];
         for (sql, want) in table {
             assert_eq!(scan(sql.as_bytes()), *want, "{sql}");
@@ -222,6 +234,10 @@ mod tests {
             "CREATE TABLE t (a int)",
             "PREPARE TRANSACTION 'gid'",
             "INSERT INTO t VALUES ('listen')",
+            "SELECT 'pg_advisory_loc'",
+            "SELECT 1;",
+            ";;",
+            "",
         ] {
             assert_eq!(scan(sql.as_bytes()), None, "{sql}");
         }

@@ -752,9 +752,23 @@ impl Txn<'_> {
                         None => (None, None),
                     };
                     let (mut server_r, mut server_w) = (server_r, server_w);
+                    // In a fixed order (no random number per turn): the proxy's stop and the routes'
+                    // changes first, so that no flow of messages can starve them; the server's
+                    // replies before the client's next messages.
                     tokio::select! {
-                        r = client_r.read_buf(cbuf), if read_client => Event::Client(r),
+                        biased;
+                        (ok, mut rx) = &mut stopping => {
+                            let phase = ok.then(|| *rx.borrow_and_update());
+                            stopping.set(changed(rx));
+                            Event::Stop(phase)
+                        }
+                        (ok, mut rx) = &mut rerouted, if watch_routes => {
+                            let primary = ok.then(|| rx.borrow_and_update().primary.as_ref().map(Backend::addr));
+                            rerouted.set(changed(rx));
+                            Event::Routes(primary)
+                        }
                         r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
+                        r = client_r.read_buf(cbuf), if read_client => Event::Client(r),
                         // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
                         r = async { server_w.as_mut().expect("guarded").write(to_server).await }, if holding && !to_server.is_empty() => Event::WroteServer(r),
                         e = async {
@@ -766,16 +780,6 @@ impl Txn<'_> {
                         // Timers made only when armed (the async blocks are not polled otherwise).
                         _ = async { sleep_until(idle_deadline).await }, if idle_deadline.is_some() => Event::IdleInTransaction,
                         _ = async { sleep_until(drain_deadline).await }, if drain_deadline.is_some() => Event::RouteLostTooLong,
-                        (ok, mut rx) = &mut stopping => {
-                            let phase = ok.then(|| *rx.borrow_and_update());
-                            stopping.set(changed(rx));
-                            Event::Stop(phase)
-                        }
-                        (ok, mut rx) = &mut rerouted, if watch_routes => {
-                            let primary = ok.then(|| rx.borrow_and_update().primary.as_ref().map(Backend::addr));
-                            rerouted.set(changed(rx));
-                            Event::Routes(primary)
-                        }
                     }
                 }
             };
