@@ -6,15 +6,17 @@
 //! with `--scope=SCOPE --datadir=DATA_DIR` (unless `no_params`) and `--KEY=VALUE` for the
 //! section's other keys; a non-zero exit fails the bootstrap. Then, as in Patroni: a `promote`
 //! trigger file is removed; with `recovery_conf` its settings go into the first start's
-//! postgresql.conf with `recovery.signal`, so the server recovers and then promotes itself; without
-//! it, signal files the command left are removed unless `keep_existing_recovery_conf`.
+//! postgresql.conf with `recovery.signal`, so the server recovers and then promotes itself (at a
+//! recovery target, `recovery_target_action` is `promote` unless the method says otherwise);
+//! without it, signal files and `postgresql.auto.conf`'s recovery settings the command left are
+//! removed at the first start unless `keep_existing_recovery_conf` ([`RecoveryFiles`]).
 //! Invariant: the bootstrap counts as done only once the server has left recovery, so the roles
 //! are created on a writable primary and the cluster's `initialize` key names a finished one.
 
 use std::time::Duration;
 
 use rampart_config::BootstrapMethod;
-use rampart_pg::{PgSettings, Sql};
+use rampart_pg::{PgSettings, RecoveryFiles, Sql};
 use tracing::info;
 
 /// Runs the method's command; returns the settings of the first start (with `recovery_conf`).
@@ -48,10 +50,19 @@ pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Resul
         for (k, v) in &method.recovery_conf {
             first.parameters.insert(k.clone(), v.clone());
         }
-        std::fs::write(s.data_dir.join("recovery.signal"), b"").map_err(|e| format!("writing recovery.signal: {e}"))?;
-    } else if !method.keep_existing_recovery_conf {
-        remove("recovery.signal")?;
-        remove("standby.signal")?;
+        // Without an action, PostgreSQL pauses at the target and the bootstrap would wait
+        // forever for its end of recovery.
+        let targeted = method.recovery_conf.keys().any(|k| {
+            let k = k.to_ascii_lowercase();
+            k.starts_with("recovery_target") && k != "recovery_target_timeline" && k != "recovery_target_inclusive"
+        });
+        if targeted && !method.recovery_conf.keys().any(|k| k.eq_ignore_ascii_case("recovery_target_action")) {
+            info!("custom bootstrap {}: recovery_conf sets a recovery target without recovery_target_action: promoting at the target", method.name);
+            first.parameters.insert("recovery_target_action".into(), "promote".into());
+        }
+        first.recovery_files = RecoveryFiles::RecoverThenPromote;
+    } else if method.keep_existing_recovery_conf {
+        first.recovery_files = RecoveryFiles::AsLeft;
     }
     Ok(first)
 }
@@ -104,6 +115,7 @@ pub async fn wait_for_end_of_recovery(sql: &Sql) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rampart_core::StartRole;
     use std::collections::BTreeMap;
 
     #[tokio::test]
@@ -135,28 +147,50 @@ mod tests {
     const MAKE: &str = r#"d="${2#--datadir=}"; mkdir -p "$d" && touch "$d/PG_VERSION" "$d/promote" "$d/standby.signal" && echo "$@" > "$d/args"; true"#;
 
     #[tokio::test]
-    async fn the_command_gets_patronis_arguments_and_signal_files_are_settled() {
+    async fn the_command_gets_patronis_arguments_and_signal_files_are_settled_at_the_first_start() {
         let dir = tempfile::tempdir().unwrap();
         let s = PgSettings::new("n1", dir.path().join("data"));
-        let first = run(&method(MAKE), &s, "pg").await.unwrap();
         let d = &s.data_dir;
+        // What the first start writes (the postmaster's start calls write_config).
+        let first_start = |first: &PgSettings| rampart_pg::write_config(first, &StartRole::Primary).unwrap();
+        let restored_auto_conf = "work_mem = '64MB'\nrestore_command = 'cp /archive/%f %p'\n";
+
+        let first = run(&method(MAKE), &s, "pg").await.unwrap();
         let args = std::fs::read_to_string(d.join("args")).unwrap();
         assert_eq!(args.trim(), format!("--scope=pg --datadir={}", d.display()));
         assert!(!d.join("promote").exists(), "a promote trigger would promote at once");
+        std::fs::write(d.join("postgresql.auto.conf"), restored_auto_conf).unwrap();
+        first_start(&first);
         assert!(!d.join("standby.signal").exists(), "removed without keep_existing_recovery_conf");
+        assert_eq!(std::fs::read_to_string(d.join("postgresql.auto.conf")).unwrap(), "work_mem = '64MB'\n");
         assert_eq!(first.parameters, s.parameters);
 
-        // keep_existing_recovery_conf keeps them; recovery_conf asks for a recovery, then promotion.
+        // keep_existing_recovery_conf keeps them.
         std::fs::remove_dir_all(d).unwrap();
         let keep = BootstrapMethod { keep_existing_recovery_conf: true, ..method(MAKE) };
-        run(&keep, &s, "pg").await.unwrap();
+        let first = run(&keep, &s, "pg").await.unwrap();
+        std::fs::write(d.join("postgresql.auto.conf"), restored_auto_conf).unwrap();
+        first_start(&first);
         assert!(d.join("standby.signal").exists());
+        assert_eq!(std::fs::read_to_string(d.join("postgresql.auto.conf")).unwrap(), restored_auto_conf);
+
+        // recovery_conf asks for a recovery, then promotion, at the target when it names one.
         std::fs::remove_dir_all(d).unwrap();
-        let recovery = BTreeMap::from([("restore_command".to_string(), "cp /archive/%f %p".to_string())]);
+        let recovery = BTreeMap::from([
+            ("restore_command".to_string(), "cp /archive/%f %p".to_string()),
+            ("recovery_target_time".to_string(), "2026-12-05 10:00:00+00".to_string()),
+        ]);
         let restore = BootstrapMethod { recovery_conf: recovery, ..method(MAKE) };
         let first = run(&restore, &s, "pg").await.unwrap();
-        assert!(d.join("recovery.signal").exists());
+        first_start(&first);
+        assert!(d.join("recovery.signal").exists() && !d.join("standby.signal").exists());
         assert_eq!(first.parameters["restore_command"], "cp /archive/%f %p");
+        assert_eq!(first.parameters["recovery_target_action"], "promote", "else PostgreSQL pauses there");
+        let conf = std::fs::read_to_string(d.join("postgresql.conf")).unwrap();
+        assert!(conf.contains("recovery_target_time = '2026-12-05 10:00:00+00'\n"), "{conf}");
+        // Later starts, with the normal settings, leave no signal file behind.
+        rampart_pg::write_config(&s, &StartRole::Primary).unwrap();
+        assert!(!d.join("recovery.signal").exists());
     }
 
     #[tokio::test]

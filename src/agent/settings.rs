@@ -152,7 +152,39 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> PgSettings {
     s.use_slots = dynamic.postgresql.use_slots;
     s.start_timeout = Duration::from_secs(pg.pg_ctl_timeout);
     s.basebackup_args = pg.replica_creation.basebackup_args.clone();
+    s.recovery_conf = recovery_conf(cfg, dynamic, &s.parameters);
     s
+}
+
+/// What replicas recover with besides streaming: the dynamic `postgresql.recovery_conf` with the
+/// local one over it, or, as Patroni does (`_adjust_recovery_parameters`), the recovery settings
+/// among the parameters when there are any (so a `restore_command` among the parameters works
+/// as on PostgreSQL before 12).
+pub fn recovery_conf(
+    cfg: &Config,
+    dynamic: &DynamicConfig,
+    parameters: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let among_parameters: BTreeMap<String, String> = parameters
+        .iter()
+        .filter(|(k, _)| rampart_pg::recovery::is_recovery_parameter(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !among_parameters.is_empty() {
+        return among_parameters;
+    }
+    let mut out: BTreeMap<String, String> = match dynamic.postgresql.extra.get("recovery_conf") {
+        Some(serde_json::Value::Object(m)) => m
+            .iter()
+            .filter(|(_, v)| !v.is_null() && !v.is_object() && !v.is_array())
+            .map(|(k, v)| (k.clone(), parameter_text(v)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    for (k, v) in &cfg.postgresql.recovery_conf {
+        out.insert(k.clone(), parameter_text(v));
+    }
+    out
 }
 
 /// The core's settings.
@@ -236,6 +268,28 @@ postgresql:
         let mut mine = c.clone();
         mine.postgresql.parameters.insert("wal_receiver_timeout".into(), Value::String("1min".into()));
         assert_eq!(parameters(&mine, &d)["wal_receiver_timeout"], "1min", "an operator's value wins");
+    }
+
+    #[test]
+    fn replicas_recover_with_the_dynamic_recovery_conf_under_the_local_one_or_with_the_parameters() {
+        let mut c = cfg();
+        let mut d = c.bootstrap_dcs();
+        d.postgresql.extra.insert(
+            "recovery_conf".into(),
+            serde_json::json!({"restore_command": "cp /dcs/%f %p", "recovery_min_apply_delay": 0, "x": null}),
+        );
+        c.postgresql.recovery_conf.insert("restore_command".into(), Value::String("cp /local/%f %p".into()));
+        let s = pg_settings(&c, &d);
+        let want: BTreeMap<String, String> = [
+            ("recovery_min_apply_delay".to_string(), "0".to_string()),
+            ("restore_command".into(), "cp /local/%f %p".into()),
+        ]
+        .into();
+        assert_eq!(s.recovery_conf, want);
+        // A recovery setting among the parameters replaces them all.
+        c.postgresql.parameters.insert("restore_command".into(), Value::String("cp /param/%f %p".into()));
+        let s = pg_settings(&c, &d);
+        assert_eq!(s.recovery_conf, [("restore_command".to_string(), "cp /param/%f %p".to_string())].into());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct Postgresql {
     pub pg_ctl_timeout: u64,
     /// `create_replica_methods`, their sections and `basebackup`.
     pub replica_creation: crate::ReplicaCreation,
+    /// `recovery_conf`: what replicas recover with besides streaming (`restore_command`,
+    /// `archive_cleanup_command`, `recovery_min_apply_delay`, ...); overrides the dynamic one.
+    pub recovery_conf: BTreeMap<String, Json>,
 }
 
 impl Postgresql {
@@ -142,20 +145,24 @@ impl Postgresql {
         let replication = pg_role(auth.replication.unwrap_or_default(), "replication", c)?;
         let rewind = auth.rewind.map(|r| pg_role(r, "rewind", c)).transpose()?;
 
-        let mut parameters = BTreeMap::new();
-        for (name, value) in raw.parameters.unwrap_or_default() {
-            match value {
-                Json::Null => c.warn(&["postgresql", "parameters", &name], "has no value (ignored)"),
-                Json::Array(_) | Json::Object(_) => {
-                    return Err(c.problem(
-                        &["postgresql", "parameters", &name],
-                        "expected a single value (string, number or boolean)",
-                    ));
+        let parameters = single_values(raw.parameters.unwrap_or_default(), "parameters", c)?;
+        let recovery_conf = single_values(raw.recovery_conf.unwrap_or_default(), "recovery_conf", c)?;
+        for (name, value) in &recovery_conf {
+            let lower = name.to_ascii_lowercase();
+            let why = match lower.as_str() {
+                // What Rampart writes anyway.
+                "recovery_target_timeline" if value.as_str().is_some_and(|v| v.eq_ignore_ascii_case("latest")) => {
+                    continue
                 }
-                v => {
-                    parameters.insert(name, v);
+                "primary_conninfo" | "primary_slot_name" => "ignored: a replica streams from the member its role names",
+                "standby_mode" => "ignored: replicas start with standby.signal",
+                l if l.starts_with("recovery_target") => {
+                    "ignored: a replica recovers to the latest timeline without a target (a bootstrap \
+                     method's recovery_conf can set one)"
                 }
-            }
+                _ => continue,
+            };
+            c.warn(&["postgresql", "recovery_conf", name], why);
         }
 
         // A relative socket directory lives inside the data directory: pg_rewind, which copies
@@ -209,8 +216,33 @@ impl Postgresql {
             before_stop: raw.before_stop.filter(|c| !c.trim().is_empty()),
             pg_ctl_timeout,
             replica_creation,
+            recovery_conf,
         })
     }
+}
+
+/// A mapping of settings (`postgresql.parameters`, `postgresql.recovery_conf`): single values;
+/// a setting without a value is left out with a warning.
+fn single_values(
+    raw: BTreeMap<String, Json>,
+    section: &str,
+    c: &mut Checker<'_>,
+) -> Result<BTreeMap<String, Json>, Problem> {
+    let mut out = BTreeMap::new();
+    for (name, value) in raw {
+        match value {
+            Json::Null => c.warn(&["postgresql", section, &name], "has no value (ignored)"),
+            Json::Array(_) | Json::Object(_) => {
+                return Err(
+                    c.problem(&["postgresql", section, &name], "expected a single value (string, number or boolean)")
+                );
+            }
+            v => {
+                out.insert(name, v);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A role whose username is required, with its libpq parameters checked.

@@ -223,6 +223,7 @@ pub(crate) struct RawPostgresql {
     pub create_replica_methods: Option<Json>,
     pub create_replica_method: Option<Json>,
     pub basebackup: Option<Json>,
+    pub recovery_conf: Option<BTreeMap<String, Json>>,
 }
 
 /// One legacy `bootstrap.users` entry. Read as a map so that keys inside it are not reported.

@@ -890,3 +890,31 @@ fn standby_cluster_is_refused_at_the_top_or_in_bootstrap_dcs_naming_the_key() {
         .to_string();
     assert!(dcs.contains("bootstrap.dcs.standby_cluster") && dcs.contains("not supported yet"), "{dcs}");
 }
+
+#[test]
+fn postgresql_recovery_conf_is_read_and_what_the_role_decides_is_named() {
+    let text = format!(
+        "{MINIMAL}  recovery_conf:
+    restore_command: pgbackrest --stanza=main archive-get %f \"%p\"
+    recovery_min_apply_delay: 0
+    recovery_target_timeline: latest
+    primary_conninfo: host=elsewhere
+    recovery_target_time: '2026-01-01'
+"
+    );
+    let l = ok(&text);
+    let r = &l.config.postgresql.recovery_conf;
+    assert_eq!(r["restore_command"], "pgbackrest --stanza=main archive-get %f \"%p\"");
+    assert_eq!(r["recovery_min_apply_delay"], 0);
+    assert_eq!(
+        l.warnings,
+        [
+            "node1.yml:17: postgresql.recovery_conf.primary_conninfo: ignored: a replica streams from the member \
+             its role names",
+            "node1.yml:18: postgresql.recovery_conf.recovery_target_time: ignored: a replica recovers to the latest \
+             timeline without a target (a bootstrap method's recovery_conf can set one)",
+        ]
+    );
+    let e = err(&format!("{MINIMAL}  recovery_conf:\n    restore_command: [a, b]\n"));
+    assert!(e.contains("postgresql.recovery_conf.restore_command: expected a single value"), "{e}");
+}

@@ -9,7 +9,8 @@
 //! * `listen_addresses`, `port` and `hba_file` always come from [`PgSettings`], never from user
 //!   parameters, because the agent and the other members depend on them;
 //! * recovery settings (`primary_conninfo`, `primary_slot_name`, `recovery_target_timeline`) come
-//!   only from the requested role.
+//!   only from the requested role; a replica's `recovery_conf` settings win over parameters of the
+//!   same name, and its recovery targets are always empty ([`crate::recovery`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -48,8 +49,10 @@ const RECOVERY: &[&str] = &["primary_conninfo", "primary_slot_name", "recovery_t
 /// was started in, and a promoted replica whose file is rewritten as a primary's drops
 /// `recovery_target_timeline`, a postmaster-level setting, which PostgreSQL flags as pending
 /// although a primary ignores it and the next start as a replica writes it again.
+/// The same holds for the other recovery settings (a replica's `recovery_conf`, the targets of a
+/// bootstrap's first start).
 pub fn restart_would_apply(name: &str) -> bool {
-    !RECOVERY.iter().any(|r| r.eq_ignore_ascii_case(name))
+    !RECOVERY.iter().any(|r| r.eq_ignore_ascii_case(name)) && !crate::recovery::is_recovery_parameter(name)
 }
 
 /// A setting's value in the greatest unit that shows it exactly, as Patroni's
@@ -121,7 +124,16 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
         let v = user.get(*k).cloned().unwrap_or_else(|| v.clone());
         out.push((k.to_string(), v));
     }
-    let taken = |k: &str| FORCED.contains(&k) || RECOVERY.contains(&k) || defaults.iter().any(|(d, _)| *d == k);
+    let recovery = match role {
+        StartRole::Replica { .. } => crate::recovery::replica_settings(&settings.recovery_conf),
+        StartRole::Primary => Vec::new(),
+    };
+    let taken = |k: &str| {
+        FORCED.contains(&k)
+            || RECOVERY.contains(&k)
+            || defaults.iter().any(|(d, _)| *d == k)
+            || recovery.iter().any(|(r, _)| r == k)
+    };
     for (k, v) in &user {
         if !taken(k) {
             out.push((k.clone(), v.clone()));
@@ -135,6 +147,7 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
             }
         }
         out.push(("recovery_target_timeline".into(), "latest".into()));
+        out.extend(recovery);
     }
     Ok(out)
 }
@@ -471,10 +484,10 @@ mod tests {
 
     #[test]
     fn recovery_settings_pending_a_restart_ask_for_none() {
-        for name in ["recovery_target_timeline", "primary_conninfo", "Primary_Slot_Name"] {
+        for name in ["recovery_target_timeline", "primary_conninfo", "Primary_Slot_Name", "recovery_target_time"] {
             assert!(!restart_would_apply(name), "{name}");
         }
-        for name in ["shared_buffers", "max_connections", "wal_level", "recovery_min_apply_delay"] {
+        for name in ["shared_buffers", "max_connections", "wal_level", "archive_mode"] {
             assert!(restart_would_apply(name), "{name}");
         }
     }
@@ -486,7 +499,12 @@ mod tests {
         assert!(text.ends_with(
             "primary_conninfo = 'host=10.0.0.2 port=5432 user=''repl user'' passfile=''/var/lib/pg/my pass'' application_name=Node-1.dc'\n\
              primary_slot_name = 'node_1_dc'\n\
-             recovery_target_timeline = 'latest'\n"
+             recovery_target_timeline = 'latest'\n\
+             recovery_target = ''\n\
+             recovery_target_lsn = ''\n\
+             recovery_target_name = ''\n\
+             recovery_target_time = ''\n\
+             recovery_target_xid = ''\n"
         ), "{text}");
 
         let mut no_slots = settings();
@@ -496,7 +514,29 @@ mod tests {
 
         let text = render_postgresql_conf(&s, &StartRole::Replica { upstream: None }).unwrap();
         assert!(!text.contains("primary_conninfo"));
-        assert!(text.ends_with("recovery_target_timeline = 'latest'\n"));
+        assert!(text.contains("recovery_target_timeline = 'latest'\n"));
+    }
+
+    #[test]
+    fn recovery_conf_applies_to_replicas_only_and_wins_over_parameters() {
+        let mut s = settings();
+        s.parameters.insert("restore_command".into(), "cp /old/%f %p".into());
+        s.parameters.insert("recovery_target_time".into(), "2026-01-01".into());
+        s.recovery_conf.insert("restore_command".into(), "pgbackrest --stanza=main archive-get %f \"%p\"".into());
+        s.recovery_conf.insert("archive_cleanup_command".into(), "true".into());
+        let params = |role| effective_parameters(&s, &role).unwrap();
+        let replica = params(StartRole::Replica { upstream: Some(up()) });
+        let get = |ps: &[(String, String)], name: &str| -> Vec<String> {
+            ps.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+        };
+        assert_eq!(get(&replica, "restore_command"), ["pgbackrest --stanza=main archive-get %f \"%p\""]);
+        assert_eq!(get(&replica, "archive_cleanup_command"), ["true"]);
+        assert_eq!(get(&replica, "recovery_target_time"), [""], "a replica never has a target");
+        let primary = params(StartRole::Primary);
+        assert_eq!(get(&primary, "restore_command"), ["cp /old/%f %p"], "the parameter, for pg_rewind");
+        assert!(get(&primary, "archive_cleanup_command").is_empty());
+        assert_eq!(get(&primary, "recovery_target_time"), ["2026-01-01"]);
+        assert!(!restart_would_apply("recovery_target_time") && !restart_would_apply("Restore_Command"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   includes it; a managed file is never mistaken for initdb's;
 //! * the password file is mode 0600, as libpq requires.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,13 +19,24 @@ use rampart_core::StartRole;
 
 use crate::conf::{render_hba, render_pgpass, render_postgresql_conf, BASE_CONF, MANAGED_HEADER};
 use crate::error::{PgError, Result};
+use crate::recovery::RecoveryFiles;
 use crate::settings::PgSettings;
 
 /// Marker file that makes PostgreSQL start as a standby.
 pub const STANDBY_SIGNAL: &str = "standby.signal";
 
-/// Writes `postgresql.conf`, `pg_hba.conf`, `standby.signal` (created for replicas, removed for
-/// primaries) and the password file for `role`. PostgreSQL reads them at its next start or reload.
+/// Marker file that makes PostgreSQL recover from the archive, then promote.
+pub const RECOVERY_SIGNAL: &str = "recovery.signal";
+
+/// Writes `postgresql.conf`, `pg_hba.conf`, the signal files (`standby.signal` for replicas, none
+/// for primaries; see [`RecoveryFiles`] for a custom bootstrap's first start) and the password file
+/// for `role`, and removes recovery settings other tools left in `postgresql.auto.conf`.
+/// PostgreSQL reads them at its next start or reload.
+///
+/// Signal files are removed only when starting as a primary: the agent writes a running server's
+/// file for the role it runs in (a server in recovery as a replica), and a running server that
+/// finds its signal file gone at the end of recovery fails (PostgreSQL removes it then, FATAL if
+/// it cannot).
 pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
     let settings = &without_refused_parameters(settings);
     let conf = render_postgresql_conf(settings, role)?;
@@ -39,20 +51,53 @@ pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
     preserve_base_conf(dir)?;
     write_atomic(&dir.join("postgresql.conf"), conf.as_bytes(), 0o600)?;
     write_atomic(&dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
-    let signal = dir.join(STANDBY_SIGNAL);
-    match role {
-        StartRole::Replica { .. } => {
-            if !signal.exists() {
-                write_atomic(&signal, b"", 0o600)?;
+    if settings.recovery_files != RecoveryFiles::AsLeft {
+        clean_auto_conf(dir)?;
+    }
+    let (standby, recovery) = (dir.join(STANDBY_SIGNAL), dir.join(RECOVERY_SIGNAL));
+    match (role, settings.recovery_files) {
+        (_, RecoveryFiles::AsLeft) => {}
+        (StartRole::Replica { .. }, _) => {
+            if !standby.exists() {
+                write_atomic(&standby, b"", 0o600)?;
             }
         }
-        StartRole::Primary => match fs::remove_file(&signal) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(PgError::io("removing", signal, e)),
-        },
+        (StartRole::Primary, RecoveryFiles::Managed) => {
+            remove_if_present(&standby)?;
+            remove_if_present(&recovery)?;
+        }
+        (StartRole::Primary, RecoveryFiles::RecoverThenPromote) => {
+            remove_if_present(&standby)?;
+            if !recovery.exists() {
+                write_atomic(&recovery, b"", 0o600)?;
+            }
+        }
     }
     write_pgpass(settings)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PgError::io("removing", path, e)),
+    }
+}
+
+/// Removes the recovery settings a restore left in `postgresql.auto.conf` (read after
+/// `postgresql.conf`, so they would win over the agent's), with a line in the log saying so.
+fn clean_auto_conf(dir: &Path) -> Result<()> {
+    let path = dir.join("postgresql.auto.conf");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(PgError::io("reading", path, e)),
+    };
+    if let Some(kept) = crate::recovery::auto_conf_without_recovery(&text) {
+        tracing::info!(file = %path.display(), "removing recovery settings another tool left there (the agent's configuration decides them)");
+        write_atomic(&path, kept.as_bytes(), 0o600)?;
+    }
+    Ok(())
 }
 
 /// `settings` without the parameters the server would refuse to start with, each left out with
@@ -61,37 +106,45 @@ pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
 /// cannot read. The configuration writers refuse such values already; this covers files and
 /// DCS keys written by other tools. When the server's settings cannot be read, nothing is removed.
 fn without_refused_parameters(settings: &PgSettings) -> std::borrow::Cow<'_, PgSettings> {
-    if settings.parameters.is_empty() {
+    if settings.parameters.is_empty() && settings.recovery_conf.is_empty() {
         return std::borrow::Cow::Borrowed(settings);
     }
     let Ok(table) = crate::guc::for_bin_dir(&settings.bin_dir) else { return std::borrow::Cow::Borrowed(settings) };
-    let refused: Vec<(String, String)> = settings
-        .parameters
-        .iter()
-        // A malformed name is left for the rendering to refuse, so that nothing is written.
-        .filter(|(name, _)| crate::conf::check_parameter_name(name).is_ok())
-        .filter_map(|(name, value)| {
-            let json = serde_json::Value::String(value.clone());
-            match table.check(name, &json) {
-                Err(e) => Some((name.clone(), e.to_string())),
-                Ok(_)
-                    if table.get(name).is_none()
-                        && !name.contains('.')
-                        && !name.eq_ignore_ascii_case(crate::guc::WAL_KEEP_SEGMENTS) =>
-                {
-                    Some((name.clone(), format!("{name} is not a parameter of PostgreSQL {}", table.major())))
+    let refused = |map: &BTreeMap<String, String>| -> Vec<(String, String)> {
+        map.iter()
+            // A malformed name is left for the rendering to refuse, so that nothing is written.
+            .filter(|(name, _)| crate::conf::check_parameter_name(name).is_ok())
+            .filter_map(|(name, value)| {
+                let json = serde_json::Value::String(value.clone());
+                match table.check(name, &json) {
+                    Err(e) => Some((name.clone(), e.to_string())),
+                    Ok(_)
+                        if table.get(name).is_none()
+                            && !name.contains('.')
+                            && !name.eq_ignore_ascii_case(crate::guc::WAL_KEEP_SEGMENTS)
+                            // Written (or left out) by the recovery rules, never as it is.
+                            && !name.eq_ignore_ascii_case("standby_mode") =>
+                    {
+                        Some((name.clone(), format!("{name} is not a parameter of PostgreSQL {}", table.major())))
+                    }
+                    Ok(_) => None,
                 }
-                Ok(_) => None,
-            }
-        })
-        .collect();
-    if refused.is_empty() {
+            })
+            .collect()
+    };
+    let (parameters, recovery) = (refused(&settings.parameters), refused(&settings.recovery_conf));
+    if parameters.is_empty() && recovery.is_empty() {
         return std::borrow::Cow::Borrowed(settings);
     }
     let mut kept = settings.clone();
-    for (name, why) in refused {
+    for (name, why) in parameters {
         tracing::warn!(parameter = %name, value = %settings.parameters[&name], "removing it from postgresql.conf: {why}");
         kept.parameters.remove(&name);
+    }
+    for (name, why) in recovery {
+        // Without its value: a restore_command may carry credentials.
+        tracing::warn!(parameter = %name, "removing it from the recovery settings (postgresql.recovery_conf): {why}");
+        kept.recovery_conf.remove(&name);
     }
     std::borrow::Cow::Owned(kept)
 }

@@ -116,6 +116,11 @@ pub struct PgSettings {
     pub query_timeout: Duration,
     /// Extra pg_basebackup arguments (`postgresql.basebackup`), after Rampart's own.
     pub basebackup_args: Vec<String>,
+    /// What replicas recover with besides streaming (`postgresql.recovery_conf`, e.g.
+    /// `restore_command`); see [`crate::recovery::replica_settings`].
+    pub recovery_conf: BTreeMap<String, String>,
+    /// What is done with recovery files other tools left in the data directory.
+    pub recovery_files: crate::recovery::RecoveryFiles,
 }
 
 impl PgSettings {
@@ -146,6 +151,8 @@ impl PgSettings {
             start_timeout: Duration::from_secs(60),
             query_timeout: Duration::from_secs(5),
             basebackup_args: Vec::new(),
+            recovery_conf: BTreeMap::new(),
+            recovery_files: crate::recovery::RecoveryFiles::Managed,
         }
     }
 

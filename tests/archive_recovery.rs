@@ -1,0 +1,110 @@
+//! Story: a replica that fell too far behind catches up from the WAL archive
+//! (`postgresql.recovery_conf`), then streams again.
+//!
+//! 1. A two-member cluster archives its WAL (`archive_mode`, `archive_command` in the dynamic
+//!    parameters); it keeps no replication slot (`use_slots: false`) and no extra WAL
+//!    (`wal_keep_size: 0`). The replica's own file says how to read the archive:
+//!    `postgresql.recovery_conf.restore_command`, as seed 002 does with pgBackRest.
+//! 2. The replica is stopped. The leader writes and switches WAL segments with checkpoints until
+//!    the segment the replica needs next is gone from the leader's `pg_wal`.
+//! 3. The replica is started: it restores the missing segments from the archive (its log says
+//!    "restored log file"), has every row, and then streams from the leader again.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::{query_text, sql};
+use support::cluster::{Cluster, ClusterOptions};
+
+/// The oldest WAL segment file name in the leader's `pg_wal`.
+async fn oldest_segment(port: u16) -> Option<String> {
+    query_text(port, "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").await
+}
+
+/// The WAL segment a stopped server needs first at its next start (its control file's REDO).
+fn redo_segment(c: &Cluster, i: usize) -> String {
+    let out = std::process::Command::new(support::pg_bin_dir().join("pg_controldata"))
+        .arg(c.data_dir(i))
+        .env("LC_ALL", "C")
+        .output()
+        .expect("pg_controldata runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Latest checkpoint's REDO WAL file:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no REDO WAL file in pg_controldata's output: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_leaders_wal_catches_up_from_the_archive_and_streams_again() {
+    let opts = ClusterOptions { stagger: Duration::from_millis(1500), ..Default::default() }.tweak(|i, cfg| {
+        let archive = cfg.node_dir.parent().unwrap().join("archive").display().to_string();
+        let mut cfg = cfg;
+        for (k, v) in [
+            ("archive_mode", "'on'".to_string()),
+            ("archive_command", format!("'mkdir -p {archive} && test ! -f {archive}/%f && cp %p {archive}/%f'")),
+            ("wal_keep_size", "0".to_string()),
+            ("max_wal_size", "'32MB'".to_string()),
+            ("min_wal_size", "'32MB'".to_string()),
+        ] {
+            cfg.dcs_parameters.push((k.into(), v));
+        }
+        cfg.dcs_yaml = "      use_slots: false\n".into();
+        if i == 1 {
+            cfg = cfg.pg_setting("recovery_conf", &format!("{{restore_command: 'cp {archive}/%f %p'}}"));
+        }
+        cfg
+    });
+    let mut c = Cluster::start(2, opts);
+    assert_eq!(c.wait_for_single_primary(Duration::from_secs(90)).await, Some(0), "node0 bootstraps");
+    let (leader, replica) = (c.pg_port(0), c.pg_port(1));
+    sql(leader, "CREATE TABLE events (n int)").await;
+    sql(leader, "INSERT INTO events VALUES (0)").await;
+    let streaming = support::wait_until_async(Duration::from_secs(90), Duration::from_millis(250), || async {
+        query_text(replica, "SELECT count(*)::text FROM events").await.as_deref() == Some("1")
+    })
+    .await;
+    assert!(streaming, "node1 replicates the first row");
+
+    // node1 stops; the leader moves on until the WAL node1 needs is gone from its pg_wal.
+    assert!(c.stop_agent(1, Duration::from_secs(60)), "node1's agent stops");
+    let needed = redo_segment(&c, 1);
+    for n in 1..=12 {
+        sql(leader, &format!("INSERT INTO events SELECT {n} FROM generate_series(1, 1000)")).await;
+        sql(leader, "SELECT pg_switch_wal()").await;
+        sql(leader, "CHECKPOINT").await;
+    }
+    let recycled = support::wait_until_async(Duration::from_secs(60), Duration::from_millis(500), || async {
+        sql(leader, "CHECKPOINT").await;
+        oldest_segment(leader).await.is_some_and(|oldest| oldest > needed)
+    })
+    .await;
+    assert!(recycled, "the leader still holds {needed}: its oldest segment is {:?}", oldest_segment(leader).await);
+
+    // node1 comes back: from the archive first, then streaming.
+    c.start_agent(1);
+    let caught_up = support::wait_until_async(Duration::from_secs(120), Duration::from_millis(500), || async {
+        query_text(replica, "SELECT count(*)::text FROM events").await.as_deref() == Some("12001")
+    })
+    .await;
+    if !caught_up {
+        c.dump_logs();
+    }
+    assert!(caught_up, "node1 has every row: {:?}", query_text(replica, "SELECT count(*)::text FROM events").await);
+    let log = std::fs::read_to_string(c.data_dir(1).with_file_name("node1-postgres.log")).unwrap_or_default();
+    assert!(log.contains("restored log file"), "node1 read the archive; its log:\n{log}");
+    let streams = support::wait_until_async(Duration::from_secs(60), Duration::from_millis(500), || async {
+        query_text(replica, "SELECT status FROM pg_stat_wal_receiver").await.as_deref() == Some("streaming")
+            && query_text(leader, "SELECT string_agg(application_name, ',') FROM pg_stat_replication").await.as_deref()
+                == Some("node1")
+    })
+    .await;
+    assert!(streams, "node1 streams from the leader again");
+    sql(leader, "INSERT INTO events VALUES (-1)").await;
+    let live = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
+        query_text(replica, "SELECT count(*)::text FROM events WHERE n = -1").await.as_deref() == Some("1")
+    })
+    .await;
+    assert!(live, "a new row reaches node1 by streaming");
+}
