@@ -23,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod conf;
 pub mod configure;
 pub mod controldata;

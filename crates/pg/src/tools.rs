@@ -125,7 +125,8 @@ pub async fn basebackup(settings: &PgSettings, from: &Upstream) -> Result<()> {
 /// Rewinds `settings.data_dir` to the timeline of `from` with pg_rewind, connecting as the rewind
 /// role (or the superuser) to the `postgres` database, password through `PGPASSWORD`.
 /// PostgreSQL must be stopped; PostgreSQL 13+'s pg_rewind runs crash recovery itself when the
-/// target was not shut down cleanly. "No rewind required" counts as success. On failure the error
+/// target was not shut down cleanly. Segments the target had not archived are archived first, and
+/// with a `restore_command` pg_rewind fetches missing WAL from the archive ([`crate::archive`]). "No rewind required" counts as success. On failure the error
 /// carries the tail of pg_rewind's output.
 pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutcome> {
     let creds = settings.rewind_credentials();
@@ -152,6 +153,8 @@ pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutc
             Err(e) => return Err(PgError::io("removing before pg_rewind", &path, e)),
         }
     }
+    // What the archiver had not sent yet would be lost with this pg_wal (see `archive`).
+    crate::archive::archive_ready_segments(settings).await;
     let program = settings.program("pg_rewind");
     let mut cmd = Command::new(&program);
     cmd.arg(format!("--target-pgdata={}", settings.data_dir.display()))
@@ -160,6 +163,15 @@ pub async fn rewind(settings: &PgSettings, from: &Upstream) -> Result<RewindOutc
         .arg("--progress")
         // Its messages are recognised in English.
         .env("LC_ALL", "C");
+    if let Some(restore) = crate::archive::restore_command(settings) {
+        // pg_rewind reads restore_command from the target's postgresql.conf (`postgres -C`),
+        // where a primary's file has it only when it is among the parameters.
+        let mut with = settings.clone();
+        with.parameters.retain(|k, _| !k.eq_ignore_ascii_case("restore_command"));
+        with.parameters.insert("restore_command".into(), restore.to_string());
+        crate::configure::write_config(&with, &rampart_core::StartRole::Primary)?;
+        cmd.arg("--restore-target-wal");
+    }
     set_password(&mut cmd, creds.password.as_deref());
     let service = set_libpq_options(&mut cmd, creds)?;
     tracing::info!(from = %from.name, host = %from.host, port = from.port, "running pg_rewind");
