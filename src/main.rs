@@ -71,6 +71,9 @@ enum Command {
     Flush(cli::flush::FlushArgs),
     /// Delete every key of a cluster from the DCS (asks you to type the cluster name).
     Remove(cli::remove::RemoveArgs),
+    /// Run a backup command on the leader, or on one replica, and only there (for cron on every
+    /// member): backup [--role leader|replica] -- COMMAND [ARG...].
+    Backup(cli::backup::BackupArgs),
     /// Start etcd and a three-node cluster on this machine and keep it running until Ctrl-C.
     Demo {
         /// Working directory for data, configs and logs (created; kept after exit for inspection).
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Query(args) => cli::query::run(args),
         Command::Flush(args) => cli::flush::run(args),
         Command::Remove(args) => cli::remove::run(args),
+        Command::Backup(args) => cli::backup::run(args),
         Command::Proxy { config_file } => proxy::run(&config_file),
         Command::Demo { dir, nodes } => {
             logging::init_stderr();

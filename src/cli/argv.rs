@@ -27,6 +27,7 @@ const CLUSTER_VERBS: &[&str] = &[
     "flush",
     "remove",
     "version",
+    "backup",
 ];
 
 /// A group option: its spellings and its long form; `takes_value` for `-c FILE`, not for `-k`.

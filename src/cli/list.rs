@@ -5,8 +5,8 @@
 //! Columns: Member, Host, Role, State, TL, Receive LSN, Receive Lag, Replay LSN, Replay Lag (both
 //! lags titled `Lag` in the pretty table), plus Pending restart, Pending restart reason, Scheduled
 //! restart and Tags when any member has one (or always with `-e`), under a title naming the
-//! cluster and its system identifier, and followed by `Maintenance mode: on` and a scheduled
-//! switchover when there are. The machine formats (`tsv`, `json`, `yaml`) add a Cluster column
+//! cluster and its system identifier, and followed by `Maintenance mode: on`, a scheduled
+//! switchover and the last backup (`rampart backup`) when there are. The machine formats (`tsv`, `json`, `yaml`) add a Cluster column
 //! and leave the footer out. `topology` orders members as a tree: the leader, then the replicas
 //! streaming from it, each cascading replica (`replicatefrom` tag) under the member it streams
 //! from.
@@ -429,7 +429,29 @@ pub fn footer(cluster: &Cluster) -> String {
         }
         lines.push(s);
     }
+    if let Some(b) = &cluster.backup {
+        lines.push(backup_line(b));
+    }
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// ` Last backup: ...`, from the `backup` key `rampart backup` writes.
+pub fn backup_line(b: &rampart_core::backup::BackupReport) -> String {
+    let at = |secs: f64| {
+        jiff::Timestamp::from_second(secs as i64)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|_| format!("{secs}"))
+    };
+    let who = format!("on {} ({}, {})", b.member, b.role.as_str(), b.program);
+    match (b.state, b.duration_secs()) {
+        (rampart_core::backup::BackupState::Running, _) | (_, None) => {
+            format!(" Backup running {who} since {}", at(b.started_at))
+        }
+        (state, Some(took)) => {
+            let code = b.exit_code.map(|c| format!(", exit code {c}")).unwrap_or_default();
+            format!(" Last backup: {} {who}, started {}, took {took:.0} s{code}", state.as_str(), at(b.started_at))
+        }
+    }
 }
 
 /// The table in `format`, with the footer in `pretty`.
@@ -798,5 +820,28 @@ mod tests {
             json!(format!("max_connections: 100->150\nshared_preload_libraries: ->{long}"))
         );
         assert!(v[1].get("Pending restart reason").is_none());
+    }
+
+    #[test]
+    fn the_last_backup_follows_the_table() {
+        use rampart_core::backup::{BackupReport, BackupRole, BackupState};
+        let report = BackupReport {
+            member: "a".into(),
+            role: BackupRole::Replica,
+            program: "pgbackrest".into(),
+            state: BackupState::Succeeded,
+            started_at: 1_764_930_000.0,
+            finished_at: Some(1_764_930_035.4),
+            exit_code: Some(0),
+            last_success_at: Some(1_764_930_035.4),
+        };
+        assert_eq!(
+            backup_line(&report),
+            " Last backup: succeeded on a (replica, pgbackrest), started 2025-12-05 10:20:00 UTC, took 35 s, exit code 0"
+        );
+        let running = BackupReport { state: BackupState::Running, finished_at: None, exit_code: None, ..report };
+        assert_eq!(backup_line(&running), " Backup running on a (replica, pgbackrest) since 2025-12-05 10:20:00 UTC");
+        let c = Cluster { backup: Some(running), ..Default::default() };
+        assert!(footer(&c).ends_with("since 2025-12-05 10:20:00 UTC\n"));
     }
 }

@@ -8,6 +8,7 @@
 //! decisions and request bodies are pure functions with unit tests beside them.
 
 pub mod argv;
+pub mod backup;
 pub mod check_config;
 pub mod config_patch;
 pub mod diff;

@@ -120,6 +120,13 @@ pub fn split_cluster_word<'w>(known_scope: Option<&str>, words: &'w [String]) ->
     }
 }
 
+/// [`resolve`], with the member name the configuration file gives (`name`), if any.
+pub fn resolve_with_name(args: &TargetArgs) -> Result<(Target, Option<String>)> {
+    let (cfg, file) = read_config(args)?;
+    let target = resolve_with(&cfg, file.as_deref(), args, None)?;
+    Ok((target, cfg.name))
+}
+
 /// Reads the configuration (if any) and resolves the target. `scope_override` (e.g. the
 /// cluster named on `remove`'s command line) wins over everything.
 pub fn resolve(args: &TargetArgs, scope_override: Option<&str>) -> Result<Target> {

@@ -217,7 +217,44 @@ pub fn metrics_text(s: &NodeSnapshot, alive: bool) -> String {
 
     let priority = s.tags.priority();
     o.metric("patroni_failover_priority", "gauge", "Failover priority of this node.", priority);
+    if let Some(b) = s.cluster.as_ref().and_then(|c| c.backup.as_ref()) {
+        backup_metrics(&mut o, b);
+    }
     o.text
+}
+
+/// Rampart's own: the cluster's last `rampart backup` (the `backup` key), the same on every
+/// member; left out while the key is absent or the DCS view is lost.
+fn backup_metrics(o: &mut Out, b: &rampart_core::backup::BackupReport) {
+    use rampart_core::backup::BackupState;
+    o.flag(
+        "rampart_backup_running",
+        "Value is 1 while a backup runs (rampart backup), 0 otherwise.",
+        b.state == BackupState::Running,
+    );
+    o.metric("rampart_backup_last_start_time", "gauge", "Epoch seconds when the last backup started.", b.started_at);
+    if let Some(took) = b.duration_secs() {
+        o.flag(
+            "rampart_backup_last_succeeded",
+            "Value is 1 if the last finished backup succeeded, 0 otherwise.",
+            b.state == BackupState::Succeeded,
+        );
+        o.metric("rampart_backup_last_duration_seconds", "gauge", "How long the last finished backup took.", took);
+        o.metric(
+            "rampart_backup_last_exit_code",
+            "gauge",
+            "Exit code of the last finished backup (-1: none, killed or not started).",
+            b.exit_code.unwrap_or(-1),
+        );
+    }
+    if let Some(at) = b.last_success_at {
+        o.metric(
+            "rampart_backup_last_success_time",
+            "gauge",
+            "Epoch seconds when the last successful backup ended.",
+            at,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +294,37 @@ pub(crate) mod tests {
             assert!(samples.insert(name.to_string(), v).is_none(), "duplicate {name}");
         }
         samples
+    }
+
+    #[test]
+    fn the_last_backup_is_shown_when_the_key_is_there() {
+        use rampart_core::backup::{BackupReport, BackupRole, BackupState};
+        let now = Instant::now();
+        let s = primary(now);
+        assert!(!metrics_text(&s, true).contains("rampart_backup"), "no key, no metric");
+        let report = BackupReport {
+            member: "pg1".into(),
+            role: BackupRole::Leader,
+            program: "pgbackrest".into(),
+            state: BackupState::Failed,
+            started_at: 1_000.0,
+            finished_at: Some(1_030.0),
+            exit_code: Some(56),
+            last_success_at: Some(500.0),
+        };
+        let cluster = rampart_core::Cluster { backup: Some(report.clone()), ..Default::default() };
+        let m = parse_exposition(&metrics_text(&NodeSnapshot { cluster: Some(cluster.into()), ..primary(now) }, true));
+        assert_eq!(m["rampart_backup_running"], 0.0);
+        assert_eq!(m["rampart_backup_last_succeeded"], 0.0);
+        assert_eq!(m["rampart_backup_last_duration_seconds"], 30.0);
+        assert_eq!(m["rampart_backup_last_exit_code"], 56.0);
+        assert_eq!(m["rampart_backup_last_success_time"], 500.0);
+        let running = BackupReport { state: BackupState::Running, finished_at: None, exit_code: None, ..report };
+        let cluster = rampart_core::Cluster { backup: Some(running), ..Default::default() };
+        let m = parse_exposition(&metrics_text(&NodeSnapshot { cluster: Some(cluster.into()), ..primary(now) }, true));
+        assert_eq!(m["rampart_backup_running"], 1.0);
+        assert!(!m.contains_key("rampart_backup_last_duration_seconds"));
+        assert_eq!(m["rampart_backup_last_success_time"], 500.0, "an old success stays visible");
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub(crate) fn credentials(
 pub struct CtlConfig {
     /// `scope`, the cluster name.
     pub scope: Option<String>,
+    /// `name`, when the file is a member's configuration (`rampart backup` runs as that member).
+    pub name: Option<String>,
     /// `namespace`, defaulted as for the agent.
     pub namespace: String,
     /// The `etcd3` section, when present.
@@ -121,6 +123,7 @@ impl CtlConfig {
             None => (None, None),
         };
         let ctl = Ctl::build(raw.ctl, c)?;
-        Ok(CtlConfig { scope, namespace, etcd3, ctl, restapi_authentication, restapi_cafile })
+        let name = raw.name.filter(|n| !n.trim().is_empty());
+        Ok(CtlConfig { scope, name, namespace, etcd3, ctl, restapi_authentication, restapi_cafile })
     }
 }

@@ -1,9 +1,10 @@
 //! Patroni's DCS key layout: `/<namespace>/<scope>/{initialize, config, leader, members/<name>,
-//! status, history, failover, sync, failsafe}`, plus Rampart's own `proxies/<id>`.
+//! status, history, failover, sync, failsafe}`, plus Rampart's own `proxies/<id>` and `backup`.
 //!
 //! Keeping the exact layout is what lets `patronictl`, dashboards and HAProxy setups built for
-//! Patroni keep working against Rampart. The one addition, `proxies/<id>` (each running
-//! `rampart proxy`'s report, see [`crate::drain`]), is invisible to Patroni: its etcd3 backend
+//! Patroni keep working against Rampart. The additions, `proxies/<id>` (each running
+//! `rampart proxy`'s report, see [`crate::drain`]) and `backup` (the last `rampart backup`, see
+//! [`crate::backup`]), are invisible to Patroni: its etcd3 backend
 //! reads the keys above by exact name and members only as `members/<name>`, and its Citus loader
 //! takes only numeric first segments as groups, so any other key under the prefix is skipped.
 
@@ -25,6 +26,8 @@ pub const FAILOVER: &str = "failover";
 pub const SYNC: &str = "sync";
 /// Failsafe topology: `{member name: api_url}` of all known members (JSON).
 pub const FAILSAFE: &str = "failsafe";
+/// The last backup `rampart backup` ran (Rampart's own; JSON).
+pub const BACKUP: &str = "backup";
 /// Directory of the running proxies' reports (Rampart's own; JSON, each on its proxy's lease).
 pub const PROXIES: &str = "proxies/";
 

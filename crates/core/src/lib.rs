@@ -38,6 +38,7 @@
 //! * [`sync_election`]: who may take the lock in synchronous mode;
 //! * [`admission`]: whether a switchover or failover request is admitted (API, CLI, leader);
 //! * [`manual`]: switchover and failover requests (the `failover` key);
+//! * [`backup`]: which member runs `rampart backup`, and the `backup` key;
 //! * [`drain`]: a switchover waits (boundedly) for the proxies to finish their transactions on
 //!   the old primary (the `proxies/<id>` keys);
 //! * [`restart`]: operators' restart filters and when a scheduled restart is due;
@@ -53,6 +54,7 @@
 
 pub mod action;
 pub mod admission;
+pub mod backup;
 pub mod clock;
 pub mod drain;
 pub mod dynamic;

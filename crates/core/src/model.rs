@@ -480,6 +480,8 @@ pub struct Cluster {
     /// The running proxies' reports by proxy id (`proxies/<id>`, each on its proxy's lease, so a
     /// dead proxy's report is gone after its TTL). Only the switchover rule reads them.
     pub proxies: BTreeMap<String, ProxyReport>,
+    /// The last backup `rampart backup` ran (the `backup` key).
+    pub backup: Option<crate::backup::BackupReport>,
     /// DCS revision of the read.
     pub revision: i64,
     /// Keys that could not be parsed, with the reason (reported, never fatal).
@@ -538,6 +540,10 @@ impl Cluster {
                 keys::FAILSAFE => match crate::failsafe::parse_topology(&kv.value) {
                     Some(t) => c.failsafe = Some(t),
                     None => bad("unreadable failsafe topology", &"not a map of member names to URLs"),
+                },
+                keys::BACKUP => match serde_json::from_str::<crate::backup::BackupReport>(&kv.value) {
+                    Ok(r) => c.backup = Some(r),
+                    Err(e) => bad("unreadable backup report", &e),
                 },
                 keys::HISTORY => match serde_json::from_str::<Value>(&kv.value) {
                     Ok(Value::Array(items)) => c.history = items.iter().filter_map(HistoryEntry::from_json).collect(),

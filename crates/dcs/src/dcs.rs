@@ -79,6 +79,13 @@ pub trait Dcs: Send + Sync {
     /// Writes the `history` key.
     fn write_history(&self, history: &[HistoryEntry], deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;
 
+    /// Writes the `backup` key (`rampart backup`'s last run).
+    fn write_backup(
+        &self,
+        report: &rampart_core::backup::BackupReport,
+        deadline: Instant,
+    ) -> impl Future<Output = DcsResult<()>> + Send;
+
     /// Creates `config` if it does not exist. True if created.
     fn set_config_if_absent(&self, json: &str, deadline: Instant) -> impl Future<Output = DcsResult<bool>> + Send;
 

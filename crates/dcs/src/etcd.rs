@@ -322,6 +322,10 @@ impl Dcs for EtcdDcs {
         self.put("write_history", self.key(keys::HISTORY), to_json(&lines), deadline).await
     }
 
+    async fn write_backup(&self, report: &rampart_core::backup::BackupReport, deadline: Instant) -> DcsResult<()> {
+        self.put("write_backup", self.key(keys::BACKUP), to_json(report), deadline).await
+    }
+
     async fn set_config_if_absent(&self, json: &str, deadline: Instant) -> DcsResult<bool> {
         let key = self.key(keys::CONFIG);
         let txn = Txn::new()

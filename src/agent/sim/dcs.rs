@@ -215,6 +215,11 @@ impl Dcs for MemDcs {
         self.call("write_history", deadline, |w, me| me.put_json(w, keys::HISTORY, value)).await
     }
 
+    async fn write_backup(&self, report: &rampart_core::backup::BackupReport, deadline: Instant) -> DcsResult<()> {
+        let value = serde_json::to_string(report).expect("report serializes");
+        self.call("write_backup", deadline, |w, me| me.put_json(w, keys::BACKUP, value)).await
+    }
+
     async fn set_config_if_absent(&self, json: &str, deadline: Instant) -> DcsResult<bool> {
         self.call("set_config_if_absent", deadline, |w, me| me.cas(w, keys::CONFIG, 0, Some(json.to_string()))).await
     }
