@@ -1,0 +1,114 @@
+//! Story: a new cluster starts from a backup, recovered to a point in time (`bootstrap.method`
+//! with `recovery_conf`), as seed 002 bootstraps from pgBackRest.
+//!
+//! 1. A first cluster archives its WAL. Rows are written, a base backup is taken, more rows are
+//!    written, the time is noted, and then rows that must not come back are written and archived.
+//! 2. A second cluster's `bootstrap.method: restore` copies the base backup into the data
+//!    directory; its `recovery_conf` names the archive (`restore_command`) and the noted time
+//!    (`recovery_target_time`, without `recovery_target_action`: Rampart promotes at the target).
+//! 3. The second cluster's member leads, writable on a new timeline, with every row written before
+//!    the target and none after; no recovery file or target setting is left behind.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::client::{query_text, sql};
+use support::cluster::{Cluster, ClusterOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_bootstrapped_from_a_backup_recovers_to_the_point_in_time() {
+    // The first cluster, archiving.
+    let source = Cluster::start(
+        1,
+        ClusterOptions::default().tweak(|_, cfg| {
+            let archive = cfg.node_dir.parent().unwrap().join("archive").display().to_string();
+            cfg.parameter("archive_mode", "'on'").parameter(
+                "archive_command",
+                &format!("'mkdir -p {archive} && test ! -f {archive}/%f && cp %p {archive}/%f'"),
+            )
+        }),
+    );
+    assert_eq!(source.wait_for_single_primary(Duration::from_secs(90)).await, Some(0));
+    let port = source.pg_port(0);
+    sql(port, "CREATE TABLE events (n int, what text)").await;
+    sql(port, "INSERT INTO events SELECT g, 'before the backup' FROM generate_series(1, 100) g").await;
+
+    let backup = source.dir().join("base");
+    let out = std::process::Command::new(support::pg_bin_dir().join("pg_basebackup"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", support::REPLICATION_USER, "-X", "none", "-c", "fast"])
+        .arg("-D")
+        .arg(&backup)
+        .env("PGPASSWORD", support::REPLICATION_PASSWORD)
+        .output()
+        .expect("pg_basebackup runs");
+    assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+    let chown = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&backup).status();
+    assert!(chown.is_ok_and(|s| s.success()), "the backup belongs to postgres");
+
+    sql(port, "INSERT INTO events SELECT g, 'after the backup' FROM generate_series(101, 150) g").await;
+    let target = query_text(port, "SELECT now()::text").await.expect("the target time");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sql(port, "INSERT INTO events SELECT g, 'after the target' FROM generate_series(151, 200) g").await;
+    sql(port, "SELECT pg_switch_wal()").await;
+    let archive = source.dir().join("archive");
+    let segment = query_text(port, "SELECT last_archived_wal FROM pg_stat_archiver").await;
+    let archived = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
+        query_text(port, "SELECT (last_archived_time > now() - interval '1 minute' AND failed_count = 0)::text FROM pg_stat_archiver")
+            .await
+            .as_deref()
+            == Some("true")
+            && query_text(port, "SELECT last_archived_wal FROM pg_stat_archiver").await != segment
+    })
+    .await;
+    assert!(archived, "the last segment reaches the archive");
+
+    // The second cluster starts from the backup, to the target.
+    let restore = source.dir().join("restore.sh");
+    std::fs::write(
+        &restore,
+        format!(
+            "#!/bin/sh\nset -e\nfor a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${{a#--datadir=}}\" ;; esac; done\n\
+             mkdir -p \"$d\"\ncp -a {}/. \"$d\"/\nchmod 700 \"$d\"\n",
+            backup.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (restore, archive_dir, at) = (restore.display().to_string(), archive.display().to_string(), target.clone());
+    let restored = Cluster::start(
+        1,
+        ClusterOptions { scope: "restored".into(), ..Default::default() }.tweak(move |_, mut cfg| {
+            cfg.bootstrap_yaml = format!(
+                "  method: restore\n  restore:\n    command: {restore}\n    recovery_conf:\n      \
+                 restore_command: 'cp {archive_dir}/%f %p'\n      recovery_target_time: '{at}'\n"
+            );
+            cfg
+        }),
+    );
+    let leads = restored.wait_for_single_primary(Duration::from_secs(120)).await;
+    if leads != Some(0) {
+        restored.dump_logs();
+    }
+    assert_eq!(leads, Some(0), "the restored member leads, writable");
+    let r = restored.pg_port(0);
+    assert_eq!(
+        query_text(r, "SELECT string_agg(what || ':' || count, ', ' ORDER BY what) FROM (SELECT what, count(*) FROM events GROUP BY what) s")
+            .await
+            .as_deref(),
+        Some("after the backup:50, before the backup:100"),
+        "every row written before {target}, none after"
+    );
+    sql(r, "INSERT INTO events VALUES (201, 'written after the restore')").await;
+    assert_eq!(query_text(r, "SELECT count(*)::text FROM events").await.as_deref(), Some("151"));
+    assert_eq!(
+        query_text(r, "SELECT timeline_id::text FROM pg_control_checkpoint()").await.as_deref(),
+        Some("2"),
+        "a new timeline"
+    );
+    let data = restored.data_dir(0);
+    assert!(!data.join("recovery.signal").exists() && !data.join("standby.signal").exists());
+    let conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    assert!(!conf.contains("recovery_target_time"), "the target is not left in postgresql.conf:\n{conf}");
+}
