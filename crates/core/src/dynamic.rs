@@ -363,11 +363,13 @@ impl DynamicConfig {
         self.permanent_slots()?;
         self.ignore_slots()?;
         self.member_slots_ttl()?;
-        if self.standby_cluster().is_some() {
-            return Err(DynamicConfigError {
-                key: "standby_cluster",
-                reason: crate::standby_cluster::UNSUPPORTED.into(),
-            });
+        if let Some(section) = self.standby_cluster() {
+            // A section with a mistake is named as such, before the refusal of the feature.
+            let reason = match crate::standby_cluster::StandbyCluster::parse(section) {
+                Err((key, why)) => format!("{why} ({key})"),
+                Ok(_) => crate::standby_cluster::UNSUPPORTED.into(),
+            };
+            return Err(DynamicConfigError { key: "standby_cluster", reason });
         }
         Ok(())
     }
@@ -549,6 +551,8 @@ mod tests {
         let e = with(serde_json::json!({"host": "10.0.0.1", "port": 5432})).validate().unwrap_err();
         assert_eq!(e.key, "standby_cluster");
         assert!(e.to_string().starts_with("standby_cluster: standby clusters are not supported yet"), "{e}");
+        let e = with(serde_json::json!({"host": "10.0.0.1", "port": "x"})).validate().unwrap_err();
+        assert_eq!(e.to_string(), "standby_cluster: expected a port number (1-65535) (standby_cluster.port)");
         // Absent, null (how a PATCH removes it) or empty: nothing is configured.
         for v in [Value::Null, serde_json::json!({})] {
             assert!(with(v).validate().is_ok());
