@@ -43,8 +43,10 @@ pub struct SplitCounts {
     pub to_primary: AtomicU64,
     /// Of those, reads sent to the primary because no replica had replayed the session's writes.
     pub reads_kept_on_primary: AtomicU64,
-    /// Statements sent, by backend address.
-    per_backend: Mutex<HashMap<String, u64>>,
+    /// Statements sent, by backend address: a counter each, which a session keeps while it
+    /// sends to the same backend, so the map is locked once per change of backend, not per
+    /// statement.
+    per_backend: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 /// What the admin port shows of the splitting.
@@ -152,17 +154,21 @@ impl Splitting {
         self.positions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a statement sent to the backend at `addr`, a replica or the primary.
-    pub fn sent(&self, addr: &str, replica: bool) {
+    /// The counter of statements sent to the backend at `addr` (made at its first use).
+    pub fn backend_counter(&self, addr: &str) -> Arc<AtomicU64> {
+        let mut per = self.counts.per_backend.lock().unwrap_or_else(|e| e.into_inner());
+        match per.get(addr) {
+            Some(c) => c.clone(),
+            None => per.entry(addr.to_string()).or_default().clone(),
+        }
+    }
+
+    /// Counts a statement sent to a replica or the primary, on that backend's `counter`
+    /// ([`Splitting::backend_counter`]).
+    pub fn sent(&self, counter: &AtomicU64, replica: bool) {
         let c = if replica { &self.counts.to_replica } else { &self.counts.to_primary };
         c.fetch_add(1, Ordering::Relaxed);
-        let mut per = self.counts.per_backend.lock().unwrap_or_else(|e| e.into_inner());
-        match per.get_mut(addr) {
-            Some(n) => *n += 1,
-            None => {
-                per.insert(addr.to_string(), 1);
-            }
-        }
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counts so far.
@@ -173,7 +179,7 @@ impl Splitting {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(a, n)| (a.clone(), *n))
+            .map(|(a, n)| (a.clone(), n.load(Ordering::Relaxed)))
             .collect();
         per_backend.sort();
         SplitFigures {

@@ -456,10 +456,10 @@ impl Txn<'_> {
     /// Session mode, the client gone: a server at rest runs `server_reset_query` and goes back to
     /// the pool; else it stays held (and is closed).
     async fn reset_for_next(&mut self) {
-        let Some(h) = self.held.as_mut() else { return };
-        if !(h.at_rest && h.pending.is_empty() && self.to_server.is_empty()) {
+        if !self.held_at_rest() {
             return;
         }
+        let Some(h) = self.held.as_mut() else { return };
         if let Some(query) = &self.pooling.reset_query {
             let reset = tokio::time::timeout(self.settings.connect_timeout, h.conn.reset(query)).await;
             if reset != Ok(true) {
@@ -472,6 +472,12 @@ impl Txn<'_> {
             h.conn.statements.clear();
         }
         self.release(true);
+    }
+
+    /// Whether the held server answered everything sent to it and nothing waits to be sent:
+    /// between transactions, it may be let go.
+    fn held_at_rest(&self) -> bool {
+        self.to_server.is_empty() && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty())
     }
 
     /// Gives the server back: to be reused when it is at rest and `clean`, else closed.
@@ -693,8 +699,7 @@ impl Txn<'_> {
                 Err(e) => return e,
             }
             // Give the server back at rest; a stopping proxy then says goodbye.
-            let at_rest =
-                self.to_server.is_empty() && self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
+            let at_rest = self.held_at_rest();
             if at_rest && self.pinned.is_none() && !self.session && !self.keeps_held() {
                 self.release(true);
                 route_lost = None;
@@ -792,11 +797,12 @@ impl Txn<'_> {
                     DbStats::add(&self.me.info.stats.received, n as u64);
                 }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
-                    let at_rest = self.held.as_ref().is_some_and(|h| h.at_rest && h.pending.is_empty());
+                    // Before the release, which drops what was not sent yet.
+                    let at_rest = self.held_at_rest();
                     // Whatever it said last (a FATAL error) goes first.
                     let _ = self.place_server_messages();
                     self.release(false);
-                    if at_rest && self.to_server.is_empty() && self.pinned.is_none() && !self.session {
+                    if at_rest && self.pinned.is_none() && !self.session {
                         // It died between transactions: the next one gets another server.
                         continue;
                     }

@@ -75,6 +75,8 @@ pub(super) struct SplitSession {
     need: Option<Lsn>,
     /// The text of the client's unnamed statement (its last unnamed Parse).
     unnamed: Option<Bytes>,
+    /// The statement counter of the backend it last sent to, with that backend's address.
+    counter: Option<(String, Arc<std::sync::atomic::AtomicU64>)>,
 }
 
 impl SplitSession {
@@ -96,6 +98,7 @@ impl SplitSession {
             unacked: false,
             acked_at: None,
             need: None,
+            counter: None,
         }
     }
 }
@@ -333,31 +336,31 @@ impl Txn<'_> {
         let routes = self.shared.routes.borrow();
         sp.need = None;
         let max_lag_time = sp.shared.settings.max_lag_time;
-        let usable = |b: &crate::topology::Backend| {
-            max_lag_time.is_none_or(|max| !sp.shared.positions().lags_behind(&b.addr(), max))
+        let ryw = sp.shared.settings.read_your_writes != ReadYourWrites::None;
+        // The positions are locked once for the whole answer, and only when it needs them.
+        let positions =
+            (max_lag_time.is_some() || (ryw && !sp.unacked && sp.acked_at.is_some())).then(|| sp.shared.positions());
+        let lagging = |b: &crate::topology::Backend| match (max_lag_time, &positions) {
+            (Some(max), Some(p)) => p.lags_behind(&b.addr(), max),
+            _ => false,
         };
-        if !routes.replicas.iter().any(usable) {
+        if routes.replicas.iter().all(lagging) {
             return Replicas::NoneRouted;
         }
-        if sp.shared.settings.read_your_writes == ReadYourWrites::None {
+        if !ryw {
             return Replicas::Usable;
         }
         if sp.unacked {
             return Replicas::NotCaughtUp;
         }
-        let Some(acked) = sp.acked_at else { return Replicas::Usable };
-        let positions = sp.shared.positions();
-        let Some(need) = positions.needed_after(acked) else { return Replicas::NotCaughtUp };
-        if routes.replicas.iter().all(|b| positions.has_replayed(&b.addr(), need)) {
+        let (Some(acked), Some(p)) = (sp.acked_at, &positions) else { return Replicas::Usable };
+        let Some(need) = p.needed_after(acked) else { return Replicas::NotCaughtUp };
+        if routes.replicas.iter().all(|b| p.has_replayed(&b.addr(), need)) {
             // Every replica has it: nothing to wait for any more.
             sp.acked_at = None;
-            drop(positions);
             return Replicas::Usable;
         }
-        let any = routes.replicas.iter().any(|b| {
-            positions.has_replayed(&b.addr(), need)
-                && max_lag_time.is_none_or(|max| !positions.lags_behind(&b.addr(), max))
-        });
+        let any = routes.replicas.iter().any(|b| p.has_replayed(&b.addr(), need) && !lagging(b));
         sp.need = Some(need);
         if any {
             Replicas::Usable
@@ -517,10 +520,7 @@ impl Txn<'_> {
     pub(super) fn on_unrouted_primary(&mut self, primary: Option<&str>) -> bool {
         let unrouted = |h: &Held| h.on == Target::Primary && primary != Some(h.key.addr.as_str());
         if self.keep_primary && self.pinned.is_none() {
-            let held_at_rest = self
-                .held
-                .as_ref()
-                .is_some_and(|h| h.at_rest && h.pending.is_empty() && !h.block_open && self.to_server.is_empty());
+            let held_at_rest = self.held_at_rest() && self.held.as_ref().is_some_and(|h| !h.block_open);
             if held_at_rest && self.held.as_ref().is_some_and(unrouted) {
                 self.release(false);
             }
@@ -542,9 +542,13 @@ impl Txn<'_> {
     }
 
     /// Counts a statement by where it went.
-    fn count_sent(&self) {
-        if let (Some(sp), Some(h)) = (&self.split, &self.held) {
-            sp.shared.sent(&h.key.addr, h.on == Target::Replica);
+    fn count_sent(&mut self) {
+        if let (Some(sp), Some(h)) = (&mut self.split, &self.held) {
+            let counter = match &sp.counter {
+                Some((addr, c)) if *addr == h.key.addr => c,
+                _ => &sp.counter.insert((h.key.addr.clone(), sp.shared.backend_counter(&h.key.addr))).1,
+            };
+            sp.shared.sent(counter, h.on == Target::Replica);
         }
     }
 
