@@ -30,7 +30,10 @@
 //! pgbench's own error line. The table gives, per workload and target, the median TPS over the
 //! rounds (min and max beside it), its ratio to the direct median, and the whole machine's busy
 //! CPU time per transaction (from `/proc/stat` and pgbench's transaction count; median), which
-//! shows what each hop costs in a way that a slow spell of a shared machine hardly moves. Then a
+//! shows what each hop costs in a way that a slow spell of a shared machine hardly moves, and each
+//! relay's own CPU time per transaction (`relay`: the relay process and its children, from
+//! `/proc/<pid>/stat`), which the kernel's background work on a small host does not move at all
+//! (shown beside the verdicts, not judged). Then a
 //! verdict line per rampart target and workload against issue 16's targets: rampart's machine CPU
 //! per transaction at most PgBouncer's in the same pool mode; for churn and c200 a ratio to
 //! direct at least PgBouncer's; and for rampart in session mode, as before, ahead of HAProxy and,

@@ -34,6 +34,9 @@ pub struct MachineCpu {
     pub us_per_tx: f64,
     /// Busy share of all the CPUs' time, 0 to 1.
     pub busy: f64,
+    /// The relay's own CPU time (with its descendants) per transaction, in microseconds: unlike
+    /// the machine's figure, untouched by the kernel's background work on a small host.
+    pub relay_us_per_tx: Option<f64>,
 }
 
 /// One run's place in [`Runs`] and its names, for the line printed as it ends.
@@ -87,23 +90,28 @@ impl Runs {
         let outcome = run();
         let wall = t0.elapsed().as_secs_f64();
         let transactions = outcome.as_ref().ok().and_then(|o| o.transactions).filter(|&n| n > 0);
+        let relay_secs = match (pid, cpu_before) {
+            (Some(pid), Some(before)) => procfs::tree_cpu_secs(pid).map(|after| after - before),
+            _ => None,
+        };
+        if let Some(secs) = relay_secs {
+            self.load[t].cpu_secs += secs;
+            self.load[t].wall_secs += wall;
+        }
         let machine = match (machine_before, procfs::machine_cpu_ticks(), transactions) {
             (Some((b0, a0)), Some((b1, a1)), Some(n)) if a1 > a0 => Some(MachineCpu {
                 us_per_tx: (b1 - b0) as f64 / procfs::clock_ticks_per_sec() * 1e6 / n as f64,
                 busy: (b1 - b0) as f64 / (a1 - a0) as f64,
+                relay_us_per_tx: relay_secs.map(|secs| secs * 1e6 / n as f64),
             }),
             _ => None,
         };
-        if let (Some(pid), Some(before)) = (pid, cpu_before) {
-            if let Some(after) = procfs::tree_cpu_secs(pid) {
-                self.load[t].cpu_secs += after - before;
-                self.load[t].wall_secs += wall;
-            }
-        }
         match outcome {
             Ok(o) => {
-                let cpu =
-                    machine.map(|m| format!("; machine CPU {:.0} us/tx, {:.0} % busy", m.us_per_tx, m.busy * 100.0));
+                let cpu = machine.map(|m| {
+                    let own = m.relay_us_per_tx.map(|r| format!(", relay {r:.1} us/tx")).unwrap_or_default();
+                    format!("; machine CPU {:.0} us/tx, {:.0} % busy{own}", m.us_per_tx, m.busy * 100.0)
+                });
                 let failed = o.failed.filter(|&n| n > 0).map(|n| format!("; {n} FAILED transactions"));
                 println!(
                     "[bench]   {workload:<24} {target:<20} {:>10.1} tps ({}{}{})",
@@ -153,6 +161,11 @@ impl Runs {
         median(&self.cpu[w][t].iter().map(|m| m.us_per_tx).collect::<Vec<_>>())
     }
 
+    /// The median of the relay's own CPU per transaction (none for the direct path).
+    pub fn relay_us_per_tx(&self, w: usize, t: usize) -> Option<f64> {
+        median(&self.cpu[w][t].iter().filter_map(|m| m.relay_us_per_tx).collect::<Vec<_>>())
+    }
+
     /// Median TPS of workload `w` through target `t` over the direct median (target 0).
     pub fn ratio(&self, w: usize, t: usize) -> Option<f64> {
         match (self.median_tps(w, t), self.median_tps(w, 0)) {
@@ -162,11 +175,12 @@ impl Runs {
     }
 
     /// Per workload and target: median TPS, its ratio to direct, the median machine CPU per
-    /// transaction and what it adds to direct's, the median busy share, min and max TPS, runs.
+    /// transaction and what it adds to direct's, the relay's own CPU per transaction, the median
+    /// busy share, min and max TPS, runs.
     pub fn print_table(&self, workloads: &[&str], targets: &[&str]) {
         println!(
-            "{:<24} {:<20} {:>10} {:>8} {:>9} {:>8} {:>6}  {:<22} runs",
-            "workload", "target", "median TPS", "/ direct", "CPU us/tx", "+direct", "busy", "min .. max TPS"
+            "{:<24} {:<20} {:>10} {:>8} {:>9} {:>8} {:>9} {:>6}  {:<22} runs",
+            "workload", "target", "median TPS", "/ direct", "CPU us/tx", "+direct", "relay", "busy", "min .. max TPS"
         );
         for (w, workload) in workloads.iter().enumerate() {
             let direct_us = self.us_per_tx(w, 0);
@@ -188,6 +202,7 @@ impl Runs {
                     (Some(v), Some(d)) if t > 0 => format!("{:+.1}", v - d),
                     _ => dash(),
                 };
+                let relay = self.relay_us_per_tx(w, t).map_or_else(dash, |v| format!("{v:.1}"));
                 let busy = median(&self.cpu[w][t].iter().map(|m| m.busy).collect::<Vec<_>>())
                     .map_or_else(dash, |b| format!("{:.0} %", b * 100.0));
                 let failed = self.errors[w][t].len();
@@ -196,7 +211,9 @@ impl Runs {
                     (_, 0) => format!("{} of {} FAILED", failed, values.len() + failed),
                     (_, n) => format!("{} of {} FAILED; failed transactions in {n}", failed, values.len() + failed),
                 };
-                println!("{workload:<24} {target:<20} {med:>10} {ratio:>8} {cpu:>9} {extra:>8} {busy:>6}  {spread:<22} {runs}");
+                println!(
+                    "{workload:<24} {target:<20} {med:>10} {ratio:>8} {cpu:>9} {extra:>8} {relay:>9} {busy:>6}  {spread:<22} {runs}"
+                );
             }
         }
     }
