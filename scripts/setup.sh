@@ -2,14 +2,15 @@
 # Installs what building, testing and demonstrating Rampart needs on Debian 12, and nothing when
 # it is all there already (then it only checks, in about a second). Safe to run any number of times.
 #
-#   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Pgpool-II, Chromium (headless, for
+#   * Debian packages: PostgreSQL 15, etcd, protoc with its well-known types, HAProxy, PgBouncer, Pgpool-II, pgBackRest, Chromium (headless, for
 #     the e2e test of the proxy's admin page), network and process tools, make, a C compiler, CA
 #     certificates, nroff, libclang (bindgen, for pg_query; apt-get update runs only when
 #     something is missing);
 #   * the `postgres` OS user (the tests run the agent, hence PostgreSQL, as that user);
 #   * a Python venv at /opt/rampart-venv with Patroni, whose patronictl is used to check that
 #     Rampart is compatible with it (/opt/rampart-venv/bin/patronictl), and psycopg 3, asyncpg
-#     and SQLAlchemy, the clients the e2e tests of the pooling and splitting proxy run through it.
+#     and SQLAlchemy, the clients the e2e tests of the pooling and splitting proxy run through it,
+#     and moto's S3 server, where the pgBackRest tests keep a repository.
 #
 # Prints one line per thing it installs. Exits non-zero, saying what failed, if anything fails.
 # Environment: RAMPART_VENV (default /opt/rampart-venv), RAMPART_SKIP_VENV=1 skips the venv.
@@ -24,6 +25,9 @@ PIP_PACKAGES=(
     'psycopg[binary]==3.3.9' psycopg
     'asyncpg==0.32.0' asyncpg
     'SQLAlchemy==2.1.9' sqlalchemy
+    # moto's S3 server (with boto3): the S3-compatible object storage the pgBackRest e2e tests
+    # keep a repository in, as seed 002 keeps its backups in object storage.
+    'moto[server]==5.2.6' moto.server
 )
 PACKAGES=(
     postgresql-15
@@ -37,6 +41,9 @@ PACKAGES=(
     pgbouncer
     # Pgpool-II: bench/rw_split compares the proxy's read/write splitting with its load balancing.
     pgpool2
+    # pgBackRest (2.45 on Debian 12): WAL archiving, backups and replicas restored from a backup
+    # repository in the e2e tests of backups and disaster recovery.
+    pgbackrest
     chromium
     iproute2
     iptables

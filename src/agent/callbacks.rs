@@ -53,8 +53,8 @@ pub fn fire(callbacks: &BTreeMap<String, String>, action: &str, role: &str, scop
 pub async fn pre_promote(cmd: &str, scope: &str) -> Result<(), String> {
     let c = command(cmd, &["pre_promote", "primary", scope]);
     match tokio::time::timeout(PRE_PROMOTE_LIMIT, rampart_pg::run_script(c)).await {
-        Ok(Ok(s)) if s.success() => Ok(()),
-        Ok(Ok(s)) => Err(format!("pre_promote exited with {s}")),
+        Ok(Ok(end)) if end.success() => Ok(()),
+        Ok(Ok(end)) => Err(format!("pre_promote exited with {}{}", end.status, end.saying())),
         Ok(Err(e)) => Err(format!("pre_promote could not be started: {e}")),
         Err(_) => Err(format!("pre_promote did not finish within {PRE_PROMOTE_LIMIT:?}")),
     }

@@ -22,15 +22,20 @@ use tracing::info;
 /// Runs the method's command; returns the settings of the first start (with `recovery_conf`).
 pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Result<PgSettings, String> {
     info!("Running custom bootstrap script: {}", method.command);
-    let status = rampart_pg::run_script(super::callbacks::shell(
+    let end = rampart_pg::run_script(super::callbacks::shell(
         &method.command,
         "rampart-bootstrap",
         method.args(scope, &s.data_dir),
     ))
     .await
     .map_err(|e| format!("custom bootstrap {}: could not start its command: {e}", method.name))?;
-    if !status.success() {
-        return Err(format!("custom bootstrap {}: its command exited with {status}", method.name));
+    if !end.success() {
+        return Err(format!(
+            "custom bootstrap {}: its command exited with {}{}",
+            method.name,
+            end.status,
+            end.saying()
+        ));
     }
     if !s.data_dir.join("PG_VERSION").is_file() {
         return Err(format!(
@@ -75,12 +80,12 @@ pub async fn post_bootstrap(cmd: &str, s: &PgSettings) -> Result<(), String> {
     let connstring = rampart_pg::conf::local_superuser_conninfo(s);
     let mut script = super::callbacks::shell(cmd, "rampart-post-bootstrap", [connstring]);
     script.env("PGPASSFILE", &s.pgpass).env("PGOPTIONS", "-c synchronous_commit=local -c statement_timeout=0");
-    let status = rampart_pg::run_script(script)
+    let end = rampart_pg::run_script(script)
         .await
         .map_err(|e| format!("post_bootstrap script {cmd}: could not start it: {e}"))?;
-    match status.success() {
+    match end.success() {
         true => Ok(()),
-        false => Err(format!("post_bootstrap script {cmd} returned {status}")),
+        false => Err(format!("post_bootstrap script {cmd} returned {}{}", end.status, end.saying())),
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! Invariants: a method starts on an empty data directory unless it says `keep_data`; a failed
 //! method leaves it empty again (same exception); success means PostgreSQL's data directory is
-//! there (`PG_VERSION`), whatever the command's exit status claimed.
+//! there (`PG_VERSION`), whatever the command's exit status claimed. A command's failure is
+//! logged with the last lines it wrote on stderr (pgBackRest's error and hints, say), so the log
+//! says why the next method was tried.
 
 use rampart_config::{CustomReplicaMethod, ReplicaCreation, ReplicaMethod};
 use rampart_core::Upstream;
@@ -86,9 +88,9 @@ async fn run(m: &CustomReplicaMethod, s: &PgSettings, scope: &str, connstring: &
     let mut script =
         super::callbacks::shell(&m.command, "rampart-replica-method", m.args(scope, &s.data_dir, connstring));
     script.env("PGPASSFILE", &s.pgpass);
-    let status = rampart_pg::run_script(script).await.map_err(|e| format!("could not start {}: {e}", m.command))?;
-    if !status.success() {
-        return Err(format!("{} exited with {status}", m.command));
+    let end = rampart_pg::run_script(script).await.map_err(|e| format!("could not start {}: {e}", m.command))?;
+    if !end.success() {
+        return Err(format!("{} exited with {}{}", m.command, end.status, end.saying()));
     }
     if !s.data_dir.join("PG_VERSION").is_file() {
         return Err(format!(
@@ -162,7 +164,7 @@ mod tests {
         // Writes a file, then fails: its leftovers must be gone before the next method runs.
         let broken = method(
             "broken",
-            r#"for a; do case "$a" in --datadir=*) d="${a#--datadir=}";; esac; done; mkdir -p "$d" && touch "$d/half"; exit 2;"#,
+            r#"for a; do case "$a" in --datadir=*) d="${a#--datadir=}";; esac; done; mkdir -p "$d" && touch "$d/half"; echo 'ERROR: [075]: no backup set found to restore' >&2; exit 2;"#,
         );
         let creation = ReplicaCreation {
             methods: vec![ReplicaMethod::Custom(broken.clone()), ReplicaMethod::Custom(method("restore", RESTORE))],
@@ -184,6 +186,10 @@ mod tests {
         };
         let e = create(&creation, &s, Some(&up), "pg").await.unwrap_err();
         assert!(e.contains("broken: ") && e.contains("exited with exit status: 2"), "{e}");
+        assert!(
+            e.contains("exit status: 2, saying: ERROR: [075]: no backup set found to restore"),
+            "why, in its words: {e}"
+        );
         assert!(e.contains("noop: true succeeded but left no PostgreSQL data directory"), "{e}");
         assert!(rampart_pg::controldata::is_empty_dir(&s.data_dir).unwrap());
     }

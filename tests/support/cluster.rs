@@ -61,6 +61,9 @@ pub struct Node {
     pub config: NodeConfig,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// Extra environment of the agent (and so of its PostgreSQL and the commands it runs), from
+    /// the next [`Cluster::start_agent`] on.
+    pub agent_env: Vec<(String, String)>,
     pub agent: Option<Agent>,
 }
 
@@ -97,7 +100,13 @@ impl Cluster {
             }
             let config_path = node_dir.join("rampart.yml");
             config.write(&config_path).unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
-            nodes.push(Node { config, config_path, log_path: node_dir.join("agent.log"), agent: None });
+            nodes.push(Node {
+                config,
+                config_path,
+                log_path: node_dir.join("agent.log"),
+                agent_env: Vec::new(),
+                agent: None,
+            });
         }
         let mut cluster = Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, dir };
         if options.start_agents {
@@ -197,15 +206,16 @@ impl Cluster {
         self.nodes[i].agent.as_mut().unwrap_or_else(|| panic!("agent {i} was not started"))
     }
 
-    /// Starts node `i`'s agent. A previous handle is killed (agent only) and replaced; the new
-    /// agent inherits responsibility for the running postmaster, if any.
+    /// Starts node `i`'s agent (with the node's `agent_env`). A previous handle is killed (agent
+    /// only) and replaced; the new agent inherits responsibility for the running postmaster, if any.
     pub fn start_agent(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if let Some(mut old) = node.agent.take() {
             old.kill_agent_tree();
             old.disown_postmaster();
         }
-        node.agent = Some(Agent::start(&self.bin, &node.config_path, &node.log_path));
+        let env: Vec<(&str, &str)> = node.agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        node.agent = Some(Agent::start_with_env(&self.bin, &node.config_path, &node.log_path, &env));
     }
 
     /// SIGKILLs node `i`'s agent alone; PostgreSQL keeps running. The handle is kept, so the

@@ -34,9 +34,11 @@ pub mod ctl;
 pub mod haproxy;
 pub mod health;
 pub mod patroni;
+pub mod pgbackrest;
 pub mod process;
 pub mod proxy;
 pub mod python;
+pub mod s3;
 pub mod write_probe;
 
 use std::path::PathBuf;

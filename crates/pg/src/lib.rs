@@ -52,5 +52,5 @@ pub use settings::{Credentials, LocalConnect, PgSettings};
 pub use slot_copy::{install_slot_states, read_slot_states};
 pub use sql::{ExtraUser, PendingRestart, Probe, ReplicationPeer, SlotReport, Sql};
 pub use tools::{
-    basebackup, controldata, initdb, move_data_dir_aside, rewind, run_script, wipe_data_dir, RewindOutcome,
+    basebackup, controldata, initdb, move_data_dir_aside, rewind, run_script, wipe_data_dir, RewindOutcome, ScriptEnd,
 };

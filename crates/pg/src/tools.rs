@@ -305,16 +305,117 @@ async fn run(cmd: Command, tool: &'static str) -> Result<Output> {
     Err(PgError::ToolFailed { tool, status: describe_exit(status), output_tail: out.tail() })
 }
 
+/// Lines of an operator's script's stderr kept in [`ScriptEnd::stderr_tail`]: enough for
+/// pgBackRest's error with the warnings and hints that explain it.
+pub const SCRIPT_TAIL_LINES: usize = 10;
+
+/// How an operator's script ended, with the last lines it wrote to its stderr, which is where
+/// tools such as pgBackRest say why they failed.
+#[derive(Debug)]
+pub struct ScriptEnd {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// At most [`SCRIPT_TAIL_LINES`] lines, blank ones left out; empty if it wrote nothing.
+    pub stderr_tail: String,
+}
+
+impl ScriptEnd {
+    /// Whether it exited 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// `", saying: <its last stderr lines>"`, or nothing if it wrote nothing on stderr: appended
+    /// to a sentence telling how the script ended.
+    pub fn saying(&self) -> String {
+        match self.stderr_tail.is_empty() {
+            true => String::new(),
+            false => format!(", saying: {}", self.stderr_tail),
+        }
+    }
+}
+
 /// Runs an operator's script (a replica creation method, a bootstrap script) to its end in its
-/// own process group, its output going where the agent's goes. Dropping the future (a cancelled
-/// job) kills the whole group, so nothing the script started outlives the job: a shell that
-/// forks its command instead of exec'ing it would otherwise leave that command running.
-pub async fn run_script(mut cmd: Command) -> std::io::Result<ExitStatus> {
-    cmd.process_group(0).kill_on_drop(true);
+/// own process group, its stdout going where the agent's goes and its stderr copied there line
+/// by line, the last lines kept for the error that reports a failure. Dropping the future (a
+/// cancelled job) kills the whole group, so nothing the script started outlives the job: a shell
+/// that forks its command instead of exec'ing it would otherwise leave that command running.
+/// Once the script has exited, its stderr is read for at most half a second more (something
+/// it started in the background may hold the pipe open).
+pub async fn run_script(mut cmd: Command) -> std::io::Result<ScriptEnd> {
+    use tokio::io::AsyncBufReadExt;
+    cmd.stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut guard = GroupGuard::new(cmd.spawn()?);
-    let status = guard.child.wait().await?;
+    let mut stderr = guard.child.stderr.take().map(tokio::io::BufReader::new);
+    let mut tail = Tail::new(SCRIPT_TAIL_LINES);
+    let mut line = Vec::new();
+    let status = loop {
+        let Some(reader) = stderr.as_mut() else { break guard.child.wait().await? };
+        tokio::select! {
+            read = reader.read_until(b'\n', &mut line) => match read {
+                Ok(n) if n > 0 => relay(&mut line, &mut tail),
+                _ => stderr = None,
+            },
+            status = guard.child.wait() => break status?,
+        }
+    };
     guard.finished = true;
-    Ok(status)
+    if let Some(mut reader) = stderr {
+        let rest = async {
+            while matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                relay(&mut line, &mut tail);
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), rest).await;
+        if !line.is_empty() {
+            relay(&mut line, &mut tail);
+        }
+    }
+    Ok(ScriptEnd { status, stderr_tail: tail.text() })
+}
+
+/// Copies one line of a script's stderr to the agent's own and keeps it in `tail`.
+fn relay(line: &mut Vec<u8>, tail: &mut Tail) {
+    use std::io::Write;
+    let text = String::from_utf8_lossy(line);
+    // Not eprintln!, which panics when the agent's stderr is closed.
+    let _ = writeln!(std::io::stderr(), "{}", text.trim_end_matches(['\n', '\r']));
+    tail.push(&text);
+    line.clear();
+}
+
+/// The last `n` non-blank lines of a stream, each cut to [`Tail::LINE_CHARS`] characters.
+#[derive(Debug)]
+struct Tail {
+    n: usize,
+    lines: std::collections::VecDeque<String>,
+}
+
+impl Tail {
+    const LINE_CHARS: usize = 1000;
+
+    fn new(n: usize) -> Tail {
+        Tail { n, lines: std::collections::VecDeque::with_capacity(n) }
+    }
+
+    fn push(&mut self, line: &str) {
+        let line = line.trim_end();
+        if line.trim().is_empty() || self.n == 0 {
+            return;
+        }
+        if self.lines.len() == self.n {
+            self.lines.pop_front();
+        }
+        let mut kept: String = line.chars().take(Self::LINE_CHARS).collect();
+        if kept.len() < line.len() {
+            kept.push_str("...");
+        }
+        self.lines.push_back(kept);
+    }
+
+    fn text(&self) -> String {
+        self.lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
 }
 
 /// Runs a tool to completion (as [`run`]) and returns how it ended with all it printed.
@@ -457,6 +558,53 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_last_non_blank_lines_cut_to_length() {
+        let mut t = Tail::new(3);
+        assert_eq!(t.text(), "");
+        for line in ["one\n", "\n", "two\r\n", "   \n", "three", "four\n"] {
+            t.push(line);
+        }
+        assert_eq!(t.text(), "two\nthree\nfour");
+        let mut t = Tail::new(2);
+        t.push(&"x".repeat(Tail::LINE_CHARS + 5));
+        assert_eq!(t.text(), format!("{}...", "x".repeat(Tail::LINE_CHARS)));
+    }
+
+    #[tokio::test]
+    async fn a_script_tells_how_it_ended_and_what_it_said_last_on_stderr() {
+        let script = |body: &str| {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(body);
+            c
+        };
+        let end =
+            run_script(script("echo out; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo \"line $i\" >&2; done; exit 75"))
+                .await
+                .unwrap();
+        assert_eq!(end.status.code(), Some(75));
+        let lines: Vec<&str> = end.stderr_tail.lines().collect();
+        assert_eq!(lines.len(), SCRIPT_TAIL_LINES);
+        assert_eq!((lines[0], lines[SCRIPT_TAIL_LINES - 1]), ("line 3", "line 12"), "only stderr, its last lines");
+        assert!(end.saying().starts_with(", saying: line 3\n"));
+
+        let end = run_script(script("true")).await.unwrap();
+        assert!(end.success() && end.stderr_tail.is_empty() && end.saying().is_empty());
+
+        // Something left running in the background with the pipe open does not hold it up.
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let started = std::time::Instant::now();
+        let end = run_script(script(&format!("echo why >&2; sleep 30 & echo $! > {}; exit 3", pid_file.display())))
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        assert_eq!((end.status.code(), end.stderr_tail.as_str()), (Some(3), "why"));
+        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    }
 
     #[test]
     fn a_rewind_that_failed_before_copying_left_the_target_untouched() {
