@@ -124,8 +124,13 @@ async fn archive_one(data_dir: &Path, command: &str, wal: &str) -> bool {
             tracing::info!(segment = %wal, "archived a WAL segment left unarchived before the rewind");
             true
         }
-        Ok(status) => {
-            tracing::warn!(segment = %wal, "archive_command failed ({status}) for a WAL segment left unarchived; rewinding anyway");
+        Ok(end) => {
+            tracing::warn!(
+                segment = %wal,
+                "archive_command failed ({}{}) for a WAL segment left unarchived; rewinding anyway",
+                end.status,
+                end.saying()
+            );
             false
         }
         Err(e) => {
