@@ -57,6 +57,11 @@ enum Command {
     Pause(cli::pause::PauseArgs),
     /// Leave maintenance mode.
     Resume(cli::pause::PauseArgs),
+    /// Make this cluster a standby cluster of another one: its leader stops taking writes and
+    /// replicates from --host (and/or --restore-command), keeping the leader lock.
+    DemoteCluster(cli::standby::DemoteArgs),
+    /// Make a standby cluster run on its own: its standby leader is promoted to a writable primary.
+    PromoteCluster(cli::standby::PromoteArgs),
     /// Change the cluster-wide configuration in the DCS (-s/-p, --apply, --replace or $EDITOR).
     EditConfig(cli::edit_config::EditArgs),
     /// Print the cluster-wide configuration from the DCS, as YAML.
@@ -120,6 +125,8 @@ fn main() -> ExitCode {
         Command::Reinit(args) => cli::reinit::run(args),
         Command::Pause(args) => cli::pause::run(args, true),
         Command::Resume(args) => cli::pause::run(args, false),
+        Command::DemoteCluster(args) => cli::standby::run_demote(args),
+        Command::PromoteCluster(args) => cli::standby::run_promote(args),
         Command::EditConfig(args) => cli::edit_config::run_edit(args),
         Command::ShowConfig(args) => cli::edit_config::run_show(args),
         Command::History(args) => cli::history::run(args),

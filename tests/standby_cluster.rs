@@ -1,74 +1,186 @@
-//! Story: an operator used to Patroni's standby clusters writes `standby_cluster` into a
-//! member's `bootstrap.dcs`, then into the running cluster's configuration. Rampart does not
-//! support standby clusters yet (a standby leader would run as an independent primary), and must
-//! not ignore the key: `check-config`, `PATCH /config` and `edit-config` refuse it naming the key,
-//! and when another tool writes it into the DCS anyway, no member takes the leader lock: after
-//! the leader stops, the replica stays a replica and says why.
+//! Story: a second data centre kept as a standby cluster, and a planned move of the primary role
+//! from one data centre to the other, as Patroni users do it with `standby_cluster`,
+//! `demote-cluster` and `promote-cluster`.
+//!
+//! 1. Cluster `dc1` (one member) runs as usual and keeps a permanent physical slot `dc2` for the
+//!    other data centre. Rows are written.
+//! 2. Cluster `dc2` (two members) starts with `standby_cluster` (dc1's host and port,
+//!    `primary_slot_name: dc2`) in its `bootstrap.dcs`. Its first member copies dc1 and becomes the
+//!    standby leader, streaming from dc1 through the slot; the second member copies the standby
+//!    leader and cascades from it. `rampart list` shows a Standby Leader; the REST API answers
+//!    `/standby-leader` and `/leader` with 200 and `/primary` with 503; no dc2 member takes a
+//!    write; dc1's rows, old and new, reach both.
+//! 3. The standby leader crashes (agent and PostgreSQL killed): the other dc2 member takes the lock
+//!    and becomes the standby leader, read-only still, following dc1 through the same slot: rows
+//!    written in dc1 afterwards reach it.
+//! 4. The planned move: `rampart demote-cluster` on dc1, pointing at dc2's standby leader: dc1's
+//!    leader restarts as a standby leader, keeping its lock, read-only. Then `rampart
+//!    promote-cluster` on dc2: its standby leader is promoted, writable on a new timeline, and
+//!    dc1 follows it there: a row written in dc2 reaches dc1. No row was lost on the way.
 
 mod support;
 
 use std::process::Output;
 use std::time::Duration;
 
+use support::client::{is_in_recovery, query_text, sql};
 use support::cluster::{Cluster, ClusterOptions};
-use support::health::wait_healthy;
-
-const NOT_SUPPORTED: &str = "standby clusters are not supported yet";
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standby_cluster_is_refused_and_never_makes_a_primary() {
-    let mut c = Cluster::start(2, ClusterOptions { stagger: Duration::from_millis(1500), ..Default::default() });
-    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a healthy cluster");
-    let replica = 1 - leader;
-    let config_key = format!("{}config", c.dcs_prefix());
-    let before = c.etcd().get(&config_key).expect("the config key");
+/// The number of rows in `story` on the server at `port` (`None` while it does not answer).
+async fn rows(port: u16) -> Option<i64> {
+    query_text(port, "SELECT count(*)::text FROM story").await.and_then(|t| t.parse().ok())
+}
 
-    // check-config: in bootstrap.dcs, and at the top of the file.
-    for (what, yaml) in
-        [("bootstrap.dcs", "    standby_cluster:\n      host: 10.0.0.9\n      port: 5432\n"), ("top level", "")]
-    {
-        let mut cfg = c.node(0).config.clone();
-        if yaml.is_empty() {
-            cfg = cfg.extra_yaml("standby_cluster:\n  host: 10.0.0.9\n");
-        } else {
-            cfg.dcs_yaml.push_str(yaml);
-        }
-        let file = c.dir().join(format!("standby-{}.yml", what.replace(' ', "-")));
-        cfg.write(&file).unwrap();
-        let o = c.rampart([std::ffi::OsStr::new("check-config"), file.as_os_str()]);
-        let out = text(&o);
-        assert!(!o.status.success(), "check-config accepted standby_cluster ({what}):\n{out}");
-        assert!(out.contains("standby_cluster") && out.contains(NOT_SUPPORTED), "{what}:\n{out}");
-    }
+/// Waits until the server at `port` has `n` rows in `story`.
+async fn wait_rows(port: u16, n: i64, timeout: Duration) -> bool {
+    support::wait_until_async(timeout, Duration::from_millis(250), || async move { rows(port).await == Some(n) }).await
+}
 
-    // PATCH /config and edit-config refuse it; nothing is written.
-    let patch = r#"{"standby_cluster": {"host": "10.0.0.9", "port": 5432}}"#;
-    let r = support::http_request(c.api_port(leader), "PATCH", "/config", Some(patch)).unwrap();
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("standby_cluster") && r.body.contains(NOT_SUPPORTED), "{}", r.body);
-    let cfg = c.config_path(0).display().to_string();
-    let o = c.rampart(["edit-config", "-c", &cfg, "-s", "standby_cluster.host=10.0.0.9", "--force"]);
-    assert!(!o.status.success() && text(&o).contains(NOT_SUPPORTED), "{}", text(&o));
-    assert_eq!(c.etcd().get(&config_key).as_ref(), Some(&before), "refusals write nothing");
-
-    // Another tool writes it straight into the DCS; then the leader stops.
-    let mut written: serde_json::Value = serde_json::from_str(&before).unwrap();
-    written["standby_cluster"] = serde_json::json!({"host": "10.0.0.9", "port": 5432});
-    c.etcd().put(&config_key, &written.to_string());
-    assert!(c.stop_agent(leader, Duration::from_secs(60)), "the leader's agent stops");
-
-    // The replica would race for the free lock now; it says why it does not, and stays a replica.
-    let log = c.log_path(replica).to_path_buf();
-    let said = support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("not taking the leader lock")
+/// Waits until the member key of `c`'s leader shows `role`; returns the leader's index.
+fn wait_leader_role(c: &Cluster, role: &str, timeout: Duration) -> Option<usize> {
+    let mut found = None;
+    support::wait_until(timeout, Duration::from_millis(250), || {
+        found = c
+            .leader_index()
+            .filter(|&i| support::client::get_json(c.api_port(i), "/patroni").is_some_and(|v| v["role"] == role));
+        found.is_some()
     });
-    assert!(said, "the replica never said it keeps out of the race:\n{}", support::tail_file(&log, 30));
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains(&format!("standby_cluster is set in the dynamic configuration: {NOT_SUPPORTED}")));
-    assert_eq!(c.leader_name(), None, "nobody took the leader lock");
-    assert_eq!(support::is_in_recovery(c.pg_port(replica)).await, Some(true), "the replica was not promoted");
+    found
+}
+
+/// Waits until the server at `port` answers in recovery.
+async fn wait_in_recovery(port: u16, timeout: Duration) -> bool {
+    support::wait_until_async(timeout, Duration::from_millis(250), || async move {
+        is_in_recovery(port).await == Some(true)
+    })
+    .await
+}
+
+/// Whether a write on the server at `port` is refused as in a read-only transaction.
+async fn refuses_writes(port: u16) -> bool {
+    let Ok(db) = support::connect_superuser(port).await else { return false };
+    match db.execute("INSERT INTO story (phase) VALUES ('must not be written')", &[]).await {
+        Ok(_) => false,
+        Err(e) => e.as_db_error().is_some_and(|d| d.message().contains("read-only transaction")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_takes_over_when_asked() {
+    // 1. dc1, with a slot kept for dc2.
+    let dc1 = Cluster::start(
+        1,
+        ClusterOptions { scope: "dc1".into(), ..Default::default() }.tweak(|_, mut cfg| {
+            cfg.dcs_yaml.push_str("    slots:\n      dc2:\n        type: physical\n");
+            cfg
+        }),
+    );
+    assert_eq!(dc1.wait_for_single_primary(Duration::from_secs(90)).await, Some(0), "dc1 leads");
+    let p1 = dc1.pg_port(0);
+    sql(p1, "CREATE TABLE story (id serial PRIMARY KEY, phase text)").await;
+    sql(p1, "INSERT INTO story (phase) SELECT 'dc1 before dc2' FROM generate_series(1, 100)").await;
+
+    // 2. dc2, a standby cluster of dc1.
+    let mut dc2 = Cluster::start(
+        2,
+        ClusterOptions { scope: "dc2".into(), stagger: Duration::from_millis(3000), ..Default::default() }.tweak(
+            move |_, mut cfg| {
+                cfg.dcs_yaml.push_str(&format!(
+                    "    standby_cluster:\n      host: 127.0.0.1\n      port: {p1}\n      primary_slot_name: dc2\n"
+                ));
+                cfg
+            },
+        ),
+    );
+    let Some(sl) = wait_leader_role(&dc2, "standby_leader", Duration::from_secs(120)) else {
+        dc2.dump_logs();
+        panic!("dc2 has no standby leader");
+    };
+    let other = 1 - sl;
+    let (sl_port, other_port) = (dc2.pg_port(sl), dc2.pg_port(other));
+    assert!(wait_rows(sl_port, 100, Duration::from_secs(60)).await, "dc1's rows reach the standby leader");
+    assert!(wait_rows(other_port, 100, Duration::from_secs(90)).await, "and the member cascading from it");
+    assert_eq!(is_in_recovery(sl_port).await, Some(true), "the standby leader stays in recovery");
+    assert!(refuses_writes(sl_port).await && refuses_writes(other_port).await, "no dc2 member takes a write");
+    assert_eq!(
+        query_text(p1, "SELECT active::text FROM pg_replication_slots WHERE slot_name = 'dc2'").await.as_deref(),
+        Some("true"),
+        "the standby leader streams from dc1 through the slot kept for it"
+    );
+    let upstream_port = query_text(other_port, "SELECT sender_port::text FROM pg_stat_wal_receiver").await;
+    assert_eq!(upstream_port, Some(sl_port.to_string()), "the other dc2 member cascades from the standby leader");
+    let status = |path: &str| support::client::http_status(dc2.api_port(sl), "GET", path);
+    assert_eq!((status("/standby-leader"), status("/leader"), status("/primary")), (200, 200, 503));
+    assert_eq!(support::client::http_status(dc2.api_port(other), "GET", "/replica"), 200);
+    let list = dc2.rampart(["list", "-c", &dc2.config_path(0).display().to_string()]);
+    assert!(text(&list).contains("Standby Leader"), "{}", text(&list));
+    sql(p1, "INSERT INTO story (phase) SELECT 'dc1 while dc2 follows' FROM generate_series(1, 50)").await;
+    assert!(wait_rows(other_port, 150, Duration::from_secs(30)).await, "new rows reach dc2");
+
+    // 3. The standby leader crashes: the other member takes over as the standby leader.
+    dc2.kill_agent(sl);
+    dc2.kill_postgres(sl);
+    let took_over = support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
+        dc2.leader_index() == Some(other)
+            && support::client::get_json(dc2.api_port(other), "/patroni").is_some_and(|v| v["role"] == "standby_leader")
+    });
+    if !took_over {
+        dc2.dump_logs();
+    }
+    assert!(took_over, "the other dc2 member is the standby leader now");
+    sql(p1, "INSERT INTO story (phase) SELECT 'dc1 after the dc2 failover' FROM generate_series(1, 50)").await;
+    assert!(wait_rows(other_port, 200, Duration::from_secs(60)).await, "the new standby leader follows dc1");
+    assert!(refuses_writes(other_port).await, "and stays read-only");
+    let sender = query_text(other_port, "SELECT sender_port::text FROM pg_stat_wal_receiver").await;
+    assert_eq!(sender, Some(p1.to_string()), "straight from dc1");
+
+    // 4. The planned move: dc1 becomes a standby of dc2, then dc2 runs on its own.
+    let demote = dc1.rampart([
+        "demote-cluster",
+        "-c",
+        &dc1.config_path(0).display().to_string(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &other_port.to_string(),
+        "--force",
+    ]);
+    if !demote.status.success() {
+        dc1.dump_logs();
+    }
+    assert!(demote.status.success(), "{}", text(&demote));
+    assert!(text(&demote).contains("is now the standby leader"), "{}", text(&demote));
+    assert!(wait_in_recovery(p1, Duration::from_secs(30)).await, "dc1's leader runs in recovery");
+    assert!(refuses_writes(p1).await, "dc1 takes no more writes");
+    let promote = dc2.rampart(["promote-cluster", "-c", &dc2.config_path(other).display().to_string(), "--force"]);
+    if !promote.status.success() {
+        dc2.dump_logs();
+    }
+    assert!(promote.status.success(), "{}", text(&promote));
+    assert!(text(&promote).contains("is now the primary"), "{}", text(&promote));
+    assert_eq!(dc2.wait_for_single_primary(Duration::from_secs(60)).await, Some(other), "dc2 runs on its own");
+    assert_eq!(
+        query_text(other_port, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)").await.as_deref(),
+        Some("00000002"),
+        "on a new timeline"
+    );
+    sql(other_port, "INSERT INTO story (phase) VALUES ('dc2 after the move')").await;
+    let followed = wait_rows(p1, 201, Duration::from_secs(60)).await;
+    if !followed {
+        dc1.dump_logs();
+    }
+    assert!(followed, "dc1 follows dc2 onto its timeline: {:?} rows", rows(p1).await);
+    assert_eq!(
+        query_text(p1, "SELECT string_agg(phase || ':' || n, ', ' ORDER BY phase) FROM (SELECT phase, count(*) n FROM story GROUP BY phase) s")
+            .await
+            .as_deref(),
+        Some("dc1 after the dc2 failover:50, dc1 before dc2:100, dc1 while dc2 follows:50, dc2 after the move:1"),
+        "no row lost on the way"
+    );
+    dc1.assert_no_password_in_logs();
+    dc2.assert_no_password_in_logs();
 }

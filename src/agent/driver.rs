@@ -378,22 +378,32 @@ impl<P: Ports> Agent<P> {
         self.last_message = plan.message.clone();
     }
 
-    /// `standby_cluster` in the dynamic configuration: the core takes no lock and promotes
-    /// nothing (rampart_core::standby_cluster); say so every minute while it stays there.
+    /// A `standby_cluster` section in the DCS that cannot be read (another tool wrote it): the
+    /// core takes no lock and promotes nothing (rampart_core::standby_cluster::gate); say so every
+    /// minute while it stays there.
     fn warn_standby_cluster(&mut self) {
-        if self.core.config().standby_cluster().is_none() {
+        let Err((key, why)) = self.core.config().standby() else {
             self.standby_cluster_warned = None;
             return;
-        }
+        };
         if self.standby_cluster_warned.is_some_and(|t| t.elapsed() < STANDBY_CLUSTER_WARN_EVERY) {
             return;
         }
         self.standby_cluster_warned = Some(Instant::now());
         warn!(
-            "standby_cluster is set in the dynamic configuration: {}; this member takes no leader lock, does not \
-             bootstrap and does not promote",
-            rampart_core::standby_cluster::UNSUPPORTED
+            "the standby_cluster section of the dynamic configuration cannot be read ({why} ({key})): this member \
+             takes no leader lock, does not bootstrap and does not promote until it is mended"
         );
+    }
+
+    /// Points the running server at a new upstream: rewrites its files for `role`, reloads.
+    async fn follow(&mut self, role: StartRole) -> Result<()> {
+        let s = self.pg_settings_for(&role);
+        self.pg.write_pgpass(&s)?;
+        self.pg.write_config(&s, &role)?;
+        self.pg.reload().await?;
+        self.core.advance(ActionResult::Configured(role));
+        Ok(())
     }
 
     fn job_context(&self, cluster: Option<&Cluster>) -> JobContext<P::Dcs> {
@@ -587,12 +597,11 @@ impl<P: Ports> Agent<P> {
                 Ok(true)
             }
             Action::Follow { upstream } => {
-                let role = StartRole::Replica { upstream: upstream.clone() };
-                let s = self.pg_settings_for(&role);
-                self.pg.write_pgpass(&s)?;
-                self.pg.write_config(&s, &role)?;
-                self.pg.reload().await?;
-                self.core.advance(ActionResult::Configured(role));
+                self.follow(StartRole::Replica { upstream: upstream.clone() }).await?;
+                Ok(true)
+            }
+            Action::FollowRemote(sc) => {
+                self.follow(StartRole::StandbyLeader(sc.clone())).await?;
                 Ok(true)
             }
             Action::ClearFailover => {
@@ -661,6 +670,10 @@ impl<P: Ports> Agent<P> {
     async fn publish(&mut self, seen: &Seen) {
         let dynamic = self.core.config().clone();
         let mut member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
+        let standby_leader = self.core.standby_leader(self.now()) && member.role != rampart_core::Role::Primary;
+        if standby_leader {
+            member.role = rampart_core::Role::StandbyLeader;
+        }
         if self.params.pending_restart() {
             member.pending_restart = Some(true);
             member
@@ -688,6 +701,9 @@ impl<P: Ports> Agent<P> {
             dcs_last_seen: self.dcs_last_seen,
             now: std::time::Instant::now(),
         });
+        if standby_leader {
+            snap.role = rampart_core::Role::StandbyLeader;
+        }
         snap.pending_restart = self.params.pending_restart();
         snap.pending_restart_reason = self
             .params

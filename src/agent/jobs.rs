@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rampart_core::model::HistoryEntry;
 use rampart_core::observe::{JobError, JobKind, JobState};
-use rampart_core::{DataDir, Job, StartRole, StopMode};
+use rampart_core::{DataDir, Job, StartRole, StopMode, Upstream};
 use rampart_dcs::Dcs;
 use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
 use tokio::sync::Notify;
@@ -123,6 +123,18 @@ pub async fn run<D: Dcs>(job: Job, ctx: &JobContext<D>, pm: &Postmaster, sql: &S
             }
             Ok(())
         }
+        Job::BootstrapStandby(standby) => {
+            // The standby leader's copy of the other cluster: its `create_replica_methods` (the
+            // sections under `postgresql` describe the custom ones), from its `host`.
+            let creation = super::replica_methods::for_standby(&ctx.replica_creation, &standby.create_replica_methods)?;
+            let from = standby.host.as_ref().map(|host| Upstream {
+                name: format!("the other cluster ({})", standby.describe()),
+                host: host.clone(),
+                port: standby.port,
+            });
+            super::replica_methods::create(&creation, s, from.as_ref(), &ctx.scope).await?;
+            rampart_pg::write_pgpass(s).map_err(text)
+        }
         Job::Clone(from) => {
             super::replica_methods::create(&ctx.replica_creation, s, from.as_ref(), &ctx.scope).await?;
             rampart_pg::write_pgpass(s).map_err(text)
@@ -195,7 +207,7 @@ pub async fn run<D: Dcs>(job: Job, ctx: &JobContext<D>, pm: &Postmaster, sql: &S
 /// now, with the server stopped, so the start gets at least what the WAL it will replay needs
 /// (rule: [`rampart_core::hot_standby::raise_for_replica`]), logged as Patroni logs it.
 async fn settings_for(s: &PgSettings, role: &StartRole) -> PgSettings {
-    if matches!(role, StartRole::Primary) {
+    if !role.in_recovery() {
         return s.clone();
     }
     let control = match rampart_pg::controldata(&s.bin_dir, &s.data_dir).await {

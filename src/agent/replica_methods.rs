@@ -55,6 +55,34 @@ pub async fn create(
     Err(format!("could not create a replica: {}", failures.join("; ")))
 }
 
+/// The methods a standby cluster's bootstrap tries: those `standby_cluster.create_replica_methods`
+/// names, in its order (`basebackup` when it names none), each custom one described by its
+/// section under `postgresql` as for this member's own methods. A name without a section is an
+/// error that says so.
+pub fn for_standby(creation: &ReplicaCreation, names: &[String]) -> Result<ReplicaCreation, String> {
+    let methods = match names {
+        [] => vec![ReplicaMethod::Basebackup],
+        names => names
+            .iter()
+            .map(|name| match name.as_str() {
+                "basebackup" => Ok(ReplicaMethod::Basebackup),
+                name => creation
+                    .methods
+                    .iter()
+                    .find(|m| matches!(m, ReplicaMethod::Custom(c) if c.name == name))
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "standby_cluster.create_replica_methods names {name}, which has no section under \
+                             postgresql (postgresql.{name}.command) in postgresql.create_replica_methods"
+                        )
+                    }),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(ReplicaCreation { methods, basebackup_args: creation.basebackup_args.clone() })
+}
+
 async fn basebackup(s: &PgSettings, from: &Upstream) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..BASEBACKUP_TRIES {
@@ -133,6 +161,21 @@ mod tests {
 
     fn settings(dir: &std::path::Path) -> PgSettings {
         PgSettings::new("n1", dir.join("data"))
+    }
+
+    #[test]
+    fn a_standby_clusters_methods_are_its_own_list_described_by_the_members_sections() {
+        let restore = CustomReplicaMethod { no_leader: true, ..method("pgbackrest", "restore") };
+        let creation = ReplicaCreation {
+            methods: vec![ReplicaMethod::Custom(restore.clone()), ReplicaMethod::Basebackup],
+            basebackup_args: vec!["--max-rate=10M".into()],
+        };
+        let named = for_standby(&creation, &["basebackup".into(), "pgbackrest".into()]).unwrap();
+        assert_eq!(named.methods, vec![ReplicaMethod::Basebackup, ReplicaMethod::Custom(restore)]);
+        assert_eq!(named.basebackup_args, ["--max-rate=10M"]);
+        assert_eq!(for_standby(&creation, &[]).unwrap().methods, vec![ReplicaMethod::Basebackup]);
+        let e = for_standby(&creation, &["wal_e".into()]).unwrap_err();
+        assert!(e.contains("names wal_e, which has no section under postgresql"), "{e}");
     }
 
     #[tokio::test]

@@ -94,9 +94,9 @@ pub fn with_managed_sync_names(params: &mut BTreeMap<String, String>, dynamic: &
 /// [`rampart_core::hot_standby::raise_for_replica`]); a primary's stay as configured. Returns what
 /// was raised too.
 pub fn for_role(mut s: PgSettings, role: &StartRole, control: &Values) -> (PgSettings, Vec<Raise>) {
-    let raised = match role {
-        StartRole::Replica { .. } => raise_for_replica(&mut s.parameters, control),
-        StartRole::Primary => Vec::new(),
+    let raised = match role.in_recovery() {
+        true => raise_for_replica(&mut s.parameters, control),
+        false => Vec::new(),
     };
     (s, raised)
 }

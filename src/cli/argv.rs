@@ -21,6 +21,8 @@ const CLUSTER_VERBS: &[&str] = &[
     "resume",
     "edit-config",
     "show-config",
+    "demote-cluster",
+    "promote-cluster",
     "history",
     "dsn",
     "query",

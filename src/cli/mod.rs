@@ -29,6 +29,7 @@ pub mod rest;
 pub mod restart;
 pub mod schedule;
 pub mod session;
+pub mod standby;
 pub mod switchover;
 pub mod table;
 pub mod target;

@@ -19,7 +19,9 @@ fn cluster_lsn(c: &Cluster) -> u64 {
 
 fn member_json(c: &Cluster, m: &Member, mode: SyncMode, leader_lsn: u64) -> Value {
     let is_leader = c.is_leader(&m.name);
-    let role = if is_leader {
+    let role = if is_leader && m.data.role == rampart_core::Role::StandbyLeader {
+        "standby_leader"
+    } else if is_leader {
         "leader"
     } else if mode != SyncMode::Off && c.listed_in_sync_key(&m.name) {
         if mode == SyncMode::Quorum {

@@ -117,6 +117,7 @@ pub fn replica_ok(q: &HealthQuery, s: &NodeSnapshot, alive: bool) -> bool {
     alive
         && s.is_running()
         && s.in_recovery
+        && s.role != Role::StandbyLeader
         && !s.replay_blocked
         && !s.tags.noloadbalance
         && q.lag.is_none_or(|max| s.replay_lag() <= max)
@@ -146,8 +147,7 @@ pub fn tags_match(filters: &[(String, String)], tags: &Tags) -> bool {
 pub fn check_status(check: Check, q: &HealthQuery, s: &NodeSnapshot, alive: bool, now: Instant) -> u16 {
     let dcs = s.cluster.is_some();
     let primary = primary_ok(s, alive, now);
-    // Rampart does not run standby clusters yet: never a standby leader.
-    let standby_leader = false;
+    let standby_leader = leader_ok(s, alive, now) && s.role == Role::StandbyLeader && s.is_running();
     let replica = replica_ok(q, s, alive);
     let sync = dcs && s.is_sync_standby();
     let quorum = dcs && s.is_quorum_standby();
@@ -285,6 +285,15 @@ pub(crate) mod tests {
             ("noloadbalance replica", NodeSnapshot { tags, ..replica("r1", now) }, true),
             ("stopped node", NodeSnapshot { state: "stopped".into(), ..replica("r1", now) }, false),
             ("sync replica", replica("r-sync", now), true),
+            (
+                "standby leader",
+                NodeSnapshot {
+                    role: "standby_leader".into(),
+                    leader_until: Some(now + Duration::from_secs(20)),
+                    ..replica("p", now)
+                },
+                true,
+            ),
         ]
     }
 
@@ -293,35 +302,35 @@ pub(crate) mod tests {
         let now = Instant::now();
         let x = UNAVAILABLE;
         #[rustfmt::skip]
-        let table: &[(&str, [u16; 8])] = &[
-            //                           lock  expd  dead  strm  lagg  nolb  stop  sync
-            ("/",                       [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/primary",                [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/read-write",             [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/master",                 [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/primary?tag_zone=B",     [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/leader",                 [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/standby-leader",         [x,    x,    x,    x,    x,    x,    x,    x]),
-            ("/standby_leader",         [x,    x,    x,    x,    x,    x,    x,    x]),
-            ("/replica",                [x,    x,    x,    OK,   OK,   x,    x,    OK]),
-            ("/replica?lag=1MB",        [x,    x,    x,    OK,   x,    x,    x,    OK]),
-            ("/replica?lag=300MB",      [x,    x,    x,    OK,   x,    x,    x,    OK]),
-            ("/replica?lag=400MB",      [x,    x,    x,    OK,   OK,   x,    x,    OK]),
-            ("/replica?replication_state=streaming", [x, x, x, OK, OK, x,    x,    OK]),
-            ("/replica?replication_state=in%20archive%20recovery", [x, x, x, x, x, x, x, x]),
-            ("/read-only",              [OK,   x,    x,    OK,   OK,   x,    x,    OK]),
-            ("/read-only?lag=1MB",      [OK,   x,    x,    OK,   x,    x,    x,    OK]),
-            ("/health",                 [OK,   OK,   x,    OK,   OK,   OK,   x,    OK]),
-            ("/sync",                   [x,    x,    x,    x,    x,    x,    x,    OK]),
-            ("/synchronous",            [x,    x,    x,    x,    x,    x,    x,    OK]),
-            ("/async",                  [x,    x,    x,    OK,   OK,   x,    x,    x]),
-            ("/asynchronous?lag=1MB",   [x,    x,    x,    OK,   x,    x,    x,    x]),
-            ("/quorum",                 [x,    x,    x,    x,    x,    x,    x,    x]),
-            ("/read-only-sync",         [OK,   x,    x,    x,    x,    x,    x,    OK]),
-            ("/read-only-synchronous",  [OK,   x,    x,    x,    x,    x,    x,    OK]),
-            ("/read-only-quorum",       [OK,   x,    x,    x,    x,    x,    x,    x]),
-            ("/nonsense",               [x,    x,    x,    x,    x,    x,    x,    x]),
-            ("/sync/",                  [x,    x,    x,    x,    x,    x,    x,    x]),
+        let table: &[(&str, [u16; 9])] = &[
+            //                           lock  expd  dead  strm  lagg  nolb  stop  sync  stby
+            ("/",                       [OK,   x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/primary",                [OK,   x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/read-write",             [OK,   x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/master",                 [OK,   x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/primary?tag_zone=B",     [OK,   x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/leader",                 [OK,   x,    x,    x,    x,    x,    x,    x,    OK]),
+            ("/standby-leader",         [x,    x,    x,    x,    x,    x,    x,    x,    OK]),
+            ("/standby_leader",         [x,    x,    x,    x,    x,    x,    x,    x,    OK]),
+            ("/replica",                [x,    x,    x,    OK,   OK,   x,    x,    OK,   x]),
+            ("/replica?lag=1MB",        [x,    x,    x,    OK,   x,    x,    x,    OK,   x]),
+            ("/replica?lag=300MB",      [x,    x,    x,    OK,   x,    x,    x,    OK,   x]),
+            ("/replica?lag=400MB",      [x,    x,    x,    OK,   OK,   x,    x,    OK,   x]),
+            ("/replica?replication_state=streaming", [x, x, x, OK, OK, x,    x,    OK,   x]),
+            ("/replica?replication_state=in%20archive%20recovery", [x, x, x, x, x, x, x, x,    x]),
+            ("/read-only",              [OK,   x,    x,    OK,   OK,   x,    x,    OK,   OK]),
+            ("/read-only?lag=1MB",      [OK,   x,    x,    OK,   x,    x,    x,    OK,   OK]),
+            ("/health",                 [OK,   OK,   x,    OK,   OK,   OK,   x,    OK,   OK]),
+            ("/sync",                   [x,    x,    x,    x,    x,    x,    x,    OK,   x]),
+            ("/synchronous",            [x,    x,    x,    x,    x,    x,    x,    OK,   x]),
+            ("/async",                  [x,    x,    x,    OK,   OK,   x,    x,    x,    x]),
+            ("/asynchronous?lag=1MB",   [x,    x,    x,    OK,   x,    x,    x,    x,    x]),
+            ("/quorum",                 [x,    x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/read-only-sync",         [OK,   x,    x,    x,    x,    x,    x,    OK,   OK]),
+            ("/read-only-synchronous",  [OK,   x,    x,    x,    x,    x,    x,    OK,   OK]),
+            ("/read-only-quorum",       [OK,   x,    x,    x,    x,    x,    x,    x,    OK]),
+            ("/nonsense",               [x,    x,    x,    x,    x,    x,    x,    x,    x]),
+            ("/sync/",                  [x,    x,    x,    x,    x,    x,    x,    x,    x]),
         ];
         let scenarios = scenarios(now);
         for (target, want) in table {

@@ -210,10 +210,12 @@ fn read<T>(
 
     let (raw, unknown): (RawConfig, _) = de::from_node(&tree)
         .map_err(|e| Problem { origin: e.origin, key: e.path, message: e.message }.into_error(origin, &secrets))?;
-    // Not supported yet, and ignoring it would turn the intended standby leader into an
-    // independent primary (see rampart_core::standby_cluster).
+    // Dynamic configuration, read from bootstrap.dcs and the DCS only (as Patroni reads it);
+    // ignored here it would turn the intended standby leader into an independent primary.
     if let Some(u) = unknown.iter().find(|u| u.path == "standby_cluster") {
-        let message = rampart_core::standby_cluster::UNSUPPORTED.to_string();
+        let message = "standby_cluster is dynamic configuration: put it under bootstrap.dcs for a new cluster, or \
+                       write it into a running one with `rampart demote-cluster` or `edit-config`"
+            .to_string();
         let problem = Problem { origin: Some(u.origin.clone()), key: Some(u.path.clone()), message };
         return Err(problem.into_error(origin, &secrets));
     }

@@ -881,14 +881,18 @@ fn bootstrap_method_is_read_as_patroni_does() {
 }
 
 #[test]
-fn standby_cluster_is_refused_at_the_top_or_in_bootstrap_dcs_naming_the_key() {
+fn standby_cluster_is_read_from_bootstrap_dcs_and_refused_at_the_top_naming_where_it_belongs() {
     let top = minimal_with("standby_cluster:\n  host: 10.0.0.1\n  port: 5432\n", "n.yml").unwrap_err().to_string();
     assert!(top.contains("n.yml:11") && top.contains("standby_cluster"), "{top}");
-    assert!(top.contains("standby clusters are not supported yet"), "{top}");
-    let dcs = minimal_with("bootstrap:\n  dcs:\n    standby_cluster:\n      host: 10.0.0.1\n", "n.yml")
-        .unwrap_err()
-        .to_string();
-    assert!(dcs.contains("bootstrap.dcs.standby_cluster") && dcs.contains("not supported yet"), "{dcs}");
+    assert!(top.contains("put it under bootstrap.dcs"), "{top}");
+    let ok =
+        minimal_with("bootstrap:\n  dcs:\n    standby_cluster:\n      host: 10.0.0.1\n      port: 5433\n", "n.yml")
+            .unwrap();
+    let standby = ok.config.bootstrap.dcs.standby().unwrap().unwrap();
+    assert_eq!((standby.host.as_deref(), standby.port), (Some("10.0.0.1"), 5433));
+    let bad =
+        minimal_with("bootstrap:\n  dcs:\n    standby_cluster:\n      port: 5432\n", "n.yml").unwrap_err().to_string();
+    assert!(bad.contains("bootstrap.dcs.standby_cluster") && bad.contains("standby_cluster.host"), "{bad}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 use crate::model::SyncState;
 use crate::observe::{JobKind, Millis};
+use crate::standby_cluster::StandbyCluster;
 
 /// A member to replicate or clone from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,30 @@ pub enum StartRole {
         /// leader, and when fencing ourselves off a DCS we cannot reach).
         upstream: Option<Upstream>,
     },
+    /// Read-only standby leader of a standby cluster: recovers from the other cluster (streams
+    /// from its `host` through its `primary_slot_name`, and/or restores with its
+    /// `restore_command`), never promoted while the section is set.
+    StandbyLeader(StandbyCluster),
+}
+
+/// For logs: the role and what it follows, never the section's commands (a `restore_command`
+/// may carry credentials).
+impl std::fmt::Display for StartRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartRole::Primary => f.write_str("primary"),
+            StartRole::Replica { upstream: Some(u) } => write!(f, "replica of {} ({}:{})", u.name, u.host, u.port),
+            StartRole::Replica { upstream: None } => f.write_str("replica streaming from nobody"),
+            StartRole::StandbyLeader(sc) => write!(f, "standby leader following {}", sc.describe()),
+        }
+    }
+}
+
+impl StartRole {
+    /// Whether PostgreSQL runs in recovery in this role.
+    pub fn in_recovery(&self) -> bool {
+        !matches!(self, StartRole::Primary)
+    }
 }
 
 /// How to stop PostgreSQL.
@@ -95,6 +120,9 @@ pub enum Action {
         /// New upstream; `None` stops streaming.
         upstream: Option<Upstream>,
     },
+    /// Point the running standby leader at the other cluster as the section describes it now:
+    /// rewrite its recovery settings and reload (as [`Action::Follow`]).
+    FollowRemote(StandbyCluster),
     /// Remove a data directory we may not use (after a failed rewind, when allowed).
     WipeDataDir,
     /// Clear the `failover` key (the request was carried out, is stale, or cannot be done).
@@ -153,6 +181,10 @@ impl Action {
 pub enum Job {
     /// initdb and first start as primary; creates the configured roles.
     Bootstrap,
+    /// Bootstrap of a standby cluster: make the data directory from the other cluster with the
+    /// section's `create_replica_methods` (`basebackup` from its `host` by default). Nothing is
+    /// started; reported as a bootstrap.
+    BootstrapStandby(StandbyCluster),
     /// Make this replica's data directory with the configured replica creation methods, copying
     /// from this member; `None`: with no member to copy from, only the methods that need none.
     Clone(Option<Upstream>),
@@ -184,7 +216,7 @@ impl Job {
     /// The kind, as reported back in [`crate::observe::JobState`].
     pub fn kind(&self) -> JobKind {
         match self {
-            Job::Bootstrap => JobKind::Bootstrap,
+            Job::Bootstrap | Job::BootstrapStandby(_) => JobKind::Bootstrap,
             Job::Clone(_) => JobKind::Clone,
             Job::Rewind(_) => JobKind::Rewind,
             Job::Start(_) => JobKind::Start,
@@ -204,7 +236,7 @@ impl Job {
             Job::Start(role) | Job::Restart(role) => Some(role.clone()),
             Job::Promote => Some(StartRole::Primary),
             Job::CopyLogicalSlots { upstream, .. } => Some(StartRole::Replica { upstream: Some(upstream.clone()) }),
-            Job::Bootstrap | Job::Clone(_) | Job::Rewind(_) | Job::Reinitialize(_) => None,
+            Job::Bootstrap | Job::BootstrapStandby(_) | Job::Clone(_) | Job::Rewind(_) | Job::Reinitialize(_) => None,
         }
     }
 }

@@ -207,16 +207,25 @@ impl DynamicConfig {
         self.pause.unwrap_or(false)
     }
 
-    /// `synchronous_mode` in force.
+    /// `synchronous_mode` in force: off in a standby cluster, as in Patroni (its standby leader
+    /// acknowledges nothing; the other cluster's primary does).
     pub fn sync_mode(&self) -> SyncMode {
+        if self.standby_cluster().is_some() {
+            return SyncMode::Off;
+        }
         self.synchronous_mode.unwrap_or_default()
     }
 
-    /// `standby_cluster` when it is set (anything but absent, null or an empty mapping). Not
-    /// supported yet: refused by [`DynamicConfig::validate`], and an agent that finds it in the
-    /// DCS takes no lock (see [`crate::standby_cluster`]).
+    /// `standby_cluster` when it is set (anything but absent, null or an empty mapping), as
+    /// written. See [`DynamicConfig::standby`] for the section read.
     pub fn standby_cluster(&self) -> Option<&Value> {
         self.extra.get("standby_cluster").filter(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+    }
+
+    /// The standby cluster this cluster is (`Ok(None)`: a normal cluster), or what is wrong with
+    /// the section (key, reason).
+    pub fn standby(&self) -> Result<Option<crate::standby_cluster::StandbyCluster>, (String, String)> {
+        self.standby_cluster().map(crate::standby_cluster::StandbyCluster::parse).transpose()
     }
 
     /// Whether `failsafe_mode` is on.
@@ -363,13 +372,8 @@ impl DynamicConfig {
         self.permanent_slots()?;
         self.ignore_slots()?;
         self.member_slots_ttl()?;
-        if let Some(section) = self.standby_cluster() {
-            // A section with a mistake is named as such, before the refusal of the feature.
-            let reason = match crate::standby_cluster::StandbyCluster::parse(section) {
-                Err((key, why)) => format!("{why} ({key})"),
-                Ok(_) => crate::standby_cluster::UNSUPPORTED.into(),
-            };
-            return Err(DynamicConfigError { key: "standby_cluster", reason });
+        if let Err((key, why)) = self.standby() {
+            return Err(DynamicConfigError { key: "standby_cluster", reason: format!("{why} ({key})") });
         }
         Ok(())
     }
@@ -545,17 +549,26 @@ mod tests {
     }
 
     #[test]
-    fn standby_cluster_is_refused_naming_the_key() {
-        let with =
-            |v: Value| DynamicConfig { extra: [("standby_cluster".to_string(), v)].into(), ..Default::default() };
-        let e = with(serde_json::json!({"host": "10.0.0.1", "port": 5432})).validate().unwrap_err();
+    fn standby_cluster_is_read_and_a_bad_section_is_refused_naming_the_key() {
+        let with = |v: Value| DynamicConfig {
+            extra: [("standby_cluster".to_string(), v)].into(),
+            synchronous_mode: Some(SyncMode::On),
+            ..Default::default()
+        };
+        let standby = with(serde_json::json!({"host": "10.0.0.1", "port": 5433}));
+        assert!(standby.validate().is_ok());
+        assert_eq!(standby.standby().unwrap().unwrap().port, 5433);
+        assert_eq!(standby.sync_mode(), SyncMode::Off, "a standby leader acknowledges nothing");
+        let e = with(serde_json::json!({"port": 5432})).validate().unwrap_err();
         assert_eq!(e.key, "standby_cluster");
-        assert!(e.to_string().starts_with("standby_cluster: standby clusters are not supported yet"), "{e}");
+        assert!(e.to_string().contains("(standby_cluster.host)"), "{e}");
         let e = with(serde_json::json!({"host": "10.0.0.1", "port": "x"})).validate().unwrap_err();
         assert_eq!(e.to_string(), "standby_cluster: expected a port number (1-65535) (standby_cluster.port)");
         // Absent, null (how a PATCH removes it) or empty: nothing is configured.
         for v in [Value::Null, serde_json::json!({})] {
-            assert!(with(v).validate().is_ok());
+            let normal = with(v);
+            assert!(normal.validate().is_ok());
+            assert_eq!((normal.standby(), normal.sync_mode()), (Ok(None), SyncMode::On));
         }
     }
 

@@ -32,7 +32,7 @@
 //! * [`election`]: who may take the lock;
 //! * [`eligibility`]: whether a member may take over (Patroni's `failover_limitation`);
 //! * [`sync_mode`]: the synchronous replication settings;
-//! * [`standby_cluster`]: `standby_cluster` refused (not supported yet), never ignored;
+//! * [`standby_cluster`]: standby clusters, whose leader follows another cluster and is never promoted;
 //! * [`standby_names`]: reading and writing `synchronous_standby_names`;
 //! * [`sync`]: the leader's management of synchronous standbys and the `sync` key;
 //! * [`sync_election`]: who may take the lock in synchronous mode;

@@ -126,6 +126,7 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
     }
     let recovery = match role {
         StartRole::Replica { .. } => crate::recovery::replica_settings(&settings.recovery_conf),
+        StartRole::StandbyLeader(sc) => crate::recovery::standby_leader_settings(&settings.recovery_conf, sc),
         StartRole::Primary => Vec::new(),
     };
     let taken = |k: &str| {
@@ -144,6 +145,18 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
             out.push(("primary_conninfo".into(), primary_conninfo(settings, up)));
             if settings.use_slots {
                 out.push(("primary_slot_name".into(), slot_name(&settings.name)));
+            }
+        }
+        out.push(("recovery_target_timeline".into(), "latest".into()));
+        out.extend(recovery);
+    } else if let StartRole::StandbyLeader(sc) = role {
+        // The other cluster's primary, through the slot it keeps for this cluster (none unless
+        // `primary_slot_name` names one: the other cluster does not know our member names).
+        if let Some(host) = &sc.host {
+            let up = Upstream { name: String::new(), host: host.clone(), port: sc.port };
+            out.push(("primary_conninfo".into(), primary_conninfo(settings, &up)));
+            if let (true, Some(slot)) = (settings.use_slots, &sc.primary_slot_name) {
+                out.push(("primary_slot_name".into(), slot.clone()));
             }
         }
         out.push(("recovery_target_timeline".into(), "latest".into()));
@@ -515,6 +528,39 @@ mod tests {
         let text = render_postgresql_conf(&s, &StartRole::Replica { upstream: None }).unwrap();
         assert!(!text.contains("primary_conninfo"));
         assert!(text.contains("recovery_target_timeline = 'latest'\n"));
+    }
+
+    #[test]
+    fn a_standby_leader_recovers_from_the_other_cluster_with_its_slot_and_archive() {
+        use rampart_core::standby_cluster::StandbyCluster;
+        let mut s = settings();
+        s.recovery_conf.insert("restore_command".into(), "cp /own/%f %p".into());
+        s.recovery_conf.insert("archive_cleanup_command".into(), "true".into());
+        let remote = StandbyCluster {
+            host: Some("10.9.0.1,10.9.0.2".into()),
+            port: 5433,
+            primary_slot_name: Some("dc2".into()),
+            restore_command: Some("cp /remote/%f %p".into()),
+            ..Default::default()
+        };
+        let params = effective_parameters(&s, &StartRole::StandbyLeader(remote.clone())).unwrap();
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let info = parse_conninfo(get("primary_conninfo").unwrap()).unwrap();
+        assert_eq!((info["host"].as_str(), info["port"].as_str()), ("10.9.0.1,10.9.0.2", "5433"));
+        assert_eq!(info["application_name"], "Node-1.dc");
+        assert_eq!(get("primary_slot_name"), Some("dc2"), "the slot the other cluster keeps, not our name");
+        assert_eq!(get("restore_command"), Some("cp /remote/%f %p"), "the other cluster's archive");
+        assert_eq!(get("archive_cleanup_command"), Some("true"), "recovery_conf's where the section says nothing");
+        assert_eq!(get("recovery_target_timeline"), Some("latest"));
+        assert_eq!(params.iter().filter(|(n, _)| n == "restore_command").count(), 1);
+        // No slot unless the section names one; the archive alone when no host is given.
+        let no_slot = StandbyCluster { primary_slot_name: None, ..remote.clone() };
+        let params = effective_parameters(&s, &StartRole::StandbyLeader(no_slot)).unwrap();
+        assert!(params.iter().all(|(n, _)| n != "primary_slot_name"), "{params:?}");
+        let archive_only = StandbyCluster { host: None, ..remote };
+        let params = effective_parameters(&s, &StartRole::StandbyLeader(archive_only)).unwrap();
+        assert!(params.iter().all(|(n, _)| n != "primary_conninfo"), "{params:?}");
+        assert!(params.contains(&("restore_command".into(), "cp /remote/%f %p".into())));
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
     let (standby, recovery) = (dir.join(STANDBY_SIGNAL), dir.join(RECOVERY_SIGNAL));
     match (role, settings.recovery_files) {
         (_, RecoveryFiles::AsLeft) => {}
-        (StartRole::Replica { .. }, _) => {
+        (StartRole::Replica { .. } | StartRole::StandbyLeader(_), _) => {
             if !standby.exists() {
                 write_atomic(&standby, b"", 0o600)?;
             }

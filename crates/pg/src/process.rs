@@ -308,7 +308,7 @@ impl Postmaster {
             };
             shared.exited(pid, how);
         });
-        tracing::info!(pid, role = ?role, log = %log_path.display(), "started postgres");
+        tracing::info!(pid, role = %role, log = %log_path.display(), "started postgres");
 
         let deadline = Instant::now() + settings.start_timeout;
         let mut rx = self.subscribe();

@@ -82,6 +82,22 @@ pub fn replica_settings(recovery_conf: &BTreeMap<String, String>) -> Vec<(String
     out
 }
 
+/// What a standby cluster's leader recovers with: a replica's [`replica_settings`], with the
+/// section's own `restore_command`, `archive_cleanup_command` and `recovery_min_apply_delay` in
+/// place of `recovery_conf`'s (as Patroni builds a remote member's recovery parameters): the
+/// other cluster's archive, not this one's.
+pub fn standby_leader_settings(
+    recovery_conf: &BTreeMap<String, String>,
+    standby: &rampart_core::standby_cluster::StandbyCluster,
+) -> Vec<(String, String)> {
+    let mut out = replica_settings(recovery_conf);
+    for (name, value) in standby.recovery_overrides() {
+        out.retain(|(n, _)| n != name);
+        out.push((name.to_string(), value.to_string()));
+    }
+    out
+}
+
 /// The parameter a line of a PostgreSQL configuration file sets (`name = value` or `name value`),
 /// if it sets one.
 fn parameter_of(line: &str) -> Option<&str> {

@@ -64,10 +64,9 @@ impl<P: Ports> Agent<P> {
         // Decided on this cycle's configuration: a server adopted after a restart keeps the
         // synchronous_standby_names it runs with until the core changes it.
         self.core.observe_sync_names(local);
-        let role = if p.in_recovery {
-            self.core.replica_upstream(local, cluster).map(|u| StartRole::Replica { upstream: Some(u) })
-        } else {
-            Some(StartRole::Primary)
+        let role = match p.in_recovery {
+            true => self.core.running_role(local, cluster),
+            false => Some(StartRole::Primary),
         };
         let (s, raised) = match &role {
             Some(r) => settings::for_role(self.pg_settings(), r, &self.control),
@@ -119,10 +118,9 @@ impl<P: Ports> Agent<P> {
     ) -> Result<bool> {
         self.core.advance(ActionResult::SyncNamesWritten(names.to_string()));
         let Some(p) = probe else { return Ok(true) };
-        let role = if p.in_recovery {
-            StartRole::Replica { upstream: self.core.replica_upstream(local, cluster) }
-        } else {
-            StartRole::Primary
+        let role = match p.in_recovery {
+            true => self.core.running_role(local, cluster).unwrap_or(StartRole::Replica { upstream: None }),
+            false => StartRole::Primary,
         };
         let s = self.pg_settings_for(&role);
         self.pg.write_config(&s, &role)?;

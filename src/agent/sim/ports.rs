@@ -316,6 +316,14 @@ fn run_toy_job(
                 pg.conf_upstream = pg.upstream;
                 pg.was_primary = false;
             }
+            // The simulated clusters are never standby clusters: a standby leader there would
+            // follow nobody the world knows.
+            StartRole::StandbyLeader(_) => {
+                pg.in_recovery = true;
+                pg.upstream = None;
+                pg.conf_upstream = None;
+                pg.was_primary = false;
+            }
         }
         w.note(format!("n{me} PostgreSQL started as {role:?}"));
     };
@@ -339,6 +347,7 @@ fn run_toy_job(
             }
             Ok(None)
         }
+        Job::BootstrapStandby(_) => Err(JobError::Failed("the simulation has no other cluster to copy".into())),
         Job::Promote => {
             let pg = &w.machines[me].pg;
             if !pg.running || !pg.in_recovery {

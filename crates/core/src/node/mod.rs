@@ -212,6 +212,13 @@ impl HaNode {
         }
     }
 
+    /// Whether this node is a standby cluster's standby leader at `now`: it may present itself
+    /// as leader ([`HaNode::believed`]) and the cluster is a standby cluster. Its role is then
+    /// published as `standby_leader` while its server is not a primary.
+    pub fn standby_leader(&self, now: Millis) -> bool {
+        self.believed(now) == Believed::Leader && self.standby().is_some()
+    }
+
     /// The `synchronous_standby_names` postgresql.conf must carry in synchronous mode (`None`:
     /// the configuration's own value). See [`HaNode::observe_sync_names`].
     pub fn managed_sync_names(&self) -> Option<&str> {
@@ -256,11 +263,31 @@ impl HaNode {
         Some(u)
     }
 
+    /// The role a running server's configuration files are rewritten for (changed parameters,
+    /// `synchronous_standby_names`): the primary's out of recovery; in recovery the standby
+    /// leader's when they were last written for it, else a replica's of its
+    /// [`HaNode::replica_upstream`]. `None`: not running, or a replica whose upstream is unknown
+    /// (its recovery settings are then left as they are).
+    pub fn running_role(&mut self, local: &LocalPg, cluster: Option<&Cluster>) -> Option<StartRole> {
+        let PgProcess::Running(r) = &local.process else { return None };
+        if !r.in_recovery {
+            return Some(StartRole::Primary);
+        }
+        if let Some(role @ StartRole::StandbyLeader(_)) = &self.server.configured {
+            return Some(role.clone());
+        }
+        self.replica_upstream(local, cluster).map(|u| StartRole::Replica { upstream: Some(u) })
+    }
+
     /// `on_role_change`: the role the server runs in now, when it ran in the other one when last
     /// seen running (a server that does not answer changes nothing).
     pub fn role_change(&mut self, local: &LocalPg) -> Option<Role> {
         let PgProcess::Running(r) = &local.process else { return None };
-        let now = if r.in_recovery { Role::Replica } else { Role::Primary };
+        let now = match (r.in_recovery, &self.server.configured) {
+            (false, _) => Role::Primary,
+            (true, Some(StartRole::StandbyLeader(_))) => Role::StandbyLeader,
+            (true, _) => Role::Replica,
+        };
         let before = self.server.seen_role.replace(now.clone());
         before.filter(|b| *b != now).map(|_| now)
     }
@@ -270,6 +297,7 @@ impl HaNode {
     pub fn callback_role(&self) -> Role {
         match (&self.server.configured, &self.server.seen_role) {
             (Some(StartRole::Replica { .. }), _) => Role::Replica,
+            (Some(StartRole::StandbyLeader(_)), _) => Role::StandbyLeader,
             (Some(StartRole::Primary), _) => Role::Primary,
             (None, Some(seen)) => seen.clone(),
             (None, None) => Role::Primary,
@@ -336,25 +364,34 @@ impl HaNode {
             Some(why) if !self.config.paused() => self.without_watchdog(obs, plan, why),
             _ => plan,
         };
-        self.without_standby_cluster(obs.now, plan)
+        self.in_standby_cluster(obs.now, plan)
     }
 
-    /// `standby_cluster` in the dynamic configuration (not supported yet): no lock is taken and
-    /// nothing promoted (rule: [`crate::standby_cluster::gate`]).
-    fn without_standby_cluster(&mut self, now: Millis, plan: Plan) -> Plan {
-        if self.config.standby_cluster().is_none() {
-            return plan;
-        }
-        let Some(actions) = crate::standby_cluster::gate(&plan.actions) else { return plan };
-        let answer = plan.answer.as_ref().map(|_| crate::standby_cluster::refused_answer());
+    /// The standby cluster this one is, when `standby_cluster` is set and can be read.
+    pub(super) fn standby(&self) -> Option<crate::standby_cluster::StandbyCluster> {
+        self.config.standby().ok().flatten()
+    }
+
+    /// A standby cluster never gets a writable primary (rules: [`crate::standby_cluster::net`],
+    /// and [`crate::standby_cluster::gate`] for a section that cannot be read, which also takes
+    /// no lock).
+    fn in_standby_cluster(&mut self, now: Millis, plan: Plan) -> Plan {
+        let (actions, why) = match self.config.standby() {
+            Ok(None) => return plan,
+            Ok(Some(sc)) => match crate::standby_cluster::net(&plan.actions) {
+                Some(actions) => (actions, format!("following {}", sc.describe())),
+                None => return plan,
+            },
+            Err((key, why)) => match crate::standby_cluster::gate(&plan.actions) {
+                Some(actions) => (actions, format!("its standby_cluster section cannot be read: {why} ({key})")),
+                None => return plan,
+            },
+        };
+        let answer = plan.answer.as_ref().map(|_| crate::standby_cluster::refused_answer(&why));
         let mut gated = self.plan(
             now,
             actions,
-            &format!(
-                "standby_cluster is set in the dynamic configuration ({}): not taking the leader lock ({})",
-                crate::standby_cluster::UNSUPPORTED,
-                plan.message
-            ),
+            &format!("this is a standby cluster ({why}): no member may become a writable primary ({})", plan.message),
         );
         gated.answer = answer;
         gated

@@ -24,12 +24,15 @@ impl HaNode {
                     PgProcess::Running(r) if !r.in_recovery => {
                         return refuse(self, "running as primary without the leader lock; not restarting it")
                     }
-                    PgProcess::Running(_) => StartRole::Replica {
-                        upstream: cluster
-                            .leader
-                            .as_ref()
-                            .and_then(|l| self.desired_upstream(cluster, &l.name))
-                            .and_then(|u| self.streamed(u)),
+                    PgProcess::Running(_) => match self.standby().filter(|_| leader) {
+                        Some(sc) => StartRole::StandbyLeader(sc),
+                        None => StartRole::Replica {
+                            upstream: cluster
+                                .leader
+                                .as_ref()
+                                .and_then(|l| self.desired_upstream(cluster, &l.name))
+                                .and_then(|u| self.streamed(u)),
+                        },
                     },
                     PgProcess::Starting => return refuse(self, "PostgreSQL is starting"),
                     // As Patroni's restart, which starts a server that is not running: in
@@ -69,6 +72,9 @@ impl HaNode {
         let DataDir::Initialized(ctl) = data else {
             return Err("PostgreSQL is not running and the data directory holds no cluster".into());
         };
+        if let (true, Some(sc)) = (cluster.is_leader(&self.s.name), self.standby()) {
+            return Ok(StartRole::StandbyLeader(sc));
+        }
         if cluster.is_leader(&self.s.name) {
             return Ok(match ctl.state.was_primary() {
                 true => StartRole::Primary,

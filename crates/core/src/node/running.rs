@@ -57,8 +57,24 @@ impl HaNode {
     fn running_as_leader(&mut self, seen: Seen<'_>, ctl: &ControlData) -> Plan {
         let Seen { obs, cluster, r, blocked } = seen;
         let (now, me, paused, pause) = self.basics(obs);
-        let peers = obs.peers.unwrap_or(&[]);
-        if r.in_recovery {
+        let standby = self.standby();
+        if let (Some(sc), false) = (&standby, r.in_recovery) {
+            // `demote-cluster`: the section appeared above a running primary. It keeps the lock
+            // and comes back as the standby leader (Patroni's `demote('demote-cluster')`).
+            if paused {
+                return self.plan(
+                    now,
+                    vec![Action::RenewLeader],
+                    "PAUSE: standby_cluster is set but I run as a primary; not demoting in maintenance mode",
+                );
+            }
+            return self.plan(
+                now,
+                vec![Action::RenewLeader, Action::StartJob(Job::Restart(StartRole::StandbyLeader(sc.clone())))],
+                &format!("demoting to the standby leader of a standby cluster following {}", sc.describe()),
+            );
+        }
+        if r.in_recovery && standby.is_none() {
             if paused && cluster.failover.is_none() {
                 return self.plan(
                     now,
@@ -103,6 +119,21 @@ impl HaNode {
             actions.push(Action::RecordInitialize { sysid: ctl.sysid.clone() });
         }
         actions.extend(self.status_to_write(cluster, r).map(Action::WriteStatus));
+        if let Some(sc) = &standby {
+            // The standby leader: physical slots for the members cascading from it, and the
+            // other cluster as its upstream (again after a change of the section, or when it
+            // just took the lock as a replica of the previous standby leader).
+            if self.config.postgresql.use_slots {
+                actions.push(self.sync_slots(now, cluster, false));
+            }
+            let role = StartRole::StandbyLeader(sc.clone());
+            let mut message = format!("{pause}no action. I am ({me}), the standby leader with the lock");
+            if self.server.configured.as_ref() != Some(&role) {
+                actions.push(Action::FollowRemote(sc.clone()));
+                message = format!("{pause}I am ({me}), the standby leader with the lock; following {}", sc.describe());
+            }
+            return self.leader_handover(seen, drain_since, actions, message);
+        }
         if self.config.failsafe_mode() {
             let topology = failsafe::topology_of(cluster);
             if cluster.failsafe.as_ref() != Some(&topology) {
@@ -125,6 +156,23 @@ impl HaNode {
         if cluster.lacks_history_of(r.timeline) {
             actions.push(Action::PublishHistory { timeline: r.timeline });
         }
+        self.leader_handover(seen, drain_since, actions, message)
+    }
+
+    /// The leader's part in a switchover or failover the `failover` key asks for (the running
+    /// primary's, or the standby leader's): refuse it, wait for its time, wait for the proxies to
+    /// finish their transactions on us, or stop PostgreSQL cleanly to hand over. Otherwise the
+    /// cycle's routine `actions`.
+    fn leader_handover(
+        &mut self,
+        seen: Seen<'_>,
+        drain_since: Option<Millis>,
+        mut actions: Vec<Action>,
+        mut message: String,
+    ) -> Plan {
+        let Seen { obs, cluster, r, .. } = seen;
+        let (now, me, _, pause) = self.basics(obs);
+        let peers = obs.peers.unwrap_or(&[]);
         let mut wake_at = None;
         if let Some(f) = &cluster.failover {
             let max_lag = self.config.maximum_lag_on_failover;

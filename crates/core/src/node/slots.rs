@@ -36,9 +36,14 @@ impl HaNode {
 
     /// The leader's `status`: the key as read with our flush position, and the positions of
     /// the slots of the last sync as primary ([`crate::slots::published`]; the key's own slots
-    /// when there was none). `None` when the server shows no flush position.
+    /// when there was none). `None` when the server shows no flush position. A standby leader
+    /// (in recovery) publishes the furthest position it received or replayed, as Patroni's
+    /// `last_operation` does, so that its replicas' lag is judged against it.
     pub(super) fn status_to_write(&self, cluster: &Cluster, r: &RunningPg) -> Option<Status> {
-        let flush = r.wal.flush?.0;
+        let flush = match r.in_recovery {
+            true => Some(r.wal.best()).filter(|l| l.0 > 0)?.0,
+            false => r.wal.flush?.0,
+        };
         let mut status = cluster.status.clone();
         status.optime = flush;
         if let Some((targets, existing)) = &self.slots.last_primary_sync {

@@ -20,6 +20,13 @@ impl HaNode {
                  lock: leaving it alone (is another agent running with this name?)",
             );
         }
+        if let (true, Some(sc)) = (self.start.won_initialize, self.standby()) {
+            return self.plan(
+                now,
+                vec![Action::StartJob(Job::BootstrapStandby(sc.clone()))],
+                &format!("won the initialize race: bootstrapping a standby cluster from {}", sc.describe()),
+            );
+        }
         if self.start.won_initialize {
             return self.plan(
                 now,
@@ -109,6 +116,18 @@ impl HaNode {
                     now,
                     vec![release_leader(obs), Action::RoleChangeCallback("demoted".into())],
                     "removed leader key after trying and failing to start postgres",
+                );
+            }
+            if let Some(sc) = self.standby() {
+                // Never as a primary, whatever the data directory was: the standby leader
+                // recovers from the other cluster.
+                return self.plan(
+                    now,
+                    vec![Action::RenewLeader, Action::StartJob(Job::Start(StartRole::StandbyLeader(sc.clone())))],
+                    &format!(
+                        "PostgreSQL is not running on the standby leader: starting it to follow {}",
+                        sc.describe()
+                    ),
                 );
             }
             if !ctl.state.was_primary() {
@@ -225,6 +244,18 @@ impl HaNode {
             }
             ReleaseStep::Abort => {
                 self.handover.switchover_started = None;
+                if let Some(sc) = self.standby() {
+                    return self.plan(
+                        now,
+                        vec![
+                            Action::ClearFailover,
+                            Action::RenewLeader,
+                            Action::StartJob(Job::Start(StartRole::StandbyLeader(sc))),
+                        ],
+                        "switchover aborted: no candidate received the shutdown checkpoint in time; starting again \
+                         as the standby leader",
+                    );
+                }
                 let mut actions = vec![Action::ClearFailover, Action::RenewLeader];
                 actions.extend(self.names_to_start_primary(cluster));
                 actions.push(Action::StartJob(Job::Start(StartRole::Primary)));

@@ -71,37 +71,6 @@ fn a_lock_holder_paused_for_insufficient_settings_restarts_before_promoting() {
     );
 }
 
-/// `cluster` with `standby_cluster` in its dynamic configuration.
-pub(super) fn with_standby_cluster(mut c: Cluster) -> Cluster {
-    let cfg = c.config.get_or_insert_with(DynamicConfig::default);
-    cfg.extra.insert("standby_cluster".into(), serde_json::json!({"host": "10.0.0.9", "port": 5432}));
-    c
-}
-
-#[test]
-fn standby_cluster_in_the_dcs_keeps_every_member_from_taking_the_lock_or_promoting() {
-    // The healthiest replica of a leaderless cluster does not race; it stays a replica.
-    let mut n = HaNode::new(settings());
-    let c = with_standby_cluster(cluster(None));
-    let l = replica(None, 1000);
-    let peers = [peer("n2", 990, false), peer("n3", 990, false)];
-    let p = n.decide(&Observation { peers: Some(&peers), ..obs(0, &c, &l) });
-    assert!(!p.actions.contains(&Action::AcquireLeader), "{p:?}");
-    assert!(p.message.contains("standby_cluster is set"), "{}", p.message);
-    // Nor does a first member bootstrap a cluster whose pre-written config carries it.
-    let mut n = HaNode::new(settings());
-    let fresh = with_standby_cluster(Cluster::default());
-    assert_eq!(decide(&mut n, &obs(0, &fresh, &empty())), vec![]);
-    // A member holding the lock with a replica's data directory is not promoted.
-    let mut n = HaNode::new(settings());
-    let mine = with_standby_cluster(cluster(Some(ME)));
-    let a = decide(&mut n, &obs(0, &mine, &replica(None, 1000)));
-    assert!(!a.contains(&Action::StartJob(Job::Promote)), "{a:?}");
-    // A leader already running a primary keeps its lock: no demotion, no failover.
-    let mut n = HaNode::new(settings());
-    assert!(decide(&mut n, &obs(0, &mine, &primary())).contains(&Action::RenewLeader));
-}
-
 #[test]
 fn a_nostream_member_streams_from_nobody_and_no_member_keeps_a_slot_for_it() {
     let nostream = || {

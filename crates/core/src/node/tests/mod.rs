@@ -750,6 +750,7 @@ mod handovers;
 mod hot_standby_settings;
 mod rewind;
 mod slot_sync;
+mod standby_cluster;
 mod synchronous;
 use handovers::*;
 use slot_sync::*;
