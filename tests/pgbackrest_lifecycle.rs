@@ -1,7 +1,7 @@
 //! Story: a cluster's WAL archive and backups kept by pgBackRest (Debian's 2.45), as seed 002
 //! runs them, with the repository in a local directory: the archive serves a replica that fell
-//! behind, survives a crash failover without a gap, and a second cluster starts from it at a
-//! point in time.
+//! behind, survives a crash failover without a gap, and new clusters start from it at a point
+//! in time.
 //!
 //! Every member's configuration is the same: `archive_command: pgbackrest ... archive-push %p`
 //! in the bootstrap's dynamic parameters, `postgresql.recovery_conf.restore_command: pgbackrest
@@ -18,16 +18,22 @@
 //!    the segment the replica needs next is gone from its `pg_wal`. The replica is started: it
 //!    restores the missing segments through `pgbackrest archive-get` (its log says "restored log
 //!    file"), has every row, and streams from the leader again.
-//! 3. Once its archiver has sent every finished segment, the leader crashes (its agent and its
-//!    postmaster are killed): the replica takes over on timeline 2. `pgbackrest check` passes on
-//!    the new primary, and the archive holds every segment of timeline 1 up to the switch (the
-//!    last one, cut short, as `.partial`), `00000002.history` and timeline 2's segments: no gap.
+//! 3. The repository cannot be read for a while (a broken mount): the leader's `archive-push`
+//!    fails and its finished segments wait `.ready` while the replica receives them. The leader
+//!    crashes (its agent and its postmaster are killed) and the repository is mended: the
+//!    replica takes over on timeline 2, and `pgbackrest check` passes on the new primary. The
+//!    archive has `00000002.history`, timeline 1's last segment, cut short, as `.partial`, but
+//!    not the segments the old leader could not push. The old leader is started: before its
+//!    rewind it pushes them with its `archive_command` (its agent's log names each), then
+//!    streams from the new leader. The archive now has every segment of timeline 1 from before
+//!    the backup up to the switch, and timeline 2's from the switch on: no gap.
 //! 4. The new primary writes rows, the time is noted, rows that must not come back are written
 //!    and archived. Two new clusters start from the repository at that time, one after the other
 //!    (5 and 6); each replays the backup and the archive across the timeline switch, stops at the
 //!    target (its log: "starting point-in-time recovery to <target>", "recovery stopping before
-//!    commit") and leads, writable, on timeline 3, with every row written before the target and
-//!    none after.
+//!    commit") and leads, writable, on timeline 3, with every row written before the target
+//!    (those written while the repository could not be read among them: they reached the archive
+//!    with the old leader's leftovers) and none after.
 //! 5. As seed 002 bootstraps: `bootstrap.method: pgbackrest` runs its `boot_pgbackrest.sh`
 //!    (`--scope`, `--datadir`), a plain `pgbackrest ... --link-all restore`, and the method's
 //!    `recovery_conf` has the archive (`restore_command: pgbackrest ... archive-get`), the
@@ -345,19 +351,34 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     assert!(live, "a new row reaches node1 by streaming");
     step("node1 caught up from the archive and streams");
 
-    // 3. Everything finished is archived; the leader crashes mid-segment; node1 takes over.
+    // 3. The repository cannot be read for a while: the leader's finished segments wait `.ready`.
+    repo.make_unreadable();
+    let mut refused = Vec::new();
+    for n in 1..=3 {
+        sql(
+            leader,
+            &format!("INSERT INTO story (phase) SELECT '3 while the archive refused' FROM generate_series(1, {n})"),
+        )
+        .await;
+        refused.push(query_text(leader, "pg_walfile_name(pg_switch_wal())").await.expect("a switched segment"));
+    }
     sql(leader, "INSERT INTO story (phase) SELECT '3 before the crash' FROM generate_series(1, 50)").await;
-    let last_full = query_text(leader, "pg_walfile_name(pg_switch_wal())").await.expect("a switched segment");
-    assert!(wait_archived(leader, &last_full).await, "node0 archives {last_full}");
-    sql(leader, "INSERT INTO story (phase) SELECT '3 before the crash' FROM generate_series(1, 50)").await;
+    let failing = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(250), || async {
+        query_text(leader, "SELECT last_failed_wal FROM pg_stat_archiver").await.is_some()
+    })
+    .await;
+    assert!(failing, "node0's archive-push fails");
     let want = phases(leader).await;
     let received = support::wait_until_async(Duration::from_secs(30), Duration::from_millis(200), || async {
         phases(replica).await == want
     })
     .await;
     assert!(received, "node1 received every row before the crash");
+
+    // node0 crashes; the repository is mended; node1 takes over on timeline 2.
     c.kill_agent(0);
     c.kill_postgres(0).expect("node0's postmaster");
+    repo.make_readable();
     assert_eq!(c.wait_for_single_primary(Duration::from_secs(60)).await, Some(1), "node1 takes over");
     assert_eq!(c.wait_for_leader(Duration::from_secs(30)), Some(1), "node1 holds the leader key");
     let new = replica;
@@ -378,6 +399,36 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     let (hi, lo) = switch_lsn.split_once('/').expect("an LSN");
     let switch = ((u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()) >> 24;
     let archive = Archive::read(&repo);
+    let refused: Vec<u64> = refused.iter().map(|s| segment_number(s)).collect();
+    assert!(
+        refused.iter().all(|s| !archive.segments.contains(&(1, *s))),
+        "the segments node0 could not archive ({refused:?}) are not in the archive yet: {archive:?}"
+    );
+    assert!(
+        archive.partial.contains(&(1, switch)) || archive.segments.contains(&(1, switch)),
+        "timeline 1's last segment, cut short at {switch_lsn}, is archived: {archive:?}"
+    );
+    assert!(archive.others.contains("00000002.history"), "the history file is archived: {archive:?}");
+    step("crash failover with the archive behind; check passes on the new primary");
+
+    // node0 comes back: it archives what it had left, then follows node1.
+    c.start_agent(0);
+    let rejoined = support::wait_until_async(Duration::from_secs(90), Duration::from_millis(500), || async {
+        query_text(new, "SELECT string_agg(application_name || ' ' || state, ',') FROM pg_stat_replication")
+            .await
+            .as_deref()
+            == Some("node0 streaming")
+    })
+    .await;
+    assert!(rejoined, "node0 streams from node1");
+    let log = std::fs::read_to_string(c.log_path(0)).unwrap_or_default();
+    let leftovers: Vec<&str> =
+        log.lines().filter(|l| l.contains("archived a WAL segment left unarchived before the rewind")).collect();
+    assert!(
+        refused.iter().all(|s| leftovers.iter().any(|l| l.contains(&format!("{:016X}", s)))),
+        "node0 pushed the segments it had left ({refused:?}) with pgbackrest archive-push: {leftovers:#?}"
+    );
+    let archive = Archive::read(&repo);
     let old = archive.on(1);
     let first = *old.first().expect("timeline 1 segments in the archive");
     let backup_start = backups[0]["archive"]["start"].as_str().map(segment_number).expect("the backup's first WAL");
@@ -387,16 +438,11 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
         missing.is_empty(),
         "timeline 1 segments {missing:?} are missing before the switch at {switch}: {archive:?}"
     );
-    assert!(
-        archive.partial.contains(&(1, switch)) || archive.segments.contains(&(1, switch)),
-        "timeline 1's last segment, cut short at {switch_lsn}, is archived: {archive:?}"
-    );
-    assert!(archive.others.contains("00000002.history"), "the history file is archived: {archive:?}");
     let new_segments = archive.on(2);
     assert_eq!(new_segments.first(), Some(&switch), "timeline 2 is archived from the switch on: {archive:?}");
     let last_new = *new_segments.last().unwrap();
     assert_eq!(new_segments, (switch..=last_new).collect::<Vec<_>>(), "no gap in timeline 2: {archive:?}");
-    step("crash failover; check passes and the archive has no gap");
+    step("node0 rejoined; the archive has no gap across the timeline switch");
 
     // 4. Rows before a noted time, rows after it, archived; two new clusters restored to that time.
     sql(new, "INSERT INTO story (phase) SELECT '4 before the target' FROM generate_series(1, 30)").await;
