@@ -57,10 +57,10 @@ pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Resul
         }
         // Without an action, PostgreSQL pauses at the target and the bootstrap would wait
         // forever for its end of recovery.
-        let targeted = method.recovery_conf.keys().any(|k| {
-            let k = k.to_ascii_lowercase();
-            k.starts_with("recovery_target") && k != "recovery_target_timeline" && k != "recovery_target_inclusive"
-        });
+        let targeted = method
+            .recovery_conf
+            .keys()
+            .any(|k| rampart_pg::recovery::RECOVERY_TARGETS.iter().any(|t| k.eq_ignore_ascii_case(t)));
         if targeted && !method.recovery_conf.keys().any(|k| k.eq_ignore_ascii_case("recovery_target_action")) {
             info!("custom bootstrap {}: recovery_conf sets a recovery target without recovery_target_action: promoting at the target", method.name);
             first.parameters.insert("recovery_target_action".into(), "promote".into());

@@ -30,15 +30,15 @@ pub fn archive_command(settings: &PgSettings) -> Option<&str> {
     parameter(settings, "archive_command").map(str::trim).filter(|c| !c.is_empty() && *c != "(disabled)")
 }
 
-/// The `restore_command` the member recovers with (its recovery settings, else its parameters).
+/// The `restore_command` the member recovers with: its recovery settings' (the agent puts a
+/// `restore_command` among the parameters there too, as Patroni's `_adjust_recovery_parameters`
+/// does, so there is one place to read it from).
 pub fn restore_command(settings: &PgSettings) -> Option<&str> {
     settings
         .recovery_conf
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("restore_command"))
-        .map(|(_, v)| v.as_str())
-        .or_else(|| parameter(settings, "restore_command"))
-        .map(str::trim)
+        .map(|(_, v)| v.trim())
         .filter(|c| !c.is_empty())
 }
 
@@ -151,16 +151,17 @@ mod tests {
     }
 
     #[test]
-    fn archiving_needs_a_mode_and_a_command_and_restore_comes_from_recovery_settings_first() {
+    fn archiving_needs_a_mode_and_a_command_and_restore_comes_from_the_recovery_settings() {
         assert_eq!(archive_command(&settings(&[("archive_command", "cp %p /a/%f")])), None, "archive_mode off");
         let s = settings(&[("Archive_Mode", "on"), ("archive_command", " cp %p /a/%f ")]);
         assert_eq!(archive_command(&s), Some("cp %p /a/%f"));
         assert_eq!(archive_command(&settings(&[("archive_mode", "always"), ("archive_command", "")])), None);
-        let mut s = settings(&[("restore_command", "cp /p/%f %p")]);
-        assert_eq!(restore_command(&s), Some("cp /p/%f %p"));
-        s.recovery_conf.insert("restore_command".into(), "cp /r/%f %p".into());
+        let mut s = settings(&[]);
+        assert_eq!(restore_command(&s), None);
+        s.recovery_conf.insert("Restore_Command".into(), " cp /r/%f %p ".into());
         assert_eq!(restore_command(&s), Some("cp /r/%f %p"));
-        assert_eq!(restore_command(&settings(&[])), None);
+        s.recovery_conf.insert("Restore_Command".into(), " ".into());
+        assert_eq!(restore_command(&s), None, "blank means none");
     }
 
     #[test]
