@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use support::client::{query_text, sql};
@@ -36,35 +35,7 @@ async fn a_cluster_bootstrapped_from_a_backup_recovers_to_the_point_in_time() {
     sql(port, "INSERT INTO events SELECT g, 'before the backup' FROM generate_series(1, 100) g").await;
 
     let backup = source.dir().join("base");
-    // The replication role is created right after the first start: a refusal is tried again.
-    let copied = support::wait_until(Duration::from_secs(30), Duration::from_millis(500), || {
-        let _ = std::fs::remove_dir_all(&backup);
-        let out = std::process::Command::new(support::pg_bin_dir().join("pg_basebackup"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                support::REPLICATION_USER,
-                "-X",
-                "none",
-                "-c",
-                "fast",
-            ])
-            .arg("-D")
-            .arg(&backup)
-            .env("PGPASSWORD", support::REPLICATION_PASSWORD)
-            .output()
-            .expect("pg_basebackup runs");
-        if !out.status.success() {
-            println!("pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        out.status.success()
-    });
-    assert!(copied, "pg_basebackup copies the first cluster");
-    let chown = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&backup).status();
-    assert!(chown.is_ok_and(|s| s.success()), "the backup belongs to postgres");
+    assert!(support::base_backup::take(port, &backup), "pg_basebackup copies the first cluster");
 
     sql(port, "INSERT INTO events SELECT g, 'after the backup' FROM generate_series(101, 150) g").await;
     let target = query_text(port, "SELECT now()::text").await.expect("the target time");
@@ -78,18 +49,8 @@ async fn a_cluster_bootstrapped_from_a_backup_recovers_to_the_point_in_time() {
     assert!(archived, "{switched} reaches the archive");
 
     // The second cluster starts from the backup, to the target.
-    let restore = source.dir().join("restore.sh");
-    std::fs::write(
-        &restore,
-        format!(
-            "#!/bin/sh\nset -e\nfor a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${{a#--datadir=}}\" ;; esac; done\n\
-             mkdir -p \"$d\"\ncp -a {}/. \"$d\"/\nchmod 700 \"$d\"\n",
-            backup.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (restore, archive_dir, at) = (restore.display().to_string(), archive.display().to_string(), target.clone());
+    let restore = support::base_backup::restore_script(source.dir(), &backup);
+    let (archive_dir, at) = (archive.display().to_string(), target.clone());
     let restored = Cluster::start(
         1,
         ClusterOptions { scope: "restored".into(), ..Default::default() }.tweak(move |_, mut cfg| {

@@ -18,6 +18,17 @@
 //!    promote-cluster` on dc2: its standby leader is promoted, writable on a new timeline, and
 //!    dc1 follows it there: a row written in dc2 reaches dc1. No row was lost on the way.
 
+//!
+//! Second story: a standby cluster fed by the other cluster's WAL archive alone (no connection to
+//! its primary, as a DR site that only reaches the backup storage).
+//!
+//! 1. `dc1` archives its WAL; an operator took a base backup of it.
+//! 2. `dc3`'s `standby_cluster` has only a `restore_command` (dc1's archive) and
+//!    `create_replica_methods: [restore]`, a custom method (`no_leader`) that copies the base
+//!    backup. Its member is bootstrapped with that method, becomes the standby leader, has no
+//!    `primary_conninfo`, replays what dc1 archives (rows written in dc1 reach it once their
+//!    segment is archived) and takes no write.
+
 mod support;
 
 use std::process::Output;
@@ -183,4 +194,63 @@ async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_t
     );
     dc1.assert_no_password_in_logs();
     dc2.assert_no_password_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_cluster_fed_by_the_archive_alone_replays_what_the_other_cluster_archives() {
+    // 1. dc1 archives its WAL; a base backup of it.
+    let dc1 = Cluster::start(
+        1,
+        ClusterOptions { scope: "dc1".into(), ..Default::default() }.tweak(|_, cfg| {
+            let archive = cfg.node_dir.parent().unwrap().join("archive").display().to_string();
+            cfg.parameter("archive_mode", "'on'").parameter(
+                "archive_command",
+                &format!("'mkdir -p {archive} && test ! -f {archive}/%f && cp %p {archive}/%f'"),
+            )
+        }),
+    );
+    assert_eq!(dc1.wait_for_single_primary(Duration::from_secs(90)).await, Some(0), "dc1 leads");
+    let p1 = dc1.pg_port(0);
+    sql(p1, "CREATE TABLE story (id serial PRIMARY KEY, phase text)").await;
+    sql(p1, "INSERT INTO story (phase) SELECT 'before the backup' FROM generate_series(1, 100)").await;
+    let backup = dc1.dir().join("base");
+    assert!(support::base_backup::take(p1, &backup), "a base backup of dc1");
+
+    // 2. dc3 follows dc1's archive only.
+    let restore = support::base_backup::restore_script(dc1.dir(), &backup);
+    let archive = dc1.dir().join("archive").display().to_string();
+    let dc3 = Cluster::start(
+        1,
+        ClusterOptions { scope: "dc3".into(), ..Default::default() }.tweak(move |_, mut cfg| {
+            cfg.dcs_yaml.push_str(&format!(
+                "    standby_cluster:\n      restore_command: 'cp {archive}/%f %p'\n      create_replica_methods: \
+                 [restore]\n"
+            ));
+            cfg.pg_settings.push(("create_replica_methods".into(), "[restore, basebackup]".into()));
+            cfg.pg_settings.push(("restore".into(), format!("{{command: '{restore}', no_leader: true}}")));
+            cfg
+        }),
+    );
+    if wait_leader_role(&dc3, "standby_leader", Duration::from_secs(90)).is_none() {
+        dc3.dump_logs();
+        panic!("dc3 has no standby leader");
+    }
+    let p3 = dc3.pg_port(0);
+    let log = std::fs::read_to_string(dc3.log_path(0)).unwrap_or_default();
+    assert!(log.contains("replica has been created using restore"), "made with the section's method");
+    assert!(wait_in_recovery(p3, Duration::from_secs(30)).await, "the standby leader runs in recovery");
+    assert_eq!(
+        query_text(p3, "SELECT setting FROM pg_settings WHERE name = 'primary_conninfo'").await.as_deref(),
+        Some(""),
+        "it connects to no primary"
+    );
+    sql(p1, "INSERT INTO story (phase) SELECT 'after the backup' FROM generate_series(1, 50)").await;
+    sql(p1, "SELECT pg_switch_wal()").await;
+    let replayed = wait_rows(p3, 150, Duration::from_secs(60)).await;
+    if !replayed {
+        dc3.dump_logs();
+    }
+    assert!(replayed, "rows archived by dc1 reach dc3: {:?}", rows(p3).await);
+    assert!(refuses_writes(p3).await, "dc3 takes no write");
+    assert_eq!(support::client::http_status(dc3.api_port(0), "GET", "/standby-leader"), 200);
 }

@@ -27,6 +27,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod base_backup;
 pub mod browser;
 pub mod client;
 pub mod cluster;
