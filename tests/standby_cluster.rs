@@ -9,7 +9,8 @@
 //!    standby leader, streaming from dc1 through the slot; the second member copies the standby
 //!    leader and cascades from it. `rampart list` shows a Standby Leader; the REST API answers
 //!    `/standby-leader` and `/leader` with 200 and `/primary` with 503; no dc2 member takes a
-//!    write; dc1's rows, old and new, reach both.
+//!    write; dc1's rows, old and new, reach both. A switchover (`rampart switchover`) hands the
+//!    standby leader's role to the other member; the former one cascades from it.
 //! 3. The standby leader crashes (agent and PostgreSQL killed): the other dc2 member takes the lock
 //!    and becomes the standby leader, read-only still, following dc1 through the same slot: rows
 //!    written in dc1 afterwards reach it.
@@ -129,8 +130,36 @@ async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_t
     assert_eq!(support::client::http_status(dc2.api_port(other), "GET", "/replica"), 200);
     let list = dc2.rampart(["list", "-c", &dc2.config_path(0).display().to_string()]);
     assert!(text(&list).contains("Standby Leader"), "{}", text(&list));
+    // A switchover inside dc2 hands the standby leader's role to the other member.
+    let switchover = dc2.rampart([
+        "switchover",
+        "-c",
+        &dc2.config_path(sl).display().to_string(),
+        "--leader",
+        dc2.name(sl),
+        "--candidate",
+        dc2.name(other),
+        "--force",
+    ]);
+    assert!(switchover.status.success(), "{}", text(&switchover));
+    let moved = support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        dc2.leader_index() == Some(other)
+            && support::client::get_json(dc2.api_port(other), "/patroni").is_some_and(|v| v["role"] == "standby_leader")
+    });
+    if !moved {
+        dc2.dump_logs();
+    }
+    assert!(moved, "the candidate is the standby leader after the switchover");
+    let (sl, other) = (other, sl);
+    let (sl_port, other_port) = (other_port, sl_port);
     sql(p1, "INSERT INTO story (phase) SELECT 'dc1 while dc2 follows' FROM generate_series(1, 50)").await;
-    assert!(wait_rows(other_port, 150, Duration::from_secs(30)).await, "new rows reach dc2");
+    assert!(
+        wait_rows(other_port, 150, Duration::from_secs(60)).await,
+        "new rows reach dc2 through its new standby leader"
+    );
+    let upstream_port = query_text(other_port, "SELECT sender_port::text FROM pg_stat_wal_receiver").await;
+    assert_eq!(upstream_port, Some(sl_port.to_string()), "the former standby leader cascades from the new one");
+    assert!(refuses_writes(sl_port).await && refuses_writes(other_port).await, "still no write in dc2");
 
     // 3. The standby leader crashes: the other member takes over as the standby leader.
     dc2.kill_agent(sl);

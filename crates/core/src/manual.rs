@@ -180,12 +180,18 @@ pub enum Outcome {
 
 /// Rule: **a handover is reported by who really leads afterwards.** Holding the leader key is
 /// not enough: a candidate that took the lock may still fail to promote and release it to
-/// another member. Only a holder whose own member key says it runs as primary leads; until one
-/// does, the outcome is pending (also while the request is gone but a race goes on).
+/// another member. Only a holder whose own member key says it runs as primary (in a standby
+/// cluster: as the standby leader) leads; until one does, the outcome is pending (also while the
+/// request is gone but a race goes on).
 pub fn outcome(cluster: &Cluster, old_leader: Option<&str>) -> Outcome {
     let holder = cluster.leader.as_ref().map(|l| l.name.as_str());
     if let Some(h) = holder.filter(|h| Some(*h) != old_leader) {
-        let primary = cluster.member(h).is_some_and(|m| m.data.role.is_primary() && m.data.state == PgState::Running);
+        let standby = cluster.config.as_ref().is_some_and(|c| c.standby_cluster().is_some());
+        let leads = |r: &crate::roles::Role| match standby {
+            true => *r == crate::roles::Role::StandbyLeader,
+            false => r.is_primary(),
+        };
+        let primary = cluster.member(h).is_some_and(|m| leads(&m.data.role) && m.data.state == PgState::Running);
         return if primary { Outcome::Led(h.to_string()) } else { Outcome::Pending };
     }
     if cluster.failover.is_none() && old_leader.is_some() && holder == old_leader {
@@ -222,6 +228,17 @@ mod tests {
         assert_eq!(outcome(&at(Some("c"), false, &[("c", "primary")]), old), Outcome::Led("c".into()));
         assert_eq!(outcome(&at(Some("a"), false, &[("a", "primary")]), old), Outcome::Refused, "dropped");
         assert_eq!(outcome(&at(Some("b"), false, &[("b", "master")]), None), Outcome::Led("b".into()));
+        // In a standby cluster the new holder leads once it runs as the standby leader.
+        let standby = |c: Cluster| Cluster {
+            config: Some(crate::DynamicConfig {
+                extra: [("standby_cluster".to_string(), serde_json::json!({"host": "h"}))].into(),
+                ..Default::default()
+            }),
+            ..c
+        };
+        assert_eq!(outcome(&standby(at(Some("b"), false, &[("b", "replica")])), old), Outcome::Pending);
+        let led = outcome(&standby(at(Some("b"), false, &[("b", "standby_leader")])), old);
+        assert_eq!(led, Outcome::Led("b".into()));
     }
 
     fn peer(name: &str, wal: u64, eligible: bool) -> PeerReport {
