@@ -64,6 +64,19 @@ fn wait_leader_role(c: &Cluster, role: &str, timeout: Duration) -> Option<usize>
     found
 }
 
+/// Waits until member `i` holds `c`'s lock and its key shows it as the standby leader (the logs
+/// are printed when it does not).
+fn becomes_standby_leader(c: &Cluster, i: usize, timeout: Duration) -> bool {
+    let done = support::wait_until(timeout, Duration::from_millis(250), || {
+        c.leader_index() == Some(i)
+            && support::client::get_json(c.api_port(i), "/patroni").is_some_and(|v| v["role"] == "standby_leader")
+    });
+    if !done {
+        c.dump_logs();
+    }
+    done
+}
+
 /// Waits until the server at `port` answers in recovery.
 async fn wait_in_recovery(port: u16, timeout: Duration) -> bool {
     support::wait_until_async(timeout, Duration::from_millis(250), || async move {
@@ -142,14 +155,7 @@ async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_t
         "--force",
     ]);
     assert!(switchover.status.success(), "{}", text(&switchover));
-    let moved = support::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-        dc2.leader_index() == Some(other)
-            && support::client::get_json(dc2.api_port(other), "/patroni").is_some_and(|v| v["role"] == "standby_leader")
-    });
-    if !moved {
-        dc2.dump_logs();
-    }
-    assert!(moved, "the candidate is the standby leader after the switchover");
+    assert!(becomes_standby_leader(&dc2, other, Duration::from_secs(60)), "the candidate is the standby leader now");
     let (sl, other) = (other, sl);
     let (sl_port, other_port) = (other_port, sl_port);
     sql(p1, "INSERT INTO story (phase) SELECT 'dc1 while dc2 follows' FROM generate_series(1, 50)").await;
@@ -164,14 +170,7 @@ async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_t
     // 3. The standby leader crashes: the other member takes over as the standby leader.
     dc2.kill_agent(sl);
     dc2.kill_postgres(sl);
-    let took_over = support::wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-        dc2.leader_index() == Some(other)
-            && support::client::get_json(dc2.api_port(other), "/patroni").is_some_and(|v| v["role"] == "standby_leader")
-    });
-    if !took_over {
-        dc2.dump_logs();
-    }
-    assert!(took_over, "the other dc2 member is the standby leader now");
+    assert!(becomes_standby_leader(&dc2, other, Duration::from_secs(90)), "the other dc2 member took over");
     sql(p1, "INSERT INTO story (phase) SELECT 'dc1 after the dc2 failover' FROM generate_series(1, 50)").await;
     assert!(wait_rows(other_port, 200, Duration::from_secs(60)).await, "the new standby leader follows dc1");
     assert!(refuses_writes(other_port).await, "and stays read-only");
