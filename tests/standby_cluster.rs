@@ -29,6 +29,8 @@
 //!    backup. Its member is bootstrapped with that method, becomes the standby leader, has no
 //!    `primary_conninfo`, replays what dc1 archives (rows written in dc1 reach it once their
 //!    segment is archived) and takes no write.
+//! 3. Patroni's own `patronictl promote-cluster` makes dc3 run on its own: its member is writable,
+//!    on a new timeline, with every row dc1 archived.
 
 mod support;
 
@@ -192,7 +194,7 @@ async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_t
         dc1.dump_logs();
     }
     assert!(demote.status.success(), "{}", text(&demote));
-    assert!(text(&demote).contains("is now the standby leader"), "{}", text(&demote));
+    assert!(text(&demote).contains("cluster is successfully demoted"), "{}", text(&demote));
     assert!(wait_in_recovery(p1, Duration::from_secs(30)).await, "dc1's leader runs in recovery");
     assert!(refuses_writes(p1).await, "dc1 takes no more writes");
     let promote = dc2.rampart(["promote-cluster", "-c", &dc2.config_path(other).display().to_string(), "--force"]);
@@ -200,7 +202,7 @@ async fn a_standby_cluster_follows_the_other_data_centre_fails_over_inside_and_t
         dc2.dump_logs();
     }
     assert!(promote.status.success(), "{}", text(&promote));
-    assert!(text(&promote).contains("is now the primary"), "{}", text(&promote));
+    assert!(text(&promote).contains("cluster is successfully promoted"), "{}", text(&promote));
     assert_eq!(dc2.wait_for_single_primary(Duration::from_secs(60)).await, Some(other), "dc2 runs on its own");
     assert_eq!(
         query_text(other_port, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)").await.as_deref(),
@@ -281,4 +283,19 @@ async fn a_standby_cluster_fed_by_the_archive_alone_replays_what_the_other_clust
     assert!(replayed, "rows archived by dc1 reach dc3: {:?}", rows(p3).await);
     assert!(refuses_writes(p3).await, "dc3 takes no write");
     assert_eq!(support::client::http_status(dc3.api_port(0), "GET", "/standby-leader"), 200);
+
+    // 3. patronictl promotes it.
+    let promote = support::patronictl(dc3.config_path(0), &["promote-cluster", "dc3", "--force"]);
+    if !promote.status.success() {
+        dc3.dump_logs();
+    }
+    assert!(text(&promote).contains("cluster is successfully promoted"), "{}", text(&promote));
+    assert_eq!(dc3.wait_for_single_primary(Duration::from_secs(60)).await, Some(0), "dc3 runs on its own");
+    sql(p3, "INSERT INTO story (phase) VALUES ('dc3 on its own')").await;
+    assert_eq!(rows(p3).await, Some(151));
+    assert_eq!(
+        query_text(p3, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)").await.as_deref(),
+        Some("00000002"),
+        "on a new timeline"
+    );
 }

@@ -1,22 +1,26 @@
 //! `rampart demote-cluster` and `rampart promote-cluster` (Patroni 4's verbs): a cluster made a
 //! standby cluster of another one, and a standby cluster made to run on its own.
 //!
-//! Both write the `standby_cluster` section of the dynamic configuration (added, or removed) with
-//! compare-and-swap on the `config` key's revision, after the same checks as `edit-config`; the
-//! agents do the rest (rampart_core::standby_cluster): the leader restarts as the standby leader
-//! keeping the lock, or the standby leader is promoted. The verb then waits until the leader's
-//! key shows the new role, and says which it saw.
+//! As patronictl does them: the cluster must have a leader (and not be in the asked state
+//! already); the topology is shown; after confirmation (or `--force`) the leader's REST API gets
+//! `PATCH /config {"standby_cluster": {...}}` (or `null`); then the verb watches the DCS until the
+//! leader runs in the new role (and, for a demotion, is running again) and says
+//! `<time> cluster is successfully demoted|promoted`. When no leader's API takes the request,
+//! the `config` key is written with compare-and-swap instead (the agents read it either way).
+//! The agents do the rest (rampart_core::standby_cluster): the leader restarts as the standby
+//! leader keeping the lock, or the standby leader is promoted.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use rampart_core::{Cluster, Role};
+use rampart_core::{Cluster, PgState, Role};
 use rampart_dcs::Dcs;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::config_patch::validate;
 use super::edit_config::current_config;
 use super::prompt::Console;
+use super::rest::{Method, QUICK};
 use super::session::{block_on, timestamp, Session};
 use super::target::{self, TargetArgs};
 
@@ -58,8 +62,8 @@ pub struct PromoteArgs {
 
 /// The `standby_cluster` section `demote-cluster` writes.
 pub fn section(args: &DemoteArgs) -> Result<Value> {
-    if args.host.is_none() && args.restore_command.is_none() {
-        bail!("demote-cluster: give the other cluster's primary (--host) or its archive (--restore-command), or both");
+    if args.host.is_none() && args.port.is_none() && args.restore_command.is_none() {
+        bail!("demote-cluster: At least --host, --port or --restore-command should be specified");
     }
     let mut m = Map::new();
     if let Some(h) = &args.host {
@@ -89,70 +93,66 @@ pub fn with_section(config: &Value, section: Option<Value>) -> Value {
     c
 }
 
-/// Whether the cluster's configuration makes it a standby cluster.
-fn is_standby(cluster: &Cluster) -> bool {
-    cluster.config.as_ref().is_some_and(|c| c.standby_cluster().is_some())
-}
-
-/// The leader's role as its key shows it, if there is a leader.
-fn leader_role(cluster: &Cluster) -> Option<Role> {
-    cluster.leader_member().map(|m| m.data.role.clone())
-}
-
 /// `rampart demote-cluster`.
 pub fn run_demote(args: DemoteArgs) -> Result<()> {
     let target = target::resolve(&args.target, args.cluster.as_deref())?;
     let section = section(&args)?;
-    block_on(async move {
-        let session = Session::open(target).await?;
-        let cluster = session.cluster().await?;
-        let scope = session.scope().to_string();
-        if is_standby(&cluster) {
-            bail!("demote-cluster: cluster {scope} is already a standby cluster");
-        }
-        let config = current_config(&cluster, &scope, "demote-cluster")?;
-        let changed = validate(&with_section(&config, Some(section)))
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replacen("edit-config", "demote-cluster", 1)))?;
-        let question = format!(
-            "Are you sure you want to demote cluster {scope}? Its primary stops taking writes and follows the other \
-             cluster"
-        );
-        if !args.force && !Console::stdio("demote-cluster").confirm(&question)? {
-            bail!("demote-cluster: aborted; nothing changed");
-        }
-        write(&session, &cluster, &changed, "demote-cluster").await?;
-        println!("{} cluster {scope}: standby_cluster written; waiting for the leader to follow it", timestamp());
-        wait_for(&session, Role::StandbyLeader, "demote-cluster").await
-    })
+    block_on(change_role(target, args.force, Some(section)))
 }
 
 /// `rampart promote-cluster`.
 pub fn run_promote(args: PromoteArgs) -> Result<()> {
     let target = target::resolve(&args.target, args.cluster.as_deref())?;
-    block_on(async move {
-        let session = Session::open(target).await?;
-        let cluster = session.cluster().await?;
-        let scope = session.scope().to_string();
-        if !is_standby(&cluster) {
-            bail!("promote-cluster: cluster {scope} is not a standby cluster");
+    block_on(change_role(target, args.force, None))
+}
+
+/// Patroni's `change_cluster_role`: `section` demotes, `None` promotes.
+async fn change_role(target: target::Target, force: bool, section: Option<Value>) -> Result<()> {
+    let demote = section.is_some();
+    let (verb, action, target_role) = match demote {
+        true => ("demote-cluster", "demot", Role::StandbyLeader),
+        false => ("promote-cluster", "promot", Role::Primary),
+    };
+    let mut session = Session::open(target).await?;
+    let cluster = session.cluster().await?;
+    let scope = session.scope().to_string();
+    let Some(leader) = cluster.leader_member() else {
+        bail!("{verb}: Cluster has no leader, {action}ion is not possible");
+    };
+    let leader_name = leader.name.clone();
+    if leader.data.role == target_role {
+        bail!("{verb}: Cluster is already in the required state");
+    }
+    println!("Current cluster topology");
+    print!("{}", super::list::render_table(&scope, &cluster));
+    let question = format!("Are you sure you want to {action}e {scope} cluster?");
+    if !force && !Console::stdio(verb).confirm(&question)? {
+        bail!("{verb}: Aborted cluster {action}ion");
+    }
+    let body = json!({ "standby_cluster": section.clone().unwrap_or(Value::Null) });
+    let answer = match leader.data.api_url.is_empty() {
+        true => None,
+        false => Some(session.rest()?.call(leader, Method::Patch, "config", Some(&body), QUICK).await),
+    };
+    match answer {
+        Some(Ok(r)) if r.ok() => {}
+        Some(Ok(r)) if !r.unsupported() => {
+            bail!("{verb}: Failed to {action}e {scope} cluster: /config PATCH status code={}, ({})", r.status, r.text)
         }
-        let config = current_config(&cluster, &scope, "promote-cluster")?;
-        let changed = validate(&with_section(&config, None))
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replacen("edit-config", "promote-cluster", 1)))?;
-        let question = format!(
-            "Are you sure you want to promote cluster {scope}? Its standby leader becomes a writable primary and \
-             stops following the other cluster"
-        );
-        if !args.force && !Console::stdio("promote-cluster").confirm(&question)? {
-            bail!("promote-cluster: aborted; nothing changed");
+        other => {
+            if let Some(why) = other.map(|o| o.map_or_else(|e| e.to_string(), |r| format!("status {}", r.status))) {
+                eprintln!(
+                    "{} {verb}: the leader's REST API did not take the request ({why}); writing the config key",
+                    timestamp()
+                );
+            }
+            let config = current_config(&cluster, &scope, verb)?;
+            let changed = validate(&with_section(&config, section))
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().replacen("edit-config", verb, 1)))?;
+            write(&session, &cluster, &changed, verb).await?;
         }
-        write(&session, &cluster, &changed, "promote-cluster").await?;
-        println!(
-            "{} cluster {scope}: standby_cluster removed; waiting for the standby leader's promotion",
-            timestamp()
-        );
-        wait_for(&session, Role::Primary, "promote-cluster").await
-    })
+    }
+    wait_for(&session, &leader_name, target_role, verb, action).await
 }
 
 /// Writes the configuration if the key is still at the revision read.
@@ -168,26 +168,31 @@ async fn write(session: &Session, cluster: &Cluster, config: &Value, verb: &str)
     Ok(())
 }
 
-/// Waits until the leader's key shows `role`, for at most three ttl (a restart or a promotion
-/// takes a cycle or two, then a start).
-async fn wait_for(session: &Session, role: Role, verb: &str) -> Result<()> {
+/// Patroni's wait: until the leader runs in `role` (and, demoting, the old leader runs again), for
+/// at most three ttl (a restart or a promotion takes a cycle or two, then a start).
+async fn wait_for(session: &Session, old_leader: &str, role: Role, verb: &str, action: &str) -> Result<()> {
     let cluster = session.cluster().await?;
-    let ttl = cluster.config.as_ref().map(|c| c.ttl).unwrap_or(30);
-    let until = Instant::now() + Duration::from_secs(3 * ttl.max(10));
+    let ttl = cluster.config.as_ref().map(|c| c.ttl).unwrap_or(30).max(10);
+    let until = Instant::now() + Duration::from_secs(3 * ttl);
     loop {
         let cluster = session.cluster().await?;
-        if let (Some(leader), Some(have)) = (cluster.leader_member(), leader_role(&cluster)) {
-            if have == role {
-                println!("{} {verb}: {} is now the {}", timestamp(), leader.name, role_words(&role));
-                return Ok(());
-            }
+        let running = |m: &rampart_core::Member| m.data.state == PgState::Running;
+        let leader_in_role = cluster.leader_member().is_some_and(|l| l.data.role == role && running(l));
+        let old_running = role == Role::Primary || cluster.member(old_leader).is_some_and(running);
+        if leader_in_role && old_running {
+            println!("{} cluster is successfully {action}ed", timestamp());
+            return Ok(());
         }
         if Instant::now() >= until {
-            let now = leader_role(&cluster).map_or("no leader".to_string(), |r| format!("the leader's role is {r}"));
+            let now = cluster.leader_member().map_or("no leader".to_string(), |l| {
+                format!("the leader {} is {} ({})", l.name, l.data.role, l.data.state)
+            });
             bail!(
-                "{verb}: the configuration was written, but after {} s {now}, not {role}; look at `rampart list` and \
-                 the agents' logs",
-                3 * ttl.max(10)
+                "{verb}: the request was taken, but after {} s {now}, not a running {} ({}): look at `rampart list` \
+                 and the agents' logs",
+                3 * ttl,
+                role_words(&role),
+                role
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -218,7 +223,7 @@ mod tests {
         let archive = DemoteArgs { restore_command: Some("cp /a/%f %p".into()), ..Default::default() };
         assert_eq!(section(&archive).unwrap(), json!({"restore_command": "cp /a/%f %p"}));
         let e = section(&DemoteArgs::default()).unwrap_err().to_string();
-        assert!(e.contains("--host") && e.contains("--restore-command"), "{e}");
+        assert_eq!(e, "demote-cluster: At least --host, --port or --restore-command should be specified");
     }
 
     #[test]
