@@ -127,6 +127,11 @@ impl HaNode {
                 actions.push(self.sync_slots(now, cluster, false));
             }
             let role = StartRole::StandbyLeader(sc.clone());
+            if let (Some(b), false) = (&blocked, paused) {
+                // Replay paused for insufficient settings never resumes by itself.
+                actions.push(Action::StartJob(Job::Restart(role)));
+                return self.plan(now, actions, &format!("{b}: restarting the standby leader with enough"));
+            }
             let mut message = format!("{pause}no action. I am ({me}), the standby leader with the lock");
             if self.server.configured.as_ref() != Some(&role) {
                 actions.push(Action::FollowRemote(sc.clone()));

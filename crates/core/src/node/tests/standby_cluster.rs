@@ -187,3 +187,14 @@ fn a_switchover_inside_a_standby_cluster_stops_the_standby_leader_and_hands_the_
     let a = decide(&mut n, &Observation { peers: Some(&peers), ..obs(0, &c, &replica(Some(5002), 1000)) });
     assert_eq!(a, vec![Action::RenewLeader, Action::Stop(StopMode::Fast)]);
 }
+
+#[test]
+fn a_standby_leader_paused_for_insufficient_settings_is_restarted_as_the_standby_leader() {
+    use crate::hot_standby::ReplayPause;
+    let mut n = HaNode::new(settings());
+    hold(&mut n);
+    let l = super::hot_standby_settings::replica_below_control(100, 150, ReplayPause::Paused);
+    let a = decide(&mut n, &obs(0, &standby(cluster(Some(ME))), &l));
+    assert_eq!(a.last(), Some(&Action::StartJob(Job::Restart(StartRole::StandbyLeader(remote())))), "{a:?}");
+    assert!(!a.iter().any(makes_a_primary), "{a:?}");
+}
