@@ -670,7 +670,7 @@ impl<P: Ports> Agent<P> {
     async fn publish(&mut self, seen: &Seen) {
         let dynamic = self.core.config().clone();
         let mut member = publish::member_data(&self.cfg, &seen.local, seen.probe.as_ref(), seen.job, dynamic.paused());
-        let standby_leader = self.core.standby_leader(self.now()) && member.role != rampart_core::Role::Primary;
+        let standby_leader = self.core.standby_leader(&seen.local, self.now());
         if standby_leader {
             member.role = rampart_core::Role::StandbyLeader;
         }

@@ -212,11 +212,12 @@ impl HaNode {
         }
     }
 
-    /// Whether this node is a standby cluster's standby leader at `now`: it may present itself
-    /// as leader ([`HaNode::believed`]) and the cluster is a standby cluster. Its role is then
-    /// published as `standby_leader` while its server is not a primary.
-    pub fn standby_leader(&self, now: Millis) -> bool {
-        self.believed(now) == Believed::Leader && self.standby().is_some()
+    /// Whether this node is a standby cluster's standby leader at `now`, its role published as
+    /// `standby_leader`: it may present itself as leader ([`HaNode::believed`]), the cluster is a
+    /// standby cluster, and its server is not a primary (one that `demote-cluster` is about to
+    /// restart is still published as the primary it is).
+    pub fn standby_leader(&self, local: &LocalPg, now: Millis) -> bool {
+        self.believed(now) == Believed::Leader && self.standby().is_some() && !local.process.is_primary()
     }
 
     /// The `synchronous_standby_names` postgresql.conf must carry in synchronous mode (`None`:

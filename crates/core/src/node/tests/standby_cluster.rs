@@ -52,7 +52,8 @@ fn the_lock_holder_in_recovery_follows_the_other_cluster_and_is_never_promoted()
     let p = n.decide(&obs(1, &c, &l));
     assert!(!p.actions.iter().any(|a| matches!(a, Action::FollowRemote(_)) || makes_a_primary(a)), "{p:?}");
     assert!(p.message.starts_with("no action. I am (n1), the standby leader with the lock"), "{}", p.message);
-    assert!(n.standby_leader(Millis(1)), "published as standby_leader");
+    assert!(n.standby_leader(&l, Millis(1)), "published as standby_leader");
+    assert!(!n.standby_leader(&primary(), Millis(1)), "a primary being demoted is published as the primary");
     assert_eq!(n.callback_role(), Role::StandbyLeader);
     // A changed section (another host) is followed again.
     let moved = with_section(cluster(Some(ME)), serde_json::json!({"host": "10.0.0.10"}));
