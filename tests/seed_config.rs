@@ -232,6 +232,29 @@ async fn seed_002_configuration_with_pgbackrest_replicas_on_loopback() {
         stderr.contains(&format!("{}:5:", published.display())) && stderr.contains("invalid YAML"),
         "the refusal does not name line 5 (`restapi:`, after the keys without a space):\n{stderr}"
     );
+    // Repair 6 left out, as Patroni reads it: create_replica_methods and its method's section
+    // among the dynamic parameters are no settings; they are left out with a warning.
+    let methods = "  create_replica_methods:\n    - pgbackrest\n  pgbackrest:\n    command: \"/usr/bin/pgbackrest \
+                   --stanza=<stanza-name>  restore --delta --link-all\"\n    keep_data: True\n    no_params: True\n";
+    assert!(SEED_002.contains(methods), "the fixture's replica method moved");
+    let among_parameters: String = methods.lines().map(|l| format!("      {l}\n")).collect();
+    let unmoved = seed_002_config(&c, 0).replace(&methods.replace("<stanza-name>", SEED_002_STANZA), "").replace(
+        "superuser_reserved_connections: 200\n",
+        &format!("superuser_reserved_connections: 200\n{}", among_parameters.replace("<stanza-name>", SEED_002_STANZA)),
+    );
+    let unmoved_path = c.dir().join("patroni-methods-among-parameters.yml");
+    write_owned(&unmoved_path, &unmoved);
+    let out = c.rampart([Path::new("check-config"), &unmoved_path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("check-config with create_replica_methods among the parameters: {stderr}");
+    assert!(out.status.success(), "refused:\n{stderr}");
+    for name in ["create_replica_methods", "pgbackrest"] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with("warning:") && l.contains(&format!("{name} is not a parameter"))),
+            "no warning about {name} among the parameters:\n{stderr}"
+        );
+    }
+
     for i in 0..3 {
         write_owned(c.config_path(i), &seed_002_config(&c, i));
         let out = c.rampart([Path::new("check-config"), c.config_path(i)]);
