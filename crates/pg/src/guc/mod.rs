@@ -183,6 +183,18 @@ impl GucTable {
             Json::Number(n) => n.to_string(),
             Json::Bool(b) => if *b { "on" } else { "off" }.to_string(),
             Json::Null => return Ok(Checked::Note(format!("{name} has no value and is left out"))),
+            // Not a setting at all, usually a key of Patroni's `postgresql` section put among the
+            // parameters (seed 002's create_replica_methods and its method's section): Patroni
+            // removes it with a warning ("Removing unexpected parameter"), so it is no reason to
+            // refuse the file.
+            _ if self.get(name).is_none() && !name.contains('.') => {
+                return Ok(Checked::Note(format!(
+                    "{name} is not a parameter of PostgreSQL {} (and its value is a list or a mapping): it is left \
+                     out of postgresql.conf, as Patroni does; keys such as create_replica_methods or a replica \
+                     method's section belong in the postgresql section, not among its parameters",
+                    self.major
+                )))
+            }
             _ => return Err(invalid("expected a single value (string, number or boolean)".into())),
         };
         let Some(guc) = self.get(name) else {
@@ -583,6 +595,21 @@ search_path\tuser\tClient Connection Defaults / Statement Behavior\tSTRING\t\"$u
         assert!(t.check("wal_keep_segments", &json!("many")).is_err());
         assert!(t.check("wal_keep_segments", &json!(-1)).is_err());
         assert!(note("anything", json!(null)).contains("no value"));
+    }
+
+    #[test]
+    fn a_list_or_mapping_under_a_name_postgresql_does_not_know_is_left_out_as_patroni_does() {
+        // Seed 002 puts create_replica_methods and its method's section among the parameters.
+        let t = table();
+        for v in [json!(["pgbackrest"]), json!({"command": "pgbackrest restore", "keep_data": true})] {
+            match t.check("create_replica_methods", &v) {
+                Ok(Checked::Note(n)) => assert!(n.contains("left out") && n.contains("postgresql section"), "{n}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        // A setting PostgreSQL knows, or an extension's, still needs a single value.
+        assert!(refused("work_mem", json!(["4MB"])).contains("expected a single value"));
+        assert!(t.check("pg_stat_statements.max", &json!([1000])).is_err());
     }
 
     #[test]
