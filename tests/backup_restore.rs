@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::is_streaming_replica;
-use support::pgbackrest::{BackupType, Repo};
+use support::pgbackrest::{yaml_quoted, BackupType, Repo};
 use support::s3::S3Server;
 
 /// Where the repository is kept.
@@ -32,11 +32,6 @@ use support::s3::S3Server;
 enum Store {
     Path,
     S3,
-}
-
-/// A single-quoted YAML scalar.
-fn yaml_quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Inserts a row into `story` on the leader every 20 ms until stopped; the id of the last row
@@ -115,11 +110,7 @@ async fn story(store: Store) {
         config.dcs_parameters.push(("archive_command".into(), yaml_quoted(&repo.archive_command())));
         if i >= 2 {
             config.pg_settings.push(("create_replica_methods".into(), "[pgbackrest, basebackup]".into()));
-            let method = format!(
-                "{{command: {}, keep_data: true, no_params: true, no_leader: true}}",
-                yaml_quoted(&repo.restore_method_command())
-            );
-            config.pg_settings.push(("pgbackrest".into(), method));
+            config.pg_settings.push(("pgbackrest".into(), repo.replica_method()));
         }
         config.write(c.config_path(i)).unwrap();
         c.node_mut(i).agent_env = Repo::agent_env(&config);

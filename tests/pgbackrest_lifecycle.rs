@@ -55,15 +55,10 @@ use std::time::{Duration, Instant};
 use support::client::{query_text, sql};
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::is_streaming_replica;
-use support::pgbackrest::Repo;
+use support::pgbackrest::{yaml_quoted, Repo};
 use support::NodeConfig;
 
 const STANZA: &str = "pg-ha-cluster";
-
-/// A single-quoted YAML scalar.
-fn yaml_quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 /// What a member's `/etc/pgbackrest.conf` would say about its PostgreSQL: data directory, port and
 /// socket directory, as pgBackRest's environment variables.

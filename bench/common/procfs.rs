@@ -1,6 +1,6 @@
-//! What the benches read about a process from `/proc`: resident memory and CPU time. Used for the
-//! agents' idle footprint (bench/failover.rs) and the proxies' cost under load (bench/proxy.rs,
-//! bench/rw_split.rs).
+//! What the benches read about a process from `/proc`: resident memory, CPU time and reads. Used
+//! for the agents' idle footprint (bench/failover.rs), the proxies' cost under load (bench/proxy.rs,
+//! bench/rw_split.rs) and the leader's cost of a new replica (bench/clone.rs).
 
 /// `key:` of `/proc/<pid>/status` in kB, e.g. `VmRSS`.
 pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
@@ -65,4 +65,66 @@ pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
 /// kB as reported by `/proc` to MB (10^6 bytes).
 pub fn kb_to_mb(kb: u64) -> f64 {
     kb as f64 * 1024.0 / 1e6
+}
+
+/// `rchar` (bytes read through read(2) and its kin, page-cache hits included) and `read_bytes`
+/// (bytes the process caused to be fetched from storage) of `/proc/<pid>/io`. When a process
+/// reaps a child, Linux adds the child's counts to its own, as it does for CPU time.
+pub fn io_read(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |key: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
+    };
+    Some((field("rchar")?, field("read_bytes")?))
+}
+
+/// What a group of process trees has used so far, from [`tree_use`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TreeUse {
+    /// utime + stime + cutime + cstime, in seconds.
+    pub cpu_secs: f64,
+    /// `rchar` of [`io_read`].
+    pub rchar: u64,
+    /// `read_bytes` of [`io_read`].
+    pub read_bytes: u64,
+    pub processes: usize,
+}
+
+impl TreeUse {
+    /// What was used between `before` and `self`.
+    pub fn since(&self, before: &TreeUse) -> TreeUse {
+        TreeUse {
+            cpu_secs: self.cpu_secs - before.cpu_secs,
+            rchar: self.rchar.saturating_sub(before.rchar),
+            read_bytes: self.read_bytes.saturating_sub(before.read_bytes),
+            processes: self.processes,
+        }
+    }
+}
+
+/// The CPU time and reads of the processes `roots` and their living descendants, each counted
+/// once, including what the children they reaped had used (cutime/cstime, and the reaped
+/// children's I/O counts Linux folds into the parent's). So the difference of two readings of a
+/// postmaster's tree counts the backends and walsenders that came and went in between.
+pub fn tree_use(roots: &[u32]) -> TreeUse {
+    let mut pids: Vec<u32> = Vec::new();
+    for &root in roots {
+        if rampart_kit::pid::is_alive(root) {
+            pids.push(root);
+            pids.extend(rampart_kit::pid::descendants(root));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let ticks = clock_ticks_per_sec();
+    let mut total = TreeUse::default();
+    for pid in pids {
+        let Some((own, children)) = cpu_ticks(pid) else { continue };
+        total.cpu_secs += (own + children) as f64 / ticks;
+        let (rchar, read_bytes) = io_read(pid).unwrap_or((0, 0));
+        total.rchar += rchar;
+        total.read_bytes += read_bytes;
+        total.processes += 1;
+    }
+    total
 }

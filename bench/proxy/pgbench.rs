@@ -102,7 +102,7 @@ pub fn bin() -> PathBuf {
 /// The password goes through `PGPASSWORD`, never onto a command line or into the bench's output.
 /// `sslmode` and `gssencmode` are off so that every target sees the same startup exchange:
 /// libpq's default `prefer` would add an SSLRequest round trip to each connection.
-fn command(port: u16) -> Command {
+pub fn command(port: u16) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", support::SUPERUSER])
         .env("PGPASSWORD", support::SUPERUSER_PASSWORD)

@@ -24,6 +24,11 @@ use super::s3::S3Server;
 
 pub const PGBACKREST_BIN: &str = "/usr/bin/pgbackrest";
 
+/// `s` as a single-quoted YAML scalar, e.g. a command for the configuration.
+pub fn yaml_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// How long one pgBackRest command of a test may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -163,6 +168,15 @@ impl Repo {
     /// restores the latest backup into the member's data directory, as in seed 002.
     pub fn restore_method_command(&self) -> String {
         format!("{} --delta --link-all restore", self.command())
+    }
+
+    /// The `postgresql.pgbackrest` replica creation method of seed 002, a YAML flow mapping:
+    /// [`Repo::restore_method_command`] with `keep_data`, `no_params` and `no_leader`.
+    pub fn replica_method(&self) -> String {
+        format!(
+            "{{command: {}, keep_data: true, no_params: true, no_leader: true}}",
+            yaml_quoted(&self.restore_method_command())
+        )
     }
 
     /// The environment a member's agent needs for this repository: its data directory as
