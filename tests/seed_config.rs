@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::wait_healthy;
 use support::pgbackrest::Repo;
+use support::s3::S3Server;
 
 const FIXTURE: &str = include_str!("fixtures/seed000.yml");
 
@@ -161,9 +162,10 @@ fn seed_002_config(c: &Cluster, i: usize) -> String {
 }
 
 /// What pgBackRest reads on member `cfg`'s host: seed 002's `/etc/pgbackrest.conf` (here the
-/// repository's own file, [`Repo::on_path`]'s) and its `pg1-path` (each member's data directory
-/// differs here). Of the seed's file, `repo1-retention-full=10` is kept; the S3 bucket is a local
-/// path; the log levels and paths are the kit's; `pg1-user=Postgres` names no role (PostgreSQL's
+/// repository's own file, [`Repo::on_s3`]'s) and its `pg1-path` (each member's data directory
+/// differs here). Of the seed's file, `repo1-type=s3`, `repo1-s3-uri-style=path` and
+/// `repo1-retention-full=10` are kept; the endpoint, keys and bucket are the test's S3 server's;
+/// the log levels and paths are the kit's; `pg1-user=Postgres` names no role (PostgreSQL's
 /// names are case-sensitive), so pgBackRest connects as the OS user, postgres.
 fn seed_002_pgbackrest_env(repo: &Repo, cfg: &support::NodeConfig) -> Vec<(String, String)> {
     vec![
@@ -219,7 +221,10 @@ async fn seed_002_configuration_with_pgbackrest_replicas_on_loopback() {
     }
     .tweak(|i, cfg| cfg.name(&format!("pg-db-{:02}", i + 1)));
     let mut c = Cluster::start(3, options);
-    let repo = Repo::on_path(&c.dir().join("pgbackrest"), SEED_002_STANZA);
+    // The seed's object storage (Oracle's S3-compatible endpoint, path-style) is the test's S3
+    // server; its bucket `pg_backup` is spelt `pg-backup` (S3 bucket names take no underscore).
+    let s3 = S3Server::start(&support::dir::make_agent_dir(&c.dir().join("s3")));
+    let repo = Repo::on_s3(&c.dir().join("pgbackrest"), SEED_002_STANZA, &s3, "pg-backup");
 
     // 1. The published file is refused where YAML gives up on it.
     let published = c.dir().join("patroni-as-published.yml");

@@ -174,8 +174,20 @@ pub(crate) fn dcs(raw: Option<DynamicConfig>, c: &mut Checker<'_>) -> Result<Dyn
     if let Err(e) = dcs.validate() {
         return Err(c.problem(&["bootstrap", "dcs", e.key], e.reason));
     }
+    // Keys of the `postgresql` section written one level too high (seed 002 does so with
+    // `parameters` and `recovery_conf`): Patroni ignores them there, silently; say so.
+    for key in MISPLACED_POSTGRESQL_KEYS.iter().filter(|k| dcs.extra.contains_key(**k)) {
+        c.warn(
+            &["bootstrap", "dcs", key],
+            format!("not read here (ignored, as Patroni ignores it): did you mean bootstrap.dcs.postgresql.{key}?"),
+        );
+    }
     Ok(dcs)
 }
+
+/// Keys of the dynamic `postgresql` section, which mean nothing directly under `bootstrap.dcs`.
+const MISPLACED_POSTGRESQL_KEYS: &[&str] =
+    &["parameters", "recovery_conf", "use_pg_rewind", "use_slots", "pg_hba", "pg_ident"];
 
 fn user(raw: RawUser) -> BootstrapUser {
     BootstrapUser { password: raw.password, options: raw.options }

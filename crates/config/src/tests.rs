@@ -896,6 +896,22 @@ fn standby_cluster_is_read_from_bootstrap_dcs_and_refused_at_the_top_naming_wher
 }
 
 #[test]
+fn postgresql_keys_one_level_too_high_in_bootstrap_dcs_are_named_as_ignored() {
+    // Seed 002 writes them so; Patroni ignores them there without a word.
+    let l = minimal_with(
+        "bootstrap:\n  dcs:\n    parameters:\n      archive_mode: 'on'\n    recovery_conf:\n      restore_command: x\n",
+        "n.yml",
+    )
+    .unwrap();
+    for key in ["parameters", "recovery_conf"] {
+        let w = l.warnings.iter().find(|w| w.contains(&format!("bootstrap.dcs.{key}:")));
+        let w = w.unwrap_or_else(|| panic!("no warning for {key}: {:?}", l.warnings));
+        assert!(w.contains(&format!("did you mean bootstrap.dcs.postgresql.{key}?")), "{w}");
+    }
+    assert!(l.config.bootstrap.dcs.postgresql.parameters.is_empty(), "nothing is read from there");
+}
+
+#[test]
 fn postgresql_recovery_conf_is_read_and_what_the_role_decides_is_named() {
     let text = format!(
         "{MINIMAL}  recovery_conf:
