@@ -175,14 +175,10 @@ fn node_config_is_patroni_yaml_with_the_expected_keys() {
     assert_eq!(at("/bootstrap/dcs/postgresql/use_pg_rewind"), true);
     assert_eq!(
         at("/bootstrap/initdb"),
-        serde_json::json!([{"auth": "scram-sha-256"}, {"encoding": "UTF8"}, "data-checksums"])
+        serde_json::json!([{"auth-local": "trust"}, {"auth-host": "scram-sha-256"}, {"encoding": "UTF8"}, "data-checksums"])
     );
     let hba = at("/bootstrap/pg_hba");
-    for rule in [
-        "local all all trust",
-        "host replication replicator 127.0.0.1/32 scram-sha-256",
-        "host all all 127.0.0.1/32 scram-sha-256",
-    ] {
+    for rule in ["host replication replicator 127.0.0.1/32 scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256"] {
         assert!(hba.as_array().unwrap().iter().any(|r| r == rule), "pg_hba lacks {rule:?}: {hba}");
     }
     assert_eq!(at("/postgresql/listen"), cfg.pg_address().as_str());

@@ -10,17 +10,28 @@
 //! recovery target, `recovery_target_action` is `promote` unless the method says otherwise);
 //! without it, signal files and `postgresql.auto.conf`'s recovery settings the command left are
 //! removed at the first start unless `keep_existing_recovery_conf` ([`RecoveryFiles`]).
+//! The restored cluster's passwords are unknown, so, as Patroni does, the first start runs with a
+//! pg_hba.conf that trusts the agent's own way in for the superuser and replication roles
+//! ([`rampart_pg::conf::bootstrap_trust_hba`]); the operator's file (the restored one with
+//! `bootstrap.pg_hba` appended, set aside meanwhile) comes back once the configured passwords
+//! are set.
 //! Invariant: the bootstrap counts as done only once the server has left recovery, so the roles
 //! are created on a writable primary and the cluster's `initialize` key names a finished one.
 
 use std::time::Duration;
 
 use rampart_config::BootstrapMethod;
-use rampart_pg::{PgSettings, RecoveryFiles, Sql};
+use rampart_pg::{HbaFile, PgSettings, RecoveryFiles, Sql};
 use tracing::info;
 
-/// Runs the method's command; returns the settings of the first start (with `recovery_conf`).
-pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Result<PgSettings, String> {
+/// Runs the method's command and appends `pg_hba` (`bootstrap.pg_hba`) to the file it left;
+/// returns the settings of the first start (with `recovery_conf`, and the trusting pg_hba.conf).
+pub async fn run(
+    method: &BootstrapMethod,
+    s: &PgSettings,
+    scope: &str,
+    pg_hba: &[String],
+) -> Result<PgSettings, String> {
     info!("Running custom bootstrap script: {}", method.command);
     let end = rampart_pg::run_script(super::callbacks::shell(
         &method.command,
@@ -50,7 +61,12 @@ pub async fn run(method: &BootstrapMethod, s: &PgSettings, scope: &str) -> Resul
     };
     // Or PostgreSQL would promote at once.
     remove("promote")?;
+    let text = |e: rampart_pg::PgError| e.to_string();
+    rampart_pg::append_hba(s, pg_hba).map_err(text)?;
+    rampart_pg::set_hba_aside(s).map_err(text)?;
     let mut first = s.clone();
+    first.pg_hba = HbaFile::Managed(rampart_pg::conf::bootstrap_trust_hba(s));
+    first.parameters.retain(|k, _| !k.eq_ignore_ascii_case("hba_file"));
     if !method.recovery_conf.is_empty() {
         for (k, v) in &method.recovery_conf {
             first.parameters.insert(k.clone(), v.clone());
@@ -149,7 +165,7 @@ mod tests {
     }
 
     /// A command that makes a fake data directory with signal files and records its arguments.
-    const MAKE: &str = r#"d="${2#--datadir=}"; mkdir -p "$d" && touch "$d/PG_VERSION" "$d/promote" "$d/standby.signal" && echo "$@" > "$d/args"; true"#;
+    const MAKE: &str = r#"d="${2#--datadir=}"; mkdir -p "$d" && touch "$d/PG_VERSION" "$d/promote" "$d/standby.signal" && echo "$@" > "$d/args" && echo "local all all scram-sha-256" > "$d/pg_hba.conf"; true"#;
 
     #[tokio::test]
     async fn the_command_gets_patronis_arguments_and_signal_files_are_settled_at_the_first_start() {
@@ -160,7 +176,8 @@ mod tests {
         let first_start = |first: &PgSettings| rampart_pg::write_config(first, &StartRole::Primary).unwrap();
         let restored_auto_conf = "work_mem = '64MB'\nrestore_command = 'cp /archive/%f %p'\n";
 
-        let first = run(&method(MAKE), &s, "pg").await.unwrap();
+        let added = vec!["host all all 10.0.0.0/8 scram-sha-256".to_string()];
+        let first = run(&method(MAKE), &s, "pg", &added).await.unwrap();
         let args = std::fs::read_to_string(d.join("args")).unwrap();
         assert_eq!(args.trim(), format!("--scope=pg --datadir={}", d.display()));
         assert!(!d.join("promote").exists(), "a promote trigger would promote at once");
@@ -169,11 +186,20 @@ mod tests {
         assert!(!d.join("standby.signal").exists(), "removed without keep_existing_recovery_conf");
         assert_eq!(std::fs::read_to_string(d.join("postgresql.auto.conf")).unwrap(), "work_mem = '64MB'\n");
         assert_eq!(first.parameters, s.parameters);
+        // The first start trusts the agent's way in; the restored file, with bootstrap.pg_hba
+        // appended, comes back afterwards.
+        let hba = std::fs::read_to_string(d.join("pg_hba.conf")).unwrap();
+        assert!(hba.contains("local all \"postgres\" trust") && !hba.contains("scram"), "{hba}");
+        rampart_pg::restore_hba(&s).unwrap();
+        let hba = std::fs::read_to_string(d.join("pg_hba.conf")).unwrap();
+        assert!(hba.starts_with("local all all scram-sha-256\n"), "{hba}");
+        assert!(hba.ends_with("\nhost all all 10.0.0.0/8 scram-sha-256\n"), "{hba}");
+        assert!(!d.join("pg_hba.conf.rampart-bootstrap").exists());
 
         // keep_existing_recovery_conf keeps them.
         std::fs::remove_dir_all(d).unwrap();
         let keep = BootstrapMethod { keep_existing_recovery_conf: true, ..method(MAKE) };
-        let first = run(&keep, &s, "pg").await.unwrap();
+        let first = run(&keep, &s, "pg", &[]).await.unwrap();
         std::fs::write(d.join("postgresql.auto.conf"), restored_auto_conf).unwrap();
         first_start(&first);
         assert!(d.join("standby.signal").exists());
@@ -186,7 +212,7 @@ mod tests {
             ("recovery_target_time".to_string(), "2026-12-05 10:00:00+00".to_string()),
         ]);
         let restore = BootstrapMethod { recovery_conf: recovery, ..method(MAKE) };
-        let first = run(&restore, &s, "pg").await.unwrap();
+        let first = run(&restore, &s, "pg", &[]).await.unwrap();
         first_start(&first);
         assert!(d.join("recovery.signal").exists() && !d.join("standby.signal").exists());
         assert_eq!(first.parameters["restore_command"], "cp /archive/%f %p");
@@ -202,9 +228,9 @@ mod tests {
     async fn a_failing_command_or_no_data_directory_fails_the_bootstrap() {
         let dir = tempfile::tempdir().unwrap();
         let s = PgSettings::new("n1", dir.path().join("data"));
-        let e = run(&method("exit 3;"), &s, "pg").await.unwrap_err();
+        let e = run(&method("exit 3;"), &s, "pg", &[]).await.unwrap_err();
         assert!(e.contains("custom bootstrap restore: its command exited with exit status: 3"), "{e}");
-        let e = run(&method("true"), &s, "pg").await.unwrap_err();
+        let e = run(&method("true"), &s, "pg", &[]).await.unwrap_err();
         assert!(e.contains("left no PostgreSQL data directory"), "{e}");
     }
 }

@@ -422,6 +422,7 @@ impl<P: Ports> Agent<P> {
             settings: self.pg_settings(),
             dcs: self.dcs.clone(),
             initdb_args: self.cfg.bootstrap.initdb.clone(),
+            bootstrap_pg_hba: self.cfg.bootstrap.pg_hba.clone(),
             bootstrap_method: self.cfg.bootstrap.method.clone(),
             post_bootstrap: self.cfg.bootstrap.post_bootstrap.clone(),
             extra_users,

@@ -12,7 +12,7 @@ use rampart_core::model::HistoryEntry;
 use rampart_core::observe::{JobError, JobKind, JobState};
 use rampart_core::{DataDir, Job, StartRole, StopMode, Upstream};
 use rampart_dcs::Dcs;
-use rampart_pg::{ExtraUser, PgSettings, Postmaster, Sql};
+use rampart_pg::{ExtraUser, HbaFile, PgSettings, Postmaster, Sql};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -31,6 +31,8 @@ pub struct JobContext<D> {
     pub dcs: D,
     /// `bootstrap.initdb` as initdb arguments.
     pub initdb_args: Vec<String>,
+    /// `bootstrap.pg_hba`, appended to the data directory's pg_hba.conf after the bootstrap.
+    pub bootstrap_pg_hba: Vec<String>,
     /// `bootstrap.method` when it is a custom method (run instead of initdb).
     pub bootstrap_method: Option<rampart_config::BootstrapMethod>,
     /// `bootstrap.post_bootstrap`, run at the end of a bootstrap.
@@ -107,17 +109,31 @@ pub async fn run<D: Dcs>(job: Job, ctx: &JobContext<D>, pm: &Postmaster, sql: &S
             match &ctx.bootstrap_method {
                 None => {
                     rampart_pg::initdb(s, &ctx.initdb_args).await.map_err(text)?;
+                    rampart_pg::append_hba(s, &ctx.bootstrap_pg_hba).map_err(text)?;
                     rampart_pg::write_pgpass(s).map_err(text)?;
                     pm.start(s, &StartRole::Primary).await.map_err(text)?;
+                    sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
                 }
                 Some(method) => {
-                    let first_start = super::custom_bootstrap::run(method, s, &ctx.scope).await?;
+                    let first_start =
+                        super::custom_bootstrap::run(method, s, &ctx.scope, &ctx.bootstrap_pg_hba).await?;
                     rampart_pg::write_pgpass(s).map_err(text)?;
                     pm.start(&first_start, &StartRole::Primary).await.map_err(text)?;
                     super::custom_bootstrap::wait_for_end_of_recovery(sql).await?;
+                    sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
+                    // The configured passwords are set: the operator's rules come back.
+                    rampart_pg::restore_hba(s).map_err(text)?;
+                    if s.pg_hba == HbaFile::Named {
+                        // `hba_file` takes a restart.
+                        pm.stop(StopMode::Fast, STOP_LIMIT).await.map_err(text)?;
+                        sql.disconnect().await;
+                        pm.start(s, &StartRole::Primary).await.map_err(text)?;
+                    } else {
+                        rampart_pg::write_config(s, &StartRole::Primary).map_err(text)?;
+                        sql.reload().await.map_err(text)?;
+                    }
                 }
             }
-            sql.create_roles(s, &ctx.extra_users).await.map_err(text)?;
             if let Some(cmd) = &ctx.post_bootstrap {
                 super::custom_bootstrap::post_bootstrap(cmd, s).await?;
             }

@@ -17,7 +17,7 @@ use rampart_config::Config;
 use rampart_core::hot_standby::{raise_for_replica, Raise, Values};
 use rampart_core::{DynamicConfig, NodeSettings, StartRole};
 use rampart_dcs::EtcdOptions;
-use rampart_pg::{Credentials, LocalConnect, PgSettings};
+use rampart_pg::{Credentials, HbaFile, LocalConnect, PgSettings};
 use serde_json::Value;
 
 /// The version of Patroni whose key formats and REST API we reproduce; published in member keys
@@ -145,7 +145,7 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> PgSettings {
     s.superuser = creds(&pg.authentication.superuser);
     s.replication = creds(&pg.authentication.replication);
     s.rewind = pg.authentication.rewind.as_ref().map(creds);
-    s.pg_hba = if pg.pg_hba.is_empty() { cfg.bootstrap.pg_hba.clone() } else { pg.pg_hba.clone() };
+    s.pg_hba = hba_file(cfg, dynamic, &s.parameters);
     if let Some(p) = &pg.pgpass {
         s.pgpass = p.clone();
     }
@@ -154,6 +154,27 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> PgSettings {
     s.basebackup_args = pg.replica_creation.basebackup_args.clone();
     s.recovery_conf = recovery_conf(cfg, dynamic, &s.parameters);
     s
+}
+
+/// Who writes pg_hba.conf, as Patroni decides it: nobody when the `hba_file` parameter names a
+/// file; the agent from `postgresql.pg_hba` (the member's, else the dynamic configuration's) when
+/// there is one; otherwise the file in the data directory is the operator's (`bootstrap.pg_hba`
+/// is appended to it once, after the bootstrap).
+pub fn hba_file(cfg: &Config, dynamic: &DynamicConfig, parameters: &BTreeMap<String, String>) -> HbaFile {
+    if parameters.keys().any(|k| k.eq_ignore_ascii_case("hba_file")) {
+        return HbaFile::Named;
+    }
+    if !cfg.postgresql.pg_hba.is_empty() {
+        return HbaFile::Managed(cfg.postgresql.pg_hba.clone());
+    }
+    let shared: Vec<String> = match dynamic.postgresql.extra.get("pg_hba") {
+        Some(serde_json::Value::Array(lines)) => lines.iter().filter_map(|l| l.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    match shared.is_empty() {
+        true => HbaFile::InDataDir,
+        false => HbaFile::Managed(shared),
+    }
 }
 
 /// What replicas recover with besides streaming: the dynamic `postgresql.recovery_conf` with the
@@ -255,7 +276,7 @@ postgresql:
             LocalConnect::Socket(PathBuf::from("/tmp/x/data/.")),
             "relative socket dir is under data_dir"
         );
-        assert_eq!(s.pg_hba, vec!["host all all 127.0.0.1/32 scram-sha-256".to_string()]);
+        assert_eq!(s.pg_hba, HbaFile::InDataDir, "bootstrap.pg_hba is appended after initdb, never written");
         assert!(!s.use_slots);
         assert_eq!(s.pgpass, PathBuf::from("/tmp/x/pgpass"));
         assert_eq!(s.superuser.password.as_deref(), Some("supersecret"));
@@ -268,6 +289,20 @@ postgresql:
         let mut mine = c.clone();
         mine.postgresql.parameters.insert("wal_receiver_timeout".into(), Value::String("1min".into()));
         assert_eq!(parameters(&mine, &d)["wal_receiver_timeout"], "1min", "an operator's value wins");
+    }
+
+    #[test]
+    fn pg_hba_is_written_from_postgresql_pg_hba_left_to_the_operator_otherwise_as_in_patroni() {
+        let mut c = cfg();
+        let mut d = c.bootstrap_dcs();
+        let hba = |c: &Config, d: &DynamicConfig| pg_settings(c, d).pg_hba;
+        assert_eq!(hba(&c, &d), HbaFile::InDataDir);
+        d.postgresql.extra.insert("pg_hba".into(), serde_json::json!(["host all all 10.0.0.0/8 md5"]));
+        assert_eq!(hba(&c, &d), HbaFile::Managed(vec!["host all all 10.0.0.0/8 md5".into()]), "the dynamic lines");
+        c.postgresql.pg_hba = vec!["local all all peer".into()];
+        assert_eq!(hba(&c, &d), HbaFile::Managed(vec!["local all all peer".into()]), "the member's win");
+        c.postgresql.parameters.insert("HBA_file".into(), Value::String("/etc/postgresql/pg_hba.conf".into()));
+        assert_eq!(hba(&c, &d), HbaFile::Named, "a file the parameter names is never written");
     }
 
     #[test]

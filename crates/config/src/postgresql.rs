@@ -181,14 +181,14 @@ impl Postgresql {
             }
         }
 
-        // Patroni leaves pg_hba.conf alone when `hba_file` names another file; Rampart always
-        // writes `<data_dir>/pg_hba.conf` and points `hba_file` at it, so a file managed by hand
-        // (say, when moving a Patroni cluster over) would silently stop applying.
-        if let Some(name) = parameters.keys().find(|k| k.eq_ignore_ascii_case("hba_file")) {
+        // As in Patroni, a file `hba_file` names is the operator's: Rampart neither writes it nor
+        // writes postgresql.pg_hba anywhere else.
+        let hba_file = parameters.keys().any(|k| k.eq_ignore_ascii_case("hba_file"));
+        if hba_file && raw.pg_hba.as_ref().is_some_and(|l| !l.is_empty()) {
             c.warn(
-                &["postgresql", "parameters", name.as_str()],
-                "is ignored: Rampart writes <data_dir>/pg_hba.conf from postgresql.pg_hba (else \
-                 bootstrap.pg_hba) and uses that one; put the lines of your file into postgresql.pg_hba",
+                &["postgresql", "pg_hba"],
+                "is ignored: postgresql.parameters.hba_file names the file PostgreSQL reads, which Rampart \
+                 leaves alone; remove one of the two",
             );
         }
 

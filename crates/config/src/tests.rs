@@ -729,14 +729,18 @@ postgresql:
 }
 
 #[test]
-fn an_hba_file_parameter_is_reported_as_ignored() {
-    let text = format!("{MINIMAL}  parameters: {{hba_file: /etc/postgresql/pg_hba.conf}}\n");
-    let loaded = crate::parse(&text, "n1.yml", std::iter::empty()).unwrap();
+fn an_hba_file_parameter_beside_pg_hba_makes_pg_hba_reported_as_ignored() {
+    let named = format!("{MINIMAL}  parameters: {{hba_file: /etc/postgresql/pg_hba.conf}}\n");
+    let loaded = crate::parse(&named, "n1.yml", std::iter::empty()).unwrap();
+    assert!(
+        !loaded.warnings.iter().any(|w| w.contains("hba_file")),
+        "a file of its own is fine: {:?}",
+        loaded.warnings
+    );
+    let both = format!("{named}  pg_hba: [\"local all all peer\"]\n");
+    let loaded = crate::parse(&both, "n1.yml", std::iter::empty()).unwrap();
     let w = loaded.warnings.iter().find(|w| w.contains("hba_file")).expect("a warning");
-    assert!(w.starts_with("n1.yml:"), "{w}");
-    assert!(w.contains("is ignored") && w.contains("postgresql.pg_hba"), "{w}");
-    let plain = crate::parse(MINIMAL, "n1.yml", std::iter::empty()).unwrap();
-    assert!(!plain.warnings.iter().any(|w| w.contains("hba_file")), "{:?}", plain.warnings);
+    assert!(w.starts_with("n1.yml:") && w.contains("postgresql.pg_hba: is ignored"), "{w}");
 }
 
 #[test]

@@ -295,14 +295,16 @@ impl NodeConfig {
             line(self.dcs_yaml.trim_end().to_string());
         }
         line("  initdb:".into());
-        line("    - auth: scram-sha-256".into());
+        // Trust over the Unix socket (the agent, pgBackRest, local administration), SCRAM over TCP:
+        // initdb writes these rules, and `bootstrap.pg_hba` below is appended after them.
+        line("    - auth-local: trust".into());
+        line("    - auth-host: scram-sha-256".into());
         line("    - encoding: UTF8".into());
         line("    - data-checksums".into());
         for option in &self.initdb_options {
             line(format!("    - {option}"));
         }
         line("  pg_hba:".into());
-        line("    - local all all trust".into());
         line(format!("    - host replication {} {} scram-sha-256", self.replication.username, self.client_net));
         line(format!("    - host all all {} scram-sha-256", self.client_net));
         if !self.bootstrap_yaml.is_empty() {

@@ -6,8 +6,9 @@
 //! * every value is quoted for the layer it lands in (libpq conninfo, then `postgresql.conf`), so
 //!   no host, user, path or parameter value can break out of its field;
 //! * each parameter appears once, so what the file says is what PostgreSQL uses;
-//! * `listen_addresses`, `port` and `hba_file` always come from [`PgSettings`], never from user
-//!   parameters, because the agent and the other members depend on them;
+//! * `listen_addresses` and `port` always come from [`PgSettings`], never from user parameters,
+//!   because the agent and the other members depend on them; `hba_file` is `<data_dir>/pg_hba.conf`
+//!   unless a parameter names another file;
 //! * recovery settings (`primary_conninfo`, `primary_slot_name`, `recovery_target_timeline`) come
 //!   only from the requested role; a replica's `recovery_conf` settings win over parameters of the
 //!   same name, and its recovery targets are always empty ([`crate::recovery`]).
@@ -27,19 +28,8 @@ pub const MANAGED_HEADER: &str =
 /// Where initdb's original `postgresql.conf` is kept; the managed file includes it first.
 pub const BASE_CONF: &str = "postgresql.base.conf";
 
-/// `pg_hba.conf` when the settings give no lines: trust over the Unix socket (the agent and local
-/// administration), SCRAM over loopback for everything including replication.
-pub const DEFAULT_HBA: &[&str] = &[
-    "local   all          all                 trust",
-    "local   replication  all                 trust",
-    "host    all          all   127.0.0.1/32  scram-sha-256",
-    "host    all          all   ::1/128       scram-sha-256",
-    "host    replication  all   127.0.0.1/32  scram-sha-256",
-    "host    replication  all   ::1/128       scram-sha-256",
-];
-
 /// Parameters set from [`PgSettings`] that user parameters may not override.
-const FORCED: &[&str] = &["listen_addresses", "port", "hba_file"];
+const FORCED: &[&str] = &["listen_addresses", "port"];
 
 /// Parameters that only the requested role decides.
 const RECOVERY: &[&str] = &["primary_conninfo", "primary_slot_name", "recovery_target_timeline"];
@@ -99,12 +89,9 @@ pub fn effective_parameters(settings: &PgSettings, role: &StartRole) -> Result<V
         user.insert(name.to_ascii_lowercase(), value.clone());
     }
     convert_wal_keep_segments(&mut user)?;
-    let forced = [
-        ("listen_addresses", settings.listen_hosts.join(",")),
-        ("port", settings.port.to_string()),
-        ("hba_file", settings.data_dir.join("pg_hba.conf").display().to_string()),
-    ];
+    let forced = [("listen_addresses", settings.listen_hosts.join(",")), ("port", settings.port.to_string())];
     let mut defaults: Vec<(&str, String)> = vec![
+        ("hba_file", settings.data_dir.join("pg_hba.conf").display().to_string()),
         ("wal_level", "replica".into()),
         ("hot_standby", "on".into()),
         ("max_wal_senders", "10".into()),
@@ -195,19 +182,52 @@ pub fn render_postgresql_conf(settings: &PgSettings, role: &StartRole) -> Result
     Ok(s)
 }
 
-/// `pg_hba.conf` from the configured lines, or [`DEFAULT_HBA`] when there are none.
+/// A managed `pg_hba.conf` (`postgresql.pg_hba`): the configured lines under a header.
 pub fn render_hba(lines: &[String]) -> String {
-    let mut s = String::from("# Managed by Rampart: rewritten at every start and follow.\n");
-    if lines.is_empty() {
-        for l in DEFAULT_HBA {
-            s.push_str(l);
-            s.push('\n');
-        }
-    } else {
-        for l in lines {
-            s.push_str(l.trim_end());
-            s.push('\n');
-        }
+    let mut s = String::from("# Managed by Rampart from postgresql.pg_hba: rewritten at every start and reload.\n");
+    for l in lines {
+        s.push_str(l.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// The `pg_hba.conf` of a custom bootstrap's first start, as Patroni writes it: the restored
+/// cluster's passwords are unknown, so the superuser (and the replication role) may connect the
+/// way the agent does without one until the bootstrap has set the configured passwords; then the
+/// operator's file comes back.
+pub fn bootstrap_trust_hba(settings: &PgSettings) -> Vec<String> {
+    let (superuser, replication) = (&settings.superuser.username, &settings.replication.username);
+    let mut lines = vec![
+        format!("local replication {} trust", hba_name(replication)),
+        format!("local all {} trust", hba_name(superuser)),
+    ];
+    if let LocalConnect::Tcp(host) = &settings.local {
+        let net = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(_)) => format!("{host}/128"),
+            Ok(std::net::IpAddr::V4(_)) => format!("{host}/32"),
+            // A name: pg_hba.conf takes host names too.
+            Err(_) => host.clone(),
+        };
+        lines.push(format!("host all {} {net} trust", hba_name(superuser)));
+    }
+    lines
+}
+
+/// A role name as a pg_hba.conf field: double-quoted, so no name can become a keyword or a list
+/// (pg_hba.conf has no escape for a double quote inside a name: one is doubled, which keeps the
+/// line whole and matches no role).
+fn hba_name(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What the bootstrap appends to the `pg_hba.conf` initdb (or a custom bootstrap) left: the
+/// `bootstrap.pg_hba` lines after a blank line, as Patroni's `append_pg_hba` writes them.
+pub fn appended_hba(lines: &[String]) -> String {
+    let mut s = String::from("\n# bootstrap.pg_hba, appended by Rampart after the bootstrap\n");
+    for l in lines {
+        s.push_str(l.trim_end());
+        s.push('\n');
     }
     s
 }
@@ -493,6 +513,11 @@ mod tests {
              shared_buffers = '256MB'\n"
         );
         assert_eq!(text, expected);
+        // A file of the operator's own, as Patroni's `hba_file`.
+        s.parameters.insert("hba_file".into(), "/etc/postgresql/15/main/pg_hba.conf".into());
+        let text = render_postgresql_conf(&s, &StartRole::Primary).unwrap();
+        assert!(text.contains("\nhba_file = '/etc/postgresql/15/main/pg_hba.conf'\n"), "{text}");
+        assert_eq!(text.matches("hba_file").count(), 1, "{text}");
     }
 
     #[test]
@@ -679,11 +704,19 @@ mod tests {
 
     #[test]
     fn hba() {
-        let default = render_hba(&[]);
-        assert!(default.contains("local   all          all                 trust\n"));
-        assert!(default.contains("host    replication  all   127.0.0.1/32  scram-sha-256\n"));
-        let custom = render_hba(&["host all all 0.0.0.0/0 md5  ".into()]);
-        assert!(custom.ends_with("\nhost all all 0.0.0.0/0 md5\n"));
-        assert!(!custom.contains("trust"));
+        let managed = render_hba(&["host all all 0.0.0.0/0 md5  ".into(), "local all all peer".into()]);
+        assert!(managed.starts_with("# Managed by Rampart"));
+        assert!(managed.ends_with("\nhost all all 0.0.0.0/0 md5\nlocal all all peer\n"), "{managed}");
+        let mut s = PgSettings::new("n1", "/d");
+        s.superuser.username = "ad\"min".into();
+        assert_eq!(
+            bootstrap_trust_hba(&s),
+            ["local replication \"replicator\" trust", "local all \"ad\"\"min\" trust"]
+        );
+        s.local = LocalConnect::Tcp("127.0.0.1".into());
+        assert_eq!(bootstrap_trust_hba(&s)[2], "host all \"ad\"\"min\" 127.0.0.1/32 trust");
+        let appended = appended_hba(&["host replication repl 10.0.0.0/8 scram-sha-256".into()]);
+        assert!(appended.starts_with("\n#"), "a blank line after initdb's last line: {appended}");
+        assert!(appended.ends_with("\nhost replication repl 10.0.0.0/8 scram-sha-256\n"), "{appended}");
     }
 }

@@ -17,10 +17,10 @@ use std::path::Path;
 
 use rampart_core::StartRole;
 
-use crate::conf::{render_hba, render_pgpass, render_postgresql_conf, BASE_CONF, MANAGED_HEADER};
+use crate::conf::{appended_hba, render_hba, render_pgpass, render_postgresql_conf, BASE_CONF, MANAGED_HEADER};
 use crate::error::{PgError, Result};
 use crate::recovery::RecoveryFiles;
-use crate::settings::PgSettings;
+use crate::settings::{HbaFile, PgSettings};
 
 /// Marker file that makes PostgreSQL start as a standby.
 pub const STANDBY_SIGNAL: &str = "standby.signal";
@@ -28,7 +28,7 @@ pub const STANDBY_SIGNAL: &str = "standby.signal";
 /// Marker file that makes PostgreSQL recover from the archive, then promote.
 pub const RECOVERY_SIGNAL: &str = "recovery.signal";
 
-/// Writes `postgresql.conf`, `pg_hba.conf`, the signal files (`standby.signal` for replicas, none
+/// Writes `postgresql.conf`, `pg_hba.conf` when it is managed ([`HbaFile::Managed`]), the signal files (`standby.signal` for replicas, none
 /// for primaries; see [`RecoveryFiles`] for a custom bootstrap's first start) and the password file
 /// for `role`, and removes recovery settings other tools left in `postgresql.auto.conf`.
 /// PostgreSQL reads them at its next start or reload.
@@ -40,7 +40,6 @@ pub const RECOVERY_SIGNAL: &str = "recovery.signal";
 pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
     let settings = &without_refused_parameters(settings);
     let conf = render_postgresql_conf(settings, role)?;
-    let hba = render_hba(&settings.pg_hba);
     let dir = &settings.data_dir;
     if !dir.join("PG_VERSION").is_file() {
         return Err(PgError::DataDir {
@@ -50,7 +49,9 @@ pub fn write_config(settings: &PgSettings, role: &StartRole) -> Result<()> {
     }
     preserve_base_conf(dir)?;
     write_atomic(&dir.join("postgresql.conf"), conf.as_bytes(), 0o600)?;
-    write_atomic(&dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
+    if let HbaFile::Managed(lines) = &settings.pg_hba {
+        write_atomic(&dir.join("pg_hba.conf"), render_hba(lines).as_bytes(), 0o600)?;
+    }
     if settings.recovery_files != RecoveryFiles::AsLeft {
         clean_auto_conf(dir)?;
     }
@@ -149,6 +150,51 @@ fn without_refused_parameters(settings: &PgSettings) -> std::borrow::Cow<'_, PgS
     std::borrow::Cow::Owned(kept)
 }
 
+/// After a bootstrap, appends `bootstrap.pg_hba` to the `pg_hba.conf` initdb or a custom bootstrap
+/// left in the data directory when that file is the operator's ([`HbaFile::InDataDir`]), as
+/// Patroni's `append_pg_hba`; a managed or named file is left alone. Nothing to append, nothing
+/// written.
+pub fn append_hba(settings: &PgSettings, lines: &[String]) -> Result<()> {
+    if settings.pg_hba != HbaFile::InDataDir || lines.is_empty() {
+        return Ok(());
+    }
+    let path = settings.data_dir.join("pg_hba.conf");
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| PgError::io("opening", &path, e))?;
+    f.write_all(appended_hba(lines).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| PgError::io("appending bootstrap.pg_hba to", &path, e))
+}
+
+/// Where the operator's `pg_hba.conf` waits while a custom bootstrap's first start runs with
+/// [`crate::conf::bootstrap_trust_hba`].
+const HBA_SET_ASIDE: &str = "pg_hba.conf.rampart-bootstrap";
+
+/// Before a custom bootstrap's first start: keeps the data directory's `pg_hba.conf` aside (a
+/// copy, so a crash leaves the original in place until the trust file replaces it).
+pub fn set_hba_aside(settings: &PgSettings) -> Result<()> {
+    let (from, to) = (settings.data_dir.join("pg_hba.conf"), settings.data_dir.join(HBA_SET_ASIDE));
+    match fs::read(&from) {
+        Ok(text) => write_atomic(&to, &text, 0o600),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PgError::io("reading", from, e)),
+    }
+}
+
+/// After a custom bootstrap: puts the file [`set_hba_aside`] kept back in place (the managed
+/// file is written by [`write_config`] instead).
+pub fn restore_hba(settings: &PgSettings) -> Result<()> {
+    let (from, to) = (settings.data_dir.join(HBA_SET_ASIDE), settings.data_dir.join("pg_hba.conf"));
+    match fs::rename(&from, &to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::io("restoring pg_hba.conf from", from, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes the libpq password file (mode 0600) with the configured credentials.
 pub fn write_pgpass(settings: &PgSettings) -> Result<()> {
     write_atomic(&settings.pgpass, render_pgpass(settings).as_bytes(), 0o600)
@@ -230,13 +276,39 @@ mod tests {
         write_config(&s, &StartRole::Primary).unwrap();
         assert_eq!(fs::read_to_string(dir.join(BASE_CONF)).unwrap(), "shared_buffers = 128MB # initdb\n");
         assert!(!dir.join(STANDBY_SIGNAL).exists());
-        assert!(fs::read_to_string(dir.join("pg_hba.conf")).unwrap().contains("scram-sha-256"));
+        assert!(!dir.join("pg_hba.conf").exists(), "the data directory's pg_hba.conf is the operator's");
         let leftovers: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with("rampart-tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn pg_hba_conf_is_written_only_when_managed_and_bootstrap_lines_are_appended_only_to_the_operators() {
+        let (_d, mut s) = fake_data_dir();
+        let hba = s.data_dir.join("pg_hba.conf");
+        fs::write(&hba, "local all all trust\n").unwrap();
+        let lines = vec!["host all all 10.0.0.0/8 scram-sha-256".to_string()];
+        for who in [HbaFile::Named, HbaFile::Managed(vec!["local all all peer".into()])] {
+            s.pg_hba = who;
+            append_hba(&s, &lines).unwrap();
+            assert_eq!(fs::read_to_string(&hba).unwrap(), "local all all trust\n");
+        }
+        s.pg_hba = HbaFile::InDataDir;
+        append_hba(&s, &lines).unwrap();
+        let appended = fs::read_to_string(&hba).unwrap();
+        assert!(appended.starts_with("local all all trust\n\n"), "{appended}");
+        assert!(appended.ends_with("\nhost all all 10.0.0.0/8 scram-sha-256\n"), "{appended}");
+        write_config(&s, &StartRole::Primary).unwrap();
+        assert_eq!(fs::read_to_string(&hba).unwrap(), appended, "never rewritten");
+        s.pg_hba = HbaFile::Named;
+        write_config(&s, &StartRole::Primary).unwrap();
+        assert_eq!(fs::read_to_string(&hba).unwrap(), appended);
+        s.pg_hba = HbaFile::Managed(vec!["local all all peer".into()]);
+        write_config(&s, &StartRole::Primary).unwrap();
+        assert!(fs::read_to_string(&hba).unwrap().ends_with("\nlocal all all peer\n"));
     }
 
     #[test]

@@ -41,14 +41,14 @@ pub mod sql;
 mod tls;
 pub mod tools;
 
-pub use configure::{write_config, write_pgpass};
+pub use configure::{append_hba, restore_hba, set_hba_aside, write_config, write_pgpass};
 pub use error::{PgError, Result};
 pub use history::read_history;
 pub use observe::observe_local;
 pub use process::{LastExit, Postmaster, PostmasterState, StopOutcome};
 pub use recovery::RecoveryFiles;
 pub use remote::check_rewind_source;
-pub use settings::{Credentials, LocalConnect, PgSettings};
+pub use settings::{Credentials, HbaFile, LocalConnect, PgSettings};
 pub use slot_copy::{install_slot_states, read_slot_states};
 pub use sql::{ExtraUser, PendingRestart, Probe, ReplicationPeer, SlotReport, Sql};
 pub use tools::{

@@ -102,10 +102,10 @@ pub struct PgSettings {
     /// The role pg_rewind connects as; `None` uses the superuser.
     pub rewind: Option<Credentials>,
     /// Extra `postgresql.conf` parameters. They win over Rampart's defaults, except
-    /// `listen_addresses`, `port` and `hba_file`, which always come from these settings.
+    /// `listen_addresses` and `port`, which always come from these settings.
     pub parameters: BTreeMap<String, String>,
-    /// `pg_hba.conf` lines; empty means [`crate::conf::DEFAULT_HBA`].
-    pub pg_hba: Vec<String>,
+    /// Who writes the server's `pg_hba.conf`.
+    pub pg_hba: HbaFile,
     /// The password file written for libpq (`passfile` in `primary_conninfo`).
     pub pgpass: PathBuf,
     /// Stream through a physical replication slot named after the member.
@@ -121,6 +121,21 @@ pub struct PgSettings {
     pub recovery_conf: BTreeMap<String, String>,
     /// What is done with recovery files other tools left in the data directory.
     pub recovery_files: crate::recovery::RecoveryFiles,
+}
+
+/// Who writes the host-based authentication file, as Patroni decides it (`replace_pg_hba`,
+/// `append_pg_hba`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HbaFile {
+    /// `postgresql.pg_hba`: the agent writes `<data_dir>/pg_hba.conf` from these lines at every
+    /// start and configuration change.
+    Managed(Vec<String>),
+    /// `<data_dir>/pg_hba.conf` belongs to the operator: initdb's file with `bootstrap.pg_hba`
+    /// appended once after the bootstrap ([`crate::append_hba`]), or the copy a clone brought from
+    /// its source. The agent never rewrites it.
+    InDataDir,
+    /// The `hba_file` parameter names another file, which the agent never writes.
+    Named,
 }
 
 impl PgSettings {
@@ -145,7 +160,7 @@ impl PgSettings {
             replication: Credentials::without_password("replicator"),
             rewind: None,
             parameters: BTreeMap::new(),
-            pg_hba: Vec::new(),
+            pg_hba: HbaFile::InDataDir,
             pgpass,
             use_slots: true,
             start_timeout: Duration::from_secs(60),

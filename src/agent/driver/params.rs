@@ -17,16 +17,20 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use rampart_core::observe::LocalPg;
 use rampart_core::{ActionResult, Cluster, StartRole};
-use rampart_pg::{PendingRestart, Probe};
+use rampart_pg::{HbaFile, PendingRestart, PgSettings, Probe};
 use tracing::{info, warn};
 
 use super::{settings, Agent, SYNC_NAMES_APPLY_LIMIT};
 use crate::agent::ports::{Control, DataFiles, Ports};
 
+/// The parts of the settings a rewrite and reload apply: the parameters and who writes which
+/// pg_hba.conf lines (a changed `postgresql.pg_hba` is applied like a changed parameter).
+type Applied = (BTreeMap<String, String>, HbaFile);
+
 /// What was last applied.
 #[derive(Default)]
 pub(in crate::agent) struct ParamState {
-    applied: Option<BTreeMap<String, String>>,
+    applied: Option<Applied>,
     /// PostgreSQL reports a parameter change waiting for a restart.
     /// Parameters PostgreSQL reports waiting for a restart, with their running and their next
     /// value (published as Patroni's `pending_restart_reason`).
@@ -48,8 +52,12 @@ impl ParamState {
     }
 }
 
+fn applied(s: &PgSettings) -> Applied {
+    (s.parameters.clone(), s.pg_hba.clone())
+}
+
 impl<P: Ports> Agent<P> {
-    /// Writes and reloads changed parameters; refreshes `pending_restart`.
+    /// Writes and reloads changed parameters and pg_hba lines; refreshes `pending_restart`.
     pub(in crate::agent) async fn apply_parameters(
         &mut self,
         local: &LocalPg,
@@ -73,7 +81,7 @@ impl<P: Ports> Agent<P> {
             None => (self.pg_settings(), Vec::new()),
         };
         self.params.raised = !raised.is_empty();
-        if self.params.applied.as_ref() != Some(&s.parameters) {
+        if self.params.applied != Some(applied(&s)) {
             if let Some(role) = role {
                 let first = self.params.applied.is_none();
                 match self.pg.write_config(&s, &role) {
@@ -82,7 +90,7 @@ impl<P: Ports> Agent<P> {
                             if !first {
                                 info!("PostgreSQL parameters changed: configuration rewritten and reloaded");
                             }
-                            self.params.applied = Some(s.parameters.clone());
+                            self.params.applied = Some(applied(&s));
                         }
                         Err(e) => warn!(error = %e, "could not reload PostgreSQL"),
                     },
@@ -125,7 +133,7 @@ impl<P: Ports> Agent<P> {
         let s = self.pg_settings_for(&role);
         self.pg.write_config(&s, &role)?;
         self.pg.reload().await?;
-        self.params.applied = Some(s.parameters.clone());
+        self.params.applied = Some(applied(&s));
         let shown = self.pg.wait_for_synchronous_standby_names(names, SYNC_NAMES_APPLY_LIMIT).await;
         if !matches!(shown, Ok(true)) {
             self.core.advance(ActionResult::SyncNamesUnconfirmed(names.to_string()));
