@@ -16,6 +16,7 @@ mod cli;
 mod demo;
 mod logging;
 mod proxy;
+mod vip;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::address::AddressKeeper;
 use super::backend::Queued;
 use super::jobs::{JobContext, RunningJob};
 use super::ports::{Control, DataFiles, PortSet, Ports, Server, WallClock};
@@ -57,6 +58,9 @@ const SHUTDOWN_DCS_BOUND: Duration = Duration::from_secs(2);
 const STANDBY_CLUSTER_WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long a reloaded `synchronous_standby_names` may take to show in the server.
 const SYNC_NAMES_APPLY_LIMIT: Duration = Duration::from_secs(3);
+/// The longest giving up the virtual address may take (`if_down_cmd` included); a leader's is
+/// bounded by its fencing deadline as well.
+const ADDRESS_GIVE_UP_LIMIT: Duration = Duration::from_secs(10);
 
 /// What one cycle saw, kept for publishing.
 struct Seen {
@@ -103,6 +107,8 @@ pub struct Agent<P: Ports> {
     failsafe_inbox: super::failsafe::Inbox,
     /// The leader's watchdog (armed only while leading a primary).
     watchdog: Watchdog<P::Watchdog>,
+    /// The virtual address (`vip`), when configured.
+    address: Option<AddressKeeper<P::Address>>,
     /// When the watchdog must be armed.
     watchdog_rules: WatchdogRules,
     /// The hot-standby-critical settings of the control file, as last observed: a replica's
@@ -125,12 +131,14 @@ impl<P: Ports> Agent<P> {
         requests: mpsc::Receiver<Queued>,
     ) -> Agent<P> {
         let node = settings::node_settings(&cfg);
+        let address = ports.address.zip(cfg.vip.as_ref()).map(|(port, vip)| AddressKeeper::new(port, vip));
         let mut watchdog = Watchdog::new(cfg.watchdog.clone(), ports.watchdog);
         watchdog.check_at_start(node.bootstrap_dcs.ttl);
         let core = HaNode::new(node);
         let probe = ports.peers;
         Agent {
             watchdog,
+            address,
             watchdog_rules: WatchdogRules::CORE,
             cfg,
             dcs: ports.dcs,
@@ -346,7 +354,15 @@ impl<P: Ports> Agent<P> {
         // The lease follows the dynamic ttl; the change takes effect at the next lease write.
         self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
+        // Given up before the plan stops, demotes or hands over; taken once it has run (rule:
+        // rampart_core::address::may_hold).
+        if !plan.holds_address {
+            self.apply_address(false).await;
+        }
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
+        if plan.holds_address {
+            self.apply_address(true).await;
+        }
         if let Some(answer) = &plan.answer {
             self.answer(answer);
         }
@@ -358,6 +374,18 @@ impl<P: Ports> Agent<P> {
         let seen = Seen { local, probe, cluster, job: self.job.as_ref().map(RunningJob::kind) };
         self.publish(&seen).await;
         Ok(plan)
+    }
+
+    /// Makes the host hold the virtual address or not; giving it up must end before the
+    /// fencing deadline.
+    async fn apply_address(&mut self, hold: bool) {
+        let limit = match self.core.fence_deadline() {
+            Some(f) => self.instant(f).saturating_duration_since(Instant::now()),
+            None => ADDRESS_GIVE_UP_LIMIT,
+        };
+        if let Some(a) = &mut self.address {
+            a.apply(hold, limit.min(ADDRESS_GIVE_UP_LIMIT)).await;
+        }
     }
 
     async fn fetch_peers(&self, c: &Cluster) -> Vec<PeerReport> {
@@ -675,6 +703,10 @@ impl<P: Ports> Agent<P> {
         if standby_leader {
             member.role = rampart_core::Role::StandbyLeader;
         }
+        // `list` shows which host has the virtual address.
+        if let Some(vip) = self.address.as_ref().map(AddressKeeper::state).filter(|v| v.held) {
+            member.extra.insert("vip".into(), serde_json::Value::String(vip.address));
+        }
         if self.params.pending_restart() {
             member.pending_restart = Some(true);
             member
@@ -720,6 +752,7 @@ impl<P: Ports> Agent<P> {
         snap.failsafe_topology = self.last_failsafe.clone();
         snap.failsafe_active = self.failsafe_active();
         snap.watchdog_failed = self.watchdog.unusable(Instant::now(), dynamic.ttl).is_some();
+        snap.vip = self.address.as_ref().map(AddressKeeper::state);
         self.snap.send_replace(snap);
         // After the snapshot, and not at all when etcd failed this cycle: a write to an etcd
         // that does not answer waits its whole deadline, and the REST API (failsafe mode's
@@ -780,6 +813,8 @@ impl<P: Ports> Agent<P> {
         };
         let plan = self.core.decide_shutdown(&obs);
         info!(signal = signal.name(), "{}", plan.message);
+        // A stopping agent holds no address, whatever becomes of PostgreSQL.
+        self.apply_address(false).await;
         let dcs_answered = cluster.is_ok();
         let cluster = cluster.ok();
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;

@@ -10,6 +10,7 @@
 //! adapter settings), [`driver`] (the loop), [`jobs`] (long actions), [`ports`] (what the loop touches, as traits), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
 //! [`signals`] (stop and reload requests).
 
+pub mod address;
 pub mod backend;
 pub mod callbacks;
 pub mod custom_bootstrap;
@@ -158,6 +159,7 @@ async fn start(cfg: rampart_config::Config, source: driver::reload::ConfigSource
         dcs,
         pg: ports::real::LocalServer::new(pm, &pg),
         watchdog: watchdog::LinuxWatchdog::default(),
+        address: cfg.vip.clone().map(crate::vip::HostAddress::new),
         clock: ports::real::SystemClock,
         peers: peer_probe,
     };

@@ -8,6 +8,7 @@
 //!   ([`Jobs`]: the job runner of [`super::jobs`] is the real one);
 //! * the peers' REST API: [`rampart_api::MemberProbe`] (already a trait);
 //! * the watchdog device: [`WatchdogDevice`];
+//! * the virtual address on this host: [`VirtualAddress`];
 //! * the clock: monotonic time is tokio's [`tokio::time::Instant`] (paused test time is virtual
 //!   time), wall-clock time is [`WallClock`].
 //!
@@ -121,6 +122,18 @@ pub trait WatchdogDevice: Send {
     fn disarm(&mut self);
 }
 
+/// The virtual address on this host (`vip`): what the host has, taking it, giving it up.
+pub trait VirtualAddress: Send {
+    /// Whether this host has the address now.
+    fn held(&self) -> Result<bool, String>;
+
+    /// Takes the address (and announces it).
+    fn take(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Gives the address up within `limit`.
+    fn give_up(&mut self, limit: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// Wall-clock time, for what is compared with times people wrote (scheduled restarts and
 /// switchovers) and for what the REST API shows.
 pub trait WallClock: Send + Sync {
@@ -136,6 +149,8 @@ pub trait Ports: 'static {
     type Pg: Server + Control + DataFiles + Jobs<Self::Dcs> + Clone + 'static;
     /// The watchdog device.
     type Watchdog: WatchdogDevice;
+    /// The virtual address.
+    type Address: VirtualAddress;
     /// The wall clock.
     type Clock: WallClock;
 }
@@ -148,6 +163,8 @@ pub struct PortSet<P: Ports> {
     pub pg: P::Pg,
     /// The watchdog device.
     pub watchdog: P::Watchdog,
+    /// The virtual address, when the configuration has a `vip` section.
+    pub address: Option<P::Address>,
     /// The wall clock.
     pub clock: P::Clock,
     /// The peers' REST API.

@@ -165,6 +165,8 @@ pub struct Row {
     pub is_leader: bool,
     /// The member this one streams from, when tagged so.
     pub replicatefrom: Option<String>,
+    /// The virtual address its host has (`vip`), as its agent published it.
+    pub vip: Option<String>,
 }
 
 fn synchronous_mode(cluster: &Cluster) -> Option<String> {
@@ -275,6 +277,7 @@ pub fn rows(cluster: &Cluster) -> Vec<Row> {
                 tags: serde_json::to_value(&m.data.tags).unwrap_or_else(|_| json!({})),
                 is_leader,
                 replicatefrom: m.data.tags.replicatefrom.clone(),
+                vip: m.data.extra.get("vip").and_then(Value::as_str).map(str::to_string),
             }
         })
         .collect()
@@ -346,6 +349,7 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
     let reason = extended || rows.iter().any(|r| !r.pending_reason.is_empty());
     let scheduled = extended || rows.iter().any(|r| r.scheduled_restart.is_some());
     let tags = extended || rows.iter().any(|r| r.tags.as_object().is_some_and(|o| !o.is_empty()));
+    let vip = rows.iter().any(|r| r.vip.is_some());
     let mut columns = vec![
         "Cluster",
         "Member",
@@ -369,6 +373,9 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
     }
     if tags {
         columns.push("Tags");
+    }
+    if vip {
+        columns.push("Virtual IP");
     }
     let sysid = match cluster.initialize.as_deref() {
         None => "uninitialized",
@@ -406,6 +413,9 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
         if tags {
             let empty = r.tags.as_object().is_none_or(|o| o.is_empty());
             cells.push(if empty { Value::Null } else { r.tags.clone() });
+        }
+        if vip {
+            cells.push(r.vip.clone().map(Value::from).unwrap_or(Value::Null));
         }
         t.rows.push(cells);
     }
@@ -578,6 +588,25 @@ mod tests {
             // A proxy's report (Rampart's own key): not a member, no row.
             ("proxies/app-1", r#"{"drain_timeout":5,"drained":"a"}"#),
         ])
+    }
+
+    #[test]
+    fn the_host_with_the_virtual_address_is_shown_when_any_has_it() {
+        let mut c = Cluster {
+            leader: Some(rampart_core::model::Leader { name: "a".into(), lease: 1, mod_revision: 1 }),
+            ..Default::default()
+        };
+        for name in ["a", "b"] {
+            let mut m = rampart_core::model::Member { name: name.into(), data: Default::default(), lease: 1 };
+            m.data.conn_url = format!("postgres://10.0.0.{}:5432/postgres", if name == "a" { 1 } else { 2 });
+            c.members.push(m);
+        }
+        let plain = member_table("pg", &c, false, false);
+        assert!(!plain.columns.iter().any(|col| col == "Virtual IP"));
+        c.members[0].data.extra.insert("vip".into(), json!("10.0.0.100"));
+        let t = member_table("pg", &c, false, false);
+        let col = t.columns.iter().position(|col| col == "Virtual IP").expect("a Virtual IP column");
+        assert_eq!((&t.rows[0][col], &t.rows[1][col]), (&json!("10.0.0.100"), &Value::Null));
     }
 
     #[test]

@@ -72,5 +72,5 @@ pub use query::HealthQuery;
 pub use router::{router, Endpoint};
 pub use security::{Security, SecurityError, SecurityHandle, SecuritySettings};
 pub use server::{serve, serve_with_limits, ServeLimits};
-pub use snapshot::{NodeSnapshot, ReplicationConn};
+pub use snapshot::{NodeSnapshot, ReplicationConn, VipState};
 pub use tls::{ClientCertMode, TlsSettings};

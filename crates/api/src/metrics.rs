@@ -128,6 +128,15 @@ pub fn metrics_text(s: &NodeSnapshot, alive: bool) -> String {
         s.role == Role::StandbyLeader,
     );
     o.flag("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", s.role == Role::Replica);
+    if let Some(vip) = &s.vip {
+        o.flag("rampart_vip_held", "Value is 1 if this node's host has the virtual address, 0 otherwise.", vip.held);
+        o.metric(
+            "rampart_vip_changes_total",
+            "counter",
+            "Times this agent took or gave up the virtual address since it started.",
+            vip.changes,
+        );
+    }
     o.flag(
         "patroni_sync_standby",
         "Value is 1 if this node is a sync standby, 0 otherwise.",
@@ -325,6 +334,19 @@ pub(crate) mod tests {
         assert_eq!(m["rampart_backup_running"], 1.0);
         assert!(!m.contains_key("rampart_backup_last_duration_seconds"));
         assert_eq!(m["rampart_backup_last_success_time"], 500.0, "an old success stays visible");
+    }
+
+    #[test]
+    fn the_virtual_address_is_shown_only_where_configured_with_its_changes() {
+        let now = Instant::now();
+        let m = parse_exposition(&metrics_text(&primary(now), true));
+        assert!(!m.contains_key("rampart_vip_held"), "no vip section, no metric");
+        let vip = crate::VipState { address: "10.0.0.100".into(), held: true, changes: 3 };
+        let s = NodeSnapshot { vip: Some(vip), ..primary(now) };
+        let m = parse_exposition(&metrics_text(&s, true));
+        assert_eq!((m["rampart_vip_held"], m["rampart_vip_changes_total"]), (1.0, 3.0));
+        let status = crate::status_json::patroni_status(&s, true);
+        assert_eq!(status["vip"], serde_json::json!({"address": "10.0.0.100", "held": true}));
     }
 
     #[test]

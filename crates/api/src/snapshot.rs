@@ -31,6 +31,17 @@ pub struct ReplicationConn {
 
 /// Everything the REST API shows or decides on, as last published by the agent.
 ///
+/// The virtual address as this member's host has it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VipState {
+    /// The address.
+    pub address: String,
+    /// Whether this host has it.
+    pub held: bool,
+    /// Times it was taken or given up since the agent started.
+    pub changes: u64,
+}
+
 /// `Default` describes a node that knows nothing yet: not leader, PostgreSQL not running,
 /// no DCS view; every health check answers 503 for it.
 #[derive(Clone, Debug, Default)]
@@ -90,6 +101,8 @@ pub struct NodeSnapshot {
     pub watchdog_failed: bool,
     /// Maintenance mode is on.
     pub paused: bool,
+    /// The virtual address (`vip`), when configured.
+    pub vip: Option<VipState>,
     /// `failsafe_mode` is on in the dynamic configuration in force (kept through DCS outages).
     pub failsafe_mode: bool,
     /// The DCS `failsafe` key as last read (kept through DCS outages, as Patroni's

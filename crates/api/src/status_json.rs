@@ -82,6 +82,9 @@ struct Status<'a> {
     /// member is no candidate for a switchover or failover until it was restarted.
     #[serde(skip_serializing_if = "not")]
     replay_blocked: bool,
+    /// Rampart's own field: the virtual address (`vip`) and whether this member's host has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vip: Option<Value>,
     patroni: PatroniInfo<'a>,
 }
 
@@ -130,6 +133,7 @@ pub fn patroni_status(s: &NodeSnapshot, alive: bool) -> Value {
         failover_backoff: s.failover_backoff,
         watchdog_failed: s.watchdog_failed,
         replay_blocked: replica && s.replay_blocked,
+        vip: s.vip.as_ref().map(|v| serde_json::json!({"address": v.address, "held": v.held})),
         patroni: PatroniInfo { version: &s.api_version, scope: &s.scope, name: &s.name },
     };
     serde_json::to_value(body).unwrap_or(Value::Null)

@@ -18,6 +18,7 @@ use crate::postgresql::Postgresql;
 use crate::proxy::Proxy;
 use crate::raw::RawConfig;
 use crate::restapi::RestApi;
+use crate::vip::Vip;
 use crate::watchdog::Watchdog;
 
 /// Default `namespace`, as in Patroni.
@@ -53,6 +54,8 @@ pub struct Config {
     pub ctl: Ctl,
     /// The watchdog armed while this member leads.
     pub watchdog: Watchdog,
+    /// The virtual address this member holds while it runs the writable primary (`vip`).
+    pub vip: Option<Vip>,
     /// Where and how the agent logs (`log`).
     pub log: LogConfig,
     /// Accepted Patroni sections Rampart does not use.
@@ -98,6 +101,7 @@ impl Config {
         let ctl = Ctl::build(raw.ctl, c)?;
         let proxy = Proxy::build(raw.proxy, c)?;
         let watchdog = Watchdog::build(raw.watchdog, c)?;
+        let vip = Vip::build(raw.vip, &["vip"], c)?;
         let tags = raw.tags.unwrap_or_default().normalized();
         for conflict in tags.conflicts() {
             c.note(&["tags"], conflict);
@@ -114,6 +118,7 @@ impl Config {
             tags,
             ctl,
             watchdog,
+            vip,
             log,
             other: OtherSections { citus: raw.citus },
             proxy,

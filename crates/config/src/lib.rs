@@ -49,6 +49,7 @@ pub mod restapi;
 pub mod secret;
 mod tool_args;
 mod tree;
+pub mod vip;
 pub mod watchdog;
 mod yaml;
 
@@ -72,6 +73,7 @@ pub use proxy_reload::ReloadPlan;
 pub use replica_methods::{CustomReplicaMethod, ReplicaCreation, ReplicaMethod};
 pub use restapi::{ClientCertMode, RestApi};
 pub use secret::{Credentials, Secret};
+pub use vip::Vip;
 pub use watchdog::{Watchdog, WatchdogMode};
 
 use crate::check::Checker;

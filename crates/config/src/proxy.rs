@@ -15,6 +15,7 @@ use crate::error::Problem;
 use crate::proxy_pool::Pooling;
 use crate::proxy_split::LoadBalance;
 use crate::raw::RawProxy;
+use crate::vip::Vip;
 
 /// Default `hold_timeout`: how long a read-write client waits for a leader, in seconds.
 pub const DEFAULT_HOLD_TIMEOUT: u64 = 30;
@@ -61,6 +62,8 @@ pub struct Proxy {
     pub pooling: Pooling,
     /// Read/write splitting on the read-write port (`load_balance` on), if asked for.
     pub load_balance: Option<LoadBalance>,
+    /// The address the proxies sharing it elect one holder of (`proxy.vip`).
+    pub vip: Option<Vip>,
 }
 
 /// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`),
@@ -113,6 +116,7 @@ impl Proxy {
         let Some(mut raw) = raw else { return Ok(None) };
         let pooling = Pooling::build(&mut raw, c)?;
         let load_balance = LoadBalance::build(&mut raw, &pooling, c)?;
+        let vip = Vip::build(raw.vip.take(), &["proxy", "vip"], c)?;
         let listen_text = c.require_text(raw.listen, &["proxy", "listen"])?;
         let listen = c.host_port(&listen_text, &["proxy", "listen"])?;
         let listen_ro = match raw.listen_ro {
@@ -176,6 +180,7 @@ impl Proxy {
             access_log: raw.access_log,
             pooling,
             load_balance,
+            vip,
         }))
     }
 }

@@ -35,6 +35,7 @@ pub(crate) struct RawConfig {
     pub tags: Option<Tags>,
     pub log: Option<Json>,
     pub watchdog: Option<Json>,
+    pub vip: Option<Json>,
     pub ctl: Option<RawCtl>,
     pub citus: Option<Json>,
     pub proxy: Option<RawProxy>,
@@ -87,6 +88,7 @@ pub(crate) struct RawProxy {
     pub workers: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub access_log: Option<PathBuf>,
+    pub vip: Option<Json>,
     // Connection pooling (see [`crate::proxy_pool`]): PgBouncer's names, directly under `proxy`.
     pub pool_mode: Option<String>,
     pub default_pool_size: Option<u64>,

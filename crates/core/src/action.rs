@@ -302,6 +302,9 @@ pub struct Plan {
     pub message: String,
     /// Run the next cycle no later than this, even if nothing wakes the loop.
     pub next_cycle: Millis,
+    /// Whether this member holds the cluster's virtual address through this plan (rule:
+    /// [`crate::address::may_hold`]); when not, it is given up before the first action.
+    pub holds_address: bool,
 }
 
 impl Plan {
@@ -319,7 +322,13 @@ mod tests {
 
     #[test]
     fn parameters_apply_only_to_a_server_no_job_owns_and_this_plan_did_not_stop() {
-        let plan = |actions| Plan { actions, answer: None, message: String::new(), next_cycle: Millis(0) };
+        let plan = |actions| Plan {
+            actions,
+            answer: None,
+            message: String::new(),
+            next_cycle: Millis(0),
+            holds_address: false,
+        };
         assert!(plan(vec![Action::RenewLeader]).lets_parameters_apply(false));
         assert!(!plan(vec![Action::RenewLeader]).lets_parameters_apply(true), "a job owns the server");
         assert!(!plan(vec![Action::Stop(StopMode::Fast)]).lets_parameters_apply(false), "just stopped");

@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod address;
 pub mod admission;
 pub mod backup;
 pub mod clock;

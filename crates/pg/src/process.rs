@@ -1,6 +1,7 @@
 //! The postmaster: start it, adopt it, watch it, stop it.
 //!
 //! Invariants:
+//! * PostgreSQL never inherits the agent's ambient capabilities (see [`Postmaster::start`]);
 //! * PostgreSQL runs in its own process group (`process_group(0)`), with stdin closed and its
 //!   output appended to a log file, never to a pipe of ours: signals aimed at the agent (Ctrl-C,
 //!   systemd's SIGTERM to the agent) do not reach it, and it never blocks on a reader that is gone;
@@ -290,6 +291,16 @@ impl Postmaster {
         // and override `primary_conninfo` (PGPASSWORD beats its passfile): start with none.
         for var in LIBPQ_ENV {
             cmd.env_remove(var);
+        }
+        // The agent may run with ambient capabilities (CAP_NET_ADMIN and CAP_NET_RAW, to move a
+        // virtual address); PostgreSQL, which runs what superusers ask (`COPY ... PROGRAM`),
+        // must not inherit them.
+        // SAFETY: one prctl system call between fork and exec, allocating nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, nix::libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+                Ok(())
+            });
         }
         let mut child = cmd.spawn().map_err(|source| PgError::Spawn { program: program.clone(), source })?;
         let Some(pid) = child.id() else {

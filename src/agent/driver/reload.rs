@@ -141,6 +141,8 @@ pub fn hold_back_restart_only(old: &Config, new: &mut Config) -> Vec<&'static st
     hold!("postgresql.data_dir", postgresql.data_dir);
     hold!("postgresql.listen", postgresql.listen);
     hold!("postgresql.use_unix_socket", postgresql.use_unix_socket);
+    // The virtual address the agent holds: changing it while held would leave the old one behind.
+    hold!("vip", vip);
     held
 }
 

@@ -14,7 +14,7 @@ use crate::agent::sim::{self, ports_world, SharedWorld, SimPorts, WatchdogModel}
 
 /// A plan of `actions`, as the core would return it.
 fn plan(actions: Vec<Action>) -> Plan {
-    Plan { actions, answer: None, message: "test plan".into(), next_cycle: Millis(0) }
+    Plan { actions, answer: None, message: "test plan".into(), next_cycle: Millis(0), holds_address: false }
 }
 
 /// The starting world (n0 a primary, n1 and n2 its replicas), and n0's agent.

@@ -24,6 +24,7 @@ impl Ports for RealPorts {
     type Dcs = EtcdDcs;
     type Pg = LocalServer;
     type Watchdog = LinuxWatchdog;
+    type Address = crate::vip::HostAddress;
     type Clock = SystemClock;
 }
 
@@ -129,5 +130,19 @@ pub struct SystemClock;
 impl WallClock for SystemClock {
     fn unix_ms(&self) -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+}
+
+impl super::VirtualAddress for crate::vip::HostAddress {
+    fn held(&self) -> Result<bool, String> {
+        crate::vip::HostAddress::held(self)
+    }
+
+    async fn take(&mut self) -> Result<(), String> {
+        crate::vip::HostAddress::take(self).await
+    }
+
+    async fn give_up(&mut self, limit: Duration) -> Result<(), String> {
+        crate::vip::HostAddress::give_up(self, limit).await
     }
 }

@@ -56,7 +56,7 @@ use super::ports::PortSet;
 use world::{Machine, Pg, Rng, World};
 
 pub use dcs::MemDcs;
-pub use ports::{SimClock, SimPeers, SimPorts, SimWatchdog, ToyPg};
+pub use ports::{SimAddress, SimClock, SimPeers, SimPorts, SimWatchdog, ToyPg};
 
 /// The world every port of a run shares.
 pub type SharedWorld = Arc<Mutex<World>>;
@@ -148,7 +148,7 @@ fn config(i: usize, mode: SyncMode, watchdog: &str, margin: i64) -> rampart_conf
          synchronous_mode: {sync}\npostgresql:\n  listen: 127.0.0.1:{pg}\n  data_dir: /nonexistent/sim/n{i}\n  \
          use_pg_rewind: true\n  authentication:\n    superuser: {{username: postgres, password: su}}\n    \
          replication: {{username: replicator, password: rep}}\nwatchdog:\n  mode: {watchdog}\n  device: \
-         /dev/sim-watchdog\n  safety_margin: {margin}\n",
+         /dev/sim-watchdog\n  safety_margin: {margin}\nvip:\n  ip: 10.0.0.100\n  interface: sim0\n",
         api = 8000 + i,
         pg = pg_port(i),
     );
@@ -163,6 +163,7 @@ pub fn agent(world: &SharedWorld, i: usize, mode: SyncMode, wd: WatchdogModel, m
         dcs: MemDcs::new(world.clone(), i, TTL),
         pg: ToyPg::new(world.clone(), i),
         watchdog: SimWatchdog { world: world.clone(), me: i },
+        address: Some(SimAddress { world: world.clone(), me: i }),
         clock: SimClock(world.clone()),
         peers: Arc::new(SimPeers { world: world.clone(), me: i }),
     };
@@ -320,6 +321,10 @@ async fn run_in_runtime(seed: u64, mode: SyncMode, wd: WatchdogModel) -> (Result
         let primaries = w.primaries();
         if primaries.len() > 1 {
             w.violate(format!("two writable primaries {primaries:?}"));
+        }
+        let holders = w.address_holders();
+        if holders.len() > 1 {
+            w.violate(format!("two holders of the virtual address {holders:?}"));
         }
         if let Some(v) = w.violation.clone() {
             return (Err(report(&w, v)), w.log.clone());

@@ -25,7 +25,9 @@ use super::dcs::MemDcs;
 use super::world::{index, name, sync_state, Device, Pg};
 use super::{wait_while_frozen, SharedWorld};
 use crate::agent::jobs::{JobContext, JobResult};
-use crate::agent::ports::{Control, DataFiles, Jobs, PgResult, Ports, Server, WallClock, WatchdogDevice};
+use crate::agent::ports::{
+    Control, DataFiles, Jobs, PgResult, Ports, Server, VirtualAddress, WallClock, WatchdogDevice,
+};
 
 /// How long a job takes.
 const JOB_MS: u64 = 300;
@@ -39,6 +41,7 @@ impl Ports for SimPorts {
     type Dcs = MemDcs;
     type Pg = ToyPg;
     type Watchdog = SimWatchdog;
+    type Address = SimAddress;
     type Clock = SimClock;
 }
 
@@ -443,6 +446,32 @@ impl WatchdogDevice for SimWatchdog {
 
     fn disarm(&mut self) {
         self.world.lock().unwrap().machines[self.me].device = None;
+    }
+}
+
+/// Machine `me`'s virtual address: held while the machine has it (a reset takes it away).
+pub struct SimAddress {
+    pub(super) world: SharedWorld,
+    pub(super) me: usize,
+}
+
+impl VirtualAddress for SimAddress {
+    fn held(&self) -> Result<bool, String> {
+        Ok(self.world.lock().unwrap().machines[self.me].holds_address)
+    }
+
+    async fn take(&mut self) -> Result<(), String> {
+        let mut w = self.world.lock().unwrap();
+        w.machines[self.me].holds_address = true;
+        w.note(format!("n{} took the virtual address", self.me));
+        Ok(())
+    }
+
+    async fn give_up(&mut self, _limit: Duration) -> Result<(), String> {
+        let mut w = self.world.lock().unwrap();
+        w.machines[self.me].holds_address = false;
+        w.note(format!("n{} gave up the virtual address", self.me));
+        Ok(())
     }
 }
 

@@ -112,6 +112,8 @@ pub struct Machine {
     pub device: Option<Device>,
     /// The machine is down (reset) and its agent starts again at this time.
     pub down_until: Option<u64>,
+    /// The machine has the cluster's virtual address.
+    pub holds_address: bool,
 }
 
 /// The in-memory DCS's content.
@@ -310,6 +312,11 @@ impl World {
             .collect()
     }
 
+    /// The machines that have the virtual address.
+    pub fn address_holders(&self) -> Vec<usize> {
+        (0..self.machines.len()).filter(|&i| self.machines[i].holds_address).collect()
+    }
+
     /// The writable primaries.
     pub fn primaries(&self) -> Vec<usize> {
         (0..self.machines.len()).filter(|&i| self.machines[i].pg.running && !self.machines[i].pg.in_recovery).collect()
@@ -341,6 +348,8 @@ impl World {
         m.pg.receiving = false;
         m.pg.receiver_tli = None;
         m.device = None;
+        // The address lives in the machine's memory: a reboot comes up without it.
+        m.holds_address = false;
         m.epoch += 1;
         m.down_until = Some(back.max(m.frozen_until));
     }

@@ -365,7 +365,9 @@ impl HaNode {
             Some(why) if !self.config.paused() => self.without_watchdog(obs, plan, why),
             _ => plan,
         };
-        self.in_standby_cluster(obs.now, plan)
+        let mut plan = self.in_standby_cluster(obs.now, plan);
+        plan.holds_address = crate::address::may_hold(self.fence_deadline(), obs.now, obs.local, &plan.actions);
+        plan
     }
 
     /// The standby cluster this one is, when `standby_cluster` is set and can be read.
@@ -580,7 +582,7 @@ impl HaNode {
         if let Some(d) = self.fence_deadline() {
             next = next.min(d);
         }
-        Plan { actions, answer: None, message: message.to_string(), next_cycle: next }
+        Plan { actions, answer: None, message: message.to_string(), next_cycle: next, holds_address: false }
     }
 }
 

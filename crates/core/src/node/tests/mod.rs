@@ -256,6 +256,31 @@ fn leader_fences_itself_before_the_lease_can_expire() {
     assert_eq!(n.leader_until(), None);
 }
 
+#[test]
+fn the_virtual_address_follows_the_confirmed_lock_and_goes_at_the_fence_deadline_or_a_demotion() {
+    let mut n = HaNode::new(settings());
+    let c = cluster(Some(ME));
+    let l = primary();
+    assert!(!n.decide(&obs(0, &c, &l)).holds_address, "the key names us, but this process confirmed nothing yet");
+    hold(&mut n);
+    assert!(n.decide(&obs(1_000, &c, &l)).holds_address, "the confirmed leader running a primary");
+    let down = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(10_000, &c, &l) };
+    assert!(n.decide(&down).holds_address, "inside the lease without the DCS");
+    let late = Observation { dcs: DcsView::Unavailable("timeout".into()), ..obs(25_000, &c, &l) };
+    let p = n.decide(&late);
+    assert!(!p.holds_address && p.actions == vec![Action::Stop(StopMode::Immediate)], "{p:?}");
+
+    // Another member holds the lock: this primary demotes, and the address goes first.
+    let mut n = HaNode::new(settings());
+    hold(&mut n);
+    let p = n.decide(&obs(1_000, &cluster(Some("n2")), &l));
+    assert!(!p.actions.is_empty() && !p.holds_address, "{p:?}");
+    // The leader of a standby cluster runs in recovery: no address.
+    let mut n = HaNode::new(settings());
+    hold(&mut n);
+    assert!(!n.decide(&obs(1_000, &c, &replica(None, 1000))).holds_address);
+}
+
 /// Found by the simulation: a leader whose PostgreSQL died while the DCS was away has nothing
 /// to stop at its fence deadline, and must give the lock up all the same (the driver bounds every
 /// DCS call by the fence deadline, so one kept in the past would never let it read the DCS again).
