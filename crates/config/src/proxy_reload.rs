@@ -55,7 +55,6 @@ impl ReloadPlan {
             access_log,
             pooling,
             load_balance,
-            vip,
         } = proxy;
         let p = &new.proxy;
         plan.restart_if(listen != &p.listen, "proxy.listen");
@@ -73,8 +72,6 @@ impl ReloadPlan {
         plan.pooling(pooling, &p.pooling);
         // The sessions' routers and the position reader are made at start.
         plan.restart_if(load_balance != &p.load_balance, "proxy.load_balance (and its keys)");
-        // The holder election runs with the section it started with.
-        plan.restart_if(vip != &p.vip, "proxy.vip");
         plan
     }
 

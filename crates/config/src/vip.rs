@@ -1,4 +1,4 @@
-//! The `vip` section (and `proxy.vip`): one address that always reaches the writable primary (or
+//! The `vip` section: one address that always reaches the writable primary (or
 //! the proxies' holder), keepalived's and vip-manager's job. vip-manager's names where they fit
 //! (`ip`, `netmask`, `interface`), `arp_count` for the gratuitous ARP announcements, and seed
 //! 001's Pgpool-II watchdog names for the commands that take and give up an address a cloud
@@ -49,7 +49,7 @@ impl Vip {
         format!("{}/{}", self.ip, self.netmask)
     }
 
-    /// The section at `path` (`["vip"]` or `["proxy", "vip"]`); `None` when absent.
+    /// The section at `path` (`["vip"]`); `None` when absent.
     pub(crate) fn build(raw: Option<Json>, path: &[&str], c: &mut Checker<'_>) -> Result<Option<Vip>, Problem> {
         let Some(raw) = raw.filter(|r| !r.is_null()) else { return Ok(None) };
         let Json::Object(map) = raw else {
