@@ -56,6 +56,7 @@ use support::client::{query_text, sql};
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::is_streaming_replica;
 use support::pgbackrest::{yaml_quoted, Repo};
+use support::wal::{keep_little_wal, recycle_past, redo_segment, segment_id, segment_number};
 use support::NodeConfig;
 
 const STANZA: &str = "pg-ha-cluster";
@@ -91,31 +92,6 @@ fn metric(c: &Cluster, i: usize, name: &str) -> Option<f64> {
     r.body.lines().find(|l| l.starts_with(&format!("{name}{{"))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// The WAL segment a stopped server needs first at its next start (its control file's REDO).
-fn redo_segment(data_dir: &std::path::Path) -> String {
-    let out = std::process::Command::new(support::pg_bin_dir().join("pg_controldata"))
-        .arg(data_dir)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("pg_controldata runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Latest checkpoint's REDO WAL file:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no REDO WAL file in pg_controldata's output: {text}"))
-}
-
-/// The oldest WAL segment file name in a server's `pg_wal`.
-async fn oldest_segment(port: u16) -> Option<String> {
-    query_text(port, "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").await
-}
-
-/// Segment number (log * 256 + seg) of a 24-digit WAL file name.
-fn segment_number(name: &str) -> u64 {
-    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&name[r], 16).unwrap();
-    hex(8..16) * 256 + hex(16..24)
-}
-
 /// What the stanza's WAL archive holds (`pgbackrest repo-ls --recurse archive/<stanza>/15-1`):
 /// full segments as (timeline, number), `.partial` segments alike, and the other file names
 /// (history files).
@@ -137,7 +113,7 @@ impl Archive {
                 a.others.insert(name.to_string());
                 continue;
             }
-            let id = (u32::from_str_radix(&name[..8], 16).unwrap(), segment_number(&name[..24]));
+            let id = segment_id(name);
             // A segment is stored as `<name>-<sha1>[.gz]`, a partial one as `<name>.partial-<sha1>[.gz]`.
             match &name[24..] {
                 rest if rest.starts_with(".partial") => a.partial.insert(id),
@@ -229,16 +205,11 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     let repo = Repo::on_path(&c.dir().join("pgbackrest"), STANZA);
     for i in 0..2 {
         let mut config = c.node(i).config.clone();
-        for (k, v) in [
-            ("archive_mode", "'on'".to_string()),
-            ("archive_command", yaml_quoted(&repo.archive_command())),
-            ("wal_keep_size", "0".to_string()),
-            ("max_wal_size", "'32MB'".to_string()),
-            ("min_wal_size", "'32MB'".to_string()),
-        ] {
+        for (k, v) in [("archive_mode", "'on'".to_string()), ("archive_command", yaml_quoted(&repo.archive_command()))]
+        {
             config.dcs_parameters.push((k.into(), v));
         }
-        config.dcs_yaml = "      use_slots: false\n".into();
+        keep_little_wal(&mut config);
         config
             .pg_settings
             .push(("recovery_conf".into(), format!("{{restore_command: {}}}", yaml_quoted(&repo.restore_command()))));
@@ -297,18 +268,10 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     // 2. node1 stops; the leader moves on until the WAL node1 needs is gone from its pg_wal.
     assert!(c.stop_agent(1, Duration::from_secs(60)), "node1's agent stops");
     let needed = redo_segment(c.data_dir(1));
-    for n in 1..=12 {
-        sql(leader, &format!("INSERT INTO story (phase) SELECT '2 while node1 was away' FROM generate_series(1, {n})"))
-            .await;
-        sql(leader, "SELECT pg_switch_wal()").await;
-        sql(leader, "CHECKPOINT").await;
-    }
-    let recycled = support::wait_until_async(Duration::from_secs(60), Duration::from_millis(500), || async {
-        sql(leader, "CHECKPOINT").await;
-        oldest_segment(leader).await.is_some_and(|oldest| oldest > needed)
+    recycle_past(leader, &needed, |n| {
+        format!("INSERT INTO story (phase) SELECT '2 while node1 was away' FROM generate_series(1, {n})")
     })
     .await;
-    assert!(recycled, "the leader still holds {needed}: its oldest segment is {:?}", oldest_segment(leader).await);
     c.start_agent(1);
     let want = phases(leader).await;
     let caught_up = support::wait_until_async(Duration::from_secs(120), Duration::from_millis(500), || async {
