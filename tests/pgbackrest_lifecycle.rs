@@ -57,19 +57,8 @@ use support::cluster::{Cluster, ClusterOptions};
 use support::health::is_streaming_replica;
 use support::pgbackrest::{yaml_quoted, Repo};
 use support::wal::{keep_little_wal, recycle_past, redo_segment, segment_id, segment_number};
-use support::NodeConfig;
 
 const STANZA: &str = "pg-ha-cluster";
-
-/// What a member's `/etc/pgbackrest.conf` would say about its PostgreSQL: data directory, port and
-/// socket directory, as pgBackRest's environment variables.
-fn member_env(cfg: &NodeConfig) -> Vec<(String, String)> {
-    vec![
-        ("PGBACKREST_PG1_PATH".into(), cfg.data_dir.display().to_string()),
-        ("PGBACKREST_PG1_PORT".into(), cfg.pg_port.to_string()),
-        ("PGBACKREST_PG1_SOCKET_PATH".into(), cfg.socket_dir.display().to_string()),
-    ]
-}
 
 /// The crontab line on member `i`: `rampart backup -c <its file> --role leader -- pgbackrest ...
 /// --type=full backup`, run as the agent's OS user with the member's pgBackRest environment.
@@ -80,7 +69,7 @@ fn cron_backup(c: &Cluster, i: usize, repo: &Repo) -> (i32, String) {
     args.extend(repo.command().split_whitespace().map(str::to_string));
     args.extend(["--type=full".to_string(), "backup".to_string()]);
     let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let env = member_env(&c.node(i).config);
+    let env = Repo::agent_env(&c.node(i).config);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = support::agent::run_to_exit(&support::rampart_bin(), &args, c.dir(), &env, Duration::from_secs(300));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -170,7 +159,7 @@ async fn restore_from(repo: &Repo, scope: &str, bootstrap: &str, target: &str, e
             cfg
         }),
     );
-    restored.node_mut(0).agent_env = member_env(&restored.node(0).config);
+    restored.node_mut(0).agent_env = Repo::agent_env(&restored.node(0).config);
     restored.start_agent(0);
     let leads = restored.wait_for_single_primary(Duration::from_secs(120)).await;
     assert_eq!(leads, Some(0), "{scope}: the restored member leads, writable");
@@ -205,16 +194,13 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     let repo = Repo::on_path(&c.dir().join("pgbackrest"), STANZA);
     for i in 0..2 {
         let mut config = c.node(i).config.clone();
-        for (k, v) in [("archive_mode", "'on'".to_string()), ("archive_command", yaml_quoted(&repo.archive_command()))]
-        {
-            config.dcs_parameters.push((k.into(), v));
-        }
+        repo.archive_into(&mut config);
         keep_little_wal(&mut config);
         config
             .pg_settings
             .push(("recovery_conf".into(), format!("{{restore_command: {}}}", yaml_quoted(&repo.restore_command()))));
         config.write(c.config_path(i)).unwrap();
-        c.node_mut(i).agent_env = member_env(&config);
+        c.node_mut(i).agent_env = Repo::agent_env(&config);
     }
 
     // 1. Two members; the stanza; cron's backup line on both runs on the leader only.
