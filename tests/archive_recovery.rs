@@ -27,11 +27,7 @@ use std::time::Duration;
 
 use support::client::{query_text, sql};
 use support::cluster::{Cluster, ClusterOptions};
-
-/// The oldest WAL segment file name in the leader's `pg_wal`.
-async fn oldest_segment(port: u16) -> Option<String> {
-    query_text(port, "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").await
-}
+use support::wal::{keep_little_wal, recycle_past, redo_segment, segment_id};
 
 /// A member's archiving: to `archive`, while `<node dir>/archive-ok` exists (the test removes it
 /// to make the archive refuse).
@@ -54,27 +50,10 @@ fn archived(archive: &std::path::Path) -> (Vec<(u32, u64)>, Vec<String>) {
     let mut segments: Vec<(u32, u64)> = names
         .iter()
         .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|n| {
-            let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&n[r], 16).unwrap();
-            (hex(0..8) as u32, hex(8..16) * 256 + hex(16..24))
-        })
+        .map(|n| segment_id(n))
         .collect();
     segments.sort();
     (segments, names)
-}
-
-/// The WAL segment a stopped server needs first at its next start (its control file's REDO).
-fn redo_segment(c: &Cluster, i: usize) -> String {
-    let out = std::process::Command::new(support::pg_bin_dir().join("pg_controldata"))
-        .arg(c.data_dir(i))
-        .env("LC_ALL", "C")
-        .output()
-        .expect("pg_controldata runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Latest checkpoint's REDO WAL file:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no REDO WAL file in pg_controldata's output: {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,13 +64,10 @@ async fn a_replica_behind_the_leaders_wal_catches_up_from_the_archive_and_stream
         for (k, v) in [
             ("archive_mode", "'on'".to_string()),
             ("archive_command", format!("'mkdir -p {archive} && test ! -f {archive}/%f && cp %p {archive}/%f'")),
-            ("wal_keep_size", "0".to_string()),
-            ("max_wal_size", "'32MB'".to_string()),
-            ("min_wal_size", "'32MB'".to_string()),
         ] {
             cfg.dcs_parameters.push((k.into(), v));
         }
-        cfg.dcs_yaml = "      use_slots: false\n".into();
+        keep_little_wal(&mut cfg);
         if i == 1 {
             cfg = cfg.pg_setting("recovery_conf", &format!("{{restore_command: 'cp {archive}/%f %p'}}"));
         }
@@ -110,18 +86,8 @@ async fn a_replica_behind_the_leaders_wal_catches_up_from_the_archive_and_stream
 
     // node1 stops; the leader moves on until the WAL node1 needs is gone from its pg_wal.
     assert!(c.stop_agent(1, Duration::from_secs(60)), "node1's agent stops");
-    let needed = redo_segment(&c, 1);
-    for n in 1..=12 {
-        sql(leader, &format!("INSERT INTO events SELECT {n} FROM generate_series(1, 1000)")).await;
-        sql(leader, "SELECT pg_switch_wal()").await;
-        sql(leader, "CHECKPOINT").await;
-    }
-    let recycled = support::wait_until_async(Duration::from_secs(60), Duration::from_millis(500), || async {
-        sql(leader, "CHECKPOINT").await;
-        oldest_segment(leader).await.is_some_and(|oldest| oldest > needed)
-    })
-    .await;
-    assert!(recycled, "the leader still holds {needed}: its oldest segment is {:?}", oldest_segment(leader).await);
+    let needed = redo_segment(c.data_dir(1));
+    recycle_past(leader, &needed, |n| format!("INSERT INTO events SELECT {n} FROM generate_series(1, 1000)")).await;
 
     // node1 comes back: from the archive first, then streaming.
     c.start_agent(1);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::is_streaming_replica;
-use support::pgbackrest::{yaml_quoted, BackupType, Repo};
+use support::pgbackrest::{BackupType, Repo};
 use support::s3::S3Server;
 
 /// Where the repository is kept.
@@ -106,8 +106,7 @@ async fn story(store: Store) {
     };
     for i in 0..4 {
         let mut config = c.node(i).config.clone();
-        config.dcs_parameters.push(("archive_mode".into(), "on".into()));
-        config.dcs_parameters.push(("archive_command".into(), yaml_quoted(&repo.archive_command())));
+        repo.archive_into(&mut config);
         if i >= 2 {
             config.pg_settings.push(("create_replica_methods".into(), "[pgbackrest, basebackup]".into()));
             config.pg_settings.push(("pgbackrest".into(), repo.replica_method()));

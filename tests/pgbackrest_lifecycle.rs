@@ -56,19 +56,9 @@ use support::client::{query_text, sql};
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::is_streaming_replica;
 use support::pgbackrest::{yaml_quoted, Repo};
-use support::NodeConfig;
+use support::wal::{keep_little_wal, recycle_past, redo_segment, segment_id, segment_number};
 
 const STANZA: &str = "pg-ha-cluster";
-
-/// What a member's `/etc/pgbackrest.conf` would say about its PostgreSQL: data directory, port and
-/// socket directory, as pgBackRest's environment variables.
-fn member_env(cfg: &NodeConfig) -> Vec<(String, String)> {
-    vec![
-        ("PGBACKREST_PG1_PATH".into(), cfg.data_dir.display().to_string()),
-        ("PGBACKREST_PG1_PORT".into(), cfg.pg_port.to_string()),
-        ("PGBACKREST_PG1_SOCKET_PATH".into(), cfg.socket_dir.display().to_string()),
-    ]
-}
 
 /// The crontab line on member `i`: `rampart backup -c <its file> --role leader -- pgbackrest ...
 /// --type=full backup`, run as the agent's OS user with the member's pgBackRest environment.
@@ -79,7 +69,7 @@ fn cron_backup(c: &Cluster, i: usize, repo: &Repo) -> (i32, String) {
     args.extend(repo.command().split_whitespace().map(str::to_string));
     args.extend(["--type=full".to_string(), "backup".to_string()]);
     let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let env = member_env(&c.node(i).config);
+    let env = Repo::agent_env(&c.node(i).config);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = support::agent::run_to_exit(&support::rampart_bin(), &args, c.dir(), &env, Duration::from_secs(300));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -89,31 +79,6 @@ fn cron_backup(c: &Cluster, i: usize, repo: &Repo) -> (i32, String) {
 fn metric(c: &Cluster, i: usize, name: &str) -> Option<f64> {
     let r = support::http_request(c.api_port(i), "GET", "/metrics", None).ok()?;
     r.body.lines().find(|l| l.starts_with(&format!("{name}{{"))).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// The WAL segment a stopped server needs first at its next start (its control file's REDO).
-fn redo_segment(data_dir: &std::path::Path) -> String {
-    let out = std::process::Command::new(support::pg_bin_dir().join("pg_controldata"))
-        .arg(data_dir)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("pg_controldata runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Latest checkpoint's REDO WAL file:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no REDO WAL file in pg_controldata's output: {text}"))
-}
-
-/// The oldest WAL segment file name in a server's `pg_wal`.
-async fn oldest_segment(port: u16) -> Option<String> {
-    query_text(port, "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").await
-}
-
-/// Segment number (log * 256 + seg) of a 24-digit WAL file name.
-fn segment_number(name: &str) -> u64 {
-    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&name[r], 16).unwrap();
-    hex(8..16) * 256 + hex(16..24)
 }
 
 /// What the stanza's WAL archive holds (`pgbackrest repo-ls --recurse archive/<stanza>/15-1`):
@@ -137,7 +102,7 @@ impl Archive {
                 a.others.insert(name.to_string());
                 continue;
             }
-            let id = (u32::from_str_radix(&name[..8], 16).unwrap(), segment_number(&name[..24]));
+            let id = segment_id(name);
             // A segment is stored as `<name>-<sha1>[.gz]`, a partial one as `<name>.partial-<sha1>[.gz]`.
             match &name[24..] {
                 rest if rest.starts_with(".partial") => a.partial.insert(id),
@@ -194,7 +159,7 @@ async fn restore_from(repo: &Repo, scope: &str, bootstrap: &str, target: &str, e
             cfg
         }),
     );
-    restored.node_mut(0).agent_env = member_env(&restored.node(0).config);
+    restored.node_mut(0).agent_env = Repo::agent_env(&restored.node(0).config);
     restored.start_agent(0);
     let leads = restored.wait_for_single_primary(Duration::from_secs(120)).await;
     assert_eq!(leads, Some(0), "{scope}: the restored member leads, writable");
@@ -229,21 +194,13 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     let repo = Repo::on_path(&c.dir().join("pgbackrest"), STANZA);
     for i in 0..2 {
         let mut config = c.node(i).config.clone();
-        for (k, v) in [
-            ("archive_mode", "'on'".to_string()),
-            ("archive_command", yaml_quoted(&repo.archive_command())),
-            ("wal_keep_size", "0".to_string()),
-            ("max_wal_size", "'32MB'".to_string()),
-            ("min_wal_size", "'32MB'".to_string()),
-        ] {
-            config.dcs_parameters.push((k.into(), v));
-        }
-        config.dcs_yaml = "      use_slots: false\n".into();
+        repo.archive_into(&mut config);
+        keep_little_wal(&mut config);
         config
             .pg_settings
             .push(("recovery_conf".into(), format!("{{restore_command: {}}}", yaml_quoted(&repo.restore_command()))));
         config.write(c.config_path(i)).unwrap();
-        c.node_mut(i).agent_env = member_env(&config);
+        c.node_mut(i).agent_env = Repo::agent_env(&config);
     }
 
     // 1. Two members; the stanza; cron's backup line on both runs on the leader only.
@@ -297,18 +254,10 @@ async fn pgbackrest_keeps_the_archive_and_backups_through_the_clusters_life() {
     // 2. node1 stops; the leader moves on until the WAL node1 needs is gone from its pg_wal.
     assert!(c.stop_agent(1, Duration::from_secs(60)), "node1's agent stops");
     let needed = redo_segment(c.data_dir(1));
-    for n in 1..=12 {
-        sql(leader, &format!("INSERT INTO story (phase) SELECT '2 while node1 was away' FROM generate_series(1, {n})"))
-            .await;
-        sql(leader, "SELECT pg_switch_wal()").await;
-        sql(leader, "CHECKPOINT").await;
-    }
-    let recycled = support::wait_until_async(Duration::from_secs(60), Duration::from_millis(500), || async {
-        sql(leader, "CHECKPOINT").await;
-        oldest_segment(leader).await.is_some_and(|oldest| oldest > needed)
+    recycle_past(leader, &needed, |n| {
+        format!("INSERT INTO story (phase) SELECT '2 while node1 was away' FROM generate_series(1, {n})")
     })
     .await;
-    assert!(recycled, "the leader still holds {needed}: its oldest segment is {:?}", oldest_segment(leader).await);
     c.start_agent(1);
     let want = phases(leader).await;
     let caught_up = support::wait_until_async(Duration::from_secs(120), Duration::from_millis(500), || async {

@@ -40,6 +40,7 @@ pub mod process;
 pub mod proxy;
 pub mod python;
 pub mod s3;
+pub mod wal;
 pub mod write_probe;
 
 use std::path::PathBuf;

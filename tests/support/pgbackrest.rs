@@ -10,9 +10,10 @@
 //!
 //! Seed 002 has one `/etc/pgbackrest.conf` per host, whose `pg1-path` is that host's data
 //! directory, so `archive_command` and the restore command are the same on every member. Here
-//! the members share a host and their data directories differ: each agent gets its own as
-//! `PGBACKREST_PG1_PATH` in its environment ([`Repo::agent_env`]), which PostgreSQL and the
-//! agent's replica methods inherit, and the commands stay the same on every member.
+//! the members share a host and their data directories, ports and socket directories differ:
+//! each agent gets its own as `PGBACKREST_PG1_*` in its environment ([`Repo::agent_env`]), which
+//! PostgreSQL and the agent's replica methods inherit, and the commands stay the same on every
+//! member ([`Repo::archive_into`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -179,10 +180,24 @@ impl Repo {
         )
     }
 
-    /// The environment a member's agent needs for this repository: its data directory as
-    /// `pg1-path`.
+    /// Member `node` archiving its WAL into this repository, among the bootstrap's dynamic
+    /// parameters: `archive_mode: on` (as seed 002 writes it) and [`Repo::archive_command`].
+    pub fn archive_into(&self, node: &mut NodeConfig) {
+        node.dcs_parameters.push(("archive_mode".into(), "on".into()));
+        node.dcs_parameters.push(("archive_command".into(), yaml_quoted(&self.archive_command())));
+    }
+
+    /// The environment of a member's agent for this repository: what the member's
+    /// `/etc/pgbackrest.conf` would say about its PostgreSQL, its data directory as `pg1-path`,
+    /// its port as `pg1-port` and its socket directory as `pg1-socket-path`. `archive-push` and
+    /// a restore need only the data directory; the commands that connect (a backup run by
+    /// `rampart backup`, `check`) need the rest.
     pub fn agent_env(node: &NodeConfig) -> Vec<(String, String)> {
-        vec![("PGBACKREST_PG1_PATH".into(), node.data_dir.display().to_string())]
+        vec![
+            ("PGBACKREST_PG1_PATH".into(), node.data_dir.display().to_string()),
+            ("PGBACKREST_PG1_PORT".into(), node.pg_port.to_string()),
+            ("PGBACKREST_PG1_SOCKET_PATH".into(), node.socket_dir.display().to_string()),
+        ]
     }
 
     /// Runs `pgbackrest --config --stanza [--pg1-path --pg1-port --pg1-socket-path of node] args`

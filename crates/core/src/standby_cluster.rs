@@ -171,8 +171,9 @@ impl StandbyCluster {
     }
 }
 
-/// Whether an action would make this member a writable primary.
-fn makes_a_primary(a: &Action) -> bool {
+/// Whether an action would make this member a writable primary (the node's table tests check
+/// with it too that a standby cluster's actions never do).
+pub(crate) fn makes_a_primary(a: &Action) -> bool {
     matches!(
         a,
         Action::StartJob(

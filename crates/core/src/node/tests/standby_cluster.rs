@@ -3,7 +3,7 @@
 
 use super::handovers::failover;
 use super::*;
-use crate::standby_cluster::StandbyCluster;
+use crate::standby_cluster::{makes_a_primary, StandbyCluster};
 
 /// The section the tests write: the other cluster's primary at 10.0.0.9:5432.
 fn remote() -> StandbyCluster {
@@ -20,15 +20,6 @@ fn with_section(mut c: Cluster, section: serde_json::Value) -> Cluster {
 /// `c` as a standby cluster of [`remote`].
 fn standby(c: Cluster) -> Cluster {
     with_section(c, serde_json::json!({"host": "10.0.0.9", "port": 5432}))
-}
-
-fn makes_a_primary(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::StartJob(
-            Job::Promote | Job::Bootstrap | Job::Start(StartRole::Primary) | Job::Restart(StartRole::Primary)
-        )
-    )
 }
 
 #[test]
