@@ -109,6 +109,10 @@ pub struct Agent<P: Ports> {
     watchdog: Watchdog<P::Watchdog>,
     /// The virtual address (`vip`), when configured.
     address: Option<AddressKeeper<P::Address>>,
+    /// Which rule holds the address (the core's).
+    address_rule: AddressRule,
+    /// Whether the leader key named this member when the DCS last answered.
+    leader_key_names_me: bool,
     /// When the watchdog must be armed.
     watchdog_rules: WatchdogRules,
     /// The hot-standby-critical settings of the control file, as last observed: a replica's
@@ -139,6 +143,8 @@ impl<P: Ports> Agent<P> {
         Agent {
             watchdog,
             address,
+            address_rule: AddressRule::CORE,
+            leader_key_names_me: false,
             watchdog_rules: WatchdogRules::CORE,
             cfg,
             dcs: ports.dcs,
@@ -210,6 +216,14 @@ impl<P: Ports> Agent<P> {
     #[cfg(test)]
     pub fn with_watchdog_rules(mut self, rules: WatchdogRules) -> Self {
         self.watchdog_rules = rules;
+        self
+    }
+
+    /// Holds the virtual address by another rule than the core's (the simulation's negative
+    /// control).
+    #[cfg(test)]
+    pub fn with_address_rule(mut self, rule: AddressRule) -> Self {
+        self.address_rule = rule;
         self
     }
 
@@ -354,13 +368,17 @@ impl<P: Ports> Agent<P> {
         // The lease follows the dynamic ttl; the change takes effect at the next lease write.
         self.dcs.set_ttl(self.core.config().ttl);
         let cluster = cluster.ok();
+        if let Some(c) = &cluster {
+            self.leader_key_names_me = c.is_leader(&self.cfg.name);
+        }
         // Given up before the plan stops, demotes or hands over; taken once it has run (rule:
         // rampart_core::address::may_hold).
-        if !plan.holds_address {
+        let hold = (self.address_rule.0)(&plan, self.leader_key_names_me);
+        if !hold {
             self.apply_address(false).await;
         }
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
-        if plan.holds_address {
+        if hold {
             self.apply_address(true).await;
         }
         if let Some(answer) = &plan.answer {
@@ -828,6 +846,20 @@ impl<P: Ports> Agent<P> {
         info!("agent stopped");
         Ok(())
     }
+}
+
+/// Whether the host holds the virtual address after a plan: the core's rule
+/// ([`rampart_core::Plan::holds_address`]). The simulation swaps in vip-manager's to show that it
+/// notices (a negative control); nothing else changes it.
+#[derive(Clone, Copy)]
+pub struct AddressRule(fn(plan: &Plan, leader_key_names_me: bool) -> bool);
+
+impl AddressRule {
+    pub const CORE: AddressRule = AddressRule(|plan, _| plan.holds_address);
+
+    /// Broken on purpose: held while the leader key, as last read, names this member.
+    #[cfg(test)]
+    pub const LEADER_KEY: AddressRule = AddressRule(|_, named| named);
 }
 
 /// The watchdog rules the loop applies: the core's. The simulation swaps in a broken pair to

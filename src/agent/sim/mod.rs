@@ -82,8 +82,8 @@ const NOT_CONVERGED: &str = "not converged, not due after a timeline collision";
 /// How long a machine the watchdog reset stays down before its agent starts again.
 const REBOOT_MS: u64 = 3_000;
 
-/// How the agents' watchdogs work. The two weaker variants exist only to show that the
-/// simulation notices what they get wrong.
+/// How the agents' safeguards work: their watchdogs and, in one variant, their virtual address.
+/// The weaker variants exist only to show that the simulation notices what they get wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchdogModel {
     /// As the agent does it.
@@ -94,6 +94,9 @@ pub enum WatchdogModel {
     /// was introduced): a leader's PostgreSQL started again in place is writable, and unguarded,
     /// until the next cycle observes it.
     PromotionOnly,
+    /// The watchdog as modelled, but the virtual address held while the leader key last read
+    /// names the member, as vip-manager holds it: kept while the agent is cut off from the DCS.
+    AddressOnLeaderKey,
 }
 
 /// PostgreSQL's port on machine `i`.
@@ -173,6 +176,7 @@ pub fn agent(world: &SharedWorld, i: usize, mode: SyncMode, wd: WatchdogModel, m
         Agent::new(cfg, ConfigSource::fixed("/nonexistent/sim.yml"), ports, snap, Arc::new(Notify::new()), requests);
     match wd {
         WatchdogModel::PromotionOnly => agent.with_watchdog_rules(super::driver::WatchdogRules::PROMOTION_ONLY),
+        WatchdogModel::AddressOnLeaderKey => agent.with_address_rule(super::driver::AddressRule::LEADER_KEY),
         _ => agent,
     }
 }
@@ -511,6 +515,21 @@ fn without_a_watchdog_a_long_freeze_of_the_primary_agent_is_detected_as_two_prim
     println!("seed {seed}: {e}");
     let long_freeze = ["fault 4: primary", "fault 5: primary", "fault 8"].iter().any(|f| e.contains(f));
     assert!(long_freeze, "seed {seed}: no long freeze in {e}");
+}
+
+/// The address check can fail: an address that follows the leader key as last read (vip-manager's
+/// rule) stays on a leader cut off from the DCS while another member is promoted and takes it.
+#[test]
+fn an_address_that_follows_the_leader_key_stays_on_a_cut_off_leader_and_is_caught() {
+    let (seed, e) = (0..40)
+        .find_map(|seed| {
+            run(seed, SyncMode::Off, WatchdogModel::AddressOnLeaderKey)
+                .err()
+                .filter(|e| e.contains("two holders of the virtual address"))
+                .map(|e| (seed, e))
+        })
+        .expect("some seed must find two holders of the address");
+    println!("seed {seed}: {e}");
 }
 
 /// Why [`rampart_core::watchdog::guards_a_primary`] counts a start job: counting only a running
