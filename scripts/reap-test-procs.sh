@@ -67,8 +67,8 @@ for dir in /tmp/rampart-test-*/; do
         reaped=$((reaped + 1))
     done < <(find "$dir" -maxdepth 4 -name postmaster.pid -print0 2>/dev/null)
 
-    # The chaos suite's network namespaces, bridge and tmpfs disks, as it recorded them
-    # (tests/chaos/net.rs, tests/chaos/cluster.rs): only those names, nothing looked up.
+    # The network namespaces, bridges and tmpfs disks of tests with several hosts, as they
+    # recorded them (tests/support/netns.rs, tests/chaos/cluster.rs): only those names, nothing looked up.
     removing=
     [[ -z $keep && ! -e $dir/.harness-keep ]] && removing=1
     if [[ -f $dir/.harness-netns ]]; then

@@ -1,5 +1,5 @@
 //! The cluster under fault: etcd, three agents (each with PostgreSQL on a tmpfs disk of its own)
-//! and `rampart proxy`, every one on its own host (see [`crate::net`]), and the operations the
+//! and `rampart proxy`, every one on its own host (see [`crate::support::netns`]), and the operations the
 //! faults are made of: killing, freezing and restarting processes by PID, cutting links, filling
 //! a disk.
 //!
@@ -14,12 +14,12 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio_postgres::Client;
 
-use crate::net::{Direction, Host, Net};
 use crate::support::agent::Agent;
 use crate::support::config::NodeConfig;
 use crate::support::dir::TestDir;
 use crate::support::etcd::Etcd;
-use crate::support::process::{signal, LoggedChild};
+use crate::support::netns::{Direction, Host, Net};
+use crate::support::process::{signal, AmbientCaps, LoggedChild};
 use crate::support::{self, free_port};
 
 /// Timing of every chaos cluster: failover in about ttl, and `loop_wait + 2 * retry_timeout`
@@ -188,7 +188,7 @@ impl ChaosCluster {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("proxy").arg("-c").arg(&config).env("RUST_LOG", "info").env("NO_COLOR", "1");
         if let Some(ns) = &self.proxy_host.netns {
-            support::process::start_in_netns(&mut cmd, ns, None);
+            support::process::start_in_netns(&mut cmd, ns, None, AmbientCaps::None);
         }
         self.proxy = Some(LoggedChild::spawn("rampart proxy", cmd, &self.dir.join("proxy.log")));
     }
@@ -200,8 +200,9 @@ impl ChaosCluster {
             old.kill_agent_tree();
             old.disown_postmaster();
         }
+        let netns = node.host.netns.as_deref();
         node.agent =
-            Some(Agent::start_in_netns(&self.bin, &node.config_path, &node.log_path, &[], node.host.netns.as_deref()));
+            Some(Agent::start_in_netns(&self.bin, &node.config_path, &node.log_path, &[], netns, AmbientCaps::None));
     }
 
     fn agent(&mut self, i: usize) -> &mut Agent {

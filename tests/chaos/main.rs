@@ -17,7 +17,6 @@ mod support;
 
 mod checks;
 mod cluster;
-mod net;
 mod run;
 mod schedule;
 mod workload;

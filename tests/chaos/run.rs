@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::checks::{self, Converged};
 use crate::cluster::{ChaosCluster, Mode, MAXIMUM_LAG_ON_FAILOVER};
-use crate::net::Direction;
 use crate::schedule::{Fault, Kind, Schedule};
+use crate::support::netns::Direction;
 use crate::workload::{Ack, Target, Workload, TABLE_DDL};
 
 /// How long a healed cluster may take to converge before the run is declared failed.

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use super::process::{
     agent_user_can_execute, chown_to_agent_user, descendants, is_alive, pid_file_for, read_postmaster_pid, run_as,
-    signal, stop_postmaster, wait_gone, write_pid_file,
+    signal, stop_postmaster, wait_gone, write_pid_file, AmbientCaps,
 };
 
 /// How long the postmaster gets to exit after SIGQUIT before it is sent SIGKILL.
@@ -48,13 +48,20 @@ impl Agent {
 
     /// [`Agent::start`] with extra environment variables (applied last, so they can override).
     pub fn start_with_env(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Agent {
-        Agent::start_in_netns(bin, config, log, env, None)
+        Agent::start_in_netns(bin, config, log, env, None, AmbientCaps::None)
     }
 
-    /// [`Agent::start_with_env`] inside the network namespace `netns` (see
+    /// [`Agent::start_with_env`] inside the network namespace `netns`, keeping `caps` (see
     /// [`super::process::start_in_netns`]); PostgreSQL and everything else the agent starts
-    /// inherit it.
-    pub fn start_in_netns(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)], netns: Option<&Path>) -> Agent {
+    /// inherit both.
+    pub fn start_in_netns(
+        bin: &Path,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+        netns: Option<&Path>,
+        caps: AmbientCaps,
+    ) -> Agent {
         let mut log_file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,7 +70,7 @@ impl Agent {
         let _ = writeln!(log_file, "=== harness: starting {} agent {} ===", bin.display(), config.display());
         let workdir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"));
         let exe = executable_for_agent(bin, workdir);
-        let mut cmd = agent_user_command_in(&exe, workdir, env, netns);
+        let mut cmd = agent_user_command_in(&exe, workdir, env, netns, caps);
         cmd.arg("agent")
             .arg(config)
             .stdin(Stdio::null())
@@ -276,11 +283,18 @@ pub fn data_dir_from_config(config: &Path) -> Option<PathBuf> {
 /// (`RAMPART_AGENT_RUST_LOG` or `info`), that user's HOME/USER/LOGNAME, a PATH led by the
 /// PostgreSQL binaries, `NO_COLOR`, no PG* variables of the test's own environment, then `env`.
 pub fn agent_user_command(exe: &Path, workdir: &Path, env: &[(&str, &str)]) -> Command {
-    agent_user_command_in(exe, workdir, env, None)
+    agent_user_command_in(exe, workdir, env, None, AmbientCaps::None)
 }
 
-/// [`agent_user_command`] in the network namespace `netns` when one is given.
-pub fn agent_user_command_in(exe: &Path, workdir: &Path, env: &[(&str, &str)], netns: Option<&Path>) -> Command {
+/// [`agent_user_command`] in the network namespace `netns` when one is given, there keeping
+/// `caps` after switching to the agent's user.
+pub fn agent_user_command_in(
+    exe: &Path,
+    workdir: &Path,
+    env: &[(&str, &str)],
+    netns: Option<&Path>,
+    caps: AmbientCaps,
+) -> Command {
     let who = run_as();
     let rust_log = std::env::var("RAMPART_AGENT_RUST_LOG").ok().filter(|v| !v.is_empty());
     let path =
@@ -315,7 +329,7 @@ pub fn agent_user_command_in(exe: &Path, workdir: &Path, env: &[(&str, &str)], n
         cmd.env(k, v);
     }
     match netns {
-        Some(ns) => super::process::start_in_netns(&mut cmd, ns, run_as().switch_to),
+        Some(ns) => super::process::start_in_netns(&mut cmd, ns, run_as().switch_to, caps),
         None => {
             if let Some((uid, gid)) = run_as().switch_to {
                 // std drops the supplementary groups when switching away from root.

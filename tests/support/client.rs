@@ -172,6 +172,24 @@ pub async fn connect_at(host: &str, port: u16, user: &str, password: &str) -> Re
     Ok(client)
 }
 
+/// [`connect`] over a TCP connection already made (e.g. from another host's network namespace,
+/// see [`super::netns::Host::tcp_connect`]).
+pub async fn connect_over(
+    stream: std::net::TcpStream,
+    user: &str,
+    password: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    stream.set_nonblocking(true).expect("a non-blocking socket");
+    let stream = tokio::net::TcpStream::from_std(stream).expect("a socket tokio takes");
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.user(user).password(password).dbname("postgres").application_name("rampart-tests");
+    let (client, connection) = cfg.connect_raw(stream, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 /// [`connect`] as the superuser every [`super::NodeConfig`] declares.
 pub async fn connect_superuser(port: u16) -> Result<Client, tokio_postgres::Error> {
     connect(port, super::SUPERUSER, super::SUPERUSER_PASSWORD).await

@@ -1,12 +1,25 @@
 //! A whole test cluster: one etcd, n node configurations and n agents in one [`TestDir`].
+//!
+//! By default everything runs on 127.0.0.1. [`ClusterOptions::in_namespaces`] puts etcd, each
+//! node and a client on hosts of their own ([`super::netns`]): the nodes listen on their host's
+//! address and the agents keep the network capabilities of a virtual IP. The test itself reaches
+//! every host through the bridge, so the helpers here that take a node index ([`Cluster::http`],
+//! [`Cluster::connect_superuser`], ...) work either way; the port-only helpers of
+//! [`super::client`] reach 127.0.0.1 only.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio_postgres::Client;
+
 use super::agent::Agent;
+use super::client::{HttpResponse, HTTP_TIMEOUT};
 use super::config::NodeConfig;
 use super::dir::TestDir;
 use super::etcd::Etcd;
+use super::netns::{Host, Net, INTERFACE, PREFIX_LEN};
+use super::process::AmbientCaps;
 
 /// How [`Cluster::start`] sets the cluster up.
 pub struct ClusterOptions {
@@ -27,6 +40,10 @@ pub struct ClusterOptions {
     pub stagger: Duration,
     /// Called for every node's configuration before it is written.
     pub tweak: Option<Box<dyn Fn(usize, NodeConfig) -> NodeConfig>>,
+    /// Hosts of their own for etcd (`etcd`), each node (`node<i>`) and a client (`client`).
+    pub namespaces: bool,
+    /// A `vip` section in every node's configuration (implies `namespaces`).
+    pub vip: bool,
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +60,8 @@ impl Default for ClusterOptions {
             start_agents: true,
             stagger: Duration::ZERO,
             tweak: None,
+            namespaces: false,
+            vip: false,
         }
     }
 }
@@ -51,6 +70,22 @@ impl ClusterOptions {
     /// Sets the per-node configuration hook.
     pub fn tweak(mut self, f: impl Fn(usize, NodeConfig) -> NodeConfig + 'static) -> Self {
         self.tweak = Some(Box::new(f));
+        self
+    }
+
+    /// Every process on a host of its own (see the module header). Panics at start when network
+    /// namespaces cannot be made.
+    pub fn in_namespaces(mut self) -> Self {
+        self.namespaces = true;
+        self
+    }
+
+    /// [`ClusterOptions::in_namespaces`], and every node configured with the virtual IP
+    /// [`Cluster::vip`] (`vip: {ip: 10.77.<n>.100, netmask: 24, interface: eth0}`), before the
+    /// tweak is called.
+    pub fn with_vip(mut self) -> Self {
+        self.namespaces = true;
+        self.vip = true;
         self
     }
 }
@@ -76,6 +111,9 @@ pub struct Cluster {
     /// Made on first use by [`Cluster::dcs`].
     dcs: std::sync::OnceLock<rampart_kit::dcs::BlockingReader>,
     etcd: Etcd,
+    /// The hosts, with [`ClusterOptions::in_namespaces`]; removed once etcd has stopped.
+    net: Option<Net>,
+    vip: Option<Ipv4Addr>,
     // Declared last: dropped after everything that lives in it.
     dir: TestDir,
 }
@@ -85,7 +123,19 @@ impl Cluster {
     /// `options.start_agents` is false, starts the `n` agents. Does not wait for PostgreSQL.
     pub fn start(n: usize, options: ClusterOptions) -> Cluster {
         let dir = TestDir::new("cluster");
-        let etcd = Etcd::start_in(&dir.join("etcd"));
+        let net = options.namespaces.then(|| {
+            let labels: Vec<String> =
+                ["etcd".to_string()].into_iter().chain((0..n).map(node_label)).chain(["client".to_string()]).collect();
+            Net::require(dir.path(), &labels.iter().map(String::as_str).collect::<Vec<_>>())
+        });
+        let etcd = match &net {
+            Some(net) => {
+                let host = net.host("etcd");
+                Etcd::start_at(&dir.join("etcd"), host.addr, super::free_port(), host.netns.as_deref())
+            }
+            None => Etcd::start_in(&dir.join("etcd")),
+        };
+        let vip = net.as_ref().filter(|_| options.vip).map(Net::spare_addr);
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let node_dir = dir.subdir(format!("node{i}"));
@@ -95,6 +145,14 @@ impl Cluster {
                 .timing(options.ttl, options.loop_wait, options.retry_timeout)
                 .maximum_lag_on_failover(options.maximum_lag_on_failover)
                 .use_pg_rewind(options.use_pg_rewind);
+            if let Some(net) = &net {
+                config = config.host(&net.host(&node_label(i)).addr.to_string(), &net.cidr);
+            }
+            if let Some(vip) = vip {
+                config
+                    .extra_yaml
+                    .push_str(&format!("vip:\n  ip: {vip}\n  netmask: {PREFIX_LEN}\n  interface: {INTERFACE}\n"));
+            }
             if let Some(tweak) = &options.tweak {
                 config = tweak(i, config);
             }
@@ -108,7 +166,7 @@ impl Cluster {
                 agent: None,
             });
         }
-        let mut cluster = Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, dir };
+        let mut cluster = Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, net, vip, dir };
         if options.start_agents {
             for i in 0..n {
                 if i > 0 && !options.stagger.is_zero() {
@@ -151,6 +209,85 @@ impl Cluster {
 
     pub fn api_port(&self, i: usize) -> u16 {
         self.nodes[i].config.api_port
+    }
+
+    /// The address node `i` listens on: 127.0.0.1, or its host's in namespaces.
+    pub fn addr(&self, i: usize) -> Ipv4Addr {
+        let host = &self.nodes[i].config.host;
+        host.parse().unwrap_or_else(|e| panic!("node {i}'s host {host}: {e}"))
+    }
+
+    /// The hosts; panics unless the cluster runs [`ClusterOptions::in_namespaces`].
+    pub fn net(&self) -> &Net {
+        self.net.as_ref().expect("the cluster does not run in network namespaces")
+    }
+
+    /// Node `i`'s host (in namespaces).
+    pub fn host(&self, i: usize) -> &Host {
+        self.net().host(&node_label(i))
+    }
+
+    /// The client's host (in namespaces): a machine on the nodes' LAN that is no member.
+    pub fn client(&self) -> &Host {
+        self.net().host("client")
+    }
+
+    /// The virtual IP of [`ClusterOptions::with_vip`].
+    pub fn vip(&self) -> Ipv4Addr {
+        self.vip.expect("the cluster was not started with_vip")
+    }
+
+    /// `method path` on node `i`'s REST API (`body` sent as JSON), waiting up to `timeout`.
+    pub fn http_with_timeout(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> std::io::Result<HttpResponse> {
+        super::client::http_request_at(self.addr(i), self.api_port(i), method, path, body, timeout)
+    }
+
+    /// [`Cluster::http_with_timeout`] with the usual timeout.
+    pub fn http(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> std::io::Result<HttpResponse> {
+        self.http_with_timeout(i, method, path, body, HTTP_TIMEOUT)
+    }
+
+    /// Status code of `method path` on node `i`'s REST API; 0 without an HTTP response.
+    pub fn http_status(&self, i: usize, method: &str, path: &str) -> u16 {
+        self.http(i, method, path, None).map(|r| r.status).unwrap_or(0)
+    }
+
+    /// `GET path` on node `i`'s REST API parsed as JSON, whatever the status code.
+    pub fn get_json(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        self.http(i, "GET", path, None).ok()?.json()
+    }
+
+    /// A superuser connection to node `i`'s PostgreSQL (from the test's own namespace).
+    pub async fn connect_superuser(&self, i: usize) -> Result<Client, tokio_postgres::Error> {
+        super::client::connect_at(
+            &self.addr(i).to_string(),
+            self.pg_port(i),
+            super::SUPERUSER,
+            super::SUPERUSER_PASSWORD,
+        )
+        .await
+    }
+
+    /// A superuser connection to `addr:port` made from the client's host (in namespaces), as an
+    /// application on the LAN would connect, e.g. to [`Cluster::vip`]. The TCP connection is
+    /// bounded by 5 s.
+    pub async fn connect_from_client(&self, addr: Ipv4Addr, port: u16) -> Result<Client, String> {
+        let client = self.client().clone();
+        let to = SocketAddr::from((addr, port));
+        let stream = tokio::task::spawn_blocking(move || client.tcp_connect(to, Duration::from_secs(5)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("connecting to {to} from the client host: {e}"))?;
+        super::client::connect_over(stream, super::SUPERUSER, super::SUPERUSER_PASSWORD)
+            .await
+            .map_err(|e| format!("PostgreSQL at {to}: {e}"))
     }
 
     pub fn config_path(&self, i: usize) -> &Path {
@@ -215,7 +352,12 @@ impl Cluster {
             old.disown_postmaster();
         }
         let env: Vec<(&str, &str)> = node.agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        node.agent = Some(Agent::start_with_env(&self.bin, &node.config_path, &node.log_path, &env));
+        // In namespaces the agent gets what a virtual IP needs, as systemd's unit would give it.
+        let (netns, caps) = match &self.net {
+            Some(net) => (net.host(&node_label(i)).netns.as_deref(), AmbientCaps::Net),
+            None => (None, AmbientCaps::None),
+        };
+        node.agent = Some(Agent::start_in_netns(&self.bin, &node.config_path, &node.log_path, &env, netns, caps));
     }
 
     /// SIGKILLs node `i`'s agent alone; PostgreSQL keeps running. The handle is kept, so the
@@ -258,14 +400,15 @@ impl Cluster {
 
     /// Nodes whose REST API answers `GET path` with `status` (e.g. `/primary`, 200).
     pub fn nodes_answering(&self, path: &str, status: u16) -> Vec<usize> {
-        (0..self.len()).filter(|&i| super::http_status(self.api_port(i), "GET", path) == status).collect()
+        (0..self.len()).filter(|&i| self.http_status(i, "GET", path) == status).collect()
     }
 
     /// Nodes whose PostgreSQL answers `pg_is_in_recovery()` with `false`.
     pub async fn primaries_by_sql(&self) -> Vec<usize> {
         let mut out = Vec::new();
         for i in 0..self.len() {
-            if super::is_in_recovery(self.pg_port(i)).await == Some(false) {
+            let Ok(db) = self.connect_superuser(i).await else { continue };
+            if super::query_one_bool(&db, "SELECT pg_is_in_recovery()").await.ok() == Some(false) {
                 out.push(i);
             }
         }
@@ -337,6 +480,11 @@ impl Cluster {
     }
 }
 
+/// The host label of node `i`.
+fn node_label(i: usize) -> String {
+    format!("node{i}")
+}
+
 /// Likely PostgreSQL server logs of a node: `*.log` files in the node directory other than the
 /// agent log (rampart-pg writes `<name>-postgres.log` beside the data directory),
 /// `<data_dir>/postgres.log`, and the two newest files of `<data_dir>/log` and `<data_dir>/pg_log`
@@ -387,7 +535,7 @@ impl Drop for Cluster {
                 agent.kill_all();
             }
         }
-        // Then etcd and the directory, in field order.
+        // Then etcd, the namespaces and the directory, in field order.
         if !std::thread::panicking() {
             self.assert_no_password_in_logs();
         }
@@ -404,8 +552,7 @@ impl Cluster {
         timeout: std::time::Duration,
     ) -> super::client::HttpResponse {
         let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, self.name(leader), self.name(candidate));
-        super::client::http_request_with_timeout(self.api_port(leader), "POST", "/switchover", Some(&body), timeout)
-            .expect("POST /switchover")
+        self.http_with_timeout(leader, "POST", "/switchover", Some(&body), timeout).expect("POST /switchover")
     }
 
     /// Secrets never reach logs: no agent or PostgreSQL log of this cluster contains a configured

@@ -8,7 +8,7 @@ use super::cluster::Cluster;
 
 /// `GET /patroni` of node `i`.
 pub fn status(c: &Cluster, i: usize) -> Option<Value> {
-    super::get_json(c.api_port(i), "/patroni")
+    c.get_json(i, "/patroni")
 }
 
 /// Whether node `i` reports itself a replica streaming on `timeline` (any timeline if `None`).
@@ -28,10 +28,10 @@ pub fn wait_healthy(c: &Cluster, timeout: Duration) -> Option<usize> {
     super::wait_until(timeout, Duration::from_millis(200), || {
         leader = c.leader_index();
         let Some(l) = leader else { return false };
-        super::http_status(c.api_port(l), "GET", "/primary") == 200
+        c.http_status(l, "GET", "/primary") == 200
             && (0..c.len()).filter(|&i| i != l).all(|i| is_streaming_replica(c, i, None))
     });
-    leader.filter(|&l| super::http_status(c.api_port(l), "GET", "/primary") == 200)
+    leader.filter(|&l| c.http_status(l, "GET", "/primary") == 200)
 }
 
 /// Timeline node `i` reports.

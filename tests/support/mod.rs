@@ -7,7 +7,8 @@
 //! under their old names (`support::etcd`, `support::config`, ...).
 //!
 //! What the harness guarantees:
-//! * everything listens on 127.0.0.1 only, on ports chosen by [`free_port`];
+//! * everything listens on 127.0.0.1 only, on ports chosen by [`free_port`], except in tests with
+//!   several hosts ([`netns`]): there each host has its address on a private bridge;
 //! * every file lives in a [`TestDir`] under `/tmp`, owned by the `postgres` OS user when the
 //!   test runs as root (PostgreSQL refuses to run as root, so the agent runs as `postgres`);
 //! * every process the harness starts is stopped by its PID when its handle is dropped (etcd,
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod ctl;
 pub mod haproxy;
 pub mod health;
+pub mod netns;
 pub mod patroni;
 pub mod pgbackrest;
 pub mod process;

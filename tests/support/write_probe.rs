@@ -27,24 +27,25 @@ pub struct WriteProbe {
 impl WriteProbe {
     /// Writes to every node of `c` directly, a round every `every`, until finished; keeps one
     /// connection per node and reconnects after failures (connect and write bounded by 1 s).
+    /// Nodes are reached at their own address, so the probe works in namespaces too.
     pub fn start(c: &Cluster, every: Duration) -> WriteProbe {
-        let ports: Vec<u16> = (0..c.len()).map(|i| c.pg_port(i)).collect();
+        let nodes: Vec<(String, u16)> = (0..c.len()).map(|i| (c.addr(i).to_string(), c.pg_port(i))).collect();
         let rounds = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (rounds.clone(), stop.clone());
         let task = tokio::spawn(async move {
-            let mut conns: Vec<Option<Client>> = ports.iter().map(|_| None).collect();
+            let mut conns: Vec<Option<Client>> = nodes.iter().map(|_| None).collect();
             let mut n = 0u64;
             while !s.load(Ordering::Relaxed) {
                 let at = Instant::now();
                 let mut accepted = Vec::new();
-                for (i, port) in ports.iter().enumerate() {
+                for (i, (host, port)) in nodes.iter().enumerate() {
                     n += 1;
                     if conns[i].is_none() {
-                        conns[i] = tokio::time::timeout(Duration::from_secs(1), super::connect_superuser(*port))
-                            .await
-                            .ok()
-                            .and_then(Result::ok);
+                        let connect =
+                            super::client::connect_at(host, *port, super::SUPERUSER, super::SUPERUSER_PASSWORD);
+                        conns[i] =
+                            tokio::time::timeout(Duration::from_secs(1), connect).await.ok().and_then(Result::ok);
                     }
                     let Some(db) = &conns[i] else { continue };
                     let q = format!("INSERT INTO probe VALUES ({i}, {n})");

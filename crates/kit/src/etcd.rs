@@ -172,7 +172,7 @@ impl Etcd {
         let _ = writeln!(log, "=== harness: starting etcd on client port {} ===", self.config.client_port);
         let mut cmd = self.config.command();
         if let Some(ns) = &self.netns {
-            crate::user::start_in_netns(&mut cmd, ns, None);
+            crate::user::start_in_netns(&mut cmd, ns, None, crate::user::AmbientCaps::None);
         }
         let child = cmd
             .stdin(Stdio::null())
