@@ -82,7 +82,8 @@ impl ClusterOptions {
 
     /// [`ClusterOptions::in_namespaces`], and every node configured with the virtual IP
     /// [`Cluster::vip`] (`vip: {ip: 10.77.<n>.100, netmask: 24, interface: eth0}`), before the
-    /// tweak is called.
+    /// tweak is called. Every node's PostgreSQL listens on all its host's addresses on one port
+    /// ([`Cluster::vip_port`]), so the virtual IP reaches whichever host has it.
     pub fn with_vip(mut self) -> Self {
         self.namespaces = true;
         self.vip = true;
@@ -136,6 +137,8 @@ impl Cluster {
             None => Etcd::start_in(&dir.join("etcd")),
         };
         let vip = net.as_ref().filter(|_| options.vip).map(Net::spare_addr);
+        // One port on every host: each host is a machine of its own.
+        let vip_port = super::free_port();
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let node_dir = dir.subdir(format!("node{i}"));
@@ -149,6 +152,8 @@ impl Cluster {
                 config = config.host(&net.host(&node_label(i)).addr.to_string(), &net.cidr);
             }
             if let Some(vip) = vip {
+                config.pg_port = vip_port;
+                config.listen_all = true;
                 config
                     .extra_yaml
                     .push_str(&format!("vip:\n  ip: {vip}\n  netmask: {PREFIX_LEN}\n  interface: {INTERFACE}\n"));
@@ -237,6 +242,12 @@ impl Cluster {
         self.vip.expect("the cluster was not started with_vip")
     }
 
+    /// The port every node's PostgreSQL listens on with [`ClusterOptions::with_vip`].
+    pub fn vip_port(&self) -> u16 {
+        self.vip.expect("the cluster was not started with_vip");
+        self.pg_port(0)
+    }
+
     /// `method path` on node `i`'s REST API (`body` sent as JSON), waiting up to `timeout`.
     pub fn http_with_timeout(
         &self,
@@ -279,15 +290,7 @@ impl Cluster {
     /// application on the LAN would connect, e.g. to [`Cluster::vip`]. The TCP connection is
     /// bounded by 5 s.
     pub async fn connect_from_client(&self, addr: Ipv4Addr, port: u16) -> Result<Client, String> {
-        let client = self.client().clone();
-        let to = SocketAddr::from((addr, port));
-        let stream = tokio::task::spawn_blocking(move || client.tcp_connect(to, Duration::from_secs(5)))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("connecting to {to} from the client host: {e}"))?;
-        super::client::connect_over(stream, super::SUPERUSER, super::SUPERUSER_PASSWORD)
-            .await
-            .map_err(|e| format!("PostgreSQL at {to}: {e}"))
+        connect_from(self.client().clone(), addr, port).await
     }
 
     pub fn config_path(&self, i: usize) -> &Path {
@@ -478,6 +481,19 @@ impl Cluster {
         ));
         eprint!("{out}");
     }
+}
+
+/// A superuser connection to `addr:port` made from `host` (a namespace of a [`Net`]); the TCP
+/// connection is bounded by 5 s.
+pub async fn connect_from(host: Host, addr: Ipv4Addr, port: u16) -> Result<Client, String> {
+    let (to, label) = (SocketAddr::from((addr, port)), host.label.clone());
+    let stream = tokio::task::spawn_blocking(move || host.tcp_connect(to, Duration::from_secs(5)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("connecting to {to} from host {label}: {e}"))?;
+    super::client::connect_over(stream, super::SUPERUSER, super::SUPERUSER_PASSWORD)
+        .await
+        .map_err(|e| format!("PostgreSQL at {to}: {e}"))
 }
 
 /// The host label of node `i`.

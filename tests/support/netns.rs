@@ -245,7 +245,13 @@ impl Net {
         let pid = std::process::id();
         let n = (0..200)
             .map(|k| 16 + ((pid as u64 + k + super::random_u64() % 7) % 230) as u8)
-            .find(|n| !used.contains(&format!("10.77.{n}.")) && !Path::new(&format!("/sys/class/net/rcb{n}")).exists())
+            // A subnet whose links are all gone: a namespace an earlier test of this process
+            // deleted takes its veth end with it, but the kernel does that a moment later.
+            .find(|n| {
+                !used.contains(&format!("10.77.{n}."))
+                    && !Path::new(&format!("/sys/class/net/rcb{n}")).exists()
+                    && (0..labels.len()).all(|i| !Path::new(&format!("/sys/class/net/rcv{n}h{i}")).exists())
+            })
             .ok_or("no free 10.77.x.0/24 subnet")?;
         let bridge = format!("rcb{n}");
         let record = dir.join(".harness-netns");

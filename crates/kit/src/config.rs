@@ -57,6 +57,9 @@ pub struct NodeConfig {
     pub client_net: String,
     pub api_port: u16,
     pub pg_port: u16,
+    /// PostgreSQL listens on every address of its host (`postgresql.listen: 0.0.0.0:<pg_port>`),
+    /// so a virtual IP the host takes reaches it too; `connect_address` stays `host`.
+    pub listen_all: bool,
     /// `etcd3.host`, e.g. `127.0.0.1:2379`.
     pub etcd_host: String,
     pub ttl: u64,
@@ -112,6 +115,7 @@ impl NodeConfig {
             client_net: "127.0.0.1/32".into(),
             api_port: crate::free_port(),
             pg_port: crate::free_port(),
+            listen_all: false,
             etcd_host: etcd_host.into(),
             ttl: 30,
             loop_wait: 10,
@@ -312,7 +316,10 @@ impl NodeConfig {
         }
         line(String::new());
         line("postgresql:".into());
-        line(format!("  listen: {}", self.pg_address()));
+        match self.listen_all {
+            true => line(format!("  listen: 0.0.0.0:{}", self.pg_port)),
+            false => line(format!("  listen: {}", self.pg_address())),
+        }
         line(format!("  connect_address: {}", self.pg_address()));
         line(format!("  data_dir: {}", qp(&self.data_dir)));
         if let Some(bin) = &self.bin_dir {
