@@ -38,7 +38,7 @@ impl<A: VirtualAddress> AddressKeeper<A> {
     }
 
     /// Makes the host hold the address or not; giving up is bounded by `limit` (the time left
-    /// before the fencing deadline).
+    /// before the lease ends).
     pub async fn apply(&mut self, hold: bool, limit: Duration) {
         let has = match self.port.held() {
             Ok(h) => h,

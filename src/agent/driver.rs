@@ -59,7 +59,7 @@ const STANDBY_CLUSTER_WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long a reloaded `synchronous_standby_names` may take to show in the server.
 const SYNC_NAMES_APPLY_LIMIT: Duration = Duration::from_secs(3);
 /// The longest giving up the virtual address may take (`if_down_cmd` included); a leader's is
-/// bounded by its fencing deadline as well.
+/// bounded by the end of its lease as well.
 const ADDRESS_GIVE_UP_LIMIT: Duration = Duration::from_secs(10);
 
 /// What one cycle saw, kept for publishing.
@@ -362,6 +362,8 @@ impl<P: Ports> Agent<P> {
             failsafe_ping: failsafe_ping.as_ref(),
             watchdog_unusable: watchdog_unusable.as_deref(),
         };
+        // The lease as it stood before this cycle's decision (one that fences ends it).
+        let lease_end = self.core.leader_until();
         let plan = self.core.decide(&obs);
         self.log_plan(&plan, cluster.is_err());
         self.warn_standby_cluster();
@@ -375,11 +377,11 @@ impl<P: Ports> Agent<P> {
         // rampart_core::address::may_hold).
         let hold = (self.address_rule.0)(&plan, self.leader_key_names_me);
         if !hold {
-            self.apply_address(false).await;
+            self.apply_address(false, lease_end).await;
         }
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;
         if hold {
-            self.apply_address(true).await;
+            self.apply_address(true, lease_end).await;
         }
         if let Some(answer) = &plan.answer {
             self.answer(answer);
@@ -394,11 +396,11 @@ impl<P: Ports> Agent<P> {
         Ok(plan)
     }
 
-    /// Makes the host hold the virtual address or not; giving it up must end before the
-    /// fencing deadline.
-    async fn apply_address(&mut self, hold: bool) {
-        let limit = match self.core.fence_deadline() {
-            Some(f) => self.instant(f).saturating_duration_since(Instant::now()),
+    /// Makes the host hold the virtual address or not; giving it up must end before `lease_end`,
+    /// when another member may take the lock (and the address).
+    async fn apply_address(&mut self, hold: bool, lease_end: Option<Millis>) {
+        let limit = match lease_end {
+            Some(end) => self.instant(end).saturating_duration_since(Instant::now()),
             None => ADDRESS_GIVE_UP_LIMIT,
         };
         if let Some(a) = &mut self.address {
@@ -829,10 +831,11 @@ impl<P: Ports> Agent<P> {
             failsafe_ping: None,
             watchdog_unusable: None,
         };
+        let lease_end = self.core.leader_until();
         let plan = self.core.decide_shutdown(&obs);
         info!(signal = signal.name(), "{}", plan.message);
         // A stopping agent holds no address, whatever becomes of PostgreSQL.
-        self.apply_address(false).await;
+        self.apply_address(false, lease_end).await;
         let dcs_answered = cluster.is_ok();
         let cluster = cluster.ok();
         self.execute(&plan, &local, probe.as_ref(), cluster.as_deref()).await?;

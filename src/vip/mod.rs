@@ -5,7 +5,7 @@
 //! Who may hold it is decided elsewhere (the core's [`rampart_core::address::may_hold`] for the
 //! agent, the proxies' lease election): this only carries it out.
 //!
-//! Invariant: giving up never outlasts its limit (the fencing deadline): the down command is
+//! Invariant: giving up never outlasts its limit (the end of the lease): the down command is
 //! killed at the limit, and the address is removed from the interface whatever the command did.
 //!
 //! Adding and removing an address needs CAP_NET_ADMIN, announcing it CAP_NET_RAW: the agent runs

@@ -20,8 +20,8 @@ use crate::error::Problem;
 /// Gratuitous ARP announcements sent when the address is taken (keepalived sends 5 by default,
 /// one per second; three at 100 ms apart reach every neighbour in practice and end fast).
 pub const DEFAULT_ARP_COUNT: u32 = 3;
-/// How long `if_up_cmd` and `if_down_cmd` may run (a down command also stops at the fencing
-/// deadline, whichever comes first).
+/// How long `if_up_cmd` and `if_down_cmd` may run (a leader's down command also stops when its
+/// lease ends, whichever comes first).
 pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A virtual address and how it is taken and given up.
