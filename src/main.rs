@@ -16,6 +16,7 @@ mod cli;
 mod demo;
 mod logging;
 mod proxy;
+mod proxy_vip;
 mod vip;
 
 use std::path::PathBuf;

@@ -12,6 +12,10 @@
 //! served until SIGTERM or SIGINT. The signal handlers are installed first, so that no signal
 //! kills the proxy by default.
 //!
+//! With `proxy.vip`, the proxies sharing the address elect its holder through etcd
+//! ([`crate::proxy_vip`]); a stopping holder gives the address up and releases its claim before
+//! anything else, so another proxy serves the address while this one drains.
+//!
 //! Stop (SIGTERM/SIGINT): the listeners are closed at once; sessions end with FATAL 57P01 as soon
 //! as they are idle, queries and transactions in progress get `proxy.shutdown_timeout` seconds to
 //! finish (a second signal cuts that short), then every session left gets 57P01 and the proxy
@@ -112,6 +116,14 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         None => None,
     };
     // Served from here on, before etcd is reached: until the first read the page says so.
+    let id = proxy_id();
+    let (vip_tx, vip_rx) = match &proxy.vip {
+        Some(vip) => {
+            let (tx, rx) = watch::channel(crate::proxy_vip::initial_figures(vip, &id));
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_server = admin_listener.map(|listener| {
         let state = Admin {
@@ -122,6 +134,7 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
             pools: shared.pools.clone(),
             clients: shared.clients.clone(),
             split,
+            vip: vip_rx,
         };
         tokio::spawn(admin::serve(listener, Arc::new(state), async move {
             let _ = admin_stopped.await;
@@ -179,8 +192,13 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
             shared.settings().connect_timeout,
         ))
     });
+    // The proxies' virtual address: claimed through etcd, held while the claim covers it.
+    let election = proxy.vip.clone().zip(vip_tx).map(|(vip, figures)| {
+        crate::proxy_vip::Election::start(dcs.clone(), vip, dynamic.ttl, id.clone(), cluster_rx.clone(), figures)
+    });
     let reporter_stop = Arc::new(Notify::new());
-    let drain_reporter = tokio::spawn(report_drains(dcs.clone(), shared.clone(), cluster_rx, reporter_stop.clone()));
+    let drain_reporter =
+        tokio::spawn(report_drains(dcs.clone(), id, shared.clone(), cluster_rx, reporter_stop.clone()));
     let workers = Arc::new(Workers::start(proxy.workers, shared.clone()).context("starting proxy workers")?);
     // Kept until the end: dropping the last handle stops the workers, and their sessions with them.
     let accepting = listeners.serve(workers.clone());
@@ -198,6 +216,11 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
             Event::Reload => reload(config_path, &mut in_force, &shared),
         }
     };
+    // The address goes to another proxy before this one stops serving: clients that connect to
+    // it from now on reach that one (new connections here are refused once the listeners close).
+    if let Some(election) = election {
+        election.stop(VIP_STOP_BOUND).await;
+    }
     stop_gracefully(stop, accepting, &shared, &mut signals, Duration::from_secs(in_force.proxy.shutdown_timeout)).await;
     drop(workers);
     let _ = admin_stop.send(());
@@ -216,6 +239,17 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
     Ok(())
 }
 
+/// How long a stopping proxy waits for its virtual address to be given up and its claim released
+/// (giving up is bounded by the claim's lease; the release is one etcd call).
+const VIP_STOP_BOUND: Duration = Duration::from_secs(15);
+
+/// This running proxy's id towards etcd: `<hostname>-<pid>` (no `/`), unique among running
+/// proxies.
+fn proxy_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim().replace('/', "_"), std::process::id())
+}
+
 /// How long a proxy's registration outlives it (its lease), in seconds.
 const REGISTRATION_TTL: u64 = 10;
 
@@ -226,12 +260,11 @@ const REGISTRATION_TTL: u64 = 10;
 /// Returns the registration once `stop` is notified, for the caller to withdraw.
 async fn report_drains(
     dcs: rampart_dcs::EtcdDcs,
+    id: String,
     shared: Arc<Shared>,
     mut cluster: watch::Receiver<Option<Arc<rampart_core::Cluster>>>,
     stop: Arc<Notify>,
 ) -> Option<rampart_dcs::ProxyRegistration> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let id = format!("{}-{}", host.trim().replace('/', "_"), std::process::id());
     let mut registration: Option<rampart_dcs::ProxyRegistration> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_keep_alive = Instant::now();
@@ -454,8 +487,8 @@ fn reload(path: &Path, in_force: &mut ProxyConfig, shared: &Shared) {
     in_force.etcd3 = old.etcd3;
     in_force.dcs = old.dcs;
     let (p, o) = (&mut in_force.proxy, old.proxy);
-    (p.listen, p.listen_ro, p.listen_admin, p.workers, p.workers_set, p.max_lag) =
-        (o.listen, o.listen_ro, o.listen_admin, o.workers, o.workers_set, o.max_lag);
+    (p.listen, p.listen_ro, p.listen_admin, p.workers, p.workers_set, p.max_lag, p.vip) =
+        (o.listen, o.listen_ro, o.listen_admin, o.workers, o.workers_set, o.max_lag, o.vip);
     info!(path = %path.display(), changed = ?plan.live, "configuration reloaded");
     if !plan.restart.is_empty() {
         warn!(keys = ?plan.restart, "changed in the file but applied only after a restart: the running values stay");

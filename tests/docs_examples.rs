@@ -13,16 +13,19 @@ use std::path::{Path, PathBuf};
 /// Host directories a documented file names, which check-config wants to exist.
 const HOST_DIRS: &[&str] = &["/var/log/rampart"];
 
-/// The `yaml` blocks of a Markdown file, with the line each starts on.
+/// The `yaml` blocks of a Markdown file, with the line each starts on; a block indented under a
+/// list item loses its fence's indentation, as a reader copying it would drop it.
 fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
-    let mut current: Option<(usize, String)> = None;
+    let mut current: Option<(usize, usize, String)> = None;
     for (n, line) in markdown.lines().enumerate() {
+        let indent = line.len() - line.trim_start().len();
         match &mut current {
-            None if line.trim_start() == "```yaml" => current = Some((n + 2, String::new())),
-            Some(_) if line.trim_start() == "```" => blocks.extend(current.take()),
-            Some((_, text)) => {
-                text.push_str(line);
+            None if line.trim_start() == "```yaml" => current = Some((n + 2, indent, String::new())),
+            Some(_) if line.trim_start() == "```" => blocks.extend(current.take().map(|(n, _, text)| (n, text))),
+            Some((_, fence, text)) => {
+                let strip = indent.min(*fence);
+                text.push_str(&line[strip..]);
                 text.push('\n');
             }
             None => {}

@@ -12,6 +12,11 @@
 //!    start of the story to its end (the plug pulled below excepted), no two hosts held it.
 //! 4. The leader's plug pulled (its link down, its agent and PostgreSQL killed): the address is on
 //!    the new leader (the time it took is printed) and the client's new connections reach it.
+//!
+//! Every member also has `if_up_cmd` and `if_down_cmd` beside its interface (seed 001's hooks for
+//! an address a cloud moves): each records the call in one file all hosts share, as the cloud's
+//! API would see them; up to the pulled plug, every take came after the last holder gave it up.
+//! A cluster with the hooks alone (no interface) shows the same order on a switchover and a stop.
 
 mod support;
 
@@ -20,10 +25,69 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterOptions};
+use support::config::NodeConfig;
 use support::health::wait_healthy;
 use support::netns::Direction;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The file the hooks of [`with_hooks`] record their calls in: in the cluster's directory, which
+/// every host sees.
+fn hooks_log(cfg: &NodeConfig) -> std::path::PathBuf {
+    cfg.node_dir.parent().expect("a cluster directory").join("hooks.log")
+}
+
+/// Gives the member `if_up_cmd` and `if_down_cmd` that append `up|down <member> <address>` to
+/// [`hooks_log`]; with `interface` they go beside the `vip` section the cluster has, without it
+/// they are the only way the address moves (`ip` from a documentation range).
+fn with_hooks(mut cfg: NodeConfig, interface: bool) -> NodeConfig {
+    let log = hooks_log(&cfg);
+    let hooks = format!(
+        "  if_up_cmd: \"echo up {name} $_IP_$ >> {log}\"\n  if_down_cmd: \"echo down {name} $_IP_$ >> {log}\"\n",
+        name = cfg.name,
+        log = log.display()
+    );
+    if interface {
+        let section = cfg.extra_yaml.find("vip:\n").expect("a vip section");
+        let end = cfg.extra_yaml[section..].find("  interface: ").map(|i| section + i).expect("an interface");
+        cfg.extra_yaml.insert_str(end, &hooks);
+    } else {
+        cfg.extra_yaml.push_str(&format!("vip:\n  ip: 192.0.2.10\n{hooks}"));
+    }
+    cfg
+}
+
+/// The hooks' calls so far, as (verb, member, address).
+fn hook_calls(c: &Cluster) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(hooks_log(&c.node(0).config)).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(w.len(), 3, "a hook line: {l:?}");
+            (w[0].to_string(), w[1].to_string(), w[2].to_string())
+        })
+        .collect()
+}
+
+/// Asserts that in `calls` every `up` comes after the previous holder's `down` (the address never
+/// had two holders as the hooks see it) and that every call named `address`; returns the
+/// holders in turn.
+fn assert_handed_over_in_order(calls: &[(String, String, String)], address: &str) -> Vec<String> {
+    let mut holder: Option<&str> = None;
+    let mut holders = Vec::new();
+    for (verb, member, addr) in calls {
+        assert_eq!(addr, address, "$_IP_$ is the address: {calls:?}");
+        match (verb.as_str(), holder) {
+            ("up", None) => {
+                holder = Some(member);
+                holders.push(member.clone());
+            }
+            ("down", Some(h)) if h == member => holder = None,
+            _ => panic!("{verb} {member} while {holder:?} held the address: {calls:?}"),
+        }
+    }
+    holders
+}
 
 /// The member whose host alone has the address, once one does.
 fn wait_for_holder(c: &Cluster, not: Option<usize>) -> usize {
@@ -154,8 +218,9 @@ fn neighbours(c: &Cluster) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_virtual_ip_follows_the_primary_through_a_switchover_a_cut_off_leader_and_a_pulled_plug() {
-    let mut c = Cluster::start(3, ClusterOptions::default().with_vip());
+    let mut c = Cluster::start(3, ClusterOptions::default().with_vip().tweak(|_, cfg| with_hooks(cfg, true)));
     let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
+    let first = leader;
     let sampler = c.net().sample(c.vip());
 
     // 1. The leader's host has it, alone; the client reaches the primary through it.
@@ -202,6 +267,15 @@ async fn the_virtual_ip_follows_the_primary_through_a_switchover_a_cut_off_leade
     assert!(!sampler.samples().is_empty());
     drop(sampler);
     let leader = next;
+    // The hooks ran beside the interface, in the same order: taken only once given up. The up
+    // command runs after the address is on the interface and announced: wait for it.
+    let vip = c.vip().to_string();
+    support::wait_until(TIMEOUT, Duration::from_millis(100), || {
+        assert_handed_over_in_order(&hook_calls(&c), &vip).last().map(String::as_str) == Some(c.name(leader))
+    });
+    let holders = assert_handed_over_in_order(&hook_calls(&c), &vip);
+    assert_eq!(holders.first().map(String::as_str), Some(c.name(first)), "{holders:?}");
+    assert_eq!(holders.last().map(String::as_str), Some(c.name(leader)), "{holders:?}");
 
     // 4. The plug pulled: the address and the service move to another member.
     pull_the_plug(&mut c, leader).await;
@@ -235,4 +309,33 @@ async fn seed_004_two_hosts_with_a_virtual_ip_survive_the_primarys_plug_pulled()
     let n: i64 = db.query_one("SELECT count(*) FROM seed004", &[]).await.unwrap().get(0);
     assert_eq!(n, 100, "every row is there through the address");
     db.batch_execute("INSERT INTO seed004 VALUES (101)").await.expect("the new primary takes writes");
+}
+
+/// Seed 001's hooks alone (`if_up_cmd`/`if_down_cmd`, no interface): the address lives elsewhere
+/// (an Elastic IP, a route table, a DNS record), and the commands move it. The leader runs the
+/// up command; a switchover runs the old leader's down command before the new leader's up; a
+/// clean stop of the leader runs its down command. `/patroni` says who holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_alone_move_an_address_the_hosts_do_not_carry() {
+    let mut c = Cluster::start(2, ClusterOptions::default().tweak(|_, cfg| with_hooks(cfg, false)));
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
+    let called =
+        |c: &Cluster, n: usize| support::wait_until(TIMEOUT, Duration::from_millis(100), || hook_calls(c).len() >= n);
+    assert!(called(&c, 1), "the leader took the address: {:?}", hook_calls(&c));
+    assert_eq!(assert_handed_over_in_order(&hook_calls(&c), "192.0.2.10"), [c.name(leader)]);
+    let held = |c: &Cluster, i: usize| c.get_json(i, "/patroni").map(|p| p["vip"]["held"] == true).unwrap_or(false);
+    assert!(held(&c, leader) && !held(&c, 1 - leader));
+
+    let candidate = 1 - leader;
+    let r = c.request_switchover(leader, candidate, Duration::from_secs(60));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(called(&c, 3), "the address moved with the switchover: {:?}", hook_calls(&c));
+    let holders = assert_handed_over_in_order(&hook_calls(&c), "192.0.2.10");
+    assert_eq!(holders, [c.name(leader), c.name(candidate)]);
+    assert!(support::wait_until(TIMEOUT, Duration::from_millis(100), || held(&c, candidate) && !held(&c, leader)));
+
+    assert!(c.stop_agent(candidate, Duration::from_secs(60)), "the leader's agent stops");
+    let calls = hook_calls(&c);
+    assert_eq!(calls.last().map(|(v, m, _)| (v.as_str(), m.as_str())), Some(("down", c.name(candidate))), "{calls:?}");
+    assert_handed_over_in_order(&calls, "192.0.2.10");
 }

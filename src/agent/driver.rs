@@ -31,13 +31,13 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::address::AddressKeeper;
 use super::backend::Queued;
 use super::jobs::{JobContext, RunningJob};
 use super::ports::{Control, DataFiles, PortSet, Ports, Server, WallClock};
 use super::signals::{Hangups, StopSignal, StopWatch};
 use super::watchdog::Watchdog;
 use super::{callbacks, peers, publish, settings};
+use crate::vip::keeper::AddressKeeper;
 
 mod failsafe;
 mod params;

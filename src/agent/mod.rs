@@ -10,7 +10,6 @@
 //! adapter settings), [`driver`] (the loop), [`jobs`] (long actions), [`ports`] (what the loop touches, as traits), [`peers`] (the leader race's questions), [`publish`] (member key and API snapshot),
 //! [`signals`] (stop and reload requests).
 
-pub mod address;
 pub mod backend;
 pub mod callbacks;
 pub mod custom_bootstrap;

@@ -122,17 +122,7 @@ pub trait WatchdogDevice: Send {
     fn disarm(&mut self);
 }
 
-/// The virtual address on this host (`vip`): what the host has, taking it, giving it up.
-pub trait VirtualAddress: Send {
-    /// Whether this host has the address now.
-    fn held(&self) -> Result<bool, String>;
-
-    /// Takes the address (and announces it).
-    fn take(&mut self) -> impl Future<Output = Result<(), String>> + Send;
-
-    /// Gives the address up within `limit`.
-    fn give_up(&mut self, limit: Duration) -> impl Future<Output = Result<(), String>> + Send;
-}
+pub use crate::vip::keeper::VirtualAddress;
 
 /// Wall-clock time, for what is compared with times people wrote (scheduled restarts and
 /// switchovers) and for what the REST API shows.

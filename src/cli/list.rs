@@ -422,7 +422,8 @@ pub fn member_table(scope: &str, cluster: &Cluster, extended: bool, topology: bo
     t
 }
 
-/// The lines under the pretty table: maintenance mode and a scheduled switchover.
+/// The lines under the pretty table: maintenance mode, a scheduled switchover, the last backup
+/// and which proxy holds each of the proxies' virtual addresses.
 pub fn footer(cluster: &Cluster) -> String {
     let mut lines = Vec::new();
     if cluster.config.as_ref().is_some_and(|c| c.paused()) {
@@ -441,6 +442,9 @@ pub fn footer(cluster: &Cluster) -> String {
     }
     if let Some(b) = &cluster.backup {
         lines.push(backup_line(b));
+    }
+    for (address, holder) in &cluster.proxy_addresses {
+        lines.push(format!(" Proxy virtual IP {address}: held by proxy {holder}"));
     }
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
@@ -872,5 +876,14 @@ mod tests {
         assert_eq!(backup_line(&running), " Backup running on a (replica, pgbackrest) since 2025-12-05 10:20:00 UTC");
         let c = Cluster { backup: Some(running), ..Default::default() };
         assert!(footer(&c).ends_with("since 2025-12-05 10:20:00 UTC\n"));
+    }
+
+    #[test]
+    fn the_proxy_holding_each_proxy_address_follows_the_table() {
+        let c = Cluster {
+            proxy_addresses: [("10.0.0.5".to_string(), "app1-4242".to_string())].into_iter().collect(),
+            ..Default::default()
+        };
+        assert_eq!(footer(&c), " Proxy virtual IP 10.0.0.5: held by proxy app1-4242\n");
     }
 }

@@ -13,6 +13,7 @@
 //! never as root.
 
 pub mod garp;
+pub mod keeper;
 
 use std::net::IpAddr;
 use std::process::Stdio;

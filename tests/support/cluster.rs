@@ -44,6 +44,9 @@ pub struct ClusterOptions {
     pub namespaces: bool,
     /// A `vip` section in every node's configuration (implies `namespaces`).
     pub vip: bool,
+    /// Further hosts, by label (with `namespaces`): machines on the LAN that run no member, such
+    /// as proxies' hosts.
+    pub extra_hosts: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -62,6 +65,7 @@ impl Default for ClusterOptions {
             tweak: None,
             namespaces: false,
             vip: false,
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -87,6 +91,14 @@ impl ClusterOptions {
     pub fn with_vip(mut self) -> Self {
         self.namespaces = true;
         self.vip = true;
+        self
+    }
+
+    /// [`ClusterOptions::in_namespaces`], with further hosts labelled `labels` (each a machine of
+    /// its own on the LAN; `Cluster::net().host(label)`).
+    pub fn with_hosts(mut self, labels: &[&str]) -> Self {
+        self.namespaces = true;
+        self.extra_hosts.extend(labels.iter().map(|l| l.to_string()));
         self
     }
 }
@@ -125,8 +137,12 @@ impl Cluster {
     pub fn start(n: usize, options: ClusterOptions) -> Cluster {
         let dir = TestDir::new("cluster");
         let net = options.namespaces.then(|| {
-            let labels: Vec<String> =
-                ["etcd".to_string()].into_iter().chain((0..n).map(node_label)).chain(["client".to_string()]).collect();
+            let labels: Vec<String> = ["etcd".to_string()]
+                .into_iter()
+                .chain((0..n).map(node_label))
+                .chain(["client".to_string()])
+                .chain(options.extra_hosts.iter().cloned())
+                .collect();
             Net::require(dir.path(), &labels.iter().map(String::as_str).collect::<Vec<_>>())
         });
         let etcd = match &net {

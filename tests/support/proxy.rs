@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::cluster::Cluster;
+use super::netns::Host;
 use super::process::LoggedChild;
 
 /// One running `rampart proxy`.
@@ -65,6 +66,40 @@ impl Proxy {
         let mut p = Proxy { proc, rw_port, ro_port, admin_port, config, base };
         for port in [rw_port, ro_port].into_iter().chain(admin_port) {
             assert!(p.proc.wait_listening(port, Duration::from_secs(10)), "rampart proxy does not listen on {port}");
+        }
+        p
+    }
+
+    /// Starts a proxy for `c` on `host` (a machine of its own, see [`super::netns`]), as the
+    /// `postgres` user with the capabilities a virtual address needs (as systemd's
+    /// `AmbientCapabilities=` gives them), listening on all the host's addresses: read-write on
+    /// `rw_port`, admin on `admin_port`. Waits until both accept connections at the host's address.
+    pub fn start_on(c: &Cluster, host: &Host, name: &str, rw_port: u16, admin_port: u16, extra: &str) -> Proxy {
+        let ro_port = super::free_port();
+        let section = format!(
+            "proxy:\n  listen: 0.0.0.0:{rw_port}\n  listen_ro: 0.0.0.0:{ro_port}\n  listen_admin: 0.0.0.0:{admin_port}\n"
+        );
+        let base = format!("{}{section}", c.node(0).config.patronictl_yaml());
+        let config = c.dir().join(format!("{name}.yml"));
+        std::fs::write(&config, format!("{base}{extra}"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let netns = host.netns.as_deref().expect("a host in a network namespace");
+        let mut cmd = super::agent::agent_user_command_in(
+            &super::rampart_bin(),
+            c.dir(),
+            &[],
+            Some(netns),
+            rampart_kit::user::AmbientCaps::Net,
+        );
+        cmd.arg("proxy").arg("-c").arg(&config);
+        let proc = LoggedChild::spawn("rampart proxy", cmd, &c.dir().join(format!("{name}.log")));
+        let mut p = Proxy { proc, rw_port, ro_port, admin_port: Some(admin_port), config, base };
+        for port in [rw_port, admin_port] {
+            let to = std::net::SocketAddr::from((host.addr, port));
+            let listening = super::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                p.proc.is_running() && host.tcp_connect(to, Duration::from_millis(500)).is_ok()
+            });
+            assert!(listening, "rampart proxy on {} does not listen on {to}:\n{}", host.label, p.log());
         }
         p
     }

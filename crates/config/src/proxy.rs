@@ -15,6 +15,7 @@ use crate::error::Problem;
 use crate::proxy_pool::Pooling;
 use crate::proxy_split::LoadBalance;
 use crate::raw::RawProxy;
+use crate::vip::Vip;
 
 /// Default `hold_timeout`: how long a read-write client waits for a leader, in seconds.
 pub const DEFAULT_HOLD_TIMEOUT: u64 = 30;
@@ -61,6 +62,8 @@ pub struct Proxy {
     pub pooling: Pooling,
     /// Read/write splitting on the read-write port (`load_balance` on), if asked for.
     pub load_balance: Option<LoadBalance>,
+    /// The address the proxies sharing it elect one holder of (`proxy.vip`), if any.
+    pub vip: Option<Vip>,
 }
 
 /// Default `workers`: one event loop per CPU this process may run on (as HAProxy's `nbthread`),
@@ -113,14 +116,8 @@ impl Proxy {
         let Some(mut raw) = raw else { return Ok(None) };
         let pooling = Pooling::build(&mut raw, c)?;
         let load_balance = LoadBalance::build(&mut raw, &pooling, c)?;
-        if raw.vip.is_some() {
-            // Refused rather than ignored: a file that asks for it must not run without it.
-            return Err(c.problem(
-                &["proxy", "vip"],
-                "not available yet (the proxies' election of one holder is still being built); give the \
-                 members a vip section to reach the primary through one address",
-            ));
-        }
+        // Taken by one proxy at a time, elected through an etcd lease (see `rampart proxy`).
+        let vip = Vip::build(raw.vip.take(), &["proxy", "vip"], c)?;
         let listen_text = c.require_text(raw.listen, &["proxy", "listen"])?;
         let listen = c.host_port(&listen_text, &["proxy", "listen"])?;
         let listen_ro = match raw.listen_ro {
@@ -184,6 +181,7 @@ impl Proxy {
             access_log: raw.access_log,
             pooling,
             load_balance,
+            vip,
         }))
     }
 }
@@ -202,9 +200,18 @@ mod tests {
     }
 
     #[test]
-    fn a_proxy_vip_is_refused_until_the_election_exists() {
-        let e = load("proxy:\n  listen: 127.0.0.1:6432\n  vip: {ip: 10.0.0.100, interface: eth0}\n").unwrap_err();
-        assert!(e.to_string().contains("proxy.vip: not available yet"), "{e}");
+    fn a_proxy_vip_is_checked_as_a_members() {
+        let p = load("proxy:\n  listen: 127.0.0.1:6432\n  vip: {ip: 10.0.0.100, netmask: 24, interface: eth0}\n")
+            .unwrap()
+            .config
+            .proxy
+            .unwrap();
+        let vip = p.vip.expect("proxy.vip");
+        assert_eq!((vip.cidr().as_str(), vip.interface.as_deref()), ("10.0.0.100/24", Some("eth0")));
+        let e = load("proxy:\n  listen: 127.0.0.1:6432\n  vip: {ip: 10.0.0.100}\n").unwrap_err();
+        assert!(e.to_string().contains("proxy.vip: needs an interface"), "{e}");
+        let e = load("proxy:\n  listen: 127.0.0.1:6432\n  vip: {ip: 10.0.0.0/24, interface: eth0}\n").unwrap_err();
+        assert!(e.to_string().contains("proxy.vip.ip: \"10.0.0.0/24\" is not an IP address"), "{e}");
     }
 
     #[test]

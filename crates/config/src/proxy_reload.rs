@@ -55,6 +55,7 @@ impl ReloadPlan {
             access_log,
             pooling,
             load_balance,
+            vip,
         } = proxy;
         let p = &new.proxy;
         plan.restart_if(listen != &p.listen, "proxy.listen");
@@ -72,6 +73,8 @@ impl ReloadPlan {
         plan.pooling(pooling, &p.pooling);
         // The sessions' routers and the position reader are made at start.
         plan.restart_if(load_balance != &p.load_balance, "proxy.load_balance (and its keys)");
+        // The claim and the address are the running proxy's until it stops.
+        plan.restart_if(vip != &p.vip, "proxy.vip");
         plan
     }
 

@@ -30,6 +30,9 @@ pub const FAILSAFE: &str = "failsafe";
 pub const BACKUP: &str = "backup";
 /// Directory of the running proxies' reports (Rampart's own; JSON, each on its proxy's lease).
 pub const PROXIES: &str = "proxies/";
+/// Directory of the proxies' virtual address claims (Rampart's own): `proxy_vip/<address>` holds
+/// the id of the proxy that has the address, on that proxy's claim lease.
+pub const PROXY_ADDRESSES: &str = "proxy_vip/";
 
 /// The key prefix of one cluster, always ending in `/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +70,11 @@ impl ClusterPrefix {
         format!("{}{}{}", self.0, PROXIES, id)
     }
 
+    /// Full key of the proxies' claim on the virtual address `address`.
+    pub fn proxy_address(&self, address: &str) -> String {
+        format!("{}{}{}", self.0, PROXY_ADDRESSES, address)
+    }
+
     /// The part of `full` after the prefix, if `full` is under it.
     pub fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
         full.strip_prefix(self.0.as_str())
@@ -84,5 +92,6 @@ mod tests {
         }
         assert_eq!(ClusterPrefix::new("/db/", "postgres").member("n1"), "/db/postgres/members/n1");
         assert_eq!(ClusterPrefix::new("service", "pg").proxy("h-1"), "/service/pg/proxies/h-1");
+        assert_eq!(ClusterPrefix::new("service", "pg").proxy_address("10.0.0.5"), "/service/pg/proxy_vip/10.0.0.5");
     }
 }

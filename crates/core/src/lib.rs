@@ -70,6 +70,7 @@ pub mod manual;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod proxy_address;
 pub mod restart;
 pub mod roles;
 pub mod slots;

@@ -480,6 +480,9 @@ pub struct Cluster {
     /// The running proxies' reports by proxy id (`proxies/<id>`, each on its proxy's lease, so a
     /// dead proxy's report is gone after its TTL). Only the switchover rule reads them.
     pub proxies: BTreeMap<String, ProxyReport>,
+    /// The proxies' virtual addresses and who holds each (`proxy_vip/<address>`: the holder's
+    /// proxy id, on its claim lease).
+    pub proxy_addresses: BTreeMap<String, String>,
     /// The last backup `rampart backup` ran (the `backup` key).
     pub backup: Option<crate::backup::BackupReport>,
     /// DCS revision of the read.
@@ -570,6 +573,10 @@ impl Cluster {
                             ProxyReport::default()
                         });
                         c.proxies.insert(id.to_string(), report);
+                    } else if let Some(address) = other.strip_prefix(keys::PROXY_ADDRESSES) {
+                        if !address.is_empty() && !address.contains('/') {
+                            c.proxy_addresses.insert(address.to_string(), kv.value.clone());
+                        }
                     }
                 }
             }
@@ -716,6 +723,8 @@ mod tests {
             kv("/service/pg/proxies/h-5", r#"{"drain_timeout":2.5}"#),
             kv("/service/pg/proxies/", "{}"),
             kv("/service/pg/proxies/x/y", "{}"),
+            kv("/service/pg/proxy_vip/10.0.0.5", "h-1"),
+            kv("/service/pg/proxy_vip/", "h-2"),
         ]);
         let c = Cluster::from_kvs(&p, &kvs, 1);
         let report = |t: Option<u64>, d: Option<&str>| ProxyReport { drain_timeout: t, drained: d.map(Into::into) };
@@ -726,9 +735,13 @@ mod tests {
         assert_eq!(c.proxies["h-5"], report(Some(3), None));
         assert_eq!(c.proxies.len(), 5);
         assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+        assert_eq!(c.proxy_addresses, BTreeMap::from([("10.0.0.5".to_string(), "h-1".to_string())]));
         // Everything else is what the same keys without the proxies give.
         let without = Cluster::from_kvs(&p, &base, 1);
-        assert_eq!(Cluster { proxies: BTreeMap::new(), problems: vec![], ..c }, without);
+        assert_eq!(
+            Cluster { proxies: BTreeMap::new(), proxy_addresses: BTreeMap::new(), problems: vec![], ..c },
+            without
+        );
         // What a proxy writes: both fields, `null` when nothing is drained.
         assert_eq!(serde_json::to_string(&report(Some(5), None)).unwrap(), r#"{"drain_timeout":5,"drained":null}"#);
     }

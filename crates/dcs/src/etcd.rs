@@ -188,10 +188,23 @@ impl EtcdDcs {
 
     /// Refreshes the lease, then runs the leader transaction (see [`leader::hold`]).
     async fn hold_leader(&self, op: &'static str, deadline: Instant) -> DcsResult<bool> {
-        let (key, name) = (self.key(keys::LEADER), self.inner.member.clone());
+        let key = self.key(keys::LEADER);
+        self.hold_key(&self.inner.lease, op, &key, &self.inner.member, deadline).await
+    }
+
+    /// Refreshes `slot`'s lease, then runs the lock transaction of [`leader::hold`] on `key` for
+    /// `name`: whether the key is now `name`'s, on that lease.
+    pub(crate) async fn hold_key(
+        &self,
+        slot: &LeaseSlot,
+        op: &'static str,
+        key: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> DcsResult<bool> {
         let conn = &self.inner.conn;
-        self.with_lease(op, deadline, |lease| {
-            let txn = leader::hold(&key, &name, lease);
+        self.with_lease_of(slot, op, deadline, |lease| {
+            let txn = leader::hold(key, name, lease);
             async move {
                 let resp = conn
                     .call(deadline, |mut c| {

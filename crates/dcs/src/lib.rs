@@ -27,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+pub mod address_claim;
 mod backoff;
 mod conn;
 pub mod dcs;
@@ -38,6 +39,7 @@ pub mod options;
 pub mod proxies;
 mod watch;
 
+pub use address_claim::AddressClaim;
 pub use dcs::{Dcs, DcsResult};
 pub use error::DcsError;
 pub use etcd::EtcdDcs;

@@ -566,3 +566,41 @@ async fn proxies_register_on_their_own_lease_write_only_changes_and_vanish_with_
     assert_eq!(agent.read_cluster(dl()).await.unwrap().proxies.get("h-1"), Some(&drained));
     watcher.abort();
 }
+
+#[tokio::test]
+async fn one_proxy_at_a_time_claims_the_address_and_the_other_gets_it_when_the_lease_ends() {
+    init_logs();
+    let etcd = Etcd::start();
+    let reader = node(&etcd, "a", 10).await;
+    let proxy = node(&etcd, "rampart-proxy", 10).await;
+    let a = proxy.address_claim("10.0.0.5", "h-1", 2);
+    let b = proxy.address_claim("10.0.0.5", "h-2", 2);
+    assert_eq!(a.key(), "/service/test/proxy_vip/10.0.0.5");
+
+    assert!(a.claim(dl()).await.unwrap(), "a free key is claimed");
+    assert!(a.claim(dl()).await.unwrap(), "a renewal of one's own claim succeeds");
+    assert!(!b.claim(dl()).await.unwrap(), "a second claimant is refused while the first one's lease lives");
+    let (value, lease) = raw_get(&etcd, a.key()).await.expect("claim written");
+    assert_eq!(value, "h-1");
+    assert_ne!(Some(lease), proxy.lease_id(), "a lease of its own");
+    let c = reader.read_cluster(dl()).await.unwrap();
+    assert_eq!(c.proxy_addresses.get("10.0.0.5").map(String::as_str), Some("h-1"));
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+
+    // The holder stops renewing: its claim goes with its lease, and the other one gets it.
+    let silent = Instant::now();
+    while !b.claim(dl()).await.unwrap() {
+        assert!(silent.elapsed() < Duration::from_secs(6), "the claim outlived its 2 s lease");
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert!(silent.elapsed() >= Duration::from_secs(1), "taken over after {:?}", silent.elapsed());
+    assert!(!a.claim(dl()).await.unwrap(), "the former holder, back, finds the claim another's");
+
+    // A clean release lets the other claim at once; releasing what is not one's own deletes nothing.
+    a.release(dl()).await.unwrap();
+    assert_eq!(raw_get(&etcd, b.key()).await.map(|v| v.0).as_deref(), Some("h-2"));
+    b.release(dl()).await.unwrap();
+    assert!(raw_get(&etcd, "/service/test/proxy_vip/10.0.0.5").await.is_none());
+    let c2 = proxy.address_claim("10.0.0.5", "h-3", 2);
+    assert!(c2.claim(dl()).await.unwrap());
+}

@@ -60,6 +60,25 @@ pub struct Admin {
     pub clients: Arc<Clients>,
     /// Read/write splitting on the read-write port, when on.
     pub split: Option<Arc<crate::split::state::Splitting>>,
+    /// The proxies' virtual address as this proxy keeps it (`proxy.vip`), when configured.
+    pub vip: Option<watch::Receiver<VipFigures>>,
+}
+
+/// The proxies' virtual address (`proxy.vip`) as this proxy keeps it: what `/metrics` and
+/// `/stats.json` show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VipFigures {
+    /// The address.
+    pub address: String,
+    /// Whether this proxy's host has it now.
+    pub held: bool,
+    /// Times this proxy took it or gave it up since it started.
+    pub changes: u64,
+    /// The proxy id the cluster's claim names (this proxy's own, another's, or none), as last
+    /// read.
+    pub holder: Option<String>,
+    /// This proxy's id.
+    pub me: String,
 }
 
 /// The admin address could not be bound. The cause is the error's source, so error chains
@@ -213,16 +232,24 @@ impl Admin {
         let pools = PoolsView::take(&self.pools, &self.clients);
         let o = overview(&self.scope, &snapshot, &routes, self.policy);
         let split = self.split.as_ref().map(|s| s.figures());
+        let vip = self.vip.as_ref().map(|v| v.borrow().clone());
         let (content_type, body) = match page {
             Page::Metrics => {
                 let mut text = admin_metrics::metrics_text(&snapshot, &o, &pools);
                 if let Some(f) = &split {
                     text.push_str(&admin_metrics::split_metrics_text(f));
                 }
+                if let Some(v) = &vip {
+                    text.push_str(&admin_metrics::vip_metrics_text(v));
+                }
                 (admin_metrics::CONTENT_TYPE, text)
             }
             Page::Json => {
-                (admin_json::CONTENT_TYPE, admin_json::stats_json(&snapshot, &o, &pools, split.as_ref()).to_string())
+                let mut json = admin_json::stats_json(&snapshot, &o, &pools, split.as_ref());
+                if let Some(v) = &vip {
+                    json["vip"] = admin_json::vip_json(v);
+                }
+                (admin_json::CONTENT_TYPE, json.to_string())
             }
             Page::Html => (admin_html::CONTENT_TYPE, admin_html::stats_html(&snapshot, &o, &pools, split.as_ref())),
         };
@@ -265,6 +292,7 @@ mod tests {
             pools: Arc::default(),
             clients: Arc::default(),
             split: None,
+            vip: None,
         };
         (Arc::new(admin), tx)
     }

@@ -81,6 +81,18 @@ fn split(f: Option<&SplitFigures>) -> Value {
     })
 }
 
+/// The proxies' virtual address in `/stats.json` (`vip`): the address, whether this proxy's host
+/// has it, who the cluster's claim names, and the changes counted.
+pub fn vip_json(f: &crate::admin::VipFigures) -> Value {
+    json!({
+        "address": f.address,
+        "held": f.held,
+        "holder": f.holder,
+        "me": f.me,
+        "changes": f.changes,
+    })
+}
+
 /// The `/stats.json` body; `split` when the read-write port splits reads from writes.
 pub fn stats_json(s: &Snapshot, o: &Overview, p: &PoolsView, split_figures: Option<&SplitFigures>) -> Value {
     let backends: Vec<Value> = s

@@ -253,6 +253,18 @@ pub fn split_metrics_text(f: &crate::split::state::SplitFigures) -> String {
     out.0
 }
 
+/// The proxies' virtual address's families, appended to `/metrics` when `proxy.vip` is set.
+pub fn vip_metrics_text(f: &crate::admin::VipFigures) -> String {
+    let mut out = Out(String::with_capacity(512));
+    let held = "rampart_proxy_vip_held";
+    out.family(held, "gauge", "1 if this proxy's host has the proxies' virtual address now.");
+    out.sample(held, &[("address", &f.address)], u8::from(f.held));
+    let changes = "rampart_proxy_vip_changes_total";
+    out.family(changes, "counter", "Times this proxy took or gave up the virtual address since it started.");
+    out.sample(changes, &[("address", &f.address)], f.changes);
+    out.0
+}
+
 /// The `/metrics` body for `s`, with the routes and view facts of `o` and the pools of `p`.
 pub fn metrics_text(s: &Snapshot, o: &Overview, p: &PoolsView) -> String {
     let mut out = Out(String::with_capacity(4096));
@@ -408,6 +420,21 @@ mod tests {
 
     /// The text for the fixture snapshot read `age` ago, or with no view at all (and then, as
     /// the follower publishes before its first read, no routes).
+    #[test]
+    fn the_virtual_address_is_one_gauge_and_one_counter_per_address() {
+        let f = crate::admin::VipFigures {
+            address: "10.0.0.5".into(),
+            held: true,
+            changes: 3,
+            holder: Some("h-1".into()),
+            me: "h-1".into(),
+        };
+        let m = parse(&vip_metrics_text(&f));
+        assert_eq!(m["rampart_proxy_vip_held{address=\"10.0.0.5\"}"], 1.0);
+        assert_eq!(m["rampart_proxy_vip_changes_total{address=\"10.0.0.5\"}"], 3.0);
+        assert_eq!(m.len(), 2);
+    }
+
     fn render(age: Option<Duration>) -> String {
         let (mut snap, mut routes) = snapshot(age.unwrap_or_default());
         if age.is_none() {

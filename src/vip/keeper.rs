@@ -1,17 +1,31 @@
-//! Carries out the core's decision on the virtual address (`vip`) each cycle: the plan says
-//! whether this member holds it ([`rampart_core::Plan::holds_address`]); the loop gives it up
-//! before the plan's actions and takes it after them ([`super::driver`]), and at shutdown gives
-//! it up before PostgreSQL stops.
+//! Carries out a decision on the virtual address, each time one is made: the agent's (`vip`:
+//! the plan says whether this member holds it, [`rampart_core::Plan::holds_address`]; the loop
+//! gives it up before the plan's actions and takes it after them, and at shutdown gives it up
+//! before PostgreSQL stops) and the proxies' (`proxy.vip`: [`rampart_core::proxy_address`]).
+//! [`VirtualAddress`] is the port: [`super::HostAddress`] in production, a flag in tests and the
+//! simulation.
 //!
-//! What the host has is read again every cycle rather than remembered, so an address someone
-//! removed by hand comes back at the next cycle, and one left over from an earlier run of the
-//! agent goes at its first.
+//! What the host has is read again every time rather than remembered, so an address someone
+//! removed by hand comes back at the next decision, and one left over from an earlier run goes
+//! at the first.
 
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::ports::VirtualAddress;
+use std::future::Future;
+
+/// The virtual address on this host: what the host has, taking it, giving it up.
+pub trait VirtualAddress: Send {
+    /// Whether this host has the address now.
+    fn held(&self) -> Result<bool, String>;
+
+    /// Takes the address (and announces it).
+    fn take(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Gives the address up within `limit`.
+    fn give_up(&mut self, limit: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
 
 /// The address port with what the REST API shows of it.
 pub struct AddressKeeper<A> {
@@ -22,7 +36,7 @@ pub struct AddressKeeper<A> {
     address: String,
     /// Whether the host had it after the last change or check.
     held: bool,
-    /// Times it was taken or given up since the agent started.
+    /// Times it was taken or given up since the process started.
     changes: u64,
     /// The last failure, so a failure that repeats every cycle is logged once.
     last_error: Option<String>,
