@@ -35,7 +35,7 @@ export RUST_BACKTRACE ?= 1
 
 help:
 	@echo 'make demo    set up, build the release binary, run `rampart demo`'
-	@echo 'make test    set up, build and run every test (unit, doc, then e2e serially)'
+	@echo 'make test    set up, build and run every test (unit, doc, e2e serially, then 3 scenarios on a 3-member etcd)'
 	@echo 'make chaos   the long fault-injection run (200 faults, summary table; see tests/chaos/main.rs)'
 	@echo 'make check   cargo fmt --check and clippy'
 	@echo 'make bench   benchmarks: failover/switchover windows, agent footprint, proxy TPS and failover, r/w splitting, replica creation'
@@ -59,7 +59,7 @@ demo: setup release
 
 test: setup
 	@bash scripts/reap-test-procs.sh
-	@rc=0; $(MAKE) --no-print-directory test-unit test-doc test-e2e || rc=$$?; \
+	@rc=0; $(MAKE) --no-print-directory test-unit test-doc test-e2e test-e2e-etcd3 || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
 	  if [[ $$rc -eq 0 ]]; then echo 'make test: all test passes succeeded'; \
 	  else echo "make test: FAILED (exit $$rc)" >&2; fi; \
@@ -71,13 +71,23 @@ test-unit:
 
 test-e2e:
 	$(CARGO) nextest run --profile $(NEXTEST_PROFILE) --workspace -E 'kind(test)' --test-threads 1 --no-tests=fail $(TEST_ARGS)
+
+test-e2e-etcd3:
+	RAMPART_ETCD_MEMBERS=3 $(CARGO) nextest run --profile $(NEXTEST_PROFILE) $(ETCD3_SCENARIOS:%=--test %) --test-threads 1 --no-tests=fail $(TEST_ARGS)
 else
 test-unit:
 	$(CARGO) test --workspace --lib --bins $(if $(TEST_ARGS),-- $(TEST_ARGS))
 
 test-e2e:
 	$(CARGO) test --workspace --test '*' -- --test-threads=1 $(TEST_ARGS)
+
+test-e2e-etcd3:
+	RAMPART_ETCD_MEMBERS=3 $(CARGO) test $(ETCD3_SCENARIOS:%=--test %) -- --test-threads=1 $(TEST_ARGS)
 endif
+
+# Run again on a three-member etcd by `make test` (every test can be: RAMPART_ETCD_MEMBERS=3):
+# bootstrap, crash failover and fencing (every etcd member killed or frozen).
+ETCD3_SCENARIOS := bootstrap failover fencing
 
 # The benchmarks are not run by `make test`, but they share the e2e harness: compiling them here
 # (a few seconds) keeps them from breaking unnoticed.

@@ -3,7 +3,8 @@
 //! node directly, round after round, and the rounds are checked afterwards.
 //!
 //! Two ways to lose etcd: killed (connections are refused at once) and frozen with SIGSTOP
-//! (requests hang, so only the agent's own deadlines can save it).
+//! (requests hang, so only the agent's own deadlines can save it); with a three-member etcd
+//! (`RAMPART_ETCD_MEMBERS=3`) every member is killed or frozen.
 
 mod support;
 
@@ -26,9 +27,9 @@ async fn lose_etcd_and_check(freeze: bool) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut = Instant::now();
     if freeze {
-        c.etcd_mut().freeze();
+        c.freeze_etcd();
     } else {
-        c.etcd_mut().stop();
+        c.stop_etcd();
     }
 
     // Through the lease and beyond: the leader must have stopped accepting writes before its lease
@@ -52,9 +53,9 @@ async fn lose_etcd_and_check(freeze: bool) {
 
     // etcd comes back: exactly one writable primary again.
     if freeze {
-        c.etcd_mut().thaw();
+        c.thaw_etcd();
     } else {
-        c.etcd_mut().start_again();
+        c.start_etcd_again();
     }
     let recovered = support::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         probe.rounds().last().is_some_and(|r| r.accepted.len() == 1)

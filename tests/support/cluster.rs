@@ -47,6 +47,19 @@ pub struct ClusterOptions {
     /// Further hosts, by label (with `namespaces`): machines on the LAN that run no member, such
     /// as proxies' hosts.
     pub extra_hosts: Vec<String>,
+    /// etcd members: 1, or 3 as seeds 002 and 003 run it (each on a host of its own, `etcd`,
+    /// `etcd1`, `etcd2`, with `namespaces`). Default: `RAMPART_ETCD_MEMBERS`, else 1, so that
+    /// any scenario can be run against a three-member etcd unchanged.
+    pub etcd_members: usize,
+}
+
+/// The etcd members a cluster gets by default: `RAMPART_ETCD_MEMBERS` (1 or 3), else 1.
+pub fn default_etcd_members() -> usize {
+    match std::env::var("RAMPART_ETCD_MEMBERS").ok().as_deref().map(str::trim) {
+        None | Some("") | Some("1") => 1,
+        Some("3") => 3,
+        Some(other) => panic!("RAMPART_ETCD_MEMBERS={other}: expected 1 or 3"),
+    }
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +79,7 @@ impl Default for ClusterOptions {
             namespaces: false,
             vip: false,
             extra_hosts: Vec::new(),
+            etcd_members: default_etcd_members(),
         }
     }
 }
@@ -123,7 +137,10 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// Made on first use by [`Cluster::dcs`].
     dcs: std::sync::OnceLock<rampart_kit::dcs::BlockingReader>,
+    /// etcd's first member (its only one by default).
     etcd: Etcd,
+    /// Its other members, with [`ClusterOptions::etcd_members`] above 1.
+    etcd_peers: Vec<Etcd>,
     /// The hosts, with [`ClusterOptions::in_namespaces`]; removed once etcd has stopped.
     net: Option<Net>,
     vip: Option<Ipv4Addr>,
@@ -145,20 +162,35 @@ impl Cluster {
                 .collect();
             Net::require(dir.path(), &labels.iter().map(String::as_str).collect::<Vec<_>>())
         });
-        let etcd = match &net {
-            Some(net) => {
+        let (etcd, etcd_peers) = match (&net, options.etcd_members) {
+            (Some(net), 1) => {
                 let host = net.host("etcd");
-                Etcd::start_at(&dir.join("etcd"), host.addr, super::free_port(), host.netns.as_deref())
+                (Etcd::start_at(&dir.join("etcd"), host.addr, super::free_port(), host.netns.as_deref()), Vec::new())
             }
-            None => Etcd::start_in(&dir.join("etcd")),
+            (None, 1) => (Etcd::start_in(&dir.join("etcd")), Vec::new()),
+            (net, members) => {
+                let hosts: Vec<_> = (0..members)
+                    .map(|i| match net {
+                        Some(net) => {
+                            let h = net.host(&if i == 0 { "etcd".to_string() } else { format!("etcd{i}") });
+                            (h.addr, h.netns.clone())
+                        }
+                        None => (std::net::Ipv4Addr::LOCALHOST, None),
+                    })
+                    .collect();
+                let mut all = Etcd::start_members(&dir.join("etcd"), &hosts).into_iter();
+                let first = all.next().expect("a member");
+                (first, all.collect())
+            }
         };
+        let etcd_hosts = std::iter::once(&etcd).chain(&etcd_peers).map(Etcd::host).collect::<Vec<_>>().join(",");
         let vip = net.as_ref().filter(|_| options.vip).map(Net::spare_addr);
         // One port on every host: each host is a machine of its own.
         let vip_port = super::free_port();
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let node_dir = dir.subdir(format!("node{i}"));
-            let mut config = NodeConfig::new(i, &node_dir, &etcd.host())
+            let mut config = NodeConfig::new(i, &node_dir, &etcd_hosts)
                 .scope(&options.scope)
                 .namespace(&options.namespace)
                 .timing(options.ttl, options.loop_wait, options.retry_timeout)
@@ -187,7 +219,8 @@ impl Cluster {
                 agent: None,
             });
         }
-        let mut cluster = Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, net, vip, dir };
+        let mut cluster =
+            Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, etcd_peers, net, vip, dir };
         if options.start_agents {
             for i in 0..n {
                 if i > 0 && !options.stagger.is_zero() {
@@ -329,6 +362,44 @@ impl Cluster {
         &mut self.etcd
     }
 
+    /// Every etcd member, the first one first.
+    pub fn etcd_members(&self) -> impl Iterator<Item = &Etcd> {
+        std::iter::once(&self.etcd).chain(&self.etcd_peers)
+    }
+
+    /// Freezes every etcd member (SIGSTOP): etcd as a whole hangs.
+    pub fn freeze_etcd(&self) {
+        self.etcd_members().for_each(Etcd::freeze);
+    }
+
+    /// Undoes [`Cluster::freeze_etcd`].
+    pub fn thaw_etcd(&self) {
+        self.etcd_members().for_each(Etcd::thaw);
+    }
+
+    /// Kills every etcd member: etcd as a whole is gone (data kept).
+    pub fn stop_etcd(&mut self) {
+        self.etcd.stop();
+        self.etcd_peers.iter_mut().for_each(Etcd::stop);
+    }
+
+    /// Starts every etcd member again after [`Cluster::stop_etcd`] and waits until all are
+    /// healthy (a member of several is healthy only once a quorum runs: all start first).
+    pub fn start_etcd_again(&mut self) {
+        self.etcd.spawn();
+        self.etcd_peers.iter_mut().for_each(Etcd::spawn);
+        self.etcd.wait_ready();
+        self.etcd_peers.iter_mut().for_each(Etcd::wait_ready);
+    }
+
+    /// etcd member `i` (0 is [`Cluster::etcd`]).
+    pub fn etcd_member_mut(&mut self, i: usize) -> &mut Etcd {
+        match i {
+            0 => &mut self.etcd,
+            i => &mut self.etcd_peers[i - 1],
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -397,9 +468,11 @@ impl Cluster {
         self.agent(i).kill_postmaster()
     }
 
-    /// Name of the leader according to the DCS leader key, if any.
+    /// Name of the leader according to the DCS leader key, if any, as the first etcd member
+    /// that answers has it.
     pub fn leader_name(&self) -> Option<String> {
-        self.etcd.get(&format!("{}leader", self.dcs_prefix())).filter(|v| !v.is_empty())
+        let key = format!("{}leader", self.dcs_prefix());
+        self.etcd_members().find_map(|e| e.try_get(&key).ok()).flatten().filter(|v| !v.is_empty())
     }
 
     /// Index of the leader according to the DCS leader key, if any.
@@ -490,11 +563,14 @@ impl Cluster {
                 ));
             }
         }
-        out.push_str(&format!(
-            "----- etcd log {} -----\n{}\n===== [harness] end of logs =====\n",
-            self.etcd.log_path().display(),
-            super::tail_file(&self.etcd.log_path(), lines.min(20))
-        ));
+        for etcd in self.etcd_members() {
+            out.push_str(&format!(
+                "----- etcd log {} -----\n{}\n",
+                etcd.log_path().display(),
+                super::tail_file(&etcd.log_path(), lines.min(20))
+            ));
+        }
+        out.push_str("===== [harness] end of logs =====\n");
         eprint!("{out}");
     }
 }

@@ -17,6 +17,7 @@
 //!   `scripts/reap-test-procs.sh` can stop what a killed test process left behind.
 //!
 //! Environment variables:
+//! * `RAMPART_ETCD_MEMBERS=3` gives every [`Cluster`] a three-member etcd (default 1);
 //! * `RAMPART_KEEP_TEST_DIRS=1` keeps test directories (and prints their paths);
 //! * `RAMPART_AGENT_RUST_LOG` overrides the agents' `RUST_LOG` (default `info`);
 //! * `RAMPART_LOG_TAIL` is the number of lines [`Cluster::dump_logs`] prints per file (default 60);

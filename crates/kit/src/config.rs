@@ -60,7 +60,7 @@ pub struct NodeConfig {
     /// PostgreSQL listens on every address of its host (`postgresql.listen: 0.0.0.0:<pg_port>`),
     /// so a virtual IP the host takes reaches it too; `connect_address` stays `host`.
     pub listen_all: bool,
-    /// `etcd3.host`, e.g. `127.0.0.1:2379`.
+    /// `etcd3.host`, e.g. `127.0.0.1:2379`, or several comma-separated (then `etcd3.hosts`).
     pub etcd_host: String,
     pub ttl: u64,
     pub loop_wait: u64,
@@ -253,10 +253,18 @@ impl NodeConfig {
         }
     }
 
+    /// `host: <host:port>`, or `hosts: <host:port>,...` for several etcd members.
+    fn etcd_hosts_line(&self) -> String {
+        match self.etcd_host.contains(',') {
+            true => format!("hosts: {}", self.etcd_host),
+            false => format!("host: {}", self.etcd_host),
+        }
+    }
+
     /// A bare `patronictl.yaml` for this node's cluster: `scope`, `namespace` and `etcd3`, no
     /// `restapi` (so no REST credentials unless the caller appends a `ctl` section).
     pub fn patronictl_yaml(&self) -> String {
-        format!("scope: {}\nnamespace: {}\netcd3:\n  host: {}\n", q(&self.scope), q(&self.namespace), self.etcd_host)
+        format!("scope: {}\nnamespace: {}\netcd3:\n  {}\n", q(&self.scope), q(&self.namespace), self.etcd_hosts_line())
     }
 
     /// The configuration as Patroni-format YAML.
@@ -279,7 +287,7 @@ impl NodeConfig {
         }
         line(String::new());
         line("etcd3:".into());
-        line(format!("  host: {}", self.etcd_host));
+        line(format!("  {}", self.etcd_hosts_line()));
         line(String::new());
         line("bootstrap:".into());
         line("  dcs:".into());

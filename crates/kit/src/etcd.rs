@@ -1,10 +1,12 @@
-//! A single-member etcd on loopback ports (or a chaos suite's own address), its data and log in
-//! one directory: the one launcher of the demo, the e2e harness and the DCS tests.
+//! etcd on loopback ports (or a host's own address in a network namespace), each member's data
+//! and log in one directory: the one launcher of the demo, the e2e harness and the DCS tests. A
+//! single member by default; [`Etcd::start_members`] starts a cluster of several, as seeds 002 and
+//! 003 run it.
 //!
 //! Invariants: the process is stopped by its PID, never by name, when its [`Etcd`] is dropped
 //! (also during a panic); its PID is recorded next to its log (`etcd.log.harness-pid`) for
 //! `scripts/reap-test-procs.sh`; [`Etcd::start_again`] brings the same member back on the same
-//! ports and data.
+//! ports and data (a cluster member rejoins its cluster).
 
 mod ctl;
 mod tls;
@@ -47,6 +49,17 @@ pub struct EtcdConfig {
     pub data_dir: PathBuf,
     /// Serve clients over TLS and require their certificates.
     pub tls: Option<TlsFiles>,
+    /// The cluster of several this member belongs to; `None`: a cluster of this member alone.
+    pub cluster: Option<MemberOf>,
+}
+
+/// A member's cluster of several, as every member's command line names it.
+#[derive(Clone, Debug)]
+pub struct MemberOf {
+    /// `--initial-cluster`: `name=peer-url,...` of every member.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token`, the same on every member.
+    pub token: String,
 }
 
 impl EtcdConfig {
@@ -60,7 +73,13 @@ impl EtcdConfig {
             peer_port: crate::free_port(),
             data_dir: data_dir.to_path_buf(),
             tls: None,
+            cluster: None,
         }
+    }
+
+    /// `http://<host>:<peer port>`.
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.peer_port)
     }
 
     /// `http(s)://<host>:<client port>`.
@@ -72,7 +91,13 @@ impl EtcdConfig {
     /// The command line that starts this member (no stdio, no user set: the caller's business).
     pub fn command(&self) -> Command {
         let client = self.endpoint();
-        let peer = format!("http://{}:{}", self.host, self.peer_port);
+        let peer = self.peer_url();
+        let (initial_cluster, token, heartbeat, election) = match &self.cluster {
+            // etcd's own defaults: members must hear each other's heartbeats over real links.
+            Some(m) => (m.initial_cluster.clone(), m.token.clone(), 100, 1000),
+            // A single member: a short election timeout only makes it ready sooner.
+            None => (format!("{}={peer}", self.name), format!("rampart-{}-{}", self.name, self.peer_port), 100, 500),
+        };
         let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data_dir.display()))
@@ -80,12 +105,11 @@ impl EtcdConfig {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster={}={peer}", self.name))
+            .arg(format!("--initial-cluster={initial_cluster}"))
             .arg("--initial-cluster-state=new")
-            .arg(format!("--initial-cluster-token=rampart-{}-{}", self.name, self.peer_port))
-            // A single member: a short election timeout only makes it ready sooner.
-            .arg("--heartbeat-interval=100")
-            .arg("--election-timeout=500")
+            .arg(format!("--initial-cluster-token={token}"))
+            .arg(format!("--heartbeat-interval={heartbeat}"))
+            .arg(format!("--election-timeout={election}"))
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .env_remove("ETCDCTL_API");
@@ -162,6 +186,13 @@ impl Etcd {
     /// (Re)starts the process on the same ports and data directory and waits until healthy.
     /// Panics if it is already running.
     pub fn start_again(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it (a member of several is healthy only once a
+    /// quorum runs). Panics if it is already running.
+    pub fn spawn(&mut self) {
         assert!(!self.is_running(), "etcd is already running (pid {:?})", self.pid());
         let log_path = self.log_path();
         let mut log = OpenOptions::new()
@@ -184,6 +215,12 @@ impl Etcd {
             });
         write_pid_file(&pid_file_for(&log_path), child.id());
         self.child = Some(child);
+    }
+
+    /// Waits until the started process is healthy; panics with its log's tail if it exits or
+    /// is not healthy within [`ETCD_START_TIMEOUT`].
+    pub fn wait_ready(&mut self) {
+        let log_path = self.log_path();
         let mut exited = None;
         let ready = crate::wait_until(ETCD_START_TIMEOUT, Duration::from_millis(50), || {
             exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
@@ -199,6 +236,38 @@ impl Etcd {
                 log_path.display()
             );
         }
+    }
+
+    /// Starts a cluster of one member per `(address, network namespace)` of `hosts`, member `i`
+    /// called `etcd<i>` with its files in `dir/etcd<i>`, and waits until every member is healthy.
+    pub fn start_members(dir: &Path, hosts: &[(Ipv4Addr, Option<PathBuf>)]) -> Vec<Etcd> {
+        let mut members: Vec<Etcd> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (host, netns))| {
+                let name = format!("etcd{i}");
+                let member_dir = dir.join(&name);
+                let mut etcd = Etcd::new(&member_dir, *host, crate::free_port(), netns.as_deref());
+                etcd.config.name = name;
+                etcd
+            })
+            .collect();
+        let initial_cluster =
+            members.iter().map(|m| format!("{}={}", m.config.name, m.config.peer_url())).collect::<Vec<_>>().join(",");
+        let token = format!("rampart-{}", members[0].config.peer_port);
+        for m in &mut members {
+            m.config.cluster = Some(MemberOf { initial_cluster: initial_cluster.clone(), token: token.clone() });
+            m.spawn();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        members
+    }
+
+    /// The member's name (`default` for a single member, `etcd<i>` in a cluster of several).
+    pub fn name(&self) -> &str {
+        &self.config.name
     }
 
     /// Kills the process with SIGKILL (by PID) and reaps it. Data and ports are kept, so

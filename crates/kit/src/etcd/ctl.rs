@@ -30,13 +30,18 @@ impl Etcd {
 
     /// The value of `key`, or `None` when absent or etcd does not answer.
     pub fn get(&self, key: &str) -> Option<String> {
+        self.try_get(key).ok().flatten()
+    }
+
+    /// The value of `key` (`None`: absent), or why this member did not answer.
+    pub fn try_get(&self, key: &str) -> Result<Option<String>, String> {
         let out = self.etcdctl(&["get", "--print-value-only", key]);
         if !out.status.success() {
-            return None;
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let value = text.strip_suffix('\n').unwrap_or(&text);
-        (!out.stdout.is_empty()).then(|| value.to_owned())
+        Ok((!out.stdout.is_empty()).then(|| value.to_owned()))
     }
 
     /// Sets `key` to `value`; panics when etcdctl fails.

@@ -1,0 +1,148 @@
+//! Story: a cluster on a three-member etcd, as seeds 002 and 003 run it. Losing one etcd member
+//! out of three costs nothing: etcd keeps its quorum and the agents go on through the others.
+//!
+//! 1. Three members bootstrap against three etcd members; every agent's file lists all three.
+//! 2. The etcd member every agent tries first is killed: for two ttl's the leader keeps its lock
+//!    and its timeline, and the client's writes go on (no failover without a cause).
+//! 3. It comes back and rejoins etcd.
+//! 4. etcd's raft leader is killed while the client writes: etcd elects another, and again the
+//!    leader keeps its lock and its timeline, and the writes go on.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::cluster::{Cluster, ClusterOptions};
+use support::health::{timeline, wait_healthy};
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// Writes to the leader's PostgreSQL every 50 ms until dropped, reconnecting after a failure;
+/// records when each write was acknowledged.
+struct Writer {
+    acked: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Writer {
+    async fn start(port: u16) -> Writer {
+        let db = support::connect_superuser(port).await.expect("the leader");
+        db.batch_execute("CREATE TABLE etcd_writes (id serial PRIMARY KEY)").await.unwrap();
+        let (acked, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let (a, s) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut db = Some(db);
+            while !s.load(Ordering::Relaxed) {
+                if db.is_none() {
+                    db = support::connect_superuser(port).await.ok();
+                }
+                let ok = match &db {
+                    Some(d) => d.batch_execute("INSERT INTO etcd_writes DEFAULT VALUES").await.is_ok(),
+                    None => false,
+                };
+                if ok {
+                    a.lock().unwrap().push(Instant::now());
+                } else {
+                    db = None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Writer { acked, stop }
+    }
+
+    /// The longest time between two acknowledged writes after `since` (or since the last one
+    /// before it), up to now: printed, for the record.
+    fn longest_gap_after(&self, since: Instant) -> Duration {
+        let acked = self.acked.lock().unwrap();
+        let mut times: Vec<Instant> = acked.iter().copied().filter(|t| *t > since).collect();
+        times.insert(0, acked.iter().copied().rfind(|t| *t <= since).unwrap_or(since));
+        times.push(Instant::now());
+        times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
+    fn acked_after(&self, t: Instant) -> bool {
+        self.acked.lock().unwrap().iter().any(|a| *a > t)
+    }
+}
+
+/// How often the leader's agent has stopped its primary for want of etcd so far.
+fn fenced(c: &Cluster, leader: usize) -> usize {
+    std::fs::read_to_string(&c.node(leader).log_path).unwrap_or_default().matches("demoting").count()
+}
+
+/// Watches the cluster for `during`: the leader must stay `leader` on timeline `tl` throughout.
+async fn assert_no_failover(c: &Cluster, leader: usize, tl: Option<u64>, during: Duration, what: &str) {
+    let until = Instant::now() + during;
+    while Instant::now() < until {
+        assert_eq!(c.leader_name().as_deref(), Some(c.name(leader)), "{what}: the leader changed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(timeline(c, leader), tl, "{what}: the leader's timeline changed");
+}
+
+/// The etcd member that is raft leader now, by its index among the cluster's members.
+fn raft_leader(c: &Cluster) -> Option<usize> {
+    let status = |i: usize| -> Option<(u64, u64)> {
+        let out = c.etcd_members().nth(i)?.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s = &v[0]["Status"];
+        Some((s["header"]["member_id"].as_u64()?, s["leader"].as_u64()?))
+    };
+    (0..3).find(|&i| status(i).is_some_and(|(me, leader)| me == leader))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_etcd_member_out_of_three_costs_no_failover() {
+    let mut c = Cluster::start(3, ClusterOptions { etcd_members: 3, ..ClusterOptions::default() });
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
+    let tl = timeline(&c, leader);
+
+    // 1. Every agent knows every etcd member.
+    for i in 0..3 {
+        let yaml = std::fs::read_to_string(c.config_path(i)).unwrap();
+        for e in c.etcd_members() {
+            assert!(yaml.contains(&e.host()), "node {i}'s file lists etcd member {}: {yaml}", e.host());
+        }
+    }
+    let list = String::from_utf8_lossy(&c.etcd().etcdctl(&["member", "list"]).stdout).into_owned();
+    assert_eq!(list.lines().filter(|l| l.contains("started")).count(), 3, "{list}");
+    let writer = Writer::start(c.pg_port(leader)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 2. The member everyone tries first is killed: nothing changes for the cluster.
+    let (killed, fences) = (Instant::now(), fenced(&c, leader));
+    c.etcd_member_mut(0).stop();
+    assert_no_failover(&c, leader, tl, 2 * TTL, "etcd member 0 killed").await;
+    println!("etcd member 0 killed: longest pause between writes {:?}", writer.longest_gap_after(killed));
+    assert_eq!(fenced(&c, leader), fences, "the leader did not fence itself");
+    assert!(writer.acked_after(killed + 2 * TTL - Duration::from_secs(1)), "the leader still takes writes");
+
+    // 3. It comes back and rejoins.
+    c.etcd_member_mut(0).start_again();
+    let list = String::from_utf8_lossy(&c.etcd().etcdctl(&["member", "list"]).stdout).into_owned();
+    assert_eq!(list.lines().filter(|l| l.contains("started")).count(), 3, "{list}");
+
+    // 4. etcd's raft leader killed under the write load: a new one, and still no failover.
+    let raft = raft_leader(&c).expect("etcd has a raft leader");
+    let (killed, fences) = (Instant::now(), fenced(&c, leader));
+    c.etcd_member_mut(raft).stop();
+    assert!(
+        support::wait_until(Duration::from_secs(10), Duration::from_millis(200), || raft_leader(&c)
+            .is_some_and(|r| r != raft)),
+        "etcd elected another raft leader"
+    );
+    assert_no_failover(&c, leader, tl, TTL + Duration::from_secs(2), "etcd's raft leader killed").await;
+    println!("etcd raft leader killed: longest pause between writes {:?}", writer.longest_gap_after(killed));
+    assert_eq!(fenced(&c, leader), fences, "the leader did not fence itself");
+    assert!(writer.acked_after(killed + TTL), "the leader still takes writes");
+    c.etcd_member_mut(raft).start_again();
+}
