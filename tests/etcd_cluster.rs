@@ -146,3 +146,41 @@ async fn losing_one_etcd_member_out_of_three_costs_no_failover() {
     assert!(writer.acked_after(killed + TTL), "the leader still takes writes");
     c.etcd_member_mut(raft).start_again();
 }
+
+/// The leader's first etcd endpoint is the member cut off from the other two (a minority of one:
+/// it can neither renew a lease nor answer a linearizable read). Every host still reaches it, so
+/// an agent that kept using it would act on what it last saw. The leader must go on through
+/// another endpoint and keep its lock with no failover, or else stop taking writes before its
+/// lease could expire; never may two members take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_first_etcd_endpoint_cut_off_from_the_other_members() {
+    let c = Cluster::start(3, ClusterOptions { etcd_members: 3, ..ClusterOptions::default() }.in_namespaces());
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader");
+    let tl = timeline(&c, leader);
+    let db = c.connect_superuser(leader).await.unwrap();
+    db.batch_execute("CREATE TABLE probe (node int, n bigint)").await.unwrap();
+    let probe = support::write_probe::WriteProbe::start(&c, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let net = c.net();
+    let others = [net.host("etcd1").addr, net.host("etcd2").addr];
+    let (cut, fences) = (Instant::now(), fenced(&c, leader));
+    net.cut(net.host("etcd"), &others, support::netns::Direction::Both);
+    tokio::time::sleep(2 * TTL).await;
+    let rounds = probe.rounds();
+    support::write_probe::never_two_writable(&rounds);
+    if fenced(&c, leader) == fences {
+        // Kept the lock through another endpoint: no failover, writes went on.
+        assert_eq!(c.leader_name().as_deref(), Some(c.name(leader)), "the leader kept its lock");
+        assert_eq!(timeline(&c, leader), tl, "no promotion anywhere");
+        let last = support::write_probe::last_accept(&rounds, leader).expect("the leader took writes");
+        assert!(last > cut + TTL, "the leader still takes writes");
+        println!("the leader kept its lock through another etcd endpoint");
+    } else {
+        println!("the leader fenced itself");
+    }
+    net.heal(net.host("etcd"));
+    let r = probe.finish().await;
+    support::write_probe::never_two_writable(&r);
+    assert!(wait_healthy(&c, Duration::from_secs(90)).is_some(), "the cluster converges");
+}

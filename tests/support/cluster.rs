@@ -159,6 +159,7 @@ impl Cluster {
                 .chain((0..n).map(node_label))
                 .chain(["client".to_string()])
                 .chain(options.extra_hosts.iter().cloned())
+                .chain((1..options.etcd_members).map(|i| format!("etcd{i}")))
                 .collect();
             Net::require(dir.path(), &labels.iter().map(String::as_str).collect::<Vec<_>>())
         });
