@@ -30,10 +30,6 @@ use crate::vip::HostAddress;
 /// Pause after a failed claim before the next one (etcd unreachable fails fast).
 const RETRY_AFTER_ERROR: Duration = Duration::from_millis(500);
 
-/// How often a standby claims even when its view shows a holder: a view of the cluster that
-/// stopped changing (the proxy's reads failing) must not keep it standing by for good.
-const STANDBY_RECHECK: Duration = Duration::from_secs(5);
-
 /// The running election of one proxy; [`Election::stop`] gives the address up and releases the
 /// claim.
 pub struct Election {
@@ -112,6 +108,8 @@ async fn run(
     let mut retry_at = Millis(0);
     let mut last_error: Option<String> = None;
     let mut last_holder: Option<String> = None;
+    // A standby also claims once a ttl even when its view shows a holder: a view of the cluster
+    // that stopped changing (the proxy's reads failing) must not keep it standing by for good.
     let mut standby_since_check = now();
     let mut view_open = true;
     loop {
@@ -127,7 +125,7 @@ async fn run(
         let view_of = |c: Option<(Millis, Timing)>| ClaimView { confirmed: c.map(|(sent, _)| sent), other_holder_seen };
         let timing_of = |c: Option<(Millis, Timing)>| c.map_or(timing, |(_, t)| t);
         let n = now();
-        let recheck = confirmed.is_none() && n.0 >= standby_since_check.0 + STANDBY_RECHECK.as_millis() as u64;
+        let recheck = confirmed.is_none() && n.0 >= standby_since_check.0 + timing.ttl_ms;
         if (claim_due(view_of(confirmed), n, timing_of(confirmed)) || recheck) && n >= retry_at {
             standby_since_check = n;
             // A holder's claim is cut off when it stops covering the address.
@@ -191,9 +189,10 @@ async fn run(
 
         // Wake for the next renewal or the end of the hold (holder), for a new view of the
         // cluster (standby), or to retry after an error.
+        // A retry after an error never postpones the end of the hold.
         let wake = match confirmed {
-            Some((sent, t)) => at(sent.plus_ms(t.renew_every_ms()).min(t.hold_until(sent))).max(at(retry_at)),
-            None => at(n.plus_ms(STANDBY_RECHECK.as_millis() as u64)).max(at(retry_at)),
+            Some((sent, t)) => at(sent.plus_ms(t.renew_every_ms()).max(retry_at).min(t.hold_until(sent))),
+            None => at(n.plus_ms(timing.ttl_ms).max(retry_at)),
         };
         let standby = confirmed.is_none() && view_open;
         tokio::select! {
