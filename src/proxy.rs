@@ -115,7 +115,6 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         }
         None => None,
     };
-    // Served from here on, before etcd is reached: until the first read the page says so.
     let id = proxy_id();
     let (vip_tx, vip_rx) = match &proxy.vip {
         Some(vip) => {
@@ -124,6 +123,7 @@ async fn run_async(config_path: &Path, cfg: ProxyConfig) -> Result<()> {
         }
         None => (None, None),
     };
+    // Served from here on, before etcd is reached: until the first read the page says so.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_server = admin_listener.map(|listener| {
         let state = Admin {

@@ -169,23 +169,14 @@ async fn run(
             warn!(address = %address, "the proxies' virtual address: claim not renewed in time; giving it up before the lease could end");
             confirmed = None;
         }
-        // Giving up must end before the lease could: what is left of it, or the time allowed.
-        let limit = confirmed.map(|(s, t)| Duration::from_millis(t.lease_end(s).0.saturating_sub(n.0)));
-        keeper.apply(hold, limit.unwrap_or(give_up_limit)).await;
+        keeper.apply(hold, give_up_within(confirmed, n, give_up_limit)).await;
         if holder != last_holder && !hold {
             if let Some(h) = holder.as_ref().filter(|h| **h != id) {
                 info!(address = %address, holder = %h, "the proxies' virtual address: standing by, another proxy holds it");
             }
         }
         last_holder = holder.clone();
-        let state = keeper.state();
-        figures.send_replace(VipFigures {
-            address: address.clone(),
-            held: state.held,
-            changes: state.changes,
-            holder: if confirmed.is_some() { Some(id.clone()) } else { holder },
-            me: id.clone(),
-        });
+        publish(&figures, &keeper, if confirmed.is_some() { Some(id.clone()) } else { holder });
 
         // Wake for the next renewal or the end of the hold (holder), for a new view of the
         // cluster (standby), or to retry after an error.
@@ -201,17 +192,29 @@ async fn run(
             () = stop.notified() => break,
         }
     }
-    {
-        // Given up first, then released: no moment with the key free and the address still here.
-        let limit = confirmed.map(|(s, t)| Duration::from_millis(t.lease_end(s).0.saturating_sub(now().0)));
-        keeper.apply(false, limit.unwrap_or(give_up_limit)).await;
-        match claim.release(dcs.op_deadline()).await {
-            Ok(()) => info!(address = %address, "the proxies' virtual address: given up and released"),
-            Err(e) => {
-                warn!(address = %address, "the proxies' virtual address: releasing the claim: {e} (it ends with its lease)")
-            }
+    // Given up first, then released: no moment with the key free and the address still here.
+    keeper.apply(false, give_up_within(confirmed, now(), give_up_limit)).await;
+    match claim.release(dcs.op_deadline()).await {
+        Ok(()) => info!(address = %address, "the proxies' virtual address: given up and released"),
+        Err(e) => {
+            warn!(address = %address, "the proxies' virtual address: releasing the claim: {e} (it ends with its lease)")
         }
-        let state = keeper.state();
-        figures.send_replace(VipFigures { address, held: state.held, changes: state.changes, holder: None, me: id });
     }
+    publish(&figures, &keeper, None);
+}
+
+/// How long giving the address up may take at `now`: until the confirmed claim's lease could
+/// end, or `otherwise` without one.
+fn give_up_within(confirmed: Option<(Millis, Timing)>, now: Millis, otherwise: Duration) -> Duration {
+    confirmed.map_or(otherwise, |(sent, t)| Duration::from_millis(t.lease_end(sent).0.saturating_sub(now.0)))
+}
+
+/// What the admin port shows: the host's address as the keeper last saw it, and `holder`.
+fn publish(figures: &watch::Sender<VipFigures>, keeper: &AddressKeeper<HostAddress>, holder: Option<String>) {
+    let state = keeper.state();
+    figures.send_modify(|f| {
+        f.held = state.held;
+        f.changes = state.changes;
+        f.holder = holder;
+    });
 }

@@ -50,11 +50,6 @@ impl AddressClaim {
         &self.key
     }
 
-    /// The claimant's id (the key's value while it holds it).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Switches to a lease of `ttl` seconds from the next claim on (the cluster's `ttl` changed):
     /// the next claim grants one and moves the key to it.
     pub fn set_ttl(&self, ttl: u64) {

@@ -420,21 +420,6 @@ mod tests {
 
     /// The text for the fixture snapshot read `age` ago, or with no view at all (and then, as
     /// the follower publishes before its first read, no routes).
-    #[test]
-    fn the_virtual_address_is_one_gauge_and_one_counter_per_address() {
-        let f = crate::admin::VipFigures {
-            address: "10.0.0.5".into(),
-            held: true,
-            changes: 3,
-            holder: Some("h-1".into()),
-            me: "h-1".into(),
-        };
-        let m = parse(&vip_metrics_text(&f));
-        assert_eq!(m["rampart_proxy_vip_held{address=\"10.0.0.5\"}"], 1.0);
-        assert_eq!(m["rampart_proxy_vip_changes_total{address=\"10.0.0.5\"}"], 3.0);
-        assert_eq!(m.len(), 2);
-    }
-
     fn render(age: Option<Duration>) -> String {
         let (mut snap, mut routes) = snapshot(age.unwrap_or_default());
         if age.is_none() {
@@ -546,5 +531,20 @@ mod tests {
         assert_eq!((m["rampart_proxy_primary_route"], m["rampart_proxy_replica_routes"]), (0.0, 0.0));
         // Sessions opened before still show.
         assert_eq!(m[r#"rampart_proxy_connections_active{backend="a",port="rw"}"#], 1.0);
+    }
+
+    #[test]
+    fn the_virtual_address_is_one_gauge_and_one_counter_per_address() {
+        let f = crate::admin::VipFigures {
+            address: "10.0.0.5".into(),
+            held: true,
+            changes: 3,
+            holder: Some("h-1".into()),
+            me: "h-1".into(),
+        };
+        let m = parse(&vip_metrics_text(&f));
+        assert_eq!(m["rampart_proxy_vip_held{address=\"10.0.0.5\"}"], 1.0);
+        assert_eq!(m["rampart_proxy_vip_changes_total{address=\"10.0.0.5\"}"], 3.0);
+        assert_eq!(m.len(), 2);
     }
 }
