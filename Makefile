@@ -107,7 +107,7 @@ test-doc:
 # Like `make test`, it clears leftovers of killed runs before and after each bench.
 bench: setup
 	@bash scripts/reap-test-procs.sh
-	@rc=0; for b in failover switchover proxy proxy_failover rw_split clone; do \
+	@rc=0; for b in failover switchover proxy proxy_failover rw_split clone etcd_load; do \
 	  $(CARGO) bench --bench $$b || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
 	done; exit $$rc

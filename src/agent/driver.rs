@@ -49,6 +49,10 @@ mod tests;
 /// Shortest pause between two cycles, so a condition that asks for an immediate re-run every
 /// time cannot spin the CPU.
 const MIN_CYCLE_GAP: Duration = Duration::from_millis(100);
+/// How long a cycle waits for the watch to confirm that its copy of the cluster has caught up
+/// with what the cycle's keep-alive saw, before it reads etcd instead (one round trip on a
+/// healthy stream).
+const COPY_CATCH_UP_WAIT: Duration = Duration::from_millis(250);
 /// How long a clean stop of PostgreSQL may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of each step's DCS calls once the agent is shutting down (instead of `retry_timeout`):
@@ -307,17 +311,37 @@ impl<P: Ports> Agent<P> {
         (local, probe, job)
     }
 
-    async fn read_cluster(&mut self) -> Result<Arc<Cluster>, String> {
+    /// This cycle's view of the cluster: after one keep-alive of the lease, the watch-fed copy
+    /// when it has caught up with what that keep-alive saw and the core lets this cycle decide
+    /// on it ([`rampart_core::cached_view`]), otherwise a linearizable read. `local` is `None`
+    /// when stopping (always a read).
+    async fn read_cluster(&mut self, local: Option<&LocalPg>) -> Result<Arc<Cluster>, String> {
         // Not when stopping: the lease outlives the agent only as long as its ttl, which is fine.
         let mut read_deadline = None;
+        let mut kept = None;
         if self.stopping.is_none() {
             let deadline = self.dcs_deadline();
-            if let Err(e) = self.dcs.refresh_lease(deadline).await {
-                debug!(error = %e, "lease refresh failed");
-                // An etcd that did not answer the refresh gets the rest of the same budget for
-                // the read, not a second one: a cycle that finds etcd down ends after
-                // retry_timeout, as Patroni's does, so failsafe mode (or fencing) starts no later.
-                read_deadline = Some(deadline);
+            match self.dcs.refresh_lease(deadline).await {
+                Ok(k) => kept = Some(k),
+                Err(e) => {
+                    debug!(error = %e, "lease refresh failed");
+                    // An etcd that did not answer the refresh gets the rest of the same budget
+                    // for the read, not a second one: a cycle that finds etcd down ends after
+                    // retry_timeout, as Patroni's does, so failsafe mode (or fencing) starts no
+                    // later.
+                    read_deadline = Some(deadline);
+                }
+            }
+        }
+        if let (Some(seen), Some(local)) = (kept.and_then(|k| k.revision), local) {
+            if let Some(copy) = self.dcs.cached_cluster(seen, COPY_CATCH_UP_WAIT).await {
+                match rampart_core::cached_view::decide_on_copy(&copy, &self.cfg.name, local) {
+                    Ok(()) => {
+                        self.dcs_last_seen = u64::try_from(self.clock.unix_ms() / 1000).ok();
+                        return Ok(Arc::new(copy));
+                    }
+                    Err(why) => debug!(reason = why.as_str(), "reading etcd before deciding"),
+                }
             }
         }
         let read_deadline = read_deadline.unwrap_or_else(|| self.dcs_deadline());
@@ -337,7 +361,7 @@ impl<P: Ports> Agent<P> {
     async fn cycle(&mut self) -> Result<Plan> {
         self.dcs_trouble = false;
         let (local, probe, job) = self.observe_local().await;
-        let cluster = self.read_cluster().await;
+        let cluster = self.read_cluster(Some(&local)).await;
         let failsafe_round = self.failsafe_round(cluster.is_err(), &local).await;
         let failsafe_ping = self.failsafe_inbox.last(|t| self.millis_of(t));
         let peers = match &cluster {
@@ -556,8 +580,13 @@ impl<P: Ports> Agent<P> {
                 Ok(held)
             }
             Action::RenewLeader => {
-                let held = self.dcs.renew_leader(self.dcs_deadline()).await?;
-                self.core.advance(ActionResult::Leader { held, sent_at: sent, ttl_secs: self.core.config().ttl });
+                let renewed = self.dcs.renew_leader(self.dcs_deadline()).await?;
+                let held = renewed.is_some();
+                // The lock lasts a ttl from when its lease was last kept alive, which may be this
+                // cycle's keep-alive, sent before `sent`.
+                let sent_at =
+                    renewed.map_or(sent, |t| Millis(t.saturating_duration_since(self.origin).as_millis() as u64));
+                self.core.advance(ActionResult::Leader { held, sent_at, ttl_secs: self.core.config().ttl });
                 if !held {
                     warn!("the leader lock is no longer ours");
                     self.wake.notify_one();
@@ -814,7 +843,7 @@ impl<P: Ports> Agent<P> {
         }
         self.local.refuse_all("the agent is shutting down");
         let (local, probe, _) = self.observe_local().await;
-        let cluster = self.read_cluster().await;
+        let cluster = self.read_cluster(None).await;
         let dcs = match &cluster {
             Ok(c) => DcsView::Ok(c),
             Err(e) => DcsView::Unavailable(e.clone()),

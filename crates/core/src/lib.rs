@@ -28,6 +28,8 @@
 //! * [`roles`]: member roles, PostgreSQL and walsender states, as Patroni and PostgreSQL spell them;
 //! * [`dynamic`]: the dynamic configuration and its timing rule;
 //! * [`observe`]: what the driver observed;
+//! * [`cached_view`]: when a cycle may decide on the watch-fed copy of the cluster, and when it
+//!   must read etcd linearizably first;
 //! * [`action`]: what the core asks for;
 //! * [`election`]: who may take the lock;
 //! * [`eligibility`]: whether a member may take over (Patroni's `failover_limitation`);
@@ -56,6 +58,7 @@ pub mod action;
 pub mod address;
 pub mod admission;
 pub mod backup;
+pub mod cached_view;
 pub mod clock;
 pub mod drain;
 pub mod dynamic;

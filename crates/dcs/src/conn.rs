@@ -9,7 +9,9 @@
 //!   round (as Patroni splits `retry_timeout` among etcd hosts), so a frozen endpoint costs at
 //!   most its share and the next one still gets its turn;
 //! * authentication happens on first use of each endpoint, not at construction, and is retried
-//!   until it succeeds, so starting while etcd is down works.
+//!   until it succeeds, so starting while etcd is down works;
+//! * endpoints are only ever added (from etcd's member list, [`Conn::learn_members`]), never
+//!   removed or reordered, so an endpoint index stays valid for the life of the connection.
 //!
 //! We keep one etcd-client `Client` per endpoint rather than one balanced over all: its balancer
 //! picks endpoints at random per request and keeps choosing an endpoint that accepts TCP but never
@@ -17,9 +19,10 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, ConnectOptions};
 use tokio::sync::OnceCell;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -32,6 +35,8 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// One endpoint's client.
 struct Endpoint {
+    /// With its scheme, to recognise it in etcd's member list.
+    url: String,
     /// As shown in messages.
     shown: String,
     /// Cheap to clone; each attempt works on its own clone because the API takes `&mut self`.
@@ -43,11 +48,16 @@ struct Endpoint {
 
 /// All endpoints, the one currently preferred, and what is needed to report errors.
 pub(crate) struct Conn {
-    endpoints: Vec<Endpoint>,
+    /// Configured first, then learned ones; only appended to.
+    endpoints: RwLock<Vec<Arc<Endpoint>>>,
     preferred: AtomicUsize,
     credentials: Option<(String, String)>,
+    /// The configured endpoints, as error messages name them.
     shown: String,
     op_timeout: Duration,
+    /// For clients of endpoints learned later.
+    connect: ConnectOptions,
+    uses_tls: bool,
 }
 
 impl Conn {
@@ -60,15 +70,55 @@ impl Conn {
             let client = Client::connect([&url], Some(connect.clone()))
                 .await
                 .map_err(|e| options.config_error(format!("cannot build a client for {shown}: {e}")))?;
-            endpoints.push(Endpoint { shown, client, authenticated: OnceCell::new() });
+            endpoints.push(Arc::new(Endpoint { url, shown, client, authenticated: OnceCell::new() }));
         }
         Ok(Conn {
-            endpoints,
+            endpoints: RwLock::new(endpoints),
             preferred: AtomicUsize::new(0),
             credentials,
             shown: options.endpoints_for_display(),
             op_timeout: options.op_timeout.max(MIN_ATTEMPT),
+            connect,
+            uses_tls: options.uses_tls(),
         })
+    }
+
+    fn count(&self) -> usize {
+        self.list().len()
+    }
+
+    fn endpoint(&self, index: usize) -> Arc<Endpoint> {
+        let list = self.list();
+        list[index % list.len()].clone()
+    }
+
+    fn list(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Endpoint>>> {
+        // Only ever appended to under the write lock: a panic cannot leave it half-changed.
+        self.endpoints.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks etcd for its members and adds the client URLs not known yet, as Patroni's etcd3
+    /// client does with the member list: a member added to the etcd cluster after the agent
+    /// started is then used when the configured ones fail. URLs of the wrong scheme for our
+    /// settings (plain http with TLS files configured, or https without) are left out. Returns
+    /// the URLs added.
+    pub(crate) async fn learn_members(&self, deadline: Instant) -> Result<Vec<String>, Fault> {
+        let members = self.call(deadline, |mut c| async move { c.member_list().await }).await?;
+        let scheme = if self.uses_tls { "https://" } else { "http://" };
+        let mut added = Vec::new();
+        for url in members.members().iter().flat_map(|m| m.client_urls()) {
+            let url = url.trim_end_matches('/').to_string();
+            if !url.starts_with(scheme) || self.list().iter().any(|e| e.url == url) || added.contains(&url) {
+                continue;
+            }
+            // Building a client contacts nothing (channels connect on first use).
+            let Ok(client) = Client::connect([&url], Some(self.connect.clone())).await else { continue };
+            let shown = crate::error::display_endpoint(&url);
+            let endpoint = Arc::new(Endpoint { url: url.clone(), shown, client, authenticated: OnceCell::new() });
+            self.endpoints.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(endpoint);
+            added.push(url);
+        }
+        Ok(added)
     }
 
     pub(crate) fn op_timeout(&self) -> Duration {
@@ -80,15 +130,29 @@ impl Conn {
         &self.shown
     }
 
+    /// The endpoint requests go to now.
+    pub(crate) fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Acquire) % self.count()
+    }
+
+    /// What a first attempt on the preferred endpoint may take of the time left until
+    /// `deadline`: its share, as [`Conn::call_on`] gives it, so that a frozen endpoint leaves
+    /// time for the others.
+    pub(crate) fn first_attempt_budget(&self, deadline: Instant) -> Duration {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let share = remaining.min(self.op_timeout) / u32::try_from(self.count()).unwrap_or(1);
+        share.max(MIN_ATTEMPT).min(remaining)
+    }
+
     /// Moves away from endpoint `index` after it failed, unless someone already did.
     pub(crate) fn demote(&self, index: usize) {
-        let next = (index + 1) % self.endpoints.len();
+        let next = (index + 1) % self.count();
         let _ = self.preferred.compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The client of endpoint `index`, authenticated if credentials are configured.
     async fn client(&self, index: usize) -> Result<Client, Fault> {
-        let endpoint = &self.endpoints[index];
+        let endpoint = self.endpoint(index);
         if let Some((user, password)) = &self.credentials {
             endpoint
                 .authenticated
@@ -113,7 +177,6 @@ impl Conn {
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
         T: Send,
     {
-        let count = self.endpoints.len();
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         let mut last = Fault::Timeout;
         let mut tried_this_round = 0;
@@ -123,7 +186,10 @@ impl Conn {
                 return Err(last);
             }
             let remaining = deadline - now;
-            let index = self.preferred.load(Ordering::Acquire) % count;
+            // Read each round: endpoints learned meanwhile take their turn.
+            let count = self.count();
+            tried_this_round = tried_this_round.min(count - 1);
+            let index = self.preferred();
             let share = remaining.min(self.op_timeout) / u32::try_from(count - tried_this_round).unwrap_or(1);
             let budget = share.max(MIN_ATTEMPT).min(remaining);
             let outcome = timeout(budget, async {
@@ -137,13 +203,13 @@ impl Conn {
                 Err(_elapsed) => Fault::Timeout,
             };
             if !fault.is_retryable() {
-                return Err(fault.at(&self.endpoints[index].shown));
+                return Err(fault.at(&self.endpoint(index).shown));
             }
-            tracing::debug!(endpoint = %self.endpoints[index].shown, ?fault, "etcd request failed, trying again");
+            tracing::debug!(endpoint = %self.endpoint(index).shown, ?fault, "etcd request failed, trying again");
             self.demote(index);
             // Keep the transport's explanation: "connection refused" says more than "timeout".
             if !(matches!(fault, Fault::Timeout) && matches!(last, Fault::Unreachable(_))) {
-                last = fault.at(&self.endpoints[index].shown);
+                last = fault.at(&self.endpoint(index).shown);
             }
             tried_this_round += 1;
             if tried_this_round == count {

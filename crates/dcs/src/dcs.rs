@@ -20,6 +20,7 @@ use rampart_core::{Cluster, MemberData};
 use tokio::time::Instant;
 
 use crate::error::DcsError;
+use crate::lease::KeptAlive;
 
 /// Result of a DCS operation.
 pub type DcsResult<T> = Result<T, DcsError>;
@@ -36,14 +37,22 @@ pub trait Dcs: Send + Sync {
     fn read_cluster(&self, deadline: Instant) -> impl Future<Output = DcsResult<Cluster>> + Send;
 
     /// Keeps this node's lease alive with one keep-alive round trip, granting a new lease if the
-    /// old one expired (or the TTL changed). Returns the lease ID in force.
-    fn refresh_lease(&self, deadline: Instant) -> impl Future<Output = DcsResult<i64>> + Send;
+    /// old one expired (or the TTL changed). Returns the lease in force, when the keep-alive was
+    /// sent, and the store revision the answering member had reached.
+    fn refresh_lease(&self, deadline: Instant) -> impl Future<Output = DcsResult<KeptAlive>> + Send;
+
+    /// The cluster as a watch-fed copy shows it, if there is one and it has caught up with
+    /// revision `seen` (which a request of the caller's saw), waiting up to `wait` for the watch
+    /// to confirm it; `None` when the caller must read. Whether a decision may rest on it is
+    /// [`rampart_core::cached_view`]'s rule.
+    fn cached_cluster(&self, seen: i64, wait: std::time::Duration) -> impl Future<Output = Option<Cluster>> + Send;
 
     /// Changes the lease TTL (the dynamic `ttl`); a new lease is granted on next use.
     fn set_ttl(&self, secs: u64);
 
-    /// Refreshes the lease, then publishes `members/<name>` attached to it (as Patroni's etcd3
-    /// backend does, so a replica's lease lives as long as it keeps touching its key).
+    /// Publishes `members/<name>` attached to the lease (as Patroni's etcd3 backend does, so a
+    /// replica's key lives as long as it keeps its lease alive); nothing is sent when the key
+    /// already holds that content on that lease.
     fn touch_member(&self, data: &MemberData, deadline: Instant) -> impl Future<Output = DcsResult<()>> + Send;
 
     /// Removes `members/<name>`.
@@ -63,9 +72,11 @@ pub trait Dcs: Send + Sync {
     /// is moved to my current lease).
     fn acquire_leader(&self, deadline: Instant) -> impl Future<Output = DcsResult<bool>> + Send;
 
-    /// Refreshes the lease and re-asserts the lock: rewritten on my current lease if it is mine,
-    /// recreated if it vanished, left alone if someone else holds it. True if I hold it.
-    fn renew_leader(&self, deadline: Instant) -> impl Future<Output = DcsResult<bool>> + Send;
+    /// Re-asserts the lock: rewritten on my current lease if it is mine, recreated if it
+    /// vanished, left alone if someone else holds it. `Some(t)` if I hold it, on a lease kept
+    /// alive by a request sent at `t` (the lock lasts at least a ttl from `t`), `None` if not.
+    /// When the lock is already mine on a lease kept alive this cycle, nothing is sent.
+    fn renew_leader(&self, deadline: Instant) -> impl Future<Output = DcsResult<Option<Instant>>> + Send;
 
     /// Deletes `leader` if it is mine. True if it was deleted by this call.
     fn release_leader(&self, deadline: Instant) -> impl Future<Output = DcsResult<bool>> + Send;

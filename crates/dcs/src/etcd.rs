@@ -20,8 +20,13 @@ use crate::conn::Conn;
 use crate::dcs::{Dcs, DcsResult};
 use crate::error::{DcsError, Fault};
 use crate::leader;
-use crate::lease::LeaseSlot;
+use crate::lease::{KeptAlive, LeaseSlot};
 use crate::options::EtcdOptions;
+use crate::view::ClusterView;
+
+/// The longest a cycle decides on the watch-fed copy without a full read in between: however
+/// well the watch seems to work, the copy is re-read from scratch at least this often.
+const FULL_READ_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A member's handle on one cluster in etcd. Cheap to clone; clones share the connection and
 /// the lease.
@@ -35,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) prefix: ClusterPrefix,
     member: String,
     lease: LeaseSlot,
+    /// The copy of the cluster's keys the watcher feeds (unused without a watcher).
+    pub(crate) view: ClusterView,
 }
 
 impl std::fmt::Debug for EtcdDcs {
@@ -62,7 +69,15 @@ impl EtcdDcs {
             return Err(options.config_error(format!("invalid member name {member_name:?}")));
         }
         let conn = Conn::new(&options).await?;
-        Ok(EtcdDcs { inner: Arc::new(Inner { conn, prefix, member: member_name, lease: LeaseSlot::new(ttl_secs) }) })
+        Ok(EtcdDcs {
+            inner: Arc::new(Inner {
+                conn,
+                prefix,
+                member: member_name,
+                lease: LeaseSlot::new(ttl_secs),
+                view: ClusterView::default(),
+            }),
+        })
     }
 
     /// The cluster prefix this handle works under.
@@ -124,23 +139,31 @@ impl EtcdDcs {
             .map(|resp| resp.succeeded())
     }
 
-    /// Refreshes the node's lease (one keep-alive, or a grant), then runs `write` with it (see
-    /// [`EtcdDcs::with_lease_of`]).
-    async fn with_lease<T, F, Fut>(&self, op: &'static str, deadline: Instant, write: F) -> DcsResult<T>
-    where
-        F: FnMut(i64) -> Fut + Send,
-        Fut: std::future::Future<Output = Result<T, Fault>> + Send,
-        T: Send,
-    {
-        self.with_lease_of(&self.inner.lease, op, deadline, write).await
-    }
-
     /// Refreshes `slot`'s lease (one keep-alive, or a grant), then runs `write` with it. If etcd
     /// says the lease is gone by then (it expired between the two), grants a new one and runs
     /// `write` once more.
     pub(crate) async fn with_lease_of<T, F, Fut>(
         &self,
         slot: &LeaseSlot,
+        op: &'static str,
+        deadline: Instant,
+        write: F,
+    ) -> DcsResult<T>
+    where
+        F: FnMut(i64) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T, Fault>> + Send,
+        T: Send,
+    {
+        self.on_lease(slot, true, op, deadline, write).await
+    }
+
+    /// Runs `write` with `slot`'s lease: refreshed first if `refresh`, else the lease in use as
+    /// it is (granted if there is none). A lease etcd says is gone is replaced and `write` run
+    /// once more.
+    async fn on_lease<T, F, Fut>(
+        &self,
+        slot: &LeaseSlot,
+        refresh: bool,
         op: &'static str,
         deadline: Instant,
         mut write: F,
@@ -152,7 +175,12 @@ impl EtcdDcs {
     {
         let started = Instant::now();
         let conn = &self.inner.conn;
-        let lease_now = || async move { slot.refresh(conn, deadline).await };
+        let lease_now = || async move {
+            match refresh {
+                true => slot.refresh(conn, deadline).await.map(|k| k.lease),
+                false => slot.current_or_grant(conn, deadline).await,
+            }
+        };
         let mut lease = lease_now().await.map_err(|f| conn.error(op, f, started))?;
         let mut regranted = false;
         loop {
@@ -219,6 +247,25 @@ impl EtcdDcs {
     }
 }
 
+impl EtcdDcs {
+    /// One linearizable range read of the whole cluster prefix: its keys and the store revision.
+    pub(crate) async fn read_keys(&self, op: &'static str, deadline: Instant) -> DcsResult<(Vec<RawKv>, i64)> {
+        let prefix = self.inner.prefix.as_str().to_string();
+        // A range read without `serializable` is linearizable: it reflects every write that
+        // completed before it started, on whichever member answers.
+        let resp = self
+            .inner
+            .conn
+            .run(op, deadline, |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((resp.kvs().iter().map(raw_kv).collect(), revision))
+    }
+}
+
 /// Converts etcd's key-values to the core's raw form; non-UTF-8 bytes are replaced, which makes
 /// such a value fail to parse and be reported rather than abort the read.
 fn raw_kv(kv: &KeyValue) -> RawKv {
@@ -256,26 +303,20 @@ impl Dcs for EtcdDcs {
     }
 
     async fn read_cluster(&self, deadline: Instant) -> DcsResult<Cluster> {
-        let prefix = self.inner.prefix.as_str().to_string();
-        // A range read without `serializable` is linearizable: it reflects every write that
-        // completed before it started, on whichever member answers.
-        let resp = self
-            .inner
-            .conn
-            .run("read_cluster", deadline, |mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let kvs: Vec<RawKv> = resp.kvs().iter().map(raw_kv).collect();
+        let (kvs, revision) = self.read_keys("read_cluster", deadline).await?;
+        // Every full read is also a resync of the watch-fed copy.
+        self.inner.view.reseed(&kvs, revision, false);
         Ok(Cluster::from_kvs(&self.inner.prefix, &kvs, revision))
     }
 
-    async fn refresh_lease(&self, deadline: Instant) -> DcsResult<i64> {
+    async fn refresh_lease(&self, deadline: Instant) -> DcsResult<KeptAlive> {
         let started = Instant::now();
         let inner = &self.inner;
         inner.lease.refresh(&inner.conn, deadline).await.map_err(|f| inner.conn.error("refresh_lease", f, started))
+    }
+
+    async fn cached_cluster(&self, seen: i64, wait: std::time::Duration) -> Option<Cluster> {
+        self.inner.view.current(&self.inner.prefix, seen, FULL_READ_AT_LEAST_EVERY, wait).await
     }
 
     fn set_ttl(&self, secs: u64) {
@@ -284,8 +325,21 @@ impl Dcs for EtcdDcs {
 
     async fn touch_member(&self, data: &MemberData, deadline: Instant) -> DcsResult<()> {
         let (key, value) = (self.member_key(), to_json(data));
+        // Written only when it changes (as Patroni does): the watch-fed copy shows what the key
+        // holds, and on which lease. A copy that cannot tell means a write.
+        let lease = self.inner.lease.current();
+        if let Ok(Some(kv)) = self.inner.view.entry(&key) {
+            if kv.value == value && Some(kv.lease) == lease {
+                return Ok(());
+            }
+        }
         let (key, value) = (&key, &value);
-        self.with_lease("touch_member", deadline, |lease| self.put_on_lease(key, value, lease, deadline)).await
+        // The lease as it is: this cycle's keep-alive refreshed it, and a key on a lease that
+        // expired meanwhile is written again on a new one.
+        self.on_lease(&self.inner.lease, false, "touch_member", deadline, |lease| {
+            self.put_on_lease(key, value, lease, deadline)
+        })
+        .await
     }
 
     async fn delete_member(&self, deadline: Instant) -> DcsResult<()> {
@@ -312,8 +366,20 @@ impl Dcs for EtcdDcs {
         self.hold_leader("acquire_leader", deadline).await
     }
 
-    async fn renew_leader(&self, deadline: Instant) -> DcsResult<bool> {
-        self.hold_leader("renew_leader", deadline).await
+    async fn renew_leader(&self, deadline: Instant) -> DcsResult<Option<Instant>> {
+        // The steady case costs no transaction: the lock is on our lease, and the lease was kept
+        // alive this cycle, so the lock lasts a ttl from when that keep-alive was sent. The key
+        // can only have gone since by an explicit delete, which the watch reports.
+        if let Some(kept) = self.inner.lease.kept_alive().filter(|k| k.sent.elapsed() < self.inner.conn.op_timeout()) {
+            if let Ok(Some(kv)) = self.inner.view.entry(&self.key(keys::LEADER)) {
+                if kv.value == self.inner.member && kv.lease == kept.lease {
+                    return Ok(Some(kept.sent));
+                }
+            }
+        }
+        // The transaction refreshes the lease after `sent`: the lock lasts a ttl from `sent`.
+        let sent = Instant::now();
+        Ok(self.hold_leader("renew_leader", deadline).await?.then_some(sent))
     }
 
     async fn release_leader(&self, deadline: Instant) -> DcsResult<bool> {

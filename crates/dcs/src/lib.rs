@@ -10,8 +10,12 @@
 //! * the leader lock changes only through compare-and-swap transactions;
 //! * a node's member key and leader key share one lease with TTL `ttl`; a proxy's report
 //!   (`proxies/<id>`) has a lease of its own;
-//! * the watch only wakes the HA loop; decisions are taken on a fresh [`rampart_core::Cluster`]
-//!   read each cycle.
+//! * the watch wakes the HA loop and feeds a copy of the cluster's keys (`view`); a cycle decides
+//!   on that copy only when it has caught up with what the cycle's own keep-alive saw and the
+//!   core allows it ([`rampart_core::cached_view`]); every decision that takes or gives up the
+//!   lock is taken on a linearizable read;
+//! * etcd is shared by many clusters: a quiet member costs it one keep-alive message per cycle,
+//!   and keys are written only when their content changes.
 //!
 //! Module map:
 //! * [`dcs`](mod@dcs): the trait;
@@ -23,6 +27,7 @@
 //! * [`proxies`](mod@proxies): a proxy's registration and report, for the switchover's drain;
 //! * `leader`: the leader-lock transactions;
 //! * `watch`: the watcher task;
+//! * `view`: the watch-fed copy of the cluster's keys;
 //! * `backoff`: retry delays.
 
 #![deny(missing_docs)]
@@ -37,12 +42,14 @@ mod leader;
 mod lease;
 pub mod options;
 pub mod proxies;
+mod view;
 mod watch;
 
 pub use address_claim::AddressClaim;
 pub use dcs::{Dcs, DcsResult};
 pub use error::DcsError;
 pub use etcd::EtcdDcs;
+pub use lease::KeptAlive;
 pub use options::EtcdOptions;
 pub use proxies::ProxyRegistration;
 pub use watch::WakeOn;

@@ -93,7 +93,8 @@ impl ProxyRegistration {
     pub async fn keep_alive(&self, deadline: Instant) -> DcsResult<()> {
         let started = Instant::now();
         let conn = &self.dcs.inner.conn;
-        let lease = self.lease.refresh(conn, deadline).await.map_err(|f| conn.error("keep_proxy_alive", f, started))?;
+        let lease =
+            self.lease.refresh(conn, deadline).await.map_err(|f| conn.error("keep_proxy_alive", f, started))?.lease;
         match self.written() {
             Some((report, on)) if on != lease => self.write("keep_proxy_alive", &report, deadline).await,
             _ => Ok(()),

@@ -1,14 +1,22 @@
-//! The watcher task: wakes the HA loop when the cluster changes in a way that matters.
+//! The watcher task: feeds the watch-fed copy of the cluster (`view`) and wakes the HA loop
+//! when the cluster changes in a way that matters.
 //!
 //! Invariants:
-//! * the watch is only a wake-up hint, never a source of truth: it carries no data to the loop,
-//!   which always re-reads the cluster. Missing a wake-up costs latency, not correctness;
-//! * it survives anything: on errors it re-watches from the last revision seen + 1 (so no event in
-//!   between is lost) after a backoff; after a compaction, or when the store's revision went
-//!   backwards (etcd rebuilt), it starts fresh and wakes the loop once, since events were lost;
-//! * a stream that silently stops delivering is detected: after a quiet spell the task asks etcd
-//!   for a progress notification, and re-creates the watch if that goes unanswered. The client's
-//!   HTTP/2 keep-alive pings close dead connections underneath as well.
+//! * every stream starts from a full linearizable read: the copy is replaced by it and the
+//!   stream watches from the next revision, so no event is lost in between and a stream that
+//!   broke never leaves a gap in the copy (the resync on every break the copy relies on);
+//! * it survives anything: on errors it reads and watches again after a backoff, on another
+//!   endpoint if there is one; the copy is unusable from the moment a stream ends until the next
+//!   one is established, and the loop is woken once at each (re)start, since it was blind;
+//! * a stream that silently stops delivering is detected: when a cycle needs the copy confirmed
+//!   (or, for a proxy's watcher, after a quiet spell), the task asks etcd for a progress
+//!   notification, and re-creates the watch if that goes unanswered. The client's HTTP/2 keep-alive pings close dead connections
+//!   underneath as well;
+//! * the stream follows the endpoint every other request goes to: when that changes (an
+//!   endpoint failed a request), the stream moves too, so a copy fed by a member cut off from the
+//!   others is soon replaced by one fed from the majority;
+//! * once a stream is established, and every few minutes after, it asks etcd for its member list
+//!   and adds the members not configured to the endpoints the client may use.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,16 +36,34 @@ use crate::etcd::EtcdDcs;
 pub enum WakeOn {
     /// Changes that can alter a decision: any key created or deleted (a member joining or
     /// expiring, the leader key appearing or vanishing), and value changes of every key except
-    /// member keys and `status`. Those two are rewritten by every node on every cycle; waking on
-    /// them would make each cycle trigger the next one on every node (and a node's own writes
-    /// would wake itself). Re-puts of an unchanged value, such as a leader renewal, never wake.
-    /// A proxy's report (`proxies/<id>`) wakes when it appears, changes or goes away, so a leader
-    /// waiting for the proxies to drain looks again at once; its lease keep-alives never wake.
+    /// member keys and `status`. Those two change with every write load on the primary; waking
+    /// on them would make each cycle trigger the next one on every node (and a node's own writes
+    /// would wake itself). Re-puts of an unchanged value, such as a leader moved to a new lease,
+    /// never wake. A proxy's report (`proxies/<id>`) wakes when it appears, changes or goes
+    /// away, so a leader waiting for the proxies to drain looks again at once.
     #[default]
     Relevant,
     /// Every event under the prefix.
     AnyEvent,
 }
+
+/// When the watcher asks etcd whether its stream is still delivering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probing {
+    /// After a quiet spell (a proxy, which follows the leader by the watch alone).
+    WhenQuiet,
+    /// When a cycle asks for its copy to be confirmed (the agent, whose every cycle does), and
+    /// after a long quiet spell as a backstop: on an idle cluster a probe every few seconds
+    /// would cost etcd more than the cycles themselves.
+    WhenAsked,
+}
+
+/// Quiet time after which a [`Probing::WhenAsked`] watcher probes anyway.
+const BACKSTOP_PROBE: Duration = Duration::from_secs(60);
+/// How often the watcher asks etcd for its member list (as Patroni's etcd3 client refreshes its
+/// cache of machines); after a failed attempt it tries again sooner.
+const MEMBER_LIST_EVERY: Duration = Duration::from_secs(300);
+const MEMBER_LIST_RETRY: Duration = Duration::from_secs(30);
 
 /// Timing of the watcher, derived from the operation timeout.
 #[derive(Clone, Copy, Debug)]
@@ -51,9 +77,12 @@ struct Timing {
 }
 
 impl Timing {
-    fn from_op_timeout(op: Duration) -> Timing {
+    fn new(op: Duration, probing: Probing) -> Timing {
         Timing {
-            idle_probe: (op * 2).clamp(Duration::from_secs(1), Duration::from_secs(10)),
+            idle_probe: match probing {
+                Probing::WhenQuiet => (op * 2).clamp(Duration::from_secs(1), Duration::from_secs(10)),
+                Probing::WhenAsked => BACKSTOP_PROBE,
+            },
             answer_within: op.max(Duration::from_millis(500)),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
@@ -64,31 +93,36 @@ impl Timing {
 /// Why one watch stream ended.
 #[derive(Debug)]
 enum StreamEnd {
-    /// Our start revision was compacted away: events were lost, start over.
+    /// Our start revision was compacted away before the stream caught up: start over.
     Compacted,
-    /// The store's revision is behind ours: it was rebuilt, start over.
-    RevisionWentBack,
+    /// Requests go to another endpoint now: the stream follows them.
+    Moved,
     /// Transport error, cancellation or a stream that stopped answering.
     Failed(String),
 }
 
 impl EtcdDcs {
-    /// Starts the watcher with the [`WakeOn::Relevant`] filter. It runs until the handle is
-    /// aborted; it calls `notify.notify_one()` on relevant changes, and once at (re)start when
-    /// events may have been missed.
+    /// Starts the agent's watcher: the [`WakeOn::Relevant`] filter, and a stream confirmed when
+    /// a cycle asks for its copy ([`crate::Dcs::cached_cluster`]). It runs until the handle is
+    /// aborted; it calls `notify.notify_one()` on relevant changes, and once at each (re)start.
     pub fn spawn_watcher(&self, notify: Arc<Notify>) -> JoinHandle<()> {
-        self.spawn_watcher_with(notify, WakeOn::Relevant)
+        self.spawn(notify, WakeOn::Relevant, Probing::WhenAsked)
     }
 
-    /// Starts the watcher with an explicit filter.
+    /// Starts a watcher with an explicit filter, for a caller that follows the cluster by the
+    /// wake-ups alone (a proxy): the stream is probed whenever it has been quiet for a while.
     pub fn spawn_watcher_with(&self, notify: Arc<Notify>, wake_on: WakeOn) -> JoinHandle<()> {
+        self.spawn(notify, wake_on, Probing::WhenQuiet)
+    }
+
+    fn spawn(&self, notify: Arc<Notify>, wake_on: WakeOn, probing: Probing) -> JoinHandle<()> {
         let watcher = Watcher {
             dcs: self.clone(),
             notify,
             wake_on,
-            timing: Timing::from_op_timeout(self.inner.conn.op_timeout()),
-            next_revision: None,
+            timing: Timing::new(self.inner.conn.op_timeout(), probing),
             endpoint: None,
+            next_learn: Instant::now(),
         };
         tokio::spawn(watcher.run())
     }
@@ -99,10 +133,10 @@ struct Watcher {
     notify: Arc<Notify>,
     wake_on: WakeOn,
     timing: Timing,
-    /// First revision not yet seen; `None` until a watch was established (or after a reset).
-    next_revision: Option<i64>,
     /// Endpoint of the current stream, to move away from it when the stream fails.
     endpoint: Option<usize>,
+    /// When to ask etcd for its member list next.
+    next_learn: Instant,
 }
 
 impl Watcher {
@@ -111,16 +145,19 @@ impl Watcher {
         let mut failures = 0u32;
         loop {
             let end = self.watch_once(&mut backoff, &mut failures).await;
-            if let Some(index) = self.endpoint.take() {
-                // Whatever went wrong, the next attempt starts on another endpoint, if any.
-                self.dcs.inner.conn.demote(index);
-            }
+            self.dcs.inner.view.stream_ended();
+            let endpoint = self.endpoint.take();
             match end {
-                StreamEnd::Compacted | StreamEnd::RevisionWentBack => {
-                    tracing::info!(reason = ?end, "etcd watch lost its position; starting afresh");
-                    self.next_revision = None;
+                StreamEnd::Moved => {
+                    tracing::debug!("etcd watch follows the requests to another endpoint");
+                    continue;
                 }
+                StreamEnd::Compacted => tracing::info!("etcd watch lost its position; starting afresh"),
                 StreamEnd::Failed(why) => {
+                    if let Some(index) = endpoint {
+                        // The next attempt starts on another endpoint, if any.
+                        self.dcs.inner.conn.demote(index);
+                    }
                     failures += 1;
                     // One warning per outage, not one per retry.
                     if failures == 1 {
@@ -145,15 +182,30 @@ impl Watcher {
         }
         *failures = 0;
         backoff.reset();
+        let dcs = self.dcs.clone();
+        let view = &dcs.inner.view;
         let mut probing = false;
         loop {
             let wait = if probing { self.timing.answer_within } else { self.timing.idle_probe };
-            let response = match timeout(wait, stream.message()).await {
-                Ok(Ok(Some(response))) => response,
-                Ok(Ok(None)) => return StreamEnd::Failed("stream closed by server".into()),
-                Ok(Err(e)) => return StreamEnd::Failed(Fault::from(e).to_string()),
-                Err(_quiet) if probing => return StreamEnd::Failed("no answer to a progress request".into()),
-                Err(_quiet) => {
+            let next = tokio::select! {
+                biased;
+                message = timeout(wait, stream.message()) => Some(message),
+                () = view.progress_wanted(), if !probing => None,
+                () = tokio::time::sleep_until(self.next_learn) => {
+                    self.learn_members().await;
+                    continue;
+                }
+            };
+            let response = match next {
+                Some(Ok(Ok(Some(response)))) => response,
+                Some(Ok(Ok(None))) => return StreamEnd::Failed("stream closed by server".into()),
+                Some(Ok(Err(e))) => return StreamEnd::Failed(Fault::from(e).to_string()),
+                Some(Err(_quiet)) if probing => return StreamEnd::Failed("no answer to a progress request".into()),
+                // Quiet for a while, or a cycle wants the copy confirmed.
+                Some(Err(_)) | None => {
+                    if self.endpoint != Some(self.dcs.inner.conn.preferred()) {
+                        return StreamEnd::Moved;
+                    }
                     // Progress requests exist since etcd 3.4; the answer is a response without
                     // events that also tells us the revision we are synced to.
                     if let Err(e) = stream.request_progress().await {
@@ -170,14 +222,22 @@ impl Watcher {
         }
     }
 
-    /// Opens the stream and waits for etcd to confirm the watch.
+    /// Reads the cluster, replaces the copy with it, then opens the stream from the next
+    /// revision and waits for etcd to confirm the watch.
     async fn create(&mut self) -> Result<WatchStream, StreamEnd> {
-        let conn = &self.dcs.inner.conn;
-        let prefix = self.dcs.inner.prefix.as_str().to_string();
-        let mut options = WatchOptions::new().with_prefix().with_prev_key().with_progress_notify();
-        if let Some(revision) = self.next_revision {
-            options = options.with_start_revision(revision);
-        }
+        let deadline = Instant::now() + self.timing.answer_within;
+        let (kvs, revision) = self
+            .dcs
+            .read_keys("watch_resync", deadline)
+            .await
+            .map_err(|e| StreamEnd::Failed(format!("cannot read the cluster: {e}")))?;
+        let dcs = self.dcs.clone();
+        let view = &dcs.inner.view;
+        view.reseed(&kvs, revision, true);
+        let conn = &dcs.inner.conn;
+        let prefix = dcs.inner.prefix.as_str().to_string();
+        let options =
+            WatchOptions::new().with_prefix().with_prev_key().with_progress_notify().with_start_revision(revision + 1);
         let deadline = Instant::now() + self.timing.answer_within;
         let (mut stream, index) = conn
             .call_on(deadline, |mut c| {
@@ -196,53 +256,54 @@ impl Watcher {
         if let Some(end) = cancellation(&created) {
             return Err(end);
         }
-        let store_revision = created.header().map(|h| h.revision()).unwrap_or(0);
-        match self.next_revision {
-            None => {
-                // Fresh start: we were blind until now, so the loop must look once.
-                self.next_revision = Some(store_revision + 1);
-                self.notify.notify_one();
-            }
-            Some(next) if store_revision + 1 < next => return Err(StreamEnd::RevisionWentBack),
-            Some(_) => {}
-        }
-        // The confirmation may already carry events (fragments of a catch-up).
+        view.stream_established();
+        // We were blind until now: the loop looks once.
+        self.notify.notify_one();
+        // The confirmation may already carry events.
         if let Some(end) = self.absorb(&created) {
             return Err(end);
         }
         Ok(stream)
     }
 
-    /// Takes in one response: advances the revision, wakes the loop if warranted.
-    fn absorb(&mut self, response: &WatchResponse) -> Option<StreamEnd> {
+    /// Asks etcd for its members and adds the ones not known yet to the client's endpoints.
+    async fn learn_members(&mut self) {
+        let deadline = Instant::now() + self.timing.answer_within;
+        self.next_learn = match self.dcs.inner.conn.learn_members(deadline).await {
+            Ok(added) => {
+                for url in added {
+                    tracing::info!(endpoint = %crate::error::display_endpoint(&url), "etcd member learned from the member list");
+                }
+                Instant::now() + MEMBER_LIST_EVERY
+            }
+            Err(fault) => {
+                tracing::debug!(%fault, "cannot read etcd's member list");
+                Instant::now() + MEMBER_LIST_RETRY
+            }
+        };
+    }
+
+    /// Takes in one response: feeds the copy, wakes the loop if warranted.
+    fn absorb(&self, response: &WatchResponse) -> Option<StreamEnd> {
         if let Some(end) = cancellation(response) {
             return Some(end);
         }
+        let view = &self.dcs.inner.view;
         let events = response.events();
         if events.is_empty() {
             // A progress notification: every event up to the header revision was delivered.
             if !response.created() {
                 if let Some(header) = response.header() {
-                    self.advance(header.revision() + 1);
+                    view.progress(header.revision());
                 }
             }
             return None;
         }
-        let mut wake = false;
-        for event in events {
-            if let Some(kv) = event.kv() {
-                self.advance(kv.mod_revision() + 1);
-            }
-            wake |= self.wakes(event);
-        }
-        if wake {
+        view.apply(events);
+        if events.iter().any(|e| self.wakes(e)) {
             self.notify.notify_one();
         }
         None
-    }
-
-    fn advance(&mut self, next: i64) {
-        self.next_revision = Some(self.next_revision.map_or(next, |n| n.max(next)));
     }
 
     fn wakes(&self, event: &Event) -> bool {

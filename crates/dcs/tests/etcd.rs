@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use rampart_core::keys::ClusterPrefix;
 use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
-use rampart_core::{Lsn, MemberData};
+use rampart_core::Lsn;
 use rampart_dcs::{Dcs, DcsError, EtcdDcs, EtcdOptions};
 use rampart_kit::etcd::Etcd;
 use tokio::sync::Notify;
 use tokio::time::{sleep, timeout, Instant};
+
+mod common;
+use common::member;
 
 const OP: Duration = Duration::from_millis(1500);
 
@@ -37,18 +40,6 @@ async fn node(etcd: &Etcd, name: &str, ttl: u64) -> EtcdDcs {
 
 fn dl() -> Instant {
     Instant::now() + OP
-}
-
-fn member(name: &str, xlog: u64) -> MemberData {
-    MemberData {
-        conn_url: format!("postgres://127.0.0.1:5432/{name}"),
-        api_url: "http://127.0.0.1:8008/patroni".into(),
-        state: "running".into(),
-        role: "replica".into(),
-        xlog_location: Some(xlog),
-        timeline: Some(1),
-        ..Default::default()
-    }
 }
 
 /// The raw bytes of a key, read with a plain etcd client.
@@ -82,15 +73,15 @@ async fn leader_race_renew_release_and_shared_lease() {
     assert!(ra ^ rb, "exactly one must win: a={ra} b={rb}");
     let (winner, loser) = if ra { (&a, &b) } else { (&b, &a) };
 
-    assert!(winner.renew_leader(dl()).await.unwrap());
-    assert!(!loser.renew_leader(dl()).await.unwrap());
+    assert!(winner.renew_leader(dl()).await.unwrap().is_some());
+    assert!(loser.renew_leader(dl()).await.unwrap().is_none());
     assert!(!loser.acquire_leader(dl()).await.unwrap());
     assert!(!loser.release_leader(dl()).await.unwrap());
     // Acquiring again what we already hold on our current lease is not a failure.
     assert!(winner.acquire_leader(dl()).await.unwrap());
     // A steady renewal only extends the lease: no write, so no new revision of the key.
     let before = winner.read_cluster(dl()).await.unwrap().leader.unwrap().mod_revision;
-    assert!(winner.renew_leader(dl()).await.unwrap());
+    assert!(winner.renew_leader(dl()).await.unwrap().is_some());
     assert_eq!(winner.read_cluster(dl()).await.unwrap().leader.unwrap().mod_revision, before);
 
     // One lease per node, shared by its member key and the leader key.
@@ -118,7 +109,7 @@ async fn leader_race_renew_release_and_shared_lease() {
     // A TTL change moves both keys to a new lease at their next write.
     let old_lease = lock.lease;
     winner.set_ttl(12);
-    assert!(winner.renew_leader(dl()).await.unwrap());
+    assert!(winner.renew_leader(dl()).await.unwrap().is_some());
     winner.touch_member(&member(winner.member_name(), 101), dl()).await.unwrap();
     let cluster = winner.read_cluster(dl()).await.unwrap();
     let new_lease = cluster.leader.as_ref().unwrap().lease;
@@ -129,7 +120,7 @@ async fn leader_race_renew_release_and_shared_lease() {
     // Release hands the lock over; member keys stay.
     assert!(winner.release_leader(dl()).await.unwrap());
     assert!(loser.acquire_leader(dl()).await.unwrap());
-    assert!(!winner.renew_leader(dl()).await.unwrap());
+    assert!(winner.renew_leader(dl()).await.unwrap().is_none());
     let cluster = loser.read_cluster(dl()).await.unwrap();
     assert!(cluster.is_leader(loser.member_name()));
     assert_eq!(cluster.members.len(), 2);
@@ -137,7 +128,7 @@ async fn leader_race_renew_release_and_shared_lease() {
     // A leader key that vanished (deleted by hand) is recreated by its holder's renewal.
     let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
     raw.delete("/service/test/leader", None).await.unwrap();
-    assert!(loser.renew_leader(dl()).await.unwrap());
+    assert!(loser.renew_leader(dl()).await.unwrap().is_some());
     assert!(loser.read_cluster(dl()).await.unwrap().is_leader(loser.member_name()));
 }
 
@@ -167,7 +158,7 @@ async fn leader_key_expires_when_the_holder_stops_refreshing() {
 
     assert!(b.acquire_leader(dl()).await.unwrap());
     // The old holder's lease is gone: its refresh grants a new one, and its renewal fails.
-    assert!(!a.renew_leader(dl()).await.unwrap());
+    assert!(a.renew_leader(dl()).await.unwrap().is_none());
     let lease = a.lease_id().unwrap();
     a.touch_member(&member("a", 2), dl()).await.unwrap();
     assert_eq!(b.read_cluster(dl()).await.unwrap().member("a").unwrap().lease, lease);
@@ -291,7 +282,7 @@ async fn watcher_wakes_on_leader_changes_only_for_relevant_events() {
     expect_wake(&notify, Duration::from_secs(2), "the leader key appearing").await;
     assert!(started.elapsed() < Duration::from_millis(1500), "wake took {:?}", started.elapsed());
 
-    assert!(a.renew_leader(dl()).await.unwrap());
+    assert!(a.renew_leader(dl()).await.unwrap().is_some());
     expect_no_wake(&notify, Duration::from_millis(500), "a renewal that changes nothing").await;
 
     assert!(a.release_leader(dl()).await.unwrap());
@@ -314,7 +305,8 @@ async fn watcher_survives_etcd_restart() {
     etcd.stop();
     sleep(Duration::from_millis(500)).await;
     etcd.start_again();
-    // Written possibly before the watcher is back: resuming from the last revision catches it.
+    // Written possibly before the watcher is back: it reads everything again when it is, and
+    // wakes the loop.
     assert!(a.acquire_leader(Instant::now() + Duration::from_secs(5)).await.unwrap());
     expect_wake(&notify, Duration::from_secs(6), "the leader key after a restart").await;
 
@@ -493,7 +485,7 @@ async fn password_authentication() {
     // etcd forgets its tokens on restart; the client authenticates again by itself.
     etcd.stop();
     etcd.start_again();
-    assert!(good.renew_leader(Instant::now() + Duration::from_secs(3)).await.unwrap());
+    assert!(good.renew_leader(Instant::now() + Duration::from_secs(3)).await.unwrap().is_some());
 }
 
 #[tokio::test]

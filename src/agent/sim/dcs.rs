@@ -13,7 +13,7 @@ use rampart_core::failsafe::Topology;
 use rampart_core::keys;
 use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
 use rampart_core::{Cluster, MemberData};
-use rampart_dcs::{Dcs, DcsError, DcsResult};
+use rampart_dcs::{Dcs, DcsError, DcsResult, KeptAlive};
 use tokio::time::Instant;
 
 use super::world::{name, World};
@@ -131,8 +131,25 @@ impl Dcs for MemDcs {
         self.call("read_cluster", deadline, |w, _| Cluster::from_kvs(&w.prefix, &w.store.kvs(), w.store.revision)).await
     }
 
-    async fn refresh_lease(&self, deadline: Instant) -> DcsResult<i64> {
-        self.call("refresh_lease", deadline, |w, me| me.refresh(w)).await
+    async fn refresh_lease(&self, deadline: Instant) -> DcsResult<KeptAlive> {
+        let sent = Instant::now();
+        self.call("refresh_lease", deadline, |w, me| KeptAlive {
+            lease: me.refresh(w),
+            sent,
+            revision: Some(w.store.revision),
+        })
+        .await
+    }
+
+    /// A watch that is never behind: the store as it is, unless the member is cut off from it
+    /// or frozen (then it must read, and that read waits or fails as any call does).
+    async fn cached_cluster(&self, _seen: i64, _wait: std::time::Duration) -> Option<Cluster> {
+        let w = self.world.lock().unwrap();
+        let m = &w.machines[self.me];
+        if m.dcs_cut_until > w.now() || m.frozen_until > w.now() {
+            return None;
+        }
+        Some(Cluster::from_kvs(&w.prefix, &w.store.kvs(), w.store.revision))
     }
 
     fn set_ttl(&self, secs: u64) {
@@ -187,8 +204,9 @@ impl Dcs for MemDcs {
         self.call("acquire_leader", deadline, |w, me| me.assert_lock(w)).await
     }
 
-    async fn renew_leader(&self, deadline: Instant) -> DcsResult<bool> {
-        self.call("renew_leader", deadline, |w, me| me.assert_lock(w)).await
+    async fn renew_leader(&self, deadline: Instant) -> DcsResult<Option<Instant>> {
+        let sent = Instant::now();
+        self.call("renew_leader", deadline, |w, me| me.assert_lock(w).then_some(sent)).await
     }
 
     async fn release_leader(&self, deadline: Instant) -> DcsResult<bool> {

@@ -38,7 +38,8 @@ impl HaNode {
     /// the slots of the last sync as primary ([`crate::slots::published`]; the key's own slots
     /// when there was none). `None` when the server shows no flush position. A standby leader
     /// (in recovery) publishes the furthest position it received or replayed, as Patroni's
-    /// `last_operation` does, so that its replicas' lag is judged against it.
+    /// `last_operation` does, so that its replicas' lag is judged against it. `None` as well when
+    /// the key already says all that.
     pub(super) fn status_to_write(&self, cluster: &Cluster, r: &RunningPg) -> Option<Status> {
         let flush = match r.in_recovery {
             true => Some(r.wal.best()).filter(|l| l.0 > 0)?.0,
@@ -49,7 +50,8 @@ impl HaNode {
         if let Some((targets, existing)) = &self.slots.last_primary_sync {
             (status.slots, status.retain_slots) = crate::slots::published(targets, existing, &self.s.name, flush);
         }
-        Some(status)
+        // Written only when it changes, as Patroni does: an idle leader costs etcd no write.
+        Some(status).filter(|s| *s != cluster.status)
     }
 
     /// The slots a failsafe round announces (Patroni sends them so that replicas can advance

@@ -223,7 +223,8 @@ fn the_leader_publishes_in_status_the_positions_its_last_slot_sync_read() {
             _ => None,
         })
     };
-    let c = cluster(Some(ME));
+    // A key from before our last write, so that the first cycle has something to publish.
+    let c = Cluster { status: Status::default(), ..cluster(Some(ME)) };
     let l = primary();
     let mut n = HaNode::new(settings());
     // Before any slot sync the status carries the key's slots (none here) and our position.

@@ -1,0 +1,259 @@
+//! The watch-fed copy of one cluster's keys: what lets a quiet HA cycle cost etcd one lease
+//! keep-alive instead of a range read, a member-key write and a lock transaction.
+//!
+//! Invariants:
+//! * the copy is complete up to `revision`: it starts from a full (linearizable) read at that
+//!   revision, and takes in only events newer than it, in the order the watch delivers them;
+//!   any full read at a later revision replaces it, so every such read is also a resync;
+//! * it is usable only while its watch stream is established (`live`): a stream that ends makes
+//!   it unusable until the watcher has read everything again and re-created the stream;
+//! * "up to date" is always relative to a revision some other request saw: a caller asks whether
+//!   the copy has caught up with the revision its keep-alive's answering member had reached, and
+//!   the watch proves it with an event or a progress notification. A stream on a member cut off
+//!   from the rest, which delivers nothing and whose progress answers stay behind, is never
+//!   taken for an up-to-date one.
+//!
+//! Whether a decision may rest on the copy at all is the core's rule
+//! ([`rampart_core::cached_view`]); this module only says whether the copy is current.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use etcd_client::{Event, EventType};
+use rampart_core::keys::ClusterPrefix;
+use rampart_core::model::RawKv;
+use rampart_core::Cluster;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+#[derive(Debug, Default)]
+struct Copy {
+    kvs: BTreeMap<String, RawKv>,
+    /// Every change up to this revision is in `kvs`.
+    revision: i64,
+    /// The watch stream is established and feeding the copy.
+    live: bool,
+    /// When the copy was last replaced by a full read.
+    read_at: Option<Instant>,
+}
+
+/// The copy, shared by the watcher (which feeds it) and the callers that read it.
+#[derive(Debug)]
+pub(crate) struct ClusterView {
+    copy: Mutex<Copy>,
+    /// The copy's revision, for callers waiting for it to reach one.
+    caught_up: watch::Sender<i64>,
+    /// Asks the watcher for a progress notification.
+    progress_wanted: Notify,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        ClusterView { copy: Mutex::default(), caught_up: watch::channel(0).0, progress_wanted: Notify::new() }
+    }
+}
+
+impl ClusterView {
+    /// Replaces the copy with a full read at `revision`, unless the copy is already newer. With
+    /// `restart` (the watcher starting a stream), it is replaced whatever its revision: the store
+    /// may have been rebuilt with fewer revisions, and the copy is not live until
+    /// [`ClusterView::stream_established`].
+    pub(crate) fn reseed(&self, kvs: &[RawKv], revision: i64, restart: bool) {
+        let mut copy = self.lock();
+        if !restart && revision < copy.revision {
+            return;
+        }
+        copy.kvs = kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
+        copy.revision = revision;
+        copy.read_at = Some(Instant::now());
+        if restart {
+            copy.live = false;
+        }
+        drop(copy);
+        self.caught_up.send_replace(revision);
+    }
+
+    /// The watcher's stream from the reseed revision on is established.
+    pub(crate) fn stream_established(&self) {
+        self.lock().live = true;
+    }
+
+    /// The watcher's stream ended: the copy stops being usable.
+    pub(crate) fn stream_ended(&self) {
+        self.lock().live = false;
+    }
+
+    /// Takes in the events of one watch response; true if any changed the copy.
+    pub(crate) fn apply(&self, events: &[Event]) -> bool {
+        let mut copy = self.lock();
+        let base = copy.revision;
+        let mut top = base;
+        let mut changed = false;
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let revision = kv.mod_revision();
+            // Events at or below the base are already in the copy (a full read overtook them);
+            // events of one transaction share a revision, hence the comparison with the base.
+            if revision <= base {
+                continue;
+            }
+            top = top.max(revision);
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match event.event_type() {
+                EventType::Put => {
+                    let value = String::from_utf8_lossy(kv.value()).into_owned();
+                    copy.kvs.insert(key.clone(), RawKv { key, value, lease: kv.lease(), mod_revision: revision });
+                }
+                EventType::Delete => {
+                    copy.kvs.remove(&key);
+                }
+            }
+            changed = true;
+        }
+        copy.revision = top;
+        drop(copy);
+        self.caught_up.send_if_modified(|r| {
+            let moved = top > *r;
+            *r = (*r).max(top);
+            moved
+        });
+        changed
+    }
+
+    /// A progress notification: every event up to `revision` was delivered.
+    pub(crate) fn progress(&self, revision: i64) {
+        let mut copy = self.lock();
+        copy.revision = copy.revision.max(revision);
+        let now = copy.revision;
+        drop(copy);
+        self.caught_up.send_if_modified(|r| {
+            let moved = now > *r;
+            *r = (*r).max(now);
+            moved
+        });
+    }
+
+    /// Resolves when someone asked for a progress notification.
+    pub(crate) async fn progress_wanted(&self) {
+        self.progress_wanted.notified().await;
+    }
+
+    /// The cluster as the copy shows it, if the stream is live, the copy was fully read within
+    /// `max_age`, and it has caught up with `revision` (asking the watcher for a progress
+    /// notification and waiting up to `wait` for it if need be).
+    pub(crate) async fn current(
+        &self,
+        prefix: &ClusterPrefix,
+        revision: i64,
+        max_age: Duration,
+        wait: Duration,
+    ) -> Option<Cluster> {
+        {
+            let copy = self.lock();
+            if !copy.live || copy.read_at.is_none_or(|at| at.elapsed() > max_age) {
+                return None;
+            }
+        }
+        if *self.caught_up.borrow() < revision {
+            let mut rx = self.caught_up.subscribe();
+            self.progress_wanted.notify_one();
+            tokio::time::timeout(wait, rx.wait_for(|r| *r >= revision)).await.ok()?.ok()?;
+        }
+        let copy = self.lock();
+        // Checked again: the stream may have ended while we waited.
+        if !copy.live || copy.revision < revision {
+            return None;
+        }
+        let kvs: Vec<RawKv> = copy.kvs.values().cloned().collect();
+        Some(Cluster::from_kvs(prefix, &kvs, copy.revision))
+    }
+
+    /// One key as the copy shows it, while the stream is live: `Ok(None)` if the key is absent,
+    /// `Err(())` if the copy cannot tell.
+    pub(crate) fn entry(&self, key: &str) -> Result<Option<RawKv>, ()> {
+        let copy = self.lock();
+        if !copy.live {
+            return Err(());
+        }
+        Ok(copy.kvs.get(key).cloned())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Copy> {
+        // Plain data, replaced or updated in whole steps: a panic elsewhere cannot leave it torn.
+        self.copy.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, revision: i64) -> RawKv {
+        RawKv { key: key.into(), value: value.into(), lease: 0, mod_revision: revision }
+    }
+
+    fn prefix() -> ClusterPrefix {
+        ClusterPrefix::new("/service/", "demo")
+    }
+
+    const QUICK: Duration = Duration::from_millis(20);
+    const AGE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn not_usable_until_the_stream_is_established_nor_after_it_ended() {
+        let view = ClusterView::default();
+        let p = prefix();
+        view.reseed(&[kv("/service/demo/leader", "n1", 5)], 7, true);
+        assert!(view.current(&p, 7, AGE, QUICK).await.is_none(), "stream not established yet");
+        view.stream_established();
+        let c = view.current(&p, 7, AGE, QUICK).await.expect("live and caught up");
+        assert_eq!(c.leader.map(|l| l.name).as_deref(), Some("n1"));
+        view.stream_ended();
+        assert!(view.current(&p, 7, AGE, QUICK).await.is_none());
+        assert!(view.entry("/service/demo/leader").is_err());
+    }
+
+    #[tokio::test]
+    async fn behind_a_revision_someone_saw_it_asks_for_progress_and_waits_for_it() {
+        let view = std::sync::Arc::new(ClusterView::default());
+        let p = prefix();
+        view.reseed(&[], 7, true);
+        view.stream_established();
+        // Nobody answers: the copy is not taken for current.
+        assert!(view.current(&p, 9, AGE, QUICK).await.is_none());
+        // A watcher that answers the request with a notification at revision 9.
+        let watcher = {
+            let view = view.clone();
+            tokio::spawn(async move {
+                view.progress_wanted().await;
+                view.progress(9);
+            })
+        };
+        assert!(view.current(&p, 9, AGE, Duration::from_secs(5)).await.is_some());
+        watcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_copy_not_read_in_full_for_too_long_is_not_used() {
+        let view = ClusterView::default();
+        view.reseed(&[], 7, true);
+        view.stream_established();
+        assert!(view.current(&prefix(), 7, Duration::ZERO, QUICK).await.is_none());
+    }
+
+    #[test]
+    fn a_full_read_replaces_an_older_copy_only() {
+        let view = ClusterView::default();
+        view.reseed(&[kv("/k", "old", 3)], 5, true);
+        view.stream_established();
+        view.reseed(&[kv("/k", "older", 2)], 4, false);
+        assert_eq!(view.entry("/k").unwrap().unwrap().value, "old");
+        view.reseed(&[kv("/k", "new", 6)], 6, false);
+        assert_eq!(view.entry("/k").unwrap().unwrap().value, "new");
+        view.reseed(&[], 2, true);
+        assert_eq!(view.entry("/k"), Err(()), "a restart makes it unusable until established");
+        view.stream_established();
+        assert_eq!(view.entry("/k"), Ok(None), "a rebuilt store replaces the copy whatever its revision");
+    }
+}
