@@ -1,7 +1,8 @@
-//! The cluster under fault: etcd, three agents (each with PostgreSQL on a tmpfs disk of its own)
-//! and `rampart proxy`, every one on its own host (see [`crate::support::netns`]), and the operations the
-//! faults are made of: killing, freezing and restarting processes by PID, cutting links, filling
-//! a disk.
+//! The cluster under fault: three hosts (see [`crate::support::netns`]), each with an agent, its
+//! PostgreSQL on a tmpfs disk of its own and a member of a three-member etcd beside them, as in
+//! seed 003, and `rampart proxy` on a host of its own; and the operations the faults are made of:
+//! killing, freezing and restarting processes by PID, cutting links (whole or one service's
+//! ports), filling a disk. Each agent lists the etcd member on its own host first.
 //!
 //! Dropping it stops everything it started, by PID, frozen processes included, unmounts the
 //! disks and removes the namespaces; when the test is failing the logs are printed first.
@@ -85,7 +86,8 @@ impl ChaosNode {
 
 pub struct ChaosCluster {
     pub nodes: Vec<ChaosNode>,
-    pub etcd: Etcd,
+    /// The etcd members, member `i` on node `i`'s host.
+    pub etcd: Vec<Etcd>,
     proxy: Option<LoggedChild>,
     pub proxy_port: u16,
     pub proxy_host: Host,
@@ -102,20 +104,25 @@ impl ChaosCluster {
     /// Hosts, etcd, three agents and the proxy; does not wait for the cluster to form.
     pub fn start(mode: Mode) -> ChaosCluster {
         let dir = TestDir::new("chaos");
-        let net = Net::create(dir.path(), &["node0", "node1", "node2", "etcd", "proxy"]);
+        let net = Net::create(dir.path(), &["node0", "node1", "node2", "proxy"]);
         if let Some(why) = &net.fallback_reason {
             println!("[chaos] network namespaces unavailable ({why}): every host is 127.0.0.1, partition faults are left out");
         } else {
             println!("[chaos] hosts in network namespaces on {}", net.cidr);
         }
-        let etcd_host = net.host("etcd").clone();
-        let etcd = Etcd::start_at(&dir.join("etcd"), etcd_host.addr, free_port(), etcd_host.netns.as_deref());
+        let hosts: Vec<Host> = (0..3).map(|i| net.host(&format!("node{i}")).clone()).collect();
+        let etcd = Etcd::start_members(
+            &dir.join("etcd"),
+            &hosts.iter().map(|h| (h.addr, h.netns.clone())).collect::<Vec<_>>(),
+        );
         let mut nodes = Vec::new();
         for i in 0..3 {
-            let host = net.host(&format!("node{i}")).clone();
+            let host = hosts[i].clone();
             let node_dir = dir.subdir(format!("node{i}"));
             let disk_dir = node_dir.join("disk");
-            let mut config = NodeConfig::new(i, &node_dir, &etcd.host())
+            // The member on the node's own host first, then the others.
+            let endpoints: Vec<String> = (0..3).map(|k| etcd[(i + k) % 3].host()).collect();
+            let mut config = NodeConfig::new(i, &node_dir, &endpoints.join(","))
                 .host(&host.addr.to_string(), &net.cidr)
                 .timing(TTL, LOOP_WAIT, RETRY_TIMEOUT)
                 .maximum_lag_on_failover(MAXIMUM_LAG_ON_FAILOVER)
@@ -249,6 +256,61 @@ impl ChaosCluster {
         self.freeze(pid);
     }
 
+    /// SIGSTOP of etcd member `m` (thawed by [`ChaosCluster::thaw_all`]).
+    pub fn freeze_etcd(&mut self, m: usize) {
+        let pid = self.etcd[m].pid();
+        self.freeze(pid);
+    }
+
+    /// Kills etcd members `members` (SIGKILL: a crash).
+    pub fn kill_etcd(&mut self, members: &[usize]) {
+        for &m in members {
+            self.etcd[m].stop();
+        }
+    }
+
+    /// Starts etcd members `members` again on their data, all at once (a member of several is
+    /// healthy only once a quorum runs), and waits until each is healthy.
+    pub fn start_etcd(&mut self, members: &[usize]) {
+        for &m in members {
+            self.etcd[m].spawn();
+        }
+        for &m in members {
+            self.etcd[m].wait_ready();
+        }
+    }
+
+    /// The etcd member that is raft leader, by asking each member for its status.
+    pub fn etcd_raft_leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for e in &self.etcd {
+            let out = e.etcdctl(&["endpoint", "status", "-w", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let status = &v[0]["Status"];
+            ids.push(status["header"]["member_id"].as_u64());
+            leader = leader.or(status["leader"].as_u64());
+        }
+        let leader = leader?;
+        ids.iter().position(|id| *id == Some(leader))
+    }
+
+    /// Every etcd member's client and peer ports.
+    pub fn etcd_ports(&self) -> Vec<u16> {
+        self.etcd.iter().flat_map(|e| [e.client_port(), e.peer_port()]).collect()
+    }
+
+    /// Drops everything but etcd's traffic between node `i` and `peers` (replication, the REST
+    /// API, the proxy's connections).
+    pub fn cut_all_but_etcd(&self, i: usize, peers: &[Ipv4Addr], dir: Direction) {
+        self.net.cut_except_ports(&self.nodes[i].host, peers, &self.etcd_ports(), dir);
+    }
+
+    /// Drops etcd's traffic (its client and peer ports) between node `i` and `peers`.
+    pub fn cut_etcd(&self, i: usize, peers: &[Ipv4Addr], dir: Direction) {
+        self.net.cut_ports(&self.nodes[i].host, peers, &self.etcd_ports(), dir);
+    }
+
     /// SIGCONT to everything frozen.
     pub fn thaw_all(&mut self) {
         for pid in self.frozen.drain(..) {
@@ -266,10 +328,6 @@ impl ChaosCluster {
         for n in &self.nodes {
             self.net.heal(&n.host);
         }
-    }
-
-    pub fn etcd_addr(&self) -> Ipv4Addr {
-        self.net.host("etcd").addr
     }
 
     pub fn node_addr(&self, i: usize) -> Ipv4Addr {
@@ -303,9 +361,10 @@ impl ChaosCluster {
         self.nodes.iter().all(|n| n.disk.is_some())
     }
 
-    /// The DCS leader key's member index, if any.
+    /// The DCS leader key's member index, if any, as the first etcd member that answers says.
     pub fn leader(&self) -> Option<usize> {
-        let name = self.etcd.get(&format!("{}leader", self.dcs_prefix()))?;
+        let key = format!("{}leader", self.dcs_prefix());
+        let name = self.etcd.iter().find_map(|e| e.try_get(&key).ok())??;
         self.nodes.iter().position(|n| n.config.name == name)
     }
 
@@ -350,7 +409,9 @@ impl ChaosCluster {
         }
         let proxy_log = self.dir.join("proxy.log");
         out.push_str(&format!("----- proxy log -----\n{}\n", support::tail_file(&proxy_log, lines / 2)));
-        out.push_str(&format!("----- etcd log -----\n{}\n", support::tail_file(&self.etcd.log_path(), 15)));
+        for e in &self.etcd {
+            out.push_str(&format!("----- {} log -----\n{}\n", e.name(), support::tail_file(&e.log_path(), 15)));
+        }
         eprint!("{out}");
     }
 }
@@ -394,7 +455,9 @@ impl Drop for ChaosCluster {
                 a.kill_all();
             }
         }
-        self.etcd.stop();
+        for e in &mut self.etcd {
+            e.stop();
+        }
         for n in self.nodes.iter().filter(|_| !self.kept) {
             if let Some(disk) = &n.disk {
                 let _ = Command::new("umount").arg("-l").arg(disk).status();

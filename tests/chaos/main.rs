@@ -1,12 +1,14 @@
 //! The fault-injection suite, in the spirit of Jepsen: a three-node cluster in synchronous mode,
-//! each node, etcd and the proxy on hosts of their own (network namespaces), clients writing
-//! through `rampart proxy` and a probe writing to every node directly, while seeded faults hit it:
-//! processes killed and frozen, links cut both ways and one way, etcd down, a disk full,
+//! each node on a host of its own (network namespaces) with a member of a three-member etcd
+//! beside its PostgreSQL (seed 003), the proxy on another, clients writing through `rampart
+//! proxy` and a probe writing to every node directly, while seeded faults hit it: processes
+//! killed and frozen, links cut both ways and one way, etcd members killed (the raft leader, the
+//! one beside the leader), cut off, slowed, etcd's quorum lost, all of etcd down, a disk full,
 //! back-to-back failovers, a switchover during a fault. After each fault the cluster must
 //! converge; over the whole run no acknowledged write may be lost and no two primaries may
 //! accept writes (see `checks.rs` for what exactly is checked).
 //!
-//! * `short_profile` runs in `make test`: each important fault family once (8 faults).
+//! * `short_profile` runs in `make test`: each important fault family once (9 faults).
 //! * `long_profile` (ignored; `make chaos`) runs `RAMPART_CHAOS_FAULTS` (default 200) faults of
 //!   every kind in `RAMPART_CHAOS_MODE` (`quorum` default, `on`, `off`).
 //!

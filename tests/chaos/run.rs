@@ -238,7 +238,7 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
     let replicas: Vec<usize> = (0..c.nodes.len()).filter(|&i| i != l).collect();
     let r = replicas[(fault.pick as usize) % replicas.len()];
     let other = replicas.iter().copied().find(|&i| i != r).unwrap_or(r);
-    let etcd = c.etcd_addr();
+    let replica_addrs: Vec<_> = replicas.iter().map(|&i| c.node_addr(i)).collect();
     let mut note = String::new();
     let target = match fault.kind {
         Kind::LeaderCrash
@@ -251,6 +251,7 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
         | Kind::LeaderEtcdOneWayIn
         | Kind::LeaderReplicaCut
         | Kind::LeaderIsolated
+        | Kind::LeaderEtcdMemberCut
         | Kind::BackToBackFailovers => l,
         _ => r,
     };
@@ -286,19 +287,26 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
                 Kind::LeaderEtcdOneWayOut => Direction::Outgoing,
                 _ => Direction::Incoming,
             };
-            c.cut(l, &[etcd], dir);
+            c.cut_etcd(l, &replica_addrs, dir);
+            sleep_secs(hold).await;
+            c.heal_network();
+        }
+        Kind::LeaderEtcdMemberCut => {
+            // Only the members' peer links: the leader's agent can still reach the other two
+            // members' client ports, and must move to them before its lease runs out.
+            let peer_ports: Vec<u16> = c.etcd.iter().map(|e| e.peer_port()).collect();
+            c.net.cut_ports(&c.nodes[l].host, &replica_addrs, &peer_ports, Direction::Both);
+            note = format!("{} cut off from the other members", c.etcd[l].name());
             sleep_secs(hold).await;
             c.heal_network();
         }
         Kind::LeaderReplicaCut => {
-            let peers: Vec<_> = replicas.iter().map(|&i| c.node_addr(i)).collect();
-            c.cut(l, &peers, Direction::Both);
+            c.cut_all_but_etcd(l, &replica_addrs, Direction::Both);
             sleep_secs(hold).await;
             c.heal_network();
         }
         Kind::LeaderIsolated => {
-            let mut peers: Vec<_> = replicas.iter().map(|&i| c.node_addr(i)).collect();
-            peers.push(etcd);
+            let mut peers = replica_addrs.clone();
             peers.push(c.proxy_host.addr);
             c.cut(l, &peers, Direction::Both);
             sleep_secs(hold).await;
@@ -306,14 +314,44 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
         }
         Kind::ReplicaOneWayOut => {
             let leader_addr = c.node_addr(l);
-            c.cut(r, &[leader_addr], Direction::Outgoing);
+            c.cut_all_but_etcd(r, &[leader_addr], Direction::Outgoing);
             sleep_secs(hold).await;
             c.heal_network();
         }
         Kind::EtcdDown | Kind::EtcdBlip => {
-            c.etcd.stop();
+            c.kill_etcd(&[0, 1, 2]);
             sleep_secs(hold).await;
-            c.etcd.start_again();
+            c.start_etcd(&[0, 1, 2]);
+        }
+        Kind::EtcdMemberKill => {
+            c.kill_etcd(&[l]);
+            note = format!("{} (beside the leader) killed", c.etcd[l].name());
+            sleep_secs(hold).await;
+            c.start_etcd(&[l]);
+        }
+        Kind::EtcdRaftLeaderKill => {
+            let m = c.etcd_raft_leader().unwrap_or(l);
+            c.kill_etcd(&[m]);
+            note = format!("raft leader {} killed", c.etcd[m].name());
+            sleep_secs(hold).await;
+            c.start_etcd(&[m]);
+        }
+        Kind::EtcdQuorumLoss => {
+            c.kill_etcd(&[l, r]);
+            note = format!("{} and {} killed", c.etcd[l].name(), c.etcd[r].name());
+            sleep_secs(hold).await;
+            c.start_etcd(&[l, r]);
+        }
+        Kind::EtcdSlow => {
+            let until = Instant::now() + Duration::from_secs_f64(hold);
+            while Instant::now() < until {
+                for m in 0..c.etcd.len() {
+                    c.freeze_etcd(m);
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                c.thaw_all();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         Kind::ReplicaDiskFull => {
             if !c.fill_disk(r) {
@@ -369,7 +407,7 @@ async fn inject(c: &mut ChaosCluster, state: &Converged, fault: &Fault) -> (Stri
         }
     }
     let target = match fault.kind {
-        Kind::EtcdDown | Kind::EtcdBlip => "etcd".to_owned(),
+        k if k.is_etcd() => "etcd".to_owned(),
         _ => c.nodes[target].name().to_owned(),
     };
     (target, note)

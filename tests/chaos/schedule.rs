@@ -7,7 +7,11 @@
 //! Durations are chosen against the cluster's timing (ttl 10 s, loop_wait 1 s, retry_timeout 3 s,
 //! watchdog safety margin 5 s): the faults the issue says must *not* cause a failover (an agent
 //! frozen for less than ttl − safety margin, an etcd blip shorter than retry_timeout, anything
-//! done to a replica) stay inside those bounds, and the others last long enough to force one.
+//! done to a replica, one etcd member of three lost, a slow etcd) stay inside those bounds, and
+//! the others last long enough to force one.
+//!
+//! etcd has three members, one on each node's host (seed 003): "the leader's etcd" is the
+//! member beside the leader, which its agent lists first.
 
 use std::fmt;
 
@@ -54,23 +58,37 @@ pub enum Kind {
     ReplicaAgentFreeze,
     /// SIGSTOP of a replica's postmaster.
     ReplicaPostgresFreeze,
-    /// The leader cannot exchange packets with etcd (longer than ttl).
+    /// No etcd traffic between the leader's host and the others (longer than ttl): its agent
+    /// reaches only the member beside it, which is cut off from the quorum.
     LeaderEtcdCut,
-    /// The leader's packets to etcd are dropped; etcd's to it still arrive.
+    /// The leader's host's etcd packets to the others are dropped; theirs still arrive.
     LeaderEtcdOneWayOut,
-    /// etcd's packets to the leader are dropped; the leader's still arrive.
+    /// The others' etcd packets to the leader's host are dropped; its own still arrive.
     LeaderEtcdOneWayIn,
-    /// The leader cannot exchange packets with the replicas (it still reaches etcd).
+    /// The leader cannot exchange packets with the replicas but etcd's (replication, REST API).
     LeaderReplicaCut,
     /// The leader reaches nothing but the test's own address: not etcd, not the replicas, not
     /// the proxy.
     LeaderIsolated,
     /// A replica's packets to the leader are dropped.
     ReplicaOneWayOut,
-    /// etcd is killed for longer than ttl, then started again on its data.
+    /// Every etcd member is killed for longer than ttl, then started again on its data.
     EtcdDown,
-    /// etcd is killed for less than retry_timeout.
+    /// Every etcd member is killed for less than retry_timeout.
     EtcdBlip,
+    /// The etcd member beside the leader is killed, and started again after the hold.
+    EtcdMemberKill,
+    /// etcd's raft leader is killed under the write load, and started again after the hold.
+    EtcdRaftLeaderKill,
+    /// The etcd member beside the leader is cut off from the other two (their peer traffic); the
+    /// leader's agent still reaches the others' client ports and must use them.
+    LeaderEtcdMemberCut,
+    /// Two etcd members, the one beside the leader among them, are killed for longer than ttl:
+    /// etcd has no quorum.
+    EtcdQuorumLoss,
+    /// etcd answers slowly for longer than retry_timeout: every member is stopped for 150 ms of
+    /// every 200 ms (the kernel here has no netem to add latency on the links).
+    EtcdSlow,
     /// A replica's disk (its tmpfs) is filled to the last byte.
     ReplicaDiskFull,
     /// The leader's machine crashes; as soon as another member leads, its machine crashes too.
@@ -80,7 +98,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 24] = [
         Kind::LeaderCrash,
         Kind::LeaderAgentKill,
         Kind::LeaderPostgresKill,
@@ -97,17 +115,23 @@ impl Kind {
         Kind::ReplicaOneWayOut,
         Kind::EtcdDown,
         Kind::EtcdBlip,
+        Kind::EtcdMemberKill,
+        Kind::EtcdRaftLeaderKill,
+        Kind::LeaderEtcdMemberCut,
+        Kind::EtcdQuorumLoss,
+        Kind::EtcdSlow,
         Kind::ReplicaDiskFull,
         Kind::BackToBackFailovers,
         Kind::SwitchoverDuringFault,
     ];
 
     /// The CI profile: one of each family, the ones that matter most for safety.
-    pub const SHORT: [Kind; 8] = [
+    pub const SHORT: [Kind; 9] = [
         Kind::LeaderCrash,
         Kind::LeaderAgentFreeze,
         Kind::LeaderIsolated,
         Kind::EtcdBlip,
+        Kind::LeaderEtcdMemberCut,
         Kind::LeaderReplicaCut,
         Kind::ReplicaDiskFull,
         Kind::LeaderAgentKill,
@@ -124,6 +148,20 @@ impl Kind {
                 | Kind::LeaderReplicaCut
                 | Kind::LeaderIsolated
                 | Kind::ReplicaOneWayOut
+                | Kind::LeaderEtcdMemberCut
+        )
+    }
+
+    /// Faults of etcd itself rather than of one node.
+    pub fn is_etcd(self) -> bool {
+        matches!(
+            self,
+            Kind::EtcdDown
+                | Kind::EtcdBlip
+                | Kind::EtcdMemberKill
+                | Kind::EtcdRaftLeaderKill
+                | Kind::EtcdQuorumLoss
+                | Kind::EtcdSlow
         )
     }
 
@@ -140,6 +178,10 @@ impl Kind {
                 | Kind::ReplicaOneWayOut
                 | Kind::EtcdBlip
                 | Kind::ReplicaDiskFull
+                | Kind::EtcdMemberKill
+                | Kind::EtcdRaftLeaderKill
+                | Kind::LeaderEtcdMemberCut
+                | Kind::EtcdSlow
         )
     }
 
@@ -156,7 +198,11 @@ impl Kind {
             Kind::LeaderEtcdCut | Kind::LeaderEtcdOneWayOut | Kind::LeaderEtcdOneWayIn | Kind::LeaderIsolated => {
                 rng.secs(12.0, 20.0)
             }
-            Kind::EtcdDown => rng.secs(12.0, 18.0),
+            Kind::EtcdDown | Kind::EtcdQuorumLoss => rng.secs(12.0, 18.0),
+            // Longer than retry_timeout (3 s), and long enough to be a real test of patience.
+            Kind::EtcdSlow => rng.secs(4.0, 10.0),
+            // One member of three: as long as it likes, etcd still has a quorum.
+            Kind::EtcdMemberKill | Kind::EtcdRaftLeaderKill | Kind::LeaderEtcdMemberCut => rng.secs(3.0, 20.0),
             Kind::LeaderCrash => rng.secs(3.0, 20.0),
             Kind::BackToBackFailovers => rng.secs(2.0, 8.0),
             _ => rng.secs(2.0, 12.0),
@@ -242,6 +288,7 @@ mod tests {
             match f.kind {
                 Kind::LeaderAgentFreeze => assert!(f.hold < 10.0 - 5.0 - 1.0),
                 Kind::EtcdBlip => assert!(f.hold < 3.0 - 1.0),
+                Kind::EtcdSlow => assert!(f.hold > 3.0),
                 Kind::LeaderEtcdCut | Kind::LeaderIsolated => assert!(f.hold > 10.0),
                 _ => {}
             }

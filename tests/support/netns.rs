@@ -360,6 +360,42 @@ impl Net {
         }
     }
 
+    /// Drops the TCP packets between `host` and each of `peers` in `dir` that have one of
+    /// `ports` at either end (a service's listening ports: its requests and its answers both
+    /// go), leaving every other exchange between them alone.
+    pub fn cut_ports(&self, host: &Host, peers: &[Ipv4Addr], ports: &[u16], dir: Direction) {
+        self.port_rules(host, peers, ports, dir, "DROP");
+    }
+
+    /// Drops the packets between `host` and each of `peers` in `dir`, except TCP packets with
+    /// one of `ports` at either end (a service that stays reachable across the cut: rules are
+    /// matched in order, so its ACCEPT rules go first).
+    pub fn cut_except_ports(&self, host: &Host, peers: &[Ipv4Addr], ports: &[u16], dir: Direction) {
+        self.port_rules(host, peers, ports, dir, "ACCEPT");
+        self.cut(host, peers, dir);
+    }
+
+    /// Appends rules sending to `target` the TCP packets between `host` and `peers` in `dir`
+    /// with one of `ports` at either end.
+    fn port_rules(&self, host: &Host, peers: &[Ipv4Addr], ports: &[u16], dir: Direction, target: &str) {
+        for peer in peers {
+            let p = peer.to_string();
+            for port in ports {
+                let port = port.to_string();
+                for end in ["--dport", "--sport"] {
+                    if dir != Direction::Outgoing {
+                        self.iptables(host, &["-A", "INPUT", "-s", &p, "-p", "tcp", end, &port, "-j", target])
+                            .expect("iptables INPUT rule");
+                    }
+                    if dir != Direction::Incoming {
+                        self.iptables(host, &["-A", "OUTPUT", "-d", &p, "-p", "tcp", end, &port, "-j", target])
+                            .expect("iptables OUTPUT rule");
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes every rule of `host`.
     pub fn heal(&self, host: &Host) {
         if self.partitions() {

@@ -54,3 +54,57 @@ async fn an_agent_told_of_one_member_uses_the_others_once_it_is_gone() {
     assert!(failed.is_err(), "a client that knows only the stopped member still reached etcd");
     watcher.abort();
 }
+
+#[tokio::test]
+async fn tls_and_a_password_on_three_members() {
+    use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+    let dir = TestDir::new("etcd-tls-members");
+    let mut members = Etcd::start_tls_members(dir.path(), 3);
+    let tls = members[0].tls().expect("TLS files").clone();
+    let endpoints: Vec<String> = members.iter().map(|m| m.endpoint()).collect();
+    // The harness's own client turns on etcd's authentication, with a root user.
+    let read = |p: &std::path::Path| std::fs::read(p).expect("certificate file");
+    let root_tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(read(&tls.ca)))
+        .identity(Identity::from_pem(read(&tls.client_cert), read(&tls.client_key)));
+    let connect = ConnectOptions::new().with_tls(root_tls);
+    let mut root = etcd_client::Client::connect(endpoints.clone(), Some(connect)).await.expect("root client");
+    let until = Instant::now() + Duration::from_secs(10);
+    while root.user_add("root", "tls-and-pw", None).await.is_err() {
+        assert!(Instant::now() < until, "etcd never accepted the root user (no leader?)");
+        sleep(Duration::from_millis(200)).await;
+    }
+    root.user_grant_role("root", "root").await.expect("grant root");
+    root.auth_enable().await.expect("auth enable");
+
+    // Endpoints as Patroni's `etcd3.hosts` lists them (no scheme): https because of the files.
+    let with = |password: &str| {
+        let options = EtcdOptions {
+            endpoints: endpoints.iter().map(|e| e.replace("https://", "")).collect(),
+            op_timeout: OP,
+            username: Some("root".into()),
+            password: Some(password.into()),
+            ca_file: Some(tls.ca.clone()),
+            cert_file: Some(tls.client_cert.clone()),
+            key_file: Some(tls.client_key.clone()),
+        };
+        EtcdDcs::connect(options, ClusterPrefix::new("/service", "tls"), "a".to_string(), 10)
+    };
+    let good = with("tls-and-pw").await.expect("connect");
+    assert!(good.acquire_leader(Instant::now() + Duration::from_secs(5)).await.expect("lock over TLS with a password"));
+    assert!(good.read_cluster(Instant::now() + OP).await.expect("read").is_leader("a"));
+
+    // The first member goes: the others authenticate this client on first use and carry on.
+    members[0].stop();
+    good.touch_member(&member("a", 2), Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("write via another member");
+    assert!(good.renew_leader(Instant::now() + OP).await.expect("renew").is_some());
+    assert!(good.read_cluster(Instant::now() + OP).await.expect("read").members.iter().any(|m| m.name == "a"));
+
+    // A wrong password is refused with a clear error that does not repeat it.
+    let bad = with("not-the-password").await.expect("connect");
+    let err = bad.read_cluster(Instant::now() + OP).await.expect_err("wrong password");
+    assert!(matches!(err, rampart_dcs::DcsError::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
+}

@@ -241,6 +241,18 @@ impl Etcd {
     /// Starts a cluster of one member per `(address, network namespace)` of `hosts`, member `i`
     /// called `etcd<i>` with its files in `dir/etcd<i>`, and waits until every member is healthy.
     pub fn start_members(dir: &Path, hosts: &[(Ipv4Addr, Option<PathBuf>)]) -> Vec<Etcd> {
+        Etcd::start_members_with(dir, hosts, None)
+    }
+
+    /// `count` members on loopback, as [`Etcd::start_members`], with TLS and client-certificate
+    /// authentication on their client URLs (one CA, and one server certificate for 127.0.0.1
+    /// that every member presents, made in `dir`).
+    pub fn start_tls_members(dir: &Path, count: usize) -> Vec<Etcd> {
+        let files = tls::make_certificates(dir);
+        Etcd::start_members_with(dir, &vec![(Ipv4Addr::LOCALHOST, None); count], Some(files))
+    }
+
+    fn start_members_with(dir: &Path, hosts: &[(Ipv4Addr, Option<PathBuf>)], tls: Option<TlsFiles>) -> Vec<Etcd> {
         let mut members: Vec<Etcd> = hosts
             .iter()
             .enumerate()
@@ -249,6 +261,7 @@ impl Etcd {
                 let member_dir = dir.join(&name);
                 let mut etcd = Etcd::new(&member_dir, *host, crate::free_port(), netns.as_deref());
                 etcd.config.name = name;
+                etcd.config.tls = tls.clone();
                 etcd
             })
             .collect();
