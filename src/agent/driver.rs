@@ -50,8 +50,8 @@ mod tests;
 /// time cannot spin the CPU.
 const MIN_CYCLE_GAP: Duration = Duration::from_millis(100);
 /// How long a cycle waits for the watch to confirm that its copy of the cluster has caught up
-/// with what the cycle's keep-alive saw, before it reads etcd instead (one round trip on a
-/// healthy stream).
+/// with what the cycle's keep-alive saw, when it must ask, before it reads etcd instead (one
+/// round trip on a healthy stream).
 const COPY_CATCH_UP_WAIT: Duration = Duration::from_millis(250);
 /// How long a clean stop of PostgreSQL may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -312,8 +312,8 @@ impl<P: Ports> Agent<P> {
     }
 
     /// This cycle's view of the cluster: after one keep-alive of the lease, the watch-fed copy
-    /// when it has caught up with what that keep-alive saw and the core lets this cycle decide
-    /// on it ([`rampart_core::cached_view`]), otherwise a linearizable read. `local` is `None`
+    /// when it is current as of that keep-alive and the core lets this cycle decide on it
+    /// ([`rampart_core::cached_view`]), otherwise a linearizable read. `local` is `None`
     /// when stopping (always a read).
     async fn read_cluster(&mut self, local: Option<&LocalPg>) -> Result<Arc<Cluster>, String> {
         // Not when stopping: the lease outlives the agent only as long as its ttl, which is fine.
@@ -333,8 +333,8 @@ impl<P: Ports> Agent<P> {
                 }
             }
         }
-        if let (Some(seen), Some(local)) = (kept.and_then(|k| k.revision), local) {
-            if let Some(copy) = self.dcs.cached_cluster(seen, COPY_CATCH_UP_WAIT).await {
+        if let (Some(kept), Some(local)) = (kept, local) {
+            if let Some(copy) = self.dcs.cached_cluster(&kept, COPY_CATCH_UP_WAIT).await {
                 match rampart_core::cached_view::decide_on_copy(&copy, &self.cfg.name, local) {
                     Ok(()) => {
                         self.dcs_last_seen = u64::try_from(self.clock.unix_ms() / 1000).ok();

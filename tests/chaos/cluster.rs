@@ -23,11 +23,35 @@ use crate::support::netns::{Direction, Host, Net};
 use crate::support::process::{signal, AmbientCaps, LoggedChild};
 use crate::support::{self, free_port};
 
-/// Timing of every chaos cluster: failover in about ttl, and `loop_wait + 2 * retry_timeout`
-/// within ttl as Patroni requires.
-pub const TTL: u64 = 10;
-pub const LOOP_WAIT: u64 = 1;
-pub const RETRY_TIMEOUT: u64 = 3;
+/// Timing of a chaos cluster: failover in about ttl, and `loop_wait + 2 * retry_timeout` within
+/// ttl as Patroni requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+}
+
+impl Timing {
+    /// The default profile.
+    pub const TTL_10: Timing = Timing { ttl: 10, loop_wait: 1, retry_timeout: 3 };
+    /// The fastest profile: Patroni refuses a ttl below 20; Rampart's suite runs this one too.
+    pub const TTL_5: Timing = Timing { ttl: 5, loop_wait: 1, retry_timeout: 2 };
+
+    /// `RAMPART_CHAOS_TTL`: 10 (the default) or 5.
+    pub fn from_env() -> Timing {
+        match std::env::var("RAMPART_CHAOS_TTL").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("10") => Timing::TTL_10,
+            Some("5") => Timing::TTL_5,
+            Some(other) => panic!("RAMPART_CHAOS_TTL={other}: the suite has profiles for ttl 10 and 5"),
+        }
+    }
+
+    pub fn label(self) -> String {
+        format!("ttl {} / loop_wait {} / retry_timeout {}", self.ttl, self.loop_wait, self.retry_timeout)
+    }
+}
+
 pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
 /// Size of each node's tmpfs disk. A run makes a new timeline every few faults while writing
 /// little WAL, and each timeline leaves its own file for the current WAL segment until the
@@ -102,7 +126,7 @@ pub struct ChaosCluster {
 
 impl ChaosCluster {
     /// Hosts, etcd, three agents and the proxy; does not wait for the cluster to form.
-    pub fn start(mode: Mode) -> ChaosCluster {
+    pub fn start(mode: Mode, timing: Timing) -> ChaosCluster {
         let dir = TestDir::new("chaos");
         let net = Net::create(dir.path(), &["node0", "node1", "node2", "proxy"]);
         if let Some(why) = &net.fallback_reason {
@@ -124,7 +148,7 @@ impl ChaosCluster {
             let endpoints: Vec<String> = (0..3).map(|k| etcd[(i + k) % 3].host()).collect();
             let mut config = NodeConfig::new(i, &node_dir, &endpoints.join(","))
                 .host(&host.addr.to_string(), &net.cidr)
-                .timing(TTL, LOOP_WAIT, RETRY_TIMEOUT)
+                .timing(timing.ttl, timing.loop_wait, timing.retry_timeout)
                 .maximum_lag_on_failover(MAXIMUM_LAG_ON_FAILOVER)
                 // The workload's blocked commits and the probes' reconnects need room.
                 .parameter("max_connections", "200")

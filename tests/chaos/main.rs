@@ -12,6 +12,8 @@
 //! * `long_profile` (ignored; `make chaos`) runs `RAMPART_CHAOS_FAULTS` (default 200) faults of
 //!   every kind in `RAMPART_CHAOS_MODE` (`quorum` default, `on`, `off`).
 //!
+//! `RAMPART_CHAOS_TTL=5` runs either at ttl 5 (loop_wait 1, retry_timeout 2) instead of 10.
+//!
 //! `RAMPART_CHAOS_SEED` repeats a run's schedule; a run prints its seed and schedule first.
 
 #[path = "../support/mod.rs"]
@@ -23,7 +25,7 @@ mod run;
 mod schedule;
 mod workload;
 
-use cluster::Mode;
+use cluster::{Mode, Timing};
 use run::Options;
 use schedule::Kind;
 
@@ -46,9 +48,14 @@ fn assert_clean(report: &run::Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_profile() {
-    let report =
-        run::run(Options { mode: Mode::Quorum, seed: seed(), kinds: Kind::SHORT.to_vec(), faults: Kind::SHORT.len() })
-            .await;
+    let report = run::run(Options {
+        mode: Mode::Quorum,
+        timing: Timing::from_env(),
+        seed: seed(),
+        kinds: Kind::SHORT.to_vec(),
+        faults: Kind::SHORT.len(),
+    })
+    .await;
     assert_eq!(report.results.len(), report.schedule.faults.len(), "every scheduled fault ran");
     assert_clean(&report);
 }
@@ -61,6 +68,7 @@ async fn long_profile() {
         .map(|m| Mode::parse(&m).unwrap_or_else(|| panic!("RAMPART_CHAOS_MODE={m}: expected quorum, on or off")))
         .unwrap_or(Mode::Quorum);
     let faults = std::env::var("RAMPART_CHAOS_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let report = run::run(Options { mode, seed: seed(), kinds: Kind::ALL.to_vec(), faults }).await;
+    let timing = Timing::from_env();
+    let report = run::run(Options { mode, timing, seed: seed(), kinds: Kind::ALL.to_vec(), faults }).await;
     assert_clean(&report);
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::checks::{self, Converged};
-use crate::cluster::{ChaosCluster, Mode, MAXIMUM_LAG_ON_FAILOVER};
+use crate::cluster::{ChaosCluster, Mode, Timing, MAXIMUM_LAG_ON_FAILOVER};
 use crate::schedule::{Fault, Kind, Schedule};
 use crate::support::netns::Direction;
 use crate::workload::{Ack, Target, Workload, TABLE_DDL};
@@ -40,6 +40,7 @@ impl FaultResult {
 /// The outcome of a run.
 pub struct Report {
     pub mode: Mode,
+    pub timing: Timing,
     pub seed: u64,
     pub schedule: Schedule,
     pub results: Vec<FaultResult>,
@@ -55,21 +56,28 @@ pub struct Report {
 /// What to run.
 pub struct Options {
     pub mode: Mode,
+    pub timing: Timing,
     pub seed: u64,
     pub kinds: Vec<Kind>,
     pub faults: usize,
 }
 
 pub async fn run(opts: Options) -> Report {
-    let mut c = ChaosCluster::start(opts.mode);
-    let schedule = Schedule::generate(opts.seed, &opts.kinds, opts.faults, c.net.partitions());
+    let mut c = ChaosCluster::start(opts.mode, opts.timing);
+    let schedule = Schedule::generate(opts.seed, &opts.kinds, opts.faults, c.net.partitions(), opts.timing);
     let mut schedule_kinds = schedule.clone();
     if !c.has_disks() {
         println!("[chaos] no tmpfs disks (not root): ReplicaDiskFull is left out");
         schedule_kinds.faults.retain(|f| f.kind != Kind::ReplicaDiskFull);
     }
     let schedule = schedule_kinds;
-    println!("[chaos] mode {:?}, seed {} (RAMPART_CHAOS_SEED={} repeats it)", opts.mode, opts.seed, opts.seed);
+    println!(
+        "[chaos] mode {:?}, {}, seed {} (RAMPART_CHAOS_SEED={} repeats it)",
+        opts.mode,
+        opts.timing.label(),
+        opts.seed,
+        opts.seed
+    );
     print!("{schedule}");
 
     let mut state = match wait_converged(&c, Duration::from_secs(180)).await {
@@ -181,6 +189,7 @@ pub async fn run(opts: Options) -> Report {
     let (lost, max_loss_bytes) = final_check(&c, opts.mode, &acks, &mut violations).await;
     let report = Report {
         mode: opts.mode,
+        timing: opts.timing,
         seed: opts.seed,
         schedule,
         results,
@@ -493,7 +502,7 @@ async fn final_check(c: &ChaosCluster, mode: Mode, acks: &[Ack], violations: &mu
 /// The summary table: per fault kind, then totals, then every violation.
 pub fn summary(r: &Report, c: &ChaosCluster) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "\n===== chaos summary: mode {:?}, seed {} =====", r.mode, r.seed);
+    let _ = writeln!(s, "\n===== chaos summary: mode {:?}, {}, seed {} =====", r.mode, r.timing.label(), r.seed);
     let _ = writeln!(s, "  #  at s    fault                     target  hold s  failover  converge s  note");
     for (i, f) in r.results.iter().enumerate() {
         let _ = writeln!(

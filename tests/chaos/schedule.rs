@@ -4,16 +4,19 @@
 //! Targets are roles (the leader, "a replica" by a drawn index), not node names: the same seed
 //! gives the same schedule whichever node happens to lead when a fault comes.
 //!
-//! Durations are chosen against the cluster's timing (ttl 10 s, loop_wait 1 s, retry_timeout 3 s,
-//! watchdog safety margin 5 s): the faults the issue says must *not* cause a failover (an agent
-//! frozen for less than ttl − safety margin, an etcd blip shorter than retry_timeout, anything
-//! done to a replica, one etcd member of three lost, a slow etcd) stay inside those bounds, and
-//! the others last long enough to force one.
+//! Durations are chosen against the cluster's timing (ttl 10 s, loop_wait 1 s, retry_timeout 3 s;
+//! a leader fences a quarter of ttl before its lease ends): the faults the issue says must *not*
+//! cause a failover (an agent frozen for less than what is left of its lease, an etcd blip
+//! shorter than retry_timeout, anything done to a replica, one etcd member of three lost, a slow
+//! etcd) stay inside those bounds, and the others last long enough to force one. At ttl 5 the
+//! bounds of the harmless faults shrink in proportion, and the others still outlast the ttl.
 //!
 //! etcd has three members, one on each node's host (seed 003): "the leader's etcd" is the
 //! member beside the leader, which its agent lists first.
 
 use std::fmt;
+
+use crate::cluster::Timing;
 
 /// A tiny deterministic RNG (xorshift64), so a seed reproduces a schedule.
 #[derive(Clone, Debug)]
@@ -186,14 +189,16 @@ impl Kind {
     }
 
     /// How long the fault is held, in seconds (for BackToBackFailovers: after the second crash).
-    fn hold(self, rng: &mut Rng) -> f64 {
+    fn hold(self, rng: &mut Rng, timing: Timing) -> f64 {
+        // The harmless faults' bounds, set for ttl 10, shrink with a shorter ttl.
+        let k = timing.ttl as f64 / 10.0;
         match self {
             // Restarted before the lease (renewed at most loop_wait ago) minus the margin runs out.
-            Kind::LeaderAgentKill => rng.secs(0.5, 3.0),
-            // Less than ttl − safety_margin (5 s) minus a loop.
-            Kind::LeaderAgentFreeze => rng.secs(0.5, 3.5),
-            // Shorter than retry_timeout (3 s) minus a loop.
-            Kind::EtcdBlip => rng.secs(0.3, 1.8),
+            Kind::LeaderAgentKill => rng.secs(0.5, 3.0 * k),
+            // Less than ttl − the fencing margin (a quarter of ttl) minus a loop and some.
+            Kind::LeaderAgentFreeze => rng.secs(0.5, 3.5 * k),
+            // Shorter than retry_timeout minus a loop, and the members' election after it.
+            Kind::EtcdBlip => rng.secs(0.3 * k, 1.8 * k),
             // Past the lease: these must end in a failover or a demotion.
             Kind::LeaderEtcdCut | Kind::LeaderEtcdOneWayOut | Kind::LeaderEtcdOneWayIn | Kind::LeaderIsolated => {
                 rng.secs(12.0, 20.0)
@@ -230,7 +235,7 @@ pub struct Schedule {
 impl Schedule {
     /// `count` faults: first every kind of `kinds` once in a seeded order, then seeded draws
     /// from `kinds`. Partition kinds are left out when `partitions` is false.
-    pub fn generate(seed: u64, kinds: &[Kind], count: usize, partitions: bool) -> Schedule {
+    pub fn generate(seed: u64, kinds: &[Kind], count: usize, partitions: bool, timing: Timing) -> Schedule {
         let mut rng = Rng::new(seed);
         let usable: Vec<Kind> = kinds.iter().copied().filter(|k| partitions || !k.is_partition()).collect();
         let mut first = usable.clone();
@@ -240,7 +245,7 @@ impl Schedule {
         let mut faults = Vec::with_capacity(count);
         for i in 0..count {
             let kind = if i < first.len() { first[i] } else { usable[rng.below(usable.len() as u64) as usize] };
-            let hold = kind.hold(&mut rng);
+            let hold = kind.hold(&mut rng, timing);
             faults.push(Fault { kind, hold, pick: rng.below(2) });
         }
         Schedule { seed, faults }
@@ -270,27 +275,33 @@ mod tests {
 
     #[test]
     fn a_seed_repeats_its_schedule_and_covers_every_kind_first() {
-        let a = Schedule::generate(42, &Kind::ALL, 40, true);
-        let b = Schedule::generate(42, &Kind::ALL, 40, true);
+        let a = Schedule::generate(42, &Kind::ALL, 40, true, Timing::TTL_10);
+        let b = Schedule::generate(42, &Kind::ALL, 40, true, Timing::TTL_10);
         assert_eq!(a.to_string(), b.to_string());
         let firsts: std::collections::BTreeSet<Kind> = a.faults[..Kind::ALL.len()].iter().map(|f| f.kind).collect();
         assert_eq!(firsts.len(), Kind::ALL.len());
-        let c = Schedule::generate(43, &Kind::ALL, 40, true);
+        let c = Schedule::generate(43, &Kind::ALL, 40, true, Timing::TTL_10);
         assert_ne!(a.to_string(), c.to_string());
-        let no_net = Schedule::generate(42, &Kind::ALL, 40, false);
+        let no_net = Schedule::generate(42, &Kind::ALL, 40, false, Timing::TTL_10);
         assert!(no_net.faults.iter().all(|f| !f.kind.is_partition()));
     }
 
     #[test]
     fn benign_faults_stay_inside_their_bounds() {
-        let s = Schedule::generate(7, &Kind::ALL, 2000, true);
-        for f in &s.faults {
-            match f.kind {
-                Kind::LeaderAgentFreeze => assert!(f.hold < 10.0 - 5.0 - 1.0),
-                Kind::EtcdBlip => assert!(f.hold < 3.0 - 1.0),
-                Kind::EtcdSlow => assert!(f.hold > 3.0),
-                Kind::LeaderEtcdCut | Kind::LeaderIsolated => assert!(f.hold > 10.0),
-                _ => {}
+        for t in [Timing::TTL_10, Timing::TTL_5] {
+            let (ttl, retry, lw) = (t.ttl as f64, t.retry_timeout as f64, t.loop_wait as f64);
+            let s = Schedule::generate(7, &Kind::ALL, 2000, true, t);
+            for f in &s.faults {
+                match f.kind {
+                    // What is left of a lease renewed a loop ago, before the fencing margin.
+                    Kind::LeaderAgentFreeze | Kind::LeaderAgentKill => assert!(f.hold < ttl * 0.75 - lw, "{t:?} {f:?}"),
+                    Kind::EtcdBlip => assert!(f.hold < retry - lw, "{t:?} {f:?}"),
+                    Kind::EtcdSlow => assert!(f.hold > retry, "{t:?} {f:?}"),
+                    Kind::LeaderEtcdCut | Kind::LeaderIsolated | Kind::EtcdQuorumLoss | Kind::EtcdDown => {
+                        assert!(f.hold > ttl, "{t:?} {f:?}")
+                    }
+                    _ => {}
+                }
             }
         }
     }

@@ -41,11 +41,15 @@ pub trait Dcs: Send + Sync {
     /// sent, and the store revision the answering member had reached.
     fn refresh_lease(&self, deadline: Instant) -> impl Future<Output = DcsResult<KeptAlive>> + Send;
 
-    /// The cluster as a watch-fed copy shows it, if there is one and it has caught up with
-    /// revision `seen` (which a request of the caller's saw), waiting up to `wait` for the watch
-    /// to confirm it; `None` when the caller must read. Whether a decision may rest on it is
+    /// The cluster as a watch-fed copy shows it, if there is one and it is current as of `kept`,
+    /// the caller's keep-alive of this cycle (waiting up to `wait` for the watch to confirm it);
+    /// `None` when the caller must read. Whether a decision may rest on it is
     /// [`rampart_core::cached_view`]'s rule.
-    fn cached_cluster(&self, seen: i64, wait: std::time::Duration) -> impl Future<Output = Option<Cluster>> + Send;
+    fn cached_cluster(
+        &self,
+        kept: &KeptAlive,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Option<Cluster>> + Send;
 
     /// Changes the lease TTL (the dynamic `ttl`); a new lease is granted on next use.
     fn set_ttl(&self, secs: u64);

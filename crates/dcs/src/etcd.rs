@@ -315,8 +315,8 @@ impl Dcs for EtcdDcs {
         inner.lease.refresh(&inner.conn, deadline).await.map_err(|f| inner.conn.error("refresh_lease", f, started))
     }
 
-    async fn cached_cluster(&self, seen: i64, wait: std::time::Duration) -> Option<Cluster> {
-        self.inner.view.current(&self.inner.prefix, seen, FULL_READ_AT_LEAST_EVERY, wait).await
+    async fn cached_cluster(&self, kept: &KeptAlive, wait: std::time::Duration) -> Option<Cluster> {
+        self.inner.view.current(&self.inner.prefix, kept, FULL_READ_AT_LEAST_EVERY, wait).await
     }
 
     fn set_ttl(&self, secs: u64) {

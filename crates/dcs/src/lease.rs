@@ -40,6 +40,9 @@ pub struct KeptAlive {
     /// The store revision the answering member had reached when the request arrived; `None`
     /// when the answer did not say (a stream's first answer, a grant).
     pub revision: Option<i64>,
+    /// The endpoint that answered (an index into the client's endpoints): a member in touch
+    /// with etcd's raft leader, since only such a member can renew a lease.
+    pub endpoint: usize,
 }
 
 /// An open keep-alive stream for one lease on one endpoint.
@@ -124,7 +127,7 @@ impl LeaseSlot {
                 match Self::keep_alive_on(stream, conn.first_attempt_budget(deadline)).await {
                     (StreamAnswer::Alive(revision), stream) => {
                         *open = stream;
-                        return Ok(self.record(KeptAlive { lease: id, sent, revision }));
+                        return Ok(self.record(KeptAlive { lease: id, sent, revision, endpoint }));
                     }
                     (StreamAnswer::Gone, _) => {
                         tracing::info!(lease = id, "etcd lease expired; granting a new one");
@@ -138,7 +141,7 @@ impl LeaseSlot {
                 match conn.call_on(deadline, |mut c| async move { c.lease_keep_alive(id).await }).await {
                     Ok(((keeper, answers), endpoint)) => {
                         *open = Some(KeepAliveStream { lease: id, endpoint, keeper, answers });
-                        return Ok(self.record(KeptAlive { lease: id, sent, revision: None }));
+                        return Ok(self.record(KeptAlive { lease: id, sent, revision: None, endpoint }));
                     }
                     Err(Fault::LeaseNotFound) => {
                         tracing::info!(lease = id, "etcd lease expired; granting a new one");
@@ -213,12 +216,12 @@ impl LeaseSlot {
         let wanted = self.lock().ttl;
         let ttl = i64::try_from(wanted).unwrap_or(i64::MAX);
         let sent = Instant::now();
-        let granted = conn.call(deadline, |mut c| async move { c.lease_grant(ttl, None).await }).await?;
+        let (granted, endpoint) = conn.call_on(deadline, |mut c| async move { c.lease_grant(ttl, None).await }).await?;
         let id = granted.id();
         let mut state = self.lock();
         // If the TTL changed meanwhile, use this lease for this call only; the next refresh
         // grants one with the new TTL.
-        let kept = KeptAlive { lease: id, sent, revision: None };
+        let kept = KeptAlive { lease: id, sent, revision: None, endpoint };
         if state.ttl == wanted {
             state.id = Some(id);
             state.kept_alive = Some(kept);

@@ -7,11 +7,15 @@
 //!   any full read at a later revision replaces it, so every such read is also a resync;
 //! * it is usable only while its watch stream is established (`live`): a stream that ends makes
 //!   it unusable until the watcher has read everything again and re-created the stream;
-//! * "up to date" is always relative to a revision some other request saw: a caller asks whether
-//!   the copy has caught up with the revision its keep-alive's answering member had reached, and
-//!   the watch proves it with an event or a progress notification. A stream on a member cut off
-//!   from the rest, which delivers nothing and whose progress answers stay behind, is never
-//!   taken for an up-to-date one.
+//! * "up to date" is judged against the caller's keep-alive of the same cycle, which only a
+//!   member in touch with etcd's raft leader can answer. The copy counts as current when it has
+//!   caught up with the revision that member had reached; or when its stream is on that very
+//!   member and proved alive within [`CONFIRMED_WITHIN`] (that member is in the majority now, and
+//!   its stream delivers what it applies, a few milliseconds behind at most). Otherwise the
+//!   watcher is asked for a progress notification, and the copy is current once that shows the
+//!   revision. A stream on a member cut off from the rest, which delivers nothing and whose
+//!   progress answers stay behind, is never taken for an up-to-date one: that member cannot
+//!   answer a keep-alive, so the keep-alive went elsewhere.
 //!
 //! Whether a decision may rest on the copy at all is the core's rule
 //! ([`rampart_core::cached_view`]); this module only says whether the copy is current.
@@ -27,13 +31,23 @@ use rampart_core::Cluster;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::lease::KeptAlive;
+
+/// How recently a stream must have proved alive (created, delivered an event or answered a
+/// progress request) for the copy to count as current without asking, when the stream is on the
+/// member that answered the cycle's keep-alive. The agent's watcher probes a quiet stream at
+/// least this often by itself (see `watch`), so a quiet cluster's cycles never have to ask.
+pub(crate) const CONFIRMED_WITHIN: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Default)]
 struct Copy {
     kvs: BTreeMap<String, RawKv>,
     /// Every change up to this revision is in `kvs`.
     revision: i64,
-    /// The watch stream is established and feeding the copy.
-    live: bool,
+    /// The endpoint of the established watch stream feeding the copy; `None` while there is none.
+    stream: Option<usize>,
+    /// When the stream last proved alive.
+    confirmed_at: Option<Instant>,
     /// When the copy was last replaced by a full read.
     read_at: Option<Instant>,
 }
@@ -68,25 +82,28 @@ impl ClusterView {
         copy.revision = revision;
         copy.read_at = Some(Instant::now());
         if restart {
-            copy.live = false;
+            copy.stream = None;
         }
         drop(copy);
         self.caught_up.send_replace(revision);
     }
 
-    /// The watcher's stream from the reseed revision on is established.
-    pub(crate) fn stream_established(&self) {
-        self.lock().live = true;
+    /// The watcher's stream from the reseed revision on is established on `endpoint`.
+    pub(crate) fn stream_established(&self, endpoint: usize) {
+        let mut copy = self.lock();
+        copy.stream = Some(endpoint);
+        copy.confirmed_at = Some(Instant::now());
     }
 
     /// The watcher's stream ended: the copy stops being usable.
     pub(crate) fn stream_ended(&self) {
-        self.lock().live = false;
+        self.lock().stream = None;
     }
 
     /// Takes in the events of one watch response; true if any changed the copy.
     pub(crate) fn apply(&self, events: &[Event]) -> bool {
         let mut copy = self.lock();
+        copy.confirmed_at = Some(Instant::now());
         let base = copy.revision;
         let mut top = base;
         let mut changed = false;
@@ -124,6 +141,7 @@ impl ClusterView {
     /// A progress notification: every event up to `revision` was delivered.
     pub(crate) fn progress(&self, revision: i64) {
         let mut copy = self.lock();
+        copy.confirmed_at = Some(Instant::now());
         copy.revision = copy.revision.max(revision);
         let now = copy.revision;
         drop(copy);
@@ -140,31 +158,40 @@ impl ClusterView {
     }
 
     /// The cluster as the copy shows it, if the stream is live, the copy was fully read within
-    /// `max_age`, and it has caught up with `revision` (asking the watcher for a progress
-    /// notification and waiting up to `wait` for it if need be).
+    /// `max_age`, and it is current as of `kept`, a keep-alive of the caller's (see the module
+    /// header): asking the watcher for a progress notification and waiting up to `wait` for it
+    /// if need be.
     pub(crate) async fn current(
         &self,
         prefix: &ClusterPrefix,
-        revision: i64,
+        kept: &KeptAlive,
         max_age: Duration,
         wait: Duration,
     ) -> Option<Cluster> {
-        {
+        let needed = {
             let copy = self.lock();
-            if !copy.live || copy.read_at.is_none_or(|at| at.elapsed() > max_age) {
+            let stream = copy.stream?;
+            if copy.read_at.is_none_or(|at| at.elapsed() > max_age) {
                 return None;
             }
-        }
-        if *self.caught_up.borrow() < revision {
+            let caught_up = kept.revision.is_some_and(|r| copy.revision >= r);
+            let same_member_alive =
+                stream == kept.endpoint && copy.confirmed_at.is_some_and(|at| at.elapsed() < CONFIRMED_WITHIN);
+            if caught_up || same_member_alive {
+                None
+            } else {
+                // Without the revision the keep-alive saw, there is nothing to wait for.
+                Some(kept.revision?)
+            }
+        };
+        if let Some(revision) = needed {
             let mut rx = self.caught_up.subscribe();
             self.progress_wanted.notify_one();
             tokio::time::timeout(wait, rx.wait_for(|r| *r >= revision)).await.ok()?.ok()?;
         }
         let copy = self.lock();
         // Checked again: the stream may have ended while we waited.
-        if !copy.live || copy.revision < revision {
-            return None;
-        }
+        copy.stream?;
         let kvs: Vec<RawKv> = copy.kvs.values().cloned().collect();
         Some(Cluster::from_kvs(prefix, &kvs, copy.revision))
     }
@@ -173,7 +200,7 @@ impl ClusterView {
     /// `Err(())` if the copy cannot tell.
     pub(crate) fn entry(&self, key: &str) -> Result<Option<RawKv>, ()> {
         let copy = self.lock();
-        if !copy.live {
+        if copy.stream.is_none() {
             return Err(());
         }
         Ok(copy.kvs.get(key).cloned())
@@ -197,6 +224,11 @@ mod tests {
         ClusterPrefix::new("/service/", "demo")
     }
 
+    /// A keep-alive answered by endpoint `endpoint` at store revision `revision`.
+    fn kept(endpoint: usize, revision: Option<i64>) -> KeptAlive {
+        KeptAlive { lease: 1, sent: Instant::now(), revision, endpoint }
+    }
+
     const QUICK: Duration = Duration::from_millis(20);
     const AGE: Duration = Duration::from_secs(60);
 
@@ -205,23 +237,34 @@ mod tests {
         let view = ClusterView::default();
         let p = prefix();
         view.reseed(&[kv("/service/demo/leader", "n1", 5)], 7, true);
-        assert!(view.current(&p, 7, AGE, QUICK).await.is_none(), "stream not established yet");
-        view.stream_established();
-        let c = view.current(&p, 7, AGE, QUICK).await.expect("live and caught up");
+        assert!(view.current(&p, &kept(0, Some(7)), AGE, QUICK).await.is_none(), "stream not established yet");
+        view.stream_established(0);
+        let c = view.current(&p, &kept(0, Some(7)), AGE, QUICK).await.expect("live and caught up");
         assert_eq!(c.leader.map(|l| l.name).as_deref(), Some("n1"));
         view.stream_ended();
-        assert!(view.current(&p, 7, AGE, QUICK).await.is_none());
+        assert!(view.current(&p, &kept(0, Some(7)), AGE, QUICK).await.is_none());
         assert!(view.entry("/service/demo/leader").is_err());
     }
 
     #[tokio::test]
-    async fn behind_a_revision_someone_saw_it_asks_for_progress_and_waits_for_it() {
+    async fn a_stream_on_the_member_that_answered_the_keep_alive_needs_no_question() {
+        let view = ClusterView::default();
+        view.reseed(&[], 7, true);
+        view.stream_established(1);
+        // The store moved on (other clusters write), the member is the same: no progress asked.
+        assert!(view.current(&prefix(), &kept(1, Some(90)), AGE, QUICK).await.is_some());
+        assert!(view.current(&prefix(), &kept(1, None), AGE, QUICK).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stream_on_another_member_must_show_the_revision_the_keep_alive_saw() {
         let view = std::sync::Arc::new(ClusterView::default());
         let p = prefix();
         view.reseed(&[], 7, true);
-        view.stream_established();
-        // Nobody answers: the copy is not taken for current.
-        assert!(view.current(&p, 9, AGE, QUICK).await.is_none());
+        view.stream_established(0);
+        // The keep-alive went to member 1: member 0 may be the one cut off. Nobody answers.
+        assert!(view.current(&p, &kept(1, Some(9)), AGE, QUICK).await.is_none());
+        assert!(view.current(&p, &kept(1, None), AGE, QUICK).await.is_none(), "nothing to compare with");
         // A watcher that answers the request with a notification at revision 9.
         let watcher = {
             let view = view.clone();
@@ -230,7 +273,7 @@ mod tests {
                 view.progress(9);
             })
         };
-        assert!(view.current(&p, 9, AGE, Duration::from_secs(5)).await.is_some());
+        assert!(view.current(&p, &kept(1, Some(9)), AGE, Duration::from_secs(5)).await.is_some());
         watcher.await.unwrap();
     }
 
@@ -238,22 +281,22 @@ mod tests {
     async fn a_copy_not_read_in_full_for_too_long_is_not_used() {
         let view = ClusterView::default();
         view.reseed(&[], 7, true);
-        view.stream_established();
-        assert!(view.current(&prefix(), 7, Duration::ZERO, QUICK).await.is_none());
+        view.stream_established(0);
+        assert!(view.current(&prefix(), &kept(0, Some(7)), Duration::ZERO, QUICK).await.is_none());
     }
 
     #[test]
     fn a_full_read_replaces_an_older_copy_only() {
         let view = ClusterView::default();
         view.reseed(&[kv("/k", "old", 3)], 5, true);
-        view.stream_established();
+        view.stream_established(0);
         view.reseed(&[kv("/k", "older", 2)], 4, false);
         assert_eq!(view.entry("/k").unwrap().unwrap().value, "old");
         view.reseed(&[kv("/k", "new", 6)], 6, false);
         assert_eq!(view.entry("/k").unwrap().unwrap().value, "new");
         view.reseed(&[], 2, true);
         assert_eq!(view.entry("/k"), Err(()), "a restart makes it unusable until established");
-        view.stream_established();
+        view.stream_established(0);
         assert_eq!(view.entry("/k"), Ok(None), "a rebuilt store replaces the copy whatever its revision");
     }
 }

@@ -52,14 +52,15 @@ pub enum WakeOn {
 enum Probing {
     /// After a quiet spell (a proxy, which follows the leader by the watch alone).
     WhenQuiet,
-    /// When a cycle asks for its copy to be confirmed (the agent, whose every cycle does), and
-    /// after a long quiet spell as a backstop: on an idle cluster a probe every few seconds
+    /// When a cycle asks for its copy to be confirmed (the agent's), and after a long quiet
+    /// spell, so that the copy stays confirmed: on an idle cluster a probe every few seconds
     /// would cost etcd more than the cycles themselves.
     WhenAsked,
 }
 
-/// Quiet time after which a [`Probing::WhenAsked`] watcher probes anyway.
-const BACKSTOP_PROBE: Duration = Duration::from_secs(60);
+/// Quiet time after which a [`Probing::WhenAsked`] watcher probes anyway: well within
+/// [`crate::view::CONFIRMED_WITHIN`], so that a quiet cluster's cycles never have to ask.
+const BACKSTOP_PROBE: Duration = Duration::from_secs(90);
 /// How often the watcher asks etcd for its member list (as Patroni's etcd3 client refreshes its
 /// cache of machines); after a failed attempt it tries again sooner.
 const MEMBER_LIST_EVERY: Duration = Duration::from_secs(300);
@@ -256,7 +257,7 @@ impl Watcher {
         if let Some(end) = cancellation(&created) {
             return Err(end);
         }
-        view.stream_established();
+        view.stream_established(index);
         // We were blind until now: the loop looks once.
         self.notify.notify_one();
         // The confirmation may already carry events.

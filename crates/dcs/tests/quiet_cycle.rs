@@ -46,7 +46,7 @@ async fn store_revision(etcd: &Etcd) -> i64 {
 /// the keep-alive saw.
 async fn cycle_copy(dcs: &EtcdDcs) -> Option<Cluster> {
     let kept = dcs.refresh_lease(dl()).await.expect("keep-alive");
-    dcs.cached_cluster(kept.revision?, CATCH_UP).await
+    dcs.cached_cluster(&kept, CATCH_UP).await
 }
 
 /// Cycles until the copy satisfies `what`.
@@ -112,7 +112,7 @@ async fn no_copy_without_a_watch_nor_while_etcd_is_away() {
     a.refresh_lease(dl()).await.unwrap();
     // No watcher: every cycle reads.
     let kept = a.refresh_lease(dl()).await.unwrap();
-    assert!(a.cached_cluster(kept.revision.expect("a revision"), CATCH_UP).await.is_none());
+    assert!(a.cached_cluster(&kept, CATCH_UP).await.is_none());
     // And no member-key shortcut either: an unchanged key is written again.
     let before = store_revision(&etcd).await;
     a.touch_member(&member("a", 1), dl()).await.unwrap();
@@ -120,12 +120,12 @@ async fn no_copy_without_a_watch_nor_while_etcd_is_away() {
 
     let notify = Arc::new(Notify::new());
     let watcher = a.spawn_watcher(notify.clone());
-    let copy = copy_where(&a, "a's key", |c| c.members.len() == 1).await;
-    let seen = copy.revision;
+    copy_where(&a, "a's key", |c| c.members.len() == 1).await;
+    let kept = a.refresh_lease(dl()).await.unwrap();
     etcd.stop();
-    // The stream breaks: the copy is withdrawn, even for a revision it had reached.
+    // The stream breaks: the copy is withdrawn, even as of a keep-alive it had caught up with.
     let until = Instant::now() + Duration::from_secs(10);
-    while a.cached_cluster(seen, Duration::from_millis(100)).await.is_some() {
+    while a.cached_cluster(&kept, Duration::from_millis(100)).await.is_some() {
         assert!(Instant::now() < until, "the copy was still offered 10 s after etcd stopped");
         sleep(Duration::from_millis(100)).await;
     }

@@ -137,13 +137,14 @@ impl Dcs for MemDcs {
             lease: me.refresh(w),
             sent,
             revision: Some(w.store.revision),
+            endpoint: 0,
         })
         .await
     }
 
     /// A watch that is never behind: the store as it is, unless the member is cut off from it
     /// or frozen (then it must read, and that read waits or fails as any call does).
-    async fn cached_cluster(&self, _seen: i64, _wait: std::time::Duration) -> Option<Cluster> {
+    async fn cached_cluster(&self, _kept: &KeptAlive, _wait: std::time::Duration) -> Option<Cluster> {
         let w = self.world.lock().unwrap();
         let m = &w.machines[self.me];
         if m.dcs_cut_until > w.now() || m.frozen_until > w.now() {
