@@ -11,7 +11,7 @@
 //! * a node's member key and leader key share one lease with TTL `ttl`; a proxy's report
 //!   (`proxies/<id>`) has a lease of its own;
 //! * the watch wakes the HA loop and feeds a copy of the cluster's keys (`view`); a cycle decides
-//!   on that copy only when it has caught up with what the cycle's own keep-alive saw and the
+//!   on that copy only when it is current as of the cycle's own keep-alive (see `view`) and the
 //!   core allows it ([`rampart_core::cached_view`]); every decision that takes or gives up the
 //!   lock is taken on a linearizable read;
 //! * etcd is shared by many clusters: a quiet member costs it one keep-alive message per cycle,
