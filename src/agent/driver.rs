@@ -584,8 +584,7 @@ impl<P: Ports> Agent<P> {
                 let held = renewed.is_some();
                 // The lock lasts a ttl from when its lease was last kept alive, which may be this
                 // cycle's keep-alive, sent before `sent`.
-                let sent_at =
-                    renewed.map_or(sent, |t| Millis(t.saturating_duration_since(self.origin).as_millis() as u64));
+                let sent_at = renewed.map_or(sent, |t| self.millis_of(t.into_std()));
                 self.core.advance(ActionResult::Leader { held, sent_at, ttl_secs: self.core.config().ttl });
                 if !held {
                     warn!("the leader lock is no longer ours");

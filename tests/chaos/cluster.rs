@@ -296,12 +296,7 @@ impl ChaosCluster {
     /// Starts etcd members `members` again on their data, all at once (a member of several is
     /// healthy only once a quorum runs), and waits until each is healthy.
     pub fn start_etcd(&mut self, members: &[usize]) {
-        for &m in members {
-            self.etcd[m].spawn();
-        }
-        for &m in members {
-            self.etcd[m].wait_ready();
-        }
+        Etcd::start_together(self.etcd.iter_mut().enumerate().filter(|(i, _)| members.contains(i)).map(|(_, e)| e));
     }
 
     /// The etcd member that is raft leader, by asking each member for its status.

@@ -387,10 +387,7 @@ impl Cluster {
     /// Starts every etcd member again after [`Cluster::stop_etcd`] and waits until all are
     /// healthy (a member of several is healthy only once a quorum runs: all start first).
     pub fn start_etcd_again(&mut self) {
-        self.etcd.spawn();
-        self.etcd_peers.iter_mut().for_each(Etcd::spawn);
-        self.etcd.wait_ready();
-        self.etcd_peers.iter_mut().for_each(Etcd::wait_ready);
+        Etcd::start_together(std::iter::once(&mut self.etcd).chain(&mut self.etcd_peers));
     }
 
     /// etcd member `i` (0 is [`Cluster::etcd`]).

@@ -139,8 +139,12 @@ impl Conn {
     /// `deadline`: its share, as [`Conn::call_on`] gives it, so that a frozen endpoint leaves
     /// time for the others.
     pub(crate) fn first_attempt_budget(&self, deadline: Instant) -> Duration {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let share = remaining.min(self.op_timeout) / u32::try_from(self.count()).unwrap_or(1);
+        self.attempt_budget(deadline.saturating_duration_since(Instant::now()), self.count())
+    }
+
+    /// One attempt's share of `remaining`, split among the `untried` endpoints of this round.
+    fn attempt_budget(&self, remaining: Duration, untried: usize) -> Duration {
+        let share = remaining.min(self.op_timeout) / u32::try_from(untried.max(1)).unwrap_or(1);
         share.max(MIN_ATTEMPT).min(remaining)
     }
 
@@ -190,8 +194,7 @@ impl Conn {
             let count = self.count();
             tried_this_round = tried_this_round.min(count - 1);
             let index = self.preferred();
-            let share = remaining.min(self.op_timeout) / u32::try_from(count - tried_this_round).unwrap_or(1);
-            let budget = share.max(MIN_ATTEMPT).min(remaining);
+            let budget = self.attempt_budget(remaining, count - tried_this_round);
             let outcome = timeout(budget, async {
                 let client = self.client(index).await?;
                 attempt(client).await.map_err(Fault::from)

@@ -327,11 +327,8 @@ impl Dcs for EtcdDcs {
         let (key, value) = (self.member_key(), to_json(data));
         // Written only when it changes (as Patroni does): the watch-fed copy shows what the key
         // holds, and on which lease. A copy that cannot tell means a write.
-        let lease = self.inner.lease.current();
-        if let Ok(Some(kv)) = self.inner.view.entry(&key) {
-            if kv.value == value && Some(kv.lease) == lease {
-                return Ok(());
-            }
+        if self.inner.lease.current().is_some_and(|lease| self.inner.view.shows(&key, &value, lease)) {
+            return Ok(());
         }
         let (key, value) = (&key, &value);
         // The lease as it is: this cycle's keep-alive refreshed it, and a key on a lease that
@@ -370,11 +367,10 @@ impl Dcs for EtcdDcs {
         // The steady case costs no transaction: the lock is on our lease, and the lease was kept
         // alive this cycle, so the lock lasts a ttl from when that keep-alive was sent. The key
         // can only have gone since by an explicit delete, which the watch reports.
-        if let Some(kept) = self.inner.lease.kept_alive().filter(|k| k.sent.elapsed() < self.inner.conn.op_timeout()) {
-            if let Ok(Some(kv)) = self.inner.view.entry(&self.key(keys::LEADER)) {
-                if kv.value == self.inner.member && kv.lease == kept.lease {
-                    return Ok(Some(kept.sent));
-                }
+        let this_cycle = self.inner.lease.kept_alive().filter(|k| k.sent.elapsed() < self.inner.conn.op_timeout());
+        if let Some(kept) = this_cycle {
+            if self.inner.view.shows(&self.key(keys::LEADER), &self.inner.member, kept.lease) {
+                return Ok(Some(kept.sent));
             }
         }
         // The transaction refreshes the lease after `sent`: the lock lasts a ttl from `sent`.

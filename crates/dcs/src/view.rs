@@ -100,13 +100,12 @@ impl ClusterView {
         self.lock().stream = None;
     }
 
-    /// Takes in the events of one watch response; true if any changed the copy.
-    pub(crate) fn apply(&self, events: &[Event]) -> bool {
+    /// Takes in the events of one watch response.
+    pub(crate) fn apply(&self, events: &[Event]) {
         let mut copy = self.lock();
         copy.confirmed_at = Some(Instant::now());
         let base = copy.revision;
         let mut top = base;
-        let mut changed = false;
         for event in events {
             let Some(kv) = event.kv() else { continue };
             let revision = kv.mod_revision();
@@ -126,16 +125,10 @@ impl ClusterView {
                     copy.kvs.remove(&key);
                 }
             }
-            changed = true;
         }
         copy.revision = top;
         drop(copy);
-        self.caught_up.send_if_modified(|r| {
-            let moved = top > *r;
-            *r = (*r).max(top);
-            moved
-        });
-        changed
+        self.announce(top);
     }
 
     /// A progress notification: every event up to `revision` was delivered.
@@ -145,9 +138,14 @@ impl ClusterView {
         copy.revision = copy.revision.max(revision);
         let now = copy.revision;
         drop(copy);
+        self.announce(now);
+    }
+
+    /// Tells the callers waiting in [`ClusterView::current`] that the copy reached `revision`.
+    fn announce(&self, revision: i64) {
         self.caught_up.send_if_modified(|r| {
-            let moved = now > *r;
-            *r = (*r).max(now);
+            let moved = revision > *r;
+            *r = (*r).max(revision);
             moved
         });
     }
@@ -204,6 +202,11 @@ impl ClusterView {
             return Err(());
         }
         Ok(copy.kvs.get(key).cloned())
+    }
+
+    /// Whether the copy can tell that `key` holds `value` on `lease` (false when it cannot tell).
+    pub(crate) fn shows(&self, key: &str, value: &str, lease: i64) -> bool {
+        self.entry(key).ok().flatten().is_some_and(|kv| kv.value == value && kv.lease == lease)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Copy> {

@@ -10,8 +10,8 @@
 //!   one is established, and the loop is woken once at each (re)start, since it was blind;
 //! * a stream that silently stops delivering is detected: when a cycle needs the copy confirmed
 //!   (or, for a proxy's watcher, after a quiet spell), the task asks etcd for a progress
-//!   notification, and re-creates the watch if that goes unanswered. The client's HTTP/2 keep-alive pings close dead connections
-//!   underneath as well;
+//!   notification, and re-creates the watch if that goes unanswered. The client's HTTP/2
+//!   keep-alive pings close dead connections underneath as well;
 //! * the stream follows the endpoint every other request goes to: when that changes (an
 //!   endpoint failed a request), the stream moves too, so a copy fed by a member cut off from the
 //!   others is soon replaced by one fed from the majority;

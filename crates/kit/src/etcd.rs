@@ -270,12 +270,17 @@ impl Etcd {
         let token = format!("rampart-{}", members[0].config.peer_port);
         for m in &mut members {
             m.config.cluster = Some(MemberOf { initial_cluster: initial_cluster.clone(), token: token.clone() });
-            m.spawn();
         }
-        for m in &mut members {
-            m.wait_ready();
-        }
+        Etcd::start_together(&mut members);
         members
+    }
+
+    /// Starts stopped members of one cluster and waits until each is healthy: all are spawned
+    /// first, since a member of several is healthy only once a quorum runs.
+    pub fn start_together<'a>(members: impl IntoIterator<Item = &'a mut Etcd>) {
+        let mut members: Vec<&mut Etcd> = members.into_iter().collect();
+        members.iter_mut().for_each(|m| m.spawn());
+        members.iter_mut().for_each(|m| m.wait_ready());
     }
 
     /// The member's name (`default` for a single member, `etcd<i>` in a cluster of several).
