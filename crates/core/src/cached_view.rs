@@ -16,8 +16,10 @@
 //! And in neither of them if an operator asked for a switchover or failover, or if the cluster
 //! is not initialized yet. Everything else (no leader key, a request, a primary under another
 //! leader, a leader whose PostgreSQL is down) reads first.
+//!
+//! The copy also tells when the leader's lock needs no transaction ([`lock_renewal`]).
 
-use crate::model::Cluster;
+use crate::model::{Cluster, Leader};
 use crate::observe::{LocalPg, PgProcess};
 
 /// Why a cycle must read etcd rather than decide on its watch-fed copy.
@@ -73,10 +75,35 @@ pub fn decide_on_copy(copy: &Cluster, me: &str, local: &LocalPg) -> Result<(), R
     Ok(())
 }
 
+/// How a leader renews its lock this cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockRenewal {
+    /// The keep-alive this cycle already did: the lock lasts a ttl from when it was sent.
+    ByKeepAlive,
+    /// A transaction that writes the key back on our lease if it is ours or free.
+    ByTransaction,
+}
+
+/// How member `me` renews the lock, given the leader key as the watch-fed copy shows it
+/// (`copy_lock`; `None` when absent or when the copy cannot tell) and the lease this cycle's
+/// keep-alive renewed (`kept_this_cycle`; `None` when there was none this cycle).
+///
+/// The keep-alive suffices only when the copy shows the key as ours on that very lease: a key on
+/// a live lease goes only by an explicit delete, which the watch reports. Anything else (no
+/// keep-alive this cycle, another lease, another holder, no key) takes the transaction, which
+/// also finds out the truth. Trade-off, as in Patroni: a key deleted by hand is noticed from the
+/// watch, not from the next cycle's transaction.
+pub fn lock_renewal(copy_lock: Option<&Leader>, me: &str, kept_this_cycle: Option<i64>) -> LockRenewal {
+    match (copy_lock, kept_this_cycle) {
+        (Some(lock), Some(lease)) if lock.name == me && lock.lease == lease => LockRenewal::ByKeepAlive,
+        _ => LockRenewal::ByTransaction,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Failover, Leader};
+    use crate::model::Failover;
     use crate::observe::{DataDir, RunningPg};
 
     fn cluster(leader: Option<&str>) -> Cluster {
@@ -156,5 +183,26 @@ mod tests {
             decide_on_copy(&cluster(Some("n2")), "n1", &pg(running(false))),
             Err(ReadFirst::PrimaryUnderOtherLeader)
         );
+    }
+
+    fn lock(name: &str, lease: i64) -> Leader {
+        Leader { name: name.into(), lease, mod_revision: 3 }
+    }
+
+    #[test]
+    fn lock_ours_on_the_lease_kept_alive_this_cycle_needs_no_transaction() {
+        assert_eq!(lock_renewal(Some(&lock("n1", 7)), "n1", Some(7)), LockRenewal::ByKeepAlive);
+    }
+
+    #[test]
+    fn lock_renewal_takes_the_transaction_unless_the_copy_shows_it_ours_on_the_kept_lease() {
+        for (copy, kept, why) in [
+            (Some(lock("n1", 7)), None, "no keep-alive this cycle"),
+            (Some(lock("n1", 6)), Some(7), "the key on another lease (ours expired and came back)"),
+            (Some(lock("n2", 7)), Some(7), "another holder"),
+            (None, Some(7), "no key, or a copy that cannot tell"),
+        ] {
+            assert_eq!(lock_renewal(copy.as_ref(), "n1", kept), LockRenewal::ByTransaction, "{why}");
+        }
     }
 }

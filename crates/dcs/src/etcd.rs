@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp};
+use rampart_core::cached_view::{lock_renewal, LockRenewal};
 use rampart_core::failsafe::Topology;
 use rampart_core::keys::{self, ClusterPrefix};
-use rampart_core::model::{Failover, HistoryEntry, RawKv, Status, SyncState};
+use rampart_core::model::{Failover, HistoryEntry, Leader, RawKv, Status, SyncState};
 use rampart_core::{Cluster, MemberData};
 use tokio::time::Instant;
 
@@ -364,14 +365,17 @@ impl Dcs for EtcdDcs {
     }
 
     async fn renew_leader(&self, deadline: Instant) -> DcsResult<Option<Instant>> {
-        // The steady case costs no transaction: the lock is on our lease, and the lease was kept
-        // alive this cycle, so the lock lasts a ttl from when that keep-alive was sent. The key
-        // can only have gone since by an explicit delete, which the watch reports.
+        // The steady case costs no transaction (the core's rule, `lock_renewal`): then the lock
+        // lasts a ttl from when this cycle's keep-alive was sent.
         let this_cycle = self.inner.lease.kept_alive().filter(|k| k.sent.elapsed() < self.inner.conn.op_timeout());
-        if let Some(kept) = this_cycle {
-            if self.inner.view.shows(&self.key(keys::LEADER), &self.inner.member, kept.lease) {
-                return Ok(Some(kept.sent));
-            }
+        let copy_lock = self.inner.view.entry(&self.key(keys::LEADER)).ok().flatten().map(|kv| Leader {
+            name: kv.value,
+            lease: kv.lease,
+            mod_revision: kv.mod_revision,
+        });
+        let renewal = lock_renewal(copy_lock.as_ref(), &self.inner.member, this_cycle.as_ref().map(|k| k.lease));
+        if let (LockRenewal::ByKeepAlive, Some(kept)) = (renewal, this_cycle) {
+            return Ok(Some(kept.sent));
         }
         // The transaction refreshes the lease after `sent`: the lock lasts a ttl from `sent`.
         let sent = Instant::now();

@@ -5,9 +5,13 @@
 //! A member cut off from the DCS gets no answer: its call waits until its deadline and fails
 //! with a timeout (or goes through if the cut ends first), as a partitioned etcd client does;
 //! a frozen agent's call waits for the freeze to end.
+//!
+//! The watch-fed copy a cycle may decide on lags behind the store by up to the machine's
+//! `watch_lag`, as a watch whose events are still on their way does: the adapter's test of
+//! currency (the stream on the member that answered the keep-alive) cannot see such a delay.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rampart_core::failsafe::Topology;
 use rampart_core::keys;
@@ -27,12 +31,21 @@ pub struct MemDcs {
     name: String,
     lease: Arc<AtomicI64>,
     ttl: Arc<AtomicU64>,
+    /// The watch-fed copy and when (virtual ms) it last caught up with the store.
+    copy: Arc<Mutex<Option<(u64, Cluster)>>>,
 }
 
 impl MemDcs {
     /// Member `me`'s handle, with leases of `ttl` seconds.
     pub fn new(world: SharedWorld, me: usize, ttl: u64) -> MemDcs {
-        MemDcs { world, me, name: name(me), lease: Arc::default(), ttl: Arc::new(AtomicU64::new(ttl)) }
+        MemDcs {
+            world,
+            me,
+            name: name(me),
+            lease: Arc::default(),
+            ttl: Arc::new(AtomicU64::new(ttl)),
+            copy: Arc::default(),
+        }
     }
 
     /// Waits out a freeze, then a cut (until `deadline`); runs `f` on the store if it answers.
@@ -142,15 +155,25 @@ impl Dcs for MemDcs {
         .await
     }
 
-    /// A watch that is never behind: the store as it is, unless the member is cut off from it
-    /// or frozen (then it must read, and that read waits or fails as any call does).
+    /// The copy: none while the member is cut off from the store or frozen (then it must read,
+    /// and that read waits or fails as any call does); else the store as it was when the copy
+    /// last caught up, which it does once it is `watch_lag` old.
     async fn cached_cluster(&self, _kept: &KeptAlive, _wait: std::time::Duration) -> Option<Cluster> {
         let w = self.world.lock().unwrap();
+        let now = w.now();
         let m = &w.machines[self.me];
-        if m.dcs_cut_until > w.now() || m.frozen_until > w.now() {
+        if m.dcs_cut_until > now || m.frozen_until > now {
             return None;
         }
-        Some(Cluster::from_kvs(&w.prefix, &w.store.kvs(), w.store.revision))
+        let mut copy = self.copy.lock().unwrap();
+        match &*copy {
+            Some((at, cluster)) if now.saturating_sub(*at) < m.watch_lag => Some(cluster.clone()),
+            _ => {
+                let cluster = Cluster::from_kvs(&w.prefix, &w.store.kvs(), w.store.revision);
+                *copy = Some((now, cluster.clone()));
+                Some(cluster)
+            }
+        }
     }
 
     fn set_ttl(&self, secs: u64) {

@@ -17,6 +17,10 @@
 //!   (a restart in place after the leader's postmaster crashed), half of the times, its host cut
 //!   off half of those.
 //!
+//! In every run, each member's watch-fed copy of the DCS, on which a steady cycle may decide
+//! ([`rampart_core::cached_view`]), lags behind the store: by nothing for about a third of the
+//! members, by up to 0.5 to 6 s (a seeded bound per member) for the others ([`dcs`]).
+//!
 //! Checked every 100 ms of virtual time: **never two writable primaries**; in synchronous mode
 //! (`on`, `quorum`), at every promotion, **the promoted member has every commit any primary
 //! acknowledged**; and once the faults have stopped (the last 70 s), **the cluster converges**:
@@ -199,8 +203,14 @@ fn spawn_agent(world: &SharedWorld, i: usize, mode: SyncMode, wd: WatchdogModel,
 /// The starting world: n0 a primary, n1 and n2 streaming from it; the cluster initialized (its
 /// clock starts now).
 pub fn world(seed: u64, mode: SyncMode) -> World {
+    // Its own generator, so that the fault schedule of a seed is the same with or without lags.
+    let mut lags = Rng::new(seed ^ 0x1A66);
     let machines = (0..N)
         .map(|i| Machine {
+            watch_lag: match lags.below(3) {
+                0 => 0,
+                _ => 500 + lags.below(5_501),
+            },
             pg: Pg {
                 running: true,
                 in_recovery: i != 0,
@@ -251,9 +261,11 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
     }
 }
 
-/// The starting world for the driver's unit tests (no faults).
+/// The starting world for the driver's unit tests (no faults, copies never behind).
 pub fn ports_world(mode: SyncMode) -> SharedWorld {
-    Arc::new(Mutex::new(world(0, mode)))
+    let mut w = world(0, mode);
+    w.machines.iter_mut().for_each(|m| m.watch_lag = 0);
+    Arc::new(Mutex::new(w))
 }
 
 /// Runs one seeded schedule; the first violation, with what led to it.
@@ -285,7 +297,11 @@ async fn run_in_runtime(seed: u64, mode: SyncMode, wd: WatchdogModel) -> (Result
     let margin = rng.below(TTL) as i64 - 1;
     let world: SharedWorld = Arc::new(Mutex::new(world(seed, mode)));
     RUN_START.with(|s| s.set(Some(world.lock().unwrap().start)));
-    world.lock().unwrap().note(format!("{mode:?}, watchdog {wd:?}, safety_margin {margin}"));
+    {
+        let mut w = world.lock().unwrap();
+        let lags: Vec<u64> = w.machines.iter().map(|m| m.watch_lag).collect();
+        w.note(format!("{mode:?}, watchdog {wd:?}, safety_margin {margin}, watch lags {lags:?} ms"));
+    }
     let mut agents: Vec<Option<JoinHandle<()>>> =
         (0..N).map(|i| Some(spawn_agent(&world, i, mode, wd, margin))).collect();
     // Fault 7's second half: at that time, crash the primary's machine and cut the replica ahead off.

@@ -114,6 +114,8 @@ pub struct Machine {
     pub down_until: Option<u64>,
     /// The machine has the cluster's virtual address.
     pub holds_address: bool,
+    /// How far its agent's watch-fed copy of the DCS may lag behind the store (ms; 0: never).
+    pub watch_lag: u64,
 }
 
 /// The in-memory DCS's content.
