@@ -38,7 +38,7 @@ help:
 	@echo 'make test    set up, build and run every test (unit, doc, e2e serially, then 3 scenarios on a 3-member etcd)'
 	@echo 'make chaos   the long fault-injection run (200 faults, summary table; see tests/chaos/main.rs)'
 	@echo 'make check   cargo fmt --check and clippy'
-	@echo 'make bench   benchmarks: failover/switchover windows, agent footprint, proxy TPS and failover, r/w splitting, replica creation'
+	@echo 'make bench   benchmarks: failover/switchover windows, agent footprint, proxy TPS and failover, r/w splitting, replica creation, etcd load'
 	@echo 'make setup   install system packages, the postgres user and the Patroni venv'
 	@echo 'make reap    stop processes and remove directories left by killed e2e tests'
 	@echo 'make deb     the Debian package (cargo-deb): target/debian/rampart_<version>_<arch>.deb'
@@ -95,19 +95,20 @@ test-doc:
 	$(CARGO) test --workspace --doc $(if $(TEST_ARGS),-- $(TEST_ARGS))
 	$(CARGO) check --benches
 
-# The failover, switchover, proxy throughput, proxy failover, read/write splitting and replica
-# creation benchmarks (bench/failover.rs, bench/switchover.rs, bench/proxy.rs,
-# bench/proxy_failover.rs, bench/rw_split.rs, bench/clone.rs: `harness = false` bench targets
-# sharing bench/common/): they print numbers and assert nothing. `cargo bench` builds them and the
-# agent with the bench profile (= release). About 6 + 1.5 + 6.5 + 1.5 + 12 + 6 minutes;
+# The failover, switchover, proxy throughput, proxy failover, read/write splitting, replica
+# creation and etcd load benchmarks (bench/failover.rs, bench/switchover.rs, bench/proxy.rs,
+# bench/proxy_failover.rs, bench/rw_split.rs, bench/clone.rs, bench/etcd_load.rs,
+# bench/many_clusters.rs: `harness = false` bench targets sharing bench/common/): they print
+# numbers and assert nothing. `cargo bench` builds them and the agent with the bench profile
+# (= release). About 6 + 1.5 + 6.5 + 1.5 + 12 + 6 + 12 + 25 minutes;
 # `make bench RAMPART_BENCH_QUICK=1` (one run of each kind, 5 s pgbench runs) about
-# 2 + 1 + 1.5 + 0.5 + 3 + 1. The proxy, rw_split and clone benches also read RAMPART_BENCH_ROUNDS,
+# 2 + 1 + 1.5 + 0.5 + 3 + 1 + 4 + 9. The proxy, rw_split and clone benches also read RAMPART_BENCH_ROUNDS,
 # the first two RAMPART_BENCH_SECS, clone RAMPART_BENCH_SCALE (see bench/proxy.rs,
 # bench/rw_split.rs, bench/clone.rs).
 # Like `make test`, it clears leftovers of killed runs before and after each bench.
 bench: setup
 	@bash scripts/reap-test-procs.sh
-	@rc=0; for b in failover switchover proxy proxy_failover rw_split clone etcd_load; do \
+	@rc=0; for b in failover switchover proxy proxy_failover rw_split clone etcd_load many_clusters; do \
 	  $(CARGO) bench --bench $$b || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
 	done; exit $$rc

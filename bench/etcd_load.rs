@@ -24,6 +24,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::etcd_metrics::{self, Counts};
 use common::{Timing, HEALTHY_TIMEOUT, PATRONI_DEFAULTS};
 use support::cluster::{Cluster, ClusterOptions};
 use support::patroni::{patroni_bin, Patroni};
@@ -37,9 +38,6 @@ enum Tool {
     Rampart,
     Patroni,
 }
-
-/// Messages etcd received, by gRPC method, summed over the members.
-type Counts = BTreeMap<String, f64>;
 
 /// One measured row.
 struct Row {
@@ -91,13 +89,8 @@ fn measure(tool: Tool, timing: Timing, window: Duration) -> Option<Row> {
     };
     let c = Cluster::start(MEMBERS, options);
     // Declared after the cluster, so dropped first: Patroni stops before its etcd does.
-    let mut patroni = Vec::new();
-    if tool == Tool::Patroni {
-        for i in 0..MEMBERS {
-            let log = c.node(i).config.node_dir.join("patroni.out");
-            patroni.push(Patroni::start(c.name(i), c.config_path(i), &log, c.data_dir(i)));
-        }
-    }
+    let patroni: Vec<Patroni> =
+        if tool == Tool::Patroni { (0..MEMBERS).map(|i| Patroni::start_node(&c, i)).collect() } else { Vec::new() };
     if support::health::wait_healthy(&c, HEALTHY_TIMEOUT).is_none() {
         println!("[etcd_load] {tool:?} at {}: no healthy cluster within {HEALTHY_TIMEOUT:?}, no row", timing.label());
         return None;
@@ -107,18 +100,11 @@ fn measure(tool: Tool, timing: Timing, window: Duration) -> Option<Row> {
     let writes = WriteCounter::start(&c);
     // Its watch is created before counting starts.
     std::thread::sleep(Duration::from_secs(1));
-    let before = counts(&c)?;
+    let before = etcd_metrics::received(c.etcd_members())?;
     std::thread::sleep(window);
-    let after = counts(&c)?;
+    let after = etcd_metrics::received(c.etcd_members())?;
     let writes = writes.finish();
-    let per_agent_per_sec: Counts = after
-        .iter()
-        .map(|(method, n)| {
-            let delta = n - before.get(method).copied().unwrap_or(0.0);
-            (method.clone(), delta / window.as_secs_f64() / MEMBERS as f64)
-        })
-        .filter(|(_, rate)| *rate > 0.0)
-        .collect();
+    let per_agent_per_sec = etcd_metrics::rate_per_agent(&before, &after, MEMBERS, window);
     let row = Row { tool, timing, per_agent_per_sec, writes };
     println!("[etcd_load] {tool:?} at {}: {:.3} messages per agent per second", timing.label(), row.total());
     drop(patroni);
@@ -169,57 +155,8 @@ impl WriteCounter {
     }
 }
 
-/// `grpc_server_msg_received_total` by method, summed over the etcd members.
-fn counts(c: &Cluster) -> Option<Counts> {
-    let mut sum = Counts::new();
-    for member in c.etcd_members() {
-        let host: std::net::Ipv4Addr = member.host().split(':').next()?.parse().ok()?;
-        let got = support::client::http_request_at(
-            host,
-            member.client_port(),
-            "GET",
-            "/metrics",
-            None,
-            Duration::from_secs(5),
-        );
-        let body = match got {
-            Ok(r) if r.status == 200 => r.body,
-            Ok(r) => {
-                println!("[etcd_load] {}/metrics answered {}", member.endpoint(), r.status);
-                return None;
-            }
-            Err(e) => {
-                println!("[etcd_load] cannot read {}/metrics: {e}", member.endpoint());
-                return None;
-            }
-        };
-        for (method, n) in received_by_method(&body) {
-            *sum.entry(method).or_default() += n;
-        }
-    }
-    Some(sum)
-}
-
-/// The `grpc_server_msg_received_total` samples of a Prometheus text page, by `grpc_method`.
-fn received_by_method(page: &str) -> Counts {
-    let mut out = Counts::new();
-    for line in page.lines().filter(|l| l.starts_with("grpc_server_msg_received_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
-        let Some(method) = labels.split("grpc_method=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
-        if let Ok(n) = value.trim().parse::<f64>() {
-            *out.entry(method.to_string()).or_default() += n;
-        }
-    }
-    out
-}
-
 fn print_table(rows: &[Row], window: Duration) {
-    let methods: Vec<String> = {
-        let mut all: Vec<String> = rows.iter().flat_map(|r| r.per_agent_per_sec.keys().cloned()).collect();
-        all.sort();
-        all.dedup();
-        all
-    };
+    let methods = etcd_metrics::methods(rows.iter().map(|r| &r.per_agent_per_sec));
     println!("\n== etcd requests per agent, idle cluster of {MEMBERS} on a 3-member etcd, counted over {window:?} ==");
     println!("(grpc_server_msg_received_total summed over the etcd members: unary requests and stream messages)");
     print!("{:<8} {:<9} {:>10} {:>10}", "tool", "timing", "req/s", "per cycle");

@@ -7,6 +7,10 @@
 //! 3. It comes back and rejoins etcd.
 //! 4. etcd's raft leader is killed while the client writes: etcd elects another, and again the
 //!    leader keeps its lock and its timeline, and the writes go on.
+//!
+//! The same cluster on an etcd that requires TLS client certificates and a password, as a
+//! hardened production etcd does, bootstraps, fails over after a crash and goes on when an etcd
+//! member goes; and the etcd password appears in no log.
 
 mod support;
 
@@ -183,4 +187,62 @@ async fn the_leaders_first_etcd_endpoint_cut_off_from_the_other_members() {
     let r = probe.finish().await;
     support::write_probe::never_two_writable(&r);
     assert!(wait_healthy(&c, Duration::from_secs(90)).is_some(), "the cluster converges");
+}
+
+/// etcd's password in the TLS story.
+const ETCD_PASSWORD: &str = "etcd-pw-never-logged";
+
+/// Turns on etcd's authentication: `root` with [`ETCD_PASSWORD`] for the agents, and the
+/// harness's own etcdctl known by its certificate's name (`rampart-client`, also a root).
+fn enable_etcd_auth(c: &Cluster) {
+    let ctl = |args: &[&str]| {
+        let out = c.etcd().etcdctl(args);
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ctl(&["user", "add", &format!("root:{ETCD_PASSWORD}")]);
+    ctl(&["user", "grant-role", "root", "root"]);
+    ctl(&["user", "add", "rampart-client:harness-only"]);
+    ctl(&["user", "grant-role", "rampart-client", "root"]);
+    ctl(&["auth", "enable"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_on_a_three_member_etcd_with_tls_client_certificates_and_a_password() {
+    let options = ClusterOptions { etcd_members: 3, etcd_tls: true, start_agents: false, ..ClusterOptions::default() }
+        .tweak(|_, config| config.etcd_setting("username", "root").etcd_setting("password", ETCD_PASSWORD));
+    let mut c = Cluster::start(3, options);
+    enable_etcd_auth(&c);
+    for i in 0..3 {
+        let yaml = std::fs::read_to_string(c.config_path(i)).unwrap();
+        assert!(yaml.contains("protocol: https") && yaml.contains("cert:"), "node {i} uses TLS: {yaml}");
+        c.start_agent(i);
+    }
+
+    // Bootstrap over TLS, authenticated.
+    let leader = wait_healthy(&c, Duration::from_secs(90)).expect("a leader elected over TLS with a password");
+    let tl = timeline(&c, leader).expect("the leader's timeline");
+
+    // The leader's machine crashes: a replica takes over, through the same etcd.
+    c.kill_agent(leader);
+    c.kill_postgres(leader);
+    let promoted = support::wait_until(3 * TTL, Duration::from_millis(200), || {
+        c.leader_index().is_some_and(|l| l != leader && timeline(&c, l).is_some_and(|t| t > tl))
+    });
+    assert!(promoted, "a replica was promoted over TLS; leader now {:?}", c.leader_name());
+    let new_leader = c.leader_index().expect("the new leader");
+
+    // An etcd member goes: the agents authenticate on the others and nothing fails over.
+    c.start_agent(leader);
+    let healthy = wait_healthy(&c, Duration::from_secs(90)).expect("the old leader rejoins");
+    assert_eq!(healthy, new_leader, "the leader stayed");
+    let tl = timeline(&c, new_leader);
+    c.etcd_member_mut(0).stop();
+    assert_no_failover(&c, new_leader, tl, 2 * TTL, "an etcd member with TLS killed").await;
+
+    // The etcd password reaches no log.
+    for i in 0..3 {
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+        assert!(!log.is_empty(), "node {i} logged");
+        assert!(!log.contains(ETCD_PASSWORD), "node {i}'s log contains etcd's password");
+    }
 }

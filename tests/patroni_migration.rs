@@ -85,9 +85,7 @@ impl Mixed {
     }
 
     fn start_patroni(&mut self, i: usize) {
-        let (name, config, data) = (self.c.name(i), self.c.config_path(i), self.c.data_dir(i));
-        let log = self.c.node(i).config.node_dir.join("patroni.out");
-        self.patroni[i] = Some(Patroni::start(name, config, &log, data));
+        self.patroni[i] = Some(Patroni::start_node(&self.c, i));
     }
 
     /// Stops member `i`'s Patroni (which stops its PostgreSQL) and starts `rampart agent` with

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd_metrics;
 pub mod procfs;
 
 use std::collections::BTreeMap;
@@ -59,18 +60,7 @@ pub fn env_number(name: &str, default: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Timings.
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Timing {
-    pub ttl: u64,
-    pub loop_wait: u64,
-    pub retry_timeout: u64,
-}
-
-impl Timing {
-    pub fn label(&self) -> String {
-        format!("{}/{}/{}", self.ttl, self.loop_wait, self.retry_timeout)
-    }
-}
+pub use crate::support::timing::Timing;
 
 /// ttl/loop_wait/retry_timeout 10/1/3.
 pub const FAST: Timing = Timing { ttl: 10, loop_wait: 1, retry_timeout: 3 };

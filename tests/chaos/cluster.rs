@@ -25,12 +25,7 @@ use crate::support::{self, free_port};
 
 /// Timing of a chaos cluster: failover in about ttl, and `loop_wait + 2 * retry_timeout` within
 /// ttl as Patroni requires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timing {
-    pub ttl: u64,
-    pub loop_wait: u64,
-    pub retry_timeout: u64,
-}
+pub use super::support::timing::Timing;
 
 impl Timing {
     /// The default profile.
@@ -45,10 +40,6 @@ impl Timing {
             Some("5") => Timing::TTL_5,
             Some(other) => panic!("RAMPART_CHAOS_TTL={other}: the suite has profiles for ttl 10 and 5"),
         }
-    }
-
-    pub fn label(self) -> String {
-        format!("ttl {} / loop_wait {} / retry_timeout {}", self.ttl, self.loop_wait, self.retry_timeout)
     }
 }
 

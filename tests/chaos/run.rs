@@ -74,7 +74,7 @@ pub async fn run(opts: Options) -> Report {
     println!(
         "[chaos] mode {:?}, {}, seed {} (RAMPART_CHAOS_SEED={} repeats it)",
         opts.mode,
-        opts.timing.label(),
+        opts.timing.long_label(),
         opts.seed,
         opts.seed
     );
@@ -502,7 +502,7 @@ async fn final_check(c: &ChaosCluster, mode: Mode, acks: &[Ack], violations: &mu
 /// The summary table: per fault kind, then totals, then every violation.
 pub fn summary(r: &Report, c: &ChaosCluster) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "\n===== chaos summary: mode {:?}, {}, seed {} =====", r.mode, r.timing.label(), r.seed);
+    let _ = writeln!(s, "\n===== chaos summary: mode {:?}, {}, seed {} =====", r.mode, r.timing.long_label(), r.seed);
     let _ = writeln!(s, "  #  at s    fault                     target  hold s  failover  converge s  note");
     for (i, f) in r.results.iter().enumerate() {
         let _ = writeln!(

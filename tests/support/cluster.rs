@@ -9,6 +9,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -51,6 +52,67 @@ pub struct ClusterOptions {
     /// `etcd1`, `etcd2`, with `namespaces`). Default: `RAMPART_ETCD_MEMBERS`, else 1, so that
     /// any scenario can be run against a three-member etcd unchanged.
     pub etcd_members: usize,
+    /// etcd's client URLs with TLS and client certificates (on loopback only), and every node's
+    /// `etcd3` section with `protocol: https` and the CA and client certificate, readable by the
+    /// agent's user.
+    pub etcd_tls: bool,
+    /// An etcd this cluster shares with others (each under its own scope), as production
+    /// clusters share one; `etcd_members` is then ignored. On loopback only.
+    pub shared_etcd: Option<Arc<SharedEtcd>>,
+}
+
+/// etcd members started once for several [`Cluster`]s: they stop when the last cluster (or the
+/// caller's handle) lets go of them.
+pub struct SharedEtcd {
+    members: Vec<Etcd>,
+    // Declared last: removed after the members have stopped.
+    dir: TestDir,
+}
+
+impl SharedEtcd {
+    /// `members` etcd members on loopback, healthy when this returns.
+    pub fn start(members: usize) -> Arc<SharedEtcd> {
+        let dir = TestDir::new("shared-etcd");
+        let members = match members {
+            1 => vec![Etcd::start_in(&dir.join("etcd"))],
+            n => Etcd::start_members(dir.path(), &vec![(Ipv4Addr::LOCALHOST, None); n]),
+        };
+        Arc::new(SharedEtcd { members, dir })
+    }
+
+    /// Every member, the first one first.
+    pub fn members(&self) -> &[Etcd] {
+        &self.members
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The etcd a [`Cluster`] talks to.
+enum ClusterEtcd {
+    /// Started for this cluster alone (the first member first); stopped with it.
+    Own(Vec<Etcd>),
+    /// Shared with other clusters: never stopped or restarted through one of them.
+    Shared(Arc<SharedEtcd>),
+}
+
+impl ClusterEtcd {
+    fn members(&self) -> &[Etcd] {
+        match self {
+            ClusterEtcd::Own(members) => members,
+            ClusterEtcd::Shared(shared) => shared.members(),
+        }
+    }
+
+    /// The members, to stop or restart them: only a cluster's own etcd.
+    fn own_mut(&mut self) -> &mut [Etcd] {
+        match self {
+            ClusterEtcd::Own(members) => members,
+            ClusterEtcd::Shared(_) => panic!("this cluster shares its etcd with other clusters: it cannot stop it"),
+        }
+    }
 }
 
 /// The etcd members a cluster gets by default: `RAMPART_ETCD_MEMBERS` (1 or 3), else 1.
@@ -80,6 +142,8 @@ impl Default for ClusterOptions {
             vip: false,
             extra_hosts: Vec::new(),
             etcd_members: default_etcd_members(),
+            etcd_tls: false,
+            shared_etcd: None,
         }
     }
 }
@@ -137,10 +201,8 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// Made on first use by [`Cluster::dcs`].
     dcs: std::sync::OnceLock<rampart_kit::dcs::BlockingReader>,
-    /// etcd's first member (its only one by default).
-    etcd: Etcd,
-    /// Its other members, with [`ClusterOptions::etcd_members`] above 1.
-    etcd_peers: Vec<Etcd>,
+    /// One member by default, [`ClusterOptions::etcd_members`] or the shared ones.
+    etcd: ClusterEtcd,
     /// The hosts, with [`ClusterOptions::in_namespaces`]; removed once etcd has stopped.
     net: Option<Net>,
     vip: Option<Ipv4Addr>,
@@ -163,13 +225,25 @@ impl Cluster {
                 .collect();
             Net::require(dir.path(), &labels.iter().map(String::as_str).collect::<Vec<_>>())
         });
-        let (etcd, etcd_peers) = match (&net, options.etcd_members) {
-            (Some(net), 1) => {
-                let host = net.host("etcd");
-                (Etcd::start_at(&dir.join("etcd"), host.addr, super::free_port(), host.netns.as_deref()), Vec::new())
+        let etcd = match (&net, options.etcd_members, options.shared_etcd) {
+            (Some(_), _, _) if options.etcd_tls => panic!("etcd with TLS runs on loopback only"),
+            (None, members, None) if options.etcd_tls => {
+                ClusterEtcd::Own(Etcd::start_tls_members(&dir.subdir("etcd"), members))
             }
-            (None, 1) => (Etcd::start_in(&dir.join("etcd")), Vec::new()),
-            (net, members) => {
+            (None, _, Some(_)) if options.etcd_tls => panic!("a shared etcd has no TLS"),
+            (None, _, Some(shared)) => ClusterEtcd::Shared(shared),
+            (Some(_), _, Some(_)) => panic!("a cluster in network namespaces cannot share an etcd on loopback"),
+            (Some(net), 1, None) => {
+                let host = net.host("etcd");
+                ClusterEtcd::Own(vec![Etcd::start_at(
+                    &dir.join("etcd"),
+                    host.addr,
+                    super::free_port(),
+                    host.netns.as_deref(),
+                )])
+            }
+            (None, 1, None) => ClusterEtcd::Own(vec![Etcd::start_in(&dir.join("etcd"))]),
+            (net, members, None) => {
                 let hosts: Vec<_> = (0..members)
                     .map(|i| match net {
                         Some(net) => {
@@ -179,12 +253,17 @@ impl Cluster {
                         None => (std::net::Ipv4Addr::LOCALHOST, None),
                     })
                     .collect();
-                let mut all = Etcd::start_members(&dir.join("etcd"), &hosts).into_iter();
-                let first = all.next().expect("a member");
-                (first, all.collect())
+                ClusterEtcd::Own(Etcd::start_members(&dir.join("etcd"), &hosts))
             }
         };
-        let etcd_hosts = std::iter::once(&etcd).chain(&etcd_peers).map(Etcd::host).collect::<Vec<_>>().join(",");
+        let etcd_hosts = etcd.members().iter().map(Etcd::host).collect::<Vec<_>>().join(",");
+        let etcd_tls = etcd.members()[0].tls().cloned();
+        if let Some(tls) = &etcd_tls {
+            // The agents run as the agent user, who must read the client's key.
+            for file in [&tls.ca, &tls.client_cert, &tls.client_key] {
+                let _ = rampart_kit::user::chown_to_agent_user(file);
+            }
+        }
         let vip = net.as_ref().filter(|_| options.vip).map(Net::spare_addr);
         // One port on every host: each host is a machine of its own.
         let vip_port = super::free_port();
@@ -199,6 +278,13 @@ impl Cluster {
                 .use_pg_rewind(options.use_pg_rewind);
             if let Some(net) = &net {
                 config = config.host(&net.host(&node_label(i)).addr.to_string(), &net.cidr);
+            }
+            if let Some(tls) = &etcd_tls {
+                config = config
+                    .etcd_setting("protocol", "https")
+                    .etcd_setting("cacert", &tls.ca.display().to_string())
+                    .etcd_setting("cert", &tls.client_cert.display().to_string())
+                    .etcd_setting("key", &tls.client_key.display().to_string());
             }
             if let Some(vip) = vip {
                 config.pg_port = vip_port;
@@ -220,8 +306,7 @@ impl Cluster {
                 agent: None,
             });
         }
-        let mut cluster =
-            Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, etcd_peers, net, vip, dir };
+        let mut cluster = Cluster { bin: options.bin, nodes, dcs: std::sync::OnceLock::new(), etcd, net, vip, dir };
         if options.start_agents {
             for i in 0..n {
                 if i > 0 && !options.stagger.is_zero() {
@@ -356,16 +441,17 @@ impl Cluster {
     }
 
     pub fn etcd(&self) -> &Etcd {
-        &self.etcd
+        &self.etcd.members()[0]
     }
 
+    /// The first etcd member, to stop or restart it (not a shared etcd's).
     pub fn etcd_mut(&mut self) -> &mut Etcd {
-        &mut self.etcd
+        &mut self.etcd.own_mut()[0]
     }
 
     /// Every etcd member, the first one first.
     pub fn etcd_members(&self) -> impl Iterator<Item = &Etcd> {
-        std::iter::once(&self.etcd).chain(&self.etcd_peers)
+        self.etcd.members().iter()
     }
 
     /// Freezes every etcd member (SIGSTOP): etcd as a whole hangs.
@@ -380,22 +466,18 @@ impl Cluster {
 
     /// Kills every etcd member: etcd as a whole is gone (data kept).
     pub fn stop_etcd(&mut self) {
-        self.etcd.stop();
-        self.etcd_peers.iter_mut().for_each(Etcd::stop);
+        self.etcd.own_mut().iter_mut().for_each(Etcd::stop);
     }
 
     /// Starts every etcd member again after [`Cluster::stop_etcd`] and waits until all are
     /// healthy (a member of several is healthy only once a quorum runs: all start first).
     pub fn start_etcd_again(&mut self) {
-        Etcd::start_together(std::iter::once(&mut self.etcd).chain(&mut self.etcd_peers));
+        Etcd::start_together(self.etcd.own_mut().iter_mut());
     }
 
-    /// etcd member `i` (0 is [`Cluster::etcd`]).
+    /// etcd member `i` (0 is [`Cluster::etcd`]), to stop or restart it (not a shared etcd's).
     pub fn etcd_member_mut(&mut self, i: usize) -> &mut Etcd {
-        match i {
-            0 => &mut self.etcd,
-            i => &mut self.etcd_peers[i - 1],
-        }
+        &mut self.etcd.own_mut()[i]
     }
 
     pub fn dir(&self) -> &Path {
@@ -417,8 +499,9 @@ impl Cluster {
     pub fn dcs(&self) -> &rampart_kit::dcs::BlockingReader {
         self.dcs.get_or_init(|| {
             let first = &self.nodes.first().expect("a cluster has nodes").config;
-            rampart_kit::dcs::BlockingReader::connect(&self.etcd.endpoint(), &first.namespace, &first.scope)
-                .unwrap_or_else(|e| panic!("reading the DCS at {}: {e}", self.etcd.endpoint()))
+            let endpoint = self.etcd().endpoint();
+            rampart_kit::dcs::BlockingReader::connect(&endpoint, &first.namespace, &first.scope)
+                .unwrap_or_else(|e| panic!("reading the DCS at {endpoint}: {e}"))
         })
     }
 

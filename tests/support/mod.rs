@@ -43,6 +43,7 @@ pub mod process;
 pub mod proxy;
 pub mod python;
 pub mod s3;
+pub mod timing;
 pub mod wal;
 pub mod write_probe;
 

@@ -53,6 +53,13 @@ impl Patroni {
         Patroni { proc, pid, data_dir: data_dir.to_path_buf(), done: false }
     }
 
+    /// Patroni for node `i` of `c`, from the node's own file, its output in `patroni.out` beside
+    /// it (start the cluster with `start_agents: false`).
+    pub fn start_node(c: &super::cluster::Cluster, i: usize) -> Patroni {
+        let log = c.node(i).config.node_dir.join("patroni.out");
+        Patroni::start(c.name(i), c.config_path(i), &log, c.data_dir(i))
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }

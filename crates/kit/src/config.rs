@@ -93,6 +93,8 @@ pub struct NodeConfig {
     pub pg_settings: Vec<(String, String)>,
     /// Extra `restapi.<key>: <yaml value>` lines (e.g. `authentication`, `certfile`).
     pub restapi_settings: Vec<(String, String)>,
+    /// Extra `etcd3.<key>: <yaml value>` lines (e.g. `protocol`, `cacert`, `username`).
+    pub etcd_settings: Vec<(String, String)>,
     /// `postgresql.authentication.superuser`.
     pub superuser: Credentials,
     /// `postgresql.authentication.replication`, also named in `pg_hba`.
@@ -139,6 +141,7 @@ impl NodeConfig {
             initdb_options: Vec::new(),
             pg_settings: Vec::new(),
             restapi_settings: Vec::new(),
+            etcd_settings: Vec::new(),
             superuser: Credentials::new(SUPERUSER, SUPERUSER_PASSWORD),
             replication: Credentials::new(REPLICATION_USER, REPLICATION_PASSWORD),
         }
@@ -230,6 +233,12 @@ impl NodeConfig {
         self
     }
 
+    /// Adds `etcd3.<key>: <value>` (`value` is YAML).
+    pub fn etcd_setting(mut self, key: &str, value: &str) -> Self {
+        self.etcd_settings.push((key.into(), value.into()));
+        self
+    }
+
     pub fn extra_yaml(mut self, yaml: &str) -> Self {
         self.extra_yaml.push_str(yaml);
         self
@@ -288,6 +297,9 @@ impl NodeConfig {
         line(String::new());
         line("etcd3:".into());
         line(format!("  {}", self.etcd_hosts_line()));
+        for (key, value) in &self.etcd_settings {
+            line(format!("  {key}: {value}"));
+        }
         line(String::new());
         line("bootstrap:".into());
         line("  dcs:".into());

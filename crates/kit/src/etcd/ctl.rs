@@ -15,14 +15,21 @@ pub fn etcdctl_bin() -> PathBuf {
 }
 
 impl Etcd {
-    /// Runs `etcdctl --endpoints=<endpoint> <args>` (API v3) and returns its output.
+    /// Runs `etcdctl --endpoints=<endpoint> <args>` (API v3) and returns its output. With TLS
+    /// it presents the client certificate: once etcd's authentication is on, etcd takes the
+    /// certificate's name (`rampart-client`) for the user.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new(etcdctl_bin());
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint()))
             .arg("--dial-timeout=3s")
-            .arg("--command-timeout=5s")
-            .args(args)
+            .arg("--command-timeout=5s");
+        if let Some(tls) = self.tls() {
+            cmd.arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.client_cert.display()))
+                .arg(format!("--key={}", tls.client_key.display()));
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running {}: {e}", etcdctl_bin().display()))
