@@ -290,6 +290,8 @@ impl Slowdown {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            // Every member runs again when this ends, also if a freeze panics (a member died).
+            let _thaw = ThawOnDrop(&etcd);
             while !flag.load(Ordering::Relaxed) {
                 etcd.members().iter().for_each(|m| m.freeze());
                 std::thread::sleep(FROZEN);
@@ -309,8 +311,19 @@ impl Slowdown {
     fn end(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if t.join().is_err() {
+                println!("[many_clusters] the slowdown ended early: an etcd member could not be stopped (see above)");
+            }
         }
+    }
+}
+
+/// Thaws every member of an etcd when dropped.
+struct ThawOnDrop<'a>(&'a SharedEtcd);
+
+impl Drop for ThawOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.members().iter().for_each(|m| m.thaw());
     }
 }
 
