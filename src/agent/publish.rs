@@ -240,6 +240,7 @@ mod tests {
             replication: vec![],
             system_identifier: "7".into(),
             synchronous_standby_names: String::new(),
+            slots: None,
         };
         (local, probe)
     }

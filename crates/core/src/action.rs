@@ -105,7 +105,7 @@ pub enum Action {
     WriteFailsafe(crate::failsafe::Topology),
     /// Bring the local replication slots to these targets: list them, let
     /// [`crate::slots::reconcile`] choose the steps, run them. Result:
-    /// [`ActionResult::SlotsSynced`] (the leader publishes the positions it read in `status`; a
+    /// [`ActionResult::SlotsSynced`] (the leader publishes in `status` the slots it kept; a
     /// replica copies the logical slots it lacks).
     SyncSlots(crate::slots::SlotTargets),
     /// Start a background job.

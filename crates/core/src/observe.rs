@@ -195,9 +195,14 @@ pub struct RunningPg {
     pub replay_pause: crate::hot_standby::ReplayPause,
     /// The hot-standby-critical settings the server runs with.
     pub hot_standby: crate::hot_standby::Values,
+    /// Primary: its persistent replication slots as listed right after `wal.flush` (`None` in
+    /// recovery, or when not read); the leader publishes them with that position in `status`.
+    pub slots: Option<Vec<crate::slots::ExistingSlot>>,
 }
 
 /// The postmaster as the agent sees it.
+// One per observation, never held in numbers: boxing the running state would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PgProcess {
     /// Not running, and it was stopped on purpose (or never started).

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rampart_core::hot_standby::{ReplayPause, Setting, Values};
 use rampart_core::observe::{RunningPg, WalPositions, Walsender};
+use rampart_core::slots::ExistingSlot;
 use rampart_core::{Lsn, Timeline};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
@@ -97,6 +98,9 @@ pub struct Probe {
     pub system_identifier: String,
     /// `synchronous_standby_names` as the server applies it now.
     pub synchronous_standby_names: String,
+    /// Primary: its persistent replication slots, listed right after the flush position (`None`
+    /// in recovery), so that `status` publishes the slots and the position of one moment.
+    pub slots: Option<Vec<ExistingSlot>>,
 }
 
 impl Probe {
@@ -126,6 +130,7 @@ impl Probe {
             commit_waits_for: rampart_core::sync::AckPoint::of(&self.synchronous_commit),
             replay_pause: self.replay_pause,
             hot_standby: self.hot_standby.clone(),
+            slots: self.slots.clone(),
         }
     }
 }
@@ -264,9 +269,14 @@ impl Sql {
             Ok(_) => timed("probe of pg_stat_replication", self.timeout, client.query(REPLICATION, &[])).await,
             Err(_) => Ok(Vec::new()),
         };
-        let (row, peers) = match (state, peers) {
-            (Ok(r), Ok(p)) => (r, p),
-            (Err(e), _) | (_, Err(e)) => {
+        // A primary's slots, right after its flush position: what `status` publishes of both.
+        let slots = match (&state, &peers) {
+            (Ok(row), Ok(_)) if !row.get::<_, bool>(0) => slots::list_on(client, self.timeout).await.map(Some),
+            _ => Ok(None),
+        };
+        let (row, peers, slots) = match (state, peers, slots) {
+            (Ok(r), Ok(p), Ok(s)) => (r, p, s),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 reset(&mut slot);
                 return Err(e);
             }
@@ -312,6 +322,7 @@ impl Sql {
             replay_paused: row.get(11),
             system_identifier: row.get(12),
             synchronous_standby_names: row.get(14),
+            slots,
             replay_pause: ReplayPause::parse(&row.get::<_, String>(16)),
             synchronous_commit: row.get(17),
             hot_standby: Values::from_pairs(Setting::ALL.into_iter().zip(18..).map(|(s, i)| (s, row.get::<_, i64>(i)))),
@@ -772,6 +783,7 @@ mod tests {
             }],
             system_identifier: "1".into(),
             synchronous_standby_names: "ANY 1 (\"n2\")".into(),
+            slots: None,
         };
         let core = p.to_core();
         assert!(core.in_recovery && core.streaming);

@@ -246,6 +246,11 @@ async fn scenario(root: &Path, bin: &Path) {
     assert_eq!(p.upstream, Some(("127.0.0.1".to_string(), a.port)));
     let pa = probe_until(&sql_a, "pg-a to list pg-b", |p| !p.replication.is_empty()).await;
     assert_eq!(pa.replication[0].application_name.as_deref(), Some("pg-b"));
+    // The primary's probe lists its slots beside its flush position (what `status` publishes);
+    // a replica's probe lists none.
+    let listed: Vec<&str> = pa.slots.iter().flatten().map(|s| s.name.as_str()).collect();
+    assert_eq!(listed, ["by_hand", "pg_b"]);
+    assert_eq!(p.slots, None);
     assert_eq!(pa.replication[0].usename.as_deref(), Some("replicator"));
     assert_eq!(pa.synchronous_standby_names, "");
     // The flush position shows once the standby has sent its first feedback.

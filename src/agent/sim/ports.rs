@@ -147,6 +147,8 @@ impl Server for ToyPg {
             replication,
             system_identifier: "1".into(),
             synchronous_standby_names: pg.ssn.clone(),
+            // The toy keeps no slots (see `list_slots`).
+            slots: (!replica).then(Vec::new),
         };
         (LocalPg { data, process: PgProcess::Running(probe.to_core()) }, Some(probe))
     }

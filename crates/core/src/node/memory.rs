@@ -126,7 +126,8 @@ pub(super) struct SlotMemory {
     /// The targets of the slot sync the last plan asked for, until its result comes back.
     pub(super) issued: Option<SlotTargets>,
     /// Leader: the targets of the last slot sync as primary and the slots the server had then:
-    /// what `status` publishes (with the flush position of the moment, see
+    /// which slots `status` publishes, at the positions the probe listed beside its flush
+    /// position (those of the sync when the probe listed none; see
     /// [`crate::slots::published`]). Cleared by a sync as replica.
     pub(super) last_primary_sync: Option<(SlotTargets, Vec<ExistingSlot>)>,
 }

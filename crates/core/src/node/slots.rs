@@ -35,11 +35,14 @@ impl HaNode {
     }
 
     /// The leader's `status`: the key as read with our flush position, and the positions of
-    /// the slots of the last sync as primary ([`crate::slots::published`]; the key's own slots
-    /// when there was none). `None` when the server shows no flush position. A standby leader
-    /// (in recovery) publishes the furthest position it received or replayed, as Patroni's
-    /// `last_operation` does, so that its replicas' lag is judged against it. `None` as well when
-    /// the key already says all that.
+    /// the slots the last sync as primary kept ([`crate::slots::published`]; the key's own slots
+    /// when there was none), as the probe listed them with that flush position (as the sync read
+    /// them when the probe did not). One reading for both, as Patroni's cluster query: a WAL
+    /// move then costs etcd one write, not one for the position and one for the slots that
+    /// followed it a cycle later. `None` when the server shows no flush position. A standby
+    /// leader (in recovery) publishes the furthest position it received or replayed, as
+    /// Patroni's `last_operation` does, so that its replicas' lag is judged against it. `None` as
+    /// well when the key already says all that.
     pub(super) fn status_to_write(&self, cluster: &Cluster, r: &RunningPg) -> Option<Status> {
         let flush = match r.in_recovery {
             true => Some(r.wal.best()).filter(|l| l.0 > 0)?.0,
@@ -47,7 +50,8 @@ impl HaNode {
         };
         let mut status = cluster.status.clone();
         status.optime = flush;
-        if let Some((targets, existing)) = &self.slots.last_primary_sync {
+        if let Some((targets, synced)) = &self.slots.last_primary_sync {
+            let existing = r.slots.as_deref().unwrap_or(synced);
             (status.slots, status.retain_slots) = crate::slots::published(targets, existing, &self.s.name, flush);
         }
         // Written only when it changes, as Patroni does: an idle leader costs etcd no write.

@@ -10,6 +10,8 @@
 
 use rampart_core::slots::{ExistingSlot, SlotKind, SlotSteps};
 use rampart_core::Lsn;
+use std::time::Duration;
+
 use tokio_postgres::{Client, NoTls};
 
 use super::{describe, reset, timed, timed_raw, Raw, Sql};
@@ -41,32 +43,15 @@ impl Sql {
     /// The persistent replication slots of the local server, with their positions (logical:
     /// `confirmed_flush_lsn`, physical: `restart_lsn`) and whether they hold an `xmin`.
     pub async fn list_slots(&self) -> Result<Vec<ExistingSlot>> {
-        const LIST: &str = "SELECT slot_name::text, slot_type::text, database::text, plugin::text, active, \
-                (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text, \
-                xmin IS NOT NULL \
-            FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY slot_name";
         let mut slot = self.client.lock().await;
         let client = self.connected(&mut slot).await?;
-        let rows = match timed("listing replication slots", self.timeout, client.query(LIST, &[])).await {
-            Ok(rows) => rows,
+        match list_on(client, self.timeout).await {
+            Ok(slots) => Ok(slots),
             Err(e) => {
                 reset(&mut slot);
-                return Err(e);
+                Err(e)
             }
-        };
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let kind = match r.get::<_, String>(1).as_str() {
-                "logical" => SlotKind::Logical {
-                    database: r.get::<_, Option<String>>(2).unwrap_or_default(),
-                    plugin: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                },
-                _ => SlotKind::Physical,
-            };
-            let position = r.get::<_, Option<String>>(5).and_then(|s| s.parse::<Lsn>().ok()).map(|l| l.0);
-            out.push(ExistingSlot { name: r.get(0), kind, active: r.get(4), position, holds_xmin: r.get(6) });
         }
-        Ok(out)
     }
 
     /// Runs `steps` in order (drop, create, advance); copying is a job of its own.
@@ -218,4 +203,27 @@ async fn query(
         Some(a) => client.query(sql, &[&name, a]).await,
         None => client.query(sql, &[&name]).await,
     }
+}
+
+/// The listing of [`Sql::list_slots`] on a connection the caller holds: the probe lists them
+/// right after it read the flush position, so that `status` publishes both from one moment.
+pub(super) async fn list_on(client: &Client, limit: Duration) -> Result<Vec<ExistingSlot>> {
+    const LIST: &str = "SELECT slot_name::text, slot_type::text, database::text, plugin::text, active, \
+            (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text, \
+            xmin IS NOT NULL \
+        FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY slot_name";
+    let rows = timed("listing replication slots", limit, client.query(LIST, &[])).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let kind = match r.get::<_, String>(1).as_str() {
+            "logical" => SlotKind::Logical {
+                database: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                plugin: r.get::<_, Option<String>>(3).unwrap_or_default(),
+            },
+            _ => SlotKind::Physical,
+        };
+        let position = r.get::<_, Option<String>>(5).and_then(|s| s.parse::<Lsn>().ok()).map(|l| l.0);
+        out.push(ExistingSlot { name: r.get(0), kind, active: r.get(4), position, holds_xmin: r.get(6) });
+    }
+    Ok(out)
 }

@@ -24,6 +24,17 @@ pub(super) fn with_cdc_slot(mut c: Cluster, published: &[(&str, u64)], retain: &
     c
 }
 
+/// An active physical slot at `position`, as the server lists it.
+fn have(name: &str, position: u64) -> crate::slots::ExistingSlot {
+    crate::slots::ExistingSlot {
+        name: name.into(),
+        kind: crate::slots::SlotKind::Physical,
+        active: true,
+        position: Some(position),
+        holds_xmin: false,
+    }
+}
+
 #[test]
 fn permanent_slots_are_wanted_everywhere_and_replicas_get_the_leaders_positions() {
     let cdc = crate::slots::SlotKind::Logical { database: "app".into(), plugin: "test_decoding".into() };
@@ -209,14 +220,6 @@ fn member_slots_ttl_0_drops_a_departed_members_slot_at_once() {
 
 #[test]
 fn the_leader_publishes_in_status_the_positions_its_last_slot_sync_read() {
-    use crate::slots::{ExistingSlot, SlotKind};
-    let have = |name: &str, position: u64| ExistingSlot {
-        name: name.into(),
-        kind: SlotKind::Physical,
-        active: true,
-        position: Some(position),
-        holds_xmin: false,
-    };
     let status_of = |actions: &[Action]| {
         actions.iter().find_map(|a| match a {
             Action::WriteStatus(s) => Some(s.clone()),
@@ -248,4 +251,38 @@ fn the_leader_publishes_in_status_the_positions_its_last_slot_sync_read() {
     decide(&mut demoted, &obs(1_000, &cluster(Some("n2")), &replica(Some(5002), 1000)));
     demoted.advance(ActionResult::SlotsSynced { existing: vec![], missing: vec![] });
     assert!(demoted.failsafe_slots(None, 0).is_empty());
+}
+
+#[test]
+fn a_wal_move_costs_one_status_write_as_the_probe_reads_slots_and_position_together() {
+    let status_writes = |actions: &[Action]| {
+        actions.iter().filter_map(|a| if let Action::WriteStatus(s) = a { Some(s.clone()) } else { None }).collect()
+    };
+    // A primary whose probe lists its slots beside its flush position.
+    let at = |flush: u64, n2: u64, n3: u64| {
+        let mut l = primary();
+        if let PgProcess::Running(r) = &mut l.process {
+            r.wal.flush = Some(Lsn(flush));
+            r.slots = Some(vec![have("n2", n2), have("n3", n3)]);
+        }
+        l
+    };
+    let mut c = cluster(Some(ME));
+    let mut n = HaNode::new(settings());
+    decide(&mut n, &obs(0, &c, &at(1000, 1000, 1000)));
+    n.advance(ActionResult::SlotsSynced { existing: vec![have("n2", 1000), have("n3", 1000)], missing: vec![] });
+    let settled: Vec<Status> = status_writes(&decide(&mut n, &obs(1_000, &c, &at(1000, 1000, 1000))));
+    c.status = settled.last().cloned().unwrap_or(c.status);
+
+    // The WAL moves and both replicas confirm it before the next probe: one write says it all.
+    let moved = at(1500, 1500, 1500);
+    let first: Vec<Status> = status_writes(&decide(&mut n, &obs(2_000, &c, &moved)));
+    let want: BTreeMap<String, u64> = [("n1".into(), 1500), ("n2".into(), 1500), ("n3".into(), 1500)].into();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!((first[0].optime, &first[0].slots), (1500, &want), "position and slots of one reading");
+    c.status = first[0].clone();
+    // That cycle's slot sync reads the same; the next cycle has nothing to add.
+    n.advance(ActionResult::SlotsSynced { existing: vec![have("n2", 1500), have("n3", 1500)], missing: vec![] });
+    let second: Vec<Status> = status_writes(&decide(&mut n, &obs(3_000, &c, &moved)));
+    assert!(second.is_empty(), "a second write for the same move: {second:?}");
 }
