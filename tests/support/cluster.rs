@@ -1,4 +1,5 @@
-//! A whole test cluster: one etcd, n node configurations and n agents in one [`TestDir`].
+//! A whole test cluster: its etcd (one member or three, its own or shared with other clusters
+//! through [`SharedEtcd`]), n node configurations and n agents in one [`TestDir`].
 //!
 //! By default everything runs on 127.0.0.1. [`ClusterOptions::in_namespaces`] puts etcd, each
 //! node and a client on hosts of their own ([`super::netns`]): the nodes listen on their host's
@@ -83,10 +84,6 @@ impl SharedEtcd {
     /// Every member, the first one first.
     pub fn members(&self) -> &[Etcd] {
         &self.members
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -272,6 +272,14 @@ pub struct Leader {
     pub mod_revision: i64,
 }
 
+impl Leader {
+    /// The lock as the `leader` key shows it: the holder's name, the lease it hangs on and the
+    /// revision a compare-and-swap must name.
+    pub fn from_kv(kv: &RawKv) -> Self {
+        Leader { name: kv.value.clone(), lease: kv.lease, mod_revision: kv.mod_revision }
+    }
+}
+
 /// A requested switchover or failover (the `failover` key).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Failover {
@@ -518,9 +526,7 @@ impl Cluster {
                     }
                     Err(e) => bad("unreadable config", &e),
                 },
-                keys::LEADER => {
-                    c.leader = Some(Leader { name: kv.value.clone(), lease: kv.lease, mod_revision: kv.mod_revision })
-                }
+                keys::LEADER => c.leader = Some(Leader::from_kv(kv)),
                 keys::STATUS => match serde_json::from_str::<Status>(&kv.value) {
                     Ok(s) => c.status = s,
                     Err(e) => bad("unreadable status", &e),

@@ -108,7 +108,7 @@ impl EtcdDcs {
                 async move { c.put(key, value, None).await }
             })
             .await
-            .map(drop)
+            .map(|resp| self.answered(resp.header()))
     }
 
     async fn delete(
@@ -125,7 +125,16 @@ impl EtcdDcs {
                 async move { c.delete(key, options).await }
             })
             .await
-            .map(drop)
+            .map(|resp| self.answered(resp.header()))
+    }
+
+    /// etcd answered a write or a compare of ours at the revision in `header`: the watch-fed
+    /// copy must show that revision before a cycle decides on it (read-your-writes, see
+    /// [`crate::view`]).
+    fn answered(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(h) = header {
+            self.inner.view.wrote(h.revision());
+        }
     }
 
     /// Runs a transaction and returns whether its compare succeeded.
@@ -137,7 +146,10 @@ impl EtcdDcs {
                 async move { c.txn(txn).await }
             })
             .await
-            .map(|resp| resp.succeeded())
+            .map(|resp| {
+                self.answered(resp.header());
+                resp.succeeded()
+            })
     }
 
     /// Refreshes `slot`'s lease (one keep-alive, or a grant), then runs `write` with it. If etcd
@@ -212,7 +224,7 @@ impl EtcdDcs {
                 async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await }
             })
             .await
-            .map(drop)
+            .map(|resp| self.answered(resp.header()))
     }
 
     /// Refreshes the lease, then runs the leader transaction (see [`leader::hold`]).
@@ -241,6 +253,7 @@ impl EtcdDcs {
                         async move { c.txn(txn).await }
                     })
                     .await?;
+                self.answered(resp.header());
                 Ok(leader::held(&resp))
             }
         })
@@ -368,11 +381,7 @@ impl Dcs for EtcdDcs {
         // The steady case costs no transaction (the core's rule, `lock_renewal`): then the lock
         // lasts a ttl from when this cycle's keep-alive was sent.
         let this_cycle = self.inner.lease.kept_alive().filter(|k| k.sent.elapsed() < self.inner.conn.op_timeout());
-        let copy_lock = self.inner.view.entry(&self.key(keys::LEADER)).ok().flatten().map(|kv| Leader {
-            name: kv.value,
-            lease: kv.lease,
-            mod_revision: kv.mod_revision,
-        });
+        let copy_lock = self.inner.view.entry(&self.key(keys::LEADER)).ok().flatten().map(|kv| Leader::from_kv(&kv));
         let renewal = lock_renewal(copy_lock.as_ref(), &self.inner.member, this_cycle.as_ref().map(|k| k.lease));
         if let (LockRenewal::ByKeepAlive, Some(kept)) = (renewal, this_cycle) {
             return Ok(Some(kept.sent));

@@ -17,6 +17,12 @@
 //!   progress answers stay behind, is never taken for an up-to-date one: that member cannot
 //!   answer a keep-alive, so the keep-alive went elsewhere.
 //!
+//! * the copy shows this client's own writes: it is current only once it has reached the
+//!   revision etcd gave the last of them (a failed compare-and-swap counts, with the revision it
+//!   was judged at), however it otherwise counts as current. A leader that just wrote the `sync`
+//!   key must never decide on a copy from before that write: it would take a key that names
+//!   another standby for one that does not, and change `synchronous_standby_names` under it.
+//!
 //! Whether a decision may rest on the copy at all is the core's rule
 //! ([`rampart_core::cached_view`]); this module only says whether the copy is current.
 
@@ -50,6 +56,9 @@ struct Copy {
     confirmed_at: Option<Instant>,
     /// When the copy was last replaced by a full read.
     read_at: Option<Instant>,
+    /// The revision of this client's last write (or compare) that etcd answered: the copy is
+    /// not current before it reaches it.
+    own_written: i64,
 }
 
 /// The copy, shared by the watcher (which feeds it) and the callers that read it.
@@ -81,11 +90,20 @@ impl ClusterView {
         copy.kvs = kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
         copy.revision = revision;
         copy.read_at = Some(Instant::now());
+        // A linearizable read shows every write that completed before it; a store rebuilt with
+        // fewer revisions would otherwise keep the copy waiting for a revision it never reaches.
+        copy.own_written = copy.own_written.min(revision);
         if restart {
             copy.stream = None;
         }
         drop(copy);
         self.caught_up.send_replace(revision);
+    }
+
+    /// etcd answered a write (or a compare) of this client at `revision`.
+    pub(crate) fn wrote(&self, revision: i64) {
+        let mut copy = self.lock();
+        copy.own_written = copy.own_written.max(revision);
     }
 
     /// The watcher's stream from the reseed revision on is established on `endpoint`.
@@ -175,12 +193,12 @@ impl ClusterView {
             let caught_up = kept.revision.is_some_and(|r| copy.revision >= r);
             let same_member_alive =
                 stream == kept.endpoint && copy.confirmed_at.is_some_and(|at| at.elapsed() < CONFIRMED_WITHIN);
-            if caught_up || same_member_alive {
-                None
-            } else {
+            let mut needed = copy.own_written;
+            if !(caught_up || same_member_alive) {
                 // Without the revision the keep-alive saw, there is nothing to wait for.
-                Some(kept.revision?)
+                needed = needed.max(kept.revision?);
             }
+            (copy.revision < needed).then_some(needed)
         };
         if let Some(revision) = needed {
             let mut rx = self.caught_up.subscribe();
@@ -278,6 +296,32 @@ mod tests {
         };
         assert!(view.current(&p, &kept(1, Some(9)), AGE, Duration::from_secs(5)).await.is_some());
         watcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_copy_from_before_our_own_write_is_not_current_even_on_the_same_member() {
+        let view = std::sync::Arc::new(ClusterView::default());
+        let p = prefix();
+        view.reseed(&[], 7, true);
+        view.stream_established(0);
+        // We wrote at revision 8; the event is still on its way down the stream.
+        view.wrote(8);
+        assert!(view.current(&p, &kept(0, Some(7)), AGE, QUICK).await.is_none(), "the copy predates our write");
+        // Once the stream shows revision 8 (here by a progress notification), it is current again.
+        let watcher = {
+            let view = view.clone();
+            tokio::spawn(async move {
+                view.progress_wanted().await;
+                view.progress(8);
+            })
+        };
+        assert!(view.current(&p, &kept(0, Some(7)), AGE, Duration::from_secs(5)).await.is_some());
+        watcher.await.unwrap();
+        // A full read at a lower revision (a rebuilt store) does not leave it waiting for ever.
+        view.wrote(50);
+        view.reseed(&[], 9, true);
+        view.stream_established(0);
+        assert!(view.current(&p, &kept(0, Some(9)), AGE, QUICK).await.is_some());
     }
 
     #[tokio::test]

@@ -9,10 +9,12 @@
 //! The watch-fed copy a cycle may decide on lags behind the store by up to the machine's
 //! `watch_lag`, as a watch whose events are still on their way does: the adapter's test of
 //! currency (the stream on the member that answered the keep-alive) cannot see such a delay.
+//! Like the adapter's, the copy is never used before it shows the member's own last write.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rampart_core::cached_view::{lock_renewal, LockRenewal};
 use rampart_core::failsafe::Topology;
 use rampart_core::keys;
 use rampart_core::model::{Failover, HistoryEntry, Status, SyncState};
@@ -22,6 +24,9 @@ use tokio::time::Instant;
 
 use super::world::{name, World};
 use super::SharedWorld;
+
+/// How long a call may take, and how old a keep-alive may be to count as this cycle's.
+const OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One member's handle on the shared store.
 #[derive(Clone)]
@@ -33,6 +38,11 @@ pub struct MemDcs {
     ttl: Arc<AtomicU64>,
     /// The watch-fed copy and when (virtual ms) it last caught up with the store.
     copy: Arc<Mutex<Option<(u64, Cluster)>>>,
+    /// The last keep-alive that went through: when it was sent and the lease it renewed.
+    kept: Arc<Mutex<Option<(Instant, i64)>>>,
+    /// The store's revision after this member's last write or compare: as the etcd adapter's
+    /// copy, this member's copy is not current before it shows that revision.
+    written: Arc<AtomicI64>,
 }
 
 impl MemDcs {
@@ -45,6 +55,8 @@ impl MemDcs {
             lease: Arc::default(),
             ttl: Arc::new(AtomicU64::new(ttl)),
             copy: Arc::default(),
+            kept: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -74,7 +86,12 @@ impl MemDcs {
         let mut w = self.world.lock().unwrap();
         let now = w.now();
         w.store.expire(now);
-        Ok(f(&mut w, self))
+        let before = w.store.revision;
+        let out = f(&mut w, self);
+        if w.store.revision != before {
+            self.written.fetch_max(w.store.revision, Ordering::Relaxed);
+        }
+        Ok(out)
     }
 
     fn key(&self, w: &World, k: &str) -> String {
@@ -118,6 +135,8 @@ impl MemDcs {
     fn cas(&self, w: &mut World, k: &str, expected: i64, value: Option<String>) -> bool {
         let key = self.key(w, k);
         let rev = w.store.kv.get(&key).map_or(0, |(_, _, r)| *r);
+        // A compare counts as a write: etcd's answer carries the revision it was judged at.
+        self.written.fetch_max(w.store.revision, Ordering::Relaxed);
         if rev != expected {
             return false;
         }
@@ -137,7 +156,7 @@ impl Dcs for MemDcs {
     }
 
     fn op_deadline(&self) -> Instant {
-        Instant::now() + std::time::Duration::from_secs(3)
+        Instant::now() + OP_TIMEOUT
     }
 
     async fn read_cluster(&self, deadline: Instant) -> DcsResult<Cluster> {
@@ -146,13 +165,16 @@ impl Dcs for MemDcs {
 
     async fn refresh_lease(&self, deadline: Instant) -> DcsResult<KeptAlive> {
         let sent = Instant::now();
-        self.call("refresh_lease", deadline, |w, me| KeptAlive {
-            lease: me.refresh(w),
-            sent,
-            revision: Some(w.store.revision),
-            endpoint: 0,
-        })
-        .await
+        let kept = self
+            .call("refresh_lease", deadline, |w, me| KeptAlive {
+                lease: me.refresh(w),
+                sent,
+                revision: Some(w.store.revision),
+                endpoint: 0,
+            })
+            .await?;
+        *self.kept.lock().unwrap() = Some((kept.sent, kept.lease));
+        Ok(kept)
     }
 
     /// The copy: none while the member is cut off from the store or frozen (then it must read,
@@ -167,6 +189,13 @@ impl Dcs for MemDcs {
         }
         let mut copy = self.copy.lock().unwrap();
         match &*copy {
+            // From before our own last write: the adapter waits for the stream to show it, and
+            // a stream this far behind does not within the wait; the cycle reads instead.
+            Some((at, cluster))
+                if now.saturating_sub(*at) < m.watch_lag && cluster.revision < self.written.load(Ordering::Relaxed) =>
+            {
+                None
+            }
             Some((at, cluster)) if now.saturating_sub(*at) < m.watch_lag => Some(cluster.clone()),
             _ => {
                 let cluster = Cluster::from_kvs(&w.prefix, &w.store.kvs(), w.store.revision);
@@ -228,7 +257,16 @@ impl Dcs for MemDcs {
         self.call("acquire_leader", deadline, |w, me| me.assert_lock(w)).await
     }
 
+    /// As the etcd adapter: the core's [`lock_renewal`] on the (lagging) copy decides whether
+    /// this cycle's keep-alive renewed the lock, else a transaction asserts it.
     async fn renew_leader(&self, deadline: Instant) -> DcsResult<Option<Instant>> {
+        let this_cycle = self.kept.lock().unwrap().filter(|(sent, _)| sent.elapsed() < OP_TIMEOUT);
+        let copy_lock = self.copy.lock().unwrap().as_ref().and_then(|(_, c)| c.leader.clone());
+        if let (LockRenewal::ByKeepAlive, Some((sent, _))) =
+            (lock_renewal(copy_lock.as_ref(), &self.name, this_cycle.map(|(_, lease)| lease)), this_cycle)
+        {
+            return Ok(Some(sent));
+        }
         let sent = Instant::now();
         self.call("renew_leader", deadline, |w, me| me.assert_lock(w).then_some(sent)).await
     }
