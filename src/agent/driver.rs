@@ -719,11 +719,15 @@ impl<P: Ports> Agent<P> {
         }
     }
 
-    /// Brings the local slots to `targets`: lists them, lets the core's pure
-    /// [`rampart_core::slots::reconcile`] choose the steps, runs them, and reports what it read
-    /// (the leader publishes those positions) and, on a replica, the logical slots to copy.
+    /// Brings the local slots to `targets`: takes the slots this cycle's probe listed (a
+    /// primary's), else lists them, lets the core's pure [`rampart_core::slots::reconcile`]
+    /// choose the steps, runs them, and reports what it read and, on a replica, the logical
+    /// slots to copy.
     async fn sync_slots(&mut self, targets: &rampart_core::slots::SlotTargets, probe: Option<&Probe>) -> Result<()> {
-        let existing = self.pg.list_slots().await?;
+        let existing = match probe.and_then(|p| p.slots.clone()) {
+            Some(listed) => listed,
+            None => self.pg.list_slots().await?,
+        };
         let replayed = probe.and_then(|p| p.replayed_lsn).map(|l| l.0);
         let steps = rampart_core::slots::reconcile(targets, &existing, replayed);
         let report = self.pg.apply_slot_steps(&steps).await;

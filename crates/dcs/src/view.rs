@@ -212,11 +212,11 @@ impl ClusterView {
         Some(Cluster::from_kvs(prefix, &kvs, copy.revision))
     }
 
-    /// One key as the copy shows it, while the stream is live: `Ok(None)` if the key is absent,
-    /// `Err(())` if the copy cannot tell.
+    /// One key as the copy shows it, while the stream is live and the copy shows our own last
+    /// write: `Ok(None)` if the key is absent, `Err(())` if the copy cannot tell.
     pub(crate) fn entry(&self, key: &str) -> Result<Option<RawKv>, ()> {
         let copy = self.lock();
-        if copy.stream.is_none() {
+        if copy.stream.is_none() || copy.revision < copy.own_written {
             return Err(());
         }
         Ok(copy.kvs.get(key).cloned())
@@ -248,6 +248,15 @@ mod tests {
     /// A keep-alive answered by endpoint `endpoint` at store revision `revision`.
     fn kept(endpoint: usize, revision: Option<i64>) -> KeptAlive {
         KeptAlive { lease: 1, sent: Instant::now(), revision, endpoint }
+    }
+
+    /// A watcher that answers the next progress request with a notification at `revision`.
+    fn answer_progress(view: &std::sync::Arc<ClusterView>, revision: i64) -> tokio::task::JoinHandle<()> {
+        let view = view.clone();
+        tokio::spawn(async move {
+            view.progress_wanted().await;
+            view.progress(revision);
+        })
     }
 
     const QUICK: Duration = Duration::from_millis(20);
@@ -287,13 +296,7 @@ mod tests {
         assert!(view.current(&p, &kept(1, Some(9)), AGE, QUICK).await.is_none());
         assert!(view.current(&p, &kept(1, None), AGE, QUICK).await.is_none(), "nothing to compare with");
         // A watcher that answers the request with a notification at revision 9.
-        let watcher = {
-            let view = view.clone();
-            tokio::spawn(async move {
-                view.progress_wanted().await;
-                view.progress(9);
-            })
-        };
+        let watcher = answer_progress(&view, 9);
         assert!(view.current(&p, &kept(1, Some(9)), AGE, Duration::from_secs(5)).await.is_some());
         watcher.await.unwrap();
     }
@@ -307,14 +310,9 @@ mod tests {
         // We wrote at revision 8; the event is still on its way down the stream.
         view.wrote(8);
         assert!(view.current(&p, &kept(0, Some(7)), AGE, QUICK).await.is_none(), "the copy predates our write");
+        assert_eq!(view.entry("/service/demo/leader"), Err(()), "nor can it tell one key");
         // Once the stream shows revision 8 (here by a progress notification), it is current again.
-        let watcher = {
-            let view = view.clone();
-            tokio::spawn(async move {
-                view.progress_wanted().await;
-                view.progress(8);
-            })
-        };
+        let watcher = answer_progress(&view, 8);
         assert!(view.current(&p, &kept(0, Some(7)), AGE, Duration::from_secs(5)).await.is_some());
         watcher.await.unwrap();
         // A full read at a lower revision (a rebuilt store) does not leave it waiting for ever.

@@ -34,12 +34,19 @@ impl<P: Ports> Agent<P> {
     }
 
     /// Patroni's body: who we are, and our slots with their positions (replicas use them to
-    /// advance permanent slots while the DCS is away). The positions are read now, as Patroni
-    /// reads them each cycle; which slots, and the fallback when they cannot be read, are the
+    /// advance permanent slots while the DCS is away). The positions are this cycle's, as
+    /// Patroni reads them each cycle; which slots, and the fallback when they cannot be read, are the
     /// core's ([`rampart_core::HaNode::failsafe_slots`]).
     async fn failsafe_body(&self, local: &LocalPg) -> serde_json::Value {
         let (existing, flush) = match &local.process {
-            PgProcess::Running(r) => (self.pg.list_slots().await.ok(), r.wal.flush.map_or(0, |l| l.0)),
+            // A primary's probe listed them this cycle; otherwise they are listed now.
+            PgProcess::Running(r) => {
+                let existing = match &r.slots {
+                    Some(listed) => Some(listed.clone()),
+                    None => self.pg.list_slots().await.ok(),
+                };
+                (existing, r.wal.flush.map_or(0, |l| l.0))
+            }
             _ => (None, 0),
         };
         let slots = self.core.failsafe_slots(existing.as_deref(), flush);

@@ -94,6 +94,11 @@ impl MemDcs {
         Ok(out)
     }
 
+    /// `copy`, unless it is from before this member's own last write (then it cannot tell).
+    fn shows_own_writes<'c>(&self, copy: &'c Cluster) -> Option<&'c Cluster> {
+        (copy.revision >= self.written.load(Ordering::Relaxed)).then_some(copy)
+    }
+
     fn key(&self, w: &World, k: &str) -> String {
         w.prefix.key(k)
     }
@@ -189,14 +194,9 @@ impl Dcs for MemDcs {
         }
         let mut copy = self.copy.lock().unwrap();
         match &*copy {
-            // From before our own last write: the adapter waits for the stream to show it, and
-            // a stream this far behind does not within the wait; the cycle reads instead.
-            Some((at, cluster))
-                if now.saturating_sub(*at) < m.watch_lag && cluster.revision < self.written.load(Ordering::Relaxed) =>
-            {
-                None
-            }
-            Some((at, cluster)) if now.saturating_sub(*at) < m.watch_lag => Some(cluster.clone()),
+            // Not from before our own last write: the adapter waits for the stream to show it,
+            // and a stream this far behind does not within the wait; the cycle reads instead.
+            Some((at, cluster)) if now.saturating_sub(*at) < m.watch_lag => self.shows_own_writes(cluster).cloned(),
             _ => {
                 let cluster = Cluster::from_kvs(&w.prefix, &w.store.kvs(), w.store.revision);
                 *copy = Some((now, cluster.clone()));
@@ -261,7 +261,7 @@ impl Dcs for MemDcs {
     /// this cycle's keep-alive renewed the lock, else a transaction asserts it.
     async fn renew_leader(&self, deadline: Instant) -> DcsResult<Option<Instant>> {
         let this_cycle = self.kept.lock().unwrap().filter(|(sent, _)| sent.elapsed() < OP_TIMEOUT);
-        let copy_lock = self.copy.lock().unwrap().as_ref().and_then(|(_, c)| c.leader.clone());
+        let copy_lock = self.copy.lock().unwrap().as_ref().and_then(|(_, c)| self.shows_own_writes(c)?.leader.clone());
         if let (LockRenewal::ByKeepAlive, Some((sent, _))) =
             (lock_renewal(copy_lock.as_ref(), &self.name, this_cycle.map(|(_, lease)| lease)), this_cycle)
         {
