@@ -21,6 +21,7 @@
 //! * one event loop turn reads, writes or waits; writes to either side never wait for the other
 //!   side to read, so neither can block the proxy into a deadlock.
 
+use std::future::poll_fn;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +52,10 @@ use crate::topology::Routes;
 use crate::wire;
 use tokio::sync::watch;
 
+mod changes;
 mod split;
+
+use changes::Changes;
 
 use split::{Flow, SplitSession};
 
@@ -147,6 +151,7 @@ where
         cbuf,
         bytes_from_client: 0,
         bytes_to_client: 0,
+        tls,
     };
     let ended = t.run(&mut client_r, &mut client_w).await;
     record.bytes_from_client = t.bytes_from_client;
@@ -222,6 +227,8 @@ struct Txn<'a> {
     cbuf: BytesMut,
     bytes_from_client: u64,
     bytes_to_client: u64,
+    /// The client speaks TLS: its writer keeps bytes until flushed.
+    tls: bool,
 }
 
 /// What ended the loop early.
@@ -680,17 +687,16 @@ impl Txn<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        // One long-lived wait each for the proxy's stop and for a change of the routes, polled by
-        // every turn of the loop: a new `changed()` per turn would register and unregister a
-        // waiter on channels that every client shares, for every message.
-        let stopping = changed(self.shared.lifecycle.subscribe());
-        tokio::pin!(stopping);
-        let rerouted = changed(self.shared.routes.clone());
-        tokio::pin!(rerouted);
+        // One long-lived wait each for the proxy's stop and for a change of the routes, polled
+        // only once their channel moved on: a new `changed()` per turn would register and
+        // unregister a waiter on channels that every client shares, for every message.
+        let mut stopping = Changes::new(self.shared.lifecycle.subscribe());
+        let mut rerouted = Changes::new(self.shared.routes.clone());
         let mut draining = false;
         // When the held server's primary left the routes (a switchover under way).
         let mut route_lost: Option<Instant> = None;
-        // The client's writer may hold bytes back until flushed (TLS).
+        // The client's writer may hold bytes back until flushed (TLS); a plain socket's flush
+        // does nothing, so it costs no turn of the loop.
         let mut unflushed = false;
         loop {
             match self.place_client_messages().await {
@@ -760,16 +766,12 @@ impl Txn<'_> {
                     // In a fixed order (no random number per turn): the proxy's stop and the routes'
                     // changes first, so that no flow of messages can starve them; the server's
                     // replies before the client's next messages.
+                    let stop_moved = stopping.worth_polling();
+                    let routes_moved = watch_routes && rerouted.worth_polling();
                     tokio::select! {
                         biased;
-                        (ok, mut rx) = &mut stopping => {
-                            let phase = ok.then(|| *rx.borrow_and_update());
-                            stopping.set(changed(rx));
-                            Event::Stop(phase)
-                        }
-                        (ok, mut rx) = &mut rerouted, if watch_routes => {
-                            let primary = ok.then(|| rx.borrow_and_update().primary.as_ref().map(Backend::addr));
-                            rerouted.set(changed(rx));
+                        phase = poll_fn(|cx| stopping.poll_change(cx, |p| *p)), if stop_moved => Event::Stop(phase),
+                        primary = poll_fn(|cx| rerouted.poll_change(cx, |r| r.primary.as_ref().map(Backend::addr))), if routes_moved => {
                             Event::Routes(primary)
                         }
                         r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
@@ -832,7 +834,7 @@ impl Txn<'_> {
                     return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
                 }
                 Event::WroteClient(Ok(n)) => {
-                    unflushed = true;
+                    unflushed = self.tls;
                     self.to_client.advance(n);
                     self.bytes_to_client += n as u64;
                     DbStats::add(&self.me.info.stats.sent, n as u64);
@@ -895,13 +897,6 @@ impl Txn<'_> {
             }
         }
     }
-}
-
-/// Completes when `rx`'s value changes (`true`) or its sender is gone (`false`), handing the
-/// receiver back for the next wait.
-async fn changed<T>(mut rx: watch::Receiver<T>) -> (bool, watch::Receiver<T>) {
-    let ok = rx.changed().await.is_ok();
-    (ok, rx)
 }
 
 /// Sleeps until `deadline`; never without one (the branch is disabled then).
