@@ -1,16 +1,18 @@
 //! A long-lived wait for the next value of a watch channel (the proxy's lifecycle, the routes)
-//! that a client's event loop polls only when the channel has moved on.
+//! that a client's event loop can poll on every turn at the cost of one atomic load.
 //!
-//! Every turn of the loop used to poll both waits, and polling a registered `changed()` takes
-//! the channel's waiter lock: two locks per turn, four turns per transaction, on channels that
-//! every client shares, for values that change a few times a day. A [`Changes`] answers
-//! [`Changes::worth_polling`] from the channel's version number alone (one atomic load).
+//! Every turn of the loop polls both waits, and polling a registered `changed()` takes the
+//! channel's waiter lock: two locks per turn, four turns per transaction, on channels that every
+//! client shares, for values that change a few times a day. [`Changes::poll_change`] answers
+//! `Pending` from the channel's version number alone while nothing moved.
 //!
 //! Invariant: no change is missed. The wait is polled at least once after it is made, so its
-//! waker is registered with the channel; from then on the channel wakes the task on a change,
-//! and the probe (a second receiver of the same channel, marked seen whenever the wait completes)
-//! says the wait is worth polling again. The wait itself decides what is new, so a change that
-//! lands between its completion and the probe's mark is found by the next wait's first poll.
+//! waker (the task's) is registered with the channel; from then on the channel wakes the task on
+//! a change, and the probe (a second receiver of the same channel, marked seen whenever the wait
+//! completes) says the wait is worth polling again. The wait itself decides what is new, so a
+//! change that lands between its completion and the probe's mark is found by the next wait's
+//! first poll. The caller polls it from one task only and keeps its select branch enabled: a
+//! branch disabled for a whole `select!` would not be polled when the channel wakes the task.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,13 +41,17 @@ impl<T: Send + Sync + 'static> Changes<T> {
 
     /// False only when a poll could not complete: the wait is registered and the channel has
     /// not moved on since.
-    pub(crate) fn worth_polling(&self) -> bool {
+    fn worth_polling(&self) -> bool {
         !self.registered || self.probe.has_changed().unwrap_or(true)
     }
 
     /// `Ready(Some(read(value)))` once the channel changed, `Ready(None)` once its sender is
-    /// gone; then waits for the next change.
+    /// gone; then waits for the next change. Always from the same task (see the invariant).
     pub(crate) fn poll_change<R>(&mut self, cx: &mut Context<'_>, read: impl FnOnce(&T) -> R) -> Poll<Option<R>> {
+        if !self.worth_polling() {
+            // Registered with this task's waker by an earlier poll, and nothing changed since.
+            return Poll::Pending;
+        }
         let (ok, mut rx) = match self.wait.as_mut().poll(cx) {
             Poll::Pending => {
                 self.registered = true;

@@ -687,9 +687,10 @@ impl Txn<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        // One long-lived wait each for the proxy's stop and for a change of the routes, polled
-        // only once their channel moved on: a new `changed()` per turn would register and
-        // unregister a waiter on channels that every client shares, for every message.
+        // One long-lived wait each for the proxy's stop and for a change of the routes, polled by
+        // every turn (an atomic load while nothing moved): a new `changed()` per turn would
+        // register and unregister a waiter on channels that every client shares, for every
+        // message.
         let mut stopping = Changes::new(self.shared.lifecycle.subscribe());
         let mut rerouted = Changes::new(self.shared.routes.clone());
         let mut draining = false;
@@ -699,7 +700,12 @@ impl Txn<'_> {
         // does nothing, so it costs no turn of the loop.
         let mut unflushed = false;
         loop {
-            match self.place_client_messages().await {
+            // Most turns bring nothing from the client (a server's reply, a write done).
+            let placed = match self.next.is_some() || !self.cbuf.is_empty() {
+                true => self.place_client_messages().await,
+                false => Ok(true),
+            };
+            match placed {
                 Ok(true) => {}
                 Ok(false) => return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None),
                 Err(e) => return e,
@@ -766,12 +772,10 @@ impl Txn<'_> {
                     // In a fixed order (no random number per turn): the proxy's stop and the routes'
                     // changes first, so that no flow of messages can starve them; the server's
                     // replies before the client's next messages.
-                    let stop_moved = stopping.worth_polling();
-                    let routes_moved = watch_routes && rerouted.worth_polling();
                     tokio::select! {
                         biased;
-                        phase = poll_fn(|cx| stopping.poll_change(cx, |p| *p)), if stop_moved => Event::Stop(phase),
-                        primary = poll_fn(|cx| rerouted.poll_change(cx, |r| r.primary.as_ref().map(Backend::addr))), if routes_moved => {
+                        phase = poll_fn(|cx| stopping.poll_change(cx, |p| *p)) => Event::Stop(phase),
+                        primary = poll_fn(|cx| rerouted.poll_change(cx, |r| r.primary.as_ref().map(Backend::addr))), if watch_routes => {
                             Event::Routes(primary)
                         }
                         r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
