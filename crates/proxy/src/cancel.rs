@@ -17,7 +17,7 @@
 //! The map itself is pure: randomness comes from the caller (`fill`), which in the proxy is the
 //! operating system's generator.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt;
 
 use bytes::Bytes;
@@ -140,7 +140,7 @@ struct Entry<A> {
 
 impl<A> Default for CancelMap<A> {
     fn default() -> Self {
-        CancelMap { entries: HashMap::new() }
+        CancelMap { entries: HashMap::default() }
     }
 }
 

@@ -19,7 +19,7 @@
 //! idle and everything that comes back, so no new transaction starts on a server that stopped
 //! being a route.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -62,8 +62,10 @@ pub struct Login {
 pub enum Lease {
     /// An idle connection (check it with [`Idle::drain`] first).
     Ready(Idle),
-    /// Open one yourself, then report [`Pools::opened_for_client`] or [`Pools::open_failed`].
-    Open,
+    /// Open one yourself, then report [`Pools::opened_for_client`] or [`Pools::open_failed`];
+    /// first close the idle connection of a sibling pool that makes room for it
+    /// (`max_db_connections`), if any, and wait until it is gone ([`Idle::close_and_wait`]).
+    Open(Option<Idle>),
     /// Wait for one on this channel; a closed channel means the wait timed out
     /// (`query_wait_timeout`). Leave with [`Pools::cancel_wait`] if you stop waiting.
     Wait(WaiterId, oneshot::Receiver<Idle>),
@@ -104,6 +106,10 @@ struct Entry {
 /// How long opening a server connection for a pool (not for a client) may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection closed to make room for a new one may take to go away before the new
+/// one is opened anyway (a backend exits in milliseconds).
+const ROOM_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// All pools.
 pub struct Pools {
     entries: Mutex<HashMap<PoolKey, Entry>>,
@@ -119,7 +125,7 @@ impl std::fmt::Debug for Pools {
 
 impl Default for Pools {
     fn default() -> Self {
-        Pools { entries: Mutex::new(HashMap::new()), next_waiter: AtomicU64::new(1), registry: Arc::default() }
+        Pools { entries: Mutex::new(HashMap::default()), next_waiter: AtomicU64::new(1), registry: Arc::default() }
     }
 }
 
@@ -155,7 +161,7 @@ impl Pools {
                 Entry {
                     pool: Pool::new(limits),
                     backend: backend.to_string(),
-                    waiters: HashMap::new(),
+                    waiters: HashMap::default(),
                     login: None,
                     welcome: None,
                     retired: false,
@@ -184,21 +190,14 @@ impl Pools {
         }
         let lease = match checkout {
             Checkout::Ready(c) => Lease::Ready(c),
-            Checkout::Open => Lease::Open,
+            Checkout::Open => Lease::Open(victim.and_then(|v| entries.get_mut(&v)?.pool.take_one_idle())),
             Checkout::Wait => {
                 let (tx, rx) = oneshot::channel();
                 e.waiters.insert(id, (tx, now));
                 Lease::Wait(id, rx)
             }
         };
-        let evicted = match (&lease, victim) {
-            (Lease::Open, Some(v)) => entries.get_mut(&v).and_then(|e| e.pool.take_one_idle()),
-            _ => None,
-        };
         drop(entries);
-        if let Some(c) = evicted {
-            c.close();
-        }
         (lease, self.registry.clone())
     }
 
@@ -261,6 +260,7 @@ impl Pools {
         let born = conn.born();
         let mut to_close = Vec::new();
         let mut open = None;
+        let mut room = None;
         let capped;
         {
             let mut entries = self.lock();
@@ -274,18 +274,19 @@ impl Pools {
             let first = e.pool.checkin(conn, born, reusable, now);
             match first {
                 Checkin::Idle => {}
-                Checkin::Close { conn, open_for_waiter } => {
-                    to_close.push(conn);
-                    if open_for_waiter {
-                        open = e.login.clone();
-                    }
+                // The connection opened for a waiter replaces this one: it goes first.
+                Checkin::Close { conn, open_for_waiter: true } => {
+                    open = e.login.clone();
+                    room = Some(conn);
                 }
+                Checkin::Close { conn, open_for_waiter: false } => to_close.push(conn),
                 Checkin::Handed(id, conn) => hand(e, id, conn, born),
             }
         }
         close_all(to_close);
-        if let Some(login) = open {
-            self.spawn_open(key.clone(), login);
+        match open {
+            Some(login) => self.spawn_open(key.clone(), login, room),
+            None => close_all(room.into_iter().collect()),
         }
         // Only a database with max_db_connections can have clients waiting for another pool.
         if capped {
@@ -318,11 +319,9 @@ impl Pools {
         }
         let open = entries.get_mut(&waiting).and_then(|e| e.pool.open_for_waiter().then(|| e.login.clone()).flatten());
         drop(entries);
-        if let Some(c) = closed {
-            c.close();
-        }
-        if let Some(login) = open {
-            self.spawn_open(waiting, login);
+        match open {
+            Some(login) => self.spawn_open(waiting, login, closed),
+            None => close_all(closed.into_iter().collect()),
         }
     }
 
@@ -343,15 +342,19 @@ impl Pools {
         }
     }
 
-    /// Opens a connection for the pool (its waiters, `min_pool_size`) in the background; it is
-    /// already counted as opening.
-    fn spawn_open(self: &Arc<Self>, key: PoolKey, login: Login) {
+    /// Opens a connection for the pool (its waiters, `min_pool_size`) in the background, once
+    /// `room` (a connection it replaces) is gone; it is already counted as opening.
+    fn spawn_open(self: &Arc<Self>, key: PoolKey, login: Login, room: Option<Idle>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            close_all(room.into_iter().collect());
             self.open_failed(&key);
             return;
         };
         let pools = self.clone();
         handle.spawn(async move {
+            if let Some(r) = room {
+                r.close_and_wait(ROOM_TIMEOUT).await;
+            }
             let login_as = ServerLogin::new(&key.user, login.credentials, login.secret);
             let opened = ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login_as, OPEN_TIMEOUT).await;
             match opened {
@@ -401,7 +404,7 @@ impl Pools {
         }
         close_all(to_close);
         for (key, login) in to_open {
-            self.spawn_open(key, login);
+            self.spawn_open(key, login, None);
         }
     }
 
@@ -556,7 +559,10 @@ pub async fn lease(
         let (lease, registry) = pools.checkout(key, backend, limits, login, now);
         let mut idle = match lease {
             Lease::Ready(idle) => idle,
-            Lease::Open => {
+            Lease::Open(room) => {
+                if let Some(r) = room {
+                    r.close_and_wait(ROOM_TIMEOUT).await;
+                }
                 let login_as = ServerLogin::new(&key.user, login.credentials.clone(), login.secret.clone());
                 let opened =
                     ServerConn::open(&key.addr, &key.database, &key.user, &key.extra, login_as, connect_timeout).await;
@@ -666,7 +672,7 @@ mod tests {
         let mut ends = Vec::new();
         let k = key("db");
         assert!(
-            matches!(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0, Lease::Open),
+            matches!(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0, Lease::Open(_)),
             "empty pool: open one"
         );
         pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
@@ -720,11 +726,15 @@ mod tests {
         let capped = Limits { max_db: Some(1), ..limits(5) };
         let (alice, bob) = (user("db", "alice"), user("db", "bob"));
         // Alice's pool holds the database's only connection, idle.
-        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login(), Instant::now()).0, Lease::Open));
+        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login(), Instant::now()).0, Lease::Open(_)));
         pools.lock().get_mut(&alice).unwrap().pool.opened_for_client();
         pools.checkin(&alice, conn(1, &mut ends), true);
-        // Bob may open one: alice's idle connection is closed to make room.
-        assert!(matches!(pools.checkout(&bob, "pg1", capped, &login(), Instant::now()).0, Lease::Open));
+        // Bob may open one once alice's idle connection, handed to him to close, is gone.
+        let Lease::Open(Some(room)) = pools.checkout(&bob, "pg1", capped, &login(), Instant::now()).0 else {
+            panic!("bob opens one in place of alice's")
+        };
+        assert_eq!(room.pid(), 1);
+        drop(room);
         pools.lock().get_mut(&bob).unwrap().pool.opened_for_client();
         let counts = |k: &PoolKey| {
             pools.figures().into_iter().find(|f| f.key == *k).map(|f| (f.idle, f.in_use, f.opening, f.waiting))
@@ -740,7 +750,7 @@ mod tests {
         assert_eq!(counts(&bob), Some((0, 0, 0, 0)));
         assert_eq!(counts(&alice), Some((0, 0, 1, 1)), "opening for the waiter");
         // Other databases are not bound by it.
-        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login(), Instant::now()).0, Lease::Open));
+        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login(), Instant::now()).0, Lease::Open(_)));
     }
 
     #[tokio::test]

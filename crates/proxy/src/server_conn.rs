@@ -360,6 +360,29 @@ impl Idle {
             let _ = s.write_all(Frame::new(b'X', b"").as_bytes());
         }
     }
+
+    /// Closes it politely and waits, at most `bound`, until the server closed its end: its
+    /// backend has then exited (PostgreSQL closes the socket after the backend left
+    /// `pg_stat_activity` and gave back its `max_connections` slot). A connection closed to make
+    /// room for another (`max_db_connections`) must be gone before that one is opened. Called on
+    /// a tokio runtime.
+    pub async fn close_and_wait(mut self, bound: Duration) {
+        use std::io::Write;
+        let Some(s) = self.stream.loose() else { return };
+        if s.write_all(Frame::new(b'X', b"").as_bytes()).is_err() {
+            return;
+        }
+        let Parked::Loose(s) = std::mem::replace(&mut self.stream, Parked::Gone) else { return };
+        let Ok(mut s) = s.set_nonblocking(true).and_then(|()| TcpStream::from_std(s)) else { return };
+        let mut sink = [0u8; 1024];
+        let gone = async {
+            // Whatever it still says (nothing, normally) until the end of the stream.
+            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+        };
+        if tokio::time::timeout(bound, gone).await.is_err() {
+            tracing::debug!(server = self.target.pid, "a closed server connection did not end within {bound:?}");
+        }
+    }
 }
 
 /// Reads with `read` into `buf` until it would block: false when the peer closed or the read
@@ -427,6 +450,34 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         (a, l.accept().unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_to_make_room_is_waited_for_until_its_server_is_gone() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        // The server reads the Terminate, takes its time to exit, then closes its end.
+        let (ours, mut server) = pair();
+        let exited = Arc::new(AtomicBool::new(false));
+        let flag = exited.clone();
+        let backend = std::thread::spawn(move || {
+            let mut got = [0u8; 5];
+            server.read_exact(&mut got).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            flag.store(true, Ordering::SeqCst);
+            drop(server);
+            got
+        });
+        Idle::for_test(ours, 1).close_and_wait(Duration::from_secs(30)).await;
+        assert!(exited.load(Ordering::SeqCst), "returned only once the server closed its end");
+        assert_eq!(&backend.join().unwrap(), b"X\0\0\0\x04", "Terminate was sent");
+
+        // A server that never closes its end: the wait ends at its bound.
+        let (ours, mut server) = pair();
+        Idle::for_test(ours, 2).close_and_wait(Duration::from_millis(50)).await;
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"X\0\0\0\x04");
     }
 
     #[test]

@@ -11,8 +11,6 @@
 //! Invariant: the replayed SQL quotes every value as one string literal
 //! ([`rampart_core::sql_quote::quote_literal`]), so a value a client chose can never become SQL.
 
-use std::collections::BTreeMap;
-
 use rampart_core::sql_quote::quote_literal;
 
 use crate::startup::StartupMessage;
@@ -21,15 +19,16 @@ use crate::startup::StartupMessage;
 pub const TRACKED: [&str; 6] =
     ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name", "IntervalStyle"];
 
-/// The tracked spelling of `name`, if it is tracked.
-fn tracked(name: &str) -> Option<&'static str> {
-    TRACKED.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+/// The position of `name` in [`TRACKED`], if it is tracked.
+fn tracked(name: &str) -> Option<usize> {
+    TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
 }
 
-/// Tracked parameter values, by name.
+/// Tracked parameter values, by their position in [`TRACKED`]: compared on every transaction
+/// that takes a server, so a fixed array rather than a map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Params {
-    values: BTreeMap<&'static str, String>,
+    values: [Option<String>; TRACKED.len()],
 }
 
 impl Params {
@@ -48,14 +47,18 @@ impl Params {
     /// A ParameterStatus (from the server at login, or after a `SET`); untracked names are
     /// ignored.
     pub fn set(&mut self, name: &str, value: &str) {
-        if let Some(name) = tracked(name) {
-            self.values.insert(name, value.to_string());
+        if let Some(i) = tracked(name) {
+            match &mut self.values[i] {
+                // Reported again unchanged (most ParameterStatus messages): nothing to allocate.
+                Some(v) if v == value => {}
+                slot => *slot = Some(value.to_string()),
+            }
         }
     }
 
     /// The value of a tracked parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(tracked(name)?).map(String::as_str)
+        self.values[tracked(name)?].as_deref()
     }
 
     /// The SQL that makes a server whose parameters are `server` match these (the client's),
@@ -66,11 +69,13 @@ impl Params {
         if self.values == server.values {
             return None;
         }
-        let sets: Vec<String> = self
-            .values
+        let sets: Vec<String> = TRACKED
             .iter()
-            .filter(|(name, value)| server.values.get(*name) != Some(*value))
-            .map(|(name, value)| format!("SET {name} = {}", quote_literal(value)))
+            .zip(self.values.iter().zip(&server.values))
+            .filter_map(|(name, (mine, theirs))| match mine {
+                Some(value) if theirs.as_ref() != Some(value) => Some(format!("SET {name} = {}", quote_literal(value))),
+                _ => None,
+            })
             .collect();
         (!sets.is_empty()).then(|| sets.join("; "))
     }
