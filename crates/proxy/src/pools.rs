@@ -286,7 +286,11 @@ impl Pools {
         close_all(to_close);
         match open {
             Some(login) => self.spawn_open(key.clone(), login, room),
-            None => close_all(room.into_iter().collect()),
+            None => {
+                if let Some(c) = room {
+                    c.close();
+                }
+            }
         }
         // Only a database with max_db_connections can have clients waiting for another pool.
         if capped {
@@ -321,7 +325,11 @@ impl Pools {
         drop(entries);
         match open {
             Some(login) => self.spawn_open(waiting, login, closed),
-            None => close_all(closed.into_iter().collect()),
+            None => {
+                if let Some(c) = closed {
+                    c.close();
+                }
+            }
         }
     }
 
@@ -346,7 +354,9 @@ impl Pools {
     /// `room` (a connection it replaces) is gone; it is already counted as opening.
     fn spawn_open(self: &Arc<Self>, key: PoolKey, login: Login, room: Option<Idle>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            close_all(room.into_iter().collect());
+            if let Some(c) = room {
+                c.close();
+            }
             self.open_failed(&key);
             return;
         };

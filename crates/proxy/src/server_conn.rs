@@ -355,9 +355,8 @@ impl Idle {
 
     /// Closes it politely (Terminate, without waiting), from any thread.
     pub fn close(mut self) {
-        use std::io::Write;
         if let Some(s) = self.stream.loose() {
-            let _ = s.write_all(Frame::new(b'X', b"").as_bytes());
+            terminate(s);
         }
     }
 
@@ -367,9 +366,8 @@ impl Idle {
     /// room for another (`max_db_connections`) must be gone before that one is opened. Called on
     /// a tokio runtime.
     pub async fn close_and_wait(mut self, bound: Duration) {
-        use std::io::Write;
         let Some(s) = self.stream.loose() else { return };
-        if s.write_all(Frame::new(b'X', b"").as_bytes()).is_err() {
+        if !terminate(s) {
             return;
         }
         let Parked::Loose(s) = std::mem::replace(&mut self.stream, Parked::Gone) else { return };
@@ -383,6 +381,12 @@ impl Idle {
             tracing::debug!(server = self.target.pid, "a closed server connection did not end within {bound:?}");
         }
     }
+}
+
+/// Says goodbye to the server (Terminate): false when the socket is already broken.
+fn terminate(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Write;
+    s.write_all(Frame::new(b'X', b"").as_bytes()).is_ok()
 }
 
 /// Reads with `read` into `buf` until it would block: false when the peer closed or the read

@@ -13,6 +13,10 @@
 //! change that lands between its completion and the probe's mark is found by the next wait's
 //! first poll. The caller polls it from one task only and keeps its select branch enabled: a
 //! branch disabled for a whole `select!` would not be polled when the channel wakes the task.
+//! The wait runs outside tokio's cooperative budget ([`tokio::task::unconstrained`]): a
+//! budgeted `changed()` polled when the task's budget is spent answers `Pending` without
+//! registering anything, and this wait would then never be polled again (a stop or a route
+//! change missed for good by a busy client).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,7 +40,7 @@ impl<T: Send + Sync + 'static> Changes<T> {
     pub(crate) fn new(rx: watch::Receiver<T>) -> Changes<T> {
         let mut probe = rx.clone();
         probe.mark_unchanged();
-        Changes { wait: Box::pin(changed(rx)), probe, registered: false }
+        Changes { wait: Box::pin(tokio::task::unconstrained(changed(rx))), probe, registered: false }
     }
 
     /// False only when a poll could not complete: the wait is registered and the channel has
@@ -61,7 +65,7 @@ impl<T: Send + Sync + 'static> Changes<T> {
         };
         let out = ok.then(|| read(&rx.borrow_and_update()));
         self.probe.mark_unchanged();
-        self.wait = Box::pin(changed(rx));
+        self.wait = Box::pin(tokio::task::unconstrained(changed(rx)));
         self.registered = false;
         Poll::Ready(out)
     }
@@ -78,6 +82,7 @@ async fn changed<T>(mut rx: watch::Receiver<T>) -> (bool, watch::Receiver<T>) {
 mod tests {
     use super::*;
     use std::future::poll_fn;
+    use std::time::Duration;
 
     fn poll_now<T: Clone + Send + Sync + 'static>(c: &mut Changes<T>) -> Poll<Option<T>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -128,6 +133,38 @@ mod tests {
         });
         let got = poll_fn(|cx| c.poll_change(cx, |v| *v)).await;
         assert_eq!(got, Some(5));
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_first_polled_with_the_task_s_budget_spent_still_wakes_it() {
+        let (tx, rx) = watch::channel(1);
+        let mut c = Changes::new(rx);
+        // A busy client: its task spends its whole budget on I/O before it polls the wait.
+        let (qtx, mut qrx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..1000 {
+            qtx.send(i).unwrap();
+        }
+        let first = poll_fn(|cx| {
+            while tokio::task::coop::has_budget_remaining() {
+                let _ = qrx.poll_recv(cx);
+            }
+            Poll::Ready(c.poll_change(cx, |v| *v))
+        })
+        .await;
+        assert_eq!(first, Poll::Pending);
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send(7).unwrap();
+            tx
+        });
+        // With time paused, a lost wake-up lets the clock run to the bound at once.
+        let got = tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(3600)) => panic!("the change never woke the task"),
+            got = poll_fn(|cx| c.poll_change(cx, |v| *v)) => got,
+        };
+        assert_eq!(got, Some(7));
         drop(sender.await.unwrap());
     }
 }
