@@ -5,7 +5,8 @@
 //! closes the ports at once, lets a running query and an open transaction finish, gives an idle
 //! client PostgreSQL's own FATAL 57P01, ends (and cancels) a query still running at
 //! `proxy.shutdown_timeout` the same way, and exits 0; a second signal cuts a long wait short.
-//! Finally `rampart check-config --proxy` judges an application host's file.
+//! A transaction-mode proxy stops the same way. Finally `rampart check-config --proxy` judges an
+//! application host's file.
 
 mod support;
 
@@ -16,7 +17,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::cluster::{Cluster, ClusterOptions};
 use support::health::wait_healthy;
-use support::proxy::{connect_watched, Proxy};
+use support::proxy::{cluster_and_pool, connect_watched, Proxy};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -260,6 +261,34 @@ async fn access_log_reload_and_graceful_stop() {
     let _ = sleeper_conn.await;
     let status = proxy.wait_exit(Duration::from_secs(30)).expect("the proxy exits long before its 60 s bound");
     println!("second SIGINT: proxy exited {:?} after it: {status}", again.elapsed());
+    assert!(status.success(), "exit status {status}");
+}
+
+/// A transaction-mode proxy stops as the session relay does: a client between transactions is
+/// told at once (it holds no server), a statement still running when `shutdown_timeout` passes
+/// is ended with 57P01, and the proxy exits 0.
+#[test]
+fn a_pooling_proxy_stops_gracefully_too() {
+    let (_c, mut proxy, _) = cluster_and_pool(4, "  shutdown_timeout: 3\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (idle, idle_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
+        idle.simple_query("SELECT 1").await.expect("a first transaction");
+        let (stuck, stuck_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
+        let too_long = tokio::spawn(async move { stuck.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let signalled = Instant::now();
+        proxy.signal(Signal::SIGTERM);
+
+        let err = idle_conn.await.unwrap().expect_err("the idle client is told");
+        println!("idle pooled client after {:?}: {}", signalled.elapsed(), db_message(&err));
+        assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+        let err = too_long.await.unwrap().expect_err("a statement past the bound is ended");
+        println!("pg_sleep(30) ended {:?} after the signal: {}", signalled.elapsed(), db_message(&err));
+        assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+        let _ = stuck_conn.await;
+    });
+    let status = proxy.wait_exit(Duration::from_secs(30)).expect("the proxy exits");
     assert!(status.success(), "exit status {status}");
 }
 

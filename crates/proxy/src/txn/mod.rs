@@ -688,9 +688,8 @@ impl Txn<'_> {
         W: AsyncWrite + Unpin,
     {
         // One long-lived wait each for the proxy's stop and for a change of the routes, polled by
-        // every turn (an atomic load while nothing moved): a new `changed()` per turn would
-        // register and unregister a waiter on channels that every client shares, for every
-        // message.
+        // every turn: a new `changed()` per turn would register and unregister a waiter on
+        // channels that every client shares, for every message.
         let mut stopping = Changes::new(self.shared.lifecycle.subscribe());
         let mut rerouted = Changes::new(self.shared.routes.clone());
         let mut draining = false;
