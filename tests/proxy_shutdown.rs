@@ -269,14 +269,16 @@ async fn access_log_reload_and_graceful_stop() {
 /// is ended with 57P01, and the proxy exits 0.
 #[test]
 fn a_pooling_proxy_stops_gracefully_too() {
-    let (_c, mut proxy, _) = cluster_and_pool(4, "  shutdown_timeout: 3\n");
+    let (_c, mut proxy, pg_port) = cluster_and_pool(4, "  shutdown_timeout: 3\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (idle, idle_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
         idle.simple_query("SELECT 1").await.expect("a first transaction");
         let (stuck, stuck_conn) = connect_watched(proxy.rw_port, "postgres").await.unwrap();
         let too_long = tokio::spawn(async move { stuck.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let primary = support::connect_superuser(pg_port).await.unwrap();
+        // Signalled once the statement runs on the server, not after a guessed pause.
+        active_queries_become(&primary, "SELECT pg_sleep(30)", 1).await;
         let signalled = Instant::now();
         proxy.signal(Signal::SIGTERM);
 

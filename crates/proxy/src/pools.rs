@@ -129,8 +129,8 @@ impl Default for Pools {
     }
 }
 
-/// Closes connections outside the lock.
-fn close_all(conns: Vec<Idle>) {
+/// Closes connections outside the lock (a `Vec` of them, or an `Option` of one).
+fn close_all(conns: impl IntoIterator<Item = Idle>) {
     for c in conns {
         c.close();
     }
@@ -286,11 +286,7 @@ impl Pools {
         close_all(to_close);
         match open {
             Some(login) => self.spawn_open(key.clone(), login, room),
-            None => {
-                if let Some(c) = room {
-                    c.close();
-                }
-            }
+            None => close_all(room),
         }
         // Only a database with max_db_connections can have clients waiting for another pool.
         if capped {
@@ -325,11 +321,7 @@ impl Pools {
         drop(entries);
         match open {
             Some(login) => self.spawn_open(waiting, login, closed),
-            None => {
-                if let Some(c) = closed {
-                    c.close();
-                }
-            }
+            None => close_all(closed),
         }
     }
 
@@ -354,9 +346,7 @@ impl Pools {
     /// `room` (a connection it replaces) is gone; it is already counted as opening.
     fn spawn_open(self: &Arc<Self>, key: PoolKey, login: Login, room: Option<Idle>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            if let Some(c) = room {
-                c.close();
-            }
+            close_all(room);
             self.open_failed(&key);
             return;
         };
