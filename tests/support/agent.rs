@@ -177,6 +177,23 @@ impl Agent {
         Some(pid)
     }
 
+    /// SIGKILLs the postmaster and every process under it and waits until all are gone; returns
+    /// the postmaster's PID. After [`Agent::kill_postmaster`] alone, its backends live on until they
+    /// notice (on a loaded machine, long enough to answer one more query).
+    pub fn kill_postmaster_tree(&self) -> Option<u32> {
+        let pid = self.postmaster_pid().filter(|p| is_alive(*p))?;
+        let children = descendants(pid);
+        signal(pid, Signal::SIGKILL);
+        for c in &children {
+            signal(*c, Signal::SIGKILL);
+        }
+        wait_gone(pid, Duration::from_secs(5));
+        for c in children {
+            wait_gone(c, Duration::from_secs(5));
+        }
+        Some(pid)
+    }
+
     /// Drop will not touch the postmaster: use before replacing this handle by a new agent on the
     /// same data directory, which then becomes responsible for it.
     pub fn disown_postmaster(&mut self) {

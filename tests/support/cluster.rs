@@ -546,6 +546,12 @@ impl Cluster {
         self.agent(i).kill_postmaster()
     }
 
+    /// SIGKILLs node `i`'s postmaster and all its backends, and waits until they are gone: its
+    /// PostgreSQL is down at once, with no orphan backend left to answer; returns the PID.
+    pub fn crash_postgres(&self, i: usize) -> Option<u32> {
+        self.agent(i).kill_postmaster_tree()
+    }
+
     /// Name of the leader according to the DCS leader key, if any, as the first etcd member
     /// that answers has it.
     pub fn leader_name(&self) -> Option<String> {
