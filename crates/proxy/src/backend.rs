@@ -18,10 +18,10 @@
 
 use std::fmt;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::cancel::{CancelKey, MAX_KEY_LEN, MIN_KEY_LEN};
-use crate::frame::{self, Frame, HEADER_LEN};
+use crate::frame::{self, FrameRef, HEADER_LEN};
 use crate::wire;
 
 /// Type byte of Authentication requests.
@@ -75,7 +75,8 @@ pub enum BackendError {
 
 impl BackendMessage {
     /// Interprets a frame received from a backend.
-    pub fn parse(frame: &Frame) -> Result<Self, BackendError> {
+    pub fn parse<'f>(frame: impl Into<FrameRef<'f>>) -> Result<Self, BackendError> {
+        let frame = frame.into();
         let body = frame.body();
         Ok(match frame.tag() {
             AUTHENTICATION => {
@@ -87,7 +88,7 @@ impl BackendMessage {
             BACKEND_KEY_DATA => {
                 let pid = wire::u32_at(body, 0).ok_or(BackendError::Truncated("BackendKeyData"))?;
                 // The key is the rest of the message: four bytes under 3.0, up to 256 under 3.2.
-                let key = frame.as_bytes().slice(HEADER_LEN + 4..);
+                let key = Bytes::copy_from_slice(&frame.as_bytes()[HEADER_LEN + 4..]);
                 let len = key.len();
                 let key = CancelKey::new(key).map_err(|_| BackendError::KeyLength(len))?;
                 BackendMessage::BackendKeyData(BackendKeyData { pid, key })

@@ -1,7 +1,7 @@
 //! Table tests of the backend messages the proxy reads and writes.
 
 use super::*;
-use crate::frame::{split_frame, DEFAULT_MAX_FRAME_LEN};
+use crate::frame::{split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 
 fn parse(tag: u8, body: &[u8]) -> Result<BackendMessage, BackendError> {
     BackendMessage::parse(&Frame::new(tag, body))

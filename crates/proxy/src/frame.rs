@@ -57,6 +57,43 @@ pub(crate) fn printable(tag: u8) -> String {
     }
 }
 
+/// One whole message still in the buffer it was read into: what a [`Frame`] is, borrowed, for a
+/// reader that places messages where they came from and takes the buffer's bytes at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRef<'a>(&'a [u8]);
+
+impl<'a> FrameRef<'a> {
+    /// The message type byte.
+    pub fn tag(&self) -> u8 {
+        self.0[0]
+    }
+
+    /// What follows the length word.
+    pub fn body(&self) -> &'a [u8] {
+        &self.0[HEADER_LEN..]
+    }
+
+    /// The whole message, header included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl<'a> From<&'a Frame> for FrameRef<'a> {
+    fn from(frame: &'a Frame) -> FrameRef<'a> {
+        FrameRef(&frame.0)
+    }
+}
+
+/// The whole frame at the front of `buf`, in place (nothing is taken or copied): `Ok(None)`
+/// while it is incomplete. The caller steps over [`FrameRef::as_bytes`]'s length to the next.
+pub fn frame_at(buf: &[u8], max_len: usize) -> Result<Option<FrameRef<'_>>, FrameError> {
+    let Some(len) = frame_len(buf, max_len)? else {
+        return Ok(None);
+    };
+    Ok(buf.get(..len).map(FrameRef))
+}
+
 /// Cuts the next whole frame from the front of `buf`.
 ///
 /// Returns `Ok(None)` and leaves `buf` untouched while the frame is incomplete. On success the
@@ -155,6 +192,20 @@ mod tests {
         assert_eq!(q.as_bytes(), &b"Q\0\0\0\x0dselect 1\0"[..]);
         assert_eq!(split_frame(&mut buf, DEFAULT_MAX_FRAME_LEN), Ok(None));
         assert_eq!(&buf[..], b"C\0\0", "a partial header stays buffered");
+    }
+
+    #[test]
+    fn frames_are_read_in_place_one_after_the_other() {
+        let buf = &b"Z\0\0\0\x05IQ\0\0\0\x0dselect 1\0C\0\0"[..];
+        let z = frame_at(buf, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!((z.tag(), z.body(), z.as_bytes().len()), (b'Z', &b"I"[..], 6));
+        let rest = &buf[z.as_bytes().len()..];
+        let q = frame_at(rest, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!((q.tag(), q.body()), (b'Q', &b"select 1\0"[..]));
+        let rest = &rest[q.as_bytes().len()..];
+        assert_eq!(frame_at(rest, DEFAULT_MAX_FRAME_LEN), Ok(None), "a partial header is no frame");
+        assert_eq!(frame_at(b"Q\0\0\0\x0dsel", DEFAULT_MAX_FRAME_LEN), Ok(None), "nor a partial body");
+        assert!(frame_at(b"Q\0\0\0\x03", DEFAULT_MAX_FRAME_LEN).is_err(), "a bad length is refused");
     }
 
     #[test]

@@ -268,7 +268,7 @@ fn quick_fuzz_frames_and_backend_messages() {
         let input = mutate(&mut rng, &seeds);
         let cut = rng.below(input.len() + 1);
         if let Ok(frames) = feed_frames(&[&input[..cut], &input[cut..]]) {
-            parsed += frames.iter().filter(|f| BackendMessage::parse(f).is_ok()).count();
+            parsed += frames.iter().filter(|f| BackendMessage::parse(*f).is_ok()).count();
         }
         // Bodies straight into the parser too, whatever framing would have said.
         let tag = b"RKZSEN"[rng.below(6)];

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameRef};
 
 /// A request sent to the server (or answered by the proxy), by what answers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +143,8 @@ impl Outstanding {
 
     /// Places one server message: forwarded to the client, swallowed, or an error. Returns the
     /// statements whose Parse failed or was skipped (they are not prepared on this server).
-    pub fn received(&mut self, frame: &Frame) -> Result<Vec<u64>, PipelineError> {
+    pub fn received<'f>(&mut self, frame: impl Into<FrameRef<'f>>) -> Result<Vec<u64>, PipelineError> {
+        let frame = frame.into();
         let tag = frame.tag();
         if asynchronous(tag) {
             self.to_client.extend_from_slice(frame.as_bytes());

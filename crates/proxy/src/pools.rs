@@ -154,21 +154,6 @@ impl Pools {
     ) -> (Lease, Arc<Registry>) {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
-        // Cloned (four allocations) only for a new pool.
-        if !entries.contains_key(key) {
-            entries.insert(
-                key.clone(),
-                Entry {
-                    pool: Pool::new(limits),
-                    backend: backend.to_string(),
-                    waiters: HashMap::default(),
-                    login: None,
-                    welcome: None,
-                    retired: false,
-                    reconnect_before: None,
-                },
-            );
-        }
         // max_db_connections: at the cap, a connection idle in another pool of the database makes
         // room (it is closed); without one, the client waits.
         let at_cap = limits.max_db.is_some_and(|max| db_total(&entries, key) >= max);
@@ -176,7 +161,19 @@ impl Pools {
             .then(|| entries.iter().find(|(k, e)| *k != key && same_db(k, key) && e.pool.counts().0 > 0))
             .flatten()
             .map(|(k, _)| k.clone());
-        let Some(e) = entries.get_mut(key) else { unreachable!("inserted above") };
+        // One lookup for a known pool; the key is cloned (four allocations) only for a new one.
+        let e = match entries.get_mut(key) {
+            Some(e) => e,
+            None => entries.entry(key.clone()).or_insert_with(|| Entry {
+                pool: Pool::new(limits),
+                backend: backend.to_string(),
+                waiters: HashMap::default(),
+                login: None,
+                welcome: None,
+                retired: false,
+                reconnect_before: None,
+            }),
+        };
         e.retired = false;
         // The first client's login serves the pool's own opens (kept, not cloned per checkout).
         if e.login.is_none() {
@@ -229,7 +226,7 @@ impl Pools {
         if let Some(e) = self.lock().get_mut(key) {
             e.pool.opened_for_client();
             if e.welcome.is_none() {
-                e.welcome = Some(conn.welcome.clone());
+                e.welcome = Some(conn.session.welcome.clone());
             }
         }
     }

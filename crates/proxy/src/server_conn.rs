@@ -67,6 +67,17 @@ pub struct ServerConn {
     pub stream: TcpStream,
     /// Bytes read from the server, not yet placed.
     pub buf: BytesMut,
+    /// What the proxy knows of the server's session.
+    pub session: Box<ServerSession>,
+    /// When it was opened (`server_lifetime`).
+    pub born: Instant,
+}
+
+/// What the proxy knows of the session behind a server connection. Boxed: a connection changes
+/// hands twice per transaction (pool, client, pool), and a pointer moves cheaper than these
+/// fields (they were most of the ~350 bytes copied at each move).
+#[derive(Debug)]
+pub struct ServerSession {
     /// What the server reports of the tracked parameters.
     pub params: Params,
     /// Every parameter the server reported at login, in order (what a client is told at its own
@@ -76,8 +87,6 @@ pub struct ServerConn {
     pub statements: ServerStatements,
     /// Where and how to cancel what it runs.
     pub target: BackendTarget<Addr>,
-    /// When it was opened (`server_lifetime`).
-    pub born: Instant,
 }
 
 /// Where an idle connection's socket is registered.
@@ -97,10 +106,7 @@ enum Parked {
 pub struct Idle {
     stream: Parked,
     buf: BytesMut,
-    params: Params,
-    welcome: Vec<(String, String)>,
-    statements: ServerStatements,
-    target: BackendTarget<Addr>,
+    session: Box<ServerSession>,
     born: Instant,
 }
 
@@ -190,15 +196,8 @@ impl ServerConn {
             }
         }
         let target = target.ok_or_else(|| OpenError::Server("the server sent no BackendKeyData".into()))?;
-        Ok(ServerConn {
-            stream,
-            buf,
-            params,
-            welcome,
-            statements: ServerStatements::default(),
-            target,
-            born: Instant::now(),
-        })
+        let session = Box::new(ServerSession { params, welcome, statements: ServerStatements::default(), target });
+        Ok(ServerConn { stream, buf, session, born: Instant::now() })
     }
 
     /// Runs `query` (the connection at rest) up to its ReadyForQuery, following the parameters
@@ -223,7 +222,7 @@ impl ServerConn {
                 continue;
             }
             match BackendMessage::parse(&frame) {
-                Ok(BackendMessage::ParameterStatus(p)) => self.params.set(&p.name, &p.value),
+                Ok(BackendMessage::ParameterStatus(p)) => self.session.params.set(&p.name, &p.value),
                 Ok(BackendMessage::ErrorResponse(f)) => error = Some(error_text(&f)),
                 Ok(BackendMessage::ReadyForQuery(status)) => {
                     return match error {
@@ -240,9 +239,9 @@ impl ServerConn {
 
     /// Parks it in its pool, still registered with this thread's event loop.
     pub fn idle(self) -> Idle {
-        let ServerConn { stream, buf, params, welcome, statements, target, born } = self;
+        let ServerConn { stream, buf, session, born } = self;
         let stream = Parked::Homed { home: crate::workers::current(), stream };
-        Idle { stream, buf, params, welcome, statements, target, born }
+        Idle { stream, buf, session, born }
     }
 }
 
@@ -271,12 +270,12 @@ impl Idle {
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.target.pid
+        self.session.target.pid
     }
 
     /// The parameters the server reported at login.
     pub fn welcome(&self) -> &[(String, String)] {
-        &self.welcome
+        &self.session.welcome
     }
 
     /// Whether it is registered with the calling thread's event loop (a worker's).
@@ -312,7 +311,7 @@ impl Idle {
                 Ok(Some(f)) => match f.tag() {
                     b'S' => {
                         if let Ok(BackendMessage::ParameterStatus(p)) = BackendMessage::parse(&f) {
-                            self.params.set(&p.name, &p.value);
+                            self.session.params.set(&p.name, &p.value);
                         }
                     }
                     b'N' | b'A' => {}
@@ -331,10 +330,12 @@ impl Idle {
         Idle {
             stream: Parked::Loose(stream),
             buf: BytesMut::new(),
-            params: Params::default(),
-            welcome: vec![("server_version".into(), "15.0".into())],
-            statements: ServerStatements::default(),
-            target: BackendTarget { addr: "127.0.0.1:5432".into(), pid, key },
+            session: Box::new(ServerSession {
+                params: Params::default(),
+                welcome: vec![("server_version".into(), "15.0".into())],
+                statements: ServerStatements::default(),
+                target: BackendTarget { addr: "127.0.0.1:5432".into(), pid, key },
+            }),
             born: Instant::now(),
         }
     }
@@ -343,14 +344,14 @@ impl Idle {
     /// when its home is another's).
     pub fn lease(self) -> std::io::Result<ServerConn> {
         let at_home = self.at_home();
-        let Idle { stream, buf, params, welcome, statements, target, born } = self;
+        let Idle { stream, buf, session, born } = self;
         let stream = match stream {
             Parked::Homed { stream, .. } if at_home => stream,
             Parked::Homed { stream, .. } => TcpStream::from_std(stream.into_std()?)?,
             Parked::Loose(s) => TcpStream::from_std(s)?,
             Parked::Gone => return Err(std::io::Error::other("the connection is closed")),
         };
-        Ok(ServerConn { stream, buf, params, welcome, statements, target, born })
+        Ok(ServerConn { stream, buf, session, born })
     }
 
     /// Closes it politely (Terminate, without waiting), from any thread.
@@ -378,7 +379,10 @@ impl Idle {
             while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
         };
         if tokio::time::timeout(bound, gone).await.is_err() {
-            tracing::debug!(server = self.target.pid, "a closed server connection did not end within {bound:?}");
+            tracing::debug!(
+                server = self.session.target.pid,
+                "a closed server connection did not end within {bound:?}"
+            );
         }
     }
 }
@@ -498,7 +502,7 @@ mod tests {
         server.write_all(&chatter).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert!(idle.drain(), "chatter is no reason to drop it");
-        assert_eq!(idle.params.get("TimeZone"), Some("UTC"), "its parameters are followed");
+        assert_eq!(idle.session.params.get("TimeZone"), Some("UTC"), "its parameters are followed");
         // An error (a termination) or a close means it is dead.
         let mut fatal = BytesMut::new();
         crate::backend::ErrorResponse::new(crate::backend::Severity::Fatal, SqlState::ADMIN_SHUTDOWN, "bye")
@@ -531,7 +535,7 @@ mod tests {
             // The loop turns and sees the socket readable.
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(idle.drain());
-            assert_eq!(idle.params.get("TimeZone"), Some("UTC"), "read although nothing was read by hand");
+            assert_eq!(idle.session.params.get("TimeZone"), Some("UTC"), "read although nothing was read by hand");
             let mut conn = idle.lease().unwrap();
             conn.stream.write_all(b"at home").await.unwrap();
             conn.idle()

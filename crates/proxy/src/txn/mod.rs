@@ -21,9 +21,11 @@
 //! * one event loop turn reads, writes or waits; writes to either side never wait for the other
 //!   side to read, so neither can block the proxy into a deadlock.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::IpAddr;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -32,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::access_log::{AccessRecord, Outcome};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
 use crate::clients::{ClientState, DbStats, Registered};
-use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
+use crate::frame::{frame_at, put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
@@ -266,7 +268,7 @@ impl Txn<'_> {
             None => {
                 // The pool's first client: a server tells what to say (and proves the login).
                 self.acquire(Target::Primary).await?;
-                let w = self.held.as_ref().map(|h| h.conn.welcome.clone()).unwrap_or_default();
+                let w = self.held.as_ref().map(|h| h.conn.session.welcome.clone()).unwrap_or_default();
                 w
             }
         };
@@ -282,7 +284,11 @@ impl Txn<'_> {
         let (pid, key) = issued.map_err(|e| fatal(Outcome::Refused, SqlState::CONNECTION_FAILURE, e.to_string()))?;
         self.pid = pid;
         if let Some(h) = &self.held {
-            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(pid, Some(h.conn.target.clone()));
+            self.shared
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bind(pid, Some(h.conn.session.target.clone()));
         }
         BackendKeyData { pid, key }.encode(&mut self.to_client);
         TransactionStatus::Idle.encode_ready_for_query(&mut self.to_client);
@@ -437,15 +443,24 @@ impl Txn<'_> {
     fn take(&mut self, taken: Taken, key: Arc<PoolKey>, on: Target, at: Instant) {
         let Taken { conn, registry, .. } = taken;
         let mut pending = std::mem::take(&mut self.spare);
-        if let Some(sql) = self.params.replay_on(&conn.params) {
+        if let Some(sql) = self.params.replay_on(&conn.session.params) {
             put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
             pending.sent(Kind::Query, Origin::Injected);
         }
         if self.pid != 0 {
-            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(conn.target.clone()));
+            self.shared
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bind(self.pid, Some(conn.session.target.clone()));
         }
-        tracing::trace!(client = self.pid, server = conn.target.pid, replay = !pending.is_empty(), "server leased");
-        self.me.info.set(ClientState::Active, conn.target.pid, at);
+        tracing::trace!(
+            client = self.pid,
+            server = conn.session.target.pid,
+            replay = !pending.is_empty(),
+            "server leased"
+        );
+        self.me.info.set(ClientState::Active, conn.session.target.pid, at);
         self.leased_at = Some(at);
         let at_rest = pending.is_empty();
         self.held = Some(Held {
@@ -471,12 +486,12 @@ impl Txn<'_> {
             let reset = tokio::time::timeout(self.settings.connect_timeout, h.conn.reset(query)).await;
             if reset != Ok(true) {
                 tracing::debug!(
-                    server = h.conn.target.pid,
+                    server = h.conn.session.target.pid,
                     "server_reset_query failed: the server connection is closed"
                 );
                 return;
             }
-            h.conn.statements.clear();
+            h.conn.session.statements.clear();
         }
         self.release(true);
     }
@@ -505,7 +520,7 @@ impl Txn<'_> {
             self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, None);
         }
         let reusable = clean && h.at_rest && h.pending.is_empty() && self.to_server.is_empty();
-        tracing::trace!(client = self.pid, server = h.conn.target.pid, reusable, status = ?h.status, "server released");
+        tracing::trace!(client = self.pid, server = h.conn.session.target.pid, reusable, status = ?h.status, "server released");
         self.to_server.clear();
         if h.pending.is_clear() {
             self.spare = h.pending;
@@ -595,7 +610,7 @@ impl Txn<'_> {
             }
             let mut route = Route {
                 client: &mut self.statements,
-                server: &mut h.conn.statements,
+                server: &mut h.conn.session.statements,
                 registry: &h.registry,
                 pending: &mut h.pending,
                 to_server: &mut self.to_server,
@@ -624,22 +639,26 @@ impl Txn<'_> {
     /// primary (read-your-writes).
     fn place_server_frames(&mut self, acknowledged: &mut bool) -> Result<(), String> {
         let Some(h) = self.held.as_mut() else { return Ok(()) };
-        loop {
-            let frame = match split_frame(&mut h.conn.buf, DEFAULT_MAX_FRAME_LEN) {
+        // Each message is read where it lies in the read buffer; the buffer gives up what was
+        // placed at the end, at once.
+        let mut placed = 0;
+        let result = loop {
+            let frame = match frame_at(&h.conn.buf[placed..], DEFAULT_MAX_FRAME_LEN) {
                 Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(format!("bad message from the server: {e}")),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("bad message from the server: {e}")),
             };
+            placed += frame.as_bytes().len();
             tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from server");
             match frame.tag() {
                 b'S' => {
-                    if let Ok(BackendMessage::ParameterStatus(p)) = BackendMessage::parse(&frame) {
-                        h.conn.params.set(&p.name, &p.value);
+                    if let Ok(BackendMessage::ParameterStatus(p)) = BackendMessage::parse(frame) {
+                        h.conn.session.params.set(&p.name, &p.value);
                         self.params.set(&p.name, &p.value);
                     }
                 }
                 b'Z' => {
-                    if let Ok(BackendMessage::ReadyForQuery(s)) = BackendMessage::parse(&frame) {
+                    if let Ok(BackendMessage::ReadyForQuery(s)) = BackendMessage::parse(frame) {
                         h.status = s;
                         h.block_open = s != TransactionStatus::Idle;
                         if let Some(sp) = self.split.as_mut().filter(|_| h.pending.answers_client()) {
@@ -652,18 +671,22 @@ impl Txn<'_> {
                 }
                 _ => {}
             }
-            let unprepared = h.pending.received(&frame).map_err(|e| e.to_string())?;
-            h.conn.statements.forget(&unprepared);
+            match h.pending.received(frame) {
+                Ok(unprepared) => h.conn.session.statements.forget(&unprepared),
+                Err(e) => break Err(e.to_string()),
+            }
             if frame.tag() == b'Z' {
                 h.at_rest = h.pending.is_empty() && self.to_server.is_empty() && h.status == TransactionStatus::Idle;
             }
-        }
+        };
+        h.conn.buf.advance(placed);
+        result?;
         h.pending.move_to_client(&mut self.to_client);
         Ok(())
     }
 
     /// A write that completes without waiting: to the server first, then to the client, then
-    /// the client's flush; `None` when each would wait (the select waits for them then).
+    /// the client's flush; `None` when each would wait (the wait below waits for them then).
     fn write_now<W: AsyncWrite + Unpin>(&mut self, client_w: &mut W, unflushed: &mut bool) -> Option<Event> {
         if let Some(h) = self.held.as_mut() {
             if !self.to_server.is_empty() {
@@ -679,6 +702,66 @@ impl Txn<'_> {
             return poll_once(client_w.flush()).map(Event::Flushed);
         }
         None
+    }
+
+    /// What one turn waits for, polled in a fixed order (no random number per turn): the proxy's
+    /// stop and the routes' changes first, so that no flow of messages can starve them; the
+    /// server's replies before the client's next messages; then writes and timers. A plain
+    /// function rather than a `select!`, which would build and drop a future per source on every
+    /// turn.
+    fn poll_event<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        wants: Wants,
+        sources: &mut Sources<'_, R, W>,
+        timers: [Option<Pin<&mut tokio::time::Sleep>>; 2],
+    ) -> Poll<Event>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if let Poll::Ready(phase) = sources.stopping.poll_change(cx, |p| *p) {
+            return Poll::Ready(Event::Stop(phase));
+        }
+        if wants.routes {
+            let primary = sources.rerouted.poll_change(cx, |r| r.primary.as_ref().map(Backend::addr));
+            if let Poll::Ready(primary) = primary {
+                return Poll::Ready(Event::Routes(primary));
+            }
+        }
+        if let Some(h) = self.held.as_mut().filter(|_| wants.server) {
+            if let Poll::Ready(r) = pin!(h.conn.stream.read_buf(&mut h.conn.buf)).poll(cx) {
+                return Poll::Ready(Event::Server(r));
+            }
+        }
+        if wants.client {
+            if let Poll::Ready(r) = pin!(sources.client_r.read_buf(&mut self.cbuf)).poll(cx) {
+                return Poll::Ready(Event::Client(r));
+            }
+        }
+        if let Some(h) = self.held.as_mut().filter(|_| !self.to_server.is_empty()) {
+            // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
+            if let Poll::Ready(r) = Pin::new(&mut h.conn.stream).poll_write(cx, &self.to_server) {
+                return Poll::Ready(Event::WroteServer(r));
+            }
+        }
+        if !self.to_client.is_empty() {
+            if let Poll::Ready(r) = Pin::new(&mut *sources.client_w).poll_write(cx, &self.to_client) {
+                return Poll::Ready(Event::WroteClient(r));
+            }
+        } else if wants.flush {
+            if let Poll::Ready(r) = Pin::new(&mut *sources.client_w).poll_flush(cx) {
+                return Poll::Ready(Event::Flushed(r));
+            }
+        }
+        let [idle, drain] = timers;
+        if idle.is_some_and(|t| t.poll(cx).is_ready()) {
+            return Poll::Ready(Event::IdleInTransaction);
+        }
+        if drain.is_some_and(|t| t.poll(cx).is_ready()) {
+            return Poll::Ready(Event::RouteLostTooLong);
+        }
+        Poll::Pending
     }
 
     /// The event loop.
@@ -750,47 +833,27 @@ impl Txn<'_> {
                 _ => None,
             };
             let drain_deadline = route_lost.map(|at| at + self.pooling.drain_timeout);
-            // Writes that can go at once go now, without a turn of the select below (two of its
-            // four turns per transaction).
+            // Writes that can go at once go now, without waiting below (two of the four turns of a
+            // transaction).
             let event = match self.write_now(client_w, &mut unflushed) {
                 Some(e) => e,
                 None => {
-                    let read_client = self.to_server.len() < HIGH_WATER;
-                    let read_server = self.held.is_some() && self.to_client.len() < HIGH_WATER;
-                    let watch_routes = self.held.is_some() || self.has_parked();
-                    let Txn { held, to_server, to_client, cbuf, .. } = self;
-                    let holding = held.is_some();
-                    let (server_r, server_w) = match held.as_mut() {
-                        Some(h) => {
-                            let (r, w) = h.conn.stream.split();
-                            (Some((r, &mut h.conn.buf)), Some(w))
-                        }
-                        None => (None, None),
+                    let wants = Wants {
+                        client: self.to_server.len() < HIGH_WATER,
+                        server: self.held.is_some() && self.to_client.len() < HIGH_WATER,
+                        routes: self.held.is_some() || self.has_parked(),
+                        flush: unflushed,
                     };
-                    let (mut server_r, mut server_w) = (server_r, server_w);
-                    // In a fixed order (no random number per turn): the proxy's stop and the routes'
-                    // changes first, so that no flow of messages can starve them; the server's
-                    // replies before the client's next messages.
-                    tokio::select! {
-                        biased;
-                        phase = poll_fn(|cx| stopping.poll_change(cx, |p| *p)) => Event::Stop(phase),
-                        primary = poll_fn(|cx| rerouted.poll_change(cx, |r| r.primary.as_ref().map(Backend::addr))), if watch_routes => {
-                            Event::Routes(primary)
-                        }
-                        r = async { let (r, b) = server_r.as_mut().expect("guarded"); r.read_buf(&mut **b).await }, if read_server => Event::Server(r),
-                        r = client_r.read_buf(cbuf), if read_client => Event::Client(r),
-                        // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
-                        r = async { server_w.as_mut().expect("guarded").write(to_server).await }, if holding && !to_server.is_empty() => Event::WroteServer(r),
-                        e = async {
-                            match to_client.is_empty() {
-                                true => Event::Flushed(client_w.flush().await),
-                                false => Event::WroteClient(client_w.write(to_client).await),
-                            }
-                        }, if !to_client.is_empty() || unflushed => e,
-                        // Timers made only when armed (the async blocks are not polled otherwise).
-                        _ = async { sleep_until(idle_deadline).await }, if idle_deadline.is_some() => Event::IdleInTransaction,
-                        _ = async { sleep_until(drain_deadline).await }, if drain_deadline.is_some() => Event::RouteLostTooLong,
-                    }
+                    // Timers made only when armed.
+                    let idle_timer = idle_deadline.map(|d| tokio::time::sleep_until(d.into()));
+                    let drain_timer = drain_deadline.map(|d| tokio::time::sleep_until(d.into()));
+                    let (mut idle_timer, mut drain_timer) = (pin!(idle_timer), pin!(drain_timer));
+                    let mut sources = Sources { stopping: &mut stopping, rerouted: &mut rerouted, client_r, client_w };
+                    poll_fn(|cx| {
+                        let timers = [idle_timer.as_mut().as_pin_mut(), drain_timer.as_mut().as_pin_mut()];
+                        self.poll_event(cx, wants, &mut sources, timers)
+                    })
+                    .await
                 }
             };
             match event {
@@ -902,12 +965,25 @@ impl Txn<'_> {
     }
 }
 
-/// Sleeps until `deadline`; never without one (the branch is disabled then).
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
+/// What a turn of a client's event loop waits for, besides the proxy's stop and its writes.
+#[derive(Clone, Copy)]
+struct Wants {
+    /// The client's next messages (not while too much waits for the server).
+    client: bool,
+    /// The held server's replies (not while too much waits for the client).
+    server: bool,
+    /// The routes' changes (while the client holds or parks a server).
+    routes: bool,
+    /// The client's writer holds bytes back until flushed (TLS).
+    flush: bool,
+}
+
+/// The sources a client's event loop waits on besides its own buffers and server.
+struct Sources<'s, R, W> {
+    stopping: &'s mut Changes<Phase>,
+    rerouted: &'s mut Changes<Routes>,
+    client_r: &'s mut R,
+    client_w: &'s mut W,
 }
 
 /// What one turn of a client's event loop saw.
@@ -924,7 +1000,7 @@ enum Event {
 }
 
 /// Polls `f` once, without a waker to call back: its output if it is ready at once. A future
-/// left pending this way is polled again by a select with the task's own waker.
+/// left pending this way is polled again by the event loop's wait with the task's own waker.
 fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

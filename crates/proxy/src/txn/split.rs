@@ -438,7 +438,7 @@ impl Txn<'_> {
         match next {
             Some(h) => {
                 if self.pid != 0 {
-                    let target = h.conn.target.clone();
+                    let target = h.conn.session.target.clone();
                     self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(target));
                 }
                 self.held = Some(h);
@@ -498,7 +498,11 @@ impl Txn<'_> {
         let Some(sp) = self.split.as_mut() else { return false };
         let Some(h) = sp.parked.take_if(|h| h.on == Target::Primary) else { return false };
         if self.pid != 0 {
-            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(h.conn.target.clone()));
+            self.shared
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bind(self.pid, Some(h.conn.session.target.clone()));
         }
         self.held = Some(h);
         true
