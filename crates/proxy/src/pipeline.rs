@@ -178,6 +178,10 @@ impl Outstanding {
             }
         } else if head.kind.ends_with(tag) {
             self.queue.pop_front();
+        } else {
+            // The head still waits for more (rows, its ReadyForQuery): nothing synthetic comes
+            // first yet.
+            return Ok(unprepared);
         }
         self.answer_synthetic();
         Ok(unprepared)

@@ -375,12 +375,18 @@ fn query_is(body: &[u8], words: &[&str]) -> bool {
 
 /// `DEALLOCATE ALL` as the whole simple query (psycopg 3 sends it after every rollback).
 fn deallocates_all(body: &[u8]) -> bool {
-    query_is(body, &["DEALLOCATE", "ALL"]) || query_is(body, &["DEALLOCATE", "PREPARE", "ALL"])
+    starts_with_d(body) && (query_is(body, &["DEALLOCATE", "ALL"]) || query_is(body, &["DEALLOCATE", "PREPARE", "ALL"]))
 }
 
 /// `DEALLOCATE ALL` or `DISCARD ALL` as the whole simple query: the client's statements go.
 fn discards_all(body: &[u8]) -> bool {
-    deallocates_all(body) || query_is(body, &["DISCARD", "ALL"])
+    starts_with_d(body) && (deallocates_all(body) || query_is(body, &["DISCARD", "ALL"]))
+}
+
+/// Whether the text's first word starts with a `D`: every other query (nearly all of them) is
+/// told apart from the ones above with one look.
+fn starts_with_d(body: &[u8]) -> bool {
+    body.trim_ascii_start().first().is_some_and(|b| b.eq_ignore_ascii_case(&b'D'))
 }
 
 fn put_parse(dst: &mut BytesMut, name: &str, text: &[u8]) {

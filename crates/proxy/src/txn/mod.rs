@@ -359,8 +359,14 @@ impl Txn<'_> {
         let began = Instant::now();
         self.me.info.set(ClientState::Waiting, 0, began);
         let (taken, key, on) = self.acquire_now(began, want).await?;
-        let at = if taken.at_once { began } else { Instant::now() };
-        DbStats::add(&self.me.info.stats.wait_us, at.saturating_duration_since(began).as_micros() as u64);
+        let at = match taken.at_once {
+            true => began,
+            false => {
+                let at = Instant::now();
+                DbStats::add(&self.me.info.stats.wait_us, at.saturating_duration_since(began).as_micros() as u64);
+                at
+            }
+        };
         self.take(taken, key, on, at);
         Ok(())
     }
