@@ -3,11 +3,13 @@
 //!
 //! The proxy relays almost every message without looking inside, so a [`Frame`] is the whole
 //! message, header included, as one `Bytes` cut from the read buffer: forwarding it writes the
-//! exact bytes received, with no copy and no re-encoding.
+//! exact bytes received, with no copy and no re-encoding. A reader that places each message at
+//! once (a pooled client's server replies) reads them in place instead, as [`FrameRef`]s
+//! ([`frame_at`]), and takes the placed bytes from its buffer at the end.
 //!
-//! Invariants: [`split_frame`] never panics, takes exactly one whole frame or nothing, and
-//! rejects a length below 4 or above the caller's maximum as soon as the five header bytes are
-//! buffered, before waiting for (or reserving room for) the body.
+//! Invariants: [`split_frame`] and [`frame_at`] never panic, take or show exactly one whole frame
+//! or nothing, and reject a length below 4 or above the caller's maximum as soon as the five
+//! header bytes are buffered, before waiting for (or reserving room for) the body.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

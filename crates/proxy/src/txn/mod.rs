@@ -986,8 +986,11 @@ struct Wants {
 
 /// The sources a client's event loop waits on besides its own buffers and server.
 struct Sources<'s, R, W> {
+    /// The proxy's lifecycle (draining, closing).
     stopping: &'s mut Changes<Phase>,
+    /// The routes (a new or no primary).
     rerouted: &'s mut Changes<Routes>,
+    /// The client's two halves.
     client_r: &'s mut R,
     client_w: &'s mut W,
 }
