@@ -181,17 +181,16 @@ impl Agent {
     /// the postmaster's PID. After [`Agent::kill_postmaster`] alone, its backends live on until they
     /// notice (on a loaded machine, long enough to answer one more query).
     pub fn kill_postmaster_tree(&self) -> Option<u32> {
-        let pid = self.postmaster_pid().filter(|p| is_alive(*p))?;
-        let children = descendants(pid);
-        signal(pid, Signal::SIGKILL);
+        // Listed first: once the postmaster is gone they are no longer its descendants.
+        let children = descendants(self.postmaster_pid()?);
+        let pid = self.kill_postmaster();
         for c in &children {
             signal(*c, Signal::SIGKILL);
         }
-        wait_gone(pid, Duration::from_secs(5));
         for c in children {
             wait_gone(c, Duration::from_secs(5));
         }
-        Some(pid)
+        pid
     }
 
     /// Drop will not touch the postmaster: use before replacing this handle by a new agent on the

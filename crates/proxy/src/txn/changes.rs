@@ -7,8 +7,8 @@
 //!
 //! Invariant: no change is missed. The wait decides what is new, so a change that lands between
 //! its completion and the next wait is found by that wait's first poll. The caller polls it from
-//! one task only and keeps its select branch enabled: a branch disabled for a whole `select!`
-//! would not be polled when the channel wakes the task.
+//! one task only; a turn that does not poll it (the routes, while the client holds no server)
+//! only puts the change off to the next turn that does.
 //!
 //! Why a turn may skip polling the wait, and when it must not: a sender wakes the waiters of
 //! its 8 `Notify` shards one shard after the other, so a wait that registers while a sender is

@@ -25,7 +25,7 @@ use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -691,23 +691,39 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// A write that completes without waiting: to the server first, then to the client, then
-    /// the client's flush; `None` when each would wait (the wait below waits for them then).
-    fn write_now<W: AsyncWrite + Unpin>(&mut self, client_w: &mut W, unflushed: &mut bool) -> Option<Event> {
-        if let Some(h) = self.held.as_mut() {
-            if !self.to_server.is_empty() {
-                if let Some(r) = poll_once(h.conn.stream.write(&self.to_server)) {
-                    return Some(Event::WroteServer(r));
-                }
+    /// A write that completes without waiting (see [`Txn::poll_writes`]); `None` when each would
+    /// wait (the wait below waits for them then, with the task's own waker).
+    fn write_now<W: AsyncWrite + Unpin>(&mut self, client_w: &mut W, flush: bool) -> Option<Event> {
+        match self.poll_writes(&mut Context::from_waker(Waker::noop()), client_w, flush) {
+            Poll::Ready(event) => Some(event),
+            Poll::Pending => None,
+        }
+    }
+
+    /// The writes of a turn, in order: to the server, then to the client, then the client's
+    /// flush (`flush`: its writer holds bytes back).
+    fn poll_writes<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client_w: &mut W,
+        flush: bool,
+    ) -> Poll<Event> {
+        if let Some(h) = self.held.as_mut().filter(|_| !self.to_server.is_empty()) {
+            // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
+            if let Poll::Ready(r) = Pin::new(&mut h.conn.stream).poll_write(cx, &self.to_server) {
+                return Poll::Ready(Event::WroteServer(r));
             }
         }
         if !self.to_client.is_empty() {
-            return poll_once(client_w.write(&self.to_client)).map(Event::WroteClient);
+            if let Poll::Ready(r) = Pin::new(&mut *client_w).poll_write(cx, &self.to_client) {
+                return Poll::Ready(Event::WroteClient(r));
+            }
+        } else if flush {
+            if let Poll::Ready(r) = Pin::new(&mut *client_w).poll_flush(cx) {
+                return Poll::Ready(Event::Flushed(r));
+            }
         }
-        if *unflushed {
-            return poll_once(client_w.flush()).map(Event::Flushed);
-        }
-        None
+        Poll::Pending
     }
 
     /// What one turn waits for, polled in a fixed order (no random number per turn): the proxy's
@@ -745,20 +761,8 @@ impl Txn<'_> {
                 return Poll::Ready(Event::Client(r));
             }
         }
-        if let Some(h) = self.held.as_mut().filter(|_| !self.to_server.is_empty()) {
-            // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
-            if let Poll::Ready(r) = Pin::new(&mut h.conn.stream).poll_write(cx, &self.to_server) {
-                return Poll::Ready(Event::WroteServer(r));
-            }
-        }
-        if !self.to_client.is_empty() {
-            if let Poll::Ready(r) = Pin::new(&mut *sources.client_w).poll_write(cx, &self.to_client) {
-                return Poll::Ready(Event::WroteClient(r));
-            }
-        } else if wants.flush {
-            if let Poll::Ready(r) = Pin::new(&mut *sources.client_w).poll_flush(cx) {
-                return Poll::Ready(Event::Flushed(r));
-            }
+        if let Poll::Ready(event) = self.poll_writes(cx, sources.client_w, wants.flush) {
+            return Poll::Ready(event);
         }
         let [idle, drain] = timers;
         if idle.is_some_and(|t| t.poll(cx).is_ready()) {
@@ -841,7 +845,7 @@ impl Txn<'_> {
             let drain_deadline = route_lost.map(|at| at + self.pooling.drain_timeout);
             // Writes that can go at once go now, without waiting below (two of the four turns of a
             // transaction).
-            let event = match self.write_now(client_w, &mut unflushed) {
+            let event = match self.write_now(client_w, unflushed) {
                 Some(e) => e,
                 None => {
                     let wants = Wants {
@@ -1006,15 +1010,4 @@ enum Event {
     RouteLostTooLong,
     Stop(Option<Phase>),
     Routes(Option<Option<String>>),
-}
-
-/// Polls `f` once, without a waker to call back: its output if it is ready at once. A future
-/// left pending this way is polled again by the event loop's wait with the task's own waker.
-fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => Some(out),
-        std::task::Poll::Pending => None,
-    }
 }
