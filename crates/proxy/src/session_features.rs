@@ -76,13 +76,16 @@ fn contains_ci(a: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Whether `sql` calls a session-level advisory lock function (`pg_advisory_lock*` or
-/// `pg_try_advisory_lock*`, in any case): one pass over the places a `p` is, since this runs
-/// on every query.
+/// `pg_try_advisory_lock*`, in any case). This runs on every query, so it looks only where a
+/// `v` is (rare in SQL, unlike the `p` of `pg_`), and compares the name around it.
 fn calls_advisory_lock(sql: &[u8]) -> bool {
-    memchr::memchr2_iter(b'p', b'P', sql).any(|at| {
-        let rest = &sql[at..];
-        let starts = |n: &[u8]| rest.get(..n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n));
-        starts(b"pg_advisory_lock") || starts(b"pg_try_advisory_lock")
+    const NAMES: [(&[u8], usize); 2] = [(b"pg_advisory_lock", 5), (b"pg_try_advisory_lock", 9)];
+    memchr::memchr2_iter(b'v', b'V', sql).any(|at| {
+        NAMES.iter().any(|(name, v_at)| {
+            at.checked_sub(*v_at)
+                .and_then(|from| sql.get(from..from + name.len()))
+                .is_some_and(|w| w.eq_ignore_ascii_case(name))
+        })
     })
 }
 
@@ -174,19 +177,44 @@ fn statement(s: &[u8]) -> Option<Feature> {
     None
 }
 
+/// Whether a statement beginning `s` (spaces skipped) may use a session-level feature: its first
+/// word is one that [`statement`] looks further at, or it begins with a comment or a quoted
+/// identifier (which only [`statement`] reads). Most statements are ruled out here by their first
+/// word alone (`SELECT`, `INSERT`, `BEGIN`, ...), without the word-by-word reading.
+fn may_pin(s: &[u8]) -> bool {
+    let starts_word = |w: &[u8]| {
+        s.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
+            && s.get(w.len()).is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'.'))
+    };
+    match s.first().map(u8::to_ascii_lowercase) {
+        Some(b'l') => starts_word(b"listen"),
+        Some(b'p') => starts_word(b"prepare"),
+        Some(b'd') => starts_word(b"declare"),
+        Some(b'c') => starts_word(b"create"),
+        Some(b's') => starts_word(b"set"),
+        Some(b'-' | b'/' | b'"') => true,
+        _ => false,
+    }
+}
+
 /// The first session-level feature `sql` uses, if any.
 pub fn scan(sql: &[u8]) -> Option<Feature> {
     if calls_advisory_lock(sql) {
         return Some(Feature::AdvisoryLock);
     }
-    let mut from = 0;
-    for end in memchr::memchr_iter(b';', sql).chain(std::iter::once(sql.len())) {
-        if let Some(f) = statement(&sql[from..end]) {
-            return Some(f);
+    let mut rest = sql;
+    loop {
+        let (stmt, next) = match memchr::memchr(b';', rest) {
+            Some(end) => (&rest[..end], Some(&rest[end + 1..])),
+            None => (rest, None),
+        };
+        if may_pin(stmt.trim_ascii_start()) {
+            if let Some(f) = statement(stmt) {
+                return Some(f);
+            }
         }
-        from = end + 1;
+        rest = next?;
     }
-    None
 }
 
 #[cfg(test)]
@@ -212,6 +240,13 @@ mod tests {
             ("BEGIN; SET search_path = app; COMMIT", Some(Feature::Set)),
             ("SELECT 1;LISTEN jobs", Some(Feature::Listen)),
             ("SELECT 1; select 2; Pg_Advisory_Lock_Shared(7)", Some(Feature::AdvisoryLock)),
+            ("SELECT pg_try_advisory_lock(1)", Some(Feature::AdvisoryLock)),
+            ("vacuum; SELECT pg_advisory_lock_shared(1)", Some(Feature::AdvisoryLock)),
+            ("\"set\" search_path = app", Some(Feature::Set)),
+            ("SET\tsearch_path = app", Some(Feature::Set)),
+            ("Set search_path = app;", Some(Feature::Set)),
+            ("SELECT 1; /* c */ PREPARE q AS SELECT 1", Some(Feature::Prepare)),
+            ("SELECT 1;\nlisten jobs;", Some(Feature::Listen)),
         ];
         for (sql, want) in table {
             assert_eq!(scan(sql.as_bytes()), *want, "{sql}");
@@ -235,6 +270,12 @@ mod tests {
             "PREPARE TRANSACTION 'gid'",
             "INSERT INTO t VALUES ('listen')",
             "SELECT 'pg_advisory_loc'",
+            "SELECT 'v', 'pg_advisory'",
+            "SETTINGS",
+            "SELECT * FROM settings; CREATED",
+            "LISTENER",
+            "preparedness",
+            "vpg_advisory_loc",
             "SELECT 1;",
             ";;",
             "",
@@ -243,7 +284,36 @@ mod tests {
         }
     }
 
+    /// The scan before its shortcuts (the first-letter check and the look at each `v`): every
+    /// statement read word by word, the advisory-lock names looked for at every `p`.
+    fn scan_word_by_word(sql: &[u8]) -> Option<Feature> {
+        let advisory = (0..sql.len()).any(|at| {
+            let rest = &sql[at..];
+            [&b"pg_advisory_lock"[..], b"pg_try_advisory_lock"]
+                .iter()
+                .any(|n| rest.get(..n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n)))
+        });
+        if advisory {
+            return Some(Feature::AdvisoryLock);
+        }
+        sql.split(|&b| b == b';').find_map(statement)
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_shortcuts_change_no_answer(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "SET", "set", "Settings", "LISTEN", "listener", "PREPARE", "prepare_x", "TRANSACTION",
+                "DECLARE", "declared", "CURSOR", "WITH HOLD", "CREATE", "created", "TEMP", "OR",
+                "REPLACE", "GLOBAL", "local", "session", "ROLE", "TimeZone", "SELECT", "pg_advisory_lock",
+                "PG_TRY_ADVISORY_LOCK", "pg_advisory_loc", "v", ";", " ", "\t", "\n", "--", "/*", "*/",
+                "\"", "'", "(", ")", "=", "1", ".", "_",
+            ]), 0..12)
+        ) {
+            let sql = parts.concat();
+            proptest::prop_assert_eq!(scan(sql.as_bytes()), scan_word_by_word(sql.as_bytes()), "{}", sql);
+        }
+
         #[test]
         fn the_scan_never_panics(text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = scan(&text);
