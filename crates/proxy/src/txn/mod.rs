@@ -447,9 +447,9 @@ impl Txn<'_> {
     /// Makes the leased connection the client's server since `at`: its parameters brought in
     /// line, its cancel key bound.
     fn take(&mut self, taken: Taken, key: Arc<PoolKey>, on: Target, at: Instant) {
-        let Taken { conn, registry, .. } = taken;
+        let Taken { mut conn, registry, .. } = taken;
         let mut pending = std::mem::take(&mut self.spare);
-        if let Some(sql) = self.params.replay_on(&conn.session.params) {
+        if let Some(sql) = self.params.replay_on(&mut conn.session.params) {
             put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
             pending.sent(Kind::Query, Origin::Injected);
         }
@@ -711,16 +711,16 @@ impl Txn<'_> {
         if let Some(h) = self.held.as_mut().filter(|_| !self.to_server.is_empty()) {
             // `write` of the bytes (send(2)) rather than `write_buf` (writev(2) of one piece).
             if let Poll::Ready(r) = Pin::new(&mut h.conn.stream).poll_write(cx, &self.to_server) {
-                return Poll::Ready(Event::WroteServer(r));
+                return Poll::Ready(Event::WroteServer(r.map_err(|_| IoFailed)));
             }
         }
         if !self.to_client.is_empty() {
             if let Poll::Ready(r) = Pin::new(&mut *client_w).poll_write(cx, &self.to_client) {
-                return Poll::Ready(Event::WroteClient(r));
+                return Poll::Ready(Event::WroteClient(r.map_err(|_| IoFailed)));
             }
         } else if flush {
             if let Poll::Ready(r) = Pin::new(&mut *client_w).poll_flush(cx) {
-                return Poll::Ready(Event::Flushed(r));
+                return Poll::Ready(Event::Flushed(r.map_err(|_| IoFailed)));
             }
         }
         Poll::Pending
@@ -753,12 +753,12 @@ impl Txn<'_> {
         }
         if let Some(h) = self.held.as_mut().filter(|_| wants.server) {
             if let Poll::Ready(r) = pin!(h.conn.stream.read_buf(&mut h.conn.buf)).poll(cx) {
-                return Poll::Ready(Event::Server(r));
+                return Poll::Ready(Event::Server(r.map_err(|_| IoFailed)));
             }
         }
         if wants.client {
             if let Poll::Ready(r) = pin!(sources.client_r.read_buf(&mut self.cbuf)).poll(cx) {
-                return Poll::Ready(Event::Client(r));
+                return Poll::Ready(Event::Client(r.map_err(|_| IoFailed)));
             }
         }
         if let Poll::Ready(event) = self.poll_writes(cx, sources.client_w, wants.flush) {
@@ -999,13 +999,18 @@ struct Sources<'s, R, W> {
     client_w: &'s mut W,
 }
 
+/// A read or write failed: the loop ends the session (or drops the server) whatever the error
+/// was, so the error itself is dropped where it arises and an event costs nothing to drop.
+#[derive(Debug)]
+struct IoFailed;
+
 /// What one turn of a client's event loop saw.
 enum Event {
-    Client(std::io::Result<usize>),
-    Server(std::io::Result<usize>),
-    WroteServer(std::io::Result<usize>),
-    WroteClient(std::io::Result<usize>),
-    Flushed(std::io::Result<()>),
+    Client(Result<usize, IoFailed>),
+    Server(Result<usize, IoFailed>),
+    WroteServer(Result<usize, IoFailed>),
+    WroteClient(Result<usize, IoFailed>),
+    Flushed(Result<(), IoFailed>),
     IdleInTransaction,
     RouteLostTooLong,
     Stop(Option<Phase>),
