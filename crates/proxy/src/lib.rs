@@ -96,6 +96,7 @@ pub mod hba;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod pool;
+pub mod pool_key;
 mod pooled_login;
 pub mod pooling;
 pub mod pools;

@@ -21,7 +21,7 @@ use crate::client_auth::{ClientAuth, Progress, Who};
 use crate::frame::{put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::hba::{self, Method};
 use crate::pooling::Pooling;
-use crate::pools::{lease, Leased, Login, PoolKey};
+use crate::pools::{lease, Leased, Login, PoolKey, PoolRef};
 use crate::server_auth::LoginError;
 use crate::server_conn::OpenError;
 use crate::session::{fatal, Refusal, SessionSettings, Shared};
@@ -188,8 +188,12 @@ async fn lookup_secret(
     let login = Login { credentials: Credentials::None, secret: pooling.auth_file.secret(auth_user).cloned() };
     // The admin console's database exists only in the proxy: look its users up in `postgres`.
     let database = if crate::console::is_console_database(&id.database) { "postgres" } else { id.database.as_str() };
-    let key =
-        PoolKey { database: database.to_string(), user: auth_user.clone(), addr: primary.addr(), extra: Vec::new() };
+    let key = PoolRef::new(PoolKey {
+        database: database.to_string(),
+        user: auth_user.clone(),
+        addr: primary.addr(),
+        extra: Vec::new(),
+    });
     let limits = pooling.limits_for(database);
     let now = std::time::Instant::now();
     let mut conn = match lease(&shared.pools, &key, &primary.name, limits, &login, settings.connect_timeout, now).await

@@ -29,22 +29,12 @@ use tokio::sync::oneshot;
 use crate::auth_file::Secret;
 use crate::client_auth::Credentials;
 use crate::pool::{Checkin, Checkout, Limits, Pool, WaiterId};
+use crate::pool_key::KeyMap;
 use crate::prepared::Registry;
 use crate::server_auth::ServerLogin;
 use crate::server_conn::{Idle, OpenError, ServerConn};
 
-/// Which pool: the servers in it are interchangeable for a client with this key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PoolKey {
-    /// The database.
-    pub database: String,
-    /// The user.
-    pub user: String,
-    /// The backend's address.
-    pub addr: String,
-    /// Startup parameters other than the user, the database and the tracked ones, sorted.
-    pub extra: Vec<(String, String)>,
-}
+pub use crate::pool_key::{PoolKey, PoolRef};
 
 /// What a pool logs in with: a client's proof and the user's secret.
 #[derive(Clone, Debug)]
@@ -112,8 +102,10 @@ const ROOM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// All pools.
 pub struct Pools {
-    entries: Mutex<HashMap<PoolKey, Entry>>,
+    entries: Mutex<KeyMap<Entry>>,
     next_waiter: AtomicU64,
+    /// The next pool's number (see [`PoolRef`]).
+    next_pool: AtomicU64,
     registry: Arc<Registry>,
 }
 
@@ -125,7 +117,12 @@ impl std::fmt::Debug for Pools {
 
 impl Default for Pools {
     fn default() -> Self {
-        Pools { entries: Mutex::new(HashMap::default()), next_waiter: AtomicU64::new(1), registry: Arc::default() }
+        Pools {
+            entries: Mutex::new(KeyMap::default()),
+            next_waiter: AtomicU64::new(1),
+            next_pool: AtomicU64::new(1),
+            registry: Arc::default(),
+        }
     }
 }
 
@@ -137,7 +134,7 @@ fn close_all(conns: impl IntoIterator<Item = Idle>) {
 }
 
 impl Pools {
-    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, KeyMap<Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -146,7 +143,7 @@ impl Pools {
     /// the statement registry.
     pub fn checkout(
         &self,
-        key: &PoolKey,
+        key: &PoolRef,
         backend: &str,
         limits: Limits,
         login: &Login,
@@ -161,18 +158,21 @@ impl Pools {
             .then(|| entries.iter().find(|(k, e)| *k != key && same_db(k, key) && e.pool.counts().0 > 0))
             .flatten()
             .map(|(k, _)| k.clone());
-        // One lookup for a known pool; the key is cloned (four allocations) only for a new one.
+        // One lookup for a known pool (by its number, when the client has it); a new one is
+        // numbered.
         let e = match entries.get_mut(key) {
             Some(e) => e,
-            None => entries.entry(key.clone()).or_insert_with(|| Entry {
-                pool: Pool::new(limits),
-                backend: backend.to_string(),
-                waiters: HashMap::default(),
-                login: None,
-                welcome: None,
-                retired: false,
-                reconnect_before: None,
-            }),
+            None => {
+                entries.entry(key.numbered(self.next_pool.fetch_add(1, Ordering::Relaxed))).or_insert_with(|| Entry {
+                    pool: Pool::new(limits),
+                    backend: backend.to_string(),
+                    waiters: HashMap::default(),
+                    login: None,
+                    welcome: None,
+                    retired: false,
+                    reconnect_before: None,
+                })
+            }
         };
         e.retired = false;
         // The first client's login serves the pool's own opens (kept, not cloned per checkout).
@@ -201,7 +201,16 @@ impl Pools {
     /// A pool's key and the login its first client gave, if any pool has one: what the
     /// read/write splitter's position reader logs in with (it has no credentials of its own).
     pub fn any_login(&self) -> Option<(PoolKey, Login)> {
-        self.lock().iter().find_map(|(k, e)| e.login.clone().map(|l| (k.clone(), l)))
+        self.lock().iter().find_map(|(k, e)| e.login.clone().map(|l| (PoolKey::clone(k), l)))
+    }
+
+    /// `key` with its pool's number when the pool exists (else as it is): a client that keeps it
+    /// finds its pool without comparing the key's strings.
+    pub fn canonical(&self, key: PoolRef) -> PoolRef {
+        match self.lock().get_key_value(&key) {
+            Some((k, _)) => key.numbered(k.id()),
+            None => key,
+        }
     }
 
     /// The statement registry of every pool.
@@ -248,12 +257,12 @@ impl Pools {
 
     /// A client gives a connection back: `reusable` when it ended at ReadyForQuery `I` and is
     /// alive. It goes to the longest waiter, or waits idle, or is closed.
-    pub fn checkin(self: &Arc<Self>, key: &PoolKey, conn: Idle, reusable: bool) {
+    pub fn checkin(self: &Arc<Self>, key: &PoolRef, conn: Idle, reusable: bool) {
         self.checkin_at(key, conn, reusable, Instant::now());
     }
 
     /// [`Pools::checkin`] at `now` (the caller read the clock already).
-    pub fn checkin_at(self: &Arc<Self>, key: &PoolKey, conn: Idle, reusable: bool, now: Instant) {
+    pub fn checkin_at(self: &Arc<Self>, key: &PoolRef, conn: Idle, reusable: bool, now: Instant) {
         let born = conn.born();
         let mut to_close = Vec::new();
         let mut open = None;
@@ -301,7 +310,7 @@ impl Pools {
             .iter()
             .find(|(k, e)| {
                 let (_, _, opening, waiting) = e.pool.counts();
-                *k != key && same_db(k, key) && waiting > opening && e.pool.total() < e.pool.limits().size
+                ***k != *key && same_db(k, key) && waiting > opening && e.pool.total() < e.pool.limits().size
             })
             .map(|(k, _)| k.clone())
         else {
@@ -341,7 +350,7 @@ impl Pools {
 
     /// Opens a connection for the pool (its waiters, `min_pool_size`) in the background, once
     /// `room` (a connection it replaces) is gone; it is already counted as opening.
-    fn spawn_open(self: &Arc<Self>, key: PoolKey, login: Login, room: Option<Idle>) {
+    fn spawn_open(self: &Arc<Self>, key: PoolRef, login: Login, room: Option<Idle>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             close_all(room);
             self.open_failed(&key);
@@ -450,7 +459,7 @@ impl Pools {
     pub fn idle_servers(&self) -> Vec<(PoolKey, String, u32, Instant)> {
         let mut out = Vec::new();
         for (key, e) in self.lock().iter() {
-            out.extend(e.pool.idle().map(|c| (key.clone(), e.backend.clone(), c.pid(), c.born())));
+            out.extend(e.pool.idle().map(|c| (PoolKey::clone(key), e.backend.clone(), c.pid(), c.born())));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -474,7 +483,7 @@ impl Pools {
                 let max_wait =
                     e.waiters.values().map(|(_, since)| now.duration_since(*since)).max().unwrap_or_default();
                 PoolFigures {
-                    key: key.clone(),
+                    key: PoolKey::clone(key),
                     backend: e.backend.clone(),
                     idle,
                     in_use,
@@ -496,7 +505,7 @@ fn same_db(a: &PoolKey, b: &PoolKey) -> bool {
 }
 
 /// Connections open or opening in every pool of `key`'s database on its server.
-fn db_total(entries: &HashMap<PoolKey, Entry>, key: &PoolKey) -> usize {
+fn db_total(entries: &KeyMap<Entry>, key: &PoolKey) -> usize {
     entries.iter().filter(|(k, _)| same_db(k, key)).map(|(_, e)| e.pool.total()).sum()
 }
 
@@ -544,7 +553,7 @@ pub struct Taken {
 /// connection is closed and the next one tried.
 pub async fn lease(
     pools: &Arc<Pools>,
-    key: &PoolKey,
+    key: &PoolRef,
     backend: &str,
     limits: Limits,
     login: &Login,
@@ -601,14 +610,14 @@ pub async fn lease(
 /// queue, and a connection handed to it meanwhile goes back to the pool.
 pub struct Waiting<'a> {
     pools: &'a Arc<Pools>,
-    key: &'a PoolKey,
+    key: &'a PoolRef,
     id: WaiterId,
     rx: Option<oneshot::Receiver<Idle>>,
 }
 
 impl<'a> Waiting<'a> {
     /// Waiter `id` of `key`'s pool, to be served on `rx`.
-    pub fn new(pools: &'a Arc<Pools>, key: &'a PoolKey, id: WaiterId, rx: oneshot::Receiver<Idle>) -> Waiting<'a> {
+    pub fn new(pools: &'a Arc<Pools>, key: &'a PoolRef, id: WaiterId, rx: oneshot::Receiver<Idle>) -> Waiting<'a> {
         Waiting { pools, key, id, rx: Some(rx) }
     }
 
@@ -636,8 +645,12 @@ impl Drop for Waiting<'_> {
 mod tests {
     use super::*;
 
-    fn key(db: &str) -> PoolKey {
+    fn raw_key(db: &str) -> PoolKey {
         PoolKey { database: db.into(), user: "app".into(), addr: "127.0.0.1:5432".into(), extra: Vec::new() }
+    }
+
+    fn key(db: &str) -> PoolRef {
+        PoolRef::new(raw_key(db))
     }
 
     fn login() -> Login {
@@ -712,8 +725,8 @@ mod tests {
         );
     }
 
-    fn user(db: &str, user: &str) -> PoolKey {
-        PoolKey { user: user.into(), ..key(db) }
+    fn user(db: &str, user: &str) -> PoolRef {
+        PoolRef::new(PoolKey { user: user.into(), ..raw_key(db) })
     }
 
     #[tokio::test]
@@ -751,9 +764,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_s_own_handle_takes_its_pool_s_number_and_finds_that_pool() {
+        let pools = Arc::new(Pools::default());
+        assert_eq!(pools.canonical(key("db")).id(), 0, "no pool yet: no number");
+        let _ = pools.checkout(&key("db"), "pg1", limits(2), &login(), Instant::now());
+        let mine = pools.canonical(key("db"));
+        assert_ne!(mine.id(), 0);
+        assert_eq!(pools.canonical(key("db")).id(), mine.id(), "one number per pool");
+        let _ = pools.checkout(&key("other"), "pg1", limits(2), &login(), Instant::now());
+        assert_ne!(pools.canonical(key("other")).id(), mine.id());
+        let _ = pools.checkout(&mine, "pg1", limits(2), &login(), Instant::now());
+        let opening: Vec<_> = pools.figures().iter().map(|f| (f.key.database.clone(), f.opening)).collect();
+        assert_eq!(opening, [("db".to_string(), 2), ("other".to_string(), 1)], "the same pool, by its number");
+    }
+
+    #[tokio::test]
     async fn a_retired_or_reconnected_pool_closes_what_comes_back() {
         let mut ends = Vec::new();
-        let in_use = |k: &PoolKey| {
+        let in_use = |k: &PoolRef| {
             let pools = Arc::new(Pools::default());
             let _ = pools.checkout(k, "pg1", limits(2), &login(), Instant::now());
             pools.lock().get_mut(k).unwrap().pool.opened_for_client();

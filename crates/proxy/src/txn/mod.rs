@@ -39,7 +39,7 @@ use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
 use crate::pooling::{PoolMode, Pooling};
-use crate::pools::{lease, Leased, Login, PoolKey, Taken};
+use crate::pools::{lease, Leased, Login, PoolKey, PoolRef, Taken};
 use crate::prepared::{ClientStatements, Registry, Route};
 use crate::relay::{send_error, Ended};
 use crate::server_auth::LoginError;
@@ -175,7 +175,7 @@ where
 /// The server a client holds, with what it still owes.
 struct Held {
     conn: ServerConn,
-    key: Arc<PoolKey>,
+    key: PoolRef,
     registry: Arc<Registry>,
     pending: Outstanding,
     /// The last message was a ReadyForQuery `I` answering everything sent.
@@ -200,7 +200,7 @@ struct Txn<'a> {
     /// When it took the server it holds.
     leased_at: Option<Instant>,
     /// The backend of its last transaction and that pool's key.
-    last_key: Option<(Backend, Arc<PoolKey>)>,
+    last_key: Option<(Backend, PoolRef)>,
     /// A session-level feature it used: it keeps its server to the end.
     pinned: Option<Feature>,
     /// Session mode: it keeps the server it first takes to the end of its session, and at a
@@ -308,7 +308,7 @@ impl Txn<'_> {
     /// the last one went; a key is four allocations).
     /// `want` is where a balanced read-write port sends the statement; a read that finds no
     /// replica runs on the primary. Also returns which of the two the backend is.
-    fn pick_now(&mut self, want: Target) -> Result<Option<(Arc<PoolKey>, Target)>, Refusal> {
+    fn pick_now(&mut self, want: Target) -> Result<Option<(PoolRef, Target)>, Refusal> {
         let shared = self.shared;
         let routes = shared.routes.borrow();
         let replica = self.port == Port::ReadOnly || want == Target::Replica;
@@ -331,10 +331,16 @@ impl Txn<'_> {
                 None => return Ok(None),
             }
         };
-        match &self.last_key {
-            Some((b, key)) if b == backend => Ok(Some((key.clone(), on))),
+        match &mut self.last_key {
+            Some((b, key)) if b == backend => {
+                // The pool is made by the first transaction that asks for it: its number then.
+                if key.id() == 0 {
+                    *key = shared.pools.canonical(key.clone());
+                }
+                Ok(Some((key.clone(), on)))
+            }
             _ => {
-                let key = Arc::new(PoolKey { addr: backend.addr(), ..self.base.clone() });
+                let key = shared.pools.canonical(PoolRef::new(PoolKey { addr: backend.addr(), ..self.base.clone() }));
                 self.last_key = Some((backend.clone(), key.clone()));
                 Ok(Some((key, on)))
             }
@@ -371,11 +377,7 @@ impl Txn<'_> {
         Ok(())
     }
 
-    async fn acquire_now(
-        &mut self,
-        began: Instant,
-        mut want: Target,
-    ) -> Result<(Taken, Arc<PoolKey>, Target), Refusal> {
+    async fn acquire_now(&mut self, began: Instant, mut want: Target) -> Result<(Taken, PoolRef, Target), Refusal> {
         let mut asked = began;
         // PAUSE (admin console): held until RESUME.
         if self.shared.paused.borrow().holds(&self.base.database) {
@@ -446,7 +448,7 @@ impl Txn<'_> {
 
     /// Makes the leased connection the client's server since `at`: its parameters brought in
     /// line, its cancel key bound.
-    fn take(&mut self, taken: Taken, key: Arc<PoolKey>, on: Target, at: Instant) {
+    fn take(&mut self, taken: Taken, key: PoolRef, on: Target, at: Instant) {
         let Taken { mut conn, registry, .. } = taken;
         let mut pending = std::mem::take(&mut self.spare);
         if let Some(sql) = self.params.replay_on(&mut conn.session.params) {
