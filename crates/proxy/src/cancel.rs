@@ -12,13 +12,17 @@
 //! * synthetic pids are unique among live entries, so a lookup never reaches another session;
 //! * an entry lives exactly as long as its client session: the caller removes it when the
 //!   session ends (a session stays on one backend), so a late cancel can never hit a query of a
-//!   different client.
+//!   different client;
+//! * a pooled client points its key at the server it holds through its [`Binding`], shared with
+//!   the map: every transaction does so twice, without the map's lock (which every worker
+//!   thread's clients share) or a lookup.
 //!
 //! The map itself is pure: randomness comes from the caller (`fill`), which in the proxy is the
 //! operating system's generator.
 
 use foldhash::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -134,8 +138,37 @@ pub struct CancelMap<A> {
 #[derive(Debug)]
 struct Entry<A> {
     key: CancelKey,
-    /// `None` while a pooled client holds no server: a cancel then has nothing to stop.
-    target: Option<BackendTarget<A>>,
+    target: Binding<A>,
+}
+
+/// Where one session's key points: `None` while a pooled client holds no server (a cancel then
+/// has nothing to stop). Shared by the map and the session.
+#[derive(Debug)]
+pub struct Binding<A>(Arc<Mutex<Option<BackendTarget<A>>>>);
+
+impl<A> Clone for Binding<A> {
+    fn clone(&self) -> Self {
+        Binding(self.0.clone())
+    }
+}
+
+impl<A> Binding<A> {
+    fn new(target: Option<BackendTarget<A>>) -> Binding<A> {
+        Binding(Arc::new(Mutex::new(target)))
+    }
+
+    /// Points the key at the server the client holds now, or at nothing between its
+    /// transactions. Returns where it pointed before.
+    pub fn set(&self, target: Option<BackendTarget<A>>) -> Option<BackendTarget<A>> {
+        std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), target)
+    }
+
+    fn get(&self) -> Option<BackendTarget<A>>
+    where
+        A: Clone,
+    {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl<A> Default for CancelMap<A> {
@@ -163,30 +196,24 @@ impl<A> CancelMap<A> {
         fill: impl FnMut(&mut [u8]),
     ) -> Result<(u32, CancelKey), IssueError> {
         let len = target.key.len();
-        self.issue_for(Some(target), len, fill)
+        self.issue_for(Binding::new(Some(target)), len, fill)
     }
 
     /// Issues a synthetic (pid, key) of `key_len` bytes for a pooled client that holds no server
-    /// yet (see [`CancelMap::bind`]).
+    /// yet, with the [`Binding`] the client points it with.
     pub fn issue_unbound(
         &mut self,
         key_len: usize,
         fill: impl FnMut(&mut [u8]),
-    ) -> Result<(u32, CancelKey), IssueError> {
-        self.issue_for(None, key_len, fill)
-    }
-
-    /// Points a pooled client's key at the server it holds now, or at nothing between its
-    /// transactions.
-    pub fn bind(&mut self, pid: u32, target: Option<BackendTarget<A>>) {
-        if let Some(entry) = self.entries.get_mut(&pid) {
-            entry.target = target;
-        }
+    ) -> Result<(u32, CancelKey, Binding<A>), IssueError> {
+        let binding = Binding::new(None);
+        let (pid, key) = self.issue_for(binding.clone(), key_len, fill)?;
+        Ok((pid, key, binding))
     }
 
     fn issue_for(
         &mut self,
-        target: Option<BackendTarget<A>>,
+        target: Binding<A>,
         key_len: usize,
         mut fill: impl FnMut(&mut [u8]),
     ) -> Result<(u32, CancelKey), IssueError> {
@@ -209,24 +236,27 @@ impl<A> CancelMap<A> {
 
     /// The backend to cancel for a client's CancelRequest, or `None` when the pid is unknown or
     /// the secret does not match (drop the request silently, as PostgreSQL does).
-    pub fn lookup(&self, request: &CancelRequest) -> Option<&BackendTarget<A>> {
+    pub fn lookup(&self, request: &CancelRequest) -> Option<BackendTarget<A>>
+    where
+        A: Clone,
+    {
         let entry = self.entries.get(&request.pid)?;
         if entry.key != request.key {
             return None;
         }
-        entry.target.as_ref()
+        entry.target.get()
     }
 
     /// Points a live session's key at a new backend (the session reconnected between
     /// transactions). Returns the previous target, or `None` when `pid` is not live.
     pub fn retarget(&mut self, pid: u32, target: BackendTarget<A>) -> Option<BackendTarget<A>> {
-        let entry = self.entries.get_mut(&pid)?;
-        entry.target.replace(target)
+        self.entries.get(&pid)?.target.set(Some(target))
     }
 
-    /// Forgets a session's key when the session ends; later cancels with it find nothing.
+    /// Forgets a session's key when the session ends; later cancels with it find nothing
+    /// (its [`Binding`], if the session still has it, points nowhere the map knows).
     pub fn remove(&mut self, pid: u32) -> Option<BackendTarget<A>> {
-        self.entries.remove(&pid).and_then(|e| e.target)
+        self.entries.remove(&pid).and_then(|e| e.target.set(None))
     }
 
     /// Number of live sessions with a key.
@@ -317,6 +347,25 @@ mod tests {
         assert!(map.is_empty());
         assert!(map.retarget(pid, target("x", 3, b"cccc")).is_none());
         assert!(map.remove(pid).is_none());
+    }
+
+    #[test]
+    fn a_pooled_clients_key_follows_its_binding() {
+        let mut map = CancelMap::new();
+        let (pid, key, binding) = map.issue_unbound(4, counter()).unwrap();
+        assert_eq!(key.len(), 4);
+        assert!(map.lookup(&request(pid, &key)).is_none(), "no server held: nothing to cancel");
+        assert!(binding.set(Some(target("pg1", 11, b"aaaa"))).is_none());
+        assert_eq!(map.lookup(&request(pid, &key)).unwrap().pid, 11);
+        assert_eq!(binding.set(Some(target("pg2", 22, b"bbbb"))).unwrap().pid, 11);
+        assert_eq!(map.lookup(&request(pid, &key)).unwrap().addr, "pg2");
+        binding.set(None);
+        assert!(map.lookup(&request(pid, &key)).is_none(), "between transactions: nothing to cancel");
+        binding.set(Some(target("pg1", 33, b"cccc")));
+        assert_eq!(map.remove(pid).unwrap().pid, 33);
+        assert!(map.is_empty());
+        binding.set(Some(target("pg1", 44, b"dddd")));
+        assert!(map.lookup(&request(pid, &key)).is_none(), "a removed key stays gone");
     }
 
     #[test]

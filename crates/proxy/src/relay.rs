@@ -560,7 +560,7 @@ mod tests {
         assert_eq!(guard.pid, Some(synthetic.pid));
         assert_ne!(synthetic.key.as_bytes(), b"abcd");
         let req = CancelRequest { pid: synthetic.pid, key: CancelKey::new(synthetic.key.as_bytes().to_vec()).unwrap() };
-        let target = sh.cancels.lock().unwrap().lookup(&req).cloned().unwrap();
+        let target = sh.cancels.lock().unwrap().lookup(&req).unwrap();
         assert_eq!((&*target.addr, target.pid, target.key.as_bytes()), ("h:1", 7, &b"abcd"[..]));
         drop(guard);
         assert!(sh.cancels.lock().unwrap().is_empty(), "the key leaves with the session");

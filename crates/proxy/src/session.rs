@@ -510,7 +510,7 @@ where
 /// Sends the backend's real cancel key to the backend that owns the synthetic one. An unknown
 /// key is ignored silently, as PostgreSQL does.
 async fn forward_cancel(shared: &Shared, settings: &SessionSettings, req: CancelRequest) {
-    let target = shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).lookup(&req).cloned();
+    let target = shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).lookup(&req);
     let Some(target) = target else {
         tracing::debug!(pid = req.pid, "cancel request with an unknown key ignored");
         return;

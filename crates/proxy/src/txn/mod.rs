@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access_log::{AccessRecord, Outcome};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
+use crate::cancel::{Addr, BackendTarget, Binding};
 use crate::clients::{ClientState, DbStats, Registered};
 use crate::frame::{frame_at, put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
@@ -146,6 +147,7 @@ where
         statements: ClientStatements::default(),
         params: Params::from_startup(&startup),
         pid: 0,
+        cancel: None,
         held: None,
         spare: Outstanding::default(),
         to_server: BytesMut::new(),
@@ -221,6 +223,8 @@ struct Txn<'a> {
     params: Params,
     /// The synthetic cancel key's pid.
     pid: u32,
+    /// Where that key points: the server held, or nothing between transactions.
+    cancel: Option<Binding<Addr>>,
     held: Option<Held>,
     /// The last server's bookkeeping, cleared, kept for the next (its buffers stay allocated).
     spare: Outstanding,
@@ -281,15 +285,13 @@ impl Txn<'_> {
             self.params.set(name, &value);
         }
         let issued = self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).issue_unbound(4, |b| rand::fill(b));
-        let (pid, key) = issued.map_err(|e| fatal(Outcome::Refused, SqlState::CONNECTION_FAILURE, e.to_string()))?;
+        let (pid, key, binding) =
+            issued.map_err(|e| fatal(Outcome::Refused, SqlState::CONNECTION_FAILURE, e.to_string()))?;
         self.pid = pid;
         if let Some(h) = &self.held {
-            self.shared
-                .cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bind(pid, Some(h.conn.session.target.clone()));
+            binding.set(Some(h.conn.session.target.clone()));
         }
+        self.cancel = Some(binding);
         BackendKeyData { pid, key }.encode(&mut self.to_client);
         TransactionStatus::Idle.encode_ready_for_query(&mut self.to_client);
         Ok(())
@@ -455,13 +457,7 @@ impl Txn<'_> {
             put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
             pending.sent(Kind::Query, Origin::Injected);
         }
-        if self.pid != 0 {
-            self.shared
-                .cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bind(self.pid, Some(conn.session.target.clone()));
-        }
+        self.point_cancel(Some(&conn.session.target));
         tracing::trace!(
             client = self.pid,
             server = conn.session.target.pid,
@@ -516,6 +512,14 @@ impl Txn<'_> {
         self.give_back(h, clean);
     }
 
+    /// Points the client's cancel key at the server it holds now (a copy of that server's own
+    /// key), or at nothing between its transactions.
+    fn point_cancel(&self, target: Option<&BackendTarget<Addr>>) {
+        if let Some(binding) = &self.cancel {
+            binding.set(target.cloned());
+        }
+    }
+
     /// Gives server `h` back (the one the client held): reused when at rest and `clean`.
     fn give_back(&mut self, h: Held, clean: bool) {
         let now = Instant::now();
@@ -524,9 +528,7 @@ impl Txn<'_> {
             DbStats::add(&self.me.info.stats.xacts, 1);
             DbStats::add(&self.me.info.stats.xact_us, now.saturating_duration_since(at).as_micros() as u64);
         }
-        if self.pid != 0 {
-            self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, None);
-        }
+        self.point_cancel(None);
         let reusable = clean && h.at_rest && h.pending.is_empty() && self.to_server.is_empty();
         tracing::trace!(client = self.pid, server = h.conn.session.target.pid, reusable, status = ?h.status, "server released");
         self.to_server.clear();

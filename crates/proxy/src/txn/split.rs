@@ -437,10 +437,7 @@ impl Txn<'_> {
         }
         match next {
             Some(h) => {
-                if self.pid != 0 {
-                    let target = h.conn.session.target.clone();
-                    self.shared.cancels.lock().unwrap_or_else(|e| e.into_inner()).bind(self.pid, Some(target));
-                }
+                self.point_cancel(Some(&h.conn.session.target));
                 self.held = Some(h);
             }
             None => self.acquire(target).await?,
@@ -497,13 +494,7 @@ impl Txn<'_> {
         }
         let Some(sp) = self.split.as_mut() else { return false };
         let Some(h) = sp.parked.take_if(|h| h.on == Target::Primary) else { return false };
-        if self.pid != 0 {
-            self.shared
-                .cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bind(self.pid, Some(h.conn.session.target.clone()));
-        }
+        self.point_cancel(Some(&h.conn.session.target));
         self.held = Some(h);
         true
     }
