@@ -54,6 +54,7 @@ use crate::topology::Backend;
 use crate::topology::Routes;
 use crate::wire;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 mod changes;
 mod split;
@@ -740,7 +741,7 @@ impl Txn<'_> {
         cx: &mut Context<'_>,
         wants: Wants,
         sources: &mut Sources<'_, R, W>,
-        timers: [Option<Pin<&mut tokio::time::Sleep>>; 2],
+        timers: &mut [Option<Pin<&mut Sleep>>; 2],
     ) -> Poll<Event>
     where
         R: AsyncRead + Unpin,
@@ -769,10 +770,10 @@ impl Txn<'_> {
             return Poll::Ready(event);
         }
         let [idle, drain] = timers;
-        if idle.is_some_and(|t| t.poll(cx).is_ready()) {
+        if idle.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             return Poll::Ready(Event::IdleInTransaction);
         }
-        if drain.is_some_and(|t| t.poll(cx).is_ready()) {
+        if drain.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             return Poll::Ready(Event::RouteLostTooLong);
         }
         Poll::Pending
@@ -795,6 +796,8 @@ impl Txn<'_> {
         // The client's writer may hold bytes back until flushed (TLS); a plain socket's flush
         // does nothing, so it costs no turn of the loop.
         let mut unflushed = false;
+        // The two timers, kept from turn to turn while armed (see `arm`).
+        let (mut idle_timer, mut drain_timer) = (None, None);
         loop {
             // Most turns bring nothing from the client (a server's reply, a write done).
             let placed = match self.next.is_some() || !self.cbuf.is_empty() {
@@ -858,16 +861,9 @@ impl Txn<'_> {
                         routes: self.held.is_some() || self.has_parked(),
                         flush: unflushed,
                     };
-                    // Timers made only when armed.
-                    let idle_timer = idle_deadline.map(|d| tokio::time::sleep_until(d.into()));
-                    let drain_timer = drain_deadline.map(|d| tokio::time::sleep_until(d.into()));
-                    let (mut idle_timer, mut drain_timer) = (pin!(idle_timer), pin!(drain_timer));
+                    let mut timers = [arm(&mut idle_timer, idle_deadline), arm(&mut drain_timer, drain_deadline)];
                     let mut sources = Sources { stopping: &mut stopping, rerouted: &mut rerouted, client_r, client_w };
-                    poll_fn(|cx| {
-                        let timers = [idle_timer.as_mut().as_pin_mut(), drain_timer.as_mut().as_pin_mut()];
-                        self.poll_event(cx, wants, &mut sources, timers)
-                    })
-                    .await
+                    poll_fn(|cx| self.poll_event(cx, wants, &mut sources, &mut timers)).await
                 }
             };
             match event {
@@ -979,6 +975,22 @@ impl Txn<'_> {
     }
 }
 
+/// A timer of the event loop set to `deadline`, or none when it is not armed (the timer is then
+/// dropped). An armed timer is kept from turn to turn and only moved when its deadline moves, so
+/// the turns of a transaction neither make nor drop one: most turns arm none.
+fn arm(slot: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) -> Option<Pin<&mut Sleep>> {
+    let Some(deadline) = deadline.map(tokio::time::Instant::from) else {
+        *slot = None;
+        return None;
+    };
+    match slot {
+        Some(timer) if timer.deadline() != deadline => timer.as_mut().reset(deadline),
+        Some(_) => {}
+        None => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    }
+    slot.as_mut().map(|t| t.as_mut())
+}
+
 /// What a turn of a client's event loop waits for, besides the proxy's stop and its writes.
 #[derive(Clone, Copy)]
 struct Wants {
@@ -1019,4 +1031,45 @@ enum Event {
     RouteLostTooLong,
     Stop(Option<Phase>),
     Routes(Option<Option<String>>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Poll;
+
+    fn fired(timer: Option<Pin<&mut Sleep>>) -> bool {
+        let timer = timer.expect("armed");
+        matches!(timer.poll(&mut Context::from_waker(Waker::noop())), Poll::Ready(()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_armed_timer_is_kept_moved_with_its_deadline_and_dropped_when_disarmed() {
+        let mut slot = None;
+        assert!(arm(&mut slot, None).is_none());
+        assert!(slot.is_none(), "an unarmed turn makes no timer");
+
+        // The paused clock's now (std's own does not move with it).
+        let start = tokio::time::Instant::now().into_std();
+        assert!(!fired(arm(&mut slot, Some(start + Duration::from_secs(2)))));
+        let first: *const Sleep = &**slot.as_ref().unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The same deadline again: the same timer, not yet due.
+        assert!(!fired(arm(&mut slot, Some(start + Duration::from_secs(2)))));
+        assert_eq!(first, &**slot.as_ref().unwrap() as *const Sleep, "kept, not remade");
+        // A later deadline moves it: not due at the first one.
+        assert!(!fired(arm(&mut slot, Some(start + Duration::from_secs(3)))));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!fired(arm(&mut slot, Some(start + Duration::from_secs(3)))));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(fired(arm(&mut slot, Some(start + Duration::from_secs(3)))));
+
+        // Disarmed, then armed again: a new timer from the new deadline.
+        assert!(arm(&mut slot, None).is_none());
+        assert!(slot.is_none());
+        let now = tokio::time::Instant::now().into_std();
+        assert!(!fired(arm(&mut slot, Some(now + Duration::from_secs(1)))));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(fired(arm(&mut slot, Some(now + Duration::from_secs(1)))));
+    }
 }
