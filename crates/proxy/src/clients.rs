@@ -75,12 +75,31 @@ fn micros_since_epoch(at: Instant) -> u64 {
     at.saturating_duration_since(epoch()).as_micros() as u64
 }
 
+/// A moment on the clients' clock, in whole microseconds after [`epoch`]: read from an
+/// `Instant` once, it serves both a client's state time and the durations counted from it,
+/// which are then a subtraction of two integers (a pooled client takes and gives back a server
+/// on every transaction, and each `Instant` difference costs a call into the clock's arithmetic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    /// The moment `at`.
+    pub fn of(at: Instant) -> Stamp {
+        Stamp(micros_since_epoch(at))
+    }
+
+    /// Microseconds from `earlier` to this moment (0 if `earlier` is later).
+    pub fn micros_since(self, earlier: Stamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
 impl ClientInfo {
     /// Records what it is doing since `at` (and the server it holds, 0 for none).
-    pub fn set(&self, state: ClientState, server_pid: u32, at: Instant) {
+    pub fn set(&self, state: ClientState, server_pid: u32, at: Stamp) {
         self.state.store(state as u8, Ordering::Relaxed);
         self.server_pid.store(server_pid, Ordering::Relaxed);
-        self.since_us.store(micros_since_epoch(at), Ordering::Relaxed);
+        self.since_us.store(at.0, Ordering::Relaxed);
     }
 
     /// What it is doing.
@@ -274,12 +293,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stamps_count_whole_microseconds_and_never_backwards() {
+        // Later than the clock's origin, whenever this test made it.
+        let t = Instant::now() + Duration::from_secs(1);
+        let (a, b) = (Stamp::of(t), Stamp::of(t + Duration::from_micros(1_500)));
+        assert_eq!(b.micros_since(a), 1_500);
+        assert_eq!(a.micros_since(b), 0, "an earlier moment is no time at all, not a wrap");
+        assert_eq!(a.micros_since(a), 0);
+        let clients = Clients::default();
+        let me = clients.register("app", "db", "127.0.0.1:5000", false);
+        me.info.set(ClientState::Waiting, 0, Stamp::of(Instant::now()));
+        assert!(me.info.in_state_for() < Duration::from_secs(60), "a state set now reads as just now");
+    }
+
+    #[test]
     fn a_client_counts_while_registered_and_keeps_its_state() {
         let clients = Clients::default();
         {
             let a = clients.register("app", "db", "127.0.0.1:5000", false);
             let _b = clients.register("app", "db", "127.0.0.1:5001", true);
-            a.info.set(ClientState::Active, 4242, Instant::now());
+            a.info.set(ClientState::Active, 4242, Stamp::of(Instant::now()));
             let seen = clients.snapshot();
             assert_eq!(seen.len(), 2);
             assert_eq!((seen[0].state(), seen[0].server_pid()), (ClientState::Active, 4242));

@@ -122,8 +122,8 @@ mod tests {
         let b = clients.register("app", "db", "127.0.0.1:2", false);
         let _c = clients.register("app", "db", "127.0.0.1:3", false);
         let _other = clients.register("app", "other", "127.0.0.1:4", false);
-        a.info.set(ClientState::Active, 7, std::time::Instant::now());
-        b.info.set(ClientState::Waiting, 0, std::time::Instant::now());
+        a.info.set(ClientState::Active, 7, crate::clients::Stamp::of(std::time::Instant::now()));
+        b.info.set(ClientState::Waiting, 0, crate::clients::Stamp::of(std::time::Instant::now()));
         let lines = pool_lines(
             vec![
                 figures("db", "pg1", &[], (1, 2, 0)),

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::access_log::{AccessRecord, Outcome};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
 use crate::cancel::{Addr, BackendTarget, Binding};
-use crate::clients::{ClientState, DbStats, Registered};
+use crate::clients::{ClientState, DbStats, Registered, Stamp};
 use crate::frame::{frame_at, put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
@@ -201,7 +201,7 @@ struct Txn<'a> {
     /// This client in the console's list, and its database's counters.
     me: &'a Registered<'a>,
     /// When it took the server it holds.
-    leased_at: Option<Instant>,
+    leased_at: Option<Stamp>,
     /// The backend of its last transaction and that pool's key.
     last_key: Option<(Backend, PoolRef)>,
     /// A session-level feature it used: it keeps its server to the end.
@@ -366,13 +366,14 @@ impl Txn<'_> {
         // The clock is read once here and once when the server goes back, unless the client
         // has to wait.
         let began = Instant::now();
-        self.me.info.set(ClientState::Waiting, 0, began);
+        let began_at = Stamp::of(began);
+        self.me.info.set(ClientState::Waiting, 0, began_at);
         let (taken, key, on) = self.acquire_now(began, want).await?;
         let at = match taken.at_once {
-            true => began,
+            true => began_at,
             false => {
-                let at = Instant::now();
-                DbStats::add(&self.me.info.stats.wait_us, at.saturating_duration_since(began).as_micros() as u64);
+                let at = Stamp::of(Instant::now());
+                DbStats::add(&self.me.info.stats.wait_us, at.micros_since(began_at));
                 at
             }
         };
@@ -451,7 +452,7 @@ impl Txn<'_> {
 
     /// Makes the leased connection the client's server since `at`: its parameters brought in
     /// line, its cancel key bound.
-    fn take(&mut self, taken: Taken, key: PoolRef, on: Target, at: Instant) {
+    fn take(&mut self, taken: Taken, key: PoolRef, on: Target, at: Stamp) {
         let Taken { mut conn, registry, .. } = taken;
         let mut pending = std::mem::take(&mut self.spare);
         if let Some(sql) = self.params.replay_on(&mut conn.session.params) {
@@ -524,10 +525,11 @@ impl Txn<'_> {
     /// Gives server `h` back (the one the client held): reused when at rest and `clean`.
     fn give_back(&mut self, h: Held, clean: bool) {
         let now = Instant::now();
-        self.me.info.set(ClientState::Idle, 0, now);
+        let now_at = Stamp::of(now);
+        self.me.info.set(ClientState::Idle, 0, now_at);
         if let Some(at) = self.leased_at.take() {
             DbStats::add(&self.me.info.stats.xacts, 1);
-            DbStats::add(&self.me.info.stats.xact_us, now.saturating_duration_since(at).as_micros() as u64);
+            DbStats::add(&self.me.info.stats.xact_us, now_at.micros_since(at));
         }
         self.point_cancel(None);
         let reusable = clean && h.at_rest && h.pending.is_empty() && self.to_server.is_empty();
