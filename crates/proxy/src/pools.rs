@@ -303,14 +303,14 @@ impl Pools {
     /// After a connection of `key`'s pool was given back or closed: a client of another pool of
     /// the database waiting only because of `max_db_connections` gets a connection opened for it,
     /// an idle one of this pool closed to make room when needed.
-    fn serve_capped_waiters(self: &Arc<Self>, key: &PoolKey) {
+    fn serve_capped_waiters(self: &Arc<Self>, key: &PoolRef) {
         let mut entries = self.lock();
         let Some(max) = entries.get(key).and_then(|e| e.pool.limits().max_db) else { return };
         let Some(waiting) = entries
             .iter()
             .find(|(k, e)| {
                 let (_, _, opening, waiting) = e.pool.counts();
-                ***k != *key && same_db(k, key) && waiting > opening && e.pool.total() < e.pool.limits().size
+                *k != key && same_db(k, key) && waiting > opening && e.pool.total() < e.pool.limits().size
             })
             .map(|(k, _)| k.clone())
         else {
