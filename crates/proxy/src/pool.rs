@@ -144,24 +144,32 @@ impl<S> Pool<S> {
     /// is one (the one idle the shortest: its server is the warmest), else the one idle the
     /// shortest.
     pub fn checkout_preferring(&mut self, id: WaiterId, now: Instant, prefer: impl Fn(&S) -> bool) -> Checkout<S> {
+        if let Some(conn) = self.checkout_idle(prefer) {
+            return Checkout::Ready(conn);
+        }
         // Nobody jumps the queue: with waiters, a newcomer waits behind them.
-        if self.waiters.is_empty() {
-            let preferred = self.idle.iter().rposition(|i| prefer(&i.conn));
-            let taken = match preferred {
-                Some(at) => self.idle.remove(at),
-                None => self.idle.pop_back(),
-            };
-            if let Some(i) = taken {
-                self.in_use += 1;
-                return Checkout::Ready(i.conn);
-            }
-            if self.total() < self.allowed(now) {
-                self.opening += 1;
-                return Checkout::Open;
-            }
+        if self.waiters.is_empty() && self.total() < self.allowed(now) {
+            self.opening += 1;
+            return Checkout::Open;
         }
         self.waiters.push_back(Waiter { id, since: now });
         Checkout::Wait
+    }
+
+    /// An idle connection for a client when one can be had without waiting or opening (no one
+    /// waits before it): one that `prefer`s, the one idle the shortest among them (its server is
+    /// the warmest), else the one idle the shortest. `None` changes nothing.
+    pub fn checkout_idle(&mut self, prefer: impl Fn(&S) -> bool) -> Option<S> {
+        // Nobody jumps the queue: with waiters, a newcomer waits behind them.
+        if !self.waiters.is_empty() {
+            return None;
+        }
+        let taken = match self.idle.iter().rposition(|i| prefer(&i.conn)) {
+            Some(at) => self.idle.remove(at),
+            None => self.idle.pop_back(),
+        }?;
+        self.in_use += 1;
+        Some(taken.conn)
     }
 
     /// A connection the pool asked for opened ([`Due::open`], [`Checkin::Close`]): the longest
@@ -364,6 +372,29 @@ mod tests {
         assert_eq!(p.checkin("a", t0, true, t0), Checkin::Idle);
         assert_eq!(p.checkout(5, t0), Checkout::Ready("a"), "the most recently used first");
         assert_eq!(p.counts(), (1, 1, 0, 0));
+    }
+
+    #[test]
+    fn an_idle_connection_is_had_at_once_and_a_miss_changes_nothing() {
+        let t0 = Instant::now();
+        let mut p: Pool<&str> = Pool::new(limits(2));
+        let any = |_: &&str| false;
+        assert_eq!(p.checkout_idle(any), None, "nothing idle: the caller opens or waits");
+        assert_eq!(p.counts(), (0, 0, 0, 0), "and nothing was counted");
+        for _ in 0..2 {
+            assert_eq!(p.checkout(0, t0), Checkout::Open);
+            p.opened_for_client();
+        }
+        for c in ["a", "b"] {
+            assert_eq!(p.checkin(c, t0, true, t0), Checkin::Idle);
+        }
+        assert_eq!(p.checkout_idle(|c: &&str| *c == "a"), Some("a"), "the preferred one");
+        assert_eq!(p.checkout_idle(any), Some("b"), "else the warmest");
+        assert_eq!(p.counts(), (0, 2, 0, 0), "both counted in use");
+        assert_eq!(p.checkout(1, t0), Checkout::Wait, "both in use: client 1 waits");
+        assert_eq!(p.checkout_idle(any), None);
+        assert_eq!(p.counts(), (0, 2, 0, 1), "the miss neither queued nor opened anything");
+        assert_eq!(p.checkin("a", t0, true, t0), Checkin::Handed(1, "a"), "the waiter is served first");
     }
 
     #[test]

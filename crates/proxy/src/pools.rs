@@ -138,17 +138,20 @@ impl Pools {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An idle connection of `key`'s pool when one can be had at once, without waiting, opening
+    /// or creating the pool (no one waits before the client; the pool is routed): a client's
+    /// common case, which [`Pools::checkout`] serves too, with none of its other cases. `None`
+    /// changes nothing.
+    pub fn checkout_idle(&self, key: &PoolRef) -> Option<Idle> {
+        let mut entries = self.lock();
+        let e = entries.get_mut(key).filter(|e| !e.retired)?;
+        // A connection at home on this thread's event loop costs no system call to take.
+        e.pool.checkout_idle(Idle::at_home)
+    }
+
     /// Asks `key`'s pool for a connection at `now` (creating the pool with `limits` for
-    /// `backend`); `login` is kept for the connections the pool opens on its own. Also returns
-    /// the statement registry.
-    pub fn checkout(
-        &self,
-        key: &PoolRef,
-        backend: &str,
-        limits: Limits,
-        login: &Login,
-        now: Instant,
-    ) -> (Lease, Arc<Registry>) {
+    /// `backend`); `login` is kept for the connections the pool opens on its own.
+    pub fn checkout(&self, key: &PoolRef, backend: &str, limits: Limits, login: &Login, now: Instant) -> Lease {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
         // max_db_connections: at the cap, a connection idle in another pool of the database makes
@@ -195,7 +198,7 @@ impl Pools {
             }
         };
         drop(entries);
-        (lease, self.registry.clone())
+        lease
     }
 
     /// A pool's key and the login its first client gave, if any pool has one: what the
@@ -541,8 +544,6 @@ pub enum Leased {
 pub struct Taken {
     /// The connection, registered with the calling task's event loop.
     pub conn: ServerConn,
-    /// The statement registry of every pool.
-    pub registry: Arc<Registry>,
     /// It was idle in the pool when asked for at `now`: the client did not wait.
     pub at_once: bool,
 }
@@ -562,7 +563,7 @@ pub async fn lease(
 ) -> Result<Taken, Leased> {
     let mut at_once = true;
     loop {
-        let (lease, registry) = pools.checkout(key, backend, limits, login, now);
+        let lease = pools.checkout(key, backend, limits, login, now);
         let mut idle = match lease {
             Lease::Ready(idle) => idle,
             Lease::Open(room) => {
@@ -575,7 +576,7 @@ pub async fn lease(
                 return match opened {
                     Ok(conn) => {
                         pools.opened_for_client(key, &conn);
-                        Ok(Taken { conn, registry, at_once: false })
+                        Ok(Taken { conn, at_once: false })
                     }
                     Err(e) => {
                         pools.open_failed(key);
@@ -597,7 +598,7 @@ pub async fn lease(
             continue;
         }
         match idle.lease() {
-            Ok(conn) => return Ok(Taken { conn, registry, at_once }),
+            Ok(conn) => return Ok(Taken { conn, at_once }),
             Err(e) => {
                 pools.lost(key);
                 return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
@@ -682,15 +683,15 @@ mod tests {
         let mut ends = Vec::new();
         let k = key("db");
         assert!(
-            matches!(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0, Lease::Open(_)),
+            matches!(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()), Lease::Open(_)),
             "empty pool: open one"
         );
         pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
         // The pool is full: the next two clients wait, in order.
-        let Lease::Wait(first, mut first_rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0 else {
+        let Lease::Wait(first, mut first_rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()) else {
             panic!()
         };
-        let Lease::Wait(_, mut second_rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0 else {
+        let Lease::Wait(_, mut second_rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()) else {
             panic!()
         };
         pools.checkin(&k, conn(7, &mut ends), true);
@@ -702,7 +703,7 @@ mod tests {
         assert_eq!(second_rx.try_recv().map(|c| c.pid()).ok(), Some(8));
         pools.checkin(&k, conn(9, &mut ends), true);
         assert_eq!(
-            pid(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0),
+            pid(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now())),
             Some(9),
             "idle, then handed out"
         );
@@ -715,11 +716,11 @@ mod tests {
         let k = key("db");
         let _ = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now());
         pools.lock().get_mut(&k).unwrap().pool.opened_for_client();
-        let Lease::Wait(id, rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0 else { panic!() };
+        let Lease::Wait(id, rx) = pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()) else { panic!() };
         drop(Waiting::new(&pools, &k, id, rx));
         pools.checkin(&k, conn(5, &mut ends), true);
         assert_eq!(
-            pid(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now()).0),
+            pid(pools.checkout(&k, "pg1", limits(1), &login(), Instant::now())),
             Some(5),
             "idle again, not lost"
         );
@@ -736,11 +737,11 @@ mod tests {
         let capped = Limits { max_db: Some(1), ..limits(5) };
         let (alice, bob) = (user("db", "alice"), user("db", "bob"));
         // Alice's pool holds the database's only connection, idle.
-        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login(), Instant::now()).0, Lease::Open(_)));
+        assert!(matches!(pools.checkout(&alice, "pg1", capped, &login(), Instant::now()), Lease::Open(_)));
         pools.lock().get_mut(&alice).unwrap().pool.opened_for_client();
         pools.checkin(&alice, conn(1, &mut ends), true);
         // Bob may open one once alice's idle connection, handed to him to close, is gone.
-        let Lease::Open(Some(room)) = pools.checkout(&bob, "pg1", capped, &login(), Instant::now()).0 else {
+        let Lease::Open(Some(room)) = pools.checkout(&bob, "pg1", capped, &login(), Instant::now()) else {
             panic!("bob opens one in place of alice's")
         };
         assert_eq!(room.pid(), 1);
@@ -751,7 +752,7 @@ mod tests {
         };
         assert_eq!(counts(&alice), Some((0, 0, 0, 0)), "evicted");
         // Alice now waits: bob's connection is the database's one.
-        let Lease::Wait(_, _rx) = pools.checkout(&alice, "pg1", capped, &login(), Instant::now()).0 else {
+        let Lease::Wait(_, _rx) = pools.checkout(&alice, "pg1", capped, &login(), Instant::now()) else {
             panic!("alice waits")
         };
         assert_eq!(counts(&alice), Some((0, 0, 0, 1)));
@@ -760,7 +761,7 @@ mod tests {
         assert_eq!(counts(&bob), Some((0, 0, 0, 0)));
         assert_eq!(counts(&alice), Some((0, 0, 1, 1)), "opening for the waiter");
         // Other databases are not bound by it.
-        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login(), Instant::now()).0, Lease::Open(_)));
+        assert!(matches!(pools.checkout(&key("other"), "pg1", capped, &login(), Instant::now()), Lease::Open(_)));
     }
 
     #[tokio::test]

@@ -41,7 +41,7 @@ use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
 use crate::pooling::{PoolMode, Pooling};
 use crate::pools::{lease, Leased, Login, PoolKey, PoolRef, Taken};
-use crate::prepared::{ClientStatements, Registry, Route};
+use crate::prepared::{ClientStatements, Route};
 use crate::relay::{send_error, Ended};
 use crate::server_auth::LoginError;
 use crate::server_conn::{OpenError, ServerConn};
@@ -138,6 +138,10 @@ where
         me: &registered,
         leased_at: None,
         last_key: None,
+        primary_pick: false,
+        routes_seen: shared.routes.clone(),
+        paused_holds: shared.paused.borrow().holds(&id.database),
+        paused_seen: shared.paused.subscribe(),
         pinned: None,
         session,
         settings,
@@ -179,7 +183,6 @@ where
 struct Held {
     conn: ServerConn,
     key: PoolRef,
-    registry: Arc<Registry>,
     pending: Outstanding,
     /// The last message was a ReadyForQuery `I` answering everything sent.
     at_rest: bool,
@@ -204,6 +207,15 @@ struct Txn<'a> {
     leased_at: Option<Stamp>,
     /// The backend of its last transaction and that pool's key.
     last_key: Option<(Backend, PoolRef)>,
+    /// `last_key` is the read-write port's primary pick, valid while the routes are as
+    /// `routes_seen` last saw them.
+    primary_pick: bool,
+    /// This client's view of the routes' version: an unchanged primary is picked again with one
+    /// atomic load, without the read lock of the channel that every client shares.
+    routes_seen: watch::Receiver<Routes>,
+    /// Whether PAUSE holds this client's database, as of `paused_seen`'s version.
+    paused_holds: bool,
+    paused_seen: watch::Receiver<crate::pooling::Paused>,
     /// A session-level feature it used: it keeps its server to the end.
     pinned: Option<Feature>,
     /// Session mode: it keeps the server it first takes to the end of its session, and at a
@@ -313,6 +325,19 @@ impl Txn<'_> {
     /// replica runs on the primary. Also returns which of the two the backend is.
     fn pick_now(&mut self, want: Target) -> Result<Option<(PoolRef, Target)>, Refusal> {
         let shared = self.shared;
+        let primary_only = want == Target::Primary && self.port == Port::ReadWrite;
+        // The same primary as last time while the routes did not change (a version's load).
+        let changed = self.routes_seen.has_changed().unwrap_or(true);
+        if !changed && primary_only && self.primary_pick {
+            if let Some((_, key)) = &self.last_key {
+                return Ok(Some((key.clone(), Target::Primary)));
+            }
+        }
+        // Seen before it is read: a change in between is read now and found again next time.
+        if changed {
+            self.routes_seen.mark_unchanged();
+        }
+        self.primary_pick = false;
         let routes = shared.routes.borrow();
         let replica = self.port == Port::ReadOnly || want == Target::Replica;
         // Read-your-writes: only replicas that have replayed the session's write (the router
@@ -340,14 +365,25 @@ impl Txn<'_> {
                 if key.id() == 0 {
                     *key = shared.pools.canonical(key.clone());
                 }
+                self.primary_pick = primary_only && key.id() != 0;
                 Ok(Some((key.clone(), on)))
             }
             _ => {
                 let key = shared.pools.canonical(PoolRef::new(PoolKey { addr: backend.addr(), ..self.base.clone() }));
+                self.primary_pick = primary_only && key.id() != 0;
                 self.last_key = Some((backend.clone(), key.clone()));
                 Ok(Some((key, on)))
             }
         }
+    }
+
+    /// Whether PAUSE (the admin console) holds this client's database: read again only when the
+    /// channel's version moved (one atomic load per transaction otherwise).
+    fn paused(&mut self) -> bool {
+        if self.paused_seen.has_changed().unwrap_or(true) {
+            self.paused_holds = self.paused_seen.borrow_and_update().holds(&self.base.database);
+        }
+        self.paused_holds
     }
 
     /// Waits for a primary until `deadline`.
@@ -367,8 +403,23 @@ impl Txn<'_> {
         // has to wait.
         let began = Instant::now();
         let began_at = Stamp::of(began);
+        // The common case, without a future: not paused, and a server idle in the pool picked.
+        // The pick goes on to the waiting path otherwise (picking again would move the
+        // replicas' round robin twice).
+        let mut picked = None;
+        if !self.paused() {
+            if let Some((key, on)) = self.pick_now(want)? {
+                match self.take_idle(&key) {
+                    Some(conn) => {
+                        self.take(conn, key, on, began_at);
+                        return Ok(());
+                    }
+                    None => picked = Some((key, on)),
+                }
+            }
+        }
         self.me.info.set(ClientState::Waiting, 0, began_at);
-        let (taken, key, on) = self.acquire_now(began, want).await?;
+        let (taken, key, on) = self.acquire_now(began, want, picked).await?;
         let at = match taken.at_once {
             true => began_at,
             false => {
@@ -377,23 +428,53 @@ impl Txn<'_> {
                 at
             }
         };
-        self.take(taken, key, on, at);
+        self.take(taken.conn, key, on, at);
         Ok(())
     }
 
-    async fn acquire_now(&mut self, began: Instant, mut want: Target) -> Result<(Taken, PoolRef, Target), Refusal> {
+    /// A server idle in `key`'s pool when one can be had at once (no clients wait before this
+    /// one): what [`lease`] would give without waiting. `None` sends the client to wait or open
+    /// one ([`Txn::acquire_now`]).
+    fn take_idle(&self, key: &PoolRef) -> Option<ServerConn> {
+        let pools = &self.shared.pools;
+        while let Some(mut idle) = pools.checkout_idle(key) {
+            if !idle.drain() {
+                pools.checkin(key, idle, false);
+                continue;
+            }
+            return match idle.lease() {
+                Ok(conn) => Some(conn),
+                Err(_) => {
+                    // As lost as in `lease`; the waiting path takes it from there.
+                    pools.lost(key);
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    /// [`Txn::acquire`]'s waiting path, starting from the backend `picked` already, if any.
+    async fn acquire_now(
+        &mut self,
+        began: Instant,
+        mut want: Target,
+        mut picked: Option<(PoolRef, Target)>,
+    ) -> Result<(Taken, PoolRef, Target), Refusal> {
         let mut asked = began;
         // PAUSE (admin console): held until RESUME.
-        if self.shared.paused.borrow().holds(&self.base.database) {
+        if self.paused() {
             let db = self.base.database.clone();
             let _ = self.shared.paused.subscribe().wait_for(|p| !p.holds(&db)).await;
             asked = Instant::now();
+            // The routes may have moved meanwhile: picked again below.
+            picked = None;
         }
         let deadline = asked + self.settings.hold_timeout;
         // Made at the first retry: the routes' changes wake a held client early.
         let mut changes: Option<watch::Receiver<Routes>> = None;
         loop {
-            let (key, on) = match self.pick_now(want)? {
+            let (key, on) = match picked.take().map_or_else(|| self.pick_now(want), |p| Ok(Some(p)))? {
                 Some(picked) => picked,
                 None => {
                     self.wait_for_primary(deadline).await?;
@@ -452,8 +533,7 @@ impl Txn<'_> {
 
     /// Makes the leased connection the client's server since `at`: its parameters brought in
     /// line, its cancel key bound.
-    fn take(&mut self, taken: Taken, key: PoolRef, on: Target, at: Stamp) {
-        let Taken { mut conn, registry, .. } = taken;
+    fn take(&mut self, mut conn: ServerConn, key: PoolRef, on: Target, at: Stamp) {
         let mut pending = std::mem::take(&mut self.spare);
         if let Some(sql) = self.params.replay_on(&mut conn.session.params) {
             put_frame(&mut self.to_server, b'Q', |d| wire::put_cstr(d, sql.as_bytes()));
@@ -469,16 +549,7 @@ impl Txn<'_> {
         self.me.info.set(ClientState::Active, conn.session.target.pid, at);
         self.leased_at = Some(at);
         let at_rest = pending.is_empty();
-        self.held = Some(Held {
-            conn,
-            key,
-            registry,
-            pending,
-            at_rest,
-            status: TransactionStatus::Idle,
-            on,
-            block_open: false,
-        });
+        self.held = Some(Held { conn, key, pending, at_rest, status: TransactionStatus::Idle, on, block_open: false });
     }
 
     /// Session mode, the client gone: a server at rest runs `server_reset_query` and goes back to
@@ -595,8 +666,7 @@ impl Txn<'_> {
                 }
             }
             if self.held.is_none() && !self.session {
-                let registry = self.shared.pools.registry().clone();
-                match self.statements.answer_locally(&registry, &frame, &mut self.to_client) {
+                match self.statements.answer_locally(self.shared.pools.registry(), &frame, &mut self.to_client) {
                     Some(Ok(())) => continue,
                     Some(Err(e)) => {
                         return Err(ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, e.to_string()))
@@ -624,7 +694,7 @@ impl Txn<'_> {
             let mut route = Route {
                 client: &mut self.statements,
                 server: &mut h.conn.session.statements,
-                registry: &h.registry,
+                registry: self.shared.pools.registry(),
                 pending: &mut h.pending,
                 to_server: &mut self.to_server,
             };
