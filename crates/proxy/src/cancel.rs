@@ -142,9 +142,11 @@ struct Entry<A> {
 }
 
 /// Where one session's key points: `None` while a pooled client holds no server (a cancel then
-/// has nothing to stop). Shared by the map and the session.
+/// has nothing to stop). Shared by the map and the session. The target is shared with the server
+/// connection it describes, so pointing the key at a server (twice per pooled transaction)
+/// copies a pointer, not the address and the key.
 #[derive(Debug)]
-pub struct Binding<A>(Arc<Mutex<Option<BackendTarget<A>>>>);
+pub struct Binding<A>(Arc<Mutex<Option<Arc<BackendTarget<A>>>>>);
 
 impl<A> Clone for Binding<A> {
     fn clone(&self) -> Self {
@@ -153,13 +155,13 @@ impl<A> Clone for Binding<A> {
 }
 
 impl<A> Binding<A> {
-    fn new(target: Option<BackendTarget<A>>) -> Binding<A> {
+    fn new(target: Option<Arc<BackendTarget<A>>>) -> Binding<A> {
         Binding(Arc::new(Mutex::new(target)))
     }
 
     /// Points the key at the server the client holds now, or at nothing between its
     /// transactions. Returns where it pointed before.
-    pub fn set(&self, target: Option<BackendTarget<A>>) -> Option<BackendTarget<A>> {
+    pub fn set(&self, target: Option<Arc<BackendTarget<A>>>) -> Option<Arc<BackendTarget<A>>> {
         std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), target)
     }
 
@@ -167,7 +169,7 @@ impl<A> Binding<A> {
     where
         A: Clone,
     {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_deref().cloned()
     }
 }
 
@@ -196,7 +198,7 @@ impl<A> CancelMap<A> {
         fill: impl FnMut(&mut [u8]),
     ) -> Result<(u32, CancelKey), IssueError> {
         let len = target.key.len();
-        self.issue_for(Binding::new(Some(target)), len, fill)
+        self.issue_for(Binding::new(Some(Arc::new(target))), len, fill)
     }
 
     /// Issues a synthetic (pid, key) of `key_len` bytes for a pooled client that holds no server
@@ -249,13 +251,13 @@ impl<A> CancelMap<A> {
 
     /// Points a live session's key at a new backend (the session reconnected between
     /// transactions). Returns the previous target, or `None` when `pid` is not live.
-    pub fn retarget(&mut self, pid: u32, target: BackendTarget<A>) -> Option<BackendTarget<A>> {
-        self.entries.get(&pid)?.target.set(Some(target))
+    pub fn retarget(&mut self, pid: u32, target: BackendTarget<A>) -> Option<Arc<BackendTarget<A>>> {
+        self.entries.get(&pid)?.target.set(Some(Arc::new(target)))
     }
 
     /// Forgets a session's key when the session ends; later cancels with it find nothing
     /// (its [`Binding`], if the session still has it, points nowhere the map knows).
-    pub fn remove(&mut self, pid: u32) -> Option<BackendTarget<A>> {
+    pub fn remove(&mut self, pid: u32) -> Option<Arc<BackendTarget<A>>> {
         self.entries.remove(&pid).and_then(|e| e.target.set(None))
     }
 
@@ -355,16 +357,16 @@ mod tests {
         let (pid, key, binding) = map.issue_unbound(4, counter()).unwrap();
         assert_eq!(key.len(), 4);
         assert!(map.lookup(&request(pid, &key)).is_none(), "no server held: nothing to cancel");
-        assert!(binding.set(Some(target("pg1", 11, b"aaaa"))).is_none());
+        assert!(binding.set(Some(Arc::new(target("pg1", 11, b"aaaa")))).is_none());
         assert_eq!(map.lookup(&request(pid, &key)).unwrap().pid, 11);
-        assert_eq!(binding.set(Some(target("pg2", 22, b"bbbb"))).unwrap().pid, 11);
+        assert_eq!(binding.set(Some(Arc::new(target("pg2", 22, b"bbbb")))).unwrap().pid, 11);
         assert_eq!(map.lookup(&request(pid, &key)).unwrap().addr, "pg2");
         binding.set(None);
         assert!(map.lookup(&request(pid, &key)).is_none(), "between transactions: nothing to cancel");
-        binding.set(Some(target("pg1", 33, b"cccc")));
+        binding.set(Some(Arc::new(target("pg1", 33, b"cccc"))));
         assert_eq!(map.remove(pid).unwrap().pid, 33);
         assert!(map.is_empty());
-        binding.set(Some(target("pg1", 44, b"dddd")));
+        binding.set(Some(Arc::new(target("pg1", 44, b"dddd"))));
         assert!(map.lookup(&request(pid, &key)).is_none(), "a removed key stays gone");
     }
 

@@ -17,6 +17,7 @@
 //! never appears in an [`OpenError`].
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -85,8 +86,9 @@ pub struct ServerSession {
     pub welcome: Vec<(String, String)>,
     /// Statements prepared on it.
     pub statements: ServerStatements,
-    /// Where and how to cancel what it runs.
-    pub target: BackendTarget<Addr>,
+    /// Where and how to cancel what it runs (shared with the cancel key of the client holding
+    /// it: see [`crate::cancel::Binding`]).
+    pub target: Arc<BackendTarget<Addr>>,
 }
 
 /// Where an idle connection's socket is registered.
@@ -196,6 +198,7 @@ impl ServerConn {
             }
         }
         let target = target.ok_or_else(|| OpenError::Server("the server sent no BackendKeyData".into()))?;
+        let target = Arc::new(target);
         let session = Box::new(ServerSession { params, welcome, statements: ServerStatements::default(), target });
         Ok(ServerConn { stream, buf, session, born: Instant::now() })
     }
@@ -334,7 +337,7 @@ impl Idle {
                 params: Params::default(),
                 welcome: vec![("server_version".into(), "15.0".into())],
                 statements: ServerStatements::default(),
-                target: BackendTarget { addr: "127.0.0.1:5432".into(), pid, key },
+                target: Arc::new(BackendTarget { addr: "127.0.0.1:5432".into(), pid, key }),
             }),
             born: Instant::now(),
         }

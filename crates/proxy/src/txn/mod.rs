@@ -587,7 +587,7 @@ impl Txn<'_> {
 
     /// Points the client's cancel key at the server it holds now (a copy of that server's own
     /// key), or at nothing between its transactions.
-    fn point_cancel(&self, target: Option<&BackendTarget<Addr>>) {
+    fn point_cancel(&self, target: Option<&Arc<BackendTarget<Addr>>>) {
         if let Some(binding) = &self.cancel {
             binding.set(target.cloned());
         }
