@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::backend::{BackendMessage, ErrorFields, SqlState, TransactionStatus};
@@ -293,12 +293,12 @@ impl Idle {
         let at_home = self.at_home();
         let alive = match &mut self.stream {
             Parked::Homed { stream, .. } if at_home => {
-                // The loop has seen nothing since the last read came up short: nothing to read.
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                if stream.poll_read_ready(&mut cx).is_pending() {
-                    return true;
-                }
-                read_available(&mut self.buf, |chunk| stream.try_read(chunk))
+                // Read only when the loop has seen the socket readable (or closed) since the last
+                // read came up short; else there is nothing to read. `try_io` looks at that
+                // readiness without registering a waker (a lock) as a poll would.
+                let buf = &mut self.buf;
+                let read = stream.try_io(Interest::READABLE, || Ok(read_available(buf, |c| stream.try_read(c))));
+                read.unwrap_or(true)
             }
             _ => match self.stream.loose() {
                 Some(stream) => read_available(&mut self.buf, |chunk| stream.read(chunk)),
