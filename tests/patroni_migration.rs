@@ -172,7 +172,14 @@ impl Mixed {
     }
 
     /// `patronictl switchover` from the current leader to `candidate`, waiting until it leads.
+    /// The cluster runs in synchronous mode, where a switchover goes only to a synchronous
+    /// standby (Patroni answers 412 otherwise): a member that has just restarted streams before
+    /// the leader names it again, so the switchover waits for that first.
     fn switchover(&self, leader: usize, candidate: usize) {
+        let named = support::wait_until(SETTLE, Duration::from_millis(200), || {
+            self.sync_standbys().iter().any(|s| s == self.c.name(candidate))
+        });
+        assert!(named, "{} is never named a synchronous standby: {:?}", self.describe(candidate), self.sync_standbys());
         let out = support::patronictl(
             self.c.config_path(0),
             &["switchover", "--leader", self.c.name(leader), "--candidate", self.c.name(candidate), "--force"],
