@@ -585,8 +585,8 @@ impl Txn<'_> {
         self.give_back(h, clean);
     }
 
-    /// Points the client's cancel key at the server it holds now (a copy of that server's own
-    /// key), or at nothing between its transactions.
+    /// Points the client's cancel key at the server it holds now (that server's own cancel
+    /// target, shared, not copied), or at nothing between its transactions.
     fn point_cancel(&self, target: Option<&Arc<BackendTarget<Addr>>>) {
         if let Some(binding) = &self.cancel {
             binding.set(target.cloned());
