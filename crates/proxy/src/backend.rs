@@ -172,6 +172,15 @@ impl TransactionStatus {
         }
     }
 
+    /// The status a ReadyForQuery body carries, read in place (no message built); `None` when
+    /// the body is not one known status byte.
+    pub fn of_ready_body(body: &[u8]) -> Option<Self> {
+        match body {
+            [b] => Self::from_byte(*b).ok(),
+            _ => None,
+        }
+    }
+
     /// The wire byte.
     pub fn as_byte(self) -> u8 {
         match self {

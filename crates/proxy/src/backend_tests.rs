@@ -230,3 +230,13 @@ fn the_shutdown_error_is_postgresql_s_own() {
     let BackendMessage::ErrorResponse(f) = BackendMessage::parse(&frame).unwrap() else { panic!("an ErrorResponse") };
     assert_eq!(f.to_string(), "FATAL 57P01: terminating connection due to administrator command");
 }
+
+#[test]
+fn a_ready_for_query_status_is_read_in_place() {
+    assert_eq!(TransactionStatus::of_ready_body(b"I"), Some(TransactionStatus::Idle));
+    assert_eq!(TransactionStatus::of_ready_body(b"T"), Some(TransactionStatus::InTransaction));
+    assert_eq!(TransactionStatus::of_ready_body(b"E"), Some(TransactionStatus::Failed));
+    assert_eq!(TransactionStatus::of_ready_body(b"?"), None, "an unknown status");
+    assert_eq!(TransactionStatus::of_ready_body(b"II"), None, "more than the status byte");
+    assert_eq!(TransactionStatus::of_ready_body(b""), None, "no status byte");
+}

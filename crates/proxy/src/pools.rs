@@ -149,6 +149,38 @@ impl Pools {
         e.pool.checkout_idle(Idle::at_home)
     }
 
+    /// A live idle connection of `key`'s pool, taken at once ([`Pools::checkout_idle`], then
+    /// [`Pools::take_handed`]), closing dead ones on the way; `None` when there is none to take
+    /// at once, or the one taken was lost (the waiting path, [`lease`], goes on from there).
+    pub fn take_idle(self: &Arc<Self>, key: &PoolRef) -> Option<ServerConn> {
+        while let Some(idle) = self.checkout_idle(key) {
+            match self.take_handed(key, idle) {
+                Handed::Live(conn) => return Some(conn),
+                Handed::Dead => {}
+                Handed::Lost(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Makes `idle`, just handed out of `key`'s pool, the caller's: what its server said while
+    /// idle is read first (a dead connection goes back to be closed), and it joins the calling
+    /// thread's event loop (one that cannot is counted as lost). Every way a client takes an
+    /// idle connection goes through here.
+    pub fn take_handed(self: &Arc<Self>, key: &PoolRef, mut idle: Idle) -> Handed {
+        if !idle.drain() {
+            self.checkin(key, idle, false);
+            return Handed::Dead;
+        }
+        match idle.lease() {
+            Ok(conn) => Handed::Live(conn),
+            Err(e) => {
+                self.lost(key);
+                Handed::Lost(e)
+            }
+        }
+    }
+
     /// Asks `key`'s pool for a connection at `now` (creating the pool with `limits` for
     /// `backend`); `login` is kept for the connections the pool opens on its own.
     pub fn checkout(&self, key: &PoolRef, backend: &str, limits: Limits, login: &Login, now: Instant) -> Lease {
@@ -564,7 +596,7 @@ pub async fn lease(
     let mut at_once = true;
     loop {
         let lease = pools.checkout(key, backend, limits, login, now);
-        let mut idle = match lease {
+        let idle = match lease {
             Lease::Ready(idle) => idle,
             Lease::Open(room) => {
                 if let Some(r) = room {
@@ -592,19 +624,25 @@ pub async fn lease(
                 None => return Err(Leased::TimedOut),
             },
         };
-        if !idle.drain() {
-            pools.checkin(key, idle, false);
-            now = Instant::now();
-            continue;
-        }
-        match idle.lease() {
-            Ok(conn) => return Ok(Taken { conn, at_once }),
-            Err(e) => {
-                pools.lost(key);
+        match pools.take_handed(key, idle) {
+            Handed::Live(conn) => return Ok(Taken { conn, at_once }),
+            Handed::Dead => now = Instant::now(),
+            Handed::Lost(e) => {
                 return Err(Leased::Open(OpenError::Server(format!("taking a pooled connection: {e}"))));
             }
         }
     }
+}
+
+/// What an idle connection handed out of its pool turned out to be.
+#[derive(Debug)]
+pub enum Handed {
+    /// Alive, and the caller's, on the calling task's event loop.
+    Live(ServerConn),
+    /// Its server closed it or spoke out of turn while idle: closed; ask the pool again.
+    Dead,
+    /// It could not join the calling thread's event loop: counted as lost.
+    Lost(std::io::Error),
 }
 
 /// A client waiting in a pool's queue; dropped before it got its connection, it leaves the

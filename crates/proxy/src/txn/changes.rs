@@ -15,7 +15,7 @@
 //! still going through the shards (the client took the change from an early shard and made its
 //! next wait in a later one) is woken once more for that same change. That wake-up uses the
 //! wait's registration; only a poll makes a new one. So the wait is polled through a waker of
-//! its own (a [`Bell`]) that notes any use of the registration (a change, that second wake-up,
+//! its own (a [`Ring`]) that notes any use of the registration (a change, that second wake-up,
 //! tokio's cooperative budget deferring the poll), and a turn skips the poll only while the bell
 //! has not rung and the task's waker is the one registered. An earlier version skipped the poll
 //! whenever the channel's version had not moved, and then missed the next change for good (a
@@ -25,36 +25,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::watch;
 
+use super::doorbell::Ring;
+
 /// The boxed wait: made once per change, which is rare.
 type Wait<T> = Pin<Box<dyn Future<Output = (bool, watch::Receiver<T>)> + Send>>;
-
-/// The waker the wait is registered with: it notes that it was used, then wakes the task.
-struct Bell {
-    rung: AtomicBool,
-    task: Waker,
-}
-
-impl Wake for Bell {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.rung.store(true, Ordering::Release);
-        self.task.wake_by_ref();
-    }
-}
 
 /// A wait for the next change of one watch channel.
 pub(crate) struct Changes<T> {
     wait: Wait<T>,
     /// The waker of the wait's registration, while it has not been used.
-    bell: Option<Arc<Bell>>,
+    bell: Option<Arc<Ring>>,
 }
 
 impl<T: Send + Sync + 'static> Changes<T> {
@@ -71,7 +57,7 @@ impl<T: Send + Sync + 'static> Changes<T> {
                 return Poll::Pending;
             }
         }
-        let bell = Arc::new(Bell { rung: AtomicBool::new(false), task: cx.waker().clone() });
+        let bell = Arc::new(Ring::new(cx.waker()));
         let waker = Waker::from(bell.clone());
         let mut bell_cx = Context::from_waker(&waker);
         let Poll::Ready((ok, mut rx)) = self.wait.as_mut().poll(&mut bell_cx) else {
@@ -96,6 +82,7 @@ async fn changed<T>(mut rx: watch::Receiver<T>) -> (bool, watch::Receiver<T>) {
 mod tests {
     use super::*;
     use std::future::poll_fn;
+    use std::task::Wake;
 
     fn poll_now<T: Clone + Send + Sync + 'static>(c: &mut Changes<T>) -> Poll<Option<T>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());

@@ -57,9 +57,11 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 mod changes;
+mod doorbell;
 mod split;
 
 use changes::Changes;
+use doorbell::Doorbell;
 
 use split::{Flow, SplitSession};
 
@@ -130,6 +132,9 @@ where
     };
     let keep_primary = session && split.is_some();
     session &= !keep_primary;
+    // PAUSE as of this receiver's version: read again whenever that moves (see `Txn::paused`).
+    let mut paused_seen = shared.paused.subscribe();
+    let paused_holds = paused_seen.borrow_and_update().holds(&id.database);
     let mut t = Txn {
         split,
         keep_primary,
@@ -140,8 +145,8 @@ where
         last_key: None,
         primary_pick: false,
         routes_seen: shared.routes.clone(),
-        paused_holds: shared.paused.borrow().holds(&id.database),
-        paused_seen: shared.paused.subscribe(),
+        paused_holds,
+        paused_seen,
         pinned: None,
         session,
         settings,
@@ -161,6 +166,9 @@ where
         bytes_from_client: 0,
         bytes_to_client: 0,
         tls,
+        server_bell: Doorbell::new(),
+        client_bell: Doorbell::new(),
+        servers_taken: 0,
     };
     let ended = t.run(&mut client_r, &mut client_w).await;
     record.bytes_from_client = t.bytes_from_client;
@@ -191,6 +199,8 @@ struct Held {
     on: Target,
     /// A transaction block is open on it (or its BEGIN is on the way).
     block_open: bool,
+    /// Its number among the servers this client took, never reused (see [`doorbell`]).
+    number: u64,
 }
 
 /// One transaction-mode client.
@@ -248,6 +258,11 @@ struct Txn<'a> {
     bytes_to_client: u64,
     /// The client speaks TLS: its writer keeps bytes until flushed.
     tls: bool,
+    /// The held server's and the client's read registrations (see [`doorbell`]).
+    server_bell: Doorbell,
+    client_bell: Doorbell,
+    /// How many servers this client took: the next one's [`Held::number`].
+    servers_taken: u64,
 }
 
 /// What ended the loop early.
@@ -409,7 +424,7 @@ impl Txn<'_> {
         let mut picked = None;
         if !self.paused() {
             if let Some((key, on)) = self.pick_now(want)? {
-                match self.take_idle(&key) {
+                match self.shared.pools.take_idle(&key) {
                     Some(conn) => {
                         self.take(conn, key, on, began_at);
                         return Ok(());
@@ -430,28 +445,6 @@ impl Txn<'_> {
         };
         self.take(taken.conn, key, on, at);
         Ok(())
-    }
-
-    /// A server idle in `key`'s pool when one can be had at once (no clients wait before this
-    /// one): what [`lease`] would give without waiting. `None` sends the client to wait or open
-    /// one ([`Txn::acquire_now`]).
-    fn take_idle(&self, key: &PoolRef) -> Option<ServerConn> {
-        let pools = &self.shared.pools;
-        while let Some(mut idle) = pools.checkout_idle(key) {
-            if !idle.drain() {
-                pools.checkin(key, idle, false);
-                continue;
-            }
-            return match idle.lease() {
-                Ok(conn) => Some(conn),
-                Err(_) => {
-                    // As lost as in `lease`; the waiting path takes it from there.
-                    pools.lost(key);
-                    None
-                }
-            };
-        }
-        None
     }
 
     /// [`Txn::acquire`]'s waiting path, starting from the backend `picked` already, if any.
@@ -548,8 +541,11 @@ impl Txn<'_> {
         );
         self.me.info.set(ClientState::Active, conn.session.target.pid, at);
         self.leased_at = Some(at);
+        self.servers_taken += 1;
         let at_rest = pending.is_empty();
-        self.held = Some(Held { conn, key, pending, at_rest, status: TransactionStatus::Idle, on, block_open: false });
+        let number = self.servers_taken;
+        self.held =
+            Some(Held { conn, key, pending, at_rest, status: TransactionStatus::Idle, on, block_open: false, number });
     }
 
     /// Session mode, the client gone: a server at rest runs `server_reset_query` and goes back to
@@ -741,7 +737,8 @@ impl Txn<'_> {
                     }
                 }
                 b'Z' => {
-                    if let Ok(BackendMessage::ReadyForQuery(s)) = BackendMessage::parse(frame) {
+                    // Read in place: one per transaction, and a parse would build a message.
+                    if let Some(s) = TransactionStatus::of_ready_body(frame.body()) {
                         h.status = s;
                         h.block_open = s != TransactionStatus::Idle;
                         if let Some(sp) = self.split.as_mut().filter(|_| h.pending.answers_client()) {
@@ -828,13 +825,22 @@ impl Txn<'_> {
                 return Poll::Ready(Event::Routes(primary));
             }
         }
+        // Each socket is polled through its doorbell, and not at all while the registration of
+        // its last poll stands (most turns wait on one side only).
         if let Some(h) = self.held.as_mut().filter(|_| wants.server) {
-            if let Poll::Ready(r) = pin!(h.conn.stream.read_buf(&mut h.conn.buf)).poll(cx) {
+            let (stream, buf) = (&mut h.conn.stream, &mut h.conn.buf);
+            if let Poll::Ready(r) = self.server_bell.poll(h.number, cx, |bcx| pin!(stream.read_buf(buf)).poll(bcx)) {
                 return Poll::Ready(Event::Server(r.map_err(|_| IoFailed)));
             }
         }
         if wants.client {
-            if let Poll::Ready(r) = pin!(sources.client_r.read_buf(&mut self.cbuf)).poll(cx) {
+            let (client_r, cbuf) = (&mut *sources.client_r, &mut self.cbuf);
+            let read = match self.tls {
+                // A TLS client's reader is polled every turn: its registration is the TLS stream's.
+                true => pin!(client_r.read_buf(cbuf)).poll(cx),
+                false => self.client_bell.poll(0, cx, |bcx| pin!(client_r.read_buf(cbuf)).poll(bcx)),
+            };
+            if let Poll::Ready(r) = read {
                 return Poll::Ready(Event::Client(r.map_err(|_| IoFailed)));
             }
         }
