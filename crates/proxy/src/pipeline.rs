@@ -23,10 +23,11 @@
 //! asked: the server ending the session on its own, which the client reads as it would directly).
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use bytes::BytesMut;
 
-use crate::frame::{Frame, FrameRef};
+use crate::frame::FrameRef;
 
 /// A request sent to the server (or answered by the proxy), by what answers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +53,8 @@ pub enum Kind {
 impl Kind {
     /// The request a client's message makes, passed on as it is; `None` for messages the server
     /// does not answer (Flush, COPY data).
-    pub fn of_client_message(frame: &Frame) -> Option<Kind> {
+    pub fn of_client_message<'f>(frame: impl Into<FrameRef<'f>>) -> Option<Kind> {
+        let frame = frame.into();
         match frame.tag() {
             b'P' => Some(Kind::Parse),
             b'B' => Some(Kind::Bind),
@@ -120,6 +122,10 @@ pub struct Outstanding {
     queue: VecDeque<Pending>,
     /// Bytes for the client, in order, not yet taken.
     to_client: BytesMut,
+    /// Forwarded messages not yet copied to `to_client`: this range of the server's buffer being
+    /// placed ([`Outstanding::received_in`]), copied in one piece when something else must
+    /// follow them or at [`Outstanding::end_run`]. Empty between placings.
+    run: Range<usize>,
 }
 
 /// Messages that may come at any time and are not answers.
@@ -145,9 +151,21 @@ impl Outstanding {
     /// statements whose Parse failed or was skipped (they are not prepared on this server).
     pub fn received<'f>(&mut self, frame: impl Into<FrameRef<'f>>) -> Result<Vec<u64>, PipelineError> {
         let frame = frame.into();
+        let placed = self.received_in(frame.as_bytes(), 0, frame);
+        self.end_run(frame.as_bytes());
+        placed
+    }
+
+    /// [`Outstanding::received`] of `frame`, which lies at `at` in `buf`, the server's buffer
+    /// being placed front to back: forwarded messages that follow one another there are copied
+    /// to the client's bytes together (one copy per answer rather than one per message). End
+    /// the placing with [`Outstanding::end_run`] on the same buffer.
+    pub fn received_in(&mut self, buf: &[u8], at: usize, frame: FrameRef<'_>) -> Result<Vec<u64>, PipelineError> {
         let tag = frame.tag();
+        let len = frame.as_bytes().len();
+        debug_assert_eq!(buf.get(at..at + len), Some(frame.as_bytes()), "the frame lies at `at` in `buf`");
         if asynchronous(tag) {
-            self.to_client.extend_from_slice(frame.as_bytes());
+            self.forward(buf, at, len);
             return Ok(Vec::new());
         }
         let mut unprepared = Vec::new();
@@ -156,7 +174,7 @@ impl Outstanding {
             // administrator's termination, the postmaster's death): the client's to read, as on
             // a direct connection, before the close that follows.
             if tag == b'E' {
-                self.to_client.extend_from_slice(frame.as_bytes());
+                self.forward(buf, at, len);
                 return Ok(unprepared);
             }
             return Err(PipelineError::Unexpected { tag });
@@ -165,30 +183,61 @@ impl Outstanding {
             // Synthetic answers are given as soon as they come first; one cannot be ahead here.
             return Err(PipelineError::Unexpected { tag });
         }
+        let (kind, from_client) = (head.kind, head.origin == Origin::Client);
         // An error of an injected message is the client's too: the server now skips the
         // client's own messages up to the Sync, and the client must learn why.
-        if head.origin == Origin::Client || tag == b'E' {
-            self.to_client.extend_from_slice(frame.as_bytes());
+        if from_client || tag == b'E' {
+            self.forward(buf, at, len);
         }
-        if tag == b'E' && head.kind.extended() {
+        if tag == b'E' && kind.extended() {
             // The server skips up to the next Sync: nothing before it will be answered.
             unprepared.extend(self.queue.pop_front().and_then(|p| p.prepares));
             while self.queue.front().is_some_and(|p| p.kind != Kind::Sync) {
                 unprepared.extend(self.queue.pop_front().and_then(|p| p.prepares));
             }
-        } else if head.kind.ends_with(tag) {
+        } else if kind.ends_with(tag) {
             self.queue.pop_front();
         } else {
             // The head still waits for more (rows, its ReadyForQuery): nothing synthetic comes
             // first yet.
             return Ok(unprepared);
         }
-        self.answer_synthetic();
+        if self.synthetic_first() {
+            // After what was forwarded before it.
+            self.end_run(buf);
+            self.answer_synthetic();
+        }
         Ok(unprepared)
     }
 
-    /// Gives the synthetic answers that have come first.
+    /// Copies the forwarded messages of the run to the client's bytes: the end of a placing of
+    /// `buf` (the buffer [`Outstanding::received_in`] was given).
+    pub fn end_run(&mut self, buf: &[u8]) {
+        if !self.run.is_empty() {
+            self.to_client.extend_from_slice(&buf[self.run.clone()]);
+        }
+        self.run = 0..0;
+    }
+
+    /// Forwards the message at `at..at + len` of `buf`: it joins the run when it follows it.
+    fn forward(&mut self, buf: &[u8], at: usize, len: usize) {
+        if self.run.is_empty() || self.run.end != at {
+            self.end_run(buf);
+            self.run.start = at;
+            self.run.end = at;
+        }
+        self.run.end += len;
+    }
+
+    /// Whether a synthetic answer is next.
+    fn synthetic_first(&self) -> bool {
+        matches!(self.queue.front(), Some(Pending { origin: Origin::Synthetic(_), .. }))
+    }
+
+    /// Gives the synthetic answers that have come first (after everything forwarded before:
+    /// no run is open).
     fn answer_synthetic(&mut self) {
+        debug_assert!(self.run.is_empty(), "a run of forwarded messages goes first");
         while let Some(Pending { origin: Origin::Synthetic(_), .. }) = self.queue.front() {
             if let Some(Pending { origin: Origin::Synthetic(bytes), .. }) = self.queue.pop_front() {
                 self.to_client.extend_from_slice(&bytes);
@@ -237,7 +286,7 @@ impl Outstanding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::split_frame;
+    use crate::frame::{frame_at, split_frame, Frame};
 
     fn msg(tag: u8) -> Frame {
         Frame::new(tag, b"")
@@ -292,6 +341,47 @@ mod tests {
         }
         assert_eq!(seen, "TDCZCZ", "appended after what was there, once");
         assert_eq!(tags(&mut o), "");
+    }
+
+    #[test]
+    fn an_answer_placed_from_one_buffer_reaches_the_client_as_if_placed_message_by_message() {
+        let frames: Vec<Frame> = [
+            (b'1', &b""[..]),
+            (b'2', b""),
+            (b'D', b"row one"),
+            (b'N', b"a notice among the rows"),
+            (b'D', b"row two"),
+            (b'C', b"SELECT 2\0"),
+            (b'Z', b"I"),
+        ]
+        .iter()
+        .map(|(tag, body)| Frame::new(*tag, body))
+        .collect();
+        let mut one_by_one = lazy_parse_then_bind_execute_close_sync();
+        for f in &frames {
+            one_by_one.received(f).unwrap();
+        }
+        let mut buf = BytesMut::new();
+        for f in &frames {
+            buf.extend_from_slice(f.as_bytes());
+        }
+        let mut batched = lazy_parse_then_bind_execute_close_sync();
+        let mut at = 0;
+        while let Some(f) = frame_at(&buf[at..], 1 << 20).unwrap() {
+            let len = f.as_bytes().len();
+            batched.received_in(&buf, at, f).unwrap();
+            at += len;
+        }
+        batched.end_run(&buf);
+        let expected = one_by_one.take_to_client();
+        assert_eq!(batched.take_to_client(), expected, "the same bytes in the same order");
+        let mut out = expected;
+        let mut seen = String::new();
+        while let Some(f) = split_frame(&mut out, 1 << 20).unwrap() {
+            seen.push(f.tag() as char);
+        }
+        assert_eq!(seen, "2DNDC3Z", "ParseComplete swallowed, the synthetic CloseComplete after the rows");
+        assert!(batched.is_clear());
     }
 
     #[test]

@@ -265,6 +265,11 @@ struct Txn<'a> {
     servers_taken: u64,
 }
 
+/// The client sent bytes that are not a message.
+fn invalid_message(e: impl std::fmt::Display) -> (Ended, Option<ErrorResponse>) {
+    ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, format!("invalid message: {e}"))
+}
+
 /// What ended the loop early.
 fn ended(outcome: Outcome, code: SqlState, message: impl Into<String>) -> (Ended, Option<ErrorResponse>) {
     let r = fatal(outcome, code, message);
@@ -615,13 +620,7 @@ impl Txn<'_> {
             let frame = match taken.unwrap_or_else(|| split_frame(&mut self.cbuf, DEFAULT_MAX_FRAME_LEN)) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(true),
-                Err(e) => {
-                    return Err(ended(
-                        Outcome::ProtocolError,
-                        SqlState::PROTOCOL_VIOLATION,
-                        format!("invalid message: {e}"),
-                    ))
-                }
+                Err(e) => return Err(invalid_message(e)),
             };
             tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from client");
             if frame.tag() == b'X' {
@@ -704,6 +703,50 @@ impl Txn<'_> {
         }
     }
 
+    /// [`Txn::place_client_messages`] without a future, for a session-mode client holding its
+    /// server (no splitting): its whole messages go to the server as they are, in one copy, each
+    /// counted as the request it makes; `Ok(false)` at Terminate (what came before it is placed).
+    /// `None` for any other client.
+    fn place_session_messages(&mut self) -> Option<Result<bool, (Ended, Option<ErrorResponse>)>> {
+        if !self.session || self.split.is_some() || self.next.is_some() {
+            return None;
+        }
+        let h = self.held.as_mut()?;
+        let (cbuf, to_server, to_client) = (&mut self.cbuf, &mut self.to_server, &mut self.to_client);
+        let mut placed = 0;
+        let mut queries = 0;
+        let outcome = loop {
+            let frame = match frame_at(&cbuf[placed..], DEFAULT_MAX_FRAME_LEN) {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(true),
+                Err(e) => break Err(invalid_message(e)),
+            };
+            let tag = frame.tag();
+            tracing::trace!(client = self.pid, tag = %crate::frame::printable(tag), "from client");
+            if tag == b'X' {
+                to_server.extend_from_slice(&cbuf[..placed]);
+                cbuf.advance(placed + frame.as_bytes().len());
+                placed = 0;
+                break Ok(false);
+            }
+            queries += u64::from(matches!(tag, b'Q' | b'S'));
+            if let Some(kind) = Kind::of_client_message(frame) {
+                h.pending.sent(kind, Origin::Client);
+                h.at_rest = false;
+            }
+            placed += frame.as_bytes().len();
+        };
+        if placed > 0 {
+            to_server.extend_from_slice(&cbuf[..placed]);
+            cbuf.advance(placed);
+        }
+        if queries > 0 {
+            DbStats::add(&self.me.info.stats.queries, queries);
+        }
+        h.pending.move_to_client(to_client);
+        Some(outcome)
+    }
+
     /// Places what the server sent; `Err` when the server broke the protocol.
     fn place_server_messages(&mut self) -> Result<(), String> {
         let mut acknowledged = false;
@@ -727,6 +770,7 @@ impl Txn<'_> {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(format!("bad message from the server: {e}")),
             };
+            let at = placed;
             placed += frame.as_bytes().len();
             tracing::trace!(client = self.pid, tag = %crate::frame::printable(frame.tag()), "from server");
             match frame.tag() {
@@ -751,7 +795,7 @@ impl Txn<'_> {
                 }
                 _ => {}
             }
-            match h.pending.received(frame) {
+            match h.pending.received_in(&h.conn.buf, at, frame) {
                 Ok(unprepared) => h.conn.session.statements.forget(&unprepared),
                 Err(e) => break Err(e.to_string()),
             }
@@ -759,19 +803,49 @@ impl Txn<'_> {
                 h.at_rest = h.pending.is_empty() && self.to_server.is_empty() && h.status == TransactionStatus::Idle;
             }
         };
+        // What was forwarded is copied out before the buffer gives it up (an error's too).
+        h.pending.end_run(&h.conn.buf);
         h.conn.buf.advance(placed);
         result?;
         h.pending.move_to_client(&mut self.to_client);
         Ok(())
     }
 
-    /// A write that completes without waiting (see [`Txn::poll_writes`]); `None` when each would
-    /// wait (the wait below waits for them then, with the task's own waker).
-    fn write_now<W: AsyncWrite + Unpin>(&mut self, client_w: &mut W, flush: bool) -> Option<Event> {
-        match self.poll_writes(&mut Context::from_waker(Waker::noop()), client_w, flush) {
-            Poll::Ready(event) => Some(event),
-            Poll::Pending => None,
+    /// The writes that complete without waiting (see [`Txn::poll_writes`]), each followed at once
+    /// by the next: a turn neither ends nor waits for a write that can go now. Returns a failed
+    /// write's event, if one failed, and whether anything went; the writes that would wait are
+    /// waited for by the turn's wait, with the task's own waker.
+    fn write_now<W: AsyncWrite + Unpin>(&mut self, client_w: &mut W, unflushed: &mut bool) -> (Option<Event>, bool) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut wrote = false;
+        while let Poll::Ready(event) = self.poll_writes(&mut cx, client_w, *unflushed) {
+            if let Some(failed) = self.wrote(event, unflushed) {
+                return (Some(failed), wrote);
+            }
+            wrote = true;
         }
+        (None, wrote)
+    }
+
+    /// Counts a write that went (`None`); any other event is handed back. Inlined: every event
+    /// of a turn passes through it, and most are handed back as they are.
+    #[inline(always)]
+    fn wrote(&mut self, event: Event, unflushed: &mut bool) -> Option<Event> {
+        match event {
+            // Zero bytes taken of a non-empty buffer: the socket takes no more (never on TCP).
+            Event::WroteServer(Ok(0)) => return Some(Event::WroteServer(Err(IoFailed))),
+            Event::WroteClient(Ok(0)) => return Some(Event::WroteClient(Err(IoFailed))),
+            Event::WroteServer(Ok(n)) => self.to_server.advance(n),
+            Event::WroteClient(Ok(n)) => {
+                *unflushed = self.tls;
+                self.to_client.advance(n);
+                self.bytes_to_client += n as u64;
+                DbStats::add(&self.me.info.stats.sent, n as u64);
+            }
+            Event::Flushed(Ok(())) => *unflushed = false,
+            other => return Some(other),
+        }
+        None
     }
 
     /// The writes of a turn, in order: to the server, then to the client, then the client's
@@ -879,7 +953,10 @@ impl Txn<'_> {
         loop {
             // Most turns bring nothing from the client (a server's reply, a write done).
             let placed = match self.next.is_some() || !self.cbuf.is_empty() {
-                true => self.place_client_messages().await,
+                true => match self.place_session_messages() {
+                    Some(placed) => placed,
+                    None => self.place_client_messages().await,
+                },
                 false => Ok(true),
             };
             match placed {
@@ -919,20 +996,22 @@ impl Txn<'_> {
                     "terminating connection due to administrator command",
                 );
             }
-            let idle_in_transaction = self.held.as_ref().is_some_and(|h| {
-                h.pending.is_empty() && self.to_server.is_empty() && h.status != TransactionStatus::Idle
-            });
-            // Timers only when armed (the clock is not read otherwise).
-            let idle_deadline = match (idle_in_transaction, self.pooling.idle_transaction_timeout) {
-                (true, Some(t)) => Some(Instant::now() + t),
-                _ => None,
-            };
-            let drain_deadline = route_lost.map(|at| at + self.pooling.drain_timeout);
-            // Writes that can go at once go now, without waiting below (two of the four turns of a
-            // transaction).
-            let event = match self.write_now(client_w, unflushed) {
-                Some(e) => e,
-                None => {
+            // Writes that can go at once go now, in this turn (most of a transaction's writes).
+            let event = match self.write_now(client_w, &mut unflushed) {
+                (Some(failed), _) => failed,
+                // What was written may be what a stopping proxy or a lost route waits for (the
+                // client's last answer): those checks come first.
+                (None, true) if draining || route_lost.is_some() => continue,
+                (None, _) => {
+                    let idle_in_transaction = self.held.as_ref().is_some_and(|h| {
+                        h.pending.is_empty() && self.to_server.is_empty() && h.status != TransactionStatus::Idle
+                    });
+                    // Timers only when armed (the clock is not read otherwise).
+                    let idle_deadline = match (idle_in_transaction, self.pooling.idle_transaction_timeout) {
+                        (true, Some(t)) => Some(Instant::now() + t),
+                        _ => None,
+                    };
+                    let drain_deadline = route_lost.map(|at| at + self.pooling.drain_timeout);
                     let wants = Wants {
                         client: self.to_server.len() < HIGH_WATER,
                         server: self.held.is_some() && self.to_client.len() < HIGH_WATER,
@@ -944,6 +1023,8 @@ impl Txn<'_> {
                     poll_fn(|cx| self.poll_event(cx, wants, &mut sources, &mut timers)).await
                 }
             };
+            // A write that went after the wait is counted; the next turn goes on from there.
+            let Some(event) = self.wrote(event, &mut unflushed) else { continue };
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => {
                     return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
@@ -974,8 +1055,7 @@ impl Txn<'_> {
                         return ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, why);
                     }
                 }
-                Event::WroteServer(Ok(n)) => self.to_server.advance(n),
-                Event::WroteServer(Err(_)) => {
+                Event::WroteServer(_) => {
                     self.release(false);
                     return ended(
                         Outcome::ServerClosed,
@@ -983,15 +1063,8 @@ impl Txn<'_> {
                         "server connection lost during a transaction",
                     );
                 }
-                Event::Flushed(Ok(())) => unflushed = false,
-                Event::WroteClient(Err(_)) | Event::Flushed(Err(_)) => {
+                Event::WroteClient(_) | Event::Flushed(_) => {
                     return (Ended { outcome: Outcome::ClientClosed, sqlstate: None, error: None }, None)
-                }
-                Event::WroteClient(Ok(n)) => {
-                    unflushed = self.tls;
-                    self.to_client.advance(n);
-                    self.bytes_to_client += n as u64;
-                    DbStats::add(&self.me.info.stats.sent, n as u64);
                 }
                 Event::IdleInTransaction => {
                     self.release(false);
@@ -1058,7 +1131,10 @@ impl Txn<'_> {
 /// the turns of a transaction neither make nor drop one: most turns arm none.
 fn arm(slot: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) -> Option<Pin<&mut Sleep>> {
     let Some(deadline) = deadline.map(tokio::time::Instant::from) else {
-        *slot = None;
+        // Most turns: nothing armed, nothing to drop.
+        if slot.is_some() {
+            *slot = None;
+        }
         return None;
     };
     match slot {
