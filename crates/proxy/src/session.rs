@@ -328,68 +328,12 @@ async fn serve(shared: &Shared, port: Port, client: TcpStream, peer: &str, recor
     shared.stats.accepted(port);
     let settings = shared.settings();
     let mut buf = BytesMut::with_capacity(8192);
-    // One deadline for the whole startup phase, TLS handshake included; a stop ends it too.
-    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
-    let mut stop = shared.lifecycle.subscribe();
-    let give_up = async {
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => GiveUp::Timeout,
-            () = reached(&mut stop, Phase::Draining) => GiveUp::ShutDown,
-        }
-    };
-    tokio::pin!(give_up);
-    let mut stream = ClientStream::Plain(client);
-    let tls = shared.tls();
-    let mut offer_tls = tls.is_some();
-    let startup = loop {
-        let read = tokio::select! {
-            r = stream.read_startup(&mut buf, offer_tls) => Ok(r),
-            why = &mut give_up => Err(why),
-        };
-        let refusal = match read {
-            Ok(Ok(Some(Step::Done(s)))) => break s,
-            Ok(Ok(None)) => return false,
-            Ok(Ok(Some(Step::Tls))) => {
-                offer_tls = false;
-                let (ClientStream::Plain(tcp), Some(acceptor)) = (stream, tls.clone()) else {
-                    unreachable!("TLS is offered only on a plain stream with a certificate")
-                };
-                record.outcome = Outcome::TlsFailed;
-                tokio::select! {
-                    r = acceptor.accept(tcp) => match r {
-                        Ok(tls) => {
-                            shared.stats.tls_handshake(true);
-                            record.tls = true;
-                            stream = ClientStream::Tls(Box::new(tls));
-                            continue;
-                        }
-                        Err(e) => {
-                            shared.stats.tls_handshake(false);
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            record.error = Some(format!("TLS handshake failed: {e}"));
-                        }
-                    },
-                    _ = &mut give_up => {
-                        shared.stats.tls_handshake(false);
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        record.error = Some("TLS handshake not finished".into());
-                    }
-                }
-                return true;
-            }
-            Ok(Err(refusal)) => {
-                tracing::debug!(%peer, "startup refused: {}", refusal.error.message);
-                shared.stats.protocol_error();
-                refusal
-            }
-            Err(GiveUp::Timeout) => {
-                fatal(Outcome::Timeout, SqlState::PROTOCOL_VIOLATION, "timeout waiting for the startup packet")
-            }
-            Err(GiveUp::ShutDown) => shutting_down(),
-        };
-        stream.send_error(&refusal.error).await;
-        Ended::from(refusal).record(record);
-        return true;
+    // The startup phase's deadline goes with it: a timer left registered would stay in the
+    // worker's timer wheel (walked at every wait of its event loop) for the whole startup timeout
+    // of every session, and wake the session for nothing when it fired.
+    let (stream, startup) = match open(shared, &settings, client, &mut buf, peer, record).await {
+        Opened::Ready(stream, startup) => (stream, startup),
+        Opened::Done(worth_a_record) => return worth_a_record,
     };
     let msg = match startup {
         Startup::Cancel(req) => {
@@ -450,6 +394,91 @@ async fn serve(shared: &Shared, port: Port, client: TcpStream, peer: &str, recor
     }
     ended.record(record);
     true
+}
+
+/// How the startup phase ended.
+enum Opened {
+    /// A startup packet came (through TLS, if the client asked for it).
+    Ready(ClientStream, Startup),
+    /// The connection is done with; whether it is worth an access-log record (false: it closed
+    /// before sending a whole startup packet, without error).
+    Done(bool),
+}
+
+/// The startup phase: reads the client's startup packets (and makes the TLS handshake it asks
+/// for) within the startup timeout, which a stop of the proxy cuts short.
+async fn open(
+    shared: &Shared,
+    settings: &SessionSettings,
+    client: TcpStream,
+    buf: &mut BytesMut,
+    peer: &str,
+    record: &mut AccessRecord,
+) -> Opened {
+    // One deadline for the whole startup phase, TLS handshake included; a stop ends it too.
+    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
+    let mut stop = shared.lifecycle.subscribe();
+    let give_up = async {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => GiveUp::Timeout,
+            () = reached(&mut stop, Phase::Draining) => GiveUp::ShutDown,
+        }
+    };
+    tokio::pin!(give_up);
+    let mut stream = ClientStream::Plain(client);
+    let tls = shared.tls();
+    let mut offer_tls = tls.is_some();
+    let startup = loop {
+        let read = tokio::select! {
+            r = stream.read_startup(buf, offer_tls) => Ok(r),
+            why = &mut give_up => Err(why),
+        };
+        let refusal = match read {
+            Ok(Ok(Some(Step::Done(s)))) => break s,
+            Ok(Ok(None)) => return Opened::Done(false),
+            Ok(Ok(Some(Step::Tls))) => {
+                offer_tls = false;
+                let (ClientStream::Plain(tcp), Some(acceptor)) = (stream, tls.clone()) else {
+                    unreachable!("TLS is offered only on a plain stream with a certificate")
+                };
+                record.outcome = Outcome::TlsFailed;
+                tokio::select! {
+                    r = acceptor.accept(tcp) => match r {
+                        Ok(tls) => {
+                            shared.stats.tls_handshake(true);
+                            record.tls = true;
+                            stream = ClientStream::Tls(Box::new(tls));
+                            continue;
+                        }
+                        Err(e) => {
+                            shared.stats.tls_handshake(false);
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            record.error = Some(format!("TLS handshake failed: {e}"));
+                        }
+                    },
+                    _ = &mut give_up => {
+                        shared.stats.tls_handshake(false);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        record.error = Some("TLS handshake not finished".into());
+                    }
+                }
+                return Opened::Done(true);
+            }
+            Ok(Err(refusal)) => {
+                tracing::debug!(%peer, "startup refused: {}", refusal.error.message);
+                shared.stats.protocol_error();
+                refusal
+            }
+            Err(GiveUp::Timeout) => {
+                fatal(Outcome::Timeout, SqlState::PROTOCOL_VIOLATION, "timeout waiting for the startup packet")
+            }
+            Err(GiveUp::ShutDown) => shutting_down(),
+        };
+        stream.send_error(&refusal.error).await;
+        Ended::from(refusal).record(record);
+        return Opened::Done(true);
+    };
+    Opened::Ready(stream, startup)
 }
 
 enum Startup {

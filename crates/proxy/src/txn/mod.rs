@@ -1129,14 +1129,16 @@ impl Txn<'_> {
 /// A timer of the event loop set to `deadline`, or none when it is not armed (the timer is then
 /// dropped). An armed timer is kept from turn to turn and only moved when its deadline moves, so
 /// the turns of a transaction neither make nor drop one: most turns arm none.
+#[inline]
 fn arm(slot: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) -> Option<Pin<&mut Sleep>> {
-    let Some(deadline) = deadline.map(tokio::time::Instant::from) else {
+    let Some(deadline) = deadline else {
         // Most turns: nothing armed, nothing to drop.
         if slot.is_some() {
             *slot = None;
         }
         return None;
     };
+    let deadline = tokio::time::Instant::from(deadline);
     match slot {
         Some(timer) if timer.deadline() != deadline => timer.as_mut().reset(deadline),
         Some(_) => {}
