@@ -149,6 +149,8 @@ impl Outstanding {
 
     /// Places one server message: forwarded to the client, swallowed, or an error. Returns the
     /// statements whose Parse failed or was skipped (they are not prepared on this server).
+    /// (Tests; the proxy places a whole buffer with [`Outstanding::received_in`].)
+    #[cfg(test)]
     pub fn received<'f>(&mut self, frame: impl Into<FrameRef<'f>>) -> Result<Vec<u64>, PipelineError> {
         let frame = frame.into();
         let placed = self.received_in(frame.as_bytes(), 0, frame);

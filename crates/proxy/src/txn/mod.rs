@@ -35,7 +35,7 @@ use crate::access_log::{AccessRecord, Outcome};
 use crate::backend::{BackendKeyData, BackendMessage, ErrorResponse, SqlState, TransactionStatus};
 use crate::cancel::{Addr, BackendTarget, Binding};
 use crate::clients::{ClientState, DbStats, Registered, Stamp};
-use crate::frame::{frame_at, put_frame, split_frame, Frame, DEFAULT_MAX_FRAME_LEN};
+use crate::frame::{frame_at, put_frame, split_frame, Frame, FrameRef, DEFAULT_MAX_FRAME_LEN};
 use crate::lifecycle::Phase;
 use crate::pipeline::{Kind, Origin, Outstanding};
 use crate::pooled_login::{authenticate, client_facing, identity, negotiate_protocol};
@@ -201,6 +201,17 @@ struct Held {
     block_open: bool,
     /// Its number among the servers this client took, never reused (see [`doorbell`]).
     number: u64,
+}
+
+impl Held {
+    /// Records a client message passed on as it is (session mode): the request it makes, if
+    /// any, is owed an answer.
+    fn sent_as_is<'f>(&mut self, frame: impl Into<FrameRef<'f>>) {
+        if let Some(kind) = Kind::of_client_message(frame) {
+            self.pending.sent(kind, Origin::Client);
+            self.at_rest = false;
+        }
+    }
 }
 
 /// One transaction-mode client.
@@ -679,10 +690,7 @@ impl Txn<'_> {
             if self.session {
                 // The session's own server: its statements keep the client's names.
                 self.to_server.extend_from_slice(frame.as_bytes());
-                if let Some(kind) = Kind::of_client_message(&frame) {
-                    h.pending.sent(kind, Origin::Client);
-                    h.at_rest = false;
-                }
+                h.sent_as_is(&frame);
                 h.pending.move_to_client(&mut self.to_client);
                 continue;
             }
@@ -730,10 +738,7 @@ impl Txn<'_> {
                 break Ok(false);
             }
             queries += u64::from(matches!(tag, b'Q' | b'S'));
-            if let Some(kind) = Kind::of_client_message(frame) {
-                h.pending.sent(kind, Origin::Client);
-                h.at_rest = false;
-            }
+            h.sent_as_is(frame);
             placed += frame.as_bytes().len();
         };
         if placed > 0 {
