@@ -37,8 +37,11 @@
 //! verdict line per rampart target and workload against issue 16's targets: rampart's machine CPU
 //! per transaction at most PgBouncer's in the same pool mode; for churn and c200 a ratio to
 //! direct at least PgBouncer's; and for rampart in session mode, as before, ahead of HAProxy and,
-//! for the long-lived-connection workloads, at least 0.75 of direct. Each relay's own CPU time
-//! during its runs (as a share of one core) and its resident memory follow.
+//! for the long-lived-connection workloads, at least 0.75 of direct. Each is judged round by
+//! round (rampart's figure over the other's in the same round, [`runs::Paired`]): met when it holds
+//! in every round, missed when it fails in every round, and "within the spread" otherwise, with
+//! the median and range of the per-round ratios; the medians over the run stand beside it. Each
+//! relay's own CPU time during its runs (as a share of one core) and its resident memory follow.
 //!
 //! Last, the idle-client footprint ([`idle`]): 10,000 clients log in through rampart-txn and stay
 //! idle, the bench reads its VmRSS and VmHWM (target: at most 200 MB), closes them, and does the

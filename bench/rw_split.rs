@@ -67,7 +67,8 @@
 //!   summed over its processes) and its memory after the rounds (`Pss` summed over its processes);
 //! * `SHOW POOL_NODES` through Pgpool-II (its own count of the SELECTs it sent each member);
 //! * a verdict line per rampart (each of the three) and workload against issue 17's target: less
-//!   machine CPU per transaction than Pgpool-II.
+//!   machine CPU per transaction than Pgpool-II, judged round by round as bench/proxy.rs does
+//!   (met when rampart's figure is below Pgpool-II's of the same round in every round).
 //!
 //! PostgreSQL is tuned as for bench/proxy.rs (`synchronous_commit = off`, `shared_buffers =
 //! 512MB`, `max_wal_size = 2GB`); `max_connections = 200` is ample (16 clients directly, a pool

@@ -662,7 +662,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 }
 
 /// (min, median, max) of `values`.
-fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();

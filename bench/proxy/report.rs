@@ -3,15 +3,16 @@
 //! per rampart target and workload against issue 16's targets, each relay's CPU and memory, and
 //! the idle-client footprints.
 //!
-//! Verdicts compare medians measured in the same run, each rampart against the PgBouncer in the
-//! same pool mode ([`PAIRS`]). A comparison without a figure on PgBouncer's side (all its runs
-//! failed) is reported as such and judged for rampart alone: it missed only if it has no figure
-//! either.
+//! Verdicts compare each rampart with the PgBouncer in the same pool mode ([`PAIRS`]) round by
+//! round ([`crate::runs::Paired`]): met when the target holds in every round, missed when it
+//! fails in every round, within the spread otherwise; the medians over the run are printed
+//! beside them. A comparison without a figure on PgBouncer's side (all its runs failed) is
+//! reported as such and not judged; rampart without a figure of its own missed.
 
 use crate::common::procfs::{self, kb_to_mb};
 use crate::idle::Footprint;
 use crate::pgbench::WORKLOADS;
-use crate::runs::Judge;
+use crate::runs::{Bound, Judge};
 use crate::targets::{Kind, Target};
 use crate::{Results, DIRECT_RATIO_TARGET, IDLE_TARGET_MB};
 
@@ -45,14 +46,16 @@ pub fn print_verdicts(res: &Results, targets: &[Target], idle: &[(Target, Footpr
         let (Some(o), Some(p)) = (index(targets, ours), index(targets, theirs)) else { continue };
         let (name, peer) = (targets[o].name, targets[p].name);
         for (w, workload) in WORKLOADS.iter().enumerate() {
-            let Some(mine) = res.median_tps(w, o) else {
+            if res.median_tps(w, o).is_none() {
                 println!("[bench] verdict {name} / {}: no {name} figure: {}", workload.name, judge.verdict(false));
                 continue;
-            };
+            }
             let mut parts = Vec::new();
             match (res.us_per_tx(w, o), res.us_per_tx(w, p)) {
-                (Some(a), Some(b)) => parts
-                    .push(format!("machine CPU {a:.1} us/tx vs {peer} {b:.1} (target <=): {}", judge.verdict(a <= b))),
+                (Some(a), Some(b)) => parts.push(format!(
+                    "machine CPU {a:.1} us/tx vs {peer} {b:.1} (medians); {}",
+                    judge.paired(&format!("{name}/{peer}"), &res.paired_cpu(w, o, p), Bound::AtMost(1.0))
+                )),
                 (Some(a), None) => parts.push(format!("machine CPU {a:.1} us/tx; no {peer} figure to compare")),
                 _ => parts.push("no machine CPU figure".into()),
             }
@@ -62,25 +65,30 @@ pub fn print_verdicts(res: &Results, targets: &[Target], idle: &[(Target, Footpr
                 parts.push(format!("relay's own CPU {a:.1} us/tx vs {b:.1}"));
             }
             if workload.pooler_ratio_target {
+                // Its ratio to direct at least PgBouncer's: within a round both share direct's
+                // figure, so this is rampart's TPS over PgBouncer's in that round.
                 match (res.ratio(w, o), res.ratio(w, p)) {
-                    (Some(a), Some(b)) => {
-                        parts.push(format!("/direct {a:.3} vs {peer} {b:.3} (target >=): {}", judge.verdict(a >= b)))
-                    }
+                    (Some(a), Some(b)) => parts.push(format!(
+                        "/direct {a:.3} vs {peer} {b:.3} (medians); {}",
+                        judge.paired(&format!("TPS {name}/{peer}"), &res.paired_tps(w, o, p), Bound::AtLeast(1.0))
+                    )),
                     _ => parts.push(format!("no ratio to direct for {name} or {peer}")),
                 }
             }
             if ours == Kind::Rampart {
-                if let Some(h) = index(targets, Kind::Haproxy).and_then(|h| res.median_tps(w, h)).filter(|&h| h > 0.0) {
-                    let r = mine / h;
-                    parts.push(format!("/haproxy {r:.3} (target > 1): {}", judge.verdict(r > 1.0)));
+                if let Some(h) = index(targets, Kind::Haproxy).filter(|&h| res.median_tps(w, h).is_some()) {
+                    parts.push(judge.paired(
+                        &format!("TPS {name}/haproxy"),
+                        &res.paired_tps(w, o, h),
+                        Bound::Above(1.0),
+                    ));
                 }
                 if workload.ratio_target {
-                    if let Some(r) = res.ratio(w, o) {
-                        parts.push(format!(
-                            "/direct {r:.3} (target >= {DIRECT_RATIO_TARGET}): {}",
-                            judge.verdict(r >= DIRECT_RATIO_TARGET)
-                        ));
-                    }
+                    parts.push(judge.paired(
+                        &format!("TPS {name}/direct"),
+                        &res.paired_tps(w, o, 0),
+                        Bound::AtLeast(DIRECT_RATIO_TARGET),
+                    ));
                 }
             }
             println!("[bench] verdict {name} / {}: {}", workload.name, parts.join("; "));

@@ -2,11 +2,19 @@
 //! one run measured ([`Runs::measure`]: pgbench's TPS, the whole machine's busy CPU per
 //! transaction from `/proc/stat`, the relay's own CPU time), everything the runs measured
 //! ([`Runs`], indexed `[workload][target]`, target 0 being the direct path), the table of their
-//! medians, the failed runs in pgbench's words, and the tally of verdict lines ([`Judge`]).
+//! medians, the failed runs in pgbench's words, per-round ratios between two targets
+//! ([`Paired`]), and the tally of verdict lines ([`Judge`]).
+//!
+//! Why verdicts are paired by round: on a saturated two-core machine one target's TPS moves by
+//! 20-40 % from round to round, so two medians taken over different rounds can change order on
+//! noise alone (runs of the same code flipped verdicts both ways). The two targets of one round
+//! run back to back, minutes apart at most, so their ratio carries far less of the machine's slow
+//! spells; a target is met when it holds in every round, missed when it fails in every round,
+//! and otherwise the run cannot tell ([`Verdict::Undecided`]), which the tally says apart.
 
 use std::time::Instant;
 
-use crate::common::{median, procfs};
+use crate::common::{median, procfs, spread};
 use crate::pgbench::Outcome;
 
 /// A relay's CPU time during its own runs.
@@ -39,6 +47,15 @@ pub struct MachineCpu {
     pub relay_us_per_tx: Option<f64>,
 }
 
+/// One successful run.
+#[derive(Clone, Copy)]
+pub struct Run {
+    pub round: usize,
+    pub tps: f64,
+    /// `None` when `/proc/stat` or the transaction count could not be read.
+    pub cpu: Option<MachineCpu>,
+}
+
 /// One run's place in [`Runs`] and its names, for the line printed as it ends.
 pub struct Slot<'a> {
     pub w: usize,
@@ -53,13 +70,11 @@ pub struct Slot<'a> {
     pub tag: &'a str,
 }
 
-/// Everything measured, indexed `[workload][target]`: `tps` holds one value per successful run,
-/// `cpu` one per successful run whose `/proc/stat` and transaction count were read, `errors` what
-/// went wrong in each failed run, `warnings` the runs that succeeded but counted failed
-/// transactions; `load` each target's relay CPU over all its runs.
+/// Everything measured, indexed `[workload][target]`: `runs` holds each successful run,
+/// `errors` what went wrong in each failed run, `warnings` the runs that succeeded but counted
+/// failed transactions; `load` each target's relay CPU over all its runs.
 pub struct Runs {
-    pub tps: Vec<Vec<Vec<f64>>>,
-    pub cpu: Vec<Vec<Vec<MachineCpu>>>,
+    pub runs: Vec<Vec<Vec<Run>>>,
     pub errors: Vec<Vec<Vec<String>>>,
     pub warnings: Vec<Vec<Vec<String>>>,
     pub notes: Vec<String>,
@@ -70,8 +85,7 @@ pub struct Runs {
 impl Runs {
     pub fn new(workloads: usize, targets: usize) -> Runs {
         Runs {
-            tps: grid(workloads, targets),
-            cpu: grid(workloads, targets),
+            runs: grid(workloads, targets),
             errors: grid(workloads, targets),
             warnings: grid(workloads, targets),
             notes: Vec::new(),
@@ -123,11 +137,10 @@ impl Runs {
                 if let Some(f) = failed {
                     self.warnings[w][t].push(format!("round {round}: pgbench reported{f} (see pgbench-{tag}.err)"));
                 }
-                self.cpu[w][t].extend(machine);
+                self.runs[w][t].push(Run { round, tps: o.tps, cpu: machine });
                 if !self.notes.contains(&o.note) {
                     self.notes.push(o.note);
                 }
-                self.tps[w][t].push(o.tps);
                 Some(o.transactions.unwrap_or(0))
             }
             Err(e) => {
@@ -151,19 +164,55 @@ impl Runs {
         );
     }
 
+    /// The TPS of each successful run of workload `w` through target `t`.
+    fn tps(&self, w: usize, t: usize) -> Vec<f64> {
+        self.runs[w][t].iter().map(|r| r.tps).collect()
+    }
+
+    /// The machine CPU figures of workload `w` through target `t`.
+    fn cpu(&self, w: usize, t: usize) -> impl Iterator<Item = &MachineCpu> {
+        self.runs[w][t].iter().filter_map(|r| r.cpu.as_ref())
+    }
+
     /// Median TPS of workload `w` through target `t`.
     pub fn median_tps(&self, w: usize, t: usize) -> Option<f64> {
-        median(&self.tps[w][t])
+        median(&self.tps(w, t))
     }
 
     /// Median machine CPU per transaction (µs) of workload `w` through target `t`.
     pub fn us_per_tx(&self, w: usize, t: usize) -> Option<f64> {
-        median(&self.cpu[w][t].iter().map(|m| m.us_per_tx).collect::<Vec<_>>())
+        median(&self.cpu(w, t).map(|m| m.us_per_tx).collect::<Vec<_>>())
     }
 
     /// The median of the relay's own CPU per transaction (none for the direct path).
     pub fn relay_us_per_tx(&self, w: usize, t: usize) -> Option<f64> {
-        median(&self.cpu[w][t].iter().filter_map(|m| m.relay_us_per_tx).collect::<Vec<_>>())
+        median(&self.cpu(w, t).filter_map(|m| m.relay_us_per_tx).collect::<Vec<_>>())
+    }
+
+    /// Per round of workload `w` in which both targets `a` and `b` have a figure: `a`'s machine
+    /// CPU per transaction over `b`'s.
+    pub fn paired_cpu(&self, w: usize, a: usize, b: usize) -> Paired {
+        self.paired(w, a, b, |r| r.cpu.map(|m| m.us_per_tx))
+    }
+
+    /// Per round of workload `w` in which both targets `a` and `b` succeeded: `a`'s TPS over
+    /// `b`'s (with `b` the direct path, the round's ratio to direct).
+    pub fn paired_tps(&self, w: usize, a: usize, b: usize) -> Paired {
+        self.paired(w, a, b, |r| Some(r.tps))
+    }
+
+    fn paired(&self, w: usize, a: usize, b: usize, figure: impl Fn(&Run) -> Option<f64>) -> Paired {
+        let ratios = self.runs[w][a]
+            .iter()
+            .filter_map(|x| {
+                let y = self.runs[w][b].iter().find(|y| y.round == x.round)?;
+                match (figure(x), figure(y)) {
+                    (Some(p), Some(q)) if q > 0.0 => Some(p / q),
+                    _ => None,
+                }
+            })
+            .collect();
+        Paired { ratios }
     }
 
     /// Median TPS of workload `w` through target `t` over the direct median (target 0).
@@ -185,7 +234,7 @@ impl Runs {
         for (w, workload) in workloads.iter().enumerate() {
             let direct_us = self.us_per_tx(w, 0);
             for (t, target) in targets.iter().enumerate() {
-                let values = &self.tps[w][t];
+                let values = self.tps(w, t);
                 let (med, spread) = match self.median_tps(w, t) {
                     Some(m) => {
                         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -203,7 +252,7 @@ impl Runs {
                     _ => dash(),
                 };
                 let relay = self.relay_us_per_tx(w, t).map_or_else(dash, |v| format!("{v:.1}"));
-                let busy = median(&self.cpu[w][t].iter().map(|m| m.busy).collect::<Vec<_>>())
+                let busy = median(&self.cpu(w, t).map(|m| m.busy).collect::<Vec<_>>())
                     .map_or_else(dash, |b| format!("{:.0} %", b * 100.0));
                 let failed = self.errors[w][t].len();
                 let runs = match (failed, self.warnings[w][t].len()) {
@@ -240,11 +289,83 @@ pub fn grid<T: Clone>(workloads: usize, targets: usize) -> Vec<Vec<Vec<T>>> {
     vec![vec![Vec::new(); targets]; workloads]
 }
 
+/// A bound a paired ratio is held to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bound {
+    AtMost(f64),
+    Below(f64),
+    AtLeast(f64),
+    Above(f64),
+}
+
+impl Bound {
+    fn holds(self, x: f64) -> bool {
+        match self {
+            Bound::AtMost(b) => x <= b,
+            Bound::Below(b) => x < b,
+            Bound::AtLeast(b) => x >= b,
+            Bound::Above(b) => x > b,
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bound::AtMost(b) => write!(f, "<= {b}"),
+            Bound::Below(b) => write!(f, "< {b}"),
+            Bound::AtLeast(b) => write!(f, ">= {b}"),
+            Bound::Above(b) => write!(f, "> {b}"),
+        }
+    }
+}
+
+/// One ratio per round between two targets' figures ([`Runs::paired_cpu`], [`Runs::paired_tps`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Paired {
+    pub ratios: Vec<f64>,
+}
+
+/// What a paired ratio says about a bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The bound holds in every round.
+    Met,
+    /// The bound fails in every round (or there is no round to judge).
+    Missed,
+    /// It holds in some rounds and fails in others: within the machine's spread.
+    Undecided,
+}
+
+impl Paired {
+    pub fn verdict(&self, bound: Bound) -> Verdict {
+        let held = self.ratios.iter().filter(|&&r| bound.holds(r)).count();
+        match held {
+            _ if self.ratios.is_empty() => Verdict::Missed,
+            n if n == self.ratios.len() => Verdict::Met,
+            0 => Verdict::Missed,
+            _ => Verdict::Undecided,
+        }
+    }
+
+    /// `0.97 (0.94 .. 1.02, 4 rounds)`, or `no round with both figures`.
+    pub fn describe(&self) -> String {
+        match spread(&self.ratios) {
+            Some((lo, m, hi)) if self.ratios.len() > 1 => {
+                format!("{m:.3} ({lo:.3} .. {hi:.3}, {} rounds)", self.ratios.len())
+            }
+            Some((_, m, _)) => format!("{m:.3} (1 round)"),
+            None => "no round with both figures".into(),
+        }
+    }
+}
+
 /// Tallies verdict parts.
 #[derive(Default)]
 pub struct Judge {
     pub ok: usize,
     pub missed: usize,
+    pub undecided: usize,
 }
 
 impl Judge {
@@ -258,8 +379,25 @@ impl Judge {
         }
     }
 
-    /// `[bench] verdicts: N OK, M MISSED`.
+    /// `what` per round: `rampart/pgbouncer machine CPU per round 0.97 (0.94 .. 1.02, 4 rounds)
+    /// (target <= 1): WITHIN THE SPREAD`, tallied.
+    pub fn paired(&mut self, what: &str, p: &Paired, bound: Bound) -> String {
+        let word = match p.verdict(bound) {
+            Verdict::Met => self.verdict(true),
+            Verdict::Missed => self.verdict(false),
+            Verdict::Undecided => {
+                self.undecided += 1;
+                "WITHIN THE SPREAD"
+            }
+        };
+        format!("{what} per round {} (target {bound}): {word}", p.describe())
+    }
+
+    /// `[bench] verdicts: N OK, M MISSED, K within the spread`.
     pub fn print_tally(&self) {
-        println!("[bench] verdicts: {} OK, {} MISSED", self.ok, self.missed);
+        println!(
+            "[bench] verdicts: {} OK, {} MISSED, {} within the spread (met in some rounds, missed in others)",
+            self.ok, self.missed, self.undecided
+        );
     }
 }

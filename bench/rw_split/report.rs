@@ -10,7 +10,7 @@ use crate::classifier::Cost;
 use crate::common::procfs::{self, kb_to_mb};
 use crate::pgpool::PoolNode;
 use crate::relays::{Kind, Target};
-use crate::runs::Judge;
+use crate::runs::{Bound, Judge};
 use crate::split_metrics::Figures;
 use crate::{Results, Workload};
 
@@ -232,9 +232,10 @@ pub fn print_verdicts(res: &Results, names: &Names, targets: &[Target]) {
                 _ => String::new(),
             };
             let cpu = match (res.runs.us_per_tx(w, o), res.runs.us_per_tx(w, p)) {
-                (Some(a), Some(b)) => {
-                    format!("machine CPU {a:.1} us/tx vs pgpool {b:.1} (target <): {}", judge.verdict(a < b))
-                }
+                (Some(a), Some(b)) => format!(
+                    "machine CPU {a:.1} us/tx vs pgpool {b:.1} (medians); {}",
+                    judge.paired(&format!("{}/pgpool", ours.name), &res.runs.paired_cpu(w, o, p), Bound::Below(1.0))
+                ),
                 (Some(a), None) => format!("machine CPU {a:.1} us/tx; no pgpool figure to compare"),
                 _ => format!("no machine CPU figure: {}", judge.verdict(false)),
             };
