@@ -75,17 +75,15 @@ fn contains_ci(a: &[u8], needle: &[u8]) -> bool {
         .any(|at| a.get(at..at + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle)))
 }
 
-/// Whether `sql` calls a session-level advisory lock function (`pg_advisory_lock*` or
-/// `pg_try_advisory_lock*`, in any case). This runs on every query, so it looks only where a
+/// Whether the `v` at `at` in `sql` is that of a session-level advisory lock function's name
+/// (`pg_advisory_lock*` or `pg_try_advisory_lock*`, in any case). The scan looks only where a
 /// `v` is (rare in SQL, unlike the `p` of `pg_`), and compares the name around it.
-fn calls_advisory_lock(sql: &[u8]) -> bool {
+fn advisory_lock_at(sql: &[u8], at: usize) -> bool {
     const NAMES: [(&[u8], usize); 2] = [(b"pg_advisory_lock", 5), (b"pg_try_advisory_lock", 9)];
-    memchr::memchr2_iter(b'v', b'V', sql).any(|at| {
-        NAMES.iter().any(|(name, v_at)| {
-            at.checked_sub(*v_at)
-                .and_then(|from| sql.get(from..from + name.len()))
-                .is_some_and(|w| w.eq_ignore_ascii_case(name))
-        })
+    NAMES.iter().any(|(name, v_at)| {
+        at.checked_sub(*v_at)
+            .and_then(|from| sql.get(from..from + name.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(name))
     })
 }
 
@@ -197,24 +195,42 @@ fn may_pin(s: &[u8]) -> bool {
     }
 }
 
-/// The first session-level feature `sql` uses, if any.
+/// The first statement feature of the candidate statement `stmt`, if any.
+fn candidate(stmt: &[u8]) -> Option<Feature> {
+    if may_pin(stmt.trim_ascii_start()) {
+        statement(stmt)
+    } else {
+        None
+    }
+}
+
+/// The session-level feature `sql` uses, if any: a session-level advisory lock anywhere in the
+/// text before any other, else the first statement's feature.
+///
+/// This runs on every query of a transaction-mode client, so it reads the text once: one
+/// vectorised search for the `;` that end candidate statements and the `v` of the advisory-lock
+/// names together, rather than a search per kind (each search has a fixed cost that dominates on
+/// a short statement).
 pub fn scan(sql: &[u8]) -> Option<Feature> {
-    if calls_advisory_lock(sql) {
-        return Some(Feature::AdvisoryLock);
-    }
-    let mut rest = sql;
-    loop {
-        let (stmt, next) = match memchr::memchr(b';', rest) {
-            Some(end) => (&rest[..end], Some(&rest[end + 1..])),
-            None => (rest, None),
-        };
-        if may_pin(stmt.trim_ascii_start()) {
-            if let Some(f) = statement(stmt) {
-                return Some(f);
+    let mut first = None;
+    // The current candidate statement begins at `start`; the search goes on from `from`.
+    let (mut start, mut from) = (0, 0);
+    // A text ending in `;` (as most do) ends the search there: no search of nothing after it.
+    while let Some(found) =
+        sql.get(from..).filter(|rest| !rest.is_empty()).and_then(|rest| memchr::memchr3(b';', b'v', b'V', rest))
+    {
+        let at = from + found;
+        if sql[at] == b';' {
+            if first.is_none() {
+                first = candidate(&sql[start..at]);
             }
+            start = at + 1;
+        } else if advisory_lock_at(sql, at) {
+            return Some(Feature::AdvisoryLock);
         }
-        rest = next?;
+        from = at + 1;
     }
+    first.or_else(|| candidate(&sql[start..]))
 }
 
 #[cfg(test)]
