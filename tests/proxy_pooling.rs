@@ -371,9 +371,12 @@ fn session_level_features_pin_the_client_to_its_server_and_work_as_directly() {
             assert_eq!((channel.as_str(), payload), ("jobs", format!("job {round}")));
         }
 
-        // SET of a parameter the server does not report: kept for the session.
+        // SET of a parameter the server does not report: kept for the session. Sent inside a
+        // transaction as a query of its own, while the client already holds its server.
         let set = connect().await.unwrap();
-        set.simple_query("SET search_path = app, public").await.unwrap();
+        for sql in ["BEGIN", "SET search_path = app, public", "COMMIT"] {
+            set.simple_query(sql).await.unwrap();
+        }
         // A temporary table, a session advisory lock, a cursor WITH HOLD, SQL PREPARE.
         let temp = connect().await.unwrap();
         temp.simple_query("CREATE TEMP TABLE scratch (n int); INSERT INTO scratch VALUES (1), (2)").await.unwrap();

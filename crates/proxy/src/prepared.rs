@@ -87,6 +87,13 @@ impl ClientStatements {
         Some(wire::split_cstr(&s.text).map_or(&s.text[..], |(q, _)| q))
     }
 
+    /// Whether [`Route::client_message`] passes this client message on exactly as it came, with
+    /// nothing else to do: a simple query that discards no statement, while no earlier error
+    /// skips the client's messages. Such messages may be placed without a `Route`.
+    pub fn passes_as_is(&self, tag: u8, body: &[u8]) -> bool {
+        tag == b'Q' && !self.skipping && !discards_all(body)
+    }
+
     /// Answers a message that needs no server, for a client that holds none (between its
     /// transactions): a `Parse` of a named statement is registered and answered ParseComplete
     /// (it is prepared on a server when first used, and an error in it is reported then), a

@@ -25,6 +25,7 @@
 //! Invariant: the scan never allocates for a text that pins nothing and never panics.
 
 use crate::session_params::TRACKED;
+use crate::wire;
 
 /// A session-level feature that pins the client to its server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -233,6 +234,21 @@ pub fn scan(sql: &[u8]) -> Option<Feature> {
     first.or_else(|| candidate(&sql[start..]))
 }
 
+/// The session-level feature a client message's SQL uses, if any: a simple query's text, or a
+/// Parse's query text. Only the text is read (not the terminating NUL, nor a Parse's parameter
+/// types), so that a text ending in `;` ends the scan there.
+pub fn scan_message(tag: u8, body: &[u8]) -> Option<Feature> {
+    let text = match tag {
+        b'Q' => body.strip_suffix(b"\0").unwrap_or(body),
+        b'P' => {
+            let (_name, rest) = wire::split_cstr(body)?;
+            wire::split_cstr(rest).map_or(rest, |(query, _)| query)
+        }
+        _ => return None,
+    };
+    scan(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +314,20 @@ mod tests {
         ] {
             assert_eq!(scan(sql.as_bytes()), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_message_is_scanned_for_its_query_text_only() {
+        let mut parse = b"stmt\0LISTEN jobs\0".to_vec();
+        parse.extend_from_slice(&1i16.to_be_bytes());
+        parse.extend_from_slice(&23i32.to_be_bytes());
+        assert_eq!(scan_message(b'P', &parse), Some(Feature::Listen));
+        assert_eq!(scan_message(b'P', b"\0SELECT 1;\0\0\0"), None);
+        assert_eq!(scan_message(b'Q', b"SELECT 1; LISTEN jobs;\0"), Some(Feature::Listen));
+        assert_eq!(scan_message(b'Q', b"SELECT pg_advisory_lock(1);\0"), Some(Feature::AdvisoryLock));
+        assert_eq!(scan_message(b'Q', b"SELECT abalance FROM pgbench_accounts WHERE aid = 7;\0"), None);
+        // Not SQL: a Bind's bytes are never read as a statement.
+        assert_eq!(scan_message(b'B', b"\0LISTEN jobs\0"), None);
     }
 
     /// The scan before its shortcuts (the first-letter check and the look at each `v`): every

@@ -15,7 +15,7 @@ pub(crate) fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
 /// Splits `buf` at its first NUL: the string before it and the rest after it (NUL dropped).
 /// `None` when there is no NUL at all.
 pub(crate) fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = buf.iter().position(|&b| b == 0)?;
+    let nul = memchr::memchr(0, buf)?;
     Some((&buf[..nul], &buf[nul + 1..]))
 }
 

@@ -276,6 +276,20 @@ struct Txn<'a> {
     servers_taken: u64,
 }
 
+/// What [`Txn::take_idle_now`] did.
+enum Now {
+    /// The client holds an idle server of the pool.
+    Taken,
+    /// It must wait, for a server of the backend picked if one was.
+    Wait(Option<(PoolRef, Target)>),
+}
+
+/// Counts and logs a client now pinned to its server by `feature`.
+fn pinned_now(shared: &Shared, base: &PoolKey, feature: Feature) {
+    shared.clients.pinned(feature);
+    tracing::debug!(user = %base.user, database = %base.database, feature = feature.as_str(), "client pinned to its server for the rest of its session");
+}
+
 /// The client sent bytes that are not a message.
 fn invalid_message(e: impl std::fmt::Display) -> (Ended, Option<ErrorResponse>) {
     ended(Outcome::ProtocolError, SqlState::PROTOCOL_VIOLATION, format!("invalid message: {e}"))
@@ -434,21 +448,12 @@ impl Txn<'_> {
         // has to wait.
         let began = Instant::now();
         let began_at = Stamp::of(began);
-        // The common case, without a future: not paused, and a server idle in the pool picked.
-        // The pick goes on to the waiting path otherwise (picking again would move the
-        // replicas' round robin twice).
-        let mut picked = None;
-        if !self.paused() {
-            if let Some((key, on)) = self.pick_now(want)? {
-                match self.shared.pools.take_idle(&key) {
-                    Some(conn) => {
-                        self.take(conn, key, on, began_at);
-                        return Ok(());
-                    }
-                    None => picked = Some((key, on)),
-                }
-            }
-        }
+        // The pick goes on to the waiting path (picking again would move the replicas' round
+        // robin twice).
+        let picked = match self.take_idle_now(want, began_at)? {
+            Now::Taken => return Ok(()),
+            Now::Wait(picked) => picked,
+        };
         self.me.info.set(ClientState::Waiting, 0, began_at);
         let (taken, key, on) = self.acquire_now(began, want, picked).await?;
         let at = match taken.at_once {
@@ -461,6 +466,23 @@ impl Txn<'_> {
         };
         self.take(taken.conn, key, on, at);
         Ok(())
+    }
+
+    /// [`Txn::acquire`]'s common case, without a future: not paused, and a server idle in the
+    /// pool of the backend picked, taken since `began`. Otherwise the backend picked, if any, for
+    /// the waiting path.
+    fn take_idle_now(&mut self, want: Target, began: Stamp) -> Result<Now, Refusal> {
+        if self.paused() {
+            return Ok(Now::Wait(None));
+        }
+        let Some((key, on)) = self.pick_now(want)? else { return Ok(Now::Wait(None)) };
+        match self.shared.pools.take_idle(&key) {
+            Some(conn) => {
+                self.take(conn, key, on, began);
+                Ok(Now::Taken)
+            }
+            None => Ok(Now::Wait(Some((key, on)))),
+        }
     }
 
     /// [`Txn::acquire`]'s waiting path, starting from the backend `picked` already, if any.
@@ -658,17 +680,12 @@ impl Txn<'_> {
                 DbStats::add(&self.me.info.stats.queries, 1);
             }
             if self.pinned.is_none() && !self.session {
-                self.pinned = match frame.tag() {
-                    b'Q' => session_features::scan(frame.body()),
-                    b'P' => wire::split_cstr(frame.body()).and_then(|(_, text)| session_features::scan(text)),
-                    _ => None,
-                };
+                self.pinned = session_features::scan_message(frame.tag(), frame.body());
                 if let Some(f) = self.pinned {
                     if let Some(sp) = self.split.as_mut() {
                         sp.router.pin();
                     }
-                    self.shared.clients.pinned(f);
-                    tracing::debug!(user = %self.base.user, database = %self.base.database, feature = f.as_str(), "client pinned to its server for the rest of its session");
+                    pinned_now(self.shared, &self.base, f);
                 }
             }
             if self.held.is_none() && !self.session {
@@ -711,12 +728,18 @@ impl Txn<'_> {
         }
     }
 
-    /// [`Txn::place_client_messages`] without a future, for a session-mode client holding its
-    /// server (no splitting): its whole messages go to the server as they are, in one copy, each
-    /// counted as the request it makes; `Ok(false)` at Terminate (what came before it is placed).
-    /// `None` for any other client.
-    fn place_session_messages(&mut self) -> Option<Result<bool, (Ended, Option<ErrorResponse>)>> {
-        if !self.session || self.split.is_some() || self.next.is_some() {
+    /// [`Txn::place_client_messages`] without a future, for a client holding its server (no
+    /// splitting): its whole messages go to the server as they are, in one copy, each counted as
+    /// the request it makes; `Ok(false)` at Terminate (what came before it is placed). A
+    /// session-mode client's messages all go so; a transaction-mode client's only while they are
+    /// simple queries that the statement bookkeeping passes on as they are
+    /// ([`ClientStatements::passes_as_is`]), each scanned for session-level features as the
+    /// general path does. `None` when the rest (all or part) takes the general path.
+    fn place_held_messages(&mut self) -> Option<Result<bool, (Ended, Option<ErrorResponse>)>> {
+        if self.split.is_some() || self.next.is_some() {
+            return None;
+        }
+        if self.held.is_none() && !self.take_idle_for_query() {
             return None;
         }
         let h = self.held.as_mut()?;
@@ -726,17 +749,29 @@ impl Txn<'_> {
         let outcome = loop {
             let frame = match frame_at(&cbuf[placed..], DEFAULT_MAX_FRAME_LEN) {
                 Ok(Some(f)) => f,
-                Ok(None) => break Ok(true),
-                Err(e) => break Err(invalid_message(e)),
+                Ok(None) => break Some(Ok(true)),
+                Err(e) => break Some(Err(invalid_message(e))),
             };
             let tag = frame.tag();
-            tracing::trace!(client = self.pid, tag = %crate::frame::printable(tag), "from client");
             if tag == b'X' {
+                tracing::trace!(client = self.pid, tag = "X", "from client");
                 to_server.extend_from_slice(&cbuf[..placed]);
                 cbuf.advance(placed + frame.as_bytes().len());
                 placed = 0;
-                break Ok(false);
+                break Some(Ok(false));
             }
+            if !self.session {
+                if !self.statements.passes_as_is(tag, frame.body()) {
+                    break None;
+                }
+                if self.pinned.is_none() {
+                    self.pinned = session_features::scan_message(tag, frame.body());
+                    if let Some(f) = self.pinned {
+                        pinned_now(self.shared, &self.base, f);
+                    }
+                }
+            }
+            tracing::trace!(client = self.pid, tag = %crate::frame::printable(tag), "from client");
             queries += u64::from(matches!(tag, b'Q' | b'S'));
             h.sent_as_is(frame);
             placed += frame.as_bytes().len();
@@ -749,7 +784,22 @@ impl Txn<'_> {
             DbStats::add(&self.me.info.stats.queries, queries);
         }
         h.pending.move_to_client(to_client);
-        Some(outcome)
+        outcome
+    }
+
+    /// For a transaction-mode client between transactions on the read-write port whose next
+    /// message is a simple query that passes as it is: takes an idle server of the primary's pool
+    /// as [`Txn::acquire`] would, without a future. `false` when the general path must place the
+    /// message (it may wait, be refused, be answered without a server, or pick a replica).
+    fn take_idle_for_query(&mut self) -> bool {
+        if self.session || self.port != Port::ReadWrite {
+            return false;
+        }
+        let passes = match frame_at(&self.cbuf, DEFAULT_MAX_FRAME_LEN) {
+            Ok(Some(f)) => self.statements.passes_as_is(f.tag(), f.body()),
+            _ => false,
+        };
+        passes && matches!(self.take_idle_now(Target::Primary, Stamp::of(Instant::now())), Ok(Now::Taken))
     }
 
     /// Places what the server sent; `Err` when the server broke the protocol.
@@ -958,7 +1008,7 @@ impl Txn<'_> {
         loop {
             // Most turns bring nothing from the client (a server's reply, a write done).
             let placed = match self.next.is_some() || !self.cbuf.is_empty() {
-                true => match self.place_session_messages() {
+                true => match self.place_held_messages() {
                     Some(placed) => placed,
                     None => self.place_client_messages().await,
                 },
