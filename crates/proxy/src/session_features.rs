@@ -196,7 +196,7 @@ fn may_pin(s: &[u8]) -> bool {
     }
 }
 
-/// The first statement feature of the candidate statement `stmt`, if any.
+/// The feature the candidate statement `stmt` uses, if any.
 fn candidate(stmt: &[u8]) -> Option<Feature> {
     if may_pin(stmt.trim_ascii_start()) {
         statement(stmt)
@@ -206,7 +206,7 @@ fn candidate(stmt: &[u8]) -> Option<Feature> {
 }
 
 /// The session-level feature `sql` uses, if any: a session-level advisory lock anywhere in the
-/// text before any other, else the first statement's feature.
+/// text takes precedence, else the feature of the first statement that uses one.
 ///
 /// This runs on every query of a transaction-mode client, so it reads the text once: one
 /// vectorised search for the `;` that end candidate statements and the `v` of the advisory-lock

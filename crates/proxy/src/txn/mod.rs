@@ -204,8 +204,9 @@ struct Held {
 }
 
 impl Held {
-    /// Records a client message passed on as it is (session mode): the request it makes, if
-    /// any, is owed an answer.
+    /// Records a client message passed on as it is (session mode, or a transaction-mode simple
+    /// query that needs no statement bookkeeping): the request it makes, if any, is owed an
+    /// answer.
     fn sent_as_is<'f>(&mut self, frame: impl Into<FrameRef<'f>>) {
         if let Some(kind) = Kind::of_client_message(frame) {
             self.pending.sent(kind, Origin::Client);
