@@ -95,20 +95,20 @@ test-doc:
 	$(CARGO) test --workspace --doc $(if $(TEST_ARGS),-- $(TEST_ARGS))
 	$(CARGO) check --benches
 
-# The failover, switchover, proxy throughput, proxy failover, read/write splitting, replica
-# creation and etcd load benchmarks (bench/failover.rs, bench/switchover.rs, bench/proxy.rs,
-# bench/proxy_failover.rs, bench/rw_split.rs, bench/clone.rs, bench/etcd_load.rs,
-# bench/many_clusters.rs: `harness = false` bench targets sharing bench/common/): they print
-# numbers and assert nothing. `cargo bench` builds them and the agent with the bench profile
-# (= release). About 6 + 1.5 + 6.5 + 1.5 + 12 + 6 + 12 + 25 minutes;
-# `make bench RAMPART_BENCH_QUICK=1` (one run of each kind, 5 s pgbench runs) about
-# 2 + 1 + 1.5 + 0.5 + 3 + 1 + 4 + 9. The proxy, rw_split and clone benches also read RAMPART_BENCH_ROUNDS,
+# The failover, switchover, proxy throughput, relay floor, proxy failover, read/write splitting,
+# replica creation and etcd load benchmarks (bench/failover.rs, bench/switchover.rs,
+# bench/proxy.rs, bench/relay_floor.rs, bench/proxy_failover.rs, bench/rw_split.rs,
+# bench/clone.rs, bench/etcd_load.rs, bench/many_clusters.rs: `harness = false` bench targets
+# sharing bench/common/): they print numbers and assert nothing. `cargo bench` builds them and the
+# agent with the bench profile (= release). About 6 + 1.5 + 16 + 8 + 1.5 + 12 + 6 + 12 + 25 minutes;
+# `make bench RAMPART_BENCH_QUICK=1` (one run of each kind, short pgbench runs) about
+# 2 + 1 + 4 + 2 + 0.5 + 3 + 1 + 4 + 9. The proxy, rw_split and clone benches also read RAMPART_BENCH_ROUNDS,
 # the first two RAMPART_BENCH_SECS, clone RAMPART_BENCH_SCALE (see bench/proxy.rs,
 # bench/rw_split.rs, bench/clone.rs).
 # Like `make test`, it clears leftovers of killed runs before and after each bench.
 bench: setup
 	@bash scripts/reap-test-procs.sh
-	@rc=0; for b in failover switchover proxy proxy_failover rw_split clone etcd_load many_clusters; do \
+	@rc=0; for b in failover switchover proxy relay_floor proxy_failover rw_split clone etcd_load many_clusters; do \
 	  $(CARGO) bench --bench $$b || rc=$$?; \
 	  bash scripts/reap-test-procs.sh; \
 	done; exit $$rc
