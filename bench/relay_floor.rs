@@ -118,9 +118,7 @@ mod floor {
 
 /// `(user, system)` clock ticks of `pid`.
 fn ticks(pid: u32) -> Option<(u64, u64)> {
-    let fields = support::process::stat_fields(pid)?;
-    // fields[0] is field 3 (state): utime and stime are fields 14 and 15.
-    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+    procfs::times_ticks(pid).map(|[user, system, ..]| (user, system))
 }
 
 /// Runs `w` through `r` for `secs`; prints and returns its figures.

@@ -8,12 +8,19 @@ pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
 }
 
-/// (utime + stime, cutime + cstime) of `pid` in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+/// (utime, stime, cutime, cstime) of `pid` in clock ticks: its own user and system time, and its
+/// reaped children's.
+pub fn times_ticks(pid: u32) -> Option<[u64; 4]> {
     let fields = rampart_kit::pid::stat_fields(pid)?;
     // fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14 to 17.
     let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
-    Some((field(14)? + field(15)?, field(16)? + field(17)?))
+    Some([field(14)?, field(15)?, field(16)?, field(17)?])
+}
+
+/// (utime + stime, cutime + cstime) of `pid` in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+    let [utime, stime, cutime, cstime] = times_ticks(pid)?;
+    Some((utime + stime, cutime + cstime))
 }
 
 pub fn clock_ticks_per_sec() -> f64 {
